@@ -1,0 +1,400 @@
+//! Metric analysis: providers behind [`MetricsProvider`], builtin queries, template rendering,
+//! and the per-metric range judgement.
+//!
+//! - [`builtin`]: Flagger's PromQL for `request-success-rate` / `request-duration` per provider
+//! - [`template`]: PURE rendering of `{{ namespace }}`-style query templates
+//! - [`judge`]: PURE range judgement and Flagger's messages
+//! - [`prometheus`]: the Prometheus provider (HTTP)
+//! - [`evaluate`]: one analysis tick's metric checks, in spec order
+
+pub mod builtin;
+pub mod judge;
+pub mod prometheus;
+pub mod template;
+
+use futures::future::BoxFuture;
+use kube::ResourceExt;
+
+use crate::api::{Canary, CanaryMetric};
+use crate::canary::machine::{MetricCheck, MetricOutcome};
+
+pub use judge::{MetricKind, judge};
+pub use prometheus::PrometheusProvider;
+
+/// Interval (range-vector window) of a builtin or inline metric without `interval`, as Flagger.
+pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
+
+/// A metrics backend that turns a query into one number.
+///
+/// Object safe (boxed futures) so a provider can be chosen at run time, e.g. from a
+/// MetricTemplate's `provider.type`.
+pub trait MetricsProvider: Send + Sync {
+    /// Run `query` and return its single value.
+    fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, QueryError>>;
+    /// `Ok` when the backend answers a trivial query correctly (Prometheus: `vector(1)` is 1).
+    fn is_online(&self) -> BoxFuture<'_, Result<(), QueryError>>;
+}
+
+/// Why a query gave no usable value.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The query ran but returned nothing (empty vector or NaN): Flagger's "no values found",
+    /// usually because the target receives no traffic. `query` is the query as sent.
+    #[error("no values found for query: {query}")]
+    NoValues { query: String },
+    /// The backend could not answer: connection refused, DNS, TLS, timeout, HTTP 5xx or 429.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the query: HTTP 4xx, e.g. a PromQL syntax error (`bad_data`).
+    #[error("query rejected: {0}")]
+    Rejected(String),
+    /// The backend answered with something that is not one number (a matrix, a string, not
+    /// the backend's API format).
+    #[error("unusable answer: {0}")]
+    Invalid(String),
+    /// The provider is misconfigured (e.g. the server URL is not a URL).
+    #[error("misconfigured: {0}")]
+    Config(String),
+}
+
+/// Run the metric checks of one analysis tick, Flagger §4.1, and return one [`MetricCheck`]
+/// per metric in `analysis.metrics` order.
+///
+/// - `provider` is the mesh/ingress provider that selects the builtin queries
+///   ([`builtin::builtin_query`]); the caller applies Flagger's overrides (§2.16-8).
+/// - `metrics_server` is the Prometheus URL `prom` talks to, used in messages.
+/// - Builtins (`request-success-rate` in percent, `request-duration` in ms) and inline `query`
+///   metrics (deprecated) are rendered with [`template::render`] (metric `interval` default
+///   `1m`) and run on `prom`, then judged by [`judge()`]. A metric with an inline `query` is
+///   judged as a custom metric even when it carries a builtin name (the user's query wins).
+/// - Metrics with `templateRef` are **skipped** (no entry): MetricTemplates are not implemented
+///   yet and the controller reports them as unsupported (`validate::unsupported`).
+/// - Querying **stops after the first check that does not pass**, as Flagger does (the first
+///   failure ends the tick), so the result holds every passing check followed by at most one
+///   failing one. An empty result means there was nothing to check.
+///
+/// Outcomes: `NoValues` reads `no values found for {provider} metric {name} probably
+/// {target}.{namespace} is not receiving traffic: {query}`; a backend failure is `Error`
+/// (`prometheus {url} unreachable: ...`, `prometheus {url} rejected query {query}: ...`, ...).
+pub async fn evaluate<P: MetricsProvider + ?Sized>(
+    canary: &Canary,
+    provider: &str,
+    metrics_server: &str,
+    prom: &P,
+) -> Vec<MetricCheck> {
+    let Some(analysis) = canary.spec.analysis() else {
+        return vec![];
+    };
+    let mut checks = Vec::with_capacity(analysis.metrics.len());
+    for metric in &analysis.metrics {
+        if metric.template_ref.is_some() {
+            continue;
+        }
+        let outcome = check_metric(canary, metric, provider, metrics_server, prom).await;
+        let failed = !matches!(outcome, MetricOutcome::Pass(_));
+        checks.push(MetricCheck {
+            name: metric.name.clone(),
+            outcome,
+        });
+        if failed {
+            break;
+        }
+    }
+    checks
+}
+
+async fn check_metric<P: MetricsProvider + ?Sized>(
+    canary: &Canary,
+    metric: &CanaryMetric,
+    provider: &str,
+    metrics_server: &str,
+    prom: &P,
+) -> MetricOutcome {
+    let name = metric.name.as_str();
+    let inline = metric.query.as_deref().filter(|q| !q.trim().is_empty());
+    let (tpl, kind, scale) = match (inline, name) {
+        (Some(q), _) => (q, MetricKind::Custom, 1.0),
+        (None, builtin::REQUEST_SUCCESS_RATE | builtin::REQUEST_DURATION) => {
+            let Some(q) = builtin::builtin_query(provider, name) else {
+                return MetricOutcome::Error(format!(
+                    "no builtin {name} query for provider {provider:?} (builtins exist for istio, nginx, gatewayapi, kubernetes); use a query or templateRef"
+                ));
+            };
+            if name == builtin::REQUEST_DURATION {
+                (q, MetricKind::Duration, builtin::duration_to_ms(provider))
+            } else {
+                (q, MetricKind::SuccessRate, 1.0)
+            }
+        }
+        (None, _) => {
+            return MetricOutcome::Error(format!(
+                "metric {name} has no query and is not a builtin metric"
+            ));
+        }
+    };
+
+    let interval = metric
+        .interval
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .unwrap_or(DEFAULT_METRIC_INTERVAL);
+    let model = template::TemplateModel::new(canary, interval, metric.template_variables.as_ref());
+    let query = match template::render(tpl, &model) {
+        Ok(q) => template::collapse_whitespace(&q),
+        Err(e) => {
+            return MetricOutcome::Error(format!("cannot render the query of metric {name}: {e}"));
+        }
+    };
+
+    match prom.query(&query).await {
+        Ok(v) => judge(
+            kind,
+            name,
+            v * scale,
+            metric.threshold_range.as_ref(),
+            metric.threshold,
+        ),
+        Err(QueryError::NoValues { query }) => MetricOutcome::NoValues(format!(
+            "no values found for {provider} metric {name} probably {}.{} is not receiving traffic: {query}",
+            canary.spec.target_ref.name,
+            canary.namespace().unwrap_or_default(),
+        )),
+        Err(QueryError::Unavailable(e)) => {
+            MetricOutcome::Error(format!("prometheus {metrics_server} unreachable: {e}"))
+        }
+        Err(QueryError::Rejected(e)) => MetricOutcome::Error(format!(
+            "prometheus {metrics_server} rejected query {query}: {e}"
+        )),
+        Err(QueryError::Invalid(e)) => MetricOutcome::Error(format!(
+            "prometheus {metrics_server} gave an unusable answer to {query}: {e}"
+        )),
+        Err(QueryError::Config(e)) => {
+            MetricOutcome::Error(format!("prometheus {metrics_server}: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A provider answering from a table; unknown queries are `NoValues`. Records the queries.
+    struct Fake {
+        answers: BTreeMap<String, Result<f64, QueryError>>,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new(answers: &[(&str, Result<f64, QueryError>)]) -> Self {
+            Fake {
+                answers: answers
+                    .iter()
+                    .map(|(q, a)| (q.to_string(), a.clone()))
+                    .collect(),
+                seen: Mutex::new(vec![]),
+            }
+        }
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl MetricsProvider for Fake {
+        fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, QueryError>> {
+            self.seen.lock().unwrap().push(query.to_string());
+            let a = self.answers.get(query).cloned().unwrap_or_else(|| {
+                Err(QueryError::NoValues {
+                    query: query.to_string(),
+                })
+            });
+            Box::pin(async move { a })
+        }
+        fn is_online(&self) -> BoxFuture<'_, Result<(), QueryError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn canary(metrics: serde_json::Value) -> Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "metrics": metrics}
+            }
+        }))
+        .unwrap()
+    }
+
+    const SR: &str = r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) * 100"#;
+    const DUR_30S: &str = r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[30s] ) ) by (le) )"#;
+
+    #[tokio::test]
+    async fn builtins_and_inline_run_in_order_and_pass() {
+        let c = canary(json!([
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}},
+            {"name": "request-duration", "interval": "30s", "thresholdRange": {"max": 500}},
+            {"name": "errors", "query": "sum(rate(errors{ns=\"{{ namespace }}\",app=\"{{ variables.app }}\"}[{{ interval }}]))",
+             "templateVariables": {"app": "web"}, "thresholdRange": {"max": 1}},
+        ]));
+        let prom = Fake::new(&[
+            (SR, Ok(99.5)),
+            (DUR_30S, Ok(120.9)),
+            (r#"sum(rate(errors{ns="test",app="web"}[1m]))"#, Ok(0.5)),
+        ]);
+        let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+        assert_eq!(
+            got,
+            vec![
+                MetricCheck {
+                    name: "request-success-rate".into(),
+                    outcome: MetricOutcome::Pass(99.5)
+                },
+                MetricCheck {
+                    name: "request-duration".into(),
+                    outcome: MetricOutcome::Pass(120.0)
+                },
+                MetricCheck {
+                    name: "errors".into(),
+                    outcome: MetricOutcome::Pass(0.5)
+                },
+            ]
+        );
+        assert_eq!(prom.seen().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn stops_after_the_first_failure() {
+        let c = canary(json!([
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}},
+            {"name": "request-duration", "thresholdRange": {"max": 500}},
+        ]));
+        let prom = Fake::new(&[(SR, Ok(80.0))]);
+        let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+        assert_eq!(
+            got,
+            vec![MetricCheck {
+                name: "request-success-rate".into(),
+                outcome: MetricOutcome::OutOfRange(
+                    80.0,
+                    "request-success-rate 80.00% < 99%".into()
+                ),
+            }]
+        );
+        assert_eq!(
+            prom.seen(),
+            vec![SR.to_string()],
+            "request-duration not queried"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_values_names_provider_target_and_query() {
+        let c = canary(json!([{"name": "request-success-rate", "thresholdRange": {"min": 99}}]));
+        let prom = Fake::new(&[]);
+        let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+        assert_eq!(
+            got[0].outcome,
+            MetricOutcome::NoValues(format!(
+                "no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic: {SR}"
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn backend_failures_are_errors_naming_the_server() {
+        let cases = [
+            (
+                QueryError::Unavailable("connection refused".into()),
+                "prometheus http://prom:9090 unreachable: connection refused".to_string(),
+            ),
+            (
+                QueryError::Rejected("HTTP 400: bad_data: parse error".into()),
+                "prometheus http://prom:9090 rejected query up: HTTP 400: bad_data: parse error"
+                    .to_string(),
+            ),
+            (
+                QueryError::Invalid("a range vector".into()),
+                "prometheus http://prom:9090 gave an unusable answer to up: a range vector"
+                    .to_string(),
+            ),
+        ];
+        for (err, want) in cases {
+            let c = canary(json!([{"name": "up", "query": "up", "thresholdRange": {"min": 1}}]));
+            let prom = Fake::new(&[("up", Err(err))]);
+            let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+            assert_eq!(
+                got,
+                vec![MetricCheck {
+                    name: "up".into(),
+                    outcome: MetricOutcome::Error(want)
+                }]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn template_metrics_are_skipped_and_render_errors_reported() {
+        let c = canary(json!([
+            {"name": "latency", "templateRef": {"name": "latency", "namespace": "flagger"}, "thresholdRange": {"max": 1}},
+            {"name": "bad", "query": "x{a=\"{{ variables.missing }}\"}"},
+        ]));
+        let prom = Fake::new(&[]);
+        let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "bad");
+        let MetricOutcome::Error(m) = &got[0].outcome else {
+            panic!("{got:?}")
+        };
+        assert!(m.starts_with("cannot render the query of metric bad: unknown template variable \"variables.missing\""), "{m}");
+        assert!(prom.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn http_observer_duration_is_seconds_times_1000() {
+        let c = canary(json!([{"name": "request-duration", "thresholdRange": {"max": 500}}]));
+        let q = template::collapse_whitespace(
+            &template::render(
+                builtin::builtin_query("kubernetes", "request-duration").unwrap(),
+                &template::TemplateModel::new(&c, "1m", None),
+            )
+            .unwrap(),
+        );
+        let prom = Fake::new(&[(q.as_str(), Ok(0.6125))]);
+        let got = evaluate(&c, "kubernetes", "http://prom:9090", &prom).await;
+        assert_eq!(
+            got[0].outcome,
+            MetricOutcome::OutOfRange(612.0, "request-duration 612ms > 500ms".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_provider_builtin_is_an_error_and_no_analysis_is_empty() {
+        let c = canary(json!([{"name": "request-success-rate"}]));
+        let got = evaluate(&c, "linkerd", "http://prom:9090", &Fake::new(&[])).await;
+        assert!(
+            matches!(&got[0].outcome, MetricOutcome::Error(m) if m.contains("linkerd")),
+            "{got:?}"
+        );
+
+        let mut c = canary(json!([]));
+        c.spec.analysis = None;
+        assert!(evaluate(&c, "istio", "x", &Fake::new(&[])).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn works_through_dyn() {
+        let c = canary(json!([{"name": "request-success-rate", "threshold": 99}]));
+        let fake = Fake::new(&[(SR, Ok(100.0))]);
+        let prom: &dyn MetricsProvider = &fake;
+        let got = evaluate(&c, "istio", "http://prom:9090", prom).await;
+        assert_eq!(got[0].outcome, MetricOutcome::Pass(100.0));
+    }
+}

@@ -1,0 +1,476 @@
+//! Prometheus behind [`MetricsProvider`], through `prometheus-http-query`.
+//!
+//! Same answers as Flagger's Prometheus provider (§2.16-11): an instant query (`GET
+//! /api/v1/query`) whose whitespace runs are collapsed first; a vector result gives the value
+//! of its *last* series, a scalar its value; an empty vector or a NaN value is "no values found";
+//! a matrix (range vector) is an error. Unlike Flagger, failures are classified so a canary's
+//! status can tell "Prometheus is down" from "the query is wrong":
+//!
+//! | What happened | [`QueryError`] |
+//! |---|---|
+//! | connection refused, DNS, TLS, timeout, HTTP 5xx or 429, Prometheus `timeout` / `canceled` / `unavailable` / `internal` | `Unavailable` |
+//! | HTTP 4xx (Prometheus `bad_data`, `execution`, `not_found`; 401/403 from a proxy) | `Rejected` |
+//! | a 2xx answer that is not a single number (matrix, string, not JSON) | `Invalid` |
+//! | empty vector, NaN | `NoValues` |
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use prometheus_http_query::response::Data;
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::template::collapse_whitespace;
+use super::{MetricsProvider, QueryError};
+
+/// Per-query timeout unless [`PrometheusProvider::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Query sent by [`MetricsProvider::is_online`]; it must return 1.
+pub const ONLINE_QUERY: &str = "vector(1)";
+
+/// Longest piece of an error body quoted in messages, in characters.
+const BODY_QUOTE: usize = 200;
+
+/// A Prometheus server (or anything speaking its HTTP API: Thanos, Mimir, VictoriaMetrics).
+/// Cheap to build: it shares the caller's HTTP client (connection pool, TLS settings).
+#[derive(Clone)]
+pub struct PrometheusProvider {
+    client: prometheus_http_query::Client,
+    url: String,
+    timeout: Duration,
+}
+
+impl PrometheusProvider {
+    /// A provider for `url` (e.g. `http://prometheus.istio-system:9090`) with an HTTP client of
+    /// its own. Prefer [`Self::with_client`] to share a connection pool. Needs the process-wide
+    /// rustls provider.
+    pub fn new(url: &str) -> Result<Self, QueryError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| QueryError::Config(format!("cannot build HTTP client: {e}")))?;
+        Self::with_client(http, url)
+    }
+
+    /// A provider for `url` (a path prefix is kept) over `http`, with a [`DEFAULT_TIMEOUT`] per
+    /// query (request and body) whatever timeout `http` has. Errors (`QueryError::Config`) when
+    /// `url` is not an absolute http(s) URL.
+    pub fn with_client(http: reqwest::Client, url: &str) -> Result<Self, QueryError> {
+        let invalid =
+            |why: String| QueryError::Config(format!("invalid Prometheus URL {url:?}: {why}"));
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(invalid("expected http(s)://host[:port][/path]".into()));
+        }
+        // prometheus-http-query appends "/api/v1/query" to a non-root path with a "/" of its
+        // own, so a trailing slash would give "//api".
+        let client = prometheus_http_query::Client::from(http, url.trim_end_matches('/'))
+            .map_err(|e| invalid(chain(&e)))?;
+        Ok(PrometheusProvider {
+            client,
+            url: url.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The same provider with another per-query timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn run(&self, promql: &str) -> Result<f64, QueryError> {
+        let query = collapse_whitespace(promql);
+        tokio::time::timeout(self.timeout, self.send(&query))
+            .await
+            .map_err(|_| QueryError::Unavailable(format!("timed out after {:?}", self.timeout)))?
+    }
+
+    async fn send(&self, query: &str) -> Result<f64, QueryError> {
+        let resp = self
+            .client
+            .query(query)
+            .get_raw()
+            .await
+            .map_err(|e| QueryError::Unavailable(transport_error(&e)))?;
+        let status = resp.status();
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("reading the response: {}", chain(&e))))?;
+
+        let envelope = if is_json {
+            serde_json::from_str::<Envelope>(&body).ok()
+        } else {
+            None
+        };
+        match envelope {
+            Some(Envelope {
+                status: s,
+                error_type,
+                error,
+                ..
+            }) if s == "error" || !status.is_success() => {
+                let what = format!(
+                    "HTTP {}: {}: {}",
+                    status.as_u16(),
+                    error_type.as_deref().unwrap_or("error"),
+                    error.as_deref().unwrap_or("")
+                );
+                Err(classify(status, error_type.as_deref(), what))
+            }
+            Some(Envelope {
+                data: Some(data), ..
+            }) => value_of(data, query),
+            Some(Envelope { data: None, .. }) => Err(QueryError::Invalid(format!(
+                "success answer without data: {}",
+                quote(&body)
+            ))),
+            None if !status.is_success() => Err(classify(
+                status,
+                None,
+                format!("HTTP {}: {}", status.as_u16(), quote(&body)),
+            )),
+            None => Err(QueryError::Invalid(format!(
+                "not a Prometheus API answer: {}",
+                quote(&body)
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for PrometheusProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusProvider")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsProvider for PrometheusProvider {
+    fn query<'a>(&'a self, promql: &'a str) -> BoxFuture<'a, Result<f64, QueryError>> {
+        Box::pin(self.run(promql))
+    }
+
+    fn is_online(&self) -> BoxFuture<'_, Result<(), QueryError>> {
+        Box::pin(async move {
+            match self.run(ONLINE_QUERY).await? {
+                1.0 => Ok(()),
+                v => Err(QueryError::Invalid(format!(
+                    "{ONLINE_QUERY} returned {v}, expected 1"
+                ))),
+            }
+        })
+    }
+}
+
+/// Prometheus' API envelope. `data` is parsed only on success; an unknown `resultType`
+/// (`string`) makes the whole envelope unparsable, reported as `Invalid`.
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn value_of(data: Data, query: &str) -> Result<f64, QueryError> {
+    let no_values = || QueryError::NoValues {
+        query: query.to_string(),
+    };
+    let v = match data {
+        Data::Vector(series) => series.last().ok_or_else(no_values)?.sample().value(),
+        Data::Scalar(sample) => sample.value(),
+        Data::Matrix(_) => {
+            return Err(QueryError::Invalid(
+                "a range vector (matrix); the query must return an instant vector or a scalar"
+                    .into(),
+            ));
+        }
+    };
+    if v.is_nan() { Err(no_values()) } else { Ok(v) }
+}
+
+/// 4xx means the request is wrong (bad PromQL, unauthorised); 5xx and 429 mean Prometheus cannot
+/// answer now. A JSON error on a 2xx status falls back to Prometheus' `errorType`.
+fn classify(status: StatusCode, error_type: Option<&str>, what: String) -> QueryError {
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return QueryError::Unavailable(what);
+    }
+    if status.is_client_error() {
+        return QueryError::Rejected(what);
+    }
+    match error_type {
+        Some("bad_data" | "execution" | "not_found") => QueryError::Rejected(what),
+        _ => QueryError::Unavailable(what),
+    }
+}
+
+/// The cause of a failed request, without the request URL (the caller names the server and
+/// the query already).
+fn transport_error(e: &prometheus_http_query::Error) -> String {
+    if let prometheus_http_query::Error::Client(c) = e
+        && let Some(r) = c.inner()
+    {
+        if r.is_timeout() {
+            return "timed out".into();
+        }
+        if let Some(cause) = std::error::Error::source(r) {
+            return format!("error sending request: {}", chain(cause));
+        }
+    }
+    chain(e)
+}
+
+/// An error and its sources, `outer: inner: root`, skipping repeats.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+fn quote(body: &str) -> String {
+    let one_line = collapse_whitespace(body);
+    match one_line.char_indices().nth(BODY_QUOTE) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::Query;
+    use axum::http::{StatusCode as AxStatus, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn install_crypto() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+
+    /// A fake Prometheus: the answer is chosen by the PromQL text.
+    async fn fake_prometheus(
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Response {
+        let query = q.get("query").cloned().unwrap_or_default();
+        let ok = |data: Value| Json(json!({"status": "success", "data": data})).into_response();
+        match query.as_str() {
+            "vector(1)" => ok(json!({"resultType": "vector", "result": [
+                {"metric": {}, "value": [1_700_000_000.0, "1"]}
+            ]})),
+            "vector(2)" => ok(json!({"resultType": "vector", "result": [
+                {"metric": {}, "value": [1_700_000_000.0, "2"]}
+            ]})),
+            "two_series" => ok(json!({"resultType": "vector", "result": [
+                {"metric": {"pod": "a"}, "value": [1_700_000_000.0, "10"]},
+                {"metric": {"pod": "b"}, "value": [1_700_000_000.0, "99.5"]}
+            ]})),
+            "empty" => ok(json!({"resultType": "vector", "result": []})),
+            "nan" => ok(json!({"resultType": "vector", "result": [
+                {"metric": {}, "value": [1_700_000_000.0, "NaN"]}
+            ]})),
+            "scalar(1.5)" => ok(json!({"resultType": "scalar", "result": [1_700_000_000.0, "1.5"]})),
+            "matrix[1m]" => ok(json!({"resultType": "matrix", "result": [
+                {"metric": {}, "values": [[1_700_000_000.0, "1"], [1_700_000_015.0, "2"]]}
+            ]})),
+            "\"a string\"" => ok(json!({"resultType": "string", "result": [1_700_000_000.0, "a string"]})),
+            "sum( rate(x[1m]) ) * 100" => ok(json!({"resultType": "vector", "result": [
+                {"metric": {}, "value": [1_700_000_000.0, "42"]}
+            ]})),
+            "overloaded" => (
+                AxStatus::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "error", "errorType": "timeout", "error": "query timed out in expression evaluation"})),
+            )
+                .into_response(),
+            "proxy_down" => (AxStatus::BAD_GATEWAY, [(header::CONTENT_TYPE, "text/html")], "<html>502 Bad Gateway</html>")
+                .into_response(),
+            "forbidden" => (AxStatus::FORBIDDEN, "access denied").into_response(),
+            "html" => (AxStatus::OK, [(header::CONTENT_TYPE, "text/html")], "<html>login</html>").into_response(),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                ok(json!({"resultType": "vector", "result": []}))
+            }
+            _ => (
+                AxStatus::BAD_REQUEST,
+                Json(json!({
+                    "status": "error",
+                    "errorType": "bad_data",
+                    "error": "invalid parameter \"query\": 1:5: parse error: unexpected <op:/>"
+                })),
+            )
+                .into_response(),
+        }
+    }
+
+    async fn serve() -> SocketAddr {
+        let app = Router::new().route("/api/v1/query", get(fake_prometheus));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn http() -> reqwest::Client {
+        install_crypto();
+        reqwest::Client::new()
+    }
+
+    async fn provider() -> PrometheusProvider {
+        let addr = serve().await;
+        PrometheusProvider::with_client(http(), &format!("http://{addr}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn values_follow_flagger() {
+        let p = provider().await;
+        assert_eq!(p.query("vector(1)").await, Ok(1.0));
+        assert_eq!(p.query("two_series").await, Ok(99.5), "last series wins");
+        assert_eq!(p.query("scalar(1.5)").await, Ok(1.5));
+        assert_eq!(
+            p.query("\n\tsum(\n\t\trate(x[1m])\n\t) \n\t* 100").await,
+            Ok(42.0),
+            "whitespace collapsed"
+        );
+        assert_eq!(
+            p.query("empty").await,
+            Err(QueryError::NoValues {
+                query: "empty".into()
+            })
+        );
+        assert_eq!(
+            p.query("nan").await,
+            Err(QueryError::NoValues {
+                query: "nan".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_answers_are_invalid() {
+        let p = provider().await;
+        for q in ["matrix[1m]", "\"a string\"", "html"] {
+            let e = p.query(q).await.unwrap_err();
+            assert!(matches!(e, QueryError::Invalid(_)), "{q}: {e:?}");
+        }
+        let e = p.query("matrix[1m]").await.unwrap_err();
+        assert!(e.to_string().contains("range vector"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bad_promql_is_rejected_with_prometheus_words() {
+        let p = provider().await;
+        let e = p.query("1 +/ 2").await.unwrap_err();
+        assert_eq!(
+            e,
+            QueryError::Rejected(
+                "HTTP 400: bad_data: invalid parameter \"query\": 1:5: parse error: unexpected <op:/>".into()
+            )
+        );
+        let e = p.query("forbidden").await.unwrap_err();
+        assert_eq!(e, QueryError::Rejected("HTTP 403: access denied".into()));
+    }
+
+    #[tokio::test]
+    async fn server_trouble_is_unavailable() {
+        let p = provider().await;
+        let e = p.query("overloaded").await.unwrap_err();
+        assert_eq!(
+            e,
+            QueryError::Unavailable(
+                "HTTP 503: timeout: query timed out in expression evaluation".into()
+            )
+        );
+        let e = p.query("proxy_down").await.unwrap_err();
+        assert_eq!(
+            e,
+            QueryError::Unavailable("HTTP 502: <html>502 Bad Gateway</html>".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_unavailable() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let p = PrometheusProvider::with_client(http(), &format!("http://{addr}")).unwrap();
+        let e = p.query("vector(1)").await.unwrap_err();
+        let QueryError::Unavailable(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(m.to_lowercase().contains("connect"), "{m}");
+        assert!(matches!(
+            p.is_online().await,
+            Err(QueryError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn timeout_is_unavailable() {
+        let addr = serve().await;
+        let p = PrometheusProvider::with_client(http(), &format!("http://{addr}"))
+            .unwrap()
+            .with_timeout(Duration::from_millis(200));
+        let e = p.query("slow").await.unwrap_err();
+        let QueryError::Unavailable(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(m, "timed out after 200ms");
+    }
+
+    #[tokio::test]
+    async fn is_online_needs_vector_1_to_be_1() {
+        let p = provider().await;
+        assert_eq!(p.is_online().await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn base_path_is_kept() {
+        let app = Router::new().route("/prom/api/v1/query", get(fake_prometheus));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let p = PrometheusProvider::with_client(http(), &format!("http://{addr}/prom")).unwrap();
+        assert_eq!(p.query("vector(2)").await, Ok(2.0));
+        let p = PrometheusProvider::with_client(http(), &format!("http://{addr}/prom/")).unwrap();
+        assert_eq!(p.query("vector(2)").await, Ok(2.0));
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error() {
+        let e = PrometheusProvider::with_client(http(), "prometheus:9090").unwrap_err();
+        assert!(matches!(e, QueryError::Config(_)), "{e:?}");
+        let e = PrometheusProvider::new("not a url").unwrap_err();
+        assert!(matches!(e, QueryError::Config(_)), "{e:?}");
+    }
+}

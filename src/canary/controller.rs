@@ -1,0 +1,517 @@
+//! Wiring of the Canary controller: watches, mappers from related objects to Canaries, the
+//! reconcile pipeline (observe → decide → execute → status) and the finalizer.
+//!
+//! A Canary is reconciled when it changes, when its target or primary Deployment changes, when
+//! one of its Services or routing objects changes, or when a ConfigMap/Secret its target's pods
+//! reference changes. Nothing is polled: time-gated steps come back through `requeue_after`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::machine::{self, Decision, Probe, Severity, Step, Weights};
+use super::{execute, observe, tracker};
+use crate::api::{Canary, CanaryStatus};
+use crate::metrics::Metrics;
+
+/// Finalizer added when `revertOnDeletion` is set (same name as Flagger's).
+pub const FINALIZER: &str = "finalizer.flagger.app";
+
+/// Controller settings, from the command line (names mirror Flagger's flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Default router when a Canary has no `provider` (`-mesh-provider`).
+    pub default_provider: String,
+    /// Default Prometheus URL (`-metrics-server`).
+    pub metrics_server: String,
+    /// Labels tried, in order, to find the target's selector label (`-selector-labels`).
+    pub selector_labels: Vec<String>,
+    /// Track ConfigMaps/Secrets referenced by the target (`-enable-config-tracking`).
+    pub config_tracking: bool,
+    /// Only watch this namespace (`-namespace`); all when `None`.
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Shared state of the controller: clients, caches, metrics.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    /// Routing objects by kind (`VirtualService`, `DestinationRule`), when their CRDs exist.
+    pub routes: HashMap<String, Store<DynamicObject>>,
+    pub http: reqwest::Client,
+    /// `reportingInstance` of the Events pennant writes (pod name, else hostname).
+    pub instance: String,
+    pub metrics: Arc<Metrics>,
+    /// resourceVersion of each Canary as written by our last status patch: a cached Canary with
+    /// another version is stale (our own write has not come back through the watch yet) and is
+    /// read fresh, so a step is never decided twice from an old status.
+    written: Mutex<HashMap<ObjectRef<Canary>, String>>,
+}
+
+impl Context {
+    /// The cached live object for `kind/ns/name`, as JSON, if pennant caches that kind.
+    pub fn live(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        match kind {
+            "Deployment" => self
+                .deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|d| serde_json::to_value(&*d).ok()),
+            "Service" => self
+                .services
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|s| serde_json::to_value(&*s).ok()),
+            k => self.routes.get(k).and_then(|store| {
+                let ar = route_resource(k)?;
+                store
+                    .get(&ObjectRef::new_with(name, ar).within(ns))
+                    .and_then(|o| serde_json::to_value(&*o).ok())
+            }),
+        }
+    }
+
+    /// Wait until every cache has its initial list (the basis of `/readyz`).
+    pub async fn wait_until_ready(&self) {
+        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        for s in self.routes.values() {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+}
+
+/// The routing kinds pennant caches, with their API resources.
+fn route_resource(kind: &str) -> Option<ApiResource> {
+    let gvk = match kind {
+        "VirtualService" => GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "DestinationRule" => GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        _ => return None,
+    };
+    Some(ApiResource::from_gvk(&gvk))
+}
+
+fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Build the caches and run the Canary controller until shutdown.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let wc = watcher::Config::default().any_semantic();
+    let ns = settings.namespace.clone();
+
+    let (deployments, writer) = reflector::store::<Deployment>();
+    let deployment_events = reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
+        .default_backoff()
+        .touched_objects();
+    let (services, writer) = reflector::store::<Service>();
+    let service_events = reflector::reflector(writer, watcher(api::<Service>(&client, &ns), wc.clone()))
+        .default_backoff()
+        .touched_objects();
+    let config_map_events = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &ns), wc.clone())
+        .default_backoff()
+        .touched_objects();
+    let secret_events = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), wc.clone())
+        .default_backoff()
+        .touched_objects();
+
+    // Routing objects: cached only when their CRD is installed.
+    let mut routes = HashMap::new();
+    let mut route_streams = vec![];
+    for kind in ["VirtualService", "DestinationRule"] {
+        let ar = route_resource(kind).expect("known kind");
+        let probe: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        if probe.list(&kube::api::ListParams::default().limit(1)).await.is_err() {
+            info!(%kind, "CRD not installed; not watching");
+            continue;
+        }
+        let a: Api<DynamicObject> = match &ns {
+            Some(n) => Api::namespaced_with(client.clone(), n, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let store = writer.as_reader();
+        let s = reflector::reflector(writer, watcher(a, wc.clone()))
+            .default_backoff()
+            .touched_objects();
+        routes.insert(kind.to_string(), store);
+        route_streams.push((s, ar));
+    }
+
+    let ctx = Arc::new(Context {
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "pennant".into()),
+        client: client.clone(),
+        settings,
+        deployments: deployments.clone(),
+        services,
+        routes,
+        // Per-request timeouts (webhooks) override this default (metric queries).
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| anyhow::anyhow!("http client: {e}"))?,
+        metrics,
+        written: Mutex::new(HashMap::new()),
+    });
+
+    let controller = Controller::new(api::<Canary>(&client, &ns), wc);
+    let canaries = controller.store();
+    let c1 = canaries.clone();
+    let c2 = canaries.clone();
+    let c3 = canaries.clone();
+    let d2 = deployments.clone();
+    let d3 = deployments.clone();
+    let mut controller = controller
+        .watches_stream(deployment_events, move |d: Deployment| canaries_for_deployment(&c1, &d))
+        .owns_stream(service_events)
+        .watches_stream(config_map_events, move |m| {
+            canaries_for_config(&c2, &d2, m.namespace(), &m.name_any(), true)
+        })
+        .watches_stream(secret_events, move |m| {
+            canaries_for_config(&c3, &d3, m.namespace(), &m.name_any(), false)
+        });
+    for (s, ar) in route_streams {
+        controller = controller.owns_stream_with(s, ar);
+    }
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.wait_until_ready().await;
+            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            info!("caches synced");
+        });
+    }
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!("reconcile: {e}");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Canaries whose target (or primary) is this Deployment.
+fn canaries_for_deployment(canaries: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
+    let ns = d.namespace();
+    let name = d.name_any();
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            let t = &c.spec.target_ref.name;
+            *t == name || format!("{t}-primary") == name
+        })
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+/// Canaries whose target's pods reference this ConfigMap (or Secret).
+fn canaries_for_config(
+    canaries: &Store<Canary>,
+    deployments: &Store<Deployment>,
+    ns: Option<String>,
+    name: &str,
+    config_map: bool,
+) -> Vec<ObjectRef<Canary>> {
+    let Some(ns) = ns else { return vec![] };
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|c| {
+            let Some(d) = deployments.get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns)) else {
+                return false;
+            };
+            let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+                return false;
+            };
+            let refs = tracker::config_refs(pod);
+            if config_map {
+                refs.config_maps.contains_key(name)
+            } else {
+                refs.secrets.contains_key(name)
+            }
+        })
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(canary = %canary.name_any(), "reconcile failed: {err}");
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ResultLabels { result: err.label().into() })
+        .inc();
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// One reconcile of one Canary.
+async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    ctx.wait_until_ready().await;
+    let oref = ObjectRef::from_obj(&*cached);
+    let ns = cached.namespace().unwrap_or_default();
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Read fresh only when our own last write has not reached the cache yet.
+    let stale = {
+        let w = ctx.written.lock().expect("lock");
+        w.get(&oref).is_some_and(|rv| cached.resource_version().as_ref() != Some(rv))
+    };
+    let canary = if stale {
+        match api.get_opt(&cached.name_any()).await.map_err(Error::Kube)? {
+            Some(c) => Arc::new(c),
+            None => return Ok(Requeue::await_change()),
+        }
+    } else {
+        cached
+    };
+
+    if canary.metadata.deletion_timestamp.is_some() {
+        return finalize(&canary, &api, &ctx).await;
+    }
+    sync_finalizer(&canary, &api).await?;
+
+    let mut obs = observe::observe(&canary, &ctx).await?;
+    let decision = loop {
+        match machine::decide(&canary, &obs.observed) {
+            Step::Done(d) => break d,
+            Step::Need(p) => run_probe(&canary, p, &mut obs, &ctx).await,
+        }
+    };
+    execute::execute(&canary, &decision, &obs, &ctx).await?;
+    write_status(&canary, &decision.status, &api, &ctx).await?;
+    publish(&canary, &decision, &ctx).await;
+
+    let st = &decision.status;
+    let w = machine::routes_for(st, canary.spec.analysis());
+    ctx.metrics.observe_canary(&canary.name_any(), &ns, &canary.spec.target_ref.name, st.phase, w.primary, w.canary);
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ResultLabels { result: "ok".into() })
+        .inc();
+    Ok(match decision.requeue_after {
+        Some(d) => Requeue::requeue(d),
+        None => Requeue::await_change(),
+    })
+}
+
+/// Run one probe `decide` asked for and record its result.
+async fn run_probe(canary: &Canary, probe: Probe, obs: &mut observe::Observation, ctx: &Context) {
+    match probe {
+        Probe::Hooks(kind) => {
+            let phase = canary
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(crate::api::CanaryPhase::Progressing);
+            let v = crate::webhook::run_hooks(&ctx.http, canary, kind, phase).await;
+            obs.observed.probes.hooks.insert(kind, v);
+        }
+        Probe::Metrics => {
+            let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+            let server = canary
+                .spec
+                .metrics_server
+                .clone()
+                .unwrap_or_else(|| ctx.settings.metrics_server.clone());
+            let prom = crate::analysis::prometheus::PrometheusProvider::with_client(ctx.http.clone(), &server);
+            let checks = match prom {
+                Ok(p) => crate::analysis::evaluate(canary, provider, &server, &p).await,
+                Err(e) => vec![machine::MetricCheck {
+                    name: "metrics-server".into(),
+                    outcome: machine::MetricOutcome::Error(format!("metrics server {server:?}: {e}")),
+                }],
+            };
+            obs.observed.probes.metrics = Some(checks);
+        }
+    }
+}
+
+/// Patch the status subresource when it changed, guarded by the resourceVersion we decided on.
+async fn write_status(canary: &Canary, status: &CanaryStatus, api: &Api<Canary>, ctx: &Context) -> Result<(), Error> {
+    let old = canary.status.clone().unwrap_or_default();
+    if *status == old {
+        return Ok(());
+    }
+    let new_v = serde_json::to_value(status).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut st = new_v.as_object().cloned().unwrap_or_default();
+    // A merge patch only removes a field that is sent as null.
+    if let Value::Object(old_v) = serde_json::to_value(&old).unwrap_or_default() {
+        for k in old_v.keys() {
+            st.entry(k.clone()).or_insert(Value::Null);
+        }
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": canary.resource_version()},
+        "status": st,
+    });
+    ctx.metrics.writes.inc();
+    let res = api
+        .patch_status(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    if let Some(rv) = res.resource_version() {
+        ctx.written.lock().expect("lock").insert(ObjectRef::from_obj(canary), rv);
+    }
+    Ok(())
+}
+
+/// Kubernetes Events for the decision's notices (reason `Synced`, as Flagger). Written directly
+/// rather than through kube's `Recorder`, which merges events of equal reason into one series
+/// and would keep only the first message; notices are emitted on transitions only.
+async fn publish(canary: &Canary, d: &Decision, ctx: &Context) {
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
+    for n in &d.notices {
+        match n.severity {
+            Severity::Info => info!(canary = %canary.name_any(), "{}", n.message),
+            _ => warn!(canary = %canary.name_any(), "{}", n.message),
+        }
+        if let Some(alert) = &n.alert {
+            info!(canary = %canary.name_any(), severity = ?n.severity, "alert: {alert}");
+        }
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ev = k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)),
+            type_: Some(if n.severity == Severity::Info { "Normal" } else { "Warning" }.into()),
+            reason: Some("Synced".into()),
+            action: Some("Reconcile".into()),
+            note: Some(n.message.chars().take(1000).collect()),
+            regarding: Some(canary.object_ref(&())),
+            reporting_controller: Some("pennant.dev/canary".into()),
+            reporting_instance: Some(ctx.instance.clone()),
+            ..Default::default()
+        };
+        ctx.metrics.writes.inc();
+        if let Err(e) = api.create(&Default::default(), &ev).await {
+            warn!("event: {e}");
+        }
+    }
+}
+
+/// Add or remove `finalizer.flagger.app` to follow `revertOnDeletion`. The JSON patch is guarded
+/// by a `test` of the resourceVersion, so concurrent reconciles never add it twice (Flagger #1124).
+async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
+    let finalizers = canary.finalizers();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    let want = canary.spec.revert_on_deletion;
+    if has == want {
+        return Ok(());
+    }
+    let rv = canary.resource_version();
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
+    if want {
+        if finalizers.is_empty() {
+            ops.push(json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}));
+        } else {
+            ops.push(json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}));
+        }
+    } else {
+        let i = finalizers.iter().position(|f| f == FINALIZER).expect("present");
+        ops.push(json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Invalid(e.to_string()))?;
+    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// `revertOnDeletion`: give the traffic back to the target before the Canary (and everything
+/// it owns) goes away: scale the target up, wait until it is ready, route 100% to it, then
+/// release the finalizer. Gives up (with a Warning) after the progress deadline.
+async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<Requeue, Error> {
+    if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    let obs = observe::observe(canary, ctx).await?;
+    let mut done = true;
+    if let (Some(target), Some(_)) = (&obs.observed.target, &obs.selector) {
+        let replicas = obs
+            .primary
+            .as_ref()
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas))
+            .filter(|r| *r > 0)
+            .unwrap_or(target.scale_up_replicas.max(1));
+        let mut actions = vec![machine::Action::ScaleTarget(replicas)];
+        let ready = target.readiness == machine::Readiness::Ready;
+        let deleting_for = canary
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
+            .unwrap_or(0);
+        if ready {
+            actions.push(machine::Action::EnsureRoutes(Weights { primary: 0, canary: 100, mirror: false }));
+        } else if deleting_for < canary.spec.progress_deadline().as_secs() as i64 {
+            done = false;
+        } else {
+            warn!(canary = %canary.name_any(), "target not ready after the progress deadline; releasing the finalizer anyway");
+        }
+        let d = Decision { status: canary.status.clone().unwrap_or_default(), actions, notices: vec![], requeue_after: None };
+        execute::execute(canary, &d, &obs, ctx).await?;
+    }
+    if !done {
+        return Ok(Requeue::requeue(Duration::from_secs(2)));
+    }
+    let finalizers: Vec<String> = canary.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": canary.resource_version()}});
+    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
+    Ok(Requeue::await_change())
+}

@@ -1,0 +1,201 @@
+//! Execute: apply a decision's actions in order. Desired objects come from the pure builders;
+//! each is written with server-side apply (field manager `pennant`) only when it differs from
+//! the cached live object, so a steady-state reconcile costs no API writes.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use super::controller::{Context, Error};
+use super::machine::{Action, Decision, revision_id};
+use super::observe::Observation;
+use super::{services, tracker, workload};
+use crate::api::Canary;
+use crate::router;
+
+pub const FIELD_MANAGER: &str = "pennant";
+
+/// Apply `decision.actions` in order; stop at the first error (status is not written then).
+pub async fn execute(
+    canary: &Canary,
+    decision: &Decision,
+    obs: &Observation,
+    ctx: &Context,
+) -> Result<(), Error> {
+    for action in &decision.actions {
+        debug!(?action, "applying");
+        match action {
+            Action::EnsurePrimary => {
+                if obs.primary.is_none() {
+                    let id = obs
+                        .observed
+                        .target
+                        .as_ref()
+                        .map(|t| revision_id(&t.revision, &t.configs))
+                        .unwrap_or_default();
+                    let replicas = obs.observed.target.as_ref().map(|t| t.scale_up_replicas);
+                    apply_primary(canary, obs, ctx, &id, replicas).await?;
+                }
+            }
+            Action::EnsureServices => {
+                let (label, value) = selector(obs)?;
+                for svc in services::build_services(canary, label, value).into_iter().skip(1) {
+                    apply_if_changed(ctx, &to_value(&svc)?).await?;
+                }
+            }
+            Action::EnsureRoutes(weights) => {
+                let (label, value) = selector(obs)?;
+                let apex = services::build_services(canary, label, value).swap_remove(0);
+                apply_if_changed(ctx, &to_value(&apex)?).await?;
+                let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+                let r = router::router_for(provider)
+                    .ok_or_else(|| Error::Invalid(format!("no router for provider {provider}")))?;
+                for obj in r.build(canary, *weights).map_err(Error::Invalid)? {
+                    apply_if_changed(ctx, &obj).await?;
+                }
+            }
+            Action::ScaleTarget(n) => {
+                let Some(target) = &obs.target else { continue };
+                let current = target.spec.as_ref().and_then(|s| s.replicas);
+                if current != Some(*n) {
+                    let ns = target.metadata.namespace.as_deref().unwrap_or_default();
+                    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+                    let name = target.metadata.name.as_deref().unwrap_or_default();
+                    info!(%name, replicas = n, "scaling target");
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": n}})))
+                        .await
+                        .map_err(Error::Kube)?;
+                }
+            }
+            Action::Promote { revision_id } => {
+                // An autoscaler owns the primary's replicas; otherwise copy the target's.
+                let replicas = if canary.spec.autoscaler_ref.is_some() {
+                    None
+                } else {
+                    obs.observed.target.as_ref().map(|t| t.scale_up_replicas)
+                };
+                apply_primary(canary, obs, ctx, revision_id, replicas).await?;
+            }
+            Action::RunHooks(kind, phase) => {
+                let v = crate::webhook::run_hooks(&ctx.http, canary, *kind, *phase).await;
+                if !v.pass {
+                    warn!(hook = kind.as_str(), message = %v.message, "hook failed");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn selector(obs: &Observation) -> Result<(&str, &str), Error> {
+    obs.selector
+        .as_ref()
+        .map(|(l, v)| (l.as_str(), v.as_str()))
+        .ok_or_else(|| Error::Invalid("target selector label unknown".into()))
+}
+
+/// Write the primary Deployment (and the `-primary` copies of tracked configs) from the target.
+async fn apply_primary(
+    canary: &Canary,
+    obs: &Observation,
+    ctx: &Context,
+    revision_id: &str,
+    replicas: Option<i32>,
+) -> Result<(), Error> {
+    let (Some(target), Some(state)) = (&obs.target, &obs.observed.target) else {
+        return Err(Error::Invalid("target not found".into()));
+    };
+    let (label, value) = selector(obs)?;
+    let owner = workload::owner_reference(canary);
+    for cm in &obs.config_maps {
+        apply_if_changed(ctx, &to_value(&tracker::primary_config_map(cm, owner.clone()))?).await?;
+    }
+    for s in &obs.secrets {
+        apply_if_changed(ctx, &to_value(&tracker::primary_secret(s, owner.clone()))?).await?;
+    }
+    let primary =
+        workload::build_primary(canary, target, label, value, revision_id, &state.configs, replicas);
+    apply_if_changed(ctx, &to_value(&primary)?).await
+}
+
+fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
+    serde_json::to_value(obj).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Server-side apply `desired` unless the cached live object already contains it.
+pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Error> {
+    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = desired["metadata"]["namespace"].as_str().unwrap_or_default();
+    if let Some(live) = ctx.live(kind, ns, name)
+        && is_subset(desired, &live)
+    {
+        return Ok(());
+    }
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    info!(%kind, %ns, %name, "applying");
+    ctx.metrics.writes.inc();
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// True when every field of `desired` is present with an equal value in `live` (fields the
+/// server adds — status, defaults, managedFields — are ignored). Lists must match in length.
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| is_subset(dv, lv)) || is_empty(dv) && l.get(k).is_none()),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+        }
+        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
+        _ => desired == live,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_ignores_server_added_fields() {
+        let desired = json!({"spec": {"replicas": 2, "selector": {"matchLabels": {"app": "x"}}}});
+        let live = json!({"spec": {"replicas": 2, "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {"app": "x"}}}, "status": {"readyReplicas": 2}});
+        assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn subset_detects_changed_values_and_list_lengths() {
+        let live = json!({"spec": {"http": [{"route": [{"weight": 90}, {"weight": 10}]}]}});
+        let moved = json!({"spec": {"http": [{"route": [{"weight": 80}, {"weight": 20}]}]}});
+        let shorter = json!({"spec": {"http": [{"route": [{"weight": 90}]}]}});
+        assert!(!is_subset(&moved, &live));
+        assert!(!is_subset(&shorter, &live));
+        assert!(is_subset(&live, &live));
+    }
+
+    #[test]
+    fn empty_desired_fields_match_absent_live_fields() {
+        let desired = json!({"metadata": {"labels": {}}, "spec": {"gateways": []}});
+        let live = json!({"metadata": {}, "spec": {}});
+        assert!(is_subset(&desired, &live));
+    }
+}

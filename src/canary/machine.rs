@@ -1,0 +1,1044 @@
+//! The canary state machine: a pure function from (Canary, observations, now) to the next
+//! status, the ordered side effects and when to look again.
+//!
+//! Behaviour follows Flagger's `advanceCanary` (reference/flagger.md §2.3) with its known bugs
+//! fixed:
+//! - weights never exceed `maxWeight` (Flagger overshoots: 20, 40, 60 with maxWeight 50);
+//! - the progress deadline is measured from pennant's own clock (`status.unreadySince`), not only
+//!   from the Deployment's conditions (Flagger #1247, #1578);
+//! - every transition to `Failed` raises an error alert with its reason (Flagger #1663);
+//! - a failed promotion (primary unhealthy after Promote) keeps traffic on the healthy canary and
+//!   does not scale it down (Flagger #1932);
+//! - a primary that never becomes ready during initialisation never receives traffic: the target
+//!   keeps serving and the Canary reports it (instead of Flagger's rollback-to-broken-primary);
+//! - `skipAnalysis` still waits for the new primary before scaling the canary down;
+//! - routing objects are always rebuilt from the weights in status, so editing the Canary mid-run
+//!   never resets traffic (Flagger #929).
+//!
+//! Observations that cost a network call (webhooks, metric queries) are asked for on demand:
+//! `decide` returns [`Step::Need`] with the probe it needs, the caller runs it, records the result
+//! in [`Observed::probes`] and calls `decide` again. The same inputs always give the same output.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::condition::{remove_condition, set_condition, types};
+use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy};
+
+/// Readiness of a workload as judged by `workload::deployment_readiness`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Still rolling out; the message says what is missing.
+    NotReady(String),
+    /// Will not become ready by itself (e.g. `ProgressDeadlineExceeded`).
+    Failed(String),
+}
+
+/// What `observe` read about the target workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetState {
+    /// Canonical revision hash of the pod template (`tracker::revision`).
+    pub revision: String,
+    /// Tracked ConfigMaps/Secrets: `configmap/<name>` → checksum.
+    pub configs: BTreeMap<String, String>,
+    pub readiness: Readiness,
+    /// Replicas to scale the canary up to (Flagger's `ScaleFromZero` choice).
+    pub scale_up_replicas: i32,
+}
+
+/// What `observe` read about the primary workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrimaryState {
+    pub readiness: Readiness,
+    /// The revision id stamped on the primary's pod template (`flagger-id`), if any.
+    pub revision_id: Option<String>,
+}
+
+/// Webhook kinds, with Flagger's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookKind {
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfirmRollout => "confirm-rollout",
+            Self::PreRollout => "pre-rollout",
+            Self::Rollout => "rollout",
+            Self::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            Self::ConfirmPromotion => "confirm-promotion",
+            Self::PostRollout => "post-rollout",
+            Self::Rollback => "rollback",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// The combined answer of all webhooks of one kind.
+///
+/// For checks and gates `pass` means every hook answered 2xx; for `rollback` hooks it means at
+/// least one hook *asked* for a rollback (answered 2xx), as in Flagger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookVerdict {
+    pub pass: bool,
+    pub message: String,
+}
+
+/// Result of one metric check.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricOutcome {
+    /// Value within range.
+    Pass(f64),
+    /// Value outside `thresholdRange`; the message names the bound.
+    OutOfRange(f64, String),
+    /// The query returned no samples (Flagger's "no values found").
+    NoValues(String),
+    /// The provider could not be queried (unreachable, bad query, non-200).
+    Error(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricCheck {
+    pub name: String,
+    pub outcome: MetricOutcome,
+}
+
+/// Results of on-demand probes gathered so far in this reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Probes {
+    pub hooks: BTreeMap<HookKind, HookVerdict>,
+    pub metrics: Option<Vec<MetricCheck>>,
+}
+
+/// A probe `decide` needs before it can finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Hooks(HookKind),
+    Metrics,
+}
+
+/// Everything `decide` looks at besides the Canary itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub now: Timestamp,
+    /// `None` when the target does not exist.
+    pub target: Option<TargetState>,
+    /// `None` when the primary does not exist (yet).
+    pub primary: Option<PrimaryState>,
+    pub probes: Probes,
+    /// Spec problems found by `validate` (empty when valid).
+    pub invalid: Vec<String>,
+    /// Accepted-but-not-implemented fields (`validate::unsupported`).
+    pub unsupported: Vec<String>,
+}
+
+/// Traffic split for the routing objects, in percent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights {
+    pub primary: i32,
+    pub canary: i32,
+    pub mirror: bool,
+}
+
+/// Side effects, in the order they must be applied (before the status write).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create the primary workload and its config copies if missing (never updates one).
+    EnsurePrimary,
+    /// Create or update the `-canary` and `-primary` Services.
+    EnsureServices,
+    /// Create or update the apex Service and the routing objects with these weights.
+    EnsureRoutes(Weights),
+    /// Set the target's replicas (0 = scale to zero).
+    ScaleTarget(i32),
+    /// Copy the target's pod template and tracked configs to the primary, stamped with
+    /// `revision_id`, which starts the primary's rolling update.
+    Promote { revision_id: String },
+    /// Fire-and-forget hooks (`post-rollout`), with the phase reported in the payload.
+    RunHooks(HookKind, CanaryPhase),
+}
+
+/// Severity of a notice: the Event type and the alert severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A Kubernetes Event (reason `Synced`, as Flagger) and, when `alert` is set, an alert message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub severity: Severity,
+    pub message: String,
+    pub alert: Option<String>,
+}
+
+/// The outcome of one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: CanaryStatus,
+    pub actions: Vec<Action>,
+    pub notices: Vec<Notice>,
+    /// Look again after this long even if nothing changes (time-gated steps, deadlines).
+    pub requeue_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Need(Probe),
+    Done(Decision),
+}
+
+/// Hash format pennant writes to `lastAppliedSpec` (`tracker::revision`). A status written by
+/// another tool (Flagger's FNV hashes) is adopted without starting a run.
+pub const REVISION_PREFIX: &str = "sha256:";
+
+/// Decide the next step for `canary` given what was observed.
+pub fn decide(canary: &Canary, obs: &Observed) -> Step {
+    let mut m = Machine::new(canary, obs);
+    match m.run() {
+        Flow::Need(p) => Step::Need(p),
+        Flow::Done => Step::Done(m.finish()),
+    }
+}
+
+/// The weights the routing objects must carry for a status, derived from status alone so a
+/// restarted controller (or an edited Canary) rebuilds exactly the same routes.
+pub fn routes_for(status: &CanaryStatus, analysis: Option<&CanaryAnalysis>) -> Weights {
+    let w = status.canary_weight.clamp(0, 100);
+    let split = |c: i32| Weights { primary: 100 - c, canary: c, mirror: false };
+    match status.phase {
+        Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion | CanaryPhase::Promoting) => {
+            let mut s = split(w);
+            if let Some(a) = analysis
+                && a.strategy() == Strategy::BlueGreen
+                && w == 0
+            {
+                s.mirror = a.mirror();
+            }
+            s
+        }
+        // A failed promotion keeps traffic on the canary (weight 100); a rollback has weight 0.
+        Some(CanaryPhase::Failed) => split(w),
+        _ => split(0),
+    }
+}
+
+enum Flow {
+    Need(Probe),
+    Done,
+}
+
+struct Machine<'a> {
+    canary: &'a Canary,
+    obs: &'a Observed,
+    now: Timestamp,
+    before: CanaryStatus,
+    st: CanaryStatus,
+    actions: Vec<Action>,
+    notices: Vec<Notice>,
+    requeue: Option<Duration>,
+}
+
+impl<'a> Machine<'a> {
+    fn new(canary: &'a Canary, obs: &'a Observed) -> Self {
+        let before = canary.status.clone().unwrap_or_default();
+        Self {
+            canary,
+            obs,
+            now: obs.now,
+            st: before.clone(),
+            before,
+            actions: vec![],
+            notices: vec![],
+            requeue: None,
+        }
+    }
+
+    fn analysis(&self) -> CanaryAnalysis {
+        self.canary.spec.analysis().cloned().unwrap_or_default()
+    }
+
+    fn ns(&self) -> &str {
+        self.canary.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// `<target>.<namespace>`, as Flagger words its messages.
+    fn target_id(&self) -> String {
+        format!("{}.{}", self.canary.spec.target_ref.name, self.ns())
+    }
+
+    fn canary_id(&self) -> String {
+        format!("{}.{}", self.canary.metadata.name.as_deref().unwrap_or(""), self.ns())
+    }
+
+    fn kind(&self) -> &str {
+        &self.canary.spec.target_ref.kind
+    }
+
+    fn time(&self) -> Time {
+        Time(self.now)
+    }
+
+    fn info(&mut self, message: String) {
+        self.notices.push(Notice { severity: Severity::Info, message, alert: None });
+    }
+
+    fn notice(&mut self, severity: Severity, message: String, alert: Option<String>) {
+        self.notices.push(Notice { severity, message, alert });
+    }
+
+    fn requeue_in(&mut self, d: Duration) {
+        let d = d.max(Duration::from_millis(200));
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    fn elapsed_since(&self, t: &Time) -> Duration {
+        let d: SignedDuration = self.now.duration_since(t.0);
+        d.try_into().unwrap_or(Duration::ZERO)
+    }
+
+    /// Set the phase with Flagger's `SetStatusPhase` side effects on weight and iterations.
+    fn set_phase(&mut self, phase: CanaryPhase) {
+        if self.st.phase != Some(phase) {
+            self.st.unready_since = None;
+        }
+        self.st.phase = Some(phase);
+        if !matches!(
+            phase,
+            CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::Promoting
+        ) && !(phase == CanaryPhase::WaitingPromotion)
+        {
+            self.st.canary_weight = 0;
+            self.st.iterations = 0;
+        }
+        if matches!(phase, CanaryPhase::Initialized | CanaryPhase::Succeeded) {
+            self.st.last_promoted_spec = self.st.last_applied_spec.clone();
+        }
+    }
+
+    fn run(&mut self) -> Flow {
+        if !self.obs.invalid.is_empty() {
+            let msg = format!("invalid Canary: {}", self.obs.invalid.join("; "));
+            self.stall("InvalidSpec", msg);
+            return Flow::Done;
+        }
+        let Some(target) = self.obs.target.clone() else {
+            let msg = format!(
+                "target {} {}/{} not found",
+                self.kind(),
+                self.ns(),
+                self.canary.spec.target_ref.name
+            );
+            self.stall("TargetNotFound", msg);
+            return Flow::Done;
+        };
+        self.clear_stall();
+        self.report_unsupported();
+
+        if self.canary.spec.suspend {
+            return Flow::Done;
+        }
+        match self.st.phase {
+            None | Some(CanaryPhase::Initializing) => self.initialize(&target),
+            Some(CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed) => {
+                self.idle(&target)
+            }
+            Some(CanaryPhase::Waiting) => self.waiting(&target),
+            Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) => {
+                self.analyse(&target)
+            }
+            Some(CanaryPhase::Promoting) => self.promoting(&target),
+            Some(CanaryPhase::Finalising) => self.finalising(),
+            Some(CanaryPhase::Terminating | CanaryPhase::Terminated) => Flow::Done,
+        }
+    }
+
+    fn stall(&mut self, reason: &str, message: String) {
+        let changed = crate::api::find_condition(&self.st.conditions, types::STALLED)
+            .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
+        let now = self.time();
+        set_condition(&mut self.st.conditions, types::STALLED, "True", reason, &message, &now);
+        if changed {
+            self.notice(Severity::Warn, message, None);
+        }
+    }
+
+    fn clear_stall(&mut self) {
+        remove_condition(&mut self.st.conditions, types::STALLED);
+    }
+
+    fn report_unsupported(&mut self) {
+        if self.obs.unsupported.is_empty() {
+            remove_condition(&mut self.st.conditions, types::UNSUPPORTED);
+            return;
+        }
+        let message = format!(
+            "accepted but not implemented by pennant yet, ignored: {}",
+            self.obs.unsupported.join(", ")
+        );
+        let changed = crate::api::find_condition(&self.st.conditions, types::UNSUPPORTED)
+            .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
+        let now = self.time();
+        set_condition(
+            &mut self.st.conditions,
+            types::UNSUPPORTED,
+            "True",
+            "UnsupportedFields",
+            &message,
+            &now,
+        );
+        if changed {
+            self.notice(Severity::Warn, message, None);
+        }
+    }
+
+    /// Bootstrap: primary, services, then (once the primary is ready) routes and target to zero.
+    fn initialize(&mut self, target: &TargetState) -> Flow {
+        if self.st.phase.is_none() {
+            self.st.phase = Some(CanaryPhase::Initializing);
+        }
+        self.actions.push(Action::EnsurePrimary);
+        self.actions.push(Action::EnsureServices);
+        let readiness = self
+            .obs
+            .primary
+            .as_ref()
+            .map(|p| p.readiness.clone())
+            .unwrap_or_else(|| Readiness::NotReady("primary is being created".into()));
+        if !self.canary.spec.skip_analysis() {
+            match readiness {
+                Readiness::Ready => {}
+                Readiness::NotReady(msg) | Readiness::Failed(msg) => {
+                    // Never route to a primary that is not ready: the target keeps serving.
+                    if self.deadline_passed(&msg) {
+                        let m = format!(
+                            "primary {}-primary.{} not ready after the progress deadline: {msg}; traffic stays on the target",
+                            self.canary.spec.target_ref.name,
+                            self.ns()
+                        );
+                        self.stall("PrimaryNotReady", m);
+                    }
+                    return Flow::Done;
+                }
+            }
+        }
+        self.st.unready_since = None;
+        self.st.last_applied_spec = Some(target.revision.clone());
+        self.st.tracked_configs = Some(target.configs.clone());
+        self.st.failed_checks = 0;
+        self.set_phase(CanaryPhase::Initialized);
+        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, None)));
+        self.actions.push(Action::ScaleTarget(0));
+        let id = self.canary_id();
+        self.notice(
+            Severity::Info,
+            format!("Initialization done! {id}"),
+            Some(format!("New {} detected, initialization completed.", self.kind())),
+        );
+        Flow::Done
+    }
+
+    /// Track how long the awaited workload has been unready; true once past the deadline.
+    /// Schedules a look at the moment the deadline expires.
+    fn deadline_passed(&mut self, _why: &str) -> bool {
+        let since = self.st.unready_since.get_or_insert_with(|| Time(self.now)).clone();
+        let deadline = self.canary.spec.progress_deadline();
+        let elapsed = self.elapsed_since(&since);
+        if elapsed >= deadline {
+            true
+        } else {
+            self.requeue_in(deadline - elapsed);
+            false
+        }
+    }
+
+    fn target_changed(&self, target: &TargetState) -> bool {
+        let rev = Some(&target.revision);
+        let spec_changed = self.st.last_applied_spec.as_ref() != rev
+            && self.st.last_promoted_spec.as_ref() != rev;
+        let configs_changed = self.st.tracked_configs.as_ref() != Some(&target.configs);
+        spec_changed || configs_changed
+    }
+
+    /// Steady state: keep objects in shape; start a run when the target changes.
+    fn idle(&mut self, target: &TargetState) -> Flow {
+        self.actions.push(Action::EnsurePrimary);
+        self.actions.push(Action::EnsureServices);
+        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, None)));
+
+        // Adopt a status written by another tool (e.g. Flagger's FNV hashes): re-baseline
+        // instead of starting a run for an unchanged workload (Flagger #1673, #1799).
+        let foreign =
+            |s: &Option<String>| s.as_deref().is_some_and(|h| !h.starts_with(REVISION_PREFIX));
+        if foreign(&self.st.last_applied_spec) || foreign(&self.st.last_promoted_spec) {
+            self.st.last_applied_spec = Some(target.revision.clone());
+            if self.st.phase != Some(CanaryPhase::Failed) {
+                self.st.last_promoted_spec = Some(target.revision.clone());
+            }
+            if self.st.tracked_configs.is_none() {
+                self.st.tracked_configs = Some(target.configs.clone());
+            }
+            self.info(format!(
+                "Adopted {} revision {} without a run (status written by another controller)",
+                self.target_id(),
+                target.revision
+            ));
+            return Flow::Done;
+        }
+        if !self.target_changed(target) {
+            return Flow::Done;
+        }
+        self.start_run(target)
+    }
+
+    /// New revision: confirm-rollout gate, then scale the canary up and enter Progressing.
+    fn start_run(&mut self, target: &TargetState) -> Flow {
+        let analysis = self.analysis();
+        if analysis.webhooks_of(HookKind::ConfirmRollout.as_str()).next().is_some() {
+            let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmRollout).cloned() else {
+                return Flow::Need(Probe::Hooks(HookKind::ConfirmRollout));
+            };
+            if !v.pass {
+                let first = self.st.phase != Some(CanaryPhase::Waiting);
+                self.set_phase(CanaryPhase::Waiting);
+                self.st.last_step_time = Some(self.time());
+                self.requeue_in(analysis.interval());
+                if first {
+                    let muted = analysis
+                        .webhooks_of(HookKind::ConfirmRollout.as_str())
+                        .all(|w| w.mute_alert.unwrap_or(false));
+                    let msg = format!("Halt {} advancement waiting for approval {}", self.canary_id(), v.message);
+                    let alert = (!muted).then(|| "Canary is waiting for approval.".to_string());
+                    self.notice(Severity::Warn, msg, alert);
+                }
+                return Flow::Done;
+            }
+        }
+        self.actions.push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
+        self.reset_run(target);
+        self.set_phase(CanaryPhase::Progressing);
+        let tid = self.target_id();
+        self.notice(
+            Severity::Info,
+            format!("New revision detected! Scaling up {tid}"),
+            Some("New revision detected, progressing canary analysis.".into()),
+        );
+        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+        self.requeue_in(Duration::from_secs(1));
+        Flow::Done
+    }
+
+    fn reset_run(&mut self, target: &TargetState) {
+        self.st.canary_weight = 0;
+        self.st.failed_checks = 0;
+        self.st.iterations = 0;
+        self.st.last_applied_spec = Some(target.revision.clone());
+        self.st.tracked_configs = Some(target.configs.clone());
+        self.st.last_step_time = None;
+        self.st.unready_since = None;
+    }
+
+    fn waiting(&mut self, target: &TargetState) -> Flow {
+        let analysis = self.analysis();
+        if let Some(wait) = self.until_due(&analysis) {
+            self.requeue_in(wait);
+            return Flow::Done;
+        }
+        self.start_run(target)
+    }
+
+    /// Time left before the next analysis step is due; `None` when it is due now.
+    fn until_due(&self, analysis: &CanaryAnalysis) -> Option<Duration> {
+        let last = self.st.last_step_time.as_ref()?;
+        let elapsed = self.elapsed_since(last);
+        let interval = analysis.interval();
+        (elapsed < interval).then(|| interval - elapsed)
+    }
+
+    /// Progressing / WaitingPromotion: one analysis step per interval.
+    fn analyse(&mut self, target: &TargetState) -> Flow {
+        let analysis = self.analysis();
+        self.actions.push(Action::EnsureServices);
+
+        if self.st.last_applied_spec.as_ref() != Some(&target.revision)
+            || self.st.tracked_configs.as_ref() != Some(&target.configs)
+        {
+            self.reset_run(target);
+            self.set_phase(CanaryPhase::Progressing);
+            self.actions.push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
+            let tid = self.target_id();
+            self.info(format!("New revision detected! Restarting analysis for {tid}"));
+            self.finish_routes(&analysis);
+            self.requeue_in(Duration::from_secs(1));
+            return Flow::Done;
+        }
+
+        if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
+            let msg = format!("primary {}-primary.{} failed: {msg}", self.canary.spec.target_ref.name, self.ns());
+            return self.rollback(msg, &analysis);
+        }
+
+        match &target.readiness {
+            Readiness::Ready => self.st.unready_since = None,
+            Readiness::NotReady(msg) => {
+                let msg = msg.clone();
+                if self.deadline_passed(&msg) {
+                    let m = format!("Canary {} progress deadline exceeded: {msg}", self.target_id());
+                    return self.rollback(m, &analysis);
+                }
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+            Readiness::Failed(msg) => {
+                let m = format!("Canary {} failed: {msg}", self.target_id());
+                return self.rollback(m, &analysis);
+            }
+        }
+
+        if self.canary.spec.skip_analysis() {
+            self.promote(target, "skipping analysis");
+            return Flow::Done;
+        }
+
+        if self.st.failed_checks >= analysis.threshold() {
+            let m = format!("Canary failed checks threshold reached {}", self.st.failed_checks);
+            return self.rollback(m, &analysis);
+        }
+
+        if let Some(wait) = self.until_due(&analysis) {
+            self.requeue_in(wait);
+            self.finish_routes(&analysis);
+            return Flow::Done;
+        }
+
+        if analysis.webhooks_of(HookKind::Rollback.as_str()).next().is_some() {
+            let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollback).cloned() else {
+                return Flow::Need(Probe::Hooks(HookKind::Rollback));
+            };
+            if v.pass {
+                let m = format!("Rolling back {} manual webhook invoked", self.canary_id());
+                return self.rollback(m, &analysis);
+            }
+        }
+
+        // A step happens now, whatever its outcome.
+        self.st.last_step_time = Some(self.time());
+        self.requeue_in(analysis.interval());
+
+        let starting = self.st.canary_weight == 0 && self.st.iterations == 0;
+        let checks = if starting {
+            self.pre_rollout(&analysis)
+        } else {
+            self.run_checks(&analysis)
+        };
+        match checks {
+            Some(Flow::Need(p)) => return Flow::Need(p),
+            Some(Flow::Done) => {
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+            None => {}
+        }
+
+        let flow = match analysis.strategy() {
+            Strategy::Canary | Strategy::ABTesting => self.step_canary(target, &analysis),
+            Strategy::BlueGreen => self.step_blue_green(target, &analysis),
+        };
+        if matches!(flow, Flow::Done) {
+            self.finish_routes(&analysis);
+        }
+        flow
+    }
+
+    fn finish_routes(&mut self, analysis: &CanaryAnalysis) {
+        self.actions.retain(|a| !matches!(a, Action::EnsureRoutes(_)));
+        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(analysis))));
+    }
+
+    /// The start tick: pre-rollout hooks. `None` = passed, go on to the first step.
+    fn pre_rollout(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
+        if analysis.webhooks_of(HookKind::PreRollout.as_str()).next().is_some() {
+            let Some(v) = self.obs.probes.hooks.get(&HookKind::PreRollout).cloned() else {
+                return Some(Flow::Need(Probe::Hooks(HookKind::PreRollout)));
+            };
+            if !v.pass {
+                self.st.failed_checks += 1;
+                let msg = format!("Halt advancement {} pre-rollout check failed: {}", self.canary_id(), v.message);
+                self.notice(Severity::Warn, msg, None);
+                return Some(Flow::Done);
+            }
+        }
+        // No traffic moves before the metrics provider has answered: at weight 0 the canary
+        // has no traffic, so only provider errors count here, not empty results.
+        if !analysis.metrics.is_empty() {
+            let Some(results) = self.obs.probes.metrics.clone() else {
+                return Some(Flow::Need(Probe::Metrics));
+            };
+            let now = self.time();
+            if let Some(e) = results.iter().find_map(|r| match &r.outcome {
+                MetricOutcome::Error(e) => Some(format!("Metric query failed for {}: {e}", r.name)),
+                _ => None,
+            }) {
+                set_condition(&mut self.st.conditions, types::METRICS_AVAILABLE, "False", "QueryFailed", &e, &now);
+                self.st.failed_checks += 1;
+                self.notice(Severity::Warn, e, None);
+                return Some(Flow::Done);
+            }
+            remove_condition(&mut self.st.conditions, types::METRICS_AVAILABLE);
+        }
+        let tid = self.target_id();
+        self.info(format!("Starting canary analysis for {tid}"));
+        None
+    }
+
+    /// Rollout hooks, then metrics; the first failure counts one failed check.
+    fn run_checks(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
+        if analysis.webhooks_of(HookKind::Rollout.as_str()).next().is_some() {
+            let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollout).cloned() else {
+                return Some(Flow::Need(Probe::Hooks(HookKind::Rollout)));
+            };
+            if !v.pass {
+                self.st.failed_checks += 1;
+                let msg = format!("Halt {} advancement external check failed: {}", self.canary_id(), v.message);
+                self.notice(Severity::Warn, msg, None);
+                return Some(Flow::Done);
+            }
+        }
+        if !analysis.metrics.is_empty() {
+            let Some(results) = self.obs.probes.metrics.clone() else {
+                return Some(Flow::Need(Probe::Metrics));
+            };
+            let now = self.time();
+            let provider_error = results
+                .iter()
+                .find_map(|r| match &r.outcome {
+                    MetricOutcome::Error(e) => Some(e.clone()),
+                    _ => None,
+                });
+            match &provider_error {
+                Some(e) => set_condition(
+                    &mut self.st.conditions,
+                    types::METRICS_AVAILABLE,
+                    "False",
+                    "QueryFailed",
+                    e,
+                    &now,
+                ),
+                None => remove_condition(&mut self.st.conditions, types::METRICS_AVAILABLE),
+            }
+            for r in &results {
+                let msg = match &r.outcome {
+                    MetricOutcome::Pass(_) => continue,
+                    MetricOutcome::OutOfRange(_, m) => {
+                        format!("Halt {} advancement {}", self.canary_id(), m)
+                    }
+                    MetricOutcome::NoValues(m) => format!("Halt advancement {m}"),
+                    MetricOutcome::Error(m) => format!("Metric query failed for {}: {m}", r.name),
+                };
+                self.st.failed_checks += 1;
+                self.notice(Severity::Warn, msg, None);
+                return Some(Flow::Done);
+            }
+        }
+        None
+    }
+
+    fn step_canary(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        let max = analysis.max_weight();
+        let w = self.st.canary_weight;
+        if w < max {
+            if analysis.webhooks_of(HookKind::ConfirmTrafficIncrease.as_str()).next().is_some() {
+                let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmTrafficIncrease).cloned()
+                else {
+                    return Flow::Need(Probe::Hooks(HookKind::ConfirmTrafficIncrease));
+                };
+                if !v.pass {
+                    let msg = format!("Halt {} advancement waiting for traffic increase approval {}", self.canary_id(), v.message);
+                    self.notice(Severity::Warn, msg, None);
+                    return Flow::Done;
+                }
+            }
+            let next = (w + analysis.next_step_weight(w)).min(max).min(100);
+            self.st.canary_weight = next;
+            let id = self.canary_id();
+            self.info(format!("Advance {id} canary weight {next}"));
+            return Flow::Done;
+        }
+        self.confirm_promotion(target, analysis)
+    }
+
+    fn step_blue_green(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        let n = analysis.iterations();
+        if self.st.iterations < n {
+            self.st.iterations += 1;
+            let id = self.canary_id();
+            let i = self.st.iterations;
+            self.info(format!("Advance {id} canary iteration {i}/{n}"));
+            return Flow::Done;
+        }
+        if self.st.canary_weight < 100 {
+            // After the last iteration, switch all traffic to the canary before promoting, so
+            // the primary's rolling update never serves mixed versions (as Flagger).
+            if let Flow::Need(p) = self.gate_promotion(analysis) {
+                return Flow::Need(p);
+            }
+            if self.st.phase == Some(CanaryPhase::WaitingPromotion) && !self.promotion_open() {
+                return Flow::Done;
+            }
+            self.st.canary_weight = 100;
+            let id = self.canary_id();
+            self.info(format!("Routing all traffic to canary {id}"));
+            return Flow::Done;
+        }
+        self.promote(target, "analysis completed");
+        Flow::Done
+    }
+
+    fn promotion_open(&self) -> bool {
+        self.obs
+            .probes
+            .hooks
+            .get(&HookKind::ConfirmPromotion)
+            .is_none_or(|v| v.pass)
+    }
+
+    /// Run confirm-promotion gates; on refusal move to WaitingPromotion (alert once).
+    fn gate_promotion(&mut self, analysis: &CanaryAnalysis) -> Flow {
+        if analysis.webhooks_of(HookKind::ConfirmPromotion.as_str()).next().is_none() {
+            return Flow::Done;
+        }
+        let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmPromotion).cloned() else {
+            return Flow::Need(Probe::Hooks(HookKind::ConfirmPromotion));
+        };
+        if !v.pass && self.st.phase != Some(CanaryPhase::WaitingPromotion) {
+            self.st.phase = Some(CanaryPhase::WaitingPromotion);
+            let muted = analysis
+                .webhooks_of(HookKind::ConfirmPromotion.as_str())
+                .all(|w| w.mute_alert.unwrap_or(false));
+            let msg = format!("Halt {} advancement waiting for promotion approval {}", self.canary_id(), v.message);
+            let alert = (!muted).then(|| "Canary is waiting for promotion approval.".to_string());
+            self.notice(Severity::Warn, msg, alert);
+        }
+        Flow::Done
+    }
+
+    fn confirm_promotion(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        if let Flow::Need(p) = self.gate_promotion(analysis) {
+            return Flow::Need(p);
+        }
+        if !self.promotion_open() {
+            return Flow::Done;
+        }
+        self.promote(target, "analysis completed");
+        Flow::Done
+    }
+
+    fn promote(&mut self, target: &TargetState, why: &str) {
+        let revision_id = revision_id(&target.revision, &target.configs);
+        self.actions.push(Action::Promote { revision_id });
+        self.set_phase(CanaryPhase::Promoting);
+        self.st.last_step_time = Some(self.time());
+        let tid = self.target_id();
+        self.info(format!(
+            "Copying {tid} template spec to {}-primary.{} ({why})",
+            self.canary.spec.target_ref.name,
+            self.ns()
+        ));
+        self.requeue_in(Duration::from_secs(1));
+    }
+
+    /// Promoting: wait for the primary's rolling update, then give it the traffic back.
+    fn promoting(&mut self, target: &TargetState) -> Flow {
+        let analysis = self.analysis();
+        self.actions.push(Action::EnsureServices);
+        let expected = revision_id(&target.revision, &target.configs);
+        let readiness = match &self.obs.primary {
+            None => Readiness::NotReady("primary not found".into()),
+            // The cache may still hold the pre-promotion primary: ready only once it runs
+            // the promoted revision.
+            Some(p) if p.revision_id.as_deref() != Some(expected.as_str()) => {
+                if self.st.last_applied_spec.as_ref() == Some(&target.revision) {
+                    // Promote again (idempotent): the copy may not have been applied.
+                    self.actions.push(Action::Promote { revision_id: expected.clone() });
+                }
+                Readiness::NotReady("primary does not run the promoted revision yet".into())
+            }
+            Some(p) => p.readiness.clone(),
+        };
+        match readiness {
+            Readiness::Ready => {}
+            Readiness::NotReady(msg) => {
+                if self.deadline_passed(&msg) {
+                    return self.failed_promotion(msg, &analysis);
+                }
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+            Readiness::Failed(msg) => return self.failed_promotion(msg, &analysis),
+        }
+        self.st.unready_since = None;
+        let step = analysis.step_weight_promotion.unwrap_or(0);
+        if step > 0 && self.st.canary_weight > 0 {
+            if let Some(wait) = self.until_due(&analysis) {
+                self.requeue_in(wait);
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+            self.st.last_step_time = Some(self.time());
+            self.st.canary_weight = (self.st.canary_weight - step).max(0);
+            let id = self.canary_id();
+            let pw = 100 - self.st.canary_weight;
+            self.info(format!("Advance {id} primary weight {pw}"));
+            if self.st.canary_weight > 0 {
+                self.requeue_in(analysis.interval());
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+        }
+        self.set_phase(CanaryPhase::Finalising);
+        self.st.last_step_time = Some(self.time());
+        // Let in-flight requests on the canary drain before scaling it down.
+        self.requeue_in(drain_time(&analysis));
+        self.finish_routes(&analysis);
+        Flow::Done
+    }
+
+    /// Finalising: traffic is on the new primary; scale the canary down and finish.
+    fn finalising(&mut self) -> Flow {
+        let analysis = self.analysis();
+        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+        if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
+            let msg = msg.clone();
+            return self.failed_promotion(msg, &analysis);
+        }
+        if let Some(last) = &self.st.last_step_time {
+            let elapsed = self.elapsed_since(last);
+            let drain = drain_time(&analysis);
+            if elapsed < drain {
+                self.requeue_in(drain - elapsed);
+                return Flow::Done;
+            }
+        }
+        self.actions.push(Action::ScaleTarget(0));
+        self.set_phase(CanaryPhase::Succeeded);
+        self.st.last_step_time = None;
+        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Succeeded));
+        let tid = self.target_id();
+        self.notice(
+            Severity::Info,
+            format!("Promotion completed! Scaling down {tid}"),
+            Some("Canary analysis completed successfully, promotion finished.".into()),
+        );
+        Flow::Done
+    }
+
+    /// Roll back: all traffic to the primary, canary to zero, `Failed`, error alert.
+    fn rollback(&mut self, reason: String, analysis: &CanaryAnalysis) -> Flow {
+        self.notice(Severity::Warn, reason.clone(), None);
+        self.set_phase(CanaryPhase::Failed);
+        self.st.last_step_time = None;
+        self.finish_routes(analysis);
+        self.actions.push(Action::ScaleTarget(0));
+        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
+        let tid = self.target_id();
+        self.notice(
+            Severity::Error,
+            format!("Canary failed! Scaling down {tid}"),
+            Some(format!("Canary analysis failed, rolled back: {reason}")),
+        );
+        Flow::Done
+    }
+
+    /// The primary did not come up with the promoted revision: keep serving from the canary
+    /// (routes 0/100, canary not scaled down), `Failed` (Flagger 1.44 `handleFailedPromotion`).
+    fn failed_promotion(&mut self, msg: String, analysis: &CanaryAnalysis) -> Flow {
+        let reason = format!(
+            "Promotion failed, primary {}-primary.{} not ready: {msg}",
+            self.canary.spec.target_ref.name,
+            self.ns()
+        );
+        self.st.phase = Some(CanaryPhase::Failed);
+        self.st.canary_weight = 100;
+        self.st.iterations = 0;
+        self.st.unready_since = None;
+        self.st.last_step_time = None;
+        self.finish_routes(analysis);
+        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
+        self.notice(Severity::Error, reason.clone(), Some(reason));
+        Flow::Done
+    }
+
+    fn finish(mut self) -> Decision {
+        self.sync_promoted_condition();
+        let mut without_time = self.st.clone();
+        without_time.last_transition_time = self.before.last_transition_time.clone();
+        if without_time != self.before {
+            self.st.last_transition_time = Some(self.time());
+        }
+        Decision {
+            status: self.st,
+            actions: self.actions,
+            notices: self.notices,
+            requeue_after: self.requeue,
+        }
+    }
+
+    /// Flagger's `Promoted` condition, derived from the phase.
+    fn sync_promoted_condition(&mut self) {
+        let Some(phase) = self.st.phase else { return };
+        let kind = self.kind().to_string();
+        let (status, message) = match phase {
+            CanaryPhase::Initializing => ("Unknown", format!("New {kind} detected, starting initialization.")),
+            CanaryPhase::Initialized => ("True", format!("{kind} initialization completed.")),
+            CanaryPhase::Waiting => ("Unknown", "Waiting for approval.".to_string()),
+            CanaryPhase::Progressing => ("Unknown", "New revision detected, progressing canary analysis.".to_string()),
+            CanaryPhase::WaitingPromotion => ("Unknown", "Waiting for approval.".to_string()),
+            CanaryPhase::Promoting => ("Unknown", "Canary analysis completed, starting primary rolling update.".to_string()),
+            CanaryPhase::Finalising => ("Unknown", "Canary analysis completed, routing all traffic to primary.".to_string()),
+            CanaryPhase::Succeeded => ("True", "Canary analysis completed successfully, promotion finished.".to_string()),
+            CanaryPhase::Failed => ("False", format!("Canary analysis failed, {kind} scaled to zero.")),
+            CanaryPhase::Terminating | CanaryPhase::Terminated => return,
+        };
+        let now = self.time();
+        set_condition(&mut self.st.conditions, types::PROMOTED, status, phase.as_str(), &message, &now);
+    }
+}
+
+/// Time the canary keeps running after traffic left it: one interval (Flagger's Finalising tick).
+fn drain_time(analysis: &CanaryAnalysis) -> Duration {
+    analysis.interval()
+}
+
+/// Id stamped on the primary's pod template (`flagger-id`) for a promoted revision: changes
+/// with the pod template or any tracked config, so config-only releases roll the primary too.
+pub fn revision_id(revision: &str, configs: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(revision.as_bytes());
+    for (k, v) in configs {
+        h.update(b"\0");
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(v.as_bytes());
+    }
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,17 @@
+//! The Canary controller: observe → decide → build → apply → write status.
+//!
+//! - `validate`  PURE: spec problems (invalid / unsupported fields)
+//! - `machine`   PURE: `decide(canary, observed) -> Step` (status, ordered actions, notices)
+//! - `workload`  PURE: primary Deployment builder, readiness predicate, scale-up choice
+//! - `services`  PURE: apex / `-primary` / `-canary` Services
+//! - `tracker`   PURE: revision hash of the pod template, tracked ConfigMaps/Secrets
+//! - `observe`, `execute`, `controller`: the I/O around them
+
+pub mod machine;
+pub mod services;
+pub mod tracker;
+pub mod validate;
+pub mod workload;
+pub mod controller;
+pub mod execute;
+pub mod observe;

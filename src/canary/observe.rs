@@ -1,0 +1,140 @@
+//! Observe: gather what `machine::decide` needs, from the reflector stores (workloads) and, for
+//! the few objects pennant does not cache, from the API.
+//!
+//! ConfigMaps and Secrets are watched metadata-only (a change triggers a reconcile) and read with
+//! a GET only for the ones the target's pod spec references: caching every Secret's data in a
+//! cluster (Helm release secrets are megabytes) would cost far more memory than it saves.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use super::controller::{Context, Error};
+use super::machine::{Observed, PrimaryState, Probes, TargetState};
+use super::{tracker, validate, workload};
+use crate::api::Canary;
+
+/// Everything observed for one reconcile: the machine's view plus the raw objects the builders
+/// need to apply its actions.
+pub struct Observation {
+    pub observed: Observed,
+    pub target: Option<Deployment>,
+    pub primary: Option<Deployment>,
+    /// Selector label key and value of the target (`app=podinfo`).
+    pub selector: Option<(String, String)>,
+    /// The tracked ConfigMaps/Secrets themselves (for the `-primary` copies).
+    pub config_maps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
+}
+
+/// Read the target, the primary and the tracked configs; validate the spec.
+pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Error> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let spec = &canary.spec;
+    let mut invalid = validate::invalid(spec, &ctx.settings.default_provider);
+    let unsupported = validate::unsupported(spec);
+    let now = k8s_openapi::jiff::Timestamp::now();
+
+    let get = |name: &str| {
+        ctx.deployments
+            .get(&ObjectRef::new(name).within(&ns))
+            .map(|d| (*d).clone())
+    };
+    let target = if spec.target_ref.kind == "Deployment" {
+        get(&spec.target_ref.name)
+    } else {
+        None
+    };
+    let primary = get(&format!("{}-primary", spec.target_ref.name));
+
+    let mut obs = Observation {
+        observed: Observed {
+            now,
+            target: None,
+            primary: None,
+            probes: Probes::default(),
+            invalid: vec![],
+            unsupported,
+            },
+        target: target.clone(),
+        primary: primary.clone(),
+        selector: None,
+        config_maps: vec![],
+        secrets: vec![],
+    };
+    let analysis = spec.analysis().cloned().unwrap_or_default();
+    obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
+        readiness: workload::deployment_readiness(p, analysis.primary_ready_threshold()),
+        revision_id: workload::primary_revision_id(p),
+    });
+
+    if let Some(t) = &target {
+        match workload::selector_label(t, &ctx.settings.selector_labels) {
+            Ok(sel) => obs.selector = Some(sel),
+            Err(e) => invalid.push(e),
+        }
+        let template = t.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let configs = match template.spec.as_ref() {
+            Some(pod) => read_configs(ctx, &ns, &tracker::config_refs(pod), &mut obs).await?,
+            None => Ok(BTreeMap::new()),
+        };
+        match configs {
+            Ok(configs) => {
+                obs.observed.target = Some(TargetState {
+                    revision: tracker::revision(&template),
+                    configs,
+                    readiness: workload::deployment_readiness(t, analysis.canary_ready_threshold()),
+                    scale_up_replicas: workload::scale_up_replicas(t, primary.as_ref()),
+                })
+            }
+            Err(e) => invalid.push(e),
+        }
+    }
+    obs.observed.invalid = invalid;
+    Ok(obs)
+}
+
+/// GET the referenced ConfigMaps/Secrets and checksum the tracked ones.
+async fn read_configs(
+    ctx: &Context,
+    ns: &str,
+    refs: &tracker::ConfigRefs,
+    obs: &mut Observation,
+) -> Result<Result<BTreeMap<String, String>, String>, Error> {
+    if !ctx.settings.config_tracking {
+        return Ok(Ok(BTreeMap::new()));
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut found_cms = vec![];
+    for name in refs.config_maps.keys() {
+        if let Some(cm) = cms.get_opt(name).await.map_err(Error::Kube)? {
+            found_cms.push(cm);
+        }
+    }
+    let mut found_secrets = vec![];
+    for name in refs.secrets.keys() {
+        if let Some(s) = secrets.get_opt(name).await.map_err(Error::Kube)? {
+            found_secrets.push(s);
+        }
+    }
+    let tracked = tracker::tracked_configs(
+        refs,
+        |n| found_cms.iter().find(|c| c.metadata.name.as_deref() == Some(n)),
+        |n| found_secrets.iter().find(|s| s.metadata.name.as_deref() == Some(n)),
+    );
+    if let Ok(t) = &tracked {
+        obs.config_maps = found_cms
+            .into_iter()
+            .filter(|c| t.contains_key(&tracker::config_map_key(c.metadata.name.as_deref().unwrap_or(""))))
+            .collect();
+        obs.secrets = found_secrets
+            .into_iter()
+            .filter(|s| t.contains_key(&tracker::secret_key(s.metadata.name.as_deref().unwrap_or(""))))
+            .collect();
+    }
+    Ok(tracked)
+}

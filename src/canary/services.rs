@@ -1,0 +1,182 @@
+//! The apex, `-primary` and `-canary` Services, PURE (Flagger §2.6).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::workload::owner_reference;
+use crate::api::{Canary, CustomMetadata};
+
+/// Annotations every routing-side object gets so Flux does not revert pennant's edits
+/// (Flagger §1.7): kustomize-controller skips it, helm-controller ignores its drift.
+pub const FLUX_DISABLED_ANNOTATIONS: &[(&str, &str)] = &[
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// Labels and annotations of a generated routing object: the user's `service.apex/primary/canary`
+/// metadata, plus the Flux "disabled" annotations.
+pub fn routing_metadata(
+    custom: Option<&CustomMetadata>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let labels = custom.map(|m| m.labels.clone()).unwrap_or_default();
+    let mut annotations = custom.map(|m| m.annotations.clone()).unwrap_or_default();
+    for (k, v) in FLUX_DISABLED_ANNOTATIONS {
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    (labels, annotations)
+}
+
+/// The three ClusterIP Services, in order `[<apex>, <apex>-primary, <apex>-canary]`.
+///
+/// `label`/`value` are the target's selector label and its value (`workload::selector_label`).
+/// Each Service: one port `{name: portName|http, port, targetPort: targetPort|port, protocol: TCP,
+/// appProtocol?}`, `clusterIP: None` when `headless`, `trafficDistribution` when set; selector
+/// `<label>: <value>-primary` (apex, primary) or `<label>: <value>` (canary); labels and
+/// annotations from `service.apex` / `primary` / `canary` plus `<label>: <service name>` and the
+/// Flux "disabled" annotations; controller owner: the Canary. Port discovery is not done here
+/// (`service.portDiscovery` is reported unsupported by `validate`).
+pub fn build_services(canary: &Canary, label: &str, value: &str) -> Vec<Service> {
+    let apex = canary.spec.apex_name();
+    let s = &canary.spec.service;
+    let primary_value = format!("{value}-primary");
+    [
+        (apex.to_string(), primary_value.as_str(), s.apex.as_ref()),
+        (
+            format!("{apex}-primary"),
+            primary_value.as_str(),
+            s.primary.as_ref(),
+        ),
+        (format!("{apex}-canary"), value, s.canary.as_ref()),
+    ]
+    .into_iter()
+    .map(|(name, selects, custom)| service(canary, name, label, selects, custom))
+    .collect()
+}
+
+fn service(
+    canary: &Canary,
+    name: String,
+    label: &str,
+    selects: &str,
+    custom: Option<&CustomMetadata>,
+) -> Service {
+    let s = &canary.spec.service;
+    let (mut labels, annotations) = routing_metadata(custom);
+    labels.insert(label.to_string(), name.clone());
+    let port = ServicePort {
+        name: Some(
+            s.port_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "http".into()),
+        ),
+        port: s.port,
+        target_port: Some(match &s.target_port {
+            Some(IntOrString::Int(0)) | None => IntOrString::Int(s.port),
+            Some(IntOrString::String(p)) if p.is_empty() => IntOrString::Int(s.port),
+            Some(t) => t.clone(),
+        }),
+        protocol: Some("TCP".into()),
+        app_protocol: s.app_protocol.clone().filter(|p| !p.is_empty()),
+        node_port: None,
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: canary.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_reference(canary)]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: s.headless.unwrap_or(false).then(|| "None".into()),
+            selector: Some(BTreeMap::from([(label.to_string(), selects.to_string())])),
+            ports: Some(vec![port]),
+            traffic_distribution: s.traffic_distribution.clone().filter(|t| !t.is_empty()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::workload::fixtures::*;
+    use serde_json::json;
+
+    #[test]
+    fn article_services_golden() {
+        insta::assert_yaml_snapshot!(build_services(&article_canary(), "app", "web-app"));
+    }
+
+    #[test]
+    fn flagger_istio_example_services_golden() {
+        insta::assert_yaml_snapshot!(build_services(&flagger_istio_canary(), "app", "podinfo"));
+    }
+
+    #[test]
+    fn defaults_headless_custom_metadata_and_app_protocol() {
+        let mut c = article_canary();
+        let s = &mut c.spec.service;
+        s.name = Some("web".into());
+        s.target_port = None;
+        s.port_name = Some("grpc".into());
+        s.app_protocol = Some("grpc".into());
+        s.headless = Some(true);
+        s.traffic_distribution = Some("PreferClose".into());
+        s.canary = Some(CustomMetadata {
+            labels: BTreeMap::from([("tier".into(), "canary".into())]),
+            annotations: BTreeMap::from([("note".into(), "hi".into())]),
+        });
+        let svcs = build_services(&c, "app.kubernetes.io/name", "web-app");
+        let names: Vec<_> = svcs
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["web", "web-primary", "web-canary"]);
+        let canary = serde_json::to_value(&svcs[2]).unwrap();
+        assert_eq!(
+            canary["spec"],
+            json!({
+                "type": "ClusterIP",
+                "clusterIP": "None",
+                "selector": {"app.kubernetes.io/name": "web-app"},
+                "ports": [{"name": "grpc", "port": 8080, "targetPort": 8080, "protocol": "TCP", "appProtocol": "grpc"}],
+                "trafficDistribution": "PreferClose"
+            })
+        );
+        assert_eq!(
+            canary["metadata"]["labels"],
+            json!({"tier": "canary", "app.kubernetes.io/name": "web-canary"})
+        );
+        assert_eq!(
+            canary["metadata"]["annotations"],
+            json!({"note": "hi", "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
+                   "helm.toolkit.fluxcd.io/driftDetection": "disabled"})
+        );
+        let primary = serde_json::to_value(&svcs[1]).unwrap();
+        assert_eq!(
+            primary["spec"]["selector"],
+            json!({"app.kubernetes.io/name": "web-app-primary"})
+        );
+        assert_eq!(
+            primary["metadata"]["labels"],
+            json!({"app.kubernetes.io/name": "web-primary"})
+        );
+    }
+
+    #[test]
+    fn named_target_port_is_kept() {
+        let mut c = article_canary();
+        c.spec.service.target_port = Some(IntOrString::String("http".into()));
+        let svcs = build_services(&c, "app", "web-app");
+        let v = serde_json::to_value(&svcs[0]).unwrap();
+        assert_eq!(v["spec"]["ports"][0]["targetPort"], "http");
+    }
+}

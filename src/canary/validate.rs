@@ -1,0 +1,275 @@
+//! Pure validation of a Canary spec, run before anything is touched.
+//!
+//! Two lists come out: `invalid` (the Canary cannot run: reported as `Stalled=True` with a
+//! Warning event, and no object is created or changed) and `unsupported` (fields Flagger's
+//! schema accepts that pennant does not implement yet: reported as `Unsupported=True` with a
+//! Warning event, never silently ignored).
+
+use crate::api::{CanarySpec, parse_duration};
+
+/// Every provider string Flagger's CRD accepts.
+pub const KNOWN_PROVIDERS: &[&str] = &[
+    "apisix",
+    "appmesh",
+    "appmesh:v1beta2",
+    "contour",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "gloo",
+    "istio",
+    "knative",
+    "kubernetes",
+    "kuma",
+    "linkerd",
+    "nginx",
+    "osm",
+    "skipper",
+    "smi:v1alpha1",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+    "traefik",
+];
+
+/// Providers this build can route with.
+pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio"];
+
+/// The provider for a canary: `spec.provider`, else the controller default.
+pub fn provider<'a>(spec: &'a CanarySpec, default_provider: &'a str) -> &'a str {
+    spec.provider.as_deref().filter(|p| !p.is_empty()).unwrap_or(default_provider)
+}
+
+/// Problems that stop the Canary from running. Empty when valid.
+pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
+    let mut errs = vec![];
+    let p = provider(spec, default_provider);
+    if !KNOWN_PROVIDERS.contains(&p) {
+        errs.push(format!(
+            "unknown provider {p:?} (expected one of {})",
+            KNOWN_PROVIDERS.join(", ")
+        ));
+    } else if !IMPLEMENTED_PROVIDERS.contains(&p) {
+        errs.push(format!(
+            "provider {p:?} is not implemented by pennant yet (implemented: {})",
+            IMPLEMENTED_PROVIDERS.join(", ")
+        ));
+    }
+    match spec.target_ref.kind.as_str() {
+        "Deployment" => {}
+        "DaemonSet" | "Service" => errs.push(format!(
+            "targetRef.kind {} is not implemented by pennant yet (implemented: Deployment)",
+            spec.target_ref.kind
+        )),
+        k => errs.push(format!("targetRef.kind {k:?} must be Deployment, DaemonSet or Service")),
+    }
+    if spec.target_ref.name.is_empty() {
+        errs.push("targetRef.name must not be empty".into());
+    }
+    if !(1..=65535).contains(&spec.service.port) {
+        errs.push(format!("service.port {} must be between 1 and 65535", spec.service.port));
+    }
+    if let Some(d) = spec.progress_deadline_seconds
+        && d <= 0
+    {
+        errs.push(format!("progressDeadlineSeconds {d} must be greater than 0"));
+    }
+    let Some(a) = spec.analysis() else {
+        return errs;
+    };
+    if let Some(i) = &a.interval
+        && parse_duration(i).is_none()
+    {
+        errs.push(format!("analysis.interval {i:?} is not a duration like 30s or 1m"));
+    }
+    if let Some(t) = a.threshold
+        && t < 1
+    {
+        errs.push(format!("analysis.threshold {t} must be at least 1"));
+    }
+    if let Some(w) = a.max_weight
+        && !(1..=100).contains(&w)
+    {
+        errs.push(format!("analysis.maxWeight {w} must be between 1 and 100"));
+    }
+    if let Some(s) = a.step_weight
+        && (s < 1 || s > 100)
+    {
+        errs.push(format!("analysis.stepWeight {s} must be between 1 and 100"));
+    }
+    if !a.step_weights.is_empty() {
+        let ok = a.step_weights.iter().all(|w| (1..=100).contains(w))
+            && a.step_weights.windows(2).all(|p| p[0] < p[1]);
+        if !ok {
+            errs.push(format!(
+                "analysis.stepWeights {:?} must be increasing values between 1 and 100",
+                a.step_weights
+            ));
+        }
+    }
+    if let Some(i) = a.iterations
+        && i < 0
+    {
+        errs.push(format!("analysis.iterations {i} must not be negative"));
+    }
+    if !spec.skip_analysis
+        && a.step_weight.unwrap_or(0) <= 0
+        && a.step_weights.is_empty()
+        && a.iterations.unwrap_or(0) <= 0
+    {
+        errs.push("analysis needs one of stepWeight, stepWeights or iterations".into());
+    }
+    if a.iterations.unwrap_or(0) > 0 && !a.r#match.is_empty() {
+        errs.push("A/B testing (analysis.iterations with analysis.match) is not implemented by pennant yet".into());
+    }
+    for m in &a.metrics {
+        if let Some(i) = &m.interval
+            && parse_duration(i).is_none()
+        {
+            errs.push(format!("analysis.metrics[{}].interval {i:?} is not a duration", m.name));
+        }
+        let builtin = matches!(m.name.as_str(), "request-success-rate" | "request-duration");
+        if !builtin && m.query.is_none() && m.template_ref.is_none() {
+            errs.push(format!(
+                "analysis.metrics[{}] has no templateRef or query and is not a builtin metric",
+                m.name
+            ));
+        }
+        if let Some(r) = &m.threshold_range
+            && let (Some(min), Some(max)) = (r.min, r.max)
+            && min > max
+        {
+            errs.push(format!("analysis.metrics[{}].thresholdRange min {min} > max {max}", m.name));
+        }
+    }
+    for w in &a.webhooks {
+        let t = w.type_.as_deref().unwrap_or("");
+        let known = [
+            "", "confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout",
+            "event", "rollback", "confirm-traffic-increase",
+        ];
+        if !known.contains(&t) {
+            errs.push(format!("analysis.webhooks[{}].type {t:?} is not a webhook type", w.name));
+        }
+        if let Some(d) = &w.timeout
+            && parse_duration(d).is_none()
+        {
+            errs.push(format!("analysis.webhooks[{}].timeout {d:?} is not a duration", w.name));
+        }
+        if w.url.is_empty() {
+            errs.push(format!("analysis.webhooks[{}].url must not be empty", w.name));
+        }
+    }
+    if let Some(sa) = &a.session_affinity
+        && sa.primary_cookie_name.as_deref() == Some(sa.cookie_name.as_str())
+    {
+        errs.push("analysis.sessionAffinity.cookieName must differ from primaryCookieName".into());
+    }
+    errs
+}
+
+/// Fields accepted (Flagger's schema allows them) but not implemented by this build.
+pub fn unsupported(spec: &CanarySpec) -> Vec<String> {
+    let mut out = vec![];
+    let mut flag = |set: bool, name: &str| {
+        if set {
+            out.push(name.to_string());
+        }
+    };
+    flag(spec.autoscaler_ref.is_some(), "autoscalerRef");
+    flag(spec.ingress_ref.is_some(), "ingressRef");
+    flag(spec.route_ref.is_some(), "routeRef");
+    flag(spec.upstream_ref.is_some(), "upstreamRef");
+    let s = &spec.service;
+    flag(s.port_discovery.unwrap_or(false), "service.portDiscovery");
+    flag(s.delegation.unwrap_or(false), "service.delegation");
+    flag(s.backend_timeout.is_some(), "service.backendTimeout");
+    flag(!s.gateway_refs.is_empty(), "service.gatewayRefs");
+    flag(!s.mirror.is_empty(), "service.mirror");
+    flag(s.mesh_name.is_some(), "service.meshName");
+    flag(!s.backends.is_empty(), "service.backends");
+    flag(s.unmanaged_metadata.is_some(), "service.unmanagedMetadata");
+    if let Some(a) = spec.analysis() {
+        flag(a.mirror.unwrap_or(false), "analysis.mirror");
+        flag(a.mirror_weight.is_some(), "analysis.mirrorWeight");
+        flag(a.session_affinity.is_some(), "analysis.sessionAffinity");
+        flag(!a.alerts.is_empty(), "analysis.alerts");
+        for m in &a.metrics {
+            flag(m.template_ref.is_some(), &format!("analysis.metrics[{}].templateRef", m.name));
+        }
+        for w in &a.webhooks {
+            flag(w.type_.as_deref() == Some("event"), &format!("analysis.webhooks[{}] (type event)", w.name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanaryService, TargetReference};
+
+    fn spec(a: CanaryAnalysis) -> CanarySpec {
+        CanarySpec {
+            target_ref: TargetReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: "podinfo".into(),
+            },
+            service: CanaryService { port: 9898, ..Default::default() },
+            analysis: Some(a),
+            ..Default::default()
+        }
+    }
+
+    fn good() -> CanaryAnalysis {
+        CanaryAnalysis {
+            interval: Some("10s".into()),
+            threshold: Some(5),
+            max_weight: Some(50),
+            step_weight: Some(10),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_canary_has_no_errors() {
+        assert!(invalid(&spec(good()), "istio").is_empty());
+    }
+
+    #[test]
+    fn unknown_provider_is_an_error_not_a_fallback_to_istio() {
+        let mut s = spec(good());
+        s.provider = Some("istoi".into());
+        let e = invalid(&s, "istio");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("unknown provider \"istoi\""), "{e:?}");
+    }
+
+    #[test]
+    fn bad_analysis_values_are_named() {
+        let cases: Vec<(CanaryAnalysis, &str)> = vec![
+            (CanaryAnalysis { max_weight: Some(150), ..good() }, "maxWeight 150"),
+            (CanaryAnalysis { step_weight: Some(0), ..good() }, "stepWeight 0"),
+            (CanaryAnalysis { step_weight: Some(-5), ..good() }, "stepWeight -5"),
+            (CanaryAnalysis { threshold: Some(0), ..good() }, "threshold 0"),
+            (CanaryAnalysis { interval: Some("soon".into()), ..good() }, "interval \"soon\""),
+        ];
+        for (a, needle) in cases {
+            let e = invalid(&spec(a), "istio");
+            assert!(e.iter().any(|m| m.contains(needle)), "{needle}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn analysis_without_any_progression_is_invalid() {
+        let a = CanaryAnalysis { step_weight: None, ..good() };
+        let e = invalid(&spec(a), "istio");
+        assert!(e.iter().any(|m| m.contains("needs one of stepWeight")), "{e:?}");
+    }
+
+    #[test]
+    fn unimplemented_fields_are_listed() {
+        let mut s = spec(CanaryAnalysis { mirror: Some(true), ..good() });
+        s.service.port_discovery = Some(true);
+        assert_eq!(unsupported(&s), vec!["service.portDiscovery", "analysis.mirror"]);
+    }
+}

@@ -1,0 +1,78 @@
+//! Command line. Controller flags mirror Flagger's names (`-mesh-provider`, `-metrics-server`,
+//! `-namespace`, ...); Flagger's single-dash spelling is accepted too, so an existing Deployment's
+//! args keep working.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "pennant", version, about = "Progressive delivery for Kubernetes, Flagger-compatible")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinitions pennant serves (YAML).
+    Crds,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Default router for Canaries without `spec.provider`.
+    #[arg(long, env = "PENNANT_MESH_PROVIDER", default_value = "istio")]
+    pub mesh_provider: String,
+    /// Default Prometheus URL for the builtin metrics.
+    #[arg(long, env = "PENNANT_METRICS_SERVER", default_value = "http://prometheus:9090")]
+    pub metrics_server: String,
+    /// Watch only this namespace (all namespaces when empty).
+    #[arg(long, env = "PENNANT_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Comma-separated labels tried in order to find the target's selector label.
+    #[arg(long, default_value = "app,name,app.kubernetes.io/name")]
+    pub selector_labels: String,
+    /// Track ConfigMaps and Secrets referenced by the target's pods.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_config_tracking: bool,
+    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Log level filter (e.g. `info`, `pennant=debug`).
+    #[arg(long, env = "PENNANT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PENNANT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Flagger's single-dash long flags (`-mesh-provider=istio`) rewritten to clap's `--` form.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let long = a.len() > 2 && a.starts_with('-') && !a.starts_with("--") && a[1..].contains(|c: char| c == '-' || c == '=');
+            if i > 0 && long { format!("-{a}") } else { a }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagger_single_dash_flags_are_accepted() {
+        let args = normalize_args(
+            ["pennant", "controller", "-mesh-provider=istio", "-metrics-server", "http://prom:9090", "-v"]
+                .map(String::from),
+        );
+        assert_eq!(args[2], "--mesh-provider=istio");
+        assert_eq!(args[3], "--metrics-server");
+        assert_eq!(args[5], "-v", "short flags untouched");
+        let cli = Cli::try_parse_from(&args[..5]).unwrap();
+        let Command::Controller(c) = cli.command else { panic!() };
+        assert_eq!(c.metrics_server, "http://prom:9090");
+    }
+}

@@ -1,0 +1,3 @@
+//! Minimal third-party types pennant reads and writes (never shipped as CRDs).
+
+pub mod istio;

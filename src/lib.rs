@@ -1,0 +1,14 @@
+//! pennant: progressive delivery (Flagger-compatible canaries) for Kubernetes.
+//!
+//! Each controller is a pipeline: observe (I/O) → decide (pure) → build desired objects (pure)
+//! → apply (I/O) → write status (I/O). See `DESIGN.md` for the map.
+
+pub mod analysis;
+pub mod api;
+pub mod canary;
+pub mod cli;
+pub mod ext;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod webhook;

@@ -1,0 +1,354 @@
+//! Harness for tests against the real local control plane (`e2e/cluster up`): a client from
+//! its kubeconfig, a fresh namespace per test, the `pennant` binary as a real process scoped to
+//! that namespace, and polling helpers that print progress.
+//!
+//! The cluster is required: these tests fail (never skip) when it is not reachable, with the
+//! command that starts it.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use pennant::api::{Canary, CanaryPhase};
+use serde_json::Value;
+
+pub fn state_dir() -> String {
+    std::env::var("PENNANT_E2E_STATE").unwrap_or_else(|_| "/tmp/pennant-e2e".into())
+}
+
+pub fn kubeconfig_path() -> String {
+    format!("{}/kubeconfig", state_dir())
+}
+
+pub fn prometheus_url() -> String {
+    std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
+}
+
+/// A client for the local cluster; installs the CRDs from `crds/` (server-side apply).
+pub async fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!("cannot read {path} ({e}): start the local cluster with `e2e/cluster up`")
+    });
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let client = Client::try_from(cfg).expect("client");
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("cluster not reachable ({e}): run `e2e/cluster up`"));
+    for crd in pennant::api::crds::all() {
+        let v = serde_json::to_value(&crd).unwrap();
+        apply(&client, &v).await;
+    }
+    client
+}
+
+/// Server-side apply any object given as JSON (field manager `e2e`).
+pub async fn apply(client: &Client, obj: &Value) {
+    let api_version = obj["apiVersion"].as_str().unwrap();
+    let kind = obj["kind"].as_str().unwrap();
+    let name = obj["metadata"]["name"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let ar = if kind == "CustomResourceDefinition" {
+        ApiResource::from_gvk_with_plural(&gvk, "customresourcedefinitions")
+    } else {
+        ApiResource::from_gvk(&gvk)
+    };
+    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind}/{name}: {e}"));
+}
+
+/// Parse a YAML manifest (one or more documents) into JSON values.
+pub fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text)
+        .expect("yaml")
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A fresh namespace for one test; deleted by `cleanup` (left behind on failure for debugging).
+pub struct TestNs {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNs {
+    pub async fn new(client: &Client, prefix: &str, rps: u32) -> Self {
+        let name = format!("{prefix}-{}", std::process::id() % 100000);
+        let ns: Value = serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "annotations": {"sim.pennant.dev/rps": rps.to_string()}}
+        });
+        apply(client, &ns).await;
+        // The ServiceAccount admission needs the default SA before pods can be created.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_until(Duration::from_secs(30), "default service account", || async {
+            sa.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
+        Self { client: client.clone(), name }
+    }
+
+    pub async fn cleanup(self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+
+    pub fn canaries(&self) -> Api<Canary> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Apply a manifest with `NAMESPACE` replaced by this namespace.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        for mut doc in yaml_docs(&yaml.replace("NAMESPACE", &self.name)) {
+            doc["metadata"]["namespace"] = Value::String(self.name.clone());
+            apply(&self.client, &doc).await;
+        }
+    }
+
+    pub async fn canary(&self, name: &str) -> Canary {
+        self.canaries().get(name).await.expect("canary")
+    }
+
+    pub async fn deployment(&self, name: &str) -> Option<Deployment> {
+        self.deployments().get_opt(name).await.expect("get deployment")
+    }
+
+    /// The VirtualService weights (primary, canary) as written by pennant.
+    pub async fn vs_weights(&self, name: &str) -> Option<(i64, i64)> {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"));
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
+        let vs = api.get_opt(name).await.ok().flatten()?;
+        let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
+        let w = |i: usize| route.get(i).and_then(|r| r["weight"].as_i64()).unwrap_or(0);
+        Some((w(0), w(1)))
+    }
+
+    /// Events recorded for an object, oldest first: (type, message).
+    pub async fn events(&self, name: &str) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
+        let mut evs: Vec<_> = api
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        evs.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        evs.into_iter()
+            .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// `pennant controller` as a real process, watching one namespace; killed on drop.
+pub struct ControllerProcess {
+    child: Child,
+}
+
+impl ControllerProcess {
+    pub fn start(ns: &str, metrics_server: &str) -> Self {
+        let log = std::fs::File::create(format!("{}/logs/pennant-{ns}.log", state_dir()))
+            .or_else(|_| std::fs::File::create(format!("/tmp/pennant-{ns}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--metrics-server",
+                metrics_server,
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "info,pennant=debug",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn pennant");
+        Self { child }
+    }
+
+    /// Kill -9, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `f` every 500 ms until it is true; panic with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Wait for a canary phase, printing every change of (phase, weight, failedChecks); returns the
+/// weights the canary went through. Panics on timeout or when `fail_on` is reached first.
+pub async fn wait_phase(
+    ns: &TestNs,
+    name: &str,
+    want: CanaryPhase,
+    fail_on: Option<CanaryPhase>,
+    timeout: Duration,
+) -> Vec<i32> {
+    let start = Instant::now();
+    let mut last = None;
+    let mut weights = vec![];
+    loop {
+        let c = ns.canary(name).await;
+        let st = c.status.clone().unwrap_or_default();
+        let now = (st.phase, st.canary_weight, st.failed_checks);
+        if last != Some(now) {
+            println!(
+                "[{:>5.1}s] {}/{name}: phase {:?} weight {} failedChecks {}",
+                start.elapsed().as_secs_f32(),
+                ns.name,
+                st.phase,
+                st.canary_weight,
+                st.failed_checks
+            );
+            if weights.last() != Some(&st.canary_weight) {
+                weights.push(st.canary_weight);
+            }
+            last = Some(now);
+        }
+        if st.phase == Some(want) {
+            return weights;
+        }
+        if fail_on.is_some() && st.phase == fail_on {
+            panic!("{name} reached {:?} while waiting for {want:?}: {:#?}", st.phase, st.conditions);
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out waiting for {name} to reach {want:?}; status {st:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The podinfo Deployment used by the tests, with the simulator's behaviour annotations.
+pub fn podinfo(image: &str, error_rate: f64, extra_template_annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+  labels:
+    app: podinfo
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 600
+  selector:
+    matchLabels:
+      app: podinfo
+  template:
+    metadata:
+      labels:
+        app: podinfo
+      annotations:
+        sim.pennant.dev/error-rate: "{error_rate}"
+        sim.pennant.dev/latency-ms: "30"
+{extra_template_annotations}
+    spec:
+      containers:
+      - name: podinfod
+        image: {image}
+        ports:
+        - name: http
+          containerPort: 9898
+"#
+    )
+}
+
+/// A Canary on podinfo with the builtin Istio metrics.
+pub fn podinfo_canary(threshold: i32, step: i32, max: i32, deadline: i32) -> String {
+    format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  provider: istio
+  progressDeadlineSeconds: {deadline}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 80
+    targetPort: 9898
+  analysis:
+    interval: 10s
+    threshold: {threshold}
+    maxWeight: {max}
+    stepWeight: {step}
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+      interval: 15s
+    - name: request-duration
+      thresholdRange:
+        max: 500
+      interval: 15s
+"#
+    )
+}
+
+/// Set the podinfo image (a new revision), as `kubectl set image` does.
+pub async fn set_image(ns: &TestNs, image: &str, error_rate: f64) {
+    let patch = serde_json::json!({"spec": {"template": {
+        "metadata": {"annotations": {"sim.pennant.dev/error-rate": error_rate.to_string()}},
+        "spec": {"containers": [{"name": "podinfod", "image": image}]}}}});
+    ns.deployments()
+        .patch("podinfo", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect("set image");
+}
+
+pub fn image_of(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
