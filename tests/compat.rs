@@ -12,7 +12,8 @@
 //!   [`walker_catches_divergences`] is the negative control.
 //! - (b) [`fixtures_round_trip`]: every Canary / MetricTemplate / AlertProvider document in the
 //!   fixtures parses into pennant's Rust types and serialises back without losing a field.
-//!   [`fixtures_set_every_flagger_field`] proves the fixtures exercise the whole schema.
+//!   [`fixtures_set_every_flagger_field`] proves the fixtures exercise the whole schema;
+//!   [`round_trip_check_catches_loss`] is the negative control of the comparison.
 //! - (c) [`flagger_enum_values_are_accepted`]: every enum value Flagger's schema allows is
 //!   accepted by pennant's schema (and, for the Canary phase, by the Rust type).
 
@@ -582,6 +583,23 @@ fn fixtures_round_trip() {
     assert!(count["AlertProvider"] >= 5, "{count:?}");
 }
 
+/// Negative control for the round-trip comparison.
+#[test]
+fn round_trip_check_catches_loss() {
+    let before = json!({"spec": {"port": 80, "skipAnalysis": false, "hosts": ["a"], "w": 99}});
+    let after = json!({"spec": {"hosts": ["b"], "w": 99.0, "extra": 1, "failedChecks": 0}});
+    let mut diffs = vec![];
+    lossy(&before, &after, "", &mut diffs);
+    assert_eq!(
+        diffs,
+        [
+            ".spec.hosts[0]: \"a\" became \"b\"",
+            ".spec.port: lost (80)",
+            ".spec.extra: added (1)"
+        ]
+    );
+}
+
 #[derive(Clone, Debug)]
 enum Seg {
     Prop(String),
@@ -671,7 +689,7 @@ fn non_integral_weights_are_rejected() {
     let a: CanaryAnalysis = serde_json::from_value(json!({"stepWeight": 10})).unwrap();
     assert_eq!(a.step_weight, Some(10));
     let schema = pennant_schemas();
-    let step = &schema["Canary"]["properties"]["spec"]["properties"]["analysis"]["properties"]["stepWeight"];
+    let step = our_node(&schema["Canary"], ".spec.analysis.stepWeight").unwrap();
     assert_eq!(step["type"], "integer");
 }
 

@@ -37,15 +37,15 @@ use super::metric_template::SecretReference;
     "message": "an AlertProvider needs spec.address or spec.secretRef (a Secret with an `address` key)"
 }]))]
 pub struct AlertProviderSpec {
-    /// Chat system: one of [`ALERT_PROVIDER_TYPES`] (`slack`, `msteams`, `discord`, `rocket`,
-    /// `gchat`), as Flagger's schema.
+    /// Chat system: `slack`, `msteams`, `discord`, `rocket` or `gchat` (Flagger's list, enforced
+    /// by the schema as Flagger's is; see `ALERT_PROVIDER_TYPES`).
     #[serde(rename = "type")]
     #[schemars(extend("enum" = ALERT_PROVIDER_TYPES))]
     pub type_: String,
-    /// Channel to post to; default `general` (see [`AlertProviderSpec::channel`]).
+    /// Channel to post to; default `general`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
-    /// Bot user name; default `flagger` (see [`AlertProviderSpec::username`]).
+    /// Bot user name; default `flagger`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Incoming-webhook URL. Overridden by the Secret's `address` key when `secretRef` is set.

@@ -2,12 +2,12 @@
 //! `alertproviders` in `flagger.app/v1beta1`, generated from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
-//! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept;
-//! where Flagger's schema checks more than the field types (the `oneOf` on `spec.analysis`:
-//! interval + threshold + exactly one of iterations / stepWeight / stepWeights), pennant does not
-//! mirror it and validates in the controller instead, reporting `Stalled=True` with a message
-//! naming the field. The committed copy is `crds/pennant.yaml`, which `tests/crds.rs` keeps equal
-//! to [`to_yaml`].
+//! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
+//! (`tests/compat.rs` checks it). Flagger's `oneOf` on `spec.analysis` (interval + threshold +
+//! exactly one of iterations / stepWeight / stepWeights) is deliberately not mirrored: the
+//! controller reports a Canary with none of the three as `Stalled=True` with a message naming the
+//! fields, and a missing interval or threshold takes Flagger's code defaults (60s, 1). The
+//! committed copy is `crds/pennant.yaml`, which `tests/crds.rs` keeps equal to [`to_yaml`].
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -24,8 +24,8 @@ const ALERT_PROVIDER_DESCRIPTION: &str =
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
-/// Flagger's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so that uninstalling a
-/// Helm release never deletes the CRDs (and with them every Canary).
+/// Flagger's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
+/// that uninstalling a Helm release never deletes the CRDs (and with them every Canary).
 pub fn all() -> Vec<CustomResourceDefinition> {
     [
         (Canary::crd(), CANARY_DESCRIPTION),

@@ -37,8 +37,9 @@ pub struct MetricTemplateSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
-    /// Backend kind: one of [`METRIC_PROVIDER_TYPES`] (`prometheus`, `datadog`, ...). The schema
-    /// enforces Flagger's list; which of them pennant implements is the analysis module's call.
+    /// Backend kind: `prometheus`, `influxdb`, `datadog`, `externalmetrics`, `stackdriver`,
+    /// `cloudwatch`, `newrelic`, `graphite`, `dynatrace`, `keptn` or `splunk` (Flagger's list,
+    /// enforced by the schema as Flagger's is; see `METRIC_PROVIDER_TYPES`).
     #[serde(rename = "type")]
     #[schemars(extend("enum" = METRIC_PROVIDER_TYPES))]
     pub type_: String,

@@ -78,6 +78,8 @@ pub struct Context {
     /// another version is stale (our own write has not come back through the watch yet) and is
     /// read fresh, so a step is never decided twice from an old status.
     written: Mutex<HashMap<ObjectRef<Canary>, String>>,
+    /// Becomes true once every cache has its initial list.
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
@@ -180,6 +182,7 @@ pub async fn run(
         route_streams.push((s, ar));
     }
 
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -196,6 +199,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("http client: {e}"))?,
         metrics,
         written: Mutex::new(HashMap::new()),
+        synced: synced_rx,
     });
 
     let controller = Controller::new(api::<Canary>(&client, &ns), wc);
@@ -221,6 +225,7 @@ pub async fn run(
         let ctx = ctx.clone();
         tokio::spawn(async move {
             ctx.wait_until_ready().await;
+            let _ = synced_tx.send(true);
             ready.store(true, std::sync::atomic::Ordering::SeqCst);
             info!("caches synced");
         });
@@ -295,7 +300,8 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
 
 /// One reconcile of one Canary.
 async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    ctx.wait_until_ready().await;
+    // kube's Store::wait_until_ready wakes a single waiter; concurrent reconciles wait here.
+    let _ = ctx.synced.clone().wait_for(|ready| *ready).await;
     let oref = ObjectRef::from_obj(&*cached);
     let ns = cached.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
