@@ -5,7 +5,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "pennant", version, about = "Progressive delivery for Kubernetes, Flagger-compatible")]
+#[command(
+    name = "pennant",
+    version,
+    about = "Progressive delivery for Kubernetes, Flagger-compatible"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,7 +29,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "PENNANT_MESH_PROVIDER", default_value = "istio")]
     pub mesh_provider: String,
     /// Default Prometheus URL for the builtin metrics.
-    #[arg(long, env = "PENNANT_METRICS_SERVER", default_value = "http://prometheus:9090")]
+    #[arg(
+        long,
+        env = "PENNANT_METRICS_SERVER",
+        default_value = "http://prometheus:9090"
+    )]
     pub metrics_server: String,
     /// Watch only this namespace (all namespaces when empty).
     #[arg(long, env = "PENNANT_NAMESPACE", default_value = "")]
@@ -52,7 +60,10 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let long = a.len() > 2 && a.starts_with('-') && !a.starts_with("--") && a[1..].contains(|c: char| c == '-' || c == '=');
+            let long = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a[1..].contains(['-', '=']);
             if i > 0 && long { format!("-{a}") } else { a }
         })
         .collect()
@@ -65,14 +76,23 @@ mod tests {
     #[test]
     fn flagger_single_dash_flags_are_accepted() {
         let args = normalize_args(
-            ["pennant", "controller", "-mesh-provider=istio", "-metrics-server", "http://prom:9090", "-v"]
-                .map(String::from),
+            [
+                "pennant",
+                "controller",
+                "-mesh-provider=istio",
+                "-metrics-server",
+                "http://prom:9090",
+                "-v",
+            ]
+            .map(String::from),
         );
         assert_eq!(args[2], "--mesh-provider=istio");
         assert_eq!(args[3], "--metrics-server");
         assert_eq!(args[5], "-v", "short flags untouched");
         let cli = Cli::try_parse_from(&args[..5]).unwrap();
-        let Command::Controller(c) = cli.command else { panic!() };
+        let Command::Controller(c) = cli.command else {
+            panic!()
+        };
         assert_eq!(c.metrics_server, "http://prom:9090");
     }
 }

@@ -19,7 +19,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Controller(args) => {
-            let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?;
+            let filter =
+                tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?;
             let sub = tracing_subscriber::fmt().with_env_filter(filter);
             if args.log_format == "json" {
                 sub.json().init();
@@ -29,19 +30,29 @@ async fn main() -> anyhow::Result<()> {
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
-            let client = kube::Client::try_default().await.context("kubernetes client")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("kubernetes client")?;
             let metrics = Arc::new(Metrics::default());
             let ready = Arc::new(AtomicBool::new(false));
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
             tracing::info!(listen = %args.listen, "serving /metrics /healthz /readyz");
-            let app = router(ServerState { metrics: metrics.clone(), ready: ready.clone() });
+            let app = router(ServerState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            });
             tokio::spawn(async move { axum::serve(listener, app).await });
             let settings = Settings {
                 default_provider: args.mesh_provider,
                 metrics_server: args.metrics_server,
-                selector_labels: args.selector_labels.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                selector_labels: args
+                    .selector_labels
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
                 config_tracking: args.enable_config_tracking,
                 namespace: Some(args.namespace).filter(|n| !n.is_empty()),
             };

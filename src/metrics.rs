@@ -51,32 +51,69 @@ impl Default for Metrics {
             "Last canary analysis result: 0 running, 1 successful, 2 failed",
             status.clone(),
         );
-        registry.register("flagger_canary_weight", "The virtual service destination weight current value", weight.clone());
-        registry.register("pennant_reconcile", "Canary reconciles by result", reconciles.clone());
-        registry.register("pennant_api_writes", "Writes to the Kubernetes API (apply, patch)", writes.clone());
-        Self { registry, status, weight, reconciles, writes }
+        registry.register(
+            "flagger_canary_weight",
+            "The virtual service destination weight current value",
+            weight.clone(),
+        );
+        registry.register(
+            "pennant_reconcile",
+            "Canary reconciles by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "pennant_api_writes",
+            "Writes to the Kubernetes API (apply, patch)",
+            writes.clone(),
+        );
+        Self {
+            registry,
+            status,
+            weight,
+            reconciles,
+            writes,
+        }
     }
 }
 
 impl Metrics {
     /// Record a canary's phase and weights.
-    pub fn observe_canary(&self, name: &str, namespace: &str, target: &str, phase: Option<CanaryPhase>, primary: i32, canary: i32) {
+    pub fn observe_canary(
+        &self,
+        name: &str,
+        namespace: &str,
+        target: &str,
+        phase: Option<CanaryPhase>,
+        primary: i32,
+        canary: i32,
+    ) {
         let v = match phase {
             Some(CanaryPhase::Succeeded | CanaryPhase::Initialized) => 1,
             Some(CanaryPhase::Failed) => 2,
             _ => 0,
         };
-        let labels = CanaryLabels { name: name.into(), namespace: namespace.into() };
+        let labels = CanaryLabels {
+            name: name.into(),
+            namespace: namespace.into(),
+        };
         self.status.get_or_create(&labels).set(v);
-        let w = |workload: String| WorkloadLabels { workload, namespace: namespace.into() };
-        self.weight.get_or_create(&w(format!("{target}-primary"))).set(primary as i64);
-        self.weight.get_or_create(&w(target.to_string())).set(canary as i64);
+        let w = |workload: String| WorkloadLabels {
+            workload,
+            namespace: namespace.into(),
+        };
+        self.weight
+            .get_or_create(&w(format!("{target}-primary")))
+            .set(primary as i64);
+        self.weight
+            .get_or_create(&w(target.to_string()))
+            .set(canary as i64);
     }
 
     /// Text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
         out
     }
 }

@@ -25,7 +25,10 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn metrics(State(s): State<ServerState>) -> ([(&'static str, &'static str); 1], String) {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.encode())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.encode(),
+    )
 }
 
 async fn readyz(State(s): State<ServerState>) -> (StatusCode, &'static str) {

@@ -18,8 +18,16 @@ async fn initialized(prefix: &str, threshold: i32, deadline: i32) -> (TestNs, Co
     let ns = TestNs::new(&client, prefix, 50).await;
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
-    ns.apply_yaml(&podinfo_canary(threshold, 25, 50, deadline)).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Initialized, Some(CanaryPhase::Failed), MINUTES(2)).await;
+    ns.apply_yaml(&podinfo_canary(threshold, 25, 50, deadline))
+        .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
     (ns, ctl)
 }
 
@@ -29,24 +37,68 @@ async fn good_release_is_promoted() {
     // initialisation: primary serves, target scaled to zero, all traffic on the primary
     let primary = ns.deployment("podinfo-primary").await.expect("primary");
     assert_eq!(image_of(&primary), V1);
-    assert_eq!(ns.deployment("podinfo").await.unwrap().spec.unwrap().replicas, Some(0));
+    assert_eq!(
+        ns.deployment("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(0)
+    );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
 
     set_image(&ns, V2, 0.0).await;
-    let weights = wait_phase(&ns, "podinfo", CanaryPhase::Succeeded, Some(CanaryPhase::Failed), MINUTES(3)).await;
-    assert!(weights.contains(&25) && weights.contains(&50), "stepped 25 → 50: {weights:?}");
-    assert!(weights.iter().all(|w| *w <= 50), "never above maxWeight: {weights:?}");
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert!(
+        weights.contains(&25) && weights.contains(&50),
+        "stepped 25 → 50: {weights:?}"
+    );
+    assert!(
+        weights.iter().all(|w| *w <= 50),
+        "never above maxWeight: {weights:?}"
+    );
 
     let primary = ns.deployment("podinfo-primary").await.unwrap();
     assert_eq!(image_of(&primary), V2, "primary runs the new version");
-    assert_eq!(ns.deployment("podinfo").await.unwrap().spec.unwrap().replicas, Some(0), "canary at zero");
+    assert_eq!(
+        ns.deployment("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(0),
+        "canary at zero"
+    );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
     let c = ns.canary("podinfo").await;
-    let promoted = find_condition(&c.status.as_ref().unwrap().conditions, "Promoted").cloned().unwrap();
+    let promoted = find_condition(&c.status.as_ref().unwrap().conditions, "Promoted")
+        .cloned()
+        .unwrap();
     assert_eq!(promoted.status, "True");
-    let events: Vec<String> = ns.events("podinfo").await.into_iter().map(|e| e.1).collect();
-    for needle in ["New revision detected! Scaling up podinfo", "Advance podinfo.", "Promotion completed!"] {
-        assert!(events.iter().any(|e| e.contains(needle)), "event {needle:?} in {events:#?}");
+    let events: Vec<String> = ns
+        .events("podinfo")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    for needle in [
+        "New revision detected! Scaling up podinfo",
+        "Advance podinfo.",
+        "Promotion completed!",
+    ] {
+        assert!(
+            events.iter().any(|e| e.contains(needle)),
+            "event {needle:?} in {events:#?}"
+        );
     }
     ns.cleanup().await;
 }
@@ -55,18 +107,45 @@ async fn good_release_is_promoted() {
 async fn version_with_errors_is_rolled_back() {
     let (ns, _ctl) = initialized("e2e-rollback", 2, 120).await;
     set_image(&ns, V2, 0.2).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Failed, Some(CanaryPhase::Succeeded), MINUTES(3)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(3),
+    )
+    .await;
 
     let primary = ns.deployment("podinfo-primary").await.unwrap();
     assert_eq!(image_of(&primary), V1, "primary untouched");
-    assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)), "all traffic back on the primary");
-    assert_eq!(ns.deployment("podinfo").await.unwrap().spec.unwrap().replicas, Some(0));
+    assert_eq!(
+        ns.vs_weights("podinfo").await,
+        Some((100, 0)),
+        "all traffic back on the primary"
+    );
+    assert_eq!(
+        ns.deployment("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(0)
+    );
     let events = ns.events("podinfo").await;
-    let halt = events.iter().find(|e| e.1.contains("request-success-rate")).expect("halt event");
+    let halt = events
+        .iter()
+        .find(|e| e.1.contains("request-success-rate"))
+        .expect("halt event");
     assert_eq!(halt.0, "Warning");
     // 20% errors: success rate around 80%, named in the event
     assert!(halt.1.contains("< 99"), "{}", halt.1);
-    assert!(events.iter().any(|e| e.1.contains("Canary failed checks threshold reached 2")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1.contains("Canary failed checks threshold reached 2")),
+        "{events:#?}"
+    );
     ns.cleanup().await;
 }
 
@@ -84,16 +163,26 @@ data: {greeting: hello}
     )
     .await;
     let mut deploy = podinfo(V1, 0.0, "");
-    deploy.push_str(
-        "        envFrom:\n        - configMapRef:\n            name: podinfo-config\n",
-    );
+    deploy
+        .push_str("        envFrom:\n        - configMapRef:\n            name: podinfo-config\n");
     ns.apply_yaml(&deploy).await;
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(&podinfo_canary(3, 25, 50, 120)).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Initialized, Some(CanaryPhase::Failed), MINUTES(2)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
     // the primary reads its own copy of the config
-    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client.clone(), &ns.name);
-    let copy = cms.get("podinfo-config-primary").await.expect("primary config copy");
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let copy = cms
+        .get("podinfo-config-primary")
+        .await
+        .expect("primary config copy");
     assert_eq!(copy.data.unwrap()["greeting"], "hello");
 
     ns.apply_yaml(
@@ -105,10 +194,28 @@ data: {greeting: bonjour}
 "#,
     )
     .await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, Some(CanaryPhase::Failed), MINUTES(1)).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Succeeded, Some(CanaryPhase::Failed), MINUTES(3)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Progressing,
+        Some(CanaryPhase::Failed),
+        MINUTES(1),
+    )
+    .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
     let copy = cms.get("podinfo-config-primary").await.unwrap();
-    assert_eq!(copy.data.unwrap()["greeting"], "bonjour", "promotion copies the new config");
+    assert_eq!(
+        copy.data.unwrap()["greeting"],
+        "bonjour",
+        "promotion copies the new config"
+    );
     ns.cleanup().await;
 }
 
@@ -119,17 +226,37 @@ async fn canary_that_never_becomes_ready_rolls_back_on_its_deadline() {
     let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"e2e.pennant.dev/never-ready": "true"}},
         "spec": {"containers": [{"name": "podinfod", "image": V2}]}}}});
     ns.deployments()
-        .patch("podinfo", &kube::api::PatchParams::default(), &kube::api::Patch::Strategic(patch))
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
         .await
         .unwrap();
     let start = std::time::Instant::now();
-    let weights = wait_phase(&ns, "podinfo", CanaryPhase::Failed, Some(CanaryPhase::Succeeded), MINUTES(2)).await;
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(2),
+    )
+    .await;
     let took = start.elapsed().as_secs();
     assert!(took >= 25, "not before the 30 s deadline: {took}s");
-    assert_eq!(weights.iter().max(), Some(&0), "no traffic ever reached the canary: {weights:?}");
+    assert_eq!(
+        weights.iter().max(),
+        Some(&0),
+        "no traffic ever reached the canary: {weights:?}"
+    );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
     let events = ns.events("podinfo").await;
-    assert!(events.iter().any(|e| e.1.contains("progress deadline exceeded")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1.contains("progress deadline exceeded")),
+        "{events:#?}"
+    );
     ns.cleanup().await;
 }
 
@@ -138,20 +265,47 @@ async fn controller_killed_mid_analysis_resumes_and_finishes() {
     let (ns, mut ctl) = initialized("e2e-restart", 3, 120).await;
     set_image(&ns, V2, 0.0).await;
     wait_until(MINUTES(2), "canary weight 25", || async {
-        ns.canary("podinfo").await.status.is_some_and(|s| s.canary_weight == 25)
+        ns.canary("podinfo")
+            .await
+            .status
+            .is_some_and(|s| s.canary_weight == 25)
     })
     .await;
     ctl.kill();
     let before = ns.canary("podinfo").await.status.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ctl2 = ControllerProcess::start(&ns.name, &prometheus_url());
-    let weights = wait_phase(&ns, "podinfo", CanaryPhase::Succeeded, Some(CanaryPhase::Failed), MINUTES(3)).await;
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
     assert_eq!(before.phase, Some(CanaryPhase::Progressing));
-    assert!(weights.iter().all(|w| *w == 0 || *w >= 25), "resumed, not restarted from scratch: {weights:?}");
-    assert_eq!(image_of(&ns.deployment("podinfo-primary").await.unwrap()), V2);
-    let events: Vec<String> = ns.events("podinfo").await.into_iter().map(|e| e.1).collect();
-    let scale_ups = events.iter().filter(|e| e.contains("New revision detected")).count();
-    assert_eq!(scale_ups, 1, "the restart did not start a second run: {events:#?}");
+    assert!(
+        weights.iter().all(|w| *w == 0 || *w >= 25),
+        "resumed, not restarted from scratch: {weights:?}"
+    );
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V2
+    );
+    let events: Vec<String> = ns
+        .events("podinfo")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    let scale_ups = events
+        .iter()
+        .filter(|e| e.contains("New revision detected"))
+        .count();
+    assert_eq!(
+        scale_ups, 1,
+        "the restart did not start a second run: {events:#?}"
+    );
     ns.cleanup().await;
 }
 
@@ -163,29 +317,73 @@ async fn bad_canaries_are_reported_and_do_not_stop_good_ones() {
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     let base = podinfo_canary(3, 25, 50, 120);
     let bad = [
-        ("missing-target", base.replace("name: podinfo\n  service", "name: does-not-exist\n  service"), "target Deployment"),
-        ("max-weight", base.replace("maxWeight: 50", "maxWeight: 150"), "maxWeight 150"),
-        ("step-weight", base.replace("stepWeight: 25", "stepWeight: 0"), "stepWeight 0"),
-        ("threshold", base.replace("threshold: 3", "threshold: 0"), "threshold 0"),
-        ("provider", base.replace("provider: istio", "provider: istoi"), "unknown provider \"istoi\""),
+        (
+            "missing-target",
+            base.replace(
+                "name: podinfo\n  service",
+                "name: does-not-exist\n  service",
+            ),
+            "target Deployment",
+        ),
+        (
+            "max-weight",
+            base.replace("maxWeight: 50", "maxWeight: 150"),
+            "maxWeight 150",
+        ),
+        (
+            "step-weight",
+            base.replace("stepWeight: 25", "stepWeight: 0"),
+            "stepWeight 0",
+        ),
+        (
+            "threshold",
+            base.replace("threshold: 3", "threshold: 0"),
+            "threshold 0",
+        ),
+        (
+            "provider",
+            base.replace("provider: istio", "provider: istoi"),
+            "unknown provider \"istoi\"",
+        ),
     ];
     for (name, yaml, _) in &bad {
-        let renamed = yaml.replace("  name: podinfo\n  namespace:", &format!("  name: {name}\n  namespace:"));
+        let renamed = yaml.replace(
+            "  name: podinfo\n  namespace:",
+            &format!("  name: {name}\n  namespace:"),
+        );
         ns.apply_yaml(&renamed).await;
     }
     // a valid canary in the same namespace initialises meanwhile
     ns.apply_yaml(&base).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Initialized, Some(CanaryPhase::Failed), MINUTES(2)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
     for (name, _, needle) in &bad {
-        wait_until(Duration::from_secs(30), &format!("{name} stalled"), || async {
-            let c = ns.canary(name).await;
-            c.status
-                .and_then(|s| find_condition(&s.conditions, "Stalled").cloned())
-                .is_some_and(|c| c.status == "True" && c.message.unwrap_or_default().contains(needle))
-        })
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{name} stalled"),
+            || async {
+                let c = ns.canary(name).await;
+                c.status
+                    .and_then(|s| find_condition(&s.conditions, "Stalled").cloned())
+                    .is_some_and(|c| {
+                        c.status == "True" && c.message.unwrap_or_default().contains(needle)
+                    })
+            },
+        )
         .await;
         let events = ns.events(name).await;
-        assert!(events.iter().any(|e| e.0 == "Warning" && e.1.contains(needle)), "{name}: {events:#?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.0 == "Warning" && e.1.contains(needle)),
+            "{name}: {events:#?}"
+        );
         assert_eq!(ns.canary(name).await.status.unwrap().canary_weight, 0);
     }
     // nothing was created for the broken ones
@@ -200,15 +398,40 @@ async fn unreachable_prometheus_moves_no_traffic() {
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     let _ctl = ControllerProcess::start(&ns.name, "http://127.0.0.1:1");
     ns.apply_yaml(&podinfo_canary(2, 25, 50, 120)).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Initialized, Some(CanaryPhase::Failed), MINUTES(2)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
     set_image(&ns, V2, 0.0).await;
-    let weights = wait_phase(&ns, "podinfo", CanaryPhase::Failed, Some(CanaryPhase::Succeeded), MINUTES(2)).await;
-    assert_eq!(weights.iter().max(), Some(&0), "no traffic moved: {weights:?}");
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(2),
+    )
+    .await;
+    assert_eq!(
+        weights.iter().max(),
+        Some(&0),
+        "no traffic moved: {weights:?}"
+    );
     let c = ns.canary("podinfo").await;
-    let cond = find_condition(&c.status.as_ref().unwrap().conditions, "MetricsAvailable").cloned().expect("condition");
+    let cond = find_condition(&c.status.as_ref().unwrap().conditions, "MetricsAvailable")
+        .cloned()
+        .expect("condition");
     assert_eq!(cond.status, "False");
     assert!(cond.message.unwrap().contains("127.0.0.1:1"));
     let events = ns.events("podinfo").await;
-    assert!(events.iter().any(|e| e.0 == "Warning" && e.1.contains("Metric query failed")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1.contains("Metric query failed")),
+        "{events:#?}"
+    );
     ns.cleanup().await;
 }

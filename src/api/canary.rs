@@ -18,6 +18,8 @@ use super::condition::Condition;
 use super::{preserve_unknown_array, preserve_unknown_object};
 
 /// Spec of a Canary. Same fields as Flagger's `CanarySpec`.
+// kube-derive's `printcolumn(name = .., ..)` repeats keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "flagger.app",
@@ -28,14 +30,53 @@ use super::{preserve_unknown_array, preserve_unknown_object};
     category = "all",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Weight", type_ = "string", json_path = ".status.canaryWeight"),
-    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = "1"),
-    printcolumn(name = "FailedChecks", type_ = "string", json_path = ".status.failedChecks", priority = "1"),
-    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.analysis.interval", priority = "1"),
-    printcolumn(name = "Mirror", type_ = "boolean", json_path = ".spec.analysis.mirror", priority = "1"),
-    printcolumn(name = "StepWeight", type_ = "string", json_path = ".spec.analysis.stepWeight", priority = "1"),
-    printcolumn(name = "StepWeights", type_ = "string", json_path = ".spec.analysis.stepWeights", priority = "1"),
-    printcolumn(name = "MaxWeight", type_ = "string", json_path = ".spec.analysis.maxWeight", priority = "1"),
-    printcolumn(name = "LastTransitionTime", type_ = "string", json_path = ".status.lastTransitionTime")
+    printcolumn(
+        name = "Suspended",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "FailedChecks",
+        type_ = "string",
+        json_path = ".status.failedChecks",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.analysis.interval",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Mirror",
+        type_ = "boolean",
+        json_path = ".spec.analysis.mirror",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "StepWeight",
+        type_ = "string",
+        json_path = ".spec.analysis.stepWeight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "StepWeights",
+        type_ = "string",
+        json_path = ".spec.analysis.stepWeights",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "MaxWeight",
+        type_ = "string",
+        json_path = ".spec.analysis.maxWeight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "LastTransitionTime",
+        type_ = "string",
+        json_path = ".status.lastTransitionTime"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CanarySpec {
@@ -371,7 +412,11 @@ pub struct CanaryWebhook {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
-    #[serde(default, rename = "disableTLS", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "disableTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disable_tls: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -614,9 +659,13 @@ impl CanaryAnalysis {
 
     /// Webhooks of one type; an empty type means `rollout`.
     pub fn webhooks_of(&self, kind: &str) -> impl Iterator<Item = &CanaryWebhook> {
-        self.webhooks
-            .iter()
-            .filter(move |w| w.type_.as_deref().filter(|t| !t.is_empty()).unwrap_or("rollout") == kind)
+        self.webhooks.iter().filter(move |w| {
+            w.type_
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("rollout")
+                == kind
+        })
     }
 }
 
@@ -633,12 +682,19 @@ impl CanarySpec {
 
     /// Apex Service name: `service.name`, else the target's name.
     pub fn apex_name(&self) -> &str {
-        self.service.name.as_deref().unwrap_or(&self.target_ref.name)
+        self.service
+            .name
+            .as_deref()
+            .unwrap_or(&self.target_ref.name)
     }
 
     /// Progress deadline; default 600 s.
     pub fn progress_deadline(&self) -> Duration {
-        Duration::from_secs(self.progress_deadline_seconds.filter(|s| *s > 0).unwrap_or(600) as u64)
+        Duration::from_secs(
+            self.progress_deadline_seconds
+                .filter(|s| *s > 0)
+                .unwrap_or(600) as u64,
+        )
     }
 }
 
@@ -651,13 +707,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -728,7 +788,10 @@ mod tests {
 
     #[test]
     fn strategy_from_iterations_and_match() {
-        let mut a = CanaryAnalysis { iterations: Some(3), ..Default::default() };
+        let mut a = CanaryAnalysis {
+            iterations: Some(3),
+            ..Default::default()
+        };
         assert_eq!(a.strategy(), Strategy::BlueGreen);
         a.r#match = vec![serde_json::json!({"headers": {"x": {"exact": "1"}}})];
         assert_eq!(a.strategy(), Strategy::ABTesting);
@@ -749,7 +812,11 @@ mod tests {
     fn empty_webhook_type_is_rollout() {
         let a = CanaryAnalysis {
             webhooks: vec![
-                CanaryWebhook { name: "a".into(), url: "u".into(), ..Default::default() },
+                CanaryWebhook {
+                    name: "a".into(),
+                    url: "u".into(),
+                    ..Default::default()
+                },
                 CanaryWebhook {
                     name: "b".into(),
                     type_: Some("pre-rollout".into()),

@@ -13,9 +13,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -145,16 +145,21 @@ pub async fn run(
     let ns = settings.namespace.clone();
 
     let (deployments, writer) = reflector::store::<Deployment>();
-    let deployment_events = reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
-        .default_backoff()
-        .touched_objects();
+    let deployment_events =
+        reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
+            .default_backoff()
+            .touched_objects();
     let (services, writer) = reflector::store::<Service>();
-    let service_events = reflector::reflector(writer, watcher(api::<Service>(&client, &ns), wc.clone()))
-        .default_backoff()
-        .touched_objects();
-    let config_map_events = watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &ns), wc.clone())
-        .default_backoff()
-        .touched_objects();
+    let service_events =
+        reflector::reflector(writer, watcher(api::<Service>(&client, &ns), wc.clone()))
+            .default_backoff()
+            .touched_objects();
+    let config_map_events = watcher(
+        api::<PartialObjectMeta<ConfigMap>>(&client, &ns),
+        wc.clone(),
+    )
+    .default_backoff()
+    .touched_objects();
     let secret_events = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), wc.clone())
         .default_backoff()
         .touched_objects();
@@ -165,7 +170,11 @@ pub async fn run(
     for kind in ["VirtualService", "DestinationRule"] {
         let ar = route_resource(kind).expect("known kind");
         let probe: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        if probe.list(&kube::api::ListParams::default().limit(1)).await.is_err() {
+        if probe
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_err()
+        {
             info!(%kind, "CRD not installed; not watching");
             continue;
         }
@@ -210,7 +219,9 @@ pub async fn run(
     let d2 = deployments.clone();
     let d3 = deployments.clone();
     let mut controller = controller
-        .watches_stream(deployment_events, move |d: Deployment| canaries_for_deployment(&c1, &d))
+        .watches_stream(deployment_events, move |d: Deployment| {
+            canaries_for_deployment(&c1, &d)
+        })
         .owns_stream(service_events)
         .watches_stream(config_map_events, move |m| {
             canaries_for_config(&c2, &d2, m.namespace(), &m.name_any(), true)
@@ -272,7 +283,8 @@ fn canaries_for_config(
         .iter()
         .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
         .filter(|c| {
-            let Some(d) = deployments.get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns)) else {
+            let Some(d) = deployments.get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns))
+            else {
                 return false;
             };
             let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
@@ -293,7 +305,9 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
     warn!(canary = %canary.name_any(), "reconcile failed: {err}");
     ctx.metrics
         .reconciles
-        .get_or_create(&crate::metrics::ResultLabels { result: err.label().into() })
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: err.label().into(),
+        })
         .inc();
     Requeue::requeue(Duration::from_secs(5))
 }
@@ -309,7 +323,8 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     // Read fresh only when our own last write has not reached the cache yet.
     let stale = {
         let w = ctx.written.lock().expect("lock");
-        w.get(&oref).is_some_and(|rv| cached.resource_version().as_ref() != Some(rv))
+        w.get(&oref)
+            .is_some_and(|rv| cached.resource_version().as_ref() != Some(rv))
     };
     let canary = if stale {
         match api.get_opt(&cached.name_any()).await.map_err(Error::Kube)? {
@@ -338,10 +353,19 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
 
     let st = &decision.status;
     let w = machine::routes_for(st, canary.spec.analysis());
-    ctx.metrics.observe_canary(&canary.name_any(), &ns, &canary.spec.target_ref.name, st.phase, w.primary, w.canary);
+    ctx.metrics.observe_canary(
+        &canary.name_any(),
+        &ns,
+        &canary.spec.target_ref.name,
+        st.phase,
+        w.primary,
+        w.canary,
+    );
     ctx.metrics
         .reconciles
-        .get_or_create(&crate::metrics::ResultLabels { result: "ok".into() })
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: "ok".into(),
+        })
         .inc();
     Ok(match decision.requeue_after {
         Some(d) => Requeue::requeue(d),
@@ -368,12 +392,17 @@ async fn run_probe(canary: &Canary, probe: Probe, obs: &mut observe::Observation
                 .metrics_server
                 .clone()
                 .unwrap_or_else(|| ctx.settings.metrics_server.clone());
-            let prom = crate::analysis::prometheus::PrometheusProvider::with_client(ctx.http.clone(), &server);
+            let prom = crate::analysis::prometheus::PrometheusProvider::with_client(
+                ctx.http.clone(),
+                &server,
+            );
             let checks = match prom {
                 Ok(p) => crate::analysis::evaluate(canary, provider, &server, &p).await,
                 Err(e) => vec![machine::MetricCheck {
                     name: "metrics-server".into(),
-                    outcome: machine::MetricOutcome::Error(format!("metrics server {server:?}: {e}")),
+                    outcome: machine::MetricOutcome::Error(format!(
+                        "metrics server {server:?}: {e}"
+                    )),
                 }],
             };
             obs.observed.probes.metrics = Some(checks);
@@ -382,7 +411,12 @@ async fn run_probe(canary: &Canary, probe: Probe, obs: &mut observe::Observation
 }
 
 /// Patch the status subresource when it changed, guarded by the resourceVersion we decided on.
-async fn write_status(canary: &Canary, status: &CanaryStatus, api: &Api<Canary>, ctx: &Context) -> Result<(), Error> {
+async fn write_status(
+    canary: &Canary,
+    status: &CanaryStatus,
+    api: &Api<Canary>,
+    ctx: &Context,
+) -> Result<(), Error> {
     let old = canary.status.clone().unwrap_or_default();
     if *status == old {
         return Ok(());
@@ -401,11 +435,18 @@ async fn write_status(canary: &Canary, status: &CanaryStatus, api: &Api<Canary>,
     });
     ctx.metrics.writes.inc();
     let res = api
-        .patch_status(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(Error::Kube)?;
     if let Some(rv) = res.resource_version() {
-        ctx.written.lock().expect("lock").insert(ObjectRef::from_obj(canary), rv);
+        ctx.written
+            .lock()
+            .expect("lock")
+            .insert(ObjectRef::from_obj(canary), rv);
     }
     Ok(())
 }
@@ -431,8 +472,17 @@ async fn publish(canary: &Canary, d: &Decision, ctx: &Context) {
                 namespace: Some(ns.clone()),
                 ..Default::default()
             },
-            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)),
-            type_: Some(if n.severity == Severity::Info { "Normal" } else { "Warning" }.into()),
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                now,
+            )),
+            type_: Some(
+                if n.severity == Severity::Info {
+                    "Normal"
+                } else {
+                    "Warning"
+                }
+                .into(),
+            ),
             reason: Some("Synced".into()),
             action: Some("Reconcile".into()),
             note: Some(n.message.chars().take(1000).collect()),
@@ -466,13 +516,21 @@ async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error>
             ops.push(json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}));
         }
     } else {
-        let i = finalizers.iter().position(|f| f == FINALIZER).expect("present");
+        let i = finalizers
+            .iter()
+            .position(|f| f == FINALIZER)
+            .expect("present");
         ops.push(json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
     }
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Invalid(e.to_string()))?;
-    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await
-        .map_err(Error::Kube)?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Invalid(e.to_string()))?;
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
     Ok(())
 }
 
@@ -498,26 +556,48 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
             .metadata
             .deletion_timestamp
             .as_ref()
-            .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs())
+            .map(|t| {
+                k8s_openapi::jiff::Timestamp::now()
+                    .duration_since(t.0)
+                    .as_secs()
+            })
             .unwrap_or(0);
         if ready {
-            actions.push(machine::Action::EnsureRoutes(Weights { primary: 0, canary: 100, mirror: false }));
+            actions.push(machine::Action::EnsureRoutes(Weights {
+                primary: 0,
+                canary: 100,
+                mirror: false,
+            }));
         } else if deleting_for < canary.spec.progress_deadline().as_secs() as i64 {
             done = false;
         } else {
             warn!(canary = %canary.name_any(), "target not ready after the progress deadline; releasing the finalizer anyway");
         }
-        let d = Decision { status: canary.status.clone().unwrap_or_default(), actions, notices: vec![], requeue_after: None };
+        let d = Decision {
+            status: canary.status.clone().unwrap_or_default(),
+            actions,
+            notices: vec![],
+            requeue_after: None,
+        };
         execute::execute(canary, &d, &obs, ctx).await?;
     }
     if !done {
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }
-    let finalizers: Vec<String> = canary.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": canary.resource_version()}});
-    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::Kube)?;
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
     info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
     Ok(Requeue::await_change())
 }

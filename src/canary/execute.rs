@@ -41,7 +41,10 @@ pub async fn execute(
             }
             Action::EnsureServices => {
                 let (label, value) = selector(obs)?;
-                for svc in services::build_services(canary, label, value).into_iter().skip(1) {
+                for svc in services::build_services(canary, label, value)
+                    .into_iter()
+                    .skip(1)
+                {
                     apply_if_changed(ctx, &to_value(&svc)?).await?;
                 }
             }
@@ -49,7 +52,8 @@ pub async fn execute(
                 let (label, value) = selector(obs)?;
                 let apex = services::build_services(canary, label, value).swap_remove(0);
                 apply_if_changed(ctx, &to_value(&apex)?).await?;
-                let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+                let provider =
+                    super::validate::provider(&canary.spec, &ctx.settings.default_provider);
                 let r = router::router_for(provider)
                     .ok_or_else(|| Error::Invalid(format!("no router for provider {provider}")))?;
                 for obj in r.build(canary, *weights).map_err(Error::Invalid)? {
@@ -64,9 +68,13 @@ pub async fn execute(
                     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
                     let name = target.metadata.name.as_deref().unwrap_or_default();
                     info!(%name, replicas = n, "scaling target");
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": n}})))
-                        .await
-                        .map_err(Error::Kube)?;
+                    api.patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"replicas": n}})),
+                    )
+                    .await
+                    .map_err(Error::Kube)?;
                 }
             }
             Action::Promote { revision_id } => {
@@ -110,13 +118,24 @@ async fn apply_primary(
     let (label, value) = selector(obs)?;
     let owner = workload::owner_reference(canary);
     for cm in &obs.config_maps {
-        apply_if_changed(ctx, &to_value(&tracker::primary_config_map(cm, owner.clone()))?).await?;
+        apply_if_changed(
+            ctx,
+            &to_value(&tracker::primary_config_map(cm, owner.clone()))?,
+        )
+        .await?;
     }
     for s in &obs.secrets {
         apply_if_changed(ctx, &to_value(&tracker::primary_secret(s, owner.clone()))?).await?;
     }
-    let primary =
-        workload::build_primary(canary, target, label, value, revision_id, &state.configs, replicas);
+    let primary = workload::build_primary(
+        canary,
+        target,
+        label,
+        value,
+        revision_id,
+        &state.configs,
+        replicas,
+    );
     apply_if_changed(ctx, &to_value(&primary)?).await
 }
 
@@ -129,7 +148,9 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
     let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
-    let ns = desired["metadata"]["namespace"].as_str().unwrap_or_default();
+    let ns = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
     if let Some(live) = ctx.live(kind, ns, name)
         && is_subset(desired, &live)
     {
@@ -140,9 +161,13 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
     info!(%kind, %ns, %name, "applying");
     ctx.metrics.writes.inc();
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
-        .await
-        .map_err(Error::Kube)?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await
+    .map_err(Error::Kube)?;
     Ok(())
 }
 
@@ -150,9 +175,9 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
 /// server adds — status, defaults, managedFields — are ignored). Lists must match in length.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| is_subset(dv, lv)) || is_empty(dv) && l.get(k).is_none()),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| {
+            l.get(k).is_some_and(|lv| is_subset(dv, lv)) || is_empty(dv) && l.get(k).is_none()
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
         }

@@ -197,6 +197,7 @@ pub struct Decision {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per reconcile; boxing buys nothing
 pub enum Step {
     Need(Probe),
     Done(Decision),
@@ -219,7 +220,11 @@ pub fn decide(canary: &Canary, obs: &Observed) -> Step {
 /// restarted controller (or an edited Canary) rebuilds exactly the same routes.
 pub fn routes_for(status: &CanaryStatus, analysis: Option<&CanaryAnalysis>) -> Weights {
     let w = status.canary_weight.clamp(0, 100);
-    let split = |c: i32| Weights { primary: 100 - c, canary: c, mirror: false };
+    let split = |c: i32| Weights {
+        primary: 100 - c,
+        canary: c,
+        mirror: false,
+    };
     match status.phase {
         Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion | CanaryPhase::Promoting) => {
             let mut s = split(w);
@@ -273,7 +278,11 @@ impl<'a> Machine<'a> {
     }
 
     fn ns(&self) -> &str {
-        self.canary.metadata.namespace.as_deref().unwrap_or("default")
+        self.canary
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
     }
 
     /// `<target>.<namespace>`, as Flagger words its messages.
@@ -282,7 +291,11 @@ impl<'a> Machine<'a> {
     }
 
     fn canary_id(&self) -> String {
-        format!("{}.{}", self.canary.metadata.name.as_deref().unwrap_or(""), self.ns())
+        format!(
+            "{}.{}",
+            self.canary.metadata.name.as_deref().unwrap_or(""),
+            self.ns()
+        )
     }
 
     fn kind(&self) -> &str {
@@ -294,11 +307,19 @@ impl<'a> Machine<'a> {
     }
 
     fn info(&mut self, message: String) {
-        self.notices.push(Notice { severity: Severity::Info, message, alert: None });
+        self.notices.push(Notice {
+            severity: Severity::Info,
+            message,
+            alert: None,
+        });
     }
 
     fn notice(&mut self, severity: Severity, message: String, alert: Option<String>) {
-        self.notices.push(Notice { severity, message, alert });
+        self.notices.push(Notice {
+            severity,
+            message,
+            alert,
+        });
     }
 
     fn requeue_in(&mut self, d: Duration) {
@@ -358,9 +379,7 @@ impl<'a> Machine<'a> {
                 self.idle(&target)
             }
             Some(CanaryPhase::Waiting) => self.waiting(&target),
-            Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) => {
-                self.analyse(&target)
-            }
+            Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) => self.analyse(&target),
             Some(CanaryPhase::Promoting) => self.promoting(&target),
             Some(CanaryPhase::Finalising) => self.finalising(),
             Some(CanaryPhase::Terminating | CanaryPhase::Terminated) => Flow::Done,
@@ -371,7 +390,14 @@ impl<'a> Machine<'a> {
         let changed = crate::api::find_condition(&self.st.conditions, types::STALLED)
             .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
         let now = self.time();
-        set_condition(&mut self.st.conditions, types::STALLED, "True", reason, &message, &now);
+        set_condition(
+            &mut self.st.conditions,
+            types::STALLED,
+            "True",
+            reason,
+            &message,
+            &now,
+        );
         if changed {
             self.notice(Severity::Warn, message, None);
         }
@@ -424,7 +450,7 @@ impl<'a> Machine<'a> {
                 Readiness::Ready => {}
                 Readiness::NotReady(msg) | Readiness::Failed(msg) => {
                     // Never route to a primary that is not ready: the target keeps serving.
-                    if self.deadline_passed(&msg) {
+                    if self.deadline_passed() {
                         let m = format!(
                             "primary {}-primary.{} not ready after the progress deadline: {msg}; traffic stays on the target",
                             self.canary.spec.target_ref.name,
@@ -441,21 +467,25 @@ impl<'a> Machine<'a> {
         self.st.tracked_configs = Some(target.configs.clone());
         self.st.failed_checks = 0;
         self.set_phase(CanaryPhase::Initialized);
-        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, None)));
+        self.actions
+            .push(Action::EnsureRoutes(routes_for(&self.st, None)));
         self.actions.push(Action::ScaleTarget(0));
         let id = self.canary_id();
         self.notice(
             Severity::Info,
             format!("Initialization done! {id}"),
-            Some(format!("New {} detected, initialization completed.", self.kind())),
+            Some(format!(
+                "New {} detected, initialization completed.",
+                self.kind()
+            )),
         );
         Flow::Done
     }
 
     /// Track how long the awaited workload has been unready; true once past the deadline.
     /// Schedules a look at the moment the deadline expires.
-    fn deadline_passed(&mut self, _why: &str) -> bool {
-        let since = self.st.unready_since.get_or_insert_with(|| Time(self.now)).clone();
+    fn deadline_passed(&mut self) -> bool {
+        let since = self.st.unready_since.get_or_insert(Time(self.now)).clone();
         let deadline = self.canary.spec.progress_deadline();
         let elapsed = self.elapsed_since(&since);
         if elapsed >= deadline {
@@ -468,8 +498,8 @@ impl<'a> Machine<'a> {
 
     fn target_changed(&self, target: &TargetState) -> bool {
         let rev = Some(&target.revision);
-        let spec_changed = self.st.last_applied_spec.as_ref() != rev
-            && self.st.last_promoted_spec.as_ref() != rev;
+        let spec_changed =
+            self.st.last_applied_spec.as_ref() != rev && self.st.last_promoted_spec.as_ref() != rev;
         let configs_changed = self.st.tracked_configs.as_ref() != Some(&target.configs);
         spec_changed || configs_changed
     }
@@ -478,12 +508,15 @@ impl<'a> Machine<'a> {
     fn idle(&mut self, target: &TargetState) -> Flow {
         self.actions.push(Action::EnsurePrimary);
         self.actions.push(Action::EnsureServices);
-        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, None)));
+        self.actions
+            .push(Action::EnsureRoutes(routes_for(&self.st, None)));
 
         // Adopt a status written by another tool (e.g. Flagger's FNV hashes): re-baseline
         // instead of starting a run for an unchanged workload (Flagger #1673, #1799).
-        let foreign =
-            |s: &Option<String>| s.as_deref().is_some_and(|h| !h.starts_with(REVISION_PREFIX));
+        let foreign = |s: &Option<String>| {
+            s.as_deref()
+                .is_some_and(|h| !h.starts_with(REVISION_PREFIX))
+        };
         if foreign(&self.st.last_applied_spec) || foreign(&self.st.last_promoted_spec) {
             self.st.last_applied_spec = Some(target.revision.clone());
             if self.st.phase != Some(CanaryPhase::Failed) {
@@ -508,8 +541,18 @@ impl<'a> Machine<'a> {
     /// New revision: confirm-rollout gate, then scale the canary up and enter Progressing.
     fn start_run(&mut self, target: &TargetState) -> Flow {
         let analysis = self.analysis();
-        if analysis.webhooks_of(HookKind::ConfirmRollout.as_str()).next().is_some() {
-            let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmRollout).cloned() else {
+        if analysis
+            .webhooks_of(HookKind::ConfirmRollout.as_str())
+            .next()
+            .is_some()
+        {
+            let Some(v) = self
+                .obs
+                .probes
+                .hooks
+                .get(&HookKind::ConfirmRollout)
+                .cloned()
+            else {
                 return Flow::Need(Probe::Hooks(HookKind::ConfirmRollout));
             };
             if !v.pass {
@@ -521,14 +564,19 @@ impl<'a> Machine<'a> {
                     let muted = analysis
                         .webhooks_of(HookKind::ConfirmRollout.as_str())
                         .all(|w| w.mute_alert.unwrap_or(false));
-                    let msg = format!("Halt {} advancement waiting for approval {}", self.canary_id(), v.message);
+                    let msg = format!(
+                        "Halt {} advancement waiting for approval {}",
+                        self.canary_id(),
+                        v.message
+                    );
                     let alert = (!muted).then(|| "Canary is waiting for approval.".to_string());
                     self.notice(Severity::Warn, msg, alert);
                 }
                 return Flow::Done;
             }
         }
-        self.actions.push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
+        self.actions
+            .push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
         self.reset_run(target);
         self.set_phase(CanaryPhase::Progressing);
         let tid = self.target_id();
@@ -537,7 +585,8 @@ impl<'a> Machine<'a> {
             format!("New revision detected! Scaling up {tid}"),
             Some("New revision detected, progressing canary analysis.".into()),
         );
-        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+        self.actions
+            .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
         self.requeue_in(Duration::from_secs(1));
         Flow::Done
     }
@@ -579,16 +628,23 @@ impl<'a> Machine<'a> {
         {
             self.reset_run(target);
             self.set_phase(CanaryPhase::Progressing);
-            self.actions.push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
+            self.actions
+                .push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
             let tid = self.target_id();
-            self.info(format!("New revision detected! Restarting analysis for {tid}"));
+            self.info(format!(
+                "New revision detected! Restarting analysis for {tid}"
+            ));
             self.finish_routes(&analysis);
             self.requeue_in(Duration::from_secs(1));
             return Flow::Done;
         }
 
         if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
-            let msg = format!("primary {}-primary.{} failed: {msg}", self.canary.spec.target_ref.name, self.ns());
+            let msg = format!(
+                "primary {}-primary.{} failed: {msg}",
+                self.canary.spec.target_ref.name,
+                self.ns()
+            );
             return self.rollback(msg, &analysis);
         }
 
@@ -596,8 +652,11 @@ impl<'a> Machine<'a> {
             Readiness::Ready => self.st.unready_since = None,
             Readiness::NotReady(msg) => {
                 let msg = msg.clone();
-                if self.deadline_passed(&msg) {
-                    let m = format!("Canary {} progress deadline exceeded: {msg}", self.target_id());
+                if self.deadline_passed() {
+                    let m = format!(
+                        "Canary {} progress deadline exceeded: {msg}",
+                        self.target_id()
+                    );
                     return self.rollback(m, &analysis);
                 }
                 self.finish_routes(&analysis);
@@ -615,7 +674,10 @@ impl<'a> Machine<'a> {
         }
 
         if self.st.failed_checks >= analysis.threshold() {
-            let m = format!("Canary failed checks threshold reached {}", self.st.failed_checks);
+            let m = format!(
+                "Canary failed checks threshold reached {}",
+                self.st.failed_checks
+            );
             return self.rollback(m, &analysis);
         }
 
@@ -625,7 +687,11 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
 
-        if analysis.webhooks_of(HookKind::Rollback.as_str()).next().is_some() {
+        if analysis
+            .webhooks_of(HookKind::Rollback.as_str())
+            .next()
+            .is_some()
+        {
             let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollback).cloned() else {
                 return Flow::Need(Probe::Hooks(HookKind::Rollback));
             };
@@ -665,19 +731,29 @@ impl<'a> Machine<'a> {
     }
 
     fn finish_routes(&mut self, analysis: &CanaryAnalysis) {
-        self.actions.retain(|a| !matches!(a, Action::EnsureRoutes(_)));
-        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(analysis))));
+        self.actions
+            .retain(|a| !matches!(a, Action::EnsureRoutes(_)));
+        self.actions
+            .push(Action::EnsureRoutes(routes_for(&self.st, Some(analysis))));
     }
 
     /// The start tick: pre-rollout hooks. `None` = passed, go on to the first step.
     fn pre_rollout(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
-        if analysis.webhooks_of(HookKind::PreRollout.as_str()).next().is_some() {
+        if analysis
+            .webhooks_of(HookKind::PreRollout.as_str())
+            .next()
+            .is_some()
+        {
             let Some(v) = self.obs.probes.hooks.get(&HookKind::PreRollout).cloned() else {
                 return Some(Flow::Need(Probe::Hooks(HookKind::PreRollout)));
             };
             if !v.pass {
                 self.st.failed_checks += 1;
-                let msg = format!("Halt advancement {} pre-rollout check failed: {}", self.canary_id(), v.message);
+                let msg = format!(
+                    "Halt advancement {} pre-rollout check failed: {}",
+                    self.canary_id(),
+                    v.message
+                );
                 self.notice(Severity::Warn, msg, None);
                 return Some(Flow::Done);
             }
@@ -693,7 +769,14 @@ impl<'a> Machine<'a> {
                 MetricOutcome::Error(e) => Some(format!("Metric query failed for {}: {e}", r.name)),
                 _ => None,
             }) {
-                set_condition(&mut self.st.conditions, types::METRICS_AVAILABLE, "False", "QueryFailed", &e, &now);
+                set_condition(
+                    &mut self.st.conditions,
+                    types::METRICS_AVAILABLE,
+                    "False",
+                    "QueryFailed",
+                    &e,
+                    &now,
+                );
                 self.st.failed_checks += 1;
                 self.notice(Severity::Warn, e, None);
                 return Some(Flow::Done);
@@ -707,13 +790,21 @@ impl<'a> Machine<'a> {
 
     /// Rollout hooks, then metrics; the first failure counts one failed check.
     fn run_checks(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
-        if analysis.webhooks_of(HookKind::Rollout.as_str()).next().is_some() {
+        if analysis
+            .webhooks_of(HookKind::Rollout.as_str())
+            .next()
+            .is_some()
+        {
             let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollout).cloned() else {
                 return Some(Flow::Need(Probe::Hooks(HookKind::Rollout)));
             };
             if !v.pass {
                 self.st.failed_checks += 1;
-                let msg = format!("Halt {} advancement external check failed: {}", self.canary_id(), v.message);
+                let msg = format!(
+                    "Halt {} advancement external check failed: {}",
+                    self.canary_id(),
+                    v.message
+                );
                 self.notice(Severity::Warn, msg, None);
                 return Some(Flow::Done);
             }
@@ -723,12 +814,10 @@ impl<'a> Machine<'a> {
                 return Some(Flow::Need(Probe::Metrics));
             };
             let now = self.time();
-            let provider_error = results
-                .iter()
-                .find_map(|r| match &r.outcome {
-                    MetricOutcome::Error(e) => Some(e.clone()),
-                    _ => None,
-                });
+            let provider_error = results.iter().find_map(|r| match &r.outcome {
+                MetricOutcome::Error(e) => Some(e.clone()),
+                _ => None,
+            });
             match &provider_error {
                 Some(e) => set_condition(
                     &mut self.st.conditions,
@@ -761,13 +850,26 @@ impl<'a> Machine<'a> {
         let max = analysis.max_weight();
         let w = self.st.canary_weight;
         if w < max {
-            if analysis.webhooks_of(HookKind::ConfirmTrafficIncrease.as_str()).next().is_some() {
-                let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmTrafficIncrease).cloned()
+            if analysis
+                .webhooks_of(HookKind::ConfirmTrafficIncrease.as_str())
+                .next()
+                .is_some()
+            {
+                let Some(v) = self
+                    .obs
+                    .probes
+                    .hooks
+                    .get(&HookKind::ConfirmTrafficIncrease)
+                    .cloned()
                 else {
                     return Flow::Need(Probe::Hooks(HookKind::ConfirmTrafficIncrease));
                 };
                 if !v.pass {
-                    let msg = format!("Halt {} advancement waiting for traffic increase approval {}", self.canary_id(), v.message);
+                    let msg = format!(
+                        "Halt {} advancement waiting for traffic increase approval {}",
+                        self.canary_id(),
+                        v.message
+                    );
                     self.notice(Severity::Warn, msg, None);
                     return Flow::Done;
                 }
@@ -818,10 +920,20 @@ impl<'a> Machine<'a> {
 
     /// Run confirm-promotion gates; on refusal move to WaitingPromotion (alert once).
     fn gate_promotion(&mut self, analysis: &CanaryAnalysis) -> Flow {
-        if analysis.webhooks_of(HookKind::ConfirmPromotion.as_str()).next().is_none() {
+        if analysis
+            .webhooks_of(HookKind::ConfirmPromotion.as_str())
+            .next()
+            .is_none()
+        {
             return Flow::Done;
         }
-        let Some(v) = self.obs.probes.hooks.get(&HookKind::ConfirmPromotion).cloned() else {
+        let Some(v) = self
+            .obs
+            .probes
+            .hooks
+            .get(&HookKind::ConfirmPromotion)
+            .cloned()
+        else {
             return Flow::Need(Probe::Hooks(HookKind::ConfirmPromotion));
         };
         if !v.pass && self.st.phase != Some(CanaryPhase::WaitingPromotion) {
@@ -829,7 +941,11 @@ impl<'a> Machine<'a> {
             let muted = analysis
                 .webhooks_of(HookKind::ConfirmPromotion.as_str())
                 .all(|w| w.mute_alert.unwrap_or(false));
-            let msg = format!("Halt {} advancement waiting for promotion approval {}", self.canary_id(), v.message);
+            let msg = format!(
+                "Halt {} advancement waiting for promotion approval {}",
+                self.canary_id(),
+                v.message
+            );
             let alert = (!muted).then(|| "Canary is waiting for promotion approval.".to_string());
             self.notice(Severity::Warn, msg, alert);
         }
@@ -873,7 +989,9 @@ impl<'a> Machine<'a> {
             Some(p) if p.revision_id.as_deref() != Some(expected.as_str()) => {
                 if self.st.last_applied_spec.as_ref() == Some(&target.revision) {
                     // Promote again (idempotent): the copy may not have been applied.
-                    self.actions.push(Action::Promote { revision_id: expected.clone() });
+                    self.actions.push(Action::Promote {
+                        revision_id: expected.clone(),
+                    });
                 }
                 Readiness::NotReady("primary does not run the promoted revision yet".into())
             }
@@ -882,7 +1000,7 @@ impl<'a> Machine<'a> {
         match readiness {
             Readiness::Ready => {}
             Readiness::NotReady(msg) => {
-                if self.deadline_passed(&msg) {
+                if self.deadline_passed() {
                     return self.failed_promotion(msg, &analysis);
                 }
                 self.finish_routes(&analysis);
@@ -920,7 +1038,8 @@ impl<'a> Machine<'a> {
     /// Finalising: traffic is on the new primary; scale the canary down and finish.
     fn finalising(&mut self) -> Flow {
         let analysis = self.analysis();
-        self.actions.push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+        self.actions
+            .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
         if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
             let msg = msg.clone();
             return self.failed_promotion(msg, &analysis);
@@ -936,7 +1055,10 @@ impl<'a> Machine<'a> {
         self.actions.push(Action::ScaleTarget(0));
         self.set_phase(CanaryPhase::Succeeded);
         self.st.last_step_time = None;
-        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Succeeded));
+        self.actions.push(Action::RunHooks(
+            HookKind::PostRollout,
+            CanaryPhase::Succeeded,
+        ));
         let tid = self.target_id();
         self.notice(
             Severity::Info,
@@ -953,7 +1075,8 @@ impl<'a> Machine<'a> {
         self.st.last_step_time = None;
         self.finish_routes(analysis);
         self.actions.push(Action::ScaleTarget(0));
-        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
+        self.actions
+            .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
         let tid = self.target_id();
         self.notice(
             Severity::Error,
@@ -977,7 +1100,8 @@ impl<'a> Machine<'a> {
         self.st.unready_since = None;
         self.st.last_step_time = None;
         self.finish_routes(analysis);
-        self.actions.push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
+        self.actions
+            .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
         self.notice(Severity::Error, reason.clone(), Some(reason));
         Flow::Done
     }
@@ -1002,19 +1126,44 @@ impl<'a> Machine<'a> {
         let Some(phase) = self.st.phase else { return };
         let kind = self.kind().to_string();
         let (status, message) = match phase {
-            CanaryPhase::Initializing => ("Unknown", format!("New {kind} detected, starting initialization.")),
+            CanaryPhase::Initializing => (
+                "Unknown",
+                format!("New {kind} detected, starting initialization."),
+            ),
             CanaryPhase::Initialized => ("True", format!("{kind} initialization completed.")),
             CanaryPhase::Waiting => ("Unknown", "Waiting for approval.".to_string()),
-            CanaryPhase::Progressing => ("Unknown", "New revision detected, progressing canary analysis.".to_string()),
+            CanaryPhase::Progressing => (
+                "Unknown",
+                "New revision detected, progressing canary analysis.".to_string(),
+            ),
             CanaryPhase::WaitingPromotion => ("Unknown", "Waiting for approval.".to_string()),
-            CanaryPhase::Promoting => ("Unknown", "Canary analysis completed, starting primary rolling update.".to_string()),
-            CanaryPhase::Finalising => ("Unknown", "Canary analysis completed, routing all traffic to primary.".to_string()),
-            CanaryPhase::Succeeded => ("True", "Canary analysis completed successfully, promotion finished.".to_string()),
-            CanaryPhase::Failed => ("False", format!("Canary analysis failed, {kind} scaled to zero.")),
+            CanaryPhase::Promoting => (
+                "Unknown",
+                "Canary analysis completed, starting primary rolling update.".to_string(),
+            ),
+            CanaryPhase::Finalising => (
+                "Unknown",
+                "Canary analysis completed, routing all traffic to primary.".to_string(),
+            ),
+            CanaryPhase::Succeeded => (
+                "True",
+                "Canary analysis completed successfully, promotion finished.".to_string(),
+            ),
+            CanaryPhase::Failed => (
+                "False",
+                format!("Canary analysis failed, {kind} scaled to zero."),
+            ),
             CanaryPhase::Terminating | CanaryPhase::Terminated => return,
         };
         let now = self.time();
-        set_condition(&mut self.st.conditions, types::PROMOTED, status, phase.as_str(), &message, &now);
+        set_condition(
+            &mut self.st.conditions,
+            types::PROMOTED,
+            status,
+            phase.as_str(),
+            &message,
+            &now,
+        );
     }
 }
 

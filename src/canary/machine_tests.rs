@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
-use proptest::prelude::{Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest};
+use proptest::prelude::{
+    Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
 use proptest::strategy::Strategy as _;
 
 use super::*;
 use crate::api::{
-    Canary, CanaryAnalysis, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, CanaryMetric,
+    Canary, CanaryAnalysis, CanaryMetric, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook,
     TargetReference, find_condition,
 };
 
@@ -25,7 +27,10 @@ fn analysis() -> CanaryAnalysis {
         threshold: Some(5),
         max_weight: Some(50),
         step_weight: Some(10),
-        metrics: vec![CanaryMetric { name: "request-success-rate".into(), ..Default::default() }],
+        metrics: vec![CanaryMetric {
+            name: "request-success-rate".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -39,7 +44,10 @@ fn canary(a: CanaryAnalysis) -> Canary {
                 kind: "Deployment".into(),
                 name: "podinfo".into(),
             },
-            service: CanaryService { port: 9898, ..Default::default() },
+            service: CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
             progress_deadline_seconds: Some(60),
             analysis: Some(a),
             ..Default::default()
@@ -107,7 +115,10 @@ impl World {
     /// A world whose canary is already Initialized at REV1.
     fn initialized(a: CanaryAnalysis) -> Self {
         let mut w = Self::new(a);
-        w.primary = Some(PrimaryState { readiness: Readiness::Ready, revision_id: None });
+        w.primary = Some(PrimaryState {
+            readiness: Readiness::Ready,
+            revision_id: None,
+        });
         w.tick();
         assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
         w
@@ -152,7 +163,10 @@ impl World {
         let d = loop {
             match decide(&self.canary, &self.observed(probes.clone())) {
                 Step::Need(p) => {
-                    assert!(!asked_now.contains(&p), "decide asked for {p:?} twice in one reconcile");
+                    assert!(
+                        !asked_now.contains(&p),
+                        "decide asked for {p:?} twice in one reconcile"
+                    );
                     asked_now.push(p);
                     self.asked.push(p);
                     match p {
@@ -164,7 +178,13 @@ impl World {
                         }
                         Probe::Hooks(k) => {
                             let pass = *self.hooks.get(&k).unwrap_or(&true);
-                            probes.hooks.insert(k, HookVerdict { pass, message: format!("{k:?}") });
+                            probes.hooks.insert(
+                                k,
+                                HookVerdict {
+                                    pass,
+                                    message: format!("{k:?}"),
+                                },
+                            );
                         }
                     }
                 }
@@ -192,7 +212,10 @@ impl World {
     }
 
     fn advance(&mut self, secs: i64) {
-        self.now = self.now.checked_add(SignedDuration::from_secs(secs)).unwrap();
+        self.now = self
+            .now
+            .checked_add(SignedDuration::from_secs(secs))
+            .unwrap();
     }
 
     /// Tick, then advance by the requested requeue (or `interval`) — the controller's loop.
@@ -240,7 +263,10 @@ impl World {
 }
 
 fn terminal(w: &World) -> bool {
-    matches!(w.phase(), Some(CanaryPhase::Succeeded | CanaryPhase::Failed))
+    matches!(
+        w.phase(),
+        Some(CanaryPhase::Succeeded | CanaryPhase::Failed)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,19 +277,40 @@ fn init_waits_for_primary_before_touching_traffic() {
     let mut w = World::new(analysis());
     let d = w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Initializing));
-    assert_eq!(d.actions, vec![Action::EnsurePrimary, Action::EnsureServices]);
+    assert_eq!(
+        d.actions,
+        vec![Action::EnsurePrimary, Action::EnsureServices]
+    );
     assert!(w.routes.is_none(), "no routing before the primary is ready");
     assert_eq!(w.target_replicas, 2, "target keeps serving");
     assert!(d.requeue_after.is_some());
 
-    w.primary = Some(PrimaryState { readiness: Readiness::Ready, revision_id: None });
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+    });
     let d = w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
     // apex routes to the primary before the target is scaled down: zero-downtime takeover
-    let routes = d.actions.iter().position(|a| matches!(a, Action::EnsureRoutes(_))).unwrap();
-    let scale = d.actions.iter().position(|a| *a == Action::ScaleTarget(0)).unwrap();
+    let routes = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::EnsureRoutes(_)))
+        .unwrap();
+    let scale = d
+        .actions
+        .iter()
+        .position(|a| *a == Action::ScaleTarget(0))
+        .unwrap();
     assert!(routes < scale);
-    assert_eq!(w.routes, Some(Weights { primary: 100, canary: 0, mirror: false }));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 100,
+            canary: 0,
+            mirror: false
+        })
+    );
     let st = w.status();
     assert_eq!(st.last_applied_spec.as_deref(), Some(REV1));
     assert_eq!(st.last_promoted_spec.as_deref(), Some(REV1));
@@ -346,14 +393,27 @@ fn good_release_steps_to_max_weight_and_promotes() {
     w.run_until(40, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
     assert_eq!(w.weights_seen(), vec![0, 10, 20, 30, 40, 50, 0]);
-    assert_eq!(w.target_replicas, 0, "canary scaled to zero after promotion");
+    assert_eq!(
+        w.target_replicas, 0,
+        "canary scaled to zero after promotion"
+    );
     let st = w.status();
     assert_eq!(st.last_promoted_spec.as_deref(), Some(REV2));
     assert_eq!(st.canary_weight, 0);
-    assert_eq!(w.routes, Some(Weights { primary: 100, canary: 0, mirror: false }));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 100,
+            canary: 0,
+            mirror: false
+        })
+    );
     assert!(w.has_notice("Starting canary analysis for podinfo.test"));
     assert!(w.has_notice("Promotion completed! Scaling down podinfo.test"));
-    assert!(w.actions.contains(&Action::RunHooks(HookKind::PostRollout, CanaryPhase::Succeeded)));
+    assert!(w.actions.contains(&Action::RunHooks(
+        HookKind::PostRollout,
+        CanaryPhase::Succeeded
+    )));
     // the primary was promoted to exactly this revision
     let promote = w.actions.iter().find_map(|a| match a {
         Action::Promote { revision_id } => Some(revision_id.clone()),
@@ -383,7 +443,10 @@ fn first_step_is_immediate_then_steps_wait_the_interval() {
 #[test]
 fn weight_never_overshoots_max_weight() {
     // Flagger goes 20, 40, 60 with maxWeight 50; pennant stops at 50.
-    let a = CanaryAnalysis { step_weight: Some(20), ..analysis() };
+    let a = CanaryAnalysis {
+        step_weight: Some(20),
+        ..analysis()
+    };
     let mut w = World::initialized(a);
     w.revision = REV2.into();
     w.run_until(40, terminal);
@@ -392,7 +455,12 @@ fn weight_never_overshoots_max_weight() {
 
 #[test]
 fn step_weights_ladder() {
-    let a = CanaryAnalysis { step_weight: None, step_weights: vec![1, 5, 25, 80], max_weight: None, ..analysis() };
+    let a = CanaryAnalysis {
+        step_weight: None,
+        step_weights: vec![1, 5, 25, 80],
+        max_weight: None,
+        ..analysis()
+    };
     let mut w = World::initialized(a);
     w.revision = REV2.into();
     w.run_until(40, terminal);
@@ -402,7 +470,8 @@ fn step_weights_ladder() {
 #[test]
 fn promotion_waits_for_primary_to_run_the_promoted_revision() {
     let mut w = World::initialized(analysis());
-    w.primary_after_promote = Readiness::NotReady("1 out of 2 new replicas have been updated".into());
+    w.primary_after_promote =
+        Readiness::NotReady("1 out of 2 new replicas have been updated".into());
     w.revision = REV2.into();
     w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
     for _ in 0..3 {
@@ -410,7 +479,11 @@ fn promotion_waits_for_primary_to_run_the_promoted_revision() {
         w.advance(5);
     }
     assert_eq!(w.phase(), Some(CanaryPhase::Promoting));
-    assert_eq!(w.weight(), 50, "canary keeps its traffic while the primary rolls");
+    assert_eq!(
+        w.weight(),
+        50,
+        "canary keeps its traffic while the primary rolls"
+    );
     assert_eq!(w.target_replicas, 2);
     w.primary.as_mut().unwrap().readiness = Readiness::Ready;
     w.tick();
@@ -428,15 +501,26 @@ fn stale_cached_primary_is_not_taken_as_promoted() {
     let mut w = World::initialized(analysis());
     w.revision = REV2.into();
     w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
-    w.primary = Some(PrimaryState { readiness: Readiness::Ready, revision_id: Some("old".into()) });
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: Some("old".into()),
+    });
     let d = w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Promoting));
-    assert!(d.actions.iter().any(|a| matches!(a, Action::Promote { .. })), "re-applies the copy");
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. })),
+        "re-applies the copy"
+    );
 }
 
 #[test]
 fn step_weight_promotion_shifts_back_gradually() {
-    let a = CanaryAnalysis { step_weight_promotion: Some(20), ..analysis() };
+    let a = CanaryAnalysis {
+        step_weight_promotion: Some(20),
+        ..analysis()
+    };
     let mut w = World::initialized(a);
     w.revision = REV2.into();
     w.run_until(60, terminal);
@@ -453,7 +537,11 @@ fn skip_analysis_promotes_without_checks_once_canary_is_ready() {
     w.tick();
     w.advance(1);
     w.tick();
-    assert_eq!(w.phase(), Some(CanaryPhase::Progressing), "waits for the canary");
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Progressing),
+        "waits for the canary"
+    );
     w.target_ready = Readiness::Ready;
     w.run_until(10, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
@@ -463,7 +551,12 @@ fn skip_analysis_promotes_without_checks_once_canary_is_ready() {
 
 #[test]
 fn blue_green_iterations_then_switch_then_promote() {
-    let a = CanaryAnalysis { step_weight: None, max_weight: None, iterations: Some(3), ..analysis() };
+    let a = CanaryAnalysis {
+        step_weight: None,
+        max_weight: None,
+        iterations: Some(3),
+        ..analysis()
+    };
     let mut w = World::initialized(a);
     w.revision = REV2.into();
     w.run_until(40, terminal);
@@ -488,13 +581,28 @@ fn failing_metrics_roll_back_after_threshold() {
     let st = w.status();
     assert_eq!(st.failed_checks, 5);
     assert_eq!(st.canary_weight, 0);
-    assert_eq!(w.routes, Some(Weights { primary: 100, canary: 0, mirror: false }));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 100,
+            canary: 0,
+            mirror: false
+        })
+    );
     assert_eq!(w.target_replicas, 0);
-    assert!(!w.actions.iter().any(|a| matches!(a, Action::Promote { .. })), "primary untouched");
+    assert!(
+        !w.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. })),
+        "primary untouched"
+    );
     assert!(w.has_notice("Canary failed checks threshold reached 5"));
     assert!(w.has_notice("Halt podinfo.test advancement request-success-rate 80.00% < 99%"));
     let promoted = find_condition(&st.conditions, "Promoted").unwrap();
-    assert_eq!((promoted.status.as_str(), promoted.reason.as_deref()), ("False", Some("Failed")));
+    assert_eq!(
+        (promoted.status.as_str(), promoted.reason.as_deref()),
+        ("False", Some("Failed"))
+    );
 }
 
 #[test]
@@ -502,10 +610,15 @@ fn every_failure_alerts_with_its_reason() {
     // Case 6: progress-deadline rollbacks (outside the analysis) alert too.
     let mut w = World::initialized(analysis());
     w.revision = REV2.into();
-    w.target_ready = Readiness::NotReady("0 of 2 (readyThreshold 100%) updated replicas are available".into());
+    w.target_ready =
+        Readiness::NotReady("0 of 2 (readyThreshold 100%) updated replicas are available".into());
     w.run_until(40, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
-    let alert = w.notices.iter().find(|n| n.severity == Severity::Error).expect("error alert");
+    let alert = w
+        .notices
+        .iter()
+        .find(|n| n.severity == Severity::Error)
+        .expect("error alert");
     let text = alert.alert.as_deref().unwrap();
     assert!(text.contains("progress deadline exceeded"), "{text}");
 }
@@ -527,7 +640,10 @@ fn progress_deadline_counts_from_pennants_own_clock() {
     }
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
     let took = w.now.duration_since(start).as_secs();
-    assert!((60..=62).contains(&took), "rolled back after {took}s, deadline is 60s");
+    assert!(
+        (60..=62).contains(&took),
+        "rolled back after {took}s, deadline is 60s"
+    );
 }
 
 #[test]
@@ -557,7 +673,11 @@ fn canary_unready_mid_analysis_then_recovers_resets_the_clock() {
     w.target_ready = Readiness::NotReady("pod restarting".into());
     w.advance(40);
     w.tick();
-    assert_eq!(w.phase(), Some(CanaryPhase::Progressing), "clock restarted: 40s < 60s");
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Progressing),
+        "clock restarted: 40s < 60s"
+    );
 }
 
 #[test]
@@ -627,7 +747,11 @@ fn rollback_webhook_rolls_back_immediately() {
     w.tick();
     w.advance(1);
     w.tick();
-    assert_eq!(w.phase(), Some(CanaryPhase::Failed), "the scripted hook answers 2xx = roll back");
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Failed),
+        "the scripted hook answers 2xx = roll back"
+    );
     assert!(w.has_notice("Rolling back podinfo.test manual webhook invoked"));
 }
 
@@ -640,8 +764,16 @@ fn failed_pre_rollout_counts_and_retries_each_interval() {
     w.revision = REV2.into();
     w.run_until(40, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
-    assert_eq!(w.weights_seen().iter().max(), Some(&0), "no traffic ever reached the canary");
-    let pre = w.asked.iter().filter(|p| **p == Probe::Hooks(HookKind::PreRollout)).count();
+    assert_eq!(
+        w.weights_seen().iter().max(),
+        Some(&0),
+        "no traffic ever reached the canary"
+    );
+    let pre = w
+        .asked
+        .iter()
+        .filter(|p| **p == Probe::Hooks(HookKind::PreRollout))
+        .count();
     assert_eq!(pre, 5);
 }
 
@@ -676,7 +808,11 @@ fn confirm_promotion_gate_holds_in_waiting_promotion_until_opened() {
     assert_eq!(w.phase(), Some(CanaryPhase::WaitingPromotion));
     assert_eq!(w.weight(), 50, "weights kept while waiting");
     assert_eq!(w.routes.unwrap().canary, 50);
-    let alerts = w.notices.iter().filter(|n| n.alert.is_some() && n.message.contains("promotion approval")).count();
+    let alerts = w
+        .notices
+        .iter()
+        .filter(|n| n.alert.is_some() && n.message.contains("promotion approval"))
+        .count();
     assert_eq!(alerts, 1, "one alert, not one per tick");
     w.hooks.insert(HookKind::ConfirmPromotion, true);
     w.run_until(10, terminal);
@@ -718,19 +854,42 @@ fn confirm_rollout_gate_keeps_waiting_then_starts() {
 fn failed_promotion_keeps_traffic_on_the_healthy_canary() {
     // Cases 1 and 8: the primary never comes up with the promoted spec.
     let mut w = World::initialized(analysis());
-    w.primary_after_promote = Readiness::NotReady("1 out of 2 new replicas have been updated".into());
+    w.primary_after_promote =
+        Readiness::NotReady("1 out of 2 new replicas have been updated".into());
     w.revision = REV2.into();
     w.run_until(60, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
     let st = w.status();
     assert_eq!(st.canary_weight, 100);
-    assert_eq!(w.routes, Some(Weights { primary: 0, canary: 100, mirror: false }));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 0,
+            canary: 100,
+            mirror: false
+        })
+    );
     assert_eq!(w.target_replicas, 2, "canary not scaled down");
-    let err = w.notices.iter().find(|n| n.severity == Severity::Error).unwrap();
-    assert!(err.message.starts_with("Promotion failed"), "{}", err.message);
+    let err = w
+        .notices
+        .iter()
+        .find(|n| n.severity == Severity::Error)
+        .unwrap();
+    assert!(
+        err.message.starts_with("Promotion failed"),
+        "{}",
+        err.message
+    );
     // stays that way in steady state
     w.step();
-    assert_eq!(w.routes, Some(Weights { primary: 0, canary: 100, mirror: false }));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 0,
+            canary: 100,
+            mirror: false
+        })
+    );
 }
 
 #[test]
@@ -797,13 +956,15 @@ fn new_revision_mid_analysis_restarts() {
 #[test]
 fn config_change_starts_a_run() {
     let mut w = World::initialized(analysis());
-    w.configs.insert("configmap/podinfo-config".into(), "aaaa".into());
+    w.configs
+        .insert("configmap/podinfo-config".into(), "aaaa".into());
     // first observation of configs after init counts as a change, as Flagger
     w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
     w.run_until(40, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
-    w.configs.insert("configmap/podinfo-config".into(), "bbbb".into());
+    w.configs
+        .insert("configmap/podinfo-config".into(), "bbbb".into());
     w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
     // and the promoted id covers the configs, so the primary rolls
@@ -834,7 +995,14 @@ fn editing_the_canary_mid_run_keeps_weights() {
         Action::EnsureRoutes(r) => Some(*r),
         _ => None,
     });
-    assert_eq!(routes, Some(Weights { primary: 50, canary: 50, mirror: false }));
+    assert_eq!(
+        routes,
+        Some(Weights {
+            primary: 50,
+            canary: 50,
+            mirror: false
+        })
+    );
     assert_eq!(w.phase(), Some(CanaryPhase::WaitingPromotion));
 }
 
@@ -849,7 +1017,12 @@ fn restart_at_every_phase_finishes_the_same_way() {
     w.revision = REV2.into();
     let mut snapshots = vec![];
     for _ in 0..40 {
-        snapshots.push((w.canary.clone(), w.now, w.target_replicas, w.primary.clone()));
+        snapshots.push((
+            w.canary.clone(),
+            w.now,
+            w.target_replicas,
+            w.primary.clone(),
+        ));
         if terminal(&w) {
             break;
         }
@@ -886,7 +1059,9 @@ fn invalid_spec_stalls_with_warning_and_touches_nothing() {
     let mut w = World::new(analysis());
     let mut obs = w.observed(Probes::default());
     obs.invalid = vec!["analysis.maxWeight 150 must be between 1 and 100".into()];
-    let Step::Done(d) = decide(&w.canary, &obs) else { panic!() };
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
     assert!(d.actions.is_empty());
     let c = find_condition(&d.status.conditions, "Stalled").unwrap();
     assert_eq!(c.reason.as_deref(), Some("InvalidSpec"));
@@ -895,7 +1070,9 @@ fn invalid_spec_stalls_with_warning_and_touches_nothing() {
     assert_eq!(d.notices[0].severity, Severity::Warn);
     // the same problem again: no new event
     w.canary.status = Some(d.status);
-    let Step::Done(d) = decide(&w.canary, &obs) else { panic!() };
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
     assert!(d.notices.is_empty());
 }
 
@@ -904,10 +1081,15 @@ fn missing_target_stalls_and_touches_nothing() {
     let w = World::initialized(analysis());
     let mut obs = w.observed(Probes::default());
     obs.target = None;
-    let Step::Done(d) = decide(&w.canary, &obs) else { panic!() };
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
     assert!(d.actions.is_empty());
     let c = find_condition(&d.status.conditions, "Stalled").unwrap();
-    assert_eq!(c.message.as_deref(), Some("target Deployment test/podinfo not found"));
+    assert_eq!(
+        c.message.as_deref(),
+        Some("target Deployment test/podinfo not found")
+    );
     assert_eq!(d.status.phase, Some(CanaryPhase::Initialized), "phase kept");
 }
 
@@ -916,7 +1098,9 @@ fn unsupported_fields_are_reported_once() {
     let w = World::initialized(analysis());
     let mut obs = w.observed(Probes::default());
     obs.unsupported = vec!["analysis.mirror".into()];
-    let Step::Done(d) = decide(&w.canary, &obs) else { panic!() };
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
     let c = find_condition(&d.status.conditions, "Unsupported").unwrap();
     assert!(c.message.as_deref().unwrap().contains("analysis.mirror"));
     assert_eq!(d.notices.len(), 1);
@@ -951,17 +1135,24 @@ fn arb_analysis() -> impl proptest::strategy::Strategy<Value = CanaryAnalysis> {
         1..6i32,
         prop_oneof![Just(None), (1..=100i32).prop_map(Some)],
     )
-        .prop_filter("needs a progression", |(s, ss, ..)| s.is_some() || !ss.is_empty())
-        .prop_map(|(step, steps, max, interval, threshold, promo)| CanaryAnalysis {
-            interval: Some(format!("{interval}s")),
-            threshold: Some(threshold),
-            max_weight: max,
-            step_weight: step,
-            step_weights: steps.into_iter().collect(),
-            step_weight_promotion: promo,
-            metrics: vec![CanaryMetric { name: "request-success-rate".into(), ..Default::default() }],
-            ..Default::default()
+        .prop_filter("needs a progression", |(s, ss, ..)| {
+            s.is_some() || !ss.is_empty()
         })
+        .prop_map(
+            |(step, steps, max, interval, threshold, promo)| CanaryAnalysis {
+                interval: Some(format!("{interval}s")),
+                threshold: Some(threshold),
+                max_weight: max,
+                step_weight: step,
+                step_weights: steps.into_iter().collect(),
+                step_weight_promotion: promo,
+                metrics: vec![CanaryMetric {
+                    name: "request-success-rate".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
 }
 
 proptest! {
@@ -993,11 +1184,13 @@ proptest! {
                 }
             }
             let after = w.weight();
-            if after > before && phase_before == Some(CanaryPhase::Progressing) && before > 0 {
-                if let Some((t, _)) = last_change {
-                    let gap = w.now.duration_since(t);
-                    prop_assert!(gap >= SignedDuration::try_from(interval).unwrap(), "step after {gap:?} < {interval:?}");
-                }
+            if after > before
+                && phase_before == Some(CanaryPhase::Progressing)
+                && before > 0
+                && let Some((t, _)) = last_change
+            {
+                let gap = w.now.duration_since(t);
+                prop_assert!(gap >= SignedDuration::try_from(interval).unwrap(), "step after {gap:?} < {interval:?}");
             }
             if after != before {
                 last_change = Some((w.now, after));
@@ -1025,6 +1218,8 @@ fn messages_helper_is_used() {
     let mut w = World::initialized(analysis());
     w.revision = REV2.into();
     w.tick();
-    assert_eq!(w.messages().last().unwrap(), "New revision detected! Scaling up podinfo.test");
+    assert_eq!(
+        w.messages().last().unwrap(),
+        "New revision detected! Scaling up podinfo.test"
+    );
 }
-

@@ -7,11 +7,11 @@
 //! - `tracker`   PURE: revision hash of the pod template, tracked ConfigMaps/Secrets
 //! - `observe`, `execute`, `controller`: the I/O around them
 
+pub mod controller;
+pub mod execute;
 pub mod machine;
+pub mod observe;
 pub mod services;
 pub mod tracker;
 pub mod validate;
 pub mod workload;
-pub mod controller;
-pub mod execute;
-pub mod observe;

@@ -58,7 +58,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             probes: Probes::default(),
             invalid: vec![],
             unsupported,
-            },
+        },
         target: target.clone(),
         primary: primary.clone(),
         selector: None,
@@ -76,7 +76,11 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             Ok(sel) => obs.selector = Some(sel),
             Err(e) => invalid.push(e),
         }
-        let template = t.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = t
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let configs = match template.spec.as_ref() {
             Some(pod) => read_configs(ctx, &ns, &tracker::config_refs(pod), &mut obs).await?,
             None => Ok(BTreeMap::new()),
@@ -123,17 +127,33 @@ async fn read_configs(
     }
     let tracked = tracker::tracked_configs(
         refs,
-        |n| found_cms.iter().find(|c| c.metadata.name.as_deref() == Some(n)),
-        |n| found_secrets.iter().find(|s| s.metadata.name.as_deref() == Some(n)),
+        |n| {
+            found_cms
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(n))
+        },
+        |n| {
+            found_secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(n))
+        },
     );
     if let Ok(t) = &tracked {
         obs.config_maps = found_cms
             .into_iter()
-            .filter(|c| t.contains_key(&tracker::config_map_key(c.metadata.name.as_deref().unwrap_or(""))))
+            .filter(|c| {
+                t.contains_key(&tracker::config_map_key(
+                    c.metadata.name.as_deref().unwrap_or(""),
+                ))
+            })
             .collect();
         obs.secrets = found_secrets
             .into_iter()
-            .filter(|s| t.contains_key(&tracker::secret_key(s.metadata.name.as_deref().unwrap_or(""))))
+            .filter(|s| {
+                t.contains_key(&tracker::secret_key(
+                    s.metadata.name.as_deref().unwrap_or(""),
+                ))
+            })
             .collect();
     }
     Ok(tracked)

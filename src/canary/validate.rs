@@ -35,7 +35,10 @@ pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio"];
 
 /// The provider for a canary: `spec.provider`, else the controller default.
 pub fn provider<'a>(spec: &'a CanarySpec, default_provider: &'a str) -> &'a str {
-    spec.provider.as_deref().filter(|p| !p.is_empty()).unwrap_or(default_provider)
+    spec.provider
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or(default_provider)
 }
 
 /// Problems that stop the Canary from running. Empty when valid.
@@ -59,18 +62,25 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
             "targetRef.kind {} is not implemented by pennant yet (implemented: Deployment)",
             spec.target_ref.kind
         )),
-        k => errs.push(format!("targetRef.kind {k:?} must be Deployment, DaemonSet or Service")),
+        k => errs.push(format!(
+            "targetRef.kind {k:?} must be Deployment, DaemonSet or Service"
+        )),
     }
     if spec.target_ref.name.is_empty() {
         errs.push("targetRef.name must not be empty".into());
     }
     if !(1..=65535).contains(&spec.service.port) {
-        errs.push(format!("service.port {} must be between 1 and 65535", spec.service.port));
+        errs.push(format!(
+            "service.port {} must be between 1 and 65535",
+            spec.service.port
+        ));
     }
     if let Some(d) = spec.progress_deadline_seconds
         && d <= 0
     {
-        errs.push(format!("progressDeadlineSeconds {d} must be greater than 0"));
+        errs.push(format!(
+            "progressDeadlineSeconds {d} must be greater than 0"
+        ));
     }
     let Some(a) = spec.analysis() else {
         return errs;
@@ -78,7 +88,9 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     if let Some(i) = &a.interval
         && parse_duration(i).is_none()
     {
-        errs.push(format!("analysis.interval {i:?} is not a duration like 30s or 1m"));
+        errs.push(format!(
+            "analysis.interval {i:?} is not a duration like 30s or 1m"
+        ));
     }
     if let Some(t) = a.threshold
         && t < 1
@@ -91,7 +103,7 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
         errs.push(format!("analysis.maxWeight {w} must be between 1 and 100"));
     }
     if let Some(s) = a.step_weight
-        && (s < 1 || s > 100)
+        && !(1..=100).contains(&s)
     {
         errs.push(format!("analysis.stepWeight {s} must be between 1 and 100"));
     }
@@ -124,7 +136,10 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
         if let Some(i) = &m.interval
             && parse_duration(i).is_none()
         {
-            errs.push(format!("analysis.metrics[{}].interval {i:?} is not a duration", m.name));
+            errs.push(format!(
+                "analysis.metrics[{}].interval {i:?} is not a duration",
+                m.name
+            ));
         }
         let builtin = matches!(m.name.as_str(), "request-success-rate" | "request-duration");
         if !builtin && m.query.is_none() && m.template_ref.is_none() {
@@ -137,25 +152,44 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
             && let (Some(min), Some(max)) = (r.min, r.max)
             && min > max
         {
-            errs.push(format!("analysis.metrics[{}].thresholdRange min {min} > max {max}", m.name));
+            errs.push(format!(
+                "analysis.metrics[{}].thresholdRange min {min} > max {max}",
+                m.name
+            ));
         }
     }
     for w in &a.webhooks {
         let t = w.type_.as_deref().unwrap_or("");
         let known = [
-            "", "confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout",
-            "event", "rollback", "confirm-traffic-increase",
+            "",
+            "confirm-rollout",
+            "pre-rollout",
+            "rollout",
+            "confirm-promotion",
+            "post-rollout",
+            "event",
+            "rollback",
+            "confirm-traffic-increase",
         ];
         if !known.contains(&t) {
-            errs.push(format!("analysis.webhooks[{}].type {t:?} is not a webhook type", w.name));
+            errs.push(format!(
+                "analysis.webhooks[{}].type {t:?} is not a webhook type",
+                w.name
+            ));
         }
         if let Some(d) = &w.timeout
             && parse_duration(d).is_none()
         {
-            errs.push(format!("analysis.webhooks[{}].timeout {d:?} is not a duration", w.name));
+            errs.push(format!(
+                "analysis.webhooks[{}].timeout {d:?} is not a duration",
+                w.name
+            ));
         }
         if w.url.is_empty() {
-            errs.push(format!("analysis.webhooks[{}].url must not be empty", w.name));
+            errs.push(format!(
+                "analysis.webhooks[{}].url must not be empty",
+                w.name
+            ));
         }
     }
     if let Some(sa) = &a.session_affinity
@@ -193,10 +227,20 @@ pub fn unsupported(spec: &CanarySpec) -> Vec<String> {
         flag(a.session_affinity.is_some(), "analysis.sessionAffinity");
         flag(!a.alerts.is_empty(), "analysis.alerts");
         for m in &a.metrics {
-            flag(m.template_ref.is_some(), &format!("analysis.metrics[{}].templateRef", m.name));
+            flag(
+                m.template_ref.is_some(),
+                &format!("analysis.metrics[{}].templateRef", m.name),
+            );
         }
         for w in &a.webhooks {
-            flag(w.type_.as_deref() == Some("event"), &format!("analysis.webhooks[{}] (type event)", w.name));
+            flag(
+                w.type_.as_deref() == Some("event"),
+                &format!("analysis.webhooks[{}] (type event)", w.name),
+            );
+            flag(
+                w.disable_tls.unwrap_or(false),
+                &format!("analysis.webhooks[{}].disableTLS", w.name),
+            );
         }
     }
     out
@@ -214,7 +258,10 @@ mod tests {
                 kind: "Deployment".into(),
                 name: "podinfo".into(),
             },
-            service: CanaryService { port: 9898, ..Default::default() },
+            service: CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
             analysis: Some(a),
             ..Default::default()
         }
@@ -247,11 +294,41 @@ mod tests {
     #[test]
     fn bad_analysis_values_are_named() {
         let cases: Vec<(CanaryAnalysis, &str)> = vec![
-            (CanaryAnalysis { max_weight: Some(150), ..good() }, "maxWeight 150"),
-            (CanaryAnalysis { step_weight: Some(0), ..good() }, "stepWeight 0"),
-            (CanaryAnalysis { step_weight: Some(-5), ..good() }, "stepWeight -5"),
-            (CanaryAnalysis { threshold: Some(0), ..good() }, "threshold 0"),
-            (CanaryAnalysis { interval: Some("soon".into()), ..good() }, "interval \"soon\""),
+            (
+                CanaryAnalysis {
+                    max_weight: Some(150),
+                    ..good()
+                },
+                "maxWeight 150",
+            ),
+            (
+                CanaryAnalysis {
+                    step_weight: Some(0),
+                    ..good()
+                },
+                "stepWeight 0",
+            ),
+            (
+                CanaryAnalysis {
+                    step_weight: Some(-5),
+                    ..good()
+                },
+                "stepWeight -5",
+            ),
+            (
+                CanaryAnalysis {
+                    threshold: Some(0),
+                    ..good()
+                },
+                "threshold 0",
+            ),
+            (
+                CanaryAnalysis {
+                    interval: Some("soon".into()),
+                    ..good()
+                },
+                "interval \"soon\"",
+            ),
         ];
         for (a, needle) in cases {
             let e = invalid(&spec(a), "istio");
@@ -261,15 +338,27 @@ mod tests {
 
     #[test]
     fn analysis_without_any_progression_is_invalid() {
-        let a = CanaryAnalysis { step_weight: None, ..good() };
+        let a = CanaryAnalysis {
+            step_weight: None,
+            ..good()
+        };
         let e = invalid(&spec(a), "istio");
-        assert!(e.iter().any(|m| m.contains("needs one of stepWeight")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("needs one of stepWeight")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn unimplemented_fields_are_listed() {
-        let mut s = spec(CanaryAnalysis { mirror: Some(true), ..good() });
+        let mut s = spec(CanaryAnalysis {
+            mirror: Some(true),
+            ..good()
+        });
         s.service.port_discovery = Some(true);
-        assert_eq!(unsupported(&s), vec!["service.portDiscovery", "analysis.mirror"]);
+        assert_eq!(
+            unsupported(&s),
+            vec!["service.portDiscovery", "analysis.mirror"]
+        );
     }
 }

@@ -315,7 +315,7 @@ pub fn scale_up_replicas(target: &Deployment, primary: Option<&Deployment>) -> i
         .unwrap_or(1)
 }
 
-/// Fixtures shared by the builders' tests: the compat manifests under `tests/fixtures/compat/`.
+/// Fixtures shared by the builders' tests: the compat manifests under `tests/fixtures/`.
 #[cfg(test)]
 pub(crate) mod fixtures {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -326,7 +326,7 @@ pub(crate) mod fixtures {
         ($path:literal) => {
             include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/compat/",
+                "/tests/fixtures/",
                 $path
             ))
         };

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use pennant::api::{Canary, CanaryPhase};
@@ -37,7 +39,9 @@ pub async fn client() -> Client {
     let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
         panic!("cannot read {path} ({e}): start the local cluster with `e2e/cluster up`")
     });
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     let client = Client::try_from(cfg).expect("client");
     client
         .apiserver_version()
@@ -95,12 +99,18 @@ impl TestNs {
         });
         apply(client, &ns).await;
         // The ServiceAccount admission needs the default SA before pods can be created.
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_until(Duration::from_secs(30), "default service account", || async {
-            sa.get_opt("default").await.ok().flatten().is_some()
-        })
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_until(
+            Duration::from_secs(30),
+            "default service account",
+            || async { sa.get_opt("default").await.ok().flatten().is_some() },
+        )
         .await;
-        Self { client: client.clone(), name }
+        Self {
+            client: client.clone(),
+            name,
+        }
     }
 
     pub async fn cleanup(self) {
@@ -129,12 +139,19 @@ impl TestNs {
     }
 
     pub async fn deployment(&self, name: &str) -> Option<Deployment> {
-        self.deployments().get_opt(name).await.expect("get deployment")
+        self.deployments()
+            .get_opt(name)
+            .await
+            .expect("get deployment")
     }
 
     /// The VirtualService weights (primary, canary) as written by pennant.
     pub async fn vs_weights(&self, name: &str) -> Option<(i64, i64)> {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "networking.istio.io",
+            "v1",
+            "VirtualService",
+        ));
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
         let vs = api.get_opt(name).await.ok().flatten()?;
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
@@ -144,7 +161,8 @@ impl TestNs {
 
     /// Events recorded for an object, oldest first: (type, message).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.name);
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.name);
         let mut evs: Vec<_> = api
             .list(&Default::default())
             .await
@@ -253,7 +271,10 @@ pub async fn wait_phase(
             return weights;
         }
         if fail_on.is_some() && st.phase == fail_on {
-            panic!("{name} reached {:?} while waiting for {want:?}: {:#?}", st.phase, st.conditions);
+            panic!(
+                "{name} reached {:?} while waiting for {want:?}: {:#?}",
+                st.phase, st.conditions
+            );
         }
         if start.elapsed() > timeout {
             panic!("timed out waiting for {name} to reach {want:?}; status {st:#?}");
@@ -347,7 +368,14 @@ pub async fn set_image(ns: &TestNs, image: &str, error_rate: f64) {
 }
 
 pub fn image_of(d: &Deployment) -> String {
-    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .image
         .clone()
         .unwrap_or_default()
