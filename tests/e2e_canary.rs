@@ -435,3 +435,75 @@ async fn unreachable_prometheus_moves_no_traffic() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn revert_on_deletion_gives_traffic_back_to_the_target() {
+    // Cases 8 and 12: one finalizer however many reconciles race, and deletion restores the target.
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-revert", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    let canary = podinfo_canary(3, 25, 50, 60).replace(
+        "  provider: istio",
+        "  provider: istio\n  revertOnDeletion: true",
+    );
+    ns.apply_yaml(&canary).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    // trigger a burst of reconciles: each label change is an update event
+    for i in 0..5 {
+        let patch = serde_json::json!({"metadata": {"labels": {"poke": i.to_string()}}});
+        ns.canaries()
+            .patch(
+                "podinfo",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let finalizers = ns
+        .canary("podinfo")
+        .await
+        .metadata
+        .finalizers
+        .unwrap_or_default();
+    assert_eq!(finalizers, vec!["finalizer.flagger.app".to_string()]);
+    assert_eq!(
+        ns.deployment("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(0)
+    );
+
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_until(MINUTES(1), "canary deleted", || async {
+        ns.canaries().get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    let target = ns.deployment("podinfo").await.unwrap();
+    assert_eq!(
+        target.spec.as_ref().unwrap().replicas,
+        Some(2),
+        "target scaled back to the primary's replicas"
+    );
+    assert_eq!(
+        target.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(2),
+        "and ready before the Canary went away"
+    );
+    ns.cleanup().await;
+}

@@ -541,21 +541,9 @@ impl<'a> Machine<'a> {
     /// New revision: confirm-rollout gate, then scale the canary up and enter Progressing.
     fn start_run(&mut self, target: &TargetState) -> Flow {
         let analysis = self.analysis();
-        if analysis
-            .webhooks_of(HookKind::ConfirmRollout.as_str())
-            .next()
-            .is_some()
-        {
-            let Some(v) = self
-                .obs
-                .probes
-                .hooks
-                .get(&HookKind::ConfirmRollout)
-                .cloned()
-            else {
-                return Flow::Need(Probe::Hooks(HookKind::ConfirmRollout));
-            };
-            if !v.pass {
+        match self.hook(&analysis, HookKind::ConfirmRollout) {
+            Err(p) => return Flow::Need(p),
+            Ok(Some(v)) if !v.pass => {
                 let first = self.st.phase != Some(CanaryPhase::Waiting);
                 self.set_phase(CanaryPhase::Waiting);
                 self.st.last_step_time = Some(self.time());
@@ -564,16 +552,14 @@ impl<'a> Machine<'a> {
                     let muted = analysis
                         .webhooks_of(HookKind::ConfirmRollout.as_str())
                         .all(|w| w.mute_alert.unwrap_or(false));
-                    let msg = format!(
-                        "Halt {} advancement waiting for approval {}",
-                        self.canary_id(),
-                        v.message
-                    );
+                    let id = self.canary_id();
+                    let msg = format!("Halt {id} advancement waiting for approval {}", v.message);
                     let alert = (!muted).then(|| "Canary is waiting for approval.".to_string());
                     self.notice(Severity::Warn, msg, alert);
                 }
                 return Flow::Done;
             }
+            Ok(_) => {}
         }
         self.actions
             .push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
@@ -687,18 +673,13 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
 
-        if analysis
-            .webhooks_of(HookKind::Rollback.as_str())
-            .next()
-            .is_some()
-        {
-            let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollback).cloned() else {
-                return Flow::Need(Probe::Hooks(HookKind::Rollback));
-            };
-            if v.pass {
+        match self.hook(&analysis, HookKind::Rollback) {
+            Err(p) => return Flow::Need(p),
+            Ok(Some(v)) if v.pass => {
                 let m = format!("Rolling back {} manual webhook invoked", self.canary_id());
                 return self.rollback(m, &analysis);
             }
+            Ok(_) => {}
         }
 
         // A step happens now, whatever its outcome.
@@ -737,51 +718,25 @@ impl<'a> Machine<'a> {
             .push(Action::EnsureRoutes(routes_for(&self.st, Some(analysis))));
     }
 
-    /// The start tick: pre-rollout hooks. `None` = passed, go on to the first step.
+    /// The start tick: pre-rollout hooks, and a metrics provider that answers. `None` = passed,
+    /// go on to the first step.
     fn pre_rollout(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
-        if analysis
-            .webhooks_of(HookKind::PreRollout.as_str())
-            .next()
-            .is_some()
-        {
-            let Some(v) = self.obs.probes.hooks.get(&HookKind::PreRollout).cloned() else {
-                return Some(Flow::Need(Probe::Hooks(HookKind::PreRollout)));
-            };
-            if !v.pass {
-                self.st.failed_checks += 1;
-                let msg = format!(
-                    "Halt advancement {} pre-rollout check failed: {}",
-                    self.canary_id(),
+        match self.hook(analysis, HookKind::PreRollout) {
+            Err(p) => return Some(Flow::Need(p)),
+            Ok(Some(v)) if !v.pass => {
+                let id = self.canary_id();
+                self.fail_check(format!(
+                    "Halt advancement {id} pre-rollout check failed: {}",
                     v.message
-                );
-                self.notice(Severity::Warn, msg, None);
+                ));
                 return Some(Flow::Done);
             }
+            Ok(_) => {}
         }
-        // No traffic moves before the metrics provider has answered: at weight 0 the canary
-        // has no traffic, so only provider errors count here, not empty results.
-        if !analysis.metrics.is_empty() {
-            let Some(results) = self.obs.probes.metrics.clone() else {
-                return Some(Flow::Need(Probe::Metrics));
-            };
-            let now = self.time();
-            if let Some(e) = results.iter().find_map(|r| match &r.outcome {
-                MetricOutcome::Error(e) => Some(format!("Metric query failed for {}: {e}", r.name)),
-                _ => None,
-            }) {
-                set_condition(
-                    &mut self.st.conditions,
-                    types::METRICS_AVAILABLE,
-                    "False",
-                    "QueryFailed",
-                    &e,
-                    &now,
-                );
-                self.st.failed_checks += 1;
-                self.notice(Severity::Warn, e, None);
-                return Some(Flow::Done);
-            }
-            remove_condition(&mut self.st.conditions, types::METRICS_AVAILABLE);
+        // No traffic moves before the metrics provider has answered. At weight 0 the canary
+        // has no traffic, so only provider errors count here, not values or empty results.
+        if let Some(flow) = self.check_metrics(analysis, false) {
+            return Some(flow);
         }
         let tid = self.target_id();
         self.info(format!("Starting canary analysis for {tid}"));
@@ -790,89 +745,82 @@ impl<'a> Machine<'a> {
 
     /// Rollout hooks, then metrics; the first failure counts one failed check.
     fn run_checks(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
-        if analysis
-            .webhooks_of(HookKind::Rollout.as_str())
-            .next()
-            .is_some()
-        {
-            let Some(v) = self.obs.probes.hooks.get(&HookKind::Rollout).cloned() else {
-                return Some(Flow::Need(Probe::Hooks(HookKind::Rollout)));
-            };
-            if !v.pass {
-                self.st.failed_checks += 1;
-                let msg = format!(
-                    "Halt {} advancement external check failed: {}",
-                    self.canary_id(),
+        match self.hook(analysis, HookKind::Rollout) {
+            Err(p) => return Some(Flow::Need(p)),
+            Ok(Some(v)) if !v.pass => {
+                let id = self.canary_id();
+                self.fail_check(format!(
+                    "Halt {id} advancement external check failed: {}",
                     v.message
-                );
-                self.notice(Severity::Warn, msg, None);
+                ));
                 return Some(Flow::Done);
             }
+            Ok(_) => {}
         }
-        if !analysis.metrics.is_empty() {
-            let Some(results) = self.obs.probes.metrics.clone() else {
-                return Some(Flow::Need(Probe::Metrics));
-            };
-            let now = self.time();
-            let provider_error = results.iter().find_map(|r| match &r.outcome {
-                MetricOutcome::Error(e) => Some(e.clone()),
-                _ => None,
-            });
-            match &provider_error {
-                Some(e) => set_condition(
-                    &mut self.st.conditions,
-                    types::METRICS_AVAILABLE,
-                    "False",
-                    "QueryFailed",
-                    e,
-                    &now,
-                ),
-                None => remove_condition(&mut self.st.conditions, types::METRICS_AVAILABLE),
-            }
-            for r in &results {
-                let msg = match &r.outcome {
-                    MetricOutcome::Pass(_) => continue,
-                    MetricOutcome::OutOfRange(_, m) => {
-                        format!("Halt {} advancement {}", self.canary_id(), m)
-                    }
-                    MetricOutcome::NoValues(m) => format!("Halt advancement {m}"),
-                    MetricOutcome::Error(m) => format!("Metric query failed for {}: {m}", r.name),
-                };
-                self.st.failed_checks += 1;
-                self.notice(Severity::Warn, msg, None);
-                return Some(Flow::Done);
-            }
+        self.check_metrics(analysis, true)
+    }
+
+    /// Metric checks: ask for them, record whether the provider answered (`MetricsAvailable`),
+    /// count the first failure. With `judge_values` false only provider errors fail.
+    fn check_metrics(&mut self, analysis: &CanaryAnalysis, judge_values: bool) -> Option<Flow> {
+        if analysis.metrics.is_empty() {
+            return None;
         }
-        None
+        let Some(results) = self.obs.probes.metrics.clone() else {
+            return Some(Flow::Need(Probe::Metrics));
+        };
+        let failure = |r: &MetricCheck| match &r.outcome {
+            MetricOutcome::Pass(_) => None,
+            MetricOutcome::Error(m) => Some(format!("Metric query failed for {}: {m}", r.name)),
+            _ if !judge_values => None,
+            MetricOutcome::OutOfRange(_, m) => {
+                Some(format!("Halt {} advancement {m}", self.canary_id()))
+            }
+            MetricOutcome::NoValues(m) => Some(format!("Halt advancement {m}")),
+        };
+        let first_failure = results.iter().find_map(failure);
+        let provider_error = results.iter().find_map(|r| match &r.outcome {
+            MetricOutcome::Error(m) => Some(format!("Metric query failed for {}: {m}", r.name)),
+            _ => None,
+        });
+        let now = self.time();
+        match &provider_error {
+            Some(e) => set_condition(
+                &mut self.st.conditions,
+                types::METRICS_AVAILABLE,
+                "False",
+                "QueryFailed",
+                e,
+                &now,
+            ),
+            None => remove_condition(&mut self.st.conditions, types::METRICS_AVAILABLE),
+        }
+        let msg = first_failure?;
+        self.fail_check(msg);
+        Some(Flow::Done)
+    }
+
+    fn fail_check(&mut self, message: String) {
+        self.st.failed_checks += 1;
+        self.notice(Severity::Warn, message, None);
     }
 
     fn step_canary(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
         let max = analysis.max_weight();
         let w = self.st.canary_weight;
         if w < max {
-            if analysis
-                .webhooks_of(HookKind::ConfirmTrafficIncrease.as_str())
-                .next()
-                .is_some()
-            {
-                let Some(v) = self
-                    .obs
-                    .probes
-                    .hooks
-                    .get(&HookKind::ConfirmTrafficIncrease)
-                    .cloned()
-                else {
-                    return Flow::Need(Probe::Hooks(HookKind::ConfirmTrafficIncrease));
-                };
-                if !v.pass {
+            match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
+                Err(p) => return Flow::Need(p),
+                Ok(Some(v)) if !v.pass => {
+                    let id = self.canary_id();
                     let msg = format!(
-                        "Halt {} advancement waiting for traffic increase approval {}",
-                        self.canary_id(),
+                        "Halt {id} advancement waiting for traffic increase approval {}",
                         v.message
                     );
                     self.notice(Severity::Warn, msg, None);
                     return Flow::Done;
                 }
+                Ok(_) => {}
             }
             let next = (w + analysis.next_step_weight(w)).min(max).min(100);
             self.st.canary_weight = next;
@@ -895,11 +843,10 @@ impl<'a> Machine<'a> {
         if self.st.canary_weight < 100 {
             // After the last iteration, switch all traffic to the canary before promoting, so
             // the primary's rolling update never serves mixed versions (as Flagger).
-            if let Flow::Need(p) = self.gate_promotion(analysis) {
-                return Flow::Need(p);
-            }
-            if self.st.phase == Some(CanaryPhase::WaitingPromotion) && !self.promotion_open() {
-                return Flow::Done;
+            match self.promotion_gate(analysis) {
+                Err(p) => return Flow::Need(p),
+                Ok(false) => return Flow::Done,
+                Ok(true) => {}
             }
             self.st.canary_weight = 100;
             let id = self.canary_id();
@@ -910,57 +857,53 @@ impl<'a> Machine<'a> {
         Flow::Done
     }
 
-    fn promotion_open(&self) -> bool {
-        self.obs
-            .probes
-            .hooks
-            .get(&HookKind::ConfirmPromotion)
-            .is_none_or(|v| v.pass)
+    /// The verdict of the Canary's `kind` hooks: `Ok(None)` when it has none, `Err(probe)` when
+    /// they have not been called yet in this reconcile.
+    fn hook(
+        &self,
+        analysis: &CanaryAnalysis,
+        kind: HookKind,
+    ) -> Result<Option<HookVerdict>, Probe> {
+        if analysis.webhooks_of(kind.as_str()).next().is_none() {
+            return Ok(None);
+        }
+        match self.obs.probes.hooks.get(&kind) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Err(Probe::Hooks(kind)),
+        }
     }
 
-    /// Run confirm-promotion gates; on refusal move to WaitingPromotion (alert once).
-    fn gate_promotion(&mut self, analysis: &CanaryAnalysis) -> Flow {
-        if analysis
-            .webhooks_of(HookKind::ConfirmPromotion.as_str())
-            .next()
-            .is_none()
-        {
-            return Flow::Done;
-        }
-        let Some(v) = self
-            .obs
-            .probes
-            .hooks
-            .get(&HookKind::ConfirmPromotion)
-            .cloned()
-        else {
-            return Flow::Need(Probe::Hooks(HookKind::ConfirmPromotion));
+    /// confirm-promotion gates: `Ok(true)` when open (or none). When closed, the canary waits
+    /// in WaitingPromotion (one alert on entering it) while the analysis goes on.
+    fn promotion_gate(&mut self, analysis: &CanaryAnalysis) -> Result<bool, Probe> {
+        let Some(v) = self.hook(analysis, HookKind::ConfirmPromotion)? else {
+            return Ok(true);
         };
         if !v.pass && self.st.phase != Some(CanaryPhase::WaitingPromotion) {
             self.st.phase = Some(CanaryPhase::WaitingPromotion);
             let muted = analysis
                 .webhooks_of(HookKind::ConfirmPromotion.as_str())
                 .all(|w| w.mute_alert.unwrap_or(false));
+            let id = self.canary_id();
             let msg = format!(
-                "Halt {} advancement waiting for promotion approval {}",
-                self.canary_id(),
+                "Halt {id} advancement waiting for promotion approval {}",
                 v.message
             );
             let alert = (!muted).then(|| "Canary is waiting for promotion approval.".to_string());
             self.notice(Severity::Warn, msg, alert);
         }
-        Flow::Done
+        Ok(v.pass)
     }
 
     fn confirm_promotion(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
-        if let Flow::Need(p) = self.gate_promotion(analysis) {
-            return Flow::Need(p);
+        match self.promotion_gate(analysis) {
+            Err(p) => Flow::Need(p),
+            Ok(false) => Flow::Done,
+            Ok(true) => {
+                self.promote(target, "analysis completed");
+                Flow::Done
+            }
         }
-        if !self.promotion_open() {
-            return Flow::Done;
-        }
-        self.promote(target, "analysis completed");
-        Flow::Done
     }
 
     fn promote(&mut self, target: &TargetState, why: &str) {
