@@ -117,3 +117,60 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagger_metric_names_and_labels() {
+        let m = Metrics::default();
+        m.observe_canary(
+            "podinfo",
+            "test",
+            "podinfo",
+            Some(CanaryPhase::Progressing),
+            70,
+            30,
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(r#"flagger_canary_status{name="podinfo",namespace="test"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flagger_canary_weight{workload="podinfo-primary",namespace="test"} 70"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flagger_canary_weight{workload="podinfo",namespace="test"} 30"#),
+            "{text}"
+        );
+        m.observe_canary(
+            "podinfo",
+            "test",
+            "podinfo",
+            Some(CanaryPhase::Failed),
+            100,
+            0,
+        );
+        assert!(
+            m.encode()
+                .contains(r#"flagger_canary_status{name="podinfo",namespace="test"} 2"#)
+        );
+        m.observe_canary(
+            "podinfo",
+            "test",
+            "podinfo",
+            Some(CanaryPhase::Succeeded),
+            100,
+            0,
+        );
+        assert!(
+            m.encode()
+                .contains(r#"flagger_canary_status{name="podinfo",namespace="test"} 1"#)
+        );
+    }
+}

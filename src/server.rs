@@ -38,3 +38,29 @@ async fn readyz(State(s): State<ServerState>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_follows_cache_sync_and_metrics_are_served() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = ServerState {
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+        assert_eq!(get("/healthz").await.unwrap().status(), 200);
+        assert_eq!(get("/readyz").await.unwrap().status(), 503);
+        state.ready.store(true, Ordering::SeqCst);
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        state.metrics.writes.inc();
+        let body = get("/metrics").await.unwrap().text().await.unwrap();
+        assert!(body.contains("pennant_api_writes_total 1"), "{body}");
+    }
+}
