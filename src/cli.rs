@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controllers.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions pennant serves (YAML).
     Crds,
 }
@@ -44,6 +44,29 @@ pub struct ControllerArgs {
     /// Track ConfigMaps and Secrets referenced by the target's pods.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_config_tracking: bool,
+    /// Slack incoming webhook (or `https://slack.com/api/chat.postMessage` with a token) for
+    /// Canaries without `analysis.alerts`.
+    #[arg(long, env = "SLACK_URL")]
+    pub slack_url: Option<String>,
+    #[arg(long, env = "SLACK_TOKEN")]
+    pub slack_token: Option<String>,
+    #[arg(long, env = "SLACK_PROXY_URL")]
+    pub slack_proxy_url: Option<String>,
+    #[arg(long, default_value = "flagger")]
+    pub slack_user: String,
+    #[arg(long)]
+    pub slack_channel: Option<String>,
+    /// Microsoft Teams webhook for Canaries without `analysis.alerts` (wins over Slack).
+    #[arg(long, env = "MSTEAMS_URL")]
+    pub msteams_url: Option<String>,
+    #[arg(long, env = "MSTEAMS_PROXY_URL")]
+    pub msteams_proxy_url: Option<String>,
+    /// Receives every canary event as Flagger's event-webhook JSON.
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    pub event_webhook: Option<String>,
+    /// Cluster name added to alerts.
+    #[arg(long, default_value = "")]
+    pub cluster_name: String,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,

@@ -9,6 +9,7 @@ pub mod canary;
 pub mod cli;
 pub mod ext;
 pub mod metrics;
+pub mod notify;
 pub mod router;
 pub mod server;
 pub mod webhook;

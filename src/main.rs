@@ -55,6 +55,17 @@ async fn main() -> anyhow::Result<()> {
                     .collect(),
                 config_tracking: args.enable_config_tracking,
                 namespace: Some(args.namespace).filter(|n| !n.is_empty()),
+                notify: pennant::notify::GlobalSettings {
+                    slack_url: args.slack_url,
+                    slack_token: args.slack_token,
+                    slack_proxy_url: args.slack_proxy_url,
+                    slack_user: Some(args.slack_user),
+                    slack_channel: args.slack_channel,
+                    msteams_url: args.msteams_url,
+                    msteams_proxy_url: args.msteams_proxy_url,
+                    event_webhook: args.event_webhook,
+                },
+                cluster_name: args.cluster_name,
             };
             controller::run(client, settings, metrics, ready).await
         }

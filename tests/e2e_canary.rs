@@ -507,3 +507,142 @@ async fn revert_on_deletion_gives_traffic_back_to_the_target() {
     );
     ns.cleanup().await;
 }
+
+/// A Slack-shaped receiver on 127.0.0.1 recording every JSON body it is sent.
+async fn slack_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::{Json, Router, routing::post};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let sink = got.clone();
+    let app = Router::new().route(
+        "/slack",
+        post(move |Json(body): Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slack", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn metric_template_judges_and_slack_hears_every_outcome() {
+    let (url, got) = slack_receiver().await;
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-template", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    ns.apply_yaml(&format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {{name: error-rate, namespace: NAMESPACE}}
+spec:
+  provider: {{type: prometheus, address: "{prom}"}}
+  query: |
+    100 - sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="{{{{ namespace }}}}",destination_workload=~"{{{{ target }}}}",response_code!~"5.*"}}[{{{{ interval }}}}]))
+    / sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="{{{{ namespace }}}}",destination_workload=~"{{{{ target }}}}"}}[{{{{ interval }}}}])) * 100
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {{name: team-slack, namespace: NAMESPACE}}
+spec: {{type: slack, channel: releases, address: "{url}"}}
+"#,
+        prom = prometheus_url()
+    ))
+    .await;
+    let canary = podinfo_canary(2, 25, 50, 120).replace(
+        "    metrics:\n",
+        "    alerts:\n    - name: team\n      providerRef:\n        name: team-slack\n    metrics:\n    - name: error-rate\n      templateRef:\n        name: error-rate\n      thresholdRange:\n        max: 1\n      interval: 15s\n",
+    );
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&canary).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    set_image(&ns, "ghcr.io/stefanprodan/podinfo:6.0.2", 0.2).await;
+    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(3),
+    )
+    .await;
+
+    let events = ns.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1.contains("error-rate") && e.1.contains("> 1")),
+        "the template metric judged the bad version: {events:#?}"
+    );
+    wait_until(Duration::from_secs(30), "alerts delivered", || async {
+        got.lock().unwrap().iter().any(|b| {
+            b["attachments"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("failed")
+        })
+    })
+    .await;
+    let bodies = got.lock().unwrap().clone();
+    let texts: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            b["attachments"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    for needle in [
+        "initialization completed",
+        "New revision detected, progressing canary analysis.",
+        "Canary analysis completed successfully, promotion finished.",
+        "Canary analysis failed",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(needle)),
+            "{needle:?} in {texts:#?}"
+        );
+    }
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["channel"] == "releases" && b["username"] == "flagger"),
+        "{bodies:#?}"
+    );
+    let failed = bodies
+        .iter()
+        .find(|b| {
+            b["attachments"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("failed")
+        })
+        .unwrap();
+    assert_eq!(failed["attachments"][0]["color"], "danger");
+    ns.cleanup().await;
+}

@@ -1,16 +1,27 @@
 //! Metric analysis: providers behind [`MetricsProvider`], builtin queries, template rendering,
-//! and the per-metric range judgement.
+//! MetricTemplates, and the per-metric range judgement.
 //!
 //! - [`builtin`]: Flagger's PromQL for `request-success-rate` / `request-duration` per provider
 //! - [`template`]: PURE rendering of `{{ namespace }}`-style query templates
-//! - [`judge`]: PURE range judgement and Flagger's messages
-//! - [`prometheus`]: the Prometheus provider (HTTP)
-//! - [`evaluate`]: one analysis tick's metric checks, in spec order
+//! - [`judge`](mod@judge): PURE range judgement and Flagger's messages
+//! - [`prometheus`]: the Prometheus provider (HTTP), also behind `prometheus` MetricTemplates
+//! - [`templates`]: `templateRef` metrics: the template, its Secret, the provider it names
+//! - [`datadog`], [`graphite`], [`influxdb`], [`newrelic`], [`dynatrace`], [`splunk`]: the other
+//!   MetricTemplate providers, over their HTTP APIs
+//! - [`evaluate_metrics`]: one analysis tick's metric checks, in spec order
 
 pub mod builtin;
+pub mod datadog;
+pub mod dynatrace;
+pub mod graphite;
+pub(crate) mod http;
+pub mod influxdb;
 pub mod judge;
+pub mod newrelic;
 pub mod prometheus;
+pub mod splunk;
 pub mod template;
+pub mod templates;
 
 use futures::future::BoxFuture;
 use kube::ResourceExt;
@@ -18,10 +29,17 @@ use kube::ResourceExt;
 use crate::api::{Canary, CanaryMetric};
 use crate::canary::machine::{MetricCheck, MetricOutcome};
 
+pub use http::Credentials;
 pub use judge::{MetricKind, judge};
 pub use prometheus::PrometheusProvider;
+pub use templates::{
+    ProviderError, SUPPORTED_PROVIDER_TYPES, SecretData, TemplateProvider, TemplateSnapshot,
+    TemplateSource, build_provider,
+};
 
-/// Interval (range-vector window) of a builtin or inline metric without `interval`, as Flagger.
+/// Interval (range-vector window) of a metric without `interval`, builtin, inline or
+/// MetricTemplate alike. Flagger defaults it for builtins only and renders `[]` into template
+/// queries (quirk §2.16-4); pennant defaults every metric.
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
 
 /// A metrics backend that turns a query into one number.
@@ -31,7 +49,9 @@ pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
 pub trait MetricsProvider: Send + Sync {
     /// Run `query` and return its single value.
     fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, QueryError>>;
-    /// `Ok` when the backend answers a trivial query correctly (Prometheus: `vector(1)` is 1).
+    /// `Ok` when the backend answers a trivial request correctly (Prometheus: `vector(1)` is
+    /// 1; the others: see each provider). An `Err` says the backend (or the credentials) cannot
+    /// be used, as opposed to a metric that fails its range.
     fn is_online(&self) -> BoxFuture<'_, Result<(), QueryError>>;
 }
 
@@ -45,7 +65,8 @@ pub enum QueryError {
     /// The backend could not answer: connection refused, DNS, TLS, timeout, HTTP 5xx or 429.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The backend refused the query: HTTP 4xx, e.g. a PromQL syntax error (`bad_data`).
+    /// The backend refused the query: HTTP 4xx, e.g. a PromQL syntax error (`bad_data`) or
+    /// credentials it does not accept.
     #[error("query rejected: {0}")]
     Rejected(String),
     /// The backend answered with something that is not one number (a matrix, a string, not
@@ -57,40 +78,99 @@ pub enum QueryError {
     Config(String),
 }
 
+/// Everything [`evaluate_metrics`] needs besides the Canary.
+#[derive(Clone, Copy)]
+pub struct MetricsBackends<'a> {
+    /// Mesh/ingress provider that selects the builtin queries ([`builtin::builtin_query`]);
+    /// the caller applies Flagger's overrides (§2.16-8).
+    pub provider: &'a str,
+    /// URL of the canary's Prometheus (`spec.metricsServer`, else `-metrics-server`), used in
+    /// messages, and the address of a `prometheus` MetricTemplate that has none.
+    pub metrics_server: &'a str,
+    /// The Prometheus at `metrics_server`: builtins and inline `query` metrics run here.
+    pub prom: &'a dyn MetricsProvider,
+    /// Where MetricTemplates and their Secrets are read.
+    pub templates: &'a dyn TemplateSource,
+    /// HTTP client shared by the MetricTemplate providers (connection pool, TLS roots). A
+    /// template with `insecureSkipVerify` gets a separate client that skips verification.
+    pub http: &'a reqwest::Client,
+}
+
 /// Run the metric checks of one analysis tick, Flagger §4.1, and return one [`MetricCheck`]
 /// per metric in `analysis.metrics` order.
 ///
-/// - `provider` is the mesh/ingress provider that selects the builtin queries
-///   ([`builtin::builtin_query`]); the caller applies Flagger's overrides (§2.16-8).
-/// - `metrics_server` is the Prometheus URL `prom` talks to, used in messages.
 /// - Builtins (`request-success-rate` in percent, `request-duration` in ms) and inline `query`
-///   metrics (deprecated) are rendered with [`template::render`] (metric `interval` default
-///   `1m`) and run on `prom`, then judged by [`judge()`]. A metric with an inline `query` is
-///   judged as a custom metric even when it carries a builtin name (the user's query wins).
-/// - Metrics with `templateRef` are **skipped** (no entry): MetricTemplates are not implemented
-///   yet and the controller reports them as unsupported (`validate::unsupported`).
+///   metrics (deprecated) are rendered with [`template::render`] and run on
+///   `backends.prom`, then judged by [`judge()`]. A metric with an inline `query` is judged as
+///   a custom metric even when it carries a builtin name (the user's query wins).
+/// - `templateRef` metrics (whatever their name or `query`): see [`templates`]. The template is read from
+///   `templateRef.namespace`, else the canary's namespace; its `secretRef` from the
+///   template's namespace; the provider is built for this tick from `spec.provider`; the query
+///   is rendered (with `templateVariables`) and judged as a custom metric. A missing template
+///   or Secret, a Secret without the keys the provider needs, an unknown variable, an
+///   unsupported provider type, or a query the backend rejects is an `Error` whose message
+///   starts `MetricTemplate <ns>/<name>: ` and names the field and the problem, e.g.
+///   `MetricTemplate test/error-rate: secret "prom-auth" has no key "token"`.
+/// - Every metric without `interval` uses `1m` ([`DEFAULT_METRIC_INTERVAL`]), templates too
+///   (fix of Flagger quirk §2.16-4).
 /// - Querying **stops after the first check that does not pass**, as Flagger does (the first
 ///   failure ends the tick), so the result holds every passing check followed by at most one
-///   failing one. An empty result means there was nothing to check.
+///   failing one. An empty result means there was nothing to check. Unlike Flagger, which
+///   runs all builtins before all templates, the order is the spec's.
 ///
 /// Outcomes: `NoValues` reads `no values found for {provider} metric {name} probably
-/// {target}.{namespace} is not receiving traffic: {query}`; a backend failure is `Error`
+/// {target}.{namespace} is not receiving traffic: {query}` (for templates the provider is the
+/// template's type followed by `(MetricTemplate ns/name)`); a backend failure is `Error`
 /// (`prometheus {url} unreachable: ...`, `prometheus {url} rejected query {query}: ...`, ...).
-pub async fn evaluate<P: MetricsProvider + ?Sized>(
+pub async fn evaluate_metrics(canary: &Canary, backends: &MetricsBackends<'_>) -> Vec<MetricCheck> {
+    run_checks(
+        canary,
+        backends.provider,
+        backends.metrics_server,
+        backends.prom,
+        Some(backends),
+    )
+    .await
+}
+
+/// Test shorthand: [`evaluate_metrics`] without MetricTemplates (`templateRef` metrics are
+/// skipped).
+#[cfg(test)]
+pub(crate) async fn evaluate<P: MetricsProvider + ?Sized>(
     canary: &Canary,
     provider: &str,
     metrics_server: &str,
     prom: &P,
+) -> Vec<MetricCheck> {
+    struct Dyn<'a, P: ?Sized>(&'a P);
+    impl<P: MetricsProvider + ?Sized> MetricsProvider for Dyn<'_, P> {
+        fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, QueryError>> {
+            self.0.query(query)
+        }
+        fn is_online(&self) -> BoxFuture<'_, Result<(), QueryError>> {
+            self.0.is_online()
+        }
+    }
+    run_checks(canary, provider, metrics_server, &Dyn(prom), None).await
+}
+
+async fn run_checks(
+    canary: &Canary,
+    provider: &str,
+    metrics_server: &str,
+    prom: &dyn MetricsProvider,
+    backends: Option<&MetricsBackends<'_>>,
 ) -> Vec<MetricCheck> {
     let Some(analysis) = canary.spec.analysis() else {
         return vec![];
     };
     let mut checks = Vec::with_capacity(analysis.metrics.len());
     for metric in &analysis.metrics {
-        if metric.template_ref.is_some() {
-            continue;
-        }
-        let outcome = check_metric(canary, metric, provider, metrics_server, prom).await;
+        let outcome = match (&metric.template_ref, backends) {
+            (Some(_), None) => continue,
+            (Some(tref), Some(b)) => templates::check(canary, metric, tref, b).await,
+            (None, _) => check_metric(canary, metric, provider, metrics_server, prom).await,
+        };
         let failed = !matches!(outcome, MetricOutcome::Pass(_));
         checks.push(MetricCheck {
             name: metric.name.clone(),
@@ -103,12 +183,21 @@ pub async fn evaluate<P: MetricsProvider + ?Sized>(
     checks
 }
 
-async fn check_metric<P: MetricsProvider + ?Sized>(
+/// The metric's `interval`, else [`DEFAULT_METRIC_INTERVAL`].
+pub(crate) fn metric_interval(metric: &CanaryMetric) -> &str {
+    metric
+        .interval
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .unwrap_or(DEFAULT_METRIC_INTERVAL)
+}
+
+async fn check_metric(
     canary: &Canary,
     metric: &CanaryMetric,
     provider: &str,
     metrics_server: &str,
-    prom: &P,
+    prom: &dyn MetricsProvider,
 ) -> MetricOutcome {
     let name = metric.name.as_str();
     let inline = metric.query.as_deref().filter(|q| !q.trim().is_empty());
@@ -133,11 +222,7 @@ async fn check_metric<P: MetricsProvider + ?Sized>(
         }
     };
 
-    let interval = metric
-        .interval
-        .as_deref()
-        .filter(|i| !i.is_empty())
-        .unwrap_or(DEFAULT_METRIC_INTERVAL);
+    let interval = metric_interval(metric);
     let model = template::TemplateModel::new(canary, interval, metric.template_variables.as_ref());
     let query = match template::render(tpl, &model) {
         Ok(q) => template::collapse_whitespace(&q),
@@ -154,23 +239,46 @@ async fn check_metric<P: MetricsProvider + ?Sized>(
             metric.threshold_range.as_ref(),
             metric.threshold,
         ),
-        Err(QueryError::NoValues { query }) => MetricOutcome::NoValues(format!(
-            "no values found for {provider} metric {name} probably {}.{} is not receiving traffic: {query}",
+        Err(e) => failed_query(
+            canary,
+            name,
+            provider,
+            "prometheus",
+            metrics_server,
+            &query,
+            e,
+        ),
+    }
+}
+
+/// The outcome of a query that gave no value. `source` names the provider in the no-values
+/// message (Flagger: the mesh provider for builtins); `kind` and `address` name the backend
+/// in error messages.
+pub(crate) fn failed_query(
+    canary: &Canary,
+    metric: &str,
+    source: &str,
+    kind: &str,
+    address: &str,
+    query: &str,
+    err: QueryError,
+) -> MetricOutcome {
+    match err {
+        QueryError::NoValues { query } => MetricOutcome::NoValues(format!(
+            "no values found for {source} metric {metric} probably {}.{} is not receiving traffic: {query}",
             canary.spec.target_ref.name,
             canary.namespace().unwrap_or_default(),
         )),
-        Err(QueryError::Unavailable(e)) => {
-            MetricOutcome::Error(format!("prometheus {metrics_server} unreachable: {e}"))
+        QueryError::Unavailable(e) => {
+            MetricOutcome::Error(format!("{kind} {address} unreachable: {e}"))
         }
-        Err(QueryError::Rejected(e)) => MetricOutcome::Error(format!(
-            "prometheus {metrics_server} rejected query {query}: {e}"
-        )),
-        Err(QueryError::Invalid(e)) => MetricOutcome::Error(format!(
-            "prometheus {metrics_server} gave an unusable answer to {query}: {e}"
-        )),
-        Err(QueryError::Config(e)) => {
-            MetricOutcome::Error(format!("prometheus {metrics_server}: {e}"))
+        QueryError::Rejected(e) => {
+            MetricOutcome::Error(format!("{kind} {address} rejected query {query}: {e}"))
         }
+        QueryError::Invalid(e) => MetricOutcome::Error(format!(
+            "{kind} {address} gave an unusable answer to {query}: {e}"
+        )),
+        QueryError::Config(e) => MetricOutcome::Error(format!("{kind} {address}: {e}")),
     }
 }
 

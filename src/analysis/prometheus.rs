@@ -12,25 +12,29 @@
 //! | HTTP 4xx (Prometheus `bad_data`, `execution`, `not_found`; 401/403 from a proxy) | `Rejected` |
 //! | a 2xx answer that is not a single number (matrix, string, not JSON) | `Invalid` |
 //! | empty vector, NaN | `NoValues` |
+//!
+//! From a MetricTemplate ([`PrometheusProvider::from_template`]): `address` (else the canary's
+//! metrics server), credentials from `secretRef` with Flagger's keys — `token` (bearer) or
+//! `username` + `password` (basic) — every `headers` value, and `insecureSkipVerify`.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prometheus_http_query::response::Data;
 use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
+use super::http::{self as h, Credentials, quote};
 use super::template::collapse_whitespace;
-use super::{MetricsProvider, QueryError};
+use super::{MetricsProvider, ProviderError, QueryError};
+use crate::api::MetricTemplateProvider;
 
 /// Per-query timeout unless [`PrometheusProvider::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Query sent by [`MetricsProvider::is_online`]; it must return 1.
 pub const ONLINE_QUERY: &str = "vector(1)";
-
-/// Longest piece of an error body quoted in messages, in characters.
-const BODY_QUOTE: usize = 200;
 
 /// A Prometheus server (or anything speaking its HTTP API: Thanos, Mimir, VictoriaMetrics).
 /// Cheap to build: it shares the caller's HTTP client (connection pool, TLS settings).
@@ -39,6 +43,8 @@ pub struct PrometheusProvider {
     client: prometheus_http_query::Client,
     url: String,
     timeout: Duration,
+    /// Sent with every query (MetricTemplate `headers` and credentials).
+    headers: HeaderMap,
 }
 
 impl PrometheusProvider {
@@ -70,7 +76,57 @@ impl PrometheusProvider {
             client,
             url: url.to_string(),
             timeout: DEFAULT_TIMEOUT,
+            headers: HeaderMap::new(),
         })
+    }
+
+    /// The provider a `prometheus` MetricTemplate describes, as Flagger's
+    /// `NewPrometheusProvider`: `spec.address`, else `metrics_server`; with a `secretRef`, the
+    /// Secret must hold `token` (sent as `Authorization: Bearer`) or both `username` and
+    /// `password` (basic auth; `token` wins when both are present); `headers` are sent with
+    /// every query (credentials replace an `Authorization` header); `insecureSkipVerify`
+    /// skips TLS certificate verification.
+    pub fn from_template(
+        spec: &MetricTemplateProvider,
+        secret: Option<Credentials<'_>>,
+        metrics_server: &str,
+        http: &reqwest::Client,
+    ) -> Result<Self, ProviderError> {
+        let url = h::address(spec, Some(metrics_server))?;
+        let mut headers = h::custom_headers(spec)?;
+        if let Some(creds) = secret {
+            let auth = match creds.get("token")? {
+                Some(token) => h::secret_header(&creds, "token", &format!("Bearer {token}"))?,
+                None => match (creds.get("username")?, creds.get("password")?) {
+                    (Some(user), Some(password)) => basic_auth(&creds, &user, &password)?,
+                    (Some(_), None) => return Err(missing(&creds, "password")),
+                    (None, Some(_)) => return Err(missing(&creds, "username")),
+                    (None, None) => {
+                        return Err(ProviderError::MissingSecretKeys {
+                            secret: creds.name.to_string(),
+                            want: "neither key \"token\" nor keys \"username\" and \"password\""
+                                .into(),
+                        });
+                    }
+                },
+            };
+            headers.insert(AUTHORIZATION, auth);
+        }
+        let client = h::client(http, spec)?;
+        let mut p = Self::with_client(client, url.as_str().trim_end_matches('/')).map_err(|e| {
+            ProviderError::BadAddress {
+                address: url.to_string(),
+                why: e.to_string(),
+            }
+        })?;
+        p.headers = headers;
+        Ok(p)
+    }
+
+    /// The same provider sending `headers` with every query.
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// The same provider with another per-query timeout.
@@ -92,9 +148,11 @@ impl PrometheusProvider {
     }
 
     async fn send(&self, query: &str) -> Result<f64, QueryError> {
-        let resp = self
-            .client
-            .query(query)
+        let mut req = self.client.query(query);
+        for (name, value) in &self.headers {
+            req = req.header(name.clone(), value.clone());
+        }
+        let resp = req
             .get_raw()
             .await
             .map_err(|e| QueryError::Unavailable(transport_error(&e)))?;
@@ -254,12 +312,43 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn quote(body: &str) -> String {
-    let one_line = collapse_whitespace(body);
-    match one_line.char_indices().nth(BODY_QUOTE) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
+fn missing(creds: &Credentials<'_>, key: &str) -> ProviderError {
+    ProviderError::MissingSecretKey {
+        secret: creds.name.to_string(),
+        key: key.to_string(),
     }
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic_auth(
+    creds: &Credentials<'_>,
+    user: &str,
+    password: &str,
+) -> Result<HeaderValue, ProviderError> {
+    let encoded = base64_encode(format!("{user}:{password}").as_bytes());
+    h::secret_header(creds, "username", &format!("Basic {encoded}"))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for basic auth.
+pub(crate) fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -464,6 +553,63 @@ mod tests {
         assert_eq!(p.query("vector(2)").await, Ok(2.0));
         let p = PrometheusProvider::with_client(http(), &format!("http://{addr}/prom/")).unwrap();
         assert_eq!(p.query("vector(2)").await, Ok(2.0));
+    }
+
+    fn template(address: &str, insecure: bool) -> MetricTemplateProvider {
+        MetricTemplateProvider {
+            type_: "prometheus".into(),
+            address: Some(address.into()),
+            insecure_skip_verify: Some(insecure),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn insecure_skip_verify_accepts_a_self_signed_certificate() {
+        let addr = h::testing::serve_tls_json(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"1"]}]}}"#,
+        );
+        let p =
+            PrometheusProvider::from_template(&template(&addr, true), None, "", &http()).unwrap();
+        assert_eq!(p.query("vector(1)").await, Ok(1.0));
+        assert_eq!(p.is_online().await, Ok(()));
+
+        let p =
+            PrometheusProvider::from_template(&template(&addr, false), None, "", &http()).unwrap();
+        let e = p.query("vector(1)").await.unwrap_err();
+        let QueryError::Unavailable(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(m.to_lowercase().contains("certificate"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn template_without_address_uses_the_metrics_server() {
+        let addr = serve().await;
+        let spec = MetricTemplateProvider {
+            type_: "prometheus".into(),
+            ..Default::default()
+        };
+        let p = PrometheusProvider::from_template(&spec, None, &format!("http://{addr}/"), &http())
+            .unwrap();
+        assert_eq!(p.url(), format!("http://{addr}"));
+        assert_eq!(p.query("vector(2)").await, Ok(2.0));
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("alice:s3cret", "YWxpY2U6czNjcmV0"),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), want, "{input}");
+        }
     }
 
     #[test]

@@ -21,10 +21,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::machine::{self, Decision, Probe, Severity, Step, Weights};
+use super::machine::{self, Decision, Severity, Step, Weights};
 use super::{execute, observe, tracker};
 use crate::api::{Canary, CanaryStatus};
 use crate::metrics::Metrics;
+use crate::notify;
 
 /// Finalizer added when `revertOnDeletion` is set (same name as Flagger's).
 pub const FINALIZER: &str = "finalizer.flagger.app";
@@ -42,6 +43,10 @@ pub struct Settings {
     pub config_tracking: bool,
     /// Only watch this namespace (`-namespace`); all when `None`.
     pub namespace: Option<String>,
+    /// Global notifiers (`-slack-url`, `-msteams-url`, `-event-webhook`, ...).
+    pub notify: notify::GlobalSettings,
+    /// Cluster name shown in alerts (`-cluster-name`).
+    pub cluster_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,8 @@ pub struct Context {
     /// Routing objects by kind (`VirtualService`, `DestinationRule`), when their CRDs exist.
     pub routes: HashMap<String, Store<DynamicObject>>,
     pub http: reqwest::Client,
+    /// Notifiers for Canaries without `analysis.alerts`, and the global event webhook.
+    pub global: notify::GlobalNotifiers,
     /// `reportingInstance` of the Events pennant writes (pod name, else hostname).
     pub instance: String,
     pub metrics: Arc<Metrics>,
@@ -191,6 +198,15 @@ pub async fn run(
         route_streams.push((s, ar));
     }
 
+    // Per-request timeouts (webhooks, notifiers) override this default (metric queries).
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| anyhow::anyhow!("http client: {e}"))?;
+    let (global, problems) = notify::GlobalNotifiers::from_settings(&settings.notify, &http);
+    for p in problems {
+        warn!("global notifier: {p}");
+    }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
@@ -201,11 +217,8 @@ pub async fn run(
         deployments: deployments.clone(),
         services,
         routes,
-        // Per-request timeouts (webhooks) override this default (metric queries).
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| anyhow::anyhow!("http client: {e}"))?,
+        http,
+        global,
         metrics,
         written: Mutex::new(HashMap::new()),
         synced: synced_rx,
@@ -344,12 +357,24 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     let decision = loop {
         match machine::decide(&canary, &obs.observed) {
             Step::Done(d) => break d,
-            Step::Need(p) => run_probe(&canary, p, &mut obs, &ctx).await,
+            Step::Need(p) => observe::probe(&canary, p, &mut obs, &ctx).await,
         }
     };
     execute::execute(&canary, &decision, &obs, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;
-    publish(&canary, &decision, &ctx).await;
+    for n in &decision.notices {
+        emit_event(&canary, n.severity, &n.message, &ctx).await;
+    }
+    if !decision.notices.is_empty() {
+        // Alerts and event webhooks retry for up to ~30 s: never hold the reconcile for them.
+        let mut updated = (*canary).clone();
+        updated.status = Some(decision.status.clone());
+        tokio::spawn(send_notifications(
+            updated,
+            decision.notices.clone(),
+            ctx.clone(),
+        ));
+    }
 
     let st = &decision.status;
     let w = machine::routes_for(st, canary.spec.analysis());
@@ -371,43 +396,6 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         Some(d) => Requeue::requeue(d),
         None => Requeue::await_change(),
     })
-}
-
-/// Run one probe `decide` asked for and record its result.
-async fn run_probe(canary: &Canary, probe: Probe, obs: &mut observe::Observation, ctx: &Context) {
-    match probe {
-        Probe::Hooks(kind) => {
-            let phase = canary
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or(crate::api::CanaryPhase::Progressing);
-            let v = crate::webhook::run_hooks(&ctx.http, canary, kind, phase).await;
-            obs.observed.probes.hooks.insert(kind, v);
-        }
-        Probe::Metrics => {
-            let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
-            let server = canary
-                .spec
-                .metrics_server
-                .clone()
-                .unwrap_or_else(|| ctx.settings.metrics_server.clone());
-            let prom = crate::analysis::prometheus::PrometheusProvider::with_client(
-                ctx.http.clone(),
-                &server,
-            );
-            let checks = match prom {
-                Ok(p) => crate::analysis::evaluate(canary, provider, &server, &p).await,
-                Err(e) => vec![machine::MetricCheck {
-                    name: "metrics-server".into(),
-                    outcome: machine::MetricOutcome::Error(format!(
-                        "metrics server {server:?}: {e}"
-                    )),
-                }],
-            };
-            obs.observed.probes.metrics = Some(checks);
-        }
-    }
 }
 
 /// Patch the status subresource when it changed, guarded by the resourceVersion we decided on.
@@ -451,51 +439,146 @@ async fn write_status(
     Ok(())
 }
 
-/// Kubernetes Events for the decision's notices (reason `Synced`, as Flagger). Written directly
-/// rather than through kube's `Recorder`, which merges events of equal reason into one series
-/// and would keep only the first message; notices are emitted on transitions only.
-async fn publish(canary: &Canary, d: &Decision, ctx: &Context) {
+/// A Kubernetes Event on the Canary (reason `Synced`, as Flagger), also logged. Written
+/// directly rather than through kube's `Recorder`, which merges events of equal reason into one
+/// series and keeps only the first message; notices are emitted on transitions only.
+async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Context) {
+    match severity {
+        Severity::Info => info!(canary = %canary.name_any(), "{message}"),
+        _ => warn!(canary = %canary.name_any(), "{message}"),
+    }
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
-    for n in &d.notices {
-        match n.severity {
-            Severity::Info => info!(canary = %canary.name_any(), "{}", n.message),
-            _ => warn!(canary = %canary.name_any(), "{}", n.message),
-        }
-        if let Some(alert) = &n.alert {
-            info!(canary = %canary.name_any(), severity = ?n.severity, "alert: {alert}");
-        }
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let ev = k8s_openapi::api::events::v1::Event {
-            metadata: kube::api::ObjectMeta {
-                name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                now,
-            )),
-            type_: Some(
-                if n.severity == Severity::Info {
-                    "Normal"
-                } else {
-                    "Warning"
-                }
-                .into(),
-            ),
-            reason: Some("Synced".into()),
-            action: Some("Reconcile".into()),
-            note: Some(n.message.chars().take(1000).collect()),
-            regarding: Some(canary.object_ref(&())),
-            reporting_controller: Some("pennant.dev/canary".into()),
-            reporting_instance: Some(ctx.instance.clone()),
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ev = k8s_openapi::api::events::v1::Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
+            namespace: Some(ns.clone()),
             ..Default::default()
+        },
+        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            now,
+        )),
+        type_: Some(
+            if severity == Severity::Info {
+                "Normal"
+            } else {
+                "Warning"
+            }
+            .into(),
+        ),
+        reason: Some("Synced".into()),
+        action: Some("Reconcile".into()),
+        note: Some(message.chars().take(1000).collect()),
+        regarding: Some(canary.object_ref(&())),
+        reporting_controller: Some("pennant.dev/canary".into()),
+        reporting_instance: Some(ctx.instance.clone()),
+        ..Default::default()
+    };
+    ctx.metrics.writes.inc();
+    if let Err(e) = api.create(&Default::default(), &ev).await {
+        warn!("event: {e}");
+    }
+}
+
+/// Post the decision's notices: every notice to the Canary's `event` webhooks (else to the
+/// global `-event-webhook`), and those carrying an alert to the AlertProviders of
+/// `analysis.alerts` (else to the global Slack/Teams notifier). A delivery that fails is a
+/// Warning Event naming the provider; it never affects the release.
+async fn send_notifications(canary: Canary, notices: Vec<machine::Notice>, ctx: Arc<Context>) {
+    let event_hooks: Vec<_> = canary
+        .spec
+        .analysis()
+        .map(|a| {
+            a.webhooks_of(machine::HookKind::Event.as_str())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for n in &notices {
+        let event_type = if n.severity == Severity::Info {
+            "Normal"
+        } else {
+            "Warning"
         };
-        ctx.metrics.writes.inc();
-        if let Err(e) = api.create(&Default::default(), &ev).await {
-            warn!("event: {e}");
+        if !event_hooks.is_empty() {
+            let ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+            for hook in &event_hooks {
+                let payload =
+                    crate::webhook::Payload::event(&canary, hook, &n.message, event_type, ms);
+                let retry = crate::webhook::RetryPolicy::default();
+                if let Err(e) = crate::webhook::call(&ctx.http, hook, &payload, &retry).await {
+                    warn!(canary = %canary.name_any(), hook = %hook.name, "event webhook: {e}");
+                }
+            }
+        } else if let Some(hook) = ctx.global.event_webhook() {
+            let alert = notify::Alert::new(&canary, n.severity, n.message.clone());
+            if let Err(e) = hook.post(&alert).await {
+                warn!(canary = %canary.name_any(), "event webhook: {e}");
+            }
+        }
+        let Some(text) = &n.alert else { continue };
+        let mut alert = notify::Alert::new(&canary, n.severity, text.clone());
+        if notify::wants_metadata(text) {
+            alert = alert.with_metadata(&canary);
+        }
+        let alert = alert.with_cluster(&ctx.settings.cluster_name);
+        let mut providers = HashMap::new();
+        for route in notify::routes(&canary, n.severity) {
+            if let notify::Route::Provider {
+                namespace, name, ..
+            } = route
+                && let Some(p) = resolve_provider(&ctx, &namespace, &name).await
+            {
+                providers.insert((namespace, name), p);
+            }
+        }
+        let lookup =
+            |ns: &str, name: &str| providers.get(&(ns.to_string(), name.to_string())).cloned();
+        for d in notify::dispatch(&canary, &alert, &ctx.global, &ctx.http, lookup).await {
+            if let Err(e) = d.result {
+                let via = match &d.route {
+                    notify::Route::Global => "the global notifier".to_string(),
+                    notify::Route::Provider {
+                        namespace, name, ..
+                    } => format!("AlertProvider {namespace}/{name}"),
+                };
+                emit_event(
+                    &canary,
+                    Severity::Warn,
+                    &format!("Alert not sent via {via}: {e}"),
+                    &ctx,
+                )
+                .await;
+            }
         }
     }
+}
+
+/// An AlertProvider and its Secret's data, read from the API (alerts are rare).
+async fn resolve_provider(ctx: &Context, ns: &str, name: &str) -> Option<notify::ResolvedProvider> {
+    let providers: Api<crate::api::AlertProvider> = Api::namespaced(ctx.client.clone(), ns);
+    let provider = match providers.get_opt(name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!("AlertProvider {ns}/{name}: {e}");
+            return None;
+        }
+    };
+    let secret_data = match provider.spec.secret_name() {
+        Some(s) => Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(s)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data),
+        None => None,
+    };
+    Some(notify::ResolvedProvider {
+        provider: Arc::new(provider),
+        secret_data,
+    })
 }
 
 /// Add or remove `finalizer.flagger.app` to follow `revertOnDeletion`. The JSON patch is guarded

@@ -13,9 +13,13 @@ use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 
 use super::controller::{Context, Error};
-use super::machine::{Observed, PrimaryState, Probes, TargetState};
+use super::machine::{
+    MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
+};
 use super::{tracker, validate, workload};
-use crate::api::Canary;
+use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
+use crate::api::{Canary, CanaryPhase, MetricTemplate};
+use futures::future::BoxFuture;
 
 /// Everything observed for one reconcile: the machine's view plus the raw objects the builders
 /// need to apply its actions.
@@ -157,4 +161,87 @@ async fn read_configs(
             .collect();
     }
     Ok(tracked)
+}
+
+/// Run one probe `decide` asked for (webhooks of a kind, or the metric checks) and record it.
+pub async fn probe(canary: &Canary, probe: Probe, obs: &mut Observation, ctx: &Context) {
+    match probe {
+        Probe::Hooks(kind) => {
+            let phase = canary
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(CanaryPhase::Progressing);
+            let v = crate::webhook::run_hooks(&ctx.http, canary, kind, phase).await;
+            obs.observed.probes.hooks.insert(kind, v);
+        }
+        Probe::Metrics => {
+            let provider = validate::provider(&canary.spec, &ctx.settings.default_provider);
+            let server = canary
+                .spec
+                .metrics_server
+                .clone()
+                .unwrap_or_else(|| ctx.settings.metrics_server.clone());
+            let checks = match PrometheusProvider::with_client(ctx.http.clone(), &server) {
+                Ok(prom) => {
+                    let templates = ApiTemplates {
+                        client: ctx.client.clone(),
+                    };
+                    let backends = MetricsBackends {
+                        provider,
+                        metrics_server: &server,
+                        prom: &prom,
+                        templates: &templates,
+                        http: &ctx.http,
+                    };
+                    crate::analysis::evaluate_metrics(canary, &backends).await
+                }
+                Err(e) => vec![MetricCheck {
+                    name: "metrics-server".into(),
+                    outcome: MetricOutcome::Error(format!("metrics server {server:?}: {e}")),
+                }],
+            };
+            obs.observed.probes.metrics = Some(checks);
+        }
+    }
+}
+
+/// MetricTemplates and their Secrets, read with GETs when an analysis step needs them.
+struct ApiTemplates {
+    client: kube::Client,
+}
+
+impl TemplateSource for ApiTemplates {
+    fn template<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<MetricTemplate>, String>> {
+        Box::pin(async move {
+            Api::<MetricTemplate>::namespaced(self.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SecretData>, String>> {
+        Box::pin(async move {
+            let s = Api::<Secret>::namespaced(self.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(s.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            }))
+        })
+    }
 }

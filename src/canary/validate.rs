@@ -69,6 +69,13 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     if spec.target_ref.name.is_empty() {
         errs.push("targetRef.name must not be empty".into());
     }
+    if spec.service.delegation.unwrap_or(false)
+        && (!spec.service.hosts.is_empty() || !spec.service.gateways.is_empty())
+    {
+        errs.push(
+            "service.delegation cannot be combined with service.hosts or service.gateways".into(),
+        );
+    }
     if !(1..=65535).contains(&spec.service.port) {
         errs.push(format!(
             "service.port {} must be between 1 and 65535",
@@ -214,7 +221,6 @@ pub fn unsupported(spec: &CanarySpec) -> Vec<String> {
     flag(spec.upstream_ref.is_some(), "upstreamRef");
     let s = &spec.service;
     flag(s.port_discovery.unwrap_or(false), "service.portDiscovery");
-    flag(s.delegation.unwrap_or(false), "service.delegation");
     flag(s.backend_timeout.is_some(), "service.backendTimeout");
     flag(!s.gateway_refs.is_empty(), "service.gatewayRefs");
     flag(!s.mirror.is_empty(), "service.mirror");
@@ -225,18 +231,7 @@ pub fn unsupported(spec: &CanarySpec) -> Vec<String> {
         flag(a.mirror.unwrap_or(false), "analysis.mirror");
         flag(a.mirror_weight.is_some(), "analysis.mirrorWeight");
         flag(a.session_affinity.is_some(), "analysis.sessionAffinity");
-        flag(!a.alerts.is_empty(), "analysis.alerts");
-        for m in &a.metrics {
-            flag(
-                m.template_ref.is_some(),
-                &format!("analysis.metrics[{}].templateRef", m.name),
-            );
-        }
         for w in &a.webhooks {
-            flag(
-                w.type_.as_deref() == Some("event"),
-                &format!("analysis.webhooks[{}] (type event)", w.name),
-            );
             flag(
                 w.disable_tls.unwrap_or(false),
                 &format!("analysis.webhooks[{}].disableTLS", w.name),
