@@ -21,6 +21,32 @@ pub enum Command {
     Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions pennant serves (YAML).
     Crds,
+    /// Open, close or check a Canary's manual gate: the one `/gate/check` answers
+    /// (annotation `gate.pennant.dev/promotion`).
+    Gate(GateArgs),
+    /// Request (open), withdraw (close) or check a rollback of a Canary: what `/rollback/check`
+    /// answers (annotation `gate.pennant.dev/rollback`).
+    Rollback(GateArgs),
+}
+
+/// `pennant gate|rollback <open|close|check> <canary> [-n <namespace>]`. Talks to the
+/// Kubernetes API with the kubeconfig from the environment (`KUBECONFIG`, `~/.kube/config` or
+/// in-cluster), like kubectl.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GateArgs {
+    pub action: GateAction,
+    /// Name of the Canary.
+    pub canary: String,
+    /// Namespace of the Canary (default: the kubeconfig context's namespace).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateAction {
+    Open,
+    Close,
+    Check,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -117,5 +143,37 @@ mod tests {
             panic!()
         };
         assert_eq!(c.metrics_server, "http://prom:9090");
+    }
+
+    #[test]
+    fn gate_and_rollback_verbs() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(normalize_args(args.iter().map(|a| a.to_string())));
+        let cli = parse(&["pennant", "gate", "open", "podinfo", "-n", "test"]).unwrap();
+        let Command::Gate(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (g.action, g.canary.as_str(), g.namespace.as_deref()),
+            (GateAction::Open, "podinfo", Some("test"))
+        );
+        let cli = parse(&["pennant", "rollback", "close", "web", "--namespace", "prod"]).unwrap();
+        let Command::Rollback(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (g.action, g.namespace.as_deref()),
+            (GateAction::Close, Some("prod"))
+        );
+        let cli = parse(&["pennant", "gate", "check", "podinfo"]).unwrap();
+        let Command::Gate(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!((g.action, g.namespace), (GateAction::Check, None));
+        assert!(parse(&["pennant", "gate", "approve", "podinfo"]).is_err());
+        assert!(
+            parse(&["pennant", "gate", "open"]).is_err(),
+            "canary name required"
+        );
     }
 }

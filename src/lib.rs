@@ -8,6 +8,7 @@ pub mod api;
 pub mod canary;
 pub mod cli;
 pub mod ext;
+pub mod gate;
 pub mod metrics;
 pub mod notify;
 pub mod router;

@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use clap::Parser;
 use pennant::canary::controller::{self, Settings};
-use pennant::cli::{Cli, Command, normalize_args};
+use pennant::cli::{Cli, Command, GateAction, GateArgs, normalize_args};
+use pennant::gate::{CanaryRef, Gate, GateState};
 use pennant::metrics::Metrics;
 use pennant::server::{ServerState, router};
 
@@ -18,6 +19,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", pennant::api::crds::to_yaml());
             Ok(())
         }
+        Command::Gate(args) => gate_command(Gate::Promotion, args).await,
+        Command::Rollback(args) => gate_command(Gate::Rollback, args).await,
         Command::Controller(args) => {
             let filter =
                 tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?;
@@ -34,14 +37,17 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("kubernetes client")?;
             let metrics = Arc::new(Metrics::default());
+            metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);
             let ready = Arc::new(AtomicBool::new(false));
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
-            tracing::info!(listen = %args.listen, "serving /metrics /healthz /readyz");
+            tracing::info!(listen = %args.listen, "serving /metrics /healthz /readyz /gate/* /rollback/*");
             let app = router(ServerState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                client: Some(client.clone()),
+                namespace: Some(args.namespace.clone()).filter(|n| !n.is_empty()),
             });
             tokio::spawn(async move { axum::serve(listener, app).await });
             let settings = Settings {
@@ -70,4 +76,42 @@ async fn main() -> anyhow::Result<()> {
             controller::run(client, settings, metrics, ready).await
         }
     }
+}
+
+/// `pennant gate|rollback open|close|check <canary> -n <ns>`: the same annotations the gate
+/// endpoints write, patched directly through the Kubernetes API. Prints the resulting state.
+async fn gate_command(gate: Gate, args: GateArgs) -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let canary = CanaryRef {
+        namespace: args
+            .namespace
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+        name: args.canary,
+    };
+    let state = match args.action {
+        GateAction::Open => pennant::gate::write(&client, &canary, gate, GateState::Open).await,
+        GateAction::Close => pennant::gate::write(&client, &canary, gate, GateState::Closed).await,
+        GateAction::Check => pennant::gate::read(&client, &canary, gate).await,
+    }
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{} of canary {}/{}: {e}",
+            gate.describe(),
+            canary.namespace,
+            canary.name
+        )
+    })?;
+    println!(
+        "canary {}/{}: {}={}",
+        canary.namespace,
+        canary.name,
+        gate.annotation(),
+        state.as_str()
+    );
+    Ok(())
 }

@@ -1,27 +1,99 @@
-//! HTTP server: `/metrics` (Prometheus text), `/healthz` (process alive), `/readyz` (caches synced).
+//! HTTP server: `/metrics` (Prometheus text), `/healthz` (process alive), `/readyz` (caches
+//! synced), and the loadtester-compatible gating endpoints `/gate/*` and `/rollback/*` (see
+//! [`crate::gate`] for their exact semantics).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{StatusCode, Uri};
+use axum::routing::{any, get};
 
+use crate::gate::{self, Request, StoreError};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Client for the gate endpoints, which read and annotate Canaries. Without one they answer
+    /// 503 (`/gate/approve` and `/gate/halt` still work).
+    pub client: Option<kube::Client>,
+    /// The namespace the controller watches (`--namespace`); gate requests for Canaries elsewhere
+    /// are refused with 403. `None` for all namespaces.
+    pub namespace: Option<String>,
 }
 
+/// The loadtester's gate endpoints (any method, as the loadtester).
+pub const GATE_PATHS: [&str; 8] = [
+    "/gate/approve",
+    "/gate/halt",
+    "/gate/check",
+    "/gate/open",
+    "/gate/close",
+    "/rollback/check",
+    "/rollback/open",
+    "/rollback/close",
+];
+
 pub fn router(state: ServerState) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    for path in GATE_PATHS {
+        r = r.route(path, any(gate_endpoint));
+    }
+    r.with_state(state)
+}
+
+async fn gate_endpoint(
+    State(s): State<ServerState>,
+    uri: Uri,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let Some(request) = Request::from_path(uri.path()) else {
+        return (StatusCode::NOT_FOUND, "not found".into());
+    };
+    let (canary, answer) = match request.fixed_state() {
+        // approve/halt: constant answers, no payload, no API call
+        Some(state) => (None, gate::answer(request, None, Ok(state))),
+        None => {
+            let canary = match gate::parse_payload(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(path = uri.path(), "gate request refused: {e}");
+                    return (StatusCode::BAD_REQUEST, e.to_string());
+                }
+            };
+            let answer = match gate::out_of_scope(&canary, s.namespace.as_deref()) {
+                Some(refused) => refused,
+                None => {
+                    let outcome = match &s.client {
+                        Some(client) => gate::perform(client, request, &canary).await,
+                        None => Err(StoreError::Unavailable(
+                            "this server has no Kubernetes client".into(),
+                        )),
+                    };
+                    gate::answer(request, Some(&canary), outcome)
+                }
+            };
+            (Some(canary), answer)
+        }
+    };
+    let who = canary.map(|c| c.to_string()).unwrap_or_default();
+    match request {
+        Request::Set(..) if answer.status < 300 => {
+            tracing::info!(canary = %who, path = uri.path(), "{}", answer.body)
+        }
+        _ => {
+            tracing::debug!(canary = %who, path = uri.path(), status = answer.status, "{}", answer.body)
+        }
+    }
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, answer.body)
 }
 
 async fn metrics(State(s): State<ServerState>) -> ([(&'static str, &'static str); 1], String) {
@@ -49,6 +121,8 @@ mod tests {
         let state = ServerState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(false)),
+            client: None,
+            namespace: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -62,5 +136,194 @@ mod tests {
         state.metrics.writes.inc();
         let body = get("/metrics").await.unwrap().text().await.unwrap();
         assert!(body.contains("pennant_api_writes_total 1"), "{body}");
+    }
+
+    /// A fake Kubernetes API serving GET and merge-PATCH of Canaries held in memory.
+    async fn fake_apiserver(
+        canaries: Vec<serde_json::Value>,
+    ) -> (kube::Client, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        use axum::extract::Path;
+        use axum::http::Method;
+        use serde_json::json;
+        let store = Arc::new(std::sync::Mutex::new(canaries));
+        let s2 = store.clone();
+        let app = Router::new().route(
+            "/apis/flagger.app/v1beta1/namespaces/{ns}/canaries/{name}",
+            any(
+                move |method: Method, Path((ns, name)): Path<(String, String)>, body: Bytes| {
+                    let store = s2.clone();
+                    async move {
+                        let mut all = store.lock().unwrap();
+                        let Some(c) = all.iter_mut().find(|c| {
+                            c["metadata"]["name"] == name.as_str()
+                                && c["metadata"]["namespace"] == ns.as_str()
+                        }) else {
+                            let st = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "message": format!("canaries.flagger.app \"{name}\" not found"),
+                                "reason": "NotFound", "code": 404});
+                            return (StatusCode::NOT_FOUND, st.to_string());
+                        };
+                        if method == Method::PATCH {
+                            let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            for (k, v) in patch["metadata"]["annotations"].as_object().unwrap() {
+                                c["metadata"]["annotations"][k] = v.clone();
+                            }
+                        }
+                        (StatusCode::OK, c.to_string())
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let cfg = kube::Config::new(url.parse().unwrap());
+        (kube::Client::try_from(cfg).unwrap(), store)
+    }
+
+    async fn serve(client: Option<kube::Client>) -> String {
+        serve_ns(client, None).await
+    }
+
+    async fn serve_ns(client: Option<kube::Client>, namespace: Option<&str>) -> String {
+        let state = ServerState {
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            client,
+            namespace: namespace.map(String::from),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(state)).into_future());
+        format!("http://{addr}")
+    }
+
+    async fn post(base: &str, path: &str, body: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn gates_are_annotations_on_the_canary() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let canary = serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "annotations": {"team": "web"}},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                     "service": {"port": 80}}
+        });
+        let (client, store) = fake_apiserver(vec![canary]).await;
+        let base = serve(Some(client)).await;
+        let hook = r#"{"name":"podinfo","namespace":"test","phase":"Progressing","checksum":"x","metadata":{"a":"b"}}"#;
+        let id = r#"{"name":"podinfo","namespace":"test"}"#;
+
+        assert_eq!(post(&base, "/gate/approve", "").await.0, 200);
+        assert_eq!(
+            post(&base, "/gate/halt", hook).await,
+            (403, "Forbidden".into())
+        );
+        // closed by default
+        assert_eq!(
+            post(&base, "/gate/check", hook).await,
+            (403, "Forbidden".into())
+        );
+        assert_eq!(post(&base, "/rollback/check", hook).await.0, 403);
+
+        let (code, body) = post(&base, "/gate/open", id).await;
+        assert_eq!(code, 202, "{body}");
+        assert!(body.contains("gate.pennant.dev/promotion=open"), "{body}");
+        assert_eq!(
+            store.lock().unwrap()[0]["metadata"]["annotations"],
+            serde_json::json!({"team": "web", "gate.pennant.dev/promotion": "open"}),
+            "one annotation added, the others kept"
+        );
+        assert_eq!(
+            post(&base, "/gate/check", hook).await,
+            (200, "Approved".into())
+        );
+        // stays open until closed
+        assert_eq!(post(&base, "/gate/check", hook).await.0, 200);
+        assert_eq!(
+            post(&base, "/rollback/check", hook).await.0,
+            403,
+            "independent"
+        );
+        assert_eq!(post(&base, "/gate/close", id).await.0, 202);
+        assert_eq!(post(&base, "/gate/check", hook).await.0, 403);
+        assert_eq!(
+            store.lock().unwrap()[0]["metadata"]["annotations"]["gate.pennant.dev/promotion"],
+            "closed"
+        );
+
+        assert_eq!(post(&base, "/rollback/open", id).await.0, 202);
+        assert_eq!(post(&base, "/rollback/check", hook).await.0, 200);
+        assert_eq!(post(&base, "/rollback/close", id).await.0, 202);
+        assert_eq!(post(&base, "/rollback/check", hook).await.0, 403);
+
+        let (code, body) = post(&base, "/gate/check", r#"{"namespace":"test"}"#).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (400, "missing field \"name\" in payload")
+        );
+        let (code, body) = post(&base, "/gate/open", r#"{"name":"podinfo"}"#).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (400, "missing field \"namespace\" in payload")
+        );
+        assert_eq!(post(&base, "/gate/check", "not json").await.0, 400);
+        let (code, body) = post(&base, "/gate/open", r#"{"name":"nope","namespace":"test"}"#).await;
+        assert_eq!((code, body.as_str()), (404, "canary nope.test not found"));
+        // any method, as the loadtester
+        let get = reqwest::get(format!("{base}/gate/approve")).await.unwrap();
+        assert_eq!(get.status(), 200);
+
+        // a controller scoped to one namespace serves that namespace's gates only
+        let closed = store.lock().unwrap()[0].clone();
+        let (client, store) = fake_apiserver(vec![closed]).await;
+        let base = serve_ns(Some(client), Some("prod")).await;
+        let (code, body) = post(&base, "/gate/open", id).await;
+        assert_eq!(code, 403, "{body}");
+        assert_eq!(
+            store.lock().unwrap()[0]["metadata"]["annotations"]["gate.pennant.dev/promotion"],
+            "closed",
+            "untouched"
+        );
+        assert_eq!(post(&base, "/gate/approve", "").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn gates_without_an_api_answer_503() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let hook = r#"{"name":"podinfo","namespace":"test"}"#;
+        let base = serve(None).await;
+        let (code, body) = post(&base, "/gate/check", hook).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("no Kubernetes client"), "{body}");
+        assert_eq!(
+            post(&base, "/gate/approve", "").await.0,
+            200,
+            "constant answers still work"
+        );
+        assert_eq!(post(&base, "/gate/halt", "").await.0, 403);
+
+        // an API server that refuses connections
+        let dead = kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
+            .unwrap();
+        let base = serve(Some(dead)).await;
+        for path in [
+            "/gate/check",
+            "/gate/open",
+            "/rollback/check",
+            "/rollback/close",
+        ] {
+            let (code, body) = post(&base, path, hook).await;
+            assert_eq!(code, 503, "{path}: {body}");
+            assert!(body.starts_with("Kubernetes API unavailable: "), "{body}");
+        }
     }
 }

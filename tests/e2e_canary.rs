@@ -646,3 +646,196 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
     assert_eq!(failed["attachments"][0]["color"], "danger");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn promotion_gate_holds_until_opened_through_the_gating_api() {
+    // A Flagger manifest's confirm-promotion hook pointed at pennant's own /gate/check.
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-gate", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{listen}");
+    let _ctl = ControllerProcess::start_with_listen(&ns.name, &prometheus_url(), &listen);
+    wait_http(&format!("{base}/healthz"), Duration::from_secs(30)).await;
+    let canary = podinfo_canary(3, 25, 50, 120).replace(
+        "    metrics:\n",
+        &format!(
+            "    webhooks:\n    - name: promotion-gate\n      type: confirm-promotion\n      url: {base}/gate/check\n    metrics:\n"
+        ),
+    );
+    ns.apply_yaml(&canary).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+
+    let http = reqwest::Client::new();
+    let post =
+        |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).json(&body).send();
+    let id = serde_json::json!({"name": "podinfo", "namespace": ns.name});
+    let check = |phase: &str| serde_json::json!({"name": "podinfo", "namespace": ns.name, "phase": phase, "checksum": "x"});
+    assert_eq!(
+        post("/gate/check", check("Progressing"))
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "closed by default"
+    );
+    let elsewhere = serde_json::json!({"name": "podinfo", "namespace": "kube-system"});
+    assert_eq!(
+        post("/gate/open", elsewhere).await.unwrap().status(),
+        403,
+        "a controller started with --namespace serves that namespace's gates only"
+    );
+
+    set_image(&ns, V2, 0.0).await;
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::WaitingPromotion,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert!(
+        weights.contains(&25) && weights.contains(&50),
+        "stepped 25 → 50 before the gate: {weights:?}"
+    );
+
+    // Held across more than two analysis intervals: weights kept, nothing promoted.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(st.phase, Some(CanaryPhase::WaitingPromotion), "{st:#?}");
+    assert_eq!(st.canary_weight, 50);
+    assert_eq!(st.failed_checks, 0, "a closed gate burns no checks");
+    assert_eq!(ns.vs_weights("podinfo").await, Some((50, 50)));
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V1,
+        "primary untouched while the gate is closed"
+    );
+    let events = ns.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1.contains("waiting for promotion approval") && e.1.contains("403")),
+        "{events:#?}"
+    );
+
+    // Flagger's metrics for dashboards, with pennant's threshold series.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sr = format!(
+        r#"flagger_canary_metric_analysis{{name="podinfo",namespace="{}",metric="request-success-rate"}} "#,
+        ns.name
+    );
+    let value: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&sr))
+        .unwrap_or_else(|| panic!("{sr} in:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((99.0..=100.0).contains(&value), "success rate {value}");
+    for line in [
+        format!(
+            r#"flagger_canary_metric_analysis_threshold{{name="podinfo",namespace="{}",metric="request-success-rate",bound="min"}} 99.0"#,
+            ns.name
+        ),
+        format!(
+            r#"flagger_canary_metric_analysis_threshold{{name="podinfo",namespace="{}",metric="request-duration",bound="max"}} 0.5"#,
+            ns.name
+        ),
+        format!(r#"flagger_canary_total{{namespace="{}"}} 1"#, ns.name),
+        format!(
+            r#"flagger_canary_weight{{workload="podinfo",namespace="{}"}} 50"#,
+            ns.name
+        ),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!(
+            r#"flagger_canary_metric_analysis{{name="podinfo",namespace="{}",metric="request-duration"}} "#,
+            ns.name
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flagger_canary_duration_seconds_count{"),
+        "{metrics}"
+    );
+
+    // Open the gate through the API: stored on the Canary, then promoted.
+    let r = post("/gate/open", id.clone()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let annotations = ns.canary("podinfo").await.metadata.annotations.unwrap();
+    assert_eq!(annotations["gate.pennant.dev/promotion"], "open");
+    assert_eq!(
+        post("/gate/check", check("Progressing"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V2
+    );
+    assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
+
+    // The gate stays open until closed; close it with the CLI verb.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pennant"))
+        .args(["gate", "close", "podinfo", "-n", &ns.name])
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect("pennant gate close");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "canary {}/podinfo: gate.pennant.dev/promotion=closed",
+            ns.name
+        )
+    );
+    assert_eq!(
+        post("/gate/check", check("Progressing"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let metrics = wait_http(&format!("{base}/metrics"), Duration::from_secs(5)).await;
+    let promoted = format!(
+        r#"flagger_canary_successes_total{{name="podinfo",namespace="{}",deployment_strategy="canary",analysis_status="completed"}} 1"#,
+        ns.name
+    );
+    assert!(
+        metrics.lines().any(|l| l == promoted),
+        "{promoted} in:\n{metrics}"
+    );
+    ns.cleanup().await;
+}

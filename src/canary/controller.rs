@@ -226,6 +226,10 @@ pub async fn run(
 
     let controller = Controller::new(api::<Canary>(&client, &ns), wc);
     let canaries = controller.store();
+    // flagger_canary_total: counted from the cache at scrape time
+    let known = canaries.clone();
+    ctx.metrics
+        .set_canary_source(move || known.state().iter().filter_map(|c| c.namespace()).collect());
     let c1 = canaries.clone();
     let c2 = canaries.clone();
     let c3 = canaries.clone();
@@ -256,7 +260,7 @@ pub async fn run(
     }
     controller
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 warn!("reconcile: {e}");
@@ -325,10 +329,20 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
     Requeue::requeue(Duration::from_secs(5))
 }
 
+/// [`reconcile`], timed into `pennant_reconcile_duration_seconds{result}`.
+async fn timed_reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let res = reconcile(cached, ctx.clone()).await;
+    let result = res.as_ref().map_or_else(Error::label, |_| "ok");
+    ctx.metrics.observe_reconcile(result, started.elapsed());
+    res
+}
+
 /// One reconcile of one Canary.
 async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // kube's Store::wait_until_ready wakes a single waiter; concurrent reconciles wait here.
     let _ = ctx.synced.clone().wait_for(|ready| *ready).await;
+    let started = std::time::Instant::now();
     let oref = ObjectRef::from_obj(&*cached);
     let ns = cached.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
@@ -379,12 +393,17 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     let st = &decision.status;
     let w = machine::routes_for(st, canary.spec.analysis());
     ctx.metrics.observe_canary(
-        &canary.name_any(),
-        &ns,
         &canary.spec.target_ref.name,
+        &ns,
         st.phase,
         w.primary,
         w.canary,
+    );
+    ctx.metrics.observe_analysis(
+        &canary,
+        st,
+        obs.observed.probes.metrics.as_deref(),
+        started.elapsed(),
     );
     ctx.metrics
         .reconciles

@@ -185,6 +185,12 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(ns: &str, metrics_server: &str) -> Self {
+        Self::start_with_listen(ns, metrics_server, "127.0.0.1:0")
+    }
+
+    /// [`start`](Self::start) with the HTTP server (`/metrics`, `/gate/*`) on `listen`, e.g.
+    /// `127.0.0.1:<free_port()>`, so the test (and the Canary's webhooks) can reach it.
+    pub fn start_with_listen(ns: &str, metrics_server: &str, listen: &str) -> Self {
         let log = std::fs::File::create(format!("{}/logs/pennant-{ns}.log", state_dir()))
             .or_else(|_| std::fs::File::create(format!("/tmp/pennant-{ns}.log")))
             .expect("log file");
@@ -196,7 +202,7 @@ impl ControllerProcess {
                 "--metrics-server",
                 metrics_server,
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--log-level",
                 "info,pennant=debug",
             ])
@@ -218,6 +224,30 @@ impl ControllerProcess {
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// GET `url` until it answers 2xx (a freshly started server), then return the body.
+pub async fn wait_http(url: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return r.text().await.unwrap_or_default();
+        }
+        if start.elapsed() > timeout {
+            panic!("{url} did not answer within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
