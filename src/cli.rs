@@ -109,10 +109,13 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
+            // `-name`, `-name=value` (Go's flag package): a single dash before a word longer
+            // than one letter. `-n`, `-v` and negative numbers are left alone.
             let long = a.len() > 2
                 && a.starts_with('-')
                 && !a.starts_with("--")
-                && a[1..].contains(['-', '=']);
+                && a[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+                && a[1..].split('=').next().is_some_and(|n| n.len() > 1);
             if i > 0 && long { format!("-{a}") } else { a }
         })
         .collect()
@@ -132,9 +135,12 @@ mod tests {
                 "-metrics-server",
                 "http://prom:9090",
                 "-v",
+                "-namespace",
+                "test",
             ]
             .map(String::from),
         );
+        assert_eq!(args[6], "--namespace", "Go's space-separated form too");
         assert_eq!(args[2], "--mesh-provider=istio");
         assert_eq!(args[3], "--metrics-server");
         assert_eq!(args[5], "-v", "short flags untouched");

@@ -42,7 +42,11 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
-            tracing::info!(listen = %args.listen, "serving /metrics /healthz /readyz /gate/* /rollback/*");
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| args.listen.clone());
+            tracing::info!(listen = %bound, "serving /metrics /healthz /readyz /gate/* /rollback/*");
             let app = router(ServerState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),

@@ -839,3 +839,129 @@ async fn promotion_gate_holds_until_opened_through_the_gating_api() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn pre_existing_service_is_kept_and_survives_canary_deletion() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-takeover", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    // the user's own NodePort apex Service, created before the Canary
+    let port = 30000 + (std::process::id() % 2000) as i64;
+    ns.apply_yaml(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: podinfo, namespace: NAMESPACE}}
+spec:
+  type: NodePort
+  selector: {{app: podinfo}}
+  ports: [{{name: http, port: 80, targetPort: 9898, nodePort: {port}}}]
+"#
+    ))
+    .await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&podinfo_canary(3, 25, 50, 120)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let svc = services.get("podinfo").await.unwrap();
+    let spec = svc.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(
+        spec.ports.unwrap()[0].node_port,
+        Some(port as i32),
+        "node port kept"
+    );
+    assert_eq!(
+        spec.selector.unwrap()["app"],
+        "podinfo-primary",
+        "selector taken over"
+    );
+    assert!(
+        svc.metadata.owner_references.unwrap_or_default().is_empty(),
+        "not owned by the Canary"
+    );
+
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await; // garbage collection of owned objects
+    assert!(
+        services.get_opt("podinfo").await.unwrap().is_some(),
+        "the user's Service survives"
+    );
+    assert!(
+        services.get_opt("podinfo-canary").await.unwrap().is_none(),
+        "pennant's own are collected"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn fields_removed_from_the_canary_leave_the_virtual_service() {
+    let (ns, _ctl) = initialized("e2e-prune", 3, 120).await;
+    let with_timeout = podinfo_canary(3, 25, 50, 120).replace(
+        "    targetPort: 9898\n",
+        "    targetPort: 9898\n    timeout: 5s\n",
+    );
+    ns.apply_yaml(&with_timeout).await;
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+    ));
+    let vs: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    wait_until(Duration::from_secs(20), "timeout on the VS", || async {
+        vs.get("podinfo").await.unwrap().data["spec"]["http"][0]["timeout"] == "5s"
+    })
+    .await;
+    ns.apply_yaml(&podinfo_canary(3, 25, 50, 120)).await;
+    wait_until(
+        Duration::from_secs(20),
+        "timeout removed from the VS",
+        || async {
+            vs.get("podinfo").await.unwrap().data["spec"]["http"][0]
+                .get("timeout")
+                .is_none()
+        },
+    )
+    .await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn second_canary_on_the_same_target_is_refused() {
+    let (ns, _ctl) = initialized("e2e-twice", 3, 120).await;
+    let second = podinfo_canary(3, 25, 50, 120).replace(
+        "  name: podinfo\n  namespace:",
+        "  name: podinfo-again\n  namespace:",
+    );
+    ns.apply_yaml(&second).await;
+    wait_until(Duration::from_secs(30), "second canary stalled", || async {
+        ns.canary("podinfo-again")
+            .await
+            .status
+            .and_then(|s| find_condition(&s.conditions, "Stalled").cloned())
+            .is_some_and(|c| {
+                c.message
+                    .unwrap_or_default()
+                    .contains("Deployment podinfo is already the target of Canary podinfo")
+            })
+    })
+    .await;
+    assert_eq!(
+        ns.canary("podinfo").await.status.unwrap().phase,
+        Some(CanaryPhase::Initialized),
+        "first keeps it"
+    );
+    ns.cleanup().await;
+}

@@ -720,13 +720,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        total += match unit {
+        // Checked: a Canary must never be able to overflow (and crash) the controller.
+        let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
             _ => return None,
         };
+        total = total.checked_add(part)?;
     }
     Some(total)
 }
@@ -762,6 +764,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration("m"), None);
+        // overflow is "malformed", never a panic
+        assert_eq!(parse_duration("18446744073709551615s1s"), None);
+        assert_eq!(parse_duration("18446744073709551615m"), None);
     }
 
     #[test]

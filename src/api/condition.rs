@@ -33,6 +33,8 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     /// True when the spec uses fields pennant accepts but does not implement yet.
     pub const UNSUPPORTED: &str = "Unsupported";
+    /// True while a run waits without stepping because the primary is missing or not ready.
+    pub const HALTED: &str = "Halted";
     /// False when the metrics provider could not be queried on the last analysis step.
     pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 }

@@ -72,6 +72,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub deployments: Store<Deployment>,
+    /// Every Canary (the controller's own cache), to find two Canaries claiming one target.
+    pub canaries: Store<Canary>,
     pub services: Store<Service>,
     /// Routing objects by kind (`VirtualService`, `DestinationRule`), when their CRDs exist.
     pub routes: HashMap<String, Store<DynamicObject>>,
@@ -208,6 +210,8 @@ pub async fn run(
         warn!("global notifier: {p}");
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let controller = Controller::new(api::<Canary>(&client, &ns), wc);
+    let canaries = controller.store();
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -215,6 +219,7 @@ pub async fn run(
         client: client.clone(),
         settings,
         deployments: deployments.clone(),
+        canaries: canaries.clone(),
         services,
         routes,
         http,
@@ -224,8 +229,6 @@ pub async fn run(
         synced: synced_rx,
     });
 
-    let controller = Controller::new(api::<Canary>(&client, &ns), wc);
-    let canaries = controller.store();
     // flagger_canary_total: counted from the cache at scrape time
     let known = canaries.clone();
     ctx.metrics
@@ -331,8 +334,19 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
 
 /// [`reconcile`], timed into `pennant_reconcile_duration_seconds{result}`.
 async fn timed_reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    use futures::FutureExt;
     let started = std::time::Instant::now();
-    let res = reconcile(cached, ctx.clone()).await;
+    let name = cached.name_any();
+    // A bug triggered by one Canary must not take the controller down for all the others.
+    let res = match std::panic::AssertUnwindSafe(reconcile(cached, ctx.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(res) => res,
+        Err(_) => Err(Error::Invalid(format!(
+            "reconcile of {name} panicked (see the log)"
+        ))),
+    };
     let result = res.as_ref().map_or_else(Error::label, |_| "ok");
     ctx.metrics.observe_reconcile(result, started.elapsed());
     res
@@ -436,19 +450,40 @@ async fn write_status(
             st.entry(k.clone()).or_insert(Value::Null);
         }
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": canary.resource_version()},
-        "status": st,
-    });
+    let patch_with =
+        |rv: Option<String>| json!({"metadata": {"resourceVersion": rv}, "status": st});
     ctx.metrics.writes.inc();
-    let res = api
+    let name = canary.name_any();
+    let res = match api
         .patch_status(
-            &canary.name_any(),
+            &name,
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Merge(&patch_with(canary.resource_version())),
         )
         .await
-        .map_err(Error::Kube)?;
+    {
+        Ok(res) => res,
+        // The Canary changed under us. When only its metadata or spec moved (a label, a GitOps
+        // apply, the finalizer) our decision still stands: its actions are already applied, so
+        // record it; when the status itself moved, decide again from the fresh one.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let fresh = api.get(&name).await.map_err(Error::Kube)?;
+            if fresh.status.clone().unwrap_or_default() != old {
+                return Err(Error::Invalid(format!(
+                    "status of {name} changed concurrently; deciding again"
+                )));
+            }
+            ctx.metrics.writes.inc();
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch_with(fresh.resource_version())),
+            )
+            .await
+            .map_err(Error::Kube)?
+        }
+        Err(e) => return Err(Error::Kube(e)),
+    };
     if let Some(rv) = res.resource_version() {
         ctx.written
             .lock()

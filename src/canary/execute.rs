@@ -49,14 +49,20 @@ pub async fn execute(
                 }
             }
             Action::EnsureRoutes(weights) => {
-                let (label, value) = selector(obs)?;
-                let apex = services::build_services(canary, label, value).swap_remove(0);
-                apply_if_changed(ctx, &to_value(&apex)?).await?;
+                // The apex Service needs the target's selector; without a target (deleted
+                // mid-run) only the routing objects are updated.
+                if let Ok((label, value)) = selector(obs) {
+                    let apex = services::build_services(canary, label, value).swap_remove(0);
+                    let mut apex = to_value(&apex)?;
+                    respect_existing(ctx, canary, &mut apex);
+                    apply_if_changed(ctx, &apex).await?;
+                }
                 let provider =
                     super::validate::provider(&canary.spec, &ctx.settings.default_provider);
                 let r = router::router_for(provider)
                     .ok_or_else(|| Error::Invalid(format!("no router for provider {provider}")))?;
-                for obj in r.build(canary, *weights).map_err(Error::Invalid)? {
+                for mut obj in r.build(canary, *weights).map_err(Error::Invalid)? {
+                    respect_existing(ctx, canary, &mut obj);
                     apply_if_changed(ctx, &obj).await?;
                 }
             }
@@ -78,12 +84,10 @@ pub async fn execute(
                 }
             }
             Action::Promote { revision_id } => {
-                // An autoscaler owns the primary's replicas; otherwise copy the target's.
-                let replicas = if canary.spec.autoscaler_ref.is_some() {
-                    None
-                } else {
-                    obs.observed.target.as_ref().map(|t| t.scale_up_replicas)
-                };
+                // Copy the target's replicas. (With autoscalerRef, Flagger leaves them to the
+                // primary's HPA; pennant does not create that HPA yet — autoscalerRef is reported
+                // as unsupported — so the replicas must not be dropped either.)
+                let replicas = obs.observed.target.as_ref().map(|t| t.scale_up_replicas);
                 apply_primary(canary, obs, ctx, revision_id, replicas).await?;
             }
             Action::RunHooks(kind, phase) => {
@@ -143,8 +147,68 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
     serde_json::to_value(obj).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-/// Server-side apply `desired` unless the cached live object already contains it.
+/// Annotation carrying a digest of the object pennant last applied: when the desired object
+/// changes (a field removed from the Canary), the apply happens even though the live object
+/// still "contains" the desired one, so server-side apply removes the fields pennant dropped.
+pub const APPLIED_ANNOTATION: &str = "pennant.dev/applied";
+
+/// A routing object the user created before the Canary (no controller reference to it) is
+/// updated but never owned, so deleting the Canary does not garbage-collect it; a Service keeps
+/// its type and node ports (as Flagger does).
+fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
+    let kind = desired["kind"].as_str().unwrap_or_default().to_string();
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ns = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(live) = ctx.live(&kind, &ns, &name) else {
+        return;
+    };
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
+    let ours = live["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)));
+    if ours {
+        return;
+    }
+    if let Some(meta) = desired["metadata"].as_object_mut() {
+        meta.remove("ownerReferences");
+        meta.remove("labels");
+    }
+    if kind == "Service" {
+        if let Some(t) = live["spec"]["type"].as_str() {
+            desired["spec"]["type"] = Value::String(t.to_string());
+        }
+        let live_ports = live["spec"]["ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(ports) = desired["spec"]["ports"].as_array_mut() {
+            for p in ports {
+                let node_port = live_ports
+                    .iter()
+                    .find(|lp| lp["port"] == p["port"])
+                    .map(|lp| lp["nodePort"].clone())
+                    .filter(|np| !np.is_null());
+                if let Some(np) = node_port {
+                    p["nodePort"] = np;
+                }
+            }
+        }
+    }
+}
+
+/// Server-side apply `desired` unless the cached live object already contains it and was last
+/// applied by pennant from this same desired object.
 pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Error> {
+    let digest = tracker::canonical_digest(desired);
+    let mut desired = desired.clone();
+    desired["metadata"]["annotations"][APPLIED_ANNOTATION] = Value::String(digest.clone());
+    let desired = &desired;
     let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
@@ -152,6 +216,7 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
         .as_str()
         .unwrap_or_default();
     if let Some(live) = ctx.live(kind, ns, name)
+        && live["metadata"]["annotations"][APPLIED_ANNOTATION].as_str() == Some(digest.as_str())
         && is_subset(desired, &live)
     {
         return Ok(());

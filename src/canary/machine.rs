@@ -298,6 +298,31 @@ impl<'a> Machine<'a> {
         )
     }
 
+    fn primary_id(&self) -> String {
+        format!("{}-primary.{}", self.canary.spec.target_ref.name, self.ns())
+    }
+
+    fn before_halted_on(&self, message: &str) -> bool {
+        crate::api::find_condition(&self.before.conditions, types::HALTED)
+            .is_some_and(|c| c.message.as_deref() == Some(message))
+    }
+
+    fn halted(&mut self, message: String) {
+        let now = self.time();
+        set_condition(
+            &mut self.st.conditions,
+            types::HALTED,
+            "True",
+            "PrimaryNotReady",
+            &message,
+            &now,
+        );
+    }
+
+    fn clear_halted(&mut self) {
+        remove_condition(&mut self.st.conditions, types::HALTED);
+    }
+
     fn kind(&self) -> &str {
         &self.canary.spec.target_ref.kind
     }
@@ -323,7 +348,9 @@ impl<'a> Machine<'a> {
     }
 
     fn requeue_in(&mut self, d: Duration) {
-        let d = d.max(Duration::from_millis(200));
+        // Never sooner than 200 ms, never later than an hour (huge intervals or deadlines in a
+        // spec must not overflow a timer; looking again costs no writes).
+        let d = d.clamp(Duration::from_millis(200), Duration::from_secs(3600));
         self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
     }
 
@@ -365,6 +392,13 @@ impl<'a> Machine<'a> {
                 self.canary.spec.target_ref.name
             );
             self.stall("TargetNotFound", msg);
+            // Mid-run, the canary's pods went with their Deployment: give the traffic back.
+            if self.st.phase.is_some_and(CanaryPhase::is_running) && self.st.canary_weight > 0 {
+                self.st.canary_weight = 0;
+                let analysis = self.analysis();
+                self.actions
+                    .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+            }
             return Flow::Done;
         };
         self.clear_stall();
@@ -387,7 +421,8 @@ impl<'a> Machine<'a> {
     }
 
     fn stall(&mut self, reason: &str, message: String) {
-        let changed = crate::api::find_condition(&self.st.conditions, types::STALLED)
+        // Compared with the status as read: `run` clears the condition before re-deciding.
+        let changed = crate::api::find_condition(&self.before.conditions, types::STALLED)
             .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
         let now = self.time();
         set_condition(
@@ -506,6 +541,18 @@ impl<'a> Machine<'a> {
 
     /// Steady state: keep objects in shape; start a run when the target changes.
     fn idle(&mut self, target: &TargetState) -> Flow {
+        // A deleted primary is recreated from the target only when the target still runs the
+        // promoted revision; after a rollback it runs the rejected one.
+        let promoted = self.st.last_promoted_spec.as_ref() == Some(&target.revision);
+        if self.obs.primary.is_none() && !promoted {
+            let m = format!(
+                "primary {} not found and {} runs an unpromoted revision: not recreating it from the target",
+                self.primary_id(),
+                self.target_id()
+            );
+            self.stall("PrimaryNotFound", m);
+            return Flow::Done;
+        }
         self.actions.push(Action::EnsurePrimary);
         self.actions.push(Action::EnsureServices);
         self.actions
@@ -625,13 +672,42 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
 
-        if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
-            let msg = format!(
-                "primary {}-primary.{} failed: {msg}",
-                self.canary.spec.target_ref.name,
-                self.ns()
+        // A threshold reached by an earlier step (whose status write may have been retried)
+        // rolls back before anything else is looked at.
+        if !self.canary.spec.skip_analysis() && self.st.failed_checks >= analysis.threshold() {
+            let m = format!(
+                "Canary failed checks threshold reached {}",
+                self.st.failed_checks
             );
-            return self.rollback(msg, &analysis);
+            return self.rollback(m, &analysis);
+        }
+
+        match self.obs.primary.as_ref().map(|p| &p.readiness) {
+            Some(Readiness::Failed(msg)) => {
+                let msg = format!("primary {} failed: {msg}", self.primary_id());
+                return self.rollback(msg, &analysis);
+            }
+            // The primary carries the rest of the traffic: never step while it is missing or
+            // not ready (someone deleted or scaled it); wait, and say so once.
+            None | Some(Readiness::NotReady(_)) => {
+                let why = match self.obs.primary.as_ref().map(|p| &p.readiness) {
+                    Some(Readiness::NotReady(m)) => m.clone(),
+                    _ => "not found".to_string(),
+                };
+                let m = format!(
+                    "Halt {} advancement primary {} {why}",
+                    self.canary_id(),
+                    self.primary_id()
+                );
+                if !self.before_halted_on(&m) {
+                    self.notice(Severity::Warn, m.clone(), None);
+                }
+                self.halted(m);
+                self.requeue_in(Duration::from_secs(5));
+                self.finish_routes(&analysis);
+                return Flow::Done;
+            }
+            Some(Readiness::Ready) => self.clear_halted(),
         }
 
         match &target.readiness {
@@ -657,14 +733,6 @@ impl<'a> Machine<'a> {
         if self.canary.spec.skip_analysis() {
             self.promote(target, "skipping analysis");
             return Flow::Done;
-        }
-
-        if self.st.failed_checks >= analysis.threshold() {
-            let m = format!(
-                "Canary failed checks threshold reached {}",
-                self.st.failed_checks
-            );
-            return self.rollback(m, &analysis);
         }
 
         if let Some(wait) = self.until_due(&analysis) {
@@ -924,13 +992,29 @@ impl<'a> Machine<'a> {
     fn promoting(&mut self, target: &TargetState) -> Flow {
         let analysis = self.analysis();
         self.actions.push(Action::EnsureServices);
-        let expected = revision_id(&target.revision, &target.configs);
+        // The revision being promoted is the one analysed (status), not whatever the target
+        // runs now: if the target changed meanwhile, its pods run an unanalysed version, so
+        // they get no traffic; the primary finishes its promotion and the change starts a new
+        // run afterwards.
+        let analysed = self.st.last_applied_spec.clone().unwrap_or_default();
+        let analysed_configs = self.st.tracked_configs.clone().unwrap_or_default();
+        let expected = revision_id(&analysed, &analysed_configs);
+        let target_moved = target.revision != analysed || target.configs != analysed_configs;
+        if target_moved && self.st.canary_weight > 0 {
+            self.st.canary_weight = 0;
+            let tid = self.target_id();
+            self.notice(
+                Severity::Warn,
+                format!("{tid} changed during promotion: traffic moved off the canary; the new revision is analysed after this promotion"),
+                None,
+            );
+        }
         let readiness = match &self.obs.primary {
             None => Readiness::NotReady("primary not found".into()),
             // The cache may still hold the pre-promotion primary: ready only once it runs
             // the promoted revision.
             Some(p) if p.revision_id.as_deref() != Some(expected.as_str()) => {
-                if self.st.last_applied_spec.as_ref() == Some(&target.revision) {
+                if !target_moved {
                     // Promote again (idempotent): the copy may not have been applied.
                     self.actions.push(Action::Promote {
                         revision_id: expected.clone(),
@@ -1038,7 +1122,12 @@ impl<'a> Machine<'a> {
             self.ns()
         );
         self.st.phase = Some(CanaryPhase::Failed);
-        self.st.canary_weight = 100;
+        // Keep serving from the analysed canary, unless it has moved on to another revision.
+        let target_moved = self.obs.target.as_ref().is_some_and(|t| {
+            Some(&t.revision) != self.st.last_applied_spec.as_ref()
+                || Some(&t.configs) != self.st.tracked_configs.as_ref()
+        });
+        self.st.canary_weight = if target_moved { 0 } else { 100 };
         self.st.iterations = 0;
         self.st.unready_since = None;
         self.st.last_step_time = None;

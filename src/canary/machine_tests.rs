@@ -1223,3 +1223,162 @@ fn messages_helper_is_used() {
         "New revision detected! Scaling up podinfo.test"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by review on the live cluster
+
+#[test]
+fn target_change_during_promotion_takes_traffic_off_the_canary() {
+    let a = CanaryAnalysis {
+        step_weight_promotion: Some(10),
+        ..analysis()
+    };
+    let mut w = World::initialized(a);
+    w.primary_after_promote =
+        Readiness::NotReady("1 out of 2 new replicas have been updated".into());
+    w.revision = REV2.into();
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
+    assert_eq!(w.weight(), 50);
+    w.revision = REV3.into(); // new image while the primary rolls REV2
+    w.tick();
+    assert_eq!(w.weight(), 0, "unanalysed pods get no traffic");
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert!(
+        !w.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Promote { .. }))
+            .any(|a| *a
+                == Action::Promote {
+                    revision_id: revision_id(REV3, &BTreeMap::new())
+                })
+    );
+    // the primary finishes REV2, then REV3 gets its own run
+    w.primary.as_mut().unwrap().readiness = Readiness::Ready;
+    w.run_until(10, |w| w.phase() == Some(CanaryPhase::Succeeded));
+    assert_eq!(w.status().last_promoted_spec.as_deref(), Some(REV2));
+    w.primary_after_promote = Readiness::Ready;
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    w.run_until(40, terminal);
+    assert_eq!(w.status().last_promoted_spec.as_deref(), Some(REV3));
+}
+
+#[test]
+fn failed_promotion_never_routes_to_an_unanalysed_canary() {
+    let mut w = World::initialized(analysis());
+    w.primary_after_promote =
+        Readiness::NotReady("1 out of 2 new replicas have been updated".into());
+    w.revision = REV2.into();
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
+    w.revision = REV3.into();
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 0);
+}
+
+#[test]
+fn missing_primary_mid_run_halts_the_analysis() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.tick();
+    w.advance(1);
+    w.tick();
+    assert_eq!(w.weight(), 10);
+    w.primary = None;
+    for _ in 0..5 {
+        w.step();
+    }
+    assert_eq!(w.weight(), 10, "no step while the primary is gone");
+    let st = w.status();
+    assert!(find_condition(&st.conditions, "Halted").is_some());
+    let halts = w
+        .notices
+        .iter()
+        .filter(|n| n.message.contains("primary podinfo-primary.test not found"))
+        .count();
+    assert_eq!(halts, 1, "said once");
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+    });
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    assert!(find_condition(&w.status().conditions, "Halted").is_none());
+}
+
+#[test]
+fn reached_threshold_rolls_back_before_readiness_is_looked_at() {
+    // A rollback whose status write was lost must not route traffic back to a canary at zero.
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.tick();
+    w.advance(1);
+    w.tick();
+    let mut st = w.status();
+    st.failed_checks = 5;
+    w.canary.status = Some(st);
+    w.target_replicas = 0; // the rollback's scale-down was applied
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert!(w.has_notice("Canary failed checks threshold reached 5"));
+    assert!(!w.has_notice("progress deadline"));
+}
+
+#[test]
+fn target_deleted_mid_run_gives_traffic_back_to_the_primary() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.tick();
+    w.advance(1);
+    w.tick();
+    assert_eq!(w.routes.unwrap().canary, 10);
+    let mut obs = w.observed(Probes::default());
+    obs.target = None;
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
+    assert!(d.actions.contains(&Action::EnsureRoutes(Weights {
+        primary: 100,
+        canary: 0,
+        mirror: false
+    })));
+    assert_eq!(d.status.canary_weight, 0);
+}
+
+#[test]
+fn deleted_primary_is_not_recreated_from_a_rejected_target() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.tick();
+    w.advance(1);
+    w.tick();
+    w.metric = MetricOutcome::OutOfRange(0.0, "bad".into());
+    w.run_until(20, terminal);
+    w.primary = None;
+    let n = w.notices.len();
+    let d = w.tick();
+    assert!(!d.actions.contains(&Action::EnsurePrimary));
+    let st = w.status();
+    let c = find_condition(&st.conditions, "Stalled").unwrap();
+    assert_eq!(c.reason.as_deref(), Some("PrimaryNotFound"));
+    w.tick();
+    assert_eq!(w.notices.len(), n + 1, "warned once, not every reconcile");
+}
+
+#[test]
+fn stalled_init_warns_once() {
+    let mut w = World::new(analysis());
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::NotReady("0 of 2 updated replicas are available".into()),
+        revision_id: None,
+    });
+    for _ in 0..6 {
+        w.step();
+    }
+    let warnings = w
+        .notices
+        .iter()
+        .filter(|n| n.severity == Severity::Warn)
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", w.notices);
+}

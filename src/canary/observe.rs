@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::controller::{Context, Error};
 use super::machine::{
-    MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
+    HookKind, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
 };
 use super::{tracker, validate, workload};
 use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
@@ -39,6 +39,34 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let spec = &canary.spec;
     let mut invalid = validate::invalid(spec, &ctx.settings.default_provider);
+    // One target, one Canary: the oldest claim wins, the others are refused (Flagger only logs).
+    let key = |c: &Canary| {
+        (
+            c.metadata.creation_timestamp.clone().map(|t| t.0),
+            c.metadata.name.clone(),
+        )
+    };
+    if let Some(owner) = ctx
+        .canaries
+        .state()
+        .into_iter()
+        .filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|c| {
+            c.spec.target_ref.kind == spec.target_ref.kind
+                && c.spec.target_ref.name == spec.target_ref.name
+        })
+        .filter(|c| c.metadata.uid != canary.metadata.uid)
+        // an invalid Canary never acts, so it holds no claim
+        .filter(|c| validate::invalid(&c.spec, &ctx.settings.default_provider).is_empty())
+        .find(|c| key(c) < key(canary))
+    {
+        invalid.push(format!(
+            "{} {} is already the target of Canary {}",
+            spec.target_ref.kind,
+            spec.target_ref.name,
+            owner.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
     let unsupported = validate::unsupported(spec);
     let now = k8s_openapi::jiff::Timestamp::now();
 
@@ -167,11 +195,15 @@ async fn read_configs(
 pub async fn probe(canary: &Canary, probe: Probe, obs: &mut Observation, ctx: &Context) {
     match probe {
         Probe::Hooks(kind) => {
-            let phase = canary
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or(CanaryPhase::Progressing);
+            // The phase in the payload, as Flagger sends it: the current phase for
+            // confirm-rollout and rollback hooks, Progressing for the analysis hooks.
+            let current = canary.status.as_ref().and_then(|s| s.phase);
+            let phase = match kind {
+                HookKind::ConfirmRollout | HookKind::Rollback => {
+                    current.unwrap_or(CanaryPhase::Progressing)
+                }
+                _ => CanaryPhase::Progressing,
+            };
             let v = crate::webhook::run_hooks(&ctx.http, canary, kind, phase).await;
             obs.observed.probes.hooks.insert(kind, v);
         }

@@ -52,8 +52,12 @@ pub fn revision(template: &PodTemplateSpec) -> String {
     {
         sel.remove(SCALE_TO_ZERO_NODE_SELECTOR);
     }
-    let digest = Sha256::digest(canonical_json(&v).as_bytes());
-    format!("{REVISION_PREFIX}{}", &hex(&digest)[..16])
+    format!("{REVISION_PREFIX}{}", canonical_digest(&v))
+}
+
+/// First 16 hex digits of the SHA-256 of [`canonical_json`]: a stable digest of any object.
+pub fn canonical_digest(v: &Value) -> String {
+    hex(&Sha256::digest(canonical_json(v).as_bytes()))[..16].to_string()
 }
 
 /// Canonical JSON of a value: object keys sorted (byte order), no whitespace, and, recursively,
