@@ -516,16 +516,31 @@ async fn slack_receiver() -> (
     use axum::{Json, Router, routing::post};
     let got = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
     let sink = got.clone();
-    let app = Router::new().route(
-        "/slack",
-        post(move |Json(body): Json<serde_json::Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(body);
-                "ok"
-            }
-        }),
-    );
+    let events = sink.clone();
+    let app = Router::new()
+        .route(
+            "/slack",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(body);
+                    "ok"
+                }
+            }),
+        )
+        // Flagger's event webhook payload, recorded beside the Slack messages under "event"
+        .route(
+            "/events",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let sink = events.clone();
+                async move {
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::json!({"event": body}));
+                    "ok"
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/slack", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -557,9 +572,10 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
         prom = prometheus_url()
     ))
     .await;
+    let events_url = url.replace("/slack", "/events");
     let canary = podinfo_canary(2, 25, 50, 120).replace(
         "    metrics:\n",
-        "    alerts:\n    - name: team\n      providerRef:\n        name: team-slack\n    metrics:\n    - name: error-rate\n      templateRef:\n        name: error-rate\n      thresholdRange:\n        max: 1\n      interval: 15s\n",
+        &format!("    webhooks:\n    - name: events\n      type: event\n      url: {events_url}\n    alerts:\n    - name: team\n      providerRef:\n        name: team-slack\n    metrics:\n    - name: error-rate\n      templateRef:\n        name: error-rate\n      thresholdRange:\n        max: 1\n      interval: 15s\n"),
     );
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(&canary).await;
@@ -607,7 +623,39 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
         })
     })
     .await;
-    let bodies = got.lock().unwrap().clone();
+    let all = got.lock().unwrap().clone();
+    let (events_got, bodies): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|b| b.get("event").is_some());
+    let event_messages: Vec<String> = events_got
+        .iter()
+        .map(|e| {
+            e["event"]["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    for needle in [
+        "New revision detected! Scaling up podinfo",
+        "Advance podinfo.",
+        "Canary failed! Scaling down podinfo",
+    ] {
+        assert!(
+            event_messages.iter().any(|m| m.contains(needle)),
+            "event {needle:?} in {event_messages:#?}"
+        );
+    }
+    let warning = events_got
+        .iter()
+        .find(|e| {
+            e["event"]["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Canary failed!")
+        })
+        .unwrap();
+    assert_eq!(warning["event"]["metadata"]["eventType"], "Warning");
+    assert_eq!(warning["event"]["name"], "podinfo");
     let texts: Vec<String> = bodies
         .iter()
         .map(|b| {

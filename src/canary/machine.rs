@@ -634,11 +634,21 @@ impl<'a> Machine<'a> {
         self.st.unready_since = None;
     }
 
+    /// Waiting for confirm-rollout: re-ask each interval. A rollback hook that fires meanwhile
+    /// ends the run (Flagger documents this but never checks it in Waiting, §2.16-3).
     fn waiting(&mut self, target: &TargetState) -> Flow {
         let analysis = self.analysis();
         if let Some(wait) = self.until_due(&analysis) {
             self.requeue_in(wait);
             return Flow::Done;
+        }
+        match self.hook(&analysis, HookKind::Rollback) {
+            Err(p) => return Flow::Need(p),
+            Ok(Some(v)) if v.pass => {
+                let m = format!("Rolling back {} manual webhook invoked", self.canary_id());
+                return self.rollback(m, &analysis);
+            }
+            Ok(_) => {}
         }
         self.start_run(target)
     }

@@ -1382,3 +1382,21 @@ fn stalled_init_warns_once() {
         .count();
     assert_eq!(warnings, 1, "{:#?}", w.notices);
 }
+
+#[test]
+fn rollback_hook_ends_a_run_waiting_for_confirm_rollout() {
+    let mut a = analysis();
+    a.webhooks = vec![hook("approve", "confirm-rollout"), hook("rb", "rollback")];
+    let mut w = World::initialized(a);
+    w.hooks.insert(HookKind::ConfirmRollout, false);
+    w.hooks.insert(HookKind::Rollback, false);
+    w.revision = REV2.into();
+    w.step();
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    w.hooks.insert(HookKind::Rollback, true);
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.target_replicas, 0, "never scaled up");
+    assert_eq!(w.weights_seen().iter().max(), Some(&0));
+}
