@@ -1013,3 +1013,59 @@ async fn second_canary_on_the_same_target_is_refused() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn status_written_by_flagger_is_adopted_and_a_pending_change_still_runs() {
+    // Case 2 (migration): no spurious run for an unchanged workload, but a change made while no
+    // controller ran is released.
+    let (ns, mut ctl) = initialized("e2e-adopt", 3, 120).await;
+    let flaggers_status = serde_json::json!({"status": {
+        "phase": "Succeeded", "lastAppliedSpec": "5d8f7b9c4", "lastPromotedSpec": "5d8f7b9c4"}});
+    let pp = kube::api::PatchParams::default();
+    ctl.kill();
+    ns.canaries()
+        .patch_status("podinfo", &pp, &kube::api::Patch::Merge(&flaggers_status))
+        .await
+        .unwrap();
+    let mut ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    wait_until(Duration::from_secs(30), "adoption", || async {
+        ns.canary("podinfo")
+            .await
+            .status
+            .unwrap()
+            .last_applied_spec
+            .unwrap_or_default()
+            .starts_with("sha256:")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(
+        st.phase,
+        Some(CanaryPhase::Succeeded),
+        "no run for an unchanged workload"
+    );
+
+    ctl.kill();
+    ns.canaries()
+        .patch_status("podinfo", &pp, &kube::api::Patch::Merge(&flaggers_status))
+        .await
+        .unwrap();
+    set_image(&ns, V2, 0.0).await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V2,
+        "the pending change was released"
+    );
+    ns.cleanup().await;
+}

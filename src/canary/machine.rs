@@ -142,6 +142,10 @@ pub struct Observed {
     pub invalid: Vec<String>,
     /// Accepted-but-not-implemented fields (`validate::unsupported`).
     pub unsupported: Vec<String>,
+    /// Whether the primary's pod template is what promoting the target now would write (flagger-id
+    /// aside); `None` when unknown (no primary or no target). Used to adopt a status written by
+    /// another controller without losing a change made meanwhile.
+    pub target_matches_primary: Option<bool>,
 }
 
 /// Traffic split for the routing objects, in percent.
@@ -565,6 +569,19 @@ impl<'a> Machine<'a> {
                 .is_some_and(|h| !h.starts_with(REVISION_PREFIX))
         };
         if foreign(&self.st.last_applied_spec) || foreign(&self.st.last_promoted_spec) {
+            // The target was changed while no controller ran: that change still deserves a run
+            // (a failed revision stays failed: its target never matches the primary).
+            if self.obs.target_matches_primary == Some(false)
+                && self.st.phase != Some(CanaryPhase::Failed)
+            {
+                self.st.last_applied_spec = None;
+                self.st.last_promoted_spec = None;
+                self.info(format!(
+                    "Adopted {} from another controller's status; its target differs from the primary",
+                    self.canary_id()
+                ));
+                return self.start_run(target);
+            }
             self.st.last_applied_spec = Some(target.revision.clone());
             if self.st.phase != Some(CanaryPhase::Failed) {
                 self.st.last_promoted_spec = Some(target.revision.clone());

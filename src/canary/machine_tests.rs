@@ -89,6 +89,7 @@ struct World {
     target_replicas: i32,
     routes: Option<Weights>,
     last: Option<Decision>,
+    target_matches_primary: Option<bool>,
 }
 
 impl World {
@@ -109,6 +110,7 @@ impl World {
             target_replicas: 2,
             routes: None,
             last: None,
+            target_matches_primary: None,
         }
     }
 
@@ -153,6 +155,7 @@ impl World {
             probes,
             invalid: vec![],
             unsupported: vec![],
+            target_matches_primary: self.target_matches_primary,
         }
     }
 
@@ -1399,4 +1402,20 @@ fn rollback_hook_ends_a_run_waiting_for_confirm_rollout() {
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
     assert_eq!(w.target_replicas, 0, "never scaled up");
     assert_eq!(w.weights_seen().iter().max(), Some(&0));
+}
+
+#[test]
+fn adopting_another_controllers_status_keeps_a_pending_change() {
+    // Review finding: Flagger stopped, image changed, pennant started.
+    let mut w = World::initialized(analysis());
+    let mut st = w.status();
+    st.phase = Some(CanaryPhase::Succeeded);
+    st.last_applied_spec = Some("5d8f7b9c4".into());
+    st.last_promoted_spec = Some("5d8f7b9c4".into());
+    w.canary.status = Some(st);
+    w.revision = REV2.into();
+    w.target_matches_primary = Some(false);
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    assert_eq!(w.status().last_applied_spec.as_deref(), Some(REV2));
 }

@@ -90,6 +90,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             probes: Probes::default(),
             invalid: vec![],
             unsupported,
+            target_matches_primary: None,
         },
         target: target.clone(),
         primary: primary.clone(),
@@ -119,6 +120,10 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         };
         match configs {
             Ok(configs) => {
+                if let (Some(p), Some((label, value))) = (&primary, &obs.selector) {
+                    obs.observed.target_matches_primary =
+                        Some(primary_runs_target(canary, t, p, label, value, &configs));
+                }
                 obs.observed.target = Some(TargetState {
                     revision: tracker::revision(&template),
                     configs,
@@ -131,6 +136,30 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     }
     obs.observed.invalid = invalid;
     Ok(obs)
+}
+
+/// True when the primary's pod template equals what promoting `target` now would write, apart
+/// from the `flagger-id` stamp (both come from the API server, so defaults match).
+fn primary_runs_target(
+    canary: &Canary,
+    target: &Deployment,
+    primary: &Deployment,
+    label: &str,
+    value: &str,
+    configs: &BTreeMap<String, String>,
+) -> bool {
+    let built = workload::build_primary(canary, target, label, value, "", configs, None);
+    let strip = |d: &Deployment| {
+        let mut t = serde_json::to_value(d.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
+        if let Some(a) = t
+            .pointer_mut("/metadata/annotations")
+            .and_then(|a| a.as_object_mut())
+        {
+            a.remove(workload::REVISION_ANNOTATION);
+        }
+        tracker::canonical_json(&t)
+    };
+    strip(&built) == strip(primary)
 }
 
 /// GET the referenced ConfigMaps/Secrets and checksum the tracked ones.
