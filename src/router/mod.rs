@@ -1,7 +1,9 @@
 //! Routers: per provider, PURE builders of the routing objects for a traffic split, and PURE
 //! read-back of the split from live objects. The I/O lives in `canary::execute`.
 
+pub mod gateway_api;
 pub mod istio;
+pub mod nginx;
 
 use kube::api::ApiResource;
 use serde_json::Value;

@@ -1,0 +1,1142 @@
+//! Gateway API router (`gatewayapi:v1`): the HTTPRoute `<apex>` (`gateway.networking.k8s.io/v1`)
+//! as Flagger's `GatewayAPIRouter` writes it (Flagger §3.4).
+//!
+//! Differences from Flagger, all deliberate:
+//! - the whole spec is rebuilt from the weights at every reconcile (the state machine derives
+//!   the weights from status), so a mid-run Canary edit changes the route without resetting
+//!   traffic;
+//! - parentRefs get the API server's defaults (`group: gateway.networking.k8s.io`,
+//!   `kind: Gateway`) so the desired and live specs compare equal;
+//! - match headers and query params are written sorted by name (Flagger iterates a Go map);
+//! - the A/B fallback rule always sends 100 to the primary;
+//! - the route also gets the Flux "disabled" annotations, like every routing object.
+//!
+//! Session affinity (`analysis.sessionAffinity`) is built from the cookies in the Canary's status
+//! (`sessionAffinityCookie`, `primarySessionAffinityCookie`, `previousSessionAffinityCookie`,
+//! each `<name>=<value>`), which the state machine must generate and rotate before `build`:
+//! the builder stays pure. With `canaryWeight > 0` and a cookie: `Set-Cookie` on the canary
+//! backendRef and a sticky rule (header `Cookie` regex `.*<name>.*<value>.*`) sending 100 to the
+//! canary first; with a primary cookie, the same towards the primary (its `Set-Cookie` lives for
+//! one analysis interval). At weight 0, a sticky rule on the previous (or still current) cookie
+//! expires it (`Max-Age=-1`). Unlike Flagger, no sticky rule is written when there is no cookie
+//! (Flagger then writes a duplicate of the weighted rule).
+
+use kube::Resource;
+use kube::api::ApiResource;
+use serde_json::{Map, Value, json};
+
+use super::Router;
+use crate::api::{Canary, SessionAffinity};
+use crate::canary::machine::Weights;
+use crate::canary::services::routing_metadata;
+use crate::canary::workload::owner_reference;
+use crate::ext::gateway_api::{
+    BackendObjectReference, GATEWAY_GROUP, HTTPRoute, HttpBackendRef, HttpNameMatch, HttpPathMatch,
+    HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts,
+    ParentReference, RequestMirror,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Flagger's `GatewayAPIRouter` for `gateway.networking.k8s.io/v1`. Stateless.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatewayApiRouter;
+
+/// Flagger's error for a match it cannot translate.
+const INVALID_MATCH: &str = "Invalid request matching selectors";
+
+fn names(canary: &Canary) -> (String, String, String) {
+    let apex = canary.spec.apex_name().to_string();
+    (
+        apex.clone(),
+        format!("{apex}-primary"),
+        format!("{apex}-canary"),
+    )
+}
+
+/// An Istio `StringMatch` (`exact`/`prefix`/`regex`) as a Gateway API `(type, value)`; `prefix`
+/// only where `allow_prefix` (paths).
+fn string_match(m: &Value, allow_prefix: bool) -> Result<(&'static str, String), String> {
+    let obj = m
+        .as_object()
+        .ok_or_else(|| format!("{INVALID_MATCH}: {m}"))?;
+    let get = |k: &str| obj.get(k).and_then(Value::as_str);
+    if let Some(v) = get("exact") {
+        Ok(("Exact", v.to_string()))
+    } else if let Some(v) = get("regex") {
+        Ok(("RegularExpression", v.to_string()))
+    } else if let (true, Some(v)) = (allow_prefix, get("prefix")) {
+        Ok(("PathPrefix", v.to_string()))
+    } else {
+        Err(format!("{INVALID_MATCH}: {m}"))
+    }
+}
+
+fn name_matches(m: Option<&Value>) -> Result<Vec<HttpNameMatch>, String> {
+    let Some(m) = m else { return Ok(vec![]) };
+    let obj = m
+        .as_object()
+        .ok_or_else(|| format!("{INVALID_MATCH}: {m}"))?;
+    let mut out = obj
+        .iter()
+        .map(|(name, sm)| {
+            let (t, value) = string_match(sm, false)?;
+            Ok(HttpNameMatch {
+                type_: Some(t.to_string()),
+                name: name.clone(),
+                value,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Flagger's match mapping from the Istio `HTTPMatchRequest` shape: `uri` exact/prefix/regex →
+/// path Exact/PathPrefix/RegularExpression, `method.exact` → method, `headers` and `queryParams`
+/// exact/regex → Exact/RegularExpression. Other keys (`sourceLabels`, `port`, …) are ignored and
+/// a match left empty is dropped, as in Flagger; any other string match kind is an error.
+pub fn map_matches(matches: &[Value]) -> Result<Vec<HttpRouteMatch>, String> {
+    matches
+        .iter()
+        .map(|m| {
+            let path = match m.get("uri") {
+                Some(uri) => {
+                    let (t, value) = string_match(uri, true)?;
+                    Some(HttpPathMatch {
+                        type_: Some(t.to_string()),
+                        value: Some(value),
+                    })
+                }
+                None => None,
+            };
+            let method = match m.get("method") {
+                Some(method) => Some(
+                    method
+                        .get("exact")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| format!("{INVALID_MATCH}: {method}"))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            Ok(HttpRouteMatch {
+                path,
+                headers: name_matches(m.get("headers"))?,
+                query_params: name_matches(m.get("queryParams"))?,
+                method,
+            })
+        })
+        .filter(|m| m.as_ref() != Ok(&HttpRouteMatch::default()))
+        .collect()
+}
+
+/// Flagger's `mergeMatchConditions`: for each analysis match, for each service match, the service
+/// match with its headers (query params) replaced by the analysis match's, when it has any.
+fn merge_matches(analysis: &[HttpRouteMatch], service: &[HttpRouteMatch]) -> Vec<HttpRouteMatch> {
+    if service.is_empty() {
+        return analysis.to_vec();
+    }
+    let mut out = vec![];
+    for a in analysis {
+        for s in service {
+            let mut m = s.clone();
+            if !a.headers.is_empty() {
+                m.headers = a.headers.clone();
+            }
+            if !a.query_params.is_empty() {
+                m.query_params = a.query_params.clone();
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Istio `Headers.request|response` (`set`/`add` maps, `remove` list) as a Gateway API header
+/// modifier (`set`/`add` lists sorted by name); `None` when empty.
+fn header_modifier(ops: Option<&Value>) -> Option<Value> {
+    let ops = ops?.as_object()?;
+    let mut out = Map::new();
+    for key in ["set", "add"] {
+        if let Some(m) = ops.get(key).and_then(Value::as_object) {
+            let mut list: Vec<(&String, &Value)> = m.iter().collect();
+            list.sort_by(|a, b| a.0.cmp(b.0));
+            if !list.is_empty() {
+                out.insert(
+                    key.into(),
+                    list.into_iter()
+                        .map(|(n, v)| json!({"name": n, "value": v}))
+                        .collect(),
+                );
+            }
+        }
+    }
+    if let Some(r) = ops
+        .get("remove")
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
+    {
+        out.insert("remove".into(), Value::Array(r.clone()));
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// Seconds of a duration `[0-9]+(h|m|s|ms)` repeated (`24h`, `1h30m`, `90s`); `None` if invalid.
+/// Sub-second remainders are truncated.
+fn duration_seconds(d: &str) -> Option<i64> {
+    let mut total_ms: i64 = 0;
+    let mut rest = d.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (factor, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else {
+            return None;
+        };
+        total_ms = total_ms.checked_add(n.checked_mul(factor)?)?;
+        rest = &rest[len..];
+    }
+    Some(total_ms / 1000)
+}
+
+/// Istio `CorsPolicy` as a Gateway API `CORS` filter body: `allowOrigins` (exact matches only, or
+/// the deprecated `allowOrigin` strings), `allowMethods`, `allowHeaders`, `exposeHeaders`,
+/// `allowCredentials`, `maxAge` in seconds. A prefix/regex origin or an unparsable `maxAge` is an
+/// error (Gateway API origins are plain strings with `*` wildcards).
+fn cors_filter(cors: &Value) -> Result<Option<Value>, String> {
+    let Some(c) = cors.as_object() else {
+        return Err(format!("invalid service.corsPolicy {cors}"));
+    };
+    let mut out = Map::new();
+    let mut origins = vec![];
+    for o in c
+        .get("allowOrigins")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match o.get("exact").and_then(Value::as_str) {
+            Some(exact) => origins.push(json!(exact)),
+            None => {
+                return Err(format!(
+                    "Gateway API CORS supports only exact allowOrigins, got {o}"
+                ));
+            }
+        }
+    }
+    for o in c
+        .get("allowOrigin")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        origins.push(o.clone());
+    }
+    if !origins.is_empty() {
+        out.insert("allowOrigins".into(), Value::Array(origins));
+    }
+    for key in ["allowMethods", "allowHeaders", "exposeHeaders"] {
+        if let Some(v) = c
+            .get(key)
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(v) = c.get("allowCredentials").filter(|v| v.is_boolean()) {
+        out.insert("allowCredentials".into(), v.clone());
+    }
+    if let Some(age) = c.get("maxAge").and_then(Value::as_str) {
+        let secs = duration_seconds(age)
+            .ok_or_else(|| format!("invalid service.corsPolicy.maxAge {age:?}"))?;
+        out.insert("maxAge".into(), json!(secs));
+    }
+    Ok((!out.is_empty()).then_some(Value::Object(out)))
+}
+
+/// The rule filters from `service.headers`, `service.rewrite`, `service.mirror` and
+/// `service.corsPolicy`, in Flagger's order.
+fn service_filters(canary: &Canary) -> Result<Vec<HttpRouteFilter>, String> {
+    let s = &canary.spec.service;
+    let mut out = vec![];
+    if let Some(h) = s.headers.as_ref() {
+        if let Some(m) = header_modifier(h.get("request")) {
+            out.push(HttpRouteFilter {
+                type_: "RequestHeaderModifier".into(),
+                request_header_modifier: Some(m),
+                ..Default::default()
+            });
+        }
+        if let Some(m) = header_modifier(h.get("response")) {
+            out.push(HttpRouteFilter {
+                type_: "ResponseHeaderModifier".into(),
+                response_header_modifier: Some(m),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(r) = s.rewrite.as_ref() {
+        let get = |k: &str| r.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let mut rewrite = Map::new();
+        if let Some(host) = get("authority") {
+            rewrite.insert("hostname".into(), json!(host));
+        }
+        if let Some(uri) = get("uri") {
+            rewrite.insert(
+                "path".into(),
+                if get("type") == Some("ReplaceFullPath") {
+                    json!({"type": "ReplaceFullPath", "replaceFullPath": uri})
+                } else {
+                    json!({"type": "ReplacePrefixMatch", "replacePrefixMatch": uri})
+                },
+            );
+        }
+        if !rewrite.is_empty() {
+            out.push(HttpRouteFilter {
+                type_: "URLRewrite".into(),
+                url_rewrite: Some(Value::Object(rewrite)),
+                ..Default::default()
+            });
+        }
+    }
+    for m in &s.mirror {
+        let mirror: RequestMirror = serde_json::from_value(m.clone())
+            .map_err(|e| format!("invalid service.mirror entry {m}: {e}"))?;
+        out.push(HttpRouteFilter {
+            type_: "RequestMirror".into(),
+            request_mirror: Some(mirror),
+            ..Default::default()
+        });
+    }
+    if let Some(cors) = s
+        .cors_policy
+        .as_ref()
+        .map(cors_filter)
+        .transpose()?
+        .flatten()
+    {
+        out.push(HttpRouteFilter {
+            type_: "CORS".into(),
+            cors: Some(cors),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+fn parent_ref(canary: &Canary) -> Vec<ParentReference> {
+    canary
+        .spec
+        .service
+        .gateway_refs
+        .iter()
+        .map(|g| ParentReference {
+            group: Some(g.group.clone().unwrap_or_else(|| GATEWAY_GROUP.into())),
+            kind: Some(g.kind.clone().unwrap_or_else(|| "Gateway".into())),
+            name: g.name.clone(),
+            namespace: g.namespace.clone(),
+            section_name: g.section_name.clone(),
+            port: g.port,
+        })
+        .collect()
+}
+
+impl GatewayApiRouter {
+    /// The HTTPRoute `<apex>` for `weights`.
+    ///
+    /// parentRefs: `service.gatewayRefs` (required; group/kind defaulted); hostnames:
+    /// `service.hosts`. One rule matching `service.match` (default `PathPrefix /`) with the
+    /// `service.headers`/`rewrite`/`mirror` filters, `timeouts` from `service.timeout` /
+    /// `backendTimeout`, and backendRefs `<apex>-primary` / `<apex>-canary` on `service.port`
+    /// weighted `weights.primary` / `weights.canary`; when `weights.mirror` and
+    /// `analysis.iterations > 0` (blue/green), a `RequestMirror` filter to `<apex>-canary` (all
+    /// requests: `analysis.mirrorWeight` is ignored, as in Flagger, since `percent` needs Gateway
+    /// API ≥ 1.2). A/B mode (`analysis.match` set): that rule matches `analysis.match × service
+    /// matches`, then a fallback rule sends the service matches to the primary alone.
+    pub fn http_route(&self, canary: &Canary, weights: Weights) -> Result<HTTPRoute, String> {
+        let (apex, primary, canary_svc) = names(canary);
+        let s = &canary.spec.service;
+        if s.gateway_refs.is_empty() {
+            return Err(
+                "GatewayRefs must be specified when using Gateway API as a provider.".into(),
+            );
+        }
+        let analysis = canary.spec.analysis();
+
+        let mut matches = map_matches(&s.r#match)?;
+        if matches.is_empty() {
+            matches = vec![HttpRouteMatch {
+                path: Some(HttpPathMatch {
+                    type_: Some("PathPrefix".into()),
+                    value: Some("/".into()),
+                }),
+                ..Default::default()
+            }];
+        }
+        let filters = service_filters(canary)?;
+        let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+        let timeouts = HttpRouteTimeouts {
+            request: non_empty(&s.timeout),
+            backend_request: non_empty(&s.backend_timeout),
+        };
+        let timeouts = (timeouts != HttpRouteTimeouts::default()).then_some(timeouts);
+        let backend = |name: &str, weight: i32| HttpBackendRef {
+            group: Some(String::new()),
+            kind: Some("Service".into()),
+            name: name.to_string(),
+            port: Some(s.port),
+            weight: Some(weight),
+            ..Default::default()
+        };
+
+        let mut weighted_filters = filters.clone();
+        if weights.mirror && analysis.and_then(|a| a.iterations).unwrap_or(0) > 0 {
+            weighted_filters.push(HttpRouteFilter {
+                type_: "RequestMirror".into(),
+                request_mirror: Some(RequestMirror {
+                    backend_ref: BackendObjectReference {
+                        group: Some(String::new()),
+                        kind: Some("Service".into()),
+                        name: canary_svc.clone(),
+                        namespace: None,
+                        port: Some(s.port),
+                    },
+                    percent: None,
+                    fraction: None,
+                }),
+                ..Default::default()
+            });
+        }
+        let ab = analysis.map(|a| a.r#match.as_slice()).unwrap_or_default();
+        let weighted_matches = if ab.is_empty() {
+            matches.clone()
+        } else {
+            merge_matches(&map_matches(ab)?, &matches)
+        };
+        let weighted = HttpRouteRule {
+            name: None,
+            matches: weighted_matches,
+            filters: weighted_filters,
+            backend_refs: vec![
+                backend(&primary, weights.primary),
+                backend(&canary_svc, weights.canary),
+            ],
+            timeouts: timeouts.clone(),
+        };
+        let mut rules = match analysis.and_then(|a| a.session_affinity.as_ref()) {
+            Some(sa) => sticky_rules(canary, sa, weights, weighted, &matches, &backend)?,
+            None => vec![weighted],
+        };
+        if !ab.is_empty() {
+            rules.push(HttpRouteRule {
+                name: None,
+                matches,
+                filters,
+                backend_refs: vec![backend(&primary, 100)],
+                timeouts,
+            });
+        }
+
+        let (labels, annotations) = routing_metadata(s.apex.as_ref());
+        Ok(HTTPRoute {
+            metadata: ObjectMeta {
+                name: Some(apex),
+                namespace: canary.metadata.namespace.clone(),
+                labels: (!labels.is_empty()).then_some(labels),
+                annotations: Some(annotations),
+                owner_references: Some(vec![owner_reference(canary)]),
+                ..Default::default()
+            },
+            spec: HttpRouteSpec {
+                parent_refs: parent_ref(canary),
+                hostnames: s.hosts.clone(),
+                rules,
+            },
+            status: None,
+        })
+    }
+}
+
+/// `Cookie` header regex match for the cookie `<name>=<value>`, merged with the service matches.
+fn cookie_matches(cookie: &str, service: &[HttpRouteMatch]) -> Vec<HttpRouteMatch> {
+    let (name, value) = cookie.split_once('=').unwrap_or((cookie, ""));
+    let m = HttpRouteMatch {
+        headers: vec![HttpNameMatch {
+            type_: Some("RegularExpression".into()),
+            name: COOKIE_HEADER.into(),
+            value: format!(".*{name}.*{value}.*"),
+        }],
+        ..Default::default()
+    };
+    merge_matches(&[m], service)
+}
+
+const COOKIE_HEADER: &str = "Cookie";
+
+fn set_cookie_filter(value: String) -> HttpRouteFilter {
+    HttpRouteFilter {
+        type_: "ResponseHeaderModifier".into(),
+        response_header_modifier: Some(json!({"add": [{"name": "Set-Cookie", "value": value}]})),
+        ..Default::default()
+    }
+}
+
+/// `<cookie>; Max-Age=<maxAge|86400>` plus the configured `Domain`, `HttpOnly`, `Partitioned`,
+/// `Path`, `SameSite`, `Secure` attributes.
+fn set_cookie_value(cookie: &str, sa: &SessionAffinity, max_age: i64) -> String {
+    let mut v = format!("{cookie}; Max-Age={max_age}");
+    if let Some(d) = sa.domain.as_deref().filter(|d| !d.is_empty()) {
+        v.push_str(&format!("; Domain={d}"));
+    }
+    if sa.http_only == Some(true) {
+        v.push_str("; HttpOnly");
+    }
+    if sa.partitioned == Some(true) {
+        v.push_str("; Partitioned");
+    }
+    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
+        v.push_str(&format!("; Path={p}"));
+    }
+    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
+        v.push_str(&format!("; SameSite={s}"));
+    }
+    if sa.secure == Some(true) {
+        v.push_str("; Secure");
+    }
+    v
+}
+
+/// The rules under session affinity: sticky rules first, then `weighted` (see the module docs).
+fn sticky_rules(
+    canary: &Canary,
+    sa: &SessionAffinity,
+    weights: Weights,
+    mut weighted: HttpRouteRule,
+    service: &[HttpRouteMatch],
+    backend: &dyn Fn(&str, i32) -> HttpBackendRef,
+) -> Result<Vec<HttpRouteRule>, String> {
+    let (_, primary, canary_svc) = names(canary);
+    let status = canary.status.as_ref();
+    let cookie_of = |f: fn(&crate::api::CanaryStatus) -> &Option<String>| {
+        status.and_then(|s| f(s).clone()).filter(|c| !c.is_empty())
+    };
+    let current = cookie_of(|s| &s.session_affinity_cookie);
+    let mut sticky = vec![];
+    if weights.canary > 0 {
+        if let Some(cookie) = current {
+            let max_age = i64::from(sa.max_age.unwrap_or(86_400));
+            for b in weighted
+                .backend_refs
+                .iter_mut()
+                .filter(|b| b.name == canary_svc)
+            {
+                b.filters
+                    .push(set_cookie_filter(set_cookie_value(&cookie, sa, max_age)));
+            }
+            sticky.push(HttpRouteRule {
+                matches: cookie_matches(&cookie, service),
+                backend_refs: vec![backend(&primary, 0), backend(&canary_svc, 100)],
+                ..weighted.clone()
+            });
+        }
+        let primary_cookie = cookie_of(|s| &s.primary_session_affinity_cookie);
+        if let (Some(_), Some(cookie)) = (sa.primary_cookie_name.as_ref(), primary_cookie) {
+            let interval = canary
+                .spec
+                .analysis()
+                .and_then(|a| a.interval.as_deref())
+                .and_then(duration_seconds)
+                .unwrap_or(60);
+            for b in weighted
+                .backend_refs
+                .iter_mut()
+                .filter(|b| b.name == primary)
+            {
+                b.filters
+                    .push(set_cookie_filter(set_cookie_value(&cookie, sa, interval)));
+            }
+            sticky.push(HttpRouteRule {
+                matches: cookie_matches(&cookie, service),
+                backend_refs: vec![backend(&primary, 100), backend(&canary_svc, 0)],
+                ..weighted.clone()
+            });
+        }
+        // The sticky rules route without cookies of their own.
+        for r in &mut sticky {
+            for b in &mut r.backend_refs {
+                b.filters.clear();
+            }
+        }
+    } else if let Some(previous) =
+        current.or_else(|| cookie_of(|s| &s.previous_session_affinity_cookie))
+    {
+        let mut rule = HttpRouteRule {
+            matches: cookie_matches(&previous, service),
+            ..weighted.clone()
+        };
+        rule.filters
+            .push(set_cookie_filter(format!("{previous}; Max-Age=-1")));
+        sticky.push(rule);
+    }
+    sticky.push(weighted);
+    Ok(sticky)
+}
+
+/// A rule sending requests that carry the session-affinity cookie (`Cookie` header regex naming
+/// `sa.cookieName` or `sa.primaryCookieName`): not the weighted rule.
+fn is_sticky(rule: &HttpRouteRule, sa: &SessionAffinity) -> bool {
+    let names = [
+        Some(sa.cookie_name.as_str()),
+        sa.primary_cookie_name.as_deref(),
+    ];
+    rule.matches.iter().any(|m| {
+        m.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case(COOKIE_HEADER)
+                && h.type_.as_deref() == Some("RegularExpression")
+                && names
+                    .iter()
+                    .flatten()
+                    .any(|n| !n.is_empty() && h.value.contains(n))
+        })
+    })
+}
+
+/// Takeover of a same-named HTTPRoute the user wrote (pure groundwork; the caller decides when):
+/// `desired` (from [`GatewayApiRouter::http_route`]) plus, after pennant's rules, every rule of
+/// `live` that sends nothing to `<apex>`, `<apex>-primary` or `<apex>-canary`, so the user's
+/// other routes survive (Flagger replaces the whole spec, #1857). Rules of `live` that route the
+/// apex are pennant's to rewrite and are dropped.
+pub fn keep_user_rules(canary: &Canary, mut desired: HTTPRoute, live: &HTTPRoute) -> HTTPRoute {
+    let (apex, primary, canary_svc) = names(canary);
+    let ours = [apex, primary, canary_svc];
+    let kept = live
+        .spec
+        .rules
+        .iter()
+        .filter(|r| !r.backend_refs.iter().any(|b| ours.contains(&b.name)))
+        .filter(|r| !desired.spec.rules.contains(r))
+        .cloned()
+        .collect::<Vec<_>>();
+    desired.spec.rules.extend(kept);
+    desired
+}
+
+fn normalized(p: &ParentReference, route_ns: Option<&str>) -> ParentReference {
+    ParentReference {
+        group: Some(p.group.clone().unwrap_or_else(|| GATEWAY_GROUP.into())),
+        kind: Some(p.kind.clone().unwrap_or_else(|| "Gateway".into())),
+        namespace: p.namespace.clone().or(route_ns.map(str::to_string)),
+        ..p.clone()
+    }
+}
+
+/// Flagger's check before reading weights: every parent status whose `parentRef` is one of the
+/// spec's must have its `Accepted` condition `True` with `observedGeneration` ≥ the route's
+/// generation. Parents without a status pass (the gateway has not reported yet). The error names
+/// the first parent that fails.
+pub fn route_accepted(route: &HTTPRoute) -> Result<(), String> {
+    let ns = route.metadata.namespace.as_deref();
+    let generation = route.metadata.generation.unwrap_or(0);
+    let parents = route.status.iter().flat_map(|s| s.parents.iter());
+    for status in parents {
+        let status_ref = normalized(&status.parent_ref, ns);
+        if !route
+            .spec
+            .parent_refs
+            .iter()
+            .any(|p| normalized(p, ns) == status_ref)
+        {
+            continue;
+        }
+        for c in status.conditions.iter().filter(|c| c.type_ == "Accepted") {
+            if c.status != "True" || c.observed_generation.unwrap_or(0) < generation {
+                return Err(format!(
+                    "HTTPRoute {}.{} parent {} not accepted at generation {generation}: {}",
+                    route.metadata.name.as_deref().unwrap_or(""),
+                    ns.unwrap_or(""),
+                    status.parent_ref.name,
+                    c.message
+                        .as_deref()
+                        .or(c.reason.as_deref())
+                        .unwrap_or(&c.status)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The split of HTTPRoute `route` for `canary`: the first rule with a `<apex>-canary` backendRef
+/// (under session affinity, that is not a sticky `Cookie` rule) gives both weights (an absent weight is Gateway API's default 1); `mirror` is a `RequestMirror`
+/// filter of that rule targeting `<apex>-canary`. `None` when no rule has the canary backend,
+/// both weights are 0, or a parent has not accepted the route ([`route_accepted`]).
+pub fn read_route_weights(canary: &Canary, route: &HTTPRoute) -> Option<Weights> {
+    let (_, primary, canary_svc) = names(canary);
+    route_accepted(route).ok()?;
+    let sa = canary
+        .spec
+        .analysis()
+        .and_then(|a| a.session_affinity.as_ref());
+    let rule = route.spec.rules.iter().find(|r| {
+        r.backend_refs.iter().any(|b| b.name == canary_svc)
+            && !sa.is_some_and(|sa| is_sticky(r, sa))
+    })?;
+    let weight_of = |name: &str| {
+        rule.backend_refs
+            .iter()
+            .find(|b| b.name == name)
+            .map_or(0, |b| b.weight.unwrap_or(1))
+    };
+    let mirror = rule.filters.iter().any(|f| {
+        f.type_ == "RequestMirror"
+            && f.request_mirror
+                .as_ref()
+                .is_some_and(|m| m.backend_ref.name == canary_svc)
+    });
+    let w = Weights {
+        primary: weight_of(&primary),
+        canary: weight_of(&canary_svc),
+        mirror,
+    };
+    (w.primary != 0 || w.canary != 0).then_some(w)
+}
+
+impl Router for GatewayApiRouter {
+    fn resources(&self) -> Vec<ApiResource> {
+        vec![ApiResource::erase::<HTTPRoute>(&())]
+    }
+
+    /// `[HTTPRoute <apex>]`.
+    fn build(&self, canary: &Canary, weights: Weights) -> Result<Vec<Value>, String> {
+        let route = self.http_route(canary, weights)?;
+        let v = serde_json::to_value(&route).map_err(|e| format!("serializing HTTPRoute: {e}"))?;
+        Ok(vec![v])
+    }
+
+    /// The HTTPRoute `<apex>` of `live`, read by [`read_route_weights`].
+    fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights> {
+        let (apex, _, _) = names(canary);
+        let group = format!("{}/", HTTPRoute::group(&()));
+        let obj = live.iter().find(|o| {
+            o["kind"] == HTTPRoute::kind(&()).as_ref()
+                && o["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with(&group))
+                && o["metadata"]["name"] == apex.as_str()
+        })?;
+        let route: HTTPRoute = serde_json::from_value(obj.clone()).ok()?;
+        read_route_weights(canary, &route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanaryStatus};
+    use proptest::prelude::*;
+
+    fn split(canary: i32) -> Weights {
+        Weights {
+            primary: 100 - canary,
+            canary,
+            mirror: false,
+        }
+    }
+
+    /// Flagger's Gateway API tutorial Canary
+    /// (`docs/gitbook/tutorials/gatewayapi-progressive-delivery.md`).
+    fn gw_canary() -> Canary {
+        let mut c: Canary = serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "provider": "gatewayapi:v1",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "progressDeadlineSeconds": 60,
+                "service": {"port": 9898, "targetPort": 9898, "hosts": ["www.example.com"],
+                            "gatewayRefs": [{"name": "gateway", "namespace": "istio-ingress"}]},
+                "analysis": {"interval": "1m", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+                    "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}]}
+            }
+        }))
+        .unwrap();
+        c.metadata.uid = Some("6f1c0a4e-0000-4000-8000-000000000001".into());
+        c
+    }
+
+    /// The same, with every `service` option the router translates.
+    fn full_canary() -> Canary {
+        let mut c = gw_canary();
+        let s = &mut c.spec.service;
+        s.timeout = Some("30s".into());
+        s.backend_timeout = Some("10s".into());
+        s.r#match = vec![
+            json!({"uri": {"prefix": "/api"}, "method": {"exact": "GET"},
+                   "headers": {"x-b": {"regex": "b.*"}, "x-a": {"exact": "a"}},
+                   "queryParams": {"debug": {"exact": "1"}}}),
+            json!({"uri": {"exact": "/healthz"}}),
+        ];
+        s.headers = Some(json!({
+            "request": {"set": {"x-z": "z", "x-y": "y"}, "remove": ["x-internal"]},
+            "response": {"add": {"x-served-by": "pennant"}}
+        }));
+        s.rewrite = Some(json!({"uri": "/", "authority": "backend.local"}));
+        s.mirror = vec![json!({"backendRef": {"name": "shadow", "port": 80}})];
+        s.cors_policy = Some(json!({
+            "allowOrigins": [{"exact": "https://example.com"}],
+            "allowMethods": ["GET", "POST"], "allowHeaders": ["x-custom"],
+            "exposeHeaders": [], "allowCredentials": true, "maxAge": "24h"
+        }));
+        s.apex = Some(crate::api::CustomMetadata {
+            labels: [("tier".to_string(), "web".to_string())].into(),
+            annotations: Default::default(),
+        });
+        c
+    }
+
+    fn ab_canary() -> Canary {
+        let mut c = gw_canary();
+        c.spec.analysis = Some(CanaryAnalysis {
+            interval: Some("1m".into()),
+            iterations: Some(10),
+            threshold: Some(2),
+            r#match: vec![
+                json!({"headers": {"x-canary": {"exact": "insider"}}}),
+                json!({"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}),
+            ],
+            ..Default::default()
+        });
+        c
+    }
+
+    fn bg_mirror_canary() -> Canary {
+        let mut c = gw_canary();
+        c.spec.analysis = Some(CanaryAnalysis {
+            interval: Some("1m".into()),
+            iterations: Some(10),
+            threshold: Some(2),
+            mirror: Some(true),
+            mirror_weight: Some(50),
+            ..Default::default()
+        });
+        c
+    }
+
+    fn build(c: &Canary, w: Weights) -> Vec<Value> {
+        GatewayApiRouter.build(c, w).unwrap()
+    }
+
+    fn spec(c: &Canary, w: Weights) -> Value {
+        serde_json::to_value(GatewayApiRouter.http_route(c, w).unwrap().spec).unwrap()
+    }
+
+    #[test]
+    fn flagger_gatewayapi_example_100_0() {
+        insta::assert_yaml_snapshot!(build(&gw_canary(), split(0)));
+    }
+
+    #[test]
+    fn flagger_gatewayapi_example_70_30() {
+        insta::assert_yaml_snapshot!(build(&gw_canary(), split(30)));
+    }
+
+    #[test]
+    fn all_service_options_70_30() {
+        insta::assert_yaml_snapshot!(build(&full_canary(), split(30)));
+    }
+
+    #[test]
+    fn ab_during_iterations() {
+        insta::assert_yaml_snapshot!(build(&ab_canary(), split(100)));
+    }
+
+    #[test]
+    fn blue_green_mirror() {
+        let mirrored = Weights {
+            primary: 100,
+            canary: 0,
+            mirror: true,
+        };
+        insta::assert_yaml_snapshot!(build(&bg_mirror_canary(), mirrored));
+    }
+
+    #[test]
+    fn mirror_only_in_blue_green() {
+        let mirrored = Weights {
+            primary: 100,
+            canary: 0,
+            mirror: true,
+        };
+        let s = spec(&gw_canary(), mirrored);
+        assert!(s["rules"][0].get("filters").is_none());
+        assert_eq!(
+            GatewayApiRouter.read_weights(&gw_canary(), &build(&gw_canary(), mirrored)),
+            Some(split(0))
+        );
+        let s = spec(&bg_mirror_canary(), split(0));
+        assert!(s["rules"][0].get("filters").is_none());
+    }
+
+    #[test]
+    fn ab_merges_service_matches_with_conditions() {
+        let mut c = ab_canary();
+        c.spec.service.r#match = vec![
+            json!({"uri": {"prefix": "/api"}, "headers": {"x-service": {"exact": "replaced"}}}),
+            json!({"sourceLabels": {"app": "dropped"}}),
+        ];
+        let s = spec(&c, split(100));
+        assert_eq!(
+            s["rules"][0]["matches"],
+            json!([
+                {"path": {"type": "PathPrefix", "value": "/api"},
+                 "headers": [{"type": "Exact", "name": "x-canary", "value": "insider"}]},
+                {"path": {"type": "PathPrefix", "value": "/api"},
+                 "headers": [{"type": "RegularExpression", "name": "cookie", "value": "^(.*?;)?(canary=always)(;.*)?$"}]}
+            ])
+        );
+        assert_eq!(
+            s["rules"][1],
+            json!({"matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                                "headers": [{"type": "Exact", "name": "x-service", "value": "replaced"}]}],
+                   "backendRefs": [{"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100}]})
+        );
+    }
+
+    #[test]
+    fn invalid_matches_and_missing_gateway_refs_are_errors() {
+        let mut c = gw_canary();
+        c.spec.service.r#match = vec![json!({"uri": {"suffix": ".png"}})];
+        assert_eq!(
+            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            r#"Invalid request matching selectors: {"suffix":".png"}"#
+        );
+        c.spec.service.r#match = vec![json!({"headers": {"x": {"prefix": "a"}}})];
+        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+        c.spec.service.r#match = vec![json!({"method": {"regex": "G.*"}})];
+        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+        let mut c = gw_canary();
+        c.spec.service.gateway_refs.clear();
+        assert_eq!(
+            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            "GatewayRefs must be specified when using Gateway API as a provider."
+        );
+        let mut c = gw_canary();
+        c.spec.service.cors_policy = Some(json!({"allowOrigins": [{"regex": ".*"}]}));
+        assert_eq!(
+            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            r#"Gateway API CORS supports only exact allowOrigins, got {"regex":".*"}"#
+        );
+        c.spec.service.cors_policy = Some(json!({"maxAge": "1d"}));
+        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+    }
+
+    #[test]
+    fn rewrite_full_path_and_prefix() {
+        let mut c = gw_canary();
+        c.spec.service.rewrite = Some(json!({"uri": "/v2", "type": "ReplaceFullPath"}));
+        assert_eq!(
+            spec(&c, split(0))["rules"][0]["filters"],
+            json!([{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/v2"}}}])
+        );
+        c.spec.service.rewrite = Some(json!({"type": "ReplaceFullPath"}));
+        assert!(spec(&c, split(0))["rules"][0].get("filters").is_none());
+    }
+
+    fn sticky_canary(primary_cookie: bool) -> Canary {
+        let mut c = gw_canary();
+        c.spec.analysis.as_mut().unwrap().session_affinity = Some(SessionAffinity {
+            cookie_name: "flagger-cookie".into(),
+            primary_cookie_name: primary_cookie.then(|| "flagger-primary".into()),
+            max_age: Some(3600),
+            path: Some("/".into()),
+            http_only: Some(true),
+            ..Default::default()
+        });
+        c.status = Some(CanaryStatus {
+            session_affinity_cookie: Some("flagger-cookie=LpsIaLdoNZ".into()),
+            primary_session_affinity_cookie: primary_cookie
+                .then(|| "flagger-primary=XkAbCdEfGh".into()),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn session_affinity_70_30() {
+        insta::assert_yaml_snapshot!(spec(&sticky_canary(true), split(30)));
+    }
+
+    #[test]
+    fn session_affinity_expires_the_previous_cookie_at_weight_0() {
+        let mut c = sticky_canary(false);
+        let status = c.status.as_mut().unwrap();
+        status.previous_session_affinity_cookie = status.session_affinity_cookie.take();
+        let s = spec(&c, split(0));
+        assert_eq!(s["rules"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            s["rules"][0]["matches"],
+            json!([{"headers": [{"type": "RegularExpression", "name": "Cookie",
+                                 "value": ".*flagger-cookie.*LpsIaLdoNZ.*"}],
+                    "path": {"type": "PathPrefix", "value": "/"}}])
+        );
+        assert_eq!(
+            s["rules"][0]["filters"],
+            json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier":
+                     {"add": [{"name": "Set-Cookie", "value": "flagger-cookie=LpsIaLdoNZ; Max-Age=-1"}]}}])
+        );
+        assert_eq!(s["rules"][0]["backendRefs"][0]["weight"], 100);
+        // No cookie at all: only the weighted rule.
+        c.status = None;
+        assert_eq!(spec(&c, split(0))["rules"].as_array().unwrap().len(), 1);
+        assert_eq!(spec(&c, split(30))["rules"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn session_affinity_round_trip_skips_sticky_rules() {
+        for primary in [false, true] {
+            let c = sticky_canary(primary);
+            for w in [split(0), split(10), split(50), split(100)] {
+                assert_eq!(GatewayApiRouter.read_weights(&c, &build(&c, w)), Some(w));
+            }
+        }
+    }
+
+    #[test]
+    fn takeover_keeps_the_users_other_rules() {
+        let c = gw_canary();
+        let live: HTTPRoute = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"parentRefs": [{"name": "gateway", "namespace": "istio-ingress"}],
+                     "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]},
+                {"backendRefs": [{"name": "podinfo", "port": 9898}]}]}
+        }))
+        .unwrap();
+        let desired = GatewayApiRouter.http_route(&c, split(30)).unwrap();
+        let merged = keep_user_rules(&c, desired.clone(), &live);
+        assert_eq!(merged.spec.rules.len(), 2);
+        assert_eq!(merged.spec.rules[0], desired.spec.rules[0]);
+        assert_eq!(merged.spec.rules[1], live.spec.rules[0]);
+        // Idempotent: re-applying over pennant's own route adds nothing.
+        let again = keep_user_rules(&c, desired.clone(), &merged);
+        assert_eq!(again.spec, merged.spec);
+        let v = serde_json::to_value(&merged).unwrap();
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[v]), Some(split(30)));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_seconds("24h"), Some(86_400));
+        assert_eq!(duration_seconds("1h30m5s"), Some(5_405));
+        assert_eq!(duration_seconds("1500ms"), Some(1));
+        assert_eq!(duration_seconds(""), None);
+        assert_eq!(duration_seconds("5"), None);
+        assert_eq!(duration_seconds("1d"), None);
+    }
+
+    fn live_with_status(c: &Canary, w: Weights, status: &str, observed: i64) -> Value {
+        let mut v = build(c, w).remove(0);
+        v["metadata"]["generation"] = json!(2);
+        v["status"] = json!({"parents": [{
+        "parentRef": {"name": "gateway", "namespace": "istio-ingress"},
+        "controllerName": "istio.io/gateway-controller",
+        "conditions": [
+            {"type": "Accepted", "status": status, "observedGeneration": observed,
+             "reason": "NotAllowedByListeners", "message": "no listener"},
+            {"type": "ResolvedRefs", "status": "True", "observedGeneration": observed}
+        ]}]});
+        v
+    }
+
+    #[test]
+    fn read_weights_waits_for_the_parent_to_accept_the_last_generation() {
+        let c = gw_canary();
+        let ok = live_with_status(&c, split(30), "True", 2);
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[ok]), Some(split(30)));
+        let stale = live_with_status(&c, split(30), "True", 1);
+        assert_eq!(
+            GatewayApiRouter.read_weights(&c, std::slice::from_ref(&stale)),
+            None
+        );
+        let route: HTTPRoute = serde_json::from_value(stale).unwrap();
+        assert_eq!(
+            route_accepted(&route).unwrap_err(),
+            "HTTPRoute podinfo.test parent gateway not accepted at generation 2: no listener"
+        );
+        let refused = live_with_status(&c, split(30), "False", 2);
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[refused]), None);
+        // A parent that is not one of the spec's does not count.
+        let mut other = live_with_status(&c, split(30), "False", 2);
+        other["status"]["parents"][0]["parentRef"]["name"] = json!("other");
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[other]), Some(split(30)));
+    }
+
+    #[test]
+    fn read_weights_of_a_hand_written_route() {
+        let c = gw_canary();
+        let live = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]},
+                {"backendRefs": [{"name": "podinfo-primary", "port": 9898},
+                                 {"name": "podinfo-canary", "port": 9898, "weight": 0}]}]}
+        });
+        assert_eq!(
+            GatewayApiRouter.read_weights(&c, std::slice::from_ref(&live)),
+            Some(Weights {
+                primary: 1,
+                canary: 0,
+                mirror: false
+            })
+        );
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[]), None);
+        let mut other = live;
+        other["metadata"]["name"] = json!("other");
+        assert_eq!(GatewayApiRouter.read_weights(&c, &[other]), None);
+    }
+
+    #[test]
+    fn round_trip_all_fixtures() {
+        let mirrored = Weights {
+            primary: 100,
+            canary: 0,
+            mirror: true,
+        };
+        for c in [gw_canary(), full_canary(), ab_canary()] {
+            for w in [split(0), split(30), split(100)] {
+                assert_eq!(GatewayApiRouter.read_weights(&c, &build(&c, w)), Some(w));
+            }
+        }
+        let c = bg_mirror_canary();
+        assert_eq!(
+            GatewayApiRouter.read_weights(&c, &build(&c, mirrored)),
+            Some(mirrored)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn read_weights_inverts_build(canary in 0..=100i32, mirror: bool, full: bool, ab: bool) {
+            let c = if ab { ab_canary() } else if full { full_canary() } else { bg_mirror_canary() };
+            // Mirroring only exists in blue/green (`bg_mirror_canary`).
+            let w = Weights { primary: 100 - canary, canary, mirror: mirror && !ab && !full };
+            let objs = GatewayApiRouter.build(&c, w).unwrap();
+            prop_assert_eq!(GatewayApiRouter.read_weights(&c, &objs), Some(w));
+        }
+    }
+}
