@@ -9,6 +9,7 @@ pub mod canary;
 pub mod cli;
 pub mod ext;
 pub mod gate;
+pub mod http_post;
 pub mod metrics;
 pub mod notify;
 pub mod router;

@@ -20,25 +20,18 @@
 //! a `Retry-After: <seconds>` header (capped at the maximum delay). The timeout is per attempt.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use kube::ResourceExt;
-use reqwest::StatusCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{Canary, CanaryPhase, CanaryStatus, CanaryWebhook, parse_duration};
 use crate::canary::machine::{HookKind, HookVerdict};
+use crate::http_post::{self, PostError, Retries};
 
 /// Per-attempt timeout when the hook sets none (or `0s`), as Flagger.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Characters of a failing hook's response body quoted in the message.
-const BODY_QUOTE: usize = 200;
-/// Bytes of a failing hook's response body read at most.
-const BODY_LIMIT: usize = 64 * 1024;
 
 /// The JSON body POSTed to a webhook, Flagger's `CanaryWebhookPayload`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -171,38 +164,6 @@ pub fn timeout_of(hook: &CanaryWebhook) -> Result<Duration, HookFailure> {
     }
 }
 
-/// One failed attempt, with what the retry policy needs.
-enum AttemptError {
-    Status {
-        status: StatusCode,
-        body: String,
-        retry_after: Option<Duration>,
-    },
-    Transport {
-        error: String,
-        retryable: bool,
-    },
-}
-
-impl AttemptError {
-    fn retryable(&self) -> bool {
-        match self {
-            AttemptError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS
-                    || (status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED)
-            }
-            AttemptError::Transport { retryable, .. } => *retryable,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            AttemptError::Status { retry_after, .. } => *retry_after,
-            AttemptError::Transport { .. } => None,
-        }
-    }
-}
-
 /// POST `payload` to `hook.url`, with the hook's timeout per attempt and up to `hook.retries`
 /// retries. `Ok` carries the 2xx status code.
 pub async fn call(
@@ -213,98 +174,25 @@ pub async fn call(
 ) -> Result<u16, HookFailure> {
     let timeout = timeout_of(hook)?;
     let body = serde_json::to_vec(payload).expect("payload serialises");
-    let retries = hook.retries.unwrap_or(0).max(0) as usize;
-    let attempts = AtomicUsize::new(0);
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(retry.min_delay)
-        .with_max_delay(retry.max_delay)
-        .with_max_times(retries);
-    let max_delay = retry.max_delay;
-
-    let result = (|| async {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        attempt(client, &hook.url, &body, timeout).await
-    })
-    .retry(backoff)
-    .when(AttemptError::retryable)
-    .adjust(|e, next| next.map(|d| e.retry_after().map_or(d, |ra| ra.min(max_delay))))
-    .await;
-
-    let attempts = attempts.load(Ordering::Relaxed);
-    match result {
-        Ok(status) => Ok(status.as_u16()),
-        Err(AttemptError::Status { status, body, .. }) => Err(HookFailure::Status {
+    let retries = Retries {
+        min_delay: retry.min_delay,
+        max_delay: retry.max_delay,
+        retries: hook.retries.unwrap_or(0).max(0) as usize,
+    };
+    match http_post::post_json(client, hook.url.as_str(), None, &body, timeout, retries).await {
+        Ok((status, _)) => Ok(status.as_u16()),
+        Err(PostError::Status {
+            status,
+            body,
+            attempts,
+        }) => Err(HookFailure::Status {
             status: status.as_u16(),
             body,
             attempts,
         }),
-        Err(AttemptError::Transport { error, .. }) => {
+        Err(PostError::Transport { error, attempts }) => {
             Err(HookFailure::Transport { error, attempts })
         }
-    }
-}
-
-async fn attempt(
-    client: &reqwest::Client,
-    url: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<StatusCode, AttemptError> {
-    let transport = |e: reqwest::Error| {
-        let retryable = !e.is_builder();
-        let error = if e.is_timeout() {
-            format!("timed out after {}", humantime(timeout))
-        } else {
-            crate::analysis::prometheus::chain(&e.without_url())
-        };
-        AttemptError::Transport { error, retryable }
-    };
-    let mut resp = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .timeout(timeout)
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_err(transport)?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(status);
-    }
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let mut raw = Vec::new();
-    // The body is only quoted in a message: a read error or a huge body just shortens it.
-    while raw.len() < BODY_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(c)) => raw.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    Err(AttemptError::Status {
-        status,
-        body: quote(&String::from_utf8_lossy(&raw)),
-        retry_after,
-    })
-}
-
-fn humantime(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-fn quote(body: &str) -> String {
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(BODY_QUOTE) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
     }
 }
 

@@ -11,20 +11,14 @@
 //! show only `scheme://host[:port]/…` (see [`redact`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
+use reqwest::header::HeaderValue;
 use serde::Serialize;
 
 use super::NotifyError;
-
-/// Characters of a refusing service's response body quoted in the error.
-const BODY_QUOTE: usize = 200;
-/// Bytes of a response body read at most.
-const BODY_LIMIT: usize = 64 * 1024;
+use crate::http_post::{self, PostError, Retries};
 
 /// Timeout and retries of one alert delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,38 +109,6 @@ fn proxied_client(proxy: &str) -> Result<reqwest::Client, String> {
         })
 }
 
-/// One failed attempt.
-enum AttemptError {
-    Status {
-        status: StatusCode,
-        body: String,
-        retry_after: Option<Duration>,
-    },
-    Transport {
-        error: String,
-        retryable: bool,
-    },
-}
-
-impl AttemptError {
-    fn retryable(&self) -> bool {
-        match self {
-            AttemptError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS
-                    || (status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED)
-            }
-            AttemptError::Transport { retryable, .. } => *retryable,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            AttemptError::Status { retry_after, .. } => *retry_after,
-            AttemptError::Transport { .. } => None,
-        }
-    }
-}
-
 impl Endpoint {
     /// `proxy`: when set, calls go through a dedicated client with that proxy; otherwise through
     /// `http`. The error is the reason the proxy is unusable.
@@ -183,109 +145,53 @@ impl Endpoint {
         payload: &T,
     ) -> Result<String, NotifyError> {
         let body = serde_json::to_vec(payload).expect("alert payloads serialise");
-        let attempts = AtomicUsize::new(0);
+        let authorization = match &self.token {
+            Some(token) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    NotifyError::Transport {
+                        notifier: self.describe(),
+                        error: "the token is not a valid HTTP header value".into(),
+                        attempts: 0,
+                    }
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         let p = &self.policy;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(p.min_delay)
-            .with_max_delay(p.max_delay)
-            .with_max_times(p.attempts.max(1) - 1);
-        let max_delay = p.max_delay;
-
-        let result = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&body).await
-        })
-        .retry(backoff)
-        .when(AttemptError::retryable)
-        .adjust(|e, next| next.map(|d| e.retry_after().map_or(d, |ra| ra.min(max_delay))))
-        .await;
-
-        let attempts = attempts.load(Ordering::Relaxed);
-        result.map_err(|e| match e {
-            AttemptError::Status { status, body, .. } => NotifyError::Status {
+        let retries = Retries {
+            min_delay: p.min_delay,
+            max_delay: p.max_delay,
+            retries: p.attempts.max(1) - 1,
+        };
+        match http_post::post_json(
+            &self.client,
+            self.url.clone(),
+            authorization.as_ref(),
+            &body,
+            p.timeout,
+            retries,
+        )
+        .await
+        {
+            Ok((_, text)) => Ok(text),
+            Err(PostError::Status {
+                status,
+                body,
+                attempts,
+            }) => Err(NotifyError::Status {
                 notifier: self.describe(),
                 status: status.as_u16(),
                 body,
                 attempts,
-            },
-            AttemptError::Transport { error, .. } => NotifyError::Transport {
+            }),
+            Err(PostError::Transport { error, attempts }) => Err(NotifyError::Transport {
                 notifier: self.describe(),
                 error,
                 attempts,
-            },
-        })
-    }
-
-    async fn attempt(&self, body: &[u8]) -> Result<String, AttemptError> {
-        let timeout = self.policy.timeout;
-        let transport = |e: reqwest::Error| {
-            let retryable = !e.is_builder();
-            let error = if e.is_timeout() {
-                format!("timed out after {}", seconds(timeout))
-            } else {
-                // without_url: the URL's path is the webhook's secret.
-                crate::analysis::prometheus::chain(&e.without_url())
-            };
-            AttemptError::Transport { error, retryable }
-        };
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(timeout)
-            .body(body.to_vec());
-        if let Some(token) = &self.token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                AttemptError::Transport {
-                    error: "the token is not a valid HTTP header value".into(),
-                    retryable: false,
-                }
-            })?;
-            v.set_sensitive(true);
-            req = req.header(AUTHORIZATION, v);
+            }),
         }
-        let mut resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let mut raw = Vec::new();
-        // The body is only quoted: a read error or a huge body just shortens it.
-        while raw.len() < BODY_LIMIT {
-            match resp.chunk().await {
-                Ok(Some(c)) => raw.extend_from_slice(&c),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        if status.is_success() {
-            return Ok(text);
-        }
-        Err(AttemptError::Status {
-            status,
-            body: quote(&text),
-            retry_after,
-        })
-    }
-}
-
-fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-/// The body on one line, at most [`BODY_QUOTE`] characters.
-fn quote(body: &str) -> String {
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(BODY_QUOTE) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
     }
 }
 
