@@ -9,7 +9,14 @@
 //!   `kind: Gateway`) so the desired and live specs compare equal;
 //! - match headers and query params are written sorted by name (Flagger iterates a Go map);
 //! - the A/B fallback rule always sends 100 to the primary;
-//! - the route also gets the Flux "disabled" annotations, like every routing object.
+//! - the route also gets the Flux "disabled" annotations, like every routing object;
+//! - `service.corsPolicy` becomes a `CORS` filter (exact origins only; other kinds are an error)
+//!   and `service.backendTimeout` becomes `timeouts.backendRequest`;
+//! - [`keep_user_rules`] lets the caller take over a same-named HTTPRoute without losing the
+//!   user's other rules (#1857).
+//!
+//! Weights are read back only once every parent accepted the route's generation
+//! ([`route_accepted`], as Flagger after #1732). `analysis.mirrorWeight` is ignored, as in Flagger.
 //!
 //! Session affinity (`analysis.sessionAffinity`) is built from the cookies in the Canary's status
 //! (`sessionAffinityCookie`, `primarySessionAffinityCookie`, `previousSessionAffinityCookie`,
@@ -357,13 +364,14 @@ impl GatewayApiRouter {
     ///
     /// parentRefs: `service.gatewayRefs` (required; group/kind defaulted); hostnames:
     /// `service.hosts`. One rule matching `service.match` (default `PathPrefix /`) with the
-    /// `service.headers`/`rewrite`/`mirror` filters, `timeouts` from `service.timeout` /
+    /// `service.headers`/`rewrite`/`mirror`/`corsPolicy` filters, `timeouts` from `service.timeout` /
     /// `backendTimeout`, and backendRefs `<apex>-primary` / `<apex>-canary` on `service.port`
     /// weighted `weights.primary` / `weights.canary`; when `weights.mirror` and
     /// `analysis.iterations > 0` (blue/green), a `RequestMirror` filter to `<apex>-canary` (all
     /// requests: `analysis.mirrorWeight` is ignored, as in Flagger, since `percent` needs Gateway
     /// API ≥ 1.2). A/B mode (`analysis.match` set): that rule matches `analysis.match × service
-    /// matches`, then a fallback rule sends the service matches to the primary alone.
+    /// matches`, then a fallback rule sends the service matches to the primary alone. Session
+    /// affinity prepends sticky rules (module docs).
     pub fn http_route(&self, canary: &Canary, weights: Weights) -> Result<HTTPRoute, String> {
         let (apex, primary, canary_svc) = names(canary);
         let s = &canary.spec.service;
