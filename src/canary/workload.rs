@@ -250,12 +250,12 @@ pub fn primary_revision_id(d: &Deployment) -> Option<String> {
 /// 1. `metadata.generation > status.observedGeneration` → NotReady("waiting for rollout to finish:
 ///    observed deployment generation less than desired generation");
 /// 2. condition `Progressing` with reason `ProgressDeadlineExceeded` → Failed("deployment
-///    \"<name>\" exceeded its progress deadline");
+///    \"NAME\" exceeded its progress deadline");
 /// 3. `updatedReplicas < spec.replicas` → NotReady("… N out of M new replicas have been updated");
 /// 4. `status.replicas > updatedReplicas` → NotReady("… N old replicas are pending termination");
 /// 5. `availableReplicas < floor(updatedReplicas × threshold / 100)` → NotReady("… N of M
 ///    (readyThreshold X%) updated replicas are available");
-/// 6. `spec.replicas == 0` → NotReady("deployment \"<name>\" is scaled to zero") (what Flagger's
+/// 6. `spec.replicas == 0` → NotReady("deployment \"NAME\" is scaled to zero") (what Flagger's
 ///    `IsPrimaryReady` meant to check but never did, §2.7 quirk);
 /// 7. otherwise Ready.
 ///

@@ -19,7 +19,7 @@
 //!   and transport errors, 429 and 5xx are retried, 3 attempts in all (Flagger: none);
 //! - Slack's Web API answering `200 {"ok": false, "error": ...}` (bot tokens with
 //!   `chat.postMessage`) is an error, not a success;
-//! - `Traffic routing` describes the strategy pennant runs ([`CanaryAnalysis::strategy`]) and the
+//! - `Traffic routing` describes the strategy pennant runs ([`crate::api::CanaryAnalysis::strategy`]) and the
 //!   effective `maxWeight` (100 when unset), where Flagger prints the raw field (`max: 0`);
 //! - errors never contain the webhook URL's path or the token (the path is the secret).
 
