@@ -485,10 +485,12 @@ async fn write_status(
         Err(e) => return Err(Error::Kube(e)),
     };
     if let Some(rv) = res.resource_version() {
-        ctx.written
-            .lock()
-            .expect("lock")
-            .insert(ObjectRef::from_obj(canary), rv);
+        let mut written = ctx.written.lock().expect("lock");
+        written.insert(ObjectRef::from_obj(canary), rv);
+        // Forget deleted Canaries now and then, so the map stays the size of the cache.
+        if written.len() > 2 * ctx.canaries.state().len() + 16 {
+            written.retain(|k, _| ctx.canaries.get(k).is_some());
+        }
     }
     Ok(())
 }
