@@ -214,6 +214,14 @@ impl World {
         d
     }
 
+    /// Start a release of REV2 and take its first step (the canary is ready at once).
+    fn release_to_first_step(&mut self) {
+        self.revision = REV2.into();
+        self.tick();
+        self.advance(1);
+        self.tick();
+    }
+
     fn advance(&mut self, secs: i64) {
         self.now = self
             .now
@@ -338,6 +346,16 @@ fn primary_never_ready_at_init_stalls_without_moving_traffic() {
     let st = w.status();
     let stalled = find_condition(&st.conditions, "Stalled").expect("stalled");
     assert_eq!(stalled.reason.as_deref(), Some("PrimaryNotReady"));
+    let warnings = w
+        .notices
+        .iter()
+        .filter(|n| n.severity == Severity::Warn)
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "warned once, not every reconcile: {:#?}",
+        w.notices
+    );
 }
 
 #[test]
@@ -662,10 +680,7 @@ fn deployment_deadline_exceeded_rolls_back_at_once() {
 #[test]
 fn canary_unready_mid_analysis_then_recovers_resets_the_clock() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.target_ready = Readiness::NotReady("pod restarting".into());
     w.tick();
     assert!(w.status().unready_since.is_some());
@@ -687,10 +702,7 @@ fn canary_unready_mid_analysis_then_recovers_resets_the_clock() {
 fn no_values_counts_as_failed_check_with_flaggers_message() {
     // Case 16.
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.advance(30);
     w.metric = MetricOutcome::NoValues(
         "no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic".into(),
@@ -734,10 +746,7 @@ fn unreachable_prometheus_at_start_moves_no_traffic() {
 fn empty_results_at_start_do_not_block_the_first_step() {
     let mut w = World::initialized(analysis());
     w.metric = MetricOutcome::NoValues("no values found".into());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     assert_eq!(w.weight(), 10);
 }
 
@@ -746,10 +755,7 @@ fn rollback_webhook_rolls_back_immediately() {
     let mut a = analysis();
     a.webhooks = vec![hook("rb", "rollback")];
     let mut w = World::initialized(a);
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     assert_eq!(
         w.phase(),
         Some(CanaryPhase::Failed),
@@ -898,10 +904,7 @@ fn failed_promotion_keeps_traffic_on_the_healthy_canary() {
 #[test]
 fn failed_run_is_not_retried_for_the_same_revision() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.metric = MetricOutcome::OutOfRange(0.0, "bad".into());
     w.run_until(20, terminal);
     let n = w.notices.len();
@@ -922,10 +925,7 @@ fn failed_run_is_not_retried_for_the_same_revision() {
 #[test]
 fn reverting_target_to_promoted_revision_starts_no_run() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.metric = MetricOutcome::OutOfRange(0.0, "bad".into());
     w.run_until(20, terminal);
     w.revision = REV1.into(); // back to what the primary runs
@@ -939,10 +939,7 @@ fn reverting_target_to_promoted_revision_starts_no_run() {
 #[test]
 fn new_revision_mid_analysis_restarts() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.advance(30);
     w.tick();
     assert_eq!(w.weight(), 20);
@@ -1112,10 +1109,7 @@ fn unsupported_fields_are_reported_once() {
 #[test]
 fn suspend_freezes_an_in_flight_run() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.canary.spec.suspend = true;
     let before = w.status();
     for _ in 0..5 {
@@ -1282,10 +1276,7 @@ fn failed_promotion_never_routes_to_an_unanalysed_canary() {
 #[test]
 fn missing_primary_mid_run_halts_the_analysis() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     assert_eq!(w.weight(), 10);
     w.primary = None;
     for _ in 0..5 {
@@ -1313,10 +1304,7 @@ fn missing_primary_mid_run_halts_the_analysis() {
 fn reached_threshold_rolls_back_before_readiness_is_looked_at() {
     // A rollback whose status write was lost must not route traffic back to a canary at zero.
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     let mut st = w.status();
     st.failed_checks = 5;
     w.canary.status = Some(st);
@@ -1330,10 +1318,7 @@ fn reached_threshold_rolls_back_before_readiness_is_looked_at() {
 #[test]
 fn target_deleted_mid_run_gives_traffic_back_to_the_primary() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     assert_eq!(w.routes.unwrap().canary, 10);
     let mut obs = w.observed(Probes::default());
     obs.target = None;
@@ -1351,10 +1336,7 @@ fn target_deleted_mid_run_gives_traffic_back_to_the_primary() {
 #[test]
 fn deleted_primary_is_not_recreated_from_a_rejected_target() {
     let mut w = World::initialized(analysis());
-    w.revision = REV2.into();
-    w.tick();
-    w.advance(1);
-    w.tick();
+    w.release_to_first_step();
     w.metric = MetricOutcome::OutOfRange(0.0, "bad".into());
     w.run_until(20, terminal);
     w.primary = None;
@@ -1366,24 +1348,6 @@ fn deleted_primary_is_not_recreated_from_a_rejected_target() {
     assert_eq!(c.reason.as_deref(), Some("PrimaryNotFound"));
     w.tick();
     assert_eq!(w.notices.len(), n + 1, "warned once, not every reconcile");
-}
-
-#[test]
-fn stalled_init_warns_once() {
-    let mut w = World::new(analysis());
-    w.primary = Some(PrimaryState {
-        readiness: Readiness::NotReady("0 of 2 updated replicas are available".into()),
-        revision_id: None,
-    });
-    for _ in 0..6 {
-        w.step();
-    }
-    let warnings = w
-        .notices
-        .iter()
-        .filter(|n| n.severity == Severity::Warn)
-        .count();
-    assert_eq!(warnings, 1, "{:#?}", w.notices);
 }
 
 #[test]
