@@ -64,6 +64,9 @@ pub struct ControllerArgs {
     /// Watch only this namespace (all namespaces when empty).
     #[arg(long, env = "PENNANT_NAMESPACE", default_value = "")]
     pub namespace: String,
+    /// Annotation prefix of the NGINX canary Ingress (Flagger's `-ingress-annotations-prefix`).
+    #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
+    pub ingress_annotations_prefix: String,
     /// Comma-separated labels tried in order to find the target's selector label.
     #[arg(long, default_value = "app,name,app.kubernetes.io/name")]
     pub selector_labels: String,

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
                     .filter(|s| !s.is_empty())
                     .collect(),
                 config_tracking: args.enable_config_tracking,
+                ingress_prefix: args.ingress_annotations_prefix,
                 namespace: Some(args.namespace).filter(|n| !n.is_empty()),
                 notify: pennant::notify::GlobalSettings {
                     slack_url: args.slack_url,

@@ -41,6 +41,8 @@ pub struct Settings {
     pub selector_labels: Vec<String>,
     /// Track ConfigMaps/Secrets referenced by the target (`-enable-config-tracking`).
     pub config_tracking: bool,
+    /// Annotation prefix of the NGINX canary Ingress (`-ingress-annotations-prefix`).
+    pub ingress_prefix: String,
     /// Only watch this namespace (`-namespace`); all when `None`.
     pub namespace: Option<String>,
     /// Global notifiers (`-slack-url`, `-msteams-url`, `-event-webhook`, ...).
@@ -122,11 +124,16 @@ impl Context {
     }
 }
 
-/// The routing kinds pennant caches, with their API resources.
+/// The routing kinds pennant caches (every router's `resources`), by kind.
+const ROUTE_KINDS: &[&str] = &["VirtualService", "DestinationRule", "Ingress", "HTTPRoute"];
+
+/// The API resource of a cached routing kind.
 fn route_resource(kind: &str) -> Option<ApiResource> {
     let gvk = match kind {
         "VirtualService" => GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
         "DestinationRule" => GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        "Ingress" => GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
+        "HTTPRoute" => GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
         _ => return None,
     };
     Some(ApiResource::from_gvk(&gvk))
@@ -176,7 +183,7 @@ pub async fn run(
     // Routing objects: cached only when their CRD is installed.
     let mut routes = HashMap::new();
     let mut route_streams = vec![];
-    for kind in ["VirtualService", "DestinationRule"] {
+    for kind in ROUTE_KINDS.iter().copied() {
         let ar = route_resource(kind).expect("known kind");
         let probe: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         if probe
@@ -250,7 +257,12 @@ pub async fn run(
             canaries_for_config(&c3, &d3, m.namespace(), &m.name_any(), false)
         });
     for (s, ar) in route_streams {
-        controller = controller.owns_stream_with(s, ar);
+        let c = canaries.clone();
+        controller = controller.watches_stream_with(
+            s,
+            move |o: DynamicObject| canaries_for_route(&c, &o),
+            ar,
+        );
     }
     {
         let ctx = ctx.clone();
@@ -284,6 +296,27 @@ fn canaries_for_deployment(canaries: &Store<Canary>, d: &Deployment) -> Vec<Obje
         .filter(|c| {
             let t = &c.spec.target_ref.name;
             *t == name || format!("{t}-primary") == name
+        })
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+/// Canaries a routing object belongs to: its controller owner, the Canary whose `ingressRef`
+/// names this Ingress (the user's Ingress the canary Ingress is cloned from), and the Canary whose
+/// apex it is named after (a pre-existing route pennant takes over).
+fn canaries_for_route(canaries: &Store<Canary>, o: &DynamicObject) -> Vec<ObjectRef<Canary>> {
+    let ns = o.namespace();
+    let name = o.name_any();
+    let owners: Vec<String> = o.owner_references().iter().map(|r| r.uid.clone()).collect();
+    let is_ingress = o.types.as_ref().is_some_and(|t| t.kind == "Ingress");
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            c.metadata.uid.as_ref().is_some_and(|u| owners.contains(u))
+                || c.spec.apex_name() == name
+                || is_ingress && c.spec.ingress_ref.as_ref().is_some_and(|r| r.name == name)
         })
         .map(|c| ObjectRef::from_obj(&**c))
         .collect()

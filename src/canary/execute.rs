@@ -59,9 +59,15 @@ pub async fn execute(
                 }
                 let provider =
                     super::validate::provider(&canary.spec, &ctx.settings.default_provider);
-                let r = router::router_for(provider)
+                let r = router::router_for(provider, &ctx.settings.ingress_prefix)
                     .ok_or_else(|| Error::Invalid(format!("no router for provider {provider}")))?;
-                for mut obj in r.build(canary, *weights).map_err(Error::Invalid)? {
+                // Built from the status being written (the session-affinity cookies it holds).
+                let mut next = canary.clone();
+                next.status = Some(decision.status.clone());
+                for mut obj in r
+                    .build(&next, *weights, &obs.route_inputs)
+                    .map_err(Error::Invalid)?
+                {
                     respect_existing(ctx, canary, &mut obj);
                     apply_if_changed(ctx, &obj).await?;
                 }

@@ -146,6 +146,10 @@ pub struct Observed {
     /// aside); `None` when unknown (no primary or no target). Used to adopt a status written by
     /// another controller without losing a change made meanwhile.
     pub target_matches_primary: Option<bool>,
+    /// Why the routing objects may not carry the last split yet (`Router::pending`, e.g. a
+    /// Gateway that has not accepted the HTTPRoute's generation): the analysis waits, without
+    /// counting a failure.
+    pub routes_pending: Option<String>,
 }
 
 /// Traffic split for the routing objects, in percent.
@@ -311,16 +315,28 @@ impl<'a> Machine<'a> {
             .is_some_and(|c| c.message.as_deref() == Some(message))
     }
 
-    fn halted(&mut self, message: String) {
+    fn halted(&mut self, reason: &str, message: String) {
         let now = self.time();
         set_condition(
             &mut self.st.conditions,
             types::HALTED,
             "True",
-            "PrimaryNotReady",
+            reason,
             &message,
             &now,
         );
+    }
+
+    /// Wait without stepping or counting a failure: one Warning event when the reason is new,
+    /// the `Halted` condition, a look again in 5 s.
+    fn halt(&mut self, reason: &str, message: String, analysis: &CanaryAnalysis) -> Flow {
+        if !self.before_halted_on(&message) {
+            self.notice(Severity::Warn, message.clone(), None);
+        }
+        self.halted(reason, message);
+        self.requeue_in(Duration::from_secs(5));
+        self.finish_routes(analysis);
+        Flow::Done
     }
 
     fn clear_halted(&mut self) {
@@ -667,6 +683,13 @@ impl<'a> Machine<'a> {
             }
             Ok(_) => {}
         }
+
+        // The metrics of a step mean nothing until the router applied its split (Flagger's
+        // GetRoutes error after #1732): wait for it.
+        if let Some(why) = &self.obs.routes_pending {
+            let m = format!("Halt {} advancement {why}", self.canary_id());
+            return self.halt("RoutesPending", m, &analysis);
+        }
         self.start_run(target)
     }
 
@@ -726,13 +749,7 @@ impl<'a> Machine<'a> {
                     self.canary_id(),
                     self.primary_id()
                 );
-                if !self.before_halted_on(&m) {
-                    self.notice(Severity::Warn, m.clone(), None);
-                }
-                self.halted(m);
-                self.requeue_in(Duration::from_secs(5));
-                self.finish_routes(&analysis);
-                return Flow::Done;
+                return self.halt("PrimaryNotReady", m, &analysis);
             }
             Some(Readiness::Ready) => self.clear_halted(),
         }
@@ -777,6 +794,13 @@ impl<'a> Machine<'a> {
             Ok(_) => {}
         }
 
+        // The metrics of a step mean nothing until the router applied its split (Flagger's
+        // GetRoutes error after #1732): wait for it.
+        if let Some(why) = &self.obs.routes_pending {
+            let m = format!("Halt {} advancement {why}", self.canary_id());
+            return self.halt("RoutesPending", m, &analysis);
+        }
+
         // A step happens now, whatever its outcome.
         self.st.last_step_time = Some(self.time());
         self.requeue_in(analysis.interval());
@@ -797,7 +821,8 @@ impl<'a> Machine<'a> {
         }
 
         let flow = match analysis.strategy() {
-            Strategy::Canary | Strategy::ABTesting => self.step_canary(target, &analysis),
+            Strategy::Canary => self.step_canary(target, &analysis),
+            Strategy::ABTesting => self.step_ab(target, &analysis),
             Strategy::BlueGreen => self.step_blue_green(target, &analysis),
         };
         if matches!(flow, Flow::Done) {
@@ -921,6 +946,23 @@ impl<'a> Machine<'a> {
             self.st.canary_weight = next;
             let id = self.canary_id();
             self.info(format!("Advance {id} canary weight {next}"));
+            return Flow::Done;
+        }
+        self.confirm_promotion(target, analysis)
+    }
+
+    /// A/B testing: for `iterations` steps the requests matching `analysis.match` go to the
+    /// canary (status weight 100: the routers send the matching rule to the canary and every
+    /// other request to the primary), then promotion. As Flagger's `runAB`, except that the
+    /// weight is kept in status so the routes can be rebuilt from it.
+    fn step_ab(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        let n = analysis.iterations();
+        if self.st.iterations < n {
+            self.st.iterations += 1;
+            self.st.canary_weight = 100;
+            let id = self.canary_id();
+            let i = self.st.iterations;
+            self.info(format!("Advance {id} canary iteration {i}/{n}"));
             return Flow::Done;
         }
         self.confirm_promotion(target, analysis)
@@ -1166,6 +1208,7 @@ impl<'a> Machine<'a> {
     }
 
     fn finish(mut self) -> Decision {
+        self.rotate_cookies();
         self.sync_promoted_condition();
         let mut without_time = self.st.clone();
         without_time.last_transition_time = self.before.last_transition_time.clone();
@@ -1178,6 +1221,58 @@ impl<'a> Machine<'a> {
             notices: self.notices,
             requeue_after: self.requeue,
         }
+    }
+
+    /// Session affinity (Flagger's routers' `SetRoutes`): while the canary gets traffic, status
+    /// holds `<cookieName>=<10 letters>` (and `<primaryCookieName>=…`), which the routers turn
+    /// into `Set-Cookie` headers and sticky rules; when its weight returns to 0 the cookie moves
+    /// to `previousSessionAffinityCookie`, which the routers expire. The letters are derived
+    /// from the Canary's uid, revision and the time, so `decide` stays a pure function.
+    fn rotate_cookies(&mut self) {
+        let Some(sa) = self
+            .canary
+            .spec
+            .analysis()
+            .and_then(|a| a.session_affinity.clone())
+        else {
+            return;
+        };
+        if routes_for(&self.st, self.canary.spec.analysis()).canary > 0 {
+            if self.st.session_affinity_cookie.is_none() {
+                let v = self.token("canary");
+                self.st.session_affinity_cookie = Some(format!("{}={v}", sa.cookie_name));
+            }
+            if let Some(p) = sa.primary_cookie_name.filter(|p| !p.is_empty())
+                && self.st.primary_session_affinity_cookie.is_none()
+            {
+                let v = self.token("primary");
+                self.st.primary_session_affinity_cookie = Some(format!("{p}={v}"));
+            }
+        } else if let Some(c) = self.st.session_affinity_cookie.take() {
+            self.st.previous_session_affinity_cookie = Some(c);
+            self.st.primary_session_affinity_cookie = None;
+        }
+    }
+
+    /// Ten letters, a deterministic function of the Canary's uid, revision, the time and `salt`.
+    fn token(&self, salt: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            self.canary.metadata.uid.as_deref().unwrap_or_default(),
+            self.st.last_applied_spec.as_deref().unwrap_or_default(),
+            &self.now.to_string(),
+            salt,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        h.finalize()
+            .iter()
+            .take(10)
+            .map(|b| LETTERS[*b as usize % LETTERS.len()] as char)
+            .collect()
     }
 
     /// Flagger's `Promoted` condition, derived from the phase.

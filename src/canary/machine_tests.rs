@@ -90,6 +90,7 @@ struct World {
     routes: Option<Weights>,
     last: Option<Decision>,
     target_matches_primary: Option<bool>,
+    routes_pending: Option<String>,
 }
 
 impl World {
@@ -111,6 +112,7 @@ impl World {
             routes: None,
             last: None,
             target_matches_primary: None,
+            routes_pending: None,
         }
     }
 
@@ -156,6 +158,7 @@ impl World {
             invalid: vec![],
             unsupported: vec![],
             target_matches_primary: self.target_matches_primary,
+            routes_pending: self.routes_pending.clone(),
         }
     }
 
@@ -584,6 +587,127 @@ fn blue_green_iterations_then_switch_then_promote() {
     assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
     assert_eq!(w.weights_seen(), vec![0, 100, 0]);
     assert!(w.has_notice("Advance podinfo.test canary iteration 3/3"));
+}
+
+#[test]
+fn ab_testing_routes_matching_requests_to_the_canary_for_each_iteration_then_promotes() {
+    let a = CanaryAnalysis {
+        step_weight: None,
+        max_weight: None,
+        iterations: Some(3),
+        r#match: vec![serde_json::json!({"headers": {"x-canary": {"exact": "insider"}}})],
+        ..analysis()
+    };
+    let mut w = World::initialized(a);
+    w.revision = REV2.into();
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    // 0 at the start tick, the matching rule on the canary for the iterations and promotion,
+    // back to the primary once promoted; never a "route all traffic" step as in blue/green.
+    assert_eq!(w.weights_seen(), vec![0, 100, 0]);
+    assert!(w.has_notice("Advance podinfo.test canary iteration 3/3"));
+    assert!(!w.has_notice("Routing all traffic to canary"));
+    let metric_probes = w.asked.iter().filter(|p| **p == Probe::Metrics).count();
+    assert!(
+        metric_probes >= 3,
+        "each iteration is analysed: {metric_probes}"
+    );
+}
+
+#[test]
+fn ab_testing_with_failing_metrics_rolls_back_to_the_primary() {
+    let a = CanaryAnalysis {
+        step_weight: None,
+        max_weight: None,
+        iterations: Some(10),
+        threshold: Some(2),
+        r#match: vec![serde_json::json!({"headers": {"x-canary": {"exact": "insider"}}})],
+        ..analysis()
+    };
+    let mut w = World::initialized(a);
+    w.release_to_first_step();
+    assert_eq!(w.weight(), 100);
+    w.metric = MetricOutcome::OutOfRange(80.0, "request-success-rate 80.00% < 99%".into());
+    w.run_until(20, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.map(|r| r.canary), Some(0));
+    assert_eq!(w.target_replicas, 0);
+}
+
+#[test]
+fn pending_routes_halt_the_analysis_without_counting_a_failure() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    assert_eq!(w.weight(), 10);
+    w.routes_pending = Some("HTTPRoute podinfo.test parent gw not accepted".into());
+    for _ in 0..5 {
+        w.step();
+    }
+    let st = w.status();
+    assert_eq!(st.canary_weight, 10, "no step while the route is pending");
+    assert_eq!(st.failed_checks, 0);
+    let halted = crate::api::find_condition(&st.conditions, types::HALTED).unwrap();
+    assert_eq!(halted.reason.as_deref(), Some("RoutesPending"));
+    let warnings = w
+        .notices
+        .iter()
+        .filter(|n| n.message.contains("not accepted"))
+        .count();
+    assert_eq!(warnings, 1, "one Warning, not one per tick");
+    w.routes_pending = None;
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    assert!(crate::api::find_condition(&w.status().conditions, types::HALTED).is_none());
+}
+
+#[test]
+fn session_affinity_cookie_lives_while_the_canary_has_traffic() {
+    let a = CanaryAnalysis {
+        session_affinity: Some(crate::api::SessionAffinity {
+            cookie_name: "flagger-cookie".into(),
+            primary_cookie_name: Some("primary-cookie".into()),
+            ..Default::default()
+        }),
+        ..analysis()
+    };
+    let mut w = World::initialized(a);
+    assert_eq!(w.status().session_affinity_cookie, None);
+    w.release_to_first_step();
+    let st = w.status();
+    let cookie = st.session_affinity_cookie.clone().unwrap();
+    let (name, value) = cookie.split_once('=').unwrap();
+    assert_eq!(name, "flagger-cookie");
+    assert_eq!(value.len(), 10);
+    assert!(value.chars().all(|c| c.is_ascii_alphabetic()), "{value}");
+    assert!(
+        st.primary_session_affinity_cookie
+            .as_deref()
+            .unwrap()
+            .starts_with("primary-cookie=")
+    );
+    // Stable across steps: a user keeps the canary for the whole run.
+    w.advance(30);
+    w.tick();
+    assert_eq!(w.weight(), 20);
+    assert_eq!(
+        w.status().session_affinity_cookie.as_deref(),
+        Some(cookie.as_str())
+    );
+    w.run_until(40, terminal);
+    let st = w.status();
+    assert_eq!(st.session_affinity_cookie, None);
+    assert_eq!(st.primary_session_affinity_cookie, None);
+    assert_eq!(
+        st.previous_session_affinity_cookie.as_deref(),
+        Some(cookie.as_str())
+    );
+    // A new run gets a new cookie.
+    w.revision = REV3.into();
+    w.tick();
+    w.advance(1);
+    w.tick();
+    let next = w.status().session_affinity_cookie.unwrap();
+    assert_ne!(next, cookie);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,11 +14,12 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::controller::{Context, Error};
 use super::machine::{
-    HookKind, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
+    self, HookKind, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
 };
 use super::{tracker, validate, workload};
 use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
 use crate::api::{Canary, CanaryPhase, MetricTemplate};
+use crate::router;
 use futures::future::BoxFuture;
 
 /// Everything observed for one reconcile: the machine's view plus the raw objects the builders
@@ -32,6 +33,8 @@ pub struct Observation {
     /// The tracked ConfigMaps/Secrets themselves (for the `-primary` copies).
     pub config_maps: Vec<ConfigMap>,
     pub secrets: Vec<Secret>,
+    /// The live objects the router's `build` reads (`Router::inputs`), as found in the caches.
+    pub route_inputs: Vec<serde_json::Value>,
 }
 
 /// Read the target, the primary and the tracked configs; validate the spec.
@@ -67,7 +70,31 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             owner.metadata.name.as_deref().unwrap_or_default()
         ));
     }
-    let unsupported = validate::unsupported(spec);
+    let provider = validate::provider(spec, &ctx.settings.default_provider);
+    let unsupported = validate::unsupported(spec, provider);
+    // The router's inputs, and a trial build: a spec or an input the router cannot express
+    // (no user Ingress, no apex backend in it, a match it cannot translate) stalls the Canary
+    // before anything is written.
+    let mut route_inputs = vec![];
+    let mut routes_pending = None;
+    if invalid.is_empty()
+        && let Some(router) = router::router_for(provider, &ctx.settings.ingress_prefix)
+    {
+        route_inputs = router
+            .inputs(canary)
+            .into_iter()
+            .filter_map(|(kind, name)| ctx.live(kind, &ns, &name))
+            .collect();
+        let trial = machine::Weights {
+            primary: 100,
+            canary: 0,
+            mirror: false,
+        };
+        if let Err(e) = router.build(canary, trial, &route_inputs) {
+            invalid.push(e);
+        }
+        routes_pending = router.pending(canary, &route_inputs);
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
 
     let get = |name: &str| {
@@ -91,12 +118,14 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             invalid: vec![],
             unsupported,
             target_matches_primary: None,
+            routes_pending,
         },
         target: target.clone(),
         primary: primary.clone(),
         selector: None,
         config_maps: vec![],
         secrets: vec![],
+        route_inputs,
     };
     let analysis = spec.analysis().cloned().unwrap_or_default();
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {

@@ -31,7 +31,13 @@ pub const KNOWN_PROVIDERS: &[&str] = &[
 ];
 
 /// Providers this build can route with.
-pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio"];
+pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio", "nginx", "gatewayapi:v1", "kubernetes"];
+
+/// Providers that can mirror traffic (`analysis.mirror`).
+const MIRRORING_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1"];
+
+/// Providers that can pin a user to the canary with a cookie (`analysis.sessionAffinity`).
+const SESSION_AFFINITY_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1"];
 
 /// The provider for a canary: `spec.provider`, else the controller default.
 pub fn provider<'a>(spec: &'a CanarySpec, default_provider: &'a str) -> &'a str {
@@ -136,8 +142,49 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     {
         errs.push("analysis needs one of stepWeight, stepWeights or iterations".into());
     }
-    if a.iterations.unwrap_or(0) > 0 && !a.r#match.is_empty() {
-        errs.push("A/B testing (analysis.iterations with analysis.match) is not implemented by pennant yet".into());
+    // Conflicting settings, each named (Flagger silently ignores or rewrites them).
+    let iterations = a.iterations.unwrap_or(0) > 0;
+    let stepping = a.step_weight.unwrap_or(0) > 0 || !a.step_weights.is_empty();
+    if !a.r#match.is_empty() && !iterations && !spec.skip_analysis {
+        errs.push(
+            "analysis.match (A/B testing) needs analysis.iterations: it cannot progress by stepWeight"
+                .into(),
+        );
+    }
+    if p == "kubernetes" {
+        if !a.r#match.is_empty() {
+            errs.push("provider \"kubernetes\" cannot route by analysis.match (A/B testing needs a mesh or an ingress)".into());
+        }
+        if stepping && !iterations {
+            errs.push("provider \"kubernetes\" shifts no traffic (blue/green only): set analysis.iterations instead of stepWeight/stepWeights".into());
+        }
+    }
+    if a.mirror.unwrap_or(false) && !MIRRORING_PROVIDERS.contains(&p) {
+        errs.push(format!(
+            "analysis.mirror needs a provider that mirrors traffic ({}), not {p:?}",
+            MIRRORING_PROVIDERS.join(", ")
+        ));
+    }
+    if a.mirror.unwrap_or(false) && !iterations {
+        errs.push("analysis.mirror is for blue/green (analysis.iterations), not stepWeight".into());
+    }
+    if let Some(w) = a.mirror_weight
+        && !(0..=100).contains(&w)
+    {
+        errs.push(format!(
+            "analysis.mirrorWeight {w} must be between 0 and 100"
+        ));
+    }
+    if a.session_affinity.is_some() {
+        if !SESSION_AFFINITY_PROVIDERS.contains(&p) {
+            errs.push(format!(
+                "analysis.sessionAffinity needs a provider that can route by cookie ({}), not {p:?}",
+                SESSION_AFFINITY_PROVIDERS.join(", ")
+            ));
+        }
+        if !stepping || iterations {
+            errs.push("analysis.sessionAffinity is for canary releases (stepWeight), not blue/green or A/B".into());
+        }
     }
     for m in &a.metrics {
         if let Some(i) = &m.interval
@@ -199,38 +246,48 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
             ));
         }
     }
-    if let Some(sa) = &a.session_affinity
-        && sa.primary_cookie_name.as_deref() == Some(sa.cookie_name.as_str())
-    {
-        errs.push("analysis.sessionAffinity.cookieName must differ from primaryCookieName".into());
+    if let Some(sa) = &a.session_affinity {
+        if sa.cookie_name.is_empty() {
+            errs.push("analysis.sessionAffinity.cookieName must not be empty".into());
+        }
+        if sa.primary_cookie_name.as_deref() == Some(sa.cookie_name.as_str()) {
+            errs.push(
+                "analysis.sessionAffinity.cookieName must differ from primaryCookieName".into(),
+            );
+        }
     }
     errs
 }
 
-/// Fields accepted (Flagger's schema allows them) but not implemented by this build.
-pub fn unsupported(spec: &CanarySpec) -> Vec<String> {
+/// Fields accepted (Flagger's schema allows them) but not implemented by this build for
+/// `provider`. Fields another provider's router reads (`ingressRef` outside `nginx`,
+/// `gatewayRefs` outside Gateway API) are ignored, as in Flagger.
+pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
     let mut out = vec![];
     let mut flag = |set: bool, name: &str| {
         if set {
             out.push(name.to_string());
         }
     };
+    let gateway = provider == "gatewayapi:v1";
     flag(spec.autoscaler_ref.is_some(), "autoscalerRef");
-    flag(spec.ingress_ref.is_some(), "ingressRef");
     flag(spec.route_ref.is_some(), "routeRef");
     flag(spec.upstream_ref.is_some(), "upstreamRef");
     let s = &spec.service;
     flag(s.port_discovery.unwrap_or(false), "service.portDiscovery");
-    flag(s.backend_timeout.is_some(), "service.backendTimeout");
-    flag(!s.gateway_refs.is_empty(), "service.gatewayRefs");
-    flag(!s.mirror.is_empty(), "service.mirror");
+    flag(
+        s.backend_timeout.is_some() && !gateway,
+        "service.backendTimeout",
+    );
+    flag(!s.mirror.is_empty() && !gateway, "service.mirror");
     flag(s.mesh_name.is_some(), "service.meshName");
     flag(!s.backends.is_empty(), "service.backends");
     flag(s.unmanaged_metadata.is_some(), "service.unmanagedMetadata");
     if let Some(a) = spec.analysis() {
-        flag(a.mirror.unwrap_or(false), "analysis.mirror");
-        flag(a.mirror_weight.is_some(), "analysis.mirrorWeight");
-        flag(a.session_affinity.is_some(), "analysis.sessionAffinity");
+        flag(
+            a.mirror_weight.is_some() && gateway,
+            "analysis.mirrorWeight",
+        );
         for w in &a.webhooks {
             flag(
                 w.disable_tls.unwrap_or(false),
@@ -347,13 +404,98 @@ mod tests {
     #[test]
     fn unimplemented_fields_are_listed() {
         let mut s = spec(CanaryAnalysis {
-            mirror: Some(true),
+            mirror_weight: Some(50),
             ..good()
         });
         s.service.port_discovery = Some(true);
+        s.service.backend_timeout = Some("5s".into());
         assert_eq!(
-            unsupported(&s),
-            vec!["service.portDiscovery", "analysis.mirror"]
+            unsupported(&s, "gatewayapi:v1"),
+            vec!["service.portDiscovery", "analysis.mirrorWeight"]
         );
+        assert_eq!(
+            unsupported(&s, "istio"),
+            vec!["service.portDiscovery", "service.backendTimeout"]
+        );
+    }
+
+    #[test]
+    fn conflicting_settings_are_named_per_provider() {
+        let with = |provider: &str, a: CanaryAnalysis| {
+            let mut s = spec(a);
+            s.provider = Some(provider.into());
+            invalid(&s, "istio")
+        };
+        let ab = |iterations| CanaryAnalysis {
+            iterations,
+            r#match: vec![serde_json::json!({"headers": {"x-canary": {"exact": "1"}}})],
+            ..good()
+        };
+        let cases: Vec<(&str, CanaryAnalysis, &str)> = vec![
+            ("istio", ab(None), "needs analysis.iterations"),
+            ("kubernetes", ab(Some(5)), "cannot route by analysis.match"),
+            ("kubernetes", good(), "blue/green only"),
+            (
+                "nginx",
+                CanaryAnalysis {
+                    iterations: Some(5),
+                    mirror: Some(true),
+                    ..good()
+                },
+                "analysis.mirror needs a provider that mirrors",
+            ),
+            (
+                "istio",
+                CanaryAnalysis {
+                    mirror: Some(true),
+                    ..good()
+                },
+                "analysis.mirror is for blue/green",
+            ),
+            (
+                "nginx",
+                CanaryAnalysis {
+                    session_affinity: Some(crate::api::SessionAffinity {
+                        cookie_name: "canary".into(),
+                        ..Default::default()
+                    }),
+                    ..good()
+                },
+                "sessionAffinity needs a provider",
+            ),
+            (
+                "gatewayapi:v1",
+                CanaryAnalysis {
+                    session_affinity: Some(crate::api::SessionAffinity {
+                        cookie_name: "same".into(),
+                        primary_cookie_name: Some("same".into()),
+                        ..Default::default()
+                    }),
+                    ..good()
+                },
+                "cookieName must differ",
+            ),
+        ];
+        for (provider, a, needle) in cases {
+            let e = with(provider, a);
+            assert!(
+                e.iter().any(|m| m.contains(needle)),
+                "{provider} {needle}: {e:?}"
+            );
+        }
+        // The valid shapes of each strategy pass.
+        assert!(with("istio", ab(Some(5))).is_empty());
+        assert!(with("nginx", ab(Some(5))).is_empty());
+        let bg = CanaryAnalysis {
+            iterations: Some(5),
+            step_weight: None,
+            ..good()
+        };
+        assert!(with("kubernetes", bg.clone()).is_empty());
+        let mirrored = CanaryAnalysis {
+            mirror: Some(true),
+            ..bg
+        };
+        assert!(with("gatewayapi:v1", mirrored).is_empty());
     }
 }

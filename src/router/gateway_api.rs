@@ -32,7 +32,7 @@ use kube::Resource;
 use kube::api::ApiResource;
 use serde_json::{Map, Value, json};
 
-use super::Router;
+use super::{Router, set_cookie_value};
 use crate::api::{Canary, SessionAffinity};
 use crate::canary::machine::Weights;
 use crate::canary::services::routing_metadata;
@@ -500,31 +500,6 @@ fn set_cookie_filter(value: String) -> HttpRouteFilter {
     }
 }
 
-/// `<cookie>; Max-Age=<maxAge|86400>` plus the configured `Domain`, `HttpOnly`, `Partitioned`,
-/// `Path`, `SameSite`, `Secure` attributes.
-fn set_cookie_value(cookie: &str, sa: &SessionAffinity, max_age: i64) -> String {
-    let mut v = format!("{cookie}; Max-Age={max_age}");
-    if let Some(d) = sa.domain.as_deref().filter(|d| !d.is_empty()) {
-        v.push_str(&format!("; Domain={d}"));
-    }
-    if sa.http_only == Some(true) {
-        v.push_str("; HttpOnly");
-    }
-    if sa.partitioned == Some(true) {
-        v.push_str("; Partitioned");
-    }
-    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
-        v.push_str(&format!("; Path={p}"));
-    }
-    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
-        v.push_str(&format!("; SameSite={s}"));
-    }
-    if sa.secure == Some(true) {
-        v.push_str("; Secure");
-    }
-    v
-}
-
 /// The rules under session affinity: sticky rules first, then `weighted` (see the module docs).
 fn sticky_rules(
     canary: &Canary,
@@ -725,27 +700,47 @@ impl Router for GatewayApiRouter {
         vec![ApiResource::erase::<HTTPRoute>(&())]
     }
 
-    /// `[HTTPRoute <apex>]`.
-    fn build(&self, canary: &Canary, weights: Weights) -> Result<Vec<Value>, String> {
-        let route = self.http_route(canary, weights)?;
+    /// The live HTTPRoute `<apex>`, whose rules that do not route the apex are kept.
+    fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
+        vec![("HTTPRoute", canary.spec.apex_name().to_string())]
+    }
+
+    /// `[HTTPRoute <apex>]`, plus the rules of a live same-named route that do not route the
+    /// apex ([`keep_user_rules`]).
+    fn build(
+        &self,
+        canary: &Canary,
+        weights: Weights,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>, String> {
+        let mut route = self.http_route(canary, weights)?;
+        if let Some(live) = live_route(canary, inputs) {
+            route = keep_user_rules(canary, route, &live);
+        }
         let v = serde_json::to_value(&route).map_err(|e| format!("serializing HTTPRoute: {e}"))?;
         Ok(vec![v])
     }
 
     /// The HTTPRoute `<apex>` of `live`, read by [`read_route_weights`].
     fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights> {
-        let (apex, _, _) = names(canary);
-        let group = format!("{}/", HTTPRoute::group(&()));
-        let obj = live.iter().find(|o| {
-            o["kind"] == HTTPRoute::kind(&()).as_ref()
-                && o["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with(&group))
-                && o["metadata"]["name"] == apex.as_str()
-        })?;
-        let route: HTTPRoute = serde_json::from_value(obj.clone()).ok()?;
-        read_route_weights(canary, &route)
+        read_route_weights(canary, &live_route(canary, live)?)
     }
+
+    /// A parent that has not accepted the route's generation ([`route_accepted`]).
+    fn pending(&self, canary: &Canary, live: &[Value]) -> Option<String> {
+        route_accepted(&live_route(canary, live)?).err()
+    }
+}
+
+/// The HTTPRoute `<apex>` among `objs`, if it parses.
+fn live_route(canary: &Canary, objs: &[Value]) -> Option<HTTPRoute> {
+    let obj = super::find(
+        objs,
+        &HTTPRoute::group(&()),
+        &HTTPRoute::kind(&()),
+        canary.spec.apex_name(),
+    )?;
+    serde_json::from_value(obj.clone()).ok()
 }
 
 #[cfg(test)]
@@ -842,7 +837,7 @@ mod tests {
     }
 
     fn build(c: &Canary, w: Weights) -> Vec<Value> {
-        GatewayApiRouter.build(c, w).unwrap()
+        GatewayApiRouter.build(c, w, &[]).unwrap()
     }
 
     fn spec(c: &Canary, w: Weights) -> Value {
@@ -926,27 +921,27 @@ mod tests {
         let mut c = gw_canary();
         c.spec.service.r#match = vec![json!({"uri": {"suffix": ".png"}})];
         assert_eq!(
-            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            GatewayApiRouter.build(&c, split(0), &[]).unwrap_err(),
             r#"Invalid request matching selectors: {"suffix":".png"}"#
         );
         c.spec.service.r#match = vec![json!({"headers": {"x": {"prefix": "a"}}})];
-        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+        assert!(GatewayApiRouter.build(&c, split(0), &[]).is_err());
         c.spec.service.r#match = vec![json!({"method": {"regex": "G.*"}})];
-        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+        assert!(GatewayApiRouter.build(&c, split(0), &[]).is_err());
         let mut c = gw_canary();
         c.spec.service.gateway_refs.clear();
         assert_eq!(
-            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            GatewayApiRouter.build(&c, split(0), &[]).unwrap_err(),
             "GatewayRefs must be specified when using Gateway API as a provider."
         );
         let mut c = gw_canary();
         c.spec.service.cors_policy = Some(json!({"allowOrigins": [{"regex": ".*"}]}));
         assert_eq!(
-            GatewayApiRouter.build(&c, split(0)).unwrap_err(),
+            GatewayApiRouter.build(&c, split(0), &[]).unwrap_err(),
             r#"Gateway API CORS supports only exact allowOrigins, got {"regex":".*"}"#
         );
         c.spec.service.cors_policy = Some(json!({"maxAge": "1d"}));
-        assert!(GatewayApiRouter.build(&c, split(0)).is_err());
+        assert!(GatewayApiRouter.build(&c, split(0), &[]).is_err());
     }
 
     #[test]
@@ -1143,7 +1138,7 @@ mod tests {
             let c = if ab { ab_canary() } else if full { full_canary() } else { bg_mirror_canary() };
             // Mirroring only exists in blue/green (`bg_mirror_canary`).
             let w = Weights { primary: 100 - canary, canary, mirror: mirror && !ab && !full };
-            let objs = GatewayApiRouter.build(&c, w).unwrap();
+            let objs = GatewayApiRouter.build(&c, w, &[]).unwrap();
             prop_assert_eq!(GatewayApiRouter.read_weights(&c, &objs), Some(w));
         }
     }

@@ -9,7 +9,7 @@
 //!   writes the current primary weight there, which is 0 during A/B iterations);
 //! - the DestinationRules also get the Flux "disabled" annotations, like every routing object.
 //!
-//! Session affinity is not built (reported unsupported by `validate`).
+//! Session affinity: sticky routes from the cookies in the Canary's status ([`sticky_routes`]).
 
 use kube::Resource;
 use kube::api::ApiResource;
@@ -166,7 +166,10 @@ impl IstioRouter {
             };
             let analysis = canary.spec.analysis();
             let ab_match = analysis.map(|a| a.r#match.as_slice()).unwrap_or_default();
-            if ab_match.is_empty() {
+            if let Some(sa) = analysis.and_then(|a| a.session_affinity.as_ref()) {
+                let weighted = rule(s.r#match.clone(), weighted);
+                spec.http = sticky_routes(canary, sa, weights, weighted, &s.r#match);
+            } else if ab_match.is_empty() {
                 let mut r = rule(s.r#match.clone(), weighted);
                 if weights.mirror {
                     r.mirror = Some(Destination {
@@ -201,6 +204,96 @@ impl IstioRouter {
             spec,
         })
     }
+}
+
+/// The http routes under session affinity (Flagger §3.2), from the cookies the state machine
+/// keeps in the Canary's status (`<name>=<value>`):
+/// - canary weight > 0: the canary destination of `weighted` sets the canary cookie
+///   (`Max-Age=<maxAge|86400>` and the configured attributes), the primary destination the
+///   primary cookie if any (`Max-Age=<analysis interval>`); sticky routes first send requests
+///   carrying a cookie (`Cookie` header regex `.*<name>.*<value>.*`, merged with
+///   `service.match`) to its side alone;
+/// - weight 0: a route matching the current (or previous) cookie expires it (`Max-Age=-1`)
+///   and routes like `weighted`.
+///
+/// Without a cookie in status nothing sticky is written.
+fn sticky_routes(
+    canary: &Canary,
+    sa: &crate::api::SessionAffinity,
+    weights: Weights,
+    mut weighted: HttpRoute,
+    service_match: &[Value],
+) -> Vec<HttpRoute> {
+    let (_, primary, canary_host) = names(canary);
+    let status = canary.status.as_ref();
+    let cookie_of = |f: fn(&crate::api::CanaryStatus) -> &Option<String>| {
+        status.and_then(|s| f(s).clone()).filter(|c| !c.is_empty())
+    };
+    let matching = |cookie: &str| {
+        let (name, value) = cookie.split_once('=').unwrap_or((cookie, ""));
+        let m = json!({"headers": {"Cookie": {"regex": format!(".*{name}.*{value}.*")}}});
+        merge_match_conditions(&[m], service_match)
+    };
+    let set_cookie = |v: String| Some(json!({"response": {"add": {"Set-Cookie": v}}}));
+    let only = |host: &str| {
+        weighted
+            .route
+            .iter()
+            .map(|d| RouteDestination {
+                weight: if d.destination.host == host { 100 } else { 0 },
+                headers: None,
+                ..d.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut routes = vec![];
+    let current = cookie_of(|s| &s.session_affinity_cookie);
+    if weights.canary > 0 {
+        if let Some(cookie) = &current {
+            routes.push(HttpRoute {
+                match_: matching(cookie),
+                route: only(&canary_host),
+                ..weighted.clone()
+            });
+        }
+        let primary_cookie = cookie_of(|s| &s.primary_session_affinity_cookie)
+            .filter(|_| sa.primary_cookie_name.is_some());
+        if let Some(cookie) = &primary_cookie {
+            routes.push(HttpRoute {
+                match_: matching(cookie),
+                route: only(&primary),
+                ..weighted.clone()
+            });
+        }
+        let interval = canary
+            .spec
+            .analysis()
+            .and_then(|a| a.interval.as_deref())
+            .and_then(crate::api::parse_duration)
+            .map_or(60, |d| d.as_secs() as i64);
+        for d in &mut weighted.route {
+            if d.destination.host == canary_host
+                && let Some(c) = &current
+            {
+                let age = i64::from(sa.max_age.unwrap_or(86_400));
+                d.headers = set_cookie(super::set_cookie_value(c, sa, age));
+            } else if d.destination.host == primary
+                && let Some(c) = &primary_cookie
+            {
+                d.headers = set_cookie(super::set_cookie_value(c, sa, interval));
+            }
+        }
+    } else if let Some(previous) =
+        current.or_else(|| cookie_of(|s| &s.previous_session_affinity_cookie))
+    {
+        routes.push(HttpRoute {
+            match_: matching(&previous),
+            headers: set_cookie(format!("{previous}; Max-Age=-1")),
+            ..weighted.clone()
+        });
+    }
+    routes.push(weighted);
+    routes
 }
 
 /// Flagger's `GetIstioRewrite`: only `uri` and `authority` (the `type` field is Gateway API's).
@@ -254,7 +347,7 @@ impl Router for IstioRouter {
 
     /// `[DestinationRule <apex>-canary, DestinationRule <apex>-primary, VirtualService <apex>]`:
     /// the rules first, so the VirtualService never points at a host without its rule.
-    fn build(&self, canary: &Canary, weights: Weights) -> Result<Vec<Value>, String> {
+    fn build(&self, canary: &Canary, weights: Weights, _: &[Value]) -> Result<Vec<Value>, String> {
         let mut out = self
             .destination_rules(canary)
             .iter()
@@ -284,7 +377,13 @@ impl Router for IstioRouter {
             let rule = spec.tcp.iter().find(|r| has_canary(&r.route))?;
             (&rule.route, false)
         } else {
-            let rule = spec.http.iter().find(|r| has_canary(&r.route))?;
+            // Under session affinity the sticky routes come first; the weighted one is last.
+            let sticky = canary
+                .spec
+                .analysis()
+                .is_some_and(|a| a.session_affinity.is_some());
+            let mut rules = spec.http.iter().filter(|r| has_canary(&r.route));
+            let rule = if sticky { rules.last()? } else { rules.next()? };
             let mirror = rule.mirror.as_ref().is_some_and(|m| !m.host.is_empty());
             (&rule.route, mirror)
         };
@@ -319,7 +418,7 @@ mod tests {
     }
 
     fn build(c: &Canary, w: Weights) -> Vec<Value> {
-        IstioRouter.build(c, w).unwrap()
+        IstioRouter.build(c, w, &[]).unwrap()
     }
 
     #[test]
@@ -417,11 +516,71 @@ mod tests {
         );
     }
 
+    fn sticky_canary() -> Canary {
+        let mut c = article_canary();
+        c.spec.analysis.as_mut().unwrap().session_affinity = Some(crate::api::SessionAffinity {
+            cookie_name: "flagger-cookie".into(),
+            primary_cookie_name: Some("primary-cookie".into()),
+            max_age: Some(3600),
+            path: Some("/".into()),
+            ..Default::default()
+        });
+        c.status = Some(crate::api::CanaryStatus {
+            session_affinity_cookie: Some("flagger-cookie=abcdefghij".into()),
+            primary_session_affinity_cookie: Some("primary-cookie=klmnopqrst".into()),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn session_affinity_sticky_routes_while_the_canary_has_traffic() {
+        let c = sticky_canary();
+        insta::assert_yaml_snapshot!(vs_spec(&c, split(30)));
+        let spec = vs_spec(&c, split(30));
+        assert_eq!(
+            spec["http"][0]["match"][0]["headers"]["Cookie"]["regex"],
+            ".*flagger-cookie.*abcdefghij.*"
+        );
+        assert_eq!(spec["http"][0]["route"][1]["weight"], 100);
+        assert_eq!(spec["http"][1]["route"][0]["weight"], 100);
+        assert_eq!(
+            spec["http"][2]["route"][1]["headers"]["response"]["add"]["Set-Cookie"],
+            "flagger-cookie=abcdefghij; Max-Age=3600; Path=/"
+        );
+        // The weights read back from the weighted route, not the sticky ones.
+        assert_eq!(
+            IstioRouter.read_weights(&c, &build(&c, split(30))),
+            Some(split(30))
+        );
+    }
+
+    #[test]
+    fn session_affinity_expires_the_previous_cookie_at_weight_zero() {
+        let mut c = sticky_canary();
+        c.status = Some(crate::api::CanaryStatus {
+            previous_session_affinity_cookie: Some("flagger-cookie=abcdefghij".into()),
+            ..Default::default()
+        });
+        let spec = vs_spec(&c, split(0));
+        let http = spec["http"].as_array().unwrap();
+        assert_eq!(http.len(), 2);
+        assert_eq!(
+            http[0]["headers"]["response"]["add"]["Set-Cookie"],
+            "flagger-cookie=abcdefghij; Max-Age=-1"
+        );
+        assert_eq!(http[0]["route"][0]["weight"], 100);
+        assert!(http[1].get("headers").is_none());
+        // No cookie at all: nothing sticky.
+        c.status = None;
+        assert_eq!(vs_spec(&c, split(30))["http"].as_array().unwrap().len(), 1);
+    }
+
     #[test]
     fn delegation_empties_hosts_and_gateways_or_errors() {
         let mut c = flagger_istio_canary();
         c.spec.service.delegation = Some(true);
-        let err = IstioRouter.build(&c, split(0)).unwrap_err();
+        let err = IstioRouter.build(&c, split(0), &[]).unwrap_err();
         assert_eq!(
             err,
             "VirtualService podinfo.test cannot have hosts and gateways when delegation enabled"
@@ -512,7 +671,7 @@ mod tests {
                 c.spec.service.app_protocol = Some("tcp".into());
             }
             let w = Weights { primary: 100 - canary, canary, mirror: mirror && !tcp };
-            let objs = IstioRouter.build(&c, w).unwrap();
+            let objs = IstioRouter.build(&c, w, &[]).unwrap();
             prop_assert_eq!(IstioRouter.read_weights(&c, &objs), Some(w));
         }
     }

@@ -3,15 +3,19 @@
 
 pub mod gateway_api;
 pub mod istio;
+pub mod kubernetes;
 pub mod nginx;
 
 use kube::api::ApiResource;
 use serde_json::Value;
 
-use crate::api::Canary;
+use crate::api::{Canary, SessionAffinity};
 use crate::canary::machine::Weights;
 
+pub use gateway_api::GatewayApiRouter;
 pub use istio::IstioRouter;
+pub use kubernetes::KubernetesRouter;
+pub use nginx::NginxRouter;
 
 /// One traffic-routing provider (Flagger's `pkg/router` `Interface`, split into pure halves).
 ///
@@ -24,10 +28,30 @@ pub trait Router: Send + Sync {
     /// the provider. Added to the trait sketch because a JSON object does not carry its plural.
     fn resources(&self) -> Vec<ApiResource>;
 
+    /// Objects besides the Canary that `build` reads, as `(kind, name)` in the Canary's
+    /// namespace: the user's Ingress for NGINX, the live HTTPRoute for Gateway API (to keep the
+    /// user's rules). The caller passes them, as read from its caches, to `build`.
+    fn inputs(&self, _canary: &Canary) -> Vec<(&'static str, String)> {
+        vec![]
+    }
+
     /// The desired routing objects for `weights` (percent; `mirror` mirrors the primary's
-    /// traffic to the canary where the provider supports it). An error names a spec the provider
-    /// cannot express.
-    fn build(&self, canary: &Canary, weights: Weights) -> Result<Vec<Value>, String>;
+    /// traffic to the canary where the provider supports it), given the live `inputs` found (any
+    /// order; missing ones absent). An error names a spec the provider cannot express or an input
+    /// it needs and did not get.
+    fn build(
+        &self,
+        canary: &Canary,
+        weights: Weights,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>, String>;
+
+    /// Why the routing objects in `live` cannot be trusted to carry the last split written yet
+    /// (Gateway API: a parent has not accepted the route's generation), which halts the
+    /// analysis without counting a failure. `None` when they can.
+    fn pending(&self, _canary: &Canary, _live: &[Value]) -> Option<String> {
+        None
+    }
 
     /// The split currently applied, read from `live`: this router's objects as read from the
     /// cluster, in any order (missing ones simply absent). `None` when the routing object is
@@ -36,13 +60,63 @@ pub trait Router: Send + Sync {
     fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights>;
 }
 
-/// The router for a provider name (`spec.provider`, else the controller default). `None` for a
+/// The router for a provider name (`spec.provider`, else the controller default);
+/// `ingress_prefix` is the NGINX annotation prefix (`-ingress-annotations-prefix`). `None` for a
 /// provider this build does not implement (see `canary::validate::IMPLEMENTED_PROVIDERS`).
-pub fn router_for(provider: &str) -> Option<Box<dyn Router>> {
+pub fn router_for(provider: &str, ingress_prefix: &str) -> Option<Box<dyn Router>> {
     match provider {
         "istio" => Some(Box::new(IstioRouter)),
+        "nginx" => Some(Box::new(NginxRouter::new(ingress_prefix))),
+        "gatewayapi:v1" => Some(Box::new(GatewayApiRouter)),
+        "kubernetes" => Some(Box::new(KubernetesRouter)),
         _ => None,
     }
+}
+
+/// `<cookie>; Max-Age=<maxAge|86400>` plus the configured `Domain`, `HttpOnly`, `Partitioned`,
+/// `Path`, `SameSite`, `Secure` attributes.
+pub(crate) fn set_cookie_value(cookie: &str, sa: &SessionAffinity, max_age: i64) -> String {
+    let mut v = format!("{cookie}; Max-Age={max_age}");
+    if let Some(d) = sa.domain.as_deref().filter(|d| !d.is_empty()) {
+        v.push_str(&format!("; Domain={d}"));
+    }
+    if sa.http_only == Some(true) {
+        v.push_str("; HttpOnly");
+    }
+    if sa.partitioned == Some(true) {
+        v.push_str("; Partitioned");
+    }
+    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
+        v.push_str(&format!("; Path={p}"));
+    }
+    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
+        v.push_str(&format!("; SameSite={s}"));
+    }
+    if sa.secure == Some(true) {
+        v.push_str("; Secure");
+    }
+    v
+}
+
+/// The first object of `objs` with this `kind`, API group and name.
+pub(crate) fn find<'a>(
+    objs: &'a [Value],
+    group: &str,
+    kind: &str,
+    name: &str,
+) -> Option<&'a Value> {
+    let prefix = format!("{group}/");
+    objs.iter().find(|o| {
+        o["kind"] == kind
+            && o["apiVersion"].as_str().is_some_and(|v| {
+                if group.is_empty() {
+                    !v.contains('/')
+                } else {
+                    v.starts_with(&prefix)
+                }
+            })
+            && o["metadata"]["name"] == name
+    })
 }
 
 #[cfg(test)]
@@ -50,16 +124,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn router_for_knows_istio_only() {
-        assert!(router_for("istio").is_some());
-        assert!(router_for("nginx").is_none());
-        assert!(router_for("").is_none());
-        let kinds: Vec<String> = router_for("istio")
-            .unwrap()
-            .resources()
-            .into_iter()
-            .map(|r| r.kind)
-            .collect();
-        assert_eq!(kinds, ["DestinationRule", "VirtualService"]);
+    fn router_for_each_implemented_provider() {
+        let kinds = |p: &str| -> Vec<String> {
+            router_for(p, "")
+                .unwrap()
+                .resources()
+                .into_iter()
+                .map(|r| r.kind)
+                .collect()
+        };
+        assert_eq!(kinds("istio"), ["DestinationRule", "VirtualService"]);
+        assert_eq!(kinds("nginx"), ["Ingress"]);
+        assert_eq!(kinds("gatewayapi:v1"), ["HTTPRoute"]);
+        assert!(kinds("kubernetes").is_empty());
+        for p in ["", "linkerd", "gatewayapi", "gatewayapi:v1beta1"] {
+            assert!(router_for(p, "").is_none(), "{p}");
+        }
+        for p in crate::canary::validate::IMPLEMENTED_PROVIDERS {
+            assert!(router_for(p, "").is_some(), "{p}");
+        }
     }
 }

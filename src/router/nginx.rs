@@ -41,21 +41,17 @@ pub const DEFAULT_ANNOTATIONS_PREFIX: &str = "nginx.ingress.kubernetes.io";
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Flagger's `IngressRouter` for ingress-nginx.
-///
-/// `build` needs the user's Ingress (`spec.ingressRef`), which the `Router` trait does not pass:
-/// the caller reads it and gives it with [`NginxRouter::with_ingress`]. `read_weights` needs only
-/// the live canary Ingress.
+/// Flagger's `IngressRouter` for ingress-nginx. `build` needs the user's Ingress
+/// (`spec.ingressRef`), which it names in `inputs`; `read_weights` needs only the live canary
+/// Ingress.
 #[derive(Clone, Debug, Default)]
 pub struct NginxRouter {
     /// Annotation prefix, e.g. `nginx.ingress.kubernetes.io`.
     pub prefix: String,
-    /// The user's Ingress named by `spec.ingressRef`, as read from the cluster.
-    pub ingress: Option<Ingress>,
 }
 
 impl NginxRouter {
-    /// A router with `prefix` (empty: [`DEFAULT_ANNOTATIONS_PREFIX`]) and no Ingress yet.
+    /// A router with `prefix` (empty: [`DEFAULT_ANNOTATIONS_PREFIX`]).
     pub fn new(prefix: &str) -> Self {
         let prefix = if prefix.is_empty() {
             DEFAULT_ANNOTATIONS_PREFIX
@@ -64,14 +60,7 @@ impl NginxRouter {
         };
         NginxRouter {
             prefix: prefix.to_string(),
-            ingress: None,
         }
-    }
-
-    /// This router with the user's Ingress, for `build`.
-    pub fn with_ingress(mut self, ingress: Ingress) -> Self {
-        self.ingress = Some(ingress);
-        self
     }
 }
 
@@ -252,23 +241,37 @@ impl Router for NginxRouter {
         vec![ApiResource::erase::<Ingress>(&())]
     }
 
-    /// `[Ingress <ingressRef>-canary]`. Errors without `spec.ingressRef`, without the user's
-    /// Ingress ([`NginxRouter::with_ingress`]) or when it is not the one `ingressRef` names.
-    fn build(&self, canary: &Canary, weights: Weights) -> Result<Vec<Value>, String> {
+    /// The user's Ingress named by `spec.ingressRef`.
+    fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
+        canary
+            .spec
+            .ingress_ref
+            .iter()
+            .map(|r| ("Ingress", r.name.clone()))
+            .collect()
+    }
+
+    /// `[Ingress <ingressRef>-canary]`. Errors without `spec.ingressRef` or when the user's
+    /// Ingress it names is not among `inputs`.
+    fn build(
+        &self,
+        canary: &Canary,
+        weights: Weights,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>, String> {
         let Some(reference) = canary.spec.ingress_ref.as_ref() else {
             return Err("spec.ingressRef is required for the nginx provider".into());
         };
-        let Some(ingress) = self.ingress.as_ref() else {
-            return Err(format!("ingress {} was not read", reference.name));
-        };
-        if ingress.metadata.name.as_deref() != Some(reference.name.as_str()) {
-            return Err(format!(
-                "ingress {} given for ingressRef {}",
-                ingress.metadata.name.as_deref().unwrap_or(""),
-                reference.name
-            ));
-        }
-        let obj = canary_ingress(canary, ingress, weights, &self.prefix)?;
+        let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+        let ingress: Ingress = super::find(
+            inputs,
+            &Ingress::group(&()),
+            &Ingress::kind(&()),
+            &reference.name,
+        )
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
+        .ok_or_else(|| format!("ingress {}.{ns} not found", reference.name))?;
+        let obj = canary_ingress(canary, &ingress, weights, &self.prefix)?;
         let v = serde_json::to_value(&obj).map_err(|e| format!("serializing Ingress: {e}"))?;
         Ok(vec![v])
     }
@@ -276,14 +279,7 @@ impl Router for NginxRouter {
     /// The Ingress `<ingressRef>-canary` of `live`, read by [`read_canary_ingress_weights`].
     fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights> {
         let name = canary_ingress_name(&canary.spec.ingress_ref.as_ref()?.name);
-        let group = format!("{}/", Ingress::group(&()));
-        let obj = live.iter().find(|o| {
-            o["kind"] == Ingress::kind(&()).as_ref()
-                && o["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with(&group))
-                && o["metadata"]["name"] == name.as_str()
-        })?;
+        let obj = super::find(live, &Ingress::group(&()), &Ingress::kind(&()), &name)?;
         let ingress: Ingress = serde_json::from_value(obj.clone()).ok()?;
         read_canary_ingress_weights(canary, &ingress, &self.prefix)
     }
@@ -364,11 +360,15 @@ mod tests {
     }
 
     fn router() -> NginxRouter {
-        NginxRouter::new("").with_ingress(user_ingress())
+        NginxRouter::new("")
+    }
+
+    fn inputs() -> Vec<Value> {
+        vec![serde_json::to_value(user_ingress()).unwrap()]
     }
 
     fn build(c: &Canary, w: Weights) -> Vec<Value> {
-        router().build(c, w).unwrap()
+        router().build(c, w, &inputs()).unwrap()
     }
 
     fn annotations(c: &Canary, w: Weights) -> Value {
@@ -446,11 +446,11 @@ mod tests {
 
         let c = ab_canary(json!([{"headers": {"x-a": {"prefix": "1"}}}]));
         assert_eq!(
-            router().build(&c, split(100)).unwrap_err(),
+            router().build(&c, split(100), &inputs()).unwrap_err(),
             r#"nginx canary-by-header supports only exact and regex matches, got x-a: {"prefix":"1"}"#
         );
         let c = ab_canary(json!([{"headers": {"cookie": {"regex": "c.*"}}}]));
-        assert!(router().build(&c, split(0)).is_err());
+        assert!(router().build(&c, split(0), &inputs()).is_err());
     }
 
     #[test]
@@ -471,9 +471,9 @@ mod tests {
 
     #[test]
     fn custom_prefix() {
-        let r = NginxRouter::new("custom.ingress.kubernetes.io").with_ingress(user_ingress());
+        let r = NginxRouter::new("custom.ingress.kubernetes.io");
         let c = nginx_canary();
-        let objs = r.build(&c, split(30)).unwrap();
+        let objs = r.build(&c, split(30), &inputs()).unwrap();
         let ann = &objs[0]["metadata"]["annotations"];
         assert_eq!(ann["custom.ingress.kubernetes.io/canary-weight"], "30");
         // The user's nginx.* annotations are not the canary's under another prefix.
@@ -487,25 +487,21 @@ mod tests {
         let mut c = nginx_canary();
         c.spec.service.name = Some("web".into());
         assert_eq!(
-            router().build(&c, split(0)).unwrap_err(),
+            router().build(&c, split(0), &inputs()).unwrap_err(),
             "backend web not found in ingress podinfo"
         );
         let c = nginx_canary();
         assert_eq!(
-            NginxRouter::new("").build(&c, split(0)).unwrap_err(),
-            "ingress podinfo was not read"
+            router().build(&c, split(0), &[]).unwrap_err(),
+            "ingress podinfo.test not found"
         );
         let mut other = user_ingress();
         other.metadata.name = Some("other".into());
-        assert!(
-            NginxRouter::new("")
-                .with_ingress(other)
-                .build(&c, split(0))
-                .is_err()
-        );
+        let other = serde_json::to_value(other).unwrap();
+        assert!(router().build(&c, split(0), &[other]).is_err());
         let mut c = nginx_canary();
         c.spec.ingress_ref = None;
-        assert!(router().build(&c, split(0)).is_err());
+        assert!(router().build(&c, split(0), &inputs()).is_err());
         assert_eq!(router().read_weights(&c, &[]), None);
     }
 
@@ -564,7 +560,7 @@ mod tests {
         #[test]
         fn read_weights_inverts_build(canary in 0..=100i32) {
             let c = nginx_canary();
-            let objs = router().build(&c, split(canary)).unwrap();
+            let objs = router().build(&c, split(canary), &inputs()).unwrap();
             prop_assert_eq!(router().read_weights(&c, &objs), Some(split(canary)));
         }
     }
