@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """Mesh traffic simulator for pennant's end-to-end tests.
 
-There is no real service mesh in the e2e environment (pods are faked by kwok
-and never run), so this process plays the part of the mesh: every tick it
-LISTs the routing objects pennant (or Flagger) wrote, works out how much
-traffic each workload would receive, and exposes the Prometheus series a real
-mesh's destination reporter would have emitted.
+There is no real service mesh, ingress controller or application in the e2e
+environment (pods are faked by kwok and never run), so this process plays
+their part: every tick it LISTs the routing objects pennant (or Flagger)
+wrote (Istio VirtualServices, ingress-nginx canary Ingresses, Gateway API
+HTTPRoutes) and the Services annotated for direct traffic, works out how
+much traffic each workload (Deployment or DaemonSet) and each of its Ready
+pods would receive, and exposes the Prometheus series a real mesh
+(istio_*), ingress-nginx (nginx_ingress_controller_*) and the application
+itself (podinfo's http_request_duration_seconds_*) would have emitted.
+It also answers ``GET /route``: which destination one request would reach
+(session-affinity tests).
 
 Python 3.11 standard library only.  See README.md beside this file for the
 CLI, the annotations it reads and the series it serves.
@@ -14,9 +20,12 @@ Layout of this file (pure parts first, they are unit-tested):
 
 * ``parse_kubeconfig`` / ``parse_yaml``  - tiny YAML subset reader.
 * ``bucket_fractions``                   - latency model (histogram shape).
-* router kinds (``istio_splits`` ...)    - routing object -> ``Split`` list.
-* ``compute_flows``                      - splits + Services + Deployments
-                                           -> requests/s per workload.
+* router kinds (``istio_splits``, ``nginx_views``, ``gatewayapi_splits``,
+  ``service_views``)                     - routing objects -> ``Split`` lists.
+* ``compute_flows``                      - splits + Services + workloads +
+                                           pods -> requests/s per workload.
+* ``route_request`` / ``pick_workload``  - one request through one routing
+                                           object (``GET /route``).
 * ``Metrics``                            - monotonic counters + text format.
 * ``KubeClient`` / ``Simulator`` / main  - the impure shell.
 """
@@ -26,11 +35,14 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
+import hashlib
 import http.client
 import http.server
 import json
 import math
 import os
+import random
+import re
 import shutil
 import signal
 import socketserver
@@ -48,6 +60,7 @@ ANN_RPS = ANNOTATION_PREFIX + "rps"  # Namespace: ordinary requests/s per router
 ANN_AB_RPS = ANNOTATION_PREFIX + "ab-rps"  # Namespace: requests/s per A/B (match) route
 ANN_ERROR_RATE = ANNOTATION_PREFIX + "error-rate"  # pod template: fraction answered 500
 ANN_LATENCY_MS = ANNOTATION_PREFIX + "latency-ms"  # pod template: typical latency
+ANN_SERVICE_RPS = ANNOTATION_PREFIX + "service-rps"  # Service or Namespace: direct requests/s per Service
 
 DEFAULT_ERROR_RATE = 0.0
 DEFAULT_LATENCY_MS = 20.0
@@ -61,6 +74,11 @@ ISTIO_BUCKETS_MS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
     60000, 300000, 600000, 1800000, 3600000,
 )
+
+# Prometheus client / podinfo default buckets (seconds) of
+# http_request_duration_seconds; ingress-nginx uses the same bounds for
+# nginx_ingress_controller_response_duration_seconds.  Kept in ms here.
+HTTP_BUCKETS_MS: tuple[float, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 # Fixed spread of per-request latencies around the typical latency L.  It
 # shapes the histogram below the bucket that holds the p99 (see
@@ -428,12 +446,17 @@ class Split(NamedTuple):
                    the namespace's ab-rps, shared by its weights
       * "mirror" - a copy of the main traffic (weight = mirror percentage)
       * "ab-mirror" - a copy of an A/B route's traffic
+      * "service" - direct traffic to a Service (no routing object)
+    ``canary`` is router specific: for ingress-nginx, the upstream name
+    ``<ns>-<svc>-<port>`` of a canary Ingress backend ("" otherwise), exported
+    as the ``canary`` label of the nginx_* series.
     """
 
     namespace: str
     host: str  # short Service name
     weight: float
     traffic: str = "main"
+    canary: str = ""
 
 
 def normalize_host(host: str, default_ns: str) -> tuple[str, str] | None:
@@ -532,31 +555,244 @@ def istio_splits(vs: dict) -> list[Split]:
     return out
 
 
-# Extension points (a later issue adds these router kinds).  Each is a pure
-# function ``(obj) -> list[Split]`` registered in ROUTER_KINDS below with the
-# API list path(s) of the objects it reads:
-#
-#   def nginx_splits(ingress):   # networking.k8s.io/v1 Ingress
-#       - an Ingress with nginx.ingress.kubernetes.io/canary: "true" sends
-#         canary-weight (of canary-weight-total, default 100) of the traffic
-#         for its host to its backend Service; the non-canary Ingress for the
-#         same host gets the rest (pair them by spec.rules[*].host);
-#         canary-by-header / canary-by-cookie -> "ab" traffic.
-#   def gatewayapi_splits(route):   # gateway.networking.k8s.io/v1 HTTPRoute
-#       - spec.rules[*].backendRefs[*] {name, namespace?, weight (default 1)}
-#         with the same main/A-B rule as Istio (rules with only a path match
-#         are "main"; header matches are "ab"); filters RequestMirror -> mirror.
-#   def service_splits(svc):     # plain Services (kubernetes provider)
-#       - a Service that no router object points at gets weight 100 of its
-#         own traffic (decide which Services count, e.g. by annotation).
+# --- ingress-nginx -------------------------------------------------------
+
+NGINX_CANARY_SUFFIX = "/canary"
+
+
+def nginx_canary_prefix(ing: dict) -> str | None:
+    """Annotation prefix of a canary Ingress, None for an ordinary one.
+
+    An Ingress is a canary when some annotation ``<prefix>/canary`` is
+    "true" (ingress-nginx's ``nginx.ingress.kubernetes.io``, or the prefix
+    configured in pennant/Flagger, ``-ingress-annotations-prefix``).
+    """
+    for k, v in sorted(_annotations(ing.get("metadata")).items()):
+        if isinstance(k, str) and k.endswith(NGINX_CANARY_SUFFIX) and len(k) > len(NGINX_CANARY_SUFFIX):
+            if str(v).strip().lower() == "true":
+                return k[: -len(NGINX_CANARY_SUFFIX)]
+    return None
+
+
+class IngressPath(NamedTuple):
+    host: str
+    path: str
+    service: str
+    port: str  # number or name, as written
+
+
+def ingress_paths(ing: dict) -> list[IngressPath]:
+    """networking.k8s.io/v1 Ingress -> its Service backends, one per
+    spec.rules[*].http.paths[*] (path default "/"), or spec.defaultBackend
+    (host "", path "/") when no rule has a Service backend."""
+    spec = ing.get("spec") or {}
+    out: list[IngressPath] = []
+
+    def backend(b: Any) -> tuple[str, str] | None:
+        svc = (b or {}).get("service") if isinstance(b, dict) else None
+        if not isinstance(svc, dict) or not svc.get("name"):
+            return None
+        port = svc.get("port") or {}
+        p = port.get("number") if port.get("number") is not None else port.get("name")
+        return str(svc["name"]), "" if p is None else str(p)
+
+    for rule in spec.get("rules") or []:
+        if not isinstance(rule, dict):
+            continue
+        for path in ((rule.get("http") or {}).get("paths")) or []:
+            b = backend((path or {}).get("backend"))
+            if b is not None:
+                out.append(IngressPath(str(rule.get("host") or ""), str(path.get("path") or "/"), b[0], b[1]))
+    if not out:
+        b = backend(spec.get("defaultBackend"))
+        if b is not None:
+            out.append(IngressPath("", "/", b[0], b[1]))
+    return out
+
+
+def nginx_views(ingresses: list[dict]) -> list[RouteView]:
+    """ingress-nginx canary model: all Ingresses -> one view per ordinary Ingress.
+
+    Each ordinary (non-canary) Ingress carries the ordinary traffic ("main",
+    namespace rps) and, when the namespace's ab-rps > 0, the A/B clients'
+    traffic ("ab": requests carrying the canary header/cookie), spread evenly
+    over its (host, path) backends.  A canary Ingress (see
+    nginx_canary_prefix) in the SAME namespace with the same host and path
+    takes over part of it, as ingress-nginx does (the first such canary by
+    name; ingress-nginx supports one):
+      * main: ``<prefix>/canary-weight`` out of ``canary-weight-total``
+        (default 100) goes to the canary backend, the rest to the ordinary one;
+      * ab: everything to the canary backend when ``canary-by-header`` or
+        ``canary-by-cookie`` is set (the A/B clients send what it asks for),
+        else split by the weight like main.
+    Canary-routed splits get ``canary=<ns>-<canary svc>-<port>`` (the
+    upstream name ingress-nginx puts in its ``canary`` label); the view's
+    name is the ordinary Ingress (the ``ingress`` label).  A canary Ingress
+    without an ordinary partner carries nothing.  Malformed objects are
+    skipped.
+    """
+    ordinary: list[dict] = []
+    canaries: dict[tuple[str, str, str], tuple[dict, str, IngressPath]] = {}
+    for ing in sorted((i for i in ingresses if _has_name(i)), key=lambda i: i["metadata"]["name"]):
+        try:
+            prefix = nginx_canary_prefix(ing)
+            paths = ingress_paths(ing)
+        except (AttributeError, TypeError):
+            continue
+        if prefix is None:
+            ordinary.append(ing)
+            continue
+        ns = ing["metadata"].get("namespace") or "default"
+        for p in paths:
+            canaries.setdefault((ns, p.host, p.path), (ing, prefix, p))
+    views: list[RouteView] = []
+    for ing in ordinary:
+        ns = ing["metadata"].get("namespace") or "default"
+        try:
+            paths = ingress_paths(ing)
+        except (AttributeError, TypeError):
+            continue
+        share = 100.0 / len(paths) if paths else 0.0
+        splits: list[Split] = []
+        for p in paths:
+            paired = canaries.get((ns, p.host, p.path))
+            if paired is None:
+                splits.append(Split(ns, p.service, share, "main"))
+                splits.append(Split(ns, p.service, share, "ab"))
+                continue
+            can, prefix, cp = paired
+            ann = _annotations(can.get("metadata"))
+            total = annotation_float(ann, prefix + "/canary-weight-total", 100.0, 0.0, 1e9)
+            w = annotation_float(ann, prefix + "/canary-weight", 0.0, 0.0, 1e9)
+            frac = min(1.0, w / total) if total > 0 else 0.0
+            label = f"{ns}-{cp.service}-{cp.port}"
+            by = any(str(ann.get(prefix + k) or "").strip() for k in ("/canary-by-header", "/canary-by-cookie"))
+            for traffic in ("main", "ab"):
+                f = 1.0 if traffic == "ab" and by else frac
+                splits.append(Split(ns, p.service, share * (1.0 - f), traffic))
+                splits.append(Split(ns, cp.service, share * f, traffic, label))
+        views.append(RouteView("nginx", ns, ing["metadata"]["name"], splits))
+    return views
+
+
+# --- Gateway API -----------------------------------------------------------
+
+
+def _mirror_pct(f: dict) -> float:
+    if f.get("percent") is not None:
+        return min(100.0, max(0.0, _num(f.get("percent"), 100.0)))
+    frac = f.get("fraction")
+    if isinstance(frac, dict):
+        den = _num(frac.get("denominator"), 100.0)
+        return min(100.0, max(0.0, 100.0 * _num(frac.get("numerator"), 0.0) / den)) if den > 0 else 0.0
+    return 100.0
+
+
+def _gw_ab(rule: dict) -> bool:
+    return any(isinstance(m, dict) and (m.get("headers") or m.get("queryParams")) for m in rule.get("matches") or [])
+
+
+def _gw_service_ref(ref: Any, ns: str) -> str | None:
+    """BackendRef -> 'svc.ns' for core Services (others are not simulated)."""
+    if not isinstance(ref, dict) or not ref.get("name"):
+        return None
+    if (ref.get("group") or "") != "" or (ref.get("kind") or "Service") != "Service":
+        return None
+    return f"{ref['name']}.{ref.get('namespace') or ns}"
+
+
+def gatewayapi_splits(route: dict) -> list[Split]:
+    """Gateway API HTTPRoute (gateway.networking.k8s.io/v1 or v1beta1) -> splits.
+
+    Same main/A-B rule as Istio: the first spec.rules entry none of whose
+    matches has headers or queryParams carries the ordinary traffic (rules
+    after it are ignored); if every rule has them, the last one does.  The
+    header/query rules before it (A/B rules, session-affinity sticky rules
+    on the Cookie header) are "ab" routes.  Destinations: backendRefs of
+    kind Service {name, namespace (default the route's), weight (default
+    1)}, normalised to 100; RequestMirror filters (percent or fraction,
+    default 100 %) copy the rule's traffic.
+    """
+    ns = ((route.get("metadata") or {}).get("namespace")) or "default"
+    rules = [r for r in ((route.get("spec") or {}).get("rules") or []) if isinstance(r, dict)]
+    if not rules:
+        return []
+    main_idx = len(rules) - 1
+    for i, r in enumerate(rules):
+        if not _gw_ab(r):
+            main_idx = i
+            break
+    out: list[Split] = []
+    for i, r in enumerate(rules[: main_idx + 1]):
+        traffic = "main" if i == main_idx else "ab"
+        dests = []
+        for ref in r.get("backendRefs") or []:
+            host = _gw_service_ref(ref, ns)
+            if host is not None:
+                dests.append((host, _num(ref.get("weight"), 1.0)))
+        out.extend(_weighted(dests, ns, traffic))
+        for f in r.get("filters") or []:
+            if not isinstance(f, dict) or f.get("type") != "RequestMirror":
+                continue
+            m = f.get("requestMirror") or {}
+            host = _gw_service_ref(m.get("backendRef"), ns)
+            nh = normalize_host(host, ns) if host else None
+            if nh is not None:
+                out.append(Split(nh[0], nh[1], _mirror_pct(m), "mirror" if traffic == "main" else "ab-mirror"))
+    return out
+
+
+# --- plain Kubernetes Services ----------------------------------------------
+
+
+def service_views(
+    services: dict[tuple[str, str], dict],
+    namespaces: dict[str, dict],
+    routed: set[tuple[str, str]],
+    warn: Callable[[str], None] | None = None,
+) -> list[RouteView]:
+    """Direct traffic to Services (provider ``kubernetes``: no routing object).
+
+    A Service with a selector gets ``sim.pennant.dev/service-rps`` requests/s
+    ("service" traffic, weight 100) when:
+      * the Service itself carries the annotation (always; "0" opts out), or
+      * its Namespace carries it and the Service is not the destination of a
+        routing object (``routed``: (ns, svc) of every split) - so a mesh or
+        ingress keeps sole control of the Services it routes.
+    In pennant's kubernetes blue/green the apex ``<apex>`` and ``<apex>-primary``
+    select the primary pods and ``<apex>-canary`` the canary pods, so with the
+    namespace annotation each of the three gets the rate (the canary pods see
+    what a load tester hitting ``<apex>-canary`` would send).
+    """
+    out: list[RouteView] = []
+    for (ns, name), svc in sorted(services.items()):
+        sel = (svc.get("spec") or {}).get("selector")
+        if not isinstance(sel, dict) or not sel:
+            continue
+        ann = _annotations(svc.get("metadata"))
+        if ANN_SERVICE_RPS in ann:
+            rps = annotation_float(ann, ANN_SERVICE_RPS, 0.0, 0.0, 1e7, warn)
+        else:
+            ns_ann = _annotations((namespaces.get(ns) or {}).get("metadata"))
+            if ANN_SERVICE_RPS not in ns_ann or (ns, name) in routed:
+                continue
+            rps = annotation_float(ns_ann, ANN_SERVICE_RPS, 0.0, 0.0, 1e7, warn)
+        out.append(RouteView("service", ns, name, [Split(ns, name, 100.0, "service")], rates={"service": rps}))
+    return out
 
 
 @dataclass(frozen=True)
 class RouterKind:
+    """A kind of routing object: its cluster-wide LIST path(s), tried in
+    order until one is not 404, and either a per-object pure function
+    ``splits(obj) -> list[Split]`` (one RouteView per object) or a pure
+    function ``views(objs) -> list[RouteView]`` over all objects of the kind
+    (for kinds whose objects pair up, like ingress-nginx canaries)."""
+
     name: str
-    # Alternative list paths (cluster-wide), tried in order until one is not 404.
     list_paths: tuple[str, ...]
-    splits: Callable[[dict], list[Split]]
+    splits: Callable[[dict], list[Split]] | None = None
+    views: Callable[[list[dict]], list[RouteView]] | None = None
 
 
 ROUTER_KINDS: list[RouterKind] = [
@@ -568,7 +804,22 @@ ROUTER_KINDS: list[RouterKind] = [
         ),
         splits=istio_splits,
     ),
+    RouterKind(
+        name="nginx",
+        list_paths=("/apis/networking.k8s.io/v1/ingresses",),
+        views=nginx_views,
+    ),
+    RouterKind(
+        name="httproute",
+        list_paths=(
+            "/apis/gateway.networking.k8s.io/v1/httproutes",
+            "/apis/gateway.networking.k8s.io/v1beta1/httproutes",
+        ),
+        splits=gatewayapi_splits,
+    ),
 ]
+# Plain Services are not a RouterKind: service_views needs the other kinds'
+# destinations, so Simulator.snapshot adds them last.
 
 
 # --------------------------------------------------------------------------
@@ -584,13 +835,23 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Flow:
-    """requests/s reaching one workload through one Service."""
+    """requests/s reaching one workload through one Service.
+
+    ``router``/``route`` name the routing object that sent it ("istio",
+    "nginx", "httproute" or "service", and its name), ``canary`` is the
+    split's router-specific canary label, ``pods`` the workload's Ready pods
+    (the traffic is spread evenly over them for the per-pod http_* series).
+    """
 
     namespace: str
     service: str
     workload: str
     rps: float
     behaviour: Behaviour
+    router: str = "istio"
+    route: str = ""
+    canary: str = ""
+    pods: tuple[str, ...] = ()
 
 
 @dataclass
@@ -603,6 +864,8 @@ class RouteView:
     splits: list[Split]
     # (split, workload name or None, rps reaching that workload)
     targets: list[tuple[Split, str | None, float]] = field(default_factory=list)
+    # Rates by traffic class overriding the namespace's (service_views).
+    rates: dict[str, float] | None = None
 
 
 def _annotations(meta: Any) -> dict:
@@ -630,6 +893,7 @@ def annotation_float(
 
 
 def behaviour_of(deploy: dict, warn: Callable[[str], None] | None = None) -> Behaviour:
+    """Behaviour annotations of a Deployment's or DaemonSet's pod template."""
     tmpl_meta = (((deploy.get("spec") or {}).get("template") or {}).get("metadata")) or {}
     ann = _annotations(tmpl_meta)
     return Behaviour(
@@ -638,13 +902,71 @@ def behaviour_of(deploy: dict, warn: Callable[[str], None] | None = None) -> Beh
     )
 
 
+def workload_kind(w: dict) -> str:
+    """"Deployment" or "DaemonSet" (LIST items carry no kind: Simulator tags them)."""
+    return "DaemonSet" if w.get("kind") == "DaemonSet" else "Deployment"
+
+
 def ready_replicas(deploy: dict) -> int:
-    return int(_num((deploy.get("status") or {}).get("readyReplicas"), 0.0))
+    """Ready pods of a workload: Deployment status.readyReplicas, DaemonSet
+    status.numberReady (0 once pennant parks it on a nodeSelector matching
+    no node)."""
+    key = "numberReady" if workload_kind(deploy) == "DaemonSet" else "readyReplicas"
+    return int(_num((deploy.get("status") or {}).get(key), 0.0))
+
+
+def pod_ready(pod: dict) -> bool:
+    """Running, not terminating, condition Ready=True."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp") or status.get("phase") != "Running":
+        return False
+    return any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def workload_pods(w: dict, pods: Iterable[dict]) -> list[str]:
+    """Names of the Ready pods of a workload, sorted.
+
+    A pod belongs to it when it is in the workload's namespace, its labels
+    match the workload's spec.selector.matchLabels (else the template
+    labels), and its controller ownerReference (if any) is the workload
+    itself (DaemonSet) or one of its ReplicaSets ``<deployment>-<hash>``.
+    """
+    meta = w.get("metadata") or {}
+    ns, name, kind = meta.get("namespace"), meta.get("name"), workload_kind(w)
+    spec = w.get("spec") or {}
+    sel = ((spec.get("selector") or {}).get("matchLabels")) or (
+        ((spec.get("template") or {}).get("metadata") or {}).get("labels")) or {}
+    if not isinstance(sel, dict) or not sel:
+        return []
+    out = []
+    for p in pods:
+        pm = p.get("metadata") or {}
+        if pm.get("namespace") != ns or not isinstance(pm.get("name"), str):
+            continue
+        labels = pm.get("labels") or {}
+        if not all(labels.get(k) == v for k, v in sel.items()):
+            continue
+        owner = next((o for o in pm.get("ownerReferences") or [] if isinstance(o, dict) and o.get("controller")), None)
+        if owner is not None:
+            if kind == "DaemonSet" and not (owner.get("kind") == "DaemonSet" and owner.get("name") == name):
+                continue
+            if kind == "Deployment" and not (
+                owner.get("kind") == "ReplicaSet" and str(owner.get("name", "")).rpartition("-")[0] == name
+            ):
+                continue
+        if pod_ready(p):
+            out.append(pm["name"])
+    return sorted(out)
 
 
 def workloads_for_service(svc: dict | None, deployments: Iterable[dict]) -> list[dict]:
-    """Deployments in the Service's namespace whose pod template labels match
-    the Service's selector (an empty/missing selector matches nothing)."""
+    """Workloads (Deployments, DaemonSets) in the Service's namespace whose
+    pod template labels match the Service's selector (an empty/missing
+    selector matches nothing)."""
     if not svc:
         return []
     selector = (svc.get("spec") or {}).get("selector")
@@ -675,17 +997,29 @@ def compute_flows(
     deployments: list[dict],
     default_rps: float,
     warn: Callable[[str], None] | None = None,
+    pods: list[dict] | None = None,
 ) -> list[Flow]:
     """Fill in each view's targets and return the flows to account this tick.
 
-    A split's rate is class_rate(routing object's namespace) * weight/100; it
-    reaches the Deployments behind the destination Service in proportion to
-    their readyReplicas; a Deployment with no ready replica gets nothing (the
-    requests fail before any destination reporter sees them).
+    A split's rate is class_rate(routing object's namespace) * weight/100
+    (or the view's own ``rates``); it reaches the workloads (``deployments``:
+    Deployments and DaemonSets) behind the destination Service in proportion
+    to their ready replicas; a workload with no ready replica gets nothing
+    (the requests fail before any destination reporter sees them).  Each
+    flow lists its workload's Ready ``pods`` (none when pods is None).
     """
     flows: list[Flow] = []
+    pod_cache: dict[int, tuple[str, ...]] = {}
+
+    def pods_of(d: dict) -> tuple[str, ...]:
+        if pods is None:
+            return ()
+        if id(d) not in pod_cache:
+            pod_cache[id(d)] = tuple(workload_pods(d, pods))
+        return pod_cache[id(d)]
+
     for view in views:
-        rates = class_rates(namespaces.get(view.namespace), default_rps, warn)
+        rates = view.rates if view.rates is not None else class_rates(namespaces.get(view.namespace), default_rps, warn)
         view.targets = []
         for sp in view.splits:
             rps = rates.get(sp.traffic, 0.0) * sp.weight / 100.0
@@ -702,7 +1036,8 @@ def compute_flows(
                 name = d["metadata"]["name"]
                 view.targets.append((sp, name, share))
                 if share > 0:
-                    flows.append(Flow(sp.namespace, sp.host, name, share, behaviour_of(d, warn)))
+                    flows.append(Flow(sp.namespace, sp.host, name, share, behaviour_of(d, warn),
+                                      view.router, view.name, sp.canary, pods_of(d)))
     return flows
 
 
@@ -720,6 +1055,244 @@ def describe(views: list[RouteView]) -> str:
                 items.append(f"{dest}{tag}={sp.weight:g}%->{wl}@{rps:.3g}rps")
         parts.append(f"{v.router}:{v.namespace}/{v.name}: " + (" ".join(items) or "(no routes)"))
     return "; ".join(parts) if parts else "(no routing objects)"
+
+
+# --------------------------------------------------------------------------
+# One request through one routing object (GET /route)
+# --------------------------------------------------------------------------
+
+ROUTE_ROUTERS = ("istio", "httproute")
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """A request to route: ``headers`` keyed by lower-case name."""
+
+    namespace: str
+    router: str
+    name: str
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    path: str = "/"
+    method: str = "GET"
+    seed: str | None = None
+
+
+def parse_route_query(qs: str) -> RouteQuery:
+    """``namespace=&router=istio|httproute&name=`` plus optional
+    ``header.<Name>=<value>`` (repeatable; a repeated header is joined with
+    "; " for Cookie, ", " otherwise), ``query.<name>=<value>``, ``path``
+    (default "/"), ``method`` (default GET) and ``seed``.  Raises ValueError
+    on a missing or unknown parameter."""
+    headers: dict[str, str] = {}
+    query: dict[str, str] = {}
+    plain: dict[str, str] = {}
+    for k, v in urllib.parse.parse_qsl(qs, keep_blank_values=True):
+        if k.startswith("header.") and len(k) > 7:
+            name = k[7:].lower()
+            if name in headers:
+                v = headers[name] + ("; " if name == "cookie" else ", ") + v
+            headers[name] = v
+        elif k.startswith("query.") and len(k) > 6:
+            query[k[6:]] = v
+        else:
+            plain[k] = v
+    for req in ("namespace", "router", "name"):
+        if not plain.get(req):
+            raise ValueError(f"missing parameter {req!r}")
+    if plain["router"] not in ROUTE_ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTE_ROUTERS)}, got {plain['router']!r}")
+    return RouteQuery(plain["namespace"], plain["router"], plain["name"], headers, query,
+                      plain.get("path") or "/", (plain.get("method") or "GET").upper(), plain.get("seed"))
+
+
+def _fraction(seed: str | None, salt: str) -> float:
+    """Deterministic [0, 1) from seed (random without one)."""
+    if seed is None:
+        return random.random()
+    digest = hashlib.sha256(f"{salt}\0{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _pick(items: list[tuple[Any, float]], u: float) -> Any:
+    """Weighted choice by u in [0, 1); None when every weight is <= 0."""
+    live = [(x, w) for x, w in items if w > 0]
+    total = sum(w for _, w in live)
+    if total <= 0:
+        return None
+    acc = 0.0
+    for x, w in live:
+        acc += w
+        if u * total < acc:
+            return x
+    return live[-1][0]
+
+
+def _re_full(pattern: Any, v: str) -> bool:
+    try:
+        return re.fullmatch(str(pattern), v) is not None
+    except re.error:
+        return False
+
+
+def _istio_str(m: Any, v: str | None) -> bool:
+    """Istio StringMatch {exact|prefix|regex} (regex: RE2, full match)."""
+    if v is None:
+        return False
+    if not isinstance(m, dict):
+        return True
+    if "exact" in m:
+        return v == str(m["exact"])
+    if "prefix" in m:
+        return v.startswith(str(m["prefix"]))
+    if "regex" in m:
+        return _re_full(m["regex"], v)
+    return True
+
+
+def _istio_matches(entry: dict, q: RouteQuery) -> bool:
+    for name, sm in (entry.get("headers") or {}).items():
+        if not _istio_str(sm, q.headers.get(str(name).lower())):
+            return False
+    for name, sm in (entry.get("withoutHeaders") or {}).items():
+        if _istio_str(sm, q.headers.get(str(name).lower())):
+            return False
+    for name, sm in (entry.get("queryParams") or {}).items():
+        if not _istio_str(sm, q.query.get(str(name))):
+            return False
+    if entry.get("uri") and not _istio_str(entry["uri"], q.path):
+        return False
+    if entry.get("method") and not _istio_str(entry["method"], q.method):
+        return False
+    return True
+
+
+def _istio_cookies(headers: Any) -> list[str]:
+    resp = (headers or {}).get("response") if isinstance(headers, dict) else None
+    out: list[str] = []
+    for op in ("set", "add"):
+        for k, v in (((resp or {}).get(op)) or {}).items():
+            if str(k).lower() == "set-cookie":
+                out.append(str(v))
+    return out
+
+
+def _gw_str(m: dict, v: str | None) -> bool:
+    if v is None:
+        return False
+    if (m.get("type") or "Exact") == "RegularExpression":
+        return _re_full(m.get("value", ""), v)
+    return v == str(m.get("value", ""))
+
+
+def _gw_rank(m: dict, q: RouteQuery) -> tuple | None:
+    """Gateway API match -> precedence key (greater wins) or None if it does
+    not match: Exact path, then the longest PathPrefix, then method, then
+    the most header matches, then the most query matches."""
+    path = m.get("path") or {}
+    ptype = path.get("type") or "PathPrefix"
+    pval = str(path.get("value") or "/")
+    if ptype == "Exact":
+        ok, prank = q.path == pval, 2
+    elif ptype == "RegularExpression":
+        ok, prank = _re_full(pval, q.path), 0
+    else:
+        base = pval.rstrip("/")
+        ok, prank = base == "" or q.path == base or q.path.startswith(base + "/"), 1
+    if not ok:
+        return None
+    headers = [h for h in m.get("headers") or [] if isinstance(h, dict)]
+    params = [h for h in m.get("queryParams") or [] if isinstance(h, dict)]
+    if not all(_gw_str(h, q.headers.get(str(h.get("name", "")).lower())) for h in headers):
+        return None
+    if not all(_gw_str(h, q.query.get(str(h.get("name", "")))) for h in params):
+        return None
+    if m.get("method") and str(m["method"]).upper() != q.method:
+        return None
+    return (prank, len(pval) if prank == 1 else 0, bool(m.get("method")), len(headers), len(params))
+
+
+def _gw_cookies(filters: Any) -> list[str]:
+    out: list[str] = []
+    for f in filters or []:
+        if not isinstance(f, dict) or f.get("type") != "ResponseHeaderModifier":
+            continue
+        mod = f.get("responseHeaderModifier") or {}
+        for op in ("set", "add"):
+            for h in mod.get(op) or []:
+                if isinstance(h, dict) and str(h.get("name", "")).lower() == "set-cookie":
+                    out.append(str(h.get("value", "")))
+    return out
+
+
+def route_request(router: str, obj: dict, q: RouteQuery) -> dict | None:
+    """Route one request through a VirtualService ("istio") or an HTTPRoute
+    ("httproute") like the proxy would.
+
+    Istio: the first spec.http route whose match is empty or has an entry
+    whose headers (exact/prefix/regex, names case-insensitive),
+    withoutHeaders, queryParams, uri and method all match.  HTTPRoute: among
+    all rules' matches (no matches = PathPrefix "/") the most specific one
+    (see _gw_rank), ties to the earlier rule.  The destination is drawn by
+    weight (Istio: weight, a lone destination gets 100; HTTPRoute: weight
+    default 1) with a deterministic hash of ``seed``.  ``setCookie`` lists
+    the Set-Cookie values the proxy would add: Istio ``headers.response
+    .set/.add`` of the route then of the destination; HTTPRoute
+    ResponseHeaderModifier filters of the rule then of the backendRef.
+
+    Returns ``{"rule": index, "namespace": ns|None, "service": svc|None,
+    "setCookie": [...]}`` (service None when every weight is 0; namespace
+    None for a host outside the cluster), or None when no rule matches.
+    """
+    ns = ((obj.get("metadata") or {}).get("namespace")) or "default"
+    spec = obj.get("spec") or {}
+    u = _fraction(q.seed, "route")
+    if router == "istio":
+        for i, r in enumerate(spec.get("http") or []):
+            if not isinstance(r, dict):
+                continue
+            match = [m for m in r.get("match") or [] if isinstance(m, dict)]
+            if match and not any(_istio_matches(m, q) for m in match):
+                continue
+            items = [d for d in r.get("route") or [] if isinstance(d, dict)]
+            d = _pick([(d, _num(d.get("weight"), 100.0 if len(items) == 1 else 0.0)) for d in items], u)
+            out = {"rule": i, "namespace": None, "service": None, "setCookie": _istio_cookies(r.get("headers"))}
+            if d is not None:
+                host = str(((d.get("destination") or {}).get("host")) or "")
+                nh = normalize_host(host, ns)
+                out["namespace"], out["service"] = nh if nh is not None else (None, host)
+                out["setCookie"] += _istio_cookies(d.get("headers"))
+            return out
+        return None
+    if router == "httproute":
+        best: tuple | None = None
+        best_i = -1
+        rules = spec.get("rules") or []
+        for i, r in enumerate(rules):
+            if not isinstance(r, dict):
+                continue
+            for m in r.get("matches") or [{}]:
+                rank = _gw_rank(m if isinstance(m, dict) else {}, q)
+                if rank is not None and (best is None or rank > best):
+                    best, best_i = rank, i
+        if best is None:
+            return None
+        r = rules[best_i]
+        refs = [b for b in r.get("backendRefs") or [] if isinstance(b, dict) and b.get("name")]
+        b = _pick([(b, _num(b.get("weight"), 1.0)) for b in refs], u)
+        out = {"rule": best_i, "namespace": None, "service": None, "setCookie": _gw_cookies(r.get("filters"))}
+        if b is not None:
+            out["namespace"], out["service"] = b.get("namespace") or ns, str(b["name"])
+            out["setCookie"] += _gw_cookies(b.get("filters"))
+        return out
+    raise ValueError(f"unknown router {router!r}")
+
+
+def pick_workload(svc: dict | None, workloads: list[dict], seed: str | None) -> str | None:
+    """The workload behind a Service that serves one request: drawn among the
+    selected workloads with ready replicas, in proportion to them."""
+    ready = [(w["metadata"]["name"], ready_replicas(w)) for w in workloads_for_service(svc, workloads)]
+    return _pick(ready, _fraction(seed, "workload"))
 
 
 # --------------------------------------------------------------------------
@@ -750,6 +1323,19 @@ class SeriesKey(NamedTuple):
     workload: str
 
 
+class NginxKey(NamedTuple):
+    namespace: str
+    ingress: str  # the ordinary (non-canary) Ingress
+    service: str
+    canary: str  # "" or the canary upstream <ns>-<svc>-<port>
+
+
+class PodKey(NamedTuple):
+    namespace: str
+    pod: str
+    status: str  # "200" | "500"
+
+
 @dataclass
 class _Acc:
     ok: float = 0.0
@@ -759,17 +1345,51 @@ class _Acc:
     buckets: list[float] = field(default_factory=lambda: [0.0] * len(ISTIO_BUCKETS_MS))
     has_err: bool = False
 
+    def add(self, n: float, b: Behaviour, fractions: list[float]) -> None:
+        err = n * b.error_rate
+        self.err += err
+        self.ok += n - err
+        if b.error_rate > 0:
+            self.has_err = True
+        self.count += n
+        self.total_ms += n * b.latency_ms
+        for i, frac in enumerate(fractions):
+            self.buckets[i] += n * frac
+
+
+def _fmt_float(x: float) -> str:
+    """Accumulated float (e.g. a _sum in seconds): 6 decimals, monotonic."""
+    return f"{x:.6f}".rstrip("0").rstrip(".") or "0"
+
 
 class Metrics:
-    """Accumulates float counters (never decreasing) and renders them."""
+    """Accumulates float counters (never decreasing) and renders them.
+
+    Three families, from the same flows:
+      * istio_*  - flows of Istio VirtualServices, per (namespace, Service,
+                   workload) as Istio's destination reporter;
+      * nginx_ingress_controller_* - flows of ingress-nginx Ingresses, per
+                   (namespace, ordinary Ingress, Service, canary upstream);
+      * http_request_duration_seconds_* - EVERY flow (the application
+                   exports it whatever the router), per Ready pod and status.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._acc: dict[SeriesKey, _Acc] = {}
+        self._nginx: dict[NginxKey, _Acc] = {}
+        self._http: dict[PodKey, _Acc] = {}
         self._weights: dict[tuple[str, str], float] = {}
         self._rps: dict[tuple[str, str, str], float] = {}
+        self._fractions: dict[tuple[float, tuple[float, ...]], list[float]] = {}
         self.ticks = 0.0
         self.api_errors = 0.0
+
+    def _frac(self, latency_ms: float, bounds: tuple[float, ...]) -> list[float]:
+        key = (latency_ms, bounds)
+        if key not in self._fractions:
+            self._fractions[key] = bucket_fractions(latency_ms, bounds)
+        return self._fractions[key]
 
     def add(self, flows: Iterable[Flow], dt: float) -> None:
         with self._lock:
@@ -777,22 +1397,32 @@ class Metrics:
                 n = f.rps * dt
                 if n <= 0:
                     continue
-                acc = self._acc.setdefault(SeriesKey(f.namespace, f.service, f.workload), _Acc())
-                err = n * f.behaviour.error_rate
-                acc.err += err
-                acc.ok += n - err
-                if f.behaviour.error_rate > 0:
-                    acc.has_err = True
-                acc.count += n
-                acc.total_ms += n * f.behaviour.latency_ms
-                for i, frac in enumerate(bucket_fractions(f.behaviour.latency_ms)):
-                    acc.buckets[i] += n * frac
+                b = f.behaviour
+                if f.router == "istio":
+                    acc = self._acc.setdefault(SeriesKey(f.namespace, f.service, f.workload), _Acc())
+                    acc.add(n, b, self._frac(b.latency_ms, ISTIO_BUCKETS_MS))
+                elif f.router == "nginx":
+                    acc = self._nginx.setdefault(
+                        NginxKey(f.namespace, f.route, f.service, f.canary),
+                        _Acc(buckets=[0.0] * len(HTTP_BUCKETS_MS)))
+                    acc.add(n, b, self._frac(b.latency_ms, HTTP_BUCKETS_MS))
+                if not f.pods:
+                    continue
+                per_pod = n / len(f.pods)
+                fr = self._frac(b.latency_ms, HTTP_BUCKETS_MS)
+                for pod in f.pods:
+                    for status, part in (("200", 1.0 - b.error_rate), ("500", b.error_rate)):
+                        if part <= 0:
+                            continue
+                        acc = self._http.setdefault(
+                            PodKey(f.namespace, pod, status), _Acc(buckets=[0.0] * len(HTTP_BUCKETS_MS)))
+                        acc.add(per_pod * part, Behaviour(0.0, b.latency_ms), fr)
 
     def set_gauges(self, views: list[RouteView], default_rps: float, namespaces: dict[str, dict]) -> None:
         weights: dict[tuple[str, str], float] = {}
         rps: dict[tuple[str, str, str], float] = {}
         for v in views:
-            rates = class_rates(namespaces.get(v.namespace), default_rps)
+            rates = v.rates if v.rates is not None else class_rates(namespaces.get(v.namespace), default_rps)
             for sp in v.splits:
                 if sp.traffic == "main":
                     key = (sp.namespace, sp.host)
@@ -803,9 +1433,25 @@ class Metrics:
             self._weights = weights
             self._rps = rps
 
+    @staticmethod
+    def _hist(name: str, base: list[tuple[str, str]], acc: _Acc, bounds_ms: tuple[float, ...],
+              seconds: bool) -> list[str]:
+        out = []
+        for b, c in zip(bounds_ms, acc.buckets):
+            le = _fmt_le(b / 1000.0) if seconds else _fmt_le(b)
+            out.append(f"{name}_bucket{_labels(base + [('le', le)])} {_count(c)}")
+        out.append(f"{name}_bucket{_labels(base + [('le', '+Inf')])} {_count(acc.count)}")
+        total = _fmt_float(acc.total_ms / 1000.0) if seconds else str(_count(acc.total_ms))
+        out.append(f"{name}_sum{_labels(base)} {total}")
+        out.append(f"{name}_count{_labels(base)} {_count(acc.count)}")
+        return out
+
     def render(self) -> str:
+        def copy(d: dict) -> dict:
+            return {k: _Acc(v.ok, v.err, v.count, v.total_ms, list(v.buckets), v.has_err) for k, v in d.items()}
+
         with self._lock:
-            acc = {k: (v.ok, v.err, v.count, v.total_ms, list(v.buckets), v.has_err) for k, v in self._acc.items()}
+            acc, nginx, http = copy(self._acc), copy(self._nginx), copy(self._http)
             weights = dict(self._weights)
             rps = dict(self._rps)
             ticks, api_errors = self.ticks, self.api_errors
@@ -814,7 +1460,7 @@ class Metrics:
         out.append("# TYPE istio_requests_total counter")
         hist: list[str] = []
         for key in sorted(acc):
-            ok, err, count, total_ms, buckets, has_err = acc[key]
+            a = acc[key]
             base = [
                 ("reporter", "destination"),
                 ("source_workload", SOURCE_WORKLOAD),
@@ -824,19 +1470,37 @@ class Metrics:
                 ("destination_service_name", key.service),
                 ("destination_service_namespace", key.namespace),
             ]
-            out.append(f"istio_requests_total{_labels(base + [('response_code', '200')])} {_count(ok)}")
-            if has_err:
-                out.append(f"istio_requests_total{_labels(base + [('response_code', '500')])} {_count(err)}")
-            for b, c in zip(ISTIO_BUCKETS_MS, buckets):
-                hist.append(
-                    f"istio_request_duration_milliseconds_bucket{_labels(base + [('le', _fmt_le(b))])} {_count(c)}"
-                )
-            hist.append(f"istio_request_duration_milliseconds_bucket{_labels(base + [('le', '+Inf')])} {_count(count)}")
-            hist.append(f"istio_request_duration_milliseconds_sum{_labels(base)} {_count(total_ms)}")
-            hist.append(f"istio_request_duration_milliseconds_count{_labels(base)} {_count(count)}")
+            out.append(f"istio_requests_total{_labels(base + [('response_code', '200')])} {_count(a.ok)}")
+            if a.has_err:
+                out.append(f"istio_requests_total{_labels(base + [('response_code', '500')])} {_count(a.err)}")
+            hist.extend(self._hist("istio_request_duration_milliseconds", base, a, ISTIO_BUCKETS_MS, False))
         out.append("# HELP istio_request_duration_milliseconds Simulated request durations.")
         out.append("# TYPE istio_request_duration_milliseconds histogram")
         out.extend(hist)
+
+        out.append("# HELP nginx_ingress_controller_requests Simulated requests handled by ingress-nginx.")
+        out.append("# TYPE nginx_ingress_controller_requests counter")
+        hist = []
+        for key in sorted(nginx):
+            a = nginx[key]
+            base = [("namespace", key.namespace), ("ingress", key.ingress), ("service", key.service),
+                    ("canary", key.canary), ("method", "GET"), ("path", "/")]
+            out.append(f"nginx_ingress_controller_requests{_labels(base + [('status', '200')])} {_count(a.ok)}")
+            if a.has_err:
+                out.append(f"nginx_ingress_controller_requests{_labels(base + [('status', '500')])} {_count(a.err)}")
+            hist.extend(self._hist("nginx_ingress_controller_response_duration_seconds", base, a,
+                                   HTTP_BUCKETS_MS, True))
+        out.append("# HELP nginx_ingress_controller_response_duration_seconds Simulated upstream response times.")
+        out.append("# TYPE nginx_ingress_controller_response_duration_seconds histogram")
+        out.extend(hist)
+
+        out.append("# HELP http_request_duration_seconds Simulated application request durations (podinfo), per pod.")
+        out.append("# TYPE http_request_duration_seconds histogram")
+        for key in sorted(http):
+            base = [("kubernetes_namespace", key.namespace), ("kubernetes_pod_name", key.pod),
+                    ("method", "GET"), ("path", "/"), ("status", key.status)]
+            out.extend(self._hist("http_request_duration_seconds", base, http[key], HTTP_BUCKETS_MS, True))
+
         out.append("# HELP sim_route_weight Weight (percent of ordinary traffic) the simulator applied to a destination.")
         out.append("# TYPE sim_route_weight gauge")
         for (ns, host), w in sorted(weights.items()):
@@ -921,15 +1585,23 @@ class KubeClient:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def get(self, path: str) -> dict:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One API call; a body is sent as a JSON merge patch."""
         headers = {"Accept": "application/json", "User-Agent": "pennant-mesh-simulator"}
         if self.cfg.token:
             headers["Authorization"] = f"Bearer {self.cfg.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/merge-patch+json"
         with self._lock:
             for attempt in (0, 1):
                 if self._conn is None:
                     self._conn = self._connect()
                 try:
-                    self._conn.request("GET", self.prefix + path, headers=headers)
+                    self._conn.request(method, self.prefix + path, body=data, headers=headers)
                     resp = self._conn.getresponse()
                     body = resp.read()
                     break
@@ -945,7 +1617,7 @@ class KubeClient:
                 msg = json.loads(body).get("message", msg)
             except (ValueError, AttributeError):
                 pass
-            raise ApiError(resp.status, f"GET {path}: {msg}")
+            raise ApiError(resp.status, f"{method} {path}: {msg}")
         return json.loads(body)
 
     def list(self, path: str) -> list[dict]:
@@ -1045,7 +1717,11 @@ class Simulator:
         self._cache[key] = items
         return items
 
-    def snapshot(self) -> tuple[list[RouteView], dict, dict, list[dict]] | None:
+    def snapshot(self) -> tuple[list[RouteView], dict, dict, list[dict], list[dict] | None] | None:
+        """(views, namespaces, services, workloads, pods) or None when a core
+        LIST (namespaces, services, deployments) never succeeded.  DaemonSets
+        count as none and pods as unknown (no per-pod series) until their
+        LISTs succeed."""
         core = {}
         for path in ("/api/v1/namespaces", "/api/v1/services", "/apis/apps/v1/deployments"):
             items = self._cached(path, lambda p=path: self.client.list(p))
@@ -1054,10 +1730,23 @@ class Simulator:
             core[path] = [o for o in items if _has_name(o)]
         namespaces = {n["metadata"]["name"]: n for n in core["/api/v1/namespaces"]}
         services = {(s["metadata"].get("namespace", ""), s["metadata"]["name"]): s for s in core["/api/v1/services"]}
-        deployments = core["/apis/apps/v1/deployments"]
+        daemonsets = self._cached(DAEMONSETS, lambda: self.client.list(DAEMONSETS)) or []
+        workloads = []
+        for kind, items in (("Deployment", core["/apis/apps/v1/deployments"]), ("DaemonSet", daemonsets)):
+            for w in items:
+                if _has_name(w):
+                    w["kind"] = kind  # LIST items carry no kind
+                    workloads.append(w)
+        pods = self._cached(PODS, lambda: self.client.list(PODS))
         views: list[RouteView] = []
         for kind in ROUTER_KINDS:
             objs = self._cached(kind.name, lambda k=kind: self._list_kind(k)) or []
+            if kind.views is not None:
+                try:
+                    views.extend(kind.views(objs))
+                except Exception as e:  # a bug or an object too malformed to pair
+                    self._error(kind.name, f"skipped all objects: {e!r}")
+                continue
             for obj in objs:
                 meta = obj.get("metadata") or {}
                 ident = f"{kind.name} {meta.get('namespace')}/{meta.get('name')}"
@@ -1067,15 +1756,18 @@ class Simulator:
                     self._error(ident, f"skipped malformed object: {e!r}")
                     continue
                 views.append(RouteView(kind.name, meta.get("namespace") or "default", meta.get("name") or "", splits))
-        return views, namespaces, services, deployments
+        routed = {(sp.namespace, sp.host) for v in views for sp in v.splits}
+        views.extend(service_views(services, namespaces, routed, self._warn_once))
+        return views, namespaces, services, workloads, pods
 
     def tick(self, dt: float) -> None:
+        self.accept_routes()
         snap = self.snapshot()
         self.metrics.ticks += 1
         if snap is None:
             return
-        views, namespaces, services, deployments = snap
-        flows = compute_flows(views, namespaces, services, deployments, self.default_rps, self._warn_once)
+        views, namespaces, services, workloads, pods = snap
+        flows = compute_flows(views, namespaces, services, workloads, self.default_rps, self._warn_once, pods)
         self.metrics.add(flows, dt)
         self.metrics.set_gauges(views, self.default_rps, namespaces)
         desc = describe(views)
@@ -1083,22 +1775,170 @@ class Simulator:
             log("routing: " + desc)
             self._last_desc = desc
 
+    def accept_routes(self) -> None:
+        """Play the Gateway controller: mark every parent of every HTTPRoute Accepted at the
+        route's generation (what a Gateway implementation reports once it programmed the
+        route), unless the route's namespace says ``sim.pennant.dev/gateway-accept: "false"``."""
+        try:
+            routes = self.client.list(HTTPROUTES)
+            namespaces = {
+                n["metadata"]["name"]: n for n in self.client.list("/api/v1/namespaces") if _has_name(n)
+            }
+        except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+            self._error("httproutes", e)
+            return
+        for r in routes:
+            if not _has_name(r):
+                continue
+            ns = r["metadata"].get("namespace", "")
+            ann = _annotations((namespaces.get(ns) or {}).get("metadata"))
+            if str(ann.get(ANN_GATEWAY_ACCEPT, "true")).lower() == "false":
+                continue
+            status = route_acceptance(r)
+            if status is None:
+                continue
+            name = r["metadata"]["name"]
+            try:
+                self.client.request(
+                    "PATCH",
+                    f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}/status",
+                    {"status": status},
+                )
+            except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+                self._error(f"httproute {ns}/{name} status", e)
+
+    def route(self, qs: str) -> tuple[int, dict]:
+        """GET /route: live GETs of the routing object, the chosen Service and
+        the namespace's workloads, then route_request + pick_workload.
+        (400 bad query, 404 object missing or no rule matched, 502 apiserver
+        error.)  Success: 200 {"service", "namespace", "workload", "setCookie",
+        "rule"}."""
+        try:
+            q = parse_route_query(qs)
+        except ValueError as e:
+            return 400, {"error": str(e)}
+        try:
+            obj = None
+            for p in ROUTE_OBJECT_PATHS[q.router]:
+                try:
+                    obj = self.client.get(p.format(ns=q.namespace, name=q.name))
+                    break
+                except ApiError as e:
+                    if e.status != 404:
+                        raise
+            if obj is None:
+                return 404, {"error": f"{q.router} {q.namespace}/{q.name} not found"}
+            decision = route_request(q.router, obj, q)
+            if decision is None:
+                return 404, {"error": "no rule matched", "service": None}
+            workload = None
+            if decision["service"] and decision["namespace"]:
+                ns = decision["namespace"]
+                try:
+                    svc = self.client.get(f"/api/v1/namespaces/{ns}/services/{decision['service']}")
+                except ApiError as e:
+                    if e.status != 404:
+                        raise
+                    svc = None
+                workloads = []
+                for kind, plural in (("Deployment", "deployments"), ("DaemonSet", "daemonsets")):
+                    for w in self.client.list(f"/apis/apps/v1/namespaces/{ns}/{plural}"):
+                        if _has_name(w):
+                            w["kind"] = kind
+                            workloads.append(w)
+                workload = pick_workload(svc, workloads, q.seed)
+        except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+            return 502, {"error": f"apiserver: {e}"}
+        return 200, {**decision, "workload": workload}
+
+
+HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/httproutes"
+ANN_GATEWAY_ACCEPT = ANNOTATION_PREFIX + "gateway-accept"  # Namespace: "false" = never accept
+GATEWAY_CONTROLLER = "sim.pennant.dev/gateway"
+
+
+def route_acceptance(route: dict, now: str | None = None) -> dict | None:
+    """The HTTPRoute status a Gateway controller would write: every spec parentRef Accepted at
+    the route's generation. ``None`` when the live status already says so."""
+    meta = route.get("metadata") or {}
+    gen = int(_num(meta.get("generation"), 1.0))
+    refs = [p for p in ((route.get("spec") or {}).get("parentRefs") or []) if isinstance(p, dict)]
+    if not refs:
+        return None
+    live = ((route.get("status") or {}).get("parents")) or []
+
+    def accepted(ref: dict) -> bool:
+        for p in live:
+            if not isinstance(p, dict) or p.get("parentRef") != ref:
+                continue
+            for c in p.get("conditions") or []:
+                if c.get("type") == "Accepted" and c.get("status") == "True" and int(_num(c.get("observedGeneration"), 0)) >= gen:
+                    return True
+        return False
+
+    if all(accepted(r) for r in refs):
+        return None
+    now = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "parents": [
+            {
+                "parentRef": r,
+                "controllerName": GATEWAY_CONTROLLER,
+                "conditions": [
+                    {
+                        "type": "Accepted",
+                        "status": "True",
+                        "reason": "Accepted",
+                        "message": "accepted by the traffic simulator",
+                        "observedGeneration": gen,
+                        "lastTransitionTime": now,
+                    }
+                ],
+            }
+            for r in refs
+        ]
+    }
+
+
+DAEMONSETS = "/apis/apps/v1/daemonsets"
+PODS = "/api/v1/pods"
+ROUTE_OBJECT_PATHS: dict[str, tuple[str, ...]] = {
+    "istio": (
+        "/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices/{name}",
+        "/apis/networking.istio.io/v1beta1/namespaces/{ns}/virtualservices/{name}",
+    ),
+    "httproute": (
+        "/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}",
+        "/apis/gateway.networking.k8s.io/v1beta1/namespaces/{ns}/httproutes/{name}",
+    ),
+}
+
 
 # --------------------------------------------------------------------------
 # HTTP server, file_sd, main
 # --------------------------------------------------------------------------
 
 
-def make_handler(metrics: Metrics) -> type[http.server.BaseHTTPRequestHandler]:
+def make_handler(
+    metrics: Metrics, route: Callable[[str], tuple[int, dict]] | None = None,
+) -> type[http.server.BaseHTTPRequestHandler]:
+    """/metrics, /healthz and (when ``route`` is given) /route?... -> JSON."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0]
+            path, _, qs = self.path.partition("?")
             if path == "/metrics":
                 body = metrics.render().encode()
                 ctype = "text/plain; version=0.0.4; charset=utf-8"
                 code = 200
+            elif path == "/route" and route is not None:
+                try:
+                    code, doc = route(qs)
+                except Exception as e:  # never kill the server thread
+                    code, doc = 500, {"error": repr(e)}
+                body, ctype = (json.dumps(doc) + "\n").encode(), "application/json"
             elif path == "/healthz":
                 body, ctype, code = b"ok\n", "text/plain; charset=utf-8", 200
             else:
@@ -1155,7 +1995,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(client, metrics, args.default_rps)
 
     host, port = args.listen
-    server = _Server((host, port), make_handler(metrics))
+    server = _Server((host, port), make_handler(metrics, sim.route))
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
 
     os.makedirs(args.targets_dir, exist_ok=True)

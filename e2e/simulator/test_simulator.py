@@ -11,7 +11,10 @@ import math
 import os
 import sys
 import threading
+import re
 import unittest
+import urllib.error
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -500,6 +503,12 @@ class FakeClient:
             raise v
         return v
 
+    get = list
+
+    def request(self, method, path, body=None):
+        self.calls.append((method, path, body))
+        return {}
+
 
 class SimulatorTest(unittest.TestCase):
     def setUp(self):
@@ -519,6 +528,10 @@ class SimulatorTest(unittest.TestCase):
                 vs("test", "podinfo", [{"route": [dest("podinfo-primary", 90), dest("podinfo-canary", 10)]}]),
                 {"metadata": {"namespace": "test", "name": "broken"}, "spec": {"http": 5}},
             ],
+            "/apis/apps/v1/daemonsets": [],
+            "/api/v1/pods": [],
+            "/apis/networking.k8s.io/v1/ingresses": [],
+            "/apis/gateway.networking.k8s.io/v1/httproutes": [],
         }
 
     def test_tick_falls_back_to_v1beta1_and_skips_malformed(self):
@@ -594,5 +607,622 @@ class ServingTest(unittest.TestCase):
         self.assertEqual(sim.parse_listen("127.0.0.1:19100"), ("127.0.0.1", 19100))
 
 
+
+# --------------------------------------------------------------------------
+# Router kinds added for issue 3: ingress-nginx, Gateway API, Services,
+# DaemonSets, per-pod http series, /route
+# --------------------------------------------------------------------------
+
+NGINX = "nginx.ingress.kubernetes.io"
+
+
+def series_labels(series: str) -> dict:
+    _, _, rest = series.partition("{")
+    return dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+
+
+def find_exact(samples: dict, name: str, **labels) -> list[float]:
+    """Values of `name` series whose labels include exactly these values."""
+    return [v for series, v in sorted(samples.items())
+            if series.partition("{")[0] == name
+            and all(series_labels(series).get(k) == val for k, val in labels.items())]
+
+
+def ingress(ns, name, svc, host="app.example.com", path="/", port=9898, ann=None) -> dict:
+    return {"metadata": {"namespace": ns, "name": name, "annotations": ann or {}},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [
+                {"path": path, "pathType": "Prefix",
+                 "backend": {"service": {"name": svc, "port": {"number": port}}}}]}}]}}
+
+
+def canary_ingress(ns, name, svc, weight=0, prefix=NGINX, extra=None, **kw) -> dict:
+    ann = {f"{prefix}/canary": "true", f"{prefix}/canary-weight": str(weight)}
+    ann.update({f"{prefix}/{k}": v for k, v in (extra or {}).items()})
+    return ingress(ns, name, svc, ann=ann, **kw)
+
+
+def httproute(ns, name, rules) -> dict:
+    return {"metadata": {"namespace": ns, "name": name},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": rules}}
+
+
+def backend(name, weight=None, **extra) -> dict:
+    b = {"group": "", "kind": "Service", "name": name, "port": 9898, **extra}
+    if weight is not None:
+        b["weight"] = weight
+    return b
+
+
+def daemonset(ns, name, labels, ready=1, ann=None) -> dict:
+    d = deployment(ns, name, labels, None, ann)
+    d["kind"] = "DaemonSet"
+    d["status"] = {"numberReady": ready, "desiredNumberScheduled": 1}
+    return d
+
+
+def pod(ns, name, labels, owner_kind="ReplicaSet", owner=None, ready=True, phase="Running", deleting=False):
+    meta = {"namespace": ns, "name": name, "labels": labels}
+    if owner is not None:
+        meta["ownerReferences"] = [{"kind": owner_kind, "name": owner, "controller": True}]
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": {"phase": phase, "conditions": [
+        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def podinfo_pods(ns="test"):
+    """Two canary pods (Deployment podinfo), one primary pod, as kwok names them."""
+    return [
+        pod(ns, "podinfo-68d4cdcb86-gx9f8", {"app": "podinfo", "extra": "x"}, owner="podinfo-68d4cdcb86"),
+        pod(ns, "podinfo-68d4cdcb86-v4mhs", {"app": "podinfo", "extra": "x"}, owner="podinfo-68d4cdcb86"),
+        pod(ns, "podinfo-primary-5f7c9d-abcde", {"app": "podinfo-primary"}, owner="podinfo-primary-5f7c9d"),
+    ]
+
+
+# Flagger's builtin gatewayapi/kubernetes pod regex (target "podinfo").
+FLAGGER_POD_RE = re.compile(r"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)")
+
+
+class NginxTest(unittest.TestCase):
+    def test_canary_prefix_detection(self):
+        self.assertEqual(sim.nginx_canary_prefix(canary_ingress("t", "a-canary", "a-canary")), NGINX)
+        self.assertEqual(sim.nginx_canary_prefix(
+            canary_ingress("t", "a-canary", "a-canary", prefix="custom.ingress.kubernetes.io")),
+            "custom.ingress.kubernetes.io")
+        self.assertIsNone(sim.nginx_canary_prefix(ingress("t", "a", "a")))
+        self.assertIsNone(sim.nginx_canary_prefix(ingress("t", "a", "a", ann={f"{NGINX}/canary": "false"})))
+        self.assertIsNone(sim.nginx_canary_prefix(ingress("t", "a", "a", ann={"/canary": "true"})))
+
+    def test_ingress_paths(self):
+        self.assertEqual(sim.ingress_paths(ingress("t", "a", "podinfo")),
+                         [sim.IngressPath("app.example.com", "/", "podinfo", "9898")])
+        named = {"metadata": {"name": "x"}, "spec": {"defaultBackend": {"service": {"name": "s", "port": {"name": "http"}}}}}
+        self.assertEqual(sim.ingress_paths(named), [sim.IngressPath("", "/", "s", "http")])
+
+    def test_canary_weight_splits_main_and_ab(self):
+        views = sim.nginx_views([
+            canary_ingress("test", "podinfo-canary", "podinfo-canary", weight=30),
+            ingress("test", "podinfo", "podinfo"),
+        ])
+        self.assertEqual([(v.router, v.namespace, v.name) for v in views], [("nginx", "test", "podinfo")])
+        label = "test-podinfo-canary-9898"
+        self.assertEqual(views[0].splits, [
+            sim.Split("test", "podinfo", 70.0, "main"),
+            sim.Split("test", "podinfo-canary", 30.0, "main", label),
+            sim.Split("test", "podinfo", 70.0, "ab"),
+            sim.Split("test", "podinfo-canary", 30.0, "ab", label),
+        ])
+
+    def test_weight_total_and_custom_prefix(self):
+        p = "custom.ingress.kubernetes.io"
+        views = sim.nginx_views([
+            ingress("test", "podinfo", "podinfo"),
+            canary_ingress("test", "podinfo-canary", "podinfo-canary", weight=5, prefix=p,
+                           extra={"canary-weight-total": "10"}),
+        ])
+        self.assertEqual([sp.weight for sp in views[0].splits if sp.traffic == "main"], [50.0, 50.0])
+
+    def test_by_header_and_by_cookie_send_ab_to_canary(self):
+        for extra in ({"canary-by-header": "x-canary", "canary-by-header-value": "insider"},
+                      {"canary-by-header": "x-canary", "canary-by-header-pattern": "ins.*"},
+                      {"canary-by-cookie": "canary"}):
+            views = sim.nginx_views([ingress("test", "podinfo", "podinfo"),
+                                     canary_ingress("test", "podinfo-canary", "podinfo-canary", 0, extra=extra)])
+            w = {(sp.host, sp.traffic): sp.weight for sp in views[0].splits}
+            self.assertEqual(w, {("podinfo", "main"): 100.0, ("podinfo-canary", "main"): 0.0,
+                                 ("podinfo", "ab"): 0.0, ("podinfo-canary", "ab"): 100.0}, extra)
+
+    def test_pairing_needs_same_namespace_host_and_path(self):
+        for can in (canary_ingress("other", "podinfo-canary", "podinfo-canary", 50),
+                    canary_ingress("test", "podinfo-canary", "podinfo-canary", 50, host="b.example.com"),
+                    canary_ingress("test", "podinfo-canary", "podinfo-canary", 50, path="/api")):
+            views = sim.nginx_views([ingress("test", "podinfo", "podinfo"), can])
+            self.assertEqual([v.name for v in views], ["podinfo"])
+            self.assertEqual({sp.host for sp in views[0].splits}, {"podinfo"})
+        self.assertEqual(sim.nginx_views([canary_ingress("test", "x-canary", "x-canary", 50)]), [])
+        self.assertEqual(sim.nginx_views([{"metadata": {"name": "junk"}, "spec": {"rules": 5}},
+                                          {"spec": {}}]), [])
+
+    def nginx_state(self, weight, extra=None, canary_ann=None):
+        views = sim.nginx_views([ingress("test", "podinfo", "podinfo"),
+                                 canary_ingress("test", "podinfo-canary", "podinfo-canary", weight, extra=extra)])
+        _, services, deps = flagger_canary_state(canary_ann=canary_ann)
+        return views, services, deps
+
+    def test_series_for_flagger_nginx_queries(self):
+        views, services, deps = self.nginx_state(
+            20, canary_ann={"sim.pennant.dev/error-rate": "0.25", "sim.pennant.dev/latency-ms": "40"})
+        m = sim.Metrics()
+        for _ in range(100):
+            m.add(sim.compute_flows(views, {}, services, deps, 20.0, pods=podinfo_pods()), 1.0)
+        s = parse_exposition(m.render())
+        self.assertEqual(find(s, "istio_requests_total"), [])  # no mesh on this path
+        base = dict(namespace="test", ingress="podinfo", method="GET", path="/")
+        can = dict(base, service="podinfo-canary", canary="test-podinfo-canary-9898")
+        self.assertEqual(find_exact(s, "nginx_ingress_controller_requests", status="200", **can), [300])
+        self.assertEqual(find_exact(s, "nginx_ingress_controller_requests", status="500", **can), [100])
+        prim = dict(base, service="podinfo", canary="")
+        self.assertEqual(find_exact(s, "nginx_ingress_controller_requests", status="200", **prim), [1600])
+        self.assertEqual(find_exact(s, "nginx_ingress_controller_requests", status="500", **prim), [])
+        # Flagger: canary!="" success rate, and avg duration = _sum/_count * 1000
+        canary_series = {k: v for k, v in s.items() if series_labels(k).get("canary", "") != ""}
+        ok = sum(find_exact(canary_series, "nginx_ingress_controller_requests", status="200"))
+        total = sum(find_exact(canary_series, "nginx_ingress_controller_requests"))
+        self.assertAlmostEqual(ok / total * 100, 75.0)
+        dsum = find_exact(canary_series, "nginx_ingress_controller_response_duration_seconds_sum")[0]
+        dcount = find_exact(canary_series, "nginx_ingress_controller_response_duration_seconds_count")[0]
+        self.assertAlmostEqual(dsum / dcount * 1000, 40.0, places=3)
+        self.assertEqual(find_exact(canary_series, "nginx_ingress_controller_response_duration_seconds_bucket",
+                                    le="0.05"), [400])
+        self.assertEqual(find_exact(canary_series, "nginx_ingress_controller_response_duration_seconds_bucket",
+                                    le="+Inf"), [400])
+        self.assertTrue(all("status" not in series_labels(k) for k in s
+                            if k.startswith("nginx_ingress_controller_response_duration")))
+        # the app's own series, per canary pod: 2 pods share the 4 rps
+        for name in ("podinfo-68d4cdcb86-gx9f8", "podinfo-68d4cdcb86-v4mhs"):
+            self.assertEqual(find_exact(s, "http_request_duration_seconds_count",
+                                        kubernetes_pod_name=name, status="200"), [150])
+            self.assertEqual(find_exact(s, "http_request_duration_seconds_count",
+                                        kubernetes_pod_name=name, status="500"), [50])
+
+    def test_ab_rps_goes_to_canary_by_header(self):
+        views, services, deps = self.nginx_state(0, extra={"canary-by-header": "x-canary",
+                                                           "canary-by-header-value": "insider"})
+        ns = {"test": namespace("test", {"sim.pennant.dev/ab-rps": "3"})}
+        flows = sim.compute_flows(views, ns, services, deps, 20.0)
+        got = {(f.service, f.canary): f.rps for f in flows}
+        self.assertEqual(got, {("podinfo", ""): 20.0, ("podinfo-canary", "test-podinfo-canary-9898"): 3.0})
+        self.assertEqual({f.router for f in flows}, {"nginx"})
+        self.assertEqual({f.route for f in flows}, {"podinfo"})
+
+
+class GatewayApiTest(unittest.TestCase):
+    def test_flagger_canary_weights(self):
+        r = httproute("test", "podinfo", [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                           "backendRefs": [backend("podinfo-primary", 90), backend("podinfo-canary", 10)]}])
+        self.assertEqual(sim.gatewayapi_splits(r), [sim.Split("test", "podinfo-primary", 90.0),
+                                                    sim.Split("test", "podinfo-canary", 10.0)])
+
+    def test_default_weight_namespace_and_kinds(self):
+        r = httproute("test", "x", [{"backendRefs": [
+            backend("a"), backend("b", namespace="other"), {"name": "c", "kind": "ServiceImport", "group": "mcs"},
+            backend("d", 0)]}])
+        self.assertEqual(sim.gatewayapi_splits(r), [sim.Split("test", "a", 50.0), sim.Split("other", "b", 50.0),
+                                                    sim.Split("test", "d", 0.0)])
+
+    def test_ab_and_sticky_rules(self):
+        r = httproute("test", "podinfo", [
+            {"matches": [{"headers": [{"type": "RegularExpression", "name": "Cookie",
+                                       "value": ".*flagger-cookie.*abc.*"}]}],
+             "backendRefs": [backend("podinfo-primary", 0), backend("podinfo-canary", 100)]},
+            {"matches": [{"queryParams": [{"name": "canary", "value": "1"}]}],
+             "backendRefs": [backend("podinfo-canary", 100)]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [backend("podinfo-primary", 100)]},
+            {"backendRefs": [backend("unreachable")]},
+        ])
+        self.assertEqual(sim.gatewayapi_splits(r), [
+            sim.Split("test", "podinfo-primary", 0.0, "ab"), sim.Split("test", "podinfo-canary", 100.0, "ab"),
+            sim.Split("test", "podinfo-canary", 100.0, "ab"), sim.Split("test", "podinfo-primary", 100.0, "main")])
+        all_ab = httproute("test", "x", [{"matches": [{"headers": [{"name": "x", "value": "1"}]}],
+                                          "backendRefs": [backend("a")]}])
+        self.assertEqual(sim.gatewayapi_splits(all_ab), [sim.Split("test", "a", 100.0, "main")])
+
+    def test_request_mirror(self):
+        r = httproute("test", "podinfo", [{
+            "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "podinfo-canary", "port": 9898}}},
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "m2", "port": 1},
+                                                                    "fraction": {"numerator": 1, "denominator": 4}}},
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "m3", "port": 1}, "percent": 30}}],
+            "backendRefs": [backend("podinfo-primary", 100), backend("podinfo-canary", 0)]}])
+        self.assertEqual(sim.gatewayapi_splits(r)[2:], [sim.Split("test", "podinfo-canary", 100.0, "mirror"),
+                                                        sim.Split("test", "m2", 25.0, "mirror"),
+                                                        sim.Split("test", "m3", 30.0, "mirror")])
+
+    def test_http_series_and_flagger_pod_regex(self):
+        r = httproute("test", "podinfo", [{"backendRefs": [backend("podinfo-primary", 50), backend("podinfo-canary", 50)]}])
+        views = [sim.RouteView("httproute", "test", "podinfo", sim.gatewayapi_splits(r))]
+        _, services, deps = flagger_canary_state(canary_ann={"sim.pennant.dev/error-rate": "0.1",
+                                                             "sim.pennant.dev/latency-ms": "300"})
+        m = sim.Metrics()
+        for _ in range(300):
+            m.add(sim.compute_flows(views, {}, services, deps, 20.0, pods=podinfo_pods()), 1.0)
+        s = parse_exposition(m.render())
+        self.assertEqual(find(s, "istio_requests_total"), [])
+        self.assertEqual(find(s, "nginx_ingress_controller_requests"), [])
+        canary = {k: v for k, v in s.items() if k.startswith("http_request_duration_seconds")
+                  and series_labels(k)["kubernetes_namespace"] == "test"
+                  and FLAGGER_POD_RE.fullmatch(series_labels(k)["kubernetes_pod_name"])}
+        pods = {series_labels(k)["kubernetes_pod_name"] for k in canary}
+        self.assertEqual(pods, {"podinfo-68d4cdcb86-gx9f8", "podinfo-68d4cdcb86-v4mhs"})  # not the primary
+        ok = sum(find_exact(canary, "http_request_duration_seconds_count", status="200"))
+        total = sum(find_exact(canary, "http_request_duration_seconds_count"))
+        self.assertEqual(total, 3000)
+        self.assertAlmostEqual(ok / total * 100, 90.0, delta=0.1)
+        bounds = [b / 1000 for b in sim.HTTP_BUCKETS_MS] + [math.inf]
+        les = [sim._fmt_le(b) for b in bounds[:-1]] + ["+Inf"]
+        self.assertEqual(les[:3] + les[-2:], ["0.005", "0.01", "0.025", "10", "+Inf"])
+        cum = [sum(find_exact(canary, "http_request_duration_seconds_bucket", le=le)) for le in les]
+        self.assertAlmostEqual(sim.histogram_quantile(0.99, bounds, cum) * 1000, 330, delta=15)
+        dsum = sum(find_exact(canary, "http_request_duration_seconds_sum"))
+        self.assertAlmostEqual(dsum / total, 0.3, places=4)
+        primary = find_exact(s, "http_request_duration_seconds_count", kubernetes_pod_name="podinfo-primary-5f7c9d-abcde")
+        self.assertEqual(primary, [3000])
+
+
+class ServiceKindTest(unittest.TestCase):
+    def services(self):
+        _, services, _ = flagger_canary_state()
+        services[("test", "headless")] = {"metadata": {"namespace": "test", "name": "headless"}, "spec": {}}
+        return services
+
+    def test_namespace_annotation_reaches_unrouted_services(self):
+        ns = {"test": namespace("test", {"sim.pennant.dev/service-rps": "5"})}
+        views = sim.service_views(self.services(), ns, routed={("test", "podinfo-primary")})
+        self.assertEqual([(v.router, v.name, v.rates) for v in views],
+                         [("service", "podinfo", {"service": 5.0}), ("service", "podinfo-canary", {"service": 5.0})])
+        self.assertEqual(views[0].splits, [sim.Split("test", "podinfo", 100.0, "service")])
+        self.assertEqual(sim.service_views(self.services(), {"test": namespace("test")}, set()), [])
+
+    def test_service_annotation_wins(self):
+        services = self.services()
+        services[("test", "podinfo-canary")]["metadata"]["annotations"] = {"sim.pennant.dev/service-rps": "7"}
+        services[("test", "podinfo")]["metadata"]["annotations"] = {"sim.pennant.dev/service-rps": "0"}
+        ns = {"test": namespace("test", {"sim.pennant.dev/service-rps": "5"})}
+        views = sim.service_views(services, ns, routed={("test", "podinfo-canary")})
+        self.assertEqual({v.name: v.rates["service"] for v in views},
+                         {"podinfo": 0.0, "podinfo-primary": 5.0, "podinfo-canary": 7.0})
+
+    def test_kubernetes_blue_green_flows(self):
+        _, services, deps = flagger_canary_state(canary_ann={"sim.pennant.dev/latency-ms": "50"})
+        ns = {"test": namespace("test", {"sim.pennant.dev/service-rps": "4", "sim.pennant.dev/rps": "99"})}
+        views = sim.service_views(services, ns, set())
+        flows = sim.compute_flows(views, ns, services, deps, 20.0, pods=podinfo_pods())
+        got = sorted((f.service, f.workload, f.rps, f.router, len(f.pods)) for f in flows)
+        self.assertEqual(got, [("podinfo", "podinfo-primary", 4.0, "service", 1),
+                               ("podinfo-canary", "podinfo", 4.0, "service", 2),
+                               ("podinfo-primary", "podinfo-primary", 4.0, "service", 1)])
+        m = sim.Metrics()
+        m.add(flows, 10.0)
+        m.set_gauges(views, 20.0, ns)
+        s = parse_exposition(m.render())
+        self.assertEqual(find(s, "istio_requests_total"), [])
+        self.assertEqual(find_exact(s, "http_request_duration_seconds_count", kubernetes_namespace="test",
+                                    kubernetes_pod_name="podinfo-68d4cdcb86-gx9f8", status="200"), [20])
+        self.assertEqual(find_exact(s, "http_request_duration_seconds_sum",
+                                    kubernetes_pod_name="podinfo-68d4cdcb86-gx9f8"), [1.0])
+        self.assertEqual(find_exact(s, "http_request_duration_seconds_count",
+                                    kubernetes_pod_name="podinfo-primary-5f7c9d-abcde"), [80])
+        self.assertEqual(find_exact(s, "sim_route_rps", host="podinfo-canary", traffic="service"), [4])
+
+
+class WorkloadTest(unittest.TestCase):
+    def test_workload_pods_by_owner_selector_and_readiness(self):
+        d = deployment("test", "podinfo", {"app": "podinfo"})
+        primary = deployment("test", "podinfo-primary", {"app": "podinfo"})  # same labels on purpose
+        pods = [
+            pod("test", "podinfo-abc12-x1", {"app": "podinfo"}, owner="podinfo-abc12"),
+            pod("test", "podinfo-primary-def34-y2", {"app": "podinfo"}, owner="podinfo-primary-def34"),
+            pod("test", "podinfo-abc12-x3", {"app": "podinfo"}, owner="podinfo-abc12", ready=False),
+            pod("test", "podinfo-abc12-x4", {"app": "podinfo"}, owner="podinfo-abc12", deleting=True),
+            pod("test", "podinfo-abc12-x5", {"app": "podinfo"}, owner="podinfo-abc12", phase="Pending"),
+            pod("other", "podinfo-abc12-x6", {"app": "podinfo"}, owner="podinfo-abc12"),
+            pod("test", "bare", {"app": "podinfo"}),
+        ]
+        self.assertEqual(sim.workload_pods(d, pods), ["bare", "podinfo-abc12-x1"])
+        self.assertEqual(sim.workload_pods(primary, pods), ["bare", "podinfo-primary-def34-y2"])
+        ds = daemonset("test", "agent", {"app": "agent"})
+        ds_pods = [pod("test", "agent-8zdm4", {"app": "agent"}, "DaemonSet", "agent"),
+                   pod("test", "agent-primary-k2j4h", {"app": "agent"}, "DaemonSet", "agent-primary")]
+        self.assertEqual(sim.workload_pods(ds, ds_pods), ["agent-8zdm4"])
+
+    def test_daemonset_readiness_and_traffic(self):
+        ns = "test"
+        services = {(ns, "agent-canary"): service(ns, "agent-canary", {"app": "agent"}),
+                    (ns, "agent-primary"): service(ns, "agent-primary", {"app": "agent-primary"})}
+        views = [sim.RouteView("istio", ns, "agent", sim.istio_splits(vs(ns, "agent", [
+            {"route": [dest("agent-primary", 60), dest("agent-canary", 40)]}])))]
+        workloads = [daemonset(ns, "agent", {"app": "agent"}, 1, {"sim.pennant.dev/latency-ms": "80"}),
+                     daemonset(ns, "agent-primary", {"app": "agent-primary"}, 1)]
+        self.assertEqual(sim.ready_replicas(workloads[0]), 1)
+        pods = [pod(ns, "agent-8zdm4", {"app": "agent"}, "DaemonSet", "agent")]
+        flows = sim.compute_flows(views, {}, services, workloads, 20.0, pods=pods)
+        self.assertEqual(sorted((f.workload, f.rps, f.pods) for f in flows),
+                         [("agent", 8.0, ("agent-8zdm4",)), ("agent-primary", 12.0, ())])
+        self.assertEqual(flows[0].behaviour.latency_ms if flows[0].workload == "agent"
+                         else flows[1].behaviour.latency_ms, 80.0)
+        m = sim.Metrics()
+        m.add(flows, 1.0)
+        s = parse_exposition(m.render())
+        self.assertEqual(find(s, "istio_requests_total", destination_workload="agent"), [8])
+        self.assertEqual(find_exact(s, "http_request_duration_seconds_count", kubernetes_pod_name="agent-8zdm4"), [8])
+        # pennant parks the canary DaemonSet on a nodeSelector matching no node: numberReady 0
+        workloads[0]["status"] = {"numberReady": 0, "desiredNumberScheduled": 0}
+        flows = sim.compute_flows(views, {}, services, workloads, 20.0, pods=[])
+        self.assertEqual([f.workload for f in flows], ["agent-primary"])
+
+
+def sa_virtualservice(ns="test", cookie="flagger-cookie=LpsIaLdoNZ", canary_w=10):
+    """Flagger/pennant session-affinity VirtualService (flagger.md §3.2)."""
+    name, value = cookie.split("=")
+    return vs(ns, "podinfo", [
+        {"match": [{"headers": {"Cookie": {"regex": f".*{name}.*{value}.*"}}}],
+         "route": [dest("podinfo-primary", 0), dest("podinfo-canary", 100)]},
+        {"match": [{"headers": {"x-canary": {"exact": "insider"}}}, {"headers": {"x-user": {"prefix": "beta-"}}}],
+         "route": [dest("podinfo-canary", 100)]},
+        {"route": [dest("podinfo-primary", 100 - canary_w),
+                   dict(dest("podinfo-canary", canary_w),
+                        headers={"response": {"add": {"Set-Cookie": f"{cookie}; Max-Age=86400"}}})]},
+    ])
+
+
+def q(**kw) -> sim.RouteQuery:
+    headers = {k.lower(): v for k, v in kw.pop("headers", {}).items()}
+    return sim.RouteQuery(kw.pop("namespace", "test"), kw.pop("router", "istio"), kw.pop("name", "podinfo"),
+                          headers, **kw)
+
+
+class RouteTest(unittest.TestCase):
+    def test_parse_route_query(self):
+        r = sim.parse_route_query("namespace=t&router=istio&name=p&header.Cookie=a%3D1&header.cookie=b%3D2"
+                                  "&header.X-Canary=insider&query.v=2&seed=7")
+        self.assertEqual(r, sim.RouteQuery("t", "istio", "p", {"cookie": "a=1; b=2", "x-canary": "insider"},
+                                           {"v": "2"}, "/", "GET", "7"))
+        for bad in ("router=istio&name=p", "namespace=t&router=nginx&name=p", ""):
+            with self.assertRaises(ValueError):
+                sim.parse_route_query(bad)
+
+    def test_istio_weighted_rule_is_deterministic_and_sets_cookie(self):
+        obj = sa_virtualservice()
+        seen = {}
+        for i in range(2000):
+            d = sim.route_request("istio", obj, q(seed=str(i)))
+            self.assertEqual(d, sim.route_request("istio", obj, q(seed=str(i))))  # deterministic
+            self.assertEqual(d["rule"], 2)
+            seen[d["service"]] = seen.get(d["service"], 0) + 1
+            if d["service"] == "podinfo-canary":
+                self.assertEqual(d["setCookie"], ["flagger-cookie=LpsIaLdoNZ; Max-Age=86400"])
+            else:
+                self.assertEqual(d["setCookie"], [])
+        self.assertAlmostEqual(seen["podinfo-canary"] / 2000, 0.10, delta=0.02)
+        self.assertEqual(set(seen), {"podinfo-primary", "podinfo-canary"})
+
+    def test_istio_sticky_cookie_and_header_matches(self):
+        obj = sa_virtualservice()
+        for i in range(50):
+            d = sim.route_request("istio", obj, q(seed=str(i), headers={"Cookie": "x=1; flagger-cookie=LpsIaLdoNZ"}))
+            self.assertEqual((d["rule"], d["namespace"], d["service"], d["setCookie"]),
+                             (0, "test", "podinfo-canary", []))
+        other = sim.route_request("istio", obj, q(seed="1", headers={"Cookie": "flagger-cookie=OTHER"}))
+        self.assertEqual(other["rule"], 2)
+        self.assertEqual(sim.route_request("istio", obj, q(headers={"X-Canary": "insider"}))["rule"], 1)
+        self.assertEqual(sim.route_request("istio", obj, q(seed="3", headers={"x-canary": "insider2"}))["rule"], 2)
+        self.assertEqual(sim.route_request("istio", obj, q(headers={"x-user": "beta-7"}))["rule"], 1)
+        only_match = vs("test", "p", [{"match": [{"headers": {"x": {"exact": "1"}}}], "route": [dest("a")]}])
+        self.assertIsNone(sim.route_request("istio", only_match, q()))
+        uri = vs("test", "p", [{"match": [{"uri": {"prefix": "/api"}}], "route": [dest("a")]},
+                               {"route": [dest("b.other.svc.cluster.local")]}])
+        self.assertEqual(sim.route_request("istio", uri, q(path="/api/x"))["service"], "a")
+        self.assertEqual(sim.route_request("istio", uri, q())[("namespace")], "other")
+
+    def test_istio_expired_cookie_on_route(self):
+        obj = vs("test", "podinfo", [
+            {"match": [{"headers": {"Cookie": {"regex": ".*flagger-cookie.*old.*"}}}],
+             "headers": {"response": {"add": {"Set-Cookie": "flagger-cookie=old; Max-Age=-1"}}},
+             "route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]},
+            {"route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]}])
+        d = sim.route_request("istio", obj, q(seed="x", headers={"Cookie": "flagger-cookie=old"}))
+        self.assertEqual((d["rule"], d["service"], d["setCookie"]),
+                         (0, "podinfo-primary", ["flagger-cookie=old; Max-Age=-1"]))
+
+    def sa_httproute(self):
+        """pennant's session-affinity HTTPRoute (weighted rule FIRST to check precedence)."""
+        cookie = "flagger-cookie=LpsIaLdoNZ"
+        set_cookie = {"type": "ResponseHeaderModifier",
+                      "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": cookie + "; Max-Age=86400"}]}}
+        return httproute("test", "podinfo", [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "backendRefs": [backend("podinfo-primary", 80), backend("podinfo-canary", 20, filters=[set_cookie])]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                          "headers": [{"type": "RegularExpression", "name": "Cookie",
+                                       "value": ".*flagger-cookie.*LpsIaLdoNZ.*"}]}],
+             "backendRefs": [backend("podinfo-primary", 0), backend("podinfo-canary", 100)]},
+            {"matches": [{"path": {"type": "Exact", "value": "/exact"}}], "backendRefs": [backend("e")],
+             "filters": [{"type": "ResponseHeaderModifier",
+                          "responseHeaderModifier": {"set": [{"name": "set-cookie", "value": "c=1; Max-Age=-1"}]}}]},
+        ])
+
+    def test_httproute_precedence_weights_and_filters(self):
+        obj = self.sa_httproute()
+        seen = {}
+        for i in range(2000):
+            d = sim.route_request("httproute", obj, q(router="httproute", seed=str(i)))
+            self.assertEqual(d["rule"], 0)
+            seen[d["service"]] = seen.get(d["service"], 0) + 1
+            self.assertEqual(d["setCookie"], ["flagger-cookie=LpsIaLdoNZ; Max-Age=86400"]
+                             if d["service"] == "podinfo-canary" else [])
+        self.assertAlmostEqual(seen["podinfo-canary"] / 2000, 0.20, delta=0.03)
+        sticky = sim.route_request("httproute", obj, q(router="httproute", seed="1",
+                                                      headers={"cookie": "flagger-cookie=LpsIaLdoNZ"}))
+        self.assertEqual((sticky["rule"], sticky["service"], sticky["setCookie"]), (1, "podinfo-canary", []))
+        exact = sim.route_request("httproute", obj, q(router="httproute", path="/exact"))
+        self.assertEqual((exact["rule"], exact["service"], exact["setCookie"]), (2, "e", ["c=1; Max-Age=-1"]))
+        none = httproute("test", "x", [{"matches": [{"headers": [{"name": "x", "value": "1"}]}],
+                                        "backendRefs": [backend("a")]}])
+        self.assertIsNone(sim.route_request("httproute", none, q(router="httproute")))
+        zero = httproute("test", "x", [{"backendRefs": [backend("a", 0)]}])
+        self.assertIsNone(sim.route_request("httproute", zero, q(router="httproute"))["service"])
+
+    def test_pick_workload(self):
+        _, services, deps = flagger_canary_state(canary_ready=0)
+        self.assertEqual(sim.pick_workload(services[("test", "podinfo-canary")], deps, "1"), None)
+        self.assertEqual(sim.pick_workload(services[("test", "podinfo")], deps, "1"), "podinfo-primary")
+        self.assertIsNone(sim.pick_workload(None, deps, "1"))
+
+    def route_cluster(self):
+        _, services, deps = flagger_canary_state()
+        return {
+            "/apis/networking.istio.io/v1/namespaces/test/virtualservices/podinfo": sa_virtualservice(),
+            "/apis/gateway.networking.k8s.io/v1beta1/namespaces/test/httproutes/podinfo": self.sa_httproute(),
+            "/api/v1/namespaces/test/services/podinfo-canary": services[("test", "podinfo-canary")],
+            "/api/v1/namespaces/test/services/podinfo-primary": services[("test", "podinfo-primary")],
+            "/apis/apps/v1/namespaces/test/deployments": deps,
+            "/apis/apps/v1/namespaces/test/daemonsets": [],
+        }
+
+    def test_simulator_route_and_http_endpoint(self):
+        s = sim.Simulator(FakeClient(self.route_cluster()), sim.Metrics(), 20.0)
+        code, doc = s.route("namespace=test&router=istio&name=podinfo&header.Cookie=flagger-cookie%3DLpsIaLdoNZ")
+        self.assertEqual((code, doc), (200, {"rule": 0, "namespace": "test", "service": "podinfo-canary",
+                                             "setCookie": [], "workload": "podinfo"}))
+        code, doc = s.route("namespace=test&router=httproute&name=podinfo&seed=4"
+                            "&header.Cookie=flagger-cookie%3DLpsIaLdoNZ")  # served by v1beta1
+        self.assertEqual((code, doc["service"], doc["workload"]), (200, "podinfo-canary", "podinfo"))
+        self.assertEqual(s.route("namespace=test&router=istio&name=missing")[0], 404)
+        self.assertEqual(s.route("namespace=test&router=bogus&name=podinfo")[0], 400)
+        server = sim._Server(("127.0.0.1", 0), sim.make_handler(sim.Metrics(), s.route))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}/route?"
+            qs = urllib.parse.urlencode({"namespace": "test", "router": "istio", "name": "podinfo", "seed": "5"})
+            canary = primary = 0
+            for i in range(40):
+                with urllib.request.urlopen(f"{base}{qs}{i}", timeout=5) as r:
+                    self.assertEqual(r.headers["Content-Type"], "application/json")
+                    doc = json.loads(r.read())
+                if doc["service"] == "podinfo-canary":
+                    canary += 1
+                    self.assertEqual(doc["workload"], "podinfo")
+                    self.assertEqual(doc["setCookie"], ["flagger-cookie=LpsIaLdoNZ; Max-Age=86400"])
+                else:
+                    primary += 1
+                    self.assertEqual(doc["workload"], "podinfo-primary")
+            self.assertGreater(primary, canary)
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(base + "namespace=test", timeout=5)
+            self.assertEqual(e.exception.code, 400)
+            self.assertIn("missing parameter", json.loads(e.exception.read())["error"])
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+class SimulatorKindsTest(unittest.TestCase):
+    def setUp(self):
+        self.logged = []
+        self._log, sim.log = sim.log, self.logged.append
+
+    def tearDown(self):
+        sim.log = self._log
+
+    def test_tick_with_every_router_kind(self):
+        _, services, deps = flagger_canary_state()
+        for n in ("web", "gw", "plain"):
+            for k, v in flagger_canary_state(ns=n)[1].items():
+                services[k] = v
+            deps += flagger_canary_state(ns=n)[2]
+        ds = daemonset("plain", "agent", {"app": "agent"})
+        services[("plain", "agent")] = service("plain", "agent", {"app": "agent"})
+        data = {
+            "/api/v1/namespaces": [namespace("test"), namespace("web", {"sim.pennant.dev/rps": "10"}),
+                                   namespace("gw", {"sim.pennant.dev/service-rps": "1"}),
+                                   namespace("plain", {"sim.pennant.dev/service-rps": "2"})],
+            "/api/v1/services": list(services.values()),
+            "/apis/apps/v1/deployments": deps,
+            "/apis/apps/v1/daemonsets": [ds],
+            "/api/v1/pods": podinfo_pods("web") + podinfo_pods("plain") + [
+                pod("plain", "agent-8zdm4", {"app": "agent"}, "DaemonSet", "agent")],
+            "/apis/networking.istio.io/v1/virtualservices": [],
+            "/apis/networking.k8s.io/v1/ingresses": [
+                ingress("web", "podinfo", "podinfo"), canary_ingress("web", "podinfo-canary", "podinfo-canary", 40)],
+            "/apis/gateway.networking.k8s.io/v1/httproutes": [
+                httproute("gw", "podinfo", [{"backendRefs": [backend("podinfo-primary", 75), backend("podinfo-canary", 25)]}]),
+                {"metadata": {"namespace": "gw", "name": "broken"}, "spec": {"rules": 7}}],
+        }
+        m = sim.Metrics()
+        s = sim.Simulator(FakeClient(data), m, 20.0)
+        s.tick(1.0)
+        s.tick(1.0)
+        out = parse_exposition(m.render())
+        self.assertEqual(find_exact(out, "nginx_ingress_controller_requests", namespace="web",
+                                    canary="web-podinfo-canary-9898"), [8])
+        self.assertEqual(find_exact(out, "nginx_ingress_controller_requests", namespace="web", canary=""), [12])
+        self.assertEqual(find_exact(out, "sim_route_rps", namespace="gw", host="podinfo-canary", traffic="main"), [5])
+        # gw: the routed podinfo-primary/-canary get no direct traffic; the apex does (namespace annotation)
+        self.assertEqual(find_exact(out, "sim_route_rps", namespace="gw", traffic="service"), [1])
+        self.assertEqual(find_exact(out, "sim_route_rps", namespace="gw", host="podinfo", traffic="service"), [1])
+        self.assertEqual(find_exact(out, "http_request_duration_seconds_count", kubernetes_namespace="plain",
+                                    kubernetes_pod_name="agent-8zdm4"), [4])
+        self.assertEqual(find_exact(out, "http_request_duration_seconds_count", kubernetes_namespace="web",
+                                    kubernetes_pod_name="podinfo-68d4cdcb86-gx9f8"), [4])  # 4 rps over 2 pods, 2 ticks
+        self.assertEqual(find(out, "istio_requests_total"), [])
+        self.assertTrue(any("httproute gw/broken: skipped malformed object" in line for line in self.logged))
+        routing = [line for line in self.logged if line.startswith("routing: ")]
+        self.assertEqual(len(routing), 1)
+        self.assertIn("nginx:web/podinfo:", routing[0])
+        self.assertIn("service:plain/agent: agent[service]=100%->agent@2rps", routing[0])
+
+    def test_pods_list_failure_keeps_router_series(self):
+        data = SimulatorTest.cluster(self)
+        data["/api/v1/pods"] = sim.ApiError(403, "forbidden")
+        data["/apis/apps/v1/daemonsets"] = sim.ApiError(500, "boom")
+        m = sim.Metrics()
+        sim.Simulator(FakeClient(data), m, 20.0).tick(1.0)
+        out = parse_exposition(m.render())
+        self.assertEqual(find(out, "istio_requests_total", destination_workload="podinfo"), [1])
+        self.assertEqual(find(out, "http_request_duration_seconds_count"), [])
+        self.assertEqual(m.api_errors, 2)
+
+
 if __name__ == "__main__":
     unittest.main()
+
+
+class RouteAcceptanceTest(unittest.TestCase):
+    def route(self, gen, parents=None):
+        return {
+            "metadata": {"name": "podinfo", "namespace": "test", "generation": gen},
+            "spec": {"parentRefs": [{"name": "gw", "namespace": "gateways"}]},
+            "status": {"parents": parents or []},
+        }
+
+    def test_accepts_every_parent_at_the_generation(self):
+        st = sim.route_acceptance(self.route(3), now="2026-01-01T00:00:00Z")
+        self.assertEqual(len(st["parents"]), 1)
+        p = st["parents"][0]
+        self.assertEqual(p["parentRef"], {"name": "gw", "namespace": "gateways"})
+        self.assertEqual(p["controllerName"], sim.GATEWAY_CONTROLLER)
+        c = p["conditions"][0]
+        self.assertEqual((c["type"], c["status"], c["observedGeneration"]), ("Accepted", "True", 3))
+
+    def test_nothing_to_write_once_accepted_and_again_after_a_new_generation(self):
+        st = sim.route_acceptance(self.route(3))
+        accepted = self.route(3, st["parents"])
+        self.assertIsNone(sim.route_acceptance(accepted))
+        newer = self.route(4, st["parents"])
+        self.assertEqual(sim.route_acceptance(newer)["parents"][0]["conditions"][0]["observedGeneration"], 4)
+
+    def test_route_without_parents_is_left_alone(self):
+        r = self.route(1)
+        r["spec"]["parentRefs"] = []
+        self.assertIsNone(sim.route_acceptance(r))

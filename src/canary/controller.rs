@@ -107,9 +107,12 @@ impl Context {
                 .and_then(|s| serde_json::to_value(&*s).ok()),
             k => self.routes.get(k).and_then(|store| {
                 let ar = route_resource(k)?;
-                store
-                    .get(&ObjectRef::new_with(name, ar).within(ns))
-                    .and_then(|o| serde_json::to_value(&*o).ok())
+                let o = store.get(&ObjectRef::new_with(name, ar.clone()).within(ns))?;
+                let mut v = serde_json::to_value(&*o).ok()?;
+                // Items of a LIST of built-in kinds (Ingress) come without apiVersion/kind.
+                v["apiVersion"] = Value::String(ar.api_version);
+                v["kind"] = Value::String(ar.kind);
+                Some(v)
             }),
         }
     }
@@ -258,9 +261,10 @@ pub async fn run(
         });
     for (s, ar) in route_streams {
         let c = canaries.clone();
+        let kind = ar.kind.clone();
         controller = controller.watches_stream_with(
             s,
-            move |o: DynamicObject| canaries_for_route(&c, &o),
+            move |o: DynamicObject| canaries_for_route(&c, &kind, &o),
             ar,
         );
     }
@@ -304,11 +308,15 @@ fn canaries_for_deployment(canaries: &Store<Canary>, d: &Deployment) -> Vec<Obje
 /// Canaries a routing object belongs to: its controller owner, the Canary whose `ingressRef`
 /// names this Ingress (the user's Ingress the canary Ingress is cloned from), and the Canary whose
 /// apex it is named after (a pre-existing route pennant takes over).
-fn canaries_for_route(canaries: &Store<Canary>, o: &DynamicObject) -> Vec<ObjectRef<Canary>> {
+fn canaries_for_route(
+    canaries: &Store<Canary>,
+    kind: &str,
+    o: &DynamicObject,
+) -> Vec<ObjectRef<Canary>> {
     let ns = o.namespace();
     let name = o.name_any();
     let owners: Vec<String> = o.owner_references().iter().map(|r| r.uid.clone()).collect();
-    let is_ingress = o.types.as_ref().is_some_and(|t| t.kind == "Ingress");
+    let is_ingress = kind == "Ingress";
     canaries
         .state()
         .iter()

@@ -383,7 +383,11 @@ impl Router for IstioRouter {
                 .analysis()
                 .is_some_and(|a| a.session_affinity.is_some());
             let mut rules = spec.http.iter().filter(|r| has_canary(&r.route));
-            let rule = if sticky { rules.last()? } else { rules.next()? };
+            let rule = if sticky {
+                rules.next_back()?
+            } else {
+                rules.next()?
+            };
             let mirror = rule.mirror.as_ref().is_some_and(|m| !m.host.is_empty());
             (&rule.route, mirror)
         };

@@ -159,6 +159,24 @@ impl TestNs {
         Some((w(0), w(1)))
     }
 
+    /// Any object of this namespace as JSON, e.g. `get("networking.k8s.io/v1", "Ingress", "web")`.
+    pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
+        let o = api.get_opt(name).await.ok().flatten()?;
+        serde_json::to_value(o).ok()
+    }
+
+    /// Set an annotation on this Namespace (the simulator's `sim.pennant.dev/*` knobs).
+    pub async fn annotate(&self, key: &str, value: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        api.patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotate namespace");
+    }
+
     /// Events recorded for an object, oldest first: (type, message).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> =

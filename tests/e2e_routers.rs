@@ -1,0 +1,816 @@
+//! End-to-end releases through every router pennant implements, against the real local control
+//! plane, the real Prometheus and the traffic simulator (which plays ingress-nginx, a Gateway API
+//! implementation, plain Services and the Istio mesh, and serves each one's metric series).
+//! Mirrors Flagger's e2e scripts (`test/<provider>/run.sh`): a canary promoted, A/B by header,
+//! blue/green (with mirroring), a failing version rolled back, takeover of a user's route.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pennant::api::{CanaryPhase, find_condition};
+use serde_json::Value;
+use support::*;
+
+const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.2";
+const MINUTES: fn(u64) -> Duration = |m| Duration::from_secs(m * 60);
+
+const METRICS: &str = r#"
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+      interval: 15s
+    - name: request-duration
+      thresholdRange:
+        max: 500
+      interval: 15s
+"#;
+
+/// A Canary on podinfo: `provider`, extra `spec` lines (indented 2) and `analysis` lines
+/// (indented 4), the builtin metrics of the provider.
+fn canary(provider: &str, spec: &str, analysis: &str) -> String {
+    format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  provider: {provider}
+  progressDeadlineSeconds: 120
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+{spec}
+  analysis:
+    interval: 10s
+    threshold: 3
+{analysis}
+{METRICS}
+"#
+    )
+}
+
+/// A namespace with podinfo v1 and a controller, and the Canary applied and Initialized.
+async fn initialized(
+    prefix: &str,
+    manifests: &str,
+    canary_yaml: &str,
+) -> (TestNs, ControllerProcess) {
+    let client = client().await;
+    let ns = TestNs::new(&client, prefix, 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    if !manifests.is_empty() {
+        ns.apply_yaml(manifests).await;
+    }
+    let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(canary_yaml).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    (ns, ctl)
+}
+
+/// Samples `f(object)` every 300 ms in the background; `seen()` gives the distinct values in
+/// order.
+struct Sampler<T> {
+    seen: Arc<Mutex<Vec<T>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: PartialEq + Clone + Send + 'static> Sampler<T> {
+    fn start(
+        ns: &TestNs,
+        api_version: &'static str,
+        kind: &'static str,
+        name: &'static str,
+        f: fn(&Value) -> Option<T>,
+    ) -> Self {
+        let seen = Arc::new(Mutex::new(vec![]));
+        let out = seen.clone();
+        let ns = TestNs {
+            client: ns.client.clone(),
+            name: ns.name.clone(),
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(v) = ns.get(api_version, kind, name).await.as_ref().and_then(f) {
+                    let mut s = out.lock().unwrap();
+                    if s.last() != Some(&v) {
+                        s.push(v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Self { seen, task }
+    }
+
+    fn seen(&self) -> Vec<T> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl<T> Drop for Sampler<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn event_messages(ns: &TestNs) -> Vec<String> {
+    ns.events("podinfo")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect()
+}
+
+async fn primary_image(ns: &TestNs) -> String {
+    image_of(&ns.deployment("podinfo-primary").await.expect("primary"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// NGINX ingress
+
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+  annotations:
+    kubernetes.io/ingress.class: nginx
+spec:
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: podinfo
+            port:
+              number: 80
+"#;
+
+const INGRESS_REF: &str = r#"  ingressRef:
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    name: podinfo
+  service:
+    port: 80
+    targetPort: 9898"#;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io";
+
+fn canary_weight(ing: &Value) -> Option<String> {
+    ing["metadata"]["annotations"][format!("{NGINX}/canary-weight")]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
+    let c = canary(
+        "nginx",
+        INGRESS_REF,
+        "    maxWeight: 50\n    stepWeight: 25",
+    );
+    let (ns, _ctl) = initialized("e2e-nginx", INGRESS, &c).await;
+    let ing = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await
+        .expect("canary Ingress cloned from the user's");
+    assert_eq!(
+        ing["metadata"]["annotations"][format!("{NGINX}/canary")],
+        "true"
+    );
+    assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
+    assert_eq!(
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        "podinfo-canary"
+    );
+    let user = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo")
+        .await
+        .unwrap();
+    assert!(
+        user["metadata"]["annotations"]
+            .get(format!("{NGINX}/canary"))
+            .is_none(),
+        "the user's Ingress is never modified"
+    );
+
+    let sampler = Sampler::start(
+        &ns,
+        "networking.k8s.io/v1",
+        "Ingress",
+        "podinfo-canary",
+        canary_weight,
+    );
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    let seen = sampler.seen();
+    assert!(
+        seen.contains(&"25".to_string()) && seen.contains(&"50".to_string()),
+        "canary-weight stepped 25 → 50: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("0"), "{seen:?}");
+    assert_eq!(primary_image(&ns).await, V2);
+
+    // 20 % errors on the canary path: nginx_ingress_controller_requests{canary!=""} says so.
+    set_image(&ns, V3, 0.2).await;
+    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(primary_image(&ns).await, V2, "the primary is untouched");
+    let ing = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await
+        .unwrap();
+    assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
+    let events = event_messages(&ns).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("request-success-rate") && e.contains("< 99")),
+        "{events:#?}"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn nginx_header_ab_test_routes_matching_requests_to_the_canary() {
+    let c = canary(
+        "nginx",
+        INGRESS_REF,
+        r#"    iterations: 3
+    match:
+    - headers:
+        x-canary:
+          exact: insider"#,
+    );
+    let (ns, _ctl) = initialized("e2e-nginx-ab", INGRESS, &c).await;
+    ns.annotate("sim.pennant.dev/ab-rps", "30").await;
+    let sampler = Sampler::start(
+        &ns,
+        "networking.k8s.io/v1",
+        "Ingress",
+        "podinfo-canary",
+        |ing| {
+            let a = &ing["metadata"]["annotations"];
+            Some((
+                a[format!("{NGINX}/canary-by-header")].as_str()?.to_string(),
+                a[format!("{NGINX}/canary-by-header-value")]
+                    .as_str()?
+                    .to_string(),
+                canary_weight(ing)?,
+            ))
+        },
+    );
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert!(
+        sampler.seen().contains(&(
+            "x-canary".to_string(),
+            "insider".to_string(),
+            "0".to_string()
+        )),
+        "header routing during the iterations, no weighted traffic: {:?}",
+        sampler.seen()
+    );
+    let ing = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await
+        .unwrap();
+    assert!(
+        ing["metadata"]["annotations"]
+            .get(format!("{NGINX}/canary-by-header"))
+            .is_none(),
+        "header routing removed after promotion"
+    );
+    assert_eq!(primary_image(&ns).await, V2);
+    assert!(
+        event_messages(&ns)
+            .await
+            .iter()
+            .any(|e| e.contains("canary iteration 3/3"))
+    );
+    ns.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway API
+
+const GATEWAY_SPEC: &str = r#"  service:
+    port: 9898
+    hosts:
+    - app.example.com
+    gatewayRefs:
+    - name: public
+      namespace: NAMESPACE"#;
+
+const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
+
+/// (primary, canary) weights of the first rule with a `podinfo-canary` backend.
+fn route_weights(route: &Value) -> Option<(i64, i64)> {
+    let rules = route["spec"]["rules"].as_array()?;
+    let rule = rules.iter().find(|r| {
+        r["backendRefs"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["name"] == "podinfo-canary"))
+    })?;
+    let w = |name: &str| {
+        rule["backendRefs"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == name)?["weight"]
+            .as_i64()
+    };
+    Some((w("podinfo-primary")?, w("podinfo-canary")?))
+}
+
+#[tokio::test]
+async fn gateway_api_canary_takes_over_a_users_route_and_keeps_its_other_rules() {
+    // The user's own HTTPRoute named like the apex, with a rule for another service.
+    let users_route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  parentRefs:
+  - name: public
+  hostnames:
+  - app.example.com
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /docs
+    backendRefs:
+    - name: docs
+      port: 80
+  - backendRefs:
+    - name: podinfo
+      port: 9898
+"#;
+    let c = canary(
+        "gatewayapi:v1",
+        GATEWAY_SPEC,
+        "    maxWeight: 50\n    stepWeight: 25",
+    );
+    let (ns, _ctl) = initialized("e2e-gateway", users_route, &c).await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route_weights(&route), Some((100, 0)));
+    let keeps_docs = |r: &Value| {
+        r["spec"]["rules"].as_array().is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|rule| rule["backendRefs"][0]["name"] == "docs")
+        })
+    };
+    assert!(
+        keeps_docs(&route),
+        "the user's /docs rule survives: {route:#}"
+    );
+    assert!(
+        route["metadata"].get("ownerReferences").is_none(),
+        "a taken-over route is not garbage-collected with the Canary"
+    );
+
+    let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", route_weights);
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    let seen = sampler.seen();
+    assert!(
+        seen.contains(&(75, 25)) && seen.contains(&(50, 50)),
+        "weights stepped through the HTTPRoute: {seen:?}"
+    );
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route_weights(&route), Some((100, 0)));
+    assert!(keeps_docs(&route));
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
+    let c = canary(
+        "gatewayapi:v1",
+        GATEWAY_SPEC,
+        "    maxWeight: 50\n    stepWeight: 25",
+    );
+    let (ns, _ctl) = initialized("e2e-gateway-pending", "", &c).await;
+    // The gateway now rejects the route (as a misconfigured listener would).
+    ns.annotate("sim.pennant.dev/gateway-accept", "false").await;
+    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+    );
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    let generation = route["metadata"]["generation"].as_i64().unwrap();
+    let rejected = serde_json::json!({"status": {"parents": [{
+        "parentRef": {"name": "public", "namespace": ns.name},
+        "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+            "message": "no listener for app.example.com", "observedGeneration": generation,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]}});
+    routes
+        .patch_status(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(rejected),
+        )
+        .await
+        .expect("reject the route");
+
+    set_image(&ns, V2, 0.0).await;
+    let c = ns.canaries();
+    wait_until(MINUTES(1), "Halted RoutesPending", || async {
+        let c = c.get("podinfo").await.unwrap();
+        let st = c.status.unwrap_or_default();
+        find_condition(&st.conditions, "Halted")
+            .is_some_and(|h| h.reason.as_deref() == Some("RoutesPending"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(
+        st.canary_weight, 0,
+        "no traffic moves to an unaccepted route"
+    );
+    assert_eq!(st.failed_checks, 0, "waiting is not a failure");
+    let halted = find_condition(&st.conditions, "Halted").unwrap();
+    assert!(
+        halted
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no listener for app.example.com"),
+        "{halted:?}"
+    );
+
+    // The gateway accepts it again: the release goes on to promotion.
+    ns.annotate("sim.pennant.dev/gateway-accept", "true").await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_blue_green_mirrors_then_switches() {
+    let c = canary(
+        "gatewayapi:v1",
+        GATEWAY_SPEC,
+        "    iterations: 3\n    mirror: true",
+    );
+    let (ns, _ctl) = initialized("e2e-gateway-bg", "", &c).await;
+    let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", |r| {
+        let mirrored = r["spec"]["rules"][0]["filters"]
+            .as_array()
+            .is_some_and(|f| {
+                f.iter().any(|f| {
+                    f["type"] == "RequestMirror"
+                        && f["requestMirror"]["backendRef"]["name"] == "podinfo-canary"
+                })
+            });
+        Some((route_weights(r)?, mirrored))
+    });
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    let seen = sampler.seen();
+    assert!(
+        seen.contains(&((100, 0), true)),
+        "mirrored during the iterations: {seen:?}"
+    );
+    assert!(
+        seen.contains(&((0, 100), false)),
+        "all traffic to the canary before promotion: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&((100, 0), false)), "{seen:?}");
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_ab_test_by_header() {
+    let c = canary(
+        "gatewayapi:v1",
+        GATEWAY_SPEC,
+        r#"    iterations: 3
+    match:
+    - headers:
+        x-canary:
+          exact: insider"#,
+    );
+    let (ns, _ctl) = initialized("e2e-gateway-ab", "", &c).await;
+    ns.annotate("sim.pennant.dev/ab-rps", "30").await;
+    let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", |r| {
+        let rules = r["spec"]["rules"].as_array()?;
+        let header = rules[0]["matches"][0]["headers"][0]["name"].as_str()?;
+        Some((
+            header.to_string(),
+            route_weights(r)?,
+            rules.get(1)?["backendRefs"][0]["name"]
+                .as_str()?
+                .to_string(),
+        ))
+    });
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert!(
+        sampler.seen().contains(&(
+            "x-canary".to_string(),
+            (0, 100),
+            "podinfo-primary".to_string()
+        )),
+        "matching requests to the canary, the rest to the primary: {:?}",
+        sampler.seen()
+    );
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain Kubernetes blue/green
+
+#[tokio::test]
+async fn kubernetes_blue_green_without_a_mesh() {
+    let c = canary(
+        "kubernetes",
+        "  service:\n    port: 9898",
+        "    iterations: 3",
+    );
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-kubernetes", 40).await;
+    // A load tester hits podinfo-canary directly: every Service of the namespace gets traffic.
+    ns.annotate("sim.pennant.dev/service-rps", "30").await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&c).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    let canary_svc = ns.get("v1", "Service", "podinfo-canary").await.unwrap();
+    assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
+
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(primary_image(&ns).await, V2);
+    for (api_version, kind) in [
+        ("networking.istio.io/v1", "VirtualService"),
+        (HTTPROUTE, "HTTPRoute"),
+        ("networking.k8s.io/v1", "Ingress"),
+    ] {
+        assert!(
+            ns.get(api_version, kind, "podinfo").await.is_none(),
+            "no {kind} without a mesh"
+        );
+    }
+    let events = event_messages(&ns).await;
+    assert!(
+        events.iter().any(|e| e.contains("canary iteration 3/3")),
+        "{events:#?}"
+    );
+
+    // A failing version never reaches the primary.
+    set_image(&ns, V3, 0.3).await;
+    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Istio, completed: A/B and session affinity
+
+#[tokio::test]
+async fn istio_ab_test_by_header() {
+    let c = canary(
+        "istio",
+        "  service:\n    port: 9898",
+        r#"    iterations: 3
+    match:
+    - headers:
+        x-canary:
+          exact: insider"#,
+    );
+    let (ns, _ctl) = initialized("e2e-istio-ab", "", &c).await;
+    ns.annotate("sim.pennant.dev/ab-rps", "30").await;
+    let sampler = Sampler::start(
+        &ns,
+        "networking.istio.io/v1",
+        "VirtualService",
+        "podinfo",
+        |vs| {
+            let http = vs["spec"]["http"].as_array()?;
+            Some((
+                http[0]["match"][0]["headers"]["x-canary"]["exact"]
+                    .as_str()?
+                    .to_string(),
+                http[0]["route"][1]["weight"].as_i64()?,
+                http.get(1)?["route"][0]["weight"].as_i64()?,
+            ))
+        },
+    );
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert!(
+        sampler.seen().contains(&("insider".to_string(), 100, 100)),
+        "{:?}",
+        sampler.seen()
+    );
+    assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+/// The simulator's routing decision for one request through VirtualService `podinfo`.
+async fn route_request(ns: &TestNs, cookie: Option<&str>, seed: u32) -> Value {
+    let base = std::env::var("PENNANT_SIM_URL").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+    let mut url = format!(
+        "{base}/route?namespace={}&router=istio&name=podinfo&seed={seed}",
+        ns.name
+    );
+    if let Some(c) = cookie {
+        url.push_str(&format!("&header.Cookie={c}"));
+    }
+    reqwest::get(&url)
+        .await
+        .expect("simulator /route")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn istio_session_affinity_keeps_a_user_on_the_canary() {
+    let c = canary(
+        "istio",
+        "  service:\n    port: 9898",
+        r#"    maxWeight: 50
+    stepWeight: 25
+    sessionAffinity:
+      cookieName: flagger-cookie
+      maxAge: 3600"#,
+    );
+    let (ns, _ctl) = initialized("e2e-istio-sticky", "", &c).await;
+    set_image(&ns, V2, 0.0).await;
+    let canaries = ns.canaries();
+    wait_until(MINUTES(1), "a session-affinity cookie", || async {
+        let c = canaries.get("podinfo").await.unwrap();
+        c.status
+            .is_some_and(|s| s.canary_weight > 0 && s.session_affinity_cookie.is_some())
+    })
+    .await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    let cookie = st.session_affinity_cookie.unwrap();
+    assert!(cookie.starts_with("flagger-cookie="), "{cookie}");
+    // Wait for the route carrying it.
+    wait_until(Duration::from_secs(20), "sticky VirtualService", || async {
+        ns.get("networking.istio.io/v1", "VirtualService", "podinfo")
+            .await
+            .is_some_and(|vs| vs.to_string().contains(&cookie))
+    })
+    .await;
+
+    // With the cookie, every request lands on the canary workload; without, the split applies
+    // and a request that lands on the canary gets the cookie set.
+    let mut on_canary = 0;
+    let mut set_cookie_seen = false;
+    for seed in 0..40 {
+        let with = route_request(&ns, Some(&cookie), seed).await;
+        assert_eq!(with["workload"], "podinfo", "sticky: {with}");
+        let without = route_request(&ns, None, seed).await;
+        if without["workload"] == "podinfo" {
+            on_canary += 1;
+            set_cookie_seen |= without["setCookie"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.as_str().unwrap_or("").starts_with(&cookie))
+            });
+        }
+    }
+    assert!(
+        (1..40).contains(&on_canary),
+        "without the cookie the weights apply: {on_canary}/40 on the canary"
+    );
+    assert!(set_cookie_seen, "the canary sets the cookie");
+
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(st.session_affinity_cookie, None);
+    assert_eq!(
+        st.previous_session_affinity_cookie.as_deref(),
+        Some(cookie.as_str())
+    );
+    wait_until(Duration::from_secs(20), "cookie expiry route", || async {
+        let r = route_request(&ns, Some(&cookie), 1).await;
+        r["setCookie"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c.as_str().unwrap_or("").contains("Max-Age=-1"))
+        }) && r["workload"] == "podinfo-primary"
+    })
+    .await;
+    ns.cleanup().await;
+}
