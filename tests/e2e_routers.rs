@@ -814,3 +814,141 @@ async fn istio_session_affinity_keeps_a_user_on_the_canary() {
     .await;
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn istio_takes_over_a_users_service_and_virtualservice_and_reverts_on_deletion() {
+    let users = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  selector:
+    app: podinfo
+  ports:
+  - name: http
+    port: 9898
+    targetPort: 9898
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  hosts:
+  - podinfo
+  http:
+  - timeout: 5s
+    route:
+    - destination:
+        host: podinfo
+"#;
+    let c = canary(
+        "istio",
+        "  revertOnDeletion: true\n  service:\n    port: 9898",
+        "    maxWeight: 50\n    stepWeight: 25",
+    );
+    let (ns, _ctl) = initialized("e2e-istio-takeover", users, &c).await;
+    let vs = ns
+        .get("networking.istio.io/v1", "VirtualService", "podinfo")
+        .await
+        .unwrap();
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+    assert!(vs["metadata"].get("ownerReferences").is_none(), "{vs:#}");
+    let original = vs["metadata"]["annotations"]["flagger.kubernetes.io/original-configuration"]
+        .as_str()
+        .expect("original spec recorded");
+    assert!(original.contains("\"timeout\":\"5s\""), "{original}");
+    let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    assert_eq!(
+        apex["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/reconcile"], "disabled",
+        "Flux leaves a taken-over Service alone"
+    );
+
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let canaries = ns.canaries();
+    wait_until(MINUTES(2), "Canary finalized", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    let vs = ns
+        .get("networking.istio.io/v1", "VirtualService", "podinfo")
+        .await
+        .expect("the user's VirtualService survives");
+    assert_eq!(
+        vs["spec"]["http"],
+        serde_json::json!([{"timeout": "5s", "route": [{"destination": {"host": "podinfo"}}]}]),
+        "original spec restored"
+    );
+    let apex = ns
+        .get("v1", "Service", "podinfo")
+        .await
+        .expect("Service survives");
+    assert_eq!(
+        apex["spec"]["selector"],
+        serde_json::json!({"app": "podinfo"})
+    );
+    let target = ns.deployment("podinfo").await.unwrap();
+    assert_eq!(
+        target.spec.unwrap().replicas,
+        Some(2),
+        "target scaled back up"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn istio_canary_mirrors_its_first_interval_then_shifts_traffic() {
+    let c = canary(
+        "istio",
+        "  service:\n    port: 9898",
+        "    maxWeight: 50\n    stepWeight: 25\n    mirror: true\n    mirrorWeight: 100",
+    );
+    let (ns, _ctl) = initialized("e2e-istio-mirror", "", &c).await;
+    let sampler = Sampler::start(
+        &ns,
+        "networking.istio.io/v1",
+        "VirtualService",
+        "podinfo",
+        |vs| {
+            let rule = &vs["spec"]["http"][0];
+            Some((
+                rule["route"][1]["weight"].as_i64()?,
+                rule["mirror"]["host"].as_str() == Some("podinfo-canary"),
+            ))
+        },
+    );
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    let seen = sampler.seen();
+    let mirrored_at = seen.iter().position(|s| *s == (0, true));
+    let first_step = seen.iter().position(|s| *s == (25, false));
+    assert!(
+        matches!((mirrored_at, first_step), (Some(m), Some(f)) if m < f),
+        "mirrored at weight 0 before the first step: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&(0, false)), "{seen:?}");
+    assert!(
+        event_messages(&ns)
+            .await
+            .iter()
+            .any(|e| e.contains("Mirroring traffic to canary"))
+    );
+    ns.cleanup().await;
+}

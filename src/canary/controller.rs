@@ -760,6 +760,9 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
             requeue_after: None,
         };
         execute::execute(canary, &d, &obs, ctx).await?;
+        if ready {
+            execute::restore_taken_over(canary, &obs, ctx).await?;
+        }
     }
     if !done {
         return Ok(Requeue::requeue(Duration::from_secs(2)));

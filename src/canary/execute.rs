@@ -158,6 +158,94 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
 /// still "contains" the desired one, so server-side apply removes the fields pennant dropped.
 pub const APPLIED_ANNOTATION: &str = "pennant.dev/applied";
 
+/// kubectl's client-side-apply record of an object's configuration.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Flagger's record of the spec of a routing object it took over (JSON), written on the first
+/// change when there is no kubectl last-applied annotation.
+pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
+
+/// The spec a taken-over object had before pennant changed it: from kubectl's last-applied
+/// annotation, else from [`ORIGINAL_CONFIGURATION`]. `None` for an object pennant created.
+fn original_spec(live: &Value) -> Option<Value> {
+    let a = &live["metadata"]["annotations"];
+    if let Some(last) = a.get(LAST_APPLIED).and_then(Value::as_str) {
+        return serde_json::from_str::<Value>(last)
+            .ok()
+            .map(|v| v["spec"].clone());
+    }
+    a.get(ORIGINAL_CONFIGURATION)
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// `revertOnDeletion`: give back what pennant took over (Flagger's finalizer, §2.13). The apex
+/// Service selects the target's pods again (its original selector) and a routing object the user
+/// created before the Canary gets its original spec back (Flagger restores only Istio's
+/// VirtualService; pennant restores every router's). Objects pennant created are left to garbage
+/// collection.
+pub async fn restore_taken_over(
+    canary: &Canary,
+    obs: &Observation,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
+    let taken_over = |live: &Value| {
+        !live["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+    };
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let apex = canary.spec.apex_name();
+    if let (Ok((label, value)), Some(live)) = (selector(obs), ctx.live("Service", ns, apex))
+        && taken_over(&live)
+    {
+        let selector = original_spec(&live)
+            .map(|s| s["selector"].clone())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({ label: value }));
+        let mut svc = to_value(&services::build_services(canary, label, value).swap_remove(0))?;
+        respect_existing(ctx, canary, &mut svc);
+        svc["spec"]["selector"] = selector;
+        info!(service = %apex, "restoring the apex Service selector");
+        apply_if_changed(ctx, &svc).await?;
+    }
+    let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+    let Some(r) = router::router_for(provider, &ctx.settings.ingress_prefix) else {
+        return Ok(());
+    };
+    let built = r
+        .build(
+            canary,
+            super::machine::Weights {
+                primary: 100,
+                canary: 0,
+                mirror: false,
+            },
+            &obs.route_inputs,
+        )
+        .unwrap_or_default();
+    for obj in built {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let Some(live) = ctx.live(kind, ns, name) else {
+            continue;
+        };
+        let Some(spec) = original_spec(&live).filter(|_| taken_over(&live)) else {
+            continue;
+        };
+        let restored = json!({
+            "apiVersion": obj["apiVersion"],
+            "kind": kind,
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        });
+        info!(%kind, %name, "restoring the original spec");
+        apply_if_changed(ctx, &restored).await?;
+    }
+    Ok(())
+}
+
 /// A routing object the user created before the Canary (no controller reference to it) is
 /// updated but never owned, so deleting the Canary does not garbage-collect it; a Service keeps
 /// its type and node ports (as Flagger does).
@@ -184,6 +272,18 @@ fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
     if let Some(meta) = desired["metadata"].as_object_mut() {
         meta.remove("ownerReferences");
         meta.remove("labels");
+    }
+    // What the user had, for `revertOnDeletion` ([`restore_taken_over`]): kubectl's
+    // last-applied annotation when there is one, else the spec as first seen, kept in Flagger's
+    // annotation (carried over on every later apply, or server-side apply would drop it).
+    let annotations = &live["metadata"]["annotations"];
+    if annotations.get(LAST_APPLIED).is_none() {
+        let original = annotations
+            .get(ORIGINAL_CONFIGURATION)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| live["spec"].to_string());
+        desired["metadata"]["annotations"][ORIGINAL_CONFIGURATION] = Value::String(original);
     }
     if kind == "Service" {
         if let Some(t) = live["spec"]["type"].as_str() {

@@ -237,10 +237,16 @@ pub fn routes_for(status: &CanaryStatus, analysis: Option<&CanaryAnalysis>) -> W
         Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion | CanaryPhase::Promoting) => {
             let mut s = split(w);
             if let Some(a) = analysis
-                && a.strategy() == Strategy::BlueGreen
                 && w == 0
             {
-                s.mirror = a.mirror();
+                // Blue/green mirrors for every iteration; a canary release mirrors for its
+                // first interval only (status.iterations 1 marks that interval, see
+                // `step_canary`).
+                s.mirror = match a.strategy() {
+                    Strategy::BlueGreen => a.mirror(),
+                    Strategy::Canary => a.mirror() && status.iterations > 0,
+                    Strategy::ABTesting => false,
+                };
             }
             s
         }
@@ -928,6 +934,14 @@ impl<'a> Machine<'a> {
     fn step_canary(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
         let max = analysis.max_weight();
         let w = self.st.canary_weight;
+        // With `mirror`, the first interval copies the primary's traffic to the canary at
+        // weight 0 (Istio, as Flagger), analysed before any user request reaches the canary.
+        if w == 0 && analysis.mirror() && self.st.iterations == 0 {
+            self.st.iterations = 1;
+            let id = self.canary_id();
+            self.info(format!("Mirroring traffic to canary {id}"));
+            return Flow::Done;
+        }
         if w < max {
             match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
                 Err(p) => return Flow::Need(p),

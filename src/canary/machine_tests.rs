@@ -635,6 +635,38 @@ fn ab_testing_with_failing_metrics_rolls_back_to_the_primary() {
 }
 
 #[test]
+fn canary_with_mirror_mirrors_one_analysed_interval_then_steps() {
+    let a = CanaryAnalysis {
+        mirror: Some(true),
+        ..analysis()
+    };
+    let mut w = World::initialized(a);
+    w.release_to_first_step();
+    assert_eq!(w.weight(), 0);
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 100,
+            canary: 0,
+            mirror: true
+        })
+    );
+    assert!(w.has_notice("Mirroring traffic to canary podinfo.test"));
+    let probes_before = w.asked.iter().filter(|p| **p == Probe::Metrics).count();
+    w.advance(30);
+    w.tick();
+    assert_eq!(w.weight(), 10, "steps after the mirrored interval");
+    assert!(!w.routes.unwrap().mirror);
+    let probes_after = w.asked.iter().filter(|p| **p == Probe::Metrics).count();
+    assert!(
+        probes_after > probes_before,
+        "the mirrored interval is analysed"
+    );
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+}
+
+#[test]
 fn pending_routes_halt_the_analysis_without_counting_a_failure() {
     let mut w = World::initialized(analysis());
     w.release_to_first_step();

@@ -165,8 +165,10 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
             MIRRORING_PROVIDERS.join(", ")
         ));
     }
-    if a.mirror.unwrap_or(false) && !iterations {
-        errs.push("analysis.mirror is for blue/green (analysis.iterations), not stepWeight".into());
+    if a.mirror.unwrap_or(false) && !iterations && p != "istio" {
+        errs.push(format!(
+            "analysis.mirror with stepWeight (mirror the first interval) needs provider istio; {p:?} mirrors in blue/green (analysis.iterations) only"
+        ));
     }
     if let Some(w) = a.mirror_weight
         && !(0..=100).contains(&w)
@@ -445,12 +447,12 @@ mod tests {
                 "analysis.mirror needs a provider that mirrors",
             ),
             (
-                "istio",
+                "gatewayapi:v1",
                 CanaryAnalysis {
                     mirror: Some(true),
                     ..good()
                 },
-                "analysis.mirror is for blue/green",
+                "mirrors in blue/green (analysis.iterations) only",
             ),
             (
                 "nginx",
