@@ -41,9 +41,10 @@ pub async fn execute(
             }
             Action::EnsureServices => {
                 let (label, value) = selector(obs)?;
-                for svc in services::build_services(canary, label, value)
-                    .into_iter()
-                    .skip(1)
+                for svc in
+                    services::build_services_with_ports(canary, label, value, &obs.discovered_ports)
+                        .into_iter()
+                        .skip(1)
                 {
                     apply_if_changed(ctx, &to_value(&svc)?).await?;
                 }
@@ -52,7 +53,13 @@ pub async fn execute(
                 // The apex Service needs the target's selector; without a target (deleted
                 // mid-run) only the routing objects are updated.
                 if let Ok((label, value)) = selector(obs) {
-                    let apex = services::build_services(canary, label, value).swap_remove(0);
+                    let apex = services::build_services_with_ports(
+                        canary,
+                        label,
+                        value,
+                        &obs.discovered_ports,
+                    )
+                    .swap_remove(0);
                     let mut apex = to_value(&apex)?;
                     respect_existing(ctx, canary, &mut apex);
                     apply_if_changed(ctx, &apex).await?;
@@ -204,7 +211,10 @@ pub async fn restore_taken_over(
             .map(|s| s["selector"].clone())
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({ label: value }));
-        let mut svc = to_value(&services::build_services(canary, label, value).swap_remove(0))?;
+        let mut svc = to_value(
+            &services::build_services_with_ports(canary, label, value, &obs.discovered_ports)
+                .swap_remove(0),
+        )?;
         respect_existing(ctx, canary, &mut svc);
         svc["spec"]["selector"] = selector;
         info!(service = %apex, "restoring the apex Service selector");

@@ -35,6 +35,8 @@ pub struct Observation {
     pub secrets: Vec<Secret>,
     /// The live objects the router's `build` reads (`Router::inputs`), as found in the caches.
     pub route_inputs: Vec<serde_json::Value>,
+    /// `service.portDiscovery`: the target's other container ports, for every Service.
+    pub discovered_ports: Vec<k8s_openapi::api::core::v1::ServicePort>,
 }
 
 /// Read the target, the primary and the tracked configs; validate the spec.
@@ -126,6 +128,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         config_maps: vec![],
         secrets: vec![],
         route_inputs,
+        discovered_ports: vec![],
     };
     let analysis = spec.analysis().cloned().unwrap_or_default();
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
@@ -143,6 +146,9 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             .as_ref()
             .map(|s| s.template.clone())
             .unwrap_or_default();
+        if let Some(pod) = template.spec.as_ref() {
+            obs.discovered_ports = super::services::discovered_ports(canary, pod);
+        }
         let configs = match template.spec.as_ref() {
             Some(pod) => read_configs(ctx, &ns, &tracker::config_refs(pod), &mut obs).await?,
             None => Ok(BTreeMap::new()),

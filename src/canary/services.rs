@@ -36,9 +36,68 @@ pub fn routing_metadata(
 /// appProtocol?}`, `clusterIP: None` when `headless`, `trafficDistribution` when set; selector
 /// `<label>: <value>-primary` (apex, primary) or `<label>: <value>` (canary); labels and
 /// annotations from `service.apex` / `primary` / `canary` plus `<label>: <service name>` and the
-/// Flux "disabled" annotations; controller owner: the Canary. Port discovery is not done here
-/// (`service.portDiscovery` is reported unsupported by `validate`).
+/// Flux "disabled" annotations; controller owner: the Canary. `discovered` ports
+/// ([`discovered_ports`]) follow the main port on every Service.
 pub fn build_services(canary: &Canary, label: &str, value: &str) -> Vec<Service> {
+    build_services_with_ports(canary, label, value, &[])
+}
+
+/// Containers of service-mesh proxies, whose ports are never discovered (Flagger's list).
+const SIDECARS: &[&str] = &["istio-proxy", "envoy", "linkerd-proxy", "appmesh-proxy"];
+
+/// `service.portDiscovery` (Flagger's `getPorts`): every container port of the target's pods
+/// except the main one (`targetPort` by number or name, else `port`) and the mesh proxies',
+/// as `{name: <port name>|tcp-<container>-<index>, port = targetPort = containerPort, TCP}`,
+/// sorted by name. Empty when discovery is off.
+pub fn discovered_ports(
+    canary: &Canary,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+) -> Vec<ServicePort> {
+    let s = &canary.spec.service;
+    if !s.port_discovery.unwrap_or(false) {
+        return vec![];
+    }
+    let main = |p: &k8s_openapi::api::core::v1::ContainerPort| match &s.target_port {
+        Some(IntOrString::Int(t)) if *t != 0 => p.container_port == *t,
+        Some(IntOrString::String(n)) if !n.is_empty() => p.name.as_deref() == Some(n.as_str()),
+        _ => p.container_port == s.port,
+    };
+    let mut out: Vec<ServicePort> = pod
+        .containers
+        .iter()
+        .filter(|c| !SIDECARS.contains(&c.name.as_str()))
+        .flat_map(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, p)| !main(p))
+                .map(|(i, p)| ServicePort {
+                    name: Some(
+                        p.name
+                            .clone()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| format!("tcp-{}-{i}", c.name)),
+                    ),
+                    port: p.container_port,
+                    target_port: Some(IntOrString::Int(p.container_port)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+/// [`build_services`] with the `discovered` ports after the main one.
+pub fn build_services_with_ports(
+    canary: &Canary,
+    label: &str,
+    value: &str,
+    discovered: &[ServicePort],
+) -> Vec<Service> {
     let apex = canary.spec.apex_name();
     let s = &canary.spec.service;
     let primary_value = format!("{value}-primary");
@@ -52,7 +111,13 @@ pub fn build_services(canary: &Canary, label: &str, value: &str) -> Vec<Service>
         (format!("{apex}-canary"), value, s.canary.as_ref()),
     ]
     .into_iter()
-    .map(|(name, selects, custom)| service(canary, name, label, selects, custom))
+    .map(|(name, selects, custom)| {
+        let mut svc = service(canary, name, label, selects, custom);
+        if let Some(ports) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+            ports.extend(discovered.iter().cloned());
+        }
+        svc
+    })
     .collect()
 }
 
@@ -109,6 +174,51 @@ mod tests {
     use super::*;
     use crate::canary::workload::fixtures::*;
     use serde_json::json;
+
+    #[test]
+    fn port_discovery_adds_every_other_container_port() {
+        let mut c = flagger_istio_canary();
+        c.spec.service.port_discovery = Some(true);
+        let pod: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(json!({
+            "containers": [
+                {"name": "podinfod", "image": "x", "ports": [
+                    {"name": "http", "containerPort": 9898},
+                    {"name": "http-metrics", "containerPort": 9797},
+                    {"containerPort": 9999}]},
+                {"name": "istio-proxy", "image": "y", "ports": [{"containerPort": 15090}]}
+            ]
+        }))
+        .unwrap();
+        let ports = discovered_ports(&c, &pod);
+        let got: Vec<(String, i32)> = ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.port))
+            .collect();
+        // targetPort 9898 is the main port; the sidecar's port is never exposed.
+        assert_eq!(
+            got,
+            [
+                ("http-metrics".into(), 9797),
+                ("tcp-podinfod-2".into(), 9999)
+            ]
+        );
+        let svcs = build_services_with_ports(&c, "app", "podinfo", &ports);
+        for s in &svcs {
+            let names: Vec<_> = s
+                .spec
+                .as_ref()
+                .unwrap()
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|p| p.name.clone().unwrap())
+                .collect();
+            assert_eq!(names, ["http", "http-metrics", "tcp-podinfod-2"]);
+        }
+        c.spec.service.port_discovery = None;
+        assert!(discovered_ports(&c, &pod).is_empty());
+    }
 
     #[test]
     fn article_services_golden() {

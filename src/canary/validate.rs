@@ -276,7 +276,6 @@ pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
     flag(spec.route_ref.is_some(), "routeRef");
     flag(spec.upstream_ref.is_some(), "upstreamRef");
     let s = &spec.service;
-    flag(s.port_discovery.unwrap_or(false), "service.portDiscovery");
     flag(
         s.backend_timeout.is_some() && !gateway,
         "service.backendTimeout",
@@ -409,16 +408,12 @@ mod tests {
             mirror_weight: Some(50),
             ..good()
         });
-        s.service.port_discovery = Some(true);
         s.service.backend_timeout = Some("5s".into());
         assert_eq!(
             unsupported(&s, "gatewayapi:v1"),
-            vec!["service.portDiscovery", "analysis.mirrorWeight"]
+            vec!["analysis.mirrorWeight"]
         );
-        assert_eq!(
-            unsupported(&s, "istio"),
-            vec!["service.portDiscovery", "service.backendTimeout"]
-        );
+        assert_eq!(unsupported(&s, "istio"), vec!["service.backendTimeout"]);
     }
 
     #[test]
