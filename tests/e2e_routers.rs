@@ -553,9 +553,10 @@ async fn gateway_api_blue_green_mirrors_then_switches() {
 }
 
 #[tokio::test]
-async fn gateway_api_ab_test_by_header() {
+async fn gateway_api_v1beta1_ab_test_by_header() {
+    // Written through the older API version, as `gatewayapi:v1beta1` users have it.
     let c = canary(
-        "gatewayapi:v1",
+        "gatewayapi:v1beta1",
         GATEWAY_SPEC,
         r#"    iterations: 3
     match:

@@ -333,7 +333,7 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
         .unwrap_or_default();
     if let Some(live) = ctx.live(kind, ns, name)
         && live["metadata"]["annotations"][APPLIED_ANNOTATION].as_str() == Some(digest.as_str())
-        && is_subset(desired, &live)
+        && is_subset(&without_api_version(desired), &live)
     {
         return Ok(());
     }
@@ -350,6 +350,16 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
     .await
     .map_err(Error::Kube)?;
     Ok(())
+}
+
+/// `obj` without `apiVersion`: a cached object is read through one version of its API while
+/// pennant may write another (Gateway API v1beta1); the digest already covers the version.
+fn without_api_version(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("apiVersion");
+    }
+    o
 }
 
 /// True when every field of `desired` is present with an equal value in `live` (fields the

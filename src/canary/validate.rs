@@ -31,13 +31,19 @@ pub const KNOWN_PROVIDERS: &[&str] = &[
 ];
 
 /// Providers this build can route with.
-pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio", "nginx", "gatewayapi:v1", "kubernetes"];
+pub const IMPLEMENTED_PROVIDERS: &[&str] = &[
+    "istio",
+    "nginx",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "kubernetes",
+];
 
 /// Providers that can mirror traffic (`analysis.mirror`).
-const MIRRORING_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1"];
+const MIRRORING_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1", "gatewayapi:v1beta1"];
 
 /// Providers that can pin a user to the canary with a cookie (`analysis.sessionAffinity`).
-const SESSION_AFFINITY_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1"];
+const SESSION_AFFINITY_PROVIDERS: &[&str] = &["istio", "gatewayapi:v1", "gatewayapi:v1beta1"];
 
 /// The provider for a canary: `spec.provider`, else the controller default.
 pub fn provider<'a>(spec: &'a CanarySpec, default_provider: &'a str) -> &'a str {
@@ -271,7 +277,7 @@ pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
             out.push(name.to_string());
         }
     };
-    let gateway = provider == "gatewayapi:v1";
+    let gateway = provider.starts_with("gatewayapi:");
     flag(spec.autoscaler_ref.is_some(), "autoscalerRef");
     flag(spec.route_ref.is_some(), "routeRef");
     flag(spec.upstream_ref.is_some(), "upstreamRef");

@@ -732,6 +732,46 @@ impl Router for GatewayApiRouter {
     }
 }
 
+/// `gatewayapi:v1beta1`: [`GatewayApiRouter`]'s HTTPRoute written as
+/// `gateway.networking.k8s.io/v1beta1` (the API server stores one object and serves both
+/// versions, so reading goes through v1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatewayApiV1beta1Router;
+
+/// API version of HTTPRoutes written for `gatewayapi:v1beta1`.
+pub const V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+
+impl Router for GatewayApiV1beta1Router {
+    fn resources(&self) -> Vec<ApiResource> {
+        GatewayApiRouter.resources()
+    }
+
+    fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
+        GatewayApiRouter.inputs(canary)
+    }
+
+    fn build(
+        &self,
+        canary: &Canary,
+        weights: Weights,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>, String> {
+        let mut objs = GatewayApiRouter.build(canary, weights, inputs)?;
+        for o in &mut objs {
+            o["apiVersion"] = Value::String(V1BETA1.into());
+        }
+        Ok(objs)
+    }
+
+    fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights> {
+        GatewayApiRouter.read_weights(canary, live)
+    }
+
+    fn pending(&self, canary: &Canary, live: &[Value]) -> Option<String> {
+        GatewayApiRouter.pending(canary, live)
+    }
+}
+
 /// The HTTPRoute `<apex>` among `objs`, if it parses.
 fn live_route(canary: &Canary, objs: &[Value]) -> Option<HTTPRoute> {
     let obj = super::find(
@@ -1141,5 +1181,18 @@ mod tests {
             let objs = GatewayApiRouter.build(&c, w, &[]).unwrap();
             prop_assert_eq!(GatewayApiRouter.read_weights(&c, &objs), Some(w));
         }
+    }
+
+    #[test]
+    fn v1beta1_writes_the_same_route_under_the_older_version() {
+        let c = gw_canary();
+        let v1 = GatewayApiRouter.build(&c, split(30), &[]).unwrap();
+        let beta = GatewayApiV1beta1Router.build(&c, split(30), &[]).unwrap();
+        assert_eq!(beta[0]["apiVersion"], V1BETA1);
+        assert_eq!(beta[0]["spec"], v1[0]["spec"]);
+        assert_eq!(
+            GatewayApiV1beta1Router.read_weights(&c, &beta),
+            Some(split(30))
+        );
     }
 }

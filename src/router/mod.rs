@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::api::{Canary, SessionAffinity};
 use crate::canary::machine::Weights;
 
-pub use gateway_api::GatewayApiRouter;
+pub use gateway_api::{GatewayApiRouter, GatewayApiV1beta1Router};
 pub use istio::IstioRouter;
 pub use kubernetes::KubernetesRouter;
 pub use nginx::NginxRouter;
@@ -68,6 +68,7 @@ pub fn router_for(provider: &str, ingress_prefix: &str) -> Option<Box<dyn Router
         "istio" => Some(Box::new(IstioRouter)),
         "nginx" => Some(Box::new(NginxRouter::new(ingress_prefix))),
         "gatewayapi:v1" => Some(Box::new(GatewayApiRouter)),
+        "gatewayapi:v1beta1" => Some(Box::new(GatewayApiV1beta1Router)),
         "kubernetes" => Some(Box::new(KubernetesRouter)),
         _ => None,
     }
@@ -137,7 +138,8 @@ mod tests {
         assert_eq!(kinds("nginx"), ["Ingress"]);
         assert_eq!(kinds("gatewayapi:v1"), ["HTTPRoute"]);
         assert!(kinds("kubernetes").is_empty());
-        for p in ["", "linkerd", "gatewayapi", "gatewayapi:v1beta1"] {
+        assert_eq!(kinds("gatewayapi:v1beta1"), ["HTTPRoute"]);
+        for p in ["", "linkerd", "gatewayapi"] {
             assert!(router_for(p, "").is_none(), "{p}");
         }
         for p in crate::canary::validate::IMPLEMENTED_PROVIDERS {
