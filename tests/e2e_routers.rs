@@ -953,3 +953,90 @@ async fn istio_canary_mirrors_its_first_interval_then_shifts_traffic() {
     );
     ns.cleanup().await;
 }
+
+/// Stalled=True whose message contains `needle`, and a Warning event saying so.
+async fn assert_stalled(ns: &TestNs, needle: &str) {
+    let canaries = ns.canaries();
+    wait_until(Duration::from_secs(30), needle, || async {
+        let c = canaries.get("podinfo").await.unwrap();
+        c.status
+            .and_then(|s| find_condition(&s.conditions, "Stalled").cloned())
+            .is_some_and(|c| c.status == "True" && c.message.unwrap_or_default().contains(needle))
+    })
+    .await;
+    let events = ns.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1.contains(needle)),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn nginx_without_its_ingress_stalls_until_the_ingress_exists() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-nginx-missing", 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&canary(
+        "nginx",
+        INGRESS_REF,
+        "    maxWeight: 50\n    stepWeight: 25",
+    ))
+    .await;
+    assert_stalled(&ns, "ingress podinfo").await;
+    assert!(
+        ns.deployment("podinfo-primary").await.is_none(),
+        "nothing is touched for an invalid Canary"
+    );
+    assert_eq!(
+        ns.deployment("podinfo")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2),
+        "the target keeps serving"
+    );
+    // The user creates the Ingress: the Canary initialises without being touched.
+    ns.apply_yaml(INGRESS).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    assert!(
+        ns.get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+            .await
+            .is_some()
+    );
+
+    // A conflicting edit (A/B match without iterations) stalls again, traffic untouched.
+    ns.apply_yaml(&canary(
+        "nginx",
+        INGRESS_REF,
+        r#"    maxWeight: 50
+    stepWeight: 25
+    match:
+    - headers:
+        x-canary:
+          exact: insider"#,
+    ))
+    .await;
+    assert_stalled(
+        &ns,
+        "analysis.match (A/B testing) needs analysis.iterations",
+    )
+    .await;
+    let ing = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await
+        .unwrap();
+    assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
+    ns.cleanup().await;
+}
