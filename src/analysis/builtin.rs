@@ -11,6 +11,13 @@
 //! does). Flagger sends everything else to the Istio queries; pennant returns `None` instead so
 //! the caller can report it. Flagger's overrides (a Service-kind target always gets the Istio
 //! queries, §2.16-8) are the caller's choice of `provider`.
+//!
+//! Deliberate difference from Flagger: for a DaemonSet target the HttpObserver's pod-name regex
+//! is `{{ target }}-[0-9a-zA-Z]+` (one suffix: DaemonSet pods are `<ds>-<id>`), not Flagger's
+//! `{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)` (two suffixes, `<deployment>-<rs hash>-<id>`),
+//! which matches no canary pod of a DaemonSet (its analysis finds "no values") but does match
+//! the primary's `<ds>-primary-<id>` pods. The one-suffix regex excludes those: `-` is not in
+//! the class and the match is anchored.
 
 /// Name of the builtin success-rate metric.
 pub const REQUEST_SUCCESS_RATE: &str = "request-success-rate";
@@ -133,6 +140,40 @@ const HTTP_DURATION: &str = r#"
 		) by (le)
 	)"#;
 
+const HTTP_DS_SUCCESS_RATE: &str = r#"
+	sum(
+		rate(
+			http_request_duration_seconds_count{
+				kubernetes_namespace="{{ namespace }}",
+				kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+",
+				status!~"5.*"
+			}[{{ interval }}]
+		)
+	) 
+	/ 
+	sum(
+		rate(
+			http_request_duration_seconds_count{
+				kubernetes_namespace="{{ namespace }}",
+				kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+"
+			}[{{ interval }}]
+		)
+	) 
+	* 100"#;
+
+const HTTP_DS_DURATION: &str = r#"
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				http_request_duration_seconds_bucket{
+					kubernetes_namespace="{{ namespace }}",
+					kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+"
+				}[{{ interval }}]
+			)
+		) by (le)
+	)"#;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Observer {
     Istio,
@@ -155,12 +196,16 @@ pub fn is_builtin(name: &str) -> bool {
     name == REQUEST_SUCCESS_RATE || name == REQUEST_DURATION
 }
 
-/// The PromQL template of builtin `metric` for `provider`, exactly Flagger's text
-/// (multi-line; collapse whitespace before sending). `None` for a metric that is not a builtin
-/// or a provider pennant has no builtin queries for.
-pub fn builtin_query(provider: &str, metric: &str) -> Option<&'static str> {
+/// The PromQL template of builtin `metric` for `provider` and a target of `target_kind`
+/// (`targetRef.kind`), exactly Flagger's text (multi-line; collapse whitespace before sending),
+/// except the DaemonSet pod-name regex of the HttpObserver (see the module docs). `None` for a
+/// metric that is not a builtin or a provider pennant has no builtin queries for.
+pub fn builtin_query(provider: &str, metric: &str, target_kind: &str) -> Option<&'static str> {
     let ob = observer(provider)?;
+    let daemon_set = target_kind == "DaemonSet";
     Some(match (ob, metric) {
+        (Observer::Http, REQUEST_SUCCESS_RATE) if daemon_set => HTTP_DS_SUCCESS_RATE,
+        (Observer::Http, REQUEST_DURATION) if daemon_set => HTTP_DS_DURATION,
         (Observer::Istio, REQUEST_SUCCESS_RATE) => ISTIO_SUCCESS_RATE,
         (Observer::Istio, REQUEST_DURATION) => ISTIO_DURATION,
         (Observer::Nginx, REQUEST_SUCCESS_RATE) => NGINX_SUCCESS_RATE,
@@ -189,11 +234,13 @@ mod tests {
     #[test]
     fn istio_queries_are_flaggers() {
         assert_eq!(
-            collapse_whitespace(builtin_query("istio", REQUEST_SUCCESS_RATE).unwrap()),
+            collapse_whitespace(
+                builtin_query("istio", REQUEST_SUCCESS_RATE, "Deployment").unwrap()
+            ),
             r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}", response_code!~"5.*" }[{{ interval }}] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}" }[{{ interval }}] ) ) * 100"#
         );
         assert_eq!(
-            collapse_whitespace(builtin_query("istio", REQUEST_DURATION).unwrap()),
+            collapse_whitespace(builtin_query("istio", REQUEST_DURATION, "Deployment").unwrap()),
             r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}" }[{{ interval }}] ) ) by (le) )"#
         );
     }
@@ -225,11 +272,15 @@ mod tests {
             ("", None, None, 1.0),
         ];
         for (p, sr, d, f) in cases {
-            assert_eq!(builtin_query(p, REQUEST_SUCCESS_RATE), sr, "{p}");
-            assert_eq!(builtin_query(p, REQUEST_DURATION), d, "{p}");
+            assert_eq!(
+                builtin_query(p, REQUEST_SUCCESS_RATE, "Deployment"),
+                sr,
+                "{p}"
+            );
+            assert_eq!(builtin_query(p, REQUEST_DURATION, "Deployment"), d, "{p}");
             assert_eq!(duration_to_ms(p), f, "{p}");
         }
-        assert_eq!(builtin_query("istio", "error-rate"), None);
+        assert_eq!(builtin_query("istio", "error-rate", "Deployment"), None);
     }
 
     #[test]
@@ -252,10 +303,55 @@ mod tests {
             NGINX_DURATION,
             HTTP_SUCCESS_RATE,
             HTTP_DURATION,
+            HTTP_DS_SUCCESS_RATE,
+            HTTP_DS_DURATION,
         ] {
             let r = render(q, &m).unwrap();
             assert!(!r.contains("{{"), "{r}");
             assert!(r.contains("[1m]"), "{r}");
+        }
+    }
+
+    /// Prometheus regex match is anchored (`^(?:re)$`): the same anchoring with `regex`.
+    fn pod_matches(query: &str, target: &str, pod: &str) -> bool {
+        let q = query.replace("{{ target }}", target);
+        let start = q.find("kubernetes_pod_name=~\"").unwrap() + "kubernetes_pod_name=~\"".len();
+        let re = &q[start..start + q[start..].find('"').unwrap()];
+        regex::Regex::new(&format!("^(?:{re})$"))
+            .unwrap()
+            .is_match(pod)
+    }
+
+    #[test]
+    fn daemon_set_pods_match_with_one_suffix_and_primary_pods_do_not() {
+        for metric in [REQUEST_SUCCESS_RATE, REQUEST_DURATION] {
+            let ds = builtin_query("kubernetes", metric, "DaemonSet").unwrap();
+            let dep = builtin_query("kubernetes", metric, "Deployment").unwrap();
+            assert_eq!(
+                builtin_query("gatewayapi:v1", metric, "DaemonSet"),
+                Some(ds)
+            );
+            // Istio keys on the workload name, not pods: the same for both kinds.
+            assert_eq!(
+                builtin_query("istio", metric, "DaemonSet"),
+                builtin_query("istio", metric, "Deployment")
+            );
+            assert!(pod_matches(ds, "podinfo", "podinfo-x7k2p"));
+            assert!(!pod_matches(ds, "podinfo", "podinfo-primary-x7k2p"));
+            assert!(!pod_matches(ds, "podinfo", "podinfo-6d8f9c7b5-x7k2p"));
+            // Flagger's regex misses the DaemonSet's canary pods and takes its primary's instead.
+            assert!(!pod_matches(dep, "podinfo", "podinfo-x7k2p"));
+            assert!(pod_matches(dep, "podinfo", "podinfo-primary-x7k2p"));
+            assert!(pod_matches(dep, "podinfo", "podinfo-6d8f9c7b5-x7k2p"));
+            assert!(!pod_matches(
+                dep,
+                "podinfo",
+                "podinfo-primary-6d8f9c7b5-x7k2p"
+            ));
+            assert_eq!(
+                collapse_whitespace(ds),
+                collapse_whitespace(dep).replace("-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", "-[0-9a-zA-Z]+")
+            );
         }
     }
 }

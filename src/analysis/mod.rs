@@ -204,7 +204,8 @@ async fn check_metric(
     let (tpl, kind, scale) = match (inline, name) {
         (Some(q), _) => (q, MetricKind::Custom, 1.0),
         (None, builtin::REQUEST_SUCCESS_RATE | builtin::REQUEST_DURATION) => {
-            let Some(q) = builtin::builtin_query(provider, name) else {
+            let Some(q) = builtin::builtin_query(provider, name, &canary.spec.target_ref.kind)
+            else {
                 return MetricOutcome::Error(format!(
                     "no builtin {name} query for provider {provider:?} (builtins exist for istio, nginx, gatewayapi, kubernetes); use a query or templateRef"
                 ));
@@ -470,7 +471,7 @@ mod tests {
         let c = canary(json!([{"name": "request-duration", "thresholdRange": {"max": 500}}]));
         let q = template::collapse_whitespace(
             &template::render(
-                builtin::builtin_query("kubernetes", "request-duration").unwrap(),
+                builtin::builtin_query("kubernetes", "request-duration", "Deployment").unwrap(),
                 &template::TemplateModel::new(&c, "1m", None),
             )
             .unwrap(),

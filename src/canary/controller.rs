@@ -1,16 +1,19 @@
 //! Wiring of the Canary controller: watches, mappers from related objects to Canaries, the
 //! reconcile pipeline (observe → decide → execute → status) and the finalizer.
 //!
-//! A Canary is reconciled when it changes, when its target or primary Deployment changes, when
-//! one of its Services or routing objects changes, or when a ConfigMap/Secret its target's pods
-//! reference changes. Nothing is polled: time-gated steps come back through `requeue_after`.
+//! A Canary is reconciled when it changes, when its target or primary workload (Deployment or
+//! DaemonSet) changes, when its HorizontalPodAutoscaler (`autoscalerRef`) or the primary's
+//! changes, when one of its Services or routing objects changes, or when a ConfigMap/Secret its
+//! target's pods reference changes. Nothing is polled: time-gated steps come back through
+//! `requeue_after`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -74,6 +77,10 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub deployments: Store<Deployment>,
+    /// DaemonSets (targets and primaries), without `managedFields`.
+    pub daemon_sets: Store<DaemonSet>,
+    /// HorizontalPodAutoscalers (`autoscaling/v2`), without `managedFields`.
+    pub hpas: Store<HorizontalPodAutoscaler>,
     /// Every Canary (the controller's own cache), to find two Canaries claiming one target.
     pub canaries: Store<Canary>,
     pub services: Store<Service>,
@@ -105,6 +112,14 @@ impl Context {
                 .services
                 .get(&ObjectRef::new(name).within(ns))
                 .and_then(|s| serde_json::to_value(&*s).ok()),
+            "DaemonSet" => self
+                .daemon_sets
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|d| serde_json::to_value(&*d).ok()),
+            "HorizontalPodAutoscaler" => self
+                .hpas
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|h| serde_json::to_value(&*h).ok()),
             k => self.routes.get(k).and_then(|store| {
                 let ar = route_resource(k)?;
                 let o = store.get(&ObjectRef::new_with(name, ar.clone()).within(ns))?;
@@ -120,6 +135,8 @@ impl Context {
     /// Wait until every cache has its initial list (the basis of `/readyz`).
     pub async fn wait_until_ready(&self) {
         let _ = self.deployments.wait_until_ready().await;
+        let _ = self.daemon_sets.wait_until_ready().await;
+        let _ = self.hpas.wait_until_ready().await;
         let _ = self.services.wait_until_ready().await;
         for s in self.routes.values() {
             let _ = s.wait_until_ready().await;
@@ -168,6 +185,22 @@ pub async fn run(
         reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
             .default_backoff()
             .touched_objects();
+    // DaemonSets and HPAs: every one of the namespace(s) is cached (a Canary may name any), so
+    // the bulky bookkeeping nobody reads is dropped before it reaches the store.
+    let (daemon_sets, writer) = reflector::store::<DaemonSet>();
+    let daemon_set_events = reflector::reflector(
+        writer,
+        watcher(api::<DaemonSet>(&client, &ns), wc.clone()).modify(slim),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (hpas, writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let hpa_events = reflector::reflector(
+        writer,
+        watcher(api::<HorizontalPodAutoscaler>(&client, &ns), wc.clone()).modify(slim),
+    )
+    .default_backoff()
+    .touched_objects();
     let (services, writer) = reflector::store::<Service>();
     let service_events =
         reflector::reflector(writer, watcher(api::<Service>(&client, &ns), wc.clone()))
@@ -229,6 +262,8 @@ pub async fn run(
         client: client.clone(),
         settings,
         deployments: deployments.clone(),
+        daemon_sets: daemon_sets.clone(),
+        hpas,
         canaries: canaries.clone(),
         services,
         routes,
@@ -246,18 +281,26 @@ pub async fn run(
     let c1 = canaries.clone();
     let c2 = canaries.clone();
     let c3 = canaries.clone();
-    let d2 = deployments.clone();
-    let d3 = deployments.clone();
+    let c4 = canaries.clone();
+    let c5 = canaries.clone();
+    let w2 = (deployments.clone(), daemon_sets.clone());
+    let w3 = (deployments.clone(), daemon_sets.clone());
     let mut controller = controller
         .watches_stream(deployment_events, move |d: Deployment| {
             canaries_for_deployment(&c1, &d)
         })
+        .watches_stream(daemon_set_events, move |d: DaemonSet| {
+            canaries_for_daemon_set(&c4, &d)
+        })
+        .watches_stream(hpa_events, move |h: HorizontalPodAutoscaler| {
+            canaries_for_hpa(&c5, &h)
+        })
         .owns_stream(service_events)
         .watches_stream(config_map_events, move |m| {
-            canaries_for_config(&c2, &d2, m.namespace(), &m.name_any(), true)
+            canaries_for_config(&c2, &w2, m.namespace(), &m.name_any(), true)
         })
         .watches_stream(secret_events, move |m| {
-            canaries_for_config(&c3, &d3, m.namespace(), &m.name_any(), false)
+            canaries_for_config(&c3, &w3, m.namespace(), &m.name_any(), false)
         });
     for (s, ar) in route_streams {
         let c = canaries.clone();
@@ -305,6 +348,53 @@ fn canaries_for_deployment(canaries: &Store<Canary>, d: &Deployment) -> Vec<Obje
         .collect()
 }
 
+/// Canaries whose target (or primary) is this DaemonSet.
+fn canaries_for_daemon_set(canaries: &Store<Canary>, d: &DaemonSet) -> Vec<ObjectRef<Canary>> {
+    let ns = d.namespace();
+    let name = d.name_any();
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns && c.spec.target_ref.kind == "DaemonSet")
+        .filter(|c| {
+            let t = &c.spec.target_ref.name;
+            *t == name || format!("{t}-primary") == name
+        })
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+/// Canaries whose `autoscalerRef` is this HPA (or whose primary HPA it is).
+fn canaries_for_hpa(
+    canaries: &Store<Canary>,
+    h: &HorizontalPodAutoscaler,
+) -> Vec<ObjectRef<Canary>> {
+    let ns = h.namespace();
+    let name = h.name_any();
+    canaries
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            c.spec
+                .autoscaler_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name || format!("{}-primary", r.name) == name)
+        })
+        .map(|c| ObjectRef::from_obj(&**c))
+        .collect()
+}
+
+/// Drop what pennant never reads from a cached object: `managedFields` and `kubectl apply`'s
+/// copy of the last applied object.
+fn slim<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Canaries a routing object belongs to: its controller owner, the Canary whose `ingressRef`
 /// names this Ingress (the user's Ingress the canary Ingress is cloned from), and the Canary whose
 /// apex it is named after (a pre-existing route pennant takes over).
@@ -333,7 +423,7 @@ fn canaries_for_route(
 /// Canaries whose target's pods reference this ConfigMap (or Secret).
 fn canaries_for_config(
     canaries: &Store<Canary>,
-    deployments: &Store<Deployment>,
+    (deployments, daemon_sets): &(Store<Deployment>, Store<DaemonSet>),
     ns: Option<String>,
     name: &str,
     config_map: bool,
@@ -344,14 +434,19 @@ fn canaries_for_config(
         .iter()
         .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
         .filter(|c| {
-            let Some(d) = deployments.get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns))
-            else {
+            let target = &c.spec.target_ref.name;
+            let pod = match c.spec.target_ref.kind.as_str() {
+                "DaemonSet" => daemon_sets
+                    .get(&ObjectRef::new(target).within(&ns))
+                    .and_then(|d| d.spec.as_ref()?.template.spec.clone()),
+                _ => deployments
+                    .get(&ObjectRef::new(target).within(&ns))
+                    .and_then(|d| d.spec.as_ref()?.template.spec.clone()),
+            };
+            let Some(pod) = pod else {
                 return false;
             };
-            let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-                return false;
-            };
-            let refs = tracker::config_refs(pod);
+            let refs = tracker::config_refs(&pod);
             if config_map {
                 refs.config_maps.contains_key(name)
             } else {
@@ -727,7 +822,7 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
         let replicas = obs
             .primary
             .as_ref()
-            .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas))
+            .and_then(|p| p.replicas())
             .filter(|r| *r > 0)
             .unwrap_or(target.scale_up_replicas.max(1));
         let mut actions = vec![machine::Action::ScaleTarget(replicas)];

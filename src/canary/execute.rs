@@ -2,7 +2,6 @@
 //! each is written with server-side apply (field manager `pennant`) only when it differs from
 //! the cached live object, so a steady-state reconcile costs no API writes.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -11,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::controller::{Context, Error};
 use super::machine::{Action, Decision, revision_id};
 use super::observe::Observation;
-use super::{services, tracker, workload};
+use super::{services, tracker, validate, workload};
 use crate::api::Canary;
 use crate::router;
 
@@ -38,6 +37,7 @@ pub async fn execute(
                     let replicas = obs.observed.target.as_ref().map(|t| t.scale_up_replicas);
                     apply_primary(canary, obs, ctx, &id, replicas).await?;
                 }
+                apply_primary_hpa(canary, obs, ctx).await?;
             }
             Action::EnsureServices => {
                 let (label, value) = selector(obs)?;
@@ -81,27 +81,28 @@ pub async fn execute(
             }
             Action::ScaleTarget(n) => {
                 let Some(target) = &obs.target else { continue };
-                let current = target.spec.as_ref().and_then(|s| s.replicas);
-                if current != Some(*n) {
-                    let ns = target.metadata.namespace.as_deref().unwrap_or_default();
-                    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-                    let name = target.metadata.name.as_deref().unwrap_or_default();
-                    info!(%name, replicas = n, "scaling target");
-                    api.patch(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"replicas": n}})),
-                    )
-                    .await
-                    .map_err(Error::Kube)?;
+                if let Some(patch) = workload::scale_patch(target, *n) {
+                    let ar =
+                        ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", target.kind()));
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(ctx.client.clone(), target.namespace(), &ar);
+                    let name = target.name();
+                    info!(kind = target.kind(), %name, replicas = n, "scaling target");
+                    ctx.metrics.writes.inc();
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .map_err(Error::Kube)?;
                 }
             }
             Action::Promote { revision_id } => {
-                // Copy the target's replicas. (With autoscalerRef, Flagger leaves them to the
-                // primary's HPA; pennant does not create that HPA yet — autoscalerRef is reported
-                // as unsupported — so the replicas must not be dropped either.)
-                let replicas = obs.observed.target.as_ref().map(|t| t.scale_up_replicas);
+                // Copy the target's replicas, except with an HPA (autoscalerRef): the primary's
+                // HPA owns them then (Flagger §2.5), so they are left out of the applied object.
+                let replicas = match validate::hpa_ref(&canary.spec) {
+                    Some(_) => None,
+                    None => obs.observed.target.as_ref().map(|t| t.scale_up_replicas),
+                };
                 apply_primary(canary, obs, ctx, revision_id, replicas).await?;
+                apply_primary_hpa(canary, obs, ctx).await?;
             }
             Action::RunHooks(kind, phase) => {
                 let v = crate::webhook::run_hooks(&ctx.http, canary, *kind, *phase).await;
@@ -121,7 +122,56 @@ fn selector(obs: &Observation) -> Result<(&str, &str), Error> {
         .ok_or_else(|| Error::Invalid("target selector label unknown".into()))
 }
 
-/// Write the primary Deployment (and the `-primary` copies of tracked configs) from the target.
+/// Create or update the `<hpa>-primary` HorizontalPodAutoscaler when the Canary has an HPA
+/// `autoscalerRef` (observe found it, else the Canary is invalid and never gets here). Run with
+/// every EnsurePrimary and Promote, i.e. at initialisation, at promotion and on every idle
+/// reconcile: unlike Flagger (which updates it only while Promoting), a change to the target's
+/// HPA reaches the primary's without waiting for a release, since the HPA is not part of the
+/// revision; it is never touched mid-analysis.
+async fn apply_primary_hpa(canary: &Canary, obs: &Observation, ctx: &Context) -> Result<(), Error> {
+    let (Some(reference), Some(hpa)) = (validate::hpa_ref(&canary.spec), &obs.autoscaler) else {
+        return Ok(());
+    };
+    let primary_name = format!("{}-primary", canary.spec.target_ref.name);
+    let desired = workload::build_primary_hpa(canary, reference, hpa, &primary_name);
+    apply_if_changed(ctx, &to_value(&desired)?).await
+}
+
+/// Hand `spec.replicas` of the live primary Deployment over to
+/// [`workload::REPLICAS_HANDOVER_MANAGER`] (an apply of the live value alone) when pennant's own
+/// apply holds it, so the apply that drops the field keeps its value instead of resetting it.
+async fn hand_over_replicas(primary: &workload::Workload, ctx: &Context) -> Result<(), Error> {
+    let Some(replicas) = primary.replicas() else {
+        return Ok(());
+    };
+    if !workload::owns_replicas(primary, FIELD_MANAGER) {
+        return Ok(());
+    }
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", primary.kind()));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), primary.namespace(), &ar);
+    let obj = json!({
+        "apiVersion": "apps/v1", "kind": primary.kind(),
+        "metadata": {"name": primary.name(), "namespace": primary.namespace()},
+        "spec": {"replicas": replicas},
+    });
+    info!(
+        name = primary.name(),
+        replicas, "handing primary replicas over to the autoscaler"
+    );
+    ctx.metrics.writes.inc();
+    api.patch(
+        primary.name(),
+        &PatchParams::apply(workload::REPLICAS_HANDOVER_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// Write the primary workload (and the `-primary` copies of tracked configs) from the target.
+/// `replicas: None` leaves them to an autoscaler (see [`hand_over_replicas`]).
 async fn apply_primary(
     canary: &Canary,
     obs: &Observation,
@@ -153,6 +203,11 @@ async fn apply_primary(
         &state.configs,
         replicas,
     );
+    if replicas.is_none()
+        && let Some(live) = &obs.primary
+    {
+        hand_over_replicas(live, ctx).await?;
+    }
     apply_if_changed(ctx, &to_value(&primary)?).await
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -16,7 +16,8 @@ use super::controller::{Context, Error};
 use super::machine::{
     self, HookKind, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
 };
-use super::{tracker, validate, workload};
+use super::workload::{self, Workload};
+use super::{tracker, validate};
 use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
 use crate::api::{Canary, CanaryPhase, MetricTemplate};
 use crate::router;
@@ -26,8 +27,10 @@ use futures::future::BoxFuture;
 /// need to apply its actions.
 pub struct Observation {
     pub observed: Observed,
-    pub target: Option<Deployment>,
-    pub primary: Option<Deployment>,
+    pub target: Option<Workload>,
+    pub primary: Option<Workload>,
+    /// The target's HorizontalPodAutoscaler (`autoscalerRef`), when the Canary has one.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
     /// Selector label key and value of the target (`app=podinfo`).
     pub selector: Option<(String, String)>,
     /// The tracked ConfigMaps/Secrets themselves (for the `-primary` copies).
@@ -99,17 +102,37 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     }
     let now = k8s_openapi::jiff::Timestamp::now();
 
-    let get = |name: &str| {
-        ctx.deployments
-            .get(&ObjectRef::new(name).within(&ns))
-            .map(|d| (*d).clone())
+    let get = |name: &str| -> Option<Workload> {
+        match spec.target_ref.kind.as_str() {
+            "Deployment" => ctx
+                .deployments
+                .get(&ObjectRef::new(name).within(&ns))
+                .map(|d| (*d).clone().into()),
+            "DaemonSet" => ctx
+                .daemon_sets
+                .get(&ObjectRef::new(name).within(&ns))
+                .map(|d| (*d).clone().into()),
+            _ => None,
+        }
     };
-    let target = if spec.target_ref.kind == "Deployment" {
-        get(&spec.target_ref.name)
-    } else {
-        None
-    };
+    let target = get(&spec.target_ref.name);
     let primary = get(&format!("{}-primary", spec.target_ref.name));
+    let autoscaler = match validate::hpa_ref(spec) {
+        Some(r) if spec.target_ref.kind == "Deployment" => {
+            let hpa = ctx
+                .hpas
+                .get(&ObjectRef::new(&r.name).within(&ns))
+                .map(|h| (*h).clone());
+            if hpa.is_none() {
+                invalid.push(format!(
+                    "autoscalerRef: HorizontalPodAutoscaler {}.{ns} not found",
+                    r.name
+                ));
+            }
+            hpa
+        }
+        _ => None,
+    };
 
     let mut obs = Observation {
         observed: Observed {
@@ -124,6 +147,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         },
         target: target.clone(),
         primary: primary.clone(),
+        autoscaler: autoscaler.clone(),
         selector: None,
         config_maps: vec![],
         secrets: vec![],
@@ -132,7 +156,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     };
     let analysis = spec.analysis().cloned().unwrap_or_default();
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
-        readiness: workload::deployment_readiness(p, analysis.primary_ready_threshold()),
+        readiness: p.readiness(analysis.primary_ready_threshold()),
         revision_id: workload::primary_revision_id(p),
     });
 
@@ -141,11 +165,10 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             Ok(sel) => obs.selector = Some(sel),
             Err(e) => invalid.push(e),
         }
-        let template = t
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
+        if let Err(e) = workload::check_target(t) {
+            invalid.push(e);
+        }
+        let template = t.template();
         if let Some(pod) = template.spec.as_ref() {
             obs.discovered_ports = super::services::discovered_ports(canary, pod);
         }
@@ -162,8 +185,12 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
                 obs.observed.target = Some(TargetState {
                     revision: tracker::revision(&template),
                     configs,
-                    readiness: workload::deployment_readiness(t, analysis.canary_ready_threshold()),
-                    scale_up_replicas: workload::scale_up_replicas(t, primary.as_ref()),
+                    readiness: t.readiness(analysis.canary_ready_threshold()),
+                    scale_up_replicas: workload::scale_up_replicas(
+                        t,
+                        primary.as_ref(),
+                        autoscaler.as_ref(),
+                    ),
                 })
             }
             Err(e) => invalid.push(e),
@@ -177,15 +204,15 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
 /// from the `flagger-id` stamp (both come from the API server, so defaults match).
 fn primary_runs_target(
     canary: &Canary,
-    target: &Deployment,
-    primary: &Deployment,
+    target: &Workload,
+    primary: &Workload,
     label: &str,
     value: &str,
     configs: &BTreeMap<String, String>,
 ) -> bool {
     let built = workload::build_primary(canary, target, label, value, "", configs, None);
-    let strip = |d: &Deployment| {
-        let mut t = serde_json::to_value(d.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
+    let strip = |w: &Workload| {
+        let mut t = serde_json::to_value(w.template()).unwrap_or_default();
         if let Some(a) = t
             .pointer_mut("/metadata/annotations")
             .and_then(|a| a.as_object_mut())

@@ -333,13 +333,20 @@ fn primary_meta(meta: &ObjectMeta, owner: OwnerReference) -> ObjectMeta {
         )),
         namespace: meta.namespace.clone(),
         labels: without_flux_keys(&meta.labels),
+        annotations: Some(
+            super::services::FLUX_DISABLED_ANNOTATIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         owner_references: Some(vec![owner]),
         ..Default::default()
     }
 }
 
 /// The primary's copy of a tracked ConfigMap: `<name>-primary`, same `data` and `binaryData`,
-/// labels without Flux keys (`*toolkit.fluxcd.io*`), no annotations, controller owner `owner`
+/// labels without Flux keys (`*toolkit.fluxcd.io*`), annotations: only the Flux opt-outs
+/// (`services::FLUX_DISABLED_ANNOTATIONS`), controller owner `owner`
 /// (the Canary). `immutable` is not copied: the copy is rewritten at every promotion.
 pub fn primary_config_map(cm: &ConfigMap, owner: OwnerReference) -> ConfigMap {
     ConfigMap {
@@ -351,7 +358,7 @@ pub fn primary_config_map(cm: &ConfigMap, owner: OwnerReference) -> ConfigMap {
 }
 
 /// The primary's copy of a tracked Secret: `<name>-primary`, same `type` and `data`, labels
-/// without Flux keys, no annotations, controller owner `owner`. `immutable` is not copied.
+/// without Flux keys, annotations: only the Flux opt-outs, controller owner `owner`. `immutable` is not copied.
 pub fn primary_secret(secret: &Secret, owner: OwnerReference) -> Secret {
     Secret {
         metadata: primary_meta(&secret.metadata, owner),

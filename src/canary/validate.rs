@@ -5,7 +5,16 @@
 //! schema accepts that pennant does not implement yet: reported as `Unsupported=True` with a
 //! Warning event, never silently ignored).
 
-use crate::api::{CanarySpec, parse_duration};
+use crate::api::{AutoscalerReference, CanarySpec, parse_duration};
+
+/// The `autoscalerRef` pennant acts on: one of kind `HorizontalPodAutoscaler` (`autoscaling/v2`).
+/// Another kind (KEDA `ScaledObject`) is reported by [`unsupported`] and otherwise ignored: the
+/// primary's replicas are then copied from the target as without an autoscaler.
+pub fn hpa_ref(spec: &CanarySpec) -> Option<&AutoscalerReference> {
+    spec.autoscaler_ref
+        .as_ref()
+        .filter(|r| r.kind == "HorizontalPodAutoscaler")
+}
 
 /// Every provider string Flagger's CRD accepts.
 pub const KNOWN_PROVIDERS: &[&str] = &[
@@ -70,8 +79,13 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     }
     match spec.target_ref.kind.as_str() {
         "Deployment" => {}
-        "DaemonSet" | "Service" => errs.push(format!(
-            "targetRef.kind {} is not implemented by pennant yet (implemented: Deployment)",
+        "DaemonSet" => {
+            if spec.autoscaler_ref.is_some() {
+                errs.push("a DaemonSet cannot have an autoscalerRef (it runs one pod per node)".into());
+            }
+        }
+        "Service" => errs.push(format!(
+            "targetRef.kind {} is not implemented by pennant yet (implemented: Deployment, DaemonSet)",
             spec.target_ref.kind
         )),
         k => errs.push(format!(
@@ -272,13 +286,20 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
 /// `gatewayRefs` outside Gateway API) are ignored, as in Flagger.
 pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
     let mut out = vec![];
+    if let Some(r) = &spec.autoscaler_ref
+        && hpa_ref(spec).is_none()
+    {
+        out.push(format!(
+            "autoscalerRef (kind {}: only HorizontalPodAutoscaler is implemented)",
+            r.kind
+        ));
+    }
     let mut flag = |set: bool, name: &str| {
         if set {
             out.push(name.to_string());
         }
     };
     let gateway = provider.starts_with("gatewayapi:");
-    flag(spec.autoscaler_ref.is_some(), "autoscalerRef");
     flag(spec.route_ref.is_some(), "routeRef");
     flag(spec.upstream_ref.is_some(), "upstreamRef");
     let s = &spec.service;
@@ -500,5 +521,46 @@ mod tests {
             ..bg
         };
         assert!(with("gatewayapi:v1", mirrored).is_empty());
+    }
+
+    #[test]
+    fn workload_kinds_and_autoscalers() {
+        let with = |kind: &str, scaler: Option<&str>| {
+            let mut s = spec(good());
+            s.target_ref.kind = kind.into();
+            s.autoscaler_ref = scaler.map(|k| crate::api::AutoscalerReference {
+                kind: k.into(),
+                name: "podinfo".into(),
+                ..Default::default()
+            });
+            (
+                invalid(&s, "istio"),
+                unsupported(&s, "istio"),
+                hpa_ref(&s).is_some(),
+            )
+        };
+        assert_eq!(with("DaemonSet", None), (vec![], vec![], false));
+        assert_eq!(
+            with("Deployment", Some("HorizontalPodAutoscaler")),
+            (vec![], vec![], true)
+        );
+        let (e, _, _) = with("DaemonSet", Some("HorizontalPodAutoscaler"));
+        assert_eq!(
+            e,
+            vec!["a DaemonSet cannot have an autoscalerRef (it runs one pod per node)"]
+        );
+        let (e, _, _) = with("Service", None);
+        assert!(
+            e[0].contains("targetRef.kind Service is not implemented"),
+            "{e:?}"
+        );
+        // KEDA is accepted but reported, and not acted on.
+        let (e, u, hpa) = with("Deployment", Some("ScaledObject"));
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            u,
+            vec!["autoscalerRef (kind ScaledObject: only HorizontalPodAutoscaler is implemented)"]
+        );
+        assert!(!hpa);
     }
 }
