@@ -28,7 +28,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::condition::{remove_condition, set_condition, types};
 use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy};
 
-/// Readiness of a workload as judged by `workload::deployment_readiness`.
+/// Readiness of a workload as judged by `workload::Workload::readiness` (Deployment or DaemonSet).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
