@@ -67,6 +67,10 @@ pub struct ControllerArgs {
     /// Annotation prefix of the NGINX canary Ingress (Flagger's `-ingress-annotations-prefix`).
     #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
     pub ingress_annotations_prefix: String,
+    /// Comma-separated label prefixes copied from the target to its primary (`*` = all; Flagger's
+    /// `-include-label-prefix`, default none).
+    #[arg(long, default_value = "")]
+    pub include_label_prefix: String,
     /// Comma-separated labels tried in order to find the target's selector label.
     #[arg(long, default_value = "app,name,app.kubernetes.io/name")]
     pub selector_labels: String,

@@ -65,6 +65,12 @@ async fn main() -> anyhow::Result<()> {
                     .collect(),
                 config_tracking: args.enable_config_tracking,
                 ingress_prefix: args.ingress_annotations_prefix,
+                include_label_prefix: args
+                    .include_label_prefix
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
                 namespace: Some(args.namespace).filter(|n| !n.is_empty()),
                 notify: pennant::notify::GlobalSettings {
                     slack_url: args.slack_url,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub config_tracking: bool,
     /// Annotation prefix of the NGINX canary Ingress (`-ingress-annotations-prefix`).
     pub ingress_prefix: String,
+    /// Label prefixes copied from the target to its primary (`-include-label-prefix`; `*` = all).
+    pub include_label_prefix: Vec<String>,
     /// Only watch this namespace (`-namespace`); all when `None`.
     pub namespace: Option<String>,
     /// Global notifiers (`-slack-url`, `-msteams-url`, `-event-webhook`, ...).

@@ -208,7 +208,9 @@ async fn apply_primary(
     {
         hand_over_replicas(live, ctx).await?;
     }
-    apply_if_changed(ctx, &to_value(&primary)?).await
+    let mut primary = to_value(&primary)?;
+    workload::include_labels(&mut primary, target, &ctx.settings.include_label_prefix);
+    apply_if_changed(ctx, &primary).await
 }
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {

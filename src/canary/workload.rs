@@ -211,6 +211,23 @@ fn some_if_any(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
 ///   DaemonSet scale-to-zero nodeSelector key removed (the target is parked with it);
 /// - `replicas` (Deployment only): `Some(n)` sets it; `None` leaves it out of the applied
 ///   object, so an autoscaler (or the previous value) keeps ownership.
+/// Flagger's `-include-label-prefix`: the target's own labels whose key starts with one of
+/// `prefixes` (`*` = every label), never Flux's, copied onto the primary workload `primary`
+/// (JSON), whose selector label wins. The default (no prefix) copies none.
+pub fn include_labels(primary: &mut serde_json::Value, target: &Workload, prefixes: &[String]) {
+    let Some(labels) = target.metadata().labels.as_ref() else {
+        return;
+    };
+    for (k, v) in labels {
+        let included = prefixes
+            .iter()
+            .any(|p| p == "*" || (!p.is_empty() && k.starts_with(p.as_str())));
+        if included && not_flux(k) && primary["metadata"]["labels"].get(k).is_none() {
+            primary["metadata"]["labels"][k] = serde_json::Value::String(v.clone());
+        }
+    }
+}
+
 pub fn build_primary(
     canary: &Canary,
     target: &Workload,
@@ -777,6 +794,39 @@ mod tests {
     #[test]
     fn primary_deployment_golden() {
         insta::assert_yaml_snapshot!(podinfo_primary(Some(2)));
+    }
+
+    #[test]
+    fn include_label_prefix_copies_matching_target_labels() {
+        let mut target = podinfo_deployment();
+        target.metadata.labels = Some(BTreeMap::from([
+            ("app".to_string(), "podinfo".to_string()),
+            ("team.example.com/owner".to_string(), "web".to_string()),
+            ("tier".to_string(), "frontend".to_string()),
+            (
+                "kustomize.toolkit.fluxcd.io/name".to_string(),
+                "apps".to_string(),
+            ),
+        ]));
+        let target: Workload = target.into();
+        let labels = |prefixes: &[&str]| {
+            let mut p = serde_json::to_value(podinfo_primary(Some(2))).unwrap();
+            let prefixes: Vec<String> = prefixes.iter().map(|s| s.to_string()).collect();
+            include_labels(&mut p, &target, &prefixes);
+            p["metadata"]["labels"].clone()
+        };
+        // Default: none copied, only the primary's selector label.
+        assert_eq!(labels(&[]), serde_json::json!({"app": "podinfo-primary"}));
+        assert_eq!(
+            labels(&["team.example.com/"]),
+            serde_json::json!({"app": "podinfo-primary", "team.example.com/owner": "web"})
+        );
+        // `*`: all, but the selector label stays the primary's and Flux keys stay behind.
+        assert_eq!(
+            labels(&["*"]),
+            serde_json::json!({"app": "podinfo-primary", "team.example.com/owner": "web",
+                "tier": "frontend"})
+        );
     }
 
     #[test]
