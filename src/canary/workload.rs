@@ -192,6 +192,23 @@ fn some_if_any(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
     (!m.is_empty()).then_some(m)
 }
 
+/// Flagger's `-include-label-prefix`: the target's own labels whose key starts with one of
+/// `prefixes` (`*` = every label), never Flux's, copied onto the primary workload `primary`
+/// (JSON), whose selector label wins. The default (no prefix) copies none.
+pub fn include_labels(primary: &mut serde_json::Value, target: &Workload, prefixes: &[String]) {
+    let Some(labels) = target.metadata().labels.as_ref() else {
+        return;
+    };
+    for (k, v) in labels {
+        let included = prefixes
+            .iter()
+            .any(|p| p == "*" || (!p.is_empty() && k.starts_with(p.as_str())));
+        if included && not_flux(k) && primary["metadata"]["labels"].get(k).is_none() {
+            primary["metadata"]["labels"][k] = serde_json::Value::String(v.clone());
+        }
+    }
+}
+
 /// The desired primary workload for the target, of the target's kind (Flagger's
 /// `createPrimaryDeployment`/`createPrimaryDaemonSet` and `Promote` in one builder).
 ///
@@ -211,23 +228,6 @@ fn some_if_any(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
 ///   DaemonSet scale-to-zero nodeSelector key removed (the target is parked with it);
 /// - `replicas` (Deployment only): `Some(n)` sets it; `None` leaves it out of the applied
 ///   object, so an autoscaler (or the previous value) keeps ownership.
-/// Flagger's `-include-label-prefix`: the target's own labels whose key starts with one of
-/// `prefixes` (`*` = every label), never Flux's, copied onto the primary workload `primary`
-/// (JSON), whose selector label wins. The default (no prefix) copies none.
-pub fn include_labels(primary: &mut serde_json::Value, target: &Workload, prefixes: &[String]) {
-    let Some(labels) = target.metadata().labels.as_ref() else {
-        return;
-    };
-    for (k, v) in labels {
-        let included = prefixes
-            .iter()
-            .any(|p| p == "*" || (!p.is_empty() && k.starts_with(p.as_str())));
-        if included && not_flux(k) && primary["metadata"]["labels"].get(k).is_none() {
-            primary["metadata"]["labels"][k] = serde_json::Value::String(v.clone());
-        }
-    }
-}
-
 pub fn build_primary(
     canary: &Canary,
     target: &Workload,
