@@ -109,6 +109,43 @@ pub struct ControllerArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PENNANT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Kubernetes client rate limit, requests per second on average (Flagger's
+    /// `-kubeconfig-qps`).
+    #[arg(long, env = "PENNANT_KUBECONFIG_QPS", default_value_t = 100.0)]
+    pub kubeconfig_qps: f64,
+    /// Kubernetes client burst: requests allowed at once before the QPS limit applies
+    /// (Flagger's `-kubeconfig-burst`).
+    #[arg(long, env = "PENNANT_KUBECONFIG_BURST", default_value_t = 250)]
+    pub kubeconfig_burst: u32,
+    /// Run the controller only while holding a `coordination.k8s.io/v1` Lease (Flagger's
+    /// `-enable-leader-election`).
+    #[arg(long, alias = "enable-leader-election", env = "PENNANT_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: `--namespace`, else `kube-system`, as Flagger).
+    #[arg(long, env = "PENNANT_LEADER_ELECTION_NAMESPACE", default_value = "")]
+    pub leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "pennant-leader-election")]
+    pub leader_election_lease_name: String,
+    /// Lease duration: a leader that stops renewing loses the Lease after this long
+    /// (`15s`, `1m` or seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+    pub leader_election_lease_duration: u64,
+}
+
+/// A duration in whole seconds: `15`, `15s`, `2m`. At least one second.
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let (n, unit) = match s.strip_suffix('s') {
+        Some(n) => (n, 1),
+        None => match s.strip_suffix('m') {
+            Some(n) => (n, 60),
+            None => (s, 1),
+        },
+    };
+    match n.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * unit),
+        _ => Err(format!("{s:?}: expected a positive duration like 15s, 2m or 30")),
+    }
 }
 
 /// Flagger's single-dash long flags (`-mesh-provider=istio`) rewritten to clap's `--` form.
@@ -156,6 +193,41 @@ mod tests {
             panic!()
         };
         assert_eq!(c.metrics_server, "http://prom:9090");
+    }
+
+    #[test]
+    fn operator_flags_parse_with_flagger_spellings() {
+        let args = normalize_args(
+            [
+                "pennant",
+                "controller",
+                "-enable-leader-election",
+                "-leader-election-namespace=ops",
+                "-kubeconfig-qps=20",
+                "-kubeconfig-burst",
+                "40",
+                "--leader-election-lease-duration=1m",
+            ]
+            .map(String::from),
+        );
+        let Command::Controller(c) = Cli::try_parse_from(&args).unwrap().command else {
+            panic!()
+        };
+        assert!(c.leader_election);
+        assert_eq!(c.leader_election_namespace, "ops");
+        assert_eq!((c.kubeconfig_qps, c.kubeconfig_burst), (20.0, 40));
+        assert_eq!(c.leader_election_lease_duration, 60);
+        let Command::Controller(d) = Cli::try_parse_from(["pennant", "controller"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(!d.leader_election, "off by default");
+        assert_eq!((d.kubeconfig_qps, d.kubeconfig_burst), (100.0, 250));
+        assert_eq!(d.leader_election_lease_duration, 15);
+        assert_eq!(parse_seconds("30"), Ok(30));
+        assert!(parse_seconds("0s").is_err() && parse_seconds("fast").is_err());
     }
 
     #[test]

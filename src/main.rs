@@ -8,6 +8,7 @@ use clap::Parser;
 use pennant::canary::controller::{self, Settings};
 use pennant::cli::{Cli, Command, GateAction, GateArgs, normalize_args};
 use pennant::gate::{CanaryRef, Gate, GateState};
+use pennant::leader::{self, Election};
 use pennant::metrics::Metrics;
 use pennant::server::{ServerState, router};
 
@@ -22,20 +23,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Gate(args) => gate_command(Gate::Promotion, args).await,
         Command::Rollback(args) => gate_command(Gate::Rollback, args).await,
         Command::Controller(args) => {
-            let filter =
-                tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?;
-            let sub = tracing_subscriber::fmt().with_env_filter(filter);
-            if args.log_format == "json" {
-                sub.json().init();
-            } else {
-                sub.init();
-            }
+            let log_control = pennant::logging::init(&args.log_level, &args.log_format)?;
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
-            let client = kube::Client::try_default()
+            let config = kube::Config::infer()
                 .await
                 .context("kubernetes client")?;
+            let client = rate_limited_client(config, args.kubeconfig_qps, args.kubeconfig_burst)?;
             let metrics = Arc::new(Metrics::default());
             metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);
             let ready = Arc::new(AtomicBool::new(false));
@@ -46,12 +41,22 @@ async fn main() -> anyhow::Result<()> {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| args.listen.clone());
-            tracing::info!(listen = %bound, "serving /metrics /healthz /readyz /gate/* /rollback/*");
+            tracing::info!(listen = %bound, "serving /metrics /healthz /readyz /log-level /gate/* /rollback/*");
             let app = router(ServerState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 client: Some(client.clone()),
                 namespace: Some(args.namespace.clone()).filter(|n| !n.is_empty()),
+            })
+            .merge(log_control.router());
+            let election = args.leader_election.then(|| Election {
+                namespace: Election::namespace_for(
+                    &args.leader_election_namespace,
+                    &args.namespace,
+                ),
+                lease_name: args.leader_election_lease_name.clone(),
+                identity: Election::identity_from_env(),
+                lease_duration: args.leader_election_lease_duration,
             });
             tokio::spawn(async move { axum::serve(listener, app).await });
             let settings = Settings {
@@ -84,9 +89,33 @@ async fn main() -> anyhow::Result<()> {
                 },
                 cluster_name: args.cluster_name,
             };
-            controller::run(client, settings, metrics, ready).await
+            match election {
+                None => controller::run(client, settings, metrics, ready).await,
+                Some(e) => {
+                    let r = ready.clone();
+                    leader::run_when_leader(client.clone(), e, ready, move || {
+                        controller::run(client, settings, metrics, r)
+                    })
+                    .await
+                }
+            }
         }
     }
+}
+
+/// A client limited to `qps` requests per second on average with bursts of `burst` (Flagger's
+/// `-kubeconfig-qps`/`-kubeconfig-burst`): tower's fixed-window limit of `burst` requests per
+/// `burst / qps` seconds. Long watches count once, when they start.
+fn rate_limited_client(config: kube::Config, qps: f64, burst: u32) -> anyhow::Result<kube::Client> {
+    anyhow::ensure!(
+        qps > 0.0 && qps.is_finite() && burst > 0,
+        "--kubeconfig-qps and --kubeconfig-burst must be positive"
+    );
+    let window = std::time::Duration::from_secs_f64(f64::from(burst) / qps);
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("kubernetes client")?
+        .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), window))
+        .build())
 }
 
 /// `pennant gate|rollback open|close|check <canary> -n <ns>`: the same annotations the gate

@@ -223,19 +223,16 @@ pub async fn run(
     let mut route_streams = vec![];
     for kind in ROUTE_KINDS.iter().copied() {
         let ar = route_resource(kind).expect("known kind");
-        let probe: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        if probe
-            .list(&kube::api::ListParams::default().limit(1))
-            .await
-            .is_err()
-        {
-            info!(%kind, "CRD not installed; not watching");
-            continue;
-        }
+        // Probed in the watched scope: a namespace-scoped install (a Role) may not list
+        // cluster-wide.
         let a: Api<DynamicObject> = match &ns {
             Some(n) => Api::namespaced_with(client.clone(), n, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
+        if let Err(e) = a.list(&kube::api::ListParams::default().limit(1)).await {
+            info!(%kind, "not watching: {e}");
+            continue;
+        }
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let store = writer.as_reader();
         let s = reflector::reflector(writer, watcher(a, wc.clone()))

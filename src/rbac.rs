@@ -1,0 +1,324 @@
+//! The Kubernetes permissions pennant needs: the single table the Helm chart's RBAC is checked
+//! against (`charts/pennant/templates/rbac.yaml`, `tests/chart.rs`), and the mapping from an API
+//! request to the RBAC attributes it is authorized by.
+//!
+//! Keeping it honest (least privilege, both directions):
+//! - `tests/chart.rs` scans `src/` for every typed or dynamic API use (`Api<K>`, `Api::<K>`,
+//!   `ApiResource::erase::<K>`, `reflector::store::<K>`, `GroupVersionKind::gvk("g", "v", "K")`,
+//!   the leader-election Lease) and fails when a kind is used but absent from this table, or
+//!   granted here but used nowhere;
+//! - it renders the chart and fails when the chart's rules differ from [`CONTROLLER_RULES`] /
+//!   [`LEADER_ELECTION_RULES`];
+//! - `tests/e2e_operate.rs` runs a canary with the controller authenticated as the chart's
+//!   ServiceAccount, reads every API request the controller made from its own debug log, maps each
+//!   with [`request_attributes`] and fails when one is not granted by the chart.
+
+/// One permission: `verbs` on `group`/`resource` (with subresource, e.g. `canaries/status`).
+/// `kind` names the Kubernetes kind whose use in `src/` needs the permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    /// API group (`""` for the core group).
+    pub group: &'static str,
+    /// Plural resource, `resource/subresource` for a subresource.
+    pub resource: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+    /// Which code needs it.
+    pub why: &'static str,
+}
+
+const WATCH_AND_APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
+
+/// Granted in every watched namespace: a ClusterRole, or a Role in `--namespace` when set.
+///
+/// `patch` covers server-side apply; `create` is listed too because an apply that creates an
+/// object is authorized as a create as well (kube-apiserver's patch handler).
+pub const CONTROLLER_RULES: &[Permission] = &[
+    Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch; finalizer patches; gate annotations (/gate/*, `pennant gate`)",
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "canaries/status",
+        kind: "Canary",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "metrictemplates",
+        kind: "MetricTemplate",
+        verbs: &["get"],
+        why: "analysis.metrics[].templateRef",
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "alertproviders",
+        kind: "AlertProvider",
+        verbs: &["get"],
+        why: "analysis.alerts[].providerRef",
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        kind: "Deployment",
+        verbs: WATCH_AND_APPLY,
+        why: "targets (watched, scaled) and the -primary Deployments (applied)",
+    },
+    Permission {
+        group: "apps",
+        resource: "daemonsets",
+        kind: "DaemonSet",
+        verbs: WATCH_AND_APPLY,
+        why: "DaemonSet targets and their -primary copies",
+    },
+    Permission {
+        group: "",
+        resource: "services",
+        kind: "Service",
+        verbs: WATCH_AND_APPLY,
+        why: "apex, -primary and -canary Services",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        kind: "ConfigMap",
+        verbs: WATCH_AND_APPLY,
+        why: "config tracking (metadata watch, reads) and the -primary copies",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: WATCH_AND_APPLY,
+        why: "config tracking, -primary copies, provider and alert credentials",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create"],
+        why: "Events on Canaries",
+    },
+    Permission {
+        group: "networking.istio.io",
+        resource: "virtualservices",
+        kind: "VirtualService",
+        verbs: WATCH_AND_APPLY,
+        why: "Istio router",
+    },
+    Permission {
+        group: "networking.istio.io",
+        resource: "destinationrules",
+        kind: "DestinationRule",
+        verbs: WATCH_AND_APPLY,
+        why: "Istio router",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingresses",
+        kind: "Ingress",
+        verbs: WATCH_AND_APPLY,
+        why: "NGINX router (canary Ingress)",
+    },
+    Permission {
+        group: "gateway.networking.k8s.io",
+        resource: "httproutes",
+        kind: "HTTPRoute",
+        verbs: WATCH_AND_APPLY,
+        why: "Gateway API router",
+    },
+    Permission {
+        group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        kind: "HorizontalPodAutoscaler",
+        verbs: WATCH_AND_APPLY,
+        why: "autoscalerRef: the -primary HPA",
+    },
+];
+
+/// Granted in the leader-election namespace only (a Role), when leader election is on.
+pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    kind: "Lease",
+    verbs: &["get", "create", "patch"],
+    why: "leader election (kube-lease-manager: get, create when missing, apply/merge patches)",
+}];
+
+/// The RBAC attributes of one API request: `(group, resource[/subresource], verb)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestAttributes {
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+}
+
+/// The RBAC attributes kube-apiserver authorizes `method` on `url` with (the path, optionally
+/// with a query string; a full URL is accepted too). `None` for non-resource URLs (`/version`,
+/// `/api`, discovery).
+///
+/// Follows the apiserver's request-info rules: `GET` of a named object is `get`, of a collection
+/// `list`, with `watch=true` (or `watch=1`) `watch`; `POST` `create`; `PUT` `update`; `PATCH`
+/// `patch`; `DELETE` `delete` (of a collection `deletecollection`).
+pub fn request_attributes(method: &str, url: &str) -> Option<RequestAttributes> {
+    let path_and_query = match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    };
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    // [namespaces/<ns>/]<resource>[/<name>[/<subresource>]]; `namespaces/<ns>` alone is the
+    // namespace object itself.
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        r => r,
+    };
+    let (resource, named) = match rest {
+        [] => return None,
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method.to_ascii_uppercase().as_str(), named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    Some(RequestAttributes {
+        group: group.to_string(),
+        resource,
+        verb: verb.to_string(),
+    })
+}
+
+/// True when one of `rules` grants `attrs`.
+pub fn allows(rules: &[Permission], attrs: &RequestAttributes) -> bool {
+    rules.iter().any(|p| {
+        p.group == attrs.group
+            && p.resource == attrs.resource
+            && p.verbs.contains(&attrs.verb.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(method: &str, url: &str) -> (String, String, String) {
+        let a = request_attributes(method, url).expect(url);
+        (a.group, a.resource, a.verb)
+    }
+
+    fn t(g: &str, r: &str, v: &str) -> (String, String, String) {
+        (g.into(), r.into(), v.into())
+    }
+
+    #[test]
+    fn request_urls_map_to_rbac_attributes() {
+        assert_eq!(
+            attrs(
+                "GET",
+                "/apis/flagger.app/v1beta1/namespaces/t/canaries?&watch=true&timeoutSeconds=290"
+            ),
+            t("flagger.app", "canaries", "watch")
+        );
+        assert_eq!(
+            attrs("GET", "https://127.0.0.1:16443/api/v1/namespaces/t/services?"),
+            t("", "services", "list")
+        );
+        assert_eq!(
+            attrs("GET", "/api/v1/services?limit=1"),
+            t("", "services", "list")
+        );
+        assert_eq!(
+            attrs("GET", "/api/v1/namespaces/t/configmaps/app"),
+            t("", "configmaps", "get")
+        );
+        assert_eq!(
+            attrs(
+                "PATCH",
+                "/apis/flagger.app/v1beta1/namespaces/t/canaries/podinfo/status"
+            ),
+            t("flagger.app", "canaries/status", "patch")
+        );
+        assert_eq!(
+            attrs(
+                "PATCH",
+                "/apis/apps/v1/namespaces/t/deployments/podinfo-primary?&fieldManager=pennant&force=true"
+            ),
+            t("apps", "deployments", "patch")
+        );
+        assert_eq!(
+            attrs("POST", "/apis/events.k8s.io/v1/namespaces/t/events?"),
+            t("events.k8s.io", "events", "create")
+        );
+        assert_eq!(
+            attrs("PUT", "/api/v1/namespaces/t/secrets/x"),
+            t("", "secrets", "update")
+        );
+        assert_eq!(
+            attrs("DELETE", "/api/v1/namespaces/t/secrets"),
+            t("", "secrets", "deletecollection")
+        );
+        assert_eq!(
+            attrs("GET", "/api/v1/namespaces/t"),
+            t("", "namespaces", "get"),
+            "a namespace object"
+        );
+        assert_eq!(request_attributes("GET", "/version"), None);
+        assert_eq!(request_attributes("GET", "/apis"), None);
+    }
+
+    #[test]
+    fn allows_matches_group_resource_and_verb() {
+        let a = request_attributes("PATCH", "/apis/apps/v1/namespaces/t/deployments/x").unwrap();
+        assert!(allows(CONTROLLER_RULES, &a));
+        let a = request_attributes("DELETE", "/apis/apps/v1/namespaces/t/deployments/x").unwrap();
+        assert!(!allows(CONTROLLER_RULES, &a), "pennant never deletes");
+        let a = request_attributes("GET", "/apis/extensions/v1beta1/namespaces/t/deployments/x")
+            .unwrap();
+        assert!(!allows(CONTROLLER_RULES, &a), "group matters");
+    }
+
+    #[test]
+    fn every_permission_names_a_known_verb_once() {
+        const VERBS: [&str; 8] = [
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ];
+        for p in CONTROLLER_RULES.iter().chain(LEADER_ELECTION_RULES) {
+            for (i, v) in p.verbs.iter().enumerate() {
+                assert!(VERBS.contains(v), "{p:?}");
+                assert!(!p.verbs[..i].contains(v), "duplicate verb in {p:?}");
+            }
+        }
+    }
+}
