@@ -428,3 +428,87 @@ pub fn image_of(d: &Deployment) -> String {
         .clone()
         .unwrap_or_default()
 }
+
+/// The `helm` binary built by `e2e/cluster build`: `$PENNANT_HELM` (set by `e2e/cluster env`),
+/// else the newest one in the cache, else `helm` on `PATH`.
+pub fn helm() -> String {
+    tool("PENNANT_HELM", "helm")
+}
+
+/// `kubectl` from `e2e/cluster env`'s PATH, else the cache.
+pub fn kubectl() -> String {
+    tool("PENNANT_KUBECTL", "kubectl")
+}
+
+fn tool(var: &str, name: &str) -> String {
+    if let Ok(p) = std::env::var(var) {
+        return p;
+    }
+    let cache = std::env::var("PENNANT_CACHE").unwrap_or_else(|_| {
+        format!("{}/.cache/pennant", std::env::var("HOME").unwrap_or_default())
+    });
+    let mut found: Vec<_> = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(name))
+        .filter(|p| p.is_file() && !p.to_string_lossy().contains(".tmp/"))
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => name.to_string(),
+    }
+}
+
+/// Run a command, panicking with its output when it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (run `e2e/cluster build`)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply --dry-run=server` of a manifest (stdin) against the local cluster; panics with
+/// the apiserver's answer when it refuses.
+pub fn server_dry_run(manifest: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(kubectl())
+        .args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=dry-run",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl (run `e2e/cluster build`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "server-side dry-run refused:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
