@@ -232,6 +232,60 @@ impl ControllerProcess {
         Self { child }
     }
 
+    /// `pennant controller --namespace <ns> <args>` with `KUBECONFIG=<kubeconfig>` and the given
+    /// environment, logging to `<state>/logs/pennant-<log_name>.log` (see [`Self::log_path`]).
+    pub fn start_with(
+        ns: &str,
+        log_name: &str,
+        kubeconfig: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let path = Self::log_path(log_name);
+        let log = std::fs::File::create(&path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
+            .args(["controller", "--namespace", ns])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn pennant");
+        Self { child }
+    }
+
+    /// Where [`Self::start_with`] writes the log of `log_name`.
+    pub fn log_path(log_name: &str) -> String {
+        let dir = format!("{}/logs", state_dir());
+        if std::path::Path::new(&dir).is_dir() {
+            format!("{dir}/pennant-{log_name}.log")
+        } else {
+            format!("/tmp/pennant-{log_name}.log")
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (as the kubelet stops a pod), then wait up to `timeout` for the exit; the exit
+    /// code, `None` when it had to be killed.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
+        None
+    }
+
     /// Kill -9, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
