@@ -119,7 +119,11 @@ pub struct ControllerArgs {
     pub kubeconfig_burst: u32,
     /// Run the controller only while holding a `coordination.k8s.io/v1` Lease (Flagger's
     /// `-enable-leader-election`).
-    #[arg(long, alias = "enable-leader-election", env = "PENNANT_LEADER_ELECTION")]
+    #[arg(
+        long,
+        alias = "enable-leader-election",
+        env = "PENNANT_LEADER_ELECTION"
+    )]
     pub leader_election: bool,
     /// Namespace of the Lease (default: `--namespace`, else `kube-system`, as Flagger).
     #[arg(long, env = "PENNANT_LEADER_ELECTION_NAMESPACE", default_value = "")]
@@ -144,7 +148,9 @@ pub fn parse_seconds(s: &str) -> Result<u64, String> {
     };
     match n.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n * unit),
-        _ => Err(format!("{s:?}: expected a positive duration like 15s, 2m or 30")),
+        _ => Err(format!(
+            "{s:?}: expected a positive duration like 15s, 2m or 30"
+        )),
     }
 }
 

@@ -95,12 +95,7 @@ where
         .with_field_manager("pennant-leader-election")
         .build()
         .await
-        .with_context(|| {
-            format!(
-                "lease {}/{}",
-                election.namespace, election.lease_name
-            )
-        })?;
+        .with_context(|| format!("lease {}/{}", election.namespace, election.lease_name))?;
     let (mut leader, task) = manager.watch().await;
     info!(
         identity = %election.identity,

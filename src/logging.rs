@@ -11,7 +11,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 /// Changes the active log filter. Cloned into the HTTP server.
 #[derive(Clone)]
@@ -104,7 +106,10 @@ mod tests {
         let http = reqwest::Client::new();
 
         tracing::debug!("hidden");
-        assert_eq!(http.get(&url).send().await.unwrap().text().await.unwrap(), "info");
+        assert_eq!(
+            http.get(&url).send().await.unwrap().text().await.unwrap(),
+            "info"
+        );
         let r = http.put(&url).body("debug\n").send().await.unwrap();
         assert_eq!(r.status(), 200);
         tracing::debug!("shown");

@@ -27,9 +27,7 @@ async fn main() -> anyhow::Result<()> {
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
-            let config = kube::Config::infer()
-                .await
-                .context("kubernetes client")?;
+            let config = kube::Config::infer().await.context("kubernetes client")?;
             let client = rate_limited_client(config, args.kubeconfig_qps, args.kubeconfig_burst)?;
             let metrics = Arc::new(Metrics::default());
             metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);

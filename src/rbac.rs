@@ -245,7 +245,10 @@ mod tests {
             t("flagger.app", "canaries", "watch")
         );
         assert_eq!(
-            attrs("GET", "https://127.0.0.1:16443/api/v1/namespaces/t/services?"),
+            attrs(
+                "GET",
+                "https://127.0.0.1:16443/api/v1/namespaces/t/services?"
+            ),
             t("", "services", "list")
         );
         assert_eq!(

@@ -25,7 +25,14 @@ fn chart() -> String {
 /// `helm template <release> charts/pennant -n <ns> --set ...` (CRDs included), as documents.
 fn render(release: &str, ns: &str, set: &[&str]) -> (String, Vec<Value>) {
     let mut cmd = Command::new(helm());
-    cmd.args(["template", release, &chart(), "--namespace", ns, "--include-crds"]);
+    cmd.args([
+        "template",
+        release,
+        &chart(),
+        "--namespace",
+        ns,
+        "--include-crds",
+    ]);
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -155,7 +162,11 @@ fn chart_rbac_is_the_code_table() {
         "no Lease Role without leader election"
     );
 
-    let (_, docs) = render("p", "ops", &["namespace=apps", "leaderElection.enabled=true"]);
+    let (_, docs) = render(
+        "p",
+        "ops",
+        &["namespace=apps", "leaderElection.enabled=true"],
+    );
     assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
     let role = find(&docs, "Role", "p-pennant").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "apps");
@@ -167,15 +178,19 @@ fn chart_rbac_is_the_code_table() {
         &triples(LEADER_ELECTION_RULES),
         "lease Role vs LEADER_ELECTION_RULES",
     );
-    let args = find(&docs, "Deployment", "p-pennant").unwrap()["spec"]["template"]["spec"]
-        ["containers"][0]["args"]
-        .clone();
+    let args =
+        find(&docs, "Deployment", "p-pennant").unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["args"]
+            .clone();
     for a in [
         "--namespace=apps",
         "--leader-election",
         "--leader-election-namespace=ops",
     ] {
-        assert!(args.as_array().unwrap().iter().any(|x| x == a), "{a} in {args}");
+        assert!(
+            args.as_array().unwrap().iter().any(|x| x == a),
+            "{a} in {args}"
+        );
     }
 }
 
@@ -224,7 +239,11 @@ fn kinds_in_line(line: &str) -> Vec<String> {
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '<')
                 .collect();
             let ty = ty.trim_start_matches("PartialObjectMeta<");
-            let name = ty.rsplit("::").next().unwrap_or_default().trim_end_matches('<');
+            let name = ty
+                .rsplit("::")
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('<');
             // generic parameters (`Api<K>`) and the dynamic type (its kind comes from a gvk
             // literal or a router's `resources()`) name no kind
             if name.len() > 1 && name != "DynamicObject" {
@@ -319,7 +338,11 @@ async fn rendered_chart_passes_server_side_dry_run() {
             "slack.url=https://hooks.example/x",
             "msteams.url=https://teams.example/y",
         ],
-        vec!["existingSecret=mine", "service.enabled=false", "rbac.create=false"],
+        vec![
+            "existingSecret=mine",
+            "service.enabled=false",
+            "rbac.create=false",
+        ],
     ] {
         let (text, docs) = render(&format!("dry{}", set.len()), &ns.name, &set);
         let out = server_dry_run(&text);

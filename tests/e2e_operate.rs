@@ -320,12 +320,7 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     // crash the leader mid-analysis
     let killed = Instant::now();
     procs[leader_i].1.kill();
-    let next = wait_holder(
-        &leases,
-        &[follower],
-        Duration::from_secs(LEASE_SECONDS + 5),
-    )
-    .await;
+    let next = wait_holder(&leases, &[follower], Duration::from_secs(LEASE_SECONDS + 5)).await;
     let takeover = killed.elapsed();
     println!("takeover after a crash: {takeover:?} (lease {LEASE_SECONDS}s)");
     assert_eq!(next, follower);
@@ -342,7 +337,10 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     )
     .await;
     println!("release 1 after the takeover: weights {weights:?}");
-    assert_eq!(image_of(&ns.deployment("podinfo-primary").await.unwrap()), V2);
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V2
+    );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
 
     // a graceful stop of the new leader mid-analysis
@@ -351,7 +349,11 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     let stopped = Instant::now();
     let code = procs[follower_i].1.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0), "SIGTERM: clean exit");
-    assert_eq!(holder(&leases, LEASE).await, None, "Lease released on SIGTERM");
+    assert_eq!(
+        holder(&leases, LEASE).await,
+        None,
+        "Lease released on SIGTERM"
+    );
     let log = std::fs::read_to_string(ControllerProcess::log_path(&format!(
         "{}-{follower}",
         ns.name
@@ -381,7 +383,10 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
         MINUTES(3),
     )
     .await;
-    assert_eq!(image_of(&ns.deployment("podinfo-primary").await.unwrap()), V3);
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V3
+    );
     drop(ctl_c);
     drop(procs);
     // what the election asked the API for is what the chart's Lease Role grants
@@ -399,7 +404,10 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
         "lease renewals seen: {used:?}"
     );
     for a in &used {
-        assert!(pennant::rbac::allows(LEADER_ELECTION_RULES, a), "{a:?} not granted");
+        assert!(
+            pennant::rbac::allows(LEADER_ELECTION_RULES, a),
+            "{a:?} not granted"
+        );
     }
     ns.cleanup().await;
 }

@@ -499,7 +499,10 @@ fn tool(var: &str, name: &str) -> String {
         return p;
     }
     let cache = std::env::var("PENNANT_CACHE").unwrap_or_else(|_| {
-        format!("{}/.cache/pennant", std::env::var("HOME").unwrap_or_default())
+        format!(
+            "{}/.cache/pennant",
+            std::env::var("HOME").unwrap_or_default()
+        )
     });
     let mut found: Vec<_> = std::fs::read_dir(&cache)
         .into_iter()
