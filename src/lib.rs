@@ -10,6 +10,7 @@ pub mod cli;
 pub mod ext;
 pub mod gate;
 pub mod http_post;
+pub mod kube_client;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

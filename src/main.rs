@@ -28,7 +28,11 @@ async fn main() -> anyhow::Result<()> {
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
             let config = kube::Config::infer().await.context("kubernetes client")?;
-            let client = rate_limited_client(config, args.kubeconfig_qps, args.kubeconfig_burst)?;
+            let client = pennant::kube_client::rate_limited(
+                config,
+                args.kubeconfig_qps,
+                args.kubeconfig_burst,
+            )?;
             let metrics = Arc::new(Metrics::default());
             metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);
             let ready = Arc::new(AtomicBool::new(false));
@@ -99,21 +103,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-}
-
-/// A client limited to `qps` requests per second on average with bursts of `burst` (Flagger's
-/// `-kubeconfig-qps`/`-kubeconfig-burst`): tower's fixed-window limit of `burst` requests per
-/// `burst / qps` seconds. Long watches count once, when they start.
-fn rate_limited_client(config: kube::Config, qps: f64, burst: u32) -> anyhow::Result<kube::Client> {
-    anyhow::ensure!(
-        qps > 0.0 && qps.is_finite() && burst > 0,
-        "--kubeconfig-qps and --kubeconfig-burst must be positive"
-    );
-    let window = std::time::Duration::from_secs_f64(f64::from(burst) / qps);
-    Ok(kube::client::ClientBuilder::try_from(config)
-        .context("kubernetes client")?
-        .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), window))
-        .build())
 }
 
 /// `pennant gate|rollback open|close|check <canary> -n <ns>`: the same annotations the gate
