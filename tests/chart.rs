@@ -194,6 +194,69 @@ fn chart_rbac_is_the_code_table() {
     }
 }
 
+/// The Deployment's args are flags the binary accepts, with the values the chart was given.
+#[test]
+fn deployment_args_parse_as_the_binarys_flags() {
+    use clap::Parser;
+    use pennant::cli::{Cli, Command as Cmd};
+    for set in [
+        vec![],
+        vec![
+            "leaderElection.enabled=true",
+            "namespace=apps",
+            "clusterName=prod",
+            "slack.channel=ops",
+            "kubeconfigQPS=20",
+            r"log.level=info\,pennant=debug",
+        ],
+    ] {
+        let (_, docs) = render("p", "ops", &set);
+        let d = find(&docs, "Deployment", "p-pennant").expect("Deployment");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let mut argv = vec!["pennant".to_string()];
+        argv.extend(
+            c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string()),
+        );
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let Cmd::Controller(args) = cli.command else {
+            panic!("{argv:?}")
+        };
+        assert_eq!(args.listen, "0.0.0.0:8080");
+        assert_eq!(args.log_format, "json");
+        if set.is_empty() {
+            assert_eq!(args.namespace, "");
+            assert!(!args.leader_election);
+            assert_eq!(args.kubeconfig_burst, 250);
+        } else {
+            assert_eq!(args.namespace, "apps");
+            assert!(args.leader_election);
+            assert_eq!(args.leader_election_namespace, "ops");
+            assert_eq!(args.leader_election_lease_duration, 15);
+            assert_eq!(args.cluster_name, "prod");
+            assert_eq!(args.slack_channel.as_deref(), Some("ops"));
+            assert_eq!(args.kubeconfig_qps, 20.0);
+            assert_eq!(args.log_level, "info,pennant=debug");
+        }
+        let probe = |p: &str| c[p]["httpGet"]["path"].as_str().unwrap().to_string();
+        assert_eq!(
+            (probe("livenessProbe"), probe("readinessProbe")),
+            ("/healthz".into(), "/readyz".into())
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+            65532
+        );
+        assert_eq!(
+            c["env"][0]["name"], "POD_NAME",
+            "leader identity and Event instance"
+        );
+    }
+}
+
 /// A kind used by the code, where (file:line).
 fn kinds_used_in_src() -> Vec<(String, String)> {
     let mut files = vec![];
