@@ -15,7 +15,8 @@
 //!   follower takes over at once instead of after the lease duration.
 //!
 //! A dead leader (killed, node lost) is replaced once its Lease expires: within the lease
-//! duration of its last renewal, plus the follower's retry interval (about a second).
+//! duration of its last renewal, plus up to a second. A released Lease is taken by a waiting
+//! standby within about [`FOLLOWER_POLL`] (each standby reads the Lease once per poll).
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -26,6 +27,9 @@ use anyhow::Context as _;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
+
+/// How often a standby checks whether the Lease is free (one GET of the Lease).
+pub const FOLLOWER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where and how to elect.
 #[derive(Clone, Debug)]
@@ -87,22 +91,49 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let manager = LeaseManagerBuilder::new(client, &election.lease_name)
-        .with_namespace(&election.namespace)
-        .with_identity(&election.identity)
-        .with_duration(election.lease_duration)
-        .with_grace(election.grace())
-        .with_field_manager("pennant-leader-election")
-        .build()
-        .await
-        .with_context(|| format!("lease {}/{}", election.namespace, election.lease_name))?;
-    let (mut leader, task) = manager.watch().await;
-    info!(
-        identity = %election.identity,
-        lease = %format!("{}/{}", election.namespace, election.lease_name),
-        "waiting for leadership"
-    );
+    let lease = format!("{}/{}", election.namespace, election.lease_name);
+    let build = || {
+        LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+            .with_namespace(&election.namespace)
+            .with_identity(&election.identity)
+            .with_duration(election.lease_duration)
+            .with_grace(election.grace())
+            .with_field_manager("pennant-leader-election")
+            .build()
+    };
+    // Fail fast when the Lease cannot be reached at all (RBAC, namespace).
+    let mut manager = build().await.with_context(|| format!("lease {lease}"))?;
+    info!(identity = %election.identity, %lease, "waiting for leadership");
     ready.store(true, Ordering::SeqCst);
+
+    // Standby: every FOLLOWER_POLL, a fresh look at the Lease and an attempt to take it. (A
+    // LeaseManager trusts the expiry it last read until it passes, so one kept across polls
+    // would notice a Lease released early only at that expiry.)
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let manager = loop {
+        tokio::select! {
+            r = tokio::time::timeout(FOLLOWER_POLL, manager.changed()) => match r {
+                Ok(Ok(true)) => break manager,
+                Ok(Ok(false)) | Err(_) => {}
+                Ok(Err(e)) => {
+                    warn!("lease {lease}: {e}");
+                    tokio::time::sleep(FOLLOWER_POLL).await;
+                }
+            },
+            _ = &mut shutdown => {
+                info!("shutting down before becoming leader");
+                return Ok(());
+            }
+        }
+        match build().await {
+            Ok(m) => manager = m,
+            Err(e) => warn!("lease {lease}: {e}"),
+        }
+    };
+
+    // Leader: the library renews in the background and reports a loss on the channel.
+    let (leader, task) = manager.watch().await;
     let release = |leader: tokio::sync::watch::Receiver<bool>| async move {
         // Closing the channel makes the lease task release the Lease (if held) and end.
         drop(leader);
@@ -112,25 +143,6 @@ where
             Err(e) => warn!("lease task: {e}"),
         }
     };
-
-    enum Waited {
-        Leader,
-        Stopped,
-        Signal,
-    }
-    let waited = tokio::select! {
-        r = leader.wait_for(|l| *l) => if r.is_ok() { Waited::Leader } else { Waited::Stopped },
-        _ = shutdown_signal() => Waited::Signal,
-    };
-    match waited {
-        Waited::Leader => {}
-        Waited::Stopped => anyhow::bail!("leader election stopped"),
-        Waited::Signal => {
-            info!("shutting down before becoming leader");
-            release(leader).await;
-            return Ok(());
-        }
-    }
     info!(identity = %election.identity, "became leader; starting the controller");
     ready.store(false, Ordering::SeqCst);
     let mut lost = leader.clone();

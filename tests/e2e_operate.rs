@@ -343,11 +343,25 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
 
-    // a graceful stop of the new leader mid-analysis
+    // a new standby, as a rollout of the controller starts one; then a graceful stop of the
+    // leader mid-analysis
+    let ctl_c = elected(&ns.name, "ctl-c", ports[2]);
+    wait_http(
+        &format!("http://127.0.0.1:{}/readyz", ports[2]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        wait_holder(&leases, &[follower], Duration::from_secs(1)).await,
+        follower,
+        "the standby waits"
+    );
     set_image(&ns, V3, 0.0).await;
     wait_weight_above_zero(&ns).await;
     let stopped = Instant::now();
     let code = procs[follower_i].1.terminate(Duration::from_secs(20));
+    let exited = Instant::now();
+    println!("graceful stop took {:?}", stopped.elapsed());
     assert_eq!(code, Some(0), "SIGTERM: clean exit");
     assert_eq!(
         holder(&leases, LEASE).await,
@@ -368,11 +382,16 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
         (100, i64::from(c.canary_weight)),
         "status and routes agree after the stop: no half-written step"
     );
-    let ctl_c = elected(&ns.name, "ctl-c", ports[2]);
     let next = wait_holder(&leases, &["ctl-c"], Duration::from_secs(LEASE_SECONDS)).await;
+    let takeover = exited.elapsed();
     println!(
-        "takeover after a graceful stop: {:?} (lease {LEASE_SECONDS}s, includes process start)",
-        stopped.elapsed()
+        "takeover by a waiting standby after the leader exited: {takeover:?} (lease {LEASE_SECONDS}s)"
+    );
+    // Waiting for the released Lease's expiry instead would take at least duration - grace
+    // (8 s - 2 s) after its last renewal.
+    assert!(
+        takeover < pennant::leader::FOLLOWER_POLL + Duration::from_millis(900),
+        "a released Lease is taken at the standby's next poll: {takeover:?}"
     );
     assert_eq!(next, "ctl-c");
     wait_phase(
