@@ -430,3 +430,42 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     }
     ns.cleanup().await;
 }
+
+/// A leader whose Lease was taken over (here: written by another holder, as after a partition)
+/// stops at its next renewal, with an error, instead of reconciling on.
+#[tokio::test]
+async fn leader_that_loses_its_lease_exits() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-lease-lost", 0).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let port = free_port();
+    let mut ctl = elected(&ns.name, "ctl-a", port);
+    wait_holder(&leases, &["ctl-a"], Duration::from_secs(30)).await;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let patch = json!({"spec": {"holderIdentity": "intruder_0", "renewTime": now,
+        "acquireTime": now, "leaseDurationSeconds": 60}});
+    leases
+        .patch(
+            LEASE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("take the lease");
+    let code = ctl.wait_exit(Duration::from_secs(LEASE_SECONDS + 5));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "the old leader must exit with an error, got {code:?}"
+    );
+    let log = std::fs::read_to_string(ControllerProcess::log_path(&format!("{}-ctl-a", ns.name)))
+        .unwrap();
+    assert!(log.contains("lost leadership"), "{log}");
+    assert_eq!(
+        holder(&leases, LEASE).await.as_deref(),
+        Some("intruder_0"),
+        "the Lease is left to its new holder"
+    );
+    ns.cleanup().await;
+}

@@ -269,6 +269,19 @@ impl ControllerProcess {
         self.child.id()
     }
 
+    /// Wait up to `timeout` for the process to exit on its own: its exit code (`Some(-1)` when
+    /// killed by a signal), `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// SIGTERM (as the kubelet stops a pod), then wait up to `timeout` for the exit; the exit
     /// code, `None` when it had to be killed.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
