@@ -50,6 +50,15 @@ pub const CONTROLLER_RULES: &[Permission] = &[
     },
     Permission {
         group: "flagger.app",
+        resource: "canaries/finalizers",
+        kind: "Canary",
+        verbs: &["update"],
+        why: "objects pennant creates carry `blockOwnerDeletion: true` owner references to their \
+              Canary; with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift \
+              enables it) that needs update on the owner's finalizers (no request is made)",
+    },
+    Permission {
+        group: "flagger.app",
         resource: "metrictemplates",
         kind: "MetricTemplate",
         verbs: &["get"],
