@@ -216,6 +216,13 @@ async fn every_yaml_block_in_the_docs_is_valid() {
         }
     }
     assert!(blocks >= 5, "docs have {blocks} YAML blocks");
+    // The READMEs' YAML blocks are fragments (a webhook entry, ...): they must parse.
+    for f in [root().join("README.md"), root().join("e2e/README.md")] {
+        for (line, block) in yaml_blocks(&std::fs::read_to_string(&f).unwrap()) {
+            serde_saphyr::from_multiple::<Value>(&block)
+                .unwrap_or_else(|e| panic!("{}:{line}: YAML does not parse: {e}", f.display()));
+        }
+    }
     let client = client().await;
     let ns = TestNs::new(&client, "docs-dry-run", 0).await;
     let mut manifest = String::new();
