@@ -72,7 +72,8 @@ fn token_kubeconfig(token: &str, path: &str) {
 }
 
 /// The chart installed in namespace-scoped mode (a Role in the test namespace: the stricter of
-/// its two modes), the controller authenticated as its ServiceAccount, one release promoted.
+/// its two modes) with leader election, the controller authenticated as its ServiceAccount, one
+/// release promoted.
 /// Every request the controller made is granted by the chart, and none was refused.
 #[tokio::test]
 async fn canary_release_succeeds_as_the_charts_service_account() {
@@ -88,6 +89,8 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
         &ns.name,
         "--set",
         &format!("namespace={}", ns.name),
+        "--set",
+        "leaderElection.enabled=true",
     ]);
     let rendered = yaml_docs(&run(&mut helm));
     let mut kinds = vec![];
@@ -98,7 +101,17 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
             kinds.push(kind.to_string());
         }
     }
-    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding"
+        ],
+        "controller and Lease Roles"
+    );
     let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
     let tr = sa
         .create_token_request(
@@ -124,7 +137,14 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     let log_name = format!("{}-sa", ns.name);
     let prom = prometheus_url();
-    let mut args = vec!["--metrics-server", prom.as_str()];
+    // with leader election, as the chart runs it: the Lease permissions are proven too
+    let mut args = vec![
+        "--metrics-server",
+        prom.as_str(),
+        "--leader-election",
+        "--leader-election-namespace",
+        ns.name.as_str(),
+    ];
     args.extend(LOG_ARGS);
     let _ctl = ControllerProcess::start_with(&ns.name, &log_name, &kubeconfig, &args, &[]);
     ns.apply_yaml(&podinfo_canary(3, 25, 50, 120)).await;
@@ -168,7 +188,10 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     let used = attributes(&requests);
     let ungranted: Vec<_> = used
         .iter()
-        .filter(|a| !pennant::rbac::allows(CONTROLLER_RULES, a))
+        .filter(|a| {
+            !pennant::rbac::allows(CONTROLLER_RULES, a)
+                && !pennant::rbac::allows(LEADER_ELECTION_RULES, a)
+        })
         .collect();
     assert!(
         ungranted.is_empty(),
@@ -180,6 +203,7 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
         ("apps", "deployments", "patch"),
         ("events.k8s.io", "events", "create"),
         ("networking.istio.io", "virtualservices", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
     ] {
         let a = RequestAttributes {
             group: g.into(),
