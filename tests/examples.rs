@@ -58,6 +58,11 @@ fn check_object(doc: &Value, at: &str) {
             if !pending.is_empty() {
                 println!("{at}: not implemented yet: {pending:?}");
             }
+            let unsupported = validate::unsupported(&c.spec, validate::provider(&c.spec, "istio"));
+            assert!(
+                unsupported.is_empty(),
+                "{at}: uses fields pennant reports as unsupported: {unsupported:?}"
+            );
             assert!(problems.is_empty(), "{at}: invalid Canary: {problems:?}");
         }
         "MetricTemplate" => {
