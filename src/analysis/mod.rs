@@ -4,6 +4,7 @@
 //! - [`builtin`]: Flagger's PromQL for `request-success-rate` / `request-duration` per provider
 //! - [`template`]: PURE rendering of `{{ namespace }}`-style query templates
 //! - [`range`]: PURE range judgement and Flagger's messages
+//! - [`counts`]: per-step counts per version for the sequential judge (Prometheus raw samples)
 //! - [`judge`](mod@judge): PURE sequential (anytime-valid) judge of canary vs primary counts
 //! - [`prometheus`]: the Prometheus provider (HTTP), also behind `prometheus` MetricTemplates
 //! - [`templates`]: `templateRef` metrics: the template, its Secret, the provider it names
@@ -12,6 +13,7 @@
 //! - [`evaluate_metrics`]: one analysis tick's metric checks, in spec order
 
 pub mod builtin;
+pub mod counts;
 pub mod datadog;
 pub mod dynatrace;
 pub mod graphite;

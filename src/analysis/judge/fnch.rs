@@ -48,7 +48,8 @@ impl Margins {
     fn ln_ratio0(&self, y: u64) -> f64 {
         let (nc, np, m) = (self.nc as f64, self.np as f64, self.m as f64);
         let y = y as f64;
-        ((nc - y + 1.0) * (m - y + 1.0)).ln() - (y * (np - m + y)).ln()
+        // One ln per term: the ratio stays within f64 range for any realistic count.
+        (((nc - y + 1.0) * (m - y + 1.0)) / (y * (np - m + y))).ln()
     }
 
     /// The mode of the FNCH at `beta`: the largest `y` whose ratio to `y − 1` is ≥ 1 (the

@@ -12,8 +12,8 @@
 //! - PASS tests `β ≥ β_P` (canary worse by the tolerance): mixture over `β_P(1 − f)`,
 //!   `f ∈ {0.5, 0.75, 1, 1.5, 2}` with weights `{0.15, 0.2, 0.3, 0.2, 0.15}`.
 //!
-//! A signal FAILs when `E_F ≥ 1/α_F,sig` (`α_F` split evenly over the signals), else PASSes when
-//! `E_P ≥ 1/α_P`, else CONTINUEs. The release FAILs if any signal fails, PASSes if all pass.
+//! A signal FAILs once `E_F` has reached `1/α_F,sig` (`α_F` split evenly over the signals), else
+//! PASSes once `E_P` has reached `1/α_P`, else CONTINUEs. The release FAILs if any signal fails, PASSes if all pass.
 //! By Ville's inequality, P(ever FAIL a canary no worse than the margin) ≤ α_F and P(ever PASS
 //! a canary worse than the tolerance) ≤ α_P, however many steps are looked at.
 //!
@@ -178,7 +178,8 @@ pub enum SignalKind {
 pub struct Signal {
     /// `errors` or `latency>250ms`.
     pub name: String,
-    #[serde(flatten)]
+    /// `{kind: errors}` or `{kind: slower, edgeMs: 250, index: 0}`.
+    #[schemars(schema_with = "crate::api::preserve_unknown_object")]
     pub kind: SignalKind,
     /// The primary's event probability in the lookback the hypotheses were set from.
     pub baseline: f64,
@@ -297,6 +298,9 @@ pub struct Process {
     pub totals: Table,
     /// Informative steps pushed.
     pub steps: usize,
+    /// Largest ln E_F and ln E_P reached so far (the sequential p-values are their inverses).
+    pub max_ln_e_fail: f64,
+    pub max_ln_e_pass: f64,
 }
 
 impl Process {
@@ -317,6 +321,8 @@ impl Process {
             ll: [0.0; 15],
             totals: Table::default(),
             steps: 0,
+            max_ln_e_fail: 0.0,
+            max_ln_e_pass: 0.0,
         }
     }
 
@@ -335,6 +341,15 @@ impl Process {
         self.totals.xp += t.xp;
         self.totals.np += t.np;
         self.steps += 1;
+        self.max_ln_e_fail = self.max_ln_e_fail.max(self.ln_e_fail());
+        self.max_ln_e_pass = self.max_ln_e_pass.max(self.ln_e_pass());
+    }
+
+    /// The signal's verdict: FAIL or PASS once its e-process has *ever* reached the level
+    /// (rejecting at the first crossing is what Ville's inequality licenses; the sequential
+    /// p-value `min_s 1/E_s` is valid at any stopping time). FAIL wins over PASS.
+    pub fn verdict(&self, thresholds: (f64, f64)) -> Verdict {
+        signal_verdict(self.max_ln_e_fail, self.max_ln_e_pass, thresholds)
     }
 
     /// ln E_F: ln Σ_i (1/8) exp(ℓ(β_F + d_i) − ℓ(β_F)).
@@ -360,10 +375,10 @@ impl Process {
 pub struct SignalEvidence {
     pub signal: Signal,
     pub verdict: Verdict,
-    /// ln E_F and the level it must reach, ln(1/α_F,sig).
+    /// Largest ln E_F reached so far and the level it must reach, ln(1/α_F,sig).
     pub ln_e_fail: f64,
     pub ln_fail_needed: f64,
-    /// ln E_P and the level it must reach, ln(1/α_P).
+    /// Largest ln E_P reached so far and the level it must reach, ln(1/α_P).
     pub ln_e_pass: f64,
     pub ln_pass_needed: f64,
     /// Cumulative counts over the judged steps.
@@ -426,10 +441,10 @@ pub fn evaluate(policy: &Policy, signals: &[Signal], steps: &[StepCounts]) -> Ju
             for step in steps {
                 p.push(Table::of(s, step));
             }
-            let (lf, lp) = (p.ln_e_fail(), p.ln_e_pass());
+            let (lf, lp) = (p.max_ln_e_fail, p.max_ln_e_pass);
             SignalEvidence {
                 signal: s.clone(),
-                verdict: signal_verdict(lf, lp, th),
+                verdict: p.verdict(th),
                 ln_e_fail: lf,
                 ln_fail_needed: th.0,
                 ln_e_pass: lp,
@@ -575,7 +590,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
                 .max(1.001 * q0)
                 .min(1.0 - 1e-6);
             let bp = logit(qt) - logit(q0);
-            if !(bp > 0.0) {
+            if bp.is_nan() || bp <= 0.0 {
                 continue;
             }
             signals.push(Signal {
