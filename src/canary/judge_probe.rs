@@ -169,6 +169,13 @@ pub async fn analyze(args: &crate::cli::AnalyzeArgs) -> Result<String, String> {
                 end += step;
                 continue;
             }
+            Err(InputError::NoSeries(m)) => {
+                // before the canary (or primary) existed: nothing to judge in this step
+                out += &format!("      {end}  skipped: {m}\n");
+                start = end;
+                end += step;
+                continue;
+            }
             Err(e) => return Err(err(e)),
         };
         k += 1;

@@ -23,7 +23,8 @@ pub struct SignalReport {
     /// Conditional maximum-likelihood odds ratio (canary vs primary), on the β grid.
     pub odds_ratio: f64,
     /// 95 % confidence sequence for the canary minus primary rate, percentage points, at the
-    /// primary's observed rate; `None` before any informative step.
+    /// primary's observed rate (smoothed: (x + ½)/(n + 1)); `None` before any informative
+    /// step. An end at the β grid's edge (odds ratio e^±4..6) is printed as unbounded.
     pub cs_pp: Option<(f64, f64)>,
     pub log10_e_fail: f64,
     pub log10_fail_needed: f64,
@@ -101,7 +102,11 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
     let t = e.totals;
     let (qc, qp) = (rate(t.xc, t.nc), rate(t.xp, t.np));
     let (cs, mle) = confidence_sequence(tables, 0.05);
-    let cs_pp = cs.map(|(lo, hi)| (pp_at(qp, lo), pp_at(qp, hi)));
+    // the primary's rate for the pp scale, smoothed so a primary without events still maps
+    let qp_s = (t.xp as f64 + 0.5) / (t.np as f64 + 1.0);
+    let cs_pp = cs.map(|(lo, hi)| (pp_at(qp_s, lo), pp_at(qp_s, hi)));
+    let open_hi = cs.is_some_and(|(_, hi)| hi >= HI - STEP / 2.0);
+    let open_lo = cs.is_some_and(|(lo, _)| lo <= LO + STEP / 2.0);
     let l10 = std::f64::consts::LN_10;
     let (ef, nf, ep, np) = (
         e.ln_e_fail / l10,
@@ -110,6 +115,25 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         e.ln_pass_needed / l10,
     );
     let diff = 100.0 * (qc - qp);
+    if e.steps == 0 {
+        let text = format!(
+            "{}: no informative step judged yet (warm-up, no traffic or no events) → not enough evidence",
+            e.signal.name
+        );
+        return SignalReport {
+            name: e.signal.name.clone(),
+            verdict: e.verdict,
+            totals: t,
+            diff_pp: 0.0,
+            odds_ratio: 1.0,
+            cs_pp: None,
+            log10_e_fail: ef,
+            log10_fail_needed: nf,
+            log10_e_pass: ep,
+            log10_pass_needed: np,
+            text,
+        };
+    }
     let mut text = format!(
         "{}: canary {}/{} ({:.2}%) vs primary {}/{} ({:.2}%); difference {:+.2}pp",
         e.signal.name,
@@ -122,7 +146,19 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         diff
     );
     match cs_pp {
-        Some((lo, hi)) => text += &format!(", 95% CS [{lo:+.2}, {hi:+.2}]pp"),
+        Some((lo, hi)) => {
+            let lo = if open_lo {
+                "(-∞".to_string()
+            } else {
+                format!("[{lo:+.2}")
+            };
+            let hi = if open_hi {
+                "+∞)".to_string()
+            } else {
+                format!("{hi:+.2}]")
+            };
+            text += &format!(", 95% CS {lo}, {hi}pp");
+        }
         None => text += ", 95% CS empty",
     }
     text += &match e.verdict {
