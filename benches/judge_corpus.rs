@@ -526,6 +526,22 @@ fn main() {
             print_row(label, name, &s);
         }
     }
+    // Bad releases beyond the tolerance that were promoted, by kind (sequential, ramp).
+    println!();
+    for (kind, pick) in [
+        ("errors only", (true, false)),
+        ("latency only", (false, true)),
+        ("both", (true, true)),
+    ] {
+        let (mut n, mut pr) = (0u32, 0u32);
+        for (r, o) in corpus.iter().zip(&outcomes[1]) {
+            if (r.err_delta > 0.0, r.lat_factor > 1.0) == pick && r.beyond(&policy) {
+                n += 1;
+                pr += matches!(o, Outcome::Promoted(_)) as u32;
+            }
+        }
+        println!("beyond tolerance, {kind}: {pr}/{n} promoted by the sequential judge (ramp)");
+    }
     // Paired rollback speed: bad releases both Flagger and the sequential judge rolled back.
     println!();
     for (label, st) in strata {

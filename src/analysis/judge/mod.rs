@@ -491,13 +491,18 @@ impl Lookback {
         1.0 - self.buckets[i].1 as f64 / self.timed as f64
     }
 
-    /// 1 − F̂(x) at any x, interpolating linearly within a bucket, as `histogram_quantile`.
+    /// 1 − F̂(x) at any x, interpolating within a bucket linearly in ln(latency) (linearly in
+    /// latency for the first bucket, from 0). Latency is roughly lognormal, so this is closer
+    /// than `histogram_quantile`'s linear interpolation on Istio's wide buckets (e.g.
+    /// 100–250 ms), which makes a "+τ" shift look larger than it is at edges above the median.
     pub fn exceedance(&self, x: f64) -> f64 {
         let n = self.timed as f64;
         let mut prev = (0.0, 0u64);
         for &(le, c) in &self.buckets {
             if x <= le {
-                let frac = if le > prev.0 {
+                let frac = if prev.0 > 0.0 && le > prev.0 {
+                    (x.ln() - prev.0.ln()) / (le.ln() - prev.0.ln())
+                } else if le > prev.0 {
                     (x - prev.0) / (le - prev.0)
                 } else {
                     1.0
@@ -527,7 +532,8 @@ fn logit(q: f64) -> f64 {
 /// Turn the policy's tolerances into signals, from the primary's lookback (§4.4).
 ///
 /// - errors: b̂ = max(lookback error rate, 0.05 %), β_P = logit(b̂ + δ) − logit(b̂);
-/// - latency edge b: q0 = 1 − F̂(b), q_τ = 1 − F̂(b/(1+τ)) (interpolated), floored at 1.001·q0,
+/// - latency edge b: q0 = 1 − F̂(b), q_τ = 1 − F̂(b/(1+τ)) (interpolated in ln latency within
+///   the bucket, [`Lookback::exceedance`]), floored at 1.001·q0,
 ///   β_P = logit(q_τ) − logit(q0);
 /// - β_F = failMargin · β_P.
 ///
