@@ -583,13 +583,13 @@ fn main() {
         }
         let (tot, f) = by.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         println!(
-            "A/A {} ({tot} releases): false FAIL {} % (alphaFail {} %); low {}/{}, mid {}/{}, high {}/{}",
+            "A/A {} ({tot} releases): false FAIL {:.2} % (alphaFail {} %); low {}/{}, mid {}/{}, high {}/{}",
             if drift {
                 "base (drift + bursts)"
             } else {
                 "nodrift"
             },
-            pct(f, tot),
+            100.0 * f as f64 / tot.max(1) as f64,
             100.0 * policy.alpha_fail,
             by[0].1,
             by[0].0,
