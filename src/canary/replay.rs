@@ -399,6 +399,31 @@ mod tests {
     }
 
     #[test]
+    fn a_judge_that_cannot_judge_never_advances() {
+        let steps: Vec<FileStep> = (1..=10).map(|_| step(600, 6, 5400, 54)).collect();
+        let mut f = file(steps);
+        f.policy.as_mut().unwrap().error_tolerance = 0.0;
+        let r = replay(&f);
+        assert!(
+            r.ticks
+                .iter()
+                .all(|t| t.weight == 10 && t.next_weight <= 10),
+            "{}",
+            render(&r)
+        );
+        assert!(
+            r.ticks[0]
+                .events
+                .iter()
+                .any(|e| e.contains("Halt replay.replay advancement sequential judge policy: errorTolerance 0 out of range")),
+            "{:?}",
+            r.ticks[0].events
+        );
+        // Flagger's threshold (5 failed checks) then rolls back
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+    }
+
+    #[test]
     fn low_traffic_ends_inconclusive_and_holds() {
         let steps: Vec<FileStep> = (1..=40).map(|_| step(12, 0, 108, 1)).collect();
         let mut f = file(steps);
