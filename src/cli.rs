@@ -27,6 +27,49 @@ pub enum Command {
     /// Request (open), withdraw (close) or check a rollback of a Canary: what `/rollback/check`
     /// answers (annotation `gate.pennant.dev/rollback`).
     Rollback(GateArgs),
+    /// Judge a past time window with the sequential judge: per-step counts of canary and
+    /// primary from Prometheus, a per-step table and the verdict.
+    Analyze(AnalyzeArgs),
+    /// Replay a release from a file of per-step counts through the controller's own `decide`:
+    /// each step's weight and verdict, and the outcome. Deterministic.
+    Replay(ReplayArgs),
+}
+
+/// `pennant analyze (--canary NAME | --target NAME) -n NS --from T --to T [--interval 1m]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AnalyzeArgs {
+    /// A Canary to read target, interval, provider and metrics server from (needs a kubeconfig).
+    #[arg(long, conflicts_with = "target")]
+    pub canary: Option<String>,
+    /// The target workload: canary `NAME` against primary `NAME-primary`.
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Prometheus URL (default: the Canary's metricsServer, else http://127.0.0.1:9090).
+    #[arg(long, env = "PROMETHEUS_URL")]
+    pub prometheus: Option<String>,
+    /// Router whose builtin series to read.
+    #[arg(long, default_value = "istio")]
+    pub provider: String,
+    /// Window start and end: RFC 3339 or Unix seconds.
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub to: String,
+    /// Step length (default: the Canary's interval, else 1m).
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Judge policy file (YAML/JSON, the §4.5 fields); defaults otherwise.
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
+}
+
+/// `pennant replay FILE`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Recorded per-step counts (YAML/JSON; see `canary::replay`).
+    pub file: std::path::PathBuf,
 }
 
 /// `pennant gate|rollback <open|close|check> <canary> [-n <namespace>]`. Talks to the

@@ -22,6 +22,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Gate(args) => gate_command(Gate::Promotion, args).await,
         Command::Rollback(args) => gate_command(Gate::Rollback, args).await,
+        Command::Replay(args) => {
+            let text = std::fs::read_to_string(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let file: pennant::canary::replay::ReplayFile = serde_saphyr::from_str(&text)
+                .with_context(|| format!("parsing {}", args.file.display()))?;
+            let r = pennant::canary::replay::replay(&file);
+            print!("{}", pennant::canary::replay::render(&r));
+            Ok(())
+        }
+        Command::Analyze(args) => {
+            rustls::crypto::ring::default_provider()
+                .install_default()
+                .map_err(|_| anyhow::anyhow!("rustls provider already installed"))?;
+            let out = pennant::canary::judge_probe::analyze(&args)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Controller(args) => {
             let log_control = pennant::logging::init(&args.log_level, &args.log_format)?;
             rustls::crypto::ring::default_provider()

@@ -17,18 +17,50 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Files under `dir` ending in `.<ext>`, except `*.replay.yaml` (inputs of `pennant replay`,
+/// checked by [`every_replay_example_replays`]).
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
             out.extend(files(&p, ext));
-        } else if p.extension().is_some_and(|x| x == ext) {
+        } else if p.extension().is_some_and(|x| x == ext) && !is_replay(&p) {
             out.push(p);
         }
     }
     out.sort();
     out
+}
+
+fn is_replay(p: &Path) -> bool {
+    p.to_string_lossy().ends_with(".replay.yaml")
+}
+
+#[test]
+fn every_replay_example_replays() {
+    let mut found = 0;
+    let mut stack = vec![root().join("examples")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if is_replay(&p) {
+                found += 1;
+                let text = std::fs::read_to_string(&p).unwrap();
+                let file: pennant::canary::replay::ReplayFile = serde_saphyr::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: not a replay file: {e}", p.display()));
+                let r = pennant::canary::replay::replay(&file);
+                assert!(!r.ticks.is_empty(), "{}: no step replayed", p.display());
+                // The file's name says what its release must end as (`replay-bad` rolls back).
+                if p.to_string_lossy().contains("bad") {
+                    assert_eq!(r.outcome, "rolled back", "{}", p.display());
+                }
+            }
+        }
+    }
+    assert!(found > 0, "examples/ has a replay file");
 }
 
 /// Check one Kubernetes object: identity fields, and pennant's kinds through pennant's types.

@@ -3,7 +3,9 @@
 //!
 //! - [`builtin`]: Flagger's PromQL for `request-success-rate` / `request-duration` per provider
 //! - [`template`]: PURE rendering of `{{ namespace }}`-style query templates
-//! - [`judge`](mod@judge): PURE range judgement and Flagger's messages
+//! - [`range`]: PURE range judgement and Flagger's messages
+//! - [`counts`]: per-step counts per version for the sequential judge (Prometheus raw samples)
+//! - [`judge`](mod@judge): PURE sequential (anytime-valid) judge of canary vs primary counts
 //! - [`prometheus`]: the Prometheus provider (HTTP), also behind `prometheus` MetricTemplates
 //! - [`templates`]: `templateRef` metrics: the template, its Secret, the provider it names
 //! - [`datadog`], [`graphite`], [`influxdb`], [`newrelic`], [`dynatrace`], [`splunk`]: the other
@@ -11,6 +13,7 @@
 //! - [`evaluate_metrics`]: one analysis tick's metric checks, in spec order
 
 pub mod builtin;
+pub mod counts;
 pub mod datadog;
 pub mod dynatrace;
 pub mod graphite;
@@ -19,6 +22,7 @@ pub mod influxdb;
 pub mod judge;
 pub mod newrelic;
 pub mod prometheus;
+pub mod range;
 pub mod splunk;
 pub mod template;
 pub mod templates;
@@ -30,8 +34,8 @@ use crate::api::{Canary, CanaryMetric};
 use crate::canary::machine::{MetricCheck, MetricOutcome};
 
 pub use http::Credentials;
-pub use judge::{MetricKind, judge};
 pub use prometheus::PrometheusProvider;
+pub use range::{MetricKind, judge};
 pub use templates::{
     ProviderError, SUPPORTED_PROVIDER_TYPES, SecretData, TemplateProvider, TemplateSnapshot,
     TemplateSource, build_provider,

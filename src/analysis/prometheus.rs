@@ -142,13 +142,24 @@ impl PrometheusProvider {
 
     async fn run(&self, promql: &str) -> Result<f64, QueryError> {
         let query = collapse_whitespace(promql);
-        tokio::time::timeout(self.timeout, self.send(&query))
+        let data = self.data_at(&query, None).await?;
+        value_of(data, &query)
+    }
+
+    /// The raw answer of an instant query evaluated at `at` (Unix seconds; now when `None`):
+    /// a vector, a scalar, or a matrix for a range selector (raw samples). Same errors and
+    /// timeout as [`MetricsProvider::query`].
+    pub async fn data_at(&self, query: &str, at: Option<i64>) -> Result<Data, QueryError> {
+        tokio::time::timeout(self.timeout, self.send(query, at))
             .await
             .map_err(|_| QueryError::Unavailable(format!("timed out after {:?}", self.timeout)))?
     }
 
-    async fn send(&self, query: &str) -> Result<f64, QueryError> {
+    async fn send(&self, query: &str, at: Option<i64>) -> Result<Data, QueryError> {
         let mut req = self.client.query(query);
+        if let Some(t) = at {
+            req = req.at(t);
+        }
         for (name, value) in &self.headers {
             req = req.header(name.clone(), value.clone());
         }
@@ -193,7 +204,7 @@ impl PrometheusProvider {
             }
             Some(Envelope {
                 data: Some(data), ..
-            }) => value_of(data, query),
+            }) => Ok(data),
             Some(Envelope { data: None, .. }) => Err(QueryError::Invalid(format!(
                 "success answer without data: {}",
                 quote(&body)

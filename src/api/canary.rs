@@ -568,6 +568,10 @@ pub struct CanaryStatus {
     /// counts from here, independent of the Deployment's own conditions (Flagger #1247).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_since: Option<Time>,
+    /// pennant: the sequential judge's memory (annotation `judge.pennant.dev/mode: sequential`):
+    /// per-step counts, frozen signals, last verdict and evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::api::JudgeStatus>,
 }
 
 /// Release strategy chosen by the analysis, as Flagger's `DeploymentStrategy()`.

@@ -37,6 +37,9 @@ pub mod types {
     pub const HALTED: &str = "Halted";
     /// False when the metrics provider could not be queried on the last analysis step.
     pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+    /// pennant: False while the sequential judge cannot judge (no series for a signal, a
+    /// histogram without the chosen edge, a policy out of range); the message names the signal.
+    pub const JUDGE_READY: &str = "JudgeReady";
 }
 
 /// Set (or replace) a condition in `conditions`. `last_update_time` becomes `now` when anything

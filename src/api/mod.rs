@@ -9,11 +9,13 @@ pub mod alert_provider;
 pub mod canary;
 pub mod condition;
 pub mod crds;
+pub mod judge;
 pub mod metric_template;
 
 pub use alert_provider::*;
 pub use canary::*;
 pub use condition::*;
+pub use judge::*;
 pub use metric_template::*;
 
 /// Schema for a field kept as raw JSON: any object, unknown fields preserved.

@@ -120,6 +120,8 @@ pub struct MetricCheck {
 pub struct Probes {
     pub hooks: BTreeMap<HookKind, HookVerdict>,
     pub metrics: Option<Vec<MetricCheck>>,
+    /// The sequential judge's counts for the step (opted-in Canaries only).
+    pub judge: Option<super::judged::JudgeObservation>,
 }
 
 /// A probe `decide` needs before it can finish.
@@ -127,6 +129,8 @@ pub struct Probes {
 pub enum Probe {
     Hooks(HookKind),
     Metrics,
+    /// The sequential judge's step counts (and lookback) from the metrics server.
+    Judge,
 }
 
 /// Everything `decide` looks at besides the Canary itself.
@@ -671,6 +675,7 @@ impl<'a> Machine<'a> {
         self.st.tracked_configs = Some(target.configs.clone());
         self.st.last_step_time = None;
         self.st.unready_since = None;
+        self.st.judge = None;
     }
 
     /// Waiting for confirm-rollout: re-ask each interval. A rollback hook that fires meanwhile
@@ -827,6 +832,9 @@ impl<'a> Machine<'a> {
         }
 
         let flow = match analysis.strategy() {
+            Strategy::Canary if !starting && super::judged::opted_in(self.canary) => {
+                self.judge_step(target, &analysis)
+            }
             Strategy::Canary => self.step_canary(target, &analysis),
             Strategy::ABTesting => self.step_ab(target, &analysis),
             Strategy::BlueGreen => self.step_blue_green(target, &analysis),
@@ -895,8 +903,15 @@ impl<'a> Machine<'a> {
         let Some(results) = self.obs.probes.metrics.clone() else {
             return Some(Flow::Need(Probe::Metrics));
         };
+        let judged = super::judged::opted_in(self.canary);
         let failure = |r: &MetricCheck| match &r.outcome {
             MetricOutcome::Pass(_) => None,
+            // the sequential judge replaces Flagger's per-window builtin thresholds
+            MetricOutcome::OutOfRange(..) | MetricOutcome::NoValues(_)
+                if judged && super::judged::replaces(analysis, &r.name) =>
+            {
+                None
+            }
             MetricOutcome::Error(m) => Some(format!("Metric query failed for {}: {m}", r.name)),
             _ if !judge_values => None,
             MetricOutcome::OutOfRange(_, m) => {
@@ -929,6 +944,98 @@ impl<'a> Machine<'a> {
     fn fail_check(&mut self, message: String) {
         self.st.failed_checks += 1;
         self.notice(Severity::Warn, message, None);
+    }
+
+    /// One step of the sequential judge (`judged::tick`), then the §4.6 progression: FAIL rolls
+    /// back at once, PASS at `maxWeight` (or `fastPromotion`) promotes after the gates, else
+    /// the ramp goes on; at `maxWeight` CONTINUE holds until a verdict or `maxSteps`.
+    fn judge_step(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        use super::judged::{Tick, inconclusive_message, tick};
+        use crate::analysis::judge::{OnInconclusive, Progress};
+        let Some(obs) = self.obs.probes.judge.clone() else {
+            return Flow::Need(Probe::Judge);
+        };
+        let mut js = self.st.judge.clone().unwrap_or_default();
+        let out = tick(&mut js, &obs, self.st.canary_weight, analysis.max_weight());
+        self.st.judge = Some(js.clone());
+        let now = self.time();
+        let (progress, evidence) = match out {
+            Tick::Deferred(m) => {
+                self.info(format!("{}: step deferred, {m}", self.canary_id()));
+                return Flow::Done;
+            }
+            Tick::Broken(m) => {
+                set_condition(
+                    &mut self.st.conditions,
+                    types::JUDGE_READY,
+                    "False",
+                    "CannotJudge",
+                    &m,
+                    &now,
+                );
+                // a judge that cannot judge never advances the canary
+                self.fail_check(format!("Halt {} advancement {m}", self.canary_id()));
+                return Flow::Done;
+            }
+            Tick::Judged {
+                progress,
+                evidence,
+                warnings,
+                ..
+            } => {
+                remove_condition(&mut self.st.conditions, types::JUDGE_READY);
+                for w in warnings {
+                    let id = self.canary_id();
+                    self.notice(Severity::Warn, format!("{id}: {w}"), None);
+                }
+                (progress, evidence)
+            }
+        };
+        let id = self.canary_id();
+        match progress {
+            Progress::Rollback => {
+                let m = format!("Rolling back {id}: sequential judge FAIL: {evidence}");
+                self.rollback(m, analysis)
+            }
+            Progress::Promote => {
+                if self.st.phase != Some(CanaryPhase::WaitingPromotion) {
+                    self.info(format!("Sequential judge PASS for {id}: {evidence}"));
+                }
+                self.confirm_promotion(target, analysis)
+            }
+            Progress::Advance => self.step_canary(target, analysis),
+            Progress::Hold => Flow::Done,
+            Progress::Inconclusive(on) => {
+                let m = format!("{id}: {}", inconclusive_message(&js, on));
+                match on {
+                    OnInconclusive::Rollback => self.rollback(m, analysis),
+                    OnInconclusive::Promote => {
+                        self.info(m);
+                        self.confirm_promotion(target, analysis)
+                    }
+                    OnInconclusive::Hold => {
+                        // WaitingPromotion semantics: an open confirm-promotion gate promotes
+                        if self.st.phase != Some(CanaryPhase::WaitingPromotion) {
+                            self.notice(
+                                Severity::Warn,
+                                m,
+                                Some("Canary analysis inconclusive: not enough evidence.".into()),
+                            );
+                        }
+                        if analysis
+                            .webhooks_of(HookKind::ConfirmPromotion.as_str())
+                            .next()
+                            .is_some()
+                        {
+                            self.confirm_promotion(target, analysis)
+                        } else {
+                            self.st.phase = Some(CanaryPhase::WaitingPromotion);
+                            Flow::Done
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn step_canary(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {

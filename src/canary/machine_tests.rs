@@ -182,6 +182,7 @@ impl World {
                                 outcome: self.metric.clone(),
                             }])
                         }
+                        Probe::Judge => panic!("the sequential judge is not opted in here"),
                         Probe::Hooks(k) => {
                             let pass = *self.hooks.get(&k).unwrap_or(&true);
                             probes.hooks.insert(

@@ -5,12 +5,16 @@
 //! - `workload`  PURE: primary Deployment builder, readiness predicate, scale-up choice
 //! - `services`  PURE: apex / `-primary` / `-canary` Services
 //! - `tracker`   PURE: revision hash of the pod template, tracked ConfigMaps/Secrets
+//! - `judged`    PURE: the sequential judge's step inside the machine (opt-in annotation)
 //! - `observe`, `execute`, `controller`: the I/O around them
 
 pub mod controller;
 pub mod execute;
+pub mod judge_probe;
+pub mod judged;
 pub mod machine;
 pub mod observe;
+pub mod replay;
 pub mod services;
 pub mod tracker;
 pub mod validate;

@@ -326,6 +326,9 @@ pub async fn probe(canary: &Canary, probe: Probe, obs: &mut Observation, ctx: &C
             };
             obs.observed.probes.metrics = Some(checks);
         }
+        Probe::Judge => {
+            obs.observed.probes.judge = Some(super::judge_probe::observe(canary, ctx).await);
+        }
     }
 }
 

@@ -1,0 +1,205 @@
+//! Explaining a verdict (§4.9): counts, estimate, anytime-valid 95 % confidence sequence, and
+//! the e-values against the levels needed. PURE.
+
+use super::fnch::Margins;
+use super::{Judgement, SignalEvidence, Table, Verdict};
+
+/// Grid step of β for the confidence sequence.
+const STEP: f64 = 0.05;
+/// β0 range of the confidence sequence: [−4, 6] (odds ratios e^-4 … e^6).
+const LO: f64 = -4.0;
+const HI: f64 = 6.0;
+/// Symmetric mixture offsets ±STEP·2^k, k = 0..=6 (±0.05 … ±3.2), equal weights.
+const OFFSETS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// A signal's evidence in numbers and words.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalReport {
+    pub name: String,
+    pub verdict: Verdict,
+    pub totals: Table,
+    /// Observed canary minus primary event rate, percentage points.
+    pub diff_pp: f64,
+    /// Conditional maximum-likelihood odds ratio (canary vs primary), on the β grid.
+    pub odds_ratio: f64,
+    /// 95 % confidence sequence for the canary minus primary rate, percentage points, at the
+    /// primary's observed rate (smoothed: (x + ½)/(n + 1)); `None` before any informative
+    /// step. An end at the β grid's edge (odds ratio e^±4..6) is printed as unbounded.
+    pub cs_pp: Option<(f64, f64)>,
+    pub log10_e_fail: f64,
+    pub log10_fail_needed: f64,
+    pub log10_e_pass: f64,
+    pub log10_pass_needed: f64,
+    /// One line, e.g. `errors: canary 41/3210 (1.28%) vs primary 212/29904 (0.71%); difference
+    /// +0.57pp, 95% CS [+0.18, +1.02]pp; FAIL evidence 10^2.9 ≥ 10^2.8 needed → rollback`.
+    pub text: String,
+}
+
+/// ℓ_t(β) = Σ_k β·x_k − ln Z_k(β) over `tables`, at each β of `betas`.
+pub fn log_likelihood(tables: &[Table], betas: &[f64]) -> Vec<f64> {
+    let mut ll = vec![0.0; betas.len()];
+    for t in tables {
+        let mg = Margins {
+            nc: t.nc,
+            np: t.np,
+            m: t.xc + t.xp,
+        };
+        if !mg.informative() {
+            continue;
+        }
+        for (l, &b) in ll.iter_mut().zip(betas) {
+            *l += b * t.xc as f64 - mg.ln_norm(b);
+        }
+    }
+    ll
+}
+
+/// The 1 − α confidence sequence for β from `tables`: every β0 on [−4, 6] (step 0.05) whose
+/// symmetric mixture e-value stays below 1/α, as (lo, hi); `None` if no grid point survives.
+/// Also returns the conditional MLE of β on the grid.
+pub fn confidence_sequence(tables: &[Table], alpha: f64) -> (Option<(f64, f64)>, f64) {
+    let pad = *OFFSETS.last().unwrap();
+    let n0 = ((HI - LO) / STEP).round() as usize + 1;
+    let betas: Vec<f64> = (0..n0 + 2 * pad)
+        .map(|i| LO + (i as f64 - pad as f64) * STEP)
+        .collect();
+    let ll = log_likelihood(tables, &betas);
+    let needed = (1.0 / alpha).ln();
+    let w = (1.0 / (2 * OFFSETS.len()) as f64).ln();
+    let mut inside: Option<(f64, f64)> = None;
+    let mut best = (f64::NEG_INFINITY, 0.0);
+    for j in pad..pad + n0 {
+        if ll[j] > best.0 {
+            best = (ll[j], betas[j]);
+        }
+        let terms = OFFSETS
+            .iter()
+            .flat_map(|&o| [ll[j + o] - ll[j] + w, ll[j - o] - ll[j] + w]);
+        if super::fnch::log_sum_exp(terms) < needed {
+            let b = betas[j];
+            inside = Some(match inside {
+                None => (b, b),
+                Some((lo, _)) => (lo, b),
+            });
+        }
+    }
+    (inside, best.1)
+}
+
+fn rate(x: u64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { x as f64 / n as f64 }
+}
+
+/// Canary rate at odds ratio e^β against a primary rate `qp`, minus `qp`, in pp.
+fn pp_at(qp: f64, beta: f64) -> f64 {
+    let qp = qp.clamp(1e-6, 1.0 - 1e-6);
+    let l = (qp / (1.0 - qp)).ln() + beta;
+    100.0 * (1.0 / (1.0 + (-l).exp()) - qp)
+}
+
+/// Report one signal's evidence; `tables` are its per-step tables (judged steps only).
+pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
+    let t = e.totals;
+    let (qc, qp) = (rate(t.xc, t.nc), rate(t.xp, t.np));
+    let (cs, mle) = confidence_sequence(tables, 0.05);
+    // the primary's rate for the pp scale, smoothed so a primary without events still maps
+    let qp_s = (t.xp as f64 + 0.5) / (t.np as f64 + 1.0);
+    let cs_pp = cs.map(|(lo, hi)| (pp_at(qp_s, lo), pp_at(qp_s, hi)));
+    let open_hi = cs.is_some_and(|(_, hi)| hi >= HI - STEP / 2.0);
+    let open_lo = cs.is_some_and(|(lo, _)| lo <= LO + STEP / 2.0);
+    let l10 = std::f64::consts::LN_10;
+    let (ef, nf, ep, np) = (
+        e.ln_e_fail / l10,
+        e.ln_fail_needed / l10,
+        e.ln_e_pass / l10,
+        e.ln_pass_needed / l10,
+    );
+    let diff = 100.0 * (qc - qp);
+    if e.steps == 0 {
+        let text = format!(
+            "{}: no informative step judged yet (warm-up, no traffic or no events) → not enough evidence",
+            e.signal.name
+        );
+        return SignalReport {
+            name: e.signal.name.clone(),
+            verdict: e.verdict,
+            totals: t,
+            diff_pp: 0.0,
+            odds_ratio: 1.0,
+            cs_pp: None,
+            log10_e_fail: ef,
+            log10_fail_needed: nf,
+            log10_e_pass: ep,
+            log10_pass_needed: np,
+            text,
+        };
+    }
+    let mut text = format!(
+        "{}: canary {}/{} ({:.2}%) vs primary {}/{} ({:.2}%); difference {:+.2}pp",
+        e.signal.name,
+        t.xc,
+        t.nc,
+        100.0 * qc,
+        t.xp,
+        t.np,
+        100.0 * qp,
+        diff
+    );
+    match cs_pp {
+        Some((lo, hi)) => {
+            let lo = if open_lo {
+                "(-∞".to_string()
+            } else {
+                format!("[{lo:+.2}")
+            };
+            let hi = if open_hi {
+                "+∞)".to_string()
+            } else {
+                format!("{hi:+.2}]")
+            };
+            text += &format!(", 95% CS {lo}, {hi}pp");
+        }
+        None => text += ", 95% CS empty",
+    }
+    text += &match e.verdict {
+        Verdict::Fail => format!("; FAIL evidence 10^{ef:.1} ≥ 10^{nf:.1} needed → rollback"),
+        Verdict::Pass => format!("; PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed → pass"),
+        Verdict::Continue => format!(
+            "; FAIL evidence 10^{ef:.1} of 10^{nf:.1} needed, PASS evidence 10^{ep:.1} of 10^{np:.1} needed → not enough evidence"
+        ),
+    };
+    SignalReport {
+        name: e.signal.name.clone(),
+        verdict: e.verdict,
+        totals: t,
+        diff_pp: diff,
+        odds_ratio: mle.exp(),
+        cs_pp,
+        log10_e_fail: ef,
+        log10_fail_needed: nf,
+        log10_e_pass: ep,
+        log10_pass_needed: np,
+        text,
+    }
+}
+
+/// Reports for every signal of `judgement`, from the judged `steps`.
+pub fn report(judgement: &Judgement, steps: &[super::StepCounts]) -> Vec<SignalReport> {
+    judgement
+        .signals
+        .iter()
+        .map(|e| {
+            let tables: Vec<Table> = steps.iter().map(|s| Table::of(&e.signal, s)).collect();
+            signal_report(e, &tables)
+        })
+        .collect()
+}
+
+/// The whole judgement in one line per signal, joined with `; `… as the status/event message.
+pub fn summary(judgement: &Judgement, steps: &[super::StepCounts]) -> String {
+    report(judgement, steps)
+        .into_iter()
+        .map(|r| r.text)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

@@ -1,0 +1,444 @@
+//! Replay a release against recorded per-step counts through the controller's own
+//! [`decide`](super::machine::decide). PURE and deterministic: the same file gives the same
+//! steps, weights, verdicts and outcome.
+//!
+//! The file (YAML or JSON):
+//!
+//! ```yaml
+//! analysis: {interval: 1m, stepWeight: 10, maxWeight: 50}   # Flagger's analysis; optional
+//! policy: {errorTolerance: 0.5}                             # judge policy; optional (§4.5)
+//! lookback: {requests: 360000, errors: 3600,                 # primary before the run; optional
+//!            buckets: [[100, 180000], [250, 324000]], timed: 360000}
+//! steps:                                                     # one per analysis interval
+//!   - canary:  {requests: 600, errors: 9,  buckets: [[100, 300], [250, 540]], timed: 600}
+//!     primary: {requests: 5400, errors: 52, buckets: [[100, 2700], [250, 4860]], timed: 5400}
+//! ```
+//!
+//! `buckets` are cumulative `[edge ms, requests ≤ edge]`; omit them (and set `policy.latency:
+//! false`) to judge errors only. A step may be `gap: true` (a scrape gap: merged into the next).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::ObjectMeta;
+use serde::Deserialize;
+
+use super::judged::{InputError, JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample};
+use super::machine::{
+    Action, HookVerdict, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes,
+    Readiness, Step, TargetState, decide,
+};
+use crate::analysis::judge::Policy;
+use crate::api::{
+    Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, CanaryStatus, TargetReference,
+};
+
+/// One version in the file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FileVersion {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: Vec<(f64, u64)>,
+    pub timed: u64,
+}
+
+impl From<&FileVersion> for VersionSample {
+    fn from(v: &FileVersion) -> Self {
+        VersionSample {
+            requests: v.requests,
+            errors: v.errors,
+            buckets: v.buckets.clone(),
+            timed: if v.timed == 0 && !v.buckets.is_empty() {
+                v.requests
+            } else {
+                v.timed
+            },
+        }
+    }
+}
+
+/// One step in the file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FileStep {
+    pub canary: FileVersion,
+    pub primary: FileVersion,
+    /// A scrape gap: the judge defers the step.
+    pub gap: bool,
+}
+
+/// The replay file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ReplayFile {
+    pub analysis: Option<CanaryAnalysis>,
+    pub policy: Option<Policy>,
+    pub lookback: Option<FileVersion>,
+    pub steps: Vec<FileStep>,
+}
+
+/// One analysis tick of the replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayTick {
+    /// Tick number (1 = the first judged step).
+    pub tick: usize,
+    /// Canary weight during the step (percent).
+    pub weight: i32,
+    /// Judge verdict after the step (`PASS`/`FAIL`/`CONTINUE`), or what happened instead.
+    pub verdict: String,
+    /// Canary weight after the tick.
+    pub next_weight: i32,
+    pub phase: Option<CanaryPhase>,
+    /// The judge's evidence after the step.
+    pub evidence: String,
+    /// Events emitted on this tick.
+    pub events: Vec<String>,
+}
+
+/// The replay's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    pub ticks: Vec<ReplayTick>,
+    /// `promoted`, `rolled back`, `held (not enough evidence)` or `undecided`.
+    pub outcome: String,
+}
+
+const REV: &str = "sha256:replayreplayrepl";
+
+fn canary(analysis: CanaryAnalysis) -> Canary {
+    let mut c = Canary::new(
+        "replay",
+        CanarySpec {
+            target_ref: TargetReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: "replay".into(),
+            },
+            service: CanaryService {
+                port: 80,
+                ..Default::default()
+            },
+            analysis: Some(analysis),
+            ..Default::default()
+        },
+    );
+    c.metadata = ObjectMeta {
+        name: Some("replay".into()),
+        namespace: Some("replay".into()),
+        annotations: Some(BTreeMap::from([(
+            MODE_ANNOTATION.to_string(),
+            "sequential".to_string(),
+        )])),
+        ..Default::default()
+    };
+    c
+}
+
+/// Default analysis when the file has none: 1m interval, stepWeight 10, maxWeight 50.
+pub fn default_analysis() -> CanaryAnalysis {
+    CanaryAnalysis {
+        interval: Some("1m".into()),
+        threshold: Some(5),
+        max_weight: Some(50),
+        step_weight: Some(10),
+        ..Default::default()
+    }
+}
+
+/// Run the release: a started run (phase Progressing, weight 0), then one reconcile per
+/// interval, each fed the next recorded step, until the run ends or the steps run out.
+/// Hooks pass, other metrics pass, workloads are ready.
+pub fn replay(file: &ReplayFile) -> Replay {
+    let analysis = file.analysis.clone().unwrap_or_else(default_analysis);
+    let interval =
+        SignedDuration::try_from(analysis.interval()).unwrap_or(SignedDuration::from_mins(1));
+    let mut c = canary(analysis);
+    let policy = file.policy.clone().unwrap_or_default();
+    c.status = Some(CanaryStatus {
+        phase: Some(CanaryPhase::Progressing),
+        last_applied_spec: Some(REV.into()),
+        tracked_configs: Some(BTreeMap::new()),
+        ..Default::default()
+    });
+    let mut now = Timestamp::from_second(1_800_000_000).unwrap();
+    let mut ticks = Vec::new();
+    let mut steps = file.steps.iter();
+    let mut pending_from = None;
+    let mut tick_no = 0;
+    // the starting tick (weight 0 → first step) plus one per recorded step
+    for _ in 0..=file.steps.len() {
+        let st = c.status.clone().unwrap_or_default();
+        let weight = st.canary_weight;
+        let from = st
+            .last_step_time
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0);
+        let mut probes = Probes::default();
+        let mut used_step = false;
+        let decision = loop {
+            let obs = Observed {
+                now,
+                target: Some(TargetState {
+                    revision: REV.into(),
+                    configs: BTreeMap::new(),
+                    readiness: Readiness::Ready,
+                    scale_up_replicas: 1,
+                }),
+                primary: Some(PrimaryState {
+                    readiness: Readiness::Ready,
+                    revision_id: None,
+                }),
+                probes: probes.clone(),
+                invalid: vec![],
+                unsupported: vec![],
+                target_matches_primary: Some(false),
+                routes_pending: None,
+            };
+            match decide(&c, &obs) {
+                Step::Done(d) => break d,
+                Step::Need(Probe::Hooks(k)) => {
+                    probes.hooks.insert(
+                        k,
+                        HookVerdict {
+                            pass: true,
+                            message: String::new(),
+                        },
+                    );
+                }
+                Step::Need(Probe::Metrics) => {
+                    let metrics = c.spec.analysis.as_ref().map(|a| a.metrics.clone());
+                    probes.metrics = Some(
+                        metrics
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|m| MetricCheck {
+                                name: m.name.clone(),
+                                outcome: MetricOutcome::Pass(0.0),
+                            })
+                            .collect(),
+                    );
+                }
+                Step::Need(Probe::Judge) => {
+                    used_step = true;
+                    let s = steps.next();
+                    let start = st
+                        .judge
+                        .as_ref()
+                        .and_then(|j| j.window_start)
+                        .or(pending_from)
+                        .unwrap_or(from);
+                    probes.judge = Some(JudgeObservation {
+                        policy: policy
+                            .validate()
+                            .map(|_| policy.clone())
+                            .map_err(|e| format!("policy: {e}")),
+                        step: match s {
+                            None => Err(InputError::Provider("no more recorded steps".into())),
+                            Some(s) if s.gap => {
+                                Err(InputError::Incomplete("scrape gap (recorded)".into()))
+                            }
+                            Some(s) => Ok(StepSample {
+                                canary: (&s.canary).into(),
+                                primary: (&s.primary).into(),
+                            }),
+                        },
+                        from: start,
+                        lookback: file.lookback.as_ref().map(|l| Ok(l.into())),
+                    });
+                }
+            }
+        };
+        if used_step {
+            tick_no += 1;
+        }
+        let js = decision.status.judge.clone().unwrap_or_default();
+        pending_from = js.window_start;
+        let events: Vec<String> = decision.notices.iter().map(|n| n.message.clone()).collect();
+        let promoted = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }));
+        if used_step {
+            ticks.push(ReplayTick {
+                tick: tick_no,
+                weight,
+                verdict: js.verdict.clone().unwrap_or_else(|| "-".into()),
+                next_weight: decision.status.canary_weight,
+                phase: decision.status.phase,
+                evidence: js.message.clone().unwrap_or_default(),
+                events,
+            });
+        }
+        let phase = decision.status.phase;
+        c.status = Some(decision.status);
+        if promoted || phase == Some(CanaryPhase::Promoting) {
+            return Replay {
+                ticks,
+                outcome: "promoted".into(),
+            };
+        }
+        if phase == Some(CanaryPhase::Failed) {
+            return Replay {
+                ticks,
+                outcome: "rolled back".into(),
+            };
+        }
+        if phase == Some(CanaryPhase::WaitingPromotion) {
+            return Replay {
+                ticks,
+                outcome: "held (not enough evidence)".into(),
+            };
+        }
+        now = now.checked_add(interval).unwrap();
+    }
+    Replay {
+        ticks,
+        outcome: "undecided (recorded steps ran out)".into(),
+    }
+}
+
+/// The replay as a table: one line per tick, then the outcome.
+pub fn render(r: &Replay) -> String {
+    let mut out = String::from("tick  weight  verdict   next  phase\n");
+    for t in &r.ticks {
+        out += &format!(
+            "{:>4}  {:>5}%  {:<8}  {:>3}%  {}\n",
+            t.tick,
+            t.weight,
+            t.verdict,
+            t.next_weight,
+            t.phase.map(|p| format!("{p:?}")).unwrap_or_default()
+        );
+        if !t.evidence.is_empty() {
+            out += &format!("      {}\n", t.evidence);
+        }
+    }
+    out += &format!("outcome: {}\n", r.outcome);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(nc: u64, xc: u64, np: u64, xp: u64) -> FileStep {
+        FileStep {
+            canary: FileVersion {
+                requests: nc,
+                errors: xc,
+                ..Default::default()
+            },
+            primary: FileVersion {
+                requests: np,
+                errors: xp,
+                ..Default::default()
+            },
+            gap: false,
+        }
+    }
+
+    fn file(steps: Vec<FileStep>) -> ReplayFile {
+        ReplayFile {
+            policy: Some(Policy {
+                latency: false,
+                ..Policy::default()
+            }),
+            lookback: Some(FileVersion {
+                requests: 360_000,
+                errors: 3_600,
+                ..Default::default()
+            }),
+            steps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_bad_release_is_rolled_back_by_decide() {
+        // ~3 % canary errors against 1 %, 100 rps, weights 10, 20, 30 …
+        let steps = (1..=10)
+            .map(|k| {
+                let nc = 600 * k.min(5);
+                step(nc, nc * 3 / 100, 6000 - nc, (6000 - nc) / 100)
+            })
+            .collect();
+        let r = replay(&file(steps));
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+        let last = r.ticks.last().unwrap();
+        assert_eq!(last.verdict, "FAIL");
+        assert!(
+            last.events
+                .iter()
+                .any(|e| e.contains("sequential judge FAIL: errors: canary")),
+            "{:?}",
+            last.events
+        );
+        // weights ramp 10, 20, … while CONTINUE
+        assert_eq!(r.ticks[0].weight, 10);
+        assert!(
+            r.ticks.len() >= 2 && r.ticks[1].weight == 20,
+            "{}",
+            render(&r)
+        );
+    }
+
+    #[test]
+    fn a_good_release_is_promoted_and_replay_is_deterministic() {
+        let steps: Vec<FileStep> = (1..=30)
+            .map(|k| {
+                let nc = 3000 * k.min(5);
+                step(nc, nc / 100, 30000 - nc, (30000 - nc) / 100)
+            })
+            .collect();
+        let f = file(steps);
+        let r = replay(&f);
+        assert_eq!(r.outcome, "promoted", "{}", render(&r));
+        assert_eq!(r.ticks.last().unwrap().weight, 50);
+        assert_eq!(replay(&f), r);
+    }
+
+    #[test]
+    fn a_judge_that_cannot_judge_never_advances() {
+        let steps: Vec<FileStep> = (1..=10).map(|_| step(600, 6, 5400, 54)).collect();
+        let mut f = file(steps);
+        f.policy.as_mut().unwrap().error_tolerance = 0.0;
+        let r = replay(&f);
+        assert!(
+            r.ticks
+                .iter()
+                .all(|t| t.weight == 10 && t.next_weight <= 10),
+            "{}",
+            render(&r)
+        );
+        assert!(
+            r.ticks[0]
+                .events
+                .iter()
+                .any(|e| e.contains("Halt replay.replay advancement sequential judge policy: errorTolerance 0 out of range")),
+            "{:?}",
+            r.ticks[0].events
+        );
+        // Flagger's threshold (5 failed checks) then rolls back
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+    }
+
+    #[test]
+    fn low_traffic_ends_inconclusive_and_holds() {
+        let steps: Vec<FileStep> = (1..=40).map(|_| step(12, 0, 108, 1)).collect();
+        let mut f = file(steps);
+        f.policy.as_mut().unwrap().max_steps = 8;
+        let r = replay(&f);
+        assert_eq!(r.outcome, "held (not enough evidence)", "{}", render(&r));
+        assert_eq!(r.ticks.len(), 8);
+        assert!(
+            r.ticks
+                .last()
+                .unwrap()
+                .events
+                .iter()
+                .any(|e| e.contains("not enough evidence after 8 steps, holding"))
+        );
+    }
+}

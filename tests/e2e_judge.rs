@@ -1,0 +1,214 @@
+//! End-to-end releases judged by the sequential judge (annotation
+//! `judge.pennant.dev/mode: sequential`) against the real local control plane, the real
+//! Prometheus and the traffic simulator (`e2e/cluster up`). Each test has its own namespace and
+//! its own `pennant controller` process.
+
+mod support;
+
+use std::time::Duration;
+
+use pennant::analysis::{MetricKind, judge};
+use pennant::api::{CanaryPhase, ThresholdRange};
+use pennant::canary::machine::MetricOutcome;
+use support::*;
+
+const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
+const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
+const MINUTES: fn(u64) -> Duration = |m| Duration::from_secs(m * 60);
+
+/// The builtin-metrics Canary of the other e2e tests, opted in with a policy ConfigMap.
+fn judged_canary(policy: &str) -> String {
+    let canary = podinfo_canary(5, 25, 50, 300).replace(
+        "  namespace: NAMESPACE\nspec:",
+        "  namespace: NAMESPACE\n  annotations:\n    judge.pennant.dev/mode: sequential\n    judge.pennant.dev/policy: podinfo-judge\nspec:",
+    );
+    let policy: String = policy.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: podinfo-judge\n  namespace: NAMESPACE\ndata:\n  policy: |\n{policy}---\n{canary}"
+    )
+}
+
+/// The cluster is shared with branches whose Canary CRD has no `status.judge` yet; applying
+/// theirs makes the apiserver prune the judge's memory. While a test runs, put ours back
+/// whenever the field is missing (a superset of theirs until the branches merge).
+fn keep_judge_crd(client: kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    tokio::spawn(async move {
+        let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+        loop {
+            if let Ok(crd) = api.get("canaries.flagger.app").await {
+                let has = serde_json::to_value(&crd).ok().is_some_and(|v| {
+                    v.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/judge")
+                        .is_some()
+                });
+                if !has {
+                    for crd in pennant::api::crds::all() {
+                        apply(&client, &serde_json::to_value(&crd).unwrap()).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+}
+
+async fn initialized(
+    prefix: &str,
+    rps: u32,
+    error_rate: f64,
+    policy: &str,
+) -> (TestNs, ControllerProcess) {
+    let client = client().await;
+    keep_judge_crd(client.clone());
+    let ns = TestNs::new(&client, prefix, rps).await;
+    ns.apply_yaml(&podinfo(V1, error_rate, "")).await;
+    let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&judged_canary(policy)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    // let the primary build a little lookback
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    (ns, ctl)
+}
+
+async fn event_texts(ns: &TestNs) -> Vec<String> {
+    ns.events("podinfo")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_point_regression_is_rolled_back_where_flaggers_rule_passes() {
+    let (ns, _ctl) = initialized("e2e-judge-bad", 100, 0.0, "errorTolerance: 0.5").await;
+    // 0 % → 0.99 % errors: the canary's success rate stays ≥ 99 %
+    set_image(&ns, V2, 0.0099).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(4),
+    )
+    .await;
+    let c = ns.canary("podinfo").await;
+    let js = c
+        .status
+        .as_ref()
+        .unwrap()
+        .judge
+        .clone()
+        .expect("status.judge");
+    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
+    let (n, e): (u64, u64) = js.steps.iter().fold((0, 0), |a, s| {
+        (a.0 + s.canary.requests, a.1 + s.canary.errors)
+    });
+    assert!(n > 500 && e > 0, "canary counts {e}/{n}");
+    // Flagger's rule on the same canary traffic: success rate ≥ 99 passes
+    let sr = 100.0 * (1.0 - e as f64 / n as f64);
+    let range = ThresholdRange {
+        min: Some(99.0),
+        max: None,
+    };
+    assert!(
+        matches!(
+            judge(
+                MetricKind::SuccessRate,
+                "request-success-rate",
+                sr,
+                Some(&range),
+                None
+            ),
+            MetricOutcome::Pass(_)
+        ),
+        "Flagger's rule would pass at {sr:.3}%"
+    );
+    let events = event_texts(&ns).await;
+    let fail = events
+        .iter()
+        .find(|e| e.contains("sequential judge FAIL: errors: canary"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    for part in [
+        "vs primary",
+        "difference +",
+        "95% CS [",
+        "FAIL evidence 10^",
+        "needed → rollback",
+    ] {
+        assert!(fail.contains(part), "{part:?} in {fail}");
+    }
+    assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn good_release_is_promoted_by_the_judge() {
+    let (ns, _ctl) = initialized("e2e-judge-good", 100, 0.01, "errorTolerance: 2").await;
+    set_image(&ns, V2, 0.01).await;
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(5),
+    )
+    .await;
+    assert!(weights.contains(&50), "ramped to maxWeight: {weights:?}");
+    let primary = ns.deployment("podinfo-primary").await.unwrap();
+    assert_eq!(image_of(&primary), V2);
+    let events = event_texts(&ns).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("Sequential judge PASS for podinfo.")
+                && e.contains("PASS evidence 10^")),
+        "{events:#?}"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_rps_ends_not_enough_evidence_and_holds() {
+    let (ns, _ctl) = initialized(
+        "e2e-judge-low",
+        2,
+        0.01,
+        "maxSteps: 4\nonInconclusive: hold",
+    )
+    .await;
+    set_image(&ns, V2, 0.01).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::WaitingPromotion,
+        Some(CanaryPhase::Failed),
+        MINUTES(4),
+    )
+    .await;
+    let c = ns.canary("podinfo").await;
+    let st = c.status.clone().unwrap();
+    assert_eq!(
+        st.judge.as_ref().unwrap().verdict.as_deref(),
+        Some("CONTINUE")
+    );
+    assert_eq!(st.canary_weight, 50, "held at maxWeight");
+    let events = event_texts(&ns).await;
+    assert!(
+        events.iter().any(
+            |e| e.contains("not enough evidence after 4 steps, holding (onInconclusive: hold)")
+        ),
+        "{events:#?}"
+    );
+    // still held a while later: no promotion without a verdict or a gate
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let c = ns.canary("podinfo").await;
+    assert_eq!(c.status.unwrap().phase, Some(CanaryPhase::WaitingPromotion));
+    ns.cleanup().await;
+}
