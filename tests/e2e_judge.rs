@@ -28,30 +28,6 @@ fn judged_canary(policy: &str) -> String {
     )
 }
 
-/// The cluster is shared with branches whose Canary CRD has no `status.judge` yet; applying
-/// theirs makes the apiserver prune the judge's memory. While a test runs, put ours back
-/// whenever the field is missing (a superset of theirs until the branches merge).
-fn keep_judge_crd(client: kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    tokio::spawn(async move {
-        let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-        loop {
-            if let Ok(crd) = api.get("canaries.flagger.app").await {
-                let has = serde_json::to_value(&crd).ok().is_some_and(|v| {
-                    v.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/judge")
-                        .is_some()
-                });
-                if !has {
-                    for crd in pennant::api::crds::all() {
-                        apply(&client, &serde_json::to_value(&crd).unwrap()).await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
-}
-
 async fn initialized(
     prefix: &str,
     rps: u32,
@@ -59,7 +35,6 @@ async fn initialized(
     policy: &str,
 ) -> (TestNs, ControllerProcess) {
     let client = client().await;
-    keep_judge_crd(client.clone());
     let ns = TestNs::new(&client, prefix, rps).await;
     ns.apply_yaml(&podinfo(V1, error_rate, "")).await;
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
