@@ -461,14 +461,25 @@ async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
         "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
             "message": "no listener for app.example.com", "observedGeneration": generation,
             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]}});
-    routes
-        .patch_status(
-            "podinfo",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(rejected),
-        )
-        .await
-        .expect("reject the route");
+    // The simulator re-reads the annotation on its next tick (1 s): reject until it stays so.
+    for attempt in 0.. {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        routes
+            .patch_status(
+                "podinfo",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(rejected.clone()),
+            )
+            .await
+            .expect("reject the route");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+        let c = &r["status"]["parents"][0]["conditions"][0];
+        if c["status"] == "False" {
+            break;
+        }
+        assert!(attempt < 5, "the simulator keeps accepting the route: {c}");
+    }
 
     set_image(&ns, V2, 0.0).await;
     let c = ns.canaries();
