@@ -1002,7 +1002,7 @@ async fn second_canary_on_the_same_target_is_refused() {
             .is_some_and(|c| {
                 c.message
                     .unwrap_or_default()
-                    .contains("Deployment podinfo is already the target of Canary podinfo")
+                    .contains("Deployment podinfo is already managed by Canary podinfo")
             })
     })
     .await;
@@ -1011,6 +1011,19 @@ async fn second_canary_on_the_same_target_is_refused() {
         Some(CanaryPhase::Initialized),
         "first keeps it"
     );
+    // The first one goes away: the second takes over without being touched.
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_phase(
+        &ns,
+        "podinfo-again",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
     ns.cleanup().await;
 }
 

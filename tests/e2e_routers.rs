@@ -1051,3 +1051,63 @@ async fn nginx_without_its_ingress_stalls_until_the_ingress_exists() {
     assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn changing_the_provider_mid_run_sends_the_old_routes_back_to_the_primary() {
+    let c = canary(
+        "istio",
+        "  service:\n    port: 9898",
+        "    maxWeight: 50\n    stepWeight: 25",
+    );
+    let (ns, _ctl) = initialized("e2e-provider-change", "", &c).await;
+    set_image(&ns, V2, 0.0).await;
+    let canaries = ns.canaries();
+    wait_until(MINUTES(1), "first step on Istio", || async {
+        canaries
+            .get("podinfo")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.canary_weight > 0)
+    })
+    .await;
+    assert_eq!(ns.vs_weights("podinfo").await, Some((75, 25)));
+    // The platform team moves the service to the Gateway API in the middle of the run.
+    ns.apply_yaml(&canary(
+        "gatewayapi:v1",
+        GATEWAY_SPEC,
+        "    maxWeight: 50\n    stepWeight: 25",
+    ))
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the VirtualService back on the primary",
+        || async { ns.vs_weights("podinfo").await == Some((100, 0)) },
+    )
+    .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(3),
+    )
+    .await;
+    assert_eq!(
+        ns.vs_weights("podinfo").await,
+        Some((100, 0)),
+        "never back to the canary"
+    );
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route_weights(&route), Some((100, 0)));
+    assert_eq!(
+        ns.canary("podinfo")
+            .await
+            .status
+            .unwrap()
+            .routing_provider
+            .as_deref(),
+        Some("gatewayapi:v1")
+    );
+    ns.cleanup().await;
+}

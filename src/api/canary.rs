@@ -568,6 +568,11 @@ pub struct CanaryStatus {
     /// counts from here, independent of the Deployment's own conditions (Flagger #1247).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_since: Option<Time>,
+    /// pennant: the provider whose routing objects carry the current split, so that changing
+    /// `spec.provider` (or the default) first sends the old router's traffic back to the
+    /// primary (or gives a taken-over object its original spec back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_provider: Option<String>,
     /// pennant: the sequential judge's memory (annotation `judge.pennant.dev/mode: sequential`):
     /// per-step counts, frozen signals, last verdict and evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -523,6 +523,25 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
             Step::Need(p) => observe::probe(&canary, p, &mut obs, &ctx).await,
         }
     };
+    let mut decision = decision;
+    if decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, machine::Action::EnsureRoutes(_)))
+    {
+        let provider =
+            super::validate::provider(&canary.spec, &ctx.settings.default_provider).to_string();
+        if let Some(old) = canary
+            .status
+            .as_ref()
+            .and_then(|s| s.routing_provider.as_deref())
+            .filter(|old| *old != provider)
+        {
+            info!(canary = %canary.name_any(), %old, new = %provider, "provider changed");
+            execute::retire_router(&canary, old, &ctx).await?;
+        }
+        decision.status.routing_provider = Some(provider);
+    }
     execute::execute(&canary, &decision, &obs, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;
     for n in &decision.notices {
@@ -562,6 +581,8 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         .inc();
     Ok(match decision.requeue_after {
         Some(d) => Requeue::requeue(d),
+        // the older Canary's claim can end (deleted, edited) without any event on this one
+        None if obs.claim_conflict => Requeue::requeue(Duration::from_secs(30)),
         None => Requeue::await_change(),
     })
 }

@@ -278,27 +278,53 @@ pub async fn restore_taken_over(
         apply_if_changed(ctx, &svc).await?;
     }
     let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+    give_back(canary, provider, false, ctx).await?;
+    Ok(())
+}
+
+/// The routing objects of `provider`'s router for `canary`: a taken-over one gets its original
+/// spec back; with `all`, one pennant created is sent back to the primary (100/0). Objects the
+/// router cannot build any more (its inputs gone) are logged and left.
+async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) -> Result<(), Error> {
     let Some(r) = router::router_for(provider, &ctx.settings.ingress_prefix) else {
         return Ok(());
     };
-    let built = r
-        .build(
-            canary,
-            super::machine::Weights {
-                primary: 100,
-                canary: 0,
-                mirror: false,
-            },
-            &obs.route_inputs,
-        )
-        .unwrap_or_default();
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
+    let inputs: Vec<Value> = r
+        .inputs(canary)
+        .into_iter()
+        .filter_map(|(kind, name)| ctx.live(kind, ns, &name))
+        .collect();
+    let primary_only = super::machine::Weights {
+        primary: 100,
+        canary: 0,
+        mirror: false,
+    };
+    let built = match r.build(canary, primary_only, &inputs) {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(%provider, "cannot rebuild the routing objects to give them back: {e}");
+            return Ok(());
+        }
+    };
     for obj in built {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         let Some(live) = ctx.live(kind, ns, name) else {
             continue;
         };
-        let Some(spec) = original_spec(&live).filter(|_| taken_over(&live)) else {
+        let ours = live["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)));
+        if ours {
+            if all {
+                info!(%kind, %name, "sending the old router's traffic back to the primary");
+                apply_if_changed(ctx, &obj).await?;
+            }
+            continue;
+        }
+        let Some(spec) = original_spec(&live) else {
             continue;
         };
         let restored = json!({
@@ -311,6 +337,16 @@ pub async fn restore_taken_over(
         apply_if_changed(ctx, &restored).await?;
     }
     Ok(())
+}
+
+/// `spec.provider` changed since the routes were written (`status.routingProvider`): the old
+/// router's objects stop sending traffic to the canary before the new router takes over.
+pub async fn retire_router(
+    canary: &Canary,
+    old_provider: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    give_back(canary, old_provider, true, ctx).await
 }
 
 /// A routing object the user created before the Canary (no controller reference to it) is

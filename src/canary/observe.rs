@@ -19,7 +19,7 @@ use super::machine::{
 use super::workload::{self, Workload};
 use super::{tracker, validate};
 use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
-use crate::api::{Canary, CanaryPhase, MetricTemplate};
+use crate::api::{Canary, CanaryPhase, CanarySpec, MetricTemplate};
 use crate::router;
 use futures::future::BoxFuture;
 
@@ -40,6 +40,9 @@ pub struct Observation {
     pub route_inputs: Vec<serde_json::Value>,
     /// `service.portDiscovery`: the target's other container ports, for every Service.
     pub discovered_ports: Vec<k8s_openapi::api::core::v1::ServicePort>,
+    /// Refused because an older Canary claims one of its objects: looked at again later, since
+    /// that claim can go away without any event on this Canary.
+    pub claim_conflict: bool,
 }
 
 /// Read the target, the primary and the tracked configs; validate the spec.
@@ -47,34 +50,6 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let spec = &canary.spec;
     let mut invalid = validate::invalid(spec, &ctx.settings.default_provider);
-    // One target, one Canary: the oldest claim wins, the others are refused (Flagger only logs).
-    let key = |c: &Canary| {
-        (
-            c.metadata.creation_timestamp.clone().map(|t| t.0),
-            c.metadata.name.clone(),
-        )
-    };
-    if let Some(owner) = ctx
-        .canaries
-        .state()
-        .into_iter()
-        .filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|c| {
-            c.spec.target_ref.kind == spec.target_ref.kind
-                && c.spec.target_ref.name == spec.target_ref.name
-        })
-        .filter(|c| c.metadata.uid != canary.metadata.uid)
-        // an invalid Canary never acts, so it holds no claim
-        .filter(|c| validate::invalid(&c.spec, &ctx.settings.default_provider).is_empty())
-        .find(|c| key(c) < key(canary))
-    {
-        invalid.push(format!(
-            "{} {} is already the target of Canary {}",
-            spec.target_ref.kind,
-            spec.target_ref.name,
-            owner.metadata.name.as_deref().unwrap_or_default()
-        ));
-    }
     let provider = validate::provider(spec, &ctx.settings.default_provider);
     let unsupported = validate::unsupported(spec, provider);
     // The router's inputs, and a trial build: a spec or an input the router cannot express
@@ -82,23 +57,49 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     // before anything is written.
     let mut route_inputs = vec![];
     let mut routes_pending = None;
-    if invalid.is_empty()
-        && let Some(router) = router::router_for(provider, &ctx.settings.ingress_prefix)
-    {
-        route_inputs = router
-            .inputs(canary)
-            .into_iter()
-            .filter_map(|(kind, name)| ctx.live(kind, &ns, &name))
-            .collect();
-        let trial = machine::Weights {
-            primary: 100,
-            canary: 0,
-            mirror: false,
-        };
-        if let Err(e) = router.build(canary, trial, &route_inputs) {
-            invalid.push(e);
+    if invalid.is_empty() {
+        match route_check(canary, ctx) {
+            Ok((inputs, pending)) => {
+                route_inputs = inputs;
+                routes_pending = pending;
+            }
+            Err(e) => invalid.push(e),
         }
-        routes_pending = router.pending(canary, &route_inputs);
+    }
+    // One Canary per target and per written object: the oldest valid claim wins, the others
+    // are refused (Flagger only logs, and both fight over the objects).
+    let key = |c: &Canary| {
+        (
+            c.metadata.creation_timestamp.clone().map(|t| t.0),
+            c.metadata.name.clone(),
+        )
+    };
+    let mut claim_conflict = false;
+    let mut others: Vec<_> = ctx
+        .canaries
+        .state()
+        .into_iter()
+        .filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|c| c.metadata.uid != canary.metadata.uid)
+        .filter(|c| key(c) < key(canary))
+        .collect();
+    others.sort_by_key(|c| key(c));
+    for other in others {
+        let Some(conflict) = shared_object(spec, &other.spec) else {
+            continue;
+        };
+        // an invalid Canary never acts, so it holds no claim
+        if !validate::invalid(&other.spec, &ctx.settings.default_provider).is_empty()
+            || route_check(&other, ctx).is_err()
+        {
+            continue;
+        }
+        claim_conflict = true;
+        invalid.push(format!(
+            "{conflict} is already managed by Canary {}",
+            other.metadata.name.as_deref().unwrap_or_default()
+        ));
+        break;
     }
     let now = k8s_openapi::jiff::Timestamp::now();
 
@@ -153,6 +154,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         secrets: vec![],
         route_inputs,
         discovered_ports: vec![],
+        claim_conflict,
     };
     let analysis = spec.analysis().cloned().unwrap_or_default();
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
@@ -198,6 +200,50 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     }
     obs.observed.invalid = invalid;
     Ok(obs)
+}
+
+/// The router's live inputs for `canary` and whether its objects are pending
+/// (`Router::pending`), or why the router cannot build them (trial build at 100/0).
+fn route_check(
+    canary: &Canary,
+    ctx: &Context,
+) -> Result<(Vec<serde_json::Value>, Option<String>), String> {
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let provider = validate::provider(&canary.spec, &ctx.settings.default_provider);
+    let Some(router) = router::router_for(provider, &ctx.settings.ingress_prefix) else {
+        return Ok((vec![], None));
+    };
+    let inputs: Vec<serde_json::Value> = router
+        .inputs(canary)
+        .into_iter()
+        .filter_map(|(kind, name)| ctx.live(kind, ns, &name))
+        .collect();
+    let trial = machine::Weights {
+        primary: 100,
+        canary: 0,
+        mirror: false,
+    };
+    router.build(canary, trial, &inputs)?;
+    let pending = router.pending(canary, &inputs);
+    Ok((inputs, pending))
+}
+
+/// The first object two Canaries of one namespace would both write, named for a message: the
+/// target, the apex (its Services and routes), or the NGINX canary Ingress. `None` when they
+/// share nothing.
+pub fn shared_object(a: &CanarySpec, b: &CanarySpec) -> Option<String> {
+    if a.target_ref.kind == b.target_ref.kind && a.target_ref.name == b.target_ref.name {
+        return Some(format!("{} {}", a.target_ref.kind, a.target_ref.name));
+    }
+    if a.apex_name() == b.apex_name() {
+        return Some(format!("Service {}", a.apex_name()));
+    }
+    if let (Some(x), Some(y)) = (&a.ingress_ref, &b.ingress_ref)
+        && x.name == y.name
+    {
+        return Some(format!("Ingress {}-canary", x.name));
+    }
+    None
 }
 
 /// True when the primary's pod template equals what promoting `target` now would write, apart
@@ -369,5 +415,43 @@ impl TemplateSource for ApiTemplates {
                     .collect()
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(target: &str, service: Option<&str>, ingress: Option<&str>) -> CanarySpec {
+        let mut v = serde_json::json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "service": {"port": 80}
+        });
+        if let Some(s) = service {
+            v["service"]["name"] = s.into();
+        }
+        if let Some(i) = ingress {
+            v["ingressRef"] = serde_json::json!({"apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress", "name": i});
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn canaries_sharing_a_target_an_apex_or_an_ingress_conflict() {
+        let a = spec("web", None, Some("public"));
+        assert_eq!(
+            shared_object(&a, &spec("web", Some("other"), None)).as_deref(),
+            Some("Deployment web")
+        );
+        assert_eq!(
+            shared_object(&a, &spec("web2", Some("web"), None)).as_deref(),
+            Some("Service web")
+        );
+        assert_eq!(
+            shared_object(&a, &spec("web2", None, Some("public"))).as_deref(),
+            Some("Ingress public-canary")
+        );
+        assert_eq!(shared_object(&a, &spec("web2", None, Some("other"))), None);
     }
 }
