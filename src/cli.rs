@@ -52,8 +52,8 @@ pub struct AnalyzeArgs {
     /// Router whose builtin series to read.
     #[arg(long, default_value = "istio")]
     pub provider: String,
-    /// Target kind, `Deployment` or `DaemonSet` (pod names for gatewayapi/kubernetes; default:
-    /// the Canary's targetRef.kind).
+    /// Target kind, `Deployment` or `DaemonSet` (pod names for gatewayapi/kubernetes; always,
+    /// with --canary, the Canary's targetRef.kind).
     #[arg(long, default_value = "Deployment")]
     pub kind: String,
     /// Ingress whose series to read (nginx; default: the Canary's ingressRef).
