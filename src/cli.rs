@@ -29,7 +29,7 @@ pub enum Command {
     Rollback(GateArgs),
     /// Judge a past time window with the sequential judge: per-step counts of canary and
     /// primary from Prometheus, a per-step table and the verdict.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
     /// Replay a release from a file of per-step counts through the controller's own `decide`:
     /// each step's weight and verdict, and the outcome. Deterministic.
     Replay(ReplayArgs),
@@ -52,6 +52,13 @@ pub struct AnalyzeArgs {
     /// Router whose builtin series to read.
     #[arg(long, default_value = "istio")]
     pub provider: String,
+    /// Target kind, `Deployment` or `DaemonSet` (pod names for gatewayapi/kubernetes; always,
+    /// with --canary, the Canary's targetRef.kind).
+    #[arg(long, default_value = "Deployment")]
+    pub kind: String,
+    /// Ingress whose series to read (nginx; default: the Canary's ingressRef).
+    #[arg(long)]
+    pub ingress: Option<String>,
     /// Window start and end: RFC 3339 or Unix seconds.
     #[arg(long)]
     pub from: String,

@@ -34,11 +34,63 @@ async fn initialized(
     error_rate: f64,
     policy: &str,
 ) -> (TestNs, ControllerProcess) {
+    initialized_with(prefix, rps, error_rate, "", &judged_canary(policy)).await
+}
+
+/// The user's Ingress for the nginx Canary (as in `e2e_routers.rs`).
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+  annotations:
+    kubernetes.io/ingress.class: nginx
+spec:
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: podinfo
+            port:
+              number: 80
+"#;
+
+/// [`judged_canary`] routed by ingress-nginx through [`INGRESS`].
+fn judged_nginx_canary(policy: &str) -> String {
+    let c = judged_canary(policy)
+        .replace("  provider: istio\n", "  provider: nginx\n")
+        .replace(
+            "  service:\n",
+            "  ingressRef:\n    apiVersion: networking.k8s.io/v1\n    kind: Ingress\n    name: podinfo\n  service:\n",
+        );
+    assert!(
+        c.contains("provider: nginx") && c.contains("ingressRef"),
+        "{c}"
+    );
+    c
+}
+
+/// podinfo v1 with `error_rate`, `extra` manifests, a controller, and `canary` Initialized.
+async fn initialized_with(
+    prefix: &str,
+    rps: u32,
+    error_rate: f64,
+    extra: &str,
+    canary: &str,
+) -> (TestNs, ControllerProcess) {
     let client = client().await;
     let ns = TestNs::new(&client, prefix, rps).await;
     ns.apply_yaml(&podinfo(V1, error_rate, "")).await;
+    if !extra.is_empty() {
+        ns.apply_yaml(extra).await;
+    }
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
-    ns.apply_yaml(&judged_canary(policy)).await;
+    ns.apply_yaml(canary).await;
     wait_phase(
         &ns,
         "podinfo",
@@ -185,5 +237,63 @@ async fn two_rps_ends_not_enough_evidence_and_holds() {
     tokio::time::sleep(Duration::from_secs(25)).await;
     let c = ns.canary("podinfo").await;
     assert_eq!(c.status.unwrap().phase, Some(CanaryPhase::WaitingPromotion));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn nginx_two_point_regression_is_rolled_back_by_the_judge() {
+    let (ns, _ctl) = initialized_with(
+        "e2e-judge-nginx",
+        100,
+        0.0,
+        INGRESS,
+        &judged_nginx_canary("errorTolerance: 0.5"),
+    )
+    .await;
+    // 0 % → 2 % errors on the canary: counted from nginx_ingress_controller_requests, the
+    // canary's series by their `canary` label, the primary's by its absence
+    set_image(&ns, V2, 0.02).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(4),
+    )
+    .await;
+    let c = ns.canary("podinfo").await;
+    let js = c
+        .status
+        .as_ref()
+        .unwrap()
+        .judge
+        .clone()
+        .expect("status.judge");
+    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
+    let (n, e, pn): (u64, u64, u64) = js.steps.iter().fold((0, 0, 0), |a, s| {
+        (
+            a.0 + s.canary.requests,
+            a.1 + s.canary.errors,
+            a.2 + s.primary.requests,
+        )
+    });
+    assert!(n > 100 && e > 0, "canary counts {e}/{n}");
+    assert!(pn > n, "primary requests {pn} (canary {n})");
+    let events = event_texts(&ns).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("sequential judge FAIL: errors: canary")
+                && e.contains("needed → rollback")),
+        "{events:#?}"
+    );
+    let ing = ns
+        .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await
+        .expect("canary Ingress");
+    assert_eq!(
+        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"], "0",
+        "rolled back: {ing:#}"
+    );
     ns.cleanup().await;
 }

@@ -12,8 +12,8 @@
 //!   `to` (the interval is the median spacing of the samples): [`InputError::Incomplete`];
 //! - cumulative `le` counts are made monotone after aggregation; `+Inf` is the histogram total.
 //!
-//! Builtin series per provider: [`builtin`] (Istio today; NGINX and Gateway API slot in as
-//! more [`CountQueries`]).
+//! Builtin series per provider: [`builtin`] (Istio, NGINX, and the app-exported series
+//! Gateway API and `kubernetes` use); [`Versions`] tells a series' version.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +96,135 @@ pub enum InputError {
     NoSeries(String),
 }
 
+/// Which version of the workload a series belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Canary,
+    Primary,
+}
+
+impl Version {
+    /// `"canary"` or `"primary"`, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Canary => "canary",
+            Version::Primary => "primary",
+        }
+    }
+}
+
+/// How a provider's series tell the canary's traffic from the primary's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Versions {
+    /// Each version has its own exact value of one label (Istio: `destination_workload` =
+    /// `<target>` / `<target>-primary`).
+    Label {
+        name: String,
+        canary: String,
+        primary: String,
+    },
+    /// The canary's series carry the label with a non-empty value, the primary's have it empty
+    /// or — as Prometheus stores them, since it drops empty labels — not at all (ingress-nginx:
+    /// `canary="<ns>-<svc>-<port>"` for traffic the canary Ingress took).
+    LabelPresence { name: String },
+    /// Versions told by a pod-name label (app-exported series per pod): a version's pods are
+    /// `<workload>` followed by `suffixes` `-[0-9a-zA-Z]+` segments (Deployment: 2,
+    /// `<workload>-<rs hash>-<id>`; DaemonSet: 1, `<workload>-<id>`), with workload `canary`
+    /// (`<target>`) or `primary` (`<target>-primary`); Flagger's HttpObserver regex. The counts
+    /// of a version are summed over its pods.
+    PodName {
+        label: String,
+        canary: String,
+        primary: String,
+        suffixes: usize,
+    },
+}
+
+/// Whether `pod` is `<workload>` then exactly `suffixes` `-[0-9a-zA-Z]+` segments.
+fn pod_of(pod: &str, workload: &str, suffixes: usize) -> bool {
+    pod.strip_prefix(workload)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|r| {
+            let segs: Vec<&str> = r.split('-').collect();
+            segs.len() == suffixes
+                && segs
+                    .iter()
+                    .all(|g| !g.is_empty() && g.chars().all(|c| c.is_ascii_alphanumeric()))
+        })
+}
+
+impl Versions {
+    /// Whether series `labels` belong to version `v`.
+    pub fn matches(&self, labels: &BTreeMap<String, String>, v: Version) -> bool {
+        match self {
+            Versions::Label {
+                name,
+                canary,
+                primary,
+            } => {
+                let want = match v {
+                    Version::Canary => canary,
+                    Version::Primary => primary,
+                };
+                labels.get(name) == Some(want)
+            }
+            Versions::LabelPresence { name } => {
+                let present = labels.get(name).is_some_and(|x| !x.is_empty());
+                present == (v == Version::Canary)
+            }
+            Versions::PodName {
+                label,
+                canary,
+                primary,
+                suffixes,
+            } => {
+                let Some(pod) = labels.get(label) else {
+                    return false;
+                };
+                match v {
+                    // a `<target>-primary-<id>` pod (a DaemonSet primary's) has the shape of a
+                    // Deployment canary's, but no ReplicaSet hash is "primary" (no vowels)
+                    Version::Canary => {
+                        pod_of(pod, canary, *suffixes) && !(1..=2).any(|n| pod_of(pod, primary, n))
+                    }
+                    Version::Primary => pod_of(pod, primary, *suffixes),
+                }
+            }
+        }
+    }
+
+    /// The version as messages name it: the label value (`app-primary`), or the rule
+    /// (`with canary!=""`, `with kubernetes_pod_name=~"…"`).
+    pub fn describe(&self, v: Version) -> String {
+        match (self, v) {
+            (Versions::Label { canary, .. }, Version::Canary) => canary.clone(),
+            (Versions::Label { primary, .. }, Version::Primary) => primary.clone(),
+            (Versions::LabelPresence { name }, Version::Canary) => format!("with {name}!=\"\""),
+            (Versions::LabelPresence { name }, Version::Primary) => {
+                format!("without a {name} label")
+            }
+            (
+                Versions::PodName {
+                    label,
+                    canary: w,
+                    suffixes,
+                    ..
+                },
+                Version::Canary,
+            )
+            | (
+                Versions::PodName {
+                    label,
+                    primary: w,
+                    suffixes,
+                    ..
+                },
+                Version::Primary,
+            ) => format!("with {label}=~\"{}\"", pod_promql(w, *suffixes)),
+        }
+    }
+}
+
 /// The builtin count series of one provider for one Canary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CountQueries {
@@ -103,13 +232,10 @@ pub struct CountQueries {
     pub requests: String,
     /// Range-selector body of the latency histogram buckets.
     pub histogram: String,
-    /// Label naming the version (`destination_workload`).
-    pub version_label: String,
-    /// Label holding the HTTP status code (`response_code`).
+    /// How the series tell the versions apart.
+    pub versions: Versions,
+    /// Label holding the HTTP status code (`response_code`, `status`).
     pub code_label: String,
-    /// Label values of the canary and the primary.
-    pub canary: String,
-    pub primary: String,
     /// Factor from the histogram's unit to ms (1 for ms, 1000 for seconds).
     pub to_ms: f64,
     /// Names for messages: the request and histogram metrics.
@@ -117,28 +243,111 @@ pub struct CountQueries {
     pub histogram_metric: String,
 }
 
-/// The builtin series of `provider` for target `target` in `ns` (§3.1). Errors name the
-/// provider when it has no count series yet.
-pub fn builtin(provider: &str, ns: &str, target: &str) -> Result<CountQueries, String> {
+/// The Canary's target as the count series need it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target<'a> {
+    /// `targetRef.name`: the canary workload; the primary is `<name>-primary`.
+    pub name: &'a str,
+    /// `targetRef.kind`: `Deployment` or `DaemonSet` (pod names differ).
+    pub kind: &'a str,
+    /// `ingressRef.name` (nginx only).
+    pub ingress: Option<&'a str>,
+}
+
+/// Pod-name suffix segments: Deployment pods are `<name>-<rs hash>-<id>`, DaemonSet pods
+/// `<name>-<id>`.
+fn pod_suffixes(kind: &str) -> usize {
+    if kind == "DaemonSet" { 1 } else { 2 }
+}
+
+/// PromQL regex (inside a string literal) for the pods of `name` ([`pod_of`]): `.` escaped.
+fn pod_promql(name: &str, suffixes: usize) -> String {
+    format!(
+        "{}{}",
+        name.replace('.', "\\\\."),
+        "-[0-9a-zA-Z]+".repeat(suffixes)
+    )
+}
+
+/// The builtin series of `provider` for `target` in `ns` (§3.1), after Flagger's observers:
+///
+/// - `istio` (and no provider): `istio_requests_total` / `istio_request_duration_milliseconds_bucket`
+///   (ms), reporter `destination`, versions by `destination_workload`;
+/// - `nginx`: `nginx_ingress_controller_requests` / `…_response_duration_seconds_bucket`
+///   (s) of `ingressRef`, versions by the presence of the `canary` label;
+/// - `gatewayapi*`, `kubernetes`: the app's own `http_request_duration_seconds_count` /
+///   `…_bucket` (s) per pod, versions by `kubernetes_pod_name`.
+///
+/// Errors name the provider when it has no count series, or nginx without an `ingressRef`.
+pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries, String> {
+    let t = target.name;
     match provider.split(':').next().unwrap_or_default() {
         "istio" | "" => {
             let sel = format!(
-                "reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"{target}|{target}-primary\""
+                "reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"{t}|{t}-primary\""
             );
             Ok(CountQueries {
                 requests: format!("istio_requests_total{{{sel}}}"),
                 histogram: format!("istio_request_duration_milliseconds_bucket{{{sel}}}"),
-                version_label: "destination_workload".into(),
+                versions: Versions::Label {
+                    name: "destination_workload".into(),
+                    canary: t.into(),
+                    primary: format!("{t}-primary"),
+                },
                 code_label: "response_code".into(),
-                canary: target.into(),
-                primary: format!("{target}-primary"),
                 to_ms: 1.0,
                 requests_metric: "istio_requests_total".into(),
                 histogram_metric: "istio_request_duration_milliseconds_bucket".into(),
             })
         }
+        "nginx" => {
+            let ing = target.ingress.filter(|i| !i.is_empty()).ok_or_else(|| {
+                "sequential judge: provider \"nginx\" needs spec.ingressRef (the Ingress whose series to read)"
+                    .to_string()
+            })?;
+            let sel = format!("namespace=\"{ns}\",ingress=\"{ing}\"");
+            Ok(CountQueries {
+                requests: format!("nginx_ingress_controller_requests{{{sel}}}"),
+                histogram: format!(
+                    "nginx_ingress_controller_response_duration_seconds_bucket{{{sel}}}"
+                ),
+                versions: Versions::LabelPresence {
+                    name: "canary".into(),
+                },
+                code_label: "status".into(),
+                to_ms: 1000.0,
+                requests_metric: "nginx_ingress_controller_requests".into(),
+                histogram_metric: "nginx_ingress_controller_response_duration_seconds_bucket"
+                    .into(),
+            })
+        }
+        "gatewayapi" | "kubernetes" => {
+            let suffixes = pod_suffixes(target.kind);
+            let primary = format!("{t}-primary");
+            let promql = format!(
+                "{}|{}",
+                pod_promql(t, suffixes),
+                pod_promql(&primary, suffixes)
+            );
+            // Prometheus anchors the regex
+            let sel = format!("kubernetes_namespace=\"{ns}\",kubernetes_pod_name=~\"{promql}\"");
+            Ok(CountQueries {
+                requests: format!("http_request_duration_seconds_count{{{sel}}}"),
+                histogram: format!("http_request_duration_seconds_bucket{{{sel}}}"),
+                versions: Versions::PodName {
+                    label: "kubernetes_pod_name".into(),
+                    canary: t.into(),
+                    primary,
+                    suffixes,
+                },
+                code_label: "status".into(),
+                to_ms: 1000.0,
+                requests_metric: "http_request_duration_seconds_count".into(),
+                histogram_metric: "http_request_duration_seconds_bucket".into(),
+            })
+        }
         other => Err(format!(
-            "sequential judge: provider {other:?} has no builtin count series yet (istio only)"
+            "sequential judge: provider {other:?} has no builtin count series yet (istio, nginx, gatewayapi, kubernetes)"
         )),
     }
 }
@@ -206,14 +415,14 @@ pub fn incomplete(series: &[RawSeries], from: f64, to: f64) -> Option<String> {
 pub fn request_counts(
     series: &[RawSeries],
     q: &CountQueries,
-    version: &str,
+    version: Version,
     from: f64,
     to: f64,
 ) -> (u64, u64, usize) {
     let (mut n, mut e, mut seen) = (0.0, 0.0, 0);
     for s in series
         .iter()
-        .filter(|s| s.labels.get(&q.version_label).map(String::as_str) == Some(version))
+        .filter(|s| q.versions.matches(&s.labels, version))
     {
         seen += 1;
         let inc = increase(&s.samples, from, to);
@@ -233,7 +442,7 @@ pub fn request_counts(
 pub fn histogram_counts(
     series: &[RawSeries],
     q: &CountQueries,
-    version: &str,
+    version: Version,
     from: f64,
     to: f64,
 ) -> (Vec<(f64, u64)>, u64, usize) {
@@ -242,7 +451,7 @@ pub fn histogram_counts(
     let mut seen = 0;
     for s in series
         .iter()
-        .filter(|s| s.labels.get(&q.version_label).map(String::as_str) == Some(version))
+        .filter(|s| q.versions.matches(&s.labels, version))
     {
         seen += 1;
         let Some(le) = s.labels.get("le") else {
@@ -319,6 +528,26 @@ pub async fn step_sample(
     to: i64,
     latency: bool,
 ) -> Result<StepSample, InputError> {
+    read(
+        prom,
+        q,
+        from,
+        to,
+        latency,
+        &[Version::Canary, Version::Primary],
+    )
+    .await
+}
+
+/// Counts of `versions` (the others stay default) for `(from, to]`; errors as [`step_sample`].
+async fn read(
+    prom: &PrometheusProvider,
+    q: &CountQueries,
+    from: i64,
+    to: i64,
+    latency: bool,
+    versions: &[Version],
+) -> Result<StepSample, InputError> {
     let span = (to - from).max(1) + MARGIN_SECS;
     let fetch = |body: &str| format!("{body}[{span}s]");
     let req = prom
@@ -337,24 +566,26 @@ pub async fn step_sample(
     };
     let (f, t) = (from as f64, to as f64);
     let mut sample = StepSample::default();
-    for (who, version, out) in [
-        ("canary", &q.canary, &mut sample.canary),
-        ("primary", &q.primary, &mut sample.primary),
-    ] {
-        let (n, e, seen) = request_counts(&req, q, version, f, t);
+    for &v in versions {
+        let out = match v {
+            Version::Canary => &mut sample.canary,
+            Version::Primary => &mut sample.primary,
+        };
+        let (who, name) = (v.as_str(), q.versions.describe(v));
+        let (n, e, seen) = request_counts(&req, q, v, f, t);
         if seen == 0 {
             return Err(InputError::NoSeries(format!(
-                "errors: no {} series for the {who} {version}",
+                "errors: no {} series for the {who} {name}",
                 q.requests_metric
             )));
         }
         out.requests = n;
         out.errors = e;
         if latency {
-            let (buckets, timed, seen) = histogram_counts(&hist, q, version, f, t);
+            let (buckets, timed, seen) = histogram_counts(&hist, q, v, f, t);
             if seen == 0 {
                 return Err(InputError::NoSeries(format!(
-                    "latency: no {} series for the {who} {version}",
+                    "latency: no {} series for the {who} {name}",
                     q.histogram_metric
                 )));
             }
@@ -362,14 +593,20 @@ pub async fn step_sample(
             out.timed = timed;
         }
     }
-    let all: Vec<RawSeries> = req.into_iter().chain(hist).collect();
+    let all: Vec<RawSeries> = req
+        .into_iter()
+        .chain(hist)
+        .filter(|s| versions.iter().any(|&v| q.versions.matches(&s.labels, v)))
+        .collect();
     if let Some(m) = incomplete(&all, f, t) {
         return Err(InputError::Incomplete(m));
     }
     Ok(sample)
 }
 
-/// The primary's counts over the `seconds` before `at` (the lookback, §3.5).
+/// The primary's counts over the `seconds` before `at` (the lookback, §3.5): only the
+/// primary's series are read, so a canary without history does not void it. No series or a
+/// scrape gap give an empty sample (a first release has no lookback).
 pub async fn lookback(
     prom: &PrometheusProvider,
     q: &CountQueries,
@@ -377,11 +614,7 @@ pub async fn lookback(
     seconds: i64,
     latency: bool,
 ) -> Result<VersionSample, InputError> {
-    let only_primary = CountQueries {
-        canary: String::new(),
-        ..q.clone()
-    };
-    match step_sample(prom, &only_primary, at - seconds, at, latency).await {
+    match read(prom, q, at - seconds, at, latency, &[Version::Primary]).await {
         Ok(s) => Ok(s.primary),
         // a primary with no history yet is "no lookback", not an error
         Err(InputError::NoSeries(_)) | Err(InputError::Incomplete(_)) => {
@@ -423,7 +656,7 @@ mod tests {
 
     #[test]
     fn counts_per_version_and_histogram() {
-        let q = builtin("istio", "ns", "app").unwrap();
+        let q = builtin("istio", "ns", deploy("app")).unwrap();
         let w = "destination_workload";
         let req = vec![
             series(
@@ -443,9 +676,12 @@ mod tests {
                 &[(0.0, 0.0), (60.0, 5.0)],
             ),
         ];
-        assert_eq!(request_counts(&req, &q, "app", 0.0, 60.0), (100, 10, 2));
         assert_eq!(
-            request_counts(&req, &q, "app-primary", 0.0, 60.0),
+            request_counts(&req, &q, Version::Canary, 0.0, 60.0),
+            (100, 10, 2)
+        );
+        assert_eq!(
+            request_counts(&req, &q, Version::Primary, 0.0, 60.0),
             (900, 0, 1)
         );
         let hist = vec![
@@ -453,10 +689,178 @@ mod tests {
             series(&[(w, "app"), ("le", "250")], &[(0.0, 0.0), (60.0, 39.0)]), // non-monotone
             series(&[(w, "app"), ("le", "+Inf")], &[(0.0, 0.0), (60.0, 100.0)]),
         ];
-        let (b, timed, _) = histogram_counts(&hist, &q, "app", 0.0, 60.0);
+        let (b, timed, _) = histogram_counts(&hist, &q, Version::Canary, 0.0, 60.0);
         assert_eq!(b, vec![(100.0, 40), (250.0, 40)]);
         assert_eq!(timed, 100);
-        assert!(builtin("nginx", "ns", "app").unwrap_err().contains("nginx"));
+        assert_eq!(q.versions.describe(Version::Primary), "app-primary");
+        let e = builtin("contour", "ns", deploy("app")).unwrap_err();
+        assert!(e.contains("\"contour\""), "{e}");
+    }
+
+    fn deploy(name: &str) -> Target<'_> {
+        Target {
+            name,
+            kind: "Deployment",
+            ingress: None,
+        }
+    }
+
+    #[test]
+    fn nginx_tells_versions_by_the_canary_label_absent_for_the_primary() {
+        // nginx needs the Ingress
+        let e = builtin("nginx", "ns", deploy("app")).unwrap_err();
+        assert!(e.contains("ingressRef"), "{e}");
+        let q = builtin(
+            "nginx",
+            "ns",
+            Target {
+                ingress: Some("app"),
+                ..deploy("app")
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            q.requests,
+            "nginx_ingress_controller_requests{namespace=\"ns\",ingress=\"app\"}"
+        );
+        assert_eq!(q.to_ms, 1000.0);
+        let c = ("canary", "ns-app-canary-9898");
+        let req = vec![
+            series(&[c, ("status", "200")], &[(0.0, 0.0), (60.0, 95.0)]),
+            series(&[c, ("status", "500")], &[(0.0, 0.0), (60.0, 5.0)]),
+            // the primary's series: Prometheus dropped the empty canary label
+            series(&[("status", "200")], &[(0.0, 100.0), (60.0, 1000.0)]),
+            series(&[("status", "503")], &[(0.0, 0.0), (60.0, 100.0)]),
+            // an explicitly empty label is the primary too
+            series(
+                &[("canary", ""), ("status", "200")],
+                &[(0.0, 0.0), (60.0, 10.0)],
+            ),
+        ];
+        assert_eq!(
+            request_counts(&req, &q, Version::Canary, 0.0, 60.0),
+            (100, 5, 2)
+        );
+        assert_eq!(
+            request_counts(&req, &q, Version::Primary, 0.0, 60.0),
+            (1010, 100, 3)
+        );
+        // seconds → ms
+        let hist = vec![
+            series(&[c, ("le", "0.1")], &[(0.0, 0.0), (60.0, 80.0)]),
+            series(&[c, ("le", "+Inf")], &[(0.0, 0.0), (60.0, 100.0)]),
+            series(&[("le", "0.1")], &[(0.0, 0.0), (60.0, 900.0)]),
+            series(&[("le", "+Inf")], &[(0.0, 0.0), (60.0, 1000.0)]),
+        ];
+        assert_eq!(
+            histogram_counts(&hist, &q, Version::Canary, 0.0, 60.0),
+            (vec![(100.0, 80)], 100, 2)
+        );
+        assert_eq!(
+            histogram_counts(&hist, &q, Version::Primary, 0.0, 60.0),
+            (vec![(100.0, 900)], 1000, 2)
+        );
+        assert_eq!(
+            q.versions.describe(Version::Primary),
+            "without a canary label"
+        );
+    }
+
+    #[test]
+    fn app_series_tell_versions_by_pod_name_and_sum_over_pods() {
+        for provider in ["gatewayapi:v1", "kubernetes"] {
+            let q = builtin(provider, "ns", deploy("app")).unwrap();
+            assert_eq!(q.requests_metric, "http_request_duration_seconds_count");
+            assert!(
+                q.requests.contains("kubernetes_namespace=\"ns\""),
+                "{}",
+                q.requests
+            );
+            let pod = |p: &str, code: &str, n: f64| {
+                series(
+                    &[("kubernetes_pod_name", p), ("status", code)],
+                    &[(0.0, 0.0), (60.0, n)],
+                )
+            };
+            let req = vec![
+                pod("app-5d8f7c9b4-x2k9q", "200", 40.0),
+                pod("app-5d8f7c9b4-7hj2m", "200", 50.0),
+                pod("app-5d8f7c9b4-7hj2m", "500", 10.0),
+                // primary pods are not the canary's, though they start with "app-"
+                pod("app-primary-6c7d8e9f0-abcde", "200", 500.0),
+                pod("app-primary-6c7d8e9f0-fghij", "200", 400.0),
+                // another workload's pods are neither
+                pod("app-other-6c7d8e9f0-zzzzz", "200", 7.0),
+                pod("app-primary-x2k9q", "200", 3.0),
+            ];
+            assert_eq!(
+                request_counts(&req, &q, Version::Canary, 0.0, 60.0),
+                (100, 10, 3)
+            );
+            assert_eq!(
+                request_counts(&req, &q, Version::Primary, 0.0, 60.0),
+                (900, 0, 2)
+            );
+        }
+    }
+
+    #[test]
+    fn daemon_set_pods_have_one_suffix() {
+        let q = builtin(
+            "kubernetes",
+            "ns",
+            Target {
+                kind: "DaemonSet",
+                ..deploy("app")
+            },
+        )
+        .unwrap();
+        let pod = |p: &str, n: f64| {
+            series(
+                &[("kubernetes_pod_name", p), ("status", "200")],
+                &[(0.0, 0.0), (60.0, n)],
+            )
+        };
+        let req = vec![
+            pod("app-x2k9q", 10.0),
+            pod("app-7hj2m", 20.0),
+            pod("app-primary-abcde", 300.0),
+            // a Deployment-shaped pod is not this DaemonSet's
+            pod("app-5d8f7c9b4-x2k9q", 5.0),
+        ];
+        assert_eq!(
+            request_counts(&req, &q, Version::Canary, 0.0, 60.0),
+            (30, 0, 2)
+        );
+        assert_eq!(
+            request_counts(&req, &q, Version::Primary, 0.0, 60.0),
+            (300, 0, 1)
+        );
+        assert!(
+            q.requests
+                .ends_with("kubernetes_pod_name=~\"app-[0-9a-zA-Z]+|app-primary-[0-9a-zA-Z]+\"}"),
+            "{}",
+            q.requests
+        );
+        assert_eq!(
+            q.versions.describe(Version::Canary),
+            "with kubernetes_pod_name=~\"app-[0-9a-zA-Z]+\""
+        );
+    }
+
+    #[test]
+    fn pod_name_regexes_escape_the_target() {
+        let q = builtin("kubernetes", "ns", deploy("a.b")).unwrap();
+        assert!(
+            q.requests.contains(
+                "kubernetes_pod_name=~\"a\\\\.b-[0-9a-zA-Z]+-[0-9a-zA-Z]+|a\\\\.b-primary-"
+            ),
+            "{}",
+            q.requests
+        );
+        let l = |p: &str| BTreeMap::from([("kubernetes_pod_name".to_string(), p.to_string())]);
+        assert!(q.versions.matches(&l("a.b-1-2"), Version::Canary));
+        assert!(!q.versions.matches(&l("axb-1-2"), Version::Canary));
     }
 
     #[test]

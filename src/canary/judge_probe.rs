@@ -59,8 +59,12 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         .clone()
         .unwrap_or_else(|| ctx.settings.metrics_server.clone());
     let inputs = async {
-        let q = counts::builtin(provider, &ns, &canary.spec.target_ref.name)
-            .map_err(InputError::NoSeries)?;
+        let target = counts::Target {
+            name: &canary.spec.target_ref.name,
+            kind: &canary.spec.target_ref.kind,
+            ingress: canary.spec.ingress_ref.as_ref().map(|r| r.name.as_str()),
+        };
+        let q = counts::builtin(provider, &ns, target).map_err(InputError::NoSeries)?;
         let prom = PrometheusProvider::with_client(ctx.http.clone(), &server)
             .map_err(|e| InputError::Provider(format!("metrics server {server:?}: {e}")))?;
         let step = counts::step_sample(&prom, &q, from, now, latency).await;
@@ -106,6 +110,8 @@ pub async fn analyze(args: &crate::cli::AnalyzeArgs) -> Result<String, String> {
         })
         .transpose()?;
     let mut provider = args.provider.clone();
+    let mut kind = args.kind.clone();
+    let mut ingress = args.ingress.clone();
     let mut server = args.prometheus.clone();
     if let Some(name) = &args.canary {
         let client = kube::Client::try_default()
@@ -116,6 +122,8 @@ pub async fn analyze(args: &crate::cli::AnalyzeArgs) -> Result<String, String> {
             .await
             .map_err(|e| format!("Canary {}/{name}: {e}", args.namespace))?;
         target = Some(c.spec.target_ref.name.clone());
+        kind = c.spec.target_ref.kind.clone();
+        ingress = ingress.or(c.spec.ingress_ref.as_ref().map(|r| r.name.clone()));
         interval = interval.or(Some(c.spec.analysis.clone().unwrap_or_default().interval()));
         provider = validate::provider(&c.spec, &provider).to_string();
         server = server.or(c.spec.metrics_server.clone());
@@ -137,7 +145,15 @@ pub async fn analyze(args: &crate::cli::AnalyzeArgs) -> Result<String, String> {
     if to <= from {
         return Err("--to must be after --from".into());
     }
-    let q = counts::builtin(&provider, &args.namespace, &target)?;
+    let q = counts::builtin(
+        &provider,
+        &args.namespace,
+        counts::Target {
+            name: &target,
+            kind: &kind,
+            ingress: ingress.as_deref(),
+        },
+    )?;
     let prom = PrometheusProvider::new(&server).map_err(|e| format!("{server}: {e}"))?;
     let err = |e: InputError| format!("{e:?}");
     let lb = counts::lookback(
