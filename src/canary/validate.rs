@@ -67,9 +67,14 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     let mut errs = vec![];
     let p = provider(spec, default_provider);
     if !KNOWN_PROVIDERS.contains(&p) {
+        let hint = if p.starts_with("gatewayapi") {
+            " (did you mean gatewayapi:v1?)"
+        } else {
+            ""
+        };
         errs.push(format!(
-            "unknown provider {p:?} (expected one of {})",
-            KNOWN_PROVIDERS.join(", ")
+            "unknown provider {p:?}{hint}; pennant routes with {}",
+            IMPLEMENTED_PROVIDERS.join(", ")
         ));
     } else if !IMPLEMENTED_PROVIDERS.contains(&p) {
         errs.push(format!(
