@@ -128,14 +128,6 @@ impl<T> Drop for Sampler<T> {
     }
 }
 
-async fn event_messages(ns: &TestNs) -> Vec<String> {
-    ns.events("podinfo")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect()
-}
-
 async fn primary_image(ns: &TestNs) -> String {
     image_of(&ns.deployment("podinfo-primary").await.expect("primary"))
 }
@@ -221,14 +213,7 @@ async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
         canary_weight,
     );
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     let seen = sampler.seen();
     assert!(
         seen.contains(&"25".to_string()) && seen.contains(&"50".to_string()),
@@ -239,22 +224,14 @@ async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
 
     // 20 % errors on the canary path: nginx_ingress_controller_requests{canary!=""} says so.
     set_image(&ns, V3, 0.2).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Failed,
-        Some(CanaryPhase::Succeeded),
-        MINUTES(3),
-    )
-    .await;
+    wait_rolled_back(&ns, "podinfo").await;
     assert_eq!(primary_image(&ns).await, V2, "the primary is untouched");
     let ing = ns
         .get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
         .await
         .unwrap();
     assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
-    let events = event_messages(&ns).await;
+    let events = ns.event_messages("podinfo").await;
     assert!(
         events
             .iter()
@@ -294,14 +271,7 @@ async fn nginx_header_ab_test_routes_matching_requests_to_the_canary() {
         },
     );
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert!(
         sampler.seen().contains(&(
             "x-canary".to_string(),
@@ -323,7 +293,7 @@ async fn nginx_header_ab_test_routes_matching_requests_to_the_canary() {
     );
     assert_eq!(primary_image(&ns).await, V2);
     assert!(
-        event_messages(&ns)
+        ns.event_messages("podinfo")
             .await
             .iter()
             .any(|e| e.contains("canary iteration 3/3"))
@@ -414,14 +384,7 @@ spec:
 
     let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", route_weights);
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     let seen = sampler.seen();
     assert!(
         seen.contains(&(75, 25)) && seen.contains(&(50, 50)),
@@ -509,14 +472,7 @@ async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
 
     // The gateway accepts it again: the release goes on to promotion.
     ns.annotate("sim.pennant.dev/gateway-accept", "true").await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert_eq!(primary_image(&ns).await, V2);
     ns.cleanup().await;
 }
@@ -541,14 +497,7 @@ async fn gateway_api_blue_green_mirrors_then_switches() {
         Some((route_weights(r)?, mirrored))
     });
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     let seen = sampler.seen();
     assert!(
         seen.contains(&((100, 0), true)),
@@ -589,14 +538,7 @@ async fn gateway_api_v1beta1_ab_test_by_header() {
         ))
     });
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert!(
         sampler.seen().contains(&(
             "x-canary".to_string(),
@@ -641,14 +583,7 @@ async fn kubernetes_blue_green_without_a_mesh() {
     assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
 
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert_eq!(primary_image(&ns).await, V2);
     for (api_version, kind) in [
         ("networking.istio.io/v1", "VirtualService"),
@@ -660,7 +595,7 @@ async fn kubernetes_blue_green_without_a_mesh() {
             "no {kind} without a mesh"
         );
     }
-    let events = event_messages(&ns).await;
+    let events = ns.event_messages("podinfo").await;
     assert!(
         events.iter().any(|e| e.contains("canary iteration 3/3")),
         "{events:#?}"
@@ -668,15 +603,7 @@ async fn kubernetes_blue_green_without_a_mesh() {
 
     // A failing version never reaches the primary.
     set_image(&ns, V3, 0.3).await;
-    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Failed,
-        Some(CanaryPhase::Succeeded),
-        MINUTES(3),
-    )
-    .await;
+    wait_rolled_back(&ns, "podinfo").await;
     assert_eq!(primary_image(&ns).await, V2);
     ns.cleanup().await;
 }
@@ -714,14 +641,7 @@ async fn istio_ab_test_by_header() {
         },
     );
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert!(
         sampler.seen().contains(&("insider".to_string(), 100, 100)),
         "{:?}",
@@ -802,14 +722,7 @@ async fn istio_session_affinity_keeps_a_user_on_the_canary() {
     );
     assert!(set_cookie_seen, "the canary sets the cookie");
 
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     let st = ns.canary("podinfo").await.status.unwrap();
     assert_eq!(st.session_affinity_cookie, None);
     assert_eq!(
@@ -940,14 +853,7 @@ async fn istio_canary_mirrors_its_first_interval_then_shifts_traffic() {
         },
     );
     set_image(&ns, V2, 0.0).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     let seen = sampler.seen();
     let mirrored_at = seen.iter().position(|s| *s == (0, true));
     let first_step = seen.iter().position(|s| *s == (25, false));
@@ -957,7 +863,7 @@ async fn istio_canary_mirrors_its_first_interval_then_shifts_traffic() {
     );
     assert_eq!(seen.last(), Some(&(0, false)), "{seen:?}");
     assert!(
-        event_messages(&ns)
+        ns.event_messages("podinfo")
             .await
             .iter()
             .any(|e| e.contains("Mirroring traffic to canary"))
@@ -1085,14 +991,7 @@ async fn changing_the_provider_mid_run_sends_the_old_routes_back_to_the_primary(
         || async { ns.vs_weights("podinfo").await == Some((100, 0)) },
     )
     .await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Succeeded,
-        Some(CanaryPhase::Failed),
-        MINUTES(3),
-    )
-    .await;
+    wait_promoted(&ns, "podinfo").await;
     assert_eq!(
         ns.vs_weights("podinfo").await,
         Some((100, 0)),

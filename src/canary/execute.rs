@@ -222,6 +222,14 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
 /// still "contains" the desired one, so server-side apply removes the fields pennant dropped.
 pub const APPLIED_ANNOTATION: &str = "pennant.dev/applied";
 
+/// True when `live` (JSON) has `canary` among its owner references: pennant created it.
+fn owned_by(canary: &Canary, live: &Value) -> bool {
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
+    live["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+}
+
 /// kubectl's client-side-apply record of an object's configuration.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -253,16 +261,10 @@ pub async fn restore_taken_over(
     obs: &Observation,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
-    let taken_over = |live: &Value| {
-        !live["metadata"]["ownerReferences"]
-            .as_array()
-            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
-    };
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let apex = canary.spec.apex_name();
     if let (Ok((label, value)), Some(live)) = (selector(obs), ctx.live("Service", ns, apex))
-        && taken_over(&live)
+        && !owned_by(canary, &live)
     {
         let selector = original_spec(&live)
             .map(|s| s["selector"].clone())
@@ -290,7 +292,6 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         return Ok(());
     };
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
-    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
     let inputs: Vec<Value> = r
         .inputs(canary)
         .into_iter()
@@ -314,10 +315,7 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         let Some(live) = ctx.live(kind, ns, name) else {
             continue;
         };
-        let ours = live["metadata"]["ownerReferences"]
-            .as_array()
-            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)));
-        if ours {
+        if owned_by(canary, &live) {
             if all {
                 info!(%kind, %name, "sending the old router's traffic back to the primary");
                 apply_if_changed(ctx, &obj).await?;
@@ -365,11 +363,7 @@ fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
     let Some(live) = ctx.live(&kind, &ns, &name) else {
         return;
     };
-    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
-    let ours = live["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)));
-    if ours {
+    if owned_by(canary, &live) {
         return;
     }
     if let Some(meta) = desired["metadata"].as_object_mut() {

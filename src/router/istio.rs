@@ -362,14 +362,12 @@ impl Router for IstioRouter {
     /// being set. `None` if there is no such VirtualService or both weights are 0.
     fn read_weights(&self, canary: &Canary, live: &[Value]) -> Option<Weights> {
         let (apex, primary, canary_host) = names(canary);
-        let group = format!("{}/", VirtualService::group(&()));
-        let vs = live.iter().find(|o| {
-            o["kind"] == VirtualService::kind(&()).as_ref()
-                && o["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with(&group))
-                && o["metadata"]["name"] == apex.as_str()
-        })?;
+        let vs = super::find(
+            live,
+            &VirtualService::group(&()),
+            &VirtualService::kind(&()),
+            &apex,
+        )?;
         let spec: VirtualServiceSpec = serde_json::from_value(vs.get("spec")?.clone()).ok()?;
         let has_canary =
             |route: &[RouteDestination]| route.iter().any(|d| d.destination.host == canary_host);

@@ -177,6 +177,11 @@ impl TestNs {
             .expect("annotate namespace");
     }
 
+    /// The messages of the Events recorded for an object, oldest first.
+    pub async fn event_messages(&self, name: &str) -> Vec<String> {
+        self.events(name).await.into_iter().map(|e| e.1).collect()
+    }
+
     /// Events recorded for an object, oldest first: (type, message).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> =
@@ -396,6 +401,42 @@ pub async fn wait_phase(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A release promoted: `name` reaches `Succeeded` within 3 minutes (panics on `Failed`); the
+/// canary weights seen on the way.
+pub async fn wait_promoted(ns: &TestNs, name: &str) -> Vec<i32> {
+    let three_minutes = Duration::from_secs(180);
+    wait_phase(
+        ns,
+        name,
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        three_minutes,
+    )
+    .await
+}
+
+/// A new release rolled back: `name` starts (`Progressing`, within a minute) and reaches
+/// `Failed` within 3 minutes (panics on `Succeeded`).
+pub async fn wait_rolled_back(ns: &TestNs, name: &str) -> Vec<i32> {
+    wait_phase(
+        ns,
+        name,
+        CanaryPhase::Progressing,
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    let three_minutes = Duration::from_secs(180);
+    wait_phase(
+        ns,
+        name,
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        three_minutes,
+    )
+    .await
 }
 
 /// The podinfo Deployment used by the tests, with the simulator's behaviour annotations.
