@@ -10,7 +10,11 @@
 //! - counts are summed per version after differencing (never sum-then-difference), rounded;
 //! - the step is incomplete when a live series has no sample within 1.5 scrape intervals of
 //!   `to` (the interval is the median spacing of the samples): [`InputError::Incomplete`];
-//! - cumulative `le` counts are made monotone after aggregation; `+Inf` is the histogram total.
+//! - cumulative `le` counts are made monotone after aggregation (a running maximum: negative
+//!   per-bucket differences are clipped to 0); `+Inf` is the histogram total, at least the
+//!   largest finite bucket;
+//! - where the histogram and the request counter are separate metrics of the same requests
+//!   (Istio), the `+Inf` bucket must match the counter: [`histogram_mismatch`].
 //!
 //! Builtin series per provider: [`builtin`] (Istio, NGINX, and the app-exported series
 //! Gateway API and `kubernetes` use); [`Versions`] tells a series' version.
@@ -94,6 +98,40 @@ pub enum InputError {
     /// The query worked but a signal's series do not exist for a version (mislabelled
     /// workload, missing sidecar); the message names the signal and the series.
     NoSeries(String),
+    /// The series exist but contradict each other: the histogram's `+Inf` bucket and the
+    /// request counter disagree ([`histogram_mismatch`]); the message names the signal.
+    Inconsistent(String),
+}
+
+/// Slack between a version's `+Inf` bucket and its request counter in a step before they are
+/// taken to disagree: the larger of [`TOTAL_SLACK_REQUESTS`] requests and
+/// [`TOTAL_SLACK_FRACTION`] of the larger count. Both are increments of separately scraped
+/// series, so a request finishing between the two scrapes of a step edge lands in different
+/// steps; a few requests, or ~1 % at high rates, is that; more is not.
+pub const TOTAL_SLACK_REQUESTS: u64 = 5;
+/// See [`TOTAL_SLACK_REQUESTS`].
+pub const TOTAL_SLACK_FRACTION: f64 = 0.02;
+
+/// Histogram hygiene (§3.4): the `+Inf` bucket must count the requests the request counter
+/// counts. `None` when they agree within the slack, when there is no histogram (`timed` and
+/// `buckets` empty: latency not read) or no request; otherwise the message, naming the signal:
+/// `latency: the canary's histogram istio_request_duration_milliseconds_bucket counts 512
+/// requests (+Inf bucket) but its request counter istio_requests_total 1034 — …`.
+///
+/// Only meaningful where the two are separate metrics of the same requests
+/// ([`CountQueries::check_totals`]).
+pub fn histogram_mismatch(v: &VersionSample, who: &str, q: &CountQueries) -> Option<String> {
+    if v.timed == 0 && v.buckets.is_empty() {
+        return None;
+    }
+    let (a, b) = (v.timed, v.requests);
+    let slack = TOTAL_SLACK_REQUESTS.max((TOTAL_SLACK_FRACTION * a.max(b) as f64).ceil() as u64);
+    (a.abs_diff(b) > slack).then(|| {
+        format!(
+            "latency: the {who}'s histogram {} counts {a} requests (+Inf bucket) but its request counter {} {b} — the histogram and the counter do not describe the same requests",
+            q.histogram_metric, q.requests_metric
+        )
+    })
 }
 
 /// Which version of the workload a series belongs to.
@@ -241,6 +279,13 @@ pub struct CountQueries {
     /// Names for messages: the request and histogram metrics.
     pub requests_metric: String,
     pub histogram_metric: String,
+    /// Whether the histogram's `+Inf` must equal the request counter ([`histogram_mismatch`]):
+    /// Istio, where both are recorded by the proxy for every request with the same labels.
+    /// Not the app-exported series (Gateway API, `kubernetes`): the counter *is* the
+    /// histogram's `_count`, equal by construction. Not NGINX: its response-duration histogram
+    /// observes only requests with an upstream response, so requests NGINX answers itself
+    /// (a 503 without endpoints) are in the counter only.
+    pub check_totals: bool,
 }
 
 /// The Canary's target as the count series need it.
@@ -298,6 +343,7 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 to_ms: 1.0,
                 requests_metric: "istio_requests_total".into(),
                 histogram_metric: "istio_request_duration_milliseconds_bucket".into(),
+                check_totals: true,
             })
         }
         "nginx" => {
@@ -319,6 +365,7 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 requests_metric: "nginx_ingress_controller_requests".into(),
                 histogram_metric: "nginx_ingress_controller_response_duration_seconds_bucket"
                     .into(),
+                check_totals: false,
             })
         }
         "gatewayapi" | "kubernetes" => {
@@ -344,6 +391,7 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 to_ms: 1000.0,
                 requests_metric: "http_request_duration_seconds_count".into(),
                 histogram_metric: "http_request_duration_seconds_bucket".into(),
+                check_totals: false,
             })
         }
         other => Err(format!(
@@ -520,7 +568,8 @@ pub const MARGIN_SECS: i64 = 120;
 /// Read both versions' counts for `(from, to]` (Unix seconds) from Prometheus. `latency`:
 /// also read the histogram. Errors: [`InputError::Provider`] for a failed query,
 /// [`InputError::NoSeries`] naming the signal and series when a version has none,
-/// [`InputError::Incomplete`] on a scrape gap.
+/// [`InputError::Incomplete`] on a scrape gap, [`InputError::Inconsistent`] when a version's
+/// histogram and request counter disagree ([`checked`]).
 pub async fn step_sample(
     prom: &PrometheusProvider,
     q: &CountQueries,
@@ -528,7 +577,7 @@ pub async fn step_sample(
     to: i64,
     latency: bool,
 ) -> Result<StepSample, InputError> {
-    read(
+    let s = read(
         prom,
         q,
         from,
@@ -536,7 +585,21 @@ pub async fn step_sample(
         latency,
         &[Version::Canary, Version::Primary],
     )
-    .await
+    .await?;
+    checked(s, q)
+}
+
+/// `sample` unless a version's `+Inf` bucket and request counter disagree where they must
+/// agree ([`CountQueries::check_totals`], [`histogram_mismatch`]); the canary is checked first.
+pub fn checked(sample: StepSample, q: &CountQueries) -> Result<StepSample, InputError> {
+    if q.check_totals {
+        for (v, who) in [(&sample.canary, "canary"), (&sample.primary, "primary")] {
+            if let Some(m) = histogram_mismatch(v, who, q) {
+                return Err(InputError::Inconsistent(m));
+            }
+        }
+    }
+    Ok(sample)
 }
 
 /// Counts of `versions` (the others stay default) for `(from, to]`; errors as [`step_sample`].
@@ -879,5 +942,54 @@ mod tests {
         assert_eq!(incomplete(std::slice::from_ref(&ok), 0.0, 60.0), None);
         let m = incomplete(&[ok, late], 0.0, 60.0).unwrap();
         assert!(m.starts_with("scrape gap: series {a=\"2\"}"), "{m}");
+    }
+
+    #[test]
+    fn the_inf_bucket_must_match_the_request_counter_where_they_are_separate_metrics() {
+        let istio = builtin("istio", "ns", deploy("app")).unwrap();
+        let v = |requests, timed| VersionSample {
+            requests,
+            errors: 0,
+            buckets: vec![(100.0, timed / 2)],
+            timed,
+        };
+        assert_eq!(
+            histogram_mismatch(&v(1034, 512), "canary", &istio).as_deref(),
+            Some(
+                "latency: the canary's histogram istio_request_duration_milliseconds_bucket counts 512 requests (+Inf bucket) but its request counter istio_requests_total 1034 — the histogram and the counter do not describe the same requests"
+            )
+        );
+        // within max(5, 2 %): scrape skew between the two series
+        assert_eq!(histogram_mismatch(&v(1015, 1000), "canary", &istio), None);
+        assert_eq!(histogram_mismatch(&v(8, 3), "canary", &istio), None);
+        assert!(histogram_mismatch(&v(1025, 1000), "canary", &istio).is_some());
+        assert!(histogram_mismatch(&v(8, 20), "canary", &istio).is_some());
+        // no histogram read (latency off): nothing to compare
+        let off = VersionSample {
+            requests: 100,
+            ..Default::default()
+        };
+        assert_eq!(histogram_mismatch(&off, "canary", &istio), None);
+        // the primary is checked too
+        let step = StepSample {
+            canary: v(100, 100),
+            primary: v(900, 300),
+        };
+        let Err(InputError::Inconsistent(m)) = checked(step.clone(), &istio) else {
+            panic!()
+        };
+        assert!(m.starts_with("latency: the primary's histogram"), "{m}");
+        // app metrics: the counter is the histogram's _count; NGINX: the histogram skips
+        // requests without an upstream — not checked
+        for provider in ["kubernetes", "gatewayapi"] {
+            let q = builtin(provider, "ns", deploy("app")).unwrap();
+            assert!(!q.check_totals);
+            assert_eq!(checked(step.clone(), &q), Ok(step.clone()));
+        }
+        let nginx = Target {
+            ingress: Some("app"),
+            ..deploy("app")
+        };
+        assert!(!builtin("nginx", "ns", nginx).unwrap().check_totals);
     }
 }

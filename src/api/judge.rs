@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::analysis::judge::guardrail::{Bucket, CanaryTotals};
 pub use crate::analysis::judge::{Plan, StepCounts};
 
 /// The judge's memory for the current run. Reset with the run.
@@ -14,9 +15,14 @@ pub struct JudgeStatus {
     /// Signals and latency edges, frozen at the run's first judged step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
-    /// One entry per completed analysis step, oldest first.
+    /// One entry per completed analysis step, oldest first. At most 4 × `maxSteps`: past
+    /// that cap steps are no longer recorded or judged (`judged::step_cap`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepCounts>,
+    /// The canary's counts summed over the judged steps (after the warm-up), for the absolute
+    /// guardrails kept from the builtin `request-success-rate` / `request-duration` (§4.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_totals: Option<CanaryTotals>,
     /// Start (Unix seconds) of the step being collected when earlier ticks were deferred by a
     /// scrape gap; the next tick's counts cover it too (§3.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]

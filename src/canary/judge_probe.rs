@@ -46,7 +46,13 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         .or(status.last_step_time.as_ref().map(|t| t.0.as_second()))
         .unwrap_or(now - 60);
     let policy = policy(canary, &ctx.client).await;
-    let latency = policy.as_ref().map(|p| p.latency).unwrap_or(true);
+    // the histogram is also needed for a request-duration guardrail (p99 of the run)
+    let duration_guard = canary.spec.analysis.as_ref().is_some_and(|a| {
+        judged::guardrails(a)
+            .iter()
+            .any(|g| g.kind == crate::analysis::MetricKind::Duration)
+    });
+    let latency = policy.as_ref().map(|p| p.latency).unwrap_or(true) || duration_guard;
     let lookback_secs = policy
         .as_ref()
         .map(|p| p.lookback_seconds as i64)

@@ -9,12 +9,25 @@
 //! Each analysis step the observer brings a [`JudgeObservation`]: the policy, the step's counts
 //! per version from Prometheus, and (until the plan is frozen) the primary's lookback. [`tick`]
 //! records the step in `status.judge`, judges all judged steps and says what to do.
+//!
+//! The judge replaces Flagger's *per-window* builtin `request-success-rate` /
+//! `request-duration` checks ([`replaces`]), but their `thresholdRange` (or legacy
+//! `threshold`) stays as an absolute SLO ([`Guardrail`], §4.4): judged on the canary's
+//! cumulative counts over the judged steps (`status.judge.canaryTotals`) once it has
+//! [`MIN_GUARDRAIL_REQUESTS`] requests; a breach rolls back at once ([`Tick::Breached`]).
+//!
+//! `status.judge.steps` is capped at [`step_cap`] steps (4 × `maxSteps`) so a run held past
+//! `maxSteps` does not grow the status without bound.
 
 pub use crate::analysis::counts::{InputError, StepSample, VersionSample};
+pub use crate::analysis::judge::guardrail::MIN_GUARDRAIL_REQUESTS;
 use crate::analysis::judge::{
-    self, OnInconclusive, Plan, Policy, Progress, StepCounts, Verdict, report,
+    self, OnInconclusive, Plan, Policy, Progress, StepCounts, Verdict, guardrail::CanaryTotals,
+    report,
 };
-use crate::api::{Canary, CanaryAnalysis, JudgeStatus};
+use crate::analysis::range::{self, MetricKind};
+use crate::api::{Canary, CanaryAnalysis, JudgeStatus, ThresholdRange};
+use crate::canary::machine::MetricOutcome;
 
 /// `judge.pennant.dev/mode`: `sequential` opts the Canary in.
 pub const MODE_ANNOTATION: &str = "judge.pennant.dev/mode";
@@ -50,8 +63,10 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
     Ok(p)
 }
 
-/// A builtin metric the judge replaces when opted in: Flagger's per-window
-/// `request-success-rate` / `request-duration` threshold checks (no template, no query).
+/// A builtin metric whose *per-window* check the judge replaces when opted in: Flagger's
+/// `request-success-rate` / `request-duration` (no template, no query). Their thresholds do
+/// not vanish: they are judged as absolute guardrails on the canary's cumulative counts
+/// ([`guardrails`], [`breached`]). Other metrics keep running per window.
 pub fn replaces(analysis: &CanaryAnalysis, name: &str) -> bool {
     analysis.metrics.iter().any(|m| {
         m.name == name
@@ -59,6 +74,87 @@ pub fn replaces(analysis: &CanaryAnalysis, name: &str) -> bool {
             && m.query.is_none()
             && matches!(name, "request-success-rate" | "request-duration")
     })
+}
+
+/// An absolute SLO kept from a builtin metric (§4.4): Flagger's range semantics
+/// ([`range::judge`]: `min` and `max` both optional, or the legacy `threshold`), on the
+/// canary's cumulative success rate (percent) or p99 latency (ms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guardrail {
+    /// `request-success-rate` or `request-duration`.
+    pub name: String,
+    pub kind: MetricKind,
+    pub range: Option<ThresholdRange>,
+    pub threshold: Option<f64>,
+}
+
+/// The guardrails of `analysis`: each builtin metric the judge [`replaces`] that has a
+/// `thresholdRange` or a legacy `threshold`. Without either there is nothing to guard (and
+/// Flagger's "missing threshold counts as 0" quirk would fail every `request-duration`).
+pub fn guardrails(analysis: &CanaryAnalysis) -> Vec<Guardrail> {
+    analysis
+        .metrics
+        .iter()
+        .filter(|m| {
+            matches!(m.name.as_str(), "request-success-rate" | "request-duration")
+                && m.template_ref.is_none()
+                && m.query.is_none()
+        })
+        .filter(|m| m.threshold_range.is_some() || m.threshold.is_some())
+        .map(|m| Guardrail {
+            name: m.name.clone(),
+            kind: if m.name == "request-duration" {
+                MetricKind::Duration
+            } else {
+                MetricKind::SuccessRate
+            },
+            range: m.threshold_range.clone(),
+            threshold: m.threshold,
+        })
+        .collect()
+}
+
+/// The first guardrail `totals` breach, worded for the rollback event:
+/// `absolute SLO breached: request-success-rate 97.80% < 99% over 1234 canary requests`,
+/// `absolute SLO breached: request-duration 612ms > 500ms (p99) over 1234 canary requests`.
+/// A guardrail is judged only once the canary has [`MIN_GUARDRAIL_REQUESTS`] requests
+/// (`request-duration`: in the histogram); p99 is `histogram_quantile(0.99, …)` of the
+/// cumulative histogram.
+pub fn breached(totals: &CanaryTotals, guardrails: &[Guardrail]) -> Option<String> {
+    guardrails.iter().find_map(|g| {
+        let (value, n, what) = match g.kind {
+            MetricKind::Duration => (totals.quantile(0.99)?, totals.timed, " (p99)"),
+            _ => (totals.success_rate()?, totals.requests, ""),
+        };
+        if n < MIN_GUARDRAIL_REQUESTS {
+            return None;
+        }
+        match range::judge(g.kind, &g.name, value, g.range.as_ref(), g.threshold) {
+            MetricOutcome::OutOfRange(_, m) => Some(format!(
+                "absolute SLO breached: {m}{what} over {n} canary requests"
+            )),
+            _ => None,
+        }
+    })
+}
+
+/// Recorded steps per run are capped at `STEP_CAP_FACTOR × maxSteps` ([`step_cap`]).
+pub const STEP_CAP_FACTOR: u32 = 4;
+
+/// Most steps `status.judge.steps` holds: 4 × `maxSteps` (120 at the default 30; `maxSteps`
+/// is at most 250, so at most 1000 steps, ~120 KB of status).
+///
+/// Why a hard stop and not a merge or a running state: the e-processes are sums over steps of
+/// each step's *conditional* log-likelihood (stratified by step); merging steps into one
+/// prefix entry would change that likelihood (the 2×2 tables of different steps are not
+/// poolable), and keeping running log-likelihoods instead of the steps would lose replay and
+/// the report's per-step evidence. Past 4 × the analysis budget more of the same traffic
+/// rarely decides what the budget could not, so at the cap no step is recorded or judged;
+/// the verdict stays, the run is inconclusive (`onInconclusive`; with `hold`, a
+/// confirm-promotion gate still promotes). The absolute guardrails keep counting (their
+/// totals are fixed-size), so an SLO breach while held still rolls back.
+pub fn step_cap(policy: &Policy) -> usize {
+    (STEP_CAP_FACTOR * policy.max_steps) as usize
 }
 
 /// What the observer brings for one judged step.
@@ -83,6 +179,8 @@ pub enum Tick {
     /// The judge cannot judge: a failed check (Flagger's `threshold` semantics), the
     /// `JudgeReady` condition False with this message, no advance.
     Broken(String),
+    /// An absolute guardrail is breached ([`breached`]): roll back at once, with this message.
+    Breached(String),
     /// A step was judged.
     Judged {
         verdict: Verdict,
@@ -98,13 +196,19 @@ pub enum Tick {
 /// honouring weight" holds the weight (§3.4).
 pub const STARVED_STEPS: usize = 3;
 
-/// Record the step in `status` and judge (§4.6 steps 2–7). `weight` is the canary weight the
-/// step ran at; `max_weight` the ramp cap.
+/// Record the step in `status` and judge (§4.6 steps 2–7), then check the absolute
+/// `guardrails` on the canary's cumulative counts. `weight` is the canary weight the step ran
+/// at; `max_weight` the ramp cap.
+///
+/// The guardrail totals take every step the judge judges: recorded (not the baseline step of a
+/// first release) and after the warm-up ([`judge::judged_steps`]); past [`step_cap`] steps
+/// that are no longer recorded still count there.
 pub fn tick(
     status: &mut JudgeStatus,
     obs: &JudgeObservation,
     weight: i32,
     max_weight: i32,
+    guardrails: &[Guardrail],
 ) -> Tick {
     let policy = match &obs.policy {
         Ok(p) => p,
@@ -115,7 +219,9 @@ pub fn tick(
         Err(InputError::Provider(m)) => {
             return Tick::Broken(format!("Metric query failed for sequential judge: {m}"));
         }
-        Err(InputError::NoSeries(m)) => return Tick::Broken(m.clone()),
+        Err(InputError::NoSeries(m)) | Err(InputError::Inconsistent(m)) => {
+            return Tick::Broken(m.clone());
+        }
         Err(InputError::Incomplete(m)) => {
             if status.window_start.is_none() {
                 status.window_start = Some(obs.from);
@@ -164,14 +270,41 @@ pub fn tick(
     };
     status.plan = Some(plan.clone());
     let mut warnings = share_warnings(policy, &step);
-    if !skip_step {
+    // judged iff the warm-up is over before it (`judged_steps` is a suffix of the steps)
+    let warmed_up = status
+        .steps
+        .iter()
+        .filter(|s| s.canary.requests > 0)
+        .count()
+        >= policy.warmup_steps as usize;
+    if !skip_step && warmed_up {
+        status
+            .canary_totals
+            .get_or_insert_with(CanaryTotals::default)
+            .add(&sample.canary);
+    }
+    let cap = step_cap(policy);
+    let capped = status.steps.len() >= cap;
+    if !skip_step && !capped {
         status.steps.push(step);
     }
     let judged = judge::judged_steps(policy, &status.steps);
     let j = judge::evaluate(policy, &plan.signals, judged);
-    let evidence = report::summary(&j, judged);
+    let mut evidence = report::summary(&j, judged);
+    if capped {
+        evidence += &format!(" (step cap {cap} reached: later steps are not recorded or judged)");
+    }
     status.verdict = Some(j.verdict.as_str().to_string());
     status.message = Some(evidence.clone());
+    if let Some(m) = status
+        .canary_totals
+        .as_ref()
+        .and_then(|t| breached(t, guardrails))
+    {
+        status.verdict = Some(Verdict::Fail.as_str().to_string());
+        status.message = Some(format!("{m}; judge: {evidence}"));
+        return Tick::Breached(m);
+    }
     let mut progress = judge::progress(
         policy,
         j.verdict,
@@ -184,6 +317,10 @@ pub fn tick(
             "canary got no requests for {STARVED_STEPS} steps while the primary did: router not honouring weight {weight}%; holding"
         ));
         progress = Progress::Hold;
+    }
+    if capped && j.verdict == Verdict::Continue {
+        // no new evidence can come: the run is inconclusive whatever the weight
+        progress = Progress::Inconclusive(policy.on_inconclusive);
     }
     Tick::Judged {
         verdict: j.verdict,
@@ -274,7 +411,13 @@ mod tests {
         let mut st = JudgeStatus::default();
         let mut last = None;
         for _ in 0..6 {
-            last = Some(tick(&mut st, &obs(sample(3000, 90, 27000, 270)), 10, 50));
+            last = Some(tick(
+                &mut st,
+                &obs(sample(3000, 90, 27000, 270)),
+                10,
+                50,
+                &[],
+            ));
         }
         let Some(Tick::Judged {
             verdict,
@@ -297,7 +440,7 @@ mod tests {
         let mut st = JudgeStatus::default();
         let mut s = sample(3000, 30, 27000, 270);
         s.canary.buckets.retain(|(le, _)| *le != 250.0);
-        let Tick::Broken(m) = tick(&mut st, &obs(s), 10, 50) else {
+        let Tick::Broken(m) = tick(&mut st, &obs(s), 10, 50, &[]) else {
             panic!()
         };
         assert!(
@@ -312,14 +455,14 @@ mod tests {
             ..obs(sample(1, 0, 1, 0))
         };
         assert_eq!(
-            tick(&mut st, &o, 10, 50),
+            tick(&mut st, &o, 10, 50, &[]),
             Tick::Broken("errors: no istio_requests_total series for canary podinfo".into())
         );
         let o = JudgeObservation {
             policy: Err("policy: errorTolerance 0 out of range (0, 50] pp".into()),
             ..obs(sample(1, 0, 1, 0))
         };
-        let Tick::Broken(m) = tick(&mut st, &o, 10, 50) else {
+        let Tick::Broken(m) = tick(&mut st, &o, 10, 50, &[]) else {
             panic!()
         };
         assert!(m.contains("errorTolerance"), "{m}");
@@ -335,7 +478,7 @@ mod tests {
                 warnings,
                 progress: p,
                 ..
-            } = tick(&mut st, &obs(sample(0, 0, 6000, 60)), 20, 50)
+            } = tick(&mut st, &obs(sample(0, 0, 6000, 60)), 20, 50, &[])
             {
                 warned |= warnings
                     .iter()
@@ -355,5 +498,158 @@ mod tests {
         assert_eq!(p.alpha_fail, 0.01);
         let e = parse_policy("latencyTolerance: -3").unwrap_err();
         assert!(e.contains("latencyTolerance -3 out of range"), "{e}");
+    }
+
+    fn guard(name: &str, min: Option<f64>, max: Option<f64>) -> Vec<Guardrail> {
+        let a: CanaryAnalysis = serde_json::from_value(serde_json::json!({
+            "metrics": [
+                {"name": name, "thresholdRange": {"min": min, "max": max}},
+                // a templated metric of the same name and a builtin without a threshold
+                // are not guardrails
+                {"name": name, "templateRef": {"name": "t"}, "thresholdRange": {"max": 1}},
+                {"name": if name == "request-duration" { "request-success-rate" } else { "request-duration" }},
+            ]
+        }))
+        .unwrap();
+        let g = guardrails(&a);
+        assert_eq!(g.len(), 1, "{g:?}");
+        g
+    }
+
+    #[test]
+    fn success_rate_guardrail_breaches_on_cumulative_counts_after_warmup() {
+        // both versions fail 3.3 %: the judge sees no difference, the absolute SLO does
+        let g = guard("request-success-rate", Some(99.0), None);
+        let mut st = JudgeStatus::default();
+        // step 1 is the warm-up: not counted
+        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 10, 50, &g);
+        assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
+        assert_eq!(st.canary_totals, None);
+        // 30 canary requests: below the minimum, no verdict on the SLO yet
+        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 20, 50, &g);
+        assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
+        assert_eq!(st.canary_totals.as_ref().unwrap().requests, 30);
+        // 60 requests, 2 errors: 96.67 % < 99 %
+        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 30, 50, &g);
+        assert_eq!(
+            t,
+            Tick::Breached(
+                "absolute SLO breached: request-success-rate 96.67% < 99% over 60 canary requests"
+                    .into()
+            )
+        );
+        assert_eq!(st.verdict.as_deref(), Some("FAIL"));
+        // a max on the success rate is a bound too (Flagger's range semantics)
+        let mut st = JudgeStatus::default();
+        let g = guard("request-success-rate", None, Some(50.0));
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(tick(&mut st, &obs(sample(30, 0, 270, 0)), 10, 50, &g));
+        }
+        let Some(Tick::Breached(m)) = last else {
+            panic!("{last:?}")
+        };
+        assert!(m.contains("request-success-rate 100.00% > 50%"), "{m}");
+    }
+
+    #[test]
+    fn duration_guardrail_judges_the_p99_of_the_cumulative_histogram() {
+        let step = || {
+            let v = |k: u64| VersionSample {
+                requests: 100 * k,
+                errors: 0,
+                buckets: vec![(100.0, 90 * k), (250.0, 98 * k), (500.0, 99 * k + k / 2)],
+                timed: 100 * k,
+            };
+            StepSample {
+                canary: v(10),
+                primary: v(90),
+            }
+        };
+        // cumulative over 2 judged steps: 2000 requests, rank 1980 in (250, 500]:
+        // 250 + 250·(1980 − 1960)/(1990 − 1960) = 416.7 ms
+        let run = |g: &[Guardrail]| {
+            let mut st = JudgeStatus::default();
+            (0..3)
+                .map(|_| tick(&mut st, &obs(step()), 10, 50, g))
+                .last()
+                .unwrap()
+        };
+        assert_eq!(
+            run(&guard("request-duration", None, Some(400.0))),
+            Tick::Breached(
+                "absolute SLO breached: request-duration 416ms > 400ms (p99) over 2000 canary requests"
+                    .into()
+            )
+        );
+        assert!(matches!(
+            run(&guard("request-duration", None, Some(420.0))),
+            Tick::Judged { .. }
+        ));
+        let Tick::Breached(m) = run(&guard("request-duration", Some(450.0), None)) else {
+            panic!()
+        };
+        assert!(m.contains("request-duration 416ms < 450ms (p99)"), "{m}");
+    }
+
+    #[test]
+    fn a_histogram_that_disagrees_with_the_counter_breaks_the_judge() {
+        let mut st = JudgeStatus::default();
+        let o = JudgeObservation {
+            step: Err(InputError::Inconsistent(
+                "latency: the canary's histogram h counts 512 requests (+Inf bucket) but its request counter c 1034".into(),
+            )),
+            ..obs(sample(1, 0, 1, 0))
+        };
+        let Tick::Broken(m) = tick(&mut st, &o, 10, 50, &[]) else {
+            panic!()
+        };
+        assert!(m.starts_with("latency: the canary's histogram"), "{m}");
+        assert!(st.steps.is_empty());
+    }
+
+    #[test]
+    fn steps_stop_growing_at_the_cap_and_the_run_is_inconclusive() {
+        let policy = Policy {
+            max_steps: 3,
+            ..Policy::default()
+        };
+        let cap = step_cap(&policy);
+        assert_eq!(cap, 12);
+        let g = guard("request-success-rate", Some(90.0), None);
+        let mut st = JudgeStatus::default();
+        let mut sizes = Vec::new();
+        let mut last = None;
+        for _ in 0..cap + 10 {
+            let o = JudgeObservation {
+                policy: Ok(policy.clone()),
+                ..obs(sample(10, 0, 90, 1))
+            };
+            // below maxWeight: without the cap, CONTINUE would advance forever
+            last = Some(tick(&mut st, &o, 10, 50, &g));
+            sizes.push(serde_json::to_string(&st).unwrap().len());
+        }
+        assert_eq!(st.steps.len(), cap);
+        // the status stops growing once capped (the totals' counters may gain a digit)
+        assert!(sizes[cap - 1] > sizes[cap - 2], "{sizes:?}");
+        assert!(sizes[cap + 9] <= sizes[cap] + 8, "{sizes:?}");
+        // the guardrail totals still count the steps past the cap
+        assert_eq!(st.canary_totals.as_ref().unwrap().steps as usize, cap + 9);
+        let Some(Tick::Judged {
+            verdict, progress, ..
+        }) = last
+        else {
+            panic!("{last:?}")
+        };
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(progress, Progress::Inconclusive(OnInconclusive::Hold));
+        let m = st.message.as_deref().unwrap();
+        assert!(m.contains("step cap 12 reached"), "{m}");
+        assert!(
+            inconclusive_message(&st, OnInconclusive::Hold)
+                .contains("not enough evidence after 12 steps")
+        );
+        let e = parse_policy("maxSteps: 251").unwrap_err();
+        assert!(e.contains("maxSteps 251 out of range [1, 250]"), "{e}");
     }
 }

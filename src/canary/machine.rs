@@ -950,15 +950,22 @@ impl<'a> Machine<'a> {
     /// back at once, PASS at `maxWeight` (or `fastPromotion`) promotes after the gates, else
     /// the ramp goes on; at `maxWeight` CONTINUE holds until a verdict or `maxSteps`.
     fn judge_step(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
-        use super::judged::{Tick, inconclusive_message, tick};
+        use super::judged::{Tick, guardrails, inconclusive_message, tick};
         use crate::analysis::judge::{OnInconclusive, Progress};
         let Some(obs) = self.obs.probes.judge.clone() else {
             return Flow::Need(Probe::Judge);
         };
         let mut js = self.st.judge.clone().unwrap_or_default();
-        let out = tick(&mut js, &obs, self.st.canary_weight, analysis.max_weight());
+        let out = tick(
+            &mut js,
+            &obs,
+            self.st.canary_weight,
+            analysis.max_weight(),
+            &guardrails(analysis),
+        );
         self.st.judge = Some(js.clone());
         let now = self.time();
+        let id = self.canary_id();
         let (progress, evidence) = match out {
             Tick::Deferred(m) => {
                 self.info(format!("{}: step deferred, {m}", self.canary_id()));
@@ -977,6 +984,11 @@ impl<'a> Machine<'a> {
                 self.fail_check(format!("Halt {} advancement {m}", self.canary_id()));
                 return Flow::Done;
             }
+            // an absolute SLO breach is a FAIL reason of its own (§4.4)
+            Tick::Breached(m) => {
+                remove_condition(&mut self.st.conditions, types::JUDGE_READY);
+                (Progress::Rollback, m)
+            }
             Tick::Judged {
                 progress,
                 evidence,
@@ -985,16 +997,18 @@ impl<'a> Machine<'a> {
             } => {
                 remove_condition(&mut self.st.conditions, types::JUDGE_READY);
                 for w in warnings {
-                    let id = self.canary_id();
                     self.notice(Severity::Warn, format!("{id}: {w}"), None);
                 }
+                let evidence = match progress {
+                    Progress::Rollback => format!("sequential judge FAIL: {evidence}"),
+                    _ => evidence,
+                };
                 (progress, evidence)
             }
         };
-        let id = self.canary_id();
         match progress {
             Progress::Rollback => {
-                let m = format!("Rolling back {id}: sequential judge FAIL: {evidence}");
+                let m = format!("Rolling back {id}: {evidence}");
                 self.rollback(m, analysis)
             }
             Progress::Promote => {

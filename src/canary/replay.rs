@@ -441,4 +441,32 @@ mod tests {
                 .any(|e| e.contains("not enough evidence after 8 steps, holding"))
         );
     }
+
+    #[test]
+    fn an_absolute_slo_breach_rolls_back_through_decide() {
+        // both versions fail 2 %: no regression for the judge, but below the 99 % SLO
+        let steps: Vec<FileStep> = (1..=10).map(|_| step(600, 12, 5400, 108)).collect();
+        let mut f = file(steps);
+        let mut a = default_analysis();
+        a.metrics = serde_json::from_value(serde_json::json!([
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}}
+        ]))
+        .unwrap();
+        f.analysis = Some(a);
+        let r = replay(&f);
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+        // step 1 is the warm-up; step 2 has 600 judged canary requests
+        assert_eq!(r.ticks.len(), 2, "{}", render(&r));
+        let last = r.ticks.last().unwrap();
+        assert_eq!(last.verdict, "FAIL");
+        assert!(
+            last.events.iter().any(|e| e
+                == "Rolling back replay.replay: absolute SLO breached: request-success-rate 98.00% < 99% over 600 canary requests"),
+            "{:?}",
+            last.events
+        );
+        // without the guardrail the same release is not rolled back
+        f.analysis = None;
+        assert_ne!(replay(&f).outcome, "rolled back");
+    }
 }

@@ -21,9 +21,11 @@
 //! - [`plan`]: the signals and their `β_F`/`β_P` from the primary's lookback (§4.4);
 //! - [`evaluate`]: the verdict and evidence for a list of per-step counts;
 //! - [`progress`]: what the progression does with a verdict (§4.6);
-//! - [`report`]: counts, estimate, 95 % confidence sequence, e-values, in words (§4.9).
+//! - [`report`]: counts, estimate, 95 % confidence sequence, e-values, in words (§4.9);
+//! - [`guardrail`]: the canary's cumulative counts and p99 for the absolute SLOs (§4.4).
 
 pub mod fnch;
+pub mod guardrail;
 pub mod report;
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,10 @@ pub const ISTIO_EDGES_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
+
+/// Largest `maxSteps`: the status keeps up to 4 × `maxSteps` steps
+/// (`canary::judged::step_cap`), so this bounds it at 1000 steps.
+pub const MAX_STEPS: u32 = 250;
 
 /// What to do when `maxSteps` is reached without a verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -81,7 +87,7 @@ pub struct Policy {
     pub lookback_seconds: u64,
     /// Steps with canary traffic excluded at the start (warm-up). Default 1.
     pub warmup_steps: u32,
-    /// Analysis budget in steps before the run is inconclusive. ≥ 1. Default 30.
+    /// Analysis budget in steps before the run is inconclusive. In [1, 250]. Default 30.
     pub max_steps: u32,
     /// What an inconclusive end does. Default `hold`.
     pub on_inconclusive: OnInconclusive,
@@ -147,6 +153,11 @@ impl Policy {
             format!("failMargin {f} out of range (0, 1)"),
         )?;
         check(self.max_steps >= 1, "maxSteps must be at least 1".into())?;
+        let n = self.max_steps;
+        check(
+            n <= MAX_STEPS,
+            format!("maxSteps {n} out of range [1, {MAX_STEPS}]"),
+        )?;
         let s = self.share_tolerance;
         check(
             s > 0.0 && s <= 100.0,
