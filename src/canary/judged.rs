@@ -98,14 +98,47 @@ pub enum Tick {
 /// honouring weight" holds the weight (§3.4).
 pub const STARVED_STEPS: usize = 3;
 
-/// Record the step in `status` and judge (§4.6 steps 2–7). `weight` is the canary weight the
-/// step ran at; `max_weight` the ramp cap.
-pub fn tick(
-    status: &mut JudgeStatus,
-    obs: &JudgeObservation,
-    weight: i32,
-    max_weight: i32,
-) -> Tick {
+/// Where in the run the judged step was (§4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// A canary release: the step ran at canary `weight`; the ramp stops at `max_weight`.
+    Ramp { weight: i32, max_weight: i32 },
+    /// Blue/green or A/B (`analysis.iterations`): the step was iteration `iteration` of
+    /// `iterations`, with status weight `weight` (0 for blue/green, 100 for A/B). The canary
+    /// gets whatever share the router or the load gives it, so the measured share is not
+    /// compared with the weight; promotion needs PASS at the last iteration (or
+    /// `onInconclusive`).
+    Iteration {
+        weight: i32,
+        iteration: i32,
+        iterations: i32,
+    },
+}
+
+impl Stage {
+    /// The status weight the step ran at.
+    pub fn weight(self) -> i32 {
+        match self {
+            Stage::Ramp { weight, .. } | Stage::Iteration { weight, .. } => weight,
+        }
+    }
+
+    /// (where the run is, where promotion may start) for [`judge::progress`].
+    fn position(self) -> (i32, i32) {
+        match self {
+            Stage::Ramp { weight, max_weight } => (weight, max_weight),
+            Stage::Iteration {
+                iteration,
+                iterations,
+                ..
+            } => (iteration, iterations),
+        }
+    }
+}
+
+/// Record the step in `status` and judge (§4.6 steps 2–7) at `stage`.
+pub fn tick(status: &mut JudgeStatus, obs: &JudgeObservation, stage: Stage) -> Tick {
+    let weight = stage.weight();
     let policy = match &obs.policy {
         Ok(p) => p,
         Err(e) => return Tick::Broken(format!("sequential judge {e}")),
@@ -163,7 +196,12 @@ pub fn tick(
         (Err(e), _) | (_, Err(e)) => return Tick::Broken(format!("sequential judge: {e}")),
     };
     status.plan = Some(plan.clone());
-    let mut warnings = share_warnings(policy, &step);
+    let ramp = matches!(stage, Stage::Ramp { .. });
+    let mut warnings = if ramp {
+        share_warnings(policy, &step)
+    } else {
+        Vec::new()
+    };
     if !skip_step {
         status.steps.push(step);
     }
@@ -172,14 +210,10 @@ pub fn tick(
     let evidence = report::summary(&j, judged);
     status.verdict = Some(j.verdict.as_str().to_string());
     status.message = Some(evidence.clone());
-    let mut progress = judge::progress(
-        policy,
-        j.verdict,
-        weight,
-        max_weight,
-        status.steps.len() as u32,
-    );
-    if starved(&status.steps) && progress == Progress::Advance {
+    let (at, promote_at) = stage.position();
+    let mut progress =
+        judge::progress(policy, j.verdict, at, promote_at, status.steps.len() as u32);
+    if ramp && starved(&status.steps) && progress == Progress::Advance {
         warnings.push(format!(
             "canary got no requests for {STARVED_STEPS} steps while the primary did: router not honouring weight {weight}%; holding"
         ));
@@ -247,6 +281,11 @@ pub fn verdicts(policy: &Policy, plan: &Plan, steps: &[StepCounts]) -> Vec<judge
 mod tests {
     use super::*;
 
+    const RAMP_10: Stage = Stage::Ramp {
+        weight: 10,
+        max_weight: 50,
+    };
+
     fn sample(nc: u64, xc: u64, np: u64, xp: u64) -> StepSample {
         let v = |n, x| VersionSample {
             requests: n,
@@ -274,7 +313,7 @@ mod tests {
         let mut st = JudgeStatus::default();
         let mut last = None;
         for _ in 0..6 {
-            last = Some(tick(&mut st, &obs(sample(3000, 90, 27000, 270)), 10, 50));
+            last = Some(tick(&mut st, &obs(sample(3000, 90, 27000, 270)), RAMP_10));
         }
         let Some(Tick::Judged {
             verdict,
@@ -297,7 +336,7 @@ mod tests {
         let mut st = JudgeStatus::default();
         let mut s = sample(3000, 30, 27000, 270);
         s.canary.buckets.retain(|(le, _)| *le != 250.0);
-        let Tick::Broken(m) = tick(&mut st, &obs(s), 10, 50) else {
+        let Tick::Broken(m) = tick(&mut st, &obs(s), RAMP_10) else {
             panic!()
         };
         assert!(
@@ -312,14 +351,14 @@ mod tests {
             ..obs(sample(1, 0, 1, 0))
         };
         assert_eq!(
-            tick(&mut st, &o, 10, 50),
+            tick(&mut st, &o, RAMP_10),
             Tick::Broken("errors: no istio_requests_total series for canary podinfo".into())
         );
         let o = JudgeObservation {
             policy: Err("policy: errorTolerance 0 out of range (0, 50] pp".into()),
             ..obs(sample(1, 0, 1, 0))
         };
-        let Tick::Broken(m) = tick(&mut st, &o, 10, 50) else {
+        let Tick::Broken(m) = tick(&mut st, &o, RAMP_10) else {
             panic!()
         };
         assert!(m.contains("errorTolerance"), "{m}");
@@ -335,8 +374,14 @@ mod tests {
                 warnings,
                 progress: p,
                 ..
-            } = tick(&mut st, &obs(sample(0, 0, 6000, 60)), 20, 50)
-            {
+            } = tick(
+                &mut st,
+                &obs(sample(0, 0, 6000, 60)),
+                Stage::Ramp {
+                    weight: 20,
+                    max_weight: 50,
+                },
+            ) {
                 warned |= warnings
                     .iter()
                     .any(|w| w.contains("measured canary traffic share 0.0%"));
