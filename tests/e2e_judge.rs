@@ -75,6 +75,44 @@ fn judged_nginx_canary(policy: &str) -> String {
     c
 }
 
+/// `podinfo_canary`'s Service (a mesh's) in [`judged_canary`].
+const MESH_SERVICE: &str = "  service:\n    port: 80\n    targetPort: 9898\n";
+
+/// [`judged_canary`] routed by a Gateway API implementation (the simulator plays it) through an
+/// HTTPRoute on Gateway `public`.
+fn judged_gateway_canary(policy: &str) -> String {
+    let c = judged_canary(policy)
+        .replace("  provider: istio\n", "  provider: gatewayapi:v1\n")
+        .replace(
+            MESH_SERVICE,
+            "  service:\n    port: 9898\n    hosts:\n    - app.example.com\n    gatewayRefs:\n    - name: public\n      namespace: NAMESPACE\n",
+        );
+    assert!(
+        c.contains("provider: gatewayapi:v1") && c.contains("gatewayRefs"),
+        "{c}"
+    );
+    c
+}
+
+/// [`judged_canary`] as a plain Kubernetes blue/green: no router, `iterations` instead of the
+/// weight ramp.
+fn judged_blue_green_canary(policy: &str, iterations: u32) -> String {
+    let c = judged_canary(policy)
+        .replace("  provider: istio\n", "  provider: kubernetes\n")
+        .replace(MESH_SERVICE, "  service:\n    port: 9898\n")
+        .replace(
+            "    maxWeight: 50\n    stepWeight: 25\n",
+            &format!("    iterations: {iterations}\n"),
+        );
+    assert!(
+        c.contains("provider: kubernetes")
+            && c.contains("iterations:")
+            && !c.contains("stepWeight"),
+        "{c}"
+    );
+    c
+}
+
 /// podinfo v1 with `error_rate`, `extra` manifests, a controller, and `canary` Initialized.
 async fn initialized_with(
     prefix: &str,
@@ -83,8 +121,23 @@ async fn initialized_with(
     extra: &str,
     canary: &str,
 ) -> (TestNs, ControllerProcess) {
+    initialized_in(prefix, rps, &[], error_rate, extra, canary).await
+}
+
+/// [`initialized_with`] in a namespace with the simulator annotations `sim` as well.
+async fn initialized_in(
+    prefix: &str,
+    rps: u32,
+    sim: &[(&str, &str)],
+    error_rate: f64,
+    extra: &str,
+    canary: &str,
+) -> (TestNs, ControllerProcess) {
     let client = client().await;
     let ns = TestNs::new(&client, prefix, rps).await;
+    for (k, v) in sim {
+        ns.annotate(k, v).await;
+    }
     ns.apply_yaml(&podinfo(V1, error_rate, "")).await;
     if !extra.is_empty() {
         ns.apply_yaml(extra).await;
@@ -294,6 +347,129 @@ async fn nginx_two_point_regression_is_rolled_back_by_the_judge() {
     assert_eq!(
         ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"], "0",
         "rolled back: {ing:#}"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_five_point_regression_is_rolled_back_by_the_judge() {
+    let (ns, _ctl) = initialized_with(
+        "e2e-judge-gw",
+        100,
+        0.01,
+        "",
+        &judged_gateway_canary("errorTolerance: 1\nwarmupSteps: 0"),
+    )
+    .await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route_weights(&route), Some((100, 0)));
+    // 1 % → 6 % errors on the canary: counted from the app's own
+    // http_request_duration_seconds_count, the versions told apart by kubernetes_pod_name
+    set_image(&ns, V2, 0.06).await;
+    let weights = wait_rolled_back(&ns, "podinfo").await;
+    assert!(
+        weights.contains(&25),
+        "shifted through the HTTPRoute: {weights:?}"
+    );
+    let c = ns.canary("podinfo").await;
+    let js = c
+        .status
+        .as_ref()
+        .unwrap()
+        .judge
+        .clone()
+        .expect("status.judge");
+    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
+    assert!(js.steps.len() <= 4, "decided within a few steps: {js:#?}");
+    let (n, e, pn, pe): (u64, u64, u64, u64) = js.steps.iter().fold((0, 0, 0, 0), |a, s| {
+        (
+            a.0 + s.canary.requests,
+            a.1 + s.canary.errors,
+            a.2 + s.primary.requests,
+            a.3 + s.primary.errors,
+        )
+    });
+    assert!(n > 100 && e * 100 >= n * 4, "canary counts {e}/{n}");
+    assert!(pn > n && pe * 100 <= pn * 2, "primary counts {pe}/{pn}");
+    let events = ns.event_messages("podinfo").await;
+    let fail = events
+        .iter()
+        .find(|e| e.contains("sequential judge FAIL: errors: canary"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(fail.contains("needed → rollback"), "{fail}");
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(
+        route_weights(&route),
+        Some((100, 0)),
+        "rolled back: {route:#}"
+    );
+    let primary = ns.deployment("podinfo-primary").await.unwrap();
+    assert_eq!(image_of(&primary), V1);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn kubernetes_blue_green_good_release_is_promoted_on_pass_at_the_last_iteration() {
+    // No router: a load tester hits podinfo-canary (30 rps), users the apex and the primary
+    // Service (30 rps each), all on podinfo's own per-pod series.
+    let (ns, _ctl) = initialized_in(
+        "e2e-judge-bg",
+        40,
+        &[("sim.pennant.dev/service-rps", "30")],
+        0.01,
+        "",
+        &judged_blue_green_canary("errorTolerance: 2\nwarmupSteps: 0", 4),
+    )
+    .await;
+    set_image(&ns, V2, 0.01).await;
+    let weights = wait_promoted(&ns, "podinfo").await;
+    assert!(
+        weights.contains(&100),
+        "all traffic to the canary before promotion: {weights:?}"
+    );
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V2
+    );
+    let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    let js = ns
+        .canary("podinfo")
+        .await
+        .status
+        .unwrap()
+        .judge
+        .expect("status.judge");
+    assert_eq!(js.verdict.as_deref(), Some("PASS"), "{js:#?}");
+    // one judged step per iteration: PASS before the last one only advances the iterations
+    assert_eq!(js.steps.len(), 4, "{js:#?}");
+    assert!(
+        js.steps
+            .iter()
+            .all(|s| s.canary.requests > 0 && s.primary.requests > s.canary.requests),
+        "{js:#?}"
+    );
+    let events = ns.event_messages("podinfo").await;
+    let pos = |needle: &str| {
+        events
+            .iter()
+            .position(|e| e.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} in {events:#?}"))
+    };
+    let last_iteration = pos("canary iteration 4/4");
+    let pass = pos("Sequential judge PASS for podinfo.");
+    let switch = pos("Routing all traffic to canary");
+    assert!(last_iteration < pass && pass < switch, "{events:#?}");
+    assert!(
+        events[pass].contains("PASS evidence 10^"),
+        "{}",
+        events[pass]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.contains("measured canary traffic share")),
+        "blue/green has no configured split to compare with: {events:#?}"
     );
     ns.cleanup().await;
 }

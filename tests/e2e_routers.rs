@@ -312,26 +312,6 @@ const GATEWAY_SPEC: &str = r#"  service:
     - name: public
       namespace: NAMESPACE"#;
 
-const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
-
-/// (primary, canary) weights of the first rule with a `podinfo-canary` backend.
-fn route_weights(route: &Value) -> Option<(i64, i64)> {
-    let rules = route["spec"]["rules"].as_array()?;
-    let rule = rules.iter().find(|r| {
-        r["backendRefs"]
-            .as_array()
-            .is_some_and(|b| b.iter().any(|b| b["name"] == "podinfo-canary"))
-    })?;
-    let w = |name: &str| {
-        rule["backendRefs"]
-            .as_array()?
-            .iter()
-            .find(|b| b["name"] == name)?["weight"]
-            .as_i64()
-    };
-    Some((w("podinfo-primary")?, w("podinfo-canary")?))
-}
-
 #[tokio::test]
 async fn gateway_api_canary_takes_over_a_users_route_and_keeps_its_other_rules() {
     // The user's own HTTPRoute named like the apex, with a rule for another service.

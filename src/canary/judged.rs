@@ -196,9 +196,46 @@ pub enum Tick {
 /// honouring weight" holds the weight (§3.4).
 pub const STARVED_STEPS: usize = 3;
 
-/// Record the step in `status` and judge (§4.6 steps 2–7), then check the absolute
-/// `guardrails` on the canary's cumulative counts. `weight` is the canary weight the step ran
-/// at; `max_weight` the ramp cap.
+/// Where in the run the judged step was (§4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// A canary release: the step ran at canary `weight`; the ramp stops at `max_weight`.
+    Ramp { weight: i32, max_weight: i32 },
+    /// Blue/green or A/B (`analysis.iterations`): the step was iteration `iteration` of
+    /// `iterations`, with status weight `weight` (0 for blue/green, 100 for A/B). The canary
+    /// gets whatever share the router or the load gives it, so the measured share is not
+    /// compared with the weight; promotion needs PASS at the last iteration (or
+    /// `onInconclusive`).
+    Iteration {
+        weight: i32,
+        iteration: i32,
+        iterations: i32,
+    },
+}
+
+impl Stage {
+    /// The status weight the step ran at.
+    pub fn weight(self) -> i32 {
+        match self {
+            Stage::Ramp { weight, .. } | Stage::Iteration { weight, .. } => weight,
+        }
+    }
+
+    /// (where the run is, where promotion may start) for [`judge::progress`].
+    fn position(self) -> (i32, i32) {
+        match self {
+            Stage::Ramp { weight, max_weight } => (weight, max_weight),
+            Stage::Iteration {
+                iteration,
+                iterations,
+                ..
+            } => (iteration, iterations),
+        }
+    }
+}
+
+/// Record the step in `status` and judge (§4.6 steps 2–7) at `stage`, then check the absolute
+/// `guardrails` on the canary's cumulative counts.
 ///
 /// The guardrail totals take every step the judge judges: recorded (not the baseline step of a
 /// first release) and after the warm-up ([`judge::judged_steps`]); past [`step_cap`] steps
@@ -206,10 +243,10 @@ pub const STARVED_STEPS: usize = 3;
 pub fn tick(
     status: &mut JudgeStatus,
     obs: &JudgeObservation,
-    weight: i32,
-    max_weight: i32,
+    stage: Stage,
     guardrails: &[Guardrail],
 ) -> Tick {
+    let weight = stage.weight();
     let policy = match &obs.policy {
         Ok(p) => p,
         Err(e) => return Tick::Broken(format!("sequential judge {e}")),
@@ -269,7 +306,12 @@ pub fn tick(
         (Err(e), _) | (_, Err(e)) => return Tick::Broken(format!("sequential judge: {e}")),
     };
     status.plan = Some(plan.clone());
-    let mut warnings = share_warnings(policy, &step);
+    let ramp = matches!(stage, Stage::Ramp { .. });
+    let mut warnings = if ramp {
+        share_warnings(policy, &step)
+    } else {
+        Vec::new()
+    };
     // judged iff the warm-up is over before it (`judged_steps` is a suffix of the steps)
     let warmed_up = status
         .steps
@@ -305,14 +347,10 @@ pub fn tick(
         status.message = Some(format!("{m}; judge: {evidence}"));
         return Tick::Breached(m);
     }
-    let mut progress = judge::progress(
-        policy,
-        j.verdict,
-        weight,
-        max_weight,
-        status.steps.len() as u32,
-    );
-    if starved(&status.steps) && progress == Progress::Advance {
+    let (at, promote_at) = stage.position();
+    let mut progress =
+        judge::progress(policy, j.verdict, at, promote_at, status.steps.len() as u32);
+    if ramp && starved(&status.steps) && progress == Progress::Advance {
         warnings.push(format!(
             "canary got no requests for {STARVED_STEPS} steps while the primary did: router not honouring weight {weight}%; holding"
         ));
@@ -384,6 +422,11 @@ pub fn verdicts(policy: &Policy, plan: &Plan, steps: &[StepCounts]) -> Vec<judge
 mod tests {
     use super::*;
 
+    const RAMP_10: Stage = Stage::Ramp {
+        weight: 10,
+        max_weight: 50,
+    };
+
     fn sample(nc: u64, xc: u64, np: u64, xp: u64) -> StepSample {
         let v = |n, x| VersionSample {
             requests: n,
@@ -414,8 +457,7 @@ mod tests {
             last = Some(tick(
                 &mut st,
                 &obs(sample(3000, 90, 27000, 270)),
-                10,
-                50,
+                RAMP_10,
                 &[],
             ));
         }
@@ -440,7 +482,7 @@ mod tests {
         let mut st = JudgeStatus::default();
         let mut s = sample(3000, 30, 27000, 270);
         s.canary.buckets.retain(|(le, _)| *le != 250.0);
-        let Tick::Broken(m) = tick(&mut st, &obs(s), 10, 50, &[]) else {
+        let Tick::Broken(m) = tick(&mut st, &obs(s), RAMP_10, &[]) else {
             panic!()
         };
         assert!(
@@ -455,14 +497,14 @@ mod tests {
             ..obs(sample(1, 0, 1, 0))
         };
         assert_eq!(
-            tick(&mut st, &o, 10, 50, &[]),
+            tick(&mut st, &o, RAMP_10, &[]),
             Tick::Broken("errors: no istio_requests_total series for canary podinfo".into())
         );
         let o = JudgeObservation {
             policy: Err("policy: errorTolerance 0 out of range (0, 50] pp".into()),
             ..obs(sample(1, 0, 1, 0))
         };
-        let Tick::Broken(m) = tick(&mut st, &o, 10, 50, &[]) else {
+        let Tick::Broken(m) = tick(&mut st, &o, RAMP_10, &[]) else {
             panic!()
         };
         assert!(m.contains("errorTolerance"), "{m}");
@@ -478,8 +520,15 @@ mod tests {
                 warnings,
                 progress: p,
                 ..
-            } = tick(&mut st, &obs(sample(0, 0, 6000, 60)), 20, 50, &[])
-            {
+            } = tick(
+                &mut st,
+                &obs(sample(0, 0, 6000, 60)),
+                Stage::Ramp {
+                    weight: 20,
+                    max_weight: 50,
+                },
+                &[],
+            ) {
                 warned |= warnings
                     .iter()
                     .any(|w| w.contains("measured canary traffic share 0.0%"));
@@ -522,15 +571,39 @@ mod tests {
         let g = guard("request-success-rate", Some(99.0), None);
         let mut st = JudgeStatus::default();
         // step 1 is the warm-up: not counted
-        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 10, 50, &g);
+        let t = tick(
+            &mut st,
+            &obs(sample(30, 1, 270, 9)),
+            Stage::Ramp {
+                weight: 10,
+                max_weight: 50,
+            },
+            &g,
+        );
         assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
         assert_eq!(st.canary_totals, None);
         // 30 canary requests: below the minimum, no verdict on the SLO yet
-        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 20, 50, &g);
+        let t = tick(
+            &mut st,
+            &obs(sample(30, 1, 270, 9)),
+            Stage::Ramp {
+                weight: 20,
+                max_weight: 50,
+            },
+            &g,
+        );
         assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
         assert_eq!(st.canary_totals.as_ref().unwrap().requests, 30);
         // 60 requests, 2 errors: 96.67 % < 99 %
-        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), 30, 50, &g);
+        let t = tick(
+            &mut st,
+            &obs(sample(30, 1, 270, 9)),
+            Stage::Ramp {
+                weight: 30,
+                max_weight: 50,
+            },
+            &g,
+        );
         assert_eq!(
             t,
             Tick::Breached(
@@ -544,7 +617,15 @@ mod tests {
         let g = guard("request-success-rate", None, Some(50.0));
         let mut last = None;
         for _ in 0..3 {
-            last = Some(tick(&mut st, &obs(sample(30, 0, 270, 0)), 10, 50, &g));
+            last = Some(tick(
+                &mut st,
+                &obs(sample(30, 0, 270, 0)),
+                Stage::Ramp {
+                    weight: 10,
+                    max_weight: 50,
+                },
+                &g,
+            ));
         }
         let Some(Tick::Breached(m)) = last else {
             panic!("{last:?}")
@@ -571,7 +652,17 @@ mod tests {
         let run = |g: &[Guardrail]| {
             let mut st = JudgeStatus::default();
             (0..3)
-                .map(|_| tick(&mut st, &obs(step()), 10, 50, g))
+                .map(|_| {
+                    tick(
+                        &mut st,
+                        &obs(step()),
+                        Stage::Ramp {
+                            weight: 10,
+                            max_weight: 50,
+                        },
+                        g,
+                    )
+                })
                 .last()
                 .unwrap()
         };
@@ -601,7 +692,15 @@ mod tests {
             )),
             ..obs(sample(1, 0, 1, 0))
         };
-        let Tick::Broken(m) = tick(&mut st, &o, 10, 50, &[]) else {
+        let Tick::Broken(m) = tick(
+            &mut st,
+            &o,
+            Stage::Ramp {
+                weight: 10,
+                max_weight: 50,
+            },
+            &[],
+        ) else {
             panic!()
         };
         assert!(m.starts_with("latency: the canary's histogram"), "{m}");
@@ -626,7 +725,15 @@ mod tests {
                 ..obs(sample(10, 0, 90, 1))
             };
             // below maxWeight: without the cap, CONTINUE would advance forever
-            last = Some(tick(&mut st, &o, 10, 50, &g));
+            last = Some(tick(
+                &mut st,
+                &o,
+                Stage::Ramp {
+                    weight: 10,
+                    max_weight: 50,
+                },
+                &g,
+            ));
             sizes.push(serde_json::to_string(&st).unwrap().len());
         }
         assert_eq!(st.steps.len(), cap);

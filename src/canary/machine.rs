@@ -831,8 +831,13 @@ impl<'a> Machine<'a> {
             None => {}
         }
 
+        let judged = !starting && super::judged::opted_in(self.canary);
         let flow = match analysis.strategy() {
-            Strategy::Canary if !starting && super::judged::opted_in(self.canary) => {
+            // blue/green after its switch to the canary: the verdict is in, promote
+            Strategy::BlueGreen if judged && self.st.canary_weight >= 100 => {
+                self.finish_blue_green(target, &analysis)
+            }
+            Strategy::Canary | Strategy::ABTesting | Strategy::BlueGreen if judged => {
                 self.judge_step(target, &analysis)
             }
             Strategy::Canary => self.step_canary(target, &analysis),
@@ -948,21 +953,30 @@ impl<'a> Machine<'a> {
 
     /// One step of the sequential judge (`judged::tick`), then the §4.6 progression: FAIL rolls
     /// back at once, PASS at `maxWeight` (or `fastPromotion`) promotes after the gates, else
-    /// the ramp goes on; at `maxWeight` CONTINUE holds until a verdict or `maxSteps`.
+    /// the ramp goes on; at `maxWeight` CONTINUE holds until a verdict or `maxSteps`. With
+    /// `iterations` (blue/green, A/B) the last iteration plays `maxWeight`'s part: the
+    /// iterations go on while PASS or CONTINUE, promotion needs PASS at the last one (or
+    /// `onInconclusive`).
     fn judge_step(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
-        use super::judged::{Tick, guardrails, inconclusive_message, tick};
+        use super::judged::{Stage, Tick, guardrails, inconclusive_message, tick};
         use crate::analysis::judge::{OnInconclusive, Progress};
         let Some(obs) = self.obs.probes.judge.clone() else {
             return Flow::Need(Probe::Judge);
         };
+        let strategy = analysis.strategy();
+        let stage = match strategy {
+            Strategy::Canary => Stage::Ramp {
+                weight: self.st.canary_weight,
+                max_weight: analysis.max_weight(),
+            },
+            Strategy::ABTesting | Strategy::BlueGreen => Stage::Iteration {
+                weight: self.st.canary_weight,
+                iteration: self.st.iterations,
+                iterations: analysis.iterations(),
+            },
+        };
         let mut js = self.st.judge.clone().unwrap_or_default();
-        let out = tick(
-            &mut js,
-            &obs,
-            self.st.canary_weight,
-            analysis.max_weight(),
-            &guardrails(analysis),
-        );
+        let out = tick(&mut js, &obs, stage, &guardrails(analysis));
         self.st.judge = Some(js.clone());
         let now = self.time();
         let id = self.canary_id();
@@ -1015,9 +1029,13 @@ impl<'a> Machine<'a> {
                 if self.st.phase != Some(CanaryPhase::WaitingPromotion) {
                     self.info(format!("Sequential judge PASS for {id}: {evidence}"));
                 }
-                self.confirm_promotion(target, analysis)
+                self.judged_promotion(target, analysis)
             }
-            Progress::Advance => self.step_canary(target, analysis),
+            Progress::Advance => match strategy {
+                Strategy::Canary => self.step_canary(target, analysis),
+                Strategy::ABTesting => self.step_ab(target, analysis),
+                Strategy::BlueGreen => self.step_blue_green(target, analysis),
+            },
             Progress::Hold => Flow::Done,
             Progress::Inconclusive(on) => {
                 let m = format!("{id}: {}", inconclusive_message(&js, on));
@@ -1025,7 +1043,7 @@ impl<'a> Machine<'a> {
                     OnInconclusive::Rollback => self.rollback(m, analysis),
                     OnInconclusive::Promote => {
                         self.info(m);
-                        self.confirm_promotion(target, analysis)
+                        self.judged_promotion(target, analysis)
                     }
                     OnInconclusive::Hold => {
                         // WaitingPromotion semantics: an open confirm-promotion gate promotes
@@ -1041,7 +1059,7 @@ impl<'a> Machine<'a> {
                             .next()
                             .is_some()
                         {
-                            self.confirm_promotion(target, analysis)
+                            self.judged_promotion(target, analysis)
                         } else {
                             self.st.phase = Some(CanaryPhase::WaitingPromotion);
                             Flow::Done
@@ -1049,6 +1067,15 @@ impl<'a> Machine<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// The judge's promotion: the confirm-promotion gate, then promotion — for blue/green
+    /// first the switch of all traffic to the canary ([`Self::finish_blue_green`]).
+    fn judged_promotion(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
+        match analysis.strategy() {
+            Strategy::BlueGreen => self.finish_blue_green(target, analysis),
+            Strategy::Canary | Strategy::ABTesting => self.confirm_promotion(target, analysis),
         }
     }
 
@@ -1112,6 +1139,12 @@ impl<'a> Machine<'a> {
             self.info(format!("Advance {id} canary iteration {i}/{n}"));
             return Flow::Done;
         }
+        self.finish_blue_green(target, analysis)
+    }
+
+    /// After the last iteration: the promotion gate, all traffic to the canary (one tick),
+    /// then promotion.
+    fn finish_blue_green(&mut self, target: &TargetState, analysis: &CanaryAnalysis) -> Flow {
         if self.st.canary_weight < 100 {
             // After the last iteration, switch all traffic to the canary before promoting, so
             // the primary's rolling update never serves mixed versions (as Flagger).

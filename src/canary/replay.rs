@@ -469,4 +469,101 @@ mod tests {
         f.analysis = None;
         assert_ne!(replay(&f).outcome, "rolled back");
     }
+
+    fn blue_green(steps: Vec<FileStep>, iterations: i32) -> ReplayFile {
+        ReplayFile {
+            analysis: Some(CanaryAnalysis {
+                interval: Some("1m".into()),
+                threshold: Some(5),
+                iterations: Some(iterations),
+                ..Default::default()
+            }),
+            ..file(steps)
+        }
+    }
+
+    #[test]
+    fn blue_green_bad_release_is_rolled_back_by_the_judge() {
+        // The judge replaces the builtin thresholds; it used to run for stepWeight canaries
+        // only, so a judged blue/green release was promoted after its iterations unjudged.
+        let steps = (1..=10).map(|_| step(2000, 60, 4000, 40)).collect();
+        let r = replay(&blue_green(steps, 10));
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+        let last = r.ticks.last().unwrap();
+        assert_eq!(last.verdict, "FAIL");
+        assert!(r.ticks.len() < 10, "{}", render(&r));
+        assert!(
+            last.events
+                .iter()
+                .any(|e| e.contains("sequential judge FAIL: errors: canary")),
+            "{:?}",
+            last.events
+        );
+        // a third of the traffic on the canary at weight 0 is blue/green, not a router fault
+        assert!(
+            r.ticks
+                .iter()
+                .flat_map(|t| &t.events)
+                .all(|e| !e.contains("measured canary traffic share")),
+            "{}",
+            render(&r)
+        );
+    }
+
+    #[test]
+    fn blue_green_good_release_is_promoted_on_pass_at_the_last_iteration() {
+        let steps = (1..=10).map(|_| step(30000, 300, 60000, 600)).collect();
+        let r = replay(&blue_green(steps, 3));
+        assert_eq!(r.outcome, "promoted", "{}", render(&r));
+        // PASS before the last iteration only advances the iterations
+        assert_eq!(r.ticks.len(), 3, "{}", render(&r));
+        assert_eq!(r.ticks[1].verdict, "PASS", "{}", render(&r));
+        assert!(
+            r.ticks[1]
+                .events
+                .iter()
+                .any(|e| e.contains("canary iteration 3/3")),
+            "{:?}",
+            r.ticks[1].events
+        );
+        let last = &r.ticks[2];
+        assert_eq!(last.verdict, "PASS");
+        assert!(
+            last.events
+                .iter()
+                .any(|e| e.contains("Sequential judge PASS for replay.replay")),
+            "{:?}",
+            last.events
+        );
+        // the switch to the canary before the primary's update
+        assert_eq!(last.next_weight, 100);
+        assert!(
+            last.events
+                .iter()
+                .any(|e| e.contains("Routing all traffic to canary")),
+            "{:?}",
+            last.events
+        );
+    }
+
+    #[test]
+    fn blue_green_continue_at_the_last_iteration_holds_until_max_steps() {
+        let steps: Vec<FileStep> = (1..=10).map(|_| step(40, 0, 80, 1)).collect();
+        let mut f = blue_green(steps, 2);
+        let p = f.policy.as_mut().unwrap();
+        p.max_steps = 5;
+        p.on_inconclusive = crate::analysis::judge::OnInconclusive::Promote;
+        let r = replay(&f);
+        assert_eq!(r.outcome, "promoted", "{}", render(&r));
+        assert_eq!(r.ticks.len(), 5, "{}", render(&r));
+        assert!(r.ticks.iter().all(|t| t.verdict == "CONTINUE"));
+        assert!(
+            r.ticks[4]
+                .events
+                .iter()
+                .any(|e| e.contains("not enough evidence after 5 steps, promoting")),
+            "{:?}",
+            r.ticks[4].events
+        );
+    }
 }

@@ -403,6 +403,27 @@ pub async fn wait_phase(
     }
 }
 
+/// The HTTPRoute API version pennant writes (`provider: gatewayapi:v1`).
+pub const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
+
+/// (primary, canary) weights of an HTTPRoute's first rule with a `podinfo-canary` backend.
+pub fn route_weights(route: &Value) -> Option<(i64, i64)> {
+    let rules = route["spec"]["rules"].as_array()?;
+    let rule = rules.iter().find(|r| {
+        r["backendRefs"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["name"] == "podinfo-canary"))
+    })?;
+    let w = |name: &str| {
+        rule["backendRefs"]
+            .as_array()?
+            .iter()
+            .find(|b| b["name"] == name)?["weight"]
+            .as_i64()
+    };
+    Some((w("podinfo-primary")?, w("podinfo-canary")?))
+}
+
 /// A release promoted: `name` reaches `Succeeded` within 3 minutes (panics on `Failed`); the
 /// canary weights seen on the way.
 pub async fn wait_promoted(ns: &TestNs, name: &str) -> Vec<i32> {
