@@ -2,7 +2,7 @@
 //! the e-values against the levels needed. PURE.
 
 use super::fnch::Margins;
-use super::{Judgement, SignalEvidence, Table, Verdict};
+use super::{Judgement, PASS_FRACTIONS, SignalEvidence, Table, Verdict};
 
 /// Grid step of β for the confidence sequence.
 const STEP: f64 = 0.05;
@@ -30,6 +30,9 @@ pub struct SignalReport {
     pub log10_fail_needed: f64,
     pub log10_e_pass: f64,
     pub log10_pass_needed: f64,
+    /// For CONTINUE: about how many more canary requests a PASS needs if the effect stays at
+    /// the current estimate ([`requests_for_pass`]); `None` when PASS is not expected there.
+    pub more_requests: Option<u64>,
     /// One line, e.g. `errors: canary 41/3210 (1.28%) vs primary 212/29904 (0.71%); difference
     /// +0.57pp, 95% CS [+0.18, +1.02]pp; FAIL evidence 10^2.9 ≥ 10^2.8 needed → rollback`.
     pub text: String,
@@ -86,6 +89,43 @@ pub fn confidence_sequence(tables: &[Table], alpha: f64) -> (Option<(f64, f64)>,
     (inside, best.1)
 }
 
+/// About how many more canary requests the PASS e-process needs to reach `ln_needed` if the
+/// log odds ratio stays at the estimate `beta_hat` (§4.9), from ℓ_t's curvature there.
+///
+/// With Fisher information `I = −ℓ''(β̂)` so far (over `canary_requests` canary requests), the
+/// PASS component at `β_a = β_P(1 − f)` grows in expectation by `I·[(β_P − β̂)² − (β_a − β̂)²]/2`
+/// (the normal approximation of ℓ); it reaches `ln_needed − ln v_a` once `I` is large enough.
+/// The smallest such `I` over the components, scaled linearly in canary requests (same traffic
+/// mix), minus the requests already seen. `None` when `β̂ ≥ β_P` (at this estimate the canary
+/// is not within the tolerance), or the data carry no information yet.
+pub fn requests_for_pass(
+    tables: &[Table],
+    beta_pass: f64,
+    beta_hat: f64,
+    ln_needed: f64,
+    canary_requests: u64,
+) -> Option<u64> {
+    if beta_hat >= beta_pass || canary_requests == 0 {
+        return None;
+    }
+    let h = STEP;
+    let ll = log_likelihood(tables, &[beta_hat - h, beta_hat, beta_hat + h]);
+    let info = -(ll[0] - 2.0 * ll[1] + ll[2]) / (h * h);
+    if !info.is_finite() || info <= 0.0 {
+        return None;
+    }
+    let needed_info = PASS_FRACTIONS
+        .iter()
+        .filter_map(|&(f, v)| {
+            let alt = beta_pass * (1.0 - f);
+            let gain = ((beta_pass - beta_hat).powi(2) - (alt - beta_hat).powi(2)) / 2.0;
+            (gain > 0.0).then(|| (ln_needed - v.ln()) / gain)
+        })
+        .min_by(f64::total_cmp)?;
+    let more = canary_requests as f64 * (needed_info / info - 1.0);
+    Some(more.max(0.0).ceil() as u64)
+}
+
 fn rate(x: u64, n: u64) -> f64 {
     if n == 0 { 0.0 } else { x as f64 / n as f64 }
 }
@@ -131,6 +171,7 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
             log10_fail_needed: nf,
             log10_e_pass: ep,
             log10_pass_needed: np,
+            more_requests: None,
             text,
         };
     }
@@ -161,12 +202,26 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         }
         None => text += ", 95% CS empty",
     }
+    let more_requests = (e.verdict == Verdict::Continue)
+        .then(|| requests_for_pass(tables, e.signal.beta_pass, mle, e.ln_pass_needed, t.nc))
+        .flatten();
     text += &match e.verdict {
         Verdict::Fail => format!("; FAIL evidence 10^{ef:.1} ≥ 10^{nf:.1} needed → rollback"),
         Verdict::Pass => format!("; PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed → pass"),
-        Verdict::Continue => format!(
-            "; FAIL evidence 10^{ef:.1} of 10^{nf:.1} needed, PASS evidence 10^{ep:.1} of 10^{np:.1} needed → not enough evidence"
-        ),
+        Verdict::Continue => {
+            format!(
+                "; FAIL evidence 10^{ef:.1} of 10^{nf:.1} needed, PASS evidence 10^{ep:.1} of 10^{np:.1} needed → not enough evidence"
+            ) + &match more_requests {
+                Some(more) => {
+                    let per_step = t.nc as f64 / e.steps.max(1) as f64;
+                    format!(
+                        " (about {more} more canary requests for a PASS at the current estimate, ~{} steps at this rate)",
+                        (more as f64 / per_step.max(1.0)).ceil()
+                    )
+                }
+                None => " (no PASS expected at the current estimate)".to_string(),
+            }
+        }
     };
     SignalReport {
         name: e.signal.name.clone(),
@@ -179,6 +234,7 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         log10_fail_needed: nf,
         log10_e_pass: ep,
         log10_pass_needed: np,
+        more_requests,
         text,
     }
 }

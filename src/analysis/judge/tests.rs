@@ -403,3 +403,66 @@ fn detection_grows_with_effect_size() {
         "{small} {mid} {big}"
     );
 }
+
+#[test]
+fn continue_estimates_the_requests_a_pass_needs() {
+    let s = appendix_signal();
+    let policy = Policy {
+        latency: false,
+        ..Policy::default()
+    };
+    let step = |nc, xc, np, xp| StepCounts {
+        weight: 10,
+        canary: VersionCounts {
+            requests: nc,
+            errors: xc,
+            ..Default::default()
+        },
+        primary: VersionCounts {
+            requests: np,
+            errors: xp,
+            ..Default::default()
+        },
+    };
+    // equal rates (1 %): CONTINUE after two steps, with an estimate
+    let good = step(300, 3, 2700, 27);
+    let steps = vec![good.clone(); 2];
+    let j = evaluate(&policy, std::slice::from_ref(&s), &steps);
+    assert_eq!(j.verdict, Verdict::Continue);
+    let r = &report::report(&j, &steps)[0];
+    let more = r
+        .more_requests
+        .expect("an estimate for an equal-rate canary");
+    assert!(
+        r.text
+            .contains(&format!("about {more} more canary requests")),
+        "{}",
+        r.text
+    );
+    // the same step repeated until PASS: the estimate is right within a factor of 2
+    let mut k = 2;
+    loop {
+        k += 1;
+        assert!(k < 1000, "never passed");
+        let steps = vec![good.clone(); k];
+        if evaluate(&policy, std::slice::from_ref(&s), &steps).verdict == Verdict::Pass {
+            break;
+        }
+    }
+    let actual = ((k - 2) * 300) as f64;
+    assert!(
+        actual >= more as f64 / 2.0 && actual <= more as f64 * 2.0,
+        "estimated {more}, needed {actual}"
+    );
+    // the estimate shrinks as evidence accumulates
+    let later = vec![good.clone(); 2 + (k - 2) / 2];
+    let j = evaluate(&policy, std::slice::from_ref(&s), &later);
+    let r = &report::report(&j, &later)[0];
+    assert!(r.more_requests.unwrap() < more);
+    // a canary at 2.5 × the primary's rate: no PASS expected
+    let bad = vec![step(400, 10, 3600, 36)];
+    let j = evaluate(&policy, std::slice::from_ref(&s), &bad);
+    let r = &report::report(&j, &bad)[0];
+    assert_eq!((j.verdict, r.more_requests), (Verdict::Continue, None));
+    assert!(r.text.contains("no PASS expected"), "{}", r.text);
+}
