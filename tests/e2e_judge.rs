@@ -16,9 +16,13 @@ const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 const MINUTES: fn(u64) -> Duration = |m| Duration::from_secs(m * 60);
 
-/// The builtin-metrics Canary of the other e2e tests, opted in with a policy ConfigMap.
+/// The builtin-metrics Canary of the other e2e tests, opted in with a policy ConfigMap. Its
+/// success-rate floor, which stays an absolute guardrail on the canary's cumulative counts, is
+/// set to 90 % so that the judge, not the SLO, decides these releases.
 fn judged_canary(policy: &str) -> String {
-    let canary = podinfo_canary(5, 25, 50, 300).replace(
+    let canary = podinfo_canary(5, 25, 50, 300)
+        .replace("        min: 99\n", "        min: 90\n")
+        .replace(
         "  namespace: NAMESPACE\nspec:",
         "  namespace: NAMESPACE\n  annotations:\n    judge.pennant.dev/mode: sequential\n    judge.pennant.dev/policy: podinfo-judge\nspec:",
     );
@@ -168,8 +172,8 @@ async fn event_texts(ns: &TestNs) -> Vec<String> {
 #[tokio::test]
 async fn one_point_regression_is_rolled_back_where_flaggers_rule_passes() {
     let (ns, _ctl) = initialized("e2e-judge-bad", 100, 0.0, "errorTolerance: 0.5").await;
-    // 0 % → 0.99 % errors: the canary's success rate stays ≥ 99 %
-    set_image(&ns, V2, 0.0099).await;
+    // 0 % → 0.6 % errors: the canary's success rate stays ≥ 99 %
+    set_image(&ns, V2, 0.006).await;
     wait_phase(
         &ns,
         "podinfo",
