@@ -13,16 +13,16 @@
 //! The judge replaces Flagger's *per-window* builtin `request-success-rate` /
 //! `request-duration` checks ([`replaces`]), but their `thresholdRange` (or legacy
 //! `threshold`) stays as an absolute SLO ([`Guardrail`], §4.4): judged on the canary's
-//! cumulative counts over the judged steps (`status.judge.canaryTotals`) once it has
-//! [`MIN_GUARDRAIL_REQUESTS`] requests; a breach rolls back at once ([`Tick::Breached`]).
+//! cumulative counts over the judged steps (`status.judge.canaryTotals`); a breach needs
+//! anytime-valid evidence ([`breached`]) and rolls back at once ([`Tick::Breached`]).
 //!
 //! `status.judge.steps` is capped at [`step_cap`] steps (4 × `maxSteps`) so a run held past
 //! `maxSteps` does not grow the status without bound.
 
 pub use crate::analysis::counts::{InputError, StepSample, VersionSample};
-pub use crate::analysis::judge::guardrail::MIN_GUARDRAIL_REQUESTS;
 use crate::analysis::judge::{
-    self, OnInconclusive, Plan, Policy, Progress, StepCounts, Verdict, guardrail::CanaryTotals,
+    self, OnInconclusive, Plan, Policy, Progress, StepCounts, Verdict,
+    guardrail::{CanaryTotals, ln_evidence},
     report,
 };
 use crate::analysis::range::{self, MetricKind};
@@ -115,27 +115,122 @@ pub fn guardrails(analysis: &CanaryAnalysis) -> Vec<Guardrail> {
 }
 
 /// The first guardrail `totals` breach, worded for the rollback event:
-/// `absolute SLO breached: request-success-rate 97.80% < 99% over 1234 canary requests`,
-/// `absolute SLO breached: request-duration 612ms > 500ms (p99) over 1234 canary requests`.
-/// A guardrail is judged only once the canary has [`MIN_GUARDRAIL_REQUESTS`] requests
-/// (`request-duration`: in the histogram); p99 is `histogram_quantile(0.99, …)` of the
-/// cumulative histogram.
-pub fn breached(totals: &CanaryTotals, guardrails: &[Guardrail]) -> Option<String> {
+/// `absolute SLO breached: request-success-rate 97.80% < 99% over 1234 canary requests
+/// (evidence 10^3.1 ≥ 10^2.0 needed)`, `absolute SLO breached: request-duration 612ms > 500ms
+/// (p99) over 1234 canary requests (evidence …)`.
+///
+/// A guardrail breaches when both
+/// - the observed cumulative value is out of range ([`range::judge`], Flagger's semantics:
+///   success rate in %, `request-duration` the p99 of the cumulative histogram, as
+///   `histogram_quantile(0.99, …)`, in whole ms), so the breach means what the user wrote; and
+/// - a test martingale ([`ln_evidence`]) on the cumulative counts reaches `tests / alpha`
+///   against the hypothesis that the SLO holds, `alpha` being the policy's `alphaFail` split
+///   evenly over the bounds of all guardrails (`tests`; a range with `min` and `max` is two).
+///   The SLO as the event probability `q0` of H0 "each request is an event with probability
+///   ≤ `q0`":
+///   - success rate `< min`: the event is an error, `q0 = 1 − min/100` (`min` 100: one error
+///     is enough; the legacy `threshold` is a `min`);
+///   - success rate `> max` (mirror): the event is a success, `q0 = max/100`, i.e. evidence
+///     that the error rate is below `1 − max/100`;
+///   - p99 `> max` (and the legacy `threshold`): the event is a request slower than `max`,
+///     `q0 = 0.01`;
+///   - p99 `< min` (mirror): the event is a request no slower than `min`, `q0 = 0.99`.
+///
+///   Requests slower than a duration bound are counted from the cumulative histogram
+///   ([`CanaryTotals::no_slower_than`]): exact when the bound (whole ms, as [`range::judge`]
+///   reads it) is a bucket edge, otherwise an estimate interpolated inside the bucket.
+///
+/// Without the evidence a breach would be Flagger's low-traffic flaw: one error in 50
+/// requests is "98 % < 99 %", and a canary whose true rate sits just under the SLO a coin
+/// flip. With it no minimum request count is needed: few requests cannot reach `tests / alpha`.
+/// The martingale is a product over requests, so evaluating it on the cumulative counts every
+/// tick keeps the false-breach probability ≤ `alpha` per run (Ville).
+pub fn breached(totals: &CanaryTotals, guardrails: &[Guardrail], alpha: f64) -> Option<String> {
+    let tests: usize = guardrails.iter().map(|g| g.bounds().tests()).sum();
+    let needed = (tests.max(1) as f64 / alpha).ln();
     guardrails.iter().find_map(|g| {
-        let (value, n, what) = match g.kind {
-            MetricKind::Duration => (totals.quantile(0.99)?, totals.timed, " (p99)"),
-            _ => (totals.success_rate()?, totals.requests, ""),
+        let duration = g.kind == MetricKind::Duration;
+        let (value, n, what) = if duration {
+            (totals.quantile(0.99)?, totals.timed, " (p99)")
+        } else {
+            (totals.success_rate()?, totals.requests, "")
         };
-        if n < MIN_GUARDRAIL_REQUESTS {
+        let MetricOutcome::OutOfRange(_, m) =
+            range::judge(g.kind, &g.name, value, g.range.as_ref(), g.threshold)
+        else {
+            return None;
+        };
+        // which bound: as range::judge reads them (min first; duration in whole ms)
+        let b = g.bounds();
+        let whole = |x: f64| if duration { x.trunc() } else { x };
+        let low = b.min.filter(|&min| whole(value) < whole(min));
+        let nf = n as f64;
+        let ln_e = match (duration, low) {
+            (false, Some(min)) => ln_evidence(nf, totals.errors as f64, 1.0 - min / 100.0),
+            (false, None) => {
+                let max = b.max?;
+                ln_evidence(
+                    nf,
+                    totals.requests.saturating_sub(totals.errors) as f64,
+                    max / 100.0,
+                )
+            }
+            (true, Some(min)) => ln_evidence(nf, totals.no_slower_than(min.trunc())?, 0.99),
+            (true, None) => {
+                let max = b.max?.trunc();
+                ln_evidence(nf, nf - totals.no_slower_than(max)?, 0.01)
+            }
+        };
+        if ln_e < needed {
             return None;
         }
-        match range::judge(g.kind, &g.name, value, g.range.as_ref(), g.threshold) {
-            MetricOutcome::OutOfRange(_, m) => Some(format!(
-                "absolute SLO breached: {m}{what} over {n} canary requests"
-            )),
-            _ => None,
-        }
+        let log10 = |x: f64| x / std::f64::consts::LN_10;
+        let have = if ln_e.is_finite() {
+            format!("10^{:.1}", log10(ln_e))
+        } else {
+            "unbounded".to_string()
+        };
+        Some(format!(
+            "absolute SLO breached: {m}{what} over {n} canary requests (evidence {have} ≥ 10^{:.1} needed)",
+            log10(needed)
+        ))
     })
+}
+
+/// The bounds a [`Guardrail`] judges, as [`range::judge`] reads them: the `thresholdRange`'s,
+/// else the legacy `threshold` (a `min` for the success rate, a `max` for the duration; a
+/// missing one counts as 0, as in Flagger).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Bounds {
+    /// How many one-sided tests the bounds make.
+    pub fn tests(self) -> usize {
+        self.min.is_some() as usize + self.max.is_some() as usize
+    }
+}
+
+impl Guardrail {
+    /// Its [`Bounds`].
+    pub fn bounds(&self) -> Bounds {
+        match (&self.range, self.kind) {
+            (Some(r), _) => Bounds {
+                min: r.min,
+                max: r.max,
+            },
+            (None, MetricKind::Duration) => Bounds {
+                min: None,
+                max: Some(self.threshold.unwrap_or(0.0)),
+            },
+            (None, _) => Bounds {
+                min: Some(self.threshold.unwrap_or(0.0)),
+                max: None,
+            },
+        }
+    }
 }
 
 /// Recorded steps per run are capped at `STEP_CAP_FACTOR × maxSteps` ([`step_cap`]).
@@ -341,7 +436,7 @@ pub fn tick(
     if let Some(m) = status
         .canary_totals
         .as_ref()
-        .and_then(|t| breached(t, guardrails))
+        .and_then(|t| breached(t, guardrails, policy.alpha_fail))
     {
         status.verdict = Some(Verdict::Fail.as_str().to_string());
         status.message = Some(format!("{m}; judge: {evidence}"));
@@ -570,62 +665,40 @@ mod tests {
         // both versions fail 3.3 %: the judge sees no difference, the absolute SLO does
         let g = guard("request-success-rate", Some(99.0), None);
         let mut st = JudgeStatus::default();
+        let at = |weight| Stage::Ramp {
+            weight,
+            max_weight: 50,
+        };
         // step 1 is the warm-up: not counted
-        let t = tick(
-            &mut st,
-            &obs(sample(30, 1, 270, 9)),
-            Stage::Ramp {
-                weight: 10,
-                max_weight: 50,
-            },
-            &g,
-        );
+        let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), at(10), &g);
         assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
         assert_eq!(st.canary_totals, None);
-        // 30 canary requests: below the minimum, no verdict on the SLO yet
-        let t = tick(
-            &mut st,
-            &obs(sample(30, 1, 270, 9)),
-            Stage::Ramp {
-                weight: 20,
-                max_weight: 50,
-            },
-            &g,
-        );
-        assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
-        assert_eq!(st.canary_totals.as_ref().unwrap().requests, 30);
-        // 60 requests, 2 errors: 96.67 % < 99 %
-        let t = tick(
-            &mut st,
-            &obs(sample(30, 1, 270, 9)),
-            Stage::Ramp {
-                weight: 30,
-                max_weight: 50,
-            },
-            &g,
-        );
-        assert_eq!(
-            t,
-            Tick::Breached(
-                "absolute SLO breached: request-success-rate 96.67% < 99% over 60 canary requests"
-                    .into()
-            )
+        // 30 then 60 requests, 2 errors: 96.67 % < 99 % observed, but 2 errors in 60 are no
+        // evidence against 99 % (Flagger's rule, and pennant's before, rolled back here)
+        for weight in [20, 30] {
+            let t = tick(&mut st, &obs(sample(30, 1, 270, 9)), at(weight), &g);
+            assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
+        }
+        assert_eq!(st.canary_totals.as_ref().unwrap().requests, 60);
+        // 1260 requests, 42 errors: the same 3.33 %, now evidence
+        let t = tick(&mut st, &obs(sample(1200, 40, 10800, 360)), at(40), &g);
+        let Tick::Breached(m) = t else {
+            panic!("{t:?}")
+        };
+        assert!(
+            m.starts_with(
+                "absolute SLO breached: request-success-rate 96.67% < 99% over 1260 canary requests (evidence 10^"
+            ) && m.ends_with(" ≥ 10^2.0 needed)"),
+            "{m}"
         );
         assert_eq!(st.verdict.as_deref(), Some("FAIL"));
-        // a max on the success rate is a bound too (Flagger's range semantics)
+        // a max on the success rate is a bound too (Flagger's range semantics), mirrored:
+        // evidence that the error rate is below 1 − max/100
         let mut st = JudgeStatus::default();
         let g = guard("request-success-rate", None, Some(50.0));
         let mut last = None;
         for _ in 0..3 {
-            last = Some(tick(
-                &mut st,
-                &obs(sample(30, 0, 270, 0)),
-                Stage::Ramp {
-                    weight: 10,
-                    max_weight: 50,
-                },
-                &g,
-            ));
+            last = Some(tick(&mut st, &obs(sample(30, 0, 270, 0)), at(10), &g));
         }
         let Some(Tick::Breached(m)) = last else {
             panic!("{last:?}")
@@ -639,16 +712,16 @@ mod tests {
             let v = |k: u64| VersionSample {
                 requests: 100 * k,
                 errors: 0,
-                buckets: vec![(100.0, 90 * k), (250.0, 98 * k), (500.0, 99 * k + k / 2)],
+                buckets: vec![(100.0, 90 * k), (250.0, 95 * k), (500.0, 99 * k + k / 2)],
                 timed: 100 * k,
             };
             StepSample {
-                canary: v(10),
-                primary: v(90),
+                canary: v(100),
+                primary: v(900),
             }
         };
-        // cumulative over 2 judged steps: 2000 requests, rank 1980 in (250, 500]:
-        // 250 + 250·(1980 − 1960)/(1990 − 1960) = 416.7 ms
+        // cumulative over 2 judged steps: 20000 requests, rank 19800 in (250, 500]:
+        // 250 + 250·(19800 − 19000)/(19900 − 19000) = 472.2 ms
         let run = |g: &[Guardrail]| {
             let mut st = JudgeStatus::default();
             (0..3)
@@ -666,21 +739,130 @@ mod tests {
                 .last()
                 .unwrap()
         };
-        assert_eq!(
-            run(&guard("request-duration", None, Some(400.0))),
-            Tick::Breached(
-                "absolute SLO breached: request-duration 416ms > 400ms (p99) over 2000 canary requests"
-                    .into()
-            )
-        );
-        assert!(matches!(
-            run(&guard("request-duration", None, Some(420.0))),
-            Tick::Judged { .. }
-        ));
-        let Tick::Breached(m) = run(&guard("request-duration", Some(450.0), None)) else {
+        // slower than 400 ms: 20000 − (19000 + 900·150/250) = 460 (2.3 %)
+        let Tick::Breached(m) = run(&guard("request-duration", None, Some(400.0))) else {
             panic!()
         };
-        assert!(m.contains("request-duration 416ms < 450ms (p99)"), "{m}");
+        assert!(
+            m.starts_with(
+                "absolute SLO breached: request-duration 472ms > 400ms (p99) over 20000 canary requests (evidence 10^"
+            ),
+            "{m}"
+        );
+        assert!(matches!(
+            run(&guard("request-duration", None, Some(480.0))),
+            Tick::Judged { .. }
+        ));
+        // mirrored: 19900 of 20000 (99.5 %) no slower than 500 ms
+        let Tick::Breached(m) = run(&guard("request-duration", Some(500.0), None)) else {
+            panic!()
+        };
+        assert!(m.contains("request-duration 472ms < 500ms (p99)"), "{m}");
+    }
+
+    fn totals(requests: u64, errors: u64, buckets: &[(f64, u64)]) -> CanaryTotals {
+        CanaryTotals {
+            requests,
+            errors,
+            timed: if buckets.is_empty() { 0 } else { requests },
+            buckets: buckets
+                .iter()
+                .map(|&(le_ms, count)| crate::api::judge::Bucket { le_ms, count })
+                .collect(),
+            steps: 1,
+        }
+    }
+
+    #[test]
+    fn a_success_rate_breach_needs_evidence_not_one_unlucky_error() {
+        let g = guard("request-success-rate", Some(99.0), None);
+        let b = |n, x| breached(&totals(n, x, &[]), &g, 0.01);
+        // 1 error in 50: 98 % < 99 % observed, no evidence
+        assert_eq!(b(50, 1), None);
+        assert_eq!(b(100, 3), None);
+        // 30 in 1000
+        assert_eq!(
+            b(1000, 30).as_deref(),
+            Some(
+                "absolute SLO breached: request-success-rate 97.00% < 99% over 1000 canary requests (evidence 10^4.9 ≥ 10^2.0 needed)"
+            )
+        );
+        // a canary at exactly the SLO, or just under it, over 100 000 requests
+        assert_eq!(b(100_000, 1000), None);
+        assert_eq!(b(100_000, 1010), None);
+        assert_eq!(b(100_000, 500), None);
+        // alphaFail is split over the guardrails' bounds: two tests need 10^2.3
+        let mut two = g.clone();
+        two.extend(guard("request-duration", None, Some(500.0)));
+        let m = breached(&totals(1000, 30, &[]), &two, 0.01).unwrap();
+        assert!(m.ends_with("(evidence 10^4.9 ≥ 10^2.3 needed)"), "{m}");
+        // min 100: a single error is certain evidence
+        let g100 = guard("request-success-rate", Some(100.0), None);
+        let m = breached(&totals(10, 1, &[]), &g100, 0.01).unwrap();
+        assert!(m.ends_with("(evidence unbounded ≥ 10^2.0 needed)"), "{m}");
+        assert_eq!(breached(&totals(10, 0, &[]), &g100, 0.01), None);
+    }
+
+    #[test]
+    fn a_duration_breach_needs_evidence_counted_from_the_histogram() {
+        let g = guard("request-duration", None, Some(500.0));
+        let b = |n, buckets: &[(f64, u64)]| breached(&totals(n, 0, buckets), &g, 0.01);
+        // 1 of 50 slower than 500 ms (an edge): p99 750 ms > 500 ms observed, no evidence
+        assert_eq!(b(50, &[(100.0, 49), (500.0, 49), (1000.0, 50)]), None);
+        // 30 of 1000: p99 833 ms
+        let m = b(1000, &[(100.0, 900), (500.0, 970), (1000.0, 1000)]).unwrap();
+        assert!(
+            m.starts_with(
+                "absolute SLO breached: request-duration 833ms > 500ms (p99) over 1000 canary requests (evidence 10^4.9"
+            ),
+            "{m}"
+        );
+        // exactly 1 % slower, and 1.01 % (p99 504 ms > 500 ms), over 100 000
+        assert_eq!(b(100_000, &[(500.0, 99_000), (1000.0, 100_000)]), None);
+        assert_eq!(b(100_000, &[(500.0, 98_990), (1000.0, 100_000)]), None);
+        // max 750 inside (500, 1000]: slower ≈ 30 · 0.5 = 15 of 1000 (an estimate), no
+        // evidence; the same shape over 10 000 requests is
+        let g = guard("request-duration", None, Some(750.0));
+        let b = |n, buckets: &[(f64, u64)]| breached(&totals(n, 0, buckets), &g, 0.01);
+        assert_eq!(b(1000, &[(100.0, 900), (500.0, 970), (1000.0, 1000)]), None);
+        let m = b(10_000, &[(100.0, 9000), (500.0, 9700), (1000.0, 10_000)]).unwrap();
+        assert!(m.contains("request-duration 833ms > 750ms (p99)"), "{m}");
+        // evidence without an observed breach is none: 30 of 1000 beyond the last finite
+        // edge count as slower than 2000 ms, but the p99 reads as that edge (1000 ms)
+        let g = guard("request-duration", None, Some(2000.0));
+        let t = totals(1000, 0, &[(100.0, 900), (500.0, 970), (1000.0, 970)]);
+        assert!(ln_evidence(1000.0, 1000.0 - t.no_slower_than(2000.0).unwrap(), 0.01) > 10.0);
+        assert_eq!(breached(&t, &g, 0.01), None);
+    }
+
+    #[test]
+    fn a_canary_at_the_slo_rarely_breaches_where_the_observed_rule_nearly_always_did() {
+        use rand::{SeedableRng, rngs::StdRng};
+        use rand_distr::{Binomial, Distribution};
+        // true error rate exactly 1 %, SLO 99 %: 100 runs of 50 ticks of 1000 requests,
+        // judged on the cumulative counts every tick
+        let g = guard("request-success-rate", Some(99.0), None);
+        let mut rng = StdRng::seed_from_u64(20260404);
+        let (mut breaches, mut observed) = (0, 0);
+        for _ in 0..100 {
+            let mut t = CanaryTotals::default();
+            let (mut b, mut o) = (false, false);
+            for _ in 0..50 {
+                let x = Binomial::new(1000, 0.01).unwrap().sample(&mut rng);
+                t.add(&VersionSample {
+                    requests: 1000,
+                    errors: x,
+                    ..Default::default()
+                });
+                b |= breached(&t, &g, 0.01).is_some();
+                o |= t.success_rate().unwrap() < 99.0;
+            }
+            breaches += b as u32;
+            observed += o as u32;
+        }
+        // ≤ α = 1 % per run in expectation (Ville); the observed rule alone fails most runs
+        assert!(breaches <= 3, "{breaches}");
+        assert!(observed >= 80, "{observed}");
     }
 
     #[test]

@@ -6,17 +6,52 @@
 //! counts over the run's judged steps rather than per window: [`CanaryTotals`] holds the
 //! requests, 5xx errors and the full cumulative latency histogram, and
 //! [`histogram_quantile`] reads its p99 as Prometheus does. The thresholds themselves are
-//! judged in [`crate::canary::judged`].
+//! judged in [`crate::canary::judged`], and a breach needs anytime-valid evidence
+//! ([`ln_evidence`]), not just an observed value past the threshold.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::counts::VersionSample;
 
-/// Fewest canary requests (for `request-duration`: requests in the histogram) before a
-/// guardrail is judged. Below that one slow or failed request moves the percentage by more
-/// than a typical SLO's slack (1 of 50 is 2 pp), so a breach would be noise.
-pub const MIN_GUARDRAIL_REQUESTS: u64 = 50;
+/// Alternatives in the [`ln_evidence`] mixture: odds ratios over the SLO's, log-spaced
+/// from 1.25 to 20 (1.25 · 16^(i/(n−1))).
+pub const ALTERNATIVES: usize = 8;
+
+/// ln of a test martingale against H0 "each request is an event with probability ≤ `q0`",
+/// on `n` requests of which `k` were events (cumulative counts).
+///
+/// The mixture, with equal weights, over alternatives `q1` whose odds are r ×
+/// `q0`'s for [`ALTERNATIVES`] r log-spaced from 1.25 to 20 (for a small `q0`, `q1 ≈ r·q0`;
+/// always in `(q0, 1)`, where `r·q0` would pass 1 for a lax SLO), of the likelihood ratios
+/// `(q1/q0)^k ((1−q1)/(1−q0))^(n−k)`, in log space. Each ratio is a product over requests
+/// whose factors have expectation ≤ 1 under any `q ≤ q0`, so the mixture is a nonnegative
+/// supermartingale and `P(ever ≥ 1/α) ≤ α` (Ville): evaluating it on the cumulative counts at
+/// every tick is valid however often it is looked at. Few events cannot reach `1/α`: against
+/// an SLO of 99 % (`q0` 0.01) with 1/α = 100 one error in 50 requests is 10^−0.2, and 3
+/// errors are enough only within about the first 13 requests.
+///
+/// `k` may be fractional (an estimate from a histogram). `q0 ≥ 1`: no evidence (0). `q0 ≤ 0`
+/// (no event allowed at all): infinite once there is an event.
+pub fn ln_evidence(n: f64, k: f64, q0: f64) -> f64 {
+    if n <= 0.0 || q0 >= 1.0 || q0.is_nan() {
+        return 0.0;
+    }
+    let k = k.clamp(0.0, n);
+    if q0 <= 0.0 {
+        return if k > 0.0 { f64::INFINITY } else { 0.0 };
+    }
+    let lr: Vec<f64> = (0..ALTERNATIVES)
+        .map(|i| {
+            let r = 1.25 * 16f64.powf(i as f64 / (ALTERNATIVES - 1) as f64);
+            let q1 = q0 * r / (1.0 - q0 + q0 * r);
+            k * (q1 / q0).ln() + (n - k) * ((1.0 - q1) / (1.0 - q0)).ln()
+        })
+        .collect();
+    let top = lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = lr.iter().map(|l| (l - top).exp()).sum::<f64>() / lr.len() as f64;
+    top + mean.ln()
+}
 
 /// One cumulative latency bucket: requests no slower than `leMs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -85,6 +120,37 @@ impl CanaryTotals {
         (self.requests > 0).then(|| {
             100.0 * (self.requests - self.errors.min(self.requests)) as f64 / self.requests as f64
         })
+    }
+
+    /// Requests no slower than `ms` in the cumulative histogram: exact when `ms` is an edge;
+    /// otherwise an *estimate*, interpolated linearly inside its bucket as
+    /// [`histogram_quantile`] does (from 0 below the first edge). Beyond the largest finite
+    /// edge, that edge's count (a lower bound). `None` without a histogram.
+    pub fn no_slower_than(&self, ms: f64) -> Option<f64> {
+        if self.timed == 0 || self.buckets.is_empty() || ms.is_nan() {
+            return None;
+        }
+        let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+        let Some(b) = self
+            .buckets
+            .iter()
+            .position(|x| x.le_ms >= ms || same(x.le_ms, ms))
+        else {
+            return Some(self.buckets[self.buckets.len() - 1].count as f64);
+        };
+        let Bucket { le_ms: end, count } = self.buckets[b];
+        if same(end, ms) {
+            return Some(count as f64);
+        }
+        let (start, below) = match b {
+            0 => (0.0, 0),
+            _ => (self.buckets[b - 1].le_ms, self.buckets[b - 1].count),
+        };
+        if ms <= start || end <= start {
+            return Some(below as f64);
+        }
+        let in_bucket = count.saturating_sub(below) as f64;
+        Some(below as f64 + in_bucket * (ms - start) / (end - start))
     }
 
     /// The `q` quantile of the cumulative histogram, ms ([`histogram_quantile`]).
@@ -173,5 +239,54 @@ mod tests {
         );
         let sr = t.success_rate().unwrap();
         assert!((sr - 100.0 * 98.0 / 300.0).abs() < 1e-9, "{sr}");
+    }
+
+    #[test]
+    fn evidence_needs_more_than_one_unlucky_request() {
+        let log10 = |n: f64, k: f64, q0| ln_evidence(n, k, q0) / std::f64::consts::LN_10;
+        // SLO 99 %, 1/α = 100
+        assert!(log10(50.0, 1.0, 0.01) < 0.0);
+        assert!(log10(50.0, 2.0, 0.01) < 1.0);
+        assert!(log10(1000.0, 30.0, 0.01) > 4.0);
+        // at the SLO, and just past it, the evidence is against a breach
+        assert!(log10(100_000.0, 1000.0, 0.01) < -10.0);
+        assert!(log10(100_000.0, 1010.0, 0.01) < -10.0);
+        // three errors in a row are already rare at 1 %, two are not
+        assert!(log10(3.0, 3.0, 0.01) > 2.0);
+        assert!(log10(2.0, 2.0, 0.01) < 2.0);
+        // grows with the evidence: more events at the same n, same rate over more n
+        assert!(log10(1000.0, 31.0, 0.01) > log10(1000.0, 30.0, 0.01));
+        assert!(log10(2000.0, 60.0, 0.01) > log10(1000.0, 30.0, 0.01));
+        // a lax SLO (q0 0.5): the alternatives stay below 1
+        let e = log10(60.0, 60.0, 0.5);
+        assert!(e.is_finite() && e > 10.0, "{e}");
+        // no event allowed at all; an SLO nothing can breach
+        assert_eq!(ln_evidence(10.0, 1.0, 0.0), f64::INFINITY);
+        assert_eq!(ln_evidence(10.0, 0.0, 0.0), 0.0);
+        assert_eq!(ln_evidence(10.0, 10.0, 1.0), 0.0);
+        assert_eq!(ln_evidence(0.0, 0.0, 0.01), 0.0);
+    }
+
+    #[test]
+    fn requests_below_a_bound_are_exact_at_an_edge_and_interpolated_inside_a_bucket() {
+        let t = CanaryTotals {
+            requests: 1000,
+            errors: 0,
+            timed: 1000,
+            buckets: [(100.0, 900), (250.0, 980), (500.0, 995)]
+                .map(|(le_ms, count)| Bucket { le_ms, count })
+                .to_vec(),
+            steps: 1,
+        };
+        assert_eq!(t.no_slower_than(250.0), Some(980.0));
+        assert_eq!(t.no_slower_than(500.0), Some(995.0));
+        // 400 is 3/5 of the way through (250, 500]: 980 + 15·0.6
+        let b = t.no_slower_than(400.0).unwrap();
+        assert!((b - 989.0).abs() < 1e-9, "{b}");
+        // below the first edge from 0; beyond the last, that edge's count (a lower bound)
+        assert_eq!(t.no_slower_than(50.0), Some(450.0));
+        assert_eq!(t.no_slower_than(0.0), Some(0.0));
+        assert_eq!(t.no_slower_than(900.0), Some(995.0));
+        assert_eq!(CanaryTotals::default().no_slower_than(100.0), None);
     }
 }
