@@ -808,6 +808,8 @@ fn main() {
     // Overrides, for exploring the policy (percent values as in the Policy fields).
     let f = |name: &str, d: f64| arg_f(name).unwrap_or(d);
     policy.fail_margin = f("--fail-margin", policy.fail_margin);
+    // `--fixed-rate`: the errors hypotheses fixed at the lookback baseline (§4.4 as written)
+    policy.track_rate = !std::env::args().any(|a| a == "--fixed-rate");
     policy.alpha_pass = f("--alpha-pass", policy.alpha_pass);
     policy.alpha_fail = f("--alpha-fail", policy.alpha_fail);
     policy.error_tolerance = f("--error-tolerance", policy.error_tolerance);

@@ -74,6 +74,11 @@ pub struct Policy {
     /// Largest acceptable latency shift, in percent ("canary at most (1 + t/100)× slower").
     /// In (0, 1000]. Default 10.
     pub latency_tolerance: f64,
+    /// Hold the error tolerance in percentage points at each step's error rate (pooled over both
+    /// versions, shrunk toward the lookback baseline), not only at the lookback's: an incident
+    /// that raises both versions' errors must not make an additive regression look tolerable.
+    /// Default true; false gives `sequential-judge.md` §4.4's fixed hypotheses.
+    pub track_rate: bool,
     /// The increase that counts as a regression (FAIL), as a fraction of the tolerance on the
     /// log-odds scale. In (0, 1). Default 0.5.
     pub fail_margin: f64,
@@ -105,6 +110,7 @@ impl Default for Policy {
             alpha_pass: 0.05,
             error_tolerance: 0.5,
             latency_tolerance: 10.0,
+            track_rate: true,
             fail_margin: 0.5,
             latency_edges: Vec::new(),
             latency: true,
@@ -198,6 +204,11 @@ pub struct Signal {
     pub beta_fail: f64,
     /// β_P: PASS rejects "β ≥ β_P".
     pub beta_pass: f64,
+    /// errors only, with `trackRate`: the tolerance δ as a probability; the hypotheses are then
+    /// re-derived at each step's event rate ([`Signal::hypotheses`]). Absent: β_F and β_P hold
+    /// for every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
 }
 
 /// One version's counts in one step.
@@ -299,12 +310,68 @@ pub const PASS_FRACTIONS: [(f64, f64); 5] = [
     (2.0, 0.15),
 ];
 
-/// Running e-processes of one signal: the cumulative conditional log-likelihood at the 15
-/// grid points (β_F, 8 FAIL alternatives, β_P, 5 PASS alternatives). O(15 · window) per step.
+/// Prior weight, in events at the lookback baseline, with which a step's pooled event rate is
+/// shrunk toward the baseline when the errors hypotheses track the step ([`Signal::tolerance`]).
+pub const TRACK_PRIOR_EVENTS: f64 = 20.0;
+
+/// The 15 grid points of one step: β_F, the 8 FAIL alternatives `β_F + d_i`, β_P, the 5 PASS
+/// alternatives `β_P(1 − f)` (§4.2).
+pub fn grid(beta_fail: f64, beta_pass: f64) -> [f64; 15] {
+    let d = fail_offsets(beta_fail, beta_pass);
+    let mut betas = [0.0; 15];
+    betas[0] = beta_fail;
+    for i in 0..8 {
+        betas[1 + i] = beta_fail + d[i];
+    }
+    betas[9] = beta_pass;
+    for (i, (f, _)) in PASS_FRACTIONS.iter().enumerate() {
+        betas[10 + i] = beta_pass * (1.0 - f);
+    }
+    betas
+}
+
+impl Signal {
+    /// (β_F, β_P) for one step's table. Fixed hypotheses return the frozen pair. With a
+    /// [`Signal::tolerance`] (errors, in probability) they are re-derived at the step's event
+    /// rate, pooled over both versions and shrunk toward the lookback baseline by
+    /// [`TRACK_PRIOR_EVENTS`]: `q̃ = (m + K)/(N + K/b̂)`, `β_P = logit(q̃ + δ) − logit(q̃)`, and β_F
+    /// keeps its ratio to β_P. An additive regression of δ keeps its meaning when an incident
+    /// raises both versions' error rate (its odds ratio shrinks as the rate grows; fixed
+    /// hypotheses would then let it PASS). `q̃` depends on the step's margins only, which the
+    /// conditional likelihood is given, so each step's factor stays a supermartingale (§4.3).
+    pub fn hypotheses(&self, t: &Table) -> (f64, f64) {
+        let Some(delta) = self.tolerance else {
+            return (self.beta_fail, self.beta_pass);
+        };
+        let b = self.baseline.clamp(0.0005, 0.9);
+        let (m, n) = ((t.xc + t.xp) as f64, (t.nc + t.np) as f64);
+        let q = ((m + TRACK_PRIOR_EVENTS) / (n + TRACK_PRIOR_EVENTS / b)).clamp(0.0005, 0.9);
+        let bp = logit((q + delta).min(0.999)) - logit(q);
+        (self.beta_fail / self.beta_pass * bp, bp)
+    }
+}
+
+/// Share of the PASS e-process of a signal with a [`Signal::tolerance`] that the comparative
+/// test (canary against primary) carries; the rest is the canary-only test of [`ABSOLUTE_PASS`].
+pub const COMPARATIVE_WEIGHT: f64 = 0.75;
+
+/// Canary-only PASS alternatives, as fractions of the tolerance δ, equal weights: the canary's
+/// own error rate `q_a = f·δ` against "`q_c ≥ δ`". A canary whose own error rate is below δ
+/// cannot be δ worse than the primary, whatever the primary does, so rejecting `q_c ≥ δ` is a
+/// PASS that needs no primary events: what decides a low-baseline service (0.1 % errors), where
+/// the comparative test waits for events on both sides.
+pub const ABSOLUTE_PASS: [f64; 4] = [0.5, 0.25, 0.1, 0.02];
+
+/// Running e-processes of one signal: per component (8 FAIL alternatives against β_F, 5 PASS
+/// alternatives against β_P), the cumulative conditional log-likelihood ratio. O(15 · window)
+/// per step.
 #[derive(Clone, Debug)]
 pub struct Process {
-    betas: [f64; 15],
-    ll: [f64; 15],
+    signal: Signal,
+    /// Σ_k ℓ_k(β_F + d_i) − ℓ_k(β_F), i = 0..8; then Σ_k ℓ_k(β_P(1 − f_j)) − ℓ_k(β_P), j = 0..5.
+    lr: [f64; 13],
+    /// With a tolerance: Σ_k ln LR of the canary's own counts, per [`ABSOLUTE_PASS`] component.
+    abs: [f64; 4],
     /// Cumulative counts over the informative steps pushed.
     pub totals: Table,
     /// Informative steps pushed.
@@ -316,20 +383,10 @@ pub struct Process {
 
 impl Process {
     pub fn new(signal: &Signal) -> Process {
-        let (bf, bp) = (signal.beta_fail, signal.beta_pass);
-        let d = fail_offsets(bf, bp);
-        let mut betas = [0.0; 15];
-        betas[0] = bf;
-        for i in 0..8 {
-            betas[1 + i] = bf + d[i];
-        }
-        betas[9] = bp;
-        for (i, (f, _)) in PASS_FRACTIONS.iter().enumerate() {
-            betas[10 + i] = bp * (1.0 - f);
-        }
         Process {
-            betas,
-            ll: [0.0; 15],
+            signal: signal.clone(),
+            lr: [0.0; 13],
+            abs: [0.0; 4],
             totals: Table::default(),
             steps: 0,
             max_ln_e_fail: 0.0,
@@ -337,15 +394,34 @@ impl Process {
         }
     }
 
+    /// The grid of the frozen hypotheses ([`grid`]).
+    pub fn betas(&self) -> [f64; 15] {
+        grid(self.signal.beta_fail, self.signal.beta_pass)
+    }
+
     /// Add one step's table. Uninformative tables (a single point of support) change nothing.
     pub fn push(&mut self, t: Table) {
+        if let Some(delta) = self.signal.tolerance.filter(|d| *d > 0.0 && *d < 1.0) {
+            // Bernoulli likelihood ratio of q_a = f·δ against δ on the canary's counts
+            let (x, n) = (t.xc as f64, t.nc as f64);
+            for (a, f) in self.abs.iter_mut().zip(ABSOLUTE_PASS) {
+                let q = f * delta;
+                *a += x * (q / delta).ln() + (n - x) * ((1.0 - q) / (1.0 - delta)).ln();
+            }
+            self.max_ln_e_pass = self.max_ln_e_pass.max(self.ln_e_pass());
+        }
         let mg = t.margins();
         if !mg.informative() {
             return;
         }
-        for (ll, beta) in self.ll.iter_mut().zip(self.betas) {
-            // β·x − ln Z(β); the binomial constants cancel in every ratio used.
-            *ll += beta * t.xc as f64 - mg.ln_norm(beta);
+        let (bf, bp) = self.signal.hypotheses(&t);
+        // β·x − ln Z(β); the binomial constants cancel in every ratio used.
+        let ll = grid(bf, bp).map(|beta| beta * t.xc as f64 - mg.ln_norm(beta));
+        for i in 0..8 {
+            self.lr[i] += ll[1 + i] - ll[0];
+        }
+        for j in 0..5 {
+            self.lr[8 + j] += ll[10 + j] - ll[9];
         }
         self.totals.xc += t.xc;
         self.totals.nc += t.nc;
@@ -365,19 +441,30 @@ impl Process {
 
     /// ln E_F: ln Σ_i (1/8) exp(ℓ(β_F + d_i) − ℓ(β_F)).
     pub fn ln_e_fail(&self) -> f64 {
-        let base = self.ll[0];
-        fnch::log_sum_exp((1..9).map(|i| self.ll[i] - base)) - 8f64.ln()
+        fnch::log_sum_exp(self.lr[..8].iter().copied()) - 8f64.ln()
     }
 
     /// ln E_P: ln Σ_i v_i exp(ℓ(β_P(1 − f_i)) − ℓ(β_P)).
+    ///
+    /// With a [`Signal::tolerance`]: `COMPARATIVE_WEIGHT · E_P + (1 − COMPARATIVE_WEIGHT) ·
+    /// E_abs`, with E_abs the equal mixture over [`ABSOLUTE_PASS`]. An average of e-processes is
+    /// one, valid for a canary worse than the primary by δ (it is then also at least δ bad).
     pub fn ln_e_pass(&self) -> f64 {
-        let base = self.ll[9];
-        fnch::log_sum_exp(
+        let cmp = fnch::log_sum_exp(
             PASS_FRACTIONS
                 .iter()
                 .enumerate()
-                .map(|(i, (_, v))| v.ln() + self.ll[10 + i] - base),
-        )
+                .map(|(i, (_, v))| v.ln() + self.lr[8 + i]),
+        );
+        if self.signal.tolerance.is_none() {
+            return cmp;
+        }
+        let w = (1.0 / ABSOLUTE_PASS.len() as f64).ln();
+        let abs = fnch::log_sum_exp(self.abs.iter().map(|a| a + w));
+        fnch::log_sum_exp([
+            COMPARATIVE_WEIGHT.ln() + cmp,
+            (1.0 - COMPARATIVE_WEIGHT).ln() + abs,
+        ])
     }
 }
 
@@ -568,6 +655,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
         baseline: b,
         beta_fail: policy.fail_margin * bp,
         beta_pass: bp,
+        tolerance: policy.track_rate.then_some(delta),
     });
     let mut edges_ms = Vec::new();
     if policy.latency {
@@ -619,6 +707,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
                 baseline: q0,
                 beta_fail: policy.fail_margin * bp,
                 beta_pass: bp,
+                tolerance: None,
             });
             edges_ms.push(edge);
         }
