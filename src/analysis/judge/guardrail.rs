@@ -122,35 +122,30 @@ impl CanaryTotals {
         })
     }
 
-    /// Requests no slower than `ms` in the cumulative histogram: exact when `ms` is an edge;
-    /// otherwise an *estimate*, interpolated linearly inside its bucket as
-    /// [`histogram_quantile`] does (from 0 below the first edge). Beyond the largest finite
-    /// edge, that edge's count (a lower bound). `None` without a histogram.
-    pub fn no_slower_than(&self, ms: f64) -> Option<f64> {
+    /// Requests no slower than a bucket edge near `ms` in the cumulative histogram, chosen so
+    /// the count is on the safe side for a guardrail: with `upper`, at the smallest edge ≥ `ms`
+    /// (all timed requests beyond the largest finite edge), which over-counts requests no
+    /// slower than `ms` and so never over-counts slower ones; without, at the largest edge ≤
+    /// `ms` (0 below the first edge), which under-counts them. Exact when `ms` is an edge.
+    /// `None` without a histogram.
+    pub fn no_slower_than(&self, ms: f64, upper: bool) -> Option<f64> {
         if self.timed == 0 || self.buckets.is_empty() || ms.is_nan() {
             return None;
         }
         let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
-        let Some(b) = self
-            .buckets
-            .iter()
-            .position(|x| x.le_ms >= ms || same(x.le_ms, ms))
-        else {
-            return Some(self.buckets[self.buckets.len() - 1].count as f64);
+        let count = if upper {
+            self.buckets
+                .iter()
+                .find(|x| x.le_ms >= ms || same(x.le_ms, ms))
+                .map_or(self.timed, |x| x.count)
+        } else {
+            self.buckets
+                .iter()
+                .rev()
+                .find(|x| x.le_ms <= ms || same(x.le_ms, ms))
+                .map_or(0, |x| x.count)
         };
-        let Bucket { le_ms: end, count } = self.buckets[b];
-        if same(end, ms) {
-            return Some(count as f64);
-        }
-        let (start, below) = match b {
-            0 => (0.0, 0),
-            _ => (self.buckets[b - 1].le_ms, self.buckets[b - 1].count),
-        };
-        if ms <= start || end <= start {
-            return Some(below as f64);
-        }
-        let in_bucket = count.saturating_sub(below) as f64;
-        Some(below as f64 + in_bucket * (ms - start) / (end - start))
+        Some(count as f64)
     }
 
     /// The `q` quantile of the cumulative histogram, ms ([`histogram_quantile`]).
@@ -268,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_below_a_bound_are_exact_at_an_edge_and_interpolated_inside_a_bucket() {
+    fn requests_below_a_bound_are_exact_at_an_edge_and_on_the_safe_side_inside_a_bucket() {
         let t = CanaryTotals {
             requests: 1000,
             errors: 0,
@@ -278,15 +273,18 @@ mod tests {
                 .to_vec(),
             steps: 1,
         };
-        assert_eq!(t.no_slower_than(250.0), Some(980.0));
-        assert_eq!(t.no_slower_than(500.0), Some(995.0));
-        // 400 is 3/5 of the way through (250, 500]: 980 + 15·0.6
-        let b = t.no_slower_than(400.0).unwrap();
-        assert!((b - 989.0).abs() < 1e-9, "{b}");
-        // below the first edge from 0; beyond the last, that edge's count (a lower bound)
-        assert_eq!(t.no_slower_than(50.0), Some(450.0));
-        assert_eq!(t.no_slower_than(0.0), Some(0.0));
-        assert_eq!(t.no_slower_than(900.0), Some(995.0));
-        assert_eq!(CanaryTotals::default().no_slower_than(100.0), None);
+        for upper in [true, false] {
+            assert_eq!(t.no_slower_than(250.0, upper), Some(980.0));
+            assert_eq!(t.no_slower_than(500.0, upper), Some(995.0));
+            assert_eq!(CanaryTotals::default().no_slower_than(100.0, upper), None);
+        }
+        // 400 inside (250, 500]: the edge above or the edge below
+        assert_eq!(t.no_slower_than(400.0, true), Some(995.0));
+        assert_eq!(t.no_slower_than(400.0, false), Some(980.0));
+        // below the first edge: 900 above, 0 below; beyond the last: all timed, or 995
+        assert_eq!(t.no_slower_than(50.0, true), Some(900.0));
+        assert_eq!(t.no_slower_than(50.0, false), Some(0.0));
+        assert_eq!(t.no_slower_than(900.0, true), Some(1000.0));
+        assert_eq!(t.no_slower_than(900.0, false), Some(995.0));
     }
 }

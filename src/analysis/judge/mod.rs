@@ -75,7 +75,7 @@ pub struct Policy {
     /// In (0, 1000]. Default 10.
     pub latency_tolerance: f64,
     /// Hold the error tolerance in percentage points at each step's error rate (pooled over both
-    /// versions, shrunk toward the lookback baseline), not only at the lookback's: an incident
+    /// versions, when above the lookback baseline), not only at the lookback's: an incident
     /// that raises both versions' errors must not make an additive regression look tolerable.
     /// Default true; false gives `sequential-judge.md` §4.4's fixed hypotheses.
     pub track_rate: bool,
@@ -310,10 +310,6 @@ pub const PASS_FRACTIONS: [(f64, f64); 5] = [
     (2.0, 0.15),
 ];
 
-/// Prior weight, in events at the lookback baseline, with which a step's pooled event rate is
-/// shrunk toward the baseline when the errors hypotheses track the step ([`Signal::tolerance`]).
-pub const TRACK_PRIOR_EVENTS: f64 = 20.0;
-
 /// The 15 grid points of one step: β_F, the 8 FAIL alternatives `β_F + d_i`, β_P, the 5 PASS
 /// alternatives `β_P(1 − f)` (§4.2).
 pub fn grid(beta_fail: f64, beta_pass: f64) -> [f64; 15] {
@@ -333,19 +329,21 @@ pub fn grid(beta_fail: f64, beta_pass: f64) -> [f64; 15] {
 impl Signal {
     /// (β_F, β_P) for one step's table. Fixed hypotheses return the frozen pair. With a
     /// [`Signal::tolerance`] (errors, in probability) they are re-derived at the step's event
-    /// rate, pooled over both versions and shrunk toward the lookback baseline by
-    /// [`TRACK_PRIOR_EVENTS`]: `q̃ = (m + K)/(N + K/b̂)`, `β_P = logit(q̃ + δ) − logit(q̃)`, and β_F
-    /// keeps its ratio to β_P. An additive regression of δ keeps its meaning when an incident
-    /// raises both versions' error rate (its odds ratio shrinks as the rate grows; fixed
-    /// hypotheses would then let it PASS). `q̃` depends on the step's margins only, which the
+    /// rate: `q̃ = max(b̂, m/N)`, the lookback baseline or the rate pooled over both versions if
+    /// higher, `β_P = logit(q̃ + δ) − logit(q̃)`, and β_F keeps its ratio to β_P. An additive
+    /// regression of δ keeps its meaning when an incident raises both versions' error rate
+    /// (its odds ratio shrinks as the rate grows; fixed hypotheses would then let it PASS).
+    /// The pooled rate includes the canary's, so it is at least the primary's in expectation
+    /// when the canary is worse, and β_P(q) falls as q grows: the tracked β_P does not exceed
+    /// the odds ratio of a δ-worse canary. `q̃` depends on the step's margins only, which the
     /// conditional likelihood is given, so each step's factor stays a supermartingale (§4.3).
     pub fn hypotheses(&self, t: &Table) -> (f64, f64) {
         let Some(delta) = self.tolerance else {
             return (self.beta_fail, self.beta_pass);
         };
-        let b = self.baseline.clamp(0.0005, 0.9);
         let (m, n) = ((t.xc + t.xp) as f64, (t.nc + t.np) as f64);
-        let q = ((m + TRACK_PRIOR_EVENTS) / (n + TRACK_PRIOR_EVENTS / b)).clamp(0.0005, 0.9);
+        let pooled = if n > 0.0 { m / n } else { 0.0 };
+        let q = self.baseline.max(pooled).clamp(0.0005, 0.9);
         let bp = logit((q + delta).min(0.999)) - logit(q);
         (self.beta_fail / self.beta_pass * bp, bp)
     }

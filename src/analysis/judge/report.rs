@@ -156,10 +156,17 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
     );
     let diff = 100.0 * (qc - qp);
     if e.steps == 0 {
-        let text = format!(
-            "{}: no informative step judged yet (warm-up, no traffic or no events) → not enough evidence",
-            e.signal.name
-        );
+        let text = if e.verdict == Verdict::Pass {
+            format!(
+                "{}: no events on either side to compare; the canary's own rate is below the tolerance (PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed) → pass",
+                e.signal.name
+            )
+        } else {
+            format!(
+                "{}: no informative step judged yet (warm-up, no traffic or no events) → not enough evidence",
+                e.signal.name
+            )
+        };
         return SignalReport {
             name: e.signal.name.clone(),
             verdict: e.verdict,
