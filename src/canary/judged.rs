@@ -124,8 +124,10 @@ pub fn guardrails(analysis: &CanaryAnalysis) -> Vec<Guardrail> {
 ///   success rate in %, `request-duration` the p99 of the cumulative histogram, as
 ///   `histogram_quantile(0.99, …)`, in whole ms), so the breach means what the user wrote; and
 /// - a test martingale ([`ln_evidence`]) on the cumulative counts reaches `tests / alpha`
-///   against the hypothesis that the SLO holds, `alpha` being the policy's `alphaFail` split
-///   evenly over the bounds of all guardrails (`tests`; a range with `min` and `max` is two).
+///   against the hypothesis that the SLO holds, `alpha` being the guardrails' share of the
+///   policy's `alphaFail` ([`tick`] splits it evenly over the judge's signals and the bounds),
+///   split evenly over the bounds of all guardrails (`tests`; a range with `min` and `max` is
+///   two).
 ///   The SLO as the event probability `q0` of H0 "each request is an event with probability
 ///   ≤ `q0`":
 ///   - success rate `< min`: the event is an error, `q0 = 1 − min/100` (`min` 100: one error
@@ -427,18 +429,19 @@ pub fn tick(
         status.steps.push(step);
     }
     let judged = judge::judged_steps(policy, &status.steps);
-    let j = judge::evaluate(policy, &plan.signals, judged);
+    // one alphaFail for the run: split over the judge's signals and the guardrails' bounds
+    let guard_tests: usize = guardrails.iter().map(|g| g.bounds().tests()).sum();
+    let j = judge::evaluate_among(policy, &plan.signals, judged, guard_tests);
     let mut evidence = report::summary(&j, judged);
     if capped {
         evidence += &format!(" (step cap {cap} reached: later steps are not recorded or judged)");
     }
     status.verdict = Some(j.verdict.as_str().to_string());
     status.message = Some(evidence.clone());
-    if let Some(m) = status
-        .canary_totals
-        .as_ref()
-        .and_then(|t| breached(t, guardrails, policy.alpha_fail))
-    {
+    if let Some(m) = status.canary_totals.as_ref().and_then(|t| {
+        let share = guard_tests as f64 / (guard_tests + plan.signals.len()) as f64;
+        breached(t, guardrails, policy.alpha_fail * share)
+    }) {
         status.verdict = Some(Verdict::Fail.as_str().to_string());
         status.message = Some(format!("{m}; judge: {evidence}"));
         return Tick::Breached(m);
@@ -689,9 +692,10 @@ mod tests {
         assert!(
             m.starts_with(
                 "absolute SLO breached: request-success-rate 96.67% < 99% over 1260 canary requests (evidence 10^"
-            ) && m.ends_with(" ≥ 10^2.0 needed)"),
+            ) && m.ends_with(" ≥ 10^2.6 needed)"),
             "{m}"
         );
+        // (one bound beside 3 signals: the guardrail gets ¼ of alphaFail, 4/0.01 = 10^2.6)
         assert_eq!(st.verdict.as_deref(), Some("FAIL"));
         // a max on the success rate is a bound too (Flagger's range semantics), mirrored:
         // evidence that the error rate is below 1 − max/100
@@ -946,5 +950,33 @@ mod tests {
         );
         let e = parse_policy("maxSteps: 251").unwrap_err();
         assert!(e.contains("maxSteps 251 out of range [1, 250]"), "{e}");
+    }
+
+    #[test]
+    fn guardrails_and_the_judge_share_one_alpha_fail() {
+        // 3 judged signals (errors, latency>100ms, latency>250ms); with a success-rate floor
+        // the judge's FAIL level is 4/0.01 (10^2.6), not 3/0.01 (10^2.5)
+        let needed = |g: &[Guardrail]| {
+            let mut st = JudgeStatus::default();
+            let mut last = None;
+            for _ in 0..2 {
+                last = Some(tick(
+                    &mut st,
+                    &obs(sample(300, 3, 2700, 27)),
+                    Stage::Ramp {
+                        weight: 10,
+                        max_weight: 50,
+                    },
+                    g,
+                ));
+            }
+            let Some(Tick::Judged { evidence, .. }) = last else {
+                panic!("{last:?}")
+            };
+            evidence
+        };
+        assert!(needed(&[]).contains("of 10^2.5 needed"), "{}", needed(&[]));
+        let g = guard("request-success-rate", Some(99.0), None);
+        assert!(needed(&g).contains("of 10^2.6 needed"), "{}", needed(&g));
     }
 }

@@ -86,12 +86,14 @@ pub struct CanaryTotals {
 
 impl CanaryTotals {
     /// Add one step's canary sample. Histogram edges are intersected across the steps that
-    /// have a histogram (`timed > 0`); a step without requests in the histogram leaves them.
+    /// have a histogram (`timed > 0` and finite buckets); a step without leaves them.
     pub fn add(&mut self, v: &VersionSample) {
         self.requests += v.requests;
         self.errors += v.errors.min(v.requests);
         self.steps += 1;
-        if v.timed == 0 {
+        // a step without finite buckets would leave nothing to intersect with: not counted in
+        // the histogram at all (its requests still count for the success rate)
+        if v.timed == 0 || v.buckets.is_empty() {
             return;
         }
         let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
@@ -213,6 +215,10 @@ mod tests {
             timed: n,
             buckets,
         };
+        let mut t = CanaryTotals::default();
+        // a first step timed but without finite buckets does not switch the histogram off
+        t.add(&v(50, 0, vec![]));
+        assert_eq!((t.requests, t.timed), (50, 0));
         let mut t = CanaryTotals::default();
         t.add(&v(100, 2, vec![(100.0, 50), (250.0, 90), (500.0, 99)]));
         // a step without canary requests changes no edge

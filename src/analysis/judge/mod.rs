@@ -529,7 +529,19 @@ pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
 /// Judge `steps` (all of them; warm-up exclusion is the caller's, see [`judged_steps`]) on
 /// `signals` under `policy`'s alphas.
 pub fn evaluate(policy: &Policy, signals: &[Signal], steps: &[StepCounts]) -> Judgement {
-    let th = thresholds(policy, signals.len());
+    evaluate_among(policy, signals, steps, 0)
+}
+
+/// [`evaluate`] when `other_tests` more FAIL tests (the absolute guardrails' bounds) share
+/// `alphaFail`: each signal then gets `alphaFail / (signals + other_tests)`, so the whole run's
+/// false rollbacks stay ≤ `alphaFail`.
+pub fn evaluate_among(
+    policy: &Policy,
+    signals: &[Signal],
+    steps: &[StepCounts],
+    other_tests: usize,
+) -> Judgement {
+    let th = thresholds(policy, signals.len() + other_tests);
     let evidence: Vec<SignalEvidence> = signals
         .iter()
         .map(|s| {
