@@ -9,8 +9,9 @@
 //!
 //! Run: `cargo bench --bench judge_corpus` (or `e2e/bench --judge`). Options after `--`:
 //! `--releases N` (default 2000), `--aa N` (default 10000), `--seed S` (default 20261129),
-//! `--strict` (errors +0.2 pp, latency +5 %), `--overdisp` (the main corpus with per-minute
-//! error-probability jitter, §5.1 "overdisp"; a short over-dispersion section is printed anyway).
+//! `--strict` (errors +0.2 pp, latency +5 %), `--dispersion PHI` (the policy's φ),
+//! `--overdisp` (the main corpus with per-minute error-probability jitter, §5.1 "overdisp"; a
+//! short over-dispersion section is printed anyway).
 //!
 //! Random streams: every judge of the Flagger ramp family (as configured, oracle-tuned,
 //! Kayenta-like) draws its traffic from stream 1 of the release, the sequential judge (both
@@ -816,6 +817,7 @@ fn main() {
     policy.latency_tolerance = f("--latency-tolerance", policy.latency_tolerance);
     policy.warmup_steps = f("--warmup", policy.warmup_steps as f64) as u32;
     policy.max_steps = f("--max-steps", policy.max_steps as f64) as u32;
+    policy.dispersion = f("--dispersion", policy.dispersion);
     let fast = Policy {
         fast_promotion: true,
         ..policy.clone()
@@ -1017,9 +1019,17 @@ fn main() {
         "over-dispersion (per-minute, per-version lognormal jitter sigma {OVERDISP_SIGMA} on the error probability), {} releases:",
         od.len()
     );
+    let damped = Policy {
+        dispersion: 1.5,
+        ..policy.clone()
+    };
     for (name, outs) in [
         ("Flagger as configured", run(od, &|r| flagger(r, od_v))),
         ("sequential, ramp", run(od, &seq(&policy, od_v))),
+        (
+            "sequential, ramp, dispersion 1.5",
+            run(od, &seq(&damped, od_v)),
+        ),
     ] {
         let s = score(od, &outs, &policy, |_| true);
         println!(

@@ -98,6 +98,11 @@ pub struct Policy {
     pub on_inconclusive: OnInconclusive,
     /// Promote on PASS below `maxWeight`. Default false.
     pub fast_promotion: bool,
+    /// Over-dispersion factor φ ≥ 1 (§4.3): each step's evidence (log-likelihood ratio) is
+    /// divided by φ, a quasi-likelihood that keeps the error guarantees approximately when
+    /// requests are not independent (retries, a few heavy clients, per-pod variation). In
+    /// [1, 10]. Default 1 (independent requests).
+    pub dispersion: f64,
     /// Largest tolerated gap between the measured canary traffic share and the configured
     /// weight, in percentage points, before a Warning. Default 10.
     pub share_tolerance: f64,
@@ -120,6 +125,7 @@ impl Default for Policy {
             on_inconclusive: OnInconclusive::Hold,
             fast_promotion: false,
             share_tolerance: 10.0,
+            dispersion: 1.0,
         }
     }
 }
@@ -163,6 +169,11 @@ impl Policy {
         check(
             n <= MAX_STEPS,
             format!("maxSteps {n} out of range [1, {MAX_STEPS}]"),
+        )?;
+        let d = self.dispersion;
+        check(
+            (1.0..=10.0).contains(&d),
+            format!("dispersion {d} out of range [1, 10]"),
         )?;
         let s = self.share_tolerance;
         check(
@@ -209,6 +220,9 @@ pub struct Signal {
     /// for every step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
+    /// The policy's over-dispersion factor φ ([`Policy::dispersion`]); absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
 }
 
 /// One version's counts in one step.
@@ -402,9 +416,10 @@ impl Process {
         if let Some(delta) = self.signal.tolerance.filter(|d| *d > 0.0 && *d < 1.0) {
             // Bernoulli likelihood ratio of q_a = f·δ against δ on the canary's counts
             let (x, n) = (t.xc as f64, t.nc as f64);
+            let phi = self.signal.dispersion.unwrap_or(1.0);
             for (a, f) in self.abs.iter_mut().zip(ABSOLUTE_PASS) {
                 let q = f * delta;
-                *a += x * (q / delta).ln() + (n - x) * ((1.0 - q) / (1.0 - delta)).ln();
+                *a += (x * (q / delta).ln() + (n - x) * ((1.0 - q) / (1.0 - delta)).ln()) / phi;
             }
             self.max_ln_e_pass = self.max_ln_e_pass.max(self.ln_e_pass());
         }
@@ -415,11 +430,13 @@ impl Process {
         let (bf, bp) = self.signal.hypotheses(&t);
         // β·x − ln Z(β); the binomial constants cancel in every ratio used.
         let ll = grid(bf, bp).map(|beta| beta * t.xc as f64 - mg.ln_norm(beta));
+        // quasi-likelihood under over-dispersion φ (§4.3)
+        let phi = self.signal.dispersion.unwrap_or(1.0);
         for i in 0..8 {
-            self.lr[i] += ll[1 + i] - ll[0];
+            self.lr[i] += (ll[1 + i] - ll[0]) / phi;
         }
         for j in 0..5 {
-            self.lr[8 + j] += ll[10 + j] - ll[9];
+            self.lr[8 + j] += (ll[10 + j] - ll[9]) / phi;
         }
         self.totals.xc += t.xc;
         self.totals.nc += t.nc;
@@ -666,6 +683,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
         beta_fail: policy.fail_margin * bp,
         beta_pass: bp,
         tolerance: policy.track_rate.then_some(delta),
+        dispersion: (policy.dispersion > 1.0).then_some(policy.dispersion),
     });
     let mut edges_ms = Vec::new();
     if policy.latency {
@@ -718,6 +736,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
                 beta_fail: policy.fail_margin * bp,
                 beta_pass: bp,
                 tolerance: None,
+                dispersion: (policy.dispersion > 1.0).then_some(policy.dispersion),
             });
             edges_ms.push(edge);
         }

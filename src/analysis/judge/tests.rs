@@ -21,6 +21,7 @@ fn errors_signal(bf: f64, bp: f64) -> Signal {
         beta_fail: bf,
         beta_pass: bp,
         tolerance: None,
+        dispersion: None,
     }
 }
 
@@ -567,4 +568,31 @@ fn a_canary_at_the_tolerance_rarely_passes() {
         passes as f64 / runs as f64 <= 0.05 + 3.0 * se,
         "{passes}/{runs} passed"
     );
+}
+
+/// Over-dispersion φ divides each step's evidence: the same bad steps need about φ times as
+/// many steps to FAIL, and φ outside [1, 10] is refused.
+#[test]
+fn dispersion_divides_the_evidence() {
+    let s = errors_signal(0.5 * 0.41, 0.41);
+    let th = thresholds(&Policy::default(), 1);
+    let steps_to_fail = |phi: Option<f64>| {
+        let mut p = Process::new(&Signal {
+            dispersion: phi,
+            ..s.clone()
+        });
+        (1..100)
+            .find(|_| {
+                p.push(table(1000, 9000, 25, 90));
+                p.verdict(th) == Verdict::Fail
+            })
+            .unwrap()
+    };
+    let (one, two) = (steps_to_fail(None), steps_to_fail(Some(2.0)));
+    assert!(two >= 2 * one - 1 && two <= 2 * one + 1, "{one} {two}");
+    let bad = Policy {
+        dispersion: 0.5,
+        ..Policy::default()
+    };
+    assert!(bad.validate().unwrap_err().0.contains("dispersion 0.5"));
 }
