@@ -381,12 +381,9 @@ pub fn tick(
                     sample.primary.as_lookback()
                 }
             };
+            // (no primary traffic yet to set the baseline from: broken until there is)
             match judge::plan(policy, &lookback) {
                 Ok(p) => p,
-                Err(e) if skip_step && lookback.requests == 0 => {
-                    // nothing to set the baseline from yet: wait for primary traffic
-                    return Tick::Broken(format!("sequential judge: {e}"));
-                }
                 Err(e) => return Tick::Broken(format!("sequential judge: {e}")),
             }
         }
