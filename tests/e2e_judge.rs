@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use pennant::analysis::{MetricKind, judge};
-use pennant::api::{CanaryPhase, ThresholdRange};
+use pennant::api::{CanaryPhase, JudgeStatus, ThresholdRange};
 use pennant::canary::machine::MetricOutcome;
 use support::*;
 
@@ -40,29 +40,6 @@ async fn initialized(
 ) -> (TestNs, ControllerProcess) {
     initialized_with(prefix, rps, error_rate, "", &judged_canary(policy)).await
 }
-
-/// The user's Ingress for the nginx Canary (as in `e2e_routers.rs`).
-const INGRESS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: podinfo
-  namespace: NAMESPACE
-  annotations:
-    kubernetes.io/ingress.class: nginx
-spec:
-  rules:
-  - host: app.example.com
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: podinfo
-            port:
-              number: 80
-"#;
 
 /// [`judged_canary`] routed by ingress-nginx through [`INGRESS`].
 fn judged_nginx_canary(policy: &str) -> String {
@@ -161,12 +138,29 @@ async fn initialized_in(
     (ns, ctl)
 }
 
-async fn event_texts(ns: &TestNs) -> Vec<String> {
-    ns.events("podinfo")
+/// podinfo's `status.judge`, with its verdict checked to be `verdict`.
+async fn judge_status(ns: &TestNs, verdict: &str) -> JudgeStatus {
+    let js = ns
+        .canary("podinfo")
         .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect()
+        .status
+        .and_then(|s| s.judge)
+        .expect("status.judge");
+    assert_eq!(js.verdict.as_deref(), Some(verdict), "{js:#?}");
+    js
+}
+
+/// Sums over the recorded steps: (canary requests, canary errors, primary requests, primary
+/// errors).
+fn sums(js: &JudgeStatus) -> (u64, u64, u64, u64) {
+    js.steps.iter().fold((0, 0, 0, 0), |a, s| {
+        (
+            a.0 + s.canary.requests,
+            a.1 + s.canary.errors,
+            a.2 + s.primary.requests,
+            a.3 + s.primary.errors,
+        )
+    })
 }
 
 #[tokio::test]
@@ -182,18 +176,8 @@ async fn one_point_regression_is_rolled_back_where_flaggers_rule_passes() {
         MINUTES(4),
     )
     .await;
-    let c = ns.canary("podinfo").await;
-    let js = c
-        .status
-        .as_ref()
-        .unwrap()
-        .judge
-        .clone()
-        .expect("status.judge");
-    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
-    let (n, e): (u64, u64) = js.steps.iter().fold((0, 0), |a, s| {
-        (a.0 + s.canary.requests, a.1 + s.canary.errors)
-    });
+    let js = judge_status(&ns, "FAIL").await;
+    let (n, e, _, _) = sums(&js);
     assert!(n > 500 && e > 0, "canary counts {e}/{n}");
     // Flagger's rule on the same canary traffic: success rate ≥ 99 passes
     let sr = 100.0 * (1.0 - e as f64 / n as f64);
@@ -214,7 +198,9 @@ async fn one_point_regression_is_rolled_back_where_flaggers_rule_passes() {
         ),
         "Flagger's rule would pass at {sr:.3}%"
     );
-    let events = event_texts(&ns).await;
+    let events = ns
+        .event_messages_with("podinfo", "sequential judge FAIL: errors: canary")
+        .await;
     let fail = events
         .iter()
         .find(|e| e.contains("sequential judge FAIL: errors: canary"))
@@ -247,7 +233,9 @@ async fn good_release_is_promoted_by_the_judge() {
     assert!(weights.contains(&50), "ramped to maxWeight: {weights:?}");
     let primary = ns.deployment("podinfo-primary").await.unwrap();
     assert_eq!(image_of(&primary), V2);
-    let events = event_texts(&ns).await;
+    let events = ns
+        .event_messages_with("podinfo", "Sequential judge PASS for podinfo.")
+        .await;
     assert!(
         events
             .iter()
@@ -283,7 +271,9 @@ async fn two_rps_ends_not_enough_evidence_and_holds() {
         Some("CONTINUE")
     );
     assert_eq!(st.canary_weight, 50, "held at maxWeight");
-    let events = event_texts(&ns).await;
+    let events = ns
+        .event_messages_with("podinfo", "not enough evidence after 4 steps")
+        .await;
     assert!(
         events.iter().any(
             |e| e.contains("not enough evidence after 4 steps, holding (onInconclusive: hold)")
@@ -318,25 +308,13 @@ async fn nginx_two_point_regression_is_rolled_back_by_the_judge() {
         MINUTES(4),
     )
     .await;
-    let c = ns.canary("podinfo").await;
-    let js = c
-        .status
-        .as_ref()
-        .unwrap()
-        .judge
-        .clone()
-        .expect("status.judge");
-    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
-    let (n, e, pn): (u64, u64, u64) = js.steps.iter().fold((0, 0, 0), |a, s| {
-        (
-            a.0 + s.canary.requests,
-            a.1 + s.canary.errors,
-            a.2 + s.primary.requests,
-        )
-    });
+    let js = judge_status(&ns, "FAIL").await;
+    let (n, e, pn, _) = sums(&js);
     assert!(n > 100 && e > 0, "canary counts {e}/{n}");
     assert!(pn > n, "primary requests {pn} (canary {n})");
-    let events = event_texts(&ns).await;
+    let events = ns
+        .event_messages_with("podinfo", "sequential judge FAIL: errors: canary")
+        .await;
     assert!(
         events
             .iter()
@@ -375,27 +353,14 @@ async fn gateway_api_five_point_regression_is_rolled_back_by_the_judge() {
         weights.contains(&25),
         "shifted through the HTTPRoute: {weights:?}"
     );
-    let c = ns.canary("podinfo").await;
-    let js = c
-        .status
-        .as_ref()
-        .unwrap()
-        .judge
-        .clone()
-        .expect("status.judge");
-    assert_eq!(js.verdict.as_deref(), Some("FAIL"), "{js:#?}");
+    let js = judge_status(&ns, "FAIL").await;
     assert!(js.steps.len() <= 4, "decided within a few steps: {js:#?}");
-    let (n, e, pn, pe): (u64, u64, u64, u64) = js.steps.iter().fold((0, 0, 0, 0), |a, s| {
-        (
-            a.0 + s.canary.requests,
-            a.1 + s.canary.errors,
-            a.2 + s.primary.requests,
-            a.3 + s.primary.errors,
-        )
-    });
+    let (n, e, pn, pe) = sums(&js);
     assert!(n > 100 && e * 100 >= n * 4, "canary counts {e}/{n}");
     assert!(pn > n && pe * 100 <= pn * 2, "primary counts {pe}/{pn}");
-    let events = ns.event_messages("podinfo").await;
+    let events = ns
+        .event_messages_with("podinfo", "sequential judge FAIL: errors: canary")
+        .await;
     let fail = events
         .iter()
         .find(|e| e.contains("sequential judge FAIL: errors: canary"))
@@ -437,14 +402,7 @@ async fn kubernetes_blue_green_good_release_is_promoted_on_pass_at_the_last_iter
     );
     let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
     assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
-    let js = ns
-        .canary("podinfo")
-        .await
-        .status
-        .unwrap()
-        .judge
-        .expect("status.judge");
-    assert_eq!(js.verdict.as_deref(), Some("PASS"), "{js:#?}");
+    let js = judge_status(&ns, "PASS").await;
     // one judged step per iteration: PASS before the last one only advances the iterations
     assert_eq!(js.steps.len(), 4, "{js:#?}");
     assert!(
@@ -453,7 +411,9 @@ async fn kubernetes_blue_green_good_release_is_promoted_on_pass_at_the_last_iter
             .all(|s| s.canary.requests > 0 && s.primary.requests > s.canary.requests),
         "{js:#?}"
     );
-    let events = ns.event_messages("podinfo").await;
+    let events = ns
+        .event_messages_with("podinfo", "Routing all traffic to canary")
+        .await;
     let pos = |needle: &str| {
         events
             .iter()

@@ -135,28 +135,6 @@ async fn primary_image(ns: &TestNs) -> String {
 // ---------------------------------------------------------------------------------------------
 // NGINX ingress
 
-const INGRESS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: podinfo
-  namespace: NAMESPACE
-  annotations:
-    kubernetes.io/ingress.class: nginx
-spec:
-  rules:
-  - host: app.example.com
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: podinfo
-            port:
-              number: 80
-"#;
-
 const INGRESS_REF: &str = r#"  ingressRef:
     apiVersion: networking.k8s.io/v1
     kind: Ingress

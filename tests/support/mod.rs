@@ -182,6 +182,22 @@ impl TestNs {
         self.events(name).await.into_iter().map(|e| e.1).collect()
     }
 
+    /// [`TestNs::event_messages`] once one of them contains `needle`: the controller records an
+    /// Event after the status it explains, so a test that saw the phase polls for up to 20 s.
+    /// All messages either way (the caller asserts).
+    pub async fn event_messages_with(&self, name: &str, needle: &str) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let messages = self.event_messages(name).await;
+            if messages.iter().any(|m| m.contains(needle))
+                || start.elapsed() > Duration::from_secs(20)
+            {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Events recorded for an object, oldest first: (type, message).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> =
@@ -644,3 +660,27 @@ pub fn server_dry_run(manifest: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The user's Ingress for an NGINX Canary (`ingressRef: podinfo`): host app.example.com to
+/// Service podinfo:80.
+pub const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+  annotations:
+    kubernetes.io/ingress.class: nginx
+spec:
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: podinfo
+            port:
+              number: 80
+"#;

@@ -413,10 +413,11 @@ impl Process {
 
     /// Add one step's table. Uninformative tables (a single point of support) change nothing.
     pub fn push(&mut self, t: Table) {
+        // quasi-likelihood under over-dispersion φ (§4.3): every step's evidence divided by φ
+        let phi = self.signal.dispersion.unwrap_or(1.0);
         if let Some(delta) = self.signal.tolerance.filter(|d| *d > 0.0 && *d < 1.0) {
             // Bernoulli likelihood ratio of q_a = f·δ against δ on the canary's counts
             let (x, n) = (t.xc as f64, t.nc as f64);
-            let phi = self.signal.dispersion.unwrap_or(1.0);
             for (a, f) in self.abs.iter_mut().zip(ABSOLUTE_PASS) {
                 let q = f * delta;
                 *a += (x * (q / delta).ln() + (n - x) * ((1.0 - q) / (1.0 - delta)).ln()) / phi;
@@ -430,8 +431,6 @@ impl Process {
         let (bf, bp) = self.signal.hypotheses(&t);
         // β·x − ln Z(β); the binomial constants cancel in every ratio used.
         let ll = grid(bf, bp).map(|beta| beta * t.xc as f64 - mg.ln_norm(beta));
-        // quasi-likelihood under over-dispersion φ (§4.3)
-        let phi = self.signal.dispersion.unwrap_or(1.0);
         for i in 0..8 {
             self.lr[i] += (ll[1 + i] - ll[0]) / phi;
         }

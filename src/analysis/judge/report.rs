@@ -155,6 +155,20 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         e.ln_pass_needed / l10,
     );
     let diff = 100.0 * (qc - qp);
+    let report = SignalReport {
+        name: e.signal.name.clone(),
+        verdict: e.verdict,
+        totals: t,
+        diff_pp: diff,
+        odds_ratio: mle.exp(),
+        cs_pp,
+        log10_e_fail: ef,
+        log10_fail_needed: nf,
+        log10_e_pass: ep,
+        log10_pass_needed: np,
+        more_requests: None,
+        text: String::new(),
+    };
     if e.steps == 0 {
         let text = if e.verdict == Verdict::Pass {
             format!(
@@ -168,18 +182,12 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
             )
         };
         return SignalReport {
-            name: e.signal.name.clone(),
-            verdict: e.verdict,
-            totals: t,
             diff_pp: 0.0,
             odds_ratio: 1.0,
             cs_pp: None,
-            log10_e_fail: ef,
-            log10_fail_needed: nf,
-            log10_e_pass: ep,
-            log10_pass_needed: np,
             more_requests: None,
             text,
+            ..report
         };
     }
     let mut text = format!(
@@ -231,18 +239,9 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         }
     };
     SignalReport {
-        name: e.signal.name.clone(),
-        verdict: e.verdict,
-        totals: t,
-        diff_pp: diff,
-        odds_ratio: mle.exp(),
-        cs_pp,
-        log10_e_fail: ef,
-        log10_fail_needed: nf,
-        log10_e_pass: ep,
-        log10_pass_needed: np,
         more_requests,
         text,
+        ..report
     }
 }
 
