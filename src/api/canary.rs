@@ -577,6 +577,11 @@ pub struct CanaryStatus {
     /// per-step counts, frozen signals, last verdict and evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::api::JudgeStatus>,
+    /// pennant: the target (kind and name) this status, the primary and the routes belong to,
+    /// so that a `targetRef` changed mid-run first sends the old target's traffic back to its
+    /// primary, then initialises the new target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<TargetReference>,
 }
 
 /// Release strategy chosen by the analysis, as Flagger's `DeploymentStrategy()`.

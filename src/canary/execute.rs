@@ -104,6 +104,43 @@ pub async fn execute(
                 apply_primary(canary, obs, ctx, revision_id, replicas).await?;
                 apply_primary_hpa(canary, obs, ctx).await?;
             }
+            Action::ScalePrimary(n) => {
+                let Some(primary) = &obs.primary else {
+                    continue;
+                };
+                if primary.replicas().is_some_and(|r| r < *n) {
+                    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                        Api::namespaced(ctx.client.clone(), primary.namespace());
+                    let name = primary.name();
+                    info!(%name, replicas = n, "scaling the primary up before it gets the traffic back");
+                    ctx.metrics.writes.inc();
+                    let params = PatchParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
+                    api.patch_scale(
+                        name,
+                        &params,
+                        &Patch::Merge(json!({"spec": {"replicas": n}})),
+                    )
+                    .await
+                    .map_err(Error::Kube)?;
+                }
+            }
+            Action::RetireTarget(old) => {
+                // The old target's objects, built from the Canary as it was.
+                let mut retired = canary.clone();
+                retired.spec.target_ref = old.clone();
+                let provider = canary
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.routing_provider.clone())
+                    .unwrap_or_else(|| {
+                        validate::provider(&canary.spec, &ctx.settings.default_provider).into()
+                    });
+                info!(target = %old.name, "targetRef changed: sending the old routes back to the primary");
+                give_back(&retired, &provider, true, ctx).await?;
+            }
             Action::RunHooks(kind, phase) => {
                 let v = crate::webhook::run_hooks(&ctx.http, canary, *kind, *phase).await;
                 if !v.pass {

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::condition::{remove_condition, set_condition, types};
-use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy};
+use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy, TargetReference};
 
 /// Readiness of a workload as judged by `workload::Workload::readiness` (Deployment or DaemonSet).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct TargetState {
     pub readiness: Readiness,
     /// Replicas to scale the canary up to (Flagger's `ScaleFromZero` choice).
     pub scale_up_replicas: i32,
+    /// Ready replicas of the target (`status.readyReplicas`; 0 for a DaemonSet): the primary is
+    /// scaled to at least this many before it gets the canary's traffic back (Flagger #1600).
+    pub ready_replicas: i32,
 }
 
 /// What `observe` read about the primary workload.
@@ -56,6 +59,8 @@ pub struct PrimaryState {
     pub readiness: Readiness,
     /// The revision id stamped on the primary's pod template (`flagger-id`), if any.
     pub revision_id: Option<String>,
+    /// The primary's `spec.replicas` (`None` for a DaemonSet).
+    pub replicas: Option<i32>,
 }
 
 /// Webhook kinds, with Flagger's names.
@@ -180,6 +185,12 @@ pub enum Action {
     Promote { revision_id: String },
     /// Fire-and-forget hooks (`post-rollout`), with the phase reported in the payload.
     RunHooks(HookKind, CanaryPhase),
+    /// Raise the primary's replicas to at least this many (never lowers them; an autoscaler may
+    /// scale it down later), through the scale subresource as an HPA does.
+    ScalePrimary(i32),
+    /// `targetRef` changed: send the routing objects built for this old target back to its
+    /// primary (100/0) before the new target is initialised.
+    RetireTarget(TargetReference),
 }
 
 /// Severity of a notice: the Event type and the alert severity.
@@ -327,6 +338,7 @@ impl<'a> Machine<'a> {
 
     fn halted(&mut self, reason: &str, message: String) {
         let now = self.time();
+        let since = self.halted_since();
         set_condition(
             &mut self.st.conditions,
             types::HALTED,
@@ -335,13 +347,54 @@ impl<'a> Machine<'a> {
             &message,
             &now,
         );
+        // A halt that goes on keeps its start, also when `run` cleared the condition first.
+        if let Some(c) = self
+            .st
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == types::HALTED)
+        {
+            c.last_transition_time = Some(since);
+        }
+    }
+
+    /// Since when the Canary has been halted: the `Halted` condition as read (whatever its
+    /// reason), else now.
+    fn halted_since(&self) -> Time {
+        crate::api::find_condition(&self.before.conditions, types::HALTED)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.time())
+    }
+
+    /// True once the halt has lasted the progress deadline: a halt never outlives it silently.
+    /// Schedules a look at the moment it expires.
+    fn halt_outlived_deadline(&mut self) -> bool {
+        let elapsed = self.elapsed_since(&self.halted_since());
+        let deadline = self.canary.spec.progress_deadline();
+        if elapsed >= deadline {
+            true
+        } else {
+            self.requeue_in(deadline - elapsed);
+            false
+        }
     }
 
     /// Wait without stepping or counting a failure: one Warning event when the reason is new,
     /// the `Halted` condition, a look again in 5 s.
     fn halt(&mut self, reason: &str, message: String, analysis: &CanaryAnalysis) -> Flow {
+        self.halt_alerting(reason, message, None, analysis)
+    }
+
+    /// [`Self::halt`], the Warning event also sent as `alert` when the reason is new.
+    fn halt_alerting(
+        &mut self,
+        reason: &str,
+        message: String,
+        alert: Option<String>,
+        analysis: &CanaryAnalysis,
+    ) -> Flow {
         if !self.before_halted_on(&message) {
-            self.notice(Severity::Warn, message.clone(), None);
+            self.notice(Severity::Warn, message.clone(), alert);
         }
         self.halted(reason, message);
         self.requeue_in(Duration::from_secs(5));
@@ -406,6 +459,9 @@ impl<'a> Machine<'a> {
         if matches!(phase, CanaryPhase::Initialized | CanaryPhase::Succeeded) {
             self.st.last_promoted_spec = self.st.last_applied_spec.clone();
         }
+        if !phase.is_running() {
+            self.clear_halted();
+        }
     }
 
     fn run(&mut self) -> Flow {
@@ -414,6 +470,7 @@ impl<'a> Machine<'a> {
             self.stall("InvalidSpec", msg);
             return Flow::Done;
         }
+        self.follow_target_ref();
         let Some(target) = self.obs.target.clone() else {
             let msg = format!(
                 "target {} {}/{} not found",
@@ -448,6 +505,38 @@ impl<'a> Machine<'a> {
             Some(CanaryPhase::Finalising) => self.finalising(),
             Some(CanaryPhase::Terminating | CanaryPhase::Terminated) => Flow::Done,
         }
+    }
+
+    /// `status.targetRef` names the target the status belongs to (adopted from the spec when
+    /// unset). When `spec.targetRef` names another one, the old target's routes go back to its
+    /// primary (a run in flight ends there: its canary is unverified) and the new target is
+    /// initialised from a fresh status, as a new Canary would be.
+    fn follow_target_ref(&mut self) {
+        let new = self.canary.spec.target_ref.clone();
+        let Some(old) = self
+            .st
+            .target_ref
+            .clone()
+            .filter(|old| old.kind != new.kind || old.name != new.name)
+        else {
+            self.st.target_ref = Some(new);
+            return;
+        };
+        let running = self.st.phase.is_some_and(CanaryPhase::is_running);
+        if self.st.phase.is_some() {
+            self.actions.push(Action::RetireTarget(old.clone()));
+        }
+        let msg = format!(
+            "targetRef changed from {} {} to {} {}: traffic of {} goes back to {}-primary, {} is initialised",
+            old.kind, old.name, new.kind, new.name, old.name, old.name, new.name
+        );
+        let alert = running.then(|| format!("Canary run interrupted: {msg}"));
+        self.notice(Severity::Warn, msg, alert);
+        self.st = CanaryStatus {
+            routing_provider: self.st.routing_provider.clone(),
+            target_ref: Some(new),
+            ..Default::default()
+        };
     }
 
     fn stall(&mut self, reason: &str, message: String) {
@@ -676,6 +765,7 @@ impl<'a> Machine<'a> {
         self.st.last_step_time = None;
         self.st.unready_since = None;
         self.st.judge = None;
+        self.clear_halted();
     }
 
     /// Waiting for confirm-rollout: re-ask each interval. A rollback hook that fires meanwhile
@@ -699,6 +789,12 @@ impl<'a> Machine<'a> {
         // GetRoutes error after #1732): wait for it.
         if let Some(why) = &self.obs.routes_pending {
             let m = format!("Halt {} advancement {why}", self.canary_id());
+            // The canary has no traffic yet: the wait goes on, but past the progress deadline
+            // it is said again, as an alert.
+            if self.halt_outlived_deadline() {
+                let m = format!("{m} (longer than the progress deadline)");
+                return self.halt_alerting("RoutesPending", m.clone(), Some(m), &analysis);
+            }
             return self.halt("RoutesPending", m, &analysis);
         }
         self.start_run(target)
@@ -748,18 +844,38 @@ impl<'a> Machine<'a> {
                 let msg = format!("primary {} failed: {msg}", self.primary_id());
                 return self.rollback(msg, &analysis);
             }
-            // The primary carries the rest of the traffic: never step while it is missing or
-            // not ready (someone deleted or scaled it); wait, and say so once.
-            None | Some(Readiness::NotReady(_)) => {
-                let why = match self.obs.primary.as_ref().map(|p| &p.readiness) {
-                    Some(Readiness::NotReady(m)) => m.clone(),
-                    _ => "not found".to_string(),
-                };
+            // Deleted: it will not come back by itself (its last promoted template went with
+            // it, and the target runs the unverified revision), and the canary's pods are the
+            // only ones left.
+            None => {
+                let m = format!(
+                    "primary {} not found: all traffic routed to the canary {}",
+                    self.primary_id(),
+                    self.target_id()
+                );
+                return self.fail_to_canary(m, &analysis);
+            }
+            // The primary carries the rest of the traffic: never step while it is not ready
+            // (someone scaled it, its pods are evicted); wait, and say so once. Past the
+            // progress deadline the traffic goes to whatever is ready.
+            Some(Readiness::NotReady(why)) => {
                 let m = format!(
                     "Halt {} advancement primary {} {why}",
                     self.canary_id(),
                     self.primary_id()
                 );
+                if self.halt_outlived_deadline() {
+                    let m = format!(
+                        "primary {} not ready within the progress deadline: {why}",
+                        self.primary_id()
+                    );
+                    if target.readiness == Readiness::Ready {
+                        let m =
+                            format!("{m}; all traffic routed to the canary {}", self.target_id());
+                        return self.fail_to_canary(m, &analysis);
+                    }
+                    return self.rollback(m, &analysis);
+                }
                 return self.halt("PrimaryNotReady", m, &analysis);
             }
             Some(Readiness::Ready) => self.clear_halted(),
@@ -806,9 +922,16 @@ impl<'a> Machine<'a> {
         }
 
         // The metrics of a step mean nothing until the router applied its split (Flagger's
-        // GetRoutes error after #1732): wait for it.
+        // GetRoutes error after #1732): wait for it, up to the progress deadline.
         if let Some(why) = &self.obs.routes_pending {
-            let m = format!("Halt {} advancement {why}", self.canary_id());
+            let id = self.canary_id();
+            if self.halt_outlived_deadline() {
+                let m = format!(
+                    "Rolling back {id} routes not accepted within the progress deadline: {why}"
+                );
+                return self.rollback(m, &analysis);
+            }
+            let m = format!("Halt {id} advancement {why}");
             return self.halt("RoutesPending", m, &analysis);
         }
 
@@ -1247,7 +1370,15 @@ impl<'a> Machine<'a> {
             );
         }
         let readiness = match &self.obs.primary {
-            None => Readiness::NotReady("primary not found".into()),
+            None => {
+                // Deleted: recreated with the revision being promoted (the analysed one).
+                if !target_moved {
+                    self.actions.push(Action::Promote {
+                        revision_id: expected.clone(),
+                    });
+                }
+                Readiness::NotReady("primary not found".into())
+            }
             // The cache may still hold the pre-promotion primary: ready only once it runs
             // the promoted revision.
             Some(p) if p.revision_id.as_deref() != Some(expected.as_str()) => {
@@ -1258,6 +1389,20 @@ impl<'a> Machine<'a> {
                     });
                 }
                 Readiness::NotReady("primary does not run the promoted revision yet".into())
+            }
+            // The primary takes the canary's traffic: first as many pods as serve it now (an
+            // autoscaler may have scaled the canary up, and the primary's HPA owns its
+            // replicas; it may scale them down later), Flagger #1600.
+            Some(p)
+                if p.replicas
+                    .is_some_and(|r| r < target.ready_replicas && self.st.canary_weight > 0) =>
+            {
+                self.actions
+                    .push(Action::ScalePrimary(target.ready_replicas));
+                Readiness::NotReady(format!(
+                    "scaling the primary to the canary's {} ready replicas",
+                    target.ready_replicas
+                ))
             }
             Some(p) => p.readiness.clone(),
         };
@@ -1307,6 +1452,22 @@ impl<'a> Machine<'a> {
         if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
             let msg = msg.clone();
             return self.failed_promotion(msg, &analysis);
+        }
+        if self.obs.primary.is_none() {
+            // Deleted after it got the traffic back: the canary, still up, takes it again and
+            // the promotion starts over (recreating the primary).
+            self.st.phase = Some(CanaryPhase::Promoting);
+            self.st.canary_weight = 100;
+            self.st.unready_since = None;
+            let m = format!(
+                "primary {} not found while finalising: all traffic routed to the canary {} until it is recreated",
+                self.primary_id(),
+                self.target_id()
+            );
+            self.notice(Severity::Warn, m, None);
+            self.finish_routes(&analysis);
+            self.requeue_in(Duration::from_secs(1));
+            return Flow::Done;
         }
         if let Some(last) = &self.st.last_step_time {
             let elapsed = self.elapsed_since(last);
@@ -1375,7 +1536,31 @@ impl<'a> Machine<'a> {
         Flow::Done
     }
 
+    /// The primary is gone or not ready and the canary is all that is left: `Failed` with all
+    /// traffic on the canary (not scaled down), an error alert.
+    fn fail_to_canary(&mut self, reason: String, analysis: &CanaryAnalysis) -> Flow {
+        self.st.phase = Some(CanaryPhase::Failed);
+        self.st.canary_weight = 100;
+        self.st.iterations = 0;
+        self.st.unready_since = None;
+        self.st.last_step_time = None;
+        self.clear_halted();
+        self.finish_routes(analysis);
+        self.actions
+            .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
+        self.notice(Severity::Error, reason.clone(), Some(reason));
+        Flow::Done
+    }
+
     fn finish(mut self) -> Decision {
+        // `lastStepTime` is written with one-second resolution: a step time is rounded up, so
+        // the next step, due an interval after it, is never early.
+        if self.st.last_step_time != self.before.last_step_time
+            && let Some(t) = &mut self.st.last_step_time
+            && t.0.subsec_nanosecond() != 0
+        {
+            t.0 = Timestamp::from_second(t.0.as_second() + 1).unwrap_or(t.0);
+        }
         self.rotate_cookies();
         self.sync_promoted_condition();
         let mut without_time = self.st.clone();

@@ -87,6 +87,8 @@ struct World {
     actions: Vec<Action>,
     notices: Vec<Notice>,
     target_replicas: i32,
+    /// The primary's `spec.replicas` after a promotion (raised by ScalePrimary).
+    primary_replicas: i32,
     routes: Option<Weights>,
     last: Option<Decision>,
     target_matches_primary: Option<bool>,
@@ -109,6 +111,7 @@ impl World {
             actions: vec![],
             notices: vec![],
             target_replicas: 2,
+            primary_replicas: 2,
             routes: None,
             last: None,
             target_matches_primary: None,
@@ -122,6 +125,7 @@ impl World {
         w.primary = Some(PrimaryState {
             readiness: Readiness::Ready,
             revision_id: None,
+            replicas: Some(2),
         });
         w.tick();
         assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
@@ -152,6 +156,7 @@ impl World {
                     self.target_ready.clone()
                 },
                 scale_up_replicas: 2,
+                ready_replicas: self.target_replicas,
             }),
             primary: self.primary.clone(),
             probes,
@@ -201,11 +206,20 @@ impl World {
         for a in &d.actions {
             match a {
                 Action::ScaleTarget(n) => self.target_replicas = *n,
+                Action::ScalePrimary(n) => {
+                    self.primary_replicas = self.primary_replicas.max(*n);
+                    if let Some(p) = &mut self.primary {
+                        p.replicas = Some(self.primary_replicas);
+                        // the new pods start unready
+                        p.readiness = Readiness::NotReady("scaling up".into());
+                    }
+                }
                 Action::EnsureRoutes(w) => self.routes = Some(*w),
                 Action::Promote { revision_id } => {
                     self.primary = Some(PrimaryState {
                         readiness: self.primary_after_promote.clone(),
                         revision_id: Some(revision_id.clone()),
+                        replicas: Some(self.primary_replicas),
                     })
                 }
                 _ => {}
@@ -303,6 +317,7 @@ fn init_waits_for_primary_before_touching_traffic() {
     w.primary = Some(PrimaryState {
         readiness: Readiness::Ready,
         revision_id: None,
+        replicas: Some(2),
     });
     let d = w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
@@ -340,6 +355,7 @@ fn primary_never_ready_at_init_stalls_without_moving_traffic() {
     w.primary = Some(PrimaryState {
         readiness: Readiness::NotReady("0 of 2 updated replicas are available".into()),
         revision_id: None,
+        replicas: Some(2),
     });
     for _ in 0..5 {
         w.step();
@@ -529,6 +545,7 @@ fn stale_cached_primary_is_not_taken_as_promoted() {
     w.primary = Some(PrimaryState {
         readiness: Readiness::Ready,
         revision_id: Some("old".into()),
+        replicas: Some(2),
     });
     let d = w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Promoting));
@@ -1431,33 +1448,6 @@ fn failed_promotion_never_routes_to_an_unanalysed_canary() {
 }
 
 #[test]
-fn missing_primary_mid_run_halts_the_analysis() {
-    let mut w = World::initialized(analysis());
-    w.release_to_first_step();
-    assert_eq!(w.weight(), 10);
-    w.primary = None;
-    for _ in 0..5 {
-        w.step();
-    }
-    assert_eq!(w.weight(), 10, "no step while the primary is gone");
-    let st = w.status();
-    assert!(find_condition(&st.conditions, "Halted").is_some());
-    let halts = w
-        .notices
-        .iter()
-        .filter(|n| n.message.contains("primary podinfo-primary.test not found"))
-        .count();
-    assert_eq!(halts, 1, "said once");
-    w.primary = Some(PrimaryState {
-        readiness: Readiness::Ready,
-        revision_id: None,
-    });
-    w.run_until(40, terminal);
-    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
-    assert!(find_condition(&w.status().conditions, "Halted").is_none());
-}
-
-#[test]
 fn reached_threshold_rolls_back_before_readiness_is_looked_at() {
     // A rollback whose status write was lost must not route traffic back to a canary at zero.
     let mut w = World::initialized(analysis());
@@ -1539,4 +1529,286 @@ fn adopting_another_controllers_status_keeps_a_pending_change() {
     w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
     assert_eq!(w.status().last_applied_spec.as_deref(), Some(REV2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: no traffic on a workload without pods, no halt past the deadline, no early step
+
+fn ready_primary() -> Option<PrimaryState> {
+    Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+        replicas: Some(2),
+    })
+}
+
+fn alerts(w: &World) -> Vec<String> {
+    w.notices.iter().filter_map(|n| n.alert.clone()).collect()
+}
+
+#[test]
+fn deleted_primary_mid_run_fails_with_all_traffic_on_the_canary() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.run_until(10, |w| w.weight() == 30);
+    w.primary = None;
+    let d = w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(
+        w.routes,
+        Some(Weights {
+            primary: 0,
+            canary: 100,
+            mirror: false
+        }),
+        "no traffic on the missing primary"
+    );
+    assert!(!d.actions.contains(&Action::ScaleTarget(0)), "canary kept");
+    assert_eq!(w.target_replicas, 2);
+    assert!(
+        alerts(&w)
+            .iter()
+            .any(|a| a.contains("primary podinfo-primary.test not found")),
+        "{:?}",
+        w.notices
+    );
+    assert!(find_condition(&w.status().conditions, "Halted").is_none());
+    // Idle: the primary is not recreated from the unverified target, the traffic stays.
+    let d = w.tick();
+    assert!(!d.actions.contains(&Action::EnsurePrimary));
+    assert_eq!(w.routes.unwrap().canary, 100);
+}
+
+#[test]
+fn primary_not_ready_mid_run_halts_until_the_deadline_then_routes_to_the_ready_canary() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    assert_eq!(w.weight(), 10);
+    w.primary.as_mut().unwrap().readiness = Readiness::NotReady("0 of 2 available".into());
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    let halted = find_condition(&w.status().conditions, "Halted")
+        .unwrap()
+        .clone();
+    assert_eq!(halted.reason.as_deref(), Some("PrimaryNotReady"));
+    // every 5 s for 55 s: still halted, at the same weight, since the same time
+    for _ in 0..11 {
+        w.step();
+    }
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    assert_eq!(w.weight(), 10);
+    let st = w.status();
+    let again = find_condition(&st.conditions, "Halted").unwrap();
+    assert_eq!(again.last_transition_time, halted.last_transition_time);
+    // past the 60 s progress deadline
+    w.run_until(5, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 100);
+    assert!(
+        alerts(&w)
+            .iter()
+            .any(|a| a.contains("not ready within the progress deadline")),
+        "{:?}",
+        w.notices
+    );
+}
+
+#[test]
+fn primary_and_canary_not_ready_past_the_deadline_roll_back() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.primary.as_mut().unwrap().readiness = Readiness::NotReady("0 of 2 available".into());
+    w.target_ready = Readiness::NotReady("0 of 2 available".into());
+    w.run_until(30, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert_eq!(w.target_replicas, 0);
+    assert!(alerts(&w).iter().any(|a| a.contains("rolled back")));
+}
+
+#[test]
+fn pending_routes_past_the_deadline_roll_back() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.routes_pending = Some("HTTPRoute podinfo.test parent gw not accepted".into());
+    w.run_until(30, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert!(w.has_notice("routes not accepted within the progress deadline"));
+    assert_eq!(w.status().failed_checks, 0);
+}
+
+#[test]
+fn pending_routes_before_the_run_wait_but_alert_past_the_deadline() {
+    let mut a = analysis();
+    a.webhooks = vec![hook("approve", "confirm-rollout")];
+    let mut w = World::initialized(a);
+    w.hooks.insert(HookKind::ConfirmRollout, false);
+    w.revision = REV2.into();
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    w.routes_pending = Some("HTTPRoute podinfo.test parent gw not accepted".into());
+    for _ in 0..40 {
+        w.step();
+    }
+    // no traffic on the canary: it keeps waiting, and says so once more, as an alert
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    let overdue = alerts(&w)
+        .into_iter()
+        .filter(|a| a.contains("longer than the progress deadline"))
+        .count();
+    assert_eq!(overdue, 1, "{:?}", w.notices);
+}
+
+#[test]
+fn closed_gates_wait_past_the_deadline() {
+    // A human decides: gates are not bound by the progress deadline (the metrics still are).
+    let mut a = analysis();
+    a.webhooks = vec![hook("gate", "confirm-promotion")];
+    let mut w = World::initialized(a);
+    w.hooks.insert(HookKind::ConfirmPromotion, false);
+    w.revision = REV2.into();
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::WaitingPromotion));
+    w.advance(600);
+    for _ in 0..10 {
+        w.step();
+    }
+    assert_eq!(w.phase(), Some(CanaryPhase::WaitingPromotion));
+    assert_eq!(w.weight(), 50);
+}
+
+#[test]
+fn primary_deleted_while_promoting_is_recreated_with_the_analysed_revision() {
+    let mut w = World::initialized(analysis());
+    w.primary_after_promote = Readiness::NotReady("1 out of 2 new replicas".into());
+    w.revision = REV2.into();
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
+    w.primary = None;
+    let d = w.tick();
+    assert!(d.actions.contains(&Action::Promote {
+        revision_id: revision_id(REV2, &BTreeMap::new())
+    }));
+    assert_eq!(w.routes.unwrap().canary, 50, "the canary keeps its share");
+    w.primary.as_mut().unwrap().readiness = Readiness::Ready;
+    w.run_until(10, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+}
+
+#[test]
+fn primary_deleted_while_finalising_gives_the_traffic_back_to_the_canary() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::Finalising));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    w.primary = None;
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Promoting));
+    assert_eq!(w.routes.unwrap().canary, 100);
+    assert_eq!(w.target_replicas, 2, "not scaled down");
+    let d = w.tick();
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+    w.run_until(10, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+}
+
+#[test]
+fn target_ref_changed_mid_run_sends_the_old_route_back_and_initialises_the_new_target() {
+    let mut w = World::initialized(analysis());
+    assert_eq!(
+        w.status().target_ref.map(|t| t.name).as_deref(),
+        Some("podinfo")
+    );
+    w.release_to_first_step();
+    w.run_until(10, |w| w.weight() == 20);
+    let old = w.canary.spec.target_ref.clone();
+    w.canary.spec.target_ref.name = "other".into();
+    w.primary = None; // other-primary does not exist yet
+    w.revision = REV3.into();
+    let d = w.tick();
+    assert_eq!(d.actions.first(), Some(&Action::RetireTarget(old)));
+    assert!(d.actions.contains(&Action::EnsurePrimary));
+    let st = w.status();
+    assert_eq!(st.phase, Some(CanaryPhase::Initializing));
+    assert_eq!(st.canary_weight, 0);
+    assert_eq!(st.last_applied_spec, None);
+    assert_eq!(st.target_ref.map(|t| t.name).as_deref(), Some("other"));
+    assert!(alerts(&w).iter().any(|a| a.contains("targetRef changed")));
+    w.primary = ready_primary();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
+    assert_eq!(w.status().last_promoted_spec.as_deref(), Some(REV3));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert_eq!(w.target_replicas, 0);
+}
+
+#[test]
+fn status_without_target_ref_adopts_the_spec_without_a_run() {
+    let mut w = World::initialized(analysis());
+    let mut st = w.status();
+    st.target_ref = None;
+    w.canary.status = Some(st);
+    let d = w.tick();
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RetireTarget(_)))
+    );
+    assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
+    assert!(w.status().target_ref.is_some());
+}
+
+#[test]
+fn promotion_scales_the_primary_to_the_canarys_ready_replicas_before_the_traffic_goes_back() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.run_until(5, |w| w.phase() == Some(CanaryPhase::Progressing));
+    w.target_replicas = 12; // the canary's HPA scaled it up
+    w.run_until(40, |w| w.phase() == Some(CanaryPhase::Promoting));
+    w.tick();
+    assert!(w.actions.contains(&Action::ScalePrimary(12)));
+    assert_eq!(w.phase(), Some(CanaryPhase::Promoting));
+    // not before the 12 primary pods are ready
+    for _ in 0..3 {
+        w.advance(5);
+        w.tick();
+        assert_eq!(w.routes.unwrap().canary, 50);
+    }
+    w.primary.as_mut().unwrap().readiness = Readiness::Ready;
+    w.step();
+    assert_eq!(w.phase(), Some(CanaryPhase::Finalising));
+    assert_eq!(w.routes.unwrap().canary, 0);
+}
+
+#[test]
+fn steps_are_never_early_with_second_resolution_status() {
+    let mut w = World::initialized(analysis());
+    w.now = w.now.checked_add(SignedDuration::from_millis(900)).unwrap();
+    w.revision = REV2.into();
+    w.tick();
+    w.advance(1);
+    let mut steps = vec![];
+    for _ in 0..1000 {
+        let before = w.weight();
+        w.tick();
+        if w.weight() != before {
+            steps.push(w.now);
+        }
+        // the API server keeps whole seconds
+        let json = serde_json::to_value(w.canary.status.clone()).unwrap();
+        w.canary.status = serde_json::from_value(json).unwrap();
+        w.now = w.now.checked_add(SignedDuration::from_millis(100)).unwrap();
+        if steps.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(steps.len(), 3);
+    for pair in steps.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= SignedDuration::from_secs(30), "gap {gap:?}");
+        assert!(gap <= SignedDuration::from_millis(31_100), "gap {gap:?}");
+    }
 }

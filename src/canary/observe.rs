@@ -160,6 +160,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
         readiness: p.readiness(analysis.primary_ready_threshold()),
         revision_id: workload::primary_revision_id(p),
+        replicas: p.replicas(),
     });
 
     if let Some(t) = &target {
@@ -193,6 +194,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
                         primary.as_ref(),
                         autoscaler.as_ref(),
                     ),
+                    ready_replicas: t.ready_replicas(),
                 })
             }
             Err(e) => invalid.push(e),

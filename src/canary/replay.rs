@@ -185,10 +185,12 @@ pub fn replay(file: &ReplayFile) -> Replay {
                     configs: BTreeMap::new(),
                     readiness: Readiness::Ready,
                     scale_up_replicas: 1,
+                    ready_replicas: 1,
                 }),
                 primary: Some(PrimaryState {
                     readiness: Readiness::Ready,
                     revision_id: None,
+                    replicas: Some(1),
                 }),
                 probes: probes.clone(),
                 invalid: vec![],

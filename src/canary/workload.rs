@@ -101,6 +101,18 @@ impl Workload {
         }
     }
 
+    /// A Deployment's `status.readyReplicas` (0 when unset); 0 for a DaemonSet.
+    pub fn ready_replicas(&self) -> i32 {
+        match self {
+            Self::Deployment(d) => d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            Self::DaemonSet(_) => 0,
+        }
+    }
+
     /// Readiness with `ready_threshold_percent` (0-100): [`deployment_readiness`] or
     /// [`daemon_set_readiness`].
     pub fn readiness(&self, ready_threshold_percent: i32) -> Readiness {
@@ -525,9 +537,11 @@ fn parked(d: &DaemonSet) -> bool {
 }
 
 /// Replicas to scale the target up to for a new run (Flagger's `ScaleFromZero`, §2.5):
-/// the target's `spec.replicas` if > 0; else, without an autoscaler, the primary's if > 0;
-/// else, with one, the target HPA's `minReplicas` if > 1; else 1. A DaemonSet is always 1
-/// ("scheduled": [`scale_patch`] only tells zero from non-zero).
+/// the target's `spec.replicas` if > 0; else the primary's if > 0 (with an autoscaler too,
+/// kept within the target HPA's `minReplicas`..`maxReplicas`: Flagger starts at `minReplicas`,
+/// so a blue/green canary gets all the traffic on fewer pods than the primary, #1209); else
+/// the HPA's `minReplicas` if > 1; else 1. A DaemonSet is always 1 ("scheduled":
+/// [`scale_patch`] only tells zero from non-zero).
 ///
 /// `autoscaler` is the target's HPA when the Canary has an `autoscalerRef` to one.
 pub fn scale_up_replicas(
@@ -539,9 +553,14 @@ pub fn scale_up_replicas(
     if let Some(r) = replicas(target) {
         return r;
     }
-    match autoscaler {
-        None => primary.and_then(replicas).unwrap_or(1),
-        Some(hpa) => hpa.spec.min_replicas.filter(|m| *m > 1).unwrap_or(1),
+    let min = autoscaler
+        .and_then(|h| h.spec.min_replicas)
+        .unwrap_or(1)
+        .max(1);
+    match (primary.and_then(replicas), autoscaler) {
+        (Some(p), Some(hpa)) => p.max(min).min(hpa.spec.max_replicas.max(min)),
+        (Some(p), None) => p,
+        (None, _) => min,
     }
 }
 
@@ -1089,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn scale_up_replicas_with_an_hpa_skips_the_primary_for_min_replicas() {
+    fn scale_up_replicas_with_an_hpa_starts_at_the_primarys_within_its_bounds() {
         let d = |r: i32| -> Workload {
             Deployment {
                 spec: Some(DeploymentSpec {
@@ -1106,16 +1125,23 @@ mod tests {
             scale_up_replicas(&d(4), Some(&d(7)), Some(&hpa(Some(2)))),
             4
         );
-        // Then the HPA's minReplicas when > 1, never the primary's (the HPA sized those).
+        // Then the primary's, as the HPA sized them (Flagger takes minReplicas, #1209)...
         assert_eq!(
             scale_up_replicas(&d(0), Some(&d(7)), Some(&hpa(Some(3)))),
-            3
+            7
+        );
+        // ...within the HPA's bounds...
+        assert_eq!(
+            scale_up_replicas(&d(0), Some(&d(12)), Some(&hpa(Some(3)))),
+            10
         );
         assert_eq!(
-            scale_up_replicas(&d(0), Some(&d(7)), Some(&hpa(Some(1)))),
-            1
+            scale_up_replicas(&d(0), Some(&d(2)), Some(&hpa(Some(3)))),
+            3
         );
-        assert_eq!(scale_up_replicas(&d(0), Some(&d(7)), Some(&hpa(None))), 1);
+        // ...and the HPA's minReplicas without a primary.
+        assert_eq!(scale_up_replicas(&d(0), None, Some(&hpa(Some(3)))), 3);
+        assert_eq!(scale_up_replicas(&d(0), Some(&d(0)), Some(&hpa(None))), 1);
         // A DaemonSet has no replicas: "scale up" is 1.
         assert_eq!(
             scale_up_replicas(&podinfo_daemon_set().into(), None, None),
