@@ -1082,3 +1082,105 @@ async fn status_written_by_flagger_is_adopted_and_a_pending_change_still_runs() 
     );
     ns.cleanup().await;
 }
+
+/// The canary weight in status, 0 before the first status.
+async fn weight(ns: &TestNs) -> i32 {
+    ns.canary("podinfo")
+        .await
+        .status
+        .map_or(0, |s| s.canary_weight)
+}
+
+#[tokio::test]
+async fn deleted_primary_mid_run_fails_the_run_onto_the_canary() {
+    let (ns, _ctl) = initialized("e2e-noprimary", 5, 60).await;
+    set_image(&ns, V2, 0.0).await;
+    wait_until(MINUTES(2), "canary weight 25", || async {
+        weight(&ns).await == 25
+    })
+    .await;
+    assert_eq!(ns.vs_weights("podinfo").await, Some((75, 25)));
+    ns.deployments()
+        .delete("podinfo-primary", &Default::default())
+        .await
+        .expect("delete primary");
+    // at once, well within the 60 s progress deadline
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        ns.vs_weights("podinfo").await,
+        Some((0, 100)),
+        "all traffic on the canary, the only pods left"
+    );
+    let target = ns.deployment("podinfo").await.unwrap();
+    assert_eq!(target.spec.unwrap().replicas, Some(2), "canary kept");
+    let needle = format!("primary podinfo-primary.{} not found", ns.name);
+    ns.event_messages_with("podinfo", &needle).await;
+    let events = ns.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.contains(&needle)),
+        "{events:#?}"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn target_ref_changed_mid_run_sends_the_old_route_back_and_initialises_the_new_target() {
+    let (ns, _ctl) = initialized("e2e-retarget", 5, 120).await;
+    let web = podinfo(V1, 0.0, "")
+        .replace("name: podinfo\n", "name: web\n")
+        .replace("app: podinfo", "app: web");
+    ns.apply_yaml(&web).await;
+    set_image(&ns, V2, 0.0).await;
+    wait_until(MINUTES(2), "canary weight 25", || async {
+        weight(&ns).await == 25
+    })
+    .await;
+    let patch = serde_json::json!({"spec": {"targetRef": {"name": "web"}}});
+    ns.canaries()
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .expect("patch targetRef");
+    wait_until(
+        Duration::from_secs(30),
+        "old route back on its primary",
+        || async { ns.vs_weights("podinfo").await == Some((100, 0)) },
+    )
+    .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(st.target_ref.map(|t| t.name).as_deref(), Some("web"));
+    let primary = ns.deployment("web-primary").await.expect("new primary");
+    assert_eq!(image_of(&primary), V1);
+    assert_eq!(ns.vs_weights("web").await, Some((100, 0)));
+    assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
+    let messages = ns
+        .event_messages_with("podinfo", "targetRef changed from Deployment podinfo")
+        .await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("targetRef changed from Deployment podinfo to Deployment web")),
+        "{messages:#?}"
+    );
+    ns.cleanup().await;
+}

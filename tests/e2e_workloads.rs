@@ -431,3 +431,87 @@ async fn missing_hpa_and_daemon_set_with_an_autoscaler_stall_before_anything_is_
 async fn primary_image(ns: &TestNs) -> String {
     image_of(&ns.deployment("podinfo-primary").await.expect("primary"))
 }
+
+#[tokio::test]
+async fn hpa_canary_starts_like_the_primary_and_the_primary_takes_the_canarys_size_back() {
+    let (ns, _ctl) = namespace("e2e-hpa-size").await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    ns.apply_yaml(&HPA.replace("maxReplicas: 4", "maxReplicas: 20"))
+        .await;
+    ns.apply_yaml(&canary("Deployment", AUTOSCALER_REF)).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    // The primary's HPA sized it at 3 (through the scale subresource, as the HPA controller
+    // does: no metrics-server here, so the HPAs themselves never move within their bounds).
+    let deployments = ns.deployments();
+    let scale = |name: &'static str, n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch_scale(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": n}})),
+                )
+                .await
+                .expect("scale");
+        }
+    };
+    scale("podinfo-primary", 3).await;
+    wait_until(Duration::from_secs(30), "3 primary pods", || async {
+        ready_replicas(&ns, "podinfo-primary").await == 3
+    })
+    .await;
+
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(&ns, "podinfo", CanaryPhase::Progressing, None, MINUTES(1)).await;
+    // Flagger #1209: the blue/green canary starts at the primary's 3, not the HPA's minimum 2.
+    let target = ns.deployment("podinfo").await.unwrap();
+    assert_eq!(target.spec.and_then(|s| s.replicas), Some(3));
+
+    // The canary's HPA scales it to 8 during the analysis; at promotion the primary gets as
+    // many before the traffic goes back to it (Flagger #1600).
+    scale("podinfo", 8).await;
+    let start = std::time::Instant::now();
+    loop {
+        let phase = ns.canary("podinfo").await.status.and_then(|s| s.phase);
+        if matches!(
+            phase,
+            Some(CanaryPhase::Finalising | CanaryPhase::Succeeded)
+        ) {
+            break;
+        }
+        assert_ne!(phase, Some(CanaryPhase::Failed));
+        assert!(start.elapsed() < MINUTES(4), "not promoted: {phase:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ready_replicas(&ns, "podinfo-primary").await >= 8,
+        "primary scaled before the traffic went back"
+    );
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    assert_eq!(primary_image(&ns).await, V2);
+    assert_eq!(primary_replicas(&ns).await, Some(8));
+    ns.cleanup().await;
+}
+
+async fn ready_replicas(ns: &TestNs, name: &str) -> i32 {
+    ns.deployment(name)
+        .await
+        .and_then(|d| d.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
