@@ -465,12 +465,13 @@ impl<'a> Machine<'a> {
     }
 
     fn run(&mut self) -> Flow {
+        // First, also for an invalid spec: the old target's routes must not stay on its canary.
+        self.follow_target_ref();
         if !self.obs.invalid.is_empty() {
             let msg = format!("invalid Canary: {}", self.obs.invalid.join("; "));
             self.stall("InvalidSpec", msg);
             return Flow::Done;
         }
-        self.follow_target_ref();
         let Some(target) = self.obs.target.clone() else {
             let msg = format!(
                 "target {} {}/{} not found",

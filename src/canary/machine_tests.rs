@@ -1746,6 +1746,22 @@ fn target_ref_changed_mid_run_sends_the_old_route_back_and_initialises_the_new_t
 }
 
 #[test]
+fn target_ref_changed_to_an_invalid_target_still_sends_the_old_route_back() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.canary.spec.target_ref.name = "other".into();
+    let mut obs = w.observed(Probes::default());
+    obs.invalid = vec!["Deployment other has no selector label".into()];
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
+    assert!(matches!(d.actions[..], [Action::RetireTarget(_)]));
+    assert_eq!(d.status.canary_weight, 0);
+    let c = find_condition(&d.status.conditions, "Stalled").unwrap();
+    assert_eq!(c.reason.as_deref(), Some("InvalidSpec"));
+}
+
+#[test]
 fn status_without_target_ref_adopts_the_spec_without_a_run() {
     let mut w = World::initialized(analysis());
     let mut st = w.status();
