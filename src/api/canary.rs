@@ -577,17 +577,6 @@ pub struct CanaryStatus {
     /// per-step counts, frozen signals, last verdict and evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::api::JudgeStatus>,
-    /// pennant: when this Canary detected the revision it waits to analyse while the
-    /// concurrency limit holds it back (`--max-concurrent-canaries`, namespace annotation
-    /// `canary.pennant.dev/max-concurrent-canaries`); waiting Canaries start in this order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_at: Option<Time>,
-    /// pennant: ids of the last promoted revisions (`machine::revision_id`: pod template and
-    /// tracked configs), oldest first, the current primary's last; kept only with the
-    /// annotation `canary.pennant.dev/rollback-window`, at most
-    /// [`crate::canary::rollback_window::MAX_WINDOW`] + 1 entries.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub promoted_revisions: Vec<String>,
 }
 
 /// Release strategy chosen by the analysis, as Flagger's `DeploymentStrategy()`.

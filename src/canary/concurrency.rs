@@ -2,9 +2,11 @@
 //!
 //! A Canary whose target changed may start its run only while fewer than `max` Canaries of the
 //! limit's scope are running (Progressing, WaitingPromotion, Promoting, Finalising) and no
-//! Canary that detected its revision earlier still waits: strict FIFO by
-//! `status.queuedAt`, ties broken by name, so a shared ConfigMap change starts the Canaries
-//! one after the other instead of all at once. Two limits exist: the controller's
+//! Canary that detected its revision earlier still waits: strict FIFO by queue time, ties
+//! broken by name, so a shared ConfigMap change starts the Canaries
+//! one after the other instead of all at once. The queue time is the `lastTransitionTime` of
+//! the `Queued` condition: status, so it survives restarts, and no field Flagger's CRD (or a
+//! CRD Helm did not upgrade) would prune. Two limits exist: the controller's
 //! `--max-concurrent-canaries` (every watched Canary) and the namespace annotation
 //! [`NAMESPACE_ANNOTATION`] (the Canaries of that namespace); both apply.
 //!
@@ -14,7 +16,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{CanaryPhase, CanaryStatus};
+use crate::api::condition::types;
+use crate::api::{CanaryPhase, CanaryStatus, find_condition};
 
 /// Namespace annotation: the most Canaries of the namespace that may run at once (≥ 1).
 pub const NAMESPACE_ANNOTATION: &str = "canary.pennant.dev/max-concurrent-canaries";
@@ -95,11 +98,20 @@ pub fn peer_state(status: Option<&CanaryStatus>) -> PeerState {
             | CanaryPhase::Promoting
             | CanaryPhase::Finalising,
         ) => PeerState::Running,
-        _ => match &st.queued_at {
-            Some(t) => PeerState::Queued(t.0),
+        Some(CanaryPhase::Waiting) => match queued_since(st) {
+            Some(t) => PeerState::Queued(t),
             None => PeerState::Idle,
         },
+        _ => PeerState::Idle,
     }
+}
+
+/// Since when a Canary waits for a slot: the `Queued` condition's `lastTransitionTime`.
+pub fn queued_since(st: &CanaryStatus) -> Option<Timestamp> {
+    find_condition(&st.conditions, types::QUEUED)
+        .filter(|c| c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
 }
 
 /// A limit's value: a positive integer; `Err` with a message for anything else.
@@ -156,7 +168,11 @@ mod tests {
         for (max, others, at, want) in table {
             let l = limit(max, others.clone());
             let got = admit("a.t", t(at), &[l]);
-            assert_eq!(got == Admission::Start, want, "{max} {others:?} {at}: {got:?}");
+            assert_eq!(
+                got == Admission::Start,
+                want,
+                "{max} {others:?} {at}: {got:?}"
+            );
         }
     }
 
@@ -178,10 +194,23 @@ mod tests {
 
     #[test]
     fn running_phases_hold_a_slot_and_queued_ones_wait() {
-        let st = |phase, queued: Option<i64>| CanaryStatus {
-            phase: Some(phase),
-            queued_at: queued.map(|s| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(s))),
-            ..Default::default()
+        let st = |phase, queued: Option<i64>| {
+            let mut st = CanaryStatus {
+                phase: Some(phase),
+                ..Default::default()
+            };
+            if let Some(s) = queued {
+                let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(s));
+                crate::api::condition::set_condition(
+                    &mut st.conditions,
+                    types::QUEUED,
+                    "True",
+                    "ConcurrencyLimit",
+                    "waiting",
+                    &at,
+                );
+            }
+            st
         };
         for p in [
             CanaryPhase::Progressing,
@@ -204,6 +233,11 @@ mod tests {
             peer_state(Some(&st(CanaryPhase::Succeeded, None))),
             PeerState::Idle
         );
+        // a left-over condition on a Canary no longer waiting queues nobody
+        assert_eq!(
+            peer_state(Some(&st(CanaryPhase::Succeeded, Some(3)))),
+            PeerState::Idle
+        );
         assert_eq!(peer_state(None), PeerState::Idle);
     }
 
@@ -211,7 +245,11 @@ mod tests {
     fn limit_values() {
         assert_eq!(parse_max("2"), Ok(2));
         assert_eq!(parse_max(" 1 "), Ok(1));
-        assert!(parse_max("0").unwrap_err().contains("not a positive integer"));
+        assert!(
+            parse_max("0")
+                .unwrap_err()
+                .contains("not a positive integer")
+        );
         assert!(parse_max("two").is_err());
     }
 }

@@ -675,12 +675,15 @@ impl<'a> Machine<'a> {
     }
 
     /// The concurrency limit (`Observed::concurrency`): `None` when the run may start now,
-    /// else the Canary waits in `Waiting` with `status.queuedAt` (its place in the FIFO queue),
-    /// the `Queued` condition and one event on entering the queue. A revision inside the
+    /// else the Canary waits in `Waiting` with the `Queued` condition (its lastTransitionTime
+    /// is the place in the FIFO queue) and one event on entering the queue. A revision inside the
     /// rollback window never waits.
     fn concurrency_gate(&mut self, target: &TargetState) -> Option<Flow> {
-        use super::concurrency::{Admission, admit};
-        let queued_at = self.st.queued_at.as_ref().map_or(self.now, |t| t.0);
+        use super::concurrency::{Admission, admit, queued_since};
+        let queued = queued_since(&self.st);
+        // whole seconds, as the status keeps it: the order is the same before and after a write
+        let queued_at = queued
+            .unwrap_or_else(|| Timestamp::from_second(self.now.as_second()).unwrap_or(self.now));
         let admission = if self.obs.concurrency.is_empty() || self.rollback_window_hit(target) {
             Admission::Start
         } else {
@@ -688,27 +691,25 @@ impl<'a> Machine<'a> {
         };
         let why = match admission {
             Admission::Start => {
-                self.st.queued_at = None;
                 remove_condition(&mut self.st.conditions, types::QUEUED);
                 return None;
             }
             Admission::Wait(why) => why,
         };
-        let first = self.st.queued_at.is_none();
-        self.st.queued_at = Some(Time(queued_at));
+        let first = queued.is_none();
         self.set_phase(CanaryPhase::Waiting);
         let msg = format!(
             "Waiting for a free slot to analyse {}: {why}",
             self.target_id()
         );
-        let now = self.time();
+        // the condition's lastTransitionTime is the place in the queue
         set_condition(
             &mut self.st.conditions,
             types::QUEUED,
             "True",
             "ConcurrencyLimit",
             &msg,
-            &now,
+            &Time(queued_at),
         );
         if first {
             self.info(msg);
@@ -725,7 +726,6 @@ impl<'a> Machine<'a> {
         if self.target_changed(target) {
             return self.start_run(target);
         }
-        self.st.queued_at = None;
         remove_condition(&mut self.st.conditions, types::QUEUED);
         let back = if self.st.last_applied_spec == self.st.last_promoted_spec {
             CanaryPhase::Succeeded
@@ -744,7 +744,7 @@ impl<'a> Machine<'a> {
             return false;
         };
         let id = revision_id(&target.revision, &target.configs);
-        within(&self.st.promoted_revisions, &id, n)
+        within(&super::rollback_window::history(&self.st), &id, n)
     }
 
     fn announce_rollback_window(&mut self, target: &TargetState) {
@@ -756,8 +756,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// With a rollback window, record the promoted revision (Initialized, Succeeded) in
-    /// `status.promotedRevisions`.
+    /// With a rollback window, record the promoted revision (Initialized, Succeeded) in the
+    /// `RollbackWindow` condition.
     fn remember_promoted(&mut self) {
         if !matches!(super::rollback_window::window(self.canary), Ok(Some(_)))
             || !matches!(
@@ -772,9 +772,18 @@ impl<'a> Machine<'a> {
             return;
         };
         let id = revision_id(spec, configs);
-        if self.st.promoted_revisions.last() != Some(&id) {
-            self.st.promoted_revisions =
-                super::rollback_window::remember(&self.st.promoted_revisions, &id);
+        let history = super::rollback_window::history(&self.st);
+        if history.last() != Some(&id) {
+            let history = super::rollback_window::remember(&history, &id);
+            let now = self.time();
+            set_condition(
+                &mut self.st.conditions,
+                types::ROLLBACK_WINDOW,
+                "True",
+                "PromotedRevisions",
+                &super::rollback_window::history_message(&history),
+                &now,
+            );
         }
     }
 
@@ -792,7 +801,7 @@ impl<'a> Machine<'a> {
     /// Waiting for confirm-rollout: re-ask each interval. A rollback hook that fires meanwhile
     /// ends the run (Flagger documents this but never checks it in Waiting, §2.16-3).
     fn waiting(&mut self, target: &TargetState) -> Flow {
-        if self.st.queued_at.is_some() {
+        if super::concurrency::queued_since(&self.st).is_some() {
             return self.queued(target);
         }
         let analysis = self.analysis();

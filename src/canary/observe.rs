@@ -246,12 +246,19 @@ async fn namespace_limit(ctx: &Context, ns: &str) -> Result<Result<Option<u32>, 
     let Some(meta) = api.get_metadata_opt(ns).await.map_err(Error::Kube)? else {
         return Ok(Ok(None));
     };
-    Ok(match meta.metadata.annotations.unwrap_or_default().get(NAMESPACE_ANNOTATION) {
-        Some(v) => parse_max(v)
-            .map(Some)
-            .map_err(|e| format!("namespace {ns}: {e}")),
-        None => Ok(None),
-    })
+    Ok(
+        match meta
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(NAMESPACE_ANNOTATION)
+        {
+            Some(v) => parse_max(v)
+                .map(Some)
+                .map_err(|e| format!("namespace {ns}: {e}")),
+            None => Ok(None),
+        },
+    )
 }
 
 /// The router's live inputs for `canary` and whether its objects are pending

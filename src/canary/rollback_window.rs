@@ -2,18 +2,36 @@
 //!
 //! Opt-in per Canary without changing Flagger's CRD: the annotation [`ANNOTATION`]
 //! (`canary.pennant.dev/rollback-window: "3"`). pennant then remembers the ids of the promoted
-//! revisions in `status.promotedRevisions` (`machine::revision_id`: the pod template's
-//! canonical hash and the tracked ConfigMaps/Secrets), and a target that goes back to one of
+//! revisions (`machine::revision_id`: the pod template's canonical hash and the tracked
+//! ConfigMaps/Secrets) in the status condition `RollbackWindow` ([`history`]; a condition, not
+//! a new status field, so Flagger's CRD or one Helm did not upgrade cannot prune it), and a target that goes back to one of
 //! the last N revisions promoted before the current one is promoted without analysis, like
 //! `skipAnalysis` (the canary must still become ready), with an event saying so.
 
-use crate::api::Canary;
+use crate::api::condition::types;
+use crate::api::{Canary, CanaryStatus, find_condition};
 
 /// Canary annotation: how many of the previously promoted revisions are promoted again
 /// without analysis (1 to [`MAX_WINDOW`]).
 pub const ANNOTATION: &str = "canary.pennant.dev/rollback-window";
-/// The largest window; `status.promotedRevisions` keeps this many plus the current one.
+/// The largest window; the history keeps this many plus the current one.
 pub const MAX_WINDOW: usize = 10;
+/// Message of the `RollbackWindow` condition, before the ids.
+const HISTORY_PREFIX: &str = "promoted revisions, oldest first:";
+
+/// The ids of the promoted revisions recorded in `st` (oldest first).
+pub fn history(st: &CanaryStatus) -> Vec<String> {
+    find_condition(&st.conditions, types::ROLLBACK_WINDOW)
+        .and_then(|c| c.message.as_deref())
+        .and_then(|m| m.strip_prefix(HISTORY_PREFIX))
+        .map(|ids| ids.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The `RollbackWindow` condition's message for `ids` ([`history`] reads it back).
+pub fn history_message(ids: &[String]) -> String {
+    format!("{HISTORY_PREFIX} {}", ids.join(" "))
+}
 
 /// The Canary's window: `Ok(None)` without the annotation, `Err` with a message for a value
 /// that is not an integer from 1 to [`MAX_WINDOW`].
@@ -84,6 +102,28 @@ mod tests {
         assert!(!within(&h, "v3", 3));
         assert!(!within(&h, "v4", 3));
         assert!(!within(&[], "v1", 3));
+    }
+
+    #[test]
+    fn history_round_trips_through_the_condition_message() {
+        let ids = ids(&["0011223344556677", "8899aabbccddeeff"]);
+        let mut st = CanaryStatus::default();
+        assert!(history(&st).is_empty());
+        crate::api::condition::set_condition(
+            &mut st.conditions,
+            types::ROLLBACK_WINDOW,
+            "True",
+            "PromotedRevisions",
+            &history_message(&ids),
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        );
+        assert_eq!(
+            history_message(&ids),
+            "promoted revisions, oldest first: 0011223344556677 8899aabbccddeeff"
+        );
+        assert_eq!(history(&st), ids);
     }
 
     #[test]

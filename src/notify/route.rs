@@ -152,10 +152,16 @@ mod tests {
         let advance = "Advance podinfo.test canary weight 20";
         let done = "Canary analysis completed successfully, promotion finished.";
         assert_eq!(alert_text(&c, None, advance), None, "Flagger: events only");
-        assert_eq!(alert_text(&c, Some(done), "Promotion completed!").as_deref(), Some(done));
+        assert_eq!(
+            alert_text(&c, Some(done), "Promotion completed!").as_deref(),
+            Some(done)
+        );
         c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "true".into())].into());
         assert_eq!(alert_text(&c, None, advance).as_deref(), Some(advance));
-        assert_eq!(alert_text(&c, Some(done), "Promotion completed!").as_deref(), Some(done));
+        assert_eq!(
+            alert_text(&c, Some(done), "Promotion completed!").as_deref(),
+            Some(done)
+        );
         c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "false".into())].into());
         assert_eq!(alert_text(&c, None, advance), None);
         c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "yes".into())].into());
