@@ -149,8 +149,9 @@ mod tests {
     #[test]
     fn admission_table() {
         use PeerState::{Idle, Queued, Running};
+        type Others = Vec<(&'static str, PeerState)>;
         // (limit, others, my queue time, start?)
-        let table: Vec<(u32, Vec<(&str, PeerState)>, i64, bool)> = vec![
+        let table: Vec<(u32, Others, i64, bool)> = vec![
             (1, vec![], 0, true),
             (1, vec![("b.t", Idle)], 0, true),
             (1, vec![("b.t", Running)], 0, false),
