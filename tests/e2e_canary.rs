@@ -1167,6 +1167,9 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
     let mut started: Vec<String> = vec![];
     let mut queued: BTreeMap<String, String> = BTreeMap::new();
     let mut queued_condition = false;
+    // when each run ended (back to Succeeded) and when the next one started
+    let mut ended: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut started_at: Vec<std::time::Instant> = vec![];
     loop {
         let list = ns.canaries().list(&Default::default()).await.unwrap();
         let now_running: Vec<String> = list
@@ -1191,7 +1194,11 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
             }
             if running(st.phase) && !started.contains(&name) {
                 println!("[{:>5.1}s] {name} started", start.elapsed().as_secs_f32());
-                started.push(name);
+                started.push(name.clone());
+                started_at.push(std::time::Instant::now());
+            }
+            if st.phase == Some(CanaryPhase::Succeeded) && started.contains(&name) {
+                ended.entry(name).or_insert_with(std::time::Instant::now);
             }
         }
         let done = started.len() == 3
@@ -1215,6 +1222,17 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(queued.len(), 2, "two Canaries waited: {queued:?}");
+    // a freed slot wakes the next Canary from the watch, not from the 30 s backstop
+    for i in 1..3 {
+        let freed = ended[&started[i - 1]];
+        let gap = started_at[i].saturating_duration_since(freed);
+        assert!(
+            gap < Duration::from_secs(10),
+            "{} started {gap:?} after {} ended",
+            started[i],
+            started[i - 1]
+        );
+    }
     assert!(
         queued_condition,
         "the waiting ones showed the Queued condition"
