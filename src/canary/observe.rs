@@ -239,12 +239,24 @@ pub fn may_ask_for_slot(canary: &Canary, target: &TargetState) -> bool {
 }
 
 /// The namespace annotation `concurrency::NAMESPACE_ANNOTATION`, read with a GET (a Role in
-/// the namespace grants it): `Ok(None)` without it, the inner `Err` for a bad value.
+/// the namespace grants it): `Ok(None)` without it, the inner `Err` for a bad value. Without
+/// the permission (RBAC older than this feature) there is no namespace limit, and a warning
+/// in the log: releases must not stop for it.
 async fn namespace_limit(ctx: &Context, ns: &str) -> Result<Result<Option<u32>, String>, Error> {
     use super::concurrency::{NAMESPACE_ANNOTATION, parse_max};
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    let Some(meta) = api.get_metadata_opt(ns).await.map_err(Error::Kube)? else {
-        return Ok(Ok(None));
+    let meta = match api.get_metadata_opt(ns).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Ok(Ok(None)),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::warn!(
+                namespace = ns,
+                "cannot read the namespace, so its {NAMESPACE_ANNOTATION} is not applied: {}",
+                e.message
+            );
+            return Ok(Ok(None));
+        }
+        Err(e) => return Err(Error::Kube(e)),
     };
     Ok(
         match meta
