@@ -8,7 +8,8 @@
 //! the `Queued` condition: status, so it survives restarts, and no field Flagger's CRD (or a
 //! CRD Helm did not upgrade) would prune. Two limits exist: the controller's
 //! `--max-concurrent-canaries` (every watched Canary) and the namespace annotation
-//! [`NAMESPACE_ANNOTATION`] (the Canaries of that namespace); both apply.
+//! [`NAMESPACE_ANNOTATION`] (the Canaries of that namespace); both apply, each strictly FIFO:
+//! a Canary held by its namespace's limit keeps its place ahead in the controller-wide queue.
 //!
 //! The controller builds the [`ConcurrencyLimit`]s (the other Canaries' states from its cache,
 //! overlaid with what it decided itself and has not seen come back yet) and passes them to
