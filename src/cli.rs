@@ -150,6 +150,11 @@ pub struct ControllerArgs {
     /// Cluster name added to alerts.
     #[arg(long, default_value = "")]
     pub cluster_name: String,
+    /// The most Canaries analysed at once (Progressing through Finalising); the others wait in
+    /// `Waiting`, first detected first started. 0 = no limit. A namespace can set a lower one
+    /// with the annotation `canary.pennant.dev/max-concurrent-canaries`.
+    #[arg(long, env = "PENNANT_MAX_CONCURRENT_CANARIES", default_value_t = 0)]
+    pub max_concurrent_canaries: u32,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,

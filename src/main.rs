@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
                     event_webhook: args.event_webhook,
                 },
                 cluster_name: args.cluster_name,
+                max_concurrent_canaries: args.max_concurrent_canaries,
             };
             match election {
                 None => controller::run(client, settings, metrics, ready).await,

@@ -148,6 +148,15 @@ pub const CONTROLLER_RULES: &[Permission] = &[
         verbs: WATCH_AND_APPLY,
         why: "autoscalerRef: the -primary HPA",
     },
+    Permission {
+        group: "",
+        resource: "namespaces",
+        kind: "Namespace",
+        verbs: &["get"],
+        why: "the namespace's concurrency limit (annotation \
+              canary.pennant.dev/max-concurrent-canaries), read when a Canary asks for a slot; \
+              a Role in the namespace grants the GET of the namespace itself",
+    },
 ];
 
 /// Granted in the leader-election namespace only (a Role), when leader election is on.

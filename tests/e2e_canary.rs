@@ -1184,3 +1184,338 @@ async fn target_ref_changed_mid_run_sends_the_old_route_back_and_initialises_the
     );
     ns.cleanup().await;
 }
+
+/// Deployment and Canary `name` built from the podinfo fixtures (`app: name`).
+fn named_podinfo(name: &str, canary: &str) -> String {
+    let deploy = podinfo(V1, 0.0, "")
+        .replace("name: podinfo\n", &format!("name: {name}\n"))
+        .replace("app: podinfo", &format!("app: {name}"));
+    format!(
+        "{deploy}\n---\n{}",
+        canary.replace("name: podinfo", &format!("name: {name}"))
+    )
+}
+
+/// The Canary manifest with `annotations` (YAML lines, 4 spaces in) in its metadata.
+fn annotated(canary: &str, annotations: &str) -> String {
+    canary.replace(
+        "  namespace: NAMESPACE\nspec:",
+        &format!("  namespace: NAMESPACE\n  annotations:\n{annotations}\nspec:"),
+    )
+}
+
+#[tokio::test]
+async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
+    use std::collections::BTreeMap;
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-limit", 50).await;
+    // the namespace's limit (1) is below the controller's (2): the lower one holds
+    ns.annotate("canary.pennant.dev/max-concurrent-canaries", "1")
+        .await;
+    let names = ["web-a", "web-b", "web-c"];
+    for n in names {
+        ns.apply_yaml(&named_podinfo(n, &podinfo_canary(2, 50, 50, 120)))
+            .await;
+    }
+    let _ctl = ControllerProcess::start_with(
+        &ns.name,
+        &ns.name,
+        &kubeconfig_path(),
+        &[
+            "--metrics-server",
+            &prometheus_url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-concurrent-canaries",
+            "2",
+        ],
+        &[],
+    );
+    for n in names {
+        wait_phase(
+            &ns,
+            n,
+            CanaryPhase::Initialized,
+            Some(CanaryPhase::Failed),
+            MINUTES(2),
+        )
+        .await;
+    }
+    // one change to all three at once
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "podinfod", "image": V2}]}}}});
+    for n in names {
+        ns.deployments()
+            .patch(
+                n,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+    }
+    let running = |p: Option<CanaryPhase>| {
+        matches!(
+            p,
+            Some(
+                CanaryPhase::Progressing
+                    | CanaryPhase::WaitingPromotion
+                    | CanaryPhase::Promoting
+                    | CanaryPhase::Finalising
+            )
+        )
+    };
+    let start = std::time::Instant::now();
+    let mut started: Vec<String> = vec![];
+    let mut queued: BTreeMap<String, String> = BTreeMap::new();
+    let mut queued_condition = false;
+    // when each run ended (back to Succeeded) and when the next one started
+    let mut ended: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut started_at: Vec<std::time::Instant> = vec![];
+    loop {
+        let list = ns.canaries().list(&Default::default()).await.unwrap();
+        let now_running: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| running(c.status.as_ref().and_then(|s| s.phase)))
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        assert!(
+            now_running.len() <= 1,
+            "at most one Canary running at any time: {now_running:?}"
+        );
+        for c in &list.items {
+            let name = c.metadata.name.clone().unwrap();
+            let st = c.status.clone().unwrap_or_default();
+            // the Queued condition's lastTransitionTime is the place in the queue
+            if let Some(q) = find_condition(&st.conditions, "Queued") {
+                let t = q.last_transition_time.as_ref().unwrap().0;
+                queued.entry(name.clone()).or_insert(t.to_string());
+                queued_condition |= st.phase == Some(CanaryPhase::Waiting)
+                    && q.reason.as_deref() == Some("ConcurrencyLimit");
+            }
+            if running(st.phase) && !started.contains(&name) {
+                println!("[{:>5.1}s] {name} started", start.elapsed().as_secs_f32());
+                started.push(name.clone());
+                started_at.push(std::time::Instant::now());
+            }
+            if st.phase == Some(CanaryPhase::Succeeded) && started.contains(&name) {
+                ended.entry(name).or_insert_with(std::time::Instant::now);
+            }
+        }
+        let done = started.len() == 3
+            && list
+                .items
+                .iter()
+                .all(|c| c.status.as_ref().and_then(|s| s.phase) == Some(CanaryPhase::Succeeded));
+        if done {
+            break;
+        }
+        assert!(
+            list.items
+                .iter()
+                .all(|c| c.status.as_ref().and_then(|s| s.phase) != Some(CanaryPhase::Failed)),
+            "no Canary fails"
+        );
+        assert!(
+            start.elapsed() < MINUTES(8),
+            "all three promoted within 8 minutes; started {started:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(queued.len(), 2, "two Canaries waited: {queued:?}");
+    // a freed slot wakes the next Canary from the watch, not from the 30 s backstop
+    for i in 1..3 {
+        let freed = ended[&started[i - 1]];
+        let gap = started_at[i].saturating_duration_since(freed);
+        assert!(
+            gap < Duration::from_secs(10),
+            "{} started {gap:?} after {} ended",
+            started[i],
+            started[i - 1]
+        );
+    }
+    assert!(
+        queued_condition,
+        "the waiting ones showed the Queued condition"
+    );
+    // FIFO: the waiting ones started in the order of their queue time (then name)
+    let mut fifo: Vec<(String, String)> =
+        queued.iter().map(|(n, t)| (t.clone(), n.clone())).collect();
+    fifo.sort();
+    let fifo: Vec<String> = fifo.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        started[1..].to_vec(),
+        fifo,
+        "started {started:?}, queued {queued:?}"
+    );
+    for n in queued.keys() {
+        let events = ns.event_messages(n).await;
+        let waits = events
+            .iter()
+            .filter(|e| e.starts_with("Waiting for a free slot"))
+            .count();
+        assert_eq!(waits, 1, "one event on entering the queue: {events:#?}");
+        let c = ns.canary(n).await;
+        let st = c.status.unwrap();
+        assert!(
+            find_condition(&st.conditions, "Queued").is_none(),
+            "{n} left the queue"
+        );
+    }
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn rollback_window_promotes_a_known_revision_without_analysis() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-rbwindow", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    let canary = annotated(
+        &podinfo_canary(2, 25, 50, 120),
+        "    canary.pennant.dev/rollback-window: \"3\"",
+    );
+    ns.apply_yaml(&canary).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let advances = |events: &[String]| {
+        events
+            .iter()
+            .filter(|e| e.starts_with("Advance podinfo.") && e.contains("canary weight"))
+            .count()
+    };
+    // v2 is new: analysed
+    set_image(&ns, V2, 0.0).await;
+    let weights = wait_promoted_after_a_change(&ns).await;
+    assert!(weights.contains(&25), "v2 analysed: {weights:?}");
+    let before = advances(&ns.event_messages("podinfo").await);
+    assert!(before >= 2, "v2 stepped");
+
+    // v1 again: promoted at once, no traffic on the canary, an event says why
+    set_image(&ns, V1, 0.0).await;
+    let weights = wait_promoted_after_a_change(&ns).await;
+    assert!(
+        weights.iter().all(|w| *w == 0),
+        "no analysis steps: {weights:?}"
+    );
+    let events = ns.event_messages_with("podinfo", "Rollback window").await;
+    assert!(
+        events.iter().any(|e| e.starts_with(&format!(
+            "Rollback window: podinfo.{} goes back to a revision promoted before, promoting without analysis",
+            ns.name
+        ))),
+        "{events:#?}"
+    );
+    assert_eq!(advances(&events), before, "no weight advanced: {events:#?}");
+    let primary = ns.deployment("podinfo-primary").await.unwrap();
+    assert_eq!(image_of(&primary), V1, "the primary runs v1 again");
+
+    // without the annotation, going back to v2 is analysed again
+    let patch = serde_json::json!({"metadata": {"annotations": {"canary.pennant.dev/rollback-window": null}}});
+    ns.canaries()
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    set_image(&ns, V2, 0.0).await;
+    let weights = wait_promoted_after_a_change(&ns).await;
+    assert!(
+        weights.contains(&25),
+        "analysed without the annotation: {weights:?}"
+    );
+    ns.cleanup().await;
+}
+
+/// After a change to a promoted Canary: wait for the run to start (the phase leaves
+/// `Succeeded`), then for its promotion; the canary weights seen.
+async fn wait_promoted_after_a_change(ns: &TestNs) -> Vec<i32> {
+    wait_until(MINUTES(1), "the run starts", || async {
+        ns.canary("podinfo").await.status.and_then(|s| s.phase) != Some(CanaryPhase::Succeeded)
+    })
+    .await;
+    wait_promoted(ns, "podinfo").await
+}
+
+#[tokio::test]
+async fn progress_alerts_post_every_weight_advance_and_halt() {
+    let (url, got) = slack_receiver().await;
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-progress", 50).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    ns.apply_yaml(&format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {{name: team-slack, namespace: NAMESPACE}}
+spec: {{type: slack, channel: releases, address: "{url}"}}
+"#
+    ))
+    .await;
+    let canary = annotated(
+        &podinfo_canary(2, 25, 50, 120),
+        "    canary.pennant.dev/progress-alerts: \"true\"",
+    )
+    .replace(
+        "    metrics:\n",
+        "    alerts:\n    - name: team\n      severity: info\n      providerRef:\n        name: team-slack\n    metrics:\n",
+    );
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&canary).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    set_image(&ns, V2, 0.0).await;
+    wait_promoted(&ns, "podinfo").await;
+    // a bad version: each failed check is a halt, posted too
+    set_image(&ns, "ghcr.io/stefanprodan/podinfo:6.0.2", 0.2).await;
+    wait_rolled_back(&ns, "podinfo").await;
+
+    let texts = || -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                b["attachments"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), "the rollback alert", || async {
+        texts().iter().any(|t| t.contains("Canary analysis failed"))
+    })
+    .await;
+    let events = ns.event_messages("podinfo").await;
+    let advances: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("Advance podinfo.") && e.contains("weight"))
+        .collect();
+    let halts: Vec<&String> = events.iter().filter(|e| e.starts_with("Halt ")).collect();
+    assert!(advances.len() >= 2, "{events:#?}");
+    assert!(!halts.is_empty(), "{events:#?}");
+    let texts = texts();
+    for e in advances.iter().chain(halts.iter()) {
+        assert_eq!(
+            texts.iter().filter(|t| t == e).count(),
+            events.iter().filter(|m| m == e).count(),
+            "one post per advance and halt, {e:?} in {texts:#?}"
+        );
+    }
+    ns.cleanup().await;
+}

@@ -40,6 +40,13 @@ pub mod types {
     /// pennant: False while the sequential judge cannot judge (no series for a signal, a
     /// histogram without the chosen edge, a policy out of range); the message names the signal.
     pub const JUDGE_READY: &str = "JudgeReady";
+    /// pennant: True while a new revision waits for a free slot under the concurrency limit
+    /// (reason `ConcurrencyLimit`); the message says how many run and how many wait ahead, and
+    /// `lastTransitionTime` is the Canary's place in the FIFO queue.
+    pub const QUEUED: &str = "Queued";
+    /// pennant: with the annotation `canary.pennant.dev/rollback-window`, True with reason
+    /// `PromotedRevisions` and the ids of the last promoted revisions in its message.
+    pub const ROLLBACK_WINDOW: &str = "RollbackWindow";
 }
 
 /// Set (or replace) a condition in `conditions`. `last_update_time` becomes `now` when anything

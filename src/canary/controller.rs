@@ -24,6 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::concurrency::{ConcurrencyLimit, Peer, PeerState, peer_state};
 use super::machine::{self, Decision, Severity, Step, Weights};
 use super::{execute, observe, tracker};
 use crate::api::{Canary, CanaryStatus};
@@ -54,6 +55,9 @@ pub struct Settings {
     pub notify: notify::GlobalSettings,
     /// Cluster name shown in alerts (`-cluster-name`).
     pub cluster_name: String,
+    /// The most Canaries running at once in the watched namespaces (`--max-concurrent-canaries`,
+    /// pennant's); 0 = no limit.
+    pub max_concurrent_canaries: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,12 @@ pub struct Context {
     written: Mutex<HashMap<ObjectRef<Canary>, String>>,
     /// Becomes true once every cache has its initial list.
     synced: tokio::sync::watch::Receiver<bool>,
+    /// How each Canary counts for the concurrency limit as this process last decided it (ahead
+    /// of the cache, which shows our status writes a moment later). Locked around `decide`, so
+    /// two Canaries never take the last slot at once.
+    slots: Mutex<HashMap<ObjectRef<Canary>, PeerState>>,
+    /// Reconciles waiting Canaries when a slot frees.
+    wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<Canary>>,
 }
 
 impl Context {
@@ -252,6 +262,7 @@ pub async fn run(
         warn!("global notifier: {p}");
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let controller = Controller::new(api::<Canary>(&client, &ns), wc);
     let canaries = controller.store();
     let ctx = Arc::new(Context {
@@ -271,6 +282,8 @@ pub async fn run(
         metrics,
         written: Mutex::new(HashMap::new()),
         synced: synced_rx,
+        slots: Mutex::new(HashMap::new()),
+        wake,
     });
 
     // flagger_canary_total: counted from the cache at scrape time
@@ -300,7 +313,10 @@ pub async fn run(
         })
         .watches_stream(secret_events, move |m| {
             canaries_for_config(&c3, &w3, m.namespace(), &m.name_any(), false)
-        });
+        })
+        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }));
     for (s, ar) in route_streams {
         let c = canaries.clone();
         let kind = ar.kind.clone();
@@ -518,7 +534,7 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
 
     let mut obs = observe::observe(&canary, &ctx).await?;
     let decision = loop {
-        match machine::decide(&canary, &obs.observed) {
+        match decide_in_turn(&canary, &mut obs, &ctx) {
             Step::Done(d) => break d,
             Step::Need(p) => observe::probe(&canary, p, &mut obs, &ctx).await,
         }
@@ -585,6 +601,68 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         None if obs.claim_conflict => Requeue::requeue(Duration::from_secs(30)),
         None => Requeue::await_change(),
     })
+}
+
+/// `decide` with the concurrency limits, under the lock of `ctx.slots`: the other Canaries'
+/// states are read and this Canary's new one recorded in one step, so two Canaries never both
+/// take the last slot. When this decision frees a slot, the waiting Canaries are woken.
+fn decide_in_turn(canary: &Canary, obs: &mut observe::Observation, ctx: &Context) -> Step {
+    let me = ObjectRef::from_obj(canary);
+    let mut slots = ctx.slots.lock().expect("lock");
+    let state_of = |c: &Canary| {
+        slots
+            .get(&ObjectRef::from_obj(c))
+            .cloned()
+            .unwrap_or_else(|| peer_state(c.status.as_ref()))
+    };
+    let all = ctx.canaries.state();
+    let peers = |same_ns: bool| -> Vec<Peer> {
+        all.iter()
+            .filter(|c| ObjectRef::from_obj(&***c) != me)
+            .filter(|c| !same_ns || c.namespace() == canary.namespace())
+            .map(|c| Peer {
+                id: format!("{}.{}", c.name_any(), c.namespace().unwrap_or_default()),
+                state: state_of(c),
+            })
+            .collect()
+    };
+    let mut limits = vec![];
+    if ctx.settings.max_concurrent_canaries > 0 {
+        limits.push(ConcurrencyLimit {
+            max: ctx.settings.max_concurrent_canaries,
+            source: "--max-concurrent-canaries".into(),
+            others: peers(false),
+        });
+    }
+    if let Some(max) = obs.namespace_limit {
+        limits.push(ConcurrencyLimit {
+            max,
+            source: format!(
+                "namespace {} annotation {}",
+                canary.namespace().unwrap_or_default(),
+                super::concurrency::NAMESPACE_ANNOTATION
+            ),
+            others: peers(true),
+        });
+    }
+    obs.observed.concurrency = limits;
+    let step = machine::decide(canary, &obs.observed);
+    if let Step::Done(d) = &step {
+        let before = state_of(canary);
+        let after = peer_state(Some(&d.status));
+        if before == PeerState::Running && after != PeerState::Running {
+            for c in all.iter() {
+                if matches!(state_of(c), PeerState::Queued(_)) {
+                    let _ = ctx.wake.send(ObjectRef::from_obj(&**c));
+                }
+            }
+        }
+        slots.insert(me, after);
+        if slots.len() > 2 * all.len() + 16 {
+            slots.retain(|k, _| ctx.canaries.get(k).is_some());
+        }
+    }
+    step
 }
 
 /// Patch the status subresource when it changed, guarded by the resourceVersion we decided on.
@@ -729,9 +807,11 @@ async fn send_notifications(canary: Canary, notices: Vec<machine::Notice>, ctx: 
                 warn!(canary = %canary.name_any(), "event webhook: {e}");
             }
         }
-        let Some(text) = &n.alert else { continue };
+        let Some(text) = notify::alert_text(&canary, n.alert.as_deref(), &n.message) else {
+            continue;
+        };
         let mut alert = notify::Alert::new(&canary, n.severity, text.clone());
-        if notify::wants_metadata(text) {
+        if notify::wants_metadata(&text) {
             alert = alert.with_metadata(&canary);
         }
         let alert = alert.with_cluster(&ctx.settings.cluster_name);

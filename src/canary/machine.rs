@@ -159,6 +159,9 @@ pub struct Observed {
     /// Gateway that has not accepted the HTTPRoute's generation): the analysis waits, without
     /// counting a failure.
     pub routes_pending: Option<String>,
+    /// The concurrency limits that apply to this Canary, with the other Canaries they count
+    /// (`concurrency`); empty when there is none.
+    pub concurrency: Vec<super::concurrency::ConcurrencyLimit>,
 }
 
 /// Traffic split for the routing objects, in percent.
@@ -720,6 +723,9 @@ impl<'a> Machine<'a> {
 
     /// New revision: confirm-rollout gate, then scale the canary up and enter Progressing.
     fn start_run(&mut self, target: &TargetState) -> Flow {
+        if let Some(flow) = self.concurrency_gate(target) {
+            return flow;
+        }
         let analysis = self.analysis();
         match self.hook(&analysis, HookKind::ConfirmRollout) {
             Err(p) => return Flow::Need(p),
@@ -745,6 +751,7 @@ impl<'a> Machine<'a> {
             .push(Action::ScaleTarget(target.scale_up_replicas.max(1)));
         self.reset_run(target);
         self.set_phase(CanaryPhase::Progressing);
+        self.announce_rollback_window(target);
         let tid = self.target_id();
         self.notice(
             Severity::Info,
@@ -755,6 +762,119 @@ impl<'a> Machine<'a> {
             .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
         self.requeue_in(Duration::from_secs(1));
         Flow::Done
+    }
+
+    /// The concurrency limit (`Observed::concurrency`): `None` when the run may start now,
+    /// else the Canary waits in `Waiting` with the `Queued` condition (its lastTransitionTime
+    /// is the place in the FIFO queue) and one event on entering the queue. A revision inside the
+    /// rollback window never waits.
+    fn concurrency_gate(&mut self, target: &TargetState) -> Option<Flow> {
+        use super::concurrency::{Admission, admit, queued_since};
+        let queued = queued_since(&self.st);
+        // whole seconds, as the status keeps it: the order is the same before and after a write
+        let queued_at = queued
+            .unwrap_or_else(|| Timestamp::from_second(self.now.as_second()).unwrap_or(self.now));
+        let admission = if self.obs.concurrency.is_empty() || self.rollback_window_hit(target) {
+            Admission::Start
+        } else {
+            admit(&self.canary_id(), queued_at, &self.obs.concurrency)
+        };
+        let why = match admission {
+            Admission::Start => {
+                remove_condition(&mut self.st.conditions, types::QUEUED);
+                return None;
+            }
+            Admission::Wait(why) => why,
+        };
+        let first = queued.is_none();
+        self.set_phase(CanaryPhase::Waiting);
+        let msg = format!(
+            "Waiting for a free slot to analyse {}: {why}",
+            self.target_id()
+        );
+        // the condition's lastTransitionTime is the place in the queue
+        set_condition(
+            &mut self.st.conditions,
+            types::QUEUED,
+            "True",
+            "ConcurrencyLimit",
+            &msg,
+            &Time(queued_at),
+        );
+        if first {
+            self.info(msg);
+        }
+        // The controller wakes waiting Canaries when a slot frees; this is only a backstop
+        // (a running Canary deleted, a namespace annotation changed).
+        self.requeue_in(Duration::from_secs(30));
+        Some(Flow::Done)
+    }
+
+    /// Waiting for a slot: try to start; leave the queue when the target went back to the
+    /// revision the Canary already had.
+    fn queued(&mut self, target: &TargetState) -> Flow {
+        if self.target_changed(target) {
+            return self.start_run(target);
+        }
+        remove_condition(&mut self.st.conditions, types::QUEUED);
+        let back = if self.st.last_applied_spec == self.st.last_promoted_spec {
+            CanaryPhase::Succeeded
+        } else {
+            CanaryPhase::Failed
+        };
+        self.set_phase(back);
+        Flow::Done
+    }
+
+    /// Whether `target` is one of the revisions promoted before that the Canary's rollback
+    /// window (`rollback_window::ANNOTATION`) promotes again without analysis.
+    fn rollback_window_hit(&self, target: &TargetState) -> bool {
+        use super::rollback_window::{window, within};
+        let Ok(Some(n)) = window(self.canary) else {
+            return false;
+        };
+        let id = revision_id(&target.revision, &target.configs);
+        within(&super::rollback_window::history(&self.st), &id, n)
+    }
+
+    fn announce_rollback_window(&mut self, target: &TargetState) {
+        if self.rollback_window_hit(target) {
+            let tid = self.target_id();
+            self.info(format!(
+                "Rollback window: {tid} goes back to a revision promoted before, promoting without analysis"
+            ));
+        }
+    }
+
+    /// With a rollback window, record the promoted revision (Initialized, Succeeded) in the
+    /// `RollbackWindow` condition.
+    fn remember_promoted(&mut self) {
+        if !matches!(super::rollback_window::window(self.canary), Ok(Some(_)))
+            || !matches!(
+                self.st.phase,
+                Some(CanaryPhase::Initialized | CanaryPhase::Succeeded)
+            )
+        {
+            return;
+        }
+        let (Some(spec), Some(configs)) = (&self.st.last_promoted_spec, &self.st.tracked_configs)
+        else {
+            return;
+        };
+        let id = revision_id(spec, configs);
+        let history = super::rollback_window::history(&self.st);
+        if history.last() != Some(&id) {
+            let history = super::rollback_window::remember(&history, &id);
+            let now = self.time();
+            set_condition(
+                &mut self.st.conditions,
+                types::ROLLBACK_WINDOW,
+                "True",
+                "PromotedRevisions",
+                &super::rollback_window::history_message(&history),
+                &now,
+            );
+        }
     }
 
     fn reset_run(&mut self, target: &TargetState) {
@@ -772,6 +892,9 @@ impl<'a> Machine<'a> {
     /// Waiting for confirm-rollout: re-ask each interval. A rollback hook that fires meanwhile
     /// ends the run (Flagger documents this but never checks it in Waiting, §2.16-3).
     fn waiting(&mut self, target: &TargetState) -> Flow {
+        if super::concurrency::queued_since(&self.st).is_some() {
+            return self.queued(target);
+        }
         let analysis = self.analysis();
         if let Some(wait) = self.until_due(&analysis) {
             self.requeue_in(wait);
@@ -902,6 +1025,10 @@ impl<'a> Machine<'a> {
             }
         }
 
+        if self.rollback_window_hit(target) {
+            self.promote(target, "promoted before, within the rollback window");
+            return Flow::Done;
+        }
         if self.canary.spec.skip_analysis() {
             self.promote(target, "skipping analysis");
             return Flow::Done;
@@ -1562,6 +1689,7 @@ impl<'a> Machine<'a> {
         {
             t.0 = Timestamp::from_second(t.0.as_second() + 1).unwrap_or(t.0);
         }
+        self.remember_promoted();
         self.rotate_cookies();
         self.sync_promoted_condition();
         let mut without_time = self.st.clone();

@@ -93,6 +93,7 @@ struct World {
     last: Option<Decision>,
     target_matches_primary: Option<bool>,
     routes_pending: Option<String>,
+    concurrency: Vec<super::super::concurrency::ConcurrencyLimit>,
 }
 
 impl World {
@@ -116,6 +117,7 @@ impl World {
             last: None,
             target_matches_primary: None,
             routes_pending: None,
+            concurrency: vec![],
         }
     }
 
@@ -164,6 +166,7 @@ impl World {
             unsupported: vec![],
             target_matches_primary: self.target_matches_primary,
             routes_pending: self.routes_pending.clone(),
+            concurrency: self.concurrency.clone(),
         }
     }
 
@@ -1827,4 +1830,256 @@ fn steps_are_never_early_with_second_resolution_status() {
         assert!(gap >= SignedDuration::from_secs(30), "gap {gap:?}");
         assert!(gap <= SignedDuration::from_millis(31_100), "gap {gap:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limit on concurrent analyses (Flagger #1069)
+
+fn limit_one(
+    other: super::super::concurrency::PeerState,
+) -> Vec<super::super::concurrency::ConcurrencyLimit> {
+    vec![super::super::concurrency::ConcurrencyLimit {
+        max: 1,
+        source: "--max-concurrent-canaries".into(),
+        others: vec![super::super::concurrency::Peer {
+            id: "other.test".into(),
+            state: other,
+        }],
+    }]
+}
+
+#[test]
+fn new_revision_waits_for_a_free_slot_then_starts() {
+    use super::super::concurrency::PeerState;
+    let mut w = World::initialized(analysis());
+    w.concurrency = limit_one(PeerState::Running);
+    w.revision = REV2.into();
+    let queued_at = w.now;
+    for _ in 0..3 {
+        let d = w.step();
+        assert!(d.requeue_after.is_some(), "a waiting Canary looks again");
+    }
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    assert_eq!(w.target_replicas, 0, "no canary pods while waiting");
+    assert!(w.asked.is_empty(), "no hooks or metrics while waiting");
+    let st = w.status();
+    assert_eq!(
+        super::super::concurrency::queued_since(&st),
+        Some(queued_at)
+    );
+    assert_eq!(st.last_applied_spec.as_deref(), Some(REV1));
+    let q = find_condition(&st.conditions, "Queued").expect("Queued condition");
+    assert_eq!(q.reason.as_deref(), Some("ConcurrencyLimit"));
+    assert_eq!(
+        q.message.as_deref(),
+        Some(
+            "Waiting for a free slot to analyse podinfo.test: 1 of at most 1 Canaries running \
+             (--max-concurrent-canaries), 0 waiting ahead"
+        )
+    );
+    let waits: Vec<_> = w
+        .notices
+        .iter()
+        .filter(|n| n.message.starts_with("Waiting for a free slot"))
+        .collect();
+    assert_eq!(
+        waits.len(),
+        1,
+        "one event on entering the queue: {waits:#?}"
+    );
+    assert_eq!(waits[0].severity, Severity::Info);
+
+    // the slot frees: the run starts at once (no interval to wait), and the queue is left
+    w.concurrency = limit_one(PeerState::Idle);
+    let d = w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    assert!(d.actions.contains(&Action::ScaleTarget(2)));
+    let st = w.status();
+    assert!(find_condition(&st.conditions, "Queued").is_none());
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+}
+
+#[test]
+fn waiting_canaries_start_first_detected_first() {
+    use super::super::concurrency::PeerState;
+    // another Canary queued earlier takes the free slot first
+    let mut w = World::initialized(analysis());
+    let earlier = w.now.checked_sub(SignedDuration::from_secs(5)).unwrap();
+    w.concurrency = limit_one(PeerState::Queued(earlier));
+    w.revision = REV2.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    // one queued later waits behind this one
+    let mut w = World::initialized(analysis());
+    let later = w.now.checked_add(SignedDuration::from_secs(5)).unwrap();
+    w.concurrency = limit_one(PeerState::Queued(later));
+    w.revision = REV2.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+}
+
+#[test]
+fn queue_time_survives_a_restart_and_keeps_the_place() {
+    use super::super::concurrency::PeerState;
+    let mut w = World::initialized(analysis());
+    w.concurrency = limit_one(PeerState::Running);
+    w.revision = REV2.into();
+    w.tick();
+    let queued_at = super::super::concurrency::queued_since(&w.status()).unwrap();
+    // later, another Canary queued after this one: this one is first when the slot frees
+    w.advance(120);
+    let after = queued_at.checked_add(SignedDuration::from_secs(1)).unwrap();
+    w.concurrency = limit_one(PeerState::Queued(after));
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+}
+
+#[test]
+fn queued_change_reverted_before_its_turn_leaves_the_queue() {
+    use super::super::concurrency::PeerState;
+    let mut w = World::initialized(analysis());
+    w.concurrency = limit_one(PeerState::Running);
+    w.revision = REV2.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Waiting));
+    w.revision = REV1.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    let st = w.status();
+    assert!(find_condition(&st.conditions, "Queued").is_none());
+    assert_eq!(w.target_replicas, 0);
+}
+
+#[test]
+fn without_a_limit_nothing_waits() {
+    let mut w = World::initialized(analysis());
+    w.revision = REV2.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    assert!(find_condition(&w.status().conditions, "Queued").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollback window (Flagger #1800)
+
+fn with_rollback_window(w: &mut World, n: &str) {
+    w.canary.metadata.annotations = Some(
+        [(
+            super::super::rollback_window::ANNOTATION.to_string(),
+            n.to_string(),
+        )]
+        .into(),
+    );
+}
+
+/// v1 initialised, v2 released and promoted, then the target goes back to v1.
+fn release_v2_then_back_to_v1(window: Option<&str>) -> World {
+    let mut w = World::new(analysis());
+    if let Some(n) = window {
+        with_rollback_window(&mut w, n);
+    }
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+        replicas: Some(2),
+    });
+    w.tick();
+    w.revision = REV2.into();
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    w.asked.clear();
+    w.notices.clear();
+    w.revision = REV1.into();
+    w.tick();
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    w
+}
+
+#[test]
+fn rollback_window_promotes_a_previously_promoted_revision_without_analysis() {
+    let w = release_v2_then_back_to_v1(Some("3"));
+    assert!(w.asked.is_empty(), "no hooks or metrics: {:?}", w.asked);
+    assert!(
+        w.has_notice(
+            "Rollback window: podinfo.test goes back to a revision promoted before, promoting without analysis"
+        ),
+        "{:#?}",
+        w.messages()
+    );
+    assert!(w.has_notice("promoted before, within the rollback window"));
+    assert!(!w.has_notice("Advance podinfo.test canary weight"));
+    let none = BTreeMap::new();
+    assert_eq!(
+        super::super::rollback_window::history(&w.status()),
+        vec![revision_id(REV2, &none), revision_id(REV1, &none)],
+        "the history follows the promotions"
+    );
+}
+
+#[test]
+fn without_the_annotation_a_previous_revision_is_analysed() {
+    let w = release_v2_then_back_to_v1(None);
+    assert!(w.asked.contains(&Probe::Metrics));
+    assert!(w.has_notice("Advance podinfo.test canary weight"));
+    assert!(!w.has_notice("Rollback window"));
+    assert!(
+        find_condition(&w.status().conditions, "RollbackWindow").is_none(),
+        "kept only when opted in"
+    );
+}
+
+#[test]
+fn rollback_window_counts_only_the_last_n_revisions_and_never_a_failed_one() {
+    let mut w = World::new(analysis());
+    with_rollback_window(&mut w, "1");
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+        replicas: Some(2),
+    });
+    w.tick();
+    for rev in [REV2, REV3] {
+        w.revision = rev.into();
+        w.tick();
+        w.run_until(40, terminal);
+        assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    }
+    // REV1 is two promotions back: outside a window of 1
+    w.asked.clear();
+    w.revision = REV1.into();
+    w.tick();
+    w.run_until(40, terminal);
+    assert!(w.asked.contains(&Probe::Metrics), "REV1 analysed");
+    // a rejected revision is not in the history
+    w.metric = MetricOutcome::OutOfRange(50.0, "bad".into());
+    w.revision = "sha256:4444444444444444".into();
+    w.tick();
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    let none = BTreeMap::new();
+    assert!(
+        !super::super::rollback_window::history(&w.status())
+            .contains(&revision_id("sha256:4444444444444444", &none))
+    );
+}
+
+#[test]
+fn rollback_window_revision_does_not_wait_for_a_slot() {
+    use super::super::concurrency::PeerState;
+    let mut w = World::new(analysis());
+    with_rollback_window(&mut w, "3");
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+        replicas: Some(2),
+    });
+    w.tick();
+    w.revision = REV2.into();
+    w.run_until(40, terminal);
+    w.concurrency = limit_one(PeerState::Running);
+    w.revision = REV1.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
 }

@@ -6,8 +6,11 @@
 //! - `services`  PURE: apex / `-primary` / `-canary` Services
 //! - `tracker`   PURE: revision hash of the pod template, tracked ConfigMaps/Secrets
 //! - `judged`    PURE: the sequential judge's step inside the machine (opt-in annotation)
+//! - `concurrency`, `rollback_window` PURE: the limit on concurrent analyses and the rollback
+//!   window (opt-in annotations)
 //! - `observe`, `execute`, `controller`: the I/O around them
 
+pub mod concurrency;
 pub mod controller;
 pub mod execute;
 pub mod judge_probe;
@@ -15,6 +18,7 @@ pub mod judged;
 pub mod machine;
 pub mod observe;
 pub mod replay;
+pub mod rollback_window;
 pub mod services;
 pub mod tracker;
 pub mod validate;

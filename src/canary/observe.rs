@@ -43,6 +43,9 @@ pub struct Observation {
     /// Refused because an older Canary claims one of its objects: looked at again later, since
     /// that claim can go away without any event on this Canary.
     pub claim_conflict: bool,
+    /// The namespace's concurrency limit (`concurrency::NAMESPACE_ANNOTATION`), read only when
+    /// the Canary may ask for a slot ([`may_ask_for_slot`]).
+    pub namespace_limit: Option<u32>,
 }
 
 /// Read the target, the primary and the tracked configs; validate the spec.
@@ -145,6 +148,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             unsupported,
             target_matches_primary: None,
             routes_pending,
+            concurrency: vec![],
         },
         target: target.clone(),
         primary: primary.clone(),
@@ -155,6 +159,7 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         route_inputs,
         discovered_ports: vec![],
         claim_conflict,
+        namespace_limit: None,
     };
     let analysis = spec.analysis().cloned().unwrap_or_default();
     obs.observed.primary = primary.as_ref().map(|p| PrimaryState {
@@ -200,8 +205,74 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
             Err(e) => invalid.push(e),
         }
     }
+    if let Err(e) = super::rollback_window::window(canary) {
+        invalid.push(e);
+    }
+    if let Err(e) = crate::notify::progress_alerts(canary) {
+        invalid.push(e);
+    }
+    if let Some(t) = &obs.observed.target
+        && may_ask_for_slot(canary, t)
+    {
+        match namespace_limit(ctx, &ns).await? {
+            Ok(limit) => obs.namespace_limit = limit,
+            Err(e) => invalid.push(e),
+        }
+    }
     obs.observed.invalid = invalid;
     Ok(obs)
+}
+
+/// Whether `canary` may ask for a slot under the concurrency limit in this reconcile: it waits
+/// in the queue, or it is idle and its target moved (over-approximated: a GET too many is
+/// harmless).
+pub fn may_ask_for_slot(canary: &Canary, target: &TargetState) -> bool {
+    let Some(st) = canary.status.as_ref() else {
+        return false;
+    };
+    match st.phase {
+        Some(CanaryPhase::Waiting) => true,
+        Some(CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed) => {
+            st.last_applied_spec.as_ref() != Some(&target.revision)
+                || st.tracked_configs.as_ref() != Some(&target.configs)
+        }
+        _ => false,
+    }
+}
+
+/// The namespace annotation `concurrency::NAMESPACE_ANNOTATION`, read with a GET (a Role in
+/// the namespace grants it): `Ok(None)` without it, the inner `Err` for a bad value. Without
+/// the permission (RBAC older than this feature) there is no namespace limit, and a warning
+/// in the log: releases must not stop for it.
+async fn namespace_limit(ctx: &Context, ns: &str) -> Result<Result<Option<u32>, String>, Error> {
+    use super::concurrency::{NAMESPACE_ANNOTATION, parse_max};
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    let meta = match api.get_metadata_opt(ns).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Ok(Ok(None)),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::warn!(
+                namespace = ns,
+                "cannot read the namespace, so its {NAMESPACE_ANNOTATION} is not applied: {}",
+                e.message
+            );
+            return Ok(Ok(None));
+        }
+        Err(e) => return Err(Error::Kube(e)),
+    };
+    Ok(
+        match meta
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(NAMESPACE_ANNOTATION)
+        {
+            Some(v) => parse_max(v)
+                .map(Some)
+                .map_err(|e| format!("namespace {ns}: {e}")),
+            None => Ok(None),
+        },
+    )
 }
 
 /// The router's live inputs for `canary` and whether its objects are pending

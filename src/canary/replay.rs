@@ -197,6 +197,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                 unsupported: vec![],
                 target_matches_primary: Some(false),
                 routes_pending: None,
+                concurrency: vec![],
             };
             match decide(&c, &obs) {
                 Step::Done(d) => break d,

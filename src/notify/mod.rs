@@ -48,7 +48,9 @@ use crate::api::{
 use crate::canary::machine::Severity;
 
 pub use global::{GlobalNotifiers, GlobalSettings};
-pub use route::{Route, alert_threshold, routes, wanted};
+pub use route::{
+    PROGRESS_ANNOTATION, Route, alert_text, alert_threshold, progress_alerts, routes, wanted,
+};
 pub use transport::{DeliveryPolicy, redact};
 
 /// One alert message about a canary.

@@ -5,6 +5,11 @@
 //! `warn` warnings and errors, `error` errors only. An entry without `severity` means `info`, as
 //! Flagger documents (Flagger's code drops it instead, §2.16-1). An unknown severity receives
 //! nothing; validation reports it ([`alert_threshold`] gives the message).
+//!
+//! Progress alerts (Flagger #737): with the Canary annotation [`PROGRESS_ANNOTATION`]
+//! `"true"`, the notices Flagger only records as Events (each weight advance, each halt, the
+//! start of the analysis, ...) are posted too, on the same routes and with the same severity
+//! filter ([`alert_text`]).
 
 use kube::ResourceExt;
 
@@ -28,6 +33,40 @@ pub fn alert_threshold(severity: Option<&str>) -> Result<Severity, String> {
 /// severity `notice`.
 pub fn wanted(alert_severity: Option<&str>, notice: Severity) -> bool {
     alert_threshold(alert_severity).is_ok_and(|min| notice >= min)
+}
+
+/// Canary annotation: `"true"` also posts each weight advance and each halt as an alert.
+/// Flagger's CRD allows only `info`, `warn` and `error` as `alerts[].severity`, so the opt-in
+/// cannot be a severity.
+pub const PROGRESS_ANNOTATION: &str = "canary.pennant.dev/progress-alerts";
+
+/// The Canary's progress-alerts setting: `Ok(false)` without the annotation, `Err` with a
+/// message for a value other than `true` or `false`.
+pub fn progress_alerts(canary: &Canary) -> Result<bool, String> {
+    match canary
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROGRESS_ANNOTATION))
+        .map(|v| v.trim())
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(format!(
+            "annotation {PROGRESS_ANNOTATION}: {v:?} is neither \"true\" nor \"false\""
+        )),
+    }
+}
+
+/// The alert text of a notice (an Event `message` and maybe an `alert`): its alert, else, with
+/// progress alerts on, the Event's message; `None` when nothing is posted.
+pub fn alert_text(canary: &Canary, alert: Option<&str>, message: &str) -> Option<String> {
+    match alert {
+        Some(a) => Some(a.to_string()),
+        None => progress_alerts(canary)
+            .unwrap_or(false)
+            .then(|| message.to_string()),
+    }
 }
 
 /// One destination of an alert.
@@ -105,6 +144,55 @@ mod tests {
         for (alert, notice, want) in table {
             assert_eq!(wanted(*alert, *notice), *want, "{alert:?} / {notice:?}");
         }
+    }
+
+    #[test]
+    fn progress_alerts_post_event_only_notices_when_opted_in() {
+        let mut c = canary(json!({"interval": "1m"}));
+        let advance = "Advance podinfo.test canary weight 20";
+        let done = "Canary analysis completed successfully, promotion finished.";
+        assert_eq!(alert_text(&c, None, advance), None, "Flagger: events only");
+        assert_eq!(
+            alert_text(&c, Some(done), "Promotion completed!").as_deref(),
+            Some(done)
+        );
+        c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "true".into())].into());
+        assert_eq!(alert_text(&c, None, advance).as_deref(), Some(advance));
+        assert_eq!(
+            alert_text(&c, Some(done), "Promotion completed!").as_deref(),
+            Some(done)
+        );
+        c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "false".into())].into());
+        assert_eq!(alert_text(&c, None, advance), None);
+        c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "yes".into())].into());
+        assert_eq!(alert_text(&c, None, advance), None);
+        assert_eq!(
+            progress_alerts(&c),
+            Err("annotation canary.pennant.dev/progress-alerts: \"yes\" is neither \"true\" nor \"false\"".into())
+        );
+    }
+
+    #[test]
+    fn progress_alerts_keep_the_severity_filter() {
+        // an advance (info) reaches the info entry only; a halt (warn) the info and warn ones
+        let mut c = canary(json!({"alerts": [
+            {"name": "all", "severity": "info", "providerRef": {"name": "team"}},
+            {"name": "pager", "severity": "warn", "providerRef": {"name": "oncall"}}
+        ]}));
+        c.metadata.annotations = Some([(PROGRESS_ANNOTATION.into(), "true".into())].into());
+        let names = |s| -> Vec<String> {
+            routes(&c, s)
+                .into_iter()
+                .map(|r| match r {
+                    Route::Provider { name, .. } => name,
+                    Route::Global => "global".into(),
+                })
+                .collect()
+        };
+        assert!(alert_text(&c, None, "Advance podinfo.test canary weight 20").is_some());
+        assert_eq!(names(Info), vec!["team"]);
+        assert!(alert_text(&c, None, "Halt podinfo.test advancement success rate 80%").is_some());
+        assert_eq!(names(Warn), vec!["team", "oncall"]);
     }
 
     #[test]
