@@ -320,14 +320,15 @@ impl<'a> Machine<'a> {
         format!("{}-primary.{}", self.canary.spec.target_ref.name, self.ns())
     }
 
-    /// Flagger's rollback event for a canary that is not ready past its deadline (or failed).
+    /// Flagger's rollback event for a canary that is not ready past its deadline (or failed),
+    /// with its wording per kind (`damonset` is Flagger's spelling).
     fn canary_deadline_message(&self, msg: &str) -> String {
-        format!(
-            "Rolling back {} progress deadline exceeded canary {} {} not ready: {msg}",
-            self.canary_id(),
-            self.kind().to_lowercase(),
-            self.target_id()
-        )
+        let (id, tid) = (self.canary_id(), self.target_id());
+        let why = match self.kind() {
+            "DaemonSet" => format!("canary damonset {tid} not ready with retryable false: {msg}"),
+            _ => format!("canary deployment {tid} not ready: {msg}"),
+        };
+        format!("Rolling back {id} progress deadline exceeded {why}")
     }
 
     fn before_halted_on(&self, message: &str) -> bool {
@@ -526,7 +527,11 @@ impl<'a> Machine<'a> {
                 Readiness::NotReady(msg) | Readiness::Failed(msg) => {
                     // Flagger's Warning, once, when the wait starts
                     if self.before.unready_since.is_none() {
-                        let m = format!("{} not ready: {msg}", self.primary_id());
+                        let pid = self.primary_id();
+                        let m = match self.kind() {
+                            "DaemonSet" => format!("primary daemonset {pid} not ready: {msg}"),
+                            _ => format!("{pid} not ready: {msg}"),
+                        };
                         self.notice(Severity::Warn, m, None);
                     }
                     // Never route to a primary that is not ready: the target keeps serving.

@@ -1619,6 +1619,30 @@ fn event_texts_are_flaggers() {
             }),
         ),
         (
+            "primary daemonset podinfo-primary.test not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::new(analysis());
+                w.canary.spec.target_ref.kind = "DaemonSet".into();
+                w.primary = Some(PrimaryState {
+                    readiness: Readiness::NotReady(not_ready.into()),
+                    revision_id: None,
+                });
+                w.tick();
+                w
+            }),
+        ),
+        (
+            "Rolling back podinfo.test progress deadline exceeded canary damonset podinfo.test not ready with retryable false: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::initialized(analysis());
+                w.canary.spec.target_ref.kind = "DaemonSet".into();
+                w.revision = REV2.into();
+                w.target_ready = Readiness::NotReady(not_ready.into());
+                w.run_until(40, terminal);
+                w
+            }),
+        ),
+        (
             "all the metrics providers are available!",
             Box::new(|| {
                 let mut w = World::new(analysis());
