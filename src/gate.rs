@@ -383,9 +383,14 @@ pub async fn write(
 ) -> Result<GateState, StoreError> {
     let api: Api<Canary> = Api::namespaced(client.clone(), &canary.namespace);
     let patch = merge_patch(gate, state);
+    // the controllers' field manager (`canary::execute::FIELD_MANAGER`), never `unknown`
+    let params = PatchParams {
+        field_manager: Some("pennant".into()),
+        ..Default::default()
+    };
     let c = with_timeout(
         canary,
-        api.patch(&canary.name, &PatchParams::default(), &Patch::Merge(&patch)),
+        api.patch(&canary.name, &params, &Patch::Merge(&patch)),
     )
     .await?;
     Ok(GateState::from_annotations(c.annotations(), gate))

@@ -13,7 +13,7 @@
 //! | `flagger_canary_metric_analysis_threshold` | gauge | `name`, `namespace`, `metric`, `bound` | pennant: the bound each value is judged against (`min`/`max`) |
 //! | `flagger_canary_successes_total` | counter | `name`, `namespace`, `deployment_strategy`, `analysis_status` | promotions |
 //! | `flagger_canary_failures_total` | counter | same | rollbacks |
-//! | `pennant_reconcile_total` | counter | `result` | reconciles by result (`ok`, `kube`, `invalid`) |
+//! | `pennant_reconcile_total` | counter | `result` | reconciles by result (`ok`, `kube`, `invalid`, `rejected`: a write the API server refused) |
 //! | `pennant_reconcile_duration_seconds` | histogram | `result` | time of every reconcile |
 //! | `pennant_api_writes_total` | counter | | applies, patches and Events written |
 //!
@@ -521,7 +521,7 @@ mod tests {
             },
             MetricCheck {
                 name: "request-duration".into(),
-                outcome: MetricOutcome::OutOfRange(612.0, "request-duration 612ms > 500ms".into()),
+                outcome: MetricOutcome::OutOfRange(612.0, "request duration 612ms > 500ms".into()),
             },
             MetricCheck {
                 name: "error-rate".into(),

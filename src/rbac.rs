@@ -107,11 +107,11 @@ pub const CONTROLLER_RULES: &[Permission] = &[
         why: "config tracking, -primary copies, provider and alert credentials",
     },
     Permission {
-        group: "events.k8s.io",
+        group: "",
         resource: "events",
         kind: "Event",
         verbs: &["create"],
-        why: "Events on Canaries",
+        why: "Events on Canaries (core/v1, as client-go's recorder: source and lastTimestamp)",
     },
     Permission {
         group: "networking.istio.io",

@@ -135,17 +135,16 @@ async fn version_with_errors_is_rolled_back() {
     let events = ns.events("podinfo").await;
     let halt = events
         .iter()
-        .find(|e| e.1.contains("request-success-rate"))
+        .find(|e| e.1.contains("advancement success rate"))
         .expect("halt event");
     assert_eq!(halt.0, "Warning");
     // 20% errors: success rate around 80%, named in the event
     assert!(halt.1.contains("< 99"), "{}", halt.1);
-    assert!(
-        events
-            .iter()
-            .any(|e| e.1.contains("Canary failed checks threshold reached 2")),
-        "{events:#?}"
+    let threshold = format!(
+        "Rolling back podinfo.{} failed checks threshold reached 2",
+        ns.name
     );
+    assert!(events.iter().any(|e| e.1 == threshold), "{events:#?}");
     ns.cleanup().await;
 }
 

@@ -201,7 +201,7 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
         ("flagger.app", "canaries", "watch"),
         ("flagger.app", "canaries/status", "patch"),
         ("apps", "deployments", "patch"),
-        ("events.k8s.io", "events", "create"),
+        ("", "events", "create"),
         ("networking.istio.io", "virtualservices", "patch"),
         ("coordination.k8s.io", "leases", "get"),
     ] {

@@ -213,7 +213,7 @@ async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
     assert!(
         events
             .iter()
-            .any(|e| e.contains("request-success-rate") && e.contains("< 99")),
+            .any(|e| e.contains("advancement success rate") && e.contains("< 99")),
         "{events:#?}"
     );
     ns.cleanup().await;

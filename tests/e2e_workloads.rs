@@ -215,7 +215,7 @@ async fn daemon_set_blue_green_is_parked_promoted_and_rolled_back() {
     assert!(
         events
             .iter()
-            .any(|e| e.contains("request-success-rate") && e.contains("< 99")),
+            .any(|e| e.contains("advancement success rate") && e.contains("< 99")),
         "the failure came from the canary pods' metrics: {events:#?}"
     );
     ns.cleanup().await;

@@ -395,10 +395,7 @@ mod tests {
             got,
             vec![MetricCheck {
                 name: "request-success-rate".into(),
-                outcome: MetricOutcome::OutOfRange(
-                    80.0,
-                    "request-success-rate 80.00% < 99%".into()
-                ),
+                outcome: MetricOutcome::OutOfRange(80.0, "success rate 80.00% < 99%".into()),
             }]
         );
         assert_eq!(
@@ -484,7 +481,7 @@ mod tests {
         let got = evaluate(&c, "kubernetes", "http://prom:9090", &prom).await;
         assert_eq!(
             got[0].outcome,
-            MetricOutcome::OutOfRange(612.0, "request-duration 612ms > 500ms".into())
+            MetricOutcome::OutOfRange(612.0, "request duration 612ms > 500ms".into())
         );
     }
 

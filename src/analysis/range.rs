@@ -28,8 +28,9 @@ pub enum MetricKind {
 /// Judge `value` for the metric `name`. Returns `Pass` or `OutOfRange`, carrying the value as
 /// judged (percent; whole milliseconds for `Duration`; raw otherwise).
 ///
-/// Messages: `request-success-rate 80.00% < 99%`, `request-duration 612ms > 500ms`,
-/// `error-rate 3.20 > 1`.
+/// Messages, word for word Flagger's (`Halt <canary>.<ns> advancement <message>`): `success rate
+/// 80.00% < 99%`, `request duration 612ms > 1.5s` (Go's durations), `error-rate 3.20 > 1` (bounds
+/// as Go's `%v`, e.g. `1e+06`).
 pub fn judge(
     kind: MetricKind,
     name: &str,
@@ -38,15 +39,18 @@ pub fn judge(
     threshold: Option<f64>,
 ) -> MetricOutcome {
     match kind {
-        MetricKind::Duration => judge_duration(name, value, range, threshold),
+        MetricKind::Duration => judge_duration(value, range, threshold),
         MetricKind::SuccessRate | MetricKind::Custom => {
-            let unit = if kind == MetricKind::SuccessRate {
-                "%"
+            let (name, unit) = if kind == MetricKind::SuccessRate {
+                ("success rate", "%")
             } else {
-                ""
+                (name, "")
             };
-            let below = |bound: f64| format!("{name} {value:.2}{unit} < {bound}{unit}");
-            let above = |bound: f64| format!("{name} {value:.2}{unit} > {bound}{unit}");
+            let word = |op: &str, bound: f64| {
+                format!("{name} {value:.2}{unit} {op} {}{unit}", go_float(bound))
+            };
+            let below = |bound: f64| word("<", bound);
+            let above = |bound: f64| word(">", bound);
             if let Some(r) = range {
                 if let Some(min) = r.min
                     && value < min
@@ -73,13 +77,13 @@ pub fn judge(
 /// Flagger converts the query result and the bounds with `time.Duration(x) * time.Millisecond`,
 /// which truncates both to whole milliseconds.
 fn judge_duration(
-    name: &str,
     value: f64,
     range: Option<&ThresholdRange>,
     threshold: Option<f64>,
 ) -> MetricOutcome {
     let ms = value.trunc();
-    let fmt_ms = |v: f64| format!("{}ms", v.trunc());
+    let name = "request duration";
+    let fmt_ms = go_duration;
     if let Some(r) = range {
         if let Some(min) = r.min.map(f64::trunc)
             && ms < min
@@ -104,6 +108,52 @@ fn judge_duration(
         return MetricOutcome::OutOfRange(ms, format!("{name} {} > {}", fmt_ms(ms), fmt_ms(t)));
     }
     MetricOutcome::Pass(ms)
+}
+
+/// A whole number of milliseconds as Go's `time.Duration.String()`: `0s`, `612ms`, `1.5s`,
+/// `1m0.25s`, `2h0m0s`.
+fn go_duration(ms: f64) -> String {
+    let ms = ms.trunc() as i64;
+    let u = ms.unsigned_abs();
+    let text = if u == 0 {
+        "0s".to_string()
+    } else if u < 1000 {
+        format!("{u}ms")
+    } else {
+        let (h, m) = (u / 3_600_000, u / 60_000 % 60);
+        let (sec, frac) = (u / 1000 % 60, u % 1000);
+        let mut secs = sec.to_string();
+        if frac > 0 {
+            secs += format!(".{frac:03}").trim_end_matches('0');
+        }
+        match (h, m) {
+            (0, 0) => format!("{secs}s"),
+            (0, m) => format!("{m}m{secs}s"),
+            (h, m) => format!("{h}h{m}m{secs}s"),
+        }
+    };
+    if ms < 0 { format!("-{text}") } else { text }
+}
+
+/// A float as Go's `%v`: the shortest decimal that reads back, in exponent form (`1e+06`,
+/// `1.5e-05`) when the exponent is below -4 or at least 6.
+fn go_float(f: f64) -> String {
+    if !f.is_finite() {
+        return match f {
+            f if f.is_nan() => "NaN".into(),
+            f if f > 0.0 => "+Inf".into(),
+            _ => "-Inf".into(),
+        };
+    }
+    let e = format!("{f:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if f != 0.0 && !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +203,7 @@ mod tests {
                 80.0,
                 r(Some(99.0), None),
                 None,
-                OutOfRange(80.0, "request-success-rate 80.00% < 99%".into()),
+                OutOfRange(80.0, "success rate 80.00% < 99%".into()),
             ),
             (
                 SuccessRate,
@@ -161,7 +211,7 @@ mod tests {
                 100.0,
                 r(None, Some(99.5)),
                 None,
-                OutOfRange(100.0, "request-success-rate 100.00% > 99.5%".into()),
+                OutOfRange(100.0, "success rate 100.00% > 99.5%".into()),
             ),
             // range wins over the legacy threshold
             (
@@ -179,7 +229,7 @@ mod tests {
                 98.123,
                 none.clone(),
                 Some(99.0),
-                OutOfRange(98.123, "request-success-rate 98.12% < 99%".into()),
+                OutOfRange(98.123, "success rate 98.12% < 99%".into()),
             ),
             (
                 SuccessRate,
@@ -221,7 +271,7 @@ mod tests {
                 612.4,
                 r(None, Some(500.0)),
                 None,
-                OutOfRange(612.0, "request-duration 612ms > 500ms".into()),
+                OutOfRange(612.0, "request duration 612ms > 500ms".into()),
             ),
             (
                 Duration,
@@ -229,7 +279,7 @@ mod tests {
                 5.0,
                 r(Some(10.0), Some(500.0)),
                 None,
-                OutOfRange(5.0, "request-duration 5ms < 10ms".into()),
+                OutOfRange(5.0, "request duration 5ms < 10ms".into()),
             ),
             (
                 Duration,
@@ -237,7 +287,7 @@ mod tests {
                 700.0,
                 r(None, Some(500.9)),
                 None,
-                OutOfRange(700.0, "request-duration 700ms > 500ms".into()),
+                OutOfRange(700.0, "request duration 700ms > 500ms".into()),
             ),
             // duration, legacy
             (
@@ -254,7 +304,7 @@ mod tests {
                 501.0,
                 none.clone(),
                 Some(500.0),
-                OutOfRange(501.0, "request-duration 501ms > 500ms".into()),
+                OutOfRange(501.0, "request duration 501ms > 500ms".into()),
             ),
             // quirk §2.16-5: no range, no threshold: fails above 0 (after truncation)
             (
@@ -271,7 +321,7 @@ mod tests {
                 1.0,
                 none.clone(),
                 None,
-                OutOfRange(1.0, "request-duration 1ms > 0ms".into()),
+                OutOfRange(1.0, "request duration 1ms > 0s".into()),
             ),
             // custom
             (
@@ -324,6 +374,39 @@ mod tests {
                 OutOfRange(0.01, "error-rate 0.01 > 0".into()),
             ),
             (Custom, "error-rate", 5.0, r(None, None), None, Pass(5.0)),
+            // Go's formatting of durations and `%v` bounds (scheduler_metrics.go)
+            (
+                Duration,
+                "request-duration",
+                1500.0,
+                r(None, Some(1000.0)),
+                None,
+                OutOfRange(1500.0, "request duration 1.5s > 1s".into()),
+            ),
+            (
+                Duration,
+                "request-duration",
+                61250.0,
+                none.clone(),
+                Some(60000.0),
+                OutOfRange(61250.0, "request duration 1m1.25s > 1m0s".into()),
+            ),
+            (
+                Custom,
+                "bytes",
+                2e6,
+                r(None, Some(1e6)),
+                None,
+                OutOfRange(2e6, "bytes 2000000.00 > 1e+06".into()),
+            ),
+            (
+                Custom,
+                "ratio",
+                0.0,
+                r(Some(0.00001), None),
+                None,
+                OutOfRange(0.0, "ratio 0.00 < 1e-05".into()),
+            ),
         ];
         for (kind, name, value, range, threshold, want) in cases {
             assert_eq!(
@@ -331,6 +414,34 @@ mod tests {
                 want,
                 "{kind:?} {name} {value} {range:?} {threshold:?}"
             );
+        }
+    }
+
+    #[test]
+    fn go_formatting() {
+        for (ms, want) in [
+            (0.0, "0s"),
+            (1.0, "1ms"),
+            (999.0, "999ms"),
+            (1000.0, "1s"),
+            (1010.0, "1.01s"),
+            (60000.0, "1m0s"),
+            (3_600_000.0, "1h0m0s"),
+            (3_723_400.0, "1h2m3.4s"),
+        ] {
+            assert_eq!(go_duration(ms), want);
+        }
+        for (f, want) in [
+            (0.0, "0"),
+            (1.0, "1"),
+            (99.5, "99.5"),
+            (0.0001, "0.0001"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (-1e21, "-1e+21"),
+            (1.5e-7, "1.5e-07"),
+        ] {
+            assert_eq!(go_float(f), want);
         }
     }
 }

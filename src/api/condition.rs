@@ -2,6 +2,8 @@
 //! `lastTransitionTime`), with a pure setter that keeps `lastTransitionTime` when the status does
 //! not change.
 
+use std::borrow::Cow;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,31 @@ pub mod types {
     pub const ROLLBACK_WINDOW: &str = "RollbackWindow";
 }
 
+/// Most bytes of a condition message or an Event note: the API server refuses an Event whose
+/// note is longer (`NoteLengthLimit`, counted in bytes, so 342 three-byte characters fill it),
+/// and a condition message is shown in `kubectl get` and alerts, so it gets the same bound.
+pub const MESSAGE_MAX_BYTES: usize = 1024;
+
+/// `message` cut to at most `max` bytes on a UTF-8 character boundary, ending with `…` when it
+/// was cut (the ellipsis counts in `max`). Used for every Event note and condition message.
+pub fn truncate_message(message: &str, max: usize) -> Cow<'_, str> {
+    if message.len() <= max {
+        return Cow::Borrowed(message);
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = max.saturating_sub(ELLIPSIS.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{ELLIPSIS}", &message[..end]))
+}
+
+/// True when `c` carries `message` as [`set_condition`] stores it (cut to
+/// [`MESSAGE_MAX_BYTES`]): a long message compares equal to its own stored form.
+pub fn has_message(c: &Condition, message: &str) -> bool {
+    c.message.as_deref() == Some(&*truncate_message(message, MESSAGE_MAX_BYTES))
+}
+
 /// Set (or replace) a condition in `conditions`. `last_update_time` becomes `now` when anything
 /// changed; `last_transition_time` only when `status` changed, as Flagger does.
 pub fn set_condition(
@@ -59,6 +86,7 @@ pub fn set_condition(
     message: &str,
     now: &Time,
 ) {
+    let message = &*truncate_message(message, MESSAGE_MAX_BYTES);
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
         let same = c.status == status
             && c.reason.as_deref() == Some(reason)
@@ -93,4 +121,59 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 /// Find a condition by type.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_message_cuts_bytes_on_a_character_boundary() {
+        assert_eq!(truncate_message("short", 1024), "short");
+        // 'é' is 2 bytes, '€' 3: 600 of them are 1200 / 1800 bytes but only 600 characters,
+        // under a 1000-character cut
+        for s in [
+            "é".repeat(600),
+            "€".repeat(600),
+            format!("a{}", "€".repeat(600)),
+        ] {
+            let t = truncate_message(&s, 1024);
+            assert!(t.len() <= 1024, "{} bytes", t.len());
+            assert!(
+                t.len() >= 1024 - 3 - 3,
+                "cut no more than needed: {} bytes",
+                t.len()
+            );
+            assert!(t.ends_with('…'), "{t}");
+            assert!(s.starts_with(t.trim_end_matches('…')));
+        }
+        let exact = "x".repeat(1024);
+        assert_eq!(truncate_message(&exact, 1024), exact, "at the limit: kept");
+        assert_eq!(truncate_message(&"x".repeat(1025), 1024).len(), 1024);
+    }
+
+    #[test]
+    fn long_condition_messages_are_stored_cut_and_compare_equal() {
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let long = format!("invalid Canary: {}", "stepWeights[0] ".repeat(3000));
+        let mut cs = vec![];
+        set_condition(&mut cs, types::STALLED, "True", "InvalidSpec", &long, &now);
+        let stored = cs[0].message.clone().unwrap();
+        assert!(stored.len() <= MESSAGE_MAX_BYTES, "{} bytes", stored.len());
+        assert!(has_message(&cs[0], &long));
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap());
+        set_condition(
+            &mut cs,
+            types::STALLED,
+            "True",
+            "InvalidSpec",
+            &long,
+            &later,
+        );
+        assert_eq!(
+            cs[0].last_update_time,
+            Some(now),
+            "the same long message is no change"
+        );
+    }
 }

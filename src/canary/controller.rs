@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -66,6 +66,10 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error("{0}")]
     Invalid(String),
+    /// The API server refused a write with a 4xx that retrying the same object cannot fix
+    /// (`execute::write_error`): the message names the object and carries the server's reason.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl Error {
@@ -74,6 +78,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::Invalid(_) => "invalid",
+            Self::Rejected(_) => "rejected",
         }
     }
 }
@@ -480,7 +485,52 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
             result: err.label().into(),
         })
         .inc();
-    Requeue::requeue(Duration::from_secs(5))
+    match err {
+        // Writing the same object again would be refused again: wait for a change of the
+        // Canary or its target (the watches), looking again now and then in case the cause
+        // was elsewhere (an admission policy, RBAC, a CRD installed later).
+        Error::Rejected(_) => Requeue::requeue(REJECTED_RECHECK),
+        _ => Requeue::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// How long a Canary whose write was rejected waits when nothing changes.
+const REJECTED_RECHECK: Duration = Duration::from_secs(300);
+
+/// [`Error::Rejected`] from `res`: the Canary becomes `Stalled` (reason `Rejected`) with the
+/// server's message and gets a Warning event (once per message); the error is passed on, so
+/// [`error_policy`] waits for a change instead of retrying every 5 s. The status written is the
+/// one read (the decision's actions did not all happen), plus the condition.
+async fn stall_on_rejection(
+    canary: &Canary,
+    res: Result<(), Error>,
+    api: &Api<Canary>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Err(Error::Rejected(message)) = &res else {
+        return res;
+    };
+    use crate::api::condition::{has_message, set_condition, types};
+    let mut status = canary.status.clone().unwrap_or_default();
+    let known = crate::api::find_condition(&status.conditions, types::STALLED)
+        .is_some_and(|c| has_message(c, message));
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    set_condition(
+        &mut status.conditions,
+        types::STALLED,
+        "True",
+        "Rejected",
+        message,
+        &now,
+    );
+    if let Err(e) = write_status(canary, &status, api, ctx).await {
+        warn!(canary = %canary.name_any(), "status: {e}");
+    }
+    if !known {
+        emit_event(canary, Severity::Warn, message, ctx).await;
+    }
+    res
 }
 
 /// [`reconcile`], timed into `pennant_reconcile_duration_seconds{result}`.
@@ -554,11 +604,13 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
             .filter(|old| *old != provider)
         {
             info!(canary = %canary.name_any(), %old, new = %provider, "provider changed");
-            execute::retire_router(&canary, old, &ctx).await?;
+            let res = execute::retire_router(&canary, old, &ctx).await;
+            stall_on_rejection(&canary, res, &api, &ctx).await?;
         }
         decision.status.routing_provider = Some(provider);
     }
-    execute::execute(&canary, &decision, &obs, &ctx).await?;
+    let res = execute::execute(&canary, &decision, &obs, &ctx).await;
+    stall_on_rejection(&canary, res, &api, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;
     for n in &decision.notices {
         emit_event(&canary, n.severity, &n.message, &ctx).await;
@@ -691,7 +743,7 @@ async fn write_status(
     let res = match api
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &execute::patch_params(),
             &Patch::Merge(&patch_with(canary.resource_version())),
         )
         .await
@@ -710,7 +762,7 @@ async fn write_status(
             ctx.metrics.writes.inc();
             api.patch_status(
                 &name,
-                &PatchParams::default(),
+                &execute::patch_params(),
                 &Patch::Merge(&patch_with(fresh.resource_version())),
             )
             .await
@@ -729,26 +781,34 @@ async fn write_status(
     Ok(())
 }
 
-/// A Kubernetes Event on the Canary (reason `Synced`, as Flagger), also logged. Written
-/// directly rather than through kube's `Recorder`, which merges events of equal reason into one
-/// series and keeps only the first message; notices are emitted on transitions only.
-async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Context) {
-    match severity {
-        Severity::Info => info!(canary = %canary.name_any(), "{message}"),
-        _ => warn!(canary = %canary.name_any(), "{message}"),
-    }
-    let ns = canary.namespace().unwrap_or_default();
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let ev = k8s_openapi::api::events::v1::Event {
+/// `source.component` of pennant's Events: Flagger's, so `kubectl get events
+/// --field-selector source=flagger`, event exporters and `kubectl describe` read them as they
+/// read Flagger's (`reportingComponent` says `pennant.dev/canary`).
+pub const EVENT_SOURCE: &str = "flagger";
+
+/// The core/v1 Event for a notice, as client-go's recorder writes Flagger's: `source`,
+/// `firstTimestamp`/`lastTimestamp` and `count` set, so `kubectl get events
+/// --sort-by=.lastTimestamp` sorts it with every other controller's. (events.k8s.io/v1 refuses
+/// those fields on create, and kube's `Recorder`, which writes that API and merges events of
+/// equal reason into one series keeping the first message, leaves them empty.) The note is cut
+/// to the API server's 1024 bytes on a character boundary.
+fn event(
+    canary: &Canary,
+    severity: Severity,
+    message: &str,
+    instance: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+    let note =
+        crate::api::condition::truncate_message(message, crate::api::condition::MESSAGE_MAX_BYTES);
+    k8s_openapi::api::core::v1::Event {
         metadata: kube::api::ObjectMeta {
             name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
-            namespace: Some(ns.clone()),
+            namespace: canary.namespace(),
             ..Default::default()
         },
-        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            now,
-        )),
+        involved_object: canary.object_ref(&()),
         type_: Some(
             if severity == Severity::Info {
                 "Normal"
@@ -758,15 +818,44 @@ async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Co
             .into(),
         ),
         reason: Some("Synced".into()),
+        message: Some(note.into_owned()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(EVENT_SOURCE.into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        event_time: Some(MicroTime(now)),
         action: Some("Reconcile".into()),
-        note: Some(message.chars().take(1000).collect()),
-        regarding: Some(canary.object_ref(&())),
-        reporting_controller: Some("pennant.dev/canary".into()),
-        reporting_instance: Some(ctx.instance.clone()),
+        reporting_component: Some("pennant.dev/canary".into()),
+        reporting_instance: Some(instance.to_string()),
+        ..Default::default()
+    }
+}
+
+/// A Kubernetes Event on the Canary (reason `Synced`, as Flagger), also logged. Notices are
+/// emitted on transitions only, so each is its own Event (no series).
+async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Context) {
+    match severity {
+        Severity::Info => info!(canary = %canary.name_any(), "{message}"),
+        _ => warn!(canary = %canary.name_any(), "{message}"),
+    }
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
+    let ev = event(
+        canary,
+        severity,
+        message,
+        &ctx.instance,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    ctx.metrics.writes.inc();
+    let pp = PostParams {
+        field_manager: Some(execute::FIELD_MANAGER.into()),
         ..Default::default()
     };
-    ctx.metrics.writes.inc();
-    if let Err(e) = api.create(&Default::default(), &ev).await {
+    if let Err(e) = api.create(&pp, &ev).await {
         warn!("event: {e}");
     }
 }
@@ -901,7 +990,7 @@ async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error>
         serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Invalid(e.to_string()))?;
     api.patch(
         &canary.name_any(),
-        &PatchParams::default(),
+        &execute::patch_params(),
         &Patch::<()>::Json(patch),
     )
     .await
@@ -971,11 +1060,55 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": canary.resource_version()}});
     api.patch(
         &canary.name_any(),
-        &PatchParams::default(),
+        &execute::patch_params(),
         &Patch::Merge(&patch),
     )
     .await
     .map_err(Error::Kube)?;
     info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
     Ok(Requeue::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary() -> Canary {
+        let mut c = Canary::new("podinfo", Default::default());
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("u1".into());
+        c
+    }
+
+    #[test]
+    fn events_carry_source_and_timestamps_like_client_go_recorders() {
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let e = event(&canary(), Severity::Warn, "Halt", "pennant-0", now);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["source"], json!({"component": "flagger"}));
+        assert_eq!(v["lastTimestamp"], "2027-01-15T08:00:00Z");
+        assert_eq!(v["firstTimestamp"], v["lastTimestamp"]);
+        assert_eq!(v["count"], 1);
+        assert_eq!(v["type"], "Warning");
+        assert_eq!(v["reason"], "Synced");
+        assert_eq!(v["involvedObject"]["kind"], "Canary");
+        assert_eq!(v["involvedObject"]["namespace"], "test");
+        assert_eq!(v["metadata"]["namespace"], "test");
+        assert_eq!(v["reportingComponent"], "pennant.dev/canary");
+        assert_eq!(v["reportingInstance"], "pennant-0");
+    }
+
+    #[test]
+    fn event_notes_fit_the_api_servers_1024_bytes() {
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        // 700 characters (under the old 1000-character cut), 2100 bytes
+        let metric = "応答".repeat(350);
+        let m = format!("Halt podinfo.test advancement {metric} 5.00 > 1");
+        let note = event(&canary(), Severity::Warn, &m, "p", now)
+            .message
+            .unwrap();
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.starts_with("Halt podinfo.test advancement 応答"));
+        assert!(note.ends_with('…'));
+    }
 }

@@ -16,6 +16,28 @@ use crate::router;
 
 pub const FIELD_MANAGER: &str = "pennant";
 
+/// Params of every write that is not a server-side apply (merge/JSON patches, status): pennant's
+/// field manager, so `managedFields` names pennant for every field it wrote (without one the
+/// server records the client's user agent, or `unknown`).
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// The error of a write of `what` (`Kind ns/name`). A 4xx other than 409 (conflict) and 429
+/// (throttled) will not go away by writing the same object again: it is [`Error::Rejected`],
+/// with the server's message, so the Canary stalls and waits for a change (`controller`).
+pub fn write_error(what: &str, e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
+            Error::Rejected(format!("{what} rejected by the API server: {}", s.message))
+        }
+        e => Error::Kube(e),
+    }
+}
+
 /// Apply `decision.actions` in order; stop at the first error (status is not written then).
 pub async fn execute(
     canary: &Canary,
@@ -89,9 +111,12 @@ pub async fn execute(
                     let name = target.name();
                     info!(kind = target.kind(), %name, replicas = n, "scaling target");
                     ctx.metrics.writes.inc();
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    api.patch(name, &patch_params(), &Patch::Merge(patch))
                         .await
-                        .map_err(Error::Kube)?;
+                        .map_err(|e| {
+                            let ns = target.namespace();
+                            write_error(&format!("{} {ns}/{name}", target.kind()), e)
+                        })?;
                 }
             }
             Action::Promote { revision_id } => {
@@ -203,7 +228,15 @@ async fn hand_over_replicas(primary: &workload::Workload, ctx: &Context) -> Resu
         &Patch::Apply(&obj),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(|e| {
+        let what = format!(
+            "{} {}/{}",
+            primary.kind(),
+            primary.namespace(),
+            primary.name()
+        );
+        write_error(&what, e)
+    })?;
     Ok(())
 }
 
@@ -472,7 +505,7 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
         &Patch::Apply(desired),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(|e| write_error(&format!("{kind} {ns}/{name}"), e))?;
     Ok(())
 }
 
@@ -513,6 +546,32 @@ fn is_empty(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_errors_are_rejections_except_conflicts_and_throttling() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure("spec.selector: Invalid value", "Invalid")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        for code in [400, 403, 404, 422] {
+            match write_error("Deployment t/x-primary", api(code)) {
+                Error::Rejected(m) => assert_eq!(
+                    m,
+                    "Deployment t/x-primary rejected by the API server: spec.selector: Invalid value"
+                ),
+                e => panic!("{code}: {e:?}"),
+            }
+        }
+        for code in [409, 429, 500, 503] {
+            assert!(
+                matches!(write_error("x", api(code)), Error::Kube(_)),
+                "{code} is retried"
+            );
+        }
+    }
 
     #[test]
     fn subset_ignores_server_added_fields() {

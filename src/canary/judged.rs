@@ -115,8 +115,8 @@ pub fn guardrails(analysis: &CanaryAnalysis) -> Vec<Guardrail> {
 }
 
 /// The first guardrail `totals` breach, worded for the rollback event:
-/// `absolute SLO breached: request-success-rate 97.80% < 99% over 1234 canary requests
-/// (evidence 10^3.1 ≥ 10^2.0 needed)`, `absolute SLO breached: request-duration 612ms > 500ms
+/// `absolute SLO breached: success rate 97.80% < 99% over 1234 canary requests
+/// (evidence 10^3.1 ≥ 10^2.0 needed)`, `absolute SLO breached: request duration 612ms > 500ms
 /// (p99) over 1234 canary requests (evidence …)`.
 ///
 /// A guardrail breaches when both
@@ -688,7 +688,7 @@ mod tests {
         };
         assert!(
             m.starts_with(
-                "absolute SLO breached: request-success-rate 96.67% < 99% over 1260 canary requests (evidence 10^"
+                "absolute SLO breached: success rate 96.67% < 99% over 1260 canary requests (evidence 10^"
             ) && m.ends_with(" ≥ 10^2.6 needed)"),
             "{m}"
         );
@@ -705,7 +705,7 @@ mod tests {
         let Some(Tick::Breached(m)) = last else {
             panic!("{last:?}")
         };
-        assert!(m.contains("request-success-rate 100.00% > 50%"), "{m}");
+        assert!(m.contains("success rate 100.00% > 50%"), "{m}");
     }
 
     #[test]
@@ -747,7 +747,7 @@ mod tests {
         };
         assert!(
             m.starts_with(
-                "absolute SLO breached: request-duration 472ms > 250ms (p99) over 20000 canary requests (evidence 10^"
+                "absolute SLO breached: request duration 472ms > 250ms (p99) over 20000 canary requests (evidence 10^"
             ),
             "{m}"
         );
@@ -764,7 +764,7 @@ mod tests {
         let Tick::Breached(m) = run(&guard("request-duration", Some(500.0), None)) else {
             panic!()
         };
-        assert!(m.contains("request-duration 472ms < 500ms (p99)"), "{m}");
+        assert!(m.contains("request duration 472ms < 500ms (p99)"), "{m}");
     }
 
     fn totals(requests: u64, errors: u64, buckets: &[(f64, u64)]) -> CanaryTotals {
@@ -791,7 +791,7 @@ mod tests {
         assert_eq!(
             b(1000, 30).as_deref(),
             Some(
-                "absolute SLO breached: request-success-rate 97.00% < 99% over 1000 canary requests (evidence 10^4.9 ≥ 10^2.0 needed)"
+                "absolute SLO breached: success rate 97.00% < 99% over 1000 canary requests (evidence 10^4.9 ≥ 10^2.0 needed)"
             )
         );
         // a canary at exactly the SLO, or just under it, over 100 000 requests
@@ -820,7 +820,7 @@ mod tests {
         let m = b(1000, &[(100.0, 900), (500.0, 970), (1000.0, 1000)]).unwrap();
         assert!(
             m.starts_with(
-                "absolute SLO breached: request-duration 833ms > 500ms (p99) over 1000 canary requests (evidence 10^4.9"
+                "absolute SLO breached: request duration 833ms > 500ms (p99) over 1000 canary requests (evidence 10^4.9"
             ),
             "{m}"
         );

@@ -25,7 +25,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::condition::{remove_condition, set_condition, types};
+use crate::api::condition::{has_message, remove_condition, set_condition, types};
 use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy, TargetReference};
 
 /// Readiness of a workload as judged by `workload::Workload::readiness` (Deployment or DaemonSet).
@@ -334,9 +334,20 @@ impl<'a> Machine<'a> {
         format!("{}-primary.{}", self.canary.spec.target_ref.name, self.ns())
     }
 
+    /// Flagger's rollback event for a canary that is not ready past its deadline (or failed),
+    /// with its wording per kind (`damonset` is Flagger's spelling).
+    fn canary_deadline_message(&self, msg: &str) -> String {
+        let (id, tid) = (self.canary_id(), self.target_id());
+        let why = match self.kind() {
+            "DaemonSet" => format!("canary damonset {tid} not ready with retryable false: {msg}"),
+            _ => format!("canary deployment {tid} not ready: {msg}"),
+        };
+        format!("Rolling back {id} progress deadline exceeded {why}")
+    }
+
     fn before_halted_on(&self, message: &str) -> bool {
         crate::api::find_condition(&self.before.conditions, types::HALTED)
-            .is_some_and(|c| c.message.as_deref() == Some(message))
+            .is_some_and(|c| has_message(c, message))
     }
 
     fn halted(&mut self, reason: &str, message: String) {
@@ -546,7 +557,7 @@ impl<'a> Machine<'a> {
     fn stall(&mut self, reason: &str, message: String) {
         // Compared with the status as read: `run` clears the condition before re-deciding.
         let changed = crate::api::find_condition(&self.before.conditions, types::STALLED)
-            .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
+            .is_none_or(|c| !has_message(c, &message));
         let now = self.time();
         set_condition(
             &mut self.st.conditions,
@@ -575,7 +586,7 @@ impl<'a> Machine<'a> {
             self.obs.unsupported.join(", ")
         );
         let changed = crate::api::find_condition(&self.st.conditions, types::UNSUPPORTED)
-            .is_none_or(|c| c.message.as_deref() != Some(message.as_str()));
+            .is_none_or(|c| !has_message(c, &message));
         let now = self.time();
         set_condition(
             &mut self.st.conditions,
@@ -607,6 +618,15 @@ impl<'a> Machine<'a> {
             match readiness {
                 Readiness::Ready => {}
                 Readiness::NotReady(msg) | Readiness::Failed(msg) => {
+                    // Flagger's Warning, once, when the wait starts
+                    if self.before.unready_since.is_none() {
+                        let pid = self.primary_id();
+                        let m = match self.kind() {
+                            "DaemonSet" => format!("primary daemonset {pid} not ready: {msg}"),
+                            _ => format!("{pid} not ready: {msg}"),
+                        };
+                        self.notice(Severity::Warn, m, None);
+                    }
                     // Never route to a primary that is not ready: the target keeps serving.
                     if self.deadline_passed() {
                         let m = format!(
@@ -618,6 +638,23 @@ impl<'a> Machine<'a> {
                     }
                     return Flow::Done;
                 }
+            }
+        }
+        if !self.canary.spec.skip_analysis() && !self.analysis().metrics.is_empty() {
+            // Flagger's provider check at initialisation: an error only warns
+            let Some(results) = &self.obs.probes.metrics else {
+                return Flow::Need(Probe::Metrics);
+            };
+            match results.iter().find_map(|r| match &r.outcome {
+                MetricOutcome::Error(m) => Some(format!("Metric query failed for {}: {m}", r.name)),
+                _ => None,
+            }) {
+                None => self.info("all the metrics providers are available!".into()),
+                Some(e) => self.notice(
+                    Severity::Warn,
+                    format!("Error checking metric providers: {e}"),
+                    None,
+                ),
             }
         }
         self.st.unready_since = None;
@@ -957,7 +994,8 @@ impl<'a> Machine<'a> {
         // rolls back before anything else is looked at.
         if !self.canary.spec.skip_analysis() && self.st.failed_checks >= analysis.threshold() {
             let m = format!(
-                "Canary failed checks threshold reached {}",
+                "Rolling back {} failed checks threshold reached {}",
+                self.canary_id(),
                 self.st.failed_checks
             );
             return self.rollback(m, &analysis);
@@ -1010,27 +1048,24 @@ impl<'a> Machine<'a> {
             Readiness::NotReady(msg) => {
                 let msg = msg.clone();
                 if self.deadline_passed() {
-                    let m = format!(
-                        "Canary {} progress deadline exceeded: {msg}",
-                        self.target_id()
-                    );
+                    let m = self.canary_deadline_message(&msg);
                     return self.rollback(m, &analysis);
                 }
                 self.finish_routes(&analysis);
                 return Flow::Done;
             }
             Readiness::Failed(msg) => {
-                let m = format!("Canary {} failed: {msg}", self.target_id());
+                let m = self.canary_deadline_message(msg);
                 return self.rollback(m, &analysis);
             }
         }
 
         if self.rollback_window_hit(target) {
-            self.promote(target, "promoted before, within the rollback window");
+            self.promote(target);
             return Flow::Done;
         }
         if self.canary.spec.skip_analysis() {
-            self.promote(target, "skipping analysis");
+            self.promote(target);
             return Flow::Done;
         }
 
@@ -1405,11 +1440,14 @@ impl<'a> Machine<'a> {
                 Ok(true) => {}
             }
             self.st.canary_weight = 100;
-            let id = self.canary_id();
-            self.info(format!("Routing all traffic to canary {id}"));
+            self.info(if analysis.mirror() {
+                "Stop traffic mirroring and route all traffic to canary".into()
+            } else {
+                "Routing all traffic to canary".into()
+            });
             return Flow::Done;
         }
-        self.promote(target, "analysis completed");
+        self.promote(target);
         Flow::Done
     }
 
@@ -1456,23 +1494,20 @@ impl<'a> Machine<'a> {
             Err(p) => Flow::Need(p),
             Ok(false) => Flow::Done,
             Ok(true) => {
-                self.promote(target, "analysis completed");
+                self.promote(target);
                 Flow::Done
             }
         }
     }
 
-    fn promote(&mut self, target: &TargetState, why: &str) {
+    fn promote(&mut self, target: &TargetState) {
         let revision_id = revision_id(&target.revision, &target.configs);
         self.actions.push(Action::Promote { revision_id });
         self.set_phase(CanaryPhase::Promoting);
         self.st.last_step_time = Some(self.time());
         let tid = self.target_id();
-        self.info(format!(
-            "Copying {tid} template spec to {}-primary.{} ({why})",
-            self.canary.spec.target_ref.name,
-            self.ns()
-        ));
+        let pid = self.primary_id();
+        self.info(format!("Copying {tid} template spec to {pid}"));
         self.requeue_in(Duration::from_secs(1));
     }
 
@@ -1564,6 +1599,10 @@ impl<'a> Machine<'a> {
                 return Flow::Done;
             }
         }
+        // (the kubernetes provider routes nothing: Flagger says nothing either)
+        if step == 0 && self.canary.spec.provider.as_deref() != Some("kubernetes") {
+            self.info("Routing all traffic to primary".into());
+        }
         self.set_phase(CanaryPhase::Finalising);
         self.st.last_step_time = Some(self.time());
         // Let in-flight requests on the canary drain before scaling it down.
@@ -1630,11 +1669,13 @@ impl<'a> Machine<'a> {
         self.actions.push(Action::ScaleTarget(0));
         self.actions
             .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
-        let tid = self.target_id();
+        let id = self.canary_id();
+        let prefix = format!("Rolling back {id} ");
+        let why = reason.strip_prefix(&prefix).unwrap_or(&reason);
         self.notice(
             Severity::Error,
-            format!("Canary failed! Scaling down {tid}"),
-            Some(format!("Canary analysis failed, rolled back: {reason}")),
+            format!("Canary failed! Scaling down {id}"),
+            Some(format!("Canary analysis failed, rolled back: {why}")),
         );
         Flow::Done
     }
@@ -1642,11 +1683,11 @@ impl<'a> Machine<'a> {
     /// The primary did not come up with the promoted revision: keep serving from the canary
     /// (routes 0/100, canary not scaled down), `Failed` (Flagger 1.44 `handleFailedPromotion`).
     fn failed_promotion(&mut self, msg: String, analysis: &CanaryAnalysis) -> Flow {
-        let reason = format!(
-            "Promotion failed, primary {}-primary.{} not ready: {msg}",
-            self.canary.spec.target_ref.name,
-            self.ns()
+        let event = format!(
+            "Promotion of {} failed, primary not ready: {msg}",
+            self.target_id()
         );
+        let alert = format!("Promotion failed, primary not ready: {msg}");
         self.st.phase = Some(CanaryPhase::Failed);
         // Keep serving from the analysed canary, unless it has moved on to another revision.
         let target_moved = self.obs.target.as_ref().is_some_and(|t| {
@@ -1660,7 +1701,7 @@ impl<'a> Machine<'a> {
         self.finish_routes(analysis);
         self.actions
             .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
-        self.notice(Severity::Error, reason.clone(), Some(reason));
+        self.notice(Severity::Error, event, Some(alert));
         Flow::Done
     }
 

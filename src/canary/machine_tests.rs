@@ -131,6 +131,9 @@ impl World {
         });
         w.tick();
         assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
+        // the metrics provider check of the initialisation is not part of the scenario
+        w.asked.clear();
+        w.notices.clear();
         w
     }
 
@@ -375,8 +378,8 @@ fn primary_never_ready_at_init_stalls_without_moving_traffic() {
         .filter(|n| n.severity == Severity::Warn)
         .count();
     assert_eq!(
-        warnings, 1,
-        "warned once, not every reconcile: {:#?}",
+        warnings, 2,
+        "warned when the wait starts and at the deadline, not every reconcile: {:#?}",
         w.notices
     );
 }
@@ -648,7 +651,7 @@ fn ab_testing_with_failing_metrics_rolls_back_to_the_primary() {
     let mut w = World::initialized(a);
     w.release_to_first_step();
     assert_eq!(w.weight(), 100);
-    w.metric = MetricOutcome::OutOfRange(80.0, "request-success-rate 80.00% < 99%".into());
+    w.metric = MetricOutcome::OutOfRange(80.0, "success rate 80.00% < 99%".into());
     w.run_until(20, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
     assert_eq!(w.routes.map(|r| r.canary), Some(0));
@@ -773,7 +776,7 @@ fn failing_metrics_roll_back_after_threshold() {
     w.tick();
     w.advance(1);
     w.tick(); // start, weight 10
-    w.metric = MetricOutcome::OutOfRange(80.0, "request-success-rate 80.00% < 99%".into());
+    w.metric = MetricOutcome::OutOfRange(80.0, "success rate 80.00% < 99%".into());
     w.run_until(20, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
     let st = w.status();
@@ -794,8 +797,8 @@ fn failing_metrics_roll_back_after_threshold() {
             .any(|a| matches!(a, Action::Promote { .. })),
         "primary untouched"
     );
-    assert!(w.has_notice("Canary failed checks threshold reached 5"));
-    assert!(w.has_notice("Halt podinfo.test advancement request-success-rate 80.00% < 99%"));
+    assert!(w.has_notice("Rolling back podinfo.test failed checks threshold reached 5"));
+    assert!(w.has_notice("Halt podinfo.test advancement success rate 80.00% < 99%"));
     let promoted = find_condition(&st.conditions, "Promoted").unwrap();
     assert_eq!(
         (promoted.status.as_str(), promoted.reason.as_deref()),
@@ -1013,7 +1016,7 @@ fn waiting_promotion_still_enforces_threshold() {
     w.hooks.insert(HookKind::ConfirmPromotion, false);
     w.revision = REV2.into();
     w.run_until(40, |w| w.phase() == Some(CanaryPhase::WaitingPromotion));
-    w.metric = MetricOutcome::OutOfRange(50.0, "request-success-rate 50.00% < 99%".into());
+    w.metric = MetricOutcome::OutOfRange(50.0, "success rate 50.00% < 99%".into());
     w.run_until(20, terminal);
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
 }
@@ -1062,7 +1065,8 @@ fn failed_promotion_keeps_traffic_on_the_healthy_canary() {
         .find(|n| n.severity == Severity::Error)
         .unwrap();
     assert!(
-        err.message.starts_with("Promotion failed"),
+        err.message
+            .starts_with("Promotion of podinfo.test failed, primary not ready: "),
         "{}",
         err.message
     );
@@ -1251,6 +1255,38 @@ fn invalid_spec_stalls_with_warning_and_touches_nothing() {
         panic!()
     };
     assert!(d.notices.is_empty());
+}
+
+#[test]
+fn a_long_invalid_message_is_cut_and_stalls_once() {
+    // 3000 stepWeights made a 17 000-character message (issue 11 item 5)
+    let mut w = World::new(analysis());
+    let mut obs = w.observed(Probes::default());
+    let steps: Vec<i32> = (0..3000).map(|i| 100 - i % 100).collect();
+    obs.invalid = vec![format!(
+        "analysis.stepWeights {steps:?} must be increasing values between 1 and 100"
+    )];
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
+    let c = find_condition(&d.status.conditions, "Stalled").unwrap();
+    let stored = c.message.as_deref().unwrap();
+    assert!(stored.len() <= 1024, "{} bytes", stored.len());
+    assert!(stored.starts_with("invalid Canary: analysis.stepWeights [100, 99"));
+    assert_eq!(d.notices.len(), 1);
+    w.canary.status = Some(d.status);
+    let Step::Done(d) = decide(&w.canary, &obs) else {
+        panic!()
+    };
+    assert!(
+        d.notices.is_empty(),
+        "the same long problem again: no new event"
+    );
+    assert_eq!(
+        Some(&d.status),
+        w.canary.status.as_ref(),
+        "and no status write"
+    );
 }
 
 #[test]
@@ -1461,7 +1497,7 @@ fn reached_threshold_rolls_back_before_readiness_is_looked_at() {
     w.target_replicas = 0; // the rollback's scale-down was applied
     w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Failed));
-    assert!(w.has_notice("Canary failed checks threshold reached 5"));
+    assert!(w.has_notice("Rolling back podinfo.test failed checks threshold reached 5"));
     assert!(!w.has_notice("progress deadline"));
 }
 
@@ -2008,7 +2044,6 @@ fn rollback_window_promotes_a_previously_promoted_revision_without_analysis() {
         "{:#?}",
         w.messages()
     );
-    assert!(w.has_notice("promoted before, within the rollback window"));
     assert!(!w.has_notice("Advance podinfo.test canary weight"));
     let none = BTreeMap::new();
     assert_eq!(
@@ -2082,4 +2117,315 @@ fn rollback_window_revision_does_not_wait_for_a_slot() {
     w.revision = REV1.into();
     w.tick();
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event texts, word for word Flagger's (users match them in alerts and log queries)
+
+/// Every Flagger event text pennant sends, with the pennant scenario that produces it. Source:
+/// Flagger 1.44 `pkg/controller/{scheduler,scheduler_metrics,events}.go` and
+/// `pkg/canary/deployment_ready.go`; metric values go through `analysis::range::judge`, the
+/// wording's owner. Texts pennant words differently on purpose (webhook failures name the URL,
+/// "no values found" names the query) are not listed.
+#[test]
+fn event_texts_are_flaggers() {
+    use crate::analysis::range::{MetricKind, judge};
+    let th = |min: Option<f64>, max: Option<f64>| Some(crate::api::ThresholdRange { min, max });
+    let halting = |outcome: MetricOutcome| {
+        let mut w = World::initialized(analysis());
+        w.release_to_first_step();
+        w.metric = outcome;
+        w.advance(30);
+        w.tick();
+        w
+    };
+    let released = |a: CanaryAnalysis| {
+        let mut w = World::initialized(a);
+        w.revision = REV2.into();
+        w.run_until(60, terminal);
+        w
+    };
+    let not_ready = "waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available";
+    type Scenario = Box<dyn Fn() -> World>;
+    let table: Vec<(&str, Scenario)> = vec![
+        (
+            "podinfo-primary.test not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::new(analysis());
+                w.primary = Some(PrimaryState {
+                    readiness: Readiness::NotReady(not_ready.into()),
+                    revision_id: None,
+                    replicas: Some(2),
+                });
+                w.tick();
+                w
+            }),
+        ),
+        (
+            "primary daemonset podinfo-primary.test not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::new(analysis());
+                w.canary.spec.target_ref.kind = "DaemonSet".into();
+                w.primary = Some(PrimaryState {
+                    readiness: Readiness::NotReady(not_ready.into()),
+                    revision_id: None,
+                    replicas: Some(2),
+                });
+                w.tick();
+                w
+            }),
+        ),
+        (
+            "Rolling back podinfo.test progress deadline exceeded canary damonset podinfo.test not ready with retryable false: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::initialized(analysis());
+                // a DaemonSet target from the start (a kind changed later is a new target)
+                let mut st = w.status();
+                w.canary.spec.target_ref.kind = "DaemonSet".into();
+                st.target_ref = Some(w.canary.spec.target_ref.clone());
+                w.canary.status = Some(st);
+                w.revision = REV2.into();
+                w.target_ready = Readiness::NotReady(not_ready.into());
+                w.run_until(40, terminal);
+                w
+            }),
+        ),
+        (
+            "all the metrics providers are available!",
+            Box::new(|| {
+                let mut w = World::new(analysis());
+                w.primary = Some(PrimaryState {
+                    readiness: Readiness::Ready,
+                    revision_id: None,
+                    replicas: Some(2),
+                });
+                w.tick();
+                w
+            }),
+        ),
+        (
+            "Initialization done! podinfo.test",
+            Box::new(|| {
+                let mut w = World::new(analysis());
+                w.primary = Some(PrimaryState {
+                    readiness: Readiness::Ready,
+                    revision_id: None,
+                    replicas: Some(2),
+                });
+                w.tick();
+                w
+            }),
+        ),
+        (
+            "New revision detected! Scaling up podinfo.test",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Starting canary analysis for podinfo.test",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Advance podinfo.test canary weight 10",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Routing all traffic to primary",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Promotion completed! Scaling down podinfo.test",
+            Box::new(move || released(analysis())),
+        ),
+        (
+            "Advance podinfo.test primary weight 90",
+            Box::new(move || {
+                released(CanaryAnalysis {
+                    step_weight_promotion: Some(40),
+                    ..analysis()
+                })
+            }),
+        ),
+        (
+            "Advance podinfo.test canary iteration 1/3",
+            Box::new(move || {
+                released(CanaryAnalysis {
+                    step_weight: None,
+                    max_weight: None,
+                    iterations: Some(3),
+                    ..analysis()
+                })
+            }),
+        ),
+        (
+            "Routing all traffic to canary",
+            Box::new(move || {
+                released(CanaryAnalysis {
+                    step_weight: None,
+                    max_weight: None,
+                    iterations: Some(3),
+                    ..analysis()
+                })
+            }),
+        ),
+        (
+            "Halt podinfo.test advancement success rate 80.00% < 99%",
+            Box::new(move || {
+                let o = judge(
+                    MetricKind::SuccessRate,
+                    "request-success-rate",
+                    80.0,
+                    th(Some(99.0), None).as_ref(),
+                    None,
+                );
+                halting(o)
+            }),
+        ),
+        (
+            "Halt podinfo.test advancement request duration 1.5s > 500ms",
+            Box::new(move || {
+                let o = judge(
+                    MetricKind::Duration,
+                    "request-duration",
+                    1500.0,
+                    th(None, Some(500.0)).as_ref(),
+                    None,
+                );
+                halting(o)
+            }),
+        ),
+        (
+            "Halt podinfo.test advancement error-rate 3.20 > 1",
+            Box::new(move || {
+                let o = judge(
+                    MetricKind::Custom,
+                    "error-rate",
+                    3.2,
+                    th(None, Some(1.0)).as_ref(),
+                    None,
+                );
+                halting(o)
+            }),
+        ),
+        (
+            "Rolling back podinfo.test failed checks threshold reached 5",
+            Box::new(move || {
+                let mut w = halting(MetricOutcome::OutOfRange(0.0, "x".into()));
+                w.run_until(20, terminal);
+                w
+            }),
+        ),
+        (
+            "Canary failed! Scaling down podinfo.test",
+            Box::new(move || {
+                let mut w = halting(MetricOutcome::OutOfRange(0.0, "x".into()));
+                w.run_until(20, terminal);
+                w
+            }),
+        ),
+        (
+            "Rolling back podinfo.test progress deadline exceeded canary deployment podinfo.test not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::initialized(analysis());
+                w.revision = REV2.into();
+                w.target_ready = Readiness::NotReady(not_ready.into());
+                w.run_until(40, terminal);
+                w
+            }),
+        ),
+        (
+            "Promotion of podinfo.test failed, primary not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+            Box::new(move || {
+                let mut w = World::initialized(analysis());
+                w.primary_after_promote = Readiness::NotReady(not_ready.into());
+                w.revision = REV2.into();
+                w.run_until(60, terminal);
+                w
+            }),
+        ),
+        (
+            "Rolling back podinfo.test manual webhook invoked",
+            Box::new(|| {
+                let mut w = World::initialized(CanaryAnalysis {
+                    webhooks: vec![hook("rb", "rollback")],
+                    ..analysis()
+                });
+                w.hooks.insert(HookKind::Rollback, false);
+                w.release_to_first_step();
+                w.hooks.insert(HookKind::Rollback, true);
+                w.run_until(5, terminal);
+                w
+            }),
+        ),
+        (
+            "New revision detected! Restarting analysis for podinfo.test",
+            Box::new(|| {
+                let mut w = World::initialized(analysis());
+                w.release_to_first_step();
+                w.revision = REV3.into();
+                w.tick();
+                w
+            }),
+        ),
+    ];
+    for (flagger, scenario) in table {
+        let w = scenario();
+        assert!(
+            w.messages().iter().any(|m| m == flagger),
+            "Flagger's {flagger:?} not among {:#?}",
+            w.messages()
+        );
+    }
+    // and its alerts
+    let w = released(analysis());
+    let alerts: Vec<_> = w.notices.iter().filter_map(|n| n.alert.clone()).collect();
+    assert!(alerts.contains(&"New revision detected, progressing canary analysis.".into()));
+    assert!(alerts.contains(&"Canary analysis completed successfully, promotion finished.".into()));
+}
+
+#[test]
+fn metric_provider_errors_at_initialisation_warn_and_initialise() {
+    let mut w = World::new(analysis());
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: None,
+        replicas: Some(2),
+    });
+    w.metric = MetricOutcome::Error("prometheus http://prom:9090 unreachable: refused".into());
+    let d = w.tick();
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Initialized),
+        "bootstrap goes on"
+    );
+    assert_eq!(w.asked, vec![Probe::Metrics]);
+    let warn = d
+        .notices
+        .iter()
+        .find(|n| n.message.starts_with("Error checking metric providers: "))
+        .expect("warning");
+    assert_eq!(warn.severity, Severity::Warn);
+    assert!(!w.has_notice("all the metrics providers are available!"));
+}
+
+#[test]
+fn primary_not_ready_at_initialisation_warns_once() {
+    let mut w = World::new(analysis());
+    w.tick(); // primary being created
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::NotReady("waiting for rollout to finish: 0 of 2".into()),
+        revision_id: None,
+        replicas: Some(2),
+    });
+    w.advance(5);
+    w.tick();
+    let warnings = w
+        .notices
+        .iter()
+        .filter(|n| n.message.starts_with("podinfo-primary.test not ready: "))
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", w.notices);
 }

@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(last.verdict, "FAIL");
         assert!(
             last.events.iter().any(|e| e
-                == "Rolling back replay.replay: absolute SLO breached: request-success-rate 98.00% < 99% over 2400 canary requests (evidence 10^3.1 ≥ 10^2.3 needed)"),
+                == "Rolling back replay.replay: absolute SLO breached: success rate 98.00% < 99% over 2400 canary requests (evidence 10^3.1 ≥ 10^2.3 needed)"),
             "{:?}",
             last.events
         );

@@ -554,8 +554,13 @@ pub async fn set_image(ns: &TestNs, image: &str, error_rate: f64) {
     let patch = serde_json::json!({"spec": {"template": {
         "metadata": {"annotations": {"sim.pennant.dev/error-rate": error_rate.to_string()}},
         "spec": {"containers": [{"name": "podinfod", "image": image}]}}}});
+    // a field manager, as kubectl's (`kubectl-set`): `unknown` in managedFields is a bug
+    let params = PatchParams {
+        field_manager: Some("e2e".into()),
+        ..Default::default()
+    };
     ns.deployments()
-        .patch("podinfo", &PatchParams::default(), &Patch::Strategic(patch))
+        .patch("podinfo", &params, &Patch::Strategic(patch))
         .await
         .expect("set image");
 }
