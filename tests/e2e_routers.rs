@@ -355,6 +355,151 @@ spec:
     ns.cleanup().await;
 }
 
+/// Flagger #1857: the user's route named like the apex, every rule to the apex Service.
+const USERS_THREE_RULES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  parentRefs:
+  - name: public
+  hostnames:
+  - app.example.com
+  rules:
+  - matches:
+    - path:
+        type: Exact
+        value: /healthz
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-probe
+          value: health
+    backendRefs:
+    - name: podinfo
+      port: 9898
+  - matches:
+    - path:
+        type: Exact
+        value: /readyz
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        remove:
+        - x-debug
+    backendRefs:
+    - name: podinfo
+      port: 9898
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /api
+      headers:
+      - name: x-tenant
+        value: blue
+    backendRefs:
+    - name: podinfo
+      port: 9898
+"#;
+
+/// (primary, canary) weights of every rule of an HTTPRoute.
+fn rule_weights(route: &Value) -> Option<Vec<(i64, i64)>> {
+    route["spec"]["rules"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let w = |i: usize| r["backendRefs"][i]["weight"].as_i64();
+            Some((w(0)?, w(1)?))
+        })
+        .collect()
+}
+
+/// Takes over [`USERS_THREE_RULES`], releases through it, deletes the Canary: the user's rules
+/// are kept (matches, filters) and split at every step, and the route gets exactly its original
+/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover).
+async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
+    let client = client().await;
+    let ns = TestNs::new(&client, prefix, 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    ns.apply_yaml(USERS_THREE_RULES).await;
+    let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    let spec = format!("  revertOnDeletion: {revert}\n{GATEWAY_SPEC}");
+    ns.apply_yaml(&canary(
+        "gatewayapi:v1",
+        &spec,
+        "    maxWeight: 50\n    stepWeight: 25",
+    ))
+    .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    assert_eq!(
+        rules.len(),
+        3,
+        "the user's three rules, nothing added: {route:#}"
+    );
+    for (rule, user) in rules.iter().zip(original["rules"].as_array().unwrap()) {
+        assert_eq!(rule["matches"], user["matches"], "{route:#}");
+        assert_eq!(rule["filters"], user["filters"], "{route:#}");
+    }
+    assert_eq!(rule_weights(&route), Some(vec![(100, 0); 3]));
+    assert!(
+        ns.canary("podinfo")
+            .await
+            .metadata
+            .finalizers
+            .is_some_and(|f| f.iter().any(|f| f == "finalizer.flagger.app")),
+        "a taken-over route is given back on deletion"
+    );
+
+    let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", rule_weights);
+    set_image(&ns, V2, 0.0).await;
+    wait_promoted(&ns, "podinfo").await;
+    let seen = sampler.seen();
+    assert!(
+        seen.contains(&vec![(75, 25); 3]) && seen.contains(&vec![(50, 50); 3]),
+        "every rule stepped: {seen:?}"
+    );
+    assert_eq!(primary_image(&ns).await, V2);
+
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let canaries = ns.canaries();
+    wait_until(MINUTES(2), "Canary finalized", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    let route = ns
+        .get(HTTPROUTE, "HTTPRoute", "podinfo")
+        .await
+        .expect("the user's route survives");
+    assert_eq!(route["spec"], original, "original spec restored exactly");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_takes_over_a_three_rule_route_and_gives_it_back_on_deletion() {
+    three_rule_route_is_split_then_given_back("e2e-gw-rules", false).await;
+}
+
+#[tokio::test]
+async fn gateway_api_takes_over_a_three_rule_route_and_reverts_on_deletion() {
+    three_rule_route_is_split_then_given_back("e2e-gw-revert", true).await;
+}
+
 #[tokio::test]
 async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
     let c = canary(
