@@ -292,7 +292,9 @@ const GATEWAY_SPEC: &str = r#"  service:
 
 #[tokio::test]
 async fn gateway_api_canary_takes_over_a_users_route_and_keeps_its_other_rules() {
-    // The user's own HTTPRoute named like the apex, with a rule for another service.
+    // The user's own HTTPRoute named like the apex, with a rule for another service. (Its
+    // rules keep their order; the simulator sends its traffic through the first rule without
+    // header matches whatever its path, so the apex rule comes first.)
     let users_route = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -305,6 +307,9 @@ spec:
   hostnames:
   - app.example.com
   rules:
+  - backendRefs:
+    - name: podinfo
+      port: 9898
   - matches:
     - path:
         type: PathPrefix
@@ -312,9 +317,6 @@ spec:
     backendRefs:
     - name: docs
       port: 80
-  - backendRefs:
-    - name: podinfo
-      port: 9898
 "#;
     let c = canary(
         "gatewayapi:v1",
@@ -498,6 +500,31 @@ async fn gateway_api_takes_over_a_three_rule_route_and_gives_it_back_on_deletion
 #[tokio::test]
 async fn gateway_api_takes_over_a_three_rule_route_and_reverts_on_deletion() {
     three_rule_route_is_split_then_given_back("e2e-gw-revert", true).await;
+}
+
+#[tokio::test]
+async fn gateway_api_refuses_a_route_rule_mixing_the_apex_with_other_backends() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-gw-mixed", 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let mixed = USERS_THREE_RULES.replace(
+        "    backendRefs:\n    - name: podinfo\n      port: 9898\n  - matches:\n    - path:\n        type: PathPrefix",
+        "    backendRefs:\n    - name: podinfo\n      port: 9898\n      weight: 90\n    - name: legacy\n      port: 80\n      weight: 10\n  - matches:\n    - path:\n        type: PathPrefix",
+    );
+    assert_ne!(mixed, USERS_THREE_RULES);
+    ns.apply_yaml(&mixed).await;
+    let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&canary("gatewayapi:v1", GATEWAY_SPEC, "    stepWeight: 25"))
+        .await;
+    assert_stalled(
+        &ns,
+        "HTTPRoute podinfo spec.rules[1] sends traffic to Service podinfo and to other backends (podinfo, legacy)",
+    )
+    .await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route["spec"], original, "nothing written");
+    ns.cleanup().await;
 }
 
 #[tokio::test]

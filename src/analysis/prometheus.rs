@@ -12,6 +12,7 @@
 //! | HTTP 4xx (Prometheus `bad_data`, `execution`, `not_found`; 401/403 from a proxy) | `Rejected` |
 //! | a 2xx answer that is not a single number (matrix, string, not JSON) | `Invalid` |
 //! | empty vector, NaN | `NoValues` |
+//! | the same, when the query's shortest `[window]` is shorter than twice the shortest `scrapeInterval` of Prometheus' active targets (asked only then) | `WindowTooShort` (Flagger #1123) |
 //!
 //! From a MetricTemplate ([`PrometheusProvider::from_template`]): `address` (else the canary's
 //! metrics server), credentials from `secretRef` with Flagger's keys — `token` (bearer) or
@@ -170,8 +171,8 @@ impl PrometheusProvider {
         QueryError::NoValues { query }
     }
 
-    /// `scrapeInterval` of every active target (`GET /api/v1/targets?state=active`, Prometheus
-    /// ≥ 2.29), with this provider's headers and timeout.
+    /// `scrapeInterval` of every active target (`GET /api/v1/targets?state=active`), with this
+    /// provider's headers and timeout.
     async fn scrape_intervals(&self) -> Result<Vec<String>, String> {
         #[derive(Deserialize)]
         struct Targets {
@@ -343,7 +344,7 @@ fn value_of(data: Data, query: &str) -> Result<f64, QueryError> {
 }
 
 /// A PromQL duration (`1m`, `90s`, `1h30m`, `500ms`, `2d`, `1w`, `1y`: units y, w, d, h, m, s,
-/// ms in that order, as Prometheus parses them); `None` otherwise.
+/// ms; the `analysis` durations lack d, w and y); `None` otherwise.
 pub fn prom_duration(s: &str) -> Option<Duration> {
     const UNITS: [(&str, u64); 7] = [
         ("y", 365 * 86_400_000),

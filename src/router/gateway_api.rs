@@ -437,8 +437,12 @@ struct ApexRule {
     backend_filters: Vec<HttpRouteFilter>,
     /// How an A/B or cookie match combines with `matches`: Flagger's `mergeMatchConditions`
     /// for the generated rule, [`and_matches`] for a user's rule.
-    combine: fn(&[HttpRouteMatch], &[HttpRouteMatch]) -> Result<Vec<HttpRouteMatch>, String>,
+    combine: CombineMatches,
 }
+
+/// `(extra, rule's matches) -> matches` (see [`ApexRule::combine`]).
+type CombineMatches =
+    fn(&[HttpRouteMatch], &[HttpRouteMatch]) -> Result<Vec<HttpRouteMatch>, String>;
 
 /// `rule` split between `<apex>-primary` and `<apex>-canary` at `weights`: the weighted rule
 /// (with a `RequestMirror` filter to the canary when `weights.mirror` in blue/green), preceded
