@@ -421,12 +421,26 @@ fn rule_weights(route: &Value) -> Option<Vec<(i64, i64)>> {
 
 /// Takes over [`USERS_THREE_RULES`], releases through it, deletes the Canary: the user's rules
 /// are kept (matches, filters) and split at every step, and the route gets exactly its original
-/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover).
+/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover). With
+/// `revert`, the user applies the route with kubectl's client-side apply, whose last-applied
+/// annotation is then the record of the original (else pennant's original-configuration).
 async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
     let client = client().await;
     let ns = TestNs::new(&client, prefix, 40).await;
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
-    ns.apply_yaml(USERS_THREE_RULES).await;
+    if revert {
+        let file = format!("{}/{}-route.yaml", state_dir(), ns.name);
+        std::fs::write(&file, USERS_THREE_RULES.replace("NAMESPACE", &ns.name)).unwrap();
+        run(std::process::Command::new(kubectl()).args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "apply",
+            "-f",
+            &file,
+        ]));
+    } else {
+        ns.apply_yaml(USERS_THREE_RULES).await;
+    }
     let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     let spec = format!("  revertOnDeletion: {revert}\n{GATEWAY_SPEC}");

@@ -426,7 +426,8 @@ impl GatewayApiRouter {
 /// One rule routing the apex, before the split: the rule pennant generates from `service.*`,
 /// or a user's rule of a taken-over HTTPRoute ([`take_over`]).
 struct ApexRule {
-    /// The rule's `name`, kept on the weighted rule only (names are unique in a route).
+    /// The rule's `name`, kept on one rule only (names are unique in a route): the weighted
+    /// rule, or in A/B mode the fallback, which has the rule's own matches.
     name: Option<String>,
     matches: Vec<HttpRouteMatch>,
     filters: Vec<HttpRouteFilter>,
@@ -490,7 +491,8 @@ fn split_rule(
         (rule.combine)(&map_matches(ab)?, &rule.matches)?
     };
     let weighted = HttpRouteRule {
-        name: rule.name.clone(),
+        // The name stays on the rule with the rule's own matches: the A/B fallback, if any.
+        name: rule.name.clone().filter(|_| ab.is_empty()),
         matches: weighted_matches,
         filters: weighted_filters,
         backend_refs: vec![
@@ -505,7 +507,7 @@ fn split_rule(
     };
     if !ab.is_empty() {
         rules.push(HttpRouteRule {
-            name: None,
+            name: rule.name.clone(),
             matches: rule.matches.clone(),
             filters: rule.filters.clone(),
             backend_refs: vec![backend(&primary, 100)],
@@ -1422,7 +1424,8 @@ mod tests {
                              {"type": "RegularExpression", "name": "cookie", "value": "^(.*?;)?(canary=always)(;.*)?$"}]}
             ])
         );
-        assert_eq!(s["rules"][4]["name"], "api");
+        assert!(s["rules"][4].get("name").is_none());
+        assert_eq!(s["rules"][5]["name"], "api");
         assert_eq!(
             s["rules"][5]["matches"],
             live["spec"]["rules"][2]["matches"]
