@@ -715,13 +715,42 @@ fn user_spec(canary: &Canary, live: &Value) -> Result<Option<HttpRouteSpec>, Str
     if owned_by(canary, live) {
         return Ok(None);
     }
-    let spec = original_spec(live).unwrap_or_else(|| live["spec"].clone());
-    serde_json::from_value(spec).map(Some).map_err(|e| {
-        format!(
-            "HTTPRoute {}: cannot read the user's spec: {e}",
-            canary.spec.apex_name()
-        )
-    })
+    let apex = canary.spec.apex_name();
+    let raw = original_spec(live).unwrap_or_else(|| live["spec"].clone());
+    let spec: HttpRouteSpec = serde_json::from_value(raw.clone())
+        .map_err(|e| format!("HTTPRoute {apex}: cannot read the user's spec: {e}"))?;
+    // A rule field pennant does not model (retry, sessionPersistence, a newer filter) would be
+    // dropped while the route is taken over: refuse rather than lose it silently.
+    let typed = serde_json::to_value(&spec.rules).unwrap_or_default();
+    if let Some(path) = dropped(&raw["rules"], &typed, "spec.rules".into()) {
+        return Err(format!(
+            "HTTPRoute {apex}: pennant cannot carry {path} through a takeover; remove it or let the Canary generate the route"
+        ));
+    }
+    Ok(Some(spec))
+}
+
+/// The path of the first field of `raw` that `typed` (its round trip through pennant's types)
+/// lost; empty values do not count.
+fn dropped(raw: &Value, typed: &Value, path: String) -> Option<String> {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (raw, typed) {
+        (Value::Object(r), t) => r.iter().find_map(|(k, v)| match t.get(k) {
+            Some(tv) => dropped(v, tv, format!("{path}.{k}")),
+            None => (!empty(v)).then(|| format!("{path}.{k}")),
+        }),
+        (Value::Array(r), Value::Array(t)) => r
+            .iter()
+            .zip(t)
+            .enumerate()
+            .find_map(|(i, (rv, tv))| dropped(rv, tv, format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Takeover of a same-named HTTPRoute the user wrote, `live` (Flagger replaces the whole spec,
@@ -1451,6 +1480,20 @@ mod tests {
             taken_over(&c, split(100), &live).unwrap_err(),
             r#"HTTPRoute podinfo spec.rules[2] cannot take the analysis or cookie matches: header x-tenant is matched both Exact "blue" and Exact "green""#
         );
+    }
+
+    #[test]
+    fn takeover_refuses_a_rule_field_it_would_drop() {
+        let mut live = users_three_rules();
+        live["spec"]["rules"][2]["retry"] = json!({"attempts": 3});
+        assert_eq!(
+            taken_over(&gw_canary(), split(0), &live).unwrap_err(),
+            "HTTPRoute podinfo: pennant cannot carry spec.rules[2].retry through a takeover; remove it or let the Canary generate the route"
+        );
+        let mut live = users_three_rules();
+        live["spec"]["rules"][0]["filters"][0]["extensionRef"] = json!(null);
+        live["spec"]["rules"][1]["matches"][0]["queryParams"] = json!([]);
+        assert!(taken_over(&gw_canary(), split(0), &live).is_ok());
     }
 
     #[test]
