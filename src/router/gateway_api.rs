@@ -710,7 +710,7 @@ fn is_apex(b: &HttpBackendRef, apex: &str, ns: Option<&str>) -> bool {
 
 /// The HTTPRoute spec as the user wrote it: kubectl's last-applied configuration or pennant's
 /// record of the spec first seen ([`original_spec`]), else the live spec; `None` for a route
-/// pennant created.
+/// pennant created. An error when a rule has a field pennant's types do not carry.
 fn user_spec(canary: &Canary, live: &Value) -> Result<Option<HttpRouteSpec>, String> {
     if owned_by(canary, live) {
         return Ok(None);
@@ -754,17 +754,18 @@ fn dropped(raw: &Value, typed: &Value, path: String) -> Option<String> {
 }
 
 /// Takeover of a same-named HTTPRoute the user wrote, `live` (Flagger replaces the whole spec,
-/// #1857). Every rule of the user's spec ([`user_spec`]) is kept, in order, with its matches,
+/// #1857). Every rule of the user's spec (`user_spec`) is kept, in order, with its matches,
 /// filters and timeouts. A rule whose one backendRef is the apex Service is split between
-/// `<apex>-primary` and `<apex>-canary` ([`split_rule`]) as the generated rule would be —
+/// `<apex>-primary` and `<apex>-canary` (`split_rule`) as the generated rule would be —
 /// weights, mirror, sticky rules and A/B, whose matches are added to the rule's own
-/// ([`and_matches`]) — on its backendRef's port, with that backendRef's filters on both, the
+/// (`and_matches`) — on its backendRef's port, with that backendRef's filters on both, the
 /// `service` filters it does not have and the `service` timeouts it does not set; these rules
 /// then replace `desired`'s generated rule. Without such a rule, the user's rules follow the
 /// generated one. A route pennant created is `desired` as is.
 ///
-/// Errors (nothing is written): a rule that sends traffic to the apex and to other backends
-/// (which share of it would the canary get?); `service.match` (the user's rules have their own
+/// Errors (nothing is written): a rule field pennant's types would drop (`user_spec`); a rule
+/// that sends traffic to the apex and to other backends (which share of it would the canary
+/// get?); `service.match` (the user's rules have their own
 /// matches); a filter type (other than `RequestMirror`) or a timeout set both on the rule and in
 /// `service`; an A/B or cookie match that contradicts the rule's.
 pub fn take_over(
@@ -910,7 +911,8 @@ pub fn route_accepted(route: &HTTPRoute) -> Result<(), String> {
     Ok(())
 }
 
-/// The split of HTTPRoute `route` for `canary`: the first rule with a `<apex>-canary` backendRef
+/// The split of HTTPRoute `route` for `canary` (every split rule of a taken-over route carries
+/// the same weights): the first rule with a `<apex>-canary` backendRef
 /// (under session affinity, that is not a sticky `Cookie` rule) gives both weights (an absent weight is Gateway API's default 1); `mirror` is a `RequestMirror`
 /// filter of that rule targeting `<apex>-canary`. `None` when no rule has the canary backend,
 /// both weights are 0, or a parent has not accepted the route ([`route_accepted`]).
