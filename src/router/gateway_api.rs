@@ -817,6 +817,22 @@ pub fn take_over(
         }
         let timeouts = merge_timeouts(r.timeouts.clone(), service_timeouts(canary))
             .map_err(|e| format!("{here} {e}"))?;
+        // Sticky rules appear only once a cookie exists (weight > 0): refuse now, not mid-run.
+        let sticky = canary
+            .spec
+            .analysis()
+            .is_some_and(|a| a.session_affinity.is_some());
+        if sticky
+            && r.matches.iter().any(|m| {
+                m.headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(COOKIE_HEADER))
+            })
+        {
+            return Err(format!(
+                "{here} matches the Cookie header, which analysis.sessionAffinity matches on"
+            ));
+        }
         let rule = ApexRule {
             name: r.name.clone(),
             matches: r.matches.clone(),
@@ -1474,6 +1490,13 @@ mod tests {
                                  "value": ".*flagger-cookie.*LpsIaLdoNZ.*"}]}])
         );
         assert_eq!(s["rules"][0]["backendRefs"][1]["weight"], 100);
+        let mut cookie_rule = live.clone();
+        cookie_rule["spec"]["rules"][1]["matches"][0]["headers"] =
+            json!([{"name": "cookie", "value": "x"}]);
+        assert_eq!(
+            taken_over(&sticky_canary(false), split(0), &cookie_rule).unwrap_err(),
+            "HTTPRoute podinfo spec.rules[1] matches the Cookie header, which analysis.sessionAffinity matches on"
+        );
         // An A/B header the user's rule already matches otherwise cannot be combined.
         let mut c = ab_canary();
         c.spec.analysis.as_mut().unwrap().r#match =
