@@ -438,6 +438,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
             "-f",
             &file,
         ]));
+        let _ = std::fs::remove_file(&file);
     } else {
         ns.apply_yaml(USERS_THREE_RULES).await;
     }
