@@ -292,7 +292,9 @@ const GATEWAY_SPEC: &str = r#"  service:
 
 #[tokio::test]
 async fn gateway_api_canary_takes_over_a_users_route_and_keeps_its_other_rules() {
-    // The user's own HTTPRoute named like the apex, with a rule for another service.
+    // The user's own HTTPRoute named like the apex, with a rule for another service. (Its
+    // rules keep their order; the simulator sends its traffic through the first rule without
+    // header matches whatever its path, so the apex rule comes first.)
     let users_route = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -305,6 +307,9 @@ spec:
   hostnames:
   - app.example.com
   rules:
+  - backendRefs:
+    - name: podinfo
+      port: 9898
   - matches:
     - path:
         type: PathPrefix
@@ -312,9 +317,6 @@ spec:
     backendRefs:
     - name: docs
       port: 80
-  - backendRefs:
-    - name: podinfo
-      port: 9898
 "#;
     let c = canary(
         "gatewayapi:v1",
@@ -352,6 +354,191 @@ spec:
     assert_eq!(route_weights(&route), Some((100, 0)));
     assert!(keeps_docs(&route));
     assert_eq!(primary_image(&ns).await, V2);
+    ns.cleanup().await;
+}
+
+/// Flagger #1857: the user's route named like the apex, every rule to the apex Service.
+const USERS_THREE_RULES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: podinfo
+  namespace: NAMESPACE
+spec:
+  parentRefs:
+  - name: public
+  hostnames:
+  - app.example.com
+  rules:
+  - matches:
+    - path:
+        type: Exact
+        value: /healthz
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-probe
+          value: health
+    backendRefs:
+    - name: podinfo
+      port: 9898
+  - matches:
+    - path:
+        type: Exact
+        value: /readyz
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        remove:
+        - x-debug
+    backendRefs:
+    - name: podinfo
+      port: 9898
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /api
+      headers:
+      - name: x-tenant
+        value: blue
+    backendRefs:
+    - name: podinfo
+      port: 9898
+"#;
+
+/// (primary, canary) weights of every rule of an HTTPRoute.
+fn rule_weights(route: &Value) -> Option<Vec<(i64, i64)>> {
+    route["spec"]["rules"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let w = |i: usize| r["backendRefs"][i]["weight"].as_i64();
+            Some((w(0)?, w(1)?))
+        })
+        .collect()
+}
+
+/// Takes over [`USERS_THREE_RULES`], releases through it, deletes the Canary: the user's rules
+/// are kept (matches, filters) and split at every step, and the route gets exactly its original
+/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover). With
+/// `revert`, the user applies the route with kubectl's client-side apply, whose last-applied
+/// annotation is then the record of the original (else pennant's original-configuration).
+async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
+    let client = client().await;
+    let ns = TestNs::new(&client, prefix, 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    if revert {
+        let file = format!("{}/{}-route.yaml", state_dir(), ns.name);
+        std::fs::write(&file, USERS_THREE_RULES.replace("NAMESPACE", &ns.name)).unwrap();
+        run(std::process::Command::new(kubectl()).args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "apply",
+            "-f",
+            &file,
+        ]));
+        let _ = std::fs::remove_file(&file);
+    } else {
+        ns.apply_yaml(USERS_THREE_RULES).await;
+    }
+    let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    let spec = format!("  revertOnDeletion: {revert}\n{GATEWAY_SPEC}");
+    ns.apply_yaml(&canary(
+        "gatewayapi:v1",
+        &spec,
+        "    maxWeight: 50\n    stepWeight: 25",
+    ))
+    .await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    let rules = route["spec"]["rules"].as_array().unwrap();
+    assert_eq!(
+        rules.len(),
+        3,
+        "the user's three rules, nothing added: {route:#}"
+    );
+    for (rule, user) in rules.iter().zip(original["rules"].as_array().unwrap()) {
+        assert_eq!(rule["matches"], user["matches"], "{route:#}");
+        assert_eq!(rule["filters"], user["filters"], "{route:#}");
+    }
+    assert_eq!(rule_weights(&route), Some(vec![(100, 0); 3]));
+    assert!(
+        ns.canary("podinfo")
+            .await
+            .metadata
+            .finalizers
+            .is_some_and(|f| f.iter().any(|f| f == "finalizer.flagger.app")),
+        "a taken-over route is given back on deletion"
+    );
+
+    let sampler = Sampler::start(&ns, HTTPROUTE, "HTTPRoute", "podinfo", rule_weights);
+    set_image(&ns, V2, 0.0).await;
+    wait_promoted(&ns, "podinfo").await;
+    let seen = sampler.seen();
+    assert!(
+        seen.contains(&vec![(75, 25); 3]) && seen.contains(&vec![(50, 50); 3]),
+        "every rule stepped: {seen:?}"
+    );
+    assert_eq!(primary_image(&ns).await, V2);
+
+    ns.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let canaries = ns.canaries();
+    wait_until(MINUTES(2), "Canary finalized", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+    let route = ns
+        .get(HTTPROUTE, "HTTPRoute", "podinfo")
+        .await
+        .expect("the user's route survives");
+    assert_eq!(route["spec"], original, "original spec restored exactly");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_api_takes_over_a_three_rule_route_and_gives_it_back_on_deletion() {
+    three_rule_route_is_split_then_given_back("e2e-gw-rules", false).await;
+}
+
+#[tokio::test]
+async fn gateway_api_takes_over_a_three_rule_route_and_reverts_on_deletion() {
+    three_rule_route_is_split_then_given_back("e2e-gw-revert", true).await;
+}
+
+#[tokio::test]
+async fn gateway_api_refuses_a_route_rule_mixing_the_apex_with_other_backends() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-gw-mixed", 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let mixed = USERS_THREE_RULES.replace(
+        "    backendRefs:\n    - name: podinfo\n      port: 9898\n  - matches:\n    - path:\n        type: PathPrefix",
+        "    backendRefs:\n    - name: podinfo\n      port: 9898\n      weight: 90\n    - name: legacy\n      port: 80\n      weight: 10\n  - matches:\n    - path:\n        type: PathPrefix",
+    );
+    assert_ne!(mixed, USERS_THREE_RULES);
+    ns.apply_yaml(&mixed).await;
+    let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    ns.apply_yaml(&canary("gatewayapi:v1", GATEWAY_SPEC, "    stepWeight: 25"))
+        .await;
+    assert_stalled(
+        &ns,
+        "HTTPRoute podinfo spec.rules[1] sends traffic to Service podinfo and to other backends (podinfo, legacy)",
+    )
+    .await;
+    let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+    assert_eq!(route["spec"], original, "nothing written");
     ns.cleanup().await;
 }
 

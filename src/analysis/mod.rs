@@ -66,6 +66,18 @@ pub enum QueryError {
     /// usually because the target receives no traffic. `query` is the query as sent.
     #[error("no values found for query: {query}")]
     NoValues { query: String },
+    /// No values because the query's range window is shorter than twice the scrape interval
+    /// (Prometheus: [`prometheus::window_too_short`]), so it never holds the two samples
+    /// `rate()` needs (Flagger #1123). `window` and `scrape_interval` as written.
+    #[error(
+        "no values found for query: {query}: {}",
+        prometheus::window_too_short_message(window, scrape_interval)
+    )]
+    WindowTooShort {
+        query: String,
+        window: String,
+        scrape_interval: String,
+    },
     /// The backend could not answer: connection refused, DNS, TLS, timeout, HTTP 5xx or 429.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -274,6 +286,14 @@ pub(crate) fn failed_query(
             canary.spec.target_ref.name,
             canary.namespace().unwrap_or_default(),
         )),
+        QueryError::WindowTooShort {
+            query,
+            window,
+            scrape_interval,
+        } => MetricOutcome::NoValues(format!(
+            "no values found for {source} metric {metric}: {}, so rate() finds fewer than two samples in it whatever the traffic; use an interval of at least 2 × {scrape_interval}: {query}",
+            prometheus::window_too_short_message(&window, &scrape_interval),
+        )),
         QueryError::Unavailable(e) => {
             MetricOutcome::Error(format!("{kind} {address} unreachable: {e}"))
         }
@@ -414,6 +434,24 @@ mod tests {
             got[0].outcome,
             MetricOutcome::NoValues(format!(
                 "no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic: {SR}"
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn no_values_from_a_short_window_names_the_window_not_the_traffic() {
+        let c = canary(json!([{"name": "request-success-rate", "thresholdRange": {"min": 99}}]));
+        let short = QueryError::WindowTooShort {
+            query: SR.into(),
+            window: "1m".into(),
+            scrape_interval: "1m".into(),
+        };
+        let prom = Fake::new(&[(SR, Err(short))]);
+        let got = evaluate(&c, "istio", "http://prom:9090", &prom).await;
+        assert_eq!(
+            got[0].outcome,
+            MetricOutcome::NoValues(format!(
+                "no values found for istio metric request-success-rate: window 1m is shorter than 2 × scrape interval 1m, so rate() finds fewer than two samples in it whatever the traffic; use an interval of at least 2 × 1m: {SR}"
             ))
         );
     }

@@ -12,6 +12,7 @@
 //! | HTTP 4xx (Prometheus `bad_data`, `execution`, `not_found`; 401/403 from a proxy) | `Rejected` |
 //! | a 2xx answer that is not a single number (matrix, string, not JSON) | `Invalid` |
 //! | empty vector, NaN | `NoValues` |
+//! | the same, when the query's shortest `[window]` is shorter than twice the shortest `scrapeInterval` of Prometheus' active targets (asked only then) | `WindowTooShort` (Flagger #1123) |
 //!
 //! From a MetricTemplate ([`PrometheusProvider::from_template`]): `address` (else the canary's
 //! metrics server), credentials from `secretRef` with Flagger's keys — `token` (bearer) or
@@ -41,6 +42,8 @@ pub const ONLINE_QUERY: &str = "vector(1)";
 #[derive(Clone)]
 pub struct PrometheusProvider {
     client: prometheus_http_query::Client,
+    /// The same HTTP client, for the targets API ([`Self::scrape_intervals`]).
+    http: reqwest::Client,
     url: String,
     timeout: Duration,
     /// Sent with every query (MetricTemplate `headers` and credentials).
@@ -70,10 +73,11 @@ impl PrometheusProvider {
         }
         // prometheus-http-query appends "/api/v1/query" to a non-root path with a "/" of its
         // own, so a trailing slash would give "//api".
-        let client = prometheus_http_query::Client::from(http, url.trim_end_matches('/'))
+        let client = prometheus_http_query::Client::from(http.clone(), url.trim_end_matches('/'))
             .map_err(|e| invalid(chain(&e)))?;
         Ok(PrometheusProvider {
             client,
+            http,
             url: url.to_string(),
             timeout: DEFAULT_TIMEOUT,
             headers: HeaderMap::new(),
@@ -143,7 +147,68 @@ impl PrometheusProvider {
     async fn run(&self, promql: &str) -> Result<f64, QueryError> {
         let query = collapse_whitespace(promql);
         let data = self.data_at(&query, None).await?;
-        value_of(data, &query)
+        match value_of(data, &query) {
+            Err(QueryError::NoValues { query }) => Err(self.explain_no_values(query).await),
+            v => v,
+        }
+    }
+
+    /// On the no-values path only (one request more, no cost while values come): when the
+    /// query's shortest range window is shorter than twice the scrape interval, say so
+    /// ([`QueryError::WindowTooShort`], Flagger #1123) rather than blame the traffic. Any trouble
+    /// asking Prometheus keeps the plain `NoValues`.
+    async fn explain_no_values(&self, query: String) -> QueryError {
+        if !range_windows(&query).is_empty()
+            && let Ok(intervals) = self.scrape_intervals().await
+            && let Some((window, scrape_interval)) = window_too_short(&query, &intervals)
+        {
+            return QueryError::WindowTooShort {
+                query,
+                window,
+                scrape_interval,
+            };
+        }
+        QueryError::NoValues { query }
+    }
+
+    /// `scrapeInterval` of every active target (`GET /api/v1/targets?state=active`), with this
+    /// provider's headers and timeout.
+    async fn scrape_intervals(&self) -> Result<Vec<String>, String> {
+        #[derive(Deserialize)]
+        struct Targets {
+            data: TargetsData,
+        }
+        #[derive(Deserialize)]
+        struct TargetsData {
+            #[serde(default, rename = "activeTargets")]
+            active: Vec<Target>,
+        }
+        #[derive(Deserialize)]
+        struct Target {
+            #[serde(default, rename = "scrapeInterval")]
+            scrape_interval: Option<String>,
+        }
+        let url = format!("{}/api/v1/targets", self.url.trim_end_matches('/'));
+        let req = self
+            .http
+            .get(url)
+            .query(&[("state", "active")])
+            .headers(self.headers.clone())
+            .timeout(self.timeout);
+        let targets: Targets = req
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| chain(&e))?
+            .json()
+            .await
+            .map_err(|e| chain(&e))?;
+        Ok(targets
+            .data
+            .active
+            .into_iter()
+            .filter_map(|t| t.scrape_interval)
+            .collect())
     }
 
     /// The raw answer of an instant query evaluated at `at` (Unix seconds; now when `None`):
@@ -278,6 +343,94 @@ fn value_of(data: Data, query: &str) -> Result<f64, QueryError> {
     if v.is_nan() { Err(no_values()) } else { Ok(v) }
 }
 
+/// A PromQL duration (`1m`, `90s`, `1h30m`, `500ms`, `2d`, `1w`, `1y`: units y, w, d, h, m, s,
+/// ms; the `analysis` durations lack d, w and y); `None` otherwise.
+pub fn prom_duration(s: &str) -> Option<Duration> {
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("ms", 1),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    let mut rest = s.trim();
+    let mut ms: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, factor) = UNITS.iter().find(|(u, _)| rest.starts_with(u))?;
+        ms = ms.checked_add(n.checked_mul(*factor)?)?;
+        rest = &rest[unit.len()..];
+    }
+    Some(Duration::from_millis(ms))
+}
+
+/// The range windows of `query`'s range selectors (`x[1m]`, `x[5m] offset 1m`), as written
+/// and parsed, in order. Subqueries (`[5m:1m]`, whose window holds evaluations, not scrapes),
+/// brackets inside string literals and windows that are not plain durations are skipped.
+pub fn range_windows(query: &str) -> Vec<(String, Duration)> {
+    let mut out = vec![];
+    let mut chars = query.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' | '\'' | '`' => {
+                // skip the string literal (backslash escapes, except in raw `...` strings)
+                let mut escaped = false;
+                for (_, d) in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' && c != '`' {
+                        escaped = true;
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '[' => {
+                let Some(len) = query[i + 1..].find(']') else {
+                    break;
+                };
+                let inner = query[i + 1..i + 1 + len].trim();
+                if !inner.contains(':')
+                    && let Some(d) = prom_duration(inner)
+                {
+                    out.push((inner.to_string(), d));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// When the shortest range window of `query` is shorter than twice the shortest of
+/// `scrape_intervals` (Prometheus durations, e.g. the targets' `scrapeInterval`): that window
+/// and interval as written. `rate()`, `increase()` and the like need two samples in the
+/// window, so such a query finds nothing however much traffic flows (Flagger #1123). The
+/// shortest interval is used so that the claim holds for every target.
+pub fn window_too_short(query: &str, scrape_intervals: &[String]) -> Option<(String, String)> {
+    let (window, w) = range_windows(query).into_iter().min_by_key(|(_, d)| *d)?;
+    let (interval, i) = scrape_intervals
+        .iter()
+        .filter_map(|s| Some((s.clone(), prom_duration(s)?)))
+        .filter(|(_, d)| !d.is_zero())
+        .min_by_key(|(_, d)| *d)?;
+    (w < i * 2).then_some((window, interval))
+}
+
+/// `window 1m is shorter than 2 × scrape interval 1m`: the cause named in no-values messages.
+pub fn window_too_short_message(window: &str, scrape_interval: &str) -> String {
+    format!("window {window} is shorter than 2 × scrape interval {scrape_interval}")
+}
+
 /// 4xx means the request is wrong (bad PromQL, unauthorised); 5xx and 429 mean Prometheus cannot
 /// answer now. A JSON error on a 2xx status falls back to Prometheus' `errorType`.
 fn classify(status: StatusCode, error_type: Option<&str>, what: String) -> QueryError {
@@ -396,7 +549,9 @@ mod tests {
                 {"metric": {"pod": "a"}, "value": [1_700_000_000.0, "10"]},
                 {"metric": {"pod": "b"}, "value": [1_700_000_000.0, "99.5"]}
             ]})),
-            "empty" => ok(json!({"resultType": "vector", "result": []})),
+            "empty" | "sum(rate(x[1m]))" | "sum(rate(x[2m]))" => {
+                ok(json!({"resultType": "vector", "result": []}))
+            }
             "nan" => ok(json!({"resultType": "vector", "result": [
                 {"metric": {}, "value": [1_700_000_000.0, "NaN"]}
             ]})),
@@ -434,7 +589,13 @@ mod tests {
     }
 
     async fn serve() -> SocketAddr {
-        let app = Router::new().route("/api/v1/query", get(fake_prometheus));
+        let targets = Json(json!({"status": "success", "data": {"activeTargets": [
+            {"labels": {"job": "a"}, "scrapeInterval": "1m", "health": "up"},
+            {"labels": {"job": "b"}, "scrapeInterval": "2m", "health": "up"}
+        ], "droppedTargets": []}}));
+        let app = Router::new()
+            .route("/api/v1/query", get(fake_prometheus))
+            .route("/api/v1/targets", get(move || async move { targets }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -473,6 +634,76 @@ mod tests {
             Err(QueryError::NoValues {
                 query: "nan".into()
             })
+        );
+    }
+
+    #[test]
+    fn prom_durations_and_range_windows() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(prom_duration("1m"), ms(60_000));
+        assert_eq!(prom_duration("1h30m"), ms(5_400_000));
+        assert_eq!(prom_duration("500ms"), ms(500));
+        assert_eq!(prom_duration("1d2h"), ms(93_600_000));
+        assert_eq!(prom_duration("1w"), ms(604_800_000));
+        for bad in ["", "1", "m", "1x", "1.5m", "-1m"] {
+            assert_eq!(prom_duration(bad), None, "{bad}");
+        }
+        let q = r#"sum(rate(a{path=~"/x[1s]"}[1m])) / sum(increase(b[5m] offset 1m)) + max_over_time(rate(c[30s])[10m:1m]) + d['[2s]'][ 90s ]"#;
+        let windows: Vec<String> = range_windows(q).into_iter().map(|w| w.0).collect();
+        assert_eq!(windows, ["1m", "5m", "30s", "90s"]);
+        assert!(range_windows("vector(1)").is_empty());
+    }
+
+    #[test]
+    fn a_window_shorter_than_two_scrape_intervals_is_named() {
+        let intervals = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Flagger #1123: a 1m window with a 1m scrape interval.
+        assert_eq!(
+            window_too_short("sum(rate(x[1m]))", &intervals(&["1m"])),
+            Some(("1m".into(), "1m".into()))
+        );
+        assert_eq!(
+            window_too_short(
+                "sum(rate(x[1m])) / sum(rate(y[5m]))",
+                &intervals(&["15s", "30s"])
+            ),
+            None
+        );
+        assert_eq!(
+            window_too_short("rate(x[90s]) / rate(y[5m])", &intervals(&["1m", "15s"])),
+            None,
+            "the shortest interval is compared"
+        );
+        assert_eq!(
+            window_too_short("rate(x[1m59s])", &intervals(&["1m"])),
+            Some(("1m59s".into(), "1m".into()))
+        );
+        assert_eq!(window_too_short("rate(x[2m])", &intervals(&["1m"])), None);
+        assert_eq!(window_too_short("vector(1)", &intervals(&["1m"])), None);
+        assert_eq!(window_too_short("rate(x[1m])", &[]), None);
+        assert_eq!(
+            window_too_short_message("1m", "1m"),
+            "window 1m is shorter than 2 × scrape interval 1m"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_values_from_a_short_window_name_the_scrape_interval() {
+        let p = provider().await;
+        assert_eq!(
+            p.query("sum(rate(x[1m]))").await,
+            Err(QueryError::WindowTooShort {
+                query: "sum(rate(x[1m]))".into(),
+                window: "1m".into(),
+                scrape_interval: "1m".into()
+            })
+        );
+        assert_eq!(
+            p.query("sum(rate(x[2m]))").await,
+            Err(QueryError::NoValues {
+                query: "sum(rate(x[2m]))".into()
+            }),
+            "a window of two scrapes is not the cause"
         );
     }
 

@@ -580,7 +580,7 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     if canary.metadata.deletion_timestamp.is_some() {
         return finalize(&canary, &api, &ctx).await;
     }
-    sync_finalizer(&canary, &api).await?;
+    sync_finalizer(&canary, &api, &ctx).await?;
 
     let mut obs = observe::observe(&canary, &ctx).await?;
     let decision = loop {
@@ -962,12 +962,16 @@ async fn resolve_provider(ctx: &Context, ns: &str, name: &str) -> Option<notify:
     })
 }
 
-/// Add or remove `finalizer.flagger.app` to follow `revertOnDeletion`. The JSON patch is guarded
-/// by a `test` of the resourceVersion, so concurrent reconciles never add it twice (Flagger #1124).
-async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
+/// Add or remove `finalizer.flagger.app`: wanted with `revertOnDeletion`, and also whenever a
+/// routing object the user created is taken over, so that deleting the Canary gives it its
+/// original spec back instead of leaving it on Services garbage-collected with the Canary
+/// (unknown while the router cannot build: left as it is). The JSON patch is guarded by a
+/// `test` of the resourceVersion, so concurrent reconciles never add it twice (Flagger #1124).
+async fn sync_finalizer(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<(), Error> {
     let finalizers = canary.finalizers();
     let has = finalizers.iter().any(|f| f == FINALIZER);
-    let want = canary.spec.revert_on_deletion;
+    let want =
+        canary.spec.revert_on_deletion || execute::takes_over_routes(canary, ctx).unwrap_or(has);
     if has == want {
         return Ok(());
     }
@@ -1001,13 +1005,18 @@ async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error>
 /// `revertOnDeletion`: give the traffic back to the target before the Canary (and everything
 /// it owns) goes away: scale the target up, wait until it is ready, route 100% to it, then
 /// release the finalizer. Gives up (with a Warning) after the progress deadline.
+/// Without `revertOnDeletion` (the finalizer is there because a user's routing object was
+/// taken over): only the taken-over routing objects get their original spec back; the target
+/// stays scaled down and a taken-over apex Service keeps its selector, as in Flagger.
 async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<Requeue, Error> {
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Requeue::await_change());
     }
     let obs = observe::observe(canary, ctx).await?;
     let mut done = true;
-    if let (Some(target), Some(_)) = (&obs.observed.target, &obs.selector) {
+    if !canary.spec.revert_on_deletion {
+        execute::restore_routes(canary, ctx).await?;
+    } else if let (Some(target), Some(_)) = (&obs.observed.target, &obs.selector) {
         let replicas = obs
             .primary
             .as_ref()
@@ -1065,7 +1074,11 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
     )
     .await
     .map_err(Error::Kube)?;
-    info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
+    if canary.spec.revert_on_deletion {
+        info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
+    } else {
+        info!(canary = %canary.name_any(), "Terminated canary: taken-over routes given back");
+    }
     Ok(Requeue::await_change())
 }
 

@@ -293,7 +293,7 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
 pub const APPLIED_ANNOTATION: &str = "pennant.dev/applied";
 
 /// True when `live` (JSON) has `canary` among its owner references: pennant created it.
-fn owned_by(canary: &Canary, live: &Value) -> bool {
+pub(crate) fn owned_by(canary: &Canary, live: &Value) -> bool {
     let uid = canary.metadata.uid.as_deref().unwrap_or_default();
     live["metadata"]["ownerReferences"]
         .as_array()
@@ -309,7 +309,7 @@ pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configu
 
 /// The spec a taken-over object had before pennant changed it: from kubectl's last-applied
 /// annotation, else from [`ORIGINAL_CONFIGURATION`]. `None` for an object pennant created.
-fn original_spec(live: &Value) -> Option<Value> {
+pub(crate) fn original_spec(live: &Value) -> Option<Value> {
     let a = &live["metadata"]["annotations"];
     if let Some(last) = a.get(LAST_APPLIED).and_then(Value::as_str) {
         return serde_json::from_str::<Value>(last)
@@ -349,18 +349,40 @@ pub async fn restore_taken_over(
         info!(service = %apex, "restoring the apex Service selector");
         apply_if_changed(ctx, &svc).await?;
     }
-    let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
-    give_back(canary, provider, false, ctx).await?;
-    Ok(())
+    restore_routes(canary, ctx).await
 }
 
-/// The routing objects of `provider`'s router for `canary`: a taken-over one gets its original
-/// spec back; with `all`, one pennant created is sent back to the primary (100/0). Objects the
-/// router cannot build any more (its inputs gone) are logged and left.
-async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) -> Result<(), Error> {
-    let Some(r) = router::router_for(provider, &ctx.settings.ingress_prefix) else {
-        return Ok(());
-    };
+/// The routing objects pennant took over get their original spec back (see
+/// [`restore_taken_over`]); with or without `revertOnDeletion`, so a user's route never points
+/// at the `-primary`/`-canary` Services garbage-collected with the Canary.
+pub async fn restore_routes(canary: &Canary, ctx: &Context) -> Result<(), Error> {
+    let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+    give_back(canary, provider, false, ctx).await
+}
+
+/// True when one of the routing objects of the Canary's router exists and was created by the
+/// user, not pennant: it is (or is about to be) taken over, and must be given back on deletion
+/// ([`restore_routes`]). `None` when the router cannot build its objects now.
+pub fn takes_over_routes(canary: &Canary, ctx: &Context) -> Option<bool> {
+    let provider = super::validate::provider(&canary.spec, &ctx.settings.default_provider);
+    let built = routes_at_primary(canary, provider, ctx)?.ok()?;
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    Some(built.iter().any(|o| {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        ctx.live(kind, ns, name)
+            .is_some_and(|live| !owned_by(canary, &live))
+    }))
+}
+
+/// The routing objects of `provider`'s router for `canary` at 100/0, built from the live
+/// inputs; `None` without a router.
+fn routes_at_primary(
+    canary: &Canary,
+    provider: &str,
+    ctx: &Context,
+) -> Option<Result<Vec<Value>, String>> {
+    let r = router::router_for(provider, &ctx.settings.ingress_prefix)?;
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let inputs: Vec<Value> = r
         .inputs(canary)
@@ -372,7 +394,18 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         canary: 0,
         mirror: false,
     };
-    let built = match r.build(canary, primary_only, &inputs) {
+    Some(r.build(canary, primary_only, &inputs))
+}
+
+/// The routing objects of `provider`'s router for `canary`: a taken-over one gets its original
+/// spec back; with `all`, one pennant created is sent back to the primary (100/0). Objects the
+/// router cannot build any more (its inputs gone) are logged and left.
+async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) -> Result<(), Error> {
+    let Some(built) = routes_at_primary(canary, provider, ctx) else {
+        return Ok(());
+    };
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let built = match built {
         Ok(b) => b,
         Err(e) => {
             warn!(%provider, "cannot rebuild the routing objects to give them back: {e}");

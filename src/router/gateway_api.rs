@@ -12,8 +12,8 @@
 //! - the route also gets the Flux "disabled" annotations, like every routing object;
 //! - `service.corsPolicy` becomes a `CORS` filter (exact origins only; other kinds are an error)
 //!   and `service.backendTimeout` becomes `timeouts.backendRequest`;
-//! - [`keep_user_rules`] lets the caller take over a same-named HTTPRoute without losing the
-//!   user's other rules (#1857).
+//! - a same-named HTTPRoute the user wrote keeps all its rules, those routing the apex Service
+//!   split between primary and canary ([`take_over`], #1857).
 //!
 //! Weights are read back only once every parent accepted the route's generation
 //! ([`route_accepted`], as Flagger after #1732). `analysis.mirrorWeight` is ignored, as in Flagger.
@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Router, set_cookie_value};
 use crate::api::{Canary, SessionAffinity};
+use crate::canary::execute::{original_spec, owned_by};
 use crate::canary::machine::Weights;
 use crate::canary::services::routing_metadata;
 use crate::canary::workload::owner_reference;
@@ -373,14 +374,13 @@ impl GatewayApiRouter {
     /// matches`, then a fallback rule sends the service matches to the primary alone. Session
     /// affinity prepends sticky rules (module docs).
     pub fn http_route(&self, canary: &Canary, weights: Weights) -> Result<HTTPRoute, String> {
-        let (apex, primary, canary_svc) = names(canary);
+        let (apex, _, _) = names(canary);
         let s = &canary.spec.service;
         if s.gateway_refs.is_empty() {
             return Err(
                 "GatewayRefs must be specified when using Gateway API as a provider.".into(),
             );
         }
-        let analysis = canary.spec.analysis();
 
         let mut matches = map_matches(&s.r#match)?;
         if matches.is_empty() {
@@ -392,69 +392,16 @@ impl GatewayApiRouter {
                 ..Default::default()
             }];
         }
-        let filters = service_filters(canary)?;
-        let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
-        let timeouts = HttpRouteTimeouts {
-            request: non_empty(&s.timeout),
-            backend_request: non_empty(&s.backend_timeout),
-        };
-        let timeouts = (timeouts != HttpRouteTimeouts::default()).then_some(timeouts);
-        let backend = |name: &str, weight: i32| HttpBackendRef {
-            group: Some(String::new()),
-            kind: Some("Service".into()),
-            name: name.to_string(),
-            port: Some(s.port),
-            weight: Some(weight),
-            ..Default::default()
-        };
-
-        let mut weighted_filters = filters.clone();
-        if weights.mirror && analysis.and_then(|a| a.iterations).unwrap_or(0) > 0 {
-            weighted_filters.push(HttpRouteFilter {
-                type_: "RequestMirror".into(),
-                request_mirror: Some(RequestMirror {
-                    backend_ref: BackendObjectReference {
-                        group: Some(String::new()),
-                        kind: Some("Service".into()),
-                        name: canary_svc.clone(),
-                        namespace: None,
-                        port: Some(s.port),
-                    },
-                    percent: None,
-                    fraction: None,
-                }),
-                ..Default::default()
-            });
-        }
-        let ab = analysis.map(|a| a.r#match.as_slice()).unwrap_or_default();
-        let weighted_matches = if ab.is_empty() {
-            matches.clone()
-        } else {
-            merge_matches(&map_matches(ab)?, &matches)
-        };
-        let weighted = HttpRouteRule {
+        let base = ApexRule {
             name: None,
-            matches: weighted_matches,
-            filters: weighted_filters,
-            backend_refs: vec![
-                backend(&primary, weights.primary),
-                backend(&canary_svc, weights.canary),
-            ],
-            timeouts: timeouts.clone(),
+            matches,
+            filters: service_filters(canary)?,
+            timeouts: service_timeouts(canary),
+            port: s.port,
+            backend_filters: vec![],
+            combine: |extra, service| Ok(merge_matches(extra, service)),
         };
-        let mut rules = match analysis.and_then(|a| a.session_affinity.as_ref()) {
-            Some(sa) => sticky_rules(canary, sa, weights, weighted, &matches, &backend)?,
-            None => vec![weighted],
-        };
-        if !ab.is_empty() {
-            rules.push(HttpRouteRule {
-                name: None,
-                matches,
-                filters,
-                backend_refs: vec![backend(&primary, 100)],
-                timeouts,
-            });
-        }
+        let rules = split_rule(canary, weights, base)?;
 
         let (labels, annotations) = routing_metadata(s.apex.as_ref());
         Ok(HTTPRoute {
@@ -476,8 +423,167 @@ impl GatewayApiRouter {
     }
 }
 
-/// `Cookie` header regex match for the cookie `<name>=<value>`, merged with the service matches.
-fn cookie_matches(cookie: &str, service: &[HttpRouteMatch]) -> Vec<HttpRouteMatch> {
+/// One rule routing the apex, before the split: the rule pennant generates from `service.*`,
+/// or a user's rule of a taken-over HTTPRoute ([`take_over`]).
+struct ApexRule {
+    /// The rule's `name`, kept on one rule only (names are unique in a route): the weighted
+    /// rule, or in A/B mode the fallback, which has the rule's own matches.
+    name: Option<String>,
+    matches: Vec<HttpRouteMatch>,
+    filters: Vec<HttpRouteFilter>,
+    timeouts: Option<HttpRouteTimeouts>,
+    /// Port of the `<apex>-primary` and `<apex>-canary` backendRefs.
+    port: i32,
+    /// Filters of the user's backendRef to the apex, copied onto both backendRefs.
+    backend_filters: Vec<HttpRouteFilter>,
+    /// How an A/B or cookie match combines with `matches`: Flagger's `mergeMatchConditions`
+    /// for the generated rule, [`and_matches`] for a user's rule.
+    combine: CombineMatches,
+}
+
+/// `(extra, rule's matches) -> matches` (see [`ApexRule::combine`]).
+type CombineMatches =
+    fn(&[HttpRouteMatch], &[HttpRouteMatch]) -> Result<Vec<HttpRouteMatch>, String>;
+
+/// `rule` split between `<apex>-primary` and `<apex>-canary` at `weights`: the weighted rule
+/// (with a `RequestMirror` filter to the canary when `weights.mirror` in blue/green), preceded
+/// by the sticky rules under session affinity and, in A/B mode (`analysis.match`), matching the
+/// A/B matches combined with the rule's and followed by the rule sending its own matches to the
+/// primary alone.
+fn split_rule(
+    canary: &Canary,
+    weights: Weights,
+    rule: ApexRule,
+) -> Result<Vec<HttpRouteRule>, String> {
+    let (_, primary, canary_svc) = names(canary);
+    let analysis = canary.spec.analysis();
+    let backend = |name: &str, weight: i32| HttpBackendRef {
+        group: Some(String::new()),
+        kind: Some("Service".into()),
+        name: name.to_string(),
+        port: Some(rule.port),
+        weight: Some(weight),
+        filters: rule.backend_filters.clone(),
+        ..Default::default()
+    };
+    let mut weighted_filters = rule.filters.clone();
+    if weights.mirror && analysis.and_then(|a| a.iterations).unwrap_or(0) > 0 {
+        weighted_filters.push(HttpRouteFilter {
+            type_: "RequestMirror".into(),
+            request_mirror: Some(RequestMirror {
+                backend_ref: BackendObjectReference {
+                    group: Some(String::new()),
+                    kind: Some("Service".into()),
+                    name: canary_svc.clone(),
+                    namespace: None,
+                    port: Some(rule.port),
+                },
+                percent: None,
+                fraction: None,
+            }),
+            ..Default::default()
+        });
+    }
+    let ab = analysis.map(|a| a.r#match.as_slice()).unwrap_or_default();
+    let weighted_matches = if ab.is_empty() {
+        rule.matches.clone()
+    } else {
+        (rule.combine)(&map_matches(ab)?, &rule.matches)?
+    };
+    let weighted = HttpRouteRule {
+        // The name stays on the rule with the rule's own matches: the A/B fallback, if any.
+        name: rule.name.clone().filter(|_| ab.is_empty()),
+        matches: weighted_matches,
+        filters: weighted_filters,
+        backend_refs: vec![
+            backend(&primary, weights.primary),
+            backend(&canary_svc, weights.canary),
+        ],
+        timeouts: rule.timeouts.clone(),
+    };
+    let mut rules = match analysis.and_then(|a| a.session_affinity.as_ref()) {
+        Some(sa) => sticky_rules(canary, sa, weights, weighted, &rule, &backend)?,
+        None => vec![weighted],
+    };
+    if !ab.is_empty() {
+        rules.push(HttpRouteRule {
+            name: rule.name.clone(),
+            matches: rule.matches.clone(),
+            filters: rule.filters.clone(),
+            backend_refs: vec![backend(&primary, 100)],
+            timeouts: rule.timeouts.clone(),
+        });
+    }
+    Ok(rules)
+}
+
+/// Every `extra` match AND every `user` match, for a user's rule: the request must satisfy
+/// both, so the user's match gets the extra headers, query params, path and method added
+/// (Flagger's merge, for the generated rule, replaces the headers instead and would widen a
+/// user's rule). A rule without matches matches everything. A header, query param, path or
+/// method both sides constrain differently cannot be one match: an error naming it.
+fn and_matches(
+    extra: &[HttpRouteMatch],
+    user: &[HttpRouteMatch],
+) -> Result<Vec<HttpRouteMatch>, String> {
+    if user.is_empty() {
+        return Ok(extra.to_vec());
+    }
+    let exact = |t: &Option<String>| t.clone().unwrap_or_else(|| "Exact".into());
+    let add = |to: &mut Vec<HttpNameMatch>, what: &str, extra: &[HttpNameMatch], ci: bool| {
+        for x in extra {
+            let same_name = |t: &&HttpNameMatch| {
+                if ci {
+                    t.name.eq_ignore_ascii_case(&x.name)
+                } else {
+                    t.name == x.name
+                }
+            };
+            match to.iter().find(same_name) {
+                None => to.push(x.clone()),
+                Some(t) if exact(&t.type_) == exact(&x.type_) && t.value == x.value => {}
+                Some(t) => {
+                    return Err(format!(
+                        "{what} {} is matched both {} {:?} and {} {:?}",
+                        x.name,
+                        exact(&t.type_),
+                        t.value,
+                        exact(&x.type_),
+                        x.value
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut out = vec![];
+    for e in extra {
+        for u in user {
+            let mut m = u.clone();
+            add(&mut m.headers, "header", &e.headers, true)?;
+            add(&mut m.query_params, "query param", &e.query_params, false)?;
+            match (&m.path, &e.path) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!("the path is matched both {a:?} and {b:?}"));
+                }
+                (None, Some(b)) => m.path = Some(b.clone()),
+                _ => {}
+            }
+            match (&m.method, &e.method) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!("the method is matched both {a} and {b}"));
+                }
+                (None, Some(b)) => m.method = Some(b.clone()),
+                _ => {}
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// `Cookie` header regex match for the cookie `<name>=<value>`, combined with the rule's matches.
+fn cookie_matches(cookie: &str, rule: &ApexRule) -> Result<Vec<HttpRouteMatch>, String> {
     let (name, value) = cookie.split_once('=').unwrap_or((cookie, ""));
     let m = HttpRouteMatch {
         headers: vec![HttpNameMatch {
@@ -487,7 +593,7 @@ fn cookie_matches(cookie: &str, service: &[HttpRouteMatch]) -> Vec<HttpRouteMatc
         }],
         ..Default::default()
     };
-    merge_matches(&[m], service)
+    (rule.combine)(&[m], &rule.matches)
 }
 
 const COOKIE_HEADER: &str = "Cookie";
@@ -506,7 +612,7 @@ fn sticky_rules(
     sa: &SessionAffinity,
     weights: Weights,
     mut weighted: HttpRouteRule,
-    service: &[HttpRouteMatch],
+    rule: &ApexRule,
     backend: &dyn Fn(&str, i32) -> HttpBackendRef,
 ) -> Result<Vec<HttpRouteRule>, String> {
     let (_, primary, canary_svc) = names(canary);
@@ -528,7 +634,8 @@ fn sticky_rules(
                     .push(set_cookie_filter(set_cookie_value(&cookie, sa, max_age)));
             }
             sticky.push(HttpRouteRule {
-                matches: cookie_matches(&cookie, service),
+                name: None,
+                matches: cookie_matches(&cookie, rule)?,
                 backend_refs: vec![backend(&primary, 0), backend(&canary_svc, 100)],
                 ..weighted.clone()
             });
@@ -550,27 +657,24 @@ fn sticky_rules(
                     .push(set_cookie_filter(set_cookie_value(&cookie, sa, interval)));
             }
             sticky.push(HttpRouteRule {
-                matches: cookie_matches(&cookie, service),
+                name: None,
+                matches: cookie_matches(&cookie, rule)?,
                 backend_refs: vec![backend(&primary, 100), backend(&canary_svc, 0)],
                 ..weighted.clone()
             });
         }
-        // The sticky rules route without cookies of their own.
-        for r in &mut sticky {
-            for b in &mut r.backend_refs {
-                b.filters.clear();
-            }
-        }
     } else if let Some(previous) =
         current.or_else(|| cookie_of(|s| &s.previous_session_affinity_cookie))
     {
-        let mut rule = HttpRouteRule {
-            matches: cookie_matches(&previous, service),
+        let mut expire = HttpRouteRule {
+            name: None,
+            matches: cookie_matches(&previous, rule)?,
             ..weighted.clone()
         };
-        rule.filters
+        expire
+            .filters
             .push(set_cookie_filter(format!("{previous}; Max-Age=-1")));
-        sticky.push(rule);
+        sticky.push(expire);
     }
     sticky.push(weighted);
     Ok(sticky)
@@ -595,24 +699,187 @@ fn is_sticky(rule: &HttpRouteRule, sa: &SessionAffinity) -> bool {
     })
 }
 
-/// Takeover of a same-named HTTPRoute the user wrote (pure groundwork; the caller decides when):
-/// `desired` (from [`GatewayApiRouter::http_route`]) plus, after pennant's rules, every rule of
-/// `live` that sends nothing to `<apex>`, `<apex>-primary` or `<apex>-canary`, so the user's
-/// other routes survive (Flagger replaces the whole spec, #1857). Rules of `live` that route the
-/// apex are pennant's to rewrite and are dropped.
-pub fn keep_user_rules(canary: &Canary, mut desired: HTTPRoute, live: &HTTPRoute) -> HTTPRoute {
-    let (apex, primary, canary_svc) = names(canary);
-    let ours = [apex, primary, canary_svc];
-    let kept = live
-        .spec
-        .rules
-        .iter()
-        .filter(|r| !r.backend_refs.iter().any(|b| ours.contains(&b.name)))
-        .filter(|r| !desired.spec.rules.contains(r))
-        .cloned()
-        .collect::<Vec<_>>();
-    desired.spec.rules.extend(kept);
-    desired
+/// True when `b` is the apex Service of `canary` (kind Service in the core group, in the
+/// route's namespace).
+fn is_apex(b: &HttpBackendRef, apex: &str, ns: Option<&str>) -> bool {
+    b.name == apex
+        && b.kind.as_deref().is_none_or(|k| k == "Service")
+        && b.group.as_deref().is_none_or(str::is_empty)
+        && (b.namespace.is_none() || b.namespace.as_deref() == ns)
+}
+
+/// The HTTPRoute spec as the user wrote it: kubectl's last-applied configuration or pennant's
+/// record of the spec first seen ([`original_spec`]), else the live spec; `None` for a route
+/// pennant created. An error when a rule has a field pennant's types do not carry.
+fn user_spec(canary: &Canary, live: &Value) -> Result<Option<HttpRouteSpec>, String> {
+    if owned_by(canary, live) {
+        return Ok(None);
+    }
+    let apex = canary.spec.apex_name();
+    let raw = original_spec(live).unwrap_or_else(|| live["spec"].clone());
+    let spec: HttpRouteSpec = serde_json::from_value(raw.clone())
+        .map_err(|e| format!("HTTPRoute {apex}: cannot read the user's spec: {e}"))?;
+    // A rule field pennant does not model (retry, sessionPersistence, a newer filter) would be
+    // dropped while the route is taken over: refuse rather than lose it silently.
+    let typed = serde_json::to_value(&spec.rules).unwrap_or_default();
+    if let Some(path) = dropped(&raw["rules"], &typed, "spec.rules".into()) {
+        return Err(format!(
+            "HTTPRoute {apex}: pennant cannot carry {path} through a takeover; remove it or let the Canary generate the route"
+        ));
+    }
+    Ok(Some(spec))
+}
+
+/// The path of the first field of `raw` that `typed` (its round trip through pennant's types)
+/// lost; empty values do not count.
+fn dropped(raw: &Value, typed: &Value, path: String) -> Option<String> {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (raw, typed) {
+        (Value::Object(r), t) => r.iter().find_map(|(k, v)| match t.get(k) {
+            Some(tv) => dropped(v, tv, format!("{path}.{k}")),
+            None => (!empty(v)).then(|| format!("{path}.{k}")),
+        }),
+        (Value::Array(r), Value::Array(t)) => r
+            .iter()
+            .zip(t)
+            .enumerate()
+            .find_map(|(i, (rv, tv))| dropped(rv, tv, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Takeover of a same-named HTTPRoute the user wrote, `live` (Flagger replaces the whole spec,
+/// #1857). Every rule of the user's spec (`user_spec`) is kept, in order, with its matches,
+/// filters and timeouts. A rule whose one backendRef is the apex Service is split between
+/// `<apex>-primary` and `<apex>-canary` (`split_rule`) as the generated rule would be —
+/// weights, mirror, sticky rules and A/B, whose matches are added to the rule's own
+/// (`and_matches`) — on its backendRef's port, with that backendRef's filters on both, the
+/// `service` filters it does not have and the `service` timeouts it does not set; these rules
+/// then replace `desired`'s generated rule. Without such a rule, the user's rules follow the
+/// generated one. A route pennant created is `desired` as is.
+///
+/// Errors (nothing is written): a rule field pennant's types would drop (`user_spec`); a rule
+/// that sends traffic to the apex and to other backends (which share of it would the canary
+/// get?); `service.match` (the user's rules have their own
+/// matches); a filter type (other than `RequestMirror`) or a timeout set both on the rule and in
+/// `service`; an A/B or cookie match that contradicts the rule's.
+pub fn take_over(
+    canary: &Canary,
+    weights: Weights,
+    mut desired: HTTPRoute,
+    live: &Value,
+) -> Result<HTTPRoute, String> {
+    let Some(user) = user_spec(canary, live)? else {
+        return Ok(desired);
+    };
+    let apex = canary.spec.apex_name();
+    let ns = canary.metadata.namespace.as_deref();
+    let routes_apex = |r: &HttpRouteRule| r.backend_refs.iter().any(|b| is_apex(b, apex, ns));
+    if !user.rules.iter().any(routes_apex) {
+        desired.spec.rules.extend(user.rules);
+        return Ok(desired);
+    }
+    let s = &canary.spec.service;
+    if !s.r#match.is_empty() {
+        return Err(format!(
+            "HTTPRoute {apex} has rules of its own for Service {apex}: service.match cannot narrow them; put the matches in the route's rules or remove service.match"
+        ));
+    }
+    let service = service_filters(canary)?;
+    let mut rules = vec![];
+    for (i, r) in user.rules.into_iter().enumerate() {
+        if !routes_apex(&r) {
+            rules.push(r);
+            continue;
+        }
+        let here = format!("HTTPRoute {apex} spec.rules[{i}]");
+        let [b] = r.backend_refs.as_slice() else {
+            let all: Vec<&str> = r.backend_refs.iter().map(|b| b.name.as_str()).collect();
+            return Err(format!(
+                "{here} sends traffic to Service {apex} and to other backends ({}): pennant splits only a rule whose one backendRef is Service {apex}; give the apex a rule of its own",
+                all.join(", ")
+            ));
+        };
+        let mut filters = r.filters.clone();
+        for f in &service {
+            if f.type_ != "RequestMirror" && filters.iter().any(|u| u.type_ == f.type_) {
+                return Err(format!(
+                    "{here} has a {} filter and the Canary's service sets one too; keep one of them",
+                    f.type_
+                ));
+            }
+            filters.push(f.clone());
+        }
+        let timeouts = merge_timeouts(r.timeouts.clone(), service_timeouts(canary))
+            .map_err(|e| format!("{here} {e}"))?;
+        // Sticky rules appear only once a cookie exists (weight > 0): refuse now, not mid-run.
+        let sticky = canary
+            .spec
+            .analysis()
+            .is_some_and(|a| a.session_affinity.is_some());
+        if sticky
+            && r.matches.iter().any(|m| {
+                m.headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(COOKIE_HEADER))
+            })
+        {
+            return Err(format!(
+                "{here} matches the Cookie header, which analysis.sessionAffinity matches on"
+            ));
+        }
+        let rule = ApexRule {
+            name: r.name.clone(),
+            matches: r.matches.clone(),
+            filters,
+            timeouts,
+            port: b.port.unwrap_or(s.port),
+            backend_filters: b.filters.clone(),
+            combine: and_matches,
+        };
+        let split = split_rule(canary, weights, rule)
+            .map_err(|e| format!("{here} cannot take the analysis or cookie matches: {e}"))?;
+        rules.extend(split);
+    }
+    desired.spec.rules = rules;
+    Ok(desired)
+}
+
+/// `timeouts.request` / `backendRequest` from `service.timeout` / `service.backendTimeout`.
+fn service_timeouts(canary: &Canary) -> Option<HttpRouteTimeouts> {
+    let s = &canary.spec.service;
+    let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+    let t = HttpRouteTimeouts {
+        request: non_empty(&s.timeout),
+        backend_request: non_empty(&s.backend_timeout),
+    };
+    (t != HttpRouteTimeouts::default()).then_some(t)
+}
+
+/// A user's rule timeouts with the `service` ones it does not set; an error when both set one
+/// differently.
+fn merge_timeouts(
+    user: Option<HttpRouteTimeouts>,
+    service: Option<HttpRouteTimeouts>,
+) -> Result<Option<HttpRouteTimeouts>, String> {
+    let (Some(u), Some(s)) = (&user, &service) else {
+        return Ok(user.or(service));
+    };
+    let field = |what: &str, a: &Option<String>, b: &Option<String>| match (a, b) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "has timeouts.{what} {a} and the Canary's service sets {b}; keep one of them"
+        )),
+        _ => Ok(a.clone().or_else(|| b.clone())),
+    };
+    Ok(Some(HttpRouteTimeouts {
+        request: field("request", &u.request, &s.request)?,
+        backend_request: field("backendRequest", &u.backend_request, &s.backend_request)?,
+    }))
 }
 
 fn normalized(p: &ParentReference, route_ns: Option<&str>) -> ParentReference {
@@ -660,7 +927,8 @@ pub fn route_accepted(route: &HTTPRoute) -> Result<(), String> {
     Ok(())
 }
 
-/// The split of HTTPRoute `route` for `canary`: the first rule with a `<apex>-canary` backendRef
+/// The split of HTTPRoute `route` for `canary` (every split rule of a taken-over route carries
+/// the same weights): the first rule with a `<apex>-canary` backendRef
 /// (under session affinity, that is not a sticky `Cookie` rule) gives both weights (an absent weight is Gateway API's default 1); `mirror` is a `RequestMirror`
 /// filter of that rule targeting `<apex>-canary`. `None` when no rule has the canary backend,
 /// both weights are 0, or a parent has not accepted the route ([`route_accepted`]).
@@ -700,13 +968,12 @@ impl Router for GatewayApiRouter {
         vec![ApiResource::erase::<HTTPRoute>(&())]
     }
 
-    /// The live HTTPRoute `<apex>`, whose rules that do not route the apex are kept.
+    /// The live HTTPRoute `<apex>`: a user's route is taken over with its rules ([`take_over`]).
     fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
         vec![("HTTPRoute", canary.spec.apex_name().to_string())]
     }
 
-    /// `[HTTPRoute <apex>]`, plus the rules of a live same-named route that do not route the
-    /// apex ([`keep_user_rules`]).
+    /// `[HTTPRoute <apex>]`; a user's same-named route keeps its rules ([`take_over`]).
     fn build(
         &self,
         canary: &Canary,
@@ -714,8 +981,8 @@ impl Router for GatewayApiRouter {
         inputs: &[Value],
     ) -> Result<Vec<Value>, String> {
         let mut route = self.http_route(canary, weights)?;
-        if let Some(live) = live_route(canary, inputs) {
-            route = keep_user_rules(canary, route, &live);
+        if let Some(live) = live_value(canary, inputs) {
+            route = take_over(canary, weights, route, live)?;
         }
         let v = serde_json::to_value(&route).map_err(|e| format!("serializing HTTPRoute: {e}"))?;
         Ok(vec![v])
@@ -772,15 +1039,19 @@ impl Router for GatewayApiV1beta1Router {
     }
 }
 
-/// The HTTPRoute `<apex>` among `objs`, if it parses.
-fn live_route(canary: &Canary, objs: &[Value]) -> Option<HTTPRoute> {
-    let obj = super::find(
+/// The HTTPRoute `<apex>` among `objs`.
+fn live_value<'a>(canary: &Canary, objs: &'a [Value]) -> Option<&'a Value> {
+    super::find(
         objs,
         &HTTPRoute::group(&()),
         &HTTPRoute::kind(&()),
         canary.spec.apex_name(),
-    )?;
-    serde_json::from_value(obj.clone()).ok()
+    )
+}
+
+/// The HTTPRoute `<apex>` among `objs`, if it parses.
+fn live_route(canary: &Canary, objs: &[Value]) -> Option<HTTPRoute> {
+    serde_json::from_value(live_value(canary, objs)?.clone()).ok()
 }
 
 #[cfg(test)]
@@ -1058,26 +1329,242 @@ mod tests {
     #[test]
     fn takeover_keeps_the_users_other_rules() {
         let c = gw_canary();
-        let live: HTTPRoute = serde_json::from_value(json!({
+        let live = json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "podinfo", "namespace": "test"},
             "spec": {"parentRefs": [{"name": "gateway", "namespace": "istio-ingress"}],
                      "rules": [
                 {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
-                 "backendRefs": [{"name": "admin", "port": 80}]},
-                {"backendRefs": [{"name": "podinfo", "port": 9898}]}]}
-        }))
-        .unwrap();
+                 "backendRefs": [{"name": "admin", "port": 80}]}]}
+        });
         let desired = GatewayApiRouter.http_route(&c, split(30)).unwrap();
-        let merged = keep_user_rules(&c, desired.clone(), &live);
+        let merged = take_over(&c, split(30), desired.clone(), &live).unwrap();
         assert_eq!(merged.spec.rules.len(), 2);
         assert_eq!(merged.spec.rules[0], desired.spec.rules[0]);
-        assert_eq!(merged.spec.rules[1], live.spec.rules[0]);
-        // Idempotent: re-applying over pennant's own route adds nothing.
-        let again = keep_user_rules(&c, desired.clone(), &merged);
-        assert_eq!(again.spec, merged.spec);
+        assert_eq!(
+            serde_json::to_value(&merged.spec.rules[1]).unwrap(),
+            live["spec"]["rules"][0]
+        );
         let v = serde_json::to_value(&merged).unwrap();
         assert_eq!(GatewayApiRouter.read_weights(&c, &[v]), Some(split(30)));
+        // A route pennant created has no user rules.
+        let mut ours = serde_json::to_value(&merged).unwrap();
+        ours["spec"]["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(live["spec"]["rules"][0].clone());
+        assert_eq!(
+            take_over(&c, split(30), desired.clone(), &ours)
+                .unwrap()
+                .spec,
+            desired.spec
+        );
+    }
+
+    /// Flagger #1857: the user's `httpbin` route, all three rules to the apex Service.
+    fn users_three_rules() -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"parentRefs": [{"name": "gateway", "namespace": "istio-ingress"}],
+                     "hostnames": ["www.example.com"],
+                     "rules": [
+                {"matches": [{"path": {"type": "Exact", "value": "/healthz"}}],
+                 "filters": [{"type": "RequestHeaderModifier",
+                              "requestHeaderModifier": {"set": [{"name": "x-probe", "value": "health"}]}}],
+                 "backendRefs": [{"group": "", "kind": "Service", "name": "podinfo", "port": 9898, "weight": 1}]},
+                {"matches": [{"path": {"type": "Exact", "value": "/readyz"}}],
+                 "filters": [{"type": "RequestHeaderModifier",
+                              "requestHeaderModifier": {"remove": ["x-debug"]}}],
+                 "backendRefs": [{"name": "podinfo", "port": 9898}]},
+                {"name": "api",
+                 "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                              "headers": [{"type": "Exact", "name": "x-tenant", "value": "blue"}]}],
+                 "timeouts": {"request": "5s"},
+                 "backendRefs": [{"name": "podinfo", "port": 9898}]}]}
+        })
+    }
+
+    fn taken_over(c: &Canary, w: Weights, live: &Value) -> Result<Vec<Value>, String> {
+        GatewayApiRouter.build(c, w, std::slice::from_ref(live))
+    }
+
+    #[test]
+    fn takeover_of_three_rules_to_the_apex_100_0() {
+        let live = users_three_rules();
+        insta::assert_yaml_snapshot!(taken_over(&gw_canary(), split(0), &live).unwrap());
+    }
+
+    #[test]
+    fn takeover_of_three_rules_to_the_apex_70_30() {
+        let live = users_three_rules();
+        let built = taken_over(&gw_canary(), split(30), &live).unwrap();
+        let rules = built[0]["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "no PathPrefix / rule added: {rules:#?}");
+        for (rule, user) in rules.iter().zip(live["spec"]["rules"].as_array().unwrap()) {
+            assert_eq!(rule["matches"], user["matches"]);
+            assert_eq!(rule["filters"], user["filters"]);
+            assert_eq!(rule["timeouts"], user["timeouts"]);
+            assert_eq!(rule["name"], user["name"]);
+            let w: Vec<(&str, i64)> = rule["backendRefs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| (b["name"].as_str().unwrap(), b["weight"].as_i64().unwrap()))
+                .collect();
+            assert_eq!(w, [("podinfo-primary", 70), ("podinfo-canary", 30)]);
+        }
+        insta::assert_yaml_snapshot!(built);
+    }
+
+    #[test]
+    fn takeover_round_trip_and_idempotence() {
+        let live = users_three_rules();
+        for c in [
+            gw_canary(),
+            ab_canary(),
+            sticky_canary(true),
+            bg_mirror_canary(),
+        ] {
+            let ws = if c.spec.analysis().unwrap().mirror == Some(true) {
+                vec![
+                    Weights {
+                        primary: 100,
+                        canary: 0,
+                        mirror: true,
+                    },
+                    split(0),
+                ]
+            } else {
+                vec![split(0), split(30), split(100)]
+            };
+            for w in ws {
+                let built = taken_over(&c, w, &live).unwrap();
+                assert_eq!(GatewayApiRouter.read_weights(&c, &built), Some(w));
+                // Once applied, the route carries the user's spec in the original-configuration
+                // annotation: rebuilding from it gives the same route.
+                let mut applied = built[0].clone();
+                applied["metadata"]["ownerReferences"] = Value::Null;
+                applied["metadata"]["annotations"]
+                    [crate::canary::execute::ORIGINAL_CONFIGURATION] =
+                    json!(live["spec"].to_string());
+                assert_eq!(taken_over(&c, w, &applied).unwrap(), built);
+            }
+        }
+    }
+
+    #[test]
+    fn takeover_ab_and_sticky_rules_narrow_the_users_matches() {
+        let live = users_three_rules();
+        let s = &taken_over(&ab_canary(), split(100), &live).unwrap()[0]["spec"];
+        // Each user rule: the A/B rule (its matches AND each analysis match), then its own
+        // matches to the primary.
+        assert_eq!(s["rules"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            s["rules"][4]["matches"],
+            json!([
+                {"path": {"type": "PathPrefix", "value": "/api"},
+                 "headers": [{"type": "Exact", "name": "x-tenant", "value": "blue"},
+                             {"type": "Exact", "name": "x-canary", "value": "insider"}]},
+                {"path": {"type": "PathPrefix", "value": "/api"},
+                 "headers": [{"type": "Exact", "name": "x-tenant", "value": "blue"},
+                             {"type": "RegularExpression", "name": "cookie", "value": "^(.*?;)?(canary=always)(;.*)?$"}]}
+            ])
+        );
+        assert!(s["rules"][4].get("name").is_none());
+        assert_eq!(s["rules"][5]["name"], "api");
+        assert_eq!(
+            s["rules"][5]["matches"],
+            live["spec"]["rules"][2]["matches"]
+        );
+        assert_eq!(
+            s["rules"][5]["backendRefs"],
+            json!([{"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100}])
+        );
+        let s = &taken_over(&sticky_canary(false), split(30), &live).unwrap()[0]["spec"];
+        assert_eq!(s["rules"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            s["rules"][0]["matches"],
+            json!([{"path": {"type": "Exact", "value": "/healthz"},
+                    "headers": [{"type": "RegularExpression", "name": "Cookie",
+                                 "value": ".*flagger-cookie.*LpsIaLdoNZ.*"}]}])
+        );
+        assert_eq!(s["rules"][0]["backendRefs"][1]["weight"], 100);
+        let mut cookie_rule = live.clone();
+        cookie_rule["spec"]["rules"][1]["matches"][0]["headers"] =
+            json!([{"name": "cookie", "value": "x"}]);
+        assert_eq!(
+            taken_over(&sticky_canary(false), split(0), &cookie_rule).unwrap_err(),
+            "HTTPRoute podinfo spec.rules[1] matches the Cookie header, which analysis.sessionAffinity matches on"
+        );
+        // An A/B header the user's rule already matches otherwise cannot be combined.
+        let mut c = ab_canary();
+        c.spec.analysis.as_mut().unwrap().r#match =
+            vec![json!({"headers": {"x-tenant": {"exact": "green"}}})];
+        assert_eq!(
+            taken_over(&c, split(100), &live).unwrap_err(),
+            r#"HTTPRoute podinfo spec.rules[2] cannot take the analysis or cookie matches: header x-tenant is matched both Exact "blue" and Exact "green""#
+        );
+    }
+
+    #[test]
+    fn takeover_refuses_a_rule_field_it_would_drop() {
+        let mut live = users_three_rules();
+        live["spec"]["rules"][2]["retry"] = json!({"attempts": 3});
+        assert_eq!(
+            taken_over(&gw_canary(), split(0), &live).unwrap_err(),
+            "HTTPRoute podinfo: pennant cannot carry spec.rules[2].retry through a takeover; remove it or let the Canary generate the route"
+        );
+        let mut live = users_three_rules();
+        live["spec"]["rules"][0]["filters"][0]["extensionRef"] = json!(null);
+        live["spec"]["rules"][1]["matches"][0]["queryParams"] = json!([]);
+        assert!(taken_over(&gw_canary(), split(0), &live).is_ok());
+    }
+
+    #[test]
+    fn takeover_refuses_a_rule_it_cannot_split() {
+        let mut live = users_three_rules();
+        live["spec"]["rules"][1]["backendRefs"] = json!([
+            {"name": "podinfo", "port": 9898, "weight": 90},
+            {"name": "legacy", "port": 80, "weight": 10}
+        ]);
+        assert_eq!(
+            taken_over(&gw_canary(), split(0), &live).unwrap_err(),
+            "HTTPRoute podinfo spec.rules[1] sends traffic to Service podinfo and to other backends (podinfo, legacy): pennant splits only a rule whose one backendRef is Service podinfo; give the apex a rule of its own"
+        );
+        let live = users_three_rules();
+        let mut c = gw_canary();
+        c.spec.service.r#match = vec![json!({"uri": {"prefix": "/"}})];
+        assert!(
+            taken_over(&c, split(0), &live)
+                .unwrap_err()
+                .contains("service.match cannot narrow them")
+        );
+        let mut c = gw_canary();
+        c.spec.service.headers = Some(json!({"request": {"set": {"x-a": "a"}}}));
+        assert_eq!(
+            taken_over(&c, split(0), &live).unwrap_err(),
+            "HTTPRoute podinfo spec.rules[0] has a RequestHeaderModifier filter and the Canary's service sets one too; keep one of them"
+        );
+        let mut c = gw_canary();
+        c.spec.service.timeout = Some("30s".into());
+        assert_eq!(
+            taken_over(&c, split(0), &live).unwrap_err(),
+            "HTTPRoute podinfo spec.rules[2] has timeouts.request 5s and the Canary's service sets 30s; keep one of them"
+        );
+        // Filters and timeouts the rules do not set are added, as on the generated rule.
+        c.spec.service.timeout = None;
+        c.spec.service.backend_timeout = Some("2s".into());
+        c.spec.service.headers = Some(json!({"response": {"set": {"x-b": "b"}}}));
+        let s = &taken_over(&c, split(0), &live).unwrap()[0]["spec"];
+        assert_eq!(
+            s["rules"][2]["timeouts"],
+            json!({"request": "5s", "backendRequest": "2s"})
+        );
+        assert_eq!(
+            s["rules"][1]["filters"][1]["type"],
+            "ResponseHeaderModifier"
+        );
     }
 
     #[test]
