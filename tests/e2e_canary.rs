@@ -14,12 +14,19 @@ const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 const MINUTES: fn(u64) -> Duration = |m| Duration::from_secs(m * 60);
 
 async fn initialized(prefix: &str, threshold: i32, deadline: i32) -> (TestNs, ControllerProcess) {
+    initialized_with(prefix, &podinfo_canary(threshold, 25, 50, deadline), "").await
+}
+
+/// [`initialized`] with the Canary given, after the extra objects (`extra`, YAML) it needs.
+async fn initialized_with(prefix: &str, canary: &str, extra: &str) -> (TestNs, ControllerProcess) {
     let client = client().await;
     let ns = TestNs::new(&client, prefix, 50).await;
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    if !extra.is_empty() {
+        ns.apply_yaml(extra).await;
+    }
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
-    ns.apply_yaml(&podinfo_canary(threshold, 25, 50, deadline))
-        .await;
+    ns.apply_yaml(canary).await;
     wait_phase(
         &ns,
         "podinfo",
@@ -1367,23 +1374,11 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
 
 #[tokio::test]
 async fn rollback_window_promotes_a_known_revision_without_analysis() {
-    let client = client().await;
-    let ns = TestNs::new(&client, "e2e-rbwindow", 50).await;
-    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
-    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     let canary = annotated(
         &podinfo_canary(2, 25, 50, 120),
         "    canary.pennant.dev/rollback-window: \"3\"",
     );
-    ns.apply_yaml(&canary).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    let (ns, _ctl) = initialized_with("e2e-rbwindow", &canary, "").await;
     let advances = |events: &[String]| {
         events
             .iter()
@@ -1448,18 +1443,14 @@ async fn wait_promoted_after_a_change(ns: &TestNs) -> Vec<i32> {
 #[tokio::test]
 async fn progress_alerts_post_every_weight_advance_and_halt() {
     let (url, got) = slack_receiver().await;
-    let client = client().await;
-    let ns = TestNs::new(&client, "e2e-progress", 50).await;
-    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
-    ns.apply_yaml(&format!(
+    let provider = format!(
         r#"
 apiVersion: flagger.app/v1beta1
 kind: AlertProvider
 metadata: {{name: team-slack, namespace: NAMESPACE}}
 spec: {{type: slack, channel: releases, address: "{url}"}}
 "#
-    ))
-    .await;
+    );
     let canary = annotated(
         &podinfo_canary(2, 25, 50, 120),
         "    canary.pennant.dev/progress-alerts: \"true\"",
@@ -1468,16 +1459,7 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
         "    metrics:\n",
         "    alerts:\n    - name: team\n      severity: info\n      providerRef:\n        name: team-slack\n    metrics:\n",
     );
-    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
-    ns.apply_yaml(&canary).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    let (ns, _ctl) = initialized_with("e2e-progress", &canary, &provider).await;
     set_image(&ns, V2, 0.0).await;
     wait_promoted(&ns, "podinfo").await;
     // a bad version: each failed check is a halt, posted too
