@@ -118,7 +118,7 @@ async fn attempt(
         let error = if e.is_timeout() {
             format!("timed out after {}", duration_text(timeout))
         } else {
-            crate::analysis::prometheus::chain(&e.without_url())
+            crate::util::chain(&e.without_url())
         };
         AttemptError::Transport { error, retryable }
     };

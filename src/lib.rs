@@ -18,4 +18,5 @@ pub mod notify;
 pub mod rbac;
 pub mod router;
 pub mod server;
+pub mod util;
 pub mod webhook;

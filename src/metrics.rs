@@ -45,8 +45,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::analysis::builtin::{REQUEST_DURATION, REQUEST_SUCCESS_RATE};
+use crate::analysis::{MetricCheck, MetricOutcome};
 use crate::api::{Canary, CanaryMetric, CanaryPhase, CanaryStatus, Strategy};
-use crate::canary::machine::{MetricCheck, MetricOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CanaryLabels {

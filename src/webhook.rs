@@ -27,8 +27,45 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{Canary, CanaryPhase, CanaryStatus, CanaryWebhook, parse_duration};
-use crate::canary::machine::{HookKind, HookVerdict};
 use crate::http_post::{self, PostError, Retries};
+
+/// Webhook kinds, with Flagger's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookKind {
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfirmRollout => "confirm-rollout",
+            Self::PreRollout => "pre-rollout",
+            Self::Rollout => "rollout",
+            Self::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            Self::ConfirmPromotion => "confirm-promotion",
+            Self::PostRollout => "post-rollout",
+            Self::Rollback => "rollback",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// The combined answer of all webhooks of one kind.
+///
+/// For checks and gates `pass` means every hook answered 2xx; for `rollback` hooks it means at
+/// least one hook *asked* for a rollback (answered 2xx), as in Flagger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookVerdict {
+    pub pass: bool,
+    pub message: String,
+}
 
 /// Per-attempt timeout when the hook sets none (or `0s`), as Flagger.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
+use pennant::analysis::MetricOutcome;
 use pennant::analysis::{MetricKind, judge};
 use pennant::api::{CanaryPhase, JudgeStatus, ThresholdRange};
-use pennant::canary::machine::MetricOutcome;
 use support::*;
 
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";

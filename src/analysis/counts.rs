@@ -24,7 +24,8 @@ use std::collections::BTreeMap;
 use prometheus_http_query::response::Data;
 
 use super::PrometheusProvider;
-use super::judge::{self, JudgeError, Lookback, VersionCounts};
+use super::judge::{self, JudgeError, Lookback};
+use crate::api::VersionCounts;
 
 /// One version's raw counts for a step, as read from the provider.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -20,8 +20,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::http::{self as h, Credentials};
-use super::templates::{parse_interval, required_secret};
+use super::http::{self as h, Credentials, parse_interval, required_secret};
 use super::{MetricsProvider, ProviderError, QueryError};
 use crate::api::MetricTemplateProvider;
 

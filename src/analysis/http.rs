@@ -16,13 +16,57 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
-use super::prometheus::chain;
+use super::QueryError;
 use super::template::collapse_whitespace;
-use super::{ProviderError, QueryError};
 use crate::api::MetricTemplateProvider;
+use crate::util::chain;
 
 /// Longest piece of an answer quoted in messages, in characters.
 const BODY_QUOTE: usize = 200;
+
+/// Why a provider cannot be built from a MetricTemplate. The text names the field or the
+/// Secret key and the problem; callers prefix it with `MetricTemplate <ns>/<name>: `.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// `spec.provider.type` is not one of [`super::SUPPORTED_PROVIDER_TYPES`].
+    #[error(
+        "spec.provider.type {0:?} is not supported by pennant (supported: prometheus, influxdb, datadog, newrelic, graphite, dynatrace, splunk)"
+    )]
+    Unsupported(String),
+    /// The provider has no default address and `spec.provider.address` is unset.
+    #[error("spec.provider.address is required for provider type {0}")]
+    MissingAddress(String),
+    /// `spec.provider.address` is not an absolute http(s) URL.
+    #[error("spec.provider.address {address:?} is not a valid URL: {why}")]
+    BadAddress { address: String, why: String },
+    /// The provider needs credentials and `spec.provider.secretRef` is unset.
+    #[error("spec.provider.secretRef is required for provider type {kind} (keys: {keys})")]
+    MissingSecretRef { kind: String, keys: String },
+    /// The Secret lacks a key the provider needs.
+    #[error("secret {secret:?} has no key {key:?}")]
+    MissingSecretKey { secret: String, key: String },
+    /// The Secret lacks every accepted set of keys; `want` lists them.
+    #[error("secret {secret:?} has {want}")]
+    MissingSecretKeys { secret: String, want: String },
+    /// A Secret value that cannot be used (not UTF-8, not a number, ...).
+    #[error("secret {secret:?} key {key:?} is {problem}")]
+    BadSecretKey {
+        secret: String,
+        key: String,
+        problem: String,
+    },
+    /// A `spec.provider.headers` entry that is not a valid HTTP header.
+    #[error("spec.provider.headers[{name:?}]: {why}")]
+    BadHeader { name: String, why: String },
+    /// The metric `interval` is not a duration (providers that derive a time window from it).
+    #[error(
+        "metric interval {0:?} is not a duration such as 30s, 1m or 1h30m (provider type {1} derives its time window from it)"
+    )]
+    BadInterval(String, String),
+    /// The HTTP client could not be built.
+    #[error("cannot build an HTTP client: {0}")]
+    Http(String),
+}
 
 /// The credentials Secret of a MetricTemplate: its name (for messages) and its `data`.
 #[derive(Clone, Copy, Debug)]
@@ -228,6 +272,28 @@ pub(crate) fn unix_now() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// Parse the metric interval for providers that derive a time window from it.
+pub(crate) fn parse_interval(
+    interval: &str,
+    kind: &str,
+) -> Result<std::time::Duration, ProviderError> {
+    crate::api::parse_duration(interval)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ProviderError::BadInterval(interval.to_string(), kind.to_string()))
+}
+
+/// The credentials a provider requires, or the error naming `keys`.
+pub(crate) fn required_secret<'a>(
+    secret: Option<Credentials<'a>>,
+    kind: &str,
+    keys: &str,
+) -> Result<Credentials<'a>, ProviderError> {
+    secret.ok_or_else(|| ProviderError::MissingSecretRef {
+        kind: kind.to_string(),
+        keys: keys.to_string(),
+    })
 }
 
 #[cfg(test)]

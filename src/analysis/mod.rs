@@ -31,20 +31,38 @@ use futures::future::BoxFuture;
 use kube::ResourceExt;
 
 use crate::api::{Canary, CanaryMetric};
-use crate::canary::machine::{MetricCheck, MetricOutcome};
 
-pub use http::Credentials;
+pub use http::{Credentials, ProviderError};
 pub use prometheus::PrometheusProvider;
 pub use range::{MetricKind, judge};
 pub use templates::{
-    ProviderError, SUPPORTED_PROVIDER_TYPES, SecretData, TemplateProvider, TemplateSnapshot,
-    TemplateSource, build_provider,
+    SUPPORTED_PROVIDER_TYPES, SecretData, TemplateProvider, TemplateSnapshot, TemplateSource,
+    build_provider,
 };
 
 /// Interval (range-vector window) of a metric without `interval`, builtin, inline or
 /// MetricTemplate alike. Flagger defaults it for builtins only and renders `[]` into template
 /// queries (quirk §2.16-4); pennant defaults every metric.
 pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
+
+/// Result of one metric check.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricOutcome {
+    /// Value within range.
+    Pass(f64),
+    /// Value outside `thresholdRange`; the message names the bound.
+    OutOfRange(f64, String),
+    /// The query returned no samples (Flagger's "no values found").
+    NoValues(String),
+    /// The provider could not be queried (unreachable, bad query, non-200).
+    Error(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricCheck {
+    pub name: String,
+    pub outcome: MetricOutcome,
+}
 
 /// A metrics backend that turns a query into one number.
 ///

@@ -30,6 +30,7 @@ use super::http::{self as h, Credentials, quote};
 use super::template::collapse_whitespace;
 use super::{MetricsProvider, ProviderError, QueryError};
 use crate::api::MetricTemplateProvider;
+use crate::util::chain;
 
 /// Per-query timeout unless [`PrometheusProvider::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -460,20 +461,6 @@ fn transport_error(e: &prometheus_http_query::Error) -> String {
         }
     }
     chain(e)
-}
-
-/// An error and its sources, `outer: inner: root`, skipping repeats.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
 }
 
 fn missing(creds: &Credentials<'_>, key: &str) -> ProviderError {

@@ -11,8 +11,8 @@
 //! is above 0 (Flagger quirk §2.16-5, kept for compatibility). An empty `thresholdRange: {}`
 //! never fails.
 
+use crate::analysis::MetricOutcome;
 use crate::api::ThresholdRange;
-use crate::canary::machine::MetricOutcome;
 
 /// How a metric value is judged and worded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

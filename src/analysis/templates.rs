@@ -33,13 +33,13 @@ use kube::ResourceExt;
 use super::http::Credentials;
 use super::template::{TemplateModel, collapse_whitespace, render};
 use super::{
-    MetricKind, MetricsBackends, MetricsProvider, datadog, dynatrace, failed_query, graphite,
-    influxdb, judge, metric_interval, newrelic, prometheus, splunk,
+    MetricKind, MetricsBackends, MetricsProvider, ProviderError, datadog, dynatrace, failed_query,
+    graphite, influxdb, judge, metric_interval, newrelic, prometheus, splunk,
 };
+use crate::analysis::MetricOutcome;
 use crate::api::{
     Canary, CanaryMetric, CrossNamespaceReference, MetricTemplate, MetricTemplateProvider,
 };
-use crate::canary::machine::MetricOutcome;
 
 /// `spec.provider.type` values pennant can query, in Flagger's order.
 pub const SUPPORTED_PROVIDER_TYPES: &[&str] = &[
@@ -135,50 +135,6 @@ impl TemplateSource for TemplateSnapshot {
     }
 }
 
-/// Why a provider cannot be built from a MetricTemplate. The text names the field or the
-/// Secret key and the problem; callers prefix it with `MetricTemplate <ns>/<name>: `.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ProviderError {
-    /// `spec.provider.type` is not one of [`SUPPORTED_PROVIDER_TYPES`].
-    #[error(
-        "spec.provider.type {0:?} is not supported by pennant (supported: prometheus, influxdb, datadog, newrelic, graphite, dynatrace, splunk)"
-    )]
-    Unsupported(String),
-    /// The provider has no default address and `spec.provider.address` is unset.
-    #[error("spec.provider.address is required for provider type {0}")]
-    MissingAddress(String),
-    /// `spec.provider.address` is not an absolute http(s) URL.
-    #[error("spec.provider.address {address:?} is not a valid URL: {why}")]
-    BadAddress { address: String, why: String },
-    /// The provider needs credentials and `spec.provider.secretRef` is unset.
-    #[error("spec.provider.secretRef is required for provider type {kind} (keys: {keys})")]
-    MissingSecretRef { kind: String, keys: String },
-    /// The Secret lacks a key the provider needs.
-    #[error("secret {secret:?} has no key {key:?}")]
-    MissingSecretKey { secret: String, key: String },
-    /// The Secret lacks every accepted set of keys; `want` lists them.
-    #[error("secret {secret:?} has {want}")]
-    MissingSecretKeys { secret: String, want: String },
-    /// A Secret value that cannot be used (not UTF-8, not a number, ...).
-    #[error("secret {secret:?} key {key:?} is {problem}")]
-    BadSecretKey {
-        secret: String,
-        key: String,
-        problem: String,
-    },
-    /// A `spec.provider.headers` entry that is not a valid HTTP header.
-    #[error("spec.provider.headers[{name:?}]: {why}")]
-    BadHeader { name: String, why: String },
-    /// The metric `interval` is not a duration (providers that derive a time window from it).
-    #[error(
-        "metric interval {0:?} is not a duration such as 30s, 1m or 1h30m (provider type {1} derives its time window from it)"
-    )]
-    BadInterval(String, String),
-    /// The HTTP client could not be built.
-    #[error("cannot build an HTTP client: {0}")]
-    Http(String),
-}
-
 /// A provider built from a MetricTemplate, with what messages need to name it.
 pub struct TemplateProvider {
     /// `spec.provider.type`, e.g. `datadog`.
@@ -258,28 +214,6 @@ pub fn build_provider(
         }
         other => Err(ProviderError::Unsupported(other.to_string())),
     }
-}
-
-/// Parse the metric interval for providers that derive a time window from it.
-pub(crate) fn parse_interval(
-    interval: &str,
-    kind: &str,
-) -> Result<std::time::Duration, ProviderError> {
-    crate::api::parse_duration(interval)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| ProviderError::BadInterval(interval.to_string(), kind.to_string()))
-}
-
-/// The credentials a provider requires, or the error naming `keys`.
-pub(crate) fn required_secret<'a>(
-    secret: Option<Credentials<'a>>,
-    kind: &str,
-    keys: &str,
-) -> Result<Credentials<'a>, ProviderError> {
-    secret.ok_or_else(|| ProviderError::MissingSecretRef {
-        kind: kind.to_string(),
-        keys: keys.to_string(),
-    })
 }
 
 /// Evaluate one `templateRef` metric (steps 1-5 of the module docs).
@@ -388,7 +322,7 @@ mod tests {
     use super::super::http::testing::{http, serve};
     use super::super::{MetricsBackends, QueryError, evaluate, evaluate_metrics};
     use super::*;
-    use crate::canary::machine::MetricCheck;
+    use crate::analysis::MetricCheck;
 
     /// The canary's Prometheus: never expected to be asked in these tests.
     struct NoProm;

@@ -9,7 +9,10 @@ pub mod alert_provider;
 pub mod canary;
 pub mod condition;
 pub mod crds;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod judge;
+pub mod meta;
 pub mod metric_template;
 
 pub use alert_provider::*;

@@ -25,11 +25,13 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::concurrency::{ConcurrencyLimit, Peer, PeerState, peer_state};
-use super::machine::{self, Decision, Severity, Step, Weights};
+use super::machine::{self, Decision, Step};
 use super::{execute, observe, tracker};
 use crate::api::{Canary, CanaryStatus};
 use crate::metrics::Metrics;
-use crate::notify;
+use crate::notify::{self, Severity};
+use crate::router::Weights;
+use crate::webhook::HookKind;
 
 /// Finalizer added when `revertOnDeletion` is set (same name as Flagger's).
 pub const FINALIZER: &str = "finalizer.flagger.app";
@@ -868,11 +870,7 @@ async fn send_notifications(canary: Canary, notices: Vec<machine::Notice>, ctx: 
     let event_hooks: Vec<_> = canary
         .spec
         .analysis()
-        .map(|a| {
-            a.webhooks_of(machine::HookKind::Event.as_str())
-                .cloned()
-                .collect()
-        })
+        .map(|a| a.webhooks_of(HookKind::Event.as_str()).cloned().collect())
         .unwrap_or_default();
     for n in &notices {
         let event_type = if n.severity == Severity::Info {

@@ -12,7 +12,10 @@ use super::machine::{Action, Decision, revision_id};
 use super::observe::Observation;
 use super::{services, tracker, validate, workload};
 use crate::api::Canary;
-use crate::router;
+use crate::api::meta::{
+    LAST_APPLIED, ORIGINAL_CONFIGURATION, original_spec, owned_by, owner_reference,
+};
+use crate::router::{self, Weights};
 
 pub const FIELD_MANAGER: &str = "pennant";
 
@@ -253,7 +256,7 @@ async fn apply_primary(
         return Err(Error::Invalid("target not found".into()));
     };
     let (label, value) = selector(obs)?;
-    let owner = workload::owner_reference(canary);
+    let owner = owner_reference(canary);
     for cm in &obs.config_maps {
         apply_if_changed(
             ctx,
@@ -291,35 +294,6 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
 /// changes (a field removed from the Canary), the apply happens even though the live object
 /// still "contains" the desired one, so server-side apply removes the fields pennant dropped.
 pub const APPLIED_ANNOTATION: &str = "pennant.dev/applied";
-
-/// True when `live` (JSON) has `canary` among its owner references: pennant created it.
-pub(crate) fn owned_by(canary: &Canary, live: &Value) -> bool {
-    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
-    live["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
-}
-
-/// kubectl's client-side-apply record of an object's configuration.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Flagger's record of the spec of a routing object it took over (JSON), written on the first
-/// change when there is no kubectl last-applied annotation.
-pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
-
-/// The spec a taken-over object had before pennant changed it: from kubectl's last-applied
-/// annotation, else from [`ORIGINAL_CONFIGURATION`]. `None` for an object pennant created.
-pub(crate) fn original_spec(live: &Value) -> Option<Value> {
-    let a = &live["metadata"]["annotations"];
-    if let Some(last) = a.get(LAST_APPLIED).and_then(Value::as_str) {
-        return serde_json::from_str::<Value>(last)
-            .ok()
-            .map(|v| v["spec"].clone());
-    }
-    a.get(ORIGINAL_CONFIGURATION)
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str(s).ok())
-}
 
 /// `revertOnDeletion`: give back what pennant took over (Flagger's finalizer, §2.13). The apex
 /// Service selects the target's pods again (its original selector) and a routing object the user
@@ -389,7 +363,7 @@ fn routes_at_primary(
         .into_iter()
         .filter_map(|(kind, name)| ctx.live(kind, ns, &name))
         .collect();
-    let primary_only = super::machine::Weights {
+    let primary_only = Weights {
         primary: 100,
         canary: 0,
         mirror: false,
@@ -579,6 +553,14 @@ fn is_empty(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every provider `validate` accepts has a router (the router's own test lists them).
+    #[test]
+    fn every_implemented_provider_has_a_router() {
+        for p in validate::IMPLEMENTED_PROVIDERS {
+            assert!(router::router_for(p, "").is_some(), "{p}");
+        }
+    }
 
     #[test]
     fn client_errors_are_rejections_except_conflicts_and_throttling() {

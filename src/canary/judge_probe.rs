@@ -218,7 +218,7 @@ pub async fn analyze(args: &crate::cli::AnalyzeArgs) -> Result<String, String> {
         } else {
             0.0
         };
-        let counts = crate::analysis::judge::StepCounts {
+        let counts = crate::api::StepCounts {
             weight: share.round() as i32,
             canary: sample
                 .canary

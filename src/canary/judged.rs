@@ -19,15 +19,15 @@
 //! `status.judge.steps` is capped at [`step_cap`] steps (4 × `maxSteps`) so a run held past
 //! `maxSteps` does not grow the status without bound.
 
+use crate::analysis::MetricOutcome;
 pub use crate::analysis::counts::{InputError, StepSample, VersionSample};
 use crate::analysis::judge::{
-    self, OnInconclusive, Plan, Policy, Progress, StepCounts, Verdict,
-    guardrail::{CanaryTotals, ln_evidence},
-    report,
+    self, OnInconclusive, Policy, Progress, Verdict, guardrail::ln_evidence, report,
 };
 use crate::analysis::range::{self, MetricKind};
-use crate::api::{Canary, CanaryAnalysis, JudgeStatus, ThresholdRange};
-use crate::canary::machine::MetricOutcome;
+use crate::api::{
+    Canary, CanaryAnalysis, CanaryTotals, JudgeStatus, Plan, StepCounts, ThresholdRange,
+};
 
 /// `judge.pennant.dev/mode`: `sequential` opts the Canary in.
 pub const MODE_ANNOTATION: &str = "judge.pennant.dev/mode";

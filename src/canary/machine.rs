@@ -25,8 +25,12 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::analysis::{MetricCheck, MetricOutcome};
 use crate::api::condition::{has_message, remove_condition, set_condition, types};
 use crate::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryStatus, Strategy, TargetReference};
+use crate::notify::Severity;
+use crate::router::Weights;
+use crate::webhook::{HookKind, HookVerdict};
 
 /// Readiness of a workload as judged by `workload::Workload::readiness` (Deployment or DaemonSet).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,63 +65,6 @@ pub struct PrimaryState {
     pub revision_id: Option<String>,
     /// The primary's `spec.replicas` (`None` for a DaemonSet).
     pub replicas: Option<i32>,
-}
-
-/// Webhook kinds, with Flagger's names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HookKind {
-    ConfirmRollout,
-    PreRollout,
-    Rollout,
-    ConfirmTrafficIncrease,
-    ConfirmPromotion,
-    PostRollout,
-    Rollback,
-    Event,
-}
-
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ConfirmRollout => "confirm-rollout",
-            Self::PreRollout => "pre-rollout",
-            Self::Rollout => "rollout",
-            Self::ConfirmTrafficIncrease => "confirm-traffic-increase",
-            Self::ConfirmPromotion => "confirm-promotion",
-            Self::PostRollout => "post-rollout",
-            Self::Rollback => "rollback",
-            Self::Event => "event",
-        }
-    }
-}
-
-/// The combined answer of all webhooks of one kind.
-///
-/// For checks and gates `pass` means every hook answered 2xx; for `rollback` hooks it means at
-/// least one hook *asked* for a rollback (answered 2xx), as in Flagger.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HookVerdict {
-    pub pass: bool,
-    pub message: String,
-}
-
-/// Result of one metric check.
-#[derive(Clone, Debug, PartialEq)]
-pub enum MetricOutcome {
-    /// Value within range.
-    Pass(f64),
-    /// Value outside `thresholdRange`; the message names the bound.
-    OutOfRange(f64, String),
-    /// The query returned no samples (Flagger's "no values found").
-    NoValues(String),
-    /// The provider could not be queried (unreachable, bad query, non-200).
-    Error(String),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricCheck {
-    pub name: String,
-    pub outcome: MetricOutcome,
 }
 
 /// Results of on-demand probes gathered so far in this reconcile.
@@ -164,14 +111,6 @@ pub struct Observed {
     pub concurrency: Vec<super::concurrency::ConcurrencyLimit>,
 }
 
-/// Traffic split for the routing objects, in percent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Weights {
-    pub primary: i32,
-    pub canary: i32,
-    pub mirror: bool,
-}
-
 /// Side effects, in the order they must be applied (before the status write).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -194,14 +133,6 @@ pub enum Action {
     /// `targetRef` changed: send the routing objects built for this old target back to its
     /// primary (100/0) before the new target is initialised.
     RetireTarget(TargetReference),
-}
-
-/// Severity of a notice: the Event type and the alert severity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Info,
-    Warn,
-    Error,
 }
 
 /// A Kubernetes Event (reason `Synced`, as Flagger) and, when `alert` is set, an alert message.

@@ -13,14 +13,15 @@ use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 
 use super::controller::{Context, Error};
-use super::machine::{
-    self, HookKind, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes, TargetState,
-};
+use super::machine::{Observed, PrimaryState, Probe, Probes, TargetState};
 use super::workload::{self, Workload};
 use super::{tracker, validate};
-use crate::analysis::{MetricsBackends, PrometheusProvider, SecretData, TemplateSource};
+use crate::analysis::{
+    MetricCheck, MetricOutcome, MetricsBackends, PrometheusProvider, SecretData, TemplateSource,
+};
 use crate::api::{Canary, CanaryPhase, CanarySpec, MetricTemplate};
-use crate::router;
+use crate::router::{self, Weights};
+use crate::webhook::HookKind;
 use futures::future::BoxFuture;
 
 /// Everything observed for one reconcile: the machine's view plus the raw objects the builders
@@ -291,7 +292,7 @@ fn route_check(
         .into_iter()
         .filter_map(|(kind, name)| ctx.live(kind, ns, &name))
         .collect();
-    let trial = machine::Weights {
+    let trial = Weights {
         primary: 100,
         canary: 0,
         mirror: false,

@@ -25,13 +25,14 @@ use serde::Deserialize;
 
 use super::judged::{InputError, JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample};
 use super::machine::{
-    Action, HookVerdict, MetricCheck, MetricOutcome, Observed, PrimaryState, Probe, Probes,
-    Readiness, Step, TargetState, decide,
+    Action, Observed, PrimaryState, Probe, Probes, Readiness, Step, TargetState, decide,
 };
 use crate::analysis::judge::Policy;
+use crate::analysis::{MetricCheck, MetricOutcome};
 use crate::api::{
     Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, CanaryStatus, TargetReference,
 };
+use crate::webhook::HookVerdict;
 
 /// One version in the file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

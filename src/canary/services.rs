@@ -6,28 +6,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::workload::owner_reference;
+use crate::api::meta::{owner_reference, routing_metadata};
 use crate::api::{Canary, CustomMetadata};
-
-/// Annotations every routing-side object gets so Flux does not revert pennant's edits
-/// (Flagger §1.7): kustomize-controller skips it, helm-controller ignores its drift.
-pub const FLUX_DISABLED_ANNOTATIONS: &[(&str, &str)] = &[
-    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
-    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
-];
-
-/// Labels and annotations of a generated routing object: the user's `service.apex/primary/canary`
-/// metadata, plus the Flux "disabled" annotations.
-pub fn routing_metadata(
-    custom: Option<&CustomMetadata>,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let labels = custom.map(|m| m.labels.clone()).unwrap_or_default();
-    let mut annotations = custom.map(|m| m.annotations.clone()).unwrap_or_default();
-    for (k, v) in FLUX_DISABLED_ANNOTATIONS {
-        annotations.insert(k.to_string(), v.to_string());
-    }
-    (labels, annotations)
-}
 
 /// The three ClusterIP Services, in order `[<apex>, <apex>-primary, <apex>-canary]`.
 ///
@@ -172,7 +152,7 @@ fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canary::workload::fixtures::*;
+    use crate::api::fixtures::*;
     use serde_json::json;
 
     #[test]

@@ -334,7 +334,7 @@ fn primary_meta(meta: &ObjectMeta, owner: OwnerReference) -> ObjectMeta {
         namespace: meta.namespace.clone(),
         labels: without_flux_keys(&meta.labels),
         annotations: Some(
-            super::services::FLUX_DISABLED_ANNOTATIONS
+            crate::api::meta::FLUX_DISABLED_ANNOTATIONS
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -346,7 +346,7 @@ fn primary_meta(meta: &ObjectMeta, owner: OwnerReference) -> ObjectMeta {
 
 /// The primary's copy of a tracked ConfigMap: `<name>-primary`, same `data` and `binaryData`,
 /// labels without Flux keys (`*toolkit.fluxcd.io*`), annotations: only the Flux opt-outs
-/// (`services::FLUX_DISABLED_ANNOTATIONS`), controller owner `owner`
+/// (`api::meta::FLUX_DISABLED_ANNOTATIONS`), controller owner `owner`
 /// (the Canary). `immutable` is not copied: the copy is rewritten at every promotion.
 pub fn primary_config_map(cm: &ConfigMap, owner: OwnerReference) -> ConfigMap {
     ConfigMap {

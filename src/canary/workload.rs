@@ -20,14 +20,13 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, ManagedFieldsEntry, ObjectMeta, OwnerReference,
+    LabelSelector, ManagedFieldsEntry, ObjectMeta,
 };
-use kube::Resource;
 use serde_json::{Value, json};
 
 use super::machine::Readiness;
-use super::services::FLUX_DISABLED_ANNOTATIONS;
 use super::tracker::{FLUX_TOOLKIT_MARKER, SCALE_TO_ZERO_NODE_SELECTOR, rewrite_config_refs};
+use crate::api::meta::{FLUX_DISABLED_ANNOTATIONS, owner_reference};
 use crate::api::{AutoscalerReference, Canary};
 
 /// A workload pennant releases: the target and its primary are of the same kind.
@@ -144,19 +143,6 @@ const SKIPPED_ANNOTATIONS: &[&str] = &[
     "deprecated.daemonset.template.generation",
 ];
 const SKIPPED_ANNOTATION_PREFIXES: &[&str] = &["deployment.kubernetes.io/"];
-
-/// Controller owner reference to the Canary (`flagger.app/v1beta1`, `controller: true`,
-/// `blockOwnerDeletion: true`), set on every object pennant generates for it.
-pub fn owner_reference(canary: &Canary) -> OwnerReference {
-    OwnerReference {
-        api_version: Canary::api_version(&()).into_owned(),
-        kind: Canary::kind(&()).into_owned(),
-        name: canary.metadata.name.clone().unwrap_or_default(),
-        uid: canary.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
 
 /// The selector label of the target and its value: the first of `candidates` present in
 /// `spec.selector.matchLabels` (see [`DEFAULT_SELECTOR_LABELS`]).
@@ -671,54 +657,10 @@ pub fn build_primary_hpa(
     }
 }
 
-/// Fixtures shared by the builders' tests: the compat manifests under `tests/fixtures/`.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use k8s_openapi::api::apps::v1::Deployment;
-
-    use crate::api::Canary;
-
-    macro_rules! fixture {
-        ($path:literal) => {
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/",
-                $path
-            ))
-        };
-    }
-
-    fn with_identity(mut c: Canary) -> Canary {
-        c.metadata.uid = Some("6f1c0a4e-0000-4000-8000-000000000001".into());
-        c
-    }
-
-    /// The article's Canary (`web-app` in `production`), with a uid as the API server gives it.
-    pub fn article_canary() -> Canary {
-        with_identity(serde_saphyr::from_str(fixture!("article-canary.yaml")).unwrap())
-    }
-
-    /// Flagger's Istio example Canary (`podinfo` in `test`), with a uid.
-    pub fn flagger_istio_canary() -> Canary {
-        with_identity(
-            serde_saphyr::from_str(fixture!("flagger/artifacts_examples_istio-canary.yaml"))
-                .unwrap(),
-        )
-    }
-
-    /// Flagger's e2e podinfo Deployment, placed in namespace `test` as the e2e applies it.
-    pub fn podinfo_deployment() -> Deployment {
-        let mut d: Deployment =
-            serde_saphyr::from_str(fixture!("flagger/test_workloads_deployment.yaml")).unwrap();
-        d.metadata.namespace = Some("test".into());
-        d
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::fixtures::*;
     use super::*;
+    use crate::api::fixtures::*;
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
     use serde_json::json;
 
@@ -731,20 +673,6 @@ mod tests {
 
     fn deployment(v: serde_json::Value) -> Deployment {
         serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn owner_reference_points_at_the_canary() {
-        let c = flagger_istio_canary();
-        let o = owner_reference(&c);
-        assert_eq!(o.api_version, "flagger.app/v1beta1");
-        assert_eq!(o.kind, "Canary");
-        assert_eq!(o.name, "podinfo");
-        assert_eq!(o.uid, "6f1c0a4e-0000-4000-8000-000000000001");
-        assert_eq!(
-            (o.controller, o.block_owner_deletion),
-            (Some(true), Some(true))
-        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use reqwest::Url;
 
 use super::transport::Endpoint;
 use super::{Alert, Notifier, NotifyError, slack};
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 
 /// `url` with `/slack` appended to its path, unless the path already ends with `/slack`.
 /// The query string is kept.

@@ -21,7 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::transport::Endpoint;
 use super::{Alert, Notifier, NotifyError};
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 use crate::webhook::Payload;
 
 /// Flagger's Event type for a severity.

@@ -206,7 +206,7 @@ mod tests {
 
     use super::super::testutil::{Receiver, alert, client, fast};
     use super::*;
-    use crate::canary::machine::Severity;
+    use crate::notify::Severity;
 
     fn build(s: GlobalSettings) -> (GlobalNotifiers, Vec<String>) {
         let (g, p) = GlobalNotifiers::from_settings_with(&s, &client(), &fast());

@@ -106,7 +106,7 @@ mod tests {
 
     use super::super::testutil::{Receiver, alert, endpoint};
     use super::*;
-    use crate::canary::machine::Severity;
+    use crate::notify::Severity;
 
     #[tokio::test]
     async fn posts_flaggers_card() {

@@ -45,13 +45,20 @@ use kube::ResourceExt;
 use crate::api::{
     AlertProvider, AlertProviderError, AlertProviderSpec, Canary, CanaryPhase, Strategy,
 };
-use crate::canary::machine::Severity;
 
 pub use global::{GlobalNotifiers, GlobalSettings};
 pub use route::{
     PROGRESS_ANNOTATION, Route, alert_text, alert_threshold, progress_alerts, routes, wanted,
 };
 pub use transport::{DeliveryPolicy, redact};
+
+/// Severity of a notice: the Event type and the alert severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
 
 /// One alert message about a canary.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 
 use super::transport::Endpoint;
 use super::{Alert, Notifier, NotifyError, slack};
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 
 /// Posts to Rocket.Chat.
 pub struct Rocket {

@@ -14,7 +14,7 @@
 use kube::ResourceExt;
 
 use crate::api::Canary;
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 
 /// The lowest notice severity an `analysis.alerts[].severity` receives: `None` or `""` → info.
 /// The error is a message for a status condition / Warning Event.

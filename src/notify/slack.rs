@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::transport::Endpoint;
 use super::{Alert, Notifier, NotifyError};
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 
 #[derive(Serialize, Debug)]
 pub(super) struct Payload<'a> {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::transport::{Endpoint, parse_http_url};
 use super::{Alert, DeliveryPolicy};
 use crate::api::CanaryPhase;
-use crate::canary::machine::Severity;
+use crate::notify::Severity;
 
 /// One recorded request.
 #[derive(Clone, Debug)]

@@ -92,19 +92,15 @@ pub(crate) fn parse_http_url(address: &str) -> Result<Url, String> {
 /// A client that sends everything through `proxy` (an `http`, `https` or `socks5` URL).
 fn proxied_client(proxy: &str) -> Result<reqwest::Client, String> {
     let proxy_url = Url::parse(proxy.trim()).map_err(|e| format!("is not a valid URL: {e}"))?;
-    let proxy = reqwest::Proxy::all(proxy_url).map_err(|e| {
-        format!(
-            "is not a usable proxy: {}",
-            crate::analysis::prometheus::chain(&e)
-        )
-    })?;
+    let proxy = reqwest::Proxy::all(proxy_url)
+        .map_err(|e| format!("is not a usable proxy: {}", crate::util::chain(&e)))?;
     reqwest::Client::builder()
         .proxy(proxy)
         .build()
         .map_err(|e| {
             format!(
                 "could not build an HTTP client with this proxy: {}",
-                crate::analysis::prometheus::chain(&e)
+                crate::util::chain(&e)
             )
         })
 }

@@ -33,16 +33,14 @@ use kube::api::ApiResource;
 use serde_json::{Map, Value, json};
 
 use super::{Router, set_cookie_value};
+use crate::api::meta::{original_spec, owned_by, owner_reference, routing_metadata};
 use crate::api::{Canary, SessionAffinity};
-use crate::canary::execute::{original_spec, owned_by};
-use crate::canary::machine::Weights;
-use crate::canary::services::routing_metadata;
-use crate::canary::workload::owner_reference;
 use crate::ext::gateway_api::{
     BackendObjectReference, GATEWAY_GROUP, HTTPRoute, HttpBackendRef, HttpNameMatch, HttpPathMatch,
     HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts,
     ParentReference, RequestMirror,
 };
+use crate::router::Weights;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Flagger's `GatewayAPIRouter` for `gateway.networking.k8s.io/v1`. Stateless.
@@ -1445,8 +1443,7 @@ mod tests {
                 // annotation: rebuilding from it gives the same route.
                 let mut applied = built[0].clone();
                 applied["metadata"]["ownerReferences"] = Value::Null;
-                applied["metadata"]["annotations"]
-                    [crate::canary::execute::ORIGINAL_CONFIGURATION] =
+                applied["metadata"]["annotations"][crate::api::meta::ORIGINAL_CONFIGURATION] =
                     json!(live["spec"].to_string());
                 assert_eq!(taken_over(&c, w, &applied).unwrap(), built);
             }

@@ -17,13 +17,12 @@ use serde_json::{Map, Value, json};
 
 use super::Router;
 use crate::api::Canary;
-use crate::canary::machine::Weights;
-use crate::canary::services::routing_metadata;
-use crate::canary::workload::owner_reference;
+use crate::api::meta::{owner_reference, routing_metadata};
 use crate::ext::istio::{
     Destination, DestinationRule, DestinationRuleSpec, HttpRoute, Percent, PortSelector,
     RouteDestination, TcpRoute, VirtualService, VirtualServiceSpec,
 };
+use crate::router::Weights;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Flagger's Istio router. Stateless.
@@ -408,7 +407,7 @@ impl Router for IstioRouter {
 mod tests {
     use super::*;
     use crate::api::CanaryAnalysis;
-    use crate::canary::workload::fixtures::*;
+    use crate::api::fixtures::*;
     use proptest::prelude::*;
 
     fn split(canary: i32) -> Weights {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::Router;
 use crate::api::Canary;
-use crate::canary::machine::Weights;
+use crate::router::Weights;
 
 /// Flagger's `NopRouter`. Stateless.
 #[derive(Clone, Copy, Debug, Default)]

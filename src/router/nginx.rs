@@ -32,9 +32,8 @@ use serde_json::Value;
 
 use super::Router;
 use crate::api::Canary;
-use crate::canary::machine::Weights;
-use crate::canary::services::routing_metadata;
-use crate::canary::workload::owner_reference;
+use crate::api::meta::{owner_reference, routing_metadata};
+use crate::router::Weights;
 
 /// Flagger's default `-ingress-annotations-prefix`.
 pub const DEFAULT_ANNOTATIONS_PREFIX: &str = "nginx.ingress.kubernetes.io";

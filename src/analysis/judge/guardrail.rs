@@ -9,10 +9,8 @@
 //! judged in [`crate::canary::judged`], and a breach needs anytime-valid evidence
 //! ([`ln_evidence`]), not just an observed value past the threshold.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::analysis::counts::VersionSample;
+use crate::api::judge::{Bucket, CanaryTotals};
 
 /// Alternatives in the [`ln_evidence`] mixture: odds ratios over the SLO's, log-spaced
 /// from 1.25 to 20 (1.25 · 16^(i/(n−1))).
@@ -51,37 +49,6 @@ pub fn ln_evidence(n: f64, k: f64, q0: f64) -> f64 {
     let top = lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mean = lr.iter().map(|l| (l - top).exp()).sum::<f64>() / lr.len() as f64;
     top + mean.ln()
-}
-
-/// One cumulative latency bucket: requests no slower than `leMs`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Bucket {
-    /// Upper edge, ms.
-    pub le_ms: f64,
-    /// Requests no slower than the edge.
-    pub count: u64,
-}
-
-/// The canary's counts summed over the judged steps of the run (those after the warm-up, as
-/// [`super::judged_steps`] picks them).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CanaryTotals {
-    /// Requests served.
-    pub requests: u64,
-    /// 5xx responses.
-    pub errors: u64,
-    /// Requests in the latency histogram (its `+Inf` bucket).
-    #[serde(default)]
-    pub timed: u64,
-    /// Cumulative histogram, ascending finite edges: only the edges every added step had
-    /// (a step without an edge cannot say how many of its requests were below it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub buckets: Vec<Bucket>,
-    /// Steps added.
-    #[serde(default)]
-    pub steps: u32,
 }
 
 impl CanaryTotals {

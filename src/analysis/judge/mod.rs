@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use fnch::Margins;
 
+use crate::api::judge::{Plan, Signal, SignalKind, StepCounts, VersionCounts};
+
 /// Latency bucket edges of Istio/Envoy's request-duration histogram, in ms (§3.1).
 pub const ISTIO_EDGES_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
@@ -188,67 +190,6 @@ impl Policy {
         }
         Ok(())
     }
-}
-
-/// What a signal counts as an event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-pub enum SignalKind {
-    /// 5xx responses among requests.
-    Errors,
-    /// Requests slower than `edgeMs`; `index` into [`VersionCounts::slow`].
-    Slower { edge_ms: f64, index: usize },
-}
-
-/// One judged signal with its frozen hypotheses (log odds ratios, canary vs primary).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Signal {
-    /// `errors` or `latency>250ms`.
-    pub name: String,
-    /// `{kind: errors}` or `{kind: slower, edgeMs: 250, index: 0}`.
-    #[schemars(schema_with = "crate::api::preserve_unknown_object")]
-    pub kind: SignalKind,
-    /// The primary's event probability in the lookback the hypotheses were set from.
-    pub baseline: f64,
-    /// β_F: FAIL rejects "β ≤ β_F".
-    pub beta_fail: f64,
-    /// β_P: PASS rejects "β ≥ β_P".
-    pub beta_pass: f64,
-    /// errors only, with `trackRate`: the tolerance δ as a probability; the hypotheses are then
-    /// re-derived at each step's event rate ([`Signal::hypotheses`]). Absent: β_F and β_P hold
-    /// for every step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerance: Option<f64>,
-    /// The policy's over-dispersion factor φ ([`Policy::dispersion`]); absent means 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dispersion: Option<f64>,
-}
-
-/// One version's counts in one step.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VersionCounts {
-    /// Requests served.
-    pub requests: u64,
-    /// 5xx responses.
-    pub errors: u64,
-    /// Requests in the latency histogram (its `+Inf` bucket).
-    #[serde(default)]
-    pub timed: u64,
-    /// Requests slower than each judged latency edge, in [`Plan::edges_ms`] order.
-    #[serde(default)]
-    pub slow: Vec<u64>,
-}
-
-/// One analysis step's counts: what the status keeps and replay reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StepCounts {
-    /// Configured canary weight during the step, percent.
-    pub weight: i32,
-    pub canary: VersionCounts,
-    pub primary: VersionCounts,
 }
 
 /// One signal's table for one step: canary `xc` events of `nc`, primary `xp` of `np`.
@@ -638,15 +579,6 @@ impl Lookback {
         }
         1.0 - prev.1 as f64 / n
     }
-}
-
-/// The signals to judge and the latency edges to count, frozen at the start of the analysis.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Plan {
-    pub signals: Vec<Signal>,
-    /// Latency edges whose slow counts [`VersionCounts::slow`] holds, ms.
-    pub edges_ms: Vec<f64>,
 }
 
 fn logit(q: f64) -> f64 {
