@@ -9,7 +9,9 @@
 //! fields, and a missing interval or threshold takes Flagger's code defaults (60s, 1). The
 //! committed copy is `crds/pennant.yaml`, which `tests/crds.rs` keeps equal to [`to_yaml`].
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use super::{AlertProvider, Canary, MetricTemplate};
@@ -25,7 +27,8 @@ const ALERT_PROVIDER_DESCRIPTION: &str =
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
-/// that uninstalling a Helm release never deletes the CRDs (and with them every Canary).
+/// that uninstalling a Helm release never deletes the CRDs (and with them every Canary), and
+/// only formats the API server recognises ([`api_server_formats`]).
 pub fn all() -> Vec<CustomResourceDefinition> {
     [
         (Canary::crd(), CANARY_DESCRIPTION),
@@ -41,6 +44,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
                 s.description = Some(description.into());
+                api_server_formats(s);
             }
         }
         crd.metadata
@@ -52,6 +56,55 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         crd
     })
     .collect()
+}
+
+/// Rewrite `schema` (recursively) to the formats the API server recognises: on `integer` only
+/// `int32` and `int64`, on `number` only `float` and `double` (its
+/// `GetUnrecognizedFormats`). schemars writes `uint32`/`uint64`/`uint` for unsigned Rust
+/// integers (the judge's counts in `status.judge`), which the API server ignores with an
+/// "unrecognized format" warning on every apply: they become `int64` (`int32` for the 8- and
+/// 16-bit ones) and keep `minimum: 0`. Another format on a number is dropped.
+fn api_server_formats(schema: &mut JSONSchemaProps) {
+    let unsigned = schema
+        .format
+        .as_deref()
+        .is_some_and(|f| f.starts_with("uint"));
+    match (schema.type_.as_deref(), schema.format.as_deref()) {
+        (Some("integer"), Some("int32" | "int64")) | (Some("number"), Some("float" | "double")) => {
+        }
+        (Some("integer"), Some("int8" | "int16" | "uint8" | "uint16")) => {
+            schema.format = Some("int32".into());
+        }
+        (Some("integer"), Some(_)) => schema.format = Some("int64".into()),
+        (Some("number"), Some(_)) => schema.format = None,
+        _ => {}
+    }
+    if unsigned {
+        schema.minimum = Some(schema.minimum.unwrap_or(0.0).max(0.0));
+    }
+    let nested = [
+        schema.all_of.iter_mut().flatten().collect::<Vec<_>>(),
+        schema.any_of.iter_mut().flatten().collect(),
+        schema.one_of.iter_mut().flatten().collect(),
+        schema.not.iter_mut().map(|b| &mut **b).collect(),
+        schema
+            .properties
+            .iter_mut()
+            .flat_map(|m| m.values_mut())
+            .collect(),
+        match &mut schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(s)) => vec![&mut **s],
+            Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().collect(),
+            None => vec![],
+        },
+        match &mut schema.additional_properties {
+            Some(JSONSchemaPropsOrBool::Schema(s)) => vec![&mut **s],
+            _ => vec![],
+        },
+    ];
+    for s in nested.into_iter().flatten() {
+        api_server_formats(s);
+    }
 }
 
 /// [`all`] as one multi-document YAML stream (`---` between documents, trailing newline).
@@ -95,6 +148,43 @@ mod tests {
             );
             assert_eq!(n.singular.as_deref(), Some(n.kind.to_lowercase().as_str()));
         }
+    }
+
+    #[test]
+    fn unsigned_and_unknown_number_formats_become_api_server_formats() {
+        let int = |format: &str, minimum: Option<f64>| JSONSchemaProps {
+            type_: Some("integer".into()),
+            format: Some(format.into()),
+            minimum,
+            ..Default::default()
+        };
+        let mut s: JSONSchemaProps = serde_json::from_value(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "format": "uint64", "minimum": 0.0},
+                "b": {"type": "array", "items": {"type": "integer", "format": "uint32"}},
+                "c": {"type": "object", "additionalProperties":
+                    {"type": "integer", "format": "uint16", "minimum": 3.0}},
+                "d": {"anyOf": [{"type": "integer", "format": "int32"}, {"type": "string"}]},
+                "e": {"type": "number", "format": "uint"},
+                "f": {"type": "string", "format": "date-time"}
+            }
+        }))
+        .unwrap();
+        api_server_formats(&mut s);
+        let p = s.properties.unwrap();
+        assert_eq!(p["a"], int("int64", Some(0.0)));
+        let Some(JSONSchemaPropsOrArray::Schema(b)) = &p["b"].items else {
+            panic!("{:?}", p["b"])
+        };
+        assert_eq!(**b, int("int64", Some(0.0)));
+        let Some(JSONSchemaPropsOrBool::Schema(c)) = &p["c"].additional_properties else {
+            panic!("{:?}", p["c"])
+        };
+        assert_eq!(**c, int("int32", Some(3.0)));
+        assert_eq!(p["d"].any_of.as_ref().unwrap()[0], int("int32", None));
+        assert_eq!(p["e"].format, None);
+        assert_eq!(p["f"].format.as_deref(), Some("date-time"));
     }
 
     #[test]
