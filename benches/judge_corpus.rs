@@ -21,10 +21,8 @@
 //! differently once the weights differ); a variant (warm-up, router share, over-dispersion) run
 //! of a judge uses the same stream id as its base run, so the comparison is paired.
 
-use pennant::analysis::judge::{
-    self, ISTIO_EDGES_MS, Lookback, Plan, Policy, Process, Progress, StepCounts, Table,
-    VersionCounts,
-};
+use pennant::analysis::judge::{self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table};
+use pennant::api::{Plan, StepCounts, VersionCounts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
