@@ -28,7 +28,7 @@ const ALERT_PROVIDER_DESCRIPTION: &str =
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
 /// that uninstalling a Helm release never deletes the CRDs (and with them every Canary), and
-/// only formats the API server recognises ([`api_server_formats`]).
+/// only formats the API server recognises (`api_server_formats`).
 pub fn all() -> Vec<CustomResourceDefinition> {
     [
         (Canary::crd(), CANARY_DESCRIPTION),
