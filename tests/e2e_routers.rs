@@ -219,6 +219,50 @@ async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
     ns.cleanup().await;
 }
 
+/// Promise 1: fields the nginx router does not read (`service.retries`, `service.gateways`, read
+/// by Istio only) are named on `Unsupported=True` with the provider, in one Warning event, and
+/// the release goes on.
+#[tokio::test]
+async fn nginx_names_the_fields_it_does_not_read_and_still_promotes() {
+    let spec = format!(
+        "{INGRESS_REF}\n    retries:\n      attempts: 3\n    gateways:\n    - public-gateway"
+    );
+    let c = canary("nginx", &spec, "    maxWeight: 50\n    stepWeight: 25");
+    let (ns, _ctl) = initialized("e2e-nginx-unread", INGRESS, &c).await;
+    let unsupported = || async {
+        let status = ns.canary("podinfo").await.status.unwrap_or_default();
+        find_condition(&status.conditions, "Unsupported").cloned()
+    };
+    let c = unsupported().await.expect("Unsupported condition");
+    let message = c.message.unwrap_or_default();
+    println!("Unsupported: {message}");
+    assert_eq!(c.status, "True");
+    for needle in [
+        "service.gateways (not read by provider \"nginx\")",
+        "service.retries (not read by provider \"nginx\")",
+    ] {
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    assert!(!message.contains("ingressRef"), "nginx reads it: {message}");
+
+    set_image(&ns, V2, 0.0).await;
+    wait_promoted(&ns, "podinfo").await;
+    assert_eq!(primary_image(&ns).await, V2, "the release is not lost");
+    assert!(
+        unsupported().await.is_some(),
+        "still reported after the release"
+    );
+    let warnings: Vec<String> = ns
+        .events("podinfo")
+        .await
+        .into_iter()
+        .filter(|(t, m)| t == "Warning" && m.contains("not read by provider"))
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(warnings, vec![message], "one Warning for the whole release");
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn nginx_header_ab_test_routes_matching_requests_to_the_canary() {
     let c = canary(

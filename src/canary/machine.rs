@@ -96,7 +96,7 @@ pub struct Observed {
     pub probes: Probes,
     /// Spec problems found by `validate` (empty when valid).
     pub invalid: Vec<String>,
-    /// Accepted-but-not-implemented fields (`validate::unsupported`).
+    /// Accepted-but-not-acted-on fields (`validate::unsupported`).
     pub unsupported: Vec<String>,
     /// Whether the primary's pod template is what promoting the target now would write (flagger-id
     /// aside); `None` when unknown (no primary or no target). Used to adopt a status written by
@@ -513,7 +513,7 @@ impl<'a> Machine<'a> {
             return;
         }
         let message = format!(
-            "accepted but not implemented by pennant yet, ignored: {}",
+            "accepted but not acted on, ignored: {}",
             self.obs.unsupported.join(", ")
         );
         let changed = crate::api::find_condition(&self.st.conditions, types::UNSUPPORTED)

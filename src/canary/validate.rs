@@ -2,8 +2,8 @@
 //!
 //! Two lists come out: `invalid` (the Canary cannot run: reported as `Stalled=True` with a
 //! Warning event, and no object is created or changed) and `unsupported` (fields Flagger's
-//! schema accepts that pennant does not implement yet: reported as `Unsupported=True` with a
-//! Warning event, never silently ignored).
+//! schema accepts that pennant does not implement yet, or that the Canary's provider does not
+//! read: reported as `Unsupported=True` with a Warning event, never silently ignored).
 
 use crate::api::{AutoscalerReference, CanarySpec, parse_duration};
 
@@ -286,9 +286,52 @@ pub fn invalid(spec: &CanarySpec, default_provider: &str) -> Vec<String> {
     errs
 }
 
-/// Fields accepted (Flagger's schema allows them) but not implemented by this build for
-/// `provider`. Fields another provider's router reads (`ingressRef` outside `nginx`,
-/// `gatewayRefs` outside Gateway API) are ignored, as in Flagger.
+/// The Canary fields whose use depends on the provider (Flagger's CRD reference, "Used by"),
+/// each with whether `spec` sets it. Each router declares those it reads ([`Router::reads`]).
+///
+/// `ingressRef` also fills the `{{ ingress }}` variable of metric queries (as in Flagger), so it
+/// counts as set only when no metric can read it: none has a `templateRef` (the template is not
+/// read here) or an inline `query` mentioning `ingress`.
+///
+/// [`Router::reads`]: crate::router::Router::reads
+pub fn provider_fields(spec: &CanarySpec) -> Vec<(&'static str, bool)> {
+    let s = &spec.service;
+    let value = |v: &Option<serde_json::Value>| v.as_ref().is_some_and(|v| !v.is_null());
+    let text = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+    let analysis = spec.analysis();
+    let ingress_variable = analysis.is_some_and(|a| {
+        a.metrics.iter().any(|m| {
+            m.template_ref.is_some() || m.query.as_deref().is_some_and(|q| q.contains("ingress"))
+        })
+    });
+    vec![
+        (
+            "ingressRef",
+            spec.ingress_ref.is_some() && !ingress_variable,
+        ),
+        ("service.gatewayRefs", !s.gateway_refs.is_empty()),
+        ("service.gateways", !s.gateways.is_empty()),
+        ("service.hosts", !s.hosts.is_empty()),
+        ("service.delegation", s.delegation.unwrap_or(false)),
+        ("service.trafficPolicy", value(&s.traffic_policy)),
+        ("service.match", !s.r#match.is_empty()),
+        ("service.rewrite", value(&s.rewrite)),
+        ("service.retries", value(&s.retries)),
+        ("service.timeout", text(&s.timeout)),
+        ("service.backendTimeout", text(&s.backend_timeout)),
+        ("service.headers", value(&s.headers)),
+        ("service.corsPolicy", value(&s.cors_policy)),
+        ("service.mirror", !s.mirror.is_empty()),
+        (
+            "analysis.mirrorWeight",
+            analysis.is_some_and(|a| a.mirror_weight.is_some()),
+        ),
+    ]
+}
+
+/// Fields accepted (Flagger's schema allows them) but not acted on for `provider`: those this
+/// build does not implement, and the [`provider_fields`] set that the provider's router does not
+/// read (`service.retries (not read by provider "nginx")`), where Flagger ignores them silently.
 pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
     let mut out = vec![];
     if let Some(r) = &spec.autoscaler_ref
@@ -304,28 +347,27 @@ pub fn unsupported(spec: &CanarySpec, provider: &str) -> Vec<String> {
             out.push(name.to_string());
         }
     };
-    let gateway = provider.starts_with("gatewayapi:");
     flag(spec.route_ref.is_some(), "routeRef");
     flag(spec.upstream_ref.is_some(), "upstreamRef");
     let s = &spec.service;
-    flag(
-        s.backend_timeout.is_some() && !gateway,
-        "service.backendTimeout",
-    );
-    flag(!s.mirror.is_empty() && !gateway, "service.mirror");
     flag(s.mesh_name.is_some(), "service.meshName");
     flag(!s.backends.is_empty(), "service.backends");
     flag(s.unmanaged_metadata.is_some(), "service.unmanagedMetadata");
     if let Some(a) = spec.analysis() {
-        flag(
-            a.mirror_weight.is_some() && gateway,
-            "analysis.mirrorWeight",
-        );
         for w in &a.webhooks {
             flag(
                 w.disable_tls.unwrap_or(false),
                 &format!("analysis.webhooks[{}].disableTLS", w.name),
             );
+        }
+    }
+    // An unknown provider has no router: `invalid` stalls the Canary.
+    if let Some(router) = crate::router::router_for(provider, "") {
+        let reads = router.reads();
+        for (field, set) in provider_fields(spec) {
+            if set && !reads.contains(&field) {
+                out.push(format!("{field} (not read by provider {provider:?})"));
+            }
         }
     }
     out
@@ -443,9 +485,166 @@ mod tests {
         s.service.backend_timeout = Some("5s".into());
         assert_eq!(
             unsupported(&s, "gatewayapi:v1"),
-            vec!["analysis.mirrorWeight"]
+            vec!["analysis.mirrorWeight (not read by provider \"gatewayapi:v1\")"]
         );
-        assert_eq!(unsupported(&s, "istio"), vec!["service.backendTimeout"]);
+        assert_eq!(
+            unsupported(&s, "istio"),
+            vec!["service.backendTimeout (not read by provider \"istio\")"]
+        );
+    }
+
+    /// `(provider, fields set)` → what is reported; a field the provider reads never is.
+    #[test]
+    fn fields_the_provider_does_not_read_are_named_with_it() {
+        use serde_json::json;
+        let set = |field: &str, s: &mut CanarySpec| match field {
+            "ingressRef" => {
+                s.ingress_ref = Some(crate::api::TypedLocalReference {
+                    api_version: Some("networking.k8s.io/v1".into()),
+                    kind: "Ingress".into(),
+                    name: "podinfo".into(),
+                })
+            }
+            "service.gatewayRefs" => {
+                s.service.gateway_refs = vec![crate::api::GatewayRef {
+                    name: "gw".into(),
+                    ..Default::default()
+                }]
+            }
+            "service.gateways" => s.service.gateways = vec!["public-gateway".into()],
+            "service.hosts" => s.service.hosts = vec!["app.example.com".into()],
+            "service.delegation" => s.service.delegation = Some(true),
+            "service.trafficPolicy" => {
+                s.service.traffic_policy = Some(json!({"tls": {"mode": "ISTIO_MUTUAL"}}))
+            }
+            "service.match" => s.service.r#match = vec![json!({"uri": {"prefix": "/"}})],
+            "service.rewrite" => s.service.rewrite = Some(json!({"uri": "/"})),
+            "service.retries" => s.service.retries = Some(json!({"attempts": 3})),
+            "service.timeout" => s.service.timeout = Some("30s".into()),
+            "service.backendTimeout" => s.service.backend_timeout = Some("5s".into()),
+            "service.headers" => {
+                s.service.headers = Some(json!({"request": {"set": {"x-a": "1"}}}))
+            }
+            "service.corsPolicy" => {
+                s.service.cors_policy = Some(json!({"allowOrigins": [{"exact": "a"}]}))
+            }
+            "service.mirror" => {
+                s.service.mirror = vec![json!({"backendRef": {"name": "shadow", "port": 80}})]
+            }
+            "analysis.mirrorWeight" => s.analysis.as_mut().unwrap().mirror_weight = Some(10),
+            f => panic!("no setter for {f}"),
+        };
+        let reported = |provider: &str, fields: &[&str]| {
+            let mut s = spec(good());
+            s.provider = Some(provider.into());
+            for f in fields {
+                set(f, &mut s);
+            }
+            unsupported(&s, provider)
+        };
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "nginx",
+                &["service.retries", "service.gateways", "ingressRef"],
+                &[
+                    "service.gateways (not read by provider \"nginx\")",
+                    "service.retries (not read by provider \"nginx\")",
+                ],
+            ),
+            (
+                "kubernetes",
+                &["service.trafficPolicy", "service.hosts"],
+                &[
+                    "service.hosts (not read by provider \"kubernetes\")",
+                    "service.trafficPolicy (not read by provider \"kubernetes\")",
+                ],
+            ),
+            (
+                "gatewayapi:v1",
+                &["service.gatewayRefs", "service.retries", "service.gateways"],
+                &[
+                    "service.gateways (not read by provider \"gatewayapi:v1\")",
+                    "service.retries (not read by provider \"gatewayapi:v1\")",
+                ],
+            ),
+            (
+                "gatewayapi:v1beta1",
+                &[
+                    "service.trafficPolicy",
+                    "service.delegation",
+                    "service.hosts",
+                ],
+                &[
+                    "service.delegation (not read by provider \"gatewayapi:v1beta1\")",
+                    "service.trafficPolicy (not read by provider \"gatewayapi:v1beta1\")",
+                ],
+            ),
+            (
+                "istio",
+                &["ingressRef", "service.gatewayRefs", "service.retries"],
+                &[
+                    "ingressRef (not read by provider \"istio\")",
+                    "service.gatewayRefs (not read by provider \"istio\")",
+                ],
+            ),
+            (
+                "nginx",
+                &["service.match", "service.corsPolicy", "service.timeout"],
+                &[
+                    "service.match (not read by provider \"nginx\")",
+                    "service.timeout (not read by provider \"nginx\")",
+                    "service.corsPolicy (not read by provider \"nginx\")",
+                ],
+            ),
+        ];
+        for (provider, fields, want) in cases {
+            assert_eq!(reported(provider, fields), *want, "{provider} {fields:?}");
+        }
+        // Negative controls: every field a router reads, all set at once, is reported by none.
+        for p in IMPLEMENTED_PROVIDERS {
+            let reads = crate::router::router_for(p, "").unwrap().reads();
+            let fields: Vec<&str> = reads
+                .iter()
+                .copied()
+                .filter(|f| *f != "service.delegation") // excludes hosts and gateways
+                .collect();
+            assert_eq!(reported(p, &fields), Vec::<String>::new(), "{p}");
+        }
+        // Every declared field is a known one with a setter (no typo hides a field).
+        let known: Vec<&str> = provider_fields(&spec(good())).iter().map(|f| f.0).collect();
+        for p in IMPLEMENTED_PROVIDERS {
+            for f in crate::router::router_for(p, "").unwrap().reads() {
+                assert!(known.contains(f), "{p} reads unknown field {f}");
+            }
+        }
+        for f in &known {
+            let mut s = spec(good());
+            set(f, &mut s);
+            assert!(provider_fields(&s).contains(&(*f, true)), "{f}");
+        }
+    }
+
+    #[test]
+    fn ingress_ref_outside_nginx_is_read_by_metric_queries_that_may_use_it() {
+        let mut s = spec(CanaryAnalysis {
+            metrics: vec![crate::api::CanaryMetric {
+                name: "errors".into(),
+                query: Some("sum(rate(x{ingress=\"{{ ingress }}\"}[1m]))".into()),
+                ..Default::default()
+            }],
+            ..good()
+        });
+        s.ingress_ref = Some(crate::api::TypedLocalReference {
+            kind: "Ingress".into(),
+            name: "web".into(),
+            ..Default::default()
+        });
+        assert!(unsupported(&s, "istio").is_empty());
+        s.analysis.as_mut().unwrap().metrics[0].query = Some("up".into());
+        assert_eq!(
+            unsupported(&s, "istio"),
+            vec!["ingressRef (not read by provider \"istio\")"]
+        );
     }
 
     #[test]

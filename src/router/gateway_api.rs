@@ -16,7 +16,8 @@
 //!   split between primary and canary ([`take_over`], #1857).
 //!
 //! Weights are read back only once every parent accepted the route's generation
-//! ([`route_accepted`], as Flagger after #1732). `analysis.mirrorWeight` is ignored, as in Flagger.
+//! ([`route_accepted`], as Flagger after #1732). `analysis.mirrorWeight` is not read: reported
+//! as Unsupported (Flagger ignores it silently).
 //!
 //! Session affinity (`analysis.sessionAffinity`) is built from the cookies in the Canary's status
 //! (`sessionAffinityCookie`, `primarySessionAffinityCookie`, `previousSessionAffinityCookie`,
@@ -966,6 +967,22 @@ impl Router for GatewayApiRouter {
         vec![ApiResource::erase::<HTTPRoute>(&())]
     }
 
+    /// The HTTPRoute's fields ([`GatewayApiRouter::http_route`]); not `analysis.mirrorWeight`
+    /// (a mirror filter's `percent` needs Gateway API 1.2, Flagger ignores it too).
+    fn reads(&self) -> &'static [&'static str] {
+        &[
+            "service.gatewayRefs",
+            "service.hosts",
+            "service.match",
+            "service.rewrite",
+            "service.timeout",
+            "service.backendTimeout",
+            "service.headers",
+            "service.corsPolicy",
+            "service.mirror",
+        ]
+    }
+
     /// The live HTTPRoute `<apex>`: a user's route is taken over with its rules ([`take_over`]).
     fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
         vec![("HTTPRoute", canary.spec.apex_name().to_string())]
@@ -1009,6 +1026,10 @@ pub const V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
 impl Router for GatewayApiV1beta1Router {
     fn resources(&self) -> Vec<ApiResource> {
         GatewayApiRouter.resources()
+    }
+
+    fn reads(&self) -> &'static [&'static str] {
+        GatewayApiRouter.reads()
     }
 
     fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {

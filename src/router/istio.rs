@@ -344,6 +344,24 @@ impl Router for IstioRouter {
         ]
     }
 
+    /// The VirtualService's and DestinationRules' fields (`service.rewrite`: `uri` and
+    /// `authority` only, as in Flagger).
+    fn reads(&self) -> &'static [&'static str] {
+        &[
+            "service.gateways",
+            "service.hosts",
+            "service.delegation",
+            "service.trafficPolicy",
+            "service.match",
+            "service.rewrite",
+            "service.retries",
+            "service.timeout",
+            "service.headers",
+            "service.corsPolicy",
+            "analysis.mirrorWeight",
+        ]
+    }
+
     /// `[DestinationRule <apex>-canary, DestinationRule <apex>-primary, VirtualService <apex>]`:
     /// the rules first, so the VirtualService never points at a host without its rule.
     fn build(&self, canary: &Canary, weights: Weights, _: &[Value]) -> Result<Vec<Value>, String> {

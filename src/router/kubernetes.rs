@@ -21,6 +21,11 @@ impl Router for KubernetesRouter {
         vec![]
     }
 
+    /// None: there is no routing object.
+    fn reads(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// No objects: the Services are built by `canary::services`.
     fn build(&self, _: &Canary, _: Weights, _: &[Value]) -> Result<Vec<Value>, String> {
         Ok(vec![])

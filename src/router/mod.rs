@@ -35,6 +35,13 @@ pub trait Router: Send + Sync {
     /// the provider. Added to the trait sketch because a JSON object does not carry its plural.
     fn resources(&self) -> Vec<ApiResource>;
 
+    /// The provider-specific Canary fields this router reads, as field paths (`service.retries`,
+    /// `ingressRef`). `canary::validate::unsupported` reports every other such field that a
+    /// Canary sets (`Unsupported=True` and a Warning event), so none is ignored silently.
+    /// Fields every provider reads (the Services' `service.port`, `portDiscovery`, metadata …)
+    /// are not listed.
+    fn reads(&self) -> &'static [&'static str];
+
     /// Objects besides the Canary that `build` reads, as `(kind, name)` in the Canary's
     /// namespace: the user's Ingress for NGINX, the live HTTPRoute for Gateway API (to keep the
     /// user's rules). The caller passes them, as read from its caches, to `build`.

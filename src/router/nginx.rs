@@ -240,6 +240,12 @@ impl Router for NginxRouter {
         vec![ApiResource::erase::<Ingress>(&())]
     }
 
+    /// Only the user's Ingress: hosts, paths, timeouts and retries are the Ingress's own
+    /// (as in Flagger; `analysis.match` is read too, for A/B testing).
+    fn reads(&self) -> &'static [&'static str] {
+        &["ingressRef"]
+    }
+
     /// The user's Ingress named by `spec.ingressRef`.
     fn inputs(&self, canary: &Canary) -> Vec<(&'static str, String)> {
         canary
