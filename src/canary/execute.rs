@@ -7,7 +7,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::controller::{Context, Error};
+use super::context::{Context, Error};
 use super::machine::{Action, Decision, revision_id};
 use super::observe::Observation;
 use super::{services, tracker, validate, workload};

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use super::controller::Context;
+use super::context::Context;
 use super::judged::{self, InputError, JudgeObservation};
 use super::validate;
 use crate::analysis::PrometheusProvider;

@@ -8,9 +8,11 @@
 //! - `judged`    PURE: the sequential judge's step inside the machine (opt-in annotation)
 //! - `concurrency`, `rollback_window` PURE: the limit on concurrent analyses and the rollback
 //!   window (opt-in annotations)
+//! - `context`   the shared state, settings and error of the I/O steps
 //! - `observe`, `execute`, `controller`: the I/O around them
 
 pub mod concurrency;
+pub mod context;
 pub mod controller;
 pub mod execute;
 pub mod judge_probe;

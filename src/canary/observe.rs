@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 
-use super::controller::{Context, Error};
+use super::context::{Context, Error};
 use super::machine::{Observed, PrimaryState, Probe, Probes, TargetState};
 use super::workload::{self, Workload};
 use super::{tracker, validate};
