@@ -14,6 +14,7 @@
 //! | `flagger_canary_successes_total` | counter | `name`, `namespace`, `deployment_strategy`, `analysis_status` | promotions |
 //! | `flagger_canary_failures_total` | counter | same | rollbacks |
 //! | `pennant_reconcile_total` | counter | `result` | reconciles by result (`ok`, `kube`, `invalid`, `rejected`: a write the API server refused) |
+//! | `pennant_reconcile_errors_total` | counter | `controller`, `reason` | failed reconciles by controller and what failed (`canary`: `kube`, `invalid`, `rejected`, `target_not_found`, `router_build`, `status_conflict`, `panic`, `encode`) |
 //! | `pennant_reconcile_duration_seconds` | histogram | `result` | time of every reconcile |
 //! | `pennant_api_writes_total` | counter | | applies, patches and Events written |
 //!
@@ -63,6 +64,12 @@ pub struct WorkloadLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,6 +147,8 @@ pub struct Metrics {
     pub failures: Family<OutcomeLabels, Counter>,
     /// `pennant_reconcile_total{result}`.
     pub reconciles: Family<ResultLabels, Counter>,
+    /// `pennant_reconcile_errors_total{controller,reason}`.
+    pub errors: Family<ErrorLabels, Counter>,
     /// `pennant_reconcile_duration_seconds{result}`.
     pub reconcile_duration: Histograms<ResultLabels>,
     /// `pennant_api_writes_total`: server-side applies and patches issued.
@@ -163,6 +172,7 @@ impl Default for Metrics {
             successes: Family::default(),
             failures: Family::default(),
             reconciles: Family::default(),
+            errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(default_histogram),
             writes: Counter::default(),
             canaries: OnceLock::new(),
@@ -218,6 +228,11 @@ impl Default for Metrics {
             "pennant_reconcile",
             "Canary reconciles by result",
             m.reconciles.clone(),
+        );
+        registry.register(
+            "pennant_reconcile_errors",
+            "Failed reconciles by controller and reason",
+            m.errors.clone(),
         );
         registry.register(
             "pennant_reconcile_duration_seconds",
@@ -371,6 +386,16 @@ impl Metrics {
                 result: result.into(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// `pennant_reconcile_errors_total{controller,reason}`: one failed reconcile.
+    pub fn reconcile_error(&self, controller: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Text exposition.
@@ -683,6 +708,7 @@ mod tests {
         m.set_info("0.1.0", "istio");
         m.observe_reconcile("ok", Duration::from_millis(30));
         m.observe_reconcile("kube", Duration::from_secs(3));
+        m.reconcile_error("canary", "target_not_found");
         let text = m.encode();
         has(&text, r#"flagger_canary_total{namespace="a"} 2"#);
         has(&text, r#"flagger_canary_total{namespace="b"} 1"#);
@@ -703,6 +729,10 @@ mod tests {
             r#"pennant_reconcile_duration_seconds_bucket{le="2.5",result="kube"} 0"#,
         );
         has(&text, "# TYPE pennant_reconcile_duration_seconds histogram");
+        has(
+            &text,
+            r#"pennant_reconcile_errors_total{controller="canary",reason="target_not_found"} 1"#,
+        );
         // a namespace whose canaries are gone drops out
         *known.lock().unwrap() = vec!["a"];
         let text = m.encode();

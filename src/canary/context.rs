@@ -43,26 +43,68 @@ pub struct Settings {
     pub max_concurrent_canaries: u32,
 }
 
+/// What failed in a reconcile. Each variant's [`Error::label`] is the `reason` of
+/// `pennant_reconcile_errors_total{controller="canary",reason}` (and the `result` of
+/// `pennant_reconcile_total`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[source] kube::Error),
+    /// A Kubernetes API call failed in a way retrying may fix (5xx, 409, 429, network).
+    #[error("kubernetes API: {verb} {kind}: {source}")]
+    Kube {
+        verb: &'static str,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The Canary or its target cannot be reconciled as they are (no router for the provider,
+    /// no selector label on the target): it waits for a change of either.
     #[error("{0}")]
     Invalid(String),
     /// The API server refused a write with a 4xx that retrying the same object cannot fix
     /// (`execute::write_error`): the message names the object and carries the server's reason.
     #[error("{0}")]
     Rejected(String),
+    /// The target workload went away between observe and apply.
+    #[error("{0}")]
+    TargetNotFound(String),
+    /// The provider's router could not build its routing objects.
+    #[error("router: {0}")]
+    RouterBuild(String),
+    /// The Canary's status changed under us between observe and the status write.
+    #[error("{0}")]
+    StatusConflict(String),
+    /// The reconcile panicked (contained to this Canary; the log has the backtrace).
+    #[error("{0}")]
+    Panic(String),
+    /// An object could not be encoded as JSON (a bug: the types are ours).
+    #[error("encoding: {0}")]
+    Encode(String),
 }
 
 impl Error {
     /// Short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Kube(_) => "kube",
+            Self::Kube { .. } => "kube",
             Self::Invalid(_) => "invalid",
             Self::Rejected(_) => "rejected",
+            Self::TargetNotFound(_) => "target_not_found",
+            Self::RouterBuild(_) => "router_build",
+            Self::StatusConflict(_) => "status_conflict",
+            Self::Panic(_) => "panic",
+            Self::Encode(_) => "encode",
         }
+    }
+
+    /// `map_err` for a failed Kubernetes call: `verb` (`get`, `patch`, `apply` …) on `kind`.
+    pub fn kube(verb: &'static str, kind: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let kind = kind.into();
+        move |source| Self::Kube { verb, kind, source }
+    }
+
+    /// `map_err` for a failed JSON encoding.
+    pub fn encode(e: serde_json::Error) -> Self {
+        Self::Encode(e.to_string())
     }
 }
 
@@ -158,4 +200,47 @@ pub(super) fn route_resource(kind: &str) -> Option<ApiResource> {
         _ => return None,
     };
     Some(ApiResource::from_gvk(&gvk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_names_what_failed_in_its_label() {
+        let api = kube::Error::Api(
+            kube::core::Status::failure("boom", "InternalError")
+                .with_code(500)
+                .boxed(),
+        );
+        let cases = [
+            (Error::kube("patch", "Deployment")(api), "kube"),
+            (Error::Invalid("x".into()), "invalid"),
+            (Error::Rejected("x".into()), "rejected"),
+            (Error::TargetNotFound("x".into()), "target_not_found"),
+            (Error::RouterBuild("x".into()), "router_build"),
+            (Error::StatusConflict("x".into()), "status_conflict"),
+            (Error::Panic("x".into()), "panic"),
+            (Error::Encode("x".into()), "encode"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (e, label) in cases {
+            assert_eq!(e.label(), label, "{e:?}");
+            assert!(seen.insert(label), "{label} twice");
+        }
+    }
+
+    #[test]
+    fn a_kube_error_says_the_verb_and_the_kind() {
+        let api = kube::Error::Api(
+            kube::core::Status::failure("etcd timeout", "InternalError")
+                .with_code(500)
+                .boxed(),
+        );
+        let e = Error::kube("get", "ConfigMap")(api);
+        assert!(
+            e.to_string().starts_with("kubernetes API: get ConfigMap: "),
+            "{e}"
+        );
+    }
 }

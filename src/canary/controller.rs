@@ -347,11 +347,20 @@ fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue 
             result: err.label().into(),
         })
         .inc();
+    ctx.metrics.reconcile_error("canary", err.label());
+    requeue_after_error(err)
+}
+
+/// When a failed reconcile runs again by itself (a watch event on the Canary or its target
+/// runs it anyway).
+fn requeue_after_error(err: &Error) -> Requeue {
     match err {
         // Writing the same object again would be refused again: wait for a change of the
         // Canary or its target (the watches), looking again now and then in case the cause
         // was elsewhere (an admission policy, RBAC, a CRD installed later).
         Error::Rejected(_) => Requeue::requeue(REJECTED_RECHECK),
+        // The same Canary and target would fail the same way: only a change helps.
+        Error::Invalid(_) => Requeue::await_change(),
         _ => Requeue::requeue(Duration::from_secs(5)),
     }
 }
@@ -406,7 +415,7 @@ async fn timed_reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Reque
         .await
     {
         Ok(res) => res,
-        Err(_) => Err(Error::Invalid(format!(
+        Err(_) => Err(Error::Panic(format!(
             "reconcile of {name} panicked (see the log)"
         ))),
     };
@@ -431,7 +440,11 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
             .is_some_and(|rv| cached.resource_version().as_ref() != Some(rv))
     };
     let canary = if stale {
-        match api.get_opt(&cached.name_any()).await.map_err(Error::Kube)? {
+        match api
+            .get_opt(&cached.name_any())
+            .await
+            .map_err(Error::kube("get", "Canary"))?
+        {
             Some(c) => Arc::new(c),
             None => return Ok(Requeue::await_change()),
         }
@@ -590,7 +603,7 @@ async fn write_status(
     if *status == old {
         return Ok(());
     }
-    let new_v = serde_json::to_value(status).map_err(|e| Error::Invalid(e.to_string()))?;
+    let new_v = serde_json::to_value(status).map_err(Error::encode)?;
     let mut st = new_v.as_object().cloned().unwrap_or_default();
     // A merge patch only removes a field that is sent as null.
     if let Value::Object(old_v) = serde_json::to_value(&old).unwrap_or_default() {
@@ -615,9 +628,9 @@ async fn write_status(
         // apply, the finalizer) our decision still stands: its actions are already applied, so
         // record it; when the status itself moved, decide again from the fresh one.
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let fresh = api.get(&name).await.map_err(Error::Kube)?;
+            let fresh = api.get(&name).await.map_err(Error::kube("get", "Canary"))?;
             if fresh.status.clone().unwrap_or_default() != old {
-                return Err(Error::Invalid(format!(
+                return Err(Error::StatusConflict(format!(
                     "status of {name} changed concurrently; deciding again"
                 )));
             }
@@ -628,9 +641,9 @@ async fn write_status(
                 &Patch::Merge(&patch_with(fresh.resource_version())),
             )
             .await
-            .map_err(Error::Kube)?
+            .map_err(Error::kube("patch status", "Canary"))?
         }
-        Err(e) => return Err(Error::Kube(e)),
+        Err(e) => return Err(Error::kube("patch status", "Canary")(e)),
     };
     if let Some(rv) = res.resource_version() {
         let mut written = ctx.written.lock().expect("lock");
@@ -849,14 +862,14 @@ async fn sync_finalizer(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Re
         ops.push(json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
     }
     let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Invalid(e.to_string()))?;
+        serde_json::from_value(Value::Array(ops)).map_err(Error::encode)?;
     api.patch(
         &canary.name_any(),
         &execute::patch_params(),
         &Patch::<()>::Json(patch),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(Error::kube("patch finalizers", "Canary"))?;
     Ok(())
 }
 
@@ -931,7 +944,7 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(Error::kube("patch finalizers", "Canary"))?;
     if canary.spec.revert_on_deletion {
         info!(canary = %canary.name_any(), "Terminated canary: traffic returned to the target");
     } else {
@@ -949,6 +962,29 @@ mod tests {
         c.metadata.namespace = Some("test".into());
         c.metadata.uid = Some("u1".into());
         c
+    }
+
+    #[test]
+    fn an_invalid_canary_waits_for_a_change_and_a_transient_error_is_retried() {
+        assert_eq!(
+            requeue_after_error(&Error::Invalid("target selector label unknown".into())),
+            Requeue::await_change()
+        );
+        assert_eq!(
+            requeue_after_error(&Error::Rejected("x".into())),
+            Requeue::requeue(REJECTED_RECHECK)
+        );
+        for e in [
+            Error::TargetNotFound("x".into()),
+            Error::StatusConflict("x".into()),
+            Error::Panic("x".into()),
+        ] {
+            assert_eq!(
+                requeue_after_error(&e),
+                Requeue::requeue(Duration::from_secs(5)),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

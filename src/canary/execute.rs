@@ -32,12 +32,12 @@ pub fn patch_params() -> PatchParams {
 /// The error of a write of `what` (`Kind ns/name`). A 4xx other than 409 (conflict) and 429
 /// (throttled) will not go away by writing the same object again: it is [`Error::Rejected`],
 /// with the server's message, so the Canary stalls and waits for a change (`controller`).
-pub fn write_error(what: &str, e: kube::Error) -> Error {
+pub fn write_error(verb: &'static str, kind: &str, what: &str, e: kube::Error) -> Error {
     match e {
         kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
             Error::Rejected(format!("{what} rejected by the API server: {}", s.message))
         }
-        e => Error::Kube(e),
+        e => Error::kube(verb, kind)(e),
     }
 }
 
@@ -98,7 +98,7 @@ pub async fn execute(
                 next.status = Some(decision.status.clone());
                 for mut obj in r
                     .build(&next, *weights, &obs.route_inputs)
-                    .map_err(Error::Invalid)?
+                    .map_err(Error::RouterBuild)?
                 {
                     respect_existing(ctx, canary, &mut obj);
                     apply_if_changed(ctx, &obj).await?;
@@ -118,7 +118,12 @@ pub async fn execute(
                         .await
                         .map_err(|e| {
                             let ns = target.namespace();
-                            write_error(&format!("{} {ns}/{name}", target.kind()), e)
+                            write_error(
+                                "patch",
+                                target.kind(),
+                                &format!("{} {ns}/{name}", target.kind()),
+                                e,
+                            )
                         })?;
                 }
             }
@@ -152,7 +157,7 @@ pub async fn execute(
                         &Patch::Merge(json!({"spec": {"replicas": n}})),
                     )
                     .await
-                    .map_err(Error::Kube)?;
+                    .map_err(Error::kube("patch scale", "Deployment"))?;
                 }
             }
             Action::RetireTarget(old) => {
@@ -238,7 +243,7 @@ async fn hand_over_replicas(primary: &workload::Workload, ctx: &Context) -> Resu
             primary.namespace(),
             primary.name()
         );
-        write_error(&what, e)
+        write_error("apply", primary.kind(), &what, e)
     })?;
     Ok(())
 }
@@ -253,7 +258,7 @@ async fn apply_primary(
     replicas: Option<i32>,
 ) -> Result<(), Error> {
     let (Some(target), Some(state)) = (&obs.target, &obs.observed.target) else {
-        return Err(Error::Invalid("target not found".into()));
+        return Err(Error::TargetNotFound("target not found".into()));
     };
     let (label, value) = selector(obs)?;
     let owner = owner_reference(canary);
@@ -287,7 +292,7 @@ async fn apply_primary(
 }
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
-    serde_json::to_value(obj).map_err(|e| Error::Invalid(e.to_string()))
+    serde_json::to_value(obj).map_err(Error::encode)
 }
 
 /// Annotation carrying a digest of the object pennant last applied: when the desired object
@@ -512,7 +517,7 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
         &Patch::Apply(desired),
     )
     .await
-    .map_err(|e| write_error(&format!("{kind} {ns}/{name}"), e))?;
+    .map_err(|e| write_error("apply", kind, &format!("{kind} {ns}/{name}"), e))?;
     Ok(())
 }
 
@@ -572,7 +577,7 @@ mod tests {
             )
         };
         for code in [400, 403, 404, 422] {
-            match write_error("Deployment t/x-primary", api(code)) {
+            match write_error("apply", "Deployment", "Deployment t/x-primary", api(code)) {
                 Error::Rejected(m) => assert_eq!(
                     m,
                     "Deployment t/x-primary rejected by the API server: spec.selector: Invalid value"
@@ -582,7 +587,10 @@ mod tests {
         }
         for code in [409, 429, 500, 503] {
             assert!(
-                matches!(write_error("x", api(code)), Error::Kube(_)),
+                matches!(
+                    write_error("apply", "X", "x", api(code)),
+                    Error::Kube { .. }
+                ),
                 "{code} is retried"
             );
         }

@@ -1249,6 +1249,8 @@ fn invalid_spec_stalls_with_warning_and_touches_nothing() {
     assert!(c.message.as_deref().unwrap().contains("maxWeight 150"));
     assert_eq!(d.notices.len(), 1);
     assert_eq!(d.notices[0].severity, Severity::Warn);
+    // not polled: a change of the Canary or its target (the watches) decides again
+    assert_eq!(d.requeue_after, None);
     // the same problem again: no new event
     w.canary.status = Some(d.status);
     let Step::Done(d) = decide(&w.canary, &obs) else {

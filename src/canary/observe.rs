@@ -259,7 +259,7 @@ async fn namespace_limit(ctx: &Context, ns: &str) -> Result<Result<Option<u32>, 
             );
             return Ok(Ok(None));
         }
-        Err(e) => return Err(Error::Kube(e)),
+        Err(e) => return Err(Error::kube("get", "Namespace")(e)),
     };
     Ok(
         match meta
@@ -358,13 +358,21 @@ async fn read_configs(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut found_cms = vec![];
     for name in refs.config_maps.keys() {
-        if let Some(cm) = cms.get_opt(name).await.map_err(Error::Kube)? {
+        if let Some(cm) = cms
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get", "ConfigMap"))?
+        {
             found_cms.push(cm);
         }
     }
     let mut found_secrets = vec![];
     for name in refs.secrets.keys() {
-        if let Some(s) = secrets.get_opt(name).await.map_err(Error::Kube)? {
+        if let Some(s) = secrets
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get", "Secret"))?
+        {
             found_secrets.push(s);
         }
     }
