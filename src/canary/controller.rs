@@ -1,5 +1,5 @@
 //! Wiring of the Canary controller: watches, mappers from related objects to Canaries, the
-//! reconcile pipeline (observe → decide → execute → status) and the finalizer.
+//! reconcile pipeline (observe → decide → build → execute → status) and the finalizer.
 //!
 //! A Canary is reconciled when it changes, when its target or primary workload (Deployment or
 //! DaemonSet) changes, when its HorizontalPodAutoscaler (`autoscalerRef`) or the primary's
@@ -28,7 +28,7 @@ use super::concurrency::{ConcurrencyLimit, Peer, PeerState, peer_state};
 pub use super::context::{Context, Error, Settings};
 use super::context::{ROUTE_KINDS, route_resource};
 use super::machine::{self, Decision, Step};
-use super::{execute, observe, tracker};
+use super::{build, execute, observe, tracker};
 use crate::api::{Canary, CanaryStatus};
 use crate::metrics::Metrics;
 use crate::notify::{self, Severity};
@@ -484,7 +484,8 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         }
         decision.status.routing_provider = Some(provider);
     }
-    let res = execute::execute(&canary, &decision, &obs, &ctx).await;
+    let desired = build::build(&canary, &decision, &obs, &ctx.settings)?;
+    let res = execute::execute(&canary, &decision, &desired, &obs, &ctx).await;
     stall_on_rejection(&canary, res, &api, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;
     for n in &decision.notices {
@@ -923,7 +924,8 @@ async fn finalize(canary: &Canary, api: &Api<Canary>, ctx: &Context) -> Result<R
             notices: vec![],
             requeue_after: None,
         };
-        execute::execute(canary, &d, &obs, ctx).await?;
+        let desired = build::build(canary, &d, &obs, &ctx.settings)?;
+        execute::execute(canary, &d, &desired, &obs, ctx).await?;
         if ready {
             execute::restore_taken_over(canary, &obs, ctx).await?;
         }

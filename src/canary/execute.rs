@@ -1,5 +1,5 @@
-//! Execute: apply a decision's actions in order. Desired objects come from the pure builders;
-//! each is written with server-side apply (field manager `pennant`) only when it differs from
+//! Execute: apply a decision's actions in order. The objects they write come built in a
+//! [`Desired`] (`build`); each is written with server-side apply (field manager `pennant`) only when it differs from
 //! the cached live object, so a steady-state reconcile costs no API writes.
 
 use kube::Api;
@@ -7,15 +7,14 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use super::build::{self, Desired, Primary};
 use super::context::{Context, Error};
-use super::machine::{Action, Decision, revision_id};
+use super::machine::{Action, Decision};
 use super::observe::Observation;
-use super::{services, tracker, validate, workload};
+use super::{tracker, validate, workload};
 use crate::api::Canary;
-use crate::api::meta::{
-    LAST_APPLIED, ORIGINAL_CONFIGURATION, original_spec, owned_by, owner_reference,
-};
-use crate::router::{self, Weights};
+use crate::api::meta::{LAST_APPLIED, ORIGINAL_CONFIGURATION, original_spec, owned_by};
+use crate::router;
 
 pub const FIELD_MANAGER: &str = "pennant";
 
@@ -41,65 +40,37 @@ pub fn write_error(verb: &'static str, kind: &str, what: &str, e: kube::Error) -
     }
 }
 
-/// Apply `decision.actions` in order; stop at the first error (status is not written then).
+/// Apply `decision.actions` in order, writing the objects `desired` holds for them (built
+/// from the same decision); stop at the first error (status is not written then).
 pub async fn execute(
     canary: &Canary,
     decision: &Decision,
+    desired: &Desired,
     obs: &Observation,
     ctx: &Context,
 ) -> Result<(), Error> {
     for action in &decision.actions {
         debug!(?action, "applying");
         match action {
-            Action::EnsurePrimary => {
-                if obs.primary.is_none() {
-                    let id = obs
-                        .observed
-                        .target
-                        .as_ref()
-                        .map(|t| revision_id(&t.revision, &t.configs))
-                        .unwrap_or_default();
-                    let replicas = obs.observed.target.as_ref().map(|t| t.scale_up_replicas);
-                    apply_primary(canary, obs, ctx, &id, replicas).await?;
+            Action::EnsurePrimary | Action::Promote { .. } => {
+                if let Some(primary) = &desired.primary {
+                    apply_primary(primary, obs, ctx).await?;
                 }
-                apply_primary_hpa(canary, obs, ctx).await?;
+                if let Some(hpa) = &desired.primary_hpa {
+                    apply_if_changed(ctx, hpa).await?;
+                }
             }
             Action::EnsureServices => {
-                let (label, value) = selector(obs)?;
-                for svc in
-                    services::build_services_with_ports(canary, label, value, &obs.discovered_ports)
-                        .into_iter()
-                        .skip(1)
+                for svc in [&desired.primary_service, &desired.canary_service]
+                    .into_iter()
+                    .flatten()
                 {
-                    apply_if_changed(ctx, &to_value(&svc)?).await?;
+                    apply_if_changed(ctx, svc).await?;
                 }
             }
-            Action::EnsureRoutes(weights) => {
-                // The apex Service needs the target's selector; without a target (deleted
-                // mid-run) only the routing objects are updated.
-                if let Ok((label, value)) = selector(obs) {
-                    let apex = services::build_services_with_ports(
-                        canary,
-                        label,
-                        value,
-                        &obs.discovered_ports,
-                    )
-                    .swap_remove(0);
-                    let mut apex = to_value(&apex)?;
-                    respect_existing(ctx, canary, &mut apex);
-                    apply_if_changed(ctx, &apex).await?;
-                }
-                let provider =
-                    super::validate::provider(&canary.spec, &ctx.settings.default_provider);
-                let r = router::router_for(provider, &ctx.settings.ingress_prefix)
-                    .ok_or_else(|| Error::Invalid(format!("no router for provider {provider}")))?;
-                // Built from the status being written (the session-affinity cookies it holds).
-                let mut next = canary.clone();
-                next.status = Some(decision.status.clone());
-                for mut obj in r
-                    .build(&next, *weights, &obs.route_inputs)
-                    .map_err(Error::RouterBuild)?
-                {
+            Action::EnsureRoutes(_) => {
+                for obj in desired.apex_service.iter().chain(&desired.routes) {
+                    let mut obj = obj.clone();
                     respect_existing(ctx, canary, &mut obj);
                     apply_if_changed(ctx, &obj).await?;
                 }
@@ -126,16 +97,6 @@ pub async fn execute(
                             )
                         })?;
                 }
-            }
-            Action::Promote { revision_id } => {
-                // Copy the target's replicas, except with an HPA (autoscalerRef): the primary's
-                // HPA owns them then (Flagger §2.5), so they are left out of the applied object.
-                let replicas = match validate::hpa_ref(&canary.spec) {
-                    Some(_) => None,
-                    None => obs.observed.target.as_ref().map(|t| t.scale_up_replicas),
-                };
-                apply_primary(canary, obs, ctx, revision_id, replicas).await?;
-                apply_primary_hpa(canary, obs, ctx).await?;
             }
             Action::ScalePrimary(n) => {
                 let Some(primary) = &obs.primary else {
@@ -185,28 +146,6 @@ pub async fn execute(
     Ok(())
 }
 
-fn selector(obs: &Observation) -> Result<(&str, &str), Error> {
-    obs.selector
-        .as_ref()
-        .map(|(l, v)| (l.as_str(), v.as_str()))
-        .ok_or_else(|| Error::Invalid("target selector label unknown".into()))
-}
-
-/// Create or update the `<hpa>-primary` HorizontalPodAutoscaler when the Canary has an HPA
-/// `autoscalerRef` (observe found it, else the Canary is invalid and never gets here). Run with
-/// every EnsurePrimary and Promote, i.e. at initialisation, at promotion and on every idle
-/// reconcile: unlike Flagger (which updates it only while Promoting), a change to the target's
-/// HPA reaches the primary's without waiting for a release, since the HPA is not part of the
-/// revision; it is never touched mid-analysis.
-async fn apply_primary_hpa(canary: &Canary, obs: &Observation, ctx: &Context) -> Result<(), Error> {
-    let (Some(reference), Some(hpa)) = (validate::hpa_ref(&canary.spec), &obs.autoscaler) else {
-        return Ok(());
-    };
-    let primary_name = format!("{}-primary", canary.spec.target_ref.name);
-    let desired = workload::build_primary_hpa(canary, reference, hpa, &primary_name);
-    apply_if_changed(ctx, &to_value(&desired)?).await
-}
-
 /// Hand `spec.replicas` of the live primary Deployment over to
 /// [`workload::REPLICAS_HANDOVER_MANAGER`] (an apply of the live value alone) when pennant's own
 /// apply holds it, so the apply that drops the field keeps its value instead of resetting it.
@@ -248,51 +187,17 @@ async fn hand_over_replicas(primary: &workload::Workload, ctx: &Context) -> Resu
     Ok(())
 }
 
-/// Write the primary workload (and the `-primary` copies of tracked configs) from the target.
-/// `replicas: None` leaves them to an autoscaler (see [`hand_over_replicas`]).
-async fn apply_primary(
-    canary: &Canary,
-    obs: &Observation,
-    ctx: &Context,
-    revision_id: &str,
-    replicas: Option<i32>,
-) -> Result<(), Error> {
-    let (Some(target), Some(state)) = (&obs.target, &obs.observed.target) else {
-        return Err(Error::TargetNotFound("target not found".into()));
-    };
-    let (label, value) = selector(obs)?;
-    let owner = owner_reference(canary);
-    for cm in &obs.config_maps {
-        apply_if_changed(
-            ctx,
-            &to_value(&tracker::primary_config_map(cm, owner.clone()))?,
-        )
-        .await?;
+/// Write the `-primary` copies of the tracked configs, then the primary workload.
+async fn apply_primary(primary: &Primary, obs: &Observation, ctx: &Context) -> Result<(), Error> {
+    for copy in primary.config_maps.iter().chain(&primary.secrets) {
+        apply_if_changed(ctx, copy).await?;
     }
-    for s in &obs.secrets {
-        apply_if_changed(ctx, &to_value(&tracker::primary_secret(s, owner.clone()))?).await?;
-    }
-    let primary = workload::build_primary(
-        canary,
-        target,
-        label,
-        value,
-        revision_id,
-        &state.configs,
-        replicas,
-    );
-    if replicas.is_none()
+    if primary.replicas_to_autoscaler
         && let Some(live) = &obs.primary
     {
         hand_over_replicas(live, ctx).await?;
     }
-    let mut primary = to_value(&primary)?;
-    workload::include_labels(&mut primary, target, &ctx.settings.include_label_prefix);
-    apply_if_changed(ctx, &primary).await
-}
-
-fn to_value<T: serde::Serialize>(obj: &T) -> Result<Value, Error> {
-    serde_json::to_value(obj).map_err(Error::encode)
+    apply_if_changed(ctx, &primary.workload).await
 }
 
 /// Annotation carrying a digest of the object pennant last applied: when the desired object
@@ -312,17 +217,17 @@ pub async fn restore_taken_over(
 ) -> Result<(), Error> {
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let apex = canary.spec.apex_name();
-    if let (Ok((label, value)), Some(live)) = (selector(obs), ctx.live("Service", ns, apex))
-        && !owned_by(canary, &live)
+    if let (Some(services), Some((label, value)), Some(live)) = (
+        build::services(canary, obs),
+        &obs.selector,
+        ctx.live("Service", ns, apex),
+    ) && !owned_by(canary, &live)
     {
         let selector = original_spec(&live)
             .map(|s| s["selector"].clone())
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({ label: value }));
-        let mut svc = to_value(
-            &services::build_services_with_ports(canary, label, value, &obs.discovered_ports)
-                .swap_remove(0),
-        )?;
+        let mut svc = serde_json::to_value(&services.apex).map_err(Error::encode)?;
         respect_existing(ctx, canary, &mut svc);
         svc["spec"]["selector"] = selector;
         info!(service = %apex, "restoring the apex Service selector");
@@ -368,12 +273,7 @@ fn routes_at_primary(
         .into_iter()
         .filter_map(|(kind, name)| ctx.live(kind, ns, &name))
         .collect();
-    let primary_only = Weights {
-        primary: 100,
-        canary: 0,
-        mirror: false,
-    };
-    Some(r.build(canary, primary_only, &inputs))
+    build::routes_at_primary(canary, provider, &ctx.settings.ingress_prefix, &inputs)
 }
 
 /// The routing objects of `provider`'s router for `canary`: a taken-over one gets its original

@@ -4,6 +4,7 @@
 //! - `machine`   PURE: `decide(canary, observed) -> Step` (status, ordered actions, notices)
 //! - `workload`  PURE: primary Deployment builder, readiness predicate, scale-up choice
 //! - `services`  PURE: apex / `-primary` / `-canary` Services
+//! - `build`     PURE: `build(canary, decision, observation) -> Desired`, every object a decision writes
 //! - `tracker`   PURE: revision hash of the pod template, tracked ConfigMaps/Secrets
 //! - `judged`    PURE: the sequential judge's step inside the machine (opt-in annotation)
 //! - `concurrency`, `rollback_window` PURE: the limit on concurrent analyses and the rollback
@@ -11,6 +12,7 @@
 //! - `context`   the shared state, settings and error of the I/O steps
 //! - `observe`, `execute`, `controller`: the I/O around them
 
+pub mod build;
 pub mod concurrency;
 pub mod context;
 pub mod controller;

@@ -78,27 +78,47 @@ pub fn build_services_with_ports(
     value: &str,
     discovered: &[ServicePort],
 ) -> Vec<Service> {
+    let Services {
+        apex,
+        primary,
+        canary,
+    } = services(canary, label, value, discovered);
+    vec![apex, primary, canary]
+}
+
+/// The three Services of a Canary, by role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Services {
+    /// `<apex>`: selects the primary's pods; the routers send the traffic through it.
+    pub apex: Service,
+    /// `<apex>-primary`: the primary's pods.
+    pub primary: Service,
+    /// `<apex>-canary`: the target's pods.
+    pub canary: Service,
+}
+
+/// The apex, `-primary` and `-canary` Services (see [`build_services`]), with the
+/// `discovered` ports after the main one.
+pub fn services(canary: &Canary, label: &str, value: &str, discovered: &[ServicePort]) -> Services {
     let apex = canary.spec.apex_name();
     let s = &canary.spec.service;
     let primary_value = format!("{value}-primary");
-    [
-        (apex.to_string(), primary_value.as_str(), s.apex.as_ref()),
-        (
-            format!("{apex}-primary"),
-            primary_value.as_str(),
-            s.primary.as_ref(),
-        ),
-        (format!("{apex}-canary"), value, s.canary.as_ref()),
-    ]
-    .into_iter()
-    .map(|(name, selects, custom)| {
+    let build = |name: String, selects: &str, custom| {
         let mut svc = service(canary, name, label, selects, custom);
         if let Some(ports) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
             ports.extend(discovered.iter().cloned());
         }
         svc
-    })
-    .collect()
+    };
+    Services {
+        apex: build(apex.to_string(), &primary_value, s.apex.as_ref()),
+        primary: build(
+            format!("{apex}-primary"),
+            &primary_value,
+            s.primary.as_ref(),
+        ),
+        canary: build(format!("{apex}-canary"), value, s.canary.as_ref()),
+    }
 }
 
 fn service(
