@@ -1,5 +1,6 @@
 //! Fixtures shared by the builders' tests: the compat manifests under `tests/fixtures/`.
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 
 use crate::api::Canary;
 
@@ -36,4 +37,12 @@ pub fn podinfo_deployment() -> Deployment {
         serde_saphyr::from_str(fixture!("flagger/test_workloads_deployment.yaml")).unwrap();
     d.metadata.namespace = Some("test".into());
     d
+}
+
+/// Flagger's kustomize podinfo HorizontalPodAutoscaler, placed in namespace `test`.
+pub fn podinfo_hpa() -> HorizontalPodAutoscaler {
+    let mut h: HorizontalPodAutoscaler =
+        serde_saphyr::from_str(fixture!("flagger/kustomize_podinfo_hpa.yaml")).unwrap();
+    h.metadata.namespace = Some("test".into());
+    h
 }

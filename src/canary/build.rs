@@ -202,3 +202,273 @@ fn primary_hpa(canary: &Canary, obs: &Observation) -> Result<Option<Value>, Erro
 fn to_value<T: Serialize>(obj: &T) -> Result<Value, Error> {
     serde_json::to_value(obj).map_err(Error::encode)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Goldens of whole `Desired` sets: Flagger's Istio example Canary (HPA `autoscalerRef`,
+    //! port discovery) on Flagger's podinfo Deployment with a tracked Secret, per provider and
+    //! phase, with the actions `decide` returns in that phase.
+
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::fixtures::{flagger_istio_canary, podinfo_deployment, podinfo_hpa};
+    use crate::api::{CanaryPhase, CanaryStatus};
+    use crate::canary::machine::{Observed, PrimaryState, Probes, Readiness, TargetState};
+    use crate::canary::workload::Workload;
+
+    const REV: &str = "sha256:2222222222222222";
+
+    fn settings() -> Settings {
+        Settings {
+            default_provider: "kubernetes".into(),
+            metrics_server: String::new(),
+            selector_labels: vec!["app".into()],
+            config_tracking: true,
+            ingress_prefix: "nginx.ingress.kubernetes.io".into(),
+            include_label_prefix: vec![],
+            namespace: None,
+            notify: Default::default(),
+            cluster_name: String::new(),
+            max_concurrent_canaries: 0,
+        }
+    }
+
+    /// The example Canary with `provider` and what that router needs (an Ingress to copy for
+    /// NGINX, a Gateway for the Gateway API), and the live inputs its router reads.
+    fn canary_for(provider: &str) -> (Canary, Vec<Value>) {
+        let mut c = flagger_istio_canary();
+        c.spec.provider = Some(provider.into());
+        let mut inputs = vec![];
+        match provider {
+            "nginx" => {
+                c.spec.ingress_ref = Some(
+                    serde_json::from_value(json!({
+                        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"
+                    }))
+                    .unwrap(),
+                );
+                inputs.push(json!({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "metadata": {"name": "podinfo", "namespace": "test",
+                        "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+                    "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
+                        {"pathType": "Prefix", "path": "/",
+                         "backend": {"service": {"name": "podinfo", "port": {"number": 80}}}}
+                    ]}}]}
+                }));
+            }
+            "gatewayapi:v1" => {
+                c.spec.service.gateway_refs = serde_json::from_value(
+                    json!([{"name": "gateway", "namespace": "istio-ingress"}]),
+                )
+                .unwrap();
+            }
+            _ => {}
+        }
+        (c, inputs)
+    }
+
+    fn secret() -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("podinfo-secret".into()),
+                namespace: Some("test".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "value".into(),
+                ByteString(b"s3cr3t".to_vec()),
+            )])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        }
+    }
+
+    fn observation(canary: &Canary, route_inputs: Vec<Value>, primary: bool) -> Observation {
+        let target = podinfo_deployment();
+        let pod = target.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let live_primary = primary.then(|| {
+            let mut p = podinfo_deployment();
+            p.metadata.name = Some("podinfo-primary".into());
+            Workload::Deployment(p)
+        });
+        Observation {
+            observed: Observed {
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
+                target: Some(TargetState {
+                    revision: REV.into(),
+                    configs: BTreeMap::from([("secret/podinfo-secret".into(), "c0ffee".into())]),
+                    readiness: Readiness::Ready,
+                    scale_up_replicas: 2,
+                    ready_replicas: 2,
+                }),
+                primary: primary.then(|| PrimaryState {
+                    readiness: Readiness::Ready,
+                    revision_id: None,
+                    replicas: Some(2),
+                }),
+                probes: Probes::default(),
+                invalid: vec![],
+                unsupported: vec![],
+                target_matches_primary: None,
+                routes_pending: None,
+                concurrency: vec![],
+            },
+            target: Some(Workload::Deployment(target)),
+            primary: live_primary,
+            autoscaler: Some(podinfo_hpa()),
+            selector: Some(("app".into(), "podinfo".into())),
+            config_maps: vec![],
+            secrets: vec![secret()],
+            route_inputs,
+            discovered_ports: services::discovered_ports(canary, &pod),
+            claim_conflict: false,
+            namespace_limit: None,
+        }
+    }
+
+    fn split(canary: i32) -> Weights {
+        Weights {
+            primary: 100 - canary,
+            canary,
+            mirror: false,
+        }
+    }
+
+    /// (name, phase, canary weight, actions, a primary exists)
+    fn phases() -> Vec<(&'static str, CanaryPhase, i32, Vec<Action>, bool)> {
+        vec![
+            (
+                "initializing",
+                CanaryPhase::Initializing,
+                0,
+                vec![Action::EnsurePrimary, Action::EnsureServices],
+                false,
+            ),
+            (
+                "initialized",
+                CanaryPhase::Initialized,
+                0,
+                vec![
+                    Action::EnsurePrimary,
+                    Action::EnsureServices,
+                    Action::EnsureRoutes(split(0)),
+                    Action::ScaleTarget(0),
+                ],
+                true,
+            ),
+            (
+                "progressing_30",
+                CanaryPhase::Progressing,
+                30,
+                vec![Action::EnsureServices, Action::EnsureRoutes(split(30))],
+                true,
+            ),
+            (
+                "promoting",
+                CanaryPhase::Promoting,
+                30,
+                vec![Action::Promote {
+                    revision_id: revision_id(
+                        REV,
+                        &BTreeMap::from([("secret/podinfo-secret".into(), "c0ffee".into())]),
+                    ),
+                }],
+                true,
+            ),
+        ]
+    }
+
+    #[test]
+    fn desired_sets_per_provider_and_phase() {
+        for provider in ["istio", "nginx", "gatewayapi:v1", "kubernetes"] {
+            let (canary, inputs) = canary_for(provider);
+            for (phase_name, phase, weight, actions, primary) in phases() {
+                let decision = Decision {
+                    status: CanaryStatus {
+                        phase: Some(phase),
+                        canary_weight: weight,
+                        ..Default::default()
+                    },
+                    actions,
+                    notices: vec![],
+                    requeue_after: None,
+                };
+                let obs = observation(&canary, inputs.clone(), primary);
+                let desired = build(&canary, &decision, &obs, &settings()).unwrap();
+                let name = format!("{}_{phase_name}", provider.replace(':', "_"));
+                insta::assert_yaml_snapshot!(name, desired);
+            }
+        }
+    }
+
+    #[test]
+    fn ensure_primary_never_rebuilds_an_existing_primary_but_promote_does() {
+        let (canary, _) = canary_for("kubernetes");
+        let decision = |actions| Decision {
+            status: CanaryStatus::default(),
+            actions,
+            notices: vec![],
+            requeue_after: None,
+        };
+        let with_primary = observation(&canary, vec![], true);
+        let d = build(
+            &canary,
+            &decision(vec![Action::EnsurePrimary]),
+            &with_primary,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(d.primary, None);
+        assert!(d.primary_hpa.is_some(), "the HPA follows the target's");
+        let d = build(
+            &canary,
+            &decision(vec![Action::Promote {
+                revision_id: "r".into(),
+            }]),
+            &with_primary,
+            &settings(),
+        )
+        .unwrap();
+        let p = d.primary.unwrap();
+        assert!(p.replicas_to_autoscaler, "an HPA owns the replicas");
+        assert_eq!(p.workload["spec"].get("replicas"), None);
+        assert_eq!(p.secrets[0]["metadata"]["name"], "podinfo-secret-primary");
+    }
+
+    #[test]
+    fn services_without_a_selector_are_an_invalid_canary_but_routes_still_build() {
+        let (canary, _) = canary_for("istio");
+        let mut obs = observation(&canary, vec![], true);
+        obs.selector = None;
+        let decision = |actions| Decision {
+            status: CanaryStatus::default(),
+            actions,
+            notices: vec![],
+            requeue_after: None,
+        };
+        let err = build(
+            &canary,
+            &decision(vec![Action::EnsureServices]),
+            &obs,
+            &settings(),
+        )
+        .unwrap_err();
+        assert_eq!(err.label(), "invalid");
+        let d = build(
+            &canary,
+            &decision(vec![Action::EnsureRoutes(split(0))]),
+            &obs,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(d.apex_service, None);
+        assert_eq!(d.routes.len(), 3, "a VirtualService, two DestinationRules");
+    }
+}
