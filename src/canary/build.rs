@@ -308,7 +308,7 @@ mod tests {
                     scale_up_replicas: 2,
                     ready_replicas: 2,
                 }),
-                primary: primary.then(|| PrimaryState {
+                primary: primary.then_some(PrimaryState {
                     readiness: Readiness::Ready,
                     revision_id: None,
                     replicas: Some(2),

@@ -169,7 +169,10 @@ pub fn decide(canary: &Canary, obs: &Observed) -> Step {
     let mut m = Machine::new(canary, obs);
     match m.run() {
         Flow::Need(p) => Step::Need(p),
-        Flow::Done => Step::Done(m.finish()),
+        Flow::Done => {
+            m.finish_routes();
+            Step::Done(m.finish())
+        }
     }
 }
 
@@ -219,6 +222,10 @@ struct Machine<'a> {
     actions: Vec<Action>,
     notices: Vec<Notice>,
     requeue: Option<Duration>,
+    /// The decision writes the routing objects for the status it writes ([`Self::finish_routes`]):
+    /// every reconcile of a run's phase, and the steps that set the routes outside a run
+    /// (initialisation, idle, a run's start, a target gone mid-run).
+    routes: bool,
 }
 
 impl<'a> Machine<'a> {
@@ -233,6 +240,7 @@ impl<'a> Machine<'a> {
             actions: vec![],
             notices: vec![],
             requeue: None,
+            routes: false,
         }
     }
 
@@ -326,24 +334,17 @@ impl<'a> Machine<'a> {
 
     /// Wait without stepping or counting a failure: one Warning event when the reason is new,
     /// the `Halted` condition, a look again in 5 s.
-    fn halt(&mut self, reason: &str, message: String, analysis: &CanaryAnalysis) -> Flow {
-        self.halt_alerting(reason, message, None, analysis)
+    fn halt(&mut self, reason: &str, message: String) -> Flow {
+        self.halt_alerting(reason, message, None)
     }
 
     /// [`Self::halt`], the Warning event also sent as `alert` when the reason is new.
-    fn halt_alerting(
-        &mut self,
-        reason: &str,
-        message: String,
-        alert: Option<String>,
-        analysis: &CanaryAnalysis,
-    ) -> Flow {
+    fn halt_alerting(&mut self, reason: &str, message: String, alert: Option<String>) -> Flow {
         if !self.before_halted_on(&message) {
             self.notice(Severity::Warn, message.clone(), alert);
         }
         self.halted(reason, message);
         self.requeue_in(Duration::from_secs(5));
-        self.finish_routes(analysis);
         Flow::Done
     }
 
@@ -428,9 +429,7 @@ impl<'a> Machine<'a> {
             // Mid-run, the canary's pods went with their Deployment: give the traffic back.
             if self.st.phase.is_some_and(CanaryPhase::is_running) && self.st.canary_weight > 0 {
                 self.st.canary_weight = 0;
-                let analysis = self.analysis();
-                self.actions
-                    .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+                self.routes = true;
             }
             return Flow::Done;
         };
@@ -440,6 +439,18 @@ impl<'a> Machine<'a> {
         if self.canary.spec.suspend {
             return Flow::Done;
         }
+        // Whatever a run's phase decides (a step, a halt, a rollback, a promotion), the routes
+        // follow the status it writes.
+        self.routes = self.st.phase.is_some_and(|p| {
+            matches!(
+                p,
+                CanaryPhase::Waiting
+                    | CanaryPhase::Progressing
+                    | CanaryPhase::WaitingPromotion
+                    | CanaryPhase::Promoting
+                    | CanaryPhase::Finalising
+            )
+        });
         match self.st.phase {
             None | Some(CanaryPhase::Initializing) => self.initialize(&target),
             Some(CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed) => {
@@ -593,8 +604,7 @@ impl<'a> Machine<'a> {
         self.st.tracked_configs = Some(target.configs.clone());
         self.st.failed_checks = 0;
         self.set_phase(CanaryPhase::Initialized);
-        self.actions
-            .push(Action::EnsureRoutes(routes_for(&self.st, None)));
+        self.routes = true;
         self.actions.push(Action::ScaleTarget(0));
         let id = self.canary_id();
         self.notice(
@@ -646,8 +656,7 @@ impl<'a> Machine<'a> {
         }
         self.actions.push(Action::EnsurePrimary);
         self.actions.push(Action::EnsureServices);
-        self.actions
-            .push(Action::EnsureRoutes(routes_for(&self.st, None)));
+        self.routes = true;
 
         // Adopt a status written by another tool (e.g. Flagger's FNV hashes): re-baseline
         // instead of starting a run for an unchanged workload (Flagger #1673, #1799).
@@ -726,8 +735,7 @@ impl<'a> Machine<'a> {
             format!("New revision detected! Scaling up {tid}"),
             Some("New revision detected, progressing canary analysis.".into()),
         );
-        self.actions
-            .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
+        self.routes = true;
         self.requeue_in(Duration::from_secs(1));
         Flow::Done
     }
@@ -868,28 +876,45 @@ impl<'a> Machine<'a> {
             self.requeue_in(wait);
             return Flow::Done;
         }
-        match self.hook(&analysis, HookKind::Rollback) {
-            Err(p) => return Flow::Need(p),
+        if let Some(flow) = self.rollback_hook_or_routes_pending(&analysis, false) {
+            return flow;
+        }
+        self.start_run(target)
+    }
+
+    /// Before a run starts (`Waiting`) and before each of its steps: a rollback hook that
+    /// fires ends the run, and routes the router has not applied yet hold it, since the
+    /// metrics of a step mean nothing until the router applied its split (Flagger's GetRoutes
+    /// error after #1732). Past the progress deadline a run in progress (`running`) rolls
+    /// back; one not started yet (its canary has no traffic) waits on, said again as an alert.
+    /// `None`: go on.
+    fn rollback_hook_or_routes_pending(
+        &mut self,
+        analysis: &CanaryAnalysis,
+        running: bool,
+    ) -> Option<Flow> {
+        match self.hook(analysis, HookKind::Rollback) {
+            Err(p) => return Some(Flow::Need(p)),
             Ok(Some(v)) if v.pass => {
                 let m = format!("Rolling back {} manual webhook invoked", self.canary_id());
-                return self.rollback(m, &analysis);
+                return Some(self.rollback(m));
             }
             Ok(_) => {}
         }
-
-        // The metrics of a step mean nothing until the router applied its split (Flagger's
-        // GetRoutes error after #1732): wait for it.
-        if let Some(why) = &self.obs.routes_pending {
-            let m = format!("Halt {} advancement {why}", self.canary_id());
-            // The canary has no traffic yet: the wait goes on, but past the progress deadline
-            // it is said again, as an alert.
-            if self.halt_outlived_deadline() {
-                let m = format!("{m} (longer than the progress deadline)");
-                return self.halt_alerting("RoutesPending", m.clone(), Some(m), &analysis);
-            }
-            return self.halt("RoutesPending", m, &analysis);
+        let why = self.obs.routes_pending.clone()?;
+        let id = self.canary_id();
+        let m = format!("Halt {id} advancement {why}");
+        if !self.halt_outlived_deadline() {
+            return Some(self.halt("RoutesPending", m));
         }
-        self.start_run(target)
+        Some(if running {
+            self.rollback(format!(
+                "Rolling back {id} routes not accepted within the progress deadline: {why}"
+            ))
+        } else {
+            let m = format!("{m} (longer than the progress deadline)");
+            self.halt_alerting("RoutesPending", m.clone(), Some(m))
+        })
     }
 
     /// Time left before the next analysis step is due; `None` when it is due now.
@@ -916,7 +941,6 @@ impl<'a> Machine<'a> {
             self.info(format!(
                 "New revision detected! Restarting analysis for {tid}"
             ));
-            self.finish_routes(&analysis);
             self.requeue_in(Duration::from_secs(1));
             return Flow::Done;
         }
@@ -929,13 +953,13 @@ impl<'a> Machine<'a> {
                 self.canary_id(),
                 self.st.failed_checks
             );
-            return self.rollback(m, &analysis);
+            return self.rollback(m);
         }
 
         match self.obs.primary.as_ref().map(|p| &p.readiness) {
             Some(Readiness::Failed(msg)) => {
                 let msg = format!("primary {} failed: {msg}", self.primary_id());
-                return self.rollback(msg, &analysis);
+                return self.rollback(msg);
             }
             // Deleted: it will not come back by itself (its last promoted template went with
             // it, and the target runs the unverified revision), and the canary's pods are the
@@ -946,7 +970,7 @@ impl<'a> Machine<'a> {
                     self.primary_id(),
                     self.target_id()
                 );
-                return self.fail_to_canary(m, &analysis);
+                return self.fail_to_canary(m);
             }
             // The primary carries the rest of the traffic: never step while it is not ready
             // (someone scaled it, its pods are evicted); wait, and say so once. Past the
@@ -965,11 +989,11 @@ impl<'a> Machine<'a> {
                     if target.readiness == Readiness::Ready {
                         let m =
                             format!("{m}; all traffic routed to the canary {}", self.target_id());
-                        return self.fail_to_canary(m, &analysis);
+                        return self.fail_to_canary(m);
                     }
-                    return self.rollback(m, &analysis);
+                    return self.rollback(m);
                 }
-                return self.halt("PrimaryNotReady", m, &analysis);
+                return self.halt("PrimaryNotReady", m);
             }
             Some(Readiness::Ready) => self.clear_halted(),
         }
@@ -980,14 +1004,13 @@ impl<'a> Machine<'a> {
                 let msg = msg.clone();
                 if self.deadline_passed() {
                     let m = self.canary_deadline_message(&msg);
-                    return self.rollback(m, &analysis);
+                    return self.rollback(m);
                 }
-                self.finish_routes(&analysis);
                 return Flow::Done;
             }
             Readiness::Failed(msg) => {
                 let m = self.canary_deadline_message(msg);
-                return self.rollback(m, &analysis);
+                return self.rollback(m);
             }
         }
 
@@ -1002,31 +1025,11 @@ impl<'a> Machine<'a> {
 
         if let Some(wait) = self.until_due(&analysis) {
             self.requeue_in(wait);
-            self.finish_routes(&analysis);
             return Flow::Done;
         }
 
-        match self.hook(&analysis, HookKind::Rollback) {
-            Err(p) => return Flow::Need(p),
-            Ok(Some(v)) if v.pass => {
-                let m = format!("Rolling back {} manual webhook invoked", self.canary_id());
-                return self.rollback(m, &analysis);
-            }
-            Ok(_) => {}
-        }
-
-        // The metrics of a step mean nothing until the router applied its split (Flagger's
-        // GetRoutes error after #1732): wait for it, up to the progress deadline.
-        if let Some(why) = &self.obs.routes_pending {
-            let id = self.canary_id();
-            if self.halt_outlived_deadline() {
-                let m = format!(
-                    "Rolling back {id} routes not accepted within the progress deadline: {why}"
-                );
-                return self.rollback(m, &analysis);
-            }
-            let m = format!("Halt {id} advancement {why}");
-            return self.halt("RoutesPending", m, &analysis);
+        if let Some(flow) = self.rollback_hook_or_routes_pending(&analysis, true) {
+            return flow;
         }
 
         // A step happens now, whatever its outcome.
@@ -1039,17 +1042,12 @@ impl<'a> Machine<'a> {
         } else {
             self.run_checks(&analysis)
         };
-        match checks {
-            Some(Flow::Need(p)) => return Flow::Need(p),
-            Some(Flow::Done) => {
-                self.finish_routes(&analysis);
-                return Flow::Done;
-            }
-            None => {}
+        if let Some(flow) = checks {
+            return flow;
         }
 
         let judged = !starting && super::judged::opted_in(self.canary);
-        let flow = match analysis.strategy() {
+        match analysis.strategy() {
             // blue/green after its switch to the canary: the verdict is in, promote
             Strategy::BlueGreen if judged && self.st.canary_weight >= 100 => {
                 self.finish_blue_green(target, &analysis)
@@ -1060,18 +1058,7 @@ impl<'a> Machine<'a> {
             Strategy::Canary => self.step_canary(target, &analysis),
             Strategy::ABTesting => self.step_ab(target, &analysis),
             Strategy::BlueGreen => self.step_blue_green(target, &analysis),
-        };
-        if matches!(flow, Flow::Done) {
-            self.finish_routes(&analysis);
         }
-        flow
-    }
-
-    fn finish_routes(&mut self, analysis: &CanaryAnalysis) {
-        self.actions
-            .retain(|a| !matches!(a, Action::EnsureRoutes(_)));
-        self.actions
-            .push(Action::EnsureRoutes(routes_for(&self.st, Some(analysis))));
     }
 
     /// The start tick: pre-rollout hooks, and a metrics provider that answers. `None` = passed,
@@ -1240,7 +1227,7 @@ impl<'a> Machine<'a> {
         match progress {
             Progress::Rollback => {
                 let m = format!("Rolling back {id}: {evidence}");
-                self.rollback(m, analysis)
+                self.rollback(m)
             }
             Progress::Promote => {
                 if self.st.phase != Some(CanaryPhase::WaitingPromotion) {
@@ -1257,7 +1244,7 @@ impl<'a> Machine<'a> {
             Progress::Inconclusive(on) => {
                 let m = format!("{id}: {}", inconclusive_message(&js, on));
                 match on {
-                    OnInconclusive::Rollback => self.rollback(m, analysis),
+                    OnInconclusive::Rollback => self.rollback(m),
                     OnInconclusive::Promote => {
                         self.info(m);
                         self.judged_promotion(target, analysis)
@@ -1504,19 +1491,17 @@ impl<'a> Machine<'a> {
             Readiness::Ready => {}
             Readiness::NotReady(msg) => {
                 if self.deadline_passed() {
-                    return self.failed_promotion(msg, &analysis);
+                    return self.failed_promotion(msg);
                 }
-                self.finish_routes(&analysis);
                 return Flow::Done;
             }
-            Readiness::Failed(msg) => return self.failed_promotion(msg, &analysis),
+            Readiness::Failed(msg) => return self.failed_promotion(msg),
         }
         self.st.unready_since = None;
         let step = analysis.step_weight_promotion.unwrap_or(0);
         if step > 0 && self.st.canary_weight > 0 {
             if let Some(wait) = self.until_due(&analysis) {
                 self.requeue_in(wait);
-                self.finish_routes(&analysis);
                 return Flow::Done;
             }
             self.st.last_step_time = Some(self.time());
@@ -1526,7 +1511,6 @@ impl<'a> Machine<'a> {
             self.info(format!("Advance {id} primary weight {pw}"));
             if self.st.canary_weight > 0 {
                 self.requeue_in(analysis.interval());
-                self.finish_routes(&analysis);
                 return Flow::Done;
             }
         }
@@ -1538,18 +1522,15 @@ impl<'a> Machine<'a> {
         self.st.last_step_time = Some(self.time());
         // Let in-flight requests on the canary drain before scaling it down.
         self.requeue_in(drain_time(&analysis));
-        self.finish_routes(&analysis);
         Flow::Done
     }
 
     /// Finalising: traffic is on the new primary; scale the canary down and finish.
     fn finalising(&mut self) -> Flow {
         let analysis = self.analysis();
-        self.actions
-            .push(Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))));
         if let Some(Readiness::Failed(msg)) = self.obs.primary.as_ref().map(|p| &p.readiness) {
             let msg = msg.clone();
-            return self.failed_promotion(msg, &analysis);
+            return self.failed_promotion(msg);
         }
         if self.obs.primary.is_none() {
             // Deleted after it got the traffic back: the canary, still up, takes it again and
@@ -1563,7 +1544,6 @@ impl<'a> Machine<'a> {
                 self.target_id()
             );
             self.notice(Severity::Warn, m, None);
-            self.finish_routes(&analysis);
             self.requeue_in(Duration::from_secs(1));
             return Flow::Done;
         }
@@ -1592,11 +1572,10 @@ impl<'a> Machine<'a> {
     }
 
     /// Roll back: all traffic to the primary, canary to zero, `Failed`, error alert.
-    fn rollback(&mut self, reason: String, analysis: &CanaryAnalysis) -> Flow {
+    fn rollback(&mut self, reason: String) -> Flow {
         self.notice(Severity::Warn, reason.clone(), None);
         self.set_phase(CanaryPhase::Failed);
         self.st.last_step_time = None;
-        self.finish_routes(analysis);
         self.actions.push(Action::ScaleTarget(0));
         self.actions
             .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
@@ -1613,7 +1592,7 @@ impl<'a> Machine<'a> {
 
     /// The primary did not come up with the promoted revision: keep serving from the canary
     /// (routes 0/100, canary not scaled down), `Failed` (Flagger 1.44 `handleFailedPromotion`).
-    fn failed_promotion(&mut self, msg: String, analysis: &CanaryAnalysis) -> Flow {
+    fn failed_promotion(&mut self, msg: String) -> Flow {
         let event = format!(
             "Promotion of {} failed, primary not ready: {msg}",
             self.target_id()
@@ -1629,7 +1608,6 @@ impl<'a> Machine<'a> {
         self.st.iterations = 0;
         self.st.unready_since = None;
         self.st.last_step_time = None;
-        self.finish_routes(analysis);
         self.actions
             .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
         self.notice(Severity::Error, event, Some(alert));
@@ -1638,18 +1616,36 @@ impl<'a> Machine<'a> {
 
     /// The primary is gone or not ready and the canary is all that is left: `Failed` with all
     /// traffic on the canary (not scaled down), an error alert.
-    fn fail_to_canary(&mut self, reason: String, analysis: &CanaryAnalysis) -> Flow {
+    fn fail_to_canary(&mut self, reason: String) -> Flow {
         self.st.phase = Some(CanaryPhase::Failed);
         self.st.canary_weight = 100;
         self.st.iterations = 0;
         self.st.unready_since = None;
         self.st.last_step_time = None;
         self.clear_halted();
-        self.finish_routes(analysis);
         self.actions
             .push(Action::RunHooks(HookKind::PostRollout, CanaryPhase::Failed));
         self.notice(Severity::Error, reason.clone(), Some(reason));
         Flow::Done
+    }
+
+    /// The one `EnsureRoutes` of a decision, when it writes the routes (`self.routes`): the
+    /// weights of the status being written, applied after the canary is scaled up and before
+    /// it is scaled down or the post-rollout hooks run.
+    fn finish_routes(&mut self) {
+        if !self.routes {
+            return;
+        }
+        let analysis = self.analysis();
+        let at = self
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::ScaleTarget(0) | Action::RunHooks(..)))
+            .unwrap_or(self.actions.len());
+        self.actions.insert(
+            at,
+            Action::EnsureRoutes(routes_for(&self.st, Some(&analysis))),
+        );
     }
 
     fn finish(mut self) -> Decision {

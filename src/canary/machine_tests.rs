@@ -1395,6 +1395,21 @@ proptest! {
                     }
                 }
             }
+            // one EnsureRoutes per decision, for the status written, never after the canary is
+            // scaled down or the post-rollout hooks ran
+            let routes: Vec<usize> = d.actions.iter().enumerate()
+                .filter(|(_, a)| matches!(a, Action::EnsureRoutes(_)))
+                .map(|(i, _)| i)
+                .collect();
+            prop_assert!(routes.len() <= 1, "{:?}", d.actions);
+            if let Some(&i) = routes.first() {
+                let analysis = w.canary.spec.analysis().cloned();
+                prop_assert_eq!(&d.actions[i], &Action::EnsureRoutes(routes_for(&d.status, analysis.as_ref())));
+                prop_assert!(
+                    !d.actions[..i].iter().any(|a| matches!(a, Action::ScaleTarget(0) | Action::RunHooks(..))),
+                    "{:?}", d.actions
+                );
+            }
             let after = w.weight();
             if after > before
                 && phase_before == Some(CanaryPhase::Progressing)
