@@ -1120,6 +1120,7 @@ mod tests {
             .unwrap();
         assert!(note.len() <= 1024, "{} bytes", note.len());
         assert!(note.starts_with("Halt podinfo.test advancement 応答"));
-        assert!(note.ends_with('…'));
+        assert!(note.ends_with("応答 5.00 > 1"), "the value is kept: {note}");
+        assert!(note.contains('…'));
     }
 }
