@@ -17,7 +17,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use pennant::api::CanaryPhase;
-use pennant::rbac::{CONTROLLER_RULES, LEADER_ELECTION_RULES, RequestAttributes};
+use pennant::rbac::{CANARY_RULES, LEADER_ELECTION_RULES, RequestAttributes};
 use serde_json::{Value, json};
 use support::*;
 
@@ -189,7 +189,7 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     let ungranted: Vec<_> = used
         .iter()
         .filter(|a| {
-            !pennant::rbac::allows(CONTROLLER_RULES, a)
+            !pennant::rbac::allows(CANARY_RULES, a)
                 && !pennant::rbac::allows(LEADER_ELECTION_RULES, a)
         })
         .collect();
