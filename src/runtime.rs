@@ -210,13 +210,6 @@ impl Shutdown {
         Self(rx)
     }
 
-    /// Never fires (tests).
-    pub fn never() -> Self {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        std::mem::forget(tx);
-        Self(rx)
-    }
-
     /// Completes when the process is asked to stop.
     pub fn signalled(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         let mut rx = self.0.clone();

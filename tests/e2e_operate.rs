@@ -142,6 +142,8 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     let mut args = vec![
         "--metrics-server",
         prom.as_str(),
+        "--listen",
+        "127.0.0.1:0",
         "--leader-election",
         "--leader-election-namespace",
         ns.name.as_str(),
@@ -530,6 +532,8 @@ async fn label_selector_shards_the_canaries() {
         let mut args = vec![
             "--metrics-server",
             prom.as_str(),
+            "--listen",
+            "127.0.0.1:0",
             "--watch-label-selector",
             selector,
         ];
