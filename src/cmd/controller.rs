@@ -335,6 +335,71 @@ mod tests {
         assert_eq!(c.controllers, "canary");
     }
 
+    /// The process's server is its own routes plus each enabled controller's: the Canary
+    /// controller brings the gate endpoints, scoped to the watched namespace.
+    #[tokio::test]
+    async fn each_controller_adds_its_routes_to_the_one_server() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let process = Process {
+            client,
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            scope: Scope {
+                namespace: Some("apps".into()),
+                label_selector: None,
+            },
+            shutdown: Shutdown::on_signal(),
+        };
+        let serve = |app: axum::Router| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(axum::serve(listener, app).into_future());
+            format!("http://{addr}")
+        };
+        let base = || {
+            router(ServerState {
+                metrics: process.metrics.clone(),
+                ready: process.ready.clone(),
+            })
+        };
+        let http = reqwest::Client::new();
+        let without = serve(base()).await;
+        let mut app = base();
+        for e in select("canary").unwrap() {
+            app = app.merge((e.routes)(&process));
+        }
+        let with = serve(app).await;
+        let post = |url: String, body: &'static str| http.post(url).body(body).send();
+        assert_eq!(
+            post(format!("{without}/gate/approve"), "")
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            post(format!("{with}/gate/approve"), "")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            post(format!("{with}/readyz"), "").await.unwrap().status(),
+            405
+        );
+        let other = post(
+            format!("{with}/gate/check"),
+            r#"{"name": "web", "namespace": "prod"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(other.status(), 403, "outside the process's scope");
+    }
+
     #[test]
     fn every_built_controller_has_its_rbac_table() {
         for e in BUILT {
