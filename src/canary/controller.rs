@@ -190,12 +190,17 @@ where
 }
 
 /// Build the caches and run the Canary controller until shutdown.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<()> {
+///
+/// Hosted by the process ([`crate::runtime::Process`]): its client, metrics, readiness, scope
+/// (the label selector applies to the Canary watch) and shutdown.
+pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
+    let crate::runtime::Process {
+        client,
+        metrics,
+        ready,
+        scope,
+        shutdown,
+    } = process;
     let wc = watcher::Config::default().any_semantic();
     let ns = settings.namespace.clone();
 
@@ -270,7 +275,7 @@ pub async fn run(
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let controller = Controller::new(api::<Canary>(&client, &ns), wc);
+    let controller = Controller::new(api::<Canary>(&client, &ns), scope.watcher_config());
     let canaries = controller.store();
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
@@ -343,7 +348,7 @@ pub async fn run(
         });
     }
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.signalled())
         .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
