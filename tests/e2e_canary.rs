@@ -1138,9 +1138,11 @@ async fn deleted_primary_mid_run_fails_the_run_onto_the_canary() {
     // The target rolled back to the promoted revision: the primary is recreated from it and,
     // once ready, takes the traffic back; the canary is scaled down after the drain.
     set_image(&ns, V1, 0.0).await;
-    wait_until(MINUTES(2), "traffic back on the recreated primary", || async {
-        ns.vs_weights("podinfo").await == Some((100, 0))
-    })
+    wait_until(
+        MINUTES(2),
+        "traffic back on the recreated primary",
+        || async { ns.vs_weights("podinfo").await == Some((100, 0)) },
+    )
     .await;
     let primary = ns.deployment("podinfo-primary").await.expect("recreated");
     assert_eq!(image_of(&primary), V1);

@@ -790,7 +790,9 @@ impl<'a> Machine<'a> {
             self.st.last_step_time = None;
             self.actions.push(Action::ScaleTarget(0));
             let tid = self.target_id();
-            self.info(format!("Scaling down {tid}: traffic is back on the primary"));
+            self.info(format!(
+                "Scaling down {tid}: traffic is back on the primary"
+            ));
             return;
         }
         let Some(p) = &self.obs.primary else { return };

@@ -2470,7 +2470,11 @@ fn primary_ready_again_after_failing_onto_the_canary_takes_the_traffic_back() {
     w.primary.as_mut().unwrap().readiness = Readiness::Ready;
     let n = w.notices.len();
     w.tick();
-    assert_eq!(w.phase(), Some(CanaryPhase::Failed), "the revision stays failed");
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Failed),
+        "the revision stays failed"
+    );
     assert_eq!(w.weight(), 0);
     assert_eq!(w.routes.unwrap().canary, 0);
     assert!(
@@ -2551,7 +2555,8 @@ fn invalid_spec_mid_run_rolls_back_past_the_progress_deadline() {
     let mut w = World::initialized(analysis());
     w.release_to_first_step();
     w.run_until(10, |w| w.weight() == 20);
-    w.invalid = vec!["annotation canary.pennant.dev/rollback-window \"abc\" is not a number".into()];
+    w.invalid =
+        vec!["annotation canary.pennant.dev/rollback-window \"abc\" is not a number".into()];
     let d = w.step();
     assert!(d.requeue_after.is_some(), "looks again at the deadline");
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
