@@ -915,6 +915,8 @@ impl<'a> Machine<'a> {
         } else {
             CanaryPhase::Failed
         };
+        // in Failed, a step time marks a drain before scaling down (`return_to_primary`)
+        self.st.last_step_time = None;
         self.set_phase(back);
         Flow::Done
     }
