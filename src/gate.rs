@@ -67,6 +67,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -394,6 +397,81 @@ pub async fn write(
     )
     .await?;
     Ok(GateState::from_annotations(c.annotations(), gate))
+}
+
+/// The loadtester's gate endpoints (any method, as the loadtester).
+pub const GATE_PATHS: [&str; 8] = [
+    "/gate/approve",
+    "/gate/halt",
+    "/gate/check",
+    "/gate/open",
+    "/gate/close",
+    "/rollback/check",
+    "/rollback/open",
+    "/rollback/close",
+];
+
+/// Who the gate endpoints act for.
+#[derive(Clone)]
+struct Endpoints {
+    /// Client for the endpoints that read and annotate Canaries. Without one they answer 503
+    /// (`/gate/approve` and `/gate/halt` still work).
+    client: Option<Client>,
+    /// The namespace the controller watches (`--namespace`); requests for Canaries elsewhere are
+    /// refused with 403. `None` for all namespaces.
+    namespace: Option<String>,
+}
+
+/// The gate endpoints ([`GATE_PATHS`], any method), for the process's HTTP server.
+pub fn routes(client: Option<Client>, namespace: Option<String>) -> axum::Router {
+    let mut r = axum::Router::new();
+    for path in GATE_PATHS {
+        r = r.route(path, axum::routing::any(gate_endpoint));
+    }
+    r.with_state(Endpoints { client, namespace })
+}
+
+async fn gate_endpoint(State(s): State<Endpoints>, uri: Uri, body: Bytes) -> (StatusCode, String) {
+    let Some(request) = Request::from_path(uri.path()) else {
+        return (StatusCode::NOT_FOUND, "not found".into());
+    };
+    let (canary, answer) = match request.fixed_state() {
+        // approve/halt: constant answers, no payload, no API call
+        Some(state) => (None, answer(request, None, Ok(state))),
+        None => {
+            let canary = match parse_payload(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(path = uri.path(), "gate request refused: {e}");
+                    return (StatusCode::BAD_REQUEST, e.to_string());
+                }
+            };
+            let answer = match out_of_scope(&canary, s.namespace.as_deref()) {
+                Some(refused) => refused,
+                None => {
+                    let outcome = match &s.client {
+                        Some(client) => perform(client, request, &canary).await,
+                        None => Err(StoreError::Unavailable(
+                            "this server has no Kubernetes client".into(),
+                        )),
+                    };
+                    answer(request, Some(&canary), outcome)
+                }
+            };
+            (Some(canary), answer)
+        }
+    };
+    let who = canary.map(|c| c.to_string()).unwrap_or_default();
+    match request {
+        Request::Set(..) if answer.status < 300 => {
+            tracing::info!(canary = %who, path = uri.path(), "{}", answer.body)
+        }
+        _ => {
+            tracing::debug!(canary = %who, path = uri.path(), status = answer.status, "{}", answer.body)
+        }
+    }
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, answer.body)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 pub mod analysis;
 pub mod api;
 pub mod canary;
-pub mod cli;
+pub mod cmd;
 pub mod ext;
 pub mod gate;
 pub mod http_post;
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod rbac;
 pub mod router;
+pub mod runtime;
 pub mod server;
 pub mod util;
 pub mod webhook;

@@ -7,7 +7,7 @@
 //!   `ApiResource::erase::<K>`, `reflector::store::<K>`, `GroupVersionKind::gvk("g", "v", "K")`,
 //!   the leader-election Lease) and fails when a kind is used but absent from this table, or
 //!   granted here but used nowhere;
-//! - it renders the chart and fails when the chart's rules differ from [`CONTROLLER_RULES`] /
+//! - it renders the chart and fails when the chart's rules differ from [`CANARY_RULES`] /
 //!   [`LEADER_ELECTION_RULES`];
 //! - `tests/e2e_operate.rs` runs a canary with the controller authenticated as the chart's
 //!   ServiceAccount, reads every API request the controller made from its own debug log, maps each
@@ -29,11 +29,13 @@ pub struct Permission {
 
 const WATCH_AND_APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
 
-/// Granted in every watched namespace: a ClusterRole, or a Role in `--namespace` when set.
+/// The Canary controller's rules, granted in every watched namespace when it is enabled
+/// (`--controllers`, the chart's `controllers`): a ClusterRole, or a Role in `--namespace` when
+/// set. Each controller has its own table; the chart grants the union of the enabled ones.
 ///
 /// `patch` covers server-side apply; `create` is listed too because an apply that creates an
 /// object is authorized as a create as well (kube-apiserver's patch handler).
-pub const CONTROLLER_RULES: &[Permission] = &[
+pub const CANARY_RULES: &[Permission] = &[
     Permission {
         group: "flagger.app",
         resource: "canaries",
@@ -315,12 +317,12 @@ mod tests {
     #[test]
     fn allows_matches_group_resource_and_verb() {
         let a = request_attributes("PATCH", "/apis/apps/v1/namespaces/t/deployments/x").unwrap();
-        assert!(allows(CONTROLLER_RULES, &a));
+        assert!(allows(CANARY_RULES, &a));
         let a = request_attributes("DELETE", "/apis/apps/v1/namespaces/t/deployments/x").unwrap();
-        assert!(!allows(CONTROLLER_RULES, &a), "pennant never deletes");
+        assert!(!allows(CANARY_RULES, &a), "pennant never deletes");
         let a = request_attributes("GET", "/apis/extensions/v1beta1/namespaces/t/deployments/x")
             .unwrap();
-        assert!(!allows(CONTROLLER_RULES, &a), "group matters");
+        assert!(!allows(CANARY_RULES, &a), "group matters");
     }
 
     #[test]
@@ -335,7 +337,7 @@ mod tests {
             "delete",
             "deletecollection",
         ];
-        for p in CONTROLLER_RULES.iter().chain(LEADER_ELECTION_RULES) {
+        for p in CANARY_RULES.iter().chain(LEADER_ELECTION_RULES) {
             for (i, v) in p.verbs.iter().enumerate() {
                 assert!(VERBS.contains(v), "{p:?}");
                 assert!(!p.verbs[..i].contains(v), "duplicate verb in {p:?}");

@@ -1,99 +1,31 @@
-//! HTTP server: `/metrics` (Prometheus text), `/healthz` (process alive), `/readyz` (caches
-//! synced), and the loadtester-compatible gating endpoints `/gate/*` and `/rollback/*` (see
-//! [`crate::gate`] for their exact semantics).
+//! HTTP server of the process: `/metrics` (Prometheus text), `/healthz` (process alive),
+//! `/readyz` (caches synced), plus the routes each enabled controller contributes (the Canary
+//! controller's loadtester-compatible `/gate/*` and `/rollback/*`, see [`crate::gate`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::routing::{any, get};
+use axum::http::StatusCode;
+use axum::routing::get;
 
-use crate::gate::{self, Request, StoreError};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    /// Client for the gate endpoints, which read and annotate Canaries. Without one they answer
-    /// 503 (`/gate/approve` and `/gate/halt` still work).
-    pub client: Option<kube::Client>,
-    /// The namespace the controller watches (`--namespace`); gate requests for Canaries elsewhere
-    /// are refused with 403. `None` for all namespaces.
-    pub namespace: Option<String>,
 }
 
-/// The loadtester's gate endpoints (any method, as the loadtester).
-pub const GATE_PATHS: [&str; 8] = [
-    "/gate/approve",
-    "/gate/halt",
-    "/gate/check",
-    "/gate/open",
-    "/gate/close",
-    "/rollback/check",
-    "/rollback/open",
-    "/rollback/close",
-];
-
+/// The process's own routes; each controller merges its routes into them (the Canary
+/// controller: the gate endpoints, [`crate::gate::routes`]).
 pub fn router(state: ServerState) -> Router {
-    let mut r = Router::new()
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
-    for path in GATE_PATHS {
-        r = r.route(path, any(gate_endpoint));
-    }
-    r.with_state(state)
-}
-
-async fn gate_endpoint(
-    State(s): State<ServerState>,
-    uri: Uri,
-    body: Bytes,
-) -> (StatusCode, String) {
-    let Some(request) = Request::from_path(uri.path()) else {
-        return (StatusCode::NOT_FOUND, "not found".into());
-    };
-    let (canary, answer) = match request.fixed_state() {
-        // approve/halt: constant answers, no payload, no API call
-        Some(state) => (None, gate::answer(request, None, Ok(state))),
-        None => {
-            let canary = match gate::parse_payload(&body) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(path = uri.path(), "gate request refused: {e}");
-                    return (StatusCode::BAD_REQUEST, e.to_string());
-                }
-            };
-            let answer = match gate::out_of_scope(&canary, s.namespace.as_deref()) {
-                Some(refused) => refused,
-                None => {
-                    let outcome = match &s.client {
-                        Some(client) => gate::perform(client, request, &canary).await,
-                        None => Err(StoreError::Unavailable(
-                            "this server has no Kubernetes client".into(),
-                        )),
-                    };
-                    gate::answer(request, Some(&canary), outcome)
-                }
-            };
-            (Some(canary), answer)
-        }
-    };
-    let who = canary.map(|c| c.to_string()).unwrap_or_default();
-    match request {
-        Request::Set(..) if answer.status < 300 => {
-            tracing::info!(canary = %who, path = uri.path(), "{}", answer.body)
-        }
-        _ => {
-            tracing::debug!(canary = %who, path = uri.path(), status = answer.status, "{}", answer.body)
-        }
-    }
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, answer.body)
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 async fn metrics(State(s): State<ServerState>) -> ([(&'static str, &'static str); 1], String) {
@@ -121,8 +53,6 @@ mod tests {
         let state = ServerState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(false)),
-            client: None,
-            namespace: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -142,8 +72,10 @@ mod tests {
     async fn fake_apiserver(
         canaries: Vec<serde_json::Value>,
     ) -> (kube::Client, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        use axum::body::Bytes;
         use axum::extract::Path;
         use axum::http::Method;
+        use axum::routing::any;
         use serde_json::json;
         let store = Arc::new(std::sync::Mutex::new(canaries));
         let s2 = store.clone();
@@ -189,12 +121,11 @@ mod tests {
         let state = ServerState {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(true)),
-            client,
-            namespace: namespace.map(String::from),
         };
+        let gates = crate::gate::routes(client, namespace.map(String::from));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(axum::serve(listener, router(state)).into_future());
+        tokio::spawn(axum::serve(listener, router(state).merge(gates)).into_future());
         format!("http://{addr}")
     }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pennant::rbac::{CONTROLLER_RULES, LEADER_ELECTION_RULES, Permission};
+use pennant::cmd::controller::{BUILT, NOT_BUILT};
+use pennant::rbac::{LEADER_ELECTION_RULES, Permission};
 use serde_json::Value;
 use support::*;
 
@@ -127,7 +128,7 @@ fn helm_lint_passes_with_defaults_and_every_option() {
     all.args(["lint", "--strict", &chart(), "--set"]).arg(
         "serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,\
          leaderElection.enabled=true,replicaCount=2,namespace=apps,slack.url=https://hooks.example/x,\
-         msteams.url=https://teams.example/y,eventWebhook=http://events/z",
+         msteams.url=https://teams.example/y,eventWebhook=http://events/z,watchLabelSelector=sharding.fluxcd.io/key=shard1",
     );
     run(&mut all);
 }
@@ -146,14 +147,28 @@ fn more_than_one_replica_needs_leader_election() {
     );
 }
 
+/// The union of the rules of the controllers named.
+fn rules_of(names: &[&str]) -> BTreeSet<Triple> {
+    BUILT
+        .iter()
+        .filter(|e| names.contains(&e.name))
+        .flat_map(|e| triples(e.rules))
+        .collect()
+}
+
 /// The chart grants exactly the table in `src/rbac.rs`: cluster-wide by default, as a Role in
 /// the watched namespace with `namespace=...`, plus the Lease Role with leader election.
 #[test]
 fn chart_rbac_is_the_code_table() {
-    let want = triples(CONTROLLER_RULES);
+    let every: Vec<&str> = BUILT.iter().map(|e| e.name).collect();
+    let want = rules_of(&every);
     let (_, docs) = render("p", "ops", &[]);
     let role = find(&docs, "ClusterRole", "p-pennant").expect("ClusterRole");
-    assert_same(&granted(role), &want, "ClusterRole vs CONTROLLER_RULES");
+    assert_same(
+        &granted(role),
+        &want,
+        "ClusterRole vs the rules of every built controller",
+    );
     let binding = find(&docs, "ClusterRoleBinding", "p-pennant").expect("binding");
     assert_eq!(binding["subjects"][0]["name"], "p-pennant");
     assert_eq!(binding["subjects"][0]["namespace"], "ops");
@@ -170,7 +185,11 @@ fn chart_rbac_is_the_code_table() {
     assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
     let role = find(&docs, "Role", "p-pennant").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "apps");
-    assert_same(&granted(role), &want, "Role vs CONTROLLER_RULES");
+    assert_same(
+        &granted(role),
+        &want,
+        "Role vs the rules of every built controller",
+    );
     let lease = find(&docs, "Role", "p-pennant-leader-election").expect("lease Role");
     assert_eq!(lease["metadata"]["namespace"], "ops");
     assert_same(
@@ -194,11 +213,163 @@ fn chart_rbac_is_the_code_table() {
     }
 }
 
+/// The chart's `controllers` list picks the controllers the process runs (`--controllers`) and
+/// the rules it is granted: for every non-empty set of built controllers, the rendered rules are
+/// the union of those controllers' rules. Names the build lacks fail the render, as the binary.
+#[test]
+fn rendered_rules_follow_the_enabled_controllers() {
+    let every: Vec<&str> = BUILT.iter().map(|e| e.name).collect();
+    let (_, docs) = render("p", "ops", &[]);
+    let args = |docs: &[Value]| -> Vec<String> {
+        find(docs, "Deployment", "p-pennant").unwrap()["spec"]["template"]["spec"]["containers"][0]
+            ["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        args(&docs).contains(&format!("--controllers={}", every.join(","))),
+        "the chart's default is every controller the build has: {:?}",
+        args(&docs)
+    );
+    for mask in 1..(1u32 << every.len()) {
+        let set: Vec<&str> = (0..every.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| every[i])
+            .collect();
+        let value = format!("controllers={{{}}}", set.join(","));
+        for scoped in [vec![value.as_str()], vec![value.as_str(), "namespace=apps"]] {
+            let (_, docs) = render("p", "ops", &scoped);
+            let role = find(&docs, "ClusterRole", "p-pennant")
+                .or_else(|| find(&docs, "Role", "p-pennant"))
+                .expect("role");
+            assert_same(
+                &granted(role),
+                &rules_of(&set),
+                &format!("rules of {set:?}"),
+            );
+            let flag = args(&docs)
+                .into_iter()
+                .find_map(|a| a.strip_prefix("--controllers=").map(String::from))
+                .expect("--controllers");
+            let selected: Vec<&str> = pennant::cmd::controller::select(&flag)
+                .unwrap()
+                .iter()
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(selected, set);
+        }
+    }
+    for bad in NOT_BUILT.iter().chain(&["nope"]) {
+        let out = Command::new(helm())
+            .args(["template", "x", &chart(), "--set"])
+            .arg(format!("controllers={{{bad}}}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "controllers={{{bad}}} rendered");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("unknown controller"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `flux uninstall` deletes every object labelled `app.kubernetes.io/part-of=flux`: nothing the
+/// chart renders and nothing `src/` writes carries that label.
+#[test]
+fn nothing_of_pennant_is_labelled_part_of_flux() {
+    fn labelled_flux(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "app.kubernetes.io/part-of" && x.as_str() == Some("flux") {
+                        out.push(at.to_string());
+                    }
+                    labelled_flux(x, &format!("{at}.{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    labelled_flux(x, &format!("{at}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    for set in [
+        vec![],
+        vec![
+            "namespace=apps",
+            "leaderElection.enabled=true",
+            "serviceMonitor.enabled=true",
+            "podDisruptionBudget.enabled=true",
+            "slack.url=https://hooks.example/x",
+        ],
+    ] {
+        let (text, docs) = render("p", "ops", &set);
+        for d in &docs {
+            labelled_flux(
+                d,
+                &format!("{}/{}", d["kind"], d["metadata"]["name"]),
+                &mut found,
+            );
+        }
+        assert!(!text.contains("part-of: flux"), "{text}");
+    }
+    // the planted case is found
+    let mut planted = vec![];
+    labelled_flux(
+        &serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/part-of": "flux"}}}),
+        "x",
+        &mut planted,
+    );
+    assert_eq!(planted, ["x.metadata.labels"]);
+    // any label or selector the code writes: a line naming `part-of` and `flux`
+    for (file, text) in source_files(&root().join("src")) {
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("part-of") && line.contains("flux") {
+                found.push(format!("{file}:{}: {line}", n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "app.kubernetes.io/part-of=flux (flux uninstall deletes what carries it): {found:#?}"
+    );
+}
+
+/// Every `.rs` file under `dir`, as (path relative to the crate, text).
+fn source_files(dir: &Path) -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = vec![];
+    walk(dir, &mut files);
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            (f.strip_prefix(root()).unwrap().display().to_string(), text)
+        })
+        .collect()
+}
+
 /// The Deployment's args are flags the binary accepts, with the values the chart was given.
 #[test]
 fn deployment_args_parse_as_the_binarys_flags() {
     use clap::Parser;
-    use pennant::cli::{Cli, Command as Cmd};
+    use pennant::cmd::{Cli, Command as Cmd};
     for set in [
         vec![],
         vec![
@@ -208,6 +379,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             "slack.channel=ops",
             "kubeconfigQPS=20",
             r"log.level=info\,pennant=debug",
+            "watchLabelSelector=!sharding.fluxcd.io/key",
         ],
     ] {
         let (_, docs) = render("p", "ops", &set);
@@ -227,7 +399,9 @@ fn deployment_args_parse_as_the_binarys_flags() {
         };
         assert_eq!(args.listen, "0.0.0.0:8080");
         assert_eq!(args.log_format, "json");
+        assert_eq!(args.controllers, "canary");
         if set.is_empty() {
+            assert_eq!(args.watch_label_selector, "");
             assert_eq!(args.namespace, "");
             assert!(!args.leader_election);
             assert_eq!(args.kubeconfig_burst, 250);
@@ -240,6 +414,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             assert_eq!(args.slack_channel.as_deref(), Some("ops"));
             assert_eq!(args.kubeconfig_qps, 20.0);
             assert_eq!(args.log_level, "info,pennant=debug");
+            assert_eq!(args.watch_label_selector, "!sharding.fluxcd.io/key");
         }
         let probe = |p: &str| c[p]["httpGet"]["path"].as_str().unwrap().to_string();
         assert_eq!(
@@ -259,22 +434,8 @@ fn deployment_args_parse_as_the_binarys_flags() {
 
 /// A kind used by the code, where (file:line).
 fn kinds_used_in_src() -> Vec<(String, String)> {
-    let mut files = vec![];
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    walk(&root().join("src"), &mut files);
     let mut used = vec![];
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let rel = f.strip_prefix(root()).unwrap().display().to_string();
+    for (rel, text) in source_files(&root().join("src")) {
         for (n, line) in text.lines().enumerate() {
             let at = format!("{rel}:{}", n + 1);
             if line.trim_start().starts_with("//") {
@@ -352,8 +513,9 @@ fn every_api_use_in_src_is_granted_and_every_grant_is_used() {
     assert!(kinds_in_line("GroupVersionKind::gvk(group, version, kind)").is_empty());
 
     let used = kinds_used_in_src();
-    let table: BTreeSet<&str> = CONTROLLER_RULES
+    let table: BTreeSet<&str> = BUILT
         .iter()
+        .flat_map(|e| e.rules)
         .chain(LEADER_ELECTION_RULES)
         .map(|p| p.kind)
         .collect();

@@ -1135,6 +1135,34 @@ async fn deleted_primary_mid_run_fails_the_run_onto_the_canary() {
             .any(|(t, m)| t == "Warning" && m.contains(&needle)),
         "{events:#?}"
     );
+    // The target rolled back to the promoted revision: the primary is recreated from it and,
+    // once ready, takes the traffic back; the canary is scaled down after the drain.
+    set_image(&ns, V1, 0.0).await;
+    wait_until(
+        MINUTES(2),
+        "traffic back on the recreated primary",
+        || async { ns.vs_weights("podinfo").await == Some((100, 0)) },
+    )
+    .await;
+    let primary = ns.deployment("podinfo-primary").await.expect("recreated");
+    assert_eq!(image_of(&primary), V1);
+    let messages = ns
+        .event_messages_with("podinfo", "Routing all traffic to primary")
+        .await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Routing all traffic to primary")),
+        "{messages:#?}"
+    );
+    wait_until(MINUTES(1), "canary scaled down after the drain", || async {
+        let d = ns.deployment("podinfo").await.unwrap();
+        d.spec.and_then(|s| s.replicas) == Some(0)
+    })
+    .await;
+    let st = ns.canary("podinfo").await.status.unwrap();
+    assert_eq!(st.phase, Some(CanaryPhase::Failed));
+    assert_eq!(st.canary_weight, 0);
     ns.cleanup().await;
 }
 

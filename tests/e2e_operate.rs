@@ -1,9 +1,10 @@
 //! Operating pennant as the chart installs it, against the real local control plane
 //! (`e2e/cluster up`): the chart's RBAC is enough for a canary release (the controller
 //! authenticated as the chart's ServiceAccount), and leader election hands a release in flight
-//! from a killed leader, and from a gracefully stopped one, to another process.
+//! from a killed leader, and from a gracefully stopped one, to another process; Flux's sharding
+//! flag (`--watch-label-selector`) splits the Canaries of a namespace between two processes.
 //!
-//! Both tests read the Kubernetes API requests each controller made from its own JSON debug log
+//! The RBAC and leader-election tests read the Kubernetes API requests each controller made from its own JSON debug log
 //! (`kube_client=debug` logs every request's method and URL).
 
 mod support;
@@ -17,7 +18,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use pennant::api::CanaryPhase;
-use pennant::rbac::{CONTROLLER_RULES, LEADER_ELECTION_RULES, RequestAttributes};
+use pennant::rbac::{CANARY_RULES, LEADER_ELECTION_RULES, RequestAttributes};
 use serde_json::{Value, json};
 use support::*;
 
@@ -141,6 +142,8 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     let mut args = vec![
         "--metrics-server",
         prom.as_str(),
+        "--listen",
+        "127.0.0.1:0",
         "--leader-election",
         "--leader-election-namespace",
         ns.name.as_str(),
@@ -189,7 +192,7 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     let ungranted: Vec<_> = used
         .iter()
         .filter(|a| {
-            !pennant::rbac::allows(CONTROLLER_RULES, a)
+            !pennant::rbac::allows(CANARY_RULES, a)
                 && !pennant::rbac::allows(LEADER_ELECTION_RULES, a)
         })
         .collect();
@@ -490,6 +493,107 @@ async fn leader_that_loses_its_lease_exits() {
         holder(&leases, LEASE).await.as_deref(),
         Some("intruder_0"),
         "the Lease is left to its new holder"
+    );
+    ns.cleanup().await;
+}
+
+/// Flux's sharding (`--watch-label-selector`): two Canaries in one namespace, one labelled
+/// `sharding.fluxcd.io/key=shard1`. A controller started with that selector initialises only the
+/// labelled one; one started with `!sharding.fluxcd.io/key` (the main instance) only the other.
+#[tokio::test]
+async fn label_selector_shards_the_canaries() {
+    const SHARD: &str = "sharding.fluxcd.io/key";
+    let client = client().await;
+    let ns = TestNs::new(&client, "shards", 20).await;
+    let canary = |name: &str, shard: Option<&str>| {
+        let mut doc = yaml_docs(
+            &podinfo_canary(5, 25, 50, 120)
+                .replace("podinfo", name)
+                .replace("NAMESPACE", &ns.name),
+        )
+        .remove(0);
+        if let Some(s) = shard {
+            doc["metadata"]["labels"] = json!({ SHARD: s });
+        }
+        doc
+    };
+    for name in ["sharded", "main"] {
+        ns.apply_yaml(&podinfo(V1, 0.0, "").replace("podinfo", name))
+            .await;
+    }
+    apply(&client, &canary("sharded", Some("shard1"))).await;
+    apply(&client, &canary("main", None)).await;
+    let phase = |name: &'static str| {
+        let ns = &ns;
+        async move { ns.canary(name).await.status.and_then(|s| s.phase) }
+    };
+    let start = |selector: &str, log: &str| {
+        let prom = prometheus_url();
+        let mut args = vec![
+            "--metrics-server",
+            prom.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--watch-label-selector",
+            selector,
+        ];
+        args.extend(LOG_ARGS);
+        ControllerProcess::start_with(
+            &ns.name,
+            &format!("{}-{log}", ns.name),
+            &kubeconfig_path(),
+            &args,
+            &[],
+        )
+    };
+
+    // the shard: the labelled Canary only
+    let mut shard = start(&format!("{SHARD}=shard1"), "shard1");
+    wait_phase(
+        &ns,
+        "sharded",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        phase("main").await,
+        None,
+        "the shard left the unlabelled Canary alone"
+    );
+    assert!(
+        ns.deployment("main-primary").await.is_none(),
+        "nor built its primary"
+    );
+    shard.terminate(Duration::from_secs(30));
+    // forget the shard's work, so the main instance could be seen redoing it
+    let api = ns.canaries();
+    api.patch_status(
+        "sharded",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": null})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(phase("sharded").await, None);
+
+    // the main instance: every Canary without the shard label
+    let _main = start(&format!("!{SHARD}"), "main");
+    wait_phase(
+        &ns,
+        "main",
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        MINUTES(2),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        phase("sharded").await,
+        None,
+        "the main instance left the shard's Canary alone"
     );
     ns.cleanup().await;
 }

@@ -49,9 +49,9 @@ fn every_replay_example_replays() {
             } else if is_replay(&p) {
                 found += 1;
                 let text = std::fs::read_to_string(&p).unwrap();
-                let file: pennant::canary::replay::ReplayFile = serde_saphyr::from_str(&text)
+                let file: pennant::cmd::replay::ReplayFile = serde_saphyr::from_str(&text)
                     .unwrap_or_else(|e| panic!("{}: not a replay file: {e}", p.display()));
-                let r = pennant::canary::replay::replay(&file);
+                let r = pennant::cmd::replay::replay(&file);
                 assert!(!r.ticks.is_empty(), "{}: no step replayed", p.display());
                 // The file's name says what its release must end as (`replay-bad` rolls back).
                 if p.to_string_lossy().contains("bad") {

@@ -3,7 +3,10 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`) never refer to a controller (`canary`).
+//!   `metrics`, `ext`, `gate`, `http_post`) and the process that hosts them (`runtime`,
+//!   `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a controller (`canary`);
+//! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
+//!   not a module).
 //!
 //! A reference is any path into the crate, in code or in an attribute string (`crate::x`,
 //! `super::…` resolved against the file's module and its inline `mod`s, `use crate::{x, y}`);
@@ -15,8 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// Modules that refer to no other pennant module.
 const BOTTOM: &[&str] = &["api", "util"];
-/// Controllers: only the command-line layer (`main.rs`, `cli`) and themselves refer to them.
+/// Controllers: only the command-line layer (`cmd`) and themselves refer to them.
 const CONTROLLERS: &[&str] = &["canary"];
+/// The command-line layer: referred to by `main.rs` only.
+const TOP: &[&str] = &["cmd"];
 /// Modules below every controller.
 const BELOW_CONTROLLERS: &[&str] = &[
     "analysis",
@@ -29,6 +34,12 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "http_post",
     "api",
     "util",
+    "runtime",
+    "server",
+    "leader",
+    "logging",
+    "kube_client",
+    "rbac",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.
@@ -37,6 +48,8 @@ fn forbidden(from: &str, to: &str) -> Option<&'static str> {
         None
     } else if BOTTOM.contains(&from) {
         Some("refers to no other pennant module")
+    } else if TOP.contains(&to) {
+        Some("may not use the command-line layer, which only main.rs uses")
     } else if BELOW_CONTROLLERS.contains(&from) && CONTROLLERS.contains(&to) {
         Some("is below the controllers")
     } else {
@@ -351,6 +364,9 @@ fn the_scan_sees_the_real_arrows_down() {
         ("notify", "api"),
         ("webhook", "http_post"),
         ("analysis", "util"),
+        ("cmd", "canary"),
+        ("cmd", "runtime"),
+        ("canary", "runtime"),
     ] {
         assert!(
             arrows.contains(&(from.to_string(), to.to_string())),
@@ -359,7 +375,12 @@ fn the_scan_sees_the_real_arrows_down() {
     }
     let lib = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
         .unwrap();
-    for m in BOTTOM.iter().chain(CONTROLLERS).chain(BELOW_CONTROLLERS) {
+    for m in BOTTOM
+        .iter()
+        .chain(CONTROLLERS)
+        .chain(BELOW_CONTROLLERS)
+        .chain(TOP)
+    {
         assert!(
             lib.contains(&format!("pub mod {m};")),
             "{m} is not a module of the crate"
@@ -395,6 +416,8 @@ fn planted_arrows_back_up_are_found() {
              a: u8,\n}\n",
         ),
         ("util.rs", "pub fn f() -> crate::api::Canary { todo!() }\n"),
+        ("canary/planted.rs", "use crate::cmd::replay::ReplayFile;\n"),
+        ("runtime.rs", "fn f() { crate::canary::controller::run }\n"),
     ];
     for (rel, src) in bad {
         assert_eq!(violations([(rel, src)]).len(), 1, "{rel}: {src}");
@@ -422,6 +445,10 @@ fn planted_arrows_back_up_are_found() {
         (
             "canary/planted.rs",
             "use crate::router::Weights;\nuse crate::api::Canary;\n",
+        ),
+        (
+            "cmd/planted.rs",
+            "use crate::canary::machine;\nuse super::replay;\nuse crate::runtime::Scope;\n",
         ),
         (
             "api/planted.rs",

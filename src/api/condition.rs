@@ -56,18 +56,29 @@ pub mod types {
 /// and a condition message is shown in `kubectl get` and alerts, so it gets the same bound.
 pub const MESSAGE_MAX_BYTES: usize = 1024;
 
-/// `message` cut to at most `max` bytes on a UTF-8 character boundary, ending with `…` when it
-/// was cut (the ellipsis counts in `max`). Used for every Event note and condition message.
+/// `message` cut to at most `max` bytes on UTF-8 character boundaries: when it is longer, its
+/// middle is replaced by `…` (the ellipsis counts in `max`), keeping the start and the last
+/// quarter, because the value that explains a message usually ends it ("… 5.00 > 1"). Used for
+/// every Event note and condition message.
 pub fn truncate_message(message: &str, max: usize) -> Cow<'_, str> {
     if message.len() <= max {
         return Cow::Borrowed(message);
     }
     const ELLIPSIS: &str = "…";
-    let mut end = max.saturating_sub(ELLIPSIS.len());
-    while !message.is_char_boundary(end) {
-        end -= 1;
+    let room = max.saturating_sub(ELLIPSIS.len());
+    let mut tail = message.len() - room / 4;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
     }
-    Cow::Owned(format!("{}{ELLIPSIS}", &message[..end]))
+    let mut head = room - (message.len() - tail);
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    Cow::Owned(format!(
+        "{}{ELLIPSIS}{}",
+        &message[..head],
+        &message[tail..]
+    ))
 }
 
 /// True when `c` carries `message` as [`set_condition`] stores it (cut to
@@ -144,8 +155,13 @@ mod tests {
                 "cut no more than needed: {} bytes",
                 t.len()
             );
-            assert!(t.ends_with('…'), "{t}");
-            assert!(s.starts_with(t.trim_end_matches('…')));
+            let (head, tail) = t.split_once('…').expect("an ellipsis");
+            assert!(s.starts_with(head) && s.ends_with(tail), "{t}");
+            assert!(
+                tail.len() >= 1024 / 4 - 6,
+                "the end is kept: {} bytes",
+                tail.len()
+            );
         }
         let exact = "x".repeat(1024);
         assert_eq!(truncate_message(&exact, 1024), exact, "at the limit: kept");

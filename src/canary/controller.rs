@@ -30,7 +30,6 @@ use super::context::{ROUTE_KINDS, route_resource};
 use super::machine::{self, Decision, Step};
 use super::{build, execute, observe, tracker};
 use crate::api::{Canary, CanaryStatus};
-use crate::metrics::Metrics;
 use crate::notify::{self, Severity};
 use crate::router::Weights;
 use crate::webhook::HookKind;
@@ -50,12 +49,17 @@ where
 }
 
 /// Build the caches and run the Canary controller until shutdown.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<()> {
+///
+/// Hosted by the process ([`crate::runtime::Process`]): its client, metrics, readiness, scope
+/// (the label selector applies to the Canary watch) and shutdown.
+pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
+    let crate::runtime::Process {
+        client,
+        metrics,
+        ready,
+        scope,
+        shutdown,
+    } = process;
     let wc = watcher::Config::default().any_semantic();
     let ns = settings.namespace.clone();
 
@@ -130,7 +134,7 @@ pub async fn run(
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let controller = Controller::new(api::<Canary>(&client, &ns), wc);
+    let controller = Controller::new(api::<Canary>(&client, &ns), scope.watcher_config());
     let canaries = controller.store();
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
@@ -203,7 +207,7 @@ pub async fn run(
         });
     }
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.signalled())
         .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -1018,6 +1022,7 @@ mod tests {
             .unwrap();
         assert!(note.len() <= 1024, "{} bytes", note.len());
         assert!(note.starts_with("Halt podinfo.test advancement 応答"));
-        assert!(note.ends_with('…'));
+        assert!(note.ends_with("応答 5.00 > 1"), "the value is kept: {note}");
+        assert!(note.contains('…'));
     }
 }

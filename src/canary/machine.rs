@@ -416,7 +416,7 @@ impl<'a> Machine<'a> {
         if !self.obs.invalid.is_empty() {
             let msg = format!("invalid Canary: {}", self.obs.invalid.join("; "));
             self.stall("InvalidSpec", msg);
-            return Flow::Done;
+            return self.invalid_mid_run();
         }
         let Some(target) = self.obs.target.clone() else {
             let msg = format!(
@@ -514,6 +514,36 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// An invalid spec mid-analysis holds no traffic on the unverified canary past the progress
+    /// deadline, measured (as halts) from the `Stalled` condition's start: then it rolls back.
+    /// The rollback's routes come first: if the router cannot build them from this spec, the
+    /// apply stops there and the canary, which still has its share, is not scaled down.
+    fn invalid_mid_run(&mut self) -> Flow {
+        let analysing = matches!(
+            self.st.phase,
+            Some(CanaryPhase::Progressing | CanaryPhase::WaitingPromotion)
+        );
+        if !analysing || self.st.canary_weight == 0 {
+            return Flow::Done;
+        }
+        let since = crate::api::find_condition(&self.st.conditions, types::STALLED)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.time());
+        let elapsed = self.elapsed_since(&since);
+        let deadline = self.canary.spec.progress_deadline();
+        if elapsed < deadline {
+            self.requeue_in(deadline - elapsed);
+            return Flow::Done;
+        }
+        let m = format!(
+            "Rolling back {} invalid Canary for longer than the progress deadline: {}",
+            self.canary_id(),
+            self.obs.invalid.join("; ")
+        );
+        self.routes = true;
+        self.rollback(m)
+    }
+
     fn clear_stall(&mut self) {
         remove_condition(&mut self.st.conditions, types::STALLED);
     }
@@ -600,12 +630,24 @@ impl<'a> Machine<'a> {
             }
         }
         self.st.unready_since = None;
-        self.st.last_applied_spec = Some(target.revision.clone());
+        // An existing primary that runs another revision (e.g. `targetRef` switched away
+        // mid-run and back): the target's revision was never promoted, it is analysed next.
+        let pending = self.primary_runs_another_revision(target);
+        self.st.last_applied_spec = (!pending).then(|| target.revision.clone());
         self.st.tracked_configs = Some(target.configs.clone());
         self.st.failed_checks = 0;
         self.set_phase(CanaryPhase::Initialized);
         self.routes = true;
-        self.actions.push(Action::ScaleTarget(0));
+        if pending {
+            let (pid, tid) = (self.primary_id(), self.target_id());
+            self.info(format!(
+                "{pid} runs another revision than {tid}: {tid} revision {} is analysed",
+                target.revision
+            ));
+            self.requeue_in(Duration::from_secs(1));
+        } else {
+            self.actions.push(Action::ScaleTarget(0));
+        }
         let id = self.canary_id();
         self.notice(
             Severity::Info,
@@ -616,6 +658,17 @@ impl<'a> Machine<'a> {
             )),
         );
         Flow::Done
+    }
+
+    /// Whether the primary's `flagger-id` stamp names another revision than the target's (it
+    /// was not created from the target now, nor promoted from it).
+    fn primary_runs_another_revision(&self, target: &TargetState) -> bool {
+        let id = revision_id(&target.revision, &target.configs);
+        self.obs
+            .primary
+            .as_ref()
+            .and_then(|p| p.revision_id.as_deref())
+            .is_some_and(|p| p != id)
     }
 
     /// Track how long the awaited workload has been unready; true once past the deadline.
@@ -647,13 +700,21 @@ impl<'a> Machine<'a> {
         let promoted = self.st.last_promoted_spec.as_ref() == Some(&target.revision);
         if self.obs.primary.is_none() && !promoted {
             let m = format!(
-                "primary {} not found and {} runs an unpromoted revision: not recreating it from the target",
+                "primary {} not found and {} runs an unpromoted revision {}: not recreating it from the target",
                 self.primary_id(),
-                self.target_id()
+                self.target_id(),
+                target.revision
             );
+            // once per revision: the message names it
+            if crate::api::find_condition(&self.before.conditions, types::STALLED)
+                .is_none_or(|c| !has_message(c, &m))
+            {
+                self.alert_unanalysed_on_canary(target);
+            }
             self.stall("PrimaryNotFound", m);
             return Flow::Done;
         }
+        self.return_to_primary();
         self.actions.push(Action::EnsurePrimary);
         self.actions.push(Action::EnsureServices);
         self.routes = true;
@@ -696,6 +757,70 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
         self.start_run(target)
+    }
+
+    /// Failed with the traffic on the canary and no primary: the Deployment controller rolls a
+    /// new revision of the target onto that traffic, unanalysed. pennant cannot stop it, but says
+    /// so (once per revision, see `idle`) as an error alert, with the way back.
+    fn alert_unanalysed_on_canary(&mut self, target: &TargetState) {
+        let on_canary = self.st.phase == Some(CanaryPhase::Failed) && self.st.canary_weight > 0;
+        let new_revision = self.st.last_applied_spec.as_ref() != Some(&target.revision)
+            || self.st.tracked_configs.as_ref() != Some(&target.configs);
+        if !(on_canary && new_revision) {
+            return;
+        }
+        let (tid, pid) = (self.target_id(), self.primary_id());
+        let promoted = self.st.last_promoted_spec.as_deref().unwrap_or("unknown");
+        let m = format!(
+            "{tid} rolled to revision {} while primary {pid} is missing: the unanalysed revision serves all traffic; roll {tid} back to the promoted revision {promoted} and pennant recreates the primary from it, then routes the traffic back to it",
+            target.revision
+        );
+        self.notice(Severity::Error, m.clone(), Some(m));
+    }
+
+    /// Failed with the traffic on the canary (`fail_to_canary`, `failed_promotion`): once the
+    /// primary is ready again and does not run the revision on the canary (scaled back up,
+    /// recreated from the promoted revision), the traffic goes back to it; the canary is scaled
+    /// down after the drain (`lastStepTime` marks its start).
+    fn return_to_primary(&mut self) {
+        if self.st.phase != Some(CanaryPhase::Failed) {
+            return;
+        }
+        let analysis = self.analysis();
+        if self.st.canary_weight == 0 {
+            let Some(since) = self.st.last_step_time.clone() else {
+                return;
+            };
+            let (elapsed, drain) = (self.elapsed_since(&since), drain_time(&analysis));
+            if elapsed < drain {
+                self.requeue_in(drain - elapsed);
+                return;
+            }
+            self.st.last_step_time = None;
+            self.actions.push(Action::ScaleTarget(0));
+            let tid = self.target_id();
+            self.info(format!(
+                "Scaling down {tid}: traffic is back on the primary"
+            ));
+            return;
+        }
+        let Some(p) = &self.obs.primary else { return };
+        let on_canary = revision_id(
+            self.st.last_applied_spec.as_deref().unwrap_or_default(),
+            &self.st.tracked_configs.clone().unwrap_or_default(),
+        );
+        if p.readiness != Readiness::Ready || p.revision_id.as_deref() == Some(&on_canary) {
+            return;
+        }
+        self.st.canary_weight = 0;
+        self.st.last_step_time = Some(self.time());
+        self.requeue_in(drain_time(&analysis));
+        let (pid, tid) = (self.primary_id(), self.target_id());
+        self.notice(
+            Severity::Info,
+            format!("Routing all traffic to primary {pid}: it is ready again and runs the promoted revision; scaling down {tid} after the drain"),
+            None,
+        );
     }
 
     /// New revision: confirm-rollout gate, then scale the canary up and enter Progressing.
@@ -798,6 +923,8 @@ impl<'a> Machine<'a> {
         } else {
             CanaryPhase::Failed
         };
+        // in Failed, a step time marks a drain before scaling down (`return_to_primary`)
+        self.st.last_step_time = None;
         self.set_phase(back);
         Flow::Done
     }
@@ -1752,6 +1879,11 @@ impl<'a> Machine<'a> {
             CanaryPhase::Succeeded => (
                 "True",
                 "Canary analysis completed successfully, promotion finished.".to_string(),
+            ),
+            CanaryPhase::Failed if self.st.canary_weight > 0 => (
+                "False",
+                "Canary analysis failed, all traffic on the canary until the primary is ready."
+                    .to_string(),
             ),
             CanaryPhase::Failed => (
                 "False",

@@ -94,6 +94,7 @@ struct World {
     target_matches_primary: Option<bool>,
     routes_pending: Option<String>,
     concurrency: Vec<super::super::concurrency::ConcurrencyLimit>,
+    invalid: Vec<String>,
 }
 
 impl World {
@@ -118,6 +119,7 @@ impl World {
             target_matches_primary: None,
             routes_pending: None,
             concurrency: vec![],
+            invalid: vec![],
         }
     }
 
@@ -165,7 +167,7 @@ impl World {
             }),
             primary: self.primary.clone(),
             probes,
-            invalid: vec![],
+            invalid: self.invalid.clone(),
             unsupported: vec![],
             target_matches_primary: self.target_matches_primary,
             routes_pending: self.routes_pending.clone(),
@@ -2445,4 +2447,199 @@ fn primary_not_ready_at_initialisation_warns_once() {
         .filter(|n| n.message.starts_with("podinfo-primary.test not ready: "))
         .count();
     assert_eq!(warnings, 1, "{:#?}", w.notices);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11, tester's findings: after a fail onto the canary, a bad spec mid-run, targetRef back
+
+/// Initialized at REV1 with a primary stamped as pennant stamps it, then a release of REV2 whose
+/// primary goes unready at weight 20 and is failed onto the canary at the deadline.
+fn failed_onto_the_canary() -> World {
+    let mut w = World::initialized(analysis());
+    w.primary.as_mut().unwrap().revision_id = Some(revision_id(REV1, &BTreeMap::new()));
+    w.release_to_first_step();
+    w.run_until(10, |w| w.weight() == 20);
+    w.primary.as_mut().unwrap().readiness = Readiness::NotReady("0 of 0 available".into());
+    w.run_until(30, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 100);
+    w
+}
+
+fn promoted_message(w: &World) -> String {
+    let st = w.status();
+    let c = find_condition(&st.conditions, "Promoted").unwrap();
+    c.message.clone().unwrap_or_default()
+}
+
+#[test]
+fn primary_ready_again_after_failing_onto_the_canary_takes_the_traffic_back() {
+    let mut w = failed_onto_the_canary();
+    assert!(
+        promoted_message(&w).contains("all traffic on the canary until the primary is ready"),
+        "{}",
+        promoted_message(&w)
+    );
+    // still unready: the traffic stays on the canary
+    w.step();
+    assert_eq!(w.routes.unwrap().canary, 100);
+    // scaled back up
+    w.primary.as_mut().unwrap().readiness = Readiness::Ready;
+    let n = w.notices.len();
+    w.tick();
+    assert_eq!(
+        w.phase(),
+        Some(CanaryPhase::Failed),
+        "the revision stays failed"
+    );
+    assert_eq!(w.weight(), 0);
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert!(
+        w.notices[n..]
+            .iter()
+            .any(|n| n.message.starts_with("Routing all traffic to primary")),
+        "{:?}",
+        &w.notices[n..]
+    );
+    assert_eq!(w.target_replicas, 2, "the canary drains first");
+    w.advance(10);
+    w.tick();
+    assert_eq!(w.target_replicas, 2, "still draining");
+    w.advance(20);
+    w.tick();
+    assert_eq!(w.target_replicas, 0);
+    assert!(promoted_message(&w).contains("scaled to zero"));
+    // steady afterwards: no run for the failed revision, no more events
+    let n = w.notices.len();
+    w.step();
+    w.step();
+    assert_eq!(w.notices.len(), n, "{:?}", &w.notices[n..]);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+}
+
+#[test]
+fn primary_recreated_from_the_promoted_revision_takes_the_traffic_back() {
+    let mut w = failed_onto_the_canary();
+    w.primary = None;
+    w.tick();
+    assert_eq!(w.routes.unwrap().canary, 100);
+    // the target rolled back to the promoted revision: the primary is recreated from it
+    w.revision = REV1.into();
+    let d = w.tick();
+    assert!(d.actions.contains(&Action::EnsurePrimary));
+    assert_eq!(w.routes.unwrap().canary, 100, "not before it is ready");
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::NotReady("0 of 2 available".into()),
+        revision_id: Some(revision_id(REV1, &BTreeMap::new())),
+        replicas: Some(2),
+    });
+    w.tick();
+    assert_eq!(w.routes.unwrap().canary, 100);
+    w.primary.as_mut().unwrap().readiness = Readiness::Ready;
+    w.tick();
+    assert_eq!(w.routes.unwrap().canary, 0);
+    w.run_until(5, |w| w.target_replicas == 0);
+    assert!(w.has_notice("Routing all traffic to primary"));
+}
+
+#[test]
+fn new_revision_on_the_canary_without_a_primary_is_said_once_per_revision_as_an_alert() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.primary = None;
+    w.tick();
+    assert_eq!(w.routes.unwrap().canary, 100);
+    w.tick();
+    let n = alerts(&w).len();
+    // the Deployment controller rolls a new release onto the traffic
+    w.revision = REV3.into();
+    w.tick();
+    let st = w.status();
+    let stalled = find_condition(&st.conditions, "Stalled").unwrap();
+    assert!(stalled.message.as_deref().unwrap().contains(REV3));
+    let new = alerts(&w)[n..].to_vec();
+    assert_eq!(new.len(), 1, "{:?}", w.notices);
+    assert!(new[0].contains("unanalysed revision serves all traffic"));
+    assert!(new[0].contains(&format!("promoted revision {REV1}")));
+    let m = w.notices.len();
+    w.step();
+    w.step();
+    assert_eq!(w.notices.len(), m, "once per revision");
+}
+
+#[test]
+fn invalid_spec_mid_run_rolls_back_past_the_progress_deadline() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    w.run_until(10, |w| w.weight() == 20);
+    w.invalid =
+        vec!["annotation canary.pennant.dev/rollback-window \"abc\" is not a number".into()];
+    let d = w.step();
+    assert!(d.requeue_after.is_some(), "looks again at the deadline");
+    assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
+    assert_eq!(w.routes.unwrap().canary, 20);
+    w.run_until(10, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    assert_eq!(w.target_replicas, 0);
+    assert!(
+        alerts(&w)
+            .iter()
+            .any(|a| a.contains("invalid Canary for longer than the progress deadline")),
+        "{:?}",
+        w.notices
+    );
+    let st = w.status();
+    let stalled = find_condition(&st.conditions, "Stalled").unwrap();
+    assert_eq!(stalled.reason.as_deref(), Some("InvalidSpec"));
+}
+
+#[test]
+fn invalid_spec_without_traffic_on_the_canary_waits() {
+    let mut w = World::initialized(analysis());
+    w.invalid = vec!["analysis.interval \"x\" is not a duration like 30s or 1m".into()];
+    w.tick();
+    w.advance(3600);
+    let d = w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn initialising_against_a_primary_that_runs_another_revision_analyses_the_target() {
+    // targetRef switched away mid-run and back: podinfo-primary runs REV1, podinfo REV2
+    let mut w = World::new(analysis());
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: Some(revision_id(REV1, &BTreeMap::new())),
+        replicas: Some(2),
+    });
+    w.revision = REV2.into();
+    w.tick();
+    assert_eq!(w.phase(), Some(CanaryPhase::Initialized));
+    assert_ne!(w.status().last_promoted_spec.as_deref(), Some(REV2));
+    assert_eq!(w.routes.unwrap().canary, 0);
+    w.run_until(5, |w| w.phase() == Some(CanaryPhase::Progressing));
+    assert!(w.has_notice("New revision detected"));
+    w.run_until(40, terminal);
+    assert_eq!(w.phase(), Some(CanaryPhase::Succeeded));
+    assert_eq!(w.status().last_promoted_spec.as_deref(), Some(REV2));
+    assert!(
+        w.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+}
+
+#[test]
+fn initialising_against_a_primary_created_from_the_target_promotes_it() {
+    let mut w = World::new(analysis());
+    w.primary = Some(PrimaryState {
+        readiness: Readiness::Ready,
+        revision_id: Some(revision_id(REV1, &BTreeMap::new())),
+        replicas: Some(2),
+    });
+    w.tick();
+    assert_eq!(w.status().last_promoted_spec.as_deref(), Some(REV1));
+    assert_eq!(w.target_replicas, 0);
 }

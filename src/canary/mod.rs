@@ -21,7 +21,6 @@ pub mod judge_probe;
 pub mod judged;
 pub mod machine;
 pub mod observe;
-pub mod replay;
 pub mod rollback_window;
 pub mod services;
 pub mod tracker;

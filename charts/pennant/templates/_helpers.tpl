@@ -42,3 +42,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "pennant.hasNotifySecret" -}}
 {{- if or .Values.existingSecret .Values.slack.url .Values.slack.token .Values.msteams.url .Values.eventWebhook }}true{{ end }}
 {{- end }}
+
+{{/* The enabled controllers, comma-separated; fails on a name this chart does not know. */}}
+{{- define "pennant.controllers" -}}
+{{- $known := list "canary" }}
+{{- if not .Values.controllers }}
+{{- fail "controllers: name at least one controller (known: canary)" }}
+{{- end }}
+{{- range .Values.controllers }}
+{{- if not (has . $known) }}
+{{- fail (printf "controllers: unknown controller %q (known: %s)" . (join ", " $known)) }}
+{{- end }}
+{{- end }}
+{{- join "," .Values.controllers }}
+{{- end }}

@@ -1,5 +1,5 @@
 //! Replay a release against recorded per-step counts through the controller's own
-//! [`decide`](super::machine::decide). PURE and deterministic: the same file gives the same
+//! [`decide`](crate::canary::machine::decide). PURE and deterministic: the same file gives the same
 //! steps, weights, verdicts and outcome.
 //!
 //! The file (YAML or JSON):
@@ -23,14 +23,16 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
 use serde::Deserialize;
 
-use super::judged::{InputError, JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample};
-use super::machine::{
-    Action, Observed, PrimaryState, Probe, Probes, Readiness, Step, TargetState, decide,
-};
 use crate::analysis::judge::Policy;
 use crate::analysis::{MetricCheck, MetricOutcome};
 use crate::api::{
     Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, CanaryStatus, TargetReference,
+};
+use crate::canary::judged::{
+    InputError, JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample,
+};
+use crate::canary::machine::{
+    Action, Observed, PrimaryState, Probe, Probes, Readiness, Step, TargetState, decide,
 };
 use crate::webhook::HookVerdict;
 
@@ -321,6 +323,24 @@ pub fn render(r: &Replay) -> String {
     }
     out += &format!("outcome: {}\n", r.outcome);
     out
+}
+
+/// `pennant replay FILE`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Recorded per-step counts (YAML/JSON; see `cmd::replay`).
+    pub file: std::path::PathBuf,
+}
+
+/// `pennant replay`: read the file, replay it, print the steps and the outcome.
+pub fn command(args: &ReplayArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let file: ReplayFile = serde_saphyr::from_str(&text)
+        .with_context(|| format!("parsing {}", args.file.display()))?;
+    print!("{}", render(&replay(&file)));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,447 @@
+//! `pennant controller`: the process hosting the controllers ([`crate::runtime`]), and the
+//! registry of the controllers this build has ([`BUILT`]).
+//!
+//! A controller plugs in with one [`Entry`]: its name (for `--controllers`), its RBAC rules
+//! (from [`crate::rbac`], the chart grants the union of the enabled ones), the routes it adds to
+//! the shared HTTP server, and its run future.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+
+use super::parse_seconds;
+use crate::leader::{self, Election};
+use crate::metrics::Metrics;
+use crate::rbac::Permission;
+use crate::runtime::{Process, Scope, Shutdown};
+use crate::server::{ServerState, router};
+
+/// One controller the process can host.
+pub struct Entry {
+    /// Its name in `--controllers`.
+    pub name: &'static str,
+    /// What it needs granted in the watched namespaces (`src/rbac.rs`).
+    pub rules: &'static [Permission],
+    /// The routes it adds to the process's HTTP server.
+    pub routes: fn(&Process) -> axum::Router,
+    /// The controller itself, until the process's shutdown.
+    pub run: fn(Process, &ControllerArgs) -> BoxFuture<'static, anyhow::Result<()>>,
+}
+
+/// The controllers this build has, in start order.
+pub const BUILT: &[Entry] = &[Entry {
+    name: "canary",
+    rules: crate::rbac::CANARY_RULES,
+    routes: |p| crate::gate::routes(Some(p.client.clone()), p.scope.namespace.clone()),
+    run: |p, args| Box::pin(crate::canary::controller::run(p, canary_settings(args))),
+}];
+
+/// Controllers pennant will host but this build does not have yet.
+pub const NOT_BUILT: &[&str] = &["source", "kustomize", "helm", "notification"];
+
+fn built_names() -> String {
+    BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
+}
+
+/// The entries named by `--controllers` (comma-separated, in [`BUILT`] order, each once).
+pub fn select(list: &str) -> Result<Vec<&'static Entry>, String> {
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "--controllers: name at least one of {}",
+            built_names()
+        ));
+    }
+    for n in &names {
+        if NOT_BUILT.contains(n) {
+            return Err(format!(
+                "--controllers: the {n} controller is not built yet (this build has: {})",
+                built_names()
+            ));
+        }
+        if !BUILT.iter().any(|e| e.name == *n) {
+            return Err(format!(
+                "--controllers: unknown controller {n:?} (known: {})",
+                built_names()
+            ));
+        }
+    }
+    Ok(BUILT.iter().filter(|e| names.contains(&e.name)).collect())
+}
+
+/// The Canary controller's settings from the flags.
+fn canary_settings(args: &ControllerArgs) -> crate::canary::controller::Settings {
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    crate::canary::controller::Settings {
+        default_provider: args.mesh_provider.clone(),
+        metrics_server: args.metrics_server.clone(),
+        selector_labels: list(&args.selector_labels),
+        config_tracking: args.enable_config_tracking,
+        ingress_prefix: args.ingress_annotations_prefix.clone(),
+        include_label_prefix: list(&args.include_label_prefix),
+        namespace: Some(args.namespace.clone()).filter(|n| !n.is_empty()),
+        notify: crate::notify::GlobalSettings {
+            slack_url: args.slack_url.clone(),
+            slack_token: args.slack_token.clone(),
+            slack_proxy_url: args.slack_proxy_url.clone(),
+            slack_user: Some(args.slack_user.clone()),
+            slack_channel: args.slack_channel.clone(),
+            msteams_url: args.msteams_url.clone(),
+            msteams_proxy_url: args.msteams_proxy_url.clone(),
+            event_webhook: args.event_webhook.clone(),
+        },
+        cluster_name: args.cluster_name.clone(),
+        max_concurrent_canaries: args.max_concurrent_canaries,
+    }
+}
+
+/// Run the enabled controllers in one process until shutdown (or, with leader election, while
+/// this replica holds the Lease).
+pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
+    let enabled = select(&args.controllers).map_err(|e| anyhow::anyhow!(e))?;
+    let scope = Scope::from_flags(
+        args.watch_all_namespaces,
+        &args.namespace,
+        std::env::var("RUNTIME_NAMESPACE").ok().as_deref(),
+        &args.watch_label_selector,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    // the controllers read the namespace from the flags, so the scope's choice is written back
+    args.namespace = scope.namespace.clone().unwrap_or_default();
+    let log_control = crate::logging::init(&args.log_level, &args.log_format)?;
+    super::install_rustls()?;
+    let config = kube::Config::infer().await.context("kubernetes client")?;
+    let client =
+        crate::kube_client::rate_limited(config, args.kubeconfig_qps, args.kubeconfig_burst)?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);
+    let ready = Arc::new(AtomicBool::new(false));
+    let process = Process {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        scope,
+        shutdown: Shutdown::on_signal(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| args.listen.clone());
+    let mut app = router(ServerState {
+        metrics,
+        ready: ready.clone(),
+    })
+    .merge(log_control.router());
+    for e in &enabled {
+        app = app.merge((e.routes)(&process));
+    }
+    let names: Vec<&str> = enabled.iter().map(|e| e.name).collect();
+    tracing::info!(
+        listen = %bound,
+        controllers = %names.join(","),
+        namespace = process.scope.namespace.as_deref().unwrap_or("(all)"),
+        label_selector = process.scope.label_selector.as_deref().unwrap_or(""),
+        "serving /metrics /healthz /readyz /log-level and the controllers' routes"
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let election = args.leader_election.then(|| Election {
+        namespace: Election::namespace_for(&args.leader_election_namespace, &args.namespace),
+        lease_name: args.leader_election_lease_name.clone(),
+        identity: Election::identity_from_env(),
+        lease_duration: args.leader_election_lease_duration,
+    });
+    let run_all = move || async move {
+        futures::future::try_join_all(enabled.iter().map(|e| (e.run)(process.clone(), &args)))
+            .await
+            .map(|_| ())
+    };
+    match election {
+        None => run_all().await,
+        Some(e) => leader::run_when_leader(client, e, ready, run_all).await,
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Default router for Canaries without `spec.provider`.
+    #[arg(long, env = "PENNANT_MESH_PROVIDER", default_value = "istio")]
+    pub mesh_provider: String,
+    /// Default Prometheus URL for the builtin metrics.
+    #[arg(
+        long,
+        env = "PENNANT_METRICS_SERVER",
+        default_value = "http://prometheus:9090"
+    )]
+    pub metrics_server: String,
+    /// The controllers to run, comma-separated (default: every controller this build has).
+    #[arg(long, env = "PENNANT_CONTROLLERS", default_value_t = built_names())]
+    pub controllers: String,
+    /// Watch only this namespace (all namespaces when empty).
+    #[arg(long, env = "PENNANT_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Watch every namespace (Flux's flag; default true). `=false` without `--namespace`
+    /// watches the namespace in `RUNTIME_NAMESPACE`, as Flux.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub watch_all_namespaces: Option<bool>,
+    /// Reconcile only the objects whose labels match this selector (Flux's sharding, e.g.
+    /// `sharding.fluxcd.io/key=shard1`, or `!sharding.fluxcd.io/key` on the main instance).
+    #[arg(long, env = "PENNANT_WATCH_LABEL_SELECTOR", default_value = "")]
+    pub watch_label_selector: String,
+    /// Annotation prefix of the NGINX canary Ingress (Flagger's `-ingress-annotations-prefix`).
+    #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
+    pub ingress_annotations_prefix: String,
+    /// Comma-separated label prefixes copied from the target to its primary (`*` = all; Flagger's
+    /// `-include-label-prefix`, default none).
+    #[arg(long, default_value = "")]
+    pub include_label_prefix: String,
+    /// Comma-separated labels tried in order to find the target's selector label.
+    #[arg(long, default_value = "app,name,app.kubernetes.io/name")]
+    pub selector_labels: String,
+    /// Track ConfigMaps and Secrets referenced by the target's pods.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_config_tracking: bool,
+    /// Slack incoming webhook (or `https://slack.com/api/chat.postMessage` with a token) for
+    /// Canaries without `analysis.alerts`.
+    #[arg(long, env = "SLACK_URL")]
+    pub slack_url: Option<String>,
+    #[arg(long, env = "SLACK_TOKEN")]
+    pub slack_token: Option<String>,
+    #[arg(long, env = "SLACK_PROXY_URL")]
+    pub slack_proxy_url: Option<String>,
+    #[arg(long, default_value = "flagger")]
+    pub slack_user: String,
+    #[arg(long)]
+    pub slack_channel: Option<String>,
+    /// Microsoft Teams webhook for Canaries without `analysis.alerts` (wins over Slack).
+    #[arg(long, env = "MSTEAMS_URL")]
+    pub msteams_url: Option<String>,
+    #[arg(long, env = "MSTEAMS_PROXY_URL")]
+    pub msteams_proxy_url: Option<String>,
+    /// Receives every canary event as Flagger's event-webhook JSON.
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    pub event_webhook: Option<String>,
+    /// Cluster name added to alerts.
+    #[arg(long, default_value = "")]
+    pub cluster_name: String,
+    /// The most Canaries analysed at once (Progressing through Finalising); the others wait in
+    /// `Waiting`, first detected first started. 0 = no limit. A namespace can set a lower one
+    /// with the annotation `canary.pennant.dev/max-concurrent-canaries`.
+    #[arg(long, env = "PENNANT_MAX_CONCURRENT_CANARIES", default_value_t = 0)]
+    pub max_concurrent_canaries: u32,
+    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Log level filter (e.g. `info`, `pennant=debug`).
+    #[arg(long, env = "PENNANT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PENNANT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Kubernetes client rate limit, requests per second on average (Flagger's
+    /// `-kubeconfig-qps`).
+    #[arg(long, env = "PENNANT_KUBECONFIG_QPS", default_value_t = 100.0)]
+    pub kubeconfig_qps: f64,
+    /// Kubernetes client burst: requests allowed at once before the QPS limit applies
+    /// (Flagger's `-kubeconfig-burst`).
+    #[arg(long, env = "PENNANT_KUBECONFIG_BURST", default_value_t = 250)]
+    pub kubeconfig_burst: u32,
+    /// Run the controller only while holding a `coordination.k8s.io/v1` Lease (Flagger's
+    /// `-enable-leader-election`).
+    #[arg(
+        long,
+        alias = "enable-leader-election",
+        env = "PENNANT_LEADER_ELECTION"
+    )]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: `--namespace`, else `kube-system`, as Flagger).
+    #[arg(long, env = "PENNANT_LEADER_ELECTION_NAMESPACE", default_value = "")]
+    pub leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "pennant-leader-election")]
+    pub leader_election_lease_name: String,
+    /// Lease duration: a leader that stops renewing loses the Lease after this long
+    /// (`15s`, `1m` or seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+    pub leader_election_lease_duration: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cmd::{Cli, Command, normalize_args};
+
+    fn parse(args: &[&str]) -> Result<ControllerArgs, clap::Error> {
+        let argv = normalize_args(
+            ["pennant", "controller"]
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string()),
+        );
+        match Cli::try_parse_from(argv)?.command {
+            Command::Controller(c) => Ok(*c),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn controllers_default_to_every_built_one() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.controllers, "canary");
+        let names = |l: &str| -> Result<Vec<&str>, String> {
+            select(l).map(|v| v.iter().map(|e| e.name).collect())
+        };
+        assert_eq!(names(&c.controllers), Ok(vec!["canary"]));
+        assert_eq!(names(" canary, canary "), Ok(vec!["canary"]), "once");
+        let e = names("canary,source").unwrap_err();
+        assert!(
+            e.contains("the source controller is not built yet") && e.contains("canary"),
+            "{e}"
+        );
+        for planned in NOT_BUILT {
+            assert!(names(planned).unwrap_err().contains("not built yet"));
+        }
+        let e = names("canary,flagger").unwrap_err();
+        assert_eq!(
+            e,
+            "--controllers: unknown controller \"flagger\" (known: canary)"
+        );
+        assert!(names("").unwrap_err().contains("at least one"));
+        assert!(names(" , ").is_err());
+        let c = parse(&["--controllers", "canary"]).unwrap();
+        assert_eq!(c.controllers, "canary");
+    }
+
+    /// The process's server is its own routes plus each enabled controller's: the Canary
+    /// controller brings the gate endpoints, scoped to the watched namespace.
+    #[tokio::test]
+    async fn each_controller_adds_its_routes_to_the_one_server() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let process = Process {
+            client,
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            scope: Scope {
+                namespace: Some("apps".into()),
+                label_selector: None,
+            },
+            shutdown: Shutdown::on_signal(),
+        };
+        let serve = |app: axum::Router| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(axum::serve(listener, app).into_future());
+            format!("http://{addr}")
+        };
+        let base = || {
+            router(ServerState {
+                metrics: process.metrics.clone(),
+                ready: process.ready.clone(),
+            })
+        };
+        let http = reqwest::Client::new();
+        let without = serve(base()).await;
+        let mut app = base();
+        for e in select("canary").unwrap() {
+            app = app.merge((e.routes)(&process));
+        }
+        let with = serve(app).await;
+        let post = |url: String, body: &'static str| http.post(url).body(body).send();
+        assert_eq!(
+            post(format!("{without}/gate/approve"), "")
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            post(format!("{with}/gate/approve"), "")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            post(format!("{with}/readyz"), "").await.unwrap().status(),
+            405
+        );
+        let other = post(
+            format!("{with}/gate/check"),
+            r#"{"name": "web", "namespace": "prod"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(other.status(), 403, "outside the process's scope");
+    }
+
+    #[test]
+    fn every_built_controller_has_its_rbac_table() {
+        for e in BUILT {
+            assert!(!e.rules.is_empty(), "{}", e.name);
+            assert!(!NOT_BUILT.contains(&e.name));
+        }
+        assert_eq!(BUILT[0].rules, crate::rbac::CANARY_RULES);
+    }
+
+    #[test]
+    fn scoping_and_sharding_flags_use_fluxs_names() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.watch_all_namespaces, c.watch_label_selector.as_str()),
+            (None, "")
+        );
+        let c = parse(&["--watch-all-namespaces"]).unwrap();
+        assert_eq!(c.watch_all_namespaces, Some(true));
+        let c = parse(&["--watch-all-namespaces=false", "--namespace", "apps"]).unwrap();
+        assert_eq!(c.watch_all_namespaces, Some(false));
+        assert_eq!(c.namespace, "apps");
+        assert!(
+            parse(&["--watch-all-namespaces", "false"]).is_err(),
+            "a bool flag takes its value after `=`, as Go's flag package"
+        );
+        let c = parse(&["--watch-label-selector", "!sharding.fluxcd.io/key"]).unwrap();
+        assert_eq!(c.watch_label_selector, "!sharding.fluxcd.io/key");
+        let c = parse(&["-watch-label-selector=sharding.fluxcd.io/key=shard1"]).unwrap();
+        assert_eq!(c.watch_label_selector, "sharding.fluxcd.io/key=shard1");
+        let scope = |c: &ControllerArgs| {
+            Scope::from_flags(
+                c.watch_all_namespaces,
+                &c.namespace,
+                None,
+                &c.watch_label_selector,
+            )
+        };
+        assert_eq!(
+            scope(&c).unwrap().label_selector.as_deref(),
+            Some("sharding.fluxcd.io/key=shard1")
+        );
+        let c = parse(&["--watch-label-selector", "shard in (a"]).unwrap();
+        assert!(scope(&c).is_err(), "checked before anything starts");
+    }
+}

@@ -1,0 +1,201 @@
+//! The command-line layer: the verbs of the `pennant` binary, one file each. The top of the
+//! layering (DESIGN.md, "Layout"): only `main.rs` uses it.
+//!
+//! Controller flags mirror Flagger's names (`-mesh-provider`, `-metrics-server`, `-namespace`,
+//! ...) and Flux's (`--watch-all-namespaces`, `--watch-label-selector`); Flagger's single-dash
+//! spelling is accepted too, so an existing Deployment's args keep working.
+
+pub mod analyze;
+pub mod controller;
+pub mod crds;
+pub mod gate;
+pub mod replay;
+
+use clap::{Parser, Subcommand};
+
+pub use analyze::AnalyzeArgs;
+pub use controller::ControllerArgs;
+pub use gate::{GateAction, GateArgs};
+pub use replay::ReplayArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pennant",
+    version,
+    about = "Progressive delivery for Kubernetes, Flagger-compatible"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers.
+    Controller(Box<ControllerArgs>),
+    /// Print the CustomResourceDefinitions pennant serves (YAML).
+    Crds,
+    /// Open, close or check a Canary's manual gate: the one `/gate/check` answers
+    /// (annotation `gate.pennant.dev/promotion`).
+    Gate(GateArgs),
+    /// Request (open), withdraw (close) or check a rollback of a Canary: what `/rollback/check`
+    /// answers (annotation `gate.pennant.dev/rollback`).
+    Rollback(GateArgs),
+    /// Judge a past time window with the sequential judge: per-step counts of canary and
+    /// primary from Prometheus, a per-step table and the verdict.
+    Analyze(Box<AnalyzeArgs>),
+    /// Replay a release from a file of per-step counts through the controller's own `decide`:
+    /// each step's weight and verdict, and the outcome. Deterministic.
+    Replay(ReplayArgs),
+}
+
+/// Run the command the line asked for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crds => crds::command(),
+        Command::Gate(args) => gate::command(crate::gate::Gate::Promotion, args).await,
+        Command::Rollback(args) => gate::command(crate::gate::Gate::Rollback, args).await,
+        Command::Replay(args) => replay::command(&args),
+        Command::Analyze(args) => analyze::command(&args).await,
+        Command::Controller(args) => controller::command(*args).await,
+    }
+}
+
+/// The process-wide TLS provider (ring), for the Kubernetes client, Prometheus and webhooks.
+pub fn install_rustls() -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("rustls provider already installed"))
+}
+
+/// A duration in whole seconds: `15`, `15s`, `2m`. At least one second.
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let (n, unit) = match s.strip_suffix('s') {
+        Some(n) => (n, 1),
+        None => match s.strip_suffix('m') {
+            Some(n) => (n, 60),
+            None => (s, 1),
+        },
+    };
+    match n.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * unit),
+        _ => Err(format!(
+            "{s:?}: expected a positive duration like 15s, 2m or 30"
+        )),
+    }
+}
+
+/// Flagger's single-dash long flags (`-mesh-provider=istio`) rewritten to clap's `--` form.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            // `-name`, `-name=value` (Go's flag package): a single dash before a word longer
+            // than one letter. `-n`, `-v` and negative numbers are left alone.
+            let long = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+                && a[1..].split('=').next().is_some_and(|n| n.len() > 1);
+            if i > 0 && long { format!("-{a}") } else { a }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagger_single_dash_flags_are_accepted() {
+        let args = normalize_args(
+            [
+                "pennant",
+                "controller",
+                "-mesh-provider=istio",
+                "-metrics-server",
+                "http://prom:9090",
+                "-v",
+                "-namespace",
+                "test",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(args[6], "--namespace", "Go's space-separated form too");
+        assert_eq!(args[2], "--mesh-provider=istio");
+        assert_eq!(args[3], "--metrics-server");
+        assert_eq!(args[5], "-v", "short flags untouched");
+        let cli = Cli::try_parse_from(&args[..5]).unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.metrics_server, "http://prom:9090");
+    }
+
+    #[test]
+    fn operator_flags_parse_with_flagger_spellings() {
+        let args = normalize_args(
+            [
+                "pennant",
+                "controller",
+                "-enable-leader-election",
+                "-leader-election-namespace=ops",
+                "-kubeconfig-qps=20",
+                "-kubeconfig-burst",
+                "40",
+                "--leader-election-lease-duration=1m",
+            ]
+            .map(String::from),
+        );
+        let Command::Controller(c) = Cli::try_parse_from(&args).unwrap().command else {
+            panic!()
+        };
+        assert!(c.leader_election);
+        assert_eq!(c.leader_election_namespace, "ops");
+        assert_eq!((c.kubeconfig_qps, c.kubeconfig_burst), (20.0, 40));
+        assert_eq!(c.leader_election_lease_duration, 60);
+        let Command::Controller(d) = Cli::try_parse_from(["pennant", "controller"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(!d.leader_election, "off by default");
+        assert_eq!((d.kubeconfig_qps, d.kubeconfig_burst), (100.0, 250));
+        assert_eq!(d.leader_election_lease_duration, 15);
+        assert_eq!(parse_seconds("30"), Ok(30));
+        assert!(parse_seconds("0s").is_err() && parse_seconds("fast").is_err());
+    }
+
+    #[test]
+    fn gate_and_rollback_verbs() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(normalize_args(args.iter().map(|a| a.to_string())));
+        let cli = parse(&["pennant", "gate", "open", "podinfo", "-n", "test"]).unwrap();
+        let Command::Gate(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (g.action, g.canary.as_str(), g.namespace.as_deref()),
+            (GateAction::Open, "podinfo", Some("test"))
+        );
+        let cli = parse(&["pennant", "rollback", "close", "web", "--namespace", "prod"]).unwrap();
+        let Command::Rollback(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (g.action, g.namespace.as_deref()),
+            (GateAction::Close, Some("prod"))
+        );
+        let cli = parse(&["pennant", "gate", "check", "podinfo"]).unwrap();
+        let Command::Gate(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!((g.action, g.namespace), (GateAction::Check, None));
+        assert!(parse(&["pennant", "gate", "approve", "podinfo"]).is_err());
+        assert!(
+            parse(&["pennant", "gate", "open"]).is_err(),
+            "canary name required"
+        );
+    }
+}
