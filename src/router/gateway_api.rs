@@ -707,9 +707,9 @@ fn is_apex(b: &HttpBackendRef, apex: &str, ns: Option<&str>) -> bool {
         && (b.namespace.is_none() || b.namespace.as_deref() == ns)
 }
 
-/// The HTTPRoute spec as the user wrote it: kubectl's last-applied configuration or pennant's
-/// record of the spec first seen ([`original_spec`]), else the live spec; `None` for a route
-/// pennant created. An error when a rule has a field pennant's types do not carry.
+/// The HTTPRoute spec as the user wrote it: pennant's record of the spec first seen
+/// ([`original_spec`]), else (not taken over yet) the live spec — never kubectl's last-applied
+/// record, which a `kubectl patch` leaves behind; `None` for a route pennant created. An error when a rule has a field pennant's types do not carry.
 fn user_spec(canary: &Canary, live: &Value) -> Result<Option<HttpRouteSpec>, String> {
     if owned_by(canary, live) {
         return Ok(None);
@@ -1412,6 +1412,22 @@ mod tests {
     fn takeover_of_three_rules_to_the_apex_100_0() {
         let live = users_three_rules();
         insta::assert_yaml_snapshot!(taken_over(&gw_canary(), split(0), &live).unwrap());
+    }
+
+    /// Issue 11: `kubectl apply` then `kubectl patch` (rule 0 `/healthz` → `/livez`): the
+    /// takeover keeps the live rules, not kubectl's older last-applied record.
+    #[test]
+    fn takeover_keeps_the_live_rules_not_kubectls_last_applied_record() {
+        let mut live = users_three_rules();
+        let applied = json!({"spec": live["spec"]}).to_string();
+        live["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": applied});
+        live["spec"]["rules"][0]["matches"][0]["path"]["value"] = json!("/livez");
+        let built = taken_over(&gw_canary(), split(30), &live).unwrap();
+        assert_eq!(
+            built[0]["spec"]["rules"][0]["matches"],
+            json!([{"path": {"type": "Exact", "value": "/livez"}}])
+        );
     }
 
     #[test]
