@@ -491,6 +491,15 @@ fn kubectl_with(
     out
 }
 
+/// True when a field manager of `obj` is `pennant`.
+fn managed_by_pennant(obj: &Value) -> bool {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["manager"] == "pennant")
+}
+
 /// Takes over [`USERS_THREE_RULES`], releases through it, deletes the Canary: the user's rules
 /// are kept (matches, filters) and split at every step, and the route gets exactly its original
 /// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover), owned
@@ -589,13 +598,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
             "the patched rule, not kubectl's last-applied one"
         );
     }
-    let managers: Vec<&str> = route["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["manager"].as_str())
-        .collect();
-    assert!(!managers.contains(&"pennant"), "given back: {managers:?}");
+    assert!(!managed_by_pennant(&route), "given back: {route:#}");
     if !revert {
         let edited = USERS_THREE_RULES.replace("value: /readyz", "value: /ready");
         let applied = kubectl_with(&ns, &["apply", "--server-side"], &edited, false);
@@ -1069,6 +1072,15 @@ spec:
         apex["spec"]["selector"],
         serde_json::json!({"app": "podinfo"})
     );
+    for given_back in [&vs, &apex] {
+        assert!(!managed_by_pennant(given_back), "{given_back:#}");
+        assert!(
+            given_back["metadata"]["annotations"]
+                .get("flagger.kubernetes.io/original-configuration")
+                .is_none(),
+            "no stale record for a later takeover: {given_back:#}"
+        );
+    }
     let target = ns.deployment("podinfo").await.unwrap();
     assert_eq!(
         target.spec.unwrap().replicas,
