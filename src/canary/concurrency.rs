@@ -142,7 +142,7 @@ pub fn parse_max(value: &str) -> Result<u32, String> {
         Ok(n) if n > 0 => Ok(n),
         _ if !v.is_empty()
             && v.bytes().all(|b| b.is_ascii_digit())
-            && v.trim_start_matches('0') != "" =>
+            && !v.trim_start_matches('0').is_empty() =>
         {
             Err(format!(
                 "{NAMESPACE_ANNOTATION}: {value:?} is too large (at most {})",
