@@ -1400,6 +1400,130 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
     ns.cleanup().await;
 }
 
+/// The one Canary Progressing besides `skip`, once there is exactly one and `waiting` others
+/// are queued (`Queued` True); panics after `timeout`.
+async fn sole_runner(
+    canaries: &kube::Api<pennant::api::Canary>,
+    waiting: usize,
+    skip: &[&str],
+    timeout: Duration,
+) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let list = canaries.list(&Default::default()).await.unwrap().items;
+        let running: Vec<String> = list
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(CanaryPhase::Progressing))
+            .map(|c| c.metadata.name.clone().unwrap())
+            .filter(|n| !skip.contains(&n.as_str()))
+            .collect();
+        let queued = list
+            .iter()
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    find_condition(&s.conditions, "Queued").is_some_and(|q| q.status == "True")
+                })
+            })
+            .count();
+        if running.len() == 1 && queued == waiting {
+            return running[0].clone();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "one Canary running besides {skip:?}, {waiting} waiting: running {running:?}, {queued} queued"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Issue 11: a Canary making no progress — suspended, or Stalled because its Deployment was
+/// deleted — held its slot for ever. It frees it, and the next waiting Canary starts at once
+/// (woken, not the 30 s backstop); the wait message names the Canary holding the slot.
+#[tokio::test]
+async fn concurrency_limit_frees_the_slot_of_a_suspended_or_stalled_canary() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-limit-stall", 50).await;
+    ns.annotate("canary.pennant.dev/max-concurrent-canaries", "1")
+        .await;
+    let names = ["web-a", "web-b", "web-c"];
+    for n in names {
+        // 10 steps of 10 s: no run ends during the test
+        ns.apply_yaml(&named_podinfo(n, &podinfo_canary(2, 5, 50, 600)))
+            .await;
+    }
+    let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
+    for n in names {
+        wait_phase(
+            &ns,
+            n,
+            CanaryPhase::Initialized,
+            Some(CanaryPhase::Failed),
+            MINUTES(2),
+        )
+        .await;
+    }
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "podinfod", "image": V2}]}}}});
+    for n in names {
+        ns.deployments()
+            .patch(
+                n,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+    }
+    let canaries = ns.canaries();
+    let first = sole_runner(&canaries, 2, &[], MINUTES(2)).await;
+    let waiting = names.iter().find(|n| **n != first).unwrap();
+    let st = ns.canary(waiting).await.status.unwrap();
+    let q = find_condition(&st.conditions, "Queued").unwrap();
+    assert!(
+        q.message
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!("running: {first}.{}", ns.name)),
+        "{q:?}"
+    );
+
+    // Suspended: its slot goes to the next one at once.
+    canaries
+        .patch(
+            &first,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let suspended_at = std::time::Instant::now();
+    let second = sole_runner(&canaries, 1, &[&first], Duration::from_secs(60)).await;
+    assert!(
+        suspended_at.elapsed() < Duration::from_secs(15),
+        "woken, not by the backstop: {:?}",
+        suspended_at.elapsed()
+    );
+
+    // Its Deployment deleted: Stalled, and its slot goes to the last one.
+    ns.deployments()
+        .delete(&second, &Default::default())
+        .await
+        .unwrap();
+    let deleted_at = std::time::Instant::now();
+    sole_runner(&canaries, 0, &[&first, &second], Duration::from_secs(60)).await;
+    assert!(
+        deleted_at.elapsed() < Duration::from_secs(15),
+        "woken, not by the backstop: {:?}",
+        deleted_at.elapsed()
+    );
+    let st = ns.canary(&second).await.status.unwrap();
+    assert!(
+        find_condition(&st.conditions, "Stalled").is_some_and(|c| c.status == "True"),
+        "{st:?}"
+    );
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn rollback_window_promotes_a_known_revision_without_analysis() {
     let canary = annotated(

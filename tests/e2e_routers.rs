@@ -463,28 +463,72 @@ fn rule_weights(route: &Value) -> Option<Vec<(i64, i64)>> {
         .collect()
 }
 
+/// `kubectl --kubeconfig <cluster> <args…>` with `manifest` (NAMESPACE replaced) as `-f`;
+/// the command's output, or its error when `must_pass` is false.
+fn kubectl_with(
+    ns: &TestNs,
+    args: &[&str],
+    manifest: &str,
+    must_pass: bool,
+) -> Result<String, String> {
+    let file = format!("{}/{}-route.yaml", state_dir(), ns.name);
+    std::fs::write(&file, manifest.replace("NAMESPACE", &ns.name)).unwrap();
+    let mut cmd = std::process::Command::new(kubectl());
+    cmd.args(["--kubeconfig", &kubeconfig_path()])
+        .args(args)
+        .args(["-f", &file]);
+    let out = if must_pass {
+        Ok(run(&mut cmd))
+    } else {
+        let o = cmd.output().unwrap();
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    };
+    let _ = std::fs::remove_file(&file);
+    out
+}
+
+/// True when a field manager of `obj` is `pennant`.
+fn managed_by_pennant(obj: &Value) -> bool {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["manager"] == "pennant")
+}
+
 /// Takes over [`USERS_THREE_RULES`], releases through it, deletes the Canary: the user's rules
 /// are kept (matches, filters) and split at every step, and the route gets exactly its original
-/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover). With
-/// `revert`, the user applies the route with kubectl's client-side apply, whose last-applied
-/// annotation is then the record of the original (else pennant's original-configuration).
+/// spec back, with or without `revertOnDeletion` (a finalizer is added for the takeover), owned
+/// by pennant no more. With `revert`, the user applies the route with kubectl's client-side
+/// apply, then edits it with `kubectl patch`: the live, patched rules are kept and restored, not
+/// the older last-applied record. Without, the user applies it server-side, and applies an
+/// edited route server-side again after the deletion, without conflicts.
 async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
     let client = client().await;
     let ns = TestNs::new(&client, prefix, 40).await;
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     if revert {
-        let file = format!("{}/{}-route.yaml", state_dir(), ns.name);
-        std::fs::write(&file, USERS_THREE_RULES.replace("NAMESPACE", &ns.name)).unwrap();
+        kubectl_with(&ns, &["apply"], USERS_THREE_RULES, true).unwrap();
+        let patch = r#"[{"op": "replace", "path": "/spec/rules/0/matches/0/path/value", "value": "/livez"},
+            {"op": "replace", "path": "/spec/rules/2/matches/0/headers/0/value", "value": "green"}]"#;
         run(std::process::Command::new(kubectl()).args([
             "--kubeconfig",
             &kubeconfig_path(),
-            "apply",
-            "-f",
-            &file,
+            "-n",
+            &ns.name,
+            "patch",
+            "httproute",
+            "podinfo",
+            "--type=json",
+            "-p",
+            patch,
         ]));
-        let _ = std::fs::remove_file(&file);
     } else {
-        ns.apply_yaml(USERS_THREE_RULES).await;
+        kubectl_with(&ns, &["apply", "--server-side"], USERS_THREE_RULES, true).unwrap();
     }
     let original = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
@@ -548,6 +592,23 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
         .await
         .expect("the user's route survives");
     assert_eq!(route["spec"], original, "original spec restored exactly");
+    if revert {
+        assert_eq!(
+            route["spec"]["rules"][0]["matches"][0]["path"]["value"], "/livez",
+            "the patched rule, not kubectl's last-applied one"
+        );
+    }
+    assert!(!managed_by_pennant(&route), "given back: {route:#}");
+    if !revert {
+        let edited = USERS_THREE_RULES.replace("value: /readyz", "value: /ready");
+        let applied = kubectl_with(&ns, &["apply", "--server-side"], &edited, false);
+        assert!(applied.is_ok(), "the user's next apply: {applied:?}");
+        let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+        assert_eq!(
+            route["spec"]["rules"][1]["matches"][0]["path"]["value"],
+            "/ready"
+        );
+    }
     ns.cleanup().await;
 }
 
@@ -1011,6 +1072,15 @@ spec:
         apex["spec"]["selector"],
         serde_json::json!({"app": "podinfo"})
     );
+    for given_back in [&vs, &apex] {
+        assert!(!managed_by_pennant(given_back), "{given_back:#}");
+        assert!(
+            given_back["metadata"]["annotations"]
+                .get("flagger.kubernetes.io/original-configuration")
+                .is_none(),
+            "no stale record for a later takeover: {given_back:#}"
+        );
+    }
     let target = ns.deployment("podinfo").await.unwrap();
     assert_eq!(
         target.spec.unwrap().replicas,

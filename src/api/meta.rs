@@ -54,28 +54,81 @@ pub(crate) fn owned_by(canary: &Canary, live: &Value) -> bool {
 /// kubectl's client-side-apply record of an object's configuration.
 pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Flagger's record of the spec of a routing object it took over (JSON), written on the first
-/// change when there is no kubectl last-applied annotation.
+/// Flagger's record of the spec of a routing object it took over (JSON). pennant writes it from
+/// the live spec at the first change of every object it takes over, kubectl's last-applied
+/// annotation or not (Flagger skips it then): the live spec is the user's truth, the
+/// last-applied record may be older than a `kubectl patch` or `edit`.
 pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
 
-/// The spec a taken-over object had before pennant changed it: from kubectl's last-applied
-/// annotation, else from [`ORIGINAL_CONFIGURATION`]. `None` for an object pennant created.
+/// Field managers of controllers that rewrite the objects they take over: pennant, and Flagger
+/// (a Canary moved over from it), whose takeover recorded nothing when kubectl's last-applied
+/// annotation existed.
+const TAKEOVER_MANAGERS: &[&str] = &["pennant", "flagger"];
+
+/// The spec a taken-over object had before pennant changed it: [`ORIGINAL_CONFIGURATION`]; for
+/// an object Flagger (or a pennant before this record) rewrote without writing it, kubectl's
+/// last-applied spec. `None` for an object not rewritten yet — its live spec is the user's —
+/// and for one pennant created.
 pub(crate) fn original_spec(live: &Value) -> Option<Value> {
     let a = &live["metadata"]["annotations"];
-    if let Some(last) = a.get(LAST_APPLIED).and_then(Value::as_str) {
-        return serde_json::from_str::<Value>(last)
-            .ok()
-            .map(|v| v["spec"].clone());
+    if let Some(original) = a.get(ORIGINAL_CONFIGURATION).and_then(Value::as_str) {
+        return serde_json::from_str(original).ok();
     }
-    a.get(ORIGINAL_CONFIGURATION)
+    let rewritten = live["metadata"]["managedFields"]
+        .as_array()
+        .is_some_and(|m| {
+            m.iter()
+                .any(|e| TAKEOVER_MANAGERS.contains(&e["manager"].as_str().unwrap_or_default()))
+        });
+    if !rewritten {
+        return None;
+    }
+    a.get(LAST_APPLIED)
         .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str(s).ok())
+        .and_then(|last| serde_json::from_str::<Value>(last).ok())
+        .map(|v| v["spec"].clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::fixtures::*;
+    use serde_json::json;
+
+    /// Issue 11: kubectl's last-applied record predates a `kubectl patch`; the live spec wins
+    /// until pennant's own record exists, which wins afterwards.
+    #[test]
+    fn the_original_spec_is_the_live_one_until_recorded() {
+        let last = json!({"spec": {"rules": [{"path": "/healthz"}]}}).to_string();
+        let mut live = json!({
+            "metadata": {"annotations": {LAST_APPLIED: last},
+                "managedFields": [{"manager": "kubectl-client-side-apply"}, {"manager": "kubectl-patch"}]},
+            "spec": {"rules": [{"path": "/livez"}]},
+        });
+        assert_eq!(
+            original_spec(&live),
+            None,
+            "not taken over yet: the live spec"
+        );
+        live["metadata"]["annotations"][ORIGINAL_CONFIGURATION] =
+            json!(json!({"rules": [{"path": "/livez"}]}).to_string());
+        live["metadata"]["managedFields"][1]["manager"] = json!("pennant");
+        assert_eq!(
+            original_spec(&live),
+            Some(json!({"rules": [{"path": "/livez"}]}))
+        );
+        // Rewritten by Flagger (or an older pennant), which recorded nothing: last-applied.
+        let mut flagger = live.clone();
+        flagger["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(ORIGINAL_CONFIGURATION);
+        flagger["metadata"]["managedFields"][1]["manager"] = json!("flagger");
+        assert_eq!(
+            original_spec(&flagger),
+            Some(json!({"rules": [{"path": "/healthz"}]}))
+        );
+    }
 
     #[test]
     fn owner_reference_points_at_the_canary() {

@@ -1,7 +1,8 @@
 //! Limit on concurrent analyses (Flagger #1069), as pure functions.
 //!
 //! A Canary whose target changed may start its run only while fewer than `max` Canaries of the
-//! limit's scope are running (Progressing, WaitingPromotion, Promoting, Finalising) and no
+//! limit's scope are running (Progressing, WaitingPromotion, Promoting, Finalising; neither
+//! suspended nor Stalled, which make no progress) and no
 //! Canary that detected its revision earlier still waits: strict FIFO by queue time, ties
 //! broken by name, so a shared ConfigMap change starts the Canaries
 //! one after the other instead of all at once. The queue time is the `lastTransitionTime` of
@@ -78,8 +79,19 @@ pub fn admit(id: &str, queued_at: Timestamp, limits: &[ConcurrencyLimit]) -> Adm
             })
             .count();
         if running + ahead >= l.max as usize {
+            let mut holders: Vec<&str> = l
+                .others
+                .iter()
+                .filter(|p| p.state == PeerState::Running)
+                .map(|p| p.id.as_str())
+                .collect();
+            holders.sort_unstable();
+            let holders = match holders.is_empty() {
+                true => String::new(),
+                false => format!("; running: {}", holders.join(", ")),
+            };
             return Admission::Wait(format!(
-                "{running} of at most {} Canaries running ({}), {ahead} waiting ahead",
+                "{running} of at most {} Canaries running ({}), {ahead} waiting ahead{holders}",
                 l.max, l.source
             ));
         }
@@ -87,11 +99,18 @@ pub fn admit(id: &str, queued_at: Timestamp, limits: &[ConcurrencyLimit]) -> Adm
     Admission::Start
 }
 
-/// How a Canary with `status` counts for the limit.
-pub fn peer_state(status: Option<&CanaryStatus>) -> PeerState {
+/// How a Canary with `spec.suspend` `suspended` and `status` counts for the limit. A suspended
+/// Canary, or one `Stalled` (its target gone, its spec invalid, a write rejected), makes no
+/// progress: it holds no slot and no place in the queue, whatever its phase.
+pub fn peer_state(suspended: bool, status: Option<&CanaryStatus>) -> PeerState {
     let Some(st) = status else {
         return PeerState::Idle;
     };
+    let stalled =
+        find_condition(&st.conditions, types::STALLED).is_some_and(|c| c.status == "True");
+    if suspended || stalled {
+        return PeerState::Idle;
+    }
     match st.phase {
         Some(
             CanaryPhase::Progressing
@@ -115,10 +134,21 @@ pub fn queued_since(st: &CanaryStatus) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
-/// A limit's value: a positive integer; `Err` with a message for anything else.
+/// A limit's value: a positive integer up to `u32::MAX`; `Err` with a message for anything
+/// else.
 pub fn parse_max(value: &str) -> Result<u32, String> {
-    match value.trim().parse::<u32>() {
+    let v = value.trim();
+    match v.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
+        _ if !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && !v.trim_start_matches('0').is_empty() =>
+        {
+            Err(format!(
+                "{NAMESPACE_ANNOTATION}: {value:?} is too large (at most {})",
+                u32::MAX
+            ))
+        }
         _ => Err(format!(
             "{NAMESPACE_ANNOTATION}: {value:?} is not a positive integer"
         )),
@@ -187,11 +217,70 @@ mod tests {
             admit("a.t", t(0), &[global.clone(), ns]),
             Admission::Wait(
                 "1 of at most 1 Canaries running (namespace t annotation \
-                 canary.pennant.dev/max-concurrent-canaries), 0 waiting ahead"
+                 canary.pennant.dev/max-concurrent-canaries), 0 waiting ahead; running: c.t"
                     .into()
             )
         );
         assert_eq!(admit("a.t", t(0), &[global]), Admission::Start);
+    }
+
+    /// Issue 11: the wait message names the Canaries holding the slots.
+    #[test]
+    fn the_wait_message_names_the_running_canaries() {
+        let l = limit(
+            2,
+            vec![
+                ("d.t", PeerState::Running),
+                ("b.t", PeerState::Running),
+                ("c.t", PeerState::Idle),
+            ],
+        );
+        assert_eq!(
+            admit("a.t", t(0), &[l]),
+            Admission::Wait(
+                "2 of at most 2 Canaries running (--max-concurrent-canaries), 0 waiting ahead; \
+                 running: b.t, d.t"
+                    .into()
+            )
+        );
+    }
+
+    /// Issue 11: a Canary whose target was deleted mid-run (Stalled), or suspended, held its
+    /// slot for ever.
+    #[test]
+    fn stalled_or_suspended_canaries_hold_no_slot() {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0));
+        let mut st = CanaryStatus {
+            phase: Some(CanaryPhase::Progressing),
+            canary_weight: 20,
+            ..Default::default()
+        };
+        assert_eq!(peer_state(false, Some(&st)), PeerState::Running);
+        assert_eq!(peer_state(true, Some(&st)), PeerState::Idle, "suspended");
+        crate::api::condition::set_condition(
+            &mut st.conditions,
+            types::STALLED,
+            "True",
+            "TargetNotFound",
+            "target Deployment t/b not found",
+            &now,
+        );
+        assert_eq!(peer_state(false, Some(&st)), PeerState::Idle, "stalled");
+        // Queued but suspended: no place in the queue either.
+        let mut queued = CanaryStatus {
+            phase: Some(CanaryPhase::Waiting),
+            ..Default::default()
+        };
+        crate::api::condition::set_condition(
+            &mut queued.conditions,
+            types::QUEUED,
+            "True",
+            "ConcurrencyLimit",
+            "waiting",
+            &now,
+        );
+        assert_eq!(peer_state(false, Some(&queued)), PeerState::Queued(t(0)));
+        assert_eq!(peer_state(true, Some(&queued)), PeerState::Idle);
     }
 
     #[test]
@@ -220,27 +309,31 @@ mod tests {
             CanaryPhase::Promoting,
             CanaryPhase::Finalising,
         ] {
-            assert_eq!(peer_state(Some(&st(p, None))), PeerState::Running, "{p}");
+            assert_eq!(
+                peer_state(false, Some(&st(p, None))),
+                PeerState::Running,
+                "{p}"
+            );
         }
         assert_eq!(
-            peer_state(Some(&st(CanaryPhase::Waiting, Some(3)))),
+            peer_state(false, Some(&st(CanaryPhase::Waiting, Some(3)))),
             PeerState::Queued(t(3))
         );
         // waiting for confirm-rollout approval holds no slot and queues nobody
         assert_eq!(
-            peer_state(Some(&st(CanaryPhase::Waiting, None))),
+            peer_state(false, Some(&st(CanaryPhase::Waiting, None))),
             PeerState::Idle
         );
         assert_eq!(
-            peer_state(Some(&st(CanaryPhase::Succeeded, None))),
+            peer_state(false, Some(&st(CanaryPhase::Succeeded, None))),
             PeerState::Idle
         );
         // a left-over condition on a Canary no longer waiting queues nobody
         assert_eq!(
-            peer_state(Some(&st(CanaryPhase::Succeeded, Some(3)))),
+            peer_state(false, Some(&st(CanaryPhase::Succeeded, Some(3)))),
             PeerState::Idle
         );
-        assert_eq!(peer_state(None), PeerState::Idle);
+        assert_eq!(peer_state(false, None), PeerState::Idle);
     }
 
     #[test]
@@ -253,5 +346,21 @@ mod tests {
                 .contains("not a positive integer")
         );
         assert!(parse_max("two").is_err());
+        assert_eq!(parse_max("4294967295"), Ok(u32::MAX));
+        assert_eq!(
+            parse_max("99999999999999999999").unwrap_err(),
+            "canary.pennant.dev/max-concurrent-canaries: \"99999999999999999999\" is too large \
+             (at most 4294967295)"
+        );
+        assert!(
+            parse_max("-1")
+                .unwrap_err()
+                .contains("not a positive integer")
+        );
+        assert!(
+            parse_max("000")
+                .unwrap_err()
+                .contains("not a positive integer")
+        );
     }
 }

@@ -402,6 +402,16 @@ async fn stall_on_rejection(
     if let Err(e) = write_status(canary, &status, api, ctx).await {
         warn!(canary = %canary.name_any(), "status: {e}");
     }
+    // Stalled, it holds no slot (`concurrency::peer_state`): the waiting Canaries may start.
+    {
+        let mut slots = ctx.slots.lock().expect("lock");
+        record_state(
+            canary,
+            peer_state(canary.spec.suspend, Some(&status)),
+            &mut slots,
+            ctx,
+        );
+    }
     if !known {
         emit_event(canary, Severity::Warn, message, ctx).await;
     }
@@ -541,12 +551,7 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
 fn decide_in_turn(canary: &Canary, obs: &mut observe::Observation, ctx: &Context) -> Step {
     let me = ObjectRef::from_obj(canary);
     let mut slots = ctx.slots.lock().expect("lock");
-    let state_of = |c: &Canary| {
-        slots
-            .get(&ObjectRef::from_obj(c))
-            .cloned()
-            .unwrap_or_else(|| peer_state(c.status.as_ref()))
-    };
+    let state_of = |c: &Canary| slot_state(&slots, c);
     let all = ctx.canaries.state();
     let peers = |same_ns: bool| -> Vec<Peer> {
         all.iter()
@@ -580,21 +585,42 @@ fn decide_in_turn(canary: &Canary, obs: &mut observe::Observation, ctx: &Context
     obs.observed.concurrency = limits;
     let step = machine::decide(canary, &obs.observed);
     if let Step::Done(d) = &step {
-        let before = state_of(canary);
-        let after = peer_state(Some(&d.status));
-        if before == PeerState::Running && after != PeerState::Running {
-            for c in all.iter() {
-                if matches!(state_of(c), PeerState::Queued(_)) {
-                    let _ = ctx.wake.send(ObjectRef::from_obj(&**c));
-                }
-            }
-        }
-        slots.insert(me, after);
-        if slots.len() > 2 * all.len() + 16 {
-            slots.retain(|k, _| ctx.canaries.get(k).is_some());
-        }
+        let after = peer_state(canary.spec.suspend, Some(&d.status));
+        record_state(canary, after, &mut slots, ctx);
     }
     step
+}
+
+/// `c`'s state for the concurrency limits: what this controller last decided for it (its
+/// status may not have come back to the cache yet), else from its spec and status.
+fn slot_state(slots: &HashMap<ObjectRef<Canary>, PeerState>, c: &Canary) -> PeerState {
+    slots
+        .get(&ObjectRef::from_obj(c))
+        .cloned()
+        .unwrap_or_else(|| peer_state(c.spec.suspend, c.status.as_ref()))
+}
+
+/// Record `canary`'s state for the concurrency limits in `slots` (held locked). When it leaves
+/// `Running` — done, suspended, Stalled — the Canaries waiting for a slot are woken.
+fn record_state(
+    canary: &Canary,
+    after: PeerState,
+    slots: &mut HashMap<ObjectRef<Canary>, PeerState>,
+    ctx: &Context,
+) {
+    let state_of = |c: &Canary| slot_state(slots, c);
+    let all = ctx.canaries.state();
+    if state_of(canary) == PeerState::Running && after != PeerState::Running {
+        for c in all.iter() {
+            if matches!(state_of(c), PeerState::Queued(_)) {
+                let _ = ctx.wake.send(ObjectRef::from_obj(&**c));
+            }
+        }
+    }
+    slots.insert(ObjectRef::from_obj(canary), after);
+    if slots.len() > 2 * all.len() + 16 {
+        slots.retain(|k, _| ctx.canaries.get(k).is_some());
+    }
 }
 
 /// Patch the status subresource when it changed, guarded by the resourceVersion we decided on.

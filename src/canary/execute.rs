@@ -13,7 +13,7 @@ use super::machine::{Action, Decision};
 use super::observe::Observation;
 use super::{tracker, validate, workload};
 use crate::api::Canary;
-use crate::api::meta::{LAST_APPLIED, ORIGINAL_CONFIGURATION, original_spec, owned_by};
+use crate::api::meta::{ORIGINAL_CONFIGURATION, original_spec, owned_by};
 use crate::router;
 
 pub const FIELD_MANAGER: &str = "pennant";
@@ -232,6 +232,7 @@ pub async fn restore_taken_over(
         svc["spec"]["selector"] = selector;
         info!(service = %apex, "restoring the apex Service selector");
         apply_if_changed(ctx, &svc).await?;
+        release(ctx, &svc).await?;
     }
     restore_routes(canary, ctx).await
 }
@@ -315,8 +316,81 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         });
         info!(%kind, %name, "restoring the original spec");
         apply_if_changed(ctx, &restored).await?;
+        release(ctx, &restored).await?;
     }
     Ok(())
+}
+
+/// Hand an object pennant gave back (`obj`: its apiVersion, kind, name, namespace) to its user:
+/// pennant's field ownership and records go ([`release_patch`], on the object read fresh: the
+/// restoring apply just changed it), so the user's next server-side apply of it meets no
+/// conflict with `pennant`.
+async fn release(ctx: &Context, obj: &Value) -> Result<(), Error> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let what = || format!("{kind} {ns}/{name}");
+    let Some(live) = api.get_opt(name).await.map_err(Error::kube("get", kind))? else {
+        return Ok(());
+    };
+    let live = serde_json::to_value(&live).map_err(Error::encode)?;
+    let Some(patch) = release_patch(&live) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(Error::encode)?;
+    info!(%kind, %ns, %name, "releasing pennant's fields");
+    ctx.metrics.writes.inc();
+    api.patch(name, &patch_params(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| write_error("patch", kind, &what(), e))?;
+    Ok(())
+}
+
+/// The JSON patch that gives `live` back: pennant's entries leave `metadata.managedFields`
+/// (the others stay; none left is written `[{}]`, which the API server reads as "clear",
+/// where `[]` would mean "unchanged"), and pennant's annotations ([`APPLIED_ANNOTATION`],
+/// [`ORIGINAL_CONFIGURATION`], which a later takeover would otherwise trust) go. Guarded by
+/// the resourceVersion read (a 409 then, retried). `None` when there is nothing of pennant's.
+pub fn release_patch(live: &Value) -> Option<Value> {
+    let entries = live["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let kept: Vec<Value> = entries
+        .iter()
+        .filter(|e| e["manager"] != FIELD_MANAGER)
+        .cloned()
+        .collect();
+    let annotations: Vec<&str> = [APPLIED_ANNOTATION, ORIGINAL_CONFIGURATION]
+        .into_iter()
+        .filter(|a| live["metadata"]["annotations"].get(a).is_some())
+        .collect();
+    if kept.len() == entries.len() && annotations.is_empty() {
+        return None;
+    }
+    let mut ops = vec![json!({"op": "replace", "path": "/metadata/resourceVersion",
+        "value": live["metadata"]["resourceVersion"]})];
+    if kept.len() != entries.len() {
+        let value = if kept.is_empty() {
+            vec![json!({})]
+        } else {
+            kept
+        };
+        ops.push(json!({"op": "replace", "path": "/metadata/managedFields", "value": value}));
+    }
+    for a in annotations {
+        // JSON pointer: `~1` is `/`.
+        let path = format!(
+            "/metadata/annotations/{}",
+            a.replace('~', "~0").replace('/', "~1")
+        );
+        ops.push(json!({"op": "remove", "path": path}));
+    }
+    Some(Value::Array(ops))
 }
 
 /// `spec.provider` changed since the routes were written (`status.routingProvider`): the old
@@ -352,18 +426,21 @@ fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
         meta.remove("ownerReferences");
         meta.remove("labels");
     }
-    // What the user had, for `revertOnDeletion` ([`restore_taken_over`]): kubectl's
-    // last-applied annotation when there is one, else the spec as first seen, kept in Flagger's
-    // annotation (carried over on every later apply, or server-side apply would drop it).
+    // What the user had, for giving it back ([`restore_taken_over`]) and for the rules a
+    // taken-over route keeps: the live spec as first seen (kubectl's last-applied record may
+    // predate a `kubectl patch`), kept in Flagger's annotation (carried over on every later
+    // apply, or server-side apply would drop it).
     let annotations = &live["metadata"]["annotations"];
-    if annotations.get(LAST_APPLIED).is_none() {
-        let original = annotations
-            .get(ORIGINAL_CONFIGURATION)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| live["spec"].to_string());
-        desired["metadata"]["annotations"][ORIGINAL_CONFIGURATION] = Value::String(original);
-    }
+    let original = annotations
+        .get(ORIGINAL_CONFIGURATION)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            original_spec(&live)
+                .unwrap_or_else(|| live["spec"].clone())
+                .to_string()
+        });
+    desired["metadata"]["annotations"][ORIGINAL_CONFIGURATION] = Value::String(original);
     if kind == "Service" {
         if let Some(t) = live["spec"]["type"].as_str() {
             desired["spec"]["type"] = Value::String(t.to_string());
@@ -494,6 +571,33 @@ mod tests {
                 "{code} is retried"
             );
         }
+    }
+
+    /// Issue 11: a given-back route stayed owned by `pennant`, so the user's next server-side
+    /// apply conflicted on `.spec.rules`.
+    #[test]
+    fn release_drops_pennants_field_entries_and_records_only() {
+        let entry =
+            |m: &str| json!({"manager": m, "operation": "Apply", "fieldsV1": {"f:spec": {}}});
+        let live = json!({"metadata": {"resourceVersion": "42",
+            "annotations": {APPLIED_ANNOTATION: "abc", ORIGINAL_CONFIGURATION: "{}", "team": "a"},
+            "managedFields": [entry("kubectl"), entry("pennant"), entry("simulator")]}});
+        assert_eq!(
+            release_patch(&live),
+            Some(json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": "42"},
+                {"op": "replace", "path": "/metadata/managedFields",
+                 "value": [entry("kubectl"), entry("simulator")]},
+                {"op": "remove", "path": "/metadata/annotations/pennant.dev~1applied"},
+                {"op": "remove", "path": "/metadata/annotations/flagger.kubernetes.io~1original-configuration"},
+            ]))
+        );
+        // Only pennant's entry: an empty list would leave managedFields unchanged.
+        let only =
+            json!({"metadata": {"resourceVersion": "7", "managedFields": [entry("pennant")]}});
+        assert_eq!(release_patch(&only).unwrap()[1]["value"], json!([{}]));
+        let theirs = json!({"metadata": {"managedFields": [entry("kubectl")], "annotations": {"team": "a"}}});
+        assert_eq!(release_patch(&theirs), None);
     }
 
     #[test]

@@ -1929,7 +1929,7 @@ fn new_revision_waits_for_a_free_slot_then_starts() {
         q.message.as_deref(),
         Some(
             "Waiting for a free slot to analyse podinfo.test: 1 of at most 1 Canaries running \
-             (--max-concurrent-canaries), 0 waiting ahead"
+             (--max-concurrent-canaries), 0 waiting ahead; running: other.test"
         )
     );
     let waits: Vec<_> = w

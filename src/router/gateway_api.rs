@@ -707,9 +707,9 @@ fn is_apex(b: &HttpBackendRef, apex: &str, ns: Option<&str>) -> bool {
         && (b.namespace.is_none() || b.namespace.as_deref() == ns)
 }
 
-/// The HTTPRoute spec as the user wrote it: kubectl's last-applied configuration or pennant's
-/// record of the spec first seen ([`original_spec`]), else the live spec; `None` for a route
-/// pennant created. An error when a rule has a field pennant's types do not carry.
+/// The HTTPRoute spec as the user wrote it: pennant's record of the spec first seen
+/// ([`original_spec`]), else (not taken over yet) the live spec — never kubectl's last-applied
+/// record, which a `kubectl patch` leaves behind; `None` for a route pennant created. An error when a rule has a field pennant's types do not carry.
 fn user_spec(canary: &Canary, live: &Value) -> Result<Option<HttpRouteSpec>, String> {
     if owned_by(canary, live) {
         return Ok(None);
@@ -804,6 +804,13 @@ pub fn take_over(
                 all.join(", ")
             ));
         };
+        let port = b.port.unwrap_or(s.port);
+        if !exposed(canary, port) {
+            return Err(format!(
+                "{here} sends traffic to Service {apex} port {port}, which {apex}-primary and {apex}-canary do not expose (they serve service.port {}): point the rule at port {} or set service.port to {port}",
+                s.port, s.port
+            ));
+        }
         let mut filters = r.filters.clone();
         for f in &service {
             if f.type_ != "RequestMirror" && filters.iter().any(|u| u.type_ == f.type_) {
@@ -837,7 +844,7 @@ pub fn take_over(
             matches: r.matches.clone(),
             filters,
             timeouts,
-            port: b.port.unwrap_or(s.port),
+            port,
             backend_filters: b.filters.clone(),
             combine: and_matches,
         };
@@ -847,6 +854,16 @@ pub fn take_over(
     }
     desired.spec.rules = rules;
     Ok(desired)
+}
+
+/// True when `port` may be a port of the `-primary`/`-canary` Services (`canary::services`):
+/// `service.port`, or with `service.portDiscovery` a container port other than the main one
+/// (`targetPort`), which the pure builder cannot see and so trusts.
+fn exposed(canary: &Canary, port: i32) -> bool {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let s = &canary.spec.service;
+    let main_target = matches!(s.target_port, Some(IntOrString::Int(t)) if t == port);
+    port == s.port || s.port_discovery == Some(true) && !main_target
 }
 
 /// `timeouts.request` / `backendRequest` from `service.timeout` / `service.backendTimeout`.
@@ -1412,6 +1429,42 @@ mod tests {
     fn takeover_of_three_rules_to_the_apex_100_0() {
         let live = users_three_rules();
         insta::assert_yaml_snapshot!(taken_over(&gw_canary(), split(0), &live).unwrap());
+    }
+
+    /// Issue 11: `kubectl apply` then `kubectl patch` (rule 0 `/healthz` → `/livez`): the
+    /// takeover keeps the live rules, not kubectl's older last-applied record.
+    #[test]
+    fn takeover_keeps_the_live_rules_not_kubectls_last_applied_record() {
+        let mut live = users_three_rules();
+        let applied = json!({"spec": live["spec"]}).to_string();
+        live["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": applied});
+        live["spec"]["rules"][0]["matches"][0]["path"]["value"] = json!("/livez");
+        let built = taken_over(&gw_canary(), split(30), &live).unwrap();
+        assert_eq!(
+            built[0]["spec"]["rules"][0]["matches"],
+            json!([{"path": {"type": "Exact", "value": "/livez"}}])
+        );
+    }
+
+    /// Issue 11: a rule to `podinfo:9898` with `service.port` 80 was re-pointed at
+    /// `podinfo-primary:9898`, a port that Service does not expose.
+    #[test]
+    fn takeover_refuses_a_rule_port_the_services_do_not_expose() {
+        let live = users_three_rules();
+        let mut c = gw_canary();
+        c.spec.service.port = 80;
+        let err = taken_over(&c, split(0), &live).unwrap_err();
+        assert_eq!(
+            err,
+            "HTTPRoute podinfo spec.rules[0] sends traffic to Service podinfo port 9898, which podinfo-primary and podinfo-canary do not expose (they serve service.port 80): point the rule at port 80 or set service.port to 9898"
+        );
+        // 9898 is the main container port (targetPort): never discovered either.
+        c.spec.service.port_discovery = Some(true);
+        assert!(taken_over(&c, split(0), &live).is_err());
+        // Another container port is, with portDiscovery.
+        c.spec.service.target_port = None;
+        assert!(taken_over(&c, split(0), &live).is_ok());
     }
 
     #[test]
