@@ -1238,6 +1238,32 @@ fn annotated(canary: &str, annotations: &str) -> String {
     )
 }
 
+/// Wait until every Canary in `names` is Initialized, then give all their targets V2 at once.
+async fn release_all_at_once(ns: &TestNs, names: &[&str]) {
+    for n in names {
+        wait_phase(
+            ns,
+            n,
+            CanaryPhase::Initialized,
+            Some(CanaryPhase::Failed),
+            MINUTES(2),
+        )
+        .await;
+    }
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "podinfod", "image": V2}]}}}});
+    for n in names {
+        ns.deployments()
+            .patch(
+                n,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
     use std::collections::BTreeMap;
@@ -1265,29 +1291,8 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
         ],
         &[],
     );
-    for n in names {
-        wait_phase(
-            &ns,
-            n,
-            CanaryPhase::Initialized,
-            Some(CanaryPhase::Failed),
-            MINUTES(2),
-        )
-        .await;
-    }
     // one change to all three at once
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "podinfod", "image": V2}]}}}});
-    for n in names {
-        ns.deployments()
-            .patch(
-                n,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Strategic(&patch),
-            )
-            .await
-            .unwrap();
-    }
+    release_all_at_once(&ns, &names).await;
     let running = |p: Option<CanaryPhase>| {
         matches!(
             p,
@@ -1452,28 +1457,7 @@ async fn concurrency_limit_frees_the_slot_of_a_suspended_or_stalled_canary() {
             .await;
     }
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
-    for n in names {
-        wait_phase(
-            &ns,
-            n,
-            CanaryPhase::Initialized,
-            Some(CanaryPhase::Failed),
-            MINUTES(2),
-        )
-        .await;
-    }
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "podinfod", "image": V2}]}}}});
-    for n in names {
-        ns.deployments()
-            .patch(
-                n,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Strategic(&patch),
-            )
-            .await
-            .unwrap();
-    }
+    release_all_at_once(&ns, &names).await;
     let canaries = ns.canaries();
     let first = sole_runner(&canaries, 2, &[], MINUTES(2)).await;
     let waiting = names.iter().find(|n| **n != first).unwrap();
