@@ -128,6 +128,7 @@ pub struct HelmChartVerification {
     pub secret_ref: Option<LocalObjectReference>,
     /// Keyless verification: identities a signature must match (any of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "matchOIDCIdentity")]
     pub match_oidc_identity: Vec<OidcIdentityMatch>,
 }
 

@@ -188,6 +188,7 @@ pub struct OCIRepositoryVerification {
     pub secret_ref: Option<LocalObjectReference>,
     /// Keyless verification: identities a signature must match (any of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "matchOIDCIdentity")]
     pub match_oidc_identity: Vec<OidcIdentityMatch>,
     /// Secret with a Sigstore trusted root (private Sigstore instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
