@@ -359,6 +359,46 @@ pub fn allows(rules: &[Permission], attrs: &RequestAttributes) -> bool {
 mod tests {
     use super::*;
 
+    /// What `flux reconcile source git` and a source reconcile do, allowed by [`SOURCE_RULES`]:
+    /// watch, finalizer and annotation patches, status patches, Secret reads, Events.
+    #[test]
+    fn source_rules_cover_a_source_reconcile() {
+        for plural in [
+            "gitrepositories",
+            "ocirepositories",
+            "helmrepositories",
+            "helmcharts",
+        ] {
+            let base = format!("/apis/source.toolkit.fluxcd.io/v1/namespaces/ns/{plural}");
+            for (method, url) in [
+                ("GET", format!("{base}?watch=true")),
+                ("PATCH", format!("{base}/x")),
+                ("PATCH", format!("{base}/x/status")),
+            ] {
+                let a = request_attributes(method, &url).expect(&url);
+                assert!(allows(SOURCE_RULES, &a), "{method} {url}: {a:?}");
+            }
+            let delete = request_attributes("DELETE", &format!("{base}/x")).unwrap();
+            assert!(
+                !allows(SOURCE_RULES, &delete),
+                "a source controller deletes no source"
+            );
+        }
+        for (method, url) in [
+            ("GET", "/api/v1/namespaces/ns/secrets/auth"),
+            ("GET", "/api/v1/namespaces/ns/secrets?watch=1"),
+            ("POST", "/api/v1/namespaces/ns/events"),
+            ("PATCH", "/api/v1/namespaces/ns/events/e"),
+        ] {
+            assert!(
+                allows(SOURCE_RULES, &request_attributes(method, url).unwrap()),
+                "{url}"
+            );
+        }
+        let write = request_attributes("PATCH", "/api/v1/namespaces/ns/secrets/auth").unwrap();
+        assert!(!allows(SOURCE_RULES, &write), "Secrets are read only");
+    }
+
     fn attrs(method: &str, url: &str) -> (String, String, String) {
         let a = request_attributes(method, url).expect(url);
         (a.group, a.resource, a.verb)

@@ -438,6 +438,9 @@ mod tests {
     }
 
     /// Conditions from `(type, status, reason)`, generation 1, time 0.
+    /// `(type, status, reason)`.
+    type Spec<'a> = (&'a str, &'a str, &'a str);
+
     fn conds(list: &[(&str, &str, &str)]) -> Vec<Condition> {
         let mut out = vec![];
         for (t, s, r) in list {
@@ -453,7 +456,8 @@ mod tests {
     #[test]
     fn summarize_as_flux() {
         use reasons::*;
-        let cases: &[(&str, &[(&str, &str, &str)], Option<(&str, &str)>)] = &[
+        type Case<'a> = (&'a str, &'a [Spec<'a>], Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
             ("nothing in scope: no Ready", &[], None),
             (
                 "stored: Ready=True with the artifact's reason",
@@ -615,7 +619,7 @@ mod tests {
     #[test]
     fn checker_rules_catch_each_violation() {
         let neg = GIT_REPOSITORY_READY.negative_polarity;
-        let cases: &[(&[(&str, &str, &str)], i64, i64, &str)] = &[
+        let cases: &[(&[Spec], i64, i64, &str)] = &[
             (
                 &[(READY, TRUE, "S"), (FETCH_FAILED, TRUE, "F")],
                 1,

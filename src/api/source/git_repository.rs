@@ -322,7 +322,8 @@ mod tests {
     #[test]
     fn ref_precedence_as_flux() {
         use GitCheckout::*;
-        let cases: &[(&[(&str, &str)], GitCheckout, &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], GitCheckout, &'a [&'a str]);
+        let cases: &[Case] = &[
             (&[], Branch("master".into()), &[]),
             (&[("branch", "")], Branch("master".into()), &[]),
             (&[("branch", "main")], Branch("main".into()), &[]),
