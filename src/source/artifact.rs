@@ -287,7 +287,13 @@ fn finish_block(b: &mut [u8; 512]) {
     let sum: u64 = b
         .iter()
         .enumerate()
-        .map(|(i, c)| if (148..156).contains(&i) { 32 } else { *c as u64 })
+        .map(|(i, c)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                *c as u64
+            }
+        })
         .sum();
     put_octal(b, (CHKSUM.0, CHKSUM.1 - 1), sum);
     b[CHKSUM.1 - 1] = b' ';

@@ -229,7 +229,13 @@ mod tests {
             (
                 "vcs always",
                 Some("foo"),
-                &[".git/config", ".gitignore", "d/.gitignore", "foo", "a/foo/b"],
+                &[
+                    ".git/config",
+                    ".gitignore",
+                    "d/.gitignore",
+                    "foo",
+                    "a/foo/b",
+                ],
                 &["workload.yaml", "workload.yml", "simple.txt", "image.jpg"],
             ),
             (
@@ -308,7 +314,12 @@ mod tests {
             std::fs::write(p, c).unwrap();
         }
         let rules = IgnoreRules::load(tmp.path(), Some("extra/")).unwrap();
-        for p in ["root.txt", "e/root.txt", "a/b/subdir.txt", "a/b/x/subdir.txt"] {
+        for p in [
+            "root.txt",
+            "e/root.txt",
+            "a/b/subdir.txt",
+            "a/b/x/subdir.txt",
+        ] {
             assert!(ignored(&rules, p), "{p}");
             assert!(ignored(&rules, "z/last.txt"));
         }

@@ -96,3 +96,106 @@ async fn serve(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::storage::Retention;
+    use tokio::io::AsyncWriteExt;
+
+    /// Sends `request_line` as written (no client normalises the path) and returns the status,
+    /// the headers (lowercase names) and the body.
+    async fn raw(
+        addr: std::net::SocketAddr,
+        method: &str,
+        target: &str,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).await.unwrap();
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8(buf[..split].to_vec()).unwrap();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_lowercase(), v.to_string()))
+            .collect();
+        (status, headers, buf[split + 4..].to_vec())
+    }
+
+    fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn serves_artifacts_and_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(parent.path().join("secret"), "outside").unwrap();
+        let s = Storage::new(&root, "h", Retention::default());
+        let a = s
+            .store_bytes("GitRepository", "ns", "app", "abc.tar.gz", b"artifact")
+            .unwrap();
+        s.store_bytes("OCIRepository", "ns", "o", "sha256:ab.tar.gz", b"oci")
+            .unwrap();
+        s.symlink("GitRepository", "ns", "app", "abc.tar.gz", "latest.tar.gz")
+            .unwrap();
+        let dir = root.join("gitrepository/ns/app");
+        std::fs::write(dir.join(".tmp-half"), "half").unwrap();
+        std::os::unix::fs::symlink("../../../../secret", dir.join("escape.tar.gz")).unwrap();
+        std::fs::create_dir(dir.join("subdir")).unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, s.routes()).into_future());
+
+        let (status, h, body) = raw(addr, "GET", &format!("/{}", a.path)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, b"artifact");
+        assert_eq!(header(&h, "content-length"), Some("8"));
+        assert_eq!(header(&h, "content-type"), Some("application/gzip"));
+
+        let (status, h, body) = raw(addr, "HEAD", &format!("/{}", a.path)).await;
+        assert_eq!((status, header(&h, "content-length")), (200, Some("8")));
+        assert!(body.is_empty());
+
+        let (status, _, body) = raw(addr, "GET", "/gitrepository/ns/app/latest.tar.gz").await;
+        assert_eq!((status, body.as_slice()), (200, b"artifact".as_slice()));
+        let (status, _, body) = raw(addr, "GET", "/ocirepository/ns/o/sha256:ab.tar.gz").await;
+        assert_eq!((status, body.as_slice()), (200, b"oci".as_slice()));
+
+        for target in [
+            "/gitrepository/ns/app/missing.tar.gz",
+            "/gitrepository/ns/app/.tmp-half",
+            "/gitrepository/ns/app/escape.tar.gz",
+            "/gitrepository/ns/app/subdir",
+            "/gitrepository/ns/app/",
+            "/gitrepository/ns/app",
+            "/gitrepository/ns/app/../../../../secret",
+            "/../../../secret",
+            "/../secret/x/y",
+            "/gitrepository/ns/%2e%2e/%2e%2e",
+            "/%2e%2e/%2e%2e/%2e%2e/secret",
+            "/gitrepository/ns/app/..%2f..%2f..%2f..%2fsecret",
+            "/gitrepository/ns/app/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fsecret",
+            "/gitrepository/ns/app/abc.tar.gz%00",
+            "/",
+        ] {
+            let (status, _, body) = raw(addr, "GET", target).await;
+            assert_eq!(status, 404, "{target}");
+            assert!(!body.windows(7).any(|w| w == b"outside"), "{target}");
+        }
+        server.abort();
+    }
+}

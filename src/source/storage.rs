@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -161,12 +161,10 @@ impl Storage {
     /// The local path of a relative artifact path; `None` if it has anything but plain
     /// components (so it cannot leave the root).
     pub fn local_path(&self, rel_path: &str) -> Option<PathBuf> {
-        let rel = Path::new(rel_path.trim_start_matches('/'));
-        let plain = rel.components().all(|c| match c {
-            Component::Normal(s) => s.to_str().is_some_and(valid_component),
-            _ => false,
-        });
-        (plain && !rel.as_os_str().is_empty()).then(|| self.root.join(rel))
+        let rel = rel_path.trim_start_matches('/');
+        rel.split('/')
+            .all(valid_component)
+            .then(|| self.root.join(rel))
     }
 
     /// The artifact URL: `http://<advertised address>/<path>`, or `<address>/<path>` when the
@@ -218,11 +216,10 @@ impl Storage {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600))
             .map_err(io_at(tmp.path()))?;
         let target = dir.join(file_name);
-        tmp.persist(&target)
-            .map_err(|e| StorageError::Io {
-                path: target.clone(),
-                source: e.error,
-            })?;
+        tmp.persist(&target).map_err(|e| StorageError::Io {
+            path: target.clone(),
+            source: e.error,
+        })?;
         // The rename is durable once the directory is.
         File::open(&dir)
             .and_then(|d| d.sync_all())

@@ -84,7 +84,10 @@ fn archive_entries_are_sorted_normalised_and_filtered_as_flux() {
     assert_eq!(&first[UID.0..GID.1], b"0000000\00000000\0");
     assert_eq!(&first[MTIME.0..MTIME.1], b"00000000000\0");
     assert_eq!(&first[MAGIC.0..VERSION.1], b"ustar\x0000");
-    assert!(first[265..329].iter().all(|b| *b == 0), "uname, gname empty");
+    assert!(
+        first[265..329].iter().all(|b| *b == 0),
+        "uname, gname empty"
+    );
 }
 
 #[test]
@@ -149,7 +152,12 @@ fn file_over_the_limit_is_named() {
         err.to_string(),
         "file 'big/values.yaml' is 100 bytes, over the limit of 10 bytes"
     );
-    let err = archive_dir(&tmp.path().join("small.yaml"), &defaults(), &limits, Vec::new());
+    let err = archive_dir(
+        &tmp.path().join("small.yaml"),
+        &defaults(),
+        &limits,
+        Vec::new(),
+    );
     assert!(matches!(err, Err(ArchiveError::NotADirectory(_))));
 }
 
@@ -175,7 +183,10 @@ fn long_and_non_ascii_names_use_ustar_prefix_or_pax_as_go() {
     write(tmp.path(), "ünïcode.yaml", "p");
     let (gz, _) = archive(tmp.path(), &defaults());
     let names: Vec<_> = entries(&gz).into_iter().map(|e| e.0).collect();
-    assert_eq!(names, vec![".", long_dir.as_str(), &ustar_name, "ünïcode.yaml"]);
+    assert_eq!(
+        names,
+        vec![".", long_dir.as_str(), &ustar_name, "ünïcode.yaml"]
+    );
     let raw = gunzip(&gz);
     // The PAX extended headers are named as Go names them: ASCII only, at most 100 bytes.
     let pax_names: Vec<Vec<u8>> = raw
@@ -183,8 +194,13 @@ fn long_and_non_ascii_names_use_ustar_prefix_or_pax_as_go() {
         .filter(|b| b.len() == 512 && b[TYPEFLAG] == b'x')
         .map(|b| b[..100].iter().copied().take_while(|c| *c != 0).collect())
         .collect();
-    let dir_pax = format!("PaxHeaders.0/{long_dir}")[..100].as_bytes().to_vec();
-    assert_eq!(pax_names, vec![dir_pax, b"PaxHeaders.0/n.yaml".to_vec()]);
+    let dir_pax = format!("PaxHeaders.0/{long_dir}")[..100]
+        .as_bytes()
+        .to_vec();
+    assert_eq!(
+        pax_names,
+        vec![dir_pax, b"PaxHeaders.0/ncode.yaml".to_vec()]
+    );
 }
 
 #[test]
@@ -238,10 +254,18 @@ fn untar_err(gz: &[u8], limits: &UntarLimits) -> (UntarError, tempfile::TempDir)
 
 #[test]
 fn untar_rejects_paths_leaving_the_destination() {
-    for name in ["../evil.txt", "a/../../evil.txt", "/tmp/evil.txt", "./../evil.txt"] {
+    for name in [
+        "../evil.txt",
+        "a/../../evil.txt",
+        "/tmp/evil.txt",
+        "./../evil.txt",
+    ] {
         let gz = evil(&[(file_block(name, 4), b"evil".to_vec())]);
         let (err, parent) = untar_err(&gz, &UntarLimits::default());
-        assert_eq!(err.to_string(), format!("tar contained invalid name '{name}'"));
+        assert_eq!(
+            err.to_string(),
+            format!("tar contained invalid name '{name}'")
+        );
         assert!(!parent.path().join("evil.txt").exists());
     }
 }
@@ -313,7 +337,10 @@ fn untar_enforces_file_total_and_entry_limits() {
         .map(|i| (file_block(&format!("f{i}"), 100), vec![b'x'; 100]))
         .collect();
     let (err, _p) = untar_err(&evil(&many[..10]), &limits);
-    assert!(matches!(err, UntarError::TooManyEntries { limit: 5 }), "{err}");
+    assert!(
+        matches!(err, UntarError::TooManyEntries { limit: 5 }),
+        "{err}"
+    );
     let generous = UntarLimits {
         max_entries: 100,
         ..limits.clone()
@@ -430,7 +457,10 @@ fn tar_stream_is_byte_identical_to_fluxs() {
         if got != format!("sha256:{want}") {
             let dump = std::env::temp_dir().join(format!("pennant-{with_sourceignore}.tar"));
             fs::write(&dump, &tar_bytes).unwrap();
-            panic!("tar stream differs from Flux's (ours in {})", dump.display());
+            panic!(
+                "tar stream differs from Flux's (ours in {})",
+                dump.display()
+            );
         }
     }
 }
