@@ -585,6 +585,12 @@ pub fn helm() -> String {
     tool("PENNANT_HELM", "helm")
 }
 
+/// The `flux` CLI built by `e2e/cluster build`: `$PENNANT_FLUX` (set by `e2e/cluster env`),
+/// else the newest one in the cache, else `flux` on `PATH`.
+pub fn flux_bin() -> String {
+    tool("PENNANT_FLUX", "flux")
+}
+
 /// `kubectl` from `e2e/cluster env`'s PATH, else the cache.
 pub fn kubectl() -> String {
     tool("PENNANT_KUBECTL", "kubectl")
