@@ -4,9 +4,9 @@
 //! `flux suspend|resume`, `flux export`, `flux events`. Each test runs `pennant controller
 //! --controllers source` scoped to its own namespace with its own storage directory.
 
-mod support;
 #[path = "support/gitserver.rs"]
 mod gitserver;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -35,15 +35,44 @@ fn start_source_controller(ns: &str, storage: &Path, extra: &[&str]) -> (Control
         "info,pennant=debug",
     ];
     args.extend_from_slice(extra);
-    let p = ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
+    let p =
+        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
     (p, port)
+}
+
+/// Deletes the namespace's GitRepositories while the controller still runs (it releases their
+/// finalizers), then the namespace: a namespace left with finalized objects and no controller
+/// would stay Terminating.
+async fn cleanup(ns: TestNs) {
+    let api: kube::Api<GitRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let _ = api
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "GitRepositories finalized",
+        || async {
+            api.list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        },
+    )
+    .await;
+    ns.cleanup().await;
 }
 
 /// `flux <args> --kubeconfig <cluster> -n <ns>`: (success, stdout + stderr).
 fn flux(ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(flux_bin())
+        .args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "-n",
+            ns,
+            "--timeout",
+            "60s",
+        ])
         .args(args)
-        .args(["--kubeconfig", &kubeconfig_path(), "-n", ns, "--timeout", "60s"])
         .output()
         .unwrap_or_else(|e| panic!("flux: {e} (run `e2e/cluster build`)"));
     let text = format!(
@@ -85,9 +114,7 @@ async fn wait_revision(ns: &TestNs, name: &str, rev: &str) -> GitRepository {
     let mut last = None;
     for _ in 0..120 {
         let r = git_repo(ns, name).await;
-        if revision(&r).as_deref() == Some(rev)
-            && ready(&r).is_some_and(|(s, _, _)| s == "True")
-        {
+        if revision(&r).as_deref() == Some(rev) && ready(&r).is_some_and(|(s, _, _)| s == "True") {
             return r;
         }
         last = Some(r);
@@ -106,7 +133,10 @@ async fn download(r: &GitRepository) -> BTreeMap<String, String> {
     assert_eq!(resp.status(), 200, "{}", a.url);
     let bytes = resp.bytes().await.unwrap();
     let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
-    assert_eq!(digest, a.digest, "served bytes match status.artifact.digest");
+    assert_eq!(
+        digest, a.digest,
+        "served bytes match status.artifact.digest"
+    );
     assert_eq!(a.size, Some(bytes.len() as i64));
     let mut files = BTreeMap::new();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
@@ -150,7 +180,11 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     let client = client().await;
     let ns = TestNs::new(&client, "src-life", 0).await;
     let storage = TempDir::new("pennant-storage");
-    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &["--artifact-retention-records", "2"]);
+    let (_ctl, _port) = start_source_controller(
+        &ns.name,
+        storage.path(),
+        &["--artifact-retention-records", "2"],
+    );
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("app");
     let sha1 = repo.commit(
@@ -171,18 +205,32 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
 
     let r = wait_revision(&ns, "app", &format!("main@sha1:{sha1}")).await;
     let out = flux_ok(&ns.name, &["get", "sources", "git"]);
+    // `flux get` shortens the hash to 8 digits, in the revision and the message
+    let short = format!("main@sha1:{}", &sha1[..8]);
     let line = out.lines().find(|l| l.starts_with("app")).expect(&out);
-    assert!(line.contains(&format!("main@sha1:{sha1}")), "{line}");
+    assert!(line.contains(&short), "{line}");
     assert!(line.contains("True"), "{line}");
     assert!(
-        line.contains(&format!("stored artifact for revision 'main@sha1:{sha1}'")),
+        line.contains(&format!("stored artifact for revision '{short}'")),
         "{line}"
     );
-    assert!(r.metadata.finalizers.as_deref().unwrap_or_default().contains(&"finalizers.fluxcd.io".to_string()));
-    assert_eq!(r.status.as_ref().unwrap().observed_ignore.as_deref(), Some("*.md\n"));
+    assert!(
+        r.metadata
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&"finalizers.fluxcd.io".to_string())
+    );
+    assert_eq!(
+        r.status.as_ref().unwrap().observed_ignore.as_deref(),
+        Some("*.md\n")
+    );
 
     let files = download(&r).await;
-    assert_eq!(files.get("deploy/app.yaml").map(String::as_str), Some("kind: ConfigMap\n"));
+    assert_eq!(
+        files.get("deploy/app.yaml").map(String::as_str),
+        Some("kind: ConfigMap\n")
+    );
     assert!(!files.contains_key("README.md"), "spec.ignore: {files:?}");
     assert!(
         files.contains_key("logo.png"),
@@ -198,7 +246,11 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     assert_eq!(revision(&r), Some(format!("main@sha1:{sha2}")));
     let token = r.metadata.annotations.as_ref().unwrap()["reconcile.fluxcd.io/requestedAt"].clone();
     assert_eq!(
-        r.status.as_ref().unwrap().last_handled_reconcile_at.as_deref(),
+        r.status
+            .as_ref()
+            .unwrap()
+            .last_handled_reconcile_at
+            .as_deref(),
         Some(token.as_str())
     );
     assert_eq!(download(&r).await["deploy/app.yaml"], "kind: Secret\n");
@@ -206,7 +258,10 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     // Events: NewArtifact with the commit's first line
     let out = flux_ok(&ns.name, &["events", "--for", "GitRepository/app"]);
     assert!(out.contains("NewArtifact"), "{out}");
-    assert!(out.contains("stored artifact for commit 'first commit'"), "{out}");
+    assert!(
+        out.contains("stored artifact for commit 'first commit'"),
+        "{out}"
+    );
     assert!(out.contains("stored artifact for commit 'second'"), "{out}");
 
     // suspend: nothing happens (flux reconcile refuses); resume picks up the new commit
@@ -216,7 +271,10 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     let (ok, out) = flux(&ns.name, &["reconcile", "source", "git", "app"]);
     assert!(!ok && out.contains("suspended"), "{out}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(revision(&git_repo(&ns, "app").await), Some(format!("main@sha1:{sha2}")));
+    assert_eq!(
+        revision(&git_repo(&ns, "app").await),
+        Some(format!("main@sha1:{sha2}"))
+    );
     let out = flux_ok(&ns.name, &["resume", "source", "git", "app"]);
     assert!(out.contains(&format!("main@sha1:{sha3}")), "{out}");
 
@@ -234,11 +292,37 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     assert_eq!(doc["spec"]["ref"]["branch"], "main");
     assert_eq!(doc["spec"]["ignore"], "*.md\n");
     assert_eq!(doc["spec"]["interval"], "10m0s");
-    let generation = r.metadata.generation;
+    assert_eq!(
+        doc["spec"]["timeout"], "1m0s",
+        "the CRD's default, in Go's spelling"
+    );
+    // applied back (Go's duration spellings make it a new generation): same source, reconciled
     let mut again = doc.clone();
     again["metadata"]["namespace"] = ns.name.clone().into();
     apply(&client, &again).await;
-    assert_eq!(git_repo(&ns, "app").await.metadata.generation, generation, "no change");
+    let back = git_repo(&ns, "app").await;
+    assert_eq!(back.spec.url, r.spec.url);
+    assert_eq!(back.spec.reference, r.spec.reference);
+    assert_eq!(back.spec.ignore, r.spec.ignore);
+    wait_until(
+        Duration::from_secs(30),
+        "the exported spec reconciled",
+        || async {
+            let b = git_repo(&ns, "app").await;
+            b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
+                && ready(&b).is_some_and(|(s, _, _)| s == "True")
+        },
+    )
+    .await;
+    assert_eq!(
+        revision(&git_repo(&ns, "app").await),
+        Some(format!("main@sha1:{sha3}"))
+    );
+    assert_eq!(
+        artifact_files(storage.path(), &ns.name, "app").len(),
+        2,
+        "nothing rebuilt"
+    );
 
     // deletion: the storage directory goes, then the finalizer
     let api: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), &ns.name);
@@ -247,8 +331,15 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
         api.get_opt("app").await.unwrap().is_none()
     })
     .await;
-    assert!(!storage.path().join("gitrepository").join(&ns.name).join("app").exists());
-    ns.cleanup().await;
+    assert!(
+        !storage
+            .path()
+            .join("gitrepository")
+            .join(&ns.name)
+            .join("app")
+            .exists()
+    );
+    cleanup(ns).await;
 }
 
 /// `ref.semver` picks the newest matching tag and moves when a newer one is pushed.
@@ -279,8 +370,11 @@ async fn semver_ref_moves_to_the_newest_matching_tag() {
     let out = flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
     assert!(out.contains(&format!("v1.2.0@sha1:{sha12}")), "{out}");
     let out = flux_ok(&ns.name, &["get", "sources", "git", "app"]);
-    assert!(out.contains(&format!("v1.2.0@sha1:{sha12}")), "{out}");
-    ns.cleanup().await;
+    assert!(
+        out.contains(&format!("v1.2.0@sha1:{}", &sha12[..8])),
+        "{out}"
+    );
+    cleanup(ns).await;
 }
 
 /// A wrong password: `Ready=False` with `AuthenticationFailed`, the password nowhere in status
@@ -306,14 +400,18 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
         "  ref:\n    branch: main\n  secretRef:\n    name: creds\n",
     ))
     .await;
-    wait_until(Duration::from_secs(30), "FetchFailed for the missing Secret", || async {
-        let r = git_repo(&ns, "app").await;
-        ready(&r).is_some_and(|(s, reason, m)| {
-            s == "False"
-                && reason == "AuthenticationFailed"
-                && m.contains("secrets \"creds\" not found")
-        })
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "FetchFailed for the missing Secret",
+        || async {
+            let r = git_repo(&ns, "app").await;
+            ready(&r).is_some_and(|(s, reason, m)| {
+                s == "False"
+                    && reason == "AuthenticationFailed"
+                    && m.contains("secrets \"creds\" not found")
+            })
+        },
+    )
     .await;
 
     let secret = |password: &str| {
@@ -332,23 +430,44 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
     let r = git_repo(&ns, "app").await;
     let status = serde_json::to_string(&r.status).unwrap();
     assert!(!status.contains("Wr0ng-Pa55word"), "{status}");
-    let fetch_failed = r.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "FetchFailed");
+    let fetch_failed = r
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "FetchFailed");
     assert!(fetch_failed.is_some_and(|c| c.status == "True"), "{status}");
     let out = flux_ok(&ns.name, &["get", "sources", "git", "app"]);
     assert!(out.contains("False"), "{out}");
     let events = ns.event_messages_with("app", "authentication").await;
     assert!(!events.is_empty());
-    assert!(events.iter().all(|m| !m.contains("Wr0ng-Pa55word")), "{events:?}");
-    let (ok, out) = flux(&ns.name, &["reconcile", "source", "git", "app"]);
-    assert!(!ok && out.contains("authentication"), "flux reconcile reports the failure: {out}");
+    assert!(
+        events.iter().all(|m| !m.contains("Wr0ng-Pa55word")),
+        "{events:?}"
+    );
+    // As with Flux, kstatus reads Ready=False as InProgress: `flux reconcile` waits for its
+    // timeout, then fails.
+    let (ok, out) = flux(
+        &ns.name,
+        &["reconcile", "source", "git", "app", "--timeout", "5s"],
+    );
+    assert!(!ok, "{out}");
     assert!(!out.contains("Wr0ng-Pa55word"));
 
     // fixed: Ready within seconds (the interval is 10m)
     ns.apply_yaml(&secret("right-pass")).await;
     wait_revision(&ns, "app", &format!("main@sha1:{sha}")).await;
     let r = git_repo(&ns, "app").await;
-    assert!(!r.status.as_ref().unwrap().conditions.iter().any(|c| c.type_ == "FetchFailed"));
-    ns.cleanup().await;
+    assert!(
+        !r.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "FetchFailed")
+    );
+    cleanup(ns).await;
 }
 
 /// The Git server goes away: the last artifact stays served and the status says both.
@@ -362,17 +481,98 @@ async fn an_unreachable_server_keeps_the_last_artifact_served() {
     let repo = server.create_repo("app");
     let sha = repo.commit("main", &[("a.yaml", "a: 1\n")], "first");
     let url = server.url("app");
-    ns.apply_yaml(&git_repository_yaml("app", &url, "  ref:\n    branch: main\n"))
-        .await;
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &url,
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
     let r = wait_revision(&ns, "app", &format!("main@sha1:{sha}")).await;
     drop(server);
-    let (ok, out) = flux(&ns.name, &["reconcile", "source", "git", "app"]);
+    let (ok, out) = flux(
+        &ns.name,
+        &["reconcile", "source", "git", "app", "--timeout", "5s"],
+    );
     assert!(!ok, "{out}");
     let r2 = git_repo(&ns, "app").await;
     let conds = &r2.status.as_ref().unwrap().conditions;
     let is = |t: &str, s: &str| conds.iter().any(|c| c.type_ == t && c.status == s);
-    assert!(is("Ready", "False") && is("FetchFailed", "True") && is("ArtifactInStorage", "True"), "{conds:#?}");
+    assert!(
+        is("Ready", "False") && is("FetchFailed", "True") && is("ArtifactInStorage", "True"),
+        "{conds:#?}"
+    );
     assert_eq!(revision(&r2), revision(&r));
     assert_eq!(download(&r2).await["a.yaml"], "a: 1\n", "still served");
-    ns.cleanup().await;
+    cleanup(ns).await;
+}
+
+/// `spec.include`: another GitRepository's artifact (its `fromPath`) is copied to `toPath`; a
+/// missing one is `IncludeUnavailable`, and the include's new revision is picked up.
+#[tokio::test]
+async fn include_copies_another_repositorys_artifact() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-include", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions::default());
+    let app = server.create_repo("app");
+    let app_sha = app.commit("main", &[("app.yaml", "app: 1\n")], "app");
+    let lib = server.create_repo("lib");
+    let lib_sha = lib.commit(
+        "main",
+        &[("manifests/lib.yaml", "lib: 1\n"), ("other/x.yaml", "x\n")],
+        "lib",
+    );
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &server.url("app"),
+        "  ref:\n    branch: main\n  include:\n  - repository:\n      name: lib\n    fromPath: manifests\n    toPath: vendor/lib\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "IncludeUnavailable", || async {
+        let r = git_repo(&ns, "app").await;
+        ready(&r).is_some_and(|(s, _, m)| s == "False" && m.contains("include 'lib'"))
+    })
+    .await;
+    let conds = git_repo(&ns, "app").await.status.unwrap().conditions;
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "IncludeUnavailable" && c.status == "True"),
+        "{conds:#?}"
+    );
+
+    ns.apply_yaml(&git_repository_yaml(
+        "lib",
+        &server.url("lib"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    wait_revision(&ns, "lib", &format!("main@sha1:{lib_sha}")).await;
+    // the include is retried with backoff (5 s): ask now instead
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let r = wait_revision(&ns, "app", &format!("main@sha1:{app_sha}")).await;
+    let files = download(&r).await;
+    assert_eq!(
+        files.get("vendor/lib/lib.yaml").map(String::as_str),
+        Some("lib: 1\n"),
+        "{files:?}"
+    );
+    assert!(files.contains_key("app.yaml"));
+    assert!(
+        !files.keys().any(|f| f.contains("other/")),
+        "only fromPath: {files:?}"
+    );
+    let st = r.status.as_ref().unwrap();
+    assert_eq!(st.included_artifacts.len(), 1);
+    assert_eq!(st.observed_include.len(), 1);
+
+    // a new revision of the include rebuilds the artifact (same commit of app)
+    let lib_sha2 = lib.commit("main", &[("manifests/lib.yaml", "lib: 2\n")], "lib 2");
+    flux_ok(&ns.name, &["reconcile", "source", "git", "lib"]);
+    wait_revision(&ns, "lib", &format!("main@sha1:{lib_sha2}")).await;
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let r = git_repo(&ns, "app").await;
+    assert_eq!(download(&r).await["vendor/lib/lib.yaml"], "lib: 2\n");
+    cleanup(ns).await;
 }

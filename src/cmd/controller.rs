@@ -448,7 +448,11 @@ mod tests {
         let artifact = get(format!("{with}/gitrepository/apps/app/abc.tar.gz"))
             .await
             .unwrap();
-        assert_eq!(artifact.status(), 200, "the source controller serves its storage");
+        assert_eq!(
+            artifact.status(),
+            200,
+            "the source controller serves its storage"
+        );
         assert_eq!(&artifact.bytes().await.unwrap()[..], b"tgz");
         assert_eq!(
             get(format!("{without}/gitrepository/apps/app/abc.tar.gz"))

@@ -112,9 +112,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         ..
     } = process;
     let storage = settings.storage();
-    std::fs::create_dir_all(&storage.root).map_err(|e| {
-        anyhow::anyhow!("--storage-path {}: {e}", storage.root.display())
-    })?;
+    std::fs::create_dir_all(&storage.root)
+        .map_err(|e| anyhow::anyhow!("--storage-path {}: {e}", storage.root.display()))?;
     let repos_api: Api<GitRepository> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -199,8 +198,8 @@ fn error_policy(repo: Arc<GitRepository>, err: &Error, ctx: Arc<Context>) -> Act
     if let Error::Kube(_) = err {
         warn!(gitrepository = %repo.name_any(), "reconcile failed: {err}");
     }
-    let interval = crate::api::source::parse_interval(&repo.spec.interval)
-        .unwrap_or(Duration::from_secs(60));
+    let interval =
+        crate::api::source::parse_interval(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     Action::requeue(retry_after(n, interval))
 }
 
@@ -252,10 +251,9 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
     // GC: the current artifact and the retention's records are kept.
     if let Some(a) = out.status.artifact.clone() {
         let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-        let removed = blocking(move || {
-            storage.gc(KIND, &n, &nm, Some(a.file_name()), SystemTime::now())
-        })
-        .await;
+        let removed =
+            blocking(move || storage.gc(KIND, &n, &nm, Some(a.file_name()), SystemTime::now()))
+                .await;
         match removed {
             Ok(r) if !r.is_empty() => {
                 tracing::debug!(gitrepository = %name, removed = r.len(), "garbage collected")
@@ -374,7 +372,9 @@ async fn attempt(
                     return fail(
                         types::FETCH_FAILED,
                         reasons::AUTHENTICATION_FAILED,
-                        format!("failed to get secret '{ns}/{secret}': secrets \"{secret}\" not found"),
+                        format!(
+                            "failed to get secret '{ns}/{secret}': secrets \"{secret}\" not found"
+                        ),
                     );
                 }
                 Err(e) => {
@@ -543,7 +543,9 @@ fn copy_include(
         .map_err(|e| format!("failed to extract included artifact: {e}"))?;
     let src = scratch.path().join(&from_rel);
     if !src.is_dir() {
-        return Err(format!("include fromPath '{from}' is not a directory of the artifact"));
+        return Err(format!(
+            "include fromPath '{from}' is not a directory of the artifact"
+        ));
     }
     let target = dest.join(&to_rel);
     if target.exists() {
@@ -647,8 +649,10 @@ async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
         info!(gitrepository = %name, reason = %n.reason, "{}", n.message);
     }
     let now = Timestamp::now();
-    let note =
-        crate::api::condition::truncate_message(&n.message, crate::api::condition::MESSAGE_MAX_BYTES);
+    let note = crate::api::condition::truncate_message(
+        &n.message,
+        crate::api::condition::MESSAGE_MAX_BYTES,
+    );
     let annotations: BTreeMap<String, String> = n
         .annotations
         .iter()
@@ -678,7 +682,8 @@ async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
         reporting_instance: Some(ctx.instance.clone()),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    let api: Api<Event> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()

@@ -210,7 +210,10 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
 
     // 1. Handshake + ls-refs only.
     let listing = match &req.reference {
-        GitRef::Branch(b) | GitRef::Commit { branch: Some(b), .. } => format!("refs/heads/{b}"),
+        GitRef::Branch(b)
+        | GitRef::Commit {
+            branch: Some(b), ..
+        } => format!("refs/heads/{b}"),
         GitRef::Tag(t) => format!("refs/tags/{t}"),
         GitRef::Semver(_) => "refs/tags/*:refs/tags/*".into(),
         GitRef::Name(n) => n.clone(),
@@ -349,9 +352,7 @@ fn classify(auth_asked: &AtomicBool, what: &str, e: &dyn std::error::Error) -> G
     }
     let msg = format!("{what}: {}", chain(e));
     let lower = msg.to_lowercase();
-    if lower.contains("permission denied")
-        || lower.contains("host key verification failed")
-    {
+    if lower.contains("permission denied") || lower.contains("host key verification failed") {
         GitError::AuthenticationFailed(msg)
     } else {
         GitError::GitOperationFailed(msg)
@@ -458,18 +459,15 @@ fn resolve(reference: &GitRef, refs: &[Ref]) -> Result<(String, String), GitErro
         }
         GitRef::Commit { sha, branch: None } => Ok(("HEAD".into(), sha.to_lowercase())),
         GitRef::Semver(constraint) => {
-            let c = super::semver::Constraint::parse(constraint).map_err(|e| {
-                GitError::GitOperationFailed(format!("semver parse error: {e}"))
-            })?;
+            let c = super::semver::Constraint::parse(constraint)
+                .map_err(|e| GitError::GitOperationFailed(format!("semver parse error: {e}")))?;
             let all: Vec<(String, String)> = refs.iter().map(target).collect();
             let tags = all
                 .iter()
                 .filter_map(|(n, _)| n.strip_prefix("refs/tags/"))
                 .filter(|n| !n.ends_with("^{}"));
             let (tag, _) = c.highest(tags).ok_or_else(|| {
-                GitError::GitOperationFailed(format!(
-                    "no match found for semver: {constraint}"
-                ))
+                GitError::GitOperationFailed(format!("no match found for semver: {constraint}"))
             })?;
             find(&format!("refs/tags/{tag}"))
         }

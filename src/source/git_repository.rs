@@ -10,10 +10,10 @@
 //! `ignore`/`include`/`recurseSubmodules` configuration and included artifacts; a failure keeps
 //! the last good artifact served (`ArtifactInStorage` stays True, `Ready=False`). Differences,
 //! on purpose:
-//! - the status written is the final one of the attempt: `Reconciling` is never left behind on
-//!   a failure (Flux keeps `Reconciling=True ProgressingWithRetry`, which makes kstatus say
-//!   InProgress and `flux reconcile` wait for its timeout); the failure shows as `Ready=False`
-//!   with the failing condition's reason and message, which `flux reconcile` prints at once;
+//! - the status written is the final one of the attempt: `Reconciling` is never left behind
+//!   (Flux keeps `Reconciling=True ProgressingWithRetry` after a failure); the failure shows as
+//!   `Ready=False` with the failing condition's reason and message. kstatus reads that as
+//!   InProgress, so `flux reconcile` of a failing source waits for its timeout, as with Flux;
 //! - fields pennant accepts but does not act on (`sparseCheckout`, `recurseSubmodules: true`,
 //!   `proxySecretRef`, overridden `ref` fields) give `Unsupported=True` and a Warning Event;
 //!   `verify` and a `provider` other than `generic` stall the object (serving an unverified or
@@ -74,8 +74,8 @@ pub struct FetchPlan {
     pub unsupported: Vec<String>,
 }
 
-/// The GitRepository's decision: see [`Plan`]. `artifact_ok` says whether `status.artifact`'s
-/// file is in storage and re-hashes to its digest.
+/// The GitRepository's decision from the object alone: see [`Plan`] (Flux's order: deletion,
+/// finalizer, suspend, then a spec that cannot be acted on stalls).
 pub fn decide(repo: &GitRepository) -> Plan {
     let finalizers = repo.metadata.finalizers.as_deref().unwrap_or_default();
     let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
@@ -189,9 +189,7 @@ pub fn reusable_revision(
 ///
 /// Errors (messages name keys, never values): basic auth and a bearer token together (as
 /// Flux), a `username` without `password` or the reverse, `identity` without `known_hosts`.
-pub fn credentials(
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Result<(GitAuth, Option<Vec<u8>>), String> {
+pub fn credentials(data: &BTreeMap<String, Vec<u8>>) -> Result<(GitAuth, Option<Vec<u8>>), String> {
     let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
     let ca = data.get("ca.crt").or_else(|| data.get("caFile")).cloned();
     let basic = (text("username"), text("password"));
@@ -310,7 +308,14 @@ pub fn outcome(
         if conditions::get(conds, UNSUPPORTED).is_none_or(|c| c.message != message) {
             notices.push(warning(UNSUPPORTED_FIELDS, &message));
         }
-        mark_true(conds, UNSUPPORTED, UNSUPPORTED_FIELDS, &message, generation, now);
+        mark_true(
+            conds,
+            UNSUPPORTED,
+            UNSUPPORTED_FIELDS,
+            &message,
+            generation,
+            now,
+        );
     }
     let failures = [
         types::FETCH_FAILED,
@@ -334,7 +339,10 @@ pub fn outcome(
             commit_message,
             included,
         } => {
-            let new = old.artifact.as_ref().is_none_or(|a| !a.same_content(&artifact));
+            let new = old
+                .artifact
+                .as_ref()
+                .is_none_or(|a| !a.same_content(&artifact));
             if new {
                 notices.push(Notice {
                     warning: false,

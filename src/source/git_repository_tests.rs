@@ -69,7 +69,11 @@ fn plans_follow_fluxs_order_finalizer_deletion_suspend_then_fetch() {
     let mut r = with("  suspend: true\n");
     assert_eq!(decide(&r), Plan::Suspended);
     r.metadata.deletion_timestamp = Some(now());
-    assert_eq!(decide(&r), Plan::Finalize, "deletion wins over suspend, as Flux");
+    assert_eq!(
+        decide(&r),
+        Plan::Finalize,
+        "deletion wins over suspend, as Flux"
+    );
     let p = fetch_plan(&with("  timeout: 20s\n  secretRef: {name: creds}\n"));
     assert_eq!(p.reference, GitRef::Branch("main".into()));
     assert_eq!(p.timeout, Duration::from_secs(20));
@@ -80,7 +84,10 @@ fn plans_follow_fluxs_order_finalizer_deletion_suspend_then_fetch() {
 
 #[test]
 fn refs_resolve_with_fluxs_precedence_and_ambiguity_stalls() {
-    let r = repo(&BASE.replace("ref: {branch: main}", "ref: {branch: main, semver: '>=1.0.0'}"));
+    let r = repo(&BASE.replace(
+        "ref: {branch: main}",
+        "ref: {branch: main, semver: '>=1.0.0'}",
+    ));
     let p = fetch_plan(&r);
     assert_eq!(p.reference, GitRef::Semver(">=1.0.0".into()));
     assert_eq!(
@@ -112,7 +119,17 @@ fn fields_not_acted_on_are_named_and_unsafe_ones_stall() {
         "  provider: github\n",
         "  interval: 0s\n",
     ] {
-        let r = repo(&format!("{}{spec}", BASE.replace("  interval: 1m\n", if spec.contains("interval") { "" } else { "  interval: 1m\n" })));
+        let r = repo(&format!(
+            "{}{spec}",
+            BASE.replace(
+                "  interval: 1m\n",
+                if spec.contains("interval") {
+                    ""
+                } else {
+                    "  interval: 1m\n"
+                }
+            )
+        ));
         assert!(matches!(decide(&r), Plan::Stall { .. }), "{spec}");
     }
 }
@@ -125,7 +142,9 @@ fn credentials_read_fluxs_keys_and_never_show_values() {
             .collect()
     };
     let (auth, ca) = credentials(&data(&[("username", "u"), ("password", "s3cret")])).unwrap();
-    assert!(matches!(auth, GitAuth::Basic { ref username, ref password } if username == "u" && password == "s3cret"));
+    assert!(
+        matches!(auth, GitAuth::Basic { ref username, ref password } if username == "u" && password == "s3cret")
+    );
     assert_eq!(ca, None);
     let (auth, ca) = credentials(&data(&[("bearerToken", "t0k"), ("ca.crt", "PEM")])).unwrap();
     assert!(matches!(auth, GitAuth::Bearer(ref t) if t == "t0k"));
@@ -136,13 +155,20 @@ fn credentials_read_fluxs_keys_and_never_show_values() {
     assert!(matches!(auth, GitAuth::Ssh { .. }));
     assert!(matches!(credentials(&data(&[])).unwrap().0, GitAuth::None));
     for bad in [
-        data(&[("username", "u"), ("password", "s3cret"), ("bearerToken", "t0k")]),
+        data(&[
+            ("username", "u"),
+            ("password", "s3cret"),
+            ("bearerToken", "t0k"),
+        ]),
         data(&[("username", "u")]),
         data(&[("password", "s3cret")]),
         data(&[("identity", "KEY")]),
     ] {
         let e = credentials(&bad).unwrap_err();
-        assert!(!e.contains("s3cret") && !e.contains("t0k") && !e.contains("KEY"), "{e}");
+        assert!(
+            !e.contains("s3cret") && !e.contains("t0k") && !e.contains("KEY"),
+            "{e}"
+        );
     }
 }
 
@@ -155,14 +181,25 @@ fn the_tree_is_fetched_again_when_the_artifact_or_its_configuration_changed() {
         artifact: Some(a.clone()),
         ..Default::default()
     });
-    assert_eq!(reusable_revision(&r, true, &[]).as_deref(), Some("main@sha1:aaa"));
-    assert_eq!(reusable_revision(&r, false, &[]), None, "file gone or corrupt");
+    assert_eq!(
+        reusable_revision(&r, true, &[]).as_deref(),
+        Some("main@sha1:aaa")
+    );
+    assert_eq!(
+        reusable_revision(&r, false, &[]),
+        None,
+        "file gone or corrupt"
+    );
     r.spec.ignore = Some("*.md".into());
     assert_eq!(reusable_revision(&r, true, &[]), None, "ignore changed");
     r.status.as_mut().unwrap().observed_ignore = Some("*.md".into());
     assert!(reusable_revision(&r, true, &[]).is_some());
     let inc = artifact("main@sha1:bbb", "sha256:2");
-    assert_eq!(reusable_revision(&r, true, &[inc.clone()]), None, "a new include");
+    assert_eq!(
+        reusable_revision(&r, true, &[inc.clone()]),
+        None,
+        "a new include"
+    );
     r.status.as_mut().unwrap().included_artifacts = vec![inc.clone()];
     assert!(reusable_revision(&r, true, &[inc]).is_some());
 }
@@ -190,10 +227,21 @@ fn a_new_artifact_is_ready_with_fluxs_message_and_one_event() {
     let st = &out.status;
     let ready = get(&st.conditions, types::READY).unwrap();
     assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
-        (TRUE, "Succeeded", "stored artifact for revision 'main@sha1:aaa'")
+        (
+            ready.status.as_str(),
+            ready.reason.as_str(),
+            ready.message.as_str()
+        ),
+        (
+            TRUE,
+            "Succeeded",
+            "stored artifact for revision 'main@sha1:aaa'"
+        )
     );
-    assert!(conditions::is_true(&st.conditions, types::ARTIFACT_IN_STORAGE));
+    assert!(conditions::is_true(
+        &st.conditions,
+        types::ARTIFACT_IN_STORAGE
+    ));
     assert_eq!(st.artifact.as_ref(), Some(&a));
     assert_eq!(st.observed_ignore.as_deref(), Some("*.md"));
     assert_eq!(st.observed_generation, Some(3));
@@ -252,9 +300,15 @@ fn a_failure_keeps_the_last_artifact_served_and_says_so() {
         ("False", "AuthenticationFailed")
     );
     assert_eq!(ready.message, "authentication failed: HTTP 401");
-    assert!(conditions::is_true(&st.conditions, types::ARTIFACT_IN_STORAGE));
+    assert!(conditions::is_true(
+        &st.conditions,
+        types::ARTIFACT_IN_STORAGE
+    ));
     assert!(conditions::is_true(&st.conditions, types::FETCH_FAILED));
-    assert!(get(&st.conditions, types::RECONCILING).is_none(), "flux reconcile returns");
+    assert!(
+        get(&st.conditions, types::RECONCILING).is_none(),
+        "flux reconcile returns"
+    );
     assert_eq!(st.artifact.as_ref(), Some(&a));
     assert_eq!(out.result, Err(true), "retried with backoff");
     assert_eq!(out.notices.len(), 1);
@@ -323,7 +377,10 @@ fn a_stalled_spec_and_unsupported_fields_are_never_silent() {
         &now(),
     );
     checked(&r, &unsupported_ok);
-    assert!(conditions::is_true(&unsupported_ok.status.conditions, types::READY), "Ready stays");
+    assert!(
+        conditions::is_true(&unsupported_ok.status.conditions, types::READY),
+        "Ready stays"
+    );
 }
 
 #[test]
@@ -331,11 +388,17 @@ fn requeue_times_jitter_around_the_interval_and_back_off() {
     let i = Duration::from_secs(600);
     for seed in [0, 5000, 10_000, 123_456_789] {
         let d = next_interval(i, seed);
-        assert!(d >= Duration::from_secs(570) && d <= Duration::from_secs(630), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(570) && d <= Duration::from_secs(630),
+            "{d:?}"
+        );
     }
     assert_eq!(next_interval(i, 5000), i);
     assert_eq!(retry_after(1, i), Duration::from_secs(5));
     assert_eq!(retry_after(2, i), Duration::from_secs(10));
     assert_eq!(retry_after(20, i), Duration::from_secs(300));
-    assert_eq!(retry_after(20, Duration::from_secs(30)), Duration::from_secs(30));
+    assert_eq!(
+        retry_after(20, Duration::from_secs(30)),
+        Duration::from_secs(30)
+    );
 }

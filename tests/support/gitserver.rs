@@ -119,9 +119,15 @@ impl GitServer {
     /// A new bare repository `<name>.git` under the root, with a work clone to commit from.
     pub fn create_repo(&self, name: &str) -> Repo {
         let bare = self.root.join(format!("{name}.git"));
-        git(&self.root, &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+        git(
+            &self.root,
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
         let work = self.dir.path().join(format!("work-{name}"));
-        git(self.dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
+        git(
+            self.dir.path(),
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+        );
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         Repo { bare, work }
     }
@@ -178,8 +184,20 @@ impl Repo {
             std::fs::write(p, content).unwrap();
         }
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
-        git(&self.work, &["push", "-q", "-f", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(
+            &self.work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
         self.head()
     }
 
@@ -190,12 +208,18 @@ impl Repo {
         } else {
             git(&self.work, &["tag", name]);
         }
-        git(&self.work, &["push", "-q", "origin", &format!("refs/tags/{name}")]);
+        git(
+            &self.work,
+            &["push", "-q", "origin", &format!("refs/tags/{name}")],
+        );
     }
 
     /// Pushes HEAD to an arbitrary ref, e.g. `refs/pull/1/head`.
     pub fn push_ref(&self, full_ref: &str) {
-        git(&self.work, &["push", "-q", "-f", "origin", &format!("HEAD:{full_ref}")]);
+        git(
+            &self.work,
+            &["push", "-q", "-f", "origin", &format!("HEAD:{full_ref}")],
+        );
     }
 
     pub fn head(&self) -> String {
@@ -206,7 +230,12 @@ impl Repo {
 /// Runs `git` in `dir` with a fixed identity and no user or system config; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=pennant-test", "-c", "user.email=test@pennant.invalid"])
+        .args([
+            "-c",
+            "user.name=pennant-test",
+            "-c",
+            "user.email=test@pennant.invalid",
+        ])
         .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
         .args(args)
         .current_dir(dir)
@@ -238,12 +267,31 @@ pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         );
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pennant test CA",
-        "-keyout", "ca.key", "-out", "ca.crt",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pennant test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
     ]);
     run(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-        "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     std::fs::write(
         dir.join("ext.cnf"),
@@ -251,8 +299,25 @@ pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
     ]);
-    (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key"))
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
 }
