@@ -65,7 +65,12 @@ fn branch_fetch_new_commit_and_unchanged_without_download() {
     let mut req = request(&server.url("app"), branch("main"), &dest2);
     req.last_revision = Some(rev.clone());
     let got = fetch(&req).unwrap();
-    assert_eq!(got, Fetched::Unchanged { revision: rev.clone() });
+    assert_eq!(
+        got,
+        Fetched::Unchanged {
+            revision: rev.clone()
+        }
+    );
     assert!(!dest2.exists());
     assert_eq!(server.fetch_count(), 1, "{:#?}", server.requests());
 
@@ -102,13 +107,24 @@ fn tags_semver_commit_and_name() {
     let tmp = TempDir::new("pennant-git-test");
     let dest = |n: &str| tmp.path().join(n);
 
-    let (rev, sha, _) = checked(fetch(&request(&url, GitRef::Tag("v1.2.0".into()), &dest("tag"))));
+    let (rev, sha, _) = checked(fetch(&request(
+        &url,
+        GitRef::Tag("v1.2.0".into()),
+        &dest("tag"),
+    )));
     assert_eq!((rev, sha), (format!("v1.2.0@sha1:{c2}"), c2.clone()));
-    assert_eq!(std::fs::read_to_string(dest("tag").join("v")).unwrap(), "1.2.0");
+    assert_eq!(
+        std::fs::read_to_string(dest("tag").join("v")).unwrap(),
+        "1.2.0"
+    );
 
-    let semver = |c: &str, d: &str| checked(fetch(&request(&url, GitRef::Semver(c.into()), &dest(d)))).0;
+    let semver =
+        |c: &str, d: &str| checked(fetch(&request(&url, GitRef::Semver(c.into()), &dest(d)))).0;
     assert_eq!(semver("1.x", "s1"), format!("v1.2.0@sha1:{c2}"));
-    assert_eq!(semver(">=1.0.0-0 <2.0.0", "s2"), format!("v1.3.0-rc.1@sha1:{c3}"));
+    assert_eq!(
+        semver(">=1.0.0-0 <2.0.0", "s2"),
+        format!("v1.3.0-rc.1@sha1:{c3}")
+    );
     assert_eq!(semver("*", "s3"), format!("v2.0.0@sha1:{c3}"));
     assert_eq!(semver("~1.0", "s4"), format!("v1.0.0@sha1:{c1}"));
     // A newer matching tag moves the pick.
@@ -118,27 +134,50 @@ fn tags_semver_commit_and_name() {
     assert_eq!(semver("1.x", "s5"), format!("v1.4.0@sha1:{c4}"));
     let err = fetch(&request(&url, GitRef::Semver("5.x".into()), &dest("s6"))).unwrap_err();
     assert_eq!(err.reason(), "GitOperationFailed");
-    assert!(err.to_string().contains("no match found for semver"), "{err}");
+    assert!(
+        err.to_string().contains("no match found for semver"),
+        "{err}"
+    );
 
     // Commit pin: bare, and with a branch.
     let (rev, _, msg) = checked(fetch(&request(
         &url,
-        GitRef::Commit { sha: c1.clone(), branch: None },
+        GitRef::Commit {
+            sha: c1.clone(),
+            branch: None,
+        },
         &dest("c1"),
     )));
-    assert_eq!((rev.as_str(), msg.as_str()), (format!("sha1:{c1}").as_str(), "one"));
-    assert_eq!(std::fs::read_to_string(dest("c1").join("v")).unwrap(), "1.0.0");
+    assert_eq!(
+        (rev.as_str(), msg.as_str()),
+        (format!("sha1:{c1}").as_str(), "one")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest("c1").join("v")).unwrap(),
+        "1.0.0"
+    );
     let (rev, _, _) = checked(fetch(&request(
         &url,
-        GitRef::Commit { sha: c2.clone(), branch: Some("main".into()) },
+        GitRef::Commit {
+            sha: c2.clone(),
+            branch: Some("main".into()),
+        },
         &dest("c2"),
     )));
     assert_eq!(rev, format!("main@sha1:{c2}"));
 
     // ref.name keeps the absolute ref.
-    let (rev, _, _) = checked(fetch(&request(&url, GitRef::Name("refs/pull/7/head".into()), &dest("n"))));
+    let (rev, _, _) = checked(fetch(&request(
+        &url,
+        GitRef::Name("refs/pull/7/head".into()),
+        &dest("n"),
+    )));
     assert_eq!(rev, format!("refs/pull/7/head@sha1:{c3}"));
-    let (rev, _, _) = checked(fetch(&request(&url, GitRef::Name("refs/heads/main".into()), &dest("n2"))));
+    let (rev, _, _) = checked(fetch(&request(
+        &url,
+        GitRef::Name("refs/heads/main".into()),
+        &dest("n2"),
+    )));
     assert_eq!(rev, format!("refs/heads/main@sha1:{c4}"));
 
     // Missing refs are clear errors.
@@ -160,7 +199,10 @@ fn basic_auth_and_bearer() {
     let url = server.url("private");
 
     let mut req = request(&url, branch("main"), &tmp.path().join("basic"));
-    req.auth = GitAuth::Basic { username: "flux".into(), password: "s3cr3t-pass".into() };
+    req.auth = GitAuth::Basic {
+        username: "flux".into(),
+        password: "s3cr3t-pass".into(),
+    };
     assert_eq!(checked(fetch(&req)).1, sha);
 
     let mut req = request(&url, branch("main"), &tmp.path().join("bearer"));
@@ -168,7 +210,10 @@ fn basic_auth_and_bearer() {
     assert_eq!(checked(fetch(&req)).1, sha);
 
     let mut req = request(&url, branch("main"), &tmp.path().join("wrong"));
-    req.auth = GitAuth::Basic { username: "flux".into(), password: "wrong-pa55".into() };
+    req.auth = GitAuth::Basic {
+        username: "flux".into(),
+        password: "wrong-pa55".into(),
+    };
     let err = fetch(&req).unwrap_err();
     eprintln!("{}: {err}", err.reason());
     assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
@@ -195,7 +240,10 @@ fn basic_auth_and_bearer() {
 fn https_with_custom_ca() {
     let tmp = TempDir::new("pennant-git-tls");
     let (ca, cert, key) = gitserver::make_tls(tmp.path());
-    let server = GitServer::start(ServerOptions { tls: Some((cert, key)), ..Default::default() });
+    let server = GitServer::start(ServerOptions {
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
     let repo = server.create_repo("secure");
     let sha = repo.commit("main", &[("a", "b")], "x");
     let url = server.url("secure");
@@ -206,36 +254,159 @@ fn https_with_custom_ca() {
     assert_eq!(checked(fetch(&req)).1, sha);
 
     // Without the CA the server is not trusted.
-    let err = fetch(&request(&url, branch("main"), &tmp.path().join("untrusted"))).unwrap_err();
+    let err = fetch(&request(
+        &url,
+        branch("main"),
+        &tmp.path().join("untrusted"),
+    ))
+    .unwrap_err();
     assert_eq!(err.reason(), "GitOperationFailed", "{err}");
 }
 
 #[test]
 fn unreachable_server_and_bad_urls_fail_clearly() {
     // A port that was free a moment ago: connection refused, well within the timeout.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tmp = TempDir::new("pennant-git-test");
-    let mut req = request(&format!("http://127.0.0.1:{port}/x.git"), branch("main"), &tmp.path().join("d"));
+    let mut req = request(
+        &format!("http://127.0.0.1:{port}/x.git"),
+        branch("main"),
+        &tmp.path().join("d"),
+    );
     req.timeout = Duration::from_secs(5);
     let start = Instant::now();
     let err = fetch(&req).unwrap_err();
     eprintln!("{}: {err}", err.reason());
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(err.reason(), "GitOperationFailed", "{err}");
 
     // A server that accepts but never answers: bounded by the timeout.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut req = request(&format!("http://127.0.0.1:{port}/x.git"), branch("main"), &tmp.path().join("e"));
+    let mut req = request(
+        &format!("http://127.0.0.1:{port}/x.git"),
+        branch("main"),
+        &tmp.path().join("e"),
+    );
     req.timeout = Duration::from_secs(2);
     let start = Instant::now();
     let err = fetch(&req).unwrap_err();
     eprintln!("{}: {err}", err.reason());
-    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}: {err}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}: {err}",
+        start.elapsed()
+    );
     drop(listener);
 
-    for bad in ["git@github.com:org/repo.git", "ftp://example.com/repo", "not a url at all"] {
+    for bad in [
+        "git@github.com:org/repo.git",
+        "ftp://example.com/repo",
+        "not a url at all",
+    ] {
         let err = fetch(&request(bad, branch("main"), &tmp.path().join("f"))).unwrap_err();
         assert_eq!(err.reason(), "URLInvalid", "{bad}: {err}");
     }
+}
+
+#[test]
+fn ssh_with_identity_and_known_hosts() {
+    let server = GitServer::start(ServerOptions::default());
+    let sshd = gitserver::SshServer::start(&server.root);
+    let repo = server.create_repo("over-ssh");
+    let sha = repo.commit("main", &[("k", "v")], "via ssh");
+    let tmp = TempDir::new("pennant-git-ssh");
+    let url = sshd.url("over-ssh");
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("ok"));
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let (rev, _, msg) = checked(fetch(&req));
+    assert_eq!(
+        (rev.as_str(), msg.as_str()),
+        (format!("main@sha1:{sha}").as_str(), "via ssh")
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("ok/k")).unwrap(),
+        "v"
+    );
+
+    req.dest = tmp.path().join("again");
+    req.last_revision = Some(rev.clone());
+    assert_eq!(fetch(&req).unwrap(), Fetched::Unchanged { revision: rev });
+
+    // An unknown host key is refused: AuthenticationFailed, as Flux reports it.
+    req.last_revision = None;
+
+    // The same key encrypted with a passphrase (`password` in the Secret).
+    let enc = tmp.path().join("encrypted_key");
+    std::fs::write(&enc, &sshd.identity).unwrap();
+    std::fs::set_permissions(&enc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "k3y-pass", "-f"])
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encrypted = std::fs::read(&enc).unwrap();
+    req.dest = tmp.path().join("encrypted");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("k3y-pass".into()),
+    };
+    assert_eq!(checked(fetch(&req)).1, sha);
+    req.dest = tmp.path().join("encrypted-wrong");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted,
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("not-the-pass".into()),
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!err.to_string().contains("not-the-pass"), "{err}");
+
+    req.dest = tmp.path().join("hostkey");
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: format!("[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDWrong0000000000000000000000000000000000000\n", sshd.port).into_bytes(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+
+    // A key the server does not know.
+    let other = TempDir::new("pennant-git-ssh-key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(other.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    req.dest = tmp.path().join("badkey");
+    req.auth = GitAuth::Ssh {
+        identity: std::fs::read(other.path().join("k")).unwrap(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
 }

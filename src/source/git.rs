@@ -195,6 +195,7 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
     let mut overrides = vec![
         "protocol.version=2".to_string(),
         "gitoxide.credentials.terminalPrompt=false".to_string(),
+        "ssh.variant=ssh".to_string(),
     ];
     if let Some(cmd) = ssh_command {
         overrides.push(format!("core.sshCommand={cmd}"));
@@ -210,13 +211,18 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
 
     // 1. Handshake + ls-refs only.
     let listing = match &req.reference {
-        GitRef::Branch(b) | GitRef::Commit { branch: Some(b), .. } => format!("refs/heads/{b}"),
+        GitRef::Branch(b)
+        | GitRef::Commit {
+            branch: Some(b), ..
+        } => format!("refs/heads/{b}"),
         GitRef::Tag(t) => format!("refs/tags/{t}"),
         GitRef::Semver(_) => "refs/tags/*:refs/tags/*".into(),
         GitRef::Name(n) => n.clone(),
         GitRef::Commit { branch: None, .. } => "HEAD".into(),
     };
-    let refs = list_refs(&repo, req, &url, &listing)?;
+    let ssh = url.scheme == gix::url::Scheme::Ssh;
+    let diagnose = |e: GitError| if ssh { ssh_diagnosis(&work.path, e) } else { e };
+    let refs = list_refs(&repo, req, &url, &listing).map_err(diagnose)?;
     let (full_ref, remote_commit) = resolve(&req.reference, &refs)?;
     let rev = |commit: &str| revision(&req.reference, &full_ref, commit);
 
@@ -237,14 +243,14 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         _ => (format!("+{full_ref}:{full_ref}"), full_ref.clone()),
     };
     let remote = remote(&repo, &url, &spec)?;
-    let (conn, asked) = connect(&remote, req, &url)?;
+    let (conn, asked) = connect(&remote, req, &url).map_err(diagnose)?;
     conn.prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| classify(&asked, "cannot list remote refs", &e))?
+        .map_err(|e| diagnose(classify(&asked, "cannot list remote refs", &e)))?
         .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
             1.try_into().expect("non-zero"),
         ))
         .receive(gix::progress::Discard, &AtomicBool::new(false))
-        .map_err(|e| classify(&asked, "fetch failed", &e))?;
+        .map_err(|e| diagnose(classify(&asked, "fetch failed", &e)))?;
 
     let commit = repo
         .find_reference(local.as_str())
@@ -349,9 +355,7 @@ fn classify(auth_asked: &AtomicBool, what: &str, e: &dyn std::error::Error) -> G
     }
     let msg = format!("{what}: {}", chain(e));
     let lower = msg.to_lowercase();
-    if lower.contains("permission denied")
-        || lower.contains("host key verification failed")
-    {
+    if lower.contains("permission denied") || lower.contains("host key verification failed") {
         GitError::AuthenticationFailed(msg)
     } else {
         GitError::GitOperationFailed(msg)
@@ -458,18 +462,15 @@ fn resolve(reference: &GitRef, refs: &[Ref]) -> Result<(String, String), GitErro
         }
         GitRef::Commit { sha, branch: None } => Ok(("HEAD".into(), sha.to_lowercase())),
         GitRef::Semver(constraint) => {
-            let c = super::semver::Constraint::parse(constraint).map_err(|e| {
-                GitError::GitOperationFailed(format!("semver parse error: {e}"))
-            })?;
+            let c = super::semver::Constraint::parse(constraint)
+                .map_err(|e| GitError::GitOperationFailed(format!("semver parse error: {e}")))?;
             let all: Vec<(String, String)> = refs.iter().map(target).collect();
             let tags = all
                 .iter()
                 .filter_map(|(n, _)| n.strip_prefix("refs/tags/"))
                 .filter(|n| !n.ends_with("^{}"));
             let (tag, _) = c.highest(tags).ok_or_else(|| {
-                GitError::GitOperationFailed(format!(
-                    "no match found for semver: {constraint}"
-                ))
+                GitError::GitOperationFailed(format!("no match found for semver: {constraint}"))
             })?;
             find(&format!("refs/tags/{tag}"))
         }
@@ -503,6 +504,30 @@ fn checkout(repo: &gix::Repository, tree: gix::ObjectId, dest: &Path) -> Result<
     Ok(())
 }
 
+/// Where ssh's stderr goes (in the fetch's private directory): gix only passes on some of its
+/// lines, and "Host key verification failed" is not one of them.
+const SSH_STDERR: &str = "ssh.stderr";
+
+/// The last line ssh printed, and whether it means the credentials or host key were refused.
+fn ssh_diagnosis(work: &Path, e: GitError) -> GitError {
+    let text = std::fs::read_to_string(work.join(SSH_STDERR)).unwrap_or_default();
+    let Some(line) = text.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
+        return e;
+    };
+    let auth = text.contains("Host key verification failed")
+        || text.contains("Permission denied")
+        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
+    match e {
+        GitError::GitOperationFailed(m) | GitError::AuthenticationFailed(m) if auth => {
+            GitError::AuthenticationFailed(format!("{m}: ssh: {line}"))
+        }
+        GitError::GitOperationFailed(m) => {
+            GitError::GitOperationFailed(format!("{m}: ssh: {line}"))
+        }
+        other => other,
+    }
+}
+
 /// `ssh -i … -o UserKnownHostsFile=…` for [`GitAuth::Ssh`], with the key files in `work`.
 fn ssh_command(req: &FetchRequest, work: &TempDir) -> Result<Option<String>, GitError> {
     let GitAuth::Ssh {
@@ -513,22 +538,46 @@ fn ssh_command(req: &FetchRequest, work: &TempDir) -> Result<Option<String>, Git
     else {
         return Ok(None);
     };
-    if password.is_some() {
-        return Err(GitError::AuthenticationFailed(
-            "password-protected ssh identities are not supported yet".into(),
-        ));
-    }
     let key = work.path.join("identity");
     let hosts = work.path.join("known_hosts");
     write_private(&key, identity)?;
     write_private(&hosts, known_hosts)?;
+    // An encrypted key: ssh reads its passphrase from an askpass program that prints a private
+    // file. Only public-key auth is allowed, so the passphrase is never sent as a login password.
+    let askpass = match password {
+        Some(p) => {
+            let pass = work.path.join("passphrase");
+            let script = work.path.join("askpass");
+            write_private(&pass, p.as_bytes())?;
+            write_private(
+                &script,
+                format!("#!/bin/sh\nexec cat '{}'\n", pass.display()).as_bytes(),
+            )?;
+            set_mode(&script, 0o700)?;
+            format!(
+                "SSH_ASKPASS={} SSH_ASKPASS_REQUIRE=force DISPLAY=none ",
+                script.display()
+            )
+        }
+        None => String::new(),
+    };
+    let batch = if password.is_some() { "no" } else { "yes" };
     let secs = req.timeout.as_secs().max(1);
     Ok(Some(format!(
-        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={secs}",
+        "{askpass}ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
+         -o StrictHostKeyChecking=yes -o BatchMode={batch} -o PreferredAuthentications=publickey \
+         -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
+         -o ConnectTimeout={secs} 2>>{}",
         key.display(),
-        hosts.display()
+        hosts.display(),
+        work.path.join(SSH_STDERR).display()
     )))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(op("cannot set file permissions"))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), GitError> {

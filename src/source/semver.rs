@@ -88,7 +88,11 @@ fn parse_parts(s: &str) -> Option<(Version, usize)> {
     }
     let (pre, build) = (pre.unwrap_or(""), build.unwrap_or(""));
     let nums: Vec<&str> = core.split('.').collect();
-    if nums.len() > 3 || nums.iter().any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
+    if nums.len() > 3
+        || nums
+            .iter()
+            .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let n = |i: usize| nums.get(i).map_or(Some(0), |p| p.parse().ok());
@@ -106,9 +110,8 @@ fn parse_parts(s: &str) -> Option<(Version, usize)> {
 
 /// Dot-separated non-empty `[0-9A-Za-z-]+` identifiers.
 fn valid_idents(s: &str) -> bool {
-    s.split('.').all(|p| {
-        !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    })
+    s.split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// Pre-release precedence: a release (empty) is higher than any pre-release; identifiers compare
@@ -203,9 +206,9 @@ impl Constraint {
 
     /// Whether `v` satisfies any alternative (Masterminds' `Constraints.Check`).
     pub fn matches(&self, v: &Version) -> bool {
-        self.groups.iter().any(|(cs, has_pre)| {
-            (v.pre.is_empty() || *has_pre) && cs.iter().all(|c| c.check(v))
-        })
+        self.groups
+            .iter()
+            .any(|(cs, has_pre)| (v.pre.is_empty() || *has_pre) && cs.iter().all(|c| c.check(v)))
     }
 
     /// The highest version among `candidates` (e.g. tag names) that parses and matches,
@@ -311,7 +314,12 @@ fn comparator(op: &str, ver: &str) -> Option<Comparator> {
     } else if is_x(parts.get(1)) {
         (true, true, false, format!("{}.0.0{suffix}", parts[0]))
     } else if is_x(parts.get(2)) {
-        (true, false, true, format!("{}.{}.0{suffix}", parts[0], parts[1]))
+        (
+            true,
+            false,
+            true,
+            format!("{}.{}.0{suffix}", parts[0], parts[1]),
+        )
     } else {
         (false, false, false, format!("{core}{suffix}"))
     };
@@ -401,8 +409,7 @@ impl Comparator {
         if v.cmp_precedence(c) == Ordering::Less {
             return false;
         }
-        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty
-        {
+        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty {
             return true;
         }
         v.major == c.major && (v.minor == c.minor || self.minor_dirty)
@@ -540,8 +547,13 @@ mod tests {
 
     #[test]
     fn constraint_errors() {
-        for bad in ["", "   ", ">>1.0", "1.2.3.4", "foo", "1.2 -", ">= ", "1.2 || "] {
-            assert!(Constraint::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "   ", ">>1.0", "1.2.3.4", "foo", "1.2 -", ">= ", "1.2 || ",
+        ] {
+            assert!(
+                Constraint::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -581,7 +593,15 @@ mod tests {
 
     #[test]
     fn highest_picks_newest_matching_tag() {
-        let tags = ["v1.0.0", "v1.2.0", "v1.10.0", "v2.0.0", "v1.11.0-rc.1", "latest", "1.3"];
+        let tags = [
+            "v1.0.0",
+            "v1.2.0",
+            "v1.10.0",
+            "v2.0.0",
+            "v1.11.0-rc.1",
+            "latest",
+            "1.3",
+        ];
         let c = Constraint::parse(">=1.0.0 <2.0.0").unwrap();
         assert_eq!(c.highest(tags).unwrap().0, "v1.10.0");
         let c = Constraint::parse(">=1.0.0-0 <2.0.0").unwrap();
