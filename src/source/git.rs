@@ -190,6 +190,19 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         )));
     }
 
+    let names = match &req.reference {
+        GitRef::Branch(n) | GitRef::Tag(n) | GitRef::Name(n) => vec![n],
+        GitRef::Commit {
+            branch: Some(b), ..
+        } => vec![b],
+        _ => vec![],
+    };
+    if let Some(bad) = names.into_iter().find(|n| !valid_ref_name(n)) {
+        return Err(GitError::GitOperationFailed(format!(
+            "invalid reference name '{bad}'"
+        )));
+    }
+
     let work = TempDir::new()?;
     let ssh_command = ssh_command(req, &work)?;
     let mut overrides = vec![
@@ -271,6 +284,19 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         commit_sha,
         commit_message: message,
     })
+}
+
+/// A ref name git would accept and that cannot alter a refspec (`git check-ref-format` rules
+/// for what matters here: no `:`, globs, `..`, spaces or control characters).
+fn valid_ref_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.contains("..")
+        && !n.contains("@{")
+        && !n.starts_with(['/', '-', '+'])
+        && !n.ends_with(['/', '.'])
+        && !n
+            .bytes()
+            .any(|b| b.is_ascii_control() || b" :*?[\\^~".contains(&b))
 }
 
 fn parse_url(raw: &str) -> Result<gix::Url, GitError> {
@@ -684,4 +710,104 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn op<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> GitError + '_ {
     move |e| GitError::GitOperationFailed(format!("{what}: {}", chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "5394cb7f48332b2de7c17dd8b8384bbc84b7e738";
+
+    #[test]
+    fn revisions_are_fluxs() {
+        let r = |reference: GitRef, full: &str| revision(&reference, full, SHA);
+        assert_eq!(
+            r(GitRef::Branch("main".into()), "refs/heads/main"),
+            format!("main@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Branch("feature/x".into()), "refs/heads/feature/x"),
+            format!("feature/x@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Tag("v1.2.3".into()), "refs/tags/v1.2.3"),
+            format!("v1.2.3@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Semver("1.x".into()), "refs/tags/v1.4.0"),
+            format!("v1.4.0@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Name("refs/heads/main".into()), "refs/heads/main"),
+            format!("refs/heads/main@sha1:{SHA}")
+        );
+        let pin = |branch: Option<&str>| GitRef::Commit {
+            sha: SHA.into(),
+            branch: branch.map(Into::into),
+        };
+        assert_eq!(r(pin(None), "HEAD"), format!("sha1:{SHA}"));
+        assert_eq!(
+            r(pin(Some("main")), "refs/heads/main"),
+            format!("main@sha1:{SHA}")
+        );
+        assert_eq!(GitRef::default(), GitRef::Branch("master".into()));
+    }
+
+    #[test]
+    fn revision_hash_reads_every_form() {
+        for rev in [
+            format!("main@sha1:{SHA}"),
+            format!("sha1:{SHA}"),
+            format!("main/{SHA}"),
+            format!("feature/x/{SHA}"),
+            SHA.to_string(),
+        ] {
+            assert_eq!(revision_hash(&rev), SHA, "{rev}");
+        }
+    }
+
+    #[test]
+    fn ref_names_cannot_alter_refspecs() {
+        for ok in [
+            "main",
+            "feature/x",
+            "v1.2.3",
+            "refs/pull/1/head",
+            "release-1.0",
+        ] {
+            assert!(valid_ref_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a:b",
+            "refs/heads/*",
+            "a..b",
+            "+main",
+            "-x",
+            "a b",
+            "a~1",
+            "x^",
+            "a/",
+            "a\n",
+        ] {
+            assert!(!valid_ref_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_and_never_echo_credentials() {
+        assert_eq!(strip_userinfo("https://u:p@h/r.git"), "https://***@h/r.git");
+        assert_eq!(strip_userinfo("https://h/r.git"), "https://h/r.git");
+        for bad in ["git@github.com:o/r.git", "ftp://h/r", "/local/path"] {
+            assert_eq!(parse_url(bad).unwrap_err().reason(), "URLInvalid", "{bad}");
+        }
+        let secrets = Secrets(vec!["hunter2".into()]);
+        let e = secrets.redact(GitError::AuthenticationFailed("bad hunter2 given".into()));
+        assert_eq!(e.to_string(), "authentication failed: bad *** given");
+        let auth = GitAuth::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{auth:?}").contains("hunter2"));
+    }
 }
