@@ -89,6 +89,16 @@ fn branch_fetch_new_commit_and_unchanged_without_download() {
         "kind: B\n"
     );
     assert_eq!(server.fetch_count(), 2);
+    // Every pack download was shallow.
+    let fetches: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(" fetch"))
+        .collect();
+    assert!(
+        fetches.iter().all(|l| l.ends_with("fetch deepen=1")),
+        "{fetches:#?}"
+    );
 }
 
 #[test]

@@ -132,7 +132,7 @@ impl GitServer {
         Repo { bare, work }
     }
 
-    /// The request log: `<status> <METHOD> <path> [<v2 command>]` per line.
+    /// The request log: `<status> <METHOD> <path> [<v2 command> [deepen=N]]` per line.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -145,7 +145,7 @@ impl GitServer {
     pub fn fetch_count(&self) -> usize {
         self.requests()
             .iter()
-            .filter(|l| l.ends_with(" fetch"))
+            .filter(|l| l.contains("git-upload-pack fetch"))
             .count()
     }
 }
