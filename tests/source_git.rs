@@ -420,3 +420,18 @@ fn ssh_with_identity_and_known_hosts() {
     eprintln!("{}: {err}", err.reason());
     assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
 }
+
+/// The controller runs `fetch` under tokio with `spawn_blocking` (reqwest's blocking client owns
+/// its own runtime: it must not be created or dropped on an async worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_runs_in_spawn_blocking() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha = repo.commit("main", &[("a", "b")], "x");
+    let tmp = TempDir::new("pennant-git-test");
+    let req = request(&server.url("app"), branch("main"), &tmp.path().join("d"));
+    let got = tokio::task::spawn_blocking(move || fetch(&req))
+        .await
+        .unwrap();
+    assert_eq!(checked(got).1, sha);
+}
