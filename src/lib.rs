@@ -20,5 +20,6 @@ pub mod rbac;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod source;
 pub mod util;
 pub mod webhook;

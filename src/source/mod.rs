@@ -1,0 +1,4 @@
+//! Flux-compatible sources (same as Flux's source-controller): fetching and versions.
+
+pub mod git;
+pub mod semver;
