@@ -211,9 +211,12 @@ mod tests {
 
     /// The cases of Flux's `sourceignore_test.go` (`TestReadPatterns`, `TestVCSPatterns`,
     /// `TestDefaultPatterns`) and go-git's matcher test, as (patterns, ignored, kept).
+    /// (case, patterns, ignored paths, kept paths).
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+
     #[test]
     fn flux_sourceignore_cases() {
-        let cases: &[(&str, Option<&str>, &[&str], &[&str])] = &[
+        let cases: &[Case] = &[
             (
                 "simple",
                 Some("ignore-dir/*\n!ignore-dir/include\n"),

@@ -81,7 +81,7 @@ fn archive_entries_are_sorted_normalised_and_filtered_as_flux() {
     // Every header: zero ids and times, empty names, USTAR magic.
     let tar_bytes = gunzip(&gz);
     let first = &tar_bytes[..512];
-    assert_eq!(&first[UID.0..GID.1], b"0000000\00000000\0");
+    assert_eq!(&first[UID.0..GID.1], b"0000000\x000000000\x00");
     assert_eq!(&first[MTIME.0..MTIME.1], b"00000000000\0");
     assert_eq!(&first[MAGIC.0..VERSION.1], b"ustar\x0000");
     assert!(
@@ -194,9 +194,7 @@ fn long_and_non_ascii_names_use_ustar_prefix_or_pax_as_go() {
         .filter(|b| b.len() == 512 && b[TYPEFLAG] == b'x')
         .map(|b| b[..100].iter().copied().take_while(|c| *c != 0).collect())
         .collect();
-    let dir_pax = format!("PaxHeaders.0/{long_dir}")[..100]
-        .as_bytes()
-        .to_vec();
+    let dir_pax = format!("PaxHeaders.0/{long_dir}").as_bytes()[..100].to_vec();
     assert_eq!(
         pax_names,
         vec![dir_pax, b"PaxHeaders.0/ncode.yaml".to_vec()]
