@@ -462,3 +462,27 @@ fn tar_stream_is_byte_identical_to_fluxs() {
         }
     }
 }
+
+#[test]
+fn untar_reads_plain_tar_streams_with_the_same_checks() {
+    let mut raw = vec![];
+    {
+        let mut t = tar::Builder::new(&mut raw);
+        t.append(&header(file_block("layer/ok.yaml", 2)), b"ok".as_slice())
+            .unwrap();
+        t.finish().unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let s = untar(raw.as_slice(), out.path(), &UntarLimits::default()).unwrap();
+    assert_eq!(s.files, 1);
+    assert_eq!(fs::read(out.path().join("layer/ok.yaml")).unwrap(), b"ok");
+    let mut evil_raw = vec![];
+    {
+        let mut t = tar::Builder::new(&mut evil_raw);
+        t.append(&header(file_block("../x", 1)), b"x".as_slice())
+            .unwrap();
+        t.finish().unwrap();
+    }
+    let err = untar(evil_raw.as_slice(), out.path(), &UntarLimits::default()).unwrap_err();
+    assert!(matches!(err, UntarError::UnsafePath(_)), "{err}");
+}
