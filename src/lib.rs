@@ -9,6 +9,7 @@ pub mod canary;
 pub mod cmd;
 pub mod ext;
 pub mod gate;
+pub mod gitops;
 pub mod http_post;
 pub mod kube_client;
 pub mod leader;
