@@ -431,7 +431,8 @@ fn flux_comparison_tree(root: &Path, with_sourceignore: bool) {
 /// sorting, skipped symlinks, exe and plain modes, an empty directory, the USTAR prefix split, a
 /// PAX `path` for a 125-byte and a non-ASCII name, the defaults (tree A), and a nested
 /// `.sourceignore` with `spec.ignore` that drops a directory entry but keeps a re-included
-/// subdirectory (tree B). The gzip bytes differ (Go's deflate is not flate2's).
+/// subdirectory (tree B). The gzip bytes differ (Go's deflate is not flate2's). How to recompute:
+/// `tests/fixtures/flux_archive/README.md`.
 #[test]
 fn tar_stream_is_byte_identical_to_fluxs() {
     let cases = [
