@@ -3,7 +3,7 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`) and the process that hosts them (`runtime`,
+//!   `metrics`, `ext`, `gate`, `http_post`, `source`) and the process that hosts them (`runtime`,
 //!   `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a controller (`canary`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` only;
@@ -43,6 +43,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "logging",
     "kube_client",
     "rbac",
+    "source",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

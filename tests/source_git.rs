@@ -89,6 +89,16 @@ fn branch_fetch_new_commit_and_unchanged_without_download() {
         "kind: B\n"
     );
     assert_eq!(server.fetch_count(), 2);
+    // Every pack download was shallow.
+    let fetches: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(" fetch"))
+        .collect();
+    assert!(
+        fetches.iter().all(|l| l.ends_with("fetch deepen=1")),
+        "{fetches:#?}"
+    );
 }
 
 #[test]
@@ -315,4 +325,113 @@ fn unreachable_server_and_bad_urls_fail_clearly() {
         let err = fetch(&request(bad, branch("main"), &tmp.path().join("f"))).unwrap_err();
         assert_eq!(err.reason(), "URLInvalid", "{bad}: {err}");
     }
+}
+
+#[test]
+fn ssh_with_identity_and_known_hosts() {
+    let server = GitServer::start(ServerOptions::default());
+    let sshd = gitserver::SshServer::start(&server.root);
+    let repo = server.create_repo("over-ssh");
+    let sha = repo.commit("main", &[("k", "v")], "via ssh");
+    let tmp = TempDir::new("pennant-git-ssh");
+    let url = sshd.url("over-ssh");
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("ok"));
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let (rev, _, msg) = checked(fetch(&req));
+    assert_eq!(
+        (rev.as_str(), msg.as_str()),
+        (format!("main@sha1:{sha}").as_str(), "via ssh")
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("ok/k")).unwrap(),
+        "v"
+    );
+
+    req.dest = tmp.path().join("again");
+    req.last_revision = Some(rev.clone());
+    assert_eq!(fetch(&req).unwrap(), Fetched::Unchanged { revision: rev });
+
+    // An unknown host key is refused: AuthenticationFailed, as Flux reports it.
+    req.last_revision = None;
+
+    // The same key encrypted with a passphrase (`password` in the Secret).
+    let enc = tmp.path().join("encrypted_key");
+    std::fs::write(&enc, &sshd.identity).unwrap();
+    std::fs::set_permissions(&enc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "k3y-pass", "-f"])
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encrypted = std::fs::read(&enc).unwrap();
+    req.dest = tmp.path().join("encrypted");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("k3y-pass".into()),
+    };
+    assert_eq!(checked(fetch(&req)).1, sha);
+    req.dest = tmp.path().join("encrypted-wrong");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted,
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("not-the-pass".into()),
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!err.to_string().contains("not-the-pass"), "{err}");
+
+    req.dest = tmp.path().join("hostkey");
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: format!("[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDWrong0000000000000000000000000000000000000\n", sshd.port).into_bytes(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+
+    // A key the server does not know.
+    let other = TempDir::new("pennant-git-ssh-key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(other.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    req.dest = tmp.path().join("badkey");
+    req.auth = GitAuth::Ssh {
+        identity: std::fs::read(other.path().join("k")).unwrap(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+}
+
+/// The controller runs `fetch` under tokio with `spawn_blocking` (reqwest's blocking client owns
+/// its own runtime: it must not be created or dropped on an async worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_runs_in_spawn_blocking() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha = repo.commit("main", &[("a", "b")], "x");
+    let tmp = TempDir::new("pennant-git-test");
+    let req = request(&server.url("app"), branch("main"), &tmp.path().join("d"));
+    let got = tokio::task::spawn_blocking(move || fetch(&req))
+        .await
+        .unwrap();
+    assert_eq!(checked(got).1, sha);
 }

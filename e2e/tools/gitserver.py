@@ -7,8 +7,9 @@ Serves every repository under DIR (as http://127.0.0.1:PORT/<path>), prints the 
 the first line of stdout, then serves until killed. With --user and/or --token a request needs
 `Authorization: Basic` with those credentials or `Authorization: Bearer <T>`, else 401. With
 --cert/--key it speaks HTTPS. With --log every request is appended as one line
-`<status> <METHOD> <path> [<v2 command>]`, e.g. `200 POST /r.git/git-upload-pack fetch` (the tests
-count `fetch` commands to prove nothing was downloaded).
+`<status> <METHOD> <path> [<v2 command> [deepen=N]]`, e.g.
+`200 POST /r.git/git-upload-pack fetch deepen=1` (the tests count `fetch` commands to prove
+nothing was downloaded, and check that fetches are shallow).
 Standard library only (Python 3.11), so the e2e setup needs nothing beyond `git`.
 """
 
@@ -123,6 +124,9 @@ def main():
             command = ""
             if b"command=" in plain[:64]:
                 command = plain.split(b"command=", 1)[1].split(b"\n", 1)[0].decode("latin-1")
+                if b"deepen " in plain:  # a shallow fetch: log its depth
+                    depth = plain.split(b"deepen ", 1)[1].split(b"\n", 1)[0].decode("latin-1")
+                    command += f" deepen={depth}"
             proc = subprocess.run([HTTP_BACKEND], input=body, env=env, capture_output=True)
             head, sep, out = proc.stdout.partition(b"\r\n\r\n")
             if not sep:

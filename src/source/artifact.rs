@@ -11,7 +11,7 @@
 //! output differs from Go's `compress/gzip`, so the `.tar.gz` digest differs from Flux's for the
 //! same tree; the digest is still a pure function of the tree and the ignore rules.
 //!
-//! [`untar_gz`] extracts archives from elsewhere (artifacts of other sources, OCI layers, chart
+//! [`untar_gz`] and [`untar`] extract archives from elsewhere (artifacts of other sources, OCI layers, chart
 //! tarballs) and treats them as hostile: see its docs.
 
 use std::collections::HashSet;
@@ -473,18 +473,28 @@ pub enum UntarError {
     },
 }
 
-/// Extracts the `tar.gz` read from `reader` into `dest` (created if missing), treating the archive
-/// as hostile: an absolute name, a `..` component, a path through a symlink already under
-/// `dest`, a device, FIFO or other special entry, a file over `limits.max_file_size`, more than
+/// Extracts the `tar.gz` read from `reader` into `dest`: [`untar`] of the gunzipped stream
+/// (multi-member gzip read whole, as Go's reader does). The limits count decompressed bytes.
+pub fn untar_gz(
+    reader: impl Read,
+    dest: &Path,
+    limits: &UntarLimits,
+) -> Result<UntarSummary, UntarError> {
+    untar(MultiGzDecoder::new(reader), dest, limits)
+}
+
+/// Extracts the plain tar read from `reader` into `dest` (created if missing), treating the
+/// archive as hostile: an absolute name, a `..` component, a path through a symlink already
+/// under `dest`, a device, FIFO or other special entry, a file over `limits.max_file_size`, more than
 /// `limits.max_total_size` bytes in all (counted from the headers before anything is written,
-/// and on the decompressed stream) or more than `limits.max_entries` entries is an error, and
+/// and on the (decompressed) stream) or more than `limits.max_entries` entries is an error, and
 /// nothing is ever written outside `dest`. Links (symbolic and hard) are an error unless
 /// `skip_links`, then skipped: no link is ever created. File modes keep their execute and read
 /// bits, never group/other write, setuid or sticky; times are not restored.
 ///
 /// Like Flux's `fluxcd/pkg/tar.Untar`; an error leaves what was extracted so far in `dest` (the
 /// caller extracts into a fresh directory and removes it).
-pub fn untar_gz(
+pub fn untar(
     reader: impl Read,
     dest: &Path,
     limits: &UntarLimits,
@@ -500,7 +510,7 @@ pub fn untar_gz(
         .saturating_add(limits.max_entries.saturating_mul(3 * 512))
         .saturating_add(1 << 20);
     let decoded = CappedReader {
-        inner: MultiGzDecoder::new(reader),
+        inner: reader,
         left: cap,
         limit: limits.max_total_size,
     };

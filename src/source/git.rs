@@ -190,11 +190,25 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         )));
     }
 
+    let names = match &req.reference {
+        GitRef::Branch(n) | GitRef::Tag(n) | GitRef::Name(n) => vec![n],
+        GitRef::Commit {
+            branch: Some(b), ..
+        } => vec![b],
+        _ => vec![],
+    };
+    if let Some(bad) = names.into_iter().find(|n| !valid_ref_name(n)) {
+        return Err(GitError::GitOperationFailed(format!(
+            "invalid reference name '{bad}'"
+        )));
+    }
+
     let work = TempDir::new()?;
     let ssh_command = ssh_command(req, &work)?;
     let mut overrides = vec![
         "protocol.version=2".to_string(),
         "gitoxide.credentials.terminalPrompt=false".to_string(),
+        "ssh.variant=ssh".to_string(),
     ];
     if let Some(cmd) = ssh_command {
         overrides.push(format!("core.sshCommand={cmd}"));
@@ -219,7 +233,9 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         GitRef::Name(n) => n.clone(),
         GitRef::Commit { branch: None, .. } => "HEAD".into(),
     };
-    let refs = list_refs(&repo, req, &url, &listing)?;
+    let ssh = url.scheme == gix::url::Scheme::Ssh;
+    let diagnose = |e: GitError| if ssh { ssh_diagnosis(&work.path, e) } else { e };
+    let refs = list_refs(&repo, req, &url, &listing).map_err(diagnose)?;
     let (full_ref, remote_commit) = resolve(&req.reference, &refs)?;
     let rev = |commit: &str| revision(&req.reference, &full_ref, commit);
 
@@ -240,14 +256,14 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         _ => (format!("+{full_ref}:{full_ref}"), full_ref.clone()),
     };
     let remote = remote(&repo, &url, &spec)?;
-    let (conn, asked) = connect(&remote, req, &url)?;
+    let (conn, asked) = connect(&remote, req, &url).map_err(diagnose)?;
     conn.prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| classify(&asked, "cannot list remote refs", &e))?
+        .map_err(|e| diagnose(classify(&asked, "cannot list remote refs", &e)))?
         .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
             1.try_into().expect("non-zero"),
         ))
         .receive(gix::progress::Discard, &AtomicBool::new(false))
-        .map_err(|e| classify(&asked, "fetch failed", &e))?;
+        .map_err(|e| diagnose(classify(&asked, "fetch failed", &e)))?;
 
     let commit = repo
         .find_reference(local.as_str())
@@ -268,6 +284,19 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         commit_sha,
         commit_message: message,
     })
+}
+
+/// A ref name git would accept and that cannot alter a refspec (`git check-ref-format` rules
+/// for what matters here: no `:`, globs, `..`, spaces or control characters).
+fn valid_ref_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.contains("..")
+        && !n.contains("@{")
+        && !n.starts_with(['/', '-', '+'])
+        && !n.ends_with(['/', '.'])
+        && !n
+            .bytes()
+            .any(|b| b.is_ascii_control() || b" :*?[\\^~".contains(&b))
 }
 
 fn parse_url(raw: &str) -> Result<gix::Url, GitError> {
@@ -501,6 +530,30 @@ fn checkout(repo: &gix::Repository, tree: gix::ObjectId, dest: &Path) -> Result<
     Ok(())
 }
 
+/// Where ssh's stderr goes (in the fetch's private directory): gix only passes on some of its
+/// lines, and "Host key verification failed" is not one of them.
+const SSH_STDERR: &str = "ssh.stderr";
+
+/// The last line ssh printed, and whether it means the credentials or host key were refused.
+fn ssh_diagnosis(work: &Path, e: GitError) -> GitError {
+    let text = std::fs::read_to_string(work.join(SSH_STDERR)).unwrap_or_default();
+    let Some(line) = text.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
+        return e;
+    };
+    let auth = text.contains("Host key verification failed")
+        || text.contains("Permission denied")
+        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
+    match e {
+        GitError::GitOperationFailed(m) | GitError::AuthenticationFailed(m) if auth => {
+            GitError::AuthenticationFailed(format!("{m}: ssh: {line}"))
+        }
+        GitError::GitOperationFailed(m) => {
+            GitError::GitOperationFailed(format!("{m}: ssh: {line}"))
+        }
+        other => other,
+    }
+}
+
 /// `ssh -i … -o UserKnownHostsFile=…` for [`GitAuth::Ssh`], with the key files in `work`.
 fn ssh_command(req: &FetchRequest, work: &TempDir) -> Result<Option<String>, GitError> {
     let GitAuth::Ssh {
@@ -511,22 +564,46 @@ fn ssh_command(req: &FetchRequest, work: &TempDir) -> Result<Option<String>, Git
     else {
         return Ok(None);
     };
-    if password.is_some() {
-        return Err(GitError::AuthenticationFailed(
-            "password-protected ssh identities are not supported yet".into(),
-        ));
-    }
     let key = work.path.join("identity");
     let hosts = work.path.join("known_hosts");
     write_private(&key, identity)?;
     write_private(&hosts, known_hosts)?;
+    // An encrypted key: ssh reads its passphrase from an askpass program that prints a private
+    // file. Only public-key auth is allowed, so the passphrase is never sent as a login password.
+    let askpass = match password {
+        Some(p) => {
+            let pass = work.path.join("passphrase");
+            let script = work.path.join("askpass");
+            write_private(&pass, p.as_bytes())?;
+            write_private(
+                &script,
+                format!("#!/bin/sh\nexec cat '{}'\n", pass.display()).as_bytes(),
+            )?;
+            set_mode(&script, 0o700)?;
+            format!(
+                "SSH_ASKPASS={} SSH_ASKPASS_REQUIRE=force DISPLAY=none ",
+                script.display()
+            )
+        }
+        None => String::new(),
+    };
+    let batch = if password.is_some() { "no" } else { "yes" };
     let secs = req.timeout.as_secs().max(1);
     Ok(Some(format!(
-        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={secs}",
+        "{askpass}ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
+         -o StrictHostKeyChecking=yes -o BatchMode={batch} -o PreferredAuthentications=publickey \
+         -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
+         -o ConnectTimeout={secs} 2>>{}",
         key.display(),
-        hosts.display()
+        hosts.display(),
+        work.path.join(SSH_STDERR).display()
     )))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(op("cannot set file permissions"))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), GitError> {
@@ -633,4 +710,104 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn op<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> GitError + '_ {
     move |e| GitError::GitOperationFailed(format!("{what}: {}", chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "5394cb7f48332b2de7c17dd8b8384bbc84b7e738";
+
+    #[test]
+    fn revisions_are_fluxs() {
+        let r = |reference: GitRef, full: &str| revision(&reference, full, SHA);
+        assert_eq!(
+            r(GitRef::Branch("main".into()), "refs/heads/main"),
+            format!("main@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Branch("feature/x".into()), "refs/heads/feature/x"),
+            format!("feature/x@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Tag("v1.2.3".into()), "refs/tags/v1.2.3"),
+            format!("v1.2.3@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Semver("1.x".into()), "refs/tags/v1.4.0"),
+            format!("v1.4.0@sha1:{SHA}")
+        );
+        assert_eq!(
+            r(GitRef::Name("refs/heads/main".into()), "refs/heads/main"),
+            format!("refs/heads/main@sha1:{SHA}")
+        );
+        let pin = |branch: Option<&str>| GitRef::Commit {
+            sha: SHA.into(),
+            branch: branch.map(Into::into),
+        };
+        assert_eq!(r(pin(None), "HEAD"), format!("sha1:{SHA}"));
+        assert_eq!(
+            r(pin(Some("main")), "refs/heads/main"),
+            format!("main@sha1:{SHA}")
+        );
+        assert_eq!(GitRef::default(), GitRef::Branch("master".into()));
+    }
+
+    #[test]
+    fn revision_hash_reads_every_form() {
+        for rev in [
+            format!("main@sha1:{SHA}"),
+            format!("sha1:{SHA}"),
+            format!("main/{SHA}"),
+            format!("feature/x/{SHA}"),
+            SHA.to_string(),
+        ] {
+            assert_eq!(revision_hash(&rev), SHA, "{rev}");
+        }
+    }
+
+    #[test]
+    fn ref_names_cannot_alter_refspecs() {
+        for ok in [
+            "main",
+            "feature/x",
+            "v1.2.3",
+            "refs/pull/1/head",
+            "release-1.0",
+        ] {
+            assert!(valid_ref_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a:b",
+            "refs/heads/*",
+            "a..b",
+            "+main",
+            "-x",
+            "a b",
+            "a~1",
+            "x^",
+            "a/",
+            "a\n",
+        ] {
+            assert!(!valid_ref_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_and_never_echo_credentials() {
+        assert_eq!(strip_userinfo("https://u:p@h/r.git"), "https://***@h/r.git");
+        assert_eq!(strip_userinfo("https://h/r.git"), "https://h/r.git");
+        for bad in ["git@github.com:o/r.git", "ftp://h/r", "/local/path"] {
+            assert_eq!(parse_url(bad).unwrap_err().reason(), "URLInvalid", "{bad}");
+        }
+        let secrets = Secrets(vec!["hunter2".into()]);
+        let e = secrets.redact(GitError::AuthenticationFailed("bad hunter2 given".into()));
+        assert_eq!(e.to_string(), "authentication failed: bad *** given");
+        let auth = GitAuth::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{auth:?}").contains("hunter2"));
+    }
 }

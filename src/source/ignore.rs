@@ -14,8 +14,13 @@
 //! `.sourceignore` or `spec.ignore` overrides an earlier one), and a path is matched together
 //! with its parent directories: `dir/` excludes everything below `dir`, and a later
 //! `!dir/keep.yaml` re-includes that one file. `.gitignore` files are *not* read (Flux neither).
+//!
+//! Known differences from Flux: within one file, a pattern matching the path itself beats one
+//! matching only a parent directory whatever their order (`!dir/keep.yaml` then `dir/` keeps
+//! `dir/keep.yaml`; go-git's last-match rule drops it); a `.sourceignore` that is not a regular
+//! file (a symlink) is not read, and one over [`MAX_IGNORE_FILE_SIZE`] is an error.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use ignore::Match;
@@ -174,6 +179,33 @@ fn build(lines: &[String]) -> io::Result<Gitignore> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
+/// The largest `.sourceignore` read, in bytes.
+pub const MAX_IGNORE_FILE_SIZE: u64 = 1 << 20;
+
+/// A `.sourceignore`'s text; `None` when there is none. Unlike Flux, which opens whatever the
+/// name points at, only a regular file is read (a symlink is skipped, as the archive skips it:
+/// a hostile repository cannot make us read `/dev/zero` or a file outside the tree), and one
+/// over [`MAX_IGNORE_FILE_SIZE`] is an error.
+fn read_ignore_file(path: &Path) -> io::Result<Option<String>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_IGNORE_FILE_SIZE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_IGNORE_FILE_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is over {MAX_IGNORE_FILE_SIZE} bytes", path.display()),
+        ));
+    }
+    Ok(Some(text))
+}
+
 /// Flux's `LoadIgnorePatterns`: the `.sourceignore` of `dir`, then each subdirectory's (sorted by
 /// name, `.git` skipped, symlinks not followed), depth first.
 fn collect_ignore_files(
@@ -182,10 +214,8 @@ fn collect_ignore_files(
     out: &mut Vec<(PathBuf, Vec<String>)>,
 ) -> io::Result<()> {
     let dir = root.join(rel);
-    match std::fs::read_to_string(dir.join(IGNORE_FILE)) {
-        Ok(text) => out.push((rel.to_path_buf(), pattern_lines(&text))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    if let Some(text) = read_ignore_file(&dir.join(IGNORE_FILE))? {
+        out.push((rel.to_path_buf(), pattern_lines(&text)));
     }
     let mut subdirs = vec![];
     for entry in std::fs::read_dir(&dir)? {
@@ -211,9 +241,12 @@ mod tests {
 
     /// The cases of Flux's `sourceignore_test.go` (`TestReadPatterns`, `TestVCSPatterns`,
     /// `TestDefaultPatterns`) and go-git's matcher test, as (patterns, ignored, kept).
+    /// (case, patterns, ignored paths, kept paths).
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+
     #[test]
     fn flux_sourceignore_cases() {
-        let cases: &[(&str, Option<&str>, &[&str], &[&str])] = &[
+        let cases: &[Case] = &[
             (
                 "simple",
                 Some("ignore-dir/*\n!ignore-dir/include\n"),
@@ -346,6 +379,30 @@ mod tests {
         assert!(!ignored(&rules, "keep/app.yaml"));
         assert!(!ignored(&rules, "crd.yaml"));
         assert!(!rules.prunes_ignored_dirs());
+    }
+
+    #[test]
+    fn symlinked_or_huge_sourceignore_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("patterns"), "*.yaml\n").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("patterns"),
+            tmp.path().join(IGNORE_FILE),
+        )
+        .unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", tmp.path().join("sub").join(IGNORE_FILE)).unwrap();
+        let rules = IgnoreRules::load(tmp.path(), None).unwrap();
+        assert!(!ignored(&rules, "app.yaml"));
+        assert!(ignored(&rules, "logo.png"), "no patterns read: defaults");
+
+        let big = "x\n".repeat(MAX_IGNORE_FILE_SIZE as usize);
+        std::fs::write(tmp.path().join("sub/x"), "").unwrap();
+        std::fs::create_dir(tmp.path().join("big")).unwrap();
+        std::fs::write(tmp.path().join("big").join(IGNORE_FILE), big).unwrap();
+        let err = IgnoreRules::load(tmp.path(), None).unwrap_err();
+        assert!(err.to_string().contains("is over 1048576 bytes"), "{err}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl GitServer {
         Repo { bare, work }
     }
 
-    /// The request log: `<status> <METHOD> <path> [<v2 command>]` per line.
+    /// The request log: `<status> <METHOD> <path> [<v2 command> [deepen=N]]` per line.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -145,7 +145,7 @@ impl GitServer {
     pub fn fetch_count(&self) -> usize {
         self.requests()
             .iter()
-            .filter(|l| l.ends_with(" fetch"))
+            .filter(|l| l.contains("git-upload-pack fetch"))
             .count()
     }
 }
@@ -320,4 +320,115 @@ pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("server.crt"),
         dir.join("server.key"),
     )
+}
+
+/// Debian's `sshd` on loopback as the current user, serving the repositories of a
+/// [`GitServer`]'s root through `git-shell` (an authorized key restricted to it), with a fresh
+/// host key and client key. Killed on drop.
+pub struct SshServer {
+    child: Child,
+    pub port: u16,
+    /// The client's private key (OpenSSH format), for `GitAuth::Ssh.identity`.
+    pub identity: Vec<u8>,
+    /// `[127.0.0.1]:PORT <host key>`, for `GitAuth::Ssh.known_hosts`.
+    pub known_hosts: Vec<u8>,
+    root: PathBuf,
+    user: String,
+    dir: TempDir,
+}
+
+impl SshServer {
+    pub fn start(root: &Path) -> SshServer {
+        let dir = TempDir::new("pennant-sshd");
+        let d = dir.path();
+        let keygen = |name: &str| {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(name))
+                .output()
+                .expect("ssh-keygen");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        keygen("host_key");
+        keygen("client_key");
+        let client_pub = std::fs::read_to_string(d.join("client_key.pub")).unwrap();
+        std::fs::write(
+            d.join("authorized_keys"),
+            format!(
+                "command=\"git-shell -c \\\"$SSH_ORIGINAL_COMMAND\\\"\",no-port-forwarding,\
+                 no-X11-forwarding,no-agent-forwarding,no-pty {client_pub}"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\n\
+                 LogLevel ERROR\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        // sshd wants its privilege separation directory even when not run as a service.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start /usr/sbin/sshd (apt-get install openssh-server)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshd did not listen: {}",
+                std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        SshServer {
+            child,
+            port,
+            identity: std::fs::read(d.join("client_key")).unwrap(),
+            known_hosts: format!("[127.0.0.1]:{port} {}\n", host_pub.join(" ")).into_bytes(),
+            root: root.to_path_buf(),
+            user,
+            dir,
+        }
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT/<root>/<name>.git`
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}/{name}.git",
+            self.user,
+            self.port,
+            self.root.display()
+        )
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -81,7 +81,7 @@ fn archive_entries_are_sorted_normalised_and_filtered_as_flux() {
     // Every header: zero ids and times, empty names, USTAR magic.
     let tar_bytes = gunzip(&gz);
     let first = &tar_bytes[..512];
-    assert_eq!(&first[UID.0..GID.1], b"0000000\00000000\0");
+    assert_eq!(&first[UID.0..GID.1], b"0000000\x000000000\x00");
     assert_eq!(&first[MTIME.0..MTIME.1], b"00000000000\0");
     assert_eq!(&first[MAGIC.0..VERSION.1], b"ustar\x0000");
     assert!(
@@ -194,9 +194,7 @@ fn long_and_non_ascii_names_use_ustar_prefix_or_pax_as_go() {
         .filter(|b| b.len() == 512 && b[TYPEFLAG] == b'x')
         .map(|b| b[..100].iter().copied().take_while(|c| *c != 0).collect())
         .collect();
-    let dir_pax = format!("PaxHeaders.0/{long_dir}")[..100]
-        .as_bytes()
-        .to_vec();
+    let dir_pax = format!("PaxHeaders.0/{long_dir}").as_bytes()[..100].to_vec();
     assert_eq!(
         pax_names,
         vec![dir_pax, b"PaxHeaders.0/ncode.yaml".to_vec()]
@@ -433,7 +431,8 @@ fn flux_comparison_tree(root: &Path, with_sourceignore: bool) {
 /// sorting, skipped symlinks, exe and plain modes, an empty directory, the USTAR prefix split, a
 /// PAX `path` for a 125-byte and a non-ASCII name, the defaults (tree A), and a nested
 /// `.sourceignore` with `spec.ignore` that drops a directory entry but keeps a re-included
-/// subdirectory (tree B). The gzip bytes differ (Go's deflate is not flate2's).
+/// subdirectory (tree B). The gzip bytes differ (Go's deflate is not flate2's). How to recompute:
+/// `tests/fixtures/flux_archive/README.md`.
 #[test]
 fn tar_stream_is_byte_identical_to_fluxs() {
     let cases = [
@@ -463,4 +462,28 @@ fn tar_stream_is_byte_identical_to_fluxs() {
             );
         }
     }
+}
+
+#[test]
+fn untar_reads_plain_tar_streams_with_the_same_checks() {
+    let mut raw = vec![];
+    {
+        let mut t = tar::Builder::new(&mut raw);
+        t.append(&header(file_block("layer/ok.yaml", 2)), b"ok".as_slice())
+            .unwrap();
+        t.finish().unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let s = untar(raw.as_slice(), out.path(), &UntarLimits::default()).unwrap();
+    assert_eq!(s.files, 1);
+    assert_eq!(fs::read(out.path().join("layer/ok.yaml")).unwrap(), b"ok");
+    let mut evil_raw = vec![];
+    {
+        let mut t = tar::Builder::new(&mut evil_raw);
+        t.append(&header(file_block("../x", 1)), b"x".as_slice())
+            .unwrap();
+        t.finish().unwrap();
+    }
+    let err = untar(evil_raw.as_slice(), out.path(), &UntarLimits::default()).unwrap_err();
+    assert!(matches!(err, UntarError::UnsafePath(_)), "{err}");
 }

@@ -210,7 +210,17 @@ fn symlink_points_at_the_current_file_and_moves_atomically() {
     );
 }
 
-/// Flux's GetGarbageFiles, as (files with mtimes, current, now, retention, garbage).
+/// (case, files with mtimes, current, now in seconds, retention, garbage).
+type GcCase = (
+    &'static str,
+    Vec<(String, SystemTime)>,
+    Option<&'static str>,
+    u64,
+    Retention,
+    Vec<&'static str>,
+);
+
+/// Flux's GetGarbageFiles.
 #[test]
 fn garbage_follows_fluxs_ttl_then_records() {
     let minute = Duration::from_secs(60);
@@ -218,14 +228,7 @@ fn garbage_follows_fluxs_ttl_then_records() {
     let files = |v: &[(&str, u64)]| -> Vec<(String, SystemTime)> {
         v.iter().map(|(n, t)| (n.to_string(), at(*t))).collect()
     };
-    let cases: Vec<(
-        &str,
-        Vec<(String, SystemTime)>,
-        Option<&str>,
-        u64,
-        Retention,
-        Vec<&str>,
-    )> = vec![
+    let cases: Vec<GcCase> = vec![
         (
             "nothing to do below records",
             files(&[("a", 100), ("b", 110)]),
