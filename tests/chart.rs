@@ -402,7 +402,10 @@ fn deployment_args_parse_as_the_binarys_flags() {
         assert_eq!(args.controllers, "canary,source");
         // the source controller's storage: an emptyDir, served through the Service's name
         assert_eq!(args.storage_path, "/data");
-        assert_eq!(args.storage_adv_addr, "p-pennant.ops.svc.cluster.local.:8080");
+        assert_eq!(
+            args.storage_adv_addr,
+            "p-pennant.ops.svc.cluster.local.:8080"
+        );
         assert_eq!(
             (args.artifact_retention_ttl, args.artifact_retention_records),
             (60, 2)
