@@ -4,8 +4,6 @@
 //! `flux suspend|resume`, `flux export`, `flux events`. Each test runs `pennant controller
 //! --controllers source` scoped to its own namespace with its own storage directory.
 
-#[path = "support/gitserver.rs"]
-mod gitserver;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use gitserver::{GitServer, ServerOptions, TempDir};
 use pennant::api::source::GitRepository;
 use sha2::Digest;
+use support::gitserver::{GitServer, ServerOptions, TempDir};
 use support::*;
 
 /// `pennant controller --controllers source` in `ns`, its storage under `storage`, its HTTP

@@ -196,7 +196,7 @@ fn the_tree_is_fetched_again_when_the_artifact_or_its_configuration_changed() {
     assert!(reusable_revision(&r, true, &[]).is_some());
     let inc = artifact("main@sha1:bbb", "sha256:2");
     assert_eq!(
-        reusable_revision(&r, true, &[inc.clone()]),
+        reusable_revision(&r, true, std::slice::from_ref(&inc)),
         None,
         "a new include"
     );
