@@ -191,6 +191,8 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
             ("deploy/app.yaml", "kind: ConfigMap\n"),
             ("README.md", "docs\n"),
             ("logo.png", "png\n"),
+            ("private/key.txt", "not for the cluster\n"),
+            (".sourceignore", "/private/\n"),
         ],
         "first commit\n\nwith a body",
     );
@@ -231,6 +233,10 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
     );
     assert!(!files.contains_key("README.md"), "spec.ignore: {files:?}");
     assert!(
+        !files.contains_key("private/key.txt"),
+        ".sourceignore: {files:?}"
+    );
+    assert!(
         files.contains_key("logo.png"),
         "with a pattern, Flux's default exclusions do not apply: {files:?}"
     );
@@ -250,6 +256,19 @@ async fn git_repository_lifecycle_through_the_flux_cli() {
             .last_handled_reconcile_at
             .as_deref(),
         Some(token.as_str())
+    );
+    assert_eq!(download(&r).await["deploy/app.yaml"], "kind: Secret\n");
+
+    // the artifact disappears from storage: the next reconcile stores it again (Flux's
+    // reconcileStorage), same digest
+    let a = r.status.as_ref().unwrap().artifact.clone().unwrap();
+    std::fs::remove_file(storage.path().join(&a.path)).unwrap();
+    assert_eq!(reqwest::get(&a.url).await.unwrap().status(), 404);
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let r = git_repo(&ns, "app").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().artifact.as_ref().unwrap().digest,
+        a.digest
     );
     assert_eq!(download(&r).await["deploy/app.yaml"], "kind: Secret\n");
 
