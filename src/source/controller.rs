@@ -214,25 +214,25 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let plan = decide(&repo);
-    let fetch = match plan {
-        Plan::Nothing | Plan::Suspended => return Ok(Action::await_change()),
-        Plan::Finalize => {
-            let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-            blocking(move || storage.remove_all(KIND, &n, &nm))
-                .await
-                .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
-            remove_finalizer(&repo, &api).await?;
-            info!(gitrepository = %name, namespace = %ns, "artifacts removed, finalizer released");
-            return Ok(Action::await_change());
+    let mut repo = repo;
+    let fetch = loop {
+        match decide(&repo) {
+            Plan::Nothing | Plan::Suspended => return Ok(Action::await_change()),
+            Plan::Finalize => {
+                let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
+                blocking(move || storage.remove_all(KIND, &n, &nm))
+                    .await
+                    .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
+                remove_finalizer(&repo, &api).await?;
+                info!(gitrepository = %name, namespace = %ns, "artifacts removed, finalizer released");
+                return Ok(Action::await_change());
+            }
+            // the finalizer first; then go on with the object as patched (the watch filters
+            // metadata changes out, and the cache may lag)
+            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&repo, &api).await?),
+            Plan::Stall { reason, message } => break Err(Attempt::Stalled { reason, message }),
+            Plan::Fetch(f) => break Ok(f),
         }
-        Plan::AddFinalizer => {
-            add_finalizer(&repo, &api).await?;
-            // the finalizer is a metadata change the watch filters out: go on at once
-            return Ok(Action::requeue(Duration::from_millis(10)));
-        }
-        Plan::Stall { reason, message } => Err(Attempt::Stalled { reason, message }),
-        Plan::Fetch(f) => Ok(f),
     };
     let kept = kept_artifact(&repo, &ctx).await;
     let (attempt, unsupported, interval) = match fetch {
@@ -577,7 +577,7 @@ async fn patch_finalizers(
     repo: &GitRepository,
     api: &Api<GitRepository>,
     op: Value,
-) -> Result<(), Error> {
+) -> Result<GitRepository, Error> {
     let ops = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": repo.resource_version()},
         op
@@ -586,11 +586,14 @@ async fn patch_finalizers(
         serde_json::from_value(ops).map_err(|e| Error::Kube(e.to_string()))?;
     api.patch(&repo.name_any(), &patch_params(), &Patch::<()>::Json(patch))
         .await
-        .map_err(kube_err("patch finalizers"))?;
-    Ok(())
+        .map_err(kube_err("patch finalizers"))
 }
 
-async fn add_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Result<(), Error> {
+/// The object with `finalizers.fluxcd.io` added, as the server returned it.
+async fn add_finalizer(
+    repo: &GitRepository,
+    api: &Api<GitRepository>,
+) -> Result<GitRepository, Error> {
     let op = if repo.finalizers().is_empty() {
         json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
     } else {
@@ -607,7 +610,7 @@ async fn remove_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Res
     match patch_finalizers(repo, api, op).await {
         // gone already
         Err(Error::Kube(m)) if m.contains("NotFound") || m.contains("not found") => Ok(()),
-        r => r,
+        r => r.map(|_| ()),
     }
 }
 
