@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod gitserver;
 pub mod helmrepo;
 
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,13 @@
+//! GitOps sources (same as Flux's source-controller). The shared, controller-free parts: which
+//! files of a tree go into an artifact ([`ignore`]), the deterministic `tar.gz` and a
+//! hostile-archive safe extraction ([`artifact`]), the storage directory with atomic writes and
+//! garbage collection ([`storage`]) and its HTTP routes ([`serve`]); fetching ([`git`]) and
+//! versions ([`semver`]). The source controllers fetch trees and turn these plain results into
+//! `status.artifact`.
+
+pub mod artifact;
+pub mod git;
+pub mod ignore;
+pub mod semver;
+pub mod serve;
+pub mod storage;
