@@ -61,7 +61,7 @@ async fn cleanup(ns: TestNs) {
 
 /// `flux <args> --kubeconfig <cluster> -n <ns>`: (success, stdout + stderr).
 fn flux(ns: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(flux_bin())
+    let out = Command::new(support::flux())
         .args([
             "--kubeconfig",
             &kubeconfig_path(),
