@@ -593,3 +593,102 @@ async fn include_copies_another_repositorys_artifact() {
     assert_eq!(download(&r).await["vendor/lib/lib.yaml"], "lib: 2\n");
     cleanup(ns).await;
 }
+
+/// The other `secretRef` shapes end to end: ssh (`identity` + `known_hosts`, Debian's sshd) and
+/// https with a private CA (`ca.crt`) and a bearer token; without the CA the fetch fails.
+#[tokio::test]
+async fn ssh_and_https_with_a_private_ca_from_the_secret() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-creds", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &ns.name);
+    let put = |name: &str, data: Vec<(&str, Vec<u8>)>| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v)))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+
+    // ssh
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha = repo.commit("main", &[("a.yaml", "a: ssh\n")], "over ssh");
+    let sshd = support::gitserver::SshServer::start(&server.root);
+    secrets
+        .create(
+            &Default::default(),
+            &put(
+                "ssh",
+                vec![
+                    ("identity", sshd.identity.clone()),
+                    ("known_hosts", sshd.known_hosts.clone()),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    ns.apply_yaml(&git_repository_yaml(
+        "over-ssh",
+        &sshd.url("app"),
+        "  ref:\n    branch: main\n  secretRef:\n    name: ssh\n",
+    ))
+    .await;
+    let r = wait_revision(&ns, "over-ssh", &format!("main@sha1:{sha}")).await;
+    assert_eq!(download(&r).await["a.yaml"], "a: ssh\n");
+
+    // https with a private CA and a bearer token
+    let tls_dir = TempDir::new("pennant-tls");
+    let (ca, cert, key) = support::gitserver::make_tls(tls_dir.path());
+    let https = GitServer::start(ServerOptions {
+        token: Some("t0ken".into()),
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
+    let repo = https.create_repo("app");
+    let sha = repo.commit("main", &[("a.yaml", "a: tls\n")], "over https");
+    secrets
+        .create(
+            &Default::default(),
+            &put("tls", vec![("bearerToken", b"t0ken".to_vec())]),
+        )
+        .await
+        .unwrap();
+    ns.apply_yaml(&git_repository_yaml(
+        "over-https",
+        &https.url("app"),
+        "  ref:\n    branch: main\n  secretRef:\n    name: tls\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "unknown CA refused", || async {
+        let r = git_repo(&ns, "over-https").await;
+        ready(&r).is_some_and(|(s, reason, _)| s == "False" && reason == "GitOperationFailed")
+    })
+    .await;
+    // the CA added to the Secret: picked up through the Secret watch
+    secrets
+        .replace(
+            "tls",
+            &Default::default(),
+            &put(
+                "tls",
+                vec![
+                    ("bearerToken", b"t0ken".to_vec()),
+                    ("ca.crt", std::fs::read(ca).unwrap()),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let r = wait_revision(&ns, "over-https", &format!("main@sha1:{sha}")).await;
+    assert_eq!(download(&r).await["a.yaml"], "a: tls\n");
+    cleanup(ns).await;
+}
