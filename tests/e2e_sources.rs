@@ -566,8 +566,7 @@ async fn include_copies_another_repositorys_artifact() {
     ))
     .await;
     wait_revision(&ns, "lib", &format!("main@sha1:{lib_sha}")).await;
-    // the include is retried with backoff (5 s): ask now instead
-    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    // lib's new artifact wakes app (no request, no interval)
     let r = wait_revision(&ns, "app", &format!("main@sha1:{app_sha}")).await;
     let files = download(&r).await;
     assert_eq!(
@@ -584,11 +583,23 @@ async fn include_copies_another_repositorys_artifact() {
     assert_eq!(st.included_artifacts.len(), 1);
     assert_eq!(st.observed_include.len(), 1);
 
-    // a new revision of the include rebuilds the artifact (same commit of app)
+    // a new revision of the include rebuilds the artifact (same commit of app), at once
     let lib_sha2 = lib.commit("main", &[("manifests/lib.yaml", "lib: 2\n")], "lib 2");
     flux_ok(&ns.name, &["reconcile", "source", "git", "lib"]);
-    wait_revision(&ns, "lib", &format!("main@sha1:{lib_sha2}")).await;
-    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let digest = st.artifact.as_ref().unwrap().digest.clone();
+    wait_until(
+        Duration::from_secs(20),
+        "app rebuilt with lib 2",
+        || async {
+            let r = git_repo(&ns, "app").await;
+            r.status
+                .as_ref()
+                .and_then(|s| s.included_artifacts.first())
+                .is_some_and(|a| a.revision == format!("main@sha1:{lib_sha2}"))
+                && r.status.as_ref().unwrap().artifact.as_ref().unwrap().digest != digest
+        },
+    )
+    .await;
     let r = git_repo(&ns, "app").await;
     assert_eq!(download(&r).await["vendor/lib/lib.yaml"], "lib: 2\n");
     cleanup(ns).await;

@@ -6,7 +6,8 @@
 //! `reconcile.fluxcd.io/requestedAt` token changed, or the object is being deleted (Flux's
 //! `GenerationChanged OR ReconcileRequested` predicate), so status writes never loop back. A
 //! Secret change reconciles the GitRepositories whose `secretRef` names it (a fixed password is
-//! picked up at once, not an interval later). Everything else is timed: the next check at
+//! picked up at once, not an interval later), and a new artifact reconciles the GitRepositories
+//! that `include` it. Everything else is timed: the next check at
 //! `spec.interval` (±5% jitter), a failure retried with backoff (5 s doubling, at most the
 //! interval).
 //!
@@ -35,8 +36,8 @@ use tracing::{info, warn};
 use super::artifact::{UntarLimits, untar_gz};
 use super::git::{self, FetchRequest, Fetched};
 use super::git_repository::{
-    Attempt, FetchPlan, Notice, Plan, credentials, decide, next_interval, outcome, retry_after,
-    reusable_revision,
+    Attempt, FetchPlan, NEW_ARTIFACT, Notice, Plan, credentials, decide, next_interval, outcome,
+    retry_after, reusable_revision,
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
@@ -88,6 +89,8 @@ struct Context {
     repos: Store<GitRepository>,
     /// Failures in a row per object, for the backoff.
     failures: Mutex<HashMap<ObjectRef<GitRepository>, u32>>,
+    /// Reconciles the GitRepositories that include one with a new artifact.
+    wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<GitRepository>>,
     instance: String,
 }
 
@@ -139,11 +142,13 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client,
         storage,
         repos: repos.clone(),
         failures: Mutex::default(),
+        wake,
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
@@ -160,6 +165,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let index = repos.clone();
     Controller::for_stream(trigger, repos)
         .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
+        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }))
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -247,6 +255,16 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
     write_status(&repo, &out.status, &api).await?;
     for n in &out.notices {
         emit_event(&repo, n, &ctx).await;
+    }
+    // a new artifact: the GitRepositories including this one copy it now, not an interval later
+    if out.notices.iter().any(|n| n.reason == NEW_ARTIFACT) {
+        for r in ctx.repos.state() {
+            if r.namespace().as_deref() == Some(ns.as_str())
+                && r.spec.include.iter().any(|i| i.repository.name == name)
+            {
+                let _ = ctx.wake.send(ObjectRef::from_obj(&*r));
+            }
+        }
     }
     // GC: the current artifact and the retention's records are kept.
     if let Some(a) = out.status.artifact.clone() {
