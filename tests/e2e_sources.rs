@@ -391,6 +391,16 @@ async fn semver_ref_moves_to_the_newest_matching_tag() {
         out.contains(&format!("v1.2.0@sha1:{}", &sha12[..8])),
         "{out}"
     );
+
+    // unchanged remote: a request lists the refs and downloads nothing; status writes do not
+    // wake the controller (Flux's predicate), so a steady state makes no request at all
+    let (packs, requests) = (server.fetch_count(), server.requests().len());
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    assert_eq!(server.fetch_count(), packs, "{:?}", server.requests());
+    assert!(server.requests().len() > requests, "the refs were listed");
+    let requests = server.requests().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.requests().len(), requests, "{:?}", server.requests());
     cleanup(ns).await;
 }
 
