@@ -713,3 +713,66 @@ async fn ssh_and_https_with_a_private_ca_from_the_secret() {
     assert_eq!(download(&r).await["a.yaml"], "a: tls\n");
     cleanup(ns).await;
 }
+
+/// Status is the only memory: a new process with the same storage serves the stored artifact
+/// without fetching the tree again; one with an empty storage (a restarted pod's emptyDir)
+/// rebuilds the very same bytes, and the URL follows the new address.
+#[tokio::test]
+async fn a_restarted_controller_resumes_from_status_and_storage() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-restart", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (mut ctl, port) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha = repo.commit("main", &[("a.yaml", "a: 1\n")], "first");
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &server.url("app"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    let r = wait_revision(&ns, "app", &format!("main@sha1:{sha}")).await;
+    let a = r.status.as_ref().unwrap().artifact.clone().unwrap();
+    assert!(a.url.contains(&format!("127.0.0.1:{port}/")), "{}", a.url);
+    ctl.kill();
+
+    // same storage: verified, nothing downloaded, nothing new
+    let packs = server.fetch_count();
+    let (mut ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    assert_eq!(
+        server.fetch_count(),
+        packs,
+        "the stored artifact was reused"
+    );
+    let r = git_repo(&ns, "app").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().artifact.as_ref().unwrap().digest,
+        a.digest
+    );
+    ctl.kill();
+
+    // empty storage: rebuilt, byte for byte, served at the new address
+    let empty = TempDir::new("pennant-storage");
+    let (_ctl, port2) = start_source_controller(&ns.name, empty.path(), &[]);
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let r = git_repo(&ns, "app").await;
+    let b = r.status.as_ref().unwrap().artifact.clone().unwrap();
+    assert_eq!(
+        (b.digest.as_str(), b.path.as_str()),
+        (a.digest.as_str(), a.path.as_str())
+    );
+    assert!(b.url.contains(&format!("127.0.0.1:{port2}/")), "{}", b.url);
+    assert_eq!(download(&r).await["a.yaml"], "a: 1\n");
+    assert_eq!(
+        ns.event_messages_with("app", "stored artifact")
+            .await
+            .iter()
+            .filter(|m| m.starts_with("stored artifact"))
+            .count(),
+        1,
+        "the same artifact again is no news"
+    );
+    cleanup(ns).await;
+}
