@@ -211,14 +211,29 @@ fn error_policy(repo: Arc<GitRepository>, err: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(retry_after(n, interval))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// `f` on tokio's blocking pool; a panic in it is an error of this object, not of the process.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
-        .expect("blocking task panicked")
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
+/// [`reconcile_one`], a panic contained to the object (as the Canary controller does).
+async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use futures::FutureExt;
+    let name = repo.name_any();
+    std::panic::AssertUnwindSafe(reconcile_one(repo, ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Kube(format!(
+                "reconcile of {name} panicked (see the log)"
+            )))
+        })
 }
 
 /// One reconcile of one GitRepository.
-async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
@@ -228,10 +243,15 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
             Plan::Nothing | Plan::Suspended => return Ok(Action::await_change()),
             Plan::Finalize => {
                 let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-                blocking(move || storage.remove_all(KIND, &n, &nm))
+                blocking(move || storage.remove_all(KIND, &n, &nm).map_err(|e| e.to_string()))
                     .await
+                    .and_then(|r| r)
                     .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
                 remove_finalizer(&repo, &api).await?;
+                ctx.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ObjectRef::from_obj(&*repo));
                 info!(gitrepository = %name, namespace = %ns, "artifacts removed, finalizer released");
                 return Ok(Action::await_change());
             }
@@ -269,9 +289,13 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
     // GC: the current artifact and the retention's records are kept.
     if let Some(a) = out.status.artifact.clone() {
         let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-        let removed =
-            blocking(move || storage.gc(KIND, &n, &nm, Some(a.file_name()), SystemTime::now()))
-                .await;
+        let removed = blocking(move || {
+            storage
+                .gc(KIND, &n, &nm, Some(a.file_name()), SystemTime::now())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|r| r);
         match removed {
             Ok(r) if !r.is_empty() => {
                 tracing::debug!(gitrepository = %name, removed = r.len(), "garbage collected")
@@ -309,7 +333,9 @@ async fn kept_artifact(repo: &GitRepository, ctx: &Context) -> Option<Artifact> 
     let a = repo.status.as_ref()?.artifact.clone()?;
     let storage = ctx.storage.clone();
     let (path, digest) = (a.path.clone(), a.digest.clone());
-    let ok = blocking(move || storage.verify(&path, &digest)).await;
+    let ok = blocking(move || storage.verify(&path, &digest))
+        .await
+        .unwrap_or(false);
     ok.then(|| Artifact {
         url: ctx.storage.url_for(&a.path),
         ..a
@@ -506,7 +532,8 @@ async fn attempt(
             .archive_dir(KIND, &n, &nm, &file, &dest, &rules)
             .map_err(|e| format!("unable to archive artifact to storage: {e}"))
     })
-    .await;
+    .await
+    .and_then(|r| r);
     match stored {
         Ok(s) => Attempt::Stored {
             artifact: Artifact {
