@@ -412,7 +412,7 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
     let client = client().await;
     let ns = TestNs::new(&client, "src-auth", 0).await;
     let storage = TempDir::new("pennant-storage");
-    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let (_ctl, port) = start_source_controller(&ns.name, storage.path(), &[]);
     let server = GitServer::start(ServerOptions {
         user: Some("git:right-pass".into()),
         ..Default::default()
@@ -481,6 +481,16 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
     );
     assert!(!ok, "{out}");
     assert!(!out.contains("Wr0ng-Pa55word"));
+
+    let metrics = wait_http(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        metrics.contains(r#"pennant_reconcile_errors_total{controller="source",reason="source"}"#),
+        "{metrics}"
+    );
 
     // fixed: Ready within seconds (the interval is 10m)
     ns.apply_yaml(&secret("right-pass")).await;

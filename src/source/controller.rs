@@ -85,6 +85,7 @@ pub enum Error {
 
 struct Context {
     client: Client,
+    metrics: Arc<crate::metrics::Metrics>,
     storage: Storage,
     repos: Store<GitRepository>,
     /// Failures in a row per object, for the backoff.
@@ -109,6 +110,7 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
+        metrics,
         ready,
         scope,
         shutdown,
@@ -145,6 +147,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client,
+        metrics,
         storage,
         repos: repos.clone(),
         failures: Mutex::default(),
@@ -203,9 +206,14 @@ fn error_policy(repo: Arc<GitRepository>, err: &Error, ctx: Arc<Context>) -> Act
         *n += 1;
         *n
     };
-    if let Error::Kube(_) = err {
-        warn!(gitrepository = %repo.name_any(), "reconcile failed: {err}");
-    }
+    let reason = match err {
+        Error::Kube(_) => {
+            warn!(gitrepository = %repo.name_any(), "reconcile failed: {err}");
+            "kube"
+        }
+        Error::Failed(_) => "source",
+    };
+    ctx.metrics.reconcile_error("source", reason);
     let interval =
         crate::api::source::parse_interval(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     Action::requeue(retry_after(n, interval))
