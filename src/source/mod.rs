@@ -2,11 +2,13 @@
 //! files of a tree go into an artifact ([`ignore`]), the deterministic `tar.gz` and a
 //! hostile-archive safe extraction ([`artifact`]), the storage directory with atomic writes and
 //! garbage collection ([`storage`]) and its HTTP routes ([`serve`]); fetching ([`git`]) and
-//! versions ([`semver`]). The source controllers fetch trees and turn these plain results into
-//! `status.artifact`.
+//! versions ([`semver`]). The source controller ([`controller`], decisions in [`git_repository`])
+//! fetches trees and turns these plain results into `status.artifact`.
 
 pub mod artifact;
+pub mod controller;
 pub mod git;
+pub mod git_repository;
 pub mod ignore;
 pub mod semver;
 pub mod serve;

@@ -239,6 +239,8 @@ impl ControllerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
             .args([
                 "controller",
+                "--controllers",
+                "canary",
                 "--namespace",
                 ns,
                 "--metrics-server",
@@ -258,6 +260,8 @@ impl ControllerProcess {
 
     /// `pennant controller --namespace <ns> <args>` with `KUBECONFIG=<kubeconfig>` and the given
     /// environment, logging to `<state>/logs/pennant-<log_name>.log` (see [`Self::log_path`]).
+    /// Without `--controllers` in `args`, only the Canary controller runs (the source
+    /// controller's default storage, `/data`, is no place for a test).
     pub fn start_with(
         ns: &str,
         log_name: &str,
@@ -267,8 +271,14 @@ impl ControllerProcess {
     ) -> Self {
         let path = Self::log_path(log_name);
         let log = std::fs::File::create(&path).expect("log file");
+        let only_canary: &[&str] = if args.iter().any(|a| a.starts_with("--controllers")) {
+            &[]
+        } else {
+            &["--controllers", "canary"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
             .args(["controller", "--namespace", ns])
+            .args(only_canary)
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .envs(env.iter().copied())
