@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod gitserver;
+pub mod helmrepo;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -585,6 +586,38 @@ pub fn image_of(d: &Deployment) -> String {
 /// else the newest one in the cache, else `helm` on `PATH`.
 pub fn helm() -> String {
     tool("PENNANT_HELM", "helm")
+}
+
+/// The `flux` CLI built by `e2e/cluster build`: `$PENNANT_FLUX`, else the cache, else `PATH`.
+pub fn flux() -> String {
+    tool("PENNANT_FLUX", "flux")
+}
+
+/// `kustomize` built by `e2e/cluster build`: `$PENNANT_KUSTOMIZE`, else the cache, else `PATH`.
+pub fn kustomize() -> String {
+    tool("PENNANT_KUSTOMIZE", "kustomize")
+}
+
+/// `sops` built by `e2e/cluster build`: `$PENNANT_SOPS`, else the cache, else `PATH`.
+pub fn sops() -> String {
+    tool("PENNANT_SOPS", "sops")
+}
+
+/// `age` built by `e2e/cluster build`: `$PENNANT_AGE`, else the cache, else `PATH`.
+pub fn age() -> String {
+    tool("PENNANT_AGE", "age")
+}
+
+/// `age-keygen` built by `e2e/cluster build`: `$PENNANT_AGE_KEYGEN`, else the cache, else `PATH`.
+pub fn age_keygen() -> String {
+    tool("PENNANT_AGE_KEYGEN", "age-keygen")
+}
+
+/// `host:port` of the cluster's OCI registry (distribution, anonymous, plain HTTP), started by
+/// `e2e/cluster up`: `$PENNANT_E2E_REGISTRY_ADDR`, else `127.0.0.1:15000`. Push with
+/// `oci://<addr>/<repo>:<tag>` (clients need their insecure/plain-HTTP option).
+pub fn registry_addr() -> String {
+    std::env::var("PENNANT_E2E_REGISTRY_ADDR").unwrap_or_else(|_| "127.0.0.1:15000".into())
 }
 
 /// `kubectl` from `e2e/cluster env`'s PATH, else the cache.
