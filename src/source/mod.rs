@@ -7,7 +7,9 @@
 
 pub mod artifact;
 pub mod git;
+pub mod http;
 pub mod ignore;
+pub mod oci;
 pub mod semver;
 pub mod serve;
 pub mod storage;

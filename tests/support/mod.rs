@@ -9,6 +9,7 @@
 
 pub mod gitserver;
 pub mod helmrepo;
+pub mod registry;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
