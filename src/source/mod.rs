@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod git;
+pub mod helm_index;
 pub mod http;
 pub mod ignore;
 pub mod oci;

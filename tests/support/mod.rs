@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod big_index;
 pub mod gitserver;
 pub mod helmrepo;
 pub mod registry;

@@ -1,0 +1,255 @@
+//! `pennant::source::helm_index` against a real Helm repository (charts packaged by the real
+//! `helm`, `index.yaml` from `helm repo index`, served with basic auth by
+//! `tests/support/helmrepo.rs`): index download and revision, parse once per revision, version
+//! selection per constraint, chart download with digest check and package check, credentials
+//! only to the repository's host unless passCredentials, a wrong password, a large index.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pennant::source::artifact::sha256_digest;
+use pennant::source::helm_index::{
+    ChartRepo, DEFAULT_MAX_CHART_FILE_SIZE, DEFAULT_MAX_CHART_SIZE, DEFAULT_MAX_INDEX_SIZE,
+    HelmAuth, IndexCache, IndexFetched, IndexLimits, check_chart, parse_index,
+};
+use pennant::source::http::TlsConfig;
+use support::big_index::write_big_index;
+use support::free_port;
+use support::helmrepo::HelmRepo;
+
+const USER: (&str, &str) = ("chartuser", "s3cret:pw");
+
+fn auth((username, password): (&str, &str)) -> HelmAuth {
+    HelmAuth::Basic {
+        username: username.into(),
+        password: password.into(),
+    }
+}
+
+fn repo_client(url: &str, a: HelmAuth, pass_credentials: bool) -> ChartRepo {
+    ChartRepo::new(
+        url,
+        a,
+        &TlsConfig::default(),
+        Duration::from_secs(20),
+        pass_credentials,
+    )
+    .unwrap()
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!(
+            "pennant-source-helm-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn index_selection_and_chart_download_from_a_real_helm_repository() {
+    let repo = HelmRepo::start(Some(USER));
+    for v in ["1.0.0", "1.1.0", "2.0.0-rc.1"] {
+        repo.add_chart("app", v);
+    }
+    repo.add_chart("other", "0.1.0");
+    let tmp = Scratch::new("index");
+
+    // The index: revision is the sha256 of the served file.
+    let client = repo_client(&repo.url, auth(USER), false);
+    let dest = tmp.0.join("index.yaml");
+    let fetched = client
+        .fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, None)
+        .await
+        .unwrap();
+    let served = std::fs::read(repo.dir.join("index.yaml")).unwrap();
+    let revision = sha256_digest(served.as_slice()).unwrap();
+    assert_eq!(fetched.revision(), revision);
+    assert!(
+        matches!(fetched, IndexFetched::Downloaded { size, .. } if size == served.len() as u64)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), served);
+
+    // Parsed once per revision; every chart selects from the same parse.
+    let cache = IndexCache::new(4);
+    let limits = IndexLimits::default();
+    let (index, parsed) = cache.get_or_parse(&revision, &dest, &limits).unwrap();
+    assert!(parsed);
+    assert_eq!((index.charts(), index.versions()), (2, 4));
+    let (again, parsed) = cache.get_or_parse(&revision, &dest, &limits).unwrap();
+    assert!(!parsed);
+    assert!(std::sync::Arc::ptr_eq(&index, &again));
+
+    for (constraint, want) in [
+        ("", "1.1.0"),
+        ("*", "1.1.0"),
+        ("1.0.x", "1.0.0"),
+        ("~1.0", "1.0.0"),
+        (">=1.0.0 <2.0.0", "1.1.0"),
+        (">=2.0.0-0", "2.0.0-rc.1"),
+        ("2.0.0-rc.1", "2.0.0-rc.1"),
+        ("<1.1 || >=3", "1.0.0"),
+    ] {
+        assert_eq!(
+            index.select("app", constraint).unwrap().version,
+            want,
+            "{constraint:?}"
+        );
+    }
+    let e = index.select("app", ">=3.0.0").unwrap_err();
+    assert_eq!(e.reason(), "InvalidChartReference");
+
+    // The package: digest checked against the index, then read as a chart.
+    let chosen = index.select("app", "*").unwrap();
+    assert!(chosen.digest.is_some(), "helm repo index writes digests");
+    let tgz = tmp.0.join("app-1.1.0.tgz");
+    let got = client
+        .download_chart(chosen, &tgz, DEFAULT_MAX_CHART_SIZE)
+        .await
+        .unwrap();
+    let want = std::fs::read(repo.dir.join("app-1.1.0.tgz")).unwrap();
+    assert_eq!(got.size, want.len() as u64);
+    assert_eq!(std::fs::read(&tgz).unwrap(), want);
+    let meta = check_chart(&tgz, DEFAULT_MAX_CHART_FILE_SIZE).unwrap();
+    assert_eq!(
+        (meta.name.as_str(), meta.version.as_str(), meta.files),
+        ("app", "1.1.0", 3)
+    );
+
+    // A digest in the index that does not match the package: refused, nothing kept.
+    let mut tampered = chosen.clone();
+    tampered.digest = Some("00".repeat(32));
+    let bad = tmp.0.join("tampered.tgz");
+    let e = client
+        .download_chart(&tampered, &bad, DEFAULT_MAX_CHART_SIZE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "ChartPullError");
+    assert!(e.to_string().contains("digest mismatch"), "{e}");
+    assert!(!bad.exists());
+
+    // A package over the size limit stops the download.
+    let e = client
+        .download_chart(chosen, &tmp.0.join("small.tgz"), 100)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("limit of 100 bytes"), "{e}");
+
+    // Not a chart: a gzip tarball without Chart.yaml.
+    let not_chart = tmp.0.join("not-chart.tgz");
+    let src = tmp.0.join("nc/app");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("values.yaml"), "a: 1\n").unwrap();
+    support::run(
+        std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&not_chart)
+            .arg("-C")
+            .arg(tmp.0.join("nc"))
+            .arg("app"),
+    );
+    let e = check_chart(&not_chart, DEFAULT_MAX_CHART_FILE_SIZE).unwrap_err();
+    assert!(e.to_string().contains("Chart.yaml file is missing"), "{e}");
+
+    let log = repo.requests();
+    assert!(log.contains(&"GET /index.yaml 200".to_string()), "{log:?}");
+    assert!(
+        log.contains(&"GET /app-1.1.0.tgz 200".to_string()),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_password_is_authentication_failed_without_the_password() {
+    let repo = HelmRepo::start(Some(USER));
+    repo.add_chart("app", "1.0.0");
+    let tmp = Scratch::new("auth");
+    for a in [auth(("chartuser", "wrong-pass-123")), HelmAuth::None] {
+        let e = repo_client(&repo.url, a, false)
+            .fetch_index(&tmp.0.join("index.yaml"), DEFAULT_MAX_INDEX_SIZE, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "AuthenticationFailed", "{e}");
+        assert!(e.to_string().contains("401"), "{e}");
+        assert!(!e.to_string().contains("wrong-pass-123"), "{e}");
+    }
+    assert!(!tmp.0.join("index.yaml").exists());
+}
+
+#[tokio::test]
+async fn credentials_go_to_chart_urls_on_other_hosts_only_with_pass_credentials() {
+    // The index is served by `front`; its chart URLs point at `cdn` (another port: another
+    // host for Helm's rule), which wants the same credentials.
+    let front = HelmRepo::start(Some(USER));
+    let cdn = HelmRepo::start(Some(USER));
+    cdn.add_chart("app", "1.0.0");
+    std::fs::copy(cdn.dir.join("index.yaml"), front.dir.join("index.yaml")).unwrap();
+    let tmp = Scratch::new("pass");
+
+    for pass in [false, true] {
+        let client = repo_client(&front.url, auth(USER), pass);
+        let dest = tmp.0.join(format!("index-{pass}.yaml"));
+        client
+            .fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, None)
+            .await
+            .unwrap();
+        let index = parse_index(&dest, &IndexLimits::default()).unwrap();
+        let chart = index.select("app", "1.0.0").unwrap();
+        assert!(chart.urls[0].starts_with(&cdn.url), "{chart:?}");
+        let r = client
+            .download_chart(chart, &tmp.0.join("app.tgz"), DEFAULT_MAX_CHART_SIZE)
+            .await;
+        match pass {
+            false => assert_eq!(r.unwrap_err().reason(), "AuthenticationFailed"),
+            true => assert!(r.is_ok(), "{r:?}"),
+        }
+    }
+    let log = cdn.requests();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("GET /app-1.0.0.tgz"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["GET /app-1.0.0.tgz 401", "GET /app-1.0.0.tgz 200"]
+    );
+}
+
+#[test]
+fn a_large_index_is_parsed_into_its_versions_only() {
+    // ~25 MB, 24 000 versions of 40 charts; the 100 MB run with peak RSS is
+    // `e2e/bench-helm-index` (not a test).
+    let tmp = Scratch::new("big");
+    let path = tmp.0.join("index.yaml");
+    let size = write_big_index(&path, 40, 600);
+    assert!(size > 20 << 20, "{size}");
+    let limits = IndexLimits {
+        max_size: 64 << 20,
+        ..IndexLimits::default()
+    };
+    let cache = IndexCache::new(2);
+    let (index, parsed) = cache.get_or_parse("sha256:big", &path, &limits).unwrap();
+    assert!(parsed);
+    assert_eq!((index.charts(), index.versions()), (40, 24_000));
+    assert_eq!(index.select("chart-7", "*").unwrap().version, "5.99.0");
+    assert_eq!(index.select("chart-7", "~2.5").unwrap().version, "2.5.0");
+    // Over the configured limit: refused before parsing.
+    let small = IndexLimits {
+        max_size: 1 << 20,
+        ..IndexLimits::default()
+    };
+    let e = parse_index(&path, &small).unwrap_err();
+    assert_eq!(e.reason(), "IndexationFailed");
+}
