@@ -18,7 +18,7 @@ use pennant::source::oci::{
     OciError, OciSelector, PullRequest, Pulled, docker_config_auth, pull,
 };
 use serde_json::Value;
-use support::registry::{REGISTRY_USER, Registry};
+use support::registry::{REGISTRY_USER, Registry, TOKEN_SERVICE};
 use support::{flux, free_port, run};
 
 struct Scratch(PathBuf);
@@ -318,4 +318,42 @@ async fn htpasswd_registry_needs_the_docker_config_credentials() {
     let (revision, _) = pulled(pull(&req).await);
     assert_eq!(revision, format!("v1.0.0@{d1}"));
     assert_eq!(version_in(&out), "v1.0.0");
+}
+
+#[tokio::test]
+async fn token_flow_registry_as_docker_hub_and_ghcr_run_it() {
+    let repo = "team/tokened";
+    let open = Registry::start(None);
+    let reg = Registry::start_token(repo, &open);
+    let tmp = Scratch::new("token");
+    let (user, password) = REGISTRY_USER;
+    let d1 = push(&open.addr, repo, "v1.0.0", &tmp.0, None);
+
+    // Without credentials the token server refuses: AuthenticationFailed.
+    let e = pull(&request(&reg.addr, repo, tag("v1.0.0"), tmp.0.join("a")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "AuthenticationFailed", "{e}");
+    assert!(e.to_string().contains("token request"), "{e}");
+
+    // With them: a token for `repository:<repo>:pull`, then tags, manifest and blob with it.
+    let before = reg.token_requests().len();
+    let out = tmp.0.join("ok");
+    let mut req = request(&reg.addr, repo, semver(">=1.0.0", None), out.clone());
+    req.auth = OciAuth::Basic {
+        username: user.into(),
+        password: password.into(),
+    };
+    let (revision, _) = pulled(pull(&req).await);
+    assert_eq!(revision, format!("v1.0.0@{d1}"));
+    assert_eq!(version_in(&out), "v1.0.0");
+    let asked = reg.token_requests()[before..].to_vec();
+    assert_eq!(
+        asked,
+        [format!(
+            "service={TOKEN_SERVICE}&scope=repository%3A{}%3Apull 200",
+            repo.replace('/', "%2F")
+        )],
+        "one token, reused for every request of the pull"
+    );
 }
