@@ -357,3 +357,96 @@ async fn token_flow_registry_as_docker_hub_and_ghcr_run_it() {
         "one token, reused for every request of the pull"
     );
 }
+
+#[tokio::test]
+async fn helm_chart_pushed_by_helm_is_pulled_by_semver_and_checked() {
+    use pennant::source::helm_index::{DEFAULT_MAX_CHART_FILE_SIZE, check_chart};
+    use pennant::source::oci::HELM_CHART_MEDIA_TYPE;
+    use support::helmrepo::{HelmRepo, helm_in};
+
+    let reg = Registry::start(None);
+    let charts = HelmRepo::start(None);
+    let tmp = Scratch::new("helm-oci");
+    for v in ["1.0.0", "1.1.0", "2.0.0-rc.1"] {
+        let tgz = charts.add_chart("app", v);
+        // `helm push` names the repository after the chart: oci://<addr>/charts/app:<version>.
+        run(helm_in(&charts.work)
+            .arg("push")
+            .arg(&tgz)
+            .arg(format!("oci://{}/charts", reg.addr))
+            .arg("--plain-http"));
+    }
+    let file = tmp.0.join("app.tgz");
+    let mut req = request(&reg.addr, "charts/app", semver("*", None), file.clone());
+    req.layer = LayerSelector {
+        media_type: Some(HELM_CHART_MEDIA_TYPE.into()),
+        operation: LayerOperation::Copy,
+    };
+    let (revision, annotations) = pulled(pull(&req).await);
+    assert!(revision.starts_with("1.1.0@sha256:"), "{revision}");
+    assert_eq!(annotations["org.opencontainers.image.version"], "1.1.0");
+    // The layer is the package helm made, byte for byte.
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(charts.dir.join("app-1.1.0.tgz")).unwrap()
+    );
+    let meta = check_chart(&file, DEFAULT_MAX_CHART_FILE_SIZE).unwrap();
+    assert_eq!(
+        (meta.name.as_str(), meta.version.as_str()),
+        ("app", "1.1.0")
+    );
+
+    req.selector = semver(">=2.0.0-0", None);
+    let (revision, _) = pulled(pull(&req).await);
+    assert!(revision.starts_with("2.0.0-rc.1@sha256:"), "{revision}");
+}
+
+#[tokio::test]
+async fn mutual_tls_registry_needs_the_ca_and_the_client_certificate() {
+    let open = Registry::start(None);
+    let (reg, (ca, cert, key)) = Registry::start_mtls(&open);
+    let tmp = Scratch::new("mtls");
+    let repo = "team/tls";
+    let d1 = push(&open.addr, repo, "v1.0.0", &tmp.0, None);
+    let read = |p: &PathBuf| Some(std::fs::read(p).unwrap());
+    let full = TlsConfig {
+        ca_pem: read(&ca),
+        cert_pem: read(&cert),
+        key_pem: read(&key),
+    };
+    let https = |tls: TlsConfig, dest: &str| {
+        let mut r = request(&reg.addr, repo, tag("v1.0.0"), tmp.0.join(dest));
+        r.insecure = false;
+        r.tls = tls;
+        r
+    };
+
+    let (revision, _) = pulled(pull(&https(full.clone(), "ok")).await);
+    assert_eq!(revision, format!("v1.0.0@{d1}"));
+    assert_eq!(version_in(&tmp.0.join("ok")), "v1.0.0");
+
+    // No client certificate: the registry ends the handshake.
+    let no_client = TlsConfig {
+        cert_pem: None,
+        key_pem: None,
+        ..full.clone()
+    };
+    let e = pull(&https(no_client, "x")).await.unwrap_err();
+    assert_eq!(e.reason(), "OCIArtifactPullFailed", "{e}");
+    // Not our CA: the server certificate is not trusted.
+    let no_ca = TlsConfig {
+        ca_pem: None,
+        ..full.clone()
+    };
+    let e = pull(&https(no_ca, "x")).await.unwrap_err();
+    assert_eq!(e.reason(), "OCIArtifactPullFailed", "{e}");
+    // A broken PEM is named, its content never shown.
+    let bad = TlsConfig {
+        ca_pem: Some(b"-----BEGIN CERTIFICATE-----\nhunter2\n-----END CERTIFICATE-----\n".to_vec()),
+        ..full
+    };
+    let e = pull(&https(bad, "x")).await.unwrap_err();
+    assert!(e.to_string().contains("ca.crt"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert!(!tmp.0.join("x").exists());
+}

@@ -60,8 +60,16 @@ pub fn client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client, Str
         (None, None) => {}
         _ => return Err("client certificate needs both tls.crt and tls.key".into()),
     }
-    b.build()
-        .map_err(|e| format!("cannot build an HTTP client: {}", chain(&e)))
+    b.build().map_err(|e| {
+        // Certificates are only parsed for good here; name the material, never show it.
+        let material = match (&tls.ca_pem, &tls.cert_pem) {
+            (Some(_), Some(_)) => " with the TLS material (ca.crt, tls.crt, tls.key)",
+            (Some(_), None) => " with the CA certificate (ca.crt)",
+            (None, Some(_)) => " with the client certificate (tls.crt, tls.key)",
+            (None, None) => "",
+        };
+        format!("cannot build an HTTP client{material}: {}", chain(&e))
+    })
 }
 
 /// What [`download_to`] wrote.

@@ -61,6 +61,17 @@ impl Registry {
         Registry::start_with(Some(Auth::Token(repository, twin.dir.join("storage"))))
     }
 
+    /// Start a registry speaking HTTPS only, with a server certificate for 127.0.0.1 from a
+    /// fresh CA, and requiring a client certificate from that CA (mutual TLS), serving the
+    /// storage of `twin` (an anonymous registry to push to). Returns the registry and the PEM
+    /// files `(ca.crt, client tls.crt, client tls.key)`: a `certSecretRef`'s content.
+    pub fn start_mtls(twin: &Registry) -> (Registry, (PathBuf, PathBuf, PathBuf)) {
+        let reg = Registry::start_with(Some(Auth::MutualTls(twin.dir.join("storage"))));
+        let d = &reg.dir;
+        let files = (d.join("ca.crt"), d.join("client.crt"), d.join("client.key"));
+        (reg, files)
+    }
+
     /// The token server's requests so far, `"<query> <status>"`.
     pub fn token_requests(&self) -> Vec<String> {
         self.token_requests.lock().unwrap().clone()
@@ -71,7 +82,7 @@ impl Registry {
         let dir =
             std::env::temp_dir().join(format!("pennant-registry-{}-{port}", std::process::id()));
         let storage = match &auth {
-            Some(Auth::Token(_, storage)) => storage.clone(),
+            Some(Auth::Token(_, storage) | Auth::MutualTls(storage)) => storage.clone(),
             _ => dir.join("storage"),
         };
         std::fs::create_dir_all(&dir).unwrap();
@@ -82,6 +93,53 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: pennant-test-only\n",
             storage.display()
         );
+        if let Some(Auth::MutualTls(_)) = &auth {
+            std::fs::create_dir_all(&dir).unwrap();
+            let (ca, crt, key) = super::gitserver::make_tls(&dir);
+            let ossl = |args: &[&str]| {
+                super::run(Command::new("openssl").args(args).current_dir(&dir));
+            };
+            ossl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=pennant-client",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ]);
+            std::fs::write(
+                dir.join("client.cnf"),
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            )
+            .unwrap();
+            ossl(&[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "client.cnf",
+                "-out",
+                "client.crt",
+            ]);
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                crt.display(),
+                key.display(),
+                ca.display()
+            ));
+        }
         let token_requests = Arc::new(Mutex::new(Vec::new()));
         let mut token_shutdown = None;
         if let Some(Auth::Token(repository, _)) = &auth {
@@ -163,6 +221,8 @@ enum Auth<'a> {
     Htpasswd((&'a str, &'a str)),
     /// The repository the token grants, the storage directory served.
     Token(&'a str, PathBuf),
+    /// HTTPS with client certificates; the storage directory served.
+    MutualTls(PathBuf),
 }
 
 /// Makes the CA and one long-lived token (openssl), serves it on a free port from a thread of
