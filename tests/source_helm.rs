@@ -253,3 +253,70 @@ fn a_large_index_is_parsed_into_its_versions_only() {
     let e = parse_index(&path, &small).unwrap_err();
     assert_eq!(e.reason(), "IndexationFailed");
 }
+
+#[tokio::test]
+async fn unchanged_index_is_not_downloaded_again_when_the_server_gives_validators() {
+    // A static server that sends ETag and Last-Modified and honours If-None-Match (as nginx,
+    // S3 or GitHub Pages do; tests/support/helmrepo.rs sends neither).
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    const BODY: &str =
+        "apiVersion: v1\nentries:\n  app:\n  - version: 1.0.0\n    urls: [app-1.0.0.tgz]\n";
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = log.clone();
+    let app = axum::Router::new().route(
+        "/charts/index.yaml",
+        axum::routing::get(move |h: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let inm = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+                let resp = if inm == Some("\"v1\"") {
+                    StatusCode::NOT_MODIFIED.into_response()
+                } else {
+                    (
+                        [
+                            (header::ETAG, "\"v1\""),
+                            (header::LAST_MODIFIED, "Wed, 02 Dec 2026 10:00:00 GMT"),
+                        ],
+                        BODY,
+                    )
+                        .into_response()
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(resp.status().as_u16().to_string());
+                resp
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/charts/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let tmp = Scratch::new("etag");
+    let client = repo_client(&url, HelmAuth::None, false);
+    let dest = tmp.0.join("index.yaml");
+    let first = client
+        .fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, None)
+        .await
+        .unwrap();
+    let IndexFetched::Downloaded {
+        revision,
+        validators,
+        ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(revision, sha256_digest(BODY.as_bytes()).unwrap());
+    assert_eq!(validators.etag.as_deref(), Some("\"v1\""));
+    std::fs::remove_file(&dest).unwrap();
+    let second = client
+        .fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, Some(&validators))
+        .await
+        .unwrap();
+    assert_eq!(second, IndexFetched::NotModified { revision });
+    assert!(!dest.exists(), "nothing written on 304");
+    assert_eq!(*log.lock().unwrap(), ["200", "304"]);
+}
