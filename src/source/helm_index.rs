@@ -156,11 +156,19 @@ impl ChartRepo {
                 redact_url(url)
             )));
         }
+        let mut parsed = parsed;
+        let mut auth = auth;
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(HelmError::UrlInvalid(format!(
-                "'{}': credentials belong in secretRef, not in the URL",
-                redact_url(url)
-            )));
+            // Go's HTTP client sends URL userinfo as basic auth; keep that, but as our own
+            // credentials (so they follow the same-host rule) and out of the URL (and messages).
+            if auth == HelmAuth::None {
+                auth = HelmAuth::Basic {
+                    username: pct_decode(parsed.username()),
+                    password: pct_decode(parsed.password().unwrap_or_default()),
+                };
+            }
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
         }
         let http = http::client(tls, timeout).map_err(HelmError::IndexationFailed)?;
         Ok(ChartRepo {
@@ -350,6 +358,31 @@ async fn download_beside(
     tmp.persist(dest)
         .map_err(|e| DownloadError::Write(e.error))?;
     Ok(got)
+}
+
+/// Percent-decoding of URL userinfo (`p%40ss` is `p@ss`); invalid sequences are kept as is.
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `scheme://host[:port]/path` of `url`: no userinfo, no query (which may hold tokens).
@@ -843,7 +876,7 @@ generated: "2026-01-01T00:00:00Z"
         for bad in [
             "oci://ghcr.io/org/charts",
             "ftp://x/y",
-            "https://user:hunter2@x/y",
+            "https://user:hunter2@/y",
         ] {
             let e = ChartRepo::new(
                 bad,
@@ -857,5 +890,18 @@ generated: "2026-01-01T00:00:00Z"
             assert_eq!(e.reason(), "URLInvalid", "{bad}");
             assert!(!e.to_string().contains("hunter2"), "{e}");
         }
+        // Userinfo becomes the credentials (Go's client sends it as basic auth), out of the URL.
+        let r = repo("https://bot:p%40ss@charts.example/sub");
+        assert_eq!(
+            r.index_url().as_str(),
+            "https://charts.example/sub/index.yaml"
+        );
+        assert_eq!(
+            r.auth,
+            HelmAuth::Basic {
+                username: "bot".into(),
+                password: "p@ss".into()
+            }
+        );
     }
 }
