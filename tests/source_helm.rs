@@ -83,6 +83,15 @@ async fn index_selection_and_chart_download_from_a_real_helm_repository() {
     );
     assert_eq!(std::fs::read(&dest).unwrap(), served);
 
+    // An index over the size limit stops the download; nothing is left at dest.
+    let e = client
+        .fetch_index(&tmp.0.join("small.yaml"), 64, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "IndexationFailed");
+    assert!(e.to_string().contains("limit of 64 bytes"), "{e}");
+    assert!(!tmp.0.join("small.yaml").exists());
+
     // Parsed once per revision; every chart selects from the same parse.
     let cache = IndexCache::new(4);
     let limits = IndexLimits::default();

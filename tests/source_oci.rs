@@ -399,6 +399,38 @@ async fn helm_chart_pushed_by_helm_is_pulled_by_semver_and_checked() {
     req.selector = semver(">=2.0.0-0", None);
     let (revision, _) = pulled(pull(&req).await);
     assert!(revision.starts_with("2.0.0-rc.1@sha256:"), "{revision}");
+
+    // HelmChart from a `type: oci` HelmRepository: Helm's `_` tags read as `+` build metadata.
+    let tgz = charts.add_chart("app", "1.1.1+build.7");
+    run(helm_in(&charts.work)
+        .arg("push")
+        .arg(&tgz)
+        .arg(format!("oci://{}/charts", reg.addr))
+        .arg("--plain-http"));
+    let client = pennant::source::oci::Client::new(
+        &format!("oci://{}/charts/app", reg.addr),
+        OciAuth::Anonymous,
+        true,
+        &TlsConfig::default(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    for (constraint, version, tag) in [
+        ("", "1.1.1+build.7", "1.1.1_build.7"),
+        ("~1.1.0", "1.1.1+build.7", "1.1.1_build.7"),
+        ("1.0.0", "1.0.0", "1.0.0"),
+        ("1.1.1+build.7", "1.1.1+build.7", "1.1.1_build.7"),
+        (">=2.0.0-0", "2.0.0-rc.1", "2.0.0-rc.1"),
+    ] {
+        let (v, resolved) = client.resolve_chart(constraint).await.unwrap();
+        assert_eq!(
+            (v.as_str(), resolved.tag.as_deref()),
+            (version, Some(tag)),
+            "{constraint:?}"
+        );
+    }
+    let e = client.resolve_chart(">=3").await.unwrap_err();
+    assert_eq!(e.reason(), "ReadOperationFailed", "{e}");
 }
 
 #[tokio::test]

@@ -454,6 +454,49 @@ impl Client {
         }
     }
 
+    /// A chart version in a Helm OCI repository (`HelmRepository` `type: oci`; this client's
+    /// URL is `<spec.url>/<chart>`), as Flux's `OCIChartRepository.GetChartVersion`: an exact
+    /// version (`1.2.3`, `1.2.3+b`) is used as the tag directly, no listing; otherwise the tags
+    /// are listed, Helm's `_` read as `+` (OCI tags cannot hold `+`), and the highest matching
+    /// the constraint (empty or `*`: the latest stable) is taken. Returns the chart version and
+    /// the resolved tag/digest (the layer to pull is [`HELM_CHART_MEDIA_TYPE`]).
+    pub async fn resolve_chart(&self, constraint: &str) -> Result<(String, Resolved), OciError> {
+        let constraint = constraint.trim();
+        let version = match crate::source::semver::Version::parse(constraint) {
+            Some(_) if !constraint.starts_with('v') => constraint.to_string(),
+            _ => {
+                let c = Constraint::parse(if constraint.is_empty() {
+                    "*"
+                } else {
+                    constraint
+                })
+                .map_err(|e| OciError::ReadOperationFailed(e.to_string()))?;
+                let tags: Vec<String> = self
+                    .tags()
+                    .await?
+                    .iter()
+                    .map(|t| t.replace('_', "+"))
+                    .collect();
+                c.highest(tags.iter().map(String::as_str))
+                    .map(|(t, _)| t.to_string())
+                    .ok_or_else(|| {
+                        OciError::ReadOperationFailed(format!(
+                            "could not locate a version matching provided version string {constraint}"
+                        ))
+                    })?
+            }
+        };
+        let tag = version.replace('+', "_");
+        let digest = self.manifest_digest(&tag).await?;
+        Ok((
+            version,
+            Resolved {
+                tag: Some(tag),
+                digest,
+            },
+        ))
+    }
+
     async fn semver_tag(&self, constraint: &str, filter: Option<&str>) -> Result<String, OciError> {
         let c = Constraint::parse(constraint).map_err(|e| {
             OciError::ReadOperationFailed(format!("semver '{constraint}' parse error: {e}"))
