@@ -1,9 +1,10 @@
 //! GitOps sources (same as Flux's source-controller). The shared, controller-free parts: which
 //! files of a tree go into an artifact ([`ignore`]), the deterministic `tar.gz` and a
 //! hostile-archive safe extraction ([`artifact`]), the storage directory with atomic writes and
-//! garbage collection ([`storage`]) and its HTTP routes ([`serve`]); fetching ([`git`]) and
-//! versions ([`semver`]). The source controllers fetch trees and turn these plain results into
-//! `status.artifact`.
+//! garbage collection ([`storage`]) and its HTTP routes ([`serve`]); fetching ([`git`], OCI
+//! registries in [`oci`], Helm repositories in [`helm_index`], the HTTP client they share in
+//! [`http`]) and versions ([`semver`]). The source controllers fetch trees and turn these plain
+//! results into `status.artifact`.
 
 pub mod artifact;
 pub mod git;
