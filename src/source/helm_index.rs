@@ -451,8 +451,8 @@ impl ChartIndex {
     /// version (SemVer precedence, build metadata ignored; equal ones ordered by `created`)
     /// matching the Masterminds constraint, where empty or `*` means the latest stable release
     /// (pre-releases only match a constraint that has a pre-release itself). Errors
-    /// ([`HelmError::InvalidChartReference`]) as Flux's: "no chart name found", "no '<chart>'
-    /// chart with version matching '<constraint>' found", an invalid constraint.
+    /// ([`HelmError::InvalidChartReference`]) as Flux's: "no chart name found", `no '<chart>'
+    /// chart with version matching '<constraint>' found`, an invalid constraint.
     pub fn select(&self, chart: &str, constraint: &str) -> Result<&ChartVersion, HelmError> {
         let versions = self.entries.get(chart).ok_or_else(|| {
             HelmError::InvalidChartReference(format!(

@@ -117,7 +117,7 @@ pub struct OciRepoUrl {
 }
 
 /// Parses an OCIRepository / HelmRepository `type: oci` URL. Errors as Flux's ("URL must be in
-/// format 'oci://<domain>/<org>/<repo>'").
+/// format `oci://<domain>/<org>/<repo>`").
 pub fn parse_url(url: &str) -> Result<OciRepoUrl, OciError> {
     let invalid = |msg: &str| OciError::UrlInvalid {
         url: url.to_string(),
