@@ -329,3 +329,87 @@ async fn unchanged_index_is_not_downloaded_again_when_the_server_gives_validator
     assert!(!dest.exists(), "nothing written on 304");
     assert_eq!(*log.lock().unwrap(), ["200", "304"]);
 }
+
+#[tokio::test]
+async fn index_over_mutual_tls_needs_the_ca_and_the_client_certificate() {
+    // The repository's directory (charts by the real helm) served over HTTPS by Python's
+    // standard library, requiring a client certificate from the test CA.
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    let tmp = Scratch::new("tls");
+    let (ca, crt, key) = support::registry::make_mtls(&tmp.0);
+    let script = "import functools, http.server, ssl, sys\n\
+        d, cert, key, ca = sys.argv[1:5]\n\
+        h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)\n\
+        s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        c.load_cert_chain(cert, key)\n\
+        c.verify_mode = ssl.CERT_REQUIRED\n\
+        c.load_verify_locations(ca)\n\
+        s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+        print(s.server_address[1], flush=True)\n\
+        s.serve_forever()\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&repo.dir)
+        .arg(&crt)
+        .arg(&key)
+        .arg(&ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    };
+    let url = format!("https://127.0.0.1:{port}");
+    let read = |p: &PathBuf| Some(std::fs::read(p).unwrap());
+    let full = TlsConfig {
+        ca_pem: read(&ca),
+        cert_pem: read(&tmp.0.join("client.crt")),
+        key_pem: read(&tmp.0.join("client.key")),
+    };
+    let fetch = |tls: TlsConfig, name: &str| {
+        let dest = tmp.0.join(name);
+        let url = url.clone();
+        async move {
+            ChartRepo::new(&url, HelmAuth::None, &tls, Duration::from_secs(10), false)?
+                .fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, None)
+                .await
+        }
+    };
+    let ok = fetch(full.clone(), "ok.yaml").await;
+    let served = std::fs::read(repo.dir.join("index.yaml")).unwrap();
+    let no_client = fetch(
+        TlsConfig {
+            cert_pem: None,
+            key_pem: None,
+            ..full.clone()
+        },
+        "a.yaml",
+    )
+    .await;
+    let no_ca = fetch(
+        TlsConfig {
+            ca_pem: None,
+            ..full.clone()
+        },
+        "b.yaml",
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        ok.unwrap().revision(),
+        sha256_digest(served.as_slice()).unwrap()
+    );
+    for e in [no_client.unwrap_err(), no_ca.unwrap_err()] {
+        assert_eq!(e.reason(), "IndexationFailed", "{e}");
+    }
+    assert!(!tmp.0.join("a.yaml").exists() && !tmp.0.join("b.yaml").exists());
+}

@@ -95,44 +95,7 @@ impl Registry {
         );
         if let Some(Auth::MutualTls(_)) = &auth {
             std::fs::create_dir_all(&dir).unwrap();
-            let (ca, crt, key) = super::gitserver::make_tls(&dir);
-            let ossl = |args: &[&str]| {
-                super::run(Command::new("openssl").args(args).current_dir(&dir));
-            };
-            ossl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=pennant-client",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-            ]);
-            std::fs::write(
-                dir.join("client.cnf"),
-                "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-            )
-            .unwrap();
-            ossl(&[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "client.cnf",
-                "-out",
-                "client.crt",
-            ]);
+            let (ca, crt, key) = make_mtls(&dir);
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
                 crt.display(),
@@ -329,4 +292,49 @@ fn token_server(
         });
     });
     (realm, tx)
+}
+
+/// [`super::gitserver::make_tls`] (a CA, a server certificate for 127.0.0.1) plus a client
+/// certificate from the same CA in `dir`: `client.crt`, `client.key`. Returns `(ca.crt,
+/// server.crt, server.key)`.
+pub fn make_mtls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, crt, key) = super::gitserver::make_tls(dir);
+    let ossl = |args: &[&str]| {
+        super::run(Command::new("openssl").args(args).current_dir(dir));
+    };
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=pennant-client",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+        "-out",
+        "client.crt",
+    ]);
+    (ca, crt, key)
 }
