@@ -36,7 +36,8 @@ impl Version {
         (parts == 3).then_some(v)
     }
 
-    fn cmp_precedence(&self, other: &Version) -> Ordering {
+    /// SemVer precedence: build metadata ignored (`1.0.0+a` and `1.0.0+b` are equal).
+    pub fn cmp_precedence(&self, other: &Version) -> Ordering {
         (self.major, self.minor, self.patch)
             .cmp(&(other.major, other.minor, other.patch))
             .then_with(|| compare_pre(&self.pre, &other.pre))

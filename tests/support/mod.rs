@@ -7,8 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod big_index;
 pub mod gitserver;
 pub mod helmrepo;
+pub mod registry;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
