@@ -161,6 +161,119 @@ pub const CANARY_RULES: &[Permission] = &[
     },
 ];
 
+/// The source controller's rules (Flux's GitRepository, OCIRepository, HelmRepository and
+/// HelmChart, `source.toolkit.fluxcd.io`), granted like [`CANARY_RULES`] when it is enabled.
+/// Leader election uses [`LEADER_ELECTION_RULES`], shared by every controller. Not registered
+/// in `cmd::controller::BUILT` until the controller exists (the chart grants only built ones).
+pub const SOURCE_RULES: &[Permission] = &[
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories",
+        kind: "GitRepository",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, `include` lookups, finalizer patches",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories/status",
+        kind: "GitRepository",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories/finalizers",
+        kind: "GitRepository",
+        verbs: &["update"],
+        why: "the `finalizers.fluxcd.io` finalizer under the OwnerReferencesPermissionEnforcement \
+              admission plugin (no request is made)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories",
+        kind: "OCIRepository",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories/status",
+        kind: "OCIRepository",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories/finalizers",
+        kind: "OCIRepository",
+        verbs: &["update"],
+        why: "the `finalizers.fluxcd.io` finalizer (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmrepositories",
+        kind: "HelmRepository",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, HelmChart sources, finalizer patches",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmrepositories/status",
+        kind: "HelmRepository",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmrepositories/finalizers",
+        kind: "HelmRepository",
+        verbs: &["update"],
+        why: "the `finalizers.fluxcd.io` finalizer (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts",
+        kind: "HelmChart",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts/status",
+        kind: "HelmChart",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts/finalizers",
+        kind: "HelmChart",
+        verbs: &["update"],
+        why: "the `finalizers.fluxcd.io` finalizer (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: &["get", "list", "watch"],
+        why: "secretRef, certSecretRef, proxySecretRef, verify.secretRef (read, watched for changes)",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        kind: "ConfigMap",
+        verbs: &["get", "list", "watch"],
+        why: "CA bundles and other referenced ConfigMaps (read, watched for changes)",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create", "patch"],
+        why: "Events on sources (`NewArtifact`, failures), patched when repeated",
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",
@@ -245,6 +358,46 @@ pub fn allows(rules: &[Permission], attrs: &RequestAttributes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `flux reconcile source git` and a source reconcile do, allowed by [`SOURCE_RULES`]:
+    /// watch, finalizer and annotation patches, status patches, Secret reads, Events.
+    #[test]
+    fn source_rules_cover_a_source_reconcile() {
+        for plural in [
+            "gitrepositories",
+            "ocirepositories",
+            "helmrepositories",
+            "helmcharts",
+        ] {
+            let base = format!("/apis/source.toolkit.fluxcd.io/v1/namespaces/ns/{plural}");
+            for (method, url) in [
+                ("GET", format!("{base}?watch=true")),
+                ("PATCH", format!("{base}/x")),
+                ("PATCH", format!("{base}/x/status")),
+            ] {
+                let a = request_attributes(method, &url).expect(&url);
+                assert!(allows(SOURCE_RULES, &a), "{method} {url}: {a:?}");
+            }
+            let delete = request_attributes("DELETE", &format!("{base}/x")).unwrap();
+            assert!(
+                !allows(SOURCE_RULES, &delete),
+                "a source controller deletes no source"
+            );
+        }
+        for (method, url) in [
+            ("GET", "/api/v1/namespaces/ns/secrets/auth"),
+            ("GET", "/api/v1/namespaces/ns/secrets?watch=1"),
+            ("POST", "/api/v1/namespaces/ns/events"),
+            ("PATCH", "/api/v1/namespaces/ns/events/e"),
+        ] {
+            assert!(
+                allows(SOURCE_RULES, &request_attributes(method, url).unwrap()),
+                "{url}"
+            );
+        }
+        let write = request_attributes("PATCH", "/api/v1/namespaces/ns/secrets/auth").unwrap();
+        assert!(!allows(SOURCE_RULES, &write), "Secrets are read only");
+    }
 
     fn attrs(method: &str, url: &str) -> (String, String, String) {
         let a = request_attributes(method, url).expect(url);

@@ -17,7 +17,7 @@
 //! - (c) [`flagger_enum_values_are_accepted`]: every enum value Flagger's schema allows is
 //!   accepted by pennant's schema (and, for the Canary phase, by the Rust type).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pennant::api::{
@@ -25,11 +25,11 @@ use pennant::api::{
 };
 use serde_json::{Value, json};
 
-const KINDS: [&str; 3] = ["Canary", "MetricTemplate", "AlertProvider"];
+#[path = "support/schema_walk.rs"]
+mod schema_walk;
+use schema_walk::{Allow, Used, is_true, node_mut};
 
-/// Root properties every CRD object has, served by the API server itself whatever the schema
-/// says; Flagger's schema lists them, kube-derive's does not.
-const IMPLICIT_ROOT_PROPERTIES: [&str; 3] = ["apiVersion", "kind", "metadata"];
+const KINDS: [&str; 3] = ["Canary", "MetricTemplate", "AlertProvider"];
 
 /// Paths Flagger types as `number` and pennant as `integer` (Flagger's Go fields are all `int`).
 ///
@@ -73,27 +73,6 @@ const EXTRA_CEL_RULES: [(&str, &str, &str); 1] = [(
     ".spec",
     "has(self.address) || has(self.secretRef)",
 )];
-
-/// Keywords that narrow what a schema accepts. pennant's schema may use them only where
-/// Flagger's has the same (or a wider) constraint; checked one by one in [`compare`].
-const NARROWING_KEYWORDS: [&str; 16] = [
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "minLength",
-    "maxLength",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-    "minProperties",
-    "maxProperties",
-    "oneOf",
-    "anyOf",
-    "allOf",
-    "not",
-];
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
@@ -182,6 +161,7 @@ fn flagger_schemas() -> BTreeMap<String, Value> {
 fn pennant_schemas() -> BTreeMap<String, Value> {
     crds::all()
         .iter()
+        .filter(|crd| crd.spec.group == "flagger.app")
         .map(|crd| {
             let v = serde_json::to_value(crd).unwrap();
             (crd.spec.names.kind.clone(), schema_of(&v))
@@ -192,183 +172,20 @@ fn pennant_schemas() -> BTreeMap<String, Value> {
 // ---------------------------------------------------------------------------------------------
 // (a) the schema walker
 
-/// What the walker uses from the allow-lists, so that unused entries can be reported.
-#[derive(Default)]
-struct Used {
-    number_as_integer: BTreeSet<(String, String)>,
-    extra_required: BTreeSet<(String, String, String)>,
-    cel: BTreeSet<(String, String, String)>,
-}
-
-fn required_set(s: &Value) -> BTreeSet<String> {
-    s["required"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Properties a node requires for sure: its `required`, plus those every `oneOf` (or `anyOf`)
-/// branch requires.
-fn effective_required(s: &Value) -> BTreeSet<String> {
-    let mut req = required_set(s);
-    for key in ["oneOf", "anyOf"] {
-        if let Some(branches) = s[key].as_array() {
-            let mut common: Option<BTreeSet<String>> = None;
-            for b in branches {
-                let r = required_set(b);
-                common = Some(match common {
-                    None => r,
-                    Some(c) => c.intersection(&r).cloned().collect(),
-                });
-            }
-            req.extend(common.unwrap_or_default());
-        }
-    }
-    req
-}
-
-fn is_true(v: &Value) -> bool {
-    v.as_bool() == Some(true)
-}
-
-/// Compare Flagger's schema node `f` with pennant's `o` at `path`; push one line per problem.
-fn compare(kind: &str, f: &Value, o: &Value, path: &str, used: &mut Used, out: &mut Vec<String>) {
-    // type
-    let (ft, ot) = (f["type"].as_str(), o["type"].as_str());
-    let int_or_string = is_true(&f["x-kubernetes-int-or-string"]);
-    if int_or_string {
-        if !is_true(&o["x-kubernetes-int-or-string"]) {
-            out.push(format!(
-                "{path}: Flagger takes an int or a string, pennant {ot:?}"
-            ));
-        }
-    } else if ft != ot {
-        let key = (kind.to_string(), path.to_string());
-        if ft == Some("number")
-            && ot == Some("integer")
-            && NUMBER_AS_INTEGER.contains(&(kind, path))
-        {
-            used.number_as_integer.insert(key);
-        } else {
-            out.push(format!(
-                "{path}: type is {ft:?} in Flagger, {ot:?} in pennant"
-            ));
-        }
-    }
-
-    // constraints pennant adds
-    for kw in NARROWING_KEYWORDS {
-        if o.get(kw).is_some() && o.get(kw) != f.get(kw) {
-            out.push(format!("{path}: pennant adds `{kw}: {}`", o[kw]));
-        }
-    }
-    if let Some(p) = o["pattern"].as_str()
-        && f["pattern"].as_str() != Some(p)
-    {
-        out.push(format!(
-            "{path}: pennant's pattern {p:?} differs from Flagger's {}",
-            f["pattern"]
-        ));
-    }
-    if let Some(ours) = o["enum"].as_array() {
-        match f["enum"].as_array() {
-            None => out.push(format!(
-                "{path}: pennant has an enum, Flagger accepts any value"
-            )),
-            Some(theirs) => {
-                for v in theirs.iter().filter(|v| !ours.contains(v)) {
-                    out.push(format!(
-                        "{path}: Flagger allows {v}, pennant's enum does not"
-                    ));
-                }
-            }
-        }
-    }
-    if ot == Some("string")
-        && let Some(fmt) = o["format"].as_str()
-        && f["format"].as_str() != Some(fmt)
-    {
-        out.push(format!("{path}: pennant adds string format {fmt:?}"));
-    }
-    if let Some(rules) = o["x-kubernetes-validations"].as_array() {
-        for r in rules {
-            let rule = r["rule"].as_str().unwrap_or_default();
-            if EXTRA_CEL_RULES.contains(&(kind, path, rule)) {
-                used.cel.insert((kind.into(), path.into(), rule.into()));
-            } else {
-                out.push(format!("{path}: pennant adds CEL rule {rule:?}"));
-            }
-        }
-    }
-    let theirs = effective_required(f);
-    for r in effective_required(o).difference(&theirs) {
-        if EXTRA_REQUIRED.contains(&(kind, path, r.as_str())) {
-            used.extra_required
-                .insert((kind.into(), path.into(), r.clone()));
-        } else {
-            out.push(format!("{path}: pennant requires `{r}`, Flagger does not"));
-        }
-    }
-
-    // below this node pennant accepts anything
-    if is_true(&o["x-kubernetes-preserve-unknown-fields"]) {
-        return;
-    }
-
-    // children
-    if let Some(props) = f["properties"].as_object() {
-        for (name, fchild) in props {
-            let child = format!("{path}.{name}");
-            match o["properties"].get(name) {
-                Some(ochild) => compare(kind, fchild, ochild, &child, used, out),
-                None if path.is_empty() && IMPLICIT_ROOT_PROPERTIES.contains(&name.as_str()) => {}
-                None => out.push(format!("{child}: missing in pennant's schema")),
-            }
-        }
-    }
-    if f.get("items").is_some() {
-        match o.get("items") {
-            Some(oi) => compare(kind, &f["items"], oi, &format!("{path}[]"), used, out),
-            None => out.push(format!("{path}[]: missing in pennant's schema")),
-        }
-    }
-    if f["additionalProperties"].is_object() {
-        match o.get("additionalProperties") {
-            Some(oa) if oa.is_object() => compare(
-                kind,
-                &f["additionalProperties"],
-                oa,
-                &format!("{path}.*"),
-                used,
-                out,
-            ),
-            _ => out.push(format!("{path}.*: map values missing in pennant's schema")),
-        }
-    }
-}
+/// Flagger's allow-lists for the shared walker.
+const FLAGGER: Allow = Allow {
+    upstream: "Flagger",
+    number_as_integer: &NUMBER_AS_INTEGER,
+    extra_required: &EXTRA_REQUIRED,
+    extra_cel_rules: &EXTRA_CEL_RULES,
+};
 
 fn problems(
     flagger: &BTreeMap<String, Value>,
     ours: &BTreeMap<String, Value>,
     used: &mut Used,
 ) -> Vec<String> {
-    let mut out = vec![];
-    for kind in KINDS {
-        let f = flagger
-            .get(kind)
-            .unwrap_or_else(|| panic!("Flagger's CRD has no {kind}"));
-        let o = ours
-            .get(kind)
-            .unwrap_or_else(|| panic!("pennant's CRDs have no {kind}"));
-        let mut p = vec![];
-        compare(kind, f, o, "", used, &mut p);
-        out.extend(p.into_iter().map(|line| format!("{kind} {line}")));
-    }
-    out
+    schema_walk::problems(&KINDS, flagger, ours, &FLAGGER, used)
 }
 
 #[test]
@@ -403,15 +220,6 @@ fn schema_covers_flagger() {
         EXTRA_CEL_RULES.len(),
         "stale EXTRA_CEL_RULES entries"
     );
-}
-
-/// A JSON pointer-ish path (`.spec.analysis.stepWeights`) to the schema node.
-fn node_mut<'a>(schema: &'a mut Value, path: &str) -> &'a mut Value {
-    let mut cur = schema;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        cur = &mut cur["properties"][seg];
-    }
-    cur
 }
 
 /// Negative controls: the walker must notice each kind of divergence.

@@ -3,8 +3,10 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`) and the process that hosts them (`runtime`,
+//!   `metrics`, `ext`, `gate`, `http_post`, `source`) and the process that hosts them (`runtime`,
 //!   `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a controller (`canary`);
+//! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
+//!   `api` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
 //!   not a module).
 //!
@@ -25,6 +27,7 @@ const TOP: &[&str] = &["cmd"];
 /// Modules below every controller.
 const BELOW_CONTROLLERS: &[&str] = &[
     "analysis",
+    "gitops",
     "notify",
     "router",
     "webhook",
@@ -40,6 +43,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "logging",
     "kube_client",
     "rbac",
+    "source",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.
@@ -50,6 +54,8 @@ fn forbidden(from: &str, to: &str) -> Option<&'static str> {
         Some("refers to no other pennant module")
     } else if TOP.contains(&to) {
         Some("may not use the command-line layer, which only main.rs uses")
+    } else if from == "gitops" && to != "api" {
+        Some("is the GitOps Toolkit contract: it refers to `api` only")
     } else if BELOW_CONTROLLERS.contains(&from) && CONTROLLERS.contains(&to) {
         Some("is below the controllers")
     } else {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::condition::Condition;
+use super::duration::parse_duration;
 use super::{preserve_unknown_array, preserve_unknown_object};
 
 /// Spec of a Canary. Same fields as Flagger's `CanarySpec`.
@@ -712,41 +713,6 @@ impl CanarySpec {
     }
 }
 
-/// Parse a Flagger/Go-style duration: `30s`, `1m`, `1m30s`, `2h`, `500ms`. `None` if malformed.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        // Checked: a Canary must never be able to overflow (and crash) the controller.
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        total = total.checked_add(part)?;
-    }
-    Some(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,17 +736,6 @@ mod tests {
         assert_eq!(a.interval(), Duration::from_secs(120));
         a.interval = Some("garbage".into());
         assert_eq!(a.interval(), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn parse_duration_accepts_go_forms() {
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10x"), None);
-        assert_eq!(parse_duration("m"), None);
-        // overflow is "malformed", never a panic
-        assert_eq!(parse_duration("18446744073709551615s1s"), None);
-        assert_eq!(parse_duration("18446744073709551615m"), None);
     }
 
     #[test]

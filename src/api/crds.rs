@@ -1,5 +1,8 @@
 //! The CustomResourceDefinitions pennant installs: `canaries`, `metrictemplates` and
-//! `alertproviders` in `flagger.app/v1beta1`, generated from the Rust types.
+//! `alertproviders` in `flagger.app/v1beta1`, and Flux's source kinds `gitrepositories`,
+//! `ocirepositories`, `helmrepositories` and `helmcharts` in `source.toolkit.fluxcd.io/v1`
+//! (schemas as Flux source-controller v1.9's; `tests/compat_flux.rs` checks them), generated
+//! from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
@@ -14,6 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+use super::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
 use super::{AlertProvider, Canary, MetricTemplate};
 
 const CANARY_DESCRIPTION: &str = "Canary: progressive delivery of a Deployment, DaemonSet or \
@@ -22,11 +26,19 @@ const METRIC_TEMPLATE_DESCRIPTION: &str =
     "MetricTemplate: a reusable metric query and the provider that runs it, Flagger-compatible.";
 const ALERT_PROVIDER_DESCRIPTION: &str =
     "AlertProvider: a chat destination for canary alerts, Flagger-compatible.";
+const GIT_REPOSITORY_DESCRIPTION: &str = "GitRepository: a Git repository checked out at a ref and stored as an artifact, Flux-compatible.";
+const OCI_REPOSITORY_DESCRIPTION: &str =
+    "OCIRepository: an OCI artifact pulled at a tag, semver range or digest, Flux-compatible.";
+const HELM_REPOSITORY_DESCRIPTION: &str =
+    "HelmRepository: a Helm chart repository (HTTP index or OCI registry), Flux-compatible.";
+const HELM_CHART_DESCRIPTION: &str =
+    "HelmChart: a Helm chart from a source, stored packaged as an artifact, Flux-compatible.";
 
-/// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider.
+/// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
+/// OCIRepository, HelmRepository, HelmChart.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
-/// Flagger's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
+/// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
 /// that uninstalling a Helm release never deletes the CRDs (and with them every Canary), and
 /// only formats the API server recognises (`api_server_formats`).
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -34,6 +46,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (Canary::crd(), CANARY_DESCRIPTION),
         (MetricTemplate::crd(), METRIC_TEMPLATE_DESCRIPTION),
         (AlertProvider::crd(), ALERT_PROVIDER_DESCRIPTION),
+        (GitRepository::crd(), GIT_REPOSITORY_DESCRIPTION),
+        (OCIRepository::crd(), OCI_REPOSITORY_DESCRIPTION),
+        (HelmRepository::crd(), HELM_REPOSITORY_DESCRIPTION),
+        (HelmChart::crd(), HELM_CHART_DESCRIPTION),
     ]
     .into_iter()
     .map(|(mut crd, description)| {
@@ -123,7 +139,10 @@ mod tests {
 
     #[test]
     fn names_match_flagger() {
-        let crds = all();
+        let crds: Vec<_> = all()
+            .into_iter()
+            .filter(|c| c.spec.group == "flagger.app")
+            .collect();
         let names: Vec<_> = crds
             .iter()
             .map(|c| c.metadata.name.clone().unwrap())
@@ -147,6 +166,53 @@ mod tests {
                 Some(format!("{}List", n.kind).as_str())
             );
             assert_eq!(n.singular.as_deref(), Some(n.kind.to_lowercase().as_str()));
+        }
+    }
+
+    #[test]
+    fn source_names_match_flux() {
+        let crds: Vec<_> = all()
+            .into_iter()
+            .filter(|c| c.spec.group == "source.toolkit.fluxcd.io")
+            .collect();
+        let names: Vec<_> = crds
+            .iter()
+            .map(|c| {
+                let n = &c.spec.names;
+                (
+                    c.metadata.name.clone().unwrap(),
+                    n.short_names.clone().unwrap_or_default().join(","),
+                )
+            })
+            .collect();
+        let expect = [
+            ("gitrepositories.source.toolkit.fluxcd.io", "gitrepo"),
+            ("ocirepositories.source.toolkit.fluxcd.io", "ocirepo"),
+            ("helmrepositories.source.toolkit.fluxcd.io", "helmrepo"),
+            ("helmcharts.source.toolkit.fluxcd.io", "hc"),
+        ];
+        assert_eq!(names, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+        for crd in &crds {
+            let n = &crd.spec.names;
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(
+                n.categories.as_deref(),
+                Some(&super::super::source::CATEGORIES.map(String::from)[..])
+            );
+            assert_eq!(
+                n.list_kind.as_deref(),
+                Some(format!("{}List", n.kind).as_str())
+            );
+            let v = &crd.spec.versions;
+            assert_eq!(v.len(), 1);
+            assert_eq!(
+                (v[0].name.as_str(), v[0].served, v[0].storage),
+                ("v1", true, true)
+            );
+            assert!(v[0].subresources.as_ref().unwrap().status.is_some());
+            // never claim to be Flux's own CRD
+            let labels = crd.metadata.labels.clone().unwrap_or_default();
+            assert!(!labels.values().any(|l| l == "flux"), "{labels:?}");
         }
     }
 
@@ -190,6 +256,6 @@ mod tests {
     #[test]
     fn yaml_is_deterministic() {
         assert_eq!(to_yaml(), to_yaml());
-        assert_eq!(to_yaml().matches("\n---\n").count(), 2);
+        assert_eq!(to_yaml().matches("\n---\n").count(), all().len() - 1);
     }
 }

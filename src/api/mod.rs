@@ -9,15 +9,18 @@ pub mod alert_provider;
 pub mod canary;
 pub mod condition;
 pub mod crds;
+pub mod duration;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod judge;
 pub mod meta;
 pub mod metric_template;
+pub mod source;
 
 pub use alert_provider::*;
 pub use canary::*;
 pub use condition::*;
+pub use duration::parse_duration;
 pub use judge::*;
 pub use metric_template::*;
 

@@ -25,21 +25,29 @@ pub struct Entry {
     /// What it needs granted in the watched namespaces (`src/rbac.rs`).
     pub rules: &'static [Permission],
     /// The routes it adds to the process's HTTP server.
-    pub routes: fn(&Process) -> axum::Router,
+    pub routes: fn(&Process, &ControllerArgs) -> axum::Router,
     /// The controller itself, until the process's shutdown.
     pub run: fn(Process, &ControllerArgs) -> BoxFuture<'static, anyhow::Result<()>>,
 }
 
 /// The controllers this build has, in start order.
-pub const BUILT: &[Entry] = &[Entry {
-    name: "canary",
-    rules: crate::rbac::CANARY_RULES,
-    routes: |p| crate::gate::routes(Some(p.client.clone()), p.scope.namespace.clone()),
-    run: |p, args| Box::pin(crate::canary::controller::run(p, canary_settings(args))),
-}];
+pub const BUILT: &[Entry] = &[
+    Entry {
+        name: "canary",
+        rules: crate::rbac::CANARY_RULES,
+        routes: |p, _| crate::gate::routes(Some(p.client.clone()), p.scope.namespace.clone()),
+        run: |p, args| Box::pin(crate::canary::controller::run(p, canary_settings(args))),
+    },
+    Entry {
+        name: "source",
+        rules: crate::rbac::SOURCE_RULES,
+        routes: |_, args| source_settings(args).storage().routes(),
+        run: |p, args| Box::pin(crate::source::controller::run(p, source_settings(args))),
+    },
+];
 
 /// Controllers pennant will host but this build does not have yet.
-pub const NOT_BUILT: &[&str] = &["source", "kustomize", "helm", "notification"];
+pub const NOT_BUILT: &[&str] = &["kustomize", "helm", "notification"];
 
 fn built_names() -> String {
     BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
@@ -106,6 +114,38 @@ fn canary_settings(args: &ControllerArgs) -> crate::canary::controller::Settings
     }
 }
 
+/// The source controller's settings from the flags (Flux's source-controller flags). Without
+/// `--storage-adv-addr` the artifact URLs name the HTTP server's own address (`--listen`, with
+/// `0.0.0.0`/`[::]` read as `127.0.0.1`/`[::1]`): right for a process on a developer machine;
+/// in a cluster the chart sets the Service's DNS name.
+fn source_settings(args: &ControllerArgs) -> crate::source::controller::Settings {
+    let adv = match args.storage_adv_addr.trim() {
+        "" => local_address(&args.listen),
+        a => a.to_string(),
+    };
+    crate::source::controller::Settings {
+        storage_path: args.storage_path.clone().into(),
+        storage_adv_addr: adv,
+        retention: crate::source::storage::Retention {
+            records: args.artifact_retention_records,
+            ttl: std::time::Duration::from_secs(args.artifact_retention_ttl),
+        },
+    }
+}
+
+/// `listen` as a local client reaches it: an unspecified host becomes loopback.
+fn local_address(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else if let Some(port) = listen.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else {
+        listen.to_string()
+    }
+}
+
 /// Run the enabled controllers in one process until shutdown (or, with leader election, while
 /// this replica holds the Lease).
 pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
@@ -148,8 +188,12 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
     })
     .merge(log_control.router());
+    // `--listen 127.0.0.1:0` picks a port: the artifact URLs name the bound one
+    if args.storage_adv_addr.trim().is_empty() {
+        args.listen = bound.clone();
+    }
     for e in &enabled {
-        app = app.merge((e.routes)(&process));
+        app = app.merge((e.routes)(&process, &args));
     }
     let names: Vec<&str> = enabled.iter().map(|e| e.name).collect();
     tracing::info!(
@@ -251,7 +295,23 @@ pub struct ControllerArgs {
     /// with the annotation `canary.pennant.dev/max-concurrent-canaries`.
     #[arg(long, env = "PENNANT_MAX_CONCURRENT_CANARIES", default_value_t = 0)]
     pub max_concurrent_canaries: u32,
-    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
+    /// Source controller: where artifacts are stored (Flux's `--storage-path`).
+    #[arg(long, env = "PENNANT_STORAGE_PATH", default_value = "/data")]
+    pub storage_path: String,
+    /// Source controller: host[:port] (or `http(s)://` URL prefix) written in artifact URLs
+    /// (Flux's `--storage-adv-addr`). Default: the HTTP server's address as a local client
+    /// reaches it (`--listen` with `0.0.0.0` read as `127.0.0.1`); the chart sets the Service.
+    #[arg(long, env = "PENNANT_STORAGE_ADV_ADDR", default_value = "")]
+    pub storage_adv_addr: String,
+    /// Source controller: artifacts other than the current one older than this are removed,
+    /// seconds or a duration (`60s`, `1m`; Flux's `--artifact-retention-ttl`).
+    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    pub artifact_retention_ttl: u64,
+    /// Source controller: artifacts kept per object, the current one included (Flux's
+    /// `--artifact-retention-records`).
+    #[arg(long, default_value_t = 2)]
+    pub artifact_retention_records: usize,
+    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, artifacts).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
     /// Log level filter (e.g. `info`, `pennant=debug`).
@@ -311,15 +371,20 @@ mod tests {
     #[test]
     fn controllers_default_to_every_built_one() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.controllers, "canary");
+        assert_eq!(c.controllers, "canary,source");
         let names = |l: &str| -> Result<Vec<&str>, String> {
             select(l).map(|v| v.iter().map(|e| e.name).collect())
         };
-        assert_eq!(names(&c.controllers), Ok(vec!["canary"]));
+        assert_eq!(names(&c.controllers), Ok(vec!["canary", "source"]));
         assert_eq!(names(" canary, canary "), Ok(vec!["canary"]), "once");
-        let e = names("canary,source").unwrap_err();
+        assert_eq!(
+            names("source,canary"),
+            Ok(vec!["canary", "source"]),
+            "start order"
+        );
+        let e = names("canary,kustomize").unwrap_err();
         assert!(
-            e.contains("the source controller is not built yet") && e.contains("canary"),
+            e.contains("the kustomize controller is not built yet") && e.contains("canary,source"),
             "{e}"
         );
         for planned in NOT_BUILT {
@@ -328,7 +393,7 @@ mod tests {
         let e = names("canary,flagger").unwrap_err();
         assert_eq!(
             e,
-            "--controllers: unknown controller \"flagger\" (known: canary)"
+            "--controllers: unknown controller \"flagger\" (known: canary,source)"
         );
         assert!(names("").unwrap_err().contains("at least one"));
         assert!(names(" , ").is_err());
@@ -337,7 +402,8 @@ mod tests {
     }
 
     /// The process's server is its own routes plus each enabled controller's: the Canary
-    /// controller brings the gate endpoints, scoped to the watched namespace.
+    /// controller brings the gate endpoints, scoped to the watched namespace; the source controller
+    /// serves its artifacts.
     #[tokio::test]
     async fn each_controller_adds_its_routes_to_the_one_server() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -370,10 +436,33 @@ mod tests {
         let http = reqwest::Client::new();
         let without = serve(base()).await;
         let mut app = base();
-        for e in select("canary").unwrap() {
-            app = app.merge((e.routes)(&process));
+        let storage = tempfile::tempdir().unwrap();
+        let args = parse(&["--storage-path", storage.path().to_str().unwrap()]).unwrap();
+        for e in select("canary,source").unwrap() {
+            app = app.merge((e.routes)(&process, &args));
         }
         let with = serve(app).await;
+        source_settings(&args)
+            .storage()
+            .store_bytes("GitRepository", "apps", "app", "abc.tar.gz", b"tgz")
+            .unwrap();
+        let get = |url: String| http.get(url).send();
+        let artifact = get(format!("{with}/gitrepository/apps/app/abc.tar.gz"))
+            .await
+            .unwrap();
+        assert_eq!(
+            artifact.status(),
+            200,
+            "the source controller serves its storage"
+        );
+        assert_eq!(&artifact.bytes().await.unwrap()[..], b"tgz");
+        assert_eq!(
+            get(format!("{without}/gitrepository/apps/app/abc.tar.gz"))
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
         let post = |url: String, body: &'static str| http.post(url).body(body).send();
         assert_eq!(
             post(format!("{without}/gate/approve"), "")
@@ -409,6 +498,38 @@ mod tests {
             assert!(!NOT_BUILT.contains(&e.name));
         }
         assert_eq!(BUILT[0].rules, crate::rbac::CANARY_RULES);
+        assert_eq!(BUILT[1].rules, crate::rbac::SOURCE_RULES);
+    }
+
+    /// Flux's source-controller flags and defaults; without `--storage-adv-addr` the artifact
+    /// URLs name the HTTP server as a local client reaches it.
+    #[test]
+    fn source_flags_are_fluxs() {
+        let s = source_settings(&parse(&[]).unwrap());
+        assert_eq!(s.storage_path, std::path::PathBuf::from("/data"));
+        assert_eq!(s.storage_adv_addr, "127.0.0.1:8080");
+        assert_eq!(s.retention.records, 2);
+        assert_eq!(s.retention.ttl, std::time::Duration::from_secs(60));
+        let s = source_settings(
+            &parse(&[
+                "--storage-path=/var/lib/pennant",
+                "--storage-adv-addr=pennant.flux-system.svc.cluster.local.",
+                "--artifact-retention-ttl=2m",
+                "--artifact-retention-records=5",
+                "--listen=[::]:9090",
+            ])
+            .unwrap(),
+        );
+        assert_eq!(s.storage_path, std::path::PathBuf::from("/var/lib/pennant"));
+        assert_eq!(s.storage_adv_addr, "pennant.flux-system.svc.cluster.local.");
+        assert_eq!(
+            s.storage().url_for("gitrepository/ns/app/abc.tar.gz"),
+            "http://pennant.flux-system.svc.cluster.local./gitrepository/ns/app/abc.tar.gz"
+        );
+        assert_eq!((s.retention.records, s.retention.ttl.as_secs()), (5, 120));
+        assert_eq!(local_address("[::]:9090"), "[::1]:9090");
+        assert_eq!(local_address(":9090"), "127.0.0.1:9090");
+        assert_eq!(local_address("10.0.0.1:80"), "10.0.0.1:80");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 
 #![allow(dead_code)]
 
+pub mod big_index;
+pub mod gitserver;
+pub mod helmrepo;
+pub mod registry;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -236,6 +241,8 @@ impl ControllerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
             .args([
                 "controller",
+                "--controllers",
+                "canary",
                 "--namespace",
                 ns,
                 "--metrics-server",
@@ -255,6 +262,8 @@ impl ControllerProcess {
 
     /// `pennant controller --namespace <ns> <args>` with `KUBECONFIG=<kubeconfig>` and the given
     /// environment, logging to `<state>/logs/pennant-<log_name>.log` (see [`Self::log_path`]).
+    /// Without `--controllers` in `args`, only the Canary controller runs (the source
+    /// controller's default storage, `/data`, is no place for a test).
     pub fn start_with(
         ns: &str,
         log_name: &str,
@@ -264,8 +273,14 @@ impl ControllerProcess {
     ) -> Self {
         let path = Self::log_path(log_name);
         let log = std::fs::File::create(&path).expect("log file");
+        let only_canary: &[&str] = if args.iter().any(|a| a.starts_with("--controllers")) {
+            &[]
+        } else {
+            &["--controllers", "canary"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_pennant"))
             .args(["controller", "--namespace", ns])
+            .args(only_canary)
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .envs(env.iter().copied())
@@ -583,6 +598,38 @@ pub fn image_of(d: &Deployment) -> String {
 /// else the newest one in the cache, else `helm` on `PATH`.
 pub fn helm() -> String {
     tool("PENNANT_HELM", "helm")
+}
+
+/// The `flux` CLI built by `e2e/cluster build`: `$PENNANT_FLUX`, else the cache, else `PATH`.
+pub fn flux() -> String {
+    tool("PENNANT_FLUX", "flux")
+}
+
+/// `kustomize` built by `e2e/cluster build`: `$PENNANT_KUSTOMIZE`, else the cache, else `PATH`.
+pub fn kustomize() -> String {
+    tool("PENNANT_KUSTOMIZE", "kustomize")
+}
+
+/// `sops` built by `e2e/cluster build`: `$PENNANT_SOPS`, else the cache, else `PATH`.
+pub fn sops() -> String {
+    tool("PENNANT_SOPS", "sops")
+}
+
+/// `age` built by `e2e/cluster build`: `$PENNANT_AGE`, else the cache, else `PATH`.
+pub fn age() -> String {
+    tool("PENNANT_AGE", "age")
+}
+
+/// `age-keygen` built by `e2e/cluster build`: `$PENNANT_AGE_KEYGEN`, else the cache, else `PATH`.
+pub fn age_keygen() -> String {
+    tool("PENNANT_AGE_KEYGEN", "age-keygen")
+}
+
+/// `host:port` of the cluster's OCI registry (distribution, anonymous, plain HTTP), started by
+/// `e2e/cluster up`: `$PENNANT_E2E_REGISTRY_ADDR`, else `127.0.0.1:15000`. Push with
+/// `oci://<addr>/<repo>:<tag>` (clients need their insecure/plain-HTTP option).
+pub fn registry_addr() -> String {
+    std::env::var("PENNANT_E2E_REGISTRY_ADDR").unwrap_or_else(|_| "127.0.0.1:15000".into())
 }
 
 /// `kubectl` from `e2e/cluster env`'s PATH, else the cache.

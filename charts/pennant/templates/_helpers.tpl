@@ -45,9 +45,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The enabled controllers, comma-separated; fails on a name this chart does not know. */}}
 {{- define "pennant.controllers" -}}
-{{- $known := list "canary" }}
+{{- $known := list "canary" "source" }}
 {{- if not .Values.controllers }}
-{{- fail "controllers: name at least one controller (known: canary)" }}
+{{- fail "controllers: name at least one controller (known: canary, source)" }}
 {{- end }}
 {{- range .Values.controllers }}
 {{- if not (has . $known) }}
@@ -55,4 +55,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 {{- join "," .Values.controllers }}
+{{- end }}
+
+{{/* The artifact address written in status.artifact.url (--storage-adv-addr): the Service's DNS
+name and port, as Flux's source-controller.$(RUNTIME_NAMESPACE).svc.cluster.local. */}}
+{{- define "pennant.storageAdvAddr" -}}
+{{- if .Values.storage.advertisedAddress }}{{ .Values.storage.advertisedAddress }}
+{{- else }}{{ include "pennant.fullname" . }}.{{ .Release.Namespace }}.svc.cluster.local.:{{ .Values.port }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,346 @@
+//! pennant's source CRDs and types accept what Flux's accept.
+//!
+//! Input: Flux source-controller's own CRDs and samples (`config/crd/bases`, `config/samples` of
+//! the `github.com/fluxcd/source-controller` module zip), fetched into the Go module cache by
+//! `e2e/tools/flux-crds` (through the Go proxy the first time, offline afterwards).
+//!
+//! - [`schema_covers_flux`]: every property path, type and enum value of Flux's
+//!   `openAPIV3Schema` for GitRepository, OCIRepository, HelmRepository and HelmChart, in every
+//!   version Flux serves, is accepted by pennant's schema (the walker of `tests/compat.rs`), and
+//!   pennant adds no constraint Flux lacks except the ones allow-listed below.
+//!   [`walker_catches_a_removed_flux_field`] is the negative control.
+//! - [`defaults_names_and_columns_match_flux`]: same defaults (`timeout: 60s`,
+//!   `status.observedGeneration: -1`, ...), short names, categories and printer columns.
+//! - [`flux_samples_round_trip`]: Flux's sample manifests parse into pennant's Rust types and
+//!   serialise back without losing a field.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use pennant::api::crds;
+use pennant::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
+use serde_json::{Value, json};
+
+#[path = "support/schema_walk.rs"]
+mod schema_walk;
+use schema_walk::{Allow, Used, node_mut};
+
+const KINDS: [&str; 4] = [
+    "GitRepository",
+    "OCIRepository",
+    "HelmRepository",
+    "HelmChart",
+];
+
+/// Required properties pennant adds: kube-derive requires `spec` at the root. Flux's schema
+/// would accept an object without one, which neither Flux (its `interval`/`url` are required
+/// inside) nor pennant can act on.
+const EXTRA_REQUIRED: [(&str, &str, &str); 4] = [
+    ("GitRepository", "", "spec"),
+    ("OCIRepository", "", "spec"),
+    ("HelmRepository", "", "spec"),
+    ("HelmChart", "", "spec"),
+];
+
+const FLUX: Allow = Allow {
+    upstream: "Flux",
+    number_as_integer: &[],
+    extra_required: &EXTRA_REQUIRED,
+    extra_cel_rules: &[],
+};
+
+/// The directory of Flux's module in the Go module cache (`e2e/tools/flux-crds` prints
+/// `<module>/config/crd/bases`).
+fn flux_module() -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/tools/flux-crds");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (needs Go and, the first time, the Go module proxy): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bases = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    bases.join("../../..").canonicalize().unwrap()
+}
+
+fn read_docs(path: &PathBuf) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_saphyr::from_multiple(&text).unwrap()
+}
+
+/// Flux's CRDs by kind.
+fn flux_crds() -> BTreeMap<String, Value> {
+    let bases = flux_module().join("config/crd/bases");
+    KINDS
+        .iter()
+        .map(|kind| {
+            let plural = match *kind {
+                "HelmChart" => "helmcharts".to_string(),
+                k => format!("{}ies", k.to_lowercase().trim_end_matches('y')),
+            };
+            let path = bases.join(format!("source.toolkit.fluxcd.io_{plural}.yaml"));
+            let doc = read_docs(&path).remove(0);
+            assert_eq!(doc["spec"]["names"]["kind"], *kind, "{}", path.display());
+            (kind.to_string(), doc)
+        })
+        .collect()
+}
+
+/// pennant's source CRDs by kind, exactly as `crds::all()` generates them.
+fn pennant_crds() -> BTreeMap<String, Value> {
+    crds::all()
+        .iter()
+        .filter(|crd| crd.spec.group == "source.toolkit.fluxcd.io")
+        .map(|crd| {
+            (
+                crd.spec.names.kind.clone(),
+                serde_json::to_value(crd).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The served versions of a CRD with their schemas.
+fn served(crd: &Value) -> BTreeMap<String, Value> {
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["served"] == true)
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["schema"]["openAPIV3Schema"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Schemas by `Kind` for one version (`v1`, or `v1beta2` if Flux serves it).
+fn schemas(crds: &BTreeMap<String, Value>, version: &str) -> BTreeMap<String, Value> {
+    crds.iter()
+        .filter_map(|(k, crd)| served(crd).remove(version).map(|s| (k.clone(), s)))
+        .collect()
+}
+
+fn problems(flux: &BTreeMap<String, Value>, ours: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut used = Used::default();
+    schema_walk::problems(&KINDS, flux, ours, &FLUX, &mut used)
+}
+
+#[test]
+fn schema_covers_flux() {
+    let (flux, ours) = (flux_crds(), pennant_crds());
+    for kind in KINDS {
+        let theirs: Vec<_> = served(&flux[kind]).into_keys().collect();
+        let mine: Vec<_> = served(&ours[kind]).into_keys().collect();
+        assert_eq!(
+            mine, theirs,
+            "{kind}: pennant must serve every version Flux serves (and only those)"
+        );
+    }
+    let versions: Vec<_> = served(&flux["GitRepository"]).into_keys().collect();
+    let mut used = Used::default();
+    for v in &versions {
+        let found = schema_walk::problems(
+            &KINDS,
+            &schemas(&flux, v),
+            &schemas(&ours, v),
+            &FLUX,
+            &mut used,
+        );
+        assert!(
+            found.is_empty(),
+            "pennant's {v} source CRDs would reject or lose what Flux's accept:\n  {}",
+            found.join("\n  ")
+        );
+    }
+    assert_eq!(
+        used.extra_required.len(),
+        EXTRA_REQUIRED.len(),
+        "stale EXTRA_REQUIRED entries"
+    );
+}
+
+/// Negative controls: a field or an enum value removed from pennant's schema is reported.
+#[test]
+fn walker_catches_a_removed_flux_field() {
+    let flux = schemas(&flux_crds(), "v1");
+    let check = |edit: &dyn Fn(&mut BTreeMap<String, Value>), expect: &str| {
+        let mut ours = schemas(&pennant_crds(), "v1");
+        edit(&mut ours);
+        let found = problems(&flux, &ours);
+        assert!(
+            found.iter().any(|p| p == expect),
+            "expected the walker to report {expect:?}, it reported {found:#?}"
+        );
+    };
+    check(
+        &|s| {
+            let r = node_mut(s.get_mut("GitRepository").unwrap(), ".spec.ref");
+            r["properties"].as_object_mut().unwrap().remove("semver");
+        },
+        "GitRepository .spec.ref.semver: missing in pennant's schema",
+    );
+    check(
+        &|s| {
+            let st = node_mut(s.get_mut("HelmChart").unwrap(), ".status");
+            st["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("observedValuesFiles");
+        },
+        "HelmChart .status.observedValuesFiles: missing in pennant's schema",
+    );
+    check(
+        &|s| {
+            let c = node_mut(s.get_mut("GitRepository").unwrap(), ".status.conditions");
+            c["items"]["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("observedGeneration");
+        },
+        "GitRepository .status.conditions[].observedGeneration: missing in pennant's schema",
+    );
+    check(
+        &|s| {
+            let p = node_mut(s.get_mut("OCIRepository").unwrap(), ".spec.provider");
+            p["enum"].as_array_mut().unwrap().retain(|v| v != "gcp");
+        },
+        "OCIRepository .spec.provider: Flux allows \"gcp\", pennant's enum does not",
+    );
+    check(
+        &|s| {
+            *node_mut(s.get_mut("HelmRepository").unwrap(), ".spec.interval") =
+                json!({"type": "string", "pattern": "^[0-9]+s$"})
+        },
+        "HelmRepository .spec.interval: pennant's pattern \"^[0-9]+s$\" differs from Flux's \"^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$\"",
+    );
+}
+
+/// Every `default` in a schema, by path.
+fn defaults(s: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
+    if let Some(d) = s.get("default") {
+        out.insert(path.to_string(), d.clone());
+    }
+    if let Some(props) = s["properties"].as_object() {
+        for (k, v) in props {
+            defaults(v, &format!("{path}.{k}"), out);
+        }
+    }
+    if let Some(items) = s.get("items") {
+        defaults(items, &format!("{path}[]"), out);
+    }
+}
+
+#[test]
+fn defaults_names_and_columns_match_flux() {
+    let (flux, ours) = (flux_crds(), pennant_crds());
+    for kind in KINDS {
+        let (f, o) = (&flux[kind], &ours[kind]);
+        let (mut fd, mut od) = (BTreeMap::new(), BTreeMap::new());
+        defaults(&served(f)["v1"], "", &mut fd);
+        defaults(&served(o)["v1"], "", &mut od);
+        assert_eq!(od, fd, "{kind}: schema defaults");
+        for key in ["plural", "singular", "shortNames", "categories", "listKind"] {
+            assert_eq!(
+                o["spec"]["names"][key], f["spec"]["names"][key],
+                "{kind}: names.{key}"
+            );
+        }
+        assert_eq!(o["spec"]["scope"], f["spec"]["scope"], "{kind}: scope");
+        let columns = |crd: &Value| {
+            crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "v1")
+                .unwrap()["additionalPrinterColumns"]
+                .clone()
+        };
+        assert_eq!(columns(o), columns(f), "{kind}: printer columns");
+        // pennant's CRDs never pose as Flux's own (`app.kubernetes.io/part-of: flux`)
+        let labels = o["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!labels.values().any(|v| v == "flux"), "{kind}: {labels:?}");
+    }
+}
+
+/// Differences between `before` and `after` (ignoring key order and integer/float spelling).
+fn lossy(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => lossy(v, w, &format!("{path}.{k}"), out),
+                    None => out.push(format!("{path}.{k}: lost")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k}: added"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                lossy(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: {a} became {b}")),
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Vec<String> {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let mut out = vec![];
+    lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out);
+    out
+}
+
+#[test]
+fn flux_samples_round_trip() {
+    let dir = flux_module().join("config/samples");
+    let mut seen = BTreeMap::<String, usize>::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        for doc in read_docs(&path) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let lost = match kind.as_str() {
+                "GitRepository" => round_trip::<GitRepository>(&doc),
+                "OCIRepository" => round_trip::<OCIRepository>(&doc),
+                "HelmRepository" => round_trip::<HelmRepository>(&doc),
+                "HelmChart" => round_trip::<HelmChart>(&doc),
+                _ => continue, // Bucket: not served by pennant
+            };
+            assert!(lost.is_empty(), "{}: {lost:?}", path.display());
+            *seen.entry(kind).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "GitRepository",
+            "HelmChart",
+            "HelmRepository",
+            "OCIRepository"
+        ],
+        "every kind has a sample: {seen:?}"
+    );
+    // negative control of the comparison
+    let mut lost = vec![];
+    lossy(
+        &json!({"spec": {"a": 1, "b": [1]}}),
+        &json!({"spec": {"b": [2]}}),
+        "",
+        &mut lost,
+    );
+    assert_eq!(lost, [".spec.a: lost", ".spec.b[0]: 1 became 2"]);
+}

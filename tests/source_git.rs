@@ -1,0 +1,437 @@
+//! `pennant::source::git::fetch` against a real Git server (Debian's `git http-backend`, see
+//! `e2e/tools/gitserver.py`): refs, revision strings, the no-download path, auth, TLS, errors.
+
+#[path = "support/gitserver.rs"]
+mod gitserver;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gitserver::{GitServer, ServerOptions, TempDir};
+use pennant::source::git::{FetchRequest, Fetched, GitAuth, GitError, GitRef, fetch};
+
+fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
+    FetchRequest {
+        url: url.to_string(),
+        reference,
+        auth: GitAuth::None,
+        ca_pem: None,
+        timeout: Duration::from_secs(20),
+        last_revision: None,
+        dest: dest.to_path_buf(),
+    }
+}
+
+fn checked(r: Result<Fetched, GitError>) -> (String, String, String) {
+    match r.unwrap_or_else(|e| panic!("fetch failed: {e}")) {
+        Fetched::Checked {
+            revision,
+            commit_sha,
+            commit_message,
+        } => (revision, commit_sha, commit_message),
+        other => panic!("expected a checkout, got {other:?}"),
+    }
+}
+
+fn branch(name: &str) -> GitRef {
+    GitRef::Branch(name.into())
+}
+
+#[test]
+fn branch_fetch_new_commit_and_unchanged_without_download() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha1 = repo.commit(
+        "main",
+        &[("deploy/app.yaml", "kind: A\n"), ("README.md", "hi\n")],
+        "first commit\n\nbody",
+    );
+    let tmp = TempDir::new("pennant-git-test");
+
+    let dest = tmp.path().join("one");
+    let (rev, sha, msg) = checked(fetch(&request(&server.url("app"), branch("main"), &dest)));
+    assert_eq!(rev, format!("main@sha1:{sha1}"));
+    assert_eq!(sha, sha1);
+    assert_eq!(msg, "first commit");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("deploy/app.yaml")).unwrap(),
+        "kind: A\n"
+    );
+    assert!(!dest.join(".git").exists(), "no .git in the checkout");
+    assert_eq!(server.fetch_count(), 1);
+
+    // Unchanged remote: Unchanged, dest untouched, no pack fetched.
+    let dest2 = tmp.path().join("two");
+    let mut req = request(&server.url("app"), branch("main"), &dest2);
+    req.last_revision = Some(rev.clone());
+    let got = fetch(&req).unwrap();
+    assert_eq!(
+        got,
+        Fetched::Unchanged {
+            revision: rev.clone()
+        }
+    );
+    assert!(!dest2.exists());
+    assert_eq!(server.fetch_count(), 1, "{:#?}", server.requests());
+
+    // The legacy `main/<sha>` form is understood too (Flux compares only the hash).
+    req.last_revision = Some(format!("main/{sha1}"));
+    assert!(matches!(fetch(&req).unwrap(), Fetched::Unchanged { .. }));
+
+    // A new commit: a new revision and the new tree, shallow (one commit).
+    let sha2 = repo.commit("main", &[("deploy/app.yaml", "kind: B\n")], "second");
+    req.last_revision = Some(rev);
+    let (rev2, _, msg2) = checked(fetch(&req));
+    assert_eq!(rev2, format!("main@sha1:{sha2}"));
+    assert_eq!(msg2, "second");
+    assert_eq!(
+        std::fs::read_to_string(dest2.join("deploy/app.yaml")).unwrap(),
+        "kind: B\n"
+    );
+    assert_eq!(server.fetch_count(), 2);
+    // Every pack download was shallow.
+    let fetches: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(" fetch"))
+        .collect();
+    assert!(
+        fetches.iter().all(|l| l.ends_with("fetch deepen=1")),
+        "{fetches:#?}"
+    );
+}
+
+#[test]
+fn tags_semver_commit_and_name() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let url = server.url("app");
+    let c1 = repo.commit("main", &[("v", "1.0.0")], "one");
+    repo.tag("v1.0.0", false);
+    let c2 = repo.commit("main", &[("v", "1.2.0")], "two");
+    repo.tag("v1.2.0", true); // annotated: peeled to the commit
+    let c3 = repo.commit("main", &[("v", "2.0.0")], "three");
+    repo.tag("v2.0.0", false);
+    repo.tag("v1.3.0-rc.1", false);
+    repo.push_ref("refs/pull/7/head");
+    let tmp = TempDir::new("pennant-git-test");
+    let dest = |n: &str| tmp.path().join(n);
+
+    let (rev, sha, _) = checked(fetch(&request(
+        &url,
+        GitRef::Tag("v1.2.0".into()),
+        &dest("tag"),
+    )));
+    assert_eq!((rev, sha), (format!("v1.2.0@sha1:{c2}"), c2.clone()));
+    assert_eq!(
+        std::fs::read_to_string(dest("tag").join("v")).unwrap(),
+        "1.2.0"
+    );
+
+    let semver =
+        |c: &str, d: &str| checked(fetch(&request(&url, GitRef::Semver(c.into()), &dest(d)))).0;
+    assert_eq!(semver("1.x", "s1"), format!("v1.2.0@sha1:{c2}"));
+    assert_eq!(
+        semver(">=1.0.0-0 <2.0.0", "s2"),
+        format!("v1.3.0-rc.1@sha1:{c3}")
+    );
+    assert_eq!(semver("*", "s3"), format!("v2.0.0@sha1:{c3}"));
+    assert_eq!(semver("~1.0", "s4"), format!("v1.0.0@sha1:{c1}"));
+    // A newer matching tag moves the pick.
+    repo.commit("main", &[("v", "1.4.0")], "four");
+    repo.tag("v1.4.0", false);
+    let c4 = repo.head();
+    assert_eq!(semver("1.x", "s5"), format!("v1.4.0@sha1:{c4}"));
+    let err = fetch(&request(&url, GitRef::Semver("5.x".into()), &dest("s6"))).unwrap_err();
+    assert_eq!(err.reason(), "GitOperationFailed");
+    assert!(
+        err.to_string().contains("no match found for semver"),
+        "{err}"
+    );
+
+    // Commit pin: bare, and with a branch.
+    let (rev, _, msg) = checked(fetch(&request(
+        &url,
+        GitRef::Commit {
+            sha: c1.clone(),
+            branch: None,
+        },
+        &dest("c1"),
+    )));
+    assert_eq!(
+        (rev.as_str(), msg.as_str()),
+        (format!("sha1:{c1}").as_str(), "one")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest("c1").join("v")).unwrap(),
+        "1.0.0"
+    );
+    let (rev, _, _) = checked(fetch(&request(
+        &url,
+        GitRef::Commit {
+            sha: c2.clone(),
+            branch: Some("main".into()),
+        },
+        &dest("c2"),
+    )));
+    assert_eq!(rev, format!("main@sha1:{c2}"));
+
+    // ref.name keeps the absolute ref.
+    let (rev, _, _) = checked(fetch(&request(
+        &url,
+        GitRef::Name("refs/pull/7/head".into()),
+        &dest("n"),
+    )));
+    assert_eq!(rev, format!("refs/pull/7/head@sha1:{c3}"));
+    let (rev, _, _) = checked(fetch(&request(
+        &url,
+        GitRef::Name("refs/heads/main".into()),
+        &dest("n2"),
+    )));
+    assert_eq!(rev, format!("refs/heads/main@sha1:{c4}"));
+
+    // Missing refs are clear errors.
+    let err = fetch(&request(&url, branch("nope"), &dest("x"))).unwrap_err();
+    assert_eq!(err.reason(), "GitOperationFailed");
+    assert!(err.to_string().contains("refs/heads/nope"), "{err}");
+}
+
+#[test]
+fn basic_auth_and_bearer() {
+    let server = GitServer::start(ServerOptions {
+        user: Some("flux:s3cr3t-pass".into()),
+        token: Some("t0ken-value".into()),
+        ..Default::default()
+    });
+    let repo = server.create_repo("private");
+    let sha = repo.commit("main", &[("a", "b")], "x");
+    let tmp = TempDir::new("pennant-git-test");
+    let url = server.url("private");
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("basic"));
+    req.auth = GitAuth::Basic {
+        username: "flux".into(),
+        password: "s3cr3t-pass".into(),
+    };
+    assert_eq!(checked(fetch(&req)).1, sha);
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("bearer"));
+    req.auth = GitAuth::Bearer("t0ken-value".into());
+    assert_eq!(checked(fetch(&req)).1, sha);
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("wrong"));
+    req.auth = GitAuth::Basic {
+        username: "flux".into(),
+        password: "wrong-pa55".into(),
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!err.to_string().contains("wrong-pa55"), "{err}");
+    assert!(!format!("{err:?}").contains("wrong-pa55"), "{err:?}");
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("badtoken"));
+    req.auth = GitAuth::Bearer("bad-t0ken".into());
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!err.to_string().contains("bad-t0ken"), "{err}");
+
+    let err = fetch(&request(&url, branch("main"), &tmp.path().join("none"))).unwrap_err();
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+
+    // Credentials in the URL never show up in a message.
+    let leaky = url.replace("http://", "http://flux:url-pa55@");
+    let err = fetch(&request(&leaky, branch("nope"), &tmp.path().join("u"))).unwrap_err();
+    assert!(!err.to_string().contains("url-pa55"), "{err}");
+}
+
+#[test]
+fn https_with_custom_ca() {
+    let tmp = TempDir::new("pennant-git-tls");
+    let (ca, cert, key) = gitserver::make_tls(tmp.path());
+    let server = GitServer::start(ServerOptions {
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
+    let repo = server.create_repo("secure");
+    let sha = repo.commit("main", &[("a", "b")], "x");
+    let url = server.url("secure");
+    assert!(url.starts_with("https://"));
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("ok"));
+    req.ca_pem = Some(std::fs::read(&ca).unwrap());
+    assert_eq!(checked(fetch(&req)).1, sha);
+
+    // Without the CA the server is not trusted.
+    let err = fetch(&request(
+        &url,
+        branch("main"),
+        &tmp.path().join("untrusted"),
+    ))
+    .unwrap_err();
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+}
+
+#[test]
+fn unreachable_server_and_bad_urls_fail_clearly() {
+    // A port that was free a moment ago: connection refused, well within the timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tmp = TempDir::new("pennant-git-test");
+    let mut req = request(
+        &format!("http://127.0.0.1:{port}/x.git"),
+        branch("main"),
+        &tmp.path().join("d"),
+    );
+    req.timeout = Duration::from_secs(5);
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(err.reason(), "GitOperationFailed", "{err}");
+
+    // A server that accepts but never answers: bounded by the timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut req = request(
+        &format!("http://127.0.0.1:{port}/x.git"),
+        branch("main"),
+        &tmp.path().join("e"),
+    );
+    req.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}: {err}",
+        start.elapsed()
+    );
+    drop(listener);
+
+    for bad in [
+        "git@github.com:org/repo.git",
+        "ftp://example.com/repo",
+        "not a url at all",
+    ] {
+        let err = fetch(&request(bad, branch("main"), &tmp.path().join("f"))).unwrap_err();
+        assert_eq!(err.reason(), "URLInvalid", "{bad}: {err}");
+    }
+}
+
+#[test]
+fn ssh_with_identity_and_known_hosts() {
+    let server = GitServer::start(ServerOptions::default());
+    let sshd = gitserver::SshServer::start(&server.root);
+    let repo = server.create_repo("over-ssh");
+    let sha = repo.commit("main", &[("k", "v")], "via ssh");
+    let tmp = TempDir::new("pennant-git-ssh");
+    let url = sshd.url("over-ssh");
+
+    let mut req = request(&url, branch("main"), &tmp.path().join("ok"));
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let (rev, _, msg) = checked(fetch(&req));
+    assert_eq!(
+        (rev.as_str(), msg.as_str()),
+        (format!("main@sha1:{sha}").as_str(), "via ssh")
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("ok/k")).unwrap(),
+        "v"
+    );
+
+    req.dest = tmp.path().join("again");
+    req.last_revision = Some(rev.clone());
+    assert_eq!(fetch(&req).unwrap(), Fetched::Unchanged { revision: rev });
+
+    // An unknown host key is refused: AuthenticationFailed, as Flux reports it.
+    req.last_revision = None;
+
+    // The same key encrypted with a passphrase (`password` in the Secret).
+    let enc = tmp.path().join("encrypted_key");
+    std::fs::write(&enc, &sshd.identity).unwrap();
+    std::fs::set_permissions(&enc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "k3y-pass", "-f"])
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encrypted = std::fs::read(&enc).unwrap();
+    req.dest = tmp.path().join("encrypted");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("k3y-pass".into()),
+    };
+    assert_eq!(checked(fetch(&req)).1, sha);
+    req.dest = tmp.path().join("encrypted-wrong");
+    req.auth = GitAuth::Ssh {
+        identity: encrypted,
+        known_hosts: sshd.known_hosts.clone(),
+        password: Some("not-the-pass".into()),
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+    assert!(!err.to_string().contains("not-the-pass"), "{err}");
+
+    req.dest = tmp.path().join("hostkey");
+    req.auth = GitAuth::Ssh {
+        identity: sshd.identity.clone(),
+        known_hosts: format!("[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDWrong0000000000000000000000000000000000000\n", sshd.port).into_bytes(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+
+    // A key the server does not know.
+    let other = TempDir::new("pennant-git-ssh-key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(other.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    req.dest = tmp.path().join("badkey");
+    req.auth = GitAuth::Ssh {
+        identity: std::fs::read(other.path().join("k")).unwrap(),
+        known_hosts: sshd.known_hosts.clone(),
+        password: None,
+    };
+    let err = fetch(&req).unwrap_err();
+    eprintln!("{}: {err}", err.reason());
+    assert_eq!(err.reason(), "AuthenticationFailed", "{err}");
+}
+
+/// The controller runs `fetch` under tokio with `spawn_blocking` (reqwest's blocking client owns
+/// its own runtime: it must not be created or dropped on an async worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_runs_in_spawn_blocking() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("app");
+    let sha = repo.commit("main", &[("a", "b")], "x");
+    let tmp = TempDir::new("pennant-git-test");
+    let req = request(&server.url("app"), branch("main"), &tmp.path().join("d"));
+    let got = tokio::task::spawn_blocking(move || fetch(&req))
+        .await
+        .unwrap();
+    assert_eq!(checked(got).1, sha);
+}
