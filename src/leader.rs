@@ -5,8 +5,8 @@
 //! - every replica serves `/healthz`, `/metrics` and the gating API all the time;
 //! - a follower only watches the Lease; it reports ready (`/readyz` 200) once it has reached the
 //!   Lease, so a rolling update of the replicas is never blocked by followers;
-//! - on acquiring the Lease a replica becomes not-ready, starts the Canary controller, and is
-//!   ready again once its caches have synced (the controller's usual readiness);
+//! - on acquiring the Lease a replica becomes not-ready, starts the enabled controllers, and is
+//!   ready again once every one of them has synced its caches (`runtime::Process::synced`);
 //! - a leader that loses the Lease (renewal failed past the lease duration, another holder)
 //!   exits with an error at once, as Flagger does: the pod restarts as a follower, and nothing it
 //!   had in flight can write after another replica took over;

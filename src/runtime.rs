@@ -1,20 +1,22 @@
 //! The process that hosts the controllers (`pennant controller`): what they share, and the
 //! scope they watch.
 //!
-//! One kube client, one metrics registry, one readiness flag, one HTTP server (to which each
+//! One kube client, one metrics registry, one readiness (`/readyz`: every enabled controller
+//! has synced its caches), one HTTP server (to which each
 //! controller adds its routes), one leader-election Lease for all, one shutdown. Which
 //! controllers run is chosen on the command line (`--controllers`, `cmd::controller`); a
 //! disabled controller starts no watch.
 //!
 //! Scope and sharding use Flux's flags: `--watch-all-namespaces` (default true) or
 //! `--namespace` (one namespace), and `--watch-label-selector`, applied to the objects each
-//! controller reconciles (for the Canary controller: the Canary watch), e.g.
-//! `sharding.fluxcd.io/key=shard1` on a shard and `!sharding.fluxcd.io/key` on the main
-//! instance.
+//! controller reconciles (for the Canary controller: the Canary watch, and only it: the
+//! Deployments, Services, routes, ConfigMaps and Secrets a selected Canary uses are watched
+//! whatever their labels), e.g. `sharding.fluxcd.io/key=shard1` on a shard and
+//! `!sharding.fluxcd.io/key` on the main instance.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kube::Client;
 use kube::runtime::watcher;
@@ -26,10 +28,27 @@ use crate::metrics::Metrics;
 pub struct Process {
     pub client: Client,
     pub metrics: Arc<Metrics>,
-    /// `/readyz`: true once the controllers' caches have synced.
+    /// `/readyz`: true once every enabled controller has synced its caches ([`Process::synced`]);
+    /// also true while a standby waits for the Lease (`leader`).
     pub ready: Arc<AtomicBool>,
+    /// How many enabled controllers have not called [`Process::synced`] yet.
+    pub unsynced: Arc<AtomicUsize>,
     pub scope: Scope,
     pub shutdown: Shutdown,
+}
+
+impl Process {
+    /// A controller's caches have their initial lists: each enabled controller calls this once,
+    /// and `/readyz` turns true with the last of them (a second call of one controller counts
+    /// for nothing more).
+    pub fn synced(&self) {
+        let before = self
+            .unsynced
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            self.ready.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The objects a controller reconciles: one namespace or all, optionally only those whose
@@ -291,6 +310,31 @@ mod tests {
         ] {
             assert!(validate_label_selector(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn ready_only_when_every_enabled_controller_has_synced() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let p = Process {
+            client,
+            metrics: Arc::new(Metrics::default()),
+            ready: Arc::new(AtomicBool::new(false)),
+            unsynced: Arc::new(AtomicUsize::new(2)),
+            scope: Scope::default(),
+            shutdown: Shutdown::on_signal(),
+        };
+        let ready = || p.ready.load(Ordering::SeqCst);
+        p.synced();
+        assert!(!ready(), "one of two controllers synced");
+        p.clone().synced();
+        assert!(ready());
+        p.ready.store(false, Ordering::SeqCst);
+        p.synced();
+        assert!(!ready(), "no third controller to wait for");
+        assert_eq!(p.unsynced.load(Ordering::SeqCst), 0);
     }
 
     #[test]

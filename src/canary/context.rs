@@ -2,7 +2,7 @@
 //! `controller`, `observe` and `execute` all use, so none of them imports another for it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
 use super::concurrency::PeerState;
+use super::index::Index;
 use crate::api::Canary;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -117,8 +118,11 @@ pub struct Context {
     pub daemon_sets: Store<DaemonSet>,
     /// HorizontalPodAutoscalers (`autoscaling/v2`), without `managedFields`.
     pub hpas: Store<HorizontalPodAutoscaler>,
-    /// Every Canary (the controller's own cache), to find two Canaries claiming one target.
+    /// Every Canary (the controller's own cache).
     pub canaries: Store<Canary>,
+    /// Which Canaries refer to which objects, fed by the Canary and workload watches: the
+    /// mappers and the claim check look up here instead of scanning `canaries`.
+    pub index: Arc<RwLock<Index>>,
     pub services: Store<Service>,
     /// Routing objects by kind (`VirtualService`, `DestinationRule`), when their CRDs exist.
     pub routes: HashMap<String, Store<DynamicObject>>,

@@ -5,20 +5,21 @@
 //! DaemonSet) changes, when its HorizontalPodAutoscaler (`autoscalerRef`) or the primary's
 //! changes, when one of its Services or routing objects changes, or when a ConfigMap/Secret its
 //! target's pods reference changes. Nothing is polled: time-gated steps come back through
-//! `requeue_after`.
+//! `requeue_after`. Which Canaries a changed object concerns is looked up in the `index`, kept
+//! up to date from the Canary and workload watches (no scan of every Canary per event).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{DynamicObject, Patch, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -27,8 +28,9 @@ use tracing::{info, warn};
 use super::concurrency::{ConcurrencyLimit, Peer, PeerState, peer_state};
 pub use super::context::{Context, Error, Settings};
 use super::context::{ROUTE_KINDS, route_resource};
+use super::index::{CanaryKey, ConfigKind, Index, WorkloadKind};
 use super::machine::{self, Decision, Step};
-use super::{build, execute, observe, tracker};
+use super::{build, execute, observe};
 use crate::api::{Canary, CanaryStatus};
 use crate::notify::{self, Severity};
 use crate::router::Weights;
@@ -50,33 +52,56 @@ where
 
 /// Build the caches and run the Canary controller until shutdown.
 ///
-/// Hosted by the process ([`crate::runtime::Process`]): its client, metrics, readiness, scope
-/// (the label selector applies to the Canary watch) and shutdown.
+/// Hosted by the process ([`crate::runtime::Process`]): its client, metrics, readiness (marked
+/// synced once every cache has its initial list), scope (the label selector applies to the
+/// Canary watch only) and shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
         metrics,
-        ready,
         scope,
         shutdown,
-    } = process;
+        ..
+    } = process.clone();
     let wc = watcher::Config::default().any_semantic();
     let ns = settings.namespace.clone();
 
+    // The index of who refers to what (`index`), kept in step with the stores: each watch
+    // event updates the store (reflector), then the index, then reaches the mappers.
+    let index = Arc::new(RwLock::new(Index::default()));
     let (deployments, writer) = reflector::store::<Deployment>();
-    let deployment_events =
+    let deployment_events = {
+        let index = index.clone();
         reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
             .default_backoff()
-            .touched_objects();
+            .inspect_ok(move |e| {
+                index.write().expect("lock").workload_event(
+                    WorkloadKind::Deployment,
+                    e,
+                    |d: &Deployment| d.spec.as_ref()?.template.spec.as_ref(),
+                )
+            })
+            .touched_objects()
+    };
     // DaemonSets and HPAs: every one of the namespace(s) is cached (a Canary may name any), so
     // the bulky bookkeeping nobody reads is dropped before it reaches the store.
     let (daemon_sets, writer) = reflector::store::<DaemonSet>();
-    let daemon_set_events = reflector::reflector(
-        writer,
-        watcher(api::<DaemonSet>(&client, &ns), wc.clone()).modify(slim),
-    )
-    .default_backoff()
-    .touched_objects();
+    let daemon_set_events = {
+        let index = index.clone();
+        reflector::reflector(
+            writer,
+            watcher(api::<DaemonSet>(&client, &ns), wc.clone()).modify(slim),
+        )
+        .default_backoff()
+        .inspect_ok(move |e| {
+            index.write().expect("lock").workload_event(
+                WorkloadKind::DaemonSet,
+                e,
+                |d: &DaemonSet| d.spec.as_ref()?.template.spec.as_ref(),
+            )
+        })
+        .touched_objects()
+    };
     let (hpas, writer) = reflector::store::<HorizontalPodAutoscaler>();
     let hpa_events = reflector::reflector(
         writer,
@@ -134,8 +159,19 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let controller = Controller::new(api::<Canary>(&client, &ns), scope.watcher_config());
-    let canaries = controller.store();
+    // As `Controller::new` does (no backoff here: the controller's own trigger backoff applies),
+    // with the index fed on the way.
+    let (canaries, writer) = reflector::store::<Canary>();
+    let canary_events = {
+        let index = index.clone();
+        reflector::reflector(
+            writer,
+            watcher(api::<Canary>(&client, &ns), scope.watcher_config()),
+        )
+        .inspect_ok(move |e| index.write().expect("lock").canary_event(e))
+        .applied_objects()
+    };
+    let controller = Controller::for_stream(canary_events, canaries.clone());
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -146,6 +182,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         daemon_sets: daemon_sets.clone(),
         hpas,
         canaries: canaries.clone(),
+        index: index.clone(),
         services,
         routes,
         http,
@@ -161,39 +198,45 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let known = canaries.clone();
     ctx.metrics
         .set_canary_source(move || known.state().iter().filter_map(|c| c.namespace()).collect());
-    let c1 = canaries.clone();
-    let c2 = canaries.clone();
-    let c3 = canaries.clone();
-    let c4 = canaries.clone();
-    let c5 = canaries.clone();
-    let w2 = (deployments.clone(), daemon_sets.clone());
-    let w3 = (deployments.clone(), daemon_sets.clone());
+    let lookup = |f: fn(&Index, &str, &str) -> Vec<CanaryKey>| {
+        let index = index.clone();
+        move |ns: Option<String>, name: String| -> Vec<ObjectRef<Canary>> {
+            let Some(ns) = ns else { return vec![] };
+            let keys = f(&index.read().expect("lock"), &ns, &name);
+            keys.into_iter().map(canary_ref).collect()
+        }
+    };
+    let for_deployment = lookup(|ix, ns, name| ix.for_object("Deployment", ns, name));
+    let for_daemon_set = lookup(|ix, ns, name| ix.for_object("DaemonSet", ns, name));
+    let for_hpa = lookup(|ix, ns, name| ix.for_object("HorizontalPodAutoscaler", ns, name));
+    let for_config_map = lookup(|ix, ns, name| ix.for_config(ConfigKind::ConfigMap, ns, name));
+    let for_secret = lookup(|ix, ns, name| ix.for_config(ConfigKind::Secret, ns, name));
     let mut controller = controller
         .watches_stream(deployment_events, move |d: Deployment| {
-            canaries_for_deployment(&c1, &d)
+            for_deployment(d.namespace(), d.name_any())
         })
         .watches_stream(daemon_set_events, move |d: DaemonSet| {
-            canaries_for_daemon_set(&c4, &d)
+            for_daemon_set(d.namespace(), d.name_any())
         })
         .watches_stream(hpa_events, move |h: HorizontalPodAutoscaler| {
-            canaries_for_hpa(&c5, &h)
+            for_hpa(h.namespace(), h.name_any())
         })
         .owns_stream(service_events)
         .watches_stream(config_map_events, move |m| {
-            canaries_for_config(&c2, &w2, m.namespace(), &m.name_any(), true)
+            for_config_map(m.namespace(), m.name_any())
         })
         .watches_stream(secret_events, move |m| {
-            canaries_for_config(&c3, &w3, m.namespace(), &m.name_any(), false)
+            for_secret(m.namespace(), m.name_any())
         })
         .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|r| (r, rx))
         }));
     for (s, ar) in route_streams {
-        let c = canaries.clone();
+        let index = index.clone();
         let kind = ar.kind.clone();
         controller = controller.watches_stream_with(
             s,
-            move |o: DynamicObject| canaries_for_route(&c, &kind, &o),
+            move |o: DynamicObject| canaries_for_route(&index, &kind, &o),
             ar,
         );
     }
@@ -202,7 +245,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         tokio::spawn(async move {
             ctx.wait_until_ready().await;
             let _ = synced_tx.send(true);
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            process.synced();
             info!("caches synced");
         });
     }
@@ -218,57 +261,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     Ok(())
 }
 
-/// Canaries whose target (or primary) is this Deployment.
-fn canaries_for_deployment(canaries: &Store<Canary>, d: &Deployment) -> Vec<ObjectRef<Canary>> {
-    let ns = d.namespace();
-    let name = d.name_any();
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            let t = &c.spec.target_ref.name;
-            *t == name || format!("{t}-primary") == name
-        })
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
-}
-
-/// Canaries whose target (or primary) is this DaemonSet.
-fn canaries_for_daemon_set(canaries: &Store<Canary>, d: &DaemonSet) -> Vec<ObjectRef<Canary>> {
-    let ns = d.namespace();
-    let name = d.name_any();
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns && c.spec.target_ref.kind == "DaemonSet")
-        .filter(|c| {
-            let t = &c.spec.target_ref.name;
-            *t == name || format!("{t}-primary") == name
-        })
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
-}
-
-/// Canaries whose `autoscalerRef` is this HPA (or whose primary HPA it is).
-fn canaries_for_hpa(
-    canaries: &Store<Canary>,
-    h: &HorizontalPodAutoscaler,
-) -> Vec<ObjectRef<Canary>> {
-    let ns = h.namespace();
-    let name = h.name_any();
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            c.spec
-                .autoscaler_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name || format!("{}-primary", r.name) == name)
-        })
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
+/// The reference of an indexed Canary, for a reconcile request.
+fn canary_ref(k: CanaryKey) -> ObjectRef<Canary> {
+    ObjectRef::new(&k.name).within(&k.namespace)
 }
 
 /// Drop what pennant never reads from a cached object: `managedFields` and `kubectl apply`'s
@@ -281,66 +276,23 @@ fn slim<K: Resource>(o: &mut K) {
     }
 }
 
-/// Canaries a routing object belongs to: its controller owner, the Canary whose `ingressRef`
-/// names this Ingress (the user's Ingress the canary Ingress is cloned from), and the Canary whose
-/// apex it is named after (a pre-existing route pennant takes over).
+/// Canaries a routing object belongs to: its owner, the Canary whose `ingressRef` names this
+/// Ingress (the user's Ingress the canary Ingress is cloned from), and the Canary whose apex it
+/// is named after (a pre-existing route pennant takes over).
 fn canaries_for_route(
-    canaries: &Store<Canary>,
+    index: &RwLock<Index>,
     kind: &str,
     o: &DynamicObject,
 ) -> Vec<ObjectRef<Canary>> {
-    let ns = o.namespace();
-    let name = o.name_any();
+    let Some(ns) = o.namespace() else {
+        return vec![];
+    };
     let owners: Vec<String> = o.owner_references().iter().map(|r| r.uid.clone()).collect();
-    let is_ingress = kind == "Ingress";
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace() == ns)
-        .filter(|c| {
-            c.metadata.uid.as_ref().is_some_and(|u| owners.contains(u))
-                || c.spec.apex_name() == name
-                || is_ingress && c.spec.ingress_ref.as_ref().is_some_and(|r| r.name == name)
-        })
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
-}
-
-/// Canaries whose target's pods reference this ConfigMap (or Secret).
-fn canaries_for_config(
-    canaries: &Store<Canary>,
-    (deployments, daemon_sets): &(Store<Deployment>, Store<DaemonSet>),
-    ns: Option<String>,
-    name: &str,
-    config_map: bool,
-) -> Vec<ObjectRef<Canary>> {
-    let Some(ns) = ns else { return vec![] };
-    canaries
-        .state()
-        .iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|c| {
-            let target = &c.spec.target_ref.name;
-            let pod = match c.spec.target_ref.kind.as_str() {
-                "DaemonSet" => daemon_sets
-                    .get(&ObjectRef::new(target).within(&ns))
-                    .and_then(|d| d.spec.as_ref()?.template.spec.clone()),
-                _ => deployments
-                    .get(&ObjectRef::new(target).within(&ns))
-                    .and_then(|d| d.spec.as_ref()?.template.spec.clone()),
-            };
-            let Some(pod) = pod else {
-                return false;
-            };
-            let refs = tracker::config_refs(&pod);
-            if config_map {
-                refs.config_maps.contains_key(name)
-            } else {
-                refs.secrets.contains_key(name)
-            }
-        })
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
+    let keys = index
+        .read()
+        .expect("lock")
+        .for_route(kind, &ns, &o.name_any(), &owners);
+    keys.into_iter().map(canary_ref).collect()
 }
 
 fn error_policy(canary: Arc<Canary>, err: &Error, ctx: Arc<Context>) -> Requeue {
@@ -552,9 +504,11 @@ fn decide_in_turn(canary: &Canary, obs: &mut observe::Observation, ctx: &Context
     let me = ObjectRef::from_obj(canary);
     let mut slots = ctx.slots.lock().expect("lock");
     let state_of = |c: &Canary| slot_state(&slots, c);
-    let all = ctx.canaries.state();
+    // Read only with a limit: every other Canary of its scope counts.
     let peers = |same_ns: bool| -> Vec<Peer> {
-        all.iter()
+        ctx.canaries
+            .state()
+            .iter()
             .filter(|c| ObjectRef::from_obj(&***c) != me)
             .filter(|c| !same_ns || c.namespace() == canary.namespace())
             .map(|c| Peer {
@@ -609,16 +563,15 @@ fn record_state(
     ctx: &Context,
 ) {
     let state_of = |c: &Canary| slot_state(slots, c);
-    let all = ctx.canaries.state();
     if state_of(canary) == PeerState::Running && after != PeerState::Running {
-        for c in all.iter() {
+        for c in ctx.canaries.state().iter() {
             if matches!(state_of(c), PeerState::Queued(_)) {
                 let _ = ctx.wake.send(ObjectRef::from_obj(&**c));
             }
         }
     }
     slots.insert(ObjectRef::from_obj(canary), after);
-    if slots.len() > 2 * all.len() + 16 {
+    if slots.len() > 2 * ctx.index.read().expect("lock").len() + 16 {
         slots.retain(|k, _| ctx.canaries.get(k).is_some());
     }
 }
@@ -680,7 +633,7 @@ async fn write_status(
         let mut written = ctx.written.lock().expect("lock");
         written.insert(ObjectRef::from_obj(canary), rv);
         // Forget deleted Canaries now and then, so the map stays the size of the cache.
-        if written.len() > 2 * ctx.canaries.state().len() + 16 {
+        if written.len() > 2 * ctx.index.read().expect("lock").len() + 16 {
             written.retain(|k, _| ctx.canaries.get(k).is_some());
         }
     }

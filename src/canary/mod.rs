@@ -9,6 +9,8 @@
 //! - `judged`    PURE: the sequential judge's step inside the machine (opt-in annotation)
 //! - `concurrency`, `rollback_window` PURE: the limit on concurrent analyses and the rollback
 //!   window (opt-in annotations)
+//! - `index`     PURE: the maps from referenced objects (workloads, routes, configs, claims) to
+//!   the Canaries, fed by the watches
 //! - `context`   the shared state, settings and error of the I/O steps
 //! - `observe`, `execute`, `controller`: the I/O around them
 
@@ -17,6 +19,7 @@ pub mod concurrency;
 pub mod context;
 pub mod controller;
 pub mod execute;
+pub mod index;
 pub mod judge_probe;
 pub mod judged;
 pub mod machine;

@@ -71,7 +71,8 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         }
     }
     // One Canary per target and per written object: the oldest valid claim wins, the others
-    // are refused (Flagger only logs, and both fight over the objects).
+    // are refused (Flagger only logs, and both fight over the objects). Only the Canaries the
+    // index says share an object with this one are read and validated.
     let key = |c: &Canary| {
         (
             c.metadata.creation_timestamp.clone().map(|t| t.0),
@@ -79,11 +80,13 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> Result<Observation, Erro
         )
     };
     let mut claim_conflict = false;
-    let mut others: Vec<_> = ctx
-        .canaries
-        .state()
-        .into_iter()
-        .filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str()))
+    let claimants = ctx.index.read().expect("lock").claimants(canary);
+    let mut others: Vec<_> = claimants
+        .iter()
+        .filter_map(|k| {
+            ctx.canaries
+                .get(&ObjectRef::new(&k.name).within(&k.namespace))
+        })
         .filter(|c| c.metadata.uid != canary.metadata.uid)
         .filter(|c| key(c) < key(canary))
         .collect();

@@ -6,7 +6,7 @@
 //! the shared HTTP server, and its run future.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -171,6 +171,7 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
         client: client.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        unsynced: Arc::new(AtomicUsize::new(enabled.len())),
         scope,
         shutdown: Shutdown::on_signal(),
     };
@@ -413,6 +414,7 @@ mod tests {
             client,
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(true)),
+            unsynced: Arc::new(AtomicUsize::new(0)),
             scope: Scope {
                 namespace: Some("apps".into()),
                 label_selector: None,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, EventSource, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -111,11 +111,10 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let crate::runtime::Process {
         client,
         metrics,
-        ready,
         scope,
         shutdown,
         ..
-    } = process;
+    } = process.clone();
     let storage = settings.storage();
     std::fs::create_dir_all(&storage.root)
         .map_err(|e| anyhow::anyhow!("--storage-path {}: {e}", storage.root.display()))?;
@@ -137,8 +136,19 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         r.metadata.deletion_timestamp.is_some().hash(&mut h);
         Some(h.finish())
     };
+    // Synced at the first complete list. (Not `repos.wait_until_ready()` in a task: the
+    // Controller waits on the same store, and kube wakes only one of the waiters.)
+    let first_list = std::sync::Once::new();
     let trigger = reflector::reflector(writer, watcher(repos_api, scope.watcher_config()))
         .default_backoff()
+        .inspect_ok(move |e| {
+            if matches!(e, watcher::Event::InitDone) {
+                first_list.call_once(|| {
+                    process.synced();
+                    info!("source controller: caches synced");
+                });
+            }
+        })
         .applied_objects()
         .predicate_filter(wanted, PredicateConfig::default());
     let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
@@ -156,15 +166,6 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
     });
-    {
-        let repos = repos.clone();
-        tokio::spawn(async move {
-            if repos.wait_until_ready().await.is_ok() {
-                ready.store(true, std::sync::atomic::Ordering::SeqCst);
-                info!("source controller: caches synced");
-            }
-        });
-    }
     let index = repos.clone();
     Controller::for_stream(trigger, repos)
         .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
