@@ -19,6 +19,7 @@ fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
         timeout: Duration::from_secs(20),
         last_revision: None,
         dest: dest.to_path_buf(),
+        interrupt: Default::default(),
     }
 }
 
@@ -434,4 +435,63 @@ async fn fetch_runs_in_spawn_blocking() {
         .await
         .unwrap();
     assert_eq!(checked(got).1, sha);
+}
+
+/// `n` bytes of hex from a fixed LCG: text git cannot compress much.
+fn noise(n: usize) -> String {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        out.push_str(&format!("{:016x}", x >> 1));
+    }
+    out
+}
+
+/// A repository whose pack takes ~20 s to arrive from a throttled server.
+fn slow_server() -> (GitServer, String) {
+    let server = GitServer::start(ServerOptions {
+        rate: Some(100_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    let url = server.url("big");
+    (server, url)
+}
+
+#[test]
+fn timeout_stops_the_fetch_and_leaves_no_temporary_files() {
+    let (_server, url) = slow_server();
+    let tmp = TempDir::new("pennant-git-timeout");
+    let mut req = request(&url, branch("main"), &tmp.path().join("tree"));
+    req.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(err.reason(), "GitOperationFailed");
+    assert!(err.to_string().contains("timeout of 2s"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn interrupt_stops_the_fetch_and_leaves_no_temporary_files() {
+    let (_server, url) = slow_server();
+    let tmp = TempDir::new("pennant-git-interrupt");
+    let mut req = request(&url, branch("main"), &tmp.path().join("tree"));
+    req.timeout = Duration::from_secs(60);
+    let flag = req.interrupt.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

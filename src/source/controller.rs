@@ -8,8 +8,8 @@
 //! Secret change reconciles the GitRepositories whose `secretRef` names it (a fixed password is
 //! picked up at once, not an interval later), and a new artifact reconciles the GitRepositories
 //! that `include` it. Everything else is timed: the next check at
-//! `spec.interval` (±5% jitter), a failure retried with backoff (5 s doubling, at most the
-//! interval).
+//! `spec.interval` (±5% jitter), a failure retried with backoff (5 s doubling up to 15 min,
+//! Flux's `--max-retry-delay`, whatever the interval).
 //!
 //! Each reconcile: [`decide`] (pure) → finalizer / deletion / fetch with gix off the runtime
 //! (`spawn_blocking`, bounded by `spec.timeout`) → archive into storage → [`outcome`] (pure) →
@@ -218,6 +218,15 @@ fn error_policy(repo: Arc<GitRepository>, err: &Error, ctx: Arc<Context>) -> Act
     let interval =
         crate::api::source::parse_interval(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     Action::requeue(retry_after(n, interval))
+}
+
+/// Sets the flag when dropped: a fetch stops once its reconcile stopped waiting for it.
+struct InterruptOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `f` on tokio's blocking pool; a panic in it is an error of this object, not of the process.
@@ -461,19 +470,25 @@ async fn attempt(
         timeout: plan.timeout,
         last_revision,
         dest: dest.clone(),
+        interrupt: Default::default(),
     };
+    // The blocking task owns the working directory: it is removed when the fetch ends, even
+    // after this reconcile stopped waiting. The fetch bounds itself by `spec.timeout`; the
+    // interrupt stops it when this future is dropped or the grace below runs out.
+    let interrupt = InterruptOnDrop(req.interrupt.clone());
     let fetched = tokio::time::timeout(
         plan.timeout + Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || git::fetch(&req)),
+        tokio::task::spawn_blocking(move || (git::fetch(&req), work)),
     )
     .await;
-    let fetched = match fetched {
+    drop(interrupt);
+    let (fetched, work) = match fetched {
         Err(_) => {
             return fail(
                 types::FETCH_FAILED,
                 reasons::GIT_OPERATION_FAILED,
                 format!(
-                    "failed to checkout and determine revision: timed out after {:?}",
+                    "failed to checkout and determine revision: timeout of {:?} (spec.timeout) reached",
                     plan.timeout
                 ),
             );
@@ -485,7 +500,10 @@ async fn attempt(
                 format!("fetch task failed: {e}"),
             );
         }
-        Ok(Ok(Err(e))) => {
+        Ok(Ok((fetched, work))) => (fetched, work),
+    };
+    let fetched = match fetched {
+        Err(e) => {
             let message = match &e {
                 git::GitError::AuthenticationFailed(_) | git::GitError::UrlInvalid(_) => {
                     e.to_string()
@@ -494,7 +512,7 @@ async fn attempt(
             };
             return fail(types::FETCH_FAILED, e.reason(), message);
         }
-        Ok(Ok(Ok(f))) => f,
+        Ok(f) => f,
     };
     let (revision, commit_sha, commit_message) = match fetched {
         Fetched::Unchanged { revision } if kept.is_some() => {

@@ -428,14 +428,18 @@ pub fn next_interval(interval: Duration, seed: u64) -> Duration {
     Duration::from_secs_f64((interval.as_secs_f64() + spread * (2.0 * unit - 1.0)).max(0.0))
 }
 
-/// When to retry after the `failures`-th failure in a row (1 = first): 5 s doubling, at most
-/// `interval` and at most 5 minutes (a failing source is looked at again within one interval).
-pub fn retry_after(failures: u32, interval: Duration) -> Duration {
-    let backoff = Duration::from_secs(5).saturating_mul(1 << failures.saturating_sub(1).min(10));
-    backoff
-        .min(interval.max(Duration::from_secs(1)))
-        .min(Duration::from_secs(300))
+/// When to retry after the `failures`-th failure in a row (1 = first): 5 s doubling up to
+/// 15 minutes, whatever `spec.interval` is (same as Flux's controller-runtime rate limiter with
+/// `--max-retry-delay=15m`): a failing source with a tiny interval is not fetched every second.
+/// `_interval` is not a cap; it stays in the signature for the callers of every source kind.
+pub fn retry_after(failures: u32, _interval: Duration) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_RETRY_DELAY)
 }
+
+/// Flux's `--max-retry-delay` default.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
 #[cfg(test)]
 #[path = "git_repository_tests.rs"]

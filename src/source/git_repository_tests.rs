@@ -396,9 +396,12 @@ fn requeue_times_jitter_around_the_interval_and_back_off() {
     assert_eq!(next_interval(i, 5000), i);
     assert_eq!(retry_after(1, i), Duration::from_secs(5));
     assert_eq!(retry_after(2, i), Duration::from_secs(10));
-    assert_eq!(retry_after(20, i), Duration::from_secs(300));
-    assert_eq!(
-        retry_after(20, Duration::from_secs(30)),
-        Duration::from_secs(30)
-    );
+    assert_eq!(retry_after(8, i), Duration::from_secs(640));
+    assert_eq!(retry_after(9, i), Duration::from_secs(900));
+    assert_eq!(retry_after(40, i), Duration::from_secs(900));
+    // not capped at the interval: a tiny interval still backs off (Flux's rate limiter)
+    let tiny = Duration::from_secs(1);
+    assert_eq!(retry_after(1, tiny), Duration::from_secs(5));
+    assert_eq!(retry_after(5, tiny), Duration::from_secs(80));
+    assert_eq!(retry_after(20, tiny), Duration::from_secs(900));
 }

@@ -51,6 +51,8 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// Serve https with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Send every response body at about this many bytes a second.
+    pub rate: Option<u64>,
 }
 
 pub struct GitServer {
@@ -85,6 +87,9 @@ impl GitServer {
         }
         if let Some(t) = &opts.token {
             cmd.args(["--token", t]);
+        }
+        if let Some(rate) = opts.rate {
+            cmd.args(["--rate", &rate.to_string()]);
         }
         if let Some((cert, key)) = &opts.tls {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
