@@ -495,3 +495,47 @@ fn interrupt_stops_the_fetch_and_leaves_no_temporary_files() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn commit_pinned_to_a_branch_must_be_on_that_branch() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("pins");
+    let a = repo.commit("main", &[("f", "a")], "a");
+    let b = repo.commit("main", &[("f", "b")], "b");
+    // `dev` forks after b; its commit is not on main
+    let d = repo.commit("dev", &[("f", "d")], "d");
+    let url = server.url("pins");
+    let tmp = TempDir::new("pennant-git-pins");
+    let pin = |sha: &str, branch: &str| GitRef::Commit {
+        sha: sha.into(),
+        branch: Some(branch.into()),
+    };
+
+    // an older commit of the branch: its tree, under the branch's name
+    let dest = tmp.path().join("old");
+    let (rev, _, msg) = checked(fetch(&request(&url, pin(&a, "main"), &dest)));
+    assert_eq!((rev, msg), (format!("main@sha1:{a}"), "a".to_string()));
+    assert_eq!(std::fs::read_to_string(dest.join("f")).unwrap(), "a");
+
+    // a commit only on dev: refused, as Flux's single-branch clone does
+    let dest = tmp.path().join("other");
+    let err = fetch(&request(&url, pin(&d, "main"), &dest)).unwrap_err();
+    assert_eq!(err.reason(), "GitOperationFailed");
+    let text = err.to_string();
+    assert!(
+        text.contains(&d) && text.contains("branch 'main'"),
+        "{text}"
+    );
+    assert!(!dest.exists());
+    // ... even when the stored artifact has that commit under another branch
+    let mut req = request(&url, pin(&d, "main"), &dest);
+    req.last_revision = Some(format!("dev@sha1:{d}"));
+    assert!(fetch(&req).is_err());
+    // while the same revision is still reused without a download
+    let mut req = request(&url, pin(&b, "main"), &dest);
+    req.last_revision = Some(format!("main@sha1:{b}"));
+    assert!(matches!(fetch(&req).unwrap(), Fetched::Unchanged { .. }));
+    // and on its own branch it is fine
+    let (rev, _, _) = checked(fetch(&request(&url, pin(&d, "dev"), &dest)));
+    assert_eq!(rev, format!("dev@sha1:{d}"));
+}

@@ -300,17 +300,30 @@ fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitErro
     let (full_ref, remote_commit) = resolve(&req.reference, &refs)?;
     let rev = |commit: &str| revision(&req.reference, &full_ref, commit);
 
+    // A commit on a branch is reused only under the same revision string: with another branch
+    // it has not been checked to be on that one.
+    let pinned_on_branch = matches!(
+        &req.reference,
+        GitRef::Commit {
+            branch: Some(_),
+            ..
+        }
+    );
     if let Some(last) = &req.last_revision
         && revision_hash(last).eq_ignore_ascii_case(&remote_commit)
+        && (!pinned_on_branch || *last == rev(&remote_commit))
     {
         return Ok(Fetched::Unchanged {
             revision: rev(&remote_commit),
         });
     }
 
-    // 2. Shallow fetch of exactly that ref (or commit).
+    // 2. Shallow fetch of exactly that ref (or commit). A commit with a branch: the branch's
+    // whole history (one branch only, as Flux's clone), so that the commit is proven to be on
+    // it; this costs the branch's history once per new revision (the fetch is skipped while
+    // the stored artifact is of the same revision).
     let (spec, local) = match &req.reference {
-        GitRef::Commit { sha, .. } => (
+        GitRef::Commit { sha, branch: None } => (
             format!("{sha}:refs/pennant/pinned"),
             "refs/pennant/pinned".to_string(),
         ),
@@ -318,20 +331,30 @@ fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitErro
     };
     let remote = remote(&repo, &url, &spec)?;
     let (conn, asked) = connect(&remote, req, &url).map_err(diagnose)?;
+    let shallow = if pinned_on_branch {
+        gix::remote::fetch::Shallow::NoChange
+    } else {
+        gix::remote::fetch::Shallow::DepthAtRemote(1.try_into().expect("non-zero"))
+    };
     conn.prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| diagnose(classify(&asked, "cannot list remote refs", &e)))?
-        .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
-            1.try_into().expect("non-zero"),
-        ))
+        .with_shallow(shallow)
         .receive(gix::progress::Discard, stop)
         .map_err(|e| diagnose(classify(&asked, "fetch failed", &e)))?;
     check(stop)?;
+    if pinned_on_branch {
+        on_branch(&repo, &local, &remote_commit)?;
+    }
 
-    let commit = repo
-        .find_reference(local.as_str())
-        .map_err(op("fetched ref missing"))?
-        .peel_to_commit()
-        .map_err(op(&format!("'{full_ref}' does not point to a commit")))?;
+    let commit = if pinned_on_branch {
+        let id = gix::ObjectId::from_hex(remote_commit.as_bytes()).map_err(op("invalid commit"))?;
+        repo.find_commit(id).map_err(op("commit missing"))?
+    } else {
+        repo.find_reference(local.as_str())
+            .map_err(op("fetched ref missing"))?
+            .peel_to_commit()
+            .map_err(op(&format!("'{full_ref}' does not point to a commit")))?
+    };
     let commit_sha = commit.id.to_string();
     let message = commit
         .message_raw_sloppy()
@@ -347,6 +370,35 @@ fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitErro
         commit_sha,
         commit_message: message,
     })
+}
+
+/// An error unless `sha` is in the history of the fetched `branch_ref` (Flux clones only the
+/// branch, so a commit elsewhere is "object not found" there too).
+fn on_branch(repo: &gix::Repository, branch_ref: &str, sha: &str) -> Result<(), GitError> {
+    let tip = repo
+        .find_reference(branch_ref)
+        .map_err(op("fetched ref missing"))?
+        .peel_to_commit()
+        .map_err(op(&format!("'{branch_ref}' does not point to a commit")))?
+        .id;
+    let walk = repo
+        .rev_walk([tip])
+        .all()
+        .map_err(op("cannot walk the branch's history"))?;
+    for info in walk {
+        if info
+            .map_err(op("cannot walk the branch's history"))?
+            .id
+            .to_string()
+            == sha
+        {
+            return Ok(());
+        }
+    }
+    let branch = branch_ref.strip_prefix("refs/heads/").unwrap_or(branch_ref);
+    Err(GitError::GitOperationFailed(format!(
+        "unable to resolve commit object for '{sha}': object not found on branch '{branch}'"
+    )))
 }
 
 /// A ref name git would accept and that cannot alter a refspec (`git check-ref-format` rules
