@@ -465,6 +465,16 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
         .iter()
         .find(|c| c.type_ == "FetchFailed");
     assert!(fetch_failed.is_some_and(|c| c.status == "True"), "{status}");
+    // Flux's retry state: Reconciling=True ProgressingWithRetry; the generation never
+    // reconciled is not observed
+    let st = r.status.as_ref().unwrap();
+    assert!(
+        st.conditions.iter().any(|c| c.type_ == "Reconciling"
+            && c.status == "True"
+            && c.reason == "ProgressingWithRetry"),
+        "{status}"
+    );
+    assert_ne!(st.observed_generation, r.metadata.generation, "{status}");
     let out = flux_ok(&ns.name, &["get", "sources", "git", "app"]);
     assert!(out.contains("False"), "{out}");
     let events = ns.event_messages_with("app", "authentication").await;

@@ -37,7 +37,7 @@ use super::artifact::{UntarLimits, untar_gz};
 use super::git::{self, FetchRequest, Fetched};
 use super::git_repository::{
     Attempt, FetchPlan, NEW_ARTIFACT, Notice, Plan, credentials, decide, next_interval, outcome,
-    retry_after, reusable_revision,
+    progressing, retry_after, reusable_revision,
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
@@ -284,6 +284,13 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     let (attempt, unsupported, interval) = match fetch {
         Err(stalled) => (stalled, vec![], None),
         Ok(plan) => {
+            // Flux's "processing object" write, before a fetch of a new generation or request
+            if let Some(st) = progressing(&repo, &Time(Timestamp::now())) {
+                write_status(&repo, &st, &api).await?;
+                let mut r = (*repo).clone();
+                r.status = Some(st);
+                repo = Arc::new(r);
+            }
             let attempt = attempt(&repo, &plan, kept.as_ref(), &ctx).await;
             (attempt, plan.unsupported.clone(), Some(plan.interval))
         }

@@ -10,10 +10,11 @@
 //! `ignore`/`include`/`recurseSubmodules` configuration and included artifacts; a failure keeps
 //! the last good artifact served (`ArtifactInStorage` stays True, `Ready=False`). Differences,
 //! on purpose:
-//! - the status written is the final one of the attempt: `Reconciling` is never left behind
-//!   (Flux keeps `Reconciling=True ProgressingWithRetry` after a failure); the failure shows as
-//!   `Ready=False` with the failing condition's reason and message. kstatus reads that as
-//!   InProgress, so `flux reconcile` of a failing source waits for its timeout, as with Flux;
+//! - status flow as Flux's: before a fetch of a new generation or a requested reconcile,
+//!   [`progressing`] gives `Reconciling=True Progressing` (written once, only when it changes
+//!   the status); a failure keeps the old `observedGeneration` and leaves
+//!   `Reconciling=True ProgressingWithRetry` with `Ready=False` carrying the failure (kstatus:
+//!   InProgress); a stall sets `observedGeneration` and has no `Reconciling`;
 //! - fields pennant accepts but does not act on (`sparseCheckout`, `recurseSubmodules: true`,
 //!   `proxySecretRef`, overridden `ref` fields) give `Unsupported=True` and a Warning Event;
 //!   `verify` and a `provider` other than `generic` stall the object (serving an unverified or
@@ -275,6 +276,62 @@ pub fn stored_message(revision: &str) -> String {
     format!("stored artifact for revision '{revision}'")
 }
 
+/// Flux's message of a reconcile in progress: `processing object: new generation X -> Y` for a
+/// generation not yet observed, else `reconciliation in progress`.
+fn progress_message(repo: &GitRepository) -> String {
+    let generation = repo.metadata.generation.unwrap_or(0);
+    let observed = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    if observed == generation {
+        "reconciliation in progress".into()
+    } else {
+        format!("processing object: new generation {observed} -> {generation}")
+    }
+}
+
+/// The status to write before fetching, as Flux does at the start of a reconcile of a new
+/// generation or a requested one (`reconcile.fluxcd.io/requestedAt` not yet handled):
+/// `Reconciling=True Progressing` with [`progress_message`]'s text, and `Ready=Unknown` with
+/// the same when `Ready` is absent or already Unknown (Flux's `ProgressiveStatus`; a `Ready`
+/// True or False is kept until the attempt ends). `None` when neither holds or nothing would
+/// change, so a steady state makes no write.
+pub fn progressing(repo: &GitRepository, now: &Time) -> Option<GitRepositoryStatus> {
+    let old = repo.status.clone().unwrap_or_default();
+    let generation = repo.metadata.generation.unwrap_or(0);
+    let requested = requested_at(repo.metadata.annotations.as_ref())
+        .is_some_and(|t| old.last_handled_reconcile_at.as_deref() != Some(t));
+    if old.observed_generation == Some(generation) && !requested {
+        return None;
+    }
+    let message = progress_message(repo);
+    let mut st = old.clone();
+    let conds = &mut st.conditions;
+    remove_condition(conds, types::STALLED);
+    mark_true(
+        conds,
+        types::RECONCILING,
+        reasons::PROGRESSING,
+        &message,
+        generation,
+        now,
+    );
+    if conditions::get(conds, types::READY).is_none_or(|c| c.status == conditions::UNKNOWN) {
+        conditions::set_condition(
+            conds,
+            types::READY,
+            conditions::UNKNOWN,
+            reasons::PROGRESSING,
+            &message,
+            generation,
+            now,
+        );
+    }
+    (st != old).then_some(st)
+}
+
 /// The status after `attempt`, from the object's current status. `kept` is the stored artifact
 /// still served (its file verified; URL refreshed to the advertised address), `None` when there
 /// is none or it is gone from storage. `unsupported` lists the fields accepted but not acted
@@ -290,12 +347,19 @@ pub fn outcome(
     let mut st = old.clone();
     let generation = repo.metadata.generation.unwrap_or(0);
     let mut notices = vec![];
-    st.observed_generation = Some(generation);
+    let retrying = matches!(attempt, Attempt::Failed { .. });
+    let progress = progress_message(repo);
+    // a failure has not reconciled this generation (Flux's observedGeneration rule)
+    if !retrying {
+        st.observed_generation = Some(generation);
+    }
     if let Some(token) = requested_at(repo.metadata.annotations.as_ref()) {
         st.last_handled_reconcile_at = Some(token.to_string());
     }
     let conds = &mut st.conditions;
-    remove_condition(conds, types::RECONCILING);
+    if !retrying {
+        remove_condition(conds, types::RECONCILING);
+    }
     remove_condition(conds, types::STALLED);
     // Unsupported fields: a condition and, when the list changed, a Warning.
     if unsupported.is_empty() {
@@ -378,6 +442,14 @@ pub fn outcome(
                 remove_condition(conds, c);
             }
             mark_true(conds, condition, &reason, &message, generation, now);
+            mark_true(
+                conds,
+                types::RECONCILING,
+                reasons::PROGRESSING_WITH_RETRY,
+                &progress,
+                generation,
+                now,
+            );
             Err(true)
         }
         Attempt::Stalled { reason, message } => {
