@@ -453,7 +453,10 @@ pub fn outcome(
             Err(true)
         }
         Attempt::Stalled { reason, message } => {
-            if conditions::get(conds, types::STALLED).is_none_or(|c| c.message != message) {
+            // against the status read (Stalled was cleared above): a restart re-emits nothing
+            if conditions::get(&old.conditions, types::STALLED)
+                .is_none_or(|c| c.message != message || c.status != conditions::TRUE)
+            {
                 notices.push(warning(&reason, &message));
             }
             mark_true(conds, types::STALLED, &reason, &message, generation, now);

@@ -375,6 +375,21 @@ fn a_stalled_spec_and_unsupported_fields_are_never_silent() {
     assert_eq!(out.result, Err(false), "waits for a change");
     assert_eq!(out.notices.len(), 2, "{:?}", out.notices);
     assert!(out.notices.iter().all(|n| n.warning));
+    // the same stall again (e.g. after a restart): the status says it already, no new Event
+    let mut again = r.clone();
+    again.status = Some(out.status.clone());
+    let out2 = outcome(
+        &again,
+        None,
+        Attempt::Stalled {
+            reason: INVALID_SPEC.into(),
+            message: "invalid spec.ref".into(),
+        },
+        &["spec.sparseCheckout".into()],
+        &now(),
+    );
+    assert!(out2.notices.is_empty(), "{:?}", out2.notices);
+    assert_eq!(out2.status, out.status);
     let unsupported_ok = outcome(
         &r,
         None,
