@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pennant::api::source::GitRepository;
 use sha2::Digest;
-use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::gitserver::{GitServer, ServerOptions, TempDir, noise};
 use support::*;
 
 /// `pennant controller --controllers source` in `ns`, its storage under `storage`, its HTTP
@@ -795,4 +795,50 @@ async fn a_restarted_controller_resumes_from_status_and_storage() {
         "the same artifact again is no news"
     );
     cleanup(ns).await;
+}
+
+/// Deleted while its fetch runs: the finished fetch records nothing (no status, no
+/// `NewArtifact` Event) and the deletion removes the object.
+#[tokio::test]
+async fn deleted_mid_fetch_records_no_new_artifact() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-delmid", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions {
+        rate: Some(100_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    ns.apply_yaml(&git_repository_yaml(
+        "big",
+        &server.url("big"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    // the progress write comes just before the fetch
+    wait_until(Duration::from_secs(30), "Reconciling", || async {
+        let r = git_repo(&ns, "big").await;
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.reason == "Progressing")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let api: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), &ns.name);
+    api.delete("big", &Default::default())
+        .await
+        .expect("delete");
+    wait_until(Duration::from_secs(90), "the object gone", || async {
+        api.get_opt("big").await.expect("get").is_none()
+    })
+    .await;
+    let events = ns.events("big").await;
+    assert!(
+        events.iter().all(|(_, m)| !m.contains("stored artifact")),
+        "{events:?}"
+    );
 }

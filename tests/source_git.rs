@@ -7,7 +7,7 @@ mod gitserver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gitserver::{GitServer, ServerOptions, TempDir};
+use gitserver::{GitServer, ServerOptions, TempDir, noise};
 use pennant::source::git::{FetchRequest, Fetched, GitAuth, GitError, GitRef, fetch};
 
 fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
@@ -435,17 +435,6 @@ async fn fetch_runs_in_spawn_blocking() {
         .await
         .unwrap();
     assert_eq!(checked(got).1, sha);
-}
-
-/// `n` bytes of hex from a fixed LCG: text git cannot compress much.
-fn noise(n: usize) -> String {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut out = String::with_capacity(n);
-    while out.len() < n {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        out.push_str(&format!("{:016x}", x >> 1));
-    }
-    out
 }
 
 /// A repository whose pack takes ~20 s to arrive from a throttled server.

@@ -292,6 +292,18 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
                 repo = Arc::new(r);
             }
             let attempt = attempt(&repo, &plan, kept.as_ref(), &ctx).await;
+            // deleted while fetching: no status or NewArtifact for it; the deletion's own
+            // reconcile (queued meanwhile) removes the storage, this artifact included
+            if matches!(attempt, Attempt::Stored { .. })
+                && api
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err("get"))?
+                    .is_none_or(|r| r.metadata.deletion_timestamp.is_some())
+            {
+                info!(gitrepository = %name, namespace = %ns, "deleted while fetching: nothing recorded");
+                return Ok(Action::await_change());
+            }
             (attempt, plan.unsupported.clone(), Some(plan.interval))
         }
     };

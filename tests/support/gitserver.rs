@@ -437,3 +437,15 @@ impl Drop for SshServer {
         let _ = self.child.wait();
     }
 }
+
+/// `n` bytes of hex from a fixed LCG: text git cannot compress much (a slow pack with
+/// [`ServerOptions::rate`]).
+pub fn noise(n: usize) -> String {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        out.push_str(&format!("{:016x}", x >> 1));
+    }
+    out
+}
