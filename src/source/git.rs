@@ -385,13 +385,9 @@ fn on_branch(repo: &gix::Repository, branch_ref: &str, sha: &str) -> Result<(), 
         .rev_walk([tip])
         .all()
         .map_err(op("cannot walk the branch's history"))?;
+    let want = gix::ObjectId::from_hex(sha.as_bytes()).map_err(op("invalid commit"))?;
     for info in walk {
-        if info
-            .map_err(op("cannot walk the branch's history"))?
-            .id
-            .to_string()
-            == sha
-        {
+        if info.map_err(op("cannot walk the branch's history"))?.id == want {
             return Ok(());
         }
     }
