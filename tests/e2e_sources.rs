@@ -842,3 +842,75 @@ async fn deleted_mid_fetch_records_no_new_artifact() {
         "{events:?}"
     );
 }
+
+/// SIGTERM during a slow fetch: the fetch is interrupted, the process exits at once and its
+/// temporary checkout is gone.
+#[tokio::test]
+async fn shutdown_interrupts_a_fetch_and_leaves_no_temporary_files() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-stop", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let tmp = TempDir::new("pennant-tmpdir");
+    let args = [
+        "--controllers",
+        "source",
+        "--storage-path",
+        storage.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let mut ctl = ControllerProcess::start_with(
+        &ns.name,
+        &format!("source-{}", ns.name),
+        &kubeconfig_path(),
+        &args,
+        &[("TMPDIR", tmp.path().to_str().unwrap())],
+    );
+    let server = GitServer::start(ServerOptions {
+        rate: Some(50_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    ns.apply_yaml(&git_repository_yaml(
+        "big",
+        &server.url("big"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "Reconciling", || async {
+        let r = git_repo(&ns, "big").await;
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.reason == "Progressing")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pennant-git"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!left().is_empty(), "the fetch works under TMPDIR");
+    let start = std::time::Instant::now();
+    let code = ctl.terminate(Duration::from_secs(10));
+    assert!(
+        code.is_some(),
+        "had to be killed after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(left().is_empty(), "{:?}", left());
+    // a controller again, to release the finalizer
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
+    cleanup(ns).await;
+}

@@ -93,6 +93,8 @@ struct Context {
     /// Reconciles the GitRepositories that include one with a new artifact.
     wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<GitRepository>>,
     instance: String,
+    /// Interrupts the fetches in flight (a stopping process does not wait for them).
+    shutdown: crate::runtime::Shutdown,
 }
 
 fn patch_params() -> PatchParams {
@@ -162,6 +164,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         repos: repos.clone(),
         failures: Mutex::default(),
         wake,
+        shutdown: shutdown.clone(),
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
@@ -495,11 +498,19 @@ async fn attempt(
     // after this reconcile stopped waiting. The fetch bounds itself by `spec.timeout`; the
     // interrupt stops it when this future is dropped or the grace below runs out.
     let interrupt = InterruptOnDrop(req.interrupt.clone());
-    let fetched = tokio::time::timeout(
-        plan.timeout + Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || (git::fetch(&req), work)),
-    )
-    .await;
+    let fetched = tokio::select! {
+        r = tokio::time::timeout(
+            plan.timeout + Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || (git::fetch(&req), work)),
+        ) => r,
+        () = ctx.shutdown.signalled() => {
+            return fail(
+                types::FETCH_FAILED,
+                reasons::GIT_OPERATION_FAILED,
+                "fetch interrupted: the controller is stopping".into(),
+            );
+        }
+    };
     drop(interrupt);
     let (fetched, work) = match fetched {
         Err(_) => {
