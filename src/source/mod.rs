@@ -14,6 +14,7 @@ pub mod helm_index;
 pub mod http;
 pub mod ignore;
 pub mod oci;
+pub mod oci_repository;
 pub mod semver;
 pub mod serve;
 pub mod storage;

@@ -1,5 +1,5 @@
-//! The source controller (`--controllers source`): GitRepositories reconciled as Flux's
-//! source-controller does, their artifacts written to the [`Storage`] and served by the
+//! The source controller (`--controllers source`): GitRepositories and OCIRepositories
+//! ([`oci`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
 //! process's HTTP server ([`Storage::routes`]).
 //!
 //! Wiring: the GitRepository watch passes an event on only when the generation or the
@@ -41,7 +41,9 @@ use super::git_repository::{
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
-use crate::api::source::{Artifact, FINALIZER, GitRepository, GitRepositoryStatus};
+use crate::api::source::{Artifact, FINALIZER, GitRepository};
+
+mod oci;
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
 
@@ -95,6 +97,31 @@ struct Context {
     instance: String,
 }
 
+/// What the generic helpers need of a source kind.
+trait Kind:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -106,7 +133,7 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// Watch and reconcile GitRepositories until the process's shutdown.
+/// Watch and reconcile GitRepositories and OCIRepositories until the process's shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
@@ -156,17 +183,28 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
     });
+    let (oci_repos, oci_controller) = oci::controller(
+        oci::Context::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.storage.clone(),
+            ctx.instance.clone(),
+        ),
+        &scope,
+        shutdown.clone(),
+    );
     {
         let repos = repos.clone();
         tokio::spawn(async move {
-            if repos.wait_until_ready().await.is_ok() {
+            if repos.wait_until_ready().await.is_ok() && oci_repos.wait_until_ready().await.is_ok()
+            {
                 ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 info!("source controller: caches synced");
             }
         });
     }
     let index = repos.clone();
-    Controller::for_stream(trigger, repos)
+    let git_controller = Controller::for_stream(trigger, repos)
         .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
         .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|r| (r, rx))
@@ -177,8 +215,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             if let Err(e) = res {
                 tracing::debug!("source reconcile: {e}");
             }
-        })
-        .await;
+        });
+    futures::join!(git_controller, oci_controller);
     Ok(())
 }
 
@@ -255,7 +293,7 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
                     .await
                     .and_then(|r| r)
                     .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
-                remove_finalizer(&repo, &api).await?;
+                remove_finalizer(&*repo, &api).await?;
                 ctx.failures
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -265,12 +303,16 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
             }
             // the finalizer first; then go on with the object as patched (the watch filters
             // metadata changes out, and the cache may lag)
-            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&repo, &api).await?),
+            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&*repo, &api).await?),
             Plan::Stall { reason, message } => break Err(Attempt::Stalled { reason, message }),
             Plan::Fetch(f) => break Ok(f),
         }
     };
-    let kept = kept_artifact(&repo, &ctx).await;
+    let kept = kept_artifact(
+        repo.status.as_ref().and_then(|s| s.artifact.as_ref()),
+        &ctx.storage,
+    )
+    .await;
     let (attempt, unsupported, interval) = match fetch {
         Err(stalled) => (stalled, vec![], None),
         Ok(plan) => {
@@ -280,9 +322,9 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     };
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
-    write_status(&repo, &out.status, &api).await?;
+    write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
     for n in &out.notices {
-        emit_event(&repo, n, &ctx).await;
+        emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
     }
     // a new artifact: the GitRepositories including this one copy it now, not an interval later
     if out.notices.iter().any(|n| n.reason == NEW_ARTIFACT) {
@@ -337,15 +379,16 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
 
 /// `status.artifact` when its file is in storage and re-hashes to its digest, with its URL
 /// rewritten for the current advertised address.
-async fn kept_artifact(repo: &GitRepository, ctx: &Context) -> Option<Artifact> {
-    let a = repo.status.as_ref()?.artifact.clone()?;
-    let storage = ctx.storage.clone();
+async fn kept_artifact(artifact: Option<&Artifact>, storage: &Storage) -> Option<Artifact> {
+    let a = artifact?.clone();
+    let url_of = storage.clone();
+    let storage = storage.clone();
     let (path, digest) = (a.path.clone(), a.digest.clone());
     let ok = blocking(move || storage.verify(&path, &digest))
         .await
         .unwrap_or(false);
     ok.then(|| Artifact {
-        url: ctx.storage.url_for(&a.path),
+        url: url_of.url_for(&a.path),
         ..a
     })
 }
@@ -626,11 +669,7 @@ fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// A JSON patch guarded by a `test` of the resourceVersion (two reconciles never add twice).
-async fn patch_finalizers(
-    repo: &GitRepository,
-    api: &Api<GitRepository>,
-    op: Value,
-) -> Result<GitRepository, Error> {
+async fn patch_finalizers<K: Kind>(repo: &K, api: &Api<K>, op: Value) -> Result<K, Error> {
     let ops = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": repo.resource_version()},
         op
@@ -643,10 +682,7 @@ async fn patch_finalizers(
 }
 
 /// The object with `finalizers.fluxcd.io` added, as the server returned it.
-async fn add_finalizer(
-    repo: &GitRepository,
-    api: &Api<GitRepository>,
-) -> Result<GitRepository, Error> {
+async fn add_finalizer<K: Kind>(repo: &K, api: &Api<K>) -> Result<K, Error> {
     let op = if repo.finalizers().is_empty() {
         json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
     } else {
@@ -655,7 +691,7 @@ async fn add_finalizer(
     patch_finalizers(repo, api, op).await
 }
 
-async fn remove_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Result<(), Error> {
+async fn remove_finalizer<K: Kind>(repo: &K, api: &Api<K>) -> Result<(), Error> {
     let Some(i) = repo.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
@@ -668,18 +704,20 @@ async fn remove_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Res
 }
 
 /// Merge-patch `/status` when it changed; a field that disappeared is sent as null.
-async fn write_status(
-    repo: &GitRepository,
-    status: &GitRepositoryStatus,
-    api: &Api<GitRepository>,
+async fn write_status<K: Kind, S: serde::Serialize + PartialEq + Default>(
+    repo: &K,
+    old: Option<&S>,
+    status: &S,
+    api: &Api<K>,
 ) -> Result<(), Error> {
-    let old = repo.status.clone().unwrap_or_default();
-    if *status == old {
+    let default = S::default();
+    let old = old.unwrap_or(&default);
+    if status == old {
         return Ok(());
     }
     let new_v = serde_json::to_value(status).map_err(|e| Error::Kube(e.to_string()))?;
     let mut st = new_v.as_object().cloned().unwrap_or_default();
-    if let Value::Object(old_v) = serde_json::to_value(&old).unwrap_or_default() {
+    if let Value::Object(old_v) = serde_json::to_value(old).unwrap_or_default() {
         for k in old_v.keys() {
             st.entry(k.clone()).or_insert(Value::Null);
         }
@@ -694,15 +732,16 @@ async fn write_status(
     Ok(())
 }
 
-/// A core/v1 Event on the GitRepository, as Flux's recorder writes them (reason, type,
+/// A core/v1 Event on the source object, as Flux's recorder writes them (reason, type,
 /// `source.component: source-controller`, annotations `source.toolkit.fluxcd.io/<key>`), also
 /// logged. Messages carry no secrets (the fetch redacts them).
-async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
+async fn emit_event<K: Kind>(repo: &K, n: &Notice, client: &Client, instance: &str) {
     let name = repo.name_any();
+    let kind = K::kind(&());
     if n.warning {
-        warn!(gitrepository = %name, reason = %n.reason, "{}", n.message);
+        warn!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
     } else {
-        info!(gitrepository = %name, reason = %n.reason, "{}", n.message);
+        info!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
     }
     let now = Timestamp::now();
     let note = crate::api::condition::truncate_message(
@@ -735,11 +774,10 @@ async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
         event_time: Some(MicroTime(now)),
         action: Some("Reconcile".into()),
         reporting_component: Some("pennant.dev/source".into()),
-        reporting_instance: Some(ctx.instance.clone()),
+        reporting_instance: Some(instance.to_string()),
         ..Default::default()
     };
-    let api: Api<Event> =
-        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    let api: Api<Event> = Api::namespaced(client.clone(), &repo.namespace().unwrap_or_default());
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
