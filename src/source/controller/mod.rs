@@ -41,8 +41,9 @@ use super::git_repository::{
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
-use crate::api::source::{Artifact, FINALIZER, GitRepository};
+use crate::api::source::{Artifact, FINALIZER, GitRepository, OCIRepository};
 
+mod kind;
 mod oci;
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
@@ -183,15 +184,17 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
     });
-    let (oci_repos, oci_controller) = oci::controller(
-        oci::Context::new(
+    let (oci_repos, oci_watch) = kind::watch::<OCIRepository>(&ctx.client, &scope);
+    let oci_controller = kind::run(
+        oci_watch,
+        shutdown.clone(),
+        Arc::new(kind::Ctx::new(
             ctx.client.clone(),
             ctx.metrics.clone(),
             ctx.storage.clone(),
             ctx.instance.clone(),
-        ),
-        &scope,
-        shutdown.clone(),
+        )),
+        oci::reconcile,
     );
     {
         let repos = repos.clone();

@@ -1,244 +1,79 @@
-//! OCIRepositories: the watch and one reconcile ([`decide`] → finalizer / deletion / pull →
-//! store → [`outcome`] → status → Events → GC), with the GitRepository's wiring (Flux's
-//! generation-or-request predicate, Secrets named by `secretRef`/`certSecretRef` reconcile their
-//! OCIRepositories, interval with jitter, backoff on failure).
+//! OCIRepositories: one reconcile ([`decide`] → finalizer / deletion / pull → store →
+//! [`outcome`] → status → Events → GC), wired by [`super::kind`] (Secrets named by
+//! `secretRef`/`certSecretRef` reconcile their OCIRepositories).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tracing::{info, warn};
 
-use super::{
-    Error, add_finalizer, blocking, emit_event, kept_artifact, remove_finalizer, write_status,
-};
-use crate::api::source::{Artifact, OCIRepository};
-use crate::gitops::conditions::{self, reasons, types};
-use crate::gitops::reconcile_request::requested_at;
-use crate::source::git_repository::{Plan, next_interval, retry_after};
+use super::kind::{Ctx, Source, finish, prepare};
+use super::{Error, blocking, emit_event, kept_artifact, write_status};
+use crate::api::source::{Artifact, OCIRepository, parse_interval};
+use crate::gitops::conditions::{reasons, types};
+use crate::source::git_repository::Plan;
 use crate::source::http::TlsConfig;
 use crate::source::ignore::IgnoreRules;
 use crate::source::oci::{self, OciAuth, PullRequest, Pulled, docker_config_auth};
 use crate::source::oci_repository::{
     Attempt, PullPlan, artifact_file, copies, decide, outcome, reusable_revision,
 };
-use crate::source::storage::Storage;
 
-/// Kind directory and Event kind.
-const KIND: &str = "OCIRepository";
-
-pub(super) struct Context {
-    pub client: Client,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub storage: Storage,
-    pub instance: String,
-    failures: Mutex<HashMap<ObjectRef<OCIRepository>, u32>>,
-}
-
-/// The OCIRepository controller: its cache (for readiness) and the future that runs it until
-/// `shutdown`.
-pub(super) fn controller(
-    ctx: Context,
-    scope: &crate::runtime::Scope,
-    shutdown: crate::runtime::Shutdown,
-) -> (
-    Store<OCIRepository>,
-    impl std::future::Future<Output = ()> + Send,
-) {
-    let client = ctx.client.clone();
-    let api: Api<OCIRepository> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let secrets_api: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (repos, writer) = reflector::store::<OCIRepository>();
-    let wanted = |r: &OCIRepository| {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        r.metadata.generation.hash(&mut h);
-        requested_at(r.metadata.annotations.as_ref()).hash(&mut h);
-        r.metadata.deletion_timestamp.is_some().hash(&mut h);
-        Some(h.finish())
-    };
-    let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(wanted, PredicateConfig::default());
-    let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
-    let index = repos.clone();
-    let fut = Controller::for_stream(trigger, repos.clone())
-        .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
-        .graceful_shutdown_on(shutdown.signalled())
-        .run(reconcile, error_policy, Arc::new(ctx))
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!("ocirepository reconcile: {e}");
-            }
-        });
-    (repos, fut)
-}
-
-impl Context {
-    pub(super) fn new(
-        client: Client,
-        metrics: Arc<crate::metrics::Metrics>,
-        storage: Storage,
-        instance: String,
-    ) -> Self {
-        Context {
-            client,
-            metrics,
-            storage,
-            instance,
-            failures: Mutex::default(),
-        }
+impl Source for OCIRepository {
+    const KIND: &'static str = "OCIRepository";
+    fn interval(&self) -> Option<Duration> {
+        parse_interval(&self.spec.interval)
+    }
+    fn secret_names(&self) -> Vec<&str> {
+        [&self.spec.secret_ref, &self.spec.cert_secret_ref]
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect()
     }
 }
 
-/// The OCIRepositories whose `secretRef` or `certSecretRef` names this Secret.
-fn repos_for_secret(
-    repos: &Store<OCIRepository>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<OCIRepository>> {
-    let ns = secret.namespace();
-    let name = secret.name_any();
-    repos
-        .state()
-        .iter()
-        .filter(|r| r.namespace() == ns)
-        .filter(|r| {
-            [&r.spec.secret_ref, &r.spec.cert_secret_ref]
-                .iter()
-                .any(|s| s.as_ref().is_some_and(|s| s.name == name))
-        })
-        .map(|r| ObjectRef::from_obj(&**r))
-        .collect()
-}
-
-fn error_policy(repo: Arc<OCIRepository>, err: &Error, ctx: Arc<Context>) -> Action {
-    let n = {
-        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(ObjectRef::from_obj(&*repo)).or_default();
-        *n += 1;
-        *n
-    };
-    let reason = match err {
-        Error::Kube(_) => {
-            warn!(ocirepository = %repo.name_any(), "reconcile failed: {err}");
-            "kube"
-        }
-        Error::Failed(_) => "source",
-    };
-    ctx.metrics.reconcile_error("source", reason);
-    let interval =
-        crate::api::source::parse_interval(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
-    Action::requeue(retry_after(n, interval))
-}
-
-async fn reconcile(repo: Arc<OCIRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
-    use futures::FutureExt;
-    let name = repo.name_any();
-    std::panic::AssertUnwindSafe(reconcile_one(repo, ctx))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Kube(format!(
-                "reconcile of {name} panicked (see the log)"
-            )))
-        })
-}
-
-async fn reconcile_one(repo: Arc<OCIRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = repo.namespace().unwrap_or_default();
-    let name = repo.name_any();
-    let api: Api<OCIRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut repo = repo;
-    let pull = loop {
-        match decide(&repo) {
-            Plan::Nothing | Plan::Suspended => return Ok(Action::await_change()),
-            Plan::Finalize => {
-                let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-                blocking(move || storage.remove_all(KIND, &n, &nm).map_err(|e| e.to_string()))
-                    .await
-                    .and_then(|r| r)
-                    .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
-                remove_finalizer(&*repo, &api).await?;
-                ctx.failures
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ObjectRef::from_obj(&*repo));
-                info!(ocirepository = %name, namespace = %ns, "artifacts removed, finalizer released");
-                return Ok(Action::await_change());
-            }
-            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&*repo, &api).await?),
-            Plan::Stall { reason, message } => break Err(Attempt::Stalled { reason, message }),
-            Plan::Fetch(p) => break Ok(p),
-        }
+/// One reconcile of one OCIRepository.
+pub(super) async fn reconcile(
+    repo: Arc<OCIRepository>,
+    ctx: Arc<Ctx<OCIRepository>>,
+) -> Result<Action, Error> {
+    let (repo, plan) = match prepare(repo, &ctx, decide).await? {
+        Ok(p) => p,
+        Err(done) => return Ok(done),
     };
     let kept = kept_artifact(
         repo.status.as_ref().and_then(|s| s.artifact.as_ref()),
         &ctx.storage,
     )
     .await;
-    let (attempt, unsupported, interval) = match pull {
-        Err(stalled) => (stalled, vec![], None),
-        Ok(plan) => {
-            let attempt = attempt(&repo, &plan, kept.as_ref(), &ctx).await;
-            (attempt, plan.unsupported.clone(), Some(plan.interval))
-        }
+    let (attempt, unsupported) = match plan {
+        Plan::Fetch(plan) => (
+            attempt(&repo, &plan, kept.as_ref(), &ctx).await,
+            plan.unsupported,
+        ),
+        Plan::Stall { reason, message } => (Attempt::Stalled { reason, message }, vec![]),
+        _ => return Ok(Action::await_change()),
     };
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
+    let api: Api<OCIRepository> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
     write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
     for n in &out.notices {
         emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
     }
-    if let Some(a) = out.status.artifact.clone() {
-        let (storage, n, nm) = (ctx.storage.clone(), ns.clone(), name.clone());
-        let removed = blocking(move || {
-            storage
-                .gc(KIND, &n, &nm, Some(a.file_name()), SystemTime::now())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .and_then(|r| r);
-        if let Err(e) = removed {
-            warn!(ocirepository = %name, "garbage collection: {e}");
-        }
-    }
-    match out.result {
-        Ok(()) => {
-            ctx.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&ObjectRef::from_obj(&*repo));
-            let seed = Timestamp::now().subsec_nanosecond().unsigned_abs() as u64;
-            Ok(Action::requeue(next_interval(
-                interval.unwrap_or(Duration::from_secs(60)),
-                seed,
-            )))
-        }
-        Err(false) => Ok(Action::await_change()),
-        Err(true) => Err(Error::Failed(
-            conditions::get(&out.status.conditions, types::READY)
-                .map(|c| c.message.clone())
-                .unwrap_or_default(),
-        )),
-    }
+    let current = out
+        .status
+        .artifact
+        .as_ref()
+        .map(|a| a.file_name().to_string());
+    finish(&*repo, &ctx, current, &out.status.conditions, out.result).await
 }
 
 /// A Secret's `data`, or the `FetchFailed` message naming it (never its content).
@@ -267,8 +102,9 @@ async fn attempt(
     repo: &OCIRepository,
     plan: &PullPlan,
     kept: Option<&Artifact>,
-    ctx: &Context,
+    ctx: &Ctx<OCIRepository>,
 ) -> Attempt {
+    const KIND: &str = OCIRepository::KIND;
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let fail = |condition: &'static str, reason: &str, message: String| Attempt::Failed {
