@@ -336,6 +336,7 @@ pub fn outcome(
         core,
         unsupported,
         &GIT_REPOSITORY_READY,
+        stored_message,
         generation,
         now,
     );
@@ -369,7 +370,8 @@ pub enum Settled {
 /// The part of an outcome every source kind shares: `Reconciling`/`Stalled` cleared, the
 /// `Unsupported` condition (a Warning when its list changed), the failure conditions, the
 /// artifact (`artifact` holds the kept one on entry; `old` is `status.artifact` before), the
-/// `ArtifactInStorage` condition and `Ready` summarized with `summary`. Returns the Events and
+/// `ArtifactInStorage` condition (message `stored(revision)`) and `Ready` summarized with
+/// `summary`. Returns the Events and
 /// the result as [`Outcome::result`]. A `NewArtifact` Event only when the content changed.
 #[allow(clippy::too_many_arguments)]
 pub fn settle(
@@ -379,6 +381,7 @@ pub fn settle(
     attempt: Settled,
     unsupported: &[String],
     summary: &conditions::Summary,
+    stored: fn(&str) -> String,
     generation: i64,
     now: &Time,
 ) -> (Vec<Notice>, Result<(), bool>) {
@@ -471,7 +474,7 @@ pub fn settle(
             conds,
             types::ARTIFACT_IN_STORAGE,
             reasons::SUCCEEDED,
-            &stored_message(&a.revision),
+            &stored(&a.revision),
             generation,
             now,
         ),

@@ -230,6 +230,7 @@ pub fn outcome(
         core,
         unsupported,
         &OCI_REPOSITORY_READY,
+        super::git_repository::stored_message,
         generation,
         now,
     );

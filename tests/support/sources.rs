@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pennant::api::source::{GitRepository, OCIRepository};
+use pennant::api::source::{GitRepository, HelmRepository, OCIRepository};
 
 use super::*;
 
@@ -41,6 +41,7 @@ pub fn start_source_controller(
 pub async fn cleanup(ns: TestNs) {
     delete_all::<GitRepository>(&ns, "GitRepositories").await;
     delete_all::<OCIRepository>(&ns, "OCIRepositories").await;
+    delete_all::<HelmRepository>(&ns, "HelmRepositories").await;
     ns.cleanup().await;
 }
 

@@ -1,5 +1,5 @@
-//! The source controller (`--controllers source`): GitRepositories and OCIRepositories
-//! ([`oci`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
+//! The source controller (`--controllers source`): GitRepositories, OCIRepositories ([`oci`])
+//! and HelmRepositories ([`helm_repository`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
 //! process's HTTP server ([`Storage::routes`]).
 //!
 //! Wiring: the GitRepository watch passes an event on only when the generation or the
@@ -41,8 +41,9 @@ use super::git_repository::{
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
-use crate::api::source::{Artifact, FINALIZER, GitRepository, OCIRepository};
+use crate::api::source::{Artifact, FINALIZER, GitRepository, HelmRepository, OCIRepository};
 
+mod helm_repository;
 mod kind;
 mod oci;
 use crate::gitops::conditions::{self, reasons, types};
@@ -134,7 +135,7 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// Watch and reconcile GitRepositories and OCIRepositories until the process's shutdown.
+/// Watch and reconcile GitRepositories, OCIRepositories and HelmRepositories until the process's shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
@@ -196,10 +197,24 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         )),
         oci::reconcile,
     );
+    let (helm_repos, helm_watch) = kind::watch::<HelmRepository>(&ctx.client, &scope);
+    let helm_repo_controller = kind::run(
+        helm_watch,
+        shutdown.clone(),
+        Arc::new(kind::Ctx::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.storage.clone(),
+            ctx.instance.clone(),
+        )),
+        helm_repository::reconcile,
+    );
     {
         let repos = repos.clone();
         tokio::spawn(async move {
-            if repos.wait_until_ready().await.is_ok() && oci_repos.wait_until_ready().await.is_ok()
+            if repos.wait_until_ready().await.is_ok()
+                && oci_repos.wait_until_ready().await.is_ok()
+                && helm_repos.wait_until_ready().await.is_ok()
             {
                 ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 info!("source controller: caches synced");
@@ -219,7 +234,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 tracing::debug!("source reconcile: {e}");
             }
         });
-    futures::join!(git_controller, oci_controller);
+    futures::join!(git_controller, oci_controller, helm_repo_controller);
     Ok(())
 }
 

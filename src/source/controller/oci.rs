@@ -77,7 +77,7 @@ pub(super) async fn reconcile(
 }
 
 /// A Secret's `data`, or the `FetchFailed` message naming it (never its content).
-async fn secret_data(
+pub(super) async fn secret_data(
     client: &Client,
     ns: &str,
     name: &str,
