@@ -412,6 +412,7 @@ pub fn settle(
         types::FETCH_FAILED,
         types::STORAGE_OPERATION_FAILED,
         types::INCLUDE_UNAVAILABLE,
+        types::BUILD_FAILED,
         types::ARTIFACT_OUTDATED,
     ];
     let result = match attempt {

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod git;
 pub mod git_repository;
 pub mod helm_index;
+pub mod helm_package;
 pub mod helm_repository;
 pub mod http;
 pub mod ignore;
