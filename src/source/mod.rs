@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod controller;
 pub mod git;
 pub mod git_repository;
+pub mod helm_chart;
 pub mod helm_index;
 pub mod helm_package;
 pub mod helm_repository;
