@@ -40,7 +40,18 @@ pub(super) struct Ctx<K: Source> {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub storage: Storage,
     pub instance: String,
+    /// The caches of other source kinds a kind reads (a HelmChart's sources).
+    pub sources: Sources,
     failures: Mutex<HashMap<ObjectRef<K>, u32>>,
+}
+
+/// Caches of the source kinds a HelmChart reads, and the parsed indexes (one parse per index
+/// revision, shared by every chart of the repository).
+#[derive(Clone, Default)]
+pub(super) struct Sources {
+    pub helm_repos: Option<Store<crate::api::source::HelmRepository>>,
+    pub git_repos: Option<Store<crate::api::source::GitRepository>>,
+    pub indexes: Option<Arc<crate::source::helm_index::IndexCache>>,
 }
 
 impl<K: Source> Ctx<K> {
@@ -55,6 +66,7 @@ impl<K: Source> Ctx<K> {
             metrics,
             storage,
             instance,
+            sources: Sources::default(),
             failures: Mutex::default(),
         }
     }

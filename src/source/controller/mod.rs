@@ -1,5 +1,5 @@
-//! The source controller (`--controllers source`): GitRepositories, OCIRepositories ([`oci`])
-//! and HelmRepositories ([`helm_repository`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
+//! The source controller (`--controllers source`): GitRepositories, OCIRepositories ([`oci`]),
+//! HelmRepositories ([`helm_repository`]) and HelmCharts ([`helm_chart`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
 //! process's HTTP server ([`Storage::routes`]).
 //!
 //! Wiring: the GitRepository watch passes an event on only when the generation or the
@@ -41,8 +41,11 @@ use super::git_repository::{
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
-use crate::api::source::{Artifact, FINALIZER, GitRepository, HelmRepository, OCIRepository};
+use crate::api::source::{
+    Artifact, FINALIZER, GitRepository, HelmChart, HelmRepository, OCIRepository,
+};
 
+mod helm_chart;
 mod helm_repository;
 mod kind;
 mod oci;
@@ -135,7 +138,7 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// Watch and reconcile GitRepositories, OCIRepositories and HelmRepositories until the process's shutdown.
+/// Watch and reconcile GitRepositories, OCIRepositories, HelmRepositories and HelmCharts until the process's shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
@@ -209,12 +212,47 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         )),
         helm_repository::reconcile,
     );
+    let (charts, chart_watch) = kind::watch::<HelmChart>(&ctx.client, &scope);
+    let mut chart_ctx = kind::Ctx::new(
+        ctx.client.clone(),
+        ctx.metrics.clone(),
+        ctx.storage.clone(),
+        ctx.instance.clone(),
+    );
+    chart_ctx.sources = kind::Sources {
+        helm_repos: Some(helm_repos.clone()),
+        git_repos: Some(repos.clone()),
+        // a few index revisions: every chart of a repository shares one parse
+        indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
+    };
+    // a source's change (a new artifact, Ready) reconciles the HelmCharts using it
+    let (by_helm, by_git) = (charts.clone(), charts.clone());
+    let chart_watch = chart_watch
+        .watches(
+            scoped_api::<HelmRepository>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| {
+                helm_chart::charts_of(&by_helm, "HelmRepository", r.namespace(), &r.name_any())
+            },
+        )
+        .watches(
+            scoped_api::<GitRepository>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| helm_chart::charts_of(&by_git, "GitRepository", r.namespace(), &r.name_any()),
+        );
+    let chart_controller = kind::run(
+        chart_watch,
+        shutdown.clone(),
+        Arc::new(chart_ctx),
+        helm_chart::reconcile,
+    );
     {
         let repos = repos.clone();
         tokio::spawn(async move {
             if repos.wait_until_ready().await.is_ok()
                 && oci_repos.wait_until_ready().await.is_ok()
                 && helm_repos.wait_until_ready().await.is_ok()
+                && charts.wait_until_ready().await.is_ok()
             {
                 ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 info!("source controller: caches synced");
@@ -234,8 +272,24 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 tracing::debug!("source reconcile: {e}");
             }
         });
-    futures::join!(git_controller, oci_controller, helm_repo_controller);
+    futures::join!(
+        git_controller,
+        oci_controller,
+        helm_repo_controller,
+        chart_controller
+    );
     Ok(())
+}
+
+/// `K`'s API in the scope's namespace, or all.
+fn scoped_api<K>(client: &Client, scope: &crate::runtime::Scope) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The GitRepositories whose `secretRef` names this Secret.
