@@ -185,3 +185,180 @@ async fn helm_repository_auth_recovery_new_index_and_static_oci() {
 
     cleanup(ns).await;
 }
+
+async fn helm_chart(ns: &TestNs, name: &str) -> pennant::api::source::HelmChart {
+    let api: kube::Api<pennant::api::source::HelmChart> =
+        kube::Api::namespaced(ns.client.clone(), &ns.name);
+    api.get(name).await.expect("HelmChart")
+}
+
+/// Waits until the HelmChart is Ready with revision `rev`; returns its artifact URL.
+async fn wait_chart(ns: &TestNs, name: &str, rev: &str) -> pennant::api::source::HelmChart {
+    let mut last = None;
+    for _ in 0..120 {
+        let c = helm_chart(ns, name).await;
+        let st = c.status.clone().unwrap_or_default();
+        let ready = st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready && st.artifact.as_ref().is_some_and(|a| a.revision == rev) {
+            return c;
+        }
+        last = Some(st);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{name} never built {rev}: {last:#?}");
+}
+
+/// `helm show <what> <artifact url>` with the real helm (an isolated home).
+fn helm_show(home: &std::path::Path, what: &str, url: &str) -> String {
+    run(support::helmrepo::helm_in(home).args(["show", what, url]))
+}
+
+fn chart_yaml(name: &str, source_kind: &str, source: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata:\n  name: {name}\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  sourceRef:\n    kind: {source_kind}\n    name: {source}\n{extra}"
+    )
+}
+
+/// HelmCharts with the `flux` CLI and the real `helm` reading the artifacts: from a
+/// HelmRepository (latest stable for `*`, the downloaded package as is, a new version picked up
+/// when the repository's index changes, a bad constraint is BuildFailed), from a GitRepository
+/// path (packaged by pennant, merged valuesFiles, `reconcileStrategy: Revision` following
+/// commits).
+#[tokio::test]
+async fn helm_charts_from_a_helm_repository_and_a_git_path() {
+    use support::gitserver::{GitServer, ServerOptions};
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-chart", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let home = TempDir::new("pennant-helm-home");
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
+    let charts = HelmRepo::start(None);
+    let pkg = charts.add_chart("podinfo", "6.5.0");
+    charts.add_chart("podinfo", "6.6.0");
+    charts.add_chart("podinfo", "7.0.0-rc.1");
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n",
+        charts.url
+    ))
+    .await;
+    ns.apply_yaml(&chart_yaml(
+        "podinfo",
+        "HelmRepository",
+        "charts",
+        "  chart: podinfo\n  version: '*'\n",
+    ))
+    .await;
+    let c = wait_chart(&ns, "podinfo", "6.6.0").await;
+    let st = c.status.clone().unwrap();
+    let a = st.artifact.clone().unwrap();
+    assert!(a.path.ends_with("/podinfo-6.6.0.tgz"), "{}", a.path);
+    let tgz = std::fs::read(pkg.with_file_name("podinfo-6.6.0.tgz")).unwrap();
+    assert_eq!(
+        a.digest,
+        format!("sha256:{:x}", sha2::Sha256::digest(&tgz)),
+        "without valuesFiles the downloaded package is stored as it is"
+    );
+    assert_eq!(st.observed_chart_name.as_deref(), Some("podinfo"));
+    assert!(
+        st.observed_source_artifact_revision
+            .as_deref()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let shown = helm_show(home.path(), "chart", &a.url);
+    assert!(shown.contains("version: 6.6.0"), "{shown}");
+    let out = flux_ok(&ns.name, &["get", "sources", "chart"]);
+    let line = out.lines().find(|l| l.starts_with("podinfo")).expect(&out);
+    assert!(line.contains("True") && line.contains("6.6.0"), "{line}");
+    assert!(
+        line.contains("pulled 'podinfo' chart with version '6.6.0'"),
+        "{line}"
+    );
+
+    // a new version in the repository: the chart follows the new index, no request on it
+    charts.add_chart("podinfo", "6.7.0");
+    flux_ok(&ns.name, &["reconcile", "source", "helm", "charts"]);
+    wait_chart(&ns, "podinfo", "6.7.0").await;
+
+    // nothing matches: BuildFailed with Flux's reason, the last chart kept
+    ns.apply_yaml(&chart_yaml(
+        "none",
+        "HelmRepository",
+        "charts",
+        "  chart: podinfo\n  version: '>=9.0.0'\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "InvalidChartReference", || async {
+        helm_chart(&ns, "none").await.status.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "BuildFailed"
+                    && c.status == "True"
+                    && c.reason == "InvalidChartReference"
+            })
+        })
+    })
+    .await;
+
+    // from a Git path: packaged by pennant, values files merged, revision strategy
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("fleet");
+    let sha1 = repo.commit(
+        "main",
+        &[
+            (
+                "charts/app/Chart.yaml",
+                "apiVersion: v2\nname: app\nversion: 1.0.0\ndescription: from git\n",
+            ),
+            ("charts/app/values.yaml", "replicas: 1\nimage: {tag: v1, pull: Always}\n"),
+            ("charts/app/values-prod.yaml", "image: {tag: v2}\n"),
+            (
+                "charts/app/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  tag: {{ .Values.image.tag }}\n",
+            ),
+        ],
+        "chart",
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: fleet\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+        server.url("fleet")
+    ))
+    .await;
+    ns.apply_yaml(&chart_yaml(
+        "app",
+        "GitRepository",
+        "fleet",
+        "  chart: charts/app\n  reconcileStrategy: Revision\n  valuesFiles:\n  - charts/app/values.yaml\n  - charts/app/values-prod.yaml\n",
+    ))
+    .await;
+    let rev1 = format!("1.0.0+{}", &sha1[..12]);
+    let c = wait_chart(&ns, "app", &rev1).await;
+    let a = c.status.clone().unwrap().artifact.unwrap();
+    assert!(a.path.ends_with(&format!("/app-{rev1}.tgz")), "{}", a.path);
+    let shown = helm_show(home.path(), "chart", &a.url);
+    assert!(shown.contains(&format!("version: {rev1}")), "{shown}");
+    let values = helm_show(home.path(), "values", &a.url);
+    assert!(
+        values.contains("tag: v2") && values.contains("pull: Always"),
+        "{values}"
+    );
+    let out = flux_ok(&ns.name, &["get", "sources", "chart"]);
+    let line = out.lines().find(|l| l.starts_with("app")).expect(&out);
+    assert!(line.contains("True"), "{line}");
+    assert!(line.contains("packaged 'app' chart with version"), "{line}");
+
+    // a new commit: Revision strategy gives a new chart revision once the source has it
+    let sha2 = repo.commit(
+        "main",
+        &[("charts/app/values-prod.yaml", "image: {tag: v3}\n")],
+        "v3",
+    );
+    flux_ok(&ns.name, &["reconcile", "source", "git", "fleet"]);
+    let c = wait_chart(&ns, "app", &format!("1.0.0+{}", &sha2[..12])).await;
+    let url = c.status.unwrap().artifact.unwrap().url;
+    assert!(helm_show(home.path(), "values", &url).contains("tag: v3"));
+
+    cleanup(ns).await;
+}

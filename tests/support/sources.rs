@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pennant::api::source::{GitRepository, HelmRepository, OCIRepository};
+use pennant::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
 
 use super::*;
 
@@ -39,6 +39,7 @@ pub fn start_source_controller(
 /// finalizers), then the namespace: a namespace left with finalized objects and no controller
 /// would stay Terminating.
 pub async fn cleanup(ns: TestNs) {
+    delete_all::<HelmChart>(&ns, "HelmCharts").await;
     delete_all::<GitRepository>(&ns, "GitRepositories").await;
     delete_all::<OCIRepository>(&ns, "OCIRepositories").await;
     delete_all::<HelmRepository>(&ns, "HelmRepositories").await;
