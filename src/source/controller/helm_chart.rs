@@ -9,6 +9,10 @@
 //! by pennant itself ([`helm_package`], Helm's layout), not by the `helm` CLI. Chart
 //! dependencies (`charts/`, `Chart.lock`) are packaged as they are in the tree, never fetched.
 
+// The `Err` of the build steps is the failed [`Attempt`] itself (returned as is by `?`), large
+// only because its `Stored` variant is; once per reconcile, never in a loop.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
