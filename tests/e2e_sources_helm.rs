@@ -283,6 +283,21 @@ async fn helm_charts_from_a_helm_repository_and_a_git_path() {
     flux_ok(&ns.name, &["reconcile", "source", "helm", "charts"]);
     wait_chart(&ns, "podinfo", "6.7.0").await;
 
+    // valuesFiles on a repository chart: re-packaged, revision `<version>+<generation>`
+    ns.apply_yaml(&chart_yaml(
+        "tuned",
+        "HelmRepository",
+        "charts",
+        "  chart: podinfo\n  version: 6.5.x\n  valuesFiles: [values.yaml, missing.yaml]\n  ignoreMissingValuesFiles: true\n",
+    ))
+    .await;
+    let c = wait_chart(&ns, "tuned", "6.5.0+1").await;
+    let a = c.status.unwrap().artifact.unwrap();
+    assert!(a.path.ends_with("/podinfo-6.5.0+1.tgz"), "{}", a.path);
+    let shown = helm_show(home.path(), "chart", &a.url);
+    assert!(shown.contains("version: 6.5.0+1"), "{shown}");
+    assert!(helm_show(home.path(), "values", &a.url).contains("message: hello"));
+
     // nothing matches: BuildFailed with Flux's reason, the last chart kept
     ns.apply_yaml(&chart_yaml(
         "none",
