@@ -48,6 +48,9 @@ impl Source for HelmChart {
     fn secret_names(&self) -> Vec<&str> {
         vec![]
     }
+    // a chart reads its HelmRepository's Secrets; a change of the repository (its status
+    // after a Secret change too) reconciles the chart through the source watch
+    const READS_SECRETS: bool = false;
 }
 
 /// The HelmCharts of the namespace whose `sourceRef` is `kind`/`name`.

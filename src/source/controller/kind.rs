@@ -32,6 +32,8 @@ pub(super) trait Source: Kind + kube::Resource<Scope = NamespaceResourceScope> {
     fn interval(&self) -> Option<Duration>;
     /// The Secrets the object reads (`secretRef`, `certSecretRef`): a change reconciles it.
     fn secret_names(&self) -> Vec<&str>;
+    /// Whether the kind names Secrets at all (else no Secret watch is started for it).
+    const READS_SECRETS: bool = true;
 }
 
 /// What every reconciler of a kind shares.
@@ -122,12 +124,14 @@ pub(super) fn watch<K: Source>(
         .default_backoff()
         .applied_objects()
         .predicate_filter(wanted, PredicateConfig::default());
-    let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
-    let index = store.clone();
-    let controller = Controller::for_stream(trigger, store.clone())
-        .watches_stream(secret_events, move |s| for_secret(&index, &s));
+    let mut controller = Controller::for_stream(trigger, store.clone());
+    if K::READS_SECRETS {
+        let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .touched_objects();
+        let index = store.clone();
+        controller = controller.watches_stream(secret_events, move |s| for_secret(&index, &s));
+    }
     (store, controller)
 }
 
