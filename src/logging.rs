@@ -5,6 +5,7 @@
 //! request appears with its `http.method` and `http.url` (what `tests/e2e_operate.rs` reads to
 //! derive the permissions the controller uses).
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -70,7 +71,10 @@ pub fn init(level: &str, format: &str) -> anyhow::Result<LogControl> {
         "json" => registry
             .with(tracing_subscriber::fmt::layer().json())
             .try_init()?,
-        "text" => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        // colours only on a terminal: a log file or a collector gets plain text
+        "text" => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init()?,
         other => anyhow::bail!("--log-format {other:?}: expected json or text"),
     }
     Ok(LogControl {

@@ -9,84 +9,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use pennant::api::source::GitRepository;
 use sha2::Digest;
 use support::gitserver::{GitServer, ServerOptions, TempDir, noise};
+use support::sources::{cleanup, flux, flux_ok, start_source_controller};
 use support::*;
-
-/// `pennant controller --controllers source` in `ns`, its storage under `storage`, its HTTP
-/// server (artifacts) on a free port.
-fn start_source_controller(ns: &str, storage: &Path, extra: &[&str]) -> (ControllerProcess, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "--controllers",
-        "source",
-        "--storage-path",
-        storage.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--log-level",
-        "info,pennant=debug",
-    ];
-    args.extend_from_slice(extra);
-    let p =
-        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
-    (p, port)
-}
-
-/// Deletes the namespace's GitRepositories while the controller still runs (it releases their
-/// finalizers), then the namespace: a namespace left with finalized objects and no controller
-/// would stay Terminating.
-async fn cleanup(ns: TestNs) {
-    let api: kube::Api<GitRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    let _ = api
-        .delete_collection(&Default::default(), &Default::default())
-        .await;
-    wait_until(
-        Duration::from_secs(30),
-        "GitRepositories finalized",
-        || async {
-            api.list(&Default::default())
-                .await
-                .is_ok_and(|l| l.items.is_empty())
-        },
-    )
-    .await;
-    ns.cleanup().await;
-}
-
-/// `flux <args> --kubeconfig <cluster> -n <ns>`: (success, stdout + stderr).
-fn flux(ns: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(support::flux())
-        .args([
-            "--kubeconfig",
-            &kubeconfig_path(),
-            "-n",
-            ns,
-            "--timeout",
-            "60s",
-        ])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("flux: {e} (run `e2e/cluster build`)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("$ flux {} -n {ns}\n{text}", args.join(" "));
-    (out.status.success(), text)
-}
-
-fn flux_ok(ns: &str, args: &[&str]) -> String {
-    let (ok, text) = flux(ns, args);
-    assert!(ok, "flux {args:?} failed:\n{text}");
-    text
-}
 
 async fn git_repo(ns: &TestNs, name: &str) -> GitRepository {
     let api: kube::Api<GitRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);

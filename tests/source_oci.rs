@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use pennant::source::artifact::UntarLimits;
@@ -17,9 +16,8 @@ use pennant::source::oci::{
     DEFAULT_MAX_LAYER_SIZE, FLUX_ARTIFACT_MEDIA_TYPE, LayerOperation, LayerSelector, OciAuth,
     OciError, OciSelector, PullRequest, Pulled, docker_config_auth, pull,
 };
-use serde_json::Value;
-use support::registry::{REGISTRY_USER, Registry, TOKEN_SERVICE};
-use support::{flux, free_port, run};
+use support::registry::{REGISTRY_USER, Registry, TOKEN_SERVICE, flux_push as push};
+use support::{free_port, run};
 
 struct Scratch(PathBuf);
 
@@ -39,41 +37,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Writes a two-file tree whose content names `version`, pushes it with the real `flux push
-/// artifact` to `oci://<addr>/<repo>:<tag>`; returns the pushed manifest digest.
-fn push(addr: &str, repo: &str, tag: &str, dir: &Path, creds: Option<&str>) -> String {
-    let src = dir.join(format!("src-{tag}"));
-    std::fs::create_dir_all(src.join("apps")).unwrap();
-    std::fs::write(
-        src.join("kustomization.yaml"),
-        "resources:\n- apps/cm.yaml\n",
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("apps/cm.yaml"),
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  version: {tag}\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(flux());
-    cmd.args([
-        "push",
-        "artifact",
-        &format!("oci://{addr}/{repo}:{tag}"),
-        &format!("--path={}", src.display()),
-        "--source=https://git.example.com/fleet.git",
-        &format!("--revision={tag}@sha1:0123456789abcdef0123456789abcdef01234567"),
-        "--insecure-registry",
-        "--output=json",
-    ]);
-    if let Some(c) = creds {
-        cmd.arg(format!("--creds={c}"));
-    }
-    let pushed: Value = serde_json::from_str(&run(&mut cmd)).expect("flux push -o json");
-    pushed["digest"].as_str().unwrap().to_string()
 }
 
 fn request(addr: &str, repo: &str, selector: OciSelector, dest: PathBuf) -> PullRequest {

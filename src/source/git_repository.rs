@@ -26,8 +26,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::source::{
-    Artifact, FINALIZER, GitCheckout, GitRepository, GitRepositoryRef, GitRepositoryStatus,
-    parse_interval, parse_timeout,
+    Artifact, Condition, FINALIZER, GitCheckout, GitRepository, GitRepositoryRef,
+    GitRepositoryStatus, parse_interval, parse_timeout,
 };
 use crate::gitops::conditions::{
     self, GIT_REPOSITORY_READY, mark_true, reasons, remove_condition, summarize, types,
@@ -44,9 +44,10 @@ pub const NEW_ARTIFACT: &str = "NewArtifact";
 /// Stalled reason of a spec pennant cannot act on at all.
 pub const INVALID_SPEC: &str = "InvalidSpec";
 
-/// What to do with a GitRepository, from the object alone.
+/// What to do with a source object, from the object alone (`F`: the kind's fetch, a
+/// [`FetchPlan`] for a GitRepository).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Plan {
+pub enum Plan<F = FetchPlan> {
     /// Being deleted: remove its storage directory, then the finalizer.
     Finalize,
     /// Deleted and nothing of ours is left on it.
@@ -58,7 +59,26 @@ pub enum Plan {
     /// Fetching cannot help until the spec changes: `Stalled=True`.
     Stall { reason: String, message: String },
     /// Fetch (and store when the commit or configuration changed).
-    Fetch(FetchPlan),
+    Fetch(F),
+}
+
+/// The steps every source kind takes first, in Flux's order: a deleted object is finalized (or
+/// left alone once the finalizer is gone), the finalizer is added, `spec.suspend` stops.
+/// `None`: go on with the kind's own checks.
+pub fn lifecycle<F>(meta: &kube::api::ObjectMeta, suspend: Option<bool>) -> Option<Plan<F>> {
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
+    if meta.deletion_timestamp.is_some() {
+        return Some(if has_finalizer {
+            Plan::Finalize
+        } else {
+            Plan::Nothing
+        });
+    }
+    if !has_finalizer {
+        return Some(Plan::AddFinalizer);
+    }
+    suspend.unwrap_or(false).then_some(Plan::Suspended)
 }
 
 /// A fetch to run.
@@ -78,21 +98,9 @@ pub struct FetchPlan {
 /// The GitRepository's decision from the object alone: see [`Plan`] (Flux's order: deletion,
 /// finalizer, suspend, then a spec that cannot be acted on stalls).
 pub fn decide(repo: &GitRepository) -> Plan {
-    let finalizers = repo.metadata.finalizers.as_deref().unwrap_or_default();
-    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
-    if repo.metadata.deletion_timestamp.is_some() {
-        return if has_finalizer {
-            Plan::Finalize
-        } else {
-            Plan::Nothing
-        };
-    }
-    if !has_finalizer {
-        return Plan::AddFinalizer;
-    }
     let spec = &repo.spec;
-    if spec.suspend.unwrap_or(false) {
-        return Plan::Suspended;
+    if let Some(p) = lifecycle(&repo.metadata, spec.suspend) {
+        return p;
     }
     let stall = |message: String| Plan::Stall {
         reason: INVALID_SPEC.into(),
@@ -346,18 +354,112 @@ pub fn outcome(
     let old = repo.status.clone().unwrap_or_default();
     let mut st = old.clone();
     let generation = repo.metadata.generation.unwrap_or(0);
-    let mut notices = vec![];
-    let retrying = matches!(attempt, Attempt::Failed { .. });
-    let progress = progress_message(repo);
     // a failure has not reconciled this generation (Flux's observedGeneration rule)
-    if !retrying {
+    if !matches!(attempt, Attempt::Failed { .. }) {
         st.observed_generation = Some(generation);
     }
     if let Some(token) = requested_at(repo.metadata.annotations.as_ref()) {
         st.last_handled_reconcile_at = Some(token.to_string());
     }
-    let conds = &mut st.conditions;
-    if !retrying {
+    let core = match attempt {
+        Attempt::Unchanged { revision } => Settled::Unchanged { revision },
+        Attempt::Stored {
+            artifact,
+            commit_message,
+            included,
+        } => {
+            st.included_artifacts = included;
+            st.observed_ignore = repo.spec.ignore.clone();
+            st.observed_include = repo.spec.include.clone();
+            st.observed_recurse_submodules = repo.spec.recurse_submodules;
+            Settled::Stored {
+                message: format!("stored artifact for commit '{commit_message}'"),
+                artifact,
+            }
+        }
+        Attempt::Failed {
+            condition,
+            reason,
+            message,
+        } => Settled::Failed {
+            condition,
+            reason,
+            message,
+        },
+        Attempt::Stalled { reason, message } => Settled::Stalled { reason, message },
+    };
+    st.artifact = kept;
+    let (notices, result) = settle(
+        &mut st.conditions,
+        &mut st.artifact,
+        old.artifact.as_ref(),
+        core,
+        unsupported,
+        &GIT_REPOSITORY_READY,
+        stored_message,
+        generation,
+        now,
+    );
+    if st.artifact.is_none() {
+        st.included_artifacts.clear();
+    }
+    Outcome {
+        status: st,
+        notices,
+        result,
+    }
+}
+
+/// An attempt's result as every source kind reports it (input of [`settle`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Settled {
+    /// Nothing new: the kept artifact's revision becomes `revision`.
+    Unchanged { revision: String },
+    /// A new artifact; `message` is the `NewArtifact` Event's (Flux's words for the kind).
+    Stored { artifact: Artifact, message: String },
+    /// As [`Attempt::Failed`].
+    Failed {
+        condition: &'static str,
+        reason: String,
+        message: String,
+    },
+    /// As [`Attempt::Stalled`].
+    Stalled { reason: String, message: String },
+}
+
+/// The part of an outcome every source kind shares: `Stalled` cleared, `Reconciling` cleared
+/// (a failure leaves `Reconciling=True ProgressingWithRetry` with the message of the progress
+/// written before, Flux's retry state; a stall already in `conds` gives no new Warning), the
+/// `Unsupported` condition (a Warning when its list changed), the failure conditions, the
+/// artifact (`artifact` holds the kept one on entry; `old` is `status.artifact` before), the
+/// `ArtifactInStorage` condition (message `stored(revision)`) and `Ready` summarized with
+/// `summary`. Returns the Events and
+/// the result as [`Outcome::result`]. A `NewArtifact` Event only when the content changed.
+#[allow(clippy::too_many_arguments)]
+pub fn settle(
+    conds: &mut Vec<Condition>,
+    artifact: &mut Option<Artifact>,
+    old: Option<&Artifact>,
+    attempt: Settled,
+    unsupported: &[String],
+    summary: &conditions::Summary,
+    stored: fn(&str) -> String,
+    generation: i64,
+    now: &Time,
+) -> (Vec<Notice>, Result<(), bool>) {
+    let mut notices = vec![];
+    // a stall already in the status read (a restart) is not announced again
+    let old_stall = conditions::get(conds, types::STALLED)
+        .filter(|c| c.status == conditions::TRUE)
+        .map(|c| c.message.clone());
+    // Flux's retry state keeps the message of the progress written before the attempt
+    let progress = conditions::get(conds, types::RECONCILING)
+        .filter(|c| c.status == conditions::TRUE)
+        .map_or_else(
+            || "reconciliation in progress".to_string(),
+            |c| c.message.clone(),
+        );
+    if !matches!(attempt, Settled::Failed { .. }) {
         remove_condition(conds, types::RECONCILING);
     }
     remove_condition(conds, types::STALLED);
@@ -385,12 +487,12 @@ pub fn outcome(
         types::FETCH_FAILED,
         types::STORAGE_OPERATION_FAILED,
         types::INCLUDE_UNAVAILABLE,
+        types::BUILD_FAILED,
         types::ARTIFACT_OUTDATED,
     ];
-    st.artifact = kept;
     let result = match attempt {
-        Attempt::Unchanged { revision } => {
-            if let Some(a) = st.artifact.as_mut() {
+        Settled::Unchanged { revision } => {
+            if let Some(a) = artifact.as_mut() {
                 a.revision = revision;
             }
             for c in failures {
@@ -398,37 +500,28 @@ pub fn outcome(
             }
             Ok(())
         }
-        Attempt::Stored {
-            artifact,
-            commit_message,
-            included,
+        Settled::Stored {
+            artifact: stored,
+            message,
         } => {
-            let new = old
-                .artifact
-                .as_ref()
-                .is_none_or(|a| !a.same_content(&artifact));
-            if new {
+            if old.is_none_or(|a| !a.same_content(&stored)) {
                 notices.push(Notice {
                     warning: false,
                     reason: NEW_ARTIFACT.into(),
-                    message: format!("stored artifact for commit '{commit_message}'"),
+                    message,
                     annotations: BTreeMap::from([
-                        ("revision".to_string(), artifact.revision.clone()),
-                        ("digest".to_string(), artifact.digest.clone()),
+                        ("revision".to_string(), stored.revision.clone()),
+                        ("digest".to_string(), stored.digest.clone()),
                     ]),
                 });
             }
-            st.artifact = Some(artifact);
-            st.included_artifacts = included;
-            st.observed_ignore = repo.spec.ignore.clone();
-            st.observed_include = repo.spec.include.clone();
-            st.observed_recurse_submodules = repo.spec.recurse_submodules;
+            *artifact = Some(stored);
             for c in failures {
                 remove_condition(conds, c);
             }
             Ok(())
         }
-        Attempt::Failed {
+        Settled::Failed {
             condition,
             reason,
             message,
@@ -452,37 +545,27 @@ pub fn outcome(
             );
             Err(true)
         }
-        Attempt::Stalled { reason, message } => {
-            // against the status read (Stalled was cleared above): a restart re-emits nothing
-            if conditions::get(&old.conditions, types::STALLED)
-                .is_none_or(|c| c.message != message || c.status != conditions::TRUE)
-            {
+        Settled::Stalled { reason, message } => {
+            if old_stall.as_deref() != Some(message.as_str()) {
                 notices.push(warning(&reason, &message));
             }
             mark_true(conds, types::STALLED, &reason, &message, generation, now);
             Err(false)
         }
     };
-    match &st.artifact {
+    match &*artifact {
         Some(a) => mark_true(
             conds,
             types::ARTIFACT_IN_STORAGE,
             reasons::SUCCEEDED,
-            &stored_message(&a.revision),
+            &stored(&a.revision),
             generation,
             now,
         ),
-        None => {
-            remove_condition(conds, types::ARTIFACT_IN_STORAGE);
-            st.included_artifacts.clear();
-        }
+        None => remove_condition(conds, types::ARTIFACT_IN_STORAGE),
     }
-    summarize(conds, &GIT_REPOSITORY_READY, generation, now);
-    Outcome {
-        status: st,
-        notices,
-        result,
-    }
+    summarize(conds, summary, generation, now);
+    (notices, result)
 }
 
 fn warning(reason: &str, message: &str) -> Notice {

@@ -386,7 +386,7 @@ fn pct_decode(s: &str) -> String {
 }
 
 /// `scheme://host[:port]/path` of `url`: no userinfo, no query (which may hold tokens).
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");

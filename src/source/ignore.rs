@@ -104,6 +104,15 @@ impl IgnoreRules {
         Self::from_scoped(user)
     }
 
+    /// The rules of a Helm chart package: the VCS patterns and the chart's `.helmignore` lines
+    /// (scoped to `dir`, the chart's directory under the root), never Flux's default
+    /// exclusions (a chart may hold images or archives, which `helm package` keeps).
+    pub fn for_chart(dir: &Path, helmignore: Option<&str>) -> io::Result<IgnoreRules> {
+        let lines = helmignore.map(pattern_lines).unwrap_or_default();
+        // a user scope, even empty, turns the default exclusions off
+        Self::from_scoped(vec![(dir.to_path_buf(), lines)])
+    }
+
     fn from_scoped(user: Vec<(PathBuf, Vec<String>)>) -> io::Result<IgnoreRules> {
         let mut base: Vec<String> = VCS_PATTERNS.iter().map(|s| s.to_string()).collect();
         if user.is_empty() {

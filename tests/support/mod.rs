@@ -11,6 +11,7 @@ pub mod big_index;
 pub mod gitserver;
 pub mod helmrepo;
 pub mod registry;
+pub mod sources;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

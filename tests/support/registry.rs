@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{free_port, tool};
+use super::{flux, free_port, run, tool};
 
 /// The user of an authenticated [`Registry`]: `(username, password)`.
 pub const REGISTRY_USER: (&str, &str) = ("ociuser", "s3cret-oci");
@@ -337,4 +337,54 @@ pub fn make_mtls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "client.crt",
     ]);
     (ca, crt, key)
+}
+
+/// Writes a two-file tree whose content names `tag` (`apps/cm.yaml` has `version: <tag>`),
+/// pushes it with the real `flux push artifact` to `oci://<addr>/<repo>:<tag>` (`--creds
+/// user:password` when given); returns the pushed manifest digest.
+pub fn flux_push(addr: &str, repo: &str, tag: &str, dir: &Path, creds: Option<&str>) -> String {
+    flux_push_version(addr, repo, tag, tag, dir, creds)
+}
+
+/// [`flux_push`] with the content's `version` chosen apart from the tag (a tag re-pushed with
+/// new content).
+pub fn flux_push_version(
+    addr: &str,
+    repo: &str,
+    tag: &str,
+    version: &str,
+    dir: &Path,
+    creds: Option<&str>,
+) -> String {
+    let src = dir.join(format!("src-{tag}-{version}"));
+    std::fs::create_dir_all(src.join("apps")).unwrap();
+    std::fs::write(
+        src.join("kustomization.yaml"),
+        "resources:\n- apps/cm.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("apps/cm.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  version: {version}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(flux());
+    cmd.args([
+        "push",
+        "artifact",
+        &format!("oci://{addr}/{repo}:{tag}"),
+        &format!("--path={}", src.display()),
+        "--source=https://git.example.com/fleet.git",
+        &format!("--revision={tag}@sha1:0123456789abcdef0123456789abcdef01234567"),
+        "--insecure-registry",
+        "--output=json",
+    ]);
+    if let Some(c) = creds {
+        cmd.arg(format!("--creds={c}"));
+    }
+    let pushed: serde_json::Value =
+        serde_json::from_str(&run(&mut cmd)).expect("flux push -o json");
+    pushed["digest"].as_str().unwrap().to_string()
 }

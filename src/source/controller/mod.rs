@@ -1,5 +1,5 @@
-//! The source controller (`--controllers source`): GitRepositories reconciled as Flux's
-//! source-controller does, their artifacts written to the [`Storage`] and served by the
+//! The source controller (`--controllers source`): GitRepositories, OCIRepositories ([`oci`]),
+//! HelmRepositories ([`helm_repository`]) and HelmCharts ([`helm_chart`]) reconciled as Flux's source-controller does, their artifacts written to the [`Storage`] and served by the
 //! process's HTTP server ([`Storage::routes`]).
 //!
 //! Wiring: the GitRepository watch passes an event on only when the generation or the
@@ -41,7 +41,14 @@ use super::git_repository::{
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
-use crate::api::source::{Artifact, FINALIZER, GitRepository, GitRepositoryStatus};
+use crate::api::source::{
+    Artifact, FINALIZER, GitRepository, HelmChart, HelmRepository, OCIRepository,
+};
+
+mod helm_chart;
+mod helm_repository;
+mod kind;
+mod oci;
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
 
@@ -97,6 +104,31 @@ struct Context {
     shutdown: crate::runtime::Shutdown,
 }
 
+/// What the generic helpers need of a source kind.
+trait Kind:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -108,7 +140,7 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// Watch and reconcile GitRepositories until the process's shutdown.
+/// Watch and reconcile GitRepositories, OCIRepositories, HelmRepositories and HelmCharts until the process's shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
         client,
@@ -138,7 +170,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         r.metadata.deletion_timestamp.is_some().hash(&mut h);
         Some(h.finish())
     };
-    // Synced at the first complete list. (Not `repos.wait_until_ready()` in a task: the
+    // Synced at the GitRepositories' first complete list (the other kinds' watches list at the
+    // same time; not awaited one by one). (Not `repos.wait_until_ready()` in a task: the
     // Controller waits on the same store, and kube wakes only one of the waiters.)
     let first_list = std::sync::Once::new();
     let trigger = reflector::reflector(writer, watcher(repos_api, scope.watcher_config()))
@@ -169,8 +202,66 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
     });
+    let (_, oci_watch) = kind::watch::<OCIRepository>(&ctx.client, &scope);
+    let oci_controller = kind::run(
+        oci_watch,
+        shutdown.clone(),
+        Arc::new(kind::Ctx::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.storage.clone(),
+            ctx.instance.clone(),
+        )),
+        oci::reconcile,
+    );
+    let (helm_repos, helm_watch) = kind::watch::<HelmRepository>(&ctx.client, &scope);
+    let helm_repo_controller = kind::run(
+        helm_watch,
+        shutdown.clone(),
+        Arc::new(kind::Ctx::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.storage.clone(),
+            ctx.instance.clone(),
+        )),
+        helm_repository::reconcile,
+    );
+    let (charts, chart_watch) = kind::watch::<HelmChart>(&ctx.client, &scope);
+    let mut chart_ctx = kind::Ctx::new(
+        ctx.client.clone(),
+        ctx.metrics.clone(),
+        ctx.storage.clone(),
+        ctx.instance.clone(),
+    );
+    chart_ctx.sources = kind::Sources {
+        helm_repos: Some(helm_repos.clone()),
+        git_repos: Some(repos.clone()),
+        // a few index revisions: every chart of a repository shares one parse
+        indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
+    };
+    // a source's change (a new artifact, Ready) reconciles the HelmCharts using it
+    let (by_helm, by_git) = (charts.clone(), charts.clone());
+    let chart_watch = chart_watch
+        .watches(
+            scoped_api::<HelmRepository>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| {
+                helm_chart::charts_of(&by_helm, "HelmRepository", r.namespace(), &r.name_any())
+            },
+        )
+        .watches(
+            scoped_api::<GitRepository>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| helm_chart::charts_of(&by_git, "GitRepository", r.namespace(), &r.name_any()),
+        );
+    let chart_controller = kind::run(
+        chart_watch,
+        shutdown.clone(),
+        Arc::new(chart_ctx),
+        helm_chart::reconcile,
+    );
     let index = repos.clone();
-    Controller::for_stream(trigger, repos)
+    let git_controller = Controller::for_stream(trigger, repos)
         .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
         .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|r| (r, rx))
@@ -181,9 +272,25 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             if let Err(e) = res {
                 tracing::debug!("source reconcile: {e}");
             }
-        })
-        .await;
+        });
+    futures::join!(
+        git_controller,
+        oci_controller,
+        helm_repo_controller,
+        chart_controller
+    );
     Ok(())
+}
+
+/// `K`'s API in the scope's namespace, or all.
+fn scoped_api<K>(client: &Client, scope: &crate::runtime::Scope) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The GitRepositories whose `secretRef` names this Secret.
@@ -268,7 +375,7 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
                     .await
                     .and_then(|r| r)
                     .map_err(|e| Error::Kube(format!("removing the artifacts: {e}")))?;
-                remove_finalizer(&repo, &api).await?;
+                remove_finalizer(&*repo, &api).await?;
                 ctx.failures
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -278,18 +385,22 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
             }
             // the finalizer first; then go on with the object as patched (the watch filters
             // metadata changes out, and the cache may lag)
-            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&repo, &api).await?),
+            Plan::AddFinalizer => repo = Arc::new(add_finalizer(&*repo, &api).await?),
             Plan::Stall { reason, message } => break Err(Attempt::Stalled { reason, message }),
             Plan::Fetch(f) => break Ok(f),
         }
     };
-    let kept = kept_artifact(&repo, &ctx).await;
+    let kept = kept_artifact(
+        repo.status.as_ref().and_then(|s| s.artifact.as_ref()),
+        &ctx.storage,
+    )
+    .await;
     let (attempt, unsupported, interval) = match fetch {
         Err(stalled) => (stalled, vec![], None),
         Ok(plan) => {
             // Flux's "processing object" write, before a fetch of a new generation or request
             if let Some(st) = progressing(&repo, &Time(Timestamp::now())) {
-                write_status(&repo, &st, &api).await?;
+                write_status(&*repo, repo.status.as_ref(), &st, &api).await?;
                 let mut r = (*repo).clone();
                 r.status = Some(st);
                 repo = Arc::new(r);
@@ -312,9 +423,9 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     };
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
-    write_status(&repo, &out.status, &api).await?;
+    write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
     for n in &out.notices {
-        emit_event(&repo, n, &ctx).await;
+        emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
     }
     // a new artifact: the GitRepositories including this one copy it now, not an interval later
     if out.notices.iter().any(|n| n.reason == NEW_ARTIFACT) {
@@ -369,15 +480,16 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
 
 /// `status.artifact` when its file is in storage and re-hashes to its digest, with its URL
 /// rewritten for the current advertised address.
-async fn kept_artifact(repo: &GitRepository, ctx: &Context) -> Option<Artifact> {
-    let a = repo.status.as_ref()?.artifact.clone()?;
-    let storage = ctx.storage.clone();
+async fn kept_artifact(artifact: Option<&Artifact>, storage: &Storage) -> Option<Artifact> {
+    let a = artifact?.clone();
+    let url_of = storage.clone();
+    let storage = storage.clone();
     let (path, digest) = (a.path.clone(), a.digest.clone());
     let ok = blocking(move || storage.verify(&path, &digest))
         .await
         .unwrap_or(false);
     ok.then(|| Artifact {
-        url: ctx.storage.url_for(&a.path),
+        url: url_of.url_for(&a.path),
         ..a
     })
 }
@@ -675,11 +787,7 @@ fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// A JSON patch guarded by a `test` of the resourceVersion (two reconciles never add twice).
-async fn patch_finalizers(
-    repo: &GitRepository,
-    api: &Api<GitRepository>,
-    op: Value,
-) -> Result<GitRepository, Error> {
+async fn patch_finalizers<K: Kind>(repo: &K, api: &Api<K>, op: Value) -> Result<K, Error> {
     let ops = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": repo.resource_version()},
         op
@@ -692,10 +800,7 @@ async fn patch_finalizers(
 }
 
 /// The object with `finalizers.fluxcd.io` added, as the server returned it.
-async fn add_finalizer(
-    repo: &GitRepository,
-    api: &Api<GitRepository>,
-) -> Result<GitRepository, Error> {
+async fn add_finalizer<K: Kind>(repo: &K, api: &Api<K>) -> Result<K, Error> {
     let op = if repo.finalizers().is_empty() {
         json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
     } else {
@@ -704,7 +809,7 @@ async fn add_finalizer(
     patch_finalizers(repo, api, op).await
 }
 
-async fn remove_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Result<(), Error> {
+async fn remove_finalizer<K: Kind>(repo: &K, api: &Api<K>) -> Result<(), Error> {
     let Some(i) = repo.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
@@ -717,18 +822,20 @@ async fn remove_finalizer(repo: &GitRepository, api: &Api<GitRepository>) -> Res
 }
 
 /// Merge-patch `/status` when it changed; a field that disappeared is sent as null.
-async fn write_status(
-    repo: &GitRepository,
-    status: &GitRepositoryStatus,
-    api: &Api<GitRepository>,
+async fn write_status<K: Kind, S: serde::Serialize + PartialEq + Default>(
+    repo: &K,
+    old: Option<&S>,
+    status: &S,
+    api: &Api<K>,
 ) -> Result<(), Error> {
-    let old = repo.status.clone().unwrap_or_default();
-    if *status == old {
+    let default = S::default();
+    let old = old.unwrap_or(&default);
+    if status == old {
         return Ok(());
     }
     let new_v = serde_json::to_value(status).map_err(|e| Error::Kube(e.to_string()))?;
     let mut st = new_v.as_object().cloned().unwrap_or_default();
-    if let Value::Object(old_v) = serde_json::to_value(&old).unwrap_or_default() {
+    if let Value::Object(old_v) = serde_json::to_value(old).unwrap_or_default() {
         for k in old_v.keys() {
             st.entry(k.clone()).or_insert(Value::Null);
         }
@@ -743,15 +850,16 @@ async fn write_status(
     Ok(())
 }
 
-/// A core/v1 Event on the GitRepository, as Flux's recorder writes them (reason, type,
+/// A core/v1 Event on the source object, as Flux's recorder writes them (reason, type,
 /// `source.component: source-controller`, annotations `source.toolkit.fluxcd.io/<key>`), also
 /// logged. Messages carry no secrets (the fetch redacts them).
-async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
+async fn emit_event<K: Kind>(repo: &K, n: &Notice, client: &Client, instance: &str) {
     let name = repo.name_any();
+    let kind = K::kind(&());
     if n.warning {
-        warn!(gitrepository = %name, reason = %n.reason, "{}", n.message);
+        warn!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
     } else {
-        info!(gitrepository = %name, reason = %n.reason, "{}", n.message);
+        info!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
     }
     let now = Timestamp::now();
     let note = crate::api::condition::truncate_message(
@@ -784,11 +892,10 @@ async fn emit_event(repo: &GitRepository, n: &Notice, ctx: &Context) {
         event_time: Some(MicroTime(now)),
         action: Some("Reconcile".into()),
         reporting_component: Some("pennant.dev/source".into()),
-        reporting_instance: Some(ctx.instance.clone()),
+        reporting_instance: Some(instance.to_string()),
         ..Default::default()
     };
-    let api: Api<Event> =
-        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    let api: Api<Event> = Api::namespaced(client.clone(), &repo.namespace().unwrap_or_default());
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()

@@ -1,0 +1,99 @@
+//! The source controller's test harness shared by the `e2e_sources*` files: `pennant controller
+//! --controllers source` scoped to a test namespace, the `flux` CLI as the client, and a
+//! cleanup that lets the controller release its finalizers before the namespace goes.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use pennant::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
+
+use super::*;
+
+/// `pennant controller --controllers source` in `ns`, its storage under `storage`, its HTTP
+/// server (artifacts) on a free port.
+pub fn start_source_controller(
+    ns: &str,
+    storage: &Path,
+    extra: &[&str],
+) -> (ControllerProcess, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--controllers",
+        "source",
+        "--storage-path",
+        storage.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--log-level",
+        "info,pennant=debug",
+    ];
+    args.extend_from_slice(extra);
+    let p =
+        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
+    (p, port)
+}
+
+/// Deletes the namespace's GitRepositories while the controller still runs (it releases their
+/// finalizers), then the namespace: a namespace left with finalized objects and no controller
+/// would stay Terminating.
+pub async fn cleanup(ns: TestNs) {
+    delete_all::<HelmChart>(&ns, "HelmCharts").await;
+    delete_all::<GitRepository>(&ns, "GitRepositories").await;
+    delete_all::<OCIRepository>(&ns, "OCIRepositories").await;
+    delete_all::<HelmRepository>(&ns, "HelmRepositories").await;
+    ns.cleanup().await;
+}
+
+async fn delete_all<K>(ns: &TestNs, what: &str)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: kube::Api<K> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let _ = api
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{what} finalized"),
+        || async {
+            api.list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        },
+    )
+    .await;
+}
+
+/// `flux <args> --kubeconfig <cluster> -n <ns>`: (success, stdout + stderr).
+pub fn flux(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(super::flux())
+        .args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "-n",
+            ns,
+            "--timeout",
+            "60s",
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("flux: {e} (run `e2e/cluster build`)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("$ flux {} -n {ns}\n{text}", args.join(" "));
+    (out.status.success(), text)
+}
+
+pub fn flux_ok(ns: &str, args: &[&str]) -> String {
+    let (ok, text) = flux(ns, args);
+    assert!(ok, "flux {args:?} failed:\n{text}");
+    text
+}
