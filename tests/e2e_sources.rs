@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pennant::api::source::GitRepository;
 use sha2::Digest;
-use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::gitserver::{GitServer, ServerOptions, TempDir, noise};
 use support::sources::{cleanup, flux, flux_ok, start_source_controller};
 use support::*;
 
@@ -394,6 +394,16 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
         .iter()
         .find(|c| c.type_ == "FetchFailed");
     assert!(fetch_failed.is_some_and(|c| c.status == "True"), "{status}");
+    // Flux's retry state: Reconciling=True ProgressingWithRetry; the generation never
+    // reconciled is not observed
+    let st = r.status.as_ref().unwrap();
+    assert!(
+        st.conditions.iter().any(|c| c.type_ == "Reconciling"
+            && c.status == "True"
+            && c.reason == "ProgressingWithRetry"),
+        "{status}"
+    );
+    assert_ne!(st.observed_generation, r.metadata.generation, "{status}");
     let out = flux_ok(&ns.name, &["get", "sources", "git", "app"]);
     assert!(out.contains("False"), "{out}");
     let events = ns.event_messages_with("app", "authentication").await;
@@ -713,5 +723,123 @@ async fn a_restarted_controller_resumes_from_status_and_storage() {
         1,
         "the same artifact again is no news"
     );
+    cleanup(ns).await;
+}
+
+/// Deleted while its fetch runs: the finished fetch records nothing (no status, no
+/// `NewArtifact` Event) and the deletion removes the object.
+#[tokio::test]
+async fn deleted_mid_fetch_records_no_new_artifact() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-delmid", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions {
+        rate: Some(100_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    ns.apply_yaml(&git_repository_yaml(
+        "big",
+        &server.url("big"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    // the progress write comes just before the fetch
+    wait_until(Duration::from_secs(30), "Reconciling", || async {
+        let r = git_repo(&ns, "big").await;
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.reason == "Progressing")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let api: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), &ns.name);
+    api.delete("big", &Default::default())
+        .await
+        .expect("delete");
+    wait_until(Duration::from_secs(90), "the object gone", || async {
+        api.get_opt("big").await.expect("get").is_none()
+    })
+    .await;
+    let events = ns.events("big").await;
+    assert!(
+        events.iter().all(|(_, m)| !m.contains("stored artifact")),
+        "{events:?}"
+    );
+}
+
+/// SIGTERM during a slow fetch: the fetch is interrupted, the process exits at once and its
+/// temporary checkout is gone.
+#[tokio::test]
+async fn shutdown_interrupts_a_fetch_and_leaves_no_temporary_files() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-stop", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let tmp = TempDir::new("pennant-tmpdir");
+    let args = [
+        "--controllers",
+        "source",
+        "--storage-path",
+        storage.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let mut ctl = ControllerProcess::start_with(
+        &ns.name,
+        &format!("source-{}", ns.name),
+        &kubeconfig_path(),
+        &args,
+        &[("TMPDIR", tmp.path().to_str().unwrap())],
+    );
+    let server = GitServer::start(ServerOptions {
+        rate: Some(50_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    ns.apply_yaml(&git_repository_yaml(
+        "big",
+        &server.url("big"),
+        "  ref:\n    branch: main\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "Reconciling", || async {
+        let r = git_repo(&ns, "big").await;
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.reason == "Progressing")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pennant-git"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!left().is_empty(), "the fetch works under TMPDIR");
+    let start = std::time::Instant::now();
+    let code = ctl.terminate(Duration::from_secs(10));
+    assert!(
+        code.is_some(),
+        "had to be killed after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(left().is_empty(), "{:?}", left());
+    // a controller again, to release the finalizer
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
     cleanup(ns).await;
 }

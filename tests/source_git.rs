@@ -7,7 +7,7 @@ mod gitserver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gitserver::{GitServer, ServerOptions, TempDir};
+use gitserver::{GitServer, ServerOptions, TempDir, noise};
 use pennant::source::git::{FetchRequest, Fetched, GitAuth, GitError, GitRef, fetch};
 
 fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
@@ -19,6 +19,7 @@ fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
         timeout: Duration::from_secs(20),
         last_revision: None,
         dest: dest.to_path_buf(),
+        interrupt: Default::default(),
     }
 }
 
@@ -434,4 +435,96 @@ async fn fetch_runs_in_spawn_blocking() {
         .await
         .unwrap();
     assert_eq!(checked(got).1, sha);
+}
+
+/// A repository whose pack takes ~20 s to arrive from a throttled server.
+fn slow_server() -> (GitServer, String) {
+    let server = GitServer::start(ServerOptions {
+        rate: Some(100_000),
+        ..Default::default()
+    });
+    let repo = server.create_repo("big");
+    repo.commit("main", &[("blob.txt", &noise(2_000_000))], "big");
+    let url = server.url("big");
+    (server, url)
+}
+
+#[test]
+fn timeout_stops_the_fetch_and_leaves_no_temporary_files() {
+    let (_server, url) = slow_server();
+    let tmp = TempDir::new("pennant-git-timeout");
+    let mut req = request(&url, branch("main"), &tmp.path().join("tree"));
+    req.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(err.reason(), "GitOperationFailed");
+    assert!(err.to_string().contains("timeout of 2s"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn interrupt_stops_the_fetch_and_leaves_no_temporary_files() {
+    let (_server, url) = slow_server();
+    let tmp = TempDir::new("pennant-git-interrupt");
+    let mut req = request(&url, branch("main"), &tmp.path().join("tree"));
+    req.timeout = Duration::from_secs(60);
+    let flag = req.interrupt.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let start = Instant::now();
+    let err = fetch(&req).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn commit_pinned_to_a_branch_must_be_on_that_branch() {
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("pins");
+    let a = repo.commit("main", &[("f", "a")], "a");
+    let b = repo.commit("main", &[("f", "b")], "b");
+    // `dev` forks after b; its commit is not on main
+    let d = repo.commit("dev", &[("f", "d")], "d");
+    let url = server.url("pins");
+    let tmp = TempDir::new("pennant-git-pins");
+    let pin = |sha: &str, branch: &str| GitRef::Commit {
+        sha: sha.into(),
+        branch: Some(branch.into()),
+    };
+
+    // an older commit of the branch: its tree, under the branch's name
+    let dest = tmp.path().join("old");
+    let (rev, _, msg) = checked(fetch(&request(&url, pin(&a, "main"), &dest)));
+    assert_eq!((rev, msg), (format!("main@sha1:{a}"), "a".to_string()));
+    assert_eq!(std::fs::read_to_string(dest.join("f")).unwrap(), "a");
+
+    // a commit only on dev: refused, as Flux's single-branch clone does
+    let dest = tmp.path().join("other");
+    let err = fetch(&request(&url, pin(&d, "main"), &dest)).unwrap_err();
+    assert_eq!(err.reason(), "GitOperationFailed");
+    let text = err.to_string();
+    assert!(
+        text.contains(&d) && text.contains("branch 'main'"),
+        "{text}"
+    );
+    assert!(!dest.exists());
+    // ... even when the stored artifact has that commit under another branch
+    let mut req = request(&url, pin(&d, "main"), &dest);
+    req.last_revision = Some(format!("dev@sha1:{d}"));
+    assert!(fetch(&req).is_err());
+    // while the same revision is still reused without a download
+    let mut req = request(&url, pin(&b, "main"), &dest);
+    req.last_revision = Some(format!("main@sha1:{b}"));
+    assert!(matches!(fetch(&req).unwrap(), Fetched::Unchanged { .. }));
+    // and on its own branch it is fine
+    let (rev, _, _) = checked(fetch(&request(&url, pin(&d, "dev"), &dest)));
+    assert_eq!(rev, format!("dev@sha1:{d}"));
 }

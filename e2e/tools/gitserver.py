@@ -2,6 +2,7 @@
 """A small Git smart-HTTP server for tests: Debian's `git http-backend` behind a threaded HTTP server.
 
 Usage: gitserver.py --root DIR [--port 0] [--user U:P] [--token T] [--cert PEM --key PEM] [--log FILE]
+       [--rate BYTES_PER_SECOND]
 
 Serves every repository under DIR (as http://127.0.0.1:PORT/<path>), prints the bound port alone on
 the first line of stdout, then serves until killed. With --user and/or --token a request needs
@@ -9,7 +10,8 @@ the first line of stdout, then serves until killed. With --user and/or --token a
 --cert/--key it speaks HTTPS. With --log every request is appended as one line
 `<status> <METHOD> <path> [<v2 command> [deepen=N]]`, e.g.
 `200 POST /r.git/git-upload-pack fetch deepen=1` (the tests count `fetch` commands to prove
-nothing was downloaded, and check that fetches are shallow).
+nothing was downloaded, and check that fetches are shallow). With --rate every response body is sent
+at about that many bytes a second (a slow server, for timeout tests).
 Standard library only (Python 3.11), so the e2e setup needs nothing beyond `git`.
 """
 
@@ -36,6 +38,7 @@ def main():
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--log")
+    ap.add_argument("--rate", type=int, help="bytes per second of every response body")
     args = ap.parse_args()
     root = os.path.abspath(args.root)
     log_lock = threading.Lock()
@@ -90,7 +93,18 @@ def main():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if args.rate:
+                import time
+                step = max(1, args.rate // 20)
+                try:
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i : i + step])
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+            else:
+                self.wfile.write(body)
             self.record(status, command)
 
         def handle_git(self):

@@ -84,14 +84,23 @@ pub struct FetchRequest {
     pub auth: GitAuth,
     /// PEM bundle (`ca.crt`) trusted for https in addition to the system roots.
     pub ca_pem: Option<Vec<u8>>,
-    /// Bound on each HTTP request and on the ssh connect (Flux's `spec.timeout`, default 60 s).
+    /// Bound on the whole fetch (Flux's `spec.timeout`, default 60 s): past it the transfer and
+    /// checkout are interrupted and the result is a [`GitError::GitOperationFailed`] naming
+    /// the timeout. Also each HTTP request's and the ssh connect's bound.
     pub timeout: Duration,
     /// `status.artifact.revision` of the last stored artifact, any Flux form (`main@sha1:<hex>`,
     /// `sha1:<hex>`, legacy `main/<hex>`): only its commit hash is compared, as Flux does.
     pub last_revision: Option<String>,
     /// Directory the tree is checked out into; must be empty or absent. Untouched when
-    /// the result is [`Fetched::Unchanged`].
+    /// the result is [`Fetched::Unchanged`]; removed again on an error when it was absent.
+    /// The fetch's private object store is created beside it (in its parent directory) and
+    /// removed before [`fetch`] returns, whatever the result: a caller that owns the parent
+    /// owns every byte of the fetch.
     pub dest: PathBuf,
+    /// Set by the caller (e.g. on shutdown) to stop the fetch: gix checks it while receiving
+    /// the pack and checking out, and [`fetch`] between its phases; the result is then a
+    /// [`GitError::GitOperationFailed`] saying it was interrupted.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// What [`fetch`] did.
@@ -167,13 +176,64 @@ pub fn revision_hash(revision: &str) -> &str {
     revision.rsplit_once('/').map_or(revision, |(_, h)| h)
 }
 
-/// Fetches `req` (see the module docs). Blocking.
+/// Fetches `req` (see the module docs). Blocking; returns by `req.timeout` (plus the time
+/// gix takes to notice the interrupt, well under a second) or soon after `req.interrupt` is set.
 pub fn fetch(req: &FetchRequest) -> Result<Fetched, GitError> {
     let secrets = Secrets::of(req);
-    fetch_inner(req).map_err(|e| secrets.redact(e))
+    // A watchdog raises `stop` at the deadline or when the caller interrupts: gix takes a
+    // single flag, and the caller's must not be set by a timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let deadline = std::time::Instant::now() + req.timeout;
+    let watchdog = {
+        let (stop, timed_out, external) = (stop.clone(), timed_out.clone(), req.interrupt.clone());
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(Duration::from_millis(50))
+            {
+                if std::time::Instant::now() >= deadline {
+                    timed_out.store(true, Ordering::SeqCst);
+                } else if !external.load(Ordering::SeqCst) {
+                    continue;
+                }
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        })
+    };
+    let dest_existed = req.dest.exists();
+    let result = fetch_inner(req, &stop);
+    drop(done);
+    let _ = watchdog.join();
+    let result = match result {
+        // (an HTTP request's own timeout may fire first: same cause)
+        Err(_) if timed_out.load(Ordering::SeqCst) || std::time::Instant::now() >= deadline => {
+            Err(GitError::GitOperationFailed(format!(
+                "timeout of {:?} (spec.timeout) reached, fetch interrupted",
+                req.timeout
+            )))
+        }
+        Err(_) if stop.load(Ordering::SeqCst) => Err(GitError::GitOperationFailed(
+            "fetch interrupted (the controller is stopping or gave up)".into(),
+        )),
+        r => r,
+    };
+    if result.is_err() && !dest_existed {
+        let _ = std::fs::remove_dir_all(&req.dest);
+    }
+    result.map_err(|e| secrets.redact(e))
 }
 
-fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
+/// An error when `stop` is set (checked between the fetch's phases).
+fn check(stop: &AtomicBool) -> Result<(), GitError> {
+    if stop.load(Ordering::SeqCst) {
+        return Err(GitError::GitOperationFailed("interrupted".into()));
+    }
+    Ok(())
+}
+
+fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitError> {
     // reqwest is built without a default crypto provider; the binary installs ring, so do tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = parse_url(&req.url)?;
@@ -203,7 +263,7 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         )));
     }
 
-    let work = TempDir::new()?;
+    let work = TempDir::new(req.dest.parent())?;
     let ssh_command = ssh_command(req, &work)?;
     let mut overrides = vec![
         "protocol.version=2".to_string(),
@@ -236,20 +296,34 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
     let ssh = url.scheme == gix::url::Scheme::Ssh;
     let diagnose = |e: GitError| if ssh { ssh_diagnosis(&work.path, e) } else { e };
     let refs = list_refs(&repo, req, &url, &listing).map_err(diagnose)?;
+    check(stop)?;
     let (full_ref, remote_commit) = resolve(&req.reference, &refs)?;
     let rev = |commit: &str| revision(&req.reference, &full_ref, commit);
 
+    // A commit on a branch is reused only under the same revision string: with another branch
+    // it has not been checked to be on that one.
+    let pinned_on_branch = matches!(
+        &req.reference,
+        GitRef::Commit {
+            branch: Some(_),
+            ..
+        }
+    );
     if let Some(last) = &req.last_revision
         && revision_hash(last).eq_ignore_ascii_case(&remote_commit)
+        && (!pinned_on_branch || *last == rev(&remote_commit))
     {
         return Ok(Fetched::Unchanged {
             revision: rev(&remote_commit),
         });
     }
 
-    // 2. Shallow fetch of exactly that ref (or commit).
+    // 2. Shallow fetch of exactly that ref (or commit). A commit with a branch: the branch's
+    // whole history (one branch only, as Flux's clone), so that the commit is proven to be on
+    // it; this costs the branch's history once per new revision (the fetch is skipped while
+    // the stored artifact is of the same revision).
     let (spec, local) = match &req.reference {
-        GitRef::Commit { sha, .. } => (
+        GitRef::Commit { sha, branch: None } => (
             format!("{sha}:refs/pennant/pinned"),
             "refs/pennant/pinned".to_string(),
         ),
@@ -257,19 +331,30 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
     };
     let remote = remote(&repo, &url, &spec)?;
     let (conn, asked) = connect(&remote, req, &url).map_err(diagnose)?;
+    let shallow = if pinned_on_branch {
+        gix::remote::fetch::Shallow::NoChange
+    } else {
+        gix::remote::fetch::Shallow::DepthAtRemote(1.try_into().expect("non-zero"))
+    };
     conn.prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| diagnose(classify(&asked, "cannot list remote refs", &e)))?
-        .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
-            1.try_into().expect("non-zero"),
-        ))
-        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .with_shallow(shallow)
+        .receive(gix::progress::Discard, stop)
         .map_err(|e| diagnose(classify(&asked, "fetch failed", &e)))?;
+    check(stop)?;
+    if pinned_on_branch {
+        on_branch(&repo, &local, &remote_commit)?;
+    }
 
-    let commit = repo
-        .find_reference(local.as_str())
-        .map_err(op("fetched ref missing"))?
-        .peel_to_commit()
-        .map_err(op(&format!("'{full_ref}' does not point to a commit")))?;
+    let commit = if pinned_on_branch {
+        let id = gix::ObjectId::from_hex(remote_commit.as_bytes()).map_err(op("invalid commit"))?;
+        repo.find_commit(id).map_err(op("commit missing"))?
+    } else {
+        repo.find_reference(local.as_str())
+            .map_err(op("fetched ref missing"))?
+            .peel_to_commit()
+            .map_err(op(&format!("'{full_ref}' does not point to a commit")))?
+    };
     let commit_sha = commit.id.to_string();
     let message = commit
         .message_raw_sloppy()
@@ -278,12 +363,38 @@ fn fetch_inner(req: &FetchRequest) -> Result<Fetched, GitError> {
         .map(|l| l.to_str_lossy().trim_end().to_string())
         .unwrap_or_default();
     let tree = commit.tree_id().map_err(op("commit has no tree"))?.detach();
-    checkout(&repo, tree, &req.dest)?;
+    checkout(&repo, tree, &req.dest, stop)?;
+    check(stop)?;
     Ok(Fetched::Checked {
         revision: rev(&commit_sha),
         commit_sha,
         commit_message: message,
     })
+}
+
+/// An error unless `sha` is in the history of the fetched `branch_ref` (Flux clones only the
+/// branch, so a commit elsewhere is "object not found" there too).
+fn on_branch(repo: &gix::Repository, branch_ref: &str, sha: &str) -> Result<(), GitError> {
+    let tip = repo
+        .find_reference(branch_ref)
+        .map_err(op("fetched ref missing"))?
+        .peel_to_commit()
+        .map_err(op(&format!("'{branch_ref}' does not point to a commit")))?
+        .id;
+    let walk = repo
+        .rev_walk([tip])
+        .all()
+        .map_err(op("cannot walk the branch's history"))?;
+    let want = gix::ObjectId::from_hex(sha.as_bytes()).map_err(op("invalid commit"))?;
+    for info in walk {
+        if info.map_err(op("cannot walk the branch's history"))?.id == want {
+            return Ok(());
+        }
+    }
+    let branch = branch_ref.strip_prefix("refs/heads/").unwrap_or(branch_ref);
+    Err(GitError::GitOperationFailed(format!(
+        "unable to resolve commit object for '{sha}': object not found on branch '{branch}'"
+    )))
 }
 
 /// A ref name git would accept and that cannot alter a refspec (`git check-ref-format` rules
@@ -503,7 +614,12 @@ fn resolve(reference: &GitRef, refs: &[Ref]) -> Result<(String, String), GitErro
     }
 }
 
-fn checkout(repo: &gix::Repository, tree: gix::ObjectId, dest: &Path) -> Result<(), GitError> {
+fn checkout(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+    dest: &Path,
+    stop: &AtomicBool,
+) -> Result<(), GitError> {
     std::fs::create_dir_all(dest).map_err(op("cannot create the checkout directory"))?;
     let state = gix::index::State::from_tree(&tree, &repo.objects, Default::default())
         .map_err(op("cannot read the commit's tree"))?;
@@ -523,7 +639,7 @@ fn checkout(repo: &gix::Repository, tree: gix::ObjectId, dest: &Path) -> Result<
         objects,
         &gix::progress::Discard,
         &gix::progress::Discard,
-        &AtomicBool::new(false),
+        stop,
         opts,
     )
     .map_err(op("checkout failed"))?;
@@ -628,17 +744,23 @@ struct TempDir {
 }
 
 impl TempDir {
-    fn new() -> Result<TempDir, GitError> {
+    /// In `parent` (the system's temporary directory when `None`).
+    fn new(parent: Option<&Path>) -> Result<TempDir, GitError> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
+        let parent = parent
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let path = parent.join(format!(
             "pennant-git-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
-        std::fs::create_dir(&path).map_err(op("cannot create a temporary directory"))?;
+        std::fs::create_dir_all(&parent)
+            .and_then(|_| std::fs::create_dir(&path))
+            .map_err(op("cannot create a temporary directory"))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

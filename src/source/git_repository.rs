@@ -10,10 +10,11 @@
 //! `ignore`/`include`/`recurseSubmodules` configuration and included artifacts; a failure keeps
 //! the last good artifact served (`ArtifactInStorage` stays True, `Ready=False`). Differences,
 //! on purpose:
-//! - the status written is the final one of the attempt: `Reconciling` is never left behind
-//!   (Flux keeps `Reconciling=True ProgressingWithRetry` after a failure); the failure shows as
-//!   `Ready=False` with the failing condition's reason and message. kstatus reads that as
-//!   InProgress, so `flux reconcile` of a failing source waits for its timeout, as with Flux;
+//! - status flow as Flux's: before a fetch of a new generation or a requested reconcile,
+//!   [`progressing`] gives `Reconciling=True Progressing` (written once, only when it changes
+//!   the status); a failure keeps the old `observedGeneration` and leaves
+//!   `Reconciling=True ProgressingWithRetry` with `Ready=False` carrying the failure (kstatus:
+//!   InProgress); a stall sets `observedGeneration` and has no `Reconciling`;
 //! - fields pennant accepts but does not act on (`sparseCheckout`, `recurseSubmodules: true`,
 //!   `proxySecretRef`, overridden `ref` fields) give `Unsupported=True` and a Warning Event;
 //!   `verify` and a `provider` other than `generic` stall the object (serving an unverified or
@@ -283,6 +284,62 @@ pub fn stored_message(revision: &str) -> String {
     format!("stored artifact for revision '{revision}'")
 }
 
+/// Flux's message of a reconcile in progress: `processing object: new generation X -> Y` for a
+/// generation not yet observed, else `reconciliation in progress`.
+fn progress_message(repo: &GitRepository) -> String {
+    let generation = repo.metadata.generation.unwrap_or(0);
+    let observed = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    if observed == generation {
+        "reconciliation in progress".into()
+    } else {
+        format!("processing object: new generation {observed} -> {generation}")
+    }
+}
+
+/// The status to write before fetching, as Flux does at the start of a reconcile of a new
+/// generation or a requested one (`reconcile.fluxcd.io/requestedAt` not yet handled):
+/// `Reconciling=True Progressing` with [`progress_message`]'s text, and `Ready=Unknown` with
+/// the same when `Ready` is absent or already Unknown (Flux's `ProgressiveStatus`; a `Ready`
+/// True or False is kept until the attempt ends). `None` when neither holds or nothing would
+/// change, so a steady state makes no write.
+pub fn progressing(repo: &GitRepository, now: &Time) -> Option<GitRepositoryStatus> {
+    let old = repo.status.clone().unwrap_or_default();
+    let generation = repo.metadata.generation.unwrap_or(0);
+    let requested = requested_at(repo.metadata.annotations.as_ref())
+        .is_some_and(|t| old.last_handled_reconcile_at.as_deref() != Some(t));
+    if old.observed_generation == Some(generation) && !requested {
+        return None;
+    }
+    let message = progress_message(repo);
+    let mut st = old.clone();
+    let conds = &mut st.conditions;
+    remove_condition(conds, types::STALLED);
+    mark_true(
+        conds,
+        types::RECONCILING,
+        reasons::PROGRESSING,
+        &message,
+        generation,
+        now,
+    );
+    if conditions::get(conds, types::READY).is_none_or(|c| c.status == conditions::UNKNOWN) {
+        conditions::set_condition(
+            conds,
+            types::READY,
+            conditions::UNKNOWN,
+            reasons::PROGRESSING,
+            &message,
+            generation,
+            now,
+        );
+    }
+    (st != old).then_some(st)
+}
+
 /// The status after `attempt`, from the object's current status. `kept` is the stored artifact
 /// still served (its file verified; URL refreshed to the advertised address), `None` when there
 /// is none or it is gone from storage. `unsupported` lists the fields accepted but not acted
@@ -297,7 +354,10 @@ pub fn outcome(
     let old = repo.status.clone().unwrap_or_default();
     let mut st = old.clone();
     let generation = repo.metadata.generation.unwrap_or(0);
-    st.observed_generation = Some(generation);
+    // a failure has not reconciled this generation (Flux's observedGeneration rule)
+    if !matches!(attempt, Attempt::Failed { .. }) {
+        st.observed_generation = Some(generation);
+    }
     if let Some(token) = requested_at(repo.metadata.annotations.as_ref()) {
         st.last_handled_reconcile_at = Some(token.to_string());
     }
@@ -367,7 +427,9 @@ pub enum Settled {
     Stalled { reason: String, message: String },
 }
 
-/// The part of an outcome every source kind shares: `Reconciling`/`Stalled` cleared, the
+/// The part of an outcome every source kind shares: `Stalled` cleared, `Reconciling` cleared
+/// (a failure leaves `Reconciling=True ProgressingWithRetry` with the message of the progress
+/// written before, Flux's retry state; a stall already in `conds` gives no new Warning), the
 /// `Unsupported` condition (a Warning when its list changed), the failure conditions, the
 /// artifact (`artifact` holds the kept one on entry; `old` is `status.artifact` before), the
 /// `ArtifactInStorage` condition (message `stored(revision)`) and `Ready` summarized with
@@ -386,7 +448,20 @@ pub fn settle(
     now: &Time,
 ) -> (Vec<Notice>, Result<(), bool>) {
     let mut notices = vec![];
-    remove_condition(conds, types::RECONCILING);
+    // a stall already in the status read (a restart) is not announced again
+    let old_stall = conditions::get(conds, types::STALLED)
+        .filter(|c| c.status == conditions::TRUE)
+        .map(|c| c.message.clone());
+    // Flux's retry state keeps the message of the progress written before the attempt
+    let progress = conditions::get(conds, types::RECONCILING)
+        .filter(|c| c.status == conditions::TRUE)
+        .map_or_else(
+            || "reconciliation in progress".to_string(),
+            |c| c.message.clone(),
+        );
+    if !matches!(attempt, Settled::Failed { .. }) {
+        remove_condition(conds, types::RECONCILING);
+    }
     remove_condition(conds, types::STALLED);
     // Unsupported fields: a condition and, when the list changed, a Warning.
     if unsupported.is_empty() {
@@ -460,10 +535,18 @@ pub fn settle(
                 remove_condition(conds, c);
             }
             mark_true(conds, condition, &reason, &message, generation, now);
+            mark_true(
+                conds,
+                types::RECONCILING,
+                reasons::PROGRESSING_WITH_RETRY,
+                &progress,
+                generation,
+                now,
+            );
             Err(true)
         }
         Settled::Stalled { reason, message } => {
-            if conditions::get(conds, types::STALLED).is_none_or(|c| c.message != message) {
+            if old_stall.as_deref() != Some(message.as_str()) {
                 notices.push(warning(&reason, &message));
             }
             mark_true(conds, types::STALLED, &reason, &message, generation, now);
@@ -503,14 +586,18 @@ pub fn next_interval(interval: Duration, seed: u64) -> Duration {
     Duration::from_secs_f64((interval.as_secs_f64() + spread * (2.0 * unit - 1.0)).max(0.0))
 }
 
-/// When to retry after the `failures`-th failure in a row (1 = first): 5 s doubling, at most
-/// `interval` and at most 5 minutes (a failing source is looked at again within one interval).
-pub fn retry_after(failures: u32, interval: Duration) -> Duration {
-    let backoff = Duration::from_secs(5).saturating_mul(1 << failures.saturating_sub(1).min(10));
-    backoff
-        .min(interval.max(Duration::from_secs(1)))
-        .min(Duration::from_secs(300))
+/// When to retry after the `failures`-th failure in a row (1 = first): 5 s doubling up to
+/// 15 minutes, whatever `spec.interval` is (same as Flux's controller-runtime rate limiter with
+/// `--max-retry-delay=15m`): a failing source with a tiny interval is not fetched every second.
+/// `_interval` is not a cap; it stays in the signature for the callers of every source kind.
+pub fn retry_after(failures: u32, _interval: Duration) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_RETRY_DELAY)
 }
+
+/// Flux's `--max-retry-delay` default.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
 #[cfg(test)]
 #[path = "git_repository_tests.rs"]

@@ -54,7 +54,7 @@ fn checked(r: &GitRepository, out: &Outcome) {
         &out.status.conditions,
         GIT_REPOSITORY_READY.negative_polarity,
         r.metadata.generation.unwrap(),
-        out.status.observed_generation.unwrap(),
+        out.status.observed_generation.unwrap_or(0),
     );
     assert!(problems.is_empty(), "{problems:?}\n{:#?}", out.status);
 }
@@ -305,20 +305,29 @@ fn a_failure_keeps_the_last_artifact_served_and_says_so() {
         types::ARTIFACT_IN_STORAGE
     ));
     assert!(conditions::is_true(&st.conditions, types::FETCH_FAILED));
-    assert!(
-        get(&st.conditions, types::RECONCILING).is_none(),
-        "flux reconcile returns"
+    // Flux's retry state: kstatus reads InProgress
+    let rec = get(&st.conditions, types::RECONCILING).unwrap();
+    assert_eq!(
+        (
+            rec.status.as_str(),
+            rec.reason.as_str(),
+            rec.message.as_str()
+        ),
+        ("True", "ProgressingWithRetry", "reconciliation in progress")
     );
+    assert_eq!(st.observed_generation, Some(3));
     assert_eq!(st.artifact.as_ref(), Some(&a));
     assert_eq!(out.result, Err(true), "retried with backoff");
     assert_eq!(out.notices.len(), 1);
     assert!(out.notices[0].warning);
     assert_eq!(out.notices[0].reason, "AuthenticationFailed");
 
-    // the same failure again: no new Event
+    // the same failure again, later: no new Event, no status change (no write)
     r.status = Some(st.clone());
-    let again = outcome(&r, Some(a.clone()), fail(), &[], &now());
+    let later = Time(Timestamp::from_second(1_800_000_100).unwrap());
+    let again = outcome(&r, Some(a.clone()), fail(), &[], &later);
     assert!(again.notices.is_empty());
+    assert_eq!(&again.status, st);
 
     // recovered: the failure is gone, Ready again
     r.status = Some(again.status);
@@ -333,6 +342,7 @@ fn a_failure_keeps_the_last_artifact_served_and_says_so() {
     );
     checked(&r, &back);
     assert!(conditions::is_true(&back.status.conditions, types::READY));
+    assert!(get(&back.status.conditions, types::RECONCILING).is_none());
     assert!(get(&back.status.conditions, types::FETCH_FAILED).is_none());
 
     // without a stored artifact: no ArtifactInStorage
@@ -365,6 +375,21 @@ fn a_stalled_spec_and_unsupported_fields_are_never_silent() {
     assert_eq!(out.result, Err(false), "waits for a change");
     assert_eq!(out.notices.len(), 2, "{:?}", out.notices);
     assert!(out.notices.iter().all(|n| n.warning));
+    // the same stall again (e.g. after a restart): the status says it already, no new Event
+    let mut again = r.clone();
+    again.status = Some(out.status.clone());
+    let out2 = outcome(
+        &again,
+        None,
+        Attempt::Stalled {
+            reason: INVALID_SPEC.into(),
+            message: "invalid spec.ref".into(),
+        },
+        &["spec.sparseCheckout".into()],
+        &now(),
+    );
+    assert!(out2.notices.is_empty(), "{:?}", out2.notices);
+    assert_eq!(out2.status, out.status);
     let unsupported_ok = outcome(
         &r,
         None,
@@ -396,9 +421,128 @@ fn requeue_times_jitter_around_the_interval_and_back_off() {
     assert_eq!(next_interval(i, 5000), i);
     assert_eq!(retry_after(1, i), Duration::from_secs(5));
     assert_eq!(retry_after(2, i), Duration::from_secs(10));
-    assert_eq!(retry_after(20, i), Duration::from_secs(300));
-    assert_eq!(
-        retry_after(20, Duration::from_secs(30)),
-        Duration::from_secs(30)
+    assert_eq!(retry_after(8, i), Duration::from_secs(640));
+    assert_eq!(retry_after(9, i), Duration::from_secs(900));
+    assert_eq!(retry_after(40, i), Duration::from_secs(900));
+    // not capped at the interval: a tiny interval still backs off (Flux's rate limiter)
+    let tiny = Duration::from_secs(1);
+    assert_eq!(retry_after(1, tiny), Duration::from_secs(5));
+    assert_eq!(retry_after(5, tiny), Duration::from_secs(80));
+    assert_eq!(retry_after(20, tiny), Duration::from_secs(900));
+}
+
+#[test]
+fn a_new_generation_is_progressing_before_the_fetch_and_a_failure_keeps_the_old_one() {
+    let mut r = with("");
+    let a = artifact("main@sha1:aaa", "sha256:1");
+    let ok = outcome(
+        &r,
+        None,
+        Attempt::Stored {
+            artifact: a.clone(),
+            commit_message: "first".into(),
+            included: vec![],
+        },
+        &[],
+        &now(),
     );
+    r.status = Some(ok.status.clone());
+    // steady state: nothing to write before the fetch
+    assert_eq!(progressing(&r, &now()), None);
+
+    // a new generation: Reconciling=True Progressing, Ready kept until the attempt ends
+    r.metadata.generation = Some(4);
+    let p = progressing(&r, &now()).expect("a progress write");
+    let rec = get(&p.conditions, types::RECONCILING).unwrap();
+    assert_eq!(
+        (
+            rec.status.as_str(),
+            rec.reason.as_str(),
+            rec.message.as_str()
+        ),
+        (
+            "True",
+            "Progressing",
+            "processing object: new generation 3 -> 4"
+        )
+    );
+    assert_eq!(p.observed_generation, Some(3));
+    assert_eq!(get(&p.conditions, types::READY).unwrap().status, "True");
+    r.status = Some(p.clone());
+    assert_eq!(progressing(&r, &now()), None, "written once");
+
+    // it fails: observedGeneration stays 3, Reconciling ProgressingWithRetry, Ready=False
+    let fail = Attempt::Failed {
+        condition: types::FETCH_FAILED,
+        reason: "GitOperationFailed".into(),
+        message: "failed to checkout and determine revision: boom".into(),
+    };
+    let out = outcome(&r, Some(a.clone()), fail, &[], &now());
+    checked(&r, &out);
+    assert_eq!(out.status.observed_generation, Some(3));
+    let rec = get(&out.status.conditions, types::RECONCILING).unwrap();
+    assert_eq!(
+        (rec.reason.as_str(), rec.message.as_str()),
+        (
+            "ProgressingWithRetry",
+            "processing object: new generation 3 -> 4"
+        )
+    );
+    let ready = get(&out.status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "GitOperationFailed")
+    );
+
+    // then succeeds: observedGeneration 4, no Reconciling
+    r.status = Some(out.status);
+    let back = outcome(
+        &r,
+        Some(a.clone()),
+        Attempt::Unchanged {
+            revision: a.revision.clone(),
+        },
+        &[],
+        &now(),
+    );
+    checked(&r, &back);
+    assert_eq!(back.status.observed_generation, Some(4));
+    assert!(get(&back.status.conditions, types::RECONCILING).is_none());
+
+    // a new object: Ready=Unknown Progressing as well
+    let fresh = with("");
+    let p = progressing(&fresh, &now()).unwrap();
+    let ready = get(&p.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("Unknown", "Progressing")
+    );
+    assert_eq!(p.observed_generation, None);
+
+    // a requested reconcile of a ready object
+    let mut req = r.clone();
+    req.status = Some(back.status.clone());
+    req.metadata.annotations = Some(BTreeMap::from([(
+        "reconcile.fluxcd.io/requestedAt".to_string(),
+        "t1".to_string(),
+    )]));
+    let p = progressing(&req, &now()).unwrap();
+    assert_eq!(
+        get(&p.conditions, types::RECONCILING).unwrap().message,
+        "reconciliation in progress"
+    );
+    // a stall sets observedGeneration and has no Reconciling
+    let out = outcome(
+        &r,
+        None,
+        Attempt::Stalled {
+            reason: INVALID_SPEC.into(),
+            message: "bad".into(),
+        },
+        &[],
+        &now(),
+    );
+    checked(&r, &out);
+    assert_eq!(out.status.observed_generation, Some(4));
+    assert!(get(&out.status.conditions, types::RECONCILING).is_none());
 }

@@ -51,6 +51,8 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// Serve https with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Send every response body at about this many bytes a second.
+    pub rate: Option<u64>,
 }
 
 pub struct GitServer {
@@ -85,6 +87,9 @@ impl GitServer {
         }
         if let Some(t) = &opts.token {
             cmd.args(["--token", t]);
+        }
+        if let Some(rate) = opts.rate {
+            cmd.args(["--rate", &rate.to_string()]);
         }
         if let Some((cert, key)) = &opts.tls {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
@@ -431,4 +436,16 @@ impl Drop for SshServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `n` bytes of hex from a fixed LCG: text git cannot compress much (a slow pack with
+/// [`ServerOptions::rate`]).
+pub fn noise(n: usize) -> String {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        out.push_str(&format!("{:016x}", x >> 1));
+    }
+    out
 }

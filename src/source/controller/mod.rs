@@ -8,8 +8,8 @@
 //! Secret change reconciles the GitRepositories whose `secretRef` names it (a fixed password is
 //! picked up at once, not an interval later), and a new artifact reconciles the GitRepositories
 //! that `include` it. Everything else is timed: the next check at
-//! `spec.interval` (±5% jitter), a failure retried with backoff (5 s doubling, at most the
-//! interval).
+//! `spec.interval` (±5% jitter), a failure retried with backoff (5 s doubling up to 15 min,
+//! Flux's `--max-retry-delay`, whatever the interval).
 //!
 //! Each reconcile: [`decide`] (pure) → finalizer / deletion / fetch with gix off the runtime
 //! (`spawn_blocking`, bounded by `spec.timeout`) → archive into storage → [`outcome`] (pure) →
@@ -37,7 +37,7 @@ use super::artifact::{UntarLimits, untar_gz};
 use super::git::{self, FetchRequest, Fetched};
 use super::git_repository::{
     Attempt, FetchPlan, NEW_ARTIFACT, Notice, Plan, credentials, decide, next_interval, outcome,
-    retry_after, reusable_revision,
+    progressing, retry_after, reusable_revision,
 };
 use super::ignore::IgnoreRules;
 use super::storage::{Retention, Storage};
@@ -100,6 +100,8 @@ struct Context {
     /// Reconciles the GitRepositories that include one with a new artifact.
     wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<GitRepository>>,
     instance: String,
+    /// Interrupts the fetches in flight (a stopping process does not wait for them).
+    shutdown: crate::runtime::Shutdown,
 }
 
 /// What the generic helpers need of a source kind.
@@ -195,6 +197,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         repos: repos.clone(),
         failures: Mutex::default(),
         wake,
+        shutdown: shutdown.clone(),
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
@@ -327,6 +330,15 @@ fn error_policy(repo: Arc<GitRepository>, err: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(retry_after(n, interval))
 }
 
+/// Sets the flag when dropped: a fetch stops once its reconcile stopped waiting for it.
+struct InterruptOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `f` on tokio's blocking pool; a panic in it is an error of this object, not of the process.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
@@ -386,7 +398,26 @@ async fn reconcile_one(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     let (attempt, unsupported, interval) = match fetch {
         Err(stalled) => (stalled, vec![], None),
         Ok(plan) => {
+            // Flux's "processing object" write, before a fetch of a new generation or request
+            if let Some(st) = progressing(&repo, &Time(Timestamp::now())) {
+                write_status(&*repo, repo.status.as_ref(), &st, &api).await?;
+                let mut r = (*repo).clone();
+                r.status = Some(st);
+                repo = Arc::new(r);
+            }
             let attempt = attempt(&repo, &plan, kept.as_ref(), &ctx).await;
+            // deleted while fetching: no status or NewArtifact for it; the deletion's own
+            // reconcile (queued meanwhile) removes the storage, this artifact included
+            if matches!(attempt, Attempt::Stored { .. })
+                && api
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err("get"))?
+                    .is_none_or(|r| r.metadata.deletion_timestamp.is_some())
+            {
+                info!(gitrepository = %name, namespace = %ns, "deleted while fetching: nothing recorded");
+                return Ok(Action::await_change());
+            }
             (attempt, plan.unsupported.clone(), Some(plan.interval))
         }
     };
@@ -573,19 +604,33 @@ async fn attempt(
         timeout: plan.timeout,
         last_revision,
         dest: dest.clone(),
+        interrupt: Default::default(),
     };
-    let fetched = tokio::time::timeout(
-        plan.timeout + Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || git::fetch(&req)),
-    )
-    .await;
-    let fetched = match fetched {
+    // The blocking task owns the working directory: it is removed when the fetch ends, even
+    // after this reconcile stopped waiting. The fetch bounds itself by `spec.timeout`; the
+    // interrupt stops it when this future is dropped or the grace below runs out.
+    let interrupt = InterruptOnDrop(req.interrupt.clone());
+    let fetched = tokio::select! {
+        r = tokio::time::timeout(
+            plan.timeout + Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || (git::fetch(&req), work)),
+        ) => r,
+        () = ctx.shutdown.signalled() => {
+            return fail(
+                types::FETCH_FAILED,
+                reasons::GIT_OPERATION_FAILED,
+                "fetch interrupted: the controller is stopping".into(),
+            );
+        }
+    };
+    drop(interrupt);
+    let (fetched, work) = match fetched {
         Err(_) => {
             return fail(
                 types::FETCH_FAILED,
                 reasons::GIT_OPERATION_FAILED,
                 format!(
-                    "failed to checkout and determine revision: timed out after {:?}",
+                    "failed to checkout and determine revision: timeout of {:?} (spec.timeout) reached",
                     plan.timeout
                 ),
             );
@@ -597,7 +642,10 @@ async fn attempt(
                 format!("fetch task failed: {e}"),
             );
         }
-        Ok(Ok(Err(e))) => {
+        Ok(Ok((fetched, work))) => (fetched, work),
+    };
+    let fetched = match fetched {
+        Err(e) => {
             let message = match &e {
                 git::GitError::AuthenticationFailed(_) | git::GitError::UrlInvalid(_) => {
                     e.to_string()
@@ -606,7 +654,7 @@ async fn attempt(
             };
             return fail(types::FETCH_FAILED, e.reason(), message);
         }
-        Ok(Ok(Ok(f))) => f,
+        Ok(f) => f,
     };
     let (revision, commit_sha, commit_message) = match fetched {
         Fetched::Unchanged { revision } if kept.is_some() => {
