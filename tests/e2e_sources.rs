@@ -714,6 +714,12 @@ async fn a_restarted_controller_resumes_from_status_and_storage() {
     );
     assert!(b.url.contains(&format!("127.0.0.1:{port2}/")), "{}", b.url);
     assert_eq!(download(&r).await["a.yaml"], "a: 1\n");
+    let log_path = ControllerProcess::log_path(&format!("source-{}", ns.name));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("caches synced") && !log.contains('\u{1b}'),
+        "a text log written to a file has no colour codes: {log_path}"
+    );
     assert_eq!(
         ns.event_messages_with("app", "stored artifact")
             .await
