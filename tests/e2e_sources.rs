@@ -14,43 +14,17 @@ use std::time::Duration;
 use pennant::api::source::GitRepository;
 use sha2::Digest;
 use support::gitserver::{GitServer, ServerOptions, TempDir, noise};
-use support::sources::{cleanup, flux, flux_ok, start_source_controller};
+use support::sources::{
+    cleanup, flux, flux_ok, get_source, ready, revision, start_source_controller,
+};
 use support::*;
 
 async fn git_repo(ns: &TestNs, name: &str) -> GitRepository {
-    let api: kube::Api<GitRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    api.get(name).await.expect("GitRepository")
+    get_source(ns, name).await
 }
 
-fn ready(r: &GitRepository) -> Option<(String, String, String)> {
-    let c = r
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn revision(r: &GitRepository) -> Option<String> {
-    Some(r.status.as_ref()?.artifact.as_ref()?.revision.clone())
-}
-
-/// Waits until the GitRepository's artifact has `rev` and it is Ready.
 async fn wait_revision(ns: &TestNs, name: &str, rev: &str) -> GitRepository {
-    let mut last = None;
-    for _ in 0..120 {
-        let r = git_repo(ns, name).await;
-        if revision(&r).as_deref() == Some(rev) && ready(&r).is_some_and(|(s, _, _)| s == "True") {
-            return r;
-        }
-        last = Some(r);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "{name} never stored {rev}: {:#?}",
-        last.and_then(|r| r.status)
-    );
+    support::sources::wait_revision(ns, name, rev).await
 }
 
 /// GET the artifact; asserts its digest is status's; returns its files (path → content).

@@ -10,48 +10,21 @@ use pennant::api::source::HelmRepository;
 use sha2::Digest;
 use support::gitserver::TempDir;
 use support::helmrepo::HelmRepo;
-use support::sources::{cleanup, flux_ok, start_source_controller};
+use support::sources::{cleanup, flux_ok, get_source, ready, start_source_controller};
 use support::*;
 
 async fn helm_repo(ns: &TestNs, name: &str) -> HelmRepository {
-    let api: kube::Api<HelmRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    api.get(name).await.expect("HelmRepository")
+    get_source(ns, name).await
 }
 
-fn ready(r: &HelmRepository) -> Option<(String, String, String)> {
-    let c = r
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn revision(r: &HelmRepository) -> Option<String> {
-    Some(r.status.as_ref()?.artifact.as_ref()?.revision.clone())
+async fn wait_revision(ns: &TestNs, name: &str, rev: &str) -> HelmRepository {
+    support::sources::wait_revision(ns, name, rev).await
 }
 
 /// `sha256:<hex>` of the served `index.yaml`.
 fn index_revision(repo: &HelmRepo) -> String {
     let bytes = std::fs::read(repo.dir.join("index.yaml")).unwrap();
     format!("sha256:{:x}", sha2::Sha256::digest(&bytes))
-}
-
-async fn wait_revision(ns: &TestNs, name: &str, rev: &str) -> HelmRepository {
-    let mut last = None;
-    for _ in 0..120 {
-        let r = helm_repo(ns, name).await;
-        if revision(&r).as_deref() == Some(rev) && ready(&r).is_some_and(|(s, _, _)| s == "True") {
-            return r;
-        }
-        last = Some(r);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "{name} never stored {rev}: {:#?}",
-        last.and_then(|r| r.status)
-    );
 }
 
 fn creds(password: &str) -> String {

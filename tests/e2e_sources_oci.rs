@@ -12,43 +12,15 @@ use pennant::api::source::OCIRepository;
 use sha2::Digest;
 use support::gitserver::TempDir;
 use support::registry::{flux_push, flux_push_version};
-use support::sources::{cleanup, flux_ok, start_source_controller};
+use support::sources::{cleanup, flux_ok, get_source, ready, revision, start_source_controller};
 use support::*;
 
 async fn oci_repo(ns: &TestNs, name: &str) -> OCIRepository {
-    let api: kube::Api<OCIRepository> = kube::Api::namespaced(ns.client.clone(), &ns.name);
-    api.get(name).await.expect("OCIRepository")
+    get_source(ns, name).await
 }
 
-fn ready(r: &OCIRepository) -> Option<(String, String, String)> {
-    let c = r
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn revision(r: &OCIRepository) -> Option<String> {
-    Some(r.status.as_ref()?.artifact.as_ref()?.revision.clone())
-}
-
-/// Waits until the OCIRepository is Ready with revision `rev`.
 async fn wait_revision(ns: &TestNs, name: &str, rev: &str) -> OCIRepository {
-    let mut last = None;
-    for _ in 0..120 {
-        let r = oci_repo(ns, name).await;
-        if revision(&r).as_deref() == Some(rev) && ready(&r).is_some_and(|(s, _, _)| s == "True") {
-            return r;
-        }
-        last = Some(r);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "{name} never stored {rev}: {:#?}",
-        last.and_then(|r| r.status)
-    );
+    support::sources::wait_revision(ns, name, rev).await
 }
 
 /// GET the artifact; asserts the served bytes hash to status's digest; returns the bytes.

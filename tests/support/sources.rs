@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pennant::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
+use pennant::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository, Source};
 
 use super::*;
 
@@ -96,4 +96,50 @@ pub fn flux_ok(ns: &str, args: &[&str]) -> String {
     let (ok, text) = flux(ns, args);
     assert!(ok, "flux {args:?} failed:\n{text}");
     text
+}
+
+/// The source object `name` in the test namespace.
+pub async fn get_source<K>(ns: &TestNs, name: &str) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: kube::Api<K> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The `Ready` condition as (status, reason, message).
+pub fn ready<K: Source>(r: &K) -> Option<(String, String, String)> {
+    let c = r.conditions().iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// `status.artifact.revision`.
+pub fn revision<K: Source>(r: &K) -> Option<String> {
+    Some(r.artifact()?.revision.clone())
+}
+
+/// Waits (up to 60 s) until the source is Ready with an artifact of revision `rev`.
+pub async fn wait_revision<K>(ns: &TestNs, name: &str, rev: &str) -> K
+where
+    K: Source
+        + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let mut last = None;
+    for _ in 0..120 {
+        let r: K = get_source(ns, name).await;
+        if revision(&r).as_deref() == Some(rev) && ready(&r).is_some_and(|(s, _, _)| s == "True") {
+            return r;
+        }
+        last = Some(r);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{name} never stored {rev}: {last:#?}");
 }
