@@ -103,8 +103,7 @@ fn hostile_tgz(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
 /// Pushes `layer` as a Helm chart (`helm push`'s media types) to `<addr>/<repo>:<tag>` with the
 /// distribution API: what a registry accepts from any client, `helm push` checks or not.
 async fn push_chart_layer(addr: &str, repo: &str, tag: &str, layer: &[u8]) {
-    let http =
-        pennant::source::http::client(&Default::default(), Duration::from_secs(20)).unwrap();
+    let http = pennant::source::http::client(&Default::default(), Duration::from_secs(20)).unwrap();
     let base = format!("http://{addr}/v2/{repo}");
     let config = br#"{"name":"evil","version":"1.0.0","apiVersion":"v2"}"#.to_vec();
     for blob in [&config[..], layer] {
@@ -271,21 +270,30 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
         (
             "1.0.0",
             vec![
-                ("evil/Chart.yaml", Some("apiVersion: v2\nname: evil\nversion: 1.0.0\n")),
+                (
+                    "evil/Chart.yaml",
+                    Some("apiVersion: v2\nname: evil\nversion: 1.0.0\n"),
+                ),
                 ("../escaped.txt", Some("x")),
             ],
         ),
         (
             "1.0.1",
             vec![
-                ("evil/Chart.yaml", Some("apiVersion: v2\nname: evil\nversion: 1.0.1\n")),
+                (
+                    "evil/Chart.yaml",
+                    Some("apiVersion: v2\nname: evil\nversion: 1.0.1\n"),
+                ),
                 ("/tmp/escaped-abs.txt", Some("x")),
             ],
         ),
         (
             "1.0.2",
             vec![
-                ("evil/Chart.yaml", Some("apiVersion: v2\nname: evil\nversion: 1.0.2\n")),
+                (
+                    "evil/Chart.yaml",
+                    Some("apiVersion: v2\nname: evil\nversion: 1.0.2\n"),
+                ),
                 ("evil/templates/passwd", None),
             ],
         ),
@@ -331,7 +339,10 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
                 "charts/web/templates/cm.yaml",
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  lib: {{ include \"lib.greeting\" . }}\n",
             ),
-            ("charts/lib/Chart.yaml", "apiVersion: v2\nname: lib\nversion: 1.3.0\ntype: library\n"),
+            (
+                "charts/lib/Chart.yaml",
+                "apiVersion: v2\nname: lib\nversion: 1.3.0\ntype: library\n",
+            ),
             (
                 "charts/lib/templates/_helpers.tpl",
                 "{{- define \"lib.greeting\" -}}from-lib{{- end -}}\n",
@@ -374,7 +385,10 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     );
     let url = st.artifact.unwrap().url;
     let rendered = run(helm_in(home.path()).args(["template", "rel", &url]));
-    assert!(rendered.contains("lib: from-lib"), "file:// dependency: {rendered}");
+    assert!(
+        rendered.contains("lib: from-lib"),
+        "file:// dependency: {rendered}"
+    );
     assert!(
         rendered.contains("chartVersion: \"1.2.0\""),
         "oci:// dependency at the newest matching version: {rendered}"

@@ -250,7 +250,9 @@ pub fn dependency_source(chart: &Path, dep: &Dependency) -> Result<DependencySou
         .iter()
         .any(|s| repo.starts_with(s))
     {
-        return Ok(DependencySource::Remote(repo.trim_end_matches('/').to_string()));
+        return Ok(DependencySource::Remote(
+            repo.trim_end_matches('/').to_string(),
+        ));
     }
     if repo.starts_with('@') || repo.starts_with("alias:") {
         return Err(format!(
@@ -284,12 +286,8 @@ pub fn vendor_local(
         ));
     }
     let meta = read_chart(from)?;
-    let constraint = Constraint::parse(&dep.version).map_err(|e| {
-        format!(
-            "invalid version/constraint format '{}': {e}",
-            dep.version
-        )
-    })?;
+    let constraint = Constraint::parse(&dep.version)
+        .map_err(|e| format!("invalid version/constraint format '{}': {e}", dep.version))?;
     let v = Version::parse(&meta.version).ok_or("invalid chart version")?;
     if !constraint.matches(&v) {
         return Err(format!(
@@ -437,7 +435,10 @@ mod tests {
                     "Chart.yaml",
                     "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: vendored\n  version: '*'\n- name: redis\n  version: ~17.0\n  repository: https://charts.example.com/\n  alias: cache\n",
                 ),
-                ("charts/vendored/Chart.yaml", "apiVersion: v2\nname: vendored\nversion: 0.1.0\n"),
+                (
+                    "charts/vendored/Chart.yaml",
+                    "apiVersion: v2\nname: vendored\nversion: 0.1.0\n",
+                ),
             ],
         );
         let missing = missing_dependencies(&app).unwrap();
@@ -458,7 +459,13 @@ mod tests {
         let plain = tmp.path().join("plain");
         write(&plain, &[("Chart.yaml", "name: plain\nversion: 1.0.0\n")]);
         assert!(missing_dependencies(&plain).unwrap().is_empty());
-        write(&plain, &[("Chart.yaml", "name: plain\nversion: 1.0.0\ndependencies: 3\n")]);
+        write(
+            &plain,
+            &[(
+                "Chart.yaml",
+                "name: plain\nversion: 1.0.0\ndependencies: 3\n",
+            )],
+        );
         assert!(missing_dependencies(&plain).is_err());
     }
 
@@ -482,9 +489,17 @@ mod tests {
         );
         assert_eq!(
             src("oci://reg.example.com/charts"),
-            Ok(DependencySource::Remote("oci://reg.example.com/charts".into()))
+            Ok(DependencySource::Remote(
+                "oci://reg.example.com/charts".into()
+            ))
         );
-        for bad in ["file://../../../etc", "file:///etc", "@stable", "alias:stable", "s3://b"] {
+        for bad in [
+            "file://../../../etc",
+            "file:///etc",
+            "@stable",
+            "alias:stable",
+            "s3://b",
+        ] {
             assert!(src(bad).is_err(), "{bad}");
         }
     }
@@ -501,26 +516,120 @@ mod tests {
                     "name: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n",
                 ),
                 ("lib/Chart.yaml", "name: lib\nversion: 1.2.0\n"),
-                ("lib/templates/_h.tpl", "{{- define \"lib.x\" }}x{{ end }}\n"),
+                (
+                    "lib/templates/_h.tpl",
+                    "{{- define \"lib.x\" }}x{{ end }}\n",
+                ),
             ],
         );
         let app = root.join("app");
         assert_eq!(missing_dependencies(&app).unwrap().len(), 1);
-        let e = vendor_local(root, Path::new("lib"), &app, &dep("lib", ">=2.0", "file://../lib"));
+        let e = vendor_local(
+            root,
+            Path::new("lib"),
+            &app,
+            &dep("lib", ">=2.0", "file://../lib"),
+        );
         assert_eq!(
             e.unwrap_err(),
             "can't get a valid version for constraint '>=2.0'"
         );
         assert!(!app.join("charts").exists(), "nothing written on failure");
-        vendor_local(root, Path::new("lib"), &app, &dep("lib", "1.x", "file://../lib")).unwrap();
+        vendor_local(
+            root,
+            Path::new("lib"),
+            &app,
+            &dep("lib", "1.x", "file://../lib"),
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(app.join("charts/lib/templates/_h.tpl")).unwrap(),
             "{{- define \"lib.x\" }}x{{ end }}\n"
         );
         assert!(missing_dependencies(&app).unwrap().is_empty());
-        let e = vendor_local(root, Path::new("nope"), &app, &dep("nope", "1.x", "file://../nope"));
+        let e = vendor_local(
+            root,
+            Path::new("nope"),
+            &app,
+            &dep("nope", "1.x", "file://../nope"),
+        );
         assert!(e.unwrap_err().starts_with("no chart found"));
         let e = vendor_local(root, Path::new("app"), &app, &dep("app", "*", "file://."));
         assert!(e.unwrap_err().contains("is the chart itself"));
+    }
+
+    /// A package with raw (unchecked) entry names; `None` content is a symlink to /etc/passwd.
+    fn raw_tgz(path: &Path, entries: &[(&str, Option<&str>)]) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::default(),
+        ));
+        for (name, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_mode(0o644);
+            match content {
+                Some(c) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(c.len() as u64);
+                    h.set_cksum();
+                    tar.append(&h, c.as_bytes()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name("/etc/passwd").unwrap();
+                    h.set_size(0);
+                    h.set_cksum();
+                    tar.append(&h, std::io::empty()).unwrap();
+                }
+            }
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn hostile_chart_packages_are_refused_and_write_nothing_outside() {
+        // the guard every pulled package goes through (index download, OCI layer, a vendored
+        // dependency): `check_chart`
+        let tmp = tempfile::tempdir().unwrap();
+        let unique = format!("pennant-escaped-{}", std::process::id());
+        let chart = (
+            "evil/Chart.yaml",
+            Some("apiVersion: v2\nname: evil\nversion: 1.0.0\n"),
+        );
+        let dotdot = format!("../{unique}");
+        let deep = format!("evil/../../{unique}");
+        let abs = format!("/tmp/{unique}-abs");
+        for (i, bad) in [
+            (dotdot.as_str(), Some("x")),
+            (deep.as_str(), Some("x")),
+            (abs.as_str(), Some("x")),
+            ("evil/templates/passwd", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tgz = tmp.path().join(format!("evil-{i}.tgz"));
+            raw_tgz(&tgz, &[chart, bad]);
+            let e = check_chart(&tgz, 1 << 20).expect_err(bad.0);
+            assert_eq!(e.reason(), "ChartPullError", "{}: {e}", bad.0);
+        }
+        for dir in [
+            std::env::temp_dir(),
+            tmp.path().to_path_buf(),
+            "/tmp".into(),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(&unique))
+                .collect();
+            assert!(left.is_empty(), "{left:?} in {}", dir.display());
+        }
+        // the same package without the bad entry is a chart
+        let good = tmp.path().join("good.tgz");
+        raw_tgz(&good, &[chart]);
+        assert_eq!(check_chart(&good, 1 << 20).unwrap().name, "evil");
     }
 }

@@ -12,12 +12,8 @@ use super::{Artifact, Condition, INTERVAL_PATTERN, LocalObjectReference, OidcIde
 
 /// Values of `spec.sourceRef.kind`: Flux's three, and `OCIRepository` (pennant's extension: a
 /// chart directory inside the OCI artifact, as for a GitRepository).
-pub const HELM_CHART_SOURCE_KINDS: [&str; 4] = [
-    "HelmRepository",
-    "GitRepository",
-    "Bucket",
-    "OCIRepository",
-];
+pub const HELM_CHART_SOURCE_KINDS: [&str; 4] =
+    ["HelmRepository", "GitRepository", "Bucket", "OCIRepository"];
 /// Values of `spec.reconcileStrategy`.
 pub const RECONCILE_STRATEGIES: [&str; 2] = ["ChartVersion", "Revision"];
 

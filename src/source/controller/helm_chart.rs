@@ -40,11 +40,11 @@ use crate::source::helm_chart::{
     Attempt, Built, ChartPlan, ChartSource, PACKAGED, PULLED, artifact_file, build_reasons,
     build_summary, chart_revision, decide, outcome, reusable,
 };
+use crate::source::helm_index::{ChartIndex, HelmError, parse_index};
 use crate::source::helm_index::{
     ChartRepo, DEFAULT_MAX_CHART_FILE_SIZE, DEFAULT_MAX_CHART_SIZE, HelmAuth, IndexCache,
     IndexLimits, check_chart,
 };
-use crate::source::helm_index::{ChartIndex, HelmError, parse_index};
 use crate::source::helm_package::{
     self, Dependency, DependencySource, Edits, dependency_source, merge_values,
     missing_dependencies, read_chart, vendor_local,
@@ -198,7 +198,9 @@ async fn build(
                 |r: &crate::api::source::GitRepository| r.status.as_ref()?.artifact.clone(),
             );
             match got {
-                Ok((_, source)) => from_tarball(chart, plan, "GitRepository", source, kept, ctx).await,
+                Ok((_, source)) => {
+                    from_tarball(chart, plan, "GitRepository", source, kept, ctx).await
+                }
                 Err(a) => Err(a),
             }
         }
@@ -211,7 +213,9 @@ async fn build(
                 |r: &OCIRepository| r.status.as_ref()?.artifact.clone(),
             );
             match got {
-                Ok((_, source)) => from_tarball(chart, plan, "OCIRepository", source, kept, ctx).await,
+                Ok((_, source)) => {
+                    from_tarball(chart, plan, "OCIRepository", source, kept, ctx).await
+                }
                 Err(a) => Err(a),
             }
         }
@@ -238,7 +242,8 @@ async fn from_helm_repository(
     ctx: &Ctx<HelmChart>,
 ) -> Result<Attempt, Attempt> {
     let ns = chart.namespace().unwrap_or_default();
-    let index_artifact = ready_index(repo).ok_or_else(|| no_artifact("HelmRepository", &repo.name_any()))?;
+    let index_artifact =
+        ready_index(repo).ok_or_else(|| no_artifact("HelmRepository", &repo.name_any()))?;
     let index = stored_index(ctx, &index_artifact).await?;
     let version = index
         .select(&plan.chart, &plan.version)
@@ -306,9 +311,12 @@ async fn from_oci_registry(
     }
     let work = tempdir()?;
     let tgz = work.path().join("chart.tgz");
-    bounded(timeout * 2, pull_chart_layer(&client, &resolved.digest, &tgz))
-        .await
-        .map_err(oci_attempt)?;
+    bounded(
+        timeout * 2,
+        pull_chart_layer(&client, &resolved.digest, &tgz),
+    )
+    .await
+    .map_err(oci_attempt)?;
     store_package(chart, plan, ctx, work, tgz, revision, built).await
 }
 
@@ -363,9 +371,11 @@ fn oci_attempt(e: OciError) -> Attempt {
             reasons::AUTHENTICATION_FAILED,
             format!("failed to authenticate with the Helm repository: {m}"),
         ),
-        OciError::ReadOperationFailed(m) => {
-            fail(types::BUILD_FAILED, build_reasons::INVALID_CHART_REFERENCE, m)
-        }
+        OciError::ReadOperationFailed(m) => fail(
+            types::BUILD_FAILED,
+            build_reasons::INVALID_CHART_REFERENCE,
+            m,
+        ),
         e => fail(
             types::BUILD_FAILED,
             build_reasons::CHART_PULL_ERROR,
@@ -433,7 +443,10 @@ fn ready_index(repo: &HelmRepository) -> Option<Artifact> {
 }
 
 /// The stored index of `artifact`, parsed once per revision.
-async fn stored_index(ctx: &Ctx<HelmChart>, artifact: &Artifact) -> Result<Arc<ChartIndex>, Attempt> {
+async fn stored_index(
+    ctx: &Ctx<HelmChart>,
+    artifact: &Artifact,
+) -> Result<Arc<ChartIndex>, Attempt> {
     let Some(index_path) = ctx.storage.local_path(&artifact.path) else {
         return Err(fail(
             types::FETCH_FAILED,
@@ -652,14 +665,13 @@ async fn from_tarball(
                     dependency_failed(format!("failed to add dependency '{}': {e}", dep.name))
                 };
                 match dependency_source(&rel, &dep).map_err(added)? {
-                    DependencySource::Local(from) => {
-                        vendor_local(&tree, &from, &dir, &dep).map_err(|e| {
+                    DependencySource::Local(from) => vendor_local(&tree, &from, &dir, &dep)
+                        .map_err(|e| {
                             dependency_failed(format!(
                                 "failed to add local dependency '{}': {e}",
                                 dep.name
                             ))
-                        })?
-                    }
+                        })?,
                     DependencySource::Remote(url) => remote.push((dep, url)),
                 }
             }
@@ -723,9 +735,8 @@ async fn from_tarball(
             values,
         };
         let file = artifact_file(&name, &revision);
-        let (s, _) =
-            helm_package::package(&storage, (KIND, &ns, &nm, &file), &root, &name, &edits)
-                .map_err(|e| fail(types::BUILD_FAILED, build_reasons::CHART_PACKAGE_ERROR, e))?;
+        let (s, _) = helm_package::package(&storage, (KIND, &ns, &nm, &file), &root, &name, &edits)
+            .map_err(|e| fail(types::BUILD_FAILED, build_reasons::CHART_PACKAGE_ERROR, e))?;
         let url = storage
             .symlink(KIND, &ns, &nm, &file, "latest.tar.gz")
             .map_err(|e| storage_failed(format!("failed to update status URL symlink: {e}")))?;
@@ -770,13 +781,15 @@ async fn fetch_dependency(
         let full = format!("{url}/{}", dep.name);
         let (auth, tls, insecure) = match &repo {
             Some(r) => {
-                let (a, t) = oci_credentials(ctx, ns, r, &full).await.map_err(message_of)?;
+                let (a, t) = oci_credentials(ctx, ns, r, &full)
+                    .await
+                    .map_err(message_of)?;
                 (a, t, r.spec.insecure.unwrap_or(false))
             }
             None => (OciAuth::Anonymous, TlsConfig::default(), false),
         };
-        let client = oci::Client::new(&full, auth, insecure, &tls, timeout)
-            .map_err(|e| e.to_string())?;
+        let client =
+            oci::Client::new(&full, auth, insecure, &tls, timeout).map_err(|e| e.to_string())?;
         let (version, resolved) = bounded(timeout, client.resolve_chart(&dep.version))
             .await
             .map_err(|e| {
@@ -786,9 +799,12 @@ async fn fetch_dependency(
                 )
             })?;
         let dest = charts.join(format!("{}-{version}.tgz", dep.name));
-        bounded(timeout * 2, pull_chart_layer(&client, &resolved.digest, &dest))
-            .await
-            .map_err(|e| format!("chart download of version '{version}' failed: {e}"))?;
+        bounded(
+            timeout * 2,
+            pull_chart_layer(&client, &resolved.digest, &dest),
+        )
+        .await
+        .map_err(|e| format!("chart download of version '{version}' failed: {e}"))?;
         dest
     } else {
         let client = match &repo {
@@ -796,7 +812,11 @@ async fn fetch_dependency(
             None => ChartRepo::new(url, HelmAuth::None, &TlsConfig::default(), timeout, false)
                 .map_err(|e| e.to_string())?,
         };
-        let index = match repo.as_deref().filter(|r| !r.spec.is_oci()).and_then(ready_index) {
+        let index = match repo
+            .as_deref()
+            .filter(|r| !r.spec.is_oci())
+            .and_then(ready_index)
+        {
             Some(a) => stored_index(ctx, &a).await.map_err(message_of)?,
             None => fetch_index(&client).await.map_err(|e| e.to_string())?,
         };
@@ -813,7 +833,12 @@ async fn fetch_dependency(
         client
             .download_chart(&version, &dest, DEFAULT_MAX_CHART_SIZE)
             .await
-            .map_err(|e| format!("chart download of version '{}' failed: {e}", version.version))?;
+            .map_err(|e| {
+                format!(
+                    "chart download of version '{}' failed: {e}",
+                    version.version
+                )
+            })?;
         dest
     };
     let checked = dest.clone();
@@ -838,7 +863,11 @@ async fn fetch_index(client: &ChartRepo) -> Result<Arc<ChartIndex>, HelmError> {
         .map_err(|e| HelmError::IndexationFailed(e.to_string()))?;
     let dest = work.path().join("index.yaml");
     client
-        .fetch_index(&dest, crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE, None)
+        .fetch_index(
+            &dest,
+            crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE,
+            None,
+        )
         .await?;
     let index = blocking(move || {
         let parsed = parse_index(&dest, &IndexLimits::default());
