@@ -189,33 +189,25 @@ async fn build(
                 Err(a) => Err(a),
             }
         }
-        ChartSource::GitRepository(name) => {
-            let got = source_artifact(
-                ctx.sources.git_repos.as_ref(),
-                "GitRepository",
-                &ns,
-                name,
-                |r: &crate::api::source::GitRepository| r.status.as_ref()?.artifact.clone(),
-            );
-            match got {
-                Ok((_, source)) => {
-                    from_tarball(chart, plan, "GitRepository", source, kept, ctx).await
-                }
-                Err(a) => Err(a),
-            }
-        }
-        ChartSource::OCIRepository(name) => {
-            let got = source_artifact(
-                ctx.sources.oci_repos.as_ref(),
-                "OCIRepository",
-                &ns,
-                name,
-                |r: &OCIRepository| r.status.as_ref()?.artifact.clone(),
-            );
-            match got {
-                Ok((_, source)) => {
-                    from_tarball(chart, plan, "OCIRepository", source, kept, ctx).await
-                }
+        ChartSource::GitRepository(name) | ChartSource::OCIRepository(name) => {
+            let kind = plan.source.kind();
+            let source = if matches!(plan.source, ChartSource::GitRepository(_)) {
+                source_artifact(ctx.sources.git_repos.as_ref(), kind, &ns, name, |r| {
+                    r.status.as_ref()?.artifact.clone()
+                })
+                .map(|(_, a)| a)
+            } else {
+                source_artifact(
+                    ctx.sources.oci_repos.as_ref(),
+                    kind,
+                    &ns,
+                    name,
+                    |r: &OCIRepository| r.status.as_ref()?.artifact.clone(),
+                )
+                .map(|(_, a)| a)
+            };
+            match source {
+                Ok(source) => from_tarball(chart, plan, kind, source, kept, ctx).await,
                 Err(a) => Err(a),
             }
         }
@@ -689,21 +681,18 @@ async fn from_tarball(
         .await
         .map_err(storage_failed)??
     };
-    let Extracted::Build {
-        work,
-        tree,
-        dir,
-        name,
-        version,
-        revision,
-        built,
-        remote,
-    } = extracted
-    else {
-        let Extracted::Unchanged(built) = extracted else {
-            unreachable!()
-        };
-        return Ok(Attempt::Unchanged { built });
+    let (work, tree, dir, name, version, revision, built, remote) = match extracted {
+        Extracted::Unchanged(built) => return Ok(Attempt::Unchanged { built }),
+        Extracted::Build {
+            work,
+            tree,
+            dir,
+            name,
+            version,
+            revision,
+            built,
+            remote,
+        } => (work, tree, dir, name, version, revision, built, remote),
     };
     for (dep, url) in &remote {
         fetch_dependency(ctx, &ns, dep, url, &dir.join("charts"))
