@@ -561,9 +561,10 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     );
 
     // hostile chart layers: refused, the message names the entry, nothing written outside
-    for (tag, entries) in [
+    for (tag, refused, entries) in [
         (
             "1.0.0",
+            "invalid name '../escaped.txt'",
             vec![
                 (
                     "evil/Chart.yaml",
@@ -574,6 +575,7 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
         ),
         (
             "1.0.1",
+            "invalid name '/tmp/escaped-abs.txt'",
             vec![
                 (
                     "evil/Chart.yaml",
@@ -584,6 +586,7 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
         ),
         (
             "1.0.2",
+            "'evil/templates/passwd' is a link",
             vec![
                 (
                     "evil/Chart.yaml",
@@ -604,7 +607,7 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
         ))
         .await;
         let message = wait_condition(&ns, &name, "BuildFailed", "ChartPullError").await;
-        assert!(!message.is_empty(), "{message}");
+        assert!(message.contains(refused), "{message}");
         let c = helm_chart(&ns, &name).await;
         assert!(
             c.status.unwrap().artifact.is_none(),
@@ -621,13 +624,16 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     // an OCIRepository holding chart directories: `file://` and `oci://` dependencies vendored
     let tree = TempDir::new("pennant-ocichart-tree");
     let oci_dep = format!("oci://{addr}/{}/charts", ns.name);
+    // an http(s) repository no HelmRepository names: its index fetched anonymously
+    charts.add_chart("podinfo", "6.5.0");
     write_tree(
         tree.path(),
         &[
             (
                 "charts/web/Chart.yaml",
                 &format!(
-                    "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: app\n  version: '>=1.0 <2.0'\n  repository: {oci_dep}\n"
+                    "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: app\n  version: '>=1.0 <2.0'\n  repository: {oci_dep}\n- name: podinfo\n  version: 6.x\n  repository: {}\n",
+                    charts.url
                 ),
             ),
             (
@@ -687,6 +693,10 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     assert!(
         rendered.contains("chartVersion: \"1.2.0\""),
         "oci:// dependency at the newest matching version: {rendered}"
+    );
+    assert!(
+        rendered.contains("name: rel-podinfo") && rendered.contains("chartVersion: \"6.5.0\""),
+        "http(s) index dependency: {rendered}"
     );
     let out = flux_ok(&ns.name, &["get", "sources", "chart"]);
     let line = out.lines().find(|l| l.starts_with("web")).expect(&out);
