@@ -722,3 +722,102 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
 
     cleanup(ns).await;
 }
+
+/// A `type: oci` HelmRepository on a registry behind basic auth: a wrong password is
+/// `FetchFailed`/`AuthenticationFailed` (no password in the status), a `.dockerconfigjson`
+/// Secret and `flux reconcile` pull the chart; `username`/`password` keys work too; a cloud
+/// `provider` without a `secretRef` says it is not supported.
+#[tokio::test]
+async fn helm_chart_from_an_oci_registry_behind_basic_auth() {
+    use support::registry::{REGISTRY_USER, Registry};
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-ocichart-auth", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let reg = Registry::start(Some(REGISTRY_USER));
+    let (user, password) = REGISTRY_USER;
+    let charts = HelmRepo::start(None);
+    let tgz = charts.add_chart("app", "1.0.0");
+    run(support::helmrepo::helm_in(&charts.work)
+        .arg("push")
+        .arg(&tgz)
+        .arg(format!("oci://{}/team", reg.addr))
+        .args(["--plain-http", "--username", user, "--password", password]));
+    ns.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: NAMESPACE\nstringData:\n  username: {user}\n  password: wrong-pass\n"
+    ))
+    .await;
+    for (name, extra) in [
+        ("oci", "  secretRef:\n    name: regcred\n"),
+        ("cloud", "  provider: aws\n"),
+    ] {
+        ns.apply_yaml(&format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: {name}\n  namespace: NAMESPACE\nspec:\n  type: oci\n  url: oci://{}/team\n  insecure: true\n  interval: 10m\n{extra}",
+            reg.addr
+        ))
+        .await;
+        ns.apply_yaml(&chart_yaml(
+            name,
+            "HelmRepository",
+            name,
+            "  chart: app\n  version: 1.x\n",
+        ))
+        .await;
+    }
+    let message = wait_condition(&ns, "oci", "FetchFailed", "AuthenticationFailed").await;
+    assert!(
+        message.starts_with("failed to authenticate with the Helm repository")
+            && !message.contains("wrong-pass"),
+        "{message}"
+    );
+    let message = wait_condition(&ns, "cloud", "FetchFailed", "AuthenticationFailed").await;
+    assert!(
+        message.contains("spec.provider 'aws' is not supported"),
+        "{message}"
+    );
+
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = serde_json::json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string();
+    // a Secret's type cannot change: a new one, the repository pointed at it
+    ns.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dockercfg\n  namespace: NAMESPACE\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{config}'\n"
+    ))
+    .await;
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: oci\n  namespace: NAMESPACE\nspec:\n  type: oci\n  url: oci://{}/team\n  insecure: true\n  interval: 10m\n  secretRef:\n    name: dockercfg\n",
+        reg.addr
+    ))
+    .await;
+    flux_ok(&ns.name, &["reconcile", "source", "chart", "oci"]);
+    let c = wait_chart(&ns, "oci", "1.0.0").await;
+    let a = c.status.unwrap().artifact.unwrap();
+    assert_eq!(
+        a.digest,
+        format!(
+            "sha256:{:x}",
+            sha2::Sha256::digest(std::fs::read(&tgz).unwrap())
+        )
+    );
+
+    // username/password keys, as a `type: default` repository's
+    ns.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: NAMESPACE\nstringData:\n  username: {user}\n  password: {password}\n"
+    ))
+    .await;
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: basic\n  namespace: NAMESPACE\nspec:\n  type: oci\n  url: oci://{}/team\n  insecure: true\n  interval: 10m\n  secretRef:\n    name: regcred\n",
+        reg.addr
+    ))
+    .await;
+    ns.apply_yaml(&chart_yaml(
+        "basic",
+        "HelmRepository",
+        "basic",
+        "  chart: app\n  version: 1.0.0\n",
+    ))
+    .await;
+    wait_chart(&ns, "basic", "1.0.0").await;
+
+    cleanup(ns).await;
+}
