@@ -626,14 +626,23 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     let oci_dep = format!("oci://{addr}/{}/charts", ns.name);
     // an http(s) repository no HelmRepository names: its index fetched anonymously
     charts.add_chart("podinfo", "6.5.0");
+    // a private one a HelmRepository names: its stored index and its credentials
+    let private = HelmRepo::start(Some(("chartuser", "right-pass")));
+    private.add_chart("secret", "0.3.0");
+    ns.apply_yaml(&creds("right-pass")).await;
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: private\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  secretRef:\n    name: creds\n",
+        private.url
+    ))
+    .await;
     write_tree(
         tree.path(),
         &[
             (
                 "charts/web/Chart.yaml",
                 &format!(
-                    "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: app\n  version: '>=1.0 <2.0'\n  repository: {oci_dep}\n- name: podinfo\n  version: 6.x\n  repository: {}\n",
-                    charts.url
+                    "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: app\n  version: '>=1.0 <2.0'\n  repository: {oci_dep}\n- name: podinfo\n  version: 6.x\n  repository: {}\n- name: secret\n  version: ~0.3\n  repository: {}/\n",
+                    charts.url, private.url
                 ),
             ),
             (
@@ -697,6 +706,18 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     assert!(
         rendered.contains("name: rel-podinfo") && rendered.contains("chartVersion: \"6.5.0\""),
         "http(s) index dependency: {rendered}"
+    );
+    assert!(
+        rendered.contains("name: rel-secret") && rendered.contains("chartVersion: \"0.3.0\""),
+        "dependency from a HelmRepository with credentials: {rendered}"
+    );
+    assert!(
+        private
+            .requests()
+            .iter()
+            .any(|r| r == "GET /secret-0.3.0.tgz 200"),
+        "the package was fetched with the credentials: {:?}",
+        private.requests()
     );
     let out = flux_ok(&ns.name, &["get", "sources", "chart"]);
     let line = out.lines().find(|l| l.starts_with("web")).expect(&out);
