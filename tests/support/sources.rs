@@ -17,6 +17,16 @@ pub fn start_source_controller(
     storage: &Path,
     extra: &[&str],
 ) -> (ControllerProcess, u16) {
+    start_source_controller_env(ns, storage, extra, &[])
+}
+
+/// [`start_source_controller`] with extra environment variables (e.g. its `TMPDIR`).
+pub fn start_source_controller_env(
+    ns: &str,
+    storage: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (ControllerProcess, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
@@ -31,7 +41,7 @@ pub fn start_source_controller(
     ];
     args.extend_from_slice(extra);
     let p =
-        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
+        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, env);
     (p, port)
 }
 

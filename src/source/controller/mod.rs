@@ -202,7 +202,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
     });
-    let (_, oci_watch) = kind::watch::<OCIRepository>(&ctx.client, &scope);
+    let (oci_repos, oci_watch) = kind::watch::<OCIRepository>(&ctx.client, &scope);
     let oci_controller = kind::run(
         oci_watch,
         shutdown.clone(),
@@ -236,11 +236,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     chart_ctx.sources = kind::Sources {
         helm_repos: Some(helm_repos.clone()),
         git_repos: Some(repos.clone()),
+        oci_repos: Some(oci_repos),
         // a few index revisions: every chart of a repository shares one parse
         indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
     };
     // a source's change (a new artifact, Ready) reconciles the HelmCharts using it
-    let (by_helm, by_git) = (charts.clone(), charts.clone());
+    let (by_helm, by_git, by_oci) = (charts.clone(), charts.clone(), charts.clone());
     let chart_watch = chart_watch
         .watches(
             scoped_api::<HelmRepository>(&ctx.client, &scope),
@@ -253,6 +254,11 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             scoped_api::<GitRepository>(&ctx.client, &scope),
             watcher::Config::default().any_semantic(),
             move |r| helm_chart::charts_of(&by_git, "GitRepository", r.namespace(), &r.name_any()),
+        )
+        .watches(
+            scoped_api::<OCIRepository>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| helm_chart::charts_of(&by_oci, "OCIRepository", r.namespace(), &r.name_any()),
         );
     let chart_controller = kind::run(
         chart_watch,
