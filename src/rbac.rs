@@ -252,6 +252,42 @@ pub const SOURCE_RULES: &[Permission] = &[
         why: "the `finalizers.fluxcd.io` finalizer (OwnerReferencesPermissionEnforcement)",
     },
     Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts",
+        kind: "ExternalArtifact",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "the ArtifactGenerators' output (server-side apply), its garbage collection, \
+              ExternalArtifacts as generator sources",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts/status",
+        kind: "ExternalArtifact",
+        verbs: &["patch"],
+        why: "the generated artifact's status",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators",
+        kind: "ArtifactGenerator",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators/status",
+        kind: "ArtifactGenerator",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators/finalizers",
+        kind: "ArtifactGenerator",
+        verbs: &["update"],
+        why: "the `source.extensions.fluxcd.io/finalizer` finalizer (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
         group: "",
         resource: "secrets",
         kind: "Secret",
