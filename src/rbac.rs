@@ -395,6 +395,33 @@ pub fn allows(rules: &[Permission], attrs: &RequestAttributes) -> bool {
 mod tests {
     use super::*;
 
+    /// What an ArtifactGenerator reconcile does: its watch, finalizer and status patches; the
+    /// ExternalArtifacts' server-side apply, status patch and garbage collection (DELETE); and
+    /// nothing on the sources it reads but GET/watch.
+    #[test]
+    fn source_rules_cover_an_artifact_generator_reconcile() {
+        let ag = "/apis/source.extensions.fluxcd.io/v1beta1/namespaces/ns/artifactgenerators";
+        let ea = "/apis/source.toolkit.fluxcd.io/v1/namespaces/ns/externalartifacts";
+        for (method, url) in [
+            ("GET", format!("{ag}?watch=true")),
+            ("PATCH", format!("{ag}/g")),
+            ("PATCH", format!("{ag}/g/status")),
+            ("GET", format!("{ea}?watch=true")),
+            ("GET", format!("{ea}/a")),
+            ("PATCH", format!("{ea}/a")),
+            ("PATCH", format!("{ea}/a/status")),
+            ("DELETE", format!("{ea}/a")),
+        ] {
+            let a = request_attributes(method, &url).expect(&url);
+            assert!(allows(SOURCE_RULES, &a), "{method} {url}: {a:?}");
+        }
+        let delete = request_attributes("DELETE", &format!("{ag}/g")).unwrap();
+        assert!(
+            !allows(SOURCE_RULES, &delete),
+            "generators are never deleted"
+        );
+    }
+
     /// What `flux reconcile source git` and a source reconcile do, allowed by [`SOURCE_RULES`]:
     /// watch, finalizer and annotation patches, status patches, Secret reads, Events.
     #[test]
