@@ -9,37 +9,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use pennant::api::source::{ArtifactGenerator, ExternalArtifact, GitRepository};
-use sha2::Digest;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
 use support::sources::{cleanup, flux, flux_ok, start_source_controller};
 use support::*;
 
-/// GET the artifact; asserts the bytes hash to status's digest; returns the files.
 async fn download(a: &pennant::api::source::Artifact) -> BTreeMap<String, String> {
-    let resp = reqwest::get(&a.url).await.expect("GET artifact");
-    assert_eq!(resp.status(), 200, "{}", a.url);
-    let bytes = resp.bytes().await.unwrap();
-    assert_eq!(
-        format!("sha256:{:x}", sha2::Sha256::digest(&bytes)),
-        a.digest,
-        "served bytes match status.artifact.digest"
-    );
-    let mut files = BTreeMap::new();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-    for e in tar.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            let mut s = String::new();
-            e.read_to_string(&mut s).unwrap();
-            files.insert(path, s);
-        }
-    }
-    files
+    support::sources::download_artifact(a).await
 }
 
 async fn ea(ns: &TestNs, name: &str) -> Option<ExternalArtifact> {

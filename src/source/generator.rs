@@ -337,11 +337,7 @@ fn valid_glob(p: &str) -> bool {
     let mut chars = p.chars().collect::<Vec<_>>().into_iter();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    return false;
-                }
-            }
+            '\\' if chars.next().is_none() => return false,
             '[' => {
                 let mut first = true;
                 let mut closed = false;

@@ -42,6 +42,7 @@ const TO_PATTERN: &str = "^@artifact/([^/]{0,1}|[^./][^/]|[.][^./]|[^/]{3,})(/([
 const FROM_PATTERN: &str = "^@([a-z0-9]([a-z0-9_-]*[a-z0-9])?)/(.*)$";
 
 /// Spec of an ArtifactGenerator. Same fields as source-watcher's `ArtifactGeneratorSpec`.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "source.extensions.fluxcd.io",

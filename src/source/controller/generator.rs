@@ -29,7 +29,6 @@ use super::{Error, blocking, emit_event, kube_err, patch_finalizers, write_statu
 use crate::api::source::{
     Artifact, ArtifactGenerator, ExternalArtifact, ExternalArtifactReference, GENERATOR_FINALIZER,
     GENERATOR_LABEL, GENERATOR_RECONCILE_ANNOTATION, GitRepository, HelmChart, OCIRepository,
-    Source as _,
 };
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
@@ -455,38 +454,35 @@ async fn observe(
             _ => format!("unable to get source '{ns}/{}': {e}", s.name),
         };
         let artifact = match s.kind.as_str() {
-            "GitRepository" => Api::<GitRepository>::namespaced(c, &ns)
-                .get(&s.name)
-                .await
-                .map_err(get_err)?
-                .artifact()
-                .cloned(),
-            "OCIRepository" => Api::<OCIRepository>::namespaced(c, &ns)
-                .get(&s.name)
-                .await
-                .map_err(get_err)?
-                .artifact()
-                .cloned(),
-            "HelmChart" => Api::<HelmChart>::namespaced(c, &ns)
-                .get(&s.name)
-                .await
-                .map_err(get_err)?
-                .artifact()
-                .cloned(),
-            "ExternalArtifact" => Api::<ExternalArtifact>::namespaced(c, &ns)
-                .get(&s.name)
-                .await
-                .map_err(get_err)?
-                .status
-                .and_then(|s| s.artifact),
+            "GitRepository" => artifact_of::<GitRepository>(c, &ns, &s.name).await,
+            "OCIRepository" => artifact_of::<OCIRepository>(c, &ns, &s.name).await,
+            "HelmChart" => artifact_of::<HelmChart>(c, &ns, &s.name).await,
+            "ExternalArtifact" => artifact_of::<ExternalArtifact>(c, &ns, &s.name).await,
             k => return Err(format!("source `{}` kind '{k}' not supported", s.name)),
         };
-        let Some(a) = artifact else {
+        let Some(a) = artifact.map_err(get_err)? else {
             return Err(format!("source '{}/{ns}/{}' is not ready", s.kind, s.name));
         };
         out.insert(s.alias.clone(), (ObservedSource::of(&a), a.path.clone()));
     }
     Ok(out)
+}
+
+/// The source's `status.artifact`.
+async fn artifact_of<K>(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Artifact>, kube::Error>
+where
+    K: crate::api::source::Source
+        + kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let obj: K = Api::namespaced(client, ns).get(name).await?;
+    Ok(obj.artifact().cloned())
 }
 
 /// Extracts the sources (from this process's storage, digests verified) and builds every
