@@ -567,3 +567,56 @@ fn the_changed_event_lists_only_new_digests() {
         Some("external artifacts reconciled: ns/b (2)")
     );
 }
+
+/// The point of the feature: a commit touching `apps/b` and the root leaves the artifact of
+/// `apps/a` byte for byte the same (file name, digest, `latest@<digest>` revision), while `b`'s
+/// moves; staged, hashed and archived as the controller does, into a real [`Storage`].
+#[test]
+fn a_commit_elsewhere_leaves_the_artifact_unchanged() {
+    use crate::source::storage::Storage;
+    let root = tempfile::tempdir().unwrap();
+    let storage = Storage::new(root.path(), "localhost", Default::default());
+    let rules = crate::source::ignore::IgnoreRules::from_patterns(None).unwrap();
+    let build = |src: &Path, name: &str, from: &str| {
+        let staging = tempfile::tempdir().unwrap();
+        apply_copy(
+            &parse_copy(&op(from, "@artifact/")).unwrap(),
+            src,
+            staging.path(),
+        )
+        .unwrap();
+        let hash = contents_hash(staging.path(), name).unwrap();
+        let stored = storage
+            .archive_dir(
+                EXTERNAL_ARTIFACT_KIND,
+                "ns",
+                name,
+                &format!("{hash}.tar.gz"),
+                staging.path(),
+                &rules,
+            )
+            .unwrap();
+        let (rev, _) = revisions(&stored.digest, None, None, &BTreeMap::new());
+        (stored.path, stored.digest, rev)
+    };
+    let v1 = monorepo();
+    let a1 = build(v1.path(), "app-a", "@s/apps/a/**");
+    let b1 = build(v1.path(), "app-b", "@s/apps/b/**");
+    assert!(a1.0.starts_with("externalartifact/ns/app-a/"), "{}", a1.0);
+    assert_eq!(a1.2, format!("latest@{}", a1.1));
+    // a later checkout: apps/b and the root changed, apps/a's files rewritten identically
+    let v2 = monorepo();
+    write(
+        v2.path(),
+        &[
+            ("apps/b/deploy.yaml", "b2"),
+            ("top.yaml", "t2"),
+            ("apps/a/deploy.yaml", "a"),
+        ],
+    );
+    assert_eq!(build(v2.path(), "app-a", "@s/apps/a/**"), a1);
+    let b2 = build(v2.path(), "app-b", "@s/apps/b/**");
+    assert_ne!(b2.1, b1.1);
+    assert_ne!(b2.2, b1.2);
+    assert_ne!(b2.0, b1.0);
+}
