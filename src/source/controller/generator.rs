@@ -181,13 +181,16 @@ async fn reconcile(
             &now(),
         );
         record(&status).await?;
-        emit_event(
-            &*generator,
-            &notice(true, reason, message),
-            &ctx.client,
-            &ctx.instance,
-        )
-        .await;
+        // once per new condition, not at each source change or retry
+        if old_status.as_ref() != Some(&status) {
+            emit_event(
+                &*generator,
+                &notice(true, reason, message),
+                &ctx.client,
+                &ctx.instance,
+            )
+            .await;
+        }
         return Ok(Action::await_change());
     }
     let unsupported = generator
@@ -208,13 +211,16 @@ async fn reconcile(
             &now(),
         );
         record(&status).await?;
-        emit_event(
-            &*generator,
-            &notice(true, "UnsupportedField", message),
-            &ctx.client,
-            &ctx.instance,
-        )
-        .await;
+        // once per new condition, not at each source change or retry
+        if old_status.as_ref() != Some(&status) {
+            emit_event(
+                &*generator,
+                &notice(true, "UnsupportedField", message),
+                &ctx.client,
+                &ctx.instance,
+            )
+            .await;
+        }
         return Ok(Action::await_change());
     }
     // the sources' artifacts
@@ -233,13 +239,15 @@ async fn reconcile(
                 &now(),
             );
             record(&status).await?;
-            emit_event(
-                &*generator,
-                &notice(true, SOURCE_FETCH_FAILED, message),
-                &ctx.client,
-                &ctx.instance,
-            )
-            .await;
+            if old_status.as_ref() != Some(&status) {
+                emit_event(
+                    &*generator,
+                    &notice(true, SOURCE_FETCH_FAILED, message),
+                    &ctx.client,
+                    &ctx.instance,
+                )
+                .await;
+            }
             return Ok(Action::requeue(DEPENDENCY_REQUEUE));
         }
     };
