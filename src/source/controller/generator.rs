@@ -318,11 +318,16 @@ async fn reconcile(
     write_status(&*generator, old_status.as_ref(), &status, &api).await?;
     let written = status.clone();
     // extract, stage, archive: blocking file work
-    let (gen2, storage, ns2) = (generator.clone(), ctx.storage.clone(), ns.clone());
-    let sources: BTreeMap<String, (ObservedSource, String)> = observed.clone();
-    let built = blocking(move || build(&gen2, &sources, &storage, &ns2))
-        .await
-        .unwrap_or_else(|e| Err((reasons::BUILD_FAILED, e)));
+    let built = match fetch_sources(&observed, &ctx.storage).await {
+        Err(m) => Err((SOURCE_FETCH_FAILED, format!("fetch sources failed: {m}"))),
+        Ok((work, archives)) => {
+            let (gen2, storage, ns2) = (generator.clone(), ctx.storage.clone(), ns.clone());
+            let sources = observed.clone();
+            blocking(move || build(&gen2, &sources, &archives, work.path(), &storage, &ns2))
+                .await
+                .unwrap_or_else(|e| Err((reasons::BUILD_FAILED, e)))
+        }
+    };
     let finish_failed = |status: &mut crate::api::source::ArtifactGeneratorStatus,
                          reason: &str,
                          message: String| {
@@ -493,32 +498,69 @@ where
     Ok(obj.artifact().cloned())
 }
 
-/// Extracts the sources (from this process's storage, digests verified) and builds every
+/// Largest source artifact downloaded over HTTP (Flux's fetcher: unlimited; here 1 GiB).
+const MAX_DOWNLOAD: u64 = 1 << 30;
+
+/// The sources' tarballs by alias: this process's stored file when it is there with the
+/// observed digest, else downloaded from the artifact's URL into a temp directory (returned,
+/// removed on drop) and checked against the digest.
+async fn fetch_sources(
+    sources: &BTreeMap<String, (ObservedSource, String)>,
+    storage: &crate::source::storage::Storage,
+) -> Result<(tempfile::TempDir, BTreeMap<String, PathBuf>), String> {
+    let work = tempfile::Builder::new()
+        .prefix("pennant-ag-")
+        .tempdir()
+        .map_err(|e| format!("failed to create tmp dir: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (alias, (o, path)) in sources {
+        let (st, p, d) = (storage.clone(), path.clone(), o.digest.clone());
+        let local = blocking(move || st.local_path(&p).filter(|_| st.verify(&p, &d)))
+            .await
+            .ok()
+            .flatten();
+        if let Some(l) = local {
+            out.insert(alias.clone(), l);
+            continue;
+        }
+        let client = crate::source::http::client(&Default::default(), Duration::from_secs(60))?;
+        let resp = client
+            .get(&o.url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("failed to download artifact from '{}': {e}", o.url))?;
+        let file = work.path().join(format!("{alias}.tar.gz"));
+        let f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+        let got = crate::source::http::download_to(resp, f, MAX_DOWNLOAD)
+            .await
+            .map_err(|e| format!("failed to download artifact from '{}': {e}", o.url))?;
+        if got.digest != o.digest {
+            return Err(format!(
+                "failed to verify artifact: computed digest doesn't match '{}'",
+                o.digest
+            ));
+        }
+        out.insert(alias.clone(), file);
+    }
+    Ok((work, out))
+}
+
+/// Extracts the sources' tarballs ([`fetch_sources`]) under `work` and builds every
 /// output artifact: `(name, stored artifact)` in spec order, or `(reason, message)`.
 fn build(
     generator: &ArtifactGenerator,
     sources: &BTreeMap<String, (ObservedSource, String)>,
+    archives: &BTreeMap<String, PathBuf>,
+    work: &Path,
     storage: &crate::source::storage::Storage,
     ns: &str,
 ) -> Result<Vec<(String, Artifact)>, (&'static str, String)> {
     let fetch_failed = |m: String| (SOURCE_FETCH_FAILED, format!("fetch sources failed: {m}"));
-    let work = tempfile::Builder::new()
-        .prefix("pennant-ag-")
-        .tempdir()
-        .map_err(|e| fetch_failed(format!("failed to create tmp dir: {e}")))?;
     let mut dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (alias, (o, path)) in sources {
-        let local = storage
-            .local_path(path)
-            .filter(|_| storage.verify(path, &o.digest))
-            .ok_or_else(|| {
-                fetch_failed(format!(
-                    "artifact '{}' of source '{alias}' is not in storage (or its digest differs)",
-                    o.url
-                ))
-            })?;
-        let dir = work.path().join("sources").join(alias);
-        let f = std::fs::File::open(&local).map_err(|e| fetch_failed(e.to_string()))?;
+    for (alias, archive) in archives {
+        let dir = work.join("sources").join(alias);
+        let f = std::fs::File::open(archive).map_err(|e| fetch_failed(e.to_string()))?;
         untar_gz(f, &dir, &UntarLimits::default()).map_err(|e| fetch_failed(e.to_string()))?;
         dirs.insert(alias.clone(), dir);
     }
@@ -536,7 +578,7 @@ fn build(
                 format!("{} build failed: {e}", a.name),
             )
         };
-        let staging = staging_dir(work.path(), &a.name);
+        let staging = staging_dir(work, &a.name);
         std::fs::create_dir_all(&staging)
             .map_err(|e| fail(format!("failed to create staging dir: {e}")))?;
         for op in &a.copy {
