@@ -1,6 +1,6 @@
 //! ArtifactGenerators (`source.extensions.fluxcd.io/v1beta1`, Flux's source-watcher), wired by
 //! [`super::kind`]: one reconcile is finalizer / deletion → [`validate`] → observe the sources
-//! (their `status.artifact`) → [`drift`] → extract the sources from storage → per output
+//! (their `status.artifact`) → [`drift`] → extract the sources (from storage, else their URL) → per output
 //! artifact: stage ([`apply_copy`]), archive (`externalartifact/<ns>/<name>/<hash>.tar.gz`),
 //! apply the `ExternalArtifact` and its status → delete the ExternalArtifacts no longer in the
 //! spec → status ([`apply_step`]) → Events → GC.
