@@ -352,13 +352,38 @@ async fn generator_revisions_move_only_with_the_copied_content() {
             .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 
+    // spec.pathPattern is accepted by the schema but not implemented: said on status
+    ns.apply_yaml(
+        &GENERATOR
+            .replace("name: apps\n", "name: patterned\n")
+            .replace(
+                "  sources:",
+                "  pathPattern: \"@mono/apps/{app}\"\n  sources:",
+            ),
+    )
+    .await;
+    let g = wait_generator(&ns, "patterned", "UnsupportedField", |g| {
+        ready(g).is_some_and(|(_, r, _)| r == "UnsupportedField")
+    })
+    .await;
+    assert_eq!(
+        ready(&g).unwrap().2,
+        "spec.pathPattern '@mono/apps/{app}' is not supported by pennant yet"
+    );
+
     // deletion: the generator's ExternalArtifacts go with it
-    kube::Api::<ArtifactGenerator>::namespaced(client.clone(), &ns.name)
-        .delete("apps", &Default::default())
-        .await
-        .unwrap();
+    let generators = kube::Api::<ArtifactGenerator>::namespaced(client.clone(), &ns.name);
+    for name in ["apps", "patterned"] {
+        generators.delete(name, &Default::default()).await.unwrap();
+    }
     for _ in 0..100 {
-        if ea(&ns, "app-a").await.is_none() {
+        let gone = generators
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty();
+        if gone && ea(&ns, "app-a").await.is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -366,6 +391,15 @@ async fn generator_revisions_move_only_with_the_copied_content() {
     assert!(
         ea(&ns, "app-a").await.is_none(),
         "finalizer deletes the ExternalArtifacts"
+    );
+    assert!(
+        generators
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "finalizers released"
     );
     cleanup(ns).await;
 }

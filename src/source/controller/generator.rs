@@ -169,85 +169,64 @@ async fn reconcile(
         async move { write_status(&*g, g.status.as_ref(), &status, &api).await }
     };
     let now = || Time(Timestamp::now());
-    if let Err((reason, message)) = validate(&generator, false) {
-        apply_step(
-            &mut status,
-            Step::Stalled {
-                reason: reason.into(),
-                message: message.clone(),
-            },
-            generation,
-            requested.as_deref(),
-            &now(),
+    // a stop before any generation: the status written, its Warning recorded once per new
+    // condition (not at each source change or retry)
+    let stop = |step: Step| {
+        let mut st = status.clone();
+        let (reason, message) = match &step {
+            Step::Stalled { reason, message } | Step::Failed { reason, message } => {
+                (reason.clone(), message.clone())
+            }
+            _ => Default::default(),
+        };
+        apply_step(&mut st, step, generation, requested.as_deref(), &now());
+        let (changed, g, ctx) = (
+            old_status.as_ref() != Some(&st),
+            generator.clone(),
+            ctx.clone(),
         );
-        record(&status).await?;
-        // once per new condition, not at each source change or retry
-        if old_status.as_ref() != Some(&status) {
-            emit_event(
-                &*generator,
-                &notice(true, reason, message),
-                &ctx.client,
-                &ctx.instance,
-            )
-            .await;
+        let write = record(&st);
+        async move {
+            write.await?;
+            if changed {
+                emit_event(
+                    &*g,
+                    &notice(true, &reason, message),
+                    &ctx.client,
+                    &ctx.instance,
+                )
+                .await;
+            }
+            Ok::<(), Error>(())
         }
+    };
+    let stalled = |reason: &str, message: String| Step::Stalled {
+        reason: reason.into(),
+        message,
+    };
+    if let Err((reason, message)) = validate(&generator, false) {
+        stop(stalled(reason, message)).await?;
         return Ok(Action::await_change());
     }
-    let unsupported = generator
+    if let Some(p) = generator
         .spec
         .path_pattern
         .as_deref()
-        .is_some_and(|p| !p.is_empty());
-    if unsupported {
-        let message = "spec.pathPattern is not supported by pennant yet".to_string();
-        apply_step(
-            &mut status,
-            Step::Stalled {
-                reason: "UnsupportedField".into(),
-                message: message.clone(),
-            },
-            generation,
-            requested.as_deref(),
-            &now(),
-        );
-        record(&status).await?;
-        // once per new condition, not at each source change or retry
-        if old_status.as_ref() != Some(&status) {
-            emit_event(
-                &*generator,
-                &notice(true, "UnsupportedField", message),
-                &ctx.client,
-                &ctx.instance,
-            )
-            .await;
-        }
+        .filter(|p| !p.is_empty())
+    {
+        let message = format!("spec.pathPattern '{p}' is not supported by pennant yet");
+        stop(stalled("UnsupportedField", message)).await?;
         return Ok(Action::await_change());
     }
     // the sources' artifacts
     let observed = match observe(&generator, &ctx).await {
         Ok(o) => o,
         Err(e) => {
-            let message = format!("get sources failed: {e}");
-            apply_step(
-                &mut status,
-                Step::Failed {
-                    reason: SOURCE_FETCH_FAILED.into(),
-                    message: message.clone(),
-                },
-                generation,
-                requested.as_deref(),
-                &now(),
-            );
-            record(&status).await?;
-            if old_status.as_ref() != Some(&status) {
-                emit_event(
-                    &*generator,
-                    &notice(true, SOURCE_FETCH_FAILED, message),
-                    &ctx.client,
-                    &ctx.instance,
-                )
-                .await;
-            }
+            stop(Step::Failed {
+                reason: SOURCE_FETCH_FAILED.into(),
+                message: format!("get sources failed: {e}"),
+            })
+            .await?;
             return Ok(Action::requeue(DEPENDENCY_REQUEUE));
         }
     };
