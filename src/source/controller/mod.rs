@@ -45,6 +45,7 @@ use crate::api::source::{
     Artifact, FINALIZER, GitRepository, HelmChart, HelmRepository, OCIRepository,
 };
 
+mod generator;
 mod helm_chart;
 mod helm_repository;
 mod kind;
@@ -266,6 +267,17 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         Arc::new(chart_ctx),
         helm_chart::reconcile,
     );
+    // ArtifactGenerators (source-watcher): ExternalArtifacts composed from the sources above
+    let generator_controller = generator::controller(
+        kind::Ctx::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.storage.clone(),
+            ctx.instance.clone(),
+        ),
+        &scope,
+        shutdown.clone(),
+    );
     let index = repos.clone();
     let git_controller = Controller::for_stream(trigger, repos)
         .watches_stream(secret_events, move |s| repos_for_secret(&index, &s))
@@ -283,7 +295,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         git_controller,
         oci_controller,
         helm_repo_controller,
-        chart_controller
+        chart_controller,
+        generator_controller
     );
     Ok(())
 }
