@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 #[path = "support/schema_walk.rs"]
 mod schema_walk;
-use schema_walk::{Allow, Used, node_mut};
+use schema_walk::{Allow, Used, lossy, node_mut};
 
 const KINDS: [&str; 4] = [
     "GitRepository",
@@ -270,31 +270,6 @@ fn defaults_names_and_columns_match_flux() {
             .cloned()
             .unwrap_or_default();
         assert!(!labels.values().any(|v| v == "flux"), "{kind}: {labels:?}");
-    }
-}
-
-/// Differences between `before` and `after` (ignoring key order and integer/float spelling).
-fn lossy(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
-    match (before, after) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                match b.get(k) {
-                    Some(w) => lossy(v, w, &format!("{path}.{k}"), out),
-                    None => out.push(format!("{path}.{k}: lost")),
-                }
-            }
-            for k in b.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{path}.{k}: added"));
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                lossy(v, w, &format!("{path}[{i}]"), out);
-            }
-        }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        (a, b) if a == b => {}
-        (a, b) => out.push(format!("{path}: {a} became {b}")),
     }
 }
 

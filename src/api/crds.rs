@@ -1,8 +1,9 @@
 //! The CustomResourceDefinitions pennant installs: `canaries`, `metrictemplates` and
 //! `alertproviders` in `flagger.app/v1beta1`, and Flux's source kinds `gitrepositories`,
 //! `ocirepositories`, `helmrepositories` and `helmcharts` in `source.toolkit.fluxcd.io/v1`
-//! (schemas as Flux source-controller v1.9's; `tests/compat_flux.rs` checks them), generated
-//! from the Rust types.
+//! (schemas as Flux source-controller v1.9's) and `kustomizations` in
+//! `kustomize.toolkit.fluxcd.io/v1` (as kustomize-controller v1.9.5's; `tests/compat_flux.rs`
+//! checks them all), generated from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
@@ -17,6 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+use super::kustomization::Kustomization;
 use super::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
 use super::{AlertProvider, Canary, MetricTemplate};
 
@@ -33,9 +35,14 @@ const HELM_REPOSITORY_DESCRIPTION: &str =
     "HelmRepository: a Helm chart repository (HTTP index or OCI registry), Flux-compatible.";
 const HELM_CHART_DESCRIPTION: &str =
     "HelmChart: a Helm chart from a source, stored packaged as an artifact, Flux-compatible.";
+const KUSTOMIZATION_DESCRIPTION: &str = "Kustomization: a directory of a source's artifact built \
+    with kustomize and applied with pruning and health checks, Flux-compatible.";
+
+/// `kustomize.toolkit.fluxcd.io/substitute: disabled`, on every CRD as on Flux's.
+const SUBSTITUTE_DISABLED: (&str, &str) = ("kustomize.toolkit.fluxcd.io/substitute", "disabled");
 
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
-/// OCIRepository, HelmRepository, HelmChart.
+/// OCIRepository, HelmRepository, HelmChart, Kustomization.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
@@ -50,6 +57,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (OCIRepository::crd(), OCI_REPOSITORY_DESCRIPTION),
         (HelmRepository::crd(), HELM_REPOSITORY_DESCRIPTION),
         (HelmChart::crd(), HELM_CHART_DESCRIPTION),
+        (Kustomization::crd(), KUSTOMIZATION_DESCRIPTION),
     ]
     .into_iter()
     .map(|(mut crd, description)| {
@@ -63,10 +71,14 @@ pub fn all() -> Vec<CustomResourceDefinition> {
                 api_server_formats(s);
             }
         }
-        crd.metadata
+        let annotations = crd
+            .metadata
             .annotations
-            .get_or_insert_with(Default::default)
-            .insert("helm.sh/resource-policy".into(), "keep".into());
+            .get_or_insert_with(Default::default);
+        annotations.insert("helm.sh/resource-policy".into(), "keep".into());
+        // Flux annotates every CRD so that a Kustomization applying it (self-managed installs)
+        // never substitutes `${...}` in its descriptions (kustomize-controller #1692).
+        annotations.insert(SUBSTITUTE_DISABLED.0.into(), SUBSTITUTE_DISABLED.1.into());
         let names = &mut crd.spec.names;
         names.list_kind = Some(format!("{}List", names.kind));
         crd
