@@ -12,6 +12,7 @@ pub mod gate;
 pub mod gitops;
 pub mod http_post;
 pub mod kube_client;
+pub mod kustomize;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
