@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod apply;
 pub mod canary;
 pub mod cmd;
 pub mod ext;

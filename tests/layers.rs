@@ -3,9 +3,9 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`, `source`) and the process that hosts them (`runtime`,
-//!   `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a controller (`canary`,
-//!   `kustomize`);
+//!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`) and the process that hosts them
+//!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
+//!   controller (`canary`, `kustomize`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
@@ -45,6 +45,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "kube_client",
     "rbac",
     "source",
+    "apply",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.
