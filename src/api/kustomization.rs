@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::parse_duration;
-use super::source::{Condition, INTERVAL_PATTERN, LocalObjectReference, set};
+use super::source::{Condition, INTERVAL_PATTERN, LocalObjectReference, parse_interval, set};
 
 /// API group of Kustomization; also the prefix of its per-object annotations and owner labels.
 pub const GROUP: &str = "kustomize.toolkit.fluxcd.io";
@@ -456,13 +456,13 @@ pub struct Snapshot {
 impl Kustomization {
     /// `spec.interval`; `None` when malformed or zero.
     pub fn interval(&self) -> Option<Duration> {
-        parse_duration(&self.spec.interval).filter(|d| !d.is_zero())
+        parse_interval(&self.spec.interval)
     }
 
     /// `spec.retryInterval`, else `spec.interval` (Flux's `GetRetryInterval`).
     pub fn retry_interval(&self) -> Option<Duration> {
         match set(&self.spec.retry_interval) {
-            Some(r) => parse_duration(r).filter(|d| !d.is_zero()),
+            Some(r) => parse_interval(r),
             None => self.interval(),
         }
     }
