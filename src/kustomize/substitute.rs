@@ -417,13 +417,12 @@ impl Parser {
             return Err(BAD_VARIABLE_NAME);
         };
         match self.peek() {
-            Some(':') => {
-                if matches!(self.s.get(self.pos + 1), Some('=' | '-' | '?' | '+')) {
-                    self.parse_default(param)
-                } else {
-                    self.parse_substr(param)
-                }
-            }
+            Some(':') => match self.s.get(self.pos + 1) {
+                Some('=' | '-' | '?' | '+') => self.parse_default(param),
+                // Flux's scanner loses the `:` when the input ends right after it
+                None => Err(BAD_SUBSTITUTION),
+                Some(_) => self.parse_substr(param),
+            },
             Some('=') => self.parse_default(param),
             Some(',' | '^') => {
                 let Token::Text(op) = self.scan(WORD, |c, n| (c == ',' || c == '^') && n < 3)

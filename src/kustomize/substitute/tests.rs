@@ -198,6 +198,7 @@ fn malformed_expressions_are_fluxs_parse_errors() {
         ("${#}", "bad substitution"),
         ("${var^x}", "bad substitution"),
         ("${var:1:2", "bad substitution"),
+        ("${var:", "bad substitution"),
     ];
     for (input, msg) in cases {
         let got = eval(input, &vars(&[("var", "v")]), false);
