@@ -27,8 +27,13 @@
 //! keys) and parses it back; pennant substitutes each string (keys and values) of the object,
 //! in the same sorted order, and re-reads a substituted value the way that YAML text would
 //! read: a string Flux's YAML writer leaves unquoted is re-parsed as a YAML 1.1 scalar
-//! (`${replicas}` → the integer `3`, `${flag}` = `on` → `true`, `""` → `null`, `'"1"'` → the
-//! string `1`, the documented `${quote}` trick), a quoted or multi-line one stays a string.
+//! (`${replicas}` → the integer `3`, `${flag}` = `on` → `true`, `""` → `null`, `0755` → 493,
+//! `'"1"'` → the string `1`, the documented `${quote}` trick), a quoted one stays a string, a
+//! multi-line one keeps its block chomping. `tests/envsubst_flux.rs` checks this against Flux's
+//! own round trip. Differences: where a value breaks Flux's YAML text (a quote inside a quoted
+//! scalar, `- x` or `? x` in some places), Flux fails the build and pennant may substitute; a
+//! value that is a bare YAML tag or block indicator (`!tag`, `|`, `>`) reads as null or fails
+//! here and as `""` in Flux.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -195,10 +200,21 @@ fn substitute_value(
     Ok(match v {
         Value::String(s) => {
             let out = eval(s, vars, strict).map_err(SubstituteErrorKind::Eval)?;
-            if out == *s || !emitted_plain(s) {
+            if out == *s {
                 Value::String(out)
-            } else {
+            } else if emitted_plain(s) {
                 read_plain(&out)?
+            } else if s.contains('\n') {
+                // written as a literal block (`|-`, or `|` with a final newline): its chomping
+                // drops the newlines an empty value leaves at the end
+                let body = out.trim_end_matches('\n');
+                Value::String(if s.ends_with('\n') {
+                    format!("{body}\n")
+                } else {
+                    body.into()
+                })
+            } else {
+                Value::String(out)
             }
         }
         Value::Array(a) => Value::Array(
@@ -221,22 +237,33 @@ fn substitute_value(
     })
 }
 
-/// Whether Flux's YAML writer (go-yaml v2) writes `s` as a plain, unquoted scalar — the case in
-/// which the substituted text is re-typed when read back. Only strings holding `${` matter
-/// here, so the YAML 1.1 keywords it also quotes (`true`, `~`, numbers) cannot occur.
+/// Whether Flux's YAML writer (go-yaml v2's scalar analysis, block context) writes `s` as a
+/// plain, unquoted scalar — the case in which the substituted text is re-typed when read back.
+/// Only strings holding `${` matter here, so the YAML 1.1 keywords it also quotes (`true`, `~`,
+/// numbers) cannot occur.
 fn emitted_plain(s: &str) -> bool {
-    let first = s.chars().next();
-    !s.is_empty()
-        && !s.contains('\n')
-        && s.trim() == s
-        && !first.is_some_and(|c| "-?:,[]{}#&*!|>'\"%@`".contains(c))
-        && !s.contains(": ")
-        && !s.contains(" #")
-        && !s.ends_with(':')
-        && !s.chars().any(|c| c.is_control())
+    let chars: Vec<char> = s.chars().collect();
+    let blank_after = |i: usize| chars.get(i + 1).is_none_or(|c| *c == ' ' || *c == '\t');
+    let Some(&first) = chars.first() else {
+        return false;
+    };
+    if "#,[]{}&*!|>'\"%@`".contains(first) || ("?:-".contains(first) && blank_after(0)) {
+        return false;
+    }
+    for (i, &c) in chars.iter().enumerate() {
+        let indicator = (c == ':' && blank_after(i))
+            || (c == '#' && i > 0 && matches!(chars[i - 1], ' ' | '\t'));
+        if indicator || c == '\n' || (c.is_control() && c != '\t') {
+            return false;
+        }
+    }
+    s.trim_matches([' ', '\t']) == s
 }
 
-/// Read a substituted plain scalar back as YAML 1.1 (sigs.k8s.io/yaml's `YAMLToJSON`).
+/// Read a substituted plain scalar back as YAML 1.1, as sigs.k8s.io/yaml's `YAMLToJSON` (go-yaml
+/// v2) does: YAML 1.1 booleans and nulls, Go's integer syntax (`0x1F`, `0o17`, `0755` octal,
+/// `1_000`), whole floats as integers, a trailing ` #comment` dropped; a block sequence (`- x`),
+/// mapping (`a: b`) or key (`? x`) where the scalar stood is an error.
 fn read_plain(text: &str) -> Result<Value, SubstituteErrorKind> {
     const TRUE: [&str; 11] = [
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
@@ -245,26 +272,87 @@ fn read_plain(text: &str) -> Result<Value, SubstituteErrorKind> {
         "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF",
     ];
     let t = text.trim();
-    if t.is_empty() || ["~", "null", "Null", "NULL"].contains(&t) {
-        return Ok(Value::Null);
+    let not_allowed = |what: &str| {
+        Err(SubstituteErrorKind::Yaml(format!(
+            "{what} are not allowed in this context: {t:?}"
+        )))
+    };
+    if t == "-" || t.starts_with("- ") {
+        return not_allowed("block sequence entries");
     }
-    if TRUE.contains(&t) {
-        return Ok(Value::Bool(true));
+    if t == "?" || t.starts_with("? ") {
+        return not_allowed("mapping keys");
     }
-    if FALSE.contains(&t) {
-        return Ok(Value::Bool(false));
+    let flow_or_quoted = t.starts_with(['{', '[', '"', '\'']);
+    if !flow_or_quoted && (t.contains(": ") || t.ends_with(':')) {
+        return not_allowed("mapping values");
     }
-    let block_mapping =
-        !t.starts_with(['{', '[', '"', '\'']) && (t.contains(": ") || t.ends_with(':'));
-    if block_mapping {
-        return Err(SubstituteErrorKind::Yaml(format!(
-            "mapping values are not allowed in this context: {t:?}"
-        )));
+    if !flow_or_quoted {
+        // a plain scalar: YAML 1.1's resolution (go-yaml v2), where it differs from YAML 1.2's
+        let p = match t.find(" #").or_else(|| t.find("\t#")) {
+            Some(i) => t[..i].trim_end(),
+            None => t,
+        };
+        if p.is_empty() || ["~", "null", "Null", "NULL"].contains(&p) {
+            return Ok(Value::Null);
+        }
+        if TRUE.contains(&p) {
+            return Ok(Value::Bool(true));
+        }
+        if FALSE.contains(&p) {
+            return Ok(Value::Bool(false));
+        }
+        let digits = p.replace('_', "");
+        if let Some(n) = go_int(&digits) {
+            return Ok(Value::from(n));
+        }
+        let float = regex::Regex::new(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+            .expect("a valid pattern");
+        if float.is_match(&digits)
+            && let Ok(f) = digits.parse::<f64>()
+        {
+            return Ok(whole_float_as_integer(Value::from(f)));
+        }
     }
     match serde_saphyr::from_str::<Value>(t) {
-        Ok(v) => Ok(v),
+        Ok(v) => Ok(whole_float_as_integer(v)),
         // not YAML on its own (e.g. an unbalanced quote): Flux's parser fails too
         Err(e) => Err(SubstituteErrorKind::Yaml(e.to_string())),
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: an optional sign, then `0x`/`0o`/`0b` prefixes or a
+/// leading `0` for octal.
+fn go_int(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = digits.to_ascii_lowercase();
+    let (radix, body) = if let Some(h) = lower.strip_prefix("0x") {
+        (16, h)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (8, o)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (2, b)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let n = i64::from_str_radix(body, radix).ok()?;
+    Some(if neg { -n } else { n })
+}
+
+/// sigs.k8s.io/yaml writes a float without a fractional part as an integer (`1e3` → `1000`).
+fn whole_float_as_integer(v: Value) -> Value {
+    match v.as_f64() {
+        Some(f) if v.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+        _ => v,
     }
 }
 

@@ -1,8 +1,13 @@
-// Flux's envsubst (the version kustomize-controller v1.9.5 uses, through fluxcd/pkg/kustomize
-// v1.35.6) as a JSON filter, for tests/envsubst_flux.rs: reads [{vars, input, strict}] on stdin,
-// prints one [output, error] line per case.
+// Flux's envsubst and YAML round trip (the versions kustomize-controller v1.9.5 builds with:
+// fluxcd/pkg/envsubst v1.7.1, sigs.k8s.io/yaml v1.6.0, go.yaml.in/yaml/v2 v2.4.4) as a JSON
+// filter for tests/envsubst_flux.rs.
 module envsubst-check
 
 go 1.26.0
 
-require github.com/fluxcd/pkg/envsubst v1.7.1
+require (
+	github.com/fluxcd/pkg/envsubst v1.7.1
+	sigs.k8s.io/yaml v1.6.0
+)
+
+require go.yaml.in/yaml/v2 v2.4.4 // indirect
