@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod apply;
 pub mod canary;
 pub mod cmd;
 pub mod ext;
@@ -12,6 +13,7 @@ pub mod gate;
 pub mod gitops;
 pub mod http_post;
 pub mod kube_client;
+pub mod kustomize;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

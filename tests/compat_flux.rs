@@ -1,4 +1,4 @@
-//! pennant's source CRDs and types accept what Flux's accept.
+//! pennant's source and Kustomization CRDs and types accept what Flux's accept.
 //!
 //! Input: Flux source-controller's own CRDs and samples (`config/crd/bases`, `config/samples` of
 //! the `github.com/fluxcd/source-controller` module zip), fetched into the Go module cache by
@@ -13,12 +13,22 @@
 //!   `status.observedGeneration: -1`, ...), short names, categories and printer columns.
 //! - [`flux_samples_round_trip`]: Flux's sample manifests parse into pennant's Rust types and
 //!   serialise back without losing a field.
+//!
+//! The same for Kustomization against kustomize-controller v1.9.5 (the version Flux v2.9.5 pins;
+//! `e2e/tools/flux-crds kustomize-controller`): [`kustomization_schema_covers_flux`] (negative
+//! control [`walker_catches_a_removed_kustomization_field`]),
+//! [`kustomization_defaults_names_and_columns_match_flux`] (with the
+//! `kustomize.toolkit.fluxcd.io/substitute: disabled` annotation),
+//! [`flux_kustomization_sample_round_trips`] and [`example_fleet_kustomizations_are_accepted`]:
+//! Flux's example fleet's Kustomizations parse, round-trip and validate under pennant's schema
+//! ([`validate`], negative control [`validation_rejects_what_flux_rejects`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pennant::api::crds;
+use pennant::api::kustomization::Kustomization;
 use pennant::api::source::{
     ArtifactGenerator, GitRepository, HelmChart, HelmRepository, OCIRepository,
 };
@@ -26,7 +36,7 @@ use serde_json::{Value, json};
 
 #[path = "support/schema_walk.rs"]
 mod schema_walk;
-use schema_walk::{Allow, Used, node_mut};
+use schema_walk::{Allow, Used, lossy, node_mut};
 
 const KINDS: [&str; 5] = [
     "GitRepository",
@@ -54,11 +64,12 @@ const FLUX: Allow = Allow {
     extra_cel_rules: &[],
 };
 
-/// The directory of Flux's module in the Go module cache (`e2e/tools/flux-crds` prints
-/// `<module>/config/crd/bases`).
-fn flux_module() -> PathBuf {
+/// The directory of a Flux controller's module (`source-controller`, `kustomize-controller`) in
+/// the Go module cache (`e2e/tools/flux-crds` prints `<module>/config/crd/bases`).
+fn flux_module(controller: &str) -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/tools/flux-crds");
     let out = Command::new(&script)
+        .arg(controller)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
@@ -71,7 +82,7 @@ fn flux_module() -> PathBuf {
     bases.join("../../..").canonicalize().unwrap()
 }
 
-fn read_docs(path: &PathBuf) -> Vec<Value> {
+fn read_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_saphyr::from_multiple(&text).unwrap()
@@ -79,7 +90,7 @@ fn read_docs(path: &PathBuf) -> Vec<Value> {
 
 /// Flux's CRDs by kind.
 fn flux_crds() -> BTreeMap<String, Value> {
-    let bases = flux_module().join("config/crd/bases");
+    let bases = flux_module("source-controller").join("config/crd/bases");
     KINDS
         .iter()
         .map(|kind| {
@@ -284,31 +295,6 @@ fn defaults_names_and_columns_match_flux() {
     }
 }
 
-/// Differences between `before` and `after` (ignoring key order and integer/float spelling).
-fn lossy(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
-    match (before, after) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                match b.get(k) {
-                    Some(w) => lossy(v, w, &format!("{path}.{k}"), out),
-                    None => out.push(format!("{path}.{k}: lost")),
-                }
-            }
-            for k in b.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{path}.{k}: added"));
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                lossy(v, w, &format!("{path}[{i}]"), out);
-            }
-        }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        (a, b) if a == b => {}
-        (a, b) => out.push(format!("{path}: {a} became {b}")),
-    }
-}
-
 fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Vec<String> {
     let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
     let mut out = vec![];
@@ -318,7 +304,7 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) ->
 
 #[test]
 fn flux_samples_round_trip() {
-    let dir = flux_module().join("config/samples");
+    let dir = flux_module("source-controller").join("config/samples");
     let mut seen = BTreeMap::<String, usize>::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -471,4 +457,341 @@ fn artifact_generator_schema_covers_source_watcher() {
             == "ArtifactGenerator .spec.artifacts[].copy[].exclude: missing in pennant's schema"),
         "{found:#?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kustomization (`kustomize.toolkit.fluxcd.io/v1`) against kustomize-controller v1.9.5's CRD and
+// sample, and the Kustomizations of Flux's example fleet (`tests/fixtures/flux2-kustomize-helm-example`).
+
+const KS_KINDS: [&str; 1] = ["Kustomization"];
+
+/// kube-derive requires `spec` at the root; Flux's schema would accept an object without one,
+/// which neither Flux (its `interval`/`prune`/`sourceRef` are required inside) nor pennant can
+/// act on.
+const KS_EXTRA_REQUIRED: [(&str, &str, &str); 1] = [("Kustomization", "", "spec")];
+
+const FLUX_KS: Allow = Allow {
+    upstream: "Flux",
+    number_as_integer: &[],
+    extra_required: &KS_EXTRA_REQUIRED,
+    extra_cel_rules: &[],
+};
+
+fn flux_ks_crd() -> Value {
+    let path = flux_module("kustomize-controller")
+        .join("config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml");
+    read_docs(&path).remove(0)
+}
+
+fn pennant_ks_crd() -> Value {
+    let crd = crds::all()
+        .into_iter()
+        .find(|c| c.spec.group == "kustomize.toolkit.fluxcd.io")
+        .expect("pennant serves Kustomization");
+    serde_json::to_value(crd).unwrap()
+}
+
+fn ks_v1(crd: &Value) -> BTreeMap<String, Value> {
+    BTreeMap::from([("Kustomization".to_string(), served(crd)["v1"].clone())])
+}
+
+#[test]
+fn kustomization_schema_covers_flux() {
+    let (flux, ours) = (flux_ks_crd(), pennant_ks_crd());
+    assert_eq!(
+        served(&ours).into_keys().collect::<Vec<_>>(),
+        served(&flux).into_keys().collect::<Vec<_>>(),
+        "pennant serves every version Flux serves, and only those"
+    );
+    let mut used = Used::default();
+    let found = schema_walk::problems(&KS_KINDS, &ks_v1(&flux), &ks_v1(&ours), &FLUX_KS, &mut used);
+    assert!(
+        found.is_empty(),
+        "pennant's Kustomization CRD would reject or lose what Flux's accepts:\n  {}",
+        found.join("\n  ")
+    );
+    assert_eq!(
+        used.extra_required.len(),
+        KS_EXTRA_REQUIRED.len(),
+        "stale KS_EXTRA_REQUIRED"
+    );
+}
+
+/// Negative controls: a field, an enum value, a bound or a CEL rule removed from pennant's
+/// schema is reported.
+#[test]
+fn walker_catches_a_removed_kustomization_field() {
+    let flux = ks_v1(&flux_ks_crd());
+    let check = |edit: &dyn Fn(&mut Value), expect: &str| {
+        let mut ours = ks_v1(&pennant_ks_crd());
+        edit(ours.get_mut("Kustomization").unwrap());
+        let found = schema_walk::problems(&KS_KINDS, &flux, &ours, &FLUX_KS, &mut Used::default());
+        assert!(
+            found.iter().any(|p| p == expect),
+            "expected {expect:?}, the walker reported {found:#?}"
+        );
+    };
+    check(
+        &|s| {
+            let p = node_mut(s, ".spec.postBuild.substituteFrom");
+            p["items"]["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("optional");
+        },
+        "Kustomization .spec.postBuild.substituteFrom[].optional: missing in pennant's schema",
+    );
+    check(
+        &|s| {
+            let k = node_mut(s, ".spec.sourceRef.kind");
+            k["enum"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|v| v != "ExternalArtifact");
+        },
+        "Kustomization .spec.sourceRef.kind: Flux allows \"ExternalArtifact\", pennant's enum does not",
+    );
+    check(
+        &|s| {
+            let e = node_mut(s, ".status.inventory.entries");
+            e["items"]["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("v");
+        },
+        "Kustomization .status.inventory.entries[].v: missing in pennant's schema",
+    );
+    check(
+        &|s| node_mut(s, ".spec.targetNamespace")["maxLength"] = json!(40),
+        "Kustomization .spec.targetNamespace: pennant adds `maxLength: 40`",
+    );
+}
+
+#[test]
+fn kustomization_defaults_names_and_columns_match_flux() {
+    let (f, o) = (flux_ks_crd(), pennant_ks_crd());
+    let (mut fd, mut od) = (BTreeMap::new(), BTreeMap::new());
+    defaults(&served(&f)["v1"], "", &mut fd);
+    defaults(&served(&o)["v1"], "", &mut od);
+    assert_eq!(od, fd, "schema defaults");
+    assert!(fd.contains_key(".spec.force"), "{fd:?}");
+    for key in ["plural", "singular", "shortNames", "categories", "listKind"] {
+        assert_eq!(
+            o["spec"]["names"][key], f["spec"]["names"][key],
+            "names.{key}"
+        );
+    }
+    assert_eq!(o["spec"]["scope"], f["spec"]["scope"]);
+    let columns = |crd: &Value| crd["spec"]["versions"][0]["additionalPrinterColumns"].clone();
+    assert_eq!(columns(&o), columns(&f), "printer columns");
+    let key = "kustomize.toolkit.fluxcd.io/substitute";
+    assert_eq!(f["metadata"]["annotations"][key], "disabled");
+    assert_eq!(o["metadata"]["annotations"][key], "disabled");
+}
+
+/// A structural-schema check of `doc` against `schema`, the subset the API server enforces
+/// that matters here: types, unknown fields (pruned), required, enums, patterns and lengths.
+fn validate(doc: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
+    if s["x-kubernetes-preserve-unknown-fields"] == true && s.get("properties").is_none() {
+        return;
+    }
+    if doc.is_null() && s["nullable"] == true {
+        return;
+    }
+    let int_or_string = s["x-kubernetes-int-or-string"] == true;
+    let ok = match s["type"].as_str() {
+        _ if int_or_string => doc.is_string() || doc.is_i64() || doc.is_u64(),
+        Some("object") => doc.is_object(),
+        Some("array") => doc.is_array(),
+        Some("string") => doc.is_string(),
+        Some("boolean") => doc.is_boolean(),
+        Some("integer") => doc.is_i64() || doc.is_u64(),
+        Some("number") => doc.is_number(),
+        _ => true,
+    };
+    if !ok {
+        out.push(format!("{path}: {doc} is not of type {}", s["type"]));
+        return;
+    }
+    if let Some(e) = s["enum"].as_array()
+        && !e.contains(doc)
+    {
+        out.push(format!("{path}: {doc} is not one of {}", s["enum"]));
+    }
+    if let (Some(p), Some(v)) = (s["pattern"].as_str(), doc.as_str())
+        && !regex::Regex::new(p).unwrap().is_match(v)
+    {
+        out.push(format!("{path}: {v:?} does not match {p:?}"));
+    }
+    if let Some(v) = doc.as_str() {
+        let n = v.chars().count() as u64;
+        if s["minLength"].as_u64().is_some_and(|m| n < m)
+            || s["maxLength"].as_u64().is_some_and(|m| n > m)
+        {
+            out.push(format!("{path}: length {n} out of bounds"));
+        }
+    }
+    if let Some(obj) = doc.as_object() {
+        for r in schema_walk::required_set(s) {
+            if !obj.contains_key(&r) {
+                out.push(format!("{path}.{r}: required"));
+            }
+        }
+        for (k, v) in obj {
+            let child = format!("{path}.{k}");
+            if let Some(cs) = s["properties"].get(k) {
+                validate(v, cs, &child, out);
+            } else if s["additionalProperties"].is_object() {
+                validate(v, &s["additionalProperties"], &child, out);
+            } else if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
+            } else if s["x-kubernetes-preserve-unknown-fields"] != true {
+                out.push(format!(
+                    "{child}: unknown field (the API server would prune it)"
+                ));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (s.get("items"), doc.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            validate(v, items, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Parse, round-trip and validate one Kustomization; the problems found.
+fn check_kustomization(doc: &Value, schema: &Value) -> Vec<String> {
+    let mut out = vec![];
+    validate(doc, schema, "", &mut out);
+    match serde_json::from_value::<Kustomization>(doc.clone()) {
+        Ok(typed) => lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out),
+        Err(e) => out.push(format!("does not deserialize: {e}")),
+    }
+    out
+}
+
+#[test]
+fn flux_kustomization_sample_round_trips() {
+    let schema = served(&pennant_ks_crd())["v1"].clone();
+    let path =
+        flux_module("kustomize-controller").join("config/samples/kustomize_v1_kustomization.yaml");
+    let docs: Vec<_> = read_docs(&path)
+        .into_iter()
+        .filter(|d| d["kind"] == "Kustomization")
+        .collect();
+    assert!(!docs.is_empty(), "{}", path.display());
+    for doc in docs {
+        let problems = check_kustomization(&doc, &schema);
+        assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+    }
+}
+
+#[test]
+fn example_fleet_kustomizations_are_accepted() {
+    let schema = served(&pennant_ks_crd())["v1"].clone();
+    let mut files = vec![];
+    yaml_files(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/flux2-kustomize-helm-example"),
+        &mut files,
+    );
+    let mut seen = vec![];
+    for path in &files {
+        for doc in read_docs(path) {
+            if doc["apiVersion"] != "kustomize.toolkit.fluxcd.io/v1"
+                || doc["kind"] != "Kustomization"
+            {
+                continue;
+            }
+            let problems = check_kustomization(&doc, &schema);
+            assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+            seen.push(format!(
+                "{}/{}",
+                doc["metadata"]["namespace"].as_str().unwrap_or_default(),
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    // clusters/{production,staging}: infra-controllers, infra-configs, apps (gotk-sync.yaml is a
+    // placeholder until bootstrap; the README's snippets are abridged, not manifests)
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    for name in [
+        "flux-system/apps",
+        "flux-system/infra-configs",
+        "flux-system/infra-controllers",
+    ] {
+        assert_eq!(
+            seen.iter().filter(|s| *s == name).count(),
+            2,
+            "{name}: {seen:?}"
+        );
+    }
+}
+
+/// Negative control of [`validate`] and of the round trip: each broken manifest is reported.
+#[test]
+fn validation_rejects_what_flux_rejects() {
+    let schema = served(&pennant_ks_crd())["v1"].clone();
+    let good = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": "flux-system"},
+        "spec": {"interval": "10m", "prune": true, "path": "./apps",
+                 "sourceRef": {"kind": "GitRepository", "name": "flux-system"}},
+    });
+    assert_eq!(check_kustomization(&good, &schema), Vec::<String>::new());
+    let cases: [(&str, Value, &str); 6] = [
+        ("/spec/prune", Value::Null, ".spec.prune: required"),
+        (
+            "/spec/interval",
+            json!("10 minutes"),
+            ".spec.interval: \"10 minutes\" does not match",
+        ),
+        (
+            "/spec/sourceRef/kind",
+            json!("HelmRepository"),
+            ".spec.sourceRef.kind: \"HelmRepository\" is not one of",
+        ),
+        (
+            "/spec/targetNamespace",
+            json!(""),
+            ".spec.targetNamespace: length 0 out of bounds",
+        ),
+        (
+            "/spec/pruneAll",
+            json!(true),
+            ".spec.pruneAll: unknown field",
+        ),
+        (
+            "/spec/postBuild",
+            json!({"substituteFrom": [{"kind": "ConfigMap"}]}),
+            ".spec.postBuild.substituteFrom[0].name: required",
+        ),
+    ];
+    for (pointer, value, expect) in cases {
+        let mut doc = good.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let obj = doc.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+        if value.is_null() {
+            obj.remove(key);
+        } else {
+            obj.insert(key.into(), value);
+        }
+        let found = check_kustomization(&doc, &schema);
+        assert!(
+            found.iter().any(|p| p.starts_with(expect)),
+            "{pointer}: expected {expect:?}, found {found:#?}"
+        );
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`, `source`) and the process that hosts them (`runtime`,
-//!   `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a controller (`canary`);
+//!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`) and the process that hosts them
+//!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
+//!   controller (`canary`, `kustomize`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// Modules that refer to no other pennant module.
 const BOTTOM: &[&str] = &["api", "util"];
 /// Controllers: only the command-line layer (`cmd`) and themselves refer to them.
-const CONTROLLERS: &[&str] = &["canary"];
+const CONTROLLERS: &[&str] = &["canary", "kustomize"];
 /// The command-line layer: referred to by `main.rs` only.
 const TOP: &[&str] = &["cmd"];
 /// Modules below every controller.
@@ -44,6 +45,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "kube_client",
     "rbac",
     "source",
+    "apply",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

@@ -1,10 +1,10 @@
 //! The CustomResourceDefinitions pennant installs: `canaries`, `metrictemplates` and
 //! `alertproviders` in `flagger.app/v1beta1`, and Flux's source kinds `gitrepositories`,
 //! `ocirepositories`, `helmrepositories`, `helmcharts` and `externalartifacts` in
-//! `source.toolkit.fluxcd.io/v1`, and source-watcher's `artifactgenerators` in
-//! `source.extensions.fluxcd.io/v1beta1`
-//! (schemas as Flux source-controller v1.9's; `tests/compat_flux.rs` checks them), generated
-//! from the Rust types.
+//! `source.toolkit.fluxcd.io/v1` (schemas as Flux source-controller v1.9's), source-watcher's
+//! `artifactgenerators` in `source.extensions.fluxcd.io/v1beta1` and `kustomizations` in
+//! `kustomize.toolkit.fluxcd.io/v1` (as kustomize-controller v1.9.5's; `tests/compat_flux.rs`
+//! checks them all), generated from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
@@ -19,6 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+use super::kustomization::Kustomization;
 use super::source::{
     ArtifactGenerator, ExternalArtifact, GitRepository, HelmChart, HelmRepository, OCIRepository,
 };
@@ -39,9 +40,14 @@ const HELM_CHART_DESCRIPTION: &str =
     "HelmChart: a Helm chart from a source, stored packaged as an artifact, Flux-compatible.";
 const EXTERNAL_ARTIFACT_DESCRIPTION: &str = "ExternalArtifact: an artifact stored by another controller (e.g. an ArtifactGenerator), Flux-compatible.";
 const ARTIFACT_GENERATOR_DESCRIPTION: &str = "ArtifactGenerator: artifacts composed from files of other sources, Flux source-watcher-compatible.";
+const KUSTOMIZATION_DESCRIPTION: &str = "Kustomization: a directory of a source's artifact built \
+    with kustomize and applied with pruning and health checks, Flux-compatible.";
+
+/// `kustomize.toolkit.fluxcd.io/substitute: disabled`, on every CRD as on Flux's.
+const SUBSTITUTE_DISABLED: (&str, &str) = ("kustomize.toolkit.fluxcd.io/substitute", "disabled");
 
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
-/// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator.
+/// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator, Kustomization.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
@@ -58,6 +64,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (HelmChart::crd(), HELM_CHART_DESCRIPTION),
         (ExternalArtifact::crd(), EXTERNAL_ARTIFACT_DESCRIPTION),
         (ArtifactGenerator::crd(), ARTIFACT_GENERATOR_DESCRIPTION),
+        (Kustomization::crd(), KUSTOMIZATION_DESCRIPTION),
     ]
     .into_iter()
     .map(|(mut crd, description)| {
@@ -71,10 +78,14 @@ pub fn all() -> Vec<CustomResourceDefinition> {
                 api_server_formats(s);
             }
         }
-        crd.metadata
+        let annotations = crd
+            .metadata
             .annotations
-            .get_or_insert_with(Default::default)
-            .insert("helm.sh/resource-policy".into(), "keep".into());
+            .get_or_insert_with(Default::default);
+        annotations.insert("helm.sh/resource-policy".into(), "keep".into());
+        // Flux annotates every CRD so that a Kustomization applying it (self-managed installs)
+        // never substitutes `${...}` in its descriptions (kustomize-controller #1692).
+        annotations.insert(SUBSTITUTE_DISABLED.0.into(), SUBSTITUTE_DISABLED.1.into());
         let names = &mut crd.spec.names;
         names.list_kind = Some(format!("{}List", names.kind));
         crd

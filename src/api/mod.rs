@@ -13,6 +13,7 @@ pub mod duration;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod judge;
+pub mod kustomization;
 pub mod meta;
 pub mod metric_template;
 pub mod source;

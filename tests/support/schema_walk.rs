@@ -257,3 +257,28 @@ pub fn node_mut<'a>(schema: &'a mut Value, path: &str) -> &'a mut Value {
     }
     cur
 }
+
+/// Differences between `before` and `after` (ignoring key order and integer/float spelling).
+pub fn lossy(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => lossy(v, w, &format!("{path}.{k}"), out),
+                    None => out.push(format!("{path}.{k}: lost")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k}: added"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                lossy(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: {a} became {b}")),
+    }
+}

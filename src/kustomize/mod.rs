@@ -1,0 +1,6 @@
+//! Flux's Kustomization (`kustomize.toolkit.fluxcd.io/v1`): build an artifact directory with
+//! the real `kustomize` CLI ([`build`]), substitute postBuild variables ([`substitute`]), then
+//! apply through [`crate::apply`]. The pure steps live here; the controller comes on top.
+
+pub mod build;
+pub mod substitute;
