@@ -204,12 +204,15 @@ async fn from_helm_repository(
         .clone()
         .unwrap_or_else(|| Arc::new(IndexCache::new(1)));
     let revision = index_artifact.revision.clone();
-    let index =
-        blocking(move || cache.get_or_parse(&revision, &index_path, &IndexLimits::default()))
-            .await
-            .map_err(|e| fail(types::FETCH_FAILED, "IndexationFailed", e))?
-            .map_err(|e| fail(types::FETCH_FAILED, e.reason(), e.to_string()))?
-            .0;
+    let limits = IndexLimits {
+        max_size: ctx.helm_index_max_size,
+        ..IndexLimits::default()
+    };
+    let index = blocking(move || cache.get_or_parse(&revision, &index_path, &limits))
+        .await
+        .map_err(|e| fail(types::FETCH_FAILED, "IndexationFailed", e))?
+        .map_err(|e| fail(types::FETCH_FAILED, e.reason(), e.to_string()))?
+        .0;
     let version = index
         .select(&plan.chart, &plan.version)
         .map_err(|e| fail(types::BUILD_FAILED, e.reason(), e.to_string()))?
