@@ -842,3 +842,43 @@ async fn helm_chart_from_an_oci_registry_behind_basic_auth() {
 
     cleanup(ns).await;
 }
+
+/// `--helm-index-max-size` (Flux's flag) bounds the index download: with a limit below the
+/// served index's size the HelmRepository is `Ready=False`/`IndexationFailed` naming the limit
+/// (with the 50 MiB default the same index is Ready, as in the test above).
+#[tokio::test]
+async fn helm_index_max_size_flag_bounds_the_index() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-helm-max", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let charts = HelmRepo::start(None);
+    charts.add_chart("podinfo", "6.5.0");
+    let size = std::fs::metadata(charts.dir.join("index.yaml"))
+        .unwrap()
+        .len();
+    let limit = format!("--helm-index-max-size={}", size - 1);
+    let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[&limit]);
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n",
+        charts.url
+    ))
+    .await;
+    let mut failed = None;
+    for _ in 0..60 {
+        let r = helm_repo(&ns, "charts").await;
+        if ready(&r).is_some_and(|(s, _, _)| s == "False") {
+            failed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = failed.expect("Ready=False with an index over --helm-index-max-size");
+    let (_, reason, message) = ready(&r).unwrap();
+    assert_eq!(reason, "IndexationFailed", "{message}");
+    assert!(
+        message.contains(&format!("limit of {} bytes", size - 1)),
+        "{message}"
+    );
+    assert!(r.status.as_ref().unwrap().artifact.is_none());
+    cleanup(ns).await;
+}

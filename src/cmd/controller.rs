@@ -130,6 +130,7 @@ fn source_settings(args: &ControllerArgs) -> crate::source::controller::Settings
             records: args.artifact_retention_records,
             ttl: std::time::Duration::from_secs(args.artifact_retention_ttl),
         },
+        helm_index_max_size: args.helm_index_max_size,
     }
 }
 
@@ -311,6 +312,11 @@ pub struct ControllerArgs {
     /// `--artifact-retention-records`).
     #[arg(long, default_value_t = 2)]
     pub artifact_retention_records: usize,
+    /// Source controller: the largest Helm repository `index.yaml` downloaded and parsed, bytes
+    /// (Flux's `--helm-index-max-size`, default 50 MiB); a larger one fails the HelmRepository
+    /// (and its HelmCharts) with `IndexationFailed`.
+    #[arg(long, default_value_t = crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE)]
+    pub helm_index_max_size: u64,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, artifacts).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -510,12 +516,14 @@ mod tests {
         assert_eq!(s.storage_adv_addr, "127.0.0.1:8080");
         assert_eq!(s.retention.records, 2);
         assert_eq!(s.retention.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(s.helm_index_max_size, 50 << 20);
         let s = source_settings(
             &parse(&[
                 "--storage-path=/var/lib/pennant",
                 "--storage-adv-addr=pennant.flux-system.svc.cluster.local.",
                 "--artifact-retention-ttl=2m",
                 "--artifact-retention-records=5",
+                "--helm-index-max-size=209715200",
                 "--listen=[::]:9090",
             ])
             .unwrap(),
@@ -527,6 +535,7 @@ mod tests {
             "http://pennant.flux-system.svc.cluster.local./gitrepository/ns/app/abc.tar.gz"
         );
         assert_eq!((s.retention.records, s.retention.ttl.as_secs()), (5, 120));
+        assert_eq!(s.helm_index_max_size, 200 << 20);
         assert_eq!(local_address("[::]:9090"), "[::1]:9090");
         assert_eq!(local_address(":9090"), "127.0.0.1:9090");
         assert_eq!(local_address("10.0.0.1:80"), "10.0.0.1:80");

@@ -452,8 +452,12 @@ async fn stored_index(
         .clone()
         .unwrap_or_else(|| Arc::new(IndexCache::new(1)));
     let revision = artifact.revision.clone();
+    let limits = IndexLimits {
+        max_size: ctx.helm_index_max_size,
+        ..IndexLimits::default()
+    };
     Ok(
-        blocking(move || cache.get_or_parse(&revision, &index_path, &IndexLimits::default()))
+        blocking(move || cache.get_or_parse(&revision, &index_path, &limits))
             .await
             .map_err(|e| fail(types::FETCH_FAILED, "IndexationFailed", e))?
             .map_err(|e| fail(types::FETCH_FAILED, e.reason(), e.to_string()))?

@@ -18,9 +18,7 @@ use super::{Error, blocking, emit_event, kept_artifact, remove_finalizer, write_
 use crate::api::source::{Artifact, FINALIZER, HelmRepository, parse_interval};
 use crate::gitops::conditions::{reasons, types};
 use crate::source::git_repository::Plan;
-use crate::source::helm_index::{
-    ChartRepo, DEFAULT_MAX_INDEX_SIZE, HelmAuth, IndexFetched, IndexLimits, parse_index,
-};
+use crate::source::helm_index::{ChartRepo, HelmAuth, IndexFetched, IndexLimits, parse_index};
 use crate::source::helm_repository::{
     Attempt, IndexPlan, RepoPlan, artifact_file, basic_auth, decide, outcome, tls_config,
 };
@@ -183,7 +181,7 @@ async fn attempt(
     let dest = work.path().join("index.yaml");
     let fetched = tokio::time::timeout(
         plan.timeout + Duration::from_secs(5),
-        client.fetch_index(&dest, DEFAULT_MAX_INDEX_SIZE, None),
+        client.fetch_index(&dest, ctx.helm_index_max_size, None),
     )
     .await;
     let revision = match fetched {
@@ -204,7 +202,11 @@ async fn attempt(
     };
     // validated (parsed with bounded memory) before it is served, as Flux loads it
     let path = dest.clone();
-    let parsed = blocking(move || parse_index(&path, &IndexLimits::default())).await;
+    let limits = IndexLimits {
+        max_size: ctx.helm_index_max_size,
+        ..IndexLimits::default()
+    };
+    let parsed = blocking(move || parse_index(&path, &limits)).await;
     match parsed {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return fail(types::FETCH_FAILED, e.reason(), e.to_string()),

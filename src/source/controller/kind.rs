@@ -44,6 +44,9 @@ pub(super) struct Ctx<K: Source> {
     pub instance: String,
     /// The caches of other source kinds a kind reads (a HelmChart's sources).
     pub sources: Sources,
+    /// Largest Helm repository `index.yaml` downloaded or parsed, bytes (Flux's
+    /// `--helm-index-max-size`; [`crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE`] by default).
+    pub helm_index_max_size: u64,
     failures: Mutex<HashMap<ObjectRef<K>, u32>>,
 }
 
@@ -70,6 +73,7 @@ impl<K: Source> Ctx<K> {
             storage,
             instance,
             sources: Sources::default(),
+            helm_index_max_size: crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE,
             failures: Mutex::default(),
         }
     }

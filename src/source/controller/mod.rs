@@ -69,6 +69,8 @@ pub struct Settings {
     pub storage_adv_addr: String,
     /// `--artifact-retention-ttl` and `--artifact-retention-records`.
     pub retention: Retention,
+    /// `--helm-index-max-size`: largest Helm repository `index.yaml`, bytes.
+    pub helm_index_max_size: u64,
 }
 
 impl Settings {
@@ -216,15 +218,17 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         oci::reconcile,
     );
     let (helm_repos, helm_watch) = kind::watch::<HelmRepository>(&ctx.client, &scope);
+    let mut helm_repo_ctx = kind::Ctx::new(
+        ctx.client.clone(),
+        ctx.metrics.clone(),
+        ctx.storage.clone(),
+        ctx.instance.clone(),
+    );
+    helm_repo_ctx.helm_index_max_size = settings.helm_index_max_size;
     let helm_repo_controller = kind::run(
         helm_watch,
         shutdown.clone(),
-        Arc::new(kind::Ctx::new(
-            ctx.client.clone(),
-            ctx.metrics.clone(),
-            ctx.storage.clone(),
-            ctx.instance.clone(),
-        )),
+        Arc::new(helm_repo_ctx),
         helm_repository::reconcile,
     );
     let (charts, chart_watch) = kind::watch::<HelmChart>(&ctx.client, &scope);
@@ -234,6 +238,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         ctx.storage.clone(),
         ctx.instance.clone(),
     );
+    chart_ctx.helm_index_max_size = settings.helm_index_max_size;
     chart_ctx.sources = kind::Sources {
         helm_repos: Some(helm_repos.clone()),
         git_repos: Some(repos.clone()),
