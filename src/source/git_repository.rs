@@ -270,10 +270,10 @@ pub struct Notice {
 }
 
 /// The status to write, the Events to record and whether to retry with backoff (else requeue
-/// at the interval).
+/// at the interval): the result of every source kind's `outcome` (`S`: the kind's status).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: GitRepositoryStatus,
+pub struct Outcome<S = GitRepositoryStatus> {
+    pub status: S,
     pub notices: Vec<Notice>,
     /// The attempt failed (retry with backoff) / stalled (wait for a change) / succeeded.
     pub result: Result<(), bool>,
