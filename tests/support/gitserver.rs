@@ -230,6 +230,34 @@ impl Repo {
     pub fn head(&self) -> String {
         git(&self.work, &["rev-parse", "HEAD"]).trim().to_string()
     }
+
+    /// Records a submodule at `path` (its `.gitmodules` entry with `url`, a gitlink to
+    /// `commit`) in the work clone, for the next [`Repo::commit`]; nothing is cloned.
+    pub fn set_submodule(&self, path: &str, url: &str, commit: &str) {
+        for (key, value) in [("path", path), ("url", url)] {
+            git(
+                &self.work,
+                &[
+                    "config",
+                    "-f",
+                    ".gitmodules",
+                    &format!("submodule.{path}.{key}"),
+                    value,
+                ],
+            );
+        }
+        // an empty directory: an uninitialized submodule, left alone by `git add -A`
+        std::fs::create_dir_all(self.work.join(path)).unwrap();
+        git(
+            &self.work,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{commit},{path}"),
+            ],
+        );
+    }
 }
 
 /// Runs `git` in `dir` with a fixed identity and no user or system config; panics on failure.

@@ -210,6 +210,8 @@ async fn attempt(
         last_revision,
         dest: dest.clone(),
         interrupt: Default::default(),
+        recurse_submodules: plan.recurse_submodules,
+        sparse_checkout: plan.sparse_checkout.clone(),
     };
     // The blocking task owns the working directory: it is removed when the fetch ends, even
     // after this reconcile stopped waiting. The fetch bounds itself by `spec.timeout`; the
@@ -252,9 +254,9 @@ async fn attempt(
     let fetched = match fetched {
         Err(e) => {
             let message = match &e {
-                git::GitError::AuthenticationFailed(_) | git::GitError::UrlInvalid(_) => {
-                    e.to_string()
-                }
+                git::GitError::AuthenticationFailed(_)
+                | git::GitError::UrlInvalid(_)
+                | git::GitError::SparseCheckout(_) => e.to_string(),
                 _ => format!("failed to checkout and determine revision: {e}"),
             };
             return fail(types::FETCH_FAILED, e.reason(), message);
