@@ -7,7 +7,7 @@ mod gitserver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gitserver::{GitServer, ServerOptions, TempDir, noise};
+use gitserver::{GitServer, ServerOptions, TempDir, files as tree, noise};
 use pennant::source::git::{FetchRequest, Fetched, GitAuth, GitError, GitRef, fetch};
 
 fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
@@ -529,24 +529,6 @@ fn commit_pinned_to_a_branch_must_be_on_that_branch() {
     // and on its own branch it is fine
     let (rev, _, _) = checked(fetch(&request(&url, pin(&d, "dev"), &dest)));
     assert_eq!(rev, format!("dev@sha1:{d}"));
-}
-
-/// Every file under `dir` (relative path → content), `.git`-free.
-fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read_to_string(&p).unwrap());
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 #[test]

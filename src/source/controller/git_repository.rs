@@ -15,9 +15,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::kind::{Ctx, Source, finish, prepare};
+use super::kind::{Ctx, Source, finish, prepare, record};
 use super::oci::secret_data;
-use super::{Error, blocking, emit_event, kept_artifact, kube_err, write_status};
+use super::{Error, blocking, kept_artifact, kube_err, write_status};
 use crate::api::source::{Artifact, GitRepository, parse_interval};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::source::artifact::{UntarLimits, untar_gz};
@@ -96,10 +96,14 @@ pub(super) async fn reconcile(
     };
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
-    write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
-    for n in &out.notices {
-        emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
-    }
+    record(
+        &*repo,
+        &ctx,
+        repo.status.as_ref(),
+        &out.status,
+        &out.notices,
+    )
+    .await?;
     // a new artifact: the GitRepositories including this one copy it now, not an interval later
     if out.notices.iter().any(|n| n.reason == NEW_ARTIFACT)
         && let (Some(wake), Some(repos)) = (&ctx.wake, &ctx.sources.git_repos)
@@ -314,15 +318,7 @@ async fn attempt(
     .and_then(|r| r);
     match stored {
         Ok(s) => Attempt::Stored {
-            artifact: Artifact {
-                path: s.path,
-                url: s.url,
-                revision,
-                digest: s.digest,
-                last_update_time: Time(s.last_update_time),
-                size: i64::try_from(s.size).ok(),
-                metadata: None,
-            },
+            artifact: s.into_artifact(revision, None),
             commit_message,
             included,
         },

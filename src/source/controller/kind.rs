@@ -322,6 +322,27 @@ pub(super) async fn remove_storage<K: Source>(
     Ok(())
 }
 
+/// What every kind does with its pure outcome: `status` merge-patched when it differs from
+/// `old` (the object's status read), then each notice recorded as an Event.
+pub(super) async fn record<K, S>(
+    obj: &K,
+    ctx: &Ctx<K>,
+    old: Option<&S>,
+    status: &S,
+    notices: &[crate::source::git_repository::Notice],
+) -> Result<(), Error>
+where
+    K: Source,
+    S: serde::Serialize + PartialEq + Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    super::write_status(obj, old, status, &api).await?;
+    for n in notices {
+        super::emit_event(obj, n, &ctx.client, &ctx.instance).await;
+    }
+    Ok(())
+}
+
 /// The end of a reconcile: GC of the object's old artifacts (`current` kept), then the next
 /// check (`result` as [`crate::source::git_repository::Outcome::result`]): at the interval with
 /// jitter after a success (never without an interval), an error (backoff) after a failure
