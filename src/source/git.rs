@@ -892,7 +892,10 @@ fn submodules(
                 "no credentials for an ssh submodule on another host".into(),
             )));
         }
-        fetch_at(&sub, stop, scratch, depth + 1).map_err(wrap)?;
+        // (userinfo a .gitmodules URL may carry is scrubbed like the parent's)
+        fetch_at(&sub, stop, scratch, depth + 1)
+            .map_err(|e| Secrets::of(&sub).redact(e))
+            .map_err(wrap)?;
     }
     Ok(())
 }
