@@ -252,6 +252,42 @@ pub const SOURCE_RULES: &[Permission] = &[
         why: "the `finalizers.fluxcd.io` finalizer (OwnerReferencesPermissionEnforcement)",
     },
     Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts",
+        kind: "ExternalArtifact",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "the ArtifactGenerators' output (server-side apply), its garbage collection, \
+              ExternalArtifacts as generator sources",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts/status",
+        kind: "ExternalArtifact",
+        verbs: &["patch"],
+        why: "the generated artifact's status",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators",
+        kind: "ArtifactGenerator",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators/status",
+        kind: "ArtifactGenerator",
+        verbs: &["patch"],
+        why: "status writes",
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators/finalizers",
+        kind: "ArtifactGenerator",
+        verbs: &["update"],
+        why: "the `source.extensions.fluxcd.io/finalizer` finalizer (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
         group: "",
         resource: "secrets",
         kind: "Secret",
@@ -358,6 +394,33 @@ pub fn allows(rules: &[Permission], attrs: &RequestAttributes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an ArtifactGenerator reconcile does: its watch, finalizer and status patches; the
+    /// ExternalArtifacts' server-side apply, status patch and garbage collection (DELETE); and
+    /// nothing on the sources it reads but GET/watch.
+    #[test]
+    fn source_rules_cover_an_artifact_generator_reconcile() {
+        let ag = "/apis/source.extensions.fluxcd.io/v1beta1/namespaces/ns/artifactgenerators";
+        let ea = "/apis/source.toolkit.fluxcd.io/v1/namespaces/ns/externalartifacts";
+        for (method, url) in [
+            ("GET", format!("{ag}?watch=true")),
+            ("PATCH", format!("{ag}/g")),
+            ("PATCH", format!("{ag}/g/status")),
+            ("GET", format!("{ea}?watch=true")),
+            ("GET", format!("{ea}/a")),
+            ("PATCH", format!("{ea}/a")),
+            ("PATCH", format!("{ea}/a/status")),
+            ("DELETE", format!("{ea}/a")),
+        ] {
+            let a = request_attributes(method, &url).expect(&url);
+            assert!(allows(SOURCE_RULES, &a), "{method} {url}: {a:?}");
+        }
+        let delete = request_attributes("DELETE", &format!("{ag}/g")).unwrap();
+        assert!(
+            !allows(SOURCE_RULES, &delete),
+            "generators are never deleted"
+        );
+    }
 
     /// What `flux reconcile source git` and a source reconcile do, allowed by [`SOURCE_RULES`]:
     /// watch, finalizer and annotation patches, status patches, Secret reads, Events.

@@ -1,6 +1,8 @@
 //! The CustomResourceDefinitions pennant installs: `canaries`, `metrictemplates` and
 //! `alertproviders` in `flagger.app/v1beta1`, and Flux's source kinds `gitrepositories`,
-//! `ocirepositories`, `helmrepositories` and `helmcharts` in `source.toolkit.fluxcd.io/v1`
+//! `ocirepositories`, `helmrepositories`, `helmcharts` and `externalartifacts` in
+//! `source.toolkit.fluxcd.io/v1`, and source-watcher's `artifactgenerators` in
+//! `source.extensions.fluxcd.io/v1beta1`
 //! (schemas as Flux source-controller v1.9's; `tests/compat_flux.rs` checks them), generated
 //! from the Rust types.
 //!
@@ -17,7 +19,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
+use super::source::{
+    ArtifactGenerator, ExternalArtifact, GitRepository, HelmChart, HelmRepository, OCIRepository,
+};
 use super::{AlertProvider, Canary, MetricTemplate};
 
 const CANARY_DESCRIPTION: &str = "Canary: progressive delivery of a Deployment, DaemonSet or \
@@ -33,9 +37,11 @@ const HELM_REPOSITORY_DESCRIPTION: &str =
     "HelmRepository: a Helm chart repository (HTTP index or OCI registry), Flux-compatible.";
 const HELM_CHART_DESCRIPTION: &str =
     "HelmChart: a Helm chart from a source, stored packaged as an artifact, Flux-compatible.";
+const EXTERNAL_ARTIFACT_DESCRIPTION: &str = "ExternalArtifact: an artifact stored by another controller (e.g. an ArtifactGenerator), Flux-compatible.";
+const ARTIFACT_GENERATOR_DESCRIPTION: &str = "ArtifactGenerator: artifacts composed from files of other sources, Flux source-watcher-compatible.";
 
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
-/// OCIRepository, HelmRepository, HelmChart.
+/// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
@@ -50,6 +56,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (OCIRepository::crd(), OCI_REPOSITORY_DESCRIPTION),
         (HelmRepository::crd(), HELM_REPOSITORY_DESCRIPTION),
         (HelmChart::crd(), HELM_CHART_DESCRIPTION),
+        (ExternalArtifact::crd(), EXTERNAL_ARTIFACT_DESCRIPTION),
+        (ArtifactGenerator::crd(), ARTIFACT_GENERATOR_DESCRIPTION),
     ]
     .into_iter()
     .map(|(mut crd, description)| {
@@ -190,6 +198,7 @@ mod tests {
             ("ocirepositories.source.toolkit.fluxcd.io", "ocirepo"),
             ("helmrepositories.source.toolkit.fluxcd.io", "helmrepo"),
             ("helmcharts.source.toolkit.fluxcd.io", "hc"),
+            ("externalartifacts.source.toolkit.fluxcd.io", "ea"),
         ];
         assert_eq!(names, expect.map(|(a, b)| (a.to_string(), b.to_string())));
         for crd in &crds {

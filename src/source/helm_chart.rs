@@ -4,11 +4,13 @@
 //! The I/O around them is in [`super::controller`].
 //!
 //! Same flow as Flux's source-controller `HelmChartReconciler` (flux.md §1.4): the source
-//! (a HelmRepository's index, or a GitRepository's artifact) must have an artifact; the chart
-//! version is the newest matching `spec.version` in the index (latest stable for `*`), or the
-//! `Chart.yaml` version at the path in the Git tree; the revision is that version, with
-//! `+<generation>` when `valuesFiles` are merged into a chart from a HelmRepository and
-//! `+<first 12 hex of the source digest>` for `reconcileStrategy: Revision`; the artifact is
+//! (a HelmRepository's index, or a GitRepository's artifact) must have an artifact, except a
+//! `type: oci` HelmRepository (a static object: the chart is pulled from the registry); the
+//! chart version is the newest matching `spec.version` in the index or the registry's tags
+//! (latest stable for `*`), or the `Chart.yaml` version at the path in the source tree; the
+//! revision is that version (no digest suffix, as Flux's), with `+<generation>` when
+//! `valuesFiles` are merged into a chart from a HelmRepository and `+<first 12 hex of the
+//! source digest>` for `reconcileStrategy: Revision` on a path source; the artifact is
 //! `<chart>-<revision>.tgz`; nothing is downloaded or packaged again when the stored artifact
 //! already has that revision, chart name and values files. Ready says Flux's build summary
 //! ("pulled 'podinfo' chart with version '6.5.0'"). Differences, on purpose: a `Bucket` source
@@ -29,8 +31,24 @@ pub use super::git_repository::INVALID_SPEC;
 /// Where the chart comes from (`spec.sourceRef`, same namespace).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChartSource {
+    /// A chart name in a repository (`type: default` index or `type: oci` registry).
     HelmRepository(String),
+    /// A chart directory in the GitRepository's artifact.
     GitRepository(String),
+    /// A chart directory in the OCIRepository's artifact (a pennant extension: Flux's
+    /// `sourceRef.kind` is HelmRepository, GitRepository or Bucket).
+    OCIRepository(String),
+}
+
+impl ChartSource {
+    /// `spec.sourceRef.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChartSource::HelmRepository(_) => "HelmRepository",
+            ChartSource::GitRepository(_) => "GitRepository",
+            ChartSource::OCIRepository(_) => "OCIRepository",
+        }
+    }
 }
 
 /// A build to run.
@@ -76,10 +94,11 @@ pub fn decide(chart: &HelmChart) -> Plan<ChartPlan> {
     let source = match spec.source_ref.kind.as_str() {
         "HelmRepository" => ChartSource::HelmRepository(name),
         "GitRepository" => ChartSource::GitRepository(name),
+        "OCIRepository" => ChartSource::OCIRepository(name),
         other => {
             return stall(format!(
-                "spec.sourceRef.kind '{other}' is not supported by pennant yet (HelmRepository \
-                 and GitRepository are)"
+                "spec.sourceRef.kind '{other}' is not supported by pennant yet (HelmRepository, \
+                 GitRepository and OCIRepository are)"
             ));
         }
     };
@@ -96,8 +115,9 @@ pub fn decide(chart: &HelmChart) -> Plan<ChartPlan> {
 
 /// The revision (and packaged version) of a build of `version`: `<version>+<generation>` for a
 /// HelmRepository source with values files, `<version>+<first 12 hex of the source
-/// revision's digest>` for a GitRepository source with `reconcileStrategy: Revision`, else
-/// `version` (Flux's).
+/// revision's digest>` for a GitRepository or OCIRepository source (`<tag>@sha256:<hex>`) with
+/// `reconcileStrategy: Revision`, else `version` (Flux's; a chart from a `type: oci`
+/// HelmRepository has no digest suffix either).
 pub fn chart_revision(
     plan: &ChartPlan,
     version: &str,
@@ -108,7 +128,7 @@ pub fn chart_revision(
         ChartSource::HelmRepository(_) if !plan.values_files.is_empty() => {
             format!("{version}+{generation}")
         }
-        ChartSource::GitRepository(_) if plan.on_revision => {
+        ChartSource::GitRepository(_) | ChartSource::OCIRepository(_) if plan.on_revision => {
             let digest = source_revision
                 .rsplit_once(':')
                 .map_or(source_revision, |(_, hex)| hex);
@@ -245,7 +265,9 @@ pub fn outcome(chart: &HelmChart, kept: Option<Artifact>, attempt: Attempt, now:
         now,
     );
     if let Some(built) = success {
-        st.observed_source_artifact_revision = Some(built.source_revision.clone());
+        // none for a `type: oci` HelmRepository, which has no artifact (Flux's)
+        st.observed_source_artifact_revision =
+            Some(built.source_revision.clone()).filter(|r| !r.is_empty());
         st.observed_chart_name = Some(chart.spec.chart.clone());
         st.observed_values_files = chart.spec.values_files.clone();
         // Flux's ArtifactInStorage (and so Ready): the build's reason and summary
@@ -278,6 +300,7 @@ pub mod build_reasons {
     pub const CHART_PULL_ERROR: &str = "ChartPullError";
     pub const CHART_PACKAGE_ERROR: &str = "ChartPackageError";
     pub const VALUES_FILES_ERROR: &str = "ValuesFilesError";
+    pub const DEPENDENCY_BUILD_ERROR: &str = "DependencyBuildError";
 }
 
 /// The successful build reasons.

@@ -190,3 +190,67 @@ fn statuses_say_flux_build_summary() {
         "the last chart stays served"
     );
 }
+
+#[test]
+fn an_oci_repository_path_is_a_source_with_flux_git_revisions() {
+    let mut oci = chart("  reconcileStrategy: Revision\n");
+    oci.spec.source_ref.kind = "OCIRepository".into();
+    oci.spec.chart = "charts/app".into();
+    let p = plan(&oci);
+    assert_eq!(p.source, ChartSource::OCIRepository("charts".into()));
+    assert_eq!(p.source.kind(), "OCIRepository");
+    assert_eq!(p.chart, "charts/app");
+    let rev = "v1.2.0@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    assert_eq!(chart_revision(&p, "1.0.0", 4, rev), "1.0.0+fedcba987654");
+    oci.spec.reconcile_strategy = None;
+    assert_eq!(chart_revision(&plan(&oci), "1.0.0", 4, rev), "1.0.0");
+    // an unknown kind still stalls, naming the supported ones
+    oci.spec.source_ref.kind = "Bucket".into();
+    let Plan::Stall { message, .. } = decide(&oci) else {
+        panic!("Bucket is not supported")
+    };
+    assert!(message.contains("OCIRepository"), "{message}");
+}
+
+#[test]
+fn a_chart_from_a_registry_has_no_observed_source_revision() {
+    // a `type: oci` HelmRepository has no artifact: Flux leaves the field unset
+    let c = chart("  version: '>=1.0 <2.0'\n");
+    let built = Built {
+        reason: PULLED,
+        summary: build_summary(false, "podinfo", "1.2.0", &[]),
+        source_revision: String::new(),
+    };
+    let out = outcome(
+        &c,
+        None,
+        Attempt::Stored {
+            artifact: artifact("1.2.0"),
+            url: "http://h/helmchart/ns/podinfo/latest.tar.gz".into(),
+            built,
+        },
+        &now(),
+    );
+    checked(&c, &out);
+    assert_eq!(out.status.observed_source_artifact_revision, None);
+    assert_eq!(
+        out.status.artifact.as_ref().map(|a| a.revision.as_str()),
+        Some("1.2.0")
+    );
+    let failed = outcome(
+        &c,
+        None,
+        Attempt::Failed {
+            condition: types::BUILD_FAILED,
+            reason: build_reasons::DEPENDENCY_BUILD_ERROR.into(),
+            message: "dependency build error: failed to add remote dependency 'lib': x".into(),
+        },
+        &now(),
+    );
+    checked(&c, &failed);
+    let ready = get(&failed.status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "DependencyBuildError")
+    );
+}

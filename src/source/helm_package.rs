@@ -4,14 +4,23 @@
 //! rewritten, `values.yaml` optionally replaced by merged values, and the tree archived with
 //! Helm's layout (every entry under `<chart name>/`, `.helmignore` honoured) by the
 //! deterministic [`Storage::archive_dir`]. Blocking (file I/O); run it off the async runtime.
+//!
+//! Chart dependencies of a chart built from a path ([`missing_dependencies`],
+//! [`dependency_source`], [`vendor_local`]), as Flux's `DependencyManager`: the requirements
+//! are `Chart.lock`'s (else `Chart.yaml`'s) `dependencies`; one already in `charts/` (a
+//! directory or a `.tgz` with that chart name) is kept; a missing `file://` (or
+//! repository-less) dependency is copied from the same source tree into `charts/<name>/`; a
+//! missing `http(s)://` or `oci://` one is downloaded by the caller into
+//! `charts/<name>-<version>.tgz` (the `helm dependency build` layout; Helm applies aliases
+//! when it renders).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::helm_index::ChartMetadata;
+use super::helm_index::{ChartMetadata, check_chart};
 use super::ignore::IgnoreRules;
-use super::semver::Version;
+use super::semver::{Constraint, Version};
 use super::storage::{Storage, StoredArtifact};
 
 /// Reads `<dir>/Chart.yaml`: name and version (Helm's validation: a name, a semver version).
@@ -123,6 +132,197 @@ pub fn package(
     Ok((stored, meta))
 }
 
+/// One entry of `dependencies` (Helm's `chart.Dependency`, the fields a build reads).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Dependency {
+    pub name: String,
+    /// A version or Masterminds constraint.
+    #[serde(default)]
+    pub version: String,
+    /// `file://<path>`, `http(s)://…`, `oci://…`, empty (the chart's own `charts/<name>`),
+    /// or a Helm repository name (`@name`, `alias:name`, refused as Flux does).
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default)]
+    pub alias: Option<String>,
+}
+
+/// Where a missing dependency comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DependencySource {
+    /// A chart directory in the same source tree (relative to the tree's root, inside it).
+    Local(PathBuf),
+    /// A repository URL (no trailing `/`): `http(s)://` (an index) or `oci://`.
+    Remote(String),
+}
+
+/// The dependencies of the chart at `dir` that are not in its `charts/` directory (by chart
+/// name, from the `Chart.yaml` of each directory or package there), in the file's order.
+/// Errors: an unreadable `Chart.yaml` / `Chart.lock`, a package in `charts/` that is not a
+/// valid chart.
+pub fn missing_dependencies(dir: &Path) -> Result<Vec<Dependency>, String> {
+    #[derive(serde::Deserialize)]
+    struct Deps {
+        #[serde(default)]
+        dependencies: Option<Vec<Dependency>>,
+    }
+    let read = |file: &str| -> Result<Option<Vec<Dependency>>, String> {
+        match std::fs::read_to_string(dir.join(file)) {
+            Ok(text) => serde_saphyr::from_str::<Deps>(&text)
+                .map(|d| Some(d.dependencies.unwrap_or_default()))
+                .map_err(|e| format!("invalid {file}: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("failed to read {file}: {e}")),
+        }
+    };
+    let reqs = match read("Chart.lock")? {
+        Some(locked) => locked,
+        None => read("Chart.yaml")?.unwrap_or_default(),
+    };
+    if reqs.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut present = vec![];
+    if let Ok(entries) = std::fs::read_dir(dir.join("charts")) {
+        for e in entries.flatten() {
+            let path = e.path();
+            let ty = e.file_type().map_err(|e| e.to_string())?;
+            if ty.is_dir() {
+                if let Ok(meta) = read_chart(&path) {
+                    present.push(meta.name);
+                }
+            } else if ty.is_file() && path.extension().is_some_and(|x| x == "tgz") {
+                let meta = check_chart(&path, super::helm_index::DEFAULT_MAX_CHART_FILE_SIZE)
+                    .map_err(|e| format!("invalid chart '{}' in charts/: {e}", e_name(&path)))?;
+                present.push(meta.name);
+            }
+        }
+    }
+    Ok(reqs
+        .into_iter()
+        .filter(|d| !present.contains(&d.name))
+        .collect())
+}
+
+fn e_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Where `dep` of the chart at `chart` (relative to the source tree's root) comes from, as
+/// Flux's `secureLocalChartPath` / `ValidateDepURL`: empty repository → `<chart>/charts/<name>`;
+/// `file://<path>` → `<chart>/<path>`, which must stay inside the tree; `http(s)://` and
+/// `oci://` → the URL without trailing `/`. Errors: a path leaving the tree, a Helm repository
+/// name (`@repo`, `alias:repo`) or another scheme.
+pub fn dependency_source(chart: &Path, dep: &Dependency) -> Result<DependencySource, String> {
+    let repo = dep.repository.trim();
+    let local = |rel: &Path| -> Result<DependencySource, String> {
+        let mut out = PathBuf::new();
+        for c in chart.join(rel).components() {
+            match c {
+                std::path::Component::Normal(s) => out.push(s),
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir if out.pop() => {}
+                _ => {
+                    return Err(format!(
+                        "local dependency '{}' ({repo}) leaves the source",
+                        dep.name
+                    ));
+                }
+            }
+        }
+        Ok(DependencySource::Local(out))
+    };
+    if repo.is_empty() {
+        return local(&Path::new("charts").join(&dep.name));
+    }
+    if let Some(path) = repo.strip_prefix("file://") {
+        if Path::new(path).is_absolute() {
+            return Err(format!(
+                "local dependency '{}' ({repo}): an absolute path leaves the source",
+                dep.name
+            ));
+        }
+        return local(Path::new(path));
+    }
+    if ["http://", "https://", "oci://"]
+        .iter()
+        .any(|s| repo.starts_with(s))
+    {
+        return Ok(DependencySource::Remote(
+            repo.trim_end_matches('/').to_string(),
+        ));
+    }
+    if repo.starts_with('@') || repo.starts_with("alias:") {
+        return Err(format!(
+            "dependency '{}': aliased repository '{repo}' is not supported, use its URL",
+            dep.name
+        ));
+    }
+    Err(format!(
+        "dependency '{}': invalid repository URL '{repo}' (file://, http(s):// or oci://)",
+        dep.name
+    ))
+}
+
+/// Copies the local dependency chart at `root/rel` ([`DependencySource::Local`]) into
+/// `chart_dir/charts/<name>/` after checking its `Chart.yaml` (name, version) against
+/// `dep.version` (Flux: "can't get a valid version for constraint"). Links are not followed
+/// (source trees hold none: extraction refuses them).
+pub fn vendor_local(
+    root: &Path,
+    rel: &Path,
+    chart_dir: &Path,
+    dep: &Dependency,
+) -> Result<(), String> {
+    let from = root.join(rel);
+    let from = from.as_path();
+    if !from.join("Chart.yaml").is_file() {
+        return Err(format!(
+            "no chart found at '{}' (reference '{}')",
+            rel.display(),
+            dep.repository
+        ));
+    }
+    let meta = read_chart(from)?;
+    let constraint = Constraint::parse(&dep.version)
+        .map_err(|e| format!("invalid version/constraint format '{}': {e}", dep.version))?;
+    let v = Version::parse(&meta.version).ok_or("invalid chart version")?;
+    if !constraint.matches(&v) {
+        return Err(format!(
+            "can't get a valid version for constraint '{}'",
+            dep.version
+        ));
+    }
+    let to = chart_dir.join("charts").join(&meta.name);
+    if to.as_path() == from {
+        return Ok(());
+    }
+    if to.starts_with(from) {
+        return Err(format!(
+            "local dependency '{}' ({}) is the chart itself or holds it",
+            dep.name, dep.repository
+        ));
+    }
+    copy_tree(from, &to).map_err(|e| format!("failed to copy '{}': {e}", meta.name))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let ty = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if ty.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else if ty.is_file() {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +405,231 @@ mod tests {
             ("app", "1.2.3+4")
         );
         assert!(read_chart(&root).is_err(), "no Chart.yaml at the root");
+    }
+
+    fn write(root: &Path, files: &[(&str, &str)]) {
+        for (p, text) in files {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    fn dep(name: &str, version: &str, repository: &str) -> Dependency {
+        Dependency {
+            name: name.into(),
+            version: version.into(),
+            repository: repository.into(),
+            alias: None,
+        }
+    }
+
+    #[test]
+    fn missing_dependencies_are_the_requirements_not_in_charts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = tmp.path().join("app");
+        write(
+            &app,
+            &[
+                (
+                    "Chart.yaml",
+                    "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n- name: vendored\n  version: '*'\n- name: redis\n  version: ~17.0\n  repository: https://charts.example.com/\n  alias: cache\n",
+                ),
+                (
+                    "charts/vendored/Chart.yaml",
+                    "apiVersion: v2\nname: vendored\nversion: 0.1.0\n",
+                ),
+            ],
+        );
+        let missing = missing_dependencies(&app).unwrap();
+        let names: Vec<_> = missing.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["lib", "redis"]);
+        assert_eq!(missing[1].alias.as_deref(), Some("cache"));
+        // Chart.lock wins over Chart.yaml (the locked versions)
+        write(
+            &app,
+            &[(
+                "Chart.lock",
+                "dependencies:\n- name: lib\n  version: 1.2.0\n  repository: file://../lib\n",
+            )],
+        );
+        let missing = missing_dependencies(&app).unwrap();
+        assert_eq!(missing, [dep("lib", "1.2.0", "file://../lib")]);
+        // none at all
+        let plain = tmp.path().join("plain");
+        write(&plain, &[("Chart.yaml", "name: plain\nversion: 1.0.0\n")]);
+        assert!(missing_dependencies(&plain).unwrap().is_empty());
+        write(
+            &plain,
+            &[(
+                "Chart.yaml",
+                "name: plain\nversion: 1.0.0\ndependencies: 3\n",
+            )],
+        );
+        assert!(missing_dependencies(&plain).is_err());
+    }
+
+    #[test]
+    fn dependency_sources_stay_in_the_tree_and_refuse_repository_names() {
+        let chart = Path::new("charts/app");
+        let src = |r: &str| dependency_source(chart, &dep("lib", "1.x", r));
+        assert_eq!(
+            src("file://../lib"),
+            Ok(DependencySource::Local("charts/lib".into()))
+        );
+        assert_eq!(
+            src(""),
+            Ok(DependencySource::Local("charts/app/charts/lib".into()))
+        );
+        assert_eq!(
+            src("https://charts.example.com/stable/"),
+            Ok(DependencySource::Remote(
+                "https://charts.example.com/stable".into()
+            ))
+        );
+        assert_eq!(
+            src("oci://reg.example.com/charts"),
+            Ok(DependencySource::Remote(
+                "oci://reg.example.com/charts".into()
+            ))
+        );
+        for bad in [
+            "file://../../../etc",
+            "file:///etc",
+            "@stable",
+            "alias:stable",
+            "s3://b",
+        ] {
+            assert!(src(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_local_dependency_is_copied_when_its_version_matches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(
+            root,
+            &[
+                (
+                    "app/Chart.yaml",
+                    "name: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  version: 1.x\n  repository: file://../lib\n",
+                ),
+                ("lib/Chart.yaml", "name: lib\nversion: 1.2.0\n"),
+                (
+                    "lib/templates/_h.tpl",
+                    "{{- define \"lib.x\" }}x{{ end }}\n",
+                ),
+            ],
+        );
+        let app = root.join("app");
+        assert_eq!(missing_dependencies(&app).unwrap().len(), 1);
+        let e = vendor_local(
+            root,
+            Path::new("lib"),
+            &app,
+            &dep("lib", ">=2.0", "file://../lib"),
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            "can't get a valid version for constraint '>=2.0'"
+        );
+        assert!(!app.join("charts").exists(), "nothing written on failure");
+        vendor_local(
+            root,
+            Path::new("lib"),
+            &app,
+            &dep("lib", "1.x", "file://../lib"),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(app.join("charts/lib/templates/_h.tpl")).unwrap(),
+            "{{- define \"lib.x\" }}x{{ end }}\n"
+        );
+        assert!(missing_dependencies(&app).unwrap().is_empty());
+        let e = vendor_local(
+            root,
+            Path::new("nope"),
+            &app,
+            &dep("nope", "1.x", "file://../nope"),
+        );
+        assert!(e.unwrap_err().starts_with("no chart found"));
+        let e = vendor_local(root, Path::new("app"), &app, &dep("app", "*", "file://."));
+        assert!(e.unwrap_err().contains("is the chart itself"));
+    }
+
+    /// A package with raw (unchecked) entry names; `None` content is a symlink to /etc/passwd.
+    fn raw_tgz(path: &Path, entries: &[(&str, Option<&str>)]) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::default(),
+        ));
+        for (name, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_mode(0o644);
+            match content {
+                Some(c) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(c.len() as u64);
+                    h.set_cksum();
+                    tar.append(&h, c.as_bytes()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name("/etc/passwd").unwrap();
+                    h.set_size(0);
+                    h.set_cksum();
+                    tar.append(&h, std::io::empty()).unwrap();
+                }
+            }
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn hostile_chart_packages_are_refused_and_write_nothing_outside() {
+        // the guard every pulled package goes through (index download, OCI layer, a vendored
+        // dependency): `check_chart`
+        let tmp = tempfile::tempdir().unwrap();
+        let unique = format!("pennant-escaped-{}", std::process::id());
+        let chart = (
+            "evil/Chart.yaml",
+            Some("apiVersion: v2\nname: evil\nversion: 1.0.0\n"),
+        );
+        let dotdot = format!("../{unique}");
+        let deep = format!("evil/../../{unique}");
+        let abs = format!("/tmp/{unique}-abs");
+        for (i, bad) in [
+            (dotdot.as_str(), Some("x")),
+            (deep.as_str(), Some("x")),
+            (abs.as_str(), Some("x")),
+            ("evil/templates/passwd", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tgz = tmp.path().join(format!("evil-{i}.tgz"));
+            raw_tgz(&tgz, &[chart, bad]);
+            let e = check_chart(&tgz, 1 << 20).expect_err(bad.0);
+            assert_eq!(e.reason(), "ChartPullError", "{}: {e}", bad.0);
+        }
+        for dir in [
+            std::env::temp_dir(),
+            tmp.path().to_path_buf(),
+            "/tmp".into(),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(&unique))
+                .collect();
+            assert!(left.is_empty(), "{left:?} in {}", dir.display());
+        }
+        // the same package without the bad entry is a chart
+        let good = tmp.path().join("good.tgz");
+        raw_tgz(&good, &[chart]);
+        assert_eq!(check_chart(&good, 1 << 20).unwrap().name, "evil");
     }
 }

@@ -3,11 +3,12 @@
 //! hostile-archive safe extraction ([`artifact`]), the storage directory with atomic writes and
 //! garbage collection ([`storage`]) and its HTTP routes ([`serve`]); fetching ([`git`], OCI
 //! registries in [`oci`], Helm repositories in [`helm_index`], the HTTP client they share in
-//! [`http`]) and versions ([`semver`]). The source controller ([`controller`], decisions in
+//! [`http`]) and versions ([`semver`]); artifacts composed from other sources ([`generator`]). The source controller ([`controller`], decisions in
 //! [`git_repository`]) fetches trees and turns these plain results into `status.artifact`.
 
 pub mod artifact;
 pub mod controller;
+pub mod generator;
 pub mod git;
 pub mod git_repository;
 pub mod helm_chart;

@@ -17,6 +17,16 @@ pub fn start_source_controller(
     storage: &Path,
     extra: &[&str],
 ) -> (ControllerProcess, u16) {
+    start_source_controller_env(ns, storage, extra, &[])
+}
+
+/// [`start_source_controller`] with extra environment variables (e.g. its `TMPDIR`).
+pub fn start_source_controller_env(
+    ns: &str,
+    storage: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (ControllerProcess, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
@@ -31,7 +41,7 @@ pub fn start_source_controller(
     ];
     args.extend_from_slice(extra);
     let p =
-        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, &[]);
+        ControllerProcess::start_with(ns, &format!("source-{ns}"), &kubeconfig_path(), &args, env);
     (p, port)
 }
 
@@ -142,4 +152,34 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("{name} never stored {rev}: {last:#?}");
+}
+
+/// GETs a source's artifact from its URL; asserts the served bytes hash to `digest` and weigh
+/// `size`; returns its regular files (path → UTF-8 content).
+pub async fn download_artifact(
+    a: &pennant::api::source::Artifact,
+) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let resp = reqwest::get(&a.url).await.expect("GET artifact");
+    assert_eq!(resp.status(), 200, "{}", a.url);
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(
+        format!("sha256:{:x}", sha2::Sha256::digest(&bytes)),
+        a.digest,
+        "served bytes match status.artifact.digest"
+    );
+    assert_eq!(a.size, Some(bytes.len() as i64));
+    let mut files = std::collections::BTreeMap::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            files.insert(path, s);
+        }
+    }
+    files
 }

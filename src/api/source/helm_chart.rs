@@ -1,6 +1,8 @@
 //! `HelmChart` (`source.toolkit.fluxcd.io/v1`, short name `hc`): a chart taken from a
-//! HelmRepository, GitRepository or Bucket and stored packaged (`.tgz`). Same schema as Flux
-//! source-controller v1.9's `HelmChart`.
+//! HelmRepository, GitRepository or Bucket (or, a pennant extension, an OCIRepository) and
+//! stored packaged (`.tgz`). Same schema as Flux source-controller v1.9's `HelmChart`, with
+//! `OCIRepository` added to `spec.sourceRef.kind` (a superset: every Flux manifest is
+//! accepted).
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -8,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Artifact, Condition, INTERVAL_PATTERN, LocalObjectReference, OidcIdentityMatch};
 
-/// Values of `spec.sourceRef.kind`.
-pub const HELM_CHART_SOURCE_KINDS: [&str; 3] = ["HelmRepository", "GitRepository", "Bucket"];
+/// Values of `spec.sourceRef.kind`: Flux's three, and `OCIRepository` (pennant's extension: a
+/// chart directory inside the OCI artifact, as for a GitRepository).
+pub const HELM_CHART_SOURCE_KINDS: [&str; 4] =
+    ["HelmRepository", "GitRepository", "Bucket", "OCIRepository"];
 /// Values of `spec.reconcileStrategy`.
 pub const RECONCILE_STRATEGIES: [&str; 2] = ["ChartVersion", "Revision"];
 
@@ -60,7 +64,8 @@ pub const RECONCILE_STRATEGIES: [&str; 2] = ["ChartVersion", "Revision"];
     "rule": "!has(self.verify) || self.sourceRef.kind == 'HelmRepository'"
 }]))]
 pub struct HelmChartSpec {
-    /// Chart name (HelmRepository source) or path inside the source (Git, Bucket).
+    /// Chart name (HelmRepository source) or path inside the source (Git, Bucket,
+    /// OCIRepository).
     pub chart: String,
     /// Masterminds semver constraint; default `*` (the newest stable version). Ignored for
     /// Git and Bucket sources (the version comes from `Chart.yaml`).
@@ -109,7 +114,8 @@ pub struct LocalHelmChartSourceReference {
     /// API version of the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// `HelmRepository`, `GitRepository` or `Bucket`.
+    /// `HelmRepository`, `GitRepository` or `Bucket` (Flux's), or `OCIRepository` (a pennant
+    /// extension: `spec.chart` is then a path inside the OCI artifact).
     #[schemars(extend("enum" = HELM_CHART_SOURCE_KINDS))]
     pub kind: String,
     /// Name of the source.

@@ -1,5 +1,6 @@
 //! Flux's source kinds (`source.toolkit.fluxcd.io/v1`): GitRepository, OCIRepository,
-//! HelmRepository and HelmChart, wire-compatible with source-controller v1.9's CRDs
+//! HelmRepository, HelmChart and ExternalArtifact (plus source-watcher's
+//! `source.extensions.fluxcd.io/v1beta1` ArtifactGenerator), wire-compatible with source-controller v1.9's CRDs
 //! (`config/crd/bases/source.toolkit.fluxcd.io_*.yaml`): same field names, enums, defaults,
 //! patterns, CEL rules, short names and printer columns, so manifests written for Flux and the
 //! `flux` CLI (which decodes with Flux's Go types) work unchanged. `tests/compat_flux.rs` walks
@@ -7,12 +8,16 @@
 //! `metav1.Condition` (k8s-openapi's [`Condition`]), as Flux writes them.
 
 pub mod artifact;
+pub mod artifact_generator;
+pub mod external_artifact;
 pub mod git_repository;
 pub mod helm_chart;
 pub mod helm_repository;
 pub mod oci_repository;
 
 pub use artifact::*;
+pub use artifact_generator::*;
+pub use external_artifact::*;
 pub use git_repository::*;
 pub use helm_chart::*;
 pub use helm_repository::*;

@@ -61,6 +61,7 @@ pub(super) struct Ctx<K: Source> {
 pub(super) struct Sources {
     pub helm_repos: Option<Store<crate::api::source::HelmRepository>>,
     pub git_repos: Option<Store<crate::api::source::GitRepository>>,
+    pub oci_repos: Option<Store<crate::api::source::OCIRepository>>,
     pub indexes: Option<Arc<crate::source::helm_index::IndexCache>>,
 }
 

@@ -1,7 +1,8 @@
 //! The source controller (`--controllers source`): GitRepositories ([`git_repository`]),
 //! OCIRepositories ([`oci`]), HelmRepositories ([`helm_repository`]) and HelmCharts
-//! ([`helm_chart`]) reconciled as Flux's source-controller does, their artifacts written to the
-//! [`Storage`] and served by the process's HTTP server ([`Storage::routes`]).
+//! ([`helm_chart`]) reconciled as Flux's source-controller does, and ArtifactGenerators
+//! ([`generator`]) as Flux's source-watcher, their artifacts written to the [`Storage`] and
+//! served by the process's HTTP server ([`Storage::routes`]).
 //!
 //! Wiring, one path for every kind ([`kind`]): a watch passes an event on only when the
 //! generation or the `reconcile.fluxcd.io/requestedAt` token changed, or the object is being
@@ -36,6 +37,7 @@ use crate::api::source::{
     Artifact, FINALIZER, GitRepository, HelmChart, HelmRepository, OCIRepository,
 };
 
+mod generator;
 mod git_repository;
 mod helm_chart;
 mod helm_repository;
@@ -156,7 +158,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         git_repository::reconcile,
     );
 
-    let (_, oci_watch) = kind::watch_counted::<OCIRepository>(&client, &scope, Some(&gate));
+    let (oci_repos, oci_watch) = kind::watch_counted::<OCIRepository>(&client, &scope, Some(&gate));
     let oci_controller = kind::run(
         oci_watch,
         shutdown.clone(),
@@ -177,11 +179,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let chart_ctx = base.like(kind::Sources {
         helm_repos: Some(helm_repos.clone()),
         git_repos: Some(repos.clone()),
+        oci_repos: Some(oci_repos),
         // a few index revisions: every chart of a repository shares one parse
         indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
     });
     // a source's change (a new artifact, Ready) reconciles the HelmCharts using it
-    let (by_helm, by_git) = (charts.clone(), charts.clone());
+    let (by_helm, by_git, by_oci) = (charts.clone(), charts.clone(), charts.clone());
     let chart_watch = chart_watch
         .watches(
             scoped_api::<HelmRepository>(&client, &scope),
@@ -194,6 +197,11 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             scoped_api::<GitRepository>(&client, &scope),
             watcher::Config::default().any_semantic(),
             move |r| helm_chart::charts_of(&by_git, "GitRepository", r.namespace(), &r.name_any()),
+        )
+        .watches(
+            scoped_api::<OCIRepository>(&client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |r| helm_chart::charts_of(&by_oci, "OCIRepository", r.namespace(), &r.name_any()),
         );
     let chart_controller = kind::run(
         chart_watch,
@@ -201,11 +209,19 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         Arc::new(chart_ctx),
         helm_chart::reconcile,
     );
+    // ArtifactGenerators (source-watcher): ExternalArtifacts composed from the sources above
+    let generator_controller = generator::controller(
+        base.like(kind::Sources::default()),
+        &scope,
+        shutdown.clone(),
+        Some(&gate),
+    );
     futures::join!(
         git_controller,
         oci_controller,
         helm_repo_controller,
-        chart_controller
+        chart_controller,
+        generator_controller
     );
     Ok(())
 }
