@@ -823,3 +823,162 @@ async fn shutdown_interrupts_a_fetch_and_leaves_no_temporary_files() {
     let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
     cleanup(ns).await;
 }
+
+/// `spec.recurseSubmodules`: the artifact holds each submodule's files at the commit the parent
+/// records (relative and absolute URLs, basic auth on both from the parent's Secret), the
+/// revision stays the parent's; bumping the submodule pointer is a new revision; a submodule
+/// that cannot be fetched is `FetchFailed` naming it, and the last artifact stays served.
+#[tokio::test]
+async fn recurse_submodules_serves_each_submodule_at_its_recorded_commit() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-submod", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions {
+        user: Some("git:sub-pass".into()),
+        ..Default::default()
+    });
+    let lib = server.create_repo("lib");
+    let lib_v1 = lib.commit("main", &[("lib.yaml", "lib: 1\n")], "lib 1");
+    let lib_v2 = lib.commit("main", &[("lib.yaml", "lib: 2\n")], "lib 2");
+    let tools = server.create_repo("tools");
+    let tools_sha = tools.commit("main", &[("tool.yaml", "tool: 1\n")], "tools");
+    let app = server.create_repo("app");
+    app.set_submodule("libs/lib", "../lib.git", &lib_v1);
+    app.set_submodule("vendor/tools", &server.url("tools"), &tools_sha);
+    let sha1 = app.commit("main", &[("app.yaml", "app: 1\n")], "app with lib 1");
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: NAMESPACE\nstringData:\n  username: git\n  password: sub-pass\n",
+    )
+    .await;
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &server.url("app"),
+        "  ref:\n    branch: main\n  secretRef:\n    name: creds\n  recurseSubmodules: true\n",
+    ))
+    .await;
+    let r = wait_revision(&ns, "app", &format!("main@sha1:{sha1}")).await;
+    let st = r.status.as_ref().unwrap();
+    assert_eq!(st.observed_recurse_submodules, Some(true));
+    assert!(
+        !st.conditions.iter().any(|c| c.type_ == "Unsupported"),
+        "{:#?}",
+        st.conditions
+    );
+    let files = download(&r).await;
+    assert_eq!(
+        files.get("libs/lib/lib.yaml").map(String::as_str),
+        Some("lib: 1\n"),
+        "the recorded commit, not lib's HEAD: {files:?}"
+    );
+    assert_eq!(
+        files.get("vendor/tools/tool.yaml").map(String::as_str),
+        Some("tool: 1\n"),
+        "{files:?}"
+    );
+    assert!(files.contains_key("app.yaml"));
+
+    // the parent now records lib 2: a new revision with lib 2's files
+    app.set_submodule("libs/lib", "../lib.git", &lib_v2);
+    let sha2 = app.commit("main", &[], "bump lib to 2");
+    flux_ok(&ns.name, &["reconcile", "source", "git", "app"]);
+    let r = wait_revision(&ns, "app", &format!("main@sha1:{sha2}")).await;
+    let files = download(&r).await;
+    assert_eq!(files["libs/lib/lib.yaml"], "lib: 2\n");
+    let new_artifacts = ns
+        .event_messages_with("app", "stored artifact for commit")
+        .await;
+    assert!(
+        new_artifacts.iter().any(|m| m.contains("bump lib to 2")),
+        "{new_artifacts:?}"
+    );
+
+    // a submodule that does not exist: FetchFailed naming it; lib 2's artifact stays served
+    app.set_submodule("libs/gone", "../gone.git", &lib_v1);
+    app.commit("main", &[], "a submodule that does not exist");
+    let (ok, out) = flux(
+        &ns.name,
+        &["reconcile", "source", "git", "app", "--timeout", "10s"],
+    );
+    assert!(!ok, "{out}");
+    wait_until(
+        Duration::from_secs(30),
+        "FetchFailed for the submodule",
+        || async {
+            let r = git_repo(&ns, "app").await;
+            ready(&r).is_some_and(|(s, reason, m)| {
+                s == "False"
+                    && reason == "GitOperationFailed"
+                    && m.contains("failed to update submodule 'libs/gone' from '../gone.git'")
+            })
+        },
+    )
+    .await;
+    let r = git_repo(&ns, "app").await;
+    let st = r.status.as_ref().unwrap();
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "FetchFailed" && c.status == "True"),
+        "{:#?}",
+        st.conditions
+    );
+    assert_eq!(revision(&r), Some(format!("main@sha1:{sha2}")));
+    assert_eq!(download(&r).await["libs/lib/lib.yaml"], "lib: 2\n");
+    let status = serde_json::to_string(&r.status).unwrap();
+    assert!(!status.contains("sub-pass"), "{status}");
+    cleanup(ns).await;
+}
+
+/// `spec.sparseCheckout`: only the named directories are in the artifact; a directory that
+/// is not in the repository is `FetchFailed` with Flux's message.
+#[tokio::test]
+async fn sparse_checkout_serves_only_the_named_directories() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "src-sparse", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_controller(&ns.name, storage.path(), &[]);
+    let server = GitServer::start(ServerOptions::default());
+    let app = server.create_repo("app");
+    let sha = app.commit(
+        "main",
+        &[
+            ("apps/a.yaml", "a\n"),
+            ("infra/b.yaml", "b\n"),
+            ("README.md", "hi\n"),
+        ],
+        "first",
+    );
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &server.url("app"),
+        "  ref:\n    branch: main\n  sparseCheckout:\n  - ./apps\n",
+    ))
+    .await;
+    let r = wait_revision(&ns, "app", &format!("main@sha1:{sha}")).await;
+    let files: Vec<String> = download(&r).await.into_keys().collect();
+    assert_eq!(files, ["apps/a.yaml"]);
+    assert_eq!(
+        r.status.as_ref().unwrap().observed_sparse_checkout,
+        ["./apps"]
+    );
+    ns.apply_yaml(&git_repository_yaml(
+        "app",
+        &server.url("app"),
+        "  ref:\n    branch: main\n  sparseCheckout:\n  - ./apps\n  - nope\n",
+    ))
+    .await;
+    wait_until(Duration::from_secs(30), "FetchFailed for 'nope'", || async {
+        let r = git_repo(&ns, "app").await;
+        ready(&r).is_some_and(|(s, _, m)| {
+            s == "False"
+                && m == "failed to sparse checkout directories : sparse checkout dir 'nope' does not exist in repository"
+        })
+    })
+    .await;
+    assert_eq!(
+        revision(&git_repo(&ns, "app").await),
+        Some(format!("main@sha1:{sha}"))
+    );
+    cleanup(ns).await;
+}

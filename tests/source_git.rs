@@ -7,7 +7,7 @@ mod gitserver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gitserver::{GitServer, ServerOptions, TempDir, noise};
+use gitserver::{GitServer, ServerOptions, TempDir, files as tree, noise};
 use pennant::source::git::{FetchRequest, Fetched, GitAuth, GitError, GitRef, fetch};
 
 fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
@@ -20,6 +20,8 @@ fn request(url: &str, reference: GitRef, dest: &Path) -> FetchRequest {
         last_revision: None,
         dest: dest.to_path_buf(),
         interrupt: Default::default(),
+        recurse_submodules: false,
+        sparse_checkout: vec![],
     }
 }
 
@@ -527,4 +529,136 @@ fn commit_pinned_to_a_branch_must_be_on_that_branch() {
     // and on its own branch it is fine
     let (rev, _, _) = checked(fetch(&request(&url, pin(&d, "dev"), &dest)));
     assert_eq!(rev, format!("dev@sha1:{d}"));
+}
+
+#[test]
+fn submodules_are_fetched_at_their_recorded_commits_with_the_parents_credentials() {
+    let server = GitServer::start(ServerOptions {
+        user: Some("git:s3cret".into()),
+        ..Default::default()
+    });
+    let deep = server.create_repo("deep");
+    let deep_sha = deep.commit("main", &[("deep.txt", "deep\n")], "deep");
+    let lib = server.create_repo("lib");
+    // lib has a submodule of its own (relative URL), then moves on past the recorded commit
+    lib.set_submodule("deep", "../deep.git", &deep_sha);
+    let lib_v1 = lib.commit("main", &[("lib.yaml", "v: 1\n")], "lib v1");
+    lib.commit("main", &[("lib.yaml", "v: 2\n")], "lib v2");
+    let app = server.create_repo("app");
+    app.set_submodule("libs/lib", "../lib.git", &lib_v1);
+    app.set_submodule("vendor/deep", &server.url("deep"), &deep_sha);
+    let app_sha = app.commit("main", &[("app.yaml", "app\n")], "app");
+
+    let tmp = TempDir::new("pennant-git-test");
+    let auth = GitAuth::Basic {
+        username: "git".into(),
+        password: "s3cret".into(),
+    };
+    let mut req = request(&server.url("app"), branch("main"), &tmp.path().join("with"));
+    req.auth = auth.clone();
+    req.recurse_submodules = true;
+    let (rev, _, _) = checked(fetch(&req));
+    assert_eq!(rev, format!("main@sha1:{app_sha}"), "the parent's revision");
+    let files = tree(&req.dest);
+    assert_eq!(
+        files.get("libs/lib/lib.yaml").map(String::as_str),
+        Some("v: 1\n")
+    );
+    assert_eq!(
+        files.get("libs/lib/deep/deep.txt").map(String::as_str),
+        Some("deep\n"),
+        "nested submodule: {files:?}"
+    );
+    assert_eq!(
+        files.get("vendor/deep/deep.txt").map(String::as_str),
+        Some("deep\n"),
+        "absolute URL on the same host: {files:?}"
+    );
+    assert!(!files.contains_key(".git"), "{files:?}");
+    // each submodule was fetched at one commit: a shallow fetch of that commit
+    let fetches = server.fetch_count();
+    assert_eq!(fetches, 4, "app, lib, lib's deep, vendor/deep");
+
+    // without recurseSubmodules: the submodule directories stay empty
+    let mut plain = request(
+        &server.url("app"),
+        branch("main"),
+        &tmp.path().join("without"),
+    );
+    plain.auth = auth;
+    checked(fetch(&plain));
+    assert!(plain.dest.join("libs/lib").is_dir());
+    let files = tree(&plain.dest);
+    assert!(files.keys().all(|k| !k.starts_with("libs/")), "{files:?}");
+    assert_eq!(server.fetch_count(), fetches + 1);
+}
+
+#[test]
+fn a_submodule_that_cannot_be_fetched_fails_naming_it() {
+    let server = GitServer::start(ServerOptions::default());
+    let lib = server.create_repo("lib");
+    let lib_sha = lib.commit("main", &[("lib.yaml", "v: 1\n")], "lib");
+    let app = server.create_repo("app");
+    app.set_submodule("libs/x", "../missing.git", &lib_sha);
+    app.commit("main", &[("app.yaml", "app\n")], "app");
+    let tmp = TempDir::new("pennant-git-test");
+    let mut req = request(&server.url("app"), branch("main"), &tmp.path().join("a"));
+    req.recurse_submodules = true;
+    let e = fetch(&req).unwrap_err();
+    assert_eq!(e.reason(), "GitOperationFailed", "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("failed to update submodule 'libs/x' from '../missing.git': "),
+        "{e}"
+    );
+    assert!(!req.dest.exists(), "nothing left behind");
+
+    // a commit the submodule's repository does not have
+    let gone = "0123456789012345678901234567890123456789";
+    app.set_submodule("libs/x", "../lib.git", gone);
+    app.commit("main", &[], "bad pointer");
+    let e = fetch(&req).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("failed to update submodule 'libs/x' from '../lib.git': "),
+        "{e}"
+    );
+
+    // a submodule URL climbing above the host
+    app.set_submodule("libs/x", "../../../lib.git", &lib_sha);
+    app.commit("main", &[], "bad url");
+    let e = fetch(&req).unwrap_err();
+    assert_eq!(e.reason(), "URLInvalid", "{e}");
+    assert!(e.to_string().contains("climbs above the host"), "{e}");
+}
+
+#[test]
+fn sparse_checkout_keeps_only_the_named_directories() {
+    let server = GitServer::start(ServerOptions::default());
+    let app = server.create_repo("app");
+    app.commit(
+        "main",
+        &[
+            ("apps/a.yaml", "a\n"),
+            ("apps-old/x.yaml", "x\n"),
+            ("infra/base/b.yaml", "b\n"),
+            ("README.md", "hi\n"),
+        ],
+        "first",
+    );
+    let tmp = TempDir::new("pennant-git-test");
+    let mut req = request(&server.url("app"), branch("main"), &tmp.path().join("s"));
+    req.sparse_checkout = vec!["./apps/".into(), "infra/base".into()];
+    checked(fetch(&req));
+    let files: Vec<String> = tree(&req.dest).into_keys().collect();
+    assert_eq!(files, ["apps/a.yaml", "infra/base/b.yaml"]);
+
+    req.dest = tmp.path().join("missing");
+    req.sparse_checkout = vec!["apps".into(), "nope".into()];
+    let e = fetch(&req).unwrap_err();
+    assert_eq!(e.reason(), "GitOperationFailed");
+    assert_eq!(
+        e.to_string(),
+        "failed to sparse checkout directories : sparse checkout dir 'nope' does not exist in repository"
+    );
 }

@@ -6,6 +6,15 @@
 //! "optimised clone"). Otherwise it fetches that one commit shallowly (depth 1) into a private
 //! object store and checks its tree out into `dest` (no `.git` there).
 //!
+//! With `recurse_submodules` (Flux's `spec.recurseSubmodules`), each submodule of the checked
+//! out tree (a gitlink with a `.gitmodules` entry) is fetched the same way, at the commit the
+//! tree records, and checked out into its path; recursively, up to
+//! [`MAX_SUBMODULE_DEPTH`] levels (go-git's default, which Flux uses). A relative URL
+//! (`./x`, `../x`) resolves against the superproject's URL ([`submodule_url`]); the parent's
+//! credentials are sent only to the parent's host. The revision stays the parent's.
+//! `sparse_checkout` (Flux's `spec.sparseCheckout`) checks out only the files under the given
+//! directories (and fetches only the submodules there).
+//!
 //! Transports: `http`/`https` (basic auth or bearer token, custom CA bundle merged with the
 //! system roots; gix's reqwest backend), `ssh` (gix runs the `ssh` program with the identity and
 //! `known_hosts` written to private temporary files) and `file` (tests, local mirrors).
@@ -101,7 +110,16 @@ pub struct FetchRequest {
     /// the pack and checking out, and [`fetch`] between its phases; the result is then a
     /// [`GitError::GitOperationFailed`] saying it was interrupted.
     pub interrupt: Arc<AtomicBool>,
+    /// Fetch and check out the submodules too (see the module docs).
+    pub recurse_submodules: bool,
+    /// Directories (relative to the repository root; a leading `./` and trailing `/` are
+    /// ignored) whose files alone are checked out; everything when empty. A directory that is
+    /// not in the tree is a [`GitError::SparseCheckout`].
+    pub sparse_checkout: Vec<String>,
 }
+
+/// How deep submodules of submodules are fetched (go-git's `DefaultSubmoduleRecursionDepth`).
+pub const MAX_SUBMODULE_DEPTH: u32 = 10;
 
 /// What [`fetch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +156,9 @@ pub enum GitError {
     AuthenticationFailed(String),
     #[error("{0}")]
     GitOperationFailed(String),
+    /// A `sparse_checkout` directory is not in the fetched tree (Flux's message).
+    #[error("failed to sparse checkout directories : {0}")]
+    SparseCheckout(String),
 }
 
 impl GitError {
@@ -146,7 +167,7 @@ impl GitError {
         match self {
             GitError::UrlInvalid(_) => "URLInvalid",
             GitError::AuthenticationFailed(_) => "AuthenticationFailed",
-            GitError::GitOperationFailed(_) => "GitOperationFailed",
+            GitError::GitOperationFailed(_) | GitError::SparseCheckout(_) => "GitOperationFailed",
         }
     }
 }
@@ -203,7 +224,7 @@ pub fn fetch(req: &FetchRequest) -> Result<Fetched, GitError> {
         })
     };
     let dest_existed = req.dest.exists();
-    let result = fetch_inner(req, &stop);
+    let result = fetch_at(req, &stop, req.dest.parent(), 0);
     drop(done);
     let _ = watchdog.join();
     let result = match result {
@@ -233,7 +254,14 @@ fn check(stop: &AtomicBool) -> Result<(), GitError> {
     Ok(())
 }
 
-fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitError> {
+/// One repository's fetch and checkout (the parent's, or a submodule's at `depth` > 0), its
+/// private object store in `scratch`.
+fn fetch_at(
+    req: &FetchRequest,
+    stop: &AtomicBool,
+    scratch: Option<&Path>,
+    depth: u32,
+) -> Result<Fetched, GitError> {
     // reqwest is built without a default crypto provider; the binary installs ring, so do tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = parse_url(&req.url)?;
@@ -263,7 +291,7 @@ fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitErro
         )));
     }
 
-    let work = TempDir::new(req.dest.parent())?;
+    let work = TempDir::new(scratch)?;
     let ssh_command = ssh_command(req, &work)?;
     let mut overrides = vec![
         "protocol.version=2".to_string(),
@@ -363,8 +391,13 @@ fn fetch_inner(req: &FetchRequest, stop: &AtomicBool) -> Result<Fetched, GitErro
         .map(|l| l.to_str_lossy().trim_end().to_string())
         .unwrap_or_default();
     let tree = commit.tree_id().map_err(op("commit has no tree"))?.detach();
-    checkout(&repo, tree, &req.dest, stop)?;
+    let gitlinks = checkout(&repo, tree, &req.dest, &req.sparse_checkout, stop)?;
     check(stop)?;
+    if req.recurse_submodules && depth < MAX_SUBMODULE_DEPTH && !gitlinks.is_empty() {
+        let scratch = scratch.map(Path::to_path_buf);
+        drop(work);
+        submodules(req, &url, gitlinks, stop, scratch.as_deref(), depth)?;
+    }
     Ok(Fetched::Checked {
         revision: rev(&commit_sha),
         commit_sha,
@@ -614,15 +647,72 @@ fn resolve(reference: &GitRef, refs: &[Ref]) -> Result<(String, String), GitErro
     }
 }
 
+/// A submodule of a checked out tree: its path, the commit the tree records, and the URL
+/// `.gitmodules` gives for that path (`None`: no entry, the directory stays empty).
+#[derive(Debug)]
+struct Gitlink {
+    path: String,
+    commit: String,
+    url: Option<String>,
+}
+
+/// Checks the tree out into `dest`: only the files under `sparse` when it is not empty
+/// (each directory must be in the tree), never the gitlinks, whose directories are created
+/// empty and which are returned with their `.gitmodules` URL.
 fn checkout(
     repo: &gix::Repository,
     tree: gix::ObjectId,
     dest: &Path,
+    sparse: &[String],
     stop: &AtomicBool,
-) -> Result<(), GitError> {
+) -> Result<Vec<Gitlink>, GitError> {
     std::fs::create_dir_all(dest).map_err(op("cannot create the checkout directory"))?;
-    let state = gix::index::State::from_tree(&tree, &repo.objects, Default::default())
+    let mut state = gix::index::State::from_tree(&tree, &repo.objects, Default::default())
         .map_err(op("cannot read the commit's tree"))?;
+    let dirs: Vec<&str> = sparse.iter().map(|d| sparse_dir(d)).collect();
+    if let Some(missing) = dirs.iter().zip(sparse).find_map(|(d, raw)| {
+        let found = state
+            .entries()
+            .iter()
+            .any(|e| in_dir(e.path(&state).to_str_lossy().as_ref(), d));
+        (!found).then_some(raw)
+    }) {
+        return Err(GitError::SparseCheckout(format!(
+            "sparse checkout dir '{missing}' does not exist in repository"
+        )));
+    }
+    let modules = state
+        .entry_by_path(".gitmodules".into())
+        .map(|e| e.id)
+        .and_then(|id| repo.find_object(id).ok())
+        .map(|o| o.data.clone());
+    let mut links = Vec::new();
+    state.remove_entries(|_, path, e| {
+        let path = path.to_str_lossy();
+        if !dirs.is_empty() && !dirs.iter().any(|d| in_dir(&path, d)) {
+            return true;
+        }
+        if e.mode == gix::index::entry::Mode::COMMIT {
+            links.push(Gitlink {
+                path: path.into_owned(),
+                commit: e.id.to_string(),
+                url: None,
+            });
+            return true;
+        }
+        false
+    });
+    if !links.is_empty() {
+        let urls = modules.as_deref().map(gitmodules_urls).unwrap_or_default();
+        for l in &mut links {
+            l.url = urls
+                .iter()
+                .find(|(p, _)| *p == l.path)
+                .map(|(_, u)| u.clone());
+            std::fs::create_dir_all(dest.join(&l.path))
+                .map_err(op("cannot create a submodule directory"))?;
+        }
+    }
     let mut index = gix::index::File::from_state(state, repo.git_dir().join("index"));
     let mut opts = repo
         .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
@@ -643,6 +733,170 @@ fn checkout(
         opts,
     )
     .map_err(op("checkout failed"))?;
+    Ok(links)
+}
+
+/// A `sparseCheckout` entry as a path prefix: `./a/b/` is `a/b` (Flux trims `./`).
+fn sparse_dir(d: &str) -> &str {
+    d.trim_start_matches("./").trim_end_matches('/')
+}
+
+/// Whether `path` is `dir` or under it (`dir` empty or `.`: everything).
+fn in_dir(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || dir == "."
+        || path == dir
+        || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// `(path, url)` of each submodule in a `.gitmodules` file (entries without either skipped).
+fn gitmodules_urls(data: &[u8]) -> Vec<(String, String)> {
+    let Ok(file) = gix::config::File::from_bytes_no_includes(
+        data,
+        gix::config::file::Metadata::api(),
+        Default::default(),
+    ) else {
+        return vec![];
+    };
+    let Some(sections) = file.sections_by_name("submodule") else {
+        return vec![];
+    };
+    sections
+        .filter_map(|s| {
+            let path = s
+                .value("path")?
+                .to_str_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            let url = s.value("url")?.to_str_lossy().into_owned();
+            (!path.is_empty() && !url.is_empty()).then_some((path, url))
+        })
+        .collect()
+}
+
+/// The URL a submodule is fetched from: `url` as `.gitmodules` gives it, a relative one
+/// (`./x`, `../x`, as git resolves it) against the superproject's `parent` URL: each `../`
+/// drops the last path segment of `parent` (trailing `/` ignored), `./` none. Errors: a
+/// relative URL climbing above the host, an empty one.
+pub fn submodule_url(parent: &str, url: &str) -> Result<String, GitError> {
+    if !(url.starts_with("./") || url.starts_with("../")) {
+        if url.trim().is_empty() {
+            return Err(GitError::UrlInvalid("empty submodule URL".into()));
+        }
+        return Ok(url.to_string());
+    }
+    let (scheme_end, mut base) = match parent.find("://") {
+        Some(i) => (i + 3, parent.trim_end_matches('/').to_string()),
+        None => {
+            return Err(GitError::UrlInvalid(format!(
+                "cannot resolve the relative submodule URL '{url}' against '{}'",
+                strip_userinfo(parent)
+            )));
+        }
+    };
+    // the authority (host[:port], userinfo) is never dropped by `../`
+    let root = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut rest = url;
+    loop {
+        if let Some(r) = rest.strip_prefix("./") {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("../") {
+            let Some(cut) = base.rfind('/').filter(|&i| i >= root) else {
+                return Err(GitError::UrlInvalid(format!(
+                    "the relative submodule URL '{url}' climbs above the host of '{}'",
+                    strip_userinfo(parent)
+                )));
+            };
+            base.truncate(cut);
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    let rest = rest.trim_start_matches('/');
+    Ok(if rest.is_empty() {
+        base
+    } else {
+        format!("{base}/{rest}")
+    })
+}
+
+/// Whether `a` and `b` are on the same server (scheme, host, port): the parent's credentials
+/// go to a submodule only then.
+fn same_host(a: &gix::Url, b: &gix::Url) -> bool {
+    a.scheme == b.scheme && a.host() == b.host() && a.port_or_default() == b.port_or_default()
+}
+
+/// Fetches each submodule of a checked out tree at its recorded commit into its path (see the
+/// module docs). An error names the submodule's path and URL (without credentials).
+fn submodules(
+    req: &FetchRequest,
+    parent: &gix::Url,
+    links: Vec<Gitlink>,
+    stop: &AtomicBool,
+    scratch: Option<&Path>,
+    depth: u32,
+) -> Result<(), GitError> {
+    for link in links {
+        check(stop)?;
+        let Some(raw) = &link.url else { continue };
+        let wrap = |e: GitError| {
+            let what = format!(
+                "failed to update submodule '{}' from '{}'",
+                link.path,
+                strip_userinfo(raw)
+            );
+            match e {
+                GitError::UrlInvalid(m) => GitError::UrlInvalid(format!("{what}: {m}")),
+                GitError::AuthenticationFailed(m) => {
+                    GitError::AuthenticationFailed(format!("{what}: {m}"))
+                }
+                GitError::GitOperationFailed(m) | GitError::SparseCheckout(m) => {
+                    GitError::GitOperationFailed(format!("{what}: {m}"))
+                }
+            }
+        };
+        let url = submodule_url(&req.url, raw).map_err(wrap)?;
+        let parsed = parse_url(&url).map_err(wrap)?;
+        // a repository on the controller's disk is reachable only from one there
+        if parsed.scheme == gix::url::Scheme::File && parent.scheme != gix::url::Scheme::File {
+            return Err(wrap(GitError::UrlInvalid(
+                "a file:// submodule of a remote repository is not fetched".into(),
+            )));
+        }
+        let same = same_host(parent, &parsed);
+        let sub = FetchRequest {
+            url,
+            reference: GitRef::Commit {
+                sha: link.commit.clone(),
+                branch: None,
+            },
+            auth: if same {
+                req.auth.clone()
+            } else {
+                GitAuth::None
+            },
+            ca_pem: req.ca_pem.clone(),
+            timeout: req.timeout,
+            last_revision: None,
+            dest: req.dest.join(&link.path),
+            interrupt: req.interrupt.clone(),
+            recurse_submodules: true,
+            sparse_checkout: vec![],
+        };
+        // (an ssh key for another host would be refused anyway; nothing is sent there)
+        if matches!(sub.auth, GitAuth::None) && parsed.scheme == gix::url::Scheme::Ssh && !same {
+            return Err(wrap(GitError::AuthenticationFailed(
+                "no credentials for an ssh submodule on another host".into(),
+            )));
+        }
+        // (userinfo a .gitmodules URL may carry is scrubbed like the parent's)
+        fetch_at(&sub, stop, scratch, depth + 1)
+            .map_err(|e| Secrets::of(&sub).redact(e))
+            .map_err(wrap)?;
+    }
     Ok(())
 }
 
@@ -811,6 +1065,7 @@ impl Secrets {
             GitError::UrlInvalid(m) => GitError::UrlInvalid(scrub(m)),
             GitError::AuthenticationFailed(m) => GitError::AuthenticationFailed(scrub(m)),
             GitError::GitOperationFailed(m) => GitError::GitOperationFailed(scrub(m)),
+            GitError::SparseCheckout(m) => GitError::SparseCheckout(scrub(m)),
         }
     }
 }
@@ -931,5 +1186,71 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{auth:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn relative_submodule_urls_resolve_against_the_parents_as_git_does() {
+        let parent = "https://git.example/org/app.git";
+        for (url, want) in [
+            ("../lib.git", "https://git.example/org/lib.git"),
+            ("../../other/lib.git", "https://git.example/other/lib.git"),
+            ("./lib.git", "https://git.example/org/app.git/lib.git"),
+            ("./../lib", "https://git.example/org/lib"),
+            (
+                "https://elsewhere.example/x.git",
+                "https://elsewhere.example/x.git",
+            ),
+        ] {
+            assert_eq!(submodule_url(parent, url).unwrap(), want, "{url}");
+        }
+        // a trailing slash on the parent is not a path segment; the port and userinfo stay
+        assert_eq!(
+            submodule_url("http://u:p@127.0.0.1:8080/app.git/", "../lib.git").unwrap(),
+            "http://u:p@127.0.0.1:8080/lib.git"
+        );
+        assert_eq!(
+            submodule_url("ssh://git@host:22/org/app", "../lib").unwrap(),
+            "ssh://git@host:22/org/lib"
+        );
+        let e = submodule_url("https://u:hunter2@h/app.git", "../../x.git").unwrap_err();
+        assert_eq!(e.reason(), "URLInvalid");
+        assert!(e.to_string().contains("climbs above the host"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(submodule_url(parent, " ").is_err());
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_parents_host() {
+        let u = |s: &str| parse_url(s).unwrap();
+        let parent = u("https://git.example/org/app.git");
+        assert!(same_host(&parent, &u("https://git.example/org/lib.git")));
+        assert!(same_host(&parent, &u("https://git.example:443/x.git")));
+        assert!(!same_host(&parent, &u("https://other.example/org/lib.git")));
+        assert!(!same_host(&parent, &u("http://git.example/org/lib.git")));
+        assert!(!same_host(
+            &parent,
+            &u("https://git.example:8443/org/lib.git")
+        ));
+    }
+
+    #[test]
+    fn sparse_directories_match_whole_path_segments() {
+        assert_eq!(sparse_dir("./apps/"), "apps");
+        assert!(in_dir("apps/a.yaml", "apps"));
+        assert!(in_dir("apps", "apps"));
+        assert!(!in_dir("apps-old/x.yaml", "apps"));
+        assert!(in_dir("anything", "."));
+        assert!(in_dir("a/b/c", "a/b"));
+        assert!(!in_dir("a/bc", "a/b"));
+    }
+
+    #[test]
+    fn gitmodules_paths_and_urls() {
+        let data = b"[submodule \"lib\"]\n\tpath = libs/lib\n\turl = ../lib.git\n[submodule \"nourl\"]\n\tpath = x\n";
+        assert_eq!(
+            gitmodules_urls(data),
+            [("libs/lib".to_string(), "../lib.git".to_string())]
+        );
+        assert!(gitmodules_urls(b"not [ a config").is_empty());
     }
 }

@@ -7,7 +7,8 @@
 //! first; deletion removes the storage directory then the finalizer; `suspend` does nothing; the
 //! stored artifact is checked (present, digest verifies) before anything else; the fetch is
 //! skipped ("optimised clone") only when the artifact is good and was built from the same
-//! `ignore`/`include`/`recurseSubmodules` configuration and included artifacts; a failure keeps
+//! `ignore`/`include`/`recurseSubmodules`/`sparseCheckout` configuration and included
+//! artifacts; a failure keeps
 //! the last good artifact served (`ArtifactInStorage` stays True, `Ready=False`). Differences,
 //! on purpose:
 //! - status flow as Flux's: before a fetch of a new generation or a requested reconcile,
@@ -15,8 +16,8 @@
 //!   the status); a failure keeps the old `observedGeneration` and leaves
 //!   `Reconciling=True ProgressingWithRetry` with `Ready=False` carrying the failure (kstatus:
 //!   InProgress); a stall sets `observedGeneration` and has no `Reconciling`;
-//! - fields pennant accepts but does not act on (`sparseCheckout`, `recurseSubmodules: true`,
-//!   `proxySecretRef`, overridden `ref` fields) give `Unsupported=True` and a Warning Event;
+//! - fields pennant accepts but does not act on (`proxySecretRef`, `serviceAccountName`,
+//!   overridden `ref` fields) give `Unsupported=True` and a Warning Event;
 //!   `verify` and a `provider` other than `generic` stall the object (serving an unverified or
 //!   unauthenticated artifact in their place would be worse than none).
 
@@ -91,7 +92,11 @@ pub struct FetchPlan {
     pub interval: Duration,
     /// `spec.secretRef.name`.
     pub secret: Option<String>,
-    /// Accepted but not acted on, e.g. `spec.sparseCheckout`.
+    /// `spec.recurseSubmodules`.
+    pub recurse_submodules: bool,
+    /// `spec.sparseCheckout` (empty: the whole tree).
+    pub sparse_checkout: Vec<String>,
+    /// Accepted but not acted on, e.g. `spec.proxySecretRef`.
     pub unsupported: Vec<String>,
 }
 
@@ -146,12 +151,6 @@ pub fn decide(repo: &GitRepository) -> Plan {
         .iter()
         .map(|f| format!("spec.{f} (overridden by a ref field of higher precedence)"))
         .collect();
-    if !spec.sparse_checkout.is_empty() {
-        unsupported.push("spec.sparseCheckout (the whole tree is checked out)".into());
-    }
-    if spec.recurse_submodules.unwrap_or(false) {
-        unsupported.push("spec.recurseSubmodules (submodules are not fetched)".into());
-    }
     if spec.proxy_secret_ref.is_some() {
         unsupported.push("spec.proxySecretRef (no proxy is used)".into());
     }
@@ -163,13 +162,16 @@ pub fn decide(repo: &GitRepository) -> Plan {
         timeout,
         interval,
         secret: spec.secret_ref.as_ref().map(|r| r.name.clone()),
+        recurse_submodules: spec.recurse_submodules.unwrap_or(false),
+        sparse_checkout: spec.sparse_checkout.clone(),
         unsupported,
     })
 }
 
 /// The revision to pass to the fetch as the last one (no download when the remote still points
 /// at its commit): the stored artifact's, when its file verified (`artifact_ok`), it was built
-/// from the current `ignore`, `include` and `recurseSubmodules`, and the included artifacts are
+/// from the current `ignore`, `include`, `recurseSubmodules` and `sparseCheckout` (Flux's
+/// `gitContentConfigChanged`), and the included artifacts are
 /// the ones it was built with (`included`, in `spec.include` order). `None`: fetch the tree.
 pub fn reusable_revision(
     repo: &GitRepository,
@@ -183,6 +185,7 @@ pub fn reusable_revision(
         && status.observed_include == spec.include
         && status.observed_recurse_submodules.unwrap_or(false)
             == spec.recurse_submodules.unwrap_or(false)
+        && status.observed_sparse_checkout == spec.sparse_checkout
         && status.included_artifacts.len() == included.len()
         && status
             .included_artifacts
@@ -270,10 +273,10 @@ pub struct Notice {
 }
 
 /// The status to write, the Events to record and whether to retry with backoff (else requeue
-/// at the interval).
+/// at the interval): the result of every source kind's `outcome` (`S`: the kind's status).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: GitRepositoryStatus,
+pub struct Outcome<S = GitRepositoryStatus> {
+    pub status: S,
     pub notices: Vec<Notice>,
     /// The attempt failed (retry with backoff) / stalled (wait for a change) / succeeded.
     pub result: Result<(), bool>,
@@ -372,6 +375,7 @@ pub fn outcome(
             st.observed_ignore = repo.spec.ignore.clone();
             st.observed_include = repo.spec.include.clone();
             st.observed_recurse_submodules = repo.spec.recurse_submodules;
+            st.observed_sparse_checkout = repo.spec.sparse_checkout.clone();
             Settled::Stored {
                 message: format!("stored artifact for commit '{commit_message}'"),
                 artifact,

@@ -113,7 +113,12 @@ fn fields_not_acted_on_are_named_and_unsafe_ones_stall() {
     let p = fetch_plan(&with(
         "  recurseSubmodules: true\n  sparseCheckout: [apps]\n  proxySecretRef: {name: p}\n",
     ));
-    assert_eq!(p.unsupported.len(), 3, "{:?}", p.unsupported);
+    // submodules and sparse checkout are acted on, the proxy is not
+    assert_eq!(p.unsupported.len(), 1, "{:?}", p.unsupported);
+    assert!(p.unsupported[0].starts_with("spec.proxySecretRef"));
+    assert!(p.recurse_submodules);
+    assert_eq!(p.sparse_checkout, ["apps"]);
+    assert!(!fetch_plan(&with("")).recurse_submodules);
     for spec in [
         "  verify: {mode: HEAD, secretRef: {name: keys}}\n",
         "  provider: github\n",
@@ -201,6 +206,21 @@ fn the_tree_is_fetched_again_when_the_artifact_or_its_configuration_changed() {
         "a new include"
     );
     r.status.as_mut().unwrap().included_artifacts = vec![inc.clone()];
+    assert!(reusable_revision(&r, true, std::slice::from_ref(&inc)).is_some());
+    r.spec.recurse_submodules = Some(true);
+    assert_eq!(
+        reusable_revision(&r, true, std::slice::from_ref(&inc)),
+        None,
+        "submodules now wanted"
+    );
+    r.status.as_mut().unwrap().observed_recurse_submodules = Some(true);
+    r.spec.sparse_checkout = vec!["apps".into()];
+    assert_eq!(
+        reusable_revision(&r, true, std::slice::from_ref(&inc)),
+        None,
+        "sparse checkout changed"
+    );
+    r.status.as_mut().unwrap().observed_sparse_checkout = vec!["apps".into()];
     assert!(reusable_revision(&r, true, &[inc]).is_some());
 }
 

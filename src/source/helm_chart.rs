@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::git_repository::{NEW_ARTIFACT, Notice, Plan, Settled, lifecycle, settle};
+use super::git_repository::{NEW_ARTIFACT, Plan, Settled, lifecycle, settle};
 use crate::api::source::{Artifact, HelmChart, HelmChartStatus, parse_interval};
 use crate::gitops::conditions::{HELM_CHART_READY, mark_true, reasons, summarize, types};
 use crate::gitops::reconcile_request::requested_at;
@@ -205,12 +205,7 @@ pub enum Attempt {
 
 /// The status to write, the Events and the result (as the GitRepository's
 /// [`super::git_repository::Outcome`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: HelmChartStatus,
-    pub notices: Vec<Notice>,
-    pub result: Result<(), bool>,
-}
+pub type Outcome = super::git_repository::Outcome<HelmChartStatus>;
 
 fn stored_message(revision: &str) -> String {
     format!("stored artifact: revision '{revision}'")

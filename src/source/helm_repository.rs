@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::git_repository::{Notice, Plan, Settled, lifecycle, settle};
+use super::git_repository::{Plan, Settled, lifecycle, settle};
 use super::helm_index::HelmAuth;
 use super::http::TlsConfig;
 use crate::api::source::{
@@ -166,12 +166,7 @@ pub enum Attempt {
 
 /// The status to write, the Events and the result (as the GitRepository's
 /// [`super::git_repository::Outcome`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: HelmRepositoryStatus,
-    pub notices: Vec<Notice>,
-    pub result: Result<(), bool>,
-}
+pub type Outcome = super::git_repository::Outcome<HelmRepositoryStatus>;
 
 /// Flux's `ArtifactInStorage` message of a HelmRepository.
 pub fn stored_message(revision: &str) -> String {

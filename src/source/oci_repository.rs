@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::git_repository::{Notice, Plan, Settled, lifecycle, settle};
+use super::git_repository::{Plan, Settled, lifecycle, settle};
 use super::oci::{LayerOperation, LayerSelector};
 use crate::api::source::{
     Artifact, OCIRepository, OCIRepositoryRef, OCIRepositoryStatus, OciSelector, parse_interval,
@@ -154,12 +154,7 @@ pub enum Attempt {
 
 /// The status to write, the Events and the result (as the GitRepository's
 /// [`super::git_repository::Outcome`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: OCIRepositoryStatus,
-    pub notices: Vec<Notice>,
-    pub result: Result<(), bool>,
-}
+pub type Outcome = super::git_repository::Outcome<OCIRepositoryStatus>;
 
 /// Flux's `NewArtifact` message of an OCIRepository: "stored artifact with revision '<rev>'
 /// from '<url>'", plus the origin source and revision when the manifest names them (what

@@ -72,6 +72,28 @@ pub struct StoredArtifact {
     pub last_update_time: Timestamp,
 }
 
+impl StoredArtifact {
+    /// The `status.artifact` of this file: its `revision` and `metadata` (e.g. an OCI
+    /// manifest's annotations) are the kind's.
+    pub fn into_artifact(
+        self,
+        revision: String,
+        metadata: Option<std::collections::BTreeMap<String, String>>,
+    ) -> crate::api::source::Artifact {
+        crate::api::source::Artifact {
+            path: self.path,
+            url: self.url,
+            revision,
+            digest: self.digest,
+            last_update_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                self.last_update_time,
+            ),
+            size: i64::try_from(self.size).ok(),
+            metadata,
+        }
+    }
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -230,6 +230,52 @@ impl Repo {
     pub fn head(&self) -> String {
         git(&self.work, &["rev-parse", "HEAD"]).trim().to_string()
     }
+
+    /// Records a submodule at `path` (its `.gitmodules` entry with `url`, a gitlink to
+    /// `commit`) in the work clone, for the next [`Repo::commit`]; nothing is cloned.
+    pub fn set_submodule(&self, path: &str, url: &str, commit: &str) {
+        for (key, value) in [("path", path), ("url", url)] {
+            git(
+                &self.work,
+                &[
+                    "config",
+                    "-f",
+                    ".gitmodules",
+                    &format!("submodule.{path}.{key}"),
+                    value,
+                ],
+            );
+        }
+        // an empty directory: an uninitialized submodule, left alone by `git add -A`
+        std::fs::create_dir_all(self.work.join(path)).unwrap();
+        git(
+            &self.work,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{commit},{path}"),
+            ],
+        );
+    }
+}
+
+/// Every regular file under `dir`, relative path -> content.
+pub fn files(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }
 
 /// Runs `git` in `dir` with a fixed identity and no user or system config; panics on failure.

@@ -85,15 +85,17 @@ fn generators_of(
         .collect()
 }
 
-/// The ArtifactGenerator controller: its watch, the source kinds' watches mapped to the
-/// generators naming them, run until `shutdown`.
+/// The ArtifactGenerator controller: its watch (its first list counted by `gate` for
+/// `/readyz`), the source kinds' watches mapped to the generators naming them, run until
+/// `shutdown`.
 pub(super) fn controller(
     ctx: Ctx<ArtifactGenerator>,
     scope: &crate::runtime::Scope,
     shutdown: crate::runtime::Shutdown,
+    gate: Option<&super::kind::SyncGate>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let client = ctx.client.clone();
-    let (store, watch) = super::kind::watch::<ArtifactGenerator>(&client, scope);
+    let (store, watch) = super::kind::watch_counted::<ArtifactGenerator>(&client, scope, gate);
     let cfg = || watcher::Config::default().any_semantic();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
     let watch = watch

@@ -12,9 +12,9 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::kind::{Ctx, Source, finish, prepare, remove_storage};
+use super::kind::{Ctx, Source, finish, prepare, record, remove_storage};
 use super::oci::secret_data;
-use super::{Error, blocking, emit_event, kept_artifact, remove_finalizer, write_status};
+use super::{Error, blocking, kept_artifact, remove_finalizer};
 use crate::api::source::{Artifact, FINALIZER, HelmRepository, parse_interval};
 use crate::gitops::conditions::{reasons, types};
 use crate::source::git_repository::Plan;
@@ -65,10 +65,14 @@ pub(super) async fn reconcile(
     let (attempt, kept) = attempt;
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
-    write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
-    for n in &out.notices {
-        emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
-    }
+    record(
+        &*repo,
+        &ctx,
+        repo.status.as_ref(),
+        &out.status,
+        &out.notices,
+    )
+    .await?;
     let current = out
         .status
         .artifact
@@ -231,15 +235,7 @@ async fn attempt(
     .and_then(|r| r);
     match stored {
         Ok((s, url)) => Attempt::Stored {
-            artifact: Artifact {
-                path: s.path,
-                url: s.url,
-                revision,
-                digest: s.digest,
-                last_update_time: Time(s.last_update_time),
-                size: i64::try_from(s.size).ok(),
-                metadata: None,
-            },
+            artifact: s.into_artifact(revision, None),
             url,
         },
         Err(message) => fail(

@@ -1,13 +1,14 @@
-//! The wiring the OCIRepository, HelmRepository and HelmChart reconcilers share (the
-//! GitRepository's, made generic): the watch with Flux's generation-or-request predicate and
-//! the Secrets an object names, the finalizer/deletion/suspend steps of a [`Plan`], and the end
-//! of a reconcile (GC, interval with jitter or backoff).
+//! The wiring every source kind's reconciler shares (GitRepository, OCIRepository,
+//! HelmRepository, HelmChart): the watch with Flux's generation-or-request predicate and the
+//! Secrets an object names, the readiness of the caches ([`SyncGate`]), the
+//! finalizer/deletion/suspend steps of a [`Plan`], and the end of a reconcile (GC, interval
+//! with jitter or backoff).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{NamespaceResourceScope, PartialObjectMeta};
@@ -42,11 +43,18 @@ pub(super) struct Ctx<K: Source> {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub storage: Storage,
     pub instance: String,
-    /// The caches of other source kinds a kind reads (a HelmChart's sources).
+    /// The caches of other source kinds a kind reads (a HelmChart's sources, a
+    /// GitRepository's includes).
     pub sources: Sources,
     /// Largest Helm repository `index.yaml` downloaded or parsed, bytes (Flux's
     /// `--helm-index-max-size`; [`crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE`] by default).
     pub helm_index_max_size: u64,
+    /// The process's shutdown, for the kinds whose fetch runs off the runtime and must be
+    /// interrupted (`None`: nothing to interrupt).
+    pub shutdown: Option<crate::runtime::Shutdown>,
+    /// Reconciles other objects of the kind at once (a GitRepository whose artifact another
+    /// one includes); `None` when the kind does not need it.
+    pub wake: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<K>>>,
     failures: Mutex<HashMap<ObjectRef<K>, u32>>,
 }
 
@@ -74,8 +82,24 @@ impl<K: Source> Ctx<K> {
             instance,
             sources: Sources::default(),
             helm_index_max_size: crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE,
+            shutdown: None,
+            wake: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// A context of kind `L` with the same client, metrics, storage and instance, reading
+    /// `sources`.
+    pub fn like<L: Source>(&self, sources: Sources) -> Ctx<L> {
+        let mut c = Ctx::new(
+            self.client.clone(),
+            self.metrics.clone(),
+            self.storage.clone(),
+            self.instance.clone(),
+        );
+        c.sources = sources;
+        c.helm_index_max_size = self.helm_index_max_size;
+        c
     }
 
     fn forget(&self, obj: &K) {
@@ -101,12 +125,62 @@ fn for_secret<K: Source>(
         .collect()
 }
 
+/// The readiness of the source controller's caches: every watch made with [`watch_counted`]
+/// counts, and `done` runs once, when the last of them has its first complete list (the
+/// watches list at the same time; none is awaited alone).
+#[derive(Clone)]
+pub(super) struct SyncGate {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl SyncGate {
+    /// A gate calling `done` (e.g. [`crate::runtime::Process::synced`]) once every counted
+    /// cache is filled.
+    pub fn new(done: impl Fn() + Send + Sync + 'static) -> Self {
+        SyncGate {
+            pending: Arc::default(),
+            done: Arc::new(done),
+        }
+    }
+
+    /// One more cache to wait for; the returned closure is its first list (later calls count
+    /// for nothing).
+    fn register(&self) -> impl Fn() + Send + Sync + 'static {
+        use std::sync::atomic::Ordering;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let (pending, done, once) = (
+            self.pending.clone(),
+            self.done.clone(),
+            Arc::new(std::sync::Once::new()),
+        );
+        move || {
+            once.call_once(|| {
+                if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    done();
+                }
+            })
+        }
+    }
+}
+
 /// The watch of `K` in `scope`: events pass on a new generation, a new reconcile request or a
 /// deletion (Flux's predicate); a Secret change reconciles the objects naming it. Returns the
-/// cache and the controller, to which the caller may add watches before running it.
+/// cache and the controller, to which the caller may add watches before running it. Its cache
+/// is not counted for readiness: see [`watch_counted`].
+#[allow(dead_code)] // every kind of `run` counts its cache; kept for a kind that does not
 pub(super) fn watch<K: Source>(
     client: &Client,
     scope: &crate::runtime::Scope,
+) -> (Store<K>, Controller<K>) {
+    watch_counted(client, scope, None)
+}
+
+/// [`watch`], the cache's first complete list counted by `gate` (`/readyz` waits for it).
+pub(super) fn watch_counted<K: Source>(
+    client: &Client,
+    scope: &crate::runtime::Scope,
+    gate: Option<&SyncGate>,
 ) -> (Store<K>, Controller<K>) {
     let api: Api<K> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -125,8 +199,14 @@ pub(super) fn watch<K: Source>(
         o.meta().deletion_timestamp.is_some().hash(&mut h);
         Some(h.finish())
     };
+    let listed = gate.map(SyncGate::register);
     let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
         .default_backoff()
+        .inspect_ok(move |e| {
+            if let (watcher::Event::InitDone, Some(listed)) = (e, &listed) {
+                listed();
+            }
+        })
         .applied_objects()
         .predicate_filter(wanted, PredicateConfig::default());
     let mut controller = Controller::for_stream(trigger, store.clone());
@@ -248,6 +328,27 @@ pub(super) async fn remove_storage<K: Source>(
     Ok(())
 }
 
+/// What every kind does with its pure outcome: `status` merge-patched when it differs from
+/// `old` (the object's status read), then each notice recorded as an Event.
+pub(super) async fn record<K, S>(
+    obj: &K,
+    ctx: &Ctx<K>,
+    old: Option<&S>,
+    status: &S,
+    notices: &[crate::source::git_repository::Notice],
+) -> Result<(), Error>
+where
+    K: Source,
+    S: serde::Serialize + PartialEq + Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    super::write_status(obj, old, status, &api).await?;
+    for n in notices {
+        super::emit_event(obj, n, &ctx.client, &ctx.instance).await;
+    }
+    Ok(())
+}
+
 /// The end of a reconcile: GC of the object's old artifacts (`current` kept), then the next
 /// check (`result` as [`crate::source::git_repository::Outcome::result`]): at the interval with
 /// jitter after a success (never without an interval), an error (backoff) after a failure
@@ -289,5 +390,37 @@ pub(super) async fn finish<K: Source>(
                 .map(|c| c.message.clone())
                 .unwrap_or_default(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SyncGate;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn ready_only_when_every_kinds_cache_has_listed_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let gate = SyncGate::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let (git, oci, helm) = (gate.register(), gate.register(), gate.register());
+        git();
+        oci();
+        // a relist of a cache already counted counts for nothing
+        git();
+        oci();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "HelmRepositories not listed yet"
+        );
+        helm();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        helm();
+        git();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "done once");
     }
 }

@@ -12,8 +12,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
-use super::kind::{Ctx, Source, finish, prepare};
-use super::{Error, blocking, emit_event, kept_artifact, write_status};
+use super::kind::{Ctx, Source, finish, prepare, record};
+use super::{Error, blocking, kept_artifact};
 use crate::api::source::{Artifact, OCIRepository, parse_interval};
 use crate::gitops::conditions::{reasons, types};
 use crate::source::git_repository::Plan;
@@ -62,12 +62,14 @@ pub(super) async fn reconcile(
     };
     let now = Time(Timestamp::now());
     let out = outcome(&repo, kept, attempt, &unsupported, &now);
-    let api: Api<OCIRepository> =
-        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
-    write_status(&*repo, repo.status.as_ref(), &out.status, &api).await?;
-    for n in &out.notices {
-        emit_event(&*repo, n, &ctx.client, &ctx.instance).await;
-    }
+    record(
+        &*repo,
+        &ctx,
+        repo.status.as_ref(),
+        &out.status,
+        &out.notices,
+    )
+    .await?;
     let current = out
         .status
         .artifact
@@ -250,15 +252,7 @@ async fn attempt(
     .and_then(|r| r);
     match stored {
         Ok((s, url)) => Attempt::Stored {
-            artifact: Artifact {
-                path: s.path,
-                url: s.url,
-                revision,
-                digest: s.digest,
-                last_update_time: Time(s.last_update_time),
-                size: i64::try_from(s.size).ok(),
-                metadata: Some(annotations).filter(|a| !a.is_empty()),
-            },
+            artifact: s.into_artifact(revision, Some(annotations).filter(|a| !a.is_empty())),
             url,
         },
         Err(message) => fail(
