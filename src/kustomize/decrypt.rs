@@ -1154,3 +1154,7 @@ fn write_private(path: &Path, plain: &Plain) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "decrypt_tests.rs"]
+mod tests;
