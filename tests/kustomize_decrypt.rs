@@ -88,6 +88,12 @@ fn sops_decrypt(dir: &Path, name: &str, enc: &[u8], key: &AgeKey) -> Vec<u8> {
     out.stdout
 }
 
+/// [`SECRET`] encrypted for `key` the way Flux's docs advise: only `data` and `stringData`.
+fn regex_encrypted_secret(dir: &Path, key: &AgeKey) -> Vec<u8> {
+    let flags = ["--encrypted-regex", "^(data|stringData)$"];
+    sops_encrypt(dir, "secret.yaml", SECRET.as_bytes(), &[key], &flags)
+}
+
 fn keys(ks: &[&AgeKey]) -> Keys {
     let data: BTreeMap<String, Vec<u8>> = ks
         .iter()
@@ -147,13 +153,7 @@ fn secret_manifest_default_encryption_decrypts_to_the_original() {
 fn secret_manifest_with_encrypted_regex_decrypts_as_a_built_object() {
     let dir = tempfile::tempdir().unwrap();
     let k1 = keygen(dir.path(), "k1.txt");
-    let enc = sops_encrypt(
-        dir.path(),
-        "secret.yaml",
-        SECRET.as_bytes(),
-        &[&k1],
-        &["--encrypted-regex", "^(data|stringData)$"],
-    );
+    let enc = regex_encrypted_secret(dir.path(), &k1);
     let mut obj = yaml(&enc);
     assert_eq!(obj["metadata"]["name"], "db", "metadata stays plain");
     assert!(
@@ -232,13 +232,7 @@ fn two_recipients_either_key_decrypts_and_a_secret_entry_holds_several_keys() {
 fn wrong_key_is_a_clear_error_naming_the_recipients_and_object() {
     let dir = tempfile::tempdir().unwrap();
     let (k1, k2) = (keygen(dir.path(), "k1.txt"), keygen(dir.path(), "k2.txt"));
-    let enc = sops_encrypt(
-        dir.path(),
-        "secret.yaml",
-        SECRET.as_bytes(),
-        &[&k1],
-        &["--encrypted-regex", "^(data|stringData)$"],
-    );
+    let enc = regex_encrypted_secret(dir.path(), &k1);
     let e = decrypt_document(&enc, Format::Yaml, Format::Yaml, &keys(&[&k2]), true).unwrap_err();
     assert!(matches!(e, DecryptError::DataKey(_)), "{e}");
     assert!(e.to_string().contains(&k1.recipient), "{e}");
@@ -421,6 +415,14 @@ kept_unencrypted: plain
                 .unwrap_or_else(|e| panic!("{name}/{ext}: {e}"));
             let got: Value = serde_json::from_slice(&plain.0).unwrap();
             assert_eq!(got, want, "{name}/{ext}");
+            // emitted in its own format, it reads back the same (quoting of "0755", block strings)
+            let same = decrypt_document(&enc, format, format, &keys(&[&k1]), true).unwrap();
+            let same: Value = if format == Format::Json {
+                serde_json::from_slice(&same.0).unwrap()
+            } else {
+                yaml(&same.0)
+            };
+            assert_eq!(same, want, "{name}/{ext} emitted as {ext}");
             let reference = sops_decrypt(dir.path(), &format!("doc.{ext}"), &enc, &k1);
             let reference: Value = if format == Format::Json {
                 serde_json::from_slice(&reference).unwrap()
@@ -595,16 +597,52 @@ fn secret_generator_inputs_decrypt_before_the_build_and_after_it() {
 fn opt_out_annotation_and_plain_objects_are_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let k1 = keygen(dir.path(), "k1.txt");
-    let enc = sops_encrypt(
-        dir.path(),
-        "secret.yaml",
-        SECRET.as_bytes(),
-        &[&k1],
-        &["--encrypted-regex", "^(data|stringData)$"],
-    );
+    let enc = regex_encrypted_secret(dir.path(), &k1);
     let mut obj = yaml(&enc);
     obj["metadata"]["annotations"] = json!({"kustomize.toolkit.fluxcd.io/decrypt": "Disabled"});
     assert_eq!(decrypt_object(&obj, &keys(&[&k1])).unwrap(), None);
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}});
     assert_eq!(decrypt_object(&cm, &keys(&[&k1])).unwrap(), None);
+}
+
+/// A decrypted secretGenerator file becomes a Secret value: written as sops writes it (YAML
+/// with 4-space indent, JSON with tabs), byte for byte for these documents.
+#[test]
+fn yaml_and_json_files_are_emitted_as_sops_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = keygen(dir.path(), "k1.txt");
+    let doc = "str: hello
+int: 42
+float: 1.5
+bool_t: true
+empty: \"\"
+nothing: null
+quoted_number: \"0755\"
+long: \"aaaa bbbb cccc dddd eeee ffff gggg hhhh iiii jjjj kkkk llll mmmm nnnn oooo pppp qqqq rrrr\"
+multi: |
+  line one
+  line two
+nested:
+  map:
+    deep: value
+    list: [1, two, 3.25, false]
+list:
+  - a
+  - key: v
+    other: 9
+";
+    let json = r#"{"a": 1, "b": {"c": [1, "x", true, null], "d": 2.5}, "e": ""}"#;
+    for (name, plain, format) in [
+        ("f.yaml", doc, Format::Yaml),
+        ("f.json", json, Format::Json),
+    ] {
+        let enc = sops_encrypt(dir.path(), name, plain.as_bytes(), &[&k1], &[]);
+        let ours = decrypt_document(&enc, format, format, &keys(&[&k1]), true).unwrap();
+        let theirs = sops_decrypt(dir.path(), name, &enc, &k1);
+        assert_eq!(
+            String::from_utf8(ours.0).unwrap(),
+            String::from_utf8(theirs).unwrap(),
+            "{name}"
+        );
+    }
 }

@@ -31,7 +31,14 @@
 //!   PGP (`*.asc`), AWS KMS, GCP KMS, Azure Key Vault, HashiCorp Vault and age's SSH/plugin/
 //!   post-quantum identities are refused with "decryption provider key type X is not supported".
 //!
+//! * Output of a decrypted file is written as sops writes it (YAML: 4-space indent, indented
+//!   lists; JSON: tabs; dotenv; binary: the raw `data`), except that YAML comments are dropped
+//!   and a list directly inside a list is written one level deeper. INI and multi-document
+//!   YAML files are not supported (clear error).
+//!
 //! Decrypted values are held in [`Plain`], whose `Debug` redacts; no error carries a value.
+//! The caller (the Kustomization controller) prefixes object errors with Flux's
+//! `decryption failed for '<gvk>/<name>': `.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -837,15 +844,24 @@ fn emit(tree: &Node, input: Format, output: Format) -> Result<Plain, DecryptErro
         return Err(err("not a map".into()));
     };
     match output {
-        Format::Yaml => serde_saphyr::to_string(tree)
-            .map(|s| Plain(s.into_bytes()))
-            .map_err(|e| err(e.to_string())),
-        Format::Json => serde_json::to_vec_pretty(tree)
-            .map(|mut v| {
-                v.push(b'\n');
-                Plain(v)
-            })
-            .map_err(|e| err(e.to_string())),
+        // sops' emitters: yaml.v3 with 4-space indent and indented lists, JSON with tabs
+        Format::Yaml => {
+            let mut options = serde_saphyr::SerializerOptions::default();
+            options.indent_step = 4;
+            options.compact_list_indent = false;
+            options.folded_wrap_chars = usize::MAX;
+            serde_saphyr::to_string_with_options(tree, options)
+                .map(|s| Plain(s.into_bytes()))
+                .map_err(|e| err(e.to_string()))
+        }
+        Format::Json => {
+            let mut out = vec![];
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            tree.serialize(&mut ser).map_err(|e| err(e.to_string()))?;
+            out.push(b'\n');
+            Ok(Plain(out))
+        }
         Format::Binary => match m.iter().find(|(k, _)| k == "data") {
             Some((_, Node::Str(s))) => Ok(Plain(s.as_bytes().to_vec())),
             _ => Err(err("no 'data' key holding a string".into())),
