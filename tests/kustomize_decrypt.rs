@@ -646,3 +646,65 @@ list:
         );
     }
 }
+
+/// A multi-document YAML file: sops keeps one `sops` block per document and one MAC over all.
+#[test]
+fn multi_document_yaml_decrypts_every_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = keygen(dir.path(), "k1.txt");
+    let doc = "a: first-secret\nn: 1\n---\nb: second-secret\nlist: [x, z]\n";
+    let enc = sops_encrypt(dir.path(), "multi.yaml", doc.as_bytes(), &[&k1], &[]);
+    let plain = decrypt_document(&enc, Format::Yaml, Format::Yaml, &keys(&[&k1]), true).unwrap();
+    let theirs = sops_decrypt(dir.path(), "multi.yaml", &enc, &k1);
+    let docs = |b: &[u8]| -> Vec<Value> {
+        serde_saphyr::from_str_multiple(std::str::from_utf8(b).unwrap()).unwrap()
+    };
+    assert_eq!(docs(&plain.0), docs(doc.as_bytes()));
+    assert_eq!(docs(&plain.0), docs(&theirs));
+    // dropping the second document breaks the MAC
+    let text = String::from_utf8(enc).unwrap();
+    let first = text.split("\n---\n").next().unwrap();
+    let e = decrypt_document(
+        first.as_bytes(),
+        Format::Yaml,
+        Format::Yaml,
+        &keys(&[&k1]),
+        true,
+    )
+    .unwrap_err();
+    assert!(matches!(e, DecryptError::Mac(_)), "{e}");
+}
+
+/// Plain (not encrypted) scalars count in the MAC: sops rewrites them on encryption (`yes`
+/// quoted, `0755` → `493`, `1_000` → `1000`, a date → an RFC 3339 timestamp) and the MAC only
+/// matches when each is read back with the type and bytes sops hashed.
+#[test]
+fn plain_scalars_in_the_mac_are_typed_as_sops_types_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = keygen(dir.path(), "k1.txt");
+    let doc = "secret: s3cr3t-value
+plain:
+  yes_word: yes
+  y: y
+  on: on
+  octal: 0755
+  octal12: 0o17
+  hex: 0x1F
+  under: 1_000
+  tilde: ~
+  exp: 1e3
+  neg_float: -0.5
+  date: 2026-12-05
+  text: \"quoted\"
+";
+    let enc = sops_encrypt(
+        dir.path(),
+        "t.yaml",
+        doc.as_bytes(),
+        &[&k1],
+        &["--encrypted-regex", "^secret$"],
+    );
+    let plain = decrypt_document(&enc, Format::Yaml, Format::Json, &keys(&[&k1]), true).unwrap();
+    let v: Value = serde_json::from_slice(&plain.0).unwrap();
+    assert_eq!(v["secret"], "s3cr3t-value");
+}

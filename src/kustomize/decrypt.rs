@@ -33,8 +33,9 @@
 //!
 //! * Output of a decrypted file is written as sops writes it (YAML: 4-space indent, indented
 //!   lists; JSON: tabs; dotenv; binary: the raw `data`), except that YAML comments are dropped
-//!   and a list directly inside a list is written one level deeper. INI and multi-document
-//!   YAML files are not supported (clear error).
+//!   and a list directly inside a list is written one level deeper. INI files are not
+//!   supported (clear error); a multi-document YAML file is decrypted as sops does (metadata
+//!   of the first document, one MAC over all).
 //!
 //! Decrypted values are held in [`Plain`], whose `Debug` redacts; no error carries a value.
 //! The caller (the Kustomization controller) prefixes object errors with Flux's
@@ -674,7 +675,11 @@ impl Walk<'_> {
 }
 
 /// Decrypt `tree` (the document without its `sops` key) in place; returns the computed MAC.
-fn decrypt_tree(tree: &mut Node, md: &Metadata, key: &[u8; 32]) -> Result<String, DecryptError> {
+fn decrypt_tree(
+    branches: &mut [Node],
+    md: &Metadata,
+    key: &[u8; 32],
+) -> Result<String, DecryptError> {
     let mut w = Walk {
         rules: &md.rules,
         key,
@@ -683,8 +688,10 @@ fn decrypt_tree(tree: &mut Node, md: &Metadata, key: &[u8; 32]) -> Result<String
     if md.rules.mac_only_encrypted {
         w.mac.update(MAC_ONLY_ENCRYPTED_INIT);
     }
-    w.node(tree, &mut vec![])
-        .map_err(|e| DecryptError::Tree(format!("Error walking tree: {e}")))?;
+    for tree in branches {
+        w.node(tree, &mut vec![])
+            .map_err(|e| DecryptError::Tree(format!("Error walking tree: {e}")))?;
+    }
     let digest = w.mac.finalize();
     Ok(digest.iter().map(|b| format!("{b:02X}")).collect())
 }
@@ -722,25 +729,48 @@ fn strip_fraction(ts: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Stores: load a document into (tree, metadata) and emit the plain document.
 
-fn load(data: &[u8], format: Format) -> Result<(Node, Value), DecryptError> {
+/// Scalars resolved as sops' YAML library (go-yaml v3) resolves them into untyped values, so
+/// the MAC over plain values matches: only `true`/`false` spellings are booleans (`yes`, `y`,
+/// `on` stay strings) and a leading `0` is octal.
+fn yaml_v3_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o.legacy_octal_numbers = true;
+    o
+}
+
+/// The document's branches (several for a multi-document YAML file, each without its `sops`
+/// key) and the metadata (of the first document, as sops reads it).
+fn load(data: &[u8], format: Format) -> Result<(Vec<Node>, Value), DecryptError> {
     let load_err = |reason: String| DecryptError::Load { format, reason };
     match format {
         Format::Yaml | Format::Json | Format::Binary => {
-            let node: Node = if format == Format::Yaml {
+            let docs: Vec<Node> = if format == Format::Yaml {
                 let text = std::str::from_utf8(data).map_err(|_| load_err("not UTF-8".into()))?;
-                serde_saphyr::from_str(text).map_err(|e| load_err(format!("invalid YAML: {e}")))?
+                serde_saphyr::from_str_multiple_with_options(text, yaml_v3_options())
+                    .map_err(|e| load_err(format!("invalid YAML: {e}")))?
             } else {
-                serde_json::from_slice(data).map_err(|e| load_err(format!("invalid JSON: {e}")))?
+                vec![
+                    serde_json::from_slice(data)
+                        .map_err(|e| load_err(format!("invalid JSON: {e}")))?,
+                ]
             };
-            let Node::Map(mut m) = node else {
-                return Err(load_err("the document is not a map".into()));
-            };
-            let pos = m
-                .iter()
-                .position(|(k, _)| k == "sops")
-                .ok_or_else(|| load_err("sops metadata not found".into()))?;
-            let (_, md) = m.remove(pos);
-            Ok((Node::Map(m), md.to_json()))
+            let mut metadata = None;
+            let mut branches = vec![];
+            for doc in docs {
+                let Node::Map(mut m) = doc else {
+                    return Err(load_err("the document is not a map".into()));
+                };
+                if let Some(pos) = m.iter().position(|(k, _)| k == "sops") {
+                    let (_, md) = m.remove(pos);
+                    if branches.is_empty() {
+                        metadata = Some(md.to_json());
+                    }
+                }
+                branches.push(Node::Map(m));
+            }
+            let metadata = metadata.ok_or_else(|| load_err("sops metadata not found".into()))?;
+            Ok((branches, metadata))
         }
         Format::Dotenv => {
             let text = std::str::from_utf8(data).map_err(|_| load_err("not UTF-8".into()))?;
@@ -769,7 +799,7 @@ fn load(data: &[u8], format: Format) -> Result<(Node, Value), DecryptError> {
             if flat.is_empty() {
                 return Err(load_err("sops metadata not found".into()));
             }
-            Ok((Node::Map(items), unflatten(&flat)))
+            Ok((vec![Node::Map(items)], unflatten(&flat)))
         }
         Format::Ini => Err(load_err(unsupported("ini format"))),
     }
@@ -834,13 +864,13 @@ fn unflatten(flat: &BTreeMap<String, String>) -> Value {
     root
 }
 
-fn emit(tree: &Node, input: Format, output: Format) -> Result<Plain, DecryptError> {
+fn emit(branches: &[Node], input: Format, output: Format) -> Result<Plain, DecryptError> {
     let err = |reason: String| DecryptError::Emit {
         input,
         output,
         reason,
     };
-    let Node::Map(m) = tree else {
+    let Some(tree @ Node::Map(m)) = branches.first() else {
         return Err(err("not a map".into()));
     };
     match output {
@@ -850,9 +880,14 @@ fn emit(tree: &Node, input: Format, output: Format) -> Result<Plain, DecryptErro
             options.indent_step = 4;
             options.compact_list_indent = false;
             options.folded_wrap_chars = usize::MAX;
-            serde_saphyr::to_string_with_options(tree, options)
-                .map(|s| Plain(s.into_bytes()))
-                .map_err(|e| err(e.to_string()))
+            let mut docs = vec![];
+            for b in branches {
+                docs.push(
+                    serde_saphyr::to_string_with_options(b, options.clone())
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            Ok(Plain(docs.join("---\n").into_bytes()))
         }
         Format::Json => {
             let mut out = vec![];
@@ -922,20 +957,20 @@ pub fn decrypt_document(
     keys: &Keys,
     check_mac: bool,
 ) -> Result<Plain, DecryptError> {
-    let (mut tree, md) = load(data, input)?;
+    let (mut branches, md) = load(data, input)?;
     let md = Metadata::parse(&md).map_err(|reason| DecryptError::Load {
         format: input,
         reason,
     })?;
     let key = md.data_key(keys)?;
-    let mac = decrypt_tree(&mut tree, &md, &key)?;
+    let mac = decrypt_tree(&mut branches, &md, &key)?;
     if check_mac {
         verify_mac(&md, &key, &mac)?;
     }
     if input == Format::Dotenv {
-        decrypt_dotenv_comments(&mut tree, &md, &key);
+        decrypt_dotenv_comments(&mut branches[0], &md, &key);
     }
-    emit(&tree, input, output)
+    emit(&branches, input, output)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,7 +1030,7 @@ pub fn decrypt_object(obj: &Value, keys: &Keys) -> Result<Option<Value>, Decrypt
             })
         })?;
         let key = md.data_key(keys).map_err(wrap)?;
-        decrypt_tree(&mut tree, &md, &key).map_err(wrap)?;
+        decrypt_tree(std::slice::from_mut(&mut tree), &md, &key).map_err(wrap)?;
         return Ok(Some(tree.to_json()));
     }
     if kind != "Secret" {

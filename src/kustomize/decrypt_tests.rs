@@ -226,3 +226,29 @@ fn age_plugin_identities_are_refused_naming_the_line() {
         "failed to import 'identity.agekey' data from sops decryption Secret '-': line 2: decryption provider key type age plugin is not supported"
     );
 }
+
+#[test]
+fn yaml_scalars_resolve_as_go_yaml_v3() {
+    let (docs, _) = load(
+        b"a: y\nb: yes\nc: 0755\nd: 'x'\ne: 1.0\nf: ~\ng: 9223372036854775808\nsops: {}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    let want = Node::Map(vec![
+        ("a".into(), Node::Str("y".into())),
+        ("b".into(), Node::Str("yes".into())),
+        ("c".into(), Node::Int(0o755)),
+        ("d".into(), Node::Str("x".into())),
+        ("e".into(), Node::Float(1.0)),
+        ("f".into(), Node::Null),
+        ("g".into(), Node::UInt(9223372036854775808)),
+    ]);
+    assert!(docs == [want], "{}", docs[0].to_json());
+    // the MAC bytes of a float as Go's FormatFloat(f, 'f', -1, 64)
+    assert_eq!(mac_bytes(&Node::Float(1.0)).unwrap(), b"1");
+    assert_eq!(mac_bytes(&Node::Float(0.1)).unwrap(), b"0.1");
+    assert_eq!(
+        mac_bytes(&Node::Float(1e21)).unwrap(),
+        b"1000000000000000000000"
+    );
+}
