@@ -22,15 +22,15 @@
 //!   reachable from the kustomization are decrypted in place, in the temporary build directory
 //!   (the caller's copy, never the artifact store). The MAC is verified (Flux skips it; a file
 //!   is untouched between `sops -e` and here, so a mismatch is tampering).
-//! * [`decrypt_object`]: after the build, a `v1` object carrying a `sops.mac` is decrypted leaf
+//! * [`decrypt_object`]: after the build, an object carrying a `sops.mac` is decrypted leaf
 //!   by leaf (each leaf is authenticated by GCM with its path); the MAC is not checked, as in
 //!   Flux, because kustomize rewrites metadata (namespace, labels, prefixes). A Secret whose
 //!   `data` values are whole SOPS files (a secretGenerator over encrypted files that were not
 //!   decrypted before) has those values decrypted, the output format chosen from the key name.
 //! * Key types: age X25519 identities (`*.agekey` entries, several per entry, `#` comments).
-//!   PGP (`*.asc`), AWS KMS, GCP KMS, Azure Key Vault, HashiCorp Vault and age's SSH/plugin/
-//!   post-quantum identities are refused with "decryption provider key type X is not supported".
-//!
+//!   PGP (`*.asc`), AWS KMS, GCP KMS, Azure Key Vault and HashiCorp Vault entries of the Secret
+//!   are ignored; a document only those could open fails with "decryption provider key type X
+//!   is not supported", as do age plugin and post-quantum identities, and Shamir key groups.
 //! * Output of a decrypted file is written as sops writes it (YAML: 4-space indent, indented
 //!   lists; JSON: tabs; dotenv; binary: the raw `data`), except that YAML comments are dropped
 //!   and a list directly inside a list is written one level deeper. INI files are not
