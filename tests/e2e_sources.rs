@@ -658,6 +658,12 @@ async fn a_restarted_controller_resumes_from_status_and_storage() {
     let r = wait_revision(&ns, "app", &format!("main@sha1:{sha}")).await;
     let a = r.status.as_ref().unwrap().artifact.clone().unwrap();
     assert!(a.url.contains(&format!("127.0.0.1:{port}/")), "{}", a.url);
+    // the Event follows the status: wait for it, or the kill can come in between
+    let first = ns.event_messages_with("app", "stored artifact").await;
+    assert!(
+        first.iter().any(|m| m.starts_with("stored artifact")),
+        "the first artifact is news: {first:?}"
+    );
     ctl.kill();
 
     // same storage: verified, nothing downloaded, nothing new
