@@ -3,4 +3,5 @@
 //! apply through [`crate::apply`]. The pure steps live here; the controller comes on top.
 
 pub mod build;
+pub mod controller;
 pub mod substitute;
