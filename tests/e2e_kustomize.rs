@@ -234,3 +234,108 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     .await;
     cleanup(ns).await;
 }
+
+/// A Kustomization naming a missing source is `ArtifactFailed` with Flux's message; once the
+/// source exists it applies within moments of the source's first artifact, with postBuild
+/// variables from a ConfigMap (an `optional` missing one skipped); fields not implemented yet
+/// give `Unsupported=True` and a Warning Event without blocking the apply.
+#[tokio::test]
+async fn missing_source_substitution_and_unsupported_fields() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-subst", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("cfg");
+    let sha = repo.commit(
+        "main",
+        &[(
+            "deploy/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: ${cluster_env}\n  region: ${region:=eu}\n",
+        )],
+        "templated config",
+    );
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cluster-vars\n  namespace: NAMESPACE\ndata:\n  cluster_env: staging\n",
+    )
+    .await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let k: Kustomization = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "cfg"},
+        "spec": {"interval": "10m", "retryInterval": "1m", "path": "./deploy", "prune": true,
+            "targetNamespace": ns.name, "wait": true,
+            "sourceRef": {"kind": "GitRepository", "name": "cfg"},
+            "postBuild": {"substituteFrom": [
+                {"kind": "ConfigMap", "name": "cluster-vars"},
+                {"kind": "Secret", "name": "absent", "optional": true}]}}
+    }))
+    .unwrap();
+    api.create(&Default::default(), &k).await.unwrap();
+    let want = format!("Source 'GitRepository/{}/cfg' not found", ns.name);
+    wait_until(Duration::from_secs(30), "ArtifactFailed", || async {
+        get_ks(&ns, "cfg").await.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "ArtifactFailed" && c.message == want)
+        })
+    })
+    .await;
+
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: cfg\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+        server.url("cfg")
+    ))
+    .await;
+    // from the source's new artifact to the Kustomization's attempt (the retry interval is 1m)
+    let git: Api<pennant::api::source::GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    wait_until(Duration::from_secs(30), "artifact", || async {
+        git.get("cfg")
+            .await
+            .is_ok_and(|g| g.status.and_then(|s| s.artifact).is_some())
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    let k = wait_ks(&ns, "cfg", &sha, "ReconciliationSucceeded").await;
+    let lag = t0.elapsed();
+    println!("source artifact -> Kustomization applied: {lag:?}");
+    assert!(lag < Duration::from_secs(5), "{lag:?}");
+    let cm = ns
+        .get("v1", "ConfigMap", "settings")
+        .await
+        .expect("applied");
+    assert_eq!(cm["data"]["env"], "staging");
+    assert_eq!(cm["data"]["region"], "eu");
+    let unsupported = k
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Unsupported")
+        .expect("Unsupported condition");
+    assert_eq!(unsupported.status, "True");
+    assert!(
+        unsupported
+            .message
+            .contains("spec.healthChecks/healthCheckExprs/wait"),
+        "{}",
+        unsupported.message
+    );
+    let events = ns.events("cfg").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && *m == unsupported.message),
+        "{events:?}"
+    );
+    api.delete("cfg", &Default::default()).await.unwrap();
+    wait_until(Duration::from_secs(30), "finalized", || async {
+        api.get_opt("cfg").await.is_ok_and(|k| k.is_none())
+    })
+    .await;
+    assert!(
+        ns.get("v1", "ConfigMap", "settings").await.is_none(),
+        "pruned on deletion"
+    );
+    cleanup(ns).await;
+}

@@ -218,16 +218,6 @@ fn for_source(
         .collect()
 }
 
-fn scoped<K>(client: &Client, scope: &crate::runtime::Scope) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-{
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Watch and reconcile Kustomizations until the process's shutdown.
 pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
     let crate::runtime::Process {
@@ -248,10 +238,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let first_list = std::sync::Once::new();
     let trigger = reflector::reflector(
         writer,
-        watcher(
-            scoped::<Kustomization>(&client, &scope),
-            scope.watcher_config(),
-        ),
+        watcher(scope.api::<Kustomization>(&client), scope.watcher_config()),
     )
     .default_backoff()
     .inspect(move |e| {
@@ -276,7 +263,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         failures: Mutex::default(),
     });
     Controller::for_stream(trigger, store)
-        .watches(scoped::<GitRepository>(&client, &scope), any(), move |r| {
+        .watches(scope.api::<GitRepository>(&client), any(), move |r| {
             let rev = r
                 .status
                 .as_ref()
@@ -290,7 +277,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 rev.as_deref(),
             )
         })
-        .watches(scoped::<OCIRepository>(&client, &scope), any(), move |r| {
+        .watches(scope.api::<OCIRepository>(&client), any(), move |r| {
             let rev = r
                 .status
                 .as_ref()
@@ -304,24 +291,20 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 rev.as_deref(),
             )
         })
-        .watches(
-            scoped::<ExternalArtifact>(&client, &scope),
-            any(),
-            move |r| {
-                let rev = r
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.artifact.as_ref())
-                    .map(|a| a.revision.clone());
-                for_source(
-                    &s3,
-                    "ExternalArtifact",
-                    r.namespace(),
-                    &r.name_any(),
-                    rev.as_deref(),
-                )
-            },
-        )
+        .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
+            let rev = r
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .map(|a| a.revision.clone());
+            for_source(
+                &s3,
+                "ExternalArtifact",
+                r.namespace(),
+                &r.name_any(),
+                rev.as_deref(),
+            )
+        })
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -591,27 +574,15 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
         )
     };
     let artifact = match kind.as_str() {
-        "GitRepository" => Api::<GitRepository>::namespaced(client.clone(), &ns)
-            .get_opt(&name)
-            .await
-            .map_err(get_err)?
-            .ok_or_else(missing)?
-            .status
-            .and_then(|s| s.artifact),
-        "OCIRepository" => Api::<OCIRepository>::namespaced(client.clone(), &ns)
-            .get_opt(&name)
-            .await
-            .map_err(get_err)?
-            .ok_or_else(missing)?
-            .status
-            .and_then(|s| s.artifact),
-        "ExternalArtifact" => Api::<ExternalArtifact>::namespaced(client.clone(), &ns)
-            .get_opt(&name)
-            .await
-            .map_err(get_err)?
-            .ok_or_else(missing)?
-            .status
-            .and_then(|s| s.artifact),
+        "GitRepository" => {
+            artifact_of::<GitRepository>(client, &ns, &name, |s| s.status?.artifact).await
+        }
+        "OCIRepository" => {
+            artifact_of::<OCIRepository>(client, &ns, &name, |s| s.status?.artifact).await
+        }
+        "ExternalArtifact" => {
+            artifact_of::<ExternalArtifact>(client, &ns, &name, |s| s.status?.artifact).await
+        }
         other => {
             return Err(failure(
                 reasons::ARTIFACT_FAILED,
@@ -619,7 +590,27 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
             ));
         }
     };
+    let artifact = artifact.map_err(get_err)?.ok_or_else(missing)?;
     artifact.ok_or_else(not_ready)
+}
+
+/// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
+async fn artifact_of<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    artifact: fn(K) -> Option<Artifact>,
+) -> Result<Option<Option<Artifact>>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .map(artifact))
 }
 
 /// Download the artifact, verify its digest, unpack it into `work/src`.

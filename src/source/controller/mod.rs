@@ -306,10 +306,7 @@ fn scoped_api<K>(client: &Client, scope: &crate::runtime::Scope) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
 {
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    scope.api(client)
 }
 
 /// The GitRepositories whose `secretRef` names this Secret.
