@@ -185,6 +185,20 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
         "{tree}"
     );
     assert!(!tree.contains("web-config"), "{tree}");
+    // an on-demand reconcile: the token echoed, the revision reported
+    let out = flux_ok(&ns.name, &["reconcile", "ks", "apps"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha3}")),
+        "{out}"
+    );
+    let events = ns.event_messages("apps").await;
+    assert!(
+        events
+            .iter()
+            .any(|m| m.starts_with("Reconciliation finished in ")
+                && m.ends_with(", next run in 10m0s")),
+        "{events:?}"
+    );
 
     // a broken YAML commit: BuildFailed, the previous objects stay
     let sha4 = repo.commit(

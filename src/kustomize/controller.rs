@@ -170,7 +170,7 @@ pub fn record_history(
         },
     };
     entry.last_reconciled = now.clone();
-    entry.last_reconciled_duration = format!("{:.3}s", took.as_secs_f64());
+    entry.last_reconciled_duration = crate::util::go_duration(took.as_millis() as f64);
     entry.last_reconciled_status = status.to_string();
     entry.total_reconciliations += 1;
     entry
@@ -435,8 +435,30 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 &now,
             );
             let lines = change_set_message(&changes);
+            let new_revision = old.last_applied_revision.as_deref() != Some(rev.as_str());
             if !lines.is_empty() {
-                events.push((false, reasons::PROGRESSING.into(), lines, Some(rev.clone())));
+                events.push((
+                    false,
+                    reasons::PROGRESSING.into(),
+                    lines.clone(),
+                    Some(rev.clone()),
+                ));
+            }
+            // Flux's closing Event, here only when something changed (a steady state is quiet)
+            if !lines.is_empty()
+                || new_revision
+                || !conditions::is_true(&old.conditions, types::READY)
+            {
+                let next = ks.interval().map_or("never".to_string(), |i| {
+                    crate::util::go_duration(i.as_millis() as f64)
+                });
+                let took = crate::util::go_duration(started.elapsed().as_millis() as f64);
+                events.push((
+                    false,
+                    reasons::RECONCILIATION_SUCCEEDED.into(),
+                    format!("Reconciliation finished in {took}, next run in {next}"),
+                    Some(rev.clone()),
+                ));
             }
             ctx.failures
                 .lock()
@@ -928,7 +950,7 @@ mod tests {
         assert_eq!(h[0].total_reconciliations, 2);
         assert_eq!(h[0].first_reconciled, t(10));
         assert_eq!(h[0].last_reconciled, t(30));
-        assert_eq!(h[0].last_reconciled_duration, "2.000s");
+        assert_eq!(h[0].last_reconciled_duration, "2s");
         assert_eq!(h[0].metadata["revision"], "main@sha1:3");
         for i in 0..10 {
             record_history(
