@@ -3,8 +3,9 @@
 //! promise 3). I/O: talks to the API server through `Api<DynamicObject>`; the kinds are found by
 //! discovery, cached per group/version/kind (refreshed after a stage adds CRDs).
 //!
-//! Per object: read the live copy; `kustomize.toolkit.fluxcd.io/ssa: Ignore` (label or
-//! annotation, case-insensitive) skips it, `IfNotPresent` skips it when it exists; otherwise a
+//! Per object: read the live copy; `kustomize.toolkit.fluxcd.io/ssa: Ignore` or
+//! `kustomize.toolkit.fluxcd.io/reconcile: disabled` (label or annotation, on the desired or
+//! the live object, case-insensitive) skips it, `IfNotPresent` skips it when it exists; otherwise a
 //! server-side dry-run apply, compared with the live copy (metadata the server owns and
 //! `status` ignored): equal → `unchanged` with no write, else the apply → `created` or
 //! `configured`. With `force`, a dry-run or apply refused because a field is immutable
@@ -41,6 +42,9 @@ use crate::api::kustomization::ResourceRef;
 pub const FIELD_MANAGER: &str = "pennant";
 /// Per-object apply policy, label or annotation: `Override`, `Merge`, `IfNotPresent`, `Ignore`.
 pub const SSA_KEY: &str = "kustomize.toolkit.fluxcd.io/ssa";
+/// Per-object opt-out of reconciliation (label or annotation `disabled`): the object is
+/// skipped, as with `ssa: Ignore`.
+pub const RECONCILE_KEY: &str = "kustomize.toolkit.fluxcd.io/reconcile";
 /// Per-object opt-in to recreation on immutable-field errors (label or annotation `enabled`).
 pub const FORCE_KEY: &str = "kustomize.toolkit.fluxcd.io/force";
 /// Managers of client-side applies whose fields an `Override` apply takes over (Flux's
@@ -344,7 +348,14 @@ impl Applier {
             .map(|l| serde_json::to_value(l).unwrap_or_default());
         let policy = policy_of(obj);
         let live_policy = live.as_ref().map(policy_of);
-        if policy == Policy::Ignore || live_policy == Some(Policy::Ignore) {
+        let disabled = |o: &Value| {
+            meta_value(o, RECONCILE_KEY).is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+        };
+        if policy == Policy::Ignore
+            || live_policy == Some(Policy::Ignore)
+            || disabled(obj)
+            || live.as_ref().is_some_and(disabled)
+        {
             return Ok(change(Action::Skipped));
         }
         if policy == Policy::IfNotPresent && live.is_some() {
