@@ -310,6 +310,77 @@ pub const SOURCE_RULES: &[Permission] = &[
     },
 ];
 
+/// The kustomize controller's own rules (Flux's Kustomization, `kustomize.toolkit.fluxcd.io`,
+/// and the sources it reads). The objects a Kustomization applies and prunes are of any kind:
+/// Flux binds its kustomize-controller to `cluster-admin`; the chart does not grant that (no
+/// wildcard rules), so an operator grants the kinds its Kustomizations apply (or
+/// `spec.serviceAccountName`, once implemented, impersonates a tenant's account).
+pub const KUSTOMIZE_RULES: &[Permission] = &[
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations",
+        kind: "Kustomization",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches",
+    },
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations/status",
+        kind: "Kustomization",
+        verbs: &["patch"],
+        why: "status: conditions, inventory, revisions, history",
+    },
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations/finalizers",
+        kind: "Kustomization",
+        verbs: &["update"],
+        why: "finalizers.fluxcd.io (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories",
+        kind: "GitRepository",
+        verbs: &["get", "list", "watch"],
+        why: "spec.sourceRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories",
+        kind: "OCIRepository",
+        verbs: &["get", "list", "watch"],
+        why: "spec.sourceRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts",
+        kind: "ExternalArtifact",
+        verbs: &["get", "list", "watch"],
+        why: "spec.sourceRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        kind: "ConfigMap",
+        verbs: &["get"],
+        why: "postBuild.substituteFrom",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: &["get"],
+        why: "postBuild.substituteFrom",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create", "patch"],
+        why: "Events on Kustomizations (change sets, failures)",
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",

@@ -111,6 +111,17 @@ impl Scope {
             None => wc,
         }
     }
+
+    /// `K`'s API in the watched namespace, or in all namespaces.
+    pub fn api<K>(&self, client: &Client) -> kube::Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        }
+    }
 }
 
 /// Checks a label selector the way the API server parses it (equality- and set-based

@@ -399,7 +399,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
         };
         assert_eq!(args.listen, "0.0.0.0:8080");
         assert_eq!(args.log_format, "json");
-        assert_eq!(args.controllers, "canary,source");
+        assert_eq!(args.controllers, "canary,source,kustomize");
         // the source controller's storage: an emptyDir, served through the Service's name
         assert_eq!(args.storage_path, "/data");
         assert_eq!(

@@ -83,7 +83,7 @@ fn judge_duration(
 ) -> MetricOutcome {
     let ms = value.trunc();
     let name = "request duration";
-    let fmt_ms = go_duration;
+    let fmt_ms = crate::util::go_duration;
     if let Some(r) = range {
         if let Some(min) = r.min.map(f64::trunc)
             && ms < min
@@ -108,31 +108,6 @@ fn judge_duration(
         return MetricOutcome::OutOfRange(ms, format!("{name} {} > {}", fmt_ms(ms), fmt_ms(t)));
     }
     MetricOutcome::Pass(ms)
-}
-
-/// A whole number of milliseconds as Go's `time.Duration.String()`: `0s`, `612ms`, `1.5s`,
-/// `1m0.25s`, `2h0m0s`.
-fn go_duration(ms: f64) -> String {
-    let ms = ms.trunc() as i64;
-    let u = ms.unsigned_abs();
-    let text = if u == 0 {
-        "0s".to_string()
-    } else if u < 1000 {
-        format!("{u}ms")
-    } else {
-        let (h, m) = (u / 3_600_000, u / 60_000 % 60);
-        let (sec, frac) = (u / 1000 % 60, u % 1000);
-        let mut secs = sec.to_string();
-        if frac > 0 {
-            secs += format!(".{frac:03}").trim_end_matches('0');
-        }
-        match (h, m) {
-            (0, 0) => format!("{secs}s"),
-            (0, m) => format!("{m}m{secs}s"),
-            (h, m) => format!("{h}h{m}m{secs}s"),
-        }
-    };
-    if ms < 0 { format!("-{text}") } else { text }
 }
 
 /// A float as Go's `%v`: the shortest decimal that reads back, in exponent form (`1e+06`,
@@ -429,7 +404,7 @@ mod tests {
             (3_600_000.0, "1h0m0s"),
             (3_723_400.0, "1h2m3.4s"),
         ] {
-            assert_eq!(go_duration(ms), want);
+            assert_eq!(crate::util::go_duration(ms), want);
         }
         for (f, want) in [
             (0.0, "0"),

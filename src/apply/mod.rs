@@ -4,3 +4,4 @@
 
 pub mod inventory;
 pub mod order;
+pub mod ssa;

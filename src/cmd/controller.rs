@@ -44,10 +44,21 @@ pub const BUILT: &[Entry] = &[
         routes: |_, args| source_settings(args).storage().routes(),
         run: |p, args| Box::pin(crate::source::controller::run(p, source_settings(args))),
     },
+    Entry {
+        name: "kustomize",
+        rules: crate::rbac::KUSTOMIZE_RULES,
+        routes: |_, _| axum::Router::new(),
+        run: |p, _| {
+            Box::pin(crate::kustomize::controller::run(
+                p,
+                crate::kustomize::controller::Settings::default(),
+            ))
+        },
+    },
 ];
 
 /// Controllers pennant will host but this build does not have yet.
-pub const NOT_BUILT: &[&str] = &["kustomize", "helm", "notification"];
+pub const NOT_BUILT: &[&str] = &["helm", "notification"];
 
 fn built_names() -> String {
     BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
@@ -377,20 +388,24 @@ mod tests {
     #[test]
     fn controllers_default_to_every_built_one() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.controllers, "canary,source");
+        assert_eq!(c.controllers, "canary,source,kustomize");
         let names = |l: &str| -> Result<Vec<&str>, String> {
             select(l).map(|v| v.iter().map(|e| e.name).collect())
         };
-        assert_eq!(names(&c.controllers), Ok(vec!["canary", "source"]));
+        assert_eq!(
+            names(&c.controllers),
+            Ok(vec!["canary", "source", "kustomize"])
+        );
         assert_eq!(names(" canary, canary "), Ok(vec!["canary"]), "once");
         assert_eq!(
             names("source,canary"),
             Ok(vec!["canary", "source"]),
             "start order"
         );
-        let e = names("canary,kustomize").unwrap_err();
+        let e = names("canary,helm").unwrap_err();
         assert!(
-            e.contains("the kustomize controller is not built yet") && e.contains("canary,source"),
+            e.contains("the helm controller is not built yet")
+                && e.contains("canary,source,kustomize"),
             "{e}"
         );
         for planned in NOT_BUILT {
@@ -399,7 +414,7 @@ mod tests {
         let e = names("canary,flagger").unwrap_err();
         assert_eq!(
             e,
-            "--controllers: unknown controller \"flagger\" (known: canary,source)"
+            "--controllers: unknown controller \"flagger\" (known: canary,source,kustomize)"
         );
         assert!(names("").unwrap_err().contains("at least one"));
         assert!(names(" , ").is_err());

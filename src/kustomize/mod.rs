@@ -3,5 +3,6 @@
 //! apply through [`crate::apply`]. The pure steps live here; the controller comes on top.
 
 pub mod build;
+pub mod controller;
 pub mod decrypt;
 pub mod substitute;

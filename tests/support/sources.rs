@@ -45,6 +45,35 @@ pub fn start_source_controller_env(
     (p, port)
 }
 
+/// `pennant controller --controllers source,kustomize` in `ns` (the source controller's
+/// storage under `storage`, its artifacts served on a free port the kustomize controller
+/// downloads from).
+pub fn start_source_and_kustomize_controllers(
+    ns: &str,
+    storage: &Path,
+) -> (ControllerProcess, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--controllers",
+        "source,kustomize",
+        "--storage-path",
+        storage.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--log-level",
+        "info,pennant=debug",
+    ];
+    let p = ControllerProcess::start_with(
+        ns,
+        &format!("kustomize-{ns}"),
+        &kubeconfig_path(),
+        &args,
+        &[],
+    );
+    (p, port)
+}
+
 /// Deletes the namespace's GitRepositories while the controller still runs (it releases their
 /// finalizers), then the namespace: a namespace left with finalized objects and no controller
 /// would stay Terminating.

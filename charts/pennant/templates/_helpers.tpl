@@ -45,9 +45,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The enabled controllers, comma-separated; fails on a name this chart does not know. */}}
 {{- define "pennant.controllers" -}}
-{{- $known := list "canary" "source" }}
+{{- $known := list "canary" "source" "kustomize" }}
 {{- if not .Values.controllers }}
-{{- fail "controllers: name at least one controller (known: canary, source)" }}
+{{- fail "controllers: name at least one controller (known: canary, source, kustomize)" }}
 {{- end }}
 {{- range .Values.controllers }}
 {{- if not (has . $known) }}

@@ -235,10 +235,7 @@ fn scoped_api<K>(client: &Client, scope: &crate::runtime::Scope) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
 {
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    scope.api(client)
 }
 
 /// `f` on tokio's blocking pool; a panic in it is an error of this object, not of the process.

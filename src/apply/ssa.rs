@@ -1,0 +1,701 @@
+//! Server-side apply of a set of objects, the way Flux's `fluxcd/pkg/ssa` ResourceManager does
+//! (`ApplyAllStaged`, `Apply`, `DeleteAll`), with pennant's field manager (`pennant`, DESIGN.md
+//! promise 3). I/O: talks to the API server through `Api<DynamicObject>`; the kinds are found by
+//! discovery, cached per group/version/kind (refreshed after a stage adds CRDs).
+//!
+//! Per object: read the live copy; `kustomize.toolkit.fluxcd.io/ssa: Ignore` or
+//! `kustomize.toolkit.fluxcd.io/reconcile: disabled` (label or annotation, on the desired or
+//! the live object, case-insensitive) skips it, `IfNotPresent` skips it when it exists; otherwise a
+//! server-side dry-run apply, compared with the live copy (metadata the server owns and
+//! `status` ignored): equal → `unchanged` with no write, else the apply → `created` or
+//! `configured`. With `force`, a dry-run or apply refused because a field is immutable
+//! (`Invalid` with "immutable", or a Service's/Job's selector) deletes the object and creates
+//! it again (Flux's `Force`). `Override` (the default) takes the fields that a client-side
+//! `kubectl apply` or `kubectl create` owned (Flux's managed-fields cleanup of
+//! `kubectl-client-side-apply` and `before-first-apply`); `Merge` leaves them to their owner.
+//!
+//! Stages: [`super::order::stages`]; after the cluster-definitions and classes stages the
+//! applier waits until the CRDs are `Established` and the Namespaces `Active` (bounded by the
+//! caller's timeout), then forgets its discovery cache so the new kinds resolve.
+//!
+//! Errors name the object (`Deployment/ns/name dry-run failed: <API message>`) and stop the
+//! apply: the objects applied before stay, nothing is pruned.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    PropagationPolicy,
+};
+use kube::discovery::{ApiCapabilities, Scope};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::inventory::{ObjectId, PruneDecision, owner_labels, prune_decision};
+use super::order::{Stage, stages};
+use crate::api::kustomization::ResourceRef;
+
+/// Field manager of every apply (the Canary and source controllers').
+pub const FIELD_MANAGER: &str = "pennant";
+/// Per-object apply policy, label or annotation: `Override`, `Merge`, `IfNotPresent`, `Ignore`.
+pub const SSA_KEY: &str = "kustomize.toolkit.fluxcd.io/ssa";
+/// Per-object opt-out of reconciliation (label or annotation `disabled`): the object is
+/// skipped, as with `ssa: Ignore`.
+pub const RECONCILE_KEY: &str = "kustomize.toolkit.fluxcd.io/reconcile";
+/// Per-object opt-in to recreation on immutable-field errors (label or annotation `enabled`).
+pub const FORCE_KEY: &str = "kustomize.toolkit.fluxcd.io/force";
+/// Managers of client-side applies whose fields an `Override` apply takes over (Flux's
+/// kustomize-controller default cleanup: `kubectl` client-side apply and the
+/// `before-first-apply` placeholder the API server writes when SSA first meets such fields).
+pub const OVERRIDE_MANAGERS: [&str; 2] = ["kubectl-client-side-apply", "before-first-apply"];
+
+/// What happened to one object (Flux's `ssa.Action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    Skipped,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+            Action::Skipped => "skipped",
+        })
+    }
+}
+
+/// One line of a change set: the object and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub id: ObjectId,
+    /// The version part of the object's `apiVersion` (for the inventory).
+    pub version: String,
+    pub action: Action,
+}
+
+impl Change {
+    /// `Kind/namespace/name` (`Kind/name` when cluster-scoped), Flux's `FmtUnstructured`.
+    pub fn subject(&self) -> String {
+        subject(&self.id)
+    }
+}
+
+impl fmt::Display for Change {
+    /// Flux's change-set line: `Deployment/apps/podinfo configured`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.subject(), self.action)
+    }
+}
+
+/// `Kind/namespace/name`, or `Kind/name` for a cluster-scoped object.
+pub fn subject(id: &ObjectId) -> String {
+    if id.namespace.is_empty() {
+        format!("{}/{}", id.kind, id.name)
+    } else {
+        format!("{}/{}/{}", id.kind, id.namespace, id.name)
+    }
+}
+
+/// The change-set lines of the entries whose action is not `unchanged`, one per line (the
+/// message of Flux's "Progressing"/"ReconciliationSucceeded" Events).
+pub fn change_set_message(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .filter(|c| c.action != Action::Unchanged)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An apply or delete that failed, naming the object.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApplyError {
+    /// `Kind/namespace/name`, or empty when no object is to blame (discovery, timeout).
+    pub object: String,
+    pub message: String,
+}
+
+fn fail(id: &ObjectId, what: &str, e: impl fmt::Display) -> ApplyError {
+    ApplyError {
+        object: subject(id),
+        message: format!("{} {what}: {e}", subject(id)),
+    }
+}
+
+/// How one object is applied, from its `ssa` label or annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Override,
+    Merge,
+    IfNotPresent,
+    Ignore,
+}
+
+/// The value of `key` as a label or an annotation of `obj` (label first).
+fn meta_value<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    ["labels", "annotations"]
+        .iter()
+        .find_map(|m| obj["metadata"][m][key].as_str())
+}
+
+/// The [`Policy`] of an object (`Override` when unset or unknown), values case-insensitive.
+pub fn policy_of(obj: &Value) -> Policy {
+    match meta_value(obj, SSA_KEY)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("merge") => Policy::Merge,
+        Some("ifnotpresent") => Policy::IfNotPresent,
+        Some("ignore") => Policy::Ignore,
+        _ => Policy::Override,
+    }
+}
+
+/// Whether an object opts into recreation (`kustomize.toolkit.fluxcd.io/force: enabled`).
+pub fn force_of(obj: &Value) -> bool {
+    meta_value(obj, FORCE_KEY).is_some_and(|v| v.eq_ignore_ascii_case("enabled"))
+}
+
+/// `obj` without what the API server owns (`status`, `metadata.managedFields|resourceVersion|
+/// generation|uid|creationTimestamp`): what a dry-run is compared on.
+pub fn comparable(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("status");
+    }
+    if let Some(meta) = o["metadata"].as_object_mut() {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            meta.remove(k);
+        }
+    }
+    o
+}
+
+/// Whether an API error says a field cannot change (Flux's `IsImmutableError`).
+pub fn is_immutable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            let m = s.message.to_lowercase();
+            (s.code == 422 || s.reason == "Invalid")
+                && (m.contains("immutable")
+                    || m.contains("cannot change")
+                    || m.contains("may not be changed"))
+        }
+        _ => false,
+    }
+}
+
+/// The managedFields entries an `Override` apply removes (the [`OVERRIDE_MANAGERS`]'
+/// `Update`s); `None` when there are none.
+pub fn override_managed_fields(live: &Value) -> Option<Vec<Value>> {
+    let fields = live["metadata"]["managedFields"].as_array()?;
+    let keep: Vec<Value> = fields
+        .iter()
+        .filter(|f| {
+            !(f["operation"] == "Update"
+                && OVERRIDE_MANAGERS.contains(&f["manager"].as_str().unwrap_or_default()))
+        })
+        .cloned()
+        .collect();
+    (keep.len() != fields.len()).then_some(keep)
+}
+
+/// Options of one [`Applier::apply_all`].
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// `spec.force`: recreate objects whose immutable fields changed.
+    pub force: bool,
+    /// The owner `(name, namespace)`: its labels are stamped on every object.
+    pub owner: Option<(String, String)>,
+    /// Operator's custom stage kinds, `(group, kind)`.
+    pub custom_stages: Vec<(String, String)>,
+    /// Bound of the wait for CRDs and Namespaces.
+    pub wait_timeout: Duration,
+}
+
+/// Applies object sets and deletes objects, with a shared discovery cache.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    discovery: Arc<Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>>,
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Applier {
+            client,
+            discovery: Arc::default(),
+        }
+    }
+
+    /// Forget the discovered kinds (after CRDs change).
+    pub fn forget_discovery(&self) {
+        self.discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The API resource of a group/version/kind, discovered once.
+    pub async fn resolve(
+        &self,
+        gvk: &GroupVersionKind,
+    ) -> Result<(ApiResource, ApiCapabilities), kube::Error> {
+        if let Some(r) = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(gvk)
+        {
+            return Ok(r.clone());
+        }
+        let r = kube::discovery::pinned_kind(&self.client, gvk).await?;
+        self.discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(gvk.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn api_for(
+        &self,
+        id: &ObjectId,
+        version: &str,
+    ) -> Result<Api<DynamicObject>, ApplyError> {
+        let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
+        let (ar, caps) = self.resolve(&gvk).await.map_err(|e| ApplyError {
+            object: subject(id),
+            message: format!(
+                "{} is not known to the API server ({}/{}): {e}",
+                subject(id),
+                if id.group.is_empty() {
+                    "v1".to_string()
+                } else {
+                    format!("{}/{version}", id.group)
+                },
+                id.kind
+            ),
+        })?;
+        Ok(match caps.scope {
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+            Scope::Namespaced if id.namespace.is_empty() => {
+                return Err(fail(
+                    id,
+                    "namespace not specified",
+                    "the object is namespaced",
+                ));
+            }
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), &id.namespace, &ar),
+        })
+    }
+
+    /// Apply `objects` in Flux's stages; returns the change set in apply order. Stops at the
+    /// first error (the objects applied before stay).
+    pub async fn apply_all(
+        &self,
+        objects: Vec<Value>,
+        opts: &ApplyOptions,
+    ) -> Result<Vec<Change>, ApplyError> {
+        let mut out = vec![];
+        for (stage, mut objs) in stages(objects, &opts.custom_stages) {
+            if let Some((name, ns)) = &opts.owner {
+                for o in &mut objs {
+                    stamp_labels(o, &owner_labels(name, ns));
+                }
+            }
+            for o in &objs {
+                out.push(self.apply_one(o, opts.force).await?);
+            }
+            if stage.waits() {
+                self.wait_ready(&objs, stage, opts.wait_timeout).await?;
+                self.forget_discovery();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply one object (see the module doc).
+    pub async fn apply_one(&self, obj: &Value, force: bool) -> Result<Change, ApplyError> {
+        let id = ObjectId::of(obj);
+        let version = version_of(obj);
+        let api = self.api_for(&id, &version).await?;
+        let change = |action| Change {
+            id: id.clone(),
+            version: version.clone(),
+            action,
+        };
+        let live = api
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| fail(&id, "read failed", e))?
+            .map(|l| serde_json::to_value(l).unwrap_or_default());
+        let policy = policy_of(obj);
+        let live_policy = live.as_ref().map(policy_of);
+        let disabled = |o: &Value| {
+            meta_value(o, RECONCILE_KEY).is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+        };
+        if policy == Policy::Ignore
+            || live_policy == Some(Policy::Ignore)
+            || disabled(obj)
+            || live.as_ref().is_some_and(disabled)
+        {
+            return Ok(change(Action::Skipped));
+        }
+        if policy == Policy::IfNotPresent && live.is_some() {
+            return Ok(change(Action::Skipped));
+        }
+        let desired: DynamicObject =
+            serde_json::from_value(obj.clone()).map_err(|e| fail(&id, "is not an object", e))?;
+        let dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::apply(FIELD_MANAGER).force()
+        };
+        let force = force || force_of(obj);
+        let dry_run = match api.patch(&id.name, &dry, &Patch::Apply(&desired)).await {
+            Ok(d) => d,
+            Err(e) if force && live.is_some() && is_immutable(&e) => {
+                return self
+                    .recreate(&api, &id, &desired)
+                    .await
+                    .map(|_| change(Action::Created));
+            }
+            Err(e) => return Err(fail(&id, "dry-run failed", e)),
+        };
+        if let Some(l) = &live {
+            let dry_run = serde_json::to_value(&dry_run).unwrap_or_default();
+            if comparable(&dry_run) == comparable(l) {
+                return Ok(change(Action::Unchanged));
+            }
+            if policy == Policy::Override
+                && let Some(keep) = override_managed_fields(l)
+            {
+                let patch =
+                    json!([{"op": "replace", "path": "/metadata/managedFields", "value": keep}]);
+                let patch: json_patch::Patch =
+                    serde_json::from_value(patch).map_err(|e| fail(&id, "cleanup failed", e))?;
+                api.patch(&id.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                    .await
+                    .map_err(|e| fail(&id, "field managers cleanup failed", e))?;
+            }
+        }
+        match api
+            .patch(
+                &id.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+        {
+            Ok(_) => Ok(change(if live.is_some() {
+                Action::Configured
+            } else {
+                Action::Created
+            })),
+            Err(e) if force && live.is_some() && is_immutable(&e) => self
+                .recreate(&api, &id, &desired)
+                .await
+                .map(|_| change(Action::Created)),
+            Err(e) => Err(fail(&id, "apply failed", e)),
+        }
+    }
+
+    /// Delete the object, wait until it is gone (at most 30 s), apply it again.
+    async fn recreate(
+        &self,
+        api: &Api<DynamicObject>,
+        id: &ObjectId,
+        desired: &DynamicObject,
+    ) -> Result<(), ApplyError> {
+        api.delete(&id.name, &DeleteParams::foreground())
+            .await
+            .map_err(|e| fail(id, "delete (to recreate) failed", e))?;
+        let until = Instant::now() + Duration::from_secs(30);
+        while api
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| fail(id, "read failed", e))?
+            .is_some()
+        {
+            if Instant::now() > until {
+                return Err(fail(
+                    id,
+                    "recreate failed",
+                    "the old object is still terminating",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        api.patch(
+            &id.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+        .map_err(|e| fail(id, "apply failed", e))?;
+        Ok(())
+    }
+
+    /// Wait until the CRDs of a stage are `Established` and its Namespaces `Active`.
+    async fn wait_ready(
+        &self,
+        objs: &[Value],
+        stage: Stage,
+        timeout: Duration,
+    ) -> Result<(), ApplyError> {
+        let until = Instant::now() + timeout.max(Duration::from_secs(1));
+        for o in objs {
+            let id = ObjectId::of(o);
+            let ready = |live: &Value| match id.kind.as_str() {
+                "CustomResourceDefinition" => {
+                    live["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    })
+                }
+                "Namespace" => live["status"]["phase"] == "Active",
+                _ => true,
+            };
+            if !matches!(id.kind.as_str(), "CustomResourceDefinition" | "Namespace") {
+                continue;
+            }
+            let api = self.api_for(&id, &version_of(o)).await?;
+            loop {
+                let live = api
+                    .get_opt(&id.name)
+                    .await
+                    .map_err(|e| fail(&id, "read failed", e))?
+                    .map(|l| serde_json::to_value(l).unwrap_or_default());
+                if live.as_ref().is_some_and(ready) {
+                    break;
+                }
+                if Instant::now() > until {
+                    return Err(fail(
+                        &id,
+                        &format!("{stage:?} stage"),
+                        "timeout waiting for readiness",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prune `stale` (deletion order, [`super::inventory::stale`]) with Flux's rule
+    /// ([`prune_decision`]): objects deleted are `deleted` changes, those left alone are not
+    /// listed. Returns the changes and the entries that could not be deleted with their error
+    /// (to keep in the inventory, [`super::inventory::merge_survivors`]).
+    pub async fn prune(
+        &self,
+        stale: &[ResourceRef],
+        owner: (&str, &str),
+        wait: Option<Duration>,
+    ) -> (Vec<Change>, Vec<(ResourceRef, ApplyError)>) {
+        let mut deleted = vec![];
+        let mut failed = vec![];
+        let mut waiting = vec![];
+        for entry in stale {
+            let id = match ObjectId::parse(&entry.id) {
+                Ok(id) => id,
+                Err(e) => {
+                    failed.push((
+                        entry.clone(),
+                        ApplyError {
+                            object: entry.id.clone(),
+                            message: e.to_string(),
+                        },
+                    ));
+                    continue;
+                }
+            };
+            match self.delete_owned(&id, &entry.v, owner).await {
+                Ok(Some(api)) => {
+                    deleted.push(Change {
+                        id: id.clone(),
+                        version: entry.v.clone(),
+                        action: Action::Deleted,
+                    });
+                    waiting.push((id, api));
+                }
+                Ok(None) => {}
+                Err(e) => failed.push((entry.clone(), e)),
+            }
+        }
+        if let Some(timeout) = wait {
+            let until = Instant::now() + timeout;
+            for (id, api) in waiting {
+                while matches!(api.get_opt(&id.name).await, Ok(Some(_))) && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        (deleted, failed)
+    }
+
+    /// Delete one stale object if [`prune_decision`] says so; `Some(api)` when deleted.
+    async fn delete_owned(
+        &self,
+        id: &ObjectId,
+        version: &str,
+        (name, ns): (&str, &str),
+    ) -> Result<Option<Api<DynamicObject>>, ApplyError> {
+        let api = match self.api_for(id, version).await {
+            Ok(a) => a,
+            // the kind is gone (its CRD was pruned first): so are its objects
+            Err(_)
+                if self
+                    .resolve(&GroupVersionKind::gvk(&id.group, version, &id.kind))
+                    .await
+                    .is_err() =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let live = api
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| fail(id, "read failed", e))?
+            .map(|l| serde_json::to_value(l).unwrap_or_default());
+        if prune_decision(live.as_ref(), name, ns) != PruneDecision::Delete {
+            return Ok(None);
+        }
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(&id.name, &dp).await {
+            Ok(_) => Ok(Some(api)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(fail(id, "delete failed", e)),
+        }
+    }
+}
+
+/// The version part of `apiVersion` (`apps/v1` → `v1`).
+fn version_of(obj: &Value) -> String {
+    let av = obj["apiVersion"].as_str().unwrap_or_default();
+    av.rsplit_once('/').map_or(av, |(_, v)| v).to_string()
+}
+
+/// Add `labels` to `obj`'s `metadata.labels`.
+pub fn stamp_labels(obj: &mut Value, labels: &std::collections::BTreeMap<String, String>) {
+    let meta = &mut obj["metadata"];
+    if !meta["labels"].is_object() {
+        meta["labels"] = json!({});
+    }
+    for (k, v) in labels {
+        meta["labels"][k] = json!(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ns: &str, name: &str, kind: &str) -> ObjectId {
+        ObjectId {
+            namespace: ns.into(),
+            name: name.into(),
+            group: "apps".into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn change_lines_are_fluxs() {
+        let c = |ns, a| Change {
+            id: id(ns, "podinfo", "Deployment"),
+            version: "v1".into(),
+            action: a,
+        };
+        assert_eq!(
+            c("apps", Action::Configured).to_string(),
+            "Deployment/apps/podinfo configured"
+        );
+        assert_eq!(
+            c("", Action::Created).to_string(),
+            "Deployment/podinfo created"
+        );
+        let msg = change_set_message(&[
+            c("a", Action::Unchanged),
+            c("b", Action::Created),
+            c("c", Action::Deleted),
+        ]);
+        assert_eq!(
+            msg,
+            "Deployment/b/podinfo created\nDeployment/c/podinfo deleted"
+        );
+    }
+
+    #[test]
+    fn policies_read_labels_and_annotations_case_insensitively() {
+        let o = |m: Value| json!({"metadata": m});
+        assert_eq!(policy_of(&o(json!({}))), Policy::Override);
+        assert_eq!(
+            policy_of(&o(json!({"annotations": {SSA_KEY: "merge"}}))),
+            Policy::Merge
+        );
+        assert_eq!(
+            policy_of(&o(json!({"labels": {SSA_KEY: "IfNotPresent"}}))),
+            Policy::IfNotPresent
+        );
+        assert_eq!(
+            policy_of(&o(json!({"annotations": {SSA_KEY: "IGNORE"}}))),
+            Policy::Ignore
+        );
+        assert_eq!(
+            policy_of(&o(json!({"annotations": {SSA_KEY: "bogus"}}))),
+            Policy::Override
+        );
+        assert!(force_of(&o(json!({"annotations": {FORCE_KEY: "Enabled"}}))));
+        assert!(!force_of(&o(
+            json!({"annotations": {FORCE_KEY: "disabled"}})
+        )));
+    }
+
+    #[test]
+    fn comparable_drops_server_owned_fields_only() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1", "generation": 2,
+            "managedFields": [{}], "labels": {"a": "b"}}, "spec": {"r": 1}, "status": {"s": 1}});
+        let b = json!({"metadata": {"name": "x", "resourceVersion": "9", "labels": {"a": "b"}}, "spec": {"r": 1}});
+        assert_eq!(comparable(&a), comparable(&b));
+        let c = json!({"metadata": {"name": "x", "labels": {"a": "c"}}, "spec": {"r": 1}});
+        assert_ne!(comparable(&a), comparable(&c));
+    }
+
+    #[test]
+    fn override_removes_client_side_managers_only() {
+        let live = json!({"metadata": {"managedFields": [
+            {"manager": "kubectl-client-side-apply", "operation": "Update"},
+            {"manager": "pennant", "operation": "Apply"},
+            {"manager": "kube-controller-manager", "operation": "Update"},
+        ]}});
+        let keep = override_managed_fields(&live).unwrap();
+        let managers: Vec<_> = keep
+            .iter()
+            .map(|f| f["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(managers, ["pennant", "kube-controller-manager"]);
+        let clean =
+            json!({"metadata": {"managedFields": [{"manager": "pennant", "operation": "Apply"}]}});
+        assert_eq!(override_managed_fields(&clean), None);
+    }
+}

@@ -1,0 +1,989 @@
+//! The kustomize controller (`--controllers kustomize`): Flux's kustomize-controller for
+//! `kustomize.toolkit.fluxcd.io/v1` Kustomizations.
+//!
+//! Wiring: the Kustomization watch passes an event on a new generation, a new
+//! `reconcile.fluxcd.io/requestedAt` token or a deletion (Flux's predicate); a GitRepository,
+//! OCIRepository or ExternalArtifact whose artifact revision differs from a Kustomization's
+//! `status.lastAttemptedRevision` reconciles the Kustomizations naming it at once. Otherwise
+//! `spec.interval` after a success, `spec.retryInterval` (else the interval) after a failure.
+//!
+//! Each reconcile: finalizer → suspend → source artifact (download, `sha256:` digest verified,
+//! unpacked into a temp dir) → [`build`] (the real `kustomize`) → postBuild substitution
+//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → [`decrypt`] hook →
+//! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
+//! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
+//! `history`, Ready `Applied revision: <rev>`) and Events with the change set.
+//!
+//! A failure is `Ready=False` with Flux's reason (`ArtifactFailed`, `BuildFailed`,
+//! `ReconciliationFailed`, `PruneFailed`) and a Warning Event naming the file or object; a
+//! failed build or apply prunes nothing and the inventory keeps the objects applied before.
+//! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
+//!
+//! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
+//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption`, `kubeConfig`,
+//! `serviceAccountName`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tracing::{info, warn};
+
+use super::build::{BuildOptions, build, kustomize_binary};
+use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
+use crate::api::kustomization::{
+    GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
+};
+use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository};
+use crate::apply::inventory::{inventory_of, merge_survivors, stale};
+use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
+use crate::gitops::conditions::{self, reasons, types};
+use crate::gitops::reconcile_request::requested_at;
+use crate::source::artifact::{UntarLimits, untar_gz};
+
+/// `source.component` of the Events: Flux's, so tools filtering on it read pennant's.
+pub const EVENT_SOURCE: &str = "kustomize-controller";
+/// Field manager of the controller's own writes (status, finalizers, events).
+const FIELD_MANAGER: &str = crate::apply::ssa::FIELD_MANAGER;
+/// Condition type of the fields accepted but not acted on (as the source controller's).
+pub const UNSUPPORTED: &str = "Unsupported";
+/// Its reason.
+pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
+/// Largest artifact downloaded (1 GiB).
+const MAX_DOWNLOAD: u64 = 1 << 30;
+
+/// The controller's settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub build: BuildOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            build: BuildOptions {
+                kustomize: kustomize_binary(),
+                allow_remote_bases: false,
+            },
+        }
+    }
+}
+
+/// Why a reconcile failed (the status says more).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Kube(String),
+}
+
+struct Ctx {
+    client: Client,
+    applier: Applier,
+    settings: Settings,
+    instance: String,
+    failures: Mutex<BTreeMap<(String, String), u32>>,
+}
+
+/// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
+pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
+    let s = &ks.spec;
+    let mut out = vec![];
+    if !s.depends_on.is_empty() {
+        out.push("spec.dependsOn (applied without waiting for dependencies)".to_string());
+    }
+    if !s.health_checks.is_empty() || !s.health_check_exprs.is_empty() || s.wait == Some(true) {
+        out.push(
+            "spec.healthChecks/healthCheckExprs/wait (no health assessment: Ready after apply)"
+                .to_string(),
+        );
+    }
+    if s.decryption.is_some() {
+        out.push("spec.decryption (manifests are applied as built, not decrypted)".to_string());
+    }
+    if s.kube_config.is_some() {
+        out.push("spec.kubeConfig (applied to the local cluster)".to_string());
+    }
+    if s.service_account_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+    {
+        out.push("spec.serviceAccountName (applied as the controller)".to_string());
+    }
+    out
+}
+
+/// The decryption step (SOPS, `src/kustomize/decrypt.rs`, not wired yet): objects pass
+/// unchanged; with `spec.decryption` the caller reports the field as unsupported.
+pub fn decrypt(objects: Vec<Value>, _ks: &Kustomization) -> Result<Vec<Value>, String> {
+    Ok(objects)
+}
+
+/// The health step (kstatus + CEL, `src/health/`, not wired yet): always healthy; with
+/// `wait`/`healthChecks` the caller reports the fields as unsupported.
+pub fn health(_changes: &[Change], _ks: &Kustomization) -> Result<(), String> {
+    Ok(())
+}
+
+/// `sha256:<hex>` of the built objects (the `status.history` digest). PURE.
+pub fn manifests_digest(objects: &[Value]) -> String {
+    let mut h = sha2::Sha256::new();
+    for o in objects {
+        h.update(serde_json::to_vec(o).unwrap_or_default());
+        h.update(b"\n---\n");
+    }
+    format!("sha256:{:x}", h.finalize())
+}
+
+/// Record one reconcile in `history` (Flux's `History.Upsert`): the entry of the same digest
+/// is updated (count, last time, duration, status) and moved first, else a new one is put
+/// first; at most [`HISTORY_MAX_SIZE`] entries. PURE.
+pub fn record_history(
+    history: &mut Vec<Snapshot>,
+    digest: &str,
+    revision: &str,
+    status: &str,
+    took: Duration,
+    now: &Time,
+) {
+    let mut entry = match history.iter().position(|h| h.digest == digest) {
+        Some(i) => history.remove(i),
+        None => Snapshot {
+            digest: digest.to_string(),
+            first_reconciled: now.clone(),
+            last_reconciled: now.clone(),
+            last_reconciled_duration: String::new(),
+            last_reconciled_status: String::new(),
+            total_reconciliations: 0,
+            metadata: BTreeMap::new(),
+        },
+    };
+    entry.last_reconciled = now.clone();
+    entry.last_reconciled_duration = crate::util::go_duration(took.as_millis() as f64);
+    entry.last_reconciled_status = status.to_string();
+    entry.total_reconciliations += 1;
+    entry
+        .metadata
+        .insert("revision".to_string(), revision.to_string());
+    history.insert(0, entry);
+    history.truncate(HISTORY_MAX_SIZE);
+}
+
+/// `Kind/namespace/name` of the Kustomization's source (namespace defaulting to its own).
+fn source_key(ks: &Kustomization) -> (String, String, String) {
+    let r = &ks.spec.source_ref;
+    let ns = r
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| ks.namespace())
+        .unwrap_or_default();
+    (r.kind.clone(), ns, r.name.clone())
+}
+
+/// The Kustomizations reading `kind` `ns/name` whose last attempt is not `revision`.
+fn for_source(
+    store: &Store<Kustomization>,
+    kind: &str,
+    ns: Option<String>,
+    name: &str,
+    revision: Option<&str>,
+) -> Vec<ObjectRef<Kustomization>> {
+    let Some(revision) = revision else {
+        return vec![];
+    };
+    let ns = ns.unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|k| source_key(k) == (kind.to_string(), ns.clone(), name.to_string()))
+        .filter(|k| {
+            k.status
+                .as_ref()
+                .and_then(|s| s.last_attempted_revision.as_deref())
+                != Some(revision)
+        })
+        .map(|k| ObjectRef::from_obj(&**k))
+        .collect()
+}
+
+/// Watch and reconcile Kustomizations until the process's shutdown.
+pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow::Result<()> {
+    let crate::runtime::Process {
+        client,
+        scope,
+        shutdown,
+        ..
+    } = process.clone();
+    let (store, writer) = reflector::store::<Kustomization>();
+    let wanted = |o: &Kustomization| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        o.metadata.generation.hash(&mut h);
+        requested_at(o.metadata.annotations.as_ref()).hash(&mut h);
+        o.metadata.deletion_timestamp.is_some().hash(&mut h);
+        Some(h.finish())
+    };
+    let first_list = std::sync::Once::new();
+    let trigger = reflector::reflector(
+        writer,
+        watcher(scope.api::<Kustomization>(&client), scope.watcher_config()),
+    )
+    .default_backoff()
+    .inspect(move |e| {
+        if matches!(e, Ok(watcher::Event::InitDone)) {
+            first_list.call_once(|| {
+                process.synced();
+                info!("kustomize controller: caches synced");
+            });
+        }
+    })
+    .applied_objects()
+    .predicate_filter(wanted, PredicateConfig::default());
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let any = || watcher::Config::default().any_semantic();
+    let ctx = Arc::new(Ctx {
+        applier: Applier::new(client.clone()),
+        client: client.clone(),
+        settings,
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "pennant".into()),
+        failures: Mutex::default(),
+    });
+    Controller::for_stream(trigger, store)
+        .watches(scope.api::<GitRepository>(&client), any(), move |r| {
+            let rev = r
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .map(|a| a.revision.clone());
+            for_source(
+                &s1,
+                "GitRepository",
+                r.namespace(),
+                &r.name_any(),
+                rev.as_deref(),
+            )
+        })
+        .watches(scope.api::<OCIRepository>(&client), any(), move |r| {
+            let rev = r
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .map(|a| a.revision.clone());
+            for_source(
+                &s2,
+                "OCIRepository",
+                r.namespace(),
+                &r.name_any(),
+                rev.as_deref(),
+            )
+        })
+        .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
+            let rev = r
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .map(|a| a.revision.clone());
+            for_source(
+                &s3,
+                "ExternalArtifact",
+                r.namespace(),
+                &r.name_any(),
+                rev.as_deref(),
+            )
+        })
+        .graceful_shutdown_on(shutdown.signalled())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!("kustomize reconcile: {e}");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(ks: Arc<Kustomization>, err: &Error, ctx: Arc<Ctx>) -> Requeue {
+    warn!(kustomization = %ks.name_any(), "reconcile failed: {err}");
+    let key = (ks.namespace().unwrap_or_default(), ks.name_any());
+    let n = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key).or_default();
+        *n += 1;
+        *n
+    };
+    let cap = ks.retry_interval().unwrap_or(Duration::from_secs(60));
+    Requeue::requeue((Duration::from_secs(5) * 2u32.saturating_pow(n.min(10) - 1)).min(cap))
+}
+
+async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
+    use futures::FutureExt;
+    let name = ks.name_any();
+    std::panic::AssertUnwindSafe(reconcile_one(ks, ctx.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Kube(format!(
+                "reconcile of {name} panicked (see the log)"
+            )))
+        })
+}
+
+fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |e| Error::Kube(format!("{what}: {e}"))
+}
+
+/// A failed step: Flux's reason and the message.
+struct Failure {
+    reason: &'static str,
+    message: String,
+}
+
+fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        reason,
+        message: message.into(),
+    }
+}
+
+async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
+    let ns = ks.namespace().unwrap_or_default();
+    let name = ks.name_any();
+    let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+    if ks.metadata.deletion_timestamp.is_some() {
+        return finalize(&ks, &api, &ctx).await;
+    }
+    let mut ks = ks;
+    if !ks.finalizers().iter().any(|f| f == FINALIZER) {
+        let op = if ks.finalizers().is_empty() {
+            json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+        } else {
+            json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+        };
+        ks = Arc::new(patch_json(&api, &ks, op).await?);
+    }
+    if ks.spec.suspend == Some(true) {
+        return Ok(Requeue::await_change());
+    }
+    let started = Instant::now();
+    let now = Time(Timestamp::now());
+    let generation = ks.metadata.generation.unwrap_or_default();
+    let old = ks.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    if let Some(token) = requested_at(ks.metadata.annotations.as_ref()) {
+        status.last_handled_reconcile_at = Some(token.to_string());
+    }
+    let mut events: Vec<(bool, String, String, Option<String>)> = vec![];
+    // accepted but not acted on
+    let unsupported = unsupported_fields(&ks);
+    if unsupported.is_empty() {
+        conditions::remove_condition(&mut status.conditions, UNSUPPORTED);
+    } else {
+        let message = format!(
+            "accepted but not acted on, ignored: {}",
+            unsupported.join(", ")
+        );
+        if conditions::get(&status.conditions, UNSUPPORTED).is_none_or(|c| c.message != message) {
+            events.push((true, UNSUPPORTED_FIELDS.into(), message.clone(), None));
+        }
+        conditions::mark_true(
+            &mut status.conditions,
+            UNSUPPORTED,
+            UNSUPPORTED_FIELDS,
+            &message,
+            generation,
+            &now,
+        );
+    }
+    let outcome = attempt(&ks, &ctx, &mut status).await;
+    let revision = status.last_attempted_revision.clone();
+    let requeue = match outcome {
+        Ok((changes, digest)) => {
+            let rev = revision.clone().unwrap_or_default();
+            let message = format!("Applied revision: {rev}");
+            conditions::mark_true(
+                &mut status.conditions,
+                types::READY,
+                reasons::RECONCILIATION_SUCCEEDED,
+                &message,
+                generation,
+                &now,
+            );
+            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
+            conditions::remove_condition(&mut status.conditions, types::STALLED);
+            status.last_applied_revision = Some(rev.clone());
+            status.observed_generation = Some(generation);
+            record_history(
+                &mut status.history,
+                &digest,
+                &rev,
+                reasons::RECONCILIATION_SUCCEEDED,
+                started.elapsed(),
+                &now,
+            );
+            let lines = change_set_message(&changes);
+            let new_revision = old.last_applied_revision.as_deref() != Some(rev.as_str());
+            if !lines.is_empty() {
+                events.push((
+                    false,
+                    reasons::PROGRESSING.into(),
+                    lines.clone(),
+                    Some(rev.clone()),
+                ));
+            }
+            // Flux's closing Event, here only when something changed (a steady state is quiet)
+            if !lines.is_empty()
+                || new_revision
+                || !conditions::is_true(&old.conditions, types::READY)
+            {
+                let next = ks.interval().map_or("never".to_string(), |i| {
+                    crate::util::go_duration(i.as_millis() as f64)
+                });
+                let took = crate::util::go_duration(started.elapsed().as_millis() as f64);
+                events.push((
+                    false,
+                    reasons::RECONCILIATION_SUCCEEDED.into(),
+                    format!("Reconciliation finished in {took}, next run in {next}"),
+                    Some(rev.clone()),
+                ));
+            }
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(ns.clone(), name.clone()));
+            ks.interval()
+                .map_or(Requeue::await_change(), Requeue::requeue)
+        }
+        Err(f) => {
+            conditions::mark_false(
+                &mut status.conditions,
+                types::READY,
+                f.reason,
+                &f.message,
+                generation,
+                &now,
+            );
+            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
+            status.observed_generation = Some(generation);
+            events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            ks.retry_interval()
+                .map_or(Requeue::await_change(), Requeue::requeue)
+        }
+    };
+    write_status(&api, &ks, &old, &status).await?;
+    for (warning, reason, message, rev) in events {
+        emit_event(&ctx, &ks, warning, &reason, &message, rev.as_deref()).await;
+    }
+    Ok(requeue)
+}
+
+/// Fetch, build, substitute, apply, prune: the change set and the manifests' digest, with
+/// `status` updated along the way (`lastAttemptedRevision`, `inventory`).
+async fn attempt(
+    ks: &Kustomization,
+    ctx: &Ctx,
+    status: &mut KustomizationStatus,
+) -> Result<(Vec<Change>, String), Failure> {
+    let ns = ks.namespace().unwrap_or_default();
+    let name = ks.name_any();
+    let artifact = source_artifact(ks, &ctx.client).await?;
+    status.last_attempted_revision = Some(artifact.revision.clone());
+    let work = tempfile::Builder::new()
+        .prefix("pennant-ks-")
+        .tempdir()
+        .map_err(|e| {
+            failure(
+                reasons::ARTIFACT_FAILED,
+                format!("failed to create tmp dir: {e}"),
+            )
+        })?;
+    fetch_artifact(&artifact, work.path()).await?;
+    let (root, spec, opts) = (
+        work.path().join("src"),
+        ks.spec.clone(),
+        ctx.settings.build.clone(),
+    );
+    let built = tokio::task::spawn_blocking(move || build(&root, &spec, &opts))
+        .await
+        .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
+        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))?;
+    let objects = post_build(ks, built, &ctx.client).await?;
+    let objects = decrypt(objects, ks).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    let digest = manifests_digest(&objects);
+    let new_inventory = inventory_of(&objects);
+    let opts = ApplyOptions {
+        force: ks.spec.force == Some(true),
+        owner: Some((name.clone(), ns.clone())),
+        custom_stages: vec![],
+        wait_timeout: ks.timeout().unwrap_or(Duration::from_secs(300)),
+    };
+    let mut changes = ctx
+        .applier
+        .apply_all(objects, &opts)
+        .await
+        .map_err(|e| failure(reasons::RECONCILIATION_FAILED, e.message))?;
+    let old_inventory = status.inventory.clone().unwrap_or_default();
+    let mut inventory = ResourceInventory {
+        entries: changes
+            .iter()
+            .map(|c| crate::api::kustomization::ResourceRef {
+                id: c.id.to_id(),
+                v: c.version.clone(),
+            })
+            .collect(),
+    };
+    debug_assert_eq!(inventory.entries.len(), new_inventory.entries.len());
+    if ks.spec.prune {
+        let stale = stale(&old_inventory, &inventory)
+            .map_err(|e| failure(reasons::PRUNE_FAILED, e.to_string()))?;
+        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), None).await;
+        changes.extend(deleted);
+        if !failed.is_empty() {
+            let survivors: Vec<_> = failed.iter().map(|(r, _)| r.clone()).collect();
+            merge_survivors(&mut inventory, &survivors);
+            status.inventory = Some(inventory);
+            let message = failed
+                .iter()
+                .map(|(_, e)| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(failure(reasons::PRUNE_FAILED, message));
+        }
+    }
+    status.inventory = Some(inventory);
+    health(&changes, ks).map_err(|e| failure(reasons::HEALTH_CHECK_FAILED, e))?;
+    Ok((changes, digest))
+}
+
+/// The source's artifact, or `ArtifactFailed` with Flux's message.
+async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact, Failure> {
+    let (kind, ns, name) = source_key(ks);
+    let missing = || {
+        failure(
+            reasons::ARTIFACT_FAILED,
+            format!("Source '{kind}/{ns}/{name}' not found"),
+        )
+    };
+    let not_ready = || {
+        failure(
+            reasons::ARTIFACT_FAILED,
+            format!(
+                "Source artifact not found, retrying in {}",
+                ks.spec
+                    .retry_interval
+                    .as_deref()
+                    .unwrap_or(&ks.spec.interval)
+            ),
+        )
+    };
+    let get_err = |e: kube::Error| {
+        failure(
+            reasons::ARTIFACT_FAILED,
+            format!("unable to get source '{kind}/{ns}/{name}': {e}"),
+        )
+    };
+    let artifact = match kind.as_str() {
+        "GitRepository" => {
+            artifact_of::<GitRepository>(client, &ns, &name, |s| s.status?.artifact).await
+        }
+        "OCIRepository" => {
+            artifact_of::<OCIRepository>(client, &ns, &name, |s| s.status?.artifact).await
+        }
+        "ExternalArtifact" => {
+            artifact_of::<ExternalArtifact>(client, &ns, &name, |s| s.status?.artifact).await
+        }
+        other => {
+            return Err(failure(
+                reasons::ARTIFACT_FAILED,
+                format!("source `{other}` kind is not supported"),
+            ));
+        }
+    };
+    let artifact = artifact.map_err(get_err)?.ok_or_else(missing)?;
+    artifact.ok_or_else(not_ready)
+}
+
+/// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
+async fn artifact_of<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    artifact: fn(K) -> Option<Artifact>,
+) -> Result<Option<Option<Artifact>>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .map(artifact))
+}
+
+/// Download the artifact, verify its digest, unpack it into `work/src`.
+async fn fetch_artifact(a: &Artifact, work: &Path) -> Result<(), Failure> {
+    let fail = |m: String| failure(reasons::ARTIFACT_FAILED, m);
+    let client =
+        crate::source::http::client(&Default::default(), Duration::from_secs(60)).map_err(fail)?;
+    let resp = client
+        .get(&a.url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
+    let file = work.join("artifact.tar.gz");
+    let f = std::fs::File::create(&file).map_err(|e| fail(e.to_string()))?;
+    let got = crate::source::http::download_to(resp, f, MAX_DOWNLOAD)
+        .await
+        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
+    if got.digest != a.digest {
+        return Err(fail(format!(
+            "failed to verify artifact: computed digest doesn't match '{}'",
+            a.digest
+        )));
+    }
+    let dest = work.join("src");
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
+        untar_gz(f, &dest, &UntarLimits::default()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(format!("failed to extract artifact: {e}")))?;
+    Ok(())
+}
+
+/// postBuild substitution: variables from `substituteFrom` (in order; a missing `optional`
+/// source is skipped) and `substitute`, applied to every object (`BuildFailed` on error).
+async fn post_build(
+    ks: &Kustomization,
+    objects: Vec<Value>,
+    client: &Client,
+) -> Result<Vec<Value>, Failure> {
+    let Some(pb) = &ks.spec.post_build else {
+        return Ok(objects);
+    };
+    let ns = ks.namespace().unwrap_or_default();
+    let mut sources: Vec<BTreeMap<String, String>> = vec![];
+    for r in &pb.substitute_from {
+        let optional = r.optional == Some(true);
+        let data = match r.kind.as_str() {
+            "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await
+                .map(|c| c.map(|c| c.data.unwrap_or_default())),
+            "Secret" => Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await
+                .map(|s| {
+                    s.map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                            .collect()
+                    })
+                }),
+            other => {
+                return Err(failure(
+                    reasons::BUILD_FAILED,
+                    format!(
+                        "substitute from '{other}/{}' error: unsupported kind",
+                        r.name
+                    ),
+                ));
+            }
+        };
+        match data {
+            Ok(Some(d)) => sources.push(d),
+            Ok(None) if optional => {}
+            Ok(None) => {
+                return Err(failure(
+                    reasons::BUILD_FAILED,
+                    format!(
+                        "substitute from '{}/{}' error: {}s \"{}\" not found",
+                        r.kind,
+                        r.name,
+                        r.kind.to_lowercase(),
+                        r.name
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(failure(
+                    reasons::BUILD_FAILED,
+                    format!("substitute from '{}/{}' error: {e}", r.kind, r.name),
+                ));
+            }
+        }
+    }
+    let vars = merge_variables(sources.iter(), &pb.substitute);
+    let options = SubstituteOptions {
+        always: pb.substitute_strategy.as_deref() == Some("Always"),
+        ..Default::default()
+    };
+    objects
+        .iter()
+        .map(|o| {
+            substitute_object(o, &vars, options)
+                .map_err(|e| failure(reasons::BUILD_FAILED, format!("post build failed: {e}")))
+        })
+        .collect()
+}
+
+/// Deletion: prune per `spec.deletionPolicy` (`MirrorPrune`: when `spec.prune`; `Delete`;
+/// `WaitForTermination`: delete and wait; `Orphan`: keep), skipped while suspended, then
+/// release the finalizer.
+async fn finalize(
+    ks: &Kustomization,
+    api: &Api<Kustomization>,
+    ctx: &Ctx,
+) -> Result<Requeue, Error> {
+    let policy = ks
+        .spec
+        .deletion_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("MirrorPrune");
+    let delete = match policy {
+        "Delete" | "WaitForTermination" => true,
+        "Orphan" => false,
+        _ => ks.spec.prune,
+    };
+    if delete && ks.spec.suspend != Some(true) {
+        let inv = ks
+            .status
+            .as_ref()
+            .and_then(|s| s.inventory.clone())
+            .unwrap_or_default();
+        let stale =
+            stale(&inv, &ResourceInventory::default()).map_err(|e| Error::Kube(e.to_string()))?;
+        let wait = (policy == "WaitForTermination")
+            .then(|| ks.timeout().unwrap_or(Duration::from_secs(300)));
+        let (name, ns) = (ks.name_any(), ks.namespace().unwrap_or_default());
+        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), wait).await;
+        if !failed.is_empty() {
+            let message = failed
+                .iter()
+                .map(|(_, e)| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n");
+            emit_event(ctx, ks, true, reasons::PRUNE_FAILED, &message, None).await;
+            return Err(Error::Kube(message));
+        }
+        let lines = change_set_message(&deleted);
+        if !lines.is_empty() {
+            emit_event(ctx, ks, false, reasons::PROGRESSING, &lines, None).await;
+        }
+    }
+    if let Some(i) = ks.finalizers().iter().position(|f| f == FINALIZER) {
+        let op = json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")});
+        match patch_json(api, ks, op).await {
+            Err(Error::Kube(m)) if m.contains("NotFound") || m.contains("not found") => {}
+            r => {
+                r?;
+            }
+        }
+    }
+    Ok(Requeue::await_change())
+}
+
+/// A JSON patch guarded by a `test` of the resourceVersion.
+async fn patch_json(
+    api: &Api<Kustomization>,
+    ks: &Kustomization,
+    op: Value,
+) -> Result<Kustomization, Error> {
+    let ops = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": ks.resource_version()},
+        op
+    ]);
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).map_err(|e| Error::Kube(e.to_string()))?;
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(&ks.name_any(), &pp, &Patch::<()>::Json(patch))
+        .await
+        .map_err(kube_err("patch finalizers"))
+}
+
+/// Merge-patch `/status` when it changed; a field gone is sent as null.
+async fn write_status(
+    api: &Api<Kustomization>,
+    ks: &Kustomization,
+    old: &KustomizationStatus,
+    status: &KustomizationStatus,
+) -> Result<(), Error> {
+    if status == old {
+        return Ok(());
+    }
+    let mut st = serde_json::to_value(status)
+        .unwrap_or_default()
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if let Value::Object(o) = serde_json::to_value(old).unwrap_or_default() {
+        for k in o.keys() {
+            st.entry(k.clone()).or_insert(Value::Null);
+        }
+    }
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&ks.name_any(), &pp, &Patch::Merge(&json!({ "status": st })))
+        .await
+        .map_err(kube_err("patch status"))?;
+    Ok(())
+}
+
+/// A core/v1 Event on the Kustomization as Flux's recorder writes it (`source.component:
+/// kustomize-controller`, annotation `kustomize.toolkit.fluxcd.io/revision`), also logged.
+async fn emit_event(
+    ctx: &Ctx,
+    ks: &Kustomization,
+    warning: bool,
+    reason: &str,
+    message: &str,
+    revision: Option<&str>,
+) {
+    let name = ks.name_any();
+    if warning {
+        warn!(kustomization = %name, reason = %reason, "{message}");
+    } else {
+        info!(kustomization = %name, reason = %reason, "{message}");
+    }
+    let now = Timestamp::now();
+    let note =
+        crate::api::condition::truncate_message(message, crate::api::condition::MESSAGE_MAX_BYTES);
+    let annotations =
+        revision.map(|r| BTreeMap::from([(format!("{GROUP}/revision"), r.to_string())]));
+    let ev = Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: ks.namespace(),
+            annotations,
+            ..Default::default()
+        },
+        involved_object: ks.object_ref(&()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(reason.to_string()),
+        message: Some(note.into_owned()),
+        source: Some(EventSource {
+            component: Some(EVENT_SOURCE.into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        event_time: Some(MicroTime(now)),
+        action: Some("Reconcile".into()),
+        reporting_component: Some("pennant.dev/kustomize".into()),
+        reporting_instance: Some(ctx.instance.clone()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    if let Err(e) = api.create(&pp, &ev).await {
+        warn!("event: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kustomization::KustomizationSpec;
+
+    fn t(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn history_upserts_by_digest_newest_first_and_is_bounded() {
+        let mut h = vec![];
+        record_history(
+            &mut h,
+            "sha256:a",
+            "main@sha1:1",
+            "ReconciliationSucceeded",
+            Duration::from_millis(1500),
+            &t(10),
+        );
+        record_history(
+            &mut h,
+            "sha256:b",
+            "main@sha1:2",
+            "BuildFailed",
+            Duration::from_secs(1),
+            &t(20),
+        );
+        record_history(
+            &mut h,
+            "sha256:a",
+            "main@sha1:3",
+            "ReconciliationSucceeded",
+            Duration::from_secs(2),
+            &t(30),
+        );
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].digest, "sha256:a");
+        assert_eq!(h[0].total_reconciliations, 2);
+        assert_eq!(h[0].first_reconciled, t(10));
+        assert_eq!(h[0].last_reconciled, t(30));
+        assert_eq!(h[0].last_reconciled_duration, "2s");
+        assert_eq!(h[0].metadata["revision"], "main@sha1:3");
+        for i in 0..10 {
+            record_history(
+                &mut h,
+                &format!("sha256:{i}"),
+                "r",
+                "ReconciliationSucceeded",
+                Duration::ZERO,
+                &t(40 + i),
+            );
+        }
+        assert_eq!(h.len(), HISTORY_MAX_SIZE);
+        assert_eq!(h[0].digest, "sha256:9");
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named() {
+        let mut ks = Kustomization::new("app", KustomizationSpec::default());
+        assert!(unsupported_fields(&ks).is_empty());
+        ks.spec.wait = Some(true);
+        ks.spec.service_account_name = Some("deployer".into());
+        let u = unsupported_fields(&ks);
+        assert_eq!(u.len(), 2);
+        assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
+        assert!(u[1].starts_with("spec.serviceAccountName"), "{u:?}");
+    }
+
+    #[test]
+    fn the_digest_follows_the_manifests() {
+        let a = [json!({"kind": "ConfigMap", "data": {"k": "1"}})];
+        let b = [json!({"kind": "ConfigMap", "data": {"k": "2"}})];
+        assert_eq!(manifests_digest(&a), manifests_digest(&a));
+        assert_ne!(manifests_digest(&a), manifests_digest(&b));
+        assert!(manifests_digest(&a).starts_with("sha256:"));
+    }
+}
