@@ -260,6 +260,12 @@ impl ReadyExpr {
     }
 }
 
+/// `dependsOn[].readyExpr` as `gitops::depends_on::ReadyExprEval` takes it: parse and
+/// evaluate (the expression was validated with [`ReadyExpr::parse`] when the spec was read).
+pub fn eval_ready_expr(expr: &str, this: &Value, dep: &Value) -> Result<bool, String> {
+    ReadyExpr::parse(expr).map_err(|e| e.0)?.evaluate(this, dep)
+}
+
 /// The variables `expr` reads that no enclosing comprehension (`exists(c, ...)`, `filter`...)
 /// binds, into `out`.
 fn free_variables(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {

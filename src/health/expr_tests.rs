@@ -267,3 +267,39 @@ fn ready_expr_with_an_undeclared_variable_is_invalid() {
     );
     assert!(ReadyExpr::parse("dep.status.(").is_err());
 }
+
+#[test]
+fn ready_expr_drives_depends_on() {
+    use crate::gitops::depends_on::{Dependency, DependencyId, DependencyKind, check_dependency};
+    let this = obj(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: flux-system}\nspec: {sourceRef: {kind: GitRepository, name: apps}}",
+    );
+    // sylva-core's ratchet: the dependency reconciled once at its generation, whatever Ready says.
+    let dep = obj(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: infra, namespace: flux-system, generation: 2}\nspec: {sourceRef: {kind: GitRepository, name: infra}}\nstatus: {observedGeneration: 2, conditions: [{type: Ready, status: 'Unknown'}]}",
+    );
+    let d = |expr| Dependency {
+        id: DependencyId::new(DependencyKind::Kustomization, "flux-system", "infra"),
+        object: Some(&dep),
+        ready_expr: Some(expr),
+    };
+    let ratchet = "dep.metadata.generation == dep.status.observedGeneration";
+    assert_eq!(
+        check_dependency(&this, None, &d(ratchet), &eval_ready_expr, false),
+        Ok(())
+    );
+    assert_eq!(
+        check_dependency(&this, None, &d(ratchet), &eval_ready_expr, true),
+        Err("dependency 'flux-system/infra' is not ready".into())
+    );
+    assert_eq!(
+        check_dependency(
+            &this,
+            None,
+            &d("dep.status.conditions.exists(c, c.type == 'Ready' && c.status == 'True')"),
+            &eval_ready_expr,
+            false
+        ),
+        Err("dependency 'flux-system/infra' is not ready according to readyExpr eval".into())
+    );
+}
