@@ -2,18 +2,20 @@
 //! watched copies (JSON), the CEL `readyExpr` evaluator is passed in (it lives in `health`,
 //! above this module).
 //!
-//! Readiness, as Flux's kustomize-controller `checkDependencies` (and helm-controller's):
-//! - the dependency exists ("dependency 'ns/name' not found");
+//! Readiness, as Flux's kustomize-controller `checkDependencies` (and helm-controller's), each
+//! failure a `DependencyNotReady` message:
+//! - the dependency exists ("dependency 'ns/name' not found: kustomizations.kustomize.toolkit.fluxcd.io
+//!   \"name\" not found", the API server's NotFound text);
+//! - with `readyExpr`, the CEL expression over `self` (the dependent) and `dep` is true
+//!   ("dependency 'ns/name' is not ready according to readyExpr eval"; an evaluation error is
+//!   passed through). Then, as in Flux, the dependency is ready: `readyExpr` *replaces* the
+//!   rules below unless `additive` (Flux's `AdditiveCELDependencyCheck` feature gate);
 //! - it has conditions and `status.observedGeneration == metadata.generation`, and `Ready` is
 //!   `True` ("dependency 'ns/name' is not ready");
 //! - a Kustomization dependency reading the *same source* as the dependent (kind, namespace and
 //!   name of `spec.sourceRef`, the namespace defaulting to the object's) must have applied the
 //!   source's current revision: `status.lastAppliedRevision` == the revision the dependent is
-//!   about to apply ("dependency 'ns/name' revision is not up to date");
-//! - with `readyExpr`, the CEL expression over `self` (the dependent) and `dep` must be true
-//!   ("dependency 'ns/name' is not ready according to readyExpr eval"). As in Flux, a
-//!   `readyExpr` replaces the Ready/generation rule unless `additive` (Flux's
-//!   `AdditiveCELDependencyCheck` feature gate) is set; the same-source rule always applies.
+//!   about to apply ("dependency 'ns/name' revision is not up to date").
 //!
 //! Beyond Flux: a dependency may be a HelmRelease (flux2#3364), and a cycle is found and named
 //! ("dependency cycle: ns/a -> ns/b -> ns/a") instead of waited on forever
@@ -39,6 +41,14 @@ impl DependencyKind {
         match self {
             DependencyKind::Kustomization => "Kustomization",
             DependencyKind::HelmRelease => "HelmRelease",
+        }
+    }
+
+    /// `resource.group`, as the API server names the kind in a NotFound error.
+    pub fn resource(self) -> &'static str {
+        match self {
+            DependencyKind::Kustomization => "kustomizations.kustomize.toolkit.fluxcd.io",
+            DependencyKind::HelmRelease => "helmreleases.helm.toolkit.fluxcd.io",
         }
     }
 }
@@ -106,7 +116,11 @@ pub fn check_dependency(
 ) -> Result<(), String> {
     let name = &dep.id;
     let Some(obj) = dep.object else {
-        return Err(format!("dependency '{name}' not found"));
+        return Err(format!(
+            "dependency '{name}' not found: {} \"{}\" not found",
+            dep.id.kind.resource(),
+            dep.id.name
+        ));
     };
     if let Some(expr) = dep.ready_expr {
         match eval(expr, dependent, obj) {
@@ -116,22 +130,23 @@ pub fn check_dependency(
                     "dependency '{name}' is not ready according to readyExpr eval"
                 ));
             }
-            Err(e) => return Err(format!("dependency '{name}' readyExpr: {e}")),
+            Err(e) => return Err(e),
+        }
+        if !additive {
+            return Ok(());
         }
     }
-    if dep.ready_expr.is_none() || additive {
-        let conditions = obj["status"]["conditions"].as_array();
-        let observed = obj["status"]["observedGeneration"].as_i64();
-        let ready = conditions
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        if conditions.is_none_or(Vec::is_empty)
-            || observed != obj["metadata"]["generation"].as_i64()
-            || !ready
-        {
-            return Err(format!("dependency '{name}' is not ready"));
-        }
+    let conditions = obj["status"]["conditions"].as_array();
+    let observed = obj["status"]["observedGeneration"].as_i64();
+    let ready = conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if conditions.is_none_or(Vec::is_empty)
+        || observed != obj["metadata"]["generation"].as_i64()
+        || !ready
+    {
+        return Err(format!("dependency '{name}' is not ready"));
     }
     if dep.id.kind == DependencyKind::Kustomization
         && let (Some(mine), Some(theirs)) = (source_of(dependent), source_of(obj))

@@ -38,6 +38,15 @@ fn label_eval(expr: &str, _this: &Value, dep: &Value) -> Result<bool, String> {
     }
 }
 
+/// name, the dependency's object, its `readyExpr`, `additive`, the verdict.
+type Case = (
+    &'static str,
+    Option<Value>,
+    Option<&'static str>,
+    bool,
+    Result<(), &'static str>,
+);
+
 const REV: &str = "main@sha1:2222";
 
 #[test]
@@ -47,13 +56,15 @@ fn readiness_table() {
     let same_source = |applied: &str| ks("infra", 1, 1, "True", "flux-system", applied);
     let mut labelled = ks("infra", 2, 1, "False", "infra-repo", "");
     labelled["metadata"]["labels"] = json!({"ok": "yes"});
-    let cases: Vec<(&str, Option<Value>, Option<&str>, bool, Result<(), &str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing",
             None,
             None,
             false,
-            Err("dependency 'flux-system/infra' not found"),
+            Err(
+                "dependency 'flux-system/infra' not found: kustomizations.kustomize.toolkit.fluxcd.io \"infra\" not found",
+            ),
         ),
         (
             "ready",
@@ -116,9 +127,7 @@ fn readiness_table() {
             Some(other_source(1, 1, "True")),
             Some("bad"),
             false,
-            Err(
-                "dependency 'flux-system/infra' readyExpr: failed to evaluate the CEL expression 'bad'",
-            ),
+            Err("failed to evaluate the CEL expression 'bad'"),
         ),
     ];
     for (name, object, ready_expr, additive, want) in cases {
@@ -187,7 +196,7 @@ fn first_unready_dependency_is_reported() {
     ];
     assert_eq!(
         check_dependencies(&apps, Some(REV), &deps, &label_eval, false),
-        Err("dependency 'flux-system/b' not found".into())
+        Err("dependency 'flux-system/b' not found: kustomizations.kustomize.toolkit.fluxcd.io \"b\" not found".into())
     );
 }
 
