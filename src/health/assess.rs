@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::expr::HealthExprs;
 use super::kstatus::{Health, Status};
+use crate::api::kustomization::NamespacedObjectKindReference;
 use crate::apply::inventory::ObjectId;
 
 /// How a set is waited on (Flux's `ssa.WaitOptions`, with the start instead of a context).
@@ -102,6 +103,59 @@ impl Verdict {
         let entries: Vec<String> = list.iter().map(ObjectHealth::describe).collect();
         Some(format!("{prefix}: [{}]", entries.join(", ")))
     }
+}
+
+/// The objects a Kustomization health-checks, as kustomize-controller's `checkHealth`: with
+/// `wait`, every object of the apply's change set that was not skipped (`applied`, in apply
+/// order); otherwise the `healthChecks` references (an empty `apiVersion` reads `apps/v1`, the
+/// namespace as written); never the Kustomization `owner` (name, namespace) itself. Empty: no
+/// health check, and the caller removes the `Healthy` condition.
+pub fn objects_to_check(
+    wait: bool,
+    health_checks: &[NamespacedObjectKindReference],
+    applied: &[ObjectId],
+    owner: (&str, &str),
+) -> Vec<ObjectId> {
+    let objects: Vec<ObjectId> = if wait {
+        applied.to_vec()
+    } else {
+        health_checks
+            .iter()
+            .map(|hc| {
+                let api_version = hc.api_version.as_deref().filter(|v| !v.is_empty());
+                ObjectId {
+                    namespace: hc.namespace.clone().unwrap_or_default(),
+                    name: hc.name.clone(),
+                    group: api_version
+                        .unwrap_or("apps/v1")
+                        .rsplit_once('/')
+                        .map_or("", |(g, _)| g)
+                        .into(),
+                    kind: hc.kind.clone(),
+                }
+            })
+            .collect()
+    };
+    objects
+        .into_iter()
+        .filter(|o| !(o.kind == "Kustomization" && o.name == owner.0 && o.namespace == owner.1))
+        .collect()
+}
+
+/// The Jobs among `objects` (`batch/*` Jobs) with `spec.ttlSecondsAfterFinished` set, any value
+/// (Flux's `ExtractJobsWithTTL`): for [`WaitOptions::jobs_with_ttl`].
+pub fn jobs_with_ttl(objects: &[Value]) -> BTreeSet<ObjectId> {
+    objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == "Job"
+                && o["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("batch/"))
+                && o["spec"]["ttlSecondsAfterFinished"].is_i64()
+        })
+        .map(ObjectId::of)
+        .collect()
 }
 
 /// The verdict over `desired` given the latest `observed` copies (by id; absent = not in the
@@ -266,6 +320,67 @@ mod tests {
             assess(&ids, &observed, &exprs, &o, t("00:30")),
             Verdict::Healthy
         );
+    }
+
+    #[test]
+    fn objects_to_check_follow_wait_or_health_checks_and_skip_the_owner() {
+        let applied = vec![
+            ObjectId::parse("apps_web_apps_Deployment").unwrap(),
+            ObjectId::parse("flux-system_apps_kustomize.toolkit.fluxcd.io_Kustomization").unwrap(),
+            ObjectId::parse("flux-system_other_kustomize.toolkit.fluxcd.io_Kustomization").unwrap(),
+        ];
+        let hc = |api: Option<&str>, kind: &str, name: &str, ns: Option<&str>| {
+            NamespacedObjectKindReference {
+                api_version: api.map(Into::into),
+                kind: kind.into(),
+                name: name.into(),
+                namespace: ns.map(Into::into),
+            }
+        };
+        let checks = [
+            hc(None, "Deployment", "legacy", Some("apps")),
+            hc(Some("v1"), "Service", "web", Some("apps")),
+            hc(
+                Some("helm.toolkit.fluxcd.io/v2"),
+                "HelmRelease",
+                "ingress",
+                None,
+            ),
+        ];
+        let owner = ("apps", "flux-system");
+        let ids = |v: Vec<ObjectId>| v.iter().map(ObjectId::to_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(objects_to_check(true, &checks, &applied, owner)),
+            [
+                "apps_web_apps_Deployment",
+                "flux-system_other_kustomize.toolkit.fluxcd.io_Kustomization"
+            ],
+            "wait: the applied set, healthChecks ignored, the owner left out"
+        );
+        assert_eq!(
+            ids(objects_to_check(false, &checks, &applied, owner)),
+            [
+                "apps_legacy_apps_Deployment",
+                "apps_web__Service",
+                "_ingress_helm.toolkit.fluxcd.io_HelmRelease"
+            ]
+        );
+        assert!(objects_to_check(false, &[], &applied, owner).is_empty());
+    }
+
+    #[test]
+    fn jobs_with_ttl_are_batch_jobs_with_the_field_set() {
+        let objs = [
+            obj(
+                "apiVersion: batch/v1\nkind: Job\nmetadata: {name: a, namespace: jobs}\nspec: {ttlSecondsAfterFinished: 0}",
+            ),
+            obj("apiVersion: batch/v1\nkind: Job\nmetadata: {name: b, namespace: jobs}\nspec: {}"),
+            obj(
+                "apiVersion: example.com/v1\nkind: Job\nmetadata: {name: c, namespace: jobs}\nspec: {ttlSecondsAfterFinished: 5}",
+            ),
+        ];
+        let got: Vec<String> = jobs_with_ttl(&objs).iter().map(ObjectId::to_id).collect();
+        assert_eq!(got, ["jobs_a_batch_Job"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   evaluation error (a missing field, a result that is not a boolean) → `Unknown` with the
 //!   error as message (kstatus' generic reader turns a reader error into Unknown), so the
 //!   wait continues until the timeout names it.
-//! - Objects no rule matches are judged by [`super::kstatus`].
+//! - Objects no rule matches are judged by [`super::kstatus::flux`].
 //! - Compilation errors are reported at validation time with Flux's messages: the caller sets
 //!   `Stalled` with reason `InvalidCELExpression` (terminal until the spec changes).
 
@@ -207,12 +207,13 @@ impl HealthExprs {
         find(kind).or_else(|| find(""))
     }
 
-    /// The health of `obj`: by its CEL rule when one matches, else by kstatus.
+    /// The health of `obj`: by its CEL rule when one matches, else as Flux's health checks
+    /// ([`kstatus::flux`]).
     pub fn health(&self, obj: &Value, now: Timestamp) -> Health {
         let (group, kind) = kstatus::group_kind(obj);
         match self.rule_for(group, kind) {
             Some(rule) => rule.evaluate(obj),
-            None => kstatus::compute(obj, now),
+            None => kstatus::flux(obj, now),
         }
     }
 }

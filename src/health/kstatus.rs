@@ -12,6 +12,8 @@
 //! 5. a `Ready` condition: `True` → `Current`, `False`/`Unknown` → `InProgress`;
 //! 6. otherwise `Current` ("Resource is current").
 //!
+//! [`flux`] is what Flux's health checks use: the same, with Flux's own Job reader.
+//!
 //! Beyond kstatus (kustomize-controller#387, "an unknown custom resource is Current"): a
 //! Flagger/pennant `Canary` (`flagger.app`) is judged by the `Promoted` condition pennant
 //! writes: `True` → Current, `False` → Failed, `Unknown` or missing → InProgress.
@@ -79,6 +81,48 @@ impl Health {
 
 /// How long a Pod may be unschedulable before kstatus calls it Failed (`ScheduleWindow`).
 pub const SCHEDULE_WINDOW: SignedDuration = SignedDuration::from_secs(15);
+
+/// The health Flux's health checks compute: kstatus, except that a Job is read by Flux's own
+/// reader (`fluxcd/pkg` `runtime/statusreaders` `jobConditions`, used by kustomize-controller
+/// and helm-controller) which waits for the Job to finish: `spec.suspend` → Current,
+/// `Complete=True` → Current, `Failed=True` → Failed, not started ("Job not started. active:
+/// 0/<parallelism>") or running → InProgress.
+pub fn flux(obj: &Value, now: Timestamp) -> Health {
+    match group_kind(obj) {
+        ("batch", "Job") => flux_job(obj),
+        _ => compute(obj, now),
+    }
+}
+
+fn flux_job(obj: &Value) -> Health {
+    if obj["spec"]["suspend"].as_bool() == Some(true) {
+        return Health::current("Job is suspended");
+    }
+    let parallelism = int(obj, &["spec", "parallelism"], 1);
+    let completions = int(obj, &["spec", "completions"], parallelism);
+    let succeeded = int(obj, &["status", "succeeded"], 0);
+    let active = int(obj, &["status", "active"], 0);
+    let failed = int(obj, &["status", "failed"], 0);
+    for c in conditions(obj) {
+        match (c.type_, c.status) {
+            ("Complete", "True") => {
+                return Health::current(format!(
+                    "Job Completed. succeeded: {succeeded}/{completions}"
+                ));
+            }
+            ("Failed", "True") => {
+                return Health::failed(format!("Job Failed. failed: {failed}/{completions}"));
+            }
+            _ => {}
+        }
+    }
+    if string(obj, &["status", "startTime"], "").is_empty() {
+        return Health::in_progress(format!("Job not started. active: 0/{parallelism}"));
+    }
+    Health::in_progress(format!(
+        "Job in progress. success:{succeeded}, active: {active}, failed: {failed}"
+    ))
+}
 
 /// The kstatus health of `obj` (see the module docs for the order of the rules).
 pub fn compute(obj: &Value, now: Timestamp) -> Health {

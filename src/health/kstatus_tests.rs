@@ -596,3 +596,52 @@ fn canary_judged_by_promoted_condition() {
         ),
     ]);
 }
+
+#[test]
+fn flux_job_reader_waits_for_completion() {
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate, generation: 1}\nspec: {parallelism: 2, completions: 4}\n";
+    let cases = [
+        ("not started", String::new(), Status::InProgress, "Job not started. active: 0/2"),
+        (
+            "running: kstatus says Current, Flux waits",
+            "status: {succeeded: 1, active: 2, startTime: '2026-12-05T11:00:00Z'}".into(),
+            Status::InProgress,
+            "Job in progress. success:1, active: 2, failed: 0",
+        ),
+        (
+            "complete",
+            "status: {succeeded: 4, startTime: '2026-12-05T11:00:00Z', conditions: [{type: Complete, status: 'True'}]}".into(),
+            Status::Current,
+            "Job Completed. succeeded: 4/4",
+        ),
+        (
+            "failed",
+            "status: {failed: 2, startTime: '2026-12-05T11:00:00Z', conditions: [{type: Failed, status: 'True'}]}".into(),
+            Status::Failed,
+            "Job Failed. failed: 2/4",
+        ),
+    ];
+    for (name, status, want, message) in cases {
+        let h = flux(&obj(&format!("{job}{status}")), now());
+        assert_eq!(
+            (h.status, h.message.as_str()),
+            (want, message),
+            "case {name}"
+        );
+    }
+    let suspended =
+        obj("apiVersion: batch/v1\nkind: Job\nmetadata: {name: m}\nspec: {suspend: true}");
+    assert_eq!(
+        flux(&suspended, now()).status,
+        Status::Current,
+        "suspended without condition"
+    );
+    assert_eq!(
+        compute(&suspended, now()).status,
+        Status::InProgress,
+        "kstatus needs the condition"
+    );
+    // Other kinds: kstatus.
+    let dep = obj("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}");
+    assert_eq!(flux(&dep, now()), compute(&dep, now()));
+}
