@@ -59,22 +59,9 @@ impl Expr {
             .map_err(|e| format!("failed to parse the CEL expression '{source}': {e}"))
     }
 
-    /// Evaluate to a boolean with `vars` bound; Flux's messages on error.
-    fn evaluate_bool<'a>(
-        &self,
-        vars: impl IntoIterator<Item = (&'a str, &'a Value)>,
-    ) -> Result<bool, String> {
-        let mut ctx = Context::with_env(Arc::clone(&ENV));
-        for (name, value) in vars {
-            let value = cel::to_value(value).map_err(|e| {
-                format!(
-                    "failed to evaluate the CEL expression '{}': {e}",
-                    self.source
-                )
-            })?;
-            ctx.add_variable_from_value(name, value);
-        }
-        match self.program.execute(&ctx) {
+    /// Evaluate to a boolean in `ctx`; Flux's messages on error.
+    fn evaluate_bool(&self, ctx: &Context) -> Result<bool, String> {
+        match self.program.execute(ctx) {
             Ok(CelValue::Bool(b)) => Ok(b),
             Ok(_) => Err(format!(
                 "failed to evaluate CEL expression as boolean: '{}'",
@@ -86,6 +73,19 @@ impl Expr {
             )),
         }
     }
+}
+
+/// A context with `vars` bound (each converted once, however many expressions read it).
+fn context<'a>(
+    vars: impl IntoIterator<Item = (&'a str, &'a Value)>,
+) -> Result<Context<'static, 'static>, String> {
+    let mut ctx = Context::with_env(Arc::clone(&ENV));
+    for (name, value) in vars {
+        let value = cel::to_value(value)
+            .map_err(|e| format!("failed to convert '{name}' to a CEL value: {e}"))?;
+        ctx.add_variable_from_value(name, value);
+    }
+    Ok(ctx)
 }
 
 /// The `current`/`inProgress`/`failed` expressions of one rule, parsed (Flux's
@@ -133,12 +133,15 @@ impl StatusEvaluator {
         {
             return Health::new(Status::InProgress, "");
         }
-        let vars: Vec<(&str, &Value)> = obj
+        let vars = obj
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+            .map(|(k, v)| (k.as_str(), v));
+        let ctx = match context(vars) {
+            Ok(ctx) => ctx,
+            Err(e) => return Health::new(Status::Unknown, e),
+        };
         let steps = [
             (self.in_progress.as_ref(), Status::InProgress),
             (self.failed.as_ref(), Status::Failed),
@@ -146,7 +149,7 @@ impl StatusEvaluator {
         ];
         for (expr, status) in steps {
             let Some(expr) = expr else { continue };
-            match expr.evaluate_bool(vars.iter().copied()) {
+            match expr.evaluate_bool(&ctx) {
                 Ok(true) => return Health::new(status, ""),
                 Ok(false) => {}
                 Err(e) => return Health::new(Status::Unknown, e),
@@ -257,7 +260,8 @@ impl ReadyExpr {
     /// Whether the dependency is ready by this expression. Errors: an evaluation error or a
     /// result that is not a boolean, with Flux's message.
     pub fn evaluate(&self, this: &Value, dep: &Value) -> Result<bool, String> {
-        self.0.evaluate_bool([("self", this), ("dep", dep)])
+        self.0
+            .evaluate_bool(&context([("self", this), ("dep", dep)])?)
     }
 }
 
