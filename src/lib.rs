@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod ext;
 pub mod gate;
 pub mod gitops;
+pub mod health;
 pub mod http_post;
 pub mod kube_client;
 pub mod kustomize;

@@ -3,7 +3,7 @@
 //!
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
-//!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`) and the process that hosts them
+//!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`, `health`) and the process that hosts them
 //!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
 //!   controller (`canary`, `kustomize`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
@@ -46,6 +46,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "rbac",
     "source",
     "apply",
+    "health",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

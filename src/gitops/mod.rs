@@ -4,4 +4,5 @@
 //! `now` is passed in. Refers to `api` only.
 
 pub mod conditions;
+pub mod depends_on;
 pub mod reconcile_request;
