@@ -8,8 +8,10 @@
 //! `spec.interval` after a success, `spec.retryInterval` (else the interval) after a failure.
 //!
 //! Each reconcile: finalizer → suspend → source artifact (download, `sha256:` digest verified,
-//! unpacked into a temp dir) → [`build`] (the real `kustomize`) → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → [`decrypt`] hook →
+//! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
+//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
+//! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
+//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
 //! `history`, Ready `Applied revision: <rev>`) and Events with the change set.
@@ -20,8 +22,10 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption`, `kubeConfig`,
-//! `serviceAccountName`.
+//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
+//! (cloud KMS), `kubeConfig`, `serviceAccountName`. Decryption failures (missing Secret, wrong
+//! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
+//! Flux, before anything is applied or pruned.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +45,10 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tracing::{info, warn};
 
-use super::build::{BuildOptions, build, kustomize_binary};
+use super::build::{BuildOptions, build, kustomize_binary, resolve_path};
+use super::decrypt::{
+    DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
+};
 use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
@@ -109,8 +116,15 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
                 .to_string(),
         );
     }
-    if s.decryption.is_some() {
-        out.push("spec.decryption (manifests are applied as built, not decrypted)".to_string());
+    if s.decryption
+        .as_ref()
+        .and_then(|d| d.service_account_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
+        out.push(
+            "spec.decryption.serviceAccountName (no cloud KMS: age keys from secretRef only)"
+                .to_string(),
+        );
     }
     if s.kube_config.is_some() {
         out.push("spec.kubeConfig (applied to the local cluster)".to_string());
@@ -124,10 +138,56 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
     out
 }
 
-/// The decryption step (SOPS, `src/kustomize/decrypt.rs`, not wired yet): objects pass
-/// unchanged; with `spec.decryption` the caller reports the field as unsupported.
-pub fn decrypt(objects: Vec<Value>, _ks: &Kustomization) -> Result<Vec<Value>, String> {
-    Ok(objects)
+/// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
+/// `<Kind>.<version>.<group>/<name>.<namespace>`, with `[noGrp]` for the core group and
+/// `[noNs]` for a cluster-scoped object (e.g. `Secret.v1.[noGrp]/db.apps`). PURE.
+pub fn res_id(obj: &Value) -> String {
+    let s = |v: &Value, none: &str| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(none)
+            .to_string()
+    };
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let group = if group.is_empty() { "[noGrp]" } else { group };
+    let version = if version.is_empty() {
+        "[noVer]"
+    } else {
+        version
+    };
+    format!(
+        "{}.{version}.{group}/{}.{}",
+        s(&obj["kind"], "[noKind]"),
+        s(&obj["metadata"]["name"], "[noName]"),
+        s(&obj["metadata"]["namespace"], "[noNs]")
+    )
+}
+
+/// The decryption step on the built objects (Flux's per-resource `DecryptResource`): with
+/// `keys` (`spec.decryption` set) every SOPS-encrypted object, or Secret with encrypted `data`
+/// values, is replaced by its plain form; without, an object that still carries SOPS metadata
+/// is an error rather than ciphertext applied to the cluster. Errors are Flux's
+/// `decryption failed for '<res id>': <cause>` ([`res_id`]); they never carry a plaintext
+/// value or key material. PURE.
+pub fn decrypt(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, String> {
+    objects
+        .into_iter()
+        .map(|o| match keys {
+            Some(keys) => match decrypt_object(&o, keys) {
+                Ok(Some(plain)) => Ok(plain),
+                Ok(None) => Ok(o),
+                Err(e) => Err(format!("decryption failed for '{}': {e}", res_id(&o))),
+            },
+            None if is_encrypted(&o) && !decryption_disabled(&o) => Err(format!(
+                "decryption failed for '{}': the object is SOPS-encrypted but spec.decryption \
+                 is not set (set spec.decryption.provider: sops and a secretRef holding the \
+                 age key, or annotate it {DECRYPT_ANNOTATION}: disabled)",
+                res_id(&o)
+            )),
+            None => Ok(o),
+        })
+        .collect()
 }
 
 /// The health step (kstatus + CEL, `src/health/`, not wired yet): always healthy; with
@@ -511,17 +571,31 @@ async fn attempt(
             )
         })?;
     fetch_artifact(&artifact, work.path()).await?;
+    let keys = decryption_keys(ks, &ctx.client).await?;
     let (root, spec, opts) = (
         work.path().join("src"),
         ks.spec.clone(),
         ctx.settings.build.clone(),
     );
-    let built = tokio::task::spawn_blocking(move || build(&root, &spec, &opts))
-        .await
-        .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
-        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))?;
-    let objects = post_build(ks, built, &ctx.client).await?;
-    let objects = decrypt(objects, ks).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    let (built, keys) = tokio::task::spawn_blocking(move || {
+        if let Some(keys) = &keys {
+            // the tree is this reconcile's own untarred copy: decrypted files never reach
+            // the artifact store
+            let dir = resolve_path(&root, spec.path.as_deref().unwrap_or(""))
+                .map_err(|e| e.to_string())?;
+            decrypt_sources(&root, &dir, keys).map_err(|e| e.to_string())?;
+        }
+        build(&root, &spec, &opts)
+            .map(|b| (b, keys))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
+    .map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    // Flux's order: decryption, then postBuild substitution
+    let objects = decrypt(built, keys.as_ref()).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    drop(keys);
+    let objects = post_build(ks, objects, &ctx.client).await?;
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
     let opts = ApplyOptions {
@@ -666,6 +740,55 @@ async fn fetch_artifact(a: &Artifact, work: &Path) -> Result<(), Failure> {
     .map_err(|e| fail(e.to_string()))?
     .map_err(|e| fail(format!("failed to extract artifact: {e}")))?;
     Ok(())
+}
+
+/// The keys of `spec.decryption` (`None` when unset), as Flux's `ImportKeys`: the `*.agekey`
+/// entries of the `secretRef` Secret in the Kustomization's namespace (no `secretRef`: no
+/// keys, so only unencrypted objects pass). `BuildFailed` with Flux's
+/// `cannot get sops decryption Secret '<ns>/<name>': ...` when it cannot be read, or the
+/// import error naming the entry (never its content).
+async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<Keys>, Failure> {
+    let Some(d) = &ks.spec.decryption else {
+        return Ok(None);
+    };
+    if d.provider != "sops" {
+        return Err(failure(
+            reasons::BUILD_FAILED,
+            format!("not supported decryption provider '{}'", d.provider),
+        ));
+    }
+    let Some(r) = &d.secret_ref else {
+        return Ok(Some(
+            Keys::from_secret("-", &BTreeMap::new()).expect("no entries"),
+        ));
+    };
+    let ns = ks.namespace().unwrap_or_default();
+    let secret_name = format!("{ns}/{}", r.name);
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(&r.name)
+        .await
+        .map_err(|e| {
+            let cause = match e {
+                kube::Error::Api(a) => a.message,
+                e => e.to_string(),
+            };
+            failure(
+                reasons::BUILD_FAILED,
+                format!(
+                    "cannot get {} decryption Secret '{secret_name}': {cause}",
+                    d.provider
+                ),
+            )
+        })?;
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Keys::from_secret(&secret_name, &data)
+        .map(Some)
+        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))
 }
 
 /// postBuild substitution: variables from `substituteFrom` (in order; a missing `optional`
@@ -976,6 +1099,44 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
         assert!(u[1].starts_with("spec.serviceAccountName"), "{u:?}");
+        ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
+        assert_eq!(
+            unsupported_fields(&ks).len(),
+            2,
+            "decryption is implemented"
+        );
+    }
+
+    #[test]
+    fn res_id_is_kustomizes() {
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"}});
+        assert_eq!(res_id(&s), "Secret.v1.[noGrp]/db.apps");
+        let c = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+        assert_eq!(
+            res_id(&c),
+            "ClusterRole.v1.rbac.authorization.k8s.io/r.[noNs]"
+        );
+    }
+
+    #[test]
+    fn ciphertext_without_decryption_is_refused_not_applied() {
+        let enc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"},
+            "data": {"password": "ENC[AES256_GCM,data:xx,iv:yy,tag:zz,type:str]"},
+            "sops": {"mac": "ENC[AES256_GCM,data:m,iv:i,tag:t,type:str]", "age": []}});
+        let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let err = decrypt(vec![plain.clone(), enc.clone()], None).unwrap_err();
+        assert!(
+            err.starts_with("decryption failed for 'Secret.v1.[noGrp]/db.apps': "),
+            "{err}"
+        );
+        assert!(err.contains("spec.decryption is not set"), "{err}");
+        assert_eq!(decrypt(vec![plain.clone()], None).unwrap(), vec![plain]);
+        let mut opted_out = enc;
+        opted_out["metadata"]["annotations"] = json!({DECRYPT_ANNOTATION: "disabled"});
+        assert_eq!(
+            decrypt(vec![opted_out.clone()], None).unwrap(),
+            vec![opted_out]
+        );
     }
 
     #[test]
