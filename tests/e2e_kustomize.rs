@@ -353,3 +353,194 @@ async fn missing_source_substitution_and_unsupported_fields() {
     );
     cleanup(ns).await;
 }
+
+/// `age-keygen` key file text and its recipient.
+fn age_key(dir: &std::path::Path, name: &str) -> (String, String) {
+    let path = dir.join(name);
+    let out = std::process::Command::new(age_keygen())
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("age-keygen (run `e2e/cluster build`, or set PENNANT_AGE_KEYGEN)");
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let file = std::fs::read_to_string(&path).unwrap();
+    let recipient = file
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    (file, recipient)
+}
+
+/// A Secret encrypted by the real `sops` for an age key is applied decrypted with the key in
+/// `spec.decryption.secretRef`; with a wrong key the run is `BuildFailed` with Flux's
+/// `decryption failed for '<res id>'` message, the Secret applied before stays, and neither
+/// the plaintext nor any key material shows in status or Events.
+#[tokio::test]
+async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-sops", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let work = TempDir::new("pennant-sops");
+    let (key, recipient) = age_key(work.path(), "right.agekey");
+    let (wrong, _) = age_key(work.path(), "wrong.agekey");
+    let plaintext = "s3cr3t-PLAINTEXT-value";
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {plaintext}\n"
+    );
+    let path = work.path().join("secret.yaml");
+    std::fs::write(&path, &secret).unwrap();
+    let out = std::process::Command::new(sops())
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .args([
+            "--encrypt",
+            "--age",
+            &recipient,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ])
+        .arg(&path)
+        .output()
+        .expect("sops (run `e2e/cluster build`, or set PENNANT_SOPS)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encrypted = String::from_utf8(out.stdout).unwrap();
+    assert!(!encrypted.contains(plaintext));
+
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("secrets");
+    let sha = repo.commit(
+        "main",
+        &[("deploy/secret.yaml", encrypted.as_str())],
+        "encrypted secret",
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: secrets\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+        server.url("secrets")
+    ))
+    .await;
+    let key_secret = |k: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sops-age"},
+            "stringData": {"identity.agekey": k}
+        }))
+        .unwrap()
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(&Default::default(), &key_secret(&key))
+        .await
+        .unwrap();
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let k: Kustomization = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "secrets"},
+        "spec": {"interval": "10m", "retryInterval": "2s", "path": "./deploy", "prune": true,
+            "targetNamespace": ns.name,
+            "sourceRef": {"kind": "GitRepository", "name": "secrets"},
+            "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}
+    }))
+    .unwrap();
+    api.create(&Default::default(), &k).await.unwrap();
+    let k = wait_ks(&ns, "secrets", &sha, "ReconciliationSucceeded").await;
+    assert!(
+        !k.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Unsupported"),
+        "decryption is no longer reported unsupported"
+    );
+    let applied = ns.get("v1", "Secret", "db").await.expect("applied");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let password = b64
+        .decode(applied["data"]["password"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(password).unwrap(), plaintext);
+    assert!(applied.get("sops").is_none());
+
+    // a wrong key: BuildFailed naming the object, the Secret stays, no secret anywhere
+    secrets
+        .replace("sops-age", &Default::default(), &{
+            let mut s = key_secret(&wrong);
+            s.metadata.resource_version = secrets
+                .get("sops-age")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "wrong-key"}}});
+    api.patch(
+        "secrets",
+        &Default::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let k = wait_ks(&ns, "secrets", &sha, "BuildFailed").await;
+    let (status, _, message) = ready(&k).unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.starts_with(&format!(
+            "decryption failed for 'Secret.v1.[noGrp]/db.{}': ",
+            ns.name
+        )),
+        "{message}"
+    );
+    let applied = ns.get("v1", "Secret", "db").await.expect("not pruned");
+    assert_eq!(
+        b64.decode(applied["data"]["password"].as_str().unwrap())
+            .unwrap(),
+        plaintext.as_bytes()
+    );
+    let events = ns.events("secrets").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.starts_with("decryption failed for")),
+        "{events:?}"
+    );
+    let everything = format!("{}{events:?}", serde_json::to_string(&k.status).unwrap());
+    for needle in [plaintext, "AGE-SECRET-KEY-"] {
+        assert!(
+            !everything.contains(needle),
+            "{needle} leaked: {everything}"
+        );
+    }
+
+    // the decryption Secret missing: Flux's message, still nothing pruned
+    secrets
+        .delete("sops-age", &Default::default())
+        .await
+        .unwrap();
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "no-secret"}}});
+    api.patch(
+        "secrets",
+        &Default::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let want = format!(
+        "cannot get sops decryption Secret '{}/sops-age': secrets \"sops-age\" not found",
+        ns.name
+    );
+    wait_until(Duration::from_secs(30), "missing key Secret", || async {
+        ready(&get_ks(&ns, "secrets").await)
+            .is_some_and(|(_, r, m)| r == "BuildFailed" && m == want)
+    })
+    .await;
+    assert!(ns.get("v1", "Secret", "db").await.is_some(), "not pruned");
+    cleanup(ns).await;
+}
