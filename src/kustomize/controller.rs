@@ -59,6 +59,7 @@ use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
 use crate::source::artifact::{UntarLimits, untar_gz};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// `source.component` of the Events: Flux's, so tools filtering on it read pennant's.
 pub const EVENT_SOURCE: &str = "kustomize-controller";
@@ -194,6 +195,92 @@ pub fn decrypt(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, S
 /// `wait`/`healthChecks` the caller reports the fields as unsupported.
 pub fn health(_changes: &[Change], _ks: &Kustomization) -> Result<(), String> {
     Ok(())
+}
+
+/// A step of a run on a new revision, named in `Reconciling`'s message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Downloading and unpacking the artifact.
+    Fetching,
+    /// Decrypting, building and post-building the manifests.
+    Building,
+}
+
+/// Flux's in-progress message: `Fetching manifests for revision <rev> with a timeout of
+/// <timeout>` (Go duration, e.g. `9m30s`), `Building manifests ...` likewise. PURE.
+pub fn progressing_message(step: Step, revision: &str, timeout: Duration) -> String {
+    let verb = match step {
+        Step::Fetching => "Fetching",
+        Step::Building => "Building",
+    };
+    format!(
+        "{verb} manifests for revision {revision} with a timeout of {}",
+        crate::util::go_duration(timeout.as_millis() as f64)
+    )
+}
+
+/// A run in progress (Flux's reconcile before the build): `Ready=Unknown` (`Progressing`,
+/// `Reconciliation in progress`), `Reconciling=True` (`Progressing`, `message`), no `Stalled`.
+/// PURE.
+pub fn mark_progressing(conds: &mut Vec<Condition>, message: &str, generation: i64, now: &Time) {
+    conditions::remove_condition(conds, types::STALLED);
+    conditions::set_condition(
+        conds,
+        types::READY,
+        conditions::UNKNOWN,
+        reasons::PROGRESSING,
+        "Reconciliation in progress",
+        generation,
+        now,
+    );
+    conditions::mark_true(
+        conds,
+        types::RECONCILING,
+        reasons::PROGRESSING,
+        message,
+        generation,
+        now,
+    );
+}
+
+/// A successful run: `Ready=True` (`ReconciliationSucceeded`, `message`), neither
+/// `Reconciling` nor `Stalled`. PURE.
+pub fn mark_succeeded(conds: &mut Vec<Condition>, message: &str, generation: i64, now: &Time) {
+    conditions::mark_true(
+        conds,
+        types::READY,
+        reasons::RECONCILIATION_SUCCEEDED,
+        message,
+        generation,
+        now,
+    );
+    conditions::remove_condition(conds, types::RECONCILING);
+    conditions::remove_condition(conds, types::STALLED);
+}
+
+/// A failed run: `Ready=False` (`reason`, `message`). A `terminal` failure (retrying cannot
+/// help without a spec change) is `Stalled=True` with the same reason and message and no
+/// `Reconciling`; otherwise `Stalled` goes and a `Reconciling` left by the run becomes
+/// `ProgressingWithRetry` (Flux's `finalizeStatus`). Never `Reconciling` and `Stalled`
+/// together. PURE.
+pub fn mark_failed(
+    conds: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    terminal: bool,
+    generation: i64,
+    now: &Time,
+) {
+    conditions::mark_false(conds, types::READY, reason, message, generation, now);
+    if terminal {
+        conditions::remove_condition(conds, types::RECONCILING);
+        conditions::mark_true(conds, types::STALLED, reason, message, generation, now);
+    } else {
+        conditions::remove_condition(conds, types::STALLED);
+        if let Some(c) = conds.iter_mut().find(|c| c.type_ == types::RECONCILING) {
+            c.reason = reasons::PROGRESSING_WITH_RETRY.to_string();
+        }
+    }
 }
 
 /// `sha256:<hex>` of the built objects (the `status.history` digest). PURE.
@@ -406,16 +493,27 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// A failed step: Flux's reason and the message.
+/// A failed step: Flux's reason and the message; `terminal` when retrying cannot help
+/// without a spec change (`Stalled`).
 struct Failure {
     reason: &'static str,
     message: String,
+    terminal: bool,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         reason,
         message: message.into(),
+        terminal: false,
+    }
+}
+
+/// A [`Failure`] of the spec itself (`Stalled=True`, no retry until the spec changes).
+fn terminal(reason: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        terminal: true,
+        ..failure(reason, message)
     }
 }
 
@@ -468,22 +566,14 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             &now,
         );
     }
-    let outcome = attempt(&ks, &ctx, &mut status).await;
+    let mut written = old.clone();
+    let outcome = attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await;
     let revision = status.last_attempted_revision.clone();
     let requeue = match outcome {
         Ok((changes, digest)) => {
             let rev = revision.clone().unwrap_or_default();
             let message = format!("Applied revision: {rev}");
-            conditions::mark_true(
-                &mut status.conditions,
-                types::READY,
-                reasons::RECONCILIATION_SUCCEEDED,
-                &message,
-                generation,
-                &now,
-            );
-            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
-            conditions::remove_condition(&mut status.conditions, types::STALLED);
+            mark_succeeded(&mut status.conditions, &message, generation, &now);
             status.last_applied_revision = Some(rev.clone());
             status.observed_generation = Some(generation);
             record_history(
@@ -528,22 +618,26 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
         Err(f) => {
-            conditions::mark_false(
+            mark_failed(
                 &mut status.conditions,
-                types::READY,
                 f.reason,
                 &f.message,
+                f.terminal,
                 generation,
                 &now,
             );
-            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
             status.observed_generation = Some(generation);
             events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
-            ks.retry_interval()
-                .map_or(Requeue::await_change(), Requeue::requeue)
+            if f.terminal {
+                // Flux's terminal error: no retry until the spec changes
+                Requeue::await_change()
+            } else {
+                ks.retry_interval()
+                    .map_or(Requeue::await_change(), Requeue::requeue)
+            }
         }
     };
-    write_status(&api, &ks, &old, &status).await?;
+    write_status(&api, &ks, &written, &status).await?;
     for (warning, reason, message, rev) in events {
         emit_event(&ctx, &ks, warning, &reason, &message, rev.as_deref()).await;
     }
@@ -551,16 +645,37 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
 }
 
 /// Fetch, build, substitute, apply, prune: the change set and the manifests' digest, with
-/// `status` updated along the way (`lastAttemptedRevision`, `inventory`).
+/// `status` updated along the way (`lastAttemptedRevision`, `inventory`). On a new revision or
+/// generation the in-progress conditions ([`mark_progressing`]) are written before the fetch
+/// and before the build (`written` is then what the API server holds).
 async fn attempt(
     ks: &Kustomization,
     ctx: &Ctx,
+    api: &Api<Kustomization>,
     status: &mut KustomizationStatus,
+    written: &mut KustomizationStatus,
+    now: &Time,
 ) -> Result<(Vec<Change>, String), Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
+    let generation = ks.metadata.generation.unwrap_or_default();
     let artifact = source_artifact(ks, &ctx.client).await?;
     status.last_attempted_revision = Some(artifact.revision.clone());
+    let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
+        || status.observed_generation != Some(generation);
+    let timeout = ks.timeout().unwrap_or(Duration::from_secs(300));
+    let mut report = async |step: Step, status: &mut KustomizationStatus| {
+        if !progressing {
+            return;
+        }
+        let message = progressing_message(step, &artifact.revision, timeout);
+        mark_progressing(&mut status.conditions, &message, generation, now);
+        match write_status(api, ks, written, status).await {
+            Ok(()) => *written = status.clone(),
+            Err(e) => warn!(kustomization = %name, "in-progress status: {e}"),
+        }
+    };
+    report(Step::Fetching, status).await;
     let work = tempfile::Builder::new()
         .prefix("pennant-ks-")
         .tempdir()
@@ -572,6 +687,7 @@ async fn attempt(
         })?;
     fetch_artifact(&artifact, work.path()).await?;
     let keys = decryption_keys(ks, &ctx.client).await?;
+    report(Step::Building, status).await;
     let (root, spec, opts) = (
         work.path().join("src"),
         ks.spec.clone(),
@@ -680,7 +796,7 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
             artifact_of::<ExternalArtifact>(client, &ns, &name, |s| s.status?.artifact).await
         }
         other => {
-            return Err(failure(
+            return Err(terminal(
                 reasons::ARTIFACT_FAILED,
                 format!("source `{other}` kind is not supported"),
             ));
@@ -752,7 +868,7 @@ async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<K
         return Ok(None);
     };
     if d.provider != "sops" {
-        return Err(failure(
+        return Err(terminal(
             reasons::BUILD_FAILED,
             format!("not supported decryption provider '{}'", d.provider),
         ));
@@ -1105,6 +1221,84 @@ mod tests {
             2,
             "decryption is implemented"
         );
+    }
+
+    fn cond<'a>(c: &'a [Condition], t: &str) -> Option<(&'a str, &'a str, &'a str)> {
+        conditions::get(c, t).map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    }
+
+    /// Flux's condition checker finds nothing wrong in the state a run ends with (never
+    /// Reconciling and Stalled together, Ready=False while either is True). Mid-run Flux
+    /// itself holds Ready=Unknown with Reconciling=True, which the checker does not judge.
+    fn flux_valid(c: &[Condition]) {
+        let bad = conditions::check(c, &[types::RECONCILING, types::STALLED], 3, 3);
+        assert!(bad.is_empty(), "{bad:?} in {c:?}");
+    }
+
+    #[test]
+    fn progress_messages_are_fluxs() {
+        let rev = "main@sha1:abc";
+        assert_eq!(
+            progressing_message(Step::Fetching, rev, Duration::from_secs(570)),
+            "Fetching manifests for revision main@sha1:abc with a timeout of 9m30s"
+        );
+        assert_eq!(
+            progressing_message(Step::Building, rev, Duration::from_secs(30)),
+            "Building manifests for revision main@sha1:abc with a timeout of 30s"
+        );
+    }
+
+    #[test]
+    fn status_transitions_of_a_run() {
+        let mut c = vec![];
+        // a new revision: in progress
+        mark_progressing(&mut c, "Fetching manifests for revision r2", 3, &t(1));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("Unknown", "Progressing", "Reconciliation in progress"))
+        );
+        assert_eq!(
+            cond(&c, types::RECONCILING),
+            Some(("True", "Progressing", "Fetching manifests for revision r2"))
+        );
+        assert!(cond(&c, types::STALLED).is_none());
+        // a retryable failure keeps Reconciling as ProgressingWithRetry
+        mark_failed(&mut c, reasons::BUILD_FAILED, "boom", false, 3, &t(2));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("False", "BuildFailed", "boom"))
+        );
+        assert_eq!(
+            cond(&c, types::RECONCILING).map(|c| c.1),
+            Some(reasons::PROGRESSING_WITH_RETRY)
+        );
+        assert!(cond(&c, types::STALLED).is_none());
+        flux_valid(&c);
+        // a terminal one stalls and drops Reconciling
+        mark_progressing(&mut c, "Building manifests for revision r2", 3, &t(3));
+        mark_failed(&mut c, reasons::BUILD_FAILED, "bad spec", true, 3, &t(4));
+        assert_eq!(
+            cond(&c, types::STALLED),
+            Some(("True", "BuildFailed", "bad spec"))
+        );
+        assert!(cond(&c, types::RECONCILING).is_none());
+        assert_eq!(cond(&c, types::READY).map(|c| c.0), Some("False"));
+        flux_valid(&c);
+        // the next run clears Stalled while it is in progress, success clears both
+        mark_progressing(&mut c, "Fetching manifests for revision r3", 3, &t(5));
+        assert!(cond(&c, types::STALLED).is_none());
+        assert_eq!(cond(&c, types::READY).map(|c| c.0), Some("Unknown"));
+        mark_succeeded(&mut c, "Applied revision: r3", 3, &t(6));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("True", "ReconciliationSucceeded", "Applied revision: r3"))
+        );
+        assert!(cond(&c, types::RECONCILING).is_none() && cond(&c, types::STALLED).is_none());
+        flux_valid(&c);
+        // a failure of a steady run (no Reconciling) adds none
+        mark_failed(&mut c, reasons::PRUNE_FAILED, "x", false, 3, &t(7));
+        assert!(cond(&c, types::RECONCILING).is_none());
+        flux_valid(&c);
     }
 
     #[test]
