@@ -375,7 +375,8 @@ fn age_key(dir: &std::path::Path, name: &str) -> (String, String) {
 /// A Secret encrypted by the real `sops` for an age key is applied decrypted with the key in
 /// `spec.decryption.secretRef`; with a wrong key the run is `BuildFailed` with Flux's
 /// `decryption failed for '<res id>'` message, the Secret applied before stays, and neither
-/// the plaintext nor any key material shows in status or Events.
+/// the plaintext nor any key material shows in status or Events. The first run is seen in
+/// progress (Ready=Unknown, Reconciling "Fetching/Building manifests ..."), never Stalled.
 #[tokio::test]
 async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
     let client = client().await;
@@ -447,8 +448,65 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
             "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}
     }))
     .unwrap();
+    // every status version the API server holds, to see the in-progress conditions
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        use futures::StreamExt;
+        let seen = seen.clone();
+        use kube::runtime::watcher::Event;
+        let stream = kube::runtime::watcher(
+            api.clone(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=secrets"),
+        );
+        let (listed, wait_listed) = tokio::sync::oneshot::channel();
+        let mut listed = Some(listed);
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(e) = stream.next().await {
+                let k = match e {
+                    Ok(Event::Apply(k) | Event::InitApply(k)) => k,
+                    Ok(Event::InitDone) => {
+                        if let Some(l) = listed.take() {
+                            let _ = l.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let conds: Vec<(String, String, String)> = k
+                    .status
+                    .map(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| (c.type_, c.status, c.message))
+                    .collect();
+                seen.lock().unwrap().push(conds);
+            }
+        });
+        wait_listed.await.expect("watch started");
+        task
+    };
     api.create(&Default::default(), &k).await.unwrap();
     let k = wait_ks(&ns, "secrets", &sha, "ReconciliationSucceeded").await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    for step in ["Fetching", "Building"] {
+        let want = format!("{step} manifests for revision main@sha1:{sha} with a timeout of 9m30s");
+        assert!(
+            seen.iter().any(
+                |c| c.contains(&("Reconciling".into(), "True".into(), want.clone()))
+                    && c.iter().any(|(t, s, _)| t == "Ready" && s == "Unknown")
+            ),
+            "no {want:?} with Ready=Unknown in {seen:?}"
+        );
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|c| c.iter().any(|(t, _, _)| t == "Reconciling")
+                && c.iter().any(|(t, _, _)| t == "Stalled")),
+        "{seen:?}"
+    );
     assert!(
         !k.status
             .unwrap()
