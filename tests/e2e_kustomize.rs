@@ -354,22 +354,12 @@ async fn missing_source_substitution_and_unsupported_fields() {
     cleanup(ns).await;
 }
 
-/// `age-keygen` key file text and its recipient.
-fn age_key(dir: &std::path::Path, name: &str) -> (String, String) {
-    let path = dir.join(name);
-    let out = std::process::Command::new(age_keygen())
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .expect("age-keygen (run `e2e/cluster build`, or set PENNANT_AGE_KEYGEN)");
-    assert!(out.status.success(), "age-keygen: {out:?}");
-    let file = std::fs::read_to_string(&path).unwrap();
-    let recipient = file
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
-    (file, recipient)
+/// `flux reconcile`'s request: a new `reconcile.fluxcd.io/requestedAt` token.
+async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    api.patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
 }
 
 /// A Secret encrypted by the real `sops` for an age key is applied decrypted with the key in
@@ -384,33 +374,21 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
     let storage = TempDir::new("pennant-storage");
     let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
     let work = TempDir::new("pennant-sops");
-    let (key, recipient) = age_key(work.path(), "right.agekey");
-    let (wrong, _) = age_key(work.path(), "wrong.agekey");
+    let key = age_key(work.path(), "right.agekey");
+    let wrong = age_key(work.path(), "wrong.agekey");
     let plaintext = "s3cr3t-PLAINTEXT-value";
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {plaintext}\n"
     );
-    let path = work.path().join("secret.yaml");
-    std::fs::write(&path, &secret).unwrap();
-    let out = std::process::Command::new(sops())
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .env_remove("SOPS_AGE_KEY")
-        .args([
-            "--encrypt",
-            "--age",
-            &recipient,
-            "--encrypted-regex",
-            "^(data|stringData)$",
-        ])
-        .arg(&path)
-        .output()
-        .expect("sops (run `e2e/cluster build`, or set PENNANT_SOPS)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let flags = ["--encrypted-regex", "^(data|stringData)$"];
+    let out = sops_encrypt(
+        work.path(),
+        "secret.yaml",
+        secret.as_bytes(),
+        &[&key],
+        &flags,
     );
-    let encrypted = String::from_utf8(out.stdout).unwrap();
+    let encrypted = String::from_utf8(out).unwrap();
     assert!(!encrypted.contains(plaintext));
 
     let server = GitServer::start(ServerOptions::default());
@@ -435,7 +413,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), &ns.name);
     secrets
-        .create(&Default::default(), &key_secret(&key))
+        .create(&Default::default(), &key_secret(&key.file))
         .await
         .unwrap();
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
@@ -527,7 +505,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
     // a wrong key: BuildFailed naming the object, the Secret stays, no secret anywhere
     secrets
         .replace("sops-age", &Default::default(), &{
-            let mut s = key_secret(&wrong);
+            let mut s = key_secret(&wrong.file);
             s.metadata.resource_version = secrets
                 .get("sops-age")
                 .await
@@ -538,14 +516,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
         })
         .await
         .unwrap();
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "wrong-key"}}});
-    api.patch(
-        "secrets",
-        &Default::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .unwrap();
+    request_reconcile(&api, "secrets", "wrong-key").await;
     let k = wait_ks(&ns, "secrets", &sha, "BuildFailed").await;
     let (status, _, message) = ready(&k).unwrap();
     assert_eq!(status, "False");
@@ -582,14 +553,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
         .delete("sops-age", &Default::default())
         .await
         .unwrap();
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "no-secret"}}});
-    api.patch(
-        "secrets",
-        &Default::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .unwrap();
+    request_reconcile(&api, "secrets", "no-secret").await;
     let want = format!(
         "cannot get sops decryption Secret '{}/sops-age': secrets \"sops-age\" not found",
         ns.name
