@@ -362,8 +362,8 @@ async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
         .unwrap();
 }
 
-/// A Secret encrypted by the real `sops` for an age key is applied decrypted with the key in
-/// `spec.decryption.secretRef`; with a wrong key the run is `BuildFailed` with Flux's
+/// A Secret encrypted by the real `sops` for an age key, and an encrypted dotenv input of a
+/// secretGenerator, are applied decrypted with the key in `spec.decryption.secretRef`; with a wrong key the run is `BuildFailed` with Flux's
 /// `decryption failed for '<res id>'` message, the Secret applied before stays, and neither
 /// the plaintext nor any key material shows in status or Events. The first run is seen in
 /// progress (Ready=Unknown, Reconciling "Fetching/Building manifests ..."), never Stalled.
@@ -389,13 +389,30 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
         &flags,
     );
     let encrypted = String::from_utf8(out).unwrap();
+    // a secretGenerator input (dotenv) encrypted too, decrypted in the build's temp copy; for
+    // both keys, so that with the "wrong" one the Secret's own decryption is what fails
+    let env_plain = format!("API_TOKEN=gen-{plaintext}\n");
+    let env = sops_encrypt(
+        work.path(),
+        "app.env",
+        env_plain.as_bytes(),
+        &[&key, &wrong],
+        &[],
+    );
+    let env = String::from_utf8(env).unwrap();
+    assert!(!env.contains(plaintext));
+    const GENERATOR: &str = "resources:\n  - secret.yaml\nsecretGenerator:\n  - name: generated\n    envs:\n      - app.env\ngeneratorOptions:\n  disableNameSuffixHash: true\n";
     assert!(!encrypted.contains(plaintext));
 
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("secrets");
     let sha = repo.commit(
         "main",
-        &[("deploy/secret.yaml", encrypted.as_str())],
+        &[
+            ("deploy/secret.yaml", encrypted.as_str()),
+            ("deploy/app.env", env.as_str()),
+            ("deploy/kustomization.yaml", GENERATOR),
+        ],
         "encrypted secret",
     );
     ns.apply_yaml(&format!(
@@ -501,6 +518,17 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
         .unwrap();
     assert_eq!(String::from_utf8(password).unwrap(), plaintext);
     assert!(applied.get("sops").is_none());
+    let generated = ns
+        .get("v1", "Secret", "generated")
+        .await
+        .expect("generated");
+    let token = b64
+        .decode(generated["data"]["API_TOKEN"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(token).unwrap(),
+        format!("gen-{plaintext}")
+    );
 
     // a wrong key: BuildFailed naming the object, the Secret stays, no secret anywhere
     secrets
