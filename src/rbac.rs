@@ -312,9 +312,11 @@ pub const SOURCE_RULES: &[Permission] = &[
 
 /// The kustomize controller's own rules (Flux's Kustomization, `kustomize.toolkit.fluxcd.io`,
 /// and the sources it reads). The objects a Kustomization applies and prunes are of any kind:
-/// Flux binds its kustomize-controller to `cluster-admin`; the chart does not grant that (no
-/// wildcard rules), so an operator grants the kinds its Kustomizations apply (or
-/// `spec.serviceAccountName`, once implemented, impersonates a tenant's account).
+/// Flux binds its kustomize-controller to `cluster-admin`, and so does the chart with the
+/// kustomize controller enabled (`rbac.kustomizeClusterAdmin`, default true: a binding to the
+/// built-in ClusterRole, no wildcard rule of pennant's own). With it off an operator grants the
+/// kinds its Kustomizations apply (or `spec.serviceAccountName`, once implemented,
+/// impersonates a tenant's account).
 pub const KUSTOMIZE_RULES: &[Permission] = &[
     Permission {
         group: "kustomize.toolkit.fluxcd.io",

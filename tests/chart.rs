@@ -250,6 +250,16 @@ fn rendered_rules_follow_the_enabled_controllers() {
                 &rules_of(&set),
                 &format!("rules of {set:?}"),
             );
+            // the only grant beyond the code's tables: cluster-admin for the kustomize controller
+            assert_eq!(
+                admin_bindings(&docs),
+                if set.contains(&"kustomize") {
+                    vec!["p-pennant-kustomize".to_string()]
+                } else {
+                    vec![]
+                },
+                "cluster-admin bindings of {set:?}"
+            );
             let flag = args(&docs)
                 .into_iter()
                 .find_map(|a| a.strip_prefix("--controllers=").map(String::from))
@@ -275,6 +285,46 @@ fn rendered_rules_follow_the_enabled_controllers() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The names of the rendered bindings whose role is not the chart's own: each must be the
+/// built-in `cluster-admin` ClusterRole (anything else fails here).
+fn admin_bindings(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+        .filter(|d| {
+            let role = d["roleRef"]["name"].as_str().unwrap();
+            !docs.iter().any(|r| {
+                (r["kind"] == "ClusterRole" || r["kind"] == "Role")
+                    && r["metadata"]["name"] == role
+                    && r["kind"] == d["roleRef"]["kind"]
+            })
+        })
+        .map(|d| {
+            assert_eq!(d["roleRef"]["kind"], "ClusterRole", "{d}");
+            assert_eq!(d["roleRef"]["name"], "cluster-admin", "{d}");
+            d["metadata"]["name"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// A Kustomization applies arbitrary kinds, so the kustomize controller is bound to
+/// `cluster-admin` as Flux's is (a RoleBinding when namespace-scoped); with
+/// `rbac.kustomizeClusterAdmin=false` the chart grants only the code's rules.
+#[test]
+fn kustomize_is_cluster_admin_unless_turned_off() {
+    let (_, docs) = render("p", "ops", &[]);
+    assert_eq!(admin_bindings(&docs), vec!["p-pennant-kustomize"]);
+    let b = find(&docs, "ClusterRoleBinding", "p-pennant-kustomize").unwrap();
+    assert_eq!(b["subjects"][0]["name"], "p-pennant");
+    assert_eq!(b["subjects"][0]["namespace"], "ops");
+    let (_, docs) = render("p", "ops", &["namespace=apps"]);
+    let b = find(&docs, "RoleBinding", "p-pennant-kustomize").expect("scoped binding");
+    assert_eq!(b["metadata"]["namespace"], "apps");
+    let (_, docs) = render("p", "ops", &["rbac.kustomizeClusterAdmin=false"]);
+    assert!(admin_bindings(&docs).is_empty());
+    let (_, docs) = render("p", "ops", &["rbac.create=false"]);
+    assert!(admin_bindings(&docs).is_empty());
 }
 
 /// `flux uninstall` deletes every object labelled `app.kubernetes.io/part-of=flux`: nothing the

@@ -353,3 +353,244 @@ async fn missing_source_substitution_and_unsupported_fields() {
     );
     cleanup(ns).await;
 }
+
+/// `flux reconcile`'s request: a new `reconcile.fluxcd.io/requestedAt` token.
+async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    api.patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// A Secret encrypted by the real `sops` for an age key, and an encrypted dotenv input of a
+/// secretGenerator, are applied decrypted with the key in `spec.decryption.secretRef`; with a wrong key the run is `BuildFailed` with Flux's
+/// `decryption failed for '<res id>'` message, the Secret applied before stays, and neither
+/// the plaintext nor any key material shows in status or Events. The first run is seen in
+/// progress (Ready=Unknown, Reconciling "Fetching/Building manifests ..."), never Stalled.
+#[tokio::test]
+async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-sops", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let work = TempDir::new("pennant-sops");
+    let key = age_key(work.path(), "right.agekey");
+    let wrong = age_key(work.path(), "wrong.agekey");
+    let plaintext = "s3cr3t-PLAINTEXT-value";
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {plaintext}\n"
+    );
+    let flags = ["--encrypted-regex", "^(data|stringData)$"];
+    let out = sops_encrypt(
+        work.path(),
+        "secret.yaml",
+        secret.as_bytes(),
+        &[&key],
+        &flags,
+    );
+    let encrypted = String::from_utf8(out).unwrap();
+    // a secretGenerator input (dotenv) encrypted too, decrypted in the build's temp copy; for
+    // both keys, so that with the "wrong" one the Secret's own decryption is what fails
+    let env_plain = format!("API_TOKEN=gen-{plaintext}\n");
+    let env = sops_encrypt(
+        work.path(),
+        "app.env",
+        env_plain.as_bytes(),
+        &[&key, &wrong],
+        &[],
+    );
+    let env = String::from_utf8(env).unwrap();
+    assert!(!env.contains(plaintext));
+    const GENERATOR: &str = "resources:\n  - secret.yaml\nsecretGenerator:\n  - name: generated\n    envs:\n      - app.env\ngeneratorOptions:\n  disableNameSuffixHash: true\n";
+    assert!(!encrypted.contains(plaintext));
+
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("secrets");
+    let sha = repo.commit(
+        "main",
+        &[
+            ("deploy/secret.yaml", encrypted.as_str()),
+            ("deploy/app.env", env.as_str()),
+            ("deploy/kustomization.yaml", GENERATOR),
+        ],
+        "encrypted secret",
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: secrets\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+        server.url("secrets")
+    ))
+    .await;
+    let key_secret = |k: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sops-age"},
+            "stringData": {"identity.agekey": k}
+        }))
+        .unwrap()
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(&Default::default(), &key_secret(&key.file))
+        .await
+        .unwrap();
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let k: Kustomization = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "secrets"},
+        "spec": {"interval": "10m", "retryInterval": "2s", "path": "./deploy", "prune": true,
+            "targetNamespace": ns.name,
+            "sourceRef": {"kind": "GitRepository", "name": "secrets"},
+            "decryption": {"provider": "sops", "secretRef": {"name": "sops-age"}}}
+    }))
+    .unwrap();
+    // every status version the API server holds, to see the in-progress conditions
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        use futures::StreamExt;
+        let seen = seen.clone();
+        use kube::runtime::watcher::Event;
+        let stream = kube::runtime::watcher(
+            api.clone(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=secrets"),
+        );
+        let (listed, wait_listed) = tokio::sync::oneshot::channel();
+        let mut listed = Some(listed);
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(e) = stream.next().await {
+                let k = match e {
+                    Ok(Event::Apply(k) | Event::InitApply(k)) => k,
+                    Ok(Event::InitDone) => {
+                        if let Some(l) = listed.take() {
+                            let _ = l.send(());
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let conds: Vec<(String, String, String)> = k
+                    .status
+                    .map(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| (c.type_, c.status, c.message))
+                    .collect();
+                seen.lock().unwrap().push(conds);
+            }
+        });
+        wait_listed.await.expect("watch started");
+        task
+    };
+    api.create(&Default::default(), &k).await.unwrap();
+    let k = wait_ks(&ns, "secrets", &sha, "ReconciliationSucceeded").await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    for step in ["Fetching", "Building"] {
+        let want = format!("{step} manifests for revision main@sha1:{sha} with a timeout of 9m30s");
+        assert!(
+            seen.iter().any(
+                |c| c.contains(&("Reconciling".into(), "True".into(), want.clone()))
+                    && c.iter().any(|(t, s, _)| t == "Ready" && s == "Unknown")
+            ),
+            "no {want:?} with Ready=Unknown in {seen:?}"
+        );
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|c| c.iter().any(|(t, _, _)| t == "Reconciling")
+                && c.iter().any(|(t, _, _)| t == "Stalled")),
+        "{seen:?}"
+    );
+    assert!(
+        !k.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Unsupported"),
+        "decryption is no longer reported unsupported"
+    );
+    let applied = ns.get("v1", "Secret", "db").await.expect("applied");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let password = b64
+        .decode(applied["data"]["password"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(password).unwrap(), plaintext);
+    assert!(applied.get("sops").is_none());
+    let generated = ns
+        .get("v1", "Secret", "generated")
+        .await
+        .expect("generated");
+    let token = b64
+        .decode(generated["data"]["API_TOKEN"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(token).unwrap(),
+        format!("gen-{plaintext}")
+    );
+
+    // a wrong key: BuildFailed naming the object, the Secret stays, no secret anywhere
+    secrets
+        .replace("sops-age", &Default::default(), &{
+            let mut s = key_secret(&wrong.file);
+            s.metadata.resource_version = secrets
+                .get("sops-age")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    request_reconcile(&api, "secrets", "wrong-key").await;
+    let k = wait_ks(&ns, "secrets", &sha, "BuildFailed").await;
+    let (status, _, message) = ready(&k).unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.starts_with(&format!(
+            "decryption failed for 'Secret.v1.[noGrp]/db.{}': ",
+            ns.name
+        )),
+        "{message}"
+    );
+    let applied = ns.get("v1", "Secret", "db").await.expect("not pruned");
+    assert_eq!(
+        b64.decode(applied["data"]["password"].as_str().unwrap())
+            .unwrap(),
+        plaintext.as_bytes()
+    );
+    let events = ns.events("secrets").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.starts_with("decryption failed for")),
+        "{events:?}"
+    );
+    let everything = format!("{}{events:?}", serde_json::to_string(&k.status).unwrap());
+    for needle in [plaintext, "AGE-SECRET-KEY-"] {
+        assert!(
+            !everything.contains(needle),
+            "{needle} leaked: {everything}"
+        );
+    }
+
+    // the decryption Secret missing: Flux's message, still nothing pruned
+    secrets
+        .delete("sops-age", &Default::default())
+        .await
+        .unwrap();
+    request_reconcile(&api, "secrets", "no-secret").await;
+    let want = format!(
+        "cannot get sops decryption Secret '{}/sops-age': secrets \"sops-age\" not found",
+        ns.name
+    );
+    wait_until(Duration::from_secs(30), "missing key Secret", || async {
+        ready(&get_ks(&ns, "secrets").await)
+            .is_some_and(|(_, r, m)| r == "BuildFailed" && m == want)
+    })
+    .await;
+    assert!(ns.get("v1", "Secret", "db").await.is_some(), "not pruned");
+    cleanup(ns).await;
+}

@@ -14,58 +14,7 @@ use pennant::kustomize::decrypt::{
 };
 use serde_json::{Value, json};
 
-/// An age key pair from `age-keygen`: the key file text (with its `#` comment lines) and the
-/// recipient.
-struct AgeKey {
-    file: String,
-    recipient: String,
-}
-
-fn keygen(dir: &Path, name: &str) -> AgeKey {
-    let path = dir.join(name);
-    let out = Command::new(support::age_keygen())
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .expect("age-keygen (run `e2e/cluster build`, or set PENNANT_AGE_KEYGEN)");
-    assert!(out.status.success(), "age-keygen: {out:?}");
-    let file = std::fs::read_to_string(&path).unwrap();
-    let recipient = file
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
-    AgeKey { file, recipient }
-}
-
-/// `sops --encrypt` of `plain` written as `name` (the extension picks the format) for
-/// `recipients`, with `extra` flags.
-fn sops_encrypt(
-    dir: &Path,
-    name: &str,
-    plain: &[u8],
-    recipients: &[&AgeKey],
-    extra: &[&str],
-) -> Vec<u8> {
-    let path = dir.join(name);
-    std::fs::write(&path, plain).unwrap();
-    let rs: Vec<&str> = recipients.iter().map(|k| k.recipient.as_str()).collect();
-    let out = Command::new(support::sops())
-        .current_dir(dir)
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .env_remove("SOPS_AGE_KEY")
-        .args(["--encrypt", "--age", &rs.join(",")])
-        .args(extra)
-        .arg(&path)
-        .output()
-        .expect("sops (run `e2e/cluster build`, or set PENNANT_SOPS)");
-    assert!(
-        out.status.success(),
-        "sops --encrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use support::{AgeKey, age_key as keygen, sops_encrypt};
 
 /// `sops --decrypt` with `key`, the reference output.
 fn sops_decrypt(dir: &Path, name: &str, enc: &[u8], key: &AgeKey) -> Vec<u8> {

@@ -8,8 +8,10 @@
 //! `spec.interval` after a success, `spec.retryInterval` (else the interval) after a failure.
 //!
 //! Each reconcile: finalizer → suspend → source artifact (download, `sha256:` digest verified,
-//! unpacked into a temp dir) → [`build`] (the real `kustomize`) → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → [`decrypt`] hook →
+//! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
+//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
+//! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
+//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
 //! `history`, Ready `Applied revision: <rev>`) and Events with the change set.
@@ -20,8 +22,10 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption`, `kubeConfig`,
-//! `serviceAccountName`.
+//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
+//! (cloud KMS), `kubeConfig`, `serviceAccountName`. Decryption failures (missing Secret, wrong
+//! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
+//! Flux, before anything is applied or pruned.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +45,10 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tracing::{info, warn};
 
-use super::build::{BuildOptions, build, kustomize_binary};
+use super::build::{BuildOptions, build, kustomize_binary, resolve_path};
+use super::decrypt::{
+    DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
+};
 use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
@@ -52,6 +59,7 @@ use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::reconcile_request::requested_at;
 use crate::source::artifact::{UntarLimits, untar_gz};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// `source.component` of the Events: Flux's, so tools filtering on it read pennant's.
 pub const EVENT_SOURCE: &str = "kustomize-controller";
@@ -109,8 +117,15 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
                 .to_string(),
         );
     }
-    if s.decryption.is_some() {
-        out.push("spec.decryption (manifests are applied as built, not decrypted)".to_string());
+    if s.decryption
+        .as_ref()
+        .and_then(|d| d.service_account_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
+        out.push(
+            "spec.decryption.serviceAccountName (no cloud KMS: age keys from secretRef only)"
+                .to_string(),
+        );
     }
     if s.kube_config.is_some() {
         out.push("spec.kubeConfig (applied to the local cluster)".to_string());
@@ -124,16 +139,148 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
     out
 }
 
-/// The decryption step (SOPS, `src/kustomize/decrypt.rs`, not wired yet): objects pass
-/// unchanged; with `spec.decryption` the caller reports the field as unsupported.
-pub fn decrypt(objects: Vec<Value>, _ks: &Kustomization) -> Result<Vec<Value>, String> {
-    Ok(objects)
+/// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
+/// `<Kind>.<version>.<group>/<name>.<namespace>`, with `[noGrp]` for the core group and
+/// `[noNs]` for a cluster-scoped object (e.g. `Secret.v1.[noGrp]/db.apps`). PURE.
+pub fn res_id(obj: &Value) -> String {
+    let s = |v: &Value, none: &str| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(none)
+            .to_string()
+    };
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let group = if group.is_empty() { "[noGrp]" } else { group };
+    let version = if version.is_empty() {
+        "[noVer]"
+    } else {
+        version
+    };
+    format!(
+        "{}.{version}.{group}/{}.{}",
+        s(&obj["kind"], "[noKind]"),
+        s(&obj["metadata"]["name"], "[noName]"),
+        s(&obj["metadata"]["namespace"], "[noNs]")
+    )
+}
+
+/// The decryption step on the built objects (Flux's per-resource `DecryptResource`): with
+/// `keys` (`spec.decryption` set) every SOPS-encrypted object, or Secret with encrypted `data`
+/// values, is replaced by its plain form; without, an object that still carries SOPS metadata
+/// is an error rather than ciphertext applied to the cluster. Errors are Flux's
+/// `decryption failed for '<res id>': <cause>` ([`res_id`]); they never carry a plaintext
+/// value or key material. PURE.
+pub fn decrypt(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, String> {
+    objects
+        .into_iter()
+        .map(|o| match keys {
+            Some(keys) => match decrypt_object(&o, keys) {
+                Ok(Some(plain)) => Ok(plain),
+                Ok(None) => Ok(o),
+                Err(e) => Err(format!("decryption failed for '{}': {e}", res_id(&o))),
+            },
+            None if is_encrypted(&o) && !decryption_disabled(&o) => Err(format!(
+                "decryption failed for '{}': the object is SOPS-encrypted but spec.decryption \
+                 is not set (set spec.decryption.provider: sops and a secretRef holding the \
+                 age key, or annotate it {DECRYPT_ANNOTATION}: disabled)",
+                res_id(&o)
+            )),
+            None => Ok(o),
+        })
+        .collect()
 }
 
 /// The health step (kstatus + CEL, `src/health/`, not wired yet): always healthy; with
 /// `wait`/`healthChecks` the caller reports the fields as unsupported.
 pub fn health(_changes: &[Change], _ks: &Kustomization) -> Result<(), String> {
     Ok(())
+}
+
+/// A step of a run on a new revision, named in `Reconciling`'s message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Downloading and unpacking the artifact.
+    Fetching,
+    /// Decrypting, building and post-building the manifests.
+    Building,
+}
+
+/// Flux's in-progress message: `Fetching manifests for revision <rev> with a timeout of
+/// <timeout>` (Go duration, e.g. `9m30s`), `Building manifests ...` likewise. PURE.
+pub fn progressing_message(step: Step, revision: &str, timeout: Duration) -> String {
+    let verb = match step {
+        Step::Fetching => "Fetching",
+        Step::Building => "Building",
+    };
+    format!(
+        "{verb} manifests for revision {revision} with a timeout of {}",
+        crate::util::go_duration(timeout.as_millis() as f64)
+    )
+}
+
+/// A run in progress (Flux's reconcile before the build): `Ready=Unknown` (`Progressing`,
+/// `Reconciliation in progress`), `Reconciling=True` (`Progressing`, `message`), no `Stalled`.
+/// PURE.
+pub fn mark_progressing(conds: &mut Vec<Condition>, message: &str, generation: i64, now: &Time) {
+    conditions::remove_condition(conds, types::STALLED);
+    conditions::set_condition(
+        conds,
+        types::READY,
+        conditions::UNKNOWN,
+        reasons::PROGRESSING,
+        "Reconciliation in progress",
+        generation,
+        now,
+    );
+    conditions::mark_true(
+        conds,
+        types::RECONCILING,
+        reasons::PROGRESSING,
+        message,
+        generation,
+        now,
+    );
+}
+
+/// A successful run: `Ready=True` (`ReconciliationSucceeded`, `message`), neither
+/// `Reconciling` nor `Stalled`. PURE.
+pub fn mark_succeeded(conds: &mut Vec<Condition>, message: &str, generation: i64, now: &Time) {
+    conditions::mark_true(
+        conds,
+        types::READY,
+        reasons::RECONCILIATION_SUCCEEDED,
+        message,
+        generation,
+        now,
+    );
+    conditions::remove_condition(conds, types::RECONCILING);
+    conditions::remove_condition(conds, types::STALLED);
+}
+
+/// A failed run: `Ready=False` (`reason`, `message`). A `terminal` failure (retrying cannot
+/// help without a spec change) is `Stalled=True` with the same reason and message and no
+/// `Reconciling`; otherwise `Stalled` goes and a `Reconciling` left by the run becomes
+/// `ProgressingWithRetry` (Flux's `finalizeStatus`). Never `Reconciling` and `Stalled`
+/// together. PURE.
+pub fn mark_failed(
+    conds: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    terminal: bool,
+    generation: i64,
+    now: &Time,
+) {
+    conditions::mark_false(conds, types::READY, reason, message, generation, now);
+    if terminal {
+        conditions::remove_condition(conds, types::RECONCILING);
+        conditions::mark_true(conds, types::STALLED, reason, message, generation, now);
+    } else {
+        conditions::remove_condition(conds, types::STALLED);
+        if let Some(c) = conds.iter_mut().find(|c| c.type_ == types::RECONCILING) {
+            c.reason = reasons::PROGRESSING_WITH_RETRY.to_string();
+        }
+    }
 }
 
 /// `sha256:<hex>` of the built objects (the `status.history` digest). PURE.
@@ -346,16 +493,27 @@ fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-/// A failed step: Flux's reason and the message.
+/// A failed step: Flux's reason and the message; `terminal` when retrying cannot help
+/// without a spec change (`Stalled`).
 struct Failure {
     reason: &'static str,
     message: String,
+    terminal: bool,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         reason,
         message: message.into(),
+        terminal: false,
+    }
+}
+
+/// A [`Failure`] of the spec itself (`Stalled=True`, no retry until the spec changes).
+fn terminal(reason: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        terminal: true,
+        ..failure(reason, message)
     }
 }
 
@@ -408,22 +566,14 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             &now,
         );
     }
-    let outcome = attempt(&ks, &ctx, &mut status).await;
+    let mut written = old.clone();
+    let outcome = attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await;
     let revision = status.last_attempted_revision.clone();
     let requeue = match outcome {
         Ok((changes, digest)) => {
             let rev = revision.clone().unwrap_or_default();
             let message = format!("Applied revision: {rev}");
-            conditions::mark_true(
-                &mut status.conditions,
-                types::READY,
-                reasons::RECONCILIATION_SUCCEEDED,
-                &message,
-                generation,
-                &now,
-            );
-            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
-            conditions::remove_condition(&mut status.conditions, types::STALLED);
+            mark_succeeded(&mut status.conditions, &message, generation, &now);
             status.last_applied_revision = Some(rev.clone());
             status.observed_generation = Some(generation);
             record_history(
@@ -468,22 +618,26 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
         Err(f) => {
-            conditions::mark_false(
+            mark_failed(
                 &mut status.conditions,
-                types::READY,
                 f.reason,
                 &f.message,
+                f.terminal,
                 generation,
                 &now,
             );
-            conditions::remove_condition(&mut status.conditions, types::RECONCILING);
             status.observed_generation = Some(generation);
             events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
-            ks.retry_interval()
-                .map_or(Requeue::await_change(), Requeue::requeue)
+            if f.terminal {
+                // Flux's terminal error: no retry until the spec changes
+                Requeue::await_change()
+            } else {
+                ks.retry_interval()
+                    .map_or(Requeue::await_change(), Requeue::requeue)
+            }
         }
     };
-    write_status(&api, &ks, &old, &status).await?;
+    write_status(&api, &ks, &written, &status).await?;
     for (warning, reason, message, rev) in events {
         emit_event(&ctx, &ks, warning, &reason, &message, rev.as_deref()).await;
     }
@@ -491,16 +645,37 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
 }
 
 /// Fetch, build, substitute, apply, prune: the change set and the manifests' digest, with
-/// `status` updated along the way (`lastAttemptedRevision`, `inventory`).
+/// `status` updated along the way (`lastAttemptedRevision`, `inventory`). On a new revision or
+/// generation the in-progress conditions ([`mark_progressing`]) are written before the fetch
+/// and before the build (`written` is then what the API server holds).
 async fn attempt(
     ks: &Kustomization,
     ctx: &Ctx,
+    api: &Api<Kustomization>,
     status: &mut KustomizationStatus,
+    written: &mut KustomizationStatus,
+    now: &Time,
 ) -> Result<(Vec<Change>, String), Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
+    let generation = ks.metadata.generation.unwrap_or_default();
     let artifact = source_artifact(ks, &ctx.client).await?;
     status.last_attempted_revision = Some(artifact.revision.clone());
+    let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
+        || status.observed_generation != Some(generation);
+    let timeout = ks.timeout().unwrap_or(Duration::from_secs(300));
+    let mut report = async |step: Step, status: &mut KustomizationStatus| {
+        if !progressing {
+            return;
+        }
+        let message = progressing_message(step, &artifact.revision, timeout);
+        mark_progressing(&mut status.conditions, &message, generation, now);
+        match write_status(api, ks, written, status).await {
+            Ok(()) => *written = status.clone(),
+            Err(e) => warn!(kustomization = %name, "in-progress status: {e}"),
+        }
+    };
+    report(Step::Fetching, status).await;
     let work = tempfile::Builder::new()
         .prefix("pennant-ks-")
         .tempdir()
@@ -511,17 +686,32 @@ async fn attempt(
             )
         })?;
     fetch_artifact(&artifact, work.path()).await?;
+    let keys = decryption_keys(ks, &ctx.client).await?;
+    report(Step::Building, status).await;
     let (root, spec, opts) = (
         work.path().join("src"),
         ks.spec.clone(),
         ctx.settings.build.clone(),
     );
-    let built = tokio::task::spawn_blocking(move || build(&root, &spec, &opts))
-        .await
-        .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
-        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))?;
-    let objects = post_build(ks, built, &ctx.client).await?;
-    let objects = decrypt(objects, ks).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    let (built, keys) = tokio::task::spawn_blocking(move || {
+        if let Some(keys) = &keys {
+            // the tree is this reconcile's own untarred copy: decrypted files never reach
+            // the artifact store
+            let dir = resolve_path(&root, spec.path.as_deref().unwrap_or(""))
+                .map_err(|e| e.to_string())?;
+            decrypt_sources(&root, &dir, keys).map_err(|e| e.to_string())?;
+        }
+        build(&root, &spec, &opts)
+            .map(|b| (b, keys))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
+    .map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    // Flux's order: decryption, then postBuild substitution
+    let objects = decrypt(built, keys.as_ref()).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
+    drop(keys);
+    let objects = post_build(ks, objects, &ctx.client).await?;
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
     let opts = ApplyOptions {
@@ -606,7 +796,7 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
             artifact_of::<ExternalArtifact>(client, &ns, &name, |s| s.status?.artifact).await
         }
         other => {
-            return Err(failure(
+            return Err(terminal(
                 reasons::ARTIFACT_FAILED,
                 format!("source `{other}` kind is not supported"),
             ));
@@ -666,6 +856,55 @@ async fn fetch_artifact(a: &Artifact, work: &Path) -> Result<(), Failure> {
     .map_err(|e| fail(e.to_string()))?
     .map_err(|e| fail(format!("failed to extract artifact: {e}")))?;
     Ok(())
+}
+
+/// The keys of `spec.decryption` (`None` when unset), as Flux's `ImportKeys`: the `*.agekey`
+/// entries of the `secretRef` Secret in the Kustomization's namespace (no `secretRef`: no
+/// keys, so only unencrypted objects pass). `BuildFailed` with Flux's
+/// `cannot get sops decryption Secret '<ns>/<name>': ...` when it cannot be read, or the
+/// import error naming the entry (never its content).
+async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<Keys>, Failure> {
+    let Some(d) = &ks.spec.decryption else {
+        return Ok(None);
+    };
+    if d.provider != "sops" {
+        return Err(terminal(
+            reasons::BUILD_FAILED,
+            format!("not supported decryption provider '{}'", d.provider),
+        ));
+    }
+    let Some(r) = &d.secret_ref else {
+        return Ok(Some(
+            Keys::from_secret("-", &BTreeMap::new()).expect("no entries"),
+        ));
+    };
+    let ns = ks.namespace().unwrap_or_default();
+    let secret_name = format!("{ns}/{}", r.name);
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(&r.name)
+        .await
+        .map_err(|e| {
+            let cause = match e {
+                kube::Error::Api(a) => a.message,
+                e => e.to_string(),
+            };
+            failure(
+                reasons::BUILD_FAILED,
+                format!(
+                    "cannot get {} decryption Secret '{secret_name}': {cause}",
+                    d.provider
+                ),
+            )
+        })?;
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Keys::from_secret(&secret_name, &data)
+        .map(Some)
+        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))
 }
 
 /// postBuild substitution: variables from `substituteFrom` (in order; a missing `optional`
@@ -976,6 +1215,122 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
         assert!(u[1].starts_with("spec.serviceAccountName"), "{u:?}");
+        ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
+        assert_eq!(
+            unsupported_fields(&ks).len(),
+            2,
+            "decryption is implemented"
+        );
+    }
+
+    fn cond<'a>(c: &'a [Condition], t: &str) -> Option<(&'a str, &'a str, &'a str)> {
+        conditions::get(c, t).map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    }
+
+    /// Flux's condition checker finds nothing wrong in the state a run ends with (never
+    /// Reconciling and Stalled together, Ready=False while either is True). Mid-run Flux
+    /// itself holds Ready=Unknown with Reconciling=True, which the checker does not judge.
+    fn flux_valid(c: &[Condition]) {
+        let bad = conditions::check(c, &[types::RECONCILING, types::STALLED], 3, 3);
+        assert!(bad.is_empty(), "{bad:?} in {c:?}");
+    }
+
+    #[test]
+    fn progress_messages_are_fluxs() {
+        let rev = "main@sha1:abc";
+        assert_eq!(
+            progressing_message(Step::Fetching, rev, Duration::from_secs(570)),
+            "Fetching manifests for revision main@sha1:abc with a timeout of 9m30s"
+        );
+        assert_eq!(
+            progressing_message(Step::Building, rev, Duration::from_secs(30)),
+            "Building manifests for revision main@sha1:abc with a timeout of 30s"
+        );
+    }
+
+    #[test]
+    fn status_transitions_of_a_run() {
+        let mut c = vec![];
+        // a new revision: in progress
+        mark_progressing(&mut c, "Fetching manifests for revision r2", 3, &t(1));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("Unknown", "Progressing", "Reconciliation in progress"))
+        );
+        assert_eq!(
+            cond(&c, types::RECONCILING),
+            Some(("True", "Progressing", "Fetching manifests for revision r2"))
+        );
+        assert!(cond(&c, types::STALLED).is_none());
+        // a retryable failure keeps Reconciling as ProgressingWithRetry
+        mark_failed(&mut c, reasons::BUILD_FAILED, "boom", false, 3, &t(2));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("False", "BuildFailed", "boom"))
+        );
+        assert_eq!(
+            cond(&c, types::RECONCILING).map(|c| c.1),
+            Some(reasons::PROGRESSING_WITH_RETRY)
+        );
+        assert!(cond(&c, types::STALLED).is_none());
+        flux_valid(&c);
+        // a terminal one stalls and drops Reconciling
+        mark_progressing(&mut c, "Building manifests for revision r2", 3, &t(3));
+        mark_failed(&mut c, reasons::BUILD_FAILED, "bad spec", true, 3, &t(4));
+        assert_eq!(
+            cond(&c, types::STALLED),
+            Some(("True", "BuildFailed", "bad spec"))
+        );
+        assert!(cond(&c, types::RECONCILING).is_none());
+        assert_eq!(cond(&c, types::READY).map(|c| c.0), Some("False"));
+        flux_valid(&c);
+        // the next run clears Stalled while it is in progress, success clears both
+        mark_progressing(&mut c, "Fetching manifests for revision r3", 3, &t(5));
+        assert!(cond(&c, types::STALLED).is_none());
+        assert_eq!(cond(&c, types::READY).map(|c| c.0), Some("Unknown"));
+        mark_succeeded(&mut c, "Applied revision: r3", 3, &t(6));
+        assert_eq!(
+            cond(&c, types::READY),
+            Some(("True", "ReconciliationSucceeded", "Applied revision: r3"))
+        );
+        assert!(cond(&c, types::RECONCILING).is_none() && cond(&c, types::STALLED).is_none());
+        flux_valid(&c);
+        // a failure of a steady run (no Reconciling) adds none
+        mark_failed(&mut c, reasons::PRUNE_FAILED, "x", false, 3, &t(7));
+        assert!(cond(&c, types::RECONCILING).is_none());
+        flux_valid(&c);
+    }
+
+    #[test]
+    fn res_id_is_kustomizes() {
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"}});
+        assert_eq!(res_id(&s), "Secret.v1.[noGrp]/db.apps");
+        let c = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+        assert_eq!(
+            res_id(&c),
+            "ClusterRole.v1.rbac.authorization.k8s.io/r.[noNs]"
+        );
+    }
+
+    #[test]
+    fn ciphertext_without_decryption_is_refused_not_applied() {
+        let enc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"},
+            "data": {"password": "ENC[AES256_GCM,data:xx,iv:yy,tag:zz,type:str]"},
+            "sops": {"mac": "ENC[AES256_GCM,data:m,iv:i,tag:t,type:str]", "age": []}});
+        let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let err = decrypt(vec![plain.clone(), enc.clone()], None).unwrap_err();
+        assert!(
+            err.starts_with("decryption failed for 'Secret.v1.[noGrp]/db.apps': "),
+            "{err}"
+        );
+        assert!(err.contains("spec.decryption is not set"), "{err}");
+        assert_eq!(decrypt(vec![plain.clone()], None).unwrap(), vec![plain]);
+        let mut opted_out = enc;
+        opted_out["metadata"]["annotations"] = json!({DECRYPT_ANNOTATION: "disabled"});
+        assert_eq!(
+            decrypt(vec![opted_out.clone()], None).unwrap(),
+            vec![opted_out]
+        );
     }
 
     #[test]

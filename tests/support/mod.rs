@@ -737,3 +737,57 @@ spec:
             port:
               number: 80
 "#;
+
+/// An age key pair from the real `age-keygen`: the key file text (with its `#` comment lines)
+/// and the recipient.
+pub struct AgeKey {
+    pub file: String,
+    pub recipient: String,
+}
+
+/// A new age key from `age-keygen -o <dir>/<name>`.
+pub fn age_key(dir: &std::path::Path, name: &str) -> AgeKey {
+    let path = dir.join(name);
+    let out = std::process::Command::new(age_keygen())
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("age-keygen (run `e2e/cluster build`, or set PENNANT_AGE_KEYGEN)");
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let file = std::fs::read_to_string(&path).unwrap();
+    let recipient = file
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    AgeKey { file, recipient }
+}
+
+/// `sops --encrypt` (the real CLI) of `plain` written as `<dir>/<name>` (the extension picks
+/// the format) for `recipients`, with `extra` flags: the encrypted document.
+pub fn sops_encrypt(
+    dir: &std::path::Path,
+    name: &str,
+    plain: &[u8],
+    recipients: &[&AgeKey],
+    extra: &[&str],
+) -> Vec<u8> {
+    let path = dir.join(name);
+    std::fs::write(&path, plain).unwrap();
+    let rs: Vec<&str> = recipients.iter().map(|k| k.recipient.as_str()).collect();
+    let out = std::process::Command::new(sops())
+        .current_dir(dir)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env_remove("SOPS_AGE_KEY")
+        .args(["--encrypt", "--age", &rs.join(",")])
+        .args(extra)
+        .arg(&path)
+        .output()
+        .expect("sops (run `e2e/cluster build`, or set PENNANT_SOPS)");
+    assert!(
+        out.status.success(),
+        "sops --encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
