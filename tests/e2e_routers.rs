@@ -1140,6 +1140,9 @@ async fn assert_stalled(ns: &TestNs, needle: &str) {
             .is_some_and(|c| c.status == "True" && c.message.unwrap_or_default().contains(needle))
     })
     .await;
+    // the Event follows the status it explains: poll for it too
+    let events = ns.event_messages_with("podinfo", needle).await;
+    assert!(events.iter().any(|m| m.contains(needle)), "{events:#?}");
     let events = ns.events("podinfo").await;
     assert!(
         events
