@@ -263,10 +263,16 @@ async fn missing_source_substitution_and_unsupported_fields() {
     let repo = server.create_repo("cfg");
     let sha = repo.commit(
         "main",
-        &[(
-            "deploy/config.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: ${cluster_env}\n  region: ${region:=eu}\n",
-        )],
+        &[
+            (
+                "deploy/config.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: ${cluster_env}\n  region: ${region:=eu}\n",
+            ),
+            (
+                "refused/config.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: refused\ndata:\n  a: b\n",
+            ),
+        ],
         "templated config",
     );
     ns.apply_yaml(
@@ -342,6 +348,61 @@ async fn missing_source_substitution_and_unsupported_fields() {
             .any(|(t, m)| t == "Warning" && *m == unsupported.message),
         "{events:?}"
     );
+    // kubeConfig / serviceAccountName: refused, never applied locally with the controller's rights
+    for (name, field, extra) in [
+        (
+            "remote",
+            "spec.kubeConfig",
+            serde_json::json!({"kubeConfig": {"secretRef": {"name": "kc"}}}),
+        ),
+        (
+            "impersonated",
+            "spec.serviceAccountName",
+            serde_json::json!({"serviceAccountName": "deployer"}),
+        ),
+    ] {
+        let mut spec = serde_json::json!({"interval": "10m", "path": "./refused", "prune": true,
+            "targetNamespace": ns.name,
+            "sourceRef": {"kind": "GitRepository", "name": "cfg"}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let k: Kustomization = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        api.create(&Default::default(), &k).await.unwrap();
+        wait_until(Duration::from_secs(30), "Stalled", || async {
+            get_ks(&ns, name).await.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.status == "True")
+            })
+        })
+        .await;
+        let (status, reason, message) = ready(&get_ks(&ns, name).await).expect("Ready");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "UnsupportedField")
+        );
+        assert!(
+            message.starts_with(&format!("{field} is not supported yet: nothing is applied")),
+            "{message}"
+        );
+        wait_until(Duration::from_secs(10), "Warning event", || async {
+            ns.events(name)
+                .await
+                .iter()
+                .any(|(t, m)| t == "Warning" && *m == message)
+        })
+        .await;
+        assert!(
+            ns.get("v1", "ConfigMap", "refused").await.is_none(),
+            "{field}: nothing applied"
+        );
+        api.delete(name, &Default::default()).await.unwrap();
+    }
     api.delete("cfg", &Default::default()).await.unwrap();
     wait_until(Duration::from_secs(30), "finalized", || async {
         api.get_opt("cfg").await.is_ok_and(|k| k.is_none())

@@ -23,7 +23,9 @@
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
 //! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
-//! (cloud KMS), `kubeConfig`, `serviceAccountName`. Decryption failures (missing Secret, wrong
+//! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
+//! Event, nothing applied or pruned): `kubeConfig` and `serviceAccountName`, since applying
+//! to the local cluster or with the controller's rights instead would escalate. Decryption failures (missing Secret, wrong
 //! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
 //! Flux, before anything is applied or pruned.
 
@@ -127,16 +129,35 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
                 .to_string(),
         );
     }
+    out
+}
+
+/// Reason of a spec that pennant refuses to apply (`Stalled=True`, nothing applied or pruned).
+pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+
+/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig` (a remote cluster)
+/// and `spec.serviceAccountName` (impersonation) are not implemented, and applying to the
+/// local cluster or with the controller's own rights instead would be a privilege escalation.
+/// PURE.
+pub fn refused(ks: &Kustomization) -> Option<String> {
+    let s = &ks.spec;
+    let mut out = vec![];
     if s.kube_config.is_some() {
-        out.push("spec.kubeConfig (applied to the local cluster)".to_string());
+        out.push(
+            "spec.kubeConfig is not supported yet: nothing is applied (pennant will not apply \
+             to the local cluster instead)",
+        );
     }
     if s.service_account_name
         .as_deref()
         .is_some_and(|n| !n.is_empty())
     {
-        out.push("spec.serviceAccountName (applied as the controller)".to_string());
+        out.push(
+            "spec.serviceAccountName is not supported yet: nothing is applied (pennant will not \
+             apply with the controller's own rights)",
+        );
     }
-    out
+    (!out.is_empty()).then(|| out.join("; "))
 }
 
 /// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
@@ -567,7 +588,10 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         );
     }
     let mut written = old.clone();
-    let outcome = attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await;
+    let outcome = match refused(&ks) {
+        Some(message) => Err(terminal(UNSUPPORTED_FIELD, message)),
+        None => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
+    };
     let revision = status.last_attempted_revision.clone();
     let requeue = match outcome {
         Ok((changes, digest)) => {
@@ -1212,15 +1236,47 @@ mod tests {
         ks.spec.wait = Some(true);
         ks.spec.service_account_name = Some("deployer".into());
         let u = unsupported_fields(&ks);
-        assert_eq!(u.len(), 2);
+        assert_eq!(u.len(), 1, "serviceAccountName is refused, not ignored");
         assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
-        assert!(u[1].starts_with("spec.serviceAccountName"), "{u:?}");
         ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
         assert_eq!(
             unsupported_fields(&ks).len(),
-            2,
+            1,
             "decryption is implemented"
         );
+    }
+
+    #[test]
+    fn kube_config_and_service_account_are_refused_not_applied_locally() {
+        let mut ks = Kustomization::new("app", KustomizationSpec::default());
+        assert_eq!(refused(&ks), None);
+        ks.spec.service_account_name = Some(String::new());
+        assert_eq!(refused(&ks), None, "an empty name is the default");
+        ks.spec.service_account_name = Some("deployer".into());
+        let m = refused(&ks).expect("refused");
+        assert!(
+            m.starts_with("spec.serviceAccountName is not supported yet: nothing is applied"),
+            "{m}"
+        );
+        assert!(m.contains("controller's own rights"), "{m}");
+        ks.spec.service_account_name = None;
+        ks.spec.kube_config =
+            Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        let m = refused(&ks).expect("refused");
+        assert!(m.starts_with("spec.kubeConfig is not supported yet"), "{m}");
+        assert!(
+            m.contains("will not apply to the local cluster instead"),
+            "{m}"
+        );
+        // the decision is terminal: Stalled, Ready=False, no Reconciling
+        let mut c = vec![];
+        mark_failed(&mut c, UNSUPPORTED_FIELD, &m, true, 1, &t(0));
+        assert_eq!(
+            cond(&c, "Ready"),
+            Some(("False", UNSUPPORTED_FIELD, m.as_str()))
+        );
+        assert_eq!(cond(&c, "Stalled").map(|x| x.0), Some("True"));
+        assert!(cond(&c, "Reconciling").is_none());
     }
 
     fn cond<'a>(c: &'a [Condition], t: &str) -> Option<(&'a str, &'a str, &'a str)> {
