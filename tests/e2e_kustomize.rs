@@ -285,6 +285,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "metadata": {"name": "cfg"},
         "spec": {"interval": "10m", "retryInterval": "1m", "path": "./deploy", "prune": true,
             "targetNamespace": ns.name, "wait": true,
+            "commonMetadata": {"labels": {"team": "web"}, "annotations": {"owner": "${cluster_env}"}},
             "sourceRef": {"kind": "GitRepository", "name": "cfg"},
             "postBuild": {"substituteFrom": [
                 {"kind": "ConfigMap", "name": "cluster-vars"},
@@ -326,6 +327,9 @@ async fn missing_source_substitution_and_unsupported_fields() {
         .expect("applied");
     assert_eq!(cm["data"]["env"], "staging");
     assert_eq!(cm["data"]["region"], "eu");
+    // commonMetadata is added after substitution: its values are not substituted
+    assert_eq!(cm["metadata"]["labels"]["team"], "web");
+    assert_eq!(cm["metadata"]["annotations"]["owner"], "${cluster_env}");
     let unsupported = k
         .status
         .unwrap()

@@ -11,7 +11,8 @@
 //! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
 //! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
 //! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) →
+//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → `spec.commonMetadata`
+//! labels and annotations on every object →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
 //! `history`, Ready `Applied revision: <rev>`) and Events with the change set.
@@ -47,7 +48,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tracing::{info, warn};
 
-use super::build::{BuildOptions, build, kustomize_binary, resolve_path};
+use super::build::{BuildOptions, build, kustomize_binary, resolve_path, set_common_metadata};
 use super::decrypt::{
     DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
 };
@@ -735,7 +736,11 @@ async fn attempt(
     // Flux's order: decryption, then postBuild substitution
     let objects = decrypt(built, keys.as_ref()).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
     drop(keys);
-    let objects = post_build(ks, objects, &ctx.client).await?;
+    let mut objects = post_build(ks, objects, &ctx.client).await?;
+    // Flux: spec.commonMetadata labels and annotations on every object, after substitution
+    if let Some(common) = &ks.spec.common_metadata {
+        set_common_metadata(&mut objects, common);
+    }
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
     let opts = ApplyOptions {
