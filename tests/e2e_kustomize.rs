@@ -657,3 +657,106 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
     assert!(ns.get("v1", "Secret", "db").await.is_some(), "not pruned");
     cleanup(ns).await;
 }
+
+/// `spec.dependsOn`: a Kustomization whose dependency is missing or not Ready is
+/// `DependencyNotReady` with Flux's message and applies nothing; once the dependency is Ready
+/// it is applied (on its 30 s requeue). A dependency cycle is `Stalled` naming the cycle.
+#[tokio::test]
+async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-deps", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("deps");
+    repo.commit(
+        "main",
+        &[
+            (
+                "a/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-a\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "b/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-b\ndata:\n  b: \"1\"\n",
+            ),
+        ],
+        "two layers",
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: deps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
+        server.url("deps")
+    ))
+    .await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let mk = |name: &str, path: &str, deps: &[&str]| -> Kustomization {
+        let deps: Vec<_> = deps
+            .iter()
+            .map(|d| serde_json::json!({"name": d}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": name},
+            "spec": {"interval": "10m", "path": path, "prune": true, "targetNamespace": ns.name,
+                "dependsOn": deps, "sourceRef": {"kind": "GitRepository", "name": "deps"}}
+        }))
+        .unwrap()
+    };
+    api.create(&Default::default(), &mk("b", "./b", &["a"]))
+        .await
+        .unwrap();
+    let want = format!(
+        "dependency '{}/a' not found: kustomizations.kustomize.toolkit.fluxcd.io \"a\" not found",
+        ns.name
+    );
+    wait_until(Duration::from_secs(60), "DependencyNotReady", || async {
+        ready(&get_ks(&ns, "b").await)
+            .is_some_and(|(s, r, m)| s == "False" && r == "DependencyNotReady" && m == want)
+    })
+    .await;
+    assert!(
+        ns.get("v1", "ConfigMap", "from-b").await.is_none(),
+        "nothing applied while the dependency is missing"
+    );
+    api.create(&Default::default(), &mk("a", "./a", &[]))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(70), "b applied", || async {
+        ns.get("v1", "ConfigMap", "from-b").await.is_some()
+    })
+    .await;
+    let a = get_ks(&ns, "a").await;
+    assert_eq!(
+        ready(&a).map(|(s, r, _)| (s, r)),
+        Some(("True".into(), "ReconciliationSucceeded".into())),
+        "b applied only after a is Ready"
+    );
+    assert!(ns.get("v1", "ConfigMap", "from-a").await.is_some());
+    wait_until(Duration::from_secs(10), "b Ready", || async {
+        ready(&get_ks(&ns, "b").await).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+
+    // a cycle: c -> d -> c is Stalled, named
+    api.create(&Default::default(), &mk("c", "./a", &["d"]))
+        .await
+        .unwrap();
+    api.create(&Default::default(), &mk("d", "./a", &["c"]))
+        .await
+        .unwrap();
+    let want = format!("dependency cycle: {0}/c -> {0}/d -> {0}/c", ns.name);
+    wait_until(Duration::from_secs(30), "cycle", || async {
+        let k = get_ks(&ns, "c").await;
+        let stalled = k.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True" && c.message == want)
+        });
+        stalled && ready(&k).is_some_and(|(s, r, _)| s == "False" && r == "DependencyCycle")
+    })
+    .await;
+    for n in ["a", "b", "c", "d"] {
+        api.delete(n, &Default::default()).await.unwrap();
+    }
+    cleanup(ns).await;
+}

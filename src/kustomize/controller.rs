@@ -23,7 +23,7 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
+//! `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
 //! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
 //! Event, nothing applied or pruned): `kubeConfig` and `serviceAccountName`, since applying
 //! to the local cluster or with the controller's rights instead would escalate. Decryption failures (missing Secret, wrong
@@ -60,7 +60,9 @@ use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, GitRepository, O
 use crate::apply::inventory::{inventory_of, merge_survivors, stale};
 use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
+use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
+use crate::health::expr::eval_ready_expr;
 use crate::source::artifact::{UntarLimits, untar_gz};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -79,6 +81,9 @@ const MAX_DOWNLOAD: u64 = 1 << 30;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub build: BuildOptions,
+    /// Wait before the next attempt when a dependency is not ready or the source has no
+    /// artifact yet (Flux's `--requeue-dependency`, 30 s).
+    pub requeue_dependency: Duration,
 }
 
 impl Default for Settings {
@@ -88,6 +93,7 @@ impl Default for Settings {
                 kustomize: kustomize_binary(),
                 allow_remote_bases: false,
             },
+            requeue_dependency: Duration::from_secs(30),
         }
     }
 }
@@ -111,9 +117,6 @@ struct Ctx {
 pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
     let s = &ks.spec;
     let mut out = vec![];
-    if !s.depends_on.is_empty() {
-        out.push("spec.dependsOn (applied without waiting for dependencies)".to_string());
-    }
     if !s.health_checks.is_empty() || !s.health_check_exprs.is_empty() || s.wait == Some(true) {
         out.push(
             "spec.healthChecks/healthCheckExprs/wait (no health assessment: Ready after apply)"
@@ -521,6 +524,9 @@ struct Failure {
     reason: &'static str,
     message: String,
     terminal: bool,
+    /// Retry after this instead of `spec.retryInterval`, with no Warning Event (a dependency
+    /// or the source's first artifact awaited: only the status says so, as Flux).
+    waiting: Option<Duration>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -528,6 +534,15 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
         reason,
         message: message.into(),
         terminal: false,
+        waiting: None,
+    }
+}
+
+/// A [`Failure`] that waits on something else (retried after `after`, no Warning Event).
+fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Failure {
+    Failure {
+        waiting: Some(after),
+        ..failure(reason, message)
     }
 }
 
@@ -652,10 +667,14 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 &now,
             );
             status.observed_generation = Some(generation);
-            events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            if f.waiting.is_none() {
+                events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            }
             if f.terminal {
                 // Flux's terminal error: no retry until the spec changes
                 Requeue::await_change()
+            } else if let Some(after) = f.waiting {
+                Requeue::requeue(after)
             } else {
                 ks.retry_interval()
                     .map_or(Requeue::await_change(), Requeue::requeue)
@@ -684,7 +703,10 @@ async fn attempt(
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.metadata.generation.unwrap_or_default();
-    let artifact = source_artifact(ks, &ctx.client).await?;
+    let wait = ctx.settings.requeue_dependency;
+    let artifact = source_artifact(ks, &ctx.client, wait).await?;
+    // Flux's order: the source's artifact, then the dependencies, then the fetch
+    dependencies(ks, &ctx.client, &artifact.revision, wait).await?;
     status.last_attempted_revision = Some(artifact.revision.clone());
     let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
         || status.observed_generation != Some(generation);
@@ -788,7 +810,11 @@ async fn attempt(
 }
 
 /// The source's artifact, or `ArtifactFailed` with Flux's message.
-async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact, Failure> {
+async fn source_artifact(
+    ks: &Kustomization,
+    client: &Client,
+    wait: Duration,
+) -> Result<Artifact, Failure> {
     let (kind, ns, name) = source_key(ks);
     let missing = || {
         failure(
@@ -797,15 +823,13 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
         )
     };
     let not_ready = || {
-        failure(
+        waiting(
             reasons::ARTIFACT_FAILED,
             format!(
                 "Source artifact not found, retrying in {}",
-                ks.spec
-                    .retry_interval
-                    .as_deref()
-                    .unwrap_or(&ks.spec.interval)
+                crate::util::go_duration(wait.as_millis() as f64)
             ),
+            wait,
         )
     };
     let get_err = |e: kube::Error| {
@@ -833,6 +857,88 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
     };
     let artifact = artifact.map_err(get_err)?.ok_or_else(missing)?;
     artifact.ok_or_else(not_ready)
+}
+
+/// `spec.dependsOn`, as Flux's `checkDependencies` ([`check_dependencies`]): the
+/// Kustomizations depended on (and theirs, for [`find_cycle`], at most 64 read) are read from
+/// the API server. Not ready: `DependencyNotReady` with Flux's message, retried after `wait`;
+/// a cycle: `Stalled` with [`DEPENDENCY_CYCLE`] naming it. `revision` is the artifact about
+/// to be applied (a dependency on the same source must have applied it).
+async fn dependencies(
+    ks: &Kustomization,
+    client: &Client,
+    revision: &str,
+    wait: Duration,
+) -> Result<(), Failure> {
+    use crate::gitops::depends_on::{Dependency, DependencyId, DependencyKind};
+    if ks.spec.depends_on.is_empty() {
+        return Ok(());
+    }
+    let refs = |owner: &DependencyId, k: &Kustomization| -> Vec<DependencyId> {
+        k.spec
+            .depends_on
+            .iter()
+            .map(|d| {
+                DependencyId::of_reference(
+                    owner,
+                    DependencyKind::Kustomization,
+                    d.namespace.as_deref(),
+                    &d.name,
+                )
+            })
+            .collect()
+    };
+    let me = DependencyId::new(
+        DependencyKind::Kustomization,
+        &ks.namespace().unwrap_or_default(),
+        &ks.name_any(),
+    );
+    let mine = refs(&me, ks);
+    let mut graph = BTreeMap::from([(me.clone(), mine.clone())]);
+    let mut objects: BTreeMap<DependencyId, Option<Value>> = BTreeMap::new();
+    let mut queue: std::collections::VecDeque<DependencyId> = mine.clone().into();
+    while let Some(id) = queue.pop_front() {
+        if id == me || objects.contains_key(&id) || objects.len() >= 64 {
+            continue;
+        }
+        let got = Api::<Kustomization>::namespaced(client.clone(), &id.namespace)
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| {
+                let cause = match e {
+                    kube::Error::Api(a) => a.message,
+                    e => e.to_string(),
+                };
+                waiting(
+                    reasons::DEPENDENCY_NOT_READY,
+                    format!("unable to get dependency '{id}': {cause}"),
+                    wait,
+                )
+            })?;
+        if let Some(k) = &got {
+            let next = refs(&id, k);
+            queue.extend(next.iter().cloned());
+            graph.insert(id.clone(), next);
+        }
+        objects.insert(id, got.map(|k| serde_json::to_value(k).unwrap_or_default()));
+    }
+    if let Some(cycle) = find_cycle(&graph, &me) {
+        return Err(terminal(DEPENDENCY_CYCLE, cycle.to_string()));
+    }
+    let dependent = serde_json::to_value(ks).unwrap_or_default();
+    let deps: Vec<Dependency<'_>> = ks
+        .spec
+        .depends_on
+        .iter()
+        .zip(mine)
+        .map(|(d, id)| Dependency {
+            object: objects.get(&id).and_then(Option::as_ref),
+            id,
+            ready_expr: d.ready_expr.as_deref().filter(|e| !e.is_empty()),
+        })
+        .collect();
+    check_dependencies(&dependent, Some(revision), &deps, &eval_ready_expr, false)
+        .map_err(|m| waiting(reasons::DEPENDENCY_NOT_READY, m, wait))
 }
 
 /// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
