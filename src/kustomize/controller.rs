@@ -514,6 +514,14 @@ async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Err
         })
 }
 
+/// The API server's message of an error (never the Debug form of its `Status`).
+fn cause_of(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(a) => a.message,
+        e => e.to_string(),
+    }
+}
+
 fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
@@ -835,7 +843,7 @@ async fn source_artifact(
     let get_err = |e: kube::Error| {
         failure(
             reasons::ARTIFACT_FAILED,
-            format!("unable to get source '{kind}/{ns}/{name}': {e}"),
+            format!("unable to get source '{kind}/{ns}/{name}': {}", cause_of(e)),
         )
     };
     let artifact = match kind.as_str() {
@@ -905,10 +913,7 @@ async fn dependencies(
             .get_opt(&id.name)
             .await
             .map_err(|e| {
-                let cause = match e {
-                    kube::Error::Api(a) => a.message,
-                    e => e.to_string(),
-                };
+                let cause = cause_of(e);
                 waiting(
                     reasons::DEPENDENCY_NOT_READY,
                     format!("unable to get dependency '{id}': {cause}"),
@@ -1019,10 +1024,7 @@ async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<K
         .get(&r.name)
         .await
         .map_err(|e| {
-            let cause = match e {
-                kube::Error::Api(a) => a.message,
-                e => e.to_string(),
-            };
+            let cause = cause_of(e);
             failure(
                 reasons::BUILD_FAILED,
                 format!(
@@ -1101,7 +1103,12 @@ async fn post_build(
             Err(e) => {
                 return Err(failure(
                     reasons::BUILD_FAILED,
-                    format!("substitute from '{}/{}' error: {e}", r.kind, r.name),
+                    format!(
+                        "substitute from '{}/{}' error: {}",
+                        r.kind,
+                        r.name,
+                        cause_of(e)
+                    ),
                 ));
             }
         }
