@@ -133,6 +133,55 @@ fn fail(id: &ObjectId, what: &str, e: impl fmt::Display) -> ApplyError {
     }
 }
 
+/// A failed API call on an object, as Flux's ssa manager words it:
+/// `<subject> <what> (<Reason>): <message>` (e.g. `ConfigMap/ns/app dry-run failed
+/// (NotFound): namespaces "ns" not found`), the reason left out when the API server gave none
+/// (a body that is not a `Status`, e.g. `404 page not found`). Only the `Status` message is
+/// used, never the Debug form of the error. PURE.
+pub fn api_failure(subject: &str, what: &str, e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let message = s.message.trim();
+            let reason = s.reason.trim();
+            let known = !reason.is_empty()
+                && reason != "Unknown"
+                && reason != "Failure"
+                && reason.chars().all(|c| c.is_ascii_alphanumeric());
+            if known {
+                format!("{subject} {what} ({reason}): {message}")
+            } else {
+                format!("{subject} {what}: {message}")
+            }
+        }
+        e => format!("{subject} {what}: {e}"),
+    }
+}
+
+/// An object whose kind the API server does not serve, as Flux (the RESTMapper's text):
+/// `<subject> dry-run failed: no matches for kind "<Kind>" in version "<apiVersion>"` when
+/// discovery found no such group/version or kind, else [`api_failure`]. PURE.
+pub fn discovery_failure(subject: &str, kind: &str, api_version: &str, e: &kube::Error) -> String {
+    let missing = match e {
+        kube::Error::Api(s) => s.code == 404,
+        kube::Error::Discovery(_) => true,
+        _ => false,
+    };
+    if missing {
+        format!(
+            "{subject} dry-run failed: no matches for kind \"{kind}\" in version \"{api_version}\""
+        )
+    } else {
+        api_failure(subject, "dry-run failed", e)
+    }
+}
+
+fn fail_api(id: &ObjectId, what: &str, e: &kube::Error) -> ApplyError {
+    ApplyError {
+        object: subject(id),
+        message: api_failure(&subject(id), what, e),
+    }
+}
+
 /// How one object is applied, from its `ssa` label or annotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -280,18 +329,16 @@ impl Applier {
         version: &str,
     ) -> Result<Api<DynamicObject>, ApplyError> {
         let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
-        let (ar, caps) = self.resolve(&gvk).await.map_err(|e| ApplyError {
-            object: subject(id),
-            message: format!(
-                "{} is not known to the API server ({}/{}): {e}",
-                subject(id),
-                if id.group.is_empty() {
-                    "v1".to_string()
-                } else {
-                    format!("{}/{version}", id.group)
-                },
-                id.kind
-            ),
+        let (ar, caps) = self.resolve(&gvk).await.map_err(|e| {
+            let api_version = if id.group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{}/{version}", id.group)
+            };
+            ApplyError {
+                object: subject(id),
+                message: discovery_failure(&subject(id), &id.kind, &api_version, &e),
+            }
         })?;
         Ok(match caps.scope {
             Scope::Cluster => Api::all_with(self.client.clone(), &ar),
@@ -344,7 +391,7 @@ impl Applier {
         let live = api
             .get_opt(&id.name)
             .await
-            .map_err(|e| fail(&id, "read failed", e))?
+            .map_err(|e| fail_api(&id, "read failed", &e))?
             .map(|l| serde_json::to_value(l).unwrap_or_default());
         let policy = policy_of(obj);
         let live_policy = live.as_ref().map(policy_of);
@@ -376,7 +423,7 @@ impl Applier {
                     .await
                     .map(|_| change(Action::Created));
             }
-            Err(e) => return Err(fail(&id, "dry-run failed", e)),
+            Err(e) => return Err(fail_api(&id, "dry-run failed", &e)),
         };
         if let Some(l) = &live {
             let dry_run = serde_json::to_value(&dry_run).unwrap_or_default();
@@ -392,7 +439,7 @@ impl Applier {
                     serde_json::from_value(patch).map_err(|e| fail(&id, "cleanup failed", e))?;
                 api.patch(&id.name, &PatchParams::default(), &Patch::Json::<()>(patch))
                     .await
-                    .map_err(|e| fail(&id, "field managers cleanup failed", e))?;
+                    .map_err(|e| fail_api(&id, "field managers cleanup failed", &e))?;
             }
         }
         match api
@@ -412,7 +459,7 @@ impl Applier {
                 .recreate(&api, &id, &desired)
                 .await
                 .map(|_| change(Action::Created)),
-            Err(e) => Err(fail(&id, "apply failed", e)),
+            Err(e) => Err(fail_api(&id, "apply failed", &e)),
         }
     }
 
@@ -425,12 +472,12 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         api.delete(&id.name, &DeleteParams::foreground())
             .await
-            .map_err(|e| fail(id, "delete (to recreate) failed", e))?;
+            .map_err(|e| fail_api(id, "delete (to recreate) failed", &e))?;
         let until = Instant::now() + Duration::from_secs(30);
         while api
             .get_opt(&id.name)
             .await
-            .map_err(|e| fail(id, "read failed", e))?
+            .map_err(|e| fail_api(id, "read failed", &e))?
             .is_some()
         {
             if Instant::now() > until {
@@ -448,7 +495,7 @@ impl Applier {
             &Patch::Apply(desired),
         )
         .await
-        .map_err(|e| fail(id, "apply failed", e))?;
+        .map_err(|e| fail_api(id, "apply failed", &e))?;
         Ok(())
     }
 
@@ -480,7 +527,7 @@ impl Applier {
                 let live = api
                     .get_opt(&id.name)
                     .await
-                    .map_err(|e| fail(&id, "read failed", e))?
+                    .map_err(|e| fail_api(&id, "read failed", &e))?
                     .map(|l| serde_json::to_value(l).unwrap_or_default());
                 if live.as_ref().is_some_and(ready) {
                     break;
@@ -572,7 +619,7 @@ impl Applier {
         let live = api
             .get_opt(&id.name)
             .await
-            .map_err(|e| fail(id, "read failed", e))?
+            .map_err(|e| fail_api(id, "read failed", &e))?
             .map(|l| serde_json::to_value(l).unwrap_or_default());
         if prune_decision(live.as_ref(), name, ns) != PruneDecision::Delete {
             return Ok(None);
@@ -584,7 +631,7 @@ impl Applier {
         match api.delete(&id.name, &dp).await {
             Ok(_) => Ok(Some(api)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-            Err(e) => Err(fail(id, "delete failed", e)),
+            Err(e) => Err(fail_api(id, "delete failed", &e)),
         }
     }
 }
@@ -617,6 +664,40 @@ mod tests {
             group: "apps".into(),
             kind: kind.into(),
         }
+    }
+
+    #[test]
+    fn api_errors_are_worded_as_fluxs_never_debug_dumped() {
+        let status = |m: &str, r: &str, code| {
+            kube::Error::Api(kube::core::Status::failure(m, r).with_code(code).boxed())
+        };
+        let e = status("namespaces \"x\" not found", "NotFound", 404);
+        assert_eq!(
+            api_failure("ConfigMap/x/app", "dry-run failed", &e),
+            "ConfigMap/x/app dry-run failed (NotFound): namespaces \"x\" not found"
+        );
+        // a body that is not a Status: kube's placeholder reason is not shown
+        let e = status("404 page not found\n", "Failed to parse error data", 404);
+        let m = api_failure("ConfigMap/x/app", "apply failed", &e);
+        assert_eq!(m, "ConfigMap/x/app apply failed: 404 page not found");
+        assert_eq!(
+            discovery_failure(
+                "HelmRelease/podinfo/podinfo",
+                "HelmRelease",
+                "helm.toolkit.fluxcd.io/v2",
+                &e
+            ),
+            "HelmRelease/podinfo/podinfo dry-run failed: no matches for kind \"HelmRelease\" in version \"helm.toolkit.fluxcd.io/v2\""
+        );
+        let e = kube::Error::Discovery(kube::error::DiscoveryError::MissingKind("x".into()));
+        assert!(
+            discovery_failure("Foo/a", "Foo", "v1", &e)
+                .ends_with("no matches for kind \"Foo\" in version \"v1\""),
+        );
+        let e = status("etcd timeout", "InternalError", 500);
+        let m = discovery_failure("Foo/a", "Foo", "v1", &e);
+        assert_eq!(m, "Foo/a dry-run failed (InternalError): etcd timeout");
+        assert!(!m.contains("Status {"), "{m}");
     }
 
     #[test]

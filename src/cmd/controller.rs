@@ -48,10 +48,13 @@ pub const BUILT: &[Entry] = &[
         name: "kustomize",
         rules: crate::rbac::KUSTOMIZE_RULES,
         routes: |_, _| axum::Router::new(),
-        run: |p, _| {
+        run: |p, args| {
             Box::pin(crate::kustomize::controller::run(
                 p,
-                crate::kustomize::controller::Settings::default(),
+                crate::kustomize::controller::Settings {
+                    requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
+                    ..Default::default()
+                },
             ))
         },
     },
@@ -328,6 +331,11 @@ pub struct ControllerArgs {
     /// (and its HelmCharts) with `IndexationFailed`.
     #[arg(long, default_value_t = crate::source::helm_index::DEFAULT_MAX_INDEX_SIZE)]
     pub helm_index_max_size: u64,
+    /// Kustomize controller: wait before retrying a Kustomization whose dependency is not ready
+    /// or whose source has no artifact yet, seconds or a duration (Flux's
+    /// `--requeue-dependency`, default `30s`).
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    pub requeue_dependency: u64,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, artifacts).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,

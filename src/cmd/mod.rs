@@ -163,6 +163,18 @@ mod tests {
         assert!(!d.leader_election, "off by default");
         assert_eq!((d.kubeconfig_qps, d.kubeconfig_burst), (100.0, 250));
         assert_eq!(d.leader_election_lease_duration, 15);
+        assert_eq!(
+            d.requeue_dependency, 30,
+            "Flux's --requeue-dependency default"
+        );
+        let Command::Controller(r) =
+            Cli::try_parse_from(["pennant", "controller", "--requeue-dependency=1m"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(r.requeue_dependency, 60);
         assert_eq!(parse_seconds("30"), Ok(30));
         assert!(parse_seconds("0s").is_err() && parse_seconds("fast").is_err());
     }

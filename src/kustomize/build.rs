@@ -570,7 +570,7 @@ fn run_kustomize(
             .trim_start_matches("Error: ")
             .replace(&root_prefix, "")
             .replace(&root.display().to_string(), ".");
-        return Err(BuildError::Kustomize(msg));
+        return Err(BuildError::Kustomize(one_line(&msg)));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     if text.trim().is_empty() {
@@ -589,6 +589,17 @@ fn run_kustomize(
         }
     }
     Ok(objects)
+}
+
+/// A multi-line error (kustomize's, a YAML parser's) as one line for a status condition:
+/// the trimmed non-empty lines joined with `; ` (the file name kustomize gives is kept). PURE.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Add `commonMetadata` labels and annotations to every object (existing keys replaced), as

@@ -11,7 +11,8 @@
 //! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
 //! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
 //! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) →
+//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → `spec.commonMetadata`
+//! labels and annotations on every object →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
 //! `history`, Ready `Applied revision: <rev>`) and Events with the change set.
@@ -22,8 +23,10 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `dependsOn`, `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
-//! (cloud KMS), `kubeConfig`, `serviceAccountName`. Decryption failures (missing Secret, wrong
+//! `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
+//! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
+//! Event, nothing applied or pruned): `kubeConfig` and `serviceAccountName`, since applying
+//! to the local cluster or with the controller's rights instead would escalate. Decryption failures (missing Secret, wrong
 //! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
 //! Flux, before anything is applied or pruned.
 
@@ -45,7 +48,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tracing::{info, warn};
 
-use super::build::{BuildOptions, build, kustomize_binary, resolve_path};
+use super::build::{BuildOptions, build, kustomize_binary, resolve_path, set_common_metadata};
 use super::decrypt::{
     DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
 };
@@ -57,7 +60,9 @@ use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, GitRepository, O
 use crate::apply::inventory::{inventory_of, merge_survivors, stale};
 use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
+use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
+use crate::health::expr::eval_ready_expr;
 use crate::source::artifact::{UntarLimits, untar_gz};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -76,6 +81,9 @@ const MAX_DOWNLOAD: u64 = 1 << 30;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub build: BuildOptions,
+    /// Wait before the next attempt when a dependency is not ready or the source has no
+    /// artifact yet (Flux's `--requeue-dependency`, 30 s).
+    pub requeue_dependency: Duration,
 }
 
 impl Default for Settings {
@@ -85,6 +93,7 @@ impl Default for Settings {
                 kustomize: kustomize_binary(),
                 allow_remote_bases: false,
             },
+            requeue_dependency: Duration::from_secs(30),
         }
     }
 }
@@ -108,9 +117,6 @@ struct Ctx {
 pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
     let s = &ks.spec;
     let mut out = vec![];
-    if !s.depends_on.is_empty() {
-        out.push("spec.dependsOn (applied without waiting for dependencies)".to_string());
-    }
     if !s.health_checks.is_empty() || !s.health_check_exprs.is_empty() || s.wait == Some(true) {
         out.push(
             "spec.healthChecks/healthCheckExprs/wait (no health assessment: Ready after apply)"
@@ -127,16 +133,35 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
                 .to_string(),
         );
     }
+    out
+}
+
+/// Reason of a spec that pennant refuses to apply (`Stalled=True`, nothing applied or pruned).
+pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+
+/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig` (a remote cluster)
+/// and `spec.serviceAccountName` (impersonation) are not implemented, and applying to the
+/// local cluster or with the controller's own rights instead would be a privilege escalation.
+/// PURE.
+pub fn refused(ks: &Kustomization) -> Option<String> {
+    let s = &ks.spec;
+    let mut out = vec![];
     if s.kube_config.is_some() {
-        out.push("spec.kubeConfig (applied to the local cluster)".to_string());
+        out.push(
+            "spec.kubeConfig is not supported yet: nothing is applied (pennant will not apply \
+             to the local cluster instead)",
+        );
     }
     if s.service_account_name
         .as_deref()
         .is_some_and(|n| !n.is_empty())
     {
-        out.push("spec.serviceAccountName (applied as the controller)".to_string());
+        out.push(
+            "spec.serviceAccountName is not supported yet: nothing is applied (pennant will not \
+             apply with the controller's own rights)",
+        );
     }
-    out
+    (!out.is_empty()).then(|| out.join("; "))
 }
 
 /// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
@@ -489,6 +514,14 @@ async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Err
         })
 }
 
+/// The API server's message of an error (never the Debug form of its `Status`).
+fn cause_of(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(a) => a.message,
+        e => e.to_string(),
+    }
+}
+
 fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
@@ -499,6 +532,9 @@ struct Failure {
     reason: &'static str,
     message: String,
     terminal: bool,
+    /// Retry after this instead of `spec.retryInterval`, with no Warning Event (a dependency
+    /// or the source's first artifact awaited: only the status says so, as Flux).
+    waiting: Option<Duration>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -506,6 +542,15 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
         reason,
         message: message.into(),
         terminal: false,
+        waiting: None,
+    }
+}
+
+/// A [`Failure`] that waits on something else (retried after `after`, no Warning Event).
+fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Failure {
+    Failure {
+        waiting: Some(after),
+        ..failure(reason, message)
     }
 }
 
@@ -567,7 +612,10 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         );
     }
     let mut written = old.clone();
-    let outcome = attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await;
+    let outcome = match refused(&ks) {
+        Some(message) => Err(terminal(UNSUPPORTED_FIELD, message)),
+        None => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
+    };
     let revision = status.last_attempted_revision.clone();
     let requeue = match outcome {
         Ok((changes, digest)) => {
@@ -627,10 +675,14 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 &now,
             );
             status.observed_generation = Some(generation);
-            events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            if f.waiting.is_none() {
+                events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            }
             if f.terminal {
                 // Flux's terminal error: no retry until the spec changes
                 Requeue::await_change()
+            } else if let Some(after) = f.waiting {
+                Requeue::requeue(after)
             } else {
                 ks.retry_interval()
                     .map_or(Requeue::await_change(), Requeue::requeue)
@@ -659,7 +711,10 @@ async fn attempt(
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.metadata.generation.unwrap_or_default();
-    let artifact = source_artifact(ks, &ctx.client).await?;
+    let wait = ctx.settings.requeue_dependency;
+    let artifact = source_artifact(ks, &ctx.client, wait).await?;
+    // Flux's order: the source's artifact, then the dependencies, then the fetch
+    dependencies(ks, &ctx.client, &artifact.revision, wait).await?;
     status.last_attempted_revision = Some(artifact.revision.clone());
     let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
         || status.observed_generation != Some(generation);
@@ -711,7 +766,11 @@ async fn attempt(
     // Flux's order: decryption, then postBuild substitution
     let objects = decrypt(built, keys.as_ref()).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
     drop(keys);
-    let objects = post_build(ks, objects, &ctx.client).await?;
+    let mut objects = post_build(ks, objects, &ctx.client).await?;
+    // Flux: spec.commonMetadata labels and annotations on every object, after substitution
+    if let Some(common) = &ks.spec.common_metadata {
+        set_common_metadata(&mut objects, common);
+    }
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
     let opts = ApplyOptions {
@@ -759,7 +818,11 @@ async fn attempt(
 }
 
 /// The source's artifact, or `ArtifactFailed` with Flux's message.
-async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact, Failure> {
+async fn source_artifact(
+    ks: &Kustomization,
+    client: &Client,
+    wait: Duration,
+) -> Result<Artifact, Failure> {
     let (kind, ns, name) = source_key(ks);
     let missing = || {
         failure(
@@ -768,21 +831,19 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
         )
     };
     let not_ready = || {
-        failure(
+        waiting(
             reasons::ARTIFACT_FAILED,
             format!(
                 "Source artifact not found, retrying in {}",
-                ks.spec
-                    .retry_interval
-                    .as_deref()
-                    .unwrap_or(&ks.spec.interval)
+                crate::util::go_duration(wait.as_millis() as f64)
             ),
+            wait,
         )
     };
     let get_err = |e: kube::Error| {
         failure(
             reasons::ARTIFACT_FAILED,
-            format!("unable to get source '{kind}/{ns}/{name}': {e}"),
+            format!("unable to get source '{kind}/{ns}/{name}': {}", cause_of(e)),
         )
     };
     let artifact = match kind.as_str() {
@@ -804,6 +865,85 @@ async fn source_artifact(ks: &Kustomization, client: &Client) -> Result<Artifact
     };
     let artifact = artifact.map_err(get_err)?.ok_or_else(missing)?;
     artifact.ok_or_else(not_ready)
+}
+
+/// `spec.dependsOn`, as Flux's `checkDependencies` ([`check_dependencies`]): the
+/// Kustomizations depended on (and theirs, for [`find_cycle`], at most 64 read) are read from
+/// the API server. Not ready: `DependencyNotReady` with Flux's message, retried after `wait`;
+/// a cycle: `Stalled` with [`DEPENDENCY_CYCLE`] naming it. `revision` is the artifact about
+/// to be applied (a dependency on the same source must have applied it).
+async fn dependencies(
+    ks: &Kustomization,
+    client: &Client,
+    revision: &str,
+    wait: Duration,
+) -> Result<(), Failure> {
+    use crate::gitops::depends_on::{Dependency, DependencyId, DependencyKind};
+    if ks.spec.depends_on.is_empty() {
+        return Ok(());
+    }
+    let refs = |owner: &DependencyId, k: &Kustomization| -> Vec<DependencyId> {
+        k.spec
+            .depends_on
+            .iter()
+            .map(|d| {
+                DependencyId::of_reference(
+                    owner,
+                    DependencyKind::Kustomization,
+                    d.namespace.as_deref(),
+                    &d.name,
+                )
+            })
+            .collect()
+    };
+    let me = DependencyId::new(
+        DependencyKind::Kustomization,
+        &ks.namespace().unwrap_or_default(),
+        &ks.name_any(),
+    );
+    let mine = refs(&me, ks);
+    let mut graph = BTreeMap::from([(me.clone(), mine.clone())]);
+    let mut objects: BTreeMap<DependencyId, Option<Value>> = BTreeMap::new();
+    let mut queue: std::collections::VecDeque<DependencyId> = mine.clone().into();
+    while let Some(id) = queue.pop_front() {
+        if id == me || objects.contains_key(&id) || objects.len() >= 64 {
+            continue;
+        }
+        let got = Api::<Kustomization>::namespaced(client.clone(), &id.namespace)
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| {
+                let cause = cause_of(e);
+                waiting(
+                    reasons::DEPENDENCY_NOT_READY,
+                    format!("unable to get dependency '{id}': {cause}"),
+                    wait,
+                )
+            })?;
+        if let Some(k) = &got {
+            let next = refs(&id, k);
+            queue.extend(next.iter().cloned());
+            graph.insert(id.clone(), next);
+        }
+        objects.insert(id, got.map(|k| serde_json::to_value(k).unwrap_or_default()));
+    }
+    if let Some(cycle) = find_cycle(&graph, &me) {
+        return Err(terminal(DEPENDENCY_CYCLE, cycle.to_string()));
+    }
+    let dependent = serde_json::to_value(ks).unwrap_or_default();
+    let deps: Vec<Dependency<'_>> = ks
+        .spec
+        .depends_on
+        .iter()
+        .zip(mine)
+        .map(|(d, id)| Dependency {
+            object: objects.get(&id).and_then(Option::as_ref),
+            id,
+            ready_expr: d.ready_expr.as_deref().filter(|e| !e.is_empty()),
+        })
+        .collect();
+    check_dependencies(&dependent, Some(revision), &deps, &eval_ready_expr, false)
+        .map_err(|m| waiting(reasons::DEPENDENCY_NOT_READY, m, wait))
 }
 
 /// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
@@ -884,10 +1024,7 @@ async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<K
         .get(&r.name)
         .await
         .map_err(|e| {
-            let cause = match e {
-                kube::Error::Api(a) => a.message,
-                e => e.to_string(),
-            };
+            let cause = cause_of(e);
             failure(
                 reasons::BUILD_FAILED,
                 format!(
@@ -966,7 +1103,12 @@ async fn post_build(
             Err(e) => {
                 return Err(failure(
                     reasons::BUILD_FAILED,
-                    format!("substitute from '{}/{}' error: {e}", r.kind, r.name),
+                    format!(
+                        "substitute from '{}/{}' error: {}",
+                        r.kind,
+                        r.name,
+                        cause_of(e)
+                    ),
                 ));
             }
         }
@@ -1212,15 +1354,47 @@ mod tests {
         ks.spec.wait = Some(true);
         ks.spec.service_account_name = Some("deployer".into());
         let u = unsupported_fields(&ks);
-        assert_eq!(u.len(), 2);
+        assert_eq!(u.len(), 1, "serviceAccountName is refused, not ignored");
         assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
-        assert!(u[1].starts_with("spec.serviceAccountName"), "{u:?}");
         ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
         assert_eq!(
             unsupported_fields(&ks).len(),
-            2,
+            1,
             "decryption is implemented"
         );
+    }
+
+    #[test]
+    fn kube_config_and_service_account_are_refused_not_applied_locally() {
+        let mut ks = Kustomization::new("app", KustomizationSpec::default());
+        assert_eq!(refused(&ks), None);
+        ks.spec.service_account_name = Some(String::new());
+        assert_eq!(refused(&ks), None, "an empty name is the default");
+        ks.spec.service_account_name = Some("deployer".into());
+        let m = refused(&ks).expect("refused");
+        assert!(
+            m.starts_with("spec.serviceAccountName is not supported yet: nothing is applied"),
+            "{m}"
+        );
+        assert!(m.contains("controller's own rights"), "{m}");
+        ks.spec.service_account_name = None;
+        ks.spec.kube_config =
+            Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        let m = refused(&ks).expect("refused");
+        assert!(m.starts_with("spec.kubeConfig is not supported yet"), "{m}");
+        assert!(
+            m.contains("will not apply to the local cluster instead"),
+            "{m}"
+        );
+        // the decision is terminal: Stalled, Ready=False, no Reconciling
+        let mut c = vec![];
+        mark_failed(&mut c, UNSUPPORTED_FIELD, &m, true, 1, &t(0));
+        assert_eq!(
+            cond(&c, "Ready"),
+            Some(("False", UNSUPPORTED_FIELD, m.as_str()))
+        );
+        assert_eq!(cond(&c, "Stalled").map(|x| x.0), Some("True"));
+        assert!(cond(&c, "Reconciling").is_none());
     }
 
     fn cond<'a>(c: &'a [Condition], t: &str) -> Option<(&'a str, &'a str, &'a str)> {

@@ -346,3 +346,14 @@ fn the_users_kustomization_is_edited_in_place() {
     );
     assert_eq!(kus["replicas"][0]["count"], 3);
 }
+
+#[test]
+fn multi_line_errors_become_one_line_keeping_the_file() {
+    let m = "accumulating resources: accumulation err='accumulating resources from 'bad.yaml':\n  yaml: line 3: mapping values are not allowed in this context'\n\n";
+    let got = one_line(m);
+    assert!(!got.contains('\n'), "{got}");
+    assert_eq!(
+        got,
+        "accumulating resources: accumulation err='accumulating resources from 'bad.yaml':; yaml: line 3: mapping values are not allowed in this context'"
+    );
+}
