@@ -56,7 +56,9 @@ use super::substitute::{Options as SubstituteOptions, merge_variables, substitut
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
 };
-use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository};
+use crate::api::source::{
+    Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository, Source,
+};
 use crate::apply::inventory::{inventory_of, merge_survivors, stale};
 use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
@@ -364,22 +366,24 @@ fn source_key(ks: &Kustomization) -> (String, String, String) {
     (r.kind.clone(), ns, r.name.clone())
 }
 
-/// The Kustomizations reading `kind` `ns/name` whose last attempt is not `revision`.
-fn for_source(
+/// The Kustomizations reading `source` whose last attempt is not its artifact's revision (none
+/// while it has no artifact).
+fn for_source<S: Source + Resource<DynamicType = ()>>(
     store: &Store<Kustomization>,
-    kind: &str,
-    ns: Option<String>,
-    name: &str,
-    revision: Option<&str>,
+    source: &S,
 ) -> Vec<ObjectRef<Kustomization>> {
-    let Some(revision) = revision else {
+    let Some(revision) = source.artifact().map(|a| a.revision.as_str()) else {
         return vec![];
     };
-    let ns = ns.unwrap_or_default();
+    let key = (
+        S::kind(&()).into_owned(),
+        source.namespace().unwrap_or_default(),
+        source.name_any(),
+    );
     store
         .state()
         .iter()
-        .filter(|k| source_key(k) == (kind.to_string(), ns.clone(), name.to_string()))
+        .filter(|k| source_key(k) == key)
         .filter(|k| {
             k.status
                 .as_ref()
@@ -436,46 +440,13 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     });
     Controller::for_stream(trigger, store)
         .watches(scope.api::<GitRepository>(&client), any(), move |r| {
-            let rev = r
-                .status
-                .as_ref()
-                .and_then(|s| s.artifact.as_ref())
-                .map(|a| a.revision.clone());
-            for_source(
-                &s1,
-                "GitRepository",
-                r.namespace(),
-                &r.name_any(),
-                rev.as_deref(),
-            )
+            for_source(&s1, &r)
         })
         .watches(scope.api::<OCIRepository>(&client), any(), move |r| {
-            let rev = r
-                .status
-                .as_ref()
-                .and_then(|s| s.artifact.as_ref())
-                .map(|a| a.revision.clone());
-            for_source(
-                &s2,
-                "OCIRepository",
-                r.namespace(),
-                &r.name_any(),
-                rev.as_deref(),
-            )
+            for_source(&s2, &r)
         })
         .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
-            let rev = r
-                .status
-                .as_ref()
-                .and_then(|s| s.artifact.as_ref())
-                .map(|a| a.revision.clone());
-            for_source(
-                &s3,
-                "ExternalArtifact",
-                r.namespace(),
-                &r.name_any(),
-                rev.as_deref(),
-            )
+            for_source(&s3, &r)
         })
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
