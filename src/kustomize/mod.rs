@@ -5,4 +5,6 @@
 pub mod build;
 pub mod controller;
 pub mod decrypt;
+pub mod health_wait;
 pub mod substitute;
+pub mod wake;
