@@ -283,6 +283,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "metadata": {"name": "cfg"},
         "spec": {"interval": "10m", "retryInterval": "1m", "path": "./deploy", "prune": true,
             "targetNamespace": ns.name, "wait": true,
+            "decryption": {"provider": "sops", "serviceAccountName": "kms"},
             "commonMetadata": {"labels": {"team": "web"}, "annotations": {"owner": "${cluster_env}"}},
             "sourceRef": {"kind": "GitRepository", "name": "cfg"},
             "postBuild": {"substituteFrom": [
@@ -328,6 +329,18 @@ async fn missing_source_substitution_and_unsupported_fields() {
     // commonMetadata is added after substitution: its values are not substituted
     assert_eq!(cm["metadata"]["labels"]["team"], "web");
     assert_eq!(cm["metadata"]["annotations"]["owner"], "${cluster_env}");
+    // wait: true over ConfigMaps (always Current): healthy at once
+    let healthy = k
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy");
+    assert!(
+        healthy.is_some_and(|c| c.status == "True" && c.message.starts_with("Health check passed in ")),
+        "{healthy:?}"
+    );
     let unsupported = k
         .status
         .unwrap()
@@ -339,7 +352,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
     assert!(
         unsupported
             .message
-            .contains("spec.healthChecks/healthCheckExprs/wait"),
+            .contains("spec.decryption.serviceAccountName"),
         "{}",
         unsupported.message
     );

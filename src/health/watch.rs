@@ -48,7 +48,12 @@ pub struct Watches {
 
 impl Drop for Watches {
     fn drop(&mut self) {
-        for w in self.kinds.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for w in self
+            .kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             w.task.abort();
         }
     }
@@ -205,7 +210,10 @@ fn to_value(o: &DynamicObject, ar: &ApiResource) -> Value {
 }
 
 /// The API resource of `gvk`; with an empty version, the group's preferred one.
-async fn resolve(client: &Client, gvk: &GroupVersionKind) -> Option<(ApiResource, ApiCapabilities)> {
+async fn resolve(
+    client: &Client,
+    gvk: &GroupVersionKind,
+) -> Option<(ApiResource, ApiCapabilities)> {
     let r = if gvk.version.is_empty() {
         match kube::discovery::group(client, &gvk.group).await {
             Ok(g) => g.recommended_kind(&gvk.kind).ok_or_else(|| {

@@ -779,9 +779,8 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                     .is_none_or(|c| c.message != f.message)
             {
                 // Flux's Info event, here once per new reason rather than every retry
-                let after = crate::util::go_duration(
-                    f.waiting.unwrap_or_default().as_millis() as f64,
-                );
+                let after =
+                    crate::util::go_duration(f.waiting.unwrap_or_default().as_millis() as f64);
                 events.push((
                     false,
                     f.reason.into(),
@@ -827,7 +826,14 @@ async fn attempt(
     // a running health wait of this very apply is re-evaluated, nothing re-applied
     if let Some(w) = ctx.waits.get(&(ns.clone(), name.clone())).filter(|w| {
         let token = requested_at(ks.metadata.annotations.as_ref());
-        health_wait::resumes(Some(w), &artifact.revision, generation, token, ks.interval(), now.0)
+        health_wait::resumes(
+            Some(w),
+            &artifact.revision,
+            generation,
+            token,
+            ks.interval(),
+            now.0,
+        )
     }) {
         status.last_attempted_revision = Some(artifact.revision.clone());
         return Ok(Attempted::Resumed(w));
@@ -1094,9 +1100,13 @@ async fn helm_release(
     let got = Api::<DynamicObject>::namespaced_with(client.clone(), &id.namespace, &ar)
         .get_opt(&id.name)
         .await;
-    if let Ok(None) = got
-        && kube::discovery::pinned_kind(client, &gvk).await.is_err()
-    {
+    // an unserved kind is a 404 without a Status body ("404 page not found")
+    let maybe_unserved = match &got {
+        Ok(None) => true,
+        Err(e) => e.to_string().contains("404"),
+        Ok(Some(_)) => false,
+    };
+    if maybe_unserved && kube::discovery::pinned_kind(client, &gvk).await.is_err() {
         return Err(waiting(
             reasons::DEPENDENCY_NOT_READY,
             format!(
@@ -1527,7 +1537,10 @@ mod tests {
         );
         let u = unsupported_fields(&ks);
         assert_eq!(u.len(), 1);
-        assert!(u[0].starts_with("spec.decryption.serviceAccountName"), "{u:?}");
+        assert!(
+            u[0].starts_with("spec.decryption.serviceAccountName"),
+            "{u:?}"
+        );
     }
 
     #[test]

@@ -30,9 +30,9 @@ use crate::api::kustomization::Kustomization;
 use crate::apply::inventory::ObjectId;
 use crate::apply::ssa::{Action, Change};
 use crate::gitops::conditions::{self, types};
+use crate::gitops::reconcile_request::requested_at;
 use crate::health::assess::{Verdict, WaitOptions, assess, objects_to_check};
 use crate::health::expr::HealthExprs;
-use crate::gitops::reconcile_request::requested_at;
 use crate::health::watch::{Watches, observe, split_api_version};
 use crate::util::go_duration;
 
@@ -274,7 +274,11 @@ impl Waits {
         let mut inner = self.lock();
         inner.unindex(&key);
         for (id, _) in &state.objects {
-            inner.index.entry(id.clone()).or_default().insert(key.clone());
+            inner
+                .index
+                .entry(id.clone())
+                .or_default()
+                .insert(key.clone());
         }
         inner.states.insert(key, state);
     }

@@ -161,8 +161,14 @@ fn a_new_revision_generation_token_or_interval_supersedes_the_wait() {
         !resumes(Some(&w), rev, 2, Some("now"), i, t(30)),
         "flux reconcile"
     );
-    assert!(!resumes(Some(&w), rev, 2, None, i, t(60)), "interval elapsed");
-    assert!(resumes(Some(&w), rev, 2, None, None, t(6000)), "no interval");
+    assert!(
+        !resumes(Some(&w), rev, 2, None, i, t(60)),
+        "interval elapsed"
+    );
+    assert!(
+        resumes(Some(&w), rev, 2, None, None, t(6000)),
+        "no interval"
+    );
 }
 
 #[test]
@@ -246,9 +252,16 @@ fn the_index_maps_objects_to_their_waits() {
     waits.insert(b.clone(), wait(false));
     assert_eq!(waits.waiting_on(&web()), [a.clone(), b.clone()]);
     let mut other = wait(false);
-    other.objects = vec![(ObjectId::parse("apps_db_apps_StatefulSet").unwrap(), "v1".into())];
+    other.objects = vec![(
+        ObjectId::parse("apps_db_apps_StatefulSet").unwrap(),
+        "v1".into(),
+    )];
     waits.insert(a.clone(), other);
-    assert_eq!(waits.waiting_on(&web()), [b.clone()], "replaced wait unindexed");
+    assert_eq!(
+        waits.waiting_on(&web()),
+        std::slice::from_ref(&b),
+        "replaced wait unindexed"
+    );
     waits.remove(&b);
     assert!(waits.waiting_on(&web()).is_empty());
     assert_eq!(waits.len(), 1);

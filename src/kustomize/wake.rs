@@ -83,7 +83,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ks(name: &str, ns: &str, deps: serde_json::Value, ready: (&str, &str), gens: (i64, i64)) -> Arc<Kustomization> {
+    fn ks(
+        name: &str,
+        ns: &str,
+        deps: serde_json::Value,
+        ready: (&str, &str),
+        gens: (i64, i64),
+    ) -> Arc<Kustomization> {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
@@ -101,22 +107,55 @@ mod tests {
     #[test]
     fn a_ready_dependency_wakes_only_the_dependents_waiting_for_it() {
         let waiting = ("False", "DependencyNotReady");
-        let a = ks("a", "apps", json!([]), ("True", "ReconciliationSucceeded"), (1, 1));
+        let a = ks(
+            "a",
+            "apps",
+            json!([]),
+            ("True", "ReconciliationSucceeded"),
+            (1, 1),
+        );
         let all = vec![
             a.clone(),
             ks("b", "apps", json!([{"name": "a"}]), waiting, (1, 1)),
-            ks("c", "other", json!([{"name": "a", "namespace": "apps"}]), waiting, (1, 1)),
+            ks(
+                "c",
+                "other",
+                json!([{"name": "a", "namespace": "apps"}]),
+                waiting,
+                (1, 1),
+            ),
             ks("d", "other", json!([{"name": "a"}]), waiting, (1, 1)),
-            ks("e", "apps", json!([{"name": "a"}]), ("True", "ReconciliationSucceeded"), (1, 1)),
-            ks("f", "apps", json!([{"name": "a", "kind": "HelmRelease"}]), waiting, (1, 1)),
+            ks(
+                "e",
+                "apps",
+                json!([{"name": "a"}]),
+                ("True", "ReconciliationSucceeded"),
+                (1, 1),
+            ),
+            ks(
+                "f",
+                "apps",
+                json!([{"name": "a", "kind": "HelmRelease"}]),
+                waiting,
+                (1, 1),
+            ),
         ];
         let woken: Vec<String> = dependents_to_wake(&all, &a)
             .iter()
             .map(|r| format!("{}/{}", r.namespace.clone().unwrap_or_default(), r.name))
             .collect();
         assert_eq!(woken, ["apps/b", "other/c"]);
-        let stale = ks("a", "apps", json!([]), ("True", "ReconciliationSucceeded"), (2, 1));
-        assert!(dependents_to_wake(&all, &stale).is_empty(), "not ready for its generation");
+        let stale = ks(
+            "a",
+            "apps",
+            json!([]),
+            ("True", "ReconciliationSucceeded"),
+            (2, 1),
+        );
+        assert!(
+            dependents_to_wake(&all, &stale).is_empty(),
+            "not ready for its generation"
+        );
         let failed = ks("a", "apps", json!([]), ("False", "BuildFailed"), (1, 1));
         assert!(dependents_to_wake(&all, &failed).is_empty());
     }
