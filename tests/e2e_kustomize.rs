@@ -673,7 +673,8 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
 
 /// `spec.dependsOn`: a Kustomization whose dependency is missing or not Ready is
 /// `DependencyNotReady` with Flux's message and applies nothing; once the dependency is Ready
-/// it is applied (on its 30 s requeue). A dependency cycle is `Stalled` naming the cycle.
+/// it is applied (woken by the dependency turning Ready, not the 30 s requeue). A dependency
+/// cycle is `Stalled` naming the cycle.
 #[tokio::test]
 async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
     let client = client().await;

@@ -513,6 +513,13 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
         })
     })
     .await;
+    let k = get_ks(&ns, "widget").await;
+    assert!(
+        cond(&k, "Reconciling").is_some_and(|c| c.1 == "ProgressingWithRetry"
+            && c.2.starts_with("Running health checks for revision")),
+        "{:?}",
+        k.status
+    );
     for n in ["widget", "app", "after-helm"] {
         api.delete(n, &Default::default()).await.unwrap();
     }

@@ -743,6 +743,22 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
         Err(f) => {
+            if f.health.is_some() {
+                // Flux leaves the health step's Reconciling, as ProgressingWithRetry
+                let timeout = ks.timeout().unwrap_or(Duration::from_secs(300));
+                let running = health_wait::running_message(
+                    revision.as_deref().unwrap_or_default(),
+                    k8s_openapi::jiff::SignedDuration::try_from(timeout).unwrap_or_default(),
+                );
+                conditions::mark_true(
+                    &mut status.conditions,
+                    types::RECONCILING,
+                    reasons::PROGRESSING,
+                    &running,
+                    generation,
+                    &now,
+                );
+            }
             mark_failed(
                 &mut status.conditions,
                 f.reason,
