@@ -525,3 +525,85 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
     }
     cleanup(ns).await;
 }
+
+/// The wait lives in memory, but status is the only memory: a controller killed mid-wait and
+/// started again resumes the wait from the `Healthy=Unknown` condition's transition time, so
+/// the timeout is not restarted.
+#[tokio::test]
+async fn a_restarted_controller_resumes_the_wait_without_restarting_the_timeout() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-restart", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (mut ctl, port) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    repo.commit(
+        "main",
+        &[("stuck/deploy.yaml", &deployment("stuck", true))],
+        "never ready",
+    );
+    git_repository(&ns, &server).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    api.create(
+        &Default::default(),
+        &ks(
+            "stuck",
+            &ns.name,
+            json!({"path": "./stuck", "wait": true, "timeout": "30s", "retryInterval": "10m"}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "waiting", || async {
+        is(
+            &get_ks(&ns, "stuck").await,
+            "Healthy",
+            "Unknown",
+            "Progressing",
+        )
+    })
+    .await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    ctl.kill();
+    let listen = format!("127.0.0.1:{port}");
+    let storage_path = storage.path().to_str().unwrap().to_string();
+    let _ctl2 = ControllerProcess::start_with(
+        &ns.name,
+        &format!("kustomize-{}-restarted", ns.name),
+        &kubeconfig_path(),
+        &[
+            "--controllers",
+            "source,kustomize",
+            "--storage-path",
+            &storage_path,
+            "--listen",
+            &listen,
+            "--log-level",
+            "info,pennant=debug",
+        ],
+        &[],
+    );
+    wait_until(Duration::from_secs(60), "HealthCheckFailed", || async {
+        is(
+            &get_ks(&ns, "stuck").await,
+            "Ready",
+            "False",
+            "HealthCheckFailed",
+        )
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("restart 10s into a 30s wait -> HealthCheckFailed {took:?} after the wait began");
+    assert!(
+        took < Duration::from_secs(36),
+        "the timeout restarted with the process: {took:?}"
+    );
+    let (_, _, message) = cond(&get_ks(&ns, "stuck").await, "Ready").unwrap();
+    assert!(
+        message.starts_with("health check failed after 3"),
+        "{message}"
+    );
+    api.delete("stuck", &Default::default()).await.unwrap();
+    cleanup(ns).await;
+}
