@@ -120,6 +120,8 @@ struct Ctx {
     /// Running health waits, and the watches of the objects they check.
     waits: Arc<Waits>,
     watches: Arc<crate::health::watch::Watches>,
+    /// Kustomizations waiting for a HelmRelease (pennant's `dependsOn[].kind`).
+    helm_dependents: Arc<super::wake::HelmDependents>,
     applier: Applier,
     settings: Settings,
     instance: String,
@@ -440,13 +442,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let any = || watcher::Config::default().any_semantic();
     let (watches, changed) = crate::health::watch::Watches::new(client.clone());
     let waits = Arc::new(Waits::default());
+    let helm_dependents = Arc::new(super::wake::HelmDependents::default());
     tokio::spawn(super::wake::forward_object_changes(
         changed,
         waits.clone(),
+        helm_dependents.clone(),
         wake,
     ));
     let ctx = Arc::new(Ctx {
         waits,
+        helm_dependents,
         watches,
         applier: Applier::new(client.clone()),
         client: client.clone(),
@@ -564,6 +569,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
     if ks.metadata.deletion_timestamp.is_some() {
         ctx.waits.remove(&(ns.clone(), name.clone()));
+        ctx.helm_dependents.set(&(ns.clone(), name.clone()), &[]);
         return finalize(&ks, &api, &ctx).await;
     }
     let mut ks = ks;
@@ -855,7 +861,10 @@ async fn attempt(
         return Ok(Attempted::Resumed(w));
     }
     // Flux's order: the source's artifact, then the dependencies, then the fetch
-    dependencies(ks, &ctx.client, &artifact.revision, wait).await?;
+    let deps = dependencies(ks, &ctx.client, &artifact.revision, wait).await;
+    super::wake::track_helm_dependencies(&ctx.helm_dependents, &ctx.watches, ks, deps.is_err())
+        .await;
+    deps?;
     status.last_attempted_revision = Some(artifact.revision.clone());
     let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
         || status.observed_generation != Some(generation);

@@ -4,16 +4,18 @@
 //! `ObjectRef`s on the controller's `reconcile_on` stream, so the reconcile follows within a
 //! second.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
-use super::health_wait::Waits;
+use super::health_wait::{Key, Waits};
 use crate::api::kustomization::Kustomization;
 use crate::apply::inventory::ObjectId;
 use crate::gitops::conditions::{self, reasons, types};
+use crate::health::watch::Watches;
 
 /// Whether `k` counts as a ready dependency: `Ready=True` for its current generation (the
 /// first rules of Flux's `checkDependencies`; the rest is checked by the dependent's
@@ -59,15 +61,99 @@ pub fn dependents_to_wake(
         .collect()
 }
 
-/// Forward every change of a checked object (from the health watches) to the Kustomizations
-/// waiting on it, until either channel closes.
+/// The HelmReleases (pennant's `dependsOn[].kind: HelmRelease`) each Kustomization waits for,
+/// so that a change of one (seen by the dynamic watches) wakes its dependents.
+#[derive(Default)]
+pub struct HelmDependents {
+    index: Mutex<BTreeMap<ObjectId, BTreeSet<Key>>>,
+}
+
+/// The id of a HelmRelease (`helm.toolkit.fluxcd.io`).
+pub fn helm_release_id(namespace: &str, name: &str) -> ObjectId {
+    ObjectId {
+        namespace: namespace.into(),
+        name: name.into(),
+        group: "helm.toolkit.fluxcd.io".into(),
+        kind: "HelmRelease".into(),
+    }
+}
+
+/// The HelmReleases `ks` depends on (the namespace defaulting to its own). PURE.
+pub fn helm_dependencies(ks: &Kustomization) -> Vec<ObjectId> {
+    let own = ks.namespace().unwrap_or_default();
+    ks.spec
+        .depends_on
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some("HelmRelease"))
+        .map(|d| {
+            let ns = d
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&own);
+            helm_release_id(ns, &d.name)
+        })
+        .collect()
+}
+
+impl HelmDependents {
+    /// Record that `key` waits for `deps` (replacing what it waited for before; empty: none).
+    pub fn set(&self, key: &Key, deps: &[ObjectId]) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.retain(|_, keys| {
+            keys.remove(key);
+            !keys.is_empty()
+        });
+        for d in deps {
+            index.entry(d.clone()).or_default().insert(key.clone());
+        }
+    }
+
+    /// The Kustomizations waiting for the HelmRelease `id`.
+    pub fn waiting_on(&self, id: &ObjectId) -> Vec<Key> {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// After a dependency check of `ks`: while it waits (`waiting`), its HelmRelease dependencies
+/// are watched and indexed; once they are ready, forgotten.
+pub async fn track_helm_dependencies(
+    index: &HelmDependents,
+    watches: &Watches,
+    ks: &Kustomization,
+    waiting: bool,
+) {
+    let key = (ks.namespace().unwrap_or_default(), ks.name_any());
+    let deps = if waiting {
+        helm_dependencies(ks)
+    } else {
+        vec![]
+    };
+    index.set(&key, &deps);
+    for d in &deps {
+        watches.ensure(d, "v2").await;
+    }
+}
+
+/// Forward every change of a checked object or a HelmRelease depended on (from the dynamic
+/// watches) to the Kustomizations waiting on it, until either channel closes.
 pub async fn forward_object_changes(
     mut changed: mpsc::UnboundedReceiver<ObjectId>,
     waits: Arc<Waits>,
+    helm: Arc<HelmDependents>,
     wake: mpsc::UnboundedSender<ObjectRef<Kustomization>>,
 ) {
     while let Some(id) = changed.recv().await {
-        for (ns, name) in waits.waiting_on(&id) {
+        let mut keys = waits.waiting_on(&id);
+        if id.kind == "HelmRelease" {
+            keys.extend(helm.waiting_on(&id));
+        }
+        for (ns, name) in keys {
             if wake
                 .send(ObjectRef::<Kustomization>::new(&name).within(&ns))
                 .is_err()
@@ -158,5 +244,36 @@ mod tests {
         );
         let failed = ks("a", "apps", json!([]), ("False", "BuildFailed"), (1, 1));
         assert!(dependents_to_wake(&all, &failed).is_empty());
+    }
+
+    #[test]
+    fn helm_release_dependencies_are_indexed_while_waited_for() {
+        let waiting = ("False", "DependencyNotReady");
+        let b = ks(
+            "b",
+            "apps",
+            json!([{"name": "a"}, {"kind": "HelmRelease", "name": "ingress"},
+                {"kind": "HelmRelease", "name": "db", "namespace": "data"}]),
+            waiting,
+            (1, 1),
+        );
+        let deps = helm_dependencies(&b);
+        assert_eq!(
+            deps,
+            [
+                helm_release_id("apps", "ingress"),
+                helm_release_id("data", "db")
+            ]
+        );
+        let index = HelmDependents::default();
+        let key: Key = ("apps".into(), "b".into());
+        index.set(&key, &deps);
+        assert_eq!(
+            index.waiting_on(&helm_release_id("data", "db")),
+            std::slice::from_ref(&key)
+        );
+        assert!(index.waiting_on(&helm_release_id("apps", "db")).is_empty());
+        index.set(&key, &[]);
+        assert!(index.waiting_on(&helm_release_id("data", "db")).is_empty());
     }
 }
