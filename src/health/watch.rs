@@ -9,8 +9,10 @@
 //! a worker for the whole `spec.timeout` (flux2#5622); here a wait holds nothing, and an
 //! object becoming Ready is noticed within a second.
 //!
-//! Objects of a kind that is not watched (yet, or a remote cluster's client, for which there
-//! is no watch) are read with one GET each; an error other than NotFound is logged and the
+//! Under a namespace-scoped controller (`--namespace`) a namespaced kind is watched in that
+//! namespace only (no cluster-wide list rights needed). Objects of a kind that is not watched
+//! (yet, or elsewhere, or a remote cluster's client, for which there is no watch) are read
+//! with one GET each; an error other than NotFound is logged and the
 //! object counts as not found for this evaluation.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +34,8 @@ use crate::apply::inventory::ObjectId;
 /// One watched kind.
 struct KindWatch {
     resource: ApiResource,
+    /// The one namespace watched (a namespaced kind under a namespace-scoped controller).
+    namespace: Option<String>,
     store: Store<DynamicObject>,
     /// The first complete list arrived: the store can answer "absent" too.
     synced: Arc<AtomicBool>,
@@ -41,6 +45,9 @@ struct KindWatch {
 /// The dynamic watches of one cluster (the controller's own), keyed by group and kind.
 pub struct Watches {
     client: Client,
+    /// The controller's namespace scope (`--namespace`): namespaced kinds are watched there
+    /// only; objects elsewhere are read with a GET.
+    namespace: Option<String>,
     kinds: Mutex<HashMap<(String, String), Arc<KindWatch>>>,
     discovered: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
     events: mpsc::UnboundedSender<ObjectId>,
@@ -65,12 +72,17 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 }
 
 impl Watches {
-    /// Watches of `client`'s cluster, and the receiver of the ids of the objects that changed.
-    pub fn new(client: Client) -> (Arc<Watches>, mpsc::UnboundedReceiver<ObjectId>) {
+    /// Watches of `client`'s cluster (namespaced kinds only in `namespace` when set), and the
+    /// receiver of the ids of the objects that changed.
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+    ) -> (Arc<Watches>, mpsc::UnboundedReceiver<ObjectId>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Watches {
                 client,
+                namespace,
                 kinds: Mutex::default(),
                 discovered: Mutex::default(),
                 events: tx,
@@ -123,8 +135,12 @@ impl Watches {
             return;
         }
         let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
-        let Some((resource, _)) = self.resolve(&gvk).await else {
+        let Some((resource, caps)) = self.resolve(&gvk).await else {
             return;
+        };
+        let namespace = match caps.scope {
+            Scope::Namespaced => self.namespace.clone(),
+            Scope::Cluster => None,
         };
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let key = (id.group.clone(), id.kind.clone());
@@ -134,7 +150,10 @@ impl Watches {
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
         let store = writer.as_reader();
         let synced = Arc::new(AtomicBool::new(false));
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let api: Api<DynamicObject> = match &namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
         let (tx, flag, group, kind) = (
             self.events.clone(),
             synced.clone(),
@@ -179,6 +198,7 @@ impl Watches {
             key,
             Arc::new(KindWatch {
                 resource,
+                namespace,
                 store,
                 synced,
                 task,
@@ -190,7 +210,9 @@ impl Watches {
     /// object is absent, `None` when the watch cannot tell (not watched or not synced).
     pub fn cached(&self, id: &ObjectId) -> Option<Option<Value>> {
         let w = self.kind(&id.group, &id.kind)?;
-        if !w.synced.load(Ordering::SeqCst) {
+        if !w.synced.load(Ordering::SeqCst)
+            || w.namespace.as_ref().is_some_and(|ns| *ns != id.namespace)
+        {
             return None;
         }
         let mut key = ObjectRef::<DynamicObject>::new_with(&id.name, w.resource.clone());

@@ -440,7 +440,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     .predicate_filter(wanted, PredicateConfig::default());
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     let any = || watcher::Config::default().any_semantic();
-    let (watches, changed) = crate::health::watch::Watches::new(client.clone());
+    let (watches, changed) =
+        crate::health::watch::Watches::new(client.clone(), scope.namespace.clone());
     let waits = Arc::new(Waits::default());
     let helm_dependents = Arc::new(super::wake::HelmDependents::default());
     tokio::spawn(super::wake::forward_object_changes(
