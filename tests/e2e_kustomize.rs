@@ -350,19 +350,12 @@ async fn missing_source_substitution_and_unsupported_fields() {
             .any(|(t, m)| t == "Warning" && *m == unsupported.message),
         "{events:?}"
     );
-    // kubeConfig / serviceAccountName: refused, never applied locally with the controller's rights
-    for (name, field, extra) in [
-        (
-            "remote",
-            "spec.kubeConfig",
-            serde_json::json!({"kubeConfig": {"secretRef": {"name": "kc"}}}),
-        ),
-        (
-            "impersonated",
-            "spec.serviceAccountName",
-            serde_json::json!({"serviceAccountName": "deployer"}),
-        ),
-    ] {
+    // kubeConfig.configMapRef (workload identity): refused, never applied locally instead
+    for (name, field, extra) in [(
+        "workload-identity",
+        "spec.kubeConfig.configMapRef",
+        serde_json::json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
+    )] {
         let mut spec = serde_json::json!({"interval": "10m", "path": "./refused", "prune": true,
             "targetNamespace": ns.name,
             "sourceRef": {"kind": "GitRepository", "name": "cfg"}});

@@ -1131,12 +1131,13 @@ async fn finalize(
         "Orphan" => false,
         _ => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let inv = ks
-            .status
-            .as_ref()
-            .and_then(|s| s.inventory.clone())
-            .unwrap_or_default();
+    let inv = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // nothing applied: no target needed (a broken kubeConfig never blocks the deletion)
+    if delete && ks.spec.suspend != Some(true) && !inv.entries.is_empty() {
         let stale =
             stale(&inv, &ResourceInventory::default()).map_err(|e| Error::Kube(e.to_string()))?;
         let wait = (policy == "WaitForTermination")

@@ -16,7 +16,7 @@
 //! `--insecure-kubeconfig-exec`) and `insecure-skip-tls-verify` (unless
 //! `--insecure-kubeconfig-tls`). Requests time out after 30 s (Flux's default).
 //!
-//! Clients are cached by (Secret uid, resourceVersion, impersonated user), so a reconcile
+//! Clients are cached by (Secret uid, resourceVersion, key, impersonated user), so a reconcile
 //! reuses the client and its discovery cache until the Secret changes. A new remote client is
 //! probed once (`GET /version`) so an unreachable server names the Secret.
 //!
@@ -93,6 +93,8 @@ enum Key {
     Secret {
         uid: String,
         version: String,
+        /// `secretRef.key` (another key is another kubeconfig)
+        key: Option<String>,
         user: Option<String>,
     },
 }
@@ -380,6 +382,7 @@ impl Targets {
         let key = Key::Secret {
             uid: secret.uid().unwrap_or_default(),
             version: secret.resource_version().unwrap_or_default(),
+            key: r.key.clone().filter(|k| !k.is_empty()),
             user: user.clone(),
         };
         if let Some(t) = self.cached(&key) {
