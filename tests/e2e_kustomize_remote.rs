@@ -15,15 +15,13 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use pennant::api::kustomization::Kustomization;
-use support::gitserver::{GitServer, ServerOptions, TempDir, git};
+use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::kustomize::{
+    CONFIG, commit_apps, get_ks, git_repository, inventory_ids, ready, remove_config,
+    request_reconcile, wait_ready,
+};
 use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
 use support::*;
-
-const BASE_KUSTOMIZATION: &str = "resources:\n  - deployment.yaml\n  - config.yaml\n";
-const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.27\n";
-const CONFIG: &str =
-    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  level: info\n";
-const OVERLAY: &str = "resources:\n  - ../../base\npatches:\n  - target:\n      kind: Deployment\n      name: web\n    patch: |\n      - op: replace\n        path: /spec/replicas\n        value: 3\n";
 
 /// The second control plane's admin kubeconfig (`e2e/cluster env`'s
 /// `PENNANT_E2E_REMOTE_KUBECONFIG`, else `<state>/remote/kubeconfig`).
@@ -47,47 +45,6 @@ async fn remote_client() -> (Client, String) {
         .await
         .unwrap_or_else(|e| panic!("second control plane not reachable ({e}): `e2e/cluster up`"));
     (client, text)
-}
-
-async fn get_ks(ns: &TestNs, name: &str) -> Kustomization {
-    Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name)
-        .get(name)
-        .await
-        .unwrap()
-}
-
-fn ready(k: &Kustomization) -> Option<(String, String, String)> {
-    let c = k
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits until Ready has `reason` and a message containing `needle`.
-async fn wait_ready(ns: &TestNs, name: &str, reason: &str, needle: &str) -> Kustomization {
-    let mut last = None;
-    for _ in 0..400 {
-        let k = get_ks(ns, name).await;
-        if ready(&k).is_some_and(|(_, r, m)| r == reason && m.contains(needle)) {
-            return k;
-        }
-        last = Some(k);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name}: no {reason} with {needle:?}: {:?}",
-        last.and_then(|k| k.status)
-    );
-}
-
-async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
 }
 
 async fn put_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
@@ -137,21 +94,8 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
     let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("apps");
-    let sha1 = repo.commit(
-        "main",
-        &[
-            ("apps/base/kustomization.yaml", BASE_KUSTOMIZATION),
-            ("apps/base/deployment.yaml", DEPLOYMENT),
-            ("apps/base/config.yaml", CONFIG),
-            ("apps/overlays/production/kustomization.yaml", OVERLAY),
-        ],
-        "production at 3 replicas",
-    );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    let sha1 = commit_apps(&repo, 3);
+    git_repository(&ns, "apps", &server.url("apps")).await;
     // Flux's default key: `value`
     put_secret(&client, &ns.name, "remote-kc", "value", &kubeconfig).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
@@ -164,17 +108,8 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
     .unwrap();
 
     let k = wait_ready(&ns, "apps", "ReconciliationSucceeded", &sha1).await;
-    let ids: Vec<String> = k
-        .status
-        .unwrap()
-        .inventory
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
     assert_eq!(
-        ids,
+        inventory_ids(&k),
         [
             format!("{}_web-config__ConfigMap", ns.name),
             format!("{}_web_apps_Deployment", ns.name),
@@ -211,15 +146,7 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
     );
 
     // a file removed: pruned on the second cluster
-    git(&repo.work, &["rm", "-q", "apps/base/config.yaml"]);
-    let sha2 = repo.commit(
-        "main",
-        &[(
-            "apps/base/kustomization.yaml",
-            "resources:\n  - deployment.yaml\n",
-        )],
-        "no config",
-    );
+    let sha2 = remove_config(&repo);
     flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
     let k = wait_ready(&ns, "apps", "ReconciliationSucceeded", &sha2).await;
     assert_eq!(k.status.unwrap().inventory.unwrap().entries.len(), 1);
@@ -405,11 +332,7 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
         ],
         "a config and a secret",
     );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    git_repository(&ns, "apps", &server.url("apps")).await;
     ns.apply_yaml(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: NAMESPACE\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: configmaps\n  namespace: NAMESPACE\nrules:\n  - apiGroups: [\"\"]\n    resources: [\"configmaps\"]\n    verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"patch\", \"delete\"]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer-configmaps\n  namespace: NAMESPACE\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: configmaps\nsubjects:\n  - kind: ServiceAccount\n    name: deployer\n    namespace: NAMESPACE\n",
     )

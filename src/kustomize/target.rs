@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
@@ -141,17 +142,17 @@ pub fn impersonate(mut config: kube::Config, user: Option<&str>) -> kube::Config
 /// else `value`, else `value.yaml`, with Flux's messages. PURE.
 pub fn kubeconfig_bytes<'a>(
     secret: &str,
-    data: &'a BTreeMap<String, Vec<u8>>,
+    data: &'a BTreeMap<String, ByteString>,
     key: Option<&str>,
 ) -> Result<&'a [u8], String> {
     match key.filter(|k| !k.is_empty()) {
-        Some(key) => data.get(key).map(Vec::as_slice).ok_or_else(|| {
+        Some(key) => data.get(key).map(|b| b.0.as_slice()).ok_or_else(|| {
             format!("KubeConfig secret '{secret}' does not contain a '{key}' key with a kubeconfig")
         }),
         None => data
             .get("value")
             .or_else(|| data.get("value.yaml"))
-            .map(Vec::as_slice)
+            .map(|b| b.0.as_slice())
             .ok_or_else(|| {
                 format!(
                     "KubeConfig secret '{secret}' does not contain a 'value' key with a kubeconfig"
@@ -276,20 +277,6 @@ pub fn parse_kubeconfig(bytes: &[u8], options: &Options) -> Result<Kubeconfig, S
     })
 }
 
-/// The error chain of `e`, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(source) = next {
-        let s = source.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        next = source.source();
-    }
-    parts.join(": ")
-}
-
 impl Targets {
     /// The controller's own `client` (and its `applier`), with `options`.
     pub fn new(client: Client, applier: Applier, options: Options) -> Self {
@@ -388,12 +375,7 @@ impl Targets {
         if let Some(t) = self.cached(&key) {
             return Ok(t);
         }
-        let data: BTreeMap<String, Vec<u8>> = secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        let data = secret.data.unwrap_or_default();
         let bytes = kubeconfig_bytes(&secret_name, &data, r.key.as_deref()).map_err(failed)?;
         let in_secret = |m: String| failed(format!("KubeConfig secret '{secret_name}': {m}"));
         let kubeconfig = parse_kubeconfig(bytes, &self.options).map_err(in_secret)?;
@@ -414,7 +396,7 @@ impl Targets {
         client.apiserver_version().await.map_err(|e| {
             failed(format!(
                 "unable to reach the cluster {server} of KubeConfig secret '{secret_name}': {}",
-                chain(&e)
+                crate::util::chain(&e)
             ))
         })?;
         let target = Target {
@@ -503,9 +485,9 @@ mod tests {
 
     #[test]
     fn the_kubeconfig_key_defaults_to_value_then_value_yaml() {
-        let d = |keys: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+        let d = |keys: &[(&str, &str)]| -> BTreeMap<String, ByteString> {
             keys.iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
                 .collect()
         };
         let both = d(&[("value", "a"), ("value.yaml", "b")]);
