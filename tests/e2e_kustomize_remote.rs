@@ -308,7 +308,8 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
 /// `spec.serviceAccountName`: the account's Role allows ConfigMaps, so a ConfigMap is applied
 /// (and pruned on deletion) as that account; a Secret it may not create is Ready=False
 /// `ReconciliationFailed` naming the object and `forbidden`, nothing of it applied, and the
-/// allowed Kustomization unaffected; `flux get ks` shows both.
+/// allowed Kustomization unaffected; `flux get ks` shows both. An account deleted before its
+/// Kustomization: nothing pruned with the controller's rights, a Warning naming the objects.
 #[tokio::test]
 async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may_not() {
     let client = client().await;
@@ -400,6 +401,54 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
     assert!(line("allowed").contains("True"), "{get}");
     assert!(line("forbidden").contains("False"), "{get}");
     assert!(line("forbidden").contains("forbidden"), "{get}");
+
+    // an account gone before the deletion: nothing pruned, the objects named (Flux's
+    // CanImpersonate), the finalizer released
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: leaving\n  namespace: NAMESPACE\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: leaving-configmaps\n  namespace: NAMESPACE\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: configmaps\nsubjects:\n  - kind: ServiceAccount\n    name: leaving\n    namespace: NAMESPACE\n",
+    )
+    .await;
+    let mut k = kustomization(
+        "leaving",
+        "./allowed",
+        &ns.name,
+        serde_json::json!({"serviceAccountName": "leaving"}),
+    );
+    k.spec.name_prefix = Some("left-".into());
+    api.create(&Default::default(), &k).await.unwrap();
+    wait_ready(
+        &ns,
+        "leaving",
+        "ReconciliationSucceeded",
+        "Applied revision",
+    )
+    .await;
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .delete("leaving", &DeleteParams::default())
+        .await
+        .unwrap();
+    api.delete("leaving", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "finalized", || async {
+        api.get_opt("leaving").await.is_ok_and(|k| k.is_none())
+    })
+    .await;
+    assert!(
+        ns.get("v1", "ConfigMap", "left-web-config").await.is_some(),
+        "not pruned with the controller's own rights"
+    );
+    let want = format!(
+        "unable to prune objects: \n{}_left-web-config__ConfigMap",
+        ns.name
+    );
+    wait_until(Duration::from_secs(10), "Warning event", || async {
+        ns.events("leaving")
+            .await
+            .iter()
+            .any(|(t, m)| t == "Warning" && *m == want)
+    })
+    .await;
 
     // deletion prunes as the account (it may delete ConfigMaps)
     api.delete("allowed", &DeleteParams::default())
