@@ -147,7 +147,7 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
 }
 
 /// Reason of a spec that pennant refuses to apply (`Stalled=True`, nothing applied or pruned).
-pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+pub const UNSUPPORTED_FIELD: &str = super::target::UNSUPPORTED_FIELD;
 
 /// Why the spec must not be applied at all, or `None`: `spec.kubeConfig.configMapRef`
 /// (Flux 2.6 workload identity) is not implemented, and applying to the local cluster instead
@@ -155,11 +155,7 @@ pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
 /// [`super::target`].) PURE.
 pub fn refused(ks: &Kustomization) -> Option<String> {
     let kc = ks.spec.kube_config.as_ref()?;
-    (kc.secret_ref.is_none()).then(|| {
-        "spec.kubeConfig.configMapRef is not supported yet: nothing is applied (pennant will \
-         not apply to the local cluster instead)"
-            .to_string()
-    })
+    (kc.secret_ref.is_none()).then(|| super::target::CONFIG_MAP_REF_REFUSED.to_string())
 }
 
 /// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:

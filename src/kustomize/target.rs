@@ -69,8 +69,8 @@ pub struct TargetError {
     pub message: String,
     /// Only a spec change can help (`Stalled`).
     pub terminal: bool,
-    /// The Secret or service account is gone (on deletion, prune is skipped, as Flux's
-    /// `CanImpersonate`).
+    /// The Secret is gone or the target cannot exist (`configMapRef`): on deletion prune is
+    /// skipped and the objects named, as Flux's `CanImpersonate` for a deleted account.
     pub gone: bool,
 }
 
@@ -85,6 +85,9 @@ fn failed(message: impl Into<String>) -> TargetError {
 
 /// Reason of a `spec.kubeConfig.configMapRef` (not implemented, nothing applied).
 pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+/// Its message.
+pub const CONFIG_MAP_REF_REFUSED: &str = "spec.kubeConfig.configMapRef is not supported yet: \
+    nothing is applied (pennant will not apply to the local cluster instead)";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
@@ -288,11 +291,6 @@ impl Targets {
         }
     }
 
-    /// The controller's own target (events, status and sources always use it).
-    pub fn local(&self) -> &Target {
-        &self.local
-    }
-
     fn cached(&self, key: &Key) -> Option<Target> {
         self.cache
             .lock()
@@ -342,11 +340,9 @@ impl Targets {
         let Some(r) = &kc.secret_ref else {
             return Err(TargetError {
                 reason: UNSUPPORTED_FIELD,
-                message: "spec.kubeConfig.configMapRef is not supported yet: nothing is applied \
-                          (pennant will not apply to the local cluster instead)"
-                    .into(),
+                message: CONFIG_MAP_REF_REFUSED.into(),
                 terminal: true,
-                gone: false,
+                gone: true,
             });
         };
         let secret_name = format!("{ns}/{}", r.name);
