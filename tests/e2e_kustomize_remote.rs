@@ -20,7 +20,10 @@ use support::kustomize::{
     CONFIG, commit_apps, get_ks, git_repository, inventory_ids, ready, remove_config,
     request_reconcile, wait_ready,
 };
-use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
+use support::sources::{
+    cleanup, flux_ok, start_source_and_kustomize_controllers,
+    start_source_and_kustomize_controllers_with,
+};
 use support::*;
 
 /// The second control plane's admin kubeconfig (`e2e/cluster env`'s
@@ -45,6 +48,25 @@ async fn remote_client() -> (Client, String) {
         .await
         .unwrap_or_else(|e| panic!("second control plane not reachable ({e}): `e2e/cluster up`"));
     (client, text)
+}
+
+/// Deletes the Kustomizations `names` and waits (30 s) until their finalizers are released.
+async fn delete_all(api: &Api<Kustomization>, names: &[&str]) {
+    for name in names {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "Kustomizations finalized",
+        || async {
+            let mut left = 0;
+            for name in names {
+                left += usize::from(api.get_opt(name).await.ok().flatten().is_some());
+            }
+            left == 0
+        },
+    )
+    .await;
 }
 
 async fn put_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
@@ -282,17 +304,9 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
     assert!(remote_deps.get_opt("nobody-web").await.unwrap().is_none());
 
     // deletion prunes on the second cluster
-    for name in ["absent", "wrong-key", "plugin", "as-nobody", "apps"] {
-        api.delete(name, &DeleteParams::default()).await.unwrap();
-    }
-    wait_until(
-        Duration::from_secs(30),
-        "Kustomizations finalized",
-        || async {
-            api.list(&Default::default())
-                .await
-                .is_ok_and(|l| l.items.is_empty())
-        },
+    delete_all(
+        &api,
+        &["absent", "wrong-key", "plugin", "as-nobody", "apps"],
     )
     .await;
     wait_until(
@@ -427,13 +441,7 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
         .delete("leaving", &DeleteParams::default())
         .await
         .unwrap();
-    api.delete("leaving", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(30), "finalized", || async {
-        api.get_opt("leaving").await.is_ok_and(|k| k.is_none())
-    })
-    .await;
+    delete_all(&api, &["leaving"]).await;
     assert!(
         ns.get("v1", "ConfigMap", "left-web-config").await.is_some(),
         "not pruned with the controller's own rights"
@@ -451,21 +459,67 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
     .await;
 
     // deletion prunes as the account (it may delete ConfigMaps)
-    api.delete("allowed", &DeleteParams::default())
-        .await
-        .unwrap();
-    api.delete("forbidden", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(30), "finalized", || async {
-        api.list(&Default::default())
-            .await
-            .is_ok_and(|l| l.items.is_empty())
-    })
-    .await;
+    delete_all(&api, &["allowed", "forbidden"]).await;
     assert!(
         ns.get("v1", "ConfigMap", "web-config").await.is_none(),
         "pruned on deletion"
     );
+    cleanup(ns).await;
+}
+
+/// `--default-service-account` (Flux's multi-tenancy lockdown): a Kustomization without
+/// `spec.serviceAccountName` applies as that account, which may not create a Secret here
+/// (forbidden, named); one naming an account bound to `admin` applies as that one instead.
+#[tokio::test]
+async fn the_default_service_account_is_impersonated_unless_the_spec_names_one() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-defsa", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers_with(
+        &ns.name,
+        storage.path(),
+        &["--default-service-account", "tenant"],
+    );
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    repo.commit(
+        "main",
+        &[(
+            "secret/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: x\n",
+        )],
+        "a secret",
+    );
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: ops\n  namespace: NAMESPACE\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: ops-admin\n  namespace: NAMESPACE\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: admin\nsubjects:\n  - kind: ServiceAccount\n    name: ops\n    namespace: NAMESPACE\n",
+    )
+    .await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let none = serde_json::json!({});
+    api.create(
+        &Default::default(),
+        &kustomization("as-default", "./secret", &ns.name, none),
+    )
+    .await
+    .unwrap();
+    let k = wait_ready(&ns, "as-default", "ReconciliationFailed", "forbidden").await;
+    let message = ready(&k).unwrap().2;
+    assert!(
+        message.contains(&format!("Secret/{}/db", ns.name))
+            && message.contains(&format!("system:serviceaccount:{}:tenant", ns.name)),
+        "{message}"
+    );
+    assert!(ns.get("v1", "Secret", "db").await.is_none());
+    let ops = serde_json::json!({"serviceAccountName": "ops"});
+    api.create(
+        &Default::default(),
+        &kustomization("as-ops", "./secret", &ns.name, ops),
+    )
+    .await
+    .unwrap();
+    wait_ready(&ns, "as-ops", "ReconciliationSucceeded", "Applied revision").await;
+    assert!(ns.get("v1", "Secret", "db").await.is_some());
+    delete_all(&api, &["as-default", "as-ops"]).await;
     cleanup(ns).await;
 }

@@ -442,6 +442,44 @@ mod tests {
         k
     }
 
+    /// A new resourceVersion of a Secret replaces its cached client; other Secrets, other keys
+    /// and the local impersonating clients stay.
+    #[tokio::test]
+    async fn a_changed_secret_evicts_its_old_client_only() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+        let targets = Targets::new(
+            client.clone(),
+            Applier::new(client.clone()),
+            Options::default(),
+        );
+        let secret = |uid: &str, version: &str, key: Option<&str>| Key::Secret {
+            uid: uid.into(),
+            version: version.into(),
+            key: key.map(Into::into),
+            user: None,
+        };
+        let local = Key::Local {
+            user: "system:serviceaccount:apps:deployer".into(),
+        };
+        let t = targets.local.clone();
+        for k in [
+            secret("a", "1", None),
+            secret("a", "1", Some("other")),
+            secret("b", "1", None),
+            local.clone(),
+        ] {
+            targets.remember(k, &t);
+        }
+        targets.remember(secret("a", "2", None), &t);
+        assert!(targets.cached(&secret("a", "1", None)).is_none(), "evicted");
+        assert!(targets.cached(&secret("a", "1", Some("other"))).is_none());
+        assert!(targets.cached(&secret("a", "2", None)).is_some());
+        assert!(targets.cached(&secret("b", "1", None)).is_some());
+        assert!(targets.cached(&local).is_some());
+    }
+
     #[test]
     fn the_service_account_of_the_spec_wins_over_the_default() {
         assert_eq!(impersonated_user(&ks("apps", None), None), None);
