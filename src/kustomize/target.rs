@@ -8,8 +8,8 @@
 //!   `secretRef.key`, else `value`, else `value.yaml`), impersonating the service account as
 //!   above when one is set (on the remote cluster, as Flux).
 //!
-//! The kubeconfig is sanitised as Flux's `KubeConfig()`: only the server, TLS data, basic
-//! auth and bearer token of the current context count. Where Flux silently drops a field
+//! The kubeconfig is sanitised as Flux's `KubeConfig()`: only the current context counts, and
+//! its user's own impersonation (`as`, `as-groups`) is dropped. Where Flux silently drops a field
 //! (which then fails later in an obscure way), pennant refuses the kubeconfig and names the
 //! field: file references (`certificate-authority`, `client-certificate`, `client-key`,
 //! `tokenFile`: never files of the controller's file system), `auth-provider`, `exec` (unless
@@ -57,6 +57,8 @@ const MAX_CACHED: usize = 64;
 /// The cluster and identity of one Kustomization's apply, prune and health checks.
 #[derive(Clone)]
 pub struct Target {
+    /// A remote one answers within 30 s or fails (Flux's request timeout): a watch through it
+    /// idle that long ends and must be restarted (kube's `watcher` does).
     pub client: Client,
     /// Server-side apply and prune through `client`, with its own discovery cache.
     pub applier: Applier,
@@ -270,6 +272,15 @@ pub fn parse_kubeconfig(bytes: &[u8], options: &Options) -> Result<Kubeconfig, S
     if let Some(ctx) = context_entry.context.as_mut() {
         // objects without a namespace are cluster-scoped or defaulted by the build
         ctx.namespace = None;
+    }
+    // the kubeconfig's own `as`/`as-groups` never count (Flux copies no impersonation): only
+    // the Kustomization's service account is impersonated
+    let mut user = user;
+    if let Some(a) = user.as_mut().and_then(|u| u.auth_info.as_mut()) {
+        a.impersonate = None;
+        a.impersonate_groups = None;
+        a.impersonate_uid = None;
+        a.impersonate_user_extra = None;
     }
     Ok(Kubeconfig {
         clusters: vec![cluster],
@@ -554,6 +565,20 @@ mod tests {
             users,
             ["admin"],
             "the unused exec user is dropped, not refused"
+        );
+        let as_admin = KUBECONFIG.replace(
+            "    client-key-data: S0VZ\n",
+            "    client-key-data: S0VZ\n    as: system:admin\n    as-groups: [system:masters]\n",
+        );
+        let kc = parse_kubeconfig(as_admin.as_bytes(), &Options::default()).unwrap();
+        let user = kc.auth_infos[0].auth_info.as_ref().unwrap();
+        assert_eq!(
+            (
+                user.impersonate.as_deref(),
+                user.impersonate_groups.as_ref()
+            ),
+            (None, None),
+            "the kubeconfig's own impersonation is dropped, as Flux"
         );
         assert_eq!(
             kc.contexts[0].context.as_ref().unwrap().namespace,
