@@ -406,6 +406,7 @@ impl Targets {
                 crate::util::chain(&e)
             ))
         })?;
+        tracing::debug!(secret = %secret_name, %server, "kube client built from a KubeConfig secret");
         let target = Target {
             applier: Applier::new(client.clone()),
             client,
