@@ -6,3 +6,4 @@ pub mod build;
 pub mod controller;
 pub mod decrypt;
 pub mod substitute;
+pub mod target;
