@@ -10,71 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use pennant::api::kustomization::Kustomization;
-use support::gitserver::{GitServer, ServerOptions, TempDir, git};
+use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::kustomize::*;
 use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
 use support::*;
-
-const BASE_KUSTOMIZATION: &str = "resources:\n  - deployment.yaml\n  - config.yaml\n";
-const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.27\n";
-const CONFIG: &str =
-    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  level: info\n";
-
-fn overlay(replicas: u32) -> String {
-    format!(
-        "resources:\n  - ../../base\npatches:\n  - target:\n      kind: Deployment\n      name: web\n    patch: |\n      - op: replace\n        path: /spec/replicas\n        value: {replicas}\n"
-    )
-}
-
-fn ks(name: &str, ns: &str) -> Kustomization {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": name},
-        "spec": {"interval": "10m", "path": "./apps/overlays/production", "prune": true, "targetNamespace": ns,
-            "sourceRef": {"kind": "GitRepository", "name": "apps"}}
-    }))
-    .unwrap()
-}
-
-async fn get_ks(ns: &TestNs, name: &str) -> Kustomization {
-    Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name)
-        .get(name)
-        .await
-        .unwrap()
-}
-
-fn ready(k: &Kustomization) -> Option<(String, String, String)> {
-    let c = k
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits until Ready has `reason` and the last attempted revision is `main@sha1:<sha>`.
-async fn wait_ks(ns: &TestNs, name: &str, sha: &str, reason: &str) -> Kustomization {
-    let rev = format!("main@sha1:{sha}");
-    let mut last = None;
-    for _ in 0..300 {
-        let k = get_ks(ns, name).await;
-        let attempted = k
-            .status
-            .as_ref()
-            .and_then(|s| s.last_attempted_revision.clone());
-        if attempted.as_deref() == Some(rev.as_str())
-            && ready(&k).is_some_and(|(_, r, _)| r == reason)
-        {
-            return k;
-        }
-        last = Some(k);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name}: no {reason} at {rev}: {:?}",
-        last.and_then(|k| k.status)
-    );
-}
 
 #[tokio::test]
 async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
@@ -84,21 +23,8 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("apps");
-    let sha1 = repo.commit(
-        "main",
-        &[
-            ("apps/base/kustomization.yaml", BASE_KUSTOMIZATION),
-            ("apps/base/deployment.yaml", DEPLOYMENT),
-            ("apps/base/config.yaml", CONFIG),
-            ("apps/overlays/production/kustomization.yaml", &overlay(3)),
-        ],
-        "production at 3 replicas",
-    );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    let sha1 = commit_apps(&repo, 3);
+    git_repository(&ns, "apps", &server.url("apps")).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
     api.create(&Default::default(), &ks("apps", &ns.name))
         .await
@@ -115,15 +41,8 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
         status.last_applied_revision,
         Some(format!("main@sha1:{sha1}"))
     );
-    let ids: Vec<String> = status
-        .inventory
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
     assert_eq!(
-        ids,
+        inventory_ids(&k),
         [
             format!("{}_web-config__ConfigMap", ns.name),
             format!("{}_web_apps_Deployment", ns.name),
@@ -155,15 +74,7 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(5));
 
     // a file removed: its object pruned, the inventory shrinks
-    git(&repo.work, &["rm", "-q", "apps/base/config.yaml"]);
-    let sha3 = repo.commit(
-        "main",
-        &[(
-            "apps/base/kustomization.yaml",
-            "resources:\n  - deployment.yaml\n",
-        )],
-        "no config",
-    );
+    let sha3 = remove_config(&repo);
     flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
     let k = wait_ks(&ns, "apps", &sha3, "ReconciliationSucceeded").await;
     assert!(
@@ -363,19 +274,12 @@ async fn missing_source_substitution_and_unsupported_fields() {
             .any(|(t, m)| t == "Warning" && *m == unsupported.message),
         "{events:?}"
     );
-    // kubeConfig / serviceAccountName: refused, never applied locally with the controller's rights
-    for (name, field, extra) in [
-        (
-            "remote",
-            "spec.kubeConfig",
-            serde_json::json!({"kubeConfig": {"secretRef": {"name": "kc"}}}),
-        ),
-        (
-            "impersonated",
-            "spec.serviceAccountName",
-            serde_json::json!({"serviceAccountName": "deployer"}),
-        ),
-    ] {
+    // kubeConfig.configMapRef (workload identity): refused, never applied locally instead
+    for (name, field, extra) in [(
+        "workload-identity",
+        "spec.kubeConfig.configMapRef",
+        serde_json::json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
+    )] {
         let mut spec = serde_json::json!({"interval": "10m", "path": "./refused", "prune": true,
             "targetNamespace": ns.name,
             "sourceRef": {"kind": "GitRepository", "name": "cfg"}});
@@ -428,14 +332,6 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "pruned on deletion"
     );
     cleanup(ns).await;
-}
-
-/// `flux reconcile`'s request: a new `reconcile.fluxcd.io/requestedAt` token.
-async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
-    api.patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .unwrap();
 }
 
 /// A Secret encrypted by the real `sops` for an age key, and an encrypted dotenv input of a

@@ -28,9 +28,13 @@
 //! dependents at once ([`super::wake`]); `--requeue-dependency` stays the fallback.
 //!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `decryption.serviceAccountName` (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
-//! Event, nothing applied or pruned): `kubeConfig` and `serviceAccountName`, since applying
-//! to the local cluster or with the controller's rights instead would escalate. Decryption failures (missing Secret, wrong
+//! `decryption.serviceAccountName`
+//! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
+//! Event, nothing applied or pruned): `kubeConfig.configMapRef` (workload identity), since
+//! applying to the local cluster instead would be wrong. `kubeConfig.secretRef` (a remote
+//! cluster) and `serviceAccountName` (impersonation) choose where and as whom objects are
+//! applied, pruned and checked ([`super::target`]); sources, Secrets, status and Events stay
+//! local. Decryption failures (missing Secret, wrong
 //! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
 //! Flux, before anything is applied or pruned.
 
@@ -58,6 +62,7 @@ use super::decrypt::{
 };
 use super::health_wait::{self, Attempted, Outcome, Target, Waits};
 use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
+use super::target::{Options as TargetOptions, TargetError, Targets};
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
 };
@@ -94,6 +99,8 @@ pub struct Settings {
     /// Wait before the next attempt when a dependency is not ready or the source has no
     /// artifact yet (Flux's `--requeue-dependency`, 30 s).
     pub requeue_dependency: Duration,
+    /// Impersonation and kubeconfig flags ([`super::target`]).
+    pub target: TargetOptions,
 }
 
 impl Default for Settings {
@@ -104,6 +111,7 @@ impl Default for Settings {
                 allow_remote_bases: false,
             },
             requeue_dependency: Duration::from_secs(30),
+            target: TargetOptions::default(),
         }
     }
 }
@@ -122,7 +130,8 @@ struct Ctx {
     watches: Arc<crate::health::watch::Watches>,
     /// Kustomizations waiting for a HelmRelease (pennant's `dependsOn[].kind`).
     helm_dependents: Arc<super::wake::HelmDependents>,
-    applier: Applier,
+    /// Where each Kustomization applies (the local client, impersonating or remote ones).
+    targets: Targets,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -146,31 +155,15 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
 }
 
 /// Reason of a spec that pennant refuses to apply (`Stalled=True`, nothing applied or pruned).
-pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+pub const UNSUPPORTED_FIELD: &str = super::target::UNSUPPORTED_FIELD;
 
-/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig` (a remote cluster)
-/// and `spec.serviceAccountName` (impersonation) are not implemented, and applying to the
-/// local cluster or with the controller's own rights instead would be a privilege escalation.
-/// PURE.
+/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig.configMapRef`
+/// (Flux 2.6 workload identity) is not implemented, and applying to the local cluster instead
+/// would be wrong. (`spec.kubeConfig.secretRef` and `spec.serviceAccountName` are implemented:
+/// [`super::target`].) PURE.
 pub fn refused(ks: &Kustomization) -> Option<String> {
-    let s = &ks.spec;
-    let mut out = vec![];
-    if s.kube_config.is_some() {
-        out.push(
-            "spec.kubeConfig is not supported yet: nothing is applied (pennant will not apply \
-             to the local cluster instead)",
-        );
-    }
-    if s.service_account_name
-        .as_deref()
-        .is_some_and(|n| !n.is_empty())
-    {
-        out.push(
-            "spec.serviceAccountName is not supported yet: nothing is applied (pennant will not \
-             apply with the controller's own rights)",
-        );
-    }
-    (!out.is_empty()).then(|| out.join("; "))
+    let kc = ks.spec.kube_config.as_ref()?;
+    (kc.secret_ref.is_none()).then(|| super::target::CONFIG_MAP_REF_REFUSED.to_string())
 }
 
 /// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
@@ -454,7 +447,11 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         waits,
         helm_dependents,
         watches,
-        applier: Applier::new(client.clone()),
+        targets: Targets::new(
+            client.clone(),
+            Applier::new(client.clone()),
+            settings.target.clone(),
+        ),
         client: client.clone(),
         settings,
         instance: std::env::var("POD_NAME")
@@ -548,6 +545,18 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
     }
 }
 
+impl From<TargetError> for Failure {
+    fn from(e: TargetError) -> Self {
+        Failure {
+            reason: e.reason,
+            message: e.message,
+            terminal: e.terminal,
+            waiting: None,
+            health: None,
+        }
+    }
+}
+
 /// A [`Failure`] that waits on something else (retried after `after`, no Warning Event).
 fn waiting(reason: &'static str, message: impl Into<String>, after: Duration) -> Failure {
     Failure {
@@ -632,9 +641,11 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     let outcome = match outcome {
         Ok(attempted) => {
             let rev = revision.clone().unwrap_or_default();
+            // the controller's watches serve its own cluster and rights only
+            let remote = attempted.client().cloned();
             let target = Target {
-                client: &ctx.client,
-                watches: Some(&ctx.watches),
+                client: remote.as_ref().unwrap_or(&ctx.client),
+                watches: remote.is_none().then_some(&*ctx.watches),
             };
             let (changes, digest, health) = health_wait::step(
                 &ctx.waits,
@@ -859,7 +870,11 @@ async fn attempt(
         )
     }) {
         status.last_attempted_revision = Some(artifact.revision.clone());
-        return Ok(Attempted::Resumed(w));
+        let client = match local_target(ks, &ctx.settings) {
+            true => None,
+            false => Some(ctx.targets.target(ks).await?.client),
+        };
+        return Ok(Attempted::Resumed(w, client));
     }
     // Flux's order: the source's artifact, then the dependencies, then the fetch
     let deps = dependencies(ks, &ctx.client, &artifact.revision, wait).await;
@@ -894,6 +909,9 @@ async fn attempt(
     fetch_artifact(&artifact, work.path()).await?;
     let keys = decryption_keys(ks, &ctx.client).await?;
     report(Step::Building, status).await;
+    // Flux's order: the client (remote, impersonating) after the progress report, before the
+    // build; sources, Secrets and status stay on the local cluster
+    let target = ctx.targets.target(ks).await?;
     let (root, spec, opts) = (
         work.path().join("src"),
         ks.spec.clone(),
@@ -931,7 +949,7 @@ async fn attempt(
         custom_stages: vec![],
         wait_timeout: ks.timeout().unwrap_or(Duration::from_secs(300)),
     };
-    let mut changes = ctx
+    let mut changes = target
         .applier
         .apply_all(objects, &opts)
         .await
@@ -950,7 +968,7 @@ async fn attempt(
     if ks.spec.prune {
         let stale = stale(&old_inventory, &inventory)
             .map_err(|e| failure(reasons::PRUNE_FAILED, e.to_string()))?;
-        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), None).await;
+        let (deleted, failed) = target.applier.prune(&stale, (&name, &ns), None).await;
         changes.extend(deleted);
         if !failed.is_empty() {
             let survivors: Vec<_> = failed.iter().map(|(r, _)| r.clone()).collect();
@@ -969,7 +987,16 @@ async fn attempt(
         changes,
         digest,
         jobs_with_ttl,
+        client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
     })
+}
+
+/// Whether `ks` applies with the controller's own client (no `kubeConfig`, no impersonated
+/// account). PURE.
+fn local_target(ks: &Kustomization, settings: &Settings) -> bool {
+    ks.spec.kube_config.is_none()
+        && super::target::impersonated_user(ks, settings.target.default_service_account.as_deref())
+            .is_none()
 }
 
 /// The source's artifact, or `ArtifactFailed` with Flux's message.
@@ -1345,18 +1372,34 @@ async fn finalize(
         "Orphan" => false,
         _ => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let inv = ks
-            .status
-            .as_ref()
-            .and_then(|s| s.inventory.clone())
-            .unwrap_or_default();
+    let inv = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // nothing applied: no target needed (a broken kubeConfig never blocks the deletion)
+    if delete && ks.spec.suspend != Some(true) && !inv.entries.is_empty() {
         let stale =
             stale(&inv, &ResourceInventory::default()).map_err(|e| Error::Kube(e.to_string()))?;
         let wait = (policy == "WaitForTermination")
             .then(|| ks.timeout().unwrap_or(Duration::from_secs(300)));
         let (name, ns) = (ks.name_any(), ks.namespace().unwrap_or_default());
-        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), wait).await;
+        // Flux: the account or the kubeconfig gone, the objects are left and named
+        let target = match ctx.targets.target(ks).await {
+            Ok(t) if ctx.targets.can_impersonate(ks).await => Some(t),
+            Err(e) if !e.gone => {
+                emit_event(ctx, ks, true, reasons::PRUNE_FAILED, &e.message, None).await;
+                return Err(Error::Kube(e.message));
+            }
+            _ => None,
+        };
+        let Some(target) = target else {
+            let objects: Vec<String> = inv.entries.iter().map(|e| e.id.clone()).collect();
+            let message = format!("unable to prune objects: \n{}", objects.join("\n"));
+            emit_event(ctx, ks, true, reasons::PRUNE_FAILED, &message, None).await;
+            return release(ks, api).await;
+        };
+        let (deleted, failed) = target.applier.prune(&stale, (&name, &ns), wait).await;
         if !failed.is_empty() {
             let message = failed
                 .iter()
@@ -1371,6 +1414,11 @@ async fn finalize(
             emit_event(ctx, ks, false, reasons::PROGRESSING, &lines, None).await;
         }
     }
+    release(ks, api).await
+}
+
+/// Remove the finalizer (gone already is fine).
+async fn release(ks: &Kustomization, api: &Api<Kustomization>) -> Result<Requeue, Error> {
     if let Some(i) = ks.finalizers().iter().position(|f| f == FINALIZER) {
         let op = json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")});
         match patch_json(api, ks, op).await {
@@ -1555,7 +1603,7 @@ mod tests {
         ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
         assert!(
             unsupported_fields(&ks).is_empty(),
-            "health checks and decryption are implemented, serviceAccountName is refused"
+            "health checks, decryption and serviceAccountName are implemented"
         );
         ks.spec.decryption = Some(
             serde_json::from_value(json!({"provider": "sops", "serviceAccountName": "kms"}))
@@ -1570,23 +1618,21 @@ mod tests {
     }
 
     #[test]
-    fn kube_config_and_service_account_are_refused_not_applied_locally() {
+    fn only_the_workload_identity_kube_config_is_refused() {
         let mut ks = Kustomization::new("app", KustomizationSpec::default());
         assert_eq!(refused(&ks), None);
-        ks.spec.service_account_name = Some(String::new());
-        assert_eq!(refused(&ks), None, "an empty name is the default");
         ks.spec.service_account_name = Some("deployer".into());
-        let m = refused(&ks).expect("refused");
-        assert!(
-            m.starts_with("spec.serviceAccountName is not supported yet: nothing is applied"),
-            "{m}"
-        );
-        assert!(m.contains("controller's own rights"), "{m}");
-        ks.spec.service_account_name = None;
+        assert_eq!(refused(&ks), None, "impersonation is implemented");
         ks.spec.kube_config =
             Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        assert_eq!(refused(&ks), None, "a kubeconfig Secret is implemented");
+        ks.spec.kube_config =
+            Some(serde_json::from_value(json!({"configMapRef": {"name": "cluster"}})).unwrap());
         let m = refused(&ks).expect("refused");
-        assert!(m.starts_with("spec.kubeConfig is not supported yet"), "{m}");
+        assert!(
+            m.starts_with("spec.kubeConfig.configMapRef is not supported yet: nothing is applied"),
+            "{m}"
+        );
         assert!(
             m.contains("will not apply to the local cluster instead"),
             "{m}"

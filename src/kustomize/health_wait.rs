@@ -308,16 +308,28 @@ impl Waits {
     }
 }
 
-/// What the apply step hands to the health step.
+/// What the apply step hands to the health step. `client` is the target's client when it is
+/// not the controller's own (a remote cluster or an impersonated account): its objects are
+/// read with a GET per evaluation, not from the controller's watches.
 pub enum Attempted {
     /// Applied now: the change set, the manifests' digest and the Jobs with a TTL.
     Applied {
         changes: Vec<Change>,
         digest: String,
         jobs_with_ttl: BTreeSet<ObjectId>,
+        client: Option<Client>,
     },
     /// Nothing applied: the running wait is re-evaluated ([`resumes`]).
-    Resumed(WaitState),
+    Resumed(WaitState, Option<Client>),
+}
+
+impl Attempted {
+    /// The target's client when it is not the controller's own.
+    pub fn client(&self) -> Option<&Client> {
+        match self {
+            Attempted::Applied { client, .. } | Attempted::Resumed(_, client) => client.as_ref(),
+        }
+    }
 }
 
 /// The targets of a health evaluation: the client of the cluster the objects were applied to,
@@ -348,11 +360,12 @@ pub async fn step(
         ks.metadata.name.clone().unwrap_or_default(),
     );
     let (changes, wait) = match attempted {
-        Attempted::Resumed(w) => (vec![], w),
+        Attempted::Resumed(w, _) => (vec![], w),
         Attempted::Applied {
             changes,
             digest,
             jobs_with_ttl,
+            ..
         } => {
             let objects = objects_of(ks, &changes);
             if objects.is_empty() {

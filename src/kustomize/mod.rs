@@ -7,4 +7,5 @@ pub mod controller;
 pub mod decrypt;
 pub mod health_wait;
 pub mod substitute;
+pub mod target;
 pub mod wake;
