@@ -19,6 +19,7 @@ use kube::Api;
 use pennant::api::kustomization::Kustomization;
 use serde_json::json;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::kustomize::{get_ks, git_repository};
 use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
 use support::*;
 
@@ -46,13 +47,6 @@ fn ks(name: &str, ns: &str, spec: serde_json::Value) -> Kustomization {
     .unwrap()
 }
 
-async fn get_ks(ns: &TestNs, name: &str) -> Kustomization {
-    Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name)
-        .get(name)
-        .await
-        .unwrap()
-}
-
 /// A condition as (status, reason, message).
 fn cond(k: &Kustomization, type_: &str) -> Option<(String, String, String)> {
     let c = k
@@ -66,14 +60,6 @@ fn cond(k: &Kustomization, type_: &str) -> Option<(String, String, String)> {
 
 fn is(k: &Kustomization, type_: &str, status: &str, reason: &str) -> bool {
     cond(k, type_).is_some_and(|(s, r, _)| s == status && r == reason)
-}
-
-async fn git_repository(ns: &TestNs, server: &GitServer) {
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
 }
 
 #[tokio::test]
@@ -93,7 +79,7 @@ async fn a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it(
         ],
         "three deployments",
     );
-    git_repository(&ns, &server).await;
+    git_repository(&ns, "apps", &server.url("apps")).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
     let rev1 = format!("main@sha1:{sha1}");
 
@@ -319,7 +305,7 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
         ],
         "a widget and an app",
     );
-    git_repository(&ns, &server).await;
+    git_repository(&ns, "apps", &server.url("apps")).await;
     wait_until(Duration::from_secs(30), "widget CRD served", || async {
         kube::discovery::pinned_kind(
             &client,
@@ -542,7 +528,7 @@ async fn a_restarted_controller_resumes_the_wait_without_restarting_the_timeout(
         &[("stuck/deploy.yaml", &deployment("stuck", true))],
         "never ready",
     );
-    git_repository(&ns, &server).await;
+    git_repository(&ns, "apps", &server.url("apps")).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
     api.create(
         &Default::default(),
