@@ -362,6 +362,14 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
         why: "spec.sourceRef: the artifact, watched for new revisions",
     },
     Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases",
+        kind: "HelmRelease",
+        verbs: &["get", "list", "watch"],
+        why: "spec.dependsOn[].kind: HelmRelease (pennant extension): read, watched while \
+              waited for",
+    },
+    Permission {
         group: "",
         resource: "configmaps",
         kind: "ConfigMap",

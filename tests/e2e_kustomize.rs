@@ -194,6 +194,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "metadata": {"name": "cfg"},
         "spec": {"interval": "10m", "retryInterval": "1m", "path": "./deploy", "prune": true,
             "targetNamespace": ns.name, "wait": true,
+            "decryption": {"provider": "sops", "serviceAccountName": "kms"},
             "commonMetadata": {"labels": {"team": "web"}, "annotations": {"owner": "${cluster_env}"}},
             "sourceRef": {"kind": "GitRepository", "name": "cfg"},
             "postBuild": {"substituteFrom": [
@@ -239,6 +240,18 @@ async fn missing_source_substitution_and_unsupported_fields() {
     // commonMetadata is added after substitution: its values are not substituted
     assert_eq!(cm["metadata"]["labels"]["team"], "web");
     assert_eq!(cm["metadata"]["annotations"]["owner"], "${cluster_env}");
+    // wait: true over ConfigMaps (always Current): healthy at once
+    let healthy = k
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy");
+    assert!(
+        healthy.is_some_and(|c| c.status == "True" && c.message.starts_with("Health check passed in ")),
+        "{healthy:?}"
+    );
     let unsupported = k
         .status
         .unwrap()
@@ -250,7 +263,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
     assert!(
         unsupported
             .message
-            .contains("spec.healthChecks/healthCheckExprs/wait"),
+            .contains("spec.decryption.serviceAccountName"),
         "{}",
         unsupported.message
     );
@@ -556,7 +569,8 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
 
 /// `spec.dependsOn`: a Kustomization whose dependency is missing or not Ready is
 /// `DependencyNotReady` with Flux's message and applies nothing; once the dependency is Ready
-/// it is applied (on its 30 s requeue). A dependency cycle is `Stalled` naming the cycle.
+/// it is applied (woken by the dependency turning Ready, not the 30 s requeue). A dependency
+/// cycle is `Stalled` naming the cycle.
 #[tokio::test]
 async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
     let client = client().await;

@@ -121,7 +121,9 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
     // Flux's default key: `value`
     put_secret(&client, &ns.name, "remote-kc", "value", &kubeconfig).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
-    let remote_spec = serde_json::json!({"kubeConfig": {"secretRef": {"name": "remote-kc"}}});
+    // wait: true: the health of the objects is read on the second cluster too
+    let remote_spec =
+        serde_json::json!({"kubeConfig": {"secretRef": {"name": "remote-kc"}}, "wait": true});
     api.create(
         &Default::default(),
         &kustomization("apps", "./apps/overlays/production", &ns.name, remote_spec),
@@ -136,6 +138,14 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
             format!("{}_web-config__ConfigMap", ns.name),
             format!("{}_web_apps_Deployment", ns.name),
         ]
+    );
+    let healthy = k
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"));
+    assert!(
+        healthy.is_some_and(|c| c.status == "True" && c.message.starts_with("Health check passed")),
+        "read on the second cluster (locally the Deployment does not exist): {healthy:?}"
     );
     let remote_deps: Api<Deployment> = Api::namespaced(remote.clone(), &ns.name);
     let d = remote_deps.get("web").await.expect("on the second cluster");
