@@ -167,6 +167,19 @@ pub fn ready<K: Source>(r: &K) -> Option<(String, String, String)> {
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// An ArtifactGenerator's `Ready` condition as (status, reason, message).
+pub fn generator_ready(
+    g: &pennant::api::source::ArtifactGenerator,
+) -> Option<(String, String, String)> {
+    let c = g
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
 /// `status.artifact.revision`.
 pub fn revision<K: Source>(r: &K) -> Option<String> {
     Some(r.artifact()?.revision.clone())
