@@ -35,7 +35,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use pennant::api::kustomization::Kustomization;
-use pennant::api::source::{ArtifactGenerator, ExternalArtifact, GitRepository};
+use pennant::api::source::{ArtifactGenerator, ExternalArtifact, GitRepository, OCIRepository};
 use support::gitserver::{GitServer, ServerOptions, TempDir};
 use support::kustomize::{inventory_ids, ready, wait_ks_for};
 use support::sources::{
@@ -275,6 +275,16 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
         assert_eq!(labels[OWNER_NAME], "infra-controllers");
         assert_eq!(labels[OWNER_NS], ns.name);
         assert_eq!(labels["toolkit.fluxcd.io/tenant"], "sre-team");
+    }
+
+    // nothing of the failed stage was applied (Flux dry-runs the whole stage first): no chart
+    // source
+    for (namespace, name) in [
+        ("cert-manager", "cert-manager"),
+        ("envoy-gateway-system", "gateway-helm"),
+    ] {
+        let oci = Api::<OCIRepository>::namespaced(client.clone(), namespace);
+        assert!(oci.get_opt(name).await.unwrap().is_none(), "{name}");
     }
 
     // infra-configs waits on infra-controllers, apps on infra-configs
