@@ -163,7 +163,14 @@ where
 
 /// The `Ready` condition as (status, reason, message).
 pub fn ready<K: Source>(r: &K) -> Option<(String, String, String)> {
-    let c = r.conditions().iter().find(|c| c.type_ == "Ready")?;
+    ready_of(r.conditions())
+}
+
+/// The `Ready` condition of `conditions` as (status, reason, message).
+pub fn ready_of(
+    conditions: &[pennant::api::source::Condition],
+) -> Option<(String, String, String)> {
+    let c = conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
@@ -171,13 +178,7 @@ pub fn ready<K: Source>(r: &K) -> Option<(String, String, String)> {
 pub fn generator_ready(
     g: &pennant::api::source::ArtifactGenerator,
 ) -> Option<(String, String, String)> {
-    let c = g
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    ready_of(&g.status.as_ref()?.conditions)
 }
 
 /// `status.artifact.revision`.
