@@ -158,6 +158,93 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     cleanup(ns).await;
 }
 
+/// The `flux` CLI's write commands on a pennant Kustomization: `suspend ks` stops applies (a new
+/// source revision is not applied), `resume ks` applies it and waits for Ready, `reconcile ks
+/// --with-source` fetches a new commit and applies it in one command, and `events` lists the
+/// Kustomization's Events.
+#[tokio::test]
+async fn flux_cli_suspends_resumes_and_reconciles_with_source() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-cli", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    let sha1 = commit_apps(&repo, 2);
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    api.create(&Default::default(), &ks("apps", &ns.name))
+        .await
+        .unwrap();
+    wait_ks(&ns, "apps", &sha1, "ReconciliationSucceeded").await;
+
+    // suspended: the source moves on, the Kustomization does not
+    let out = flux_ok(&ns.name, &["suspend", "ks", "apps"]);
+    assert!(out.contains("suspend"), "{out}");
+    assert_eq!(get_ks(&ns, "apps").await.spec.suspend, Some(true));
+    let sha2 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(4))],
+        "production at 4",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
+    assert!(out.contains(&sha2[..8]), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let k = get_ks(&ns, "apps").await;
+    assert_eq!(
+        k.status.unwrap().last_applied_revision,
+        Some(format!("main@sha1:{sha1}")),
+        "a suspended Kustomization applies nothing"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(2)
+    );
+    let get = flux_ok(&ns.name, &["get", "ks", "apps"]);
+    let row: Vec<&str> = get
+        .lines()
+        .find(|l| l.starts_with("apps\t") || l.starts_with("apps "))
+        .unwrap_or_else(|| panic!("{get}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2], "True", "SUSPENDED column: {get}");
+
+    // resumed: the waiting revision applied before `flux resume` returns
+    let out = flux_ok(&ns.name, &["resume", "ks", "apps"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha2}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(4)
+    );
+
+    // one command: the source fetched, then the Kustomization applied
+    let sha3 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(6))],
+        "production at 6",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "ks", "apps", "--with-source"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha3}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(6)
+    );
+
+    // `flux events` lists this Kustomization's Events (the change set of the last apply)
+    wait_until(Duration::from_secs(30), "flux events", || async {
+        let out = flux_ok(&ns.name, &["events", "--for", "Kustomization/apps"]);
+        out.contains(&format!("Deployment/{}/web configured", ns.name))
+    })
+    .await;
+    cleanup(ns).await;
+}
+
 /// A Kustomization naming a missing source is `ArtifactFailed` with Flux's message; once the
 /// source exists it applies within moments of the source's first artifact, with postBuild
 /// variables from a ConfigMap (an `optional` missing one skipped); fields not implemented yet
