@@ -176,10 +176,10 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     assert_eq!(image_of(&primary), V2);
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
     assert!(
-        ns.events("podinfo")
+        ns.event_messages_with("podinfo", "Promotion completed!")
             .await
             .iter()
-            .any(|e| e.1.contains("Promotion completed!")),
+            .any(|m| m.contains("Promotion completed!")),
         "Events written as the ServiceAccount"
     );
 

@@ -395,15 +395,15 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
     assert!(!ok, "{out}");
     assert!(!out.contains("Wr0ng-Pa55word"));
 
-    let metrics = wait_http(
+    // Counted by the error policy, after the status is written.
+    let failed = r#"pennant_reconcile_errors_total{controller="source",reason="source"}"#;
+    let metrics = wait_http_until(
         &format!("http://127.0.0.1:{port}/metrics"),
-        Duration::from_secs(5),
+        Duration::from_secs(30),
+        |m| m.contains(failed),
     )
     .await;
-    assert!(
-        metrics.contains(r#"pennant_reconcile_errors_total{controller="source",reason="source"}"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(failed), "{metrics}");
 
     // fixed: Ready within seconds (the interval is 10m)
     ns.apply_yaml(&secret("right-pass")).await;

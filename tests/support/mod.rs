@@ -90,6 +90,10 @@ pub fn yaml_docs(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// How long [`TestNs::events_until`] waits for an Event that follows a status already seen
+/// (generous: two test binaries share the machine with the cluster).
+pub const EVENT_WAIT: Duration = Duration::from_secs(30);
+
 /// A fresh namespace for one test; deleted by `cleanup` (left behind on failure for debugging).
 pub struct TestNs {
     pub client: Client,
@@ -188,17 +192,39 @@ impl TestNs {
         self.events(name).await.into_iter().map(|e| e.1).collect()
     }
 
-    /// [`TestNs::event_messages`] once one of them contains `needle`: the controller records an
-    /// Event after the status it explains, so a test that saw the phase polls for up to 20 s.
-    /// All messages either way (the caller asserts).
+    /// [`TestNs::event_messages`] once one of them contains `needle` ([`TestNs::events_until`]).
     pub async fn event_messages_with(&self, name: &str, needle: &str) -> Vec<String> {
+        self.events_with(name, &[needle])
+            .await
+            .into_iter()
+            .map(|e| e.1)
+            .collect()
+    }
+
+    /// [`TestNs::events`] once every one of `needles` is contained in a message
+    /// ([`TestNs::events_until`]).
+    pub async fn events_with(&self, name: &str, needles: &[&str]) -> Vec<(String, String)> {
+        self.events_until(name, |events| {
+            needles
+                .iter()
+                .all(|n| events.iter().any(|(_, m)| m.contains(n)))
+        })
+        .await
+    }
+
+    /// [`TestNs::events`] once `ready` holds for them. Controllers record an Event after the
+    /// status it explains, so a test that saw the status polls (every 250 ms, for up to
+    /// [`EVENT_WAIT`]) instead of reading once. All events either way: the caller asserts.
+    pub async fn events_until(
+        &self,
+        name: &str,
+        ready: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
         let start = Instant::now();
         loop {
-            let messages = self.event_messages(name).await;
-            if messages.iter().any(|m| m.contains(needle))
-                || start.elapsed() > Duration::from_secs(20)
-            {
-                return messages;
+            let events = self.events(name).await;
+            if ready(&events) || start.elapsed() > EVENT_WAIT {
+                return events;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -359,15 +385,32 @@ pub fn free_port() -> u16 {
 
 /// GET `url` until it answers 2xx (a freshly started server), then return the body.
 pub async fn wait_http(url: &str, timeout: Duration) -> String {
+    wait_http_until(url, timeout, |_| true).await
+}
+
+/// GET `url` until it answers 2xx with a body for which `ready` holds, then return the body:
+/// a controller updates its metrics after the status a test waited for, so a scrape right
+/// after it may be too early. Panics after `timeout` with the last body.
+pub async fn wait_http_until(url: &str, timeout: Duration, ready: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
+    let mut last = None;
     loop {
         if let Ok(r) = reqwest::get(url).await
             && r.status().is_success()
         {
-            return r.text().await.unwrap_or_default();
+            let body = r.text().await.unwrap_or_default();
+            if ready(&body) {
+                return body;
+            }
+            last = Some(body);
         }
         if start.elapsed() > timeout {
-            panic!("{url} did not answer within {timeout:?}");
+            match last {
+                Some(body) => {
+                    panic!("{url} did not answer as expected within {timeout:?}:\n{body}")
+                }
+                None => panic!("{url} did not answer within {timeout:?}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
