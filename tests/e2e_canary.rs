@@ -975,13 +975,7 @@ async fn fields_removed_from_the_canary_leave_the_virtual_service() {
         "    targetPort: 9898\n    timeout: 5s\n",
     );
     ns.apply_yaml(&with_timeout).await;
-    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-    ));
-    let vs: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let vs = ns.api("networking.istio.io/v1", "VirtualService");
     wait_until(Duration::from_secs(20), "timeout on the VS", || async {
         vs.get("podinfo").await.unwrap().data["spec"]["http"][0]["timeout"] == "5s"
     })

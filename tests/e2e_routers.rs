@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pennant::api::{CanaryPhase, find_condition};
+use pennant::api::find_condition;
 use serde_json::Value;
 use support::*;
 
@@ -71,14 +71,7 @@ async fn initialized(
     }
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(canary_yaml).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     (ns, ctl)
 }
 
@@ -489,6 +482,19 @@ fn kubectl_with(
     out
 }
 
+/// Deletes the Canary `podinfo` and waits (up to 2 min) until its finalizer has run.
+async fn delete_canary(ns: &TestNs) {
+    let canaries = ns.canaries();
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_until(MINUTES(2), "Canary finalized", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+}
+
 /// True when a field manager of `obj` is `pennant`.
 fn managed_by_pennant(obj: &Value) -> bool {
     obj["metadata"]["managedFields"]
@@ -537,14 +543,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
         "    maxWeight: 50\n    stepWeight: 25",
     ))
     .await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
     let rules = route["spec"]["rules"].as_array().unwrap();
     assert_eq!(
@@ -576,15 +575,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
     );
     assert_eq!(primary_image(&ns).await, V2);
 
-    ns.canaries()
-        .delete("podinfo", &Default::default())
-        .await
-        .unwrap();
-    let canaries = ns.canaries();
-    wait_until(MINUTES(2), "Canary finalized", || async {
-        canaries.get_opt("podinfo").await.unwrap().is_none()
-    })
-    .await;
+    delete_canary(&ns).await;
     let route = ns
         .get(HTTPROUTE, "HTTPRoute", "podinfo")
         .await
@@ -643,13 +634,7 @@ async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
         Duration::from_secs(60),
     )
     .await;
-    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-    ));
-    let routes: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let routes = ns.api(HTTPROUTE, "HTTPRoute");
     let spec = format!("  revertOnDeletion: true\n{GATEWAY_SPEC}");
     let canary_yaml = canary("gatewayapi:v1", &spec, "    stepWeight: 25");
     for i in 1..=3 {
@@ -672,14 +657,7 @@ async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
             patched["rules"][0]["matches"][0]["path"]["value"],
             path.as_str()
         );
-        wait_phase(
-            &ns,
-            "podinfo",
-            CanaryPhase::Initialized,
-            Some(CanaryPhase::Failed),
-            MINUTES(2),
-        )
-        .await;
+        wait_initialized(&ns, "podinfo").await;
         let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
         assert_eq!(
             route["spec"]["rules"][0]["matches"][0]["path"]["value"],
@@ -695,15 +673,7 @@ async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
         .unwrap();
         assert_eq!(recorded, patched, "round {i}: the patched spec recorded");
 
-        ns.canaries()
-            .delete("podinfo", &Default::default())
-            .await
-            .unwrap();
-        let canaries = ns.canaries();
-        wait_until(MINUTES(2), "Canary finalized", || async {
-            canaries.get_opt("podinfo").await.unwrap().is_none()
-        })
-        .await;
+        delete_canary(&ns).await;
         let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
         assert_eq!(
             route["spec"], patched,
@@ -760,15 +730,7 @@ async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
     let (ns, _ctl) = initialized("e2e-gateway-pending", "", &c).await;
     // The gateway now rejects the route (as a misconfigured listener would).
     ns.annotate("sim.pennant.dev/gateway-accept", "false").await;
-    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        ns.client.clone(),
-        &ns.name,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-        )),
-    );
+    let routes = ns.api(HTTPROUTE, "HTTPRoute");
     let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
     let generation = route["metadata"]["generation"].as_i64().unwrap();
     let rejected = serde_json::json!({"status": {"parents": [{
@@ -922,14 +884,7 @@ async fn kubernetes_blue_green_without_a_mesh() {
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(&c).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
     assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
     let canary_svc = ns.get("v1", "Service", "podinfo-canary").await.unwrap();
@@ -1284,14 +1239,7 @@ async fn nginx_without_its_ingress_stalls_until_the_ingress_exists() {
     );
     // The user creates the Ingress: the Canary initialises without being touched.
     ns.apply_yaml(INGRESS).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     assert!(
         ns.get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
             .await

@@ -155,14 +155,17 @@ impl TestNs {
             .expect("get deployment")
     }
 
+    /// The API of any kind in this namespace, e.g. `api("gateway.networking.k8s.io/v1",
+    /// "HTTPRoute")` (to patch or watch what [`TestNs::get`] reads).
+    pub fn api(&self, api_version: &str, kind: &str) -> Api<DynamicObject> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        Api::namespaced_with(self.client.clone(), &self.name, &ar)
+    }
+
     /// The VirtualService weights (primary, canary) as written by pennant.
     pub async fn vs_weights(&self, name: &str) -> Option<(i64, i64)> {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "networking.istio.io",
-            "v1",
-            "VirtualService",
-        ));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
+        let api = self.api("networking.istio.io/v1", "VirtualService");
         let vs = api.get_opt(name).await.ok().flatten()?;
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
         let w = |i: usize| route.get(i).and_then(|r| r["weight"].as_i64()).unwrap_or(0);
@@ -171,10 +174,12 @@ impl TestNs {
 
     /// Any object of this namespace as JSON, e.g. `get("networking.k8s.io/v1", "Ingress", "web")`.
     pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
-        let o = api.get_opt(name).await.ok().flatten()?;
+        let o = self
+            .api(api_version, kind)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()?;
         serde_json::to_value(o).ok()
     }
 
@@ -497,6 +502,20 @@ pub fn route_weights(route: &Value) -> Option<(i64, i64)> {
             .as_i64()
     };
     Some((w("podinfo-primary")?, w("podinfo-canary")?))
+}
+
+/// `name` Initialized (the primary ready, the routes written) within two minutes, never
+/// `Failed` on the way.
+pub async fn wait_initialized(ns: &TestNs, name: &str) {
+    let two_minutes = Duration::from_secs(120);
+    wait_phase(
+        ns,
+        name,
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        two_minutes,
+    )
+    .await;
 }
 
 /// A release promoted: `name` reaches `Succeeded` within 3 minutes (panics on `Failed`); the
