@@ -613,16 +613,16 @@ async fn gateway_api_takes_over_a_three_rule_route_and_reverts_on_deletion() {
 
 /// The takeover records the route as it is when the Canary is created, not a cached copy from
 /// before the user's last edit (seen once under load: the spec from before a `kubectl patch`
-/// made just before the Canary was recorded, kept and restored). Three times, with the
-/// controller running and its caches filled: patch the route, create the Canary at once; the
-/// taken-over route keeps the patched rule, records exactly the patched spec, and gets it back
-/// on deletion.
+/// made just before the Canary was recorded, kept and restored). With the controller running
+/// and its caches filled: the route created, then the Canary at once (the route must not become
+/// pennant's own); then twice: the route patched, the Canary created at once. Each time the
+/// taken-over route keeps the user's current rule, records exactly the current spec, and gets
+/// it back on deletion.
 #[tokio::test]
 async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
     let client = client().await;
     let ns = TestNs::new(&client, "e2e-gw-fresh", 40).await;
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
-    kubectl_with(&ns, &["apply", "--server-side"], USERS_THREE_RULES, true).unwrap();
     let port = free_port();
     let _ctl = ControllerProcess::start_with_listen(
         &ns.name,
@@ -639,18 +639,23 @@ async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
     let canary_yaml = canary("gatewayapi:v1", &spec, "    stepWeight: 25");
     for i in 1..=3 {
         let path = format!("/v{i}");
-        let mut rules =
-            ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"]["rules"].clone();
-        rules[0]["matches"][0]["path"]["value"] = Value::String(path.clone());
-        routes
-            .patch(
-                "podinfo",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(serde_json::json!({"spec": {"rules": rules}})),
-            )
-            .await
-            .expect("patch the route");
-        // at once, before the controller's route watch may have delivered the patch
+        if i == 1 {
+            ns.apply_yaml(&USERS_THREE_RULES.replace("value: /healthz", "value: /v1"))
+                .await;
+        } else {
+            let mut rules =
+                ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"]["rules"].clone();
+            rules[0]["matches"][0]["path"]["value"] = Value::String(path.clone());
+            routes
+                .patch(
+                    "podinfo",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"spec": {"rules": rules}})),
+                )
+                .await
+                .expect("patch the route");
+        }
+        // at once, before the controller's route watch may have delivered the change
         ns.apply_yaml(&canary_yaml).await;
         let patched = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
         assert_eq!(
@@ -672,6 +677,10 @@ async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
         )
         .unwrap();
         assert_eq!(recorded, patched, "round {i}: the patched spec recorded");
+        assert!(
+            route["metadata"]["ownerReferences"].is_null(),
+            "round {i}: still the user's, not garbage-collected with the Canary: {route:#}"
+        );
 
         delete_canary(&ns).await;
         let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();

@@ -891,9 +891,8 @@ async fn recurse_submodules_serves_each_submodule_at_its_recorded_commit() {
     let r = wait_revision(&ns, "app", &format!("main@sha1:{sha2}")).await;
     let files = download(&r).await;
     assert_eq!(files["libs/lib/lib.yaml"], "lib: 2\n");
-    let new_artifacts = ns
-        .event_messages_with("app", "stored artifact for commit")
-        .await;
+    // poll for this artifact's Event: the first one is there already
+    let new_artifacts = ns.event_messages_with("app", "bump lib to 2").await;
     assert!(
         new_artifacts.iter().any(|m| m.contains("bump lib to 2")),
         "{new_artifacts:?}"

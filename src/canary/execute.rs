@@ -71,7 +71,13 @@ pub async fn execute(
             Action::EnsureRoutes(_) => {
                 for obj in desired.apex_service.iter().chain(&desired.routes) {
                     let mut obj = obj.clone();
-                    let precondition = respect_existing(ctx, canary, &mut obj, &obs.route_inputs);
+                    let precondition = match existing(ctx, &obj, &obs.route_inputs) {
+                        Some(live) => adopt(canary, &mut obj, &live),
+                        None => {
+                            refuse_unseen(ctx, canary, &obj).await?;
+                            None
+                        }
+                    };
                     apply_checked(ctx, &obj, precondition.as_deref()).await?;
                 }
             }
@@ -229,7 +235,9 @@ pub async fn restore_taken_over(
             .unwrap_or_else(|| json!({ label: value }));
         let mut svc = serde_json::to_value(&services.apex).map_err(Error::encode)?;
         // Given back right after: no takeover to guard.
-        let _ = respect_existing(ctx, canary, &mut svc, &[]);
+        if let Some(live) = existing(ctx, &svc, &[]) {
+            let _ = adopt(canary, &mut svc, &live);
+        }
         svc["spec"]["selector"] = selector;
         info!(service = %apex, "restoring the apex Service selector");
         apply_if_changed(ctx, &svc).await?;
@@ -404,36 +412,66 @@ pub async fn retire_router(
     give_back(canary, old_provider, true, ctx).await
 }
 
-/// A routing object the user created before the Canary (no controller reference to it) is
-/// updated but never owned, so deleting the Canary does not garbage-collect it; a Service keeps
-/// its type and node ports (as Flagger does). The live object is the one the router's `build`
-/// read (`inputs`, the Observation's `route_inputs`) when it is there, else the cached one, so
-/// the rules kept, the original spec recorded and the precondition all come from one version.
-/// Returns the precondition of the takeover write ([`adopt`]).
-fn respect_existing(
-    ctx: &Context,
-    canary: &Canary,
-    desired: &mut Value,
-    inputs: &[Value],
-) -> Option<String> {
-    let kind = desired["kind"].as_str().unwrap_or_default().to_string();
-    let name = desired["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+/// The live `desired` object as the controller knows it: the one the router's `build` read
+/// (`inputs`, the Observation's `route_inputs`) when it is there, else the cached one, so the
+/// rules a takeover keeps, the original spec it records and its precondition ([`adopt`]) all
+/// come from one version. `None` when the caches do not have it.
+fn existing(ctx: &Context, desired: &Value, inputs: &[Value]) -> Option<Value> {
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
     let ns = desired["metadata"]["namespace"]
         .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let live = inputs
+        .unwrap_or_default();
+    inputs
         .iter()
-        .find(|o| o["kind"] == kind.as_str() && o["metadata"]["name"] == name.as_str())
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
         .cloned()
-        .or_else(|| ctx.live(&kind, &ns, &name))?;
-    adopt(canary, desired, &live)
+        .or_else(|| ctx.live(kind, ns, name))
 }
 
-/// [`respect_existing`] for the user's `live` object (PURE): drops the ownership and labels
+/// The caches do not have `desired`: the apply is about to create it with the Canary's
+/// controller reference, unless the user created it a moment ago and its watch event has not
+/// arrived yet, when the apply would make the user's object pennant's own (and garbage-collected
+/// with the Canary). One consistent GET, made only on the way to such a create, tells; an
+/// object found that the Canary does not own is a conflict, retried once the cache has it.
+async fn refuse_unseen(ctx: &Context, canary: &Canary, desired: &Value) -> Result<(), Error> {
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let found = dynamic_api(ctx, desired)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get", kind))?;
+    let Some(found) = found else {
+        return Ok(());
+    };
+    let found = serde_json::to_value(found).map_err(Error::encode)?;
+    if owned_by(canary, &found) {
+        return Ok(());
+    }
+    let message = format!("{kind} {ns}/{name} exists but is not in the cache yet");
+    Err(Error::kube("apply", kind)(kube::Error::Api(
+        kube::core::Status::failure(&message, "Conflict")
+            .with_code(409)
+            .boxed(),
+    )))
+}
+
+/// The dynamic API of `obj`'s kind (its `apiVersion`) in its namespace.
+fn dynamic_api(ctx: &Context, obj: &Value) -> Api<DynamicObject> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// A routing object (or apex Service) the user created before the Canary (no controller
+/// reference to it) is updated but never owned, so deleting the Canary does not
+/// garbage-collect it (PURE, for the user's `live` object): drops the ownership and labels
 /// from `desired`, records the user's spec in [`ORIGINAL_CONFIGURATION`] and keeps a Service's
 /// type and node ports. Returns `live`'s `metadata.resourceVersion` when this write is the
 /// takeover (the record is not there yet): the write is made with it as a precondition, so a
@@ -511,7 +549,6 @@ async fn apply_checked(
     let mut desired = desired.clone();
     desired["metadata"]["annotations"][APPLIED_ANNOTATION] = Value::String(digest.clone());
     let desired = &desired;
-    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
     let ns = desired["metadata"]["namespace"]
@@ -523,9 +560,7 @@ async fn apply_checked(
     {
         return Ok(());
     }
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let api = dynamic_api(ctx, desired);
     let mut desired = desired.clone();
     if let Some(rv) = resource_version {
         info!(%kind, %ns, %name, resource_version = %rv, "taking over the user's object");
