@@ -972,7 +972,7 @@ async fn istio_ab_test_by_header() {
 
 /// The simulator's routing decision for one request through VirtualService `podinfo`.
 async fn route_request(ns: &TestNs, cookie: Option<&str>, seed: u32) -> Value {
-    let base = std::env::var("PENNANT_SIM_URL").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+    let base = simulator_url();
     let mut url = format!(
         "{base}/route?namespace={}&router=istio&name=podinfo&seed={seed}",
         ns.name

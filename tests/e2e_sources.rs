@@ -825,7 +825,12 @@ async fn shutdown_interrupts_a_fetch_and_leaves_no_temporary_files() {
         start.elapsed()
     );
     assert!(left().is_empty(), "{:?}", left());
-    // a controller again, to release the finalizer
+    // a controller again, to release the finalizer: the object deleted first, or the new
+    // controller may start the slow fetch (about 40 s) again before it sees the deletion
+    let api: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), &ns.name);
+    api.delete("big", &Default::default())
+        .await
+        .expect("delete");
     let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
     cleanup(ns).await;
 }

@@ -38,6 +38,20 @@ pub fn prometheus_url() -> String {
     std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
 }
 
+/// The traffic simulator's URL: `$PENNANT_SIM_URL`, else the port the cluster of
+/// [`state_dir`] recorded (`SIM_PORT` in its `ports.env`), else the default 19100.
+pub fn simulator_url() -> String {
+    if let Ok(url) = std::env::var("PENNANT_SIM_URL") {
+        return url;
+    }
+    let ports = std::fs::read_to_string(format!("{}/ports.env", state_dir())).unwrap_or_default();
+    let port = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("SIM_PORT="))
+        .unwrap_or("19100");
+    format!("http://127.0.0.1:{port}")
+}
+
 /// A client for the local cluster; installs the CRDs from `crds/` (server-side apply).
 pub async fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
