@@ -315,8 +315,9 @@ pub const SOURCE_RULES: &[Permission] = &[
 /// Flux binds its kustomize-controller to `cluster-admin`, and so does the chart with the
 /// kustomize controller enabled (`rbac.kustomizeClusterAdmin`, default true: a binding to the
 /// built-in ClusterRole, no wildcard rule of pennant's own). With it off an operator grants the
-/// kinds its Kustomizations apply (or `spec.serviceAccountName`, once implemented,
-/// impersonates a tenant's account).
+/// kinds its Kustomizations apply, or Kustomizations set `spec.serviceAccountName` (or the
+/// controller `--default-service-account`) and the controller impersonates a tenant's account,
+/// which needs `impersonate` on ServiceAccounts (granted here, as Flux's chart).
 pub const KUSTOMIZE_RULES: &[Permission] = &[
     Permission {
         group: "kustomize.toolkit.fluxcd.io",
@@ -361,6 +362,14 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
         why: "spec.sourceRef: the artifact, watched for new revisions",
     },
     Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases",
+        kind: "HelmRelease",
+        verbs: &["get", "list", "watch"],
+        why: "spec.dependsOn[].kind: HelmRelease (pennant extension): read, watched while \
+              waited for",
+    },
+    Permission {
         group: "",
         resource: "configmaps",
         kind: "ConfigMap",
@@ -372,7 +381,15 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
         resource: "secrets",
         kind: "Secret",
         verbs: &["get"],
-        why: "postBuild.substituteFrom",
+        why: "postBuild.substituteFrom, decryption keys, spec.kubeConfig.secretRef",
+    },
+    Permission {
+        group: "",
+        resource: "serviceaccounts",
+        kind: "ServiceAccount",
+        verbs: &["get", "impersonate"],
+        why: "spec.serviceAccountName: apply, prune and health checks as that account; get: \
+              it still exists before pruning on deletion",
     },
     Permission {
         group: "",

@@ -430,6 +430,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             "kubeconfigQPS=20",
             r"log.level=info\,pennant=debug",
             "watchLabelSelector=!sharding.fluxcd.io/key",
+            "kustomize.defaultServiceAccount=tenant",
         ],
     ] {
         let (_, docs) = render("p", "ops", &set);
@@ -450,6 +451,8 @@ fn deployment_args_parse_as_the_binarys_flags() {
         assert_eq!(args.listen, "0.0.0.0:8080");
         assert_eq!(args.log_format, "json");
         assert_eq!(args.controllers, "canary,source,kustomize");
+        let tenant = if set.is_empty() { "" } else { "tenant" };
+        assert_eq!(args.default_service_account, tenant);
         // the source controller's storage: an emptyDir, served through the Service's name
         assert_eq!(args.storage_path, "/data");
         assert_eq!(

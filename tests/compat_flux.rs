@@ -468,6 +468,11 @@ const KS_KINDS: [&str; 1] = ["Kustomization"];
 /// kube-derive requires `spec` at the root; Flux's schema would accept an object without one,
 /// which neither Flux (its `interval`/`prune`/`sourceRef` are required inside) nor pennant can
 /// act on.
+///
+/// pennant extensions (extra optional properties: the walker reports only what pennant would
+/// reject or prune, so they need no allow-list entry): `spec.dependsOn[].kind`
+/// (`Kustomization`, the default, or `HelmRelease`; flux2#3364). Flux's CRD would prune it, so
+/// a manifest using it needs pennant's CRD.
 const KS_EXTRA_REQUIRED: [(&str, &str, &str); 1] = [("Kustomization", "", "spec")];
 
 const FLUX_KS: Allow = Allow {

@@ -10,71 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use pennant::api::kustomization::Kustomization;
-use support::gitserver::{GitServer, ServerOptions, TempDir, git};
+use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::kustomize::*;
 use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
 use support::*;
-
-const BASE_KUSTOMIZATION: &str = "resources:\n  - deployment.yaml\n  - config.yaml\n";
-const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.27\n";
-const CONFIG: &str =
-    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  level: info\n";
-
-fn overlay(replicas: u32) -> String {
-    format!(
-        "resources:\n  - ../../base\npatches:\n  - target:\n      kind: Deployment\n      name: web\n    patch: |\n      - op: replace\n        path: /spec/replicas\n        value: {replicas}\n"
-    )
-}
-
-fn ks(name: &str, ns: &str) -> Kustomization {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": name},
-        "spec": {"interval": "10m", "path": "./apps/overlays/production", "prune": true, "targetNamespace": ns,
-            "sourceRef": {"kind": "GitRepository", "name": "apps"}}
-    }))
-    .unwrap()
-}
-
-async fn get_ks(ns: &TestNs, name: &str) -> Kustomization {
-    Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name)
-        .get(name)
-        .await
-        .unwrap()
-}
-
-fn ready(k: &Kustomization) -> Option<(String, String, String)> {
-    let c = k
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits until Ready has `reason` and the last attempted revision is `main@sha1:<sha>`.
-async fn wait_ks(ns: &TestNs, name: &str, sha: &str, reason: &str) -> Kustomization {
-    let rev = format!("main@sha1:{sha}");
-    let mut last = None;
-    for _ in 0..300 {
-        let k = get_ks(ns, name).await;
-        let attempted = k
-            .status
-            .as_ref()
-            .and_then(|s| s.last_attempted_revision.clone());
-        if attempted.as_deref() == Some(rev.as_str())
-            && ready(&k).is_some_and(|(_, r, _)| r == reason)
-        {
-            return k;
-        }
-        last = Some(k);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name}: no {reason} at {rev}: {:?}",
-        last.and_then(|k| k.status)
-    );
-}
 
 #[tokio::test]
 async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
@@ -84,21 +23,8 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("apps");
-    let sha1 = repo.commit(
-        "main",
-        &[
-            ("apps/base/kustomization.yaml", BASE_KUSTOMIZATION),
-            ("apps/base/deployment.yaml", DEPLOYMENT),
-            ("apps/base/config.yaml", CONFIG),
-            ("apps/overlays/production/kustomization.yaml", &overlay(3)),
-        ],
-        "production at 3 replicas",
-    );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    let sha1 = commit_apps(&repo, 3);
+    git_repository(&ns, "apps", &server.url("apps")).await;
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
     api.create(&Default::default(), &ks("apps", &ns.name))
         .await
@@ -115,15 +41,8 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
         status.last_applied_revision,
         Some(format!("main@sha1:{sha1}"))
     );
-    let ids: Vec<String> = status
-        .inventory
-        .unwrap()
-        .entries
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
     assert_eq!(
-        ids,
+        inventory_ids(&k),
         [
             format!("{}_web-config__ConfigMap", ns.name),
             format!("{}_web_apps_Deployment", ns.name),
@@ -151,15 +70,7 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(5));
 
     // a file removed: its object pruned, the inventory shrinks
-    git(&repo.work, &["rm", "-q", "apps/base/config.yaml"]);
-    let sha3 = repo.commit(
-        "main",
-        &[(
-            "apps/base/kustomization.yaml",
-            "resources:\n  - deployment.yaml\n",
-        )],
-        "no config",
-    );
+    let sha3 = remove_config(&repo);
     flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
     let k = wait_ks(&ns, "apps", &sha3, "ReconciliationSucceeded").await;
     assert!(
@@ -242,6 +153,93 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     cleanup(ns).await;
 }
 
+/// The `flux` CLI's write commands on a pennant Kustomization: `suspend ks` stops applies (a new
+/// source revision is not applied), `resume ks` applies it and waits for Ready, `reconcile ks
+/// --with-source` fetches a new commit and applies it in one command, and `events` lists the
+/// Kustomization's Events.
+#[tokio::test]
+async fn flux_cli_suspends_resumes_and_reconciles_with_source() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-cli", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    let sha1 = commit_apps(&repo, 2);
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    api.create(&Default::default(), &ks("apps", &ns.name))
+        .await
+        .unwrap();
+    wait_ks(&ns, "apps", &sha1, "ReconciliationSucceeded").await;
+
+    // suspended: the source moves on, the Kustomization does not
+    let out = flux_ok(&ns.name, &["suspend", "ks", "apps"]);
+    assert!(out.contains("suspend"), "{out}");
+    assert_eq!(get_ks(&ns, "apps").await.spec.suspend, Some(true));
+    let sha2 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(4))],
+        "production at 4",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
+    assert!(out.contains(&sha2[..8]), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let k = get_ks(&ns, "apps").await;
+    assert_eq!(
+        k.status.unwrap().last_applied_revision,
+        Some(format!("main@sha1:{sha1}")),
+        "a suspended Kustomization applies nothing"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(2)
+    );
+    let get = flux_ok(&ns.name, &["get", "ks", "apps"]);
+    let row: Vec<&str> = get
+        .lines()
+        .find(|l| l.starts_with("apps\t") || l.starts_with("apps "))
+        .unwrap_or_else(|| panic!("{get}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2], "True", "SUSPENDED column: {get}");
+
+    // resumed: the waiting revision applied before `flux resume` returns
+    let out = flux_ok(&ns.name, &["resume", "ks", "apps"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha2}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(4)
+    );
+
+    // one command: the source fetched, then the Kustomization applied
+    let sha3 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(6))],
+        "production at 6",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "ks", "apps", "--with-source"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha3}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(6)
+    );
+
+    // `flux events` lists this Kustomization's Events (the change set of the last apply)
+    wait_until(Duration::from_secs(30), "flux events", || async {
+        let out = flux_ok(&ns.name, &["events", "--for", "Kustomization/apps"]);
+        out.contains(&format!("Deployment/{}/web configured", ns.name))
+    })
+    .await;
+    cleanup(ns).await;
+}
+
 /// A Kustomization naming a missing source is `ArtifactFailed` with Flux's message; once the
 /// source exists it applies within moments of the source's first artifact, with postBuild
 /// variables from a ConfigMap (an `optional` missing one skipped); fields not implemented yet
@@ -278,6 +276,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "metadata": {"name": "cfg"},
         "spec": {"interval": "10m", "retryInterval": "1m", "path": "./deploy", "prune": true,
             "targetNamespace": ns.name, "wait": true,
+            "decryption": {"provider": "sops", "serviceAccountName": "kms"},
             "commonMetadata": {"labels": {"team": "web"}, "annotations": {"owner": "${cluster_env}"}},
             "sourceRef": {"kind": "GitRepository", "name": "cfg"},
             "postBuild": {"substituteFrom": [
@@ -323,6 +322,18 @@ async fn missing_source_substitution_and_unsupported_fields() {
     // commonMetadata is added after substitution: its values are not substituted
     assert_eq!(cm["metadata"]["labels"]["team"], "web");
     assert_eq!(cm["metadata"]["annotations"]["owner"], "${cluster_env}");
+    // wait: true over ConfigMaps (always Current): healthy at once
+    let healthy = k
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy");
+    assert!(
+        healthy.is_some_and(|c| c.status == "True" && c.message.starts_with("Health check passed in ")),
+        "{healthy:?}"
+    );
     let unsupported = k
         .status
         .unwrap()
@@ -334,7 +345,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
     assert!(
         unsupported
             .message
-            .contains("spec.healthChecks/healthCheckExprs/wait"),
+            .contains("spec.decryption.serviceAccountName"),
         "{}",
         unsupported.message
     );
@@ -345,19 +356,12 @@ async fn missing_source_substitution_and_unsupported_fields() {
             .any(|(t, m)| t == "Warning" && *m == unsupported.message),
         "{events:?}"
     );
-    // kubeConfig / serviceAccountName: refused, never applied locally with the controller's rights
-    for (name, field, extra) in [
-        (
-            "remote",
-            "spec.kubeConfig",
-            serde_json::json!({"kubeConfig": {"secretRef": {"name": "kc"}}}),
-        ),
-        (
-            "impersonated",
-            "spec.serviceAccountName",
-            serde_json::json!({"serviceAccountName": "deployer"}),
-        ),
-    ] {
+    // kubeConfig.configMapRef (workload identity): refused, never applied locally instead
+    for (name, field, extra) in [(
+        "workload-identity",
+        "spec.kubeConfig.configMapRef",
+        serde_json::json!({"kubeConfig": {"configMapRef": {"name": "cluster"}}}),
+    )] {
         let mut spec = serde_json::json!({"interval": "10m", "path": "./refused", "prune": true,
             "targetNamespace": ns.name,
             "sourceRef": {"kind": "GitRepository", "name": "cfg"}});
@@ -408,14 +412,6 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "pruned on deletion"
     );
     cleanup(ns).await;
-}
-
-/// `flux reconcile`'s request: a new `reconcile.fluxcd.io/requestedAt` token.
-async fn request_reconcile(api: &Api<Kustomization>, name: &str, token: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
-    api.patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .unwrap();
 }
 
 /// A Secret encrypted by the real `sops` for an age key, and an encrypted dotenv input of a
@@ -653,7 +649,8 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
 
 /// `spec.dependsOn`: a Kustomization whose dependency is missing or not Ready is
 /// `DependencyNotReady` with Flux's message and applies nothing; once the dependency is Ready
-/// it is applied (on its 30 s requeue). A dependency cycle is `Stalled` naming the cycle.
+/// it is applied (woken by the dependency turning Ready, not the 30 s requeue). A dependency
+/// cycle is `Stalled` naming the cycle.
 #[tokio::test]
 async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
     let client = client().await;

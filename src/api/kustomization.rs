@@ -168,11 +168,17 @@ pub struct KustomizationSpec {
     pub ignore: Vec<IgnoreRule>,
 }
 
-/// `spec.dependsOn[]`: Flux's `DependencyReference`.
+/// `spec.dependsOn[]`: Flux's `DependencyReference`, plus pennant's optional `kind`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyReference {
-    /// Name of the Kustomization depended on.
+    /// pennant extension (flux2#3364): the kind depended on, `Kustomization` (the default, and
+    /// Flux's only kind) or `HelmRelease` (`helm.toolkit.fluxcd.io/v2`, ready when `Ready=True`
+    /// for its current generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Kustomization", "HelmRelease"]))]
+    pub kind: Option<String>,
+    /// Name of the Kustomization (or HelmRelease) depended on.
     pub name: String,
     /// Its namespace; this Kustomization's when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]

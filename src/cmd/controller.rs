@@ -53,6 +53,12 @@ pub const BUILT: &[Entry] = &[
                 p,
                 crate::kustomize::controller::Settings {
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
+                    target: crate::kustomize::target::Options {
+                        default_service_account: Some(args.default_service_account.clone())
+                            .filter(|n| !n.is_empty()),
+                        insecure_exec: args.insecure_kubeconfig_exec,
+                        insecure_tls: args.insecure_kubeconfig_tls,
+                    },
                     ..Default::default()
                 },
             ))
@@ -336,6 +342,19 @@ pub struct ControllerArgs {
     /// `--requeue-dependency`, default `30s`).
     #[arg(long, default_value = "30s", value_parser = parse_seconds)]
     pub requeue_dependency: u64,
+    /// Kustomize controller: the service account impersonated when a Kustomization sets no
+    /// `spec.serviceAccountName` (Flux's `--default-service-account`; empty: the controller's
+    /// own rights).
+    #[arg(long, default_value = "")]
+    pub default_service_account: String,
+    /// Kustomize controller: allow `exec` credential plugins in the kubeconfigs of
+    /// `spec.kubeConfig` (Flux's `--insecure-kubeconfig-exec`).
+    #[arg(long)]
+    pub insecure_kubeconfig_exec: bool,
+    /// Kustomize controller: allow `insecure-skip-tls-verify` in the kubeconfigs of
+    /// `spec.kubeConfig` (Flux's `--insecure-kubeconfig-tls`).
+    #[arg(long)]
+    pub insecure_kubeconfig_tls: bool,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, artifacts).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,

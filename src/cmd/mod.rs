@@ -175,6 +175,21 @@ mod tests {
             panic!()
         };
         assert_eq!(r.requeue_dependency, 60);
+        assert_eq!(d.default_service_account, "", "no impersonation by default");
+        assert!(!d.insecure_kubeconfig_exec && !d.insecure_kubeconfig_tls);
+        let Command::Controller(f) = Cli::try_parse_from([
+            "pennant",
+            "controller",
+            "--default-service-account=deployer",
+            "--insecure-kubeconfig-exec",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(f.default_service_account, "deployer");
+        assert!(f.insecure_kubeconfig_exec && !f.insecure_kubeconfig_tls);
         assert_eq!(parse_seconds("30"), Ok(30));
         assert!(parse_seconds("0s").is_err() && parse_seconds("fast").is_err());
     }

@@ -7,5 +7,6 @@
 pub mod assess;
 pub mod expr;
 pub mod kstatus;
+pub mod watch;
 
 pub use kstatus::{Health, Status};

@@ -22,11 +22,19 @@
 //! failed build or apply prunes nothing and the inventory keeps the objects applied before.
 //! Deletion (finalizer `finalizers.fluxcd.io`) prunes per `spec.deletionPolicy`.
 //!
+//! Health (`wait`, `healthChecks`, `healthCheckExprs`) is a state, not a blocking wait
+//! ([`super::health_wait`]): the reconcile returns after the apply and the wait is
+//! re-evaluated when a checked object changes. A dependency turning Ready wakes its
+//! dependents at once ([`super::wake`]); `--requeue-dependency` stays the fallback.
+//!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
-//! `healthChecks`/`healthCheckExprs`/`wait`, `decryption.serviceAccountName`
+//! `decryption.serviceAccountName`
 //! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
-//! Event, nothing applied or pruned): `kubeConfig` and `serviceAccountName`, since applying
-//! to the local cluster or with the controller's rights instead would escalate. Decryption failures (missing Secret, wrong
+//! Event, nothing applied or pruned): `kubeConfig.configMapRef` (workload identity), since
+//! applying to the local cluster instead would be wrong. `kubeConfig.secretRef` (a remote
+//! cluster) and `serviceAccountName` (impersonation) choose where and as whom objects are
+//! applied, pruned and checked ([`super::target`]); sources, Secrets, status and Events stay
+//! local. Decryption failures (missing Secret, wrong
 //! key, unsupported key type, ciphertext without `spec.decryption`) are `BuildFailed`, as in
 //! Flux, before anything is applied or pruned.
 
@@ -52,7 +60,9 @@ use super::build::{BuildOptions, build, kustomize_binary, resolve_path, set_comm
 use super::decrypt::{
     DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
 };
+use super::health_wait::{self, Attempted, Outcome, Target, Waits};
 use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
+use super::target::{Options as TargetOptions, TargetError, Targets};
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
 };
@@ -60,7 +70,7 @@ use crate::api::source::{
     Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository, Source,
 };
 use crate::apply::inventory::{inventory_of, merge_survivors, stale};
-use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
+use crate::apply::ssa::{Applier, ApplyOptions, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -76,6 +86,9 @@ const FIELD_MANAGER: &str = crate::apply::ssa::FIELD_MANAGER;
 pub const UNSUPPORTED: &str = "Unsupported";
 /// Its reason.
 pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
+/// Flux's prefix of a terminal configuration error (`TerminalErrorMessage`).
+pub const TERMINAL_ERROR_MESSAGE: &str =
+    "Reconciliation failed terminally due to configuration error";
 /// Largest artifact downloaded (1 GiB).
 const MAX_DOWNLOAD: u64 = 1 << 30;
 
@@ -86,6 +99,8 @@ pub struct Settings {
     /// Wait before the next attempt when a dependency is not ready or the source has no
     /// artifact yet (Flux's `--requeue-dependency`, 30 s).
     pub requeue_dependency: Duration,
+    /// Impersonation and kubeconfig flags ([`super::target`]).
+    pub target: TargetOptions,
 }
 
 impl Default for Settings {
@@ -96,6 +111,7 @@ impl Default for Settings {
                 allow_remote_bases: false,
             },
             requeue_dependency: Duration::from_secs(30),
+            target: TargetOptions::default(),
         }
     }
 }
@@ -109,7 +125,13 @@ pub enum Error {
 
 struct Ctx {
     client: Client,
-    applier: Applier,
+    /// Running health waits, and the watches of the objects they check.
+    waits: Arc<Waits>,
+    watches: Arc<crate::health::watch::Watches>,
+    /// Kustomizations waiting for a HelmRelease (pennant's `dependsOn[].kind`).
+    helm_dependents: Arc<super::wake::HelmDependents>,
+    /// Where each Kustomization applies (the local client, impersonating or remote ones).
+    targets: Targets,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -119,12 +141,6 @@ struct Ctx {
 pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
     let s = &ks.spec;
     let mut out = vec![];
-    if !s.health_checks.is_empty() || !s.health_check_exprs.is_empty() || s.wait == Some(true) {
-        out.push(
-            "spec.healthChecks/healthCheckExprs/wait (no health assessment: Ready after apply)"
-                .to_string(),
-        );
-    }
     if s.decryption
         .as_ref()
         .and_then(|d| d.service_account_name.as_deref())
@@ -139,31 +155,15 @@ pub fn unsupported_fields(ks: &Kustomization) -> Vec<String> {
 }
 
 /// Reason of a spec that pennant refuses to apply (`Stalled=True`, nothing applied or pruned).
-pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
+pub const UNSUPPORTED_FIELD: &str = super::target::UNSUPPORTED_FIELD;
 
-/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig` (a remote cluster)
-/// and `spec.serviceAccountName` (impersonation) are not implemented, and applying to the
-/// local cluster or with the controller's own rights instead would be a privilege escalation.
-/// PURE.
+/// Why the spec must not be applied at all, or `None`: `spec.kubeConfig.configMapRef`
+/// (Flux 2.6 workload identity) is not implemented, and applying to the local cluster instead
+/// would be wrong. (`spec.kubeConfig.secretRef` and `spec.serviceAccountName` are implemented:
+/// [`super::target`].) PURE.
 pub fn refused(ks: &Kustomization) -> Option<String> {
-    let s = &ks.spec;
-    let mut out = vec![];
-    if s.kube_config.is_some() {
-        out.push(
-            "spec.kubeConfig is not supported yet: nothing is applied (pennant will not apply \
-             to the local cluster instead)",
-        );
-    }
-    if s.service_account_name
-        .as_deref()
-        .is_some_and(|n| !n.is_empty())
-    {
-        out.push(
-            "spec.serviceAccountName is not supported yet: nothing is applied (pennant will not \
-             apply with the controller's own rights)",
-        );
-    }
-    (!out.is_empty()).then(|| out.join("; "))
+    let kc = ks.spec.kube_config.as_ref()?;
+    (kc.secret_ref.is_none()).then(|| super::target::CONFIG_MAP_REF_REFUSED.to_string())
 }
 
 /// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
@@ -216,12 +216,6 @@ pub fn decrypt(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, S
             None => Ok(o),
         })
         .collect()
-}
-
-/// The health step (kstatus + CEL, `src/health/`, not wired yet): always healthy; with
-/// `wait`/`healthChecks` the caller reports the fields as unsupported.
-pub fn health(_changes: &[Change], _ks: &Kustomization) -> Result<(), String> {
-    Ok(())
 }
 
 /// A step of a run on a new revision, named in `Reconciling`'s message.
@@ -412,6 +406,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         Some(h.finish())
     };
     let first_list = std::sync::Once::new();
+    // a dependency turning Ready and a checked object changing wake Kustomizations at once
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let (deps_store, wake_deps) = (store.clone(), wake.clone());
     let trigger = reflector::reflector(
         writer,
         watcher(scope.api::<Kustomization>(&client), scope.watcher_config()),
@@ -426,11 +423,35 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         }
     })
     .applied_objects()
+    .inspect(move |r| {
+        if let Ok(k) = r {
+            for d in super::wake::dependents_to_wake(&deps_store.state(), k) {
+                let _ = wake_deps.send(d);
+            }
+        }
+    })
     .predicate_filter(wanted, PredicateConfig::default());
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     let any = || watcher::Config::default().any_semantic();
+    let (watches, changed) =
+        crate::health::watch::Watches::new(client.clone(), scope.namespace.clone());
+    let waits = Arc::new(Waits::default());
+    let helm_dependents = Arc::new(super::wake::HelmDependents::default());
+    tokio::spawn(super::wake::forward_object_changes(
+        changed,
+        waits.clone(),
+        helm_dependents.clone(),
+        wake,
+    ));
     let ctx = Arc::new(Ctx {
-        applier: Applier::new(client.clone()),
+        waits,
+        helm_dependents,
+        watches,
+        targets: Targets::new(
+            client.clone(),
+            Applier::new(client.clone()),
+            settings.target.clone(),
+        ),
         client: client.clone(),
         settings,
         instance: std::env::var("POD_NAME")
@@ -448,6 +469,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
             for_source(&s3, &r)
         })
+        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }))
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -506,6 +530,9 @@ struct Failure {
     /// Retry after this instead of `spec.retryInterval`, with no Warning Event (a dependency
     /// or the source's first artifact awaited: only the status says so, as Flux).
     waiting: Option<Duration>,
+    /// A failed health check: the `Healthy=False` message and the manifests' digest (for
+    /// `history`); `observedGeneration` then stays, as Flux.
+    health: Option<(String, String)>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -514,6 +541,19 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
         message: message.into(),
         terminal: false,
         waiting: None,
+        health: None,
+    }
+}
+
+impl From<TargetError> for Failure {
+    fn from(e: TargetError) -> Self {
+        Failure {
+            reason: e.reason,
+            message: e.message,
+            terminal: e.terminal,
+            waiting: None,
+            health: None,
+        }
     }
 }
 
@@ -538,6 +578,8 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     let name = ks.name_any();
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
     if ks.metadata.deletion_timestamp.is_some() {
+        ctx.waits.remove(&(ns.clone(), name.clone()));
+        ctx.helm_dependents.set(&(ns.clone(), name.clone()), &[]);
         return finalize(&ks, &api, &ctx).await;
     }
     let mut ks = ks;
@@ -550,6 +592,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         ks = Arc::new(patch_json(&api, &ks, op).await?);
     }
     if ks.spec.suspend == Some(true) {
+        ctx.waits.remove(&(ns.clone(), name.clone()));
         return Ok(Requeue::await_change());
     }
     let started = Instant::now();
@@ -585,13 +628,90 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     let mut written = old.clone();
     let outcome = match refused(&ks) {
         Some(message) => Err(terminal(UNSUPPORTED_FIELD, message)),
-        None => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
+        // Flux: an invalid healthCheckExprs rule is terminal, before the source is read
+        None => match crate::health::expr::HealthExprs::compile(&ks.spec.health_check_exprs) {
+            Err(e) => Err(terminal(
+                reasons::INVALID_CEL_EXPRESSION,
+                format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
+            )),
+            Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
+        },
     };
     let revision = status.last_attempted_revision.clone();
+    let outcome = match outcome {
+        Ok(attempted) => {
+            let rev = revision.clone().unwrap_or_default();
+            // the controller's watches serve its own cluster and rights only
+            let remote = attempted.client().cloned();
+            let target = Target {
+                client: remote.as_ref().unwrap_or(&ctx.client),
+                watches: remote.is_none().then_some(&*ctx.watches),
+            };
+            let (changes, digest, health) = health_wait::step(
+                &ctx.waits,
+                target,
+                &ks,
+                attempted,
+                &rev,
+                &old.conditions,
+                old.last_applied_revision.as_deref(),
+                now.0,
+            )
+            .await;
+            match health {
+                Outcome::Failed { ready, healthy } => {
+                    let lines = change_set_message(&changes);
+                    if !lines.is_empty() {
+                        events.push((false, reasons::PROGRESSING.into(), lines, Some(rev)));
+                    }
+                    Err(Failure {
+                        health: Some((healthy, digest)),
+                        ..failure(reasons::HEALTH_CHECK_FAILED, ready)
+                    })
+                }
+                health => Ok((changes, digest, health)),
+            }
+        }
+        Err(f) => Err(f),
+    };
     let requeue = match outcome {
-        Ok((changes, digest)) => {
+        Ok((changes, digest, Outcome::Waiting { message, after, .. })) => {
+            // the health wait goes on: the status says so, nothing is held
+            mark_progressing(&mut status.conditions, &message, generation, &now);
+            conditions::set_condition(
+                &mut status.conditions,
+                types::HEALTHY,
+                conditions::UNKNOWN,
+                reasons::PROGRESSING,
+                &message,
+                generation,
+                &now,
+            );
+            let _ = digest;
+            let lines = change_set_message(&changes);
+            if !lines.is_empty() {
+                events.push((false, reasons::PROGRESSING.into(), lines, revision.clone()));
+            }
+            Requeue::requeue(after)
+        }
+        Ok((changes, digest, health)) => {
             let rev = revision.clone().unwrap_or_default();
             let message = format!("Applied revision: {rev}");
+            let mut passed = None;
+            match health {
+                Outcome::Passed { message, announce } => {
+                    conditions::mark_true(
+                        &mut status.conditions,
+                        types::HEALTHY,
+                        reasons::SUCCEEDED,
+                        &message,
+                        generation,
+                        &now,
+                    );
+                    passed = announce.then_some(message);
+                }
+                _ => conditions::remove_condition(&mut status.conditions, types::HEALTHY),
+            }
             mark_succeeded(&mut status.conditions, &message, generation, &now);
             status.last_applied_revision = Some(rev.clone());
             status.observed_generation = Some(generation);
@@ -612,6 +732,10 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                     lines.clone(),
                     Some(rev.clone()),
                 ));
+            }
+            if let Some(m) = passed {
+                // Flux emits it while Ready is still Progressing
+                events.push((false, reasons::PROGRESSING.into(), m, Some(rev.clone())));
             }
             // Flux's closing Event, here only when something changed (a steady state is quiet)
             if !lines.is_empty()
@@ -637,6 +761,22 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
         Err(f) => {
+            if f.health.is_some() {
+                // Flux leaves the health step's Reconciling, as ProgressingWithRetry
+                let timeout = ks.timeout().unwrap_or(Duration::from_secs(300));
+                let running = health_wait::running_message(
+                    revision.as_deref().unwrap_or_default(),
+                    k8s_openapi::jiff::SignedDuration::try_from(timeout).unwrap_or_default(),
+                );
+                conditions::mark_true(
+                    &mut status.conditions,
+                    types::RECONCILING,
+                    reasons::PROGRESSING,
+                    &running,
+                    generation,
+                    &now,
+                );
+            }
             mark_failed(
                 &mut status.conditions,
                 f.reason,
@@ -645,9 +785,42 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                 generation,
                 &now,
             );
-            status.observed_generation = Some(generation);
+            match &f.health {
+                Some((healthy, digest)) => {
+                    conditions::mark_false(
+                        &mut status.conditions,
+                        types::HEALTHY,
+                        reasons::HEALTH_CHECK_FAILED,
+                        healthy,
+                        generation,
+                        &now,
+                    );
+                    record_history(
+                        &mut status.history,
+                        digest,
+                        revision.as_deref().unwrap_or_default(),
+                        reasons::HEALTH_CHECK_FAILED,
+                        started.elapsed(),
+                        &now,
+                    );
+                }
+                None => status.observed_generation = Some(generation),
+            }
             if f.waiting.is_none() {
                 events.push((true, f.reason.into(), f.message.clone(), revision.clone()));
+            } else if f.reason == reasons::DEPENDENCY_NOT_READY
+                && conditions::get(&old.conditions, types::READY)
+                    .is_none_or(|c| c.message != f.message)
+            {
+                // Flux's Info event, here once per new reason rather than every retry
+                let after =
+                    crate::util::go_duration(f.waiting.unwrap_or_default().as_millis() as f64);
+                events.push((
+                    false,
+                    f.reason.into(),
+                    format!("Dependencies do not meet ready condition, retrying in {after}"),
+                    revision.clone(),
+                ));
             }
             if f.terminal {
                 // Flux's terminal error: no retry until the spec changes
@@ -678,14 +851,36 @@ async fn attempt(
     status: &mut KustomizationStatus,
     written: &mut KustomizationStatus,
     now: &Time,
-) -> Result<(Vec<Change>, String), Failure> {
+) -> Result<Attempted, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.metadata.generation.unwrap_or_default();
     let wait = ctx.settings.requeue_dependency;
     let artifact = source_artifact(ks, &ctx.client, wait).await?;
+    // a running health wait of this very apply is re-evaluated, nothing re-applied
+    if let Some(w) = ctx.waits.get(&(ns.clone(), name.clone())).filter(|w| {
+        let token = requested_at(ks.metadata.annotations.as_ref());
+        health_wait::resumes(
+            Some(w),
+            &artifact.revision,
+            generation,
+            token,
+            ks.interval(),
+            now.0,
+        )
+    }) {
+        status.last_attempted_revision = Some(artifact.revision.clone());
+        let client = match local_target(ks, &ctx.settings) {
+            true => None,
+            false => Some(ctx.targets.target(ks).await?.client),
+        };
+        return Ok(Attempted::Resumed(w, client));
+    }
     // Flux's order: the source's artifact, then the dependencies, then the fetch
-    dependencies(ks, &ctx.client, &artifact.revision, wait).await?;
+    let deps = dependencies(ks, &ctx.client, &artifact.revision, wait).await;
+    super::wake::track_helm_dependencies(&ctx.helm_dependents, &ctx.watches, ks, deps.is_err())
+        .await;
+    deps?;
     status.last_attempted_revision = Some(artifact.revision.clone());
     let progressing = status.last_applied_revision.as_deref() != Some(artifact.revision.as_str())
         || status.observed_generation != Some(generation);
@@ -714,6 +909,9 @@ async fn attempt(
     fetch_artifact(&artifact, work.path()).await?;
     let keys = decryption_keys(ks, &ctx.client).await?;
     report(Step::Building, status).await;
+    // Flux's order: the client (remote, impersonating) after the progress report, before the
+    // build; sources, Secrets and status stay on the local cluster
+    let target = ctx.targets.target(ks).await?;
     let (root, spec, opts) = (
         work.path().join("src"),
         ks.spec.clone(),
@@ -744,13 +942,14 @@ async fn attempt(
     }
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
+    let jobs_with_ttl = crate::health::assess::jobs_with_ttl(&objects);
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
         owner: Some((name.clone(), ns.clone())),
         custom_stages: vec![],
         wait_timeout: ks.timeout().unwrap_or(Duration::from_secs(300)),
     };
-    let mut changes = ctx
+    let mut changes = target
         .applier
         .apply_all(objects, &opts)
         .await
@@ -769,7 +968,7 @@ async fn attempt(
     if ks.spec.prune {
         let stale = stale(&old_inventory, &inventory)
             .map_err(|e| failure(reasons::PRUNE_FAILED, e.to_string()))?;
-        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), None).await;
+        let (deleted, failed) = target.applier.prune(&stale, (&name, &ns), None).await;
         changes.extend(deleted);
         if !failed.is_empty() {
             let survivors: Vec<_> = failed.iter().map(|(r, _)| r.clone()).collect();
@@ -784,8 +983,20 @@ async fn attempt(
         }
     }
     status.inventory = Some(inventory);
-    health(&changes, ks).map_err(|e| failure(reasons::HEALTH_CHECK_FAILED, e))?;
-    Ok((changes, digest))
+    Ok(Attempted::Applied {
+        changes,
+        digest,
+        jobs_with_ttl,
+        client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
+    })
+}
+
+/// Whether `ks` applies with the controller's own client (no `kubeConfig`, no impersonated
+/// account). PURE.
+fn local_target(ks: &Kustomization, settings: &Settings) -> bool {
+    ks.spec.kube_config.is_none()
+        && super::target::impersonated_user(ks, settings.target.default_service_account.as_deref())
+            .is_none()
 }
 
 /// The source's artifact, or `ArtifactFailed` with Flux's message.
@@ -853,17 +1064,21 @@ async fn dependencies(
     if ks.spec.depends_on.is_empty() {
         return Ok(());
     }
-    let refs = |owner: &DependencyId, k: &Kustomization| -> Vec<DependencyId> {
-        k.spec
-            .depends_on
-            .iter()
+    // `dependsOn` of a Kustomization (pennant's `kind` may name a HelmRelease) or of a
+    // HelmRelease (HelmReleases only), as JSON
+    let refs = |owner: &DependencyId, k: &Value| -> Vec<DependencyId> {
+        k["spec"]["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .map(|d| {
-                DependencyId::of_reference(
-                    owner,
-                    DependencyKind::Kustomization,
-                    d.namespace.as_deref(),
-                    &d.name,
-                )
+                let kind = match (owner.kind, d["kind"].as_str()) {
+                    (DependencyKind::Kustomization, Some("HelmRelease"))
+                    | (DependencyKind::HelmRelease, _) => DependencyKind::HelmRelease,
+                    _ => DependencyKind::Kustomization,
+                };
+                let name = d["name"].as_str().unwrap_or_default();
+                DependencyId::of_reference(owner, kind, d["namespace"].as_str(), name)
             })
             .collect()
     };
@@ -872,7 +1087,8 @@ async fn dependencies(
         &ks.namespace().unwrap_or_default(),
         &ks.name_any(),
     );
-    let mine = refs(&me, ks);
+    let dependent = serde_json::to_value(ks).unwrap_or_default();
+    let mine = refs(&me, &dependent);
     let mut graph = BTreeMap::from([(me.clone(), mine.clone())]);
     let mut objects: BTreeMap<DependencyId, Option<Value>> = BTreeMap::new();
     let mut queue: std::collections::VecDeque<DependencyId> = mine.clone().into();
@@ -880,28 +1096,33 @@ async fn dependencies(
         if id == me || objects.contains_key(&id) || objects.len() >= 64 {
             continue;
         }
-        let got = Api::<Kustomization>::namespaced(client.clone(), &id.namespace)
-            .get_opt(&id.name)
-            .await
-            .map_err(|e| {
-                let cause = cause_of(e);
-                waiting(
-                    reasons::DEPENDENCY_NOT_READY,
-                    format!("unable to get dependency '{id}': {cause}"),
-                    wait,
-                )
-            })?;
+        let got = match id.kind {
+            DependencyKind::Kustomization => {
+                Api::<Kustomization>::namespaced(client.clone(), &id.namespace)
+                    .get_opt(&id.name)
+                    .await
+                    .map(|k| k.map(|k| serde_json::to_value(k).unwrap_or_default()))
+            }
+            DependencyKind::HelmRelease => helm_release(client, &id, wait).await?,
+        }
+        .map_err(|e| {
+            let cause = cause_of(e);
+            waiting(
+                reasons::DEPENDENCY_NOT_READY,
+                format!("unable to get dependency '{id}': {cause}"),
+                wait,
+            )
+        })?;
         if let Some(k) = &got {
             let next = refs(&id, k);
             queue.extend(next.iter().cloned());
             graph.insert(id.clone(), next);
         }
-        objects.insert(id, got.map(|k| serde_json::to_value(k).unwrap_or_default()));
+        objects.insert(id, got);
     }
     if let Some(cycle) = find_cycle(&graph, &me) {
         return Err(terminal(DEPENDENCY_CYCLE, cycle.to_string()));
     }
-    let dependent = serde_json::to_value(ks).unwrap_or_default();
     let deps: Vec<Dependency<'_>> = ks
         .spec
         .depends_on
@@ -915,6 +1136,40 @@ async fn dependencies(
         .collect();
     check_dependencies(&dependent, Some(revision), &deps, &eval_ready_expr, false)
         .map_err(|m| waiting(reasons::DEPENDENCY_NOT_READY, m, wait))
+}
+
+/// A HelmRelease depended on (pennant's `dependsOn[].kind: HelmRelease`, flux2#3364), read as
+/// `helm.toolkit.fluxcd.io/v2` through the dynamic API. When the cluster does not serve that
+/// kind at all the dependency is not ready with a message that says so (instead of a plain
+/// "not found").
+async fn helm_release(
+    client: &Client,
+    id: &crate::gitops::depends_on::DependencyId,
+    wait: Duration,
+) -> Result<Result<Option<Value>, kube::Error>, Failure> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("helm.toolkit.fluxcd.io", "v2", "HelmRelease");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "helmreleases");
+    let got = Api::<DynamicObject>::namespaced_with(client.clone(), &id.namespace, &ar)
+        .get_opt(&id.name)
+        .await;
+    // an unserved kind is a 404 without a Status body ("404 page not found")
+    let maybe_unserved = match &got {
+        Ok(None) => true,
+        Err(e) => e.to_string().contains("404"),
+        Ok(Some(_)) => false,
+    };
+    if maybe_unserved && kube::discovery::pinned_kind(client, &gvk).await.is_err() {
+        return Err(waiting(
+            reasons::DEPENDENCY_NOT_READY,
+            format!(
+                "dependency '{id}' is a HelmRelease, but the cluster does not serve \
+                 helmreleases.helm.toolkit.fluxcd.io/v2 (is the HelmRelease CRD installed?)"
+            ),
+            wait,
+        ));
+    }
+    Ok(got.map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())))
 }
 
 /// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
@@ -1117,18 +1372,34 @@ async fn finalize(
         "Orphan" => false,
         _ => ks.spec.prune,
     };
-    if delete && ks.spec.suspend != Some(true) {
-        let inv = ks
-            .status
-            .as_ref()
-            .and_then(|s| s.inventory.clone())
-            .unwrap_or_default();
+    let inv = ks
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // nothing applied: no target needed (a broken kubeConfig never blocks the deletion)
+    if delete && ks.spec.suspend != Some(true) && !inv.entries.is_empty() {
         let stale =
             stale(&inv, &ResourceInventory::default()).map_err(|e| Error::Kube(e.to_string()))?;
         let wait = (policy == "WaitForTermination")
             .then(|| ks.timeout().unwrap_or(Duration::from_secs(300)));
         let (name, ns) = (ks.name_any(), ks.namespace().unwrap_or_default());
-        let (deleted, failed) = ctx.applier.prune(&stale, (&name, &ns), wait).await;
+        // Flux: the account or the kubeconfig gone, the objects are left and named
+        let target = match ctx.targets.target(ks).await {
+            Ok(t) if ctx.targets.can_impersonate(ks).await => Some(t),
+            Err(e) if !e.gone => {
+                emit_event(ctx, ks, true, reasons::PRUNE_FAILED, &e.message, None).await;
+                return Err(Error::Kube(e.message));
+            }
+            _ => None,
+        };
+        let Some(target) = target else {
+            let objects: Vec<String> = inv.entries.iter().map(|e| e.id.clone()).collect();
+            let message = format!("unable to prune objects: \n{}", objects.join("\n"));
+            emit_event(ctx, ks, true, reasons::PRUNE_FAILED, &message, None).await;
+            return release(ks, api).await;
+        };
+        let (deleted, failed) = target.applier.prune(&stale, (&name, &ns), wait).await;
         if !failed.is_empty() {
             let message = failed
                 .iter()
@@ -1143,6 +1414,11 @@ async fn finalize(
             emit_event(ctx, ks, false, reasons::PROGRESSING, &lines, None).await;
         }
     }
+    release(ks, api).await
+}
+
+/// Remove the finalizer (gone already is fine).
+async fn release(ks: &Kustomization, api: &Api<Kustomization>) -> Result<Requeue, Error> {
     if let Some(i) = ks.finalizers().iter().position(|f| f == FINALIZER) {
         let op = json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")});
         match patch_json(api, ks, op).await {
@@ -1300,35 +1576,39 @@ mod tests {
         assert!(unsupported_fields(&ks).is_empty());
         ks.spec.wait = Some(true);
         ks.spec.service_account_name = Some("deployer".into());
-        let u = unsupported_fields(&ks);
-        assert_eq!(u.len(), 1, "serviceAccountName is refused, not ignored");
-        assert!(u[0].starts_with("spec.healthChecks"), "{u:?}");
         ks.spec.decryption = Some(serde_json::from_value(json!({"provider": "sops"})).unwrap());
-        assert_eq!(
-            unsupported_fields(&ks).len(),
-            1,
-            "decryption is implemented"
+        assert!(
+            unsupported_fields(&ks).is_empty(),
+            "health checks, decryption and serviceAccountName are implemented"
+        );
+        ks.spec.decryption = Some(
+            serde_json::from_value(json!({"provider": "sops", "serviceAccountName": "kms"}))
+                .unwrap(),
+        );
+        let u = unsupported_fields(&ks);
+        assert_eq!(u.len(), 1);
+        assert!(
+            u[0].starts_with("spec.decryption.serviceAccountName"),
+            "{u:?}"
         );
     }
 
     #[test]
-    fn kube_config_and_service_account_are_refused_not_applied_locally() {
+    fn only_the_workload_identity_kube_config_is_refused() {
         let mut ks = Kustomization::new("app", KustomizationSpec::default());
         assert_eq!(refused(&ks), None);
-        ks.spec.service_account_name = Some(String::new());
-        assert_eq!(refused(&ks), None, "an empty name is the default");
         ks.spec.service_account_name = Some("deployer".into());
-        let m = refused(&ks).expect("refused");
-        assert!(
-            m.starts_with("spec.serviceAccountName is not supported yet: nothing is applied"),
-            "{m}"
-        );
-        assert!(m.contains("controller's own rights"), "{m}");
-        ks.spec.service_account_name = None;
+        assert_eq!(refused(&ks), None, "impersonation is implemented");
         ks.spec.kube_config =
             Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        assert_eq!(refused(&ks), None, "a kubeconfig Secret is implemented");
+        ks.spec.kube_config =
+            Some(serde_json::from_value(json!({"configMapRef": {"name": "cluster"}})).unwrap());
         let m = refused(&ks).expect("refused");
-        assert!(m.starts_with("spec.kubeConfig is not supported yet"), "{m}");
+        assert!(
+            m.starts_with("spec.kubeConfig.configMapRef is not supported yet: nothing is applied"),
+            "{m}"
+        );
         assert!(
             m.contains("will not apply to the local cluster instead"),
             "{m}"

@@ -5,4 +5,7 @@
 pub mod build;
 pub mod controller;
 pub mod decrypt;
+pub mod health_wait;
 pub mod substitute;
+pub mod target;
+pub mod wake;

@@ -10,6 +10,7 @@
 pub mod big_index;
 pub mod gitserver;
 pub mod helmrepo;
+pub mod kustomize;
 pub mod registry;
 pub mod sources;
 

@@ -52,9 +52,18 @@ pub fn start_source_and_kustomize_controllers(
     ns: &str,
     storage: &Path,
 ) -> (ControllerProcess, u16) {
+    start_source_and_kustomize_controllers_with(ns, storage, &[])
+}
+
+/// [`start_source_and_kustomize_controllers`] with more controller flags.
+pub fn start_source_and_kustomize_controllers_with(
+    ns: &str,
+    storage: &Path,
+    extra: &[&str],
+) -> (ControllerProcess, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let args = [
+    let mut args = vec![
         "--controllers",
         "source,kustomize",
         "--storage-path",
@@ -64,6 +73,7 @@ pub fn start_source_and_kustomize_controllers(
         "--log-level",
         "info,pennant=debug",
     ];
+    args.extend_from_slice(extra);
     let p = ControllerProcess::start_with(
         ns,
         &format!("kustomize-{ns}"),

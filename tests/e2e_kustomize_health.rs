@@ -1,0 +1,595 @@
+//! Kustomization health checks and `dependsOn` end to end: the real Git server, pennant's
+//! source and kustomize controllers in one process, kwok's pods (a pod template annotated
+//! `e2e.pennant.dev/never-ready: "true"` never becomes Ready) and the `flux` CLI.
+//!
+//! - `a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it`: `wait: true`
+//!   on a Deployment that becomes ready (Ready, Healthy), one that never does (`HealthCheckFailed`
+//!   with Flux's message after `timeout`, a Warning Event, retried after `retryInterval`) while
+//!   the first becomes Ready meanwhile, and a commit fixing a third one supersedes its wait.
+//! - `cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent`: `healthCheckExprs`
+//!   judge a custom resource; a Kustomization depending on it becomes Ready seconds after it
+//!   (not on the 30 s `--requeue-dependency` timer); a HelmRelease dependency on a cluster
+//!   without the HelmRelease CRD says so.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use pennant::api::kustomization::Kustomization;
+use serde_json::json;
+use support::gitserver::{GitServer, ServerOptions, TempDir};
+use support::kustomize::{get_ks, git_repository};
+use support::sources::{cleanup, flux_ok, start_source_and_kustomize_controllers};
+use support::*;
+
+fn deployment(name: &str, never_ready: bool) -> String {
+    let annotations = if never_ready {
+        "      annotations:\n        e2e.pennant.dev/never-ready: \"true\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n{annotations}    spec:\n      containers:\n        - name: app\n          image: nginx:1.27\n"
+    )
+}
+
+fn ks(name: &str, ns: &str, spec: serde_json::Value) -> Kustomization {
+    let mut s = json!({"interval": "10m", "prune": true, "targetNamespace": ns,
+        "sourceRef": {"kind": "GitRepository", "name": "apps"}});
+    s.as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().unwrap().clone());
+    serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": name}, "spec": s
+    }))
+    .unwrap()
+}
+
+/// A condition as (status, reason, message).
+fn cond(k: &Kustomization, type_: &str) -> Option<(String, String, String)> {
+    let c = k
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn is(k: &Kustomization, type_: &str, status: &str, reason: &str) -> bool {
+    cond(k, type_).is_some_and(|(s, r, _)| s == status && r == reason)
+}
+
+#[tokio::test]
+async fn a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-health", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    let sha1 = repo.commit(
+        "main",
+        &[
+            ("good/deploy.yaml", &deployment("good", false)),
+            ("stuck/deploy.yaml", &deployment("stuck", true)),
+            ("fixme/deploy.yaml", &deployment("fixme", true)),
+        ],
+        "three deployments",
+    );
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let rev1 = format!("main@sha1:{sha1}");
+
+    // never ready: times out after 30s (Flux's floor of spec.timeout), retried 5s later
+    let stuck = ks(
+        "stuck",
+        &ns.name,
+        json!({"path": "./stuck", "wait": true, "timeout": "30s", "retryInterval": "5s"}),
+    );
+    api.create(&Default::default(), &stuck).await.unwrap();
+    // never ready until a commit fixes it; its own timeout (2m) is never reached
+    let fixme = ks(
+        "fixme",
+        &ns.name,
+        json!({"path": "./fixme", "wait": true, "timeout": "2m"}),
+    );
+    api.create(&Default::default(), &fixme).await.unwrap();
+    let running = format!("Running health checks for revision {rev1} with a timeout of 30s");
+    wait_until(Duration::from_secs(30), "stuck waiting", || async {
+        let k = get_ks(&ns, "stuck").await;
+        cond(&k, "Healthy") == Some(("Unknown".into(), "Progressing".into(), running.clone()))
+            && cond(&k, "Reconciling").is_some_and(|c| c.2 == running)
+            && is(&k, "Ready", "Unknown", "Progressing")
+    })
+    .await;
+
+    let t_stuck = Instant::now();
+    // meanwhile another Kustomization of the namespace is applied and becomes Ready
+    let t_good = Instant::now();
+    api.create(
+        &Default::default(),
+        &ks("good", &ns.name, json!({"path": "./good", "wait": true})),
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "good Ready", || async {
+        is(
+            &get_ks(&ns, "good").await,
+            "Ready",
+            "True",
+            "ReconciliationSucceeded",
+        )
+    })
+    .await;
+    let good_lag = t_good.elapsed();
+    println!("wait: true on a ready Deployment -> Ready: {good_lag:?}");
+    let good = get_ks(&ns, "good").await;
+    let (h, r, m) = cond(&good, "Healthy").expect("Healthy");
+    assert_eq!((h.as_str(), r.as_str()), ("True", "Succeeded"));
+    assert!(m.starts_with("Health check passed in "), "{m}");
+    assert_eq!(
+        cond(&good, "Ready").unwrap().2,
+        format!("Applied revision: {rev1}")
+    );
+    let stuck_now = get_ks(&ns, "stuck").await;
+    assert!(
+        is(&stuck_now, "Healthy", "Unknown", "Progressing"),
+        "good became Ready while stuck was still waiting: {:?}",
+        stuck_now.status
+    );
+    let events = ns.events("good").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Normal" && m.starts_with("Health check passed in ")),
+        "{events:?}"
+    );
+
+    // stuck: Flux's HealthCheckFailed after the timeout
+    wait_until(
+        Duration::from_secs(45),
+        "stuck HealthCheckFailed",
+        || async {
+            is(
+                &get_ks(&ns, "stuck").await,
+                "Ready",
+                "False",
+                "HealthCheckFailed",
+            )
+        },
+    )
+    .await;
+    let took = t_stuck.elapsed();
+    println!("never-ready Deployment, timeout 30s: wait seen -> HealthCheckFailed {took:?}");
+    assert!(
+        took >= Duration::from_secs(28) && took < Duration::from_secs(34),
+        "{took:?}"
+    );
+    let k = get_ks(&ns, "stuck").await;
+    let want = format!(
+        "timeout waiting for: [Deployment/{}/stuck status: 'InProgress']",
+        ns.name
+    );
+    let (_, _, ready_msg) = cond(&k, "Ready").unwrap();
+    assert!(
+        ready_msg.starts_with("health check failed after 30") && ready_msg.ends_with(&want),
+        "{ready_msg}"
+    );
+    assert_eq!(
+        cond(&k, "Healthy"),
+        Some(("False".into(), "HealthCheckFailed".into(), want.clone()))
+    );
+    assert_eq!(
+        cond(&k, "Reconciling").map(|c| c.1),
+        Some("ProgressingWithRetry".into())
+    );
+    let st = k.status.clone().unwrap();
+    assert_eq!(
+        st.last_applied_revision, None,
+        "nothing healthy applied yet"
+    );
+    assert_eq!(st.last_attempted_revision.as_deref(), Some(rev1.as_str()));
+    assert_eq!(st.history[0].last_reconciled_status, "HealthCheckFailed");
+    assert_eq!(
+        st.inventory.map(|i| i.entries.len()),
+        Some(1),
+        "the inventory has the applied Deployment"
+    );
+    wait_until(Duration::from_secs(10), "Warning event", || async {
+        ns.events("stuck")
+            .await
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.ends_with(&want))
+    })
+    .await;
+    // retried after retryInterval (5s): applied again, a new wait
+    let t_failed = Instant::now();
+    wait_until(Duration::from_secs(20), "retry", || async {
+        is(
+            &get_ks(&ns, "stuck").await,
+            "Healthy",
+            "Unknown",
+            "Progressing",
+        )
+    })
+    .await;
+    let again = t_failed.elapsed();
+    println!("HealthCheckFailed -> retry (a new wait): {again:?}");
+    assert!(
+        again >= Duration::from_secs(3) && again < Duration::from_secs(10),
+        "{again:?}"
+    );
+
+    // fixme is still waiting (its timeout is 2m); a commit fixing it supersedes the wait
+    assert!(is(
+        &get_ks(&ns, "fixme").await,
+        "Healthy",
+        "Unknown",
+        "Progressing"
+    ));
+    let sha2 = repo.commit(
+        "main",
+        &[("fixme/deploy.yaml", &deployment("fixme", false))],
+        "fixme: no longer never-ready",
+    );
+    let t_fix = Instant::now();
+    flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
+    let rev2 = format!("main@sha1:{sha2}");
+    wait_until(
+        Duration::from_secs(30),
+        "fixme Ready at the fix",
+        || async {
+            let k = get_ks(&ns, "fixme").await;
+            is(&k, "Ready", "True", "ReconciliationSucceeded")
+                && k.status.and_then(|s| s.last_applied_revision) == Some(rev2.clone())
+        },
+    )
+    .await;
+    let fix_lag = t_fix.elapsed();
+    println!("fixing commit -> superseded wait Ready: {fix_lag:?}");
+    assert!(fix_lag < Duration::from_secs(20), "{fix_lag:?}");
+    assert!(is(
+        &get_ks(&ns, "fixme").await,
+        "Healthy",
+        "True",
+        "Succeeded"
+    ));
+
+    let get = flux_ok(&ns.name, &["get", "ks"]);
+    let line = |n: &str| {
+        get.lines()
+            .find(|l| l.starts_with(&format!("{n} ")) || l.starts_with(&format!("{n}\t")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("fixme").contains("True"), "{get}");
+    assert!(line("good").contains("True"), "{get}");
+    // stuck: superseded by the new revision too, waiting again (its Deployment is still broken)
+    assert!(line("stuck").contains("Unknown"), "{get}");
+    for n in ["good", "stuck", "fixme"] {
+        api.delete(n, &Default::default()).await.unwrap();
+    }
+    cleanup(ns).await;
+}
+
+const WIDGET_CRD: &str = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {"name": "widgets.health.e2e.pennant.dev"},
+  "spec": {"group": "health.e2e.pennant.dev", "scope": "Namespaced",
+    "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+    "versions": [{"name": "v1", "served": true, "storage": true,
+      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}"#;
+
+#[tokio::test]
+async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() {
+    let client = client().await;
+    apply(&client, &serde_json::from_str(WIDGET_CRD).unwrap()).await;
+    let ns = TestNs::new(&client, "ks-cel", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    repo.commit(
+        "main",
+        &[
+            (
+                "widget/widget.yaml",
+                "apiVersion: health.e2e.pennant.dev/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 1\n",
+            ),
+            (
+                "app/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n",
+            ),
+        ],
+        "a widget and an app",
+    );
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    wait_until(Duration::from_secs(30), "widget CRD served", || async {
+        kube::discovery::pinned_kind(
+            &client,
+            &kube::api::GroupVersionKind::gvk("health.e2e.pennant.dev", "v1", "Widget"),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let widget = ks(
+        "widget",
+        &ns.name,
+        json!({"path": "./widget", "timeout": "5m",
+            "healthChecks": [{"apiVersion": "health.e2e.pennant.dev/v1", "kind": "Widget", "name": "w", "namespace": ns.name}],
+            "healthCheckExprs": [{"apiVersion": "health.e2e.pennant.dev/v1", "kind": "Widget",
+                "current": "status.phase == 'Ready'", "failed": "status.phase == 'Broken'"}]}),
+    );
+    api.create(&Default::default(), &widget).await.unwrap();
+    let app = ks(
+        "app",
+        &ns.name,
+        json!({"path": "./app", "dependsOn": [{"name": "widget"}]}),
+    );
+    api.create(&Default::default(), &app).await.unwrap();
+    // a HelmRelease dependency, on a cluster without the HelmRelease CRD (pennant's
+    // Kustomization CRD applied again just before: the shared dev cluster may hold an older
+    // one without `dependsOn[].kind`, which the API server would prune)
+    for crd in pennant::api::crds::all() {
+        apply(&client, &serde_json::to_value(&crd).unwrap()).await;
+    }
+    let hr = ks(
+        "after-helm",
+        &ns.name,
+        json!({"path": "./app", "dependsOn": [{"kind": "HelmRelease", "name": "ingress"}]}),
+    );
+    api.create(&Default::default(), &hr).await.unwrap();
+
+    wait_until(Duration::from_secs(30), "widget waiting", || async {
+        is(
+            &get_ks(&ns, "widget").await,
+            "Healthy",
+            "Unknown",
+            "Progressing",
+        )
+    })
+    .await;
+    let not_ready = format!("dependency '{}/widget' is not ready", ns.name);
+    wait_until(
+        Duration::from_secs(30),
+        "app DependencyNotReady",
+        || async {
+            cond(&get_ks(&ns, "app").await, "Ready")
+                == Some((
+                    "False".into(),
+                    "DependencyNotReady".into(),
+                    not_ready.clone(),
+                ))
+        },
+    )
+    .await;
+    assert!(ns.get("v1", "ConfigMap", "app").await.is_none());
+    wait_until(Duration::from_secs(10), "Info event", || async {
+        ns.events("app").await.iter().any(|(t, m)| {
+            t == "Normal" && m == "Dependencies do not meet ready condition, retrying in 30s"
+        })
+    })
+    .await;
+    let helm_msg = format!(
+        "dependency '{}/ingress' is a HelmRelease, but the cluster does not serve helmreleases.helm.toolkit.fluxcd.io/v2 (is the HelmRelease CRD installed?)",
+        ns.name
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "HelmRelease dependency",
+        || async {
+            cond(&get_ks(&ns, "after-helm").await, "Ready")
+                == Some((
+                    "False".into(),
+                    "DependencyNotReady".into(),
+                    helm_msg.clone(),
+                ))
+        },
+    )
+    .await;
+
+    // the widget becomes Ready by its CEL rule; the dependent follows within seconds
+    let widgets = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "health.e2e.pennant.dev",
+            "v1",
+            "Widget",
+        )),
+    );
+    let t0 = Instant::now();
+    widgets
+        .patch(
+            "w",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    let mut widget_ready = None;
+    let mut app_ready = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while (widget_ready.is_none() || app_ready.is_none()) && Instant::now() < deadline {
+        if widget_ready.is_none()
+            && is(
+                &get_ks(&ns, "widget").await,
+                "Ready",
+                "True",
+                "ReconciliationSucceeded",
+            )
+        {
+            widget_ready = Some(t0.elapsed());
+        }
+        if app_ready.is_none()
+            && is(
+                &get_ks(&ns, "app").await,
+                "Ready",
+                "True",
+                "ReconciliationSucceeded",
+            )
+        {
+            app_ready = Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (w, a) = (
+        widget_ready.expect("widget Ready"),
+        app_ready.expect("app Ready"),
+    );
+    println!("Widget phase Ready -> widget Kustomization Ready: {w:?}");
+    println!(
+        "dependency Ready -> dependent Ready: {:?}",
+        a.saturating_sub(w)
+    );
+    assert!(w < Duration::from_secs(6), "{w:?}");
+    assert!(
+        a.saturating_sub(w) < Duration::from_secs(5),
+        "the dependent followed on the wake, not the 30s timer: {a:?} vs {w:?}"
+    );
+    let k = get_ks(&ns, "widget").await;
+    assert!(
+        cond(&k, "Healthy")
+            .is_some_and(|c| c.0 == "True" && c.2.starts_with("Health check passed")),
+        "{:?}",
+        k.status
+    );
+    assert!(ns.get("v1", "ConfigMap", "app").await.is_some());
+    let get = flux_ok(&ns.name, &["get", "ks"]);
+    for n in ["widget", "app"] {
+        assert!(
+            get.lines().any(|l| (l.starts_with(&format!("{n} "))
+                || l.starts_with(&format!("{n}\t")))
+                && l.contains("True")
+                && l.contains("Applied revision")),
+            "{get}"
+        );
+    }
+
+    // a Broken widget fails early (fail-fast), naming it
+    widgets
+        .patch(
+            "w",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Broken"}})),
+        )
+        .await
+        .unwrap();
+    // a reconcile request (`flux reconcile ks` would wait for a Ready it never gets)
+    let token = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "broken"}}});
+    api.patch(
+        "widget",
+        &Default::default(),
+        &kube::api::Patch::Merge(&token),
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "widget failed", || async {
+        cond(&get_ks(&ns, "widget").await, "Healthy").is_some_and(|c| {
+            c.0 == "False"
+                && c.2
+                    == format!(
+                        "failed early due to stalled resources: [Widget/{}/w status: 'Failed']",
+                        ns.name
+                    )
+        })
+    })
+    .await;
+    let k = get_ks(&ns, "widget").await;
+    assert!(
+        cond(&k, "Reconciling").is_some_and(|c| c.1 == "ProgressingWithRetry"
+            && c.2.starts_with("Running health checks for revision")),
+        "{:?}",
+        k.status
+    );
+    for n in ["widget", "app", "after-helm"] {
+        api.delete(n, &Default::default()).await.unwrap();
+    }
+    cleanup(ns).await;
+}
+
+/// The wait lives in memory, but status is the only memory: a controller killed mid-wait and
+/// started again resumes the wait from the `Healthy=Unknown` condition's transition time, so
+/// the timeout is not restarted.
+#[tokio::test]
+async fn a_restarted_controller_resumes_the_wait_without_restarting_the_timeout() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-restart", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (mut ctl, port) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    repo.commit(
+        "main",
+        &[("stuck/deploy.yaml", &deployment("stuck", true))],
+        "never ready",
+    );
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    api.create(
+        &Default::default(),
+        &ks(
+            "stuck",
+            &ns.name,
+            json!({"path": "./stuck", "wait": true, "timeout": "30s", "retryInterval": "10m"}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "waiting", || async {
+        is(
+            &get_ks(&ns, "stuck").await,
+            "Healthy",
+            "Unknown",
+            "Progressing",
+        )
+    })
+    .await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    ctl.kill();
+    let listen = format!("127.0.0.1:{port}");
+    let storage_path = storage.path().to_str().unwrap().to_string();
+    let _ctl2 = ControllerProcess::start_with(
+        &ns.name,
+        &format!("kustomize-{}-restarted", ns.name),
+        &kubeconfig_path(),
+        &[
+            "--controllers",
+            "source,kustomize",
+            "--storage-path",
+            &storage_path,
+            "--listen",
+            &listen,
+            "--log-level",
+            "info,pennant=debug",
+        ],
+        &[],
+    );
+    wait_until(Duration::from_secs(60), "HealthCheckFailed", || async {
+        is(
+            &get_ks(&ns, "stuck").await,
+            "Ready",
+            "False",
+            "HealthCheckFailed",
+        )
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("restart 10s into a 30s wait -> HealthCheckFailed {took:?} after the wait began");
+    assert!(
+        took < Duration::from_secs(36),
+        "the timeout restarted with the process: {took:?}"
+    );
+    let (_, _, message) = cond(&get_ks(&ns, "stuck").await, "Ready").unwrap();
+    assert!(
+        message.starts_with("health check failed after 3"),
+        "{message}"
+    );
+    api.delete("stuck", &Default::default()).await.unwrap();
+    cleanup(ns).await;
+}
