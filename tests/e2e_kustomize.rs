@@ -54,13 +54,9 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     let labels = d.metadata.labels.clone().unwrap();
     assert_eq!(labels["kustomize.toolkit.fluxcd.io/name"], "apps");
     assert_eq!(labels["kustomize.toolkit.fluxcd.io/namespace"], ns.name);
-    let events = ns.event_messages("apps").await;
-    assert!(
-        events
-            .iter()
-            .any(|m| m.contains(&format!("Deployment/{}/web created", ns.name))),
-        "{events:?}"
-    );
+    let created = format!("Deployment/{}/web created", ns.name);
+    let events = ns.event_messages_with("apps", &created).await;
+    assert!(events.iter().any(|m| m.contains(&created)), "{events:?}");
 
     // a new commit changing the patch: picked up from the source's new revision
     let sha2 = repo.commit(
@@ -102,14 +98,13 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
         out.contains(&format!("applied revision main@sha1:{sha3}")),
         "{out}"
     );
-    let events = ns.event_messages("apps").await;
-    assert!(
-        events
-            .iter()
-            .any(|m| m.starts_with("Reconciliation finished in ")
-                && m.ends_with(", next run in 10m0s")),
-        "{events:?}"
-    );
+    let finished = |m: &str| {
+        m.starts_with("Reconciliation finished in ") && m.ends_with(", next run in 10m0s")
+    };
+    let events = ns
+        .events_until("apps", |events| events.iter().any(|(_, m)| finished(m)))
+        .await;
+    assert!(events.iter().any(|(_, m)| finished(m)), "{events:?}");
 
     // a broken YAML commit: BuildFailed, the previous objects stay
     let sha4 = repo.commit(
@@ -134,7 +129,7 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     assert_eq!(status.inventory.unwrap().entries.len(), 1);
     let d = ns.deployment("web").await.expect("still there");
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(5));
-    let warnings = ns.events("apps").await;
+    let warnings = ns.events_with("apps", &[&message]).await;
     assert!(
         warnings
             .iter()
@@ -354,7 +349,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "{}",
         unsupported.message
     );
-    let events = ns.events("cfg").await;
+    let events = ns.events_with("cfg", &[&unsupported.message]).await;
     assert!(
         events
             .iter()
@@ -396,13 +391,11 @@ async fn missing_source_substitution_and_unsupported_fields() {
             message.starts_with(&format!("{field} is not supported yet: nothing is applied")),
             "{message}"
         );
-        wait_until(Duration::from_secs(10), "Warning event", || async {
-            ns.events(name)
-                .await
-                .iter()
-                .any(|(t, m)| t == "Warning" && *m == message)
-        })
-        .await;
+        let events = ns.events_with(name, &[&message]).await;
+        assert!(
+            events.iter().any(|(t, m)| t == "Warning" && *m == message),
+            "{events:?}"
+        );
         assert!(
             ns.get("v1", "ConfigMap", "refused").await.is_none(),
             "{field}: nothing applied"
@@ -620,7 +613,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
             .unwrap(),
         plaintext.as_bytes()
     );
-    let events = ns.events("secrets").await;
+    let events = ns.events_with("secrets", &["decryption failed for"]).await;
     assert!(
         events
             .iter()
@@ -729,7 +722,7 @@ async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
         "b applied only after a is Ready"
     );
     assert!(ns.get("v1", "ConfigMap", "from-a").await.is_some());
-    wait_until(Duration::from_secs(10), "b Ready", || async {
+    wait_until(Duration::from_secs(30), "b Ready", || async {
         ready(&get_ks(&ns, "b").await).is_some_and(|(s, _, _)| s == "True")
     })
     .await;
