@@ -91,17 +91,18 @@ async fn good_release_is_promoted() {
         .cloned()
         .unwrap();
     assert_eq!(promoted.status, "True");
+    let needles = [
+        "New revision detected! Scaling up podinfo",
+        "Advance podinfo.",
+        "Promotion completed!",
+    ];
     let events: Vec<String> = ns
-        .events("podinfo")
+        .events_with("podinfo", &needles)
         .await
         .into_iter()
         .map(|e| e.1)
         .collect();
-    for needle in [
-        "New revision detected! Scaling up podinfo",
-        "Advance podinfo.",
-        "Promotion completed!",
-    ] {
+    for needle in needles {
         assert!(
             events.iter().any(|e| e.contains(needle)),
             "event {needle:?} in {events:#?}"
@@ -139,7 +140,13 @@ async fn version_with_errors_is_rolled_back() {
             .replicas,
         Some(0)
     );
-    let events = ns.events("podinfo").await;
+    let threshold = format!(
+        "Rolling back podinfo.{} failed checks threshold reached 2",
+        ns.name
+    );
+    let events = ns
+        .events_with("podinfo", &["advancement success rate", &threshold])
+        .await;
     let halt = events
         .iter()
         .find(|e| e.1.contains("advancement success rate"))
@@ -147,10 +154,6 @@ async fn version_with_errors_is_rolled_back() {
     assert_eq!(halt.0, "Warning");
     // 20% errors: success rate around 80%, named in the event
     assert!(halt.1.contains("< 99"), "{}", halt.1);
-    let threshold = format!(
-        "Rolling back podinfo.{} failed checks threshold reached 2",
-        ns.name
-    );
     assert!(events.iter().any(|e| e.1 == threshold), "{events:#?}");
     ns.cleanup().await;
 }
@@ -256,7 +259,9 @@ async fn canary_that_never_becomes_ready_rolls_back_on_its_deadline() {
         "no traffic ever reached the canary: {weights:?}"
     );
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
-    let events = ns.events("podinfo").await;
+    let events = ns
+        .events_with("podinfo", &["progress deadline exceeded"])
+        .await;
     assert!(
         events
             .iter()
@@ -298,12 +303,10 @@ async fn controller_killed_mid_analysis_resumes_and_finishes() {
         image_of(&ns.deployment("podinfo-primary").await.unwrap()),
         V2
     );
-    let events: Vec<String> = ns
-        .events("podinfo")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect();
+    // The run's last Event is written after its status: every earlier one is there then.
+    let events = ns
+        .event_messages_with("podinfo", "Promotion completed!")
+        .await;
     let scale_ups = events
         .iter()
         .filter(|e| e.contains("New revision detected"))
@@ -383,7 +386,7 @@ async fn bad_canaries_are_reported_and_do_not_stop_good_ones() {
             },
         )
         .await;
-        let events = ns.events(name).await;
+        let events = ns.events_with(name, &[needle]).await;
         assert!(
             events
                 .iter()
@@ -432,7 +435,7 @@ async fn unreachable_prometheus_moves_no_traffic() {
         .expect("condition");
     assert_eq!(cond.status, "False");
     assert!(cond.message.unwrap().contains("127.0.0.1:1"));
-    let events = ns.events("podinfo").await;
+    let events = ns.events_with("podinfo", &["Metric query failed"]).await;
     assert!(
         events
             .iter()
@@ -613,11 +616,12 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
     )
     .await;
 
-    let events = ns.events("podinfo").await;
+    let judged = |e: &(String, String)| e.1.contains("error-rate") && e.1.contains("> 1");
+    let events = ns
+        .events_until("podinfo", |events| events.iter().any(judged))
+        .await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.1.contains("error-rate") && e.1.contains("> 1")),
+        events.iter().any(judged),
         "the template metric judged the bad version: {events:#?}"
     );
     wait_until(Duration::from_secs(30), "alerts delivered", || async {
@@ -773,13 +777,13 @@ async fn promotion_gate_holds_until_opened_through_the_gating_api() {
         V1,
         "primary untouched while the gate is closed"
     );
-    let events = ns.events("podinfo").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.1.contains("waiting for promotion approval") && e.1.contains("403")),
-        "{events:#?}"
-    );
+    let gated = |e: &(String, String)| {
+        e.1.contains("waiting for promotion approval") && e.1.contains("403")
+    };
+    let events = ns
+        .events_until("podinfo", |events| events.iter().any(gated))
+        .await;
+    assert!(events.iter().any(gated), "{events:#?}");
 
     // Flagger's metrics for dashboards, with pennant's threshold series.
     let metrics = http
@@ -882,11 +886,15 @@ async fn promotion_gate_holds_until_opened_through_the_gating_api() {
             .status(),
         403
     );
-    let metrics = wait_http(&format!("{base}/metrics"), Duration::from_secs(5)).await;
     let promoted = format!(
         r#"flagger_canary_successes_total{{name="podinfo",namespace="{}",deployment_strategy="canary",analysis_status="completed"}} 1"#,
         ns.name
     );
+    // Counted after the status is written.
+    let metrics = wait_http_until(&format!("{base}/metrics"), Duration::from_secs(30), |m| {
+        m.lines().any(|l| l == promoted)
+    })
+    .await;
     assert!(
         metrics.lines().any(|l| l == promoted),
         "{promoted} in:\n{metrics}"
@@ -967,13 +975,7 @@ async fn fields_removed_from_the_canary_leave_the_virtual_service() {
         "    targetPort: 9898\n    timeout: 5s\n",
     );
     ns.apply_yaml(&with_timeout).await;
-    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-    ));
-    let vs: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let vs = ns.api("networking.istio.io/v1", "VirtualService");
     wait_until(Duration::from_secs(20), "timeout on the VS", || async {
         vs.get("podinfo").await.unwrap().data["spec"]["http"][0]["timeout"] == "5s"
     })
@@ -1127,8 +1129,7 @@ async fn deleted_primary_mid_run_fails_the_run_onto_the_canary() {
     let target = ns.deployment("podinfo").await.unwrap();
     assert_eq!(target.spec.unwrap().replicas, Some(2), "canary kept");
     let needle = format!("primary podinfo-primary.{} not found", ns.name);
-    ns.event_messages_with("podinfo", &needle).await;
-    let events = ns.events("podinfo").await;
+    let events = ns.events_with("podinfo", &[&needle]).await;
     assert!(
         events
             .iter()
@@ -1389,7 +1390,7 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
         "started {started:?}, queued {queued:?}"
     );
     for n in queued.keys() {
-        let events = ns.event_messages(n).await;
+        let events = ns.event_messages_with(n, "Waiting for a free slot").await;
         let waits = events
             .iter()
             .filter(|e| e.starts_with("Waiting for a free slot"))
@@ -1525,7 +1526,10 @@ async fn rollback_window_promotes_a_known_revision_without_analysis() {
     set_image(&ns, V2, 0.0).await;
     let weights = wait_promoted_after_a_change(&ns).await;
     assert!(weights.contains(&25), "v2 analysed: {weights:?}");
-    let before = advances(&ns.event_messages("podinfo").await);
+    let before = advances(
+        &ns.event_messages_with("podinfo", "Promotion completed!")
+            .await,
+    );
     assert!(before >= 2, "v2 stepped");
 
     // v1 again: promoted at once, no traffic on the canary, an event says why
@@ -1618,7 +1622,15 @@ spec: {{type: slack, channel: releases, address: "{url}"}}
         texts().iter().any(|t| t.contains("Canary analysis failed"))
     })
     .await;
-    let events = ns.event_messages("podinfo").await;
+    let events: Vec<String> = ns
+        .events_until("podinfo", |events| {
+            let count = |p: &str| events.iter().filter(|e| e.1.starts_with(p)).count();
+            count("Advance podinfo.") >= 2 && count("Halt ") >= 1
+        })
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
     let advances: Vec<&String> = events
         .iter()
         .filter(|e| e.starts_with("Advance podinfo.") && e.contains("weight"))

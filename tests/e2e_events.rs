@@ -151,7 +151,18 @@ async fn halt_event_with_a_long_non_ascii_metric_name_is_recorded() {
     wait_rolled_back(&ns, "podinfo").await;
 
     let halt = format!("Halt podinfo.{} advancement {}", ns.name, "応答時間");
-    let events = ns.event_messages_with("podinfo", &halt).await;
+    let flaggers = [
+        "all the metrics providers are available!",
+        "Rolling back podinfo.",
+        "Canary failed! Scaling down podinfo.",
+    ];
+    // the rollback's Events follow its status: poll for every one asserted below
+    let events: Vec<String> = ns
+        .events_with("podinfo", &[&[halt.as_str()][..], &flaggers[..]].concat())
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
     let note = events
         .iter()
         .find(|m| m.starts_with(&halt))
@@ -162,11 +173,7 @@ async fn halt_event_with_a_long_non_ascii_metric_name_is_recorded() {
         note.contains(" > 1"),
         "the value at the end is kept: {note}"
     );
-    for flagger in [
-        "all the metrics providers are available!",
-        "Rolling back podinfo.",
-        "Canary failed! Scaling down podinfo.",
-    ] {
+    for flagger in flaggers {
         assert!(
             events.iter().any(|m| m.starts_with(flagger)),
             "{flagger:?} in {events:#?}"

@@ -54,13 +54,9 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     let labels = d.metadata.labels.clone().unwrap();
     assert_eq!(labels["kustomize.toolkit.fluxcd.io/name"], "apps");
     assert_eq!(labels["kustomize.toolkit.fluxcd.io/namespace"], ns.name);
-    let events = ns.event_messages("apps").await;
-    assert!(
-        events
-            .iter()
-            .any(|m| m.contains(&format!("Deployment/{}/web created", ns.name))),
-        "{events:?}"
-    );
+    let created = format!("Deployment/{}/web created", ns.name);
+    let events = ns.event_messages_with("apps", &created).await;
+    assert!(events.iter().any(|m| m.contains(&created)), "{events:?}");
 
     // a new commit changing the patch: picked up from the source's new revision
     let sha2 = repo.commit(
@@ -102,14 +98,13 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
         out.contains(&format!("applied revision main@sha1:{sha3}")),
         "{out}"
     );
-    let events = ns.event_messages("apps").await;
-    assert!(
-        events
-            .iter()
-            .any(|m| m.starts_with("Reconciliation finished in ")
-                && m.ends_with(", next run in 10m0s")),
-        "{events:?}"
-    );
+    let finished = |m: &str| {
+        m.starts_with("Reconciliation finished in ") && m.ends_with(", next run in 10m0s")
+    };
+    let events = ns
+        .events_until("apps", |events| events.iter().any(|(_, m)| finished(m)))
+        .await;
+    assert!(events.iter().any(|(_, m)| finished(m)), "{events:?}");
 
     // a broken YAML commit: BuildFailed, the previous objects stay
     let sha4 = repo.commit(
@@ -134,7 +129,7 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     assert_eq!(status.inventory.unwrap().entries.len(), 1);
     let d = ns.deployment("web").await.expect("still there");
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(5));
-    let warnings = ns.events("apps").await;
+    let warnings = ns.events_with("apps", &[&message]).await;
     assert!(
         warnings
             .iter()
@@ -153,6 +148,93 @@ async fn kustomization_applies_updates_prunes_and_survives_a_broken_commit() {
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     wait_until(Duration::from_secs(30), "Deployment pruned", || async {
         deps.get_opt("web").await.is_ok_and(|d| d.is_none())
+    })
+    .await;
+    cleanup(ns).await;
+}
+
+/// The `flux` CLI's write commands on a pennant Kustomization: `suspend ks` stops applies (a new
+/// source revision is not applied), `resume ks` applies it and waits for Ready, `reconcile ks
+/// --with-source` fetches a new commit and applies it in one command, and `events` lists the
+/// Kustomization's Events.
+#[tokio::test]
+async fn flux_cli_suspends_resumes_and_reconciles_with_source() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-cli", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    let sha1 = commit_apps(&repo, 2);
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    api.create(&Default::default(), &ks("apps", &ns.name))
+        .await
+        .unwrap();
+    wait_ks(&ns, "apps", &sha1, "ReconciliationSucceeded").await;
+
+    // suspended: the source moves on, the Kustomization does not
+    let out = flux_ok(&ns.name, &["suspend", "ks", "apps"]);
+    assert!(out.contains("suspend"), "{out}");
+    assert_eq!(get_ks(&ns, "apps").await.spec.suspend, Some(true));
+    let sha2 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(4))],
+        "production at 4",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "source", "git", "apps"]);
+    assert!(out.contains(&sha2[..8]), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let k = get_ks(&ns, "apps").await;
+    assert_eq!(
+        k.status.unwrap().last_applied_revision,
+        Some(format!("main@sha1:{sha1}")),
+        "a suspended Kustomization applies nothing"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(2)
+    );
+    let get = flux_ok(&ns.name, &["get", "ks", "apps"]);
+    let row: Vec<&str> = get
+        .lines()
+        .find(|l| l.starts_with("apps\t") || l.starts_with("apps "))
+        .unwrap_or_else(|| panic!("{get}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2], "True", "SUSPENDED column: {get}");
+
+    // resumed: the waiting revision applied before `flux resume` returns
+    let out = flux_ok(&ns.name, &["resume", "ks", "apps"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha2}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(4)
+    );
+
+    // one command: the source fetched, then the Kustomization applied
+    let sha3 = repo.commit(
+        "main",
+        &[("apps/overlays/production/kustomization.yaml", &overlay(6))],
+        "production at 6",
+    );
+    let out = flux_ok(&ns.name, &["reconcile", "ks", "apps", "--with-source"]);
+    assert!(
+        out.contains(&format!("applied revision main@sha1:{sha3}")),
+        "{out}"
+    );
+    assert_eq!(
+        ns.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(6)
+    );
+
+    // `flux events` lists this Kustomization's Events (the change set of the last apply)
+    wait_until(Duration::from_secs(30), "flux events", || async {
+        let out = flux_ok(&ns.name, &["events", "--for", "Kustomization/apps"]);
+        out.contains(&format!("Deployment/{}/web configured", ns.name))
     })
     .await;
     cleanup(ns).await;
@@ -267,7 +349,7 @@ async fn missing_source_substitution_and_unsupported_fields() {
         "{}",
         unsupported.message
     );
-    let events = ns.events("cfg").await;
+    let events = ns.events_with("cfg", &[&unsupported.message]).await;
     assert!(
         events
             .iter()
@@ -309,13 +391,11 @@ async fn missing_source_substitution_and_unsupported_fields() {
             message.starts_with(&format!("{field} is not supported yet: nothing is applied")),
             "{message}"
         );
-        wait_until(Duration::from_secs(10), "Warning event", || async {
-            ns.events(name)
-                .await
-                .iter()
-                .any(|(t, m)| t == "Warning" && *m == message)
-        })
-        .await;
+        let events = ns.events_with(name, &[&message]).await;
+        assert!(
+            events.iter().any(|(t, m)| t == "Warning" && *m == message),
+            "{events:?}"
+        );
         assert!(
             ns.get("v1", "ConfigMap", "refused").await.is_none(),
             "{field}: nothing applied"
@@ -533,7 +613,7 @@ async fn sops_encrypted_secret_is_decrypted_with_the_age_key() {
             .unwrap(),
         plaintext.as_bytes()
     );
-    let events = ns.events("secrets").await;
+    let events = ns.events_with("secrets", &["decryption failed for"]).await;
     assert!(
         events
             .iter()
@@ -642,7 +722,7 @@ async fn depends_on_waits_for_the_dependency_and_names_a_cycle() {
         "b applied only after a is Ready"
     );
     assert!(ns.get("v1", "ConfigMap", "from-a").await.is_some());
-    wait_until(Duration::from_secs(10), "b Ready", || async {
+    wait_until(Duration::from_secs(30), "b Ready", || async {
         ready(&get_ks(&ns, "b").await).is_some_and(|(s, _, _)| s == "True")
     })
     .await;

@@ -140,7 +140,7 @@ async fn a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it(
         "good became Ready while stuck was still waiting: {:?}",
         stuck_now.status
     );
-    let events = ns.events("good").await;
+    let events = ns.events_with("good", &["Health check passed in "]).await;
     assert!(
         events
             .iter()
@@ -198,13 +198,19 @@ async fn a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it(
         Some(1),
         "the inventory has the applied Deployment"
     );
-    wait_until(Duration::from_secs(10), "Warning event", || async {
-        ns.events("stuck")
-            .await
+    let events = ns
+        .events_until("stuck", |events| {
+            events
+                .iter()
+                .any(|(t, m)| t == "Warning" && m.ends_with(&want))
+        })
+        .await;
+    assert!(
+        events
             .iter()
-            .any(|(t, m)| t == "Warning" && m.ends_with(&want))
-    })
-    .await;
+            .any(|(t, m)| t == "Warning" && m.ends_with(&want)),
+        "{events:?}"
+    );
     // retried after retryInterval (5s): applied again, a new wait
     let t_failed = Instant::now();
     wait_until(Duration::from_secs(20), "retry", || async {
@@ -368,12 +374,12 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
     )
     .await;
     assert!(ns.get("v1", "ConfigMap", "app").await.is_none());
-    wait_until(Duration::from_secs(10), "Info event", || async {
-        ns.events("app").await.iter().any(|(t, m)| {
-            t == "Normal" && m == "Dependencies do not meet ready condition, retrying in 30s"
-        })
-    })
-    .await;
+    let retrying = "Dependencies do not meet ready condition, retrying in 30s";
+    let events = ns.events_with("app", &[retrying]).await;
+    assert!(
+        events.iter().any(|(t, m)| t == "Normal" && m == retrying),
+        "{events:?}"
+    );
     let helm_msg = format!(
         "dependency '{}/ingress' is a HelmRelease, but the cluster does not serve helmreleases.helm.toolkit.fluxcd.io/v2 (is the HelmRelease CRD installed?)",
         ns.name

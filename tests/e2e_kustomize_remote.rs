@@ -217,7 +217,7 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
         remote_deps.get_opt("web").await.unwrap().is_some(),
         "untouched"
     );
-    let events = ns.events("apps").await;
+    let events = ns.events_with("apps", &[&message]).await;
     assert!(
         events.iter().any(|(t, m)| t == "Warning" && *m == message),
         "{events:?}"
@@ -275,13 +275,11 @@ async fn kube_config_applies_prunes_and_deletes_on_the_second_cluster() {
         api.create(&Default::default(), &k).await.unwrap();
         let k = wait_ready(&ns, name, "ReconciliationFailed", &want).await;
         assert_eq!(ready(&k).unwrap().2, want);
-        wait_until(Duration::from_secs(10), "Warning event", || async {
-            ns.events(name)
-                .await
-                .iter()
-                .any(|(t, m)| t == "Warning" && *m == want)
-        })
-        .await;
+        let events = ns.events_with(name, &[&want]).await;
+        assert!(
+            events.iter().any(|(t, m)| t == "Warning" && *m == want),
+            "{events:?}"
+        );
         assert!(
             k.status
                 .unwrap()
@@ -402,13 +400,11 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
     );
     assert!(!message.contains('\n'), "one line: {message}");
     assert!(ns.get("v1", "Secret", "db").await.is_none());
-    wait_until(Duration::from_secs(10), "Warning event", || async {
-        ns.events("forbidden")
-            .await
-            .iter()
-            .any(|(t, m)| t == "Warning" && *m == message)
-    })
-    .await;
+    let events = ns.events_with("forbidden", &[&message]).await;
+    assert!(
+        events.iter().any(|(t, m)| t == "Warning" && *m == message),
+        "{events:?}"
+    );
     // the allowed one is not affected
     let (st, reason, _) = ready(&get_ks(&ns, "allowed").await).unwrap();
     assert_eq!(
@@ -460,13 +456,11 @@ async fn service_account_impersonation_applies_what_it_may_and_names_what_it_may
         "unable to prune objects: \n{}_left-web-config__ConfigMap",
         ns.name
     );
-    wait_until(Duration::from_secs(10), "Warning event", || async {
-        ns.events("leaving")
-            .await
-            .iter()
-            .any(|(t, m)| t == "Warning" && *m == want)
-    })
-    .await;
+    let events = ns.events_with("leaving", &[&want]).await;
+    assert!(
+        events.iter().any(|(t, m)| t == "Warning" && *m == want),
+        "{events:?}"
+    );
 
     // deletion prunes as the account (it may delete ConfigMaps)
     delete_all(&api, &["allowed", "forbidden"]).await;

@@ -176,10 +176,10 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
     assert_eq!(image_of(&primary), V2);
     assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
     assert!(
-        ns.events("podinfo")
+        ns.event_messages_with("podinfo", "Promotion completed!")
             .await
             .iter()
-            .any(|e| e.1.contains("Promotion completed!")),
+            .any(|m| m.contains("Promotion completed!")),
         "Events written as the ServiceAccount"
     );
 
@@ -484,7 +484,9 @@ async fn leader_that_loses_its_lease_exits() {
         )
         .await
         .expect("take the lease");
-    let code = ctl.wait_exit(Duration::from_secs(LEASE_SECONDS + 5));
+    // Its next renewal comes within a lease duration; twice that, for a loaded machine (seen
+    // once with two test binaries at nice 19: no request at all for 13 s).
+    let code = ctl.wait_exit(Duration::from_secs(2 * LEASE_SECONDS + 10));
     assert!(
         matches!(code, Some(c) if c != 0),
         "the old leader must exit with an error, got {code:?}"

@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pennant::api::{CanaryPhase, find_condition};
+use pennant::api::find_condition;
 use serde_json::Value;
 use support::*;
 
@@ -71,14 +71,7 @@ async fn initialized(
     }
     let ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(canary_yaml).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     (ns, ctl)
 }
 
@@ -209,13 +202,11 @@ async fn nginx_canary_is_promoted_then_a_failing_version_rolled_back() {
         .await
         .unwrap();
     assert_eq!(canary_weight(&ing).as_deref(), Some("0"));
-    let events = ns.event_messages("podinfo").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("advancement success rate") && e.contains("< 99")),
-        "{events:#?}"
-    );
+    let halted = |e: &str| e.contains("advancement success rate") && e.contains("< 99");
+    let events = ns
+        .events_until("podinfo", |events| events.iter().any(|(_, m)| halted(m)))
+        .await;
+    assert!(events.iter().any(|(_, m)| halted(m)), "{events:#?}");
     ns.cleanup().await;
 }
 
@@ -253,7 +244,7 @@ async fn nginx_names_the_fields_it_does_not_read_and_still_promotes() {
         "still reported after the release"
     );
     let warnings: Vec<String> = ns
-        .events("podinfo")
+        .events_with("podinfo", &["not read by provider"])
         .await
         .into_iter()
         .filter(|(t, m)| t == "Warning" && m.contains("not read by provider"))
@@ -315,7 +306,7 @@ async fn nginx_header_ab_test_routes_matching_requests_to_the_canary() {
     );
     assert_eq!(primary_image(&ns).await, V2);
     assert!(
-        ns.event_messages("podinfo")
+        ns.event_messages_with("podinfo", "canary iteration 3/3")
             .await
             .iter()
             .any(|e| e.contains("canary iteration 3/3"))
@@ -491,6 +482,19 @@ fn kubectl_with(
     out
 }
 
+/// Deletes the Canary `podinfo` and waits (up to 2 min) until its finalizer has run.
+async fn delete_canary(ns: &TestNs) {
+    let canaries = ns.canaries();
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_until(MINUTES(2), "Canary finalized", || async {
+        canaries.get_opt("podinfo").await.unwrap().is_none()
+    })
+    .await;
+}
+
 /// True when a field manager of `obj` is `pennant`.
 fn managed_by_pennant(obj: &Value) -> bool {
     obj["metadata"]["managedFields"]
@@ -539,14 +543,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
         "    maxWeight: 50\n    stepWeight: 25",
     ))
     .await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
     let rules = route["spec"]["rules"].as_array().unwrap();
     assert_eq!(
@@ -578,15 +575,7 @@ async fn three_rule_route_is_split_then_given_back(prefix: &str, revert: bool) {
     );
     assert_eq!(primary_image(&ns).await, V2);
 
-    ns.canaries()
-        .delete("podinfo", &Default::default())
-        .await
-        .unwrap();
-    let canaries = ns.canaries();
-    wait_until(MINUTES(2), "Canary finalized", || async {
-        canaries.get_opt("podinfo").await.unwrap().is_none()
-    })
-    .await;
+    delete_canary(&ns).await;
     let route = ns
         .get(HTTPROUTE, "HTTPRoute", "podinfo")
         .await
@@ -620,6 +609,99 @@ async fn gateway_api_takes_over_a_three_rule_route_and_gives_it_back_on_deletion
 #[tokio::test]
 async fn gateway_api_takes_over_a_three_rule_route_and_reverts_on_deletion() {
     three_rule_route_is_split_then_given_back("e2e-gw-revert", true).await;
+}
+
+/// The takeover records the route as it is when the Canary is created, not a cached copy from
+/// before the user's last edit (seen once under load: the spec from before a `kubectl patch`
+/// made just before the Canary was recorded, kept and restored). With the controller running
+/// and its caches filled: the route created, then the Canary at once (the route must not become
+/// pennant's own); then twice: the route patched, the Canary created at once. Each time the
+/// taken-over route keeps the user's current rule, records exactly the current spec, and gets
+/// it back on deletion.
+#[tokio::test]
+async fn gateway_api_takeover_right_after_a_patch_records_the_patched_route() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-gw-fresh", 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let port = free_port();
+    let _ctl = ControllerProcess::start_with_listen(
+        &ns.name,
+        &prometheus_url(),
+        &format!("127.0.0.1:{port}"),
+    );
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let routes = ns.api(HTTPROUTE, "HTTPRoute");
+    let spec = format!("  revertOnDeletion: true\n{GATEWAY_SPEC}");
+    let canary_yaml = canary("gatewayapi:v1", &spec, "    stepWeight: 25");
+    for i in 1..=3 {
+        let path = format!("/v{i}");
+        if i == 1 {
+            ns.apply_yaml(&USERS_THREE_RULES.replace("value: /healthz", "value: /v1"))
+                .await;
+        } else {
+            let mut rules =
+                ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"]["rules"].clone();
+            rules[0]["matches"][0]["path"]["value"] = Value::String(path.clone());
+            routes
+                .patch(
+                    "podinfo",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"spec": {"rules": rules}})),
+                )
+                .await
+                .expect("patch the route");
+        }
+        // at once, before the controller's route watch may have delivered the change
+        ns.apply_yaml(&canary_yaml).await;
+        let patched = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap()["spec"].clone();
+        assert_eq!(
+            patched["rules"][0]["matches"][0]["path"]["value"],
+            path.as_str()
+        );
+        wait_initialized(&ns, "podinfo").await;
+        let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+        assert_eq!(
+            route["spec"]["rules"][0]["matches"][0]["path"]["value"],
+            path.as_str(),
+            "round {i}: the patched rule is kept: {route:#}"
+        );
+        assert_eq!(rule_weights(&route), Some(vec![(100, 0); 3]), "{route:#}");
+        let recorded: Value = serde_json::from_str(
+            route["metadata"]["annotations"]["flagger.kubernetes.io/original-configuration"]
+                .as_str()
+                .expect("the original spec recorded"),
+        )
+        .unwrap();
+        assert_eq!(recorded, patched, "round {i}: the patched spec recorded");
+        assert!(
+            route["metadata"]["ownerReferences"].is_null(),
+            "round {i}: still the user's, not garbage-collected with the Canary: {route:#}"
+        );
+
+        delete_canary(&ns).await;
+        let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
+        assert_eq!(
+            route["spec"], patched,
+            "round {i}: the patched spec restored"
+        );
+        assert!(!managed_by_pennant(&route), "given back: {route:#}");
+        // the next Canary starts clean: what this one owned is garbage-collected
+        wait_until(
+            MINUTES(1),
+            "the primary and the Services collected",
+            || async {
+                ns.deployment("podinfo-primary").await.is_none()
+                    && ns.get("v1", "Service", "podinfo-primary").await.is_none()
+                    && ns.get("v1", "Service", "podinfo-canary").await.is_none()
+            },
+        )
+        .await;
+    }
+    ns.cleanup().await;
 }
 
 #[tokio::test]
@@ -657,15 +739,7 @@ async fn gateway_api_waits_for_the_gateway_to_accept_the_route() {
     let (ns, _ctl) = initialized("e2e-gateway-pending", "", &c).await;
     // The gateway now rejects the route (as a misconfigured listener would).
     ns.annotate("sim.pennant.dev/gateway-accept", "false").await;
-    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        ns.client.clone(),
-        &ns.name,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-        )),
-    );
+    let routes = ns.api(HTTPROUTE, "HTTPRoute");
     let route = ns.get(HTTPROUTE, "HTTPRoute", "podinfo").await.unwrap();
     let generation = route["metadata"]["generation"].as_i64().unwrap();
     let rejected = serde_json::json!({"status": {"parents": [{
@@ -819,14 +893,7 @@ async fn kubernetes_blue_green_without_a_mesh() {
     ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
     let _ctl = ControllerProcess::start(&ns.name, &prometheus_url());
     ns.apply_yaml(&c).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     let apex = ns.get("v1", "Service", "podinfo").await.unwrap();
     assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
     let canary_svc = ns.get("v1", "Service", "podinfo-canary").await.unwrap();
@@ -845,7 +912,9 @@ async fn kubernetes_blue_green_without_a_mesh() {
             "no {kind} without a mesh"
         );
     }
-    let events = ns.event_messages("podinfo").await;
+    let events = ns
+        .event_messages_with("podinfo", "canary iteration 3/3")
+        .await;
     assert!(
         events.iter().any(|e| e.contains("canary iteration 3/3")),
         "{events:#?}"
@@ -903,7 +972,7 @@ async fn istio_ab_test_by_header() {
 
 /// The simulator's routing decision for one request through VirtualService `podinfo`.
 async fn route_request(ns: &TestNs, cookie: Option<&str>, seed: u32) -> Value {
-    let base = std::env::var("PENNANT_SIM_URL").unwrap_or_else(|_| "http://127.0.0.1:19100".into());
+    let base = simulator_url();
     let mut url = format!(
         "{base}/route?namespace={}&router=istio&name=podinfo&seed={seed}",
         ns.name
@@ -1122,7 +1191,7 @@ async fn istio_canary_mirrors_its_first_interval_then_shifts_traffic() {
     );
     assert_eq!(seen.last(), Some(&(0, false)), "{seen:?}");
     assert!(
-        ns.event_messages("podinfo")
+        ns.event_messages_with("podinfo", "Mirroring traffic to canary")
             .await
             .iter()
             .any(|e| e.contains("Mirroring traffic to canary"))
@@ -1141,9 +1210,7 @@ async fn assert_stalled(ns: &TestNs, needle: &str) {
     })
     .await;
     // the Event follows the status it explains: poll for it too
-    let events = ns.event_messages_with("podinfo", needle).await;
-    assert!(events.iter().any(|m| m.contains(needle)), "{events:#?}");
-    let events = ns.events("podinfo").await;
+    let events = ns.events_with("podinfo", &[needle]).await;
     assert!(
         events
             .iter()
@@ -1181,14 +1248,7 @@ async fn nginx_without_its_ingress_stalls_until_the_ingress_exists() {
     );
     // The user creates the Ingress: the Canary initialises without being touched.
     ns.apply_yaml(INGRESS).await;
-    wait_phase(
-        &ns,
-        "podinfo",
-        CanaryPhase::Initialized,
-        Some(CanaryPhase::Failed),
-        MINUTES(2),
-    )
-    .await;
+    wait_initialized(&ns, "podinfo").await;
     assert!(
         ns.get("networking.k8s.io/v1", "Ingress", "podinfo-canary")
             .await

@@ -395,15 +395,15 @@ async fn auth_failure_is_fetch_failed_and_recovers_when_the_secret_is_fixed() {
     assert!(!ok, "{out}");
     assert!(!out.contains("Wr0ng-Pa55word"));
 
-    let metrics = wait_http(
+    // Counted by the error policy, after the status is written.
+    let failed = r#"pennant_reconcile_errors_total{controller="source",reason="source"}"#;
+    let metrics = wait_http_until(
         &format!("http://127.0.0.1:{port}/metrics"),
-        Duration::from_secs(5),
+        Duration::from_secs(30),
+        |m| m.contains(failed),
     )
     .await;
-    assert!(
-        metrics.contains(r#"pennant_reconcile_errors_total{controller="source",reason="source"}"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(failed), "{metrics}");
 
     // fixed: Ready within seconds (the interval is 10m)
     ns.apply_yaml(&secret("right-pass")).await;
@@ -825,7 +825,12 @@ async fn shutdown_interrupts_a_fetch_and_leaves_no_temporary_files() {
         start.elapsed()
     );
     assert!(left().is_empty(), "{:?}", left());
-    // a controller again, to release the finalizer
+    // a controller again, to release the finalizer: the object deleted first, or the new
+    // controller may start the slow fetch (about 40 s) again before it sees the deletion
+    let api: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), &ns.name);
+    api.delete("big", &Default::default())
+        .await
+        .expect("delete");
     let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[]);
     cleanup(ns).await;
 }
@@ -891,9 +896,8 @@ async fn recurse_submodules_serves_each_submodule_at_its_recorded_commit() {
     let r = wait_revision(&ns, "app", &format!("main@sha1:{sha2}")).await;
     let files = download(&r).await;
     assert_eq!(files["libs/lib/lib.yaml"], "lib: 2\n");
-    let new_artifacts = ns
-        .event_messages_with("app", "stored artifact for commit")
-        .await;
+    // poll for this artifact's Event: the first one is there already
+    let new_artifacts = ns.event_messages_with("app", "bump lib to 2").await;
     assert!(
         new_artifacts.iter().any(|m| m.contains("bump lib to 2")),
         "{new_artifacts:?}"

@@ -29,6 +29,32 @@ fn index_revision(repo: &HelmRepo) -> String {
     format!("sha256:{:x}", sha2::Sha256::digest(&bytes))
 }
 
+/// An http(s) HelmRepository `name` serving `url` (interval 10m), with the Secret `creds`
+/// when `with_creds`.
+fn helm_repository(name: &str, url: &str, with_creds: bool) -> String {
+    let secret = if with_creds {
+        "  secretRef:\n    name: creds\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: {name}\n  namespace: NAMESPACE\nspec:\n  url: {url}\n  interval: 10m\n{secret}"
+    )
+}
+
+/// Waits (up to 60 s) until the HelmRepository is `Ready=False`; `expect` names what the test
+/// expected in the panic.
+async fn wait_not_ready(ns: &TestNs, name: &str, expect: &str) -> HelmRepository {
+    for _ in 0..120 {
+        let r = helm_repo(ns, name).await;
+        if ready(&r).is_some_and(|(s, _, _)| s == "False") {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{name} never Ready=False: {expect}");
+}
+
 fn creds(password: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: NAMESPACE\nstringData:\n  username: chartuser\n  password: {password}\n"
@@ -49,21 +75,9 @@ async fn helm_repository_auth_recovery_new_index_and_static_oci() {
     charts.add_chart("podinfo", "6.5.0");
 
     ns.apply_yaml(&creds("wrong-pass")).await;
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  secretRef:\n    name: creds\n",
-        charts.url
-    ))
-    .await;
-    let mut failed = None;
-    for _ in 0..60 {
-        let r = helm_repo(&ns, "charts").await;
-        if ready(&r).is_some_and(|(s, _, _)| s == "False") {
-            failed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let r = failed.expect("Ready=False with the wrong password");
+    ns.apply_yaml(&helm_repository("charts", &charts.url, true))
+        .await;
+    let r = wait_not_ready(&ns, "charts", "Ready=False with the wrong password").await;
     let (_, reason, message) = ready(&r).unwrap();
     assert_eq!(reason, "AuthenticationFailed", "{message}");
     let fetch_failed = r
@@ -214,11 +228,8 @@ async fn helm_charts_from_a_helm_repository_and_a_git_path() {
     let pkg = charts.add_chart("podinfo", "6.5.0");
     charts.add_chart("podinfo", "6.6.0");
     charts.add_chart("podinfo", "7.0.0-rc.1");
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n",
-        charts.url
-    ))
-    .await;
+    ns.apply_yaml(&helm_repository("charts", &charts.url, false))
+        .await;
     ns.apply_yaml(&chart_yaml(
         "podinfo",
         "HelmRepository",
@@ -630,11 +641,8 @@ async fn helm_charts_from_an_oci_registry_and_an_oci_repository_path() {
     let private = HelmRepo::start(Some(("chartuser", "right-pass")));
     private.add_chart("secret", "0.3.0");
     ns.apply_yaml(&creds("right-pass")).await;
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: private\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  secretRef:\n    name: creds\n",
-        private.url
-    ))
-    .await;
+    ns.apply_yaml(&helm_repository("private", &private.url, true))
+        .await;
     write_tree(
         tree.path(),
         &[
@@ -858,21 +866,14 @@ async fn helm_index_max_size_flag_bounds_the_index() {
         .len();
     let limit = format!("--helm-index-max-size={}", size - 1);
     let (_ctl, _port) = start_source_controller(&ns.name, storage.path(), &[&limit]);
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n",
-        charts.url
-    ))
+    ns.apply_yaml(&helm_repository("charts", &charts.url, false))
+        .await;
+    let r = wait_not_ready(
+        &ns,
+        "charts",
+        "Ready=False with an index over --helm-index-max-size",
+    )
     .await;
-    let mut failed = None;
-    for _ in 0..60 {
-        let r = helm_repo(&ns, "charts").await;
-        if ready(&r).is_some_and(|(s, _, _)| s == "False") {
-            failed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let r = failed.expect("Ready=False with an index over --helm-index-max-size");
     let (_, reason, message) = ready(&r).unwrap();
     assert_eq!(reason, "IndexationFailed", "{message}");
     assert!(

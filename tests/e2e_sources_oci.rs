@@ -124,13 +124,9 @@ async fn oci_repository_lifecycle_through_the_flux_cli() {
         line.contains("stored artifact for revision 'v1@sha256:"),
         "{line}"
     );
-    let events = ns.event_messages("app").await;
-    assert!(
-        events.iter().any(|m| m.starts_with(&format!(
-            "stored artifact with revision '{rev1}' from '{url}'"
-        ))),
-        "{events:?}"
-    );
+    let stored = format!("stored artifact with revision '{rev1}' from '{url}'");
+    let events = ns.event_messages_with("app", &stored).await;
+    assert!(events.iter().any(|m| m.starts_with(&stored)), "{events:?}");
 
     // nothing new: reconciled on request, the same file, not stored again
     let before = a.last_update_time.clone();

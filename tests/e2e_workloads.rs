@@ -200,7 +200,9 @@ async fn daemon_set_blue_green_is_parked_promoted_and_rolled_back() {
     assert_eq!(ds_image(&target), V2, "the target keeps the user's spec");
     wait_ds_ready(&ns, "podinfo-primary", 1).await;
     wait_ds_ready(&ns, "podinfo", 0).await;
-    let events: Vec<String> = ns.event_messages("podinfo").await;
+    let events = ns
+        .event_messages_with("podinfo", "canary iteration 3/3")
+        .await;
     assert!(
         events.iter().any(|e| e.contains("canary iteration 3/3")),
         "{events:#?}"
@@ -211,11 +213,12 @@ async fn daemon_set_blue_green_is_parked_promoted_and_rolled_back() {
     wait_rolled_back(&ns, "podinfo").await;
     assert_eq!(ds_image(&ds(&ns, "podinfo-primary").await), V2);
     assert!(parked(&ds(&ns, "podinfo").await));
-    let events: Vec<String> = ns.event_messages("podinfo").await;
+    let halted = |e: &str| e.contains("advancement success rate") && e.contains("< 99");
+    let events = ns
+        .events_until("podinfo", |events| events.iter().any(|(_, m)| halted(m)))
+        .await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.contains("advancement success rate") && e.contains("< 99")),
+        events.iter().any(|(_, m)| halted(m)),
         "the failure came from the canary pods' metrics: {events:#?}"
     );
     ns.cleanup().await;

@@ -259,15 +259,21 @@ fn bad_trees_fail_with_a_clear_error() {
     assert!(!msg.contains(&scratch), "{msg}");
 
     let cfg = root.join("infrastructure/configs/broken.yaml");
-    std::fs::write(&cfg, "kind: [ConfigMap\n").unwrap();
-    let err = build(
-        root,
-        &spec(json!({"path": "infrastructure/configs"})),
-        &opts,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, BuildError::BadManifest { file, .. } if file == "infrastructure/configs/broken.yaml"),
-        "{err:?}"
-    );
+    for text in ["kind: [ConfigMap\n", "a: [unclosed\nb: : x\n"] {
+        std::fs::write(&cfg, text).unwrap();
+        let err = build(
+            root,
+            &spec(json!({"path": "infrastructure/configs"})),
+            &opts,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::BadManifest { file, .. } if file == "infrastructure/configs/broken.yaml"),
+            "{err:?}"
+        );
+        // one line: the parser's snippet would split Ready's message and `flux get ks`
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains("line "), "where in the file: {msg}");
+    }
 }

@@ -239,7 +239,13 @@ pub fn comparable(obj: &Value) -> Value {
     o
 }
 
-/// Whether an API error says a field cannot change (Flux's `IsImmutableError`).
+/// Whether an API error says a field cannot change once set, so `force` may delete and recreate
+/// the object: an `Invalid` (422) naming immutability in any of the API server's wordings
+/// ("field is immutable", "may not change once set" for a Service's clusterIP, "may not be
+/// changed", "updates to statefulset spec ... are forbidden") or a webhook's / CEL rule's
+/// "immutable". Flux's `IsImmutableError` takes every `Invalid` and `Conflict` as immutable,
+/// so with `force` an object that is merely invalid (`replicas: "two"`) is deleted and then
+/// fails to be created again; here it is reported and left in place.
 pub fn is_immutable(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => {
@@ -247,7 +253,9 @@ pub fn is_immutable(e: &kube::Error) -> bool {
             (s.code == 422 || s.reason == "Invalid")
                 && (m.contains("immutable")
                     || m.contains("cannot change")
-                    || m.contains("may not be changed"))
+                    || m.contains("may not change")
+                    || m.contains("may not be changed")
+                    || m.contains("are forbidden"))
         }
         _ => false,
     }
@@ -716,6 +724,34 @@ mod tests {
             group: "apps".into(),
             kind: kind.into(),
         }
+    }
+
+    #[test]
+    fn immutable_fields_in_the_api_servers_wordings_but_not_invalid_values() {
+        let invalid = |m: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure(m, "Invalid")
+                    .with_code(422)
+                    .boxed(),
+            )
+        };
+        for m in [
+            "Job.batch \"j\" is invalid: spec.template: Invalid value: ...: field is immutable",
+            "Service \"fixedip\" is invalid: spec.clusterIPs[0]: Invalid value: [\"10.96.200.11\"]: may not change once set",
+            "StatefulSet.apps \"db\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template' are forbidden",
+            "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests",
+        ] {
+            assert!(is_immutable(&invalid(m)), "{m}");
+        }
+        // merely invalid: never deleted by `force`
+        let m = "Deployment.apps \"bad\" is invalid: spec.replicas: Invalid value: \"two\": must be an integer";
+        assert!(!is_immutable(&invalid(m)));
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("field is immutable", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        assert!(!is_immutable(&forbidden));
     }
 
     #[test]

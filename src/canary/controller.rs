@@ -64,6 +64,11 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         ..
     } = process.clone();
     let wc = watcher::Config::default().any_semantic();
+    // The objects pennant may take over from the user (the apex Service, routing objects): their
+    // (re)list is a consistent read, not the apiserver's watch cache at any age, so a user's
+    // edit made just before the process started is in the spec recorded for giving it back.
+    // (A write built from a copy that is still behind fails its precondition: `execute::adopt`.)
+    let wc_taken_over = watcher::Config::default();
     let ns = settings.namespace.clone();
 
     // The index of who refers to what (`index`), kept in step with the stores: each watch
@@ -110,10 +115,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     .default_backoff()
     .touched_objects();
     let (services, writer) = reflector::store::<Service>();
-    let service_events =
-        reflector::reflector(writer, watcher(api::<Service>(&client, &ns), wc.clone()))
-            .default_backoff()
-            .touched_objects();
+    let service_events = reflector::reflector(
+        writer,
+        watcher(api::<Service>(&client, &ns), wc_taken_over.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
     let config_map_events = watcher(
         api::<PartialObjectMeta<ConfigMap>>(&client, &ns),
         wc.clone(),
@@ -141,7 +148,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         }
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let store = writer.as_reader();
-        let s = reflector::reflector(writer, watcher(a, wc.clone()))
+        let s = reflector::reflector(writer, watcher(a, wc_taken_over.clone()))
             .default_backoff()
             .touched_objects();
         routes.insert(kind.to_string(), store);

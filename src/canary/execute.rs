@@ -71,8 +71,14 @@ pub async fn execute(
             Action::EnsureRoutes(_) => {
                 for obj in desired.apex_service.iter().chain(&desired.routes) {
                     let mut obj = obj.clone();
-                    respect_existing(ctx, canary, &mut obj);
-                    apply_if_changed(ctx, &obj).await?;
+                    let precondition = match existing(ctx, &obj, &obs.route_inputs) {
+                        Some(live) => adopt(canary, &mut obj, &live),
+                        None => {
+                            refuse_unseen(ctx, canary, &obj).await?;
+                            None
+                        }
+                    };
+                    apply_checked(ctx, &obj, precondition.as_deref()).await?;
                 }
             }
             Action::ScaleTarget(n) => {
@@ -228,7 +234,10 @@ pub async fn restore_taken_over(
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({ label: value }));
         let mut svc = serde_json::to_value(&services.apex).map_err(Error::encode)?;
-        respect_existing(ctx, canary, &mut svc);
+        // Given back right after: no takeover to guard.
+        if let Some(live) = existing(ctx, &svc, &[]) {
+            let _ = adopt(canary, &mut svc, &live);
+        }
         svc["spec"]["selector"] = selector;
         info!(service = %apex, "restoring the apex Service selector");
         apply_if_changed(ctx, &svc).await?;
@@ -403,24 +412,76 @@ pub async fn retire_router(
     give_back(canary, old_provider, true, ctx).await
 }
 
-/// A routing object the user created before the Canary (no controller reference to it) is
-/// updated but never owned, so deleting the Canary does not garbage-collect it; a Service keeps
-/// its type and node ports (as Flagger does).
-fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
-    let kind = desired["kind"].as_str().unwrap_or_default().to_string();
-    let name = desired["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+/// The live `desired` object as the controller knows it: the one the router's `build` read
+/// (`inputs`, the Observation's `route_inputs`) when it is there, else the cached one, so the
+/// rules a takeover keeps, the original spec it records and its precondition ([`adopt`]) all
+/// come from one version. `None` when the caches do not have it.
+fn existing(ctx: &Context, desired: &Value, inputs: &[Value]) -> Option<Value> {
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
     let ns = desired["metadata"]["namespace"]
         .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let Some(live) = ctx.live(&kind, &ns, &name) else {
-        return;
+        .unwrap_or_default();
+    inputs
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .cloned()
+        .or_else(|| ctx.live(kind, ns, name))
+}
+
+/// The caches do not have `desired`: the apply is about to create it with the Canary's
+/// controller reference, unless the user created it a moment ago and its watch event has not
+/// arrived yet, when the apply would make the user's object pennant's own (and garbage-collected
+/// with the Canary). One consistent GET, made only on the way to such a create, tells; an
+/// object found that the Canary does not own is a conflict, retried once the cache has it.
+async fn refuse_unseen(ctx: &Context, canary: &Canary, desired: &Value) -> Result<(), Error> {
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let found = dynamic_api(ctx, desired)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get", kind))?;
+    let Some(found) = found else {
+        return Ok(());
     };
-    if owned_by(canary, &live) {
-        return;
+    let found = serde_json::to_value(found).map_err(Error::encode)?;
+    if owned_by(canary, &found) {
+        return Ok(());
+    }
+    let message = format!("{kind} {ns}/{name} exists but is not in the cache yet");
+    Err(Error::kube("apply", kind)(kube::Error::Api(
+        kube::core::Status::failure(&message, "Conflict")
+            .with_code(409)
+            .boxed(),
+    )))
+}
+
+/// The dynamic API of `obj`'s kind (its `apiVersion`) in its namespace.
+fn dynamic_api(ctx: &Context, obj: &Value) -> Api<DynamicObject> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// A routing object (or apex Service) the user created before the Canary (no controller
+/// reference to it) is updated but never owned, so deleting the Canary does not
+/// garbage-collect it (PURE, for the user's `live` object): drops the ownership and labels
+/// from `desired`, records the user's spec in [`ORIGINAL_CONFIGURATION`] and keeps a Service's
+/// type and node ports. Returns `live`'s `metadata.resourceVersion` when this write is the
+/// takeover (the record is not there yet): the write is made with it as a precondition, so a
+/// snapshot taken from a cache that has not seen the user's last edit (a `kubectl patch` just
+/// before the Canary was created, or the watch cache's initial list) is refused by the server
+/// (409 Conflict, retried) instead of recording, and later restoring, the older spec. `None`
+/// when the object is pennant's own or already taken over.
+pub fn adopt(canary: &Canary, desired: &mut Value, live: &Value) -> Option<String> {
+    if owned_by(canary, live) {
+        return None;
     }
     if let Some(meta) = desired["metadata"].as_object_mut() {
         meta.remove("ownerReferences");
@@ -430,18 +491,23 @@ fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
     // taken-over route keeps: the live spec as first seen (kubectl's last-applied record may
     // predate a `kubectl patch`), kept in Flagger's annotation (carried over on every later
     // apply, or server-side apply would drop it).
-    let annotations = &live["metadata"]["annotations"];
-    let original = annotations
+    let recorded = live["metadata"]["annotations"]
         .get(ORIGINAL_CONFIGURATION)
         .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            original_spec(&live)
-                .unwrap_or_else(|| live["spec"].clone())
-                .to_string()
-        });
+        .map(str::to_string);
+    let precondition = match &recorded {
+        Some(_) => None,
+        None => live["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+    };
+    let original = recorded.unwrap_or_else(|| {
+        original_spec(live)
+            .unwrap_or_else(|| live["spec"].clone())
+            .to_string()
+    });
     desired["metadata"]["annotations"][ORIGINAL_CONFIGURATION] = Value::String(original);
-    if kind == "Service" {
+    if desired["kind"] == "Service" {
         if let Some(t) = live["spec"]["type"].as_str() {
             desired["spec"]["type"] = Value::String(t.to_string());
         }
@@ -462,16 +528,27 @@ fn respect_existing(ctx: &Context, canary: &Canary, desired: &mut Value) {
             }
         }
     }
+    precondition
 }
 
 /// Server-side apply `desired` unless the cached live object already contains it and was last
 /// applied by pennant from this same desired object.
 pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Error> {
+    apply_checked(ctx, desired, None).await
+}
+
+/// [`apply_if_changed`], the apply made only if the object is still at `resource_version`
+/// (a 409 Conflict otherwise, retried by the caller's requeue). The precondition is not part
+/// of the digest: it guards one write, it is not desired state.
+async fn apply_checked(
+    ctx: &Context,
+    desired: &Value,
+    resource_version: Option<&str>,
+) -> Result<(), Error> {
     let digest = tracker::canonical_digest(desired);
     let mut desired = desired.clone();
     desired["metadata"]["annotations"][APPLIED_ANNOTATION] = Value::String(digest.clone());
     let desired = &desired;
-    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
     let ns = desired["metadata"]["namespace"]
@@ -483,15 +560,19 @@ pub async fn apply_if_changed(ctx: &Context, desired: &Value) -> Result<(), Erro
     {
         return Ok(());
     }
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    info!(%kind, %ns, %name, "applying");
+    let api = dynamic_api(ctx, desired);
+    let mut desired = desired.clone();
+    if let Some(rv) = resource_version {
+        info!(%kind, %ns, %name, resource_version = %rv, "taking over the user's object");
+        desired["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+    } else {
+        info!(%kind, %ns, %name, "applying");
+    }
     ctx.metrics.writes.inc();
     api.patch(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
+        &Patch::Apply(&desired),
     )
     .await
     .map_err(|e| write_error("apply", kind, &format!("{kind} {ns}/{name}"), e))?;
@@ -598,6 +679,73 @@ mod tests {
         assert_eq!(release_patch(&only).unwrap()[1]["value"], json!([{}]));
         let theirs = json!({"metadata": {"managedFields": [entry("kubectl")], "annotations": {"team": "a"}}});
         assert_eq!(release_patch(&theirs), None);
+    }
+
+    fn route(rv: &str, path: &str) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test", "resourceVersion": rv},
+            "spec": {"rules": [{"matches": [{"path": {"value": path}}]}]}})
+    }
+
+    fn owned_canary() -> Canary {
+        let mut c = Canary::new("podinfo", Default::default());
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("u1".into());
+        c
+    }
+
+    /// A takeover built from a cached copy older than the user's last `kubectl patch` (seen
+    /// once under load: the spec before the patch was recorded and restored) must not be
+    /// written: it carries the copy's resourceVersion as a precondition, which the server
+    /// compares with the object's, so the stale (rv 41) and fresh (rv 42) copies give writes
+    /// the server tells apart, and each records the spec of its own version.
+    #[test]
+    fn the_first_takeover_write_is_conditional_on_the_version_it_recorded() {
+        let canary = owned_canary();
+        let desired = || {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test",
+                "ownerReferences": [{"uid": "u1"}], "labels": {"app": "podinfo"}},
+            "spec": {"rules": []}})
+        };
+        for (live, rv, path) in [
+            (route("41", "/readyz"), "41", "/readyz"),
+            (route("42", "/livez"), "42", "/livez"),
+        ] {
+            let mut d = desired();
+            assert_eq!(adopt(&canary, &mut d, &live).as_deref(), Some(rv));
+            let recorded: Value = serde_json::from_str(
+                d["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(recorded["rules"][0]["matches"][0]["path"]["value"], path);
+            assert_eq!(d["metadata"].get("ownerReferences"), None, "never owned");
+            assert_eq!(d["metadata"].get("labels"), None);
+        }
+    }
+
+    /// Once recorded, the record is carried over unconditionally (pennant's own writes move the
+    /// resourceVersion on, and the cache may lag them: no precondition there), and an object
+    /// pennant created is neither recorded nor guarded.
+    #[test]
+    fn later_writes_and_pennants_own_objects_carry_no_precondition() {
+        let canary = owned_canary();
+        let mut taken = route("50", "/livez");
+        taken["metadata"]["annotations"] =
+            json!({ORIGINAL_CONFIGURATION: r#"{"rules":[{"matches":[{"path":{"value":"/x"}}]}]}"#});
+        let mut d = json!({"kind": "HTTPRoute", "metadata": {"name": "podinfo"}, "spec": {}});
+        assert_eq!(adopt(&canary, &mut d, &taken), None);
+        assert_eq!(
+            d["metadata"]["annotations"][ORIGINAL_CONFIGURATION],
+            taken["metadata"]["annotations"][ORIGINAL_CONFIGURATION]
+        );
+        let mut ours = route("60", "/livez");
+        ours["metadata"]["ownerReferences"] = json!([{"uid": "u1"}]);
+        let mut d = json!({"kind": "HTTPRoute", "metadata": {"name": "podinfo"}, "spec": {}});
+        assert_eq!(adopt(&canary, &mut d, &ours), None);
+        assert!(d["metadata"].get("annotations").is_none(), "{d}");
     }
 
     #[test]

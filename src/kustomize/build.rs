@@ -304,10 +304,7 @@ fn scan_manifests(
         }
         let text = fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
         let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).map_err(|e| BuildError::BadManifest {
-                file: rel(root, &path),
-                error: e.to_string(),
-            })?;
+            serde_saphyr::from_multiple(&text).map_err(|e| bad_manifest(root, &path, e))?;
         let is_object = |d: &Value| d["apiVersion"].is_string() && d["kind"].is_string();
         if docs.iter().any(is_object) {
             out.push(relative);
@@ -527,11 +524,18 @@ pub fn referenced_paths(kus: &Value) -> Vec<String> {
 
 fn read_yaml(root: &Path, path: &Path) -> Result<Value, BuildError> {
     let text = fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    let v: Value = serde_saphyr::from_str(&text).map_err(|e| BuildError::BadManifest {
-        file: rel(root, path),
-        error: e.to_string(),
-    })?;
+    let v: Value = serde_saphyr::from_str(&text).map_err(|e| bad_manifest(root, path, e))?;
     Ok(if v.is_null() { json!({}) } else { v })
+}
+
+/// [`BuildError::BadManifest`] on one line: the YAML parser renders a numbered snippet of the
+/// file under its first line, which would split `Ready`'s message (and `flux get ks`'s table).
+fn bad_manifest(root: &Path, path: &Path, e: impl std::fmt::Display) -> BuildError {
+    let error = e.to_string();
+    BuildError::BadManifest {
+        file: rel(root, path),
+        error: error.lines().next().unwrap_or_default().trim().to_string(),
+    }
 }
 
 fn write_yaml(root: &Path, path: &Path, v: &Value) -> Result<(), BuildError> {

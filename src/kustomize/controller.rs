@@ -44,10 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
@@ -1482,8 +1482,9 @@ async fn write_status(
     Ok(())
 }
 
-/// A core/v1 Event on the Kustomization as Flux's recorder writes it (`source.component:
-/// kustomize-controller`, annotation `kustomize.toolkit.fluxcd.io/revision`), also logged.
+/// A core/v1 Event on the Kustomization as Flux's recorder writes it
+/// ([`crate::gitops::events`]: `source.component: kustomize-controller`, annotation
+/// `kustomize.toolkit.fluxcd.io/revision`), also logged.
 async fn emit_event(
     ctx: &Ctx,
     ks: &Kustomization,
@@ -1492,49 +1493,24 @@ async fn emit_event(
     message: &str,
     revision: Option<&str>,
 ) {
-    let name = ks.name_any();
-    if warning {
-        warn!(kustomization = %name, reason = %reason, "{message}");
-    } else {
-        info!(kustomization = %name, reason = %reason, "{message}");
-    }
-    let now = Timestamp::now();
-    let note =
-        crate::api::condition::truncate_message(message, crate::api::condition::MESSAGE_MAX_BYTES);
-    let annotations =
-        revision.map(|r| BTreeMap::from([(format!("{GROUP}/revision"), r.to_string())]));
-    let ev = Event {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: ks.namespace(),
-            annotations,
-            ..Default::default()
-        },
-        involved_object: ks.object_ref(&()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(reason.to_string()),
-        message: Some(note.into_owned()),
-        source: Some(EventSource {
-            component: Some(EVENT_SOURCE.into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        event_time: Some(MicroTime(now)),
-        action: Some("Reconcile".into()),
-        reporting_component: Some("pennant.dev/kustomize".into()),
-        reporting_instance: Some(ctx.instance.clone()),
-        ..Default::default()
+    let annotations: BTreeMap<String, String> = revision
+        .map(|r| ("revision".to_string(), r.to_string()))
+        .into_iter()
+        .collect();
+    let note = crate::gitops::events::Note {
+        warning,
+        reason,
+        message,
+        annotations: &annotations,
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ks.namespace().unwrap_or_default());
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
+    let reporter = crate::gitops::events::Reporter {
+        component: EVENT_SOURCE,
+        reporting_component: "pennant.dev/kustomize",
+        instance: &ctx.instance,
+        group: GROUP,
+        field_manager: FIELD_MANAGER,
     };
-    if let Err(e) = api.create(&pp, &ev).await {
-        warn!("event: {e}");
-    }
+    crate::gitops::events::emit(&ctx.client, ks, &note, &reporter).await;
 }
 
 #[cfg(test)]

@@ -39,6 +39,20 @@ pub fn prometheus_url() -> String {
     std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
 }
 
+/// The traffic simulator's URL: `$PENNANT_SIM_URL`, else the port the cluster of
+/// [`state_dir`] recorded (`SIM_PORT` in its `ports.env`), else the default 19100.
+pub fn simulator_url() -> String {
+    if let Ok(url) = std::env::var("PENNANT_SIM_URL") {
+        return url;
+    }
+    let ports = std::fs::read_to_string(format!("{}/ports.env", state_dir())).unwrap_or_default();
+    let port = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("SIM_PORT="))
+        .unwrap_or("19100");
+    format!("http://127.0.0.1:{port}")
+}
+
 /// A client for the local cluster; installs the CRDs from `crds/` (server-side apply).
 pub async fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -90,6 +104,10 @@ pub fn yaml_docs(text: &str) -> Vec<Value> {
         .filter(|v| !v.is_null())
         .collect()
 }
+
+/// How long [`TestNs::events_until`] waits for an Event that follows a status already seen
+/// (generous: two test binaries share the machine with the cluster).
+pub const EVENT_WAIT: Duration = Duration::from_secs(30);
 
 /// A fresh namespace for one test; deleted by `cleanup` (left behind on failure for debugging).
 pub struct TestNs {
@@ -152,14 +170,17 @@ impl TestNs {
             .expect("get deployment")
     }
 
+    /// The API of any kind in this namespace, e.g. `api("gateway.networking.k8s.io/v1",
+    /// "HTTPRoute")` (to patch or watch what [`TestNs::get`] reads).
+    pub fn api(&self, api_version: &str, kind: &str) -> Api<DynamicObject> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        Api::namespaced_with(self.client.clone(), &self.name, &ar)
+    }
+
     /// The VirtualService weights (primary, canary) as written by pennant.
     pub async fn vs_weights(&self, name: &str) -> Option<(i64, i64)> {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "networking.istio.io",
-            "v1",
-            "VirtualService",
-        ));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
+        let api = self.api("networking.istio.io/v1", "VirtualService");
         let vs = api.get_opt(name).await.ok().flatten()?;
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
         let w = |i: usize| route.get(i).and_then(|r| r["weight"].as_i64()).unwrap_or(0);
@@ -168,10 +189,12 @@ impl TestNs {
 
     /// Any object of this namespace as JSON, e.g. `get("networking.k8s.io/v1", "Ingress", "web")`.
     pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.name, &ar);
-        let o = api.get_opt(name).await.ok().flatten()?;
+        let o = self
+            .api(api_version, kind)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()?;
         serde_json::to_value(o).ok()
     }
 
@@ -189,17 +212,39 @@ impl TestNs {
         self.events(name).await.into_iter().map(|e| e.1).collect()
     }
 
-    /// [`TestNs::event_messages`] once one of them contains `needle`: the controller records an
-    /// Event after the status it explains, so a test that saw the phase polls for up to 20 s.
-    /// All messages either way (the caller asserts).
+    /// [`TestNs::event_messages`] once one of them contains `needle` ([`TestNs::events_until`]).
     pub async fn event_messages_with(&self, name: &str, needle: &str) -> Vec<String> {
+        self.events_with(name, &[needle])
+            .await
+            .into_iter()
+            .map(|e| e.1)
+            .collect()
+    }
+
+    /// [`TestNs::events`] once every one of `needles` is contained in a message
+    /// ([`TestNs::events_until`]).
+    pub async fn events_with(&self, name: &str, needles: &[&str]) -> Vec<(String, String)> {
+        self.events_until(name, |events| {
+            needles
+                .iter()
+                .all(|n| events.iter().any(|(_, m)| m.contains(n)))
+        })
+        .await
+    }
+
+    /// [`TestNs::events`] once `ready` holds for them. Controllers record an Event after the
+    /// status it explains, so a test that saw the status polls (every 250 ms, for up to
+    /// [`EVENT_WAIT`]) instead of reading once. All events either way: the caller asserts.
+    pub async fn events_until(
+        &self,
+        name: &str,
+        ready: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
         let start = Instant::now();
         loop {
-            let messages = self.event_messages(name).await;
-            if messages.iter().any(|m| m.contains(needle))
-                || start.elapsed() > Duration::from_secs(20)
-            {
-                return messages;
+            let events = self.events(name).await;
+            if ready(&events) || start.elapsed() > EVENT_WAIT {
+                return events;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -360,15 +405,32 @@ pub fn free_port() -> u16 {
 
 /// GET `url` until it answers 2xx (a freshly started server), then return the body.
 pub async fn wait_http(url: &str, timeout: Duration) -> String {
+    wait_http_until(url, timeout, |_| true).await
+}
+
+/// GET `url` until it answers 2xx with a body for which `ready` holds, then return the body:
+/// a controller updates its metrics after the status a test waited for, so a scrape right
+/// after it may be too early. Panics after `timeout` with the last body.
+pub async fn wait_http_until(url: &str, timeout: Duration, ready: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
+    let mut last = None;
     loop {
         if let Ok(r) = reqwest::get(url).await
             && r.status().is_success()
         {
-            return r.text().await.unwrap_or_default();
+            let body = r.text().await.unwrap_or_default();
+            if ready(&body) {
+                return body;
+            }
+            last = Some(body);
         }
         if start.elapsed() > timeout {
-            panic!("{url} did not answer within {timeout:?}");
+            match last {
+                Some(body) => {
+                    panic!("{url} did not answer as expected within {timeout:?}:\n{body}")
+                }
+                None => panic!("{url} did not answer within {timeout:?}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -455,6 +517,20 @@ pub fn route_weights(route: &Value) -> Option<(i64, i64)> {
             .as_i64()
     };
     Some((w("podinfo-primary")?, w("podinfo-canary")?))
+}
+
+/// `name` Initialized (the primary ready, the routes written) within two minutes, never
+/// `Failed` on the way.
+pub async fn wait_initialized(ns: &TestNs, name: &str) {
+    let two_minutes = Duration::from_secs(120);
+    wait_phase(
+        ns,
+        name,
+        CanaryPhase::Initialized,
+        Some(CanaryPhase::Failed),
+        two_minutes,
+    )
+    .await;
 }
 
 /// A release promoted: `name` reaches `Succeeded` within 3 minutes (panics on `Failed`); the

@@ -18,24 +18,21 @@
 //! into storage → `outcome` (pure) → status (a merge patch of `/status`, only when it changed)
 //! → Events → GC.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Event, EventSource};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::git_repository::Notice;
 use super::storage::{Retention, Storage};
 use crate::api::source::{
     Artifact, FINALIZER, GitRepository, HelmChart, HelmRepository, OCIRepository,
 };
+use crate::gitops::events;
 
 mod generator;
 mod git_repository;
@@ -325,57 +322,23 @@ async fn write_status<K: Kind, S: serde::Serialize + PartialEq + Default>(
     Ok(())
 }
 
-/// A core/v1 Event on the source object, as Flux's recorder writes them (reason, type,
-/// `source.component: source-controller`, annotations `source.toolkit.fluxcd.io/<key>`), also
-/// logged. Messages carry no secrets (the fetch redacts them).
+/// A core/v1 Event on the source object, as Flux's recorder writes them
+/// ([`crate::gitops::events`]: `source.component: source-controller`, annotations
+/// `source.toolkit.fluxcd.io/<key>`), also logged. Messages carry no secrets (the fetch
+/// redacts them).
 async fn emit_event<K: Kind>(repo: &K, n: &Notice, client: &Client, instance: &str) {
-    let name = repo.name_any();
-    let kind = K::kind(&());
-    if n.warning {
-        warn!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
-    } else {
-        info!(kind = %kind, name = %name, reason = %n.reason, "{}", n.message);
-    }
-    let now = Timestamp::now();
-    let note = crate::api::condition::truncate_message(
-        &n.message,
-        crate::api::condition::MESSAGE_MAX_BYTES,
-    );
-    let annotations: BTreeMap<String, String> = n
-        .annotations
-        .iter()
-        .map(|(k, v)| (format!("{}/{k}", crate::api::source::GROUP), v.clone()))
-        .collect();
-    let ev = Event {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: repo.namespace(),
-            annotations: Some(annotations).filter(|a| !a.is_empty()),
-            ..Default::default()
-        },
-        involved_object: repo.object_ref(&()),
-        type_: Some(if n.warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(n.reason.clone()),
-        message: Some(note.into_owned()),
-        source: Some(EventSource {
-            component: Some(EVENT_SOURCE.into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        event_time: Some(MicroTime(now)),
-        action: Some("Reconcile".into()),
-        reporting_component: Some("pennant.dev/source".into()),
-        reporting_instance: Some(instance.to_string()),
-        ..Default::default()
+    let note = events::Note {
+        warning: n.warning,
+        reason: &n.reason,
+        message: &n.message,
+        annotations: &n.annotations,
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &repo.namespace().unwrap_or_default());
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
+    let reporter = events::Reporter {
+        component: EVENT_SOURCE,
+        reporting_component: "pennant.dev/source",
+        instance,
+        group: crate::api::source::GROUP,
+        field_manager: FIELD_MANAGER,
     };
-    if let Err(e) = api.create(&pp, &ev).await {
-        warn!("event: {e}");
-    }
+    events::emit(client, repo, &note, &reporter).await;
 }
