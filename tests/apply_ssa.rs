@@ -188,3 +188,32 @@ async fn a_crd_and_its_objects_apply_in_one_set() {
     assert_eq!(deleted.len(), 1);
     ns.cleanup().await;
 }
+
+/// Flux's `ApplyAll`: every object of a stage is dry-run before any is applied, so an object
+/// of a kind the cluster does not serve (a HelmRelease without its CRD) leaves the ConfigMap
+/// sorted before it in the same stage unapplied; the Namespace stage before it stays applied.
+#[tokio::test]
+async fn a_refused_dry_run_applies_nothing_of_its_stage() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "ssastage", 0).await;
+    let n = ns.name.as_str();
+    let group = format!("{n}.pennant.dev");
+    let release = json!({"apiVersion": format!("{group}/v1"), "kind": "Release",
+        "metadata": {"name": "podinfo", "namespace": n}, "spec": {}});
+    let err = Applier::new(client.clone())
+        .apply_all(vec![release, cm(n, "a", json!({"k": "1"}))], &opts(n))
+        .await
+        .unwrap_err();
+    assert_eq!(err.object, format!("Release/{n}/podinfo"));
+    assert_eq!(
+        err.message,
+        format!(
+            "Release/{n}/podinfo dry-run failed: no matches for kind \"Release\" in version \"{group}/v1\""
+        )
+    );
+    assert!(
+        ns.get("v1", "ConfigMap", "a").await.is_none(),
+        "nothing of the refused stage is applied"
+    );
+    ns.cleanup().await;
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pennant::api::source::{ArtifactGenerator, ExternalArtifact, GitRepository};
 use support::gitserver::{GitServer, ServerOptions, TempDir};
-use support::sources::{cleanup, flux, flux_ok, start_source_controller};
+use support::sources::{cleanup, flux, flux_ok, generator_ready as ready, start_source_controller};
 use support::*;
 
 async fn download(a: &pennant::api::source::Artifact) -> BTreeMap<String, String> {
@@ -49,16 +49,6 @@ async fn wait_ea(
 
 async fn generator(ns: &TestNs, name: &str) -> ArtifactGenerator {
     support::sources::get_source(ns, name).await
-}
-
-fn ready(g: &ArtifactGenerator) -> Option<(String, String, String)> {
-    let c = g
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 async fn wait_generator(

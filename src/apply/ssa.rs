@@ -18,8 +18,10 @@
 //! applier waits until the CRDs are `Established` and the Namespaces `Active` (bounded by the
 //! caller's timeout), then forgets its discovery cache so the new kinds resolve.
 //!
-//! Errors name the object (`Deployment/ns/name dry-run failed: <API message>`) and stop the
-//! apply: the objects applied before stay, nothing is pruned.
+//! Within a stage every object is dry-run before any is applied (Flux's `ApplyAll`), so a
+//! refused dry-run (e.g. a kind without its CRD) applies nothing of its stage. Errors name the
+//! object (`Deployment/ns/name dry-run failed: <API message>`) and stop the apply: the stages
+//! applied before stay, nothing is pruned.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -287,6 +289,21 @@ pub struct ApplyOptions {
     pub wait_timeout: Duration,
 }
 
+/// One object after its dry-run: nothing left to do, or the apply to make.
+enum Planned {
+    Done(Change),
+    Apply(Box<PendingApply>),
+}
+
+/// An apply a dry-run accepted (`force`: recreate on an immutable field, the live object
+/// existing).
+struct PendingApply {
+    api: Api<DynamicObject>,
+    change: Change,
+    desired: DynamicObject,
+    force: bool,
+}
+
 /// Applies object sets and deletes objects, with a shared discovery cache.
 #[derive(Clone)]
 pub struct Applier {
@@ -361,8 +378,9 @@ impl Applier {
         })
     }
 
-    /// Apply `objects` in Flux's stages; returns the change set in apply order. Stops at the
-    /// first error (the objects applied before stay).
+    /// Apply `objects` in Flux's stages; returns the change set in apply order. Within a stage
+    /// every object is dry-run before any is applied (Flux's `ApplyAll`): a refused dry-run
+    /// applies nothing of its stage. Stops at the first error (earlier stages stay applied).
     pub async fn apply_all(
         &self,
         objects: Vec<Value>,
@@ -375,8 +393,12 @@ impl Applier {
                     stamp_labels(o, &owner_labels(name, ns));
                 }
             }
+            let mut planned = Vec::with_capacity(objs.len());
             for o in &objs {
-                out.push(self.apply_one(o, opts.force).await?);
+                planned.push(self.plan_one(o, opts.force).await?);
+            }
+            for p in planned {
+                out.push(self.commit(p).await?);
             }
             if stage.waits() {
                 self.wait_ready(&objs, stage, opts.wait_timeout).await?;
@@ -388,6 +410,13 @@ impl Applier {
 
     /// Apply one object (see the module doc).
     pub async fn apply_one(&self, obj: &Value, force: bool) -> Result<Change, ApplyError> {
+        let planned = self.plan_one(obj, force).await?;
+        self.commit(planned).await
+    }
+
+    /// The first half of [`Self::apply_one`]: read, policy, dry-run (recreating on an
+    /// immutable field with `force`), managed-fields cleanup; the apply still to make, if any.
+    async fn plan_one(&self, obj: &Value, force: bool) -> Result<Planned, ApplyError> {
         let id = ObjectId::of(obj);
         let version = version_of(obj);
         let api = self.api_for(&id, &version).await?;
@@ -411,10 +440,10 @@ impl Applier {
             || disabled(obj)
             || live.as_ref().is_some_and(disabled)
         {
-            return Ok(change(Action::Skipped));
+            return Ok(Planned::Done(change(Action::Skipped)));
         }
         if policy == Policy::IfNotPresent && live.is_some() {
-            return Ok(change(Action::Skipped));
+            return Ok(Planned::Done(change(Action::Skipped)));
         }
         let desired: DynamicObject =
             serde_json::from_value(obj.clone()).map_err(|e| fail(&id, "is not an object", e))?;
@@ -429,14 +458,14 @@ impl Applier {
                 return self
                     .recreate(&api, &id, &desired)
                     .await
-                    .map(|_| change(Action::Created));
+                    .map(|_| Planned::Done(change(Action::Created)));
             }
             Err(e) => return Err(fail_api(&id, "dry-run failed", &e)),
         };
         if let Some(l) = &live {
             let dry_run = serde_json::to_value(&dry_run).unwrap_or_default();
             if comparable(&dry_run) == comparable(l) {
-                return Ok(change(Action::Unchanged));
+                return Ok(Planned::Done(change(Action::Unchanged)));
             }
             if policy == Policy::Override
                 && let Some(keep) = override_managed_fields(l)
@@ -450,6 +479,30 @@ impl Applier {
                     .map_err(|e| fail_api(&id, "field managers cleanup failed", &e))?;
             }
         }
+        Ok(Planned::Apply(Box::new(PendingApply {
+            api,
+            change: change(if live.is_some() {
+                Action::Configured
+            } else {
+                Action::Created
+            }),
+            desired,
+            force: force && live.is_some(),
+        })))
+    }
+
+    /// The second half of [`Self::apply_one`]: the server-side apply a [`Planned`] holds.
+    async fn commit(&self, planned: Planned) -> Result<Change, ApplyError> {
+        let PendingApply {
+            api,
+            change,
+            desired,
+            force,
+        } = match planned {
+            Planned::Done(change) => return Ok(change),
+            Planned::Apply(pending) => *pending,
+        };
+        let id = &change.id;
         match api
             .patch(
                 &id.name,
@@ -458,16 +511,15 @@ impl Applier {
             )
             .await
         {
-            Ok(_) => Ok(change(if live.is_some() {
-                Action::Configured
-            } else {
-                Action::Created
-            })),
-            Err(e) if force && live.is_some() && is_immutable(&e) => self
-                .recreate(&api, &id, &desired)
-                .await
-                .map(|_| change(Action::Created)),
-            Err(e) => Err(fail_api(&id, "apply failed", &e)),
+            Ok(_) => Ok(change),
+            Err(e) if force && is_immutable(&e) => {
+                self.recreate(&api, id, &desired).await?;
+                Ok(Change {
+                    action: Action::Created,
+                    ..change
+                })
+            }
+            Err(e) => Err(fail_api(id, "apply failed", &e)),
         }
     }
 

@@ -77,13 +77,7 @@ pub async fn get_ks(ns: &TestNs, name: &str) -> Kustomization {
 }
 
 pub fn ready(k: &Kustomization) -> Option<(String, String, String)> {
-    let c = k
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    super::sources::ready_of(&k.status.as_ref()?.conditions)
 }
 
 /// Waits (up to 40 s) until `done` holds for the Kustomization `name`; panics with its last

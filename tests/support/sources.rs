@@ -163,8 +163,22 @@ where
 
 /// The `Ready` condition as (status, reason, message).
 pub fn ready<K: Source>(r: &K) -> Option<(String, String, String)> {
-    let c = r.conditions().iter().find(|c| c.type_ == "Ready")?;
+    ready_of(r.conditions())
+}
+
+/// The `Ready` condition of `conditions` as (status, reason, message).
+pub fn ready_of(
+    conditions: &[pennant::api::source::Condition],
+) -> Option<(String, String, String)> {
+    let c = conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// An ArtifactGenerator's `Ready` condition as (status, reason, message).
+pub fn generator_ready(
+    g: &pennant::api::source::ArtifactGenerator,
+) -> Option<(String, String, String)> {
+    ready_of(&g.status.as_ref()?.conditions)
 }
 
 /// `status.artifact.revision`.
