@@ -5,4 +5,5 @@
 pub mod build;
 pub mod controller;
 pub mod decrypt;
+pub mod render;
 pub mod substitute;
