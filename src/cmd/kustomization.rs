@@ -243,7 +243,7 @@ pub fn mask_secret(obj: &Value) -> Value {
     }
     let masked = base64::engine::general_purpose::STANDARD.encode(MASK);
     for (field, mask) in [("data", masked.as_str()), ("stringData", MASK)] {
-        if let Some(m) = o[field].as_object_mut() {
+        if let Some(m) = o.get_mut(field).and_then(Value::as_object_mut) {
             m.values_mut().for_each(|v| *v = json!(mask));
         }
     }
@@ -252,7 +252,11 @@ pub fn mask_secret(obj: &Value) -> Value {
 }
 
 fn drop_last_applied(o: &mut Value) {
-    if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+    // (`get_mut`, not `[]`: indexing a missing key would add it as null)
+    if let Some(a) = o
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
@@ -264,7 +268,7 @@ pub fn mask_secret_pair(before: &Value, after: &Value) -> (Value, Value) {
     let (mut b, mut a) = (before.clone(), after.clone());
     for field in ["data", "stringData"] {
         let (bm, am) = (before[field].as_object(), after[field].as_object());
-        if let Some(m) = b[field].as_object_mut() {
+        if let Some(m) = b.get_mut(field).and_then(Value::as_object_mut) {
             for (k, v) in m.iter_mut() {
                 let other = am.and_then(|m| m.get(k));
                 *v = json!(if other.is_some_and(|o| o != v) {
@@ -274,7 +278,7 @@ pub fn mask_secret_pair(before: &Value, after: &Value) -> (Value, Value) {
                 });
             }
         }
-        if let Some(m) = a[field].as_object_mut() {
+        if let Some(m) = a.get_mut(field).and_then(Value::as_object_mut) {
             for (k, v) in m.iter_mut() {
                 let other = bm.and_then(|m| m.get(k));
                 *v = json!(if other.is_some_and(|o| o != v) {
@@ -410,6 +414,11 @@ mod tests {
         assert!(text.starts_with("---\n"), "{text}");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
         assert_eq!(mask_secret(&cm), cm, "only Secrets are masked");
+        let bare = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}});
+        let (b, a) = mask_secret_pair(&bare, &bare);
+        let only_masked = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "***"}});
+        assert_eq!((&b, &a), (&only_masked, &only_masked), "no field added");
+        assert!(mask_secret(&bare)["metadata"].get("annotations").is_none());
     }
 
     #[test]
