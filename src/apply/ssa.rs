@@ -299,6 +299,15 @@ struct Plan {
     desired: Option<(DynamicObject, Result<DynamicObject, kube::Error>)>,
 }
 
+/// The change of the object `id` (its `version`) for an action.
+fn change_of<'a>(id: &'a ObjectId, version: &'a str) -> impl Fn(Action) -> Change + 'a {
+    move |action| Change {
+        id: id.clone(),
+        version: version.to_string(),
+        action,
+    }
+}
+
 /// Applies object sets and deletes objects, with a shared discovery cache.
 #[derive(Clone)]
 pub struct Applier {
@@ -457,11 +466,7 @@ impl Applier {
             desired,
             ..
         } = self.plan(obj).await?;
-        let change = |action| Change {
-            id: id.clone(),
-            version: version.clone(),
-            action,
-        };
+        let change = change_of(&id, &version);
         let Some((_, dry_run)) = desired else {
             return Ok(DryRun {
                 change: change(Action::Skipped),
@@ -503,11 +508,7 @@ impl Applier {
             policy,
             desired,
         } = self.plan(obj).await?;
-        let change = |action| Change {
-            id: id.clone(),
-            version: version.clone(),
-            action,
-        };
+        let change = change_of(&id, &version);
         let Some((desired, dry_run)) = desired else {
             return Ok(change(Action::Skipped));
         };

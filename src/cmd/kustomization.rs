@@ -267,31 +267,28 @@ fn drop_last_applied(o: &mut Value) {
 pub fn mask_secret_pair(before: &Value, after: &Value) -> (Value, Value) {
     let (mut b, mut a) = (before.clone(), after.clone());
     for field in ["data", "stringData"] {
-        let (bm, am) = (before[field].as_object(), after[field].as_object());
-        if let Some(m) = b.get_mut(field).and_then(Value::as_object_mut) {
-            for (k, v) in m.iter_mut() {
-                let other = am.and_then(|m| m.get(k));
-                *v = json!(if other.is_some_and(|o| o != v) {
-                    "*** (before)"
-                } else {
-                    "***"
-                });
-            }
-        }
-        if let Some(m) = a.get_mut(field).and_then(Value::as_object_mut) {
-            for (k, v) in m.iter_mut() {
-                let other = bm.and_then(|m| m.get(k));
-                *v = json!(if other.is_some_and(|o| o != v) {
-                    "*** (after)"
-                } else {
-                    "***"
-                });
-            }
-        }
+        mask_values(&mut b, field, after[field].as_object(), "*** (before)");
+        mask_values(&mut a, field, before[field].as_object(), "*** (after)");
     }
     drop_last_applied(&mut b);
     drop_last_applied(&mut a);
     (b, a)
+}
+
+/// Every value of `obj[field]` masked: `changed` where `other` holds the key with another
+/// value, else `***`.
+fn mask_values(
+    obj: &mut Value,
+    field: &str,
+    other: Option<&serde_json::Map<String, Value>>,
+    changed: &str,
+) {
+    if let Some(m) = obj.get_mut(field).and_then(Value::as_object_mut) {
+        for (k, v) in m.iter_mut() {
+            let differs = other.and_then(|o| o.get(k)).is_some_and(|o| o != v);
+            *v = json!(if differs { changed } else { "***" });
+        }
+    }
 }
 
 /// The live object and the dry-run result as compared and shown: server-owned noise removed
