@@ -261,20 +261,34 @@ async fn build_prints_what_was_applied_and_diff_shows_exactly_the_next_commit() 
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("failed to get kustomization object"), "{err}");
 
-    Api::<Kustomization>::namespaced(client.clone(), n)
-        .delete("apps", &Default::default())
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "Kustomization finalized",
-        || async {
-            Api::<Kustomization>::namespaced(client.clone(), n)
-                .get_opt("apps")
-                .await
-                .is_ok_and(|k| k.is_none())
-        },
+    // objects in another cluster: no dry-run against this one
+    ns.apply_yaml(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: elsewhere\n  namespace: NAMESPACE\nspec:\n  suspend: true\n  interval: 10m\n  path: ./apps\n  prune: true\n  kubeConfig:\n    secretRef:\n      name: remote-kubeconfig\n  sourceRef:\n    kind: GitRepository\n    name: apps\n",
     )
     .await;
+    let (code, out, err) = pennant(&["diff", "ks", "elsewhere", "-n", n]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("diff not supported for remote clusters"),
+        "{err}"
+    );
+
+    for name in ["apps", "elsewhere"] {
+        Api::<Kustomization>::namespaced(client.clone(), n)
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+        wait_until(
+            Duration::from_secs(30),
+            "Kustomization finalized",
+            || async {
+                Api::<Kustomization>::namespaced(client.clone(), n)
+                    .get_opt(name)
+                    .await
+                    .is_ok_and(|k| k.is_none())
+            },
+        )
+        .await;
+    }
     cleanup(ns).await;
 }

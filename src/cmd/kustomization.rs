@@ -27,7 +27,8 @@
 //! skipped`; with `spec.prune`, `► … deleted` for each inventory entry absent from the build
 //! that the next prune would delete (owner labels match, no prune opt-out). Exit status as
 //! Flux's: 0 no difference, 1 differences, 2 an error (objects whose dry-run failed are named on
-//! stderr; the others are still shown).
+//! stderr; the others are still shown). A Kustomization with `spec.kubeConfig` (objects in
+//! another cluster) is refused by `diff`, as Flux's CLI skips it.
 
 use std::path::{Path, PathBuf};
 
@@ -349,6 +350,11 @@ pub struct DiffOutput {
 async fn diff(args: &KsArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
     let client = connect().await?;
     let (ks, objects) = rendered(&client, args).await?;
+    // its objects live in another cluster: a dry-run here would compare the wrong ones
+    anyhow::ensure!(
+        ks.spec.kube_config.is_none(),
+        "diff not supported for remote clusters (spec.kubeConfig is set)"
+    );
     let applier = Applier::new(client);
     let force = ks.spec.force == Some(true);
     let new_inventory = inventory_of(&objects);
