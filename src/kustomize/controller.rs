@@ -9,9 +9,10 @@
 //!
 //! Each reconcile: finalizer → suspend → source artifact (download, `sha256:` digest verified,
 //! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
-//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
+//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`super::build`] (the real
 //! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → `spec.commonMetadata`
+//! ([`super::substitute`], variables from `substituteFrom` ConfigMaps/Secrets; these render
+//! steps are [`super::render`], shared with `pennant build|diff ks`) → `spec.commonMetadata`
 //! labels and annotations on every object →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
