@@ -304,6 +304,35 @@ struct PendingApply {
     force: bool,
 }
 
+/// What a dry-run found for one object ([`Applier::dry_run_one`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DryRun {
+    pub change: Change,
+    /// The object in the cluster, `None` when it does not exist.
+    pub live: Option<Value>,
+    /// The server-side dry-run apply result, `None` when skipped or to be recreated.
+    pub merged: Option<Value>,
+}
+
+/// The live copy of one object and, unless skipped, its desired form and dry-run result.
+struct Plan {
+    id: ObjectId,
+    version: String,
+    api: Api<DynamicObject>,
+    live: Option<Value>,
+    policy: Policy,
+    desired: Option<(DynamicObject, Result<DynamicObject, kube::Error>)>,
+}
+
+/// The change of the object `id` (its `version`) for an action.
+fn change_of<'a>(id: &'a ObjectId, version: &'a str) -> impl Fn(Action) -> Change + 'a {
+    move |action| Change {
+        id: id.clone(),
+        version: version.to_string(),
+        action,
+    }
+}
+
 /// Applies object sets and deletes objects, with a shared discovery cache.
 #[derive(Clone)]
 pub struct Applier {
@@ -408,23 +437,11 @@ impl Applier {
         Ok(out)
     }
 
-    /// Apply one object (see the module doc).
-    pub async fn apply_one(&self, obj: &Value, force: bool) -> Result<Change, ApplyError> {
-        let planned = self.plan_one(obj, force).await?;
-        self.commit(planned).await
-    }
-
-    /// The first half of [`Self::apply_one`]: read, policy, dry-run (recreating on an
-    /// immutable field with `force`), managed-fields cleanup; the apply still to make, if any.
-    async fn plan_one(&self, obj: &Value, force: bool) -> Result<Planned, ApplyError> {
+    /// Read the live copy of `obj`, decide whether it is skipped, else dry-run its apply.
+    async fn plan(&self, obj: &Value) -> Result<Plan, ApplyError> {
         let id = ObjectId::of(obj);
         let version = version_of(obj);
         let api = self.api_for(&id, &version).await?;
-        let change = |action| Change {
-            id: id.clone(),
-            version: version.clone(),
-            action,
-        };
         let live = api
             .get_opt(&id.name)
             .await
@@ -435,15 +452,20 @@ impl Applier {
         let disabled = |o: &Value| {
             meta_value(o, RECONCILE_KEY).is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
         };
-        if policy == Policy::Ignore
+        let skipped = policy == Policy::Ignore
             || live_policy == Some(Policy::Ignore)
             || disabled(obj)
             || live.as_ref().is_some_and(disabled)
-        {
-            return Ok(Planned::Done(change(Action::Skipped)));
-        }
-        if policy == Policy::IfNotPresent && live.is_some() {
-            return Ok(Planned::Done(change(Action::Skipped)));
+            || (policy == Policy::IfNotPresent && live.is_some());
+        if skipped {
+            return Ok(Plan {
+                id,
+                version,
+                api,
+                live,
+                policy,
+                desired: None,
+            });
         }
         let desired: DynamicObject =
             serde_json::from_value(obj.clone()).map_err(|e| fail(&id, "is not an object", e))?;
@@ -451,8 +473,85 @@ impl Applier {
             dry_run: true,
             ..PatchParams::apply(FIELD_MANAGER).force()
         };
+        let dry_run = api.patch(&id.name, &dry, &Patch::Apply(&desired)).await;
+        Ok(Plan {
+            id,
+            version,
+            api,
+            live,
+            policy,
+            desired: Some((desired, dry_run)),
+        })
+    }
+
+    /// What applying `obj` would do, without writing (Flux's `ResourceManager.Diff`): the
+    /// change (`created`, `configured`, `unchanged` or `skipped`; `created` too for an object
+    /// that `force` would recreate), the live object and the server-side dry-run result (both
+    /// `None` where there is none). Errors as [`Self::apply_one`]'s.
+    pub async fn dry_run_one(&self, obj: &Value, force: bool) -> Result<DryRun, ApplyError> {
+        let Plan {
+            id,
+            version,
+            live,
+            desired,
+            ..
+        } = self.plan(obj).await?;
+        let change = change_of(&id, &version);
+        let Some((_, dry_run)) = desired else {
+            return Ok(DryRun {
+                change: change(Action::Skipped),
+                live,
+                merged: None,
+            });
+        };
         let force = force || force_of(obj);
-        let dry_run = match api.patch(&id.name, &dry, &Patch::Apply(&desired)).await {
+        let merged = match dry_run {
+            Ok(d) => serde_json::to_value(&d).unwrap_or_default(),
+            Err(e) if force && live.is_some() && is_immutable(&e) => {
+                return Ok(DryRun {
+                    change: change(Action::Created),
+                    live,
+                    merged: None,
+                });
+            }
+            Err(e) => return Err(fail_api(&id, "dry-run failed", &e)),
+        };
+        let action = match &live {
+            None => Action::Created,
+            Some(l) if comparable(&merged) == comparable(l) => Action::Unchanged,
+            Some(_) => Action::Configured,
+        };
+        Ok(DryRun {
+            change: change(action),
+            live,
+            merged: Some(merged),
+        })
+    }
+
+    /// Apply one object (see the module doc).
+    pub async fn apply_one(&self, obj: &Value, force: bool) -> Result<Change, ApplyError> {
+        let planned = self.plan_one(obj, force).await?;
+        self.commit(planned).await
+    }
+
+    /// The first half of [`Self::apply_one`]: [`Self::plan`] (read, policy, dry-run), then
+    /// recreation on an immutable field with `force`, the managed-fields cleanup of `Override`;
+    /// the apply still to make, if any.
+    async fn plan_one(&self, obj: &Value, force: bool) -> Result<Planned, ApplyError> {
+        let Plan {
+            id,
+            version,
+            api,
+            live,
+            policy,
+            desired,
+        } = self.plan(obj).await?;
+        let change = change_of(&id, &version);
+        let Some((desired, dry_run)) = desired else {
+            return Ok(Planned::Done(change(Action::Skipped)));
+        };
+        let force = force || force_of(obj);
+        let dry_run = match dry_run {
             Ok(d) => d,
             Err(e) if force && live.is_some() && is_immutable(&e) => {
                 return self
@@ -656,8 +755,53 @@ impl Applier {
         (deleted, failed)
     }
 
+    /// The entries of `stale` that [`Self::prune`] would delete now ([`prune_decision`] on
+    /// their live copies), as `deleted` changes, without deleting anything.
+    pub async fn prune_preview(
+        &self,
+        stale: &[ResourceRef],
+        owner: (&str, &str),
+    ) -> Result<Vec<Change>, ApplyError> {
+        let mut out = vec![];
+        for entry in stale {
+            let id = ObjectId::parse(&entry.id).map_err(|e| ApplyError {
+                object: entry.id.clone(),
+                message: e.to_string(),
+            })?;
+            if self.prunable(&id, &entry.v, owner).await?.is_some() {
+                out.push(Change {
+                    id,
+                    version: entry.v.clone(),
+                    action: Action::Deleted,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Delete one stale object if [`prune_decision`] says so; `Some(api)` when deleted.
     async fn delete_owned(
+        &self,
+        id: &ObjectId,
+        version: &str,
+        owner: (&str, &str),
+    ) -> Result<Option<Api<DynamicObject>>, ApplyError> {
+        let Some(api) = self.prunable(id, version, owner).await? else {
+            return Ok(None);
+        };
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(&id.name, &dp).await {
+            Ok(_) => Ok(Some(api)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(fail_api(id, "delete failed", &e)),
+        }
+    }
+
+    /// `Some(api)` of a stale object that exists and [`prune_decision`] lets go.
+    async fn prunable(
         &self,
         id: &ObjectId,
         version: &str,
@@ -681,18 +825,7 @@ impl Applier {
             .await
             .map_err(|e| fail_api(id, "read failed", &e))?
             .map(|l| serde_json::to_value(l).unwrap_or_default());
-        if prune_decision(live.as_ref(), name, ns) != PruneDecision::Delete {
-            return Ok(None);
-        }
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
-        match api.delete(&id.name, &dp).await {
-            Ok(_) => Ok(Some(api)),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-            Err(e) => Err(fail_api(id, "delete failed", &e)),
-        }
+        Ok((prune_decision(live.as_ref(), name, ns) == PruneDecision::Delete).then_some(api))
     }
 }
 

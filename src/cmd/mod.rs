@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod controller;
 pub mod crds;
 pub mod gate;
+pub mod kustomization;
 pub mod replay;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 pub use analyze::AnalyzeArgs;
 pub use controller::ControllerArgs;
 pub use gate::{GateAction, GateArgs};
+pub use kustomization::{BuildKind, DiffKind, KsArgs};
 pub use replay::ReplayArgs;
 
 #[derive(Parser, Debug)]
@@ -47,6 +49,17 @@ pub enum Command {
     /// Replay a release from a file of per-step counts through the controller's own `decide`:
     /// each step's weight and verdict, and the outcome. Deterministic.
     Replay(ReplayArgs),
+    /// Build a Kustomization as the controller would, Secret values masked (`flux build`).
+    Build {
+        #[command(subcommand)]
+        kind: BuildKind,
+    },
+    /// Server-side dry-run of a Kustomization and its differences with the cluster
+    /// (`flux diff`). Exit status: 0 no differences, 1 differences, 2 an error.
+    Diff {
+        #[command(subcommand)]
+        kind: DiffKind,
+    },
 }
 
 /// Run the command the line asked for.
@@ -58,6 +71,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::command(&args),
         Command::Analyze(args) => analyze::command(&args).await,
         Command::Controller(args) => controller::command(*args).await,
+        Command::Build { kind } => kustomization::build_command(kind).await,
+        Command::Diff { kind } => kustomization::diff_command(kind).await,
     }
 }
 
@@ -192,6 +207,44 @@ mod tests {
         assert!(f.insecure_kubeconfig_exec && !f.insecure_kubeconfig_tls);
         assert_eq!(parse_seconds("30"), Ok(30));
         assert!(parse_seconds("0s").is_err() && parse_seconds("fast").is_err());
+    }
+
+    #[test]
+    fn build_and_diff_ks_parse_like_flux() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().map(|a| a.to_string()));
+        let cli = parse(&[
+            "pennant", "build", "ks", "apps", "-n", "prod", "--path", "./deploy",
+        ])
+        .unwrap();
+        let Command::Build {
+            kind: BuildKind::Kustomization(a),
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((a.name.as_str(), a.namespace.as_str()), ("apps", "prod"));
+        assert_eq!(a.path, Some(std::path::PathBuf::from("./deploy")));
+        let cli = parse(&[
+            "pennant",
+            "diff",
+            "kustomization",
+            "apps",
+            "--ignore-paths",
+            "a/**,b.yaml",
+        ])
+        .unwrap();
+        let Command::Diff {
+            kind: DiffKind::Kustomization(a),
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(a.ignore_paths, ["a/**", "b.yaml"]);
+        assert_eq!(a.path, None, "default: the source's artifact");
+        if std::env::var_os("FLUX_SYSTEM_NAMESPACE").is_none() {
+            assert_eq!(a.namespace, "flux-system", "Flux's default namespace");
+        }
+        assert!(parse(&["pennant", "diff", "ks"]).is_err(), "name required");
     }
 
     #[test]

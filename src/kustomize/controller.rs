@@ -9,9 +9,10 @@
 //!
 //! Each reconcile: finalizer → suspend → source artifact (download, `sha256:` digest verified,
 //! unpacked into a temp dir) → SOPS decryption of the generator/patch files in that temp copy
-//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`build`] (the real
+//! ([`super::decrypt`], age keys of `spec.decryption.secretRef`) → [`super::build`] (the real
 //! `kustomize`) → [`decrypt`] of the built objects → postBuild substitution
-//! ([`substitute`], variables from `substituteFrom` ConfigMaps/Secrets) → `spec.commonMetadata`
+//! ([`super::substitute`], variables from `substituteFrom` ConfigMaps/Secrets; these render
+//! steps are [`super::render`], shared with `pennant build|diff ks`) → `spec.commonMetadata`
 //! labels and annotations on every object →
 //! staged server-side apply ([`crate::apply::ssa`]) → prune of the stale inventory entries →
 //! [`health`] hook → status (`inventory`, `lastAppliedRevision`, `lastAttemptedRevision`,
@@ -39,12 +40,10 @@
 //! Flux, before anything is applied or pruned.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -56,12 +55,12 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tracing::{info, warn};
 
-use super::build::{BuildOptions, build, kustomize_binary, resolve_path, set_common_metadata};
-use super::decrypt::{
-    DECRYPT_ANNOTATION, Keys, decrypt_object, decrypt_sources, decryption_disabled, is_encrypted,
-};
+use super::build::{BuildOptions, kustomize_binary};
+use super::decrypt::{DECRYPT_ANNOTATION, Keys, decrypt_object, decryption_disabled, is_encrypted};
 use super::health_wait::{self, Attempted, Outcome, Target, Waits};
-use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
+use super::render::{
+    RenderError, SourceState, cause_of, fetch_artifact, render, source_key, source_state,
+};
 use super::target::{Options as TargetOptions, TargetError, Targets};
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
@@ -75,7 +74,6 @@ use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
 use crate::health::expr::eval_ready_expr;
-use crate::source::artifact::{UntarLimits, untar_gz};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// `source.component` of the Events: Flux's, so tools filtering on it read pennant's.
@@ -89,8 +87,6 @@ pub const UNSUPPORTED_FIELDS: &str = "UnsupportedFields";
 /// Flux's prefix of a terminal configuration error (`TerminalErrorMessage`).
 pub const TERMINAL_ERROR_MESSAGE: &str =
     "Reconciliation failed terminally due to configuration error";
-/// Largest artifact downloaded (1 GiB).
-const MAX_DOWNLOAD: u64 = 1 << 30;
 
 /// The controller's settings.
 #[derive(Clone, Debug)]
@@ -348,18 +344,6 @@ pub fn record_history(
     history.truncate(HISTORY_MAX_SIZE);
 }
 
-/// `Kind/namespace/name` of the Kustomization's source (namespace defaulting to its own).
-fn source_key(ks: &Kustomization) -> (String, String, String) {
-    let r = &ks.spec.source_ref;
-    let ns = r
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| ks.namespace())
-        .unwrap_or_default();
-    (r.kind.clone(), ns, r.name.clone())
-}
-
 /// The Kustomizations reading `source` whose last attempt is not its artifact's revision (none
 /// while it has no artifact).
 fn for_source<S: Source + Resource<DynamicType = ()>>(
@@ -509,14 +493,6 @@ async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Err
         })
 }
 
-/// The API server's message of an error (never the Debug form of its `Status`).
-fn cause_of(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(a) => a.message,
-        e => e.to_string(),
-    }
-}
-
 fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
@@ -570,6 +546,15 @@ fn terminal(reason: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         terminal: true,
         ..failure(reason, message)
+    }
+}
+
+impl From<RenderError> for Failure {
+    fn from(e: RenderError) -> Failure {
+        Failure {
+            terminal: e.terminal,
+            ..failure(e.reason, e.message)
+        }
     }
 }
 
@@ -906,40 +891,12 @@ async fn attempt(
                 format!("failed to create tmp dir: {e}"),
             )
         })?;
-    fetch_artifact(&artifact, work.path()).await?;
-    let keys = decryption_keys(ks, &ctx.client).await?;
+    let root = fetch_artifact(&artifact, work.path()).await?;
     report(Step::Building, status).await;
     // Flux's order: the client (remote, impersonating) after the progress report, before the
     // build; sources, Secrets and status stay on the local cluster
     let target = ctx.targets.target(ks).await?;
-    let (root, spec, opts) = (
-        work.path().join("src"),
-        ks.spec.clone(),
-        ctx.settings.build.clone(),
-    );
-    let (built, keys) = tokio::task::spawn_blocking(move || {
-        if let Some(keys) = &keys {
-            // the tree is this reconcile's own untarred copy: decrypted files never reach
-            // the artifact store
-            let dir = resolve_path(&root, spec.path.as_deref().unwrap_or(""))
-                .map_err(|e| e.to_string())?;
-            decrypt_sources(&root, &dir, keys).map_err(|e| e.to_string())?;
-        }
-        build(&root, &spec, &opts)
-            .map(|b| (b, keys))
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| failure(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
-    .map_err(|e| failure(reasons::BUILD_FAILED, e))?;
-    // Flux's order: decryption, then postBuild substitution
-    let objects = decrypt(built, keys.as_ref()).map_err(|e| failure(reasons::BUILD_FAILED, e))?;
-    drop(keys);
-    let mut objects = post_build(ks, objects, &ctx.client).await?;
-    // Flux: spec.commonMetadata labels and annotations on every object, after substitution
-    if let Some(common) = &ks.spec.common_metadata {
-        set_common_metadata(&mut objects, common);
-    }
+    let objects = render(ks, &ctx.client, root, &ctx.settings.build).await?;
     let digest = manifests_digest(&objects);
     let new_inventory = inventory_of(&objects);
     let jobs_with_ttl = crate::health::assess::jobs_with_ttl(&objects);
@@ -1028,25 +985,15 @@ async fn source_artifact(
             format!("unable to get source '{kind}/{ns}/{name}': {}", cause_of(e)),
         )
     };
-    let artifact = match kind.as_str() {
-        "GitRepository" => {
-            artifact_of::<GitRepository>(client, &ns, &name, |s| s.status?.artifact).await
-        }
-        "OCIRepository" => {
-            artifact_of::<OCIRepository>(client, &ns, &name, |s| s.status?.artifact).await
-        }
-        "ExternalArtifact" => {
-            artifact_of::<ExternalArtifact>(client, &ns, &name, |s| s.status?.artifact).await
-        }
-        other => {
-            return Err(terminal(
-                reasons::ARTIFACT_FAILED,
-                format!("source `{other}` kind is not supported"),
-            ));
-        }
-    };
-    let artifact = artifact.map_err(get_err)?.ok_or_else(missing)?;
-    artifact.ok_or_else(not_ready)
+    match source_state(ks, client).await.map_err(get_err)? {
+        SourceState::Ready(a) => Ok(a),
+        SourceState::NoArtifact => Err(not_ready()),
+        SourceState::Missing => Err(missing()),
+        SourceState::UnsupportedKind(other) => Err(terminal(
+            reasons::ARTIFACT_FAILED,
+            format!("source `{other}` kind is not supported"),
+        )),
+    }
 }
 
 /// `spec.dependsOn`, as Flux's `checkDependencies` ([`check_dependencies`]): the
@@ -1170,187 +1117,6 @@ async fn helm_release(
         ));
     }
     Ok(got.map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())))
-}
-
-/// `Some(artifact)` of the source `ns/name`, `None` when the source does not exist.
-async fn artifact_of<K>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    artifact: fn(K) -> Option<Artifact>,
-) -> Result<Option<Option<Artifact>>, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    Ok(Api::<K>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await?
-        .map(artifact))
-}
-
-/// Download the artifact, verify its digest, unpack it into `work/src`.
-async fn fetch_artifact(a: &Artifact, work: &Path) -> Result<(), Failure> {
-    let fail = |m: String| failure(reasons::ARTIFACT_FAILED, m);
-    let client =
-        crate::source::http::client(&Default::default(), Duration::from_secs(60)).map_err(fail)?;
-    let resp = client
-        .get(&a.url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
-    let file = work.join("artifact.tar.gz");
-    let f = std::fs::File::create(&file).map_err(|e| fail(e.to_string()))?;
-    let got = crate::source::http::download_to(resp, f, MAX_DOWNLOAD)
-        .await
-        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
-    if got.digest != a.digest {
-        return Err(fail(format!(
-            "failed to verify artifact: computed digest doesn't match '{}'",
-            a.digest
-        )));
-    }
-    let dest = work.join("src");
-    tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
-        untar_gz(f, &dest, &UntarLimits::default()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("failed to extract artifact: {e}")))?;
-    Ok(())
-}
-
-/// The keys of `spec.decryption` (`None` when unset), as Flux's `ImportKeys`: the `*.agekey`
-/// entries of the `secretRef` Secret in the Kustomization's namespace (no `secretRef`: no
-/// keys, so only unencrypted objects pass). `BuildFailed` with Flux's
-/// `cannot get sops decryption Secret '<ns>/<name>': ...` when it cannot be read, or the
-/// import error naming the entry (never its content).
-async fn decryption_keys(ks: &Kustomization, client: &Client) -> Result<Option<Keys>, Failure> {
-    let Some(d) = &ks.spec.decryption else {
-        return Ok(None);
-    };
-    if d.provider != "sops" {
-        return Err(terminal(
-            reasons::BUILD_FAILED,
-            format!("not supported decryption provider '{}'", d.provider),
-        ));
-    }
-    let Some(r) = &d.secret_ref else {
-        return Ok(Some(
-            Keys::from_secret("-", &BTreeMap::new()).expect("no entries"),
-        ));
-    };
-    let ns = ks.namespace().unwrap_or_default();
-    let secret_name = format!("{ns}/{}", r.name);
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get(&r.name)
-        .await
-        .map_err(|e| {
-            let cause = cause_of(e);
-            failure(
-                reasons::BUILD_FAILED,
-                format!(
-                    "cannot get {} decryption Secret '{secret_name}': {cause}",
-                    d.provider
-                ),
-            )
-        })?;
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    Keys::from_secret(&secret_name, &data)
-        .map(Some)
-        .map_err(|e| failure(reasons::BUILD_FAILED, e.to_string()))
-}
-
-/// postBuild substitution: variables from `substituteFrom` (in order; a missing `optional`
-/// source is skipped) and `substitute`, applied to every object (`BuildFailed` on error).
-async fn post_build(
-    ks: &Kustomization,
-    objects: Vec<Value>,
-    client: &Client,
-) -> Result<Vec<Value>, Failure> {
-    let Some(pb) = &ks.spec.post_build else {
-        return Ok(objects);
-    };
-    let ns = ks.namespace().unwrap_or_default();
-    let mut sources: Vec<BTreeMap<String, String>> = vec![];
-    for r in &pb.substitute_from {
-        let optional = r.optional == Some(true);
-        let data = match r.kind.as_str() {
-            "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                .get_opt(&r.name)
-                .await
-                .map(|c| c.map(|c| c.data.unwrap_or_default())),
-            "Secret" => Api::<Secret>::namespaced(client.clone(), &ns)
-                .get_opt(&r.name)
-                .await
-                .map(|s| {
-                    s.map(|s| {
-                        s.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                            .collect()
-                    })
-                }),
-            other => {
-                return Err(failure(
-                    reasons::BUILD_FAILED,
-                    format!(
-                        "substitute from '{other}/{}' error: unsupported kind",
-                        r.name
-                    ),
-                ));
-            }
-        };
-        match data {
-            Ok(Some(d)) => sources.push(d),
-            Ok(None) if optional => {}
-            Ok(None) => {
-                return Err(failure(
-                    reasons::BUILD_FAILED,
-                    format!(
-                        "substitute from '{}/{}' error: {}s \"{}\" not found",
-                        r.kind,
-                        r.name,
-                        r.kind.to_lowercase(),
-                        r.name
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(failure(
-                    reasons::BUILD_FAILED,
-                    format!(
-                        "substitute from '{}/{}' error: {}",
-                        r.kind,
-                        r.name,
-                        cause_of(e)
-                    ),
-                ));
-            }
-        }
-    }
-    let vars = merge_variables(sources.iter(), &pb.substitute);
-    let options = SubstituteOptions {
-        always: pb.substitute_strategy.as_deref() == Some("Always"),
-        ..Default::default()
-    };
-    objects
-        .iter()
-        .map(|o| {
-            substitute_object(o, &vars, options)
-                .map_err(|e| failure(reasons::BUILD_FAILED, format!("post build failed: {e}")))
-        })
-        .collect()
 }
 
 /// Deletion: prune per `spec.deletionPolicy` (`MirrorPrune`: when `spec.prune`; `Delete`;

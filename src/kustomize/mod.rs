@@ -6,6 +6,7 @@ pub mod build;
 pub mod controller;
 pub mod decrypt;
 pub mod health_wait;
+pub mod render;
 pub mod substitute;
 pub mod target;
 pub mod wake;
