@@ -322,7 +322,7 @@ pub async fn post_build(
         .iter()
         .map(|o| {
             substitute_object(o, &vars, options)
-                .map_err(|e| fail(reasons::BUILD_FAILED, format!("post build failed: {e}")))
+                .map_err(|e| fail(reasons::BUILD_FAILED, e.to_string()))
         })
         .collect()
 }
