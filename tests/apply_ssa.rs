@@ -200,10 +200,28 @@ async fn a_refused_dry_run_applies_nothing_of_its_stage() {
     let group = format!("{n}.pennant.dev");
     let release = json!({"apiVersion": format!("{group}/v1"), "kind": "Release",
         "metadata": {"name": "podinfo", "namespace": n}, "spec": {}});
+    let extra = format!("{n}-extra");
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}});
     let err = Applier::new(client.clone())
-        .apply_all(vec![release, cm(n, "a", json!({"k": "1"}))], &opts(n))
+        .apply_all(
+            vec![release, cm(n, "a", json!({"k": "1"})), namespace],
+            &opts(n),
+        )
         .await
         .unwrap_err();
+    // the Namespace stage was applied before the failure, and the error says so (for the
+    // inventory)
+    assert_eq!(
+        actions(&err.applied),
+        [format!("Namespace/{extra} created")]
+    );
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    assert!(namespaces.get_opt(&extra).await.unwrap().is_some());
+    namespaces
+        .delete(&extra, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(err.object, format!("Release/{n}/podinfo"));
     assert_eq!(
         err.message,

@@ -258,6 +258,15 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
         Some(infra.revision.as_str())
     );
     assert_eq!(status.last_applied_revision, None);
+    // the Namespaces its first stage created stay in the cluster, so they are in its inventory
+    // (a deletion or a later prune finds them; Flux's inventory forgets them)
+    assert_eq!(
+        inventory_ids(&controllers),
+        [
+            "_cert-manager__Namespace",
+            "_envoy-gateway-system__Namespace"
+        ]
+    );
     // the Event follows the status it explains
     ns.event_messages_with("infra-controllers", NO_HELMRELEASE)
         .await;

@@ -120,18 +120,22 @@ pub fn change_set_message(changes: &[Change]) -> String {
 }
 
 /// An apply or delete that failed, naming the object.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ApplyError {
     /// `Kind/namespace/name`, or empty when no object is to blame (discovery, timeout).
     pub object: String,
     pub message: String,
+    /// [`Applier::apply_all`]: what the stages before the failure applied (they stay in the
+    /// cluster, so they belong in the inventory).
+    pub applied: Vec<Change>,
 }
 
 fn fail(id: &ObjectId, what: &str, e: impl fmt::Display) -> ApplyError {
     ApplyError {
         object: subject(id),
         message: format!("{} {what}: {e}", subject(id)),
+        ..Default::default()
     }
 }
 
@@ -181,6 +185,7 @@ fn fail_api(id: &ObjectId, what: &str, e: &kube::Error) -> ApplyError {
     ApplyError {
         object: subject(id),
         message: api_failure(&subject(id), what, e),
+        ..Default::default()
     }
 }
 
@@ -392,6 +397,7 @@ impl Applier {
             ApplyError {
                 object: subject(id),
                 message: discovery_failure(&subject(id), &id.kind, &api_version, &e),
+                ..Default::default()
             }
         })?;
         Ok(match caps.scope {
@@ -409,13 +415,15 @@ impl Applier {
 
     /// Apply `objects` in Flux's stages; returns the change set in apply order. Within a stage
     /// every object is dry-run before any is applied (Flux's `ApplyAll`): a refused dry-run
-    /// applies nothing of its stage. Stops at the first error (earlier stages stay applied).
+    /// applies nothing of its stage. Stops at the first error; what was applied before it is in
+    /// the error's `applied` (earlier stages stay in the cluster).
     pub async fn apply_all(
         &self,
         objects: Vec<Value>,
         opts: &ApplyOptions,
     ) -> Result<Vec<Change>, ApplyError> {
         let mut out = vec![];
+        let partial = |e: ApplyError, out: Vec<Change>| ApplyError { applied: out, ..e };
         for (stage, mut objs) in stages(objects, &opts.custom_stages) {
             if let Some((name, ns)) = &opts.owner {
                 for o in &mut objs {
@@ -424,13 +432,21 @@ impl Applier {
             }
             let mut planned = Vec::with_capacity(objs.len());
             for o in &objs {
-                planned.push(self.plan_one(o, opts.force).await?);
+                match self.plan_one(o, opts.force).await {
+                    Ok(p) => planned.push(p),
+                    Err(e) => return Err(partial(e, out)),
+                }
             }
             for p in planned {
-                out.push(self.commit(p).await?);
+                match self.commit(p).await {
+                    Ok(c) => out.push(c),
+                    Err(e) => return Err(partial(e, out)),
+                }
             }
             if stage.waits() {
-                self.wait_ready(&objs, stage, opts.wait_timeout).await?;
+                if let Err(e) = self.wait_ready(&objs, stage, opts.wait_timeout).await {
+                    return Err(partial(e, out));
+                }
                 self.forget_discovery();
             }
         }
@@ -726,6 +742,7 @@ impl Applier {
                         ApplyError {
                             object: entry.id.clone(),
                             message: e.to_string(),
+                            ..Default::default()
                         },
                     ));
                     continue;
@@ -767,6 +784,7 @@ impl Applier {
             let id = ObjectId::parse(&entry.id).map_err(|e| ApplyError {
                 object: entry.id.clone(),
                 message: e.to_string(),
+                ..Default::default()
             })?;
             if self.prunable(&id, &entry.v, owner).await?.is_some() {
                 out.push(Change {

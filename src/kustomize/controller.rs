@@ -69,7 +69,7 @@ use crate::api::source::{
     Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository, Source,
 };
 use crate::apply::inventory::{inventory_of, merge_survivors, stale};
-use crate::apply::ssa::{Applier, ApplyOptions, change_set_message};
+use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -906,13 +906,8 @@ async fn attempt(
         custom_stages: vec![],
         wait_timeout: ks.timeout().unwrap_or(Duration::from_secs(300)),
     };
-    let mut changes = target
-        .applier
-        .apply_all(objects, &opts)
-        .await
-        .map_err(|e| failure(reasons::RECONCILIATION_FAILED, e.message))?;
     let old_inventory = status.inventory.clone().unwrap_or_default();
-    let mut inventory = ResourceInventory {
+    let entries = |changes: &[Change]| ResourceInventory {
         entries: changes
             .iter()
             .map(|c| crate::api::kustomization::ResourceRef {
@@ -921,6 +916,20 @@ async fn attempt(
             })
             .collect(),
     };
+    let mut changes = match target.applier.apply_all(objects, &opts).await {
+        Ok(changes) => changes,
+        Err(e) => {
+            // the stages applied before the failure stay in the cluster: the inventory names
+            // them too, so that a later prune or deletion finds them (Flux forgets them)
+            if !e.applied.is_empty() {
+                let mut inventory = old_inventory;
+                merge_survivors(&mut inventory, &entries(&e.applied).entries);
+                status.inventory = Some(inventory);
+            }
+            return Err(failure(reasons::RECONCILIATION_FAILED, e.message));
+        }
+    };
+    let mut inventory = entries(&changes);
     debug_assert_eq!(inventory.entries.len(), new_inventory.entries.len());
     if ks.spec.prune {
         let stale = stale(&old_inventory, &inventory)
