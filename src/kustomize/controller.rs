@@ -56,7 +56,6 @@ use sha2::Digest;
 use tracing::{info, warn};
 
 use super::build::{BuildOptions, kustomize_binary};
-use super::decrypt::{DECRYPT_ANNOTATION, Keys, decrypt_object, decryption_disabled, is_encrypted};
 use super::health_wait::{self, Attempted, Outcome, Target, Waits};
 use super::render::{
     RenderError, SourceState, cause_of, fetch_artifact, render, source_key, source_state,
@@ -160,58 +159,6 @@ pub const UNSUPPORTED_FIELD: &str = super::target::UNSUPPORTED_FIELD;
 pub fn refused(ks: &Kustomization) -> Option<String> {
     let kc = ks.spec.kube_config.as_ref()?;
     (kc.secret_ref.is_none()).then(|| super::target::CONFIG_MAP_REF_REFUSED.to_string())
-}
-
-/// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
-/// `<Kind>.<version>.<group>/<name>.<namespace>`, with `[noGrp]` for the core group and
-/// `[noNs]` for a cluster-scoped object (e.g. `Secret.v1.[noGrp]/db.apps`). PURE.
-pub fn res_id(obj: &Value) -> String {
-    let s = |v: &Value, none: &str| {
-        v.as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(none)
-            .to_string()
-    };
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let group = if group.is_empty() { "[noGrp]" } else { group };
-    let version = if version.is_empty() {
-        "[noVer]"
-    } else {
-        version
-    };
-    format!(
-        "{}.{version}.{group}/{}.{}",
-        s(&obj["kind"], "[noKind]"),
-        s(&obj["metadata"]["name"], "[noName]"),
-        s(&obj["metadata"]["namespace"], "[noNs]")
-    )
-}
-
-/// The decryption step on the built objects (Flux's per-resource `DecryptResource`): with
-/// `keys` (`spec.decryption` set) every SOPS-encrypted object, or Secret with encrypted `data`
-/// values, is replaced by its plain form; without, an object that still carries SOPS metadata
-/// is an error rather than ciphertext applied to the cluster. Errors are Flux's
-/// `decryption failed for '<res id>': <cause>` ([`res_id`]); they never carry a plaintext
-/// value or key material. PURE.
-pub fn decrypt(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, String> {
-    objects
-        .into_iter()
-        .map(|o| match keys {
-            Some(keys) => match decrypt_object(&o, keys) {
-                Ok(Some(plain)) => Ok(plain),
-                Ok(None) => Ok(o),
-                Err(e) => Err(format!("decryption failed for '{}': {e}", res_id(&o))),
-            },
-            None if is_encrypted(&o) && !decryption_disabled(&o) => Err(format!(
-                "decryption failed for '{}': the object is SOPS-encrypted but spec.decryption \
-                 is not set (set spec.decryption.provider: sops and a secretRef holding the \
-                 age key, or annotate it {DECRYPT_ANNOTATION}: disabled)",
-                res_id(&o)
-            )),
-            None => Ok(o),
-        })
-        .collect()
 }
 
 /// A step of a run on a new revision, named in `Reconciling`'s message.
@@ -1475,38 +1422,6 @@ mod tests {
         mark_failed(&mut c, reasons::PRUNE_FAILED, "x", false, 3, &t(7));
         assert!(cond(&c, types::RECONCILING).is_none());
         flux_valid(&c);
-    }
-
-    #[test]
-    fn res_id_is_kustomizes() {
-        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"}});
-        assert_eq!(res_id(&s), "Secret.v1.[noGrp]/db.apps");
-        let c = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
-        assert_eq!(
-            res_id(&c),
-            "ClusterRole.v1.rbac.authorization.k8s.io/r.[noNs]"
-        );
-    }
-
-    #[test]
-    fn ciphertext_without_decryption_is_refused_not_applied() {
-        let enc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"},
-            "data": {"password": "ENC[AES256_GCM,data:xx,iv:yy,tag:zz,type:str]"},
-            "sops": {"mac": "ENC[AES256_GCM,data:m,iv:i,tag:t,type:str]", "age": []}});
-        let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
-        let err = decrypt(vec![plain.clone(), enc.clone()], None).unwrap_err();
-        assert!(
-            err.starts_with("decryption failed for 'Secret.v1.[noGrp]/db.apps': "),
-            "{err}"
-        );
-        assert!(err.contains("spec.decryption is not set"), "{err}");
-        assert_eq!(decrypt(vec![plain.clone()], None).unwrap(), vec![plain]);
-        let mut opted_out = enc;
-        opted_out["metadata"]["annotations"] = json!({DECRYPT_ANNOTATION: "disabled"});
-        assert_eq!(
-            decrypt(vec![opted_out.clone()], None).unwrap(),
-            vec![opted_out]
-        );
     }
 
     #[test]

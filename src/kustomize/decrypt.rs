@@ -1206,6 +1206,58 @@ fn write_private(path: &Path, plain: &Plain) -> std::io::Result<()> {
     Ok(())
 }
 
+/// kustomize's `ResId` string of a built object, as Flux names it in decryption errors:
+/// `<Kind>.<version>.<group>/<name>.<namespace>`, with `[noGrp]` for the core group and
+/// `[noNs]` for a cluster-scoped object (e.g. `Secret.v1.[noGrp]/db.apps`). PURE.
+pub fn res_id(obj: &Value) -> String {
+    let s = |v: &Value, none: &str| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(none)
+            .to_string()
+    };
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let group = if group.is_empty() { "[noGrp]" } else { group };
+    let version = if version.is_empty() {
+        "[noVer]"
+    } else {
+        version
+    };
+    format!(
+        "{}.{version}.{group}/{}.{}",
+        s(&obj["kind"], "[noKind]"),
+        s(&obj["metadata"]["name"], "[noName]"),
+        s(&obj["metadata"]["namespace"], "[noNs]")
+    )
+}
+
+/// The decryption step on the built objects (Flux's per-resource `DecryptResource`): with
+/// `keys` (`spec.decryption` set) every SOPS-encrypted object, or Secret with encrypted `data`
+/// values, is replaced by its plain form; without, an object that still carries SOPS metadata
+/// is an error rather than ciphertext applied to the cluster. Errors are Flux's
+/// `decryption failed for '<res id>': <cause>` ([`res_id`]); they never carry a plaintext
+/// value or key material. PURE.
+pub fn decrypt_objects(objects: Vec<Value>, keys: Option<&Keys>) -> Result<Vec<Value>, String> {
+    objects
+        .into_iter()
+        .map(|o| match keys {
+            Some(keys) => match decrypt_object(&o, keys) {
+                Ok(Some(plain)) => Ok(plain),
+                Ok(None) => Ok(o),
+                Err(e) => Err(format!("decryption failed for '{}': {e}", res_id(&o))),
+            },
+            None if is_encrypted(&o) && !decryption_disabled(&o) => Err(format!(
+                "decryption failed for '{}': the object is SOPS-encrypted but spec.decryption \
+                 is not set (set spec.decryption.provider: sops and a secretRef holding the \
+                 age key, or annotate it {DECRYPT_ANNOTATION}: disabled)",
+                res_id(&o)
+            )),
+            None => Ok(o),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "decrypt_tests.rs"]
 mod tests;

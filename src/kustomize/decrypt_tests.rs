@@ -252,3 +252,38 @@ fn yaml_scalars_resolve_as_go_yaml_v3() {
         b"1000000000000000000000"
     );
 }
+
+#[test]
+fn res_id_is_kustomizes() {
+    let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"}});
+    assert_eq!(res_id(&s), "Secret.v1.[noGrp]/db.apps");
+    let c = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+    assert_eq!(
+        res_id(&c),
+        "ClusterRole.v1.rbac.authorization.k8s.io/r.[noNs]"
+    );
+}
+
+#[test]
+fn ciphertext_without_decryption_is_refused_not_applied() {
+    let enc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps"},
+        "data": {"password": "ENC[AES256_GCM,data:xx,iv:yy,tag:zz,type:str]"},
+        "sops": {"mac": "ENC[AES256_GCM,data:m,iv:i,tag:t,type:str]", "age": []}});
+    let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    let err = decrypt_objects(vec![plain.clone(), enc.clone()], None).unwrap_err();
+    assert!(
+        err.starts_with("decryption failed for 'Secret.v1.[noGrp]/db.apps': "),
+        "{err}"
+    );
+    assert!(err.contains("spec.decryption is not set"), "{err}");
+    assert_eq!(
+        decrypt_objects(vec![plain.clone()], None).unwrap(),
+        vec![plain]
+    );
+    let mut opted_out = enc;
+    opted_out["metadata"]["annotations"] = json!({DECRYPT_ANNOTATION: "disabled"});
+    assert_eq!(
+        decrypt_objects(vec![opted_out.clone()], None).unwrap(),
+        vec![opted_out]
+    );
+}

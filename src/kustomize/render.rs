@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use super::build::{BuildOptions, build, resolve_path, set_common_metadata};
-use super::decrypt::{Keys, decrypt_sources};
+use super::decrypt::{Keys, decrypt_objects, decrypt_sources};
 use super::substitute::{Options as SubstituteOptions, merge_variables, substitute_object};
 use crate::api::kustomization::Kustomization;
 use crate::api::source::{Artifact, ExternalArtifact, GitRepository, OCIRepository};
@@ -181,8 +181,8 @@ pub async fn render(
     .map_err(|e| fail(reasons::BUILD_FAILED, format!("build task failed: {e}")))?
     .map_err(|e| fail(reasons::BUILD_FAILED, e))?;
     // Flux's order: decryption, then postBuild substitution
-    let objects = super::controller::decrypt(built, keys.as_ref())
-        .map_err(|e| fail(reasons::BUILD_FAILED, e))?;
+    let objects =
+        decrypt_objects(built, keys.as_ref()).map_err(|e| fail(reasons::BUILD_FAILED, e))?;
     drop(keys);
     let mut objects = post_build(ks, objects, client).await?;
     // Flux: spec.commonMetadata labels and annotations on every object, after substitution
