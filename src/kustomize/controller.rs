@@ -67,7 +67,7 @@ use crate::api::kustomization::{
 use crate::api::source::{
     Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository, Source,
 };
-use crate::apply::inventory::{inventory_of, merge_survivors, stale};
+use crate::apply::inventory::{merge_survivors, stale};
 use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
@@ -845,13 +845,13 @@ async fn attempt(
     let target = ctx.targets.target(ks).await?;
     let objects = render(ks, &ctx.client, root, &ctx.settings.build).await?;
     let digest = manifests_digest(&objects);
-    let new_inventory = inventory_of(&objects);
+    let built = objects.len();
     let jobs_with_ttl = crate::health::assess::jobs_with_ttl(&objects);
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
         owner: Some((name.clone(), ns.clone())),
         custom_stages: vec![],
-        wait_timeout: ks.timeout().unwrap_or(Duration::from_secs(300)),
+        wait_timeout: timeout,
     };
     let old_inventory = status.inventory.clone().unwrap_or_default();
     let entries = |changes: &[Change]| ResourceInventory {
@@ -877,7 +877,7 @@ async fn attempt(
         }
     };
     let mut inventory = entries(&changes);
-    debug_assert_eq!(inventory.entries.len(), new_inventory.entries.len());
+    debug_assert_eq!(inventory.entries.len(), built);
     if ks.spec.prune {
         let stale = stale(&old_inventory, &inventory)
             .map_err(|e| failure(reasons::PRUNE_FAILED, e.to_string()))?;
