@@ -1,0 +1,288 @@
+//! PURE helpers of the HelmRelease controller ([`super::controller`]): the generated HelmChart
+//! (Flux's `HelmChartTemplate` → `HelmChart`), the chart version recorded for an artifact, the
+//! decision [`Policy`] read from the spec, the mapping between Helm's stored releases and
+//! `status.history` snapshots, and the release-target change check (Flux's step 8, with
+//! helm-controller#864/#234 fixed).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::decide::{self, Policy};
+use super::storage::Release;
+use crate::api::helm_release::{
+    ActionStrategy, HelmRelease, NAME_LABEL, NAMESPACE_LABEL, RemediationStrategy, Snapshot,
+    TestHookStatus,
+};
+
+/// The HelmChart `spec.chart` asks for, as the server-side apply body (`None` with
+/// `chartRef`): named [`HelmRelease::helm_chart_name`] in [`HelmRelease::helm_chart_namespace`],
+/// labelled `helm.toolkit.fluxcd.io/name|namespace` (plus `chart.metadata` labels and
+/// annotations), with the template's chart, version (default `*`), sourceRef (kind, name),
+/// interval (the HelmRelease's when unset), reconcileStrategy (default `ChartVersion`),
+/// valuesFiles, ignoreMissingValuesFiles and verify. Same as Flux's `buildHelmChartFromTemplate`.
+pub fn helm_chart(hr: &HelmRelease) -> Option<Value> {
+    let t = hr.spec.chart.as_ref()?;
+    let s = &t.spec;
+    let mut labels: BTreeMap<String, String> = t
+        .metadata
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(NAME_LABEL.into(), hr.name_any());
+    labels.insert(NAMESPACE_LABEL.into(), hr.namespace().unwrap_or_default());
+    let annotations: BTreeMap<String, String> = t
+        .metadata
+        .as_ref()
+        .map(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let mut metadata = json!({
+        "name": hr.helm_chart_name(),
+        "namespace": hr.helm_chart_namespace(),
+        "labels": labels,
+    });
+    if !annotations.is_empty() {
+        metadata["annotations"] = json!(annotations);
+    }
+    let mut spec = json!({
+        "chart": s.chart,
+        "version": s.version.as_deref().filter(|v| !v.is_empty()).unwrap_or("*"),
+        "sourceRef": {"kind": s.source_ref.kind, "name": s.source_ref.name},
+        "interval": hr.helm_chart_interval(),
+        "reconcileStrategy": s.reconcile_strategy.as_deref().filter(|v| !v.is_empty())
+            .unwrap_or("ChartVersion"),
+    });
+    if !s.values_files.is_empty() {
+        spec["valuesFiles"] = json!(s.values_files);
+    }
+    if s.ignore_missing_values_files == Some(true) {
+        spec["ignoreMissingValuesFiles"] = json!(true);
+    }
+    if let Some(v) = &s.verify {
+        spec["verify"] = serde_json::to_value(v).unwrap_or_default();
+    }
+    Some(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "HelmChart",
+        "metadata": metadata,
+        "spec": spec,
+    }))
+}
+
+/// The chart version recorded for an artifact (`status.lastAttemptedRevision`): the chart's
+/// own version; for an OCIRepository (or a chart whose artifact revision carries an OCI
+/// digest) `<version>+<first 12 hex of the digest>`, so a re-pushed tag is a change (Flux's
+/// `mutateChartWithSourceRevision`). `oci_digest` is the artifact's `sha256:<hex>`.
+pub fn chart_version(version: &str, oci_digest: Option<&str>) -> String {
+    match oci_digest.and_then(|d| d.split_once(':')).map(|(_, h)| h) {
+        Some(hex) if hex.len() >= 12 => {
+            // a version already carrying build metadata keeps it, the digest is appended
+            let sep = if version.contains('+') { "." } else { "+" };
+            format!("{version}{sep}{}", &hex[..12])
+        }
+        _ => version.to_string(),
+    }
+}
+
+/// The decision [`Policy`] of `hr`: timeouts (each action's, else `spec.timeout`, else 5m),
+/// strategies, remediation (defaults as Flux's), tests, drift mode.
+pub fn policy(hr: &HelmRelease, default_to_retry_on_failure: bool) -> Policy {
+    let timeout = hr.timeout().unwrap_or(Duration::from_secs(300));
+    let strat = |s: ActionStrategy| match s {
+        ActionStrategy::RemediateOnFailure => decide::FailureStrategy::RemediateOnFailure,
+        ActionStrategy::RetryOnFailure { retry_interval } => {
+            decide::FailureStrategy::RetryOnFailure { retry_interval }
+        }
+    };
+    let has_strategy = |set: bool, s: ActionStrategy| set.then(|| strat(s));
+    let install = hr.spec.install.as_ref();
+    let upgrade = hr.spec.upgrade.as_ref();
+    let ir = install.and_then(|i| i.remediation.as_ref());
+    let ur = upgrade.and_then(|u| u.remediation.as_ref());
+    let irem = hr.install_remediation();
+    let urem = hr.upgrade_remediation();
+    let test = hr.spec.test.as_ref();
+    Policy {
+        timeout,
+        install: decide::ActionPolicy {
+            timeout: hr.install_timeout().unwrap_or(timeout),
+            strategy: has_strategy(
+                install.and_then(|i| i.strategy.as_ref()).is_some(),
+                hr.install_strategy(false),
+            ),
+            remediation: decide::Remediation {
+                retries: irem.retries,
+                ignore_test_failures: irem.ignore_test_failures,
+                remediate_last_failure: ir.and_then(|r| r.remediate_last_failure),
+            },
+            remediation_strategy: decide::RemediationStrategy::Uninstall,
+        },
+        upgrade: decide::ActionPolicy {
+            timeout: hr.upgrade_timeout().unwrap_or(timeout),
+            strategy: has_strategy(
+                upgrade.and_then(|u| u.strategy.as_ref()).is_some(),
+                hr.upgrade_strategy(false),
+            ),
+            remediation: decide::Remediation {
+                retries: urem.retries,
+                ignore_test_failures: urem.ignore_test_failures,
+                remediate_last_failure: ur.and_then(|r| r.remediate_last_failure),
+            },
+            remediation_strategy: match urem.strategy {
+                RemediationStrategy::Rollback => decide::RemediationStrategy::Rollback,
+                RemediationStrategy::Uninstall => decide::RemediationStrategy::Uninstall,
+            },
+        },
+        test: decide::TestPolicy {
+            enabled: hr.test_enabled(),
+            ignore_failures: test.and_then(|t| t.ignore_failures).unwrap_or(false),
+            timeout: hr.test_timeout().unwrap_or(timeout),
+        },
+        rollback_timeout: hr.rollback_timeout().unwrap_or(timeout),
+        uninstall_timeout: hr.uninstall_timeout().unwrap_or(timeout),
+        drift: match hr.drift_mode() {
+            crate::api::helm_release::DriftMode::Enabled => decide::DriftMode::Enabled,
+            crate::api::helm_release::DriftMode::Warn => decide::DriftMode::Warn,
+            crate::api::helm_release::DriftMode::Disabled => decide::DriftMode::Disabled,
+        },
+        default_to_retry_on_failure,
+        unlock_only_stale: true,
+    }
+}
+
+/// `sha256:<hex>` of a stored release: the observation Flux digests (name, version, info,
+/// chart metadata, config, manifest, non-test hooks, namespace). A release changed in storage
+/// by someone else (`helm upgrade` by hand) no longer matches its snapshot.
+pub fn release_digest(r: &Release) -> String {
+    let hooks: Vec<Value> = r
+        .hooks
+        .iter()
+        .filter(|h| !h.is_test())
+        .map(|h| json!({"name": h.name, "kind": h.kind, "path": h.path, "events": h.events}))
+        .collect();
+    let obs = json!({
+        "name": r.name,
+        "version": r.version,
+        "status": r.info.status.as_str(),
+        "description": r.info.description,
+        "chart": {"name": r.chart.name, "version": r.chart.version, "appVersion": r.chart.app_version},
+        "config": r.config,
+        "manifest": r.manifest,
+        "hooks": hooks,
+        "namespace": r.namespace,
+    });
+    format!(
+        "sha256:{:x}",
+        Sha256::digest(serde_json::to_vec(&obs).unwrap_or_default())
+    )
+}
+
+fn time(t: Option<k8s_openapi::jiff::Timestamp>) -> Time {
+    Time(t.unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// The `status.history` entry of a stored release. `tested`: the test hooks ran on this
+/// revision (then `testHooks` holds each with its last run; an empty map = no test hooks).
+pub fn snapshot_of(r: &Release, oci_digest: Option<&str>, tested: bool) -> Snapshot {
+    let test_hooks = tested.then(|| {
+        r.test_hooks()
+            .map(|h| {
+                let ts = |t: Option<k8s_openapi::jiff::Timestamp>| t.map(Time);
+                (
+                    h.name.clone(),
+                    TestHookStatus {
+                        last_started: ts(h.last_run.started_at),
+                        last_completed: ts(h.last_run.completed_at),
+                        phase: Some(h.last_run.phase.clone()).filter(|p| !p.is_empty()),
+                    },
+                )
+            })
+            .collect()
+    });
+    Snapshot {
+        api_version: Some("v2".into()),
+        digest: release_digest(r),
+        name: r.name.clone(),
+        namespace: r.namespace.clone(),
+        version: r.version as i64,
+        status: r.info.status.as_str().to_string(),
+        action: None,
+        chart_name: r.chart.name.clone(),
+        chart_version: r.chart.version.clone(),
+        app_version: Some(r.chart.app_version.clone()).filter(|a| !a.is_empty()),
+        config_digest: super::values::config_digest(&r.config),
+        first_deployed: time(r.info.first_deployed),
+        last_deployed: time(r.info.last_deployed),
+        deleted: r.info.deleted.map(Time),
+        test_hooks,
+        oci_digest: oci_digest.map(str::to_string),
+    }
+}
+
+/// A `status.history` entry as the decision table reads it.
+pub fn to_decide(s: &Snapshot) -> decide::Snapshot {
+    decide::Snapshot {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        revision: s.version.max(0) as u32,
+        status: decide::ReleaseStatus::parse(&s.status),
+        chart_name: s.chart_name.clone(),
+        chart_version: s.chart_version.clone(),
+        config_digest: s.config_digest.clone(),
+        test_hooks: s.test_hooks.as_ref().map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    let phase = match v.phase.as_deref() {
+                        Some("Succeeded") => decide::TestPhase::Succeeded,
+                        Some("Failed") => decide::TestPhase::Failed,
+                        Some("Running") => decide::TestPhase::Running,
+                        _ => decide::TestPhase::Unknown,
+                    };
+                    (k.clone(), phase)
+                })
+                .collect()
+        }),
+    }
+}
+
+/// What moved since the newest snapshot (Flux's release-target check, step 8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetChange {
+    /// Release name, release namespace or storage namespace changed: the old release must be
+    /// uninstalled first (the new target is a new release). The message names both.
+    Moved(String),
+    /// Only the chart name changed, with `chartNameChangeStrategy: Reinstall` (the default):
+    /// uninstall, then install, announced by an Event (helm-controller#864/#234: Flux did this
+    /// silently).
+    ChartRenamed(String),
+}
+
+/// The release-target change of `hr` against `status.history[0]` and `status.storageNamespace`
+/// for the chart `chart_name` about to be used; `None` when nothing moved, or only the chart
+/// name with `InPlaceUpdate` (then an ordinary upgrade follows). PURE.
+pub fn target_change(hr: &HelmRelease, chart_name: &str) -> Option<TargetChange> {
+    let status = hr.status.as_ref()?;
+    let storage = status.storage_namespace.as_deref().filter(|s| !s.is_empty())?;
+    let cur = status.history.first()?;
+    let (name, ns) = (hr.release_name(), hr.release_namespace());
+    let want_storage = ns.clone(); // the helm CLI stores in the release namespace
+    if cur.name != name || cur.namespace != ns || storage != want_storage {
+        return Some(TargetChange::Moved(format!(
+            "release target changed from {}/{} (storage {storage}) to {ns}/{name} (storage \
+             {want_storage}): uninstalling the old release",
+            cur.namespace, cur.name
+        )));
+    }
+    if cur.chart_name != chart_name && !hr.chart_name_change_in_place() {
+        return Some(TargetChange::ChartRenamed(format!(
+            "chart name changed from {} to {chart_name} (upgrade.chartNameChangeStrategy: \
+             Reinstall): uninstalling release {}/{} to install the new chart",
+            cur.chart_name, cur.namespace, cur.name
+        )));
+    }
+    None
+}
