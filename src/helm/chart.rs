@@ -286,3 +286,170 @@ pub fn target_change(hr: &HelmRelease, chart_name: &str) -> Option<TargetChange>
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::helm_release::HelmReleaseStatus;
+
+    fn hr(spec: Value) -> HelmRelease {
+        let mut h: HelmRelease = serde_json::from_value(json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": spec,
+        }))
+        .unwrap();
+        h.metadata.generation = Some(1);
+        h
+    }
+
+    fn chart_spec() -> Value {
+        json!({"interval": "5m", "chart": {"spec": {
+            "chart": "podinfo", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}})
+    }
+
+    #[test]
+    fn the_generated_helm_chart_is_fluxs() {
+        let c = helm_chart(&hr(chart_spec())).unwrap();
+        assert_eq!(c["metadata"]["name"], "apps-web");
+        assert_eq!(c["metadata"]["namespace"], "apps");
+        assert_eq!(c["metadata"]["labels"][NAME_LABEL], "web");
+        assert_eq!(c["metadata"]["labels"][NAMESPACE_LABEL], "apps");
+        assert_eq!(c["spec"]["version"], "*");
+        assert_eq!(c["spec"]["interval"], "5m");
+        assert_eq!(c["spec"]["reconcileStrategy"], "ChartVersion");
+        assert_eq!(
+            c["spec"]["sourceRef"],
+            json!({"kind": "HelmRepository", "name": "charts"})
+        );
+        assert!(c["spec"].get("valuesFiles").is_none());
+        let mut spec = chart_spec();
+        spec["chart"]["spec"]["version"] = json!("1.x");
+        spec["chart"]["spec"]["interval"] = json!("1m");
+        spec["chart"]["spec"]["sourceRef"]["namespace"] = json!("flux-system");
+        spec["chart"]["spec"]["reconcileStrategy"] = json!("Revision");
+        spec["chart"]["spec"]["valuesFiles"] = json!(["values-prod.yaml"]);
+        spec["chart"]["metadata"] = json!({"labels": {"team": "a"}, "annotations": {"x": "y"}});
+        let c = helm_chart(&hr(spec)).unwrap();
+        assert_eq!(c["metadata"]["namespace"], "flux-system");
+        assert_eq!(c["metadata"]["labels"]["team"], "a");
+        assert_eq!(c["metadata"]["annotations"]["x"], "y");
+        assert_eq!(c["spec"]["version"], "1.x");
+        assert_eq!(c["spec"]["interval"], "1m");
+        assert_eq!(c["spec"]["reconcileStrategy"], "Revision");
+        assert_eq!(c["spec"]["valuesFiles"], json!(["values-prod.yaml"]));
+        let r = hr(json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}}));
+        assert!(helm_chart(&r).is_none(), "chartRef generates none");
+    }
+
+    #[test]
+    fn oci_chart_versions_carry_the_digest() {
+        let d = "sha256:0123456789abcdef0123";
+        assert_eq!(chart_version("1.2.3", Some(d)), "1.2.3+0123456789ab");
+        assert_eq!(chart_version("1.2.3+build", Some(d)), "1.2.3+build.0123456789ab");
+        assert_eq!(chart_version("1.2.3", None), "1.2.3");
+        assert_eq!(chart_version("1.2.3", Some("bogus")), "1.2.3");
+    }
+
+    #[test]
+    fn the_policy_follows_the_spec() {
+        let mut spec = chart_spec();
+        spec["timeout"] = json!("2m");
+        spec["upgrade"] = json!({"timeout": "7m", "remediation": {"retries": 2, "strategy": "uninstall"}});
+        spec["install"] = json!({"strategy": {"name": "RetryOnFailure", "retryInterval": "1m"}});
+        spec["test"] = json!({"enable": true});
+        let p = policy(&hr(spec), false);
+        assert_eq!(p.timeout, Duration::from_secs(120));
+        assert_eq!(p.install.timeout, Duration::from_secs(120));
+        assert_eq!(p.upgrade.timeout, Duration::from_secs(420));
+        assert_eq!(p.upgrade.remediation.retries, 2);
+        assert_eq!(
+            p.upgrade.remediation_strategy,
+            decide::RemediationStrategy::Uninstall
+        );
+        assert_eq!(
+            p.install.strategy,
+            Some(decide::FailureStrategy::RetryOnFailure {
+                retry_interval: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(p.upgrade.strategy, None, "unset stays unset for the gate");
+        assert!(p.test.enabled);
+        let p = policy(&hr(chart_spec()), false);
+        assert_eq!(p.timeout, Duration::from_secs(300));
+        assert_eq!(p.install.remediation.retries, 0);
+        assert!(!p.test.enabled);
+    }
+
+    fn snap(name: &str, ns: &str, chart: &str) -> Snapshot {
+        Snapshot {
+            api_version: Some("v2".into()),
+            digest: "sha256:x".into(),
+            name: name.into(),
+            namespace: ns.into(),
+            version: 1,
+            status: "deployed".into(),
+            action: None,
+            chart_name: chart.into(),
+            chart_version: "1.0.0".into(),
+            app_version: None,
+            config_digest: "sha256:c".into(),
+            first_deployed: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            last_deployed: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            deleted: None,
+            test_hooks: None,
+            oci_digest: None,
+        }
+    }
+
+    #[test]
+    fn target_changes_uninstall_only_when_the_release_moved_or_reinstall_is_asked() {
+        let mut h = hr(chart_spec());
+        assert_eq!(target_change(&h, "podinfo"), None, "never installed");
+        h.status = Some(HelmReleaseStatus {
+            storage_namespace: Some("apps".into()),
+            history: vec![snap("web", "apps", "podinfo")],
+            ..Default::default()
+        });
+        assert_eq!(target_change(&h, "podinfo"), None);
+        // a new target namespace: a new release, the old one goes
+        h.spec.target_namespace = Some("prod".into());
+        match target_change(&h, "podinfo") {
+            Some(TargetChange::Moved(m)) => assert!(m.contains("apps/web") && m.contains("prod/prod-web"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        h.spec.target_namespace = None;
+        // chart renamed: Reinstall (default) is announced, InPlaceUpdate upgrades
+        match target_change(&h, "podinfo2") {
+            Some(TargetChange::ChartRenamed(m)) => {
+                assert!(m.contains("from podinfo to podinfo2"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        h.spec.upgrade = Some(
+            serde_json::from_value(json!({"chartNameChangeStrategy": "InPlaceUpdate"})).unwrap(),
+        );
+        assert_eq!(target_change(&h, "podinfo2"), None);
+    }
+
+    #[test]
+    fn snapshots_map_to_the_decision_table() {
+        let mut s = snap("web", "apps", "podinfo");
+        s.version = 3;
+        s.status = "failed".into();
+        let d = to_decide(&s);
+        assert_eq!(d.revision, 3);
+        assert_eq!(d.status, decide::ReleaseStatus::Failed);
+        assert_eq!(d.test_hooks, None);
+        s.test_hooks = Some(BTreeMap::from([(
+            "t".to_string(),
+            TestHookStatus {
+                phase: Some("Failed".into()),
+                ..Default::default()
+            },
+        )]));
+        let d = to_decide(&s);
+        assert!(d.has_test_in_phase(decide::TestPhase::Failed));
+    }
+}

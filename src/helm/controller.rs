@@ -894,6 +894,23 @@ pub fn record_snapshot(history: &mut Vec<Snapshot>, snap: Snapshot, max: usize) 
     }
 }
 
+/// Update the status of the `history` entries whose revision Helm storage still holds (the
+/// newest entry keeps its digest: it is what the next reconcile verifies). PURE.
+pub fn refresh_history(history: &mut [Snapshot], stored: &[Release]) {
+    for (i, s) in history.iter_mut().enumerate() {
+        if let Some(r) = stored
+            .iter()
+            .find(|r| r.version as i64 == s.version && r.name == s.name)
+        {
+            s.status = r.info.status.as_str().to_string();
+            s.deleted = r.info.deleted.map(Time);
+            if i > 0 {
+                s.digest = chart::release_digest(r);
+            }
+        }
+    }
+}
+
 /// Apply a decision's history edit to the API snapshots (by version). PURE.
 pub fn apply_history_edit(history: &mut Vec<Snapshot>, edit: decide::HistoryEdit) {
     let mut ds: Vec<decide::Snapshot> = history.iter().map(chart::to_decide).collect();
@@ -1090,6 +1107,11 @@ async fn release(
                 record_snapshot(&mut status.history, snap, max_history.max(1));
             }
             status.storage_namespace = Some(rref.namespace.clone());
+        }
+        // Helm rewrote the older revisions (superseded): the history follows, as Flux's
+        // release observer
+        if let Ok(all) = ctx.engine.history(&target, &rref).await {
+            refresh_history(&mut status.history, &all);
         }
         let newest = status.history.first().map(chart::to_decide);
         let octx = OutcomeContext {
@@ -1673,4 +1695,163 @@ async fn emit_event(
         field_manager: FIELD_MANAGER,
     };
     crate::gitops::events::emit(&ctx.client, hr, &note, &reporter).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hr(spec: Value) -> HelmRelease {
+        serde_json::from_value(json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "metadata": {"name": "web", "namespace": "apps", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn base() -> Value {
+        json!({"interval": "5m", "chart": {"spec": {
+            "chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}})
+    }
+
+    fn snap(v: i64, status: &str) -> Snapshot {
+        Snapshot {
+            api_version: None,
+            digest: format!("sha256:{v}"),
+            name: "web".into(),
+            namespace: "apps".into(),
+            version: v,
+            status: status.into(),
+            action: None,
+            chart_name: "app".into(),
+            chart_version: "1.0.0".into(),
+            app_version: None,
+            config_digest: "sha256:c".into(),
+            first_deployed: Time(Timestamp::UNIX_EPOCH),
+            last_deployed: Time(Timestamp::UNIX_EPOCH),
+            deleted: None,
+            test_hooks: None,
+            oci_digest: None,
+        }
+    }
+
+    #[test]
+    fn history_is_newest_first_bounded_and_replaces_the_same_version() {
+        let mut h = vec![];
+        record_snapshot(&mut h, snap(1, "deployed"), 2);
+        record_snapshot(&mut h, snap(2, "failed"), 2);
+        assert_eq!(h.iter().map(|s| s.version).collect::<Vec<_>>(), [2, 1]);
+        record_snapshot(&mut h, snap(2, "deployed"), 2);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].status, "deployed");
+        record_snapshot(&mut h, snap(3, "deployed"), 2);
+        assert_eq!(h.iter().map(|s| s.version).collect::<Vec<_>>(), [3, 2]);
+        record_snapshot(&mut h, snap(4, "deployed"), 0);
+        assert_eq!(h.len(), 3, "0: unlimited");
+    }
+
+    #[test]
+    fn history_edits_of_the_decision_apply_by_version() {
+        let mut h = vec![snap(3, "failed"), snap(2, "superseded"), snap(1, "superseded")];
+        apply_history_edit(&mut h, decide::HistoryEdit::Keep);
+        assert_eq!(h.len(), 3);
+        apply_history_edit(&mut h, decide::HistoryEdit::Truncate { ignore_tests: false });
+        assert_eq!(h.iter().map(|s| s.version).collect::<Vec<_>>(), [3, 2]);
+        apply_history_edit(&mut h, decide::HistoryEdit::Clear);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn the_watch_predicate_sees_generation_tokens_and_deletion() {
+        let a = hr(base());
+        let mut b = a.clone();
+        assert_eq!(wanted(&a), wanted(&b));
+        b.metadata.annotations = Some(BTreeMap::from([(
+            FORCE_REQUESTED_AT_ANNOTATION.to_string(),
+            "t1".to_string(),
+        )]));
+        assert_ne!(wanted(&a), wanted(&b));
+        let mut c = a.clone();
+        c.metadata.annotations = Some(BTreeMap::from([(
+            RESET_REQUESTED_AT_ANNOTATION.to_string(),
+            "t1".to_string(),
+        )]));
+        assert_ne!(wanted(&a), wanted(&c));
+        let mut d = a.clone();
+        d.metadata.generation = Some(2);
+        assert_ne!(wanted(&a), wanted(&d));
+        let mut e = a.clone();
+        e.status = Some(HelmReleaseStatus {
+            failures: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(wanted(&a), wanted(&e), "status writes do not wake");
+    }
+
+    #[test]
+    fn a_ready_dependency_wakes_only_its_waiting_dependents() {
+        let mut waiting = hr(base());
+        waiting.spec.depends_on =
+            vec![serde_json::from_value(json!({"name": "back"})).unwrap()];
+        waiting.status = Some(HelmReleaseStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reasons::DEPENDENCY_NOT_READY.into(),
+                message: String::new(),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        let mut other = waiting.clone();
+        other.metadata.name = Some("other".into());
+        other.spec.depends_on =
+            vec![serde_json::from_value(json!({"name": "elsewhere"})).unwrap()];
+        let all = vec![Arc::new(waiting), Arc::new(other)];
+        let woken = dependents_to_wake(&all, "HelmRelease", "apps", "back", true);
+        assert_eq!(woken.len(), 1);
+        assert_eq!(woken[0].name, "web");
+        assert!(dependents_to_wake(&all, "HelmRelease", "apps", "back", false).is_empty());
+        assert!(dependents_to_wake(&all, "Kustomization", "apps", "back", true).is_empty());
+        assert!(dependents_to_wake(&all, "HelmRelease", "other-ns", "back", true).is_empty());
+    }
+
+    #[test]
+    fn impersonation_refusal_and_unsupported_fields() {
+        let mut h = hr(base());
+        assert_eq!(impersonated_user(&h, None), None);
+        assert_eq!(
+            impersonated_user(&h, Some("tenant")).as_deref(),
+            Some("system:serviceaccount:apps:tenant")
+        );
+        h.spec.service_account_name = Some("deployer".into());
+        assert_eq!(
+            impersonated_user(&h, Some("tenant")).as_deref(),
+            Some("system:serviceaccount:apps:deployer")
+        );
+        assert_eq!(refused(&h), None);
+        assert!(unsupported_fields(&h).is_empty());
+        h.spec.kube_config = Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        assert!(refused(&h).unwrap().starts_with("spec.kubeConfig is not supported yet"));
+        h.spec.drift_detection = Some(serde_json::from_value(json!({"mode": "warn"})).unwrap());
+        let u = unsupported_fields(&h);
+        assert_eq!(u.len(), 1);
+        assert!(u[0].starts_with("spec.driftDetection"), "{u:?}");
+    }
+
+    #[test]
+    fn the_chart_source_is_the_generated_chart_or_chart_ref() {
+        assert_eq!(
+            chart_source_key(&hr(base())),
+            ("HelmChart".into(), "apps".into(), "apps-web".into())
+        );
+        let r = hr(json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}}));
+        assert_eq!(
+            chart_source_key(&r),
+            ("OCIRepository".into(), "apps".into(), "x".into())
+        );
+    }
 }
