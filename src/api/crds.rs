@@ -2,9 +2,10 @@
 //! `alertproviders` in `flagger.app/v1beta1`, and Flux's source kinds `gitrepositories`,
 //! `ocirepositories`, `helmrepositories`, `helmcharts` and `externalartifacts` in
 //! `source.toolkit.fluxcd.io/v1` (schemas as Flux source-controller v1.9's), source-watcher's
-//! `artifactgenerators` in `source.extensions.fluxcd.io/v1beta1` and `kustomizations` in
-//! `kustomize.toolkit.fluxcd.io/v1` (as kustomize-controller v1.9.5's; `tests/compat_flux.rs`
-//! checks them all), generated from the Rust types.
+//! `artifactgenerators` in `source.extensions.fluxcd.io/v1beta1`, `kustomizations` in
+//! `kustomize.toolkit.fluxcd.io/v1` (as kustomize-controller v1.9.5's) and `helmreleases` in
+//! `helm.toolkit.fluxcd.io/v2` (as helm-controller v1.6.4's; `tests/compat_flux.rs` checks them
+//! all), generated from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
@@ -19,6 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+use super::helm_release::HelmRelease;
 use super::kustomization::Kustomization;
 use super::source::{
     ArtifactGenerator, ExternalArtifact, GitRepository, HelmChart, HelmRepository, OCIRepository,
@@ -42,12 +44,15 @@ const EXTERNAL_ARTIFACT_DESCRIPTION: &str = "ExternalArtifact: an artifact store
 const ARTIFACT_GENERATOR_DESCRIPTION: &str = "ArtifactGenerator: artifacts composed from files of other sources, Flux source-watcher-compatible.";
 const KUSTOMIZATION_DESCRIPTION: &str = "Kustomization: a directory of a source's artifact built \
     with kustomize and applied with pruning and health checks, Flux-compatible.";
+const HELM_RELEASE_DESCRIPTION: &str = "HelmRelease: a Helm release of a chart from a source, \
+    with values from Git, remediation and drift detection, Flux-compatible.";
 
 /// `kustomize.toolkit.fluxcd.io/substitute: disabled`, on every CRD as on Flux's.
 const SUBSTITUTE_DISABLED: (&str, &str) = ("kustomize.toolkit.fluxcd.io/substitute", "disabled");
 
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
-/// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator, Kustomization.
+/// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator, Kustomization,
+/// HelmRelease.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
@@ -65,6 +70,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (ExternalArtifact::crd(), EXTERNAL_ARTIFACT_DESCRIPTION),
         (ArtifactGenerator::crd(), ARTIFACT_GENERATOR_DESCRIPTION),
         (Kustomization::crd(), KUSTOMIZATION_DESCRIPTION),
+        (HelmRelease::crd(), HELM_RELEASE_DESCRIPTION),
     ]
     .into_iter()
     .map(|(mut crd, description)| {

@@ -168,24 +168,33 @@ pub struct KustomizationSpec {
     pub ignore: Vec<IgnoreRule>,
 }
 
-/// `spec.dependsOn[]`: Flux's `DependencyReference`, plus pennant's optional `kind`.
+/// `spec.dependsOn[]` of a Kustomization or a HelmRelease: Flux's `meta.DependencyReference`,
+/// plus pennant's optional `kind`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyReference {
-    /// pennant extension (flux2#3364): the kind depended on, `Kustomization` (the default, and
-    /// Flux's only kind) or `HelmRelease` (`helm.toolkit.fluxcd.io/v2`, ready when `Ready=True`
-    /// for its current generation).
+    /// pennant extension (flux2#3364): the kind depended on, `Kustomization` or `HelmRelease`
+    /// (ready when `Ready=True` for its current generation); when absent, the dependent's own
+    /// kind (Flux's only one) — see [`DependencyReference::kind_or`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Kustomization", "HelmRelease"]))]
     pub kind: Option<String>,
-    /// Name of the Kustomization (or HelmRelease) depended on.
+    /// Name of the object depended on.
     pub name: String,
-    /// Its namespace; this Kustomization's when empty.
+    /// Its namespace; the dependent's when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// CEL expression over `self` and `dep` that must be true for the dependency to be ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_expr: Option<String>,
+}
+
+impl DependencyReference {
+    /// `kind`, else `dependent_kind` (the kind of the object holding the reference: Flux's
+    /// Kustomizations depend on Kustomizations, its HelmReleases on HelmReleases).
+    pub fn kind_or<'a>(&'a self, dependent_kind: &'a str) -> &'a str {
+        set(&self.kind).unwrap_or(dependent_kind)
+    }
 }
 
 /// `spec.sourceRef`: Flux's `CrossNamespaceSourceReference`.

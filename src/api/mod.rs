@@ -12,6 +12,7 @@ pub mod crds;
 pub mod duration;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod helm_release;
 pub mod judge;
 pub mod kustomization;
 pub mod meta;

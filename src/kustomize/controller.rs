@@ -967,18 +967,18 @@ async fn dependencies(
     if ks.spec.depends_on.is_empty() {
         return Ok(());
     }
-    // `dependsOn` of a Kustomization (pennant's `kind` may name a HelmRelease) or of a
-    // HelmRelease (HelmReleases only), as JSON
+    // `dependsOn` of a Kustomization or a HelmRelease, as JSON: pennant's `kind` names the other
+    // kind, its absence the dependent's own (`DependencyReference::kind_or`)
     let refs = |owner: &DependencyId, k: &Value| -> Vec<DependencyId> {
         k["spec"]["dependsOn"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|d| {
-                let kind = match (owner.kind, d["kind"].as_str()) {
-                    (DependencyKind::Kustomization, Some("HelmRelease"))
-                    | (DependencyKind::HelmRelease, _) => DependencyKind::HelmRelease,
-                    _ => DependencyKind::Kustomization,
+                let kind = match d["kind"].as_str().filter(|k| !k.is_empty()) {
+                    Some("HelmRelease") => DependencyKind::HelmRelease,
+                    Some("Kustomization") => DependencyKind::Kustomization,
+                    _ => owner.kind,
                 };
                 let name = d["name"].as_str().unwrap_or_default();
                 DependencyId::of_reference(owner, kind, d["namespace"].as_str(), name)
