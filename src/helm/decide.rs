@@ -221,10 +221,7 @@ pub fn latest_snapshot(history: &[Snapshot]) -> Option<&Snapshot> {
 pub fn previous_snapshot(history: &[Snapshot], ignore_tests: bool) -> Option<&Snapshot> {
     let mut sorted: Vec<&Snapshot> = history.iter().collect();
     sorted.sort_by(|a, b| b.revision.cmp(&a.revision));
-    sorted
-        .into_iter()
-        .skip(1)
-        .find(|s| s.good(ignore_tests))
+    sorted.into_iter().skip(1).find(|s| s.good(ignore_tests))
 }
 
 /// How `status.history` changes before an action runs (Flux mutates it in `actionForState`).
@@ -235,7 +232,9 @@ pub enum HistoryEdit {
     Clear,
     /// Keep the latest and everything down to the previous good release; without one, keep at
     /// most [`MAX_HISTORY_SNAPSHOTS`]. Flux's `Truncate(ignoreTests)`.
-    Truncate { ignore_tests: bool },
+    Truncate {
+        ignore_tests: bool,
+    },
     /// Keep the newest [`MAX_HISTORY_SNAPSHOTS`]. Flux's `TruncateIgnoringPreviousSnapshots`.
     TruncateIgnoringPrevious,
 }
@@ -251,11 +250,7 @@ impl HistoryEdit {
                     return;
                 }
                 sort_newest_first(history);
-                if let Some(i) = history
-                    .iter()
-                    .skip(1)
-                    .position(|s| s.good(ignore_tests))
-                {
+                if let Some(i) = history.iter().skip(1).position(|s| s.good(ignore_tests)) {
                     history.truncate(i + 2);
                 } else {
                     history.truncate(MAX_HISTORY_SNAPSHOTS);
@@ -737,7 +732,10 @@ pub fn release_state(obs: &Observed, policy: &Policy) -> ReleaseState {
         return st(Absent, "no release in storage for object");
     };
     if rls.status.is_pending() || rls.status == ReleaseStatus::Uninstalling {
-        return st(Locked, format!("release with status '{}'", rls.status.as_str()));
+        return st(
+            Locked,
+            format!("release with status '{}'", rls.status.as_str()),
+        );
     }
     let Some(cur) = latest_snapshot(&obs.history) else {
         if rls.status == ReleaseStatus::Uninstalled {
@@ -952,7 +950,9 @@ pub enum StateEffect {
     Untested,
     /// `Drifted=True DriftDetected` with `message`, and a Warning event with the same reason and
     /// message.
-    Drifted { message: String },
+    Drifted {
+        message: String,
+    },
 }
 
 /// One decision of the loop.
@@ -983,9 +983,7 @@ fn stop_after_remediation(obs: &Observed, policy: &Policy) -> Next {
         return Next::RetryAfter(d);
     }
     match policy.active_remediation(obs.last_action) {
-        Some(r)
-            if r.retries_exhausted(&obs.counters) && !r.is_uninstall_after_upgrade() =>
-        {
+        Some(r) if r.retries_exhausted(&obs.counters) && !r.is_uninstall_after_upgrade() => {
             retries_exceeded(obs, policy)
         }
         _ => Next::MustRequeue,
@@ -1207,7 +1205,11 @@ pub fn requeue_after(next: &Next, interval: Duration) -> Option<Duration> {
 /// generation, chart version, values, `resetAt`) or a `forceAt` is pending. Otherwise it stays
 /// stalled and waits another interval, without Helm actions (a failed rollback is not retried
 /// every interval). Together with [`requeue_after`] this is the helm-controller#1031 fix.
-pub fn resume_after_stall(was_stalled: bool, reset: Option<ResetReason>, force_requested: bool) -> bool {
+pub fn resume_after_stall(
+    was_stalled: bool,
+    reset: Option<ResetReason>,
+    force_requested: bool,
+) -> bool {
     !was_stalled || reset.is_some() || force_requested
 }
 
@@ -1284,7 +1286,10 @@ pub enum ActionResult {
     /// `error`: Helm's message (trimmed). `stored`: the attempt changed Helm storage (a new
     /// or updated release; for Test: results recorded on the latest snapshot). Only such
     /// failures count for remediation; others are retried with backoff.
-    Failed { error: String, stored: bool },
+    Failed {
+        error: String,
+        stored: bool,
+    },
 }
 
 /// Context for [`outcome`]: the state after the action ran.
@@ -1451,7 +1456,10 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
     use condition_types::*;
     use reasons::*;
     let counters = record_outcome(ctx.counters, action, result, ctx.policy, ctx.last_action);
-    let cur_name = ctx.latest.map(Snapshot::full_release_name).unwrap_or_default();
+    let cur_name = ctx
+        .latest
+        .map(Snapshot::full_release_name)
+        .unwrap_or_default();
     let cur_chart = ctx
         .latest
         .map(Snapshot::versioned_chart_name)
@@ -1470,7 +1478,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
             } else {
                 (UPGRADE_SUCCEEDED, "upgrade")
             };
-            let msg = format!("Helm {verb} succeeded for release {cur_name} with chart {cur_chart}");
+            let msg =
+                format!("Helm {verb} succeeded for release {cur_name} with chart {cur_chart}");
             out.marks.push(mark(RELEASED, TRUE, reason, msg.clone()));
             if ctx.policy.test.enabled && !ctx.latest.is_some_and(Snapshot::has_been_tested) {
                 out.marks.push(mark(
@@ -1510,9 +1519,11 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                 1 => "1 test hook completed successfully".to_string(),
                 n => format!("{n} test hooks completed successfully"),
             };
-            let msg =
-                format!("Helm test succeeded for release {cur_name} with chart {cur_chart}: {hooks}");
-            out.marks.push(mark(TEST_SUCCESS, TRUE, TEST_SUCCEEDED, msg.clone()));
+            let msg = format!(
+                "Helm test succeeded for release {cur_name} with chart {cur_chart}: {hooks}"
+            );
+            out.marks
+                .push(mark(TEST_SUCCESS, TRUE, TEST_SUCCEEDED, msg.clone()));
             out.event = event(false, TEST_SUCCEEDED, &msg);
         }
         (Action::Test, ActionResult::Failed { error, stored }) => {
@@ -1520,7 +1531,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                 "Helm test failed for release {cur_name} with chart {cur_chart}: {}",
                 error.trim()
             );
-            out.marks.push(mark(TEST_SUCCESS, FALSE, TEST_FAILED, msg.clone()));
+            out.marks
+                .push(mark(TEST_SUCCESS, FALSE, TEST_FAILED, msg.clone()));
             out.event = event(true, TEST_FAILED, &msg);
             out.retry_error = !stored;
         }
@@ -1531,7 +1543,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                     let msg = format!(
                         "Helm rollback to previous release {name} with chart {chart} succeeded"
                     );
-                    out.marks.push(mark(REMEDIATED, TRUE, ROLLBACK_SUCCEEDED, msg.clone()));
+                    out.marks
+                        .push(mark(REMEDIATED, TRUE, ROLLBACK_SUCCEEDED, msg.clone()));
                     out.event = event(false, ROLLBACK_SUCCEEDED, &msg);
                 }
                 ActionResult::Failed { error, stored } => {
@@ -1539,7 +1552,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                         "Helm rollback to previous release {name} with chart {chart} failed: {}",
                         error.trim()
                     );
-                    out.marks.push(mark(REMEDIATED, FALSE, ROLLBACK_FAILED, msg.clone()));
+                    out.marks
+                        .push(mark(REMEDIATED, FALSE, ROLLBACK_FAILED, msg.clone()));
                     out.event = event(true, ROLLBACK_FAILED, &msg);
                     out.retry_error = !stored;
                 }
@@ -1550,7 +1564,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                 let msg = format!(
                     "Helm uninstall remediation for release {cur_name} with chart {cur_chart} succeeded"
                 );
-                out.marks.push(mark(REMEDIATED, TRUE, UNINSTALL_SUCCEEDED, msg.clone()));
+                out.marks
+                    .push(mark(REMEDIATED, TRUE, UNINSTALL_SUCCEEDED, msg.clone()));
                 out.event = event(false, UNINSTALL_SUCCEEDED, &msg);
             }
             ActionResult::Failed { error, stored } => {
@@ -1558,7 +1573,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                     "Helm uninstall remediation for release {cur_name} with chart {cur_chart} failed: {}",
                     error.trim()
                 );
-                out.marks.push(mark(REMEDIATED, FALSE, UNINSTALL_FAILED, msg.clone()));
+                out.marks
+                    .push(mark(REMEDIATED, FALSE, UNINSTALL_FAILED, msg.clone()));
                 out.event = event(true, UNINSTALL_FAILED, &msg);
                 out.retry_error = !stored;
             }
@@ -1573,7 +1589,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                         "Unlocked Helm release {name} with chart {chart} in {} state",
                         from.as_str()
                     );
-                    out.marks.push(mark(RELEASED, FALSE, PENDING_RELEASE, msg.clone()));
+                    out.marks
+                        .push(mark(RELEASED, FALSE, PENDING_RELEASE, msg.clone()));
                     out.event = event(false, PENDING_RELEASE, &msg);
                 }
                 ActionResult::Failed { error, .. } => {
@@ -1582,7 +1599,8 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                         from.as_str(),
                         error.trim()
                     );
-                    out.marks.push(mark(RELEASED, FALSE, PENDING_RELEASE, msg.clone()));
+                    out.marks
+                        .push(mark(RELEASED, FALSE, PENDING_RELEASE, msg.clone()));
                     out.event = event(true, PENDING_RELEASE, &msg);
                     out.retry_error = true;
                 }
@@ -1612,7 +1630,11 @@ pub fn drift_correction_failed_message(
     errors: &str,
     change_set: &str,
 ) -> String {
-    let partial = if change_set.is_empty() { "" } else { "partially " };
+    let partial = if change_set.is_empty() {
+        ""
+    } else {
+        "partially "
+    };
     let mut msg = format!(
         "Failed to {partial}correct cluster state of release {full_release_name}:\n{errors}"
     );
@@ -1644,7 +1666,9 @@ pub fn apply_state_effect(
 ) {
     use condition_types::*;
     let name = latest.map(Snapshot::full_release_name).unwrap_or_default();
-    let chart = latest.map(Snapshot::versioned_chart_name).unwrap_or_default();
+    let chart = latest
+        .map(Snapshot::versioned_chart_name)
+        .unwrap_or_default();
     let upgrade_ok = format!("Helm upgrade succeeded for release {name} with chart {chart}");
     match effect {
         StateEffect::None => {}

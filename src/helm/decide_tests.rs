@@ -89,7 +89,12 @@ fn release_state_table() {
     use ReleaseStatus as R;
     use StateKind::*;
     let p = Policy::default();
-    type Case = (&'static str, Box<dyn Fn(&mut Observed, &mut Policy)>, StateKind, &'static str);
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut Observed, &mut Policy)>,
+        StateKind,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         ("in-sync release", Box::new(|_, _| {}), InSync, ""),
         (
@@ -144,7 +149,10 @@ fn release_state_table() {
                 o.last_action = Some(ReleaseAction::Upgrade);
                 o.history[0] = tested(
                     o.history[0].clone(),
-                    &[("passing-test", TestPhase::Succeeded), ("never-run-test", TestPhase::Unknown)],
+                    &[
+                        ("passing-test", TestPhase::Succeeded),
+                        ("never-run-test", TestPhase::Unknown),
+                    ],
                 );
             }),
             Untested,
@@ -194,13 +202,24 @@ fn release_state_table() {
             "",
         ),
         (
-            "failed test is ignored when not made by controller",
+            "failed test without an attempted release action is not a failure",
             Box::new(|o, p| {
                 p.test.enabled = true;
                 o.last_action = None;
                 o.history[0] = tested(o.history[0].clone(), &[("t", TestPhase::Failed)]);
             }),
             InSync,
+            "",
+        ),
+        (
+            "failed test is ignored when not made by controller",
+            Box::new(|o, p| {
+                // The hook failed in storage (someone ran `helm test`), our snapshot has no
+                // results: untested.
+                p.test.enabled = true;
+                o.last_action = None;
+            }),
+            Untested,
             "",
         ),
         (
@@ -358,12 +377,22 @@ fn stalled(msg: &str) -> Next {
 
 #[test]
 fn action_for_state_table() {
-    type Case = (&'static str, Box<dyn Fn(&mut Observed, &mut Policy)>, Observed, Next);
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut Observed, &mut Policy)>,
+        Observed,
+        Next,
+    );
     let rollback_to_1 = Next::Run(Action::RollbackRemediation {
         target: snap(1, ReleaseStatus::Deployed),
     });
     let cases: Vec<Case> = vec![
-        ("in-sync release does not trigger any action", Box::new(|_, _| {}), in_sync(), Next::Done),
+        (
+            "in-sync release does not trigger any action",
+            Box::new(|_, _| {}),
+            in_sync(),
+            Next::Done,
+        ),
         (
             "in-sync release with force annotation triggers upgrade action",
             Box::new(|o, _| o.force_requested = true),
@@ -571,7 +600,10 @@ fn action_for_state_table() {
                 o.latest = Some(rel(3, ReleaseStatus::Failed));
                 o.history = vec![
                     snap(3, ReleaseStatus::Failed),
-                    tested(snap(2, ReleaseStatus::Superseded), &[("t", TestPhase::Failed)]),
+                    tested(
+                        snap(2, ReleaseStatus::Superseded),
+                        &[("t", TestPhase::Failed)],
+                    ),
                     snap(1, ReleaseStatus::Superseded),
                 ];
             }),
@@ -603,17 +635,28 @@ fn history_edits_follow_flux() {
     let mut p = Policy::default();
     p.upgrade.remediation.retries = 2;
     let step = next_step(&o, &p, &AlreadyRun::default());
-    assert_eq!(step.history, HistoryEdit::Truncate { ignore_tests: false });
+    assert_eq!(
+        step.history,
+        HistoryEdit::Truncate {
+            ignore_tests: false
+        }
+    );
     let mut h = o.history.clone();
     step.history.apply(&mut h);
     assert_eq!(h.iter().map(|s| s.revision).collect::<Vec<_>>(), vec![2, 1]);
     // Unmanaged clears; RetryOnFailure keeps 5.
     let mut u = in_sync();
     u.latest_match = SnapshotMatch::NotObserved;
-    assert_eq!(next_step(&u, &p, &AlreadyRun::default()).history, HistoryEdit::Clear);
+    assert_eq!(
+        next_step(&u, &p, &AlreadyRun::default()).history,
+        HistoryEdit::Clear
+    );
     let mut h: Vec<Snapshot> = (1..=8).map(|r| snap(r, ReleaseStatus::Failed)).collect();
     HistoryEdit::TruncateIgnoringPrevious.apply(&mut h);
-    assert_eq!(h.iter().map(|s| s.revision).collect::<Vec<_>>(), vec![8, 7, 6, 5, 4]);
+    assert_eq!(
+        h.iter().map(|s| s.revision).collect::<Vec<_>>(),
+        vec![8, 7, 6, 5, 4]
+    );
     // Truncate without a good previous keeps at most five.
     let mut h: Vec<Snapshot> = (1..=8).map(|r| snap(r, ReleaseStatus::Failed)).collect();
     HistoryEdit::Truncate { ignore_tests: true }.apply(&mut h);
@@ -729,13 +772,49 @@ fn record_outcome_table() {
         target: snap(1, ReleaseStatus::Deployed),
     };
     let cases: Vec<(&str, Action, ActionResult, Policy, Counters)> = vec![
-        ("install failed, stored", Action::Install, fail(true), p, c(1, 1, 0)),
-        ("install failed, nothing stored", Action::Install, fail(false), p, c(1, 0, 0)),
-        ("upgrade failed, stored", Action::Upgrade, fail(true), p, c(1, 0, 1)),
-        ("test failed, counted for upgrade", Action::Test, fail(true), p, c(1, 0, 1)),
-        ("test failed, not recorded", Action::Test, fail(false), p, c(1, 0, 0)),
+        (
+            "install failed, stored",
+            Action::Install,
+            fail(true),
+            p,
+            c(1, 1, 0),
+        ),
+        (
+            "install failed, nothing stored",
+            Action::Install,
+            fail(false),
+            p,
+            c(1, 0, 0),
+        ),
+        (
+            "upgrade failed, stored",
+            Action::Upgrade,
+            fail(true),
+            p,
+            c(1, 0, 1),
+        ),
+        (
+            "test failed, counted for upgrade",
+            Action::Test,
+            fail(true),
+            p,
+            c(1, 0, 1),
+        ),
+        (
+            "test failed, not recorded",
+            Action::Test,
+            fail(false),
+            p,
+            c(1, 0, 0),
+        ),
         ("rollback failed", target.clone(), fail(true), p, c(1, 0, 0)),
-        ("uninstall failed", Action::UninstallRemediation, fail(true), p, c(1, 0, 0)),
+        (
+            "uninstall failed",
+            Action::UninstallRemediation,
+            fail(true),
+            p,
+            c(1, 0, 0),
+        ),
         (
             "unlock failed",
             Action::Unlock {
@@ -745,22 +824,47 @@ fn record_outcome_table() {
             p,
             c(1, 0, 0),
         ),
-        ("drift correction never counts", Action::CorrectDrift, fail(true), p, zero),
-        ("upgrade succeeded keeps counters", Action::Upgrade, ActionResult::Succeeded, p, c(3, 1, 2)),
+        (
+            "drift correction never counts",
+            Action::CorrectDrift,
+            fail(true),
+            p,
+            zero,
+        ),
+        (
+            "upgrade succeeded keeps counters",
+            Action::Upgrade,
+            ActionResult::Succeeded,
+            p,
+            c(3, 1, 2),
+        ),
     ];
     for (name, a, r, pol, want) in cases {
-        let start = if name.contains("keeps") { c(3, 1, 2) } else { zero };
+        let start = if name.contains("keeps") {
+            c(3, 1, 2)
+        } else {
+            zero
+        };
         assert_eq!(record_outcome(start, &a, &r, &pol, up), want, "{name}");
     }
     // Test failures ignored: only the total moves.
     let mut ign = p;
     ign.test.ignore_failures = true;
-    assert_eq!(record_outcome(zero, &Action::Test, &fail(true), &ign, up), c(1, 0, 0));
+    assert_eq!(
+        record_outcome(zero, &Action::Test, &fail(true), &ign, up),
+        c(1, 0, 0)
+    );
     // RetryOnFailure: a success clears every counter.
     let mut r = p;
     retry(&mut r, ReleaseAction::Upgrade);
     assert_eq!(
-        record_outcome(c(3, 1, 2), &Action::Upgrade, &ActionResult::Succeeded, &r, up),
+        record_outcome(
+            c(3, 1, 2),
+            &Action::Upgrade,
+            &ActionResult::Succeeded,
+            &r,
+            up
+        ),
         zero
     );
 }
@@ -783,11 +887,20 @@ fn reset_counters_table() {
         reset_counters_needed(&i)
     };
     assert_eq!(with(&|i| i.generation = 3), Some(ResetReason::Generation));
-    assert_eq!(with(&|i| i.chart_version = "6.6.0".into()), Some(ResetReason::ChartVersion));
+    assert_eq!(
+        with(&|i| i.chart_version = "6.6.0".into()),
+        Some(ResetReason::ChartVersion)
+    );
     // helm-controller#1031: a valuesFrom change alone resets the counters.
-    assert_eq!(with(&|i| i.config_digest = "sha256:b".into()), Some(ResetReason::Values));
+    assert_eq!(
+        with(&|i| i.config_digest = "sha256:b".into()),
+        Some(ResetReason::Values)
+    );
     assert_eq!(with(&|i| i.last_attempted_config_digest.clear()), None);
-    assert_eq!(with(&|i| i.reset_requested = true), Some(ResetReason::ResetRequested));
+    assert_eq!(
+        with(&|i| i.reset_requested = true),
+        Some(ResetReason::ResetRequested)
+    );
     assert_eq!(
         ResetReason::Values.as_str(),
         "values differ from last attempt"
@@ -807,7 +920,10 @@ fn requeue_after_stall_is_the_interval() {
     assert_eq!(requeue_after(&Next::StateError("x".into()), i), None);
     assert_eq!(
         reconciling_for(&Next::RetryAfter(Duration::from_secs(300)), ""),
-        Some((reasons::PROGRESSING_WITH_RETRY, "retrying after 5m0s".to_string()))
+        Some((
+            reasons::PROGRESSING_WITH_RETRY,
+            "retrying after 5m0s".to_string()
+        ))
     );
 }
 
@@ -894,7 +1010,10 @@ fn outcome_messages_are_fluxs() {
         out.marks[0].message,
         "Helm rollback to previous release default/podinfo.v1 with chart podinfo@6.5.0 succeeded"
     );
-    let t2 = tested(snap(2, ReleaseStatus::Deployed), &[("a", TestPhase::Succeeded), ("b", TestPhase::Succeeded)]);
+    let t2 = tested(
+        snap(2, ReleaseStatus::Deployed),
+        &[("a", TestPhase::Succeeded), ("b", TestPhase::Succeeded)],
+    );
     let out = outcome(&Action::Test, &ok, &ctx(&p, &d, Some(&t2)));
     assert_eq!(
         out.marks[0].message,
@@ -908,7 +1027,11 @@ fn outcome_messages_are_fluxs() {
         &ctx(&p, &d, Some(&t2)),
     );
     assert_eq!(
-        (out.marks[0].status, out.marks[0].reason, out.marks[0].message.as_str()),
+        (
+            out.marks[0].status,
+            out.marks[0].reason,
+            out.marks[0].message.as_str()
+        ),
         (
             FALSE,
             reasons::PENDING_RELEASE,
@@ -939,25 +1062,67 @@ fn outcome_messages_are_fluxs() {
 fn summarize_prefers_remediated_and_makes_ready_false() {
     let p = Policy::default();
     let mut c: Vec<Condition> = vec![];
-    mark_false(&mut c, condition_types::RELEASED, reasons::UPGRADE_FAILED, "up failed", 2, &t());
-    mark_true(&mut c, condition_types::REMEDIATED, reasons::ROLLBACK_SUCCEEDED, "rolled back", 2, &t());
+    mark_false(
+        &mut c,
+        condition_types::RELEASED,
+        reasons::UPGRADE_FAILED,
+        "up failed",
+        2,
+        &t(),
+    );
+    mark_true(
+        &mut c,
+        condition_types::REMEDIATED,
+        reasons::ROLLBACK_SUCCEEDED,
+        "rolled back",
+        2,
+        &t(),
+    );
     summarize(&mut c, &p, 2, &t());
     let ready = get(&c, "Ready").unwrap();
     assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
+        (
+            ready.status.as_str(),
+            ready.reason.as_str(),
+            ready.message.as_str()
+        ),
         (FALSE, reasons::ROLLBACK_SUCCEEDED, "rolled back")
     );
     // A newer Released wins over an older Remediated.
-    mark_true(&mut c, condition_types::RELEASED, reasons::UPGRADE_SUCCEEDED, "up ok", 3, &t());
+    mark_true(
+        &mut c,
+        condition_types::RELEASED,
+        reasons::UPGRADE_SUCCEEDED,
+        "up ok",
+        3,
+        &t(),
+    );
     mark_true(&mut c, "Stalled", reasons::RETRIES_EXCEEDED, "x", 2, &t());
     summarize(&mut c, &p, 3, &t());
     let ready = get(&c, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.message.as_str()), (TRUE, "up ok"));
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        (TRUE, "up ok")
+    );
     assert!(get(&c, "Stalled").is_none(), "Ready=True removes Stalled");
     // TestSuccess counts only when tests are on and failures not ignored.
     let mut c: Vec<Condition> = vec![];
-    mark_true(&mut c, condition_types::RELEASED, reasons::UPGRADE_SUCCEEDED, "up ok", 1, &t());
-    mark_false(&mut c, condition_types::TEST_SUCCESS, reasons::TEST_FAILED, "tests failed", 1, &t());
+    mark_true(
+        &mut c,
+        condition_types::RELEASED,
+        reasons::UPGRADE_SUCCEEDED,
+        "up ok",
+        1,
+        &t(),
+    );
+    mark_false(
+        &mut c,
+        condition_types::TEST_SUCCESS,
+        reasons::TEST_FAILED,
+        "tests failed",
+        1,
+        &t(),
+    );
     let mut on = tests_on();
     summarize(&mut c, &on, 1, &t());
     assert_eq!(get(&c, "Ready").unwrap().message, "tests failed");
@@ -976,22 +1141,43 @@ fn in_sync_replaces_stale_conditions() {
     };
     let s = snap(3, ReleaseStatus::Deployed);
     let mut c: Vec<Condition> = vec![];
-    mark_true(&mut c, condition_types::REMEDIATED, reasons::ROLLBACK_SUCCEEDED, "rb", 1, &t());
+    mark_true(
+        &mut c,
+        condition_types::REMEDIATED,
+        reasons::ROLLBACK_SUCCEEDED,
+        "rb",
+        1,
+        &t(),
+    );
     apply_state_effect(&mut c, &StateEffect::InSync, Some(&s), &p, 2, &t());
     assert!(get(&c, condition_types::REMEDIATED).is_none());
     let rel = get(&c, condition_types::RELEASED).unwrap();
     assert_eq!(
-        (rel.status.as_str(), rel.reason.as_str(), rel.message.as_str()),
+        (
+            rel.status.as_str(),
+            rel.reason.as_str(),
+            rel.message.as_str()
+        ),
         (
             TRUE,
             reasons::UPGRADE_SUCCEEDED,
             "Helm upgrade succeeded for release default/podinfo.v3 with chart podinfo@6.5.0"
         )
     );
-    assert_eq!(get(&c, condition_types::DRIFTED).unwrap().reason, reasons::NO_DRIFT_DETECTED);
+    assert_eq!(
+        get(&c, condition_types::DRIFTED).unwrap().reason,
+        reasons::NO_DRIFT_DETECTED
+    );
     // A stale InstallFailed becomes InstallSucceeded and Ready follows.
     let mut c: Vec<Condition> = vec![];
-    mark_false(&mut c, condition_types::RELEASED, reasons::INSTALL_FAILED, "x", 1, &t());
+    mark_false(
+        &mut c,
+        condition_types::RELEASED,
+        reasons::INSTALL_FAILED,
+        "x",
+        1,
+        &t(),
+    );
     apply_state_effect(&mut c, &StateEffect::InSync, Some(&s), &p, 2, &t());
     assert_eq!(get(&c, "Ready").unwrap().reason, reasons::INSTALL_SUCCEEDED);
     assert_eq!(get(&c, "Ready").unwrap().status, TRUE);
@@ -1172,17 +1358,36 @@ impl Sim {
                 };
                 let hooks: BTreeMap<_, _> = [("t".to_string(), phase)].into();
                 let rev = latest_snapshot(&self.history).unwrap().revision;
-                self.history.iter_mut().find(|s| s.revision == rev).unwrap().test_hooks =
-                    Some(hooks.clone());
-                self.storage.iter_mut().find(|r| r.revision == rev).unwrap().hooks = Some(hooks);
-                if self.faults.test { fail(true) } else { ActionResult::Succeeded }
+                self.history
+                    .iter_mut()
+                    .find(|s| s.revision == rev)
+                    .unwrap()
+                    .test_hooks = Some(hooks.clone());
+                self.storage
+                    .iter_mut()
+                    .find(|r| r.revision == rev)
+                    .unwrap()
+                    .hooks = Some(hooks);
+                if self.faults.test {
+                    fail(true)
+                } else {
+                    ActionResult::Succeeded
+                }
             }
             Action::RollbackRemediation { target } => {
                 if self.faults.rollback {
-                    self.push(ReleaseStatus::Failed, &target.chart_version, &target.config_digest);
+                    self.push(
+                        ReleaseStatus::Failed,
+                        &target.chart_version,
+                        &target.config_digest,
+                    );
                     fail(true)
                 } else {
-                    self.push(ReleaseStatus::Deployed, &target.chart_version, &target.config_digest);
+                    self.push(
+                        ReleaseStatus::Deployed,
+                        &target.chart_version,
+                        &target.config_digest,
+                    );
                     ActionResult::Succeeded
                 }
             }
@@ -1324,7 +1529,9 @@ fn scenarios_from_flux() {
         },
         Case {
             name: "release is out-of-sync (values)",
-            sim: with(Sim::deployed(), &|s| s.desired.config_digest = "sha256:b".into()),
+            sim: with(Sim::deployed(), &|s| {
+                s.desired.config_digest = "sha256:b".into()
+            }),
             policy: Policy::default(),
             want: Next::Done,
             actions: &["upgrade"],
@@ -1579,13 +1786,22 @@ fn remediated_release_is_not_ready_then_recovers() {
     sim.faults.upgrade = 1;
     let p = pol_retries(1);
     let (next, ran) = sim.reconcile(&p);
-    assert_eq!((next, names(&ran)), (Next::MustRequeue, vec!["upgrade", "rollback"]));
+    assert_eq!(
+        (next, names(&ran)),
+        (Next::MustRequeue, vec!["upgrade", "rollback"])
+    );
     let ready = get(&sim.conditions, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), (FALSE, reasons::ROLLBACK_SUCCEEDED));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        (FALSE, reasons::ROLLBACK_SUCCEEDED)
+    );
     let (next, ran) = sim.reconcile(&p);
     assert_eq!((next, names(&ran)), (Next::Done, vec!["upgrade"]));
     let ready = get(&sim.conditions, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), (TRUE, reasons::UPGRADE_SUCCEEDED));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        (TRUE, reasons::UPGRADE_SUCCEEDED)
+    );
     assert!(get(&sim.conditions, condition_types::REMEDIATED).is_none());
 }
 
@@ -1606,7 +1822,10 @@ fn values_change_after_stall_retries() {
     let p = Policy::default();
     let (next, _) = sim.reconcile(&p);
     assert!(matches!(next, Next::Stalled { .. }));
-    assert_eq!(requeue_after(&next, Duration::from_secs(600)), Some(Duration::from_secs(600)));
+    assert_eq!(
+        requeue_after(&next, Duration::from_secs(600)),
+        Some(Duration::from_secs(600))
+    );
     sim.desired.config_digest = "sha256:fixed".into();
     let inputs = AttemptInputs {
         config_digest: sim.desired.config_digest.clone(),
@@ -1614,8 +1833,15 @@ fn values_change_after_stall_retries() {
         ..AttemptInputs::default()
     };
     assert_eq!(reset_counters_needed(&inputs), Some(ResetReason::Values));
-    assert!(!resume_after_stall(true, None, false), "unchanged: stays stalled");
-    assert!(resume_after_stall(true, reset_counters_needed(&inputs), false));
+    assert!(
+        !resume_after_stall(true, None, false),
+        "unchanged: stays stalled"
+    );
+    assert!(resume_after_stall(
+        true,
+        reset_counters_needed(&inputs),
+        false
+    ));
     assert!(resume_after_stall(true, None, true), "forced");
     sim.counters = Counters::default();
     let (next, ran) = sim.reconcile(&p);
@@ -1770,7 +1996,8 @@ proptest! {
         sim.faults.upgrade = u32::MAX;
         for _ in 0..reconciles {
             let (next, _) = sim.reconcile(&p);
-            prop_assert!(!matches!(next, Next::Stalled { .. }));
+            let stalled = matches!(next, Next::Stalled { .. });
+            prop_assert!(!stalled, "{:?}", next);
         }
     }
 }
