@@ -208,7 +208,7 @@ impl Snapshot {
 }
 
 fn sort_newest_first(history: &mut [Snapshot]) {
-    history.sort_by(|a, b| b.revision.cmp(&a.revision));
+    history.sort_by_key(|s| std::cmp::Reverse(s.revision));
 }
 
 /// The newest snapshot (highest revision).
@@ -220,7 +220,7 @@ pub fn latest_snapshot(history: &[Snapshot]) -> Option<&Snapshot> {
 /// `ignore_tests`, has no failed test): the rollback target. Flux's `Snapshots.Previous`.
 pub fn previous_snapshot(history: &[Snapshot], ignore_tests: bool) -> Option<&Snapshot> {
     let mut sorted: Vec<&Snapshot> = history.iter().collect();
-    sorted.sort_by(|a, b| b.revision.cmp(&a.revision));
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.revision));
     sorted.into_iter().skip(1).find(|s| s.good(ignore_tests))
 }
 

@@ -1484,7 +1484,7 @@ fn names(actions: &[Action]) -> Vec<&'static str> {
 
 fn revisions(h: &[Snapshot]) -> Vec<u32> {
     let mut h = h.to_vec();
-    h.sort_by(|a, b| b.revision.cmp(&a.revision));
+    h.sort_by_key(|s| std::cmp::Reverse(s.revision));
     h.iter().map(|s| s.revision).collect()
 }
 
