@@ -474,12 +474,10 @@ impl HelmCli {
 
     /// After a wait timeout, name what was not ready in the release's latest manifest.
     async fn explain_timeout(&self, t: &Target, r: &ReleaseRef, err: EngineError) -> EngineError {
-        let EngineError::Helm(mut h) = err else {
-            return err;
+        let mut h = match err {
+            EngineError::Helm(h) if h.timed_out => h,
+            other => return other,
         };
-        if !h.timed_out {
-            return EngineError::Helm(h);
-        }
         let manifest = match storage::latest(&t.client, &r.namespace, &r.name).await {
             Ok(Some(rel)) => rel.manifest,
             _ => return EngineError::Helm(h),

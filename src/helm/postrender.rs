@@ -93,17 +93,16 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Value>, PostRenderError> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-/// Objects as a YAML stream (`---` between documents).
+/// Objects as a YAML stream of JSON documents (`---` before each): valid YAML that no parser
+/// reads differently (a YAML 1.1 parser, as Go's, would read a plain `yes` or `on` as a bool).
 pub fn write_manifests(objects: &[Value]) -> Result<String, PostRenderError> {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
         out.push_str(
-            &serde_saphyr::to_string(o).map_err(|e| PostRenderError(format!("YAML: {e}")))?,
+            &serde_json::to_string(o).map_err(|e| PostRenderError(format!("JSON: {e}")))?,
         );
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
+        out.push('\n');
     }
     Ok(out)
 }
@@ -308,6 +307,10 @@ mod tests {
         let o = objs();
         assert_eq!(o.len(), 2);
         assert_eq!(parse_manifests(&write_manifests(&o).unwrap()).unwrap(), o);
+        let tricky = vec![json!({"metadata": {"labels": {"a": "yes", "b": "on", "c": "1.0", "d": "null"}}})];
+        let text = write_manifests(&tricky).unwrap();
+        assert!(text.contains(r#""a":"yes""#), "strings stay quoted: {text}");
+        assert_eq!(parse_manifests(&text).unwrap(), tricky);
     }
 
     #[test]

@@ -508,7 +508,6 @@ pub async fn unlock(
     }
     rel.info.status = Status::Failed;
     rel.info.description = description.to_string();
-    rel.info.last_deployed = Some(now);
     let labels = secret.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert("status".into(), Status::Failed.as_str().into());
     labels.insert("modifiedAt".into(), now.as_second().to_string());
