@@ -372,7 +372,7 @@ async fn post_render_stamps_origin_metadata_and_patches() {
     assert_eq!(labels["helm.toolkit.fluxcd.io/namespace"], "flux-system");
     assert_eq!(labels["team"], "platform");
     assert_eq!(labels["patched"], "yes");
-    assert_eq!(d.metadata.annotations.unwrap()["owner"], "ops");
+    assert_eq!(d.metadata.annotations.clone().unwrap()["owner"], "ops");
     assert_eq!(image_of(&d), "nginx:1.27.0", "kustomize images");
     let svc = ns.get("v1", "Service", "pr-demo").await.unwrap();
     assert_eq!(svc["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"], "my-hr");
@@ -380,7 +380,14 @@ async fn post_render_stamps_origin_metadata_and_patches() {
         svc["metadata"]["labels"].get("patched").is_none(),
         "the patch targets Deployments only"
     );
-    assert!(rel.manifest.contains("helm.toolkit.fluxcd.io/name: my-hr"));
+    let stored = yaml_docs(&rel.manifest);
+    assert!(!stored.is_empty());
+    for o in &stored {
+        assert_eq!(
+            o["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"], "my-hr",
+            "the stored manifest is the post-rendered one"
+        );
+    }
 
     // a post-renderer that fails says why (kustomize's error), not just "exited with error"
     let mut bad = upgrade_req(&r, &v1, json!({}));
@@ -399,6 +406,7 @@ async fn post_render_stamps_origin_metadata_and_patches() {
     });
     let err = e.upgrade(&t, &bad).await.unwrap_err();
     assert!(err.to_string().contains("kustomize"), "{err}");
+    println!("post-render error: {err}");
     ns.cleanup().await;
 }
 
