@@ -13,6 +13,8 @@
 //! - `post_render_stamps_origin_metadata_and_patches`: origin labels, `commonMetadata` and a
 //!   kustomize patch, by the post-renderer plugin (`pennant helm-post-render`), on the live
 //!   Deployment.
+//! - `crds_follow_the_policy`: `CreateReplace` creates and updates the chart's CRD (applied
+//!   by the engine), `Create` leaves an existing one alone.
 //! - `a_wait_timeout_names_the_deployment`: pods that never become Ready (kwok stage): the
 //!   error names `Deployment/<ns>/<name>` and its kstatus.
 
@@ -48,7 +50,7 @@ impl Charts {
     }
 
     /// `helm create demo`, the test Pod replaced by a test Job (kwok completes Job pods), the
-    /// version set, `extra` templates added; packaged. Returns the `.tgz`.
+    /// version set, `extra` files (paths in the chart) added; packaged. Returns the `.tgz`.
     fn chart(&self, version: &str, extra: &[(&str, &str)]) -> PathBuf {
         let work = self.dir.path().join(format!("src-{version}"));
         std::fs::create_dir_all(&work).unwrap();
@@ -62,8 +64,10 @@ impl Charts {
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: \"{{ include \"demo.fullname\" . }}-test\"\n  annotations:\n    \"helm.sh/hook\": test\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: check\n          image: busybox\n",
         )
         .unwrap();
-        for (name, text) in extra {
-            std::fs::write(c.join("templates").join(name), text).unwrap();
+        for (path, text) in extra {
+            let f = c.join(path);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, text).unwrap();
         }
         let out = self.dir.path().join("pkg");
         std::fs::create_dir_all(&out).unwrap();
@@ -186,7 +190,7 @@ async fn lifecycle_as_helm_records_it() {
     let charts = Charts::new();
     let v1 = charts.chart("0.1.0", &[]);
     let v2 = charts.chart("0.2.0", &[]);
-    let v3 = charts.chart("0.3.0", &[("pre-upgrade.yaml", FAILING_HOOK)]);
+    let v3 = charts.chart("0.3.0", &[("templates/pre-upgrade.yaml", FAILING_HOOK)]);
     let e = engine();
     let r = rref("web", &ns.name);
 
@@ -445,5 +449,42 @@ async fn a_wait_timeout_names_the_deployment() {
     let latest = e.latest(&t, &r).await.unwrap().unwrap();
     assert_eq!(latest.info.status, Status::Failed);
     println!("timeout message: {}", he.message);
+    ns.cleanup().await;
+}
+
+fn crd(group: &str, rev: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\n  labels:\n    rev: \"{rev}\"\nspec:\n  group: {group}\n  names: {{kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+    )
+}
+
+#[tokio::test]
+async fn crds_follow_the_policy() {
+    let t = target().await;
+    let ns = TestNs::new(&t.client, "hr-engine-crds", 0).await;
+    let group = format!("e{}.hrengine.pennant.dev", std::process::id());
+    let charts = Charts::new();
+    let v1 = charts.chart("0.1.0", &[("crds/widget.yaml", &crd(&group, "1"))]);
+    let v2 = charts.chart("0.2.0", &[("crds/widget.yaml", &crd(&group, "2"))]);
+    let e = engine();
+    let r = rref("crds", &ns.name);
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(t.client.clone());
+    let name = format!("widgets.{group}");
+    let rev = || async {
+        crds.get(&name).await.unwrap().metadata.labels.unwrap()["rev"].clone()
+    };
+    let mut req = install_req(&r, &v1, json!({}));
+    req.crds = Crds::CreateReplace;
+    e.install(&t, &req).await.unwrap();
+    assert_eq!(rev().await, "1", "created");
+    let mut up = upgrade_req(&r, &v2, json!({}));
+    up.crds = Crds::Create;
+    e.upgrade(&t, &up).await.unwrap();
+    assert_eq!(rev().await, "1", "Create leaves an existing CRD alone");
+    up.crds = Crds::CreateReplace;
+    e.upgrade(&t, &up).await.unwrap();
+    assert_eq!(rev().await, "2", "CreateReplace updates it");
+    let _ = crds.delete(&name, &Default::default()).await;
     ns.cleanup().await;
 }

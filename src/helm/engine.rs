@@ -25,12 +25,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::Value;
 
 use super::postrender::{self, PostRenderConfig};
@@ -801,7 +800,6 @@ async fn apply_crds(
         )
         .await?;
     let crds = postrender::parse_manifests(&out).map_err(|e| EngineError::Setup(e.to_string()))?;
-    let api: Api<CustomResourceDefinition> = Api::all(t.client.clone());
     let fail = |name: &str, e: kube::Error| {
         EngineError::Helm(HelmError {
             action,
@@ -811,17 +809,26 @@ async fn apply_crds(
             not_ready: Vec::new(),
         })
     };
-    for c in crds.into_iter().filter(|c| c["kind"] == "CustomResourceDefinition") {
-        let crd: CustomResourceDefinition =
-            serde_json::from_value(c).map_err(|e| EngineError::Setup(format!("CRD: {e}")))?;
-        let name = crd.name_any();
+    // the chart's CRDs are objects of the chart like any other: the dynamic API, as for the
+    // rest of a release (the helm controller is bound to cluster-admin, as Flux's)
+    for c in crds {
+        let name = c["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let api_version = c["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, c["kind"].as_str().unwrap_or_default());
+        let (ar, _) = kube::discovery::pinned_kind(&t.client, &gvk)
+            .await
+            .map_err(|e| fail(&name, e))?;
+        let api: Api<DynamicObject> = Api::all_with(t.client.clone(), &ar);
+        let obj: DynamicObject =
+            serde_json::from_value(c).map_err(|e| EngineError::Setup(format!("CRD {name}: {e}")))?;
         if replace {
             let pp = PatchParams::apply("pennant").force();
-            api.patch(&name, &pp, &Patch::Apply(&crd))
+            api.patch(&name, &pp, &Patch::Apply(&obj))
                 .await
                 .map_err(|e| fail(&name, e))?;
         } else {
-            match api.create(&PostParams::default(), &crd).await {
+            match api.create(&PostParams::default(), &obj).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(fail(&name, e)),
