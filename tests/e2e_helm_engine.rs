@@ -54,7 +54,9 @@ impl Charts {
     fn chart(&self, version: &str, extra: &[(&str, &str)]) -> PathBuf {
         let work = self.dir.path().join(format!("src-{version}"));
         std::fs::create_dir_all(&work).unwrap();
-        run(helm_in(self.dir.path()).current_dir(&work).args(["create", "demo"]));
+        run(helm_in(self.dir.path())
+            .current_dir(&work)
+            .args(["create", "demo"]));
         let c = work.join("demo");
         let chart_yaml = std::fs::read_to_string(c.join("Chart.yaml")).unwrap();
         let chart_yaml = chart_yaml.replace("version: 0.1.0", &format!("version: {version}"));
@@ -163,9 +165,14 @@ fn uninstall_req(r: &ReleaseRef, keep_history: bool) -> UninstallRequest {
 
 /// `helm <args> --namespace ns -o json` with the test cluster's kubeconfig.
 fn helm_json(home: &Path, ns: &str, args: &[&str]) -> Value {
-    let out = run(helm_in(home)
-        .args(args)
-        .args(["--namespace", ns, "-o", "json", "--kubeconfig", &kubeconfig_path()]));
+    let out = run(helm_in(home).args(args).args([
+        "--namespace",
+        ns,
+        "-o",
+        "json",
+        "--kubeconfig",
+        &kubeconfig_path(),
+    ]));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -204,7 +211,10 @@ async fn lifecycle_as_helm_records_it() {
     assert_eq!(rel.config, values, "config = the values given");
     assert_eq!(rel.chart.name, "demo");
     assert_eq!(rel.chart.version, "0.1.0");
-    assert_eq!(rel.apply_method, "ssa", "Helm 4 server-side apply by default");
+    assert_eq!(
+        rel.apply_method, "ssa",
+        "Helm 4 server-side apply by default"
+    );
     assert!(rel.manifest.contains("kind: Deployment"));
     let got_values = helm_json(charts.dir.path(), &ns.name, &["get", "values", "web"]);
     assert_eq!(got_values, values);
@@ -213,13 +223,22 @@ async fn lifecycle_as_helm_records_it() {
     assert_eq!(hist[0]["status"], "deployed");
     assert_eq!(hist[0]["chart"], "demo-0.1.0");
     assert_eq!(hist[0]["description"], rel.info.description.as_str());
-    assert_eq!(secrets(&t.client, &ns.name, "web").await, ["sh.helm.release.v1.web.v1"]);
+    assert_eq!(
+        secrets(&t.client, &ns.name, "web").await,
+        ["sh.helm.release.v1.web.v1"]
+    );
 
     // upgrade: superseded / deployed
-    let rel = e.upgrade(&t, &upgrade_req(&r, &v2, values.clone())).await.unwrap();
+    let rel = e
+        .upgrade(&t, &upgrade_req(&r, &v2, values.clone()))
+        .await
+        .unwrap();
     assert_eq!((rel.version, &rel.info.status), (2, &Status::Deployed));
     let h = e.history(&t, &r).await.unwrap();
-    let statuses: Vec<(u32, Status)> = h.iter().map(|x| (x.version, x.info.status.clone())).collect();
+    let statuses: Vec<(u32, Status)> = h
+        .iter()
+        .map(|x| (x.version, x.info.status.clone()))
+        .collect();
     assert_eq!(statuses, [(2, Status::Deployed), (1, Status::Superseded)]);
 
     // a pre-upgrade hook that fails: revision 3 failed, the error says why
@@ -276,7 +295,9 @@ async fn lifecycle_as_helm_records_it() {
 
     // another release, uninstalled without history: no Secret left
     let r2 = rref("gone", &ns.name);
-    e.install(&t, &install_req(&r2, &v1, json!({}))).await.unwrap();
+    e.install(&t, &install_req(&r2, &v1, json!({})))
+        .await
+        .unwrap();
     assert_eq!(secrets(&t.client, &ns.name, "gone").await.len(), 1);
     let none = e.uninstall(&t, &uninstall_req(&r2, false)).await.unwrap();
     assert!(none.is_none());
@@ -310,7 +331,10 @@ async fn a_stale_pending_release_is_unlocked() {
     .await
     .unwrap();
     let hist = helm_json(charts.dir.path(), &ns.name, &["history", "locked"]);
-    assert_eq!(hist[1]["status"], "pending-upgrade", "helm reads our Secret");
+    assert_eq!(
+        hist[1]["status"], "pending-upgrade",
+        "helm reads our Secret"
+    );
     let err = e
         .upgrade(&t, &upgrade_req(&r, &v1, json!({})))
         .await
@@ -372,14 +396,20 @@ async fn post_render_stamps_origin_metadata_and_patches() {
     assert_eq!(rel.info.status, Status::Deployed);
     let d: Deployment = ns.deployments().get("pr-demo").await.unwrap();
     let labels = d.metadata.labels.clone().unwrap();
-    assert_eq!(labels["helm.toolkit.fluxcd.io/name"], "my-hr", "origin wins");
+    assert_eq!(
+        labels["helm.toolkit.fluxcd.io/name"], "my-hr",
+        "origin wins"
+    );
     assert_eq!(labels["helm.toolkit.fluxcd.io/namespace"], "flux-system");
     assert_eq!(labels["team"], "platform");
     assert_eq!(labels["patched"], "yes");
     assert_eq!(d.metadata.annotations.clone().unwrap()["owner"], "ops");
     assert_eq!(image_of(&d), "nginx:1.27.0", "kustomize images");
     let svc = ns.get("v1", "Service", "pr-demo").await.unwrap();
-    assert_eq!(svc["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"], "my-hr");
+    assert_eq!(
+        svc["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"],
+        "my-hr"
+    );
     assert!(
         svc["metadata"]["labels"].get("patched").is_none(),
         "the patch targets Deployments only"
@@ -439,7 +469,11 @@ async fn a_wait_timeout_names_the_deployment() {
         "{:?}",
         he.not_ready
     );
-    assert!(he.message.starts_with("timeout waiting for: ["), "{}", he.message);
+    assert!(
+        he.message.starts_with("timeout waiting for: ["),
+        "{}",
+        he.message
+    );
     assert!(he.message.contains(&want), "{}", he.message);
     assert!(
         !he.not_ready.iter().any(|n| n.contains("Service/")),
@@ -471,9 +505,7 @@ async fn crds_follow_the_policy() {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(t.client.clone());
     let name = format!("widgets.{group}");
-    let rev = || async {
-        crds.get(&name).await.unwrap().metadata.labels.unwrap()["rev"].clone()
-    };
+    let rev = || async { crds.get(&name).await.unwrap().metadata.labels.unwrap()["rev"].clone() };
     let mut req = install_req(&r, &v1, json!({}));
     req.crds = Crds::CreateReplace;
     e.install(&t, &req).await.unwrap();

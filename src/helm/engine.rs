@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
-use kube::Client;
 use serde_json::Value;
 
 use super::postrender::{self, PostRenderConfig};
@@ -328,13 +328,25 @@ type Result<T> = std::result::Result<T, EngineError>;
 pub trait Engine: Send + Sync {
     /// Install; the new release (revision 1, or the next after an uninstalled one with
     /// `replace`) as stored.
-    fn install(&self, t: &Target, r: &InstallRequest) -> impl Future<Output = Result<Release>> + Send;
+    fn install(
+        &self,
+        t: &Target,
+        r: &InstallRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
     /// Upgrade; the new release as stored.
-    fn upgrade(&self, t: &Target, r: &UpgradeRequest) -> impl Future<Output = Result<Release>> + Send;
+    fn upgrade(
+        &self,
+        t: &Target,
+        r: &UpgradeRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
     /// Run the test hooks; the release with their `last_run` phases.
     fn test(&self, t: &Target, r: &TestRequest) -> impl Future<Output = Result<Release>> + Send;
     /// Roll back; the new release ("Rollback to N").
-    fn rollback(&self, t: &Target, r: &RollbackRequest) -> impl Future<Output = Result<Release>> + Send;
+    fn rollback(
+        &self,
+        t: &Target,
+        r: &RollbackRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
     /// Uninstall; the `uninstalled` release when history is kept, else `None`.
     fn uninstall(
         &self,
@@ -342,9 +354,17 @@ pub trait Engine: Send + Sync {
         r: &UninstallRequest,
     ) -> impl Future<Output = Result<Option<Release>>> + Send;
     /// Every stored revision, newest first (native storage read).
-    fn history(&self, t: &Target, r: &ReleaseRef) -> impl Future<Output = Result<Vec<Release>>> + Send;
+    fn history(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+    ) -> impl Future<Output = Result<Vec<Release>>> + Send;
     /// The newest stored revision (native storage read).
-    fn latest(&self, t: &Target, r: &ReleaseRef) -> impl Future<Output = Result<Option<Release>>> + Send;
+    fn latest(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+    ) -> impl Future<Output = Result<Option<Release>>> + Send;
     /// Flux's Unlock: a `pending-*` revision becomes `failed` ("Release unlocked from stale
     /// '<status>' state").
     fn unlock(
@@ -420,7 +440,12 @@ impl HelmCli {
             .env("HELM_DATA_HOME", h.join("data"))
             .env("HELM_PLUGINS", h.join("plugins"))
             .env("HELM_DRIVER", "secret");
-        for k in ["PATH", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "TMPDIR"] {
+        for k in [
+            "PATH",
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "TMPDIR",
+        ] {
             if let Some(v) = std::env::var_os(k) {
                 cmd.env(k, v);
             }
@@ -447,8 +472,12 @@ impl HelmCli {
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        let stderr = mask(&tail(&String::from_utf8_lossy(&out.stderr), STDERR_LINES), values);
-        let post_render = std::fs::read_to_string(scratch.join("post-render.err")).unwrap_or_default();
+        let stderr = mask(
+            &tail(&String::from_utf8_lossy(&out.stderr), STDERR_LINES),
+            values,
+        );
+        let post_render =
+            std::fs::read_to_string(scratch.join("post-render.err")).unwrap_or_default();
         let message = if !post_render.trim().is_empty() {
             mask(post_render.trim(), values)
         } else {
@@ -493,7 +522,10 @@ impl HelmCli {
         storage::latest(&t.client, &r.namespace, &r.name)
             .await?
             .ok_or_else(|| {
-                EngineError::Setup(format!("release {} not in storage after the action", r.name))
+                EngineError::Setup(format!(
+                    "release {} not in storage after the action",
+                    r.name
+                ))
             })
     }
 }
@@ -552,9 +584,12 @@ pub fn error_line(stderr: &str) -> String {
 
 /// Whether helm failed on a wait deadline. PURE.
 pub fn is_timeout(stderr: &str) -> bool {
-    ["context deadline exceeded", "timed out waiting for the condition"]
-        .iter()
-        .any(|m| stderr.contains(m))
+    [
+        "context deadline exceeded",
+        "timed out waiting for the condition",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 /// Helm's duration flag for `d` (whole seconds, at least 1).
@@ -719,10 +754,7 @@ pub fn uninstall_args(r: &UninstallRequest) -> Vec<String> {
         "--timeout".into(),
         seconds(r.timeout),
         format!("--cascade={cascade}"),
-        format!(
-            "--wait={}",
-            if r.wait { "watcher" } else { "hookOnly" }
-        ),
+        format!("--wait={}", if r.wait { "watcher" } else { "hookOnly" }),
     ];
     if r.disable_hooks {
         a.push("--no-hooks".into());
@@ -739,7 +771,12 @@ pub fn uninstall_args(r: &UninstallRequest) -> Vec<String> {
 /// The objects of a release manifest that are not Current, as
 /// `Kind/namespace/name: <kstatus status>: <kstatus message>` (objects without a namespace
 /// in the manifest are looked up in `namespace` when namespaced; NotFound when absent).
-pub async fn not_ready(client: &Client, manifest: &str, namespace: &str, now: Timestamp) -> Vec<String> {
+pub async fn not_ready(
+    client: &Client,
+    manifest: &str,
+    namespace: &str,
+    now: Timestamp,
+) -> Vec<String> {
     let Ok(objects) = postrender::parse_manifests(manifest) else {
         return Vec::new();
     };
@@ -756,7 +793,10 @@ pub async fn not_ready(client: &Client, manifest: &str, namespace: &str, now: Ti
         let (api, ns): (Api<DynamicObject>, String) = match caps.scope {
             Scope::Cluster => (Api::all_with(client.clone(), &ar), String::new()),
             Scope::Namespaced => {
-                let ns = o["metadata"]["namespace"].as_str().unwrap_or(namespace).to_string();
+                let ns = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(namespace)
+                    .to_string();
                 (Api::namespaced_with(client.clone(), &ns, &ar), ns)
             }
         };
@@ -795,7 +835,11 @@ async fn apply_crds(
             action,
             t,
             scratch.path(),
-            vec!["show".into(), "crds".into(), chart.to_string_lossy().into_owned()],
+            vec![
+                "show".into(),
+                "crds".into(),
+                chart.to_string_lossy().into_owned(),
+            ],
             &Value::Null,
         )
         .await?;
@@ -812,7 +856,10 @@ async fn apply_crds(
     // the chart's CRDs are objects of the chart like any other: the dynamic API, as for the
     // rest of a release (the helm controller is bound to cluster-admin, as Flux's)
     for c in crds {
-        let name = c["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = c["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let api_version = c["apiVersion"].as_str().unwrap_or_default();
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, c["kind"].as_str().unwrap_or_default());
@@ -820,8 +867,8 @@ async fn apply_crds(
             .await
             .map_err(|e| fail(&name, e))?;
         let api: Api<DynamicObject> = Api::all_with(t.client.clone(), &ar);
-        let obj: DynamicObject =
-            serde_json::from_value(c).map_err(|e| EngineError::Setup(format!("CRD {name}: {e}")))?;
+        let obj: DynamicObject = serde_json::from_value(c)
+            .map_err(|e| EngineError::Setup(format!("CRD {name}: {e}")))?;
         if replace {
             let pp = PatchParams::apply("pennant").force();
             api.patch(&name, &pp, &Patch::Apply(&obj))
@@ -857,7 +904,9 @@ fn action_files(
         Some(c) => {
             let mut c = c.clone();
             if c.kustomize_binary.is_empty() {
-                c.kustomize_binary = postrender::kustomize_binary().to_string_lossy().into_owned();
+                c.kustomize_binary = postrender::kustomize_binary()
+                    .to_string_lossy()
+                    .into_owned();
             }
             let f = secret_file(
                 scratch,
@@ -880,7 +929,10 @@ impl Engine for HelmCli {
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
         let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
         let args = install_args(r, &vf, pr);
-        if let Err(e) = self.run(Action::Install, t, scratch.path(), args, &r.values).await {
+        if let Err(e) = self
+            .run(Action::Install, t, scratch.path(), args, &r.values)
+            .await
+        {
             return Err(self.explain_timeout(t, &r.release, e).await);
         }
         self.stored(t, &r.release).await
@@ -896,7 +948,10 @@ impl Engine for HelmCli {
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
         let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
         let args = upgrade_args(r, &vf, pr);
-        if let Err(e) = self.run(Action::Upgrade, t, scratch.path(), args, &r.values).await {
+        if let Err(e) = self
+            .run(Action::Upgrade, t, scratch.path(), args, &r.values)
+            .await
+        {
             return Err(self.explain_timeout(t, &r.release, e).await);
         }
         self.stored(t, &r.release).await
@@ -912,7 +967,13 @@ impl Engine for HelmCli {
     async fn rollback(&self, t: &Target, r: &RollbackRequest) -> Result<Release> {
         let scratch = self.scratch()?;
         if let Err(e) = self
-            .run(Action::Rollback, t, scratch.path(), rollback_args(r), &Value::Null)
+            .run(
+                Action::Rollback,
+                t,
+                scratch.path(),
+                rollback_args(r),
+                &Value::Null,
+            )
             .await
         {
             return Err(self.explain_timeout(t, &r.release, e).await);
@@ -922,8 +983,14 @@ impl Engine for HelmCli {
 
     async fn uninstall(&self, t: &Target, r: &UninstallRequest) -> Result<Option<Release>> {
         let scratch = self.scratch()?;
-        self.run(Action::Uninstall, t, scratch.path(), uninstall_args(r), &Value::Null)
-            .await?;
+        self.run(
+            Action::Uninstall,
+            t,
+            scratch.path(),
+            uninstall_args(r),
+            &Value::Null,
+        )
+        .await?;
         Ok(storage::latest(&t.client, &r.release.namespace, &r.release.name).await?)
     }
 
@@ -948,7 +1015,15 @@ impl Engine for HelmCli {
             .find(|x| x.version == revision)
             .ok_or_else(|| StorageError::NotFound(r.name.clone(), revision))?;
         let description = storage::unlock_description(&rel.info.status);
-        Ok(storage::unlock(&t.client, &r.namespace, &r.name, revision, &description, now).await?)
+        Ok(storage::unlock(
+            &t.client,
+            &r.namespace,
+            &r.name,
+            revision,
+            &description,
+            now,
+        )
+        .await?)
     }
 }
 
@@ -1018,7 +1093,11 @@ mod tests {
         r.take_ownership = false;
         r.server_side = false;
         r.description = Some("d".into());
-        let a = install_args(&r, Path::new("/v"), Some((Path::new("/p.json"), Path::new("/p.err"))));
+        let a = install_args(
+            &r,
+            Path::new("/v"),
+            Some((Path::new("/p.json"), Path::new("/p.err"))),
+        );
         for f in [
             "--wait=hookOnly",
             "--skip-crds",
@@ -1080,7 +1159,10 @@ mod tests {
         ] {
             assert!(has(&a, f), "{f} in {a:?}");
         }
-        assert!(!has(&a, "--skip-crds"), "upgrade has no CRD flag: the engine applies them");
+        assert!(
+            !has(&a, "--skip-crds"),
+            "upgrade has no CRD flag: the engine applies them"
+        );
         let rb = RollbackRequest {
             release: rel(),
             revision: Some(3),
@@ -1095,7 +1177,9 @@ mod tests {
         };
         let a = rollback_args(&rb);
         assert_eq!(&a[..3], ["rollback", "web", "3"]);
-        assert!(has(&a, "--no-hooks") && has(&a, "--history-max=0") && has(&a, "--server-side=true"));
+        assert!(
+            has(&a, "--no-hooks") && has(&a, "--history-max=0") && has(&a, "--server-side=true")
+        );
         let un = UninstallRequest {
             release: rel(),
             timeout: Duration::from_secs(60),
@@ -1106,7 +1190,11 @@ mod tests {
             description: None,
         };
         let a = uninstall_args(&un);
-        assert!(has(&a, "--keep-history") && has(&a, "--cascade=foreground") && has(&a, "--wait=hookOnly"));
+        assert!(
+            has(&a, "--keep-history")
+                && has(&a, "--cascade=foreground")
+                && has(&a, "--wait=hookOnly")
+        );
         let t = TestRequest {
             release: rel(),
             timeout: Duration::from_secs(60),
@@ -1138,8 +1226,12 @@ mod tests {
 
     #[test]
     fn timeouts_are_recognised() {
-        assert!(is_timeout("Error: UPGRADE FAILED: context deadline exceeded"));
+        assert!(is_timeout(
+            "Error: UPGRADE FAILED: context deadline exceeded"
+        ));
         assert!(is_timeout("Error: timed out waiting for the condition"));
-        assert!(!is_timeout("Error: UPGRADE FAILED: pre-upgrade hooks failed"));
+        assert!(!is_timeout(
+            "Error: UPGRADE FAILED: pre-upgrade hooks failed"
+        ));
     }
 }

@@ -99,9 +99,7 @@ pub fn write_manifests(objects: &[Value]) -> Result<String, PostRenderError> {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(
-            &serde_json::to_string(o).map_err(|e| PostRenderError(format!("JSON: {e}")))?,
-        );
+        out.push_str(&serde_json::to_string(o).map_err(|e| PostRenderError(format!("JSON: {e}")))?);
         out.push('\n');
     }
     Ok(out)
@@ -218,11 +216,7 @@ pub fn run(rendered: &str, config: &PostRenderConfig) -> Result<String, PostRend
         &config.common_labels,
         &config.common_annotations,
     );
-    origin_labels(
-        &mut objects,
-        &config.origin_name,
-        &config.origin_namespace,
-    );
+    origin_labels(&mut objects, &config.origin_name, &config.origin_namespace);
     write_manifests(&objects)
 }
 
@@ -282,7 +276,10 @@ mod tests {
         origin_labels(&mut o, "web", "apps");
         for obj in &o {
             let l = &obj["metadata"]["labels"];
-            assert_eq!(l[ORIGIN_NAME_LABEL], "web", "origin wins over chart and commonMetadata");
+            assert_eq!(
+                l[ORIGIN_NAME_LABEL], "web",
+                "origin wins over chart and commonMetadata"
+            );
             assert_eq!(l[ORIGIN_NAMESPACE_LABEL], "apps");
             assert_eq!(l["team"], "platform");
             assert_eq!(obj["metadata"]["annotations"]["owner"], "ops");
@@ -307,7 +304,8 @@ mod tests {
         let o = objs();
         assert_eq!(o.len(), 2);
         assert_eq!(parse_manifests(&write_manifests(&o).unwrap()).unwrap(), o);
-        let tricky = vec![json!({"metadata": {"labels": {"a": "yes", "b": "on", "c": "1.0", "d": "null"}}})];
+        let tricky =
+            vec![json!({"metadata": {"labels": {"a": "yes", "b": "on", "c": "1.0", "d": "null"}}})];
         let text = write_manifests(&tricky).unwrap();
         assert!(text.contains(r#""a":"yes""#), "strings stay quoted: {text}");
         assert_eq!(parse_manifests(&text).unwrap(), tricky);
@@ -332,14 +330,17 @@ mod tests {
 
     #[test]
     fn plugin_yaml_is_a_v1_postrenderer_running_pennant() {
-        let y: Value = serde_saphyr::from_str(&plugin_yaml(Path::new("/opt/my dir/pennant")))
-            .unwrap();
+        let y: Value =
+            serde_saphyr::from_str(&plugin_yaml(Path::new("/opt/my dir/pennant"))).unwrap();
         assert_eq!(y["apiVersion"], "v1");
         assert_eq!(y["type"], "postrenderer/v1");
         assert_eq!(y["runtime"], "subprocess");
         let cmd = &y["runtimeConfig"]["platformCommand"][0];
         assert!(!cmd["command"].as_str().unwrap().contains(' '));
-        assert_eq!(cmd["args"], json!(["/opt/my dir/pennant", "helm-post-render"]));
+        assert_eq!(
+            cmd["args"],
+            json!(["/opt/my dir/pennant", "helm-post-render"])
+        );
         let y: Value = serde_saphyr::from_str(&plugin_yaml(Path::new("/bin/pennant"))).unwrap();
         let cmd = &y["runtimeConfig"]["platformCommand"][0];
         assert_eq!(cmd["command"], "/bin/pennant");
@@ -355,7 +356,10 @@ mod tests {
             "originName": "web", "originNamespace": "apps",
         }))
         .unwrap();
-        assert_eq!(c.kustomize[0].patches[0].target, Some(json!({"kind": "Service"})));
+        assert_eq!(
+            c.kustomize[0].patches[0].target,
+            Some(json!({"kind": "Service"}))
+        );
         assert_eq!(c.common_labels["a"], "b");
         assert_eq!(c.origin_namespace, "apps");
     }

@@ -209,7 +209,11 @@ fn string(v: &Value) -> String {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -557,7 +561,10 @@ mod tests {
             }
         );
         assert_eq!(r.config, json!({"replicaCount": 2}));
-        assert!(r.manifest.contains("# Source: demo/templates/deployment.yaml"));
+        assert!(
+            r.manifest
+                .contains("# Source: demo/templates/deployment.yaml")
+        );
         assert_eq!(r.apply_method, "ssa");
         let test = r.test_hooks().next().expect("a test hook");
         assert_eq!(test.events, vec!["test"]);
@@ -585,10 +592,14 @@ mod tests {
         let back = decode(&encode(&r)).unwrap();
         assert_eq!(back, r);
         assert_eq!(
-            back.raw["chart"]["templates"], fixture()["chart"]["templates"],
+            back.raw["chart"]["templates"],
+            fixture()["chart"]["templates"],
             "chart templates kept"
         );
-        assert_eq!(back.raw["info"]["first_deployed"], fixture()["info"]["first_deployed"]);
+        assert_eq!(
+            back.raw["info"]["first_deployed"],
+            fixture()["info"]["first_deployed"]
+        );
         let mut changed = r.clone();
         changed.info.status = Status::Failed;
         changed.info.description = unlock_description(&Status::PendingUpgrade);
