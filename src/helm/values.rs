@@ -267,33 +267,38 @@ pub async fn fetch(
     let mut cache: HashMap<(ValuesKind, &str), Obj> = HashMap::new();
     let mut out = Vec::with_capacity(refs.len());
     for r in refs {
-        if !cache.contains_key(&(r.kind, r.name)) {
-            let api_err = |e: kube::Error| ValuesError::Api {
-                kind: r.kind,
-                namespace: namespace.to_string(),
-                name: r.name.to_string(),
-                message: e.to_string(),
-            };
-            let obj = match r.kind {
-                ValuesKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), namespace)
-                    .get_opt(r.name)
-                    .await
-                    .map_err(api_err)?
-                    .map_or(Obj::Missing, |o| Obj::ConfigMap(Box::new(o))),
-                ValuesKind::Secret => Api::<Secret>::namespaced(client.clone(), namespace)
-                    .get_opt(r.name)
-                    .await
-                    .map_err(api_err)?
-                    .map_or(Obj::Missing, |o| Obj::Secret(Box::new(o))),
-            };
-            cache.insert((r.kind, r.name), obj);
-        }
+        let obj = match cache.entry((r.kind, r.name)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let api_err = |e: kube::Error| ValuesError::Api {
+                    kind: r.kind,
+                    namespace: namespace.to_string(),
+                    name: r.name.to_string(),
+                    message: e.to_string(),
+                };
+                let obj = match r.kind {
+                    ValuesKind::ConfigMap => {
+                        Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                            .get_opt(r.name)
+                            .await
+                            .map_err(api_err)?
+                            .map_or(Obj::Missing, |o| Obj::ConfigMap(Box::new(o)))
+                    }
+                    ValuesKind::Secret => Api::<Secret>::namespaced(client.clone(), namespace)
+                        .get_opt(r.name)
+                        .await
+                        .map_err(api_err)?
+                        .map_or(Obj::Missing, |o| Obj::Secret(Box::new(o))),
+                };
+                slot.insert(obj)
+            }
+        };
         let key = r.key();
         let bytes_to = |b: &[u8]| match std::str::from_utf8(b) {
             Ok(s) => Fetched::Data(s.to_string()),
             Err(_) => Fetched::NotUtf8,
         };
-        out.push(match &cache[&(r.kind, r.name)] {
+        out.push(match &*obj {
             Obj::Missing => Fetched::ObjectNotFound,
             Obj::ConfigMap(cm) => {
                 if let Some(s) = cm.data.as_ref().and_then(|d| d.get(key)) {

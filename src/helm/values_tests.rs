@@ -447,13 +447,20 @@ fn optional(mut r: ValuesRef<'_>) -> ValuesRef<'_> {
     r
 }
 
+/// (name, entries, inline values, expected values)
+type ComposeCase<'a> = (
+    &'a str,
+    Vec<(ValuesRef<'a>, Content<'a>)>,
+    Option<Value>,
+    Value,
+);
+
 #[test]
 fn compose_table() {
     use Content::*;
     let inline_list = json!({"nested": {"configuration": ["list", "item", "option"]}});
     let other = json!({"other": "values"});
-    // (name, entries, inline, expected)
-    let cases: Vec<(&str, Vec<(ValuesRef, Content)>, Option<Value>, Value)> = vec![
+    let cases: Vec<ComposeCase> = vec![
         (
             "flux: merges",
             vec![
