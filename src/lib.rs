@@ -12,6 +12,7 @@ pub mod ext;
 pub mod gate;
 pub mod gitops;
 pub mod health;
+pub mod helm;
 pub mod http_post;
 pub mod kube_client;
 pub mod kustomize;
