@@ -1520,7 +1520,9 @@ items:
         let desired = deployment(2, "a");
         let mut opted = desired.clone();
         opted["metadata"]["labels"][DRIFT_DETECTION_KEY] = json!(DISABLED);
-        let cases: Vec<(&str, &Value, Option<&Value>, Vec<String>, &str)> = vec![
+        // (case, desired, live, ignored paths, state)
+        type Case<'a> = (&'a str, &'a Value, Option<&'a Value>, Vec<String>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "desired opts out",
                 &opted,
