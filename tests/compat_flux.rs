@@ -22,12 +22,21 @@
 //! [`flux_kustomization_sample_round_trips`] and [`example_fleet_kustomizations_are_accepted`]:
 //! Flux's example fleet's Kustomizations parse, round-trip and validate under pennant's schema
 //! ([`validate`], negative control [`validation_rejects_what_flux_rejects`]).
+//!
+//! The same for HelmRelease against helm-controller v1.6.4 (the version Flux v2.9.5 pins;
+//! `e2e/tools/flux-crds helm-controller`): [`helm_release_schema_covers_flux`] (negative control
+//! [`walker_catches_a_removed_helm_release_field`]),
+//! [`helm_release_defaults_names_and_columns_match_flux`], [`flux_helm_release_samples_round_trip`]
+//! and [`example_fleet_helm_releases_are_accepted`] (the fleet's HelmReleases, and the staging
+//! and production ones its kustomize patches make, parse, round-trip and validate; negative
+//! control [`helm_release_validation_rejects_what_flux_rejects`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pennant::api::crds;
+use pennant::api::helm_release::HelmRelease;
 use pennant::api::kustomization::Kustomization;
 use pennant::api::source::{
     ArtifactGenerator, GitRepository, HelmChart, HelmRepository, OCIRepository,
@@ -794,6 +803,382 @@ fn validation_rejects_what_flux_rejects() {
             obj.insert(key.into(), value);
         }
         let found = check_kustomization(&doc, &schema);
+        assert!(
+            found.iter().any(|p| p.starts_with(expect)),
+            "{pointer}: expected {expect:?}, found {found:#?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HelmRelease (`helm.toolkit.fluxcd.io/v2`) against helm-controller v1.6.4's CRD and samples, and
+// the HelmReleases of Flux's example fleet.
+
+const HR_KINDS: [&str; 1] = ["HelmRelease"];
+
+/// kube-derive requires `spec` at the root; Flux's schema would accept an object without one,
+/// which neither Flux (its `interval` is required inside) nor pennant can act on.
+///
+/// pennant extensions (extra optional properties or enum values: the walker reports only what
+/// pennant would reject or prune, so they need no allow-list entry): `spec.dependsOn[].kind`
+/// (`HelmRelease`, the default, or `Kustomization`; flux2#3364), `OCIRepository` in
+/// `spec.chart.spec.sourceRef.kind` (as pennant's HelmChart) and
+/// `spec.chart.spec.verify.matchOIDCIdentity` (the HelmChart's verification, passed through).
+const HR_EXTRA_REQUIRED: [(&str, &str, &str); 1] = [("HelmRelease", "", "spec")];
+
+const FLUX_HR: Allow = Allow {
+    upstream: "Flux",
+    number_as_integer: &[],
+    extra_required: &HR_EXTRA_REQUIRED,
+    extra_cel_rules: &[],
+};
+
+fn flux_hr_crd() -> Value {
+    let path = flux_module("helm-controller")
+        .join("config/crd/bases/helm.toolkit.fluxcd.io_helmreleases.yaml");
+    read_docs(&path).remove(0)
+}
+
+fn pennant_hr_crd() -> Value {
+    let crd = crds::all()
+        .into_iter()
+        .find(|c| c.spec.group == "helm.toolkit.fluxcd.io")
+        .expect("pennant serves HelmRelease");
+    serde_json::to_value(crd).unwrap()
+}
+
+/// Schemas by kind for one served version.
+fn hr_schemas(crd: &Value, version: &str) -> BTreeMap<String, Value> {
+    BTreeMap::from([("HelmRelease".to_string(), served(crd)[version].clone())])
+}
+
+#[test]
+fn helm_release_schema_covers_flux() {
+    let (flux, ours) = (flux_hr_crd(), pennant_hr_crd());
+    let versions: Vec<_> = served(&flux).into_keys().collect();
+    assert_eq!(
+        served(&ours).into_keys().collect::<Vec<_>>(),
+        versions,
+        "pennant serves every version Flux serves, and only those"
+    );
+    assert_eq!(versions, ["v2"]);
+    let mut used = Used::default();
+    for v in &versions {
+        let found = schema_walk::problems(
+            &HR_KINDS,
+            &hr_schemas(&flux, v),
+            &hr_schemas(&ours, v),
+            &FLUX_HR,
+            &mut used,
+        );
+        assert!(
+            found.is_empty(),
+            "pennant's {v} HelmRelease CRD would reject or lose what Flux's accepts:\n  {}",
+            found.join("\n  ")
+        );
+    }
+    assert_eq!(
+        used.extra_required.len(),
+        HR_EXTRA_REQUIRED.len(),
+        "stale HR_EXTRA_REQUIRED"
+    );
+}
+
+/// Negative controls: a field, an enum value, a bound, a CEL rule or a map's values removed
+/// from pennant's schema is reported.
+#[test]
+fn walker_catches_a_removed_helm_release_field() {
+    let flux = hr_schemas(&flux_hr_crd(), "v2");
+    let check = |edit: &dyn Fn(&mut Value), expect: &str| {
+        let mut ours = hr_schemas(&pennant_hr_crd(), "v2");
+        edit(ours.get_mut("HelmRelease").unwrap());
+        let found = schema_walk::problems(&HR_KINDS, &flux, &ours, &FLUX_HR, &mut Used::default());
+        assert!(
+            found.iter().any(|p| p == expect),
+            "expected {expect:?}, the walker reported {found:#?}"
+        );
+    };
+    check(
+        &|s| {
+            let r = node_mut(s, ".spec.upgrade.remediation");
+            r["properties"].as_object_mut().unwrap().remove("strategy");
+        },
+        "HelmRelease .spec.upgrade.remediation.strategy: missing in pennant's schema",
+    );
+    check(
+        &|s| {
+            let k = node_mut(s, ".spec.chartRef.kind");
+            k["enum"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|v| v != "ExternalArtifact");
+        },
+        "HelmRelease .spec.chartRef.kind: Flux allows \"ExternalArtifact\", pennant's enum does not",
+    );
+    check(
+        &|s| {
+            let h = node_mut(s, ".status.history");
+            h["items"]["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("testHooks");
+        },
+        "HelmRelease .status.history[].testHooks: missing in pennant's schema",
+    );
+    check(
+        &|s| node_mut(s, ".spec.releaseName")["maxLength"] = json!(40),
+        "HelmRelease .spec.releaseName: pennant adds `maxLength: 40`",
+    );
+    check(
+        &|s| {
+            node_mut(s, ".spec.install.strategy")["x-kubernetes-validations"][0]["rule"] =
+                json!("self.name == 'RetryOnFailure'")
+        },
+        "HelmRelease .spec.install.strategy: pennant adds CEL rule \"self.name == 'RetryOnFailure'\"",
+    );
+    check(
+        &|s| {
+            let v = node_mut(s, ".spec");
+            v["properties"]["values"] = json!({"type": "object"});
+        },
+        "HelmRelease .spec.values: type is None in Flux, Some(\"object\") in pennant",
+    );
+}
+
+#[test]
+fn helm_release_defaults_names_and_columns_match_flux() {
+    let (f, o) = (flux_hr_crd(), pennant_hr_crd());
+    let (mut fd, mut od) = (BTreeMap::new(), BTreeMap::new());
+    defaults(&served(&f)["v2"], "", &mut fd);
+    defaults(&served(&o)["v2"], "", &mut od);
+    assert_eq!(od, fd, "schema defaults");
+    for path in [
+        ".spec.chart.spec.version",
+        ".spec.uninstall.deletionPropagation",
+        ".status",
+    ] {
+        assert!(fd.contains_key(path), "{path}: {fd:?}");
+    }
+    for key in ["plural", "singular", "shortNames", "categories", "listKind"] {
+        assert_eq!(
+            o["spec"]["names"][key], f["spec"]["names"][key],
+            "names.{key}"
+        );
+    }
+    assert_eq!(o["spec"]["names"]["shortNames"], json!(["hr"]));
+    assert_eq!(o["spec"]["scope"], f["spec"]["scope"]);
+    let columns = |crd: &Value| crd["spec"]["versions"][0]["additionalPrinterColumns"].clone();
+    assert_eq!(columns(&o), columns(&f), "printer columns");
+    let version = |crd: &Value| {
+        let v = &crd["spec"]["versions"][0];
+        (
+            v["served"].clone(),
+            v["storage"].clone(),
+            v["subresources"].clone(),
+        )
+    };
+    assert_eq!(
+        version(&o),
+        version(&f),
+        "served, storage, status subresource"
+    );
+    let key = "kustomize.toolkit.fluxcd.io/substitute";
+    assert_eq!(f["metadata"]["annotations"][key], "disabled");
+    assert_eq!(o["metadata"]["annotations"][key], "disabled");
+    let labels = o["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!labels.values().any(|v| v == "flux"), "{labels:?}");
+}
+
+/// Parse, round-trip and validate one HelmRelease; the problems found.
+fn check_helm_release(doc: &Value, schema: &Value) -> Vec<String> {
+    let mut out = vec![];
+    validate(doc, schema, "", &mut out);
+    match serde_json::from_value::<HelmRelease>(doc.clone()) {
+        Ok(typed) => lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out),
+        Err(e) => out.push(format!("does not deserialize: {e}")),
+    }
+    out
+}
+
+#[test]
+fn flux_helm_release_samples_round_trip() {
+    let schema = served(&pennant_hr_crd())["v2"].clone();
+    let dir = flux_module("helm-controller").join("config/samples");
+    let mut seen = vec![];
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        for doc in read_docs(&path) {
+            if doc["kind"] != "HelmRelease" {
+                continue;
+            }
+            assert_eq!(doc["apiVersion"], "helm.toolkit.fluxcd.io/v2");
+            let problems = check_helm_release(&doc, &schema);
+            assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+            seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "helm_v2_helmrelease_gitrepository.yaml",
+            "helm_v2_helmrelease_helmrepository.yaml",
+            "helm_v2_helmrelease_ocirepository.yaml"
+        ]
+    );
+}
+
+/// Kustomize's strategic merge of the fleet's value patches, for what they hold: maps merge,
+/// anything else (scalars, lists of scalars) is replaced.
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+#[test]
+fn example_fleet_helm_releases_are_accepted() {
+    let schema = served(&pennant_hr_crd())["v2"].clone();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/flux2-kustomize-helm-example");
+    let mut files = vec![];
+    yaml_files(&root, &mut files);
+    let mut seen = vec![];
+    let mut patches = BTreeMap::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for doc in read_docs(path) {
+            if doc["kind"] != "HelmRelease" {
+                continue;
+            }
+            assert_eq!(doc["apiVersion"], "helm.toolkit.fluxcd.io/v2", "{rel}");
+            // apps/<env>/podinfo-values.yaml: a kustomize patch of the base release
+            if rel.ends_with("podinfo-values.yaml") {
+                patches.insert(rel.clone(), doc);
+                continue;
+            }
+            let problems = check_helm_release(&doc, &schema);
+            assert!(problems.is_empty(), "{rel}: {problems:#?}");
+            seen.push(format!(
+                "{}/{}",
+                doc["metadata"]["namespace"].as_str().unwrap_or_default(),
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "podinfo/podinfo",
+            "cert-manager/cert-manager",
+            "envoy-gateway-system/envoy-gateway"
+        ]
+    );
+    // the staging and production releases the apps overlays build
+    let base = read_docs(&root.join("apps/base/podinfo/release.yaml")).remove(0);
+    assert_eq!(
+        patches.keys().collect::<Vec<_>>(),
+        [
+            "apps/production/podinfo-values.yaml",
+            "apps/staging/podinfo-values.yaml"
+        ]
+    );
+    for (rel, patch) in &patches {
+        let mut doc = base.clone();
+        merge(&mut doc, patch);
+        let problems = check_helm_release(&doc, &schema);
+        assert!(problems.is_empty(), "{rel} on the base: {problems:#?}");
+        let hr: HelmRelease = serde_json::from_value(doc).unwrap();
+        let spec = hr.spec.chart.as_ref().unwrap();
+        assert_eq!(spec.spec.chart, "podinfo");
+        assert!(spec.spec.version.is_some(), "{rel}");
+        assert_eq!(hr.release_name(), "podinfo");
+        assert_eq!(hr.helm_chart_name(), "podinfo-podinfo");
+    }
+    // the same fleet as shared with the other tests, when present: byte for byte
+    let shared = Path::new("/work/shared/compat/flux2-kustomize-helm-example");
+    if shared.is_dir() {
+        for path in &files {
+            let rel = path.strip_prefix(&root).unwrap();
+            assert_eq!(
+                std::fs::read(shared.join(rel)).ok(),
+                std::fs::read(path).ok(),
+                "{}",
+                rel.display()
+            );
+        }
+    }
+}
+
+/// Negative control of [`validate`] and of the round trip for HelmRelease: each broken
+/// manifest is reported.
+#[test]
+fn helm_release_validation_rejects_what_flux_rejects() {
+    let schema = served(&pennant_hr_crd())["v2"].clone();
+    let good = json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "podinfo", "namespace": "podinfo"},
+        "spec": {"interval": "10m", "releaseName": "podinfo",
+                 "chart": {"spec": {"chart": "podinfo",
+                     "sourceRef": {"kind": "HelmRepository", "name": "podinfo"}}},
+                 "valuesFrom": [{"kind": "ConfigMap", "name": "values"}],
+                 "values": {"replicaCount": 2, "any": [{"thing": null}]}},
+    });
+    assert_eq!(check_helm_release(&good, &schema), Vec::<String>::new());
+    let cases: [(&str, Value, &str); 7] = [
+        ("/spec/interval", Value::Null, ".spec.interval: required"),
+        (
+            "/spec/releaseName",
+            json!("x".repeat(54)),
+            ".spec.releaseName: length 54 out of bounds",
+        ),
+        (
+            "/spec/chart/spec/sourceRef/kind",
+            json!("Bucketful"),
+            ".spec.chart.spec.sourceRef.kind: \"Bucketful\" is not one of",
+        ),
+        (
+            "/spec/upgrade",
+            json!({"remediation": {"strategy": "reinstall"}}),
+            ".spec.upgrade.remediation.strategy: \"reinstall\" is not one of",
+        ),
+        (
+            "/spec/valuesFrom",
+            json!([{"kind": "Secret", "name": "v", "valuesKey": "a b"}]),
+            ".spec.valuesFrom[0].valuesKey: \"a b\" does not match",
+        ),
+        (
+            "/spec/install",
+            json!({"remediation": {"retries": "3"}}),
+            ".spec.install.remediation.retries: \"3\" is not of type",
+        ),
+        ("/spec/wait", json!(true), ".spec.wait: unknown field"),
+    ];
+    for (pointer, value, expect) in cases {
+        let mut doc = good.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let obj = doc.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+        if value.is_null() {
+            obj.remove(key);
+        } else {
+            obj.insert(key.into(), value);
+        }
+        let found = check_helm_release(&doc, &schema);
         assert!(
             found.iter().any(|p| p.starts_with(expect)),
             "{pointer}: expected {expect:?}, found {found:#?}"

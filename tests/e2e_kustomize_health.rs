@@ -8,14 +8,16 @@
 //!   the first becomes Ready meanwhile, and a commit fixing a third one supersedes its wait.
 //! - `cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent`: `healthCheckExprs`
 //!   judge a custom resource; a Kustomization depending on it becomes Ready seconds after it
-//!   (not on the 30 s `--requeue-dependency` timer); a HelmRelease dependency on a cluster
-//!   without the HelmRelease CRD says so.
+//!   (not on the 30 s `--requeue-dependency` timer); a HelmRelease dependency (pennant's
+//!   `dependsOn[].kind`, on pennant's HelmRelease CRD) is reported not found while absent, and
+//!   its dependent follows within seconds once it is Ready for its generation.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use kube::Api;
+use pennant::api::helm_release::HelmRelease;
 use pennant::api::kustomization::Kustomization;
 use serde_json::json;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
@@ -308,6 +310,10 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
                 "app/cm.yaml",
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n",
             ),
+            (
+                "after-helm/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-helm\ndata:\n  a: \"1\"\n",
+            ),
         ],
         "a widget and an app",
     );
@@ -337,16 +343,16 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
         json!({"path": "./app", "dependsOn": [{"name": "widget"}]}),
     );
     api.create(&Default::default(), &app).await.unwrap();
-    // a HelmRelease dependency, on a cluster without the HelmRelease CRD (pennant's
-    // Kustomization CRD applied again just before: the shared dev cluster may hold an older
-    // one without `dependsOn[].kind`, which the API server would prune)
+    // a HelmRelease dependency that does not exist yet (pennant's CRDs, HelmRelease's included,
+    // applied again just before: the shared dev cluster may hold an older Kustomization CRD
+    // without `dependsOn[].kind`, which the API server would prune)
     for crd in pennant::api::crds::all() {
         apply(&client, &serde_json::to_value(&crd).unwrap()).await;
     }
     let hr = ks(
         "after-helm",
         &ns.name,
-        json!({"path": "./app", "dependsOn": [{"kind": "HelmRelease", "name": "ingress"}]}),
+        json!({"path": "./after-helm", "dependsOn": [{"kind": "HelmRelease", "name": "ingress"}]}),
     );
     api.create(&Default::default(), &hr).await.unwrap();
 
@@ -381,7 +387,7 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
         "{events:?}"
     );
     let helm_msg = format!(
-        "dependency '{}/ingress' is a HelmRelease, but the cluster does not serve helmreleases.helm.toolkit.fluxcd.io/v2 (is the HelmRelease CRD installed?)",
+        "dependency '{0}/ingress' not found: helmreleases.helm.toolkit.fluxcd.io \"ingress\" not found",
         ns.name
     );
     wait_until(
@@ -397,6 +403,56 @@ async fn cel_health_of_a_custom_resource_and_a_dependency_wakes_its_dependent() 
         },
     )
     .await;
+    // the HelmRelease appears (no helm controller runs here: the test writes its status), not
+    // ready, then Ready for its generation: the dependent is woken, not left to the 30 s timer
+    let releases = Api::<HelmRelease>::namespaced(client.clone(), &ns.name);
+    let ingress: HelmRelease = serde_json::from_value(json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "ingress", "namespace": ns.name},
+        "spec": {"interval": "10m", "chartRef": {"kind": "OCIRepository", "name": "ingress"}},
+    }))
+    .unwrap();
+    let ingress = releases
+        .create(&Default::default(), &ingress)
+        .await
+        .unwrap();
+    let not_ready = format!("dependency '{}/ingress' is not ready", ns.name);
+    wait_until(Duration::from_secs(30), "HelmRelease not ready", || async {
+        cond(&get_ks(&ns, "after-helm").await, "Ready")
+            == Some((
+                "False".into(),
+                "DependencyNotReady".into(),
+                not_ready.clone(),
+            ))
+    })
+    .await;
+    let t_hr = Instant::now();
+    let status = json!({"status": {"observedGeneration": ingress.metadata.generation,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "InstallSucceeded",
+            "message": "Helm install succeeded", "lastTransitionTime": "2026-12-06T00:00:00Z"}]}});
+    releases
+        .patch_status(
+            "ingress",
+            &Default::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "after-helm Ready", || async {
+        is(
+            &get_ks(&ns, "after-helm").await,
+            "Ready",
+            "True",
+            "ReconciliationSucceeded",
+        )
+    })
+    .await;
+    assert!(
+        t_hr.elapsed() < Duration::from_secs(15),
+        "woken by the HelmRelease, not the 30 s timer: {:?}",
+        t_hr.elapsed()
+    );
+    assert!(ns.get("v1", "ConfigMap", "after-helm").await.is_some());
 
     // the widget becomes Ready by its CEL rule; the dependent follows within seconds
     let widgets = Api::<kube::api::DynamicObject>::namespaced_with(

@@ -990,16 +990,32 @@ async fn route_request(ns: &TestNs, cookie: Option<&str>, seed: u32) -> Value {
 
 #[tokio::test]
 async fn istio_session_affinity_keeps_a_user_on_the_canary() {
+    // A confirm-promotion gate holds the run at its weights while the routes are sampled, so a
+    // slow machine cannot promote (and expire the cookie) before the requests are made.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{listen}");
     let c = canary(
         "istio",
         "  service:\n    port: 9898",
-        r#"    maxWeight: 50
+        &format!(
+            r#"    maxWeight: 50
     stepWeight: 25
     sessionAffinity:
       cookieName: flagger-cookie
-      maxAge: 3600"#,
+      maxAge: 3600
+    webhooks:
+    - name: promotion-gate
+      type: confirm-promotion
+      url: {base}/gate/check"#
+        ),
     );
-    let (ns, _ctl) = initialized("e2e-istio-sticky", "", &c).await;
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-istio-sticky", 40).await;
+    ns.apply_yaml(&podinfo(V1, 0.0, "")).await;
+    let _ctl = ControllerProcess::start_with_listen(&ns.name, &prometheus_url(), &listen);
+    wait_http(&format!("{base}/healthz"), Duration::from_secs(30)).await;
+    ns.apply_yaml(&c).await;
+    wait_initialized(&ns, "podinfo").await;
     set_image(&ns, V2, 0.0).await;
     let canaries = ns.canaries();
     wait_until(MINUTES(1), "a session-affinity cookie", || async {
@@ -1041,6 +1057,13 @@ async fn istio_session_affinity_keeps_a_user_on_the_canary() {
     );
     assert!(set_cookie_seen, "the canary sets the cookie");
 
+    let opened = reqwest::Client::new()
+        .post(format!("{base}/gate/open"))
+        .json(&serde_json::json!({"name": "podinfo", "namespace": ns.name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 202, "gate opened");
     wait_promoted(&ns, "podinfo").await;
     let st = ns.canary("podinfo").await.status.unwrap();
     assert_eq!(st.session_affinity_cookie, None);

@@ -353,6 +353,12 @@ impl Applier {
         }
     }
 
+    /// The client the applier talks through (for callers that make their own calls with the
+    /// kinds it discovered, [`Self::resolve`]).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Forget the discovered kinds (after CRDs change).
     pub fn forget_discovery(&self) {
         self.discovery

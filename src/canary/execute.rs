@@ -748,6 +748,19 @@ mod tests {
         assert!(d["metadata"].get("annotations").is_none(), "{d}");
     }
 
+    /// The appliers' ownership map names this annotation without importing the controller.
+    #[test]
+    fn the_ownership_map_knows_the_applied_annotation() {
+        assert_eq!(
+            APPLIED_ANNOTATION,
+            crate::apply::ownership::APPLIED_ANNOTATION
+        );
+        assert_eq!(
+            tracker::SCALE_TO_ZERO_NODE_SELECTOR,
+            crate::apply::ownership::SCALE_TO_ZERO_NODE_SELECTOR
+        );
+    }
+
     #[test]
     fn subset_ignores_server_added_fields() {
         let desired = json!({"spec": {"replicas": 2, "selector": {"matchLabels": {"app": "x"}}}});

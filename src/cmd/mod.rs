@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod controller;
 pub mod crds;
 pub mod gate;
+pub mod helm_post_render;
 pub mod kustomization;
 pub mod replay;
 
@@ -60,6 +61,10 @@ pub enum Command {
         #[command(subcommand)]
         kind: DiffKind,
     },
+    /// Helm post-renderer plugin (run by `helm`, not by people): rendered manifests on stdin,
+    /// post-rendered on stdout.
+    #[command(hide = true)]
+    HelmPostRender(helm_post_render::PostRenderArgs),
 }
 
 /// Run the command the line asked for.
@@ -73,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controller::command(*args).await,
         Command::Build { kind } => kustomization::build_command(kind).await,
         Command::Diff { kind } => kustomization::diff_command(kind).await,
+        Command::HelmPostRender(args) => helm_post_render::command(&args),
     }
 }
 

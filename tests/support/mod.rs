@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod big_index;
+pub mod charts;
 pub mod gitserver;
 pub mod helmrepo;
 pub mod kustomize;

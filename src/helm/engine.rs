@@ -1,0 +1,1237 @@
+//! Helm actions through the real `helm` CLI (Helm 4, the major Flux's helm-controller is built
+//! on) behind the [`Engine`] trait: install, upgrade, test, rollback, uninstall, and the
+//! storage reads (history, latest) and Unlock done natively ([`super::storage`]).
+//!
+//! [`HelmCli`] spawns `helm` with its own Helm home (`HELM_CACHE_HOME`, `HELM_CONFIG_HOME`,
+//! `HELM_DATA_HOME`, `HELM_PLUGINS` in a temporary directory, so nothing is shared with a user's
+//! Helm setup or another engine), the post-renderer plugin installed there
+//! ([`super::postrender`]), and every secret on disk in 0600 temporary files that are removed
+//! when the action ends: the values (`-f`), the kubeconfig (`--kubeconfig`) and the
+//! post-render configuration. Values never reach a log or an error: helm's stderr is cut to
+//! its last lines and every string of the values is masked in it.
+//!
+//! **Storage namespace.** The `helm` CLI keeps a release's Secrets in the release namespace
+//! (`--namespace`); Flux's separate `spec.storageNamespace` cannot be expressed through the
+//! CLI, so this engine stores in the release namespace.
+//!
+//! **Wait timeouts name objects** (Flux's bare "timed out waiting for the condition" is a top
+//! complaint, flux.md §8): when an action fails on a wait deadline, the objects of the release
+//! manifest are read back and assessed with kstatus ([`crate::health::kstatus::flux`]), and
+//! the error lists each one that is not Current and why.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use serde_json::Value;
+
+use super::postrender::{self, PostRenderConfig};
+use super::storage::{self, Release, StorageError};
+use crate::health::kstatus::{self, Status as KStatus};
+
+/// The `helm` binary: `$PENNANT_HELM` (set by `e2e/cluster env` and the image), else `helm` on
+/// `PATH`.
+pub fn helm_binary() -> PathBuf {
+    std::env::var_os("PENNANT_HELM")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("helm"), PathBuf::from)
+}
+
+/// A release: its name and namespace (helm's `--namespace`, also where it is stored).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// The cluster an action runs against.
+#[derive(Clone)]
+pub struct Target {
+    /// For storage reads, CRD policy and the assessment after a wait timeout; the same
+    /// cluster and identity as `kubeconfig`/`as_user`.
+    pub client: Client,
+    /// A kubeconfig (YAML) for helm, written to a 0600 temporary file; `None`: helm's default
+    /// (in-cluster config, or `$KUBECONFIG`).
+    pub kubeconfig: Option<String>,
+    /// `--kube-as-user` (a HelmRelease's `serviceAccountName`:
+    /// `system:serviceaccount:<ns>:<name>`).
+    pub as_user: Option<String>,
+}
+
+/// Helm 4 wait strategies (`--wait`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// kstatus-based watcher (Helm 4's default for `--wait`, Flux's `poller`).
+    #[default]
+    Watcher,
+    /// Helm 3's waiter (Flux's `waitStrategy.name: legacy`).
+    Legacy,
+    /// Wait for hooks only: Flux's `disableWait`.
+    HookOnly,
+}
+
+impl WaitStrategy {
+    fn as_str(self) -> &'static str {
+        match self {
+            WaitStrategy::Watcher => "watcher",
+            WaitStrategy::Legacy => "legacy",
+            WaitStrategy::HookOnly => "hookOnly",
+        }
+    }
+}
+
+/// How an action waits: the strategy, and whether Jobs must complete (`--wait-for-jobs`,
+/// Flux's `!disableWaitForJobs`; ignored with `HookOnly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub strategy: WaitStrategy,
+    pub for_jobs: bool,
+}
+
+impl Default for Wait {
+    /// Flux's defaults: wait, Jobs included.
+    fn default() -> Self {
+        Wait {
+            strategy: WaitStrategy::Watcher,
+            for_jobs: true,
+        }
+    }
+}
+
+impl Wait {
+    /// Flux's `disableWait: true`.
+    pub fn disabled() -> Self {
+        Wait {
+            strategy: WaitStrategy::HookOnly,
+            for_jobs: false,
+        }
+    }
+}
+
+/// Flux's `crds` policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crds {
+    /// `--skip-crds`.
+    Skip,
+    /// Create the chart's CRDs that do not exist; never update one.
+    Create,
+    /// Create or update (server-side apply, field manager `pennant`, forced) the chart's CRDs
+    /// before the action. Helm itself never updates CRDs, so the engine applies them and
+    /// passes `--skip-crds`.
+    CreateReplace,
+}
+
+/// `--server-side` of upgrade and rollback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerSide {
+    Enabled,
+    Disabled,
+    /// The apply method of the release being replaced (Helm 4's default).
+    #[default]
+    Auto,
+}
+
+impl ServerSide {
+    fn as_str(self) -> &'static str {
+        match self {
+            ServerSide::Enabled => "true",
+            ServerSide::Disabled => "false",
+            ServerSide::Auto => "auto",
+        }
+    }
+}
+
+/// `uninstall --cascade` (Flux's `deletionPropagation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cascade {
+    #[default]
+    Background,
+    Foreground,
+    Orphan,
+}
+
+/// `helm install` (Flux's `install` options).
+#[derive(Clone, Debug)]
+pub struct InstallRequest {
+    pub release: ReleaseRef,
+    /// A chart archive (`.tgz`) or directory.
+    pub chart: PathBuf,
+    /// The composed values (Flux's order); stored as the release's `config`.
+    pub values: Value,
+    pub timeout: Duration,
+    pub wait: Wait,
+    pub disable_hooks: bool,
+    pub disable_openapi_validation: bool,
+    pub disable_schema_validation: bool,
+    /// Flux's install default: `Create`.
+    pub crds: Crds,
+    pub create_namespace: bool,
+    /// `--replace`: reuse the name of an uninstalled release kept in history.
+    pub replace: bool,
+    /// `--take-ownership` (Flux: unless `disableTakeOwnership`).
+    pub take_ownership: bool,
+    /// `--server-side` (Flux's install default with Helm 4: true).
+    pub server_side: bool,
+    pub description: Option<String>,
+    /// The post-render (origin labels always; `None`: no post-renderer at all).
+    pub post_render: Option<PostRenderConfig>,
+}
+
+/// `helm upgrade` (Flux's `upgrade` options).
+#[derive(Clone, Debug)]
+pub struct UpgradeRequest {
+    pub release: ReleaseRef,
+    pub chart: PathBuf,
+    pub values: Value,
+    pub timeout: Duration,
+    pub wait: Wait,
+    pub disable_hooks: bool,
+    pub disable_openapi_validation: bool,
+    pub disable_schema_validation: bool,
+    /// Flux's upgrade default: `Skip`.
+    pub crds: Crds,
+    /// `--force-replace`.
+    pub force: bool,
+    pub cleanup_on_fail: bool,
+    pub take_ownership: bool,
+    pub server_side: ServerSide,
+    /// `--history-max` (Flux's `maxHistory`, default 5; 0 = unlimited).
+    pub history_max: u32,
+    /// Flux's `preserveValues` (`--reuse-values`); otherwise `--reset-values`, so the stored
+    /// config is exactly `values`.
+    pub preserve_values: bool,
+    pub description: Option<String>,
+    pub post_render: Option<PostRenderConfig>,
+}
+
+/// A `helm test --filter` entry: `name=<n>`, or `!name=<n>` when `exclude`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestFilter {
+    pub name: String,
+    pub exclude: bool,
+}
+
+/// `helm test` (Flux's `test` options).
+#[derive(Clone, Debug)]
+pub struct TestRequest {
+    pub release: ReleaseRef,
+    pub timeout: Duration,
+    pub filters: Vec<TestFilter>,
+}
+
+/// `helm rollback` (Flux's `rollback` options).
+#[derive(Clone, Debug)]
+pub struct RollbackRequest {
+    pub release: ReleaseRef,
+    /// The revision to roll back to; `None`: the previous one (helm's default).
+    pub revision: Option<u32>,
+    pub timeout: Duration,
+    pub wait: Wait,
+    pub disable_hooks: bool,
+    /// `--force-replace`.
+    pub force: bool,
+    pub cleanup_on_fail: bool,
+    pub server_side: ServerSide,
+    pub history_max: u32,
+    pub description: Option<String>,
+}
+
+/// `helm uninstall` (Flux's `uninstall` options).
+#[derive(Clone, Debug)]
+pub struct UninstallRequest {
+    pub release: ReleaseRef,
+    pub timeout: Duration,
+    pub disable_hooks: bool,
+    /// Keep the history; the last revision becomes `uninstalled`.
+    pub keep_history: bool,
+    /// Flux's `!disableWait`: wait for the objects to be gone.
+    pub wait: bool,
+    pub cascade: Cascade,
+    pub description: Option<String>,
+}
+
+/// The action that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Install,
+    Upgrade,
+    Test,
+    Rollback,
+    Uninstall,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::Upgrade => "upgrade",
+            Action::Test => "test",
+            Action::Rollback => "rollback",
+            Action::Uninstall => "uninstall",
+        }
+    }
+}
+
+/// A failed helm action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmError {
+    pub action: Action,
+    /// What went wrong, one line: helm's error, or after a wait timeout the objects that were
+    /// not ready ("timeout waiting for: [Deployment/ns/app: InProgress: ...]").
+    pub message: String,
+    /// The last lines of helm's stderr, values masked.
+    pub stderr: String,
+    /// The action failed on a wait deadline.
+    pub timed_out: bool,
+    /// After a wait timeout: `Kind/namespace/name: <kstatus>: <message>` for each object of
+    /// the release that was not Current.
+    pub not_ready: Vec<String>,
+}
+
+impl std::fmt::Display for HelmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.action.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for HelmError {}
+
+/// An engine failure.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Helm(#[from] HelmError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The engine could not run helm (binary missing, scratch files).
+    #[error("helm engine: {0}")]
+    Setup(String),
+}
+
+impl EngineError {
+    /// A wait timeout.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, EngineError::Helm(h) if h.timed_out)
+    }
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// The Helm actions a HelmRelease needs. Implementations: [`HelmCli`].
+pub trait Engine: Send + Sync {
+    /// Install; the new release (revision 1, or the next after an uninstalled one with
+    /// `replace`) as stored.
+    fn install(
+        &self,
+        t: &Target,
+        r: &InstallRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
+    /// Upgrade; the new release as stored.
+    fn upgrade(
+        &self,
+        t: &Target,
+        r: &UpgradeRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
+    /// Run the test hooks; the release with their `last_run` phases.
+    fn test(&self, t: &Target, r: &TestRequest) -> impl Future<Output = Result<Release>> + Send;
+    /// Roll back; the new release ("Rollback to N").
+    fn rollback(
+        &self,
+        t: &Target,
+        r: &RollbackRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
+    /// Uninstall; the `uninstalled` release when history is kept, else `None`.
+    fn uninstall(
+        &self,
+        t: &Target,
+        r: &UninstallRequest,
+    ) -> impl Future<Output = Result<Option<Release>>> + Send;
+    /// Every stored revision, newest first (native storage read).
+    fn history(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+    ) -> impl Future<Output = Result<Vec<Release>>> + Send;
+    /// The newest stored revision (native storage read).
+    fn latest(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+    ) -> impl Future<Output = Result<Option<Release>>> + Send;
+    /// Flux's Unlock: a `pending-*` revision becomes `failed` ("Release unlocked from stale
+    /// '<status>' state").
+    fn unlock(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+        revision: u32,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Release>> + Send;
+}
+
+/// How [`HelmCli`] is set up.
+#[derive(Clone, Debug, Default)]
+pub struct HelmCliOptions {
+    /// The helm binary; `None`: [`helm_binary`].
+    pub helm: Option<PathBuf>,
+    /// The executable the post-renderer plugin runs (`<exe> helm-post-render`); `None`: the
+    /// current executable (the pennant binary).
+    pub post_renderer_exe: Option<PathBuf>,
+}
+
+/// [`Engine`] by the `helm` CLI.
+pub struct HelmCli {
+    helm: PathBuf,
+    home: tempfile::TempDir,
+}
+
+/// How many lines of helm's stderr an error keeps.
+const STDERR_LINES: usize = 20;
+
+impl HelmCli {
+    /// An engine with a fresh Helm home and the post-renderer plugin installed in it.
+    pub fn new(options: HelmCliOptions) -> std::result::Result<Self, EngineError> {
+        let setup = |e: std::io::Error| EngineError::Setup(e.to_string());
+        let home = tempfile::Builder::new()
+            .prefix("pennant-helm-")
+            .tempdir()
+            .map_err(setup)?;
+        let exe = match options.post_renderer_exe {
+            Some(p) => p,
+            None => std::env::current_exe().map_err(setup)?,
+        };
+        for d in ["cache", "config", "data", "plugins", "run"] {
+            std::fs::create_dir_all(home.path().join(d)).map_err(setup)?;
+        }
+        postrender::write_plugin(&home.path().join("plugins"), &exe).map_err(setup)?;
+        Ok(HelmCli {
+            helm: options.helm.unwrap_or_else(helm_binary),
+            home,
+        })
+    }
+
+    /// The Helm home (cache, config, data, plugins).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Run `helm args...` for `action`; `values` are only used to mask stderr. Returns stdout.
+    async fn run(
+        &self,
+        action: Action,
+        t: &Target,
+        scratch: &Path,
+        args: Vec<String>,
+        values: &Value,
+    ) -> std::result::Result<String, EngineError> {
+        let mut cmd = tokio::process::Command::new(&self.helm);
+        cmd.args(&args).env_clear();
+        let h = self.home.path();
+        cmd.env("HOME", h)
+            .env("HELM_CACHE_HOME", h.join("cache"))
+            .env("HELM_CONFIG_HOME", h.join("config"))
+            .env("HELM_DATA_HOME", h.join("data"))
+            .env("HELM_PLUGINS", h.join("plugins"))
+            .env("HELM_DRIVER", "secret");
+        for k in [
+            "PATH",
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "TMPDIR",
+        ] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        match &t.kubeconfig {
+            Some(kc) => {
+                let f = secret_file(scratch, "kubeconfig", kc.as_bytes())?;
+                cmd.arg("--kubeconfig").arg(f);
+            }
+            None => {
+                if let Some(v) = std::env::var_os("KUBECONFIG") {
+                    cmd.env("KUBECONFIG", v);
+                }
+            }
+        }
+        if let Some(u) = &t.as_user {
+            cmd.arg("--kube-as-user").arg(u);
+        }
+        cmd.kill_on_drop(true);
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| EngineError::Setup(format!("running {}: {e}", self.helm.display())))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = mask(
+            &tail(&String::from_utf8_lossy(&out.stderr), STDERR_LINES),
+            values,
+        );
+        let post_render =
+            std::fs::read_to_string(scratch.join("post-render.err")).unwrap_or_default();
+        let message = if !post_render.trim().is_empty() {
+            mask(post_render.trim(), values)
+        } else {
+            error_line(&stderr)
+        };
+        Err(HelmError {
+            action,
+            timed_out: is_timeout(&stderr),
+            message,
+            stderr,
+            not_ready: Vec::new(),
+        }
+        .into())
+    }
+
+    fn scratch(&self) -> std::result::Result<tempfile::TempDir, EngineError> {
+        tempfile::Builder::new()
+            .prefix("action-")
+            .tempdir_in(self.home.path().join("run"))
+            .map_err(|e| EngineError::Setup(e.to_string()))
+    }
+
+    /// After a wait timeout, name what was not ready in the release's latest manifest.
+    async fn explain_timeout(&self, t: &Target, r: &ReleaseRef, err: EngineError) -> EngineError {
+        let mut h = match err {
+            EngineError::Helm(h) if h.timed_out => h,
+            other => return other,
+        };
+        let manifest = match storage::latest(&t.client, &r.namespace, &r.name).await {
+            Ok(Some(rel)) => rel.manifest,
+            _ => return EngineError::Helm(h),
+        };
+        let not_ready = not_ready(&t.client, &manifest, &r.namespace, Timestamp::now()).await;
+        if !not_ready.is_empty() {
+            h.message = format!("timeout waiting for: [{}]", not_ready.join(", "));
+            h.not_ready = not_ready;
+        }
+        EngineError::Helm(h)
+    }
+
+    async fn stored(&self, t: &Target, r: &ReleaseRef) -> Result<Release> {
+        storage::latest(&t.client, &r.namespace, &r.name)
+            .await?
+            .ok_or_else(|| {
+                EngineError::Setup(format!(
+                    "release {} not in storage after the action",
+                    r.name
+                ))
+            })
+    }
+}
+
+/// A 0600 file in `dir` holding `data`.
+fn secret_file(dir: &Path, name: &str, data: &[u8]) -> std::result::Result<PathBuf, EngineError> {
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| EngineError::Setup(format!("{name}: {e}")))?;
+    f.write_all(data)
+        .map_err(|e| EngineError::Setup(format!("{name}: {e}")))?;
+    Ok(path)
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `s` with every string of `values` (4 characters or more) replaced by `***`. PURE.
+pub fn mask(s: &str, values: &Value) -> String {
+    fn leaves<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) if s.len() >= 4 => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+            Value::Object(m) => m.values().for_each(|x| leaves(x, out)),
+            _ => {}
+        }
+    }
+    let mut secrets = Vec::new();
+    leaves(values, &mut secrets);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = s.to_string();
+    for v in secrets {
+        out = out.replace(v, "***");
+    }
+    out
+}
+
+/// helm's error line (`Error: ...` without the prefix), else the last line. PURE.
+pub fn error_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Error: "))
+        .or_else(|| stderr.lines().last())
+        .unwrap_or("helm failed")
+        .trim()
+        .to_string()
+}
+
+/// Whether helm failed on a wait deadline. PURE.
+pub fn is_timeout(stderr: &str) -> bool {
+    [
+        "context deadline exceeded",
+        "timed out waiting for the condition",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
+/// Helm's duration flag for `d` (whole seconds, at least 1).
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+fn wait_args(args: &mut Vec<String>, w: Wait) {
+    args.push(format!("--wait={}", w.strategy.as_str()));
+    if w.for_jobs && w.strategy != WaitStrategy::HookOnly {
+        args.push("--wait-for-jobs".into());
+    }
+}
+
+/// The arguments of `helm install` for `r`, the values file `values` and, when set, the
+/// post-render configuration file `post_render` and its error file. PURE.
+pub fn install_args(
+    r: &InstallRequest,
+    values: &Path,
+    post_render: Option<(&Path, &Path)>,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "install".into(),
+        r.release.name.clone(),
+        r.chart.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        r.release.namespace.clone(),
+        "--values".into(),
+        values.to_string_lossy().into_owned(),
+        "--timeout".into(),
+        seconds(r.timeout),
+        format!("--server-side={}", r.server_side),
+    ];
+    wait_args(&mut a, r.wait);
+    let flags = [
+        (r.disable_hooks, "--no-hooks"),
+        (r.disable_openapi_validation, "--disable-openapi-validation"),
+        (r.disable_schema_validation, "--skip-schema-validation"),
+        (r.crds != Crds::Create, "--skip-crds"),
+        (r.create_namespace, "--create-namespace"),
+        (r.replace, "--replace"),
+        (r.take_ownership, "--take-ownership"),
+    ];
+    a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
+    if let Some(d) = &r.description {
+        a.extend(["--description".into(), d.clone()]);
+    }
+    post_render_args(&mut a, post_render);
+    a
+}
+
+fn post_render_args(a: &mut Vec<String>, post_render: Option<(&Path, &Path)>) {
+    if let Some((config, err)) = post_render {
+        a.extend([
+            "--post-renderer".into(),
+            postrender::PLUGIN_NAME.into(),
+            "--post-renderer-args".into(),
+            format!("--config={}", config.display()),
+            "--post-renderer-args".into(),
+            format!("--error-file={}", err.display()),
+        ]);
+    }
+}
+
+/// The arguments of `helm upgrade`. PURE.
+pub fn upgrade_args(
+    r: &UpgradeRequest,
+    values: &Path,
+    post_render: Option<(&Path, &Path)>,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "upgrade".into(),
+        r.release.name.clone(),
+        r.chart.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        r.release.namespace.clone(),
+        "--values".into(),
+        values.to_string_lossy().into_owned(),
+        "--timeout".into(),
+        seconds(r.timeout),
+        format!("--server-side={}", r.server_side.as_str()),
+        format!("--history-max={}", r.history_max),
+        if r.preserve_values {
+            "--reuse-values".into()
+        } else {
+            "--reset-values".into()
+        },
+    ];
+    wait_args(&mut a, r.wait);
+    let flags = [
+        (r.disable_hooks, "--no-hooks"),
+        (r.disable_openapi_validation, "--disable-openapi-validation"),
+        (r.disable_schema_validation, "--skip-schema-validation"),
+        (r.force, "--force-replace"),
+        (r.cleanup_on_fail, "--cleanup-on-fail"),
+        (r.take_ownership, "--take-ownership"),
+    ];
+    a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
+    if let Some(d) = &r.description {
+        a.extend(["--description".into(), d.clone()]);
+    }
+    post_render_args(&mut a, post_render);
+    a
+}
+
+/// The arguments of `helm test`. PURE.
+pub fn test_args(r: &TestRequest) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "test".into(),
+        r.release.name.clone(),
+        "--namespace".into(),
+        r.release.namespace.clone(),
+        "--timeout".into(),
+        seconds(r.timeout),
+    ];
+    for f in &r.filters {
+        let bang = if f.exclude { "!" } else { "" };
+        a.extend(["--filter".into(), format!("{bang}name={}", f.name)]);
+    }
+    a
+}
+
+/// The arguments of `helm rollback`. PURE.
+pub fn rollback_args(r: &RollbackRequest) -> Vec<String> {
+    let mut a: Vec<String> = vec!["rollback".into(), r.release.name.clone()];
+    if let Some(rev) = r.revision {
+        a.push(rev.to_string());
+    }
+    a.extend([
+        "--namespace".into(),
+        r.release.namespace.clone(),
+        "--timeout".into(),
+        seconds(r.timeout),
+        format!("--server-side={}", r.server_side.as_str()),
+        format!("--history-max={}", r.history_max),
+    ]);
+    wait_args(&mut a, r.wait);
+    let flags = [
+        (r.disable_hooks, "--no-hooks"),
+        (r.force, "--force-replace"),
+        (r.cleanup_on_fail, "--cleanup-on-fail"),
+    ];
+    a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
+    if let Some(d) = &r.description {
+        a.extend(["--description".into(), d.clone()]);
+    }
+    a
+}
+
+/// The arguments of `helm uninstall`. PURE.
+pub fn uninstall_args(r: &UninstallRequest) -> Vec<String> {
+    let cascade = match r.cascade {
+        Cascade::Background => "background",
+        Cascade::Foreground => "foreground",
+        Cascade::Orphan => "orphan",
+    };
+    let mut a: Vec<String> = vec![
+        "uninstall".into(),
+        r.release.name.clone(),
+        "--namespace".into(),
+        r.release.namespace.clone(),
+        "--timeout".into(),
+        seconds(r.timeout),
+        format!("--cascade={cascade}"),
+        format!("--wait={}", if r.wait { "watcher" } else { "hookOnly" }),
+    ];
+    if r.disable_hooks {
+        a.push("--no-hooks".into());
+    }
+    if r.keep_history {
+        a.push("--keep-history".into());
+    }
+    if let Some(d) = &r.description {
+        a.extend(["--description".into(), d.clone()]);
+    }
+    a
+}
+
+/// The objects of a release manifest that are not Current, as
+/// `Kind/namespace/name: <kstatus status>: <kstatus message>` (objects without a namespace
+/// in the manifest are looked up in `namespace` when namespaced; NotFound when absent).
+pub async fn not_ready(
+    client: &Client,
+    manifest: &str,
+    namespace: &str,
+    now: Timestamp,
+) -> Vec<String> {
+    let Ok(objects) = postrender::parse_manifests(manifest) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let Ok((ar, caps)) = kube::discovery::pinned_kind(client, &gvk).await else {
+            continue;
+        };
+        let (api, ns): (Api<DynamicObject>, String) = match caps.scope {
+            Scope::Cluster => (Api::all_with(client.clone(), &ar), String::new()),
+            Scope::Namespaced => {
+                let ns = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(namespace)
+                    .to_string();
+                (Api::namespaced_with(client.clone(), &ns, &ar), ns)
+            }
+        };
+        let id = if ns.is_empty() {
+            format!("{kind}/{name}")
+        } else {
+            format!("{kind}/{ns}/{name}")
+        };
+        match api.get_opt(name).await {
+            Ok(Some(live)) => {
+                let live = serde_json::to_value(&live).unwrap_or_default();
+                let h = kstatus::flux(&live, now);
+                if h.status != KStatus::Current {
+                    out.push(format!("{id}: {}: {}", h.status, h.message));
+                }
+            }
+            Ok(None) => out.push(format!("{id}: {}: Resource not found", KStatus::NotFound)),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// The chart's CRDs (`helm show crds`), created (`replace: false`, existing ones untouched)
+/// or server-side applied (`replace: true`, field manager `pennant`, forced).
+async fn apply_crds(
+    engine: &HelmCli,
+    t: &Target,
+    action: Action,
+    chart: &Path,
+    replace: bool,
+) -> Result<()> {
+    let scratch = engine.scratch()?;
+    let out = engine
+        .run(
+            action,
+            t,
+            scratch.path(),
+            vec![
+                "show".into(),
+                "crds".into(),
+                chart.to_string_lossy().into_owned(),
+            ],
+            &Value::Null,
+        )
+        .await?;
+    let crds = postrender::parse_manifests(&out).map_err(|e| EngineError::Setup(e.to_string()))?;
+    let fail = |name: &str, e: kube::Error| {
+        EngineError::Helm(HelmError {
+            action,
+            message: format!("failed to apply CustomResourceDefinition {name}: {e}"),
+            stderr: String::new(),
+            timed_out: false,
+            not_ready: Vec::new(),
+        })
+    };
+    // the chart's CRDs are objects of the chart like any other: the dynamic API, as for the
+    // rest of a release (the helm controller is bound to cluster-admin, as Flux's)
+    for c in crds {
+        let name = c["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api_version = c["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, c["kind"].as_str().unwrap_or_default());
+        let (ar, _) = kube::discovery::pinned_kind(&t.client, &gvk)
+            .await
+            .map_err(|e| fail(&name, e))?;
+        let api: Api<DynamicObject> = Api::all_with(t.client.clone(), &ar);
+        let obj: DynamicObject = serde_json::from_value(c)
+            .map_err(|e| EngineError::Setup(format!("CRD {name}: {e}")))?;
+        if replace {
+            let pp = PatchParams::apply("pennant").force();
+            api.patch(&name, &pp, &Patch::Apply(&obj))
+                .await
+                .map_err(|e| fail(&name, e))?;
+        } else {
+            match api.create(&PostParams::default(), &obj).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(fail(&name, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write the values file and, with a post-render, its configuration; returns their paths.
+fn action_files(
+    scratch: &Path,
+    values: &Value,
+    post_render: Option<&PostRenderConfig>,
+) -> Result<(PathBuf, Option<(PathBuf, PathBuf)>)> {
+    let values = match values {
+        Value::Null => Value::Object(Default::default()),
+        v => v.clone(),
+    };
+    let vf = secret_file(
+        scratch,
+        "values.json",
+        &serde_json::to_vec(&values).unwrap_or_default(),
+    )?;
+    let pr = match post_render {
+        Some(c) => {
+            let mut c = c.clone();
+            if c.kustomize_binary.is_empty() {
+                c.kustomize_binary = postrender::kustomize_binary()
+                    .to_string_lossy()
+                    .into_owned();
+            }
+            let f = secret_file(
+                scratch,
+                "post-render.json",
+                &serde_json::to_vec(&c).unwrap_or_default(),
+            )?;
+            Some((f, scratch.join("post-render.err")))
+        }
+        None => None,
+    };
+    Ok((vf, pr))
+}
+
+impl Engine for HelmCli {
+    async fn install(&self, t: &Target, r: &InstallRequest) -> Result<Release> {
+        if r.crds == Crds::CreateReplace {
+            apply_crds(self, t, Action::Install, &r.chart, true).await?;
+        }
+        let scratch = self.scratch()?;
+        let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
+        let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
+        let args = install_args(r, &vf, pr);
+        if let Err(e) = self
+            .run(Action::Install, t, scratch.path(), args, &r.values)
+            .await
+        {
+            return Err(self.explain_timeout(t, &r.release, e).await);
+        }
+        self.stored(t, &r.release).await
+    }
+
+    async fn upgrade(&self, t: &Target, r: &UpgradeRequest) -> Result<Release> {
+        match r.crds {
+            Crds::Skip => {}
+            Crds::Create => apply_crds(self, t, Action::Upgrade, &r.chart, false).await?,
+            Crds::CreateReplace => apply_crds(self, t, Action::Upgrade, &r.chart, true).await?,
+        }
+        let scratch = self.scratch()?;
+        let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
+        let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
+        let args = upgrade_args(r, &vf, pr);
+        if let Err(e) = self
+            .run(Action::Upgrade, t, scratch.path(), args, &r.values)
+            .await
+        {
+            return Err(self.explain_timeout(t, &r.release, e).await);
+        }
+        self.stored(t, &r.release).await
+    }
+
+    async fn test(&self, t: &Target, r: &TestRequest) -> Result<Release> {
+        let scratch = self.scratch()?;
+        self.run(Action::Test, t, scratch.path(), test_args(r), &Value::Null)
+            .await?;
+        self.stored(t, &r.release).await
+    }
+
+    async fn rollback(&self, t: &Target, r: &RollbackRequest) -> Result<Release> {
+        let scratch = self.scratch()?;
+        if let Err(e) = self
+            .run(
+                Action::Rollback,
+                t,
+                scratch.path(),
+                rollback_args(r),
+                &Value::Null,
+            )
+            .await
+        {
+            return Err(self.explain_timeout(t, &r.release, e).await);
+        }
+        self.stored(t, &r.release).await
+    }
+
+    async fn uninstall(&self, t: &Target, r: &UninstallRequest) -> Result<Option<Release>> {
+        let scratch = self.scratch()?;
+        self.run(
+            Action::Uninstall,
+            t,
+            scratch.path(),
+            uninstall_args(r),
+            &Value::Null,
+        )
+        .await?;
+        Ok(storage::latest(&t.client, &r.release.namespace, &r.release.name).await?)
+    }
+
+    async fn history(&self, t: &Target, r: &ReleaseRef) -> Result<Vec<Release>> {
+        Ok(storage::history(&t.client, &r.namespace, &r.name).await?)
+    }
+
+    async fn latest(&self, t: &Target, r: &ReleaseRef) -> Result<Option<Release>> {
+        Ok(storage::latest(&t.client, &r.namespace, &r.name).await?)
+    }
+
+    async fn unlock(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+        revision: u32,
+        now: Timestamp,
+    ) -> Result<Release> {
+        let rel = storage::history(&t.client, &r.namespace, &r.name)
+            .await?
+            .into_iter()
+            .find(|x| x.version == revision)
+            .ok_or_else(|| StorageError::NotFound(r.name.clone(), revision))?;
+        let description = storage::unlock_description(&rel.info.status);
+        Ok(storage::unlock(
+            &t.client,
+            &r.namespace,
+            &r.name,
+            revision,
+            &description,
+            now,
+        )
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rel() -> ReleaseRef {
+        ReleaseRef {
+            name: "web".into(),
+            namespace: "apps".into(),
+        }
+    }
+
+    fn install() -> InstallRequest {
+        InstallRequest {
+            release: rel(),
+            chart: "/c/web-1.0.0.tgz".into(),
+            values: json!({}),
+            timeout: Duration::from_secs(300),
+            wait: Wait::default(),
+            disable_hooks: false,
+            disable_openapi_validation: false,
+            disable_schema_validation: false,
+            crds: Crds::Create,
+            create_namespace: false,
+            replace: false,
+            take_ownership: true,
+            server_side: true,
+            description: None,
+            post_render: None,
+        }
+    }
+
+    fn has(a: &[String], s: &str) -> bool {
+        a.iter().any(|x| x == s)
+    }
+
+    #[test]
+    fn install_flags_follow_the_options() {
+        let a = install_args(&install(), Path::new("/t/v.json"), None);
+        assert_eq!(&a[..3], ["install", "web", "/c/web-1.0.0.tgz"]);
+        for f in [
+            "--namespace",
+            "apps",
+            "/t/v.json",
+            "300s",
+            "--server-side=true",
+            "--wait=watcher",
+            "--wait-for-jobs",
+            "--take-ownership",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        for f in ["--skip-crds", "--no-hooks", "--replace", "--post-renderer"] {
+            assert!(!has(&a, f), "{f} not in {a:?}");
+        }
+        let mut r = install();
+        r.wait = Wait::disabled();
+        r.crds = Crds::Skip;
+        r.disable_hooks = true;
+        r.disable_schema_validation = true;
+        r.disable_openapi_validation = true;
+        r.create_namespace = true;
+        r.replace = true;
+        r.take_ownership = false;
+        r.server_side = false;
+        r.description = Some("d".into());
+        let a = install_args(
+            &r,
+            Path::new("/v"),
+            Some((Path::new("/p.json"), Path::new("/p.err"))),
+        );
+        for f in [
+            "--wait=hookOnly",
+            "--skip-crds",
+            "--no-hooks",
+            "--skip-schema-validation",
+            "--disable-openapi-validation",
+            "--create-namespace",
+            "--replace",
+            "--server-side=false",
+            "--description",
+            "--post-renderer",
+            "pennant-post-render",
+            "--config=/p.json",
+            "--error-file=/p.err",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(!has(&a, "--wait-for-jobs") && !has(&a, "--take-ownership"));
+        r.crds = Crds::CreateReplace;
+        assert!(
+            has(&install_args(&r, Path::new("/v"), None), "--skip-crds"),
+            "CreateReplace: the engine applies the CRDs, helm skips them"
+        );
+    }
+
+    #[test]
+    fn upgrade_rollback_uninstall_and_test_flags() {
+        let u = UpgradeRequest {
+            release: rel(),
+            chart: "/c.tgz".into(),
+            values: json!({}),
+            timeout: Duration::from_millis(10),
+            wait: Wait {
+                strategy: WaitStrategy::Legacy,
+                for_jobs: false,
+            },
+            disable_hooks: false,
+            disable_openapi_validation: false,
+            disable_schema_validation: false,
+            crds: Crds::Skip,
+            force: true,
+            cleanup_on_fail: true,
+            take_ownership: false,
+            server_side: ServerSide::Auto,
+            history_max: 5,
+            preserve_values: false,
+            description: None,
+            post_render: None,
+        };
+        let a = upgrade_args(&u, Path::new("/v"), None);
+        for f in [
+            "1s",
+            "--wait=legacy",
+            "--force-replace",
+            "--cleanup-on-fail",
+            "--server-side=auto",
+            "--history-max=5",
+            "--reset-values",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(
+            !has(&a, "--skip-crds"),
+            "upgrade has no CRD flag: the engine applies them"
+        );
+        let rb = RollbackRequest {
+            release: rel(),
+            revision: Some(3),
+            timeout: Duration::from_secs(60),
+            wait: Wait::default(),
+            disable_hooks: true,
+            force: false,
+            cleanup_on_fail: false,
+            server_side: ServerSide::Enabled,
+            history_max: 0,
+            description: None,
+        };
+        let a = rollback_args(&rb);
+        assert_eq!(&a[..3], ["rollback", "web", "3"]);
+        assert!(
+            has(&a, "--no-hooks") && has(&a, "--history-max=0") && has(&a, "--server-side=true")
+        );
+        let un = UninstallRequest {
+            release: rel(),
+            timeout: Duration::from_secs(60),
+            disable_hooks: false,
+            keep_history: true,
+            wait: false,
+            cascade: Cascade::Foreground,
+            description: None,
+        };
+        let a = uninstall_args(&un);
+        assert!(
+            has(&a, "--keep-history")
+                && has(&a, "--cascade=foreground")
+                && has(&a, "--wait=hookOnly")
+        );
+        let t = TestRequest {
+            release: rel(),
+            timeout: Duration::from_secs(60),
+            filters: vec![
+                TestFilter {
+                    name: "a".into(),
+                    exclude: false,
+                },
+                TestFilter {
+                    name: "b".into(),
+                    exclude: true,
+                },
+            ],
+        };
+        let a = test_args(&t);
+        assert!(has(&a, "name=a") && has(&a, "!name=b"));
+    }
+
+    #[test]
+    fn stderr_is_cut_and_values_masked() {
+        let values = json!({"db": {"password": "hunter22"}, "n": 3, "short": "ab"});
+        let err = "line\n".repeat(30) + "Error: secret hunter22 leaked ab";
+        let t = mask(&tail(&err, STDERR_LINES), &values);
+        assert_eq!(t.lines().count(), STDERR_LINES);
+        assert!(!t.contains("hunter22") && t.contains("***"));
+        assert_eq!(error_line(&t), "secret *** leaked ab");
+        assert_eq!(error_line("no prefix\nlast"), "last");
+    }
+
+    #[test]
+    fn timeouts_are_recognised() {
+        assert!(is_timeout(
+            "Error: UPGRADE FAILED: context deadline exceeded"
+        ));
+        assert!(is_timeout("Error: timed out waiting for the condition"));
+        assert!(!is_timeout(
+            "Error: UPGRADE FAILED: pre-upgrade hooks failed"
+        ));
+    }
+}

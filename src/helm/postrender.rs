@@ -1,0 +1,366 @@
+//! The post-renderer of a HelmRelease, in Flux's order (flux.md §2.5): (1) the user's kustomize
+//! post-renderers (`patches` with targets, `images`), each applied with the real `kustomize`
+//! CLI; (2) `commonMetadata` labels and annotations; (3) the origin labels
+//! `helm.toolkit.fluxcd.io/name` and `helm.toolkit.fluxcd.io/namespace`, always, winning key
+//! collisions.
+//!
+//! Helm 4 runs post-renderers as **plugins**, not executables: `--post-renderer NAME` names a
+//! plugin of type `postrenderer/v1` found under `$HELM_PLUGINS` (by default
+//! `$HELM_DATA_HOME/plugins`), a directory holding a `plugin.yaml` (`apiVersion: v1`, `type:
+//! postrenderer/v1`, `runtime: subprocess`, `runtimeConfig.platformCommand[].command/args`).
+//! Helm pipes the rendered manifests to the command's stdin, appends each
+//! `--post-renderer-args` value to its arguments and reads stdout; it keeps the command's stderr
+//! to itself ("plugin ... exited with error"), so this post-renderer also writes its error to
+//! `--error-file` for the engine to report. [`write_plugin`] installs the plugin that runs the
+//! hidden `pennant helm-post-render --config FILE` subcommand, which calls [`run`].
+//!
+//! [`common_metadata`] and [`origin_labels`] are PURE; [`kustomize`] runs the CLI.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The plugin's name (`--post-renderer pennant-post-render`).
+pub const PLUGIN_NAME: &str = "pennant-post-render";
+
+/// The origin labels (Flux's `helm.toolkit.fluxcd.io/name|namespace`).
+pub const ORIGIN_NAME_LABEL: &str = "helm.toolkit.fluxcd.io/name";
+pub const ORIGIN_NAMESPACE_LABEL: &str = "helm.toolkit.fluxcd.io/namespace";
+
+/// One kustomize post-renderer (`spec.postRenderers[].kustomize`). `target` and `images`
+/// entries are kustomize's own fields (Flux's API uses the same names), passed through.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizePostRenderer {
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+    /// `{name, newName, newTag, digest}`.
+    #[serde(default)]
+    pub images: Vec<Value>,
+}
+
+/// A strategic-merge or JSON6902 patch with an optional target selector
+/// (`{group, version, kind, name, namespace, labelSelector, annotationSelector}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Patch {
+    pub patch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Value>,
+}
+
+/// What one post-render run does (the engine writes it to a 0600 file for the plugin).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostRenderConfig {
+    /// `spec.postRenderers[].kustomize`, in order.
+    #[serde(default)]
+    pub kustomize: Vec<KustomizePostRenderer>,
+    /// `spec.commonMetadata.labels`.
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+    /// `spec.commonMetadata.annotations`.
+    #[serde(default)]
+    pub common_annotations: BTreeMap<String, String>,
+    /// The HelmRelease's name and namespace, for the origin labels.
+    pub origin_name: String,
+    pub origin_namespace: String,
+    /// The `kustomize` binary; empty: `$PENNANT_KUSTOMIZE`, else `kustomize` on `PATH`.
+    #[serde(default)]
+    pub kustomize_binary: String,
+}
+
+/// A post-render that failed; the message names the stage.
+#[derive(Debug, thiserror::Error)]
+#[error("post-render failed: {0}")]
+pub struct PostRenderError(pub String);
+
+/// The `kustomize` binary: `$PENNANT_KUSTOMIZE` (set by `e2e/cluster env` and the image), else
+/// `kustomize` on `PATH` (as the Kustomization controller finds it).
+pub fn kustomize_binary() -> PathBuf {
+    std::env::var_os("PENNANT_KUSTOMIZE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("kustomize"), PathBuf::from)
+}
+
+/// Parse a multi-document YAML stream into objects (empty documents dropped).
+pub fn parse_manifests(text: &str) -> Result<Vec<Value>, PostRenderError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| PostRenderError(format!("rendered manifests are not YAML: {e}")))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Objects as a YAML stream of JSON documents (`---` before each): valid YAML that no parser
+/// reads differently (a YAML 1.1 parser, as Go's, would read a plain `yes` or `on` as a bool).
+pub fn write_manifests(objects: &[Value]) -> Result<String, PostRenderError> {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_json::to_string(o).map_err(|e| PostRenderError(format!("JSON: {e}")))?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn merge_map(obj: &mut Value, field: &str, entries: &BTreeMap<String, String>, win: bool) {
+    if entries.is_empty() || !obj.is_object() {
+        return;
+    }
+    let meta = &mut obj["metadata"];
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    let map = &mut meta[field];
+    if !map.is_object() {
+        *map = json!({});
+    }
+    if let Value::Object(m) = map {
+        for (k, v) in entries {
+            if win || !m.contains_key(k) {
+                m.insert(k.clone(), json!(v));
+            }
+        }
+    }
+}
+
+/// Stamp `commonMetadata` on every object: labels and annotations set, overriding the chart's
+/// values for the same keys (Flux's `CommonRenderer` sets them over the object's).
+pub fn common_metadata(
+    objects: &mut [Value],
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) {
+    for o in objects {
+        merge_map(o, "labels", labels, true);
+        merge_map(o, "annotations", annotations, true);
+    }
+}
+
+/// Stamp the origin labels on every object; they win any collision.
+pub fn origin_labels(objects: &mut [Value], name: &str, namespace: &str) {
+    let labels = BTreeMap::from([
+        (ORIGIN_NAME_LABEL.to_string(), name.to_string()),
+        (ORIGIN_NAMESPACE_LABEL.to_string(), namespace.to_string()),
+    ]);
+    for o in objects {
+        merge_map(o, "labels", &labels, true);
+    }
+}
+
+/// The `kustomization.yaml` of one kustomize post-renderer over `resources.yaml`. PURE.
+pub fn kustomization(k: &KustomizePostRenderer) -> Value {
+    let mut kz = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["resources.yaml"],
+    });
+    if !k.patches.is_empty() {
+        kz["patches"] = serde_json::to_value(&k.patches).unwrap_or_default();
+    }
+    if !k.images.is_empty() {
+        kz["images"] = Value::Array(k.images.clone());
+    }
+    kz
+}
+
+/// Apply one kustomize post-renderer to `objects` with the real `kustomize build` in a scratch
+/// directory (environment cleared but `PATH`, as the Kustomization controller runs it).
+pub fn kustomize(
+    objects: &[Value],
+    k: &KustomizePostRenderer,
+    binary: &Path,
+) -> Result<Vec<Value>, PostRenderError> {
+    let io = |e: std::io::Error| PostRenderError(format!("kustomize scratch: {e}"));
+    let dir = tempfile::Builder::new()
+        .prefix("pennant-postrender-")
+        .tempdir()
+        .map_err(io)?;
+    std::fs::write(dir.path().join("resources.yaml"), write_manifests(objects)?).map_err(io)?;
+    let kz = serde_saphyr::to_string(&kustomization(k))
+        .map_err(|e| PostRenderError(format!("kustomization: {e}")))?;
+    std::fs::write(dir.path().join("kustomization.yaml"), kz).map_err(io)?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("build").arg(dir.path()).env_clear();
+    cmd.env("HOME", dir.path());
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| PostRenderError(format!("running {}: {e}", binary.display())))?;
+    if !out.status.success() {
+        return Err(PostRenderError(format!(
+            "kustomize: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse_manifests(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The whole post-render of `rendered` (Helm's manifests) by `config`, in Flux's order.
+pub fn run(rendered: &str, config: &PostRenderConfig) -> Result<String, PostRenderError> {
+    let mut objects = parse_manifests(rendered)?;
+    let binary = if config.kustomize_binary.is_empty() {
+        kustomize_binary()
+    } else {
+        PathBuf::from(&config.kustomize_binary)
+    };
+    for k in &config.kustomize {
+        objects = kustomize(&objects, k, &binary)?;
+    }
+    common_metadata(
+        &mut objects,
+        &config.common_labels,
+        &config.common_annotations,
+    );
+    origin_labels(&mut objects, &config.origin_name, &config.origin_namespace);
+    write_manifests(&objects)
+}
+
+/// The `plugin.yaml` of the post-renderer plugin that runs `exe helm-post-render`. PURE.
+/// Helm splits `command` on spaces, so a path with a space runs through `/usr/bin/env`.
+pub fn plugin_yaml(exe: &Path) -> String {
+    let exe = exe.to_string_lossy();
+    let (command, args) = if exe.contains(' ') {
+        ("/usr/bin/env".to_string(), json!([exe, "helm-post-render"]))
+    } else {
+        (exe.to_string(), json!(["helm-post-render"]))
+    };
+    let v = json!({
+        "apiVersion": "v1",
+        "name": PLUGIN_NAME,
+        "type": "postrenderer/v1",
+        "runtime": "subprocess",
+        "version": "1.0.0",
+        "runtimeConfig": {
+            "platformCommand": [{
+                "command": command,
+                "args": args,
+            }],
+        },
+    });
+    serde_saphyr::to_string(&v).unwrap_or_default()
+}
+
+/// Install the plugin under `plugins_dir` (`<plugins_dir>/pennant-post-render/plugin.yaml`),
+/// running `exe` (normally the current pennant executable).
+pub fn write_plugin(plugins_dir: &Path, exe: &Path) -> std::io::Result<()> {
+    let dir = plugins_dir.join(PLUGIN_NAME);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("plugin.yaml"), plugin_yaml(exe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objs() -> Vec<Value> {
+        parse_manifests(
+            "---\n# Source: demo/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels:\n    team: chart\n    helm.toolkit.fluxcd.io/name: spoofed\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  annotations:\n    postrenderer.helm.sh/postrender-filename: demo/templates/svc.yaml\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn common_metadata_then_origin_labels_win() {
+        let mut o = objs();
+        let labels = BTreeMap::from([
+            ("team".to_string(), "platform".to_string()),
+            (ORIGIN_NAME_LABEL.to_string(), "user".to_string()),
+        ]);
+        let ann = BTreeMap::from([("owner".to_string(), "ops".to_string())]);
+        common_metadata(&mut o, &labels, &ann);
+        origin_labels(&mut o, "web", "apps");
+        for obj in &o {
+            let l = &obj["metadata"]["labels"];
+            assert_eq!(
+                l[ORIGIN_NAME_LABEL], "web",
+                "origin wins over chart and commonMetadata"
+            );
+            assert_eq!(l[ORIGIN_NAMESPACE_LABEL], "apps");
+            assert_eq!(l["team"], "platform");
+            assert_eq!(obj["metadata"]["annotations"]["owner"], "ops");
+        }
+        assert_eq!(
+            o[1]["metadata"]["annotations"]["postrenderer.helm.sh/postrender-filename"],
+            "demo/templates/svc.yaml",
+            "Helm's file-name annotation survives"
+        );
+    }
+
+    #[test]
+    fn empty_metadata_leaves_objects_alone() {
+        let mut o = objs();
+        let before = o.clone();
+        common_metadata(&mut o, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(o, before);
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let o = objs();
+        assert_eq!(o.len(), 2);
+        assert_eq!(parse_manifests(&write_manifests(&o).unwrap()).unwrap(), o);
+        let tricky =
+            vec![json!({"metadata": {"labels": {"a": "yes", "b": "on", "c": "1.0", "d": "null"}}})];
+        let text = write_manifests(&tricky).unwrap();
+        assert!(text.contains(r#""a":"yes""#), "strings stay quoted: {text}");
+        assert_eq!(parse_manifests(&text).unwrap(), tricky);
+    }
+
+    #[test]
+    fn kustomization_carries_patches_targets_and_images() {
+        let k = KustomizePostRenderer {
+            patches: vec![Patch {
+                patch: "- op: add\n  path: /metadata/labels/x\n  value: y\n".into(),
+                target: Some(json!({"kind": "Deployment", "labelSelector": "app=web"})),
+            }],
+            images: vec![json!({"name": "nginx", "newTag": "1.27"})],
+        };
+        let kz = kustomization(&k);
+        assert_eq!(kz["resources"], json!(["resources.yaml"]));
+        assert_eq!(kz["patches"][0]["target"]["labelSelector"], "app=web");
+        assert_eq!(kz["images"][0]["newTag"], "1.27");
+        let plain = kustomization(&KustomizePostRenderer::default());
+        assert!(plain.get("patches").is_none() && plain.get("images").is_none());
+    }
+
+    #[test]
+    fn plugin_yaml_is_a_v1_postrenderer_running_pennant() {
+        let y: Value =
+            serde_saphyr::from_str(&plugin_yaml(Path::new("/opt/my dir/pennant"))).unwrap();
+        assert_eq!(y["apiVersion"], "v1");
+        assert_eq!(y["type"], "postrenderer/v1");
+        assert_eq!(y["runtime"], "subprocess");
+        let cmd = &y["runtimeConfig"]["platformCommand"][0];
+        assert!(!cmd["command"].as_str().unwrap().contains(' '));
+        assert_eq!(
+            cmd["args"],
+            json!(["/opt/my dir/pennant", "helm-post-render"])
+        );
+        let y: Value = serde_saphyr::from_str(&plugin_yaml(Path::new("/bin/pennant"))).unwrap();
+        let cmd = &y["runtimeConfig"]["platformCommand"][0];
+        assert_eq!(cmd["command"], "/bin/pennant");
+        assert_eq!(cmd["args"], json!(["helm-post-render"]));
+    }
+
+    #[test]
+    fn config_reads_flux_field_names() {
+        let c: PostRenderConfig = serde_json::from_value(json!({
+            "kustomize": [{"patches": [{"patch": "p", "target": {"kind": "Service"}}],
+                           "images": [{"name": "a", "newName": "b"}]}],
+            "commonLabels": {"a": "b"},
+            "originName": "web", "originNamespace": "apps",
+        }))
+        .unwrap();
+        assert_eq!(
+            c.kustomize[0].patches[0].target,
+            Some(json!({"kind": "Service"}))
+        );
+        assert_eq!(c.common_labels["a"], "b");
+        assert_eq!(c.origin_namespace, "apps");
+    }
+}
