@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::Api;
 use pennant::api::helm_release::HelmRelease;
 use serde_json::Value;
+use support::charts::{ChartSpec, Hook};
 use support::helmrepo::HelmRepo;
 use support::sources::{cleanup, flux, flux_ok};
 use support::*;
@@ -292,6 +293,126 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
         .is_none()
     );
     delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
+/// A chart version whose pre-upgrade hook fails, `upgrade.remediation.retries: 1`: two upgrade
+/// attempts, each rolled back, then `Stalled=True RetriesExceeded` "Failed to upgrade after 2
+/// attempt(s)", `Remediated=True RollbackSucceeded`; `helm history` shows every revision and
+/// agrees with `status.history`.
+#[tokio::test]
+async fn failing_upgrade_is_rolled_back_then_stalls_after_retries() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-rb", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0").publish(&repo);
+    ChartSpec::new("app", "2.0.0")
+        .pre_upgrade_hook(Hook::Fails)
+        .publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    let extra = "  upgrade:\n    remediation:\n      retries: 1\n";
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", extra)).await;
+    wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    ns.apply_yaml(&hr_yaml("web", "app", "2.0.0", extra)).await;
+    let h = wait_hr(&ns, "web", "stalled after 2 upgrades", |h| {
+        cond(h, "Stalled").map(|c| c.0) == Some("True".into())
+    })
+    .await;
+    assert_eq!(
+        cond(&h, "Stalled").map(|c| (c.1, c.2)),
+        Some((
+            "RetriesExceeded".into(),
+            "Failed to upgrade after 2 attempt(s)".into()
+        ))
+    );
+    let (status, reason, message) = cond(&h, "Remediated").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "RollbackSucceeded"));
+    assert!(message.starts_with(&format!("Helm rollback to previous release {}/web.v", ns.name)), "{message}");
+    assert_eq!(ready_reason(&h).unwrap().0, "False");
+    let st = h.status.clone().unwrap();
+    assert_eq!(st.upgrade_failures, Some(2));
+    assert_eq!(st.last_attempted_release_action.as_deref(), Some("upgrade"));
+    // helm's own record: install, failed upgrade, rollback, failed upgrade, rollback
+    let helm = helm_history(&ns.name, "web");
+    assert_eq!(
+        helm.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["superseded", "failed", "superseded", "failed", "deployed"],
+        "{helm:?}"
+    );
+    // status.history is the newest revisions, newest first, with Helm's statuses
+    let mine = history(&h);
+    assert_eq!(mine[0], (5, "deployed".to_string()), "{mine:?}");
+    for (v, s) in &mine {
+        assert!(helm.contains(&(*v, s.clone())), "{v} {s} not in {helm:?}");
+    }
+    // the rolled back release runs 1.0.0
+    assert_eq!(
+        configmap_data(&ns, "web-values", "chartVersion").await.as_deref(),
+        Some("1.0.0")
+    );
+    let events = ns.events_with("web", &["Helm upgrade failed for release"]).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.starts_with(&format!("Helm upgrade failed for release {}/web with chart app@2.0.0", ns.name))),
+        "{events:?}"
+    );
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
+/// `valuesFrom` a Secret: its change (seen on the next reconcile, here `flux reconcile hr`)
+/// upgrades the release; deletion with `uninstall.keepHistory` keeps the release's history
+/// (`uninstalled`).
+#[tokio::test]
+async fn values_from_secret_change_upgrades_and_keep_history_keeps_it() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-vals", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    helm_repository(&ns, &repo.url).await;
+    let secret = |m: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-values\n  namespace: NAMESPACE\nstringData:\n  values.yaml: |\n    message: {m}\n"
+        )
+    };
+    ns.apply_yaml(&secret("from-secret")).await;
+    let extra = "  valuesFrom:\n    - kind: Secret\n      name: web-values\n  uninstall:\n    keepHistory: true\n";
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", extra)).await;
+    let h = wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    let digest1 = h.status.unwrap().last_attempted_config_digest.unwrap();
+    assert_eq!(
+        configmap_data(&ns, "web-app", "message").await.as_deref(),
+        Some("from-secret")
+    );
+    ns.apply_yaml(&secret("rotated")).await;
+    let (ok, out) = flux(&ns.name, &["reconcile", "hr", "web"]);
+    assert!(ok, "{out}");
+    let h = wait_hr(&ns, "web", "upgraded for the Secret", |h| {
+        ready_reason(h) == Some(("True".into(), "UpgradeSucceeded".into()))
+    })
+    .await;
+    assert_ne!(h.status.unwrap().last_attempted_config_digest.unwrap(), digest1);
+    assert_eq!(
+        configmap_data(&ns, "web-app", "message").await.as_deref(),
+        Some("rotated")
+    );
+    assert_eq!(helm_history(&ns.name, "web").len(), 2);
+    delete_releases(&ns).await;
+    // keepHistory: the release is uninstalled, its record stays
+    let helm = helm_history(&ns.name, "web");
+    assert_eq!(helm.last().map(|r| r.1.as_str()), Some("uninstalled"), "{helm:?}");
+    assert!(configmap_data(&ns, "web-app", "message").await.is_none());
     cleanup(ns).await;
 }
 
