@@ -416,6 +416,54 @@ async fn values_from_secret_change_upgrades_and_keep_history_keeps_it() {
     cleanup(ns).await;
 }
 
+/// `driftDetection.mode: enabled`: a changed object of the release is put back on the next
+/// reconcile, with a `DriftCorrected` Event naming it, and no new Helm revision.
+#[tokio::test]
+async fn drift_is_detected_and_corrected() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-drift", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml(
+        "web",
+        "app",
+        "1.0.0",
+        "  driftDetection:\n    mode: enabled\n",
+    ))
+    .await;
+    wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns.name);
+    cms.patch(
+        "web-app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"message": "tampered"}})),
+    )
+    .await
+    .unwrap();
+    let (ok, out) = flux(&ns.name, &["reconcile", "hr", "web"]);
+    assert!(ok, "{out}");
+    wait_until(Duration::from_secs(60), "drift corrected", || async {
+        configmap_data(&ns, "web-app", "message").await.as_deref() == Some("hello")
+    })
+    .await;
+    let events = ns.events_with("web", &["has been corrected"]).await;
+    assert!(
+        events.iter().any(|(t, m)| t == "Normal"
+            && m.starts_with(&format!("Cluster state of release {}/web.v1 has been corrected", ns.name))
+            && m.contains("web-app")),
+        "{events:?}"
+    );
+    assert_eq!(helm_history(&ns.name, "web").len(), 1, "no new revision");
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// A chart whose install fails (an object the API server rejects), `install.remediation.retries:
 /// 0` with `remediateLastFailure`: uninstall remediation, then `Stalled=True RetriesExceeded` "Failed to install after 1
 /// attempt(s)".

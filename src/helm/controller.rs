@@ -26,8 +26,9 @@
 //! or never installed (`status.storageNamespace` empty), delete the generated HelmChart.
 //!
 //! Refused (`Stalled=True`, reason `UnsupportedField`, a Warning Event, no Helm action):
-//! `spec.kubeConfig` (remote clusters). Drift detection is not wired yet: `driftDetection.mode`
-//! other than `disabled` is named by an `Unsupported=True` condition and a Warning Event.
+//! `spec.kubeConfig` (remote clusters). Drift detection ([`super::drift`], `warn`/`enabled`) runs
+//! on a deployed release the history verifies, with the controller's own identity; the fields
+//! the Canary controller owns are not yet excluded from it here (the ownership map is empty).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -123,6 +124,8 @@ pub enum Error {
 struct Ctx {
     client: Client,
     engine: HelmCli,
+    /// Drift detection's dry-runs and corrections (the controller's own identity).
+    applier: crate::apply::ssa::Applier,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -131,9 +134,6 @@ struct Ctx {
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
 pub fn unsupported_fields(hr: &HelmRelease) -> Vec<String> {
     let mut out = vec![];
-    if hr.drift_mode().detects_changes() {
-        out.push("spec.driftDetection (drift is not detected yet)".to_string());
-    }
     if hr
         .spec
         .storage_namespace
@@ -340,6 +340,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         engine,
+        applier: crate::apply::ssa::Applier::new(client.clone()),
         settings,
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -1029,8 +1030,8 @@ async fn release(
             .latest(&target, &rref)
             .await
             .map_err(|e| Error::Kube(format!("read release storage: {e}")))?;
-        let obs = observe(hr, status, latest.as_ref(), &desired, force, &rref, &target, ctx)
-            .await?;
+        let (obs, drift_report) =
+            observe(hr, status, latest.as_ref(), &desired, force, &rref, &target, ctx).await?;
         let step = decide::next_step(&obs, &policy, &run);
         info!(helmrelease = %hr.name_any(), state = ?step.state.kind, next = ?step.next,
             "determined next Helm action based on state");
@@ -1082,6 +1083,41 @@ async fn release(
         }
         let counters = counters_of(status);
         let started = Instant::now();
+        if let Action::CorrectDrift = action {
+            let full = status
+                .history
+                .first()
+                .map(|s| format!("{}/{}.v{}", s.namespace, s.name, s.version))
+                .unwrap_or_default();
+            if let Some(report) = &drift_report {
+                let c = super::drift::correct(
+                    &ctx.applier,
+                    report,
+                    super::drift::HELM_FIELD_MANAGER,
+                )
+                .await;
+                let changes = crate::apply::ssa::change_set_message(&c.applied);
+                if c.errors.is_empty() {
+                    events.push((
+                        false,
+                        super::drift::DRIFT_CORRECTED_REASON.into(),
+                        decide::drift_corrected_message(&full, &changes),
+                    ));
+                } else {
+                    events.push((
+                        true,
+                        super::drift::DRIFT_CORRECTION_FAILED_REASON.into(),
+                        decide::drift_correction_failed_message(
+                            &full,
+                            &c.errors.join("\n"),
+                            &changes,
+                        ),
+                    ));
+                }
+            }
+            run.insert(action.kind());
+            continue;
+        }
         let (result, rls, logs) = run_action(hr, ctx, &target, &rref, &action, &policy, p).await;
         if matches!(action, Action::Install | Action::Upgrade) {
             status.last_attempted_release_action_duration =
@@ -1244,7 +1280,7 @@ async fn observe(
     rref: &ReleaseRef,
     target: &Target,
     ctx: &Ctx,
-) -> Result<Observed, Error> {
+) -> Result<(Observed, Option<super::drift::DriftReport>), Error> {
     let history: Vec<decide::Snapshot> = status.history.iter().map(chart::to_decide).collect();
     let latest_match = match (latest, status.history.first()) {
         (Some(r), Some(s)) if s.version == r.version as i64 => {
@@ -1267,7 +1303,19 @@ async fn observe(
         };
     }
     let generation = hr.metadata.generation.unwrap_or_default();
-    Ok(Observed {
+    let mut report = None;
+    if policy.drift != decide::DriftMode::Disabled
+        && latest_match == SnapshotMatch::Matches
+        && !status.history.is_empty()
+        && let Some(r) = latest.filter(|r| r.info.status.as_str() == "deployed")
+    {
+        report = detect_drift(hr, r, ctx).await;
+    }
+    let drift = report
+        .as_ref()
+        .filter(|r| r.has_drift())
+        .map(|r| r.summary());
+    let obs = Observed {
         release_name: rref.name.clone(),
         release_namespace: rref.namespace.clone(),
         latest: latest.map(|r| ReleaseInfo {
@@ -1286,12 +1334,45 @@ async fn observe(
         new_generation: status.observed_generation != Some(generation),
         post_renderers_changed: false,
         common_metadata_changed: false,
-        drift: None,
+        drift,
         counters: counters_of(status),
         last_action: last_action(status),
         force_requested: force,
         now: Timestamp::now(),
-    })
+    };
+    Ok((obs, report))
+}
+
+/// The drift of the release `r` ([`super::drift::detect`] with `spec.driftDetection`); `None`
+/// when it could not be computed (logged; the release is then taken as in sync, as Flux's
+/// graceful detection).
+async fn detect_drift(
+    hr: &HelmRelease,
+    r: &Release,
+    ctx: &Ctx,
+) -> Option<super::drift::DriftReport> {
+    use super::drift;
+    let settings: drift::DriftDetection = hr
+        .spec
+        .drift_detection
+        .as_ref()
+        .and_then(|d| serde_json::to_value(d).ok())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let objects = drift::desired_objects(&ctx.applier, &r.manifest, &r.name, &r.namespace)
+        .await
+        .inspect_err(|e| warn!(helmrelease = %hr.name_any(), "drift detection: {e}"))
+        .ok()?;
+    drift::detect(
+        &ctx.applier,
+        &objects,
+        &settings,
+        &crate::apply::ownership::Ownership::default(),
+        drift::HELM_FIELD_MANAGER,
+    )
+    .await
+    .inspect_err(|e| warn!(helmrelease = %hr.name_any(), "drift detection: {e}"))
+    .ok()
 }
 
 fn crds(policy: Option<&str>, default: Crds, skip: bool) -> Crds {
@@ -1837,9 +1918,11 @@ mod tests {
         h.spec.kube_config = Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
         assert!(refused(&h).unwrap().starts_with("spec.kubeConfig is not supported yet"));
         h.spec.drift_detection = Some(serde_json::from_value(json!({"mode": "warn"})).unwrap());
+        assert!(unsupported_fields(&h).is_empty(), "drift detection is implemented");
+        h.spec.storage_namespace = Some("elsewhere".into());
         let u = unsupported_fields(&h);
         assert_eq!(u.len(), 1);
-        assert!(u[0].starts_with("spec.driftDetection"), "{u:?}");
+        assert!(u[0].starts_with("spec.storageNamespace"), "{u:?}");
     }
 
     #[test]
