@@ -328,7 +328,10 @@ fn kustomize_is_cluster_admin_unless_turned_off() {
     let (_, docs) = render(
         "p",
         "ops",
-        &["rbac.kustomizeClusterAdmin=false", "rbac.helmClusterAdmin=false"],
+        &[
+            "rbac.kustomizeClusterAdmin=false",
+            "rbac.helmClusterAdmin=false",
+        ],
     );
     assert!(admin_bindings(&docs).is_empty());
     let (_, docs) = render("p", "ops", &["rbac.kustomizeClusterAdmin=false"]);

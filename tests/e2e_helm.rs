@@ -185,7 +185,11 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
         st.helm_chart.as_deref(),
         Some(format!("{0}/{0}-web", ns.name).as_str())
     );
-    assert!(st.last_attempted_config_digest.unwrap().starts_with("sha256:"));
+    assert!(
+        st.last_attempted_config_digest
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert_eq!(history(&h), vec![(1, "deployed".to_string())]);
     assert_eq!(helm_history(&ns.name, "web"), vec![(1, "deployed".into())]);
     assert_eq!(
@@ -200,7 +204,10 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
         )
         .await
         .expect("the generated HelmChart");
-    assert_eq!(chart["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"], "web");
+    assert_eq!(
+        chart["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"],
+        "web"
+    );
     assert_eq!(chart["spec"]["chart"], "app");
     let want = format!(
         "Helm install succeeded for release {}/web.v1 with chart app@1.0.0",
@@ -254,13 +261,18 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
     let (ok, out) = flux(&ns.name, &["reconcile", "hr", "web", "--with-source"]);
     assert!(ok, "{out}");
     let h = wait_hr(&ns, "web", "upgraded to 1.1.0", |h| {
-        h.status.as_ref().and_then(|s| s.last_attempted_revision.as_deref()) == Some("1.1.0")
+        h.status
+            .as_ref()
+            .and_then(|s| s.last_attempted_revision.as_deref())
+            == Some("1.1.0")
             && ready_reason(h) == Some(("True".into(), "UpgradeSucceeded".into()))
     })
     .await;
     assert_eq!(h.status.unwrap().history[0].chart_version, "1.1.0");
     assert_eq!(
-        configmap_data(&ns, "web-app", "chartVersion").await.as_deref(),
+        configmap_data(&ns, "web-app", "chartVersion")
+            .await
+            .as_deref(),
         Some("1.1.0")
     );
 
@@ -281,7 +293,11 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
         get_hr(&ns, "web").await.is_none()
     })
     .await;
-    assert_eq!(release_secrets(&ns).await, 0, "uninstalled, no history kept");
+    assert_eq!(
+        release_secrets(&ns).await,
+        0,
+        "uninstalled, no history kept"
+    );
     assert!(configmap_data(&ns, "web-app", "message").await.is_none());
     assert!(
         ns.get(
@@ -331,8 +347,17 @@ async fn failing_upgrade_is_rolled_back_then_stalls_after_retries() {
         ))
     );
     let (status, reason, message) = cond(&h, "Remediated").unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "RollbackSucceeded"));
-    assert!(message.starts_with(&format!("Helm rollback to previous release {}/web.v", ns.name)), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "RollbackSucceeded")
+    );
+    assert!(
+        message.starts_with(&format!(
+            "Helm rollback to previous release {}/web.v",
+            ns.name
+        )),
+        "{message}"
+    );
     assert_eq!(ready_reason(&h).unwrap().0, "False");
     let st = h.status.clone().unwrap();
     assert_eq!(st.upgrade_failures, Some(2));
@@ -352,14 +377,20 @@ async fn failing_upgrade_is_rolled_back_then_stalls_after_retries() {
     }
     // the rolled back release runs 1.0.0
     assert_eq!(
-        configmap_data(&ns, "web-values", "chartVersion").await.as_deref(),
+        configmap_data(&ns, "web-values", "chartVersion")
+            .await
+            .as_deref(),
         Some("1.0.0")
     );
-    let events = ns.events_with("web", &["Helm upgrade failed for release"]).await;
+    let events = ns
+        .events_with("web", &["Helm upgrade failed for release"])
+        .await;
     assert!(
-        events
-            .iter()
-            .any(|(t, m)| t == "Warning" && m.starts_with(&format!("Helm upgrade failed for release {}/web with chart app@2.0.0", ns.name))),
+        events.iter().any(|(t, m)| t == "Warning"
+            && m.starts_with(&format!(
+                "Helm upgrade failed for release {}/web with chart app@2.0.0",
+                ns.name
+            ))),
         "{events:?}"
     );
     delete_releases(&ns).await;
@@ -402,7 +433,10 @@ async fn values_from_secret_change_upgrades_and_keep_history_keeps_it() {
         ready_reason(h) == Some(("True".into(), "UpgradeSucceeded".into()))
     })
     .await;
-    assert_ne!(h.status.unwrap().last_attempted_config_digest.unwrap(), digest1);
+    assert_ne!(
+        h.status.unwrap().last_attempted_config_digest.unwrap(),
+        digest1
+    );
     assert_eq!(
         configmap_data(&ns, "web-app", "message").await.as_deref(),
         Some("rotated")
@@ -411,7 +445,11 @@ async fn values_from_secret_change_upgrades_and_keep_history_keeps_it() {
     delete_releases(&ns).await;
     // keepHistory: the release is uninstalled, its record stays
     let helm = helm_history(&ns.name, "web");
-    assert_eq!(helm.last().map(|r| r.1.as_str()), Some("uninstalled"), "{helm:?}");
+    assert_eq!(
+        helm.last().map(|r| r.1.as_str()),
+        Some("uninstalled"),
+        "{helm:?}"
+    );
     assert!(configmap_data(&ns, "web-app", "message").await.is_none());
     cleanup(ns).await;
 }
@@ -455,7 +493,10 @@ async fn drift_is_detected_and_corrected() {
     let events = ns.events_with("web", &["has been corrected"]).await;
     assert!(
         events.iter().any(|(t, m)| t == "Normal"
-            && m.starts_with(&format!("Cluster state of release {}/web.v1 has been corrected", ns.name))
+            && m.starts_with(&format!(
+                "Cluster state of release {}/web.v1 has been corrected",
+                ns.name
+            ))
             && m.contains("web-app")),
         "{events:?}"
     );
@@ -511,7 +552,10 @@ async fn failed_install_is_remediated_by_uninstall_then_stalls() {
     assert_eq!(st.install_failures, Some(1));
     assert_eq!(release_secrets(&ns).await, 0, "uninstalled");
     assert_eq!(helm_json(&ns.name, &["list"]).as_array().unwrap().len(), 0);
-    let failed = format!("Helm install failed for release {}/bad with chart bad@1.0.0", ns.name);
+    let failed = format!(
+        "Helm install failed for release {}/bad with chart bad@1.0.0",
+        ns.name
+    );
     let events = ns.events_with("bad", &[&failed]).await;
     assert!(
         events
@@ -557,10 +601,20 @@ async fn depends_on_orders_releases_and_cycles_stall() {
     let deployed = |h: &HelmRelease| h.status.as_ref().unwrap().history[0].first_deployed.0;
     assert!(deployed(&back) <= deployed(&front));
     // a cycle
-    ns.apply_yaml(&hr_yaml("c1", "app", "1.0.0", "  dependsOn:\n    - name: c2\n"))
-        .await;
-    ns.apply_yaml(&hr_yaml("c2", "app", "1.0.0", "  dependsOn:\n    - name: c1\n"))
-        .await;
+    ns.apply_yaml(&hr_yaml(
+        "c1",
+        "app",
+        "1.0.0",
+        "  dependsOn:\n    - name: c2\n",
+    ))
+    .await;
+    ns.apply_yaml(&hr_yaml(
+        "c2",
+        "app",
+        "1.0.0",
+        "  dependsOn:\n    - name: c1\n",
+    ))
+    .await;
     let h = wait_hr(&ns, "c1", "cycle", |h| {
         cond(h, "Stalled").map(|c| c.0) == Some("True".into())
     })
@@ -583,11 +637,15 @@ async fn delete_releases(ns: &TestNs) {
     let _ = api
         .delete_collection(&Default::default(), &Default::default())
         .await;
-    wait_until(Duration::from_secs(90), "HelmReleases finalized", || async {
-        api.list(&Default::default())
-            .await
-            .is_ok_and(|l| l.items.is_empty())
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "HelmReleases finalized",
+        || async {
+            api.list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        },
+    )
     .await;
 }
 

@@ -266,7 +266,10 @@ pub enum TargetChange {
 /// name with `InPlaceUpdate` (then an ordinary upgrade follows). PURE.
 pub fn target_change(hr: &HelmRelease, chart_name: &str) -> Option<TargetChange> {
     let status = hr.status.as_ref()?;
-    let storage = status.storage_namespace.as_deref().filter(|s| !s.is_empty())?;
+    let storage = status
+        .storage_namespace
+        .as_deref()
+        .filter(|s| !s.is_empty())?;
     let cur = status.history.first()?;
     let (name, ns) = (hr.release_name(), hr.release_namespace());
     let want_storage = ns.clone(); // the helm CLI stores in the release namespace
@@ -347,7 +350,10 @@ mod tests {
     fn oci_chart_versions_carry_the_digest() {
         let d = "sha256:0123456789abcdef0123";
         assert_eq!(chart_version("1.2.3", Some(d)), "1.2.3+0123456789ab");
-        assert_eq!(chart_version("1.2.3+build", Some(d)), "1.2.3+build.0123456789ab");
+        assert_eq!(
+            chart_version("1.2.3+build", Some(d)),
+            "1.2.3+build.0123456789ab"
+        );
         assert_eq!(chart_version("1.2.3", None), "1.2.3");
         assert_eq!(chart_version("1.2.3", Some("bogus")), "1.2.3");
     }
@@ -356,7 +362,8 @@ mod tests {
     fn the_policy_follows_the_spec() {
         let mut spec = chart_spec();
         spec["timeout"] = json!("2m");
-        spec["upgrade"] = json!({"timeout": "7m", "remediation": {"retries": 2, "strategy": "uninstall"}});
+        spec["upgrade"] =
+            json!({"timeout": "7m", "remediation": {"retries": 2, "strategy": "uninstall"}});
         spec["install"] = json!({"strategy": {"name": "RetryOnFailure", "retryInterval": "1m"}});
         spec["test"] = json!({"enable": true});
         let p = policy(&hr(spec), false);
@@ -416,7 +423,9 @@ mod tests {
         // a new target namespace: a new release, the old one goes
         h.spec.target_namespace = Some("prod".into());
         match target_change(&h, "podinfo") {
-            Some(TargetChange::Moved(m)) => assert!(m.contains("apps/web") && m.contains("prod/prod-web"), "{m}"),
+            Some(TargetChange::Moved(m)) => {
+                assert!(m.contains("apps/web") && m.contains("prod/prod-web"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
         h.spec.target_namespace = None;

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::source::Artifact;
 use super::artifact::{UntarLimits, untar_gz};
+use crate::api::source::Artifact;
 
 /// Largest artifact downloaded (1 GiB).
 pub const MAX_DOWNLOAD: u64 = 1 << 30;
