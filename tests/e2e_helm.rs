@@ -505,6 +505,97 @@ async fn drift_is_detected_and_corrected() {
     cleanup(ns).await;
 }
 
+/// An install whose Deployment never gets Ready within `install.timeout`: the failure names the
+/// object and why (in `Released` and the Warning Event), not Flux's bare "timed out waiting for
+/// the condition".
+#[tokio::test]
+async fn install_timeout_names_the_objects_not_ready() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-timeout", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0").never_ready().publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml(
+        "web",
+        "app",
+        "1.0.0",
+        "  install:\n    timeout: 5s\n",
+    ))
+    .await;
+    let h = wait_hr(&ns, "web", "install failed", |h| {
+        cond(h, "Released").map(|c| c.1) == Some("InstallFailed".into())
+    })
+    .await;
+    let (_, _, message) = cond(&h, "Released").unwrap();
+    let object = format!("Deployment/{}/web", ns.name);
+    assert!(
+        message.starts_with(&format!(
+            "Helm install failed for release {}/web with chart app@1.0.0: timeout waiting for: [",
+            ns.name
+        )) && message.contains(&object),
+        "{message}"
+    );
+    let events = ns.events_with("web", &[&object]).await;
+    assert!(
+        events.iter().any(|(t, m)| t == "Warning"
+            && m.contains("Helm install failed")
+            && m.contains(&object)),
+        "{events:?}"
+    );
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
+/// `test.enable`: the test hooks run after the install, `TestSuccess=True TestSucceeded`, and
+/// the history records the hook's phase.
+#[tokio::test]
+async fn tests_run_after_install_and_are_recorded() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-test", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0")
+        .test_hook(Hook::Succeeds)
+        .publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml(
+        "web",
+        "app",
+        "1.0.0",
+        "  test:\n    enable: true\n",
+    ))
+    .await;
+    let h = wait_hr(&ns, "web", "tested", |h| {
+        cond(h, "TestSuccess").map(|c| (c.0, c.1)) == Some(("True".into(), "TestSucceeded".into()))
+            && ready_reason(h).map(|r| r.0) == Some("True".into())
+    })
+    .await;
+    let (_, _, message) = cond(&h, "TestSuccess").unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Helm test succeeded for release {}/web.v1 with chart app@1.0.0",
+            ns.name
+        )),
+        "{message}"
+    );
+    let hooks = h.status.unwrap().history[0]
+        .test_hooks
+        .clone()
+        .expect("test hooks recorded");
+    assert!(!hooks.is_empty());
+    assert!(
+        hooks
+            .values()
+            .all(|t| t.phase.as_deref() == Some("Succeeded")),
+        "{hooks:?}"
+    );
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// A chart whose install fails (an object the API server rejects), `install.remediation.retries:
 /// 0` with `remediateLastFailure`: uninstall remediation, then `Stalled=True RetriesExceeded` "Failed to install after 1
 /// attempt(s)".
