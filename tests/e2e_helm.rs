@@ -596,6 +596,54 @@ async fn tests_run_after_install_and_are_recorded() {
     cleanup(ns).await;
 }
 
+/// `chartRef` to an OCIRepository holding a chart `helm push`ed to the registry: installed,
+/// `lastAttemptedRevision` `<version>+<12 hex of the digest>` (Flux's), no generated HelmChart.
+#[tokio::test]
+async fn chart_ref_oci_repository_installs_with_the_digest_in_the_version() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-oci", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    let url = ChartSpec::new("ociapp", "1.2.0").push_oci(
+        &repo.work,
+        &registry_addr(),
+        &format!("{}/charts", ns.name),
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata:\n  name: chart\n  namespace: NAMESPACE\nspec:\n  url: {url}\n  interval: 10m\n  insecure: true\n  ref:\n    tag: 1.2.0\n  layerSelector:\n    mediaType: application/vnd.cncf.helm.chart.content.v1.tar+gzip\n    operation: copy\n"
+    ))
+    .await;
+    ns.apply_yaml(
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  chartRef:\n    kind: OCIRepository\n    name: chart\n",
+    )
+    .await;
+    let h = wait_hr(&ns, "web", "installed from OCI", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    let st = h.status.unwrap();
+    let rev = st.last_attempted_revision.unwrap();
+    let (version, hex) = rev.split_once('+').expect("version+digest");
+    assert_eq!(version, "1.2.0");
+    assert_eq!(hex.len(), 12, "{rev}");
+    assert!(
+        st.last_attempted_revision_digest
+            .unwrap()
+            .starts_with(&format!("sha256:{hex}"))
+    );
+    assert!(st.helm_chart.is_none(), "no generated HelmChart");
+    assert_eq!(st.history[0].chart_name, "ociapp");
+    assert_eq!(
+        configmap_data(&ns, "web-values", "chartVersion")
+            .await
+            .as_deref(),
+        Some("1.2.0")
+    );
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// A chart whose install fails (an object the API server rejects), `install.remediation.retries:
 /// 0` with `remediateLastFailure`: uninstall remediation, then `Stalled=True RetriesExceeded` "Failed to install after 1
 /// attempt(s)".

@@ -88,6 +88,23 @@ pub fn chart_version(version: &str, oci_digest: Option<&str>) -> String {
     }
 }
 
+/// The chart version the decision table compares with the stored release. Helm records the
+/// chart's own version (`version`); for an OCI chart (`oci_digest`) whose digest differs from
+/// the one the newest release was made from (`recorded_digest`) it is `recorded` (the
+/// `<version>+<12 hex>` form), which no stored release has, so a re-pushed tag is an upgrade
+/// (Flux rewrites the chart's version instead). PURE.
+pub fn desired_chart_version(
+    version: &str,
+    recorded: &str,
+    oci_digest: Option<&str>,
+    recorded_digest: Option<&str>,
+) -> String {
+    match (oci_digest, recorded_digest) {
+        (Some(now), Some(before)) if now != before => recorded.to_string(),
+        _ => version.to_string(),
+    }
+}
+
 /// The decision [`Policy`] of `hr`: timeouts (each action's, else `spec.timeout`, else 5m),
 /// strategies, remediation (defaults as Flux's), tests, drift mode.
 pub fn policy(hr: &HelmRelease, default_to_retry_on_failure: bool) -> Policy {
@@ -356,6 +373,22 @@ mod tests {
         );
         assert_eq!(chart_version("1.2.3", None), "1.2.3");
         assert_eq!(chart_version("1.2.3", Some("bogus")), "1.2.3");
+    }
+
+    #[test]
+    fn a_re_pushed_oci_chart_is_a_chart_change() {
+        let d1 = Some("sha256:aaa");
+        let d2 = Some("sha256:bbb");
+        assert_eq!(desired_chart_version("1.0.0", "1.0.0+aaa", d1, d1), "1.0.0");
+        assert_eq!(
+            desired_chart_version("1.0.0", "1.0.0+bbb", d2, d1),
+            "1.0.0+bbb"
+        );
+        assert_eq!(
+            desired_chart_version("1.0.0", "1.0.0+aaa", d1, None),
+            "1.0.0"
+        );
+        assert_eq!(desired_chart_version("1.0.0", "1.0.0", None, None), "1.0.0");
     }
 
     #[test]

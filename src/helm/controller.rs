@@ -451,7 +451,10 @@ struct Prepared {
     _work: tempfile::TempDir,
     chart_path: std::path::PathBuf,
     chart_name: String,
+    /// `lastAttemptedRevision`: the chart's version, `+<12 hex>` for OCI.
     chart_version: String,
+    /// The chart's own version, as Helm records it.
+    release_version: String,
     oci_digest: Option<String>,
     values: Value,
     config_digest: String,
@@ -674,6 +677,7 @@ async fn prelude(
         chart_path,
         chart_name,
         chart_version,
+        release_version: version,
         oci_digest,
         values,
         config_digest,
@@ -1038,7 +1042,12 @@ async fn release(
     conditions::remove_condition(&mut status.conditions, types::STALLED);
     let desired = Desired {
         chart_name: p.chart_name.clone(),
-        chart_version: p.chart_version.clone(),
+        chart_version: chart::desired_chart_version(
+            &p.release_version,
+            &p.chart_version,
+            p.oci_digest.as_deref(),
+            status.history.first().and_then(|s| s.oci_digest.as_deref()),
+        ),
         config_digest: p.config_digest.clone(),
     };
     let max_history = hr.max_history().max(0) as usize;
