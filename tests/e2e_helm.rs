@@ -192,6 +192,18 @@ async fn helm_release_installs_upgrades_and_uninstalls() {
     );
     assert_eq!(history(&h), vec![(1, "deployed".to_string())]);
     assert_eq!(helm_history(&ns.name, "web"), vec![(1, "deployed".into())]);
+    let inventory: Vec<String> = h
+        .status
+        .as_ref()
+        .unwrap()
+        .inventory
+        .as_ref()
+        .expect("inventory")
+        .entries
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(inventory, [format!("{}_web-app__ConfigMap", ns.name)]);
     assert_eq!(
         configmap_data(&ns, "web-app", "message").await.as_deref(),
         Some("hello")

@@ -307,6 +307,28 @@ pub fn target_change(hr: &HelmRelease, chart_name: &str) -> Option<TargetChange>
     None
 }
 
+/// `status.inventory` of a release: one entry per object of its manifest (`objects` as
+/// [`super::drift::desired_objects`] completes them), the Kustomization inventory's format
+/// (`<ns>_<name>_<group>_<Kind>`, `v` the API version without the group). PURE.
+pub fn inventory_of(objects: &[Value]) -> crate::api::kustomization::ResourceInventory {
+    let mut entries: Vec<crate::api::kustomization::ResourceRef> = objects
+        .iter()
+        .map(|o| crate::api::kustomization::ResourceRef {
+            id: crate::apply::inventory::ObjectId::of(o).to_id(),
+            v: o["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    entries.dedup();
+    crate::api::kustomization::ResourceInventory { entries }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +395,27 @@ mod tests {
         );
         assert_eq!(chart_version("1.2.3", None), "1.2.3");
         assert_eq!(chart_version("1.2.3", Some("bogus")), "1.2.3");
+    }
+
+    #[test]
+    fn the_inventory_names_the_manifest_objects() {
+        let objs = [
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "apps"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "apps"}}),
+        ];
+        let inv = inventory_of(&objs);
+        let ids: Vec<(&str, &str)> = inv
+            .entries
+            .iter()
+            .map(|e| (e.id.as_str(), e.v.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("apps_cfg__ConfigMap", "v1"),
+                ("apps_web_apps_Deployment", "v1")
+            ]
+        );
     }
 
     #[test]

@@ -1180,6 +1180,20 @@ async fn release(
             }
             status.storage_namespace = Some(rref.namespace.clone());
         }
+        // the objects of the release now deployed (none once uninstalled)
+        match &rls {
+            Some(r) if r.info.status.as_str() == "deployed" => {
+                if let Ok(objs) =
+                    super::drift::desired_objects(&ctx.applier, &r.manifest, &r.name, &r.namespace)
+                        .await
+                {
+                    status.inventory = Some(chart::inventory_of(&objs));
+                }
+            }
+            Some(r) if r.info.status.as_str() == "uninstalled" => status.inventory = None,
+            None if matches!(action, Action::UninstallRemediation) => status.inventory = None,
+            _ => {}
+        }
         // Helm rewrote the older revisions (superseded): the history follows, as Flux's
         // release observer
         if let Ok(all) = ctx.engine.history(&target, &rref).await {
