@@ -400,6 +400,92 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
     },
 ];
 
+/// The helm controller's rules (`--controllers helm`), granted like [`KUSTOMIZE_RULES`]. A
+/// HelmRelease installs charts of arbitrary kinds, so the chart also binds the controller to
+/// `cluster-admin` (`rbac.helmClusterAdmin`, default true), as Flux binds its helm-controller;
+/// these rules are what it needs besides the release's own objects.
+pub const HELM_RULES: &[Permission] = &[
+    Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases",
+        kind: "HelmRelease",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the controller's watch, finalizer patches, dependsOn",
+    },
+    Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases/status",
+        kind: "HelmRelease",
+        verbs: &["patch"],
+        why: "status: conditions, history, counters, lastAttempted*",
+    },
+    Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases/finalizers",
+        kind: "HelmRelease",
+        verbs: &["update"],
+        why: "finalizers.fluxcd.io (OwnerReferencesPermissionEnforcement)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts",
+        kind: "HelmChart",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "spec.chart: the generated HelmChart (server-side apply, deleted with the release \
+              or when chartRef replaces it); chartRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories",
+        kind: "OCIRepository",
+        verbs: &["get", "list", "watch"],
+        why: "spec.chartRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "externalartifacts",
+        kind: "ExternalArtifact",
+        verbs: &["get", "list", "watch"],
+        why: "spec.chartRef: the artifact, watched for new revisions",
+    },
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations",
+        kind: "Kustomization",
+        verbs: &["get", "list", "watch"],
+        why: "spec.dependsOn[].kind: Kustomization (pennant extension)",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        kind: "ConfigMap",
+        verbs: &["get"],
+        why: "spec.valuesFrom",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: &["get", "list"],
+        why: "spec.valuesFrom, spec.kubeConfig.secretRef; list: Helm release storage \
+              (sh.helm.release.v1.*) read natively",
+    },
+    Permission {
+        group: "",
+        resource: "serviceaccounts",
+        kind: "ServiceAccount",
+        verbs: &["get", "impersonate"],
+        why: "spec.serviceAccountName: Helm actions as that account",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create", "patch"],
+        why: "Events on HelmReleases (actions, failures, remediation)",
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",

@@ -250,14 +250,18 @@ fn rendered_rules_follow_the_enabled_controllers() {
                 &rules_of(&set),
                 &format!("rules of {set:?}"),
             );
-            // the only grant beyond the code's tables: cluster-admin for the kustomize controller
+            // the only grants beyond the code's tables: cluster-admin for the kustomize and
+            // helm controllers
+            let mut admins = vec![];
+            if set.contains(&"kustomize") {
+                admins.push("p-pennant-kustomize".to_string());
+            }
+            if set.contains(&"helm") {
+                admins.push("p-pennant-helm".to_string());
+            }
             assert_eq!(
                 admin_bindings(&docs),
-                if set.contains(&"kustomize") {
-                    vec!["p-pennant-kustomize".to_string()]
-                } else {
-                    vec![]
-                },
+                admins,
                 "cluster-admin bindings of {set:?}"
             );
             let flag = args(&docs)
@@ -313,7 +317,7 @@ fn admin_bindings(docs: &[Value]) -> Vec<String> {
 /// `rbac.kustomizeClusterAdmin=false` the chart grants only the code's rules.
 #[test]
 fn kustomize_is_cluster_admin_unless_turned_off() {
-    let (_, docs) = render("p", "ops", &[]);
+    let (_, docs) = render("p", "ops", &["controllers={canary,source,kustomize}"]);
     assert_eq!(admin_bindings(&docs), vec!["p-pennant-kustomize"]);
     let b = find(&docs, "ClusterRoleBinding", "p-pennant-kustomize").unwrap();
     assert_eq!(b["subjects"][0]["name"], "p-pennant");
@@ -321,8 +325,17 @@ fn kustomize_is_cluster_admin_unless_turned_off() {
     let (_, docs) = render("p", "ops", &["namespace=apps"]);
     let b = find(&docs, "RoleBinding", "p-pennant-kustomize").expect("scoped binding");
     assert_eq!(b["metadata"]["namespace"], "apps");
-    let (_, docs) = render("p", "ops", &["rbac.kustomizeClusterAdmin=false"]);
+    let (_, docs) = render(
+        "p",
+        "ops",
+        &[
+            "rbac.kustomizeClusterAdmin=false",
+            "rbac.helmClusterAdmin=false",
+        ],
+    );
     assert!(admin_bindings(&docs).is_empty());
+    let (_, docs) = render("p", "ops", &["rbac.kustomizeClusterAdmin=false"]);
+    assert_eq!(admin_bindings(&docs), vec!["p-pennant-helm"]);
     let (_, docs) = render("p", "ops", &["rbac.create=false"]);
     assert!(admin_bindings(&docs).is_empty());
 }
@@ -450,7 +463,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
         };
         assert_eq!(args.listen, "0.0.0.0:8080");
         assert_eq!(args.log_format, "json");
-        assert_eq!(args.controllers, "canary,source,kustomize");
+        assert_eq!(args.controllers, "canary,source,kustomize,helm");
         let tenant = if set.is_empty() { "" } else { "tenant" };
         assert_eq!(args.default_service_account, tenant);
         // the source controller's storage: an emptyDir, served through the Service's name

@@ -64,10 +64,26 @@ pub const BUILT: &[Entry] = &[
             ))
         },
     },
+    Entry {
+        name: "helm",
+        rules: crate::rbac::HELM_RULES,
+        routes: |_, _| axum::Router::new(),
+        run: |p, args| {
+            Box::pin(crate::helm::controller::run(
+                p,
+                crate::helm::controller::Settings {
+                    requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
+                    default_service_account: Some(args.default_service_account.clone())
+                        .filter(|n| !n.is_empty()),
+                    ..Default::default()
+                },
+            ))
+        },
+    },
 ];
 
 /// Controllers pennant will host but this build does not have yet.
-pub const NOT_BUILT: &[&str] = &["helm", "notification"];
+pub const NOT_BUILT: &[&str] = &["notification"];
 
 fn built_names() -> String {
     BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
@@ -415,13 +431,13 @@ mod tests {
     #[test]
     fn controllers_default_to_every_built_one() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.controllers, "canary,source,kustomize");
+        assert_eq!(c.controllers, "canary,source,kustomize,helm");
         let names = |l: &str| -> Result<Vec<&str>, String> {
             select(l).map(|v| v.iter().map(|e| e.name).collect())
         };
         assert_eq!(
             names(&c.controllers),
-            Ok(vec!["canary", "source", "kustomize"])
+            Ok(vec!["canary", "source", "kustomize", "helm"])
         );
         assert_eq!(names(" canary, canary "), Ok(vec!["canary"]), "once");
         assert_eq!(
@@ -429,10 +445,11 @@ mod tests {
             Ok(vec!["canary", "source"]),
             "start order"
         );
-        let e = names("canary,helm").unwrap_err();
+        assert_eq!(names("helm,canary"), Ok(vec!["canary", "helm"]));
+        let e = names("canary,notification").unwrap_err();
         assert!(
-            e.contains("the helm controller is not built yet")
-                && e.contains("canary,source,kustomize"),
+            e.contains("the notification controller is not built yet")
+                && e.contains("canary,source,kustomize,helm"),
             "{e}"
         );
         for planned in NOT_BUILT {
@@ -441,7 +458,7 @@ mod tests {
         let e = names("canary,flagger").unwrap_err();
         assert_eq!(
             e,
-            "--controllers: unknown controller \"flagger\" (known: canary,source,kustomize)"
+            "--controllers: unknown controller \"flagger\" (known: canary,source,kustomize,helm)"
         );
         assert!(names("").unwrap_err().contains("at least one"));
         assert!(names(" , ").is_err());

@@ -1,8 +1,11 @@
-//! The HelmRelease controller (`helm.toolkit.fluxcd.io/v2`, flux.md §2) and its parts: the pure
-//! action table ([`decide`]), the `helm` CLI behind a trait ([`engine`]), Helm's release storage
-//! read natively ([`storage`]), the post-renderer Helm runs as a plugin ([`postrender`]), values
+//! The HelmRelease controller (`helm.toolkit.fluxcd.io/v2`, flux.md §2) and its parts: the
+//! controller ([`controller`]) and its pure helpers ([`chart`]), the pure action table
+//! ([`decide`]), the `helm` CLI behind a trait ([`engine`]), Helm's release storage read
+//! natively ([`storage`]), the post-renderer Helm runs as a plugin ([`postrender`]), values
 //! composition ([`values`]) and drift detection ([`drift`]).
 
+pub mod chart;
+pub mod controller;
 pub mod decide;
 pub mod drift;
 pub mod engine;

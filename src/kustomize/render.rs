@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client, ResourceExt};
@@ -23,10 +22,6 @@ use super::substitute::{Options as SubstituteOptions, merge_variables, substitut
 use crate::api::kustomization::Kustomization;
 use crate::api::source::{Artifact, ExternalArtifact, GitRepository, OCIRepository};
 use crate::gitops::conditions::reasons;
-use crate::source::artifact::{UntarLimits, untar_gz};
-
-/// Largest artifact downloaded (1 GiB).
-const MAX_DOWNLOAD: u64 = 1 << 30;
 
 /// A failed render step: Flux's reason and message; `terminal` when retrying cannot help
 /// without a spec change.
@@ -122,36 +117,9 @@ where
 /// Download the artifact, verify its digest, unpack it into `work/src`; returns that directory
 /// (`ArtifactFailed` with Flux's messages).
 pub async fn fetch_artifact(a: &Artifact, work: &Path) -> Result<PathBuf, RenderError> {
-    let fail = |m: String| fail(reasons::ARTIFACT_FAILED, m);
-    let client =
-        crate::source::http::client(&Default::default(), Duration::from_secs(60)).map_err(fail)?;
-    let resp = client
-        .get(&a.url)
-        .send()
+    crate::source::fetch::fetch_and_unpack(a, work)
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
-    let file = work.join("artifact.tar.gz");
-    let f = std::fs::File::create(&file).map_err(|e| fail(e.to_string()))?;
-    let got = crate::source::http::download_to(resp, f, MAX_DOWNLOAD)
-        .await
-        .map_err(|e| fail(format!("failed to download artifact from {}: {e}", a.url)))?;
-    if got.digest != a.digest {
-        return Err(fail(format!(
-            "failed to verify artifact: computed digest doesn't match '{}'",
-            a.digest
-        )));
-    }
-    let dest = work.join("src");
-    let into = dest.clone();
-    tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
-        untar_gz(f, &into, &UntarLimits::default()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("failed to extract artifact: {e}")))?;
-    Ok(dest)
+        .map_err(|m| fail(reasons::ARTIFACT_FAILED, m))
 }
 
 /// Render the Kustomization from the artifact tree at `root` (a scratch copy: generated

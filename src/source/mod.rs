@@ -8,6 +8,7 @@
 
 pub mod artifact;
 pub mod controller;
+pub mod fetch;
 pub mod generator;
 pub mod git;
 pub mod git_repository;
