@@ -8,8 +8,10 @@
 pub mod analyze;
 pub mod controller;
 pub mod crds;
+pub mod diff;
 pub mod gate;
 pub mod helm_post_render;
+pub mod helm_release;
 pub mod kustomization;
 pub mod replay;
 

@@ -63,9 +63,7 @@ use crate::api::helm_release::{
     RESET_REQUESTED_AT_ANNOTATION, Snapshot,
 };
 use crate::api::kustomization::Kustomization;
-use crate::api::source::{
-    Artifact, ExternalArtifact, FINALIZER, HelmChart, OCIRepository, Source,
-};
+use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, HelmChart, OCIRepository, Source};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -266,7 +264,11 @@ pub fn dependents_to_wake(
             h.spec.depends_on.iter().any(|d| {
                 d.kind_or("HelmRelease") == kind
                     && d.name == name
-                    && d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&own) == ns
+                    && d.namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(&own)
+                        == ns
             })
         })
         .map(|h| ObjectRef::from_obj(&**h))
@@ -327,7 +329,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                     let ready =
                         ready_now(k.metadata.generation, s.observed_generation, &s.conditions);
                     let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
-                    for d in dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready)
+                    for d in
+                        dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready)
                     {
                         let _ = wake_ks.send(d);
                     }
@@ -544,13 +547,22 @@ async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, E
             }
         }
         Ok(p) => {
-            match release(&hr, &ctx, &api, &mut status, &mut written, &mut events, &p, &now).await
+            match release(
+                &hr,
+                &ctx,
+                &api,
+                &mut status,
+                &mut written,
+                &mut events,
+                &p,
+                &now,
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(e) => {
                     write_status(&api, &hr, &written, &status).await?;
-                    emit_all(&ctx, &hr, events, status.last_attempted_revision.as_deref())
-                        .await;
+                    emit_all(&ctx, &hr, events, status.last_attempted_revision.as_deref()).await;
                     return Err(e);
                 }
             }
@@ -589,7 +601,10 @@ async fn prelude(
                 .map_err(|e| {
                     failure(
                         reasons::ARTIFACT_FAILED,
-                        format!("failed to create HelmChart '{cns}/{cname}': {}", cause_of(e)),
+                        format!(
+                            "failed to create HelmChart '{cns}/{cname}': {}",
+                            cause_of(e)
+                        ),
                     )
                 })?;
             status.helm_chart = Some(format!("{cns}/{cname}"));
@@ -617,8 +632,43 @@ async fn prelude(
     dependencies(hr, &ctx.client, wait).await?;
     let (artifact, is_oci) = source_artifact(hr, &ctx.client, wait).await?;
     // values
-    let refs: Vec<ValuesRef<'_>> = hr
-        .spec
+    let refs = values_refs(hr);
+    let ns = hr.namespace().unwrap_or_default();
+    let values = super::values::fetch_and_compose(&ctx.client, &ns, &refs, hr.spec.values.as_ref())
+        .await
+        .map_err(|e| failure(VALUES_ERROR, e.to_string()))?;
+    let config_digest = super::values::config_digest(&values);
+    // the chart
+    let work = tempfile::Builder::new()
+        .prefix("pennant-hr-")
+        .tempdir()
+        .map_err(|e| failure(reasons::ARTIFACT_FAILED, e.to_string()))?;
+    let chart_path = work.path().join("chart.tgz");
+    crate::source::fetch::download(&artifact, &chart_path)
+        .await
+        .map_err(|m| failure(reasons::ARTIFACT_FAILED, m))?;
+    let (chart_name, version) = read_chart_meta(&chart_path).map_err(|m| {
+        failure(
+            reasons::ARTIFACT_FAILED,
+            format!("failed to load chart: {m}"),
+        )
+    })?;
+    let oci_digest = is_oci.then(|| artifact.digest.clone());
+    let chart_version = chart::chart_version(&version, oci_digest.as_deref());
+    Ok(Prepared {
+        _work: work,
+        chart_path,
+        chart_name,
+        chart_version,
+        oci_digest,
+        values,
+        config_digest,
+    })
+}
+
+/// `spec.valuesFrom` as [`super::values`] reads it (entries of an unknown kind left out).
+pub fn values_refs(hr: &HelmRelease) -> Vec<ValuesRef<'_>> {
+    hr.spec
         .values_from
         .iter()
         .filter_map(|v| {
@@ -631,35 +681,18 @@ async fn prelude(
                 literal: v.literal.unwrap_or(false),
             })
         })
-        .collect();
-    let ns = hr.namespace().unwrap_or_default();
-    let values =
-        super::values::fetch_and_compose(&ctx.client, &ns, &refs, hr.spec.values.as_ref())
-            .await
-            .map_err(|e| failure(VALUES_ERROR, e.to_string()))?;
-    let config_digest = super::values::config_digest(&values);
-    // the chart
-    let work = tempfile::Builder::new()
-        .prefix("pennant-hr-")
-        .tempdir()
-        .map_err(|e| failure(reasons::ARTIFACT_FAILED, e.to_string()))?;
-    let chart_path = work.path().join("chart.tgz");
-    crate::source::fetch::download(&artifact, &chart_path)
+        .collect()
+}
+
+/// The chart source's ready artifact (and whether it is an OCIRepository's), read only; else
+/// `(reason, message)`: `SourceNotReady` (missing, not ready) or `ArtifactFailed`.
+pub async fn chart_artifact(
+    hr: &HelmRelease,
+    client: &Client,
+) -> Result<(Artifact, bool), (&'static str, String)> {
+    source_artifact(hr, client, Duration::ZERO)
         .await
-        .map_err(|m| failure(reasons::ARTIFACT_FAILED, m))?;
-    let (chart_name, version) = read_chart_meta(&chart_path)
-        .map_err(|m| failure(reasons::ARTIFACT_FAILED, format!("failed to load chart: {m}")))?;
-    let oci_digest = is_oci.then(|| artifact.digest.clone());
-    let chart_version = chart::chart_version(&version, oci_digest.as_deref());
-    Ok(Prepared {
-        _work: work,
-        chart_path,
-        chart_name,
-        chart_version,
-        oci_digest,
-        values,
-        config_digest,
-    })
+        .map_err(|f| (f.reason, f.message))
 }
 
 /// `name` and `version` of the chart packaged at `tgz` (its top-level `*/Chart.yaml`).
@@ -714,7 +747,9 @@ async fn source_artifact(
         (s.artifact().cloned(), ready, message)
     }
     let got = match kind.as_str() {
-        "HelmChart" => get::<HelmChart>(client, &ns, &name).await.map(|o| o.map(|s| state(&s))),
+        "HelmChart" => get::<HelmChart>(client, &ns, &name)
+            .await
+            .map(|o| o.map(|s| state(&s))),
         "OCIRepository" => get::<OCIRepository>(client, &ns, &name)
             .await
             .map(|o| o.map(|s| state(&s))),
@@ -846,7 +881,8 @@ fn target_of(hr: &HelmRelease, ctx: &Ctx) -> Target {
     }
 }
 
-fn release_ref(hr: &HelmRelease) -> ReleaseRef {
+/// The release `hr` manages (name and namespace; the helm CLI stores it there).
+pub fn release_ref(hr: &HelmRelease) -> ReleaseRef {
     ReleaseRef {
         name: hr.release_name(),
         namespace: hr.release_namespace(),
@@ -1030,8 +1066,17 @@ async fn release(
             .latest(&target, &rref)
             .await
             .map_err(|e| Error::Kube(format!("read release storage: {e}")))?;
-        let (obs, drift_report) =
-            observe(hr, status, latest.as_ref(), &desired, force, &rref, &target, ctx).await?;
+        let (obs, drift_report) = observe(
+            hr,
+            status,
+            latest.as_ref(),
+            &desired,
+            force,
+            &rref,
+            &target,
+            ctx,
+        )
+        .await?;
         let step = decide::next_step(&obs, &policy, &run);
         info!(helmrelease = %hr.name_any(), state = ?step.state.kind, next = ?step.next,
             "determined next Helm action based on state");
@@ -1090,12 +1135,9 @@ async fn release(
                 .map(|s| format!("{}/{}.v{}", s.namespace, s.name, s.version))
                 .unwrap_or_default();
             if let Some(report) = &drift_report {
-                let c = super::drift::correct(
-                    &ctx.applier,
-                    report,
-                    super::drift::HELM_FIELD_MANAGER,
-                )
-                .await;
+                let c =
+                    super::drift::correct(&ctx.applier, report, super::drift::HELM_FIELD_MANAGER)
+                        .await;
                 let changes = crate::apply::ssa::change_set_message(&c.applied);
                 if c.errors.is_empty() {
                     events.push((
@@ -1120,8 +1162,9 @@ async fn release(
         }
         let (result, rls, logs) = run_action(hr, ctx, &target, &rref, &action, &policy, p).await;
         if matches!(action, Action::Install | Action::Upgrade) {
-            status.last_attempted_release_action_duration =
-                Some(crate::util::go_duration(started.elapsed().as_millis() as f64));
+            status.last_attempted_release_action_duration = Some(crate::util::go_duration(
+                started.elapsed().as_millis() as f64,
+            ));
         }
         let tested = matches!(action, Action::Test);
         let mut unlocked = None;
@@ -1451,6 +1494,81 @@ fn uninstall_request(
     }
 }
 
+/// The `helm install` the controller runs for `hr` (Flux's `install` options).
+pub fn install_request(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    policy: &decide::Policy,
+    chart: &Path,
+    values: &Value,
+) -> InstallRequest {
+    let i = hr.spec.install.as_ref();
+    InstallRequest {
+        release: rref.clone(),
+        chart: chart.to_path_buf(),
+        values: values.clone(),
+        timeout: policy.install.timeout,
+        wait: wait_of(
+            hr,
+            i.and_then(|i| i.disable_wait),
+            i.and_then(|i| i.disable_wait_for_jobs),
+        ),
+        disable_hooks: i.and_then(|i| i.disable_hooks).unwrap_or(false),
+        disable_openapi_validation: i
+            .and_then(|i| i.disable_openapi_validation)
+            .unwrap_or(false),
+        disable_schema_validation: i.and_then(|i| i.disable_schema_validation).unwrap_or(false),
+        crds: crds(
+            i.and_then(|i| i.crds.as_deref()),
+            Crds::Create,
+            i.and_then(|i| i.skip_crds) == Some(true),
+        ),
+        create_namespace: i.and_then(|i| i.create_namespace).unwrap_or(false),
+        replace: i.and_then(|i| i.replace).unwrap_or(false),
+        take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
+        server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
+        description: None,
+        post_render: post_render(hr),
+    }
+}
+
+/// The `helm upgrade` the controller runs for `hr` (Flux's `upgrade` options).
+pub fn upgrade_request(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    policy: &decide::Policy,
+    chart: &Path,
+    values: &Value,
+) -> UpgradeRequest {
+    let u = hr.spec.upgrade.as_ref();
+    let history_max = hr.max_history().max(0) as u32;
+    UpgradeRequest {
+        release: rref.clone(),
+        chart: chart.to_path_buf(),
+        values: values.clone(),
+        timeout: policy.upgrade.timeout,
+        wait: wait_of(
+            hr,
+            u.and_then(|u| u.disable_wait),
+            u.and_then(|u| u.disable_wait_for_jobs),
+        ),
+        disable_hooks: u.and_then(|u| u.disable_hooks).unwrap_or(false),
+        disable_openapi_validation: u
+            .and_then(|u| u.disable_openapi_validation)
+            .unwrap_or(false),
+        disable_schema_validation: u.and_then(|u| u.disable_schema_validation).unwrap_or(false),
+        crds: crds(u.and_then(|u| u.crds.as_deref()), Crds::Skip, false),
+        force: u.and_then(|u| u.force).unwrap_or(false),
+        cleanup_on_fail: u.and_then(|u| u.cleanup_on_fail).unwrap_or(false),
+        take_ownership: u.and_then(|u| u.disable_take_ownership) != Some(true),
+        server_side: server_side(u.and_then(|u| u.server_side_apply.as_deref())),
+        history_max,
+        preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
+        description: None,
+        post_render: post_render(hr),
+    }
+}
+
 /// Run `action` through the engine: the result for [`decide::outcome`], the release it left
 /// in storage, and Helm's log lines of a failure.
 async fn run_action(
@@ -1462,8 +1580,6 @@ async fn run_action(
     policy: &decide::Policy,
     p: &Prepared,
 ) -> (ActionResult, Option<Release>, String) {
-    let i = hr.spec.install.as_ref();
-    let u = hr.spec.upgrade.as_ref();
     let rb = hr.spec.rollback.as_ref();
     let history_max = hr.max_history().max(0) as u32;
     let r = match action {
@@ -1471,35 +1587,7 @@ async fn run_action(
             .engine
             .install(
                 target,
-                &InstallRequest {
-                    release: rref.clone(),
-                    chart: p.chart_path.clone(),
-                    values: p.values.clone(),
-                    timeout: policy.install.timeout,
-                    wait: wait_of(
-                        hr,
-                        i.and_then(|i| i.disable_wait),
-                        i.and_then(|i| i.disable_wait_for_jobs),
-                    ),
-                    disable_hooks: i.and_then(|i| i.disable_hooks).unwrap_or(false),
-                    disable_openapi_validation: i
-                        .and_then(|i| i.disable_openapi_validation)
-                        .unwrap_or(false),
-                    disable_schema_validation: i
-                        .and_then(|i| i.disable_schema_validation)
-                        .unwrap_or(false),
-                    crds: crds(
-                        i.and_then(|i| i.crds.as_deref()),
-                        Crds::Create,
-                        i.and_then(|i| i.skip_crds) == Some(true),
-                    ),
-                    create_namespace: i.and_then(|i| i.create_namespace).unwrap_or(false),
-                    replace: i.and_then(|i| i.replace).unwrap_or(false),
-                    take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
-                    server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
-                    description: None,
-                    post_render: post_render(hr),
-                },
+                &install_request(hr, rref, policy, &p.chart_path, &p.values),
             )
             .await
             .map(Some),
@@ -1507,33 +1595,7 @@ async fn run_action(
             .engine
             .upgrade(
                 target,
-                &UpgradeRequest {
-                    release: rref.clone(),
-                    chart: p.chart_path.clone(),
-                    values: p.values.clone(),
-                    timeout: policy.upgrade.timeout,
-                    wait: wait_of(
-                        hr,
-                        u.and_then(|u| u.disable_wait),
-                        u.and_then(|u| u.disable_wait_for_jobs),
-                    ),
-                    disable_hooks: u.and_then(|u| u.disable_hooks).unwrap_or(false),
-                    disable_openapi_validation: u
-                        .and_then(|u| u.disable_openapi_validation)
-                        .unwrap_or(false),
-                    disable_schema_validation: u
-                        .and_then(|u| u.disable_schema_validation)
-                        .unwrap_or(false),
-                    crds: crds(u.and_then(|u| u.crds.as_deref()), Crds::Skip, false),
-                    force: u.and_then(|u| u.force).unwrap_or(false),
-                    cleanup_on_fail: u.and_then(|u| u.cleanup_on_fail).unwrap_or(false),
-                    take_ownership: u.and_then(|u| u.disable_take_ownership) != Some(true),
-                    server_side: server_side(u.and_then(|u| u.server_side_apply.as_deref())),
-                    history_max,
-                    preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
-                    description: None,
-                    post_render: post_render(hr),
-                },
+                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values),
             )
             .await
             .map(Some),
@@ -1583,10 +1645,11 @@ async fn run_action(
             )
             .await
             .map(Some),
-        Action::UninstallRemediation => ctx
-            .engine
-            .uninstall(target, &uninstall_request(hr, rref.clone(), policy))
-            .await,
+        Action::UninstallRemediation => {
+            ctx.engine
+                .uninstall(target, &uninstall_request(hr, rref.clone(), policy))
+                .await
+        }
         Action::Unlock { .. } => {
             let latest = ctx.engine.latest(target, rref).await.ok().flatten();
             match latest {
@@ -1835,10 +1898,19 @@ mod tests {
 
     #[test]
     fn history_edits_of_the_decision_apply_by_version() {
-        let mut h = vec![snap(3, "failed"), snap(2, "superseded"), snap(1, "superseded")];
+        let mut h = vec![
+            snap(3, "failed"),
+            snap(2, "superseded"),
+            snap(1, "superseded"),
+        ];
         apply_history_edit(&mut h, decide::HistoryEdit::Keep);
         assert_eq!(h.len(), 3);
-        apply_history_edit(&mut h, decide::HistoryEdit::Truncate { ignore_tests: false });
+        apply_history_edit(
+            &mut h,
+            decide::HistoryEdit::Truncate {
+                ignore_tests: false,
+            },
+        );
         assert_eq!(h.iter().map(|s| s.version).collect::<Vec<_>>(), [3, 2]);
         apply_history_edit(&mut h, decide::HistoryEdit::Clear);
         assert!(h.is_empty());
@@ -1874,8 +1946,7 @@ mod tests {
     #[test]
     fn a_ready_dependency_wakes_only_its_waiting_dependents() {
         let mut waiting = hr(base());
-        waiting.spec.depends_on =
-            vec![serde_json::from_value(json!({"name": "back"})).unwrap()];
+        waiting.spec.depends_on = vec![serde_json::from_value(json!({"name": "back"})).unwrap()];
         waiting.status = Some(HelmReleaseStatus {
             conditions: vec![Condition {
                 type_: "Ready".into(),
@@ -1889,8 +1960,7 @@ mod tests {
         });
         let mut other = waiting.clone();
         other.metadata.name = Some("other".into());
-        other.spec.depends_on =
-            vec![serde_json::from_value(json!({"name": "elsewhere"})).unwrap()];
+        other.spec.depends_on = vec![serde_json::from_value(json!({"name": "elsewhere"})).unwrap()];
         let all = vec![Arc::new(waiting), Arc::new(other)];
         let woken = dependents_to_wake(&all, "HelmRelease", "apps", "back", true);
         assert_eq!(woken.len(), 1);
@@ -1915,10 +1985,18 @@ mod tests {
         );
         assert_eq!(refused(&h), None);
         assert!(unsupported_fields(&h).is_empty());
-        h.spec.kube_config = Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
-        assert!(refused(&h).unwrap().starts_with("spec.kubeConfig is not supported yet"));
+        h.spec.kube_config =
+            Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        assert!(
+            refused(&h)
+                .unwrap()
+                .starts_with("spec.kubeConfig is not supported yet")
+        );
         h.spec.drift_detection = Some(serde_json::from_value(json!({"mode": "warn"})).unwrap());
-        assert!(unsupported_fields(&h).is_empty(), "drift detection is implemented");
+        assert!(
+            unsupported_fields(&h).is_empty(),
+            "drift detection is implemented"
+        );
         h.spec.storage_namespace = Some("elsewhere".into());
         let u = unsupported_fields(&h);
         assert_eq!(u.len(), 1);

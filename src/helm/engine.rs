@@ -211,6 +211,14 @@ pub struct UpgradeRequest {
     pub post_render: Option<PostRenderConfig>,
 }
 
+/// What [`Engine::dry_run`] simulates: the install of a release not in storage, else the
+/// upgrade, with the options the controller would use.
+#[derive(Clone, Debug)]
+pub enum DryRunRequest {
+    Install(InstallRequest),
+    Upgrade(UpgradeRequest),
+}
+
 /// A `helm test --filter` entry: `name=<n>`, or `!name=<n>` when `exclude`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestFilter {
@@ -365,6 +373,15 @@ pub trait Engine: Send + Sync {
         t: &Target,
         r: &ReleaseRef,
     ) -> impl Future<Output = Result<Option<Release>>> + Send;
+    /// Simulate the install or upgrade `r` with `--dry-run=server` (templates rendered with
+    /// the cluster's `lookup`, the post-renderer run, objects validated by the API server):
+    /// the release Helm would store (manifest, hooks, config). Writes nothing: no release
+    /// Secret, no object, no CRD. A template that fails is a [`HelmError`] with helm's message.
+    fn dry_run(
+        &self,
+        t: &Target,
+        r: &DryRunRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
     /// Flux's Unlock: a `pending-*` revision becomes `failed` ("Release unlocked from stale
     /// '<status>' state").
     fn unlock(
@@ -695,6 +712,36 @@ pub fn upgrade_args(
     a
 }
 
+/// The arguments of the dry-run of `r` ([`Engine::dry_run`]): the action's own arguments
+/// (same flags as the real action) with `--dry-run=server --output=json`; no wait, nothing to
+/// wait for. PURE.
+pub fn dry_run_args(
+    r: &DryRunRequest,
+    values: &Path,
+    post_render: Option<(&Path, &Path)>,
+) -> Vec<String> {
+    let mut a = match r {
+        DryRunRequest::Install(i) => install_args(
+            &InstallRequest {
+                wait: Wait::disabled(),
+                ..i.clone()
+            },
+            values,
+            post_render,
+        ),
+        DryRunRequest::Upgrade(u) => upgrade_args(
+            &UpgradeRequest {
+                wait: Wait::disabled(),
+                ..u.clone()
+            },
+            values,
+            post_render,
+        ),
+    };
+    a.extend(["--dry-run=server".into(), "--output=json".into()]);
+    a
+}
+
 /// The arguments of `helm test`. PURE.
 pub fn test_args(r: &TestRequest) -> Vec<String> {
     let mut a: Vec<String> = vec![
@@ -992,6 +1039,23 @@ impl Engine for HelmCli {
         )
         .await?;
         Ok(storage::latest(&t.client, &r.release.namespace, &r.release.name).await?)
+    }
+
+    async fn dry_run(&self, t: &Target, r: &DryRunRequest) -> Result<Release> {
+        let (action, values, post_render) = match r {
+            DryRunRequest::Install(i) => (Action::Install, &i.values, i.post_render.as_ref()),
+            DryRunRequest::Upgrade(u) => (Action::Upgrade, &u.values, u.post_render.as_ref()),
+        };
+        let scratch = self.scratch()?;
+        let (vf, pr) = action_files(scratch.path(), values, post_render)?;
+        let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
+        let out = self
+            .run(action, t, scratch.path(), dry_run_args(r, &vf, pr), values)
+            .await?;
+        let raw: Value = serde_json::from_str(&out).map_err(|e| {
+            EngineError::Setup(format!("helm --dry-run output is not a release: {e}"))
+        })?;
+        Ok(Release::from_json(raw))
     }
 
     async fn history(&self, t: &Target, r: &ReleaseRef) -> Result<Vec<Release>> {
