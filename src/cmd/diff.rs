@@ -152,3 +152,20 @@ pub fn exit_code(out: &DiffOutput, errors: &[String]) -> i32 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_is_fluxs() {
+        let out = |changed| DiffOutput {
+            text: String::new(),
+            changed,
+        };
+        assert_eq!(exit_code(&out(false), &[]), 0);
+        assert_eq!(exit_code(&out(true), &[]), 1);
+        assert_eq!(exit_code(&out(false), &["x".into()]), 2);
+        assert_eq!(exit_code(&out(true), &["x".into()]), 2, "an error wins");
+    }
+}

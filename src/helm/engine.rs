@@ -1188,6 +1188,58 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_run_has_the_actions_flags_without_waiting() {
+        let a = dry_run_args(
+            &DryRunRequest::Install(install()),
+            Path::new("/v"),
+            Some((Path::new("/p.json"), Path::new("/p.err"))),
+        );
+        assert_eq!(&a[..3], ["install", "web", "/c/web-1.0.0.tgz"]);
+        for f in [
+            "--dry-run=server",
+            "--output=json",
+            "--wait=hookOnly",
+            "--take-ownership",
+            "--server-side=true",
+            "--config=/p.json",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(!has(&a, "--wait-for-jobs") && !has(&a, "--wait=watcher"));
+        let i = install();
+        let u = UpgradeRequest {
+            release: rel(),
+            chart: i.chart.clone(),
+            values: json!({}),
+            timeout: i.timeout,
+            wait: Wait::default(),
+            disable_hooks: true,
+            disable_openapi_validation: false,
+            disable_schema_validation: false,
+            crds: Crds::Skip,
+            force: false,
+            cleanup_on_fail: false,
+            take_ownership: true,
+            server_side: ServerSide::Auto,
+            history_max: 5,
+            preserve_values: false,
+            description: None,
+            post_render: None,
+        };
+        let a = dry_run_args(&DryRunRequest::Upgrade(u), Path::new("/v"), None);
+        assert_eq!(&a[..2], ["upgrade", "web"]);
+        for f in [
+            "--dry-run=server",
+            "--reset-values",
+            "--no-hooks",
+            "--history-max=5",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(!has(&a, "--post-renderer"));
+    }
+
+    #[test]
     fn upgrade_rollback_uninstall_and_test_flags() {
         let u = UpgradeRequest {
             release: rel(),

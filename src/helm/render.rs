@@ -72,6 +72,16 @@ pub fn stale_chart_fields(desired: &Value, live: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// helm's error of a dry-run without the "UPGRADE FAILED: " / "INSTALLATION FAILED: " it
+/// puts first (nothing was upgraded or installed). PURE.
+pub fn render_message(m: &str) -> String {
+    ["UPGRADE FAILED: ", "INSTALLATION FAILED: "]
+        .iter()
+        .find_map(|p| m.strip_prefix(p))
+        .unwrap_or(m)
+        .to_string()
+}
+
 /// The release the next install or upgrade replaces, from the stored revisions (newest
 /// first): the newest `deployed`, else the newest that is not `uninstalled`. PURE.
 pub fn current_release(history: Vec<Release>) -> Option<Release> {
@@ -111,7 +121,7 @@ pub async fn next_release<E: Engine>(
         let stale = stale_chart_fields(&desired, &serde_json::to_value(&live).unwrap_or_default());
         if !stale.is_empty() {
             return Err(RenderError::SourceNotReady(format!(
-                "HelmChart '{cns}/{cname}' does not match spec.chart yet ({} differ): the \
+                "HelmChart '{cns}/{cname}' does not match spec.chart yet ({}): the \
                  controller updates it when it reconciles the HelmRelease",
                 stale.join(", ")
             )));
@@ -183,7 +193,7 @@ pub async fn next_release<E: Engine>(
         .dry_run(&target, &request)
         .await
         .map_err(|e| match e {
-            EngineError::Helm(h) => RenderError::Render(h.message),
+            EngineError::Helm(h) => RenderError::Render(render_message(&h.message)),
             e => RenderError::Render(e.to_string()),
         })?;
     Ok(NextRelease {
@@ -223,6 +233,23 @@ mod tests {
         ];
         for (live, want) in cases {
             assert_eq!(stale_chart_fields(&desired, &live), want, "{live}");
+        }
+    }
+
+    #[test]
+    fn helms_action_prefix_is_left_out_of_a_render_error() {
+        for (m, want) in [
+            (
+                "UPGRADE FAILED: execution error at (a/t.yaml:2:4): no",
+                "execution error at (a/t.yaml:2:4): no",
+            ),
+            ("INSTALLATION FAILED: x", "x"),
+            (
+                "unable to build kubernetes objects",
+                "unable to build kubernetes objects",
+            ),
+        ] {
+            assert_eq!(render_message(m), want);
         }
     }
 
