@@ -228,6 +228,17 @@ async fn diff_hr_shows_what_the_next_upgrade_would_apply_and_writes_nothing() {
         "the summary and the ConfigMap, nothing else: {out}"
     );
 
+    // `build hr`: the objects of the next release (the new message in the ConfigMap)
+    let (code, out, err) = pennant(&["build", "hr", "web", "-n", n]);
+    assert_eq!(code, 0, "{err}");
+    let docs = yaml_docs(&out);
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(cm["data"]["message"], "changed", "{out}");
+    assert_eq!(docs.len(), 3, "ConfigMap, Service, Deployment: {out}");
+
     // a template that fails: exit 2, helm's message on stderr
     patch_hr(&ns, json!({"spec": {"values": {"failRender": true}}})).await;
     let (code, out, err) = pennant(&["diff", "hr", "web", "-n", n]);

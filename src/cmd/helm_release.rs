@@ -1,4 +1,5 @@
-//! `pennant diff hr <name>`: what the next install or upgrade of a HelmRelease would apply,
+//! `pennant diff hr <name>` (and `pennant build hr <name>`, the next release's objects): what
+//! the next install or upgrade of a HelmRelease would apply,
 //! against the live cluster, without writing anything (flux2#2808, open since 2022: Flux has
 //! no such command).
 //!
@@ -90,13 +91,32 @@ pub fn dropped(old: &[Value], new: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// `pennant diff hr`: prints the differences and exits 0, 1 or 2 (never returns).
-pub async fn diff_command(args: HrArgs) -> anyhow::Result<()> {
-    print_and_exit(diff(&args).await)
+/// `pennant build hr`: prints the objects of the next release, Secret values masked as
+/// `pennant build ks` masks them.
+pub async fn build_command(args: HrArgs) -> anyhow::Result<()> {
+    let client = super::kustomization::connect().await?;
+    let (_, next) = next_of(&client, &args).await?;
+    let objects = desired_objects(
+        &Applier::new(client),
+        &next.rendered.manifest,
+        &next.rendered.name,
+        &next.rendered.namespace,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let masked: Vec<Value> = objects
+        .iter()
+        .map(super::kustomization::mask_secret)
+        .collect();
+    print!("{}", super::kustomization::to_yaml(&masked));
+    Ok(())
 }
 
-async fn diff(args: &HrArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
-    let client = super::kustomization::connect().await?;
+/// The HelmRelease `args` names and its next release.
+async fn next_of(
+    client: &kube::Client,
+    args: &HrArgs,
+) -> anyhow::Result<(HelmRelease, NextRelease)> {
     let hr = Api::<HelmRelease>::namespaced(client.clone(), &args.namespace)
         .get_opt(&args.name)
         .await
@@ -106,12 +126,22 @@ async fn diff(args: &HrArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
         })?;
     anyhow::ensure!(
         hr.spec.kube_config.is_none(),
-        "diff not supported for remote clusters (spec.kubeConfig is set)"
+        "not supported for remote clusters (spec.kubeConfig is set)"
     );
     let engine = HelmCli::new(HelmCliOptions::default())?;
-    let next = next_release(&client, &engine, &hr).await?;
-    let applier = Applier::new(client);
-    object_diff(&applier, &hr, &next).await
+    let next = next_release(client, &engine, &hr).await?;
+    Ok((hr, next))
+}
+
+/// `pennant diff hr`: prints the differences and exits 0, 1 or 2 (never returns).
+pub async fn diff_command(args: HrArgs) -> anyhow::Result<()> {
+    print_and_exit(diff(&args).await)
+}
+
+async fn diff(args: &HrArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
+    let client = super::kustomization::connect().await?;
+    let (hr, next) = next_of(&client, args).await?;
+    object_diff(&Applier::new(client), &hr, &next).await
 }
 
 async fn object_diff(

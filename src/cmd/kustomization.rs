@@ -83,6 +83,11 @@ pub enum BuildKind {
     /// masked).
     #[command(visible_alias = "ks")]
     Kustomization(KsArgs),
+    /// Print the objects the next upgrade of a HelmRelease would apply, rendered by helm
+    /// with the controller's flags and post-renderer (multi-document YAML; Secret values
+    /// masked; hooks left out).
+    #[command(visible_alias = "hr")]
+    HelmRelease(super::helm_release::HrArgs),
 }
 
 /// `pennant diff <kind>`.
@@ -101,7 +106,10 @@ pub enum DiffKind {
 
 /// `pennant build ks`: prints the masked objects.
 pub async fn build_command(kind: BuildKind) -> anyhow::Result<()> {
-    let BuildKind::Kustomization(args) = kind;
+    let args = match kind {
+        BuildKind::Kustomization(args) => args,
+        BuildKind::HelmRelease(args) => return super::helm_release::build_command(args).await,
+    };
     let client = connect().await?;
     let (_, objects) = rendered(&client, &args).await?;
     print!(
