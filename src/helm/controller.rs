@@ -925,7 +925,7 @@ fn last_action(s: &HelmReleaseStatus) -> Option<decide::ReleaseAction> {
 pub fn record_snapshot(history: &mut Vec<Snapshot>, snap: Snapshot, max: usize) {
     history.retain(|s| !(s.version == snap.version && s.name == snap.name));
     history.insert(0, snap);
-    history.sort_by(|a, b| b.version.cmp(&a.version));
+    history.sort_by_key(|s| std::cmp::Reverse(s.version));
     if max > 0 {
         history.truncate(max);
     }
