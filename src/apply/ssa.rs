@@ -460,7 +460,7 @@ impl Applier {
     }
 
     /// Read the live copy of `obj`, decide whether it is skipped, else dry-run its apply.
-    async fn plan(&self, obj: &Value) -> Result<Plan, ApplyError> {
+    async fn plan(&self, obj: &Value, field_manager: &str) -> Result<Plan, ApplyError> {
         let id = ObjectId::of(obj);
         let version = version_of(obj);
         let api = self.api_for(&id, &version).await?;
@@ -493,7 +493,7 @@ impl Applier {
             serde_json::from_value(obj.clone()).map_err(|e| fail(&id, "is not an object", e))?;
         let dry = PatchParams {
             dry_run: true,
-            ..PatchParams::apply(FIELD_MANAGER).force()
+            ..PatchParams::apply(field_manager).force()
         };
         let dry_run = api.patch(&id.name, &dry, &Patch::Apply(&desired)).await;
         Ok(Plan {
@@ -511,13 +511,24 @@ impl Applier {
     /// that `force` would recreate), the live object and the server-side dry-run result (both
     /// `None` where there is none). Errors as [`Self::apply_one`]'s.
     pub async fn dry_run_one(&self, obj: &Value, force: bool) -> Result<DryRun, ApplyError> {
+        self.dry_run_one_as(obj, force, FIELD_MANAGER).await
+    }
+
+    /// [`Self::dry_run_one`] as another field manager (`helm` for a Helm release's objects, so
+    /// fields the new manifest drops are dropped in the result as the real apply drops them).
+    pub async fn dry_run_one_as(
+        &self,
+        obj: &Value,
+        force: bool,
+        field_manager: &str,
+    ) -> Result<DryRun, ApplyError> {
         let Plan {
             id,
             version,
             live,
             desired,
             ..
-        } = self.plan(obj).await?;
+        } = self.plan(obj, field_manager).await?;
         let change = change_of(&id, &version);
         let Some((_, dry_run)) = desired else {
             return Ok(DryRun {
@@ -567,7 +578,7 @@ impl Applier {
             live,
             policy,
             desired,
-        } = self.plan(obj).await?;
+        } = self.plan(obj, FIELD_MANAGER).await?;
         let change = change_of(&id, &version);
         let Some((desired, dry_run)) = desired else {
             return Ok(Planned::Done(change(Action::Skipped)));

@@ -40,7 +40,12 @@ use serde_json::{Value, json};
 use crate::api::kustomization::Kustomization;
 use crate::apply::inventory::{inventory_of, owner_labels, stale};
 use crate::apply::order::stages;
-use crate::apply::ssa::{Action, Applier, DryRun, comparable, stamp_labels};
+use crate::apply::ssa::{Applier, stamp_labels};
+
+pub use super::diff::{
+    DiffOutput, format_dry_run, mask_secret_pair, print_and_exit, shown_pair, unified_diff,
+};
+use super::diff::{drop_last_applied, is_secret, yaml};
 use crate::kustomize::render::{SourceState, fetch_artifact, render, source_key, source_state};
 use crate::source::artifact::{ArchiveLimits, UntarLimits, archive_dir, untar_gz};
 use crate::source::ignore::IgnoreRules;
@@ -78,6 +83,11 @@ pub enum BuildKind {
     /// masked).
     #[command(visible_alias = "ks")]
     Kustomization(KsArgs),
+    /// Print the objects the next upgrade of a HelmRelease would apply, rendered by helm
+    /// with the controller's flags and post-renderer (multi-document YAML; Secret values
+    /// masked; hooks left out).
+    #[command(visible_alias = "hr")]
+    HelmRelease(super::helm_release::HrArgs),
 }
 
 /// `pennant diff <kind>`.
@@ -87,11 +97,19 @@ pub enum DiffKind {
     /// Exit status: 0 no differences, 1 differences, 2 an error.
     #[command(visible_alias = "ks")]
     Kustomization(KsArgs),
+    /// What the next upgrade of a HelmRelease would apply: rendered by helm with the
+    /// controller's flags, server-side dry-run, diffed per object. Exit status: 0 no
+    /// differences, 1 differences, 2 an error.
+    #[command(visible_alias = "hr")]
+    HelmRelease(super::helm_release::HrArgs),
 }
 
 /// `pennant build ks`: prints the masked objects.
 pub async fn build_command(kind: BuildKind) -> anyhow::Result<()> {
-    let BuildKind::Kustomization(args) = kind;
+    let args = match kind {
+        BuildKind::Kustomization(args) => args,
+        BuildKind::HelmRelease(args) => return super::helm_release::build_command(args).await,
+    };
     let client = connect().await?;
     let (_, objects) = rendered(&client, &args).await?;
     print!(
@@ -101,33 +119,16 @@ pub async fn build_command(kind: BuildKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pennant diff ks`: prints the differences and exits 0, 1 or 2 (never returns an error).
+/// `pennant diff ks|hr`: prints the differences and exits 0, 1 or 2 (never returns an error).
 pub async fn diff_command(kind: DiffKind) -> anyhow::Result<()> {
-    let DiffKind::Kustomization(args) = kind;
-    let code = match diff(&args).await {
-        Ok((out, errors)) => {
-            print!("{}", out.text);
-            for e in &errors {
-                eprintln!("✗ {e}");
-            }
-            if !errors.is_empty() {
-                2
-            } else if out.changed {
-                eprintln!("✗ identified at least one change, exiting with non-zero exit code");
-                1
-            } else {
-                0
-            }
-        }
-        Err(e) => {
-            eprintln!("✗ {e:#}");
-            2
-        }
-    };
-    std::process::exit(code)
+    match kind {
+        DiffKind::Kustomization(args) => print_and_exit(diff(&args).await),
+        DiffKind::HelmRelease(args) => super::helm_release::diff_command(args).await,
+    }
 }
 
-async fn connect() -> anyhow::Result<Client> {
+/// A client from the user's kubeconfig (or in-cluster).
+pub async fn connect() -> anyhow::Result<Client> {
     super::install_rustls()?;
     kube::Client::try_default()
         .await
@@ -226,14 +227,6 @@ pub fn to_yaml(objects: &[Value]) -> String {
         .collect()
 }
 
-fn yaml(v: &Value) -> String {
-    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# not serialisable: {e}\n"))
-}
-
-fn is_secret(obj: &Value) -> bool {
-    obj["kind"] == "Secret" && obj["apiVersion"] == "v1"
-}
-
 /// A Secret with every `data` value replaced by the base64 of [`MASK`] and every `stringData`
 /// value by [`MASK`] (and no last-applied annotation, which may hold them); any other object
 /// unchanged. PURE.
@@ -250,99 +243,6 @@ pub fn mask_secret(obj: &Value) -> Value {
     }
     drop_last_applied(&mut o);
     o
-}
-
-fn drop_last_applied(o: &mut Value) {
-    // (`get_mut`, not `[]`: indexing a missing key would add it as null)
-    if let Some(a) = o
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// Two copies of a Secret with their values masked as kubectl diff does: `***` where both
-/// sides hold the same value (or only one side has the key), `*** (before)` / `*** (after)`
-/// where they differ. `data` and `stringData` alike. PURE.
-pub fn mask_secret_pair(before: &Value, after: &Value) -> (Value, Value) {
-    let (mut b, mut a) = (before.clone(), after.clone());
-    for field in ["data", "stringData"] {
-        mask_values(&mut b, field, after[field].as_object(), "*** (before)");
-        mask_values(&mut a, field, before[field].as_object(), "*** (after)");
-    }
-    drop_last_applied(&mut b);
-    drop_last_applied(&mut a);
-    (b, a)
-}
-
-/// Every value of `obj[field]` masked: `changed` where `other` holds the key with another
-/// value, else `***`.
-fn mask_values(
-    obj: &mut Value,
-    field: &str,
-    other: Option<&serde_json::Map<String, Value>>,
-    changed: &str,
-) {
-    if let Some(m) = obj.get_mut(field).and_then(Value::as_object_mut) {
-        for (k, v) in m.iter_mut() {
-            let differs = other.and_then(|o| o.get(k)).is_some_and(|o| o != v);
-            *v = json!(if differs { changed } else { "***" });
-        }
-    }
-}
-
-/// The live object and the dry-run result as compared and shown: server-owned noise removed
-/// ([`comparable`]), Secret values masked ([`mask_secret_pair`]). PURE.
-pub fn shown_pair(live: &Value, merged: &Value) -> (Value, Value) {
-    let (l, m) = (comparable(live), comparable(merged));
-    if is_secret(&l) || is_secret(&m) {
-        mask_secret_pair(&l, &m)
-    } else {
-        (l, m)
-    }
-}
-
-/// A unified diff (3 lines of context) of two YAML texts, headed `--- <subject> (live)` /
-/// `+++ <subject> (merged)`; empty when they are equal. PURE.
-pub fn unified_diff(subject: &str, live: &str, merged: &str) -> String {
-    if live == merged {
-        return String::new();
-    }
-    similar::TextDiff::from_lines(live, merged)
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("{subject} (live)"), &format!("{subject} (merged)"))
-        .to_string()
-}
-
-/// The output of a dry-run of one object (see the module doc) and whether it is a change.
-/// PURE.
-pub fn format_dry_run(d: &DryRun) -> (String, bool) {
-    let subject = d.change.subject();
-    match d.change.action {
-        Action::Created => (format!("► {subject} created\n"), true),
-        Action::Skipped => (format!("► {subject} skipped\n"), false),
-        Action::Deleted => (format!("► {subject} deleted\n"), true),
-        Action::Unchanged => (String::new(), false),
-        Action::Configured => {
-            let (live, merged) = match (&d.live, &d.merged) {
-                (Some(l), Some(m)) => shown_pair(l, m),
-                _ => return (format!("► {subject} drifted\n"), true),
-            };
-            let (live, merged) = (yaml(&live), yaml(&merged));
-            let diff = unified_diff(&subject, &live, &merged);
-            // equal once masked and stripped: a difference the server keeps (none shown)
-            (format!("► {subject} drifted\n{diff}"), true)
-        }
-    }
-}
-
-/// What `diff` prints and whether anything would change.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct DiffOutput {
-    pub text: String,
-    pub changed: bool,
 }
 
 /// The dry-run of every object and the prune preview; errors of single objects are returned
@@ -396,7 +296,7 @@ async fn diff(args: &KsArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
 mod tests {
     use super::*;
     use crate::apply::inventory::ObjectId;
-    use crate::apply::ssa::Change;
+    use crate::apply::ssa::{Action, Change, DryRun};
 
     fn secret() -> Value {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "apps",

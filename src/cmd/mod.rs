@@ -8,8 +8,10 @@
 pub mod analyze;
 pub mod controller;
 pub mod crds;
+pub mod diff;
 pub mod gate;
 pub mod helm_post_render;
+pub mod helm_release;
 pub mod kustomization;
 pub mod replay;
 
@@ -251,6 +253,18 @@ mod tests {
             assert_eq!(a.namespace, "flux-system", "Flux's default namespace");
         }
         assert!(parse(&["pennant", "diff", "ks"]).is_err(), "name required");
+        let cli = parse(&["pennant", "diff", "hr", "web", "-n", "apps"]).unwrap();
+        let Command::Diff {
+            kind: DiffKind::HelmRelease(a),
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((a.name.as_str(), a.namespace.as_str()), ("web", "apps"));
+        assert!(
+            parse(&["pennant", "diff", "helmrelease"]).is_err(),
+            "name required"
+        );
     }
 
     #[test]

@@ -635,21 +635,7 @@ async fn prelude(
     dependencies(hr, &ctx.client, wait).await?;
     let (artifact, is_oci) = source_artifact(hr, &ctx.client, wait).await?;
     // values
-    let refs: Vec<ValuesRef<'_>> = hr
-        .spec
-        .values_from
-        .iter()
-        .filter_map(|v| {
-            Some(ValuesRef {
-                kind: ValuesKind::parse(&v.kind)?,
-                name: &v.name,
-                values_key: v.values_key.as_deref(),
-                target_path: v.target_path.as_deref(),
-                optional: v.optional.unwrap_or(false),
-                literal: v.literal.unwrap_or(false),
-            })
-        })
-        .collect();
+    let refs = values_refs(hr);
     let ns = hr.namespace().unwrap_or_default();
     let values = super::values::fetch_and_compose(&ctx.client, &ns, &refs, hr.spec.values.as_ref())
         .await
@@ -682,6 +668,35 @@ async fn prelude(
         values,
         config_digest,
     })
+}
+
+/// `spec.valuesFrom` as [`super::values`] reads it (entries of an unknown kind left out).
+pub fn values_refs(hr: &HelmRelease) -> Vec<ValuesRef<'_>> {
+    hr.spec
+        .values_from
+        .iter()
+        .filter_map(|v| {
+            Some(ValuesRef {
+                kind: ValuesKind::parse(&v.kind)?,
+                name: &v.name,
+                values_key: v.values_key.as_deref(),
+                target_path: v.target_path.as_deref(),
+                optional: v.optional.unwrap_or(false),
+                literal: v.literal.unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// The chart source's ready artifact (and whether it is an OCIRepository's), read only; else
+/// `(reason, message)`: `SourceNotReady` (missing, not ready) or `ArtifactFailed`.
+pub async fn chart_artifact(
+    hr: &HelmRelease,
+    client: &Client,
+) -> Result<(Artifact, bool), (&'static str, String)> {
+    source_artifact(hr, client, Duration::ZERO)
+        .await
+        .map_err(|f| (f.reason, f.message))
 }
 
 /// `name` and `version` of the chart packaged at `tgz` (its top-level `*/Chart.yaml`).
@@ -870,7 +885,8 @@ fn target_of(hr: &HelmRelease, ctx: &Ctx) -> Target {
     }
 }
 
-fn release_ref(hr: &HelmRelease) -> ReleaseRef {
+/// The release `hr` manages (name and namespace; the helm CLI stores it there).
+pub fn release_ref(hr: &HelmRelease) -> ReleaseRef {
     ReleaseRef {
         name: hr.release_name(),
         namespace: hr.release_namespace(),
@@ -1501,6 +1517,81 @@ fn uninstall_request(
     }
 }
 
+/// The `helm install` the controller runs for `hr` (Flux's `install` options).
+pub fn install_request(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    policy: &decide::Policy,
+    chart: &Path,
+    values: &Value,
+) -> InstallRequest {
+    let i = hr.spec.install.as_ref();
+    InstallRequest {
+        release: rref.clone(),
+        chart: chart.to_path_buf(),
+        values: values.clone(),
+        timeout: policy.install.timeout,
+        wait: wait_of(
+            hr,
+            i.and_then(|i| i.disable_wait),
+            i.and_then(|i| i.disable_wait_for_jobs),
+        ),
+        disable_hooks: i.and_then(|i| i.disable_hooks).unwrap_or(false),
+        disable_openapi_validation: i
+            .and_then(|i| i.disable_openapi_validation)
+            .unwrap_or(false),
+        disable_schema_validation: i.and_then(|i| i.disable_schema_validation).unwrap_or(false),
+        crds: crds(
+            i.and_then(|i| i.crds.as_deref()),
+            Crds::Create,
+            i.and_then(|i| i.skip_crds) == Some(true),
+        ),
+        create_namespace: i.and_then(|i| i.create_namespace).unwrap_or(false),
+        replace: i.and_then(|i| i.replace).unwrap_or(false),
+        take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
+        server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
+        description: None,
+        post_render: post_render(hr),
+    }
+}
+
+/// The `helm upgrade` the controller runs for `hr` (Flux's `upgrade` options).
+pub fn upgrade_request(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    policy: &decide::Policy,
+    chart: &Path,
+    values: &Value,
+) -> UpgradeRequest {
+    let u = hr.spec.upgrade.as_ref();
+    let history_max = hr.max_history().max(0) as u32;
+    UpgradeRequest {
+        release: rref.clone(),
+        chart: chart.to_path_buf(),
+        values: values.clone(),
+        timeout: policy.upgrade.timeout,
+        wait: wait_of(
+            hr,
+            u.and_then(|u| u.disable_wait),
+            u.and_then(|u| u.disable_wait_for_jobs),
+        ),
+        disable_hooks: u.and_then(|u| u.disable_hooks).unwrap_or(false),
+        disable_openapi_validation: u
+            .and_then(|u| u.disable_openapi_validation)
+            .unwrap_or(false),
+        disable_schema_validation: u.and_then(|u| u.disable_schema_validation).unwrap_or(false),
+        crds: crds(u.and_then(|u| u.crds.as_deref()), Crds::Skip, false),
+        force: u.and_then(|u| u.force).unwrap_or(false),
+        cleanup_on_fail: u.and_then(|u| u.cleanup_on_fail).unwrap_or(false),
+        take_ownership: u.and_then(|u| u.disable_take_ownership) != Some(true),
+        server_side: server_side(u.and_then(|u| u.server_side_apply.as_deref())),
+        history_max,
+        preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
+        description: None,
+        post_render: post_render(hr),
+    }
+}
+
 /// Run `action` through the engine: the result for [`decide::outcome`], the release it left
 /// in storage, and Helm's log lines of a failure.
 async fn run_action(
@@ -1512,8 +1603,6 @@ async fn run_action(
     policy: &decide::Policy,
     p: &Prepared,
 ) -> (ActionResult, Option<Release>, String) {
-    let i = hr.spec.install.as_ref();
-    let u = hr.spec.upgrade.as_ref();
     let rb = hr.spec.rollback.as_ref();
     let history_max = hr.max_history().max(0) as u32;
     let r = match action {
@@ -1521,35 +1610,7 @@ async fn run_action(
             .engine
             .install(
                 target,
-                &InstallRequest {
-                    release: rref.clone(),
-                    chart: p.chart_path.clone(),
-                    values: p.values.clone(),
-                    timeout: policy.install.timeout,
-                    wait: wait_of(
-                        hr,
-                        i.and_then(|i| i.disable_wait),
-                        i.and_then(|i| i.disable_wait_for_jobs),
-                    ),
-                    disable_hooks: i.and_then(|i| i.disable_hooks).unwrap_or(false),
-                    disable_openapi_validation: i
-                        .and_then(|i| i.disable_openapi_validation)
-                        .unwrap_or(false),
-                    disable_schema_validation: i
-                        .and_then(|i| i.disable_schema_validation)
-                        .unwrap_or(false),
-                    crds: crds(
-                        i.and_then(|i| i.crds.as_deref()),
-                        Crds::Create,
-                        i.and_then(|i| i.skip_crds) == Some(true),
-                    ),
-                    create_namespace: i.and_then(|i| i.create_namespace).unwrap_or(false),
-                    replace: i.and_then(|i| i.replace).unwrap_or(false),
-                    take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
-                    server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
-                    description: None,
-                    post_render: post_render(hr),
-                },
+                &install_request(hr, rref, policy, &p.chart_path, &p.values),
             )
             .await
             .map(Some),
@@ -1557,33 +1618,7 @@ async fn run_action(
             .engine
             .upgrade(
                 target,
-                &UpgradeRequest {
-                    release: rref.clone(),
-                    chart: p.chart_path.clone(),
-                    values: p.values.clone(),
-                    timeout: policy.upgrade.timeout,
-                    wait: wait_of(
-                        hr,
-                        u.and_then(|u| u.disable_wait),
-                        u.and_then(|u| u.disable_wait_for_jobs),
-                    ),
-                    disable_hooks: u.and_then(|u| u.disable_hooks).unwrap_or(false),
-                    disable_openapi_validation: u
-                        .and_then(|u| u.disable_openapi_validation)
-                        .unwrap_or(false),
-                    disable_schema_validation: u
-                        .and_then(|u| u.disable_schema_validation)
-                        .unwrap_or(false),
-                    crds: crds(u.and_then(|u| u.crds.as_deref()), Crds::Skip, false),
-                    force: u.and_then(|u| u.force).unwrap_or(false),
-                    cleanup_on_fail: u.and_then(|u| u.cleanup_on_fail).unwrap_or(false),
-                    take_ownership: u.and_then(|u| u.disable_take_ownership) != Some(true),
-                    server_side: server_side(u.and_then(|u| u.server_side_apply.as_deref())),
-                    history_max,
-                    preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
-                    description: None,
-                    post_render: post_render(hr),
-                },
+                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values),
             )
             .await
             .map(Some),

@@ -211,6 +211,14 @@ pub struct UpgradeRequest {
     pub post_render: Option<PostRenderConfig>,
 }
 
+/// What [`Engine::dry_run`] simulates: the install of a release not in storage, else the
+/// upgrade, with the options the controller would use.
+#[derive(Clone, Debug)]
+pub enum DryRunRequest {
+    Install(InstallRequest),
+    Upgrade(UpgradeRequest),
+}
+
 /// A `helm test --filter` entry: `name=<n>`, or `!name=<n>` when `exclude`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestFilter {
@@ -365,6 +373,15 @@ pub trait Engine: Send + Sync {
         t: &Target,
         r: &ReleaseRef,
     ) -> impl Future<Output = Result<Option<Release>>> + Send;
+    /// Simulate the install or upgrade `r` with `--dry-run=server` (templates rendered with
+    /// the cluster's `lookup`, the post-renderer run, objects validated by the API server):
+    /// the release Helm would store (manifest, hooks, config). Writes nothing: no release
+    /// Secret, no object, no CRD. A template that fails is a [`HelmError`] with helm's message.
+    fn dry_run(
+        &self,
+        t: &Target,
+        r: &DryRunRequest,
+    ) -> impl Future<Output = Result<Release>> + Send;
     /// Flux's Unlock: a `pending-*` revision becomes `failed` ("Release unlocked from stale
     /// '<status>' state").
     fn unlock(
@@ -695,6 +712,36 @@ pub fn upgrade_args(
     a
 }
 
+/// The arguments of the dry-run of `r` ([`Engine::dry_run`]): the action's own arguments
+/// (same flags as the real action) with `--dry-run=server --output=json`; no wait, nothing to
+/// wait for. PURE.
+pub fn dry_run_args(
+    r: &DryRunRequest,
+    values: &Path,
+    post_render: Option<(&Path, &Path)>,
+) -> Vec<String> {
+    let mut a = match r {
+        DryRunRequest::Install(i) => install_args(
+            &InstallRequest {
+                wait: Wait::disabled(),
+                ..i.clone()
+            },
+            values,
+            post_render,
+        ),
+        DryRunRequest::Upgrade(u) => upgrade_args(
+            &UpgradeRequest {
+                wait: Wait::disabled(),
+                ..u.clone()
+            },
+            values,
+            post_render,
+        ),
+    };
+    a.extend(["--dry-run=server".into(), "--output=json".into()]);
+    a
+}
+
 /// The arguments of `helm test`. PURE.
 pub fn test_args(r: &TestRequest) -> Vec<String> {
     let mut a: Vec<String> = vec![
@@ -994,6 +1041,23 @@ impl Engine for HelmCli {
         Ok(storage::latest(&t.client, &r.release.namespace, &r.release.name).await?)
     }
 
+    async fn dry_run(&self, t: &Target, r: &DryRunRequest) -> Result<Release> {
+        let (action, values, post_render) = match r {
+            DryRunRequest::Install(i) => (Action::Install, &i.values, i.post_render.as_ref()),
+            DryRunRequest::Upgrade(u) => (Action::Upgrade, &u.values, u.post_render.as_ref()),
+        };
+        let scratch = self.scratch()?;
+        let (vf, pr) = action_files(scratch.path(), values, post_render)?;
+        let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
+        let out = self
+            .run(action, t, scratch.path(), dry_run_args(r, &vf, pr), values)
+            .await?;
+        let raw: Value = serde_json::from_str(&out).map_err(|e| {
+            EngineError::Setup(format!("helm --dry-run output is not a release: {e}"))
+        })?;
+        Ok(Release::from_json(raw))
+    }
+
     async fn history(&self, t: &Target, r: &ReleaseRef) -> Result<Vec<Release>> {
         Ok(storage::history(&t.client, &r.namespace, &r.name).await?)
     }
@@ -1121,6 +1185,58 @@ mod tests {
             has(&install_args(&r, Path::new("/v"), None), "--skip-crds"),
             "CreateReplace: the engine applies the CRDs, helm skips them"
         );
+    }
+
+    #[test]
+    fn a_dry_run_has_the_actions_flags_without_waiting() {
+        let a = dry_run_args(
+            &DryRunRequest::Install(install()),
+            Path::new("/v"),
+            Some((Path::new("/p.json"), Path::new("/p.err"))),
+        );
+        assert_eq!(&a[..3], ["install", "web", "/c/web-1.0.0.tgz"]);
+        for f in [
+            "--dry-run=server",
+            "--output=json",
+            "--wait=hookOnly",
+            "--take-ownership",
+            "--server-side=true",
+            "--config=/p.json",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(!has(&a, "--wait-for-jobs") && !has(&a, "--wait=watcher"));
+        let i = install();
+        let u = UpgradeRequest {
+            release: rel(),
+            chart: i.chart.clone(),
+            values: json!({}),
+            timeout: i.timeout,
+            wait: Wait::default(),
+            disable_hooks: true,
+            disable_openapi_validation: false,
+            disable_schema_validation: false,
+            crds: Crds::Skip,
+            force: false,
+            cleanup_on_fail: false,
+            take_ownership: true,
+            server_side: ServerSide::Auto,
+            history_max: 5,
+            preserve_values: false,
+            description: None,
+            post_render: None,
+        };
+        let a = dry_run_args(&DryRunRequest::Upgrade(u), Path::new("/v"), None);
+        assert_eq!(&a[..2], ["upgrade", "web"]);
+        for f in [
+            "--dry-run=server",
+            "--reset-values",
+            "--no-hooks",
+            "--history-max=5",
+        ] {
+            assert!(has(&a, f), "{f} in {a:?}");
+        }
+        assert!(!has(&a, "--post-renderer"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! controller ([`controller`]) and its pure helpers ([`chart`]), the pure action table
 //! ([`decide`]), the `helm` CLI behind a trait ([`engine`]), Helm's release storage read
 //! natively ([`storage`]), the post-renderer Helm runs as a plugin ([`postrender`]), values
-//! composition ([`values`]) and drift detection ([`drift`]).
+//! composition ([`values`]), drift detection ([`drift`]) and the next release rendered without
+//! applying it ([`render`], for `pennant diff hr`).
 
 pub mod chart;
 pub mod controller;
@@ -10,5 +11,6 @@ pub mod decide;
 pub mod drift;
 pub mod engine;
 pub mod postrender;
+pub mod render;
 pub mod storage;
 pub mod values;
