@@ -75,6 +75,7 @@ pub const BUILT: &[Entry] = &[
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
                     default_service_account: Some(args.default_service_account.clone())
                         .filter(|n| !n.is_empty()),
+                    mesh_provider: args.mesh_provider.clone(),
                     ..Default::default()
                 },
             ))

@@ -28,7 +28,7 @@
 //! Refused (`Stalled=True`, reason `UnsupportedField`, a Warning Event, no Helm action):
 //! `spec.kubeConfig` (remote clusters). Drift detection ([`super::drift`], `warn`/`enabled`) runs
 //! on a deployed release the history verifies, with the controller's own identity; the fields
-//! the Canary controller owns are not yet excluded from it here (the ownership map is empty).
+//! the Canary controller owns (the Canaries of the release namespace) are left out of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,6 +101,9 @@ pub struct Settings {
     /// Flux's `DefaultToRetryOnFailure` feature gate.
     pub default_to_retry_on_failure: bool,
     pub helm: HelmCliOptions,
+    /// The Canary controller's default router (`--mesh-provider`), for the Canaries whose
+    /// owned fields drift detection leaves alone ([`crate::apply::ownership`]).
+    pub mesh_provider: String,
 }
 
 impl Default for Settings {
@@ -110,6 +113,7 @@ impl Default for Settings {
             default_service_account: None,
             default_to_retry_on_failure: false,
             helm: HelmCliOptions::default(),
+            mesh_provider: "istio".into(),
         }
     }
 }
@@ -1363,11 +1367,26 @@ async fn detect_drift(
         .await
         .inspect_err(|e| warn!(helmrelease = %hr.name_any(), "drift detection: {e}"))
         .ok()?;
+    // The Canaries of the release namespace: the fields their controller owns (the parked
+    // replicas, the apex Service selector, the routes) are neither drift nor corrected. Without
+    // them drift detection would undo a Canary (flagger#1407, flagger#1121), so no list, no
+    // detection.
+    let canaries = Api::<crate::api::Canary>::namespaced(ctx.client.clone(), &r.namespace)
+        .list(&Default::default())
+        .await
+        .inspect_err(
+            |e| warn!(helmrelease = %hr.name_any(), "drift detection: listing Canaries: {e}"),
+        )
+        .ok()?;
+    let owned = crate::apply::ownership::Ownership::of_canaries(
+        &canaries.items,
+        &ctx.settings.mesh_provider,
+    );
     drift::detect(
         &ctx.applier,
         &objects,
         &settings,
-        &crate::apply::ownership::Ownership::default(),
+        &owned,
         drift::HELM_FIELD_MANAGER,
     )
     .await
