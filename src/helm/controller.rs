@@ -1431,7 +1431,68 @@ fn wait_of(hr: &HelmRelease, disable: Option<bool>, disable_jobs: Option<bool>) 
     }
 }
 
-fn post_render(hr: &HelmRelease) -> Option<super::postrender::PostRenderConfig> {
+/// The fields the Canary controller owns in the release namespace `ns`, with their live
+/// values ([`super::postrender::KeptField`]), for an install or upgrade to keep. Objects the
+/// Canary owns whole are its own (never in a chart) and skipped; an object not in the cluster
+/// keeps nothing. A failed Canary list or read is logged and keeps nothing (the upgrade then
+/// may conflict with `pennant` and fail, which says why).
+async fn canary_kept_fields(ctx: &Ctx, ns: &str) -> Vec<super::postrender::KeptField> {
+    use crate::apply::ownership::{Ownership, WHOLE};
+    let canaries = match Api::<crate::api::Canary>::namespaced(ctx.client.clone(), ns)
+        .list(&Default::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            warn!(namespace = ns, "listing Canaries: {e}");
+            return vec![];
+        }
+    };
+    let owned = Ownership::of_canaries(&canaries, &ctx.settings.mesh_provider);
+    let mut out = vec![];
+    for (id, fields) in owned.iter() {
+        if fields.paths.contains(WHOLE) {
+            continue;
+        }
+        let resource = if id.group.is_empty() {
+            let gvk = kube::api::GroupVersionKind::gvk("", "v1", &id.kind);
+            ctx.applier.resolve(&gvk).await.ok().map(|r| r.0)
+        } else {
+            match kube::discovery::group(&ctx.client, &id.group).await {
+                Ok(g) => g.recommended_kind(&id.kind).map(|r| r.0),
+                Err(_) => None,
+            }
+        };
+        let Some(ar) = resource else { continue };
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &id.namespace, &ar);
+        let live = match api.get_opt(&id.name).await {
+            Ok(Some(o)) => serde_json::to_value(o).unwrap_or_default(),
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(namespace = ns, object = %id.name, "reading a Canary-owned object: {e}");
+                continue;
+            }
+        };
+        for p in &fields.paths {
+            out.push(super::postrender::KeptField {
+                group: id.group.clone(),
+                kind: id.kind.clone(),
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                pointer: p.clone(),
+                value: live.pointer(p).cloned(),
+            });
+        }
+    }
+    out
+}
+
+fn post_render(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    keep: &[super::postrender::KeptField],
+) -> Option<super::postrender::PostRenderConfig> {
     let cm = hr.spec.common_metadata.as_ref();
     Some(super::postrender::PostRenderConfig {
         kustomize: hr
@@ -1446,6 +1507,8 @@ fn post_render(hr: &HelmRelease) -> Option<super::postrender::PostRenderConfig> 
         origin_name: hr.name_any(),
         origin_namespace: hr.namespace().unwrap_or_default(),
         kustomize_binary: String::new(),
+        keep: keep.to_vec(),
+        release_namespace: rref.namespace.clone(),
     })
 }
 
@@ -1485,6 +1548,10 @@ async fn run_action(
     let u = hr.spec.upgrade.as_ref();
     let rb = hr.spec.rollback.as_ref();
     let history_max = hr.max_history().max(0) as u32;
+    let keep = match action {
+        Action::Install | Action::Upgrade => canary_kept_fields(ctx, &rref.namespace).await,
+        _ => vec![],
+    };
     let r = match action {
         Action::Install => ctx
             .engine
@@ -1517,7 +1584,7 @@ async fn run_action(
                     take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
                     server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
                     description: None,
-                    post_render: post_render(hr),
+                    post_render: post_render(hr, rref, &keep),
                 },
             )
             .await
@@ -1551,7 +1618,7 @@ async fn run_action(
                     history_max,
                     preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
                     description: None,
-                    post_render: post_render(hr),
+                    post_render: post_render(hr, rref, &keep),
                 },
             )
             .await
