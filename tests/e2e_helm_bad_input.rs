@@ -119,7 +119,7 @@ async fn missing_chart_and_unsatisfiable_version_leave_the_release_running() {
         restore(&ns, case).await;
     }
     delete_releases(&ns).await;
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }
 
 /// Values the chart's `values.schema.json` refuses; `valuesFrom` a ConfigMap whose data is not
@@ -211,7 +211,7 @@ async fn bad_values_are_refused_and_leave_the_release_running() {
     assert_last_good_running(&ns, case).await;
     restore(&ns, case).await;
     delete_releases(&ns).await;
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }
 
 /// A template that fails to render (`failRender`), then a `serviceAccountName` whose account may
@@ -265,7 +265,7 @@ async fn render_failure_and_account_without_rights_leave_the_release_running() {
     assert_last_good_running(&ns, case).await;
     restore(&ns, case).await;
     delete_releases(&ns).await;
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }
 
 /// `apiVersion: source.toolkit.fluxcd.io/v1` `kind: HelmRelease` (a tutorial mistake): kubectl
@@ -319,5 +319,5 @@ async fn helm_release_with_the_source_group_is_refused_by_the_api_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }

@@ -248,6 +248,13 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
         .delete("web", &Default::default())
         .await
         .unwrap();
+    wait_until(Duration::from_secs(60), "Canary finalized", || async {
+        ns.canaries()
+            .get_opt("web")
+            .await
+            .is_ok_and(|c| c.is_none())
+    })
+    .await;
     delete_releases(&ns).await;
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }

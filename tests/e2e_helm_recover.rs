@@ -226,5 +226,5 @@ async fn controller_killed_mid_upgrade_recovers_the_release() {
         Some("3.0.0")
     );
     delete_releases(&ns).await;
-    ns.cleanup().await;
+    support::sources::cleanup(ns).await;
 }
