@@ -391,6 +391,7 @@ async fn post_render_stamps_origin_metadata_and_patches() {
         origin_name: "my-hr".into(),
         origin_namespace: "flux-system".into(),
         kustomize_binary: kustomize(),
+        ..Default::default()
     });
     let rel = e.install(&t, &req).await.unwrap();
     assert_eq!(rel.info.status, Status::Deployed);

@@ -18,6 +18,9 @@ use super::condition::Condition;
 use super::duration::parse_duration;
 use super::{preserve_unknown_array, preserve_unknown_object};
 
+/// The controller's `--mesh-provider` default (also `PENNANT_MESH_PROVIDER`): Flagger's.
+pub const DEFAULT_MESH_PROVIDER: &str = "istio";
+
 /// Spec of a Canary. Same fields as Flagger's `CanarySpec`.
 // kube-derive's `printcolumn(name = .., ..)` repeats keys by design.
 #[allow(clippy::duplicated_attributes)]
@@ -80,6 +83,7 @@ use super::{preserve_unknown_array, preserve_unknown_object};
     )
 )]
 #[serde(rename_all = "camelCase")]
+
 pub struct CanarySpec {
     /// Router for this canary (`istio`, `nginx`, `gatewayapi:v1`, `kubernetes`, ...); defaults to
     /// the controller's `--mesh-provider`. Unlike Flagger, an unknown value is an error, never a

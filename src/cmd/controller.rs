@@ -75,6 +75,7 @@ pub const BUILT: &[Entry] = &[
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
                     default_service_account: Some(args.default_service_account.clone())
                         .filter(|n| !n.is_empty()),
+                    mesh_provider: args.mesh_provider.clone(),
                     ..Default::default()
                 },
             ))
@@ -262,7 +263,7 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Default router for Canaries without `spec.provider`.
-    #[arg(long, env = "PENNANT_MESH_PROVIDER", default_value = "istio")]
+    #[arg(long, env = "PENNANT_MESH_PROVIDER", default_value = crate::api::canary::DEFAULT_MESH_PROVIDER)]
     pub mesh_provider: String,
     /// Default Prometheus URL for the builtin metrics.
     #[arg(

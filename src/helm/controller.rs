@@ -28,7 +28,7 @@
 //! Refused (`Stalled=True`, reason `UnsupportedField`, a Warning Event, no Helm action):
 //! `spec.kubeConfig` (remote clusters). Drift detection ([`super::drift`], `warn`/`enabled`) runs
 //! on a deployed release the history verifies, with the controller's own identity; the fields
-//! the Canary controller owns are not yet excluded from it here (the ownership map is empty).
+//! the Canary controller owns (the Canaries of the release namespace) are left out of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -99,6 +99,9 @@ pub struct Settings {
     /// Flux's `DefaultToRetryOnFailure` feature gate.
     pub default_to_retry_on_failure: bool,
     pub helm: HelmCliOptions,
+    /// The Canary controller's default router (`--mesh-provider`), for the Canaries whose
+    /// owned fields drift detection leaves alone ([`crate::apply::ownership`]).
+    pub mesh_provider: String,
 }
 
 impl Default for Settings {
@@ -108,6 +111,7 @@ impl Default for Settings {
             default_service_account: None,
             default_to_retry_on_failure: false,
             helm: HelmCliOptions::default(),
+            mesh_provider: "istio".into(),
         }
     }
 }
@@ -1429,11 +1433,26 @@ async fn detect_drift(
         .await
         .inspect_err(|e| warn!(helmrelease = %hr.name_any(), "drift detection: {e}"))
         .ok()?;
+    // The Canaries of the release namespace: the fields their controller owns (the parked
+    // replicas, the apex Service selector, the routes) are neither drift nor corrected. Without
+    // them drift detection would undo a Canary (flagger#1407, flagger#1121), so no list, no
+    // detection.
+    let canaries = Api::<crate::api::Canary>::namespaced(ctx.client.clone(), &r.namespace)
+        .list(&Default::default())
+        .await
+        .inspect_err(
+            |e| warn!(helmrelease = %hr.name_any(), "drift detection: listing Canaries: {e}"),
+        )
+        .ok()?;
+    let owned = crate::apply::ownership::Ownership::of_canaries(
+        &canaries.items,
+        &ctx.settings.mesh_provider,
+    );
     drift::detect(
         &ctx.applier,
         &objects,
         &settings,
-        &crate::apply::ownership::Ownership::default(),
+        &owned,
         drift::HELM_FIELD_MANAGER,
     )
     .await
@@ -1478,7 +1497,73 @@ fn wait_of(hr: &HelmRelease, disable: Option<bool>, disable_jobs: Option<bool>) 
     }
 }
 
-fn post_render(hr: &HelmRelease) -> Option<super::postrender::PostRenderConfig> {
+/// The fields the Canary controller owns in the release namespace `ns`, with their live
+/// values ([`super::postrender::KeptField`]), for an install or upgrade to keep. Objects the
+/// Canary owns whole are its own (never in a chart) and skipped; an object not in the cluster
+/// keeps nothing. A failed Canary list or read is logged and keeps nothing (the upgrade then
+/// may conflict with `pennant` and fail, which says why).
+pub async fn canary_kept_fields(
+    client: &Client,
+    applier: &crate::apply::ssa::Applier,
+    mesh_provider: &str,
+    ns: &str,
+) -> Vec<super::postrender::KeptField> {
+    use crate::apply::ownership::{Ownership, WHOLE};
+    let canaries = match Api::<crate::api::Canary>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            warn!(namespace = ns, "listing Canaries: {e}");
+            return vec![];
+        }
+    };
+    let owned = Ownership::of_canaries(&canaries, mesh_provider);
+    let mut out = vec![];
+    for (id, fields) in owned.iter() {
+        if fields.paths.contains(WHOLE) {
+            continue;
+        }
+        let resource = if id.group.is_empty() {
+            let gvk = kube::api::GroupVersionKind::gvk("", "v1", &id.kind);
+            applier.resolve(&gvk).await.ok().map(|r| r.0)
+        } else {
+            match kube::discovery::group(client, &id.group).await {
+                Ok(g) => g.recommended_kind(&id.kind).map(|r| r.0),
+                Err(_) => None,
+            }
+        };
+        let Some(ar) = resource else { continue };
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), &id.namespace, &ar);
+        let live = match api.get_opt(&id.name).await {
+            Ok(Some(o)) => serde_json::to_value(o).unwrap_or_default(),
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(namespace = ns, object = %id.name, "reading a Canary-owned object: {e}");
+                continue;
+            }
+        };
+        for p in &fields.paths {
+            out.push(super::postrender::KeptField {
+                group: id.group.clone(),
+                kind: id.kind.clone(),
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                pointer: p.clone(),
+                value: live.pointer(p).cloned(),
+            });
+        }
+    }
+    out
+}
+
+fn post_render(
+    hr: &HelmRelease,
+    rref: &ReleaseRef,
+    keep: &[super::postrender::KeptField],
+) -> Option<super::postrender::PostRenderConfig> {
     let cm = hr.spec.common_metadata.as_ref();
     Some(super::postrender::PostRenderConfig {
         kustomize: hr
@@ -1493,6 +1578,8 @@ fn post_render(hr: &HelmRelease) -> Option<super::postrender::PostRenderConfig> 
         origin_name: hr.name_any(),
         origin_namespace: hr.namespace().unwrap_or_default(),
         kustomize_binary: String::new(),
+        keep: keep.to_vec(),
+        release_namespace: rref.namespace.clone(),
     })
 }
 
@@ -1524,6 +1611,7 @@ pub fn install_request(
     policy: &decide::Policy,
     chart: &Path,
     values: &Value,
+    keep: &[super::postrender::KeptField],
 ) -> InstallRequest {
     let i = hr.spec.install.as_ref();
     InstallRequest {
@@ -1551,7 +1639,7 @@ pub fn install_request(
         take_ownership: i.and_then(|i| i.disable_take_ownership) != Some(true),
         server_side: i.and_then(|i| i.server_side_apply).unwrap_or(true),
         description: None,
-        post_render: post_render(hr),
+        post_render: post_render(hr, rref, keep),
     }
 }
 
@@ -1562,6 +1650,7 @@ pub fn upgrade_request(
     policy: &decide::Policy,
     chart: &Path,
     values: &Value,
+    keep: &[super::postrender::KeptField],
 ) -> UpgradeRequest {
     let u = hr.spec.upgrade.as_ref();
     let history_max = hr.max_history().max(0) as u32;
@@ -1588,7 +1677,7 @@ pub fn upgrade_request(
         history_max,
         preserve_values: u.and_then(|u| u.preserve_values).unwrap_or(false),
         description: None,
-        post_render: post_render(hr),
+        post_render: post_render(hr, rref, keep),
     }
 }
 
@@ -1605,12 +1694,24 @@ async fn run_action(
 ) -> (ActionResult, Option<Release>, String) {
     let rb = hr.spec.rollback.as_ref();
     let history_max = hr.max_history().max(0) as u32;
+    let keep = match action {
+        Action::Install | Action::Upgrade => {
+            canary_kept_fields(
+                &ctx.client,
+                &ctx.applier,
+                &ctx.settings.mesh_provider,
+                &rref.namespace,
+            )
+            .await
+        }
+        _ => vec![],
+    };
     let r = match action {
         Action::Install => ctx
             .engine
             .install(
                 target,
-                &install_request(hr, rref, policy, &p.chart_path, &p.values),
+                &install_request(hr, rref, policy, &p.chart_path, &p.values, &keep),
             )
             .await
             .map(Some),
@@ -1618,7 +1719,7 @@ async fn run_action(
             .engine
             .upgrade(
                 target,
-                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values),
+                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values, &keep),
             )
             .await
             .map(Some),

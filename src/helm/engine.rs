@@ -587,16 +587,25 @@ pub fn mask(s: &str, values: &Value) -> String {
     out
 }
 
-/// helm's error line (`Error: ...` without the prefix), else the last line. PURE.
+/// helm's error (`Error: ...` without the prefix, with the lines that follow it: Helm prints a
+/// multi-line error such as a schema violation as its last output, e.g. "values don't meet the
+/// specifications of the schema(s) in the following chart(s):\napp:\n- at '/replicaCount': got
+/// string, want integer"), else the last line. PURE.
 pub fn error_line(stderr: &str) -> String {
-    stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("Error: "))
-        .or_else(|| stderr.lines().last())
-        .unwrap_or("helm failed")
-        .trim()
-        .to_string()
+    let lines: Vec<&str> = stderr.lines().collect();
+    match lines.iter().rposition(|l| l.starts_with("Error: ")) {
+        Some(i) => {
+            let mut out = vec![&lines[i]["Error: ".len()..]];
+            out.extend(lines[i + 1..].iter().copied());
+            out.join("\n").trim().to_string()
+        }
+        None => lines
+            .last()
+            .copied()
+            .unwrap_or("helm failed")
+            .trim()
+            .to_string(),
+    }
 }
 
 /// Whether helm failed on a wait deadline. PURE.
@@ -1338,6 +1347,13 @@ mod tests {
         assert!(!t.contains("hunter22") && t.contains("***"));
         assert_eq!(error_line(&t), "secret *** leaked ab");
         assert_eq!(error_line("no prefix\nlast"), "last");
+        assert_eq!(error_line(""), "helm failed");
+        assert_eq!(
+            error_line(
+                "debug\nError: UPGRADE FAILED: values don't meet the specifications of the schema(s) in the following chart(s):\napp:\n- at '/replicaCount': got string, want integer\n"
+            ),
+            "UPGRADE FAILED: values don't meet the specifications of the schema(s) in the following chart(s):\napp:\n- at '/replicaCount': got string, want integer"
+        );
     }
 
     #[test]

@@ -71,6 +71,68 @@ pub struct PostRenderConfig {
     /// The `kustomize` binary; empty: `$PENNANT_KUSTOMIZE`, else `kustomize` on `PATH`.
     #[serde(default)]
     pub kustomize_binary: String,
+    /// pennant: fields the Canary controller owns, with their live values, applied last
+    /// ([`keep_fields`]).
+    #[serde(default)]
+    pub keep: Vec<KeptField>,
+    /// The release namespace (of rendered objects without one), for [`keep_fields`].
+    #[serde(default)]
+    pub release_namespace: String,
+}
+
+/// A field of a release object that pennant's Canary controller owns
+/// ([`crate::apply::ownership`]: the replicas of a target it parked at zero, the apex Service's
+/// selector and ports, ...) and its value in the cluster, `None` when the live object lacks it.
+/// The post-render gives the rendered object that value, so an install or upgrade neither
+/// undoes the Canary's change nor, under Helm 4's server-side apply, fails on a field-manager
+/// conflict with `pennant` (found by tests/e2e_helm_canary.rs: "conflict with \"pennant\":
+/// .spec.replicas"). A changed pod template still reaches the target, and the Canary controller
+/// runs the new revision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptField {
+    /// Empty for the core group.
+    pub group: String,
+    pub kind: String,
+    /// The object's namespace (a rendered object without one is in the release namespace).
+    pub namespace: String,
+    pub name: String,
+    /// JSON Pointer (RFC 6901) into the object.
+    pub pointer: String,
+    pub value: Option<Value>,
+}
+
+/// Give every rendered object named by a [`KeptField`] the kept value (or remove the field
+/// when `value` is `None`); `release_namespace` is the namespace of objects without one. PURE.
+pub fn keep_fields(objects: &mut [Value], keep: &[KeptField], release_namespace: &str) {
+    use crate::apply::ownership::{remove_pointer, set_pointer};
+    for o in objects.iter_mut() {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let group = api_version
+            .rsplit_once('/')
+            .map_or("", |(g, _)| g)
+            .to_string();
+        let kind = o["kind"].as_str().unwrap_or_default().to_string();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let namespace = o["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(release_namespace)
+            .to_string();
+        for k in keep.iter().filter(|k| {
+            k.group == group && k.kind == kind && k.name == name && k.namespace == namespace
+        }) {
+            match &k.value {
+                Some(v) => {
+                    set_pointer(o, &k.pointer, v.clone());
+                }
+                None => remove_pointer(o, &k.pointer),
+            }
+        }
+    }
 }
 
 /// A post-render that failed; the message names the stage.
@@ -217,6 +279,7 @@ pub fn run(rendered: &str, config: &PostRenderConfig) -> Result<String, PostRend
         &config.common_annotations,
     );
     origin_labels(&mut objects, &config.origin_name, &config.origin_namespace);
+    keep_fields(&mut objects, &config.keep, &config.release_namespace);
     write_manifests(&objects)
 }
 
@@ -262,6 +325,63 @@ mod tests {
             "---\n# Source: demo/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels:\n    team: chart\n    helm.toolkit.fluxcd.io/name: spoofed\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  annotations:\n    postrenderer.helm.sh/postrender-filename: demo/templates/svc.yaml\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn kept_fields_take_their_live_value_or_go() {
+        let mut objects = parse_manifests(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template: {}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: other\nspec:\n  selector:\n    app: web\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  trafficDistribution: PreferClose\n",
+        )
+        .unwrap();
+        let keep =
+            |group: &str, kind: &str, ns: &str, pointer: &str, value: Option<Value>| KeptField {
+                group: group.into(),
+                kind: kind.into(),
+                namespace: ns.into(),
+                name: "web".into(),
+                pointer: pointer.into(),
+                value,
+            };
+        keep_fields(
+            &mut objects,
+            &[
+                keep(
+                    "apps",
+                    "Deployment",
+                    "apps",
+                    "/spec/replicas",
+                    Some(json!(0)),
+                ),
+                keep(
+                    "",
+                    "Service",
+                    "apps",
+                    "/spec/selector",
+                    Some(json!({"app": "web-primary"})),
+                ),
+                keep("", "Service", "apps", "/spec/trafficDistribution", None),
+                // another namespace's, another group's: not these objects
+                keep("", "Deployment", "apps", "/spec/paused", Some(json!(true))),
+                keep(
+                    "apps",
+                    "Deployment",
+                    "elsewhere",
+                    "/spec/replicas",
+                    Some(json!(9)),
+                ),
+            ],
+            "apps",
+        );
+        assert_eq!(objects[0]["spec"], json!({"replicas": 0, "template": {}}));
+        assert_eq!(
+            objects[1]["spec"]["selector"],
+            json!({"app": "web"}),
+            "namespace other"
+        );
+        assert_eq!(
+            objects[2]["spec"],
+            json!({"selector": {"app": "web-primary"}})
+        );
     }
 
     #[test]

@@ -168,6 +168,15 @@ pub async fn next_release<E: Engine>(
         .map_err(|e| RenderError::Storage(e.to_string()))?;
     let current = current_release(history);
     let policy = chart::policy(hr, false);
+    // the Canary-owned fields the controller would keep at their live values
+    let keep = controller::canary_kept_fields(
+        client,
+        &crate::apply::ssa::Applier::new(client.clone()),
+        &std::env::var("PENNANT_MESH_PROVIDER")
+            .unwrap_or_else(|_| crate::api::canary::DEFAULT_MESH_PROVIDER.into()),
+        &rref.namespace,
+    )
+    .await;
     let request = match &current {
         Some(_) => DryRunRequest::Upgrade(controller::upgrade_request(
             hr,
@@ -175,6 +184,7 @@ pub async fn next_release<E: Engine>(
             &policy,
             &chart_path,
             &values,
+            &keep,
         )),
         None => DryRunRequest::Install(controller::install_request(
             hr,
@@ -182,6 +192,7 @@ pub async fn next_release<E: Engine>(
             &policy,
             &chart_path,
             &values,
+            &keep,
         )),
     };
     let target = Target {

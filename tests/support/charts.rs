@@ -178,12 +178,11 @@ impl ChartSpec {
             "templates/NOTES.txt",
             "{{ .Release.Name }} installed.\n".into(),
         );
-        if self.broken_template {
-            w(
-                "templates/broken.yaml",
-                BROKEN.replace("MESSAGE", RENDER_FAILURE_MESSAGE),
-            );
-        }
+        // always there: it fails only when `failRender` is true (the knob is a value too)
+        w(
+            "templates/broken.yaml",
+            BROKEN.replace("MESSAGE", RENDER_FAILURE_MESSAGE),
+        );
         if self.pre_install_hook.is_some() {
             w(
                 "templates/hook-pre-install.yaml",

@@ -11,6 +11,7 @@ pub mod big_index;
 pub mod charts;
 pub mod gitserver;
 pub mod helmrepo;
+pub mod hr;
 pub mod kustomize;
 pub mod registry;
 pub mod sources;
