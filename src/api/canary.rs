@@ -83,7 +83,6 @@ pub const DEFAULT_MESH_PROVIDER: &str = "istio";
     )
 )]
 #[serde(rename_all = "camelCase")]
-
 pub struct CanarySpec {
     /// Router for this canary (`istio`, `nginx`, `gatewayapi:v1`, `kubernetes`, ...); defaults to
     /// the controller's `--mesh-provider`. Unlike Flagger, an unknown value is an error, never a
