@@ -64,9 +64,15 @@ async fn assert_last_good_running(ns: &TestNs, case: &str) {
 
 /// Apply `bad`, wait for `Ready=False` with `reason`; returns the Ready message.
 async fn refused(ns: &TestNs, bad: &str, reason: &str, case: &str) -> String {
+    refused_with(ns, bad, reason, "", case).await
+}
+
+/// [`refused`], waiting until the Ready message also contains `needle` (a source first reports
+/// its new generation as not reconciled yet, then its failure).
+async fn refused_with(ns: &TestNs, bad: &str, reason: &str, needle: &str, case: &str) -> String {
     ns.apply_yaml(bad).await;
     let h = wait_hr_for(ns, "web", case, Duration::from_secs(90), |h| {
-        cond(h, "Ready").is_some_and(|c| c.0 == "False" && c.1 == reason)
+        cond(h, "Ready").is_some_and(|c| c.0 == "False" && c.1 == reason && c.2.contains(needle))
     })
     .await;
     cond(&h, "Ready").unwrap().2
@@ -103,7 +109,7 @@ async fn missing_chart_and_unsatisfiable_version_leave_the_release_running() {
             ">=9.0.0",
         ),
     ] {
-        let message = refused(&ns, &bad, "SourceNotReady", case).await;
+        let message = refused_with(&ns, &bad, "SourceNotReady", needle, case).await;
         assert!(
             message.starts_with(&format!("HelmChart '{}/{chart}' is not ready: ", ns.name))
                 && message.contains(needle),

@@ -749,9 +749,20 @@ async fn source_artifact(
             source_observed_generation(s),
             s.conditions(),
         );
-        let message = conditions::get(s.conditions(), types::READY)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
+        // A generation the source has not reconciled yet: its Ready message describes the old
+        // spec (Flux repeats it, e.g. "pulled 'app' chart with version '1.0.0'" for a chart
+        // just renamed), so say what is happening instead; its next status wakes us.
+        let generation = s.meta().generation;
+        let message = if generation.is_some_and(|g| Some(g) != source_observed_generation(s)) {
+            format!(
+                "generation {} not reconciled yet",
+                generation.unwrap_or_default()
+            )
+        } else {
+            conditions::get(s.conditions(), types::READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default()
+        };
         (s.artifact().cloned(), ready, message)
     }
     let got = match kind.as_str() {
