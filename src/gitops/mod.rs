@@ -1,10 +1,12 @@
-//! The GitOps Toolkit contract shared by the Flux-compatible controllers (sources now;
-//! Kustomization, HelmRelease and notifications next): condition types, reasons and the Ready
-//! summary ([`conditions`]), on-demand reconcile requests ([`reconcile_request`]) and the
-//! Events Flux's recorder writes ([`events`]). PURE (`now` is passed in), but for
-//! [`events::emit`], which posts the Event it builds. Refers to `api` only.
+//! The GitOps Toolkit contract shared by the Flux-compatible controllers (sources,
+//! Kustomization, HelmRelease; notifications next): condition types, reasons and the Ready
+//! summary ([`conditions`]), `dependsOn` checks with cycle detection ([`depends_on`]), on-demand
+//! reconcile requests ([`reconcile_request`]), the Events Flux's recorder writes ([`events`]) and
+//! the status and finalizer writes on a controller's own objects ([`object`]). PURE (`now` is
+//! passed in), but for [`events::emit`] and [`object`]'s writes. Refers to `api` only.
 
 pub mod conditions;
 pub mod depends_on;
 pub mod events;
+pub mod object;
 pub mod reconcile_request;

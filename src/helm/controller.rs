@@ -1883,15 +1883,9 @@ async fn finalize(hr: &HelmRelease, api: &Api<HelmRelease>, ctx: &Ctx) -> Result
             Err(e) => return Err(kube_err("delete HelmChart")(e)),
         }
     }
-    if let Some(i) = hr.finalizers().iter().position(|f| f == FINALIZER) {
-        let op = json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")});
-        match patch_json(api, hr, op).await {
-            Err(Error::Kube(m)) if m.contains("NotFound") || m.contains("not found") => {}
-            r => {
-                r?;
-            }
-        }
-    }
+    crate::gitops::object::remove_finalizer(api, hr, FINALIZER, FIELD_MANAGER)
+        .await
+        .map_err(kube_err("remove the finalizer"))?;
     Ok(Requeue::await_change())
 }
 
@@ -1901,49 +1895,21 @@ async fn patch_json(
     hr: &HelmRelease,
     op: Value,
 ) -> Result<HelmRelease, Error> {
-    let ops = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": hr.resource_version()},
-        op
-    ]);
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops).map_err(|e| Error::Kube(e.to_string()))?;
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    api.patch(&hr.name_any(), &pp, &Patch::<()>::Json(patch))
+    crate::gitops::object::patch_json(api, hr, op, FIELD_MANAGER)
         .await
         .map_err(kube_err("patch finalizers"))
 }
 
-/// Merge-patch `/status` when it changed; a field gone is sent as null.
+/// Merge-patch `/status` when it changed ([`crate::gitops::object::write_status`]).
 async fn write_status(
     api: &Api<HelmRelease>,
     hr: &HelmRelease,
     old: &HelmReleaseStatus,
     status: &HelmReleaseStatus,
 ) -> Result<(), Error> {
-    if status == old {
-        return Ok(());
-    }
-    let mut st = serde_json::to_value(status)
-        .unwrap_or_default()
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    if let Value::Object(o) = serde_json::to_value(old).unwrap_or_default() {
-        for k in o.keys() {
-            st.entry(k.clone()).or_insert(Value::Null);
-        }
-    }
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    api.patch_status(&hr.name_any(), &pp, &Patch::Merge(&json!({ "status": st })))
+    crate::gitops::object::write_status(api, &hr.name_any(), old, status, FIELD_MANAGER)
         .await
-        .map_err(kube_err("patch status"))?;
-    Ok(())
+        .map_err(kube_err("patch status"))
 }
 
 /// A core/v1 Event on the HelmRelease as Flux's recorder writes it (`source.component:

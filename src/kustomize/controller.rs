@@ -46,7 +46,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
@@ -1141,15 +1140,9 @@ async fn finalize(
 
 /// Remove the finalizer (gone already is fine).
 async fn release(ks: &Kustomization, api: &Api<Kustomization>) -> Result<Requeue, Error> {
-    if let Some(i) = ks.finalizers().iter().position(|f| f == FINALIZER) {
-        let op = json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")});
-        match patch_json(api, ks, op).await {
-            Err(Error::Kube(m)) if m.contains("NotFound") || m.contains("not found") => {}
-            r => {
-                r?;
-            }
-        }
-    }
+    crate::gitops::object::remove_finalizer(api, ks, FINALIZER, FIELD_MANAGER)
+        .await
+        .map_err(kube_err("remove the finalizer"))?;
     Ok(Requeue::await_change())
 }
 
@@ -1159,49 +1152,21 @@ async fn patch_json(
     ks: &Kustomization,
     op: Value,
 ) -> Result<Kustomization, Error> {
-    let ops = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": ks.resource_version()},
-        op
-    ]);
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops).map_err(|e| Error::Kube(e.to_string()))?;
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    api.patch(&ks.name_any(), &pp, &Patch::<()>::Json(patch))
+    crate::gitops::object::patch_json(api, ks, op, FIELD_MANAGER)
         .await
         .map_err(kube_err("patch finalizers"))
 }
 
-/// Merge-patch `/status` when it changed; a field gone is sent as null.
+/// Merge-patch `/status` when it changed ([`crate::gitops::object::write_status`]).
 async fn write_status(
     api: &Api<Kustomization>,
     ks: &Kustomization,
     old: &KustomizationStatus,
     status: &KustomizationStatus,
 ) -> Result<(), Error> {
-    if status == old {
-        return Ok(());
-    }
-    let mut st = serde_json::to_value(status)
-        .unwrap_or_default()
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    if let Value::Object(o) = serde_json::to_value(old).unwrap_or_default() {
-        for k in o.keys() {
-            st.entry(k.clone()).or_insert(Value::Null);
-        }
-    }
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    api.patch_status(&ks.name_any(), &pp, &Patch::Merge(&json!({ "status": st })))
+    crate::gitops::object::write_status(api, &ks.name_any(), old, status, FIELD_MANAGER)
         .await
-        .map_err(kube_err("patch status"))?;
-    Ok(())
+        .map_err(kube_err("patch status"))
 }
 
 /// A core/v1 Event on the Kustomization as Flux's recorder writes it

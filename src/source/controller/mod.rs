@@ -301,25 +301,15 @@ async fn write_status<K: Kind, S: serde::Serialize + PartialEq + Default>(
     api: &Api<K>,
 ) -> Result<(), Error> {
     let default = S::default();
-    let old = old.unwrap_or(&default);
-    if status == old {
-        return Ok(());
-    }
-    let new_v = serde_json::to_value(status).map_err(|e| Error::Kube(e.to_string()))?;
-    let mut st = new_v.as_object().cloned().unwrap_or_default();
-    if let Value::Object(old_v) = serde_json::to_value(old).unwrap_or_default() {
-        for k in old_v.keys() {
-            st.entry(k.clone()).or_insert(Value::Null);
-        }
-    }
-    api.patch_status(
+    crate::gitops::object::write_status(
+        api,
         &repo.name_any(),
-        &patch_params(),
-        &Patch::Merge(&json!({ "status": st })),
+        old.unwrap_or(&default),
+        status,
+        FIELD_MANAGER,
     )
     .await
-    .map_err(kube_err("patch status"))?;
-    Ok(())
+    .map_err(kube_err("patch status"))
 }
 
 /// A core/v1 Event on the source object, as Flux's recorder writes them
