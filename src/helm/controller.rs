@@ -213,9 +213,11 @@ fn for_source<S: Source + Resource<DynamicType = ()>>(
     store: &Store<HelmRelease>,
     source: &S,
 ) -> Vec<ObjectRef<HelmRelease>> {
-    let Some(a) = source.artifact() else {
-        return vec![];
-    };
+    // a source without an artifact or not Ready (a failed fetch, a chart gone) wakes every
+    // release using it, so their SourceNotReady message follows the source's — also when the
+    // failure lands before the release has written its own status
+    let artifact = source.artifact();
+    let source_failing = !conditions::is_true(source.conditions(), types::READY);
     let key = (
         S::kind(&()).into_owned(),
         source.namespace().unwrap_or_default(),
@@ -226,19 +228,25 @@ fn for_source<S: Source + Resource<DynamicType = ()>>(
         .iter()
         .filter(|h| chart_source_key(h) == key)
         .filter(|h| {
+            if source_failing {
+                return true;
+            }
             let last = h
                 .status
                 .as_ref()
                 .and_then(|s| s.last_attempted_revision.as_deref());
             // OCI versions carry the digest: compare the version part
-            last.is_none_or(|l| !l.starts_with(a.revision.split('@').next().unwrap_or_default()))
-                || !conditions::is_true(
-                    h.status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default(),
-                    types::READY,
-                )
+            artifact.is_some_and(|a| {
+                last.is_none_or(|l| {
+                    !l.starts_with(a.revision.split('@').next().unwrap_or_default())
+                })
+            }) || !conditions::is_true(
+                h.status
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default(),
+                types::READY,
+            )
         })
         .map(|h| ObjectRef::from_obj(&**h))
         .collect()
