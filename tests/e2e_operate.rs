@@ -92,9 +92,12 @@ async fn canary_release_succeeds_as_the_charts_service_account() {
         &format!("namespace={}", ns.name),
         "--set",
         "leaderElection.enabled=true",
-        // the chart's own rules, not the cluster-admin binding a Kustomization's objects need
+        // the chart's own rules, not the cluster-admin bindings a Kustomization's or a
+        // HelmRelease's objects need
         "--set",
         "rbac.kustomizeClusterAdmin=false",
+        "--set",
+        "rbac.helmClusterAdmin=false",
     ]);
     let rendered = yaml_docs(&run(&mut helm));
     let mut kinds = vec![];
