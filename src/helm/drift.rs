@@ -986,8 +986,19 @@ pub async fn detect(
             }
             _ => None,
         };
-        let (state, ignored, correction) =
+        let (mut state, mut ignored, mut correction) =
             judge(obj, live.as_ref(), merged.as_ref(), &user, &owned);
+        // The live copy was read before the dry-run: a field another controller wrote in
+        // between (kube-controller-manager's `deployment.kubernetes.io/revision`) is in the
+        // dry-run result only and would look like drift. Judge again against a copy read
+        // after the dry-run.
+        if matches!(state, DriftState::Changed(_))
+            && merged.is_some()
+            && let Ok(Some(l)) = api.get_opt(&id.name).await
+        {
+            let l = serde_json::to_value(l).unwrap_or_default();
+            (state, ignored, correction) = judge(obj, Some(&l), merged.as_ref(), &user, &owned);
+        }
         report.objects.push(entry(state, ignored, correction));
     }
     Ok(report)
