@@ -26,9 +26,24 @@ pub fn pending_request<'a>(
     requested_at(annotations).filter(|token| Some(*token) != last_handled)
 }
 
+/// The wait before retrying after the `n`-th consecutive reconcile error (n ≥ 1): 5 s doubling
+/// per failure, capped at `cap` (the object's retry interval). PURE.
+pub fn failure_backoff(n: u32, cap: std::time::Duration) -> std::time::Duration {
+    (std::time::Duration::from_secs(5) * 2u32.saturating_pow(n.clamp(1, 10) - 1)).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_backoff_doubles_from_five_seconds_up_to_the_cap() {
+        use std::time::Duration;
+        let cap = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=6).map(|n| failure_backoff(n, cap).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(failure_backoff(0, cap), Duration::from_secs(5));
+    }
 
     #[test]
     fn a_request_is_pending_until_its_token_is_echoed() {

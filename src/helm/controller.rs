@@ -147,6 +147,20 @@ pub fn unsupported_fields(hr: &HelmRelease) -> Vec<String> {
                 .to_string(),
         );
     }
+    if !hr.spec.health_check_exprs.is_empty() {
+        out.push("spec.healthCheckExprs (Helm's own wait judges readiness)".to_string());
+    }
+    if hr
+        .spec
+        .post_render_strategy
+        .as_deref()
+        .is_some_and(|s| s != "combined")
+    {
+        out.push(
+            "spec.postRenderStrategy (post-renderers run as Helm 4's default, combined)"
+                .to_string(),
+        );
+    }
     out
 }
 
@@ -395,8 +409,10 @@ fn error_policy(hr: Arc<HelmRelease>, err: &Error, ctx: Arc<Ctx>) -> Requeue {
         *n += 1;
         *n
     };
-    let cap = hr.interval().unwrap_or(Duration::from_secs(60));
-    Requeue::requeue((Duration::from_secs(5) * 2u32.saturating_pow(n.min(10) - 1)).min(cap))
+    Requeue::requeue(crate::gitops::reconcile_request::failure_backoff(
+        n,
+        hr.interval().unwrap_or(Duration::from_secs(60)),
+    ))
 }
 
 async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
@@ -2110,6 +2126,19 @@ mod tests {
         let u = unsupported_fields(&h);
         assert_eq!(u.len(), 1);
         assert!(u[0].starts_with("spec.storageNamespace"), "{u:?}");
+        h.spec.post_render_strategy = Some("combined".into());
+        assert_eq!(
+            unsupported_fields(&h).len(),
+            1,
+            "the default is what Helm 4 does"
+        );
+        h.spec.post_render_strategy = Some("nohooks".into());
+        h.spec.health_check_exprs =
+            serde_json::from_value(json!([{"apiVersion": "v1", "kind": "X", "current": "true"}]))
+                .unwrap();
+        let u = unsupported_fields(&h);
+        assert!(u[1].starts_with("spec.healthCheckExprs"), "{u:?}");
+        assert!(u[2].starts_with("spec.postRenderStrategy"), "{u:?}");
     }
 
     #[test]

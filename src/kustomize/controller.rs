@@ -422,8 +422,10 @@ fn error_policy(ks: Arc<Kustomization>, err: &Error, ctx: Arc<Ctx>) -> Requeue {
         *n += 1;
         *n
     };
-    let cap = ks.retry_interval().unwrap_or(Duration::from_secs(60));
-    Requeue::requeue((Duration::from_secs(5) * 2u32.saturating_pow(n.min(10) - 1)).min(cap))
+    Requeue::requeue(crate::gitops::reconcile_request::failure_backoff(
+        n,
+        ks.retry_interval().unwrap_or(Duration::from_secs(60)),
+    ))
 }
 
 async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
