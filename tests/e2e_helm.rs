@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use kube::Api;
+use kube::{Api, ResourceExt};
 use pennant::api::helm_release::HelmRelease;
 use serde_json::Value;
 use support::charts::{ChartSpec, Hook};
@@ -463,6 +463,85 @@ async fn values_from_secret_change_upgrades_and_keep_history_keeps_it() {
         "{helm:?}"
     );
     assert!(configmap_data(&ns, "web-app", "message").await.is_none());
+    cleanup(ns).await;
+}
+
+/// A change of `spec.postRenderers` or `spec.commonMetadata` alone upgrades the release (Flux's
+/// `observedPostRenderersDigest` / `observedCommonMetadataDigest`); a new generation that changes
+/// neither (here `interval`) does not.
+#[tokio::test]
+async fn post_renderer_and_common_metadata_changes_upgrade() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-postr", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    helm_repository(&ns, &repo.url).await;
+    let spec = |patched: &str, meta: &str, interval: &str| {
+        hr_yaml("web", "app", "1.0.0", &format!(
+            "  postRenderers:\n    - kustomize:\n        patches:\n          - target:\n              kind: ConfigMap\n            patch: |\n              apiVersion: v1\n              kind: ConfigMap\n              metadata:\n                name: any\n              data:\n                patched: \"{patched}\"\n{meta}"
+        ))
+        .replace("interval: 10m", interval)
+    };
+    ns.apply_yaml(&spec("one", "", "interval: 10m")).await;
+    let h = wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    let st = h.status.unwrap();
+    let pr1 = st.observed_post_renderers_digest.clone().unwrap();
+    assert!(pr1.starts_with("sha256:"), "{pr1}");
+    assert_eq!(st.observed_common_metadata_digest, None);
+    assert_eq!(
+        configmap_data(&ns, "web-app", "patched").await.as_deref(),
+        Some("one")
+    );
+
+    ns.apply_yaml(&spec("two", "", "interval: 10m")).await;
+    let h = wait_hr(&ns, "web", "upgraded for the post-renderer", |h| {
+        ready_reason(h) == Some(("True".into(), "UpgradeSucceeded".into()))
+    })
+    .await;
+    let st = h.status.unwrap();
+    assert_ne!(
+        st.observed_post_renderers_digest.as_deref(),
+        Some(pr1.as_str())
+    );
+    assert_eq!(
+        configmap_data(&ns, "web-app", "patched").await.as_deref(),
+        Some("two")
+    );
+    assert_eq!(helm_history(&ns.name, "web").len(), 2);
+
+    let meta = "  commonMetadata:\n    labels:\n      team: blue\n";
+    ns.apply_yaml(&spec("two", meta, "interval: 10m")).await;
+    let h = wait_hr(&ns, "web", "upgraded for commonMetadata", |h| {
+        h.status
+            .as_ref()
+            .is_some_and(|s| s.observed_common_metadata_digest.is_some())
+    })
+    .await;
+    assert_eq!(
+        ready_reason(&h),
+        Some(("True".into(), "UpgradeSucceeded".into()))
+    );
+    assert_eq!(helm_history(&ns.name, "web").len(), 3);
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("web-app")
+        .await
+        .unwrap();
+    assert_eq!(cm.labels().get("team").map(String::as_str), Some("blue"));
+
+    // a new generation that changes neither digest: observed, no upgrade
+    ns.apply_yaml(&spec("two", meta, "interval: 11m")).await;
+    let generation = get_hr(&ns, "web").await.unwrap().metadata.generation;
+    wait_hr(&ns, "web", "the interval change observed", |h| {
+        h.status.as_ref().and_then(|s| s.observed_generation) == generation
+    })
+    .await;
+    assert_eq!(helm_history(&ns.name, "web").len(), 3);
+    delete_releases(&ns).await;
     cleanup(ns).await;
 }
 

@@ -56,6 +56,7 @@ use super::engine::{
     ServerSide, Target, TestFilter, TestRequest, UninstallRequest, UpgradeRequest, Wait,
     WaitStrategy,
 };
+use super::postrender;
 use super::storage::Release;
 use super::values::{ValuesKind, ValuesRef};
 use crate::api::helm_release::{
@@ -1268,6 +1269,8 @@ async fn release(
         let out = decide::outcome(&action, &result, &octx);
         set_counters(status, out.counters);
         out.apply_conditions(&mut status.conditions, &policy, generation, now);
+        // after every action, as Flux's summarize: a changed post-renderer is acted on once
+        record_post_render_digests(status, hr);
         if let Some(e) = &out.event {
             let message = if e.warning && !logs.is_empty() {
                 decide::with_logs(&e.message, &logs)
@@ -1356,6 +1359,7 @@ async fn release(
         Next::Done => {
             decide::summarize(&mut status.conditions, &policy, generation, now);
             status.observed_generation = Some(generation);
+            record_post_render_digests(status, hr);
             if conditions::is_true(&status.conditions, types::READY) {
                 conditions::remove_condition(&mut status.conditions, types::STALLED);
             }
@@ -1437,8 +1441,11 @@ async fn observe(
         rollback_target,
         desired: desired.clone(),
         new_generation: status.observed_generation != Some(generation),
-        post_renderers_changed: false,
-        common_metadata_changed: false,
+        post_renderers_changed: postrender::post_renderers_digest(&hr.spec.post_renderers)
+            != status.observed_post_renderers_digest,
+        common_metadata_changed: postrender::common_metadata_digest(
+            hr.spec.common_metadata.as_ref(),
+        ) != status.observed_common_metadata_digest,
         drift,
         counters: counters_of(status),
         last_action: last_action(status),
@@ -1530,6 +1537,16 @@ fn wait_of(hr: &HelmRelease, disable: Option<bool>, disable_jobs: Option<bool>) 
         },
         for_jobs: disable_jobs != Some(true),
     }
+}
+
+/// Record the post-render inputs of `hr` as observed (`status.observedPostRenderersDigest`,
+/// `status.observedCommonMetadataDigest`), as Flux's `summarize` does after every action and at
+/// the end of a reconcile: a change of either alone upgrades once ([`decide::release_state`]).
+fn record_post_render_digests(status: &mut HelmReleaseStatus, hr: &HelmRelease) {
+    status.observed_post_renderers_digest =
+        postrender::post_renderers_digest(&hr.spec.post_renderers);
+    status.observed_common_metadata_digest =
+        postrender::common_metadata_digest(hr.spec.common_metadata.as_ref());
 }
 
 /// The fields the Canary controller owns in the release namespace `ns`, with their live

@@ -23,6 +23,9 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::api::helm_release::PostRenderer;
+use crate::api::kustomization::CommonMetadata;
+
 /// The plugin's name (`--post-renderer pennant-post-render`).
 pub const PLUGIN_NAME: &str = "pennant-post-render";
 
@@ -316,9 +319,210 @@ pub fn write_plugin(plugins_dir: &Path, exe: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("plugin.yaml"), plugin_yaml(exe))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Digests of the post-render inputs (`status.observedPostRenderersDigest`,
+// `status.observedCommonMetadataDigest`)
+
+/// `sha256:<hex>` of `spec.postRenderers` as Go's `encoding/json` Encoder writes Flux's
+/// `[]v2.PostRenderer` (fields in Flux's declaration order, `omitempty` honoured, HTML
+/// characters escaped, one trailing newline): byte-identical to helm-controller's
+/// `postrender.Digest(digest.Canonical, …)`, so a HelmRelease moved from Flux keeps its observed
+/// digest. `None` for no post-renderers (Flux leaves the field empty for a nil list). PURE.
+pub fn post_renderers_digest(renderers: &[PostRenderer]) -> Option<String> {
+    if renderers.is_empty() {
+        return None;
+    }
+    let mut out = String::from("[");
+    for (i, r) in renderers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut o = GoObject::new(&mut out);
+        if let Some(k) = &r.kustomize {
+            o.key("kustomize");
+            let mut ko = GoObject::new(o.out);
+            if !k.patches.is_empty() {
+                ko.key("patches");
+                go_array(ko.out, &k.patches, |out, p| {
+                    let mut po = GoObject::new(out);
+                    po.string("patch", &p.patch);
+                    if let Some(t) = &p.target {
+                        po.key("target");
+                        let mut so = GoObject::new(po.out);
+                        for (name, v) in [
+                            ("group", &t.group),
+                            ("version", &t.version),
+                            ("kind", &t.kind),
+                            ("namespace", &t.namespace),
+                            ("name", &t.name),
+                            ("annotationSelector", &t.annotation_selector),
+                            ("labelSelector", &t.label_selector),
+                        ] {
+                            so.omitempty(name, v.as_deref());
+                        }
+                        so.end();
+                    }
+                    po.end();
+                });
+            }
+            if !k.images.is_empty() {
+                ko.key("images");
+                go_array(ko.out, &k.images, |out, img| {
+                    let mut io = GoObject::new(out);
+                    io.string("name", &img.name);
+                    io.omitempty("newName", img.new_name.as_deref());
+                    io.omitempty("newTag", img.new_tag.as_deref());
+                    io.omitempty("digest", img.digest.as_deref());
+                    io.end();
+                });
+            }
+            ko.end();
+        }
+        o.end();
+    }
+    out.push(']');
+    Some(sha256_line(out))
+}
+
+/// `sha256:<hex>` of `spec.commonMetadata` as Go's JSON Encoder writes Flux's
+/// `*v2.CommonMetadata` (map keys sorted, empty maps omitted): helm-controller's
+/// `postrender.CommonMetadataDigest`. `None` when the field is absent. PURE.
+pub fn common_metadata_digest(meta: Option<&CommonMetadata>) -> Option<String> {
+    let meta = meta?;
+    let mut out = String::new();
+    let mut o = GoObject::new(&mut out);
+    for (name, map) in [("annotations", &meta.annotations), ("labels", &meta.labels)] {
+        if !map.is_empty() {
+            o.key(name);
+            let mut mo = GoObject::new(o.out);
+            for (k, v) in map {
+                mo.string(k, v);
+            }
+            mo.end();
+        }
+    }
+    o.end();
+    Some(sha256_line(out))
+}
+
+/// A JSON object being written field by field.
+struct GoObject<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> GoObject<'a> {
+    fn new(out: &'a mut String) -> Self {
+        out.push('{');
+        GoObject { out, first: true }
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        go_string(self.out, k);
+        self.out.push(':');
+    }
+    fn string(&mut self, k: &str, v: &str) {
+        self.key(k);
+        go_string(self.out, v);
+    }
+    fn omitempty(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            self.string(k, v);
+        }
+    }
+    fn end(self) {
+        self.out.push('}');
+    }
+}
+
+fn go_array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(']');
+}
+
+/// A string as Go's `encoding/json` writes it with HTML escaping on (its Encoder's default):
+/// `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes, `\b \f \n \r \t` short, other control
+/// characters `\u00xx`.
+fn go_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `sha256:<hex>` of `json` plus the newline Go's Encoder ends every value with.
+fn sha256_line(mut json: String) -> String {
+    use sha2::{Digest, Sha256};
+    json.push('\n');
+    let sum = Sha256::digest(json.as_bytes());
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Vectors from Go: Flux's `[]v2.PostRenderer` / `*v2.CommonMetadata` (helm-controller/api
+    /// v1.6.4) decoded from the same JSON and written by `json.NewEncoder` + sha256 (Flux's
+    /// `postrender.Digest` / `CommonMetadataDigest`).
+    #[test]
+    fn post_render_digests_match_flux_byte_for_byte() {
+        let spec = |j: &str| -> (Vec<PostRenderer>, Option<CommonMetadata>) {
+            let v: Value = serde_json::from_str(j).unwrap();
+            (
+                serde_json::from_value(v["postRenderers"].clone()).unwrap(),
+                serde_json::from_value(v["commonMetadata"].clone()).unwrap(),
+            )
+        };
+        let (pr, cm) = spec(
+            r#"{"postRenderers":[{"kustomize":{"patches":[{"patch":"- op: add\n  path: /a\n  value: \"<x & y>\"\t\u0001\u2028","target":{"kind":"Deployment","name":"web","labelSelector":"a=b","annotationSelector":"c","group":"apps","version":"v1","namespace":"n"}}],"images":[{"name":"nginx","newTag":"1.2"}]}},{}],"commonMetadata":{"labels":{"z":"1","a":"<2>"},"annotations":{"k":"v"}}}"#,
+        );
+        assert_eq!(
+            post_renderers_digest(&pr).as_deref(),
+            Some("sha256:3ddba88d7fd612354045dcdee9543ba48d9eb3114d271e5b5a63ef9604c44dc3")
+        );
+        assert_eq!(
+            common_metadata_digest(cm.as_ref()).as_deref(),
+            Some("sha256:007e72975ee3c55c229d3d0b56a6d892d2e2b21987acc44ec7795f82fb900ba2")
+        );
+        let (pr, cm) = spec(
+            r#"{"postRenderers":[{"kustomize":{"images":[{"name":"a","newName":"b","digest":"sha256:00"}]}}],"commonMetadata":{}}"#,
+        );
+        assert_eq!(
+            post_renderers_digest(&pr).as_deref(),
+            Some("sha256:b4e4258c8545ca4d32a554d924fc0e215e2b08f867a762492f39861157cc35be")
+        );
+        assert_eq!(
+            common_metadata_digest(cm.as_ref()).as_deref(),
+            Some("sha256:ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356")
+        );
+        assert_eq!(post_renderers_digest(&[]), None);
+        assert_eq!(common_metadata_digest(None), None);
+    }
 
     fn objs() -> Vec<Value> {
         parse_manifests(
