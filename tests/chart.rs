@@ -93,6 +93,29 @@ fn granted(role: &Value) -> BTreeSet<Triple> {
     out
 }
 
+/// The image (`Dockerfile`) carries the CLIs the GitOps controllers run, at the versions the
+/// tests run (`e2e/cluster`'s `HELM_V` and `KUSTOMIZE_V`), and puts them next to pennant.
+#[test]
+fn image_carries_helm_and_kustomize_at_the_tested_versions() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let cluster = std::fs::read_to_string(root().join("e2e/cluster")).unwrap();
+    for (arg, var) in [
+        ("HELM_VERSION", "HELM_V"),
+        ("KUSTOMIZE_VERSION", "KUSTOMIZE_V"),
+    ] {
+        let tested = cluster
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=${{{arg}:-")))
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_else(|| panic!("{var} not found in e2e/cluster"));
+        assert!(
+            dockerfile.contains(&format!("ARG {arg}={tested}\n")),
+            "Dockerfile's {arg} is not the tested {tested}"
+        );
+    }
+    assert!(dockerfile.contains("COPY --from=tools /out/helm /out/kustomize /usr/local/bin/"));
+}
+
 #[test]
 fn app_version_is_the_crate_version() {
     let text = std::fs::read_to_string(root().join("charts/pennant/Chart.yaml")).unwrap();
