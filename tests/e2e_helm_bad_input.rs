@@ -92,7 +92,8 @@ async fn restore(ns: &TestNs, case: &str) {
 
 /// A chart the repository does not have, then a version constraint no chart satisfies: the
 /// generated HelmChart fails with a Warning naming the chart or constraint, the HelmRelease
-/// waits (`SourceNotReady`) with a message carrying the HelmChart's; no Helm action.
+/// waits (`SourceNotReady`) with a message carrying the HelmChart's and a Warning of its own; no
+/// Helm action.
 #[tokio::test]
 async fn missing_chart_and_unsatisfiable_version_leave_the_release_running() {
     let (ns, _ctl, _repo, _storage) = deployed("hr-e2e-bad-src").await;
@@ -120,6 +121,15 @@ async fn missing_chart_and_unsatisfiable_version_leave_the_release_running() {
             !warnings.is_empty(),
             "{case}: a Warning on the HelmChart: {:?}",
             ns.events(&chart).await
+        );
+        // and on the HelmRelease (Flux has none there): `flux events --for HelmRelease/web`
+        let warnings = warnings_with(&ns, "web", needle).await;
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("HelmChart '{}/{chart}' is not ready: ", ns.name))),
+            "{case}: a Warning on the HelmRelease: {:?}",
+            ns.events("web").await
         );
         assert_last_good_running(&ns, case).await;
         restore(&ns, case).await;

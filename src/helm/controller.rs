@@ -11,8 +11,8 @@
 //! Each reconcile (Flux's `reconcileRelease`): finalizer → suspend → the generated HelmChart
 //! (server-side apply of [`chart::helm_chart`]; with `chartRef` a stale generated one is
 //! deleted) → `dependsOn` (cycles are `Stalled`, Flux waits forever) → the chart's source
-//! (`SourceNotReady`, retried after `--requeue-dependency`, no Warning Event) → values
-//! ([`super::values`], `ValuesError`) → the chart artifact (download, digest verified; OCI
+//! (`SourceNotReady`, retried after `--requeue-dependency`; a Warning Event when the source
+//! failed) → values ([`super::values`], `ValuesError`) → the chart artifact (download, digest verified; OCI
 //! versions `<version>+<12 hex>`) → the release-target check ([`chart::target_change`]: a
 //! chart-name-only change follows `chartNameChangeStrategy` and is announced, never silent,
 //! helm-controller#864/#234) → counters reset ([`decide::reset_counters_needed`]) →
@@ -441,12 +441,15 @@ fn cause_of(e: kube::Error) -> String {
 }
 
 /// A failed prelude step: Flux's reason and message; `terminal`: `Stalled`; `waiting`: retried
-/// after that without a Warning Event.
+/// after that without a Warning Event, unless `warn` (the chart source itself failed: a Warning
+/// each time the message changes, so `flux events --for HelmRelease/…` shows why — Flux leaves
+/// the Warning on the HelmChart only).
 struct Failure {
     reason: &'static str,
     message: String,
     terminal: bool,
     waiting: Option<Duration>,
+    warn: bool,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -455,6 +458,7 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
         message: message.into(),
         terminal: false,
         waiting: None,
+        warn: false,
     }
 }
 
@@ -566,8 +570,14 @@ async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, E
             }
             let changed = conditions::get(&old.conditions, types::READY)
                 .is_none_or(|c| c.message != f.message);
-            if f.waiting.is_none() || (f.reason == reasons::DEPENDENCY_NOT_READY && changed) {
-                events.push((f.waiting.is_none(), f.reason.into(), f.message.clone()));
+            if f.waiting.is_none()
+                || (changed && (f.warn || f.reason == reasons::DEPENDENCY_NOT_READY))
+            {
+                events.push((
+                    f.waiting.is_none() || f.warn,
+                    f.reason.into(),
+                    f.message.clone(),
+                ));
             }
             if f.terminal {
                 Requeue::await_change()
@@ -768,7 +778,9 @@ async fn source_artifact(
     {
         Api::<K>::namespaced(client.clone(), ns).get_opt(name).await
     }
-    fn state<S: Source + Resource>(s: &S) -> (Option<Artifact>, bool, String) {
+    /// `(artifact, ready, message, failed)`; `failed`: `Ready=False` for the generation it
+    /// describes (not merely in progress).
+    fn state<S: Source + Resource>(s: &S) -> (Option<Artifact>, bool, String, bool) {
         let ready = ready_now(
             s.meta().generation,
             source_observed_generation(s),
@@ -778,17 +790,20 @@ async fn source_artifact(
         // spec (Flux repeats it, e.g. "pulled 'app' chart with version '1.0.0'" for a chart
         // just renamed), so say what is happening instead; its next status wakes us.
         let generation = s.meta().generation;
-        let message = if generation.is_some_and(|g| Some(g) != source_observed_generation(s)) {
-            format!(
-                "generation {} not reconciled yet",
-                generation.unwrap_or_default()
-            )
-        } else {
-            conditions::get(s.conditions(), types::READY)
-                .map(|c| c.message.clone())
-                .unwrap_or_default()
-        };
-        (s.artifact().cloned(), ready, message)
+        let (message, failed) =
+            if generation.is_some_and(|g| Some(g) != source_observed_generation(s)) {
+                let m = format!(
+                    "generation {} not reconciled yet",
+                    generation.unwrap_or_default()
+                );
+                (m, false)
+            } else {
+                conditions::get(s.conditions(), types::READY).map_or_else(
+                    || (String::new(), false),
+                    |c| (c.message.clone(), c.status == conditions::FALSE),
+                )
+            };
+        (s.artifact().cloned(), ready, message, failed)
     }
     let got = match kind.as_str() {
         "HelmChart" => get::<HelmChart>(client, &ns, &name)
@@ -820,12 +835,15 @@ async fn source_artifact(
             format!("{kind} '{ns}/{name}' not found, retrying in {after}"),
             wait,
         )),
-        Some((Some(a), true, _)) => Ok((a, kind == "OCIRepository")),
-        Some((_, _, m)) => Err(waiting(
-            SOURCE_NOT_READY,
-            format!("{kind} '{ns}/{name}' is not ready: {m}"),
-            wait,
-        )),
+        Some((Some(a), true, _, _)) => Ok((a, kind == "OCIRepository")),
+        Some((_, _, m, failed)) => Err(Failure {
+            warn: failed,
+            ..waiting(
+                SOURCE_NOT_READY,
+                format!("{kind} '{ns}/{name}' is not ready: {m}"),
+                wait,
+            )
+        }),
     }
 }
 
