@@ -12,8 +12,8 @@
 //! (server-side apply of [`chart::helm_chart`]; with `chartRef` a stale generated one is
 //! deleted) → `dependsOn` (cycles are `Stalled`, Flux waits forever) → the chart's source
 //! (`SourceNotReady`, retried after `--requeue-dependency`; a Warning Event when the source
-//! failed) → values ([`super::values`], `ValuesError`) → the chart artifact (download, digest verified; OCI
-//! versions `<version>+<12 hex>`) → the release-target check ([`chart::target_change`]: a
+//! failed) → values ([`super::values`], `ValuesError`) → the chart artifact (download, digest
+//! verified; OCI versions `<version>+<12 hex>`) → the release-target check ([`chart::target_change`]: a
 //! chart-name-only change follows `chartNameChangeStrategy` and is announced, never silent,
 //! helm-controller#864/#234) → counters reset ([`decide::reset_counters_needed`]) →
 //! `lastAttempted*` → the AtomicRelease loop: observe Helm storage ([`super::storage`] through
