@@ -545,6 +545,58 @@ async fn post_renderer_and_common_metadata_changes_upgrade() {
     cleanup(ns).await;
 }
 
+/// A field another manager changed by hand (`kubectl edit`) does not block the next upgrade:
+/// server-side apply forces conflicts, as Flux's helm-controller (without it: `conflict with
+/// "kubectl-edit"`, then retries and a stall).
+#[tokio::test]
+async fn upgrade_takes_fields_another_manager_changed() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-conflict", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    repo.add_chart("app", "1.0.1");
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", "")).await;
+    wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns.name);
+    cms.patch(
+        "web-app",
+        &kube::api::PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"chartVersion": "by hand"}})),
+    )
+    .await
+    .unwrap();
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.1", "")).await;
+    let h = wait_hr(&ns, "web", "upgraded over the hand edit", |h| {
+        ready_reason(h).is_some_and(|(s, r)| s == "True" && r == "UpgradeSucceeded")
+            || cond(h, "Ready").is_some_and(|c| c.2.contains("conflict with"))
+    })
+    .await;
+    assert_eq!(
+        ready_reason(&h),
+        Some(("True".into(), "UpgradeSucceeded".into())),
+        "{:?}",
+        cond(&h, "Ready")
+    );
+    assert_eq!(
+        configmap_data(&ns, "web-app", "chartVersion")
+            .await
+            .as_deref(),
+        Some("1.0.1")
+    );
+    assert_eq!(helm_history(&ns.name, "web").len(), 2);
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// `driftDetection.mode: enabled`: a changed object of the release is put back on the next
 /// reconcile, with a `DriftCorrected` Event naming it, and no new Helm revision.
 #[tokio::test]

@@ -128,6 +128,12 @@ pub enum Crds {
     CreateReplace,
 }
 
+/// Server-side apply always takes the fields other managers hold (a `kubectl set image`, the
+/// `helm-controller` of a release moved from Flux), as Flux's helm-controller does: without it
+/// such an upgrade fails on `conflict with "kubectl-set"`. Helm refuses it with client-side
+/// apply, so `auto` is resolved from storage first ([`HelmCli::resolve_server_side`]).
+const FORCE_CONFLICTS: &str = "--force-conflicts";
+
 /// `--server-side` of upgrade and rollback.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ServerSide {
@@ -649,6 +655,9 @@ pub fn install_args(
         seconds(r.timeout),
         format!("--server-side={}", r.server_side),
     ];
+    if r.server_side {
+        a.push(FORCE_CONFLICTS.into());
+    }
     wait_args(&mut a, r.wait);
     let flags = [
         (r.disable_hooks, "--no-hooks"),
@@ -709,7 +718,11 @@ pub fn upgrade_args(
         (r.disable_hooks, "--no-hooks"),
         (r.disable_openapi_validation, "--disable-openapi-validation"),
         (r.disable_schema_validation, "--skip-schema-validation"),
-        (r.force, "--force-replace"),
+        (r.server_side == ServerSide::Enabled, FORCE_CONFLICTS),
+        (
+            r.force && r.server_side != ServerSide::Enabled,
+            "--force-replace",
+        ),
         (r.cleanup_on_fail, "--cleanup-on-fail"),
         (r.take_ownership, "--take-ownership"),
     ];
@@ -785,7 +798,11 @@ pub fn rollback_args(r: &RollbackRequest) -> Vec<String> {
     wait_args(&mut a, r.wait);
     let flags = [
         (r.disable_hooks, "--no-hooks"),
-        (r.force, "--force-replace"),
+        (r.server_side == ServerSide::Enabled, FORCE_CONFLICTS),
+        (
+            r.force && r.server_side != ServerSide::Enabled,
+            "--force-replace",
+        ),
         (r.cleanup_on_fail, "--cleanup-on-fail"),
     ];
     a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
@@ -976,6 +993,38 @@ fn action_files(
     Ok((vf, pr))
 }
 
+impl HelmCli {
+    /// `auto` resolved as Helm does, so conflicts can be forced ([`FORCE_CONFLICTS`]): the
+    /// apply method (`ssa` or not) of the latest release (upgrade, `revision: None`) or of the
+    /// release rolled back to (`Some(Some(n))`; `Some(None)`: the one before the latest). Left
+    /// `auto` (Helm decides, conflicts not forced) when storage cannot tell.
+    async fn resolve_server_side(
+        &self,
+        t: &Target,
+        r: &ReleaseRef,
+        side: ServerSide,
+        revision: Option<Option<u32>>,
+    ) -> ServerSide {
+        if side != ServerSide::Auto {
+            return side;
+        }
+        let Ok(history) = storage::history(&t.client, &r.namespace, &r.name).await else {
+            return side;
+        };
+        let latest = history.iter().map(|x| x.version).max().unwrap_or(0);
+        let version = match revision {
+            None => latest,
+            Some(Some(n)) => n,
+            Some(None) => latest.saturating_sub(1),
+        };
+        match history.iter().find(|x| x.version == version) {
+            Some(x) if x.apply_method == "ssa" => ServerSide::Enabled,
+            Some(_) => ServerSide::Disabled,
+            None => side,
+        }
+    }
+}
+
 impl Engine for HelmCli {
     async fn install(&self, t: &Target, r: &InstallRequest) -> Result<Release> {
         if r.crds == Crds::CreateReplace {
@@ -1000,6 +1049,12 @@ impl Engine for HelmCli {
             Crds::Create => apply_crds(self, t, Action::Upgrade, &r.chart, false).await?,
             Crds::CreateReplace => apply_crds(self, t, Action::Upgrade, &r.chart, true).await?,
         }
+        let r = &UpgradeRequest {
+            server_side: self
+                .resolve_server_side(t, &r.release, r.server_side, None)
+                .await,
+            ..r.clone()
+        };
         let scratch = self.scratch()?;
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
         let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
@@ -1021,6 +1076,12 @@ impl Engine for HelmCli {
     }
 
     async fn rollback(&self, t: &Target, r: &RollbackRequest) -> Result<Release> {
+        let r = &RollbackRequest {
+            server_side: self
+                .resolve_server_side(t, &r.release, r.server_side, Some(r.revision))
+                .await,
+            ..r.clone()
+        };
         let scratch = self.scratch()?;
         if let Err(e) = self
             .run(
@@ -1051,6 +1112,19 @@ impl Engine for HelmCli {
     }
 
     async fn dry_run(&self, t: &Target, r: &DryRunRequest) -> Result<Release> {
+        let resolved;
+        let r = match r {
+            DryRunRequest::Upgrade(u) => {
+                resolved = DryRunRequest::Upgrade(UpgradeRequest {
+                    server_side: self
+                        .resolve_server_side(t, &u.release, u.server_side, None)
+                        .await,
+                    ..u.clone()
+                });
+                &resolved
+            }
+            other => other,
+        };
         let (action, values, post_render) = match r {
             DryRunRequest::Install(i) => (Action::Install, &i.values, i.post_render.as_ref()),
             DryRunRequest::Upgrade(u) => (Action::Upgrade, &u.values, u.post_render.as_ref()),
@@ -1146,6 +1220,7 @@ mod tests {
             "/t/v.json",
             "300s",
             "--server-side=true",
+            "--force-conflicts",
             "--wait=watcher",
             "--wait-for-jobs",
             "--take-ownership",
@@ -1189,6 +1264,7 @@ mod tests {
             assert!(has(&a, f), "{f} in {a:?}");
         }
         assert!(!has(&a, "--wait-for-jobs") && !has(&a, "--take-ownership"));
+        assert!(!has(&a, "--force-conflicts"), "client-side apply: {a:?}");
         r.crds = Crds::CreateReplace;
         assert!(
             has(&install_args(&r, Path::new("/v"), None), "--skip-crds"),
@@ -1288,6 +1364,35 @@ mod tests {
             !has(&a, "--skip-crds"),
             "upgrade has no CRD flag: the engine applies them"
         );
+        assert!(
+            !has(&a, "--force-conflicts"),
+            "auto: Helm refuses it with CSA"
+        );
+        // server-side apply forces conflicts (Flux); --force-replace is client-side only
+        let a = upgrade_args(
+            &UpgradeRequest {
+                server_side: ServerSide::Enabled,
+                ..u.clone()
+            },
+            Path::new("/v"),
+            None,
+        );
+        assert!(
+            has(&a, "--force-conflicts") && !has(&a, "--force-replace"),
+            "{a:?}"
+        );
+        let a = upgrade_args(
+            &UpgradeRequest {
+                server_side: ServerSide::Disabled,
+                ..u.clone()
+            },
+            Path::new("/v"),
+            None,
+        );
+        assert!(
+            !has(&a, "--force-conflicts") && has(&a, "--force-replace"),
+            "{a:?}"
+        );
         let rb = RollbackRequest {
             release: rel(),
             revision: Some(3),
@@ -1305,6 +1410,7 @@ mod tests {
         assert!(
             has(&a, "--no-hooks") && has(&a, "--history-max=0") && has(&a, "--server-side=true")
         );
+        assert!(has(&a, "--force-conflicts"), "{a:?}");
         let un = UninstallRequest {
             release: rel(),
             timeout: Duration::from_secs(60),
