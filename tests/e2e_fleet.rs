@@ -43,10 +43,12 @@
 //!   created when missing; the Gateway API CRDs `e2e/cluster` installed are left as they are.
 //!
 //! Cleanup: deleting the root Kustomization prunes the fleet; the releases are uninstalled by
-//! the helm controllers (finalizers) before the namespaces go. The CRDs a chart's `crds/`
-//! created (Helm never deletes those) are deleted at the end. On a failure, a guard uninstalls
-//! what is left in the fleet namespaces with the `helm` CLI, drops the finalizers there and
-//! deletes the namespaces and the charts' new CRDs (the test namespace stays for debugging).
+//! the helm controllers (finalizers) before the namespaces go, which the test checks on the
+//! releases' cluster-scoped objects. What Helm itself keeps after an uninstall is deleted by
+//! the test: the CRDs a chart's `crds/` created and envoy-gateway's cluster-scoped hook
+//! objects. On a failure, a guard uninstalls what is left in the fleet namespaces with the
+//! `helm` CLI, drops the finalizers there and deletes those namespaces, the charts' new CRDs
+//! and the hook objects (the test namespace stays for debugging, as before).
 
 mod support;
 
