@@ -1,6 +1,9 @@
 //! Flux's official example fleet (`flux2-kustomize-helm-example`, `tests/fixtures/`) served
-//! from the real Git server and reconciled by pennant's source and kustomize controllers
-//! (`--controllers source,kustomize`), once as the staging cluster and once as production.
+//! from the real Git server and reconciled end to end by pennant's source, kustomize and helm
+//! controllers, once as the staging cluster and once as production: every Kustomization
+//! (`flux-system`, `infra-controllers`, `infra-configs`, `apps`) and every HelmRelease
+//! (`cert-manager`, `envoy-gateway`, `podinfo`) reaches `Ready=True`, and the real `helm` CLI
+//! (`helm list`, `helm history`, `helm get values`) agrees with the releases' status.
 //!
 //! Bootstrap as `flux bootstrap` leaves it: the fleet's `clusters/<env>/flux-system/` holds
 //! placeholders (`gotk-components.yaml` and `gotk-sync.yaml` are one comment line each until a
@@ -12,37 +15,64 @@
 //! local server is anonymous) and applied by the test. One deviation keeps the shared cluster
 //! safe: the objects live in a fresh namespace instead of `flux-system`, and the root
 //! Kustomization sets `targetNamespace` to it, so the fleet's Kustomizations and its
-//! ArtifactGenerator (`namespace: flux-system` in the repository) land there too. The
-//! controllers run with the fleet's own `--requeue-dependency=5s` (its flux-system patch). And
-//! the chart registries of the two OCIRepositories (`oci://quay.io/…`, `oci://docker.io/…`) are
-//! rewritten to a closed loopback port in the committed copy, so no test reaches the internet.
+//! ArtifactGenerator (`namespace: flux-system` in the repository) land there too. The fleet's
+//! chart sources and HelmReleases live in its fixed namespaces (`cert-manager`,
+//! `envoy-gateway-system`, `podinfo`): one `pennant controller --controllers source,helm
+//! --namespace <ns>` per namespace reconciles them, next to the `source,kustomize` one of the
+//! test namespace (with the fleet's own `--requeue-dependency=5s`, its flux-system patch).
 //!
-//! What the fleet reaches without a HelmRelease controller (pennant's CRDs define HelmRelease,
-//! its controller does not run here): the GitRepository stores the `.sourceignore`d tree; the
-//! root Kustomization applies the ArtifactGenerator and the three cluster Kustomizations; the
-//! generator makes the ExternalArtifacts `infrastructure` and `apps`; `infra-controllers`
-//! applies its Namespaces, OCIRepositories and HelmReleases, which nothing reconciles, and waits
-//! on their health (`wait: true`: `Ready=Unknown`, Flux's "Running health checks" message);
-//! `infra-configs` and `apps` wait on their dependencies (`DependencyNotReady`); the `podinfo`
-//! Namespace and its HelmRepository are never created.
+//! The machine has no internet, so the charts are mirrored on loopback and the test's copy of
+//! the fleet has its chart URLs rewritten (nothing else of the manifests is edited):
+//! `oci://quay.io/` and `oci://docker.io/` become the cluster's OCI registry (plain HTTP on
+//! 127.0.0.1, reached without `insecure: true` as Flux's OCI client reaches a loopback
+//! registry), and `https://stefanprodan.github.io/podinfo` a Helm repository served by the
+//! test. The charts come from the Go module proxy (`go mod download`, cached in Go's module
+//! cache), packaged and pushed by the real `helm`:
+//! - podinfo: the real chart (`charts/podinfo` of podinfo at [`PODINFO_MODULE`], chart
+//!   6.9.2), plus the same chart versioned [`PODINFO_PRERELEASE`], so staging's `>=1.0.0-alpha`
+//!   and production's `>=1.0.0` pick different versions. That chart has no HTTPRoute template:
+//!   the fleet's `httpRoute` values are in the release, no HTTPRoute is made.
+//! - cert-manager: the real chart (`deploy/charts/cert-manager` of [`CERT_MANAGER_MODULE`],
+//!   versioned as its release, `v1.21.2`) without its two webhook configurations: they are
+//!   `failurePolicy: Fail` and would need the webhook pod to serve them, and pods do not run
+//!   here (kwok marks them Running and Ready). Pushed to `jetstack/charts/cert-manager`.
+//! - envoy-gateway: the real chart (`charts/gateway-helm` of [`ENVOY_GATEWAY_MODULE`],
+//!   versioned `v1.9.1`, `values.yaml` made from its `values.tmpl.yaml` with the image
+//!   placeholders filled). Its certgen hook Job completes under kwok. Pushed to
+//!   `envoyproxy/gateway-helm`. Its `crds/` (Envoy Gateway's and Gateway API's CRDs) are
+//!   created when missing; the Gateway API CRDs `e2e/cluster` installed are left as they are.
+//!
+//! Cleanup: deleting the root Kustomization prunes the fleet; the releases are uninstalled by
+//! the helm controllers (finalizers) before the namespaces go, which the test checks on the
+//! releases' cluster-scoped objects. What Helm itself keeps after an uninstall is deleted by
+//! the test: the CRDs a chart's `crds/` created and envoy-gateway's cluster-scoped hook
+//! objects. On a failure, a guard uninstalls what is left in the fleet namespaces with the
+//! `helm` CLI, drops the finalizers there and deletes those namespaces, the charts' new CRDs
+//! and the hook objects (the test namespace stays for debugging, as before).
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::ResourceExt;
 use pennant::api::helm_release::HelmRelease;
 use pennant::api::kustomization::Kustomization;
-use pennant::api::source::{ArtifactGenerator, ExternalArtifact, GitRepository, OCIRepository};
+use pennant::api::source::{
+    ArtifactGenerator, ExternalArtifact, GitRepository, HelmChart, HelmRepository, OCIRepository,
+};
+use serde_json::Value;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
-use support::kustomize::{inventory_ids, ready, wait_ks_for};
+use support::helmrepo::{HelmRepo, helm_in};
+use support::hr::{assert_history_agrees, cond, helm_json, start_controllers, wait_hr_for};
+use support::kustomize::{inventory_ids, ready};
 use support::sources::{
-    cleanup, download_artifact, flux_ok, generator_ready,
+    cleanup, download_artifact, flux_ok, generator_ready, ready as source_ready,
     start_source_and_kustomize_controllers_with, wait_revision,
 };
 use support::*;
@@ -55,8 +85,196 @@ const FLEET: &str = concat!(
 const FLEET_NAMESPACES: [&str; 3] = ["cert-manager", "envoy-gateway-system", "podinfo"];
 const OWNER_NS: &str = "kustomize.toolkit.fluxcd.io/namespace";
 const OWNER_NAME: &str = "kustomize.toolkit.fluxcd.io/name";
-/// Where the fleet's OCI chart registries point in the test's copy: a closed loopback port.
-const NO_REGISTRY: &str = "oci://127.0.0.1:9/";
+
+/// A Go module at a pinned version, as `go mod download` takes it.
+struct GoModule {
+    path: &'static str,
+    version: &'static str,
+}
+
+/// podinfo at the commit whose `charts/podinfo` is chart 6.9.2 ([`PODINFO_VERSION`]).
+const PODINFO_MODULE: GoModule = GoModule {
+    path: "github.com/stefanprodan/podinfo",
+    version: "v1.8.1-0.20250910200901-e86405a8674e",
+};
+const PODINFO_VERSION: &str = "6.9.2";
+/// The real podinfo chart published once more under a prerelease version: newest for
+/// staging's `>=1.0.0-alpha`, excluded by production's `>=1.0.0`.
+const PODINFO_PRERELEASE: &str = "6.10.0-rc.1";
+/// The newest cert-manager release on the module proxy; its chart is versioned as the tag.
+const CERT_MANAGER_MODULE: GoModule = GoModule {
+    path: "github.com/cert-manager/cert-manager",
+    version: "v1.21.2",
+};
+/// The newest Envoy Gateway release on the module proxy; its chart is versioned as the tag.
+const ENVOY_GATEWAY_MODULE: GoModule = GoModule {
+    path: "github.com/envoyproxy/gateway",
+    version: "v1.9.1",
+};
+/// The CRD groups the charts' `crds/` directories hold that `e2e/cluster` does not install:
+/// the ones of them the test created are deleted at its end.
+const CHART_CRD_GROUPS: [&str; 2] = [".gateway.envoyproxy.io", ".gateway.networking.x-k8s.io"];
+
+/// `go mod download` of `m` (Go's module cache is the cache; the proxy is the only network
+/// this needs): the module's directory.
+fn go_module_dir(m: &GoModule) -> PathBuf {
+    let module = format!("{}@{}", m.path, m.version);
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", &module])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `go mod download {module}` ({e}): the fleet test mirrors its charts \
+                 from the Go module proxy and needs `go` on PATH"
+            )
+        });
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && info["Dir"].is_string(),
+        "`go mod download -json {module}` failed (the fleet test mirrors its charts from the Go \
+         module proxy; check GOPROXY / the network):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(info["Dir"].as_str().unwrap())
+}
+
+/// Copies the tree `src` to `dst` (writable: the module cache is read-only).
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+            let mut perm = std::fs::metadata(&to).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&to, perm).unwrap();
+        }
+    }
+}
+
+/// Sets `version` and `appVersion` of the chart at `dir`.
+fn set_chart_version(dir: &Path, version: &str, app_version: Option<&str>) {
+    let path = dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                format!("version: {version}")
+            } else if let Some(a) = app_version.filter(|_| l.starts_with("appVersion:")) {
+                format!("appVersion: {a}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, out.join("\n") + "\n").unwrap();
+}
+
+/// `helm package` the chart at `dir` and `helm push --plain-http` it to `oci://<registry>/<path>`;
+/// returns the pushed manifest digest (`sha256:<hex>`, helm's `Digest:` line).
+fn helm_push(work: &Path, dir: &Path, path: &str) -> String {
+    let packages = work.join("oci-packages");
+    let out = run(helm_in(work)
+        .arg("package")
+        .arg(dir)
+        .arg("--destination")
+        .arg(&packages));
+    let tgz = out.trim().rsplit(": ").next().unwrap().to_string();
+    let pushed = helm_in(work)
+        .args(["push", &tgz, &format!("oci://{}/{path}", registry_addr())])
+        .arg("--plain-http")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&pushed.stdout),
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(pushed.status.success(), "helm push {tgz}: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no digest in helm push's output: {text}"))
+        .trim()
+        .to_string()
+}
+
+/// The fleet's charts, mirrored on loopback (module docs).
+struct Charts {
+    /// podinfo's Helm repository ([`PODINFO_VERSION`] and [`PODINFO_PRERELEASE`]).
+    podinfo: HelmRepo,
+    /// Manifest digests of the pushed `cert-manager` and `gateway-helm` charts.
+    cert_manager_digest: String,
+    gateway_digest: String,
+}
+
+/// Mirrors the three charts (module docs).
+fn mirror_charts() -> Charts {
+    let podinfo = HelmRepo::start(None);
+    let work = podinfo.work.clone();
+
+    let chart = go_module_dir(&PODINFO_MODULE).join("charts/podinfo");
+    let meta = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
+    assert!(
+        meta.lines()
+            .any(|l| l == format!("version: {PODINFO_VERSION}")),
+        "{meta}"
+    );
+    let stable = work.join("podinfo");
+    copy_tree(&chart, &stable);
+    podinfo.add_chart_dir(&stable);
+    let pre = work.join("podinfo-prerelease");
+    copy_tree(&chart, &pre);
+    set_chart_version(&pre, PODINFO_PRERELEASE, None);
+    podinfo.add_chart_dir(&pre);
+
+    let cm = work.join("cert-manager");
+    copy_tree(
+        &go_module_dir(&CERT_MANAGER_MODULE).join("deploy/charts/cert-manager"),
+        &cm,
+    );
+    for webhook in [
+        "webhook-mutating-webhook.yaml",
+        "webhook-validating-webhook.yaml",
+    ] {
+        std::fs::remove_file(cm.join("templates").join(webhook)).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(cm.join("tests"));
+    let v = CERT_MANAGER_MODULE.version;
+    set_chart_version(&cm, v, Some(v));
+    let cert_manager_digest = helm_push(&work, &cm, "jetstack/charts");
+
+    let eg = work.join("gateway-helm");
+    copy_tree(
+        &go_module_dir(&ENVOY_GATEWAY_MODULE).join("charts/gateway-helm"),
+        &eg,
+    );
+    let v = ENVOY_GATEWAY_MODULE.version;
+    let template = std::fs::read_to_string(eg.join("values.tmpl.yaml")).unwrap();
+    let values = template
+        .replace(
+            "${GatewayImage}",
+            &format!("docker.io/envoyproxy/gateway:{v}"),
+        )
+        .replace("${GatewayImagePullPolicy}", "IfNotPresent");
+    assert!(!values.contains("${"), "a placeholder left in values.yaml");
+    std::fs::write(eg.join("values.yaml"), values).unwrap();
+    std::fs::remove_file(eg.join("values.tmpl.yaml")).unwrap();
+    set_chart_version(&eg, v, Some(&format!("\"{v}\"")));
+    let gateway_digest = helm_push(&work, &eg, "envoyproxy");
+
+    Charts {
+        podinfo,
+        cert_manager_digest,
+        gateway_digest,
+    }
+}
 
 /// Every file of the fleet (path relative to its root → content), as the repository holds it.
 fn fleet_files() -> BTreeMap<String, String> {
@@ -76,14 +294,16 @@ fn fleet_files() -> BTreeMap<String, String> {
     out
 }
 
-/// The fleet as the test commits it: [`fleet_files`] with the OCI registries on
-/// [`NO_REGISTRY`].
-fn fleet_files_offline() -> BTreeMap<String, String> {
+/// The fleet as the test commits it: [`fleet_files`] with the chart URLs on the mirrors (the
+/// OCI registries on the cluster's registry, podinfo's Helm repository on `podinfo_url`).
+fn fleet_files_mirrored(podinfo_url: &str) -> BTreeMap<String, String> {
+    let registry = format!("oci://{}/", registry_addr());
     let mut files = fleet_files();
     for content in files.values_mut() {
         *content = content
-            .replace("oci://quay.io/", NO_REGISTRY)
-            .replace("oci://docker.io/", NO_REGISTRY);
+            .replace("oci://quay.io/", &registry)
+            .replace("oci://docker.io/", &registry)
+            .replace("https://stefanprodan.github.io/podinfo", podinfo_url);
     }
     files
 }
@@ -113,33 +333,182 @@ fn gotk_sync(url: &str, env: &str, ns: &str) -> String {
     format!("{source}{ks}")
 }
 
-/// The fleet Namespaces that exist now, with their owner's namespace label. A leftover of an
-/// earlier run of this test (owner `fleet-*`) is deleted; any other owner fails the test before
-/// it touches the object.
-async fn fleet_namespaces_clear(client: &kube::Client) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    for name in FLEET_NAMESPACES {
-        let Some(n) = api.get_opt(name).await.unwrap() else {
-            continue;
-        };
-        let owner = n.metadata.labels.as_ref().and_then(|l| l.get(OWNER_NS));
-        assert!(
-            owner.is_some_and(|o| o.starts_with("fleet-")),
-            "Namespace {name} exists and is not this test's (owner {owner:?}): not touching it"
-        );
-        delete_namespace(client, name).await;
+/// `kubectl <args>` on the cluster: (success, stdout).
+fn kubectl_out(args: &[&str]) -> (bool, String) {
+    match Command::new(kubectl())
+        .args(["--kubeconfig", &kubeconfig_path()])
+        .args(args)
+        .output()
+    {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        ),
+        Err(_) => (false, String::new()),
     }
 }
 
-async fn delete_namespace(client: &kube::Client, name: &str) {
+/// The owner namespace label of the fleet Namespace `name` when it exists.
+fn fleet_namespace_owner(name: &str) -> Option<String> {
+    let (ok, out) = kubectl_out(&["get", "namespace", name, "--ignore-not-found", "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+    Some(
+        v["metadata"]["labels"][OWNER_NS]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// Without any controller (synchronous, best effort): uninstalls every release of the fleet
+/// Namespace `name` with the `helm` CLI, drops the finalizers of pennant's objects there and
+/// deletes the Namespace (not waiting).
+fn force_clear_namespace(name: &str) {
+    let (_, releases) = kubectl_out(&[
+        "get",
+        "secrets",
+        "-n",
+        name,
+        "-l",
+        "owner=helm",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.labels.name}{\"\\n\"}{end}",
+    ]);
+    let releases: BTreeSet<&str> = releases.lines().filter(|l| !l.is_empty()).collect();
+    for r in releases {
+        let _ = Command::new(helm())
+            .args([
+                "uninstall",
+                r,
+                "-n",
+                name,
+                "--kubeconfig",
+                &kubeconfig_path(),
+            ])
+            .args(["--no-hooks", "--timeout", "30s"])
+            .output();
+    }
+    for kind in [
+        "helmreleases.helm.toolkit.fluxcd.io",
+        "helmcharts.source.toolkit.fluxcd.io",
+        "ocirepositories.source.toolkit.fluxcd.io",
+        "helmrepositories.source.toolkit.fluxcd.io",
+    ] {
+        let (_, objects) = kubectl_out(&["get", kind, "-n", name, "-o", "name"]);
+        for o in objects.lines().filter(|l| !l.is_empty()) {
+            kubectl_out(&[
+                "patch",
+                "-n",
+                name,
+                o,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
+    }
+    kubectl_out(&[
+        "delete",
+        "namespace",
+        name,
+        "--ignore-not-found",
+        "--wait=false",
+    ]);
+}
+
+/// The fleet Namespaces that exist now: a leftover of an earlier run of this test (owner
+/// `fleet-*`) is cleared ([`force_clear_namespace`]) and waited for; any other owner fails the
+/// test before it touches the object.
+async fn fleet_namespaces_clear(client: &kube::Client) {
+    for name in FLEET_NAMESPACES {
+        let Some(owner) = fleet_namespace_owner(name) else {
+            continue;
+        };
+        assert!(
+            owner.starts_with("fleet-"),
+            "Namespace {name} exists and is not this test's (owner {owner:?}): not touching it"
+        );
+        force_clear_namespace(name);
+        namespace_gone(client, name).await;
+    }
+}
+
+async fn namespace_gone(client: &kube::Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let _ = api.delete(name, &Default::default()).await;
     wait_until(
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         &format!("Namespace {name} gone"),
         || async { api.get_opt(name).await.is_ok_and(|n| n.is_none()) },
     )
     .await;
+}
+
+/// CRDs of [`CHART_CRD_GROUPS`] not in `before`.
+fn new_chart_crds(before: &BTreeSet<String>) -> Vec<String> {
+    let (_, out) = kubectl_out(&["get", "crd", "-o", "name"]);
+    out.lines()
+        .filter_map(|l| l.strip_prefix("customresourcedefinition.apiextensions.k8s.io/"))
+        .filter(|n| CHART_CRD_GROUPS.iter().any(|g| n.ends_with(g)) && !before.contains(*n))
+        .map(String::from)
+        .collect()
+}
+
+fn crd_names() -> BTreeSet<String> {
+    let (ok, out) = kubectl_out(&["get", "crd", "-o", "name"]);
+    assert!(ok, "kubectl get crd failed");
+    out.lines()
+        .filter_map(|l| l.strip_prefix("customresourcedefinition.apiextensions.k8s.io/"))
+        .map(String::from)
+        .collect()
+}
+
+/// Cluster-scoped hook objects of the fleet's releases (pennant's post-renderer labels every
+/// object of a release with `helm.toolkit.fluxcd.io/namespace`): Helm keeps a hook object with
+/// no deletion policy after the uninstall, as envoy-gateway's pre-install certgen
+/// ClusterRole(Binding) and topology-injector MutatingWebhookConfiguration. Deleted; returns
+/// their names.
+fn delete_hook_leftovers() -> Vec<String> {
+    let selector = format!(
+        "helm.toolkit.fluxcd.io/namespace in ({})",
+        FLEET_NAMESPACES.join(",")
+    );
+    let kinds = "clusterrole,clusterrolebinding,mutatingwebhookconfiguration,\
+                 validatingwebhookconfiguration";
+    let (_, out) = kubectl_out(&["get", kinds, "-l", &selector, "-o", "name"]);
+    kubectl_out(&["delete", kinds, "-l", &selector, "--wait=false"]);
+    out.lines().map(String::from).collect()
+}
+
+/// On a panic, clears what the fleet left on the shared cluster (module docs); it is declared
+/// before the controllers, so it runs after they were stopped.
+struct Leftovers {
+    crds_before: BTreeSet<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("fleet test failed: clearing the fleet namespaces and the charts' CRDs");
+        for name in FLEET_NAMESPACES {
+            if fleet_namespace_owner(name).is_some_and(|o| o.starts_with("fleet-")) {
+                force_clear_namespace(name);
+            }
+        }
+        kubectl_out(&[
+            "delete",
+            "gatewayclass",
+            "-l",
+            &format!("{OWNER_NAME}=infra-configs"),
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        for crd in new_chart_crds(&self.crds_before) {
+            kubectl_out(&["delete", "crd", &crd, "--wait=false"]);
+        }
+        delete_hook_leftovers();
+    }
 }
 
 async fn external_artifact(ns: &TestNs, name: &str) -> pennant::api::source::Artifact {
@@ -159,9 +528,168 @@ fn keys(files: &BTreeMap<String, String>) -> Vec<&str> {
     files.keys().map(String::as_str).collect()
 }
 
+async fn wait_until_generator(ns: &TestNs) -> ArtifactGenerator {
+    let api = Api::<ArtifactGenerator>::namespaced(ns.client.clone(), &ns.name);
+    let mut last = None;
+    for _ in 0..300 {
+        if let Some(g) = api.get_opt("flux-system").await.unwrap() {
+            if generator_ready(&g).is_some_and(|(s, _, _)| s == "True") {
+                return g;
+            }
+            last = Some(g);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("ArtifactGenerator flux-system not Ready: {last:?}");
+}
+
+/// How long a layer of the fleet may take to become Ready (the Kustomizations' own health
+/// check timeout is 5 m; the releases here take seconds).
+const LAYER_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Waits until the Kustomization `name` is `Ready=True` with Flux's message for `revision`,
+/// printing the wait; returns it.
+async fn wait_ks_ready(ns: &TestNs, name: &str, revision: &str) -> Kustomization {
+    let api = Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name);
+    let want = format!("Applied revision: {revision}");
+    let start = Instant::now();
+    loop {
+        let k = api.get_opt(name).await.unwrap();
+        if let Some(k) = &k
+            && ready(k)
+                .is_some_and(|(s, r, m)| s == "True" && r == "ReconciliationSucceeded" && m == want)
+        {
+            println!("Kustomization {name} Ready after {:?}", start.elapsed());
+            return k.clone();
+        }
+        if start.elapsed() > LAYER_TIMEOUT {
+            panic!(
+                "Kustomization {name} not Ready ({want}) after {LAYER_TIMEOUT:?}: {:#?}",
+                k.and_then(|k| k.status)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A fixed fleet namespace as a [`TestNs`] (for the helpers; never cleaned up through it).
+fn fleet_ns(client: &kube::Client, name: &str) -> TestNs {
+    TestNs {
+        client: client.clone(),
+        name: name.into(),
+    }
+}
+
+/// `helm list -n ns -o json`'s only release, checked against the HelmRelease: name, status
+/// `deployed`, revision, chart `<name>-<version>` as the newest `status.history` entry.
+fn assert_helm_list_agrees(hr: &HelmRelease, ns: &str) -> Value {
+    let list = helm_json(ns, &["list"]);
+    let releases = list.as_array().unwrap();
+    assert_eq!(releases.len(), 1, "helm list -n {ns}: {list}");
+    let r = &releases[0];
+    let newest = &hr.status.as_ref().unwrap().history[0];
+    assert_eq!(r["name"], newest.name.as_str(), "{r}");
+    assert_eq!(r["namespace"], ns, "{r}");
+    assert_eq!(r["status"], "deployed", "{r}");
+    assert_eq!(r["revision"], newest.version.to_string(), "{r}");
+    assert_eq!(
+        r["chart"],
+        format!("{}-{}", newest.chart_name, newest.chart_version),
+        "{r}"
+    );
+    assert_eq!(newest.status, "deployed");
+    assert_history_agrees(hr, ns, &newest.name);
+    r.clone()
+}
+
+/// Waits until the HelmRelease is `Ready=True` after an install, checks Flux's message for
+/// `chart@chart_version` (the version Helm records: the chart's own, pennant does not rewrite
+/// it as Flux does for OCI charts), `status.lastAttemptedRevision` (`version`), and
+/// `helm list` / `helm history`.
+async fn assert_installed(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    chart: &str,
+    chart_version: &str,
+    version: &str,
+) -> HelmRelease {
+    let ns = fleet_ns(client, namespace);
+    let hr = wait_hr_for(&ns, name, "installed", LAYER_TIMEOUT, |h| {
+        cond(h, "Ready").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    let (_, reason, message) = cond(&hr, "Ready").unwrap();
+    assert_eq!(reason, "InstallSucceeded", "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "Helm install succeeded for release {namespace}/{name}.v1 with chart {chart}@{chart_version}"
+        )
+    );
+    let st = hr.status.as_ref().unwrap();
+    assert_eq!(st.last_attempted_revision.as_deref(), Some(version));
+    assert_eq!(st.history.len(), 1, "{:?}", st.history);
+    assert_eq!(st.history[0].chart_name, chart);
+    assert_eq!(cond(&hr, "Released").unwrap().0, "True");
+    assert_helm_list_agrees(&hr, namespace);
+    hr
+}
+
+/// `<version>+<first 12 hex of digest>`, Flux's chart version of an OCI chart (its semver
+/// string: no leading `v`).
+fn oci_chart_version(version: &str, digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    format!("{}+{}", version.trim_start_matches('v'), &hex[..12])
+}
+
+async fn get_json(
+    client: &kube::Client,
+    ns: &str,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+) -> Value {
+    fleet_ns(client, ns)
+        .get(api_version, kind, name)
+        .await
+        .unwrap_or_else(|| panic!("{kind} {ns}/{name} missing"))
+}
+
+async fn cluster_get(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Value> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let o = api.get_opt(name).await.ok().flatten()?;
+    serde_json::to_value(o).ok()
+}
+
+/// A Deployment of `ns` exists with every replica available.
+async fn assert_available(client: &kube::Client, ns: &str, name: &str) {
+    let d = get_json(client, ns, "apps/v1", "Deployment", name).await;
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    assert!(
+        want >= 1 && d["status"]["availableReplicas"].as_i64() == Some(want),
+        "Deployment {ns}/{name}: {}",
+        d["status"]
+    );
+}
+
 /// One cluster of the fleet (`env`: `staging` or `production`) in its own namespace, from the
-/// commit `sha` of `url`: the state it reaches, then its removal.
-async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &str) {
+/// commit `sha` of `url`: every layer Ready, then its removal.
+async fn reconcile_cluster(
+    client: &kube::Client,
+    url: &str,
+    sha: &str,
+    env: &str,
+    charts: &Charts,
+) {
     fleet_namespaces_clear(client).await;
     let ns = TestNs::new(client, &format!("fleet-{env}"), 0).await;
     let storage = TempDir::new("pennant-storage");
@@ -170,8 +698,27 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
         storage.path(),
         &["--requeue-dependency=5s"],
     );
+    // one source+helm controller per fleet namespace (they exist once the fleet made them)
+    let helm_storage: Vec<TempDir> = FLEET_NAMESPACES
+        .iter()
+        .map(|_| TempDir::new("pennant-storage"))
+        .collect();
+    let _helm_ctls: Vec<ControllerProcess> = FLEET_NAMESPACES
+        .iter()
+        .zip(&helm_storage)
+        .map(|(n, st)| {
+            start_controllers(
+                n,
+                &format!("fleet-{env}-{n}"),
+                "source,helm",
+                st.path(),
+                &[],
+            )
+        })
+        .collect();
     ns.apply_yaml(&gotk_sync(url, env, &ns.name)).await;
     let rev = format!("main@sha1:{sha}");
+    let n = &ns.name;
 
     // the GitRepository: the repository's tree minus what `.sourceignore` excludes
     let repo: GitRepository = wait_revision(&ns, "flux-system", &rev).await;
@@ -190,14 +737,9 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
     assert!(!files.contains_key("README.md") && !files.contains_key("scripts/validate.sh"));
 
     // the root Kustomization: the generator and the three cluster Kustomizations, in `ns`
-    let root = wait_ks_for(&ns, "flux-system", "Applied revision", |k| {
-        ready(k).is_some_and(|(s, r, _)| s == "True" && r == "ReconciliationSucceeded")
-    })
-    .await;
-    assert_eq!(ready(&root).unwrap().2, format!("Applied revision: {rev}"));
+    let root = wait_ks_ready(&ns, "flux-system", &rev).await;
     let mut inventory = inventory_ids(&root);
     inventory.sort();
-    let n = &ns.name;
     assert_eq!(
         inventory,
         [
@@ -251,28 +793,22 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
         ]
     );
 
-    // infra-controllers: its Namespaces, OCIRepositories and HelmReleases applied; the
-    // HelmReleases (no helm controller here) never become ready, so it waits on their health
-    let running = format!(
-        "Running health checks for revision {} with a timeout of 5m0s",
-        infra.revision
-    );
-    let controllers = wait_ks_for(&ns, "infra-controllers", "health checks running", |k| {
-        k.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Healthy" && c.status == "Unknown" && c.message == running)
-        })
-    })
-    .await;
-    let (st, reason, _) = ready(&controllers).unwrap();
-    assert_eq!((st.as_str(), reason.as_str()), ("Unknown", "Progressing"));
+    // infra-controllers: its Namespaces, OCIRepositories and HelmReleases applied, and healthy
+    // once both releases are installed
+    let controllers = wait_ks_ready(&ns, "infra-controllers", &infra.revision).await;
     let status = controllers.status.clone().unwrap();
     assert_eq!(
-        status.last_attempted_revision.as_deref(),
+        status.last_applied_revision.as_deref(),
         Some(infra.revision.as_str())
     );
-    assert_eq!(status.last_applied_revision, None);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Healthy" && c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
     let mut ids = inventory_ids(&controllers);
     ids.sort();
     assert_eq!(
@@ -294,106 +830,264 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
         assert_eq!(labels[OWNER_NS], ns.name);
         assert_eq!(labels["toolkit.fluxcd.io/tenant"], "sre-team");
     }
-    // the chart sources (on the closed port) and the releases, stored as written, unreconciled
-    for (namespace, source, release, release_name) in [
+    // the chart sources: the mirrored charts' tags and digests, picked by the fleet's ranges;
+    // the releases: installed from them, as `helm list` and `helm history` have them
+    let registry = registry_addr();
+    for (namespace, source, path, version, digest, release, chart) in [
         (
             "cert-manager",
             "cert-manager",
+            "jetstack/charts/cert-manager",
+            CERT_MANAGER_MODULE.version,
+            &charts.cert_manager_digest,
             "cert-manager",
             "cert-manager",
         ),
         (
             "envoy-gateway-system",
             "gateway-helm",
+            "envoyproxy/gateway-helm",
+            ENVOY_GATEWAY_MODULE.version,
+            &charts.gateway_digest,
             "envoy-gateway",
-            "envoy-gateway",
+            "gateway-helm",
         ),
     ] {
         let oci = Api::<OCIRepository>::namespaced(client.clone(), namespace)
             .get(source)
             .await
             .unwrap();
-        assert!(oci.spec.url.starts_with(NO_REGISTRY), "{}", oci.spec.url);
-        let hr = Api::<HelmRelease>::namespaced(client.clone(), namespace)
-            .get(release)
-            .await
-            .unwrap();
-        assert_eq!(hr.labels()[OWNER_NAME], "infra-controllers");
-        let chart_ref = hr.spec.chart_ref.as_ref().unwrap();
+        assert_eq!(oci.spec.url, format!("oci://{registry}/{path}"));
         assert_eq!(
-            (chart_ref.kind.as_str(), chart_ref.name.as_str()),
-            ("OCIRepository", source)
+            oci.spec.insecure, None,
+            "only the URL of the fleet is rewritten"
         );
-        assert_eq!(hr.release_name(), release_name);
-        assert_eq!(hr.release_namespace(), namespace);
-        assert!(
-            hr.status.as_ref().is_none_or(|s| s.conditions.is_empty()),
-            "{release}: nothing reconciles it here: {:?}",
-            hr.status
-        );
-    }
-
-    // infra-configs waits on infra-controllers, apps on infra-configs
-    for (name, dependency) in [
-        ("infra-configs", "infra-controllers"),
-        ("apps", "infra-configs"),
-    ] {
-        let k = wait_ks_for(&ns, name, "DependencyNotReady", |k| {
-            ready(k).is_some_and(|(_, r, _)| r == "DependencyNotReady")
-        })
+        assert_eq!(source_ready(&oci).unwrap().0, "True", "{:?}", oci.status);
+        let artifact = oci.status.as_ref().unwrap().artifact.clone().unwrap();
+        assert_eq!(artifact.revision, format!("{version}@{digest}"));
+        let hr = assert_installed(
+            client,
+            namespace,
+            release,
+            chart,
+            version,
+            &oci_chart_version(version, digest),
+        )
         .await;
-        let (st, _, message) = ready(&k).unwrap();
-        assert_eq!(st, "False");
+        assert_eq!(hr.labels()[OWNER_NAME], "infra-controllers");
+        let st = hr.status.as_ref().unwrap();
         assert_eq!(
-            message,
-            format!("dependency '{}/{dependency}' is not ready", ns.name)
+            st.last_attempted_revision_digest.as_deref(),
+            Some(digest.as_str())
         );
-        let status = k.status.unwrap();
-        assert_eq!(status.last_applied_revision, None);
-        assert!(status.inventory.is_none_or(|i| i.entries.is_empty()));
+        assert_eq!(st.history[0].oci_digest.as_deref(), Some(digest.as_str()));
+        assert!(st.helm_chart.is_none(), "chartRef: no generated HelmChart");
     }
-    assert!(namespaces.get_opt("podinfo").await.unwrap().is_none());
+    // what the charts made: cert-manager's CRDs (`crds.enabled`) and its three Deployments,
+    // its controller configuration from the release values; envoy-gateway's Deployment, its
+    // certgen hook Job (completed) and the CRDs of its `crds/`
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let issuers = crds.get("clusterissuers.cert-manager.io").await.unwrap();
+    assert_eq!(
+        issuers
+            .labels()
+            .get("app.kubernetes.io/instance")
+            .map(String::as_str),
+        Some("cert-manager"),
+        "made by the release"
+    );
+    for d in [
+        "cert-manager",
+        "cert-manager-cainjector",
+        "cert-manager-webhook",
+    ] {
+        assert_available(client, "cert-manager", d).await;
+    }
+    let config = get_json(client, "cert-manager", "v1", "ConfigMap", "cert-manager").await;
+    let config = config["data"]["config.yaml"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(config.contains("enableGatewayAPI: true"), "{config}");
+    assert_available(client, "envoy-gateway-system", "envoy-gateway").await;
+    let certgen = get_json(
+        client,
+        "envoy-gateway-system",
+        "batch/v1",
+        "Job",
+        "envoy-gateway-gateway-helm-certgen",
+    )
+    .await;
+    assert_eq!(certgen["status"]["succeeded"], 1, "{}", certgen["status"]);
     assert!(
-        Api::<HelmRelease>::namespaced(client.clone(), "podinfo")
-            .get_opt("podinfo")
+        crds.get_opt("envoyproxies.gateway.envoyproxy.io")
             .await
             .unwrap()
-            .is_none()
+            .is_some()
+    );
+
+    // infra-configs, after infra-controllers: the ClusterIssuer with the cluster's ACME server
+    // (its patch), the GatewayClass and the Gateway
+    let configs = wait_ks_ready(&ns, "infra-configs", &infra.revision).await;
+    let mut ids = inventory_ids(&configs);
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "_envoy_gateway.networking.k8s.io_GatewayClass",
+            "_letsencrypt_cert-manager.io_ClusterIssuer",
+            "envoy-gateway-system_envoy_gateway.networking.k8s.io_Gateway",
+        ]
+    );
+    let issuer = cluster_get(client, "cert-manager.io/v1", "ClusterIssuer", "letsencrypt")
+        .await
+        .expect("ClusterIssuer letsencrypt");
+    let server = match env {
+        "production" => "https://acme-v02.api.letsencrypt.org/directory",
+        _ => "https://acme-staging-v02.api.letsencrypt.org/directory",
+    };
+    assert_eq!(issuer["spec"]["acme"]["server"], server);
+    assert_eq!(issuer["metadata"]["labels"][OWNER_NS], ns.name);
+    let class = cluster_get(
+        client,
+        "gateway.networking.k8s.io/v1",
+        "GatewayClass",
+        "envoy",
+    )
+    .await
+    .expect("GatewayClass envoy");
+    assert_eq!(
+        class["spec"]["controllerName"],
+        "gateway.envoyproxy.io/gatewayclass-controller"
+    );
+    let gw = get_json(
+        client,
+        "envoy-gateway-system",
+        "gateway.networking.k8s.io/v1",
+        "Gateway",
+        "envoy",
+    )
+    .await;
+    assert_eq!(gw["spec"]["gatewayClassName"], "envoy");
+
+    // apps, after infra-configs: podinfo from its Helm repository, the version the env's range
+    // picks, with the env's hostname in the release values
+    let apps_ks = wait_ks_ready(&ns, "apps", &apps.revision).await;
+    let mut ids = inventory_ids(&apps_ks);
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "_podinfo__Namespace",
+            "podinfo_podinfo_helm.toolkit.fluxcd.io_HelmRelease",
+            "podinfo_podinfo_source.toolkit.fluxcd.io_HelmRepository",
+        ]
+    );
+    let (range, version) = match env {
+        "production" => (">=1.0.0", PODINFO_VERSION),
+        _ => (">=1.0.0-alpha", PODINFO_PRERELEASE),
+    };
+    let helm_repo = Api::<HelmRepository>::namespaced(client.clone(), "podinfo")
+        .get("podinfo")
+        .await
+        .unwrap();
+    assert_eq!(helm_repo.spec.url, charts.podinfo.url);
+    assert_eq!(source_ready(&helm_repo).unwrap().0, "True");
+    let chart = Api::<HelmChart>::namespaced(client.clone(), "podinfo")
+        .get("podinfo-podinfo")
+        .await
+        .unwrap();
+    assert_eq!(chart.spec.version.as_deref(), Some(range));
+    assert_eq!(
+        source_ready(&chart).unwrap().0,
+        "True",
+        "{:?}",
+        chart.status
+    );
+    assert_eq!(
+        chart
+            .status
+            .as_ref()
+            .unwrap()
+            .artifact
+            .as_ref()
+            .unwrap()
+            .revision,
+        version
+    );
+    let hr = assert_installed(client, "podinfo", "podinfo", "podinfo", version, version).await;
+    assert_eq!(
+        hr.status.as_ref().unwrap().helm_chart.as_deref(),
+        Some("podinfo/podinfo-podinfo")
+    );
+    let values = helm_json("podinfo", &["get", "values", "podinfo"]);
+    assert_eq!(
+        values["httpRoute"]["hostnames"],
+        serde_json::json!([format!("podinfo.{env}")]),
+        "{values}"
+    );
+    assert_eq!(values["redis"]["enabled"], true, "{values}");
+    assert_eq!(values["redis"]["tag"], "8.6.2", "{values}");
+    assert_available(client, "podinfo", "podinfo").await;
+    assert_available(client, "podinfo", "podinfo-redis").await;
+    let d = get_json(client, "podinfo", "apps/v1", "Deployment", "podinfo").await;
+    assert_eq!(
+        d["metadata"]["labels"]["helm.sh/chart"],
+        format!("podinfo-{version}")
     );
 
     // the flux CLI's view of the same state
     let get = flux_ok(&ns.name, &["get", "ks"]);
-    let row = |name: &str| {
-        get.lines()
+    for name in ["flux-system", "infra-controllers", "infra-configs", "apps"] {
+        let row = get
+            .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
-            .unwrap_or_else(|| panic!("no {name} in:\n{get}"))
-            .to_string()
-    };
-    assert!(row("flux-system").contains("True"), "{get}");
-    assert!(
-        row("flux-system").contains("Applied revision: main@sha1:"),
-        "{get}"
-    );
-    assert!(row("infra-controllers").contains("Unknown"), "{get}");
-    assert!(row("infra-configs").contains("dependency"), "{get}");
-    assert!(row("apps").contains("dependency"), "{get}");
+            .unwrap_or_else(|| panic!("no {name} in:\n{get}"));
+        assert!(
+            row.contains("True") && row.contains("Applied revision"),
+            "{get}"
+        );
+    }
+    // (the REVISION column is the chart version Helm recorded)
+    for (namespace, name, version) in [
+        ("cert-manager", "cert-manager", CERT_MANAGER_MODULE.version),
+        (
+            "envoy-gateway-system",
+            "envoy-gateway",
+            ENVOY_GATEWAY_MODULE.version,
+        ),
+        ("podinfo", "podinfo", version),
+    ] {
+        let get = flux_ok(namespace, &["get", "hr", name]);
+        let row = get
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default();
+        assert!(
+            row.split_whitespace().nth(1) == Some(version)
+                && row.contains("True")
+                && row.contains("install succeeded"),
+            "{get}"
+        );
+    }
     let tree = flux_ok(&ns.name, &["tree", "ks", "flux-system"]);
     for line in [
         format!("Kustomization/{n}/apps"),
-        format!("Kustomization/{n}/infra-configs"),
-        format!("Kustomization/{n}/infra-controllers"),
-        format!("ArtifactGenerator/{n}/flux-system"),
+        "HelmRelease/podinfo/podinfo".to_string(),
+        "HelmRelease/cert-manager/cert-manager".to_string(),
+        "ClusterIssuer/letsencrypt".to_string(),
     ] {
         assert!(tree.contains(&line), "{line} in:\n{tree}");
     }
 
-    // removal: the root's prune deletes the generator and the cluster Kustomizations
+    // removal: the root's prune deletes the cluster Kustomizations, theirs the fleet; the
+    // releases are uninstalled (their finalizers) before their namespaces go
     let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
     api.delete("flux-system", &Default::default())
         .await
         .unwrap();
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         "all Kustomizations finalized",
         || async {
             api.list(&Default::default())
@@ -410,39 +1104,86 @@ async fn reconcile_cluster(client: &kube::Client, url: &str, sha: &str, env: &st
             .is_ok_and(|l| l.items.is_empty())
     })
     .await;
-    cleanup(ns).await;
-    // infra-controllers' prune deleted its Namespaces (with the root's prune of it)
-    fleet_namespaces_clear(client).await;
-}
-
-async fn wait_until_generator(ns: &TestNs) -> ArtifactGenerator {
-    let api = Api::<ArtifactGenerator>::namespaced(ns.client.clone(), &ns.name);
-    let mut last = None;
-    for _ in 0..300 {
-        if let Some(g) = api.get_opt("flux-system").await.unwrap() {
-            if generator_ready(&g).is_some_and(|(s, _, _)| s == "True") {
-                return g;
-            }
-            last = Some(g);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for name in FLEET_NAMESPACES {
+        namespace_gone(client, name).await;
     }
-    panic!("ArtifactGenerator flux-system not Ready: {last:?}");
+    // cluster-scoped objects of the releases went with their uninstall (a namespace's deletion
+    // would have left them), and the GatewayClass and the ClusterIssuer with infra-configs
+    assert!(
+        crds.get_opt("clusterissuers.cert-manager.io")
+            .await
+            .unwrap()
+            .is_none(),
+        "cert-manager's CRDs (crds.keep: false) uninstalled"
+    );
+    for role in [
+        "envoy-gateway-gateway-helm-envoy-gateway-role",
+        "cert-manager-controller-issuers",
+    ] {
+        assert!(
+            cluster_get(client, "rbac.authorization.k8s.io/v1", "ClusterRole", role)
+                .await
+                .is_none(),
+            "ClusterRole {role} uninstalled"
+        );
+    }
+    assert!(
+        cluster_get(
+            client,
+            "gateway.networking.k8s.io/v1",
+            "GatewayClass",
+            "envoy"
+        )
+        .await
+        .is_none()
+    );
+    // what Helm keeps: envoy-gateway's cluster-scoped pre-install hook objects
+    let mut hooks = delete_hook_leftovers();
+    hooks.sort();
+    assert_eq!(
+        hooks,
+        [
+            "clusterrole.rbac.authorization.k8s.io/envoy-gateway-gateway-helm-certgen:envoy-gateway-system",
+            "clusterrolebinding.rbac.authorization.k8s.io/envoy-gateway-gateway-helm-certgen:envoy-gateway-system",
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/envoy-gateway-topology-injector.envoy-gateway-system",
+        ]
+    );
+    cleanup(ns).await;
 }
 
 #[tokio::test]
-async fn example_fleet_reaches_the_helm_release_boundary_on_staging_and_production() {
+async fn example_fleet_reaches_ready_with_its_helm_releases_on_staging_and_production() {
+    let started = Instant::now();
     let client = client().await;
+    let leftovers = Leftovers {
+        crds_before: crd_names(),
+    };
+    let charts = mirror_charts();
+    println!("charts mirrored in {:?}", started.elapsed());
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("fleet");
-    let files = fleet_files_offline();
+    let files = fleet_files_mirrored(&charts.podinfo.url);
     let files: Vec<(&str, &str)> = files
         .iter()
         .map(|(p, c)| (p.as_str(), c.as_str()))
         .collect();
     let sha = repo.commit("main", &files, "flux2-kustomize-helm-example at 4f1a5b1");
-    // the two clusters one after the other: both create the fleet's fixed Namespaces
+    // the two clusters one after the other: both use the fleet's fixed namespaces
     for env in ["staging", "production"] {
-        reconcile_cluster(&client, &server.url("fleet"), &sha, env).await;
+        let t = Instant::now();
+        reconcile_cluster(&client, &server.url("fleet"), &sha, env, &charts).await;
+        println!("{env} reconciled and removed in {:?}", t.elapsed());
     }
+    // the CRDs of envoy-gateway's `crds/` outlive its release (Helm never deletes them)
+    let made = new_chart_crds(&leftovers.crds_before);
+    assert!(
+        made.iter()
+            .any(|c| c == "envoyproxies.gateway.envoyproxy.io"),
+        "{made:?}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in &made {
+        let _ = crds.delete(crd, &Default::default()).await;
+    }
+    println!("fleet test took {:?}", started.elapsed());
 }

@@ -14,7 +14,9 @@
 //!   kustomize patch, by the post-renderer plugin (`pennant helm-post-render`), on the live
 //!   Deployment.
 //! - `crds_follow_the_policy`: `CreateReplace` creates and updates the chart's CRD (applied
-//!   by the engine), `Create` leaves an existing one alone.
+//!   by the engine), `Create` leaves an existing one alone, at upgrade and at install (helm's
+//!   own apply of `crds/` conflicted there with the CRD's other manager), and creates a missing
+//!   one at install.
 //! - `a_wait_timeout_names_the_deployment`: pods that never become Ready (kwok stage): the
 //!   error names `Deployment/<ns>/<name>` and its kstatus.
 
@@ -518,6 +520,27 @@ async fn crds_follow_the_policy() {
     up.crds = Crds::CreateReplace;
     e.upgrade(&t, &up).await.unwrap();
     assert_eq!(rev().await, "2", "CreateReplace updates it");
+    // `Create` at install: the engine creates a missing CRD and leaves an existing one (another
+    // manager's fields) alone, where helm 4's own server-side apply of `crds/` conflicted
+    let r2 = rref("crds-again", &ns.name);
+    let mut req = install_req(&r2, &v1, json!({}));
+    req.crds = Crds::Create;
+    e.install(&t, &req).await.unwrap();
+    assert_eq!(
+        rev().await,
+        "2",
+        "Create at install leaves an existing CRD alone"
+    );
+    let _ = crds.delete(&name, &Default::default()).await;
+    wait_until(Duration::from_secs(60), "CRD deleted", || async {
+        crds.get_opt(&name).await.is_ok_and(|c| c.is_none())
+    })
+    .await;
+    let r3 = rref("crds-fresh", &ns.name);
+    let mut req = install_req(&r3, &v1, json!({}));
+    req.crds = Crds::Create;
+    e.install(&t, &req).await.unwrap();
+    assert_eq!(rev().await, "1", "Create at install creates a missing CRD");
     let _ = crds.delete(&name, &Default::default()).await;
     ns.cleanup().await;
 }

@@ -73,13 +73,28 @@ pub fn helm_chart(hr: &HelmRelease) -> Option<Value> {
     }))
 }
 
+/// The OCI digest of an OCIRepository artifact's revision (`<tag>@sha256:<hex>` or
+/// `sha256:<hex>`): the manifest digest, not the digest of the stored file, as Flux's
+/// `mutateChartWithSourceRevision` takes it for the chart version and
+/// `status.lastAttemptedRevisionDigest`. PURE.
+pub fn oci_revision_digest(revision: &str) -> &str {
+    revision.rsplit_once('@').map_or(revision, |(_, d)| d)
+}
+
 /// The chart version recorded for an artifact (`status.lastAttemptedRevision`): the chart's
 /// own version; for an OCIRepository (or a chart whose artifact revision carries an OCI
 /// digest) `<version>+<first 12 hex of the digest>`, so a re-pushed tag is a change (Flux's
-/// `mutateChartWithSourceRevision`). `oci_digest` is the artifact's `sha256:<hex>`.
+/// `mutateChartWithSourceRevision`). `oci_digest` is the artifact's `sha256:<hex>`. A leading
+/// `v` (`v1.21.2`, as cert-manager's and envoy-gateway's charts are versioned) is dropped with
+/// the digest appended: Flux writes the version back from its parsed semver, which has none
+/// (`1.21.2+<12 hex>`).
 pub fn chart_version(version: &str, oci_digest: Option<&str>) -> String {
     match oci_digest.and_then(|d| d.split_once(':')).map(|(_, h)| h) {
         Some(hex) if hex.len() >= 12 => {
+            let version = version
+                .strip_prefix('v')
+                .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                .unwrap_or(version);
             // a version already carrying build metadata keeps it, the digest is appended
             let sep = if version.contains('+') { "." } else { "+" };
             format!("{version}{sep}{}", &hex[..12])
@@ -393,6 +408,15 @@ mod tests {
             chart_version("1.2.3+build", Some(d)),
             "1.2.3+build.0123456789ab"
         );
+        assert_eq!(chart_version("v1.21.2", Some(d)), "1.21.2+0123456789ab");
+        for (revision, digest) in [
+            ("v1.21.2@sha256:66fca23ecb6b00", "sha256:66fca23ecb6b00"),
+            ("sha256:54ce79ea52fb00", "sha256:54ce79ea52fb00"),
+        ] {
+            assert_eq!(oci_revision_digest(revision), digest, "{revision}");
+        }
+        assert_eq!(chart_version("v1.21.2", None), "v1.21.2");
+        assert_eq!(chart_version("vnext", Some(d)), "vnext+0123456789ab");
         assert_eq!(chart_version("1.2.3", None), "1.2.3");
         assert_eq!(chart_version("1.2.3", Some("bogus")), "1.2.3");
     }

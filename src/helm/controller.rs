@@ -695,7 +695,7 @@ async fn prelude(
             format!("failed to load chart: {m}"),
         )
     })?;
-    let oci_digest = is_oci.then(|| artifact.digest.clone());
+    let oci_digest = is_oci.then(|| chart::oci_revision_digest(&artifact.revision).to_string());
     let chart_version = chart::chart_version(&version, oci_digest.as_deref());
     Ok(Prepared {
         _work: work,

@@ -120,7 +120,11 @@ impl Wait {
 pub enum Crds {
     /// `--skip-crds`.
     Skip,
-    /// Create the chart's CRDs that do not exist; never update one.
+    /// Create the chart's CRDs that do not exist; never update one. The engine creates them
+    /// and passes `--skip-crds`: Helm 4's install server-side applies the chart's `crds/`,
+    /// which updates a CRD that exists (or fails on another manager's fields, e.g. Gateway API
+    /// CRDs installed before the envoy-gateway chart), against Flux's "existing CRDs are
+    /// neither updated nor deleted".
     Create,
     /// Create or update (server-side apply, field manager `pennant`, forced) the chart's CRDs
     /// before the action. Helm itself never updates CRDs, so the engine applies them and
@@ -663,7 +667,8 @@ pub fn install_args(
         (r.disable_hooks, "--no-hooks"),
         (r.disable_openapi_validation, "--disable-openapi-validation"),
         (r.disable_schema_validation, "--skip-schema-validation"),
-        (r.crds != Crds::Create, "--skip-crds"),
+        // the engine creates the CRDs of `Create` itself (see [`Crds::Create`])
+        (true, "--skip-crds"),
         (r.create_namespace, "--create-namespace"),
         (r.replace, "--replace"),
         (r.take_ownership, "--take-ownership"),
@@ -1027,8 +1032,10 @@ impl HelmCli {
 
 impl Engine for HelmCli {
     async fn install(&self, t: &Target, r: &InstallRequest) -> Result<Release> {
-        if r.crds == Crds::CreateReplace {
-            apply_crds(self, t, Action::Install, &r.chart, true).await?;
+        match r.crds {
+            Crds::Skip => {}
+            Crds::Create => apply_crds(self, t, Action::Install, &r.chart, false).await?,
+            Crds::CreateReplace => apply_crds(self, t, Action::Install, &r.chart, true).await?,
         }
         let scratch = self.scratch()?;
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
@@ -1227,9 +1234,11 @@ mod tests {
         ] {
             assert!(has(&a, f), "{f} in {a:?}");
         }
-        for f in ["--skip-crds", "--no-hooks", "--replace", "--post-renderer"] {
+        for f in ["--no-hooks", "--replace", "--post-renderer"] {
             assert!(!has(&a, f), "{f} not in {a:?}");
         }
+        // `Create`: the engine creates the missing CRDs, helm never applies one
+        assert!(has(&a, "--skip-crds"), "{a:?}");
         let mut r = install();
         r.wait = Wait::disabled();
         r.crds = Crds::Skip;

@@ -347,6 +347,28 @@ impl Resolved {
     }
 }
 
+/// Whether `registry` (`host[:port]`) may be read over plain http without `insecure`, by
+/// go-containerregistry's rule (the OCI client of Flux's source-controller): `localhost:<port>`,
+/// a name ending in `.local` or `.localhost` (with an optional port), one containing `127.0.0.1`
+/// or `::1`, or an IPv4 address in 10/8, 172.16/12 or 192.168/16. Such a registry is still
+/// tried over https first ([`Client::new`]).
+pub fn plain_http_fallback(registry: &str) -> bool {
+    let host = registry.split(':').next().unwrap_or_default();
+    let private = host
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_private());
+    let without_port = match registry.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    private
+        || registry.starts_with("localhost:")
+        || without_port.ends_with(".local")
+        || without_port.ends_with(".localhost")
+        || registry.contains("127.0.0.1")
+        || registry.contains("::1")
+}
+
 /// The digest in a revision (`v1@sha256:<hex>` → `sha256:<hex>`; `sha256:<hex>` as is), as
 /// Flux's `digestFromRevision`.
 pub fn revision_digest(revision: &str) -> &str {
@@ -357,8 +379,12 @@ pub fn revision_digest(revision: &str) -> &str {
 /// `Authorization` that answered the last challenge.
 pub struct Client {
     http: reqwest::Client,
-    /// `http(s)://host[:port]`.
+    /// `http(s)://host[:port]`: `https` (`http` with `insecure`), settled on the first request
+    /// for a [`plain_http_fallback`] registry.
     base: String,
+    /// For a [`plain_http_fallback`] registry without `insecure`: the scheme probed once.
+    settled: tokio::sync::OnceCell<String>,
+    fallback: bool,
     url: OciRepoUrl,
     auth: OciAuth,
     authorization: Mutex<Option<String>>,
@@ -366,7 +392,11 @@ pub struct Client {
 
 impl Client {
     /// A client for `url` (`oci://host/repo`): https, or plain http with `insecure` (Flux's
-    /// `spec.insecure`); `tls` for a custom CA / client certificate; `timeout` per request.
+    /// `spec.insecure`); `tls` for a custom CA / client certificate; `timeout` per request. A
+    /// [`plain_http_fallback`] registry (loopback, `localhost`, `*.local`, RFC 1918) is tried
+    /// over https first and, when that fails to connect while plain http answers as a registry
+    /// (`/v2/` with 200 or 401), read over http, as Flux's OCI client (go-containerregistry's
+    /// scheme rule and ping) does without `insecure`.
     pub fn new(
         url: &str,
         auth: OciAuth,
@@ -380,6 +410,8 @@ impl Client {
         Ok(Client {
             http,
             base: format!("{scheme}://{}", parsed.registry),
+            settled: tokio::sync::OnceCell::new(),
+            fallback: !insecure && plain_http_fallback(&parsed.registry),
             url: parsed,
             auth,
             authorization: Mutex::new(None),
@@ -622,6 +654,29 @@ impl Client {
         Ok(got)
     }
 
+    /// `http(s)://host[:port]` of the registry: [`Client::new`]'s choice, or for a
+    /// [`plain_http_fallback`] registry the scheme one probe of `/v2/` settles (https unless it
+    /// fails to connect and plain http answers 200 or 401).
+    async fn base(&self) -> &str {
+        if !self.fallback {
+            return &self.base;
+        }
+        self.settled
+            .get_or_init(|| async {
+                let registry = &self.url.registry;
+                let probe =
+                    |scheme: &str| self.http.get(format!("{scheme}://{registry}/v2/")).send();
+                if probe("https").await.is_err()
+                    && let Ok(r) = probe("http").await
+                    && (r.status().is_success() || r.status() == StatusCode::UNAUTHORIZED)
+                {
+                    return format!("http://{registry}");
+                }
+                self.base.clone()
+            })
+            .await
+    }
+
     /// Sends a request, answering one `401` challenge (module docs). The path is relative to
     /// the registry (`/v2/…`); an absolute URL (a `Link` to another host) is used as is.
     async fn send(
@@ -633,7 +688,7 @@ impl Client {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
-            format!("{}{path}", self.base)
+            format!("{}{path}", self.base().await)
         };
         let mut answered = false;
         loop {
@@ -1037,6 +1092,33 @@ fn redact(e: OciError, secrets: &[String]) -> OciError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_fallback_is_go_containerregistrys_rule() {
+        for (registry, fallback) in [
+            ("127.0.0.1:5000", true),
+            ("127.0.0.1", true),
+            ("[::1]:5000", true),
+            ("localhost:5000", true),
+            ("localhost", false), // the rule wants a port after `localhost`
+            ("registry.local", true),
+            ("registry.local:5000", true),
+            ("kind-registry.localhost:5000", true),
+            ("10.1.2.3:5000", true),
+            ("172.16.0.1", true),
+            ("172.31.255.255:443", true),
+            ("172.32.0.1", false),
+            ("192.168.1.10:5000", true),
+            ("192.169.1.10", false),
+            ("8.8.8.8", false),
+            ("ghcr.io", false),
+            ("quay.io", false),
+            ("registry.localdomain", false),
+            ("local.example.com", false),
+        ] {
+            assert_eq!(plain_http_fallback(registry), fallback, "{registry}");
+        }
+    }
 
     #[test]
     fn urls_as_flux() {
