@@ -13,6 +13,7 @@ use pennant::api::helm_release::HelmRelease;
 use serde_json::Value;
 use support::charts::{ChartSpec, Hook};
 use support::helmrepo::HelmRepo;
+use support::hr::warnings_with;
 use support::sources::{cleanup, flux, flux_ok};
 use support::*;
 
@@ -598,7 +599,8 @@ async fn upgrade_takes_fields_another_manager_changed() {
 }
 
 /// `driftDetection.mode: enabled`: a changed object of the release is put back on the next
-/// reconcile, with a `DriftCorrected` Event naming it, and no new Helm revision.
+/// reconcile, with a `DriftDetected` Warning and a `DriftCorrected` Event naming it, and no
+/// new Helm revision.
 #[tokio::test]
 async fn drift_is_detected_and_corrected() {
     let client = client().await;
@@ -642,6 +644,16 @@ async fn drift_is_detected_and_corrected() {
             ))
             && m.contains("web-app")),
         "{events:?}"
+    );
+    // first the Warning Flux emits in both modes, for alerting
+    let drifted = format!(
+        "Cluster state of release {}/web.v1 has drifted from the desired state:",
+        ns.name
+    );
+    let warnings = warnings_with(&ns, "web", &drifted).await;
+    assert!(
+        warnings.iter().any(|m| m.contains("web-app")),
+        "{warnings:?}"
     );
     assert_eq!(helm_history(&ns.name, "web").len(), 1, "no new revision");
     delete_releases(&ns).await;

@@ -1157,6 +1157,14 @@ async fn release(
             generation,
             now,
         );
+        if let decide::StateEffect::Drifted { message } = &step.effect {
+            // Flux's Warning in `warn` and `enabled` mode alike, for alerting
+            events.push((
+                true,
+                decide::reasons::DRIFT_DETECTED.into(),
+                message.clone(),
+            ));
+        }
         let action = match step.next {
             Next::Run(a) => a,
             other => break other,
