@@ -307,6 +307,14 @@ mod tests {
     }
 
     #[test]
+    fn a_literal_block_starts_on_its_first_content_line() {
+        let docs = parse_documents("a:\n  s: |\n    one\n    two\n").unwrap();
+        let s = docs[0].at(&["a", "s"]).unwrap();
+        assert_eq!((s.line, docs[0].line_of(&["a", "s"])), (3, Some(2)));
+        assert!(matches!(s.kind, NodeKind::Scalar { literal: true, .. }));
+    }
+
+    #[test]
     fn json_types_plain_scalars_only() {
         let docs = parse_documents(
             "a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 0x10\ng: 1h\nh: &x {k: v}\ni: *x\nj: |\n  t\n",
