@@ -221,6 +221,26 @@ fn paths_are_named_as_given_and_checked_together() {
     assert_eq!(found.len(), 3 + 3, "{found:?}");
 }
 
+/// A Helm chart's templates are not manifests: the walk skips a directory with a `Chart.yaml`
+/// (`mixed` above reports nothing from `charts/web`), though the template read on its own is a
+/// plaintext Secret.
+#[test]
+fn helm_charts_are_skipped_by_the_walk() {
+    let mixed = fixtures().join("lint/mixed");
+    let (found, _, _) = lint_in(&mixed, &["."]);
+    assert!(!found.iter().any(|f| f.starts_with("charts/")), "{found:?}");
+    let (found, _, code) = lint_in(&mixed, &["charts/web/templates/secret.yaml"]);
+    assert_eq!(
+        (found, code),
+        (
+            vec![format!(
+                "charts/web/templates/secret.yaml:6: plaintext Secret (stringData): {SECRET}"
+            )],
+            1
+        )
+    );
+}
+
 #[test]
 fn flux_example_fleet_lints_clean() {
     let (found, stderr, code) = lint_in(&fixtures().join("flux2-kustomize-helm-example"), &["."]);

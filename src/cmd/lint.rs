@@ -11,9 +11,10 @@ pub const LONG_ABOUT: &str = "\
 Check a GitOps repository offline. Prints one `file:line: message` per finding and exits 1 when \
 there is one (0 and nothing printed when clean, 2 on a usage or I/O error).
 
-A directory is walked for *.yaml and *.yml files (hidden directories skipped); its files are \
-named relative to it, and a Kustomization's spec.path is read relative to it (the repository \
-root). A file is named as given. All PATHs are checked together.
+A directory is walked for *.yaml and *.yml files (hidden directories and Helm charts, \
+directories with a Chart.yaml, skipped); its files are named relative to it, and a \
+Kustomization's spec.path is read relative to it (the repository root). A file is named as \
+given. All PATHs are checked together.
 
 Findings:
   - a Kustomization with an interval of 1h or more and neither retryInterval nor timeout;
@@ -85,7 +86,12 @@ fn read_text(p: &Path) -> Result<String, String> {
     std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
+/// The YAML files under `dir`, relative to `root`. Hidden directories are skipped, and so are
+/// Helm charts (a directory holding a `Chart.yaml`): their templates are not manifests.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if dir != root && dir.join("Chart.yaml").is_file() {
+        return Ok(());
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for e in entries {
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
