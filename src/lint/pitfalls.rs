@@ -1,4 +1,6 @@
 //! Five common GitOps pitfalls, each a setting that works until the day something fails:
+//! What a patch of the object in an overlay sets (same kind and name) counts as set.
+//!
 //! 1. a Kustomization with an `interval` of an hour or more and neither `retryInterval` nor
 //!    `timeout`: a failed apply is retried only after the whole interval (Flux retries at
 //!    `retryInterval`, defaulting to `interval`), and a health check may wait that long
@@ -40,10 +42,10 @@ const WORKLOADS: &[(&str, &str)] = &[
 pub fn check(repo: &Repo, out: &mut Findings) {
     for d in &repo.docs {
         if d.is(kustomization::GROUP, "Kustomization") {
-            long_interval(d, out);
+            long_interval(repo, d, out);
             prune_without_health(repo, d, out);
         } else if d.is(helm_release::GROUP, "HelmRelease") {
-            no_remediation(d, out);
+            no_remediation(repo, d, out);
         } else if d.is("", "Secret") {
             plaintext_secret(d, out);
         } else if d.is(source::GROUP, "GitRepository") {
@@ -56,12 +58,32 @@ fn set(v: &Value) -> bool {
     !v.is_null()
 }
 
-fn long_interval(d: &Doc, out: &mut Findings) {
-    let spec = &d.json["spec"];
-    let Some(interval) = spec["interval"].as_str() else {
+/// The `spec` of `d` and of the patches of it in the repository (same kind and name, the
+/// namespaces compared when both are written): an overlay may add what the base lacks.
+fn specs<'r>(repo: &'r Repo, d: &'r Doc) -> Vec<&'r Value> {
+    let patches = repo.docs.iter().filter(|p| {
+        p.patch
+            && p.kind() == d.kind()
+            && p.name() == d.name()
+            && match (p.namespace(), d.namespace()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    });
+    std::iter::once(d)
+        .chain(patches)
+        .map(|x| &x.json["spec"])
+        .collect()
+}
+
+fn long_interval(repo: &Repo, d: &Doc, out: &mut Findings) {
+    let Some(interval) = d.json["spec"]["interval"].as_str() else {
         return;
     };
-    if set(&spec["retryInterval"]) || set(&spec["timeout"]) {
+    if specs(repo, d)
+        .iter()
+        .any(|s| set(&s["retryInterval"]) || set(&s["timeout"]))
+    {
         return;
     }
     if parse_duration(interval).is_some_and(|i| i >= LONG_INTERVAL) {
@@ -77,9 +99,13 @@ fn long_interval(d: &Doc, out: &mut Findings) {
     }
 }
 
-fn no_remediation(d: &Doc, out: &mut Findings) {
-    let spec = &d.json["spec"];
-    let has = |action: &str| set(&spec[action]["remediation"]) || set(&spec[action]["strategy"]);
+fn no_remediation(repo: &Repo, d: &Doc, out: &mut Findings) {
+    let specs = specs(repo, d);
+    let has = |action: &str| {
+        specs
+            .iter()
+            .any(|s| set(&s[action]["remediation"]) || set(&s[action]["strategy"]))
+    };
     let line = |action: &str| d.line(&["spec", action]);
     match (has("install"), has("upgrade")) {
         (true, true) => {}
@@ -137,13 +163,10 @@ fn plaintext_secret(d: &Doc, out: &mut Findings) {
 
 fn prune_without_health(repo: &Repo, d: &Doc, out: &mut Findings) {
     let spec = &d.json["spec"];
-    if spec["prune"] != true
-        || spec["wait"] == true
-        || spec["healthChecks"]
-            .as_array()
-            .is_some_and(|h| !h.is_empty())
-        || d.name() == "flux-system"
-    {
+    let health = |s: &&Value| {
+        s["wait"] == true || s["healthChecks"].as_array().is_some_and(|h| !h.is_empty())
+    };
+    if spec["prune"] != true || specs(repo, d).iter().any(health) || d.name() == "flux-system" {
         return;
     }
     let Some(docs) = repo.docs_under(spec["path"].as_str().unwrap_or("")) else {
@@ -277,6 +300,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn what_an_overlay_patches_in_counts() {
+        let hr = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: x\nspec:\n  interval: 5m\n";
+        let patch = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: x\nspec:\n  install:\n    strategy:\n      name: RetryOnFailure\n  upgrade:\n    strategy:\n      name: RetryOnFailure\n";
+        let overlay = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base\npatches:\n  - path: patch.yaml\n";
+        let base = [("base/hr.yaml", hr)];
+        assert_eq!(check_files(&base, check).len(), 1);
+        let with_overlay = [
+            ("base/hr.yaml", hr),
+            ("prod/kustomization.yaml", overlay),
+            ("prod/patch.yaml", patch),
+        ];
+        assert_eq!(check_files(&with_overlay, check), Vec::<String>::new());
+        let other = patch.replace("name: x", "name: y");
+        let other_overlay = [
+            ("base/hr.yaml", hr),
+            ("prod/kustomization.yaml", overlay),
+            ("prod/patch.yaml", other.as_str()),
+        ];
+        assert_eq!(check_files(&other_overlay, check).len(), 1);
     }
 
     #[test]
