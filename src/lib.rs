@@ -17,6 +17,7 @@ pub mod http_post;
 pub mod kube_client;
 pub mod kustomize;
 pub mod leader;
+pub mod lint;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

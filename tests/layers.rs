@@ -9,7 +9,9 @@
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
-//!   not a module).
+//!   not a module);
+//! - `lint` (the offline checks of `pennant lint`) sits just below it: it may use the
+//!   controllers' pure parts, and only `cmd` refers to it.
 //!
 //! A reference is any path into the crate, in code or in an attribute string (`crate::x`,
 //! `super::…` resolved against the file's module and its inline `mod`s, `use crate::{x, y}`);
@@ -57,6 +59,8 @@ fn forbidden(from: &str, to: &str) -> Option<&'static str> {
         Some("refers to no other pennant module")
     } else if TOP.contains(&to) {
         Some("may not use the command-line layer, which only main.rs uses")
+    } else if to == "lint" && from != "cmd" {
+        Some("may not use `lint`, which only the command-line layer uses")
     } else if from == "gitops" && to != "api" {
         Some("is the GitOps Toolkit contract: it refers to `api` only")
     } else if BELOW_CONTROLLERS.contains(&from) && CONTROLLERS.contains(&to) {
@@ -376,6 +380,8 @@ fn the_scan_sees_the_real_arrows_down() {
         ("cmd", "canary"),
         ("cmd", "runtime"),
         ("canary", "runtime"),
+        ("cmd", "lint"),
+        ("lint", "canary"),
     ] {
         assert!(
             arrows.contains(&(from.to_string(), to.to_string())),
@@ -426,6 +432,7 @@ fn planted_arrows_back_up_are_found() {
         ),
         ("util.rs", "pub fn f() -> crate::api::Canary { todo!() }\n"),
         ("canary/planted.rs", "use crate::cmd::replay::ReplayFile;\n"),
+        ("kustomize/planted.rs", "use crate::lint::Finding;\n"),
         ("runtime.rs", "fn f() { crate::canary::controller::run }\n"),
     ];
     for (rel, src) in bad {
@@ -454,6 +461,10 @@ fn planted_arrows_back_up_are_found() {
         (
             "canary/planted.rs",
             "use crate::router::Weights;\nuse crate::api::Canary;\n",
+        ),
+        (
+            "lint/planted.rs",
+            "use crate::canary::validate;\nuse crate::kustomize::substitute;\n",
         ),
         (
             "cmd/planted.rs",

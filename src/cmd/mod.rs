@@ -13,6 +13,7 @@ pub mod gate;
 pub mod helm_post_render;
 pub mod helm_release;
 pub mod kustomization;
+pub mod lint;
 pub mod replay;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,7 @@ pub use analyze::AnalyzeArgs;
 pub use controller::ControllerArgs;
 pub use gate::{GateAction, GateArgs};
 pub use kustomization::{BuildKind, DiffKind, KsArgs};
+pub use lint::LintArgs;
 pub use replay::ReplayArgs;
 
 #[derive(Parser, Debug)]
@@ -63,6 +65,11 @@ pub enum Command {
         #[command(subcommand)]
         kind: DiffKind,
     },
+    /// Check a GitOps repository offline: `file:line: message` per finding, exit 1 when any
+    /// (common pitfalls, wrong apiVersions, undefined sources, dependsOn cycles, Canaries
+    /// pennant would refuse, undefined postBuild variables).
+    #[command(long_about = lint::LONG_ABOUT)]
+    Lint(LintArgs),
     /// Helm post-renderer plugin (run by `helm`, not by people): rendered manifests on stdin,
     /// post-rendered on stdout.
     #[command(hide = true)]
@@ -81,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build { kind } => kustomization::build_command(kind).await,
         Command::Diff { kind } => kustomization::diff_command(kind).await,
         Command::HelmPostRender(args) => helm_post_render::command(&args),
+        Command::Lint(args) => lint::command(&args),
     }
 }
 
