@@ -19,6 +19,11 @@ use support::*;
 
 /// `pennant controller --controllers source,helm` in `ns`, helm v4 from the cache.
 fn start(ns: &str, storage: &std::path::Path) -> ControllerProcess {
+    start_with(ns, storage, &[])
+}
+
+/// [`start`] with more arguments.
+fn start_with(ns: &str, storage: &std::path::Path, more: &[&str]) -> ControllerProcess {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let args = [
@@ -31,6 +36,7 @@ fn start(ns: &str, storage: &std::path::Path) -> ControllerProcess {
         "--log-level",
         "info,pennant=debug",
     ];
+    let args: Vec<&str> = args.iter().chain(more).copied().collect();
     let helm = helm();
     ControllerProcess::start_with(
         ns,
@@ -594,6 +600,44 @@ async fn upgrade_takes_fields_another_manager_changed() {
         Some("1.0.1")
     );
     assert_eq!(helm_history(&ns.name, "web").len(), 2);
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
+/// `--concurrent 1`: HelmReleases are reconciled one at a time (each a `helm` process), so
+/// never two of them run an action at once; all still get there.
+#[tokio::test]
+async fn concurrent_bounds_the_releases_in_action() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-conc", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start_with(&ns.name, storage.path(), &["--concurrent", "1"]);
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0").never_ready().publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    let names = ["a", "b", "c"];
+    for n in names {
+        let extra = "  install:\n    timeout: 4s\n    remediation:\n      retries: 0\n";
+        ns.apply_yaml(&hr_yaml(n, "app", "1.0.0", extra)).await;
+    }
+    let api = Api::<HelmRelease>::namespaced(client.clone(), &ns.name);
+    let (mut most, mut failed) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while failed < names.len() && std::time::Instant::now() < deadline {
+        let list = api.list(&Default::default()).await.unwrap().items;
+        let running = list
+            .iter()
+            .filter(|h| cond(h, "Ready").is_some_and(|c| c.2.starts_with("Running 'install'")))
+            .count();
+        most = most.max(running);
+        failed = list
+            .iter()
+            .filter(|h| cond(h, "Released").is_some_and(|c| c.1 == "InstallFailed"))
+            .count();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(failed, names.len(), "every install ran and failed");
+    assert_eq!(most, 1, "one install at a time");
     delete_releases(&ns).await;
     cleanup(ns).await;
 }

@@ -59,6 +59,7 @@ pub const BUILT: &[Entry] = &[
                         insecure_exec: args.insecure_kubeconfig_exec,
                         insecure_tls: args.insecure_kubeconfig_tls,
                     },
+                    concurrent: args.concurrent,
                     ..Default::default()
                 },
             ))
@@ -76,6 +77,7 @@ pub const BUILT: &[Entry] = &[
                     default_service_account: Some(args.default_service_account.clone())
                         .filter(|n| !n.is_empty()),
                     mesh_provider: args.mesh_provider.clone(),
+                    concurrent: args.concurrent,
                     ..Default::default()
                 },
             ))
@@ -333,6 +335,10 @@ pub struct ControllerArgs {
     /// with the annotation `canary.pennant.dev/max-concurrent-canaries`.
     #[arg(long, env = "PENNANT_MAX_CONCURRENT_CANARIES", default_value_t = 0)]
     pub max_concurrent_canaries: u32,
+    /// Kustomize and helm controllers: objects reconciled at once, each (Flux's `--concurrent`,
+    /// default 4; a HelmRelease's reconcile runs a `helm` process). At least 1.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent: u16,
     /// Source controller: where artifacts are stored (Flux's `--storage-path`).
     #[arg(long, env = "PENNANT_STORAGE_PATH", default_value = "/data")]
     pub storage_path: String,

@@ -103,6 +103,9 @@ pub struct Settings {
     /// The Canary controller's default router (`--mesh-provider`), for the Canaries whose
     /// owned fields drift detection leaves alone ([`crate::apply::ownership`]).
     pub mesh_provider: String,
+    /// HelmReleases reconciled at once (Flux's `--concurrent`, 4): each runs a `helm` process
+    /// of its own (tens of MiB), so this bounds the controller's memory.
+    pub concurrent: u16,
 }
 
 impl Default for Settings {
@@ -113,6 +116,7 @@ impl Default for Settings {
             default_to_retry_on_failure: false,
             helm: HelmCliOptions::default(),
             mesh_provider: "istio".into(),
+            concurrent: 4,
         }
     }
 }
@@ -377,7 +381,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
     });
+    let concurrency = ctx.settings.concurrent;
     Controller::for_stream(trigger, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(scope.api::<HelmChart>(&client), any(), move |r| {
             for_source(&s1, &r)
         })

@@ -95,6 +95,8 @@ pub struct Settings {
     pub requeue_dependency: Duration,
     /// Impersonation and kubeconfig flags ([`super::target`]).
     pub target: TargetOptions,
+    /// Kustomizations reconciled at once (Flux's `--concurrent`, 4).
+    pub concurrent: u16,
 }
 
 impl Default for Settings {
@@ -106,6 +108,7 @@ impl Default for Settings {
             },
             requeue_dependency: Duration::from_secs(30),
             target: TargetOptions::default(),
+            concurrent: 4,
         }
     }
 }
@@ -389,7 +392,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
     });
+    let concurrency = ctx.settings.concurrent;
     Controller::for_stream(trigger, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(scope.api::<GitRepository>(&client), any(), move |r| {
             for_source(&s1, &r)
         })
