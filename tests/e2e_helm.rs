@@ -642,6 +642,40 @@ async fn concurrent_bounds_the_releases_in_action() {
     cleanup(ns).await;
 }
 
+/// SIGTERM during a Helm action that would wait minutes: the process exits after
+/// `--shutdown-grace` (a pod is killed 30 s after SIGTERM anyway), not at the action's timeout.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_long_helm_action() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-stop", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let mut ctl = start_with(&ns.name, storage.path(), &["--shutdown-grace", "2s"]);
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0").never_ready().publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml(
+        "web",
+        "app",
+        "1.0.0",
+        "  install:\n    timeout: 5m\n",
+    ))
+    .await;
+    wait_hr(&ns, "web", "installing", |h| {
+        cond(h, "Ready").is_some_and(|c| c.2.starts_with("Running 'install'"))
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let code = ctl.terminate(Duration::from_secs(20));
+    drop(ctl);
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "exited on its own after {took:?}");
+    assert!(took >= Duration::from_secs(2), "waited the grace: {took:?}");
+    // a controller again, to uninstall and finalize what is left
+    let _ctl = start(&ns.name, storage.path());
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// `driftDetection.mode: enabled`: a changed object of the release is put back on the next
 /// reconcile, with a `DriftDetected` Warning and a `DriftCorrected` Event naming it, and no
 /// new Helm revision.

@@ -251,14 +251,35 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
         identity: Election::identity_from_env(),
         lease_duration: args.leader_election_lease_duration,
     });
+    let shutdown = process.shutdown.clone();
+    let grace = std::time::Duration::from_secs(args.shutdown_grace);
     let run_all = move || async move {
         futures::future::try_join_all(enabled.iter().map(|e| (e.run)(process.clone(), &args)))
             .await
             .map(|_| ())
     };
-    match election {
-        None => run_all().await,
-        Some(e) => leader::run_when_leader(client, e, ready, run_all).await,
+    let work = async move {
+        match election {
+            None => run_all().await,
+            Some(e) => leader::run_when_leader(client, e, ready, run_all).await,
+        }
+    };
+    // in-flight reconciles get `--shutdown-grace` to finish; a Helm action can run for its
+    // whole timeout (minutes), longer than a pod's termination grace period, so pennant exits
+    // first (its helm processes die with it) and the next start recovers the release
+    tokio::select! {
+        r = work => r,
+        _ = async {
+            shutdown.signalled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(
+                grace = ?grace,
+                "reconciles still in flight after the shutdown grace period: exiting without them \
+                 (a Helm release left pending is unlocked on the next start)"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -335,6 +356,10 @@ pub struct ControllerArgs {
     /// with the annotation `canary.pennant.dev/max-concurrent-canaries`.
     #[arg(long, env = "PENNANT_MAX_CONCURRENT_CANARIES", default_value_t = 0)]
     pub max_concurrent_canaries: u32,
+    /// After SIGTERM/SIGINT, how long reconciles in flight may finish before the process exits
+    /// anyway (below the chart's 30 s `terminationGracePeriodSeconds`).
+    #[arg(long, default_value = "20s", value_parser = parse_seconds)]
+    pub shutdown_grace: u64,
     /// Kustomize and helm controllers: objects reconciled at once, each (Flux's `--concurrent`,
     /// default 4; a HelmRelease's reconcile runs a `helm` process). At least 1.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
