@@ -185,16 +185,10 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
         helm_list(&kubeconfig_path(), &ns.name).is_empty(),
         "local helm list is empty"
     );
-    for (v, kind, name) in [
-        ("v1", "ConfigMap", "web-app"),
-        ("apps/v1", "Deployment", "web-app"),
-        ("v1", "Service", "web-app"),
-    ] {
-        assert!(
-            ns.get(v, kind, name).await.is_none(),
-            "{kind} {name} is not on the local cluster"
-        );
-    }
+    assert!(
+        ns.get("v1", "ConfigMap", "web-app").await.is_none(),
+        "the chart's ConfigMap is not on the local cluster"
+    );
     let cms: Api<ConfigMap> = Api::namespaced(remote.clone(), &ns.name);
     assert_eq!(remote_message(&cms).await.as_deref(), Some("hello"));
     assert!(
@@ -401,6 +395,115 @@ async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
     // never installed: the deletion releases the finalizers at once
     delete_releases(&ns).await;
     assert!(helm_list(&kubeconfig_path(), &ns.name).is_empty());
+    let _ = Api::<Namespace>::all(remote)
+        .delete(&ns.name, &DeleteParams::default())
+        .await;
+    ns.cleanup().await;
+}
+
+/// `serviceAccountName` with `kubeConfig`: Helm acts as the account on the second cluster (it
+/// exists only there). A Role on Secrets only (Helm's storage) fails the install of the chart's
+/// ConfigMap naming the account; bound
+/// to `admin`, the next attempt installs.
+#[tokio::test]
+async fn the_service_account_is_impersonated_on_the_second_cluster() {
+    let client = client().await;
+    let (remote, kubeconfig) = remote_client().await;
+    let ns = TestNs::new(&client, "hrkc-sa", 0).await;
+    remote_namespace(&remote, &ns.name).await;
+    let user = format!("system:serviceaccount:{}:deployer", ns.name);
+    let rbac: Vec<Value> = vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "deployer", "namespace": ns.name}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "storage-only", "namespace": ns.name},
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "deployer", "namespace": ns.name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "storage-only"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer",
+                             "namespace": ns.name}]}),
+    ];
+    for o in &rbac {
+        let (ar, _) = kube::discovery::pinned_kind(
+            &remote,
+            &kube::api::GroupVersionKind::try_from(
+                &serde_json::from_value::<kube::api::TypeMeta>(o.clone()).unwrap(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let obj: kube::api::DynamicObject = serde_json::from_value(o.clone()).unwrap();
+        Api::<kube::api::DynamicObject>::namespaced_with(remote.clone(), &ns.name, &ar)
+            .patch(
+                obj.metadata.name.as_deref().unwrap(),
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .unwrap();
+    }
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start_controllers(&ns.name, &ns.name, "source,helm", storage.path(), &[]);
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    helm_repository(&ns, &repo.url).await;
+    put_secret(&client, &ns.name, "remote-kc", "value", &kubeconfig).await;
+    ns.apply_yaml(&hr_yaml(
+        "web",
+        "app",
+        "1.0.0",
+        "  serviceAccountName: deployer\n  kubeConfig:\n    secretRef:\n      name: remote-kc\n",
+    ))
+    .await;
+    let h = wait_hr(&ns, "web", "install forbidden for the account", |h| {
+        cond(h, "Ready").is_some_and(|(s, _, m)| s == "False" && m.contains(&user))
+    })
+    .await;
+    let (_, reason, message) = cond(&h, "Ready").unwrap();
+    assert!(
+        message.contains("configmaps") && message.contains("forbidden"),
+        "{reason}: {message}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(remote.clone(), &ns.name);
+    assert!(cms.get_opt("web-app").await.unwrap().is_none());
+
+    // bound to `admin` in the namespace: installed as the account
+    let admin = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "deployer-admin", "namespace": ns.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns.name}]});
+    let rb: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(admin).unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(remote.clone(), &ns.name)
+        .patch(
+            "deployer-admin",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&rb),
+        )
+        .await
+        .unwrap();
+    Api::<HelmRelease>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"values": {"message": "as deployer"}}})),
+        )
+        .await
+        .unwrap();
+    wait_hr(&ns, "web", "installed as the account", |h| {
+        cond(h, "Ready").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert_eq!(remote_message(&cms).await.as_deref(), Some("as deployer"));
+    assert!(
+        ns.get("v1", "ConfigMap", "web-app").await.is_none(),
+        "nothing local"
+    );
+    delete_releases(&ns).await;
+    assert!(helm_list(&remote_kubeconfig_path(), &ns.name).is_empty());
     let _ = Api::<Namespace>::all(remote)
         .delete(&ns.name, &DeleteParams::default())
         .await;
