@@ -100,6 +100,22 @@ fn helm_list(kubeconfig: &str, ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// `pennant <args>` with the local cluster's kubeconfig: (exit code, stdout, stderr).
+fn pennant(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .env("PENNANT_HELM", helm())
+        .output()
+        .expect("run pennant");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
 /// The names of Helm's release Secrets (`owner=helm`) in `ns` through `client`.
 async fn release_secrets(client: &Client, ns: &str) -> Vec<String> {
     Api::<Secret>::namespaced(client.clone(), ns)
@@ -129,7 +145,8 @@ async fn remote_message(cms: &Api<ConfigMap>) -> Option<String> {
 }
 
 /// Install on the second cluster (status = the remote `helm history`, nothing local but the
-/// HelmRelease and its HelmChart), a values change upgrades there, drift of a remote object is
+/// HelmRelease and its HelmChart), `pennant diff hr` diffs against the remote release and
+/// objects, a values change upgrades there, drift of a remote object is
 /// corrected there, and deleting the HelmRelease uninstalls there.
 #[tokio::test]
 async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_cluster() {
@@ -202,15 +219,40 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
         "the generated HelmChart stays on the local cluster"
     );
 
+    // `pennant diff hr` reads storage and dry-runs on the second cluster: nothing changed,
+    // then (suspended) a values change shows as the remote ConfigMap configured
+    let n = ns.name.as_str();
+    let (code, out, err) = pennant(&["diff", "hr", "web", "-n", n]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("► HelmRelease/{n}/web app@1.0.0 unchanged")),
+        "{out}"
+    );
+    let hrs = Api::<HelmRelease>::namespaced(client.clone(), &ns.name);
+    let patch = |p: Value| {
+        let hrs = hrs.clone();
+        async move {
+            hrs.patch("web", &PatchParams::default(), &Patch::Merge(&p))
+                .await
+                .unwrap();
+        }
+    };
+    patch(json!({"spec": {"suspend": true, "values": {"message": "changed"}}})).await;
+    let (code, out, err) = pennant(&["diff", "hr", "web", "-n", n]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("► ConfigMap/{n}/web-app configured"))
+            && out.contains("+  message: changed"),
+        "the live object is the remote one: {out}"
+    );
+    assert_eq!(
+        remote_helm_history(n, "web").len(),
+        1,
+        "the diff wrote nothing"
+    );
+
     // a values change upgrades on the second cluster
-    Api::<HelmRelease>::namespaced(client.clone(), &ns.name)
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"values": {"message": "changed"}}})),
-        )
-        .await
-        .unwrap();
+    patch(json!({"spec": {"suspend": false}})).await;
     let h = wait_hr(&ns, "web", "upgraded on the second cluster", |h| {
         is_ready(h, "True", "UpgradeSucceeded")
     })
