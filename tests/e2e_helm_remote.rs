@@ -324,7 +324,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
 
 /// A Secret without the kubeconfig key, a missing Secret and a kubeconfig pointing at a closed
 /// port: `Ready=False` with helm-controller's `RESTClientError` and a Warning naming the Secret
-/// (never its content), no release on either cluster; a HelmRelease of the local cluster in
+/// (never its content); a `configMapRef` is refused (`Stalled`); no release on either cluster; a HelmRelease of the local cluster in
 /// the same namespace is released meanwhile, and the broken ones are deleted without blocking.
 #[tokio::test]
 async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
@@ -355,6 +355,13 @@ async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
         .await;
     ns.apply_yaml(&hr_yaml("unreachable", "app", "1.0.0", &kc("nowhere")))
         .await;
+    ns.apply_yaml(&hr_yaml(
+        "identity",
+        "app",
+        "1.0.0",
+        "  kubeConfig:\n    configMapRef:\n      name: cluster\n",
+    ))
+    .await;
     ns.apply_yaml(&hr_yaml("local", "app", "1.0.0", "")).await;
 
     let secret = |name: &str| format!("{}/{name}", ns.name);
@@ -407,6 +414,21 @@ async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
         );
         assert!(history(&h).is_empty(), "{name}: nothing released");
     }
+    // workload identity: refused (Stalled), never released locally instead
+    let h = wait_hr(&ns, "identity", "configMapRef refused", |h| {
+        is_ready(h, "False", "UnsupportedField")
+    })
+    .await;
+    let (_, _, m) = cond(&h, "Stalled").expect("Stalled");
+    assert!(
+        m.starts_with("spec.kubeConfig.configMapRef is not supported yet: nothing is released"),
+        "{m}"
+    );
+    assert!(
+        !warnings_with(&ns, "identity", "configMapRef")
+            .await
+            .is_empty()
+    );
     // the local HelmRelease of the same controller is served meanwhile
     wait_hr(&ns, "local", "local release installed", |h| {
         is_ready(h, "True", "InstallSucceeded")
@@ -422,7 +444,7 @@ async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
         release_secrets(&client, &ns.name).await,
         ["sh.helm.release.v1.local.v1"]
     );
-    for name in ["nokey", "absent", "unreachable"] {
+    for name in ["nokey", "absent", "unreachable", "identity"] {
         assert!(
             get_hr(&ns, name)
                 .await

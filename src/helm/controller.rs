@@ -25,10 +25,26 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`): uninstall per `spec.uninstall` unless suspended
 //! or never installed (`status.storageNamespace` empty), delete the generated HelmChart.
 //!
+//! Remote clusters (`spec.kubeConfig.secretRef`, Flux's `buildRESTClientGetter`): after the
+//! chart is loaded, the kubeconfig Secret (the HelmRelease's namespace, local cluster) gives the
+//! release's cluster through [`crate::gitops::target`], shared with the kustomize controller
+//! (Flux's key defaults, the kubeconfig sanitised, clients cached per Secret version,
+//! `serviceAccountName`/`--default-service-account` impersonated on the remote cluster). Every
+//! operation on the release goes there: the `helm` actions (the sanitised kubeconfig in a 0600
+//! file, `--kube-as-user`), Helm storage reads and unlock, drift detection and correction, the
+//! Canary-owned fields and the uninstall on deletion; `targetNamespace` is a namespace of that
+//! cluster. The HelmRelease, its HelmChart and sources, `valuesFrom`, the Secret and the Events
+//! stay on the local cluster. A Secret or key missing, a kubeconfig refused or a server not
+//! answering: `Ready=False`, helm-controller's `RESTClientError` and its messages (never the
+//! Secret's content), a Warning Event, retried with the failure backoff; on deletion a missing
+//! Secret skips the uninstall (a Warning says so), as Flux.
+//!
 //! Refused (`Stalled=True`, reason `UnsupportedField`, a Warning Event, no Helm action):
-//! `spec.kubeConfig` (remote clusters). Drift detection ([`super::drift`], `warn`/`enabled`) runs
-//! on a deployed release the history verifies, with the controller's own identity; the fields
-//! the Canary controller owns (the Canaries of the release namespace) are left out of it.
+//! `spec.kubeConfig.configMapRef` (workload identity). Drift detection ([`super::drift`],
+//! `warn`/`enabled`) runs on a deployed release the history verifies, with the controller's own
+//! identity (the remote client's with `spec.kubeConfig`); the fields the Canary controller owns
+//! (the Canaries of the release namespace, none where the cluster has no Canary CRD) are left
+//! out of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
