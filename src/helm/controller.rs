@@ -2245,6 +2245,42 @@ mod tests {
         assert!(dependents_to_wake(&all, "HelmRelease", "other-ns", "back", true).is_empty());
     }
 
+    /// A remote cluster's target hands helm the sanitised kubeconfig and the impersonated user
+    /// (`--kubeconfig`, `--kube-as-user`); the local one neither.
+    #[tokio::test]
+    async fn a_remote_cluster_gives_helm_its_kubeconfig_and_user() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+        let kc = crate::gitops::target::parse_kubeconfig(
+            b"clusters: [{name: r, cluster: {server: 'https://10.0.0.1:6443'}}]\n\
+              users: [{name: u, user: {token: t0k3n}}]\n\
+              contexts: [{name: c, context: {cluster: r, user: u}}]\ncurrent-context: c\n",
+            &TargetOptions::default(),
+        )
+        .unwrap();
+        let user = "system:serviceaccount:apps:deployer".to_string();
+        let remote = ReleaseTarget::of_cluster(Cluster {
+            client: client.clone(),
+            kubeconfig: Some(kc),
+            user: Some(user.clone()),
+        });
+        let text = remote.engine.kubeconfig.expect("a kubeconfig for helm");
+        let back = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        assert_eq!(
+            back.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
+        assert!(text.contains("t0k3n"), "helm needs the credentials");
+        assert_eq!(remote.engine.as_user, Some(user));
+        let local = ReleaseTarget::of_cluster(Cluster {
+            client,
+            kubeconfig: None,
+            user: None,
+        });
+        assert!(local.engine.kubeconfig.is_none() && local.engine.as_user.is_none());
+    }
+
     #[test]
     fn impersonation_refusal_and_unsupported_fields() {
         let mut h = hr(base());
