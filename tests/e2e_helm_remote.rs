@@ -21,6 +21,7 @@ use support::hr::{
     cond, delete_releases, get_hr, helm_repository, history, hr_yaml, is_ready, request_reconcile,
     start_controllers, wait_hr, warnings_with,
 };
+use support::sources::cleanup;
 use support::*;
 
 /// The second control plane's admin kubeconfig (`e2e/cluster env`'s
@@ -319,7 +320,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
     let _ = Api::<Namespace>::all(remote)
         .delete(&ns.name, &DeleteParams::default())
         .await;
-    ns.cleanup().await;
+    cleanup(ns).await;
 }
 
 /// A Secret without the kubeconfig key, a missing Secret and a kubeconfig pointing at a closed
@@ -462,7 +463,7 @@ async fn a_broken_kube_config_fails_with_fluxs_reason_and_releases_nothing() {
     let _ = Api::<Namespace>::all(remote)
         .delete(&ns.name, &DeleteParams::default())
         .await;
-    ns.cleanup().await;
+    cleanup(ns).await;
 }
 
 /// `serviceAccountName` with `kubeConfig`: Helm acts as the account on the second cluster (it
@@ -571,5 +572,5 @@ async fn the_service_account_is_impersonated_on_the_second_cluster() {
     let _ = Api::<Namespace>::all(remote)
         .delete(&ns.name, &DeleteParams::default())
         .await;
-    ns.cleanup().await;
+    cleanup(ns).await;
 }
