@@ -53,12 +53,7 @@ pub const BUILT: &[Entry] = &[
                 p,
                 crate::kustomize::controller::Settings {
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
-                    target: crate::kustomize::target::Options {
-                        default_service_account: Some(args.default_service_account.clone())
-                            .filter(|n| !n.is_empty()),
-                        insecure_exec: args.insecure_kubeconfig_exec,
-                        insecure_tls: args.insecure_kubeconfig_tls,
-                    },
+                    target: target_options(args),
                     concurrent: args.concurrent,
                     ..Default::default()
                 },
@@ -74,8 +69,7 @@ pub const BUILT: &[Entry] = &[
                 p,
                 crate::helm::controller::Settings {
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
-                    default_service_account: Some(args.default_service_account.clone())
-                        .filter(|n| !n.is_empty()),
+                    target: target_options(args),
                     mesh_provider: args.mesh_provider.clone(),
                     concurrent: args.concurrent,
                     ..Default::default()
@@ -84,6 +78,17 @@ pub const BUILT: &[Entry] = &[
         },
     },
 ];
+
+/// `--default-service-account` and `--insecure-kubeconfig-*`: where Kustomizations and
+/// HelmReleases act ([`crate::gitops::target`]).
+fn target_options(args: &ControllerArgs) -> crate::gitops::target::Options {
+    crate::gitops::target::Options {
+        default_service_account: Some(args.default_service_account.clone())
+            .filter(|n| !n.is_empty()),
+        insecure_exec: args.insecure_kubeconfig_exec,
+        insecure_tls: args.insecure_kubeconfig_tls,
+    }
+}
 
 /// Controllers pennant will host but this build does not have yet.
 pub const NOT_BUILT: &[&str] = &["notification"];
@@ -390,16 +395,16 @@ pub struct ControllerArgs {
     /// `--requeue-dependency`, default `30s`).
     #[arg(long, default_value = "30s", value_parser = parse_seconds)]
     pub requeue_dependency: u64,
-    /// Kustomize controller: the service account impersonated when a Kustomization sets no
-    /// `spec.serviceAccountName` (Flux's `--default-service-account`; empty: the controller's
+    /// Kustomize and helm controllers: the service account impersonated when a Kustomization
+    /// or HelmRelease sets no `spec.serviceAccountName` (Flux's `--default-service-account`; empty: the controller's
     /// own rights).
     #[arg(long, default_value = "")]
     pub default_service_account: String,
-    /// Kustomize controller: allow `exec` credential plugins in the kubeconfigs of
+    /// Kustomize and helm controllers: allow `exec` credential plugins in the kubeconfigs of
     /// `spec.kubeConfig` (Flux's `--insecure-kubeconfig-exec`).
     #[arg(long)]
     pub insecure_kubeconfig_exec: bool,
-    /// Kustomize controller: allow `insecure-skip-tls-verify` in the kubeconfigs of
+    /// Kustomize and helm controllers: allow `insecure-skip-tls-verify` in the kubeconfigs of
     /// `spec.kubeConfig` (Flux's `--insecure-kubeconfig-tls`).
     #[arg(long)]
     pub insecure_kubeconfig_tls: bool,

@@ -17,6 +17,9 @@
 //! annotated `helm.sh/resource-policy: keep`, which Helm leaves). Hooks and CRDs are not
 //! diffed (hooks run, they are not applied; the upgrade default skips CRDs).
 //!
+//! With `spec.kubeConfig` the release's cluster is the one of the kubeconfig Secret (read with
+//! the caller's rights): storage, the dry-run and the diff go there.
+//!
 //! Exit status as `flux diff ks`: 0 no change, 1 changes (an object, or a new chart version or
 //! values digest: the controller would make a new revision), 2 an error, one line on stderr
 //! (HelmRelease not found, source not ready, values error, render failed with helm's message).
@@ -30,6 +33,8 @@ use super::diff::{DiffOutput, format_change, print_and_exit};
 use crate::api::helm_release::HelmRelease;
 use crate::apply::inventory::ObjectId;
 use crate::apply::ssa::{Applier, subject};
+use crate::gitops::target::{Flavour, Options as TargetOptions, TargetSpec, Targets};
+use crate::helm::controller::{ReleaseTarget, target_spec};
 use crate::helm::drift::{HELM_FIELD_MANAGER, desired_objects};
 use crate::helm::engine::{HelmCli, HelmCliOptions};
 use crate::helm::render::{NextRelease, next_release};
@@ -95,9 +100,9 @@ pub fn dropped(old: &[Value], new: &[Value]) -> Vec<Value> {
 /// `pennant build ks` masks them.
 pub async fn build_command(args: HrArgs) -> anyhow::Result<()> {
     let client = super::kustomization::connect().await?;
-    let (_, next) = next_of(&client, &args).await?;
+    let (_, next, target) = next_of(&client, &args).await?;
     let objects = desired_objects(
-        &Applier::new(client),
+        &target.applier,
         &next.rendered.manifest,
         &next.rendered.name,
         &next.rendered.namespace,
@@ -112,11 +117,11 @@ pub async fn build_command(args: HrArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HelmRelease `args` names and its next release.
+/// The HelmRelease `args` names, its next release and the release's cluster.
 async fn next_of(
     client: &kube::Client,
     args: &HrArgs,
-) -> anyhow::Result<(HelmRelease, NextRelease)> {
+) -> anyhow::Result<(HelmRelease, NextRelease, ReleaseTarget)> {
     let hr = Api::<HelmRelease>::namespaced(client.clone(), &args.namespace)
         .get_opt(&args.name)
         .await
@@ -124,13 +129,30 @@ async fn next_of(
         .ok_or_else(|| {
             anyhow::anyhow!("HelmRelease '{}/{}' not found", args.namespace, args.name)
         })?;
-    anyhow::ensure!(
-        hr.spec.kube_config.is_none(),
-        "not supported for remote clusters (spec.kubeConfig is set)"
-    );
+    let target = release_target(client, &hr).await?;
     let engine = HelmCli::new(HelmCliOptions::default())?;
-    let next = next_release(client, &engine, &hr).await?;
-    Ok((hr, next))
+    let next = next_release(client, &target.engine, &engine, &hr).await?;
+    Ok((hr, next, target))
+}
+
+/// The cluster of `hr`'s release, as the caller: the caller's cluster, or with
+/// `spec.kubeConfig` the one of the kubeconfig Secret (read with the caller's rights,
+/// sanitised as the controller does, [`crate::gitops::target`]; `serviceAccountName` is not
+/// impersonated, as on the local cluster).
+async fn release_target(client: &kube::Client, hr: &HelmRelease) -> anyhow::Result<ReleaseTarget> {
+    let spec = TargetSpec {
+        service_account_name: None,
+        ..target_spec(hr)
+    };
+    Targets::new(
+        client.clone(),
+        TargetOptions::default(),
+        Flavour::Helm,
+        ReleaseTarget::of_cluster,
+    )
+    .target(&spec)
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 /// `pennant diff hr`: prints the differences and exits 0, 1 or 2 (never returns).
@@ -140,8 +162,8 @@ pub async fn diff_command(args: HrArgs) -> anyhow::Result<()> {
 
 async fn diff(args: &HrArgs) -> anyhow::Result<(DiffOutput, Vec<String>)> {
     let client = super::kustomization::connect().await?;
-    let (hr, next) = next_of(&client, args).await?;
-    object_diff(&Applier::new(client), &hr, &next).await
+    let (hr, next, target) = next_of(&client, args).await?;
+    object_diff(&target.applier, &hr, &next).await
 }
 
 async fn object_diff(

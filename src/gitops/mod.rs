@@ -2,11 +2,14 @@
 //! Kustomization, HelmRelease; notifications next): condition types, reasons and the Ready
 //! summary ([`conditions`]), `dependsOn` checks with cycle detection ([`depends_on`]), on-demand
 //! reconcile requests ([`reconcile_request`]), the Events Flux's recorder writes ([`events`]) and
-//! the status and finalizer writes on a controller's own objects ([`object`]). PURE (`now` is
-//! passed in), but for [`events::emit`] and [`object`]'s writes. Refers to `api` only.
+//! the status and finalizer writes on a controller's own objects ([`object`]) and the cluster
+//! and identity an object acts on (`spec.kubeConfig`, `spec.serviceAccountName`: [`target`]).
+//! PURE (`now` is passed in), but for [`events::emit`], [`object`]'s writes and
+//! [`target::Targets`]. Refers to `api` only.
 
 pub mod conditions;
 pub mod depends_on;
 pub mod events;
 pub mod object;
 pub mod reconcile_request;
+pub mod target;

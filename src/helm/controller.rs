@@ -25,10 +25,26 @@
 //! Deletion (finalizer `finalizers.fluxcd.io`): uninstall per `spec.uninstall` unless suspended
 //! or never installed (`status.storageNamespace` empty), delete the generated HelmChart.
 //!
+//! Remote clusters (`spec.kubeConfig.secretRef`, Flux's `buildRESTClientGetter`): after the
+//! chart is loaded, the kubeconfig Secret (the HelmRelease's namespace, local cluster) gives the
+//! release's cluster through [`crate::gitops::target`], shared with the kustomize controller
+//! (Flux's key defaults, the kubeconfig sanitised, clients cached per Secret version,
+//! `serviceAccountName`/`--default-service-account` impersonated on the remote cluster). Every
+//! operation on the release goes there: the `helm` actions (the sanitised kubeconfig in a 0600
+//! file, `--kube-as-user`), Helm storage reads and unlock, drift detection and correction, the
+//! Canary-owned fields and the uninstall on deletion; `targetNamespace` is a namespace of that
+//! cluster. The HelmRelease, its HelmChart and sources, `valuesFrom`, the Secret and the Events
+//! stay on the local cluster. A Secret or key missing, a kubeconfig refused or a server not
+//! answering: `Ready=False`, helm-controller's `RESTClientError` and its messages (never the
+//! Secret's content), a Warning Event, retried with the failure backoff; on deletion a missing
+//! Secret skips the uninstall (a Warning says so), as Flux.
+//!
 //! Refused (`Stalled=True`, reason `UnsupportedField`, a Warning Event, no Helm action):
-//! `spec.kubeConfig` (remote clusters). Drift detection ([`super::drift`], `warn`/`enabled`) runs
-//! on a deployed release the history verifies, with the controller's own identity; the fields
-//! the Canary controller owns (the Canaries of the release namespace) are left out of it.
+//! `spec.kubeConfig.configMapRef` (workload identity). Drift detection ([`super::drift`],
+//! `warn`/`enabled`) runs on a deployed release the history verifies, with the controller's own
+//! identity (the remote client's with `spec.kubeConfig`); the fields the Canary controller owns
+//! (the Canaries of the release namespace, none where the cluster has no Canary CRD) are left
+//! out of it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +84,9 @@ use crate::api::source::{Artifact, ExternalArtifact, FINALIZER, HelmChart, OCIRe
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
+use crate::gitops::target::{
+    Cluster, Flavour, Options as TargetOptions, TargetError, TargetSpec, Targets, kubeconfig_yaml,
+};
 use crate::health::expr::eval_ready_expr;
 
 /// `source.component` of the Events: Flux's, so tools filtering on it read pennant's.
@@ -94,9 +113,9 @@ pub struct Settings {
     /// Wait before the next attempt when a dependency or the chart source is not ready
     /// (Flux's `--requeue-dependency`, 30 s).
     pub requeue_dependency: Duration,
-    /// Account impersonated by HelmReleases without `serviceAccountName` (Flux's
-    /// `--default-service-account`).
-    pub default_service_account: Option<String>,
+    /// Flux's `--default-service-account` (impersonated by HelmReleases without
+    /// `serviceAccountName`) and `--insecure-kubeconfig-exec`/`-tls` (for `spec.kubeConfig`).
+    pub target: TargetOptions,
     /// Flux's `DefaultToRetryOnFailure` feature gate.
     pub default_to_retry_on_failure: bool,
     pub helm: HelmCliOptions,
@@ -112,7 +131,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             requeue_dependency: Duration::from_secs(30),
-            default_service_account: None,
+            target: TargetOptions::default(),
             default_to_retry_on_failure: false,
             helm: HelmCliOptions::default(),
             mesh_provider: "istio".into(),
@@ -133,6 +152,8 @@ struct Ctx {
     engine: HelmCli,
     /// Drift detection's dry-runs and corrections (the controller's own identity).
     applier: crate::apply::ssa::Applier,
+    /// The remote clusters of `spec.kubeConfig` (the local cluster keeps `client`/`applier`).
+    targets: Targets<ReleaseTarget>,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -169,29 +190,53 @@ pub fn unsupported_fields(hr: &HelmRelease) -> Vec<String> {
     out
 }
 
-/// Why the spec must not be acted on at all, or `None`: `spec.kubeConfig` (a remote cluster)
-/// is not implemented, and releasing to the local cluster instead would be wrong. PURE.
+/// Why the spec must not be acted on at all, or `None`: `spec.kubeConfig.configMapRef`
+/// (Flux 2.6 workload identity) is not implemented, and releasing to the local cluster
+/// instead would be wrong. (`spec.kubeConfig.secretRef` is: [`crate::gitops::target`].) PURE.
 pub fn refused(hr: &HelmRelease) -> Option<String> {
-    hr.spec.kube_config.as_ref().map(|_| {
-        "spec.kubeConfig is not supported yet: nothing is released (pennant will not release \
-         to the local cluster instead)"
-            .to_string()
-    })
+    crate::gitops::target::refused(hr.spec.kube_config.as_ref(), Flavour::Helm).map(String::from)
+}
+
+/// Where a HelmRelease's release lives: the engine's target (client, kubeconfig for the `helm`
+/// CLI, impersonated user) and the applier of drift detection and the Canary-owned fields on
+/// that cluster.
+#[derive(Clone)]
+pub struct ReleaseTarget {
+    pub engine: Target,
+    pub applier: crate::apply::ssa::Applier,
+}
+
+impl ReleaseTarget {
+    /// The target of a [`Cluster`] of [`crate::gitops::target`]: its client (impersonating when
+    /// a user is set), its sanitised kubeconfig serialised for `--kubeconfig`, the user for
+    /// `--kube-as-user`.
+    pub fn of_cluster(c: Cluster) -> Self {
+        ReleaseTarget {
+            applier: crate::apply::ssa::Applier::new(c.client.clone()),
+            engine: Target {
+                client: c.client,
+                kubeconfig: c.kubeconfig.as_ref().map(kubeconfig_yaml),
+                as_user: c.user,
+            },
+        }
+    }
+}
+
+/// What of `hr` decides its cluster and identity. PURE.
+pub fn target_spec(hr: &HelmRelease) -> TargetSpec<'_> {
+    TargetSpec {
+        namespace: hr.metadata.namespace.as_deref().unwrap_or_default(),
+        kube_config: hr.spec.kube_config.as_ref(),
+        service_account_name: hr.spec.service_account_name.as_deref(),
+    }
 }
 
 /// The user Helm runs as: `system:serviceaccount:<ns>:<spec.serviceAccountName>`, else the
-/// default service account when set, else `None` (the controller's own). PURE.
+/// default service account when set, else `None` (the controller's own); on the remote
+/// cluster with `spec.kubeConfig`, as Flux. PURE.
 pub fn impersonated_user(hr: &HelmRelease, default: Option<&str>) -> Option<String> {
-    let sa = hr
-        .spec
-        .service_account_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .or(default.filter(|s| !s.is_empty()))?;
-    Some(format!(
-        "system:serviceaccount:{}:{sa}",
-        hr.namespace().unwrap_or_default()
-    ))
+    let spec = target_spec(hr);
+    crate::gitops::target::impersonated_user(spec.namespace, spec.service_account_name, default)
 }
 
 /// `(kind, namespace, name)` of the chart source: the generated HelmChart, or `chartRef`. PURE.
@@ -375,6 +420,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         client: client.clone(),
         engine,
         applier: crate::apply::ssa::Applier::new(client.clone()),
+        targets: Targets::new(
+            client.clone(),
+            settings.target.clone(),
+            Flavour::Helm,
+            ReleaseTarget::of_cluster,
+        ),
         settings,
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -456,6 +507,8 @@ struct Failure {
     terminal: bool,
     waiting: Option<Duration>,
     warn: bool,
+    /// Retried with the failure backoff (Flux returns the error), not at `spec.interval`.
+    backoff: bool,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
@@ -465,6 +518,19 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
         terminal: false,
         waiting: None,
         warn: false,
+        backoff: false,
+    }
+}
+
+impl From<TargetError> for Failure {
+    /// helm-controller's `RESTClientError` (retried with backoff), or the refused
+    /// `configMapRef` (`Stalled`); a Warning Event either way.
+    fn from(e: TargetError) -> Self {
+        Failure {
+            terminal: e.terminal,
+            backoff: !e.terminal,
+            ..failure(e.reason, e.message)
+        }
     }
 }
 
@@ -488,6 +554,8 @@ type Note = (bool, String, String);
 /// What the prelude resolved: the chart on disk and what the next release is made of.
 struct Prepared {
     _work: tempfile::TempDir,
+    /// The cluster of the release (remote with `spec.kubeConfig`).
+    target: ReleaseTarget,
     chart_path: std::path::PathBuf,
     chart_name: String,
     /// `lastAttemptedRevision`: the chart's version, `+<12 hex>` for OCI.
@@ -584,6 +652,11 @@ async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, E
                     f.reason.into(),
                     f.message.clone(),
                 ));
+            }
+            if f.backoff {
+                write_status(&api, &hr, &written, &status).await?;
+                emit_all(&ctx, &hr, events, status.last_attempted_revision.as_deref()).await;
+                return Err(Error::Kube(f.message));
             }
             if f.terminal {
                 Requeue::await_change()
@@ -703,8 +776,12 @@ async fn prelude(
     })?;
     let oci_digest = is_oci.then(|| chart::oci_revision_digest(&artifact.revision).to_string());
     let chart_version = chart::chart_version(&version, oci_digest.as_deref());
+    // Flux's order: the REST client getter after the chart is loaded, before any release
+    // action; sources, values and status stay on the local cluster
+    let target = target_of(hr, ctx).await?;
     Ok(Prepared {
         _work: work,
+        target,
         chart_path,
         chart_name,
         chart_version,
@@ -940,13 +1017,22 @@ async fn dependencies(hr: &HelmRelease, client: &Client, wait: Duration) -> Resu
         .map_err(|m| waiting(reasons::DEPENDENCY_NOT_READY, m, wait))
 }
 
-/// The engine's target of `hr`: the local cluster, as the impersonated account when one is set.
-fn target_of(hr: &HelmRelease, ctx: &Ctx) -> Target {
-    Target {
-        client: ctx.client.clone(),
-        kubeconfig: None,
-        as_user: impersonated_user(hr, ctx.settings.default_service_account.as_deref()),
+/// The release target of `hr`: without `spec.kubeConfig` the local cluster (helm as the
+/// impersonated account when one is set; storage, drift and the Canaries read with the
+/// controller's identity); with it the remote cluster of the kubeconfig Secret, everything
+/// through the impersonating remote client ([`crate::gitops::target::Targets::target`]).
+async fn target_of(hr: &HelmRelease, ctx: &Ctx) -> Result<ReleaseTarget, TargetError> {
+    if hr.spec.kube_config.is_some() {
+        return ctx.targets.target(&target_spec(hr)).await;
     }
+    Ok(ReleaseTarget {
+        engine: Target {
+            client: ctx.client.clone(),
+            kubeconfig: None,
+            as_user: impersonated_user(hr, ctx.settings.target.default_service_account.as_deref()),
+        },
+        applier: ctx.applier.clone(),
+    })
 }
 
 /// The release `hr` manages (name and namespace; the helm CLI stores it there).
@@ -1044,7 +1130,8 @@ async fn release(
     now: &Time,
 ) -> Result<Requeue, Error> {
     let generation = hr.metadata.generation.unwrap_or_default();
-    let target = target_of(hr, ctx);
+    let rt = &p.target;
+    let target = rt.engine.clone();
     let rref = release_ref(hr);
     let policy = chart::policy(hr, ctx.settings.default_to_retry_on_failure);
     let interval = hr.interval().unwrap_or(Duration::from_secs(600));
@@ -1139,17 +1226,8 @@ async fn release(
             .latest(&target, &rref)
             .await
             .map_err(|e| Error::Kube(format!("read release storage: {e}")))?;
-        let (obs, drift_report) = observe(
-            hr,
-            status,
-            latest.as_ref(),
-            &desired,
-            force,
-            &rref,
-            &target,
-            ctx,
-        )
-        .await?;
+        let (obs, drift_report) =
+            observe(hr, status, latest.as_ref(), &desired, force, &rref, rt, ctx).await?;
         let step = decide::next_step(&obs, &policy, &run);
         info!(helmrelease = %hr.name_any(), state = ?step.state.kind, next = ?step.next,
             "determined next Helm action based on state");
@@ -1217,7 +1295,7 @@ async fn release(
                 .unwrap_or_default();
             if let Some(report) = &drift_report {
                 let c =
-                    super::drift::correct(&ctx.applier, report, super::drift::HELM_FIELD_MANAGER)
+                    super::drift::correct(&rt.applier, report, super::drift::HELM_FIELD_MANAGER)
                         .await;
                 let changes = crate::apply::ssa::change_set_message(&c.applied);
                 if c.errors.is_empty() {
@@ -1241,7 +1319,7 @@ async fn release(
             run.insert(action.kind());
             continue;
         }
-        let (result, rls, logs) = run_action(hr, ctx, &target, &rref, &action, &policy, p).await;
+        let (result, rls, logs) = run_action(hr, ctx, rt, &rref, &action, &policy, p).await;
         if matches!(action, Action::Install | Action::Upgrade) {
             status.last_attempted_release_action_duration = Some(crate::util::go_duration(
                 started.elapsed().as_millis() as f64,
@@ -1272,7 +1350,7 @@ async fn release(
         match &rls {
             Some(r) if r.info.status.as_str() == "deployed" => {
                 if let Ok(objs) =
-                    super::drift::desired_objects(&ctx.applier, &r.manifest, &r.name, &r.namespace)
+                    super::drift::desired_objects(&rt.applier, &r.manifest, &r.name, &r.namespace)
                         .await
                 {
                     status.inventory = Some(chart::inventory_of(&objs));
@@ -1419,9 +1497,10 @@ async fn observe(
     desired: &Desired,
     force: bool,
     rref: &ReleaseRef,
-    target: &Target,
+    rt: &ReleaseTarget,
     ctx: &Ctx,
 ) -> Result<(Observed, Option<super::drift::DriftReport>), Error> {
+    let target = &rt.engine;
     let history: Vec<decide::Snapshot> = status.history.iter().map(chart::to_decide).collect();
     let latest_match = match (latest, status.history.first()) {
         (Some(r), Some(s)) if s.version == r.version as i64 => {
@@ -1450,7 +1529,7 @@ async fn observe(
         && !status.history.is_empty()
         && let Some(r) = latest.filter(|r| r.info.status.as_str() == "deployed")
     {
-        report = detect_drift(hr, r, ctx).await;
+        report = detect_drift(hr, r, rt, ctx).await;
     }
     let drift = report
         .as_ref()
@@ -1493,6 +1572,7 @@ async fn observe(
 async fn detect_drift(
     hr: &HelmRelease,
     r: &Release,
+    rt: &ReleaseTarget,
     ctx: &Ctx,
 ) -> Option<super::drift::DriftReport> {
     use super::drift;
@@ -1503,7 +1583,7 @@ async fn detect_drift(
         .and_then(|d| serde_json::to_value(d).ok())
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let objects = drift::desired_objects(&ctx.applier, &r.manifest, &r.name, &r.namespace)
+    let objects = drift::desired_objects(&rt.applier, &r.manifest, &r.name, &r.namespace)
         .await
         .inspect_err(|e| warn!(helmrelease = %hr.name_any(), "drift detection: {e}"))
         .ok()?;
@@ -1511,19 +1591,16 @@ async fn detect_drift(
     // replicas, the apex Service selector, the routes) are neither drift nor corrected. Without
     // them drift detection would undo a Canary (flagger#1407, flagger#1121), so no list, no
     // detection.
-    let canaries = Api::<crate::api::Canary>::namespaced(ctx.client.clone(), &r.namespace)
-        .list(&Default::default())
+    let canaries = list_canaries(&rt.engine.client, &r.namespace)
         .await
         .inspect_err(
             |e| warn!(helmrelease = %hr.name_any(), "drift detection: listing Canaries: {e}"),
         )
         .ok()?;
-    let owned = crate::apply::ownership::Ownership::of_canaries(
-        &canaries.items,
-        &ctx.settings.mesh_provider,
-    );
+    let owned =
+        crate::apply::ownership::Ownership::of_canaries(&canaries, &ctx.settings.mesh_provider);
     drift::detect(
-        &ctx.applier,
+        &rt.applier,
         &objects,
         &settings,
         &owned,
@@ -1581,6 +1658,19 @@ fn record_post_render_digests(status: &mut HelmReleaseStatus, hr: &HelmRelease) 
         postrender::common_metadata_digest(hr.spec.common_metadata.as_ref());
 }
 
+/// The Canaries of namespace `ns` (through `client`: the release's cluster, which may be a
+/// remote one without the Canary CRD: no Canaries there).
+async fn list_canaries(client: &Client, ns: &str) -> Result<Vec<crate::api::Canary>, kube::Error> {
+    match Api::<crate::api::Canary>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+    {
+        Ok(l) => Ok(l.items),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
 /// The fields the Canary controller owns in the release namespace `ns`, with their live
 /// values ([`super::postrender::KeptField`]), for an install or upgrade to keep. Objects the
 /// Canary owns whole are its own (never in a chart) and skipped; an object not in the cluster
@@ -1593,11 +1683,8 @@ pub async fn canary_kept_fields(
     ns: &str,
 ) -> Vec<super::postrender::KeptField> {
     use crate::apply::ownership::{Ownership, WHOLE};
-    let canaries = match Api::<crate::api::Canary>::namespaced(client.clone(), ns)
-        .list(&Default::default())
-        .await
-    {
-        Ok(l) => l.items,
+    let canaries = match list_canaries(client, ns).await {
+        Ok(l) => l,
         Err(e) => {
             warn!(namespace = ns, "listing Canaries: {e}");
             return vec![];
@@ -1770,19 +1857,20 @@ pub fn upgrade_request(
 async fn run_action(
     hr: &HelmRelease,
     ctx: &Ctx,
-    target: &Target,
+    rt: &ReleaseTarget,
     rref: &ReleaseRef,
     action: &Action,
     policy: &decide::Policy,
     p: &Prepared,
 ) -> (ActionResult, Option<Release>, String) {
+    let target = &rt.engine;
     let rb = hr.spec.rollback.as_ref();
     let history_max = hr.max_history().max(0) as u32;
     let keep = match action {
         Action::Install | Action::Upgrade => {
             canary_kept_fields(
-                &ctx.client,
-                &ctx.applier,
+                &rt.engine.client,
+                &rt.applier,
                 &ctx.settings.mesh_provider,
                 &rref.namespace,
             )
@@ -1922,10 +2010,37 @@ async fn finalize(hr: &HelmRelease, api: &Api<HelmRelease>, ctx: &Ctx) -> Result
         .is_some_and(|s| !s.is_empty());
     if !hr.suspended() && installed {
         let policy = chart::policy(hr, ctx.settings.default_to_retry_on_failure);
-        let target = target_of(hr, ctx);
+        let target = match target_of(hr, ctx).await {
+            Ok(t) => Some(t.engine),
+            // helm-controller: without its kubeconfig Secret the release cannot be reached;
+            // the uninstall is skipped (and said, as a Warning)
+            Err(e) if e.gone => {
+                let m = format!("skipping Helm release uninstallation: {}", e.message);
+                emit_event(ctx, hr, true, UNINSTALL_FAILED, &m, None).await;
+                None
+            }
+            Err(e) => {
+                let m = format!(
+                    "failed to build REST client getter to uninstall release: {}",
+                    e.message
+                );
+                emit_event(ctx, hr, true, UNINSTALL_FAILED, &m, None).await;
+                return Err(Error::Kube(m));
+            }
+        };
         let rref = release_ref(hr);
-        let present = ctx.engine.latest(&target, &rref).await.ok().flatten();
-        if present.is_some_and(|r| r.info.status.as_str() != "uninstalled") {
+        let present = match target {
+            Some(t) => ctx
+                .engine
+                .latest(&t, &rref)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.info.status.as_str() != "uninstalled")
+                .map(|_| t),
+            None => None,
+        };
+        if let Some(target) = present {
             let req = uninstall_request(hr, rref.clone(), &policy);
             match ctx.engine.uninstall(&target, &req).await {
                 Ok(_) => {
@@ -2144,6 +2259,42 @@ mod tests {
         assert!(dependents_to_wake(&all, "HelmRelease", "other-ns", "back", true).is_empty());
     }
 
+    /// A remote cluster's target hands helm the sanitised kubeconfig and the impersonated user
+    /// (`--kubeconfig`, `--kube-as-user`); the local one neither.
+    #[tokio::test]
+    async fn a_remote_cluster_gives_helm_its_kubeconfig_and_user() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client =
+            Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+        let kc = crate::gitops::target::parse_kubeconfig(
+            b"clusters: [{name: r, cluster: {server: 'https://10.0.0.1:6443'}}]\n\
+              users: [{name: u, user: {token: t0k3n}}]\n\
+              contexts: [{name: c, context: {cluster: r, user: u}}]\ncurrent-context: c\n",
+            &TargetOptions::default(),
+        )
+        .unwrap();
+        let user = "system:serviceaccount:apps:deployer".to_string();
+        let remote = ReleaseTarget::of_cluster(Cluster {
+            client: client.clone(),
+            kubeconfig: Some(kc),
+            user: Some(user.clone()),
+        });
+        let text = remote.engine.kubeconfig.expect("a kubeconfig for helm");
+        let back = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        assert_eq!(
+            back.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://10.0.0.1:6443")
+        );
+        assert!(text.contains("t0k3n"), "helm needs the credentials");
+        assert_eq!(remote.engine.as_user, Some(user));
+        let local = ReleaseTarget::of_cluster(Cluster {
+            client,
+            kubeconfig: None,
+            user: None,
+        });
+        assert!(local.engine.kubeconfig.is_none() && local.engine.as_user.is_none());
+    }
+
     #[test]
     fn impersonation_refusal_and_unsupported_fields() {
         let mut h = hr(base());
@@ -2161,10 +2312,24 @@ mod tests {
         assert!(unsupported_fields(&h).is_empty());
         h.spec.kube_config =
             Some(serde_json::from_value(json!({"secretRef": {"name": "kc"}})).unwrap());
+        assert_eq!(refused(&h), None, "a kubeconfig Secret is released to");
+        let spec = target_spec(&h);
+        assert_eq!(
+            (spec.namespace, spec.service_account_name),
+            ("apps", Some("deployer"))
+        );
+        assert_eq!(
+            spec.kube_config
+                .and_then(|k| k.secret_ref.as_ref())
+                .map(|r| r.name.as_str()),
+            Some("kc")
+        );
+        h.spec.kube_config =
+            Some(serde_json::from_value(json!({"configMapRef": {"name": "wi"}})).unwrap());
         assert!(
-            refused(&h)
-                .unwrap()
-                .starts_with("spec.kubeConfig is not supported yet")
+            refused(&h).unwrap().starts_with(
+                "spec.kubeConfig.configMapRef is not supported yet: nothing is released"
+            )
         );
         h.spec.drift_detection = Some(serde_json::from_value(json!({"mode": "warn"})).unwrap());
         assert!(

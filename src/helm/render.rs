@@ -10,7 +10,9 @@
 //! no release Secret, no object, no CRD.
 //!
 //! Identity: the caller's own (its kubeconfig), as `flux diff ks`; `serviceAccountName` is not
-//! impersonated.
+//! impersonated. Cluster: the sources, values and HelmChart are read through `client` (the
+//! HelmRelease's cluster), Helm storage, the Canary-owned fields and the dry-run go to
+//! `target` (the release's cluster: another one with `spec.kubeConfig`).
 
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
@@ -96,9 +98,11 @@ pub fn current_release(history: Vec<Release>) -> Option<Release> {
     }
 }
 
-/// Render the next release of `hr` (see the module doc) with `engine`, as the caller.
+/// Render the next release of `hr` (see the module doc) with `engine`, as the caller, on
+/// `target`.
 pub async fn next_release<E: Engine>(
     client: &Client,
+    target: &Target,
     engine: &E,
     hr: &HelmRelease,
 ) -> Result<NextRelease, RenderError> {
@@ -163,15 +167,15 @@ pub async fn next_release<E: Engine>(
     let (chart_name, chart_version) = controller::read_chart_meta(&chart_path)
         .map_err(|m| RenderError::Artifact(format!("failed to load chart: {m}")))?;
     let rref = controller::release_ref(hr);
-    let history = storage::history(client, &rref.namespace, &rref.name)
+    let history = storage::history(&target.client, &rref.namespace, &rref.name)
         .await
         .map_err(|e| RenderError::Storage(e.to_string()))?;
     let current = current_release(history);
     let policy = chart::policy(hr, false);
     // the Canary-owned fields the controller would keep at their live values
     let keep = controller::canary_kept_fields(
-        client,
-        &crate::apply::ssa::Applier::new(client.clone()),
+        &target.client,
+        &crate::apply::ssa::Applier::new(target.client.clone()),
         &std::env::var("PENNANT_MESH_PROVIDER")
             .unwrap_or_else(|_| crate::api::canary::DEFAULT_MESH_PROVIDER.into()),
         &rref.namespace,
@@ -195,13 +199,8 @@ pub async fn next_release<E: Engine>(
             &keep,
         )),
     };
-    let target = Target {
-        client: client.clone(),
-        kubeconfig: None,
-        as_user: None,
-    };
     let rendered = engine
-        .dry_run(&target, &request)
+        .dry_run(target, &request)
         .await
         .map_err(|e| match e {
             EngineError::Helm(h) => RenderError::Render(render_message(&h.message)),

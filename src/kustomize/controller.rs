@@ -67,7 +67,7 @@ use crate::api::source::{
     Artifact, ExternalArtifact, FINALIZER, GitRepository, OCIRepository, Source,
 };
 use crate::apply::inventory::{merge_survivors, stale};
-use crate::apply::ssa::{Applier, ApplyOptions, Change, change_set_message};
+use crate::apply::ssa::{ApplyOptions, Change, change_set_message};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -380,11 +380,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         waits,
         helm_dependents,
         watches,
-        targets: Targets::new(
-            client.clone(),
-            Applier::new(client.clone()),
-            settings.target.clone(),
-        ),
+        targets: Targets::new(client.clone(), settings.target.clone()),
         client: client.clone(),
         settings,
         instance: std::env::var("POD_NAME")
