@@ -459,16 +459,17 @@ pub const HELM_RULES: &[Permission] = &[
         group: "",
         resource: "configmaps",
         kind: "ConfigMap",
-        verbs: &["get"],
-        why: "spec.valuesFrom",
+        verbs: &["get", "list", "watch"],
+        why: "spec.valuesFrom; list/watch: those labelled reconcile.fluxcd.io/watch=Enabled",
     },
     Permission {
         group: "",
         resource: "secrets",
         kind: "Secret",
-        verbs: &["get", "list"],
+        verbs: &["get", "list", "watch"],
         why: "spec.valuesFrom, spec.kubeConfig.secretRef; list: Helm release storage \
-              (sh.helm.release.v1.*) read natively",
+              (sh.helm.release.v1.*) read natively; watch: valuesFrom Secrets labelled \
+              reconcile.fluxcd.io/watch=Enabled",
     },
     Permission {
         group: "",

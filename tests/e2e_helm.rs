@@ -676,6 +676,43 @@ async fn shutdown_does_not_wait_for_a_long_helm_action() {
     cleanup(ns).await;
 }
 
+/// A `valuesFrom` ConfigMap labelled `reconcile.fluxcd.io/watch: Enabled` (Flux's
+/// `--watch-configs-label-selector`): its change upgrades the release at once, not at the next
+/// interval (10m here) and without `flux reconcile`.
+#[tokio::test]
+async fn a_labelled_values_config_map_change_upgrades_at_once() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "hr-controller-watchcm", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let _ctl = start(&ns.name, storage.path());
+    let repo = HelmRepo::start(None);
+    repo.add_chart("app", "1.0.0");
+    helm_repository(&ns, &repo.url).await;
+    let cm = |m: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-values\n  namespace: NAMESPACE\n  labels:\n    reconcile.fluxcd.io/watch: Enabled\ndata:\n  values.yaml: |\n    message: {m}\n"
+        )
+    };
+    ns.apply_yaml(&cm("first")).await;
+    let extra = "  valuesFrom:\n    - kind: ConfigMap\n      name: web-values\n";
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", extra)).await;
+    wait_hr(&ns, "web", "installed", |h| {
+        ready_reason(h) == Some(("True".into(), "InstallSucceeded".into()))
+    })
+    .await;
+    ns.apply_yaml(&cm("second")).await;
+    wait_hr(&ns, "web", "upgraded for the labelled ConfigMap", |h| {
+        ready_reason(h) == Some(("True".into(), "UpgradeSucceeded".into()))
+    })
+    .await;
+    assert_eq!(
+        configmap_data(&ns, "web-app", "message").await.as_deref(),
+        Some("second")
+    );
+    delete_releases(&ns).await;
+    cleanup(ns).await;
+}
+
 /// `driftDetection.mode: enabled`: a changed object of the release is put back on the next
 /// reconcile, with a `DriftDetected` Warning and a `DriftCorrected` Event naming it, and no
 /// new Helm revision.

@@ -273,6 +273,32 @@ fn wanted(o: &HelmRelease) -> Option<u64> {
 }
 
 /// The HelmReleases using `source` whose last attempt is not its artifact's revision.
+/// The label selector of the ConfigMaps and Secrets whose changes trigger the HelmReleases
+/// referencing them in `valuesFrom` (Flux's `--watch-configs-label-selector` default).
+pub const WATCH_CONFIGS_SELECTOR: &str = "reconcile.fluxcd.io/watch=Enabled";
+
+/// The HelmReleases of the object's namespace whose `valuesFrom` names it (`kind` ConfigMap
+/// or Secret). PURE over the store.
+fn using_values_from<K: Resource>(
+    store: &Store<HelmRelease>,
+    kind: &str,
+    obj: &K,
+) -> Vec<ObjectRef<HelmRelease>> {
+    let (ns, name) = (obj.meta().namespace.as_deref(), obj.meta().name.as_deref());
+    store
+        .state()
+        .iter()
+        .filter(|h| h.metadata.namespace.as_deref() == ns)
+        .filter(|h| {
+            h.spec
+                .values_from
+                .iter()
+                .any(|v| v.kind == kind && Some(v.name.as_str()) == name)
+        })
+        .map(|h| ObjectRef::from_obj(h.as_ref()))
+        .collect()
+}
+
 fn for_source<S: Source + Resource<DynamicType = ()>>(
     store: &Store<HelmRelease>,
     source: &S,
@@ -433,6 +459,10 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         failures: Mutex::default(),
     });
     let concurrency = ctx.settings.concurrent;
+    let (s4, s5) = (store.clone(), store.clone());
+    // Flux's --watch-configs-label-selector: a labelled valuesFrom object changing upgrades
+    // its releases at once instead of at the next interval
+    let labelled = || watcher::Config::default().labels(WATCH_CONFIGS_SELECTOR);
     Controller::for_stream(trigger, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(scope.api::<HelmChart>(&client), any(), move |r| {
@@ -444,6 +474,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
             for_source(&s3, &r)
         })
+        .watches(
+            scope.api::<k8s_openapi::api::core::v1::ConfigMap>(&client),
+            labelled(),
+            move |r| using_values_from(&s4, "ConfigMap", &r),
+        )
+        .watches(
+            scope.api::<k8s_openapi::api::core::v1::Secret>(&client),
+            labelled(),
+            move |r| using_values_from(&s5, "Secret", &r),
+        )
         .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|r| (r, rx))
         }))
