@@ -1315,6 +1315,9 @@ async fn release(
         if matches!(action, Action::Install | Action::Upgrade) {
             force = false;
         }
+        if let Some(n) = out.stop {
+            break n;
+        }
         if out.retry_error {
             match decide::on_action_error(&policy, last_action(status)) {
                 Some(n) => break n,
@@ -1388,6 +1391,8 @@ async fn release(
             events.push((true, STATE_ERROR.into(), message.clone()));
             return Err(Error::Kube(message));
         }
+        // a failed remediation: the error's backoff, never at once (error_policy)
+        Next::Backoff(m) => return Err(Error::Kube(m.clone())),
         Next::Done => {
             decide::summarize(&mut status.conditions, &policy, generation, now);
             status.observed_generation = Some(generation);
@@ -1482,6 +1487,7 @@ async fn observe(
         counters: counters_of(status),
         last_action: last_action(status),
         force_requested: force,
+        in_flight: decide::in_flight_action(&status.conditions),
         now: Timestamp::now(),
     };
     Ok((obs, report))
