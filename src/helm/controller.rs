@@ -20,7 +20,10 @@
 //! the [`Engine`]) → [`decide::next_step`] → the engine's action → the new release recorded in
 //! `status.history` (newest first, `maxHistory`) → counters, conditions and Events of
 //! [`decide::outcome`]. Before each action `Reconciling=True` (and for release actions
-//! `Ready=Unknown`) "Running 'upgrade' action with timeout of 5m0s" is patched.
+//! `Ready=Unknown`) "Running 'upgrade' action with timeout of 5m0s" is patched; a pending
+//! release written after it and still there when a later reconcile starts was left by a killed
+//! controller and is unlocked at once ([`decide::pending_is_ours`]). A failed remediation ends
+//! the reconcile with an error (the failure backoff) or `Stalled` ([`decide::Next::Backoff`]).
 //!
 //! Deletion (finalizer `finalizers.fluxcd.io`): uninstall per `spec.uninstall` unless suspended
 //! or never installed (`status.storageNamespace` empty), delete the generated HelmChart.

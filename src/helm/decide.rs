@@ -692,10 +692,11 @@ pub fn in_flight_action(conditions: &[Condition]) -> Option<InFlight> {
     }
     let rest = c.message.strip_prefix("Running '")?;
     let (action, tail) = rest.split_once('\'')?;
-    tail.starts_with(" action with timeout of ").then(|| InFlight {
-        action: action.to_string(),
-        since: c.last_transition_time.0,
-    })
+    tail.starts_with(" action with timeout of ")
+        .then(|| InFlight {
+            action: action.to_string(),
+            since: c.last_transition_time.0,
+        })
 }
 
 impl Default for Observed {

@@ -1913,15 +1913,22 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
 }
 
 fn arb_faults() -> impl Strategy<Value = Faults> {
-    (any::<bool>(), 0u32..6, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(install, upgrade, test, rollback, rollback_relabels)| Faults {
-            install,
-            upgrade,
-            test,
-            rollback,
-            rollback_relabels,
-        },
+    (
+        any::<bool>(),
+        0u32..6,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(install, upgrade, test, rollback, rollback_relabels)| Faults {
+                install,
+                upgrade,
+                test,
+                rollback,
+                rollback_relabels,
+            },
+        )
 }
 
 proptest! {
@@ -2071,7 +2078,12 @@ fn rollback_target_skips_failed_releases_relabelled_superseded() {
         },
         Case {
             name: "a successful rollback superseded the older ones: the newest superseded",
-            history: vec![snap(4, Failed), snap(3, Deployed), snap(2, Failed), snap(1, Superseded)],
+            history: vec![
+                snap(4, Failed),
+                snap(3, Deployed),
+                snap(2, Failed),
+                snap(1, Superseded),
+            ],
             ignore_tests: false,
             want: Some(3),
             kept: &[4, 3],
@@ -2085,14 +2097,24 @@ fn rollback_target_skips_failed_releases_relabelled_superseded() {
         },
         Case {
             name: "the deployed one failed its tests: an older superseded one",
-            history: vec![snap(4, Failed), snap(3, Superseded), bad_test(2), snap(1, Superseded)],
+            history: vec![
+                snap(4, Failed),
+                snap(3, Superseded),
+                bad_test(2),
+                snap(1, Superseded),
+            ],
             ignore_tests: false,
             want: Some(1),
             kept: &[4, 3, 2, 1],
         },
         Case {
             name: "the deployed one failed its tests, ignored",
-            history: vec![snap(4, Failed), snap(3, Superseded), bad_test(2), snap(1, Superseded)],
+            history: vec![
+                snap(4, Failed),
+                snap(3, Superseded),
+                bad_test(2),
+                snap(1, Superseded),
+            ],
             ignore_tests: true,
             want: Some(2),
             kept: &[4, 3, 2],
@@ -2184,7 +2206,10 @@ fn failed_remediation_backs_off_then_stalls() {
             upgrade_failures: 2,
         }
     );
-    assert_eq!(requeue_after(out.stop.as_ref().unwrap(), Duration::from_secs(300)), None);
+    assert_eq!(
+        requeue_after(out.stop.as_ref().unwrap(), Duration::from_secs(300)),
+        None
+    );
     assert_eq!(
         reconciling_for(out.stop.as_ref().unwrap(), "ready"),
         Some((reasons::PROGRESSING_WITH_RETRY, "ready".to_string()))
@@ -2193,7 +2218,10 @@ fn failed_remediation_backs_off_then_stalls() {
     c.counters = out.counters;
     let out = outcome(&rollback, &fail(true), &c);
     assert_eq!(out.counters.upgrade_failures, 3);
-    assert_eq!(out.stop, Some(stalled("Failed to upgrade after 3 attempt(s)")));
+    assert_eq!(
+        out.stop,
+        Some(stalled("Failed to upgrade after 3 attempt(s)"))
+    );
     // nothing stored: a retry error (backoff), not counted against the retries
     let out = outcome(&rollback, &fail(false), &c);
     assert!(out.retry_error);
@@ -2208,7 +2236,10 @@ fn failed_remediation_backs_off_then_stalls() {
     ci.counters.install_failures = 1;
     let out = outcome(&Action::UninstallRemediation, &fail(true), &ci);
     assert_eq!(out.counters.install_failures, 2);
-    assert_eq!(out.stop, Some(stalled("Failed to install after 2 attempt(s)")));
+    assert_eq!(
+        out.stop,
+        Some(stalled("Failed to install after 2 attempt(s)"))
+    );
     // a successful rollback still requeues to retry the upgrade
     let out = outcome(&rollback, &ActionResult::Succeeded, &c);
     assert_eq!(out.stop, None);
@@ -2392,10 +2423,20 @@ fn own_pending_release_is_unlocked_at_once() {
         r.last_deployed = Some(at(c.written));
         o.latest = Some(r.clone());
         o.in_flight = c.in_flight.clone();
-        assert_eq!(pending_is_ours(&r, c.in_flight.as_ref()), c.unlock, "{}", c.name);
+        assert_eq!(
+            pending_is_ours(&r, c.in_flight.as_ref()),
+            c.unlock,
+            "{}",
+            c.name
+        );
         let next = next_step(&o, &p, &AlreadyRun::default()).next;
         if c.unlock {
-            assert_eq!(next, Next::Run(Action::Unlock { from: c.pending }), "{}", c.name);
+            assert_eq!(
+                next,
+                Next::Run(Action::Unlock { from: c.pending }),
+                "{}",
+                c.name
+            );
         } else {
             let wait = Duration::from_secs((300 + c.written) as u64);
             assert_eq!(next, Next::WaitForLock(wait), "{}", c.name);

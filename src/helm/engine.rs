@@ -1182,7 +1182,6 @@ impl Engine for HelmCli {
     }
 }
 
-
 /// Linux: the spawned `helm` gets SIGKILL when the thread that spawned it (a tokio worker, alive
 /// as long as the runtime) ends, so a killed controller leaves no `helm` behind. `kill_on_drop`
 /// covers a dropped future only; after a SIGKILL of the controller an orphaned `helm upgrade
