@@ -20,7 +20,10 @@
 //! the [`Engine`]) → [`decide::next_step`] → the engine's action → the new release recorded in
 //! `status.history` (newest first, `maxHistory`) → counters, conditions and Events of
 //! [`decide::outcome`]. Before each action `Reconciling=True` (and for release actions
-//! `Ready=Unknown`) "Running 'upgrade' action with timeout of 5m0s" is patched.
+//! `Ready=Unknown`) "Running 'upgrade' action with timeout of 5m0s" is patched; a pending
+//! release written after it and still there when a later reconcile starts was left by a killed
+//! controller and is unlocked at once ([`decide::pending_is_ours`]). A failed remediation ends
+//! the reconcile with an error (the failure backoff) or `Stalled` ([`decide::Next::Backoff`]).
 //!
 //! Deletion (finalizer `finalizers.fluxcd.io`): uninstall per `spec.uninstall` unless suspended
 //! or never installed (`status.storageNamespace` empty), delete the generated HelmChart.
@@ -1433,6 +1436,9 @@ async fn release(
         if matches!(action, Action::Install | Action::Upgrade) {
             force = false;
         }
+        if let Some(n) = out.stop {
+            break n;
+        }
         if out.retry_error {
             match decide::on_action_error(&policy, last_action(status)) {
                 Some(n) => break n,
@@ -1506,6 +1512,8 @@ async fn release(
             events.push((true, STATE_ERROR.into(), message.clone()));
             return Err(Error::Kube(message));
         }
+        // a failed remediation: the error's backoff, never at once (error_policy)
+        Next::Backoff(m) => return Err(Error::Kube(m.clone())),
         Next::Done => {
             decide::summarize(&mut status.conditions, &policy, generation, now);
             status.observed_generation = Some(generation);
@@ -1601,6 +1609,7 @@ async fn observe(
         counters: counters_of(status),
         last_action: last_action(status),
         force_requested: force,
+        in_flight: decide::in_flight_action(&status.conditions),
         now: Timestamp::now(),
     };
     Ok((obs, report))

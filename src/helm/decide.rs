@@ -22,6 +22,7 @@
 //!             let out = outcome(&action, &result, &ctx);   // counters, conditions, event
 //!             run.insert(action.kind());
 //!             if out.retry_error { stop: on_action_error(...) }
+//!             if let Some(n) = out.stop { break n }     // a failed remediation: backoff/stall
 //!         }
 //!         other => break other,                     // Done, MustRequeue, RetryAfter, Stalled, …
 //!     }
@@ -216,12 +217,31 @@ pub fn latest_snapshot(history: &[Snapshot]) -> Option<&Snapshot> {
     history.iter().max_by_key(|s| s.revision)
 }
 
-/// The newest snapshot older than the latest that is `deployed` or `superseded` (and, unless
-/// `ignore_tests`, has no failed test): the rollback target. Flux's `Snapshots.Previous`.
+/// The rollback target: the newest snapshot older than the latest that was deployed
+/// successfully and, unless `ignore_tests`, has no failed test. `None` when there is none.
+///
+/// Flux's `Snapshots.Previous` takes the newest `deployed` or `superseded` one. pennant fix:
+/// when a rollback's apply fails, Helm relabels the release it rolled back *from* (a failed
+/// upgrade or an earlier failed rollback) `superseded` (`pkg/action/rollback.go`, Helm 3 and
+/// 4), so Flux's rule then rolls back to a release that never worked (the next rollback is
+/// "Rollback to <the failed one>" and the chart alternates). Helm never leaves a release
+/// `deployed` below a newer one that deployed successfully (a successful upgrade or rollback
+/// supersedes the deployed ones), so a `superseded` snapshot newer than the newest `deployed`
+/// one (the latest excluded) never deployed and is skipped. Without a `deployed` one older
+/// than the latest, Flux's rule applies.
 pub fn previous_snapshot(history: &[Snapshot], ignore_tests: bool) -> Option<&Snapshot> {
     let mut sorted: Vec<&Snapshot> = history.iter().collect();
     sorted.sort_by_key(|s| std::cmp::Reverse(s.revision));
-    sorted.into_iter().skip(1).find(|s| s.good(ignore_tests))
+    let deployed = sorted
+        .iter()
+        .skip(1)
+        .find(|s| s.status == ReleaseStatus::Deployed)
+        .map(|s| s.revision);
+    sorted
+        .into_iter()
+        .skip(1)
+        .filter(|s| deployed.is_none_or(|d| s.revision <= d))
+        .find(|s| s.good(ignore_tests))
 }
 
 /// How `status.history` changes before an action runs (Flux mutates it in `actionForState`).
@@ -230,8 +250,9 @@ pub enum HistoryEdit {
     Keep,
     /// Drop everything (the stored release is no longer the one we recorded: Unmanaged).
     Clear,
-    /// Keep the latest and everything down to the previous good release; without one, keep at
-    /// most [`MAX_HISTORY_SNAPSHOTS`]. Flux's `Truncate(ignoreTests)`.
+    /// Keep the latest and everything down to the previous good release
+    /// ([`previous_snapshot`], the rollback target); without one, keep at most
+    /// [`MAX_HISTORY_SNAPSHOTS`]. Flux's `Truncate(ignoreTests)`.
     Truncate {
         ignore_tests: bool,
     },
@@ -250,10 +271,9 @@ impl HistoryEdit {
                     return;
                 }
                 sort_newest_first(history);
-                if let Some(i) = history.iter().skip(1).position(|s| s.good(ignore_tests)) {
-                    history.truncate(i + 2);
-                } else {
-                    history.truncate(MAX_HISTORY_SNAPSHOTS);
+                match previous_snapshot(history, ignore_tests).map(|s| s.revision) {
+                    Some(keep) => history.retain(|s| s.revision >= keep),
+                    None => history.truncate(MAX_HISTORY_SNAPSHOTS),
                 }
             }
             Self::TruncateIgnoringPrevious => {
@@ -380,10 +400,11 @@ pub struct Policy {
     /// by the gate, so the effective strategy is exposed ([`Policy::effective_strategy`]) for
     /// status and events.
     pub default_to_retry_on_failure: bool,
-    /// pennant (helm#11863, helm-controller#644): a `pending-*` release is unlocked only once it
-    /// is older than its action's timeout, so an operation still in flight (someone's `helm
-    /// upgrade --wait`, or a previous leader finishing) is not flipped to `failed` under it. False
-    /// = unlock at once, as Flux does.
+    /// pennant (helm#11863, helm-controller#644): a `pending-*` release someone else started
+    /// is unlocked only once it is older than its action's timeout, so an operation still in
+    /// flight (someone's `helm upgrade --wait`) is not flipped to `failed` under it; one this
+    /// controller started and died in ([`pending_is_ours`]) is unlocked at once. False = unlock
+    /// every lock at once, as Flux does.
     pub unlock_only_stale: bool,
 }
 
@@ -644,7 +665,38 @@ pub struct Observed {
     pub last_action: Option<ReleaseAction>,
     /// A `forceAt` token not yet handled.
     pub force_requested: bool,
+    /// The action this controller marked as running in status and never marked as ended
+    /// ([`in_flight_action`]): read at the start of a reconcile, it is one a previous process
+    /// started and died in (kube-rs never runs two reconciles of one object, leader election
+    /// keeps one process), so a pending release it wrote is unlocked at once ([`next_step`]).
+    pub in_flight: Option<InFlight>,
     pub now: Timestamp,
+}
+
+/// An action marked running in status: `Reconciling=True` reason `Progressing` "Running
+/// '<action>' action with timeout of …" (written before the action runs, replaced when the
+/// loop ends), and since when (its `lastTransitionTime`, whole seconds, at or before the start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// [`Action::name`]: `install`, `upgrade`, `rollback`, `uninstall`, ….
+    pub action: String,
+    pub since: Timestamp,
+}
+
+/// The action the status says is running ([`Prepare::reconciling_message`]), `None` when the
+/// last loop ended (its end replaces or removes `Reconciling`).
+pub fn in_flight_action(conditions: &[Condition]) -> Option<InFlight> {
+    let c = get(conditions, meta_types::RECONCILING)?;
+    if c.status != TRUE || c.reason != reasons::PROGRESSING {
+        return None;
+    }
+    let rest = c.message.strip_prefix("Running '")?;
+    let (action, tail) = rest.split_once('\'')?;
+    tail.starts_with(" action with timeout of ")
+        .then(|| InFlight {
+            action: action.to_string(),
+            since: c.last_transition_time.0,
+        })
 }
 
 impl Default for Observed {
@@ -664,6 +716,7 @@ impl Default for Observed {
             counters: Counters::default(),
             last_action: None,
             force_requested: false,
+            in_flight: None,
             now: Timestamp::UNIX_EPOCH,
         }
     }
@@ -935,6 +988,11 @@ pub enum Next {
     /// The state cannot be determined: `Ready=False` reason `StateError` with message
     /// "Could not determine release state: <message>", retry with backoff.
     StateError(String),
+    /// A remediation failed (its message) and retries are left: `Reconciling=True`
+    /// `ProgressingWithRetry` with Ready's message; the reconcile ends with this error, so the
+    /// next one waits the failure backoff (`gitops::reconcile_request::failure_backoff`). Flux
+    /// requeues with its rate limiter; pennant requeued at once, a rollback per second.
+    Backoff(String),
 }
 
 /// Condition edits the state calls for before the action (Flux does them in `actionForState`);
@@ -966,10 +1024,18 @@ pub struct Step {
 }
 
 fn retries_exceeded(obs: &Observed, policy: &Policy) -> Next {
-    let action = obs.last_action.unwrap_or(ReleaseAction::Install);
+    retries_exceeded_with(policy, obs.last_action, &obs.counters)
+}
+
+fn retries_exceeded_with(
+    policy: &Policy,
+    last_action: Option<ReleaseAction>,
+    counters: &Counters,
+) -> Next {
+    let action = last_action.unwrap_or(ReleaseAction::Install);
     let count = policy
-        .active_remediation(obs.last_action)
-        .map(|r| r.failure_count(&obs.counters))
+        .active_remediation(last_action)
+        .map(|r| r.failure_count(counters))
         .unwrap_or(0);
     Next::Stalled {
         reason: StallReason::RetriesExceeded,
@@ -1006,9 +1072,11 @@ fn stop_before(obs: &Observed, policy: &Policy) -> Next {
 ///
 /// - After a remediation in this reconcile: stop (RetryAfter with `RetryOnFailure`; Stalled
 ///   `RetriesExceeded` when retries are exhausted, unless the remediation was an uninstall after
-///   an upgrade; else MustRequeue).
+///   an upgrade; else MustRequeue). A failed one never gets here: [`Outcome::stop`] ends the
+///   loop with the error backoff or the stall.
 /// - InSync: truncate history; force → Upgrade; else Done.
-/// - Locked: Unlock (pennant: only once stale, see [`Policy::unlock_only_stale`]).
+/// - Locked: Unlock (pennant: at once when the lock is ours, [`pending_is_ours`], else only
+///   once stale, see [`Policy::unlock_only_stale`]).
 /// - Absent: Install; install retries exhausted → Stalled unless forced.
 /// - Unmanaged: clear history, Upgrade.
 /// - OutOfSync: Upgrade; upgrade retries exhausted → Stalled unless forced.
@@ -1054,7 +1122,7 @@ pub fn next_step(obs: &Observed, policy: &Policy, run: &AlreadyRun) -> Step {
         }
         StateKind::Locked => {
             let rls = obs.latest.as_ref().expect("Locked has a latest release");
-            match lock_wait(rls, policy, obs.now) {
+            match lock_wait(rls, policy, obs.in_flight.as_ref(), obs.now) {
                 Some(wait) => Next::WaitForLock(wait),
                 None => Next::Run(Action::Unlock { from: rls.status }),
             }
@@ -1162,9 +1230,15 @@ pub fn next_step(obs: &Observed, policy: &Policy, run: &AlreadyRun) -> Step {
 }
 
 /// pennant: how long to leave a pending release alone. `None` = unlock now (Flux always does).
-/// The lock is stale once `last_deployed + timeout of the pending action` has passed.
-fn lock_wait(rls: &ReleaseInfo, policy: &Policy, now: Timestamp) -> Option<Duration> {
-    if !policy.unlock_only_stale {
+/// A lock this controller left ([`pending_is_ours`]) is unlocked at once; any other is stale
+/// once `last_deployed + timeout of the pending action` has passed.
+fn lock_wait(
+    rls: &ReleaseInfo,
+    policy: &Policy,
+    in_flight: Option<&InFlight>,
+    now: Timestamp,
+) -> Option<Duration> {
+    if !policy.unlock_only_stale || pending_is_ours(rls, in_flight) {
         return None;
     }
     let since = rls.last_deployed?;
@@ -1180,6 +1254,29 @@ fn lock_wait(rls: &ReleaseInfo, policy: &Policy, now: Timestamp) -> Option<Durat
     timeout.checked_sub(age).filter(|d| !d.is_zero())
 }
 
+/// Whether the pending release `rls` was written by the action [`in_flight_action`] reports:
+/// same action (`pending-install` ↔ `install`, `pending-upgrade` ↔ `upgrade`,
+/// `pending-rollback` ↔ `rollback`, `uninstalling` ↔ `uninstall`) and Helm wrote it
+/// (`info.last_deployed`, set when the pending revision is created) at or after the status
+/// said the action started. Helm runs only as this controller's child, killed with it
+/// (`engine.rs`), so nothing still holds that lock. A `helm` someone started by hand after
+/// the crash, while the status still shows our action, is the one lock this takes for ours.
+pub fn pending_is_ours(rls: &ReleaseInfo, in_flight: Option<&InFlight>) -> bool {
+    let (Some(f), Some(written)) = (in_flight, rls.last_deployed) else {
+        return false;
+    };
+    let action = match rls.status {
+        ReleaseStatus::PendingInstall => "install",
+        ReleaseStatus::PendingUpgrade => "upgrade",
+        ReleaseStatus::PendingRollback => "rollback",
+        ReleaseStatus::Uninstalling => "uninstall",
+        _ => return false,
+    };
+    // the condition's time has whole seconds: compare from the start of its second
+    let since = f.since.as_second();
+    f.action == action && written.as_second() >= since
+}
+
 /// The description Helm storage gets when a release is unlocked: `Release unlocked from stale
 /// 'pending-upgrade' state`.
 pub fn unlock_description(from: ReleaseStatus) -> String {
@@ -1187,8 +1284,8 @@ pub fn unlock_description(from: ReleaseStatus) -> String {
 }
 
 /// When to reconcile again after the loop ended with `next`, given `spec.interval`: Done →
-/// interval; MustRequeue → at once (zero); RetryAfter / WaitForLock → its duration; StateError →
-/// `None` (error backoff). helm-controller#1031 fix: Stalled → interval too. Flux returns a
+/// interval; MustRequeue → at once (zero); RetryAfter / WaitForLock → its duration; StateError,
+/// Backoff → `None` (error backoff). helm-controller#1031 fix: Stalled → interval too. Flux returns a
 /// terminal error and never looks again, so a changed `valuesFrom` ConfigMap (which resets the
 /// counters, [`reset_counters_needed`]) was never noticed while Ready=False.
 pub fn requeue_after(next: &Next, interval: Duration) -> Option<Duration> {
@@ -1196,7 +1293,7 @@ pub fn requeue_after(next: &Next, interval: Duration) -> Option<Duration> {
         Next::Done | Next::Stalled { .. } => Some(interval),
         Next::MustRequeue | Next::Run(_) => Some(Duration::ZERO),
         Next::RetryAfter(d) | Next::WaitForLock(d) => Some(*d),
-        Next::StateError(_) => None,
+        Next::StateError(_) | Next::Backoff(_) => None,
     }
 }
 
@@ -1217,7 +1314,9 @@ pub fn resume_after_stall(
 /// `Reconciling`. `ready_message` is the current `Ready` message (Flux copies it).
 pub fn reconciling_for(next: &Next, ready_message: &str) -> Option<(&'static str, String)> {
     match next {
-        Next::MustRequeue => Some((reasons::PROGRESSING_WITH_RETRY, ready_message.to_string())),
+        Next::MustRequeue | Next::Backoff(_) => {
+            Some((reasons::PROGRESSING_WITH_RETRY, ready_message.to_string()))
+        }
         Next::RetryAfter(d) => Some((
             reasons::PROGRESSING_WITH_RETRY,
             format!("retrying after {}", go_duration(d.as_millis() as f64)),
@@ -1338,6 +1437,9 @@ pub struct Outcome {
     pub summarize: bool,
     /// The attempt changed nothing in storage: stop the loop and retry ([`on_action_error`]).
     pub retry_error: bool,
+    /// End the loop here with this (a failed remediation that changed storage: `Stalled`
+    /// `RetriesExceeded` once retries are exhausted, else [`Next::Backoff`]); never at once.
+    pub stop: Option<Next>,
 }
 
 impl Outcome {
@@ -1373,6 +1475,10 @@ pub fn with_logs(msg: &str, logs: &str) -> String {
 /// adds to `failures`; a failed install/upgrade that changed storage adds to its own counter; a
 /// test failure recorded on the release adds to the active remediation's counter unless test
 /// failures are ignored; a successful install/upgrade under `RetryOnFailure` clears all three.
+/// pennant: a failed remediation (rollback, uninstall) that changed storage also adds to the
+/// active remediation's counter, so `retries` bounds it and the release stalls
+/// (`RetriesExceeded`) once they are spent. Flux counts it in `failures` only and retries the
+/// remediation forever.
 pub fn record_outcome(
     counters: Counters,
     action: &Action,
@@ -1410,6 +1516,13 @@ pub fn record_outcome(
                             ReleaseAction::Install => c.install_failures += 1,
                             ReleaseAction::Upgrade => c.upgrade_failures += 1,
                         }
+                    }
+                }
+                Action::RollbackRemediation { .. } | Action::UninstallRemediation if *stored => {
+                    match policy.active_remediation(last_action).map(|r| r.action) {
+                        Some(ReleaseAction::Install) => c.install_failures += 1,
+                        Some(ReleaseAction::Upgrade) => c.upgrade_failures += 1,
+                        None => {}
                     }
                 }
                 _ => {}
@@ -1470,6 +1583,7 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
         event: None,
         summarize: true,
         retry_error: false,
+        stop: None,
     };
     match (action, result) {
         (Action::Install | Action::Upgrade, ActionResult::Succeeded) => {
@@ -1556,6 +1670,9 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                         .push(mark(REMEDIATED, FALSE, ROLLBACK_FAILED, msg.clone()));
                     out.event = event(true, ROLLBACK_FAILED, &msg);
                     out.retry_error = !stored;
+                    if *stored {
+                        out.stop = Some(after_failed_remediation(ctx, counters, msg));
+                    }
                 }
             }
         }
@@ -1577,6 +1694,9 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
                     .push(mark(REMEDIATED, FALSE, UNINSTALL_FAILED, msg.clone()));
                 out.event = event(true, UNINSTALL_FAILED, &msg);
                 out.retry_error = !stored;
+                if *stored {
+                    out.stop = Some(after_failed_remediation(ctx, counters, msg));
+                }
             }
         },
         (Action::Unlock { from }, r) => {
@@ -1611,6 +1731,23 @@ pub fn outcome(action: &Action, result: &ActionResult, ctx: &OutcomeContext) -> 
         }
     }
     out
+}
+
+/// How the loop ends after a remediation failed and changed storage (`counters`: after it
+/// counted, [`record_outcome`]): `Stalled` `RetriesExceeded` once the active remediation's
+/// retries are exhausted (also after an uninstall, which Flux exempts when it succeeds),
+/// `RetryAfter` under `RetryOnFailure`, else [`Next::Backoff`]. Never `MustRequeue`: pennant
+/// requeued at once and rolled back about once a second, forever.
+fn after_failed_remediation(ctx: &OutcomeContext, counters: Counters, message: String) -> Next {
+    if let Some(d) = ctx.policy.active_retry(ctx.last_action) {
+        return Next::RetryAfter(d);
+    }
+    match ctx.policy.active_remediation(ctx.last_action) {
+        Some(r) if r.retries_exhausted(&counters) => {
+            retries_exceeded_with(ctx.policy, ctx.last_action, &counters)
+        }
+        _ => Next::Backoff(message),
+    }
 }
 
 /// `Helm release ns/name.vN with chart c@v is awaiting tests`.

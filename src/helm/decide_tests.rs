@@ -807,13 +807,21 @@ fn record_outcome_table() {
             p,
             c(1, 0, 0),
         ),
-        ("rollback failed", target.clone(), fail(true), p, c(1, 0, 0)),
+        // pennant: a failed remediation that stored a release counts against the retries
+        ("rollback failed", target.clone(), fail(true), p, c(1, 0, 1)),
+        (
+            "rollback failed, nothing stored",
+            target.clone(),
+            fail(false),
+            p,
+            c(1, 0, 0),
+        ),
         (
             "uninstall failed",
             Action::UninstallRemediation,
             fail(true),
             p,
-            c(1, 0, 0),
+            c(1, 0, 1),
         ),
         (
             "unlock failed",
@@ -1202,6 +1210,9 @@ struct Faults {
     upgrade: u32,
     test: bool,
     rollback: bool,
+    /// A failed rollback fails in its apply: Helm then relabels the release it rolled back from
+    /// `superseded` (rollback.go), and the controller's history follows storage.
+    rollback_relabels: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -1376,6 +1387,14 @@ impl Sim {
             }
             Action::RollbackRemediation { target } => {
                 if self.faults.rollback {
+                    if self.faults.rollback_relabels {
+                        let cur = self.storage.iter_mut().max_by_key(|r| r.revision).unwrap();
+                        cur.status = ReleaseStatus::Superseded;
+                        let rev = cur.revision;
+                        if let Some(s) = self.history.iter_mut().find(|s| s.revision == rev) {
+                            s.status = ReleaseStatus::Superseded;
+                        }
+                    }
                     self.push(
                         ReleaseStatus::Failed,
                         &target.chart_version,
@@ -1466,6 +1485,10 @@ impl Sim {
             out.apply_conditions(&mut self.conditions, p, 1, &t());
             run.insert(action.kind());
             ran.push(action);
+            if let Some(n) = out.stop {
+                self.force = false;
+                return (n, ran);
+            }
             if out.retry_error {
                 return (
                     on_action_error(p, self.last_action)
@@ -1890,14 +1913,22 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
 }
 
 fn arb_faults() -> impl Strategy<Value = Faults> {
-    (any::<bool>(), 0u32..6, any::<bool>(), any::<bool>()).prop_map(
-        |(install, upgrade, test, rollback)| Faults {
-            install,
-            upgrade,
-            test,
-            rollback,
-        },
+    (
+        any::<bool>(),
+        0u32..6,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(install, upgrade, test, rollback, rollback_relabels)| Faults {
+                install,
+                upgrade,
+                test,
+                rollback,
+                rollback_relabels,
+            },
+        )
 }
 
 proptest! {
@@ -1998,6 +2029,479 @@ proptest! {
             let (next, _) = sim.reconcile(&p);
             let stalled = matches!(next, Next::Stalled { .. });
             prop_assert!(!stalled, "{:?}", next);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failed remediation (break-it finding 00b) and locks this controller left
+
+/// The rollback target is the last release that deployed: a failed upgrade or failed rollback
+/// Helm relabelled `superseded` (a rollback whose apply failed) is never one; Truncate keeps
+/// the history down to that target.
+#[test]
+fn rollback_target_skips_failed_releases_relabelled_superseded() {
+    use ReleaseStatus::*;
+    let bad_test = |r| tested(snap(r, Deployed), &[("t", TestPhase::Failed)]);
+    struct Case {
+        name: &'static str,
+        history: Vec<Snapshot>,
+        ignore_tests: bool,
+        want: Option<u32>,
+        kept: &'static [u32],
+    }
+    let cases = [
+        Case {
+            name: "failed rollbacks relabelled superseded: the deployed v2",
+            history: vec![
+                snap(5, Failed),
+                snap(4, Superseded),
+                snap(3, Superseded),
+                snap(2, Deployed),
+                snap(1, Superseded),
+            ],
+            ignore_tests: false,
+            want: Some(2),
+            kept: &[5, 4, 3, 2],
+        },
+        Case {
+            name: "unordered history",
+            history: vec![
+                snap(2, Deployed),
+                snap(4, Superseded),
+                snap(1, Superseded),
+                snap(5, Failed),
+            ],
+            ignore_tests: false,
+            want: Some(2),
+            kept: &[5, 4, 2],
+        },
+        Case {
+            name: "a successful rollback superseded the older ones: the newest superseded",
+            history: vec![
+                snap(4, Failed),
+                snap(3, Deployed),
+                snap(2, Failed),
+                snap(1, Superseded),
+            ],
+            ignore_tests: false,
+            want: Some(3),
+            kept: &[4, 3],
+        },
+        Case {
+            name: "no deployed one: Flux's rule",
+            history: vec![snap(3, Failed), snap(2, Superseded), snap(1, Superseded)],
+            ignore_tests: false,
+            want: Some(2),
+            kept: &[3, 2],
+        },
+        Case {
+            name: "the deployed one failed its tests: an older superseded one",
+            history: vec![
+                snap(4, Failed),
+                snap(3, Superseded),
+                bad_test(2),
+                snap(1, Superseded),
+            ],
+            ignore_tests: false,
+            want: Some(1),
+            kept: &[4, 3, 2, 1],
+        },
+        Case {
+            name: "the deployed one failed its tests, ignored",
+            history: vec![
+                snap(4, Failed),
+                snap(3, Superseded),
+                bad_test(2),
+                snap(1, Superseded),
+            ],
+            ignore_tests: true,
+            want: Some(2),
+            kept: &[4, 3, 2],
+        },
+        Case {
+            name: "in sync (latest deployed): the newest superseded, as Flux",
+            history: vec![snap(3, Deployed), snap(2, Failed), snap(1, Superseded)],
+            ignore_tests: false,
+            want: Some(1),
+            kept: &[3, 2, 1],
+        },
+        Case {
+            name: "only failures",
+            history: vec![snap(2, Failed), snap(1, Failed)],
+            ignore_tests: false,
+            want: None,
+            kept: &[2, 1],
+        },
+    ];
+    for c in cases {
+        let got = previous_snapshot(&c.history, c.ignore_tests).map(|s| s.revision);
+        assert_eq!(got, c.want, "{}", c.name);
+        let mut h = c.history.clone();
+        HistoryEdit::Truncate {
+            ignore_tests: c.ignore_tests,
+        }
+        .apply(&mut h);
+        assert_eq!(revisions(&h), c.kept, "{}: truncated", c.name);
+    }
+    // the decision rolls back to it
+    let mut o = failed_upgrade();
+    o.latest = Some(rel(5, Failed));
+    o.history = vec![
+        snap(5, Failed),
+        snap(4, Superseded),
+        snap(3, Superseded),
+        snap(2, Deployed),
+    ];
+    o.counters.upgrade_failures = 1;
+    let p = pol_retries(3);
+    let step = next_step(&o, &p, &AlreadyRun::default());
+    assert_eq!(
+        step.next,
+        Next::Run(Action::RollbackRemediation {
+            target: snap(2, Deployed)
+        })
+    );
+    assert_eq!(
+        rollback_candidate(&o.history, &p, o.last_action).map(|s| s.revision),
+        Some(2)
+    );
+}
+
+/// A failed rollback or uninstall remediation that changed storage counts against the active
+/// remediation's retries and ends the reconcile with the error backoff, or Stalled once
+/// exhausted; one that changed nothing is a retry error (backoff too). Never `MustRequeue`.
+#[test]
+fn failed_remediation_backs_off_then_stalls() {
+    let d = in_sync().desired;
+    let latest = snap(3, ReleaseStatus::Failed);
+    let target = snap(1, ReleaseStatus::Deployed);
+    let rollback = Action::RollbackRemediation {
+        target: target.clone(),
+    };
+    let fail = |stored| ActionResult::Failed {
+        error: "context deadline exceeded".into(),
+        stored,
+    };
+    let msg = format!(
+        "Helm rollback to previous release {NS}/{NAME}.v1 with chart podinfo@6.5.0 failed: \
+         context deadline exceeded"
+    );
+    let p = pol_retries(2);
+    let mut c = ctx(&p, &d, Some(&latest));
+    c.counters = Counters {
+        failures: 1,
+        install_failures: 0,
+        upgrade_failures: 1,
+    };
+    // retries left: backoff, counted as an upgrade attempt
+    let out = outcome(&rollback, &fail(true), &c);
+    assert_eq!(out.stop, Some(Next::Backoff(msg.clone())));
+    assert!(!out.retry_error);
+    assert_eq!(
+        out.counters,
+        Counters {
+            failures: 2,
+            install_failures: 0,
+            upgrade_failures: 2,
+        }
+    );
+    assert_eq!(
+        requeue_after(out.stop.as_ref().unwrap(), Duration::from_secs(300)),
+        None
+    );
+    assert_eq!(
+        reconciling_for(out.stop.as_ref().unwrap(), "ready"),
+        Some((reasons::PROGRESSING_WITH_RETRY, "ready".to_string()))
+    );
+    // exhausted: Stalled
+    c.counters = out.counters;
+    let out = outcome(&rollback, &fail(true), &c);
+    assert_eq!(out.counters.upgrade_failures, 3);
+    assert_eq!(
+        out.stop,
+        Some(stalled("Failed to upgrade after 3 attempt(s)"))
+    );
+    // nothing stored: a retry error (backoff), not counted against the retries
+    let out = outcome(&rollback, &fail(false), &c);
+    assert!(out.retry_error);
+    assert_eq!(out.stop, None);
+    assert_eq!(out.counters.upgrade_failures, 2);
+    assert_eq!(on_action_error(&p, c.last_action), None);
+    // uninstall remediation after an install: the install counter
+    let mut pi = Policy::default();
+    pi.install.remediation.retries = 1;
+    let mut ci = ctx(&pi, &d, Some(&latest));
+    ci.last_action = Some(ReleaseAction::Install);
+    ci.counters.install_failures = 1;
+    let out = outcome(&Action::UninstallRemediation, &fail(true), &ci);
+    assert_eq!(out.counters.install_failures, 2);
+    assert_eq!(
+        out.stop,
+        Some(stalled("Failed to install after 2 attempt(s)"))
+    );
+    // a successful rollback still requeues to retry the upgrade
+    let out = outcome(&rollback, &ActionResult::Succeeded, &c);
+    assert_eq!(out.stop, None);
+    assert_eq!(out.counters, c.counters);
+}
+
+/// The break-it repro: `retries` left, the upgrade fails, every rollback fails in its apply
+/// (Helm relabels the release it rolled back from `superseded`). Each reconcile runs one
+/// rollback, always to revision 1, ends with the backoff, and the release stalls once the
+/// retries are spent; before, it rolled back once a second forever, to alternating targets.
+#[test]
+fn failing_rollbacks_target_the_last_good_release_back_off_and_stall() {
+    let p = pol_retries(3);
+    let mut sim = Sim::deployed();
+    sim.desired.chart_version = "6.6.0".into();
+    sim.faults = Faults {
+        upgrade: 100,
+        rollback: true,
+        rollback_relabels: true,
+        ..Faults::default()
+    };
+    let mut ends = vec![];
+    let mut targets = vec![];
+    for _ in 0..3 {
+        let (next, ran) = sim.reconcile(&p);
+        for a in &ran {
+            if let Action::RollbackRemediation { target } = a {
+                targets.push(target.revision);
+            }
+        }
+        assert_eq!(ran.len(), if ends.is_empty() { 2 } else { 1 }, "{ran:?}");
+        ends.push(next);
+    }
+    assert_eq!(targets, [1, 1, 1]);
+    let backoff = Next::Backoff(format!(
+        "Helm rollback to previous release {NS}/{NAME}.v1 with chart podinfo@6.5.0 failed: boom"
+    ));
+    assert_eq!(ends[..2], [backoff.clone(), backoff]);
+    assert_eq!(ends[2], stalled("Failed to upgrade after 4 attempt(s)"));
+    assert!(!resume_after_stall(true, None, false));
+    assert_eq!(
+        sim.counters,
+        Counters {
+            failures: 4,
+            install_failures: 0,
+            upgrade_failures: 4,
+        }
+    );
+    // Helm relabelled revisions 2..4 superseded; revision 1 is still deployed and recorded
+    use ReleaseStatus::*;
+    assert_eq!(
+        sim.storage.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Deployed, Superseded, Superseded, Superseded, Failed]
+    );
+    assert!(sim.history.iter().any(|s| s.revision == 1));
+}
+
+fn at(secs: i64) -> Timestamp {
+    now() + k8s_openapi::jiff::SignedDuration::from_secs(secs)
+}
+
+fn reconciling(status: &str, reason: &str, message: &str, since: Timestamp) -> Vec<Condition> {
+    vec![Condition {
+        type_: "Reconciling".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: Some(1),
+        last_transition_time: Time(since),
+    }]
+}
+
+#[test]
+fn the_running_action_is_read_from_reconciling() {
+    let running = "Running 'upgrade' action with timeout of 1m30s";
+    assert_eq!(
+        in_flight_action(&reconciling("True", "Progressing", running, at(0))),
+        Some(InFlight {
+            action: "upgrade".into(),
+            since: at(0)
+        })
+    );
+    let p = Policy::default();
+    let msg = Action::RollbackRemediation {
+        target: snap(1, ReleaseStatus::Deployed),
+    }
+    .running_message(&p);
+    assert_eq!(
+        in_flight_action(&reconciling("True", "Progressing", &msg, at(0))).map(|f| f.action),
+        Some("rollback".into())
+    );
+    for (status, reason, message) in [
+        ("True", "ProgressingWithRetry", running),
+        ("False", "Progressing", running),
+        ("True", "Progressing", "Fulfilling prerequisites"),
+        ("True", "Progressing", "Running 'upgrade'"),
+    ] {
+        assert_eq!(
+            in_flight_action(&reconciling(status, reason, message, at(0))),
+            None,
+            "{status} {reason} {message}"
+        );
+    }
+    assert_eq!(in_flight_action(&[]), None);
+}
+
+/// A pending release this controller wrote (its status still says the action runs, and Helm
+/// wrote the pending revision after that) is unlocked at once; any other waits out the
+/// action's timeout.
+#[test]
+fn own_pending_release_is_unlocked_at_once() {
+    use ReleaseStatus::*;
+    let p = Policy::default(); // every timeout 5m
+    let fl = |action: &str, since| {
+        Some(InFlight {
+            action: action.into(),
+            since,
+        })
+    };
+    struct Case {
+        name: &'static str,
+        pending: ReleaseStatus,
+        written: i64,
+        in_flight: Option<InFlight>,
+        unlock: bool,
+    }
+    let cases = [
+        Case {
+            name: "ours: upgrade written 2s after the marker",
+            pending: PendingUpgrade,
+            written: -58,
+            in_flight: fl("upgrade", at(-60)),
+            unlock: true,
+        },
+        Case {
+            name: "ours: same second as the marker",
+            pending: PendingInstall,
+            written: -10,
+            in_flight: fl("install", at(-10)),
+            unlock: true,
+        },
+        Case {
+            name: "ours: rollback",
+            pending: PendingRollback,
+            written: -5,
+            in_flight: fl("rollback", at(-6)),
+            unlock: true,
+        },
+        Case {
+            name: "ours: uninstall",
+            pending: Uninstalling,
+            written: -5,
+            in_flight: fl("uninstall", at(-6)),
+            unlock: true,
+        },
+        Case {
+            name: "written before our action started: someone else's",
+            pending: PendingUpgrade,
+            written: -70,
+            in_flight: fl("upgrade", at(-60)),
+            unlock: false,
+        },
+        Case {
+            name: "another action than ours",
+            pending: PendingUpgrade,
+            written: -58,
+            in_flight: fl("rollback", at(-60)),
+            unlock: false,
+        },
+        Case {
+            name: "no action marked running",
+            pending: PendingUpgrade,
+            written: -58,
+            in_flight: None,
+            unlock: false,
+        },
+    ];
+    for c in cases {
+        let mut o = in_sync();
+        let mut r = rel(2, c.pending);
+        r.last_deployed = Some(at(c.written));
+        o.latest = Some(r.clone());
+        o.in_flight = c.in_flight.clone();
+        assert_eq!(
+            pending_is_ours(&r, c.in_flight.as_ref()),
+            c.unlock,
+            "{}",
+            c.name
+        );
+        let next = next_step(&o, &p, &AlreadyRun::default()).next;
+        if c.unlock {
+            assert_eq!(
+                next,
+                Next::Run(Action::Unlock { from: c.pending }),
+                "{}",
+                c.name
+            );
+        } else {
+            let wait = Duration::from_secs((300 + c.written) as u64);
+            assert_eq!(next, Next::WaitForLock(wait), "{}", c.name);
+        }
+    }
+    // no last_deployed: never ours (and not stale-checkable: unlocked, as before)
+    let r = rel(2, PendingUpgrade);
+    assert!(!pending_is_ours(&r, fl("upgrade", at(0)).as_ref()));
+}
+
+proptest! {
+    /// A failed remediation never requeues at once: it ends the reconcile with the error
+    /// backoff, a RetryAfter, or Stalled — whatever the policy, counters and storage effect.
+    #[test]
+    fn a_failed_remediation_never_requeues_immediately(
+        p in arb_policy(),
+        install_failures in 0i64..6,
+        upgrade_failures in 0i64..6,
+        upgrade in any::<bool>(),
+        rollback in any::<bool>(),
+        stored in any::<bool>(),
+    ) {
+        let d = in_sync().desired;
+        let latest = snap(3, ReleaseStatus::Failed);
+        let mut c = ctx(&p, &d, Some(&latest));
+        c.last_action = Some(if upgrade { ReleaseAction::Upgrade } else { ReleaseAction::Install });
+        c.counters = Counters { failures: install_failures + upgrade_failures, install_failures, upgrade_failures };
+        let action = if rollback {
+            Action::RollbackRemediation { target: snap(1, ReleaseStatus::Deployed) }
+        } else {
+            Action::UninstallRemediation
+        };
+        let out = outcome(&action, &ActionResult::Failed { error: "x".into(), stored }, &c);
+        prop_assert_eq!(out.counters.failures, c.counters.failures + 1);
+        let end = match (&out.stop, out.retry_error) {
+            (Some(n), false) => Some(n.clone()),
+            (None, true) => on_action_error(&p, c.last_action),
+            other => return Err(TestCaseError::fail(format!("no end: {other:?}"))),
+        };
+        if let Some(n) = end {
+            prop_assert!(
+                matches!(n, Next::Backoff(_) | Next::RetryAfter(_) | Next::Stalled { .. }),
+                "{:?}", n
+            );
+            prop_assert_ne!(requeue_after(&n, Duration::from_secs(300)), Some(Duration::ZERO));
+        }
+    }
+
+    /// Driven end to end: a reconcile whose remediation failed never ends in MustRequeue.
+    #[test]
+    fn a_reconcile_with_a_failed_remediation_backs_off(
+        p in arb_policy(),
+        faults in arb_faults(),
+        reconciles in 1usize..6,
+    ) {
+        let mut sim = Sim::deployed();
+        sim.faults = faults;
+        sim.desired.chart_version = "6.6.0".into();
+        for _ in 0..reconciles {
+            let (next, ran) = sim.reconcile(&p);
+            let failed_remediation = sim.faults.rollback
+                && ran.iter().any(|a| matches!(a, Action::RollbackRemediation { .. }));
+            if failed_remediation {
+                prop_assert_ne!(&next, &Next::MustRequeue, "{:?}", ran);
+            }
         }
     }
 }

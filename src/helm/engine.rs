@@ -492,6 +492,7 @@ impl HelmCli {
             cmd.arg("--kube-as-user").arg(u);
         }
         cmd.kill_on_drop(true);
+        die_with_parent(&mut cmd);
         let out = cmd
             .output()
             .await
@@ -1180,6 +1181,34 @@ impl Engine for HelmCli {
         .await?)
     }
 }
+
+/// Linux: the spawned `helm` gets SIGKILL when the thread that spawned it (a tokio worker, alive
+/// as long as the runtime) ends, so a killed controller leaves no `helm` behind. `kill_on_drop`
+/// covers a dropped future only; after a SIGKILL of the controller an orphaned `helm upgrade
+/// --wait` kept the release `pending-upgrade` and could finish it under the next controller,
+/// which unlocks the pending release its predecessor left at once
+/// (`decide::pending_is_ours`).
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // getppid(2), both async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // the controller died before prctl took effect: do not run orphaned
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the controller exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 
 #[cfg(test)]
 mod tests {
