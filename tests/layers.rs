@@ -61,8 +61,8 @@ fn forbidden(from: &str, to: &str) -> Option<&'static str> {
         Some("may not use the command-line layer, which only main.rs uses")
     } else if to == "lint" && from != "cmd" {
         Some("may not use `lint`, which only the command-line layer uses")
-    } else if from == "gitops" && to != "api" {
-        Some("is the GitOps Toolkit contract: it refers to `api` only")
+    } else if from == "gitops" && !BOTTOM.contains(&to) {
+        Some("is the GitOps Toolkit contract: it refers to `api` and `util` only")
     } else if BELOW_CONTROLLERS.contains(&from) && CONTROLLERS.contains(&to) {
         Some("is below the controllers")
     } else {

@@ -366,20 +366,6 @@ pub fn parse_kubeconfig(bytes: &[u8], options: &Options) -> Result<Kubeconfig, S
     })
 }
 
-/// An error and its sources, `outer: inner: root`, skipping repeats.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
-}
-
 impl<T: Clone> Targets<T> {
     /// The controller's own `client`, with `options`; the errors in `flavour`'s wording; `make`
     /// builds what the controller keeps per cluster (called once per cached client).
@@ -542,7 +528,7 @@ impl<T: Clone> Targets<T> {
                 flavour,
                 format!(
                     "unable to reach the cluster {server} of KubeConfig secret '{secret_name}': {}",
-                    chain(&e)
+                    crate::util::chain(&e)
                 ),
             )
         })?;
