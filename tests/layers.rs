@@ -7,7 +7,7 @@
 //!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
 //!   controller (`canary`, `kustomize`, `helm`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
-//!   `api` only;
+//!   `api` and `util` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
 //!   not a module);
 //! - `lint` (the offline checks of `pennant lint`) sits just below it: it may use the
