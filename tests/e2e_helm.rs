@@ -5,15 +5,16 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use kube::{Api, ResourceExt};
 use pennant::api::helm_release::HelmRelease;
-use serde_json::Value;
 use support::charts::{ChartSpec, Hook};
 use support::helmrepo::HelmRepo;
-use support::hr::warnings_with;
+use support::hr::{
+    cond, configmap_data, delete_releases, get_hr, helm_history, helm_json, helm_repository,
+    history, hr_yaml, ready_reason, start_controllers, wait_hr, warnings_with,
+};
 use support::sources::{cleanup, flux, flux_ok};
 use support::*;
 
@@ -24,134 +25,7 @@ fn start(ns: &str, storage: &std::path::Path) -> ControllerProcess {
 
 /// [`start`] with more arguments.
 fn start_with(ns: &str, storage: &std::path::Path, more: &[&str]) -> ControllerProcess {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--controllers",
-        "source,helm",
-        "--storage-path",
-        storage.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--log-level",
-        "info,pennant=debug",
-    ];
-    let args: Vec<&str> = args.iter().chain(more).copied().collect();
-    let helm = helm();
-    ControllerProcess::start_with(
-        ns,
-        &format!("helm-{ns}"),
-        &kubeconfig_path(),
-        &args,
-        &[("PENNANT_HELM", &helm)],
-    )
-}
-
-async fn helm_repository(ns: &TestNs, url: &str) {
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: NAMESPACE\nspec:\n  url: {url}\n  interval: 10m\n"
-    ))
-    .await;
-}
-
-/// A HelmRelease `name` of chart `chart` (`version`) from the `charts` HelmRepository.
-fn hr_yaml(name: &str, chart: &str, version: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: {chart}\n      version: \"{version}\"\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n{extra}"
-    )
-}
-
-async fn get_hr(ns: &TestNs, name: &str) -> Option<HelmRelease> {
-    Api::<HelmRelease>::namespaced(ns.client.clone(), &ns.name)
-        .get_opt(name)
-        .await
-        .unwrap()
-}
-
-fn cond(hr: &HelmRelease, t: &str) -> Option<(String, String, String)> {
-    let c = hr
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits until `f` holds for the HelmRelease (120 s), returning it.
-async fn wait_hr(
-    ns: &TestNs,
-    name: &str,
-    what: &str,
-    f: impl Fn(&HelmRelease) -> bool,
-) -> HelmRelease {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(h) = get_hr(ns, name).await
-            && f(&h)
-        {
-            return h;
-        }
-        if std::time::Instant::now() > deadline {
-            let h = get_hr(ns, name).await;
-            panic!(
-                "{what}: HelmRelease {name} now {:#?}",
-                h.and_then(|h| h.status)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn ready_reason(h: &HelmRelease) -> Option<(String, String)> {
-    cond(h, "Ready").map(|(s, r, _)| (s, r))
-}
-
-/// `helm <args> -n ns -o json` as JSON.
-fn helm_json(ns: &str, args: &[&str]) -> Value {
-    let out = Command::new(helm())
-        .args(args)
-        .args(["--namespace", ns, "-o", "json", "--kubeconfig"])
-        .arg(kubeconfig_path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `helm history` as (revision, status) pairs, oldest first.
-fn helm_history(ns: &str, release: &str) -> Vec<(i64, String)> {
-    helm_json(ns, &["history", release])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["revision"].as_i64().unwrap(),
-                r["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn history(h: &HelmRelease) -> Vec<(i64, String)> {
-    h.status
-        .as_ref()
-        .unwrap()
-        .history
-        .iter()
-        .map(|s| (s.version, s.status.clone()))
-        .collect()
-}
-
-async fn configmap_data(ns: &TestNs, name: &str, key: &str) -> Option<String> {
-    ns.get("v1", "ConfigMap", name)
-        .await
-        .and_then(|c| c["data"][key].as_str().map(String::from))
+    start_controllers(ns, ns, "source,helm", storage, more)
 }
 
 /// Install, values change → upgrade, chart version change → upgrade, `flux get/reconcile/
@@ -1037,25 +911,6 @@ async fn depends_on_orders_releases_and_cycles_stall() {
 
 fn history_empty(h: &HelmRelease) -> bool {
     h.status.as_ref().is_none_or(|s| s.history.is_empty())
-}
-
-/// Deletes the namespace's HelmReleases while the controller still runs (it uninstalls and
-/// releases their finalizers).
-async fn delete_releases(ns: &TestNs) {
-    let api = Api::<HelmRelease>::namespaced(ns.client.clone(), &ns.name);
-    let _ = api
-        .delete_collection(&Default::default(), &Default::default())
-        .await;
-    wait_until(
-        Duration::from_secs(90),
-        "HelmReleases finalized",
-        || async {
-            api.list(&Default::default())
-                .await
-                .is_ok_and(|l| l.items.is_empty())
-        },
-    )
-    .await;
 }
 
 /// How many Helm release Secrets (`helm.sh/release.v1`) the namespace holds.

@@ -1,7 +1,7 @@
 //! Helpers for HelmRelease tests against the real cluster: the controller process with a
 //! chosen set of controllers, the `charts` HelmRepository, HelmRelease manifests, waiting on
-//! conditions, and the `helm` CLI as the witness (`helm history`). tests/e2e_helm.rs keeps its
-//! own copies; the newer HelmRelease test files share these.
+//! conditions, and the `helm` CLI as the witness (`helm history`), shared by the HelmRelease
+//! test files.
 
 use std::path::Path;
 use std::process::Command;
