@@ -1,26 +1,3 @@
-# tree_pids PID...: the PIDs and all their descendants (pennant's helm and kustomize CLI children).
-tree_pids() {
-  ps -e -o pid=,ppid= | awk -v roots="$*" '
-    BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
-    { parent[$1] = $2 }
-    END {
-      do { added = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 } } while (added)
-      for (p in keep) print p
-    }'
-}
-
-# sample_rss FILE PID...: every 0.2 s, the summed VmRSS of the PIDs and their child processes
-# (a helm or kustomize CLI pennant runs counts, as Flux runs Helm and kustomize in-process); FILE
-# holds the largest seen. Runs until the first PID exits or it is killed.
-sample_rss() {
-  local f=$1 max=0 v s p; shift
-  while alive "$1"; do
-    s=0
-    for p in $(tree_pids "$@"); do v=$(status_kib "$p" VmRSS); s=$(( s + ${v:-0} )); done
-    if [ "$s" -gt "$max" ]; then max=$s; echo "$max" >"$f"; fi
-    sleep 0.2
-  done
-}
 # Shared by e2e/bench-kustomize and e2e/bench-helm (sourced, not run): the cluster, process, probe,
 # RSS and cleanup helpers of the controller benchmarks. Expects BENCH_NAME (for log lines), and
 # sets/uses T_START (s a controller gets to be ready), T_DELETE (s objects get to be finalized),
@@ -136,13 +113,26 @@ start_flux() {
   wait_probe "$LAST_PID" "http://127.0.0.1:$hport/readyz" "$(basename "$1")" "$3"
 }
 
-# sample_rss FILE PID...: every 0.2 s, the summed VmRSS of the PIDs; FILE holds the largest seen.
-# Runs until the first PID exits or it is killed.
+# tree_pids PID...: the PIDs and all their descendants (pennant's helm and kustomize CLI children).
+tree_pids() {
+  ps -e -o pid=,ppid= | awk -v roots="$*" '
+    BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+    { parent[$1] = $2 }
+    END {
+      do { added = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 } } while (added)
+      for (p in keep) print p
+    }'
+}
+
+# sample_rss FILE PID...: every 0.2 s, the summed VmRSS of the PIDs and their child processes
+# (a helm or kustomize CLI pennant runs counts, as Flux runs Helm and kustomize in-process); FILE
+# holds the largest seen. Runs until the first PID exits or it is killed.
 sample_rss() {
   local f=$1 max=0 v s p; shift
   while alive "$1"; do
     s=0
-    for p in "$@"; do v=$(status_kib "$p" VmRSS); s=$(( s + ${v:-0} )); done
+    # a child may exit between the listing and the read (status_kib then fails: not fatal here)
+    for p in $(tree_pids "$@"); do v=$(status_kib "$p" VmRSS || true); s=$(( s + ${v:-0} )); done
     if [ "$s" -gt "$max" ]; then max=$s; echo "$max" >"$f"; fi
     sleep 0.2
   done
