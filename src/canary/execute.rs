@@ -317,12 +317,18 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         let Some(spec) = original_spec(&live) else {
             continue;
         };
-        let restored = json!({
+        let mut restored = json!({
             "apiVersion": obj["apiVersion"],
             "kind": kind,
             "metadata": {"name": name, "namespace": ns},
             "spec": spec,
         });
+        // The record stays until `release` drops it with pennant's fields: if that release
+        // fails (409, retried), the retry must find it, not fall back to kubectl's older
+        // last-applied spec (e2e_routers caught the fallback restoring a pre-`kubectl patch` spec).
+        if let Some(record) = live["metadata"]["annotations"].get(ORIGINAL_CONFIGURATION) {
+            restored["metadata"]["annotations"] = json!({ ORIGINAL_CONFIGURATION: record });
+        }
         info!(%kind, %name, "restoring the original spec");
         apply_if_changed(ctx, &restored).await?;
         release(ctx, &restored).await?;
