@@ -317,18 +317,7 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
         let Some(spec) = original_spec(&live) else {
             continue;
         };
-        let mut restored = json!({
-            "apiVersion": obj["apiVersion"],
-            "kind": kind,
-            "metadata": {"name": name, "namespace": ns},
-            "spec": spec,
-        });
-        // The record stays until `release` drops it with pennant's fields: if that release
-        // fails (409, retried), the retry must find it, not fall back to kubectl's older
-        // last-applied spec (e2e_routers caught the fallback restoring a pre-`kubectl patch` spec).
-        if let Some(record) = live["metadata"]["annotations"].get(ORIGINAL_CONFIGURATION) {
-            restored["metadata"]["annotations"] = json!({ ORIGINAL_CONFIGURATION: record });
-        }
+        let restored = restored_route(&obj, &live, spec);
         info!(%kind, %name, "restoring the original spec");
         apply_if_changed(ctx, &restored).await?;
         release(ctx, &restored).await?;
@@ -416,6 +405,27 @@ pub async fn retire_router(
     ctx: &Context,
 ) -> Result<(), Error> {
     give_back(canary, old_provider, true, ctx).await
+}
+
+/// The taken-over routing object `live` with its original `spec` back (the apply of a give-back;
+/// `built` gives apiVersion, kind and name). PURE. The original-configuration record stays until
+/// [`release`] drops it with pennant's fields: when that release fails (409, retried), the retry
+/// must still find the record, or it would take the object over again from kubectl's older
+/// last-applied spec and restore that (CI caught a pre-`kubectl patch` spec restored this way).
+pub fn restored_route(built: &Value, live: &Value, spec: Value) -> Value {
+    let mut restored = json!({
+        "apiVersion": built["apiVersion"],
+        "kind": built["kind"],
+        "metadata": {
+            "name": built["metadata"]["name"],
+            "namespace": live["metadata"]["namespace"],
+        },
+        "spec": spec,
+    });
+    if let Some(record) = live["metadata"]["annotations"].get(ORIGINAL_CONFIGURATION) {
+        restored["metadata"]["annotations"] = json!({ ORIGINAL_CONFIGURATION: record });
+    }
+    restored
 }
 
 /// The live `desired` object as the controller knows it: the one the router's `build` read
@@ -622,6 +632,24 @@ fn is_empty(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_route_keeps_its_record_until_released() {
+        let built = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "ns"}, "spec": {"rules": []}});
+        let record = r#"{"rules":[{"matches":[{"path":{"value":"/livez"}}]}]}"#;
+        let live = json!({"metadata": {"name": "podinfo", "namespace": "ns",
+            "annotations": {ORIGINAL_CONFIGURATION: record, "kubectl.kubernetes.io/last-applied-configuration": "{}"}}});
+        let spec: Value = serde_json::from_str(record).unwrap();
+        let r = restored_route(&built, &live, spec.clone());
+        assert_eq!(r["spec"], spec);
+        assert_eq!(r["metadata"]["annotations"][ORIGINAL_CONFIGURATION], record);
+        assert_eq!(r["metadata"]["annotations"].as_object().unwrap().len(), 1);
+        // a retry reads the same record back, not kubectl's last-applied spec
+        assert_eq!(original_spec(&r), Some(spec));
+        let plain = json!({"metadata": {"namespace": "ns"}});
+        assert!(restored_route(&built, &plain, json!({}))["metadata"]["annotations"].is_null());
+    }
 
     /// Every provider `validate` accepts has a router (the router's own test lists them).
     #[test]
