@@ -12,42 +12,16 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use pennant::api::helm_release::HelmRelease;
 use serde_json::{Value, json};
 use support::helmrepo::HelmRepo;
 use support::hr::{
-    cond, delete_releases, get_hr, helm_repository, history, hr_yaml, is_ready, request_reconcile,
-    start_controllers, wait_hr, warnings_with,
+    cond, delete_releases, get_hr, helm_history_at, helm_json_at, helm_repository, history,
+    hr_yaml, is_ready, request_reconcile, start_controllers, wait_hr, warnings_with,
 };
 use support::sources::cleanup;
 use support::*;
-
-/// The second control plane's admin kubeconfig (`e2e/cluster env`'s
-/// `PENNANT_E2E_REMOTE_KUBECONFIG`, else `<state>/remote/kubeconfig`).
-fn remote_kubeconfig_path() -> String {
-    std::env::var("PENNANT_E2E_REMOTE_KUBECONFIG")
-        .unwrap_or_else(|_| format!("{}/remote/kubeconfig", state_dir()))
-}
-
-/// A client of the second control plane and its kubeconfig's text.
-async fn remote_client() -> (Client, String) {
-    let path = remote_kubeconfig_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read {path} ({e}): `e2e/cluster up` starts the second control plane")
-    });
-    let kc = Kubeconfig::from_yaml(&text).unwrap();
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = Client::try_from(cfg).unwrap();
-    client
-        .apiserver_version()
-        .await
-        .unwrap_or_else(|e| panic!("second control plane not reachable ({e}): `e2e/cluster up`"));
-    (client, text)
-}
 
 async fn put_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
     let s: Secret = serde_json::from_value(json!({
@@ -59,36 +33,6 @@ async fn put_secret(client: &Client, ns: &str, name: &str, key: &str, value: &st
         .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&s))
         .await
         .unwrap();
-}
-
-/// `helm <args> -n ns -o json --kubeconfig <kubeconfig>` as JSON.
-fn helm_json_at(kubeconfig: &str, ns: &str, args: &[&str]) -> Value {
-    let out = Command::new(helm())
-        .args(args)
-        .args(["--namespace", ns, "-o", "json", "--kubeconfig", kubeconfig])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `helm history` on the second cluster as (revision, status), oldest first.
-fn remote_helm_history(ns: &str, release: &str) -> Vec<(i64, String)> {
-    helm_json_at(&remote_kubeconfig_path(), ns, &["history", release])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["revision"].as_i64().unwrap(),
-                r["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// The release names `helm list` shows in `ns` with `kubeconfig`.
@@ -187,7 +131,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
     );
     assert_eq!(history(&h), vec![(1, "deployed".to_string())]);
     assert_eq!(
-        remote_helm_history(&ns.name, "web"),
+        helm_history_at(&remote_kubeconfig_path(), &ns.name, "web"),
         vec![(1, "deployed".to_string())],
         "the remote helm storage has the release"
     );
@@ -247,7 +191,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
         "the live object is the remote one: {out}"
     );
     assert_eq!(
-        remote_helm_history(n, "web").len(),
+        helm_history_at(&remote_kubeconfig_path(), n, "web").len(),
         1,
         "the diff wrote nothing"
     );
@@ -263,7 +207,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
         vec![(2, "deployed".to_string()), (1, "superseded".to_string())]
     );
     assert_eq!(
-        remote_helm_history(&ns.name, "web"),
+        helm_history_at(&remote_kubeconfig_path(), &ns.name, "web"),
         vec![(1, "superseded".to_string()), (2, "deployed".to_string())]
     );
     assert_eq!(remote_message(&cms).await.as_deref(), Some("changed"));
@@ -295,7 +239,7 @@ async fn kube_config_installs_upgrades_corrects_and_uninstalls_on_the_second_clu
         "{events:?}"
     );
     assert_eq!(
-        remote_helm_history(&ns.name, "web").len(),
+        helm_history_at(&remote_kubeconfig_path(), &ns.name, "web").len(),
         2,
         "no new revision"
     );

@@ -12,8 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use pennant::api::kustomization::Kustomization;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
 use support::kustomize::{
@@ -25,30 +24,6 @@ use support::sources::{
     start_source_and_kustomize_controllers_with,
 };
 use support::*;
-
-/// The second control plane's admin kubeconfig (`e2e/cluster env`'s
-/// `PENNANT_E2E_REMOTE_KUBECONFIG`, else `<state>/remote/kubeconfig`).
-fn remote_kubeconfig_path() -> String {
-    std::env::var("PENNANT_E2E_REMOTE_KUBECONFIG")
-        .unwrap_or_else(|_| format!("{}/remote/kubeconfig", state_dir()))
-}
-
-async fn remote_client() -> (Client, String) {
-    let path = remote_kubeconfig_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read {path} ({e}): `e2e/cluster up` starts the second control plane")
-    });
-    let kc = Kubeconfig::from_yaml(&text).unwrap();
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = Client::try_from(cfg).unwrap();
-    client
-        .apiserver_version()
-        .await
-        .unwrap_or_else(|e| panic!("second control plane not reachable ({e}): `e2e/cluster up`"));
-    (client, text)
-}
 
 /// Deletes the Kustomizations `names` and waits (30 s) until their finalizers are released.
 async fn delete_all(api: &Api<Kustomization>, names: &[&str]) {

@@ -153,12 +153,16 @@ pub async fn request_reconcile(ns: &TestNs, name: &str) {
     .await;
 }
 
-/// `helm <args> -n ns -o json` as JSON.
+/// `helm <args> -n ns -o json` against the local cluster, as JSON.
 pub fn helm_json(ns: &str, args: &[&str]) -> Value {
+    helm_json_at(&kubeconfig_path(), ns, args)
+}
+
+/// `helm <args> -n ns -o json --kubeconfig <kubeconfig>` as JSON.
+pub fn helm_json_at(kubeconfig: &str, ns: &str, args: &[&str]) -> Value {
     let out = Command::new(helm())
         .args(args)
-        .args(["--namespace", ns, "-o", "json", "--kubeconfig"])
-        .arg(kubeconfig_path())
+        .args(["--namespace", ns, "-o", "json", "--kubeconfig", kubeconfig])
         .output()
         .unwrap();
     assert!(
@@ -169,9 +173,14 @@ pub fn helm_json(ns: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `helm history` as (revision, status) pairs, oldest first.
+/// `helm history` on the local cluster as (revision, status) pairs, oldest first.
 pub fn helm_history(ns: &str, release: &str) -> Vec<(i64, String)> {
-    helm_json(ns, &["history", release])
+    helm_history_at(&kubeconfig_path(), ns, release)
+}
+
+/// `helm history` with `kubeconfig` as (revision, status) pairs, oldest first.
+pub fn helm_history_at(kubeconfig: &str, ns: &str, release: &str) -> Vec<(i64, String)> {
+    helm_json_at(kubeconfig, ns, &["history", release])
         .as_array()
         .unwrap()
         .iter()

@@ -870,3 +870,28 @@ pub fn sops_encrypt(
     );
     out.stdout
 }
+
+/// The second control plane's admin kubeconfig (`e2e/cluster env`'s
+/// `PENNANT_E2E_REMOTE_KUBECONFIG`, else `<state>/remote/kubeconfig`).
+pub fn remote_kubeconfig_path() -> String {
+    std::env::var("PENNANT_E2E_REMOTE_KUBECONFIG")
+        .unwrap_or_else(|_| format!("{}/remote/kubeconfig", state_dir()))
+}
+
+/// A client of the second control plane and its kubeconfig's text.
+pub async fn remote_client() -> (Client, String) {
+    let path = remote_kubeconfig_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read {path} ({e}): `e2e/cluster up` starts the second control plane")
+    });
+    let kc = Kubeconfig::from_yaml(&text).unwrap();
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(cfg).unwrap();
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("second control plane not reachable ({e}): `e2e/cluster up`"));
+    (client, text)
+}
