@@ -77,6 +77,12 @@ pub const BUILT: &[Entry] = &[
             ))
         },
     },
+    Entry {
+        name: "notification",
+        rules: crate::rbac::NOTIFICATION_RULES,
+        routes: |p, _| crate::notification::receiver::routes(p.client.clone(), p.scope.clone()),
+        run: |p, _| Box::pin(crate::notification::receiver::run(p)),
+    },
 ];
 
 /// `--default-service-account` and `--insecure-kubeconfig-*`: where Kustomizations and
@@ -91,7 +97,7 @@ fn target_options(args: &ControllerArgs) -> crate::gitops::target::Options {
 }
 
 /// Controllers pennant will host but this build does not have yet.
-pub const NOT_BUILT: &[&str] = &["notification"];
+pub const NOT_BUILT: &[&str] = &[];
 
 fn built_names() -> String {
     BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
