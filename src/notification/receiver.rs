@@ -1024,3 +1024,711 @@ async fn request_reconcile(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::receiver::ReceiverSpec;
+    use crate::api::source::LocalObjectReference;
+
+    const TOKEN: &[u8] = b"s3cr3t-token";
+    const BODY: &[u8] = br#"{"ref":"refs/heads/main","after":"abc"}"#;
+
+    fn sign(alg: hmac::Algorithm, prefix: &str, key: &[u8], body: &[u8]) -> String {
+        let tag = hmac::sign(&hmac::Key::new(alg, key), body);
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{prefix}{hex}")
+    }
+
+    fn sha256(key: &[u8], body: &[u8]) -> String {
+        sign(hmac::HMAC_SHA256, "sha256=", key, body)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// `<alg>=<hex>` signatures: the three algorithms go-github accepts, and every way a
+    /// signature can be wrong.
+    #[test]
+    fn signatures_are_checked_per_algorithm() {
+        let ok = |s: &str| check_signature(s, BODY, TOKEN);
+        assert_eq!(ok(&sha256(TOKEN, BODY)), Ok(()));
+        assert_eq!(
+            ok(&sign(
+                hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                "sha1=",
+                TOKEN,
+                BODY
+            )),
+            Ok(())
+        );
+        assert_eq!(ok(&sign(hmac::HMAC_SHA512, "sha512=", TOKEN, BODY)), Ok(()));
+        assert_eq!(
+            ok(&sha256(TOKEN, BODY)
+                .to_uppercase()
+                .replace("SHA256=", "sha256=")),
+            Ok(()),
+            "hex digits of either case, as Go's hex.DecodeString"
+        );
+        let cases: Vec<(String, Refused)> = vec![
+            (sha256(b"other-token", BODY), Refused::BadSignature),
+            (sha256(TOKEN, b"{}"), Refused::BadSignature),
+            (
+                sign(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, "sha256=", TOKEN, BODY),
+                Refused::BadSignature,
+            ),
+            (
+                sha256(TOKEN, BODY).replace("sha256=", "md5="),
+                Refused::UnknownAlgorithm("md5".into()),
+            ),
+            (
+                "sha256".into(),
+                Refused::MalformedSignature("sha256".into()),
+            ),
+            (
+                "sha256=zz".into(),
+                Refused::MalformedSignature("sha256=zz".into()),
+            ),
+            (
+                "sha256=abc".into(),
+                Refused::MalformedSignature("sha256=abc".into()),
+            ),
+            ("sha256=".into(), Refused::BadSignature),
+        ];
+        for (sig, want) in cases {
+            assert_eq!(ok(&sig), Err(want), "{sig}");
+        }
+    }
+
+    /// One row per sender type and way to be right or wrong.
+    #[test]
+    fn requests_are_verified_per_type() {
+        let push = vec!["push".to_string()];
+        let none: Vec<String> = vec![];
+        let gh_sig = sha256(TOKEN, BODY);
+        let gh_sha1 = sign(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, "sha1=", TOKEN, BODY);
+        let forged = sha256(b"guess", BODY);
+        let nexus_sig = sign(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, "", TOKEN, BODY);
+        let nexus_forged = sign(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, "", b"guess", BODY);
+        let md5 = gh_sig.replace("sha256=", "md5=");
+        let json = ("content-type", "application/json");
+        let reconcile = |e: Option<&str>| {
+            Ok(Accepted::Reconcile {
+                event: e.map(String::from),
+            })
+        };
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            &str,
+            &str,
+            &[String],
+            Vec<(&str, &str)>,
+            &[u8],
+            Result<Accepted, Refused>,
+        )> = vec![
+            (
+                "generic, anything",
+                "generic",
+                &none,
+                vec![],
+                b"x",
+                reconcile(None),
+            ),
+            (
+                "hmac signed",
+                "generic-hmac",
+                &none,
+                vec![("x-signature", &gh_sig)],
+                BODY,
+                reconcile(None),
+            ),
+            (
+                "hmac sha1",
+                "generic-hmac",
+                &none,
+                vec![("x-signature", &gh_sha1)],
+                BODY,
+                reconcile(None),
+            ),
+            (
+                "hmac forged",
+                "generic-hmac",
+                &none,
+                vec![("x-signature", &forged)],
+                BODY,
+                Err(Refused::BadSignature),
+            ),
+            (
+                "hmac unsigned",
+                "generic-hmac",
+                &none,
+                vec![],
+                BODY,
+                Err(Refused::MissingSignature("X-Signature")),
+            ),
+            (
+                "github push",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                reconcile(Some("push")),
+            ),
+            (
+                "github event names ignore case",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "PUSH"),
+                ],
+                BODY,
+                reconcile(Some("PUSH")),
+            ),
+            (
+                "github sha1 header",
+                "github",
+                &none,
+                vec![
+                    ("content-type", "application/json; charset=utf-8"),
+                    ("x-hub-signature", &gh_sha1),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                reconcile(Some("push")),
+            ),
+            (
+                "github sha256 preferred over a wrong sha1",
+                "github",
+                &none,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-hub-signature", "sha1=00"),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                reconcile(Some("push")),
+            ),
+            (
+                "github form body",
+                "github",
+                &none,
+                vec![
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                reconcile(Some("push")),
+            ),
+            (
+                "github ping, even when events omits it",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "ping"),
+                ],
+                BODY,
+                Ok(Accepted::Ping),
+            ),
+            (
+                "github forged ping",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &forged),
+                    ("x-github-event", "ping"),
+                ],
+                BODY,
+                Err(Refused::BadSignature),
+            ),
+            (
+                "github forged",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &forged),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                Err(Refused::BadSignature),
+            ),
+            (
+                "github unsigned",
+                "github",
+                &push,
+                vec![json, ("x-github-event", "push")],
+                BODY,
+                Err(Refused::MissingSignature("X-Hub-Signature-256")),
+            ),
+            (
+                "github wrong algorithm",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &md5),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                Err(Refused::UnknownAlgorithm("md5".into())),
+            ),
+            (
+                "github event filtered",
+                "github",
+                &push,
+                vec![
+                    json,
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "issues"),
+                ],
+                BODY,
+                Err(Refused::EventNotAllowed {
+                    sender: "GitHub",
+                    event: "issues".into(),
+                }),
+            ),
+            (
+                "github without a content type",
+                "github",
+                &push,
+                vec![("x-hub-signature-256", &gh_sig), ("x-github-event", "push")],
+                BODY,
+                Err(Refused::ContentType(String::new())),
+            ),
+            (
+                "github text body",
+                "github",
+                &push,
+                vec![
+                    ("content-type", "text/plain"),
+                    ("x-hub-signature-256", &gh_sig),
+                    ("x-github-event", "push"),
+                ],
+                BODY,
+                Err(Refused::ContentType("text/plain".into())),
+            ),
+            (
+                "gitlab push",
+                "gitlab",
+                &[],
+                vec![
+                    ("x-gitlab-token", "s3cr3t-token"),
+                    ("x-gitlab-event", "Push Hook"),
+                ],
+                b"",
+                reconcile(Some("Push Hook")),
+            ),
+            (
+                "gitlab wrong token",
+                "gitlab",
+                &[],
+                vec![
+                    ("x-gitlab-token", "s3cr3t-tokem"),
+                    ("x-gitlab-event", "Push Hook"),
+                ],
+                b"",
+                Err(Refused::BadToken("X-Gitlab-Token")),
+            ),
+            (
+                "gitlab token prefix",
+                "gitlab",
+                &[],
+                vec![
+                    ("x-gitlab-token", "s3cr3t"),
+                    ("x-gitlab-event", "Push Hook"),
+                ],
+                b"",
+                Err(Refused::BadToken("X-Gitlab-Token")),
+            ),
+            (
+                "gitlab no token",
+                "gitlab",
+                &[],
+                vec![("x-gitlab-event", "Push Hook")],
+                b"",
+                Err(Refused::BadToken("X-Gitlab-Token")),
+            ),
+            (
+                "bitbucket signed",
+                "bitbucket",
+                &[],
+                vec![
+                    json,
+                    ("x-hub-signature", &gh_sig),
+                    ("x-event-key", "repo:refs_changed"),
+                ],
+                BODY,
+                reconcile(Some("repo:refs_changed")),
+            ),
+            (
+                "harbor token",
+                "harbor",
+                &[],
+                vec![("authorization", "s3cr3t-token")],
+                b"{}",
+                reconcile(None),
+            ),
+            (
+                "harbor wrong token",
+                "harbor",
+                &[],
+                vec![("authorization", "Bearer s3cr3t-token")],
+                b"{}",
+                Err(Refused::BadToken("Authorization")),
+            ),
+            (
+                "nexus signed",
+                "nexus",
+                &[],
+                vec![("x-nexus-webhook-signature", &nexus_sig)],
+                BODY,
+                reconcile(None),
+            ),
+            (
+                "nexus forged",
+                "nexus",
+                &[],
+                vec![("x-nexus-webhook-signature", &nexus_forged)],
+                BODY,
+                Err(Refused::BadSignature),
+            ),
+            ("quay JSON", "quay", &[], vec![], BODY, reconcile(None)),
+            (
+                "quay not JSON",
+                "quay",
+                &[],
+                vec![],
+                b"hello",
+                Err(Refused::Payload("Quay")),
+            ),
+            (
+                "gcr",
+                "gcr",
+                &[],
+                vec![],
+                BODY,
+                Err(Refused::UnsupportedType("gcr".into())),
+            ),
+        ];
+        for (what, type_, events, h, body, want) in rows {
+            let got = verify(type_, events, TOKEN, &headers(&h), body);
+            assert_eq!(got, want, "{what}");
+        }
+        // the body signed is the body received
+        let h = headers(&[
+            json,
+            ("x-hub-signature-256", &gh_sig),
+            ("x-github-event", "push"),
+        ]);
+        let tampered = br#"{"ref":"refs/heads/evil","after":"abc"}"#;
+        assert_eq!(
+            verify("github", &push, TOKEN, &h, tampered),
+            Err(Refused::BadSignature)
+        );
+    }
+
+    #[test]
+    fn events_filter_ignoring_case_and_empty_allows_all() {
+        let ev = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(event_allowed(&[], "anything"));
+        assert!(event_allowed(&ev(&["push", "ping"]), "push"));
+        assert!(event_allowed(&ev(&["Push Hook"]), "push hook"));
+        assert!(!event_allowed(&ev(&["push"]), "pull_request"));
+        assert!(!event_allowed(&ev(&["push"]), ""), "a missing event header");
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"abc"));
+    }
+
+    fn res(kind: &str, name: &str) -> ReceiverResource {
+        ReceiverResource {
+            kind: kind.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resources_resolve_to_served_kinds() {
+        let t = target(&res("GitRepository", "app"), "flux-system").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                gvk: GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository"),
+                namespace: "flux-system".into(),
+                selection: Selection::Name("app".into()),
+            }
+        );
+        assert_eq!(ApiResource::from_gvk(&t.gvk).plural, "gitrepositories");
+        let ks = target(&res("Kustomization", "apps"), "ns").unwrap();
+        assert_eq!(ks.gvk.group, "kustomize.toolkit.fluxcd.io");
+        let hr = target(&res("HelmRelease", "podinfo"), "ns").unwrap();
+        assert_eq!(
+            (hr.gvk.group.as_str(), hr.gvk.version.as_str()),
+            ("helm.toolkit.fluxcd.io", "v2")
+        );
+        assert_eq!(ApiResource::from_gvk(&hr.gvk).plural, "helmreleases");
+        let mut other = res("OCIRepository", "*");
+        other.namespace = Some("apps".into());
+        other.match_labels = Some(BTreeMap::from([
+            ("team".to_string(), "web".to_string()),
+            ("tier".to_string(), "front".to_string()),
+        ]));
+        other.api_version = Some("source.toolkit.fluxcd.io/v1beta2".into());
+        let t = target(&other, "flux-system").unwrap();
+        assert_eq!(t.namespace, "apps");
+        assert_eq!(t.gvk.version, "v1beta2", "an explicit apiVersion is used");
+        assert_eq!(t.selection, Selection::Labels("team=web,tier=front".into()));
+        assert_eq!(
+            target(&res("HelmChart", "*"), "ns").unwrap_err(),
+            "matchLabels field not set when using wildcard '*' as name"
+        );
+        for kind in [
+            "Bucket",
+            "ImageRepository",
+            "ImagePolicy",
+            "ExternalArtifact",
+        ] {
+            let e = target(&res(kind, "x"), "ns").unwrap_err();
+            assert!(
+                e.starts_with(&format!("pennant does not serve {kind}")),
+                "{e}"
+            );
+        }
+        let p = request_patch(Timestamp::from_second(1_800_000_000).unwrap());
+        assert_eq!(
+            p,
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "2027-01-15T08:00:00Z"}}})
+        );
+    }
+
+    #[test]
+    fn filters_read_res_and_req() {
+        let obj = json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "app", "labels": {"team": "web"}}, "spec": {"url": "x"}});
+        let req = json!({"ref": "refs/heads/main"});
+        let f = Filter::compile("res.metadata.name == 'app' && req.ref.endsWith('/main')").unwrap();
+        assert_eq!(f.accepts(&filter_res(&obj), &req), Ok(true));
+        let f = Filter::compile("req.ref == 'refs/heads/dev'").unwrap();
+        assert_eq!(f.accepts(&filter_res(&obj), &req), Ok(false));
+        let f = Filter::compile("has(res.spec)").unwrap();
+        assert_eq!(
+            f.accepts(&filter_res(&obj), &req),
+            Ok(false),
+            "metadata only"
+        );
+        let f = Filter::compile("res.metadata.name").unwrap();
+        assert!(
+            f.accepts(&filter_res(&obj), &req)
+                .unwrap_err()
+                .contains("as boolean")
+        );
+        assert!(Filter::compile("res.metadata.name ==").is_err());
+    }
+
+    fn receiver(type_: &str) -> Receiver {
+        let mut r = Receiver::new(
+            "hook",
+            ReceiverSpec {
+                type_: type_.into(),
+                resources: vec![res("GitRepository", "app")],
+                secret_ref: Some(LocalObjectReference {
+                    name: "webhook-token".into(),
+                }),
+                ..Default::default()
+            },
+        );
+        r.metadata.namespace = Some("flux-system".into());
+        r.metadata.generation = Some(2);
+        r
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn ready(st: &ReceiverStatus) -> (String, String, String) {
+        let c = conditions::get(&st.conditions, types::READY).expect("Ready");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_readable_token_makes_the_receiver_ready_at_fluxs_path() {
+        let r = receiver("github");
+        let d = decide(&r, Ok(b"tok"), &now()).unwrap();
+        let path = webhook_path("tok", "hook", "flux-system");
+        assert_eq!(d.status.webhook_path.as_deref(), Some(path.as_str()));
+        assert_eq!(
+            ready(&d.status),
+            (
+                "True".into(),
+                "Succeeded".into(),
+                format!("Receiver initialized for path: {path}")
+            )
+        );
+        assert_eq!(d.status.observed_generation, Some(2));
+        assert_eq!(d.next, Some(Ok(Duration::from_secs(600))));
+        assert_eq!(
+            d.events,
+            vec![(
+                false,
+                "Succeeded".to_string(),
+                "Reconciliation finished, next run in 10m0s".to_string()
+            )]
+        );
+        // steady state: same status, no Event
+        let mut again = r.clone();
+        again.status = Some(d.status.clone());
+        let d2 = decide(&again, Ok(b"tok"), &now()).unwrap();
+        assert_eq!(d2.status, d.status);
+        assert!(d2.events.is_empty());
+        // a new token moves the path
+        let d3 = decide(&again, Ok(b"rotated"), &now()).unwrap();
+        assert_ne!(d3.status.webhook_path, d.status.webhook_path);
+        // a reconcile request is echoed
+        again.metadata.annotations = Some(BTreeMap::from([(
+            RECONCILE_REQUESTED_AT_ANNOTATION.to_string(),
+            "t1".to_string(),
+        )]));
+        let d4 = decide(&again, Ok(b"tok"), &now()).unwrap();
+        assert_eq!(d4.status.last_handled_reconcile_at.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_missing_token_is_not_ready_and_retried() {
+        let r = receiver("github");
+        let mut was_ready = r.clone();
+        was_ready.status = Some(decide(&r, Ok(b"tok"), &now()).unwrap().status);
+        for (token, message) in [
+            (
+                Err(
+                    "unable to read token from secret 'flux-system/webhook-token' error: not found"
+                        .to_string(),
+                ),
+                "unable to read token from secret 'flux-system/webhook-token' error: not found",
+            ),
+            (
+                Ok(&b""[..]),
+                "invalid 'flux-system/webhook-token' secret data: the 'token' key is empty",
+            ),
+        ] {
+            let d = decide(&was_ready, token, &now()).unwrap();
+            assert_eq!(
+                ready(&d.status),
+                ("False".into(), "TokenNotFound".into(), message.into())
+            );
+            assert_eq!(d.status.webhook_path, None, "no path to serve");
+            let rec = conditions::get(&d.status.conditions, types::RECONCILING).unwrap();
+            assert_eq!(rec.reason, "ProgressingWithRetry");
+            assert_eq!(d.next, Some(Err(())));
+            assert_eq!(
+                d.events,
+                vec![(true, "Failed".to_string(), message.to_string())]
+            );
+        }
+    }
+
+    #[test]
+    fn configuration_errors_are_terminal() {
+        let mut bad_cel = receiver("github");
+        bad_cel.spec.resource_filter = Some("res.metadata.name ==".into());
+        let mut bad_res_cel = receiver("github");
+        bad_res_cel.spec.resources[0].filter = Some("(".into());
+        let mut oidc = receiver("generic-oidc");
+        oidc.spec.secret_ref = None;
+        let mut no_secret = receiver("generic");
+        no_secret.spec.secret_ref = None;
+        for (r, reason, needle) in [
+            (
+                bad_cel,
+                "InvalidCELExpression",
+                "invalid resourceFilter expression",
+            ),
+            (
+                bad_res_cel,
+                "InvalidCELExpression",
+                "invalid filter expression for resources[0] (kind=\"GitRepository\", name=\"app\")",
+            ),
+            (
+                oidc,
+                "ValidationFailed",
+                "requires at least one oidcProvider",
+            ),
+            (no_secret, "ValidationFailed", "secretRef is required"),
+            (
+                receiver("gcr"),
+                "UnsupportedType",
+                "receiver type \"gcr\" is not supported by pennant",
+            ),
+        ] {
+            let d = decide(&r, Ok(b"tok"), &now()).unwrap();
+            let (status, got_reason, message) = ready(&d.status);
+            assert_eq!((status.as_str(), got_reason.as_str()), ("False", reason));
+            assert!(
+                message.starts_with(TERMINAL_PREFIX) && message.contains(needle),
+                "{message}"
+            );
+            let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
+            assert_eq!(
+                (stalled.status.as_str(), stalled.reason.as_str()),
+                ("True", reason)
+            );
+            assert_eq!(d.next, None, "waits for a new generation");
+            assert_eq!(d.status.webhook_path, None);
+            assert_eq!(d.events.len(), 1);
+            assert!(d.events[0].0, "a Warning");
+        }
+    }
+
+    #[test]
+    fn suspended_changes_nothing_and_unserved_kinds_are_named() {
+        let mut r = receiver("github");
+        r.spec.suspend = Some(true);
+        assert_eq!(decide(&r, Ok(b"tok"), &now()), None);
+        let mut r = receiver("github");
+        r.spec.resources.push(res("Bucket", "assets"));
+        let d = decide(&r, Ok(b"tok"), &now()).unwrap();
+        let (status, _, message) = ready(&d.status);
+        assert_eq!(status, "True", "the served resources still work");
+        assert!(
+            message.contains("resources[1] (Bucket assets): pennant does not serve Bucket"),
+            "{message}"
+        );
+        assert!(
+            d.events.iter().any(|(w, reason, m)| *w
+                && reason == "UnsupportedResource"
+                && m.contains("Bucket"))
+        );
+    }
+
+    /// No message of a decision carries the token.
+    #[test]
+    fn the_token_is_never_written() {
+        let secret = b"do-not-leak-0123456789";
+        let mut r = receiver("github");
+        r.spec.resources.push(res("Bucket", "assets"));
+        let d = decide(&r, Ok(secret), &now()).unwrap();
+        let text = format!("{:?} {:?}", d.status, d.events);
+        assert!(!text.contains("do-not-leak"), "{text}");
+    }
+}
