@@ -8,8 +8,8 @@
 //! seconds (the latency is printed); a forged, unsigned or wrongly typed request is refused with
 //! 400 and writes no `reconcile.fluxcd.io/requestedAt`; a signed `ping` is answered without a
 //! reconcile; the GitLab token and generic-hmac variants (the latter by `*` + matchLabels)
-//! fetch too; a suspended Receiver answers 503, an unknown path 404; a Receiver whose Secret is
-//! missing is `Ready=False TokenNotFound` until the Secret appears.
+//! fetch too; a suspended Receiver answers 503, an unknown path 404, a body above 3 MiB 413; a
+//! Receiver whose Secret is missing is `Ready=False TokenNotFound` until the Secret appears.
 
 mod support;
 
@@ -311,6 +311,13 @@ async fn a_signed_push_fetches_at_once_and_a_forged_one_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    let resp = http
+        .post(format!("{base}{hmac_path}"))
+        .body(vec![b'x'; 3 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413, "above Flux's 3 MiB");
     receivers
         .patch(
             "github",

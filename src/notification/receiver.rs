@@ -648,10 +648,13 @@ async fn read_token(client: &Client, r: &Receiver) -> Result<Vec<u8>, String> {
     };
     let name = format!("{ns}/{}", secret_ref.name);
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = api
-        .get(&secret_ref.name)
-        .await
-        .map_err(|e| format!("unable to read token from secret '{name}' error: {e}"))?;
+    let secret = api.get(&secret_ref.name).await.map_err(|e| {
+        let e = match e {
+            kube::Error::Api(a) => a.message,
+            e => e.to_string(),
+        };
+        format!("unable to read token from secret '{name}' error: {e}")
+    })?;
     secret
         .data
         .and_then(|mut d| d.remove("token"))
@@ -801,9 +804,12 @@ fn error_policy(r: Arc<Receiver>, err: &Error, ctx: Arc<Ctx>) -> Action {
     };
     let reason = match err {
         Error::Kube(_) => "kube",
+        // already logged with its Warning Event
         Error::Token(_) => "token",
     };
-    warn!(name = %r.name_any(), namespace = %r.namespace().unwrap_or_default(), "Receiver reconcile failed: {err}");
+    if let Error::Kube(_) = err {
+        warn!(name = %r.name_any(), namespace = %r.namespace().unwrap_or_default(), "Receiver reconcile failed: {err}");
+    }
     ctx.metrics.reconcile_error("notification", reason);
     Action::requeue(failure_backoff(n, r.interval()))
 }
