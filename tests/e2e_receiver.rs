@@ -10,6 +10,10 @@
 //! reconcile; the GitLab token and generic-hmac variants (the latter by `*` + matchLabels)
 //! fetch too; a suspended Receiver answers 503, an unknown path 404, a body above 3 MiB 413; a
 //! Receiver whose Secret is missing is `Ready=False TokenNotFound` until the Secret appears.
+//!
+//! [`a_kustomization_handles_the_request_a_webhook_writes`]: with `--controllers
+//! source,kustomize,notification`, a `generic` webhook naming a Kustomization is handled by the
+//! kustomize controller (`status.lastHandledReconcileAt`) within seconds.
 
 mod support;
 
@@ -333,5 +337,110 @@ async fn a_signed_push_fetches_at_once_and_a_forged_one_changes_nothing() {
     assert_eq!(resp.status(), 503, "suspended");
     assert_eq!(requested_at(&repos).await, before);
 
+    cleanup(ns).await;
+}
+
+/// A Kustomization named by a Receiver (its `apiVersion` left out: pennant's default) handles
+/// the request: `status.lastHandledReconcileAt` echoes the `requestedAt` the webhook wrote, with
+/// no new commit and an interval of an hour.
+#[tokio::test]
+async fn a_kustomization_handles_the_request_a_webhook_writes() {
+    let client = client().await;
+    let ns = TestNs::new(&client, "receiver-ks", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _ctl = ControllerProcess::start_with(
+        &ns.name,
+        &format!("receiver-{}", ns.name),
+        &kubeconfig_path(),
+        &[
+            "--controllers",
+            "source,kustomize,notification",
+            "--storage-path",
+            storage.path().to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        &[("PENNANT_KUSTOMIZE", &kustomize())],
+    );
+    let base = format!("http://{listen}");
+    wait_http(&format!("{base}/healthz"), Duration::from_secs(30)).await;
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("cfg");
+    let sha = repo.commit(
+        "main",
+        &[(
+            "deploy/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: test\n",
+        )],
+        "config",
+    );
+    ns.apply_yaml(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: cfg\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 1h\n  ref:\n    branch: main\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: cfg\n  namespace: NAMESPACE\nspec:\n  interval: 1h\n  path: ./deploy\n  prune: true\n  targetNamespace: NAMESPACE\n  sourceRef:\n    kind: GitRepository\n    name: cfg\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: webhook-token\n  namespace: NAMESPACE\nstringData:\n  token: {TOKEN}\n",
+        server.url("cfg")
+    ))
+    .await;
+    ns.apply_yaml(&receiver_yaml(
+        "generic",
+        "generic",
+        "webhook-token",
+        "",
+        "    - kind: Kustomization\n      name: cfg\n",
+    ))
+    .await;
+    let kss: Api<pennant::api::kustomization::Kustomization> =
+        Api::namespaced(client.clone(), &ns.name);
+    let applied = format!("main@sha1:{sha}");
+    wait_until(Duration::from_secs(60), "cfg applied", || async {
+        kss.get("cfg")
+            .await
+            .ok()
+            .and_then(|k| k.status)
+            .and_then(|s| s.last_applied_revision)
+            == Some(applied.clone())
+    })
+    .await;
+    let receivers: Api<Receiver> = Api::namespaced(client.clone(), &ns.name);
+    let path = wait_ready(&receivers, "generic", &ns.name).await;
+
+    let start = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let k = kss.get("cfg").await.unwrap();
+    let token = k.metadata.annotations.unwrap_or_default()[REQUESTED_AT].clone();
+    loop {
+        let st = kss.get("cfg").await.unwrap().status.unwrap_or_default();
+        if st.last_handled_reconcile_at.as_deref() == Some(token.as_str()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the request {token} was never handled: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "generic webhook → Kustomization handled {token}: {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let ks: Api<pennant::api::kustomization::Kustomization> =
+        Api::namespaced(client.clone(), &ns.name);
+    let _ = ks.delete("cfg", &Default::default()).await;
+    wait_until(Duration::from_secs(30), "cfg finalized", || async {
+        ks.get_opt("cfg").await.is_ok_and(|k| k.is_none())
+    })
+    .await;
     cleanup(ns).await;
 }
