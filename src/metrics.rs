@@ -14,7 +14,7 @@
 //! | `flagger_canary_successes_total` | counter | `name`, `namespace`, `deployment_strategy`, `analysis_status` | promotions |
 //! | `flagger_canary_failures_total` | counter | same | rollbacks |
 //! | `pennant_reconcile_total` | counter | `result` | reconciles by result (`ok`, `kube`, `invalid`, `rejected`: a write the API server refused) |
-//! | `pennant_reconcile_errors_total` | counter | `controller`, `reason` | failed reconciles by controller and what failed (`canary`: `kube`, `invalid`, `rejected`, `target_not_found`, `router_build`, `status_conflict`, `panic`, `encode`; `source`: `kube` (an API call or a panic), `source` (the fetch, include or storage failed: the status says which)) |
+//! | `pennant_reconcile_errors_total` | counter | `controller`, `reason` | failed reconciles by controller and what failed (`canary`: `kube`, `invalid`, `rejected`, `target_not_found`, `router_build`, `status_conflict`, `panic`, `encode`; `source`: `kube` (an API call or a panic), `source` (the fetch, include or storage failed: the status says which); `notification`: `kube`, `token` (a Receiver's Secret or its `token` key is missing)) |
 //! | `pennant_reconcile_duration_seconds` | histogram | `result` | time of every reconcile |
 //! | `pennant_api_writes_total` | counter | | applies, patches and Events written |
 //!

@@ -487,6 +487,93 @@ pub const HELM_RULES: &[Permission] = &[
     },
 ];
 
+const REQUEST_RECONCILE: &[&str] = &["get", "list", "patch"];
+const REQUEST_RECONCILE_WHY: &str = "Receiver webhooks: the `reconcile.fluxcd.io/requestedAt` \
+    merge patch (get: a resource with a CEL filter; list: name `*` with matchLabels)";
+
+/// The notification controller's rules (Receivers): its watch and status, the token Secrets
+/// (read, their metadata watched), Events, and the reconcile requests a verified webhook writes
+/// on the kinds pennant serves.
+pub const NOTIFICATION_RULES: &[Permission] = &[
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "receivers",
+        kind: "Receiver",
+        verbs: &["get", "list", "watch"],
+        why: "the controller's watch; the webhook handler finds the Receiver by its path",
+    },
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "receivers/status",
+        kind: "Receiver",
+        verbs: &["patch"],
+        why: "status: webhookPath, conditions",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: &["get", "list", "watch"],
+        why: "spec.secretRef: the token (read), a change re-reads it (metadata watch)",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create"],
+        why: "Events on Receivers",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories",
+        kind: "GitRepository",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories",
+        kind: "OCIRepository",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmrepositories",
+        kind: "HelmRepository",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts",
+        kind: "HelmChart",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations",
+        kind: "Kustomization",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases",
+        kind: "HelmRelease",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "source.extensions.fluxcd.io",
+        resource: "artifactgenerators",
+        kind: "ArtifactGenerator",
+        verbs: REQUEST_RECONCILE,
+        why: REQUEST_RECONCILE_WHY,
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",

@@ -5,7 +5,7 @@
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
 //!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`, `health`) and the process that hosts them
 //!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
-//!   controller (`canary`, `kustomize`, `helm`);
+//!   controller (`canary`, `kustomize`, `helm`, `notification`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` and `util` only;
 //! - the command-line layer (`cmd`) is the top: no module refers to it (only `main.rs`, which is
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// Modules that refer to no other pennant module.
 const BOTTOM: &[&str] = &["api", "util"];
 /// Controllers: only the command-line layer (`cmd`) and themselves refer to them.
-const CONTROLLERS: &[&str] = &["canary", "kustomize", "helm"];
+const CONTROLLERS: &[&str] = &["canary", "kustomize", "helm", "notification"];
 /// The command-line layer: referred to by `main.rs` only.
 const TOP: &[&str] = &["cmd"];
 /// Modules below every controller.
