@@ -20,6 +20,7 @@ pub mod leader;
 pub mod lint;
 pub mod logging;
 pub mod metrics;
+pub mod notification;
 pub mod notify;
 pub mod rbac;
 pub mod router;

@@ -487,6 +487,89 @@ pub const HELM_RULES: &[Permission] = &[
     },
 ];
 
+/// The notification controller's rules (`--controllers notification`): its caches of Alerts
+/// and Providers, the Providers' Secrets, Events on Alerts, and reading the labels of the
+/// objects events are about (`matchLabels`), for the kinds whose events pennant publishes.
+pub const NOTIFICATION_RULES: &[Permission] = &[
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "alerts",
+        kind: "Alert",
+        verbs: &["get", "list", "watch"],
+        why: "the controller's cache: Alerts matched against every event",
+    },
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "providers",
+        kind: "Provider",
+        verbs: &["get", "list", "watch"],
+        why: "the controller's cache: the Providers of matching Alerts",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        kind: "Secret",
+        verbs: &["get"],
+        why: "Provider spec.secretRef: address, token, headers",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["create"],
+        why: "Warning Events on Alerts (failed deliveries, invalid configuration)",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "gitrepositories",
+        kind: "GitRepository",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "ocirepositories",
+        kind: "OCIRepository",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmrepositories",
+        kind: "HelmRepository",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "source.toolkit.fluxcd.io",
+        resource: "helmcharts",
+        kind: "HelmChart",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "kustomize.toolkit.fluxcd.io",
+        resource: "kustomizations",
+        kind: "Kustomization",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "helm.toolkit.fluxcd.io",
+        resource: "helmreleases",
+        kind: "HelmRelease",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",

@@ -486,7 +486,10 @@ fn deployment_args_parse_as_the_binarys_flags() {
         };
         assert_eq!(args.listen, "0.0.0.0:8080");
         assert_eq!(args.log_format, "json");
-        assert_eq!(args.controllers, "canary,source,kustomize,helm");
+        assert_eq!(
+            args.controllers,
+            "canary,source,kustomize,helm,notification"
+        );
         let tenant = if set.is_empty() { "" } else { "tenant" };
         assert_eq!(args.default_service_account, tenant);
         // the source controller's storage: an emptyDir, served through the Service's name

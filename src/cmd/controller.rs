@@ -77,6 +77,17 @@ pub const BUILT: &[Entry] = &[
             ))
         },
     },
+    Entry {
+        name: "notification",
+        rules: crate::rbac::NOTIFICATION_RULES,
+        routes: |_, _| axum::Router::new(),
+        run: |p, _| {
+            Box::pin(crate::notification::controller::run(
+                p,
+                crate::notification::controller::Settings::default(),
+            ))
+        },
+    },
 ];
 
 /// `--default-service-account` and `--insecure-kubeconfig-*`: where Kustomizations and
@@ -91,7 +102,7 @@ fn target_options(args: &ControllerArgs) -> crate::gitops::target::Options {
 }
 
 /// Controllers pennant will host but this build does not have yet.
-pub const NOT_BUILT: &[&str] = &["notification"];
+pub const NOT_BUILT: &[&str] = &[];
 
 fn built_names() -> String {
     BUILT.iter().map(|e| e.name).collect::<Vec<_>>().join(",")
@@ -468,13 +479,19 @@ mod tests {
     #[test]
     fn controllers_default_to_every_built_one() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.controllers, "canary,source,kustomize,helm");
+        assert_eq!(c.controllers, "canary,source,kustomize,helm,notification");
         let names = |l: &str| -> Result<Vec<&str>, String> {
             select(l).map(|v| v.iter().map(|e| e.name).collect())
         };
         assert_eq!(
             names(&c.controllers),
-            Ok(vec!["canary", "source", "kustomize", "helm"])
+            Ok(vec![
+                "canary",
+                "source",
+                "kustomize",
+                "helm",
+                "notification"
+            ])
         );
         assert_eq!(names(" canary, canary "), Ok(vec!["canary"]), "once");
         assert_eq!(
@@ -483,11 +500,9 @@ mod tests {
             "start order"
         );
         assert_eq!(names("helm,canary"), Ok(vec!["canary", "helm"]));
-        let e = names("canary,notification").unwrap_err();
-        assert!(
-            e.contains("the notification controller is not built yet")
-                && e.contains("canary,source,kustomize,helm"),
-            "{e}"
+        assert_eq!(
+            names("notification,canary"),
+            Ok(vec!["canary", "notification"])
         );
         for planned in NOT_BUILT {
             assert!(names(planned).unwrap_err().contains("not built yet"));
@@ -495,7 +510,7 @@ mod tests {
         let e = names("canary,flagger").unwrap_err();
         assert_eq!(
             e,
-            "--controllers: unknown controller \"flagger\" (known: canary,source,kustomize,helm)"
+            "--controllers: unknown controller \"flagger\" (known: canary,source,kustomize,helm,notification)"
         );
         assert!(names("").unwrap_err().contains("at least one"));
         assert!(names(" , ").is_err());

@@ -45,9 +45,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The enabled controllers, comma-separated; fails on a name this chart does not know. */}}
 {{- define "pennant.controllers" -}}
-{{- $known := list "canary" "source" "kustomize" "helm" }}
+{{- $known := list "canary" "source" "kustomize" "helm" "notification" }}
 {{- if not .Values.controllers }}
-{{- fail "controllers: name at least one controller (known: canary, source, kustomize, helm)" }}
+{{- fail "controllers: name at least one controller (known: canary, source, kustomize, helm, notification)" }}
 {{- end }}
 {{- range .Values.controllers }}
 {{- if not (has . $known) }}
