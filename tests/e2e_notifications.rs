@@ -8,9 +8,10 @@
 //! `eventSources` Kustomization, HelmRelease and Canary `*` delivers the events of all three
 //! to a Slack-shaped receiver (author_name, color, the revision and `eventMetadata` as fields);
 //! a `generic-hmac` Provider's `X-Signature` verifies over the exact body; a `github` Provider
-//! sets a commit status on the Kustomization's commit (Flux's default context); a Provider that
-//! answers 403 makes a Warning Event on its Alert naming the Provider, without the secret path
-//! or token.
+//! sets a commit status on the Kustomization's commit (Flux's default context); `matchLabels`
+//! reads the live object's labels; a Provider that answers 403 makes a Warning Event on its
+//! Alert naming the Provider, without the secret path or token; a Provider type pennant does
+//! not deliver to (`pagerduty`) and an ignored field (`certSecretRef`) are a Warning each, once.
 
 mod support;
 
@@ -188,6 +189,44 @@ spec:
   eventSources: [{{kind: Kustomization, name: apps}}]
 ---
 apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Provider
+metadata: {{name: labelled, namespace: NAMESPACE}}
+spec: {{type: slack, address: "{base}/labelled/hook"}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata: {{name: labelled, namespace: NAMESPACE}}
+spec:
+  providerRef: {{name: labelled}}
+  eventSources:
+    - {{kind: Kustomization, name: "*", matchLabels: {{team: platform}}}}
+    - {{kind: HelmRelease, name: "*", matchLabels: {{team: platform}}}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Provider
+metadata: {{name: pager, namespace: NAMESPACE}}
+spec: {{type: pagerduty, address: "{base}/pager"}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata: {{name: paged, namespace: NAMESPACE}}
+spec:
+  providerRef: {{name: pager}}
+  eventSources: [{{kind: Kustomization, name: apps}}]
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Provider
+metadata: {{name: tls, namespace: NAMESPACE}}
+spec: {{type: generic, address: "{base}/tls", certSecretRef: {{name: ca}}}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata: {{name: tls, namespace: NAMESPACE}}
+spec:
+  providerRef: {{name: tls}}
+  eventSources: [{{kind: Kustomization, name: apps}}]
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
 kind: Alert
 metadata: {{name: broken, namespace: NAMESPACE}}
 spec:
@@ -226,8 +265,10 @@ spec:
     let repo = git.create_repo("apps");
     let sha = commit_apps(&repo, 1);
     git_repository(&ns, "apps", &git.url("apps")).await;
+    let mut apps = ks("apps", &ns.name);
+    apps.metadata.labels = Some([("team".to_string(), "platform".to_string())].into());
     Api::<Kustomization>::namespaced(client.clone(), &ns.name)
-        .create(&Default::default(), &ks("apps", &ns.name))
+        .create(&Default::default(), &apps)
         .await
         .unwrap();
     let charts = HelmRepo::start(None);
@@ -390,8 +431,44 @@ spec:
         reasons.iter().any(|r| r == "NotificationDispatchFailed"),
         "{reasons:?}"
     );
+    // matchLabels: the labelled Kustomization's events, not the unlabelled HelmRelease's
+    let labelled = hits_at(&hits, "/labelled/");
+    assert!(
+        !labelled.is_empty(),
+        "matchLabels let the labelled Kustomization through"
+    );
+    assert!(
+        labelled
+            .iter()
+            .all(|h| h.body["attachments"][0]["author_name"] == ks_author.as_str()),
+        "{labelled:?}"
+    );
+
+    // accepted but not implemented: a Warning on the Alert naming the Provider (once), and
+    // an ignored field does not stop the delivery
+    let not_implemented = |alert: &'static str, needle: &'static str| {
+        let ns = &ns;
+        async move {
+            let evs = ns
+                .events_until(alert, |evs| evs.iter().any(|(_, m)| m.contains(needle)))
+                .await;
+            let w: Vec<_> = evs
+                .into_iter()
+                .filter(|(t, m)| t == "Warning" && m.contains(needle))
+                .collect();
+            assert_eq!(w.len(), 1, "{alert}: {w:?}");
+            w[0].1.clone()
+        }
+    };
+    let m = not_implemented("paged", "pagerduty").await;
+    assert!(m.contains(&format!("Provider {}/pager", ns.name)), "{m}");
+    assert!(hits_at(&hits, "/pager").is_empty());
+    let m = not_implemented("tls", "spec.certSecretRef").await;
+    assert!(m.contains(&format!("Provider {}/tls", ns.name)), "{m}");
+    assert!(!hits_at(&hits, "/tls").is_empty());
+
     // the Alerts that work have no Warning
-    for alert in ["everything", "signed", "commit-status"] {
+    for alert in ["everything", "signed", "commit-status", "labelled"] {
         let w: Vec<_> = ns
             .events(alert)
             .await
