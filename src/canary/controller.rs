@@ -732,7 +732,7 @@ fn flux_event(
     flux::Event {
         involved_object: involved,
         severity: flux::Event::severity_of(severity != Severity::Info).into(),
-        timestamp: now,
+        timestamp: flux::event_time(now),
         message: flux::truncate_event_message(message),
         reason: "Synced".into(),
         metadata,
@@ -1033,6 +1033,43 @@ mod tests {
         assert_eq!(v["metadata"]["namespace"], "test");
         assert_eq!(v["reportingComponent"], "pennant.dev/canary");
         assert_eq!(v["reportingInstance"], "pennant-0");
+    }
+
+    #[test]
+    fn notices_are_flux_events_with_flagger_app_metadata() {
+        use crate::api::CanaryPhase;
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut c = canary();
+        let e = flux_event(&c, Severity::Info, "Initialization done!", "pennant-0", now);
+        assert_eq!(e.severity, "info");
+        assert_eq!(e.reason, "Synced");
+        assert_eq!(e.reporting_controller, "flagger");
+        assert_eq!(
+            e.involved_object.api_version.as_deref(),
+            Some("flagger.app/v1beta1")
+        );
+        assert_eq!(e.involved_object.kind.as_deref(), Some("Canary"));
+        assert!(
+            e.metadata.is_empty(),
+            "no status, no metadata: {:?}",
+            e.metadata
+        );
+        c.status = Some(CanaryStatus {
+            phase: Some(CanaryPhase::Progressing),
+            last_applied_spec: Some("5d8f7c9b4".into()),
+            ..Default::default()
+        });
+        for severity in [Severity::Warn, Severity::Error] {
+            let e = flux_event(&c, severity, "Halt", "pennant-0", now);
+            assert_eq!(e.severity, "error", "{severity:?}");
+            assert_eq!(
+                e.metadata,
+                std::collections::BTreeMap::from([
+                    ("flagger.app/phase".to_string(), "Progressing".to_string()),
+                    ("flagger.app/revision".to_string(), "5d8f7c9b4".to_string()),
+                ])
+            );
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ where
     flux::Event {
         involved_object: involved,
         severity: flux::Event::severity_of(note.warning).into(),
-        timestamp: now,
+        timestamp: flux::event_time(now),
         message: truncate_event_message(note.message),
         reason: note.reason.to_string(),
         metadata: note

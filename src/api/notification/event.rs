@@ -46,7 +46,7 @@ pub struct Event {
     pub involved_object: ObjectReference,
     /// [`SEVERITY_INFO`] or [`SEVERITY_ERROR`].
     pub severity: String,
-    /// When the event happened (RFC 3339).
+    /// When the event happened (RFC 3339, whole seconds: [`event_time`]).
     pub timestamp: Timestamp,
     /// Human-readable text, at most [`EVENT_MESSAGE_MAX`] characters.
     pub message: String,
@@ -93,6 +93,11 @@ impl Event {
             SEVERITY_INFO
         }
     }
+}
+
+/// `now` at whole seconds: Flux's `metav1.Time` is RFC 3339 without a fraction on the wire.
+pub fn event_time(now: Timestamp) -> Timestamp {
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// `message` cut to [`EVENT_MESSAGE_MAX`] characters.
