@@ -14,8 +14,9 @@
 //! - `discord`: the Slack shape (no fallback, no channel) at `<address>/slack`;
 //! - `rocket`: the Slack shape with colors `#0076D7` / `#FF0000`;
 //! - `msteams`: an Adaptive Card 1.4 message (title, message in `attention` color for errors,
-//!   a FactSet with `summary` first then the other keys sorted). Flux's legacy MessageCard for
-//!   `*.webhook.office.com` connectors is not sent;
+//!   a FactSet with `summary` first then the other keys sorted); to a deprecated Office 365
+//!   connector (`*.webhook.office.com`) a MessageCard (`themeColor` `0076D7` / `FF0000`), as
+//!   Flux chooses;
 //! - `googlechat`: a card with header `<kind>/<name>.<ns>` / reporting controller, the message
 //!   (red for errors) and one keyValue widget per metadata key;
 //! - `generic`: the Event JSON, header `gotk-component: <reportingController>` plus the Secret's
@@ -145,6 +146,29 @@ pub fn msteams_payload(event: &Event) -> Value {
             }
         }]
     })
+}
+
+/// The MessageCard of a deprecated Office 365 connector (`*.webhook.office.com`). PURE.
+pub fn msteams_connector_payload(event: &Event) -> Value {
+    let title = object_title(event);
+    let facts: Vec<Value> = event
+        .metadata
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    json!({
+        "@type": "MessageCard",
+        "@context": "http://schema.org/extensions",
+        "themeColor": color(event, "0076D7", "FF0000"),
+        "summary": title,
+        "sections": [{"activityTitle": event.message, "activitySubtitle": title, "facts": facts}]
+    })
+}
+
+/// Whether a Teams webhook URL is a deprecated Office 365 connector (Flux's check on the host).
+fn is_office_connector(url: &Url) -> bool {
+    url.host_str()
+        .is_some_and(|h| h.ends_with(".webhook.office.com"))
 }
 
 /// The Google Chat card. PURE.
@@ -546,6 +570,9 @@ impl FluxNotifier {
                 url,
                 json_body(&rocket_payload(event, &self.channel, username)),
             ),
+            "msteams" if is_office_connector(&url) => {
+                (url, json_body(&msteams_connector_payload(event)))
+            }
             "msteams" => (url, json_body(&msteams_payload(event))),
             "googlechat" => (url, json_body(&googlechat_payload(event))),
             "generic" | "generic-hmac" => {
@@ -714,6 +741,17 @@ mod tests {
             .map(|f| f["title"].as_str().unwrap())
             .collect();
         assert_eq!(facts, ["summary", "a", "revision"]);
+        let c = msteams_connector_payload(&e);
+        assert_eq!(c["@type"], "MessageCard");
+        assert_eq!(c["themeColor"], "FF0000");
+        assert_eq!(c["summary"], "kustomization/apps.flux-system");
+        assert_eq!(c["sections"][0]["facts"].as_array().unwrap().len(), 3);
+        assert!(is_office_connector(
+            &Url::parse("https://org.webhook.office.com/x").unwrap()
+        ));
+        assert!(!is_office_connector(
+            &Url::parse("https://prod.logic.azure.com/x").unwrap()
+        ));
         let g = googlechat_payload(&e);
         assert_eq!(
             g["cards"][0]["header"],
