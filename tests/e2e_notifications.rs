@@ -26,8 +26,9 @@ use pennant::api::kustomization::Kustomization;
 use serde_json::Value;
 use support::gitserver::{GitServer, ServerOptions, TempDir};
 use support::helmrepo::HelmRepo;
-use support::hr::{helm_repository, hr_yaml, ready_reason, wait_hr};
+use support::hr::{delete_releases, helm_repository, hr_yaml, ready_reason, wait_hr};
 use support::kustomize::{commit_apps, git_repository, ks, wait_ks};
+use support::sources::cleanup;
 use support::*;
 
 /// One request a receiver got.
@@ -477,5 +478,21 @@ spec:
             .collect();
         assert!(w.is_empty(), "{alert}: {w:?}");
     }
-    ns.cleanup().await;
+    // finalizers first (the controller is still running), then the namespace
+    let kss = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let _ = kss
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "Kustomizations finalized",
+        || async {
+            kss.list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        },
+    )
+    .await;
+    delete_releases(&ns).await;
+    cleanup(ns).await;
 }
