@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{IntoUrl, StatusCode};
 
 /// Longest piece of a response body quoted in messages, in characters.
@@ -81,6 +81,23 @@ pub async fn post_json(
     timeout: Duration,
     retries: Retries,
 ) -> Result<(StatusCode, String), PostError> {
+    let mut headers = HeaderMap::new();
+    if let Some(a) = authorization {
+        headers.insert(AUTHORIZATION, a.clone());
+    }
+    post_json_with_headers(client, url, &headers, body, timeout, retries).await
+}
+
+/// [`post_json`] with any extra `headers` (`Authorization`, `X-Signature`, a Provider Secret's
+/// `headers`); `Content-Type: application/json` unless `headers` sets one.
+pub async fn post_json_with_headers(
+    client: &reqwest::Client,
+    url: impl IntoUrl + Clone,
+    headers: &HeaderMap,
+    body: &[u8],
+    timeout: Duration,
+    retries: Retries,
+) -> Result<(StatusCode, String), PostError> {
     let attempts = AtomicUsize::new(0);
     let backoff = ExponentialBuilder::default()
         .with_min_delay(retries.min_delay)
@@ -89,7 +106,7 @@ pub async fn post_json(
     let max_delay = retries.max_delay;
     let result = (|| async {
         attempts.fetch_add(1, Ordering::Relaxed);
-        attempt(client, url.clone(), authorization, body, timeout).await
+        attempt(client, url.clone(), headers, body, timeout).await
     })
     .retry(backoff)
     .when(AttemptError::retryable)
@@ -109,7 +126,7 @@ pub async fn post_json(
 async fn attempt(
     client: &reqwest::Client,
     url: impl IntoUrl,
-    authorization: Option<&HeaderValue>,
+    headers: &HeaderMap,
     body: &[u8],
     timeout: Duration,
 ) -> Result<(StatusCode, String), AttemptError> {
@@ -122,14 +139,11 @@ async fn attempt(
         };
         AttemptError::Transport { error, retryable }
     };
-    let mut req = client
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .timeout(timeout)
-        .body(body.to_vec());
-    if let Some(a) = authorization {
-        req = req.header(AUTHORIZATION, a.clone());
+    let mut req = client.post(url).timeout(timeout).body(body.to_vec());
+    if !headers.contains_key(CONTENT_TYPE) {
+        req = req.header(CONTENT_TYPE, "application/json");
     }
+    req = req.headers(headers.clone());
     let mut resp = req.send().await.map_err(transport)?;
     let status = resp.status();
     let retry_after = resp

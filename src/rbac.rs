@@ -489,12 +489,29 @@ pub const HELM_RULES: &[Permission] = &[
 
 const REQUEST_RECONCILE: &[&str] = &["get", "list", "patch"];
 const REQUEST_RECONCILE_WHY: &str = "Receiver webhooks: the `reconcile.fluxcd.io/requestedAt` \
-    merge patch (get: a resource with a CEL filter; list: name `*` with matchLabels)";
+    merge patch (get: a resource with a CEL filter; list: name `*` with matchLabels); Alert \
+    spec.eventSources[].matchLabels: the labels of the event's object (get)";
 
-/// The notification controller's rules (Receivers): its watch and status, the token Secrets
-/// (read, their metadata watched), Events, and the reconcile requests a verified webhook writes
-/// on the kinds pennant serves.
+/// The notification controller's rules: the caches of Alerts and Providers, the Receivers'
+/// watch and status, the Providers' and Receivers' Secrets (read; a Receiver's token Secret's
+/// metadata watched), Events on Alerts and Receivers, reading the labels of the objects events
+/// are about (`matchLabels`) and the reconcile requests a verified webhook writes on the kinds
+/// pennant serves.
 pub const NOTIFICATION_RULES: &[Permission] = &[
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "alerts",
+        kind: "Alert",
+        verbs: &["get", "list", "watch"],
+        why: "the controller's cache: Alerts matched against every event",
+    },
+    Permission {
+        group: "notification.toolkit.fluxcd.io",
+        resource: "providers",
+        kind: "Provider",
+        verbs: &["get", "list", "watch"],
+        why: "the controller's cache: the Providers of matching Alerts",
+    },
     Permission {
         group: "notification.toolkit.fluxcd.io",
         resource: "receivers",
@@ -514,14 +531,16 @@ pub const NOTIFICATION_RULES: &[Permission] = &[
         resource: "secrets",
         kind: "Secret",
         verbs: &["get", "list", "watch"],
-        why: "spec.secretRef: the token (read), a change re-reads it (metadata watch)",
+        why: "Provider spec.secretRef (address, token, headers); Receiver spec.secretRef: the \
+            token (read), a change re-reads it (metadata watch)",
     },
     Permission {
         group: "",
         resource: "events",
         kind: "Event",
         verbs: &["create"],
-        why: "Events on Receivers",
+        why: "Warning Events on Alerts (failed deliveries, invalid configuration); Events on \
+            Receivers",
     },
     Permission {
         group: "source.toolkit.fluxcd.io",
@@ -571,6 +590,13 @@ pub const NOTIFICATION_RULES: &[Permission] = &[
         kind: "ArtifactGenerator",
         verbs: REQUEST_RECONCILE,
         why: REQUEST_RECONCILE_WHY,
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get"],
+        why: "Alert spec.eventSources[].matchLabels: the labels of the event's object",
     },
 ];
 

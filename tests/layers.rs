@@ -49,6 +49,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "source",
     "apply",
     "health",
+    "notification",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

@@ -4,9 +4,11 @@
 //! `source.toolkit.fluxcd.io/v1` (schemas as Flux source-controller v1.9's), source-watcher's
 //! `artifactgenerators` in `source.extensions.fluxcd.io/v1beta1`, `kustomizations` in
 //! `kustomize.toolkit.fluxcd.io/v1` (as kustomize-controller v1.9.5's) and `helmreleases` in
-//! `helm.toolkit.fluxcd.io/v2` (as helm-controller v1.6.4's) and `receivers` in
-//! `notification.toolkit.fluxcd.io/v1` (as notification-controller v1.9.3's; `tests/compat_flux.rs`
-//! checks them all), generated from the Rust types.
+//! `helm.toolkit.fluxcd.io/v2` (as helm-controller v1.6.4's; `tests/compat_flux.rs` checks them
+//! all), `providers` and `alerts` in `notification.toolkit.fluxcd.io/v1beta3` and `receivers` in
+//! `notification.toolkit.fluxcd.io/v1` (as notification-controller v1.9.3's;
+//! `tests/compat_flux_notification.rs`, `tests/compat_flux_receiver.rs`), generated from the
+//! Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept
@@ -23,6 +25,7 @@ use kube::CustomResourceExt;
 
 use super::helm_release::HelmRelease;
 use super::kustomization::Kustomization;
+use super::notification::{Alert, Provider};
 use super::receiver::Receiver;
 use super::source::{
     ArtifactGenerator, ExternalArtifact, GitRepository, HelmChart, HelmRepository, OCIRepository,
@@ -46,6 +49,10 @@ const EXTERNAL_ARTIFACT_DESCRIPTION: &str = "ExternalArtifact: an artifact store
 const ARTIFACT_GENERATOR_DESCRIPTION: &str = "ArtifactGenerator: artifacts composed from files of other sources, Flux source-watcher-compatible.";
 const KUSTOMIZATION_DESCRIPTION: &str = "Kustomization: a directory of a source's artifact built \
     with kustomize and applied with pruning and health checks, Flux-compatible.";
+const PROVIDER_DESCRIPTION: &str = "Provider: where notifications are sent (chat, webhook, \
+    commit status), Flux-compatible.";
+const ALERT_DESCRIPTION: &str = "Alert: which objects' events are sent to a Provider, \
+    Flux-compatible.";
 const RECEIVER_DESCRIPTION: &str = "Receiver: an incoming webhook (GitHub, GitLab, \
     generic HMAC, ...) verified with a Secret's token that requests a reconcile of Flux objects, \
     Flux-compatible.";
@@ -57,7 +64,7 @@ const SUBSTITUTE_DISABLED: (&str, &str) = ("kustomize.toolkit.fluxcd.io/substitu
 
 /// The CRDs, in a fixed order: Canary, MetricTemplate, AlertProvider, GitRepository,
 /// OCIRepository, HelmRepository, HelmChart, ExternalArtifact, ArtifactGenerator, Kustomization,
-/// HelmRelease, Receiver.
+/// HelmRelease, Provider, Alert, Receiver.
 ///
 /// On top of what `#[derive(CustomResource)]` generates, each gets a root schema description,
 /// Flagger's and Flux's `listKind` (`<Kind>List`) and the annotation `helm.sh/resource-policy: keep`, so
@@ -76,6 +83,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         (ArtifactGenerator::crd(), ARTIFACT_GENERATOR_DESCRIPTION),
         (Kustomization::crd(), KUSTOMIZATION_DESCRIPTION),
         (HelmRelease::crd(), HELM_RELEASE_DESCRIPTION),
+        (Provider::crd(), PROVIDER_DESCRIPTION),
+        (Alert::crd(), ALERT_DESCRIPTION),
         (Receiver::crd(), RECEIVER_DESCRIPTION),
     ]
     .into_iter()

@@ -17,6 +17,7 @@ pub mod judge;
 pub mod kustomization;
 pub mod meta;
 pub mod metric_template;
+pub mod notification;
 pub mod receiver;
 pub mod source;
 

@@ -461,8 +461,12 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     let res = execute::execute(&canary, &decision, &desired, &obs, &ctx).await;
     stall_on_rejection(&canary, res, &api, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;
-    for n in &decision.notices {
-        emit_event(&canary, n.severity, &n.message, &ctx).await;
+    if !decision.notices.is_empty() {
+        let mut decided = (*canary).clone();
+        decided.status = Some(decision.status.clone());
+        for n in &decision.notices {
+            emit_event(&decided, n.severity, &n.message, &ctx).await;
+        }
     }
     if !decision.notices.is_empty() {
         // Alerts and event webhooks retry for up to ~30 s: never hold the reconcile for them.
@@ -700,8 +704,46 @@ fn event(
     }
 }
 
-/// A Kubernetes Event on the Canary (reason `Synced`, as Flagger), also logged. Notices are
-/// emitted on transitions only, so each is its own Event (no series).
+/// The Flux notification Event of a notice (PURE), published on the process's event bus
+/// ([`crate::gitops::events::publish`]) for the `notification` controller's Alerts: reason
+/// `Synced`, severity `info` for Info and `error` for Warn and Error (the Kubernetes Event's
+/// Warning), `reportingController: flagger`, metadata `flagger.app/revision` (the status's
+/// `lastAppliedSpec`) and `flagger.app/phase` when known. `canary` carries the status just
+/// decided.
+fn flux_event(
+    canary: &Canary,
+    severity: Severity,
+    message: &str,
+    instance: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> crate::api::notification::Event {
+    use crate::api::notification as flux;
+    let group = Canary::group(&());
+    let status = canary.status.as_ref();
+    let mut metadata = std::collections::BTreeMap::new();
+    if let Some(spec) = status.and_then(|s| s.last_applied_spec.clone()) {
+        metadata.insert(format!("{group}/{}", flux::META_REVISION), spec);
+    }
+    if let Some(phase) = status.and_then(|s| s.phase) {
+        metadata.insert(format!("{group}/phase"), format!("{phase:?}"));
+    }
+    let mut involved = canary.object_ref(&());
+    involved.field_path = None;
+    flux::Event {
+        involved_object: involved,
+        severity: flux::Event::severity_of(severity != Severity::Info).into(),
+        timestamp: flux::event_time(now),
+        message: flux::truncate_event_message(message),
+        reason: "Synced".into(),
+        metadata,
+        reporting_controller: EVENT_SOURCE.into(),
+        reporting_instance: instance.to_string(),
+    }
+}
+
+/// A Kubernetes Event on the Canary (reason `Synced`, as Flagger), also logged and published as
+/// a Flux notification Event ([`flux_event`]). Notices are emitted on transitions only, so each
+/// is its own Event (no series).
 async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Context) {
     match severity {
         Severity::Info => info!(canary = %canary.name_any(), "{message}"),
@@ -709,13 +751,9 @@ async fn emit_event(canary: &Canary, severity: Severity, message: &str, ctx: &Co
     }
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
-    let ev = event(
-        canary,
-        severity,
-        message,
-        &ctx.instance,
-        k8s_openapi::jiff::Timestamp::now(),
-    );
+    let now = k8s_openapi::jiff::Timestamp::now();
+    crate::gitops::events::publish(flux_event(canary, severity, message, &ctx.instance, now));
+    let ev = event(canary, severity, message, &ctx.instance, now);
     ctx.metrics.writes.inc();
     let pp = PostParams {
         field_manager: Some(execute::FIELD_MANAGER.into()),
@@ -995,6 +1033,43 @@ mod tests {
         assert_eq!(v["metadata"]["namespace"], "test");
         assert_eq!(v["reportingComponent"], "pennant.dev/canary");
         assert_eq!(v["reportingInstance"], "pennant-0");
+    }
+
+    #[test]
+    fn notices_are_flux_events_with_flagger_app_metadata() {
+        use crate::api::CanaryPhase;
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut c = canary();
+        let e = flux_event(&c, Severity::Info, "Initialization done!", "pennant-0", now);
+        assert_eq!(e.severity, "info");
+        assert_eq!(e.reason, "Synced");
+        assert_eq!(e.reporting_controller, "flagger");
+        assert_eq!(
+            e.involved_object.api_version.as_deref(),
+            Some("flagger.app/v1beta1")
+        );
+        assert_eq!(e.involved_object.kind.as_deref(), Some("Canary"));
+        assert!(
+            e.metadata.is_empty(),
+            "no status, no metadata: {:?}",
+            e.metadata
+        );
+        c.status = Some(CanaryStatus {
+            phase: Some(CanaryPhase::Progressing),
+            last_applied_spec: Some("5d8f7c9b4".into()),
+            ..Default::default()
+        });
+        for severity in [Severity::Warn, Severity::Error] {
+            let e = flux_event(&c, severity, "Halt", "pennant-0", now);
+            assert_eq!(e.severity, "error", "{severity:?}");
+            assert_eq!(
+                e.metadata,
+                std::collections::BTreeMap::from([
+                    ("flagger.app/phase".to_string(), "Progressing".to_string()),
+                    ("flagger.app/revision".to_string(), "5d8f7c9b4".to_string()),
+                ])
+            );
+        }
     }
 
     #[test]

@@ -81,7 +81,12 @@ pub const BUILT: &[Entry] = &[
         name: "notification",
         rules: crate::rbac::NOTIFICATION_RULES,
         routes: |p, _| crate::notification::receiver::routes(p.client.clone(), p.scope.clone()),
-        run: |p, _| Box::pin(crate::notification::receiver::run(p)),
+        run: |p, _| {
+            Box::pin(crate::notification::run(
+                p,
+                crate::notification::controller::Settings::default(),
+            ))
+        },
     },
 ];
 

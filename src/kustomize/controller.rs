@@ -1183,10 +1183,14 @@ async fn emit_event(
     message: &str,
     revision: Option<&str>,
 ) {
-    let annotations: BTreeMap<String, String> = revision
+    let mut annotations: BTreeMap<String, String> = revision
         .map(|r| ("revision".to_string(), r.to_string()))
         .into_iter()
         .collect();
+    if reason == reasons::RECONCILIATION_SUCCEEDED {
+        // Flux's closing event marks a commit status update (commit-status Providers)
+        annotations.insert("commit_status".into(), "update".into());
+    }
     let note = crate::gitops::events::Note {
         warning,
         reason,

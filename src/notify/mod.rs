@@ -11,6 +11,9 @@
 //!   purely, who receives which severity; [`dispatch`] does all of it for one alert.
 //! - [`GlobalNotifiers`] holds the notifiers built from the `-slack-*`, `-msteams-*` and
 //!   `-event-webhook` flags.
+//! - [`flux`] delivers Flux Events for `notification.toolkit.fluxcd.io` Providers (Flux's
+//!   payloads, commit statuses) through the same transport: one delivery path for Canary and
+//!   GitOps notifications.
 //!
 //! Differences from Flagger, on purpose:
 //! - an alert without `severity` means `info` (receives everything), as Flagger documents;
@@ -24,6 +27,7 @@
 //! - errors never contain the webhook URL's path or the token (the path is the secret).
 
 mod discord;
+pub mod flux;
 mod generic;
 mod global;
 mod googlechat;

@@ -101,7 +101,7 @@ impl Slack {
 
 /// Slack's Web API answers `200 {"ok": false, "error": "channel_not_found"}` when it refuses a
 /// message; incoming webhooks answer `ok` (not JSON).
-fn refusal(body: &str) -> Option<String> {
+pub(super) fn refusal(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     (v.get("ok")? == false).then(|| {
         v.get("error")

@@ -28,6 +28,8 @@ pub struct Hit {
     pub headers: HeaderMap,
     /// The body parsed as JSON (`Null` when it is not JSON).
     pub body: Value,
+    /// The body's bytes as received (a signature covers these).
+    pub raw: Vec<u8>,
 }
 
 impl Hit {
@@ -70,6 +72,7 @@ async fn record(
             path: uri.path().to_string(),
             headers,
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            raw: body.to_vec(),
         });
         (i.script.pop_front(), i.delay)
     };

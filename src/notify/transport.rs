@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::HeaderValue;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Serialize;
 
 use super::NotifyError;
@@ -129,6 +129,16 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint's URL (it may carry a secret path: never put it in a message).
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The token, if any (never put it in a message).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `kind redacted-url`, for logs.
     pub(crate) fn describe(&self) -> String {
         format!("{} {}", self.kind, redact(&self.url))
@@ -155,17 +165,34 @@ impl Endpoint {
             }
             None => None,
         };
+        let mut headers = HeaderMap::new();
+        if let Some(a) = authorization {
+            headers.insert(AUTHORIZATION, a);
+        }
+        self.post_with_headers(&self.url, &body, &headers).await
+    }
+
+    /// POST the JSON `body` (already serialised: a signature covers these bytes) to `url` (the
+    /// endpoint's, or one derived from it, e.g. a commit-status API) with exactly `headers` (the
+    /// endpoint's token is not added). Retries and errors as [`Endpoint::post_json`]; errors
+    /// name only `kind scheme://host/…` of the endpoint.
+    pub(crate) async fn post_with_headers(
+        &self,
+        url: &Url,
+        body: &[u8],
+        headers: &HeaderMap,
+    ) -> Result<String, NotifyError> {
         let p = &self.policy;
         let retries = Retries {
             min_delay: p.min_delay,
             max_delay: p.max_delay,
             retries: p.attempts.max(1) - 1,
         };
-        match http_post::post_json(
+        match http_post::post_json_with_headers(
             &self.client,
-            self.url.clone(),
-            authorization.as_ref(),
-            &body,
+            url.clone(),
+            headers,
+            body,
             p.timeout,
             retries,
         )
