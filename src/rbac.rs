@@ -370,6 +370,28 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
               waited for",
     },
     Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get", "list", "watch"],
+        why: "revision-aware readiness (pennant): the Canaries of applied workloads, watched \
+              while they analyse an applied revision",
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        kind: "Deployment",
+        verbs: &["get"],
+        why: "revision-aware readiness: the applied pod template of a Canary's target",
+    },
+    Permission {
+        group: "apps",
+        resource: "daemonsets",
+        kind: "DaemonSet",
+        verbs: &["get"],
+        why: "revision-aware readiness: the applied pod template of a Canary's target",
+    },
+    Permission {
         group: "",
         resource: "configmaps",
         kind: "ConfigMap",

@@ -17,6 +17,7 @@ pub mod judge;
 pub mod kustomization;
 pub mod meta;
 pub mod metric_template;
+pub mod revision;
 pub mod source;
 
 pub use alert_provider::*;

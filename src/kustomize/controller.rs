@@ -60,6 +60,7 @@ use super::render::{
     RenderError, SourceState, cause_of, fetch_artifact, render, source_key, source_state,
 };
 use super::target::{Options as TargetOptions, TargetError, Targets};
+use crate::api::Canary;
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
 };
@@ -68,6 +69,7 @@ use crate::api::source::{
 };
 use crate::apply::inventory::{merge_survivors, stale};
 use crate::apply::ssa::{ApplyOptions, Change, change_set_message};
+use crate::gitops::canary_gate::{self as gate, AppliedWorkload, Gate};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -129,6 +131,8 @@ struct Ctx {
     helm_dependents: Arc<super::wake::HelmDependents>,
     /// Where each Kustomization applies (the local client, impersonating or remote ones).
     targets: Targets,
+    /// Every Canary in scope (revision-aware readiness, [`gate`]).
+    canaries: Store<Canary>,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -374,9 +378,32 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         changed,
         waits.clone(),
         helm_dependents.clone(),
-        wake,
+        wake.clone(),
     ));
+    // a Canary's status change wakes the Kustomizations waiting for its run
+    let (canaries, canary_writer) = reflector::store::<Canary>();
+    let (ks_store, wake_gated) = (store.clone(), wake.clone());
+    tokio::spawn(
+        reflector::reflector(
+            canary_writer,
+            watcher(scope.api::<Canary>(&client), scope.watcher_config()),
+        )
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |r| {
+            match r {
+                Ok(c) => {
+                    for k in super::wake::gated_by(&ks_store.state(), &c) {
+                        let _ = wake_gated.send(k);
+                    }
+                }
+                Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
+            }
+            futures::future::ready(())
+        }),
+    );
     let ctx = Arc::new(Ctx {
+        canaries,
         waits,
         helm_dependents,
         watches,
@@ -560,20 +587,53 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         );
     }
     let mut written = old.clone();
-    let outcome = match refused(&ks) {
-        Some(message) => Err(terminal(UNSUPPORTED_FIELD, message)),
+    let refusal = refused(&ks);
+    let pre = match refusal {
+        None => canary_pre_check(&ks, &ctx, &old, generation).await,
+        Some(_) => None,
+    };
+    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated
+    let outcome = match (refusal, pre) {
+        (Some(message), _) => Err(terminal(UNSUPPORTED_FIELD, message)),
+        (None, Some(Pre::Rejected(rev))) => {
+            status.last_attempted_revision = Some(rev.clone());
+            Err(rejected(&ks, &old, &rev))
+        }
+        (None, Some(Pre::Resume(rev))) => {
+            status.last_attempted_revision = Some(rev);
+            Ok(None)
+        }
         // Flux: an invalid healthCheckExprs rule is terminal, before the source is read
-        None => match crate::health::expr::HealthExprs::compile(&ks.spec.health_check_exprs) {
-            Err(e) => Err(terminal(
-                reasons::INVALID_CEL_EXPRESSION,
-                format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
-            )),
-            Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
-        },
+        (None, None) => {
+            match crate::health::expr::HealthExprs::compile(&ks.spec.health_check_exprs) {
+                Err(e) => Err(terminal(
+                    reasons::INVALID_CEL_EXPRESSION,
+                    format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
+                )),
+                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now)
+                    .await
+                    .map(Some),
+            }
+        }
     };
     let revision = status.last_attempted_revision.clone();
     let outcome = match outcome {
-        Ok(attempted) => {
+        Ok(None) => {
+            let digest = old
+                .history
+                .first()
+                .map(|h| h.digest.clone())
+                .unwrap_or_default();
+            let health = match conditions::get(&old.conditions, types::HEALTHY) {
+                Some(c) if c.status == conditions::TRUE => Outcome::Passed {
+                    message: c.message.clone(),
+                    announce: false,
+                },
+                _ => Outcome::NoChecks,
+            };
+            Ok((vec![], digest, health))
+        }
+        Ok(Some(attempted)) => {
             let rev = revision.clone().unwrap_or_default();
             // the controller's watches serve its own cluster and rights only
             let remote = attempted.client().cloned();
@@ -608,7 +668,85 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         }
         Err(f) => Err(f),
     };
+    // revision-aware readiness: the Canaries of the applied workloads (local cluster only)
+    let gate = match &outcome {
+        Ok((_, _, Outcome::Waiting { .. })) | Err(_) => Gate::NoCanary,
+        Ok(_) if local_target(&ks, &ctx.settings) => {
+            observe_gate(
+                &ctx,
+                status.inventory.as_ref(),
+                revision.as_deref().unwrap_or_default(),
+            )
+            .await
+        }
+        Ok(_) => Gate::NoCanary,
+    };
     let requeue = match outcome {
+        Ok((changes, digest, health))
+            if matches!(gate, Gate::Progressing { .. } | Gate::Failed { .. }) =>
+        {
+            let rev = revision.clone().unwrap_or_default();
+            match health {
+                Outcome::Passed { message, .. } => conditions::mark_true(
+                    &mut status.conditions,
+                    types::HEALTHY,
+                    reasons::SUCCEEDED,
+                    &message,
+                    generation,
+                    &now,
+                ),
+                _ => conditions::remove_condition(&mut status.conditions, types::HEALTHY),
+            }
+            gate::mark(&mut status.conditions, &gate, generation, &now);
+            status.observed_generation = Some(generation);
+            let lines = change_set_message(&changes);
+            if !lines.is_empty() {
+                events.push((false, reasons::PROGRESSING.into(), lines, Some(rev.clone())));
+            }
+            let was = conditions::get(&old.conditions, types::READY).map(|c| c.reason.as_str());
+            match &gate {
+                Gate::Failed { message } => {
+                    status.rejected_revision = Some(rev.clone());
+                    record_history(
+                        &mut status.history,
+                        &digest,
+                        &rev,
+                        gate::CANARY_FAILED,
+                        started.elapsed(),
+                        &now,
+                    );
+                    events.push((true, gate::CANARY_FAILED.into(), message.clone(), Some(rev)));
+                }
+                Gate::Progressing { message } => {
+                    if !changes.is_empty() {
+                        record_history(
+                            &mut status.history,
+                            &digest,
+                            &rev,
+                            gate::CANARY_PROGRESSING,
+                            started.elapsed(),
+                            &now,
+                        );
+                    }
+                    if was != Some(gate::CANARY_PROGRESSING) {
+                        events.push((
+                            false,
+                            gate::CANARY_PROGRESSING.into(),
+                            message.clone(),
+                            Some(rev),
+                        ));
+                    }
+                }
+                Gate::NoCanary | Gate::Promoted { .. } => {}
+            }
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(ns.clone(), name.clone()));
+            // the Canary's status changes wake it; the interval bounds a missed event
+            ks.interval()
+                .map_or(Requeue::await_change(), Requeue::requeue)
+        }
         Ok((changes, digest, Outcome::Waiting { message, after, .. })) => {
             // the health wait goes on: the status says so, nothing is held
             mark_progressing(&mut status.conditions, &message, generation, &now);
@@ -648,6 +786,17 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             }
             mark_succeeded(&mut status.conditions, &message, generation, &now);
             status.last_applied_revision = Some(rev.clone());
+            if let Gate::Promoted { canaries } = &gate
+                && old.last_promoted_revision.as_deref() != Some(rev.as_str())
+            {
+                status.last_promoted_revision = Some(rev.clone());
+                events.push((
+                    false,
+                    CANARY_PROMOTED.into(),
+                    format!("revision {rev} promoted by Canary {}", canaries.join(", ")),
+                    Some(rev.clone()),
+                ));
+            }
             status.observed_generation = Some(generation);
             record_history(
                 &mut status.history,
@@ -904,6 +1053,124 @@ async fn attempt(
         jobs_with_ttl,
         client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
     })
+}
+
+/// What a reconcile does before reading the artifact when a Canary gates the Kustomization.
+enum Pre {
+    /// The source still serves the revision a Canary rolled back: nothing fetched or applied.
+    Rejected(String),
+    /// A Canary analyses the revision applied before: its gate is re-evaluated, nothing applied.
+    Resume(String),
+}
+
+/// Reason of the Event when a revision's Canaries all promoted it.
+pub const CANARY_PROMOTED: &str = "CanaryPromoted";
+
+/// [`Pre`] of `ks` from its status before this reconcile (`None`: the usual run). Reads the
+/// source only while the status shows a rejected revision or a running Canary.
+async fn canary_pre_check(
+    ks: &Kustomization,
+    ctx: &Ctx,
+    old: &KustomizationStatus,
+    generation: i64,
+) -> Option<Pre> {
+    let gated = old.rejected_revision.is_some()
+        || conditions::get(&old.conditions, types::READY)
+            .is_some_and(|c| c.reason == gate::CANARY_PROGRESSING);
+    if !gated {
+        return None;
+    }
+    let artifact = source_artifact(ks, &ctx.client, ctx.settings.requeue_dependency)
+        .await
+        .ok()?;
+    let rev = artifact.revision;
+    if gate::skips_rejected(
+        &rev,
+        old.rejected_revision.as_deref(),
+        generation,
+        old.observed_generation,
+    ) {
+        return Some(Pre::Rejected(rev));
+    }
+    gate::resumes(
+        &old.conditions,
+        &rev,
+        old.last_attempted_revision.as_deref(),
+        generation,
+        requested_at(ks.metadata.annotations.as_ref()),
+        old.last_handled_reconcile_at.as_deref(),
+    )
+    .then_some(Pre::Resume(rev))
+}
+
+/// The failure of a rejected revision still served by the source: `Ready=False`
+/// `CanaryFailed` with the message of the run that failed, no Warning Event again, retried at
+/// the interval (a new revision or spec wakes it at once).
+fn rejected(ks: &Kustomization, old: &KustomizationStatus, rev: &str) -> Failure {
+    let message = conditions::get(&old.conditions, types::READY)
+        .filter(|c| c.reason == gate::CANARY_FAILED)
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| {
+            format!("revision {rev} was rolled back by its canary; not applied again until a new revision")
+        });
+    waiting(
+        gate::CANARY_FAILED,
+        message,
+        ks.interval().unwrap_or(Duration::from_secs(600)),
+    )
+}
+
+/// The gate of `revision` ([`gate::decide`]): the Canaries (from the watch) targeting a
+/// Deployment or DaemonSet of `inventory`, and the revision hash of each such workload's live
+/// pod template (a GET each, after the apply). A workload that cannot be read is left out.
+async fn observe_gate(ctx: &Ctx, inventory: Option<&ResourceInventory>, revision: &str) -> Gate {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    let Some(inventory) = inventory else {
+        return Gate::NoCanary;
+    };
+    let ids: std::collections::BTreeSet<&str> =
+        inventory.entries.iter().map(|e| e.id.as_str()).collect();
+    let canaries = ctx.canaries.state();
+    let mut applied: Vec<AppliedWorkload> = vec![];
+    for c in canaries
+        .iter()
+        .filter(|c| ids.contains(super::wake::canary_target_id(c).as_str()))
+    {
+        let ns = c.namespace().unwrap_or_default();
+        let (kind, name) = (
+            c.spec.target_ref.kind.as_str(),
+            c.spec.target_ref.name.as_str(),
+        );
+        if applied
+            .iter()
+            .any(|w| w.namespace == ns && w.kind == kind && w.name == name)
+        {
+            continue;
+        }
+        let template = match kind {
+            "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            "DaemonSet" => Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            _ => Ok(None),
+        };
+        match template {
+            Ok(Some(t)) => applied.push(AppliedWorkload {
+                namespace: ns,
+                kind: kind.to_string(),
+                name: name.to_string(),
+                template_revision: crate::api::revision::revision(&t),
+            }),
+            Ok(None) => {}
+            Err(e) => warn!("canary gate: read {kind} {ns}/{name}: {e}"),
+        }
+    }
+    let refs: Vec<&Canary> = canaries.iter().map(|c| &**c).collect();
+    gate::decide(revision, &applied, &refs)
 }
 
 /// Whether `ks` applies with the controller's own client (no `kubeConfig`, no impersonated
