@@ -66,6 +66,12 @@ async fn selector(ns: &TestNs, name: &str) -> Value {
 #[tokio::test]
 async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_alone() {
     let client = client().await;
+    let guard = guard_crd(
+        &client,
+        "helmreleases.helm.toolkit.fluxcd.io",
+        "lastPromotedRevision",
+    )
+    .await;
     let ns = TestNs::new(&client, "hr-e2e-canary", 0).await;
     let storage = tempfile::tempdir().unwrap();
     let prom = prometheus_url();
@@ -183,13 +189,27 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
         Some(CanaryPhase::Initialized)
     );
 
-    // a new image tag → Helm upgrade → a canary run that promotes it
-    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.1")))
-        .await;
-    let h = wait_hr(&ns, "web", "upgraded", |h| {
-        is_ready(h, "True", "UpgradeSucceeded")
+    // the initialised Canary runs the installed release: promoted (revision-aware readiness)
+    let h = wait_hr(&ns, "web", "installed release promoted", |h| {
+        is_ready(h, "True", "InstallSucceeded")
+            && h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v1")
     })
     .await;
+    assert_eq!(h.status.unwrap().rejected_revision, None);
+
+    // a new image tag → Helm upgrade → a canary run that promotes it; meanwhile the
+    // HelmRelease is Ready=Unknown CanaryProgressing, then Ready=True with the promoted revision
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.1")))
+        .await;
+    let h = wait_hr(&ns, "web", "upgraded, its canary analysing", |h| {
+        is_ready(h, "Unknown", "CanaryProgressing")
+    })
+    .await;
+    let (_, _, message) = cond(&h, "Ready").unwrap();
+    assert!(
+        message.contains(&format!("Canary {}/web", ns.name)) && message.contains("web.v2"),
+        "{message}"
+    );
     assert_history_agrees(&h, &ns.name, "web");
     wait_phase(
         &ns,
@@ -200,6 +220,11 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
     )
     .await;
     wait_promoted(&ns, "web").await;
+    wait_hr(&ns, "web", "upgraded release promoted", |h| {
+        is_ready(h, "True", "UpgradeSucceeded")
+            && h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v2")
+    })
+    .await;
     let primary = ns.deployment("web-primary").await.unwrap();
     assert_eq!(image_of(&primary), "ghcr.io/stefanprodan/podinfo:6.0.1");
     let c = ns.canary("web").await;
@@ -257,4 +282,5 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
     .await;
     delete_releases(&ns).await;
     support::sources::cleanup(ns).await;
+    guard.abort();
 }

@@ -20,7 +20,7 @@
 //! `CanaryProgressing`, `Ready=False` `CanaryFailed`, or its usual success with
 //! `status.lastPromotedRevision = R`. A failed revision is remembered (`status.rejectedRevision`)
 //! and not applied again ([`skips_rejected`]) until the source moves or the spec changes.
-//! PURE (`now` is passed in).
+//! PURE (`now` is passed in), but for [`observe`] (reads the applied workloads).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -53,6 +53,70 @@ pub fn targets(canary: &Canary, namespace: &str, kind: &str, name: &str) -> bool
         && canary.metadata.namespace.as_deref().unwrap_or_default() == namespace
         && canary.spec.target_ref.kind == kind
         && canary.spec.target_ref.name == name
+}
+
+/// The inventory id (`<namespace>_<name>_apps_<Kind>`) of the workload `canary` targets. PURE.
+pub fn target_id(canary: &Canary) -> String {
+    format!(
+        "{}_{}_apps_{}",
+        canary.metadata.namespace.as_deref().unwrap_or_default(),
+        canary.spec.target_ref.name,
+        canary.spec.target_ref.kind
+    )
+}
+
+/// The workloads of `inventory` (an applier's `status.inventory`) that one of `canaries`
+/// targets, each with the revision hash of its live pod template (a GET each, through
+/// `client`: the cluster the applier applied to). A workload that cannot be read is left out
+/// and logged.
+pub async fn observe(
+    client: &kube::Client,
+    canaries: &[&Canary],
+    inventory: &crate::api::kustomization::ResourceInventory,
+) -> Vec<AppliedWorkload> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use kube::Api;
+    let ids: std::collections::BTreeSet<&str> =
+        inventory.entries.iter().map(|e| e.id.as_str()).collect();
+    let mut applied: Vec<AppliedWorkload> = vec![];
+    for c in canaries
+        .iter()
+        .filter(|c| ids.contains(target_id(c).as_str()))
+    {
+        let ns = c.metadata.namespace.clone().unwrap_or_default();
+        let (kind, name) = (
+            c.spec.target_ref.kind.as_str(),
+            c.spec.target_ref.name.as_str(),
+        );
+        if applied
+            .iter()
+            .any(|w| w.namespace == ns && w.kind == kind && w.name == name)
+        {
+            continue;
+        }
+        let template = match kind {
+            "Deployment" => Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            "DaemonSet" => Api::<DaemonSet>::namespaced(client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            _ => Ok(None),
+        };
+        match template {
+            Ok(Some(t)) => applied.push(AppliedWorkload {
+                namespace: ns,
+                kind: kind.to_string(),
+                name: name.to_string(),
+                template_revision: crate::api::revision::revision(&t),
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("canary gate: read {kind} {ns}/{name}: {e}"),
+        }
+    }
+    applied
 }
 
 /// One Canary's run for the applied template, as the table of the module doc says.
@@ -205,6 +269,20 @@ pub fn mark(conds: &mut Vec<Condition>, gate: &Gate, generation: i64, now: &Time
         }
         Gate::NoCanary | Gate::Promoted { .. } => {}
     }
+}
+
+/// The revision an applier rejected: `status.rejectedRevision`, else the revision of the newest
+/// `status.history` entry when that entry's status is [`CANARY_FAILED`] (`newest`: its
+/// `lastReconciledStatus` and `metadata.revision`), so the memory holds where the CRD in the
+/// cluster predates `rejectedRevision` (the API server prunes an unknown status field). PURE.
+pub fn rejected_revision<'a>(
+    rejected: Option<&'a str>,
+    newest: Option<(&'a str, Option<&'a str>)>,
+) -> Option<&'a str> {
+    rejected.or(match newest {
+        Some((CANARY_FAILED, revision)) => revision,
+        _ => None,
+    })
 }
 
 /// Whether a reconcile of an applier at `generation` about to apply `revision` stops before
@@ -451,6 +529,24 @@ mod tests {
         let before = c.clone();
         mark(&mut c, &Gate::NoCanary, 2, &now);
         assert_eq!(c, before);
+    }
+
+    #[test]
+    fn the_rejected_revision_is_the_status_field_else_a_failed_newest_history_entry() {
+        assert_eq!(rejected_revision(Some(REV), None), Some(REV));
+        assert_eq!(
+            rejected_revision(Some(REV), Some((CANARY_FAILED, Some("other")))),
+            Some(REV)
+        );
+        assert_eq!(
+            rejected_revision(None, Some((CANARY_FAILED, Some(REV)))),
+            Some(REV)
+        );
+        assert_eq!(
+            rejected_revision(None, Some(("ReconciliationSucceeded", Some(REV)))),
+            None
+        );
+        assert_eq!(rejected_revision(None, None), None);
     }
 
     #[test]

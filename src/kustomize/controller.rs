@@ -69,7 +69,7 @@ use crate::api::source::{
 };
 use crate::apply::inventory::{merge_survivors, stale};
 use crate::apply::ssa::{ApplyOptions, Change, change_set_message};
-use crate::gitops::canary_gate::{self as gate, AppliedWorkload, Gate};
+use crate::gitops::canary_gate::{self as gate, Gate};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -99,6 +99,9 @@ pub struct Settings {
     pub target: TargetOptions,
     /// Kustomizations reconciled at once (Flux's `--concurrent`, 4).
     pub concurrent: u16,
+    /// The Canary controller's default router (`--mesh-provider`), for the fields it owns in
+    /// the Canaries without `spec.provider`.
+    pub mesh_provider: String,
 }
 
 impl Default for Settings {
@@ -111,6 +114,7 @@ impl Default for Settings {
             requeue_dependency: Duration::from_secs(30),
             target: TargetOptions::default(),
             concurrent: 4,
+            mesh_provider: crate::api::canary::DEFAULT_MESH_PROVIDER.into(),
         }
     }
 }
@@ -998,6 +1002,11 @@ async fn attempt(
     let digest = manifests_digest(&objects);
     let built = objects.len();
     let jobs_with_ttl = crate::health::assess::jobs_with_ttl(&objects);
+    // one owner per field: what the Canary controller owns is applied as it set it
+    let objects = match local_target(ks, &ctx.settings) {
+        true => keep_canary_fields(ctx, &target.applier, objects).await,
+        false => objects,
+    };
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
         owner: Some((name.clone(), ns.clone())),
@@ -1074,7 +1083,16 @@ async fn canary_pre_check(
     old: &KustomizationStatus,
     generation: i64,
 ) -> Option<Pre> {
-    let gated = old.rejected_revision.is_some()
+    let rejected = gate::rejected_revision(
+        old.rejected_revision.as_deref(),
+        old.history.first().map(|h| {
+            (
+                h.last_reconciled_status.as_str(),
+                h.metadata.get("revision").map(String::as_str),
+            )
+        }),
+    );
+    let gated = rejected.is_some()
         || conditions::get(&old.conditions, types::READY)
             .is_some_and(|c| c.reason == gate::CANARY_PROGRESSING);
     if !gated {
@@ -1084,12 +1102,7 @@ async fn canary_pre_check(
         .await
         .ok()?;
     let rev = artifact.revision;
-    if gate::skips_rejected(
-        &rev,
-        old.rejected_revision.as_deref(),
-        generation,
-        old.observed_generation,
-    ) {
+    if gate::skips_rejected(&rev, rejected, generation, old.observed_generation) {
         return Some(Pre::Rejected(rev));
     }
     gate::resumes(
@@ -1121,56 +1134,64 @@ fn rejected(ks: &Kustomization, old: &KustomizationStatus, rev: &str) -> Failure
 }
 
 /// The gate of `revision` ([`gate::decide`]): the Canaries (from the watch) targeting a
-/// Deployment or DaemonSet of `inventory`, and the revision hash of each such workload's live
-/// pod template (a GET each, after the apply). A workload that cannot be read is left out.
+/// Deployment or DaemonSet of `inventory`, and the live pod templates ([`gate::observe`]).
 async fn observe_gate(ctx: &Ctx, inventory: Option<&ResourceInventory>, revision: &str) -> Gate {
-    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     let Some(inventory) = inventory else {
         return Gate::NoCanary;
     };
-    let ids: std::collections::BTreeSet<&str> =
-        inventory.entries.iter().map(|e| e.id.as_str()).collect();
     let canaries = ctx.canaries.state();
-    let mut applied: Vec<AppliedWorkload> = vec![];
-    for c in canaries
-        .iter()
-        .filter(|c| ids.contains(super::wake::canary_target_id(c).as_str()))
-    {
-        let ns = c.namespace().unwrap_or_default();
-        let (kind, name) = (
-            c.spec.target_ref.kind.as_str(),
-            c.spec.target_ref.name.as_str(),
-        );
-        if applied
-            .iter()
-            .any(|w| w.namespace == ns && w.kind == kind && w.name == name)
-        {
+    let refs: Vec<&Canary> = canaries.iter().map(|c| &**c).collect();
+    let applied = gate::observe(&ctx.client, &refs, inventory).await;
+    gate::decide(revision, &applied, &refs)
+}
+
+/// `objects` with the fields the Canary controller owns (the Canaries from the watch,
+/// [`crate::apply::ownership`]) carried over from the live objects, so that an apply never
+/// reverts them (flagger#1121: the target parked at zero scaled up again; the apex Service
+/// the Canary takes over is skipped already, its `kustomize.toolkit.fluxcd.io/reconcile:
+/// disabled`). Reads only the objects with owned fields; one that cannot be read is applied
+/// as built (and logged).
+async fn keep_canary_fields(
+    ctx: &Ctx,
+    applier: &crate::apply::ssa::Applier,
+    objects: Vec<Value>,
+) -> Vec<Value> {
+    use crate::apply::inventory::ObjectId;
+    use crate::apply::ownership::{Ownership, keep_owned};
+    let canaries = ctx.canaries.state();
+    if canaries.is_empty() {
+        return objects;
+    }
+    let owned = Ownership::of_canaries(canaries.iter().map(|c| &**c), &ctx.settings.mesh_provider);
+    let mut live = BTreeMap::new();
+    for o in &objects {
+        let id = ObjectId::of(o);
+        if owned.paths(&id).is_empty() || owned.owns_whole(&id) {
             continue;
         }
-        let template = match kind {
-            "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(name)
-                .await
-                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
-            "DaemonSet" => Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(name)
-                .await
-                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
-            _ => Ok(None),
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &id.kind);
+        let got = match applier.resolve(&gvk).await {
+            Ok((ar, _)) => Api::<kube::api::DynamicObject>::namespaced_with(
+                ctx.client.clone(),
+                &id.namespace,
+                &ar,
+            )
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        match template {
-            Ok(Some(t)) => applied.push(AppliedWorkload {
-                namespace: ns,
-                kind: kind.to_string(),
-                name: name.to_string(),
-                template_revision: crate::api::revision::revision(&t),
-            }),
+        match got {
+            Ok(Some(l)) => {
+                live.insert(id, serde_json::to_value(l).unwrap_or_default());
+            }
             Ok(None) => {}
-            Err(e) => warn!("canary gate: read {kind} {ns}/{name}: {e}"),
+            Err(e) => warn!(object = %id.name, "reading a Canary-owned object: {e}"),
         }
     }
-    let refs: Vec<&Canary> = canaries.iter().map(|c| &**c).collect();
-    gate::decide(revision, &applied, &refs)
+    keep_owned(objects, &owned, &live)
 }
 
 /// Whether `ks` applies with the controller's own client (no `kubeConfig`, no impersonated

@@ -61,16 +61,6 @@ pub fn dependents_to_wake(
         .collect()
 }
 
-/// The inventory id (`<namespace>_<name>_apps_<Kind>`) of the workload `canary` targets. PURE.
-pub fn canary_target_id(canary: &crate::api::Canary) -> String {
-    format!(
-        "{}_{}_apps_{}",
-        canary.namespace().unwrap_or_default(),
-        canary.spec.target_ref.name,
-        canary.spec.target_ref.kind
-    )
-}
-
 /// The Kustomizations among `all` whose `Ready` waits for a Canary
 /// ([`crate::gitops::canary_gate::CANARY_PROGRESSING`]) and whose inventory holds the workload
 /// `canary` targets: a change of the Canary's status wakes them, nothing polls. PURE.
@@ -78,7 +68,7 @@ pub fn gated_by(
     all: &[Arc<Kustomization>],
     canary: &crate::api::Canary,
 ) -> Vec<ObjectRef<Kustomization>> {
-    let target = canary_target_id(canary);
+    let target = crate::gitops::canary_gate::target_id(canary);
     all.iter()
         .filter(|k| {
             k.status.as_ref().is_some_and(|s| {
@@ -316,7 +306,10 @@ mod tests {
                 "service": {"port": 80}}
         }))
         .unwrap();
-        assert_eq!(canary_target_id(&canary), "apps_web_apps_Deployment");
+        assert_eq!(
+            crate::gitops::canary_gate::target_id(&canary),
+            "apps_web_apps_Deployment"
+        );
         let woken: Vec<String> = gated_by(&all, &canary)
             .iter()
             .map(|r| r.name.clone())
