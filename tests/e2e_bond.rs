@@ -40,13 +40,17 @@ const V3: &str = "ghcr.io/stefanprodan/podinfo:6.0.2";
 const V4: &str = "ghcr.io/stefanprodan/podinfo:6.0.3";
 const INTERVAL: Duration = Duration::from_secs(5);
 
-/// The Deployment `name` (image, simulated error rate) and its Canary, in namespace `ns`.
+/// The Deployment `name` (image, simulated error rate), its Service (the apex the Canary
+/// takes over) and its Canary, in namespace `ns`.
 fn app(ns: &str, name: &str, image: &str, error_rate: f64) -> String {
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: NAMESPACE\nspec:\n  selector:\n    app: {name}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 9898\n"
+    );
     let deploy = podinfo(image, error_rate, "")
         .replace("name: podinfo\n", &format!("name: {name}\n"))
         .replace("app: podinfo", &format!("app: {name}"));
     let canary = podinfo_canary(2, 25, 50, 120).replace("name: podinfo", &format!("name: {name}"));
-    format!("{deploy}\n---\n{canary}").replace("NAMESPACE", ns)
+    format!("{deploy}\n---\n{service}---\n{canary}").replace("NAMESPACE", ns)
 }
 
 /// Commit both environments at `image` (the error rate: 0 good, 0.3 bad).
@@ -99,10 +103,30 @@ fn start(ns: &str, storage: &std::path::Path, port: u16, run: u32) -> Controller
     )
 }
 
-/// No spec write to `names` over `n` Kustomization intervals (steady state: the Kustomization
-/// re-applies at every interval, the Canary parks its target; neither undoes the other).
-async fn no_spec_writes(writes: &SpecWrites, names: &[&str], n: u32) {
+/// No spec write to the Deployments `names` nor any write to their apex Services over `n`
+/// Kustomization intervals (steady state: the Kustomization re-applies at every interval, the
+/// Canary parks its target and owns the apex selector; neither undoes the other). The apex
+/// Services point at the primaries.
+async fn no_spec_writes(ns: &TestNs, writes: &SpecWrites, names: &[&str], n: u32) {
+    let services = ns.api("v1", "Service");
+    let apex = async || {
+        let mut out = vec![];
+        for name in names {
+            let s = services.get(name).await.expect("apex Service");
+            let selector = s.data["spec"]["selector"].clone();
+            out.push((s.metadata.resource_version.clone(), selector));
+        }
+        out
+    };
     let before: Vec<Option<i64>> = names.iter().map(|d| writes.generation(d)).collect();
+    let services_before = apex().await;
+    for ((_, selector), name) in services_before.iter().zip(names) {
+        assert_eq!(
+            selector["app"],
+            format!("{name}-primary"),
+            "the apex Service points at the primary"
+        );
+    }
     tokio::time::sleep(INTERVAL * n + Duration::from_secs(1)).await;
     let after: Vec<Option<i64>> = names.iter().map(|d| writes.generation(d)).collect();
     assert_eq!(
@@ -111,6 +135,7 @@ async fn no_spec_writes(writes: &SpecWrites, names: &[&str], n: u32) {
         "spec writes to {names:?} over {n} intervals: {:?}",
         writes.0.lock().unwrap()
     );
+    assert_eq!(apex().await, services_before, "apex Services written");
 }
 
 /// Every spec change of the namespace's Deployments, from a watch: name → the generations
@@ -317,7 +342,7 @@ async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_
     let (ok, text) = flux(&ns.name, &["get", "ks", "production"]);
     assert!(ok && text.contains("True"), "{text}");
     // steady state: the Kustomizations re-apply every 5 s, the targets stay parked
-    no_spec_writes(&writes, &["web-staging", "web-production"], 5).await;
+    no_spec_writes(&ns, &writes, &["web-staging", "web-production"], 5).await;
 
     // a bad image: staging's Canary rolls it back; the revision is rejected, production never
     // sees it
@@ -400,7 +425,7 @@ async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_
             V4
         );
     }
-    no_spec_writes(&writes, &["web-staging", "web-production"], 5).await;
+    no_spec_writes(&ns, &writes, &["web-staging", "web-production"], 5).await;
     let events = ns.event_messages("staging").await;
     assert!(
         events
