@@ -160,6 +160,8 @@ struct Ctx {
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
+    /// Every Canary in scope, from the watch (revision-aware readiness, [`canary_gate`]).
+    canaries: Store<crate::api::Canary>,
 }
 
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
@@ -445,10 +447,14 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     );
     // a Canary's status change wakes the HelmReleases waiting for its run
     let (hr_store, wake_gated) = (store.clone(), wake.clone());
+    let (canaries, canary_writer) = reflector::store::<crate::api::Canary>();
     tokio::spawn(
-        watcher(
-            scope.api::<crate::api::Canary>(&client),
-            scope.watcher_config(),
+        reflector::reflector(
+            canary_writer,
+            watcher(
+                scope.api::<crate::api::Canary>(&client),
+                scope.watcher_config(),
+            ),
         )
         .default_backoff()
         .applied_objects()
@@ -481,6 +487,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
+        canaries,
     });
     let concurrency = ctx.settings.concurrent;
     let (s4, s5) = (store.clone(), store.clone());
@@ -1752,14 +1759,16 @@ async fn canary_gate(
     let Some(inventory) = status.inventory.clone() else {
         return requeue;
     };
-    let canaries = match list_canaries(&ctx.client, &hr.release_namespace()).await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(helmrelease = %hr.name_any(), "canary gate: listing Canaries: {e}");
-            return requeue;
-        }
-    };
-    let refs: Vec<&crate::api::Canary> = canaries.iter().collect();
+    let release_ns = hr.release_namespace();
+    let canaries = ctx.canaries.state();
+    let refs: Vec<&crate::api::Canary> = canaries
+        .iter()
+        .map(|c| &**c)
+        .filter(|c| c.metadata.namespace.as_deref() == Some(release_ns.as_str()))
+        .collect();
+    if refs.is_empty() {
+        return requeue;
+    }
     let applied = gate::observe(&ctx.client, &refs, &inventory).await;
     let Some(revision) = status
         .history
