@@ -425,6 +425,28 @@ async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_
             V4
         );
     }
+    // the other CI question: exactly this commit promoted
+    let out = std::process::Command::new(kubectl())
+        .args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "-n",
+            &ns.name,
+            "wait",
+            &format!(
+                "--for=jsonpath={{.status.lastPromotedRevision}}={}",
+                rev(&sha4)
+            ),
+            "--timeout=10s",
+            "kustomization/production",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     no_spec_writes(&ns, &writes, &["web-staging", "web-production"], 5).await;
     let events = ns.event_messages("staging").await;
     assert!(
