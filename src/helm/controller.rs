@@ -457,7 +457,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             ),
         )
         .default_backoff()
-        .applied_objects()
+        // a deleted Canary too: its HelmRelease stops waiting for it
+        .touched_objects()
         .for_each(move |r| {
             match r {
                 Ok(c) => {

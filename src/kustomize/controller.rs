@@ -393,7 +393,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             watcher(scope.api::<Canary>(&client), scope.watcher_config()),
         )
         .default_backoff()
-        .applied_objects()
+        // a deleted Canary too: its applier stops waiting for it
+        .touched_objects()
         .for_each(move |r| {
             match r {
                 Ok(c) => {
