@@ -15,7 +15,12 @@
 //!   `rejectedRevision` = the commit; production never sees it; over 5 intervals and across a
 //!   restart of the pennant process the Deployment's spec is not written again (its
 //!   `metadata.generation` is counted from a watch) and nothing is fetched or applied;
-//! - the next good commit is applied and promoted in both environments.
+//! - the next good commit is applied and promoted in both environments, which
+//!   `kubectl wait --for=jsonpath={.status.lastPromotedRevision}=<commit>` confirms;
+//! - one owner per field, across the three releases: in the steady windows (2 × 5 intervals,
+//!   plus the rejected one) neither target nor apex Service (in Git, taken over by the Canary)
+//!   is written, the apex points at the primary, and each target went from parked to running
+//!   exactly once per analysed image (no writer scaled a parked target back up, flagger#1121).
 
 mod support;
 
@@ -138,10 +143,11 @@ async fn no_spec_writes(ns: &TestNs, writes: &SpecWrites, names: &[&str], n: u32
     assert_eq!(apex().await, services_before, "apex Services written");
 }
 
-/// Every spec change of the namespace's Deployments, from a watch: name → the generations
-/// seen, in order (a write of the spec is a new generation; status updates are not).
+/// Every spec change of the namespace's Deployments, from a watch: name → (generation,
+/// `spec.replicas`, image) per generation seen, in order (a write of the spec is a new
+/// generation; status updates are not).
 #[derive(Clone, Default)]
-struct SpecWrites(Arc<Mutex<BTreeMap<String, Vec<i64>>>>);
+struct SpecWrites(Arc<Mutex<BTreeMap<String, Vec<(i64, i32, String)>>>>);
 
 impl SpecWrites {
     fn start(ns: &TestNs) -> Self {
@@ -156,10 +162,12 @@ impl SpecWrites {
             while let Some(Ok(d)) = s.next().await {
                 let name = d.metadata.name.clone().unwrap_or_default();
                 let g = d.metadata.generation.unwrap_or_default();
+                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let image = image_of(&d);
                 let mut seen = seen.lock().unwrap();
                 let gens = seen.entry(name).or_default();
-                if gens.last() != Some(&g) {
-                    gens.push(g);
+                if gens.last().map(|l| l.0) != Some(g) {
+                    gens.push((g, replicas, image));
                 }
             }
         });
@@ -167,7 +175,26 @@ impl SpecWrites {
     }
 
     fn generation(&self, name: &str) -> Option<i64> {
-        self.0.lock().unwrap().get(name)?.last().copied()
+        self.0.lock().unwrap().get(name)?.last().map(|l| l.0)
+    }
+
+    /// How often `name` went from parked (0 replicas) to running again with the same image:
+    /// per image. Once per analysis (the Canary scales its target up for a run); more is a
+    /// writer undoing the Canary's parking (flagger#1121's fight).
+    fn unparked(&self, name: &str) -> BTreeMap<String, usize> {
+        let seen = self.0.lock().unwrap();
+        let mut out = BTreeMap::new();
+        for w in seen
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .windows(2)
+        {
+            if w[0].1 == 0 && w[1].1 > 0 && w[0].2 == w[1].2 {
+                *out.entry(w[1].2.clone()).or_default() += 1;
+            }
+        }
+        out
     }
 }
 
@@ -448,6 +475,21 @@ async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_
         String::from_utf8_lossy(&out.stderr)
     );
     no_spec_writes(&ns, &writes, &["web-staging", "web-production"], 5).await;
+    // across the releases no writer undid the parking: one scale-up per analysed image
+    // (staging: V2, V3 rolled back, V4; production never saw V3)
+    let unparked = |name| writes.unparked(name);
+    assert_eq!(
+        unparked("web-staging"),
+        BTreeMap::from([(V2.into(), 1), (V3.into(), 1), (V4.into(), 1)]),
+        "{:?}",
+        writes.0.lock().unwrap()
+    );
+    assert_eq!(
+        unparked("web-production"),
+        BTreeMap::from([(V2.into(), 1), (V4.into(), 1)]),
+        "{:?}",
+        writes.0.lock().unwrap()
+    );
     let events = ns.event_messages("staging").await;
     assert!(
         events
