@@ -147,7 +147,10 @@ async fn no_spec_writes(ns: &TestNs, writes: &SpecWrites, names: &[&str], n: u32
 /// `spec.replicas`, image) per generation seen, in order (a write of the spec is a new
 /// generation; status updates are not).
 #[derive(Clone, Default)]
-struct SpecWrites(Arc<Mutex<BTreeMap<String, Vec<(i64, i32, String)>>>>);
+struct SpecWrites(Arc<Mutex<BTreeMap<String, Vec<Generation>>>>);
+
+/// One generation of a Deployment: (generation, `spec.replicas`, image).
+type Generation = (i64, i32, String);
 
 impl SpecWrites {
     fn start(ns: &TestNs) -> Self {
