@@ -28,6 +28,17 @@
 //! re-evaluated when a checked object changes. A dependency turning Ready wakes its
 //! dependents at once ([`super::wake`]); `--requeue-dependency` stays the fallback.
 //!
+//! Revision-aware readiness (pennant, [`crate::gitops::canary_gate`]): after the apply and the
+//! health step, the Canaries (a watch) targeting a Deployment or DaemonSet of the inventory
+//! decide `Ready`: `Unknown` `CanaryProgressing` while one analyses the applied pod template
+//! (nothing fetched or applied again meanwhile; the Canary's status changes wake the
+//! Kustomization), `True` with `status.lastPromotedRevision` once all promoted it, `False`
+//! `CanaryFailed` with `status.rejectedRevision` once one rolled it back — a rejected revision is
+//! not fetched or applied again until the source moves or the spec changes. The fields those
+//! Canaries own (the target's replicas while parked, ...) are applied as they are live
+//! ([`crate::apply::ownership::keep_owned`]). Local targets only (no `kubeConfig`, no
+//! impersonation).
+//!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
 //! `decryption.serviceAccountName`
 //! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
