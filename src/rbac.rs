@@ -370,6 +370,28 @@ pub const KUSTOMIZE_RULES: &[Permission] = &[
               waited for",
     },
     Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get", "list", "watch"],
+        why: "revision-aware readiness (pennant): the Canaries of applied workloads, watched \
+              while they analyse an applied revision",
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        kind: "Deployment",
+        verbs: &["get"],
+        why: "revision-aware readiness: the applied pod template of a Canary's target",
+    },
+    Permission {
+        group: "apps",
+        resource: "daemonsets",
+        kind: "DaemonSet",
+        verbs: &["get"],
+        why: "revision-aware readiness: the applied pod template of a Canary's target",
+    },
+    Permission {
         group: "",
         resource: "configmaps",
         kind: "ConfigMap",
@@ -454,6 +476,28 @@ pub const HELM_RULES: &[Permission] = &[
         kind: "Kustomization",
         verbs: &["get", "list", "watch"],
         why: "spec.dependsOn[].kind: Kustomization (pennant extension)",
+    },
+    Permission {
+        group: "flagger.app",
+        resource: "canaries",
+        kind: "Canary",
+        verbs: &["get", "list", "watch"],
+        why: "the fields Canaries own (kept by drift detection and upgrades) and \
+              revision-aware readiness: watched while they analyse a released revision",
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        kind: "Deployment",
+        verbs: &["get"],
+        why: "revision-aware readiness: the released pod template of a Canary's target",
+    },
+    Permission {
+        group: "apps",
+        resource: "daemonsets",
+        kind: "DaemonSet",
+        verbs: &["get"],
+        why: "revision-aware readiness: the released pod template of a Canary's target",
     },
     Permission {
         group: "",

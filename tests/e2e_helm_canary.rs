@@ -66,6 +66,12 @@ async fn selector(ns: &TestNs, name: &str) -> Value {
 #[tokio::test]
 async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_alone() {
     let client = client().await;
+    let guard = guard_crd(
+        &client,
+        "helmreleases.helm.toolkit.fluxcd.io",
+        "lastPromotedRevision",
+    )
+    .await;
     let ns = TestNs::new(&client, "hr-e2e-canary", 0).await;
     let storage = tempfile::tempdir().unwrap();
     let prom = prometheus_url();
@@ -183,13 +189,27 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
         Some(CanaryPhase::Initialized)
     );
 
-    // a new image tag → Helm upgrade → a canary run that promotes it
-    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.1")))
-        .await;
-    let h = wait_hr(&ns, "web", "upgraded", |h| {
-        is_ready(h, "True", "UpgradeSucceeded")
+    // the initialised Canary runs the installed release: promoted (revision-aware readiness)
+    let h = wait_hr(&ns, "web", "installed release promoted", |h| {
+        is_ready(h, "True", "InstallSucceeded")
+            && h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v1")
     })
     .await;
+    assert_eq!(h.status.unwrap().rejected_revision, None);
+
+    // a new image tag → Helm upgrade → a canary run that promotes it; meanwhile the
+    // HelmRelease is Ready=Unknown CanaryProgressing, then Ready=True with the promoted revision
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.1")))
+        .await;
+    let h = wait_hr(&ns, "web", "upgraded, its canary analysing", |h| {
+        is_ready(h, "Unknown", "CanaryProgressing")
+    })
+    .await;
+    let (_, _, message) = cond(&h, "Ready").unwrap();
+    assert!(
+        message.contains(&format!("Canary {}/web", ns.name)) && message.contains("web.v2"),
+        "{message}"
+    );
     assert_history_agrees(&h, &ns.name, "web");
     wait_phase(
         &ns,
@@ -200,6 +220,11 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
     )
     .await;
     wait_promoted(&ns, "web").await;
+    wait_hr(&ns, "web", "upgraded release promoted", |h| {
+        is_ready(h, "True", "UpgradeSucceeded")
+            && h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v2")
+    })
+    .await;
     let primary = ns.deployment("web-primary").await.unwrap();
     assert_eq!(image_of(&primary), "ghcr.io/stefanprodan/podinfo:6.0.1");
     let c = ns.canary("web").await;
@@ -257,4 +282,151 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
     .await;
     delete_releases(&ns).await;
     support::sources::cleanup(ns).await;
+    guard.abort();
+}
+
+/// A check server for a Canary's `rollout` webhook: answers every request with the status in
+/// `status` (200 passes the check, 500 fails it). Its URL.
+async fn check_server(status: std::sync::Arc<std::sync::atomic::AtomicU16>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let code = status.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let _ = sock.read(&mut buf).await;
+                let reply =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Revision-aware readiness of a HelmRelease whose upgrade a Canary rolls back (the rollout
+/// check fails): `Ready=Unknown` `CanaryProgressing` during the analysis, then `Ready=False`
+/// `CanaryFailed` with `rejectedRevision` = the Helm release revision (`web.v2`), kept over
+/// further reconciles with no new Helm revision; the next upgrade (the check passing) is
+/// analysed and promoted: `Ready=True`, `lastPromotedRevision` = `web.v3`.
+#[tokio::test]
+async fn a_release_its_canary_rolls_back_is_ready_false_until_the_next_upgrade_is_promoted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let client = client().await;
+    let guard = guard_crd(
+        &client,
+        "helmreleases.helm.toolkit.fluxcd.io",
+        "lastPromotedRevision",
+    )
+    .await;
+    let ns = TestNs::new(&client, "hr-e2e-canary-fail", 0).await;
+    let storage = tempfile::tempdir().unwrap();
+    let prom = prometheus_url();
+    let _ctl = start_controllers(
+        &ns.name,
+        &ns.name,
+        "canary,source,helm",
+        storage.path(),
+        &["--metrics-server", &prom],
+    );
+    let status = Arc::new(AtomicU16::new(200));
+    let url = check_server(status.clone()).await;
+    let repo = HelmRepo::start(None);
+    ChartSpec::new("app", "1.0.0")
+        .image("ghcr.io/stefanprodan/podinfo:6.0.0")
+        .publish(&repo);
+    helm_repository(&ns, &repo.url).await;
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.0")))
+        .await;
+    wait_hr(&ns, "web", "installed", |h| {
+        is_ready(h, "True", "InstallSucceeded")
+    })
+    .await;
+    let canary = CANARY.replace("threshold: 2", "threshold: 1").replace(
+        "    iterations: 2\n",
+        &format!(
+            "    iterations: 2\n    webhooks:\n    - name: check\n      type: rollout\n      url: {url}\n      timeout: 5s\n"
+        ),
+    );
+    ns.apply_yaml(&canary).await;
+    wait_initialized(&ns, "web").await;
+    request_reconcile(&ns, "web").await;
+    wait_hr(&ns, "web", "installed release promoted", |h| {
+        h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v1")
+    })
+    .await;
+
+    // a bad upgrade: analysed, rolled back, rejected
+    status.store(500, Ordering::SeqCst);
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.1")))
+        .await;
+    wait_hr(&ns, "web", "upgraded, its canary analysing", |h| {
+        is_ready(h, "Unknown", "CanaryProgressing")
+    })
+    .await;
+    wait_rolled_back(&ns, "web").await;
+    let h = wait_hr(&ns, "web", "rolled back", |h| {
+        is_ready(h, "False", "CanaryFailed")
+    })
+    .await;
+    let st = h.status.clone().unwrap();
+    assert_eq!(st.rejected_revision.as_deref(), Some("web.v2"));
+    assert_eq!(st.last_promoted_revision.as_deref(), Some("web.v1"));
+    let (_, _, message) = cond(&h, "Ready").unwrap();
+    assert!(
+        message.contains(&format!("Canary {}/web failed", ns.name)),
+        "{message}"
+    );
+    for i in 0..2 {
+        request_reconcile(&ns, "web").await;
+        let h = get_hr(&ns, "web").await.unwrap();
+        assert!(
+            is_ready(&h, "False", "CanaryFailed"),
+            "reconcile {i}: {:?}",
+            ready_reason(&h)
+        );
+    }
+    assert_eq!(helm_history(&ns.name, "web").len(), 2, "not upgraded again");
+    assert_eq!(
+        image_of(&ns.deployment("web-primary").await.unwrap()),
+        "ghcr.io/stefanprodan/podinfo:6.0.0",
+        "the primary still runs the promoted image"
+    );
+
+    // the next upgrade passes its check and is promoted
+    status.store(200, Ordering::SeqCst);
+    ns.apply_yaml(&hr_yaml("web", "app", "1.0.0", &values("6.0.2")))
+        .await;
+    wait_hr_for(
+        &ns,
+        "web",
+        "next upgrade promoted",
+        Duration::from_secs(180),
+        |h| {
+            is_ready(h, "True", "UpgradeSucceeded")
+                && h.status.as_ref().unwrap().last_promoted_revision.as_deref() == Some("web.v3")
+        },
+    )
+    .await;
+    assert_eq!(
+        image_of(&ns.deployment("web-primary").await.unwrap()),
+        "ghcr.io/stefanprodan/podinfo:6.0.2"
+    );
+    ns.canaries()
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "Canary finalized", || async {
+        ns.canaries()
+            .get_opt("web")
+            .await
+            .is_ok_and(|c| c.is_none())
+    })
+    .await;
+    delete_releases(&ns).await;
+    support::sources::cleanup(ns).await;
+    guard.abort();
 }

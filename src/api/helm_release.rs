@@ -746,6 +746,15 @@ pub struct HelmReleaseStatus {
     /// The last `reconcile.fluxcd.io/forceAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_force_at: Option<String>,
+    /// pennant: the last Helm release revision (`<release>.v<N>`, as Helm names its storage)
+    /// whose Canaries (those targeting a Deployment or DaemonSet of the inventory) all promoted
+    /// its pod templates (flagger#830). Unset while no Canary targets a released workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_revision: Option<String>,
+    /// pennant: the last Helm release revision a Canary rolled back (`Ready=False`,
+    /// `CanaryFailed`); Helm upgrades again only on a new chart or values (flagger#1577).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_revision: Option<String>,
 }
 
 /// One `status.history` entry: Flux's helm `Snapshot` of a Helm release revision.

@@ -426,6 +426,16 @@ pub struct KustomizationStatus {
     /// The last [`HISTORY_MAX_SIZE`] reconciliations, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Snapshot>,
+    /// pennant: the last source revision whose Canaries (those targeting an applied Deployment
+    /// or DaemonSet) all promoted its pod templates, so CI can ask "was my commit promoted?"
+    /// (flagger#830). Unset while no Canary targets an applied workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_revision: Option<String>,
+    /// pennant: the last source revision a Canary rolled back (`Ready=False`, `CanaryFailed`):
+    /// not fetched nor applied again, on an interval or after a restart, until the source
+    /// moves or the spec changes (flagger#1577).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_revision: Option<String>,
 }
 
 /// `status.inventory`: Flux's `ResourceInventory` (`entries` always present, possibly empty).

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod metric_template;
 pub mod notification;
 pub mod receiver;
+pub mod revision;
 pub mod source;
 
 pub use alert_provider::*;

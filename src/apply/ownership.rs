@@ -419,6 +419,29 @@ pub fn carry_over(desired: &Value, live: &Value, paths: &[String]) -> Value {
     d
 }
 
+/// The objects an applier is about to apply, each with the fields the Canary controller owns
+/// carried over from its live copy ([`carry_over`]; `live` by id, an object absent there is
+/// kept as built), so that an apply writes what the Canary set instead of reverting it (the
+/// Kustomization's half of "one owner per field"; HelmRelease drift detection has its own).
+/// Objects owned whole are left as built (pennant generates them; one in Git is the user's
+/// mistake, and the apply says so). PURE.
+pub fn keep_owned(
+    objects: Vec<Value>,
+    owned: &Ownership,
+    live: &BTreeMap<ObjectId, Value>,
+) -> Vec<Value> {
+    objects
+        .into_iter()
+        .map(|o| {
+            let id = ObjectId::of(&o);
+            match live.get(&id) {
+                Some(l) if !owned.owns_whole(&id) => carry_over(&o, l, &owned.paths(&id)),
+                _ => o,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +563,49 @@ mod tests {
             let o = Ownership::of_canaries([canary], "kubernetes");
             assert_eq!(o.owns(&id, pointer), want, "{case}: {id:?} {pointer}");
         }
+    }
+
+    #[test]
+    fn an_apply_keeps_what_the_canary_owns_and_nothing_else() {
+        let owned = Ownership::of_canaries(
+            [&started(flagger_istio_canary(), CanaryPhase::Succeeded)],
+            "istio",
+        );
+        let deploy = |replicas: i64, image: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "podinfo", "namespace": "test"},
+                "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                    {"name": "podinfod", "image": image}]}}}})
+        };
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "podinfo-config", "namespace": "test"}, "data": {"k": "v"}});
+        let primary = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "podinfo-primary", "namespace": "test"}, "spec": {"replicas": 2}});
+        let live = BTreeMap::from([
+            (oid("apps", "Deployment", "podinfo"), deploy(0, "podinfo:1")),
+            (
+                oid("", "ConfigMap", "podinfo-config"),
+                json!({"data": {"k": "old"}}),
+            ),
+            (
+                oid("apps", "Deployment", "podinfo-primary"),
+                json!({"spec": {"replicas": 5}}),
+            ),
+        ]);
+        let built = vec![deploy(2, "podinfo:2"), config.clone(), primary.clone()];
+        let kept = keep_owned(built, &owned, &live);
+        // the target parked at zero stays parked; its new image (a new revision) is applied
+        assert_eq!(kept[0], deploy(0, "podinfo:2"));
+        // not owned, or owned whole (generated, never in Git): as built
+        assert_eq!(kept[1], config);
+        assert_eq!(kept[2], primary);
+        // a target not in the cluster yet is created as built
+        let fresh = keep_owned(vec![deploy(2, "podinfo:2")], &owned, &BTreeMap::new());
+        assert_eq!(fresh[0], deploy(2, "podinfo:2"));
+        // before the Canary has a phase nothing of the target is owned
+        let new = Ownership::of_canaries([&flagger_istio_canary()], "istio");
+        let kept = keep_owned(vec![deploy(2, "podinfo:2")], &new, &live);
+        assert_eq!(kept[0], deploy(2, "podinfo:2"));
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub enum Step {
 
 /// Hash format pennant writes to `lastAppliedSpec` (`tracker::revision`). A status written by
 /// another tool (Flagger's FNV hashes) is adopted without starting a run.
-pub const REVISION_PREFIX: &str = "sha256:";
+pub use crate::api::revision::REVISION_PREFIX;
 
 /// Decide the next step for `canary` given what was observed.
 pub fn decide(canary: &Canary, obs: &Observed) -> Step {

@@ -12,15 +12,11 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::machine::REVISION_PREFIX;
-
-/// nodeSelector key Flagger's DaemonSet scale-to-zero adds to the target; never part of a revision.
-pub const SCALE_TO_ZERO_NODE_SELECTOR: &str = "flagger.app/scale-to-zero";
+pub use crate::api::revision::SCALE_TO_ZERO_NODE_SELECTOR;
 
 /// Annotation on a ConfigMap/Secret that opts it out of tracking (any value starting with
 /// `disable`), as in Flagger: it is neither checksummed nor copied, the primary uses the original.
@@ -41,86 +37,7 @@ pub const FLUX_TOOLKIT_MARKER: &str = "toolkit.fluxcd.io";
 
 const PRIMARY_SUFFIX: &str = "-primary";
 
-/// Revision hash of a pod template: `sha256:` + the first 16 hex digits of the SHA-256 of its
-/// canonical JSON (see [`canonical_json`]). The DaemonSet scale-to-zero nodeSelector key is
-/// removed first. Replicas are not part of a template, so scaling never starts a run.
-pub fn revision(template: &PodTemplateSpec) -> String {
-    let mut v = serde_json::to_value(template).unwrap_or(Value::Null);
-    if let Some(sel) = v
-        .pointer_mut("/spec/nodeSelector")
-        .and_then(Value::as_object_mut)
-    {
-        sel.remove(SCALE_TO_ZERO_NODE_SELECTOR);
-    }
-    format!("{REVISION_PREFIX}{}", canonical_digest(&v))
-}
-
-/// First 16 hex digits of the SHA-256 of [`canonical_json`]: a stable digest of any object.
-pub fn canonical_digest(v: &Value) -> String {
-    hex(&Sha256::digest(canonical_json(v).as_bytes()))[..16].to_string()
-}
-
-/// Canonical JSON of a value: object keys sorted (byte order), no whitespace, and, recursively,
-/// every `null`, `{}` and `[]` removed (an object or array that only held such values is removed
-/// too). A top-level value that prunes away entirely is written as `null`.
-pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    match prune(v) {
-        Some(p) => write_sorted(&p, &mut out),
-        None => out.push_str("null"),
-    }
-    out
-}
-
-/// `None` when the value is null or an empty object/array after pruning its children.
-fn prune(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Object(m) => {
-            let m: serde_json::Map<String, Value> = m
-                .iter()
-                .filter_map(|(k, v)| prune(v).map(|v| (k.clone(), v)))
-                .collect();
-            (!m.is_empty()).then_some(Value::Object(m))
-        }
-        Value::Array(a) => {
-            let a: Vec<Value> = a.iter().filter_map(prune).collect();
-            (!a.is_empty()).then_some(Value::Array(a))
-        }
-        other => Some(other.clone()),
-    }
-}
-
-/// Write JSON with object keys sorted, whatever order `serde_json::Map` keeps.
-fn write_sorted(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_sorted(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
+pub use crate::api::revision::{canonical_digest, canonical_json, revision};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -434,7 +351,8 @@ pub fn rewrite_config_refs(pod: &mut PodSpec, tracked: &BTreeMap<String, String>
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use serde_json::json;
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use serde_json::{Value, json};
 
     fn template(v: Value) -> PodTemplateSpec {
         serde_json::from_value(v).unwrap()

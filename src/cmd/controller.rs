@@ -55,6 +55,7 @@ pub const BUILT: &[Entry] = &[
                     requeue_dependency: std::time::Duration::from_secs(args.requeue_dependency),
                     target: target_options(args),
                     concurrent: args.concurrent,
+                    mesh_provider: args.mesh_provider.clone(),
                     ..Default::default()
                 },
             ))

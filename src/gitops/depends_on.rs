@@ -146,7 +146,21 @@ pub fn check_dependency(
         || observed != obj["metadata"]["generation"].as_i64()
         || !ready
     {
-        return Err(format!("dependency '{name}' is not ready"));
+        // pennant: a dependency whose Canary analyses (or rolled back) its revision says so,
+        // so a wave waits for the analysis, not for health only (argo-cd#9437)
+        let canary = conditions.into_iter().flatten().find(|c| {
+            c["type"] == "Ready"
+                && (c["reason"] == super::canary_gate::CANARY_PROGRESSING
+                    || c["reason"] == super::canary_gate::CANARY_FAILED)
+        });
+        return Err(match canary {
+            Some(c) => format!(
+                "dependency '{name}' is not ready ({}): {}",
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            ),
+            None => format!("dependency '{name}' is not ready"),
+        });
     }
     if dep.id.kind == DependencyKind::Kustomization
         && let (Some(mine), Some(theirs)) = (source_of(dependent), source_of(obj))

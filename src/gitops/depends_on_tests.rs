@@ -260,3 +260,62 @@ fn cycles_are_found_and_named() {
         "dependency cycle: Kustomization/flux-system/seq-a -> HelmRelease/flux-system/ingress -> Kustomization/flux-system/seq-a"
     );
 }
+
+/// Waves gated by metrics (pennant): a dependency whose Canary analyses its revision is
+/// `Ready=Unknown` `CanaryProgressing` and holds its dependents, naming the analysis; one whose
+/// Canary rolled the revision back holds them too; promoted (`Ready=True`, the revision applied)
+/// it lets them go. Same source: a dependency still analysing has not recorded the revision as
+/// applied (`lastAppliedRevision` moves on promotion only).
+#[test]
+fn a_dependency_waiting_for_its_canary_holds_the_wave() {
+    let production = ks("production", 1, 1, "Unknown", "fleet", "");
+    let staging = |status: &str, reason: &str, message: &str, applied: &str| {
+        let mut s = ks("staging", 4, 4, status, "fleet", applied);
+        s["status"]["conditions"][0]["reason"] = json!(reason);
+        s["status"]["conditions"][0]["message"] = json!(message);
+        s
+    };
+    let waiting = "waiting for the canary analysis of revision main@sha1:2222: Canary \
+                   staging/podinfo Progressing, weight 20%";
+    let cases = [
+        (
+            staging("Unknown", "CanaryProgressing", waiting, "main@sha1:1111"),
+            Err(format!(
+                "dependency 'flux-system/staging' is not ready (CanaryProgressing): {waiting}"
+            )),
+        ),
+        (
+            staging(
+                "False",
+                "CanaryFailed",
+                "revision main@sha1:2222 rolled back",
+                "main@sha1:1111",
+            ),
+            Err(
+                "dependency 'flux-system/staging' is not ready (CanaryFailed): revision \
+                 main@sha1:2222 rolled back"
+                    .to_string(),
+            ),
+        ),
+        (
+            staging(
+                "True",
+                "ReconciliationSucceeded",
+                "Applied revision: main@sha1:2222",
+                REV,
+            ),
+            Ok(()),
+        ),
+    ];
+    for (dep, want) in cases {
+        let d = Dependency {
+            id: id(DependencyKind::Kustomization, "staging"),
+            object: Some(&dep),
+            ready_expr: None,
+        };
+        assert_eq!(
+            check_dependency(&production, Some(REV), &d, &label_eval, false),
+            want
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! PURE (`now` is passed in), but for [`events::emit`], [`events::publish`], [`object`]'s writes and
 //! [`target::Targets`]. Refers to `api` only.
 
+pub mod canary_gate;
 pub mod conditions;
 pub mod depends_on;
 pub mod events;

@@ -160,6 +160,8 @@ struct Ctx {
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
+    /// Every Canary in scope, from the watch (revision-aware readiness, [`canary_gate`]).
+    canaries: Store<crate::api::Canary>,
 }
 
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
@@ -443,6 +445,32 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 futures::future::ready(())
             }),
     );
+    // a Canary's status change wakes the HelmReleases waiting for its run
+    let (hr_store, wake_gated) = (store.clone(), wake.clone());
+    let (canaries, canary_writer) = reflector::store::<crate::api::Canary>();
+    tokio::spawn(
+        reflector::reflector(
+            canary_writer,
+            watcher(
+                scope.api::<crate::api::Canary>(&client),
+                scope.watcher_config(),
+            ),
+        )
+        .default_backoff()
+        // a deleted Canary too: its HelmRelease stops waiting for it
+        .touched_objects()
+        .for_each(move |r| {
+            match r {
+                Ok(c) => {
+                    for h in gated_by(&hr_store.state(), &c) {
+                        let _ = wake_gated.send(h);
+                    }
+                }
+                Err(e) => tracing::debug!("helm controller: canary watch: {e}"),
+            }
+            futures::future::ready(())
+        }),
+    );
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     let any = || watcher::Config::default().any_semantic();
     let ctx = Arc::new(Ctx {
@@ -460,6 +488,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
+        canaries,
     });
     let concurrency = ctx.settings.concurrent;
     let (s4, s5) = (store.clone(), store.clone());
@@ -723,7 +752,7 @@ async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, E
             )
             .await
             {
-                Ok(r) => r,
+                Ok(r) => canary_gate(&hr, &ctx, &old, &mut status, &mut events, &now, r).await,
                 Err(e) => {
                     write_status(&api, &hr, &written, &status).await?;
                     emit_all(&ctx, &hr, events, status.last_attempted_revision.as_deref()).await;
@@ -1707,6 +1736,110 @@ fn record_post_render_digests(status: &mut HelmReleaseStatus, hr: &HelmRelease) 
         postrender::common_metadata_digest(hr.spec.common_metadata.as_ref());
 }
 
+/// Revision-aware readiness ([`gate`], the Kustomization's rule): after a reconcile that left
+/// the release `Ready=True` on the local cluster, the Canaries of the release namespace that
+/// target a Deployment or DaemonSet of `status.inventory` decide: `Ready=Unknown`
+/// `CanaryProgressing` while one analyses the released pod template (requeued at the interval;
+/// the Canary's status changes wake it sooner), `Ready=False` `CanaryFailed` with
+/// `status.rejectedRevision` once one rolled it back, else `status.lastPromotedRevision` = the
+/// Helm release revision (`<release>.v<N>`). `old` is the status before this reconcile (for
+/// the Events, one per new state).
+async fn canary_gate(
+    hr: &HelmRelease,
+    ctx: &Ctx,
+    old: &HelmReleaseStatus,
+    status: &mut HelmReleaseStatus,
+    events: &mut Vec<Note>,
+    now: &Time,
+    requeue: Requeue,
+) -> Requeue {
+    use crate::gitops::canary_gate::{self as gate, Gate};
+    if hr.spec.kube_config.is_some() || !conditions::is_true(&status.conditions, types::READY) {
+        return requeue;
+    }
+    let Some(inventory) = status.inventory.clone() else {
+        return requeue;
+    };
+    let release_ns = hr.release_namespace();
+    let canaries = ctx.canaries.state();
+    let refs: Vec<&crate::api::Canary> = canaries
+        .iter()
+        .map(|c| &**c)
+        .filter(|c| c.metadata.namespace.as_deref() == Some(release_ns.as_str()))
+        .collect();
+    if refs.is_empty() {
+        return requeue;
+    }
+    let applied = gate::observe(&ctx.client, &refs, &inventory).await;
+    let Some(revision) = status
+        .history
+        .first()
+        .map(|s| format!("{}.v{}", s.name, s.version))
+    else {
+        return requeue;
+    };
+    let decided = gate::decide(&revision, &applied, &refs);
+    let generation = hr.metadata.generation.unwrap_or_default();
+    let was = conditions::get(&old.conditions, types::READY).map(|c| c.reason.clone());
+    match &decided {
+        Gate::NoCanary => requeue,
+        Gate::Promoted { canaries } => {
+            if old.last_promoted_revision.as_deref() != Some(revision.as_str()) {
+                events.push((
+                    false,
+                    "CanaryPromoted".into(),
+                    format!(
+                        "revision {revision} promoted by Canary {}",
+                        canaries.join(", ")
+                    ),
+                ));
+            }
+            status.last_promoted_revision = Some(revision);
+            requeue
+        }
+        Gate::Progressing { message } | Gate::Failed { message } => {
+            gate::mark(&mut status.conditions, &decided, generation, now);
+            let reason = match decided {
+                Gate::Failed { .. } => {
+                    status.rejected_revision = Some(revision);
+                    gate::CANARY_FAILED
+                }
+                _ => gate::CANARY_PROGRESSING,
+            };
+            if was.as_deref() != Some(reason) {
+                events.push((
+                    reason == gate::CANARY_FAILED,
+                    reason.into(),
+                    message.clone(),
+                ));
+            }
+            hr.interval()
+                .map_or(Requeue::await_change(), Requeue::requeue)
+        }
+    }
+}
+
+/// The HelmReleases among `all` whose `Ready` waits for a Canary (`CanaryProgressing`) and
+/// whose inventory holds the workload `canary` targets: its status changes wake them. PURE.
+pub fn gated_by(
+    all: &[Arc<HelmRelease>],
+    canary: &crate::api::Canary,
+) -> Vec<ObjectRef<HelmRelease>> {
+    let target = crate::gitops::canary_gate::target_id(canary);
+    all.iter()
+        .filter(|h| {
+            h.status.as_ref().is_some_and(|s| {
+                conditions::get(&s.conditions, types::READY)
+                    .is_some_and(|c| c.reason == crate::gitops::canary_gate::CANARY_PROGRESSING)
+                    && s.inventory
+                        .as_ref()
+                        .is_some_and(|i| i.entries.iter().any(|e| e.id == target))
+            })
+        })
+        .map(|h| ObjectRef::from_obj(&**h))
+        .collect()
+}
+
 /// The Canaries of namespace `ns` (through `client`: the release's cluster, which may be a
 /// remote one without the Canary CRD: no Canaries there).
 async fn list_canaries(client: &Client, ns: &str) -> Result<Vec<crate::api::Canary>, kube::Error> {
@@ -2306,6 +2439,50 @@ mod tests {
         assert!(dependents_to_wake(&all, "HelmRelease", "apps", "back", false).is_empty());
         assert!(dependents_to_wake(&all, "Kustomization", "apps", "back", true).is_empty());
         assert!(dependents_to_wake(&all, "HelmRelease", "other-ns", "back", true).is_empty());
+    }
+
+    #[test]
+    fn a_canary_wakes_the_releases_waiting_for_it_that_hold_its_target() {
+        let with = |name: &str, reason: &str, id: &str| {
+            let mut h = hr(base());
+            h.metadata.name = Some(name.into());
+            h.status = Some(HelmReleaseStatus {
+                conditions: vec![Condition {
+                    type_: "Ready".into(),
+                    status: "Unknown".into(),
+                    reason: reason.into(),
+                    message: String::new(),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                    observed_generation: None,
+                }],
+                inventory: Some(crate::api::kustomization::ResourceInventory {
+                    entries: vec![crate::api::kustomization::ResourceRef {
+                        id: id.into(),
+                        v: "v1".into(),
+                    }],
+                }),
+                ..Default::default()
+            });
+            Arc::new(h)
+        };
+        let gated = crate::gitops::canary_gate::CANARY_PROGRESSING;
+        let all = vec![
+            with("a", gated, "apps_web_apps_Deployment"),
+            with("b", reasons::PROGRESSING, "apps_web_apps_Deployment"),
+            with("c", gated, "apps_api_apps_Deployment"),
+        ];
+        let canary: crate::api::Canary = serde_json::from_value(json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "service": {"port": 80}}
+        }))
+        .unwrap();
+        let woken: Vec<String> = gated_by(&all, &canary)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(woken, ["a"]);
     }
 
     /// A remote cluster's target hands helm the sanitised kubeconfig and the impersonated user

@@ -28,6 +28,17 @@
 //! re-evaluated when a checked object changes. A dependency turning Ready wakes its
 //! dependents at once ([`super::wake`]); `--requeue-dependency` stays the fallback.
 //!
+//! Revision-aware readiness (pennant, [`crate::gitops::canary_gate`]): after the apply and the
+//! health step, the Canaries (a watch) targeting a Deployment or DaemonSet of the inventory
+//! decide `Ready`: `Unknown` `CanaryProgressing` while one analyses the applied pod template
+//! (nothing fetched or applied again meanwhile; the Canary's status changes wake the
+//! Kustomization), `True` with `status.lastPromotedRevision` once all promoted it, `False`
+//! `CanaryFailed` with `status.rejectedRevision` once one rolled it back — a rejected revision is
+//! not fetched or applied again until the source moves or the spec changes. The fields those
+//! Canaries own (the target's replicas while parked, ...) are applied as they are live
+//! ([`crate::apply::ownership::keep_owned`]). Local targets only (no `kubeConfig`, no
+//! impersonation).
+//!
 //! Accepted but not acted on yet (an `Unsupported=True` condition and a Warning Event):
 //! `decryption.serviceAccountName`
 //! (cloud KMS). Refused (`Ready=False`, `Stalled=True`, reason `UnsupportedField`, a Warning
@@ -60,6 +71,7 @@ use super::render::{
     RenderError, SourceState, cause_of, fetch_artifact, render, source_key, source_state,
 };
 use super::target::{Options as TargetOptions, TargetError, Targets};
+use crate::api::Canary;
 use crate::api::kustomization::{
     GROUP, HISTORY_MAX_SIZE, Kustomization, KustomizationStatus, ResourceInventory, Snapshot,
 };
@@ -68,6 +80,7 @@ use crate::api::source::{
 };
 use crate::apply::inventory::{merge_survivors, stale};
 use crate::apply::ssa::{ApplyOptions, Change, change_set_message};
+use crate::gitops::canary_gate::{self as gate, Gate};
 use crate::gitops::conditions::{self, reasons, types};
 use crate::gitops::depends_on::{DEPENDENCY_CYCLE, check_dependencies, find_cycle};
 use crate::gitops::reconcile_request::requested_at;
@@ -97,6 +110,9 @@ pub struct Settings {
     pub target: TargetOptions,
     /// Kustomizations reconciled at once (Flux's `--concurrent`, 4).
     pub concurrent: u16,
+    /// The Canary controller's default router (`--mesh-provider`), for the fields it owns in
+    /// the Canaries without `spec.provider`.
+    pub mesh_provider: String,
 }
 
 impl Default for Settings {
@@ -109,6 +125,7 @@ impl Default for Settings {
             requeue_dependency: Duration::from_secs(30),
             target: TargetOptions::default(),
             concurrent: 4,
+            mesh_provider: crate::api::canary::DEFAULT_MESH_PROVIDER.into(),
         }
     }
 }
@@ -129,6 +146,8 @@ struct Ctx {
     helm_dependents: Arc<super::wake::HelmDependents>,
     /// Where each Kustomization applies (the local client, impersonating or remote ones).
     targets: Targets,
+    /// Every Canary in scope (revision-aware readiness, [`gate`]).
+    canaries: Store<Canary>,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -374,9 +393,33 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         changed,
         waits.clone(),
         helm_dependents.clone(),
-        wake,
+        wake.clone(),
     ));
+    // a Canary's status change wakes the Kustomizations waiting for its run
+    let (canaries, canary_writer) = reflector::store::<Canary>();
+    let (ks_store, wake_gated) = (store.clone(), wake.clone());
+    tokio::spawn(
+        reflector::reflector(
+            canary_writer,
+            watcher(scope.api::<Canary>(&client), scope.watcher_config()),
+        )
+        .default_backoff()
+        // a deleted Canary too: its applier stops waiting for it
+        .touched_objects()
+        .for_each(move |r| {
+            match r {
+                Ok(c) => {
+                    for k in super::wake::gated_by(&ks_store.state(), &c) {
+                        let _ = wake_gated.send(k);
+                    }
+                }
+                Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
+            }
+            futures::future::ready(())
+        }),
+    );
     let ctx = Arc::new(Ctx {
+        canaries,
         waits,
         helm_dependents,
         watches,
@@ -560,20 +603,53 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         );
     }
     let mut written = old.clone();
-    let outcome = match refused(&ks) {
-        Some(message) => Err(terminal(UNSUPPORTED_FIELD, message)),
+    let refusal = refused(&ks);
+    let pre = match refusal {
+        None => canary_pre_check(&ks, &ctx, &old, generation).await,
+        Some(_) => None,
+    };
+    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated
+    let outcome = match (refusal, pre) {
+        (Some(message), _) => Err(terminal(UNSUPPORTED_FIELD, message)),
+        (None, Some(Pre::Rejected(rev))) => {
+            status.last_attempted_revision = Some(rev.clone());
+            Err(rejected(&ks, &old, &rev))
+        }
+        (None, Some(Pre::Resume(rev))) => {
+            status.last_attempted_revision = Some(rev);
+            Ok(None)
+        }
         // Flux: an invalid healthCheckExprs rule is terminal, before the source is read
-        None => match crate::health::expr::HealthExprs::compile(&ks.spec.health_check_exprs) {
-            Err(e) => Err(terminal(
-                reasons::INVALID_CEL_EXPRESSION,
-                format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
-            )),
-            Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
-        },
+        (None, None) => {
+            match crate::health::expr::HealthExprs::compile(&ks.spec.health_check_exprs) {
+                Err(e) => Err(terminal(
+                    reasons::INVALID_CEL_EXPRESSION,
+                    format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
+                )),
+                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now)
+                    .await
+                    .map(Some),
+            }
+        }
     };
     let revision = status.last_attempted_revision.clone();
     let outcome = match outcome {
-        Ok(attempted) => {
+        Ok(None) => {
+            let digest = old
+                .history
+                .first()
+                .map(|h| h.digest.clone())
+                .unwrap_or_default();
+            let health = match conditions::get(&old.conditions, types::HEALTHY) {
+                Some(c) if c.status == conditions::TRUE => Outcome::Passed {
+                    message: c.message.clone(),
+                    announce: false,
+                },
+                _ => Outcome::NoChecks,
+            };
+            Ok((vec![], digest, health))
+        }
+        Ok(Some(attempted)) => {
             let rev = revision.clone().unwrap_or_default();
             // the controller's watches serve its own cluster and rights only
             let remote = attempted.client().cloned();
@@ -608,7 +684,85 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         }
         Err(f) => Err(f),
     };
+    // revision-aware readiness: the Canaries of the applied workloads (local cluster only)
+    let gate = match &outcome {
+        Ok((_, _, Outcome::Waiting { .. })) | Err(_) => Gate::NoCanary,
+        Ok(_) if local_target(&ks, &ctx.settings) => {
+            observe_gate(
+                &ctx,
+                status.inventory.as_ref(),
+                revision.as_deref().unwrap_or_default(),
+            )
+            .await
+        }
+        Ok(_) => Gate::NoCanary,
+    };
     let requeue = match outcome {
+        Ok((changes, digest, health))
+            if matches!(gate, Gate::Progressing { .. } | Gate::Failed { .. }) =>
+        {
+            let rev = revision.clone().unwrap_or_default();
+            match health {
+                Outcome::Passed { message, .. } => conditions::mark_true(
+                    &mut status.conditions,
+                    types::HEALTHY,
+                    reasons::SUCCEEDED,
+                    &message,
+                    generation,
+                    &now,
+                ),
+                _ => conditions::remove_condition(&mut status.conditions, types::HEALTHY),
+            }
+            gate::mark(&mut status.conditions, &gate, generation, &now);
+            status.observed_generation = Some(generation);
+            let lines = change_set_message(&changes);
+            if !lines.is_empty() {
+                events.push((false, reasons::PROGRESSING.into(), lines, Some(rev.clone())));
+            }
+            let was = conditions::get(&old.conditions, types::READY).map(|c| c.reason.as_str());
+            match &gate {
+                Gate::Failed { message } => {
+                    status.rejected_revision = Some(rev.clone());
+                    record_history(
+                        &mut status.history,
+                        &digest,
+                        &rev,
+                        gate::CANARY_FAILED,
+                        started.elapsed(),
+                        &now,
+                    );
+                    events.push((true, gate::CANARY_FAILED.into(), message.clone(), Some(rev)));
+                }
+                Gate::Progressing { message } => {
+                    if !changes.is_empty() {
+                        record_history(
+                            &mut status.history,
+                            &digest,
+                            &rev,
+                            gate::CANARY_PROGRESSING,
+                            started.elapsed(),
+                            &now,
+                        );
+                    }
+                    if was != Some(gate::CANARY_PROGRESSING) {
+                        events.push((
+                            false,
+                            gate::CANARY_PROGRESSING.into(),
+                            message.clone(),
+                            Some(rev),
+                        ));
+                    }
+                }
+                Gate::NoCanary | Gate::Promoted { .. } => {}
+            }
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(ns.clone(), name.clone()));
+            // the Canary's status changes wake it; the interval bounds a missed event
+            ks.interval()
+                .map_or(Requeue::await_change(), Requeue::requeue)
+        }
         Ok((changes, digest, Outcome::Waiting { message, after, .. })) => {
             // the health wait goes on: the status says so, nothing is held
             mark_progressing(&mut status.conditions, &message, generation, &now);
@@ -648,6 +802,17 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             }
             mark_succeeded(&mut status.conditions, &message, generation, &now);
             status.last_applied_revision = Some(rev.clone());
+            if let Gate::Promoted { canaries } = &gate
+                && old.last_promoted_revision.as_deref() != Some(rev.as_str())
+            {
+                status.last_promoted_revision = Some(rev.clone());
+                events.push((
+                    false,
+                    CANARY_PROMOTED.into(),
+                    format!("revision {rev} promoted by Canary {}", canaries.join(", ")),
+                    Some(rev.clone()),
+                ));
+            }
             status.observed_generation = Some(generation);
             record_history(
                 &mut status.history,
@@ -849,6 +1014,11 @@ async fn attempt(
     let digest = manifests_digest(&objects);
     let built = objects.len();
     let jobs_with_ttl = crate::health::assess::jobs_with_ttl(&objects);
+    // one owner per field: what the Canary controller owns is applied as it set it
+    let objects = match local_target(ks, &ctx.settings) {
+        true => keep_canary_fields(ctx, &target.applier, objects).await,
+        false => objects,
+    };
     let opts = ApplyOptions {
         force: ks.spec.force == Some(true),
         owner: Some((name.clone(), ns.clone())),
@@ -904,6 +1074,136 @@ async fn attempt(
         jobs_with_ttl,
         client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
     })
+}
+
+/// What a reconcile does before reading the artifact when a Canary gates the Kustomization.
+enum Pre {
+    /// The source still serves the revision a Canary rolled back: nothing fetched or applied.
+    Rejected(String),
+    /// A Canary analyses the revision applied before: its gate is re-evaluated, nothing applied.
+    Resume(String),
+}
+
+/// Reason of the Event when a revision's Canaries all promoted it.
+pub const CANARY_PROMOTED: &str = "CanaryPromoted";
+
+/// [`Pre`] of `ks` from its status before this reconcile (`None`: the usual run). Reads the
+/// source only while the status shows a rejected revision or a running Canary.
+async fn canary_pre_check(
+    ks: &Kustomization,
+    ctx: &Ctx,
+    old: &KustomizationStatus,
+    generation: i64,
+) -> Option<Pre> {
+    let rejected = gate::rejected_revision(
+        old.rejected_revision.as_deref(),
+        old.history.first().map(|h| {
+            (
+                h.last_reconciled_status.as_str(),
+                h.metadata.get("revision").map(String::as_str),
+            )
+        }),
+    );
+    let gated = rejected.is_some()
+        || conditions::get(&old.conditions, types::READY)
+            .is_some_and(|c| c.reason == gate::CANARY_PROGRESSING);
+    if !gated {
+        return None;
+    }
+    let artifact = source_artifact(ks, &ctx.client, ctx.settings.requeue_dependency)
+        .await
+        .ok()?;
+    let rev = artifact.revision;
+    if gate::skips_rejected(&rev, rejected, generation, old.observed_generation) {
+        return Some(Pre::Rejected(rev));
+    }
+    gate::resumes(
+        &old.conditions,
+        &rev,
+        old.last_attempted_revision.as_deref(),
+        generation,
+        requested_at(ks.metadata.annotations.as_ref()),
+        old.last_handled_reconcile_at.as_deref(),
+    )
+    .then_some(Pre::Resume(rev))
+}
+
+/// The failure of a rejected revision still served by the source: `Ready=False`
+/// `CanaryFailed` with the message of the run that failed, no Warning Event again, retried at
+/// the interval (a new revision or spec wakes it at once).
+fn rejected(ks: &Kustomization, old: &KustomizationStatus, rev: &str) -> Failure {
+    let message = conditions::get(&old.conditions, types::READY)
+        .filter(|c| c.reason == gate::CANARY_FAILED)
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| {
+            format!("revision {rev} was rolled back by its canary; not applied again until a new revision")
+        });
+    waiting(
+        gate::CANARY_FAILED,
+        message,
+        ks.interval().unwrap_or(Duration::from_secs(600)),
+    )
+}
+
+/// The gate of `revision` ([`gate::decide`]): the Canaries (from the watch) targeting a
+/// Deployment or DaemonSet of `inventory`, and the live pod templates ([`gate::observe`]).
+async fn observe_gate(ctx: &Ctx, inventory: Option<&ResourceInventory>, revision: &str) -> Gate {
+    let Some(inventory) = inventory else {
+        return Gate::NoCanary;
+    };
+    let canaries = ctx.canaries.state();
+    let refs: Vec<&Canary> = canaries.iter().map(|c| &**c).collect();
+    let applied = gate::observe(&ctx.client, &refs, inventory).await;
+    gate::decide(revision, &applied, &refs)
+}
+
+/// `objects` with the fields the Canary controller owns (the Canaries from the watch,
+/// [`crate::apply::ownership`]) carried over from the live objects, so that an apply never
+/// reverts them (flagger#1121: the target parked at zero scaled up again; the apex Service
+/// the Canary takes over is skipped already, its `kustomize.toolkit.fluxcd.io/reconcile:
+/// disabled`). Reads only the objects with owned fields; one that cannot be read is applied
+/// as built (and logged).
+async fn keep_canary_fields(
+    ctx: &Ctx,
+    applier: &crate::apply::ssa::Applier,
+    objects: Vec<Value>,
+) -> Vec<Value> {
+    use crate::apply::inventory::ObjectId;
+    use crate::apply::ownership::{Ownership, keep_owned};
+    let canaries = ctx.canaries.state();
+    if canaries.is_empty() {
+        return objects;
+    }
+    let owned = Ownership::of_canaries(canaries.iter().map(|c| &**c), &ctx.settings.mesh_provider);
+    let mut live = BTreeMap::new();
+    for o in &objects {
+        let id = ObjectId::of(o);
+        if owned.paths(&id).is_empty() || owned.owns_whole(&id) {
+            continue;
+        }
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &id.kind);
+        let got = match applier.resolve(&gvk).await {
+            Ok((ar, _)) => Api::<kube::api::DynamicObject>::namespaced_with(
+                ctx.client.clone(),
+                &id.namespace,
+                &ar,
+            )
+            .get_opt(&id.name)
+            .await
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(Some(l)) => {
+                live.insert(id, serde_json::to_value(l).unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(e) => warn!(object = %id.name, "reading a Canary-owned object: {e}"),
+        }
+    }
+    keep_owned(objects, &owned, &live)
 }
 
 /// Whether `ks` applies with the controller's own client (no `kubeConfig`, no impersonated
