@@ -211,7 +211,7 @@ pub fn decide(revision: &str, applied: &[AppliedWorkload], canaries: &[&Canary])
             .iter()
             .map(|(id, m)| match m.is_empty() {
                 true => format!("Canary {id} failed"),
-                false => format!("Canary {id} failed: {m}"),
+                false => format!("Canary {id} failed: {}", m.trim_end_matches('.')),
             })
             .collect();
         return Gate::Failed {
@@ -429,7 +429,7 @@ mod tests {
                 Failed {
                     message: format!(
                         "revision {REV} rolled back: Canary apps/web failed: Canary analysis \
-                         failed, Deployment scaled to zero.; not applied again until a new \
+                         failed, Deployment scaled to zero; not applied again until a new \
                          revision"
                     ),
                 },
@@ -450,7 +450,7 @@ mod tests {
                 Failed {
                     message: format!(
                         "revision {REV} rolled back: Canary apps/web failed: Canary analysis \
-                         failed, Deployment scaled to zero.; not applied again until a new \
+                         failed, Deployment scaled to zero; not applied again until a new \
                          revision"
                     ),
                 },
