@@ -65,6 +65,19 @@ pub fn target_id(canary: &Canary) -> String {
     )
 }
 
+/// Whether an applier with these status `conditions` and `inventory` waits for `canary`: its
+/// `Ready` reason is [`CANARY_PROGRESSING`] and its inventory holds the workload `canary`
+/// targets ([`target_id`]). A change of the Canary's status wakes such appliers. PURE.
+pub fn waits_for(
+    conditions: &[Condition],
+    inventory: Option<&crate::api::kustomization::ResourceInventory>,
+    canary: &Canary,
+) -> bool {
+    let target = target_id(canary);
+    conditions::get(conditions, types::READY).is_some_and(|c| c.reason == CANARY_PROGRESSING)
+        && inventory.is_some_and(|i| i.entries.iter().any(|e| e.id == target))
+}
+
 /// The workloads of `inventory` (an applier's `status.inventory`) that one of `canaries`
 /// targets, each with the revision hash of its live pod template (a GET each, through
 /// `client`: the cluster the applier applied to). A workload that cannot be read is left out

@@ -1825,15 +1825,10 @@ pub fn gated_by(
     all: &[Arc<HelmRelease>],
     canary: &crate::api::Canary,
 ) -> Vec<ObjectRef<HelmRelease>> {
-    let target = crate::gitops::canary_gate::target_id(canary);
     all.iter()
         .filter(|h| {
             h.status.as_ref().is_some_and(|s| {
-                conditions::get(&s.conditions, types::READY)
-                    .is_some_and(|c| c.reason == crate::gitops::canary_gate::CANARY_PROGRESSING)
-                    && s.inventory
-                        .as_ref()
-                        .is_some_and(|i| i.entries.iter().any(|e| e.id == target))
+                crate::gitops::canary_gate::waits_for(&s.conditions, s.inventory.as_ref(), canary)
             })
         })
         .map(|h| ObjectRef::from_obj(&**h))
