@@ -45,7 +45,10 @@ use serde_json::{Value, json};
 
 #[path = "support/schema_walk.rs"]
 mod schema_walk;
-use schema_walk::{Allow, Used, lossy, node_mut};
+use schema_walk::{
+    Allow, Used, defaults, flux_module, flux_samples, lossy, node_mut, pennant_crd, read_docs,
+    round_trip, served,
+};
 
 const KINDS: [&str; 5] = [
     "GitRepository",
@@ -72,30 +75,6 @@ const FLUX: Allow = Allow {
     extra_required: &EXTRA_REQUIRED,
     extra_cel_rules: &[],
 };
-
-/// The directory of a Flux controller's module (`source-controller`, `kustomize-controller`) in
-/// the Go module cache (`e2e/tools/flux-crds` prints `<module>/config/crd/bases`).
-fn flux_module(controller: &str) -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/tools/flux-crds");
-    let out = Command::new(&script)
-        .arg(controller)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (needs Go and, the first time, the Go module proxy): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bases = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    bases.join("../../..").canonicalize().unwrap()
-}
-
-fn read_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_saphyr::from_multiple(&text).unwrap()
-}
 
 /// Flux's CRDs by kind.
 fn flux_crds() -> BTreeMap<String, Value> {
@@ -124,22 +103,6 @@ fn pennant_crds() -> BTreeMap<String, Value> {
             (
                 crd.spec.names.kind.clone(),
                 serde_json::to_value(crd).unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// The served versions of a CRD with their schemas.
-fn served(crd: &Value) -> BTreeMap<String, Value> {
-    crd["spec"]["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["served"] == true)
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_string(),
-                v["schema"]["openAPIV3Schema"].clone(),
             )
         })
         .collect()
@@ -254,21 +217,6 @@ fn walker_catches_a_removed_flux_field() {
     );
 }
 
-/// Every `default` in a schema, by path.
-fn defaults(s: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
-    if let Some(d) = s.get("default") {
-        out.insert(path.to_string(), d.clone());
-    }
-    if let Some(props) = s["properties"].as_object() {
-        for (k, v) in props {
-            defaults(v, &format!("{path}.{k}"), out);
-        }
-    }
-    if let Some(items) = s.get("items") {
-        defaults(items, &format!("{path}[]"), out);
-    }
-}
-
 #[test]
 fn defaults_names_and_columns_match_flux() {
     let (flux, ours) = (flux_crds(), pennant_crds());
@@ -304,31 +252,20 @@ fn defaults_names_and_columns_match_flux() {
     }
 }
 
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Vec<String> {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
-    let mut out = vec![];
-    lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out);
-    out
-}
-
 #[test]
 fn flux_samples_round_trip() {
-    let dir = flux_module("source-controller").join("config/samples");
     let mut seen = BTreeMap::<String, usize>::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        for doc in read_docs(&path) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            let lost = match kind.as_str() {
-                "GitRepository" => round_trip::<GitRepository>(&doc),
-                "OCIRepository" => round_trip::<OCIRepository>(&doc),
-                "HelmRepository" => round_trip::<HelmRepository>(&doc),
-                "HelmChart" => round_trip::<HelmChart>(&doc),
-                _ => continue, // Bucket: not served by pennant
-            };
-            assert!(lost.is_empty(), "{}: {lost:?}", path.display());
-            *seen.entry(kind).or_default() += 1;
-        }
+    for (path, doc) in flux_samples("source-controller") {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let lost = match kind.as_str() {
+            "GitRepository" => round_trip::<GitRepository>(&doc),
+            "OCIRepository" => round_trip::<OCIRepository>(&doc),
+            "HelmRepository" => round_trip::<HelmRepository>(&doc),
+            "HelmChart" => round_trip::<HelmChart>(&doc),
+            _ => continue, // Bucket: not served by pennant
+        };
+        assert!(lost.is_empty(), "{}: {lost:?}", path.display());
+        *seen.entry(kind).or_default() += 1;
     }
     assert_eq!(
         seen.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -498,11 +435,7 @@ fn flux_ks_crd() -> Value {
 }
 
 fn pennant_ks_crd() -> Value {
-    let crd = crds::all()
-        .into_iter()
-        .find(|c| c.spec.group == "kustomize.toolkit.fluxcd.io")
-        .expect("pennant serves Kustomization");
-    serde_json::to_value(crd).unwrap()
+    pennant_crd("kustomize.toolkit.fluxcd.io", "Kustomization")
 }
 
 fn ks_v1(crd: &Value) -> BTreeMap<String, Value> {
@@ -840,11 +773,7 @@ fn flux_hr_crd() -> Value {
 }
 
 fn pennant_hr_crd() -> Value {
-    let crd = crds::all()
-        .into_iter()
-        .find(|c| c.spec.group == "helm.toolkit.fluxcd.io")
-        .expect("pennant serves HelmRelease");
-    serde_json::to_value(crd).unwrap()
+    pennant_crd("helm.toolkit.fluxcd.io", "HelmRelease")
 }
 
 /// Schemas by kind for one served version.
@@ -1006,23 +935,15 @@ fn check_helm_release(doc: &Value, schema: &Value) -> Vec<String> {
 #[test]
 fn flux_helm_release_samples_round_trip() {
     let schema = served(&pennant_hr_crd())["v2"].clone();
-    let dir = flux_module("helm-controller").join("config/samples");
     let mut seen = vec![];
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    for path in paths {
-        for doc in read_docs(&path) {
-            if doc["kind"] != "HelmRelease" {
-                continue;
-            }
-            assert_eq!(doc["apiVersion"], "helm.toolkit.fluxcd.io/v2");
-            let problems = check_helm_release(&doc, &schema);
-            assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
-            seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    for (path, doc) in flux_samples("helm-controller") {
+        if doc["kind"] != "HelmRelease" {
+            continue;
         }
+        assert_eq!(doc["apiVersion"], "helm.toolkit.fluxcd.io/v2");
+        let problems = check_helm_release(&doc, &schema);
+        assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+        seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
     assert_eq!(
         seen,

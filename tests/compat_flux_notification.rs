@@ -1,4 +1,5 @@
-//! pennant's notification CRDs and types accept what Flux's accept.
+//! pennant's notification CRDs and types accept what Flux's accept: Provider and Alert
+//! (`v1beta3`) and Receiver (`v1`).
 //!
 //! Input: Flux notification-controller v1.9.3's own CRDs and samples (`config/crd/bases`,
 //! `config/samples` of the `github.com/fluxcd/notification-controller` module zip, the newest
@@ -11,35 +12,39 @@
 //!   the allow-listed ones; pennant serves the same versions.
 //!   [`walker_catches_a_removed_notification_field`] is the negative control.
 //! - [`notification_defaults_names_and_columns_match_flux`]: same defaults
-//!   (`eventSeverity: info`), names, categories, scope, printer columns and the
+//!   (`eventSeverity: info`, Receiver `interval: 10m`), names, categories, scope, printer
+//!   columns, the Receiver spec's CEL rules and the
 //!   `kustomize.toolkit.fluxcd.io/substitute: disabled` annotation.
-//! - [`flux_notification_samples_round_trip`]: Flux's sample Alert and Providers parse into
-//!   pennant's types and serialise back without losing a field.
-//!
-//! Receiver (`v1`) joins by adding `("Receiver", "receivers", "v1")` to [`KINDS`] and its type to
-//! [`pennant_crd`]'s group filter (already the whole group) and the samples' match.
+//! - [`flux_notification_samples_round_trip`]: Flux's sample Alert, Providers and Receiver parse
+//!   into pennant's types and serialise back without losing a field.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use pennant::api::crds;
 use pennant::api::notification::{Alert, Provider};
+use pennant::api::receiver::Receiver;
 use serde_json::{Value, json};
 
 #[path = "support/schema_walk.rs"]
 mod schema_walk;
-use schema_walk::{Allow, Used, lossy, node_mut};
+use schema_walk::{
+    Allow, Used, defaults, flux_module, flux_samples, node_mut, pennant_crd, read_docs, round_trip,
+    served,
+};
 
 /// The notification kinds pennant serves: (kind, plural, served version).
-const KINDS: [(&str, &str, &str); 2] = [
+const KINDS: [(&str, &str, &str); 3] = [
     ("Provider", "providers", "v1beta3"),
     ("Alert", "alerts", "v1beta3"),
+    ("Receiver", "receivers", "v1"),
 ];
 
 /// Required properties pennant adds: kube-derive requires `spec` at the root (Flux's schema
 /// accepts an object without one, which neither controller can act on).
-const EXTRA_REQUIRED: [(&str, &str, &str); 2] = [("Provider", "", "spec"), ("Alert", "", "spec")];
+const EXTRA_REQUIRED: [(&str, &str, &str); 3] = [
+    ("Provider", "", "spec"),
+    ("Alert", "", "spec"),
+    ("Receiver", "", "spec"),
+];
 
 const FLUX: Allow = Allow {
     upstream: "Flux",
@@ -52,65 +57,20 @@ fn kind_names() -> Vec<&'static str> {
     KINDS.iter().map(|(k, _, _)| *k).collect()
 }
 
-/// The module directory of notification-controller in the Go module cache.
-fn flux_module() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/tools/flux-crds");
-    let out = Command::new(&script)
-        .arg("notification-controller")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (needs Go and, the first time, the Go module proxy): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bases = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    bases.join("../../..").canonicalize().unwrap()
-}
+const GROUP: &str = "notification.toolkit.fluxcd.io";
 
-fn read_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_saphyr::from_multiple(&text).unwrap()
-}
-
+/// Flux's CRD of a kind, by its plural.
 fn flux_crd(plural: &str) -> Value {
-    let path = flux_module().join(format!(
-        "config/crd/bases/notification.toolkit.fluxcd.io_{plural}.yaml"
-    ));
+    let path = flux_module("notification-controller")
+        .join(format!("config/crd/bases/{GROUP}_{plural}.yaml"));
     read_docs(&path).remove(0)
-}
-
-fn pennant_crd(kind: &str) -> Value {
-    let crd = crds::all()
-        .into_iter()
-        .find(|c| c.spec.group == "notification.toolkit.fluxcd.io" && c.spec.names.kind == kind)
-        .unwrap_or_else(|| panic!("pennant serves no {kind}"));
-    serde_json::to_value(crd).unwrap()
-}
-
-/// The served versions of a CRD with their schemas.
-fn served(crd: &Value) -> BTreeMap<String, Value> {
-    crd["spec"]["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["served"] == true)
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_string(),
-                v["schema"]["openAPIV3Schema"].clone(),
-            )
-        })
-        .collect()
 }
 
 /// Schemas by kind, Flux's and pennant's, at each kind's served version.
 fn schemas() -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let (mut flux, mut ours) = (BTreeMap::new(), BTreeMap::new());
     for (kind, plural, version) in KINDS {
-        let (f, o) = (flux_crd(plural), pennant_crd(kind));
+        let (f, o) = (flux_crd(plural), pennant_crd(GROUP, kind));
         assert_eq!(
             served(&o).into_keys().collect::<Vec<_>>(),
             served(&f).into_keys().collect::<Vec<_>>(),
@@ -196,27 +156,46 @@ fn walker_catches_a_removed_notification_field() {
         &|s| node_mut(s, ".spec.channel")["maxLength"] = json!(40),
         "Provider .spec.channel: pennant adds `maxLength: 40`",
     );
-}
-
-/// Every `default` in a schema, by path.
-fn defaults(s: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
-    if let Some(d) = s.get("default") {
-        out.insert(path.to_string(), d.clone());
-    }
-    if let Some(props) = s["properties"].as_object() {
-        for (k, v) in props {
-            defaults(v, &format!("{path}.{k}"), out);
-        }
-    }
-    if let Some(items) = s.get("items") {
-        defaults(items, &format!("{path}[]"), out);
-    }
+    check(
+        "Receiver",
+        &|s| {
+            let r = node_mut(s, ".spec.resources");
+            r["items"]["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("filter");
+        },
+        "Receiver .spec.resources[].filter: missing in pennant's schema",
+    );
+    check(
+        "Receiver",
+        &|s| {
+            let t = node_mut(s, ".spec.type");
+            t["enum"].as_array_mut().unwrap().retain(|v| v != "gitlab");
+        },
+        "Receiver .spec.type: Flux allows \"gitlab\", pennant's enum does not",
+    );
+    check(
+        "Receiver",
+        &|s| node_mut(s, ".spec.resources")["items"]["properties"]["name"]["maxLength"] = json!(63),
+        "Receiver .spec.resources[].name: pennant adds `maxLength: 63`",
+    );
+    check(
+        "Receiver",
+        &|s| {
+            node_mut(s, ".status")["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("webhookPath");
+        },
+        "Receiver .status.webhookPath: missing in pennant's schema",
+    );
 }
 
 #[test]
 fn notification_defaults_names_and_columns_match_flux() {
     for (kind, plural, version) in KINDS {
-        let (f, o) = (flux_crd(plural), pennant_crd(kind));
+        let (f, o) = (flux_crd(plural), pennant_crd(GROUP, kind));
         let (mut fd, mut od) = (BTreeMap::new(), BTreeMap::new());
         defaults(&served(&f)[version], "", &mut fd);
         defaults(&served(&o)[version], "", &mut od);
@@ -243,32 +222,45 @@ fn notification_defaults_names_and_columns_match_flux() {
     let mut fd = BTreeMap::new();
     defaults(&f["Alert"], "", &mut fd);
     assert_eq!(fd[".spec.eventSeverity"], "info");
-}
+    let mut fd = BTreeMap::new();
+    defaults(&f["Receiver"], "", &mut fd);
+    assert_eq!(fd[".spec.interval"], "10m", "{fd:?}");
 
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Vec<String> {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
-    let mut out = vec![];
-    lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out);
-    out
+    // Receiver: the spec's CEL rules, with their messages, and oidcProviders as a map list
+    let (f, o) = (flux_crd("receivers"), pennant_crd(GROUP, "Receiver"));
+    let rules =
+        |crd: &Value| served(crd)["v1"]["properties"]["spec"]["x-kubernetes-validations"].clone();
+    assert!(rules(&f).is_array(), "Flux's Receiver has CEL rules");
+    assert_eq!(
+        rules(&o),
+        rules(&f),
+        "the Receiver spec's CEL rules and messages"
+    );
+    let list_type = |crd: &Value| {
+        let p = &served(crd)["v1"]["properties"]["spec"]["properties"]["oidcProviders"];
+        (
+            p["x-kubernetes-list-type"].clone(),
+            p["x-kubernetes-list-map-keys"].clone(),
+        )
+    };
+    assert_eq!(list_type(&o), list_type(&f), "oidcProviders is a map list");
 }
 
 #[test]
 fn flux_notification_samples_round_trip() {
-    let dir = flux_module().join("config/samples");
     let mut seen = BTreeMap::<String, usize>::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        for doc in read_docs(&path) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            let lost = match kind.as_str() {
-                "Provider" => round_trip::<Provider>(&doc),
-                "Alert" => round_trip::<Alert>(&doc),
-                _ => continue, // Secrets, and Receiver (another type)
-            };
-            assert!(lost.is_empty(), "{}: {lost:?}", path.display());
-            *seen.entry(kind).or_default() += 1;
-        }
+    for (path, doc) in flux_samples("notification-controller") {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let lost = match kind.as_str() {
+            "Provider" => round_trip::<Provider>(&doc),
+            "Alert" => round_trip::<Alert>(&doc),
+            "Receiver" => round_trip::<Receiver>(&doc),
+            _ => continue, // the samples' Secrets
+        };
+        assert!(lost.is_empty(), "{}: {lost:?}", path.display());
+        *seen.entry(kind).or_default() += 1;
     }
     assert_eq!(seen.get("Alert"), Some(&1), "{seen:?}");
     assert_eq!(seen.get("Provider"), Some(&2), "{seen:?}");
+    assert_eq!(seen.get("Receiver"), Some(&1), "{seen:?}");
 }

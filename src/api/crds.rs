@@ -7,8 +7,7 @@
 //! `helm.toolkit.fluxcd.io/v2` (as helm-controller v1.6.4's; `tests/compat_flux.rs` checks them
 //! all), `providers` and `alerts` in `notification.toolkit.fluxcd.io/v1beta3` and `receivers` in
 //! `notification.toolkit.fluxcd.io/v1` (as notification-controller v1.9.3's;
-//! `tests/compat_flux_notification.rs`, `tests/compat_flux_receiver.rs`), generated from the
-//! Rust types.
+//! `tests/compat_flux_notification.rs`), generated from the Rust types.
 //!
 //! They replace Flagger's CRDs in place (same group, names, scope, version, printer columns and
 //! `helm.sh/resource-policy: keep`). The schemas accept every object Flagger's schemas accept

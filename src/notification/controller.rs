@@ -114,16 +114,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
 
 /// One event: de-duplicate, match every Alert, deliver in the background.
 async fn handle(ctx: &Arc<Ctx>, event: Event) {
-    let event = matching::without_internal_metadata(event);
-    if !ctx
-        .dedup
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .admit(&event, Timestamp::now())
-    {
-        debug!(object = %event.object_string(), "notification: duplicate event dropped");
+    let object = event.object_string();
+    let admitted = matching::admit(
+        &mut ctx.dedup.lock().unwrap_or_else(|e| e.into_inner()),
+        event,
+        Timestamp::now(),
+    );
+    let Some(event) = admitted else {
+        debug!(object = %object, "notification: duplicate event dropped");
         return;
-    }
+    };
     let alerts = ctx.alerts.state();
     if alerts.is_empty() {
         return;

@@ -12,8 +12,9 @@
 //!   keys (stripped), `eventMetadata`, `summary`, the involved object's group keys (stripped);
 //!   other keys are dropped whenever the result is not empty. Keys set by two sources are
 //!   reported (`MetadataAppendFailed`).
-//! - [`dedup_key`] / [`Dedup`]: equal events (same object, message and `revision`,
-//!   `originRevision`, `token` metadata) within [`DEDUP_WINDOW`] are sent once.
+//! - [`dedup_key`] / [`Dedup`] / [`admit`]: equal events (same object, message and `revision`,
+//!   `originRevision`, `token` metadata, read before the token is stripped) within
+//!   [`DEDUP_WINDOW`] are sent once.
 //! - [`provider_wants`]: the commit-status gating of Flux's `dispatchNotification`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -206,6 +207,16 @@ pub fn dedup_key(event: &Event) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `event` as the Alerts see it ([`without_internal_metadata`]) when it is new at `now`,
+/// `None` for a repeat. The key is taken before the token is stripped: Flux's rate limiter
+/// reads the event as posted (its `token` tells apart equal messages of different
+/// configurations), its handler strips the token after. PURE.
+pub fn admit(dedup: &mut Dedup, event: Event, now: Timestamp) -> Option<Event> {
+    dedup
+        .admit(&event, now)
+        .then(|| without_internal_metadata(event))
 }
 
 /// The events sent in the last [`DEDUP_WINDOW`], by [`dedup_key`].
@@ -562,6 +573,37 @@ mod tests {
         let (m, p) = combine_metadata(&plain, &spec(json!({"eventSources": []})));
         assert_eq!(m, plain.metadata);
         assert_eq!(p, None);
+    }
+
+    /// Flux keys its rate limiter on the event as posted, token included, and strips the token
+    /// only after: two events that differ only by token are both sent, without it.
+    #[test]
+    fn the_token_counts_for_dedup_before_it_is_stripped() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let with_token = |t: &str| {
+            let mut e = event(
+                "HelmRelease",
+                "apps",
+                "podinfo",
+                "info",
+                "upgrade succeeded",
+            );
+            e.metadata
+                .insert("helm.toolkit.fluxcd.io/token".into(), t.into());
+            e
+        };
+        let mut d = Dedup::default();
+        for (token, sent) in [("t1", true), ("t1", false), ("t2", true), ("t1", false)] {
+            let out = admit(&mut d, with_token(token), t0);
+            assert_eq!(out.is_some(), sent, "token {token}");
+            if let Some(e) = out {
+                assert!(
+                    e.metadata.is_empty(),
+                    "the token is not sent: {:?}",
+                    e.metadata
+                );
+            }
+        }
     }
 
     #[test]

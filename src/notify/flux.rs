@@ -347,9 +347,19 @@ pub fn commit_status_request(
 }
 
 /// The extra headers of a Provider Secret's `headers` key: a YAML map of names to values.
+/// A YAML error names the position only: the parser's message and snippet would quote the
+/// Secret (an `Authorization` value) into the Alert's Events and the log.
 pub fn parse_headers(yaml: &str) -> Result<HeaderMap, String> {
-    let map: BTreeMap<String, String> =
-        serde_saphyr::from_str(yaml).map_err(|e| format!("is not a YAML map of strings: {e}"))?;
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let map: BTreeMap<String, String> = serde_saphyr::from_str_with_options(yaml, options)
+        .map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {} column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            format!("is not a YAML map of strings{at}")
+        })?;
     let mut out = HeaderMap::new();
     for (k, v) in map {
         let name = HeaderName::from_bytes(k.as_bytes())
@@ -951,6 +961,18 @@ mod tests {
             m.contains("whose key `headers` is not a YAML map of strings"),
             "{m}"
         );
+        // a YAML error names the place, never the Secret's text
+        for (headers, at) in [
+            ("Authorization: [Bearer SECRET", "line 1 column 16"),
+            ("Bearer SECRET", "line 1 column 1"),
+        ] {
+            let m = err(
+                json!({"type": "generic", "address": "https://h/x", "secretRef": {"name": "h"}}),
+                Some(&[("headers", headers)]),
+            );
+            assert!(m.contains(at), "{m}");
+            assert!(!m.contains("SECRET"), "{m}");
+        }
     }
 
     #[tokio::test]

@@ -3,11 +3,14 @@
 //! pennant's node by node and reports every field or value the upstream schema accepts and
 //! pennant's would reject or prune (a missing property, another type, a narrower enum, an added
 //! bound, pattern, format, CEL rule or required field), except the differences an [`Allow`]
-//! list names with their reason.
+//! list names with their reason. Also the helpers the Flux walks share: the Flux module's
+//! directory, YAML documents, pennant's CRD of a kind, served versions, defaults, round trips.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -281,4 +284,97 @@ pub fn lossy(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
         (a, b) if a == b => {}
         (a, b) => out.push(format!("{path}: {a} became {b}")),
     }
+}
+
+/// The directory of a Flux controller's module (`source-controller`, `kustomize-controller`,
+/// `helm-controller`, `notification-controller`) in the Go module cache:
+/// `e2e/tools/flux-crds CONTROLLER` prints `<module>/config/crd/bases`, fetching the module
+/// zip through the Go module proxy the first time and offline afterwards.
+///
+/// Panics when the script fails (no Go, or no proxy on a cold cache).
+pub fn flux_module(controller: &str) -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/tools/flux-crds");
+    let out = Command::new(&script)
+        .arg(controller)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (needs Go and, the first time, the Go module proxy): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bases = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    bases.join("../../..").canonicalize().unwrap()
+}
+
+/// Every YAML document of a file, as JSON values. Panics when the file is unreadable.
+pub fn read_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_saphyr::from_multiple(&text).unwrap()
+}
+
+/// Every YAML document of a Flux controller's `config/samples` (see [`flux_module`]), with its
+/// file.
+pub fn flux_samples(controller: &str) -> Vec<(PathBuf, Value)> {
+    let dir = flux_module(controller).join("config/samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .flat_map(|path| read_docs(&path).into_iter().map(move |d| (path.clone(), d)))
+        .collect()
+}
+
+/// pennant's CRD of `kind` in API `group`, exactly as `crds::all()` generates it.
+pub fn pennant_crd(group: &str, kind: &str) -> Value {
+    let crd = pennant::api::crds::all()
+        .into_iter()
+        .find(|c| c.spec.group == group && c.spec.names.kind == kind)
+        .unwrap_or_else(|| panic!("pennant serves no {kind} in {group}"));
+    serde_json::to_value(crd).unwrap()
+}
+
+/// The served versions of a CRD (as JSON) with their `openAPIV3Schema`, by version name.
+pub fn served(crd: &Value) -> BTreeMap<String, Value> {
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["served"] == true)
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["schema"]["openAPIV3Schema"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Every `default` in a schema, by path (`.spec.interval`, `.spec.items[].name`).
+pub fn defaults(s: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
+    if let Some(d) = s.get("default") {
+        out.insert(path.to_string(), d.clone());
+    }
+    if let Some(props) = s["properties"].as_object() {
+        for (k, v) in props {
+            defaults(v, &format!("{path}.{k}"), out);
+        }
+    }
+    if let Some(items) = s.get("items") {
+        defaults(items, &format!("{path}[]"), out);
+    }
+}
+
+/// What `doc` loses (or gains) when parsed into `T` and serialised back, as [`lossy`] lines.
+/// Panics when `doc` does not parse.
+pub fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Vec<String> {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let mut out = vec![];
+    lossy(doc, &serde_json::to_value(&typed).unwrap(), "", &mut out);
+    out
 }
