@@ -474,6 +474,21 @@ async fn leader_that_loses_its_lease_exits() {
     let port = free_port();
     let mut ctl = elected(&ns.name, "ctl-a", port);
     wait_holder(&leases, &["ctl-a"], Duration::from_secs(30)).await;
+    // The Lease names ctl-a as soon as it creates it, a moment before ctl-a has confirmed its
+    // leadership: take the Lease only from a leader (taken earlier, ctl-a rightly stays a
+    // standby; seen once in CI under load).
+    let log_path = ControllerProcess::log_path(&format!("{}-ctl-a", ns.name));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("became leader")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ctl-a did not become leader within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
         k8s_openapi::jiff::Timestamp::now(),
     );
@@ -494,8 +509,7 @@ async fn leader_that_loses_its_lease_exits() {
         matches!(code, Some(c) if c != 0),
         "the old leader must exit with an error, got {code:?}"
     );
-    let log = std::fs::read_to_string(ControllerProcess::log_path(&format!("{}-ctl-a", ns.name)))
-        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("lost leadership"), "{log}");
     assert_eq!(
         holder(&leases, LEASE).await.as_deref(),
