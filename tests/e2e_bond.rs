@@ -249,12 +249,6 @@ const MINUTES: fn(u64) -> Duration = |m| Duration::from_secs(m * 60);
 async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_not_applied_again()
 {
     let client = client().await;
-    let guard = guard_crd(
-        &client,
-        "kustomizations.kustomize.toolkit.fluxcd.io",
-        "rejectedRevision",
-    )
-    .await;
     let ns = TestNs::new(&client, "bond-e2e", 50).await;
     let storage = TempDir::new("pennant-bond-storage");
     let port = free_port();
@@ -513,5 +507,4 @@ async fn a_commit_is_ready_when_its_canary_promoted_it_and_a_rolled_back_one_is_
     .await;
     cleanup(ns).await;
     drop(ctl);
-    guard.abort();
 }

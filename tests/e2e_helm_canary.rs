@@ -66,12 +66,6 @@ async fn selector(ns: &TestNs, name: &str) -> Value {
 #[tokio::test]
 async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_alone() {
     let client = client().await;
-    let guard = guard_crd(
-        &client,
-        "helmreleases.helm.toolkit.fluxcd.io",
-        "lastPromotedRevision",
-    )
-    .await;
     let ns = TestNs::new(&client, "hr-e2e-canary", 0).await;
     let storage = tempfile::tempdir().unwrap();
     let prom = prometheus_url();
@@ -282,7 +276,6 @@ async fn helm_upgrade_starts_a_canary_run_and_drift_detection_leaves_the_canary_
     .await;
     delete_releases(&ns).await;
     support::sources::cleanup(ns).await;
-    guard.abort();
 }
 
 /// A check server for a Canary's `rollout` webhook: answers every request with the status in
@@ -316,12 +309,6 @@ async fn a_release_its_canary_rolls_back_is_ready_false_until_the_next_upgrade_i
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU16, Ordering};
     let client = client().await;
-    let guard = guard_crd(
-        &client,
-        "helmreleases.helm.toolkit.fluxcd.io",
-        "lastPromotedRevision",
-    )
-    .await;
     let ns = TestNs::new(&client, "hr-e2e-canary-fail", 0).await;
     let storage = tempfile::tempdir().unwrap();
     let prom = prometheus_url();
@@ -428,5 +415,4 @@ async fn a_release_its_canary_rolls_back_is_ready_false_until_the_next_upgrade_i
     .await;
     delete_releases(&ns).await;
     support::sources::cleanup(ns).await;
-    guard.abort();
 }

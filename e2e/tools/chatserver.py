@@ -13,7 +13,6 @@ Standard library only.
 import argparse
 import http.server
 import json
-import sys
 import threading
 
 
@@ -64,4 +63,3 @@ if __name__ == "__main__":
         serve(a.out, a.port)
     else:
         p.error("--out or --summary is required")
-        sys.exit(2)

@@ -77,49 +77,6 @@ pub async fn client() -> Client {
     client
 }
 
-/// Keeps this branch's CRD `name` (from `pennant::api::crds`) in the shared cluster while a
-/// test runs: applied now, and again (field manager `e2e-guard`) whenever the served schema
-/// lacks `field` because a concurrent test of another branch applied its own older CRDs (the
-/// API server would prune the field from every status written meanwhile). Abort the handle at
-/// the end of the test.
-pub async fn guard_crd(client: &Client, name: &str, field: &str) -> tokio::task::JoinHandle<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crd = pennant::api::crds::all()
-        .into_iter()
-        .find(|c| c.metadata.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("no CRD {name}"));
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let apply = async move |api: &Api<CustomResourceDefinition>| {
-        api.patch(
-            crd.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::apply("e2e-guard").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply the CRD");
-    };
-    apply(&api).await;
-    let (name, field) = (name.to_string(), field.to_string());
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let served = api
-                .get(&name)
-                .await
-                .map(|c| {
-                    serde_json::to_string(&c)
-                        .unwrap_or_default()
-                        .contains(&field)
-                })
-                .unwrap_or(true);
-            if !served {
-                println!("the CRD {name} lost `{field}` (another branch's test): applied again");
-                apply(&api).await;
-            }
-        }
-    })
-}
-
 /// Server-side apply any object given as JSON (field manager `e2e`).
 pub async fn apply(client: &Client, obj: &Value) {
     let api_version = obj["apiVersion"].as_str().unwrap();
