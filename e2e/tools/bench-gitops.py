@@ -181,6 +181,9 @@ def cmd_wait(ns, timeout, specs):
                 c.request("GET", path, headers={"Accept": "application/json"})
                 r = c.getresponse()
                 lst = json.loads(r.read())
+                if r.status != 200:  # a loaded apiserver may answer 429/5xx: list again
+                    time.sleep(1)
+                    continue
                 ready = {o["metadata"]["name"]: is_ready(plural, o) for o in lst.get("items", [])}
                 rv = lst["metadata"]["resourceVersion"]
                 if sum(ready.values()) >= want:
@@ -195,8 +198,8 @@ def cmd_wait(ns, timeout, specs):
                     if not line:
                         break
                     ev = json.loads(line)
-                    if ev["type"] == "ERROR":
-                        break
+                    if ev.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                        break  # ERROR (e.g. 410 Gone) or BOOKMARK: list again
                     name = ev["object"]["metadata"]["name"]
                     if ev["type"] == "DELETED":
                         ready.pop(name, None)
