@@ -231,14 +231,22 @@ def cmd_unfinalize(ns, specs):
     client = Client()
     for spec in specs:
         _, path = api_path(spec, ns)
-        status, data = client.request("GET", path)
+        for _ in range(5):
+            status, data = client.request("GET", path)
+            if status in (200, 404):
+                break
+            time.sleep(1)
         if status != 200:
             continue
         names = [o["metadata"]["name"] for o in json.loads(data)["items"] if o["metadata"].get("finalizers")]
 
         def patch(name, path=path):
-            client.request("PATCH", f"{path}/{name}", json.dumps({"metadata": {"finalizers": None}}),
-                           "application/merge-patch+json")
+            for _ in range(5):  # a loaded apiserver may answer 429/5xx
+                status, _ = client.request("PATCH", f"{path}/{name}", json.dumps({"metadata": {"finalizers": None}}),
+                                           "application/merge-patch+json")
+                if status < 300 or status == 404:
+                    return
+                time.sleep(1)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(patch, names))
