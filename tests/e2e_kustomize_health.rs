@@ -11,6 +11,8 @@
 //!   (not on the 30 s `--requeue-dependency` timer); a HelmRelease dependency (pennant's
 //!   `dependsOn[].kind`, on pennant's HelmRelease CRD) is reported not found while absent, and
 //!   its dependent follows within seconds once it is Ready for its generation.
+//! - `an_impersonated_wait_is_woken_by_the_watch_not_the_periodic_recheck`: with
+//!   `serviceAccountName` the wait reads as the account but is woken by the controller's watch.
 
 mod support;
 
@@ -653,5 +655,85 @@ async fn a_restarted_controller_resumes_the_wait_without_restarting_the_timeout(
         "{message}"
     );
     api.delete("stuck", &Default::default()).await.unwrap();
+    cleanup(ns).await;
+}
+
+/// `serviceAccountName` with `wait: true` on the controller's own cluster: the objects are read
+/// as the account (GET per evaluation), but the wait is woken by the controller's watch of the
+/// pending Deployment, so it passes as soon as the Deployment is ready instead of at the next
+/// periodic re-check ([`RECHECK`], every 5 s; Flux's checker polls every 5 s too). Seen in
+/// `e2e/bench-gitops`: impersonated Kustomizations waited 5-20 s longer than needed. The
+/// Deployment is made ready 6.5 s into the wait (between the re-checks at ~5 s and ~10 s): woken
+/// by the watch the wait passes at ~7 s, by the re-check only at ~10 s.
+#[tokio::test]
+async fn an_impersonated_wait_is_woken_by_the_watch_not_the_periodic_recheck() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    use pennant::kustomize::health_wait::RECHECK;
+    let client = client().await;
+    let ns = TestNs::new(&client, "ks-health-sa", 0).await;
+    let storage = TempDir::new("pennant-storage");
+    let (_ctl, _) = start_source_and_kustomize_controllers(&ns.name, storage.path());
+    let server = GitServer::start(ServerOptions::default());
+    let repo = server.create_repo("apps");
+    repo.commit(
+        "main",
+        &[("web/deploy.yaml", &deployment("web", true))],
+        "a deployment not ready yet",
+    );
+    git_repository(&ns, "apps", &server.url("apps")).await;
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: NAMESPACE\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer-admin\n  namespace: NAMESPACE\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: admin\nsubjects:\n  - kind: ServiceAccount\n    name: deployer\n    namespace: NAMESPACE\n",
+    )
+    .await;
+    let api = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
+    let spec =
+        json!({"path": "./web", "wait": true, "timeout": "1m", "serviceAccountName": "deployer"});
+    api.create(&Default::default(), &ks("web", &ns.name, spec))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "web waiting", || async {
+        is(
+            &get_ks(&ns, "web").await,
+            "Healthy",
+            "Unknown",
+            "Progressing",
+        )
+    })
+    .await;
+    let waiting = Instant::now();
+    let ready_at = RECHECK + Duration::from_millis(1500);
+    tokio::time::sleep(ready_at.saturating_sub(waiting.elapsed())).await;
+    // what kwok reads: without the annotation the new pod becomes Ready at once
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
+                "e2e.pennant.dev/never-ready": null}}}}})),
+        )
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "web Ready", || async {
+        is(
+            &get_ks(&ns, "web").await,
+            "Ready",
+            "True",
+            "ReconciliationSucceeded",
+        )
+    })
+    .await;
+    let (_, _, message) = cond(&get_ks(&ns, "web").await, "Healthy").expect("Healthy");
+    // "Health check passed in 7.234s" (Go's duration: minutes would read "1m2s", not a float)
+    let passed_in = message
+        .strip_prefix("Health check passed in ")
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|d| d.parse::<f64>().ok())
+        .unwrap_or(f64::MAX);
+    println!("impersonated wait, Deployment ready at ~{ready_at:?}: {message}");
+    assert!(
+        passed_in < 2.0 * RECHECK.as_secs_f64() - 1.0,
+        "the impersonated wait passed only at the periodic re-check: {message}"
+    );
     cleanup(ns).await;
 }

@@ -124,16 +124,28 @@ tree_pids() {
     }'
 }
 
+# pss_kib PID: the process's proportional set size (/proc/PID/smaps_rollup), KiB: its private
+# pages plus its share of the pages it shares (N helm processes share one copy of the helm
+# binary's text: VmRSS counts it N times, PSS once in all).
+pss_kib() { awk '$1 == "Pss:" { print $2; exit }' "/proc/$1/smaps_rollup" 2>/dev/null; }
+
 # sample_rss FILE PID...: every 0.2 s, the summed VmRSS of the PIDs and their child processes
 # (a helm or kustomize CLI pennant runs counts, as Flux runs Helm and kustomize in-process); FILE
-# holds the largest seen. Runs until the first PID exits or it is killed.
+# holds the largest seen, FILE.pss the largest summed PSS (the memory the set really occupies:
+# shared pages such as the text of several helm processes counted once; about VmRSS for one
+# static Go binary). Runs until the first PID exits or it is killed.
 sample_rss() {
-  local f=$1 max=0 v s p; shift
+  local f=$1 max=0 maxp=0 v s sp p; shift
+  echo 0 >"$f.pss"
   while alive "$1"; do
-    s=0
+    s=0; sp=0
     # a child may exit between the listing and the read (status_kib then fails: not fatal here)
-    for p in $(tree_pids "$@"); do v=$(status_kib "$p" VmRSS || true); s=$(( s + ${v:-0} )); done
+    for p in $(tree_pids "$@"); do
+      v=$(status_kib "$p" VmRSS || true); s=$(( s + ${v:-0} ))
+      v=$(pss_kib "$p" || true); sp=$(( sp + ${v:-0} ))
+    done
     if [ "$s" -gt "$max" ]; then max=$s; echo "$max" >"$f"; fi
+    if [ "$sp" -gt "$maxp" ]; then maxp=$sp; echo "$maxp" >"$f.pss"; fi
     sleep 0.2
   done
 }

@@ -5,7 +5,7 @@
 #   build_first_candidate NAME MODULE "V1 V2 ..." HELP_FLAG    # prints the binary's path, or exits 1
 #
 # A candidate that fails (the proxy refuses the module or one of its dependencies, or its go.mod needs a
-# newer Go than the local toolchain, GOTOOLCHAIN=local: no toolchain download) is recorded in
+# newer Go than $GOTOOLCHAIN: default local, no toolchain download; a build script may name one) is recorded in
 # NAME-<v>.failed (last 20 lines of output, first one shown on stderr) and skipped on later runs; remove
 # that file to try again. The build runs in a writable copy of the module because Flux's go.mod files have
 # replace directives (`./api`, the nested API module, absent from the module zip, is the same version of

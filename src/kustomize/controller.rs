@@ -651,11 +651,13 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         }
         Ok(Some(attempted)) => {
             let rev = revision.clone().unwrap_or_default();
-            // the controller's watches serve its own cluster and rights only
+            // the controller's watches serve its own cluster and rights only: an impersonated
+            // account's objects are read with its client, its wait woken by the watches
             let remote = attempted.client().cloned();
             let target = Target {
                 client: remote.as_ref().unwrap_or(&ctx.client),
                 watches: remote.is_none().then_some(&*ctx.watches),
+                wake: ks.spec.kube_config.is_none().then_some(&*ctx.watches),
             };
             let (changes, digest, health) = health_wait::step(
                 &ctx.waits,

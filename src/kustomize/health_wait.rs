@@ -333,16 +333,23 @@ impl Attempted {
 }
 
 /// The targets of a health evaluation: the client of the cluster the objects were applied to,
-/// and that cluster's watches (`None` for a remote cluster: GET per evaluation, with the
-/// periodic re-check).
+/// the watches the objects are read from (`None` for a remote cluster or an impersonated
+/// account: GET per evaluation with that client, so reads keep its rights, as Flux's health
+/// check reads with the impersonated client) and the watches whose events wake the wait
+/// (`None` for a remote cluster only: then just the periodic re-check). An impersonated wait on
+/// the controller's own cluster is thus woken by the controller's watch of the pending object
+/// and re-read as the account; before, it waited for the next [`RECHECK`] (5 s after every
+/// apply).
 pub struct Target<'a> {
     pub client: &'a Client,
     pub watches: Option<&'a Watches>,
+    pub wake: Option<&'a Watches>,
 }
 
 /// The health step after an apply or for a resumed wait (I/O: reads the checked objects):
 /// the change set, the digest and the [`Outcome`]. A waiting outcome is remembered in `waits`
-/// (and the kinds of the objects not yet Current get watched); any other ends the wait.
+/// (and the kinds of the objects not yet Current get watched by `target.wake`); any other ends
+/// the wait.
 /// `conds` and `last_applied` are the status before this reconcile.
 #[allow(clippy::too_many_arguments)]
 pub async fn step(
@@ -400,7 +407,7 @@ pub async fn step(
     let digest = wait.digest.clone();
     match &outcome {
         Outcome::Waiting { pending, .. } => {
-            if let Some(w) = target.watches {
+            if let Some(w) = target.wake {
                 for id in pending {
                     let version = wait
                         .objects
