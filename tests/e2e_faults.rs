@@ -231,6 +231,7 @@ fn app(name: &str, image: &str) -> String {
             &format!("ghcr.io/stefanprodan/{name}"),
             "ghcr.io/stefanprodan/podinfo",
         )
+        .replace(&format!("name: {name}d"), "name: podinfod")
         .replace("replicas: 2", "replicas: 1")
 }
 
@@ -328,6 +329,7 @@ async fn wait_released(
 fn all_controllers(ns: &str, log: &str, storage: &std::path::Path, port: u16) -> ControllerProcess {
     let listen = format!("127.0.0.1:{port}");
     let prom = prometheus_url();
+    let level = std::env::var("PENNANT_FAULTS_LOG_LEVEL").unwrap_or("info,pennant=debug".into());
     ControllerProcess::start_with(
         ns,
         log,
@@ -342,7 +344,7 @@ fn all_controllers(ns: &str, log: &str, storage: &std::path::Path, port: u16) ->
             "--metrics-server",
             &prom,
             "--log-level",
-            "info,pennant=debug",
+            &level,
         ],
         &[],
     )
@@ -656,7 +658,12 @@ async fn restart_of_the_api_server_mid_release_recovers() {
         free_port(),
     );
     ns.apply_yaml(&app("web", &image(0))).await;
-    ns.apply_yaml(&fast_canary("web", "10s", 30, 60, "")).await;
+    // the default progress deadline (600 s): the release must not hang on the outage
+    ns.apply_yaml(&fast_canary("web", "10s", 30, 60, "").replace(
+        "progressDeadlineSeconds: 60",
+        "progressDeadlineSeconds: 600",
+    ))
+    .await;
     apply_gitops(&ns, &git.url("apps"), 1, "2s").await;
     wait_initialized(&ns, "web").await;
     let sha0 = repo.head();
@@ -676,7 +683,7 @@ async fn restart_of_the_api_server_mid_release_recovers() {
     outage.restore();
     wait_apiserver_ready(Duration::from_secs(90)).await;
     let back = Instant::now();
-    wait_released(&ns, "web", &image(1), Duration::from_secs(120))
+    wait_released(&ns, "web", &image(1), Duration::from_secs(150))
         .await
         .unwrap();
     wait_until(Duration::from_secs(90), "commit 1 applied", || async {
