@@ -889,10 +889,12 @@ async fn git_server_down_keeps_the_artifact_and_objects_then_recovers() {
 // ------------------------------------------------------------------------------------------
 // 5. a webhook receiver that hangs
 
-/// A TCP server that accepts every connection and never answers: (url, per connection the
-/// time it was accepted and, once the peer closed it, the time it was closed).
-async fn hanging_receiver() -> (String, Arc<Mutex<Vec<(Instant, Option<Instant>)>>>) {
-    let conns: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Default::default();
+/// Per connection: when it was accepted and, once the peer closed it, when it was closed.
+type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// A TCP server that accepts every connection and never answers: its url and [`Connections`].
+async fn hanging_receiver() -> (String, Connections) {
+    let conns: Connections = Default::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let sink = conns.clone();
