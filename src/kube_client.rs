@@ -1,13 +1,27 @@
 //! The Kubernetes client the controller uses: kube's default stack plus a client-side rate limit
-//! (Flagger's `-kubeconfig-qps` / `-kubeconfig-burst`).
+//! (Flagger's `-kubeconfig-qps` / `-kubeconfig-burst`) and a bound on the wait for a response's
+//! headers ([`RESPONSE_HEADERS_TIMEOUT`]).
 
 use std::time::Duration;
+
+/// How long a request waits for its response's headers before it fails. A watch's body may then
+/// stream for its whole `timeoutSeconds`: only the wait for the answer is bounded.
+///
+/// Why: kube sets no read timeout (watch streams have the watcher's idle timeout instead), so a
+/// request sent while the API server restarts could wait forever for an answer. Seen in
+/// `tests/e2e_faults.rs` (API server killed mid-release): the Deployments watch issued as the
+/// server died never returned, the watcher never re-listed, and the Canary's primary stayed
+/// "not ready" in the cache until the progress deadline rolled the release back. Failed, the
+/// request is retried by the watcher's backoff. client-go bounds the same wait with HTTP/2
+/// health-check pings (`ReadIdleTimeout` 30 s); 30 s here.
+pub const RESPONSE_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
 
 use anyhow::Context as _;
 
 /// A client limited to `qps` requests per second on average, in bursts of up to `burst`:
 /// tower's fixed-window limit of `burst` requests per `burst / qps` seconds. A watch counts once,
-/// when it starts.
+/// when it starts. Each request waits at most [`RESPONSE_HEADERS_TIMEOUT`] for its answer (the
+/// wait for the rate limit's window not counted).
 ///
 /// Errors: `qps` not positive and finite, `burst` zero, or a `config` kube cannot build a client
 /// from.
@@ -16,9 +30,19 @@ pub fn rate_limited(config: kube::Config, qps: f64, burst: u32) -> anyhow::Resul
         qps > 0.0 && qps.is_finite() && burst > 0,
         "--kubeconfig-qps and --kubeconfig-burst must be positive"
     );
+    build(config, qps, burst, RESPONSE_HEADERS_TIMEOUT)
+}
+
+fn build(
+    config: kube::Config,
+    qps: f64,
+    burst: u32,
+    headers_timeout: Duration,
+) -> anyhow::Result<kube::Client> {
     let window = Duration::from_secs_f64(f64::from(burst) / qps);
     Ok(kube::client::ClientBuilder::try_from(config)
         .context("kubernetes client")?
+        .with_layer(&tower::timeout::TimeoutLayer::new(headers_timeout))
         .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), window))
         .build())
 }
@@ -28,6 +52,61 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A server that accepts the connection and never answers (an API server going away, as
+    /// `tests/e2e_faults.rs` restarts it): the request fails after the headers timeout, while a
+    /// watch whose answer came streams on past it.
+    #[tokio::test]
+    async fn an_unanswered_request_fails_after_the_headers_timeout() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let held = Arc::new(std::sync::Mutex::new(vec![]));
+        let h = held.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = silent.accept().await {
+                h.lock().unwrap().push(sock);
+            }
+        });
+        let timeout = Duration::from_millis(700);
+        let client = build(kube::Config::new(url.parse().unwrap()), 100.0, 10, timeout).unwrap();
+        let start = std::time::Instant::now();
+        let err = client.apiserver_version().await.unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            took >= timeout && took < Duration::from_secs(5),
+            "failed after {took:?}: {err}"
+        );
+        assert_eq!(
+            held.lock().unwrap().len(),
+            1,
+            "the request reached the server"
+        );
+
+        // a streaming answer (a watch) outlives the timeout: only the headers are timed
+        let app = axum::Router::new().route(
+            "/stream",
+            axum::routing::get(|| async {
+                let chunks = futures::stream::unfold(0, |i| async move {
+                    if i == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Some((Ok::<_, std::io::Error>(format!("chunk{i}\n")), i + 1))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let client = build(kube::Config::new(url.parse().unwrap()), 100.0, 10, timeout).unwrap();
+        let req = axum::http::Request::get("/stream").body(vec![]).unwrap();
+        let start = std::time::Instant::now();
+        let body = client.request_text(req).await.unwrap();
+        assert_eq!(body, "chunk0\nchunk1\nchunk2\n");
+        assert!(start.elapsed() > timeout, "{:?}", start.elapsed());
+    }
 
     /// Burst 3 at 6 QPS: three requests at once, then the next window 0.5 s later.
     #[tokio::test]

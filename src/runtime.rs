@@ -249,9 +249,78 @@ impl Shutdown {
     }
 }
 
+/// The backoff of every watch stream after an error: 0.5 s doubling up to 4 s, with jitter (so
+/// at most 8 s), back to 0.5 s after 60 s without an error.
+///
+/// Not kube's `default_backoff` (client-go's 0.8 s doubling to 30 s, reset after 2 min, which
+/// with kube's jitter reaches 60 s): kube counts the `410 Gone` every watch gets from a
+/// restarted API server as one more error, so after a 10 s API server restart the watches came
+/// back only 40-60 s later, with the caches stale meanwhile (the Deployments one kept a
+/// pre-promotion primary until the progress deadline rolled the release back;
+/// `tests/e2e_faults.rs`, `restart_of_the_api_server_mid_release_recovers`). client-go relists
+/// at once on `410`; a low ceiling is the nearest kube allows.
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(500))
+                .with_max_delay(std::time::Duration::from_secs(4))
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times(),
+        ),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+/// The backoff of a kube `Controller`'s merged trigger streams: none. kube wraps all of a
+/// controller's watches in one backoff, so one stream's error pauses every watch of the
+/// controller, and each further error (from any of them) lengthens the pause: after an API
+/// server restart, the dozen watches of the Canary controller each returned an error or two
+/// (connection refused, `410 Gone`) and the Deployments watch was not polled again for minutes,
+/// the cache kept the pre-promotion primary and the release missed its progress deadline
+/// (`tests/e2e_faults.rs`, `restart_of_the_api_server_mid_release_recovers`). Only for a
+/// controller whose every stream has its own [`watch_backoff`] (`watches_stream`, not
+/// `watches`), else a failing watch would retry in a hot loop.
+pub struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_backoff_stays_under_eight_seconds() {
+        use kube::runtime::utils::Backoff;
+        let mut b = watch_backoff();
+        let delays: Vec<_> = (0..50).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] <= std::time::Duration::from_secs(1), "{delays:?}");
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d <= std::time::Duration::from_secs(8)),
+            "{delays:?}"
+        );
+        assert!(
+            delays[10..]
+                .iter()
+                .all(|d| *d >= std::time::Duration::from_secs(4)),
+            "{delays:?}"
+        );
+        b.reset();
+        assert!(b.next().unwrap() <= std::time::Duration::from_secs(1));
+    }
 
     #[test]
     fn scope_follows_fluxs_flags() {

@@ -1041,6 +1041,61 @@ def compute_flows(
     return flows
 
 
+class Readiness(NamedTuple):
+    """requests/s routed to one Service this tick, and whether a Ready pod stood behind it."""
+
+    namespace: str
+    service: str
+    ready: bool
+    rps: float
+
+
+def readiness_rates(
+    views: list[RouteView],
+    namespaces: dict[str, dict],
+    services: dict[tuple[str, str], dict],
+    workloads: list[dict],
+    default_rps: float,
+    pods: list[dict],
+) -> list[Readiness]:
+    """Per routed Service (rps > 0, the Service exists): was any pod of the workloads behind
+    it Ready (``workload_pods``, from the pod LIST, not the workloads' status)?
+
+    Endpoints hold Ready pods only, so a request reaches a pod that is not Ready exactly when
+    it is routed to a Service none of whose pods is Ready (no pod at all counts too: a canary
+    scaled to zero while it still has weight); a real mesh answers it 503.
+    """
+    rates_of: dict[str, dict[str, float]] = {}
+    ready_of: dict[tuple[str, str], bool] = {}
+    out: dict[tuple[str, str], list] = {}
+    for view in views:
+        rates = view.rates if view.rates is not None else rates_of.setdefault(
+            view.namespace, class_rates(namespaces.get(view.namespace), default_rps))
+        for sp in view.splits:
+            rps = rates.get(sp.traffic, 0.0) * sp.weight / 100.0
+            key = (sp.namespace, sp.host)
+            svc = services.get(key)
+            if rps <= 0 or svc is None:
+                continue
+            if key not in ready_of:
+                ready_of[key] = any(workload_pods(w, pods) for w in workloads_for_service(svc, workloads))
+            out.setdefault(key, [0.0])[0] += rps
+    return [Readiness(ns, svc, ready_of[(ns, svc)], r[0]) for (ns, svc), r in sorted(out.items())]
+
+
+def confirm_unready(first: list[Readiness], second: list[Readiness]) -> list[Readiness]:
+    """``first`` with each not-Ready entry kept only if ``second`` (the same routing judged
+    against a pod LIST taken after the routing objects') finds no Ready pod either.
+
+    The routing objects and the pods are LISTed one after the other, so one LIST alone can
+    pair a canary's weight with pods from just before it became Ready (pods listed first) or
+    just after it was scaled down (pods listed last); pennant acts in between. Only a Service
+    without a Ready pod in both LISTs, around the routing seen, counts as not Ready."""
+    ready_later = {(r.namespace, r.service) for r in second if r.ready}
+    return [r._replace(ready=True) if not r.ready and (r.namespace, r.service) in ready_later else r
+            for r in first]
+
+
 def describe(views: list[RouteView]) -> str:
     """One-line summary of the routing seen, used to log changes."""
     parts = []
@@ -1379,6 +1434,7 @@ class Metrics:
         self._acc: dict[SeriesKey, _Acc] = {}
         self._nginx: dict[NginxKey, _Acc] = {}
         self._http: dict[PodKey, _Acc] = {}
+        self._readiness: dict[tuple[str, str, bool], float] = {}
         self._weights: dict[tuple[str, str], float] = {}
         self._rps: dict[tuple[str, str, str], float] = {}
         self._fractions: dict[tuple[float, tuple[float, ...]], list[float]] = {}
@@ -1418,6 +1474,12 @@ class Metrics:
                             PodKey(f.namespace, pod, status), _Acc(buckets=[0.0] * len(HTTP_BUCKETS_MS)))
                         acc.add(per_pod * part, Behaviour(0.0, b.latency_ms), fr)
 
+    def add_readiness(self, entries: Iterable[Readiness], dt: float) -> None:
+        with self._lock:
+            for r in entries:
+                key = (r.namespace, r.service, r.ready)
+                self._readiness[key] = self._readiness.get(key, 0.0) + r.rps * dt
+
     def set_gauges(self, views: list[RouteView], default_rps: float, namespaces: dict[str, dict]) -> None:
         weights: dict[tuple[str, str], float] = {}
         rps: dict[tuple[str, str, str], float] = {}
@@ -1454,6 +1516,7 @@ class Metrics:
             acc, nginx, http = copy(self._acc), copy(self._nginx), copy(self._http)
             weights = dict(self._weights)
             rps = dict(self._rps)
+            readiness = dict(self._readiness)
             ticks, api_errors = self.ticks, self.api_errors
         out: list[str] = []
         out.append("# HELP istio_requests_total Simulated requests seen by the destination reporter.")
@@ -1509,6 +1572,12 @@ class Metrics:
         out.append("# TYPE sim_route_rps gauge")
         for (ns, host, traffic), r in sorted(rps.items()):
             out.append(f"sim_route_rps{_labels([('namespace', ns), ('host', host), ('traffic', traffic)])} {r:g}")
+        out.append("# HELP sim_requests_by_readiness_total Requests routed to a Service, by whether a Ready pod"
+                   " stood behind it (ready=\"false\": the request reached a pod that was not Ready, or none).")
+        out.append("# TYPE sim_requests_by_readiness_total counter")
+        for (ns, svc, ready), n in sorted(readiness.items()):
+            labels = _labels([("namespace", ns), ("service", svc), ("ready", "true" if ready else "false")])
+            out.append(f"sim_requests_by_readiness_total{labels} {_count(n)}")
         out.append("# HELP sim_ticks_total Simulation ticks run.")
         out.append("# TYPE sim_ticks_total counter")
         out.append(f"sim_ticks_total {int(ticks)}")
@@ -1769,6 +1838,14 @@ class Simulator:
         views, namespaces, services, workloads, pods = snap
         flows = compute_flows(views, namespaces, services, workloads, self.default_rps, self._warn_once, pods)
         self.metrics.add(flows, dt)
+        if pods is not None:
+            readiness = readiness_rates(views, namespaces, services, workloads, self.default_rps, pods)
+            if not all(r.ready for r in readiness):
+                later = self._cached(PODS, lambda: self.client.list(PODS))
+                if later is not None:
+                    readiness = confirm_unready(
+                        readiness, readiness_rates(views, namespaces, services, workloads, self.default_rps, later))
+            self.metrics.add_readiness(readiness, dt)
         self.metrics.set_gauges(views, self.default_rps, namespaces)
         desc = describe(views)
         if desc != self._last_desc:

@@ -1226,3 +1226,88 @@ class RouteAcceptanceTest(unittest.TestCase):
         r = self.route(1)
         r["spec"]["parentRefs"] = []
         self.assertIsNone(sim.route_acceptance(r))
+
+
+class SequenceClient(FakeClient):
+    """FakeClient whose pod LISTs answer, in turn, each of ``pod_lists`` (the last one repeats)."""
+
+    def __init__(self, data: dict, pod_lists: list):
+        super().__init__(data)
+        self.pod_lists = list(pod_lists)
+
+    def list(self, path):
+        if path == "/api/v1/pods":
+            self.calls.append(path)
+            return self.pod_lists.pop(0) if len(self.pod_lists) > 1 else self.pod_lists[0]
+        return super().list(path)
+
+
+class ReadinessTest(unittest.TestCase):
+    """sim_requests_by_readiness_total: requests routed to a Service with / without a Ready pod."""
+
+    def state(self, canary_pods):
+        views, services, deps = flagger_canary_state(primary_w=50, canary_w=50)
+        pods = [pod("test", "podinfo-primary-aa11-p1", {"app": "podinfo-primary"}, owner="podinfo-primary-aa11")]
+        pods += canary_pods
+        return views, services, deps, pods
+
+    def canary_pod(self, ready):
+        return pod("test", "podinfo-bb22-c1", {"app": "podinfo", "extra": "x"}, owner="podinfo-bb22", ready=ready)
+
+    def test_rates_by_pod_readiness(self):
+        for canary_pods, want in (
+            ([self.canary_pod(True)], True),
+            ([self.canary_pod(False)], False),
+            ([], False),  # scaled to zero with weight
+        ):
+            views, services, deps, pods = self.state(canary_pods)
+            got = sim.readiness_rates(views, {}, services, deps, 20.0, pods)
+            self.assertEqual(got, [sim.Readiness("test", "podinfo-canary", want, 10.0),
+                                   sim.Readiness("test", "podinfo-primary", True, 10.0)])
+
+    def test_zero_weight_and_missing_service_not_counted(self):
+        views, services, deps = flagger_canary_state(primary_w=100, canary_w=0)
+        got = sim.readiness_rates(views, {}, services, deps, 20.0, [])
+        self.assertEqual([(r.service, r.ready) for r in got], [("podinfo-primary", False)])
+        del services[("test", "podinfo-primary")]
+        self.assertEqual(sim.readiness_rates(views, {}, services, deps, 20.0, []), [])
+
+    def test_confirm_unready_needs_both_lists(self):
+        a = [sim.Readiness("t", "c", False, 5.0), sim.Readiness("t", "p", True, 5.0)]
+        self.assertEqual(sim.confirm_unready(a, [sim.Readiness("t", "c", True, 5.0)]),
+                         [sim.Readiness("t", "c", True, 5.0), sim.Readiness("t", "p", True, 5.0)])
+        self.assertEqual(sim.confirm_unready(a, [sim.Readiness("t", "c", False, 5.0)]), a)
+        self.assertEqual(sim.confirm_unready(a, []), a)
+
+    def tick_with(self, pod_lists):
+        views, services, deps, _ = self.state([])
+        data = {
+            "/api/v1/namespaces": [namespace("test", {"sim.pennant.dev/rps": "10"})],
+            "/api/v1/services": list(services.values()),
+            "/apis/apps/v1/deployments": deps,
+            "/apis/networking.istio.io/v1/virtualservices": [
+                vs("test", "podinfo", [{"route": [dest("podinfo-primary", 50), dest("podinfo-canary", 50)]}])],
+            "/apis/apps/v1/daemonsets": [],
+            "/apis/networking.k8s.io/v1/ingresses": [],
+            "/apis/gateway.networking.k8s.io/v1/httproutes": [],
+        }
+        client = SequenceClient(data, pod_lists)
+        m = sim.Metrics()
+        sim.Simulator(client, m, 20.0).tick(2.0)
+        out = parse_exposition(m.render())
+        return client, {ready: find(out, "sim_requests_by_readiness_total", service="podinfo-canary", ready=ready)
+                        for ready in ("true", "false")}
+
+    def test_tick_counts_unready_only_when_both_pod_lists_agree(self):
+        primary = pod("test", "podinfo-primary-aa11-p1", {"app": "podinfo-primary"}, owner="podinfo-primary-aa11")
+        # not Ready in both LISTs: 10 rps x 2 s reached a canary that was not Ready
+        client, got = self.tick_with([[primary, self.canary_pod(False)]])
+        self.assertEqual(got, {"true": [], "false": [10]})
+        self.assertEqual(client.calls.count("/api/v1/pods"), 2)
+        # Ready by the second LIST (the weight followed readiness): not counted as unready
+        client, got = self.tick_with([[primary, self.canary_pod(False)], [primary, self.canary_pod(True)]])
+        self.assertEqual(got, {"true": [10], "false": []})
+        # Ready at once: one pod LIST only
+        client, got = self.tick_with([[primary, self.canary_pod(True)]])
+        self.assertEqual(got, {"true": [10], "false": []})
+        self.assertEqual(client.calls.count("/api/v1/pods"), 1)

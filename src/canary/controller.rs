@@ -78,7 +78,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let deployment_events = {
         let index = index.clone();
         reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
-            .default_backoff()
+            .backoff(crate::runtime::watch_backoff())
             .inspect_ok(move |e| {
                 index.write().expect("lock").workload_event(
                     WorkloadKind::Deployment,
@@ -97,7 +97,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             writer,
             watcher(api::<DaemonSet>(&client, &ns), wc.clone()).modify(slim),
         )
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .inspect_ok(move |e| {
             index.write().expect("lock").workload_event(
                 WorkloadKind::DaemonSet,
@@ -112,23 +112,23 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         writer,
         watcher(api::<HorizontalPodAutoscaler>(&client, &ns), wc.clone()).modify(slim),
     )
-    .default_backoff()
+    .backoff(crate::runtime::watch_backoff())
     .touched_objects();
     let (services, writer) = reflector::store::<Service>();
     let service_events = reflector::reflector(
         writer,
         watcher(api::<Service>(&client, &ns), wc_taken_over.clone()),
     )
-    .default_backoff()
+    .backoff(crate::runtime::watch_backoff())
     .touched_objects();
     let config_map_events = watcher(
         api::<PartialObjectMeta<ConfigMap>>(&client, &ns),
         wc.clone(),
     )
-    .default_backoff()
+    .backoff(crate::runtime::watch_backoff())
     .touched_objects();
     let secret_events = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), wc.clone())
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .touched_objects();
 
     // Routing objects: cached only when their CRD is installed.
@@ -149,7 +149,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let store = writer.as_reader();
         let s = reflector::reflector(writer, watcher(a, wc_taken_over.clone()))
-            .default_backoff()
+            .backoff(crate::runtime::watch_backoff())
             .touched_objects();
         routes.insert(kind.to_string(), store);
         route_streams.push((s, ar));
@@ -166,7 +166,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     }
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    // As `Controller::new` does (no backoff here: the controller's own trigger backoff applies),
+    // As `Controller::new` does (with its own backoff: the controller shares none),
     // with the index fed on the way.
     let (canaries, writer) = reflector::store::<Canary>();
     let canary_events = {
@@ -175,10 +175,13 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             writer,
             watcher(api::<Canary>(&client, &ns), scope.watcher_config()),
         )
+        .backoff(crate::runtime::watch_backoff())
         .inspect_ok(move |e| index.write().expect("lock").canary_event(e))
         .applied_objects()
     };
-    let controller = Controller::for_stream(canary_events, canaries.clone());
+    // every stream backs off on its own: none shared (`NoSharedBackoff`)
+    let controller = Controller::for_stream(canary_events, canaries.clone())
+        .trigger_backoff(crate::runtime::NoSharedBackoff);
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))

@@ -165,7 +165,7 @@ impl Watches {
             writer,
             watcher(api, watcher::Config::default().any_semantic()),
         )
-        .default_backoff();
+        .backoff(crate::runtime::watch_backoff());
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(e) = stream.next().await {

@@ -403,7 +403,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         writer,
         watcher(scope.api::<HelmRelease>(&client), scope.watcher_config()),
     )
-    .default_backoff()
+    .backoff(crate::runtime::watch_backoff())
     .inspect(move |e| {
         if matches!(e, Ok(watcher::Event::InitDone)) {
             first_list.call_once(|| {
@@ -428,7 +428,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let (ks_store, wake_ks) = (store.clone(), wake.clone());
     tokio::spawn(
         watcher(scope.api::<Kustomization>(&client), scope.watcher_config())
-            .default_backoff()
+            .backoff(crate::runtime::watch_backoff())
             .applied_objects()
             .for_each(move |r| {
                 if let Ok(k) = r {
@@ -456,7 +456,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 scope.watcher_config(),
             ),
         )
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         // a deleted Canary too: its HelmRelease stops waiting for it
         .touched_objects()
         .for_each(move |r| {
@@ -495,7 +495,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     // Flux's --watch-configs-label-selector: a labelled valuesFrom object changing upgrades
     // its releases at once instead of at the next interval
     let labelled = || watcher::Config::default().labels(WATCH_CONFIGS_SELECTOR);
+    // a short shared backoff: kube pauses all of a controller's watches on any one's error
     Controller::for_stream(trigger, store)
+        .trigger_backoff(crate::runtime::watch_backoff())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(scope.api::<HelmChart>(&client), any(), move |r| {
             for_source(&s1, &r)

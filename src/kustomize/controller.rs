@@ -365,7 +365,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         writer,
         watcher(scope.api::<Kustomization>(&client), scope.watcher_config()),
     )
-    .default_backoff()
+    .backoff(crate::runtime::watch_backoff())
     .inspect(move |e| {
         if matches!(e, Ok(watcher::Event::InitDone)) {
             first_list.call_once(|| {
@@ -403,7 +403,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             canary_writer,
             watcher(scope.api::<Canary>(&client), scope.watcher_config()),
         )
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         // a deleted Canary too: its applier stops waiting for it
         .touched_objects()
         .for_each(move |r| {
@@ -432,7 +432,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         failures: Mutex::default(),
     });
     let concurrency = ctx.settings.concurrent;
+    // a short shared backoff: kube pauses all of a controller's watches on any one's error
     Controller::for_stream(trigger, store)
+        .trigger_backoff(crate::runtime::watch_backoff())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(scope.api::<GitRepository>(&client), any(), move |r| {
             for_source(&s1, &r)

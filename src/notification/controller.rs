@@ -63,7 +63,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let any = || watcher::Config::default().any_semantic();
     tokio::spawn(
         reflector::reflector(alert_writer, watcher(scope.api::<Alert>(&client), any()))
-            .default_backoff()
+            .backoff(crate::runtime::watch_backoff())
             .for_each(|_| async {}),
     );
     tokio::spawn(
@@ -71,7 +71,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             provider_writer,
             watcher(scope.api::<Provider>(&client), any()),
         )
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .for_each(|_| async {}),
     );
     let shutdown = process.shutdown.clone();

@@ -704,7 +704,7 @@ pub async fn run(process: crate::runtime::Process) -> anyhow::Result<()> {
     };
     let synced = Arc::new(std::sync::Once::new());
     let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .inspect(move |e| {
             if let Ok(watcher::Event::InitDone) = e {
                 synced.call_once(|| {
@@ -716,7 +716,7 @@ pub async fn run(process: crate::runtime::Process) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(wanted, Default::default());
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .touched_objects();
     let index = store.clone();
     let instance = std::env::var("POD_NAME")
@@ -728,7 +728,9 @@ pub async fn run(process: crate::runtime::Process) -> anyhow::Result<()> {
         instance,
         failures: Mutex::default(),
     });
+    // a short shared backoff: kube pauses all of a controller's watches on any one's error
     Controller::for_stream(trigger, store)
+        .trigger_backoff(crate::runtime::watch_backoff())
         .watches_stream(secret_events, move |s| receivers_of(&index, &s))
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)

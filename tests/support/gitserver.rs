@@ -57,6 +57,7 @@ pub struct ServerOptions {
 
 pub struct GitServer {
     child: Child,
+    opts: ServerOptions,
     pub port: u16,
     pub root: PathBuf,
     pub log: PathBuf,
@@ -70,50 +71,30 @@ impl GitServer {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         let log = dir.path().join("requests.log");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/tools/gitserver.py");
-        let python = if Path::new("/usr/bin/python3").exists() {
-            "/usr/bin/python3"
-        } else {
-            "python3"
-        };
-        let mut cmd = Command::new(python);
-        cmd.arg(script)
-            .arg("--root")
-            .arg(&root)
-            .arg("--log")
-            .arg(&log);
-        if let Some(u) = &opts.user {
-            cmd.args(["--user", u]);
-        }
-        if let Some(t) = &opts.token {
-            cmd.args(["--token", t]);
-        }
-        if let Some(rate) = opts.rate {
-            cmd.args(["--rate", &rate.to_string()]);
-        }
-        if let Some((cert, key)) = &opts.tls {
-            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start e2e/tools/gitserver.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("gitserver.py printed {line:?} instead of its port"));
+        let (child, port) = spawn(&opts, &root, &log, 0);
         GitServer {
             child,
             port,
             root,
             log,
             scheme: if opts.tls.is_some() { "https" } else { "http" },
+            opts,
             dir,
         }
+    }
+
+    /// Kills the server (kill -9): clients get "connection refused" until [`Self::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, root and options (after [`Self::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, port) = spawn(&self.opts, &self.root, &self.log, self.port);
+        assert_eq!(port, self.port, "gitserver.py restarted on another port");
+        self.child = child;
     }
 
     /// `http(s)://127.0.0.1:PORT/<name>.git`
@@ -153,6 +134,48 @@ impl GitServer {
             .filter(|l| l.contains("git-upload-pack fetch"))
             .count()
     }
+}
+
+/// `gitserver.py` on `root` (port 0: any free port): the process and its port.
+fn spawn(opts: &ServerOptions, root: &Path, log: &Path, port: u16) -> (Child, u16) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/tools/gitserver.py");
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg("--root")
+        .arg(root)
+        .arg("--log")
+        .arg(log)
+        .args(["--port", &port.to_string()]);
+    if let Some(u) = &opts.user {
+        cmd.args(["--user", u]);
+    }
+    if let Some(t) = &opts.token {
+        cmd.args(["--token", t]);
+    }
+    if let Some(rate) = opts.rate {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    if let Some((cert, key)) = &opts.tls {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start e2e/tools/gitserver.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("gitserver.py printed {line:?} instead of its port"));
+    (child, port)
 }
 
 impl Drop for GitServer {

@@ -201,7 +201,7 @@ pub(super) fn watch_counted<K: Source>(
     };
     let listed = gate.map(SyncGate::register);
     let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
-        .default_backoff()
+        .backoff(crate::runtime::watch_backoff())
         .inspect_ok(move |e| {
             if let (watcher::Event::InitDone, Some(listed)) = (e, &listed) {
                 listed();
@@ -209,10 +209,12 @@ pub(super) fn watch_counted<K: Source>(
         })
         .applied_objects()
         .predicate_filter(wanted, PredicateConfig::default());
-    let mut controller = Controller::for_stream(trigger, store.clone());
+    // a short shared backoff: kube pauses all of a controller's watches on any one's error
+    let mut controller = Controller::for_stream(trigger, store.clone())
+        .trigger_backoff(crate::runtime::watch_backoff());
     if K::READS_SECRETS {
         let secret_events = watcher(secrets_api, watcher::Config::default().any_semantic())
-            .default_backoff()
+            .backoff(crate::runtime::watch_backoff())
             .touched_objects();
         let index = store.clone();
         controller = controller.watches_stream(secret_events, move |s| for_secret(&index, &s));
