@@ -458,6 +458,13 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         decision.status.routing_provider = Some(provider);
     }
     let desired = build::build(&canary, &decision, &obs, &ctx.settings)?;
+    // Relabelled out of this shard (`--watch-label-selector`) while we observed: the watch
+    // dropped it from the cache and the shard it joined resumes from status, so nothing of
+    // this decision is applied (no step runs twice).
+    if ctx.canaries.get(&oref).is_none() {
+        info!(canary = %canary.name_any(), namespace = %ns, "left this shard: decision dropped");
+        return Ok(Requeue::await_change());
+    }
     let res = execute::execute(&canary, &decision, &desired, &obs, &ctx).await;
     stall_on_rejection(&canary, res, &api, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;

@@ -424,28 +424,30 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         }
     })
     .predicate_filter(wanted, PredicateConfig::default());
-    // a Kustomization turning Ready wakes the HelmReleases waiting for it
+    // a Kustomization turning Ready wakes the HelmReleases waiting for it (any Kustomization:
+    // a dependency may belong to another shard)
     let (ks_store, wake_ks) = (store.clone(), wake.clone());
     tokio::spawn(
-        watcher(scope.api::<Kustomization>(&client), scope.watcher_config())
-            .default_backoff()
-            .applied_objects()
-            .for_each(move |r| {
-                if let Ok(k) = r {
-                    let s = k.status.clone().unwrap_or_default();
-                    let ready =
-                        ready_now(k.metadata.generation, s.observed_generation, &s.conditions);
-                    let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
-                    for d in
-                        dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready)
-                    {
-                        let _ = wake_ks.send(d);
-                    }
+        watcher(
+            scope.api::<Kustomization>(&client),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |r| {
+            if let Ok(k) = r {
+                let s = k.status.clone().unwrap_or_default();
+                let ready = ready_now(k.metadata.generation, s.observed_generation, &s.conditions);
+                let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
+                for d in dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready) {
+                    let _ = wake_ks.send(d);
                 }
-                futures::future::ready(())
-            }),
+            }
+            futures::future::ready(())
+        }),
     );
-    // a Canary's status change wakes the HelmReleases waiting for its run
+    // a Canary's status change wakes the HelmReleases waiting for its run (every Canary,
+    // whatever its shard label: a release of this shard may hold a Canary another analyses)
     let (hr_store, wake_gated) = (store.clone(), wake.clone());
     let (canaries, canary_writer) = reflector::store::<crate::api::Canary>();
     tokio::spawn(
@@ -453,7 +455,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             canary_writer,
             watcher(
                 scope.api::<crate::api::Canary>(&client),
-                scope.watcher_config(),
+                watcher::Config::default().any_semantic(),
             ),
         )
         .default_backoff()

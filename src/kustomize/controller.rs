@@ -395,28 +395,27 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         helm_dependents.clone(),
         wake.clone(),
     ));
-    // a Canary's status change wakes the Kustomizations waiting for its run
+    // a Canary's status change wakes the Kustomizations waiting for its run. Every Canary,
+    // whatever its shard label: a Kustomization of this shard may apply (and must then wait
+    // for, and keep off the fields of) a Canary another shard analyses
     let (canaries, canary_writer) = reflector::store::<Canary>();
     let (ks_store, wake_gated) = (store.clone(), wake.clone());
     tokio::spawn(
-        reflector::reflector(
-            canary_writer,
-            watcher(scope.api::<Canary>(&client), scope.watcher_config()),
-        )
-        .default_backoff()
-        // a deleted Canary too: its applier stops waiting for it
-        .touched_objects()
-        .for_each(move |r| {
-            match r {
-                Ok(c) => {
-                    for k in super::wake::gated_by(&ks_store.state(), &c) {
-                        let _ = wake_gated.send(k);
+        reflector::reflector(canary_writer, watcher(scope.api::<Canary>(&client), any()))
+            .default_backoff()
+            // a deleted Canary too: its applier stops waiting for it
+            .touched_objects()
+            .for_each(move |r| {
+                match r {
+                    Ok(c) => {
+                        for k in super::wake::gated_by(&ks_store.state(), &c) {
+                            let _ = wake_gated.send(k);
+                        }
                     }
+                    Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
                 }
-                Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
-            }
-            futures::future::ready(())
-        }),
+                futures::future::ready(())
+            }),
     );
     let ctx = Arc::new(Ctx {
         canaries,
