@@ -260,8 +260,14 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .graceful_shutdown_on(shutdown.signalled())
         .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!("reconcile: {e}");
+            match res {
+                // a Service owned by a Canary of another shard (or one just relabelled away):
+                // not this shard's to reconcile
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::debug!("not in this shard's cache: {o}")
+                }
+                Err(e) => warn!("reconcile: {e}"),
+                Ok(_) => {}
             }
         })
         .await;

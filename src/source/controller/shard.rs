@@ -203,8 +203,12 @@ pub async fn follow(
     }
 }
 
-/// The `ShardOrphaned` Warning on the object (and in the log).
+/// The `ShardOrphaned` Warning on the object (and in the log, and to the notification
+/// controller's Alerts, as every source Event).
 async fn orphaned_event(client: &Client, d: &Departed, selector: Option<&str>) {
+    use crate::api::source::{
+        ArtifactGenerator, GitRepository, HelmChart, HelmRepository, OCIRepository,
+    };
     let message = format!(
         "{} {}/{} left the shard selecting '{}' but no shard took it over: its last artifact \
          is still served from here; check its sharding.fluxcd.io/key label",
@@ -213,47 +217,34 @@ async fn orphaned_event(client: &Client, d: &Departed, selector: Option<&str>) {
         d.name,
         selector.unwrap_or("")
     );
-    warn!(kind = %d.kind, namespace = %d.namespace, name = %d.name, "{message}");
-    let Some(ar) = resource(&d.kind) else { return };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &d.namespace, &ar);
-    let Ok(Some(obj)) = api.get_opt(&d.name).await else {
-        return;
+    let note = super::Notice {
+        warning: true,
+        reason: "ShardOrphaned".into(),
+        message,
+        annotations: Default::default(),
     };
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), &d.namespace);
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let ev = k8s_openapi::api::events::v1::Event {
-        metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{}.", d.name)),
-            namespace: Some(d.namespace.clone()),
-            ..Default::default()
-        },
-        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            now,
-        )),
-        action: Some("Serve".into()),
-        reason: Some("ShardOrphaned".into()),
-        note: Some(message),
-        type_: Some("Warning".into()),
-        reporting_controller: Some("pennant.dev/source".into()),
-        reporting_instance: Some(
-            std::env::var("POD_NAME")
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_else(|_| "pennant".into()),
-        ),
-        regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(ar.api_version.clone()),
-            kind: Some(d.kind.clone()),
-            name: Some(d.name.clone()),
-            namespace: Some(d.namespace.clone()),
-            uid: obj.uid(),
-            resource_version: obj.resource_version(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    if let Err(e) = events.create(&Default::default(), &ev).await {
-        warn!(name = %d.name, "ShardOrphaned event: {e}");
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "pennant".into());
+    async fn on<K: super::Kind + kube::Resource<Scope = kube::core::NamespaceResourceScope>>(
+        client: &Client,
+        d: &Departed,
+        note: &super::Notice,
+        instance: &str,
+    ) {
+        let api: Api<K> = Api::namespaced(client.clone(), &d.namespace);
+        match api.get_opt(&d.name).await {
+            Ok(Some(obj)) => super::emit_event(&obj, note, client, instance).await,
+            _ => warn!(kind = %d.kind, name = %d.name, "{}", note.message),
+        }
+    }
+    match d.kind.as_str() {
+        "GitRepository" => on::<GitRepository>(client, d, &note, &instance).await,
+        "OCIRepository" => on::<OCIRepository>(client, d, &note, &instance).await,
+        "HelmRepository" => on::<HelmRepository>(client, d, &note, &instance).await,
+        "HelmChart" => on::<HelmChart>(client, d, &note, &instance).await,
+        "ArtifactGenerator" => on::<ArtifactGenerator>(client, d, &note, &instance).await,
+        _ => warn!(kind = %d.kind, name = %d.name, "{}", note.message),
     }
 }
 
