@@ -195,7 +195,7 @@ spec:
   analysis:
     interval: 10s
     threshold: 2
-    iterations: 3
+    iterations: 2
 "#;
 
 #[tokio::test]
@@ -222,6 +222,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
         .await;
     }
 
+    println!("[{:>5.1}s] leases", t0.elapsed().as_secs_f32());
     // GitOps: each shard fetches its own source and applies its own Kustomization
     let server = GitServer::start(ServerOptions::default());
     let repo = server.create_repo("apps");
@@ -263,6 +264,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
         assert_eq!(by(&evs, other), 0, "{obj} acted on by {other}: {evs:?}");
     }
 
+    println!("[{:>5.1}s] gitops split", t0.elapsed().as_secs_f32());
     // Canary: shard a initialises it
     ns.apply_yaml(&podinfo("ghcr.io/stefanprodan/podinfo:6.0.0", 0.0, ""))
         .await;
@@ -274,6 +276,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
         "{evs:?}"
     );
 
+    println!("[{:>5.1}s] canary initialised", t0.elapsed().as_secs_f32());
     // a new revision: shard a runs the analysis; relabelled mid-run, shard b finishes it from
     // status (no restart of the run, iterations never go back)
     set_image(&ns, "ghcr.io/stefanprodan/podinfo:6.0.1", 0.0).await;
@@ -335,6 +338,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
         "shard b promoted: {evs:?}"
     );
 
+    println!("[{:>5.1}s] canary handed over", t0.elapsed().as_secs_f32());
     // GitOps hand-over: src-a and ks-a move to shard b; b serves its own copy of the same
     // revision, ks-a is not re-applied, a stops serving its copy after the grace period
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
@@ -370,6 +374,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
     let evs = events_of(&ns, "src-a").await;
     assert_eq!(by(&evs, "shard-b"), 0, "{evs:?}");
 
+    println!("[{:>5.1}s] gitops handed over", t0.elapsed().as_secs_f32());
     // an object relabelled to no shard: its artifact stays served, a Warning says why
     relabel(&repos, "src-b", Some("nowhere")).await;
     let orphaned = ns.events_with("src-b", &["ShardOrphaned"]).await;
@@ -382,6 +387,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
     assert_eq!(http_status(&url_b).await, 200, "consumers keep working");
     relabel(&repos, "src-b", Some("b")).await;
 
+    println!("[{:>5.1}s] orphan", t0.elapsed().as_secs_f32());
     // killing shard a does not stop shard b
     a.process.kill();
     let sha = repo.commit("main", &[("b/cm.yaml", &cm("cm-b2"))], "rename");
@@ -406,6 +412,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
     .await;
     assert!(cms.get_opt("cm-b2").await.unwrap().is_some());
 
+    println!("[{:>5.1}s] kill", t0.elapsed().as_secs_f32());
     // shard b restarted on empty storage (an emptyDir): its artifacts are rebuilt and served
     b.process.kill();
     let store_b2 = TempDir::new("sh-store-b2");
@@ -427,6 +434,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
     .await;
     assert!(url.starts_with(&b2.prefix()));
 
+    println!("[{:>5.1}s] restart", t0.elapsed().as_secs_f32());
     // delete the sources while shard b still runs (it releases their finalizers)
     for n in ["ks-a", "ks-b"] {
         let _ = kss.delete(n, &Default::default()).await;
