@@ -377,7 +377,7 @@ async fn two_shards_split_the_objects_and_hand_them_over_on_relabel() {
     println!("[{:>5.1}s] gitops handed over", t0.elapsed().as_secs_f32());
     // an object relabelled to no shard: its artifact stays served, a Warning says why
     relabel(&repos, "src-b", Some("nowhere")).await;
-    let orphaned = ns.events_with("src-b", &["ShardOrphaned"]).await;
+    let orphaned = ns.events_with("src-b", &["no shard took it over"]).await;
     let evs = events_of(&ns, "src-b").await;
     assert!(
         evs.iter()
