@@ -38,7 +38,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
@@ -99,8 +103,9 @@ fn campaign(target: &str, share_percent: u64, mut one: impl FnMut(&mut Rng) -> &
 }
 
 fn hash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn root() -> PathBuf {
@@ -208,7 +213,11 @@ fn random_scalar(rng: &mut Rng) -> Value {
                 json!(s)
             }
         }
-        _ => json!(format!("{}{}", rng.below(100_000), rng.pick(&["s", "m", "h", "ms", ""]))),
+        _ => json!(format!(
+            "{}{}",
+            rng.below(100_000),
+            rng.pick(&["s", "m", "h", "ms", ""])
+        )),
     }
 }
 
@@ -231,7 +240,11 @@ fn mutate(rng: &mut Rng, v: &mut Value, keys: &[&str], depth: usize) {
     let descend = depth == 0 || (depth < 8 && rng.chance(70));
     match v {
         Value::Object(m) if !m.is_empty() && descend => {
-            let k = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+            let k = m
+                .keys()
+                .nth(rng.below(m.len()))
+                .cloned()
+                .unwrap_or_default();
             if let Some(child) = m.get_mut(&k) {
                 mutate(rng, child, keys, depth + 1);
             }
@@ -242,7 +255,11 @@ fn mutate(rng: &mut Rng, v: &mut Value, keys: &[&str], depth: usize) {
         }
         Value::Object(m) => match rng.below(4) {
             0 if !m.is_empty() => {
-                let k = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+                let k = m
+                    .keys()
+                    .nth(rng.below(m.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 m.remove(&k);
             }
             1 => {
@@ -257,7 +274,11 @@ fn mutate(rng: &mut Rng, v: &mut Value, keys: &[&str], depth: usize) {
                 m.insert(k, val);
             }
             2 if !m.is_empty() => {
-                let k = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+                let k = m
+                    .keys()
+                    .nth(rng.below(m.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 let old = m[&k].clone();
                 m.insert(k, like(rng, &old));
             }
@@ -367,7 +388,12 @@ fn canary_seeds() -> Vec<Value> {
         root().join("tests/fixtures/flagger/artifacts_examples_istio-abtest.yaml"),
         root().join("tests/fixtures/flagger/artifacts_examples_istio-canary.yaml"),
     ];
-    for dir in ["examples/istio", "examples/kubernetes", "examples/nginx", "examples/gatewayapi"] {
+    for dir in [
+        "examples/istio",
+        "examples/kubernetes",
+        "examples/nginx",
+        "examples/gatewayapi",
+    ] {
         if let Ok(rd) = std::fs::read_dir(root().join(dir)) {
             files.extend(rd.flatten().map(|e| e.path()));
         }
@@ -441,10 +467,7 @@ fn readiness(rng: &mut Rng) -> pennant::canary::machine::Readiness {
     }
 }
 
-fn observed(
-    rng: &mut Rng,
-    canary: &pennant::api::Canary,
-) -> pennant::canary::machine::Observed {
+fn observed(rng: &mut Rng, canary: &pennant::api::Canary) -> pennant::canary::machine::Observed {
     use k8s_openapi::jiff::Timestamp;
     use pennant::canary::machine::{Observed, PrimaryState, Probes, TargetState};
     let now = match rng.below(10) {
@@ -471,7 +494,9 @@ fn observed(
         }),
         primary: rng.chance(80).then(|| PrimaryState {
             readiness: readiness(rng),
-            revision_id: rng.chance(70).then(|| rng.pick(&["rev-1", "rev-2", ""]).to_string()),
+            revision_id: rng
+                .chance(70)
+                .then(|| rng.pick(&["rev-1", "rev-2", ""]).to_string()),
             replicas: rng.chance(80).then(|| *rng.pick(&[0, 1, 2, i32::MAX, -3])),
         }),
         probes: Probes::default(),
@@ -516,7 +541,11 @@ fn one_canary(rng: &mut Rng, seeds: &[Value]) -> &'static str {
                 // the weights written always split 100
                 let w = routes_for(&d.status, canary.spec.analysis());
                 assert_eq!(w.primary + w.canary, 100, "{w:?}");
-                return if invalid { "decided_invalid" } else { "decided" };
+                return if invalid {
+                    "decided_invalid"
+                } else {
+                    "decided"
+                };
             }
             Step::Need(Probe::Hooks(k)) => {
                 obs.probes.hooks.insert(
@@ -557,19 +586,76 @@ fn one_canary(rng: &mut Rng, seeds: &[Value]) -> &'static str {
 #[test]
 fn canary_validate_and_decide() {
     let seeds = canary_seeds();
-    campaign("canary_validate_and_decide", 30, |rng| one_canary(rng, &seeds));
+    campaign("canary_validate_and_decide", 30, |rng| {
+        one_canary(rng, &seeds)
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
 // envsubst
 
 const ENVSUBST_TOKENS: &[&str] = &[
-    "${", "}", "$", "$$", "{", ":", "-", "=", "+", "?", ":-", ":=", ":+", ":?", "#", "##", "%",
-    "%%", "/", "//", "^", "^^", ",", ",,", "VAR", "X", "_", "1", "a", " ", "\n", "\\", "\"", "'",
-    "é", "😀", "\u{0}", "${VAR}", "${VAR:-def}", "${VAR:0:2}", "${VAR:-1}", "${VAR: -1}",
-    "${#VAR}", "${VAR/a/b}", "${VAR//a/b}", "${VAR^^}", "${VAR,,}", "${VAR:=x}", "${ VAR }",
-    "${VAR:-${X}}", "${1}", "$VAR", "${VAR:99999999999999999999}", "${VAR:-9223372036854775808}",
-    "${VAR:2:-1}", "${VAR#*}", "${VAR%%*}", "${VAR/#a/b}", "${VAR/%a/b}", "${!VAR}", "${VAR[0]}",
+    "${",
+    "}",
+    "$",
+    "$$",
+    "{",
+    ":",
+    "-",
+    "=",
+    "+",
+    "?",
+    ":-",
+    ":=",
+    ":+",
+    ":?",
+    "#",
+    "##",
+    "%",
+    "%%",
+    "/",
+    "//",
+    "^",
+    "^^",
+    ",",
+    ",,",
+    "VAR",
+    "X",
+    "_",
+    "1",
+    "a",
+    " ",
+    "\n",
+    "\\",
+    "\"",
+    "'",
+    "é",
+    "😀",
+    "\u{0}",
+    "${VAR}",
+    "${VAR:-def}",
+    "${VAR:0:2}",
+    "${VAR:-1}",
+    "${VAR: -1}",
+    "${#VAR}",
+    "${VAR/a/b}",
+    "${VAR//a/b}",
+    "${VAR^^}",
+    "${VAR,,}",
+    "${VAR:=x}",
+    "${ VAR }",
+    "${VAR:-${X}}",
+    "${1}",
+    "$VAR",
+    "${VAR:99999999999999999999}",
+    "${VAR:-9223372036854775808}",
+    "${VAR:2:-1}",
+    "${VAR#*}",
+    "${VAR%%*}",
+    "${VAR/#a/b}",
+    "${VAR/%a/b}",
+    "${!VAR}",
+    "${VAR[0]}",
 ];
 
 fn envsubst_text(rng: &mut Rng) -> String {
@@ -587,7 +673,8 @@ fn envsubst_text(rng: &mut Rng) -> String {
         return s;
     }
     for _ in 0..1 + rng.below(24) {
-        s.push_str(*rng.pick(ENVSUBST_TOKENS));
+        let t: &&str = rng.pick(ENVSUBST_TOKENS);
+        s.push_str(t);
     }
     s
 }
@@ -646,10 +733,55 @@ const YAML_SEEDS: &[&str] = &[
 ];
 
 const YAML_TOKENS: &[&str] = &[
-    "\n", " ", "  ", ":", ": ", "- ", "-", "---\n", "...\n", "&a ", "*a", "<<: ", "!!str ",
-    "!!map ", "!!binary ", "!local ", "{", "}", "[", "]", ",", "\"", "'", "|", ">", "#", "?", "%",
-    "@", "`", "\t", "\u{feff}", "\u{0}", "é", "😀", "0x1F", "0o17", "1e999", "-.inf", ".nan",
-    "null", "~", "true", "yes", "2026-12-06", "a", "key", "value", "\\",
+    "\n",
+    " ",
+    "  ",
+    ":",
+    ": ",
+    "- ",
+    "-",
+    "---\n",
+    "...\n",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!str ",
+    "!!map ",
+    "!!binary ",
+    "!local ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "\"",
+    "'",
+    "|",
+    ">",
+    "#",
+    "?",
+    "%",
+    "@",
+    "`",
+    "\t",
+    "\u{feff}",
+    "\u{0}",
+    "é",
+    "😀",
+    "0x1F",
+    "0o17",
+    "1e999",
+    "-.inf",
+    ".nan",
+    "null",
+    "~",
+    "true",
+    "yes",
+    "2026-12-06",
+    "a",
+    "key",
+    "value",
+    "\\",
 ];
 
 fn yaml_text(rng: &mut Rng) -> String {
@@ -706,7 +838,11 @@ fn one_yaml(rng: &mut Rng) -> &'static str {
     let _ = serde_saphyr::from_str::<pennant::api::kustomization::Kustomization>(&text);
     let _ = serde_saphyr::from_str::<pennant::api::helm_release::HelmRelease>(&text);
     if std::env::var("FUZZ_DEBUG").is_ok() && t0.elapsed().as_millis() > 20 {
-        eprintln!("SLOW {:?} {}", t0.elapsed(), text.chars().take(120).collect::<String>());
+        eprintln!(
+            "SLOW {:?} {}",
+            t0.elapsed(),
+            text.chars().take(120).collect::<String>()
+        );
     }
     if plain.is_ok() { "parsed" } else { "error" }
 }
@@ -735,10 +871,27 @@ fn one_sops(
         };
         if let Ok(mut v) = parsed {
             const SOPS_KEYS: &[&str] = &[
-                "sops", "mac", "age", "enc", "recipient", "lastmodified", "encrypted_regex",
-                "encrypted_suffix", "unencrypted_suffix", "mac_only_encrypted", "version",
-                "data", "stringData", "kms", "pgp", "hc_vault", "azure_kv", "gcp_kms",
-                "shamir_threshold", "key_groups", "encrypted_comment_regex",
+                "sops",
+                "mac",
+                "age",
+                "enc",
+                "recipient",
+                "lastmodified",
+                "encrypted_regex",
+                "encrypted_suffix",
+                "unencrypted_suffix",
+                "mac_only_encrypted",
+                "version",
+                "data",
+                "stringData",
+                "kms",
+                "pgp",
+                "hc_vault",
+                "azure_kv",
+                "gcp_kms",
+                "shamir_threshold",
+                "key_groups",
+                "encrypted_comment_regex",
             ];
             for _ in 0..1 + rng.below(4) {
                 mutate(rng, &mut v, SOPS_KEYS, 0);
@@ -835,6 +988,9 @@ fn sops_reader() {
 // ---------------------------------------------------------------------------------------------
 // The archive extractor
 
+/// The magic fields tried: POSIX ustar, GNU, none (V7).
+const MAGICS: &[&[u8]] = &[b"ustar\x0000", b"ustar  \0", b"\0\0\0\0\0\0\0\0"];
+
 /// One raw 512-byte tar header.
 struct Header {
     name: Vec<u8>,
@@ -925,7 +1081,11 @@ fn benign_entry(rng: &mut Rng, out: &mut Vec<u8>) {
     };
     let h = Header {
         name: name.into_bytes(),
-        mode: if dir { b"0000755\0".to_vec() } else { b"0000644\0".to_vec() },
+        mode: if dir {
+            b"0000755\0".to_vec()
+        } else {
+            b"0000644\0".to_vec()
+        },
         size: octal(payload.len() as u64, 12),
         kind: if dir { b'5' } else { b'0' },
         link: vec![],
@@ -949,10 +1109,7 @@ fn tar_entry(rng: &mut Rng, out: &mut Vec<u8>) {
     if rng.chance(3) {
         name.insert(rng.below(name.len() + 1), 0);
     }
-    let kind = *rng.pick(&[
-        b'0', b'0', b'0', b'\0', b'5', b'5', b'2', b'1', b'3', b'4', b'6', b'7', b'L', b'K', b'x',
-        b'g', b'S', b'V', b'M', b'D', b'Z',
-    ]);
+    let kind = *rng.pick(b"000\x0055213467LKxgSVMDZ");
     let payload: Vec<u8> = match kind {
         b'x' | b'g' => {
             let rec = |k: &str, v: &str| {
@@ -965,7 +1122,9 @@ fn tar_entry(rng: &mut Rng, out: &mut Vec<u8>) {
             };
             let key = *rng.pick(&["path", "linkpath", "size", "uid", "mtime", "GNU.sparse.map"]);
             let val = match key {
-                "size" => rng.pick(&["1", "999999999999999999999", "-1", "x"]).to_string(),
+                "size" => rng
+                    .pick(&["1", "999999999999999999999", "-1", "x"])
+                    .to_string(),
                 _ => rng.pick(TAR_NAMES).to_string(),
             };
             let mut r = rec(key, &val).into_bytes();
@@ -989,10 +1148,10 @@ fn tar_entry(rng: &mut Rng, out: &mut Vec<u8>) {
         }
     };
     let size_field = match rng.below(10) {
-        0 => octal(u32::MAX as u64 * 2, 12),  // a lie: huge
-        1 => b"77777777777\0".to_vec(),         // the largest octal
+        0 => octal(u32::MAX as u64 * 2, 12), // a lie: huge
+        1 => b"77777777777\0".to_vec(),      // the largest octal
         2 => {
-            let mut v = vec![0x80u8; 12];        // base-256, huge
+            let mut v = vec![0x80u8; 12]; // base-256, huge
             v[1..].fill(0xff);
             v
         }
@@ -1002,9 +1161,18 @@ fn tar_entry(rng: &mut Rng, out: &mut Vec<u8>) {
         _ => octal(payload.len() as u64, 12),
     };
     let link = if rng.chance(50) {
-        rng.pick(&["/etc/passwd", "../../outside", "../outside/sentinel", "x", ".", "", "a.yaml", "/"])
-            .as_bytes()
-            .to_vec()
+        rng.pick(&[
+            "/etc/passwd",
+            "../../outside",
+            "../outside/sentinel",
+            "x",
+            ".",
+            "",
+            "a.yaml",
+            "/",
+        ])
+        .as_bytes()
+        .to_vec()
     } else {
         vec![]
     };
@@ -1023,7 +1191,7 @@ fn tar_entry(rng: &mut Rng, out: &mut Vec<u8>) {
         size: size_field,
         kind,
         link,
-        magic: *rng.pick::<&'static [u8]>(&[b"ustar\x0000", b"ustar  \0", b"\0\0\0\0\0\0\0\0"]),
+        magic: MAGICS[rng.below(MAGICS.len())],
         prefix: if rng.chance(10) {
             rng.pick(&["..", "/", "pre", "../.."]).as_bytes().to_vec()
         } else {
@@ -1127,7 +1295,11 @@ fn one_tar(rng: &mut Rng, sandbox: &Path) -> &'static str {
     for p in all.iter().filter(|p| p.starts_with(&dest)) {
         let m = std::fs::symlink_metadata(p).unwrap();
         if m.file_type().is_symlink() {
-            assert!(planted && *p == dest.join("evil"), "link created: {}", p.display());
+            assert!(
+                planted && *p == dest.join("evil"),
+                "link created: {}",
+                p.display()
+            );
             continue;
         }
         let mode = m.permissions().mode();
@@ -1207,5 +1379,10 @@ fn hostile_archives_by_hand() {
     assert!(!Path::new("/tmp/pennant-fuzz-abs").exists());
     let mut all = vec![];
     walk(tmp.path(), &mut all);
-    assert!(all.iter().all(|p| !std::fs::symlink_metadata(p).unwrap().file_type().is_symlink()));
+    assert!(all.iter().all(|p| {
+        !std::fs::symlink_metadata(p)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    }));
 }
