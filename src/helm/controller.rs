@@ -427,24 +427,25 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     // a Kustomization turning Ready wakes the HelmReleases waiting for it (any Kustomization:
     // a dependency may belong to another shard)
     let (ks_store, wake_ks) = (store.clone(), wake.clone());
+    let every_shards_ks = watcher::Config::default().any_semantic();
     tokio::spawn(
-        watcher(
-            scope.api::<Kustomization>(&client),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff()
-        .applied_objects()
-        .for_each(move |r| {
-            if let Ok(k) = r {
-                let s = k.status.clone().unwrap_or_default();
-                let ready = ready_now(k.metadata.generation, s.observed_generation, &s.conditions);
-                let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
-                for d in dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready) {
-                    let _ = wake_ks.send(d);
+        watcher(scope.api::<Kustomization>(&client), every_shards_ks)
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |r| {
+                if let Ok(k) = r {
+                    let s = k.status.clone().unwrap_or_default();
+                    let ready =
+                        ready_now(k.metadata.generation, s.observed_generation, &s.conditions);
+                    let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
+                    for d in
+                        dependents_to_wake(&ks_store.state(), "Kustomization", &ns, &name, ready)
+                    {
+                        let _ = wake_ks.send(d);
+                    }
                 }
-            }
-            futures::future::ready(())
-        }),
+                futures::future::ready(())
+            }),
     );
     // a Canary's status change wakes the HelmReleases waiting for its run (every Canary,
     // whatever its shard label: a release of this shard may hold a Canary another analyses)

@@ -398,24 +398,28 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     // a Canary's status change wakes the Kustomizations waiting for its run. Every Canary,
     // whatever its shard label: a Kustomization of this shard may apply (and must then wait
     // for, and keep off the fields of) a Canary another shard analyses
+    let every_shards_canary = watcher::Config::default().any_semantic();
     let (canaries, canary_writer) = reflector::store::<Canary>();
     let (ks_store, wake_gated) = (store.clone(), wake.clone());
     tokio::spawn(
-        reflector::reflector(canary_writer, watcher(scope.api::<Canary>(&client), any()))
-            .default_backoff()
-            // a deleted Canary too: its applier stops waiting for it
-            .touched_objects()
-            .for_each(move |r| {
-                match r {
-                    Ok(c) => {
-                        for k in super::wake::gated_by(&ks_store.state(), &c) {
-                            let _ = wake_gated.send(k);
-                        }
+        reflector::reflector(
+            canary_writer,
+            watcher(scope.api::<Canary>(&client), every_shards_canary),
+        )
+        .default_backoff()
+        // a deleted Canary too: its applier stops waiting for it
+        .touched_objects()
+        .for_each(move |r| {
+            match r {
+                Ok(c) => {
+                    for k in super::wake::gated_by(&ks_store.state(), &c) {
+                        let _ = wake_gated.send(k);
                     }
-                    Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
                 }
-                futures::future::ready(())
-            }),
+                Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
+            }
+            futures::future::ready(())
+        }),
     );
     let ctx = Arc::new(Ctx {
         canaries,
