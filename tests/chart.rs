@@ -151,7 +151,8 @@ fn helm_lint_passes_with_defaults_and_every_option() {
     all.args(["lint", "--strict", &chart(), "--set"]).arg(
         "serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,\
          leaderElection.enabled=true,replicaCount=2,namespace=apps,slack.url=https://hooks.example/x,\
-         msteams.url=https://teams.example/y,eventWebhook=http://events/z,watchLabelSelector=sharding.fluxcd.io/key=shard1",
+         msteams.url=https://teams.example/y,eventWebhook=http://events/z,watchLabelSelector=sharding.fluxcd.io/key=shard1,\
+         shards={shard1,shard2}",
     );
     run(&mut all);
 }
@@ -542,6 +543,100 @@ fn deployment_args_parse_as_the_binarys_flags() {
     }
 }
 
+/// `shards: [shard1, shard2]`: one Deployment, Service, artifact address and Lease per shard,
+/// each watching its `sharding.fluxcd.io/key`, the main one the objects without the label; no
+/// Service (or Deployment) selects another's pods.
+#[test]
+fn shards_get_their_own_deployment_service_lease_and_artifact_address() {
+    use clap::Parser;
+    use pennant::cmd::controller::shard_lease_name;
+    use pennant::cmd::{Cli, Command as Cmd};
+    let (_, docs) = render(
+        "p",
+        "ops",
+        &["shards={shard1,shard2}", "leaderElection.enabled=true"],
+    );
+    let mut leases = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    let mut pod_labels = vec![];
+    for (name, shard) in [
+        ("p-pennant", None),
+        ("p-pennant-shard1", Some("shard1")),
+        ("p-pennant-shard2", Some("shard2")),
+    ] {
+        let d = find(&docs, "Deployment", name).unwrap_or_else(|| panic!("Deployment {name}"));
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let mut argv = vec!["pennant".to_string()];
+        argv.extend(
+            c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string()),
+        );
+        let Cmd::Controller(args) = Cli::try_parse_from(&argv).unwrap().command else {
+            panic!("{argv:?}")
+        };
+        let want = match shard {
+            Some(s) => format!("sharding.fluxcd.io/key={s}"),
+            None => "!sharding.fluxcd.io/key".into(),
+        };
+        assert_eq!(args.watch_label_selector, want, "{name}");
+        assert_eq!(
+            args.storage_adv_addr,
+            format!("{name}.ops.svc.cluster.local.:8080"),
+            "{name}: artifacts served by its own Service"
+        );
+        assert!(args.leader_election);
+        leases.insert(shard_lease_name(
+            &args.leader_election_lease_name,
+            Some(&args.watch_label_selector),
+        ));
+        addrs.insert(args.storage_adv_addr.clone());
+        let svc = find(&docs, "Service", name).unwrap_or_else(|| panic!("Service {name}"));
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        let sel = &d["spec"]["selector"]["matchLabels"];
+        assert_eq!(
+            &svc["spec"]["selector"], sel,
+            "{name}: Service selects its pods"
+        );
+        for (k, v) in sel.as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{name}: its own pods match");
+        }
+        pod_labels.push((name, sel.clone(), labels.clone()));
+    }
+    assert!(
+        leases.contains("pennant-leader-election-shard1"),
+        "{leases:?}"
+    );
+    assert_eq!(leases.len(), 3, "one Lease each: {leases:?}");
+    assert_eq!(addrs.len(), 3);
+    // no selector matches another Deployment's pods
+    for (a, sel, _) in &pod_labels {
+        for (b, _, labels) in &pod_labels {
+            let matches = sel
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| &labels[k] == v);
+            assert_eq!(matches, a == b, "{a}'s selector vs {b}'s pods");
+        }
+    }
+    // one set of RBAC for all
+    assert!(find(&docs, "ServiceAccount", "p-pennant").is_some());
+    assert!(find(&docs, "ServiceAccount", "p-pennant-shard1").is_none());
+    // a name that cannot be a label value and a DNS label fails the rendering
+    let out = Command::new(helm())
+        .args(["template", "x", &chart(), "--set", "shards={Shard_1}"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a shard name"));
+    // without shards, the main instance watches everything, as before
+    let (_, docs) = render("p", "ops", &[]);
+    assert_eq!(docs.iter().filter(|d| d["kind"] == "Deployment").count(), 1);
+}
+
 /// A kind used by the code, where (file:line).
 fn kinds_used_in_src() -> Vec<(String, String)> {
     let mut used = vec![];
@@ -678,6 +773,7 @@ async fn rendered_chart_passes_server_side_dry_run() {
             "service.enabled=false",
             "rbac.create=false",
         ],
+        vec!["shards={a,b}", "leaderElection.enabled=true"],
     ] {
         let (text, docs) = render(&format!("dry{}", set.len()), &ns.name, &set);
         let out = server_dry_run(&text);

@@ -263,8 +263,14 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .graceful_shutdown_on(shutdown.signalled())
         .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!("reconcile: {e}");
+            match res {
+                // a Service owned by a Canary of another shard (or one just relabelled away):
+                // not this shard's to reconcile
+                Err(kube::runtime::controller::Error::ObjectNotFound(o)) => {
+                    tracing::debug!("not in this shard's cache: {o}")
+                }
+                Err(e) => warn!("reconcile: {e}"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -461,6 +467,13 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         decision.status.routing_provider = Some(provider);
     }
     let desired = build::build(&canary, &decision, &obs, &ctx.settings)?;
+    // Relabelled out of this shard (`--watch-label-selector`) while we observed: the watch
+    // dropped it from the cache and the shard it joined resumes from status, so nothing of
+    // this decision is applied (no step runs twice).
+    if ctx.canaries.get(&oref).is_none() {
+        info!(canary = %canary.name_any(), namespace = %ns, "left this shard: decision dropped");
+        return Ok(Requeue::await_change());
+    }
     let res = execute::execute(&canary, &decision, &desired, &obs, &ctx).await;
     stall_on_rejection(&canary, res, &api, &ctx).await?;
     write_status(&canary, &decision.status, &api, &ctx).await?;

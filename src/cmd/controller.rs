@@ -203,6 +203,48 @@ fn local_address(listen: &str) -> String {
     }
 }
 
+/// The default `--leader-election-lease-name`.
+pub const DEFAULT_LEASE_NAME: &str = "pennant-leader-election";
+
+/// The Lease a shard elects its leader on: `name` as given, except that the default name on a
+/// shard (a `--watch-label-selector`) gets the shard's suffix, so that shards never wait for
+/// each other's Lease: `<name>-<value>` for a selector `key=value` whose value can end a
+/// Lease name (lower-case letters, digits, `-`, `.`), else `<name>-<8 hex digits>` of the
+/// selector's SHA-256 (e.g. the main instance's `!sharding.fluxcd.io/key`). Flux derives its
+/// Lease name from the selector likewise (one Lease per shard).
+pub fn shard_lease_name(name: &str, selector: Option<&str>) -> String {
+    use sha2::Digest as _;
+    let Some(sel) = selector.map(str::trim).filter(|s| !s.is_empty()) else {
+        return name.to_string();
+    };
+    if name != DEFAULT_LEASE_NAME {
+        return name.to_string();
+    }
+    let value = sel
+        .split_once("==")
+        .or_else(|| sel.split_once('='))
+        .filter(|(k, _)| !k.contains([',', '!', '(']))
+        .map(|(_, v)| v.trim());
+    let suffix = match value {
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 63
+                && v.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                })
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric()) =>
+        {
+            v.to_string()
+        }
+        _ => {
+            let h = sha2::Sha256::digest(sel.as_bytes());
+            h.iter().take(4).map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    format!("{name}-{suffix}")
+}
+
 /// Run the enabled controllers in one process until shutdown (or, with leader election, while
 /// this replica holds the Lease).
 pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
@@ -264,7 +306,10 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
 
     let election = args.leader_election.then(|| Election {
         namespace: Election::namespace_for(&args.leader_election_namespace, &args.namespace),
-        lease_name: args.leader_election_lease_name.clone(),
+        lease_name: shard_lease_name(
+            &args.leader_election_lease_name,
+            process.scope.label_selector.as_deref(),
+        ),
         identity: Election::identity_from_env(),
         lease_duration: args.leader_election_lease_duration,
     });
@@ -448,8 +493,9 @@ pub struct ControllerArgs {
     /// Namespace of the Lease (default: `--namespace`, else `kube-system`, as Flagger).
     #[arg(long, env = "PENNANT_LEADER_ELECTION_NAMESPACE", default_value = "")]
     pub leader_election_namespace: String,
-    /// Name of the Lease.
-    #[arg(long, default_value = "pennant-leader-election")]
+    /// Name of the Lease. Left at its default on a shard (`--watch-label-selector`), it gets
+    /// the shard's suffix ([`shard_lease_name`]).
+    #[arg(long, default_value = DEFAULT_LEASE_NAME)]
     pub leader_election_lease_name: String,
     /// Lease duration: a leader that stops renewing loses the Lease after this long
     /// (`15s`, `1m` or seconds).
@@ -697,5 +743,36 @@ mod tests {
         );
         let c = parse(&["--watch-label-selector", "shard in (a"]).unwrap();
         assert!(scope(&c).is_err(), "checked before anything starts");
+    }
+
+    #[test]
+    fn each_shard_elects_on_its_own_lease() {
+        let d = DEFAULT_LEASE_NAME;
+        assert_eq!(shard_lease_name(d, None), d, "unsharded: as before");
+        assert_eq!(shard_lease_name(d, Some(" ")), d);
+        assert_eq!(
+            shard_lease_name(d, Some("sharding.fluxcd.io/key=shard1")),
+            "pennant-leader-election-shard1"
+        );
+        assert_eq!(
+            shard_lease_name(d, Some("sharding.fluxcd.io/key==shard2")),
+            "pennant-leader-election-shard2"
+        );
+        let main = shard_lease_name(d, Some("!sharding.fluxcd.io/key"));
+        assert!(main.starts_with("pennant-leader-election-"), "{main}");
+        assert_eq!(main.len(), d.len() + 9, "8 hex digits: {main}");
+        assert_ne!(main, shard_lease_name(d, Some("!other/key")));
+        // a value that cannot end a Lease name, or a selector of several terms: hashed
+        let upper = shard_lease_name(d, Some("sharding.fluxcd.io/key=Shard_1"));
+        assert_eq!(upper.len(), d.len() + 9, "{upper}");
+        let two = shard_lease_name(d, Some("a=b,c=d"));
+        assert_eq!(two.len(), d.len() + 9, "{two}");
+        assert_eq!(
+            shard_lease_name("mine", Some("sharding.fluxcd.io/key=shard1")),
+            "mine",
+            "a name given is kept"
+        );
+        let c = parse(&["--leader-election"]).unwrap();
+        assert_eq!(c.leader_election_lease_name, d);
     }
 }

@@ -424,10 +424,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         }
     })
     .predicate_filter(wanted, PredicateConfig::default());
-    // a Kustomization turning Ready wakes the HelmReleases waiting for it
+    // a Kustomization turning Ready wakes the HelmReleases waiting for it (any Kustomization:
+    // a dependency may belong to another shard)
     let (ks_store, wake_ks) = (store.clone(), wake.clone());
+    let every_shards_ks = watcher::Config::default().any_semantic();
     tokio::spawn(
-        watcher(scope.api::<Kustomization>(&client), scope.watcher_config())
+        watcher(scope.api::<Kustomization>(&client), every_shards_ks)
             .backoff(crate::runtime::watch_backoff())
             .applied_objects()
             .for_each(move |r| {
@@ -445,7 +447,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 futures::future::ready(())
             }),
     );
-    // a Canary's status change wakes the HelmReleases waiting for its run
+    // a Canary's status change wakes the HelmReleases waiting for its run (every Canary,
+    // whatever its shard label: a release of this shard may hold a Canary another analyses)
     let (hr_store, wake_gated) = (store.clone(), wake.clone());
     let (canaries, canary_writer) = reflector::store::<crate::api::Canary>();
     tokio::spawn(
@@ -453,7 +456,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             canary_writer,
             watcher(
                 scope.api::<crate::api::Canary>(&client),
-                scope.watcher_config(),
+                watcher::Config::default().any_semantic(),
             ),
         )
         .backoff(crate::runtime::watch_backoff())

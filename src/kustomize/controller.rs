@@ -395,13 +395,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         helm_dependents.clone(),
         wake.clone(),
     ));
-    // a Canary's status change wakes the Kustomizations waiting for its run
+    // a Canary's status change wakes the Kustomizations waiting for its run. Every Canary,
+    // whatever its shard label: a Kustomization of this shard may apply (and must then wait
+    // for, and keep off the fields of) a Canary another shard analyses
+    let every_shards_canary = watcher::Config::default().any_semantic();
     let (canaries, canary_writer) = reflector::store::<Canary>();
     let (ks_store, wake_gated) = (store.clone(), wake.clone());
     tokio::spawn(
         reflector::reflector(
             canary_writer,
-            watcher(scope.api::<Canary>(&client), scope.watcher_config()),
+            watcher(scope.api::<Canary>(&client), every_shards_canary),
         )
         .backoff(crate::runtime::watch_backoff())
         // a deleted Canary too: its applier stops waiting for it

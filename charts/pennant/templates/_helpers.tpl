@@ -64,3 +64,52 @@ name and port, as Flux's source-controller.$(RUNTIME_NAMESPACE).svc.cluster.loca
 {{- else }}{{ include "pennant.fullname" . }}.{{ .Release.Namespace }}.svc.cluster.local.:{{ .Values.port }}
 {{- end }}
 {{- end }}
+
+{{/* A shard's name from `shards`, checked: a DNS label of at most 40 characters (it ends the
+Deployment's, Service's and Lease's names and is the value of sharding.fluxcd.io/key). */}}
+{{- define "pennant.shardName" -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$" (toString .)) }}
+{{- fail (printf "shards: %q is not a shard name (lower-case letters, digits and '-', at most 40)" (toString .)) }}
+{{- end }}
+{{- . }}
+{{- end }}
+
+{{/* Name of the main instance's objects (shard "") or a shard's: <fullname>-<shard>. Takes
+(dict "root" . "shard" name). */}}
+{{- define "pennant.shardFullname" -}}
+{{- if .shard }}
+{{- printf "%s-%s" (include "pennant.fullname" .root) .shard | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "pennant.fullname" .root }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels a Deployment and its Service select: a shard's carry its own instance label, so
+the main Deployment's (immutable) selector and Service never match a shard's pods. */}}
+{{- define "pennant.shardSelectorLabels" -}}
+{{- if .shard }}
+app.kubernetes.io/name: {{ include "pennant.name" .root }}
+app.kubernetes.io/instance: {{ printf "%s-%s" .root.Release.Name .shard | trunc 63 | trimSuffix "-" }}
+pennant.dev/shard: {{ .shard }}
+{{- else }}
+{{- include "pennant.selectorLabels" .root }}
+{{- end }}
+{{- end }}
+
+{{/* --watch-label-selector: a shard takes the objects labelled sharding.fluxcd.io/key=<shard>;
+the main instance watchLabelSelector, or, when there are shards, the objects without the label
+(Flux's sharding convention). */}}
+{{- define "pennant.shardSelector" -}}
+{{- if .shard }}sharding.fluxcd.io/key={{ .shard }}
+{{- else if .root.Values.watchLabelSelector }}{{ .root.Values.watchLabelSelector }}
+{{- else if .root.Values.shards }}!sharding.fluxcd.io/key
+{{- end }}
+{{- end }}
+
+{{/* --storage-adv-addr of the main instance (pennant.storageAdvAddr) or of a shard (its own
+Service: each shard serves its own artifacts). */}}
+{{- define "pennant.shardStorageAdvAddr" -}}
+{{- if .shard }}{{ include "pennant.shardFullname" . }}.{{ .root.Release.Namespace }}.svc.cluster.local.:{{ .root.Values.port }}
+{{- else }}{{ include "pennant.storageAdvAddr" .root }}
+{{- end }}
+{{- end }}

@@ -132,6 +132,8 @@ fn for_secret<K: Source>(
 pub(super) struct SyncGate {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     done: Arc<dyn Fn() + Send + Sync>,
+    /// Where the watches report an object that left the shard ([`super::shard`]).
+    departures: Option<tokio::sync::mpsc::UnboundedSender<super::shard::Departed>>,
 }
 
 impl SyncGate {
@@ -141,7 +143,18 @@ impl SyncGate {
         SyncGate {
             pending: Arc::default(),
             done: Arc::new(done),
+            departures: None,
         }
+    }
+
+    /// The watches counted by this gate report to `tx` each object that leaves the shard
+    /// (a delete event of an object not being deleted: relabelled out of the selector).
+    pub fn with_departures(
+        mut self,
+        tx: tokio::sync::mpsc::UnboundedSender<super::shard::Departed>,
+    ) -> Self {
+        self.departures = Some(tx);
+        self
     }
 
     /// One more cache to wait for; the returned closure is its first list (later calls count
@@ -200,12 +213,28 @@ pub(super) fn watch_counted<K: Source>(
         Some(h.finish())
     };
     let listed = gate.map(SyncGate::register);
+    let departures = gate.and_then(|g| g.departures.clone());
     let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
         .backoff(crate::runtime::watch_backoff())
-        .inspect_ok(move |e| {
-            if let (watcher::Event::InitDone, Some(listed)) = (e, &listed) {
-                listed();
+        .inspect_ok(move |e| match e {
+            watcher::Event::InitDone => {
+                if let Some(listed) = &listed {
+                    listed();
+                }
             }
+            // gone from the (selected) watch without being deleted: relabelled out of this
+            // shard. The cache has dropped it, so no queued reconcile, finalizer or GC runs;
+            // its files are handed over (`shard`)
+            watcher::Event::Delete(o) if o.meta().deletion_timestamp.is_none() => {
+                if let Some(tx) = &departures {
+                    let _ = tx.send(super::shard::Departed {
+                        kind: K::KIND.to_string(),
+                        namespace: o.namespace().unwrap_or_default(),
+                        name: o.name_any(),
+                    });
+                }
+            }
+            _ => {}
         })
         .applied_objects()
         .predicate_filter(wanted, PredicateConfig::default());

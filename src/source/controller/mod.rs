@@ -40,6 +40,7 @@ mod helm_chart;
 mod helm_repository;
 mod kind;
 mod oci;
+pub mod shard;
 
 /// Field manager of pennant's writes (as the Canary controller's).
 const FIELD_MANAGER: &str = "pennant";
@@ -134,11 +135,52 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let mut base: kind::Ctx<GitRepository> =
         kind::Ctx::new(client.clone(), metrics, storage, instance);
     base.helm_index_max_size = settings.helm_index_max_size;
-    // `/readyz`: synced once every kind's cache has its first complete list
+    // `/readyz`: synced once every kind's cache has its first complete list; then, on a shard,
+    // the stored artifacts of objects that are not this shard's are handed over (`shard`)
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
+    let listed_tx = std::sync::Mutex::new(Some(listed_tx));
     let gate = kind::SyncGate::new(move || {
         process.synced();
         info!("source controller: caches synced");
+        if let Some(tx) = listed_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(());
+        }
     });
+    let (departed_tx, mut departed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let gate = gate.with_departures(departed_tx);
+    {
+        let (client, storage, selector, shutdown) = (
+            client.clone(),
+            base.storage.clone(),
+            scope.label_selector.clone(),
+            shutdown.clone(),
+        );
+        let grace = settings.retention.ttl;
+        tokio::spawn(async move {
+            if listed_rx.await.is_ok() {
+                shard::sweep(
+                    client.clone(),
+                    storage.clone(),
+                    selector.clone(),
+                    grace,
+                    shutdown.clone(),
+                )
+                .await;
+            }
+            while let Some(d) = departed_rx.recv().await {
+                info!(kind = %d.kind, namespace = %d.namespace, name = %d.name,
+                      "left this shard: no longer reconciled here; artifacts served for {grace:?}");
+                tokio::spawn(shard::follow(
+                    client.clone(),
+                    storage.clone(),
+                    selector.clone(),
+                    grace,
+                    d,
+                    shutdown.clone(),
+                ));
+            }
+        });
+    }
 
     let (repos, git_watch) = kind::watch_counted::<GitRepository>(&client, &scope, Some(&gate));
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
