@@ -11,6 +11,8 @@
 # replace directives (`./api`, the nested API module, absent from the module zip, is the same version of
 # MODULE/api). Flags as Flux's Dockerfiles (static, CGO off, -trimpath). The built binary must list
 # HELP_FLAG in its --help. GO_BUILD_JOBS (default 2) is `go build -p`; GOMAXPROCS is passed through.
+# GO_CONTROLLER_PKG (default `.`) is the main package inside the module (Flagger's is `./cmd/flagger`);
+# the nested `./api` module is fetched only when go.mod replaces it.
 # One build per NAME at a time (flock on $CACHE/.lock-NAME).
 
 CACHE=${PENNANT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pennant}
@@ -37,10 +39,11 @@ build_version() {
   rm -rf "$dir.src" "$dir.tmp"
   if ! out=$( {
       src=$(moddir "$module@$v") && cp -r "$src" "$dir.src" &&
-        { [[ -d $dir.src/api ]] || { src=$(moddir "$module/api@$v") && cp -r "$src" "$dir.src/api"; }; } &&
+        { [[ -d $dir.src/api ]] || ! grep -q '=> \./api' "$dir.src/go.mod" ||
+          { src=$(moddir "$module/api@$v") && cp -r "$src" "$dir.src/api"; }; } &&
         chmod -R u+w "$dir.src" &&
         (cd "$dir.src" && nice -n 19 go build -p "${GO_BUILD_JOBS:-2}" -ldflags "-s -w" \
-          -tags netgo,osusergo,static_build -o "$dir.tmp/$name" .) &&
+          -tags netgo,osusergo,static_build -o "$dir.tmp/$name" "${GO_CONTROLLER_PKG:-.}") &&
         "$dir.tmp/$name" --help 2>&1 | grep -q -- "$flag"
     } 2>&1); then
     printf '%s\n' "$out" | tail -n 20 >"$dir.failed"

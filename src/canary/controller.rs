@@ -74,19 +74,25 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     // The index of who refers to what (`index`), kept in step with the stores: each watch
     // event updates the store (reflector), then the index, then reaches the mappers.
     let index = Arc::new(RwLock::new(Index::default()));
+    // Every cache keeps only what pennant reads (`slim`, `slim_deployment`): the field
+    // managers' bookkeeping is most of each object, and a fleet of N Canaries caches about 2N
+    // Deployments, 3N Services and 2N routing objects.
     let (deployments, writer) = reflector::store::<Deployment>();
     let deployment_events = {
         let index = index.clone();
-        reflector::reflector(writer, watcher(api::<Deployment>(&client, &ns), wc.clone()))
-            .backoff(crate::runtime::watch_backoff())
-            .inspect_ok(move |e| {
-                index.write().expect("lock").workload_event(
-                    WorkloadKind::Deployment,
-                    e,
-                    |d: &Deployment| d.spec.as_ref()?.template.spec.as_ref(),
-                )
-            })
-            .touched_objects()
+        reflector::reflector(
+            writer,
+            watcher(api::<Deployment>(&client, &ns), wc.clone()).modify(slim_deployment),
+        )
+        .backoff(crate::runtime::watch_backoff())
+        .inspect_ok(move |e| {
+            index.write().expect("lock").workload_event(
+                WorkloadKind::Deployment,
+                e,
+                |d: &Deployment| d.spec.as_ref()?.template.spec.as_ref(),
+            )
+        })
+        .touched_objects()
     };
     // DaemonSets and HPAs: every one of the namespace(s) is cached (a Canary may name any), so
     // the bulky bookkeeping nobody reads is dropped before it reaches the store.
@@ -117,7 +123,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let (services, writer) = reflector::store::<Service>();
     let service_events = reflector::reflector(
         writer,
-        watcher(api::<Service>(&client, &ns), wc_taken_over.clone()),
+        watcher(api::<Service>(&client, &ns), wc_taken_over.clone()).modify(drop_managed_fields),
     )
     .backoff(crate::runtime::watch_backoff())
     .touched_objects();
@@ -148,9 +154,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         }
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let store = writer.as_reader();
-        let s = reflector::reflector(writer, watcher(a, wc_taken_over.clone()))
-            .backoff(crate::runtime::watch_backoff())
-            .touched_objects();
+        let s = reflector::reflector(
+            writer,
+            watcher(a, wc_taken_over.clone()).modify(drop_managed_fields),
+        )
+        .backoff(crate::runtime::watch_backoff())
+        .touched_objects();
         routes.insert(kind.to_string(), store);
         route_streams.push((s, ar));
     }
@@ -173,7 +182,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         let index = index.clone();
         reflector::reflector(
             writer,
-            watcher(api::<Canary>(&client, &ns), scope.watcher_config()),
+            watcher(api::<Canary>(&client, &ns), scope.watcher_config()).modify(slim),
         )
         .backoff(crate::runtime::watch_backoff())
         .inspect_ok(move |e| index.write().expect("lock").canary_event(e))
@@ -290,6 +299,18 @@ fn slim<K: Resource>(o: &mut K) {
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+}
+
+/// A cached Deployment: [`slim`], keeping pennant's ownership of `spec.replicas`
+/// (`workload::slim_managed_fields`, for `workload::owns_replicas`).
+fn slim_deployment(d: &mut Deployment) {
+    super::workload::slim_managed_fields(&mut d.metadata, execute::FIELD_MANAGER);
+}
+
+/// A cached Service or routing object: without `managedFields` (its annotations stay: a
+/// canary Ingress is cloned from the user's with them; a release reads the object fresh).
+fn drop_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 /// Canaries a routing object belongs to: its owner, the Canary whose `ingressRef` names this

@@ -597,6 +597,40 @@ pub fn owns_replicas(d: &Workload, manager: &str) -> bool {
     matches!(d, Workload::Deployment(_)) && d.metadata().managed_fields.iter().flatten().any(owns)
 }
 
+/// What a cached Deployment keeps of `metadata.managedFields` (PURE): only `manager`'s `Apply`
+/// entry, its fields cut down to `spec.replicas` when it lists them — all [`owns_replicas`]
+/// reads. The rest (every manager's field sets, kubectl's `last-applied-configuration`) is most
+/// of a Deployment's size in the cache and nothing pennant reads from it: writes that need the
+/// full list read the object fresh (`execute::release`).
+pub fn slim_managed_fields(meta: &mut ObjectMeta, manager: &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    let kept: Vec<ManagedFieldsEntry> = meta
+        .managed_fields
+        .take()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply")
+        })
+        .map(|m| {
+            let replicas = m
+                .fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some());
+            ManagedFieldsEntry {
+                manager: m.manager,
+                operation: m.operation,
+                fields_v1: replicas.then(|| FieldsV1(json!({"f:spec": {"f:replicas": {}}}))),
+                ..Default::default()
+            }
+        })
+        .collect();
+    meta.managed_fields = (!kept.is_empty()).then_some(kept);
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// The `<hpa>-primary` HorizontalPodAutoscaler (`autoscaling/v2`) for the primary Deployment
 /// (Flagger's `HPAReconciler`, §2.14):
 ///
@@ -1404,6 +1438,69 @@ mod tests {
             Some(serde_json::from_value(json!({"f:spec": {"f:template": {}}})).unwrap());
         assert!(!owns_replicas(&d.into(), "pennant"));
         assert!(!owns_replicas(&podinfo_daemon_set().into(), "pennant"));
+    }
+
+    #[test]
+    fn slimmed_managed_fields_keep_only_the_replicas_ownership() {
+        let entry = |manager: &str, op: &str, fields: Value| -> ManagedFieldsEntry {
+            serde_json::from_value(json!({"manager": manager, "operation": op,
+                "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": fields}))
+            .unwrap()
+        };
+        let big = json!({"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {}}}});
+        let no_replicas = json!({"f:spec": {"f:template": {}}});
+        // (entries, pennant owns replicas after slimming, entries kept)
+        let cases = [
+            (vec![entry("pennant", "Apply", big.clone())], true, 1),
+            (
+                vec![entry("pennant", "Apply", no_replicas.clone())],
+                false,
+                1,
+            ),
+            (vec![entry("pennant", "Update", big.clone())], false, 0),
+            (vec![entry("kubectl", "Apply", big.clone())], false, 0),
+            (
+                vec![
+                    entry("kube-controller-manager", "Update", json!({"f:status": {}})),
+                    entry("pennant", "Apply", big.clone()),
+                ],
+                true,
+                1,
+            ),
+            (vec![], false, 0),
+        ];
+        for (entries, owns, kept) in cases {
+            let mut d = podinfo_deployment();
+            d.metadata.managed_fields = Some(entries.clone());
+            let before = owns_replicas(&d.clone().into(), "pennant");
+            d.metadata.annotations = Some(BTreeMap::from([
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    "{}".into(),
+                ),
+                ("keep".into(), "me".into()),
+            ]));
+            slim_managed_fields(&mut d.metadata, "pennant");
+            assert_eq!(
+                owns_replicas(&d.clone().into(), "pennant"),
+                owns,
+                "{entries:?}"
+            );
+            assert_eq!(before, owns, "slimming changed the answer for {entries:?}");
+            let left = d.metadata.managed_fields.as_ref().map_or(0, Vec::len);
+            assert_eq!(left, kept, "{entries:?}");
+            if let Some(m) = d.metadata.managed_fields.as_ref().and_then(|m| m.first()) {
+                assert!(
+                    m.fields_v1
+                        .as_ref()
+                        .is_none_or(|f| f.0.pointer("/f:spec/f:template").is_none())
+                );
+            }
+            assert_eq!(
+                d.metadata.annotations,
+                Some(BTreeMap::from([("keep".into(), "me".into())]))
+            );
+        }
     }
 
     #[test]
