@@ -1052,6 +1052,24 @@ impl<'a> Machine<'a> {
         (elapsed < interval).then(|| interval - elapsed)
     }
 
+    /// The time a step taken now is recorded at, and the wait until the next one: the time it
+    /// was due (`lastStepTime` + interval) when that is less than an interval ago, so a late
+    /// reconcile does not push every later step back; otherwise (the first step, or after the
+    /// controller was away for more than an interval) now. Never later than now, so the next
+    /// step is never early: it is due an interval after the recorded time.
+    fn step_slot(&self, analysis: &CanaryAnalysis) -> (Time, Duration) {
+        let interval = analysis.interval();
+        let due = self.st.last_step_time.as_ref().and_then(|last| {
+            let due = last
+                .0
+                .checked_add(SignedDuration::try_from(interval).ok()?)
+                .ok()?;
+            let late: Duration = self.now.duration_since(due).try_into().ok()?;
+            (late < interval).then(|| (Time(due), interval - late))
+        });
+        due.unwrap_or_else(|| (self.time(), interval))
+    }
+
     /// Progressing / WaitingPromotion: one analysis step per interval.
     fn analyse(&mut self, target: &TargetState) -> Flow {
         let analysis = self.analysis();
@@ -1159,9 +1177,12 @@ impl<'a> Machine<'a> {
             return flow;
         }
 
-        // A step happens now, whatever its outcome.
-        self.st.last_step_time = Some(self.time());
-        self.requeue_in(analysis.interval());
+        // A step happens now, whatever its outcome. It is recorded at the time it was due, so
+        // the steps keep to the interval's grid (Flagger's ticker) instead of drifting by the
+        // reconcile's latency and the one-second rounding of `lastStepTime` at every step.
+        let (at, next_in) = self.step_slot(&analysis);
+        self.st.last_step_time = Some(at);
+        self.requeue_in(next_in);
 
         let starting = self.st.canary_weight == 0 && self.st.iterations == 0;
         let checks = if starting {

@@ -427,6 +427,55 @@ fn status_written_by_flagger_is_adopted_without_a_run() {
     assert_eq!(w.phase(), Some(CanaryPhase::Progressing));
 }
 
+#[test]
+fn steps_keep_to_the_interval_grid_when_reconciles_run_late() {
+    let mut w = World::initialized(analysis());
+    w.release_to_first_step();
+    let step_time = |w: &World| w.status().last_step_time.clone().unwrap().0;
+    let first = step_time(&w);
+    assert_eq!(w.weight(), 10);
+
+    // the reconcile for the next step runs 400 ms after it was due: the step is recorded at
+    // the time it was due, and the one after is due an interval after that, not after now
+    w.now = first
+        .checked_add(SignedDuration::from_millis(30_400))
+        .unwrap();
+    let d = w.tick();
+    assert_eq!(w.weight(), 20, "the step was taken");
+    let second = step_time(&w);
+    assert_eq!(
+        second,
+        first.checked_add(SignedDuration::from_secs(30)).unwrap()
+    );
+    assert_eq!(d.requeue_after, Some(Duration::from_millis(29_600)));
+
+    // three late reconciles in a row do not add up: the fourth step is still on the grid
+    for k in 2..4 {
+        w.now = first
+            .checked_add(SignedDuration::from_millis(30_000 * k + 900))
+            .unwrap();
+        w.tick();
+    }
+    assert_eq!(w.weight(), 40);
+    assert_eq!(
+        step_time(&w),
+        first.checked_add(SignedDuration::from_secs(90)).unwrap()
+    );
+
+    // away for more than an interval (a restart): the schedule starts again from now, rounded
+    // up to the second (never early)
+    let away = step_time(&w)
+        .checked_add(SignedDuration::from_millis(95_300))
+        .unwrap();
+    w.now = away;
+    w.tick();
+    assert_eq!(w.weight(), 50);
+    assert_eq!(
+        step_time(&w),
+        Timestamp::from_second(away.as_second() + 1).unwrap()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A good release
 
@@ -1418,11 +1467,15 @@ proptest! {
                 && before > 0
                 && let Some((t, _)) = last_change
             {
+                // never early against the schedule: an interval after the previous step's slot
                 let gap = w.now.duration_since(t);
-                prop_assert!(gap >= SignedDuration::try_from(interval).unwrap(), "step after {gap:?} < {interval:?}");
+                prop_assert!(gap >= SignedDuration::try_from(interval).unwrap(), "step {gap:?} after the last slot < {interval:?}");
             }
             if after != before {
-                last_change = Some((w.now, after));
+                // the slot a step is recorded at is never after the step itself
+                let slot = w.status().last_step_time.as_ref().map_or(w.now, |t| t.0);
+                prop_assert!(slot <= w.now || slot.as_second() == w.now.as_second() + 1, "slot {slot} after {}", w.now);
+                last_change = Some((slot, after));
             }
             if terminal(&w) { break; }
             let wait = d.requeue_after.unwrap_or(Duration::from_secs(30)).as_secs().max(1);
