@@ -414,20 +414,7 @@ async fn gitops_lagging(ns: &TestNs, apps: usize, sha: &str, rev: usize) -> Vec<
 /// Deletes the Kustomizations and the GitRepository while the controller still runs (it
 /// releases their finalizers), then the namespace.
 async fn cleanup_gitops(ns: TestNs) {
-    let ks: Api<Kustomization> = Api::namespaced(ns.client.clone(), &ns.name);
-    let _ = ks
-        .delete_collection(&Default::default(), &Default::default())
-        .await;
-    wait_until(
-        Duration::from_secs(30),
-        "Kustomizations finalized",
-        || async {
-            ks.list(&Default::default())
-                .await
-                .is_ok_and(|l| l.items.is_empty())
-        },
-    )
-    .await;
+    support::sources::delete_all::<Kustomization>(&ns, "Kustomizations").await;
     support::sources::cleanup(ns).await;
 }
 

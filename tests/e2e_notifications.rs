@@ -479,20 +479,7 @@ spec:
         assert!(w.is_empty(), "{alert}: {w:?}");
     }
     // finalizers first (the controller is still running), then the namespace
-    let kss = Api::<Kustomization>::namespaced(client.clone(), &ns.name);
-    let _ = kss
-        .delete_collection(&Default::default(), &Default::default())
-        .await;
-    wait_until(
-        Duration::from_secs(30),
-        "Kustomizations finalized",
-        || async {
-            kss.list(&Default::default())
-                .await
-                .is_ok_and(|l| l.items.is_empty())
-        },
-    )
-    .await;
+    support::sources::delete_all::<Kustomization>(&ns, "Kustomizations").await;
     delete_releases(&ns).await;
     cleanup(ns).await;
 }

@@ -95,7 +95,9 @@ pub async fn cleanup(ns: TestNs) {
     ns.cleanup().await;
 }
 
-async fn delete_all<K>(ns: &TestNs, what: &str)
+/// Deletes every `K` of the namespace and waits (30 s) until the controller has released their
+/// finalizers; `what` names them in the timeout message.
+pub async fn delete_all<K>(ns: &TestNs, what: &str)
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
