@@ -66,7 +66,7 @@ use sha2::Digest;
 use tracing::{info, warn};
 
 use super::build::{BuildOptions, kustomize_binary};
-use super::health_wait::{self, Attempted, Outcome, Target, Waits};
+use super::health_wait::{self, Attempted, Outcome, Target, WaitState, Waits};
 use super::render::{
     RenderError, SourceState, cause_of, fetch_artifact, render, source_key, source_state,
 };
@@ -613,7 +613,8 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         None => canary_pre_check(&ks, &ctx, &old, generation).await,
         Some(_) => None,
     };
-    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated
+    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated;
+    // or the wait of the revision applied passed and nothing changed since
     let outcome = match (refusal, pre) {
         (Some(message), _) => Err(terminal(UNSUPPORTED_FIELD, message)),
         (None, Some(Pre::Rejected(rev))) => {
@@ -631,9 +632,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                     reasons::INVALID_CEL_EXPRESSION,
                     format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
                 )),
-                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now)
-                    .await
-                    .map(Some),
+                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
             }
         }
     };
@@ -949,7 +948,8 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
 /// Fetch, build, substitute, apply, prune: the change set and the manifests' digest, with
 /// `status` updated along the way (`lastAttemptedRevision`, `inventory`). On a new revision or
 /// generation the in-progress conditions ([`mark_progressing`]) are written before the fetch
-/// and before the build (`written` is then what the API server holds).
+/// and before the build (`written` is then what the API server holds). `None` when the last
+/// wait of this very apply has passed and nothing changed since ([`Waits::settled`]).
 async fn attempt(
     ks: &Kustomization,
     ctx: &Ctx,
@@ -957,14 +957,14 @@ async fn attempt(
     status: &mut KustomizationStatus,
     written: &mut KustomizationStatus,
     now: &Time,
-) -> Result<Attempted, Failure> {
+) -> Result<Option<Attempted>, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.metadata.generation.unwrap_or_default();
     let wait = ctx.settings.requeue_dependency;
     let artifact = source_artifact(ks, &ctx.client, wait).await?;
-    // a running health wait of this very apply is re-evaluated, nothing re-applied
-    if let Some(w) = ctx.waits.get(&(ns.clone(), name.clone())).filter(|w| {
+    let key = (ns.clone(), name.clone());
+    let resumes = |w: &WaitState| {
         let token = requested_at(ks.metadata.annotations.as_ref());
         health_wait::resumes(
             Some(w),
@@ -974,13 +974,20 @@ async fn attempt(
             ks.interval(),
             now.0,
         )
-    }) {
+    };
+    // a running health wait of this very apply is re-evaluated, nothing re-applied
+    if let Some(w) = ctx.waits.get(&key).filter(resumes) {
         status.last_attempted_revision = Some(artifact.revision.clone());
         let client = match local_target(ks, &ctx.settings) {
             true => None,
             false => Some(ctx.targets.target(ks).await?.client),
         };
-        return Ok(Attempted::Resumed(w, client));
+        return Ok(Some(Attempted::Resumed(w, client)));
+    }
+    // its wait has passed and nothing changed since (a wake queued while it ran): as is
+    if ctx.waits.settled(&key).is_some_and(|w| resumes(&w)) {
+        status.last_attempted_revision = Some(artifact.revision.clone());
+        return Ok(None);
     }
     // Flux's order: the source's artifact, then the dependencies, then the fetch
     let deps = dependencies(ks, &ctx.client, &artifact.revision, wait).await;
@@ -1075,12 +1082,12 @@ async fn attempt(
         }
     }
     status.inventory = Some(inventory);
-    Ok(Attempted::Applied {
+    Ok(Some(Attempted::Applied {
         changes,
         digest,
         jobs_with_ttl,
         client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
-    })
+    }))
 }
 
 /// What a reconcile does before reading the artifact when a Canary gates the Kustomization.

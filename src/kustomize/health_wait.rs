@@ -242,6 +242,8 @@ pub struct Waits {
 struct Inner {
     states: BTreeMap<Key, WaitState>,
     index: BTreeMap<ObjectId, BTreeSet<Key>>,
+    /// The last wait of each Kustomization that passed, its identity only ([`Waits::settle`]).
+    settled: BTreeMap<Key, WaitState>,
 }
 
 impl Inner {
@@ -273,6 +275,7 @@ impl Waits {
     pub fn insert(&self, key: Key, state: WaitState) {
         let mut inner = self.lock();
         inner.unindex(&key);
+        inner.settled.remove(&key);
         for (id, _) in &state.objects {
             inner
                 .index
@@ -283,9 +286,36 @@ impl Waits {
         inner.states.insert(key, state);
     }
 
-    /// End the wait of `key` (healthy, failed, suspended, deleted).
+    /// End the wait of `key` (failed, suspended, deleted) and forget its last passed one.
     pub fn remove(&self, key: &Key) {
-        self.lock().unindex(key);
+        let mut inner = self.lock();
+        inner.unindex(key);
+        inner.settled.remove(key);
+    }
+
+    /// End the wait of `key` as passed, keeping its identity (revision, generation, token,
+    /// start; not its objects) for [`Waits::settled`].
+    pub fn settle(&self, key: Key, wait: &WaitState) {
+        let mut inner = self.lock();
+        inner.unindex(&key);
+        let identity = WaitState {
+            digest: String::new(),
+            objects: vec![],
+            jobs_with_ttl: BTreeSet::new(),
+            ..wait.clone()
+        };
+        inner.settled.insert(key, identity);
+    }
+
+    /// The last wait of `key` that passed, when none runs: a reconcile that would have
+    /// [`resumes`] it has nothing to do (a wake queued by a second event of a checked object
+    /// while the wait was being passed), rather than applying again ahead of the interval.
+    pub fn settled(&self, key: &Key) -> Option<WaitState> {
+        let inner = self.lock();
+        match inner.states.contains_key(key) {
+            true => None,
+            false => inner.settled.get(key).cloned(),
+        }
     }
 
     /// The Kustomizations waiting on `id`.
@@ -419,6 +449,7 @@ pub async fn step(
             }
             waits.insert(key, wait);
         }
+        Outcome::Passed { .. } => waits.settle(key, &wait),
         _ => waits.remove(&key),
     }
     (changes, digest, outcome)

@@ -266,3 +266,33 @@ fn the_index_maps_objects_to_their_waits() {
     assert!(waits.waiting_on(&web()).is_empty());
     assert_eq!(waits.len(), 1);
 }
+
+/// CI flake of `an_impersonated_wait_is_woken_by_the_watch_not_the_periodic_recheck`: two
+/// events of the checked Deployment queued two wakes; the first passed the wait, the second
+/// found no wait running and applied again (reverting the test's patch, as drift). A passed
+/// wait is remembered as settled until something supersedes it.
+#[test]
+fn a_passed_wait_stays_settled_until_a_new_wait_or_removal() {
+    let waits = Waits::default();
+    let a: Key = ("apps".into(), "a".into());
+    waits.insert(a.clone(), wait(true));
+    assert_eq!(waits.settled(&a), None, "running, not settled");
+    waits.settle(a.clone(), &wait(true));
+    assert!(waits.get(&a).is_none(), "the wait ended");
+    assert!(waits.waiting_on(&web()).is_empty(), "no more wakes");
+    let settled = waits.settled(&a).expect("settled");
+    assert!(resumes(
+        Some(&settled),
+        "main@sha1:abc",
+        2,
+        None,
+        Some(Duration::from_secs(60)),
+        t(1)
+    ));
+    assert!(settled.objects.is_empty(), "only its identity is kept");
+    waits.insert(a.clone(), wait(false));
+    assert_eq!(waits.settled(&a), None, "a new wait supersedes it");
+    waits.settle(a.clone(), &wait(false));
+    waits.remove(&a);
+    assert_eq!(waits.settled(&a), None, "deleted or suspended: forgotten");
+}
