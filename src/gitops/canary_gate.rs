@@ -24,6 +24,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::kustomization::ResourceInventory;
 use crate::api::{Canary, CanaryPhase, find_condition};
 
 use super::conditions::{self, types};
@@ -65,17 +66,53 @@ pub fn target_id(canary: &Canary) -> String {
     )
 }
 
-/// Whether an applier with these status `conditions` and `inventory` waits for `canary`: its
-/// `Ready` reason is [`CANARY_PROGRESSING`] and its inventory holds the workload `canary`
-/// targets ([`target_id`]). A change of the Canary's status wakes such appliers. PURE.
-pub fn waits_for(
-    conditions: &[Condition],
-    inventory: Option<&crate::api::kustomization::ResourceInventory>,
-    canary: &Canary,
-) -> bool {
-    let target = target_id(canary);
-    conditions::get(conditions, types::READY).is_some_and(|c| c.reason == CANARY_PROGRESSING)
-        && inventory.is_some_and(|i| i.entries.iter().any(|e| e.id == target))
+/// The appliers (of one kind, by namespace/name) whose gate is being evaluated or waits for a
+/// Canary, with the Deployments and DaemonSets of their inventory: a change of a Canary's
+/// status wakes those whose inventory holds its target ([`target_id`]).
+///
+/// An applier registers *before* its gate reads the Canaries and leaves once its gate is not
+/// [`Gate::Progressing`]. Deciding from the applier's status instead (`Ready` reason
+/// [`CANARY_PROGRESSING`] in the appliers' watch) lost wake-ups: the Canary's status change could
+/// arrive after the gate read the Canaries and before that status reached the watch, and then
+/// nothing woke the applier until its interval (seen in `e2e_cli`: a Kustomization held at
+/// "Canary … not started" 34 ms after the Canary's initialisation).
+#[derive(Default)]
+pub struct Waiters {
+    index: std::sync::Mutex<std::collections::BTreeMap<(String, String), Vec<String>>>,
+}
+
+impl Waiters {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), Vec<String>>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `key` evaluates its gate over `inventory` (call before reading the Canaries).
+    pub fn register(&self, key: (String, String), inventory: &ResourceInventory) {
+        let workloads = inventory
+            .entries
+            .iter()
+            .filter(|e| e.id.ends_with("_apps_Deployment") || e.id.ends_with("_apps_DaemonSet"))
+            .map(|e| e.id.clone())
+            .collect();
+        self.lock().insert(key, workloads);
+    }
+
+    /// `key` waits for no Canary (its gate passed, failed or has none; deleted, suspended).
+    pub fn remove(&self, key: &(String, String)) {
+        self.lock().remove(key);
+    }
+
+    /// The appliers to wake on a change of `canary`.
+    pub fn waiting_for(&self, canary: &Canary) -> Vec<(String, String)> {
+        let target = target_id(canary);
+        self.lock()
+            .iter()
+            .filter(|(_, ids)| ids.contains(&target))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
 }
 
 /// The workloads of `inventory` (an applier's `status.inventory`) that one of `canaries`
@@ -85,7 +122,7 @@ pub fn waits_for(
 pub async fn observe(
     client: &kube::Client,
     canaries: &[&Canary],
-    inventory: &crate::api::kustomization::ResourceInventory,
+    inventory: &ResourceInventory,
 ) -> Vec<AppliedWorkload> {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     use kube::Api;
@@ -577,5 +614,38 @@ mod tests {
                 "{rev} {rejected:?} {generation} {observed:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_canary_wakes_the_appliers_registered_on_its_target_until_they_leave() {
+        let inventory = |ids: &[&str]| ResourceInventory {
+            entries: ids
+                .iter()
+                .map(|id| crate::api::kustomization::ResourceRef {
+                    id: id.to_string(),
+                    v: "v1".into(),
+                })
+                .collect(),
+        };
+        let key = |n: &str| ("apps".to_string(), n.to_string());
+        let waiters = Waiters::default();
+        waiters.register(
+            key("a"),
+            &inventory(&["apps_web_apps_Deployment", "apps_web__Service"]),
+        );
+        waiters.register(key("b"), &inventory(&["apps_api_apps_Deployment"]));
+        waiters.register(key("c"), &inventory(&["apps_web_apps_DaemonSet"]));
+        waiters.register(key("d"), &inventory(&["apps_web__Service"]));
+        let web = canary("web", "web", json!({}));
+        assert_eq!(target_id(&web), "apps_web_apps_Deployment");
+        assert_eq!(waiters.waiting_for(&web), [key("a")]);
+        waiters.register(key("b"), &inventory(&["apps_web_apps_Deployment"]));
+        assert_eq!(
+            waiters.waiting_for(&web),
+            [key("a"), key("b")],
+            "registered again with a new inventory"
+        );
+        waiters.remove(&key("a"));
+        assert_eq!(waiters.waiting_for(&web), [key("b")], "its gate passed");
     }
 }

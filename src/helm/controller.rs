@@ -162,6 +162,8 @@ struct Ctx {
     failures: Mutex<BTreeMap<(String, String), u32>>,
     /// Every Canary in scope, from the watch (revision-aware readiness, [`canary_gate`]).
     canaries: Store<crate::api::Canary>,
+    /// The HelmReleases whose gate waits for a Canary.
+    gate_waiters: Arc<crate::gitops::canary_gate::Waiters>,
 }
 
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
@@ -449,7 +451,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     );
     // a Canary's status change wakes the HelmReleases waiting for its run (every Canary,
     // whatever its shard label: a release of this shard may hold a Canary another analyses)
-    let (hr_store, wake_gated) = (store.clone(), wake.clone());
+    let gate_waiters = Arc::new(crate::gitops::canary_gate::Waiters::default());
+    let (waiters, wake_gated) = (gate_waiters.clone(), wake.clone());
     let (canaries, canary_writer) = reflector::store::<crate::api::Canary>();
     tokio::spawn(
         reflector::reflector(
@@ -465,8 +468,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .for_each(move |r| {
             match r {
                 Ok(c) => {
-                    for h in gated_by(&hr_store.state(), &c) {
-                        let _ = wake_gated.send(h);
+                    for (ns, name) in waiters.waiting_for(&c) {
+                        let _ = wake_gated.send(ObjectRef::new(&name).within(&ns));
                     }
                 }
                 Err(e) => tracing::debug!("helm controller: canary watch: {e}"),
@@ -492,6 +495,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
         canaries,
+        gate_waiters,
     });
     let concurrency = ctx.settings.concurrent;
     let (s4, s5) = (store.clone(), store.clone());
@@ -647,6 +651,9 @@ struct Prepared {
 async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
     let ns = hr.namespace().unwrap_or_default();
     let api: Api<HelmRelease> = Api::namespaced(ctx.client.clone(), &ns);
+    if hr.metadata.deletion_timestamp.is_some() || hr.suspended() {
+        ctx.gate_waiters.remove(&(ns.clone(), hr.name_any()));
+    }
     if hr.metadata.deletion_timestamp.is_some() {
         return finalize(&hr, &api, &ctx).await;
     }
@@ -766,6 +773,11 @@ async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, E
             }
         }
     };
+    if conditions::get(&status.conditions, types::READY)
+        .is_none_or(|c| c.reason != crate::gitops::canary_gate::CANARY_PROGRESSING)
+    {
+        ctx.gate_waiters.remove(&(ns.clone(), hr.name_any()));
+    }
     write_status(&api, &hr, &written, &status).await?;
     emit_all(&ctx, &hr, events, status.last_attempted_revision.as_deref()).await;
     Ok(requeue)
@@ -1766,6 +1778,10 @@ async fn canary_gate(
         return requeue;
     };
     let release_ns = hr.release_namespace();
+    ctx.gate_waiters.register(
+        (hr.namespace().unwrap_or_default(), hr.name_any()),
+        &inventory,
+    );
     let canaries = ctx.canaries.state();
     let refs: Vec<&crate::api::Canary> = canaries
         .iter()
@@ -1822,22 +1838,6 @@ async fn canary_gate(
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
     }
-}
-
-/// The HelmReleases among `all` whose `Ready` waits for a Canary (`CanaryProgressing`) and
-/// whose inventory holds the workload `canary` targets: its status changes wake them. PURE.
-pub fn gated_by(
-    all: &[Arc<HelmRelease>],
-    canary: &crate::api::Canary,
-) -> Vec<ObjectRef<HelmRelease>> {
-    all.iter()
-        .filter(|h| {
-            h.status.as_ref().is_some_and(|s| {
-                crate::gitops::canary_gate::waits_for(&s.conditions, s.inventory.as_ref(), canary)
-            })
-        })
-        .map(|h| ObjectRef::from_obj(&**h))
-        .collect()
 }
 
 /// The Canaries of namespace `ns` (through `client`: the release's cluster, which may be a
@@ -2439,50 +2439,6 @@ mod tests {
         assert!(dependents_to_wake(&all, "HelmRelease", "apps", "back", false).is_empty());
         assert!(dependents_to_wake(&all, "Kustomization", "apps", "back", true).is_empty());
         assert!(dependents_to_wake(&all, "HelmRelease", "other-ns", "back", true).is_empty());
-    }
-
-    #[test]
-    fn a_canary_wakes_the_releases_waiting_for_it_that_hold_its_target() {
-        let with = |name: &str, reason: &str, id: &str| {
-            let mut h = hr(base());
-            h.metadata.name = Some(name.into());
-            h.status = Some(HelmReleaseStatus {
-                conditions: vec![Condition {
-                    type_: "Ready".into(),
-                    status: "Unknown".into(),
-                    reason: reason.into(),
-                    message: String::new(),
-                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
-                    observed_generation: None,
-                }],
-                inventory: Some(crate::api::kustomization::ResourceInventory {
-                    entries: vec![crate::api::kustomization::ResourceRef {
-                        id: id.into(),
-                        v: "v1".into(),
-                    }],
-                }),
-                ..Default::default()
-            });
-            Arc::new(h)
-        };
-        let gated = crate::gitops::canary_gate::CANARY_PROGRESSING;
-        let all = vec![
-            with("a", gated, "apps_web_apps_Deployment"),
-            with("b", reasons::PROGRESSING, "apps_web_apps_Deployment"),
-            with("c", gated, "apps_api_apps_Deployment"),
-        ];
-        let canary: crate::api::Canary = serde_json::from_value(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": "web", "namespace": "apps"},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-                "service": {"port": 80}}
-        }))
-        .unwrap();
-        let woken: Vec<String> = gated_by(&all, &canary)
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        assert_eq!(woken, ["a"]);
     }
 
     /// A remote cluster's target hands helm the sanitised kubeconfig and the impersonated user

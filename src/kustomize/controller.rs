@@ -148,6 +148,8 @@ struct Ctx {
     targets: Targets,
     /// Every Canary in scope (revision-aware readiness, [`gate`]).
     canaries: Store<Canary>,
+    /// The Kustomizations whose gate waits for a Canary.
+    gate_waiters: Arc<gate::Waiters>,
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
@@ -400,7 +402,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     // for, and keep off the fields of) a Canary another shard analyses
     let every_shards_canary = watcher::Config::default().any_semantic();
     let (canaries, canary_writer) = reflector::store::<Canary>();
-    let (ks_store, wake_gated) = (store.clone(), wake.clone());
+    let gate_waiters = Arc::new(gate::Waiters::default());
+    let (waiters, wake_gated) = (gate_waiters.clone(), wake.clone());
     tokio::spawn(
         reflector::reflector(
             canary_writer,
@@ -412,8 +415,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .for_each(move |r| {
             match r {
                 Ok(c) => {
-                    for k in super::wake::gated_by(&ks_store.state(), &c) {
-                        let _ = wake_gated.send(k);
+                    for (ns, name) in waiters.waiting_for(&c) {
+                        let _ = wake_gated.send(ObjectRef::new(&name).within(&ns));
                     }
                 }
                 Err(e) => tracing::debug!("kustomize controller: canary watch: {e}"),
@@ -423,6 +426,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     );
     let ctx = Arc::new(Ctx {
         canaries,
+        gate_waiters,
         waits,
         helm_dependents,
         watches,
@@ -561,6 +565,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     let api: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
     if ks.metadata.deletion_timestamp.is_some() {
         ctx.waits.remove(&(ns.clone(), name.clone()));
+        ctx.gate_waiters.remove(&(ns.clone(), name.clone()));
         ctx.helm_dependents.set(&(ns.clone(), name.clone()), &[]);
         return finalize(&ks, &api, &ctx).await;
     }
@@ -575,6 +580,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     }
     if ks.spec.suspend == Some(true) {
         ctx.waits.remove(&(ns.clone(), name.clone()));
+        ctx.gate_waiters.remove(&(ns.clone(), name.clone()));
         return Ok(Requeue::await_change());
     }
     let started = Instant::now();
@@ -696,6 +702,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         Ok(_) if local_target(&ks, &ctx.settings) => {
             observe_gate(
                 &ctx,
+                (ns.clone(), name.clone()),
                 status.inventory.as_ref(),
                 revision.as_deref().unwrap_or_default(),
             )
@@ -703,6 +710,9 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         }
         Ok(_) => Gate::NoCanary,
     };
+    if !matches!(gate, Gate::Progressing { .. }) {
+        ctx.gate_waiters.remove(&(ns.clone(), name.clone()));
+    }
     let requeue = match outcome {
         Ok((changes, digest, health))
             if matches!(gate, Gate::Progressing { .. } | Gate::Failed { .. }) =>
@@ -1161,10 +1171,16 @@ fn rejected(ks: &Kustomization, old: &KustomizationStatus, rev: &str) -> Failure
 
 /// The gate of `revision` ([`gate::decide`]): the Canaries (from the watch) targeting a
 /// Deployment or DaemonSet of `inventory`, and the live pod templates ([`gate::observe`]).
-async fn observe_gate(ctx: &Ctx, inventory: Option<&ResourceInventory>, revision: &str) -> Gate {
+async fn observe_gate(
+    ctx: &Ctx,
+    key: (String, String),
+    inventory: Option<&ResourceInventory>,
+    revision: &str,
+) -> Gate {
     let Some(inventory) = inventory else {
         return Gate::NoCanary;
     };
+    ctx.gate_waiters.register(key, inventory);
     let canaries = ctx.canaries.state();
     let refs: Vec<&Canary> = canaries.iter().map(|c| &**c).collect();
     let applied = gate::observe(&ctx.client, &refs, inventory).await;

@@ -61,23 +61,6 @@ pub fn dependents_to_wake(
         .collect()
 }
 
-/// The Kustomizations among `all` whose `Ready` waits for a Canary
-/// ([`crate::gitops::canary_gate::CANARY_PROGRESSING`]) and whose inventory holds the workload
-/// `canary` targets: a change of the Canary's status wakes them, nothing polls. PURE.
-pub fn gated_by(
-    all: &[Arc<Kustomization>],
-    canary: &crate::api::Canary,
-) -> Vec<ObjectRef<Kustomization>> {
-    all.iter()
-        .filter(|k| {
-            k.status.as_ref().is_some_and(|s| {
-                crate::gitops::canary_gate::waits_for(&s.conditions, s.inventory.as_ref(), canary)
-            })
-        })
-        .map(|k| ObjectRef::from_obj(&**k))
-        .collect()
-}
-
 /// The HelmReleases (pennant's `dependsOn[].kind: HelmRelease`) each Kustomization waits for,
 /// so that a change of one (seen by the dynamic watches) wakes its dependents.
 #[derive(Default)]
@@ -261,55 +244,6 @@ mod tests {
         );
         let failed = ks("a", "apps", json!([]), ("False", "BuildFailed"), (1, 1));
         assert!(dependents_to_wake(&all, &failed).is_empty());
-    }
-
-    #[test]
-    fn a_canary_wakes_the_kustomizations_waiting_for_it_that_applied_its_target() {
-        let with = |name: &str, reason: &str, inventory: &[&str]| {
-            let mut k = ks(name, "apps", json!([]), ("Unknown", reason), (1, 1));
-            let st = Arc::make_mut(&mut k).status.as_mut().unwrap();
-            st.inventory = Some(crate::api::kustomization::ResourceInventory {
-                entries: inventory
-                    .iter()
-                    .map(|id| crate::api::kustomization::ResourceRef {
-                        id: id.to_string(),
-                        v: "v1".into(),
-                    })
-                    .collect(),
-            });
-            k
-        };
-        let gated = crate::gitops::canary_gate::CANARY_PROGRESSING;
-        let all = vec![
-            with(
-                "a",
-                gated,
-                &["apps_web_apps_Deployment", "apps_web__Service"],
-            ),
-            with("b", gated, &["apps_api_apps_Deployment"]),
-            with(
-                "c",
-                "ReconciliationSucceeded",
-                &["apps_web_apps_Deployment"],
-            ),
-            with("d", gated, &["apps_web_apps_DaemonSet"]),
-        ];
-        let canary: crate::api::Canary = serde_json::from_value(json!({
-            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
-            "metadata": {"name": "web", "namespace": "apps"},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-                "service": {"port": 80}}
-        }))
-        .unwrap();
-        assert_eq!(
-            crate::gitops::canary_gate::target_id(&canary),
-            "apps_web_apps_Deployment"
-        );
-        let woken: Vec<String> = gated_by(&all, &canary)
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        assert_eq!(woken, ["a"]);
     }
 
     #[test]
