@@ -380,4 +380,104 @@ mod tests {
             "canary name required"
         );
     }
+
+    #[test]
+    fn the_kubectl_plugin_is_the_same_binary_under_another_name() {
+        assert!(is_kubectl_plugin("kubectl-pennant"));
+        assert!(is_kubectl_plugin("/usr/local/bin/kubectl-pennant"));
+        assert!(!is_kubectl_plugin("/usr/local/bin/pennant"));
+        assert!(!is_kubectl_plugin("kubectl-pennant-old"));
+        let cli = parse(
+            ["kubectl-pennant", "get", "all", "-A", "--watch"]
+                .map(String::from)
+                .to_vec(),
+        );
+        let Command::Get(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(g.what, "all");
+        assert!(g.scope.all_namespaces && g.watch);
+        let mut help = Cli::command().bin_name("kubectl pennant");
+        let usage = help.render_usage().to_string();
+        assert!(usage.contains("kubectl pennant"), "{usage}");
+    }
+
+    #[test]
+    fn the_reading_verbs_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().map(|a| a.to_string()));
+        let Command::Get(g) = parse(&[
+            "pennant", "get", "sources", "git", "-n", "prod", "-o", "json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                g.what.as_str(),
+                g.source_kind.as_deref(),
+                g.scope.namespace.as_deref()
+            ),
+            ("sources", Some("git"), Some("prod"))
+        );
+        assert_eq!(g.output, get::Output::Json);
+        assert!(
+            parse(&["pennant", "get", "ks", "-n", "a", "-A"]).is_err(),
+            "-n and -A exclude each other"
+        );
+        let Command::Reconcile(r) = parse(&[
+            "pennant",
+            "reconcile",
+            "source",
+            "git",
+            "apps",
+            "--with-source",
+            "--timeout",
+            "2m",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((r.words.len(), r.with_source, r.timeout), (3, true, 120));
+        let Command::Reconcile(r) = parse(&["pennant", "reconcile", "ks", "apps"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(r.timeout, 300, "flux's default timeout");
+        assert!(
+            parse(&["pennant", "reconcile", "ks"]).is_err(),
+            "name required"
+        );
+        let Command::Promote(p) = parse(&["pennant", "promote", "podinfo", "-n", "test"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        let g = p.open();
+        assert_eq!(
+            (g.action, g.canary.as_str(), g.namespace.as_deref()),
+            (GateAction::Open, "podinfo", Some("test"))
+        );
+        let Command::Events(e) = parse(&["pennant", "events", "--for", "ks/apps", "-A"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(e.for_object.as_deref(), Some("ks/apps"));
+        assert!(e.scope.all_namespaces);
+        let Command::Tree(t) = parse(&["pennant", "tree", "ks", "apps", "-o", "yaml"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((t.kind.as_str(), t.name.as_str()), ("ks", "apps"));
+    }
 }
