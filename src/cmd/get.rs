@@ -168,7 +168,9 @@ where
         + Send
         + 'static,
 {
+    // errors (a restarted API server, a CRD removed) are retried with the watcher's backoff
     watcher(api::<K>(client, ns), watcher::Config::default())
+        .default_backoff()
         .touched_objects()
         .map_ok(|o| o.summarize(Timestamp::now()))
         .map_err(anyhow::Error::from)
@@ -253,7 +255,13 @@ pub async fn command(args: GetArgs) -> anyhow::Result<()> {
     let mut stream =
         futures::stream::select_all(kinds.iter().map(|&k| watch(&client, k, ns.as_deref())));
     while let Some(s) = stream.next().await {
-        let s = s?;
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("✗ watch: {e:#} (retrying)");
+                continue;
+            }
+        };
         let key = (s.kind, s.namespace.clone(), s.name.clone());
         let cells = key_cells(&s);
         if last.get(&key) == Some(&cells) {

@@ -1,6 +1,7 @@
 //! `pennant tree ks NAME [-n NS] [-o table|json|yaml]`: a Kustomization's inventory as a tree
 //! (as `flux tree ks`), with each HelmRelease's inventory and each Canary's objects beneath
-//! them and the state of the GitOps objects and Canaries on their line ([`crate::view::tree`]).
+//! them and the state of the GitOps objects (sources too) and Canaries on their line
+//! ([`crate::view::tree`]).
 //! Nested Kustomizations (same cluster) are expanded as `flux tree` does.
 
 use std::collections::BTreeSet;
@@ -104,11 +105,54 @@ async fn kustomization_tree(
                     None => Node::leaf(format!("{} [not found]", r.text())),
                 }
             }
-            _ => Node::leaf(r.text()),
+            Some(kind) => match source_summary(client, kind, &r.namespace, &r.name, now).await? {
+                Some(s) => Node::leaf(state_text(&r, &s)),
+                None => Node::leaf(format!("{} [not found]", r.text())),
+            },
+            None => Node::leaf(r.text()),
         };
         root.items.push(node);
     }
     Ok(root)
+}
+
+async fn summary_of<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    now: Timestamp,
+) -> kube::Result<Option<crate::view::Summary>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Summarize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let o = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?;
+    Ok(o.map(|o| o.summarize(now)))
+}
+
+/// The summary of a source (the kinds without objects of their own beneath them).
+async fn source_summary(
+    client: &Client,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    now: Timestamp,
+) -> kube::Result<Option<crate::view::Summary>> {
+    use crate::api::source::{GitRepository, HelmChart, HelmRepository, OCIRepository};
+    match kind {
+        Kind::GitRepository => summary_of::<GitRepository>(client, ns, name, now).await,
+        Kind::OCIRepository => summary_of::<OCIRepository>(client, ns, name, now).await,
+        Kind::HelmRepository => summary_of::<HelmRepository>(client, ns, name, now).await,
+        Kind::HelmChart => summary_of::<HelmChart>(client, ns, name, now).await,
+        Kind::HelmRelease => summary_of::<HelmRelease>(client, ns, name, now).await,
+        Kind::Kustomization => summary_of::<Kustomization>(client, ns, name, now).await,
+        Kind::Canary => summary_of::<Canary>(client, ns, name, now).await,
+    }
 }
 
 /// `pennant tree ks NAME`: prints the tree (or its JSON/YAML: `{text, items}` nodes).
