@@ -297,6 +297,17 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     assert_eq!(rows[0]["name"], "apps");
     assert_eq!(rows[0]["ready"], "True");
     assert_eq!(rows[0]["revision"], short.as_str());
+    // one object by name, as `flux get ks apps`
+    let (code, out, _) = pennant(&["get", "sources", "helm", "charts", "-n", n]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "header and one row:\n{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("charts "), "{out}");
+    let (code, out, err) = pennant(&["get", "ks", "missing", "-n", n]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert!(
+        err.contains("no \"missing\" Kustomization objects found"),
+        "{err}"
+    );
     let (code, out, _) = pennant(&["get", "sources", "git", "-n", n, "-o", "yaml"]);
     assert_eq!(code, 0);
     assert!(

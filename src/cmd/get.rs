@@ -65,8 +65,10 @@ pub struct GetArgs {
     /// `helmrepo`, `helmcharts`/`chart`).
     pub what: String,
     /// After `sources`: one source kind (`git`, `oci`, `helm`, `chart`) or `all`, as `flux get
-    /// sources git`.
-    pub source_kind: Option<String>,
+    /// sources git`; then (or after any other kind) the name of one object, as `flux get ks
+    /// apps`.
+    #[arg(num_args = 0..=2, value_name = "KIND|NAME")]
+    pub rest: Vec<String>,
     #[command(flatten)]
     pub scope: Scope,
     /// After listing, print a row each time one changes (Ctrl-C ends).
@@ -76,25 +78,44 @@ pub struct GetArgs {
     pub output: Output,
 }
 
-/// The kinds `what` (and `sources`' sub-kind) names, and whether they print in sections (more
-/// than one kind). PURE.
-pub fn kinds_of(what: &str, source_kind: Option<&str>) -> anyhow::Result<(Vec<Kind>, bool)> {
+/// What `pennant get` lists: the kinds, whether they print in sections (more than one kind),
+/// and the one name asked for, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub kinds: Vec<Kind>,
+    pub sections: bool,
+    pub name: Option<String>,
+}
+
+/// The [`Query`] of `what` and the words after it (`sources`' sub-kind, a name). PURE.
+pub fn query(what: &str, rest: &[String]) -> anyhow::Result<Query> {
     let source = |s: &str| match Kind::parse(s) {
         Some(k) if Kind::SOURCES.contains(&k) => Ok(k),
         _ => bail!("{s:?}: not a source kind (git, oci, helm, chart, all)"),
     };
-    match (what.to_ascii_lowercase().as_str(), source_kind) {
-        ("all", None) => Ok((Kind::ALL.to_vec(), true)),
-        ("sources" | "source", None | Some("all")) => Ok((Kind::SOURCES.to_vec(), true)),
-        ("sources" | "source", Some(s)) => Ok((vec![source(s)?], false)),
-        (w, None) => match Kind::parse(w) {
-            Some(k) => Ok((vec![k], false)),
-            None => bail!(
+    let q = |kinds: Vec<Kind>, name: Option<&String>| Query {
+        sections: kinds.len() > 1,
+        kinds,
+        name: name.cloned(),
+    };
+    let rest: Vec<&String> = rest.iter().collect();
+    match (what.to_ascii_lowercase().as_str(), rest.as_slice()) {
+        ("all", []) => Ok(q(Kind::ALL.to_vec(), None)),
+        ("all", [name]) => Ok(q(Kind::ALL.to_vec(), Some(name))),
+        ("sources" | "source", []) => Ok(q(Kind::SOURCES.to_vec(), None)),
+        ("sources" | "source", [k, name @ ..]) if k.as_str() == "all" => {
+            Ok(q(Kind::SOURCES.to_vec(), name.first().copied()))
+        }
+        ("sources" | "source", [k, name @ ..]) => Ok(q(vec![source(k)?], name.first().copied())),
+        (w, rest) => match (Kind::parse(w), rest) {
+            (Some(k), []) => Ok(q(vec![k], None)),
+            (Some(k), [name]) => Ok(q(vec![k], Some(name))),
+            (Some(_), _) => bail!("unexpected arguments {rest:?} after {what:?}"),
+            (None, _) => bail!(
                 "{what:?}: expected canaries, sources, kustomizations, helmreleases or all \
                  (or a source kind: git, oci, helmrepo, chart)"
             ),
         },
-        (_, Some(extra)) => bail!("unexpected argument {extra:?} after {what:?}"),
     }
 }
 
@@ -199,7 +220,11 @@ pub fn to_text<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result
 
 /// `pennant get …`: prints the table (or JSON/YAML); with `--watch`, then a row per change.
 pub async fn command(args: GetArgs) -> anyhow::Result<()> {
-    let (kinds, sections) = kinds_of(&args.what, args.source_kind.as_deref())?;
+    let Query {
+        kinds,
+        sections,
+        name,
+    } = query(&args.what, &args.rest)?;
     let client = client().await?;
     let ns = args.scope.resolve(&client);
     let all_ns = ns.is_none();
@@ -213,11 +238,15 @@ pub async fn command(args: GetArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("list {kind}")),
         }
     }
+    if let Some(name) = &name {
+        rows.retain(|s| &s.name == name);
+    }
     let colour = colour_stdout();
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Table if rows.is_empty() => eprintln!(
-            "no {} objects found in {} namespace",
+            "no {}{} objects found in {} namespace",
+            name.as_ref().map_or(String::new(), |n| format!("{n:?} ")),
             if kinds.len() == 1 {
                 kinds[0].as_str()
             } else {
@@ -256,7 +285,8 @@ pub async fn command(args: GetArgs) -> anyhow::Result<()> {
         futures::stream::select_all(kinds.iter().map(|&k| watch(&client, k, ns.as_deref())));
     while let Some(s) = stream.next().await {
         let s = match s {
-            Ok(s) => s,
+            Ok(s) if name.as_ref().is_none_or(|n| *n == s.name) => s,
+            Ok(_) => continue,
             Err(e) => {
                 eprintln!("✗ watch: {e:#} (retrying)");
                 continue;
@@ -294,26 +324,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_names_kinds_as_flux_get_does() {
-        assert_eq!(kinds_of("all", None).unwrap(), (Kind::ALL.to_vec(), true));
+    fn what_names_kinds_and_names_as_flux_get_does() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let q = |kinds: &[Kind], name: Option<&str>| Query {
+            kinds: kinds.to_vec(),
+            sections: kinds.len() > 1,
+            name: name.map(String::from),
+        };
+        assert_eq!(query("all", &[]).unwrap(), q(&Kind::ALL, None));
+        assert_eq!(query("sources", &[]).unwrap(), q(&Kind::SOURCES, None));
         assert_eq!(
-            kinds_of("sources", None).unwrap(),
-            (Kind::SOURCES.to_vec(), true)
+            query("sources", &w(&["all", "apps"])).unwrap(),
+            q(&Kind::SOURCES, Some("apps"))
         );
         assert_eq!(
-            kinds_of("sources", Some("git")).unwrap(),
-            (vec![Kind::GitRepository], false)
+            query("sources", &w(&["git"])).unwrap(),
+            q(&[Kind::GitRepository], None)
         );
         assert_eq!(
-            kinds_of("ks", None).unwrap(),
-            (vec![Kind::Kustomization], false)
+            query("source", &w(&["git", "apps"])).unwrap(),
+            q(&[Kind::GitRepository], Some("apps"))
         );
+        assert_eq!(query("ks", &[]).unwrap(), q(&[Kind::Kustomization], None));
         assert_eq!(
-            kinds_of("canaries", None).unwrap(),
-            (vec![Kind::Canary], false)
+            query("ks", &w(&["apps"])).unwrap(),
+            q(&[Kind::Kustomization], Some("apps"))
         );
-        assert!(kinds_of("sources", Some("hr")).is_err(), "not a source");
-        assert!(kinds_of("pods", None).is_err());
-        assert!(kinds_of("ks", Some("x")).is_err());
+        assert_eq!(query("canaries", &[]).unwrap(), q(&[Kind::Canary], None));
+        assert!(query("sources", &w(&["hr"])).is_err(), "not a source");
+        assert!(query("pods", &[]).is_err());
+        assert!(query("ks", &w(&["a", "b"])).is_err());
     }
 }

@@ -416,10 +416,10 @@ mod tests {
         assert_eq!(
             (
                 g.what.as_str(),
-                g.source_kind.as_deref(),
+                g.rest.as_slice(),
                 g.scope.namespace.as_deref()
             ),
-            ("sources", Some("git"), Some("prod"))
+            ("sources", &["git".to_string()][..], Some("prod"))
         );
         assert_eq!(g.output, get::Output::Json);
         assert!(
