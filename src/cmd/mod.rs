@@ -93,7 +93,8 @@ pub enum Command {
     /// Request a Canary's rollback (`pennant rollback open`): a run with a `rollback` hook on
     /// `/rollback/check` rolls back at its next step.
     Abort(CanaryArgs),
-    /// Reconcile a source, Kustomization, HelmRelease or Receiver now and wait for the result
+    /// Reconcile a source, Kustomization, HelmRelease, Receiver or ArtifactGenerator now and
+    /// wait for the result
     /// (`flux reconcile`: the `reconcile.fluxcd.io/requestedAt` annotation).
     Reconcile(ReconcileArgs),
     /// Helm post-renderer plugin (run by `helm`, not by people): rendered manifests on stdin,

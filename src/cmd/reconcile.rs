@@ -23,7 +23,8 @@ use crate::view::Kind;
 pub struct ReconcileArgs {
     /// `KIND NAME`, or `source KIND NAME` as `flux reconcile source git apps`. Kinds:
     /// `gitrepository` (`git`), `ocirepository` (`oci`), `helmrepository` (`helmrepo`),
-    /// `helmchart` (`chart`), `kustomization` (`ks`), `helmrelease` (`hr`), `receiver`.
+    /// `helmchart` (`chart`), `kustomization` (`ks`), `helmrelease` (`hr`), `receiver`,
+    /// `artifactgenerator` (`ag`).
     #[arg(num_args = 2..=3, required = true, value_name = "KIND NAME")]
     pub words: Vec<String>,
     /// Namespace (default: the kubeconfig context's namespace, as kubectl).
@@ -44,15 +45,25 @@ pub struct Reconcilable {
     pub api_version: &'static str,
 }
 
-/// The kind a word names for `reconcile` (see [`Kind::parse`], plus `receiver`). A Canary is
+/// The kind a word names for `reconcile` (see [`Kind::parse`], plus `receiver` and
+/// `artifactgenerator`/`ag`, source-watcher's). A Canary is
 /// refused: it is reconciled on every change and each analysis interval, with nothing to
 /// request; `promote`, `abort` and `gate` act on it. PURE.
 pub fn reconcilable(word: &str) -> anyhow::Result<Reconcilable> {
-    if matches!(word.to_ascii_lowercase().as_str(), "receiver" | "receivers") {
-        return Ok(Reconcilable {
-            kind: "Receiver",
-            api_version: "notification.toolkit.fluxcd.io/v1",
-        });
+    match word.to_ascii_lowercase().as_str() {
+        "receiver" | "receivers" => {
+            return Ok(Reconcilable {
+                kind: "Receiver",
+                api_version: "notification.toolkit.fluxcd.io/v1",
+            });
+        }
+        "artifactgenerator" | "artifactgenerators" | "ag" => {
+            return Ok(Reconcilable {
+                kind: "ArtifactGenerator",
+                api_version: "source.extensions.fluxcd.io/v1beta1",
+            });
+        }
+        _ => {}
     }
     match Kind::parse(word) {
         Some(Kind::Canary) => bail!(
@@ -64,7 +75,7 @@ pub fn reconcilable(word: &str) -> anyhow::Result<Reconcilable> {
             api_version: k.api_version(),
         }),
         None => bail!(
-            "{word:?}: expected a kind: git, oci, helmrepo, chart, ks, hr or receiver \
+            "{word:?}: expected a kind: git, oci, helmrepo, chart, ks, hr, receiver or ag \
              (or `source git|oci|helm|chart`)"
         ),
     }
@@ -228,6 +239,11 @@ mod tests {
         assert_eq!(r.kind, "GitRepository");
         let (r, _) = parse_words(&words(&["receiver", "hook"])).unwrap();
         assert_eq!(r.api_version, "notification.toolkit.fluxcd.io/v1");
+        let (r, _) = parse_words(&words(&["ag", "gen"])).unwrap();
+        assert_eq!(
+            (r.kind, r.api_version),
+            ("ArtifactGenerator", "source.extensions.fluxcd.io/v1beta1")
+        );
         assert!(parse_words(&words(&["source", "ks", "apps"])).is_err());
         assert!(parse_words(&words(&["canary", "podinfo"])).is_err());
         assert!(parse_words(&words(&["pods", "web"])).is_err());
