@@ -94,8 +94,7 @@ pub enum Command {
     /// `/rollback/check` rolls back at its next step.
     Abort(CanaryArgs),
     /// Reconcile a source, Kustomization, HelmRelease, Receiver or ArtifactGenerator now and
-    /// wait for the result
-    /// (`flux reconcile`: the `reconcile.fluxcd.io/requestedAt` annotation).
+    /// wait for the result (`flux reconcile`: the `reconcile.fluxcd.io/requestedAt` annotation).
     Reconcile(ReconcileArgs),
     /// Helm post-renderer plugin (run by `helm`, not by people): rendered manifests on stdin,
     /// post-rendered on stdout.
