@@ -28,4 +28,5 @@ pub mod runtime;
 pub mod server;
 pub mod source;
 pub mod util;
+pub mod view;
 pub mod webhook;

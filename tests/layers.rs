@@ -4,7 +4,8 @@
 //! - `api` (our CRD types) and `util` are the bottom: they refer to no other pennant module;
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
 //!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`, `health`) and the process that hosts them
-//!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`) never refer to a
+//!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`), and `view` (what people
+//!   read of the objects: `pennant get`'s rows, later the dashboard's) never refer to a
 //!   controller (`canary`, `kustomize`, `helm`, `notification`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` and `util` only;
@@ -50,6 +51,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "apply",
     "health",
     "notification",
+    "view",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

@@ -9,21 +9,29 @@ pub mod analyze;
 pub mod controller;
 pub mod crds;
 pub mod diff;
+pub mod events;
 pub mod gate;
+pub mod get;
 pub mod helm_post_render;
 pub mod helm_release;
 pub mod kustomization;
 pub mod lint;
+pub mod reconcile;
 pub mod replay;
+pub mod tree;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub use analyze::AnalyzeArgs;
 pub use controller::ControllerArgs;
+pub use events::EventsArgs;
 pub use gate::{GateAction, GateArgs};
+pub use get::GetArgs;
 pub use kustomization::{BuildKind, DiffKind, KsArgs};
 pub use lint::LintArgs;
+pub use reconcile::ReconcileArgs;
 pub use replay::ReplayArgs;
+pub use tree::TreeArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +78,24 @@ pub enum Command {
     /// pennant would refuse, undefined postBuild variables).
     #[command(long_about = lint::LONG_ABOUT)]
     Lint(LintArgs),
+    /// List Canaries, sources, Kustomizations and HelmReleases at a glance: `get
+    /// canaries|sources|kustomizations|helmreleases|all` (columns as `flux get` and `kubectl
+    /// get canaries`; `--watch` prints a row per change).
+    Get(GetArgs),
+    /// A Kustomization's inventory as a tree, HelmReleases and Canaries with their own objects
+    /// and state beneath it (`flux tree ks`).
+    Tree(TreeArgs),
+    /// Events of pennant's objects (Canaries and Flux's kinds), oldest first (`flux events`).
+    Events(EventsArgs),
+    /// Open a Canary's promotion gate (`pennant gate open`): a run waiting at a
+    /// `confirm-promotion` hook on `/gate/check` promotes.
+    Promote(CanaryArgs),
+    /// Request a Canary's rollback (`pennant rollback open`): a run with a `rollback` hook on
+    /// `/rollback/check` rolls back at its next step.
+    Abort(CanaryArgs),
+    /// Reconcile a source, Kustomization, HelmRelease, Receiver or ArtifactGenerator now and
+    /// wait for the result (`flux reconcile`: the `reconcile.fluxcd.io/requestedAt` annotation).
+    Reconcile(ReconcileArgs),
     /// Helm post-renderer plugin (run by `helm`, not by people): rendered manifests on stdin,
     /// post-rendered on stdout.
     #[command(hide = true)]
@@ -89,7 +115,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diff { kind } => kustomization::diff_command(kind).await,
         Command::HelmPostRender(args) => helm_post_render::command(&args),
         Command::Lint(args) => lint::command(&args),
+        Command::Get(args) => get::command(args).await,
+        Command::Tree(args) => tree::command(args).await,
+        Command::Events(args) => events::command(args).await,
+        Command::Promote(c) => gate::command(crate::gate::Gate::Promotion, c.open()).await,
+        Command::Abort(c) => gate::command(crate::gate::Gate::Rollback, c.open()).await,
+        Command::Reconcile(args) => reconcile::command(args).await,
     }
+}
+
+/// `pennant promote|abort CANARY [-n NS]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CanaryArgs {
+    /// Name of the Canary.
+    pub canary: String,
+    /// Namespace of the Canary (default: the kubeconfig context's namespace).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+impl CanaryArgs {
+    fn open(self) -> GateArgs {
+        GateArgs {
+            action: GateAction::Open,
+            canary: self.canary,
+            namespace: self.namespace,
+        }
+    }
+}
+
+/// The name a kubectl plugin's binary has: `kubectl pennant …` runs `kubectl-pennant …`.
+pub const KUBECTL_PLUGIN: &str = "kubectl-pennant";
+
+/// Whether `argv0` (the program's path as run) is the kubectl plugin: its file name is
+/// [`KUBECTL_PLUGIN`] (a symbolic link to `pennant` on the PATH).
+pub fn is_kubectl_plugin(argv0: &str) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == KUBECTL_PLUGIN)
+}
+
+/// The command line parsed, exiting with clap's message on an error. Invoked as
+/// [`KUBECTL_PLUGIN`], the verbs are the same and help and errors say `kubectl pennant`.
+pub fn parse(args: Vec<String>) -> Cli {
+    let mut command = Cli::command();
+    if args.first().is_some_and(|a| is_kubectl_plugin(a)) {
+        command = command.bin_name("kubectl pennant");
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// The process-wide TLS provider (ring), for the Kubernetes client, Prometheus and webhooks.
@@ -305,5 +379,105 @@ mod tests {
             parse(&["pennant", "gate", "open"]).is_err(),
             "canary name required"
         );
+    }
+
+    #[test]
+    fn the_kubectl_plugin_is_the_same_binary_under_another_name() {
+        assert!(is_kubectl_plugin("kubectl-pennant"));
+        assert!(is_kubectl_plugin("/usr/local/bin/kubectl-pennant"));
+        assert!(!is_kubectl_plugin("/usr/local/bin/pennant"));
+        assert!(!is_kubectl_plugin("kubectl-pennant-old"));
+        let cli = parse(
+            ["kubectl-pennant", "get", "all", "-A", "--watch"]
+                .map(String::from)
+                .to_vec(),
+        );
+        let Command::Get(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(g.what, "all");
+        assert!(g.scope.all_namespaces && g.watch);
+        let mut help = Cli::command().bin_name("kubectl pennant");
+        let usage = help.render_usage().to_string();
+        assert!(usage.contains("kubectl pennant"), "{usage}");
+    }
+
+    #[test]
+    fn the_reading_verbs_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().map(|a| a.to_string()));
+        let Command::Get(g) = parse(&[
+            "pennant", "get", "sources", "git", "-n", "prod", "-o", "json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                g.what.as_str(),
+                g.rest.as_slice(),
+                g.scope.namespace.as_deref()
+            ),
+            ("sources", &["git".to_string()][..], Some("prod"))
+        );
+        assert_eq!(g.output, get::Output::Json);
+        assert!(
+            parse(&["pennant", "get", "ks", "-n", "a", "-A"]).is_err(),
+            "-n and -A exclude each other"
+        );
+        let Command::Reconcile(r) = parse(&[
+            "pennant",
+            "reconcile",
+            "source",
+            "git",
+            "apps",
+            "--with-source",
+            "--timeout",
+            "2m",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((r.words.len(), r.with_source, r.timeout), (3, true, 120));
+        let Command::Reconcile(r) = parse(&["pennant", "reconcile", "ks", "apps"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(r.timeout, 300, "flux's default timeout");
+        assert!(
+            parse(&["pennant", "reconcile", "ks"]).is_err(),
+            "name required"
+        );
+        let Command::Promote(p) = parse(&["pennant", "promote", "podinfo", "-n", "test"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        let g = p.open();
+        assert_eq!(
+            (g.action, g.canary.as_str(), g.namespace.as_deref()),
+            (GateAction::Open, "podinfo", Some("test"))
+        );
+        let Command::Events(e) = parse(&["pennant", "events", "--for", "ks/apps", "-A"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(e.for_object.as_deref(), Some("ks/apps"));
+        assert!(e.scope.all_namespaces);
+        let Command::Tree(t) = parse(&["pennant", "tree", "ks", "apps", "-o", "yaml"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((t.kind.as_str(), t.name.as_str()), ("ks", "apps"));
     }
 }

@@ -1,0 +1,272 @@
+//! `pennant reconcile KIND NAME [-n NS] [--with-source] [--timeout 5m]`, as `flux reconcile`:
+//! writes `reconcile.fluxcd.io/requestedAt: <now>` on the object
+//! ([`crate::gitops::reconcile_request`]), waits until the controller echoes it to
+//! `status.lastHandledReconcileAt`, then reports the Ready condition (exit 1 when it is not
+//! True, or on timeout). `--with-source` first reconciles the object's source (a
+//! Kustomization's `sourceRef`, a HelmRelease's HelmChart or `chartRef`, a HelmChart's
+//! `sourceRef`), as `flux reconcile ks|hr|chart --with-source`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::get::client;
+use crate::gitops::reconcile_request::RECONCILE_REQUESTED_AT_ANNOTATION;
+use crate::view::Kind;
+
+/// `pennant reconcile`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReconcileArgs {
+    /// `KIND NAME`, or `source KIND NAME` as `flux reconcile source git apps`. Kinds:
+    /// `gitrepository` (`git`), `ocirepository` (`oci`), `helmrepository` (`helmrepo`),
+    /// `helmchart` (`chart`), `kustomization` (`ks`), `helmrelease` (`hr`), `receiver`,
+    /// `artifactgenerator` (`ag`).
+    #[arg(num_args = 2..=3, required = true, value_name = "KIND NAME")]
+    pub words: Vec<String>,
+    /// Namespace (default: the kubeconfig context's namespace, as kubectl).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Reconcile the object's source first.
+    #[arg(long)]
+    pub with_source: bool,
+    /// How long to wait for each reconcile: `30s`, `5m` (default 5m, as `flux`).
+    #[arg(long, default_value = "5m", value_parser = super::parse_seconds)]
+    pub timeout: u64,
+}
+
+/// A kind `pennant reconcile` can request: its kind and `apiVersion`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconcilable {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+}
+
+/// The kind a word names for `reconcile` (see [`Kind::parse`], plus `receiver` and
+/// `artifactgenerator`/`ag`, source-watcher's). A Canary is
+/// refused: it is reconciled on every change and each analysis interval, with nothing to
+/// request; `promote`, `abort` and `gate` act on it. PURE.
+pub fn reconcilable(word: &str) -> anyhow::Result<Reconcilable> {
+    match word.to_ascii_lowercase().as_str() {
+        "receiver" | "receivers" => {
+            return Ok(Reconcilable {
+                kind: "Receiver",
+                api_version: "notification.toolkit.fluxcd.io/v1",
+            });
+        }
+        "artifactgenerator" | "artifactgenerators" | "ag" => {
+            return Ok(Reconcilable {
+                kind: "ArtifactGenerator",
+                api_version: "source.extensions.fluxcd.io/v1beta1",
+            });
+        }
+        _ => {}
+    }
+    match Kind::parse(word) {
+        Some(Kind::Canary) => bail!(
+            "a Canary is reconciled on every change and at each analysis interval: there is \
+             nothing to request (to act on a run: pennant promote|abort CANARY)"
+        ),
+        Some(k) => Ok(Reconcilable {
+            kind: k.as_str(),
+            api_version: k.api_version(),
+        }),
+        None => bail!(
+            "{word:?}: expected a kind: git, oci, helmrepo, chart, ks, hr, receiver or ag \
+             (or `source git|oci|helm|chart`)"
+        ),
+    }
+}
+
+/// `words` (`KIND NAME` or `source KIND NAME`) as the kind and name. PURE.
+pub fn parse_words(words: &[String]) -> anyhow::Result<(Reconcilable, String)> {
+    match words {
+        [kind, name] => Ok((reconcilable(kind)?, name.clone())),
+        [source, kind, name] if source == "source" || source == "sources" => {
+            let r = reconcilable(kind)?;
+            if !Kind::SOURCES.iter().any(|k| k.as_str() == r.kind) {
+                bail!("{kind:?} is not a source kind (git, oci, helm, chart)");
+            }
+            Ok((r, name.clone()))
+        }
+        _ => bail!("expected KIND NAME or source KIND NAME, got {words:?}"),
+    }
+}
+
+/// The source a `--with-source` reconcile visits first: kind, namespace, name. `None` when the
+/// object names none (a source itself, or a HelmRelease whose chart is not generated yet).
+/// PURE.
+pub fn source_of(kind: &str, obj: &Value) -> Option<(String, String, String)> {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let of_ref = |r: &Value| {
+        Some((
+            r["kind"].as_str()?.to_string(),
+            r["namespace"].as_str().unwrap_or(ns).to_string(),
+            r["name"].as_str()?.to_string(),
+        ))
+    };
+    match kind {
+        "Kustomization" | "HelmChart" => of_ref(&obj["spec"]["sourceRef"]),
+        "HelmRelease" => of_ref(&obj["spec"]["chartRef"]).or_else(|| {
+            let (cns, name) = obj["status"]["helmChart"].as_str()?.split_once('/')?;
+            Some(("HelmChart".into(), cns.into(), name.into()))
+        }),
+        _ => None,
+    }
+}
+
+fn api_for(client: &Client, r: Reconcilable, ns: &str) -> Api<DynamicObject> {
+    let (group, version) = r
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", r.api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, r.kind));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Requests a reconcile of `kind` `ns/name` (its source first with `with_source`), waits up to
+/// `timeout` for it to be handled, and returns the Ready message; an error when the object is
+/// suspended, Ready is not True afterwards, or the wait times out.
+pub async fn reconcile(
+    client: &Client,
+    r: Reconcilable,
+    ns: &str,
+    name: &str,
+    with_source: bool,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let api = api_for(client, r, ns);
+    let obj = api
+        .get(name)
+        .await
+        .with_context(|| format!("{} {ns}/{name}", r.kind))?;
+    let obj = serde_json::to_value(&obj)?;
+    if obj["spec"]["suspend"].as_bool() == Some(true) {
+        bail!("{} {ns}/{name} is suspended", r.kind);
+    }
+    if with_source {
+        match source_of(r.kind, &obj) {
+            Some((kind, sns, sname)) => {
+                let sr = reconcilable(&kind)?;
+                let msg = Box::pin(reconcile(client, sr, &sns, &sname, false, timeout)).await?;
+                eprintln!("✔ {kind} {sns}/{sname}: {msg}");
+            }
+            None => eprintln!("✗ {} {ns}/{name} names no source to reconcile", r.kind),
+        }
+    }
+    let token = Timestamp::now().to_string();
+    eprintln!("► annotating {} {name} in {ns} namespace", r.kind);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT_ANNOTATION: token}}}),
+        ),
+    )
+    .await
+    .with_context(|| format!("annotate {} {ns}/{name}", r.kind))?;
+    eprintln!("◎ waiting for {} reconciliation", r.kind);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let o = serde_json::to_value(api.get(name).await?)?;
+        if o["status"]["lastHandledReconcileAt"].as_str() == Some(token.as_str()) {
+            let ready = o["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+            let status = ready.and_then(|c| c["status"].as_str()).unwrap_or("");
+            let message = ready
+                .and_then(|c| c["message"].as_str())
+                .unwrap_or("")
+                .to_string();
+            if status != "True" {
+                bail!("{} reconciliation failed: {message}", r.kind);
+            }
+            return Ok(message);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} {ns}/{name}: the controller did not handle the request within {} s \
+                 (status.lastHandledReconcileAt is {})",
+                r.kind,
+                timeout.as_secs(),
+                o["status"]["lastHandledReconcileAt"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `pennant reconcile …`.
+pub async fn command(args: ReconcileArgs) -> anyhow::Result<()> {
+    let (r, name) = parse_words(&args.words)?;
+    let client = client().await?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let msg = reconcile(
+        &client,
+        r,
+        &ns,
+        &name,
+        args.with_source,
+        Duration::from_secs(args.timeout),
+    )
+    .await?;
+    println!("✔ {} {ns}/{name} reconciled: {msg}", r.kind);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn kinds_and_names_read_as_flux_reconcile() {
+        let (r, n) = parse_words(&words(&["ks", "apps"])).unwrap();
+        assert_eq!(
+            (r.kind, r.api_version, n.as_str()),
+            ("Kustomization", "kustomize.toolkit.fluxcd.io/v1", "apps")
+        );
+        let (r, _) = parse_words(&words(&["source", "git", "apps"])).unwrap();
+        assert_eq!(r.kind, "GitRepository");
+        let (r, _) = parse_words(&words(&["receiver", "hook"])).unwrap();
+        assert_eq!(r.api_version, "notification.toolkit.fluxcd.io/v1");
+        let (r, _) = parse_words(&words(&["ag", "gen"])).unwrap();
+        assert_eq!(
+            (r.kind, r.api_version),
+            ("ArtifactGenerator", "source.extensions.fluxcd.io/v1beta1")
+        );
+        assert!(parse_words(&words(&["source", "ks", "apps"])).is_err());
+        assert!(parse_words(&words(&["canary", "podinfo"])).is_err());
+        assert!(parse_words(&words(&["pods", "web"])).is_err());
+    }
+
+    #[test]
+    fn sources_for_with_source() {
+        let ks = json!({"metadata": {"namespace": "apps"}, "spec": {"sourceRef": {"kind": "GitRepository", "name": "repo"}}});
+        assert_eq!(
+            source_of("Kustomization", &ks),
+            Some(("GitRepository".into(), "apps".into(), "repo".into()))
+        );
+        let hr = json!({"metadata": {"namespace": "apps"}, "spec": {}, "status": {"helmChart": "flux/apps-web"}});
+        assert_eq!(
+            source_of("HelmRelease", &hr),
+            Some(("HelmChart".into(), "flux".into(), "apps-web".into()))
+        );
+        let hr_ref = json!({"metadata": {"namespace": "apps"}, "spec": {"chartRef": {"kind": "OCIRepository", "name": "web", "namespace": "oci"}}});
+        assert_eq!(
+            source_of("HelmRelease", &hr_ref),
+            Some(("OCIRepository".into(), "oci".into(), "web".into()))
+        );
+        assert_eq!(source_of("HelmRelease", &json!({"spec": {}})), None);
+        assert_eq!(source_of("GitRepository", &ks), None);
+    }
+}
