@@ -241,12 +241,11 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     ))
     .await;
     ns.apply_yaml(&format!(
-        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  interval: 5s\n  path: ./apps\n  prune: true\n  targetNamespace: {n}\n  sourceRef:\n    kind: GitRepository\n    name: apps\n"
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  path: ./apps\n  prune: true\n  targetNamespace: {n}\n  sourceRef:\n    kind: GitRepository\n    name: apps\n"
     ))
     .await;
-    // interval 5s: the Kustomization sometimes misses the wake of its Canary's initialisation
-    // (seen once: `not started` read after the Canary's Initialized status was written) and
-    // only its interval brings it back
+    // interval 10m: only the Canary's status changes wake the Kustomization's gate (a lost
+    // wake-up held it at `not started` until the interval before gitops::canary_gate::Waiters)
     let rev = format!("main@sha1:{sha}");
     wait_applied(&client, n, &rev).await;
     wait_hr(&ns, "web", "released", |h| {
