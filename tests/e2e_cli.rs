@@ -39,18 +39,7 @@ fn helm_release(url: &str) -> String {
 
 /// `pennant <args>` with the cluster's kubeconfig: (exit code, stdout, stderr).
 fn pennant(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run pennant");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
-    (out.status.code().unwrap_or(-1), stdout, stderr)
+    run_cli(args, &[])
 }
 
 /// Runs its arguments in a pseudo-terminal and copies what they print to stdout (raw).

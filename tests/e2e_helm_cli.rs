@@ -42,19 +42,10 @@ fn start(ns: &str, storage: &std::path::Path) -> ControllerProcess {
 
 /// `pennant <args>` as a user: (exit code, stdout, stderr).
 fn pennant(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env("PENNANT_HELM", helm())
-        .env("PENNANT_KUSTOMIZE", kustomize())
-        .output()
-        .expect("run pennant");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
-    (out.status.code().unwrap_or(-1), stdout, stderr)
+    run_cli(
+        args,
+        &[("PENNANT_HELM", helm()), ("PENNANT_KUSTOMIZE", kustomize())],
+    )
 }
 
 /// `helm history` as (revision, status), oldest first.

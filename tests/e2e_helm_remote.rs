@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -47,18 +46,7 @@ fn helm_list(kubeconfig: &str, ns: &str) -> Vec<String> {
 
 /// `pennant <args>` with the local cluster's kubeconfig: (exit code, stdout, stderr).
 fn pennant(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env("PENNANT_HELM", helm())
-        .output()
-        .expect("run pennant");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
-    (out.status.code().unwrap_or(-1), stdout, stderr)
+    run_cli(args, &[("PENNANT_HELM", helm())])
 }
 
 /// The names of Helm's release Secrets (`owner=helm`) in `ns` through `client`.

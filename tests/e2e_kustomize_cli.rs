@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use kube::Api;
@@ -38,17 +37,7 @@ fn secret(password: &str) -> String {
 
 /// `pennant <args>` with the cluster's kubeconfig: (exit code, stdout, stderr).
 fn pennant(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .expect("run pennant");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
-    (out.status.code().unwrap_or(-1), stdout, stderr)
+    run_cli(args, &[])
 }
 
 /// `<namespace>_<name>_<group>_<kind>` of an object, as in the inventory.

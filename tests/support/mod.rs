@@ -37,6 +37,24 @@ pub fn kubeconfig_path() -> String {
     format!("{}/kubeconfig", state_dir())
 }
 
+/// `pennant <args>` run as a process with the cluster's kubeconfig and `env` (no `NO_COLOR`
+/// from the caller's environment), printed as run: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pennant"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run pennant");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!("$ pennant {}\n{stdout}{stderr}", args.join(" "));
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
 pub fn prometheus_url() -> String {
     std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
 }
