@@ -29,6 +29,7 @@ pub mod guardrail;
 pub mod report;
 #[cfg(test)]
 mod tests;
+pub mod weights;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,17 @@ pub enum OnInconclusive {
     Rollback,
     /// Promote.
     Promote,
+}
+
+/// How the canary weight moves between judged steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Weights {
+    /// The user's schedule (`stepWeight`/`stepWeights` up to `maxWeight`), as Flagger.
+    #[default]
+    Fixed,
+    /// Evidence-driven, within the user's ladder and `harmBudget` ([`weights`]).
+    Adaptive,
 }
 
 /// The judge's parameters (`sequential-judge.md` §4.5). Units as named per field. Every field
@@ -108,6 +120,15 @@ pub struct Policy {
     /// Largest tolerated gap between the measured canary traffic share and the configured
     /// weight, in percentage points, before a Warning. Default 10.
     pub share_tolerance: f64,
+    /// `fixed` (default: the user's schedule) or `adaptive`: after each judged step the next
+    /// weight is the largest of the user's ladder whose worst case over the next interval
+    /// stays within `harmBudget`, never below the fixed schedule unless the canary is
+    /// suspicious ([`weights`]). Canary strategy only.
+    pub weights: Weights,
+    /// With `weights: adaptive`: extra failed (or slower than a judged latency edge) requests
+    /// the canary may serve per interval in the worst case (anytime-valid upper bound at
+    /// 95 %). In (0, 1e9]. Default 20.
+    pub harm_budget: f64,
 }
 
 impl Default for Policy {
@@ -128,6 +149,8 @@ impl Default for Policy {
             fast_promotion: false,
             share_tolerance: 10.0,
             dispersion: 1.0,
+            weights: Weights::Fixed,
+            harm_budget: 20.0,
         }
     }
 }
@@ -181,6 +204,11 @@ impl Policy {
         check(
             s > 0.0 && s <= 100.0,
             format!("shareTolerance {s} out of range (0, 100] pp"),
+        )?;
+        let h = self.harm_budget;
+        check(
+            h > 0.0 && h <= 1e9,
+            format!("harmBudget {h} out of range (0, 1e9] requests per interval"),
         )?;
         for e in &self.latency_edges {
             check(
