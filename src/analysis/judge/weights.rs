@@ -360,7 +360,7 @@ mod tests {
     use crate::api::judge::VersionCounts;
     use proptest::prelude::*;
     use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
+    use rand::SeedableRng;
     use rand_distr::{Binomial, Distribution, Poisson};
 
     const LADDER: [i32; 5] = [10, 20, 30, 40, 50];
