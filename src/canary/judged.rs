@@ -570,6 +570,7 @@ mod tests {
             errors: x,
             buckets: vec![(100.0, n / 2), (250.0, n * 9 / 10)],
             timed: n,
+            pods: Vec::new(),
         };
         StepSample {
             canary: v(nc, xc),
@@ -757,6 +758,7 @@ mod tests {
                 errors: 0,
                 buckets: vec![(100.0, 90 * k), (250.0, 95 * k), (500.0, 99 * k + k / 2)],
                 timed: 100 * k,
+                pods: Vec::new(),
             };
             StepSample {
                 canary: v(100),
