@@ -109,6 +109,15 @@ impl Release {
     fn bad(&self) -> bool {
         self.err_delta > 0.0 || self.lat_factor > 1.0
     }
+    /// Expected extra failed or over-p99 requests per request served by the canary, at the
+    /// nominal load (no drift, no incident): the harm rate of [`World::minute`].
+    fn excess(&self) -> f64 {
+        let slow_t = self.mu + 2.326 * self.sigma;
+        let over = |m: f64| 1.0 - phi((slow_t - m) / self.sigma);
+        ((self.b + self.err_delta).min(0.95) - self.b.min(0.5))
+            + (over(self.mu + self.lat_factor.ln()) - over(self.mu))
+    }
+
     /// Worse than the declared tolerance (errors ≥ δ, or latency ≥ 1 + τ).
     fn beyond(&self, policy: &Policy) -> bool {
         self.err_delta >= policy.error_tolerance / 100.0
@@ -384,6 +393,8 @@ impl World<'_> {
             errors: e,
             buckets: ISTIO_EDGES_MS.iter().copied().zip(cum).collect(),
             timed: n,
+            // the corpus has no pods: φ is the policy's (1 unless `--dispersion`)
+            pods: Vec::new(),
         }
     }
 }
@@ -797,6 +808,8 @@ struct Score {
     pr_ticks: u64,
     /// Σ harm over the releases (bad ones; good ones add 0).
     harm: f64,
+    /// Σ harm plus, for a promoted bad release, the hour after at all of the traffic.
+    harm_hour: f64,
     /// Σ minutes to a decision over all releases (a held run: its last minute).
     ticks: u64,
 }
@@ -808,6 +821,10 @@ impl Score {
             let beyond = r.beyond(policy);
             self.beyond += beyond as u32;
             self.harm += o.harm;
+            self.harm_hour += o.harm;
+            if let End::Promoted(_) = o.end {
+                self.harm_hour += r.rps * 3600.0 * r.excess();
+            }
             self.ticks += o.ticks as u64;
             match o.end {
                 End::RolledBack(k) => {
@@ -955,7 +972,7 @@ fn main() {
     policy.latency_tolerance = f("--latency-tolerance", policy.latency_tolerance);
     policy.warmup_steps = f("--warmup", policy.warmup_steps as f64) as u32;
     policy.max_steps = f("--max-steps", policy.max_steps as f64) as u32;
-    policy.dispersion = f("--dispersion", policy.dispersion);
+    policy.dispersion = arg_f("--dispersion");
     let fast = Policy {
         fast_promotion: true,
         ..policy.clone()
@@ -1126,6 +1143,13 @@ fn main() {
         let q = score(&corpus, &outcomes[SEQ], &policy, keep);
         let ticks = |s: &Score| s.rb_ticks as f64 / s.bad_rb.max(1) as f64;
         println!(
+            "goals, {label}: harm per bad release with the hour after a bad promotion: Flagger {:.1}, sequential ramp {:.1}, adaptive {:.1} (ratio {:.2})",
+            f.harm_hour / f.bad.max(1) as f64,
+            q.harm_hour / q.bad.max(1) as f64,
+            a.harm_hour / a.bad.max(1) as f64,
+            a.harm_hour / f.harm_hour.max(1e-9),
+        );
+        println!(
             "goals, {label}: harm per bad release Flagger {:.1}, sequential ramp {:.1}, adaptive {:.1} (ratio {:.2}); mean tick of rollback Flagger {:.1}, adaptive {:.1} (ratio {:.2})",
             f.harm / f.bad.max(1) as f64,
             q.harm / q.bad.max(1) as f64,
@@ -1195,7 +1219,7 @@ fn main() {
         od.len()
     );
     let damped = Policy {
-        dispersion: 1.5,
+        dispersion: Some(1.5),
         ..policy.clone()
     };
     for (name, outs) in [

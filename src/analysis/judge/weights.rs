@@ -22,8 +22,9 @@
 //! larger of the budgeted weight and the fixed ramp's next step, so a clean canary gets more
 //! traffic sooner (more evidence per interval) and never less than the user's schedule. A
 //! canary whose FAIL evidence has reached half of the level needed (on the log scale) is
-//! *suspicious*: it is held at its weight, or pulled back to the largest weight within the
-//! budget (at least the ladder's first step) when its worst case there exceeds the budget.
+//! *suspicious* and loses the floor: it gets exactly the largest weight within the budget —
+//! held where it is, pulled back, or (at low traffic, where the worst case is small) moved up
+//! to settle the question sooner — and the ladder's first step when no weight is within it.
 //!
 //! Validity: the weight is chosen from the steps already judged, before the next step's data
 //! exists, so each step's conditional likelihood factor is unchanged and the e-processes stay
@@ -302,18 +303,18 @@ pub fn choose(
         .filter(|&w| harm(w) <= policy.harm_budget)
         .max();
     if suspicious {
-        if harm(current) <= policy.harm_budget {
-            return Choice {
-                weight: current,
-                harm: harm(current),
-                reason: Reason::Held,
-            };
-        }
-        let w = budgeted.unwrap_or(ladder[0]).min(current);
+        // no schedule floor: exactly what the budget allows (more evidence, sooner, while the
+        // worst case stays within it), else the ladder's first step
+        let w = budgeted.unwrap_or(ladder[0]);
+        let reason = match w.cmp(&current) {
+            std::cmp::Ordering::Less => Reason::PulledBack,
+            std::cmp::Ordering::Equal => Reason::Held,
+            std::cmp::Ordering::Greater => Reason::Budgeted,
+        };
         return Choice {
             weight: w,
             harm: harm(w),
-            reason: Reason::PulledBack,
+            reason,
         };
     }
     let floor = fixed_next.min(top);
@@ -403,8 +404,12 @@ mod tests {
             ((10, 20, 1.0, 120.0, false), (20, Reason::Schedule)),
             // high traffic: the budget allows nothing above the schedule
             ((20, 30, 0.01, 30_000.0, false), (30, Reason::Schedule)),
-            // suspicious within budget: held
-            ((30, 40, 0.05, 120.0, true), (30, Reason::Held)),
+            // suspicious: what the budget allows, held here (harm(40) = 24 > 20) …
+            ((30, 40, 0.5, 120.0, true), (30, Reason::Held)),
+            // … or more when the worst case is small (2 rps, bound 5 %: 50 % costs 3)
+            ((20, 30, 0.05, 120.0, true), (50, Reason::Budgeted)),
+            // … and never the schedule's next step beyond the budget
+            ((10, 20, 1.0, 120.0, true), (10, Reason::Held)),
             // suspicious over budget at 50 %: pulled back to the largest weight within it
             ((50, 50, 0.5, 120.0, true), (30, Reason::PulledBack)),
             // suspicious and nothing within budget: the ladder's first step
@@ -449,8 +454,8 @@ mod tests {
             prop_assert!(c.weight <= max && c.weight <= *l.last().unwrap());
             prop_assert!(l.contains(&c.weight));
             if sus {
-                // suspicious: never more traffic than now
-                prop_assert!(c.weight <= cur);
+                // suspicious: within the budget, or the ladder's first step
+                prop_assert!(c.harm <= budget + 1e-9 || c.weight == l[0]);
             } else {
                 // clean: never slower than the user's schedule
                 prop_assert!(c.weight >= next);
