@@ -811,7 +811,14 @@ mod tests {
                 &[(0.0, 0.0), (60.0, n)],
             )
         };
-        let s = pod_slices(&[pod("a", 7.0), pod("b", 9.0)], &q, Version::Primary, 0.0, 60.0, 60.0);
+        let s = pod_slices(
+            &[pod("a", 7.0), pod("b", 9.0)],
+            &q,
+            Version::Primary,
+            0.0,
+            60.0,
+            60.0,
+        );
         assert_eq!(s, vec![vec![(0, 7), (0, 9)]]);
     }
 

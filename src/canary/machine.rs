@@ -1392,9 +1392,8 @@ impl<'a> Machine<'a> {
                 } else {
                     w
                 };
-                let ladder = crate::analysis::judge::weights::ladder(max, |x| {
-                    analysis.next_step_weight(x)
-                });
+                let ladder =
+                    crate::analysis::judge::weights::ladder(max, |x| analysis.next_step_weight(x));
                 let guard_tests = guardrails(analysis)
                     .iter()
                     .map(|g| g.bounds().tests())

@@ -615,11 +615,7 @@ fn adaptive_weights_jump_ahead_of_the_schedule_within_the_harm_budget() {
         }
         seen.push(w.weight());
         if w.weight() == 50 {
-            assert!(
-                w.has_notice("adaptive: worst case"),
-                "{:#?}",
-                w.messages()
-            );
+            assert!(w.has_notice("adaptive: worst case"), "{:#?}", w.messages());
         }
     }
     // the fixed schedule is at 30 %, the adaptive one at maxWeight

@@ -604,9 +604,7 @@ pub fn pod_dispersion(slices: &[Vec<(u64, u64)>]) -> Option<f64> {
             .filter(|(_, n)| *n > 0)
             .map(|&(x, n)| (x.min(n) as f64, n as f64))
             .collect();
-        let (x, n) = live
-            .iter()
-            .fold((0.0, 0.0), |a, (x, n)| (a.0 + x, a.1 + n));
+        let (x, n) = live.iter().fold((0.0, 0.0), |a, (x, n)| (a.0 + x, a.1 + n));
         if live.len() < 2 || x <= 0.0 || x >= n {
             continue;
         }

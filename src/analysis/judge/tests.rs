@@ -632,8 +632,14 @@ fn dispersion_is_estimated_from_the_primarys_pods() {
     let p = pod_dispersion(&vec![vec![(3, 100), (7, 100)]; 10]).unwrap();
     assert!((p - 8.0 / 4.75).abs() < 1e-9, "{p}");
     // 0 and 10: 50/4.75 = 10.5, clamped to 10; 4 and 6: 2/4.75, clamped to 1
-    assert_eq!(pod_dispersion(&vec![vec![(0, 100), (10, 100)]; 10]), Some(10.0));
-    assert_eq!(pod_dispersion(&vec![vec![(4, 100), (6, 100)]; 10]), Some(1.0));
+    assert_eq!(
+        pod_dispersion(&vec![vec![(0, 100), (10, 100)]; 10]),
+        Some(10.0)
+    );
+    assert_eq!(
+        pod_dispersion(&vec![vec![(4, 100), (6, 100)]; 10]),
+        Some(1.0)
+    );
     // into the plan: the errors signal only; the policy's own value wins
     let lookback = Lookback {
         requests: 2000,
@@ -645,7 +651,9 @@ fn dispersion_is_estimated_from_the_primarys_pods() {
         latency: false,
         ..Policy::default()
     };
-    let est = plan(&quiet, &lookback).unwrap().signals[0].dispersion.unwrap();
+    let est = plan(&quiet, &lookback).unwrap().signals[0]
+        .dispersion
+        .unwrap();
     assert!((est - 8.0 / 4.75).abs() < 1e-9, "{est}");
     let set = Policy {
         dispersion: Some(1.0),

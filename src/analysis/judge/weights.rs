@@ -360,8 +360,8 @@ mod tests {
     use super::*;
     use crate::api::judge::VersionCounts;
     use proptest::prelude::*;
-    use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rand::rngs::StdRng;
     use rand_distr::{Binomial, Distribution, Poisson};
 
     const LADDER: [i32; 5] = [10, 20, 30, 40, 50];
@@ -419,7 +419,11 @@ mod tests {
         ];
         for ((cur, next, ex, n, sus), (want, why)) in rows {
             let c = choose(&p, &LADDER, cur, next, ex, n, sus);
-            assert_eq!((c.weight, c.reason), (want, why), "{cur} {next} {ex} {n} {sus}");
+            assert_eq!(
+                (c.weight, c.reason),
+                (want, why),
+                "{cur} {next} {ex} {n} {sus}"
+            );
             assert!((c.harm - n * want as f64 / 100.0 * ex).abs() < 1e-9);
         }
     }
@@ -498,17 +502,31 @@ mod tests {
                     let mut bad_run = false;
                     for _ in 0..15 {
                         let n = 60.0 * rps;
-                        let nc = Poisson::new(n * w as f64 / 100.0).unwrap().sample(&mut rng) as u64;
-                        let np = Poisson::new(n * (100 - w) as f64 / 100.0).unwrap().sample(&mut rng) as u64;
+                        let nc =
+                            Poisson::new(n * w as f64 / 100.0).unwrap().sample(&mut rng) as u64;
+                        let np = Poisson::new(n * (100 - w) as f64 / 100.0)
+                            .unwrap()
+                            .sample(&mut rng) as u64;
                         let xc = Binomial::new(nc, 0.01 + delta).unwrap().sample(&mut rng);
                         let xp = Binomial::new(np, 0.01).unwrap().sample(&mut rng);
-                        let v = |n, x| VersionCounts { requests: n, errors: x, ..Default::default() };
-                        let step = StepCounts { weight: w, canary: v(nc, xc), primary: v(np, xp) };
+                        let v = |n, x| VersionCounts {
+                            requests: n,
+                            errors: x,
+                            ..Default::default()
+                        };
+                        let step = StepCounts {
+                            weight: w,
+                            canary: v(nc, xc),
+                            primary: v(np, xp),
+                        };
                         exp[0].push(Table::of(&sig[0], &step));
                         steps.push(step);
                         let fixed = (w + 10).min(50);
                         let c = choose(
-                            &p, &LADDER, w, fixed,
+                            &p,
+                            &LADDER,
+                            w,
+                            fixed,
                             worst_excess(&sig, &exp),
                             interval_requests(&steps),
                             false,
