@@ -11,7 +11,13 @@
 //! `--releases N` (default 2000), `--aa N` (default 10000), `--seed S` (default 20261129),
 //! `--strict` (errors +0.2 pp, latency +5 %), `--dispersion PHI` (the policy's φ),
 //! `--overdisp` (the main corpus with per-minute error-probability jitter, §5.1 "overdisp"; a
-//! short over-dispersion section is printed anyway).
+//! short over-dispersion section is printed anyway), `--corpus other` (the second generator,
+//! [`GEN_OTHER`]: different traffic, baselines, effects and noise, not tuned on).
+//!
+//! Harm (issue 19): per judge and stratum, the expected extra failed or over-latency requests
+//! (slower than the baseline's true p99) that bad canaries served until rollback, promotion,
+//! or the end of a held run, per bad release; good canaries cost nothing. Beside it the mean
+//! minutes to a decision over all releases (a held run counts its last minute).
 //!
 //! Random streams: every judge of the Flagger ramp family (as configured, oracle-tuned,
 //! Kayenta-like) draws its traffic from stream 1 of the release, the sequential judge (both
@@ -21,7 +27,10 @@
 //! differently once the weights differ); a variant (warm-up, router share, over-dispersion) run
 //! of a judge uses the same stream id as its base run, so the comparison is paired.
 
-use pennant::analysis::judge::{self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table};
+use pennant::analysis::judge::weights::{self, Exposure};
+use pennant::analysis::judge::{
+    self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table, Weights,
+};
 use pennant::api::{Plan, StepCounts, VersionCounts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -83,6 +92,8 @@ struct Release {
     /// (first minute, minutes, error ×, latency ×, traffic ×)
     bursts: Vec<(u32, u32, f64, f64, f64)>,
     drift: bool,
+    /// Chance that a minute's data is missing.
+    gap: f64,
 }
 
 impl Release {
@@ -98,6 +109,15 @@ impl Release {
     fn bad(&self) -> bool {
         self.err_delta > 0.0 || self.lat_factor > 1.0
     }
+    /// Expected extra failed or over-p99 requests per request served by the canary, at the
+    /// nominal load (no drift, no incident): the harm rate of [`World::minute`].
+    fn excess(&self) -> f64 {
+        let slow_t = self.mu + 2.326 * self.sigma;
+        let over = |m: f64| 1.0 - phi((slow_t - m) / self.sigma);
+        ((self.b + self.err_delta).min(0.95) - self.b.min(0.5))
+            + (over(self.mu + self.lat_factor.ln()) - over(self.mu))
+    }
+
     /// Worse than the declared tolerance (errors ≥ δ, or latency ≥ 1 + τ).
     fn beyond(&self, policy: &Policy) -> bool {
         self.err_delta >= policy.error_tolerance / 100.0
@@ -109,31 +129,73 @@ fn log_uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
     (rng.random_range(lo.ln()..hi.ln())).exp()
 }
 
+/// The generator's settings (§5.1). [`GEN_BASE`] is the corpus every figure so far was taken
+/// on; [`GEN_OTHER`] a second corpus with different traffic, baselines, effects and noise, for
+/// checking that a policy was not tuned to the first (`--corpus other`).
+#[derive(Clone, Copy, Debug)]
+struct Gen {
+    /// Total rate, rps (log-uniform).
+    rps: (f64, f64),
+    /// Primary error probability (log-uniform).
+    base: (f64, f64),
+    /// Lognormal σ of latency (uniform).
+    sigma: (f64, f64),
+    /// Error regression, probability (log-uniform), and latency factor (log-uniform).
+    err: (f64, f64),
+    lat: (f64, f64),
+    /// Largest load-cycle amplitude; chance of incidents; chance a minute's data is missing.
+    drift_max: f64,
+    burst_p: f64,
+    gap: f64,
+}
+
+const GEN_BASE: Gen = Gen {
+    rps: (0.5, 500.0),
+    base: (0.001, 0.02),
+    sigma: (0.3, 0.7),
+    err: (0.002, 0.05),
+    lat: (1.05, 1.5),
+    drift_max: 0.5,
+    burst_p: 0.3,
+    gap: GAP_PROB,
+};
+
+const GEN_OTHER: Gen = Gen {
+    rps: (0.3, 300.0),
+    base: (0.0005, 0.03),
+    sigma: (0.2, 0.9),
+    err: (0.001, 0.08),
+    lat: (1.03, 1.8),
+    drift_max: 0.7,
+    burst_p: 0.5,
+    gap: 0.05,
+};
+
 /// One release of the corpus (§5.1). `aa`: no regression; `drift`: load cycle and bursts on.
-fn release(seed: u64, aa: bool, drift: bool) -> Release {
+fn release(seed: u64, aa: bool, drift: bool, g: &Gen) -> Release {
     let mut rng = StdRng::seed_from_u64(seed);
-    let rps = log_uniform(&mut rng, 0.5, 500.0);
-    let b = log_uniform(&mut rng, 0.001, 0.02);
-    let sigma: f64 = rng.random_range(0.3..0.7);
+    let rps = log_uniform(&mut rng, g.rps.0, g.rps.1);
+    let b = log_uniform(&mut rng, g.base.0, g.base.1);
+    let sigma: f64 = rng.random_range(g.sigma.0..g.sigma.1);
     let p99 = log_uniform(&mut rng, 60.0, 450.0);
     let mu = (p99 / (2.326 * sigma).exp()).ln();
     let (mut err_delta, mut lat_factor) = (0.0, 1.0);
     if !aa && rng.random::<f64>() >= 0.5 {
         let u: f64 = rng.random();
         if u < 0.6 {
-            err_delta = log_uniform(&mut rng, 0.002, 0.05);
+            err_delta = log_uniform(&mut rng, g.err.0, g.err.1);
         }
         if u >= 0.4 {
-            lat_factor = log_uniform(&mut rng, 1.05, 1.5);
+            lat_factor = log_uniform(&mut rng, g.lat.0, g.lat.1);
         }
     }
-    let drift_a = rng.random_range(0.0..0.5);
+    let drift_a = rng.random_range(0.0..g.drift_max);
     let drift_p = rng.random_range(60.0..240.0);
     let drift_phi = rng.random_range(0.0..std::f64::consts::TAU);
     let couple_err = rng.random_range(0.0..1.5);
     let couple_lat = rng.random_range(0.0..0.5);
     let mut bursts = Vec::new();
-    if rng.random::<f64>() < 0.3 {
+    if rng.random::<f64>() < g.burst_p {
         let n = if rng.random::<f64>() < 0.5 { 1 } else { 2 };
         for _ in 0..n {
             bursts.push((
@@ -160,6 +222,7 @@ fn release(seed: u64, aa: bool, drift: bool) -> Release {
         couple_lat,
         bursts,
         drift,
+        gap: g.gap,
     }
 }
 
@@ -236,6 +299,9 @@ struct World<'a> {
     v: Variant,
     /// The canary has had a minute with requests (warm-up over).
     warmed: bool,
+    /// Harm so far ([`Outcome::harm`]) and minutes served.
+    harm: f64,
+    minutes: u32,
 }
 
 impl World<'_> {
@@ -245,6 +311,21 @@ impl World<'_> {
             rng: StdRng::seed_from_u64(r.seed ^ (stream << 48) ^ 0x9e37_79b9),
             v,
             warmed: false,
+            harm: 0.0,
+            minutes: 0,
+        }
+    }
+
+    /// The run ends now with `end`.
+    fn end(&self, end: End) -> Outcome {
+        let ticks = match end {
+            End::Promoted(k) | End::RolledBack(k) => k,
+            End::Held => self.minutes,
+        };
+        Outcome {
+            end,
+            harm: self.harm,
+            ticks,
         }
     }
 
@@ -285,10 +366,19 @@ impl World<'_> {
             fc *= 1.5;
         }
         self.warmed |= nc > 0;
+        // harm: the canary's expected extra errors, and its expected extra requests slower
+        // than the baseline's true p99, over what the primary would have served them (the
+        // regression only: warm-up and jitter are not the release's fault)
+        let slow_t = r.mu + 2.326 * r.sigma;
+        let over = |m: f64| 1.0 - phi((slow_t - m) / r.sigma);
+        let extra = ((q0 + r.err_delta).min(0.95) - q0.min(0.5))
+            + (over(mu + r.lat_factor.ln()) - over(mu));
+        self.harm += nc as f64 * extra;
+        self.minutes = k;
         let c = version(&mut self.rng, nc, qc, mu + fc.ln(), r.sigma);
         let np = poisson(&mut self.rng, rate * (1.0 - wf));
         let p = version(&mut self.rng, np, qp, mu, r.sigma);
-        let gap = self.rng.random::<f64>() < GAP_PROB;
+        let gap = self.rng.random::<f64>() < r.gap;
         (c, p, gap)
     }
 
@@ -303,6 +393,8 @@ impl World<'_> {
             errors: e,
             buckets: ISTIO_EDGES_MS.iter().copied().zip(cum).collect(),
             timed: n,
+            // the corpus has no pods: φ is the policy's (1 unless `--dispersion`)
+            pods: Vec::new(),
         }
     }
 }
@@ -325,11 +417,24 @@ fn histogram_quantile(q: f64, cum: &[u64], n: u64) -> f64 {
     prev.0
 }
 
+/// How a run ended, at which tick (1-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+enum End {
     Promoted(u32),
     RolledBack(u32),
     Held,
+}
+
+/// A judge's run on one release: how it ended, what it cost.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    end: End,
+    /// Harm: expected extra failed or over-latency requests the canary served until the end
+    /// of the run (rollback, promotion, or the last minute of a held run) — see
+    /// [`World::minute`]. 0 for a good canary.
+    harm: f64,
+    /// Minutes until the decision (the last minute served for a held run).
+    ticks: u32,
 }
 
 /// Flagger's rule (§2.1): success rate ≥ `sr_min` %, p99 ≤ `p99_max` ms on each 1 m window,
@@ -339,7 +444,7 @@ fn flagger_rule(r: &Release, sr_min: f64, p99_max: f64, v: Variant) -> Outcome {
     let (mut w, mut failed) = (STEP_WEIGHT, 0);
     for k in 1..=FLAGGER_MAX_TICKS {
         if failed >= 5 {
-            return Outcome::RolledBack(k);
+            return world.end(End::RolledBack(k));
         }
         let (c, _, gap) = world.minute(k, w);
         let ok = !gap && c.n > 0 && {
@@ -350,12 +455,12 @@ fn flagger_rule(r: &Release, sr_min: f64, p99_max: f64, v: Variant) -> Outcome {
         if !ok {
             failed += 1;
         } else if w >= MAX_WEIGHT {
-            return Outcome::Promoted(k);
+            return world.end(End::Promoted(k));
         } else {
             w += STEP_WEIGHT;
         }
     }
-    Outcome::Held
+    world.end(End::Held)
 }
 
 /// Flagger as configured (§5.3-1): success rate ≥ 99 %, p99 ≤ 500 ms.
@@ -586,14 +691,14 @@ fn kayenta(r: &Release, v: Variant) -> Outcome {
             .iter()
             .any(|[c, p]| points(c) >= 3 && points(p) >= 3 && kayenta_high(c, p));
         if high {
-            return Outcome::RolledBack(k);
+            return world.end(End::RolledBack(k));
         }
         if w >= MAX_WEIGHT {
-            return Outcome::Promoted(k);
+            return world.end(End::Promoted(k));
         }
         w += STEP_WEIGHT;
     }
-    Outcome::Held
+    world.end(End::Held)
 }
 
 fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
@@ -620,6 +725,10 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
     let Plan { signals, edges_ms } = judge::plan(policy, &lb).expect("plan");
     let th = judge::thresholds(policy, signals.len());
     let mut procs: Vec<Process> = signals.iter().map(Process::new).collect();
+    let adaptive = policy.weights == Weights::Adaptive;
+    let mut exposures: Vec<Exposure> = signals.iter().map(|_| Exposure::default()).collect();
+    let mut recorded: Vec<StepCounts> = Vec::new();
+    let ladder = weights::ladder(MAX_WEIGHT, |_| STEP_WEIGHT);
     let mut w = STEP_WEIGHT;
     let mut pending: Option<(Minute, Minute)> = None;
     let mut warm = 0;
@@ -646,17 +755,41 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
             for (pr, s) in procs.iter_mut().zip(&signals) {
                 pr.push(Table::of(s, &step));
             }
+            if adaptive {
+                for (e, s) in exposures.iter_mut().zip(&signals) {
+                    e.push(Table::of(s, &step));
+                }
+            }
         }
+        recorded.push(step);
         let verdict = judge::combine(procs.iter().map(|p| p.verdict(th)));
-        match judge::progress(policy, verdict, w, MAX_WEIGHT, k) {
-            Progress::Rollback => return Outcome::RolledBack(k),
-            Progress::Promote => return Outcome::Promoted(k),
+        let progress = judge::progress(policy, verdict, w, MAX_WEIGHT, k);
+        match progress {
+            Progress::Rollback => return world.end(End::RolledBack(k)),
+            Progress::Promote => return world.end(End::Promoted(k)),
+            Progress::Advance | Progress::Hold if adaptive => {
+                let fixed_next = if progress == Progress::Advance {
+                    (w + STEP_WEIGHT).min(MAX_WEIGHT)
+                } else {
+                    w
+                };
+                let c = weights::choose(
+                    policy,
+                    &ladder,
+                    w,
+                    fixed_next,
+                    weights::worst_excess(&signals, &exposures),
+                    weights::interval_requests(&recorded),
+                    weights::suspicious(procs.iter().map(|p| p.ln_e_fail()), th.0),
+                );
+                w = c.weight;
+            }
             Progress::Advance => w = (w + STEP_WEIGHT).min(MAX_WEIGHT),
             Progress::Hold => {}
-            Progress::Inconclusive(_) => return Outcome::Held,
+            Progress::Inconclusive(_) => return world.end(End::Held),
         }
     }
-    Outcome::Held
+    world.end(End::Held)
 }
 
 #[derive(Default, Clone)]
@@ -673,6 +806,12 @@ struct Score {
     good_pr: u32,
     rb_ticks: u64,
     pr_ticks: u64,
+    /// Σ harm over the releases (bad ones; good ones add 0).
+    harm: f64,
+    /// Σ harm plus, for a promoted bad release, the hour after at all of the traffic.
+    harm_hour: f64,
+    /// Σ minutes to a decision over all releases (a held run: its last minute).
+    ticks: u64,
 }
 
 impl Score {
@@ -681,26 +820,33 @@ impl Score {
             self.bad += 1;
             let beyond = r.beyond(policy);
             self.beyond += beyond as u32;
-            match o {
-                Outcome::RolledBack(k) => {
+            self.harm += o.harm;
+            self.harm_hour += o.harm;
+            if let End::Promoted(_) = o.end {
+                self.harm_hour += r.rps * 3600.0 * r.excess();
+            }
+            self.ticks += o.ticks as u64;
+            match o.end {
+                End::RolledBack(k) => {
                     self.bad_rb += 1;
                     self.rb_ticks += k as u64;
                 }
-                Outcome::Promoted(_) => {
+                End::Promoted(_) => {
                     self.bad_pr += 1;
                     self.beyond_pr += beyond as u32;
                 }
-                Outcome::Held => self.bad_held += 1,
+                End::Held => self.bad_held += 1,
             }
         } else {
             self.good += 1;
-            match o {
-                Outcome::RolledBack(_) => self.good_rb += 1,
-                Outcome::Promoted(k) => {
+            self.ticks += o.ticks as u64;
+            match o.end {
+                End::RolledBack(_) => self.good_rb += 1,
+                End::Promoted(k) => {
                     self.good_pr += 1;
                     self.pr_ticks += k as u64;
                 }
-                Outcome::Held => self.good_held += 1,
+                End::Held => self.good_held += 1,
             }
         }
     }
@@ -724,7 +870,7 @@ fn mean(sum: u64, n: u32) -> String {
 
 fn print_row(stratum: &str, judge: &str, s: &Score) {
     println!(
-        "| {stratum} ({}/{}) | {judge} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {stratum} ({}/{}) | {judge} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         s.good,
         s.bad,
         pct(s.bad_rb, s.bad),
@@ -736,6 +882,12 @@ fn print_row(stratum: &str, judge: &str, s: &Score) {
         pct(s.good_pr, s.good),
         mean(s.rb_ticks, s.bad_rb),
         mean(s.pr_ticks, s.good_pr),
+        if s.bad == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", s.harm / s.bad as f64)
+        },
+        mean(s.ticks, s.good + s.bad),
     );
 }
 
@@ -799,6 +951,11 @@ fn main() {
     let seed = arg("--seed", 20261129);
     let strict = std::env::args().any(|a| a == "--strict");
     let overdisp = std::env::args().any(|a| a == "--overdisp");
+    let other = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0] == "--corpus" && w[1] == "other");
+    let g = if other { GEN_OTHER } else { GEN_BASE };
     let mut policy = Policy::default();
     if strict {
         policy.error_tolerance = 0.2;
@@ -815,15 +972,20 @@ fn main() {
     policy.latency_tolerance = f("--latency-tolerance", policy.latency_tolerance);
     policy.warmup_steps = f("--warmup", policy.warmup_steps as f64) as u32;
     policy.max_steps = f("--max-steps", policy.max_steps as f64) as u32;
-    policy.dispersion = f("--dispersion", policy.dispersion);
+    policy.dispersion = arg_f("--dispersion");
     let fast = Policy {
         fast_promotion: true,
+        ..policy.clone()
+    };
+    let adaptive = Policy {
+        weights: Weights::Adaptive,
+        harm_budget: f("--harm-budget", policy.harm_budget),
         ..policy.clone()
     };
     check_mann_whitney();
     let t0 = std::time::Instant::now();
     let world = Variant { overdisp, ..BASE };
-    let corpus: Vec<Release> = (0..n).map(|i| release(seed + i, false, true)).collect();
+    let corpus: Vec<Release> = (0..n).map(|i| release(seed + i, false, true, &g)).collect();
     type Judge<'a> = (
         &'a str,
         Box<dyn Fn(&Release, Variant) -> Outcome + Sync + 'a>,
@@ -841,15 +1003,21 @@ fn main() {
             Box::new(|r, v| sequential(r, &policy, v)),
         ),
         ("sequential, fast", Box::new(|r, v| sequential(r, &fast, v))),
+        (
+            "sequential, adaptive",
+            Box::new(|r, v| sequential(r, &adaptive, v)),
+        ),
     ];
     const FLAGGER: usize = 0;
     const SEQ: usize = 4;
+    const ADAPTIVE: usize = 6;
     let outcomes: Vec<Vec<Outcome>> = judges
         .iter()
         .map(|(_, j)| run(&corpus, &|r| j(r, world)))
         .collect();
     println!(
-        "# judge corpus: {n} releases, seed {seed}, tolerances errors +{} pp, latency +{} %, alphaFail {}, alphaPass {}, failMargin {}, warmupSteps {}, maxSteps {}{}",
+        "# judge corpus ({}): {n} releases, seed {seed}, tolerances errors +{} pp, latency +{} %, alphaFail {}, alphaPass {}, failMargin {}, warmupSteps {}, maxSteps {}{}",
+        if other { "other" } else { "base" },
         policy.error_tolerance,
         policy.latency_tolerance,
         policy.alpha_fail,
@@ -865,9 +1033,9 @@ fn main() {
     );
     println!();
     println!(
-        "| stratum (good/bad) | judge | bad rolled back % | bad held % | bad promoted % | bad beyond tolerance promoted % | good rolled back % | good held % | good promoted % | mean tick of rollback (bad) | mean tick of promotion (good) |"
+        "| stratum (good/bad) | judge | bad rolled back % | bad held % | bad promoted % | bad beyond tolerance promoted % | good rolled back % | good held % | good promoted % | mean tick of rollback (bad) | mean tick of promotion (good) | harm per bad release | mean ticks to a decision |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let strata: [(&str, Option<Stratum>); 4] = [
         ("all", None),
         ("low <5 rps", Some(Stratum::Low)),
@@ -893,7 +1061,7 @@ fn main() {
         for (r, o) in corpus.iter().zip(&outcomes[SEQ]) {
             if (r.err_delta > 0.0, r.lat_factor > 1.0) == pick && r.beyond(&policy) {
                 n += 1;
-                pr += matches!(o, Outcome::Promoted(_)) as u32;
+                pr += matches!(o.end, End::Promoted(_)) as u32;
             }
         }
         println!("beyond tolerance, {kind}: {pr}/{n} promoted by the sequential judge (ramp)");
@@ -939,36 +1107,64 @@ fn main() {
     println!("(rb = rolled back %, pr = promoted %; the remainder to 100 is held)");
     // Paired rollback speed: bad releases both Flagger and the sequential judge rolled back.
     println!();
-    for (label, st) in strata {
-        let (mut both, mut tf, mut ts) = (0u32, 0u64, 0u64);
-        for (i, r) in corpus.iter().enumerate() {
-            if !st.is_none_or(|x| x == r.stratum()) || !r.bad() {
-                continue;
+    for (judge, idx) in [("sequential", SEQ), ("adaptive", ADAPTIVE)] {
+        for (label, st) in strata {
+            let (mut both, mut tf, mut ts) = (0u32, 0u64, 0u64);
+            for (i, r) in corpus.iter().enumerate() {
+                if !st.is_none_or(|x| x == r.stratum()) || !r.bad() {
+                    continue;
+                }
+                if let (End::RolledBack(a), End::RolledBack(b)) =
+                    (outcomes[FLAGGER][i].end, outcomes[idx][i].end)
+                {
+                    both += 1;
+                    tf += a as u64;
+                    ts += b as u64;
+                }
             }
-            if let (Outcome::RolledBack(a), Outcome::RolledBack(b)) =
-                (outcomes[FLAGGER][i], outcomes[SEQ][i])
-            {
-                both += 1;
-                tf += a as u64;
-                ts += b as u64;
-            }
+            let ratio = if tf > 0 {
+                ts as f64 / tf as f64
+            } else {
+                f64::NAN
+            };
+            println!(
+                "paired rollbacks, {label}: {both} bad releases rolled back by both; mean tick Flagger {} vs {judge} {} (ratio {ratio:.2})",
+                mean(tf, both),
+                mean(ts, both)
+            );
         }
-        let ratio = if tf > 0 {
-            ts as f64 / tf as f64
-        } else {
-            f64::NAN
-        };
+    }
+    // Issue 19's goals for the adaptive judge, beside Flagger's rule, per stratum.
+    println!();
+    for (label, st) in strata {
+        let keep = |r: &Release| st.is_none_or(|x| x == r.stratum());
+        let f = score(&corpus, &outcomes[FLAGGER], &policy, keep);
+        let a = score(&corpus, &outcomes[ADAPTIVE], &policy, keep);
+        let q = score(&corpus, &outcomes[SEQ], &policy, keep);
+        let ticks = |s: &Score| s.rb_ticks as f64 / s.bad_rb.max(1) as f64;
         println!(
-            "paired rollbacks, {label}: {both} bad releases rolled back by both; mean tick Flagger {} vs sequential {} (ratio {ratio:.2})",
-            mean(tf, both),
-            mean(ts, both)
+            "goals, {label}: harm per bad release with the hour after a bad promotion: Flagger {:.1}, sequential ramp {:.1}, adaptive {:.1} (ratio {:.2})",
+            f.harm_hour / f.bad.max(1) as f64,
+            q.harm_hour / q.bad.max(1) as f64,
+            a.harm_hour / a.bad.max(1) as f64,
+            a.harm_hour / f.harm_hour.max(1e-9),
+        );
+        println!(
+            "goals, {label}: harm per bad release Flagger {:.1}, sequential ramp {:.1}, adaptive {:.1} (ratio {:.2}); mean tick of rollback Flagger {:.1}, adaptive {:.1} (ratio {:.2})",
+            f.harm / f.bad.max(1) as f64,
+            q.harm / q.bad.max(1) as f64,
+            a.harm / a.bad.max(1) as f64,
+            a.harm / f.harm.max(1e-9),
+            ticks(&f),
+            ticks(&a),
+            ticks(&a) / ticks(&f).max(1e-9),
         );
     }
     // A/A suite (§5.4): identical versions, with and without drift/bursts.
     println!();
     let aa = |drift: bool, count: u64| -> Vec<Release> {
         (0..count)
-            .map(|i| release(seed + 1_000_000 + i, true, drift))
+            .map(|i| release(seed + 1_000_000 + i, true, drift, &g))
             .collect()
     };
     let aa_line = |label: &str, rs: &[Release], outs: &[Outcome]| {
@@ -976,7 +1172,7 @@ fn main() {
         for (r, o) in rs.iter().zip(outs) {
             let idx = r.stratum() as usize;
             by[idx].0 += 1;
-            by[idx].1 += matches!(o, Outcome::RolledBack(_)) as u32;
+            by[idx].1 += matches!(o.end, End::RolledBack(_)) as u32;
         }
         let (tot, f) = by.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let s = score(rs, outs, &policy, |_| true);
@@ -1006,6 +1202,11 @@ fn main() {
         &aa_nodrift,
         &run(&aa_nodrift, &seq(&policy, world)),
     );
+    aa_line(
+        "base (drift + bursts), adaptive weights",
+        &aa_base,
+        &run(&aa_base, &seq(&adaptive, world)),
+    );
     // Over-dispersion stress (§5.1 "overdisp", §5.5.3): the first releases of the corpus.
     println!();
     let od = &corpus[..corpus.len().min(if full { 1000 } else { 100 })];
@@ -1018,7 +1219,7 @@ fn main() {
         od.len()
     );
     let damped = Policy {
-        dispersion: 1.5,
+        dispersion: Some(1.5),
         ..policy.clone()
     };
     for (name, outs) in [

@@ -36,6 +36,9 @@ pub struct VersionSample {
     pub buckets: Vec<(f64, u64)>,
     /// Requests in the histogram (`+Inf`); 0 when there is no histogram.
     pub timed: u64,
+    /// Lookback only: per [`POD_SLICE_SECS`] slice, each pod's (errors, requests)
+    /// ([`pod_slices`]); empty when the series do not tell pods apart.
+    pub pods: Vec<Vec<(u64, u64)>>,
 }
 
 impl VersionSample {
@@ -75,6 +78,7 @@ impl VersionSample {
             errors: self.errors,
             buckets: self.buckets.clone(),
             timed: self.timed,
+            pods: self.pods.clone(),
         }
     }
 }
@@ -486,6 +490,70 @@ pub fn request_counts(
     (n.round() as u64, e.round() as u64, seen)
 }
 
+/// Length of the lookback's slices for [`pod_slices`], seconds.
+pub const POD_SLICE_SECS: f64 = 60.0;
+
+/// Labels that name a series' pod when the versions are not told by pod name (Prometheus'
+/// usual Kubernetes relabelling: `pod`, or `kubernetes_pod_name`).
+pub const POD_LABELS: [&str; 2] = ["pod", "kubernetes_pod_name"];
+
+/// Per `slice`-second slice of `(from, to]`, each pod's (errors, requests) of `version`, from
+/// the request series (reset-aware [`increase`] per series and slice, summed per pod, rounded);
+/// pods with no request in a slice are left out. The pod is the [`Versions::PodName`] label, or
+/// the first of [`POD_LABELS`] a series has; series without one are left out, and with fewer
+/// than two pods the answer is empty. For the dispersion estimate (`judge::pod_dispersion`).
+pub fn pod_slices(
+    series: &[RawSeries],
+    q: &CountQueries,
+    version: Version,
+    from: f64,
+    to: f64,
+    slice: f64,
+) -> Vec<Vec<(u64, u64)>> {
+    let pod_label = |labels: &BTreeMap<String, String>| -> Option<String> {
+        match &q.versions {
+            Versions::PodName { label, .. } => labels.get(label).cloned(),
+            _ => POD_LABELS.iter().find_map(|l| labels.get(*l).cloned()),
+        }
+    };
+    let slices = (((to - from) / slice).ceil().max(0.0) as usize).min(10_000);
+    let mut cells: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); slices];
+    for s in series
+        .iter()
+        .filter(|s| q.versions.matches(&s.labels, version))
+    {
+        let Some(pod) = pod_label(&s.labels) else {
+            continue;
+        };
+        let bad = s
+            .labels
+            .get(&q.code_label)
+            .is_some_and(|c| c.starts_with('5'));
+        for (i, cell) in cells.iter_mut().enumerate() {
+            let a = from + i as f64 * slice;
+            let inc = increase(&s.samples, a, (a + slice).min(to));
+            let c = cell.entry(pod.clone()).or_default();
+            c.1 += inc;
+            if bad {
+                c.0 += inc;
+            }
+        }
+    }
+    let pods: std::collections::BTreeSet<&String> = cells.iter().flat_map(|c| c.keys()).collect();
+    if pods.len() < 2 {
+        return Vec::new();
+    }
+    cells
+        .into_iter()
+        .map(|c| {
+            c.into_values()
+                .map(|(e, n)| (e.round() as u64, n.round() as u64))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .collect()
+}
+
 /// Sum the histogram series of one version over `(from, to]`: cumulative buckets (edge ms,
 /// count), made monotone, and the `+Inf` total; plus the number of series seen.
 pub fn histogram_counts(
@@ -657,6 +725,10 @@ async fn read(
             out.timed = timed;
         }
     }
+    if versions == [Version::Primary] {
+        // the lookback: the primary's pods, for the dispersion estimate
+        sample.primary.pods = pod_slices(&req, q, Version::Primary, f, t, POD_SLICE_SECS);
+    }
     let all: Vec<RawSeries> = req
         .into_iter()
         .chain(hist)
@@ -700,6 +772,54 @@ mod tests {
                 .collect(),
             samples: samples.to_vec(),
         }
+    }
+
+    #[test]
+    fn pod_slices_split_the_lookback_per_pod_and_minute() {
+        let q = builtin("kubernetes", "ns", deploy("app")).unwrap();
+        let l = "kubernetes_pod_name";
+        let req = vec![
+            series(
+                &[(l, "app-primary-6c7d8e9f0-abcde"), ("status", "200")],
+                &[(0.0, 0.0), (60.0, 100.0), (120.0, 190.0)],
+            ),
+            series(
+                &[(l, "app-primary-6c7d8e9f0-abcde"), ("status", "500")],
+                &[(0.0, 0.0), (60.0, 2.0), (120.0, 2.0)],
+            ),
+            // a reset in the second minute: 5 → 3 counts 3
+            series(
+                &[(l, "app-primary-6c7d8e9f0-fghij"), ("status", "200")],
+                &[(0.0, 0.0), (60.0, 5.0), (120.0, 3.0)],
+            ),
+            // the canary's pods are not the primary's
+            series(
+                &[(l, "app-5d8f7c9b4-x2k9q"), ("status", "500")],
+                &[(0.0, 0.0), (60.0, 50.0)],
+            ),
+        ];
+        let s = pod_slices(&req, &q, Version::Primary, 0.0, 120.0, 60.0);
+        assert_eq!(s, vec![vec![(2, 102), (0, 5)], vec![(0, 90), (0, 3)]]);
+        // one pod only: nothing to compare
+        assert!(pod_slices(&req[..2], &q, Version::Primary, 0.0, 120.0, 60.0).is_empty());
+        // Istio series with a `pod` label
+        let q = builtin("istio", "ns", deploy("app")).unwrap();
+        let w = "destination_workload";
+        let pod = |p: &str, n: f64| {
+            series(
+                &[(w, "app-primary"), ("pod", p), ("response_code", "200")],
+                &[(0.0, 0.0), (60.0, n)],
+            )
+        };
+        let s = pod_slices(
+            &[pod("a", 7.0), pod("b", 9.0)],
+            &q,
+            Version::Primary,
+            0.0,
+            60.0,
+            60.0,
+        );
+        assert_eq!(s, vec![vec![(0, 7), (0, 9)]]);
     }
 
     #[test]
@@ -953,6 +1073,7 @@ mod tests {
             errors: 0,
             buckets: vec![(100.0, timed / 2)],
             timed,
+            pods: Vec::new(),
         };
         assert_eq!(
             histogram_mismatch(&v(1034, 512), "canary", &istio).as_deref(),

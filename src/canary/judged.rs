@@ -22,7 +22,8 @@
 use crate::analysis::MetricOutcome;
 pub use crate::analysis::counts::{InputError, StepSample, VersionSample};
 use crate::analysis::judge::{
-    self, OnInconclusive, Policy, Progress, Verdict, guardrail::ln_evidence, report,
+    self, OnInconclusive, Policy, Progress, Verdict, Weights, guardrail::ln_evidence, report,
+    weights,
 };
 use crate::analysis::range::{self, MetricKind};
 use crate::api::{
@@ -503,6 +504,46 @@ pub fn inconclusive_message(status: &JudgeStatus, on: OnInconclusive) -> String 
     )
 }
 
+/// With `weights: adaptive` (and a frozen plan), the canary weight after a judged step at
+/// `current` (issue 19; [`weights`]): `ladder` the user's weights up to `maxWeight`
+/// ([`weights::ladder`] of Flagger's `nextStepWeight`), `fixed_next` the fixed schedule's
+/// next weight (`current` when the judge holds). Worst-case excess from the judged steps,
+/// traffic from the recorded ones, suspicion from each signal's current FAIL e-value at the
+/// level the run's FAIL tests share (`other_tests`: the guardrails' bounds). `None` with
+/// fixed weights or before a plan.
+pub fn adaptive_next(
+    status: &JudgeStatus,
+    policy: &Policy,
+    ladder: &[i32],
+    current: i32,
+    fixed_next: i32,
+    other_tests: usize,
+) -> Option<weights::Choice> {
+    if policy.weights != Weights::Adaptive {
+        return None;
+    }
+    let plan = status.plan.as_ref()?;
+    let judged = judge::judged_steps(policy, &status.steps);
+    let exposures = weights::exposures(&plan.signals, judged);
+    let th = judge::thresholds(policy, plan.signals.len() + other_tests);
+    let ln_fail = plan.signals.iter().map(|s| {
+        let mut p = judge::Process::new(s);
+        for step in judged {
+            p.push(judge::Table::of(s, step));
+        }
+        p.ln_e_fail()
+    });
+    Some(weights::choose(
+        policy,
+        ladder,
+        current,
+        fixed_next,
+        weights::worst_excess(&plan.signals, &exposures),
+        weights::interval_requests(&status.steps),
+        weights::suspicious(ln_fail, th.0),
+    ))
+}
+
 /// Judge a whole recorded release for `replay`/`analyze`: the plan plus steps, evaluated after
 /// each step with the progression, without the Kubernetes machine.
 pub fn verdicts(policy: &Policy, plan: &Plan, steps: &[StepCounts]) -> Vec<judge::Judgement> {
@@ -529,6 +570,7 @@ mod tests {
             errors: x,
             buckets: vec![(100.0, n / 2), (250.0, n * 9 / 10)],
             timed: n,
+            pods: Vec::new(),
         };
         StepSample {
             canary: v(nc, xc),
@@ -716,6 +758,7 @@ mod tests {
                 errors: 0,
                 buckets: vec![(100.0, 90 * k), (250.0, 95 * k), (500.0, 99 * k + k / 2)],
                 timed: 100 * k,
+                pods: Vec::new(),
             };
             StepSample {
                 canary: v(100),

@@ -1383,6 +1383,30 @@ impl<'a> Machine<'a> {
                 }
                 self.judged_promotion(target, analysis)
             }
+            Progress::Advance | Progress::Hold if strategy == Strategy::Canary => {
+                // `weights: adaptive`: the weight from the evidence (issue 19)
+                let w = self.st.canary_weight;
+                let max = analysis.max_weight();
+                let fixed_next = if progress == Progress::Advance {
+                    (w + analysis.next_step_weight(w)).min(max).min(100)
+                } else {
+                    w
+                };
+                let ladder =
+                    crate::analysis::judge::weights::ladder(max, |x| analysis.next_step_weight(x));
+                let guard_tests = guardrails(analysis)
+                    .iter()
+                    .map(|g| g.bounds().tests())
+                    .sum();
+                let choice = obs.policy.as_ref().ok().and_then(|p| {
+                    super::judged::adaptive_next(&js, p, &ladder, w, fixed_next, guard_tests)
+                });
+                match (choice, progress) {
+                    (Some(c), _) => self.step_canary_to(analysis, c),
+                    (None, Progress::Advance) => self.step_canary(target, analysis),
+                    (None, _) => Flow::Done,
+                }
+            }
             Progress::Advance => match strategy {
                 Strategy::Canary => self.step_canary(target, analysis),
                 Strategy::ABTesting => self.step_ab(target, analysis),
@@ -1463,6 +1487,53 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
         self.confirm_promotion(target, analysis)
+    }
+
+    /// `weights: adaptive`: move the canary to the judge's [`Choice`] weight. More traffic asks
+    /// the confirm-traffic-increase gate first, as [`Self::step_canary`]; the same weight or
+    /// less (a suspicious canary held or pulled back) does not.
+    ///
+    /// [`Choice`]: crate::analysis::judge::weights::Choice
+    fn step_canary_to(
+        &mut self,
+        analysis: &CanaryAnalysis,
+        c: crate::analysis::judge::weights::Choice,
+    ) -> Flow {
+        use crate::analysis::judge::weights::Reason;
+        let w = self.st.canary_weight;
+        let next = c.weight.clamp(0, 100);
+        if next > w {
+            match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
+                Err(p) => return Flow::Need(p),
+                Ok(Some(v)) if !v.pass => {
+                    let id = self.canary_id();
+                    let msg = format!(
+                        "Halt {id} advancement waiting for traffic increase approval {}",
+                        v.message
+                    );
+                    self.notice(Severity::Warn, msg, None);
+                    return Flow::Done;
+                }
+                Ok(_) => {}
+            }
+        }
+        if next == w {
+            return Flow::Done;
+        }
+        self.st.canary_weight = next;
+        let id = self.canary_id();
+        let harm = c.harm;
+        let m = match c.reason {
+            Reason::PulledBack => format!(
+                "Pull back {id} canary weight {next}: suspicious, worst case {harm:.1} extra failed requests per interval at this weight"
+            ),
+            Reason::Budgeted => format!(
+                "Advance {id} canary weight {next} (adaptive: worst case {harm:.1} extra failed requests per interval)"
+            ),
+            Reason::Schedule | Reason::Held => format!("Advance {id} canary weight {next}"),
+        };
+        self.info(m);
+        Flow::Done
     }
 
     /// A/B testing: for `iterations` steps the requests matching `analysis.match` go to the

@@ -95,6 +95,8 @@ struct World {
     routes_pending: Option<String>,
     concurrency: Vec<super::super::concurrency::ConcurrencyLimit>,
     invalid: Vec<String>,
+    /// The sequential judge's observation at a canary weight (opted-in Canaries only).
+    judge: Option<Box<dyn Fn(i32) -> super::super::judged::JudgeObservation>>,
 }
 
 impl World {
@@ -120,6 +122,7 @@ impl World {
             routes_pending: None,
             concurrency: vec![],
             invalid: vec![],
+            judge: None,
         }
     }
 
@@ -195,7 +198,13 @@ impl World {
                                 outcome: self.metric.clone(),
                             }])
                         }
-                        Probe::Judge => panic!("the sequential judge is not opted in here"),
+                        Probe::Judge => {
+                            let j = self
+                                .judge
+                                .as_ref()
+                                .expect("the sequential judge is not opted in here");
+                            probes.judge = Some(j(self.weight()));
+                        }
                         Probe::Hooks(k) => {
                             let pass = *self.hooks.get(&k).unwrap_or(&true);
                             probes.hooks.insert(
@@ -549,6 +558,114 @@ fn weight_never_overshoots_max_weight() {
     w.revision = REV2.into();
     w.run_until(40, terminal);
     assert_eq!(w.weights_seen(), vec![0, 20, 40, 50, 0]);
+}
+
+/// A sequentially judged Canary at 2 rps (120 requests per interval, 1 % errors in both
+/// versions, no latency signal) under `policy`; the judge's first step is a warm-up.
+fn judged_world(policy: crate::analysis::judge::Policy) -> World {
+    use super::super::judged::{JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample};
+    let mut w = World::initialized(analysis());
+    w.canary.metadata.annotations = Some(BTreeMap::from([(
+        MODE_ANNOTATION.to_string(),
+        "sequential".to_string(),
+    )]));
+    w.judge = Some(Box::new(move |weight| {
+        let nc = 120 * weight as u64 / 100;
+        let v = |n: u64| VersionSample {
+            requests: n,
+            errors: n / 100,
+            ..Default::default()
+        };
+        JudgeObservation {
+            policy: Ok(policy.clone()),
+            step: Ok(StepSample {
+                canary: v(nc),
+                primary: v(120 - nc),
+            }),
+            from: 0,
+            lookback: Some(Ok(v(7200))),
+        }
+    }));
+    w
+}
+
+#[test]
+fn adaptive_weights_jump_ahead_of_the_schedule_within_the_harm_budget() {
+    use crate::analysis::judge::{Policy, Weights};
+    let quiet = Policy {
+        latency: false,
+        ..Policy::default()
+    };
+    let adaptive = Policy {
+        weights: Weights::Adaptive,
+        harm_budget: 20.0,
+        ..quiet.clone()
+    };
+    let mut seen = Vec::new();
+    for policy in [quiet, adaptive] {
+        let mut w = judged_world(policy);
+        w.release_to_first_step();
+        assert_eq!(w.weight(), 10);
+        // steps at 10 % (warm-up, not judged: no evidence, the schedule's 20 %), then 20 %:
+        // 24 canary requests without an error bound its error rate by ~27 % (anytime, 95 %),
+        // so at 50 % (60 requests per interval) the worst case is ~16 ≤ 20 extra failures
+        for _ in 0..2 {
+            w.advance(30);
+            w.tick();
+        }
+        seen.push(w.weight());
+        if w.weight() == 50 {
+            assert!(w.has_notice("adaptive: worst case"), "{:#?}", w.messages());
+        }
+    }
+    // the fixed schedule is at 30 %, the adaptive one at maxWeight
+    assert_eq!(seen, [30, 50]);
+}
+
+#[test]
+fn a_suspicious_adaptive_canary_is_pulled_back() {
+    use super::super::judged::{JudgeObservation, StepSample, VersionSample};
+    use crate::analysis::judge::{Policy, Weights};
+    let policy = Policy {
+        latency: false,
+        weights: Weights::Adaptive,
+        harm_budget: 5.0,
+        ..Policy::default()
+    };
+    let mut w = judged_world(policy.clone());
+    // 20 rps, the canary fails 5 % of its requests against the primary's 1 %
+    w.judge = Some(Box::new(move |weight| {
+        let nc = 1200 * weight as u64 / 100;
+        let v = |n: u64, pct: u64| VersionSample {
+            requests: n,
+            errors: n * pct / 100,
+            ..Default::default()
+        };
+        JudgeObservation {
+            policy: Ok(policy.clone()),
+            step: Ok(StepSample {
+                canary: v(nc, 5),
+                primary: v(1200 - nc, 1),
+            }),
+            from: 0,
+            lookback: Some(Ok(v(72000, 1))),
+        }
+    }));
+    w.release_to_first_step();
+    let mut weights = vec![w.weight()];
+    for _ in 0..6 {
+        w.advance(30);
+        w.tick();
+        weights.push(w.weight());
+        if w.phase() == Some(CanaryPhase::Failed) {
+            break;
+        }
+    }
+    // never more traffic than the first step once the evidence leans to FAIL, then rolled
+    // back by the judge
+    assert!(weights.iter().all(|x| *x <= 20), "{weights:?}");
+    assert!(w.has_notice("Pull back"), "{weights:?} {:#?}", w.messages());
+    assert!(w.has_notice("sequential judge FAIL"), "{:#?}", w.messages());
 }
 
 #[test]

@@ -57,6 +57,7 @@ impl From<&FileVersion> for VersionSample {
             } else {
                 v.timed
             },
+            pods: Vec::new(),
         }
     }
 }

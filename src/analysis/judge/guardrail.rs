@@ -181,6 +181,7 @@ mod tests {
             errors: x,
             timed: n,
             buckets,
+            pods: Vec::new(),
         };
         let mut t = CanaryTotals::default();
         // a first step timed but without finite buckets does not switch the histogram off

@@ -29,6 +29,7 @@ pub mod guardrail;
 pub mod report;
 #[cfg(test)]
 mod tests;
+pub mod weights;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,17 @@ pub enum OnInconclusive {
     Rollback,
     /// Promote.
     Promote,
+}
+
+/// How the canary weight moves between judged steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Weights {
+    /// The user's schedule (`stepWeight`/`stepWeights` up to `maxWeight`), as Flagger.
+    #[default]
+    Fixed,
+    /// Evidence-driven, within the user's ladder and `harmBudget` ([`weights`]).
+    Adaptive,
 }
 
 /// The judge's parameters (`sequential-judge.md` §4.5). Units as named per field. Every field
@@ -103,11 +115,23 @@ pub struct Policy {
     /// Over-dispersion factor φ ≥ 1 (§4.3): each step's evidence (log-likelihood ratio) is
     /// divided by φ, a quasi-likelihood that keeps the error guarantees approximately when
     /// requests are not independent (retries, a few heavy clients, per-pod variation). In
-    /// [1, 10]. Default 1 (independent requests).
-    pub dispersion: f64,
+    /// [1, 10]. Unset (the default): for the errors signal, estimated from the primary's
+    /// pod-to-pod variation in the lookback ([`pod_dispersion`]) when the series tell pods
+    /// apart, else 1 (independent requests); latency signals use 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
     /// Largest tolerated gap between the measured canary traffic share and the configured
     /// weight, in percentage points, before a Warning. Default 10.
     pub share_tolerance: f64,
+    /// `fixed` (default: the user's schedule) or `adaptive`: after each judged step the next
+    /// weight is the largest of the user's ladder whose worst case over the next interval
+    /// stays within `harmBudget`, never below the fixed schedule unless the canary is
+    /// suspicious ([`weights`]). Canary strategy only.
+    pub weights: Weights,
+    /// With `weights: adaptive`: extra failed (or slower than a judged latency edge) requests
+    /// the canary may serve per interval in the worst case (anytime-valid upper bound at
+    /// 95 %). In (0, 1e9]. Default 20.
+    pub harm_budget: f64,
 }
 
 impl Default for Policy {
@@ -127,7 +151,9 @@ impl Default for Policy {
             on_inconclusive: OnInconclusive::Hold,
             fast_promotion: false,
             share_tolerance: 10.0,
-            dispersion: 1.0,
+            dispersion: None,
+            weights: Weights::Fixed,
+            harm_budget: 20.0,
         }
     }
 }
@@ -172,15 +198,21 @@ impl Policy {
             n <= MAX_STEPS,
             format!("maxSteps {n} out of range [1, {MAX_STEPS}]"),
         )?;
-        let d = self.dispersion;
-        check(
-            (1.0..=10.0).contains(&d),
-            format!("dispersion {d} out of range [1, 10]"),
-        )?;
+        if let Some(d) = self.dispersion {
+            check(
+                (1.0..=10.0).contains(&d),
+                format!("dispersion {d} out of range [1, 10]"),
+            )?;
+        }
         let s = self.share_tolerance;
         check(
             s > 0.0 && s <= 100.0,
             format!("shareTolerance {s} out of range (0, 100] pp"),
+        )?;
+        let h = self.harm_budget;
+        check(
+            h > 0.0 && h <= 1e9,
+            format!("harmBudget {h} out of range (0, 1e9] requests per interval"),
         )?;
         for e in &self.latency_edges {
             check(
@@ -548,6 +580,42 @@ pub struct Lookback {
     pub buckets: Vec<(f64, u64)>,
     /// Requests in the histogram (`+Inf`).
     pub timed: u64,
+    /// Per time slice of the lookback, each primary pod's (errors, requests); empty when the
+    /// series do not tell pods apart. For [`pod_dispersion`].
+    pub pods: Vec<Vec<(u64, u64)>>,
+}
+
+/// Fewest degrees of freedom (pods − 1, summed over slices) for [`pod_dispersion`] to answer.
+pub const DISPERSION_MIN_DF: u64 = 10;
+
+/// Over-dispersion φ of the primary's errors from its pod-to-pod variation (§4.3): Pearson's
+/// X² of each slice's per-pod error counts against the slice's pooled rate, summed over the
+/// slices, over its degrees of freedom (pods with requests − 1 per slice):
+/// `φ̂ = Σ_t Σ_i (x_ti − n_ti p̂_t)² / (n_ti p̂_t (1 − p̂_t)) / Σ_t (K_t − 1)`. Within a slice
+/// every pod sees the same time, so drift and incidents (which hit all pods) do not count; under
+/// independent requests E[X²] ≈ df, so φ̂ ≈ 1. Clamped to [1, 10] (the range of the policy's
+/// `dispersion`). `None` below [`DISPERSION_MIN_DF`] degrees of freedom (one pod, or too
+/// short a lookback) or when no slice has errors.
+pub fn pod_dispersion(slices: &[Vec<(u64, u64)>]) -> Option<f64> {
+    let (mut x2, mut df) = (0.0, 0u64);
+    for pods in slices {
+        let live: Vec<(f64, f64)> = pods
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|&(x, n)| (x.min(n) as f64, n as f64))
+            .collect();
+        let (x, n) = live.iter().fold((0.0, 0.0), |a, (x, n)| (a.0 + x, a.1 + n));
+        if live.len() < 2 || x <= 0.0 || x >= n {
+            continue;
+        }
+        let p = x / n;
+        x2 += live
+            .iter()
+            .map(|(xi, ni)| (xi - ni * p).powi(2) / (ni * p * (1.0 - p)))
+            .sum::<f64>();
+        df += live.len() as u64 - 1;
+    }
+    (df >= DISPERSION_MIN_DF).then(|| (x2 / df as f64).clamp(1.0, 10.0))
 }
 
 impl Lookback {
@@ -614,7 +682,10 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
         beta_fail: policy.fail_margin * bp,
         beta_pass: bp,
         tolerance: policy.track_rate.then_some(delta),
-        dispersion: (policy.dispersion > 1.0).then_some(policy.dispersion),
+        dispersion: policy
+            .dispersion
+            .or_else(|| pod_dispersion(&lookback.pods))
+            .filter(|d| *d > 1.0),
     });
     let mut edges_ms = Vec::new();
     if policy.latency {
@@ -667,7 +738,7 @@ pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
                 beta_fail: policy.fail_margin * bp,
                 beta_pass: bp,
                 tolerance: None,
-                dispersion: (policy.dispersion > 1.0).then_some(policy.dispersion),
+                dispersion: policy.dispersion.filter(|d| *d > 1.0),
             });
             edges_ms.push(edge);
         }

@@ -160,6 +160,7 @@ fn plan_picks_edges_and_rejects_bad_input() {
         errors: 50,
         buckets: counts.to_vec(),
         timed: 10_000,
+        pods: Vec::new(),
     };
     let p = plan(&Policy::default(), &lb).unwrap();
     let names: Vec<&str> = p.signals.iter().map(|s| s.name.as_str()).collect();
@@ -591,8 +592,72 @@ fn dispersion_divides_the_evidence() {
     let (one, two) = (steps_to_fail(None), steps_to_fail(Some(2.0)));
     assert!(two >= 2 * one - 1 && two <= 2 * one + 1, "{one} {two}");
     let bad = Policy {
-        dispersion: 0.5,
+        dispersion: Some(0.5),
         ..Policy::default()
     };
     assert!(bad.validate().unwrap_err().0.contains("dispersion 0.5"));
+}
+
+/// φ from the primary's pods in the lookback (§4.3): ≈ 1 for independent requests, large when
+/// one pod fails much more than its siblings at the same time, `None` without enough pods
+/// and slices; a policy's own `dispersion` wins, and only the errors signal takes it.
+#[test]
+fn dispersion_is_estimated_from_the_primarys_pods() {
+    let mut rng = StdRng::seed_from_u64(43);
+    // 60 one-minute slices, 3 pods of 400 requests each
+    let slices = |bad_pod: f64, rng: &mut StdRng| -> Vec<Vec<(u64, u64)>> {
+        (0..60)
+            .map(|t| {
+                // drift: the rate of every pod moves together, which must not count
+                let q = 0.01 * (1.0 + 0.8 * (t as f64 / 9.0).sin());
+                (0..3)
+                    .map(|i| {
+                        let qi = if i == 0 { q * bad_pod } else { q };
+                        let x = Binomial::new(400, qi.min(1.0)).unwrap().sample(rng);
+                        (x, 400)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let iid = pod_dispersion(&slices(1.0, &mut rng)).unwrap();
+    assert!(iid < 1.4, "{iid}");
+    let skewed = pod_dispersion(&slices(3.0, &mut rng)).unwrap();
+    assert!(skewed > 2.0, "{skewed}");
+    // one pod, or a handful of slices: no estimate
+    assert_eq!(pod_dispersion(&vec![vec![(3, 100)]; 60]), None);
+    assert_eq!(pod_dispersion(&vec![vec![(3, 100), (9, 100)]; 5]), None);
+    // hand-computed: p̂ = 0.05, n·p̂(1 − p̂) = 4.75 per pod; 10 slices of 1 df each
+    // 3 and 7 of 100: X² = (2² + 2²)/4.75 per slice
+    let p = pod_dispersion(&vec![vec![(3, 100), (7, 100)]; 10]).unwrap();
+    assert!((p - 8.0 / 4.75).abs() < 1e-9, "{p}");
+    // 0 and 10: 50/4.75 = 10.5, clamped to 10; 4 and 6: 2/4.75, clamped to 1
+    assert_eq!(
+        pod_dispersion(&vec![vec![(0, 100), (10, 100)]; 10]),
+        Some(10.0)
+    );
+    assert_eq!(
+        pod_dispersion(&vec![vec![(4, 100), (6, 100)]; 10]),
+        Some(1.0)
+    );
+    // into the plan: the errors signal only; the policy's own value wins
+    let lookback = Lookback {
+        requests: 2000,
+        errors: 100,
+        pods: vec![vec![(3, 100), (7, 100)]; 10],
+        ..Default::default()
+    };
+    let quiet = Policy {
+        latency: false,
+        ..Policy::default()
+    };
+    let est = plan(&quiet, &lookback).unwrap().signals[0]
+        .dispersion
+        .unwrap();
+    assert!((est - 8.0 / 4.75).abs() < 1e-9, "{est}");
+    let set = Policy {
+        dispersion: Some(1.0),
+        ..quiet
+    };
+    assert_eq!(plan(&set, &lookback).unwrap().signals[0].dispersion, None);
 }
