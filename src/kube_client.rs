@@ -138,7 +138,12 @@ mod tests {
             }
         });
         let timeout = Duration::from_millis(700);
-        let client = build(kube::Config::new(url.parse().unwrap()), test_limits(), timeout).unwrap();
+        let client = build(
+            kube::Config::new(url.parse().unwrap()),
+            test_limits(),
+            timeout,
+        )
+        .unwrap();
         let start = std::time::Instant::now();
         let err = client.apiserver_version().await.unwrap_err();
         let took = start.elapsed();
@@ -169,7 +174,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(axum::serve(listener, app).into_future());
-        let client = build(kube::Config::new(url.parse().unwrap()), test_limits(), timeout).unwrap();
+        let client = build(
+            kube::Config::new(url.parse().unwrap()),
+            test_limits(),
+            timeout,
+        )
+        .unwrap();
         let req = axum::http::Request::get("/stream").body(vec![]).unwrap();
         let start = std::time::Instant::now();
         let body = client.request_text(req).await.unwrap();
@@ -241,8 +251,7 @@ mod tests {
         let limits = Limits::from_flags(-1.0, 250, 3).unwrap();
         assert_eq!(limits.qps, None, "a negative QPS: no rate limit");
         let client = limited(kube::Config::new(url.parse().unwrap()), limits).unwrap();
-        let results =
-            futures::future::join_all((0..12).map(|_| client.apiserver_version())).await;
+        let results = futures::future::join_all((0..12).map(|_| client.apiserver_version())).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(most.load(Ordering::SeqCst), 3);
     }
@@ -252,7 +261,10 @@ mod tests {
         let flagger = Limits::from_flags(100.0, 250, 32).unwrap();
         assert_eq!((flagger.qps, flagger.burst), (Some(100.0), 250));
         assert_eq!(Limits::from_flags(0.0, 0, 1).unwrap().qps, None);
-        assert!(Limits::from_flags(100.0, 0, 32).is_err(), "a rate needs a burst");
+        assert!(
+            Limits::from_flags(100.0, 0, 32).is_err(),
+            "a rate needs a burst"
+        );
         assert!(Limits::from_flags(-1.0, 250, 0).is_err());
         assert!(Limits::from_flags(f64::NAN, 250, 32).is_err());
     }
