@@ -261,8 +261,12 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
     let log_control = crate::logging::init(&args.log_level, &args.log_format)?;
     super::install_rustls()?;
     let config = kube::Config::infer().await.context("kubernetes client")?;
-    let client =
-        crate::kube_client::rate_limited(config, args.kubeconfig_qps, args.kubeconfig_burst)?;
+    let limits = crate::kube_client::Limits::from_flags(
+        args.kubeconfig_qps,
+        args.kubeconfig_burst,
+        args.kubeconfig_max_in_flight,
+    )?;
+    let client = crate::kube_client::limited(config, limits)?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_info(env!("CARGO_PKG_VERSION"), &args.mesh_provider);
     let ready = Arc::new(AtomicBool::new(false));
@@ -475,13 +479,21 @@ pub struct ControllerArgs {
     #[arg(long, env = "PENNANT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     /// Kubernetes client rate limit, requests per second on average (Flagger's
-    /// `-kubeconfig-qps`).
-    #[arg(long, env = "PENNANT_KUBECONFIG_QPS", default_value_t = 100.0)]
+    /// `-kubeconfig-qps`, whose default is 100). 0 or below (the default): no client-side rate
+    /// limit, the API server's Priority and Fairness guards it (controller-runtime's default
+    /// since kubernetes-sigs/controller-runtime#3119, on SIG API Machinery's advice); Flagger's
+    /// 100 made initialising 100 Canaries take 16 s where the API server absorbs the same writes
+    /// in 4 s (docs/bench/canary.md).
+    #[arg(long, env = "PENNANT_KUBECONFIG_QPS", default_value_t = -1.0, allow_negative_numbers = true)]
     pub kubeconfig_qps: f64,
     /// Kubernetes client burst: requests allowed at once before the QPS limit applies
-    /// (Flagger's `-kubeconfig-burst`).
+    /// (Flagger's `-kubeconfig-burst`; only with a `--kubeconfig-qps`).
     #[arg(long, env = "PENNANT_KUBECONFIG_BURST", default_value_t = 250)]
     pub kubeconfig_burst: u32,
+    /// Kubernetes client: requests waiting for their answer at once, the others queue in the
+    /// process (one HTTP/1.1 connection each; a watch counts only until its answer starts).
+    #[arg(long, env = "PENNANT_KUBECONFIG_MAX_IN_FLIGHT", default_value_t = crate::kube_client::DEFAULT_MAX_IN_FLIGHT)]
+    pub kubeconfig_max_in_flight: usize,
     /// Run the controller only while holding a `coordination.k8s.io/v1` Lease (Flagger's
     /// `-enable-leader-election`).
     #[arg(

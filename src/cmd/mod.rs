@@ -266,7 +266,11 @@ mod tests {
             panic!()
         };
         assert!(!d.leader_election, "off by default");
-        assert_eq!((d.kubeconfig_qps, d.kubeconfig_burst), (100.0, 250));
+        assert_eq!((d.kubeconfig_qps, d.kubeconfig_burst), (-1.0, 250));
+        assert_eq!(
+            d.kubeconfig_max_in_flight,
+            crate::kube_client::DEFAULT_MAX_IN_FLIGHT
+        );
         assert_eq!(d.leader_election_lease_duration, 15);
         assert_eq!(
             d.requeue_dependency, 30,
