@@ -1031,6 +1031,7 @@ async fn attempt(
         owner: Some((name.clone(), ns.clone())),
         custom_stages: vec![],
         wait_timeout: timeout,
+        concurrency: crate::apply::ssa::CONCURRENT_SSA,
     };
     let old_inventory = status.inventory.clone().unwrap_or_default();
     let entries = |changes: &[Change]| ResourceInventory {
