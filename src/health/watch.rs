@@ -258,10 +258,14 @@ async fn resolve(
 /// The latest copies of `objects` (id and the version of its `apiVersion`) in the cluster of
 /// `client`. With `watches` (the cluster is the controller's own), a kind that is watched and
 /// synced is read from its cache, the rest with a GET each ([`Watches::ensure`] starts a
-/// kind's watch). Absent objects are absent from the map.
+/// kind's watch). `discovery`: the watches of the same cluster whose discovery cache resolves
+/// the kinds when `watches` is `None` (an impersonated account on the controller's cluster:
+/// its reads stay its own, the kinds are the cluster's); without either, each kind is
+/// discovered once per call (a remote cluster). Absent objects are absent from the map.
 pub async fn observe(
     client: &Client,
     watches: Option<&Watches>,
+    discovery: Option<&Watches>,
     objects: &[(ObjectId, String)],
 ) -> BTreeMap<ObjectId, Value> {
     let mut out = BTreeMap::new();
@@ -275,7 +279,7 @@ pub async fn observe(
             continue;
         }
         let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
-        let resolved = match watches {
+        let resolved = match watches.or(discovery) {
             Some(w) => w.resolve(&gvk).await,
             None => match local_discovery.get(&gvk) {
                 Some(r) => r.clone(),
