@@ -30,12 +30,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     PropagationPolicy,
 };
 use kube::discovery::{ApiCapabilities, Scope};
-use futures::{StreamExt, TryStreamExt, stream};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -993,7 +993,11 @@ mod tests {
             (vec![], vec![], None),
             (vec![Ok(1), Ok(2)], vec![1, 2], None),
             // a success after the failure was applied too: it is reported
-            (vec![Ok(1), Err("a"), Ok(3), Err("b")], vec![1, 3], Some("a")),
+            (
+                vec![Ok(1), Err("a"), Ok(3), Err("b")],
+                vec![1, 3],
+                Some("a"),
+            ),
             (vec![Err("a")], vec![], Some("a")),
         ];
         for (results, applied, failure) in table {
