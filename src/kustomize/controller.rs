@@ -153,12 +153,15 @@ struct Ctx {
     failures: Mutex<BTreeMap<(String, String), u32>>,
     /// Per Kustomization, the turn to record Events: a reconcile's Events are recorded in the
     /// background after its status write, after those of the reconcile before it.
-    event_turns: Mutex<BTreeMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    event_turns: Mutex<BTreeMap<(String, String), EventTurn>>,
 }
+
+/// A Kustomization's turn to record its Events ([`Ctx::event_turn`]).
+type EventTurn = Arc<tokio::sync::Mutex<()>>;
 
 impl Ctx {
     /// The Event turn of `key` (created on first use).
-    fn event_turn(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+    fn event_turn(&self, key: &(String, String)) -> EventTurn {
         self.event_turns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
