@@ -19,15 +19,18 @@
 //! caller's timeout), then forgets its discovery cache so the new kinds resolve.
 //!
 //! Within a stage every object is dry-run before any is applied (Flux's `ApplyAll`), so a
-//! refused dry-run (e.g. a kind without its CRD) applies nothing of its stage. Errors name the
-//! object (`Deployment/ns/name dry-run failed: <API message>`) and stop the apply: the stages
-//! applied before stay, nothing is pruned.
+//! refused dry-run (e.g. a kind without its CRD) applies nothing of its stage; the reads and
+//! dry-runs, then the applies, run [`ApplyOptions::concurrency`] at once (Flux's
+//! `--concurrent-ssa`), the change set staying in the objects' order. Errors name the object
+//! (`Deployment/ns/name dry-run failed: <API message>`; the first in order when several fail)
+//! and stop the apply: the stages applied before stay, nothing is pruned.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     PropagationPolicy,
@@ -292,6 +295,28 @@ pub struct ApplyOptions {
     pub custom_stages: Vec<(String, String)>,
     /// Bound of the wait for CRDs and Namespaces.
     pub wait_timeout: Duration,
+    /// Objects of one stage read, dry-run and applied at once (Flux's `--concurrent-ssa`,
+    /// [`CONCURRENT_SSA`]); 0 and 1: one after another.
+    pub concurrency: usize,
+}
+
+/// Flux's default `--concurrent-ssa` (kustomize-controller): objects of a stage applied at once.
+pub const CONCURRENT_SSA: usize = 4;
+
+/// Moves the successes of `results` (in order) to `out` and returns the first failure: a
+/// stage's applies run concurrently, so every object applied, also after a failed one, is
+/// reported (the caller's inventory must name it). PURE.
+fn first_failure<T, E>(out: &mut Vec<T>, results: Vec<Result<T, E>>) -> Option<E> {
+    let mut first = None;
+    for r in results {
+        match r {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first
 }
 
 /// One object after its dry-run: nothing left to do, or the apply to make.
@@ -421,8 +446,9 @@ impl Applier {
 
     /// Apply `objects` in Flux's stages; returns the change set in apply order. Within a stage
     /// every object is dry-run before any is applied (Flux's `ApplyAll`): a refused dry-run
-    /// applies nothing of its stage. Stops at the first error; what was applied before it is in
-    /// the error's `applied` (earlier stages stay in the cluster).
+    /// applies nothing of its stage. `opts.concurrency` objects are read, dry-run, then applied
+    /// at once. Stops at the first error (in the objects' order); every object applied (earlier
+    /// stages, and the applies of the failing stage that succeeded) is in the error's `applied`.
     pub async fn apply_all(
         &self,
         objects: Vec<Value>,
@@ -436,18 +462,22 @@ impl Applier {
                     stamp_labels(o, &owner_labels(name, ns));
                 }
             }
-            let mut planned = Vec::with_capacity(objs.len());
-            for o in &objs {
-                match self.plan_one(o, opts.force).await {
-                    Ok(p) => planned.push(p),
-                    Err(e) => return Err(partial(e, out)),
-                }
-            }
-            for p in planned {
-                match self.commit(p).await {
-                    Ok(c) => out.push(c),
-                    Err(e) => return Err(partial(e, out)),
-                }
+            let at_once = opts.concurrency.max(1);
+            // in the objects' order, `at_once` in flight; the first refusal stops the stage
+            let staged = &objs;
+            let planned: Vec<Planned> = stream::iter(0..objs.len())
+                .map(|i| self.plan_one(&staged[i], opts.force))
+                .buffered(at_once)
+                .try_collect()
+                .await
+                .map_err(|e| partial(e, std::mem::take(&mut out)))?;
+            let committed: Vec<Result<Change, ApplyError>> = stream::iter(planned)
+                .map(|p| self.commit(p))
+                .buffered(at_once)
+                .collect()
+                .await;
+            if let Some(e) = first_failure(&mut out, committed) {
+                return Err(partial(e, out));
             }
             if stage.waits() {
                 if let Err(e) = self.wait_ready(&objs, stage, opts.wait_timeout).await {
@@ -954,6 +984,29 @@ mod tests {
         let m = discovery_failure("Foo/a", "Foo", "v1", &e);
         assert_eq!(m, "Foo/a dry-run failed (InternalError): etcd timeout");
         assert!(!m.contains("Status {"), "{m}");
+    }
+
+    #[test]
+    fn a_stages_applies_report_every_success_and_the_first_failure() {
+        type R = Result<u8, &'static str>;
+        let table: [(Vec<R>, Vec<u8>, Option<&str>); 4] = [
+            (vec![], vec![], None),
+            (vec![Ok(1), Ok(2)], vec![1, 2], None),
+            // a success after the failure was applied too: it is reported
+            (
+                vec![Ok(1), Err("a"), Ok(3), Err("b")],
+                vec![1, 3],
+                Some("a"),
+            ),
+            (vec![Err("a")], vec![], Some("a")),
+        ];
+        for (results, applied, failure) in table {
+            let mut out = vec![0];
+            let e = first_failure(&mut out, results.clone());
+            assert_eq!(e, failure, "{results:?}");
+            assert_eq!(out[1..], applied[..], "{results:?}");
+            assert_eq!(out[0], 0, "earlier changes kept");
+        }
     }
 
     #[test]

@@ -258,15 +258,20 @@ async fn resolve(
 /// The latest copies of `objects` (id and the version of its `apiVersion`) in the cluster of
 /// `client`. With `watches` (the cluster is the controller's own), a kind that is watched and
 /// synced is read from its cache, the rest with a GET each ([`Watches::ensure`] starts a
-/// kind's watch). Absent objects are absent from the map.
+/// kind's watch). `discovery`: the watches of the same cluster whose discovery cache resolves
+/// the kinds when `watches` is `None` (an impersonated account on the controller's cluster:
+/// its reads stay its own, the kinds are the cluster's); without either, each kind is
+/// discovered once per call (a remote cluster). Absent objects are absent from the map.
 pub async fn observe(
     client: &Client,
     watches: Option<&Watches>,
+    discovery: Option<&Watches>,
     objects: &[(ObjectId, String)],
 ) -> BTreeMap<ObjectId, Value> {
     let mut out = BTreeMap::new();
     let mut local_discovery: HashMap<GroupVersionKind, Option<(ApiResource, ApiCapabilities)>> =
         HashMap::new();
+    let mut reads = vec![];
     for (id, version) in objects {
         if let Some(cached) = watches.and_then(|w| w.cached(id)) {
             if let Some(o) = cached {
@@ -275,7 +280,7 @@ pub async fn observe(
             continue;
         }
         let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
-        let resolved = match watches {
+        let resolved = match watches.or(discovery) {
             Some(w) => w.resolve(&gvk).await,
             None => match local_discovery.get(&gvk) {
                 Some(r) => r.clone(),
@@ -295,13 +300,27 @@ pub async fn observe(
             }
             _ => Api::all_with(client.clone(), &ar),
         };
-        match api.get_opt(&id.name).await {
+        reads.push((id.clone(), api, ar));
+    }
+    // the GETs, READS_AT_ONCE in flight (each is a round trip; one after another they added up
+    // to a second per evaluation on a loaded API server)
+    let mut read = futures::stream::iter(reads)
+        .map(|(id, api, ar)| async move {
+            let got = api.get_opt(&id.name).await;
+            (id, got, ar)
+        })
+        .buffer_unordered(READS_AT_ONCE);
+    while let Some((id, got, ar)) = read.next().await {
+        match got {
             Ok(Some(o)) => {
-                out.insert(id.clone(), to_value(&o, &ar));
+                out.insert(id, to_value(&o, &ar));
             }
             Ok(None) => {}
-            Err(e) => warn!(object = %super::assess::fmt_id(id), "health: cannot read: {e}"),
+            Err(e) => warn!(object = %super::assess::fmt_id(&id), "health: cannot read: {e}"),
         }
     }
     out
 }
+
+/// GETs of one [`observe`] in flight at once.
+const READS_AT_ONCE: usize = 4;

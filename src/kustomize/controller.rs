@@ -153,6 +153,24 @@ struct Ctx {
     settings: Settings,
     instance: String,
     failures: Mutex<BTreeMap<(String, String), u32>>,
+    /// Per Kustomization, the turn to record Events: a reconcile's Events are recorded in the
+    /// background after its status write, after those of the reconcile before it.
+    event_turns: Mutex<BTreeMap<(String, String), EventTurn>>,
+}
+
+/// A Kustomization's turn to record its Events ([`Ctx::event_turn`]).
+type EventTurn = Arc<tokio::sync::Mutex<()>>;
+
+impl Ctx {
+    /// The Event turn of `key` (created on first use).
+    fn event_turn(&self, key: &(String, String)) -> EventTurn {
+        self.event_turns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
 }
 
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
@@ -437,6 +455,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "pennant".into()),
         failures: Mutex::default(),
+        event_turns: Mutex::default(),
     });
     let concurrency = ctx.settings.concurrent;
     // a short shared backoff: kube pauses all of a controller's watches on any one's error
@@ -566,6 +585,10 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
     if ks.metadata.deletion_timestamp.is_some() {
         ctx.waits.remove(&(ns.clone(), name.clone()));
         ctx.gate_waiters.remove(&(ns.clone(), name.clone()));
+        ctx.event_turns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(ns.clone(), name.clone()));
         ctx.helm_dependents.set(&(ns.clone(), name.clone()), &[]);
         return finalize(&ks, &api, &ctx).await;
     }
@@ -949,8 +972,17 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         }
     };
     write_status(&api, &ks, &written, &status).await?;
-    for (warning, reason, message, rev) in events {
-        emit_event(&ctx, &ks, warning, &reason, &message, rev.as_deref()).await;
+    if !events.is_empty() {
+        // recorded after the status they explain, in order, without holding the worker: one
+        // POST each, ~0.25 s apiece on a loaded API server (bench ks x100: 3 per reconcile)
+        let turn = ctx.event_turn(&(ns, name)).lock_owned().await;
+        let (ctx, ks) = (ctx.clone(), ks.clone());
+        tokio::spawn(async move {
+            let _turn = turn;
+            for (warning, reason, message, rev) in events {
+                emit_event(&ctx, &ks, warning, &reason, &message, rev.as_deref()).await;
+            }
+        });
     }
     Ok(requeue)
 }
@@ -1048,6 +1080,7 @@ async fn attempt(
         owner: Some((name.clone(), ns.clone())),
         custom_stages: vec![],
         wait_timeout: timeout,
+        concurrency: crate::apply::ssa::CONCURRENT_SSA,
     };
     let old_inventory = status.inventory.clone().unwrap_or_default();
     let entries = |changes: &[Change]| ResourceInventory {

@@ -429,7 +429,7 @@ pub async fn step(
             (changes, wait)
         }
     };
-    let observed = observe(target.client, target.watches, &wait.objects).await;
+    let observed = observe(target.client, target.watches, target.wake, &wait.objects).await;
     let outcome = {
         let exprs = HealthExprs::compile(&ks.spec.health_check_exprs).unwrap_or_default();
         health_step(&wait, &observed, &exprs, now)
