@@ -152,25 +152,6 @@ fn plain(text: &str) -> String {
     out
 }
 
-async fn wait_applied(client: &kube::Client, ns: &str, rev: &str) -> Kustomization {
-    let api = Api::<Kustomization>::namespaced(client.clone(), ns);
-    let mut last = None;
-    for _ in 0..600 {
-        let k = api.get("apps").await.unwrap();
-        let st = k.status.clone().unwrap_or_default();
-        let ready = st
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready && st.last_applied_revision.as_deref() == Some(rev) {
-            return k;
-        }
-        last = Some(st);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("apps never applied {rev}: {last:?}");
-}
-
 async fn set_suspend(client: &kube::Client, ns: &str, on: bool) {
     Api::<Kustomization>::namespaced(client.clone(), ns)
         .patch(
@@ -236,7 +217,7 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     // interval 10m: only the Canary's status changes wake the Kustomization's gate (a lost
     // wake-up held it at `not started` until the interval before gitops::canary_gate::Waiters)
     let rev = format!("main@sha1:{sha}");
-    wait_applied(&client, n, &rev).await;
+    support::kustomize::wait_applied(&ns, "apps", &sha).await;
     wait_hr(&ns, "web", "released", |h| {
         is_ready(h, "True", "InstallSucceeded")
     })

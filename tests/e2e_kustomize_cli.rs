@@ -52,26 +52,6 @@ fn inventory_id(o: &Value) -> String {
     )
 }
 
-async fn wait_applied(ns: &TestNs, sha: &str) -> Kustomization {
-    let api = Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name);
-    let rev = format!("main@sha1:{sha}");
-    let mut last = None;
-    for _ in 0..300 {
-        let k = api.get("apps").await.unwrap();
-        let st = k.status.clone().unwrap_or_default();
-        let ready = st
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready && st.last_applied_revision.as_deref() == Some(rev.as_str()) {
-            return k;
-        }
-        last = Some(st);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("apps never applied {rev}: {last:?}");
-}
-
 async fn suspend(ns: &TestNs, on: bool) {
     Api::<Kustomization>::namespaced(ns.client.clone(), &ns.name)
         .patch(
@@ -130,7 +110,7 @@ async fn build_prints_what_was_applied_and_diff_shows_exactly_the_next_commit() 
         ns.name
     ))
     .await;
-    let k = wait_applied(&ns, &sha1).await;
+    let k = support::kustomize::wait_applied(&ns, "apps", &sha1).await;
     let n = ns.name.as_str();
 
     // build: the objects of the inventory, as applied, the Secret masked
@@ -239,7 +219,7 @@ async fn build_prints_what_was_applied_and_diff_shows_exactly_the_next_commit() 
 
     // applied by the controller: no difference left
     suspend(&ns, false).await;
-    wait_applied(&ns, &sha2).await;
+    support::kustomize::wait_applied(&ns, "apps", &sha2).await;
     let d = ns.deployment("web").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(3));
     let (code, out, err) = pennant(&["diff", "ks", "apps", "-n", n]);

@@ -1467,18 +1467,8 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
         if w < max {
-            match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
-                Err(p) => return Flow::Need(p),
-                Ok(Some(v)) if !v.pass => {
-                    let id = self.canary_id();
-                    let msg = format!(
-                        "Halt {id} advancement waiting for traffic increase approval {}",
-                        v.message
-                    );
-                    self.notice(Severity::Warn, msg, None);
-                    return Flow::Done;
-                }
-                Ok(_) => {}
+            if let Some(halted) = self.confirm_traffic_increase(analysis) {
+                return halted;
             }
             let next = (w + analysis.next_step_weight(w)).min(max).min(100);
             self.st.canary_weight = next;
@@ -1487,6 +1477,24 @@ impl<'a> Machine<'a> {
             return Flow::Done;
         }
         self.confirm_promotion(target, analysis)
+    }
+
+    /// The confirm-traffic-increase gate before more canary traffic: `None` to go on, else the
+    /// flow to return (the webhook's answer awaited, or the advance halted with a Warning).
+    fn confirm_traffic_increase(&mut self, analysis: &CanaryAnalysis) -> Option<Flow> {
+        match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
+            Err(p) => Some(Flow::Need(p)),
+            Ok(Some(v)) if !v.pass => {
+                let id = self.canary_id();
+                let msg = format!(
+                    "Halt {id} advancement waiting for traffic increase approval {}",
+                    v.message
+                );
+                self.notice(Severity::Warn, msg, None);
+                Some(Flow::Done)
+            }
+            Ok(_) => None,
+        }
     }
 
     /// `weights: adaptive`: move the canary to the judge's [`Choice`] weight. More traffic asks
@@ -1502,20 +1510,10 @@ impl<'a> Machine<'a> {
         use crate::analysis::judge::weights::Reason;
         let w = self.st.canary_weight;
         let next = c.weight.clamp(0, 100);
-        if next > w {
-            match self.hook(analysis, HookKind::ConfirmTrafficIncrease) {
-                Err(p) => return Flow::Need(p),
-                Ok(Some(v)) if !v.pass => {
-                    let id = self.canary_id();
-                    let msg = format!(
-                        "Halt {id} advancement waiting for traffic increase approval {}",
-                        v.message
-                    );
-                    self.notice(Severity::Warn, msg, None);
-                    return Flow::Done;
-                }
-                Ok(_) => {}
-            }
+        if next > w
+            && let Some(halted) = self.confirm_traffic_increase(analysis)
+        {
+            return halted;
         }
         if next == w {
             return Flow::Done;

@@ -89,7 +89,7 @@ pub async fn wait_ks_for(
     done: impl Fn(&Kustomization) -> bool,
 ) -> Kustomization {
     let mut last = None;
-    for _ in 0..400 {
+    for _ in 0..600 {
         let k = get_ks(ns, name).await;
         if done(&k) {
             return k;
@@ -109,6 +109,19 @@ pub async fn wait_ks(ns: &TestNs, name: &str, sha: &str, reason: &str) -> Kustom
             .as_ref()
             .and_then(|s| s.last_attempted_revision.as_deref());
         attempted == Some(rev.as_str()) && ready(k).is_some_and(|(_, r, _)| r == reason)
+    })
+    .await
+}
+
+/// Waits until Ready is True with `main@sha1:<sha>` as the last applied revision.
+pub async fn wait_applied(ns: &TestNs, name: &str, sha: &str) -> Kustomization {
+    let rev = format!("main@sha1:{sha}");
+    wait_ks_for(ns, name, &format!("{rev} applied"), |k| {
+        let applied = k
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref());
+        applied == Some(rev.as_str()) && ready(k).is_some_and(|(status, _, _)| status == "True")
     })
     .await
 }
