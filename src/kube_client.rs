@@ -73,20 +73,6 @@ pub fn limited(config: kube::Config, limits: Limits) -> anyhow::Result<kube::Cli
     build(config, limits, RESPONSE_HEADERS_TIMEOUT)
 }
 
-/// [`limited`] with Flagger's rate limit (`qps`, `burst`, both positive) and
-/// [`DEFAULT_MAX_IN_FLIGHT`].
-///
-/// Errors: `qps` not positive and finite, `burst` zero, or a `config` kube cannot build a client
-/// from.
-pub fn rate_limited(config: kube::Config, qps: f64, burst: u32) -> anyhow::Result<kube::Client> {
-    anyhow::ensure!(
-        qps > 0.0 && qps.is_finite() && burst > 0,
-        "--kubeconfig-qps and --kubeconfig-burst must be positive"
-    );
-    let limits = Limits::from_flags(qps, burst, DEFAULT_MAX_IN_FLIGHT)?;
-    build(config, limits, RESPONSE_HEADERS_TIMEOUT)
-}
-
 fn build(
     config: kube::Config,
     limits: Limits,
@@ -120,6 +106,12 @@ mod tests {
 
     fn test_limits() -> Limits {
         Limits::from_flags(100.0, 10, 8).unwrap()
+    }
+
+    /// A client with Flagger's rate limit flags and the default bound in flight.
+    fn rate_limited(url: &str, qps: f64, burst: u32) -> kube::Client {
+        let limits = Limits::from_flags(qps, burst, DEFAULT_MAX_IN_FLIGHT).unwrap();
+        limited(kube::Config::new(url.parse().unwrap()), limits).unwrap()
     }
 
     /// A server that accepts the connection and never answers (an API server going away, as
@@ -203,7 +195,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(axum::serve(listener, app).into_future());
-        let client = rate_limited(kube::Config::new(url.parse().unwrap()), 6.0, 3).unwrap();
+        let client = rate_limited(&url, 6.0, 3);
         let start = std::time::Instant::now();
         let calls = (0..6).map(|_| client.apiserver_version());
         let results = futures::future::join_all(calls).await;
@@ -217,11 +209,10 @@ mod tests {
         // 60 requests within a burst of 100 wait for no window (at 6 QPS they would take 9.5 s);
         // the bound leaves room for a loaded machine.
         let unlimited = std::time::Instant::now();
-        let fast = rate_limited(kube::Config::new(url.parse().unwrap()), 1000.0, 100).unwrap();
+        let fast = rate_limited(&url, 1000.0, 100);
         futures::future::join_all((0..60).map(|_| fast.apiserver_version())).await;
         assert_eq!(hits.load(Ordering::SeqCst), 66);
         assert!(unlimited.elapsed() < Duration::from_secs(4));
-        assert!(rate_limited(kube::Config::new(url.parse().unwrap()), 0.0, 1).is_err());
     }
 
     /// 12 requests at once through a client with `max_in_flight` 3 and no rate: the server never

@@ -205,11 +205,7 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
         ],
         "podinfo and its canary",
     );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    support::kustomize::git_repository(&ns, "apps", &server.url("apps")).await;
     ns.apply_yaml(&format!(
         "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  path: ./apps\n  prune: true\n  targetNamespace: {n}\n  sourceRef:\n    kind: GitRepository\n    name: apps\n"
     ))

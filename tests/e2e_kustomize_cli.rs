@@ -100,11 +100,7 @@ async fn build_prints_what_was_applied_and_diff_shows_exactly_the_next_commit() 
         ],
         "web at 1 replica",
     );
-    ns.apply_yaml(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  url: {}\n  interval: 10m\n  ref:\n    branch: main\n",
-        server.url("apps")
-    ))
-    .await;
+    support::kustomize::git_repository(&ns, "apps", &server.url("apps")).await;
     ns.apply_yaml(&format!(
         "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: NAMESPACE\nspec:\n  interval: 10m\n  path: ./apps\n  prune: true\n  targetNamespace: {}\n  sourceRef:\n    kind: GitRepository\n    name: apps\n",
         ns.name

@@ -1,7 +1,6 @@
 //! Explaining a verdict (§4.9): counts, estimate, anytime-valid 95 % confidence sequence, and
 //! the e-values against the levels needed. PURE.
 
-use super::fnch::Margins;
 use super::{Judgement, PASS_FRACTIONS, SignalEvidence, Table, Verdict};
 
 /// Grid step of β for the confidence sequence.
@@ -42,11 +41,7 @@ pub struct SignalReport {
 pub fn log_likelihood(tables: &[Table], betas: &[f64]) -> Vec<f64> {
     let mut ll = vec![0.0; betas.len()];
     for t in tables {
-        let mg = Margins {
-            nc: t.nc,
-            np: t.np,
-            m: t.xc + t.xp,
-        };
+        let mg = t.margins();
         if !mg.informative() {
             continue;
         }

@@ -33,7 +33,7 @@
 //! weight chosen above the fixed schedule has a worst case within the budget, for a canary
 //! whose excess is constant over the run and traffic no higher than the recent steps'.
 
-use super::fnch::{Margins, log_sum_exp};
+use super::fnch::log_sum_exp;
 use super::{Policy, SignalKind, StepCounts, Table};
 use crate::api::judge::Signal;
 
@@ -83,11 +83,7 @@ impl Exposure {
         self.totals.nc += t.nc;
         self.totals.xp += t.xp;
         self.totals.np += t.np;
-        let mg = Margins {
-            nc: t.nc,
-            np: t.np,
-            m: t.xc + t.xp,
-        };
+        let mg = t.margins();
         if !mg.informative() {
             return;
         }
