@@ -70,9 +70,14 @@ impl Election {
         format!("{name}_{:016x}", h.finish())
     }
 
-    /// Seconds before expiry at which the holder renews: a third of the duration, 1–5 s.
+    /// Seconds before expiry at which the holder renews: two thirds of the duration (at least
+    /// 1, below the duration), so it renews once a third has passed and a slow API server has
+    /// the other two thirds to answer before a standby may take over (15 s: renewed every 5 s,
+    /// 10 s of slack; a grace of 5 s lost the Lease to a standby under CI load). client-go's
+    /// defaults (15 s lease, 10 s renew deadline, 2 s retry) leave about as much.
     pub fn grace(&self) -> u64 {
-        (self.lease_duration / 3).clamp(1, 5)
+        let d = self.lease_duration;
+        (d - d / 3).clamp(1, d.saturating_sub(1).max(1))
     }
 }
 
@@ -98,7 +103,10 @@ where
             .with_identity(&election.identity)
             .with_duration(election.lease_duration)
             .with_grace(election.grace())
-            .with_field_manager("pennant-leader-election")
+            // one field manager per candidate: two that read the Lease free at once both
+            // apply it, and only a distinct manager makes the second apply a conflict (with a
+            // shared one, both would believe they lead until the next renewal)
+            .with_field_manager(field_manager(&election.identity))
             .build()
     };
     // Fail fast when the Lease cannot be reached at all (RBAC, namespace).
@@ -163,6 +171,18 @@ where
     outcome
 }
 
+/// The Lease's field manager of one candidate: `pennant-leader-election/<identity>`, at most
+/// 128 characters (the API server's limit), keeping the identity's random suffix.
+pub fn field_manager(identity: &str) -> String {
+    let prefix = "pennant-leader-election/";
+    let room = 128 - prefix.len();
+    let skip = identity.chars().count().saturating_sub(room);
+    format!(
+        "{prefix}{}",
+        identity.chars().skip(skip).collect::<String>()
+    )
+}
+
 /// SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -199,16 +219,28 @@ mod tests {
     }
 
     #[test]
-    fn renewal_grace_is_a_third_of_the_duration_within_bounds() {
+    fn each_candidate_applies_the_lease_under_its_own_field_manager() {
+        let a = field_manager("pennant-7d9f_00000000000000aa");
+        assert_eq!(a, "pennant-leader-election/pennant-7d9f_00000000000000aa");
+        assert_ne!(a, field_manager("pennant-7d9f_00000000000000ab"));
+        let long = format!("{}_0123456789abcdef", "p".repeat(300));
+        let m = field_manager(&long);
+        assert_eq!(m.len(), 128);
+        assert!(m.ends_with("_0123456789abcdef"), "{m}");
+    }
+
+    #[test]
+    fn renewal_comes_once_a_third_of_the_duration_has_passed() {
         let e = |d| Election {
             namespace: "n".into(),
             lease_name: "l".into(),
             identity: "i".into(),
             lease_duration: d,
         };
-        assert_eq!(e(15).grace(), 5);
-        assert_eq!(e(6).grace(), 2);
+        assert_eq!(e(15).grace(), 10);
+        assert_eq!(e(8).grace(), 6);
+        assert_eq!(e(6).grace(), 4);
         assert_eq!(e(2).grace(), 1);
-        assert_eq!(e(60).grace(), 5);
+        assert_eq!(e(60).grace(), 40);
     }
 }

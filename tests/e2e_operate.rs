@@ -420,8 +420,8 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
     println!(
         "takeover by a waiting standby after the leader exited: {takeover:?} (lease {LEASE_SECONDS}s)"
     );
-    // Waiting for the released Lease's expiry instead would take at least duration - grace
-    // (8 s - 2 s) after its last renewal.
+    // Waiting for the released Lease's expiry instead would take at least the grace (6 s of
+    // the 8 s Lease are left at a renewal).
     assert!(
         takeover < pennant::leader::FOLLOWER_POLL + Duration::from_millis(900),
         "a released Lease is taken at the standby's next poll: {takeover:?}"
@@ -461,6 +461,48 @@ async fn leader_election_hands_releases_in_flight_to_the_next_leader() {
             "{a:?} not granted"
         );
     }
+    ns.cleanup().await;
+}
+
+/// Two candidates that find the Lease free at once both apply it (the Lease library applies an
+/// orphaned Lease without force). Each applies under its own field manager, so the second apply
+/// conflicts and only the first leads; under the one manager they shared before, the second
+/// apply silently won and both led until the next renewal (the follower's writes once seen in
+/// `leader_election_hands_releases_in_flight_to_the_next_leader` in CI).
+#[tokio::test]
+async fn a_candidate_cannot_take_a_lease_another_has_just_applied() {
+    use kube::api::{Patch, PatchParams};
+    use pennant::leader::field_manager;
+    let client = client().await;
+    let ns = TestNs::new(&client, "e2e-race", 0).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let take = |lease: &str, manager: String, who: &str| {
+        let leases = leases.clone();
+        let body = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease},
+            "spec": {"holderIdentity": who, "leaseDurationSeconds": LEASE_SECONDS},
+        });
+        let lease = lease.to_string();
+        async move {
+            leases
+                .patch(&lease, &PatchParams::apply(&manager), &Patch::Apply(body))
+                .await
+        }
+    };
+    let (a, b) = ("ctl-a_00000000000000aa", "ctl-b_00000000000000bb");
+    take("race", field_manager(a), a).await.unwrap();
+    match take("race", field_manager(b), b).await {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
+        other => panic!("the second candidate's apply must conflict: {other:?}"),
+    }
+    assert_eq!(holder(&leases, "race").await.as_deref(), Some(a));
+    // the shared manager of before: the second apply wins without a word
+    let shared = || "pennant-leader-election".to_string();
+    take("race-shared", shared(), a).await.unwrap();
+    take("race-shared", shared(), b).await.unwrap();
+    assert_eq!(holder(&leases, "race-shared").await.as_deref(), Some(b));
     ns.cleanup().await;
 }
 

@@ -104,6 +104,11 @@ impl Waiters {
         self.lock().remove(key);
     }
 
+    /// Whether `key` waits for a Canary.
+    pub fn contains(&self, key: &(String, String)) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// The appliers to wake on a change of `canary`.
     pub fn waiting_for(&self, canary: &Canary) -> Vec<(String, String)> {
         let target = target_id(canary);

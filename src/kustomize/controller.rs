@@ -642,8 +642,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         None => canary_pre_check(&ks, &ctx, &old, generation).await,
         Some(_) => None,
     };
-    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated;
-    // or the wait of the revision applied passed and nothing changed since
+    // `Ok(None)`: a Canary analyses the revision applied before, only its gate is evaluated
     let outcome = match (refusal, pre) {
         (Some(message), _) => Err(terminal(UNSUPPORTED_FIELD, message)),
         (None, Some(Pre::Rejected(rev))) => {
@@ -661,10 +660,20 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
                     reasons::INVALID_CEL_EXPRESSION,
                     format!("{TERMINAL_ERROR_MESSAGE}: {}", e.0),
                 )),
-                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now).await,
+                Ok(_) => attempt(&ks, &ctx, &api, &mut status, &mut written, &now)
+                    .await
+                    .map(Some),
             }
         }
     };
+    let key = (ns.clone(), name.clone());
+    if matches!(outcome, Ok(Some(Attempted::Settled(_)))) && !ctx.gate_waiters.contains(&key) {
+        // the status written when its wait passed stands; this object may predate that write
+        // in the watch cache, so nothing is rewritten from it
+        return Ok(ks
+            .interval()
+            .map_or(Requeue::await_change(), Requeue::requeue));
+    }
     let revision = status.last_attempted_revision.clone();
     let outcome = match outcome {
         Ok(None) => {
@@ -725,7 +734,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         Ok(_) if local_target(&ks, &ctx.settings) => {
             observe_gate(
                 &ctx,
-                (ns.clone(), name.clone()),
+                key.clone(),
                 status.inventory.as_ref(),
                 revision.as_deref().unwrap_or_default(),
             )
@@ -734,7 +743,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
         Ok(_) => Gate::NoCanary,
     };
     if !matches!(gate, Gate::Progressing { .. }) {
-        ctx.gate_waiters.remove(&(ns.clone(), name.clone()));
+        ctx.gate_waiters.remove(&key);
     }
     let requeue = match outcome {
         Ok((changes, digest, health))
@@ -797,7 +806,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             ctx.failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&(ns.clone(), name.clone()));
+                .remove(&key);
             // the Canary's status changes wake it; the interval bounds a missed event
             ks.interval()
                 .map_or(Requeue::await_change(), Requeue::requeue)
@@ -894,7 +903,7 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             ctx.failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&(ns.clone(), name.clone()));
+                .remove(&key);
             ks.interval()
                 .map_or(Requeue::await_change(), Requeue::requeue)
         }
@@ -971,7 +980,10 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
             }
         }
     };
-    write_status(&api, &ks, &written, &status).await?;
+    if let Err(e) = write_status(&api, &ks, &written, &status).await {
+        ctx.waits.unsettle(&key);
+        return Err(e);
+    }
     if !events.is_empty() {
         // recorded after the status they explain, in order, without holding the worker: one
         // POST each, ~0.25 s apiece on a loaded API server (bench ks x100: 3 per reconcile)
@@ -990,8 +1002,8 @@ async fn reconcile_one(ks: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Requeue,
 /// Fetch, build, substitute, apply, prune: the change set and the manifests' digest, with
 /// `status` updated along the way (`lastAttemptedRevision`, `inventory`). On a new revision or
 /// generation the in-progress conditions ([`mark_progressing`]) are written before the fetch
-/// and before the build (`written` is then what the API server holds). `None` when the last
-/// wait of this very apply has passed and nothing changed since ([`Waits::settled`]).
+/// and before the build (`written` is then what the API server holds). [`Attempted::Settled`]
+/// when the last wait of this very apply has passed and nothing changed since.
 async fn attempt(
     ks: &Kustomization,
     ctx: &Ctx,
@@ -999,7 +1011,7 @@ async fn attempt(
     status: &mut KustomizationStatus,
     written: &mut KustomizationStatus,
     now: &Time,
-) -> Result<Option<Attempted>, Failure> {
+) -> Result<Attempted, Failure> {
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.metadata.generation.unwrap_or_default();
@@ -1024,12 +1036,12 @@ async fn attempt(
             true => None,
             false => Some(ctx.targets.target(ks).await?.client),
         };
-        return Ok(Some(Attempted::Resumed(w, client)));
+        return Ok(Attempted::Resumed(w, client));
     }
     // its wait has passed and nothing changed since (a wake queued while it ran): as is
-    if ctx.waits.settled(&key).is_some_and(|w| resumes(&w)) {
+    if let Some(settled) = ctx.waits.settled(&key).filter(|s| resumes(&s.wait)) {
         status.last_attempted_revision = Some(artifact.revision.clone());
-        return Ok(None);
+        return Ok(Attempted::Settled(settled));
     }
     // Flux's order: the source's artifact, then the dependencies, then the fetch
     let deps = dependencies(ks, &ctx.client, &artifact.revision, wait).await;
@@ -1125,12 +1137,12 @@ async fn attempt(
         }
     }
     status.inventory = Some(inventory);
-    Ok(Some(Attempted::Applied {
+    Ok(Attempted::Applied {
         changes,
         digest,
         jobs_with_ttl,
         client: (!local_target(ks, &ctx.settings)).then(|| target.client.clone()),
-    }))
+    })
 }
 
 /// What a reconcile does before reading the artifact when a Canary gates the Kustomization.

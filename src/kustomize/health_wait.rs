@@ -242,8 +242,8 @@ pub struct Waits {
 struct Inner {
     states: BTreeMap<Key, WaitState>,
     index: BTreeMap<ObjectId, BTreeSet<Key>>,
-    /// The last wait of each Kustomization that passed, its identity only ([`Waits::settle`]).
-    settled: BTreeMap<Key, WaitState>,
+    /// The last wait of each Kustomization that passed ([`Waits::settle`]).
+    settled: BTreeMap<Key, Settled>,
 }
 
 impl Inner {
@@ -293,24 +293,30 @@ impl Waits {
         inner.settled.remove(key);
     }
 
-    /// End the wait of `key` as passed, keeping its identity (revision, generation, token,
-    /// start; not its objects) for [`Waits::settled`].
-    pub fn settle(&self, key: Key, wait: &WaitState) {
+    /// End the wait of `key` as passed with `message` (`Healthy=True`'s), keeping its identity
+    /// (revision, generation, token, start, digest; not its objects) for [`Waits::settled`].
+    pub fn settle(&self, key: Key, wait: &WaitState, message: &str) {
         let mut inner = self.lock();
         inner.unindex(&key);
-        let identity = WaitState {
-            digest: String::new(),
+        let wait = WaitState {
             objects: vec![],
             jobs_with_ttl: BTreeSet::new(),
             ..wait.clone()
         };
-        inner.settled.insert(key, identity);
+        let message = message.to_string();
+        inner.settled.insert(key, Settled { wait, message });
+    }
+
+    /// Forget the last passed wait of `key` (its status could not be written: the next
+    /// reconcile evaluates again rather than trusting a status that is not there).
+    pub fn unsettle(&self, key: &Key) {
+        self.lock().settled.remove(key);
     }
 
     /// The last wait of `key` that passed, when none runs: a reconcile that would have
     /// [`resumes`] it has nothing to do (a wake queued by a second event of a checked object
     /// while the wait was being passed), rather than applying again ahead of the interval.
-    pub fn settled(&self, key: &Key) -> Option<WaitState> {
+    pub fn settled(&self, key: &Key) -> Option<Settled> {
         let inner = self.lock();
         match inner.states.contains_key(key) {
             true => None,
@@ -338,6 +344,13 @@ impl Waits {
     }
 }
 
+/// A passed wait ([`Waits::settle`]): its identity and the `Healthy=True` message it wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    pub wait: WaitState,
+    pub message: String,
+}
+
 /// What the apply step hands to the health step. `client` is the target's client when it is
 /// not the controller's own (a remote cluster or an impersonated account): its objects are
 /// read with a GET per evaluation, not from the controller's watches.
@@ -351,6 +364,8 @@ pub enum Attempted {
     },
     /// Nothing applied: the running wait is re-evaluated ([`resumes`]).
     Resumed(WaitState, Option<Client>),
+    /// Nothing applied, nothing read: the wait this apply had passed, nothing changed since.
+    Settled(Settled),
 }
 
 impl Attempted {
@@ -358,6 +373,7 @@ impl Attempted {
     pub fn client(&self) -> Option<&Client> {
         match self {
             Attempted::Applied { client, .. } | Attempted::Resumed(_, client) => client.as_ref(),
+            Attempted::Settled(_) => None,
         }
     }
 }
@@ -397,6 +413,12 @@ pub async fn step(
         ks.metadata.name.clone().unwrap_or_default(),
     );
     let (changes, wait) = match attempted {
+        // as it passed: the status of this very object may predate that pass in the watch
+        // cache, so its `Healthy=True` message comes from the settled wait, not from `conds`
+        Attempted::Settled(Settled { wait, message }) => {
+            let announce = false;
+            return (vec![], wait.digest, Outcome::Passed { message, announce });
+        }
         Attempted::Resumed(w, _) => (vec![], w),
         Attempted::Applied {
             changes,
@@ -449,7 +471,7 @@ pub async fn step(
             }
             waits.insert(key, wait);
         }
-        Outcome::Passed { .. } => waits.settle(key, &wait),
+        Outcome::Passed { message, .. } => waits.settle(key, &wait, message),
         _ => waits.remove(&key),
     }
     (changes, digest, outcome)

@@ -277,10 +277,18 @@ fn a_passed_wait_stays_settled_until_a_new_wait_or_removal() {
     let a: Key = ("apps".into(), "a".into());
     waits.insert(a.clone(), wait(true));
     assert_eq!(waits.settled(&a), None, "running, not settled");
-    waits.settle(a.clone(), &wait(true));
+    waits.settle(a.clone(), &wait(true), "Health check passed in 1s");
     assert!(waits.get(&a).is_none(), "the wait ended");
     assert!(waits.waiting_on(&web()).is_empty(), "no more wakes");
-    let settled = waits.settled(&a).expect("settled");
+    let Settled {
+        wait: settled,
+        message,
+    } = waits.settled(&a).expect("settled");
+    assert_eq!(
+        message, "Health check passed in 1s",
+        "what Healthy=True said"
+    );
+    assert_eq!(settled.digest, wait(true).digest, "the history's digest");
     assert!(resumes(
         Some(&settled),
         "main@sha1:abc",
@@ -292,7 +300,70 @@ fn a_passed_wait_stays_settled_until_a_new_wait_or_removal() {
     assert!(settled.objects.is_empty(), "only its identity is kept");
     waits.insert(a.clone(), wait(false));
     assert_eq!(waits.settled(&a), None, "a new wait supersedes it");
-    waits.settle(a.clone(), &wait(false));
+    waits.settle(a.clone(), &wait(false), "passed");
+    waits.unsettle(&a);
+    assert_eq!(
+        waits.settled(&a),
+        None,
+        "its status was not written: forgotten"
+    );
+    waits.settle(a.clone(), &wait(false), "passed");
     waits.remove(&a);
     assert_eq!(waits.settled(&a), None, "deleted or suspended: forgotten");
+}
+
+/// CI flake of `a_health_wait_blocks_nothing_times_out_as_flux_and_a_fix_supersedes_it`: the
+/// wake queued while a wait passed ran on the object from the watch cache, older than the
+/// status the pass had written (`Healthy=Unknown`), and wrote `Ready=True` without `Healthy`. A
+/// settled wait passes again with its own message and digest, whatever the stale status says,
+/// and reads nothing.
+#[tokio::test]
+async fn a_settled_wait_passes_with_its_own_message_not_the_stale_status() {
+    let ks: Kustomization = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "a", "namespace": "apps", "generation": 2},
+        "spec": {"interval": "1m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "s"}}
+    }))
+    .unwrap();
+    let stale = vec![Condition {
+        type_: types::HEALTHY.into(),
+        status: conditions::UNKNOWN.into(),
+        reason: "Progressing".into(),
+        message: "Running health checks for revision main@sha1:abc with a timeout of 10s".into(),
+        last_transition_time: Time(t(0)),
+        observed_generation: Some(2),
+    }];
+    let waits = Waits::default();
+    let key: Key = ("apps".into(), "a".into());
+    waits.settle(key.clone(), &wait(true), "Health check passed in 1s");
+    let settled = waits.settled(&key).unwrap();
+    // an API server nobody answers: the settled wait must not read the objects
+    let client =
+        Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let target = Target {
+        client: &client,
+        watches: None,
+        wake: None,
+    };
+    let (changes, digest, outcome) = step(
+        &waits,
+        target,
+        &ks,
+        Attempted::Settled(settled),
+        "main@sha1:abc",
+        &stale,
+        Some("main@sha1:abc"),
+        t(2),
+    )
+    .await;
+    assert!(changes.is_empty());
+    assert_eq!(digest, "sha256:d");
+    assert_eq!(
+        outcome,
+        Outcome::Passed {
+            message: "Health check passed in 1s".into(),
+            announce: false
+        }
+    );
+    assert!(waits.settled(&key).is_some(), "still settled");
 }
