@@ -363,6 +363,40 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     assert!(err.contains("nothing to request"), "{err}");
     let (code, _, _) = pennant(&["reconcile", "hr", "missing", "-n", n, "--timeout", "5s"]);
     assert_ne!(code, 0);
+    // reconcile hr --force --reset: a one-off upgrade without a change and the failure counters
+    // reset, as `flux reconcile hr`; both echoed in status with the request's token
+    let (code, out, err) = pennant(&[
+        "reconcile",
+        "hr",
+        "web",
+        "-n",
+        n,
+        "--force",
+        "--reset",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("HelmRelease {n}/web reconciled")),
+        "{out}"
+    );
+    let hr: Value = ns
+        .get("helm.toolkit.fluxcd.io/v2", "HelmRelease", "web")
+        .await
+        .unwrap();
+    let token = &hr["metadata"]["annotations"]["reconcile.fluxcd.io/forceAt"];
+    assert!(token.is_string(), "{hr}");
+    assert_eq!(&hr["status"]["lastHandledForceAt"], token);
+    assert_eq!(&hr["status"]["lastHandledResetAt"], token);
+    assert_eq!(
+        hr["status"]["history"][0]["version"], 2,
+        "the forced upgrade is release 2: {}",
+        hr["status"]["history"]
+    );
+    let (code, _, err) = pennant(&["reconcile", "ks", "apps", "-n", n, "--force"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("HelmRelease only"), "{err}");
 
     // promote / abort: the annotations the gate endpoints read
     let canary = CanaryRef {

@@ -4,7 +4,10 @@
 //! `status.lastHandledReconcileAt`, then reports the Ready condition (exit 1 when it is not
 //! True, or on timeout). `--with-source` first reconciles the object's source (a
 //! Kustomization's `sourceRef`, a HelmRelease's HelmChart or `chartRef`, a HelmChart's
-//! `sourceRef`), as `flux reconcile ks|hr|chart --with-source`.
+//! `sourceRef`), as `flux reconcile ks|hr|chart --with-source`. A HelmRelease takes `--force`
+//! (`reconcile.fluxcd.io/forceAt`: a one-off upgrade even without a change) and `--reset`
+//! (`reconcile.fluxcd.io/resetAt`: the failure counters reset), as `flux reconcile hr`; the
+//! wait then also covers `status.lastHandledForceAt` / `lastHandledResetAt`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::get::client;
+use crate::api::helm_release::{FORCE_REQUESTED_AT_ANNOTATION, RESET_REQUESTED_AT_ANNOTATION};
 use crate::gitops::reconcile_request::RECONCILE_REQUESTED_AT_ANNOTATION;
 use crate::view::Kind;
 
@@ -36,6 +40,53 @@ pub struct ReconcileArgs {
     /// How long to wait for each reconcile: `30s`, `5m` (default 5m, as `flux`).
     #[arg(long, default_value = "5m", value_parser = super::parse_seconds)]
     pub timeout: u64,
+    /// HelmRelease only: force a one-off upgrade (or install) even without a change.
+    #[arg(long)]
+    pub force: bool,
+    /// HelmRelease only: reset the install/upgrade failure counters.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+/// The extra requests of a reconcile beside `requestedAt`: the annotations written with the
+/// same token and the status fields that echo them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    pub force: bool,
+    pub reset: bool,
+}
+
+impl Extra {
+    /// (annotation, status field) of each extra request.
+    fn requests(self) -> Vec<(&'static str, &'static str)> {
+        let mut r = vec![];
+        if self.force {
+            r.push((FORCE_REQUESTED_AT_ANNOTATION, "lastHandledForceAt"));
+        }
+        if self.reset {
+            r.push((RESET_REQUESTED_AT_ANNOTATION, "lastHandledResetAt"));
+        }
+        r
+    }
+}
+
+/// The merge patch of a reconcile request: `requestedAt` and the `extra` annotations, all
+/// `token`. PURE.
+pub fn request_patch(token: &str, extra: Extra) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(RECONCILE_REQUESTED_AT_ANNOTATION.into(), token.into());
+    for (a, _) in extra.requests() {
+        annotations.insert(a.into(), token.into());
+    }
+    json!({"metadata": {"annotations": annotations}})
+}
+
+/// Whether `status` shows the request of `token` handled: `lastHandledReconcileAt` and the
+/// `extra` requests' fields equal `token`. PURE.
+pub fn handled(status: &Value, token: &str, extra: Extra) -> bool {
+    std::iter::once("lastHandledReconcileAt")
+        .chain(extra.requests().into_iter().map(|(_, f)| f))
+        .all(|f| status[f].as_str() == Some(token))
 }
 
 /// A kind `pennant reconcile` can request: its kind and `apiVersion`.
@@ -127,15 +178,17 @@ fn api_for(client: &Client, r: Reconcilable, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ar)
 }
 
-/// Requests a reconcile of `kind` `ns/name` (its source first with `with_source`), waits up to
-/// `timeout` for it to be handled, and returns the Ready message; an error when the object is
-/// suspended, Ready is not True afterwards, or the wait times out.
+/// Requests a reconcile of `kind` `ns/name` (its source first with `with_source`, with the
+/// `extra` requests of a HelmRelease), waits up to `timeout` for it to be handled, and returns
+/// the Ready message; an error when the object is suspended, Ready is not True afterwards, or
+/// the wait times out.
 pub async fn reconcile(
     client: &Client,
     r: Reconcilable,
     ns: &str,
     name: &str,
     with_source: bool,
+    extra: Extra,
     timeout: Duration,
 ) -> anyhow::Result<String> {
     let api = api_for(client, r, ns);
@@ -151,7 +204,8 @@ pub async fn reconcile(
         match source_of(r.kind, &obj) {
             Some((kind, sns, sname)) => {
                 let sr = reconcilable(&kind)?;
-                let msg = Box::pin(reconcile(client, sr, &sns, &sname, false, timeout)).await?;
+                let no = Extra::default();
+                let msg = Box::pin(reconcile(client, sr, &sns, &sname, false, no, timeout)).await?;
                 eprintln!("✔ {kind} {sns}/{sname}: {msg}");
             }
             None => eprintln!("✗ {} {ns}/{name} names no source to reconcile", r.kind),
@@ -162,9 +216,7 @@ pub async fn reconcile(
     api.patch(
         name,
         &PatchParams::default(),
-        &Patch::Merge(
-            json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT_ANNOTATION: token}}}),
-        ),
+        &Patch::Merge(request_patch(&token, extra)),
     )
     .await
     .with_context(|| format!("annotate {} {ns}/{name}", r.kind))?;
@@ -172,19 +224,10 @@ pub async fn reconcile(
     let deadline = Instant::now() + timeout;
     loop {
         let o = serde_json::to_value(api.get(name).await?)?;
-        if o["status"]["lastHandledReconcileAt"].as_str() == Some(token.as_str()) {
-            let ready = o["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
-            let status = ready.and_then(|c| c["status"].as_str()).unwrap_or("");
-            let message = ready
-                .and_then(|c| c["message"].as_str())
-                .unwrap_or("")
-                .to_string();
-            if status != "True" {
-                bail!("{} reconciliation failed: {message}", r.kind);
-            }
-            return Ok(message);
+        match outcome(&o["status"], &token, extra) {
+            Some(Ok(message)) => return Ok(message),
+            Some(Err(message)) => bail!("{} reconciliation failed: {message}", r.kind),
+            None => {}
         }
         if Instant::now() >= deadline {
             bail!(
@@ -199,9 +242,38 @@ pub async fn reconcile(
     }
 }
 
+/// The outcome of the request of `token` as `status` shows it: `None` while it is not handled
+/// or its Ready condition is still `Unknown` (an install or upgrade running: the helm
+/// controller echoes the token when it starts the action), else the Ready message, `Ok` when
+/// True. As `flux reconcile` waits: handled, then Ready settled. PURE.
+pub fn outcome(status: &Value, token: &str, extra: Extra) -> Option<Result<String, String>> {
+    if !handled(status, token, extra) {
+        return None;
+    }
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    let message = ready
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    match ready.and_then(|c| c["status"].as_str()) {
+        Some("True") => Some(Ok(message)),
+        Some("Unknown") => None,
+        _ => Some(Err(message)),
+    }
+}
+
 /// `pennant reconcile …`.
 pub async fn command(args: ReconcileArgs) -> anyhow::Result<()> {
     let (r, name) = parse_words(&args.words)?;
+    let extra = Extra {
+        force: args.force,
+        reset: args.reset,
+    };
+    if extra != Extra::default() && r.kind != "HelmRelease" {
+        bail!("--force and --reset apply to a HelmRelease only");
+    }
     let client = client().await?;
     let ns = args
         .namespace
@@ -213,6 +285,7 @@ pub async fn command(args: ReconcileArgs) -> anyhow::Result<()> {
         &ns,
         &name,
         args.with_source,
+        extra,
         Duration::from_secs(args.timeout),
     )
     .await?;
@@ -247,6 +320,69 @@ mod tests {
         assert!(parse_words(&words(&["source", "ks", "apps"])).is_err());
         assert!(parse_words(&words(&["canary", "podinfo"])).is_err());
         assert!(parse_words(&words(&["pods", "web"])).is_err());
+    }
+
+    #[test]
+    fn force_and_reset_are_annotated_and_waited_for_with_the_same_token() {
+        let both = Extra {
+            force: true,
+            reset: true,
+        };
+        assert_eq!(
+            request_patch("t1", both),
+            json!({"metadata": {"annotations": {
+                "reconcile.fluxcd.io/requestedAt": "t1",
+                "reconcile.fluxcd.io/forceAt": "t1",
+                "reconcile.fluxcd.io/resetAt": "t1",
+            }}})
+        );
+        assert_eq!(
+            request_patch("t1", Extra::default()),
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "t1"}}})
+        );
+        let reconciled = json!({"lastHandledReconcileAt": "t1", "lastHandledForceAt": "t0"});
+        assert!(handled(&reconciled, "t1", Extra::default()));
+        assert!(
+            !handled(&reconciled, "t1", both),
+            "the force not yet handled"
+        );
+        let forced = json!({"lastHandledReconcileAt": "t1", "lastHandledForceAt": "t1"});
+        let force = Extra {
+            force: true,
+            reset: false,
+        };
+        assert!(handled(&forced, "t1", force));
+        assert!(!handled(&forced, "t1", both), "the reset not yet handled");
+        assert!(!handled(&json!({}), "t1", Extra::default()));
+    }
+
+    #[test]
+    fn the_outcome_waits_for_ready_to_settle_after_the_request_is_handled() {
+        let st = |h: &str, ready: &str| {
+            json!({"lastHandledReconcileAt": h, "conditions": [
+                {"type": "Ready", "status": ready, "message": format!("m-{ready}")}]})
+        };
+        let no = Extra::default();
+        assert_eq!(
+            outcome(&st("t0", "True"), "t1", no),
+            None,
+            "not handled yet"
+        );
+        assert_eq!(
+            outcome(&st("t1", "Unknown"), "t1", no),
+            None,
+            "upgrade running"
+        );
+        assert_eq!(
+            outcome(&st("t1", "True"), "t1", no),
+            Some(Ok("m-True".into()))
+        );
+        assert_eq!(
+            outcome(&st("t1", "False"), "t1", no),
+            Some(Err("m-False".into()))
+        );
+        let none = json!({"lastHandledReconcileAt": "t1"});
+        assert_eq!(outcome(&none, "t1", no), Some(Err(String::new())));
     }
 
     #[test]
