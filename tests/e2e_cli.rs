@@ -364,7 +364,17 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     let (code, _, _) = pennant(&["reconcile", "hr", "missing", "-n", n, "--timeout", "5s"]);
     assert_ne!(code, 0);
     // reconcile hr --force --reset: a one-off upgrade without a change and the failure counters
-    // reset, as `flux reconcile hr`; both echoed in status with the request's token
+    // reset, as `flux reconcile hr`; both echoed in status with the request's token. `events
+    // --watch` prints the upgrade's Event as it comes.
+    let events = Watch::start(
+        "events --watch",
+        &["events", "--for", "hr/web", "-n", n, "--watch"],
+        false,
+        false,
+    );
+    events
+        .wait_line("the install's Event", |c| c.contains(&"InstallSucceeded"))
+        .await;
     let (code, out, err) = pennant(&[
         "reconcile",
         "hr",
@@ -394,6 +404,17 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
         "the forced upgrade is release 2: {}",
         hr["status"]["history"]
     );
+    let text = events
+        .wait_line("the upgrade's Event", |c| {
+            c.contains(&"UpgradeSucceeded") && c.contains(&"HelmRelease/web")
+        })
+        .await;
+    assert_eq!(
+        plain(&text).matches("LAST SEEN").count(),
+        1,
+        "one header:\n{text}"
+    );
+    drop(events);
     let (code, _, err) = pennant(&["reconcile", "ks", "apps", "-n", n, "--force"]);
     assert_ne!(code, 0);
     assert!(err.contains("HelmRelease only"), "{err}");
