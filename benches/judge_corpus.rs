@@ -395,6 +395,7 @@ impl World<'_> {
             timed: n,
             // the corpus has no pods: φ is the policy's (1 unless `--dispersion`)
             pods: Vec::new(),
+            counts: Vec::new(),
         }
     }
 }

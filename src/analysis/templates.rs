@@ -216,13 +216,15 @@ pub fn build_provider(
     }
 }
 
-/// Evaluate one `templateRef` metric (steps 1-5 of the module docs).
+/// Evaluate one `templateRef` metric (steps 1-5 of the module docs). `None`: the template
+/// declares a count signal ([`super::count_metric::declares`]) and `canary` uses the
+/// sequential judge ([`super::judge::opted_in`]), which judges it instead.
 pub(crate) async fn check(
     canary: &Canary,
     metric: &CanaryMetric,
     tref: &CrossNamespaceReference,
     backends: &MetricsBackends<'_>,
-) -> MetricOutcome {
+) -> Option<MetricOutcome> {
     let canary_ns = canary.namespace().unwrap_or_default();
     let ns = tref
         .namespace
@@ -230,18 +232,21 @@ pub(crate) async fn check(
         .filter(|n| !n.is_empty())
         .unwrap_or(&canary_ns);
     let id = format!("MetricTemplate {ns}/{}", tref.name);
-    let fail = |problem: String| MetricOutcome::Error(format!("{id}: {problem}"));
+    let fail = |problem: String| Some(MetricOutcome::Error(format!("{id}: {problem}")));
 
     let template = match backends.templates.template(ns, &tref.name).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return MetricOutcome::Error(format!(
+            return Some(MetricOutcome::Error(format!(
                 "{id} not found (analysis.metrics[{}].templateRef)",
                 metric.name
-            ));
+            )));
         }
         Err(e) => return fail(format!("cannot be read: {e}")),
     };
+    if super::judge::opted_in(canary) && super::count_metric::declares(&template) {
+        return None;
+    }
     let spec = &template.spec;
 
     let secret_data = match spec.provider.secret_name() {
@@ -281,7 +286,7 @@ pub(crate) async fn check(
         Err(e) => return fail(e.to_string()),
     };
 
-    match built.provider.query(&query).await {
+    Some(match built.provider.query(&query).await {
         Ok(v) => judge(
             MetricKind::Custom,
             &metric.name,
@@ -300,11 +305,11 @@ pub(crate) async fn check(
                 &collapse_whitespace(&query),
                 e,
             ) {
-                MetricOutcome::Error(m) => fail(m),
+                MetricOutcome::Error(m) => MetricOutcome::Error(format!("{id}: {m}")),
                 other => other,
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
