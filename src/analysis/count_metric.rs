@@ -585,6 +585,61 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn sources_name_the_template_and_metric_of_a_bad_declaration() {
+        use crate::analysis::TemplateSnapshot;
+        let (c, _) = canary();
+        let http = crate::analysis::http::testing::http();
+        let run = |src: TemplateSnapshot| {
+            let (c, http) = (c.clone(), http.clone());
+            async move {
+                sources(&c, &src, "http://prom:9090", &http).await.map(|v| {
+                    v.into_iter()
+                        .map(|s| {
+                            (
+                                s.signal,
+                                s.selectors.primary.total,
+                                s.prom.url().to_string(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            }
+        };
+        let e = run(TemplateSnapshot::default()).await.unwrap_err();
+        assert_eq!(e, "MetricTemplate test/jobs (metric jobs) not found");
+        // a template without the annotations is not a count signal
+        let src = TemplateSnapshot::default().with_template(template(&[], "prometheus"));
+        assert_eq!(run(src).await, Ok(vec![]));
+        let src = TemplateSnapshot::default()
+            .with_template(template(&[(BAD_ANNOTATION, BAD)], "prometheus"));
+        let e = run(src).await.unwrap_err();
+        assert!(
+            e.starts_with("MetricTemplate test/jobs (metric jobs): annotation judge.pennant.dev/total is missing"),
+            "{e}"
+        );
+        let src = TemplateSnapshot::default().with_template(template(
+            &[
+                (BAD_ANNOTATION, BAD),
+                (TOTAL_ANNOTATION, TOTAL),
+                (TOLERANCE_ANNOTATION, "2"),
+            ],
+            "prometheus",
+        ));
+        let got = run(src).await.unwrap();
+        assert_eq!(
+            got,
+            vec![(
+                CountSignal {
+                    name: "jobs".into(),
+                    tolerance_pp: Some(2.0)
+                },
+                r#"jobs_total{namespace="test",workload="podinfo-primary"}"#.to_string(),
+                "http://prom:9090".to_string()
+            )]
+        );
+    }
+
     fn series(labels: &[(&str, &str)], samples: &[(f64, f64)]) -> RawSeries {
         RawSeries {
             labels: labels

@@ -478,6 +478,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_count_template_is_left_to_the_judge_only_when_the_canary_uses_it() {
+        let (addr, seen) = fake_prometheus().await;
+        let mut t = template(
+            "test",
+            "jobs",
+            json!({"type": "prometheus", "address": addr}),
+            "sum(rate(jobs_total[1m]))",
+        );
+        t.metadata.annotations = Some(
+            [
+                (
+                    crate::analysis::count_metric::BAD_ANNOTATION,
+                    r#"jobs_total{workload="{{ target }}",status="failed"}"#,
+                ),
+                (
+                    crate::analysis::count_metric::TOTAL_ANNOTATION,
+                    r#"jobs_total{workload="{{ target }}"}"#,
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let src = TemplateSnapshot::default().with_template(t);
+        let mut c = canary(json!([{
+            "name": "jobs", "templateRef": {"name": "jobs"}, "thresholdRange": {"max": 1}
+        }]));
+        // without the judge: Flagger's threshold rule on spec.query
+        let got = run(&c, &src, "http://unused:9090").await;
+        assert_eq!(
+            got,
+            vec![MetricCheck {
+                name: "jobs".into(),
+                outcome: MetricOutcome::Pass(0.5)
+            }]
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        // with the judge: no per-window check, no query
+        c.metadata.annotations = Some(
+            [(
+                crate::analysis::judge::MODE_ANNOTATION.to_string(),
+                "sequential".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(run(&c, &src, "http://unused:9090").await, vec![]);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn prometheus_template_with_bearer_token_in_canary_namespace() {
         let (addr, seen) = fake_prometheus().await;
         let src = TemplateSnapshot::default()
