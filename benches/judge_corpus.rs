@@ -715,6 +715,7 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
         errors: m.e,
         timed: m.n,
         slow,
+        counts: Vec::new(),
     }
 }
 
