@@ -624,3 +624,47 @@ async fn a_regression_only_a_count_metric_template_sees_is_rolled_back() {
     drop(jobs);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_promotes() {
+    // `bad` without `total`: the judge cannot judge the metric, and says which annotation
+    let template = JOBS_TEMPLATE.replace(
+        "    judge.pennant.dev/total: 'e2e_jobs_total{namespace=\"{{ namespace }}\",workload=\"{{ target }}\"}'\n",
+        "",
+    );
+    assert!(!template.contains("judge.pennant.dev/total"), "{template}");
+    let canary = format!(
+        "{}    - name: jobs\n      templateRef:\n        name: jobs\n      interval: 15s\n",
+        judged_canary("errorTolerance: 1")
+    )
+    .replace("    threshold: 5\n", "    threshold: 2\n");
+    assert!(canary.contains("threshold: 2"), "{canary}");
+    let (ns, _ctl) = initialized_with("cm-judge-badjobs", 100, 0.0, &template, &canary).await;
+    set_image(&ns, V2, 0.0).await;
+    // failed checks up to the threshold, then the rollback: never past the first step
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(2),
+    )
+    .await;
+    assert!(weights.iter().all(|w| *w <= 25), "{weights:?}");
+    let needle = format!(
+        "sequential judge: MetricTemplate {}/jobs (metric jobs): annotation judge.pennant.dev/total is missing or empty",
+        ns.name
+    );
+    let events = ns.events_with("podinfo", &[needle.as_str()]).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.starts_with("Halt ") && m.contains(&needle)),
+        "{events:#?}"
+    );
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V1
+    );
+    ns.cleanup().await;
+}
