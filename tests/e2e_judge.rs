@@ -592,6 +592,7 @@ async fn a_regression_only_a_count_metric_template_sees_is_rolled_back() {
         .iter()
         .find(|e| e.contains("sequential judge FAIL: "))
         .unwrap_or_else(|| panic!("{events:#?}"));
+    println!("{fail}");
     let clauses: Vec<&str> = fail.split(" | ").collect();
     let jobs_clause = clauses
         .iter()

@@ -436,7 +436,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(d.tolerance_pp, Some(2.5));
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Annotations<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Annotations, &str, &str)] = &[
             (
                 &[(BAD_ANNOTATION, BAD)],
                 "prometheus",

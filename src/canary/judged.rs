@@ -16,6 +16,11 @@
 //! cumulative counts over the judged steps (`status.judge.canaryTotals`); a breach needs
 //! anytime-valid evidence ([`breached`]) and rolls back at once ([`Tick::Breached`]).
 //!
+//! `templateRef` metrics whose MetricTemplate declares a count signal
+//! (`analysis::count_metric`: `judge.pennant.dev/bad` / `total`) are judged here too, each as
+//! a signal of its own after the builtin ones (`JudgeObservation::count_signals`); they have no
+//! per-window check. An invalid declaration is [`Tick::Broken`].
+//!
 //! `status.judge.steps` is capped at [`step_cap`] steps (4 × `maxSteps`) so a run held past
 //! `maxSteps` does not grow the status without bound.
 
