@@ -395,6 +395,7 @@ impl World<'_> {
             timed: n,
             // the corpus has no pods: φ is the policy's (1 unless `--dispersion`)
             pods: Vec::new(),
+            counts: Vec::new(),
         }
     }
 }
@@ -714,6 +715,7 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
         errors: m.e,
         timed: m.n,
         slow,
+        counts: Vec::new(),
     }
 }
 

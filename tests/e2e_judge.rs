@@ -437,3 +437,235 @@ async fn kubernetes_blue_green_good_release_is_promoted_on_pass_at_the_last_iter
     );
     ns.cleanup().await;
 }
+
+/// A worker's job counters, per version, that no builtin signal reads: `e2e_jobs_total{namespace,
+/// workload, status="ok"|"failed"}`, `rate` jobs/s per workload, served on `/metrics` and
+/// registered with the cluster's Prometheus (a file_sd target, removed on drop).
+struct JobsExporter {
+    failure: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
+    sd_file: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl JobsExporter {
+    async fn start(ns: &str, rate: f64, failure: &[(&str, f64)]) -> JobsExporter {
+        use std::collections::BTreeMap;
+        use std::sync::{Arc, Mutex};
+        let failure = Arc::new(Mutex::new(
+            failure
+                .iter()
+                .map(|(w, f)| (w.to_string(), *f))
+                .collect::<BTreeMap<_, _>>(),
+        ));
+        // workload → (ok, failed), accumulated as floats, exposed floored
+        let counts: Arc<Mutex<BTreeMap<String, (f64, f64)>>> = Arc::default();
+        let (f, c) = (failure.clone(), counts.clone());
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let rates = f.lock().unwrap().clone();
+                let mut c = c.lock().unwrap();
+                for (w, fail) in rates {
+                    let e = c.entry(w).or_default();
+                    e.0 += rate * 0.5 * (1.0 - fail);
+                    e.1 += rate * 0.5 * fail;
+                }
+            }
+        });
+        let ns_label = ns.to_string();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let c = counts.lock().unwrap().clone();
+                let ns = ns_label.clone();
+                async move {
+                    let mut out = String::from("# TYPE e2e_jobs_total counter\n");
+                    for (w, (ok, failed)) in c {
+                        for (status, n) in [("ok", ok), ("failed", failed)] {
+                            out += &format!(
+                                "e2e_jobs_total{{namespace=\"{ns}\",workload=\"{w}\",status=\"{status}\"}} {}\n",
+                                n.floor()
+                            );
+                        }
+                    }
+                    out
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let sd_file = format!("{}/prom-targets/{ns}-jobs.json", state_dir());
+        std::fs::write(
+            &sd_file,
+            format!(
+                r#"[{{"targets": ["127.0.0.1:{port}"], "labels": {{"fixture": "{ns}-jobs"}}}}]"#
+            ),
+        )
+        .unwrap();
+        JobsExporter {
+            failure,
+            sd_file,
+            tasks: vec![ticker, server],
+        }
+    }
+
+    fn set_failure(&self, workload: &str, f: f64) {
+        self.failure.lock().unwrap().insert(workload.into(), f);
+    }
+}
+
+impl Drop for JobsExporter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sd_file);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A MetricTemplate declared as a count signal (`judge.pennant.dev/bad` / `total`): failed jobs
+/// among all jobs, per version by `{{ target }}`. Its Flagger `query` would be checked per
+/// window without the judge.
+const JOBS_TEMPLATE: &str = r#"apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata:
+  name: jobs
+  namespace: NAMESPACE
+  annotations:
+    judge.pennant.dev/bad: 'e2e_jobs_total{namespace="{{ namespace }}",workload="{{ target }}",status="failed"}'
+    judge.pennant.dev/total: 'e2e_jobs_total{namespace="{{ namespace }}",workload="{{ target }}"}'
+spec:
+  provider:
+    type: prometheus
+  query: 'sum(rate(e2e_jobs_total{namespace="{{ namespace }}",workload="{{ target }}",status="failed"}[{{ interval }}]))'
+"#;
+
+#[tokio::test]
+async fn a_regression_only_a_count_metric_template_sees_is_rolled_back() {
+    // the exporter first, labelled with the namespace to come: the lookback needs the
+    // primary's jobs
+    let ns_name = format!("cm-judge-jobs-{}", std::process::id() % 100000);
+    let jobs = JobsExporter::start(
+        &ns_name,
+        20.0,
+        &[("podinfo", 0.005), ("podinfo-primary", 0.005)],
+    )
+    .await;
+    let canary = format!(
+        "{}    - name: jobs\n      templateRef:\n        name: jobs\n      thresholdRange:\n        max: 1000\n      interval: 15s\n",
+        judged_canary("errorTolerance: 1")
+    );
+    let (ns, _ctl) = initialized_with("cm-judge-jobs", 100, 0.0, JOBS_TEMPLATE, &canary).await;
+    assert_eq!(ns.name, ns_name);
+    // the new version serves every request well; its jobs fail 10 % of the time
+    jobs.set_failure("podinfo", 0.10);
+    set_image(&ns, V2, 0.0).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(3),
+    )
+    .await;
+    let js = judge_status(&ns, "FAIL").await;
+    let plan = js.plan.as_ref().expect("plan");
+    let names: Vec<&str> = plan.signals.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"errors") && names.last() == Some(&"jobs"),
+        "{names:?}"
+    );
+    // the builtins saw no error; the jobs were counted per version from Prometheus
+    let (n, e, np, _) = sums(&js);
+    assert!(
+        n > 0 && np > 0 && e == 0,
+        "requests: canary {e}/{n}, primary {np}"
+    );
+    let events = ns
+        .event_messages_with("podinfo", "sequential judge FAIL: ")
+        .await;
+    let fail = events
+        .iter()
+        .find(|e| e.contains("sequential judge FAIL: "))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    println!("{fail}");
+    let clauses: Vec<&str> = fail.split(" | ").collect();
+    let jobs_clause = clauses
+        .iter()
+        .find(|c| c.starts_with("jobs: canary "))
+        .unwrap_or_else(|| panic!("{fail}"));
+    assert!(jobs_clause.ends_with("→ rollback"), "{fail}");
+    // `jobs: canary 21/400 (5.25%) vs primary 2/400 (0.50%); …`: counted per version
+    let count = |who: &str| -> (u64, u64) {
+        let rest = jobs_clause
+            .split(who)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{fail}"));
+        let frac = rest.split_whitespace().next().unwrap();
+        let (x, n) = frac.split_once('/').unwrap();
+        (x.parse().unwrap(), n.parse().unwrap())
+    };
+    let ((xc, nc), (xp, np)) = (count("jobs: canary "), count(" vs primary "));
+    assert!(
+        nc >= 50 && np >= 50 && xc as f64 / nc as f64 > 0.04 && (xp as f64) < 0.03 * np as f64,
+        "jobs: canary {xc}/{nc}, primary {xp}/{np}"
+    );
+    assert!(
+        clauses
+            .iter()
+            .filter(|c| !c.starts_with("jobs: "))
+            .all(|c| !c.ends_with("→ rollback")),
+        "only the jobs signal fails: {fail}"
+    );
+    assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
+    drop(jobs);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_promotes() {
+    // `bad` without `total`: the judge cannot judge the metric, and says which annotation
+    let template = JOBS_TEMPLATE.replace(
+        "    judge.pennant.dev/total: 'e2e_jobs_total{namespace=\"{{ namespace }}\",workload=\"{{ target }}\"}'\n",
+        "",
+    );
+    assert!(!template.contains("judge.pennant.dev/total"), "{template}");
+    let canary = format!(
+        "{}    - name: jobs\n      templateRef:\n        name: jobs\n      interval: 15s\n",
+        judged_canary("errorTolerance: 1")
+    )
+    .replace("    threshold: 5\n", "    threshold: 2\n");
+    assert!(canary.contains("threshold: 2"), "{canary}");
+    let (ns, _ctl) = initialized_with("cm-judge-badjobs", 100, 0.0, &template, &canary).await;
+    set_image(&ns, V2, 0.0).await;
+    // failed checks up to the threshold, then the rollback: never past the first step
+    let weights = wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(2),
+    )
+    .await;
+    assert!(weights.iter().all(|w| *w <= 25), "{weights:?}");
+    let needle = format!(
+        "sequential judge: MetricTemplate {}/jobs (metric jobs): annotation judge.pennant.dev/total is missing or empty",
+        ns.name
+    );
+    let events = ns.events_with("podinfo", &[needle.as_str()]).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, m)| t == "Warning" && m.starts_with("Halt ") && m.contains(&needle)),
+        "{events:#?}"
+    );
+    assert_eq!(
+        image_of(&ns.deployment("podinfo-primary").await.unwrap()),
+        V1
+    );
+    ns.cleanup().await;
+}

@@ -25,7 +25,7 @@ use prometheus_http_query::response::Data;
 
 use super::PrometheusProvider;
 use super::judge::{self, JudgeError, Lookback};
-use crate::api::VersionCounts;
+use crate::api::{EventCounts, VersionCounts};
 
 /// One version's raw counts for a step, as read from the provider.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,6 +39,9 @@ pub struct VersionSample {
     /// Lookback only: per [`POD_SLICE_SECS`] slice, each pod's (errors, requests)
     /// ([`pod_slices`]); empty when the series do not tell pods apart.
     pub pods: Vec<Vec<(u64, u64)>>,
+    /// Events of each count signal a MetricTemplate declares, in declared order
+    /// ([`super::count_metric`]).
+    pub counts: Vec<EventCounts>,
 }
 
 impl VersionSample {
@@ -68,6 +71,7 @@ impl VersionSample {
             errors: self.errors.min(self.requests),
             timed: self.timed,
             slow,
+            counts: self.counts.clone(),
         })
     }
 
@@ -79,6 +83,7 @@ impl VersionSample {
             buckets: self.buckets.clone(),
             timed: self.timed,
             pods: self.pods.clone(),
+            counts: self.counts.clone(),
         }
     }
 }
@@ -1074,6 +1079,7 @@ mod tests {
             buckets: vec![(100.0, timed / 2)],
             timed,
             pods: Vec::new(),
+            counts: Vec::new(),
         };
         assert_eq!(
             histogram_mismatch(&v(1034, 512), "canary", &istio).as_deref(),

@@ -5,6 +5,7 @@
 //! - [`template`]: PURE rendering of `{{ namespace }}`-style query templates
 //! - [`range`]: PURE range judgement and Flagger's messages
 //! - [`counts`]: per-step counts per version for the sequential judge (Prometheus raw samples)
+//! - [`count_metric`]: MetricTemplates declared as count signals for the sequential judge
 //! - [`judge`](mod@judge): PURE sequential (anytime-valid) judge of canary vs primary counts
 //! - [`prometheus`]: the Prometheus provider (HTTP), also behind `prometheus` MetricTemplates
 //! - [`templates`]: `templateRef` metrics: the template, its Secret, the provider it names
@@ -13,6 +14,7 @@
 //! - [`evaluate_metrics`]: one analysis tick's metric checks, in spec order
 
 pub mod builtin;
+pub mod count_metric;
 pub mod counts;
 pub mod datadog;
 pub mod dynatrace;
@@ -137,7 +139,9 @@ pub struct MetricsBackends<'a> {
 ///   metrics (deprecated) are rendered with [`template::render`] and run on
 ///   `backends.prom`, then judged by [`judge()`]. A metric with an inline `query` is judged as
 ///   a custom metric even when it carries a builtin name (the user's query wins).
-/// - `templateRef` metrics (whatever their name or `query`): see [`templates`]. The template is read from
+/// - `templateRef` metrics (whatever their name or `query`): see [`templates`]. A template that
+///   declares a count signal ([`count_metric`]) of a Canary using the sequential judge
+///   ([`judge::opted_in`]) has no check here: the judge judges it. The template is read from
 ///   `templateRef.namespace`, else the canary's namespace; its `secretRef` from the
 ///   template's namespace; the provider is built for this tick from `spec.provider`; the query
 ///   is rendered (with `templateVariables`) and judged as a custom metric. A missing template
@@ -202,7 +206,11 @@ async fn run_checks(
     for metric in &analysis.metrics {
         let outcome = match (&metric.template_ref, backends) {
             (Some(_), None) => continue,
-            (Some(tref), Some(b)) => templates::check(canary, metric, tref, b).await,
+            (Some(tref), Some(b)) => match templates::check(canary, metric, tref, b).await {
+                Some(o) => o,
+                // a count signal the sequential judge owns: no per-window check
+                None => continue,
+            },
             (None, _) => check_metric(canary, metric, provider, metrics_server, prom).await,
         };
         let failed = !matches!(outcome, MetricOutcome::Pass(_));

@@ -216,13 +216,15 @@ pub fn build_provider(
     }
 }
 
-/// Evaluate one `templateRef` metric (steps 1-5 of the module docs).
+/// Evaluate one `templateRef` metric (steps 1-5 of the module docs). `None`: the template
+/// declares a count signal ([`super::count_metric::declares`]) and `canary` uses the
+/// sequential judge ([`super::judge::opted_in`]), which judges it instead.
 pub(crate) async fn check(
     canary: &Canary,
     metric: &CanaryMetric,
     tref: &CrossNamespaceReference,
     backends: &MetricsBackends<'_>,
-) -> MetricOutcome {
+) -> Option<MetricOutcome> {
     let canary_ns = canary.namespace().unwrap_or_default();
     let ns = tref
         .namespace
@@ -230,18 +232,21 @@ pub(crate) async fn check(
         .filter(|n| !n.is_empty())
         .unwrap_or(&canary_ns);
     let id = format!("MetricTemplate {ns}/{}", tref.name);
-    let fail = |problem: String| MetricOutcome::Error(format!("{id}: {problem}"));
+    let fail = |problem: String| Some(MetricOutcome::Error(format!("{id}: {problem}")));
 
     let template = match backends.templates.template(ns, &tref.name).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return MetricOutcome::Error(format!(
+            return Some(MetricOutcome::Error(format!(
                 "{id} not found (analysis.metrics[{}].templateRef)",
                 metric.name
-            ));
+            )));
         }
         Err(e) => return fail(format!("cannot be read: {e}")),
     };
+    if super::judge::opted_in(canary) && super::count_metric::declares(&template) {
+        return None;
+    }
     let spec = &template.spec;
 
     let secret_data = match spec.provider.secret_name() {
@@ -281,7 +286,7 @@ pub(crate) async fn check(
         Err(e) => return fail(e.to_string()),
     };
 
-    match built.provider.query(&query).await {
+    Some(match built.provider.query(&query).await {
         Ok(v) => judge(
             MetricKind::Custom,
             &metric.name,
@@ -300,11 +305,11 @@ pub(crate) async fn check(
                 &collapse_whitespace(&query),
                 e,
             ) {
-                MetricOutcome::Error(m) => fail(m),
+                MetricOutcome::Error(m) => MetricOutcome::Error(format!("{id}: {m}")),
                 other => other,
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -470,6 +475,56 @@ mod tests {
             )],
             "interval defaults to 1m, whitespace collapsed, basic auth and every header value sent"
         );
+    }
+
+    #[tokio::test]
+    async fn a_count_template_is_left_to_the_judge_only_when_the_canary_uses_it() {
+        let (addr, seen) = fake_prometheus().await;
+        let mut t = template(
+            "test",
+            "jobs",
+            json!({"type": "prometheus", "address": addr}),
+            "sum(rate(jobs_total[1m]))",
+        );
+        t.metadata.annotations = Some(
+            [
+                (
+                    crate::analysis::count_metric::BAD_ANNOTATION,
+                    r#"jobs_total{workload="{{ target }}",status="failed"}"#,
+                ),
+                (
+                    crate::analysis::count_metric::TOTAL_ANNOTATION,
+                    r#"jobs_total{workload="{{ target }}"}"#,
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let src = TemplateSnapshot::default().with_template(t);
+        let mut c = canary(json!([{
+            "name": "jobs", "templateRef": {"name": "jobs"}, "thresholdRange": {"max": 1}
+        }]));
+        // without the judge: Flagger's threshold rule on spec.query
+        let got = run(&c, &src, "http://unused:9090").await;
+        assert_eq!(
+            got,
+            vec![MetricCheck {
+                name: "jobs".into(),
+                outcome: MetricOutcome::Pass(0.5)
+            }]
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        // with the judge: no per-window check, no query
+        c.metadata.annotations = Some(
+            [(
+                crate::analysis::judge::MODE_ANNOTATION.to_string(),
+                "sequential".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(run(&c, &src, "http://unused:9090").await, vec![]);
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ pub enum SignalKind {
     Errors,
     /// Requests slower than `edgeMs`; `index` into [`VersionCounts::slow`].
     Slower { edge_ms: f64, index: usize },
+    /// Bad events among the events of a MetricTemplate declared as a count signal
+    /// (`analysis::count_metric`); `index` into [`VersionCounts::counts`].
+    Count { index: usize },
 }
 
 /// One judged signal with its frozen hypotheses (log odds ratios, canary vs primary).
@@ -54,6 +57,20 @@ pub struct VersionCounts {
     /// Requests slower than each judged latency edge, in [`Plan::edges_ms`] order.
     #[serde(default)]
     pub slow: Vec<u64>,
+    /// Events of each count signal declared by a MetricTemplate, in the order of the plan's
+    /// [`SignalKind::Count`] signals (`analysis::count_metric`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<EventCounts>,
+}
+
+/// One version's events of a count signal in one step (or a lookback).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCounts {
+    /// Bad events (the `judge.pennant.dev/bad` series' increase).
+    pub bad: u64,
+    /// All events (the `judge.pennant.dev/total` series' increase).
+    pub total: u64,
 }
 
 /// One analysis step's counts: what the status keeps and replay reads.

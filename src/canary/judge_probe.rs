@@ -8,7 +8,8 @@ use super::context::Context;
 use super::judged::{self, InputError, JudgeObservation};
 use super::validate;
 use crate::analysis::PrometheusProvider;
-use crate::analysis::counts;
+use crate::analysis::count_metric;
+use crate::analysis::counts::{self, Version};
 use crate::analysis::judge::Policy;
 use crate::api::Canary;
 
@@ -64,6 +65,14 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         .metrics_server
         .clone()
         .unwrap_or_else(|| ctx.settings.metrics_server.clone());
+    let templates = super::observe::ApiTemplates {
+        client: ctx.client.clone(),
+    };
+    let sources = count_metric::sources(canary, &templates, &server, &ctx.http).await;
+    let count_signals = sources
+        .as_ref()
+        .map(|v| v.iter().map(|s| s.signal.clone()).collect())
+        .map_err(Clone::clone);
     let inputs = async {
         let target = counts::Target {
             name: &canary.spec.target_ref.name,
@@ -73,13 +82,34 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         let q = counts::builtin(provider, &ns, target).map_err(InputError::NoSeries)?;
         let prom = PrometheusProvider::with_client(ctx.http.clone(), &server)
             .map_err(|e| InputError::Provider(format!("metrics server {server:?}: {e}")))?;
-        let step = counts::step_sample(&prom, &q, from, now, latency).await;
-        let lookback = if js.plan.is_none() {
+        let mut step = counts::step_sample(&prom, &q, from, now, latency).await;
+        let mut lookback = if js.plan.is_none() {
             // the lookback ends where the run's first step began
             Some(counts::lookback(&prom, &q, from, lookback_secs, latency).await)
         } else {
             None
         };
+        // the declared count signals' events, in declared order, beside the builtin counts
+        for src in sources.as_deref().unwrap_or_default() {
+            if let Ok(s) = &mut step {
+                match (
+                    src.read(Version::Canary, from, now).await,
+                    src.read(Version::Primary, from, now).await,
+                ) {
+                    (Ok(c), Ok(p)) => {
+                        s.canary.counts.push(c);
+                        s.primary.counts.push(p);
+                    }
+                    (Err(e), _) | (_, Err(e)) => step = Err(e),
+                }
+            }
+            if let Some(Ok(lb)) = &mut lookback {
+                match src.lookback(from, lookback_secs).await {
+                    Ok(c) => lb.counts.push(c),
+                    Err(e) => lookback = Some(Err(e)),
+                }
+            }
+        }
         Ok::<_, InputError>((step, lookback))
     };
     let (step, lookback) = match inputs.await {
@@ -91,5 +121,6 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         step,
         from,
         lookback,
+        count_signals,
     }
 }

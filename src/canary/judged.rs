@@ -16,36 +16,30 @@
 //! cumulative counts over the judged steps (`status.judge.canaryTotals`); a breach needs
 //! anytime-valid evidence ([`breached`]) and rolls back at once ([`Tick::Breached`]).
 //!
+//! `templateRef` metrics whose MetricTemplate declares a count signal
+//! (`analysis::count_metric`: `judge.pennant.dev/bad` / `total`) are judged here too, each as
+//! a signal of its own after the builtin ones (`JudgeObservation::count_signals`); they have no
+//! per-window check. An invalid declaration is [`Tick::Broken`].
+//!
 //! `status.judge.steps` is capped at [`step_cap`] steps (4 × `maxSteps`) so a run held past
 //! `maxSteps` does not grow the status without bound.
 
 use crate::analysis::MetricOutcome;
 pub use crate::analysis::counts::{InputError, StepSample, VersionSample};
 use crate::analysis::judge::{
-    self, OnInconclusive, Policy, Progress, Verdict, Weights, guardrail::ln_evidence, report,
-    weights,
+    self, CountSignal, OnInconclusive, Policy, Progress, Verdict, Weights, guardrail::ln_evidence,
+    report, weights,
 };
 use crate::analysis::range::{self, MetricKind};
 use crate::api::{
-    Canary, CanaryAnalysis, CanaryTotals, JudgeStatus, Plan, StepCounts, ThresholdRange,
+    Canary, CanaryAnalysis, CanaryTotals, JudgeStatus, Plan, SignalKind, StepCounts, ThresholdRange,
 };
 
-/// `judge.pennant.dev/mode`: `sequential` opts the Canary in.
-pub const MODE_ANNOTATION: &str = "judge.pennant.dev/mode";
+pub use crate::analysis::judge::{MODE_ANNOTATION, opted_in};
 /// `judge.pennant.dev/policy`: name of a ConfigMap (key `policy`) holding the [`Policy`].
 pub const POLICY_ANNOTATION: &str = "judge.pennant.dev/policy";
 /// The ConfigMap key holding the policy.
 pub const POLICY_KEY: &str = "policy";
-
-/// Whether `canary` opted in to the sequential judge.
-pub fn opted_in(canary: &Canary) -> bool {
-    canary
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MODE_ANNOTATION))
-        .is_some_and(|m| m == "sequential")
-}
 
 /// The policy ConfigMap `canary` names, if any.
 pub fn policy_ref(canary: &Canary) -> Option<&str> {
@@ -268,6 +262,10 @@ pub struct JudgeObservation {
     pub from: i64,
     /// The primary's lookback; asked for only until the plan is frozen.
     pub lookback: Option<Result<VersionSample, InputError>>,
+    /// The count signals the Canary's MetricTemplates declare, in `analysis.metrics` order
+    /// (`analysis::count_metric`); their events are [`VersionSample::counts`] of `step` and
+    /// `lookback`, in the same order. `Err`: an invalid declaration, naming the template.
+    pub count_signals: Result<Vec<CountSignal>, String>,
 }
 
 /// What the machine does after a judged tick.
@@ -350,6 +348,10 @@ pub fn tick(
         Ok(p) => p,
         Err(e) => return Tick::Broken(format!("sequential judge {e}")),
     };
+    let count_signals = match &obs.count_signals {
+        Ok(c) => c,
+        Err(e) => return Tick::Broken(format!("sequential judge: {e}")),
+    };
     let sample = match &obs.step {
         Ok(s) => s,
         Err(InputError::Provider(m)) => {
@@ -383,12 +385,15 @@ pub fn tick(
                 }
             };
             // (no primary traffic yet to set the baseline from: broken until there is)
-            match judge::plan(policy, &lookback) {
+            match judge::plan_with_counts(policy, &lookback, count_signals) {
                 Ok(p) => p,
                 Err(e) => return Tick::Broken(format!("sequential judge: {e}")),
             }
         }
     };
+    if let Some(m) = count_mismatch(&plan, count_signals, sample) {
+        return Tick::Broken(format!("sequential judge: {m}"));
+    }
     let counts = |v: &VersionSample, who| v.counts(&plan.edges_ms, who);
     let step = match (
         counts(&sample.canary, "canary"),
@@ -463,6 +468,38 @@ pub fn tick(
         evidence,
         warnings,
     }
+}
+
+/// Why the step's count-signal events do not fit the frozen `plan`: the declared signals are
+/// not the plan's (a MetricTemplate or `analysis.metrics` changed during the run), or a
+/// version's events are not one per signal. `None` when they fit.
+pub fn count_mismatch(
+    plan: &Plan,
+    declared: &[CountSignal],
+    sample: &StepSample,
+) -> Option<String> {
+    let planned: Vec<&str> = plan
+        .signals
+        .iter()
+        .filter(|s| matches!(s.kind, SignalKind::Count { .. }))
+        .map(|s| s.name.as_str())
+        .collect();
+    let now: Vec<&str> = declared.iter().map(|c| c.name.as_str()).collect();
+    if planned != now {
+        return Some(format!(
+            "the count signals changed during the run: judged {planned:?}, declared now {now:?}; restart the analysis"
+        ));
+    }
+    for (v, who) in [(&sample.canary, "canary"), (&sample.primary, "primary")] {
+        if v.counts.len() != now.len() {
+            return Some(format!(
+                "{} count signal events for the {who}, {} signals declared",
+                v.counts.len(),
+                now.len()
+            ));
+        }
+    }
+    None
 }
 
 /// Measured canary share of the step against the configured weight (§1): a Warning when they
@@ -571,6 +608,7 @@ mod tests {
             buckets: vec![(100.0, n / 2), (250.0, n * 9 / 10)],
             timed: n,
             pods: Vec::new(),
+            counts: Vec::new(),
         };
         StepSample {
             canary: v(nc, xc),
@@ -584,7 +622,138 @@ mod tests {
             step: Ok(step),
             lookback: Some(Ok(sample(0, 0, 100_000, 1_000).primary)),
             from: 0,
+            count_signals: Ok(Vec::new()),
         }
+    }
+
+    /// [`obs`] with one declared count signal `jobs`: canary `jc` bad of `nc_jobs`, primary
+    /// `jp` of `np_jobs` in the step; the lookback's primary 0.5 % bad.
+    fn obs_jobs(step: StepSample, jobs: [(u64, u64); 2]) -> JudgeObservation {
+        use crate::api::EventCounts;
+        let mut step = step;
+        step.canary.counts = vec![EventCounts {
+            bad: jobs[0].0,
+            total: jobs[0].1,
+        }];
+        step.primary.counts = vec![EventCounts {
+            bad: jobs[1].0,
+            total: jobs[1].1,
+        }];
+        let mut lookback = sample(0, 0, 100_000, 1_000).primary;
+        lookback.counts = vec![EventCounts {
+            bad: 100,
+            total: 20_000,
+        }];
+        JudgeObservation {
+            step: Ok(step),
+            lookback: Some(Ok(lookback)),
+            count_signals: Ok(vec![CountSignal {
+                name: "jobs".into(),
+                tolerance_pp: None,
+            }]),
+            ..obs(sample(0, 0, 0, 0))
+        }
+    }
+
+    #[test]
+    fn a_regression_in_a_declared_count_signal_fails_while_the_builtins_pass() {
+        // requests: canary and primary both 1 % errors, same latency; jobs: canary 5 % failed
+        // against the primary's 0.5 %
+        let mut st = JudgeStatus::default();
+        let mut last = None;
+        for _ in 0..8 {
+            let t = tick(
+                &mut st,
+                &obs_jobs(sample(3000, 30, 27000, 270), [(25, 500), (23, 4500)]),
+                RAMP_10,
+                &[],
+            );
+            if matches!(
+                t,
+                Tick::Judged {
+                    verdict: Verdict::Fail,
+                    ..
+                }
+            ) {
+                last = Some(t);
+                break;
+            }
+            last = Some(t);
+        }
+        let Some(Tick::Judged {
+            verdict,
+            progress,
+            evidence,
+            ..
+        }) = last
+        else {
+            panic!("{last:?}")
+        };
+        assert_eq!((verdict, progress), (Verdict::Fail, Progress::Rollback));
+        let plan = st.plan.as_ref().unwrap();
+        let names: Vec<&str> = plan.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["errors", "latency>100ms", "latency>250ms", "jobs"]);
+        assert_eq!(plan.signals[3].kind, SignalKind::Count { index: 0 });
+        assert!((plan.signals[3].baseline - 0.005).abs() < 1e-12);
+        // the report names the signal that failed, and only it
+        let clauses: Vec<&str> = evidence.split(" | ").collect();
+        assert!(clauses[3].starts_with("jobs: canary "), "{evidence}");
+        assert!(clauses[3].ends_with("→ rollback"), "{evidence}");
+        assert!(
+            clauses[..3].iter().all(|c| !c.ends_with("→ rollback")),
+            "{evidence}"
+        );
+        let j = judge::evaluate(
+            &Policy::default(),
+            &plan.signals,
+            judge::judged_steps(&Policy::default(), &st.steps),
+        );
+        let verdicts: Vec<Verdict> = j.signals.iter().map(|s| s.verdict).collect();
+        assert_eq!(verdicts[3], Verdict::Fail);
+        assert!(
+            verdicts[..3].iter().all(|v| *v != Verdict::Fail),
+            "{verdicts:?}"
+        );
+        // the steps keep the events for replay
+        assert_eq!(st.steps[0].canary.counts[0].total, 500);
+    }
+
+    #[test]
+    fn invalid_or_changed_count_declarations_break_the_judge() {
+        let mut st = JudgeStatus::default();
+        let o = JudgeObservation {
+            count_signals: Err(
+                "MetricTemplate test/jobs (metric jobs): annotation judge.pennant.dev/total is missing or empty".into(),
+            ),
+            ..obs(sample(3000, 30, 27000, 270))
+        };
+        let Tick::Broken(m) = tick(&mut st, &o, RAMP_10, &[]) else {
+            panic!()
+        };
+        assert_eq!(
+            m,
+            "sequential judge: MetricTemplate test/jobs (metric jobs): annotation judge.pennant.dev/total is missing or empty"
+        );
+        assert!(st.steps.is_empty() && st.plan.is_none());
+        // the plan is frozen with `jobs`; the template loses its declaration mid-run
+        let t = tick(
+            &mut st,
+            &obs_jobs(sample(3000, 30, 27000, 270), [(1, 300), (9, 2700)]),
+            RAMP_10,
+            &[],
+        );
+        assert!(matches!(t, Tick::Judged { .. }), "{t:?}");
+        let Tick::Broken(m) = tick(&mut st, &obs(sample(3000, 30, 27000, 270)), RAMP_10, &[])
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains(
+                "the count signals changed during the run: judged [\"jobs\"], declared now []"
+            ),
+            "{m}"
+        );
+        assert_eq!(st.steps.len(), 1);
     }
 
     #[test]
@@ -759,6 +928,7 @@ mod tests {
                 buckets: vec![(100.0, 90 * k), (250.0, 95 * k), (500.0, 99 * k + k / 2)],
                 timed: 100 * k,
                 pods: Vec::new(),
+                counts: Vec::new(),
             };
             StepSample {
                 canary: v(100),

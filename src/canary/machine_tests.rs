@@ -584,6 +584,7 @@ fn judged_world(policy: crate::analysis::judge::Policy) -> World {
             }),
             from: 0,
             lookback: Some(Ok(v(7200))),
+            count_signals: Ok(Vec::new()),
         }
     }));
     w
@@ -649,6 +650,7 @@ fn a_suspicious_adaptive_canary_is_pulled_back() {
             }),
             from: 0,
             lookback: Some(Ok(v(72000, 1))),
+            count_signals: Ok(Vec::new()),
         }
     }));
     w.release_to_first_step();

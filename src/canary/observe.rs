@@ -464,8 +464,8 @@ pub async fn probe(canary: &Canary, probe: Probe, obs: &mut Observation, ctx: &C
 }
 
 /// MetricTemplates and their Secrets, read with GETs when an analysis step needs them.
-struct ApiTemplates {
-    client: kube::Client,
+pub(super) struct ApiTemplates {
+    pub(super) client: kube::Client,
 }
 
 impl TemplateSource for ApiTemplates {

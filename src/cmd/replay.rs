@@ -58,6 +58,7 @@ impl From<&FileVersion> for VersionSample {
                 v.timed
             },
             pods: Vec::new(),
+            counts: Vec::new(),
         }
     }
 }
@@ -253,6 +254,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                         },
                         from: start,
                         lookback: file.lookback.as_ref().map(|l| Ok(l.into())),
+                        count_signals: Ok(Vec::new()),
                     });
                 }
             }

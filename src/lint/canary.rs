@@ -3,9 +3,13 @@
 //! provider of `--mesh-provider`. A Canary that does not even read as pennant's type (a field of
 //! the wrong type) is reported with the decoder's message. Each message is put on the line of
 //! the first field it names (`targetRef.kind`, `service.port`, ...), else on `spec:`.
+//!
+//! MetricTemplates whose count-signal annotations the sequential judge would refuse
+//! ([`crate::analysis::count_metric::declaration`]) are reported on their `annotations:` line.
 
 use super::{Doc, Findings, Options, Repo};
-use crate::api::Canary;
+use crate::analysis::count_metric;
+use crate::api::{Canary, MetricTemplate};
 use crate::canary::validate;
 
 /// The Canary's API group (`flagger.app`).
@@ -31,6 +35,21 @@ pub fn check(repo: &Repo, options: &Options, out: &mut Findings) {
                     );
                 }
             }
+        }
+    }
+    for d in repo.docs.iter().filter(|d| d.is(&group, "MetricTemplate")) {
+        let Ok(t) = serde_json::from_value::<MetricTemplate>(d.json.clone()) else {
+            continue;
+        };
+        if let Err(e) = count_metric::declaration(&t) {
+            out.push(
+                d.file,
+                d.line(&["metadata", "annotations"]),
+                format!(
+                    "MetricTemplate {} cannot be judged as a count signal: {e}",
+                    d.name()
+                ),
+            );
         }
     }
 }
@@ -111,6 +130,23 @@ mod tests {
         let found = crate::lint::lint_with(&files, &options);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].message.contains("linkerd"), "{found:?}");
+    }
+
+    #[test]
+    fn a_bad_count_declaration_is_reported_on_its_annotations() {
+        let t = "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: jobs\n  annotations:\n    judge.pennant.dev/bad: 'jobs_total{status=\"failed\"}'\nspec:\n  provider:\n    type: prometheus\n  query: x\n";
+        let found = lint_one(t);
+        assert_eq!(
+            found,
+            vec![
+                "5: MetricTemplate jobs cannot be judged as a count signal: annotation judge.pennant.dev/total is missing or empty: a count signal needs both judge.pennant.dev/bad and judge.pennant.dev/total"
+            ]
+        );
+        let ok = t.replace(
+            "spec:",
+            "    judge.pennant.dev/total: 'jobs_total{}'\nspec:",
+        );
+        assert_eq!(lint_one(&ok), Vec::<String>::new());
     }
 
     #[test]

@@ -182,6 +182,7 @@ mod tests {
             timed: n,
             buckets,
             pods: Vec::new(),
+            counts: Vec::new(),
         };
         let mut t = CanaryTotals::default();
         // a first step timed but without finite buckets does not switch the histogram off

@@ -36,7 +36,20 @@ use serde::{Deserialize, Serialize};
 
 use fnch::Margins;
 
-use crate::api::judge::{Plan, Signal, SignalKind, StepCounts, VersionCounts};
+use crate::api::judge::{EventCounts, Plan, Signal, SignalKind, StepCounts, VersionCounts};
+
+/// `judge.pennant.dev/mode`: `sequential` opts a Canary in (`canary::judged`).
+pub const MODE_ANNOTATION: &str = "judge.pennant.dev/mode";
+
+/// Whether `canary` opted in to the sequential judge ([`MODE_ANNOTATION`]).
+pub fn opted_in(canary: &crate::api::Canary) -> bool {
+    canary
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MODE_ANNOTATION))
+        .is_some_and(|m| m == "sequential")
+}
 
 /// Latency bucket edges of Istio/Envoy's request-duration histogram, in ms (§3.1).
 pub const ISTIO_EDGES_MS: [f64; 19] = [
@@ -242,6 +255,10 @@ impl Table {
             SignalKind::Slower { index, .. } => {
                 let n = if v.timed > 0 { v.timed } else { v.requests };
                 (v.slow.get(index).copied().unwrap_or(0).min(n), n)
+            }
+            SignalKind::Count { index } => {
+                let c = v.counts.get(index).copied().unwrap_or_default();
+                (c.bad.min(c.total), c.total)
             }
         };
         let (xc, nc) = pick(&step.canary);
@@ -583,6 +600,20 @@ pub struct Lookback {
     /// Per time slice of the lookback, each primary pod's (errors, requests); empty when the
     /// series do not tell pods apart. For [`pod_dispersion`].
     pub pods: Vec<Vec<(u64, u64)>>,
+    /// The primary's events of each declared count signal ([`CountSignal`]), in declared
+    /// order; missing or zero totals set the baseline at its floor.
+    pub counts: Vec<EventCounts>,
+}
+
+/// A count signal declared by a MetricTemplate (`analysis::count_metric`): judged like the
+/// errors signal, bad events among all events, canary against primary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountSignal {
+    /// The signal's name in the plan and the report: the Canary metric's `name`.
+    pub name: String,
+    /// Largest acceptable increase of the bad-event rate, percentage points, in (0, 50];
+    /// `None`: the policy's `errorTolerance`.
+    pub tolerance_pp: Option<f64>,
 }
 
 /// Fewest degrees of freedom (pods − 1, summed over slices) for [`pod_dispersion`] to answer.
@@ -665,6 +696,52 @@ fn logit(q: f64) -> f64 {
 /// the histogram ("latency edge 300ms is not a bucket edge of the histogram (…)"); latency
 /// asked for but no histogram.
 pub fn plan(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
+    plan_with_counts(policy, lookback, &[])
+}
+
+/// [`plan`] plus one signal per declared count signal, after the builtin ones, each as the
+/// errors signal is set (b̂ = max(lookback bad/total, 0.05 %), β_P = logit(b̂ + δ) − logit(b̂),
+/// δ the signal's tolerance else `errorTolerance`, tracked with `trackRate`), named after the
+/// metric, [`SignalKind::Count`] `index` its position in `counts`. Its dispersion is the
+/// policy's (the pod-to-pod estimate is the request series'). The primary's lookback events are
+/// `lookback.counts[index]`. Errors: as [`plan`]; a tolerance out of (0, 50] pp.
+pub fn plan_with_counts(
+    policy: &Policy,
+    lookback: &Lookback,
+    counts: &[CountSignal],
+) -> Result<Plan, JudgeError> {
+    let mut p = plan_builtin(policy, lookback)?;
+    for (index, c) in counts.iter().enumerate() {
+        let pp = c.tolerance_pp.unwrap_or(policy.error_tolerance);
+        if !(pp > 0.0 && pp <= 50.0) {
+            return Err(JudgeError(format!(
+                "{}: tolerance {pp} out of range (0, 50] pp",
+                c.name
+            )));
+        }
+        let e = lookback.counts.get(index).copied().unwrap_or_default();
+        let rate = if e.total > 0 {
+            e.bad.min(e.total) as f64 / e.total as f64
+        } else {
+            0.0
+        };
+        let b = rate.clamp(0.0005, 0.9);
+        let delta = pp / 100.0;
+        let bp = logit((b + delta).min(0.999)) - logit(b);
+        p.signals.push(Signal {
+            name: c.name.clone(),
+            kind: SignalKind::Count { index },
+            baseline: b,
+            beta_fail: policy.fail_margin * bp,
+            beta_pass: bp,
+            tolerance: policy.track_rate.then_some(delta),
+            dispersion: policy.dispersion.filter(|d| *d > 1.0),
+        });
+    }
+    Ok(p)
+}
+
+fn plan_builtin(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError> {
     policy.validate()?;
     if lookback.requests == 0 {
         return Err(JudgeError(

@@ -161,6 +161,7 @@ fn plan_picks_edges_and_rejects_bad_input() {
         buckets: counts.to_vec(),
         timed: 10_000,
         pods: Vec::new(),
+        counts: Vec::new(),
     };
     let p = plan(&Policy::default(), &lb).unwrap();
     let names: Vec<&str> = p.signals.iter().map(|s| s.name.as_str()).collect();
@@ -645,6 +646,7 @@ fn dispersion_is_estimated_from_the_primarys_pods() {
         requests: 2000,
         errors: 100,
         pods: vec![vec![(3, 100), (7, 100)]; 10],
+        counts: Vec::new(),
         ..Default::default()
     };
     let quiet = Policy {
@@ -660,4 +662,99 @@ fn dispersion_is_estimated_from_the_primarys_pods() {
         ..quiet
     };
     assert_eq!(plan(&set, &lookback).unwrap().signals[0].dispersion, None);
+}
+
+/// A count signal declared by a MetricTemplate (issue 19): canary and primary jobs fail at
+/// the same 2 %; the requests too. 400 runs of 20 steps, 300 canary and 2700 primary jobs per
+/// step: the count signal's false FAILs stay within its share of α_F (¼ of 1 %: 4 signals
+/// without latency: errors, jobs, and two more count signals), and a +3 pp regression on the
+/// jobs fails nearly always while the errors signal does not.
+#[test]
+fn count_signals_keep_alpha_on_a_a_and_catch_a_regression() {
+    use crate::api::EventCounts;
+    let policy = Policy {
+        latency: false,
+        ..Policy::default()
+    };
+    let lookback = Lookback {
+        requests: 100_000,
+        errors: 2_000,
+        counts: vec![
+            EventCounts {
+                bad: 400,
+                total: 20_000,
+            };
+            3
+        ],
+        ..Default::default()
+    };
+    let count = |name: &str| CountSignal {
+        name: name.into(),
+        tolerance_pp: Some(1.0),
+    };
+    let p = plan_with_counts(&policy, &lookback, &[count("jobs"), count("a"), count("b")]).unwrap();
+    assert_eq!(p.signals.len(), 4);
+    assert_eq!(p.signals[1].kind, SignalKind::Count { index: 0 });
+    assert_eq!(p.signals[3].kind, SignalKind::Count { index: 2 });
+    assert!((p.signals[1].baseline - 0.02).abs() < 1e-12);
+    let mut rng = StdRng::seed_from_u64(19);
+    let mut run = |canary_jobs: f64| {
+        let mut draw = |n: u64, q: f64| Binomial::new(n, q).unwrap().sample(&mut rng);
+        let steps: Vec<StepCounts> = (0..20)
+            .map(|_| {
+                let v = |n: u64, jq: f64, draw: &mut dyn FnMut(u64, f64) -> u64| VersionCounts {
+                    requests: n * 10,
+                    errors: draw(n * 10, 0.02),
+                    counts: (0..3)
+                        .map(|_| EventCounts {
+                            bad: draw(n, jq),
+                            total: n,
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                StepCounts {
+                    weight: 10,
+                    canary: v(300, canary_jobs, &mut draw),
+                    primary: v(2700, 0.02, &mut draw),
+                }
+            })
+            .collect();
+        evaluate(&policy, &p.signals, &steps)
+    };
+    let mut false_fails = 0;
+    for _ in 0..400 {
+        let j = run(0.02);
+        false_fails += (j.signals[1].verdict == Verdict::Fail) as u32;
+    }
+    // expected ≤ 400 × 0.25 % = 1
+    assert!(
+        false_fails <= 4,
+        "{false_fails} false FAILs of the count signal in 400 A/A runs"
+    );
+    let mut caught = 0;
+    for _ in 0..50 {
+        let j = run(0.05);
+        assert_ne!(j.signals[0].verdict, Verdict::Fail, "the errors signal");
+        caught += (j.signals[1].verdict == Verdict::Fail) as u32;
+    }
+    assert!(caught >= 48, "{caught} of 50 regressions caught");
+}
+
+#[test]
+fn a_count_signal_tolerance_out_of_range_is_refused() {
+    let lookback = Lookback {
+        requests: 100,
+        ..Default::default()
+    };
+    let c = CountSignal {
+        name: "jobs".into(),
+        tolerance_pp: Some(60.0),
+    };
+    let p = Policy {
+        latency: false,
+        ..Policy::default()
+    };
+    let e = plan_with_counts(&p, &lookback, &[c]).unwrap_err();
+    assert_eq!(e.0, "jobs: tolerance 60 out of range (0, 50] pp");
 }

@@ -223,6 +223,8 @@ pub fn exposures(signals: &[Signal], judged: &[StepCounts]) -> Vec<Exposure> {
 
 /// Worst-case excess event probability of a request to the canary: the errors' bound plus the
 /// largest latency edge's ([`Exposure::excess_upper`]; a slow failed request counts twice).
+/// Count signals of MetricTemplates are left out: their events are not requests (their
+/// suspicion still holds the weight, through the FAIL e-values).
 pub fn worst_excess(signals: &[Signal], exposures: &[Exposure]) -> f64 {
     let mut errors = 0.0;
     let mut latency: f64 = 0.0;
@@ -231,6 +233,8 @@ pub fn worst_excess(signals: &[Signal], exposures: &[Exposure]) -> f64 {
         match s.kind {
             SignalKind::Errors => errors += x,
             SignalKind::Slower { .. } => latency = latency.max(x),
+            // a MetricTemplate's events are not requests: no harm in requests to bound
+            SignalKind::Count { .. } => {}
         }
     }
     errors + latency
