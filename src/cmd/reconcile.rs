@@ -12,10 +12,10 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::get::client;
-use crate::gitops::reconcile_request::RECONCILE_REQUESTED_AT_ANNOTATION;
+use crate::gitops::reconcile_request::request_patch;
 use crate::view::Kind;
 
 /// `pennant reconcile`.
@@ -162,9 +162,7 @@ pub async fn reconcile(
     api.patch(
         name,
         &PatchParams::default(),
-        &Patch::Merge(
-            json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT_ANNOTATION: token}}}),
-        ),
+        &Patch::Merge(request_patch(&token)),
     )
     .await
     .with_context(|| format!("annotate {} {ns}/{name}", r.kind))?;
@@ -222,6 +220,8 @@ pub async fn command(args: ReconcileArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn words(w: &[&str]) -> Vec<String> {
