@@ -7,7 +7,7 @@
 //! and changes nothing; the token of one that may is obeyed. Screenshots of the overview and
 //! the Canary page go to `target/ui-screenshots/`.
 //!
-//! Skipped (with a message) when `chromium` is not installed.
+//! Skipped (with a message) when `chromium` or `node` is not installed.
 
 mod support;
 
@@ -23,8 +23,13 @@ use support::*;
 const V1: &str = "ghcr.io/stefanprodan/podinfo:6.0.0";
 const V2: &str = "ghcr.io/stefanprodan/podinfo:6.0.1";
 
+/// `chromium` (or `$PENNANT_CHROMIUM`) when it and `node` run.
 fn chromium() -> Option<String> {
     let c = std::env::var("PENNANT_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
     Command::new(&c)
         .arg("--version")
         .output()
@@ -149,7 +154,7 @@ fn assert_live(samples: &[Value]) {
 #[tokio::test]
 async fn the_canary_page_follows_a_release_live_and_actions_need_patch_rights() {
     let Some(chromium) = chromium() else {
-        eprintln!("SKIPPED: no chromium (apt-get install chromium)");
+        eprintln!("SKIPPED: no chromium or node (apt-get install chromium nodejs)");
         return;
     };
     let (ns, _ctl, base) = setup("ui-live", &podinfo_canary(2, 25, 75, 120)).await;
@@ -319,7 +324,7 @@ async fn the_canary_page_follows_a_release_live_and_actions_need_patch_rights() 
 #[tokio::test]
 async fn a_rolled_back_release_shows_the_failed_step_and_the_reason() {
     let Some(chromium) = chromium() else {
-        eprintln!("SKIPPED: no chromium (apt-get install chromium)");
+        eprintln!("SKIPPED: no chromium or node (apt-get install chromium nodejs)");
         return;
     };
     let (ns, _ctl, base) = setup("ui-fail", &podinfo_canary(2, 25, 75, 120)).await;

@@ -491,6 +491,7 @@ pub fn plot_svg(steps: &[Step], series: &[Series], now: i64) -> String {
         pts.join(" "),
         weights.join(" → ")
     );
+    let mut legend = vec![("weight", "canary weight")];
     for s in series.iter().filter(|s| s.metric == "success rate") {
         let pts: Vec<String> = s
             .points
@@ -506,7 +507,24 @@ pub fn plot_svg(steps: &[Step], series: &[Series], now: i64) -> String {
                 pts.join(" "),
                 esc(&s.version)
             );
+            legend.push(if s.version == "canary" {
+                ("sr-canary", "canary success rate")
+            } else {
+                ("sr-primary", "primary success rate")
+            });
         }
+    }
+    for (i, (class, label)) in legend.iter().enumerate() {
+        let lx = x0 + 10.0 + 150.0 * i as f64;
+        let _ = write!(
+            out,
+            "<line class=\"{class}\" x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\"/>\
+             <text class=\"legend\" x=\"{}\" y=\"{}\">{label}</text>",
+            lx + 18.0,
+            lx + 22.0,
+            H - 6.0,
+            ly = H - 10.0,
+        );
     }
     out.push_str("</svg>");
     out

@@ -157,6 +157,10 @@ fn the_plot_draws_the_weights_in_order_and_the_success_rates() {
     assert!(svg.contains("data-weights=\"0 0 10 20 20 30\""), "{svg}");
     assert!(svg.contains("class=\"sr-canary\""), "{svg}");
     assert!(!svg.contains("sr-primary"), "no primary series given");
+    assert!(
+        svg.contains(">canary success rate</text>"),
+        "a legend: {svg}"
+    );
     // the weight line only climbs: its y coordinates never increase (SVG y grows downwards)
     let points = svg
         .split("points=\"")
