@@ -200,7 +200,8 @@ async fn the_canary_page_follows_a_release_live_and_actions_need_patch_rights() 
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: viewer\n  namespace: NAMESPACE\n---\n\
          apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: NAMESPACE\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: canary-patch\n  namespace: NAMESPACE\nrules:\n\
-         - apiGroups: [flagger.app]\n  resources: [canaries]\n  verbs: [get, patch]\n---\n\
+         - apiGroups: [flagger.app]\n  resources: [canaries]\n  verbs: [get, patch]\n\
+         - apiGroups: [kustomize.toolkit.fluxcd.io]\n  resources: [kustomizations]\n  verbs: [patch]\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: NAMESPACE\n\
          roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: canary-patch}\n\
          subjects:\n- {kind: ServiceAccount, name: deployer, namespace: NAMESPACE}\n",
@@ -266,6 +267,47 @@ async fn the_canary_page_follows_a_release_live_and_actions_need_patch_rights() 
             .map(String::as_str),
         Some("open")
     );
+
+    // reconcile now: a Kustomization (no kustomize controller runs here: the request is the
+    // annotation), its page, and the action refused then obeyed
+    ns.apply_yaml(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: NAMESPACE\n\
+         spec:\n  interval: 10m\n  path: ./\n  prune: true\n  sourceRef: {kind: GitRepository, name: repo}\n",
+    )
+    .await;
+    let ks_page = wait_http(
+        &format!("{base}/ui/kustomizations/{n}/apps"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        ks_page.contains(&format!("Kustomization {n}/apps")),
+        "{ks_page}"
+    );
+    let reconcile = format!("{base}/ui/api/kustomizations/{n}/apps/reconcile");
+    let requested = || async {
+        ns.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "apps")
+            .await
+            .unwrap()["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+            .as_str()
+            .map(String::from)
+    };
+    let r = http
+        .post(&reconcile)
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(requested().await, None, "a refused reconcile wrote nothing");
+    let r = http
+        .post(&reconcile)
+        .bearer_auth(token("deployer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    assert!(requested().await.is_some_and(|t| t.starts_with("20")));
 
     let samples = driver.finish().await;
     let last = samples.last().unwrap();

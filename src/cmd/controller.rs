@@ -549,6 +549,12 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_is_off_unless_asked_for() {
+        assert!(!parse(&[]).unwrap().ui);
+        assert!(parse(&["--ui"]).unwrap().ui);
+    }
+
+    #[test]
     fn controllers_default_to_every_built_one() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.controllers, "canary,source,kustomize,helm,notification");
