@@ -12,7 +12,8 @@
 //! | `POST /ui/api/kustomizations/{ns}/{name}/reconcile` (and `helmreleases`) | writes `reconcile.fluxcd.io/requestedAt` (as `pennant reconcile`, without waiting) |
 //!
 //! Pages need no token. An action needs `Authorization: Bearer <token>` whose user may `patch`
-//! the object ([`auth`]); otherwise `403` and nothing is written. Pages are built by the pure
+//! the object ([`auth`]); otherwise `403` and nothing is written. A browser never adds that
+//! header by itself, so another site cannot make a visitor's browser act (no CSRF). Pages are built by the pure
 //! functions of [`page`] from objects read with the controller's client at each request
 //! (observe → build → answer); a controller scoped to one namespace (`--namespace`) shows that
 //! namespace only. CSS and script are embedded (no CDN, no internet).
@@ -355,11 +356,7 @@ async fn canary_view(s: &Settings, ns: &str, name: &str) -> Result<page::CanaryV
     };
     let events = events_of(s, "Canary", ns, name).await;
     let now = Timestamp::now();
-    // the run's start, from the same timeline the page shows
-    let first = page::canary_view(&c, &events, vec![], None, now)
-        .steps
-        .first()
-        .map(|st| st.at);
+    let first = page::run_start(name, &events, now);
     let (series, note) = canary_series(s, &c, first, now.as_second()).await;
     Ok(page::canary_view(&c, &events, series, note, now))
 }

@@ -315,6 +315,14 @@ pub fn timeline(rows: &[EventRow]) -> Vec<Step> {
         .collect()
 }
 
+/// When the current run of Canary `name` started (its first timeline step, Unix seconds),
+/// from its namespace's `events`; `None` without Events.
+pub fn run_start(name: &str, events: &[Event], now: Timestamp) -> Option<i64> {
+    timeline(&events::rows(events, Some(("Canary", name)), now))
+        .first()
+        .map(|s| s.at)
+}
+
 /// A Prometheus series: `(Unix seconds, value)` samples in time order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Series {
@@ -374,6 +382,7 @@ pub fn canary_view(
     let status = c.status.as_ref();
     let rows = events::rows(events, Some(("Canary", &summary.name)), now);
     let judge = status.and_then(|s| s.judge.as_ref());
+    let annotations = c.metadata.annotations.clone().unwrap_or_default();
     CanaryView {
         conditions: status
             .map(|s| {
@@ -413,14 +422,8 @@ pub fn canary_view(
             })
             .unwrap_or_default(),
         events: rows,
-        gate: GateState::from_annotations(
-            &c.metadata.annotations.clone().unwrap_or_default(),
-            Gate::Promotion,
-        ),
-        rollback: GateState::from_annotations(
-            &c.metadata.annotations.clone().unwrap_or_default(),
-            Gate::Rollback,
-        ),
+        gate: GateState::from_annotations(&annotations, Gate::Promotion),
+        rollback: GateState::from_annotations(&annotations, Gate::Rollback),
         now: now.as_second(),
         summary,
     }

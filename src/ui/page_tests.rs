@@ -140,6 +140,11 @@ fn the_timeline_is_the_current_run_with_weights_in_order() {
     assert_eq!(weights, [0, 0, 10, 20, 20, 30]);
     assert!(steps[4].warning, "the halt is a Warning");
     assert_eq!(steps[2].at, at("2026-12-06T12:00:10Z").as_second());
+    assert_eq!(
+        run_start("podinfo", &run_events(), now),
+        Some(at("2026-12-06T12:00:00Z").as_second())
+    );
+    assert_eq!(run_start("podinfo", &[], now), None);
 }
 
 #[test]
