@@ -562,3 +562,77 @@ async fn reconcile_action(
         Err(e) => unavailable(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dashboard on a client whose API server refuses connections: every answer that
+    /// needs the API degrades (503, or the overview naming what it could not list), and an
+    /// action is refused before any write.
+    #[tokio::test]
+    async fn without_an_api_pages_degrade_and_actions_are_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dead =
+            Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+        let app = routes(Settings {
+            client: dead,
+            namespace: Some("apps".into()),
+            metrics_server: String::new(),
+            mesh_provider: "istio".into(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let http = reqwest::Client::new();
+
+        let r = http.get(format!("{base}/ui")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("Canaries: "), "{body}");
+        assert!(body.contains("<meta name=\"viewport\""));
+
+        let r = http
+            .get(format!("{base}/ui/canaries/apps/web"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        // another namespace than the controller's: not shown, the API not asked
+        let r = http
+            .get(format!("{base}/ui/api/canaries/prod/web"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+
+        let promote = format!("{base}/ui/api/canaries/apps/web/promote");
+        let r = http.post(&promote).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("no bearer token"));
+        let r = http
+            .post(&promote)
+            .bearer_auth("secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "a review that cannot be made refuses");
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("the access review failed"), "{body}");
+        assert!(!body.contains("secret-token"));
+        let r = http
+            .post(format!("{base}/ui/api/canaries/apps/web/delete"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "only promote and abort");
+        let r = http
+            .post(format!("{base}/ui/api/gitrepositories/apps/repo/reconcile"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(canary_action_gate("abort"), Some(Gate::Rollback));
+    }
+}
