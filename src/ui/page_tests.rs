@@ -273,6 +273,35 @@ fn a_rolled_back_run_shows_the_failed_step_and_the_reason() {
 }
 
 #[test]
+fn events_of_one_second_keep_the_order_they_were_written_in() {
+    let mut evs = vec![];
+    for (msg, micro) in [
+        (
+            "Canary failed! Scaling down podinfo.apps",
+            "2026-12-06T12:00:50.900000Z",
+        ),
+        (
+            "Rolling back podinfo.apps failed checks threshold reached 2",
+            "2026-12-06T12:00:50.100000Z",
+        ),
+        (
+            "Halt podinfo.apps advancement success rate 50.00% < 99%",
+            "2026-12-06T12:00:50.050000Z",
+        ),
+    ] {
+        let mut e = event("podinfo", "Warning", "Synced", msg, "2026-12-06T12:00:50Z");
+        e.event_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            at(micro),
+        ));
+        evs.push(e);
+    }
+    let rows = events::rows(&evs, None, at("2026-12-06T12:01:00Z"));
+    let order: Vec<&str> = rows.iter().map(|r| &r.message[..4]).collect();
+    assert_eq!(order, ["Halt", "Roll", "Cana"]);
+    assert_eq!(rows[0].last_seen.as_deref(), Some("2026-12-06T12:00:50Z"));
+}
+
+#[test]
 fn the_judge_report_is_shown_when_in_status() {
     let mut c = canary("podinfo", "Progressing", 20, "{}");
     c.status.as_mut().unwrap().judge = Some(crate::api::JudgeStatus {
