@@ -368,6 +368,8 @@ pub struct CanaryView {
     pub rollback: GateState,
     /// `now`, Unix seconds: the end of the last step.
     pub now: i64,
+    /// The analysis webhooks: (name, type, URL, the last Event of the run naming the hook).
+    pub webhooks: Vec<(String, String, String, Option<String>)>,
 }
 
 /// The [`CanaryView`] of `c` from its namespace's `events` and the `series` queried for it.
@@ -421,12 +423,42 @@ pub fn canary_view(
                     .collect()
             })
             .unwrap_or_default(),
+        webhooks: c
+            .spec
+            .analysis
+            .as_ref()
+            .map_or(&[][..], |a| &a.webhooks)
+            .iter()
+            .map(|h| {
+                let last = rows
+                    .iter()
+                    .rev()
+                    .find(|r| mentions(&r.message, &h.name))
+                    .map(|r| r.message.clone());
+                (
+                    h.name.clone(),
+                    h.type_.clone().unwrap_or_else(|| "rollout".into()),
+                    h.url.clone(),
+                    last,
+                )
+            })
+            .collect(),
         events: rows,
         gate: GateState::from_annotations(&annotations, Gate::Promotion),
         rollback: GateState::from_annotations(&annotations, Gate::Rollback),
         now: now.as_second(),
         summary,
     }
+}
+
+/// Whether `message` names `word` as a whole word (not inside a longer name).
+fn mentions(message: &str, word: &str) -> bool {
+    let part = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    !word.is_empty()
+        && message.match_indices(word).any(|(i, _)| {
+            !message[..i].chars().next_back().is_some_and(part)
+                && !message[i + word.len()..].chars().next().is_some_and(part)
+        })
 }
 
 /// Plot size (SVG user units).
@@ -553,7 +585,7 @@ pub struct LiveParts {
 }
 
 /// The live parts of `v`: `phase`, `weight`, `failed`, `message`, `gate`, `rollback` (text);
-/// `plot`, `timeline`, `conditions`, `judge`, `events` (markup).
+/// `plot`, `timeline`, `conditions`, `judge`, `webhooks`, `events` (markup).
 pub fn canary_live(v: &CanaryView) -> LiveParts {
     let s = &v.summary;
     let mut text = BTreeMap::new();
@@ -670,6 +702,27 @@ pub fn canary_live(v: &CanaryView) -> LiveParts {
     };
     html.insert("judge", judge);
     html.insert("events", events_table(&v.events));
+    let hooks: Vec<String> = v
+        .webhooks
+        .iter()
+        .map(|(name, ty, url, last)| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                esc(name),
+                esc(ty),
+                esc(url),
+                last.as_deref().map_or_else(|| "–".to_string(), esc)
+            )
+        })
+        .collect();
+    html.insert(
+        "webhooks",
+        table(
+            "webhooks",
+            &["Name", "Type", "URL", "Last Event naming it"],
+            &hooks,
+        ),
+    );
     LiveParts { text, html }
 }
 
@@ -730,6 +783,7 @@ pub fn canary_html(v: &CanaryView) -> String {
          <section><h2>Run</h2><div id=\"plot\">{plot}</div><div id=\"timeline\">{timeline}</div></section>\
          <section><h2>Conditions</h2><div id=\"conditions\">{conditions}</div></section>\
          <section><h2>Sequential judge</h2><div id=\"judge\">{judge}</div></section>\
+         <section><h2>Webhooks and gates</h2><div id=\"webhooks\">{webhooks}</div></section>\
          <section><h2>Events</h2><div id=\"events\">{events}</div></section></div>",
         ns = esc(&s.namespace),
         name = esc(&s.name),
@@ -744,6 +798,7 @@ pub fn canary_html(v: &CanaryView) -> String {
         timeline = h("timeline"),
         conditions = h("conditions"),
         judge = h("judge"),
+        webhooks = h("webhooks"),
         events = h("events"),
     );
     body.push_str(&action_box(

@@ -38,6 +38,7 @@ fn canary(name: &str, phase: &str, weight: i32, annotations: &str) -> Canary {
     serde_saphyr::from_str(&format!(
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: '{name}'\n  namespace: apps\n  annotations: {annotations}\n\
          spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}\n  service: {{port: 80}}\n\
+         \x20 analysis:\n    webhooks:\n    - {{name: load-test, url: 'http://tester/?q=<x>'}}\n    - {{name: promotion-gate, type: confirm-promotion, url: http://pennant/gate/check}}\n\
          status:\n  phase: {phase}\n  canaryWeight: {weight}\n  failedChecks: 1\n  conditions:\n  - type: Promoted\n    status: Unknown\n    reason: Progressing\n    message: New revision detected, progressing canary analysis.\n"
     ))
     .unwrap()
@@ -228,6 +229,9 @@ fn the_canary_page_shows_state_steps_metrics_and_events() {
     assert!(html.contains("Halt podinfo.apps advancement success rate 80.00% &lt; 99%"));
     assert!(html.contains("no sequential judge"));
     assert!(!html.contains("other.apps"), "another Canary's Events");
+    // the hooks, with the last Event that names one (none names the load test)
+    assert!(html.contains("<td>load-test</td><td>rollout</td><td><code>http://tester/?q=&lt;x&gt;</code></td><td>–</td>"), "{html}");
+    assert!(html.contains("<td>promotion-gate</td><td>confirm-promotion</td>"));
     // the JSON parts are the same markup
     let live = canary_live(&v);
     assert_eq!(live.text["weight"], "30%");
@@ -270,6 +274,20 @@ fn a_rolled_back_run_shows_the_failed_step_and_the_reason() {
     );
     assert!(html.contains("failed checks threshold reached 2"));
     assert!(html.contains("no metrics server configured"));
+}
+
+#[test]
+fn a_hook_is_named_as_a_whole_word() {
+    assert!(mentions(
+        "Halt podinfo.test advancement pre-rollout check gate failed",
+        "gate"
+    ));
+    assert!(!mentions("Halt advancement promotion-gate pending", "gate"));
+    assert!(mentions(
+        "webhook promotion-gate: 403 Forbidden",
+        "promotion-gate"
+    ));
+    assert!(!mentions("anything", ""));
 }
 
 #[test]
