@@ -27,6 +27,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod source;
+pub mod ui;
 pub mod util;
 pub mod view;
 pub mod webhook;

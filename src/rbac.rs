@@ -644,6 +644,34 @@ pub const NOTIFICATION_RULES: &[Permission] = &[
     },
 ];
 
+/// The dashboard's rules (`--ui`, the chart's `ui.enabled`), granted by a ClusterRole of their
+/// own: the two reviews are cluster-scoped, so even a controller scoped to one namespace needs
+/// them cluster-wide. The dashboard's reads otherwise use the enabled controllers' rules (a kind
+/// no enabled controller may list is named on the overview as not listable).
+pub const UI_RULES: &[Permission] = &[
+    Permission {
+        group: "authentication.k8s.io",
+        resource: "tokenreviews",
+        kind: "TokenReview",
+        verbs: &["create"],
+        why: "the dashboard's actions: who the caller's bearer token belongs to (ui::auth)",
+    },
+    Permission {
+        group: "authorization.k8s.io",
+        resource: "subjectaccessreviews",
+        kind: "SubjectAccessReview",
+        verbs: &["create"],
+        why: "the dashboard's actions: whether that user may patch the object (ui::auth)",
+    },
+    Permission {
+        group: "",
+        resource: "events",
+        kind: "Event",
+        verbs: &["list"],
+        why: "the dashboard's pages list the Events of a Canary, Kustomization or HelmRelease",
+    },
+];
+
 /// Granted in the leader-election namespace only (a Role), when leader election is on.
 pub const LEADER_ELECTION_RULES: &[Permission] = &[Permission {
     group: "coordination.k8s.io",

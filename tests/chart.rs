@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pennant::cmd::controller::{BUILT, NOT_BUILT};
-use pennant::rbac::{LEADER_ELECTION_RULES, Permission};
+use pennant::rbac::{LEADER_ELECTION_RULES, Permission, UI_RULES};
 use serde_json::Value;
 use support::*;
 
@@ -152,7 +152,7 @@ fn helm_lint_passes_with_defaults_and_every_option() {
         "serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,\
          leaderElection.enabled=true,replicaCount=2,namespace=apps,slack.url=https://hooks.example/x,\
          msteams.url=https://teams.example/y,eventWebhook=http://events/z,watchLabelSelector=sharding.fluxcd.io/key=shard1,\
-         shards={shard1,shard2}",
+         shards={shard1,shard2},ui.enabled=true",
     );
     run(&mut all);
 }
@@ -336,6 +336,45 @@ fn admin_bindings(docs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The dashboard is off by default; `ui.enabled=true` passes `--ui` and grants exactly
+/// `UI_RULES` by a ClusterRole of its own, cluster-wide even when the controller is scoped (the
+/// reviews are cluster-scoped).
+#[test]
+fn the_dashboard_is_off_by_default_and_brings_its_reviews() {
+    let args = |docs: &[Value]| -> Vec<String> {
+        let d = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("Deployment");
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, docs) = render("p", "ops", &[]);
+    assert!(!args(&docs).contains(&"--ui".to_string()));
+    assert!(find(&docs, "ClusterRole", "p-pennant-ui").is_none());
+    for set in [
+        vec!["ui.enabled=true"],
+        vec!["ui.enabled=true", "namespace=apps"],
+    ] {
+        let (_, docs) = render("p", "ops", &set);
+        assert!(args(&docs).contains(&"--ui".to_string()), "{set:?}");
+        let role = find(&docs, "ClusterRole", "p-pennant-ui").expect("the dashboard's ClusterRole");
+        assert_same(
+            &granted(role),
+            &triples(UI_RULES),
+            "ClusterRole p-pennant-ui vs UI_RULES",
+        );
+        let b = find(&docs, "ClusterRoleBinding", "p-pennant-ui").expect("its binding");
+        assert_eq!(b["roleRef"]["name"], "p-pennant-ui");
+        assert_eq!(b["subjects"][0]["name"], "p-pennant");
+        assert_eq!(b["subjects"][0]["namespace"], "ops");
+    }
+}
+
 /// A Kustomization applies arbitrary kinds, so the kustomize controller is bound to
 /// `cluster-admin` as Flux's is (a RoleBinding when namespace-scoped); with
 /// `rbac.kustomizeClusterAdmin=false` the chart grants only the code's rules.
@@ -468,6 +507,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             r"log.level=info\,pennant=debug",
             "watchLabelSelector=!sharding.fluxcd.io/key",
             "kustomize.defaultServiceAccount=tenant",
+            "ui.enabled=true",
         ],
     ] {
         let (_, docs) = render("p", "ops", &set);
@@ -722,6 +762,7 @@ fn every_api_use_in_src_is_granted_and_every_grant_is_used() {
         .iter()
         .flat_map(|e| e.rules)
         .chain(LEADER_ELECTION_RULES)
+        .chain(UI_RULES)
         .map(|p| p.kind)
         .collect();
     let ungranted: Vec<_> = used
@@ -767,6 +808,7 @@ async fn rendered_chart_passes_server_side_dry_run() {
             "podDisruptionBudget.enabled=true",
             "slack.url=https://hooks.example/x",
             "msteams.url=https://teams.example/y",
+            "ui.enabled=true",
         ],
         vec![
             "existingSecret=mine",

@@ -5,7 +5,7 @@
 //! - the modules the controllers are built from (`analysis`, `notify`, `router`, `webhook`,
 //!   `metrics`, `ext`, `gate`, `http_post`, `source`, `apply`, `health`) and the process that hosts them
 //!   (`runtime`, `server`, `leader`, `logging`, `kube_client`, `rbac`), and `view` (what people
-//!   read of the objects: `pennant get`'s rows, later the dashboard's) never refer to a
+//!   read of the objects: `pennant get`'s rows) and `ui` (the dashboard) never refer to a
 //!   controller (`canary`, `kustomize`, `helm`, `notification`);
 //! - `gitops` (the GitOps Toolkit contract shared by the Flux-compatible controllers) refers to
 //!   `api` and `util` only;
@@ -52,6 +52,7 @@ const BELOW_CONTROLLERS: &[&str] = &[
     "health",
     "notification",
     "view",
+    "ui",
 ];
 
 /// Why module `from` may not refer to module `to` (top-level modules of the crate), or `None`.

@@ -298,6 +298,14 @@ pub async fn command(mut args: ControllerArgs) -> anyhow::Result<()> {
     for e in &enabled {
         app = app.merge((e.routes)(&process, &args));
     }
+    if args.ui {
+        app = app.merge(crate::ui::routes(crate::ui::Settings {
+            client: process.client.clone(),
+            namespace: process.scope.namespace.clone(),
+            metrics_server: args.metrics_server.clone(),
+            mesh_provider: args.mesh_provider.clone(),
+        }));
+    }
     let names: Vec<&str> = enabled.iter().map(|e| e.name).collect();
     tracing::info!(
         listen = %bound,
@@ -469,6 +477,11 @@ pub struct ControllerArgs {
     /// `spec.kubeConfig` (Flux's `--insecure-kubeconfig-tls`).
     #[arg(long)]
     pub insecure_kubeconfig_tls: bool,
+    /// Serve the dashboard at `/ui` on the HTTP server (off by default; the chart's
+    /// `ui.enabled`): read-only pages for everyone who reaches the port, actions only for a
+    /// bearer token allowed to `patch` the object ([`crate::ui`]).
+    #[arg(long, env = "PENNANT_UI")]
+    pub ui: bool,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, artifacts).
     #[arg(long, env = "PENNANT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -533,6 +546,12 @@ mod tests {
             Command::Controller(c) => Ok(*c),
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn the_dashboard_is_off_unless_asked_for() {
+        assert!(!parse(&[]).unwrap().ui);
+        assert!(parse(&["--ui"]).unwrap().ui);
     }
 
     #[test]

@@ -15,11 +15,11 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::get::client;
 use crate::api::helm_release::{FORCE_REQUESTED_AT_ANNOTATION, RESET_REQUESTED_AT_ANNOTATION};
-use crate::gitops::reconcile_request::RECONCILE_REQUESTED_AT_ANNOTATION;
+use crate::gitops::reconcile_request;
 use crate::view::Kind;
 
 /// `pennant reconcile`.
@@ -70,15 +70,14 @@ impl Extra {
     }
 }
 
-/// The merge patch of a reconcile request: `requestedAt` and the `extra` annotations, all
-/// `token`. PURE.
+/// The merge patch of a reconcile request: `requestedAt`
+/// ([`reconcile_request::request_patch`]) and the `extra` annotations, all `token`. PURE.
 pub fn request_patch(token: &str, extra: Extra) -> Value {
-    let mut annotations = serde_json::Map::new();
-    annotations.insert(RECONCILE_REQUESTED_AT_ANNOTATION.into(), token.into());
+    let mut patch = reconcile_request::request_patch(token);
     for (a, _) in extra.requests() {
-        annotations.insert(a.into(), token.into());
+        patch["metadata"]["annotations"][a] = token.into();
     }
-    json!({"metadata": {"annotations": annotations}})
+    patch
 }
 
 /// Whether `status` shows the request of `token` handled: `lastHandledReconcileAt` and the
@@ -295,6 +294,8 @@ pub async fn command(args: ReconcileArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn words(w: &[&str]) -> Vec<String> {

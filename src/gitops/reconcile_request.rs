@@ -26,6 +26,12 @@ pub fn pending_request<'a>(
     requested_at(annotations).filter(|token| Some(*token) != last_handled)
 }
 
+/// The JSON merge patch that requests a reconcile: `reconcile.fluxcd.io/requestedAt: <token>`
+/// (any string; `flux reconcile` writes the time, RFC 3339), nothing else touched.
+pub fn request_patch(token: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT_ANNOTATION: token}}})
+}
+
 /// The wait before retrying after the `n`-th consecutive reconcile error (n ≥ 1): 5 s doubling
 /// per failure, capped at `cap` (the object's retry interval). PURE.
 pub fn failure_backoff(n: u32, cap: std::time::Duration) -> std::time::Duration {
@@ -35,6 +41,14 @@ pub fn failure_backoff(n: u32, cap: std::time::Duration) -> std::time::Duration 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_patch_writes_only_the_annotation() {
+        assert_eq!(
+            request_patch("2026-12-06T20:00:00Z"),
+            serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "2026-12-06T20:00:00Z"}}})
+        );
+    }
 
     #[test]
     fn failure_backoff_doubles_from_five_seconds_up_to_the_cap() {

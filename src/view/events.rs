@@ -67,10 +67,19 @@ pub fn is_about(e: &Event, kind_name: Option<(&str, &str)>) -> bool {
 
 /// The row of `e` at `now`.
 pub fn row(e: &Event, now: Timestamp) -> EventRow {
+    // `lastTimestamp` has whole seconds: within its second, the `eventTime` (microseconds) of
+    // an Event seen once orders Events written in the same second as they were written
+    let precise = |last: Timestamp| {
+        e.event_time
+            .as_ref()
+            .map(|t| t.0)
+            .filter(|t| t.as_second() == last.as_second() && e.count.unwrap_or(1) <= 1)
+            .unwrap_or(last)
+    };
     let seen_at = e
         .last_timestamp
         .as_ref()
-        .map(|t| t.0)
+        .map(|t| precise(t.0))
         .or_else(|| e.event_time.as_ref().map(|t| t.0))
         .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
         .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
@@ -92,8 +101,9 @@ pub fn row(e: &Event, now: Timestamp) -> EventRow {
     }
 }
 
-/// Rows of the Events about pennant's objects (see [`is_about`]), oldest first (ties by
-/// object, then reason, so the order is stable).
+/// Rows of the Events about pennant's objects (see [`is_about`]), oldest first (within a
+/// second by `eventTime` for an Event seen once; ties by object, then reason, so the order is
+/// stable).
 pub fn rows(events: &[Event], kind_name: Option<(&str, &str)>, now: Timestamp) -> Vec<EventRow> {
     let mut out: Vec<EventRow> = events
         .iter()
