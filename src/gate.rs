@@ -109,6 +109,44 @@ impl Gate {
             Gate::Rollback => "rollback request",
         }
     }
+    /// The endpoint a hook reads this gate from: `/gate/check`, `/rollback/check`.
+    pub fn check_path(self) -> &'static str {
+        match self {
+            Gate::Promotion => "/gate/check",
+            Gate::Rollback => "/rollback/check",
+        }
+    }
+}
+
+/// Whether a webhook of `canary` reads `gate` (its URL's path is [`Gate::check_path`]), that
+/// is whether opening the gate acts on a run; opening it otherwise changes nothing but the
+/// annotation, which a later hook would still find open. PURE.
+pub fn read_by_a_hook(canary: &Canary, gate: Gate) -> bool {
+    let path_of = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        path.split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    canary.spec.analysis.as_ref().is_some_and(|a| {
+        a.webhooks
+            .iter()
+            .any(|w| path_of(&w.url) == gate.check_path())
+    })
+}
+
+/// The warning for opening `gate` on `canary` when no hook reads it ([`read_by_a_hook`]).
+pub fn unread_warning(canary: &Canary, gate: Gate) -> Option<String> {
+    (!read_by_a_hook(canary, gate)).then(|| {
+        format!(
+            "no webhook of this Canary points at {}: no run reads the {} (it stays open for a later \
+             hook to find)",
+            gate.check_path(),
+            gate.describe()
+        )
+    })
 }
 
 /// Whether a gate is open.

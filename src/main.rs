@@ -9,8 +9,15 @@ use pennant::cmd::normalize_args;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Errors print as one line (`Error: …`, [`pennant::cmd::describe`]) and exit 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = pennant::cmd::parse(normalize_args(std::env::args()));
-    pennant::cmd::run(cli).await
+    match pennant::cmd::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", pennant::cmd::describe(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

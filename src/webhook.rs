@@ -279,7 +279,9 @@ pub async fn run_hooks_with(
     let mut last_refusal = String::new();
     for hook in &hooks {
         let payload = Payload::new(canary, phase, hook);
-        let who = format!("webhook {k} {:?} {}", hook.name, hook.url);
+        // the URL without userinfo or query, which may hold credentials (Events, status, logs)
+        let url = crate::source::helm_index::redact_url(&hook.url);
+        let who = format!("webhook {k} {:?} {url}", hook.name);
         match call(client, hook, &payload, retry).await {
             Ok(status) => {
                 tracing::debug!(canary = %canary.name_any(), hook = %hook.name, status, "{who} passed");

@@ -268,7 +268,11 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     assert_eq!(out.lines().count(), 2, "header and one row:\n{out}");
     assert!(out.lines().nth(1).unwrap().starts_with("charts "), "{out}");
     let (code, out, err) = pennant(&["get", "ks", "missing", "-n", n]);
-    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(
+        (code, out.as_str()),
+        (1, ""),
+        "a named object missing fails, as flux get"
+    );
     assert!(
         err.contains("no \"missing\" Kustomization objects found"),
         "{err}"
@@ -361,8 +365,18 @@ async fn get_tree_reconcile_promote_abort_events_and_watch_against_the_cluster()
     let (code, _, err) = pennant(&["reconcile", "canary", "podinfo", "-n", n]);
     assert_ne!(code, 0);
     assert!(err.contains("nothing to request"), "{err}");
-    let (code, _, _) = pennant(&["reconcile", "hr", "missing", "-n", n, "--timeout", "5s"]);
+    let (code, _, err) = pennant(&["reconcile", "hr", "missing", "-n", n, "--timeout", "5s"]);
     assert_ne!(code, 0);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "Error: HelmRelease {n}/missing: helmreleases.helm.toolkit.fluxcd.io \"missing\" not found"
+        ),
+        "one line, the API server's message"
+    );
+    let (code, _, err) = pennant(&["events", "--for", "ks/missing", "-n", n]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"missing\" not found"), "{err}");
     // reconcile hr --force --reset: a one-off upgrade without a change and the failure counters
     // reset, as `flux reconcile hr`; both echoed in status with the request's token. `events
     // --watch` prints the upgrade's Event as it comes.

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
 
@@ -52,9 +52,18 @@ pub async fn command(args: EventsArgs) -> anyhow::Result<()> {
     let client = client().await?;
     let ns = args.scope.resolve(&client);
     let api: Api<Event> = match &ns {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
+    if let (Some((kind, name)), Some(ns)) = (&for_object, &ns) {
+        // a missing object fails, as `flux events --for`
+        let (group, version) = kind.api_version().rsplit_once('/').unwrap_or_default();
+        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+            .get(name)
+            .await
+            .with_context(|| format!("{kind} {ns}/{name}"))?;
+    }
     let list = api.list(&ListParams::default()).await?;
     let about = for_object.as_ref().map(|(k, n)| (k.as_str(), n.as_str()));
     let rows = events::rows(&list.items, about, Timestamp::now());

@@ -57,5 +57,16 @@ pub async fn command(gate: Gate, args: GateArgs) -> anyhow::Result<()> {
         gate.annotation(),
         state.as_str()
     );
+    if args.action == GateAction::Open {
+        let api: kube::Api<crate::api::Canary> = kube::Api::namespaced(client, &canary.namespace);
+        if let Some(w) = api
+            .get(&canary.name)
+            .await
+            .ok()
+            .and_then(|c| crate::gate::unread_warning(&c, gate))
+        {
+            eprintln!("warning: {w}");
+        }
+    }
     Ok(())
 }

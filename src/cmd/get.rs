@@ -241,19 +241,23 @@ pub async fn command(args: GetArgs) -> anyhow::Result<()> {
     if let Some(name) = &name {
         rows.retain(|s| &s.name == name);
     }
+    let what = if kinds.len() == 1 {
+        kinds[0].as_str()
+    } else {
+        "pennant"
+    };
+    let in_ns = ns.as_deref().map_or("any".into(), |n| format!("{n:?}"));
+    // a named object that is not there fails, as `flux get ks NAME` does
+    if let Some(name) = name.as_ref().filter(|_| rows.is_empty() && !args.watch) {
+        bail!("no {name:?} {what} objects found in {in_ns} namespace");
+    }
     let colour = colour_stdout();
     let mut out = std::io::stdout().lock();
     match args.output {
-        Output::Table if rows.is_empty() => eprintln!(
-            "no {}{} objects found in {} namespace",
-            name.as_ref().map_or(String::new(), |n| format!("{n:?} ")),
-            if kinds.len() == 1 {
-                kinds[0].as_str()
-            } else {
-                "pennant"
-            },
-            ns.as_deref().map_or("any".into(), |n| format!("{n:?}"))
-        ),
+        Output::Table if rows.is_empty() => {
+            let name = name.as_ref().map_or(String::new(), |n| format!("{n:?} "));
+            eprintln!("no {name}{what} objects found in {in_ns} namespace")
+        }
         Output::Table => out.write_all(render_get(&rows, all_ns, sections, colour).as_bytes())?,
         o => out.write_all(to_text(&rows, o)?.as_bytes())?,
     }

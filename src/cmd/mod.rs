@@ -103,6 +103,21 @@ pub enum Command {
 }
 
 /// Run the command the line asked for.
+/// `e` as one line for the command line: its chain joined by `: `, an API server's refusal by
+/// its message only (kube's own text adds the whole `Status` struct), e.g. `Kustomization
+/// apps/web: kustomizations.kustomize.toolkit.fluxcd.io "web" not found`.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut parts = vec![];
+    for cause in e.chain() {
+        if let Some(kube::Error::Api(s)) = cause.downcast_ref::<kube::Error>() {
+            parts.push(s.message.clone());
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => crds::command(),
@@ -209,6 +224,24 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errors_read_as_one_line_with_the_api_servers_message() {
+        let status = kube::core::Status {
+            code: 404,
+            message: "kustomizations.kustomize.toolkit.fluxcd.io \"web\" not found".into(),
+            reason: "NotFound".into(),
+            ..Default::default()
+        };
+        let e = anyhow::Error::from(kube::Error::Api(Box::new(status)))
+            .context("Kustomization apps/web");
+        assert_eq!(
+            describe(&e),
+            "Kustomization apps/web: kustomizations.kustomize.toolkit.fluxcd.io \"web\" not found"
+        );
+        let plain = anyhow::anyhow!("no such file").context("read config");
+        assert_eq!(describe(&plain), "read config: no such file");
+    }
+
     use super::*;
 
     #[test]

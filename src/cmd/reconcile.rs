@@ -229,12 +229,11 @@ pub async fn reconcile(
             None => {}
         }
         if Instant::now() >= deadline {
+            let why = unfinished(&o["status"], &token, extra);
             bail!(
-                "{} {ns}/{name}: the controller did not handle the request within {} s \
-                 (status.lastHandledReconcileAt is {})",
+                "{} {ns}/{name}: after {} s, {why}",
                 r.kind,
-                timeout.as_secs(),
-                o["status"]["lastHandledReconcileAt"]
+                timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -261,6 +260,27 @@ pub fn outcome(status: &Value, token: &str, extra: Extra) -> Option<Result<Strin
         Some("Unknown") => None,
         _ => Some(Err(message)),
     }
+}
+
+/// Why the request of `token` is not finished, as `status` shows it (for a timeout): the
+/// first `lastHandled…` field not yet at `token`, or Ready still `Unknown` with its message.
+/// PURE.
+pub fn unfinished(status: &Value, token: &str, extra: Extra) -> String {
+    let fields = std::iter::once("lastHandledReconcileAt")
+        .chain(extra.requests().into_iter().map(|(_, f)| f));
+    for f in fields {
+        if status[f].as_str() != Some(token) {
+            return format!(
+                "the controller has not handled the request (status.{f} is {}, waiting for {token:?})",
+                status[f]
+            );
+        }
+    }
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("");
+    format!("the request was handled but Ready is still Unknown: {message}")
 }
 
 /// `pennant reconcile …`.
@@ -355,6 +375,28 @@ mod tests {
         assert!(handled(&forced, "t1", force));
         assert!(!handled(&forced, "t1", both), "the reset not yet handled");
         assert!(!handled(&json!({}), "t1", Extra::default()));
+    }
+
+    #[test]
+    fn a_timeout_says_what_is_still_awaited() {
+        let force = Extra {
+            force: true,
+            reset: false,
+        };
+        let st = json!({"lastHandledReconcileAt": "t1", "lastHandledForceAt": "t0",
+            "conditions": [{"type": "Ready", "status": "Unknown", "message": "Running health checks"}]});
+        assert_eq!(
+            unfinished(&st, "t1", force),
+            "the controller has not handled the request (status.lastHandledForceAt is \"t0\", \
+             waiting for \"t1\")"
+        );
+        assert_eq!(
+            unfinished(&st, "t1", Extra::default()),
+            "the request was handled but Ready is still Unknown: Running health checks"
+        );
+        assert!(
+            unfinished(&json!({}), "t1", force).contains("status.lastHandledReconcileAt is null")
+        );
     }
 
     #[test]

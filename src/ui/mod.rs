@@ -78,12 +78,43 @@ pub fn routes(settings: Settings) -> axum::Router {
             post(reconcile_action),
         )
         .with_state(settings)
+        .layer(axum::middleware::map_response(secure))
 }
 
-fn in_scope(s: &Settings, ns: &str) -> bool {
-    s.namespace
-        .as_deref()
-        .is_none_or(|w| w.is_empty() || w == ns)
+/// Every answer: not framed by another site (clickjacking of the action buttons), its content
+/// type taken as sent.
+async fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Whether `ns/name` can be an object the dashboard serves: both valid Kubernetes names
+/// (lower-case alphanumerics, `-` and `.`, at most 253), and `ns` watched. Anything else is
+/// answered 404 before it reaches an API path.
+fn in_scope(s: &Settings, ns: &str, name: &str) -> bool {
+    let valid = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    valid(ns)
+        && valid(name)
+        && s.namespace
+            .as_deref()
+            .is_none_or(|w| w.is_empty() || w == ns)
 }
 
 fn not_found(what: String) -> Response {
@@ -346,7 +377,7 @@ async fn canary_series(
 
 /// Observe a Canary and build its page values; `Err` is the answer to send.
 async fn canary_view(s: &Settings, ns: &str, name: &str) -> Result<page::CanaryView, Response> {
-    if !in_scope(s, ns) {
+    if !in_scope(s, ns, name) {
         return Err(not_found(format!("canary {name}.{ns}")));
     }
     let c: Canary = match get_opt(s, ns, name).await {
@@ -419,7 +450,7 @@ async fn kustomization_page(
     State(s): State<Settings>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    if !in_scope(&s, &ns) {
+    if !in_scope(&s, &ns, &name) {
         return not_found(format!("Kustomization {ns}/{name}"));
     }
     let k: Kustomization = match get_opt(&s, &ns, &name).await {
@@ -438,7 +469,7 @@ async fn helm_release_page(
     State(s): State<Settings>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    if !in_scope(&s, &ns) {
+    if !in_scope(&s, &ns, &name) {
         return not_found(format!("HelmRelease {ns}/{name}"));
     }
     let hr: HelmRelease = match get_opt(&s, &ns, &name).await {
@@ -477,7 +508,7 @@ async fn canary_action(
     let Some(gate) = canary_action_gate(&action) else {
         return not_found(format!("action {action:?}"));
     };
-    if !in_scope(&s, &ns) {
+    if !in_scope(&s, &ns, &name) {
         return not_found(format!("canary {name}.{ns}"));
     }
     let target = auth::Target {
@@ -495,9 +526,19 @@ async fn canary_action(
         namespace: ns.clone(),
     };
     let outcome = crate::gate::write(&s.client, &canary, gate, GateState::Open).await;
-    let answer = crate::gate::answer(Request::Set(gate, GateState::Open), Some(&canary), outcome);
+    let mut answer =
+        crate::gate::answer(Request::Set(gate, GateState::Open), Some(&canary), outcome);
     if answer.status < 300 {
         tracing::info!(canary = %canary, user = %user, "dashboard: {}", answer.body);
+        let api: kube::Api<Canary> = kube::Api::namespaced(s.client.clone(), &ns);
+        if let Some(w) = api
+            .get(&name)
+            .await
+            .ok()
+            .and_then(|c| crate::gate::unread_warning(&c, gate))
+        {
+            answer.body = format!("{} (warning: {w})", answer.body);
+        }
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, answer.body).into_response()
@@ -517,7 +558,7 @@ async fn reconcile_action(
         "helmreleases" => ("helm.toolkit.fluxcd.io", "helmreleases", "HelmRelease"),
         _ => return not_found(format!("{kind:?}")),
     };
-    if !in_scope(&s, &ns) {
+    if !in_scope(&s, &ns, &name) {
         return not_found(format!("{kind_name} {ns}/{name}"));
     }
     let target = auth::Target {
@@ -530,6 +571,25 @@ async fn reconcile_action(
         Ok(u) => u,
         Err(e) => return (StatusCode::FORBIDDEN, e.to_string()).into_response(),
     };
+    // a suspended object is not reconciled on request, as `pennant reconcile` refuses it
+    let suspended = if kind_name == "Kustomization" {
+        get_opt::<Kustomization>(&s, &ns, &name)
+            .await
+            .map(|k| k.map(|k| k.spec.suspend == Some(true)))
+    } else {
+        get_opt::<HelmRelease>(&s, &ns, &name)
+            .await
+            .map(|h| h.map(|h| h.spec.suspend == Some(true)))
+    };
+    match suspended {
+        Ok(Some(false)) => {}
+        Ok(Some(true)) => {
+            let message = format!("{kind_name} {ns}/{name} is suspended: resume it first");
+            return (StatusCode::CONFLICT, message).into_response();
+        }
+        Ok(None) => return not_found(format!("{kind_name} {ns}/{name}")),
+        Err(e) => return unavailable(e),
+    }
     let token = Timestamp::now().to_string();
     let patch = crate::gitops::reconcile_request::request_patch(&token);
     let params = PatchParams {

@@ -42,7 +42,8 @@ pub fn esc(s: &str) -> String {
 /// condition is `False` (a never reconciled object included, as `flux get` shows it).
 pub fn is_failing(s: &Summary) -> bool {
     match s.kind {
-        Kind::Canary => s.phase == "Failed",
+        // a run that failed, or one that cannot start (`Stalled`: no target, invalid spec)
+        Kind::Canary => s.phase == "Failed" || s.ready == "False",
         _ => s.ready == "False",
     }
 }
@@ -372,6 +373,26 @@ pub struct CanaryView {
     pub webhooks: Vec<(String, String, String, Option<String>)>,
 }
 
+/// The judge's state when it has no verdict yet: `NOT READY` with `JudgeReady=False`'s message
+/// (e.g. a count MetricTemplate it refuses), else `WAITING` when the Canary opted in; `None`
+/// when the judge is off.
+fn judge_state(c: &Canary) -> Option<(String, String)> {
+    let ready = c.status.as_ref().and_then(|s| {
+        crate::api::find_condition(&s.conditions, crate::api::condition::types::JUDGE_READY)
+    });
+    match ready {
+        Some(r) if r.status == "False" => {
+            Some(("NOT READY".into(), r.message.clone().unwrap_or_default()))
+        }
+        Some(r) => Some(("WAITING".into(), r.message.clone().unwrap_or_default())),
+        None if crate::analysis::judge::opted_in(c) => Some((
+            "WAITING".into(),
+            "the judge is on; no step judged yet".into(),
+        )),
+        None => None,
+    }
+}
+
 /// The [`CanaryView`] of `c` from its namespace's `events` and the `series` queried for it.
 pub fn canary_view(
     c: &Canary,
@@ -402,11 +423,13 @@ pub fn canary_view(
         steps: timeline(&rows),
         series,
         metrics_note,
-        judge: judge.and_then(|j| {
-            j.verdict
-                .clone()
-                .map(|v| (v, j.message.clone().unwrap_or_default()))
-        }),
+        judge: judge
+            .and_then(|j| {
+                j.verdict
+                    .clone()
+                    .map(|v| (v, j.message.clone().unwrap_or_default()))
+            })
+            .or_else(|| judge_state(c)),
         judge_steps: judge
             .map(|j| {
                 j.steps
@@ -438,7 +461,8 @@ pub fn canary_view(
                 (
                     h.name.clone(),
                     h.type_.clone().unwrap_or_else(|| "rollout".into()),
-                    h.url.clone(),
+                    // without userinfo or query: the page needs no token to read
+                    crate::source::helm_index::redact_url(&h.url),
                     last,
                 )
             })
@@ -683,7 +707,11 @@ pub fn canary_live(v: &CanaryView) -> LiveParts {
                 .collect();
             format!(
                 "<p>Verdict {} <span class=\"evidence\">{}</span></p>{}",
-                badge(verdict, verdict == "FAIL", verdict == "PASS"),
+                badge(
+                    verdict,
+                    verdict == "FAIL" || verdict == "NOT READY",
+                    verdict == "PASS"
+                ),
                 esc(message),
                 table(
                     "judge",

@@ -38,7 +38,7 @@ fn canary(name: &str, phase: &str, weight: i32, annotations: &str) -> Canary {
     serde_saphyr::from_str(&format!(
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: '{name}'\n  namespace: apps\n  annotations: {annotations}\n\
          spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}\n  service: {{port: 80}}\n\
-         \x20 analysis:\n    webhooks:\n    - {{name: load-test, url: 'http://tester/?q=<x>'}}\n    - {{name: promotion-gate, type: confirm-promotion, url: http://pennant/gate/check}}\n\
+         \x20 analysis:\n    webhooks:\n    - {{name: load-test, url: 'http://user:pw@tester/load?token=s3cret&q=<x>'}}\n    - {{name: promotion-gate, type: confirm-promotion, url: http://pennant/gate/check}}\n\
          status:\n  phase: {phase}\n  canaryWeight: {weight}\n  failedChecks: 1\n  conditions:\n  - type: Promoted\n    status: Unknown\n    reason: Progressing\n    message: New revision detected, progressing canary analysis.\n"
     ))
     .unwrap()
@@ -230,7 +230,16 @@ fn the_canary_page_shows_state_steps_metrics_and_events() {
     assert!(html.contains("no sequential judge"));
     assert!(!html.contains("other.apps"), "another Canary's Events");
     // the hooks, with the last Event that names one (none names the load test)
-    assert!(html.contains("<td>load-test</td><td>rollout</td><td><code>http://tester/?q=&lt;x&gt;</code></td><td>–</td>"), "{html}");
+    assert!(
+        html.contains(
+            "<td>load-test</td><td>rollout</td><td><code>http://tester/load</code></td><td>–</td>"
+        ),
+        "{html}"
+    );
+    assert!(
+        !html.contains("s3cret") && !html.contains("pw@"),
+        "a hook's credentials stay off the page"
+    );
     assert!(html.contains("<td>promotion-gate</td><td>confirm-promotion</td>"));
     // the JSON parts are the same markup
     let live = canary_live(&v);
@@ -347,6 +356,80 @@ fn the_judge_report_is_shown_when_in_status() {
         "{html}"
     );
     assert!(html.contains("<td>1</td><td>10%</td><td>1000</td><td>3</td><td>4000</td><td>2</td>"));
+}
+
+/// Break-it finding: with the judge on and refusing a count MetricTemplate, `status.judge` is
+/// empty and the page said "no sequential judge on this Canary".
+#[test]
+fn a_judge_that_is_not_ready_says_why_and_one_not_started_says_it_is_on() {
+    let mut c = canary(
+        "podinfo",
+        "Progressing",
+        0,
+        "{judge.pennant.dev/mode: sequential}",
+    );
+    let v = canary_view(&c, &[], vec![], None, at("2026-12-06T12:00:00Z"));
+    assert_eq!(
+        v.judge,
+        Some((
+            "WAITING".into(),
+            "the judge is on; no step judged yet".into()
+        ))
+    );
+    c.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .push(crate::api::Condition {
+            type_: "JudgeReady".into(),
+            status: "False".into(),
+            reason: Some("InvalidCountSignal".into()),
+            message: Some(
+                "MetricTemplate apps/jobs: judge.pennant.dev/bad: not a series selector".into(),
+            ),
+            ..Default::default()
+        });
+    let html = canary_html(&canary_view(
+        &c,
+        &[],
+        vec![],
+        None,
+        at("2026-12-06T12:00:00Z"),
+    ));
+    assert!(html.contains("NOT READY"), "{html}");
+    assert!(
+        html.contains("judge.pennant.dev/bad: not a series selector"),
+        "{html}"
+    );
+    assert!(!html.contains("no sequential judge"), "{html}");
+    let off = canary("podinfo", "Progressing", 0, "{}");
+    let v = canary_view(&off, &[], vec![], None, at("2026-12-06T12:00:00Z"));
+    assert_eq!(v.judge, None);
+}
+
+/// Break-it finding: a Canary that cannot start (`Stalled=True`, e.g. no target) read
+/// "waiting to be reconciled" and was not counted as failing.
+#[test]
+fn a_stalled_canary_is_failing_with_the_stalled_message() {
+    let mut c = canary("orphan", "Initializing", 0, "{}");
+    let st = c.status.as_mut().unwrap();
+    st.conditions.clear();
+    st.phase = None;
+    st.conditions.push(crate::api::Condition {
+        type_: "Stalled".into(),
+        status: "True".into(),
+        reason: Some("TargetNotFound".into()),
+        message: Some("Deployment apps/podinfo not found".into()),
+        ..Default::default()
+    });
+    let s = c.summarize(at("2026-12-06T12:00:00Z"));
+    assert_eq!(
+        (s.ready.as_str(), s.message.as_str()),
+        ("False", "Deployment apps/podinfo not found")
+    );
+    assert!(is_failing(&s));
+    let healthy = canary("podinfo", "Progressing", 20, "{}").summarize(at("2026-12-06T12:00:00Z"));
+    assert!(!is_failing(&healthy));
 }
 
 #[test]

@@ -264,15 +264,22 @@ impl Summarize for HelmRelease {
 }
 
 impl Summarize for Canary {
-    /// Ready and message from the `Promoted` condition (Flagger's only condition); the phase
-    /// `Initializing` before the first status, as Flagger's printer shows nothing there.
+    /// Ready and message from the `Promoted` condition (Flagger's only condition), or from
+    /// pennant's `Stalled=True` (a run that cannot start: no target, an invalid spec) as
+    /// `False`; the phase `Initializing` before the first status, as Flagger's printer shows
+    /// nothing there.
     fn summarize(&self, now: Timestamp) -> Summary {
+        use crate::api::condition::types;
         let status = self.status.as_ref();
-        let promoted = status.and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == crate::api::condition::types::PROMOTED)
-        });
+        let find = |t: &str| status.and_then(|s| s.conditions.iter().find(|c| c.type_ == t));
+        let stalled = find(types::STALLED)
+            .filter(|c| c.status == "True")
+            .map(|c| {
+                let mut c = c.clone();
+                c.status = "False".into();
+                c
+            });
+        let promoted = stalled.as_ref().or(find(types::PROMOTED));
         Summary {
             ready: promoted.map_or("Unknown".into(), |c| c.status.clone()),
             message: promoted
