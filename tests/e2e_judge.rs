@@ -628,12 +628,13 @@ async fn a_regression_only_a_count_metric_template_sees_is_rolled_back() {
 
 #[tokio::test]
 async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_promotes() {
-    // `bad` without `total`: the judge cannot judge the metric, and says which annotation
+    // a rate, not a series selector: the judge cannot read the metric's counters, and says
+    // which annotation, before any traffic moves
     let template = JOBS_TEMPLATE.replace(
-        "    judge.pennant.dev/total: 'e2e_jobs_total{namespace=\"{{ namespace }}\",workload=\"{{ target }}\"}'\n",
-        "",
+        "judge.pennant.dev/bad: 'e2e_jobs_total{namespace=\"{{ namespace }}\",workload=\"{{ target }}\",status=\"failed\"}'",
+        "judge.pennant.dev/bad: 'rate(e2e_jobs_total{workload=\"{{ target }}\",status=\"failed\"}[5m])'",
     );
-    assert!(!template.contains("judge.pennant.dev/total"), "{template}");
+    assert!(template.contains("bad: 'rate("), "{template}");
     let canary = format!(
         "{}    - name: jobs\n      templateRef:\n        name: jobs\n      interval: 15s\n",
         judged_canary("errorTolerance: 1")
@@ -642,7 +643,7 @@ async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_p
     assert!(canary.contains("threshold: 2"), "{canary}");
     let (ns, _ctl) = initialized_with("cm-judge-badjobs", 100, 0.0, &template, &canary).await;
     set_image(&ns, V2, 0.0).await;
-    // failed checks up to the threshold, then the rollback: never past the first step
+    // failed checks at weight 0 up to the threshold, then the rollback: no traffic moved
     let weights = wait_phase(
         &ns,
         "podinfo",
@@ -651,9 +652,9 @@ async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_p
         MINUTES(2),
     )
     .await;
-    assert!(weights.iter().all(|w| *w <= 25), "{weights:?}");
+    assert!(weights.iter().all(|w| *w == 0), "{weights:?}");
     let needle = format!(
-        "sequential judge: MetricTemplate {}/jobs (metric jobs): annotation judge.pennant.dev/total is missing or empty",
+        "sequential judge: MetricTemplate {}/jobs (metric jobs): annotation judge.pennant.dev/bad: not a series selector",
         ns.name
     );
     let events = ns.events_with("podinfo", &[needle.as_str()]).await;
@@ -662,6 +663,19 @@ async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_p
             .iter()
             .any(|(t, m)| t == "Warning" && m.starts_with("Halt ") && m.contains(&needle)),
         "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|(_, m)| m.starts_with("Advance ")),
+        "{events:#?}"
+    );
+    let status = ns.canary("podinfo").await.status.unwrap_or_default();
+    let ready = pennant::api::find_condition(&status.conditions, "JudgeReady");
+    assert!(
+        ready
+            .is_some_and(|c| c.status == "False"
+                && c.message.as_deref().is_some_and(|m| m.contains(&needle))),
+        "{:#?}",
+        status.conditions
     );
     assert_eq!(
         image_of(&ns.deployment("podinfo-primary").await.unwrap()),

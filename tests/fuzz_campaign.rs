@@ -577,6 +577,13 @@ fn one_canary(rng: &mut Rng, seeds: &[Value]) -> &'static str {
                         .collect(),
                 );
             }
+            Step::Need(Probe::CountSignals) => {
+                obs.probes.count_signals = Some(if rng.chance(50) {
+                    Ok(Vec::new())
+                } else {
+                    Err("fuzz: invalid declaration".into())
+                });
+            }
             Step::Need(Probe::Judge) => return "needs_judge",
         }
     }

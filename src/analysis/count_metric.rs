@@ -34,6 +34,8 @@
 //! `thresholdRange` are not used). Without the judge, or without the annotations, the template
 //! keeps Flagger's threshold rule.
 
+use std::collections::BTreeMap;
+
 use super::PrometheusProvider;
 use super::counts::{
     InputError, MARGIN_SECS, RawSeries, Version, incomplete, increase, raw_series,
@@ -72,48 +74,138 @@ pub fn declares(template: &MetricTemplate) -> bool {
         .any(|k| a.is_some_and(|a| a.contains_key(*k)))
 }
 
+/// Prefix of pennant's judge annotations. On a MetricTemplate only [`BAD_ANNOTATION`],
+/// [`TOTAL_ANNOTATION`] and [`TOLERANCE_ANNOTATION`] mean something (`mode` and `policy` go on
+/// the Canary).
+pub const PREFIX: &str = "judge.pennant.dev/";
+
 /// The template's declaration: `Ok(None)` without any count annotation. Errors (message
-/// without the template's name): one of bad/total missing or empty, a tolerance that is not a
-/// number in (0, 50], a provider other than `prometheus`.
+/// without the template's name, several joined with `; `): as [`declaration_errors`].
 pub fn declaration(template: &MetricTemplate) -> Result<Option<Declaration>, String> {
+    declaration_errors(template).map_err(|e| e.join("; "))
+}
+
+/// The template's declaration: `Ok(None)` without any count annotation. Errors, every one
+/// found (messages without the template's name): bad or total missing or empty, a tolerance
+/// that is not a number in (0, 50], a provider other than `prometheus`. The selectors are not
+/// rendered here ([`render_one`]).
+pub fn declaration_errors(template: &MetricTemplate) -> Result<Option<Declaration>, Vec<String>> {
     if !declares(template) {
         return Ok(None);
     }
     let a = template.metadata.annotations.clone().unwrap_or_default();
-    let get = |k: &str| {
-        a.get(k)
+    let mut errors = Vec::new();
+    let mut get = |k: &str| {
+        let v = a
+            .get(k)
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                format!(
-                    "annotation {k} is missing or empty: a count signal needs both {BAD_ANNOTATION} and {TOTAL_ANNOTATION}"
-                )
-            })
+            .map(str::to_string);
+        if v.is_none() {
+            errors.push(format!(
+                "annotation {k} is missing or empty: a count signal needs both {BAD_ANNOTATION} and {TOTAL_ANNOTATION}"
+            ));
+        }
+        v
     };
-    let (bad, total) = (get(BAD_ANNOTATION)?, get(TOTAL_ANNOTATION)?);
+    let (bad, total) = (get(BAD_ANNOTATION), get(TOTAL_ANNOTATION));
     let tolerance_pp = match a.get(TOLERANCE_ANNOTATION) {
         None => None,
         Some(t) => match t.trim().parse::<f64>() {
             Ok(x) if x > 0.0 && x <= 50.0 => Some(x),
             _ => {
-                return Err(format!(
+                errors.push(format!(
                     "annotation {TOLERANCE_ANNOTATION} {t:?} is not a number of percentage points in (0, 50]"
                 ));
+                None
             }
         },
     };
     let kind = template.spec.provider.type_.as_str();
     if kind != "prometheus" {
-        return Err(format!(
+        errors.push(format!(
             "count annotations need spec.provider.type prometheus, not {kind:?}"
         ));
     }
-    Ok(Some(Declaration {
-        bad,
-        total,
-        tolerance_pp,
-    }))
+    match (bad, total) {
+        (Some(bad), Some(total)) if errors.is_empty() => Ok(Some(Declaration {
+            bad,
+            total,
+            tolerance_pp,
+        })),
+        _ => Err(errors),
+    }
+}
+
+/// Annotations under [`PREFIX`] on a MetricTemplate that pennant does not know (a misspelled
+/// `judge.pennant.dev/tolrance` is otherwise ignored), one message each.
+pub fn unknown_annotations(template: &MetricTemplate) -> Vec<String> {
+    let known = [BAD_ANNOTATION, TOTAL_ANNOTATION, TOLERANCE_ANNOTATION];
+    template
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(PREFIX) && !known.contains(&k.as_str()))
+        .map(|(k, _)| {
+            format!(
+                "unknown annotation {k} is ignored: a MetricTemplate knows {BAD_ANNOTATION}, {TOTAL_ANNOTATION} and {TOLERANCE_ANNOTATION} ({PREFIX}mode and {PREFIX}policy go on the Canary)"
+            )
+        })
+        .collect()
+}
+
+/// Every problem of `template`'s count declaration, checked without a Canary (`pennant
+/// lint`): [`declaration_errors`], then each selector present rendered by [`render_one`] with
+/// placeholder values (`target` = `target` and `target-primary`, each `variables.<key>` the
+/// selector uses = `<key>`). The same rules as the controller's,
+/// except the Canary's `templateVariables`, which only the Canary knows.
+pub fn problems(template: &MetricTemplate) -> Vec<String> {
+    let mut out = declaration_errors(template).err().unwrap_or_default();
+    if declares(template) {
+        let a = template.metadata.annotations.clone().unwrap_or_default();
+        for key in [BAD_ANNOTATION, TOTAL_ANNOTATION] {
+            let Some(text) = a.get(key).filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            let variables: BTreeMap<String, String> = used_variables(text)
+                .into_iter()
+                .map(|k| (k.clone(), k))
+                .collect();
+            let model = TemplateModel {
+                name: "canary".into(),
+                namespace: "namespace".into(),
+                target: "target",
+                service: "service",
+                ingress: "ingress",
+                route: "route",
+                interval: "1m",
+                variables: Some(&variables),
+            };
+            let primary = TemplateModel {
+                target: "target-primary",
+                ..model.clone()
+            };
+            if let Err(e) = render_one(key, text, &model, &primary) {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// The keys of the `variables.<key>` a template text names.
+fn used_variables(text: &str) -> Vec<String> {
+    text.match_indices("variables.")
+        .map(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(rest.len());
+            rest[..end].to_string()
+        })
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 /// One version's rendered selectors.
@@ -132,8 +224,8 @@ pub struct VersionSelectors {
 
 /// Render `decl` for both versions of `canary` (module docs): the template model of `metric`
 /// (its `interval`, `templateVariables`) with `target` = the canary workload, then its
-/// `-primary`. Errors name the annotation: a render error, a rendering that is not a series
-/// selector ([`check_selector`]), or one that is the same for both versions.
+/// `-primary`. Errors ([`render_one`], both annotations', joined with `; `) name the
+/// annotation.
 pub fn render_versions(
     canary: &Canary,
     metric: &CanaryMetric,
@@ -147,27 +239,45 @@ pub fn render_versions(
         target: &primary_name,
         ..canary_model.clone()
     };
-    let one = |key: &str, text: &str| -> Result<(String, String), String> {
-        let r = |m: &TemplateModel| {
-            let q = render(text, m).map_err(|e| format!("annotation {key}: {e}"))?;
-            let q = collapse_whitespace(&q);
-            check_selector(&q).map_err(|e| format!("annotation {key}: {e}: {q}"))?;
-            Ok::<_, String>(q)
-        };
-        let (c, p) = (r(&canary_model)?, r(&primary_model)?);
-        if c == p {
-            return Err(format!(
-                "annotation {key} renders the same selector for the canary and the primary ({c}): use {{{{ target }}}} to tell their series apart"
-            ));
-        }
-        Ok((c, p))
+    let bad = render_one(BAD_ANNOTATION, &decl.bad, &canary_model, &primary_model);
+    let total = render_one(TOTAL_ANNOTATION, &decl.total, &canary_model, &primary_model);
+    match (bad, total) {
+        (Ok((cb, pb)), Ok((ct, pt))) => Ok(VersionSelectors {
+            canary: Selectors { bad: cb, total: ct },
+            primary: Selectors { bad: pb, total: pt },
+        }),
+        (b, t) => Err([b.err(), t.err()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// One annotation's selector `text` (key `key`) rendered with the canary's `model` and the
+/// primary's, as (canary, primary). The one rule set of a selector, for the controller and
+/// `pennant lint`. Errors name the annotation: a render error (unknown variable, unclosed
+/// `{{`), a rendering that is not a series selector ([`check_selector`]), or one that is the
+/// same for both versions (no `{{ target }}`).
+pub fn render_one(
+    key: &str,
+    text: &str,
+    model: &TemplateModel,
+    primary: &TemplateModel,
+) -> Result<(String, String), String> {
+    let r = |m: &TemplateModel| {
+        let q = render(text, m).map_err(|e| format!("annotation {key}: {e}"))?;
+        let q = collapse_whitespace(&q);
+        check_selector(&q).map_err(|e| format!("annotation {key}: {e}: {q}"))?;
+        Ok::<_, String>(q)
     };
-    let (cb, pb) = one(BAD_ANNOTATION, &decl.bad)?;
-    let (ct, pt) = one(TOTAL_ANNOTATION, &decl.total)?;
-    Ok(VersionSelectors {
-        canary: Selectors { bad: cb, total: ct },
-        primary: Selectors { bad: pb, total: pt },
-    })
+    let (c, p) = (r(model)?, r(primary)?);
+    if c == p {
+        return Err(format!(
+            "annotation {key} renders the same selector for the canary and the primary ({c}): use {{{{ target }}}} to tell their series apart"
+        ));
+    }
+    Ok((c, p))
 }
 
 /// `Ok` when `q` is one PromQL series selector: an optional metric name

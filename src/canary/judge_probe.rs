@@ -10,7 +10,7 @@ use super::validate;
 use crate::analysis::PrometheusProvider;
 use crate::analysis::count_metric;
 use crate::analysis::counts::{self, Version};
-use crate::analysis::judge::Policy;
+use crate::analysis::judge::{CountSignal, Policy};
 use crate::api::Canary;
 
 /// Read the policy named by the Canary (or the defaults).
@@ -35,6 +35,23 @@ pub async fn policy(canary: &Canary, client: &kube::Client) -> Result<Policy, St
             )
         })?;
     judged::parse_policy(text).map_err(|e| format!("ConfigMap {name} {e}"))
+}
+
+/// The count signals `canary`'s MetricTemplates declare ([`count_metric::sources`]: the
+/// templates and their Secrets read, the selectors rendered and checked; nothing is asked of
+/// Prometheus), or why one is invalid, naming template, metric and annotation.
+pub async fn count_signals(canary: &Canary, ctx: &Context) -> Result<Vec<CountSignal>, String> {
+    let server = canary
+        .spec
+        .metrics_server
+        .clone()
+        .unwrap_or_else(|| ctx.settings.metrics_server.clone());
+    let templates = super::observe::ApiTemplates {
+        client: ctx.client.clone(),
+    };
+    count_metric::sources(canary, &templates, &server, &ctx.http)
+        .await
+        .map(|v| v.into_iter().map(|s| s.signal).collect())
 }
 
 /// Everything `judged::tick` needs for the step ending now.

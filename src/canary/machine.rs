@@ -74,6 +74,10 @@ pub struct Probes {
     pub metrics: Option<Vec<MetricCheck>>,
     /// The sequential judge's counts for the step (opted-in Canaries only).
     pub judge: Option<super::judged::JudgeObservation>,
+    /// The count signals the Canary's MetricTemplates declare, or why a declaration is
+    /// invalid (naming template, metric and annotation), as `JudgeObservation::count_signals`:
+    /// read at the start tick of an opted-in Canary, before any traffic moves.
+    pub count_signals: Option<Result<Vec<crate::analysis::judge::CountSignal>, String>>,
 }
 
 /// A probe `decide` needs before it can finish.
@@ -83,6 +87,9 @@ pub enum Probe {
     Metrics,
     /// The sequential judge's step counts (and lookback) from the metrics server.
     Judge,
+    /// The count signals the MetricTemplates declare (templates read, selectors rendered and
+    /// checked; no metrics query), for an opted-in Canary's start tick.
+    CountSignals,
 }
 
 /// Everything `decide` looks at besides the Canary itself.
@@ -1228,6 +1235,31 @@ impl<'a> Machine<'a> {
         // has no traffic, so only provider errors count here, not values or empty results.
         if let Some(flow) = self.check_metrics(analysis, false) {
             return Some(flow);
+        }
+        // The judge's count declarations are checked before the first traffic shift: an
+        // invalid one stops the judge at weight 0 (a failed check), never after an advance.
+        let declares = analysis.metrics.iter().any(|m| m.template_ref.is_some());
+        if declares && super::judged::opted_in(self.canary) {
+            let Some(declared) = self.obs.probes.count_signals.clone() else {
+                return Some(Flow::Need(Probe::CountSignals));
+            };
+            let now = self.time();
+            match declared {
+                Err(e) => {
+                    let m = format!("sequential judge: {e}");
+                    set_condition(
+                        &mut self.st.conditions,
+                        types::JUDGE_READY,
+                        "False",
+                        "CannotJudge",
+                        &m,
+                        &now,
+                    );
+                    self.fail_check(format!("Halt {} advancement {m}", self.canary_id()));
+                    return Some(Flow::Done);
+                }
+                Ok(_) => remove_condition(&mut self.st.conditions, types::JUDGE_READY),
+            }
         }
         let tid = self.target_id();
         self.info(format!("Starting canary analysis for {tid}"));

@@ -205,6 +205,13 @@ impl World {
                                 .expect("the sequential judge is not opted in here");
                             probes.judge = Some(j(self.weight()));
                         }
+                        Probe::CountSignals => {
+                            let j = self
+                                .judge
+                                .as_ref()
+                                .expect("the sequential judge is not opted in here");
+                            probes.count_signals = Some(j(self.weight()).count_signals);
+                        }
                         Probe::Hooks(k) => {
                             let pass = *self.hooks.get(&k).unwrap_or(&true);
                             probes.hooks.insert(
@@ -621,6 +628,61 @@ fn adaptive_weights_jump_ahead_of_the_schedule_within_the_harm_budget() {
     }
     // the fixed schedule is at 30 %, the adaptive one at maxWeight
     assert_eq!(seen, [30, 50]);
+}
+
+#[test]
+fn an_invalid_count_declaration_halts_the_judge_before_any_traffic_moves() {
+    use crate::analysis::judge::{CountSignal, Policy};
+    let refused = "MetricTemplate test/jobs (metric jobs): annotation judge.pennant.dev/bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): rate(x[5m])";
+    for (declared, want_weights) in [
+        (Err(refused.to_string()), vec![0]),
+        (
+            Ok(vec![CountSignal {
+                name: "jobs".into(),
+                tolerance_pp: None,
+            }]),
+            vec![0, 10],
+        ),
+    ] {
+        let mut w = judged_world(Policy::default());
+        let inner = w.judge.take().unwrap();
+        let d = declared.clone();
+        w.judge = Some(Box::new(move |weight| {
+            let mut o = inner(weight);
+            o.count_signals = d.clone();
+            o
+        }));
+        let jobs: CanaryMetric = serde_json::from_value(serde_json::json!(
+            {"name": "jobs", "templateRef": {"name": "jobs"}, "interval": "30s"}
+        ))
+        .unwrap();
+        w.canary.spec.analysis.as_mut().unwrap().metrics.push(jobs);
+        w.revision = REV2.into();
+        if declared.is_ok() {
+            w.release_to_first_step();
+            assert!(w.asked.contains(&Probe::CountSignals));
+            assert_eq!(w.weights_seen(), want_weights);
+            let st = w.status();
+            assert!(find_condition(&st.conditions, types::JUDGE_READY).is_none());
+            continue;
+        }
+        w.run_until(40, terminal);
+        // threshold 5 failed checks at weight 0, then the rollback: traffic never moved
+        assert_eq!(w.phase(), Some(CanaryPhase::Failed));
+        assert_eq!(w.weights_seen(), want_weights, "{:#?}", w.messages());
+        assert!(!w.asked.contains(&Probe::Judge));
+        let halt = format!("Halt podinfo.test advancement sequential judge: {refused}");
+        assert!(w.has_notice(&halt), "{:#?}", w.messages());
+        assert!(!w.has_notice("Advance"), "{:#?}", w.messages());
+        let st = w.status();
+        let ready = find_condition(&st.conditions, types::JUDGE_READY).expect("JudgeReady");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("CannotJudge"))
+        );
+        let message = ready.message.clone().unwrap_or_default();
+        assert!(message.contains(refused), "{message}");
+    }
 }
 
 #[test]

@@ -460,6 +460,10 @@ pub async fn probe(canary: &Canary, probe: Probe, obs: &mut Observation, ctx: &C
         Probe::Judge => {
             obs.observed.probes.judge = Some(super::judge_probe::observe(canary, ctx).await);
         }
+        Probe::CountSignals => {
+            obs.observed.probes.count_signals =
+                Some(super::judge_probe::count_signals(canary, ctx).await);
+        }
     }
 }
 

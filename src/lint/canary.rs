@@ -5,7 +5,9 @@
 //! the first field it names (`targetRef.kind`, `service.port`, ...), else on `spec:`.
 //!
 //! MetricTemplates whose count-signal annotations the sequential judge would refuse
-//! ([`crate::analysis::count_metric::declaration`]) are reported on their `annotations:` line.
+//! ([`crate::analysis::count_metric::problems`]: the controller's own rules, the selectors
+//! rendered with placeholder values), and unknown `judge.pennant.dev/` annotations on them,
+//! are reported on their `annotations:` line, every problem of a template.
 
 use super::{Doc, Findings, Options, Repo};
 use crate::analysis::count_metric;
@@ -41,7 +43,7 @@ pub fn check(repo: &Repo, options: &Options, out: &mut Findings) {
         let Ok(t) = serde_json::from_value::<MetricTemplate>(d.json.clone()) else {
             continue;
         };
-        if let Err(e) = count_metric::declaration(&t) {
+        for e in count_metric::problems(&t) {
             out.push(
                 d.file,
                 d.line(&["metadata", "annotations"]),
@@ -49,6 +51,13 @@ pub fn check(repo: &Repo, options: &Options, out: &mut Findings) {
                     "MetricTemplate {} cannot be judged as a count signal: {e}",
                     d.name()
                 ),
+            );
+        }
+        for e in count_metric::unknown_annotations(&t) {
+            out.push(
+                d.file,
+                d.line(&["metadata", "annotations"]),
+                format!("MetricTemplate {}: {e}", d.name()),
             );
         }
     }
@@ -132,21 +141,150 @@ mod tests {
         assert!(found[0].message.contains("linkerd"), "{found:?}");
     }
 
+    /// A MetricTemplate with `annotations` (YAML lines under `annotations:`, line 5).
+    fn jobs_template(annotations: &str) -> String {
+        format!(
+            "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: jobs\n  annotations:\n{annotations}spec:\n  provider:\n    type: prometheus\n  query: x\n"
+        )
+    }
+
+    const BAD: &str = "    judge.pennant.dev/bad: 'jobs_total{w=\"{{ target }}\",s=\"failed\"}'\n";
+    const TOTAL: &str = "    judge.pennant.dev/total: 'jobs_total{w=\"{{ target }}\"}'\n";
+
     #[test]
-    fn a_bad_count_declaration_is_reported_on_its_annotations() {
-        let t = "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: jobs\n  annotations:\n    judge.pennant.dev/bad: 'jobs_total{status=\"failed\"}'\nspec:\n  provider:\n    type: prometheus\n  query: x\n";
-        let found = lint_one(t);
+    fn a_valid_count_declaration_passes() {
+        for a in [
+            format!("{BAD}{TOTAL}"),
+            format!("{BAD}{TOTAL}    judge.pennant.dev/tolerance: \"2\"\n"),
+            // a templateVariables key: only the Canary knows its value
+            format!(
+                "{BAD}    judge.pennant.dev/total: 'jobs_total{{w=\"{{{{ target }}}}\",q=\"{{{{ variables.queue }}}}\"}}'\n"
+            ),
+            // multi-line, the dot form, a pod regex
+            "    judge.pennant.dev/bad: >-\n      jobs_total{pod=~\"{{ .target }}-[0-9a-z]+-[0-9a-z]+\",\n      s=\"failed\"}\n    judge.pennant.dev/total: 'jobs_total{pod=~\"{{ target }}-[0-9a-z]+-[0-9a-z]+\"}'\n".to_string(),
+            "    other.io/x: y\n".to_string(),
+        ] {
+            assert_eq!(lint_one(&jobs_template(&a)), Vec::<String>::new(), "{a}");
+        }
+    }
+
+    #[test]
+    fn every_problem_of_a_count_declaration_is_reported_on_its_annotations() {
+        let p = "5: MetricTemplate jobs cannot be judged as a count signal: annotation judge.pennant.dev/";
+        let bad = |v: &str| format!("    judge.pennant.dev/bad: '{v}'\n{TOTAL}");
+        // (annotations, the messages, each after `p`)
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                bad("rate(x{w=\"{{ target }}\"}[5m])"),
+                vec![
+                    "bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): rate(x{w=\"target\"}[5m])",
+                ],
+            ),
+            (
+                format!("{BAD}    judge.pennant.dev/total: 'sum(x{{w=\"{{{{ target }}}}\"}})'\n"),
+                vec![
+                    "total: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): sum(x{w=\"target\"})",
+                ],
+            ),
+            (
+                bad("x{w=\"{{ target }}\"} or on() vector(1e9)"),
+                vec![
+                    "bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): x{w=\"target\"} or on() vector(1e9)",
+                ],
+            ),
+            (
+                bad("x{w=\"{{ target }}\"} offset 1h"),
+                vec![
+                    "bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): x{w=\"target\"} offset 1h",
+                ],
+            ),
+            (
+                bad("x{s=\"failed\"}"),
+                vec![
+                    "bad renders the same selector for the canary and the primary (x{s=\"failed\"}): use {{ target }} to tell their series apart",
+                ],
+            ),
+            (
+                bad("x{w=\"{{ target }}\""),
+                vec![
+                    "bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): x{w=\"target\"",
+                ],
+            ),
+            (
+                bad("x{w=\"{{ target }\"}"),
+                vec!["bad: unclosed template action starting at byte 5"],
+            ),
+            (
+                bad("x{w=\"{{ targt }}\"}"),
+                vec![
+                    "bad: unknown template variable \"targt\" (known: name, namespace, target, service, ingress, route, interval, variables.<key>)",
+                ],
+            ),
+            // every problem, not the first only
+            (
+                "    judge.pennant.dev/bad: 'sum(x)'\n    judge.pennant.dev/tolerance: \"0\"\n"
+                    .to_string(),
+                vec![
+                    "bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): sum(x)",
+                    "tolerance \"0\" is not a number of percentage points in (0, 50]",
+                    "total is missing or empty: a count signal needs both judge.pennant.dev/bad and judge.pennant.dev/total",
+                ],
+            ),
+        ];
+        for (a, want) in cases {
+            let want: Vec<String> = want.iter().map(|w| format!("{p}{w}")).collect();
+            assert_eq!(lint_one(&jobs_template(&a)), want, "{a}");
+        }
+        // the controller refuses the very same selector with the very same message
+        let (canary, metric): (Canary, _) = {
+            let c: Canary = serde_json::from_value(
+                crate::lint::yaml::parse_documents(CANARY).unwrap()[0].to_json(),
+            )
+            .unwrap();
+            let m: crate::api::CanaryMetric = serde_json::from_value(
+                serde_json::json!({"name": "jobs", "templateRef": {"name": "jobs"}}),
+            )
+            .unwrap();
+            (c, m)
+        };
+        let decl = count_metric::Declaration {
+            bad: "rate(x{w=\"{{ target }}\"}[5m])".into(),
+            total: "x{w=\"{{ target }}\"}".into(),
+            tolerance_pp: None,
+        };
+        let e = count_metric::render_versions(&canary, &metric, &decl).unwrap_err();
+        assert_eq!(
+            e,
+            "annotation judge.pennant.dev/bad: not a series selector (metric{label=\"value\",…}; no functions, operators or ranges): rate(x{w=\"web\"}[5m])"
+        );
+    }
+
+    #[test]
+    fn unknown_judge_annotations_on_a_metric_template_are_reported() {
+        let a = format!(
+            "{BAD}{TOTAL}    judge.pennant.dev/tolrance: \"1\"\n    judge.pennant.dev/mode: sequential\n    judge.pennantdev/x: y\n"
+        );
+        let found = lint_one(&jobs_template(&a));
+        let known = "a MetricTemplate knows judge.pennant.dev/bad, judge.pennant.dev/total and judge.pennant.dev/tolerance (judge.pennant.dev/mode and judge.pennant.dev/policy go on the Canary)";
         assert_eq!(
             found,
             vec![
-                "5: MetricTemplate jobs cannot be judged as a count signal: annotation judge.pennant.dev/total is missing or empty: a count signal needs both judge.pennant.dev/bad and judge.pennant.dev/total"
+                format!(
+                    "5: MetricTemplate jobs: unknown annotation judge.pennant.dev/mode is ignored: {known}"
+                ),
+                format!(
+                    "5: MetricTemplate jobs: unknown annotation judge.pennant.dev/tolrance is ignored: {known}"
+                ),
             ]
         );
-        let ok = t.replace(
-            "spec:",
-            "    judge.pennant.dev/total: 'jobs_total{}'\nspec:",
+        // the known ones, on a Canary, are not this check's business
+        assert_eq!(
+            lint_one(&CANARY.replace(
+                "  namespace: apps\n",
+                "  namespace: apps\n  annotations:\n    judge.pennant.dev/mode: sequential\n    judge.pennant.dev/policy: p\n"
+            )),
+            Vec::<String>::new()
         );
-        assert_eq!(lint_one(&ok), Vec::<String>::new());
     }
 
     #[test]
