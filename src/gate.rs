@@ -524,6 +524,36 @@ mod tests {
         }
     }
 
+    /// Break-it finding: `pennant promote` on a Canary whose hooks never read the gate
+    /// reported success, and nothing happened.
+    #[test]
+    fn a_gate_is_read_only_by_a_hook_at_its_check_path() {
+        let with = |urls: &[&str]| -> Canary {
+            let hooks: Vec<serde_json::Value> = urls
+                .iter()
+                .map(|u| json!({"name": "h", "type": "confirm-promotion", "url": u}))
+                .collect();
+            serde_json::from_value(json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+                "metadata": {"name": "web", "namespace": "apps"},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "service": {"port": 80}, "analysis": {"webhooks": hooks}}
+            }))
+            .unwrap()
+        };
+        let gated = with(&["http://pennant.apps:8080/gate/check?x=1"]);
+        assert!(read_by_a_hook(&gated, Gate::Promotion));
+        assert_eq!(unread_warning(&gated, Gate::Promotion), None);
+        assert!(!read_by_a_hook(&gated, Gate::Rollback));
+        let other = with(&["http://tester/gate/checked", "http://tester/approve"]);
+        let w = unread_warning(&other, Gate::Promotion).unwrap();
+        assert!(w.contains("/gate/check"), "{w}");
+        assert!(read_by_a_hook(
+            &with(&["http://p/rollback/check"]),
+            Gate::Rollback
+        ));
+    }
+
     #[test]
     fn payloads() {
         let ok = |n: &str, ns: &str| Ok(cref(n, ns));

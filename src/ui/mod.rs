@@ -658,6 +658,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
+        // not framed by another site, content type as sent
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            r.headers()["content-security-policy"],
+            "frame-ancestors 'none'"
+        );
+        // a name that cannot be an object's: 404, the API not asked (it would answer 503)
+        for bad in ["%3Cscript%3E", "Web", "a%2Fb", "a_b"] {
+            let r = http
+                .get(format!("{base}/ui/canaries/apps/{bad}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{bad}");
+        }
         // another namespace than the controller's: not shown, the API not asked
         let r = http
             .get(format!("{base}/ui/api/canaries/prod/web"))
