@@ -609,6 +609,27 @@ pub struct LiveParts {
 }
 
 /// The live parts of `v`: `phase`, `weight`, `failed`, `message`, `gate`, `rollback` (text);
+/// The conditions as a table: type, status (a badge), reason, message.
+fn conditions_table(conditions: &[ConditionRow]) -> String {
+    let rows: Vec<String> = conditions
+        .iter()
+        .map(|c| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.type_),
+                badge(&c.status, c.status == "False", c.status == "True"),
+                esc(&c.reason),
+                esc(&c.message)
+            )
+        })
+        .collect();
+    table(
+        "conditions",
+        &["Type", "Status", "Reason", "Message"],
+        &rows,
+    )
+}
+
 /// `plot`, `timeline`, `conditions`, `judge`, `webhooks`, `events` (markup).
 pub fn canary_live(v: &CanaryView) -> LiveParts {
     let s = &v.summary;
@@ -670,27 +691,7 @@ pub fn canary_live(v: &CanaryView) -> LiveParts {
         let _ = write!(timeline, "<p class=\"note\">{}</p>", esc(note));
     }
     html.insert("timeline", timeline);
-    let conds: Vec<String> = v
-        .conditions
-        .iter()
-        .map(|c| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&c.type_),
-                badge(&c.status, c.status == "False", c.status == "True"),
-                esc(&c.reason),
-                esc(&c.message)
-            )
-        })
-        .collect();
-    html.insert(
-        "conditions",
-        table(
-            "conditions",
-            &["Type", "Status", "Reason", "Message"],
-            &conds,
-        ),
-    );
+    html.insert("conditions", conditions_table(&v.conditions));
     let judge = match &v.judge {
         None => "<p class=\"note\">no sequential judge on this Canary</p>".to_string(),
         Some((verdict, message)) => {
@@ -1094,24 +1095,7 @@ pub fn applier_html(v: &ApplierView) -> String {
         .collect();
     body.push_str(&table("history", &v.history_header, &rows));
     body.push_str("</section><section><h2>Conditions</h2>");
-    let conds: Vec<String> = v
-        .conditions
-        .iter()
-        .map(|c| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&c.type_),
-                badge(&c.status, c.status == "False", c.status == "True"),
-                esc(&c.reason),
-                esc(&c.message)
-            )
-        })
-        .collect();
-    body.push_str(&table(
-        "conditions",
-        &["Type", "Status", "Reason", "Message"],
-        &conds,
-    ));
+    body.push_str(&conditions_table(&v.conditions));
     body.push_str("</section><section><h2>Events</h2>");
     body.push_str(&events_table(&v.events));
     body.push_str("</section>");
