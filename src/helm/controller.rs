@@ -651,6 +651,19 @@ struct Prepared {
 async fn reconcile_one(hr: Arc<HelmRelease>, ctx: Arc<Ctx>) -> Result<Requeue, Error> {
     let ns = hr.namespace().unwrap_or_default();
     let api: Api<HelmRelease> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read our own writes: a wake queued while the last status was being written runs on the
+    // watch cache's object, which may predate that write. Its history then lacks the release
+    // just installed, and the release in storage reads as unmanaged: a needless upgrade to
+    // revision 2 (seen in CI). One GET per reconcile, next to the Helm work, gives the object
+    // as it is now.
+    let hr = match api
+        .get_opt(&hr.name_any())
+        .await
+        .map_err(kube_err("get HelmRelease"))?
+    {
+        Some(now) => Arc::new(now),
+        None => return Ok(Requeue::await_change()),
+    };
     if hr.metadata.deletion_timestamp.is_some() || hr.suspended() {
         ctx.gate_waiters.remove(&(ns.clone(), hr.name_any()));
     }
