@@ -41,17 +41,30 @@ pub async fn policy(canary: &Canary, client: &kube::Client) -> Result<Policy, St
 /// templates and their Secrets read, the selectors rendered and checked; nothing is asked of
 /// Prometheus), or why one is invalid, naming template, metric and annotation.
 pub async fn count_signals(canary: &Canary, ctx: &Context) -> Result<Vec<CountSignal>, String> {
-    let server = canary
+    count_sources(canary, ctx, &metrics_server(canary, ctx))
+        .await
+        .map(|v| v.into_iter().map(|s| s.signal).collect())
+}
+
+/// The Canary's `metricsServer`, else the controller's.
+fn metrics_server(canary: &Canary, ctx: &Context) -> String {
+    canary
         .spec
         .metrics_server
         .clone()
-        .unwrap_or_else(|| ctx.settings.metrics_server.clone());
+        .unwrap_or_else(|| ctx.settings.metrics_server.clone())
+}
+
+/// The declared count signals' sources on `server` ([`count_metric::sources`]).
+async fn count_sources(
+    canary: &Canary,
+    ctx: &Context,
+    server: &str,
+) -> Result<Vec<count_metric::CountSource>, String> {
     let templates = super::observe::ApiTemplates {
         client: ctx.client.clone(),
     };
-    count_metric::sources(canary, &templates, &server, &ctx.http)
-        .await
-        .map(|v| v.into_iter().map(|s| s.signal).collect())
+    count_metric::sources(canary, &templates, server, &ctx.http).await
 }
 
 /// Everything `judged::tick` needs for the step ending now.
@@ -77,15 +90,8 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         .unwrap_or(3600);
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let provider = validate::provider(&canary.spec, &ctx.settings.default_provider);
-    let server = canary
-        .spec
-        .metrics_server
-        .clone()
-        .unwrap_or_else(|| ctx.settings.metrics_server.clone());
-    let templates = super::observe::ApiTemplates {
-        client: ctx.client.clone(),
-    };
-    let sources = count_metric::sources(canary, &templates, &server, &ctx.http).await;
+    let server = metrics_server(canary, ctx);
+    let sources = count_sources(canary, ctx, &server).await;
     let count_signals = sources
         .as_ref()
         .map(|v| v.iter().map(|s| s.signal.clone()).collect())
