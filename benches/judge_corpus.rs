@@ -31,7 +31,7 @@ use pennant::analysis::judge::weights::{self, Exposure};
 use pennant::analysis::judge::{
     self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table, Weights,
 };
-use pennant::api::{Plan, StepCounts, VersionCounts};
+use pennant::api::{Plan, SignalKind, StepCounts, VersionCounts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
@@ -326,6 +326,7 @@ impl World<'_> {
             end,
             harm: self.harm,
             ticks,
+            undecided: 0,
         }
     }
 
@@ -436,7 +437,13 @@ struct Outcome {
     harm: f64,
     /// Minutes until the decision (the last minute served for a held run).
     ticks: u32,
+    /// The sequential judge's signals still undecided (CONTINUE) when the run ended:
+    /// [`UNDECIDED_ERRORS`] | [`UNDECIDED_LATENCY`]. 0 for the other judges.
+    undecided: u8,
 }
+
+const UNDECIDED_ERRORS: u8 = 1;
+const UNDECIDED_LATENCY: u8 = 2;
 
 /// Flagger's rule (§2.1): success rate ≥ `sr_min` %, p99 ≤ `p99_max` ms on each 1 m window,
 /// threshold 5, stepWeight 10, maxWeight 50; no values = failed check. Stream 1.
@@ -788,10 +795,104 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
             }
             Progress::Advance => w = (w + STEP_WEIGHT).min(MAX_WEIGHT),
             Progress::Hold => {}
-            Progress::Inconclusive(_) => return world.end(End::Held),
+            Progress::Inconclusive(_) => break,
         }
     }
-    world.end(End::Held)
+    let mut held = world.end(End::Held);
+    for (pr, s) in procs.iter().zip(&signals) {
+        if pr.verdict(th) == judge::Verdict::Continue {
+            held.undecided |= match s.kind {
+                SignalKind::Errors => UNDECIDED_ERRORS,
+                _ => UNDECIDED_LATENCY,
+            };
+        }
+    }
+    held
+}
+
+/// Requests (canary, primary) the fixed ramp sends at the release's nominal load in the steps
+/// the judge may use: steps `warmupSteps + 1 ..= maxSteps`, weight `min(k·stepWeight,
+/// maxWeight)` at step `k` — or `maxWeight` at every step with `at_max` (the most any weight
+/// policy within `maxWeight` can send).
+fn horizon_requests(r: &Release, policy: &Policy, at_max: bool) -> (f64, f64) {
+    let per_step = r.rps * 60.0;
+    (policy.warmup_steps + 1..=policy.max_steps).fold((0.0, 0.0), |(c, p), k| {
+        let w = if at_max {
+            MAX_WEIGHT
+        } else {
+            (k as i32 * STEP_WEIGHT).min(MAX_WEIGHT)
+        };
+        let f = w as f64 / 100.0;
+        (c + per_step * f, p + per_step * (1.0 - f))
+    })
+}
+
+/// Power under error probability `b` of the most powerful level-`alpha` test of "error
+/// probability ≥ `q`" (q > b) on `n` Bernoulli trials: reject on few errors, randomised at the
+/// boundary (Neyman–Pearson). Log-space binomial terms, summed from 0 errors up until the level
+/// is spent: O(n·q).
+fn np_power_errors(n: u64, b: f64, q: f64, alpha: f64) -> f64 {
+    let nf = n as f64;
+    let (mut lq, mut lb) = (nf * (1.0 - q).ln(), nf * (1.0 - b).ln());
+    let (mut size, mut power) = (0.0, 0.0);
+    for k in 0..=n {
+        let (pq, pb) = (lq.exp(), lb.exp());
+        if size + pq > alpha {
+            return power + (alpha - size) / pq * pb;
+        }
+        size += pq;
+        power += pb;
+        let kf = k as f64;
+        let ratio = ((nf - kf) / (kf + 1.0)).ln();
+        lq += ratio + (q / (1.0 - q)).ln();
+        lb += ratio + (b / (1.0 - b)).ln();
+    }
+    power
+}
+
+/// Power of the most powerful level-`alpha` test of "log latency shifted by ≥ ln(1 + τ)" on
+/// `n` exact latencies of a lognormal with known σ: a one-sided z-test on the mean log latency.
+fn np_power_latency(n: f64, sigma: f64, tau: f64, alpha: f64) -> f64 {
+    let z = Normal::new(0.0, 1.0).unwrap();
+    z.cdf(n.sqrt() * (1.0 + tau).ln() / sigma - z.inverse_cdf(1.0 - alpha))
+}
+
+/// The two power functions against values computed by hand (binomial terms summed exactly;
+/// Φ(√100·ln 1.1/0.5 − z₀.₉₅)).
+fn check_np() {
+    let e = np_power_errors(100, 0.01, 0.05, 0.05);
+    assert!((e - 0.76518).abs() < 1e-4, "np_power_errors {e}");
+    assert!((np_power_errors(0, 0.01, 0.05, 0.05) - 0.05).abs() < 1e-12);
+    let l = np_power_latency(100.0, 0.5, 0.1, 0.05);
+    assert!((l - 0.60309).abs() < 1e-4, "np_power_latency {l}");
+}
+
+/// Upper bound on the chance that any judge promotes the good release `r` within `maxSteps`
+/// while promoting a canary worse by the tolerance with probability ≤ `alphaPass` (issue 19's
+/// "by information"): promotion needs both the errors and the latency hypotheses rejected, and
+/// whatever a sequential judge does within the horizon is one test on the horizon's data, so
+/// its power is at most the Neyman–Pearson test's on all of it, for each hypothesis alone.
+/// Favourable to the judge: exact latencies instead of buckets, no drift or incidents, no
+/// warm-up loss, no price for looking at every step. `primary_known`: the primary's error
+/// probability and latency known exactly (else measured beside the canary: the variance of a
+/// difference of two rates, b(1−b)(1/n_c + 1/n_p), is that of one rate on n_c·n_p/(n_c + n_p)
+/// trials, a normal approximation).
+fn ceiling(r: &Release, policy: &Policy, at_max: bool, primary_known: bool) -> f64 {
+    let (nc, np) = horizon_requests(r, policy, at_max);
+    let n = if primary_known {
+        nc
+    } else {
+        nc * np / (nc + np).max(1e-9)
+    };
+    let delta = policy.error_tolerance / 100.0;
+    let errors = np_power_errors(n.round() as u64, r.b, r.b + delta, policy.alpha_pass);
+    let latency = np_power_latency(
+        n,
+        r.sigma,
+        policy.latency_tolerance / 100.0,
+        policy.alpha_pass,
+    );
+    errors.min(latency)
 }
 
 #[derive(Default, Clone)]
@@ -985,6 +1086,7 @@ fn main() {
         ..policy.clone()
     };
     check_mann_whitney();
+    check_np();
     let t0 = std::time::Instant::now();
     let world = Variant { overdisp, ..BASE };
     let corpus: Vec<Release> = (0..n).map(|i| release(seed + i, false, true, &g)).collect();
@@ -1160,6 +1262,57 @@ fn main() {
             ticks(&f),
             ticks(&a),
             ticks(&a) / ticks(&f).max(1e-9),
+        );
+    }
+    // The information ceiling beside what the judges reached, and what held the good releases.
+    println!();
+    println!(
+        "information ceiling: the most a judge with alphaPass {} can promote of the good releases at the default tolerances within maxSteps {} (Neyman-Pearson on all the horizon's requests at nominal load, exact latencies, no price for sequential looks: `ceiling` in the source)",
+        policy.alpha_pass, policy.max_steps
+    );
+    for (label, st) in strata {
+        let good: Vec<&Release> = corpus
+            .iter()
+            .filter(|r| !r.bad() && st.is_none_or(|x| x == r.stratum()))
+            .collect();
+        let avg = |at_max: bool, known: bool| {
+            100.0
+                * good
+                    .iter()
+                    .map(|r| ceiling(r, &policy, at_max, known))
+                    .sum::<f64>()
+                / good.len().max(1) as f64
+        };
+        let promoted = |idx: usize| {
+            let s = score(&corpus, &outcomes[idx], &policy, |r| {
+                st.is_none_or(|x| x == r.stratum())
+            });
+            pct(s.good_pr, s.good)
+        };
+        println!(
+            "  {label} ({} good): ramp, primary known {:.1} %, primary measured beside the canary {:.1} %; maxWeight from the first step, primary known {:.1} %, measured {:.1} %. Reached: sequential ramp {} %, adaptive {} %",
+            good.len(),
+            avg(false, true),
+            avg(false, false),
+            avg(true, true),
+            avg(true, false),
+            promoted(SEQ),
+            promoted(ADAPTIVE),
+        );
+    }
+    for (label, st) in strata {
+        let (mut held, mut errors, mut latency) = (0u32, 0u32, 0u32);
+        for (r, o) in corpus.iter().zip(&outcomes[SEQ]) {
+            if !r.bad() && st.is_none_or(|x| x == r.stratum()) && o.end == End::Held {
+                held += 1;
+                errors += (o.undecided & UNDECIDED_ERRORS != 0) as u32;
+                latency += (o.undecided & UNDECIDED_LATENCY != 0) as u32;
+            }
+        }
+        println!(
+            "  good releases held by the sequential ramp, {label}: {held}; errors undecided in {} %, a latency edge undecided in {} %",
+            pct(errors, held),
+            pct(latency, held)
         );
     }
     // A/A suite (§5.4): identical versions, with and without drift/bursts.

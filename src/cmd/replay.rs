@@ -16,6 +16,17 @@
 //!
 //! `buckets` are cumulative `[edge ms, requests ≤ edge]`; omit them (and set `policy.latency:
 //! false`) to judge errors only. A step may be `gap: true` (a scrape gap: merged into the next).
+//!
+//! Count signals (MetricTemplates declared with `judge.pennant.dev/bad` and `/total`,
+//! `analysis::count_metric`) are replayed from `countSignals` and, per version, `counts` — one
+//! `{bad, total}` per declared signal, in order (the lookback's set each signal's baseline):
+//!
+//! ```yaml
+//! countSignals: [{name: jobs, tolerance: 1}]                 # tolerance in pp; optional
+//! steps:
+//!   - canary:  {requests: 600, errors: 9, counts: [{bad: 12, total: 200}]}
+//!     primary: {requests: 5400, errors: 52, counts: [{bad: 2, total: 200}]}
+//! ```
 
 use std::collections::BTreeMap;
 
@@ -23,10 +34,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
 use serde::Deserialize;
 
-use crate::analysis::judge::Policy;
+use crate::analysis::judge::{CountSignal, Policy};
 use crate::analysis::{MetricCheck, MetricOutcome};
 use crate::api::{
-    Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, CanaryStatus, TargetReference,
+    Canary, CanaryAnalysis, CanaryMetric, CanaryPhase, CanaryService, CanarySpec, CanaryStatus,
+    CrossNamespaceReference, EventCounts, TargetReference,
 };
 use crate::canary::judged::{
     InputError, JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample,
@@ -44,6 +56,8 @@ pub struct FileVersion {
     pub errors: u64,
     pub buckets: Vec<(f64, u64)>,
     pub timed: u64,
+    /// Events of each of the file's `countSignals`, in order.
+    pub counts: Vec<EventCounts>,
 }
 
 impl From<&FileVersion> for VersionSample {
@@ -58,7 +72,7 @@ impl From<&FileVersion> for VersionSample {
                 v.timed
             },
             pods: Vec::new(),
-            counts: Vec::new(),
+            counts: v.counts.clone(),
         }
     }
 }
@@ -80,7 +94,18 @@ pub struct ReplayFile {
     pub analysis: Option<CanaryAnalysis>,
     pub policy: Option<Policy>,
     pub lookback: Option<FileVersion>,
+    /// Count signals, as a MetricTemplate's judge annotations declare them.
+    pub count_signals: Vec<FileCountSignal>,
     pub steps: Vec<FileStep>,
+}
+
+/// A count signal in the file: the Canary metric's name and its tolerance (pp; `None`: the
+/// policy's `errorTolerance`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FileCountSignal {
+    pub name: String,
+    pub tolerance: Option<f64>,
 }
 
 /// One analysis tick of the replay.
@@ -158,6 +183,25 @@ pub fn replay(file: &ReplayFile) -> Replay {
     let analysis = file.analysis.clone().unwrap_or_else(default_analysis);
     let interval =
         SignedDuration::try_from(analysis.interval()).unwrap_or(SignedDuration::from_mins(1));
+    let mut analysis = analysis;
+    let counts: Vec<CountSignal> = file
+        .count_signals
+        .iter()
+        .map(|s| CountSignal {
+            name: s.name.clone(),
+            tolerance_pp: s.tolerance,
+        })
+        .collect();
+    for s in &counts {
+        analysis.metrics.push(CanaryMetric {
+            name: s.name.clone(),
+            template_ref: Some(CrossNamespaceReference {
+                name: s.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let mut c = canary(analysis);
     let policy = file.policy.clone().unwrap_or_default();
     c.status = Some(CanaryStatus {
@@ -229,7 +273,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                     );
                 }
                 Step::Need(Probe::CountSignals) => {
-                    probes.count_signals = Some(Ok(Vec::new()));
+                    probes.count_signals = Some(Ok(counts.clone()));
                 }
                 Step::Need(Probe::Judge) => {
                     used_step = true;
@@ -257,7 +301,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                         },
                         from: start,
                         lookback: file.lookback.as_ref().map(|l| Ok(l.into())),
-                        count_signals: Ok(Vec::new()),
+                        count_signals: Ok(counts.clone()),
                     });
                 }
             }
@@ -427,6 +471,67 @@ mod tests {
         assert_eq!(r.outcome, "promoted", "{}", render(&r));
         assert_eq!(r.ticks.last().unwrap().weight, 50);
         assert_eq!(replay(&f), r);
+    }
+
+    /// A replay file with one count signal `jobs`: 1 % errors on both versions (the builtin
+    /// signal sees nothing), `canary_bad` of every 200 canary jobs failing against 1 of 200.
+    fn jobs_file(canary_bad: u64, with_counts: bool) -> ReplayFile {
+        let jobs = |bad| vec![EventCounts { bad, total: 200 }];
+        let steps = (1..=10)
+            .map(|k| {
+                let mut s = step(600 * k.min(5), 6 * k.min(5), 6000, 60);
+                if with_counts {
+                    s.canary.counts = jobs(canary_bad);
+                    s.primary.counts = jobs(1);
+                }
+                s
+            })
+            .collect();
+        let mut f = file(steps);
+        f.count_signals = vec![FileCountSignal {
+            name: "jobs".into(),
+            tolerance: Some(1.0),
+        }];
+        f.lookback.as_mut().unwrap().counts = jobs(1);
+        f
+    }
+
+    #[test]
+    fn a_regression_only_a_count_signal_sees_is_rolled_back() {
+        let r = replay(&jobs_file(20, true));
+        assert_eq!(r.outcome, "rolled back", "{}", render(&r));
+        let fail = r
+            .ticks
+            .iter()
+            .flat_map(|t| &t.events)
+            .find(|e| e.contains("FAIL"));
+        let fail = fail.unwrap_or_else(|| panic!("{}", render(&r)));
+        let part = |name: &str| {
+            let p = fail
+                .split(" | ")
+                .find(|p| p.contains(&format!("{name}: canary")));
+            p.unwrap_or_else(|| panic!("{name} in {fail}")).to_string()
+        };
+        assert!(part("jobs").contains("20/200") && part("jobs").ends_with("→ rollback"));
+        // the builtin errors signal sees the same 1 % on both versions
+        assert!(part("errors").contains("not enough evidence"), "{fail}");
+        // the same file with the canary's jobs as good as the primary's is not rolled back
+        let r = replay(&jobs_file(1, true));
+        assert_ne!(r.outcome, "rolled back", "{}", render(&r));
+    }
+
+    #[test]
+    fn a_step_without_the_declared_counts_stops_the_judge() {
+        let r = replay(&jobs_file(20, false));
+        assert_ne!(r.outcome, "promoted", "{}", render(&r));
+        assert!(
+            r.ticks
+                .iter()
+                .flat_map(|t| &t.events)
+                .any(|e| e.contains("0 count signal events for the canary, 1 signals declared")),
+            "{}",
+            render(&r)
+        );
     }
 
     #[test]
