@@ -59,6 +59,7 @@ impl From<&FileVersion> for VersionSample {
             },
             pods: Vec::new(),
             counts: Vec::new(),
+            load_test: None,
         }
     }
 }
@@ -258,6 +259,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                         from: start,
                         lookback: file.lookback.as_ref().map(|l| Ok(l.into())),
                         count_signals: Ok(Vec::new()),
+                        load_tests: Default::default(),
                     });
                 }
             }
