@@ -723,6 +723,7 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
         timed: m.n,
         slow,
         counts: Vec::new(),
+        load_test: None,
     }
 }
 

@@ -683,3 +683,182 @@ async fn an_invalid_count_declaration_stops_the_judge_with_a_warning_and_never_p
     );
     ns.cleanup().await;
 }
+
+/// A `rollout` webhook receiver in Flagger's loadtester's place: answers 200 to every POST and
+/// counts them. The controller runs outside the cluster, so the hook is on loopback; the load
+/// itself comes from the simulator (`sim.pennant.dev/loadtest-rps`).
+async fn loadtester_hook() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, calls, server)
+}
+
+#[tokio::test]
+async fn load_test_traffic_is_evidence_and_the_report_names_its_share() {
+    const USERS_RPS: f64 = 100.0;
+    const LOAD_RPS: f64 = 30.0;
+    let (url, calls, server) = loadtester_hook().await;
+    // The hook is on loopback (its host names no workload), so the policy names the load
+    // tester; deriving it from `http://flagger-loadtester.<ns>/` is unit-tested
+    // (`canary::judged`).
+    let canary = format!(
+        "{}    webhooks:\n    - name: load-test\n      type: rollout\n      url: {url}\n      timeout: 5s\n",
+        judged_canary("errorTolerance: 2\nloadTestWorkloads: [flagger-loadtester]")
+    );
+    // users through the VirtualService; the load tester straight to podinfo-canary, on
+    // istio_requests_total with source_workload="flagger-loadtester"
+    let (ns, _ctl) = initialized_in(
+        "e2e-judge-load",
+        USERS_RPS as u32,
+        &[("sim.pennant.dev/loadtest-rps", "30")],
+        0.01,
+        "",
+        &canary,
+    )
+    .await;
+    set_image(&ns, V2, 0.01).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Succeeded,
+        Some(CanaryPhase::Failed),
+        MINUTES(5),
+    )
+    .await;
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the rollout hook ran"
+    );
+    let js = judge_status(&ns, "PASS").await;
+    assert!(
+        js.steps
+            .iter()
+            .all(|s| s.canary.load_test.is_some() && s.primary.load_test.is_none()),
+        "counted for the canary each step: {js:#?}"
+    );
+    let judged = pennant::analysis::judge::judged_steps(&Default::default(), &js.steps);
+    let (load, canary_n): (u64, u64) = judged.iter().fold((0, 0), |a, s| {
+        (a.0 + s.canary.load_test.unwrap(), a.1 + s.canary.requests)
+    });
+    assert!(
+        load > 0 && canary_n > load,
+        "load tests {load} of {canary_n}"
+    );
+    // Each step's share is what the rates imply at its weight, LOAD / (LOAD + USERS·w/100). The
+    // simulator's counts are deterministic; the slack is for the seconds around a weight
+    // change (1 s simulator ticks, 1 s scrapes) that land in the neighbouring 10 s step: at
+    // most ~3 s at the previous weight moves a step's share by < 9 pp.
+    let implied = |w: i32| LOAD_RPS / (LOAD_RPS + USERS_RPS * w as f64 / 100.0);
+    for s in judged.iter().filter(|s| s.canary.requests >= 100) {
+        let got = s.canary.load_test.unwrap() as f64 / s.canary.requests as f64;
+        assert!(
+            (got - implied(s.weight)).abs() <= 0.15,
+            "step at {}%: {got:.3} of the canary's requests from load tests, rates imply {:.3}",
+            s.weight,
+            implied(s.weight)
+        );
+    }
+    // Over the judged steps, each step's length from its primary requests (USERS·(100 − w)/100
+    // per second): the load tests' expected part of the canary's requests.
+    let (mut exp_load, mut exp_all) = (0.0, 0.0);
+    for s in judged {
+        let secs = s.primary.requests as f64 / (USERS_RPS * (100 - s.weight) as f64 / 100.0);
+        exp_load += LOAD_RPS * secs;
+        exp_all += (LOAD_RPS + USERS_RPS * s.weight as f64 / 100.0) * secs;
+    }
+    let expected = 100.0 * exp_load / exp_all;
+    let measured = 100.0 * load as f64 / canary_n as f64;
+    assert!(
+        (measured - expected).abs() <= 10.0,
+        "{measured:.1}% of the canary's requests from load tests, rates imply {expected:.1}%"
+    );
+    // the PASS Event says how much of the evidence came from the load tester
+    let suffix = "% of the canary's requests from load tests (flagger-loadtester)";
+    let events = ns.event_messages_with("podinfo", suffix).await;
+    let pass = events
+        .iter()
+        .find(|e| e.starts_with("Sequential judge PASS for podinfo.") && e.contains(suffix))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let clause = pass
+        .split(" | ")
+        .find(|c| c.ends_with(suffix))
+        .unwrap_or_else(|| panic!("{pass}"));
+    let said: f64 = clause.trim_end_matches(suffix).parse().unwrap();
+    let per_step: Vec<(i32, u64, u64)> = judged
+        .iter()
+        .map(|s| (s.weight, s.canary.load_test.unwrap(), s.canary.requests))
+        .collect();
+    println!(
+        "load tests: report {said}%, status {measured:.1}%, rates {expected:.1}%; judged steps (weight, load, canary) {per_step:?}"
+    );
+    // the Event was written at the PASS step, the status may hold a step more
+    assert!(
+        (said - measured).abs() <= 5.0 && (said - expected).abs() <= 10.0,
+        "the report says {said}%, the status {measured:.1}%, the rates imply {expected:.1}%: {pass}"
+    );
+    // The weight warning compares what the router sent: with the load tests in, the canary's
+    // share would be 42 % at weight 25 and 62 % at 50 (> shareTolerance 10 pp off); without
+    // them 25 % and 50 %, a few pp off at most around a weight change.
+    let all = ns.events_with("podinfo", &["Sequential judge PASS"]).await;
+    assert!(
+        all.iter()
+            .all(|(_, m)| !m.contains("measured canary traffic share")),
+        "{all:#?}"
+    );
+    server.abort();
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_nginx_the_report_says_the_load_test_share_is_unknown() {
+    // NGINX's series do not say who sent a request: the judge says so instead of guessing
+    let (ns, _ctl) = initialized_with(
+        "e2e-judge-load-nginx",
+        100,
+        0.0,
+        INGRESS,
+        &judged_nginx_canary("errorTolerance: 0.5\nloadTestWorkloads: [flagger-loadtester]"),
+    )
+    .await;
+    // 0 % → 2 % errors: rolled back within a few steps (as the nginx test above)
+    set_image(&ns, V2, 0.02).await;
+    wait_phase(
+        &ns,
+        "podinfo",
+        CanaryPhase::Failed,
+        Some(CanaryPhase::Succeeded),
+        MINUTES(4),
+    )
+    .await;
+    let js = judge_status(&ns, "FAIL").await;
+    assert!(
+        js.steps.iter().all(|s| s.canary.load_test.is_none()),
+        "nothing counted: {js:#?}"
+    );
+    let unknown = "share of the canary's requests from load tests (flagger-loadtester) unknown: provider nginx's series do not name a request's source";
+    let events = ns.event_messages_with("podinfo", unknown).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("sequential judge FAIL: errors: canary") && e.contains(unknown)),
+        "{events:#?}"
+    );
+    ns.cleanup().await;
+}

@@ -61,12 +61,14 @@ ANN_AB_RPS = ANNOTATION_PREFIX + "ab-rps"  # Namespace: requests/s per A/B (matc
 ANN_ERROR_RATE = ANNOTATION_PREFIX + "error-rate"  # pod template: fraction answered 500
 ANN_LATENCY_MS = ANNOTATION_PREFIX + "latency-ms"  # pod template: typical latency
 ANN_SERVICE_RPS = ANNOTATION_PREFIX + "service-rps"  # Service or Namespace: direct requests/s per Service
+ANN_LOADTEST_RPS = ANNOTATION_PREFIX + "loadtest-rps"  # Namespace: load-test requests/s per <name>-canary Service
 
 DEFAULT_ERROR_RATE = 0.0
 DEFAULT_LATENCY_MS = 20.0
 DEFAULT_AB_RPS = 0.0
 
 SOURCE_WORKLOAD = "loadgen"
+LOADTEST_WORKLOAD = "flagger-loadtester"  # source_workload of load-test traffic (Flagger's loadtester)
 CLUSTER_DOMAIN = "svc.cluster.local"
 
 # Istio's default buckets for istio_request_duration_milliseconds.
@@ -447,6 +449,7 @@ class Split(NamedTuple):
       * "mirror" - a copy of the main traffic (weight = mirror percentage)
       * "ab-mirror" - a copy of an A/B route's traffic
       * "service" - direct traffic to a Service (no routing object)
+      * "loadtest" - a load tester's requests to a canary Service (loadtest_views)
     ``canary`` is router specific: for ingress-nginx, the upstream name
     ``<ns>-<svc>-<port>`` of a canary Ingress backend ("" otherwise), exported
     as the ``canary`` label of the nginx_* series.
@@ -781,6 +784,30 @@ def service_views(
     return out
 
 
+def loadtest_views(
+    services: dict[tuple[str, str], dict],
+    namespaces: dict[str, dict],
+    warn: Callable[[str], None] | None = None,
+) -> list[RouteView]:
+    """Load tests (Flagger's loadtester running ``hey`` against
+    ``http://<name>-canary.<ns>:<port>/``): a Namespace annotated
+    ``sim.pennant.dev/loadtest-rps`` sends that many requests/s straight to
+    each of its ``<name>-canary`` Services with a selector ("loadtest"
+    traffic, weight 100, whatever the routing objects say), from
+    ``source_workload="flagger-loadtester"`` on the istio_* series as a mesh's
+    destination reporter records it (and on the pods' http_* series)."""
+    out: list[RouteView] = []
+    for (ns, name), svc in sorted(services.items()):
+        ns_ann = _annotations((namespaces.get(ns) or {}).get("metadata"))
+        sel = (svc.get("spec") or {}).get("selector")
+        if ANN_LOADTEST_RPS not in ns_ann or not name.endswith("-canary") or not isinstance(sel, dict) or not sel:
+            continue
+        rps = annotation_float(ns_ann, ANN_LOADTEST_RPS, 0.0, 0.0, 1e7, warn)
+        out.append(RouteView("istio", ns, LOADTEST_WORKLOAD, [Split(ns, name, 100.0, "loadtest")],
+                             rates={"loadtest": rps}, source=LOADTEST_WORKLOAD))
+    return out
+
+
 @dataclass(frozen=True)
 class RouterKind:
     """A kind of routing object: its cluster-wide LIST path(s), tried in
@@ -852,6 +879,7 @@ class Flow:
     route: str = ""
     canary: str = ""
     pods: tuple[str, ...] = ()
+    source: str = SOURCE_WORKLOAD  # the sending workload (Istio's source_workload)
 
 
 @dataclass
@@ -866,6 +894,8 @@ class RouteView:
     targets: list[tuple[Split, str | None, float]] = field(default_factory=list)
     # Rates by traffic class overriding the namespace's (service_views).
     rates: dict[str, float] | None = None
+    # The workload sending this traffic (loadtest_views: the load tester).
+    source: str = SOURCE_WORKLOAD
 
 
 def _annotations(meta: Any) -> dict:
@@ -1037,7 +1067,7 @@ def compute_flows(
                 view.targets.append((sp, name, share))
                 if share > 0:
                     flows.append(Flow(sp.namespace, sp.host, name, share, behaviour_of(d, warn),
-                                      view.router, view.name, sp.canary, pods_of(d)))
+                                      view.router, view.name, sp.canary, pods_of(d), view.source))
     return flows
 
 
@@ -1075,7 +1105,8 @@ def readiness_rates(
             rps = rates.get(sp.traffic, 0.0) * sp.weight / 100.0
             key = (sp.namespace, sp.host)
             svc = services.get(key)
-            if rps <= 0 or svc is None:
+            # a load tester hitting a scaled-down canary is not the router's doing
+            if rps <= 0 or svc is None or sp.traffic == "loadtest":
                 continue
             if key not in ready_of:
                 ready_of[key] = any(workload_pods(w, pods) for w in workloads_for_service(svc, workloads))
@@ -1376,6 +1407,7 @@ class SeriesKey(NamedTuple):
     namespace: str
     service: str
     workload: str
+    source: str = SOURCE_WORKLOAD
 
 
 class NginxKey(NamedTuple):
@@ -1455,7 +1487,7 @@ class Metrics:
                     continue
                 b = f.behaviour
                 if f.router == "istio":
-                    acc = self._acc.setdefault(SeriesKey(f.namespace, f.service, f.workload), _Acc())
+                    acc = self._acc.setdefault(SeriesKey(f.namespace, f.service, f.workload, f.source), _Acc())
                     acc.add(n, b, self._frac(b.latency_ms, ISTIO_BUCKETS_MS))
                 elif f.router == "nginx":
                     acc = self._nginx.setdefault(
@@ -1526,7 +1558,7 @@ class Metrics:
             a = acc[key]
             base = [
                 ("reporter", "destination"),
-                ("source_workload", SOURCE_WORKLOAD),
+                ("source_workload", key.source),
                 ("destination_workload", key.workload),
                 ("destination_workload_namespace", key.namespace),
                 ("destination_service", f"{key.service}.{key.namespace}.{CLUSTER_DOMAIN}"),
@@ -1827,6 +1859,7 @@ class Simulator:
                 views.append(RouteView(kind.name, meta.get("namespace") or "default", meta.get("name") or "", splits))
         routed = {(sp.namespace, sp.host) for v in views for sp in v.splits}
         views.extend(service_views(services, namespaces, routed, self._warn_once))
+        views.extend(loadtest_views(services, namespaces, self._warn_once))
         return views, namespaces, services, workloads, pods
 
     def tick(self, dt: float) -> None:

@@ -1311,3 +1311,36 @@ class ReadinessTest(unittest.TestCase):
         client, got = self.tick_with([[primary, self.canary_pod(True)]])
         self.assertEqual(got, {"true": [10], "false": []})
         self.assertEqual(client.calls.count("/api/v1/pods"), 1)
+
+
+class LoadTestTest(unittest.TestCase):
+    def test_loadtest_rps_reaches_the_canary_service_from_the_loadtester(self):
+        views, services, deps = flagger_canary_state(primary_w=90, canary_w=10)
+        ns = {"test": namespace("test", {"sim.pennant.dev/rps": "20", "sim.pennant.dev/loadtest-rps": "6"})}
+        lt = sim.loadtest_views(services, ns)
+        # only the -canary Service, whatever the VirtualService's weights
+        self.assertEqual([(v.router, v.name, v.splits, v.rates, v.source) for v in lt],
+                         [("istio", "flagger-loadtester", [sim.Split("test", "podinfo-canary", 100.0, "loadtest")],
+                           {"loadtest": 6.0}, "flagger-loadtester")])
+        self.assertEqual(sim.loadtest_views(services, {"test": namespace("test")}), [])
+        flows = sim.compute_flows(views + lt, ns, services, deps, 20.0, pods=podinfo_pods())
+        m = sim.Metrics()
+        m.add(flows, 10.0)
+        s = parse_exposition(m.render())
+        canary = dict(destination_workload="podinfo", response_code="200")
+        # 10 s: 6 rps of load tests and 10 % of 20 rps of users reach the canary, on separate
+        # series told by source_workload; the primary gets users only
+        self.assertEqual(find_exact(s, "istio_requests_total", source_workload="flagger-loadtester", **canary), [60])
+        self.assertEqual(find_exact(s, "istio_requests_total", source_workload="loadgen", **canary), [20])
+        self.assertEqual(find_exact(s, "istio_requests_total", source_workload="flagger-loadtester",
+                                    destination_workload="podinfo-primary"), [])
+        self.assertEqual(find_exact(s, "istio_requests_total", destination_workload="podinfo-primary"), [180])
+        self.assertEqual(find_exact(s, "istio_request_duration_milliseconds_count",
+                                    source_workload="flagger-loadtester", destination_workload="podinfo"), [60])
+        # the app's own per-pod series count them too (two canary pods)
+        self.assertEqual(find_exact(s, "http_request_duration_seconds_count",
+                                    kubernetes_pod_name="podinfo-68d4cdcb86-gx9f8", status="200"), [40])
+        # a canary scaled to zero gets nothing, and no router is blamed for the load tester's requests
+        _, _, parked = flagger_canary_state(canary_ready=0)
+        self.assertEqual([f for f in sim.compute_flows(lt, ns, services, parked, 20.0)], [])
+        self.assertEqual(sim.readiness_rates(lt, ns, services, parked, 20.0, []), [])

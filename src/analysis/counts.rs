@@ -42,6 +42,10 @@ pub struct VersionSample {
     /// Events of each count signal a MetricTemplate declares, in declared order
     /// ([`super::count_metric`]).
     pub counts: Vec<EventCounts>,
+    /// Of `requests`, those from the load-test workloads ([`load_test_requests`]); `None`
+    /// when not counted (no load-test workloads, a provider whose series do not name the
+    /// source, or the primary).
+    pub load_test: Option<u64>,
 }
 
 impl VersionSample {
@@ -72,6 +76,7 @@ impl VersionSample {
             timed: self.timed,
             slow,
             counts: self.counts.clone(),
+            load_test: self.load_test.map(|l| l.min(self.requests)),
         })
     }
 
@@ -296,6 +301,34 @@ pub struct CountQueries {
     /// observes only requests with an upstream response, so requests NGINX answers itself
     /// (a 503 without endpoints) are in the counter only.
     pub check_totals: bool,
+    /// Label naming the workload that sent a request ([`source_label`]), if the series have one.
+    pub source_label: Option<String>,
+    /// The load-test workloads whose requests to the canary [`load_test_requests`] counts
+    /// ([`CountQueries::with_load_tests`]); empty: none counted.
+    pub load_tests: Vec<String>,
+}
+
+impl CountQueries {
+    /// These queries counting the canary's requests from `workloads` (sources named by the
+    /// series' [`CountQueries::source_label`]). No extra query: the request series already
+    /// carry the label.
+    pub fn with_load_tests(self, workloads: Vec<String>) -> CountQueries {
+        CountQueries {
+            load_tests: workloads,
+            ..self
+        }
+    }
+}
+
+/// The label of `provider`'s builtin request series naming the workload that sent each request:
+/// Istio's destination reporter has `source_workload` (`unknown` for a source without a
+/// sidecar). NGINX, Gateway API and the app-exported series (`kubernetes`) have none, so the
+/// share of load tests is unknown there.
+pub fn source_label(provider: &str) -> Option<&'static str> {
+    match provider.split(':').next().unwrap_or_default() {
+        "istio" | "" => Some("source_workload"),
+        _ => None,
+    }
 }
 
 /// The Canary's target as the count series need it.
@@ -354,6 +387,8 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 requests_metric: "istio_requests_total".into(),
                 histogram_metric: "istio_request_duration_milliseconds_bucket".into(),
                 check_totals: true,
+                source_label: source_label(provider).map(Into::into),
+                load_tests: Vec::new(),
             })
         }
         "nginx" => {
@@ -376,6 +411,8 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 histogram_metric: "nginx_ingress_controller_response_duration_seconds_bucket"
                     .into(),
                 check_totals: false,
+                source_label: source_label(provider).map(Into::into),
+                load_tests: Vec::new(),
             })
         }
         "gatewayapi" | "kubernetes" => {
@@ -402,6 +439,8 @@ pub fn builtin(provider: &str, ns: &str, target: Target) -> Result<CountQueries,
                 requests_metric: "http_request_duration_seconds_count".into(),
                 histogram_metric: "http_request_duration_seconds_bucket".into(),
                 check_totals: false,
+                source_label: source_label(provider).map(Into::into),
+                load_tests: Vec::new(),
             })
         }
         other => Err(format!(
@@ -493,6 +532,34 @@ pub fn request_counts(
         }
     }
     (n.round() as u64, e.round() as u64, seen)
+}
+
+/// Requests of `version` over `(from, to]` sent by the load-test workloads: the series whose
+/// [`CountQueries::source_label`] is one of [`CountQueries::load_tests`], summed after
+/// differencing as [`request_counts`] does. `None` when the series name no source or no
+/// load-test workload is given (not counted, as opposed to counted and 0).
+pub fn load_test_requests(
+    series: &[RawSeries],
+    q: &CountQueries,
+    version: Version,
+    from: f64,
+    to: f64,
+) -> Option<u64> {
+    let label = q.source_label.as_ref()?;
+    if q.load_tests.is_empty() {
+        return None;
+    }
+    let n: f64 = series
+        .iter()
+        .filter(|s| q.versions.matches(&s.labels, version))
+        .filter(|s| {
+            s.labels
+                .get(label)
+                .is_some_and(|w| q.load_tests.contains(w))
+        })
+        .map(|s| increase(&s.samples, from, to))
+        .sum();
+    Some(n.round() as u64)
 }
 
 /// Length of the lookback's slices for [`pod_slices`], seconds.
@@ -718,6 +785,9 @@ async fn read(
         }
         out.requests = n;
         out.errors = e;
+        if v == Version::Canary {
+            out.load_test = load_test_requests(&req, q, v, f, t);
+        }
         if latency {
             let (buckets, timed, seen) = histogram_counts(&hist, q, v, f, t);
             if seen == 0 {
@@ -1080,6 +1150,7 @@ mod tests {
             timed,
             pods: Vec::new(),
             counts: Vec::new(),
+            load_test: None,
         };
         assert_eq!(
             histogram_mismatch(&v(1034, 512), "canary", &istio).as_deref(),
@@ -1119,5 +1190,69 @@ mod tests {
             ..deploy("app")
         };
         assert!(!builtin("nginx", "ns", nginx).unwrap().check_totals);
+    }
+    #[test]
+    fn load_tests_are_the_canary_requests_whose_source_is_a_load_test_workload() {
+        let q = builtin("istio", "ns", deploy("app"))
+            .unwrap()
+            .with_load_tests(vec!["flagger-loadtester".into()]);
+        let row = |src: &str, w: &str, code: &str, n: f64| {
+            series(
+                &[
+                    ("source_workload", src),
+                    ("destination_workload", w),
+                    ("response_code", code),
+                ],
+                &[(0.0, 10.0), (60.0, 10.0 + n)],
+            )
+        };
+        let req = vec![
+            row("flagger-loadtester", "app", "200", 30.0),
+            row("flagger-loadtester", "app", "500", 2.0),
+            row("frontend", "app", "200", 68.0),
+            // the load tester's requests to the primary are not the canary's
+            row("flagger-loadtester", "app-primary", "200", 500.0),
+            // a source without a sidecar is `unknown`, not a load test
+            row("unknown", "app", "200", 7.0),
+        ];
+        assert_eq!(
+            request_counts(&req, &q, Version::Canary, 0.0, 60.0),
+            (107, 2, 4)
+        );
+        assert_eq!(
+            load_test_requests(&req, &q, Version::Canary, 0.0, 60.0),
+            Some(32)
+        );
+        // no load-test workload: not counted (None), which is not 0
+        let none = builtin("istio", "ns", deploy("app")).unwrap();
+        assert_eq!(
+            load_test_requests(&req, &none, Version::Canary, 0.0, 60.0),
+            None
+        );
+        let other = q.clone().with_load_tests(vec!["k6".into()]);
+        assert_eq!(
+            load_test_requests(&req, &other, Version::Canary, 0.0, 60.0),
+            Some(0)
+        );
+        // series that do not name the source: unknown, whatever the workloads
+        for provider in ["kubernetes", "gatewayapi:v1"] {
+            let q = builtin(provider, "ns", deploy("app"))
+                .unwrap()
+                .with_load_tests(vec!["flagger-loadtester".into()]);
+            assert_eq!(q.source_label, None);
+            assert_eq!(
+                load_test_requests(&req, &q, Version::Canary, 0.0, 60.0),
+                None
+            );
+        }
+        assert_eq!(source_label("nginx"), None);
+        assert_eq!(source_label(""), Some("source_workload"));
+        // the judge keeps the count, never above the requests
+        let v = VersionSample {
+            requests: 20,
+            load_test: Some(25),
+            ..Default::default()
+        };
+        assert_eq!(v.counts(&[], "canary").unwrap().load_test, Some(20));
     }
 }

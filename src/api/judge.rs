@@ -61,6 +61,11 @@ pub struct VersionCounts {
     /// [`SignalKind::Count`] signals (`analysis::count_metric`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counts: Vec<EventCounts>,
+    /// Of `requests`, those sent by load tests (the load-test workloads named in the series'
+    /// source label, `canary::judged::LoadTests`). Canary only, and only where the series
+    /// name the source (Istio's `source_workload`); absent: not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_test: Option<u64>,
 }
 
 /// One version's events of a count signal in one step (or a lookback).

@@ -96,13 +96,23 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         .as_ref()
         .map(|v| v.iter().map(|s| s.signal.clone()).collect())
         .map_err(Clone::clone);
+    // counted from the request series already read (their source label): no extra query
+    let load_tests = judged::LoadTests::of(
+        provider,
+        policy
+            .as_ref()
+            .map(|p| judged::load_test_workloads(canary.spec.analysis(), p))
+            .unwrap_or_default(),
+    );
     let inputs = async {
         let target = counts::Target {
             name: &canary.spec.target_ref.name,
             kind: &canary.spec.target_ref.kind,
             ingress: canary.spec.ingress_ref.as_ref().map(|r| r.name.as_str()),
         };
-        let q = counts::builtin(provider, &ns, target).map_err(InputError::NoSeries)?;
+        let q = counts::builtin(provider, &ns, target)
+            .map_err(InputError::NoSeries)?
+            .with_load_tests(load_tests.counted());
         let prom = PrometheusProvider::with_client(ctx.http.clone(), &server)
             .map_err(|e| InputError::Provider(format!("metrics server {server:?}: {e}")))?;
         let mut step = counts::step_sample(&prom, &q, from, now, latency).await;
@@ -145,5 +155,6 @@ pub async fn observe(canary: &Canary, ctx: &Context) -> JudgeObservation {
         from,
         lookback,
         count_signals,
+        load_tests,
     }
 }

@@ -266,6 +266,102 @@ pub struct JudgeObservation {
     /// (`analysis::count_metric`); their events are [`VersionSample::counts`] of `step` and
     /// `lookback`, in the same order. `Err`: an invalid declaration, naming the template.
     pub count_signals: Result<Vec<CountSignal>, String>,
+    /// Which of the canary's requests are load tests ([`LoadTests::of`]); counted ones are
+    /// `step`'s canary [`VersionSample::load_test`].
+    pub load_tests: LoadTests,
+}
+
+/// Webhook types whose hosts generate load against the canary: Flagger's loadtester runs `hey`
+/// from `rollout` hooks every step, and acceptance tests from `pre-rollout`.
+pub const LOAD_TEST_HOOKS: [&str; 2] = ["rollout", "pre-rollout"];
+
+/// The workload a webhook URL's host names: its first DNS label (`http://flagger-loadtester.test/`
+/// and `http://flagger-loadtester.test.svc.cluster.local:80/` give `flagger-loadtester`, the
+/// Service, named after its Deployment as Flagger's loadtester is). `None` for an IP address,
+/// a URL without a host, or a label that is no object name.
+pub fn host_workload(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    // `domain` is `None` for an IP address
+    let w = u.domain()?.split('.').next()?.to_ascii_lowercase();
+    judge::is_workload_name(&w).then_some(w)
+}
+
+/// The load-test workloads of a Canary: the policy's `loadTestWorkloads` when set, else the
+/// [`host_workload`]s of the analysis' [`LOAD_TEST_HOOKS`] webhooks; sorted, without
+/// duplicates.
+pub fn load_test_workloads(analysis: Option<&CanaryAnalysis>, policy: &Policy) -> Vec<String> {
+    let mut w: Vec<String> = match &policy.load_test_workloads {
+        Some(w) => w.clone(),
+        None => analysis
+            .into_iter()
+            .flat_map(|a| {
+                LOAD_TEST_HOOKS
+                    .into_iter()
+                    .flat_map(move |k| a.webhooks_of(k))
+            })
+            .filter_map(|h| host_workload(&h.url))
+            .collect(),
+    };
+    w.sort();
+    w.dedup();
+    w
+}
+
+/// Which of the canary's requests are load tests (issue 19).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum LoadTests {
+    /// No load-test workload: nothing to report.
+    #[default]
+    None,
+    /// Counted each step from the series' source label (`analysis::counts::source_label`).
+    Counted(Vec<String>),
+    /// The provider's series do not name a request's source: the share is unknown, and the
+    /// report says so rather than guess.
+    Unknown {
+        provider: String,
+        workloads: Vec<String>,
+    },
+}
+
+impl LoadTests {
+    /// For `workloads` ([`load_test_workloads`]) under `provider` (`istio`, `nginx`, …).
+    pub fn of(provider: &str, workloads: Vec<String>) -> LoadTests {
+        if workloads.is_empty() {
+            LoadTests::None
+        } else if crate::analysis::counts::source_label(provider).is_some() {
+            LoadTests::Counted(workloads)
+        } else {
+            LoadTests::Unknown {
+                provider: provider.to_string(),
+                workloads,
+            }
+        }
+    }
+
+    /// The workloads whose requests to count (empty unless [`LoadTests::Counted`]).
+    pub fn counted(&self) -> Vec<String> {
+        match self {
+            LoadTests::Counted(w) => w.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The report's clause on the judged `steps`: `38% of the canary's requests from load tests
+    /// (flagger-loadtester)` ([`report::load_test_phrase`]), or why it is unknown; `None` with
+    /// no load tests, or none counted yet.
+    pub fn clause(&self, steps: &[StepCounts]) -> Option<String> {
+        match self {
+            LoadTests::None => None,
+            LoadTests::Counted(w) => report::load_test_phrase(steps, w),
+            LoadTests::Unknown {
+                provider,
+                workloads,
+            } => Some(format!(
+                "share of the canary's requests from load tests ({}) unknown: provider {provider}'s series do not name a request's source",
+                workloads.join(", ")
+            )),
+        }
+    }
 }
 
 /// What the machine does after a judged tick.
@@ -436,6 +532,9 @@ pub fn tick(
     let guard_tests: usize = guardrails.iter().map(|g| g.bounds().tests()).sum();
     let j = judge::evaluate_among(policy, &plan.signals, judged, guard_tests);
     let mut evidence = report::summary(&j, judged);
+    if let Some(c) = obs.load_tests.clause(judged) {
+        evidence += &format!(" | {c}");
+    }
     if capped {
         evidence += &format!(" (step cap {cap} reached: later steps are not recorded or judged)");
     }
@@ -502,14 +601,23 @@ pub fn count_mismatch(
     None
 }
 
+/// The canary's requests the router sent: all but the counted load tests, which reach the
+/// canary Service directly whatever the weight.
+fn routed(step: &StepCounts) -> u64 {
+    let c = &step.canary;
+    c.requests - c.load_test.unwrap_or(0).min(c.requests)
+}
+
 /// Measured canary share of the step against the configured weight (§1): a Warning when they
-/// differ by more than `shareTolerance` pp (with at least 20 requests in the step).
+/// differ by more than `shareTolerance` pp (with at least 20 requests in the step). Counted
+/// load-test requests are left out: the router did not send them.
 pub fn share_warnings(policy: &Policy, step: &StepCounts) -> Vec<String> {
-    let n = step.canary.requests + step.primary.requests;
+    let canary = routed(step);
+    let n = canary + step.primary.requests;
     if n < 20 {
         return Vec::new();
     }
-    let share = 100.0 * step.canary.requests as f64 / n as f64;
+    let share = 100.0 * canary as f64 / n as f64;
     if (share - step.weight as f64).abs() > policy.share_tolerance {
         vec![format!(
             "measured canary traffic share {share:.1}% differs from the configured weight {}% by more than {}pp",
@@ -524,7 +632,7 @@ fn starved(steps: &[StepCounts]) -> bool {
     steps.len() >= STARVED_STEPS
         && steps[steps.len() - STARVED_STEPS..]
             .iter()
-            .all(|s| s.weight > 0 && s.canary.requests == 0 && s.primary.requests > 20)
+            .all(|s| s.weight > 0 && routed(s) == 0 && s.primary.requests > 20)
 }
 
 /// The wording of an inconclusive end.
@@ -609,6 +717,7 @@ mod tests {
             timed: n,
             pods: Vec::new(),
             counts: Vec::new(),
+            load_test: None,
         };
         StepSample {
             canary: v(nc, xc),
@@ -623,6 +732,7 @@ mod tests {
             lookback: Some(Ok(sample(0, 0, 100_000, 1_000).primary)),
             from: 0,
             count_signals: Ok(Vec::new()),
+            load_tests: LoadTests::None,
         }
     }
 
@@ -929,6 +1039,7 @@ mod tests {
                 timed: 100 * k,
                 pods: Vec::new(),
                 counts: Vec::new(),
+                load_test: None,
             };
             StepSample {
                 canary: v(100),
@@ -1188,5 +1299,158 @@ mod tests {
         assert!(needed(&[]).contains("of 10^2.5 needed"), "{}", needed(&[]));
         let g = guard("request-success-rate", Some(99.0), None);
         assert!(needed(&g).contains("of 10^2.6 needed"), "{}", needed(&g));
+    }
+
+    fn hook(type_: Option<&str>, url: &str) -> serde_json::Value {
+        serde_json::json!({"name": url, "type": type_, "url": url})
+    }
+
+    #[test]
+    fn load_test_workloads_are_the_hosts_of_load_generating_hooks_unless_the_policy_names_them() {
+        let a: CanaryAnalysis = serde_json::from_value(serde_json::json!({
+            "webhooks": [
+                hook(Some("rollout"), "http://flagger-loadtester.test/"),
+                hook(Some("pre-rollout"), "http://flagger-loadtester.test.svc.cluster.local:80/"),
+                // no type is a rollout hook (Flagger)
+                hook(None, "http://K6-Runner.load/run"),
+                // gates, notifications and an IP address generate no load a source label names
+                hook(Some("confirm-rollout"), "http://gatekeeper.test/gate/check"),
+                hook(Some("event"), "http://events.test/"),
+                hook(Some("rollout"), "http://10.0.0.7:8080/"),
+                hook(Some("rollout"), "not a url"),
+            ]
+        }))
+        .unwrap();
+        let p = Policy::default();
+        assert_eq!(
+            load_test_workloads(Some(&a), &p),
+            vec!["flagger-loadtester".to_string(), "k6-runner".to_string()]
+        );
+        assert_eq!(load_test_workloads(None, &p), Vec::<String>::new());
+        // the policy wins, `[]` turning the derivation off
+        let named = parse_policy("loadTestWorkloads: [locust-master]").unwrap();
+        assert_eq!(load_test_workloads(Some(&a), &named), vec!["locust-master"]);
+        let off = parse_policy("loadTestWorkloads: []").unwrap();
+        assert!(load_test_workloads(Some(&a), &off).is_empty());
+        let e = parse_policy("loadTestWorkloads: [\"Bad Name\"]").unwrap_err();
+        assert!(
+            e.contains("loadTestWorkloads: \"Bad Name\" is not a workload name"),
+            "{e}"
+        );
+        assert_eq!(host_workload("http://[::1]:9898/"), None);
+        assert_eq!(
+            host_workload("https://flagger-loadtester/"),
+            Some("flagger-loadtester".into())
+        );
+        // counted where the series name the source, unknown elsewhere, nothing without workloads
+        let w = vec!["flagger-loadtester".to_string()];
+        assert_eq!(
+            LoadTests::of("istio", w.clone()),
+            LoadTests::Counted(w.clone())
+        );
+        assert_eq!(
+            LoadTests::of("nginx", w.clone()),
+            LoadTests::Unknown {
+                provider: "nginx".into(),
+                workloads: w.clone()
+            }
+        );
+        assert_eq!(LoadTests::of("istio", Vec::new()), LoadTests::None);
+        assert!(LoadTests::of("nginx", w).counted().is_empty());
+    }
+
+    #[test]
+    fn the_report_names_the_share_of_the_judged_canary_requests_from_load_tests() {
+        let lt = |load: u64, loads: LoadTests| {
+            let mut s = sample(1000, 10, 9000, 90);
+            s.canary.load_test = loads.counted().first().map(|_| load);
+            JudgeObservation {
+                load_tests: loads,
+                ..obs(s)
+            }
+        };
+        let counted = LoadTests::Counted(vec!["flagger-loadtester".into()]);
+        let mut st = JudgeStatus::default();
+        // the warm-up step (all load test) is not evidence, so not in the share
+        for load in [1000, 380] {
+            tick(&mut st, &lt(load, counted.clone()), RAMP_10, &[]);
+        }
+        let loads: Vec<Option<u64>> = st.steps.iter().map(|s| s.canary.load_test).collect();
+        assert_eq!(loads, vec![Some(1000), Some(380)]);
+        let m = st.message.as_deref().unwrap();
+        assert!(
+            m.ends_with(" | 38% of the canary's requests from load tests (flagger-loadtester)"),
+            "{m}"
+        );
+        // 380 + 20 of 2000
+        tick(&mut st, &lt(20, counted), RAMP_10, &[]);
+        let m = st.message.as_deref().unwrap();
+        assert!(
+            m.contains(" | 20% of the canary's requests from load tests"),
+            "{m}"
+        );
+        // series without a source label: unknown, said, never guessed
+        let unknown = LoadTests::of("nginx", vec!["flagger-loadtester".into()]);
+        let mut st = JudgeStatus::default();
+        for _ in 0..2 {
+            tick(&mut st, &lt(380, unknown.clone()), RAMP_10, &[]);
+        }
+        assert!(st.steps.iter().all(|s| s.canary.load_test.is_none()));
+        let m = st.message.as_deref().unwrap();
+        assert!(
+            m.ends_with(" | share of the canary's requests from load tests (flagger-loadtester) unknown: provider nginx's series do not name a request's source"),
+            "{m}"
+        );
+        // no load tests: no clause
+        let mut st = JudgeStatus::default();
+        for _ in 0..2 {
+            tick(&mut st, &lt(380, LoadTests::None), RAMP_10, &[]);
+        }
+        assert!(!st.message.unwrap().contains("load tests"));
+    }
+
+    #[test]
+    fn load_test_requests_are_not_the_routers_share_of_the_traffic() {
+        use crate::api::VersionCounts;
+        let step = |canary: u64, load: Option<u64>| StepCounts {
+            weight: 10,
+            canary: VersionCounts {
+                requests: canary,
+                load_test: load,
+                ..Default::default()
+            },
+            primary: VersionCounts {
+                requests: 2700,
+                ..Default::default()
+            },
+        };
+        let p = Policy::default();
+        // 1300 of 4000 (32.5 %) reach the canary, 1000 of them from the load tester: the
+        // router sent 300 of 3000, the configured 10 %
+        assert_eq!(
+            share_warnings(&p, &step(1300, Some(1000))),
+            Vec::<String>::new()
+        );
+        let w = share_warnings(&p, &step(1300, None));
+        assert!(
+            w[0].contains("measured canary traffic share 32.5%"),
+            "{w:?}"
+        );
+        // a canary that only the load tester reaches is starved of routed traffic
+        assert!(starved(&[
+            step(300, Some(300)),
+            step(300, Some(300)),
+            step(300, Some(300))
+        ]));
+        assert!(!starved(&[
+            step(300, Some(300)),
+            step(300, Some(300)),
+            step(300, Some(200))
+        ]));
+        assert!(!starved(&[
+            step(300, None),
+            step(300, None),
+            step(300, None)
+        ]));
     }
 }

@@ -592,6 +592,7 @@ fn judged_world(policy: crate::analysis::judge::Policy) -> World {
             from: 0,
             lookback: Some(Ok(v(7200))),
             count_signals: Ok(Vec::new()),
+            load_tests: Default::default(),
         }
     }));
     w
@@ -713,6 +714,7 @@ fn a_suspicious_adaptive_canary_is_pulled_back() {
             from: 0,
             lookback: Some(Ok(v(72000, 1))),
             count_signals: Ok(Vec::new()),
+            load_tests: Default::default(),
         }
     }));
     w.release_to_first_step();

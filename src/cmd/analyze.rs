@@ -80,6 +80,7 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
     let mut kind = args.kind.clone();
     let mut ingress = args.ingress.clone();
     let mut server = args.prometheus.clone();
+    let mut analysis = None;
     if let Some(name) = &args.canary {
         let client = kube::Client::try_default()
             .await
@@ -94,6 +95,7 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
         interval = interval.or(Some(c.spec.analysis.clone().unwrap_or_default().interval()));
         provider = validate::provider(&c.spec, &provider).to_string();
         server = server.or(c.spec.metrics_server.clone());
+        analysis = c.spec.analysis().cloned();
     }
     let target = target.ok_or("one of --canary or --target is required")?;
     let step = interval
@@ -112,6 +114,11 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
     if to <= from {
         return Err("--to must be after --from".into());
     }
+    // the policy's loadTestWorkloads, else the Canary's load-generating webhooks
+    let load_tests = judged::LoadTests::of(
+        &provider,
+        judged::load_test_workloads(analysis.as_ref(), &policy),
+    );
     let q = counts::builtin(
         &provider,
         &args.namespace,
@@ -120,7 +127,8 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
             kind: &kind,
             ingress: ingress.as_deref(),
         },
-    )?;
+    )?
+    .with_load_tests(load_tests.counted());
     let prom = PrometheusProvider::new(&server).map_err(|e| format!("{server}: {e}"))?;
     let err = |e: InputError| format!("{e:?}");
     let lb = counts::lookback(
@@ -218,6 +226,9 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
             out += &format!("verdict: {}\n", j.verdict.as_str());
             for r in crate::analysis::judge::report::report(&j, &judged) {
                 out += &format!("  {}\n", r.text);
+            }
+            if let Some(c) = load_tests.clause(&judged) {
+                out += &format!("  {c}\n");
             }
         }
     }

@@ -73,6 +73,7 @@ impl From<&FileVersion> for VersionSample {
             },
             pods: Vec::new(),
             counts: v.counts.clone(),
+            load_test: None,
         }
     }
 }
@@ -302,6 +303,7 @@ pub fn replay(file: &ReplayFile) -> Replay {
                         from: start,
                         lookback: file.lookback.as_ref().map(|l| Ok(l.into())),
                         count_signals: Ok(counts.clone()),
+                        load_tests: Default::default(),
                     });
                 }
             }

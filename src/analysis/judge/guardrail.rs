@@ -183,6 +183,7 @@ mod tests {
             buckets,
             pods: Vec::new(),
             counts: Vec::new(),
+            load_test: None,
         };
         let mut t = CanaryTotals::default();
         // a first step timed but without finite buckets does not switch the histogram off

@@ -145,6 +145,14 @@ pub struct Policy {
     /// the canary may serve per interval in the worst case (anytime-valid upper bound at
     /// 95 %). In (0, 1e9]. Default 20.
     pub harm_budget: f64,
+    /// The workloads whose requests to the canary are load tests, for the report's share of
+    /// the evidence they make (issue 19): names as the series' source label has them (Istio's
+    /// `source_workload`, the sending Deployment). Unset (the default): the first DNS label
+    /// of the hosts of the Canary's `rollout` and `pre-rollout` webhooks (Flagger's
+    /// `http://flagger-loadtester.test/` gives `flagger-loadtester`); `[]`: none. Counting
+    /// only: load-test requests are evidence like any other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_test_workloads: Option<Vec<String>>,
 }
 
 impl Default for Policy {
@@ -167,6 +175,7 @@ impl Default for Policy {
             dispersion: None,
             weights: Weights::Fixed,
             harm_budget: 20.0,
+            load_test_workloads: None,
         }
     }
 }
@@ -227,6 +236,14 @@ impl Policy {
             h > 0.0 && h <= 1e9,
             format!("harmBudget {h} out of range (0, 1e9] requests per interval"),
         )?;
+        for w in self.load_test_workloads.iter().flatten() {
+            check(
+                is_workload_name(w),
+                format!(
+                    "loadTestWorkloads: {w:?} is not a workload name (lowercase letters, digits, '-' and '.')"
+                ),
+            )?;
+        }
         for e in &self.latency_edges {
             check(
                 e.is_finite() && *e > 0.0,
@@ -235,6 +252,16 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain): what a source label can name.
+pub fn is_workload_name(w: &str) -> bool {
+    !w.is_empty()
+        && w.len() <= 253
+        && w.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && w.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && w.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// One signal's table for one step: canary `xc` events of `nc`, primary `xp` of `np`.

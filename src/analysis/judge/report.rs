@@ -260,3 +260,44 @@ pub fn summary(judgement: &Judgement, steps: &[super::StepCounts]) -> String {
         .collect::<Vec<_>>()
         .join(" | ")
 }
+
+/// The canary's requests from load tests over `steps` (the judged steps): (load-test requests,
+/// canary requests), summed over the steps that counted them (`VersionCounts::load_test`);
+/// `None` when no step did.
+pub fn load_test_share(steps: &[super::StepCounts]) -> Option<(u64, u64)> {
+    steps
+        .iter()
+        .filter_map(|s| {
+            let c = &s.canary;
+            c.load_test.map(|l| (l.min(c.requests), c.requests))
+        })
+        .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// A share in whole percent, never rounded to 0 % or 100 % when it is not: `38%`, `<1%`,
+/// `>99%`.
+pub fn fmt_share(part: u64, whole: u64) -> String {
+    let pct = 100.0 * part as f64 / whole.max(1) as f64;
+    match part {
+        0 => "0%".into(),
+        p if p >= whole => "100%".into(),
+        _ if pct < 0.5 => "<1%".into(),
+        _ if pct >= 99.5 => ">99%".into(),
+        // half away from zero (`{:.0}` would round 0.5 to even, to 0)
+        _ => format!("{}%", pct.round()),
+    }
+}
+
+/// The share of the evidence load tests make, for the report (issue 19):
+/// `38% of the canary's requests from load tests (flagger-loadtester)`. `None` when no judged
+/// step counted them or the canary had no request.
+pub fn load_test_phrase(steps: &[super::StepCounts], workloads: &[String]) -> Option<String> {
+    let (l, n) = load_test_share(steps)?;
+    (n > 0).then(|| {
+        format!(
+            "{} of the canary's requests from load tests ({})",
+            fmt_share(l, n),
+            workloads.join(", ")
+        )
+    })
+}

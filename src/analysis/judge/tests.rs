@@ -758,3 +758,49 @@ fn a_count_signal_tolerance_out_of_range_is_refused() {
     let e = plan_with_counts(&p, &lookback, &[c]).unwrap_err();
     assert_eq!(e.0, "jobs: tolerance 60 out of range (0, 50] pp");
 }
+
+#[test]
+fn load_test_share_sums_the_steps_that_counted_them_and_never_rounds_to_0_or_100() {
+    let step = |n: u64, load: Option<u64>| StepCounts {
+        weight: 10,
+        canary: VersionCounts {
+            requests: n,
+            load_test: load,
+            ..Default::default()
+        },
+        primary: VersionCounts::default(),
+    };
+    // a step recorded before the load tests were counted is left out, not taken as 0
+    let steps = [
+        step(500, None),
+        step(1000, Some(300)),
+        step(1000, Some(460)),
+    ];
+    assert_eq!(report::load_test_share(&steps), Some((760, 2000)));
+    let w = ["flagger-loadtester".to_string()];
+    assert_eq!(
+        report::load_test_phrase(&steps, &w).as_deref(),
+        Some("38% of the canary's requests from load tests (flagger-loadtester)")
+    );
+    assert_eq!(report::load_test_share(&steps[..1]), None);
+    assert_eq!(report::load_test_phrase(&steps[..1], &w), None);
+    // counted, but no canary request yet: nothing to share
+    assert_eq!(report::load_test_phrase(&[step(0, Some(0))], &w), None);
+    // a count above the requests (scrape skew) is clipped
+    assert_eq!(
+        report::load_test_share(&[step(10, Some(12))]),
+        Some((10, 10))
+    );
+    let f = report::fmt_share;
+    assert_eq!(
+        [
+            f(0, 10),
+            f(10, 10),
+            f(1, 1000),
+            f(999, 1000),
+            f(5, 1000),
+            f(1, 3)
+        ],
+        ["0%", "100%", "<1%", ">99%", "1%", "33%"]
+    );
+}
