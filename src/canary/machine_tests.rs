@@ -1053,6 +1053,39 @@ fn judged_two_rps_two_point_regression_takes_minutes_on_any_schedule() {
     assert!(adaptive.failed < fixed.failed, "{adaptive:?} {fixed:?}");
 }
 
+/// Held at maxWeight past `maxSteps` (`onInconclusive: hold`), an adaptive canary that turns
+/// suspicious is pulled back within the harm budget, as it would be before `maxSteps`: the
+/// hold is no licence to serve past the budget until a verdict or a gate. 2 rps, 0 % → 5 %
+/// errors: the ramp reaches 50 % at step 10 with the canary still clean-looking, the run is
+/// held at step 12, and the FAIL evidence reaches half its level some steps later.
+#[test]
+fn judged_adaptive_canary_held_past_max_steps_is_still_pulled_back_when_suspicious() {
+    let policy = "errorTolerance: 3\nlatencyTolerance: 50\nharmBudget: 2\nmaxSteps: 12\nonInconclusive: hold\nweights: adaptive\n";
+    let (mut w, _) = low_traffic_world(policy, 0.05, 0.0);
+    let mut held_at = None;
+    let mut after_held = Vec::new();
+    for _ in 0..60 {
+        w.advance(LOW_INTERVAL);
+        w.tick();
+        if held_at.is_none() && w.phase() == Some(CanaryPhase::WaitingPromotion) {
+            held_at = Some(w.status().judge.unwrap().steps.len());
+            assert_eq!(w.weight(), 50);
+        } else if held_at.is_some() {
+            after_held.push(w.weight());
+        }
+        if terminal(&w) {
+            break;
+        }
+    }
+    assert_eq!(held_at, Some(12), "{:#?}", w.messages());
+    assert_eq!(w.phase(), Some(CanaryPhase::Failed), "{:#?}", w.messages());
+    assert!(
+        after_held.iter().any(|x| *x > 0 && *x < 50),
+        "never pulled back while held: {after_held:?}"
+    );
+    assert!(w.has_notice("Pull back"), "{:#?}", w.messages());
+}
+
 #[test]
 fn step_weights_ladder() {
     let a = CanaryAnalysis {
