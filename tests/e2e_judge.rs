@@ -102,15 +102,24 @@ async fn initialized_with(
     extra: &str,
     canary: &str,
 ) -> (TestNs, ControllerProcess) {
-    initialized_in(prefix, rps, &[], error_rate, extra, canary).await
+    initialized_in(
+        prefix,
+        rps,
+        &[],
+        &podinfo(V1, error_rate, ""),
+        extra,
+        canary,
+    )
+    .await
 }
 
-/// [`initialized_with`] in a namespace with the simulator annotations `sim` as well.
+/// [`initialized_with`] in a namespace with the simulator annotations `sim` as well, the
+/// podinfo Deployment `deployment`.
 async fn initialized_in(
     prefix: &str,
     rps: u32,
     sim: &[(&str, &str)],
-    error_rate: f64,
+    deployment: &str,
     extra: &str,
     canary: &str,
 ) -> (TestNs, ControllerProcess) {
@@ -119,7 +128,7 @@ async fn initialized_in(
     for (k, v) in sim {
         ns.annotate(k, v).await;
     }
-    ns.apply_yaml(&podinfo(V1, error_rate, "")).await;
+    ns.apply_yaml(deployment).await;
     if !extra.is_empty() {
         ns.apply_yaml(extra).await;
     }
@@ -287,6 +296,292 @@ async fn two_rps_ends_not_enough_evidence_and_holds() {
     ns.cleanup().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Low traffic (issue 19): a 2 rps service, the fixed ramp against `weights: adaptive`, each pair
+// run side by side (two namespaces, two controllers). Parameters and margins are chosen on the
+// real machine and judge with the simulator's counts in `canary::machine_tests`
+// (`judged_two_rps_*`), which say why each was chosen.
+
+/// podinfo v1 at `error_rate` with a simulated latency of 45 ms: its p99 is calibrated at
+/// 49.5 ms in Istio's (25, 50] bucket, so half the requests are slower than 25 ms and none
+/// slower than 50 ms, and the judge has one latency signal, latency>25ms, with about 5 slow
+/// requests in every 10. At [`podinfo`]'s 30 ms, 98.5 % of the requests are at or below
+/// 25 ms: the only candidate edge has ~1.5 % slow requests in the lookback, picked or not
+/// against the 2 % cutoff as the floors fall, and then too rare at 2 rps to ever PASS.
+fn podinfo_45ms(error_rate: f64) -> String {
+    let d = podinfo(V1, error_rate, "");
+    let slow = d.replace(
+        "sim.pennant.dev/latency-ms: \"30\"",
+        "sim.pennant.dev/latency-ms: \"45\"",
+    );
+    assert_ne!(d, slow);
+    slow
+}
+
+/// [`judged_canary`] ramping 5 % a step up to 50 %, one step per 10 s interval.
+fn low_traffic_canary(policy: &str) -> String {
+    let c = judged_canary(policy).replace("    stepWeight: 25\n", "    stepWeight: 5\n");
+    assert!(c.contains("    stepWeight: 5\n"), "{c}");
+    c
+}
+
+/// (requests, failed requests) `workload` of namespace `ns` answered to clients so far,
+/// exactly: the simulator's unfloored `sim_served_requests_total` (0 before any).
+async fn served_by(ns: &str, workload: &str) -> (f64, f64) {
+    let body = reqwest::get(format!("{}/metrics", simulator_url()))
+        .await
+        .expect("simulator /metrics")
+        .text()
+        .await
+        .unwrap();
+    let (mut served, mut failed) = (0.0, 0.0);
+    let want = format!("namespace=\"{ns}\",workload=\"{workload}\",");
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("sim_served_requests_total{") else {
+            continue;
+        };
+        if !rest.starts_with(&want) {
+            continue;
+        }
+        let n: f64 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        served += n;
+        if rest.contains("code=\"500\"") {
+            failed += n;
+        }
+    }
+    (served, failed)
+}
+
+/// What one 2 rps release came to when it reached the phase waited for.
+#[derive(Debug)]
+struct LowTraffic {
+    /// The judge's signals.
+    signals: Vec<String>,
+    verdict: String,
+    /// Judge steps recorded (the first, at 5 %, is the warm-up).
+    steps: usize,
+    /// Canary weights on the way, from 0.
+    weights: Vec<i32>,
+    /// Requests, and failed ones, the canary served from the release on (the simulator's
+    /// exact counts); read once it stopped serving after a rollback.
+    served: f64,
+    failed: f64,
+    /// Seconds from the new revision to the phase.
+    secs: f64,
+}
+
+/// Release podinfo v2 at `error_rate` (v1: 0 %) at 2 rps, judged under the policy `policy`,
+/// and wait until `want` (panics on `fail_on`).
+async fn low_traffic_release(
+    prefix: &str,
+    policy: &str,
+    error_rate: f64,
+    want: CanaryPhase,
+    fail_on: CanaryPhase,
+) -> (TestNs, ControllerProcess, LowTraffic) {
+    let (ns, ctl) = initialized_in(
+        prefix,
+        2,
+        &[],
+        &podinfo_45ms(0.0),
+        "",
+        &low_traffic_canary(policy),
+    )
+    .await;
+    let before = served_by(&ns.name, "podinfo").await;
+    let start = std::time::Instant::now();
+    set_image(&ns, V2, error_rate).await;
+    let weights = wait_phase(&ns, "podinfo", want, Some(fail_on), MINUTES(4)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let js = ns
+        .canary("podinfo")
+        .await
+        .status
+        .and_then(|s| s.judge)
+        .expect("status.judge");
+    // after a rollback the canary stops serving within a simulator tick: read the counts once
+    // they stand still
+    let mut now = served_by(&ns.name, "podinfo").await;
+    if want == CanaryPhase::Failed {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let again = served_by(&ns.name, "podinfo").await;
+            if again == now {
+                break;
+            }
+            now = again;
+        }
+    }
+    let out = LowTraffic {
+        signals: js
+            .plan
+            .iter()
+            .flat_map(|p| p.signals.iter().map(|s| s.name.clone()))
+            .collect(),
+        verdict: js.verdict.clone().unwrap_or_default(),
+        steps: js.steps.len(),
+        weights,
+        served: now.0 - before.0,
+        failed: now.1 - before.1,
+        secs,
+    };
+    eprintln!("{}: {out:?}", ns.name);
+    (ns, ctl, out)
+}
+
+/// A good release of a 2 rps service: 0 % errors and the same latency before and after.
+/// Same Canary and policy but the weights: the fixed ramp (5 % a step) reaches 50 % at step
+/// 10 and is held there at `maxSteps` 13 without a verdict; `weights: adaptive` goes to 50 %
+/// after the first step (at 2 rps its worst case is within the default budget) and PASSes
+/// within the 13 steps.
+#[tokio::test]
+async fn two_rps_good_release_is_promoted_with_adaptive_weights_where_the_fixed_ramp_holds() {
+    const POLICY: &str =
+        "errorTolerance: 5\nlatencyTolerance: 50\nmaxSteps: 13\nonInconclusive: hold\n";
+    let adaptive_policy = format!("{POLICY}weights: adaptive\n");
+    let ((fixed_ns, _f, fixed), (adaptive_ns, _a, adaptive)) = tokio::join!(
+        low_traffic_release(
+            "e2e-judge-lowgf",
+            POLICY,
+            0.0,
+            CanaryPhase::WaitingPromotion,
+            CanaryPhase::Succeeded,
+        ),
+        low_traffic_release(
+            "e2e-judge-lowga",
+            &adaptive_policy,
+            0.0,
+            CanaryPhase::Succeeded,
+            CanaryPhase::Failed,
+        ),
+    );
+    eprintln!(
+        "2 rps good release: fixed held at {} after {} steps ({:.0}s); adaptive {} at step {} ({:.0}s), weights {:?}",
+        fixed.verdict,
+        fixed.steps,
+        fixed.secs,
+        adaptive.verdict,
+        adaptive.steps,
+        adaptive.secs,
+        adaptive.weights
+    );
+    // both judged on errors and one latency edge, both of which must PASS for a promotion
+    for r in [&fixed, &adaptive] {
+        assert_eq!(r.signals, ["errors", "latency>25ms"], "{r:?}");
+    }
+    // fixed: the whole ramp, then held at maxWeight without a verdict
+    let ramp: Vec<i32> = (0..=50).step_by(5).collect();
+    assert_eq!(fixed.weights, ramp, "{fixed:?}");
+    assert_eq!((fixed.verdict.as_str(), fixed.steps), ("CONTINUE", 13));
+    let held = fixed_ns
+        .event_messages_with("podinfo", "not enough evidence after 13 steps")
+        .await;
+    assert!(
+        held.iter()
+            .any(|e| e
+                .contains("not enough evidence after 13 steps, holding (onInconclusive: hold)")),
+        "{held:#?}"
+    );
+    assert_eq!(
+        image_of(&fixed_ns.deployment("podinfo-primary").await.unwrap()),
+        V1
+    );
+    // adaptive: 5 %, then maxWeight, promoted on PASS within maxSteps, never held
+    assert_eq!(adaptive.weights[..3], [0, 5, 50], "{adaptive:?}");
+    assert_eq!(adaptive.verdict, "PASS");
+    assert!(adaptive.steps <= 13, "{adaptive:?}");
+    assert_eq!(
+        image_of(&adaptive_ns.deployment("podinfo-primary").await.unwrap()),
+        V2
+    );
+    let events = adaptive_ns
+        .event_messages_with("podinfo", "Sequential judge PASS for podinfo.")
+        .await;
+    assert!(
+        events.iter().any(|e| e.contains("adaptive: worst case")),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().all(|e| !e.contains("not enough evidence")),
+        "{events:#?}"
+    );
+    fixed_ns.cleanup().await;
+    adaptive_ns.cleanup().await;
+}
+
+/// A regression of a 2 rps service: 0 % errors, then 10 % (+10 pp; a +2 pp regression takes
+/// over 10 minutes to roll back at 2 rps on any schedule, see
+/// `judged_two_rps_two_point_regression_takes_minutes_on_any_schedule`). Same Canary and
+/// policy (`harmBudget: 2`) but the weights: the fixed ramp climbs to 50 % while the failures
+/// come in; the adaptive weights follow it while the canary looks clean, then pull it back to
+/// the weight whose worst case fits the budget. Both are rolled back; the canary serves fewer
+/// failed requests (counted by the simulator, from the new revision's first request on) with
+/// the adaptive weights.
+#[tokio::test]
+async fn two_rps_regression_is_rolled_back_with_fewer_failed_requests_with_adaptive_weights() {
+    const POLICY: &str = "errorTolerance: 3\nlatencyTolerance: 50\nharmBudget: 2\n";
+    let adaptive_policy = format!("{POLICY}weights: adaptive\n");
+    let ((fixed_ns, _f, fixed), (adaptive_ns, _a, adaptive)) = tokio::join!(
+        low_traffic_release(
+            "e2e-judge-lowbf",
+            POLICY,
+            0.10,
+            CanaryPhase::Failed,
+            CanaryPhase::Succeeded,
+        ),
+        low_traffic_release(
+            "e2e-judge-lowba",
+            &adaptive_policy,
+            0.10,
+            CanaryPhase::Failed,
+            CanaryPhase::Succeeded,
+        ),
+    );
+    eprintln!(
+        "2 rps +10pp regression: fixed FAIL after {} steps ({:.0}s), {:.1} failed of {:.1} served; adaptive FAIL after {} steps ({:.0}s), {:.1} failed of {:.1} served, weights {:?}",
+        fixed.steps,
+        fixed.secs,
+        fixed.failed,
+        fixed.served,
+        adaptive.steps,
+        adaptive.secs,
+        adaptive.failed,
+        adaptive.served,
+        adaptive.weights
+    );
+    for (ns, r) in [(&fixed_ns, &fixed), (&adaptive_ns, &adaptive)] {
+        assert_eq!(r.signals, ["errors", "latency>25ms"], "{r:?}");
+        assert_eq!(r.verdict, "FAIL", "{r:?}");
+        assert_eq!(ns.vs_weights("podinfo").await, Some((100, 0)));
+        // the simulator counted the canary's 10 %
+        assert!(
+            r.served > 20.0 && (r.failed / r.served - 0.10).abs() < 1e-6,
+            "{r:?}"
+        );
+    }
+    let pulled_back = adaptive.weights.windows(2).any(|w| w[1] < w[0] && w[1] > 0);
+    assert!(pulled_back, "{adaptive:?}");
+    let events = adaptive_ns
+        .event_messages_with("podinfo", "Pull back podinfo.")
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Pull back podinfo.") && e.contains(": suspicious, worst case")),
+        "{events:#?}"
+    );
+    // 11.5 against 7.2–8.5 failed requests in `canary::machine_tests` over the simulator's
+    // phases; a request of slack for what the model leaves out
+    assert!(
+        adaptive.failed + 2.0 <= fixed.failed,
+        "failed requests served: adaptive {:.1}, fixed {:.1}",
+        adaptive.failed,
+        fixed.failed
+    );
+    fixed_ns.cleanup().await;
+    adaptive_ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn nginx_two_point_regression_is_rolled_back_by_the_judge() {
     let (ns, _ctl) = initialized_with(
@@ -385,7 +680,7 @@ async fn kubernetes_blue_green_good_release_is_promoted_on_pass_at_the_last_iter
         "e2e-judge-bg",
         40,
         &[("sim.pennant.dev/service-rps", "30")],
-        0.01,
+        &podinfo(V1, 0.01, ""),
         "",
         &judged_blue_green_canary("errorTolerance: 2\nwarmupSteps: 0", 4),
     )

@@ -867,7 +867,9 @@ class Flow:
     ``router``/``route`` name the routing object that sent it ("istio",
     "nginx", "httproute" or "service", and its name), ``canary`` is the
     split's router-specific canary label, ``pods`` the workload's Ready pods
-    (the traffic is spread evenly over them for the per-pod http_* series).
+    (the traffic is spread evenly over them for the per-pod http_* series),
+    ``traffic`` the split's class ("main", "ab", "service", or a mirror's
+    "mirror"/"ab-mirror", whose answers reach no client).
     """
 
     namespace: str
@@ -880,6 +882,7 @@ class Flow:
     canary: str = ""
     pods: tuple[str, ...] = ()
     source: str = SOURCE_WORKLOAD  # the sending workload (Istio's source_workload)
+    traffic: str = "main"
 
 
 @dataclass
@@ -1067,7 +1070,8 @@ def compute_flows(
                 view.targets.append((sp, name, share))
                 if share > 0:
                     flows.append(Flow(sp.namespace, sp.host, name, share, behaviour_of(d, warn),
-                                      view.router, view.name, sp.canary, pods_of(d), view.source))
+                                      view.router, view.name, sp.canary, pods_of(d), view.source,
+                                      sp.traffic))
     return flows
 
 
@@ -1467,6 +1471,8 @@ class Metrics:
         self._nginx: dict[NginxKey, _Acc] = {}
         self._http: dict[PodKey, _Acc] = {}
         self._readiness: dict[tuple[str, str, bool], float] = {}
+        # (namespace, workload, "200"|"500") -> requests answered to clients (no mirrors), exact
+        self._served: dict[tuple[str, str, str], float] = {}
         self._weights: dict[tuple[str, str], float] = {}
         self._rps: dict[tuple[str, str, str], float] = {}
         self._fractions: dict[tuple[float, tuple[float, ...]], list[float]] = {}
@@ -1486,6 +1492,10 @@ class Metrics:
                 if n <= 0:
                     continue
                 b = f.behaviour
+                if not f.traffic.endswith("mirror"):
+                    for code, part in (("200", 1.0 - b.error_rate), ("500", b.error_rate)):
+                        key = (f.namespace, f.workload, code)
+                        self._served[key] = self._served.get(key, 0.0) + n * part
                 if f.router == "istio":
                     acc = self._acc.setdefault(SeriesKey(f.namespace, f.service, f.workload, f.source), _Acc())
                     acc.add(n, b, self._frac(b.latency_ms, ISTIO_BUCKETS_MS))
@@ -1549,6 +1559,7 @@ class Metrics:
             weights = dict(self._weights)
             rps = dict(self._rps)
             readiness = dict(self._readiness)
+            served = dict(self._served)
             ticks, api_errors = self.ticks, self.api_errors
         out: list[str] = []
         out.append("# HELP istio_requests_total Simulated requests seen by the destination reporter.")
@@ -1610,6 +1621,12 @@ class Metrics:
         for (ns, svc, ready), n in sorted(readiness.items()):
             labels = _labels([("namespace", ns), ("service", svc), ("ready", "true" if ready else "false")])
             out.append(f"sim_requests_by_readiness_total{labels} {_count(n)}")
+        out.append("# HELP sim_served_requests_total Requests a workload answered to clients (mirrored copies"
+                   " excluded), by status code, whatever routed them: the exact fluid count, not floored.")
+        out.append("# TYPE sim_served_requests_total counter")
+        for (ns, wl, code), n in sorted(served.items()):
+            labels = _labels([("namespace", ns), ("workload", wl), ("code", code)])
+            out.append(f"sim_served_requests_total{labels} {_fmt_float(n)}")
         out.append("# HELP sim_ticks_total Simulation ticks run.")
         out.append("# TYPE sim_ticks_total counter")
         out.append(f"sim_ticks_total {int(ticks)}")

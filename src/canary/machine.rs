@@ -1418,21 +1418,14 @@ impl<'a> Machine<'a> {
             Progress::Advance | Progress::Hold if strategy == Strategy::Canary => {
                 // `weights: adaptive`: the weight from the evidence (issue 19)
                 let w = self.st.canary_weight;
-                let max = analysis.max_weight();
                 let fixed_next = if progress == Progress::Advance {
-                    (w + analysis.next_step_weight(w)).min(max).min(100)
+                    (w + analysis.next_step_weight(w))
+                        .min(analysis.max_weight())
+                        .min(100)
                 } else {
                     w
                 };
-                let ladder =
-                    crate::analysis::judge::weights::ladder(max, |x| analysis.next_step_weight(x));
-                let guard_tests = guardrails(analysis)
-                    .iter()
-                    .map(|g| g.bounds().tests())
-                    .sum();
-                let choice = obs.policy.as_ref().ok().and_then(|p| {
-                    super::judged::adaptive_next(&js, p, &ladder, w, fixed_next, guard_tests)
-                });
+                let choice = adaptive_choice(&js, &obs, analysis, w, fixed_next);
                 match (choice, progress) {
                     (Some(c), _) => self.step_canary_to(analysis, c),
                     (None, Progress::Advance) => self.step_canary(target, analysis),
@@ -1470,7 +1463,17 @@ impl<'a> Machine<'a> {
                             self.judged_promotion(target, analysis)
                         } else {
                             self.st.phase = Some(CanaryPhase::WaitingPromotion);
-                            Flow::Done
+                            // `weights: adaptive`: held is no licence to exceed the harm
+                            // budget. A canary that turns suspicious past `maxSteps` is pulled
+                            // back as before them (below maxWeight the judge then advances,
+                            // within the budget, until a verdict)
+                            let w = self.st.canary_weight;
+                            match adaptive_choice(&js, &obs, analysis, w, w) {
+                                Some(c) if strategy == Strategy::Canary && c.weight < w => {
+                                    self.step_canary_to(analysis, c)
+                                }
+                                _ => Flow::Done,
+                            }
                         }
                     }
                 }
@@ -2044,6 +2047,28 @@ pub fn revision_id(revision: &str, configs: &BTreeMap<String, String>) -> String
     }
     let d = h.finalize();
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `weights: adaptive` (issue 19): the judge's weight for the next interval from `current`,
+/// the fixed schedule's being `fixed_next`, on the user's ladder up to `maxWeight`, with the
+/// guardrails' bounds sharing `alphaFail` ([`super::judged::adaptive_next`]). `None` with fixed
+/// weights, an unusable policy or before a plan.
+fn adaptive_choice(
+    js: &crate::api::JudgeStatus,
+    obs: &super::judged::JudgeObservation,
+    analysis: &CanaryAnalysis,
+    current: i32,
+    fixed_next: i32,
+) -> Option<crate::analysis::judge::weights::Choice> {
+    let ladder = crate::analysis::judge::weights::ladder(analysis.max_weight(), |x| {
+        analysis.next_step_weight(x)
+    });
+    let guard_tests = super::judged::guardrails(analysis)
+        .iter()
+        .map(|g| g.bounds().tests())
+        .sum();
+    let policy = obs.policy.as_ref().ok()?;
+    super::judged::adaptive_next(js, policy, &ladder, current, fixed_next, guard_tests)
 }
 
 #[cfg(test)]
