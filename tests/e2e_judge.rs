@@ -1023,7 +1023,7 @@ async fn load_test_traffic_is_evidence_and_the_report_names_its_share() {
         "e2e-judge-load",
         USERS_RPS as u32,
         &[("sim.pennant.dev/loadtest-rps", "30")],
-        0.01,
+        &podinfo(V1, 0.01, ""),
         "",
         &canary,
     )

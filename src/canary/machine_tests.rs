@@ -911,6 +911,7 @@ fn low_traffic_world(
         from: 0,
         lookback: Some(Ok(lookback.clone())),
         count_signals: Ok(Vec::new()),
+        load_tests: Default::default(),
     }));
     w.release_to_first_step();
     assert_eq!(w.weight(), 5);
