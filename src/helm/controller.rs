@@ -125,8 +125,8 @@ pub struct Settings {
     /// The Canary controller's default router (`--mesh-provider`), for the Canaries whose
     /// owned fields drift detection leaves alone ([`crate::apply::ownership`]).
     pub mesh_provider: String,
-    /// HelmReleases reconciled at once (Flux's `--concurrent`, 4): each runs a `helm` process
-    /// of its own (tens of MiB), so this bounds the controller's memory.
+    /// HelmReleases reconciled at once (Flux's `--concurrent`, 4); the `helm` processes they
+    /// run (tens of MiB each) are bounded by `helm.max_processes`.
     pub concurrent: u16,
 }
 
