@@ -6,7 +6,10 @@
 //! predicate); a HelmChart, OCIRepository or ExternalArtifact whose artifact revision differs
 //! from the `status.lastAttemptedRevision` of a HelmRelease using it reconciles that HelmRelease
 //! at once; a HelmRelease or Kustomization turning Ready wakes the HelmReleases waiting for it
-//! (`DependencyNotReady`). Otherwise `spec.interval`.
+//! (`DependencyNotReady`). Otherwise `spec.interval`. The generated HelmChart of a HelmRelease
+//! is applied as soon as the watch shows it, outside the reconcile workers ([`charts_ahead`]),
+//! so charts are fetched while the workers run `helm`; the engine runs at most
+//! `--helm-max-processes` `helm` processes at once, whatever `--concurrent` is.
 //!
 //! Each reconcile (Flux's `reconcileRelease`): finalizer → suspend → the generated HelmChart
 //! (server-side apply of [`chart::helm_chart`]; with `chartRef` a stale generated one is
@@ -384,6 +387,187 @@ pub fn dependents_to_wake(
         .collect()
 }
 
+/// The HelmChart to apply for `hr` ahead of its reconcile ([`charts_ahead`]), or `None` when
+/// its reconcile would not apply one (deleting, suspended, refused, `chartRef`) or already
+/// applied this generation's (`status.helmChart` names it and the generation was attempted or
+/// observed: nothing to gain, and a restart costs no write per HelmRelease). PURE.
+pub fn chart_ahead(hr: &HelmRelease) -> Option<Value> {
+    if hr.metadata.deletion_timestamp.is_some() || hr.suspended() || refused(hr).is_some() {
+        return None;
+    }
+    let generation = hr.metadata.generation;
+    let reconciled = hr.status.as_ref().is_some_and(|s| {
+        generation.is_some()
+            && (s.last_attempted_generation == generation || s.observed_generation == generation)
+            && s.helm_chart.as_deref().is_some_and(|c| {
+                let ns = hr.helm_chart_namespace().unwrap_or_default();
+                c.split_once('/') == Some((ns.as_str(), hr.helm_chart_name().as_str()))
+            })
+    });
+    if reconciled {
+        return None;
+    }
+    chart::helm_chart(hr)
+}
+
+/// Whether a HelmChart labelled as the deleted `hr`'s and still there is a leftover to delete
+/// ([`charts_ahead`]): one no reconcile recorded in `status.helmChart` (applied ahead, so no
+/// finalizer deletes it), or one the finalizer should have deleted but an apply ahead still in
+/// flight wrote again; not the recorded one of a suspended HelmRelease, which Flux keeps. PURE.
+pub fn chart_ahead_leftover(hr: &HelmRelease) -> bool {
+    let recorded = hr
+        .status
+        .as_ref()
+        .and_then(|s| s.helm_chart.as_deref())
+        .is_some_and(|c| !c.is_empty());
+    hr.spec.chart.is_some() && (!recorded || !hr.suspended())
+}
+
+/// Work for [`charts_ahead`].
+enum ChartWork {
+    /// A HelmRelease seen by the watch (its current copy is read from the store).
+    Seen(ObjectRef<HelmRelease>),
+    /// A HelmRelease gone (the watch's last copy of it).
+    Deleted(Box<HelmRelease>),
+}
+
+/// What [`charts_ahead`] knows per HelmRelease (namespace, name).
+#[derive(Default)]
+struct ChartsAheadState {
+    /// (uid, generation) whose HelmChart was applied: a status write or a repeated event
+    /// applies nothing again.
+    done: BTreeMap<(String, String), (String, i64)>,
+    /// An apply in flight, and whether the HelmRelease was deleted meanwhile (its cleanup then
+    /// runs after the apply, which could otherwise write the HelmChart again after it).
+    in_flight: BTreeMap<(String, String), bool>,
+}
+
+/// HelmCharts ahead of the installs (issue 17): the generated HelmChart of every HelmRelease
+/// the watch shows is applied here, a few at once and outside the reconcile workers, so the
+/// source controller fetches the charts while those workers are busy in `helm install --wait`;
+/// the reconcile's own apply (Flux's `reconcileChartTemplate`) then finds it in place. The same
+/// object as the reconcile's ([`chart::helm_chart`], server-side applied as `pennant`, forced),
+/// for the HelmReleases the reconcile would apply it for ([`chart_ahead`]). A deleted
+/// HelmRelease takes a HelmChart left over by this pass with it ([`chart_ahead_leftover`]).
+/// Failures are logged only: the reconcile applies the HelmChart anyway.
+async fn charts_ahead(
+    client: Client,
+    store: Store<HelmRelease>,
+    work: tokio::sync::mpsc::UnboundedReceiver<ChartWork>,
+) {
+    /// HelmCharts applied at once: a handful of API requests, next to the reconcile workers.
+    const AT_ONCE: usize = 4;
+    let state = Mutex::new(ChartsAheadState::default());
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    let key = |hr: &HelmRelease| (hr.namespace().unwrap_or_default(), hr.name_any());
+    let version = |hr: &HelmRelease| {
+        (
+            hr.uid().unwrap_or_default(),
+            hr.metadata.generation.unwrap_or_default(),
+        )
+    };
+    let work = futures::stream::unfold(
+        work,
+        |mut rx| async move { rx.recv().await.map(|w| (w, rx)) },
+    );
+    work.for_each_concurrent(AT_ONCE, |w| {
+        let client = client.clone();
+        let store = &store;
+        async move {
+            match w {
+                ChartWork::Seen(r) => {
+                    let Some(current) = store.get(&r) else { return };
+                    let hr: &HelmRelease = &current;
+                    let k = key(hr);
+                    let Some(obj) = chart_ahead(hr) else { return };
+                    {
+                        let mut st = lock();
+                        if st.done.get(&k) == Some(&version(hr)) || st.in_flight.contains_key(&k) {
+                            return;
+                        }
+                        st.in_flight.insert(k.clone(), false);
+                    }
+                    let (cns, cname) = (
+                        hr.helm_chart_namespace().unwrap_or_default(),
+                        hr.helm_chart_name(),
+                    );
+                    let pp = PatchParams::apply(FIELD_MANAGER).force();
+                    let applied = Api::<HelmChart>::namespaced(client.clone(), &cns)
+                        .patch(&cname, &pp, &Patch::Apply(&obj))
+                        .await;
+                    let deleted = {
+                        let mut st = lock();
+                        let deleted = st.in_flight.remove(&k).unwrap_or(false);
+                        if applied.is_ok() && !deleted {
+                            st.done.insert(k.clone(), version(hr));
+                        }
+                        deleted
+                    };
+                    match applied {
+                        Ok(_) => tracing::debug!(helmrelease = %hr.name_any(), helmchart = %cname,
+                            "HelmChart applied ahead of the release"),
+                        Err(e) => tracing::debug!(helmrelease = %hr.name_any(),
+                            "applying HelmChart {cns}/{cname} ahead: {e}"),
+                    }
+                    if deleted {
+                        delete_chart_left_over(&client, hr).await;
+                    }
+                }
+                ChartWork::Deleted(gone) => {
+                    let hr: &HelmRelease = &gone;
+                    let k = key(hr);
+                    {
+                        let mut st = lock();
+                        st.done.remove(&k);
+                        if let Some(deleted) = st.in_flight.get_mut(&k) {
+                            // the apply in flight cleans up after itself
+                            *deleted = true;
+                            return;
+                        }
+                    }
+                    delete_chart_left_over(&client, hr).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Delete the HelmChart of the deleted `hr` when it is a leftover ([`chart_ahead_leftover`])
+/// and still labelled as `hr`'s (the uid read is a precondition of the delete).
+async fn delete_chart_left_over(client: &Client, hr: &HelmRelease) {
+    use crate::api::helm_release::{NAME_LABEL, NAMESPACE_LABEL};
+    if !chart_ahead_leftover(hr) {
+        return;
+    }
+    let (ns, name) = (hr.namespace().unwrap_or_default(), hr.name_any());
+    let (cns, cname) = (
+        hr.helm_chart_namespace().unwrap_or_default(),
+        hr.helm_chart_name(),
+    );
+    let api = Api::<HelmChart>::namespaced(client.clone(), &cns);
+    let Ok(Some(c)) = api.get_opt(&cname).await else {
+        return;
+    };
+    let labels = c.labels();
+    if labels.get(NAME_LABEL) != Some(&name) || labels.get(NAMESPACE_LABEL) != Some(&ns) {
+        return;
+    }
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: c.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&cname, &dp).await {
+        Ok(_) => info!(helmrelease = %name,
+            "deleted HelmChart {cns}/{cname}, applied ahead of the release and left over at its deletion"),
+        Err(kube::Error::Api(a)) if a.code == 404 || a.code == 409 => {}
+        Err(e) => warn!(helmrelease = %name, "deleting HelmChart {cns}/{cname}: {e}"),
+    }
+}
+
 fn ready_now(generation: Option<i64>, observed: Option<i64>, conds: &[Condition]) -> bool {
     generation == observed && conditions::is_true(conds, types::READY)
 }
@@ -401,6 +585,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let first_list = std::sync::Once::new();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let (deps_store, wake_deps) = (store.clone(), wake.clone());
+    let (chart_work, chart_worked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(charts_ahead(client.clone(), store.clone(), chart_worked));
+    let (chart_seen, chart_deleted) = (chart_work.clone(), chart_work);
     let trigger = reflector::reflector(
         writer,
         watcher(scope.api::<HelmRelease>(&client), scope.watcher_config()),
@@ -413,10 +600,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 info!("helm controller: caches synced");
             });
         }
+        if let Ok(watcher::Event::Delete(h)) = e {
+            let _ = chart_deleted.send(ChartWork::Deleted(Box::new(h.clone())));
+        }
     })
     .applied_objects()
     .inspect(move |r| {
         if let Ok(h) = r {
+            if chart_ahead(h).is_some() {
+                let _ = chart_seen.send(ChartWork::Seen(ObjectRef::from_obj(h)));
+            }
             let s = h.status.clone().unwrap_or_default();
             let ready = ready_now(h.metadata.generation, s.observed_generation, &s.conditions);
             let (ns, name) = (h.namespace().unwrap_or_default(), h.name_any());
