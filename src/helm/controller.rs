@@ -1515,12 +1515,18 @@ async fn release(
     let max_history = hr.max_history().max(0) as usize;
     let mut run = AlreadyRun::default();
     let mut force = force_requested;
+    // Helm storage as read right after the last action (for its history, below): the next
+    // step starts from it instead of listing and decoding the same Secrets again
+    let mut read_after_action: Option<Option<Release>> = None;
     let next = loop {
-        let latest = ctx
-            .engine
-            .latest(&target, &rref)
-            .await
-            .map_err(|e| Error::Kube(format!("read release storage: {e}")))?;
+        let latest = match read_after_action.take() {
+            Some(latest) => latest,
+            None => ctx
+                .engine
+                .latest(&target, &rref)
+                .await
+                .map_err(|e| Error::Kube(format!("read release storage: {e}")))?,
+        };
         let (obs, drift_report) =
             observe(hr, status, latest.as_ref(), &desired, force, &rref, rt, ctx).await?;
         let step = decide::next_step(&obs, &policy, &run);
@@ -1614,7 +1620,8 @@ async fn release(
             run.insert(action.kind());
             continue;
         }
-        let (result, rls, logs) = run_action(hr, ctx, rt, &rref, &action, &policy, p).await;
+        let (result, rls, logs) =
+            run_action(hr, ctx, rt, &rref, &action, &policy, p, latest.as_ref()).await;
         if matches!(action, Action::Install | Action::Upgrade) {
             status.last_attempted_release_action_duration = Some(crate::util::go_duration(
                 started.elapsed().as_millis() as f64,
@@ -1659,6 +1666,7 @@ async fn release(
         // release observer
         if let Ok(all) = ctx.engine.history(&target, &rref).await {
             refresh_history(&mut status.history, &all);
+            read_after_action = Some(all.into_iter().next());
         }
         let newest = status.history.first().map(chart::to_decide);
         let octx = OutcomeContext {
@@ -2240,8 +2248,21 @@ pub fn upgrade_request(
     }
 }
 
+/// `--server-side` of an upgrade: `auto` is the apply method of the release it replaces,
+/// `latest` (Helm 4's rule, which the engine applies by reading storage when left `auto`:
+/// resolved from the revision the controller just read, one storage read fewer). PURE.
+pub fn resolved_server_side(side: ServerSide, latest: Option<&Release>) -> ServerSide {
+    match (side, latest) {
+        (ServerSide::Auto, Some(r)) if r.apply_method == "ssa" => ServerSide::Enabled,
+        (ServerSide::Auto, Some(_)) => ServerSide::Disabled,
+        (side, _) => side,
+    }
+}
+
 /// Run `action` through the engine: the result for [`decide::outcome`], the release it left
-/// in storage, and Helm's log lines of a failure.
+/// in storage, and Helm's log lines of a failure. `latest`: the newest stored revision, as the
+/// step that chose `action` read it.
+#[allow(clippy::too_many_arguments)]
 async fn run_action(
     hr: &HelmRelease,
     ctx: &Ctx,
@@ -2250,6 +2271,7 @@ async fn run_action(
     action: &Action,
     policy: &decide::Policy,
     p: &Prepared,
+    latest: Option<&Release>,
 ) -> (ActionResult, Option<Release>, String) {
     let target = &rt.engine;
     let rb = hr.spec.rollback.as_ref();
@@ -2275,14 +2297,11 @@ async fn run_action(
             )
             .await
             .map(Some),
-        Action::Upgrade => ctx
-            .engine
-            .upgrade(
-                target,
-                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values, &keep),
-            )
-            .await
-            .map(Some),
+        Action::Upgrade => {
+            let mut req = upgrade_request(hr, rref, policy, &p.chart_path, &p.values, &keep);
+            req.server_side = resolved_server_side(req.server_side, latest);
+            ctx.engine.upgrade(target, &req).await.map(Some)
+        }
         Action::Test => ctx
             .engine
             .test(
@@ -2753,6 +2772,123 @@ mod tests {
         assert_eq!(
             chart_source_key(&r),
             ("OCIRepository".into(), "apps".into(), "x".into())
+        );
+    }
+
+    #[test]
+    fn a_helm_chart_is_applied_ahead_until_a_reconcile_applied_this_generations() {
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = json!({
+                "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                "metadata": {"name": "web", "namespace": "apps", "generation": 2},
+                "spec": base(),
+            });
+            f(&mut v);
+            serde_json::from_value::<HelmRelease>(v).unwrap()
+        };
+        // new: the reconcile's own object
+        let fresh = with(&|_| {});
+        assert_eq!(chart_ahead(&fresh), chart::helm_chart(&fresh));
+        assert_eq!(chart_ahead(&fresh).unwrap()["metadata"]["name"], "apps-web");
+        // the reconcile would apply none: deleting, suspended, refused, chartRef
+        for (what, f) in [
+            (
+                "deleting",
+                &(|v: &mut Value| {
+                    v["metadata"]["deletionTimestamp"] = json!("2026-12-06T00:00:00Z")
+                }) as &dyn Fn(&mut Value),
+            ),
+            ("suspended", &|v: &mut Value| {
+                v["spec"]["suspend"] = json!(true)
+            }),
+            ("refused", &|v: &mut Value| {
+                v["spec"]["kubeConfig"] = json!({"configMapRef": {"name": "wi"}})
+            }),
+            (
+                "chartRef",
+                &|v: &mut Value| {
+                    v["spec"] = json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}})
+                },
+            ),
+        ] {
+            assert_eq!(chart_ahead(&with(f)), None, "{what}");
+        }
+        // a reconcile applied this generation's: nothing ahead (no write per HelmRelease at a
+        // restart); an older generation's, or another chart's name: ahead again
+        let attempted = |generation: i64, chart: &str| {
+            let chart = chart.to_string();
+            with(&move |v: &mut Value| {
+                v["status"] = json!({"helmChart": chart, "lastAttemptedGeneration": generation})
+            })
+        };
+        assert_eq!(chart_ahead(&attempted(2, "apps/apps-web")), None);
+        let observed = with(&|v: &mut Value| {
+            v["status"] = json!({"helmChart": "apps/apps-web", "observedGeneration": 2})
+        });
+        assert_eq!(chart_ahead(&observed), None);
+        assert!(chart_ahead(&attempted(1, "apps/apps-web")).is_some());
+        assert!(chart_ahead(&attempted(2, "other/apps-web")).is_some());
+        // a waiting reconcile (SourceNotReady) records the chart but no generation
+        let waiting = with(&|v: &mut Value| v["status"] = json!({"helmChart": "apps/apps-web"}));
+        assert!(chart_ahead(&waiting).is_some());
+    }
+
+    #[test]
+    fn a_deleted_release_takes_a_helm_chart_left_over_but_not_a_suspended_ones() {
+        // never recorded by a reconcile (applied ahead): goes, suspended or not
+        assert!(chart_ahead_leftover(&hr(base())));
+        let mut suspended = base();
+        suspended["suspend"] = json!(true);
+        assert!(chart_ahead_leftover(&hr(suspended.clone())));
+        // recorded: the finalizer deleted it, a copy written again after that goes; a
+        // suspended HelmRelease's is kept, as Flux
+        let recorded = |spec: Value| {
+            let mut h = hr(spec);
+            h.status = Some(HelmReleaseStatus {
+                helm_chart: Some("apps/apps-web".into()),
+                ..Default::default()
+            });
+            h
+        };
+        assert!(chart_ahead_leftover(&recorded(base())));
+        assert!(!chart_ahead_leftover(&recorded(suspended)));
+        let chart_ref =
+            hr(json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}}));
+        assert!(!chart_ahead_leftover(&chart_ref));
+    }
+
+    #[test]
+    fn auto_server_side_follows_the_release_read_before_the_upgrade() {
+        let rel = |method: &str| {
+            Release::from_json(json!({"name": "web", "namespace": "apps", "version": 1,
+                "info": {"status": "deployed"}, "apply_method": method}))
+        };
+        let (ssa, csa, helm3) = (rel("ssa"), rel("csa"), rel(""));
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&ssa)),
+            ServerSide::Enabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&csa)),
+            ServerSide::Disabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&helm3)),
+            ServerSide::Disabled
+        );
+        // nothing stored: left to the engine (and Helm)
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, None),
+            ServerSide::Auto
+        );
+        // the user's choice stands
+        assert_eq!(
+            resolved_server_side(ServerSide::Disabled, Some(&ssa)),
+            ServerSide::Disabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Enabled, Some(&csa)),
+            ServerSide::Enabled
         );
     }
 }
