@@ -507,6 +507,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             r"log.level=info\,pennant=debug",
             "watchLabelSelector=!sharding.fluxcd.io/key",
             "kustomize.defaultServiceAccount=tenant",
+            "helm.maxProcesses=2",
             "ui.enabled=true",
         ],
     ] {
@@ -533,6 +534,8 @@ fn deployment_args_parse_as_the_binarys_flags() {
         );
         let tenant = if set.is_empty() { "" } else { "tenant" };
         assert_eq!(args.default_service_account, tenant);
+        let helm_processes = if set.is_empty() { 4 } else { 2 };
+        assert_eq!(args.helm_max_processes, helm_processes);
         // the source controller's storage: an emptyDir, served through the Service's name
         assert_eq!(args.storage_path, "/data");
         assert_eq!(

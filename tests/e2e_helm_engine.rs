@@ -100,6 +100,7 @@ fn engine() -> HelmCli {
     HelmCli::new(HelmCliOptions {
         helm: Some(helm().into()),
         post_renderer_exe: Some(env!("CARGO_BIN_EXE_pennant").into()),
+        ..Default::default()
     })
     .unwrap()
 }

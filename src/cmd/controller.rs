@@ -73,6 +73,10 @@ pub const BUILT: &[Entry] = &[
                     target: target_options(args),
                     mesh_provider: args.mesh_provider.clone(),
                     concurrent: args.concurrent,
+                    helm: crate::helm::engine::HelmCliOptions {
+                        max_processes: args.helm_max_processes,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
             ))
@@ -438,6 +442,14 @@ pub struct ControllerArgs {
     /// default 4; a HelmRelease's reconcile runs a `helm` process). At least 1.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrent: u16,
+    /// Helm controller: the most `helm` processes running at once (installs, upgrades, tests,
+    /// rollbacks, uninstalls, each with its post-renderer), whatever `--concurrent` is; the
+    /// other HelmReleases wait for one to end. A `helm install --wait` holds ~30 MiB (PSS) for
+    /// as long as it waits, so this bounds the controller's memory; 4 is Flux's default
+    /// `--concurrent`, and more than a few only queue for the CPU (docs/bench/gitops.md).
+    /// 0 = no cap.
+    #[arg(long, env = "PENNANT_HELM_MAX_PROCESSES", default_value_t = 4)]
+    pub helm_max_processes: usize,
     /// Source controller: where artifacts are stored (Flux's `--storage-path`).
     #[arg(long, env = "PENNANT_STORAGE_PATH", default_value = "/data")]
     pub storage_path: String,

@@ -6,7 +6,10 @@
 //! predicate); a HelmChart, OCIRepository or ExternalArtifact whose artifact revision differs
 //! from the `status.lastAttemptedRevision` of a HelmRelease using it reconciles that HelmRelease
 //! at once; a HelmRelease or Kustomization turning Ready wakes the HelmReleases waiting for it
-//! (`DependencyNotReady`). Otherwise `spec.interval`.
+//! (`DependencyNotReady`). Otherwise `spec.interval`. The generated HelmChart of a HelmRelease
+//! is applied as soon as the watch shows it, outside the reconcile workers ([`charts_ahead`]),
+//! so charts are fetched while the workers run `helm`; the engine runs at most
+//! `--helm-max-processes` `helm` processes at once, whatever `--concurrent` is.
 //!
 //! Each reconcile (Flux's `reconcileRelease`): finalizer → suspend → the generated HelmChart
 //! (server-side apply of [`chart::helm_chart`]; with `chartRef` a stale generated one is
@@ -125,8 +128,8 @@ pub struct Settings {
     /// The Canary controller's default router (`--mesh-provider`), for the Canaries whose
     /// owned fields drift detection leaves alone ([`crate::apply::ownership`]).
     pub mesh_provider: String,
-    /// HelmReleases reconciled at once (Flux's `--concurrent`, 4): each runs a `helm` process
-    /// of its own (tens of MiB), so this bounds the controller's memory.
+    /// HelmReleases reconciled at once (Flux's `--concurrent`, 4); the `helm` processes they
+    /// run (tens of MiB each) are bounded by `helm.max_processes`.
     pub concurrent: u16,
 }
 
@@ -384,6 +387,187 @@ pub fn dependents_to_wake(
         .collect()
 }
 
+/// The HelmChart to apply for `hr` ahead of its reconcile ([`charts_ahead`]), or `None` when
+/// its reconcile would not apply one (deleting, suspended, refused, `chartRef`) or already
+/// applied this generation's (`status.helmChart` names it and the generation was attempted or
+/// observed: nothing to gain, and a restart costs no write per HelmRelease). PURE.
+pub fn chart_ahead(hr: &HelmRelease) -> Option<Value> {
+    if hr.metadata.deletion_timestamp.is_some() || hr.suspended() || refused(hr).is_some() {
+        return None;
+    }
+    let generation = hr.metadata.generation;
+    let reconciled = hr.status.as_ref().is_some_and(|s| {
+        generation.is_some()
+            && (s.last_attempted_generation == generation || s.observed_generation == generation)
+            && s.helm_chart.as_deref().is_some_and(|c| {
+                let ns = hr.helm_chart_namespace().unwrap_or_default();
+                c.split_once('/') == Some((ns.as_str(), hr.helm_chart_name().as_str()))
+            })
+    });
+    if reconciled {
+        return None;
+    }
+    chart::helm_chart(hr)
+}
+
+/// Whether a HelmChart labelled as the deleted `hr`'s and still there is a leftover to delete
+/// ([`charts_ahead`]): one no reconcile recorded in `status.helmChart` (applied ahead, so no
+/// finalizer deletes it), or one the finalizer should have deleted but an apply ahead still in
+/// flight wrote again; not the recorded one of a suspended HelmRelease, which Flux keeps. PURE.
+pub fn chart_ahead_leftover(hr: &HelmRelease) -> bool {
+    let recorded = hr
+        .status
+        .as_ref()
+        .and_then(|s| s.helm_chart.as_deref())
+        .is_some_and(|c| !c.is_empty());
+    hr.spec.chart.is_some() && (!recorded || !hr.suspended())
+}
+
+/// Work for [`charts_ahead`].
+enum ChartWork {
+    /// A HelmRelease seen by the watch (its current copy is read from the store).
+    Seen(ObjectRef<HelmRelease>),
+    /// A HelmRelease gone (the watch's last copy of it).
+    Deleted(Box<HelmRelease>),
+}
+
+/// What [`charts_ahead`] knows per HelmRelease (namespace, name).
+#[derive(Default)]
+struct ChartsAheadState {
+    /// (uid, generation) whose HelmChart was applied: a status write or a repeated event
+    /// applies nothing again.
+    done: BTreeMap<(String, String), (String, i64)>,
+    /// An apply in flight, and whether the HelmRelease was deleted meanwhile (its cleanup then
+    /// runs after the apply, which could otherwise write the HelmChart again after it).
+    in_flight: BTreeMap<(String, String), bool>,
+}
+
+/// HelmCharts ahead of the installs (issue 17): the generated HelmChart of every HelmRelease
+/// the watch shows is applied here, a few at once and outside the reconcile workers, so the
+/// source controller fetches the charts while those workers are busy in `helm install --wait`;
+/// the reconcile's own apply (Flux's `reconcileChartTemplate`) then finds it in place. The same
+/// object as the reconcile's ([`chart::helm_chart`], server-side applied as `pennant`, forced),
+/// for the HelmReleases the reconcile would apply it for ([`chart_ahead`]). A deleted
+/// HelmRelease takes a HelmChart left over by this pass with it ([`chart_ahead_leftover`]).
+/// Failures are logged only: the reconcile applies the HelmChart anyway.
+async fn charts_ahead(
+    client: Client,
+    store: Store<HelmRelease>,
+    work: tokio::sync::mpsc::UnboundedReceiver<ChartWork>,
+) {
+    /// HelmCharts applied at once: a handful of API requests, next to the reconcile workers.
+    const AT_ONCE: usize = 4;
+    let state = Mutex::new(ChartsAheadState::default());
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    let key = |hr: &HelmRelease| (hr.namespace().unwrap_or_default(), hr.name_any());
+    let version = |hr: &HelmRelease| {
+        (
+            hr.uid().unwrap_or_default(),
+            hr.metadata.generation.unwrap_or_default(),
+        )
+    };
+    let work = futures::stream::unfold(
+        work,
+        |mut rx| async move { rx.recv().await.map(|w| (w, rx)) },
+    );
+    work.for_each_concurrent(AT_ONCE, |w| {
+        let client = client.clone();
+        let store = &store;
+        async move {
+            match w {
+                ChartWork::Seen(r) => {
+                    let Some(current) = store.get(&r) else { return };
+                    let hr: &HelmRelease = &current;
+                    let k = key(hr);
+                    let Some(obj) = chart_ahead(hr) else { return };
+                    {
+                        let mut st = lock();
+                        if st.done.get(&k) == Some(&version(hr)) || st.in_flight.contains_key(&k) {
+                            return;
+                        }
+                        st.in_flight.insert(k.clone(), false);
+                    }
+                    let (cns, cname) = (
+                        hr.helm_chart_namespace().unwrap_or_default(),
+                        hr.helm_chart_name(),
+                    );
+                    let pp = PatchParams::apply(FIELD_MANAGER).force();
+                    let applied = Api::<HelmChart>::namespaced(client.clone(), &cns)
+                        .patch(&cname, &pp, &Patch::Apply(&obj))
+                        .await;
+                    let deleted = {
+                        let mut st = lock();
+                        let deleted = st.in_flight.remove(&k).unwrap_or(false);
+                        if applied.is_ok() && !deleted {
+                            st.done.insert(k.clone(), version(hr));
+                        }
+                        deleted
+                    };
+                    match applied {
+                        Ok(_) => tracing::debug!(helmrelease = %hr.name_any(), helmchart = %cname,
+                            "HelmChart applied ahead of the release"),
+                        Err(e) => tracing::debug!(helmrelease = %hr.name_any(),
+                            "applying HelmChart {cns}/{cname} ahead: {e}"),
+                    }
+                    if deleted {
+                        delete_chart_left_over(&client, hr).await;
+                    }
+                }
+                ChartWork::Deleted(gone) => {
+                    let hr: &HelmRelease = &gone;
+                    let k = key(hr);
+                    {
+                        let mut st = lock();
+                        st.done.remove(&k);
+                        if let Some(deleted) = st.in_flight.get_mut(&k) {
+                            // the apply in flight cleans up after itself
+                            *deleted = true;
+                            return;
+                        }
+                    }
+                    delete_chart_left_over(&client, hr).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Delete the HelmChart of the deleted `hr` when it is a leftover ([`chart_ahead_leftover`])
+/// and still labelled as `hr`'s (the uid read is a precondition of the delete).
+async fn delete_chart_left_over(client: &Client, hr: &HelmRelease) {
+    use crate::api::helm_release::{NAME_LABEL, NAMESPACE_LABEL};
+    if !chart_ahead_leftover(hr) {
+        return;
+    }
+    let (ns, name) = (hr.namespace().unwrap_or_default(), hr.name_any());
+    let (cns, cname) = (
+        hr.helm_chart_namespace().unwrap_or_default(),
+        hr.helm_chart_name(),
+    );
+    let api = Api::<HelmChart>::namespaced(client.clone(), &cns);
+    let Ok(Some(c)) = api.get_opt(&cname).await else {
+        return;
+    };
+    let labels = c.labels();
+    if labels.get(NAME_LABEL) != Some(&name) || labels.get(NAMESPACE_LABEL) != Some(&ns) {
+        return;
+    }
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: c.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&cname, &dp).await {
+        Ok(_) => info!(helmrelease = %name,
+            "deleted HelmChart {cns}/{cname}, applied ahead of the release and left over at its deletion"),
+        Err(kube::Error::Api(a)) if a.code == 404 || a.code == 409 => {}
+        Err(e) => warn!(helmrelease = %name, "deleting HelmChart {cns}/{cname}: {e}"),
+    }
+}
+
 fn ready_now(generation: Option<i64>, observed: Option<i64>, conds: &[Condition]) -> bool {
     generation == observed && conditions::is_true(conds, types::READY)
 }
@@ -401,6 +585,9 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let first_list = std::sync::Once::new();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let (deps_store, wake_deps) = (store.clone(), wake.clone());
+    let (chart_work, chart_worked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(charts_ahead(client.clone(), store.clone(), chart_worked));
+    let (chart_seen, chart_deleted) = (chart_work.clone(), chart_work);
     let trigger = reflector::reflector(
         writer,
         watcher(scope.api::<HelmRelease>(&client), scope.watcher_config()),
@@ -413,10 +600,16 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
                 info!("helm controller: caches synced");
             });
         }
+        if let Ok(watcher::Event::Delete(h)) = e {
+            let _ = chart_deleted.send(ChartWork::Deleted(Box::new(h.clone())));
+        }
     })
     .applied_objects()
     .inspect(move |r| {
         if let Ok(h) = r {
+            if chart_ahead(h).is_some() {
+                let _ = chart_seen.send(ChartWork::Seen(ObjectRef::from_obj(h)));
+            }
             let s = h.status.clone().unwrap_or_default();
             let ready = ready_now(h.metadata.generation, s.observed_generation, &s.conditions);
             let (ns, name) = (h.namespace().unwrap_or_default(), h.name_any());
@@ -1322,12 +1515,18 @@ async fn release(
     let max_history = hr.max_history().max(0) as usize;
     let mut run = AlreadyRun::default();
     let mut force = force_requested;
+    // Helm storage as read right after the last action (for its history, below): the next
+    // step starts from it instead of listing and decoding the same Secrets again
+    let mut read_after_action: Option<Option<Release>> = None;
     let next = loop {
-        let latest = ctx
-            .engine
-            .latest(&target, &rref)
-            .await
-            .map_err(|e| Error::Kube(format!("read release storage: {e}")))?;
+        let latest = match read_after_action.take() {
+            Some(latest) => latest,
+            None => ctx
+                .engine
+                .latest(&target, &rref)
+                .await
+                .map_err(|e| Error::Kube(format!("read release storage: {e}")))?,
+        };
         let (obs, drift_report) =
             observe(hr, status, latest.as_ref(), &desired, force, &rref, rt, ctx).await?;
         let step = decide::next_step(&obs, &policy, &run);
@@ -1421,7 +1620,8 @@ async fn release(
             run.insert(action.kind());
             continue;
         }
-        let (result, rls, logs) = run_action(hr, ctx, rt, &rref, &action, &policy, p).await;
+        let (result, rls, logs) =
+            run_action(hr, ctx, rt, &rref, &action, &policy, p, latest.as_ref()).await;
         if matches!(action, Action::Install | Action::Upgrade) {
             status.last_attempted_release_action_duration = Some(crate::util::go_duration(
                 started.elapsed().as_millis() as f64,
@@ -1466,6 +1666,7 @@ async fn release(
         // release observer
         if let Ok(all) = ctx.engine.history(&target, &rref).await {
             refresh_history(&mut status.history, &all);
+            read_after_action = Some(all.into_iter().next());
         }
         let newest = status.history.first().map(chart::to_decide);
         let octx = OutcomeContext {
@@ -2047,8 +2248,21 @@ pub fn upgrade_request(
     }
 }
 
+/// `--server-side` of an upgrade: `auto` is the apply method of the release it replaces,
+/// `latest` (Helm 4's rule, which the engine applies by reading storage when left `auto`:
+/// resolved from the revision the controller just read, one storage read fewer). PURE.
+pub fn resolved_server_side(side: ServerSide, latest: Option<&Release>) -> ServerSide {
+    match (side, latest) {
+        (ServerSide::Auto, Some(r)) if r.apply_method == "ssa" => ServerSide::Enabled,
+        (ServerSide::Auto, Some(_)) => ServerSide::Disabled,
+        (side, _) => side,
+    }
+}
+
 /// Run `action` through the engine: the result for [`decide::outcome`], the release it left
-/// in storage, and Helm's log lines of a failure.
+/// in storage, and Helm's log lines of a failure. `latest`: the newest stored revision, as the
+/// step that chose `action` read it.
+#[allow(clippy::too_many_arguments)]
 async fn run_action(
     hr: &HelmRelease,
     ctx: &Ctx,
@@ -2057,6 +2271,7 @@ async fn run_action(
     action: &Action,
     policy: &decide::Policy,
     p: &Prepared,
+    latest: Option<&Release>,
 ) -> (ActionResult, Option<Release>, String) {
     let target = &rt.engine;
     let rb = hr.spec.rollback.as_ref();
@@ -2082,14 +2297,11 @@ async fn run_action(
             )
             .await
             .map(Some),
-        Action::Upgrade => ctx
-            .engine
-            .upgrade(
-                target,
-                &upgrade_request(hr, rref, policy, &p.chart_path, &p.values, &keep),
-            )
-            .await
-            .map(Some),
+        Action::Upgrade => {
+            let mut req = upgrade_request(hr, rref, policy, &p.chart_path, &p.values, &keep);
+            req.server_side = resolved_server_side(req.server_side, latest);
+            ctx.engine.upgrade(target, &req).await.map(Some)
+        }
         Action::Test => ctx
             .engine
             .test(
@@ -2560,6 +2772,123 @@ mod tests {
         assert_eq!(
             chart_source_key(&r),
             ("OCIRepository".into(), "apps".into(), "x".into())
+        );
+    }
+
+    #[test]
+    fn a_helm_chart_is_applied_ahead_until_a_reconcile_applied_this_generations() {
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = json!({
+                "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                "metadata": {"name": "web", "namespace": "apps", "generation": 2},
+                "spec": base(),
+            });
+            f(&mut v);
+            serde_json::from_value::<HelmRelease>(v).unwrap()
+        };
+        // new: the reconcile's own object
+        let fresh = with(&|_| {});
+        assert_eq!(chart_ahead(&fresh), chart::helm_chart(&fresh));
+        assert_eq!(chart_ahead(&fresh).unwrap()["metadata"]["name"], "apps-web");
+        // the reconcile would apply none: deleting, suspended, refused, chartRef
+        for (what, f) in [
+            (
+                "deleting",
+                &(|v: &mut Value| {
+                    v["metadata"]["deletionTimestamp"] = json!("2026-12-06T00:00:00Z")
+                }) as &dyn Fn(&mut Value),
+            ),
+            ("suspended", &|v: &mut Value| {
+                v["spec"]["suspend"] = json!(true)
+            }),
+            ("refused", &|v: &mut Value| {
+                v["spec"]["kubeConfig"] = json!({"configMapRef": {"name": "wi"}})
+            }),
+            (
+                "chartRef",
+                &|v: &mut Value| {
+                    v["spec"] = json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}})
+                },
+            ),
+        ] {
+            assert_eq!(chart_ahead(&with(f)), None, "{what}");
+        }
+        // a reconcile applied this generation's: nothing ahead (no write per HelmRelease at a
+        // restart); an older generation's, or another chart's name: ahead again
+        let attempted = |generation: i64, chart: &str| {
+            let chart = chart.to_string();
+            with(&move |v: &mut Value| {
+                v["status"] = json!({"helmChart": chart, "lastAttemptedGeneration": generation})
+            })
+        };
+        assert_eq!(chart_ahead(&attempted(2, "apps/apps-web")), None);
+        let observed = with(&|v: &mut Value| {
+            v["status"] = json!({"helmChart": "apps/apps-web", "observedGeneration": 2})
+        });
+        assert_eq!(chart_ahead(&observed), None);
+        assert!(chart_ahead(&attempted(1, "apps/apps-web")).is_some());
+        assert!(chart_ahead(&attempted(2, "other/apps-web")).is_some());
+        // a waiting reconcile (SourceNotReady) records the chart but no generation
+        let waiting = with(&|v: &mut Value| v["status"] = json!({"helmChart": "apps/apps-web"}));
+        assert!(chart_ahead(&waiting).is_some());
+    }
+
+    #[test]
+    fn a_deleted_release_takes_a_helm_chart_left_over_but_not_a_suspended_ones() {
+        // never recorded by a reconcile (applied ahead): goes, suspended or not
+        assert!(chart_ahead_leftover(&hr(base())));
+        let mut suspended = base();
+        suspended["suspend"] = json!(true);
+        assert!(chart_ahead_leftover(&hr(suspended.clone())));
+        // recorded: the finalizer deleted it, a copy written again after that goes; a
+        // suspended HelmRelease's is kept, as Flux
+        let recorded = |spec: Value| {
+            let mut h = hr(spec);
+            h.status = Some(HelmReleaseStatus {
+                helm_chart: Some("apps/apps-web".into()),
+                ..Default::default()
+            });
+            h
+        };
+        assert!(chart_ahead_leftover(&recorded(base())));
+        assert!(!chart_ahead_leftover(&recorded(suspended)));
+        let chart_ref =
+            hr(json!({"interval": "5m", "chartRef": {"kind": "OCIRepository", "name": "x"}}));
+        assert!(!chart_ahead_leftover(&chart_ref));
+    }
+
+    #[test]
+    fn auto_server_side_follows_the_release_read_before_the_upgrade() {
+        let rel = |method: &str| {
+            Release::from_json(json!({"name": "web", "namespace": "apps", "version": 1,
+                "info": {"status": "deployed"}, "apply_method": method}))
+        };
+        let (ssa, csa, helm3) = (rel("ssa"), rel("csa"), rel(""));
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&ssa)),
+            ServerSide::Enabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&csa)),
+            ServerSide::Disabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, Some(&helm3)),
+            ServerSide::Disabled
+        );
+        // nothing stored: left to the engine (and Helm)
+        assert_eq!(
+            resolved_server_side(ServerSide::Auto, None),
+            ServerSide::Auto
+        );
+        // the user's choice stands
+        assert_eq!(
+            resolved_server_side(ServerSide::Disabled, Some(&ssa)),
+            ServerSide::Disabled
+        );
+        assert_eq!(
+            resolved_server_side(ServerSide::Enabled, Some(&csa)),
+            ServerSide::Enabled
         );
     }
 }

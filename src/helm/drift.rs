@@ -938,70 +938,88 @@ pub async fn detect(
     ownership: &Ownership,
     field_manager: &str,
 ) -> Result<DriftReport, String> {
+    use futures::StreamExt;
     let rules = IgnoreRules::compile(&settings.ignore)?;
+    // the objects are compared side by side (the round trips of one object stay in order):
+    // a release's drift check holds its reconcile worker for a few round trips, not for a few
+    // per object; the report keeps the objects' order
+    // (the futures are made before the stream: a closure in the stream's type makes the
+    // reconcile's future not provably `Send`)
+    let pending: Vec<_> = objects
+        .iter()
+        .map(|obj| detect_one(applier, obj, &rules, ownership, field_manager))
+        .collect();
+    let checks: Vec<Result<ObjectDrift, String>> = futures::stream::iter(pending)
+        .buffered(CHECKS_AT_ONCE)
+        .collect()
+        .await;
     let mut report = DriftReport::default();
-    for obj in objects {
-        let id = ObjectId::of(obj);
-        let user = rules.paths_for(obj);
-        let owned = ownership.paths(&id);
-        let entry = |state, ignored, correction| ObjectDrift {
-            id: id.clone(),
-            api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
-            state,
-            ignored,
-            correction,
-        };
-        // Excluded before any call.
-        if let (s @ DriftState::Excluded, ignored, _) = judge(obj, None, None, &user, &owned) {
-            report.objects.push(entry(s, ignored, None));
-            continue;
+    for c in checks {
+        match c {
+            Ok(o) => report.objects.push(o),
+            Err(e) => report.errors.push(e),
         }
-        let (api, _) = match api_of(applier, obj).await {
-            Ok(a) => a,
-            Err(e) => {
-                report.errors.push(e);
-                continue;
-            }
-        };
-        let live = match api.get_opt(&id.name).await {
-            Ok(l) => l.map(|l| serde_json::to_value(l).unwrap_or_default()),
-            Err(e) => {
-                report.errors.push(failure(obj, "read failed", &e));
-                continue;
-            }
-        };
-        let merged = match &live {
-            Some(l) if !live_opted_out(l, &owned) => {
-                let params = PatchParams {
-                    dry_run: true,
-                    ..PatchParams::apply(field_manager).force()
-                };
-                match api.patch(&id.name, &params, &Patch::Apply(obj)).await {
-                    Ok(m) => Some(serde_json::to_value(m).unwrap_or_default()),
-                    Err(e) => {
-                        report.errors.push(failure(obj, "dry-run failed", &e));
-                        continue;
-                    }
-                }
-            }
-            _ => None,
-        };
-        let (mut state, mut ignored, mut correction) =
-            judge(obj, live.as_ref(), merged.as_ref(), &user, &owned);
-        // The live copy was read before the dry-run: a field another controller wrote in
-        // between (kube-controller-manager's `deployment.kubernetes.io/revision`) is in the
-        // dry-run result only and would look like drift. Judge again against a copy read
-        // after the dry-run.
-        if matches!(state, DriftState::Changed(_))
-            && merged.is_some()
-            && let Ok(Some(l)) = api.get_opt(&id.name).await
-        {
-            let l = serde_json::to_value(l).unwrap_or_default();
-            (state, ignored, correction) = judge(obj, Some(&l), merged.as_ref(), &user, &owned);
-        }
-        report.objects.push(entry(state, ignored, correction));
     }
     Ok(report)
+}
+
+/// Objects [`detect`] compares at once (Flux's `--concurrent-ssa` default).
+const CHECKS_AT_ONCE: usize = 4;
+
+/// [`detect`] of one object: its drift, or why it could not be compared.
+async fn detect_one(
+    applier: &Applier,
+    obj: &Value,
+    rules: &IgnoreRules,
+    ownership: &Ownership,
+    field_manager: &str,
+) -> Result<ObjectDrift, String> {
+    let id = ObjectId::of(obj);
+    let user = rules.paths_for(obj);
+    let owned = ownership.paths(&id);
+    let entry = |state, ignored, correction| ObjectDrift {
+        id: id.clone(),
+        api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+        state,
+        ignored,
+        correction,
+    };
+    // Excluded before any call.
+    if let (s @ DriftState::Excluded, ignored, _) = judge(obj, None, None, &user, &owned) {
+        return Ok(entry(s, ignored, None));
+    }
+    let (api, _) = api_of(applier, obj).await?;
+    let live = match api.get_opt(&id.name).await {
+        Ok(l) => l.map(|l| serde_json::to_value(l).unwrap_or_default()),
+        Err(e) => return Err(failure(obj, "read failed", &e)),
+    };
+    let merged = match &live {
+        Some(l) if !live_opted_out(l, &owned) => {
+            let params = PatchParams {
+                dry_run: true,
+                ..PatchParams::apply(field_manager).force()
+            };
+            match api.patch(&id.name, &params, &Patch::Apply(obj)).await {
+                Ok(m) => Some(serde_json::to_value(m).unwrap_or_default()),
+                Err(e) => return Err(failure(obj, "dry-run failed", &e)),
+            }
+        }
+        _ => None,
+    };
+    let (mut state, mut ignored, mut correction) =
+        judge(obj, live.as_ref(), merged.as_ref(), &user, &owned);
+    // The live copy was read before the dry-run: a field another controller wrote in
+    // between (kube-controller-manager's `deployment.kubernetes.io/revision`) is in the
+    // dry-run result only and would look like drift. Judge again against a copy read
+    // after the dry-run.
+    if matches!(state, DriftState::Changed(_))
+        && merged.is_some()
+        && let Ok(Some(l)) = api.get_opt(&id.name).await
+    {
+        let l = serde_json::to_value(l).unwrap_or_default();
+        (state, ignored, correction) = judge(obj, Some(&l), merged.as_ref(), &user, &owned);
+    }
+    Ok(entry(state, ignored, correction))
 }
 
 /// Correct the drift `report` found (`enabled` mode, Flux's CorrectClusterDrift): apply the

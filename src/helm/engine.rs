@@ -411,12 +411,19 @@ pub struct HelmCliOptions {
     /// The executable the post-renderer plugin runs (`<exe> helm-post-render`); `None`: the
     /// current executable (the pennant binary).
     pub post_renderer_exe: Option<PathBuf>,
+    /// The most `helm` processes this engine runs at once (each with its post-renderer child);
+    /// the other actions wait for one to end before they start. 0: no cap. A `helm install
+    /// --wait` holds tens of MiB for as long as it waits, so this bounds the engine's memory
+    /// whatever the number of HelmReleases reconciled at once.
+    pub max_processes: usize,
 }
 
 /// [`Engine`] by the `helm` CLI.
 pub struct HelmCli {
     helm: PathBuf,
     home: tempfile::TempDir,
+    /// [`HelmCliOptions::max_processes`] permits (`None`: no cap).
+    processes: Option<tokio::sync::Semaphore>,
 }
 
 /// How many lines of helm's stderr an error keeps.
@@ -441,6 +448,8 @@ impl HelmCli {
         Ok(HelmCli {
             helm: options.helm.unwrap_or_else(helm_binary),
             home,
+            processes: (options.max_processes > 0)
+                .then(|| tokio::sync::Semaphore::new(options.max_processes)),
         })
     }
 
@@ -493,6 +502,16 @@ impl HelmCli {
         }
         cmd.kill_on_drop(true);
         die_with_parent(&mut cmd);
+        // held until the process (and its post-renderer) has exited; the semaphore is never
+        // closed, so acquiring only waits
+        let _permit = match &self.processes {
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            ),
+            None => None,
+        };
         let out = cmd
             .output()
             .await
@@ -899,8 +918,35 @@ pub async fn not_ready(
     out
 }
 
+/// Whether the chart archive `chart` may hold CRDs, i.e. whether `helm show crds` can print
+/// anything: a `crds` directory anywhere in it (the chart's own `crds/`, an unpacked
+/// subchart's) or a nested archive (a packed subchart, which may have its own). `false` only
+/// when the archive was read to its end and has neither; a directory or an unreadable archive
+/// is left to helm (`true`). PURE (reads the file).
+pub fn chart_may_have_crds(chart: &Path) -> bool {
+    fn scan(chart: &Path) -> std::io::Result<bool> {
+        let f = std::fs::File::open(chart)?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        for entry in ar.entries()? {
+            let entry = entry?;
+            let path = entry.path()?;
+            if path.components().any(|c| c.as_os_str() == "crds") {
+                return Ok(true);
+            }
+            let name = path.to_string_lossy();
+            if name.ends_with(".tgz") || name.ends_with(".tar.gz") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    !chart.is_file() || scan(chart).unwrap_or(true)
+}
+
 /// The chart's CRDs (`helm show crds`), created (`replace: false`, existing ones untouched)
-/// or server-side applied (`replace: true`, field manager `pennant`, forced).
+/// or server-side applied (`replace: true`, field manager `pennant`, forced). A chart archive
+/// without any ([`chart_may_have_crds`]) costs no `helm` process: one process fewer per
+/// install and upgrade of most charts.
 async fn apply_crds(
     engine: &HelmCli,
     t: &Target,
@@ -908,6 +954,9 @@ async fn apply_crds(
     chart: &Path,
     replace: bool,
 ) -> Result<()> {
+    if !chart_may_have_crds(chart) {
+        return Ok(());
+    }
     let scratch = engine.scratch()?;
     let out = engine
         .run(
@@ -1509,5 +1558,130 @@ mod tests {
         assert!(!is_timeout(
             "Error: UPGRADE FAILED: pre-upgrade hooks failed"
         ));
+    }
+
+    /// A gzipped tar of `files` (path, content) at `path`.
+    fn tgz(path: &Path, files: &[(&str, &str)]) {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut ar = tar::Builder::new(gz);
+        for (name, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            ar.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        ar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn only_a_chart_archive_without_crds_skips_helm_show_crds() {
+        let dir = tempfile::tempdir().unwrap();
+        let chart = |name: &str, extra: &[(&str, &str)]| {
+            let p = dir.path().join(name);
+            let mut files = vec![
+                ("app/Chart.yaml", "name: app\nversion: 1.0.0\n"),
+                ("app/templates/cm.yaml", "kind: ConfigMap\n"),
+            ];
+            files.extend_from_slice(extra);
+            tgz(&p, &files);
+            p
+        };
+        assert!(!chart_may_have_crds(&chart("plain.tgz", &[])));
+        // the chart's own crds/, an unpacked subchart's, a packed subchart (which may have some)
+        for (name, extra) in [
+            (
+                "own.tgz",
+                ("app/crds/crd.yaml", "kind: CustomResourceDefinition\n"),
+            ),
+            ("sub.tgz", ("app/charts/db/crds/crd.yaml", "kind: X\n")),
+            ("packed.tgz", ("app/charts/db-1.0.0.tgz", "not read")),
+        ] {
+            assert!(chart_may_have_crds(&chart(name, &[extra])), "{name}");
+        }
+        // not an archive this can read, or not a file: helm decides
+        let garbage = dir.path().join("garbage.tgz");
+        std::fs::write(&garbage, "not gzip").unwrap();
+        assert!(chart_may_have_crds(&garbage));
+        assert!(chart_may_have_crds(dir.path()));
+        assert!(chart_may_have_crds(&dir.path().join("missing.tgz")));
+    }
+
+    /// The most `helm` processes alive at once, from the `start`/`stop` lines a fake helm
+    /// appended to `log`.
+    fn most_at_once(log: &Path) -> (usize, usize) {
+        let text = std::fs::read_to_string(log).unwrap();
+        let (mut now, mut most, mut started) = (0usize, 0usize, 0usize);
+        for l in text.lines() {
+            match l {
+                "start" => {
+                    now += 1;
+                    started += 1;
+                    most = most.max(now);
+                }
+                "stop" => now -= 1,
+                other => panic!("unexpected line {other:?}"),
+            }
+        }
+        assert_eq!(now, 0, "every process stopped");
+        (most, started)
+    }
+
+    /// `n` uninstalls at once through an engine capped at `cap` processes whose `helm` records
+    /// its start and stop and lives 1 s; returns (most alive at once, started).
+    async fn run_fake_helms(n: usize, cap: usize) -> (usize, usize) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let helm = dir.path().join("helm");
+        std::fs::write(
+            &helm,
+            format!(
+                "#!/bin/sh\necho start >> '{0}'\nsleep 1\necho stop >> '{0}'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let engine = HelmCli::new(HelmCliOptions {
+            helm: Some(helm),
+            post_renderer_exe: Some("/bin/true".into()),
+            max_processes: cap,
+        })
+        .unwrap();
+        // no API server: the storage read after each `helm` fails, which is not what is counted
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let target = Target {
+            client: Client::try_from(config).unwrap(),
+            kubeconfig: None,
+            as_user: None,
+        };
+        let req = UninstallRequest {
+            release: rel(),
+            timeout: Duration::from_secs(60),
+            disable_hooks: false,
+            keep_history: false,
+            wait: false,
+            cascade: Cascade::Background,
+            description: None,
+        };
+        let runs = (0..n).map(|_| engine.uninstall(&target, &req));
+        futures::future::join_all(runs).await;
+        most_at_once(&log)
+    }
+
+    #[tokio::test]
+    async fn helm_processes_never_exceed_the_cap() {
+        // 6 processes of 1 s each, started together: without a cap all 6 overlap (the control
+        // below; spawning takes milliseconds, far under the 1 s they live), with cap 2 at most
+        // 2 run, and 2 do (the second starts while the first sleeps)
+        let (most, started) = run_fake_helms(6, 2).await;
+        assert_eq!((most, started), (2, 6));
+        let (most, started) = run_fake_helms(6, 0).await;
+        assert_eq!(started, 6);
+        assert!(most > 2, "without a cap the 6 overlap: {most}");
     }
 }
