@@ -18,7 +18,10 @@ use std::time::Duration;
 use kube::Api;
 use pennant::api::helm_release::HelmRelease;
 use support::helmrepo::HelmRepo;
-use support::hr::{delete_releases, get_hr, helm_repository, hr_yaml, is_ready, wait_hr};
+use support::hr::{
+    delete_releases, get_hr, helm_repository, hr_yaml, is_ready, start_controllers_with_helm,
+    wait_hr,
+};
 use support::sources::cleanup;
 use support::*;
 
@@ -30,24 +33,13 @@ fn start_with_helm(
     helm: &Path,
     more: &[&str],
 ) -> ControllerProcess {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "--controllers",
-        "source,helm",
-        "--storage-path",
-        storage.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--log-level",
-        "info,pennant=debug",
-    ];
-    args.extend_from_slice(more);
-    ControllerProcess::start_with(
+    start_controllers_with_helm(
         ns,
-        &format!("helm-{log}"),
-        &kubeconfig_path(),
-        &args,
-        &[("PENNANT_HELM", helm.to_str().unwrap())],
+        log,
+        "source,helm",
+        storage,
+        helm.to_str().unwrap(),
+        more,
     )
 }
 

@@ -23,6 +23,18 @@ pub fn start_controllers(
     storage: &Path,
     extra: &[&str],
 ) -> ControllerProcess {
+    start_controllers_with_helm(ns, log, controllers, storage, &helm(), extra)
+}
+
+/// [`start_controllers`] with `PENNANT_HELM` = `helm` (e.g. a wrapper script).
+pub fn start_controllers_with_helm(
+    ns: &str,
+    log: &str,
+    controllers: &str,
+    storage: &Path,
+    helm: &str,
+    extra: &[&str],
+) -> ControllerProcess {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
         "--controllers",
@@ -35,13 +47,12 @@ pub fn start_controllers(
         "info,pennant=debug",
     ];
     args.extend_from_slice(extra);
-    let helm = helm();
     ControllerProcess::start_with(
         ns,
         &format!("helm-{log}"),
         &kubeconfig_path(),
         &args,
-        &[("PENNANT_HELM", &helm)],
+        &[("PENNANT_HELM", helm)],
     )
 }
 
