@@ -431,6 +431,21 @@ spec:
         json!({"metadata": {"labels": {"app": "hacked"}}}),
     )
     .await;
+    // The Deployment controller answers the template edit by bumping the
+    // `deployment.kubernetes.io/revision` annotation; let it, so the drift read (a GET and a
+    // dry-run apply) does not race it (a CI run saw the annotation in the diff).
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the Deployment controller",
+        || async {
+            let d = deployments.get("podinfo").await.unwrap();
+            let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+            observed.is_some() && observed == d.metadata.generation
+        },
+    )
+    .await;
     let (cm_rv, secret_rv) = (
         rv(&ns, "v1", "ConfigMap", "podinfo-config").await,
         rv(&ns, "v1", "Secret", "podinfo-secret").await,
