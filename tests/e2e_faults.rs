@@ -169,12 +169,7 @@ async fn wait_apiserver_ready(timeout: Duration) {
 /// Requests the simulator routed to a `*-canary` Service of `ns` while no pod behind it was
 /// Ready (`sim_requests_by_readiness_total{ready="false"}`), and those routed to a Ready one.
 async fn canary_requests_by_readiness(ns: &str) -> (u64, u64) {
-    let body = reqwest::get(format!("{}/metrics", simulator_url()))
-        .await
-        .expect("simulator /metrics")
-        .text()
-        .await
-        .unwrap();
+    let body = simulator_metrics().await;
     let (mut ready, mut unready) = (0, 0);
     for line in body.lines() {
         let Some(rest) = line.strip_prefix("sim_requests_by_readiness_total{") else {

@@ -61,6 +61,16 @@ pub fn prometheus_url() -> String {
 
 /// The traffic simulator's URL: `$PENNANT_SIM_URL`, else the port the cluster of
 /// [`state_dir`] recorded (`SIM_PORT` in its `ports.env`), else the default 19100.
+/// The traffic simulator's `/metrics` text.
+pub async fn simulator_metrics() -> String {
+    reqwest::get(format!("{}/metrics", simulator_url()))
+        .await
+        .expect("simulator /metrics")
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn simulator_url() -> String {
     if let Ok(url) = std::env::var("PENNANT_SIM_URL") {
         return url;
