@@ -728,12 +728,20 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
 }
 
 /// The sequential judge with the §4.6 progression (`judge::progress`). Stream 2. The step
-/// carries the configured weight; the judge conditions on the measured counts.
+/// carries the configured weight; the judge conditions on the measured counts. The final look
+/// (`judge::final_look`) comes after minute `maxSteps`, on the steps judged by then (the
+/// controller's comes at `maxSteps` recorded steps; here a missing minute is not waited for).
 fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
     let mut world = World::new(r, 2, v);
     let lb = world.lookback(60);
     let Plan { signals, edges_ms } = judge::plan(policy, &lb).expect("plan");
-    let th = judge::thresholds(policy, signals.len());
+    let ln_fail = judge::thresholds(policy, signals.len()).0;
+    let th: Vec<(f64, f64)> = signals
+        .iter()
+        .map(|s| (ln_fail, judge::pass_needed(policy, s)))
+        .collect();
+    let verdict_of =
+        |procs: &[Process]| judge::combine(procs.iter().zip(&th).map(|(p, th)| p.verdict(*th)));
     let mut procs: Vec<Process> = signals.iter().map(Process::new).collect();
     let adaptive = policy.weights == Weights::Adaptive;
     let mut exposures: Vec<Exposure> = signals.iter().map(|_| Exposure::default()).collect();
@@ -772,7 +780,7 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
             }
         }
         recorded.push(step);
-        let verdict = judge::combine(procs.iter().map(|p| p.verdict(th)));
+        let verdict = verdict_of(&procs);
         let progress = judge::progress(policy, verdict, w, MAX_WEIGHT, k);
         match progress {
             Progress::Rollback => return world.end(End::RolledBack(k)),
@@ -790,7 +798,7 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
                     fixed_next,
                     weights::worst_excess(&signals, &exposures),
                     weights::interval_requests(&recorded),
-                    weights::suspicious(procs.iter().map(|p| p.ln_e_fail()), th.0),
+                    weights::suspicious(procs.iter().map(|p| p.ln_e_fail()), ln_fail),
                 );
                 w = c.weight;
             }
@@ -799,9 +807,15 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
             Progress::Inconclusive(_) => break,
         }
     }
+    let judged = judge::judged_steps(policy, &recorded);
+    let last = judge::evaluate_among(policy, &signals, judged, Some(judged.len()), 0);
+    if last.verdict == judge::Verdict::Pass {
+        return world.end(End::Promoted(policy.max_steps));
+    }
     let mut held = world.end(End::Held);
-    for (pr, s) in procs.iter().zip(&signals) {
-        if pr.verdict(th) == judge::Verdict::Continue {
+    for e in &last.signals {
+        let s = &e.signal;
+        if e.verdict == judge::Verdict::Continue {
             held.undecided |= match s.kind {
                 SignalKind::Errors => UNDECIDED_ERRORS,
                 _ => UNDECIDED_LATENCY,
@@ -1077,6 +1091,11 @@ fn main() {
     policy.warmup_steps = f("--warmup", policy.warmup_steps as f64) as u32;
     policy.max_steps = f("--max-steps", policy.max_steps as f64) as u32;
     policy.dispersion = arg_f("--dispersion");
+    policy.final_look_share = f("--final-look-share", policy.final_look_share);
+    let no_look = Policy {
+        final_look_share: 0.0,
+        ..policy.clone()
+    };
     let fast = Policy {
         fast_promotion: true,
         ..policy.clone()
@@ -1111,6 +1130,10 @@ fn main() {
         (
             "sequential, adaptive",
             Box::new(|r, v| sequential(r, &adaptive, v)),
+        ),
+        (
+            "sequential, ramp, no final look",
+            Box::new(|r, v| sequential(r, &no_look, v)),
         ),
     ];
     const FLAGGER: usize = 0;

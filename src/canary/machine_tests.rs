@@ -967,9 +967,11 @@ const LAGS: [f64; 5] = [0.0, 0.5, 1.0, 1.5, 2.0];
 ///   shift is a sliver of the (10, 25] bucket and would need thousands of requests; at 50 %
 ///   the latency>25ms signal PASSes after ~60 canary requests, before the errors signal;
 /// - `maxSteps: 13`: the fixed ramp (5 % a step) reaches 50 % at step 10 with 54 judged canary
-///   requests and would PASS at step 15; the adaptive weights go from 5 % to 50 % after the
-///   first step (2 rps: 10 requests per interval at 50 %, worst case within the default
-///   budget of 20) and PASS at step 11 or 12: a step or more on either side.
+///   requests and would PASS at step 17 (its e-processes have half of `alphaPass`; the other
+///   half is the final look's, and at step 13 that sees no error on either side in too few
+///   requests); the adaptive weights go from 5 % to 50 % after the first step (2 rps: 10
+///   requests per interval at 50 %, worst case within the default budget of 20) and PASS at
+///   step 11 or 12: a step or more on either side.
 #[test]
 fn judged_two_rps_adaptive_weights_promote_where_the_fixed_schedule_holds() {
     const POLICY: &str =
@@ -990,10 +992,64 @@ fn judged_two_rps_adaptive_weights_promote_where_the_fixed_schedule_holds() {
         assert_eq!(adaptive.verdict.as_deref(), Some("PASS"));
         assert!(adaptive.steps <= 12, "{adaptive:?}");
         assert_eq!(adaptive.weights[..3], [0, 5, 50], "{adaptive:?}");
-        // held, the fixed schedule keeps collecting and PASSes 2 steps after maxSteps
+        // held, the fixed schedule keeps collecting and PASSes 4 steps after maxSteps
         let later = low_traffic_release(POLICY, 0.0, lag, false);
         assert_eq!(later.phase, Some(CanaryPhase::Succeeded), "{later:?}");
-        assert!(later.steps >= 15, "{later:?}");
+        assert!(later.steps >= 16, "{later:?}");
+    }
+}
+
+/// The final look (issue 19) in the controller: a good canary at 1 % errors beside a primary
+/// at 1 %, 200 requests each per step, errors only, 10 % steps to 50 %. Its PASS e-process
+/// does not reach its level within `maxSteps` 30; the final look at the 30th recorded step
+/// (29 judged) passes, and the release is promoted there with the look in the Event. With
+/// `finalLookShare: 0` the same run is held at `maxSteps`.
+#[test]
+fn judged_final_look_promotes_at_max_steps_what_the_e_processes_hold() {
+    use super::super::judged::{JudgeObservation, MODE_ANNOTATION, StepSample, VersionSample};
+    let sample = |n, e| VersionSample {
+        requests: n,
+        errors: e,
+        ..Default::default()
+    };
+    for (share, want) in [
+        ("0.5", CanaryPhase::Succeeded),
+        ("0", CanaryPhase::WaitingPromotion),
+    ] {
+        let policy = super::super::judged::parse_policy(&format!(
+            "latency: false\nmaxSteps: 30\nonInconclusive: hold\nfinalLookShare: {share}\n"
+        ))
+        .unwrap();
+        let mut w = World::initialized(
+            serde_json::from_value(serde_json::json!({
+                "interval": "1m", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+            }))
+            .unwrap(),
+        );
+        w.canary.metadata.annotations = Some(BTreeMap::from([(
+            MODE_ANNOTATION.to_string(),
+            "sequential".to_string(),
+        )]));
+        w.judge = Some(Box::new(move |_| JudgeObservation {
+            policy: Ok(policy.clone()),
+            step: Ok(StepSample {
+                canary: sample(200, 2),
+                primary: sample(200, 2),
+            }),
+            from: 0,
+            lookback: Some(Ok(sample(6000, 60))),
+            count_signals: Ok(Vec::new()),
+            load_tests: Default::default(),
+        }));
+        w.release_to_first_step();
+        w.run_until(200, |w| {
+            terminal(w) || w.phase() == Some(CanaryPhase::WaitingPromotion)
+        });
+        let js = w.status().judge.unwrap_or_default();
+        assert_eq!(w.phase(), Some(want), "share {share}: {:#?}", w.messages());
+        assert_eq!(js.steps.len(), 30, "share {share}");
+        let looked = w.has_notice("final look at 29 steps p 1.85% ≤ 2.5% needed → pass");
+        assert_eq!(looked, share == "0.5", "share {share}: {:#?}", w.messages());
     }
 }
 

@@ -201,8 +201,8 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
         if !skip {
             steps.push(counts);
         }
+        let j = crate::analysis::judge::evaluate_run(&policy, &p.signals, &steps, 0);
         let judged = crate::analysis::judge::judged_steps(&policy, &steps);
-        let j = crate::analysis::judge::evaluate(&policy, &p.signals, judged);
         out += &format!(
             "{k:>4}  {end}  {:>8}/{:<9} {:>8}/{:<9} {share:>5.1}%  {}{}\n",
             sample.canary.errors,

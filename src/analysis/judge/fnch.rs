@@ -102,6 +102,41 @@ impl Margins {
         self.ln_weight(mode) + beta * mode as f64 + sum.ln()
     }
 
+    /// The probabilities of the support at `beta`, as (first `y`, P(y), P(y + 1), …): the
+    /// terms within [`CUTOFF`] nats of the mode's, normalised to sum to 1 (what is cut is below
+    /// e^-36 of the mode's mass per term).
+    pub fn pmf(&self, beta: f64) -> (u64, Vec<f64>) {
+        let (lo, hi) = self.support();
+        let mode = self.mode(beta);
+        let mut up = Vec::new();
+        let (mut t, mut y) = (0.0, mode);
+        while y < hi {
+            y += 1;
+            t += self.ln_ratio0(y) + beta;
+            if t < -CUTOFF {
+                break;
+            }
+            up.push(t.exp());
+        }
+        let mut down = Vec::new();
+        let (mut t, mut y) = (0.0, mode);
+        while y > lo {
+            t -= self.ln_ratio0(y) + beta;
+            y -= 1;
+            if t < -CUTOFF {
+                break;
+            }
+            down.push(t.exp());
+        }
+        let first = mode - down.len() as u64;
+        let mut p: Vec<f64> = down.into_iter().rev().collect();
+        p.push(1.0);
+        p.extend(up);
+        let sum: f64 = p.iter().sum();
+        p.iter_mut().for_each(|v| *v /= sum);
+        (first, p)
+    }
+
     /// ln P(y | margins; β), including the binomial constants. `-inf` outside the support.
     pub fn ln_pmf(&self, y: u64, beta: f64) -> f64 {
         let (lo, hi) = self.support();

@@ -13,7 +13,8 @@
 //!   `f ∈ {0.5, 0.75, 1, 1.5, 2}` with weights `{0.15, 0.2, 0.3, 0.2, 0.15}`.
 //!
 //! A signal FAILs once `E_F` has reached `1/α_F,sig` (`α_F` split evenly over the signals), else
-//! PASSes once `E_P` has reached `1/α_P`, else CONTINUEs. The release FAILs if any signal fails, PASSes if all pass.
+//! PASSes once `E_P` has reached `1/α_P` (less the final look's share, [`final_look`]) or the
+//! final look at `maxSteps` passed, else CONTINUEs. The release FAILs if any signal fails, PASSes if all pass.
 //! By Ville's inequality, P(ever FAIL a canary no worse than the margin) ≤ α_F and P(ever PASS
 //! a canary worse than the tolerance) ≤ α_P, however many steps are looked at.
 //!
@@ -24,6 +25,7 @@
 //! - [`report`]: counts, estimate, 95 % confidence sequence, e-values, in words (§4.9);
 //! - [`guardrail`]: the canary's cumulative counts and p99 for the absolute SLOs (§4.4).
 
+pub mod final_look;
 pub mod fnch;
 pub mod guardrail;
 pub mod report;
@@ -125,6 +127,11 @@ pub struct Policy {
     pub on_inconclusive: OnInconclusive,
     /// Promote on PASS below `maxWeight`. Default false.
     pub fast_promotion: bool,
+    /// Share of `alphaPass` kept for one fixed-sample test of every judged step at once when
+    /// `maxSteps` steps are recorded ([`final_look`]); the PASS e-processes get the rest. In
+    /// [0, 0.9]; 0 turns the final look off. Default 0.5. Not used with `weights: adaptive` or
+    /// a `dispersion` above 1, where the e-processes keep all of `alphaPass`.
+    pub final_look_share: f64,
     /// Over-dispersion factor φ ≥ 1 (§4.3): each step's evidence (log-likelihood ratio) is
     /// divided by φ, a quasi-likelihood that keeps the error guarantees approximately when
     /// requests are not independent (retries, a few heavy clients, per-pod variation). In
@@ -171,6 +178,7 @@ impl Default for Policy {
             max_steps: 30,
             on_inconclusive: OnInconclusive::Hold,
             fast_promotion: false,
+            final_look_share: 0.5,
             share_tolerance: 10.0,
             dispersion: None,
             weights: Weights::Fixed,
@@ -219,6 +227,11 @@ impl Policy {
         check(
             n <= MAX_STEPS,
             format!("maxSteps {n} out of range [1, {MAX_STEPS}]"),
+        )?;
+        let f = self.final_look_share;
+        check(
+            (0.0..=0.9).contains(&f),
+            format!("finalLookShare {f} out of range [0, 0.9]"),
         )?;
         if let Some(d) = self.dispersion {
             check(
@@ -374,7 +387,28 @@ impl Signal {
         };
         let (m, n) = ((t.xc + t.xp) as f64, (t.nc + t.np) as f64);
         let pooled = if n > 0.0 { m / n } else { 0.0 };
-        let q = self.baseline.max(pooled).clamp(0.0005, 0.9);
+        self.hypotheses_at(self.baseline.max(pooled), delta)
+    }
+
+    /// Share of the PASS evidence the comparative test carries: with a tolerance δ,
+    /// [`COMPARATIVE_WEIGHT`] where the canary-only test ([`ABSOLUTE_PASS`]) is likely to help,
+    /// δ above twice the lookback's rate, else [`COMPARATIVE_WEIGHT_HIGH_BASE`]; 1 without a
+    /// tolerance. A good canary's own rate is about the baseline, so with the baseline at δ/2
+    /// or more "the canary's rate is ≥ δ" is rarely rejected within a run (at or above δ, only
+    /// when the lookback was not what the run sees). Chosen from the lookback, before any
+    /// canary data, so the mixture stays an e-process.
+    pub fn comparative_weight(&self) -> f64 {
+        match self.tolerance {
+            Some(d) if d > 0.0 && d < 1.0 && self.baseline < d / 2.0 => COMPARATIVE_WEIGHT,
+            Some(d) if d > 0.0 && d < 1.0 => COMPARATIVE_WEIGHT_HIGH_BASE,
+            _ => 1.0,
+        }
+    }
+
+    /// (β_F, β_P) of an additive tolerance `delta` (probability) at event rate `q`:
+    /// `β_P = logit(q + δ) − logit(q)` (q clamped to [0.05 %, 90 %]), β_F in the frozen ratio.
+    pub fn hypotheses_at(&self, q: f64, delta: f64) -> (f64, f64) {
+        let q = q.clamp(0.0005, 0.9);
         let bp = logit((q + delta).min(0.999)) - logit(q);
         (self.beta_fail / self.beta_pass * bp, bp)
     }
@@ -383,6 +417,10 @@ impl Signal {
 /// Share of the PASS e-process of a signal with a [`Signal::tolerance`] that the comparative
 /// test (canary against primary) carries; the rest is the canary-only test of [`ABSOLUTE_PASS`].
 pub const COMPARATIVE_WEIGHT: f64 = 0.75;
+
+/// [`COMPARATIVE_WEIGHT`] where the lookback's rate is δ/2 or more
+/// ([`Signal::comparative_weight`]).
+pub const COMPARATIVE_WEIGHT_HIGH_BASE: f64 = 0.95;
 
 /// Canary-only PASS alternatives, as fractions of the tolerance δ, equal weights: the canary's
 /// own error rate `q_a = f·δ` against "`q_c ≥ δ`". A canary whose own error rate is below δ
@@ -477,9 +515,10 @@ impl Process {
 
     /// ln E_P: ln Σ_i v_i exp(ℓ(β_P(1 − f_i)) − ℓ(β_P)).
     ///
-    /// With a [`Signal::tolerance`]: `COMPARATIVE_WEIGHT · E_P + (1 − COMPARATIVE_WEIGHT) ·
-    /// E_abs`, with E_abs the equal mixture over [`ABSOLUTE_PASS`]. An average of e-processes is
-    /// one, valid for a canary worse than the primary by δ (it is then also at least δ bad).
+    /// With a [`Signal::tolerance`] and a comparative share `w < 1`
+    /// ([`Signal::comparative_weight`]): `w · E_P + (1 − w) · E_abs`, with E_abs the equal
+    /// mixture over [`ABSOLUTE_PASS`]. An average of e-processes is one, valid for a canary
+    /// worse than the primary by δ (it is then also at least δ bad).
     pub fn ln_e_pass(&self) -> f64 {
         let cmp = fnch::log_sum_exp(
             PASS_FRACTIONS
@@ -487,15 +526,13 @@ impl Process {
                 .enumerate()
                 .map(|(i, (_, v))| v.ln() + self.lr[8 + i]),
         );
+        let cw = self.signal.comparative_weight();
         if self.signal.tolerance.is_none() {
             return cmp;
         }
         let w = (1.0 / ABSOLUTE_PASS.len() as f64).ln();
         let abs = fnch::log_sum_exp(self.abs.iter().map(|a| a + w));
-        fnch::log_sum_exp([
-            COMPARATIVE_WEIGHT.ln() + cmp,
-            (1.0 - COMPARATIVE_WEIGHT).ln() + abs,
-        ])
+        fnch::log_sum_exp([cw.ln() + cmp, (1.0 - cw).ln() + abs])
     }
 }
 
@@ -507,9 +544,12 @@ pub struct SignalEvidence {
     /// Largest ln E_F reached so far and the level it must reach, ln(1/α_F,sig).
     pub ln_e_fail: f64,
     pub ln_fail_needed: f64,
-    /// Largest ln E_P reached so far and the level it must reach, ln(1/α_P).
+    /// Largest ln E_P reached so far and the level it must reach, ln(1/α_P) (α_P less the
+    /// final look's share where it applies, [`final_look::e_process_alpha`]).
     pub ln_e_pass: f64,
     pub ln_pass_needed: f64,
+    /// The final look, once `maxSteps` steps are recorded and where it applies.
+    pub final_look: Option<final_look::FinalLook>,
     /// Cumulative counts over the judged steps.
     pub totals: Table,
     /// Judged steps that carried information.
@@ -523,7 +563,14 @@ pub struct Judgement {
     pub signals: Vec<SignalEvidence>,
 }
 
-/// The judge's thresholds for `signals`: (ln(1/α_F,sig), ln(1/α_P)).
+/// The level `signal`'s PASS e-process must reach: ln(1/α), α = `alphaPass` less the final
+/// look's share where it applies ([`final_look::e_process_alpha`]).
+pub fn pass_needed(policy: &Policy, signal: &Signal) -> f64 {
+    (1.0 / final_look::e_process_alpha(policy, signal)).ln()
+}
+
+/// The judge's thresholds for `signals`: (ln(1/α_F,sig), ln(1/α_P)) — before the final look's
+/// share of α_P ([`pass_needed`] is a signal's).
 pub fn thresholds(policy: &Policy, signals: usize) -> (f64, f64) {
     let per = policy.alpha_fail / signals.max(1) as f64;
     ((1.0 / per).ln(), (1.0 / policy.alpha_pass).ln())
@@ -562,34 +609,46 @@ pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
 /// Judge `steps` (all of them; warm-up exclusion is the caller's, see [`judged_steps`]) on
 /// `signals` under `policy`'s alphas.
 pub fn evaluate(policy: &Policy, signals: &[Signal], steps: &[StepCounts]) -> Judgement {
-    evaluate_among(policy, signals, steps, 0)
+    evaluate_among(policy, signals, steps, None, 0)
 }
 
 /// [`evaluate`] when `other_tests` more FAIL tests (the absolute guardrails' bounds) share
 /// `alphaFail`: each signal then gets `alphaFail / (signals + other_tests)`, so the whole run's
-/// false rollbacks stay ≤ `alphaFail`.
+/// false rollbacks stay ≤ `alphaFail`. `horizon`: the judged steps the final look sees, once
+/// `maxSteps` steps are recorded ([`final_look::horizon`]); a signal whose e-processes have
+/// not decided PASSes if its final look passed.
 pub fn evaluate_among(
     policy: &Policy,
     signals: &[Signal],
     steps: &[StepCounts],
+    horizon: Option<usize>,
     other_tests: usize,
 ) -> Judgement {
-    let th = thresholds(policy, signals.len() + other_tests);
+    let ln_fail_needed = thresholds(policy, signals.len() + other_tests).0;
     let evidence: Vec<SignalEvidence> = signals
         .iter()
         .map(|s| {
+            let tables: Vec<Table> = steps.iter().map(|step| Table::of(s, step)).collect();
             let mut p = Process::new(s);
-            for step in steps {
-                p.push(Table::of(s, step));
+            for t in &tables {
+                p.push(*t);
             }
-            let (lf, lp) = (p.max_ln_e_fail, p.max_ln_e_pass);
+            let ln_pass_needed = pass_needed(policy, s);
+            let look = horizon
+                .filter(|_| final_look::applies(policy, s))
+                .map(|h| final_look::look(policy, s, &tables[..h.min(tables.len())]));
+            let mut verdict = p.verdict((ln_fail_needed, ln_pass_needed));
+            if verdict == Verdict::Continue && look.is_some_and(|l| l.passed()) {
+                verdict = Verdict::Pass;
+            }
             SignalEvidence {
                 signal: s.clone(),
-                verdict: p.verdict(th),
-                ln_e_fail: lf,
-                ln_fail_needed: th.0,
-                ln_e_pass: lp,
-                ln_pass_needed: th.1,
+                verdict,
+                ln_e_fail: p.max_ln_e_fail,
+                ln_fail_needed,
+                ln_e_pass: p.max_ln_e_pass,
+                ln_pass_needed,
+                final_look: look,
                 totals: p.totals,
                 steps: p.steps,
             }
@@ -599,6 +658,25 @@ pub fn evaluate_among(
         verdict: combine(evidence.iter().map(|e| e.verdict)),
         signals: evidence,
     }
+}
+
+/// Judge a run from its `recorded` steps: the steps past the warm-up ([`judged_steps`]), and
+/// the final look once `maxSteps` steps are recorded ([`final_look::horizon`]). As
+/// [`evaluate_among`].
+pub fn evaluate_run(
+    policy: &Policy,
+    signals: &[Signal],
+    recorded: &[StepCounts],
+    other_tests: usize,
+) -> Judgement {
+    let horizon = final_look::horizon(policy, recorded);
+    evaluate_among(
+        policy,
+        signals,
+        judged_steps(policy, recorded),
+        horizon,
+        other_tests,
+    )
 }
 
 /// The steps the judge looks at: those after the first `warmupSteps` steps with canary traffic.

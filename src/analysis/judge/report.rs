@@ -121,6 +121,22 @@ pub fn requests_for_pass(
     Some(more.max(0.0).ceil() as u64)
 }
 
+/// The final look in words: `final look at 29 steps p 0.8% ≤ 2.5% needed`.
+fn look_clause(l: super::final_look::FinalLook) -> String {
+    let p = 100.0 * l.p;
+    let p = if p < 0.01 {
+        "<0.01".to_string()
+    } else {
+        format!("{p:.2}")
+    };
+    format!(
+        "final look at {} steps p {p}% {} {}% needed",
+        l.steps,
+        if l.passed() { "≤" } else { ">" },
+        100.0 * l.alpha
+    )
+}
+
 fn rate(x: u64, n: u64) -> f64 {
     if n == 0 { 0.0 } else { x as f64 / n as f64 }
 }
@@ -164,10 +180,16 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         more_requests: None,
         text: String::new(),
     };
+    // PASS by the e-process, else by the final look (§ final_look)
+    let pass_clause = if ep >= np {
+        format!("PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed")
+    } else {
+        e.final_look.map(look_clause).unwrap_or_default()
+    };
     if e.steps == 0 {
         let text = if e.verdict == Verdict::Pass {
             format!(
-                "{}: no events on either side to compare; the canary's own rate is below the tolerance (PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed) → pass",
+                "{}: no events on either side to compare; the canary's own rate is below the tolerance ({pass_clause}) → pass",
                 e.signal.name
             )
         } else {
@@ -217,10 +239,14 @@ pub fn signal_report(e: &SignalEvidence, tables: &[Table]) -> SignalReport {
         .flatten();
     text += &match e.verdict {
         Verdict::Fail => format!("; FAIL evidence 10^{ef:.1} ≥ 10^{nf:.1} needed → rollback"),
-        Verdict::Pass => format!("; PASS evidence 10^{ep:.1} ≥ 10^{np:.1} needed → pass"),
+        Verdict::Pass => format!("; {pass_clause} → pass"),
         Verdict::Continue => {
+            let look = e
+                .final_look
+                .map(|l| format!(", {}", look_clause(l)))
+                .unwrap_or_default();
             format!(
-                "; FAIL evidence 10^{ef:.1} of 10^{nf:.1} needed, PASS evidence 10^{ep:.1} of 10^{np:.1} needed → not enough evidence"
+                "; FAIL evidence 10^{ef:.1} of 10^{nf:.1} needed, PASS evidence 10^{ep:.1} of 10^{np:.1} needed{look} → not enough evidence"
             ) + &match more_requests {
                 Some(more) => {
                     let per_step = t.nc as f64 / e.steps.max(1) as f64;
