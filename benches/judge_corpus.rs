@@ -31,7 +31,7 @@ use pennant::analysis::judge::weights::{self, Exposure};
 use pennant::analysis::judge::{
     self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table, Weights,
 };
-use pennant::api::{Plan, SignalKind, StepCounts, VersionCounts};
+use pennant::api::{SignalKind, StepCounts, VersionCounts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
@@ -734,11 +734,12 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
 fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
     let mut world = World::new(r, 2, v);
     let lb = world.lookback(60);
-    let Plan { signals, edges_ms } = judge::plan(policy, &lb).expect("plan");
+    let plan = judge::plan(policy, &lb).expect("plan");
+    let (signals, edges_ms, look) = (&plan.signals[..], &plan.edges_ms, plan.final_look.as_ref());
     let ln_fail = judge::thresholds(policy, signals.len()).0;
     let th: Vec<(f64, f64)> = signals
         .iter()
-        .map(|s| (ln_fail, judge::pass_needed(policy, s)))
+        .map(|s| (ln_fail, judge::pass_needed(policy, look, s)))
         .collect();
     let verdict_of =
         |procs: &[Process]| judge::combine(procs.iter().zip(&th).map(|(p, th)| p.verdict(*th)));
@@ -762,19 +763,19 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
         }
         let step = StepCounts {
             weight: w,
-            canary: counts(&c0, &edges_ms),
-            primary: counts(&p0, &edges_ms),
+            canary: counts(&c0, edges_ms),
+            primary: counts(&p0, edges_ms),
         };
         if warm < policy.warmup_steps {
             if step.canary.requests > 0 {
                 warm += 1;
             }
         } else {
-            for (pr, s) in procs.iter_mut().zip(&signals) {
+            for (pr, s) in procs.iter_mut().zip(signals) {
                 pr.push(Table::of(s, &step));
             }
             if adaptive {
-                for (e, s) in exposures.iter_mut().zip(&signals) {
+                for (e, s) in exposures.iter_mut().zip(signals) {
                     e.push(Table::of(s, &step));
                 }
             }
@@ -796,7 +797,7 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
                     &ladder,
                     w,
                     fixed_next,
-                    weights::worst_excess(&signals, &exposures),
+                    weights::worst_excess(signals, &exposures),
                     weights::interval_requests(&recorded),
                     weights::suspicious(procs.iter().map(|p| p.ln_e_fail()), ln_fail),
                 );
@@ -808,7 +809,8 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
         }
     }
     let judged = judge::judged_steps(policy, &recorded);
-    let last = judge::evaluate_among(policy, &signals, judged, Some(judged.len()), 0);
+    let horizon = Some(judged.len()).filter(|n| *n > 0);
+    let last = judge::evaluate_among(policy, signals, judged, look, horizon, 0);
     if last.verdict == judge::Verdict::Pass {
         return world.end(End::Promoted(policy.max_steps));
     }

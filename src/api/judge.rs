@@ -95,6 +95,22 @@ pub struct Plan {
     pub signals: Vec<Signal>,
     /// Latency edges whose slow counts [`VersionCounts::slow`] holds, ms.
     pub edges_ms: Vec<f64>,
+    /// The final look's horizon and share of `alphaPass`, frozen with the plan so that a policy
+    /// edited during the run cannot add a look or move it; unset when the run has none
+    /// (`analysis::judge::final_look`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_look: Option<FinalLookPlan>,
+}
+
+/// The final look of a run: once `maxSteps` steps are recorded, one test of every judged step
+/// at `alphaPass · share`; the PASS e-processes get `alphaPass · (1 − share)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalLookPlan {
+    /// Recorded steps at which the look is taken (the policy's `maxSteps` when frozen).
+    pub max_steps: u32,
+    /// Share of `alphaPass` it spends (`finalLookShare`), in (0, 0.9].
+    pub share: f64,
 }
 
 /// One cumulative latency bucket: requests no slower than `leMs`.

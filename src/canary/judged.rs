@@ -530,7 +530,7 @@ pub fn tick(
     let judged = judge::judged_steps(policy, &status.steps);
     // one alphaFail for the run: split over the judge's signals and the guardrails' bounds
     let guard_tests: usize = guardrails.iter().map(|g| g.bounds().tests()).sum();
-    let j = judge::evaluate_run(policy, &plan.signals, &status.steps, guard_tests);
+    let j = judge::evaluate_run(policy, &plan, &status.steps, guard_tests);
     let mut evidence = report::summary(&j, judged);
     if let Some(c) = obs.load_tests.clause(judged) {
         evidence += &format!(" | {c}");
@@ -693,7 +693,7 @@ pub fn adaptive_next(
 /// each step with the progression, without the Kubernetes machine.
 pub fn verdicts(policy: &Policy, plan: &Plan, steps: &[StepCounts]) -> Vec<judge::Judgement> {
     (1..=steps.len())
-        .map(|k| judge::evaluate_run(policy, &plan.signals, &steps[..k], 0))
+        .map(|k| judge::evaluate_run(policy, plan, &steps[..k], 0))
         .collect()
 }
 

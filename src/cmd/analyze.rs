@@ -201,7 +201,7 @@ pub async fn analyze(args: &AnalyzeArgs) -> Result<String, String> {
         if !skip {
             steps.push(counts);
         }
-        let j = crate::analysis::judge::evaluate_run(&policy, &p.signals, &steps, 0);
+        let j = crate::analysis::judge::evaluate_run(&policy, p, &steps, 0);
         let judged = crate::analysis::judge::judged_steps(&policy, &steps);
         out += &format!(
             "{k:>4}  {end}  {:>8}/{:<9} {:>8}/{:<9} {share:>5.1}%  {}{}\n",

@@ -20,11 +20,15 @@
 //! the e-process ([`Signal::comparative_weight`]).
 //!
 //! Valid where the steps' traffic does not depend on their events: the fixed schedule and
-//! iterations. With `weights: adaptive` the weights follow the evidence, and with an
-//! over-dispersion factor the exact law does not hold, so [`applies`] is false there and the
-//! e-processes keep all of `alphaPass`.
+//! iterations (a weight held by a failed webhook or threshold check is taken as independent of
+//! the judged counts). With `weights: adaptive` the weights follow the evidence, so such a run
+//! has no look ([`plan`]); nor has one that `onInconclusive: promote` ends anyway. With an
+//! over-dispersion factor the exact law does not hold, so the look does not apply to that
+//! signal ([`applies`]). Where there is no look the e-processes keep all of `alphaPass`. The
+//! horizon and the share are frozen in the run's plan: a policy edited during the run cannot
+//! add a look or move it.
 
-use super::{Policy, Signal, Table, Weights};
+use super::{FinalLookPlan, OnInconclusive, Policy, Signal, Table, Weights};
 use statrs::function::beta::beta_reg;
 use statrs::function::gamma::gamma_lr;
 
@@ -36,7 +40,7 @@ const PRUNE: f64 = 1e-18;
 pub struct FinalLook {
     /// The p-value of "the canary is worse by the tolerance" (combined as in [`p_value`]).
     pub p: f64,
-    /// The level it is held to: `alphaPass · finalLookShare`.
+    /// The level it is held to: `alphaPass · share` ([`FinalLookPlan::share`]).
     pub alpha: f64,
     /// Judged steps it saw.
     pub steps: usize,
@@ -48,37 +52,55 @@ impl FinalLook {
     }
 }
 
-/// Whether `signal` gets a final look under `policy`: a share is set, the weights are the
-/// fixed schedule, and the signal's evidence is not divided by an over-dispersion factor.
-pub fn applies(policy: &Policy, signal: &Signal) -> bool {
-    policy.final_look_share > 0.0
+/// The run's final look, frozen into its plan: with a share set, the fixed schedule (not
+/// `weights: adaptive`), an inconclusive end that does not promote anyway, and a horizon past
+/// the warm-up. `None` otherwise.
+pub fn plan(policy: &Policy) -> Option<FinalLookPlan> {
+    (policy.final_look_share > 0.0
         && policy.weights == Weights::Fixed
-        && signal.dispersion.unwrap_or(1.0) <= 1.0
+        && policy.on_inconclusive != OnInconclusive::Promote
+        && policy.max_steps > policy.warmup_steps)
+        .then_some(FinalLookPlan {
+            max_steps: policy.max_steps,
+            share: policy.final_look_share,
+        })
 }
 
-/// The level of `signal`'s PASS e-process: `alphaPass`, less the final look's share where it
-/// [`applies`].
-pub fn e_process_alpha(policy: &Policy, signal: &Signal) -> f64 {
-    if applies(policy, signal) {
-        policy.alpha_pass * (1.0 - policy.final_look_share)
-    } else {
-        policy.alpha_pass
+/// Whether `signal` gets the run's final look, if the run has one: its evidence is not divided
+/// by an over-dispersion factor.
+pub fn applies(signal: &Signal) -> bool {
+    signal.dispersion.unwrap_or(1.0) <= 1.0
+}
+
+/// The level of `signal`'s PASS e-process: `alphaPass`, less the share of the run's final
+/// `look` where it [`applies`].
+pub fn e_process_alpha(policy: &Policy, look: Option<&FinalLookPlan>, signal: &Signal) -> f64 {
+    match look {
+        Some(l) if applies(signal) => policy.alpha_pass * (1.0 - l.share),
+        _ => policy.alpha_pass,
     }
 }
 
-/// The number of judged steps the final look sees, once `maxSteps` steps are recorded:
+/// The number of judged steps the final look sees, once its `maxSteps` steps are recorded:
 /// those of the first `maxSteps` recorded steps past the warm-up ([`super::judged_steps`]).
-/// `None` before.
-pub fn horizon(policy: &Policy, recorded: &[super::StepCounts]) -> Option<usize> {
-    let max = policy.max_steps as usize;
-    (recorded.len() >= max).then(|| super::judged_steps(policy, &recorded[..max]).len())
+/// `None` before, or when none of them was judged.
+pub fn horizon(
+    policy: &Policy,
+    look: &FinalLookPlan,
+    recorded: &[super::StepCounts],
+) -> Option<usize> {
+    let max = look.max_steps as usize;
+    let judged = recorded
+        .get(..max)
+        .map(|r| super::judged_steps(policy, r).len())?;
+    (judged > 0).then_some(judged)
 }
 
 /// The final look at `tables` (the signal's judged steps up to the horizon).
-pub fn look(policy: &Policy, signal: &Signal, tables: &[Table]) -> FinalLook {
+pub fn look(policy: &Policy, look: &FinalLookPlan, signal: &Signal, tables: &[Table]) -> FinalLook {
     FinalLook {
         p: p_value(signal, tables),
-        alpha: policy.alpha_pass * policy.final_look_share,
+        alpha: policy.alpha_pass * look.share,
         steps: tables.len(),
     }
 }
@@ -142,18 +164,35 @@ fn look_hypotheses(signal: &Signal, tables: &[Table]) -> Vec<f64> {
         .collect()
 }
 
+/// Largest `|running law| · |step law|` convolved exactly; past it (tens of thousands of events
+/// per step) the sum's law is taken as normal, with the exact steps' means and variances.
+const EXACT_BUDGET: usize = 4_000_000;
+
 /// `P(T ≤ t)` for the canary's events over the informative tables, each step at its `β_P`
 /// ([`look_hypotheses`]): the exact convolution of the steps' laws, tails below [`PRUNE`]
-/// dropped.
+/// dropped; where that grows past [`EXACT_BUDGET`], the normal law with the same mean and
+/// variance and a continuity correction.
 fn comparative(signal: &Signal, tables: &[Table]) -> f64 {
     // dist[i] = P(T = first + i)
     let (mut first, mut dist) = (0u64, vec![1.0]);
-    let mut t_obs = 0;
+    let (mut t_obs, mut mean, mut var, mut exact) = (0, 0.0, 0.0, true);
     let informative = tables.iter().filter(|t| t.margins().informative());
     for (t, beta_pass) in informative.zip(look_hypotheses(signal, tables)) {
         let mg = t.margins();
         t_obs += t.xc;
         let (lo, step) = mg.pmf(beta_pass);
+        let m1: f64 = step.iter().enumerate().map(|(i, p)| i as f64 * p).sum();
+        let m2: f64 = step
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i * i) as f64 * p)
+            .sum();
+        mean += lo as f64 + m1;
+        var += m2 - m1 * m1;
+        exact &= dist.len().saturating_mul(step.len()) <= EXACT_BUDGET;
+        if !exact {
+            continue;
+        }
         let mut next = vec![0.0; dist.len() + step.len() - 1];
         for (i, a) in dist.iter().enumerate() {
             for (j, b) in step.iter().enumerate() {
@@ -167,6 +206,10 @@ fn comparative(signal: &Signal, tables: &[Table]) -> f64 {
         let start = cut_lo.min(keep - 1);
         dist = next[start..keep].to_vec();
         first += start as u64;
+    }
+    if !exact {
+        let z = (t_obs as f64 + 0.5 - mean) / var.max(f64::MIN_POSITIVE).sqrt();
+        return 0.5 * statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2);
     }
     if t_obs < first {
         return 0.0;
@@ -196,7 +239,7 @@ pub fn binomial_cdf(x: u64, n: u64, q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Lookback, StepCounts, Verdict, VersionCounts, evaluate_run, plan};
+    use super::super::{Lookback, Plan, StepCounts, Verdict, VersionCounts, evaluate_run, plan};
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -218,6 +261,15 @@ mod tests {
             ..Policy::default()
         };
         plan(&policy, &lookback).unwrap().signals[0].clone()
+    }
+
+    /// The run's plan under `policy` with the one signal `s`.
+    fn plan_of(policy: &Policy, s: &Signal) -> Plan {
+        Plan {
+            signals: vec![s.clone()],
+            edges_ms: Vec::new(),
+            final_look: super::plan(policy),
+        }
     }
 
     fn fixed(s: &Signal) -> Signal {
@@ -302,6 +354,14 @@ mod tests {
             .collect()
     }
 
+    /// `s`'s tables of the judged steps of a 30-step run (the look's, at the default policy).
+    fn judged_tables(s: &Signal, steps: &[StepCounts]) -> Vec<Table> {
+        super::super::judged_steps(&Policy::default(), steps)
+            .iter()
+            .map(|st| Table::of(s, st))
+            .collect()
+    }
+
     fn bound(a: f64, runs: usize) -> f64 {
         a + 3.0 * (a * (1.0 - a) / runs as f64).sqrt()
     }
@@ -330,8 +390,8 @@ mod tests {
                     odds / (1.0 + odds)
                 },
             );
-            let j = evaluate_run(&policy, std::slice::from_ref(&s), &steps, 0);
-            looks += j.signals[0].final_look.unwrap().passed() as usize;
+            let j = evaluate_run(&policy, &plan_of(&policy, &s), &steps, 0);
+            looks += (p_value(&s, &judged_tables(&s, &steps)) <= 0.025) as usize;
             passes += (j.verdict == Verdict::Pass) as usize;
         }
         let (look_rate, pass_rate) = (looks as f64 / runs as f64, passes as f64 / runs as f64);
@@ -373,8 +433,8 @@ mod tests {
                 b * (1.0 + 0.5 * (k as f64 / 4.0).sin()) * burst
             };
             let steps = ramp_run(&mut rng, rps, q, |q| q + 0.005);
-            let j = evaluate_run(&policy, std::slice::from_ref(&s), &steps, 0);
-            looks += j.signals[0].final_look.unwrap().passed() as usize;
+            let j = evaluate_run(&policy, &plan_of(&policy, &s), &steps, 0);
+            looks += (p_value(&s, &judged_tables(&s, &steps)) <= 0.025) as usize;
             passes += (j.verdict == Verdict::Pass) as usize;
         }
         let (look_rate, rate) = (looks as f64 / runs as f64, passes as f64 / runs as f64);
@@ -410,10 +470,10 @@ mod tests {
             },
         };
         let steps = vec![step; 30];
-        let before = evaluate_run(&policy, std::slice::from_ref(&s), &steps[..29], 0);
+        let before = evaluate_run(&policy, &plan_of(&policy, &s), &steps[..29], 0);
         assert_eq!(before.verdict, Verdict::Continue);
         assert_eq!(before.signals[0].final_look, None);
-        let at = evaluate_run(&policy, std::slice::from_ref(&s), &steps, 0);
+        let at = evaluate_run(&policy, &plan_of(&policy, &s), &steps, 0);
         let e = &at.signals[0];
         assert!(e.ln_e_pass < e.ln_pass_needed, "{e:?}");
         let look = e.final_look.unwrap();
@@ -427,7 +487,7 @@ mod tests {
             final_look_share: 0.0,
             ..policy.clone()
         };
-        let j = evaluate_run(&off, std::slice::from_ref(&s), &steps, 0);
+        let j = evaluate_run(&off, &plan_of(&off, &s), &steps, 0);
         assert_eq!(j.verdict, Verdict::Continue);
         assert!((j.signals[0].ln_pass_needed - 20f64.ln()).abs() < 1e-12);
         let text = super::super::report::summary(&at, &steps[1..]);
@@ -436,28 +496,58 @@ mod tests {
     }
 
     #[test]
-    fn no_final_look_with_adaptive_weights_or_over_dispersion() {
+    fn no_final_look_with_adaptive_weights_a_promoting_end_or_over_dispersion() {
         let policy = Policy::default();
         let s = errors(0.01);
-        assert!(applies(&policy, &s));
-        assert_eq!(e_process_alpha(&policy, &s), 0.025);
-        let adaptive = Policy {
-            weights: Weights::Adaptive,
-            ..Policy::default()
-        };
-        assert!(!applies(&adaptive, &s));
-        assert_eq!(e_process_alpha(&adaptive, &s), 0.05);
+        let look = super::plan(&policy).unwrap();
+        assert_eq!(
+            look,
+            FinalLookPlan {
+                max_steps: 30,
+                share: 0.5
+            }
+        );
+        assert!(applies(&s));
+        assert_eq!(e_process_alpha(&policy, Some(&look), &s), 0.025);
+        assert_eq!(e_process_alpha(&policy, None, &s), 0.05);
+        for (what, p) in [
+            (
+                "adaptive",
+                Policy {
+                    weights: Weights::Adaptive,
+                    ..Policy::default()
+                },
+            ),
+            (
+                "promote",
+                Policy {
+                    on_inconclusive: OnInconclusive::Promote,
+                    ..Policy::default()
+                },
+            ),
+            (
+                "share 0",
+                Policy {
+                    final_look_share: 0.0,
+                    ..Policy::default()
+                },
+            ),
+            (
+                "warm-up to the horizon",
+                Policy {
+                    max_steps: 1,
+                    ..Policy::default()
+                },
+            ),
+        ] {
+            assert_eq!(super::plan(&p), None, "{what}");
+        }
         let dispersed = Signal {
             dispersion: Some(1.4),
             ..s.clone()
         };
-        assert!(!applies(&policy, &dispersed));
-        assert_eq!(e_process_alpha(&policy, &dispersed), 0.05);
-        let off = Policy {
-            final_look_share: 0.0,
-            ..Policy::default()
-        };
-        assert!(!applies(&off, &s));
+        assert!(!applies(&dispersed));
+        assert_eq!(e_process_alpha(&policy, Some(&look), &dispersed), 0.05);
         assert!(
             Policy {
                 final_look_share: 0.95,
@@ -465,6 +555,87 @@ mod tests {
             }
             .validate()
             .is_err()
+        );
+    }
+
+    /// The look is frozen with the plan: raising `maxSteps` or the share in the policy during
+    /// the run neither adds a look nor moves it, nor changes its level.
+    #[test]
+    fn a_policy_edited_during_the_run_cannot_add_or_move_the_look() {
+        let policy = Policy {
+            latency: false,
+            ..Policy::default()
+        };
+        let s = errors(0.01);
+        let plan = plan_of(&policy, &s);
+        let step = StepCounts {
+            weight: 50,
+            canary: VersionCounts {
+                requests: 200,
+                errors: 3,
+                ..Default::default()
+            },
+            primary: VersionCounts {
+                requests: 200,
+                errors: 3,
+                ..Default::default()
+            },
+        };
+        let steps = vec![step; 45];
+        let edited = Policy {
+            max_steps: 40,
+            final_look_share: 0.9,
+            ..policy.clone()
+        };
+        for k in [30, 39, 40, 45] {
+            let j = evaluate_run(&edited, &plan, &steps[..k], 0);
+            let look = j.signals[0].final_look.unwrap();
+            assert_eq!((look.steps, look.alpha), (29, 0.025), "after {k} steps");
+        }
+        // a horizon the warm-up has not left: no look at all
+        let cold = Plan {
+            final_look: Some(FinalLookPlan {
+                max_steps: 1,
+                share: 0.5,
+            }),
+            ..plan.clone()
+        };
+        assert_eq!(
+            horizon(&policy, cold.final_look.as_ref().unwrap(), &steps),
+            None
+        );
+    }
+
+    /// Past [`EXACT_BUDGET`] the normal approximation takes over (hundreds of thousands of
+    /// events per step, where an exact convolution would take seconds), and where both laws
+    /// are cheap the normal one with the exact steps' moments agrees with the convolution.
+    #[test]
+    fn large_counts_use_the_normal_law_and_it_agrees_with_the_exact_one() {
+        let s = fixed(&errors(0.01));
+        // 3 steps of 390 000 events, the canary ~1 000 short of "50 % worse in odds" each:
+        // z ≈ −5.7 (p ≈ 1e-8); the steps' laws are ~5 000 wide, past the exact budget
+        let huge = vec![t(20_000_000, 20_000_000, 233_000, 157_000); 3];
+        let approx = comparative(&s, &huge);
+        assert!(approx > 1e-12 && approx < 1e-5, "{approx}");
+        // two steps of 4 900 events: p ≈ 5 %, both laws computed
+        let mid = vec![t(200_000, 200_000, 2_900, 2_000); 2];
+        let p_exact = comparative(&s, &mid);
+        let (mean, var) = mid.iter().fold((0.0, 0.0), |(m, v), t| {
+            let (lo, pmf) = t.margins().pmf(s.beta_pass);
+            let m1: f64 = pmf.iter().enumerate().map(|(i, p)| i as f64 * p).sum();
+            let m2: f64 = pmf
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i * i) as f64 * p)
+                .sum();
+            (m + lo as f64 + m1, v + m2 - m1 * m1)
+        });
+        let z = (5_800.5 - mean) / f64::sqrt(var);
+        let p_normal = 0.5 * statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2);
+        assert!(p_exact > 0.005 && p_exact < 0.2, "{p_exact}");
+        assert!(
+            (p_normal / p_exact - 1.0).abs() < 0.1,
+            "{p_exact} {p_normal}"
         );
     }
 }

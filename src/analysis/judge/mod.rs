@@ -15,8 +15,9 @@
 //! A signal FAILs once `E_F` has reached `1/α_F,sig` (`α_F` split evenly over the signals), else
 //! PASSes once `E_P` has reached `1/α_P` (less the final look's share, [`final_look`]) or the
 //! final look at `maxSteps` passed, else CONTINUEs. The release FAILs if any signal fails, PASSes if all pass.
-//! By Ville's inequality, P(ever FAIL a canary no worse than the margin) ≤ α_F and P(ever PASS
-//! a canary worse than the tolerance) ≤ α_P, however many steps are looked at.
+//! By Ville's inequality, P(ever FAIL a canary no worse than the margin) ≤ α_F, however many
+//! steps are looked at; P(ever PASS a canary worse than the tolerance) ≤ α_P by Ville's for the
+//! e-processes' share of α_P plus the union bound for the final look's.
 //!
 //! - [`Policy`]: the user's parameters (§4.5 defaults), validated by [`Policy::validate`];
 //! - [`plan`]: the signals and their `β_F`/`β_P` from the primary's lookback (§4.4);
@@ -38,7 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use fnch::Margins;
 
-use crate::api::judge::{EventCounts, Plan, Signal, SignalKind, StepCounts, VersionCounts};
+use crate::api::judge::{
+    EventCounts, FinalLookPlan, Plan, Signal, SignalKind, StepCounts, VersionCounts,
+};
 
 /// `judge.pennant.dev/mode`: `sequential` opts a Canary in (`canary::judged`).
 pub const MODE_ANNOTATION: &str = "judge.pennant.dev/mode";
@@ -563,10 +566,10 @@ pub struct Judgement {
     pub signals: Vec<SignalEvidence>,
 }
 
-/// The level `signal`'s PASS e-process must reach: ln(1/α), α = `alphaPass` less the final
-/// look's share where it applies ([`final_look::e_process_alpha`]).
-pub fn pass_needed(policy: &Policy, signal: &Signal) -> f64 {
-    (1.0 / final_look::e_process_alpha(policy, signal)).ln()
+/// The level `signal`'s PASS e-process must reach: ln(1/α), α = `alphaPass` less the share of
+/// the run's final `look` where it applies ([`final_look::e_process_alpha`]).
+pub fn pass_needed(policy: &Policy, look: Option<&FinalLookPlan>, signal: &Signal) -> f64 {
+    (1.0 / final_look::e_process_alpha(policy, look, signal)).ln()
 }
 
 /// The judge's thresholds for `signals`: (ln(1/α_F,sig), ln(1/α_P)) — before the final look's
@@ -609,18 +612,20 @@ pub fn combine(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
 /// Judge `steps` (all of them; warm-up exclusion is the caller's, see [`judged_steps`]) on
 /// `signals` under `policy`'s alphas.
 pub fn evaluate(policy: &Policy, signals: &[Signal], steps: &[StepCounts]) -> Judgement {
-    evaluate_among(policy, signals, steps, None, 0)
+    evaluate_among(policy, signals, steps, None, None, 0)
 }
 
 /// [`evaluate`] when `other_tests` more FAIL tests (the absolute guardrails' bounds) share
 /// `alphaFail`: each signal then gets `alphaFail / (signals + other_tests)`, so the whole run's
-/// false rollbacks stay ≤ `alphaFail`. `horizon`: the judged steps the final look sees, once
-/// `maxSteps` steps are recorded ([`final_look::horizon`]); a signal whose e-processes have
-/// not decided PASSes if its final look passed.
+/// false rollbacks stay ≤ `alphaFail`. `look`: the run's final look, if it has one (its share
+/// of `alphaPass` is not the e-processes'); `horizon`: the judged steps it sees, once its step
+/// is recorded ([`final_look::horizon`]). A signal whose e-processes have not decided PASSes
+/// if its final look passed.
 pub fn evaluate_among(
     policy: &Policy,
     signals: &[Signal],
     steps: &[StepCounts],
+    look: Option<&FinalLookPlan>,
     horizon: Option<usize>,
     other_tests: usize,
 ) -> Judgement {
@@ -633,12 +638,16 @@ pub fn evaluate_among(
             for t in &tables {
                 p.push(*t);
             }
-            let ln_pass_needed = pass_needed(policy, s);
-            let look = horizon
-                .filter(|_| final_look::applies(policy, s))
-                .map(|h| final_look::look(policy, s, &tables[..h.min(tables.len())]));
+            let ln_pass_needed = pass_needed(policy, look, s);
             let mut verdict = p.verdict((ln_fail_needed, ln_pass_needed));
-            if verdict == Verdict::Continue && look.is_some_and(|l| l.passed()) {
+            // the look only where the e-processes left the signal undecided
+            let look = match (look, horizon) {
+                (Some(l), Some(h)) if verdict == Verdict::Continue && final_look::applies(s) => {
+                    Some(final_look::look(policy, l, s, &tables[..h]))
+                }
+                _ => None,
+            };
+            if look.is_some_and(|l| l.passed()) {
                 verdict = Verdict::Pass;
             }
             SignalEvidence {
@@ -660,20 +669,22 @@ pub fn evaluate_among(
     }
 }
 
-/// Judge a run from its `recorded` steps: the steps past the warm-up ([`judged_steps`]), and
-/// the final look once `maxSteps` steps are recorded ([`final_look::horizon`]). As
-/// [`evaluate_among`].
+/// Judge a run under its frozen `plan` from its `recorded` steps: the steps past the warm-up
+/// ([`judged_steps`]), and the plan's final look once its step is recorded
+/// ([`final_look::horizon`]). As [`evaluate_among`].
 pub fn evaluate_run(
     policy: &Policy,
-    signals: &[Signal],
+    plan: &Plan,
     recorded: &[StepCounts],
     other_tests: usize,
 ) -> Judgement {
-    let horizon = final_look::horizon(policy, recorded);
+    let look = plan.final_look.as_ref();
+    let horizon = look.and_then(|l| final_look::horizon(policy, l, recorded));
     evaluate_among(
         policy,
-        signals,
+        &plan.signals,
         judged_steps(policy, recorded),
+        look,
         horizon,
         other_tests,
     )
@@ -925,7 +936,11 @@ fn plan_builtin(policy: &Policy, lookback: &Lookback) -> Result<Plan, JudgeError
             edges_ms.push(edge);
         }
     }
-    Ok(Plan { signals, edges_ms })
+    Ok(Plan {
+        signals,
+        edges_ms,
+        final_look: final_look::plan(policy),
+    })
 }
 
 /// Edges whose lookback exceedance is nearest 50 % and 10 %, among those in [2 %, 70 %].

@@ -121,7 +121,7 @@ pub fn requests_for_pass(
     Some(more.max(0.0).ceil() as u64)
 }
 
-/// The final look in words: `final look at 29 steps p 0.8% ≤ 2.5% needed`.
+/// The final look in words: `final look at 29 steps p 0.80% ≤ 2.5% needed`.
 fn look_clause(l: super::final_look::FinalLook) -> String {
     let p = 100.0 * l.p;
     let p = if p < 0.01 {
@@ -129,11 +129,13 @@ fn look_clause(l: super::final_look::FinalLook) -> String {
     } else {
         format!("{p:.2}")
     };
+    // the level to 2 decimals without trailing zeros: 2.5, 3.5, 4.5 (not 3.4999999999999996)
+    let level = format!("{:.2}", 100.0 * l.alpha);
+    let level = level.trim_end_matches('0').trim_end_matches('.');
     format!(
-        "final look at {} steps p {p}% {} {}% needed",
+        "final look at {} steps p {p}% {} {level}% needed",
         l.steps,
         if l.passed() { "≤" } else { ">" },
-        100.0 * l.alpha
     )
 }
 
