@@ -114,13 +114,13 @@ pub fn look(policy: &Policy, look: &FinalLookPlan, signal: &Signal, tables: &[Ta
 pub fn p_value(signal: &Signal, tables: &[Table]) -> f64 {
     let cmp = comparative(signal, tables);
     let w = signal.comparative_weight();
-    match signal.tolerance.filter(|d| *d > 0.0 && *d < 1.0) {
+    match signal.absolute_tolerance() {
         Some(delta) => {
             let (x, n) = tables.iter().fold((0, 0), |(x, n), t| (x + t.xc, n + t.nc));
             let abs = binomial_cdf(x, n, delta);
             (cmp / w).min(abs / (1.0 - w)).min(1.0)
         }
-        _ => cmp,
+        None => cmp,
     }
 }
 

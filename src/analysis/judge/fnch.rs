@@ -73,32 +73,38 @@ impl Margins {
         ln_binomial(self.nc, y) + ln_binomial(self.np, self.m - y)
     }
 
-    /// ln Z(β) = ln Σ_y C(nc, y) C(np, m − y) e^{βy}.
-    pub fn ln_norm(&self, beta: f64) -> f64 {
+    /// Walk the support outward from the mode at `beta`, up then down, calling `visit(y, t)`
+    /// with `t` = ln(term(y) / term(mode)) for every term within [`CUTOFF`] nats of the mode's
+    /// (the mode itself excluded: t = 0). Returns the mode.
+    fn walk(&self, beta: f64, mut visit: impl FnMut(u64, f64)) -> u64 {
         let (lo, hi) = self.support();
         let mode = self.mode(beta);
-        // Sum exp(t(y) − t(mode)) outward from the mode, by the ratio recurrence.
-        let mut sum = 1.0;
-        let mut t = 0.0;
-        let mut y = mode;
+        let (mut t, mut y) = (0.0, mode);
         while y < hi {
             y += 1;
             t += self.ln_ratio0(y) + beta;
             if t < -CUTOFF {
                 break;
             }
-            sum += t.exp();
+            visit(y, t);
         }
-        let mut t = 0.0;
-        let mut y = mode;
+        let (mut t, mut y) = (0.0, mode);
         while y > lo {
             t -= self.ln_ratio0(y) + beta;
             y -= 1;
             if t < -CUTOFF {
                 break;
             }
-            sum += t.exp();
+            visit(y, t);
         }
+        mode
+    }
+
+    /// ln Z(β) = ln Σ_y C(nc, y) C(np, m − y) e^{βy}.
+    pub fn ln_norm(&self, beta: f64) -> f64 {
+        // Sum exp(t(y) − t(mode)) outward from the mode, by the ratio recurrence.
+        let mut sum = 1.0;
+        let mode = self.walk(beta, |_, t| sum += t.exp());
         self.ln_weight(mode) + beta * mode as f64 + sum.ln()
     }
 
@@ -106,35 +112,12 @@ impl Margins {
     /// terms within [`CUTOFF`] nats of the mode's, normalised to sum to 1 (what is cut is below
     /// e^-36 of the mode's mass per term).
     pub fn pmf(&self, beta: f64) -> (u64, Vec<f64>) {
-        let (lo, hi) = self.support();
-        let mode = self.mode(beta);
-        let mut up = Vec::new();
-        let (mut t, mut y) = (0.0, mode);
-        while y < hi {
-            y += 1;
-            t += self.ln_ratio0(y) + beta;
-            if t < -CUTOFF {
-                break;
-            }
-            up.push(t.exp());
-        }
-        let mut down = Vec::new();
-        let (mut t, mut y) = (0.0, mode);
-        while y > lo {
-            t -= self.ln_ratio0(y) + beta;
-            y -= 1;
-            if t < -CUTOFF {
-                break;
-            }
-            down.push(t.exp());
-        }
-        let first = mode - down.len() as u64;
-        let mut p: Vec<f64> = down.into_iter().rev().collect();
-        p.push(1.0);
-        p.extend(up);
-        let sum: f64 = p.iter().sum();
-        p.iter_mut().for_each(|v| *v /= sum);
-        (first, p)
+        let mut terms = vec![(0, 0.0)];
+        let mode = self.walk(beta, |y, t| terms.push((y, t.exp())));
+        terms[0] = (mode, 1.0);
+        terms.sort_unstable_by_key(|(y, _)| *y);
+        let sum: f64 = terms.iter().map(|(_, p)| p).sum();
+        (terms[0].0, terms.iter().map(|(_, p)| p / sum).collect())
     }
 
     /// ln P(y | margins; β), including the binomial constants. `-inf` outside the support.

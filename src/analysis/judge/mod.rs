@@ -401,11 +401,17 @@ impl Signal {
     /// when the lookback was not what the run sees). Chosen from the lookback, before any
     /// canary data, so the mixture stays an e-process.
     pub fn comparative_weight(&self) -> f64 {
-        match self.tolerance {
-            Some(d) if d > 0.0 && d < 1.0 && self.baseline < d / 2.0 => COMPARATIVE_WEIGHT,
-            Some(d) if d > 0.0 && d < 1.0 => COMPARATIVE_WEIGHT_HIGH_BASE,
-            _ => 1.0,
+        match self.absolute_tolerance() {
+            Some(d) if self.baseline < d / 2.0 => COMPARATIVE_WEIGHT,
+            Some(_) => COMPARATIVE_WEIGHT_HIGH_BASE,
+            None => 1.0,
         }
+    }
+
+    /// The tolerance δ the canary-only PASS test ([`ABSOLUTE_PASS`]) holds the canary's own
+    /// rate to: [`Signal::tolerance`] when it is a probability in (0, 1).
+    pub fn absolute_tolerance(&self) -> Option<f64> {
+        self.tolerance.filter(|d| *d > 0.0 && *d < 1.0)
     }
 
     /// (β_F, β_P) of an additive tolerance `delta` (probability) at event rate `q`:
@@ -473,7 +479,7 @@ impl Process {
     pub fn push(&mut self, t: Table) {
         // quasi-likelihood under over-dispersion φ (§4.3): every step's evidence divided by φ
         let phi = self.signal.dispersion.unwrap_or(1.0);
-        if let Some(delta) = self.signal.tolerance.filter(|d| *d > 0.0 && *d < 1.0) {
+        if let Some(delta) = self.signal.absolute_tolerance() {
             // Bernoulli likelihood ratio of q_a = f·δ against δ on the canary's counts
             let (x, n) = (t.xc as f64, t.nc as f64);
             for (a, f) in self.abs.iter_mut().zip(ABSOLUTE_PASS) {
