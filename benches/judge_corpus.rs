@@ -921,6 +921,44 @@ fn rollback_floor(r: &Release, policy: &Policy, alpha: impl Fn(usize) -> f64) ->
     None
 }
 
+/// The exact ceiling of the errors test: the fixed ramp's whole horizon (stream 2, every
+/// minute of steps `warmupSteps + 1 ..= maxSteps`, gaps included) judged at once by the
+/// final look's exact conditional test, with the tolerance held at the run's true rate
+/// ([`Release::run_rate`], which no judge knows) and all of `alphaPass`: whether it rejects
+/// "the canary's errors are worse by the tolerance". Unlike [`ceiling`] no normal
+/// approximation: it pays the discreteness of few events, as every exact test does.
+fn exact_errors_ceiling(r: &Release, policy: &Policy) -> bool {
+    let mut world = World::new(r, 2, BASE);
+    let lb = world.lookback(60);
+    let plan = judge::plan(policy, &lb).expect("plan");
+    let Some(s) = plan.signals.iter().find(|s| s.kind == SignalKind::Errors) else {
+        return false;
+    };
+    let mut tables = Vec::new();
+    let mut w = STEP_WEIGHT;
+    for k in 1..=policy.max_steps {
+        let (c, p, _) = world.minute(k, w);
+        if k > policy.warmup_steps {
+            let step = StepCounts {
+                weight: w,
+                canary: counts(&c, &plan.edges_ms),
+                primary: counts(&p, &plan.edges_ms),
+            };
+            tables.push(Table::of(s, &step));
+        }
+        w = (w + STEP_WEIGHT).min(MAX_WEIGHT);
+    }
+    let (beta_fail, beta_pass) =
+        s.hypotheses_at(r.run_rate(policy), policy.error_tolerance / 100.0);
+    let at_run_rate = pennant::api::judge::Signal {
+        beta_fail,
+        beta_pass,
+        tolerance: None,
+        ..s.clone()
+    };
+    judge::final_look::p_value(&at_run_rate, &tables) <= policy.alpha_pass
+}
+
 /// Requests (canary, primary) the fixed ramp sends at the release's nominal load in the steps
 /// the judge may use: steps `warmupSteps + 1 ..= maxSteps`, weight `min(k·stepWeight,
 /// maxWeight)` at step `k` — or `maxWeight` at every step with `at_max` (the most any weight
@@ -1455,6 +1493,10 @@ fn main() {
                 .map(|r| ceiling(r, &policy, false, false, r.run_rate(&policy)))
                 .sum::<f64>()
             / good.len().max(1) as f64;
+        let exact = good
+            .iter()
+            .filter(|r| exact_errors_ceiling(r, &policy))
+            .count() as u32;
         let promoted = |idx: usize| {
             let s = score(&corpus, &outcomes[idx], &policy, |r| {
                 st.is_none_or(|x| x == r.stratum())
@@ -1462,11 +1504,12 @@ fn main() {
             pct(s.good_pr, s.good)
         };
         println!(
-            "  {label} ({} good): ramp, primary known {:.1} %, primary measured beside the canary {:.1} %, measured and the tolerance held at the run's own rate {:.1} %; maxWeight from the first step, primary known {:.1} %, measured {:.1} %. Reached: sequential ramp {} %, adaptive {} %",
+            "  {label} ({} good): ramp, primary known {:.1} %, primary measured beside the canary {:.1} %, measured and the tolerance held at the run's own rate {:.1} % (errors by the exact conditional test on the horizon's counts at the run's rate: {} %); maxWeight from the first step, primary known {:.1} %, measured {:.1} %. Reached: sequential ramp {} %, adaptive {} %",
             good.len(),
             avg(false, true),
             avg(false, false),
             at_run_rate,
+            pct(exact, good.len() as u32),
             avg(true, true),
             avg(true, false),
             promoted(SEQ),

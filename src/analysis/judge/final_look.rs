@@ -140,7 +140,7 @@ const INCIDENT_P: f64 = 0.001;
 /// unless `Q` is low by chance (a fluctuation of a rate pooled over the whole run; checked at
 /// 2 rps in the tests below). So it follows the run's own rate also where that is below the
 /// lookback's, where a canary δ worse has a larger odds ratio (the lookback's rate as a floor
-/// cost 3 points of promotions at 5-50 rps on the corpus bench). Like the e-process's
+/// cost 2.4 points of promotions at 5-50 rps on the corpus bench). Like the e-process's
 /// tracking this holds an additive tolerance approximately, checked by simulation with drift
 /// and incidents in the tests below. On the corpus bench the run's rate gives the look more
 /// power than the step's: the look's statistic is linear in the events, and the step's rate
