@@ -27,7 +27,6 @@
 //! differently once the weights differ); a variant (warm-up, router share, over-dispersion) run
 //! of a judge uses the same stream id as its base run, so the comparison is paired.
 
-use pennant::analysis::judge::fnch;
 use pennant::analysis::judge::weights::{self, Exposure};
 use pennant::analysis::judge::{
     self, ISTIO_EDGES_MS, Lookback, Policy, Process, Progress, Table, Weights,
@@ -119,9 +118,11 @@ impl Release {
             + (over(self.mu + self.lat_factor.ln()) - over(self.mu))
     }
 
-    /// Minute `k`'s conditions (load cycle, then incidents' error, latency and traffic
-    /// factors): `(load, em, lm, tm)`, all 1 without drift.
-    fn conditions(&self, k: u32) -> (f64, f64, f64, f64) {
+    /// Minute `k`'s expected conditions before any per-version jitter, as [`World::minute`]
+    /// draws from them: (traffic factor, the primary's error probability, its ln-median
+    /// latency). The canary's are `q0 + err_delta` and `mu + ln lat_factor`.
+    fn nominal(&self, k: u32) -> (f64, f64, f64) {
+        // the load cycle, then the incidents' error, latency and traffic factors
         let (mut load, mut em, mut lm, mut tm) = (1.0, 1.0, 1.0, 1.0);
         if self.drift {
             load = 1.0
@@ -135,18 +136,18 @@ impl Release {
                 }
             }
         }
-        (load, em, lm, tm)
+        let q0 = (self.b * (1.0 + self.couple_err * (load - 1.0)) * em).clamp(0.0, 0.5);
+        let lat = ((1.0 + self.couple_lat * (load - 1.0)) * lm).ln();
+        (load * tm, q0, self.mu + lat)
     }
 
-    /// The primary's error probability over the judged steps of the fixed ramp, weighted by
-    /// the canary's expected requests: the rate an additive tolerance is held at in this run
-    /// (drift and incidents included), as [`World::minute`] draws it.
+    /// The primary's mean error probability over the judged steps of the fixed ramp, weighted
+    /// by the canary's expected requests (drift and incidents included).
     fn run_rate(&self, policy: &Policy) -> f64 {
         let (mut sum, mut n) = (0.0, 0.0);
         for k in policy.warmup_steps + 1..=policy.max_steps {
-            let (load, em, _, tm) = self.conditions(k);
-            let q0 = (self.b * (1.0 + self.couple_err * (load - 1.0)) * em).clamp(0.0, 0.5);
-            let w = (k as i32 * STEP_WEIGHT).min(MAX_WEIGHT) as f64 * load * tm;
+            let (traffic, q0, _) = self.nominal(k);
+            let w = (k as i32 * STEP_WEIGHT).min(MAX_WEIGHT) as f64 * traffic;
             sum += w * q0;
             n += w;
         }
@@ -370,20 +371,17 @@ impl World<'_> {
     /// bench (extra draws happen only when a variant asks for them).
     fn minute(&mut self, k: u32, w: i32) -> (Minute, Minute, bool) {
         let r = self.r;
-        let (load, em, lm, tm) = r.conditions(k);
+        let (traffic, q0, mu) = r.nominal(k);
         let (jc, jp) = if self.v.overdisp {
             let ln = LogNormal::new(0.0, OVERDISP_SIGMA).unwrap();
             (ln.sample(&mut self.rng), ln.sample(&mut self.rng))
         } else {
             (1.0, 1.0)
         };
-        let rate = r.rps * load * tm * 60.0;
-        let q0 = (r.b * (1.0 + r.couple_err * (load - 1.0)) * em).clamp(0.0, 0.5);
+        let rate = r.rps * traffic * 60.0;
         let qp = (q0 * jp).min(0.5);
         let mut qc = ((q0 + r.err_delta) * jc).min(0.95);
-        let lat = ((1.0 + r.couple_lat * (load - 1.0)) * lm).ln();
         let wf = w as f64 / 100.0 * self.v.share;
-        let mu = r.mu + lat;
         let nc = poisson(&mut self.rng, rate * wf);
         let mut fc = r.lat_factor;
         if self.v.warmup && !self.warmed && nc > 0 {
@@ -851,32 +849,34 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
     held
 }
 
-/// The rollback floor: the tick at which an oracle that knows the release's true regression
-/// would roll it back, on the sequential ramp's own data (stream 2, same lookback, plan,
-/// warm-up and weights). Per signal, the likelihood ratio of the true odds ratio β* against the
-/// step's β_F (tracked like the judge's), a sequential probability ratio test whose one
-/// alternative is the truth: no price for not knowing the size of the regression. It needs
-/// ln(1/α) with `alpha` per signal (the judge's split, or all of `alphaFail` for the best
-/// signal). β* from the nominal rates (no drift): errors logit(b + Δ) − logit(b), a latency
-/// edge the lognormal exceedances of both versions. `None` if it does not cross within
-/// `maxSteps`.
-fn rollback_floor(r: &Release, policy: &Policy, alpha: impl Fn(usize) -> f64) -> Option<u32> {
-    let mut world = World::new(r, 2, BASE);
+/// The rollback reference: the tick at which an oracle that knows the release's true
+/// regression would roll it back, on the sequential ramp's own data (stream 2 of world `v`,
+/// same lookback, plan, warm-up, gap merging and weights as [`sequential`], evidence divided
+/// by the policy's dispersion). Per signal, the likelihood ratio of each step's true odds
+/// ratio β*_k against its β_F (tracked like the judge's): a sequential probability ratio test
+/// whose alternative is the truth, so it pays nothing for not knowing the size of the
+/// regression. It needs ln(1/α) with `alpha` per signal (the judge's split, or all of
+/// `alphaFail` for each signal, the first to cross: not a level-`alphaFail` test, generous to
+/// the oracle). β*_k from the step's last minute's expected rates ([`Release::nominal`]):
+/// errors logit(q0 + Δ) − logit(q0), a latency edge the lognormal exceedances of both
+/// versions. `None` if it does not cross within `maxSteps`. A reference, not a bound: the data
+/// are not independent and identically distributed, and the horizon is cut.
+fn rollback_reference(
+    r: &Release,
+    policy: &Policy,
+    v: Variant,
+    alpha: impl Fn(usize) -> f64,
+) -> Option<u32> {
+    let mut world = World::new(r, 2, v);
     let lb = world.lookback(60);
     let plan = judge::plan(policy, &lb).expect("plan");
     let (signals, edges_ms) = (&plan.signals[..], &plan.edges_ms);
-    let logit = |q: f64| (q / (1.0 - q)).ln();
-    let exceed = |e: f64, m: f64| (1.0 - phi((e.ln() - m) / r.sigma)).clamp(1e-12, 1.0 - 1e-12);
-    let truth: Vec<f64> = signals
-        .iter()
-        .map(|s| match s.kind {
-            SignalKind::Errors => logit((r.b + r.err_delta).min(0.95)) - logit(r.b),
-            SignalKind::Slower { edge_ms, .. } => {
-                logit(exceed(edge_ms, r.mu + r.lat_factor.ln())) - logit(exceed(edge_ms, r.mu))
-            }
-            SignalKind::Count { .. } => 0.0,
-        })
-        .collect();
+    let logit = |q: f64| {
+        let q = q.clamp(1e-12, 1.0 - 1e-12);
+        (q / (1.0 - q)).ln()
+    };
+    let exceed = |e: f64, m: f64| 1.0 - phi((e.ln() - m) / r.sigma);
+    let phi_disp = policy.dispersion.unwrap_or(1.0);
     let needed = (1.0 / alpha(signals.len())).ln();
     let mut lr = vec![0.0; signals.len()];
     let (mut w, mut warm) = (STEP_WEIGHT, 0);
@@ -898,19 +898,23 @@ fn rollback_floor(r: &Release, policy: &Policy, alpha: impl Fn(usize) -> f64) ->
         if warm < policy.warmup_steps {
             warm += step.canary.requests.min(1) as u32;
         } else {
-            for ((l, s), b) in lr.iter_mut().zip(signals).zip(&truth) {
+            let (_, q0, mu) = r.nominal(k);
+            for (l, s) in lr.iter_mut().zip(signals) {
                 let t = Table::of(s, &step);
-                let mg = fnch::Margins {
-                    nc: t.nc,
-                    np: t.np,
-                    m: t.xc + t.xp,
-                };
+                let mg = t.margins();
                 if !mg.informative() {
                     continue;
                 }
+                let beta_true = match s.kind {
+                    SignalKind::Errors => logit((q0 + r.err_delta).min(0.95)) - logit(q0),
+                    SignalKind::Slower { edge_ms, .. } => {
+                        logit(exceed(edge_ms, mu + r.lat_factor.ln())) - logit(exceed(edge_ms, mu))
+                    }
+                    SignalKind::Count { .. } => 0.0,
+                };
                 let bf = s.hypotheses(&t).0;
-                let b = b.max(bf);
-                *l += (b - bf) * t.xc as f64 - mg.ln_norm(b) + mg.ln_norm(bf);
+                let b1 = beta_true.max(bf);
+                *l += ((b1 - bf) * t.xc as f64 - mg.ln_norm(b1) + mg.ln_norm(bf)) / phi_disp;
             }
             if lr.iter().any(|l| *l >= needed) {
                 return Some(k);
@@ -921,20 +925,24 @@ fn rollback_floor(r: &Release, policy: &Policy, alpha: impl Fn(usize) -> f64) ->
     None
 }
 
-/// The exact ceiling of the errors test: the fixed ramp's whole horizon (stream 2, every
-/// minute of steps `warmupSteps + 1 ..= maxSteps`, gaps included) judged at once by the
-/// final look's exact conditional test, with the tolerance held at the run's true rate
-/// ([`Release::run_rate`], which no judge knows) and all of `alphaPass`: whether it rejects
-/// "the canary's errors are worse by the tolerance". Unlike [`ceiling`] no normal
-/// approximation: it pays the discreteness of few events, as every exact test does.
-fn exact_errors_ceiling(r: &Release, policy: &Policy) -> bool {
+/// An exact reference for promotions: whether the final look's test
+/// ([`judge::final_look::p_value_at`], the comparative and canary-only parts as the judge
+/// combines them) rejects "the canary's errors are worse by the tolerance" on every minute of
+/// the fixed ramp's horizon (steps `warmupSteps + 1 ..= maxSteps` of stream 2 of the base
+/// world; the judge's stream as long as no minute is missing), with each minute's tolerance
+/// held at its true rate ([`Release::nominal`], which no judge knows) and all of
+/// `alphaPass`. Unlike [`ceiling`] there is no normal approximation: it pays the discreteness
+/// of few events, as every exact test does. A reference, not a bound: a randomised or an
+/// unconditional test could do a little better.
+fn exact_errors_reference(r: &Release, policy: &Policy) -> bool {
     let mut world = World::new(r, 2, BASE);
     let lb = world.lookback(60);
     let plan = judge::plan(policy, &lb).expect("plan");
     let Some(s) = plan.signals.iter().find(|s| s.kind == SignalKind::Errors) else {
         return false;
     };
-    let mut tables = Vec::new();
+    let delta = policy.error_tolerance / 100.0;
+    let (mut tables, mut betas) = (Vec::new(), Vec::new());
     let mut w = STEP_WEIGHT;
     for k in 1..=policy.max_steps {
         let (c, p, _) = world.minute(k, w);
@@ -944,19 +952,15 @@ fn exact_errors_ceiling(r: &Release, policy: &Policy) -> bool {
                 canary: counts(&c, &plan.edges_ms),
                 primary: counts(&p, &plan.edges_ms),
             };
-            tables.push(Table::of(s, &step));
+            let t = Table::of(s, &step);
+            if t.margins().informative() {
+                betas.push(s.hypotheses_at(r.nominal(k).1, delta).1);
+            }
+            tables.push(t);
         }
         w = (w + STEP_WEIGHT).min(MAX_WEIGHT);
     }
-    let (beta_fail, beta_pass) =
-        s.hypotheses_at(r.run_rate(policy), policy.error_tolerance / 100.0);
-    let at_run_rate = pennant::api::judge::Signal {
-        beta_fail,
-        beta_pass,
-        tolerance: None,
-        ..s.clone()
-    };
-    judge::final_look::p_value(&at_run_rate, &tables) <= policy.alpha_pass
+    judge::final_look::p_value_at(s, &tables, &betas) <= policy.alpha_pass
 }
 
 /// Requests (canary, primary) the fixed ramp sends at the release's nominal load in the steps
@@ -1021,11 +1025,13 @@ fn check_np() {
 /// "by information"): promotion needs both the errors and the latency hypotheses rejected, and
 /// whatever a sequential judge does within the horizon is one test on the horizon's data, so
 /// its power is at most the Neyman–Pearson test's on all of it, for each hypothesis alone.
-/// Favourable to the judge: exact latencies instead of buckets, no drift or incidents, no
-/// warm-up loss, no price for looking at every step. `primary_known`: the primary's error
-/// probability and latency known exactly (else measured beside the canary: the variance of a
-/// difference of two rates, b(1−b)(1/n_c + 1/n_p), is that of one rate on n_c·n_p/(n_c + n_p)
-/// trials, a normal approximation).
+/// Favourable to the judge: exact latencies instead of buckets, the primary's error
+/// probability constant at `b` (the release's baseline, or [`Release::run_rate`] to hold the
+/// tolerance at the run's mean rate), no warm-up loss, no price for looking at every step.
+/// `primary_known`: the primary's error probability and latency known exactly (else measured
+/// beside the canary: the variance of a difference of two rates, b(1−b)(1/n_c + 1/n_p), is
+/// that of one rate on n_c·n_p/(n_c + n_p) trials, a normal approximation, optimistic for few
+/// events).
 fn ceiling(r: &Release, policy: &Policy, at_max: bool, primary_known: bool, b: f64) -> f64 {
     let (nc, np) = horizon_requests(r, policy, at_max);
     let n = if primary_known {
@@ -1396,15 +1402,15 @@ fn main() {
             );
         }
     }
-    // The rollback floor on the same pairs: an oracle that knows each release's regression.
+    // The rollback reference on the same pairs: an oracle that knows each release's regression.
     let split = |n: usize| policy.alpha_fail / n.max(1) as f64;
-    let floors: Vec<[Option<u32>; 2]> = corpus
+    let references: Vec<[Option<u32>; 2]> = corpus
         .iter()
         .map(|r| {
             if r.bad() {
                 [
-                    rollback_floor(r, &policy, split),
-                    rollback_floor(r, &policy, |_| policy.alpha_fail),
+                    rollback_reference(r, &policy, world, split),
+                    rollback_reference(r, &policy, world, |_| policy.alpha_fail),
                 ]
             } else {
                 [None; 2]
@@ -1421,10 +1427,10 @@ fn main() {
             if let (End::RolledBack(a), End::RolledBack(b)) =
                 (outcomes[FLAGGER][i].end, outcomes[SEQ][i].end)
             {
-                for (t, f) in to.iter_mut().zip(floors[i]) {
+                for (t, f) in to.iter_mut().zip(references[i]) {
                     *t += f.unwrap_or(policy.max_steps + 1) as u64;
                 }
-                missed += floors[i][0].is_none() as u32;
+                missed += references[i][0].is_none() as u32;
                 both += 1;
                 tf += a as u64;
                 ts += b as u64;
@@ -1432,7 +1438,7 @@ fn main() {
         }
         let r = |t: u64| t as f64 / tf.max(1) as f64;
         println!(
-            "rollback floor, {label}: on the {both} pairs, mean tick Flagger {}, sequential {} ({:.2}), oracle with the judge's alphaFail split {} ({:.2}; {missed} not within maxSteps), oracle with all of alphaFail on the best signal {} ({:.2})",
+            "rollback reference, {label}: on the {both} pairs, mean tick Flagger {}, sequential {} ({:.2}), oracle SPRT at the true effect with the judge's alphaFail split {} ({:.2}; {missed} not within maxSteps), with all of alphaFail for each signal (first to cross) {} ({:.2})",
             mean(tf, both),
             mean(ts, both),
             r(ts),
@@ -1495,7 +1501,7 @@ fn main() {
             / good.len().max(1) as f64;
         let exact = good
             .iter()
-            .filter(|r| exact_errors_ceiling(r, &policy))
+            .filter(|r| exact_errors_reference(r, &policy))
             .count() as u32;
         let promoted = |idx: usize| {
             let s = score(&corpus, &outcomes[idx], &policy, |r| {
@@ -1504,7 +1510,7 @@ fn main() {
             pct(s.good_pr, s.good)
         };
         println!(
-            "  {label} ({} good): ramp, primary known {:.1} %, primary measured beside the canary {:.1} %, measured and the tolerance held at the run's own rate {:.1} % (errors by the exact conditional test on the horizon's counts at the run's rate: {} %); maxWeight from the first step, primary known {:.1} %, measured {:.1} %. Reached: sequential ramp {} %, adaptive {} %",
+            "  {label} ({} good): ramp, primary known {:.1} %, primary measured beside the canary {:.1} %, measured and the tolerance held at the run's own rate {:.1} % (exact reference: the final look's test of the errors on the whole horizon, each minute at its true rate, all of alphaPass: {} %); maxWeight from the first step, primary known {:.1} %, measured {:.1} %. Reached: sequential ramp {} %, adaptive {} %",
             good.len(),
             avg(false, true),
             avg(false, false),

@@ -113,7 +113,14 @@ pub fn look(policy: &Policy, look: &FinalLookPlan, signal: &Signal, tables: &[Ta
 /// `p_abs / (1 − w)` (a weighted Bonferroni, so rejecting at level α rejects each part at its
 /// share of α), capped at 1.
 pub fn p_value(signal: &Signal, tables: &[Table]) -> f64 {
-    let cmp = comparative(signal, tables);
+    p_value_at(signal, tables, &look_hypotheses(signal, tables))
+}
+
+/// [`p_value`] with the comparative part's `β_P` given, one per informative table of
+/// `tables` in order (the look's are [`look_hypotheses`]'); for the bench's references and the
+/// tests, which hold the tolerance at other rates.
+pub fn p_value_at(signal: &Signal, tables: &[Table], beta_pass: &[f64]) -> f64 {
+    let cmp = comparative(tables, beta_pass);
     let w = signal.comparative_weight();
     match signal.absolute_tolerance() {
         Some(delta) => {
@@ -137,8 +144,8 @@ const INCIDENT_P: f64 = 0.001;
 /// them ([`Signal::hypotheses`], for the e-process, uses the step's own). `Q` includes the
 /// canary's events, so for a canary worse by δ it is above the primary's rate in expectation,
 /// and `β_P` falls as the rate grows: the held `β_P` is at most the worse canary's odds ratio
-/// unless `Q` is low by chance (a fluctuation of a rate pooled over the whole run; checked at
-/// 2 rps in the tests below). So it follows the run's own rate also where that is below the
+/// unless `Q` is low by chance (a fluctuation of a rate pooled over the whole run; checked with
+/// a small canary weight, a quiet run and a quiet start at 2-30 rps in the tests below). So it follows the run's own rate also where that is below the
 /// lookback's, where a canary δ worse has a larger odds ratio (the lookback's rate as a floor
 /// cost 2.4 points of promotions at 5-50 rps on the corpus bench). Like the e-process's
 /// tracking this holds an additive tolerance approximately, checked by simulation with drift
@@ -172,15 +179,15 @@ fn look_hypotheses(signal: &Signal, tables: &[Table]) -> Vec<f64> {
 const EXACT_BUDGET: usize = 4_000_000;
 
 /// `P(T ≤ t)` for the canary's events over the informative tables, each step at its `β_P`
-/// ([`look_hypotheses`]): the exact convolution of the steps' laws, tails below [`PRUNE`]
-/// dropped; where that grows past [`EXACT_BUDGET`], the normal law with the same mean and
-/// variance and a continuity correction.
-fn comparative(signal: &Signal, tables: &[Table]) -> f64 {
+/// (`beta_pass`, in the informative tables' order): the exact convolution of the steps' laws,
+/// tails below [`PRUNE`] dropped; where that grows past [`EXACT_BUDGET`], the normal law with
+/// the same mean and variance and a continuity correction.
+fn comparative(tables: &[Table], beta_pass: &[f64]) -> f64 {
     // dist[i] = P(T = first + i)
     let (mut first, mut dist) = (0u64, vec![1.0]);
     let (mut t_obs, mut mean, mut var, mut exact) = (0, 0.0, 0.0, true);
     let informative = tables.iter().filter(|t| t.margins().informative());
-    for (t, beta_pass) in informative.zip(look_hypotheses(signal, tables)) {
+    for (t, &beta_pass) in informative.zip(beta_pass) {
         let mg = t.margins();
         t_obs += t.xc;
         let (lo, step) = mg.pmf(beta_pass);
@@ -275,6 +282,11 @@ mod tests {
         }
     }
 
+    /// The comparative p-value at the look's hypotheses.
+    fn cmp(s: &Signal, tables: &[Table]) -> f64 {
+        comparative(tables, &look_hypotheses(s, tables))
+    }
+
     fn fixed(s: &Signal) -> Signal {
         Signal {
             tolerance: None,
@@ -307,7 +319,7 @@ mod tests {
         let a = t(300, 900, 2, 10);
         let ma = a.margins();
         let tail = |x: u64| -> f64 { (0..=x).map(|y| ma.ln_pmf(y, bp).exp()).sum() };
-        assert!((comparative(&s, &[a]) - tail(2)).abs() < 1e-12);
+        assert!((cmp(&s, &[a]) - tail(2)).abs() < 1e-12);
         let b = t(500, 500, 4, 3);
         let mb = b.margins();
         let mut want = 0.0;
@@ -318,10 +330,10 @@ mod tests {
                 }
             }
         }
-        let got = comparative(&s, &[a, b]);
+        let got = cmp(&s, &[a, b]);
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         // an uninformative table (no primary requests) changes nothing
-        assert_eq!(comparative(&s, &[a, b, t(40, 0, 3, 0)]), got);
+        assert_eq!(cmp(&s, &[a, b, t(40, 0, 3, 0)]), got);
         // the canary-only part joins with a tolerance: the smaller share wins
         let st = errors(0.001);
         let few = [t(20_000, 20_000, 4, 20)];
@@ -338,9 +350,20 @@ mod tests {
         q: impl Fn(u64) -> f64,
         qc: impl Fn(f64) -> f64,
     ) -> Vec<StepCounts> {
+        run(rng, rps, |k| ((k + 1) * 10).min(50), q, qc)
+    }
+
+    /// [`ramp_run`] with the canary's weight (percent) at step `k` given.
+    fn run(
+        rng: &mut StdRng,
+        rps: f64,
+        weight: impl Fn(u64) -> u64,
+        q: impl Fn(u64) -> f64,
+        qc: impl Fn(f64) -> f64,
+    ) -> Vec<StepCounts> {
         (0..30u64)
             .map(|k| {
-                let w = ((k + 1) * 10).min(50);
+                let w = weight(k);
                 let n = Poisson::new(rps * 60.0).unwrap().sample(rng) as u64;
                 let nc = Binomial::new(n, w as f64 / 100.0).unwrap().sample(rng);
                 let mut v = |n: u64, q: f64| VersionCounts {
@@ -441,7 +464,6 @@ mod tests {
             passes += (j.verdict == Verdict::Pass) as usize;
         }
         let (look_rate, rate) = (looks as f64 / runs as f64, passes as f64 / runs as f64);
-        eprintln!("MC2 {look_rate} {rate}");
         assert!(
             look_rate <= bound(0.025, runs),
             "final look passed {look_rate}"
@@ -449,51 +471,73 @@ mod tests {
         assert!(rate <= bound(0.05, runs), "judge passed {rate}");
     }
 
-    /// The look holds the tolerance at the run's own pooled rate, not the lookback's: in runs
-    /// whose primary errs at half or a quarter of the lookback's rate, a canary +0.5 pp worse
-    /// (a larger odds ratio there than at the lookback's rate) still passes at most the look's
-    /// level, also at 2 rps where the pooled rate is noisy; a good canary in the same runs
-    /// passes more often than with the lookback's rate as a floor.
+    /// The look holds the tolerance at the run's own pooled rate, not the lookback's. A canary
+    /// +0.5 pp worse passes at most the look's level where that pooled rate is most likely to
+    /// fall below the primary's (it holds the canary's share of δ above it in expectation):
+    /// - a run quieter than its lookback (the primary at ½ or ¼ of the lookback's rate);
+    /// - a fixed canary weight of 5 or 10 % (a small share of δ in the pooled rate);
+    /// - a quiet start that returns to the lookback's rate as the ramp reaches 50 % (the late,
+    ///   heavy steps above the pooled rate);
+    ///
+    /// at 2, 8 and 30 rps. A good canary in the quiet runs passes more often than with the
+    /// lookback's rate as a floor (the look before, the same combination with the canary-only
+    /// test).
     #[test]
-    fn in_a_run_quieter_than_its_lookback_the_look_holds_the_run_s_rate() {
+    fn the_look_holds_the_run_s_own_rate_and_its_level() {
+        type Case = (fn(u64) -> u64, fn(u64, f64) -> f64);
+        let ramp: fn(u64) -> u64 = |k| ((k + 1) * 10).min(50);
+        let cases: [(&str, Case); 5] = [
+            ("quiet ½", (ramp, |_, b| b * 0.5)),
+            ("quiet ¼", (ramp, |_, b| b * 0.25)),
+            ("weight 5 %", (|_| 5, |_, b| b)),
+            ("weight 10 %", (|_| 10, |_, b| b)),
+            (
+                "quiet start",
+                (ramp, |k, b| if k < 8 { b * 0.3 } else { b }),
+            ),
+        ];
         let mut rng = StdRng::seed_from_u64(20261209);
-        let runs = 1500;
-        let (mut worse, mut good, mut good_floored) = (0, 0, 0);
+        let runs = 900;
+        for (name, (weight, rate)) in cases {
+            let mut worse = 0;
+            for i in 0..runs {
+                let rps = [2.0, 8.0, 30.0][i % 3];
+                let b: f64 = [0.004, 0.015][(i / 3) % 2];
+                let s = errors(b);
+                let steps = run(&mut rng, rps, weight, |k| rate(k, b), |q| q + 0.005);
+                worse += (p_value(&s, &judged_tables(&s, &steps)) <= 0.025) as usize;
+            }
+            let worse = worse as f64 / runs as f64;
+            assert!(
+                worse <= bound(0.025, runs),
+                "{name}: a worse canary passed {worse}"
+            );
+        }
+        let (mut good, mut floored) = (0, 0);
         for i in 0..runs {
             let rps = [2.0, 8.0, 30.0][i % 3];
             let b: f64 = [0.004, 0.015][(i / 3) % 2];
-            let quiet = [0.5, 0.25][(i / 6) % 2];
             let s = errors(b);
-            let steps = ramp_run(&mut rng, rps, |_| b * quiet, |q| q + 0.005);
-            worse += (p_value(&s, &judged_tables(&s, &steps)) <= 0.025) as usize;
-            let steps = ramp_run(&mut rng, rps, |_| b * quiet, |q| q);
+            let steps = ramp_run(&mut rng, rps, |_| b * 0.4, |q| q);
             let tables = judged_tables(&s, &steps);
             good += (p_value(&s, &tables) <= 0.025) as usize;
-            // the lookback's rate as a floor (the look before this change): β_P at max(b̂, Q),
-            // the comparative part alone at the whole level (which only favours it)
-            let (m, n) = tables
+            // the lookback's rate as a floor: β_P at max(b̂, Q) (no incidents in these runs)
+            let informative: Vec<&Table> = tables
+                .iter()
+                .filter(|t| t.margins().informative())
+                .collect();
+            let (m, n) = informative
                 .iter()
                 .fold((0, 0), |(m, n), t| (m + t.xc + t.xp, n + t.nc + t.np));
-            let q = (m as f64 / n as f64).max(s.baseline);
-            let (bf, bp) = s.hypotheses_at(q, 0.005);
-            let floored = Signal {
-                beta_fail: bf,
-                beta_pass: bp,
-                ..fixed(&s)
-            };
-            good_floored += (p_value(&floored, &tables) <= 0.025) as usize;
+            let bp = s
+                .hypotheses_at((m as f64 / n as f64).max(s.baseline), 0.005)
+                .1;
+            let old = p_value_at(&s, &tables, &vec![bp; informative.len()]);
+            floored += (old <= 0.025) as usize;
         }
-        let rate = |x: usize| x as f64 / runs as f64;
         assert!(
-            rate(worse) <= bound(0.025, runs),
-            "a worse canary passed {}",
-            rate(worse)
-        );
-        assert!(
-            rate(good) > rate(good_floored) + 0.05,
-            "good {} floored {}",
-            rate(good),
-            rate(good_floored)
+            good > floored + runs / 20,
+            "good {good} of {runs}, with the floor {floored}"
         );
     }
 
@@ -666,11 +710,11 @@ mod tests {
         // 3 steps of 390 000 events, the canary ~1 000 short of "50 % worse in odds" each:
         // z ≈ −5.7 (p ≈ 1e-8); the steps' laws are ~5 000 wide, past the exact budget
         let huge = vec![t(20_000_000, 20_000_000, 233_000, 157_000); 3];
-        let approx = comparative(&s, &huge);
+        let approx = cmp(&s, &huge);
         assert!(approx > 1e-12 && approx < 1e-5, "{approx}");
         // two steps of 4 900 events: p ≈ 5 %, both laws computed
         let mid = vec![t(200_000, 200_000, 2_900, 2_000); 2];
-        let p_exact = comparative(&s, &mid);
+        let p_exact = cmp(&s, &mid);
         let (mean, var) = mid.iter().fold((0.0, 0.0), |(m, v), t| {
             let (lo, pmf) = t.margins().pmf(s.beta_pass);
             let m1: f64 = pmf.iter().enumerate().map(|(i, p)| i as f64 * p).sum();

@@ -107,7 +107,8 @@ pub struct Policy {
     /// In (0, 1000]. Default 10.
     pub latency_tolerance: f64,
     /// Hold the error tolerance in percentage points at each step's error rate (pooled over both
-    /// versions, when above the lookback baseline), not only at the lookback's: an incident
+    /// versions, when above the lookback baseline; the final look: the run's pooled rate,
+    /// [`final_look`]), not only at the lookback's: an incident
     /// that raises both versions' errors must not make an additive regression look tolerable.
     /// Default true; false gives `sequential-judge.md` §4.4's fixed hypotheses.
     pub track_rate: bool,
@@ -309,7 +310,8 @@ impl Table {
         Table { xc, nc, xp, np }
     }
 
-    fn margins(&self) -> Margins {
+    /// The table's margins (the FNCH's conditioning).
+    pub fn margins(&self) -> Margins {
         Margins {
             nc: self.nc,
             np: self.np,
