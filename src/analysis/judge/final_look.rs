@@ -145,9 +145,10 @@ const INCIDENT_P: f64 = 0.001;
 /// canary's events, so for a canary worse by δ it is above the primary's rate in expectation,
 /// and `β_P` falls as the rate grows: the held `β_P` is at most the worse canary's odds ratio
 /// unless `Q` is low by chance (a fluctuation of a rate pooled over the whole run; checked with
-/// a small canary weight, a quiet run and a quiet start at 2-30 rps in the tests below). So it follows the run's own rate also where that is below the
-/// lookback's, where a canary δ worse has a larger odds ratio (the lookback's rate as a floor
-/// cost 2.4 points of promotions at 5-50 rps on the corpus bench). Like the e-process's
+/// a small canary weight, a quiet run and a quiet start at 2-30 rps in the tests below). So
+/// it follows the run's own rate also where that is below the lookback's, where a canary δ
+/// worse has a larger odds ratio (the lookback's rate as a floor cost 2.4 points of
+/// promotions at 5-50 rps on the corpus bench). Like the e-process's
 /// tracking this holds an additive tolerance approximately, checked by simulation with drift
 /// and incidents in the tests below. On the corpus bench the run's rate gives the look more
 /// power than the step's: the look's statistic is linear in the events, and the step's rate
