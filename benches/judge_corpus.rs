@@ -749,6 +749,29 @@ fn counts(m: &Minute, edges: &[f64]) -> VersionCounts {
     }
 }
 
+/// Minute `(c, p, gap)` at weight `w` merged into the `pending` step: `None` while its data
+/// are missing (an incomplete step merges into the next and holds the weight, §3.3), else
+/// the completed step.
+fn complete_step(
+    pending: &mut Option<(Minute, Minute)>,
+    (c, p, gap): (Minute, Minute, bool),
+    w: i32,
+    edges_ms: &[f64],
+) -> Option<StepCounts> {
+    let (mut c0, mut p0) = pending.take().unwrap_or_default();
+    c0.add(&c);
+    p0.add(&p);
+    if gap {
+        *pending = Some((c0, p0));
+        return None;
+    }
+    Some(StepCounts {
+        weight: w,
+        canary: counts(&c0, edges_ms),
+        primary: counts(&p0, edges_ms),
+    })
+}
+
 /// The sequential judge with the §4.6 progression (`judge::progress`). Stream 2. The step
 /// carries the configured weight; the judge conditions on the measured counts. The final look
 /// (`judge::final_look`) comes after minute `maxSteps`, on the steps judged by then (the
@@ -774,19 +797,8 @@ fn sequential(r: &Release, policy: &Policy, v: Variant) -> Outcome {
     let mut pending: Option<(Minute, Minute)> = None;
     let mut warm = 0;
     for k in 1..=policy.max_steps {
-        let (c, p, gap) = world.minute(k, w);
-        let (mut c0, mut p0) = pending.take().unwrap_or_default();
-        c0.add(&c);
-        p0.add(&p);
-        if gap {
-            // incomplete step: merge into the next, hold the weight (§3.3)
-            pending = Some((c0, p0));
+        let Some(step) = complete_step(&mut pending, world.minute(k, w), w, edges_ms) else {
             continue;
-        }
-        let step = StepCounts {
-            weight: w,
-            canary: counts(&c0, edges_ms),
-            primary: counts(&p0, edges_ms),
         };
         if warm < policy.warmup_steps {
             if step.canary.requests > 0 {
@@ -882,18 +894,8 @@ fn rollback_reference(
     let (mut w, mut warm) = (STEP_WEIGHT, 0);
     let mut pending: Option<(Minute, Minute)> = None;
     for k in 1..=policy.max_steps {
-        let (c, p, gap) = world.minute(k, w);
-        let (mut c0, mut p0) = pending.take().unwrap_or_default();
-        c0.add(&c);
-        p0.add(&p);
-        if gap {
-            pending = Some((c0, p0));
+        let Some(step) = complete_step(&mut pending, world.minute(k, w), w, edges_ms) else {
             continue;
-        }
-        let step = StepCounts {
-            weight: w,
-            canary: counts(&c0, edges_ms),
-            primary: counts(&p0, edges_ms),
         };
         if warm < policy.warmup_steps {
             warm += step.canary.requests.min(1) as u32;

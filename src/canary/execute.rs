@@ -221,27 +221,22 @@ pub async fn restore_taken_over(
     obs: &Observation,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
-    let apex = canary.spec.apex_name();
-    if let (Some(services), Some((label, value)), Some(live)) = (
-        build::services(canary, obs),
-        &obs.selector,
-        ctx.live("Service", ns, apex),
-    ) && !owned_by(canary, &live)
-    {
-        let selector = original_spec(&live)
-            .map(|s| s["selector"].clone())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({ label: value }));
+    if let (Some(services), Some((label, value))) = (build::services(canary, obs), &obs.selector) {
         let mut svc = serde_json::to_value(&services.apex).map_err(Error::encode)?;
-        // Given back right after: no takeover to guard.
-        if let Some(live) = existing(ctx, &svc, &[]) {
+        if let Some(live) = read_fresh(ctx, &svc).await?
+            && !owned_by(canary, &live)
+        {
+            let selector = original_spec(&live)
+                .map(|s| s["selector"].clone())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({ label: value }));
+            // Given back right after: no takeover to guard.
             let _ = adopt(canary, &mut svc, &live);
+            svc["spec"]["selector"] = selector;
+            info!(service = %canary.spec.apex_name(), "restoring the apex Service selector");
+            apply_if_changed(ctx, &svc).await?;
+            release(ctx, &svc).await?;
         }
-        svc["spec"]["selector"] = selector;
-        info!(service = %apex, "restoring the apex Service selector");
-        apply_if_changed(ctx, &svc).await?;
-        release(ctx, &svc).await?;
     }
     restore_routes(canary, ctx).await
 }
@@ -293,7 +288,6 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
     let Some(built) = routes_at_primary(canary, provider, ctx) else {
         return Ok(());
     };
-    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let built = match built {
         Ok(b) => b,
         Err(e) => {
@@ -304,7 +298,7 @@ async fn give_back(canary: &Canary, provider: &str, all: bool, ctx: &Context) ->
     for obj in built {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        let Some(live) = ctx.live(kind, ns, name) else {
+        let Some(live) = read_fresh(ctx, &obj).await? else {
             continue;
         };
         if owned_by(canary, &live) {
@@ -483,6 +477,24 @@ fn dynamic_api(ctx: &Context, obj: &Value) -> Api<DynamicObject> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     Api::namespaced_with(ctx.client.clone(), ns, &ar)
+}
+
+/// The live `obj` (its apiVersion, kind, name, namespace) read from the API server, not the
+/// caches: what a give-back restores from. Its record of the original spec was written by this
+/// controller's takeover, which the route's watch may not have delivered yet (right after a
+/// takeover, under load); the cached copy would then have no record, the give-back would skip
+/// the object, and the finalizer's 100 % to the target would stay on a route pointing at the
+/// Services garbage-collected with the Canary.
+async fn read_fresh(ctx: &Context, obj: &Value) -> Result<Option<Value>, Error> {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let found = dynamic_api(ctx, obj)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get", kind))?;
+    found
+        .map(|o| serde_json::to_value(o).map_err(Error::encode))
+        .transpose()
 }
 
 /// A routing object (or apex Service) the user created before the Canary (no controller
