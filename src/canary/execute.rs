@@ -450,14 +450,9 @@ async fn refuse_unseen(ctx: &Context, canary: &Canary, desired: &Value) -> Resul
     let ns = desired["metadata"]["namespace"]
         .as_str()
         .unwrap_or_default();
-    let found = dynamic_api(ctx, desired)
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("get", kind))?;
-    let Some(found) = found else {
+    let Some(found) = read_fresh(ctx, desired).await? else {
         return Ok(());
     };
-    let found = serde_json::to_value(found).map_err(Error::encode)?;
     if owned_by(canary, &found) {
         return Ok(());
     }
@@ -480,11 +475,12 @@ fn dynamic_api(ctx: &Context, obj: &Value) -> Api<DynamicObject> {
 }
 
 /// The live `obj` (its apiVersion, kind, name, namespace) read from the API server, not the
-/// caches: what a give-back restores from. Its record of the original spec was written by this
-/// controller's takeover, which the route's watch may not have delivered yet (right after a
-/// takeover, under load); the cached copy would then have no record, the give-back would skip
-/// the object, and the finalizer's 100 % to the target would stay on a route pointing at the
-/// Services garbage-collected with the Canary.
+/// caches: what a give-back restores from, and what [`refuse_unseen`] checks. A give-back
+/// needs the record of the original spec that this controller's takeover wrote, which the
+/// route's watch may not have delivered yet (right after a takeover, under load); the cached
+/// copy would then have no record, the give-back would skip the object, and the finalizer's
+/// 100 % to the target would stay on a route pointing at the Services garbage-collected with
+/// the Canary.
 async fn read_fresh(ctx: &Context, obj: &Value) -> Result<Option<Value>, Error> {
     let kind = obj["kind"].as_str().unwrap_or_default();
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
