@@ -19,6 +19,10 @@
 //!   one at install.
 //! - `a_wait_timeout_names_the_deployment`: pods that never become Ready (kwok stage): the
 //!   error names `Deployment/<ns>/<name>` and its kstatus.
+//! - `the_engine_s_own_wait_leaves_the_storage_helm_s_wait_leaves`: a chart without
+//!   post-upgrade hooks is waited for by the engine (from the watch caches), one with such a
+//!   hook by helm; an upgrade that never becomes Ready ends the same in both, as `helm history`
+//!   prints it: the new revision `failed`, the one before it `deployed` again.
 
 mod support;
 
@@ -93,7 +97,18 @@ async fn target() -> Target {
         client: client().await,
         kubeconfig: Some(std::fs::read_to_string(kubeconfig_path()).unwrap()),
         as_user: None,
+        watches: None,
     }
+}
+
+/// [`target`] with the controller's watches (what the helm controller passes for its own
+/// cluster), their change feed drained.
+async fn watched_target() -> (Target, std::sync::Arc<pennant::health::watch::Watches>) {
+    let mut t = target().await;
+    let (w, mut changed) = pennant::health::watch::Watches::new(t.client.clone(), None);
+    tokio::spawn(async move { while changed.recv().await.is_some() {} });
+    t.watches = Some(w.clone());
+    (t, w)
 }
 
 fn engine() -> HelmCli {
@@ -487,6 +502,82 @@ async fn a_wait_timeout_names_the_deployment() {
     let latest = e.latest(&t, &r).await.unwrap().unwrap();
     assert_eq!(latest.info.status, Status::Failed);
     println!("timeout message: {}", he.message);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_engine_s_own_wait_leaves_the_storage_helm_s_wait_leaves() {
+    let (t, watches) = watched_target().await;
+    let ns = TestNs::new(&t.client, "hr-engine-ownwait", 0).await;
+    let charts = Charts::new();
+    let hook = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{ .Release.Name }}-after\"\n  annotations:\n    \"helm.sh/hook\": post-install,post-upgrade\n    \"helm.sh/hook-delete-policy\": before-hook-creation\ndata:\n  a: b\n";
+    let plain = charts.chart("0.1.0", &[]);
+    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", hook)]);
+    assert!(waits_itself(Wait::default(), false, false, &plain));
+    assert!(!waits_itself(Wait::default(), false, false, &hooked));
+    let e = engine();
+    let never_ready = json!({"podAnnotations": {"e2e.pennant.dev/never-ready": "true"}});
+    let mut histories = vec![];
+    for (name, chart) in [("own", &plain), ("helms", &hooked)] {
+        let r = rref(name, &ns.name);
+        // a good install passes the wait (the Deployment's pod becomes Ready under kwok)
+        let rel = e
+            .install(&t, &install_req(&r, chart, json!({})))
+            .await
+            .unwrap();
+        assert_eq!((rel.version, &rel.info.status), (1, &Status::Deployed));
+        let dep: Api<Deployment> = Api::namespaced(t.client.clone(), &ns.name);
+        let live = dep.get(&format!("{name}-demo")).await.unwrap();
+        assert_eq!(
+            live.status.and_then(|s| s.ready_replicas),
+            Some(1),
+            "{name}: the install returned before its Deployment was ready"
+        );
+        // an upgrade that never becomes Ready: a timeout naming the Deployment
+        let mut req = upgrade_req(&r, chart, never_ready.clone());
+        req.timeout = Duration::from_secs(10);
+        let err = e.upgrade(&t, &req).await.unwrap_err();
+        assert!(err.timed_out(), "{name}: {err:?}");
+        let EngineError::Helm(he) = &err else {
+            panic!("{err}")
+        };
+        let want = format!("Deployment/{}/{name}-demo: InProgress", ns.name);
+        assert!(
+            he.not_ready.iter().any(|n| n.starts_with(&want)),
+            "{name}: {:?}",
+            he.not_ready
+        );
+        let hist = helm_json(charts.dir.path(), &ns.name, &["history", name]);
+        let statuses: Vec<(i64, String)> = hist
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                let status = x["status"].as_str().unwrap().to_string();
+                (x["revision"].as_i64().unwrap(), status)
+            })
+            .collect();
+        let latest = e.latest(&t, &r).await.unwrap().unwrap();
+        // Helm's words in both
+        let want = format!(
+            "Upgrade \"{name}\" failed: resource Deployment/{}/{name}-demo not ready. status: InProgress, message: ",
+            ns.name
+        );
+        let d = &latest.info.description;
+        assert!(d.starts_with(&want), "{name}: {d}");
+        assert!(d.ends_with("\ncontext deadline exceeded"), "{name}: {d}");
+        println!("{name}: {statuses:?} {:?}", latest.info.description);
+        histories.push(statuses);
+    }
+    let want = vec![(1, "deployed".to_string()), (2, "failed".to_string())];
+    assert_eq!(histories, [want.clone(), want]);
+    assert!(
+        watches
+            .watched_kinds()
+            .contains(&"Deployment.apps".to_string()),
+        "the engine's wait read the watch cache: {:?}",
+        watches.watched_kinds()
+    );
     ns.cleanup().await;
 }
 

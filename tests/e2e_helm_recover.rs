@@ -3,10 +3,12 @@
 //! controllers (`--controllers source,helm`), a real HTTP Helm repository, the real `helm` CLI.
 //!
 //! A chart version whose pods never get Ready (kwok keeps them `Ready=False`,
-//! `support::charts::ChartSpec::never_ready`) makes `helm upgrade --wait` wait for its
-//! `upgrade.timeout`; the controller process is killed (SIGKILL, as a crash or an evicted pod)
-//! while the release is `pending-upgrade`, and its `helm` child dies with it (PR_SET_PDEATHSIG,
-//! `engine.rs`). The restarted controller finds the release locked by the action its status
+//! `support::charts::ChartSpec::never_ready`) makes the upgrade wait for its `upgrade.timeout`:
+//! `helm upgrade --wait` when the chart has a post-upgrade hook, pennant's own wait after
+//! `helm upgrade --wait=hookOnly` otherwise (`engine::waits_itself`; one test each). The
+//! controller process is killed (SIGKILL, as a crash or an evicted pod) while the release is
+//! `pending-upgrade`, and a `helm` child dies with it (PR_SET_PDEATHSIG, `engine.rs`). The
+//! restarted controller finds the release locked by the action its status
 //! still shows running (`Reconciling` "Running 'upgrade' action …", written before the pending
 //! revision): that lock is its own (`decide::pending_is_ours`), so it is unlocked at once, well
 //! before the action's timeout (Helm storage: `failed`, "Release unlocked from stale
@@ -69,15 +71,37 @@ fn helm_history_full(ns: &str) -> Vec<(i64, String, String, String)> {
         .collect()
 }
 
+/// helm waits (the chart has a post-upgrade hook): its `helm upgrade` child dies with the
+/// controller.
 #[tokio::test]
 async fn controller_killed_mid_upgrade_recovers_the_release() {
+    killed_mid_upgrade(true).await
+}
+
+/// pennant waits itself (no post-upgrade hook; `helm --wait=hookOnly` has exited): the revision
+/// is `pending-upgrade` all the same while it waits, and recovered the same way.
+#[tokio::test]
+async fn controller_killed_in_its_own_wait_recovers_the_release() {
+    killed_mid_upgrade(false).await
+}
+
+async fn killed_mid_upgrade(helm_waits: bool) {
     let client = client().await;
-    let ns = TestNs::new(&client, "hr-e2e-recover", 0).await;
+    let prefix = if helm_waits {
+        "hr-e2e-recover"
+    } else {
+        "hr-e2e-recover-own"
+    };
+    let ns = TestNs::new(&client, prefix, 0).await;
     let storage = tempfile::tempdir().unwrap();
     let mut ctl = start_controllers(&ns.name, &ns.name, "source,helm", storage.path(), &[]);
     let repo = HelmRepo::start(None);
     ChartSpec::new("app", "1.0.0").publish(&repo);
-    ChartSpec::new("app", "2.0.0").never_ready().publish(&repo);
+    let mut bad = ChartSpec::new("app", "2.0.0").never_ready();
+    if helm_waits {
+        bad = bad.post_upgrade_hook();
+    }
+    bad.publish(&repo);
     ChartSpec::new("app", "3.0.0").publish(&repo);
     helm_repository(&ns, &repo.url).await;
     let extra = format!("  upgrade:\n    timeout: {TIMEOUT_S}s\n");
@@ -101,9 +125,10 @@ async fn controller_killed_mid_upgrade_recovers_the_release() {
         .copied()
         .filter(|p| command_of(*p).contains("upgrade"))
         .collect();
-    assert!(
+    assert_eq!(
         !helms.is_empty(),
-        "a helm upgrade child runs: {:?}",
+        helm_waits,
+        "a helm upgrade child runs only when helm waits: {:?}",
         children.iter().map(|p| command_of(*p)).collect::<Vec<_>>()
     );
     // only the controller is killed: its helm child dies with it

@@ -255,6 +255,45 @@ async fn resolve(
     }
 }
 
+/// `objects` (id and the version of its `apiVersion`, the namespace as a manifest wrote it,
+/// possibly empty) placed as `helm` and `kubectl` place them: a namespaced kind's object
+/// without a namespace in `default_namespace`, a cluster-scoped kind's without one. Kinds are
+/// resolved through `discovery`'s cache when given, else once per kind; a kind the cluster does
+/// not serve keeps the namespace as written.
+pub async fn place(
+    client: &Client,
+    discovery: Option<&Watches>,
+    default_namespace: &str,
+    objects: Vec<(ObjectId, String)>,
+) -> Vec<(ObjectId, String)> {
+    let mut local: HashMap<GroupVersionKind, Option<(ApiResource, ApiCapabilities)>> =
+        HashMap::new();
+    let mut out = Vec::with_capacity(objects.len());
+    for (mut id, version) in objects {
+        let gvk = GroupVersionKind::gvk(&id.group, &version, &id.kind);
+        let resolved = match discovery {
+            Some(w) => w.resolve(&gvk).await,
+            None => match local.get(&gvk) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = resolve(client, &gvk).await;
+                    local.insert(gvk, r.clone());
+                    r
+                }
+            },
+        };
+        match resolved.map(|(_, caps)| caps.scope) {
+            Some(Scope::Cluster) => id.namespace.clear(),
+            Some(Scope::Namespaced) if id.namespace.is_empty() => {
+                id.namespace = default_namespace.to_string()
+            }
+            _ => {}
+        }
+        out.push((id, version));
+    }
+    out
+}
+
 /// The latest copies of `objects` (id and the version of its `apiVersion`) in the cluster of
 /// `client`. With `watches` (the cluster is the controller's own), a kind that is watched and
 /// synced is read from its cache, the rest with a GET each ([`Watches::ensure`] starts a

@@ -167,6 +167,9 @@ struct Ctx {
     canaries: Store<crate::api::Canary>,
     /// The HelmReleases whose gate waits for a Canary.
     gate_waiters: Arc<crate::gitops::canary_gate::Waiters>,
+    /// Watches of the local cluster's kinds a release's objects have, for the engine's own
+    /// wait ([`crate::helm::engine::Target::watches`]).
+    watches: Arc<crate::health::watch::Watches>,
 }
 
 /// The fields of a spec accepted but not acted on yet, as `spec.<field> (<why>)`. PURE.
@@ -227,6 +230,7 @@ impl ReleaseTarget {
                 client: c.client,
                 kubeconfig: c.kubeconfig.as_ref().map(kubeconfig_yaml),
                 as_user: c.user,
+                watches: None,
             },
         }
     }
@@ -672,6 +676,11 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     );
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     let any = || watcher::Config::default().any_semantic();
+    let (watches, mut changed) =
+        crate::health::watch::Watches::new(client.clone(), scope.namespace.clone());
+    // the engine's waits read the caches on a short tick; the changes are not needed, but a
+    // watch stops when nobody receives them
+    tokio::spawn(async move { while changed.recv().await.is_some() {} });
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         engine,
@@ -689,6 +698,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         failures: Mutex::default(),
         canaries,
         gate_waiters,
+        watches,
     });
     let concurrency = ctx.settings.concurrent;
     let (s4, s5) = (store.clone(), store.clone());
@@ -1325,6 +1335,7 @@ async fn target_of(hr: &HelmRelease, ctx: &Ctx) -> Result<ReleaseTarget, TargetE
             client: ctx.client.clone(),
             kubeconfig: None,
             as_user: impersonated_user(hr, ctx.settings.target.default_service_account.as_deref()),
+            watches: Some(ctx.watches.clone()),
         },
         applier: ctx.applier.clone(),
     })

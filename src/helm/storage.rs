@@ -195,6 +195,13 @@ pub enum StorageError {
         version: u32,
         status: String,
     },
+    /// A rewrite found another status than the one it was to replace.
+    #[error("release {name} revision {version} is '{status}' now: left as it is")]
+    Changed {
+        name: String,
+        version: u32,
+        status: String,
+    },
 }
 
 fn time(v: &Value) -> Option<Timestamp> {
@@ -485,9 +492,8 @@ pub fn unlock_description(status: &Status) -> String {
 
 /// Flux's Unlock action: rewrite revision `revision` of `release`, which must be
 /// `pending-install|upgrade|rollback`, to `failed` with `description` (use
-/// [`unlock_description`] for Flux's), updating the `status` and `modifiedAt` labels too. The
-/// write is a replace with the read's `resourceVersion`, so a concurrent writer (a `helm` still
-/// running) makes it fail with a 409 instead of being overwritten. Returns the new release.
+/// [`unlock_description`] for Flux's). See [`set_status`] for the write. Returns the new
+/// release.
 pub async fn unlock(
     client: &Client,
     storage_namespace: &str,
@@ -496,6 +502,41 @@ pub async fn unlock(
     description: &str,
     now: Timestamp,
 ) -> Result<Release, StorageError> {
+    set_status(
+        client,
+        storage_namespace,
+        (release, revision),
+        Status::Failed,
+        Some(description),
+        now,
+        |rel| {
+            if rel.info.status.is_pending() {
+                return Ok(());
+            }
+            Err(StorageError::NotPending {
+                name: release.into(),
+                version: revision,
+                status: rel.info.status.to_string(),
+            })
+        },
+    )
+    .await
+}
+
+/// Rewrite the status (and, when given, the description) of revision `revision` of `release`
+/// as Helm's driver does, updating the `status` and `modifiedAt` labels too, after `check`
+/// accepted the stored revision. The write is a replace with the read's `resourceVersion`, so
+/// a concurrent writer (a `helm` still running) makes it fail with a 409 instead of being
+/// overwritten. Returns the new release.
+pub async fn set_status(
+    client: &Client,
+    storage_namespace: &str,
+    (release, revision): (&str, u32),
+    status: Status,
+    description: Option<&str>,
+    now: Timestamp,
+    check: impl FnOnce(&Release) -> Result<(), StorageError>,
+) -> Result<Release, StorageError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), storage_namespace);
     let name = secret_name(release, revision);
     let mut secret = api
@@ -503,17 +544,13 @@ pub async fn unlock(
         .await?
         .ok_or_else(|| StorageError::NotFound(release.into(), revision))?;
     let mut rel = Release::from_secret(&secret)?;
-    if !rel.info.status.is_pending() {
-        return Err(StorageError::NotPending {
-            name: release.into(),
-            version: revision,
-            status: rel.info.status.to_string(),
-        });
+    check(&rel)?;
+    rel.info.status = status.clone();
+    if let Some(d) = description {
+        rel.info.description = d.to_string();
     }
-    rel.info.status = Status::Failed;
-    rel.info.description = description.to_string();
     let labels = secret.metadata.labels.get_or_insert_with(BTreeMap::new);
-    labels.insert("status".into(), Status::Failed.as_str().into());
+    labels.insert("status".into(), status.as_str().into());
     labels.insert("modifiedAt".into(), now.as_second().to_string());
     secret
         .data

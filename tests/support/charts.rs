@@ -66,6 +66,9 @@ pub struct ChartSpec {
     pub pre_upgrade_hook: Option<Hook>,
     /// A `helm.sh/hook: test` Job, run by `helm test` (and a HelmRelease's `test.enable`).
     pub test_hook: Option<Hook>,
+    /// A `post-upgrade` hook (a ConfigMap, `<release>-post-upgrade`): helm, not pennant, waits
+    /// for such a chart's objects (`pennant::helm::engine::waits_itself`).
+    pub post_upgrade_hook: bool,
     /// `failRender`'s default: when true a template calls `fail` with
     /// [`RENDER_FAILURE_MESSAGE`], so install/upgrade/template fail before touching the cluster.
     pub broken_template: bool,
@@ -87,6 +90,7 @@ impl ChartSpec {
             pre_install_hook: None,
             pre_upgrade_hook: None,
             test_hook: None,
+            post_upgrade_hook: false,
             broken_template: false,
             never_ready: false,
             message: "hello".into(),
@@ -119,6 +123,10 @@ impl ChartSpec {
     }
     pub fn test_hook(mut self, h: Hook) -> Self {
         self.test_hook = Some(h);
+        self
+    }
+    pub fn post_upgrade_hook(mut self) -> Self {
+        self.post_upgrade_hook = true;
         self
     }
     pub fn broken_template(mut self) -> Self {
@@ -197,6 +205,12 @@ impl ChartSpec {
         }
         if self.test_hook.is_some() {
             w("templates/tests/test-job.yaml", hook_job("test", "test"));
+        }
+        if self.post_upgrade_hook {
+            w(
+                "templates/hook-post-upgrade.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-post-upgrade\n  annotations:\n    helm.sh/hook: post-upgrade\n    helm.sh/hook-delete-policy: before-hook-creation\ndata:\n  chartVersion: {{ .Chart.Version | quote }}\n".into(),
+            );
         }
         if self.schema {
             w("values.schema.json", SCHEMA.into());
