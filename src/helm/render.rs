@@ -179,6 +179,7 @@ pub async fn next_release<E: Engine>(
         &std::env::var("PENNANT_MESH_PROVIDER")
             .unwrap_or_else(|_| crate::api::canary::DEFAULT_MESH_PROVIDER.into()),
         &rref.namespace,
+        controller::list_canaries(&target.client, &rref.namespace).await,
     )
     .await;
     let request = match &current {
