@@ -23,6 +23,8 @@
 //!   post-upgrade hooks is waited for by the engine (from the watch caches), one with such a
 //!   hook by helm; an upgrade that never becomes Ready ends the same in both, as `helm history`
 //!   prints it: the new revision `failed`, the one before it `deployed` again.
+//! - `time_queued_for_a_helm_process_is_not_taken_from_the_wait`: with one `helm` process at
+//!   a time, a release queued behind a longer helm wait still gets its whole timeout.
 
 mod support;
 
@@ -577,6 +579,51 @@ async fn the_engine_s_own_wait_leaves_the_storage_helm_s_wait_leaves() {
             .contains(&"Deployment.apps".to_string()),
         "the engine's wait read the watch cache: {:?}",
         watches.watched_kinds()
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn time_queued_for_a_helm_process_is_not_taken_from_the_wait() {
+    let (t, _watches) = watched_target().await;
+    let ns = TestNs::new(&t.client, "hr-engine-queue", 0).await;
+    let charts = Charts::new();
+    let hook = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{ .Release.Name }}-after\"\n  annotations:\n    \"helm.sh/hook\": post-install\ndata:\n  a: b\n";
+    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", hook)]);
+    // available 4 s after its pod is ready: not Current at the wait's first look
+    let min_ready = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{ .Release.Name }}-min-ready\"\nspec:\n  replicas: 1\n  minReadySeconds: 4\n  selector:\n    matchLabels: {app: \"{{ .Release.Name }}-min-ready\"}\n  template:\n    metadata:\n      labels: {app: \"{{ .Release.Name }}-min-ready\"}\n    spec:\n      containers:\n        - name: c\n          image: busybox\n";
+    let plain = charts.chart("0.1.0", &[("templates/min-ready.yaml", min_ready)]);
+    let e = HelmCli::new(HelmCliOptions {
+        helm: Some(helm().into()),
+        post_renderer_exe: Some(env!("CARGO_BIN_EXE_pennant").into()),
+        max_processes: 1,
+    })
+    .unwrap();
+    // helm's own wait (a post-install hook) holds the only helm process for its 12 s timeout
+    let mut slow = install_req(
+        &rref("slow", &ns.name),
+        &hooked,
+        json!({"podAnnotations": {"e2e.pennant.dev/never-ready": "true"}}),
+    );
+    slow.timeout = Duration::from_secs(12);
+    // pennant's wait, 8 s: queued longer than that behind the first
+    let mut quick = install_req(&rref("quick", &ns.name), &plain, json!({}));
+    quick.timeout = Duration::from_secs(8);
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(e.install(&t, &slow), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        e.install(&t, &quick).await
+    });
+    assert!(a.unwrap_err().timed_out());
+    let b = b.unwrap();
+    assert_eq!(b.info.status, Status::Deployed);
+    let dep: Api<Deployment> = Api::namespaced(t.client.clone(), &ns.name);
+    let live = dep.get("quick-min-ready").await.unwrap();
+    assert_eq!(live.status.and_then(|s| s.available_replicas), Some(1));
+    assert!(
+        started.elapsed() > Duration::from_secs(12),
+        "the second install was queued behind the first: {:?}",
+        started.elapsed()
     );
     ns.cleanup().await;
 }

@@ -1415,7 +1415,6 @@ impl Engine for HelmCli {
             Crds::CreateReplace => apply_crds(self, t, Action::Install, &r.chart, true).await?,
         }
         let own_wait = waits_itself(r.wait, r.disable_hooks, false, &r.chart);
-        let started = Timestamp::now();
         let scratch = self.scratch()?;
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
         let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
@@ -1441,7 +1440,9 @@ impl Engine for HelmCli {
         if !own_wait {
             return Ok(rel);
         }
-        let wait = (started, r.timeout, r.wait.for_jobs);
+        // the wait's own `--timeout`, from when helm is done, as Helm gives each of its waits
+        // the whole timeout (and not from before the queue for a `helm` process)
+        let wait = (Timestamp::now(), r.timeout, r.wait.for_jobs);
         self.own_wait(t, Action::Install, rel, None, wait).await
     }
 
@@ -1458,7 +1459,6 @@ impl Engine for HelmCli {
             ..r.clone()
         };
         let own_wait = waits_itself(r.wait, r.disable_hooks, r.cleanup_on_fail, &r.chart);
-        let started = Timestamp::now();
         // the revision the upgrade replaces, whose status a failed wait restores
         let previous = match own_wait {
             true => storage::latest(&t.client, &r.release.namespace, &r.release.name).await?,
@@ -1489,7 +1489,9 @@ impl Engine for HelmCli {
         if !own_wait {
             return Ok(rel);
         }
-        let wait = (started, r.timeout, r.wait.for_jobs);
+        // the wait's own `--timeout`, from when helm is done, as Helm gives each of its waits
+        // the whole timeout (and not from before the queue for a `helm` process)
+        let wait = (Timestamp::now(), r.timeout, r.wait.for_jobs);
         let previous = previous.as_ref();
         self.own_wait(t, Action::Upgrade, rel, previous, wait).await
     }
