@@ -255,6 +255,27 @@ async fn resolve(
     }
 }
 
+/// Discovered kinds of one call, for a cluster without [`Watches`] (a remote one).
+type LocalDiscovery = HashMap<GroupVersionKind, Option<(ApiResource, ApiCapabilities)>>;
+
+/// `gvk` resolved through `discovery`'s cache when given, else once per call through `local`.
+async fn resolve_via(
+    client: &Client,
+    discovery: Option<&Watches>,
+    local: &mut LocalDiscovery,
+    gvk: &GroupVersionKind,
+) -> Option<(ApiResource, ApiCapabilities)> {
+    if let Some(w) = discovery {
+        return w.resolve(gvk).await;
+    }
+    if let Some(r) = local.get(gvk) {
+        return r.clone();
+    }
+    let r = resolve(client, gvk).await;
+    local.insert(gvk.clone(), r.clone());
+    r
+}
+
 /// `objects` (id and the version of its `apiVersion`, the namespace as a manifest wrote it,
 /// possibly empty) placed as `helm` and `kubectl` place them: a namespaced kind's object
 /// without a namespace in `default_namespace`, a cluster-scoped kind's without one. Kinds are
@@ -266,22 +287,11 @@ pub async fn place(
     default_namespace: &str,
     objects: Vec<(ObjectId, String)>,
 ) -> Vec<(ObjectId, String)> {
-    let mut local: HashMap<GroupVersionKind, Option<(ApiResource, ApiCapabilities)>> =
-        HashMap::new();
+    let mut local = HashMap::new();
     let mut out = Vec::with_capacity(objects.len());
     for (mut id, version) in objects {
         let gvk = GroupVersionKind::gvk(&id.group, &version, &id.kind);
-        let resolved = match discovery {
-            Some(w) => w.resolve(&gvk).await,
-            None => match local.get(&gvk) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = resolve(client, &gvk).await;
-                    local.insert(gvk, r.clone());
-                    r
-                }
-            },
-        };
+        let resolved = resolve_via(client, discovery, &mut local, &gvk).await;
         match resolved.map(|(_, caps)| caps.scope) {
             Some(Scope::Cluster) => id.namespace.clear(),
             Some(Scope::Namespaced) if id.namespace.is_empty() => {
@@ -308,8 +318,7 @@ pub async fn observe(
     objects: &[(ObjectId, String)],
 ) -> BTreeMap<ObjectId, Value> {
     let mut out = BTreeMap::new();
-    let mut local_discovery: HashMap<GroupVersionKind, Option<(ApiResource, ApiCapabilities)>> =
-        HashMap::new();
+    let mut local_discovery = HashMap::new();
     let mut reads = vec![];
     for (id, version) in objects {
         if let Some(cached) = watches.and_then(|w| w.cached(id)) {
@@ -319,17 +328,7 @@ pub async fn observe(
             continue;
         }
         let gvk = GroupVersionKind::gvk(&id.group, version, &id.kind);
-        let resolved = match watches.or(discovery) {
-            Some(w) => w.resolve(&gvk).await,
-            None => match local_discovery.get(&gvk) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = resolve(client, &gvk).await;
-                    local_discovery.insert(gvk.clone(), r.clone());
-                    r
-                }
-            },
-        };
+        let resolved = resolve_via(client, watches.or(discovery), &mut local_discovery, &gvk).await;
         let Some((ar, caps)) = resolved else {
             continue;
         };

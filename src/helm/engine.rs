@@ -614,7 +614,8 @@ impl HelmCli {
             .collect();
         let discovery = t.watches.as_deref();
         let objects = watch::place(&t.client, discovery, &rel.namespace, ids).await;
-        let ttl = assess::jobs_with_ttl(&waited.iter().map(|o| (*o).clone()).collect::<Vec<_>>());
+        // the Jobs with a TTL as written, by their placed ids
+        let ttl = assess::jobs_with_ttl(&manifest);
         let desired: Vec<ObjectId> = objects.iter().map(|(id, _)| id.clone()).collect();
         let jobs_with_ttl = desired
             .iter()
@@ -1393,17 +1394,29 @@ impl HelmCli {
         let Ok(history) = storage::history(&t.client, &r.namespace, &r.name).await else {
             return side;
         };
-        let latest = history.iter().map(|x| x.version).max().unwrap_or(0);
-        let version = match revision {
-            None => latest,
-            Some(Some(n)) => n,
-            Some(None) => latest.saturating_sub(1),
-        };
-        match history.iter().find(|x| x.version == version) {
-            Some(x) if x.apply_method == "ssa" => ServerSide::Enabled,
-            Some(_) => ServerSide::Disabled,
-            None => side,
-        }
+        server_side_in(side, &history, revision)
+    }
+}
+
+/// `side` resolved from `history` as [`HelmCli::resolve_server_side`] does. PURE.
+fn server_side_in(
+    side: ServerSide,
+    history: &[Release],
+    revision: Option<Option<u32>>,
+) -> ServerSide {
+    if side != ServerSide::Auto {
+        return side;
+    }
+    let latest = history.iter().map(|x| x.version).max().unwrap_or(0);
+    let version = match revision {
+        None => latest,
+        Some(Some(n)) => n,
+        Some(None) => latest.saturating_sub(1),
+    };
+    match history.iter().find(|x| x.version == version) {
+        Some(x) if x.apply_method == "ssa" => ServerSide::Enabled,
+        Some(_) => ServerSide::Disabled,
+        None => side,
     }
 }
 
@@ -1452,18 +1465,27 @@ impl Engine for HelmCli {
             Crds::Create => apply_crds(self, t, Action::Upgrade, &r.chart, false).await?,
             Crds::CreateReplace => apply_crds(self, t, Action::Upgrade, &r.chart, true).await?,
         }
+        let own_wait = waits_itself(r.wait, r.disable_hooks, r.cleanup_on_fail, &r.chart);
+        // one storage read for both: the apply method `auto` follows, and the revision the
+        // upgrade replaces, whose status a failed wait restores
+        let (ns, name) = (&r.release.namespace, &r.release.name);
+        let history = if own_wait {
+            Some(storage::history(&t.client, ns, name).await?)
+        } else if r.server_side == ServerSide::Auto {
+            storage::history(&t.client, ns, name).await.ok()
+        } else {
+            None
+        };
         let r = &UpgradeRequest {
-            server_side: self
-                .resolve_server_side(t, &r.release, r.server_side, None)
-                .await,
+            server_side: match &history {
+                Some(h) => server_side_in(r.server_side, h, None),
+                None => r.server_side,
+            },
             ..r.clone()
         };
-        let own_wait = waits_itself(r.wait, r.disable_hooks, r.cleanup_on_fail, &r.chart);
-        // the revision the upgrade replaces, whose status a failed wait restores
-        let previous = match own_wait {
-            true => storage::latest(&t.client, &r.release.namespace, &r.release.name).await?,
-            false => None,
-        };
+        let previous = history
+            .filter(|_| own_wait)
+            .and_then(|h| h.into_iter().next());
         let scratch = self.scratch()?;
         let (vf, pr) = action_files(scratch.path(), &r.values, r.post_render.as_ref())?;
         let pr = pr.as_ref().map(|(c, e)| (c.as_path(), e.as_path()));
