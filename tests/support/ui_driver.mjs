@@ -42,11 +42,16 @@ async function main() {
   if (!existsSync(portFile)) throw new Error("chromium did not start: " + stderr.slice(-2000));
   const port = readFileSync(portFile, "utf8").split("\n")[0];
   let target;
-  for (let i = 0; i < 50 && !target; i++) {
-    const list = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+  // chromium writes DevToolsActivePort before its endpoint answers: on a loaded machine the first
+  // fetches are refused ("fetch failed"), so a failed fetch is one more try, as a missing page is
+  for (let i = 0; i < 100 && !target; i++) {
+    const list = await fetch(`http://127.0.0.1:${port}/json/list`)
+      .then((r) => r.json())
+      .catch(() => []);
     target = list.find((t) => t.type === "page");
     if (!target) await sleep(100);
   }
+  if (!target) throw new Error("chromium's DevTools endpoint listed no page in 10 s: " + stderr.slice(-2000));
   const ws = new WebSocket(target.webSocketDebuggerUrl);
   await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
   let id = 0;
