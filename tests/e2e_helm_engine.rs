@@ -512,9 +512,9 @@ async fn the_engine_s_own_wait_leaves_the_storage_helm_s_wait_leaves() {
     let (t, watches) = watched_target().await;
     let ns = TestNs::new(&t.client, "hr-engine-ownwait", 0).await;
     let charts = Charts::new();
-    let hook = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{ .Release.Name }}-after\"\n  annotations:\n    \"helm.sh/hook\": post-install,post-upgrade\n    \"helm.sh/hook-delete-policy\": before-hook-creation\ndata:\n  a: b\n";
     let plain = charts.chart("0.1.0", &[]);
-    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", hook)]);
+    let hook = post_hook("post-install,post-upgrade");
+    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", &hook)]);
     assert!(waits_itself(Wait::default(), false, false, &plain));
     assert!(!waits_itself(Wait::default(), false, false, &hooked));
     let e = engine();
@@ -588,8 +588,8 @@ async fn time_queued_for_a_helm_process_is_not_taken_from_the_wait() {
     let (t, _watches) = watched_target().await;
     let ns = TestNs::new(&t.client, "hr-engine-queue", 0).await;
     let charts = Charts::new();
-    let hook = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{ .Release.Name }}-after\"\n  annotations:\n    \"helm.sh/hook\": post-install\ndata:\n  a: b\n";
-    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", hook)]);
+    let hook = post_hook("post-install");
+    let hooked = charts.chart("0.2.0", &[("templates/after.yaml", &hook)]);
     // available 4 s after its pod is ready: not Current at the wait's first look
     let min_ready = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{ .Release.Name }}-min-ready\"\nspec:\n  replicas: 1\n  minReadySeconds: 4\n  selector:\n    matchLabels: {app: \"{{ .Release.Name }}-min-ready\"}\n  template:\n    metadata:\n      labels: {app: \"{{ .Release.Name }}-min-ready\"}\n    spec:\n      containers:\n        - name: c\n          image: busybox\n";
     let plain = charts.chart("0.1.0", &[("templates/min-ready.yaml", min_ready)]);
@@ -626,6 +626,14 @@ async fn time_queued_for_a_helm_process_is_not_taken_from_the_wait() {
         started.elapsed()
     );
     ns.cleanup().await;
+}
+
+/// A ConfigMap hook `<release>-after` on `events` (e.g. `post-install,post-upgrade`): a chart
+/// with it keeps helm's own wait ([`waits_itself`] is false).
+fn post_hook(events: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{{{ .Release.Name }}}}-after\"\n  annotations:\n    \"helm.sh/hook\": {events}\n    \"helm.sh/hook-delete-policy\": before-hook-creation\ndata:\n  a: b\n"
+    )
 }
 
 fn crd(group: &str, rev: &str) -> String {
