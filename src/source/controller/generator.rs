@@ -95,7 +95,8 @@ pub(super) fn controller(
     gate: Option<&super::kind::SyncGate>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let client = ctx.client.clone();
-    let (store, watch) = super::kind::watch_counted::<ArtifactGenerator>(&client, scope, gate);
+    let (store, watch) =
+        super::kind::watch_counted::<ArtifactGenerator>(&client, scope, gate, None);
     let cfg = || watcher::Config::default().any_semantic();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
     let watch = watch

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{NamespaceResourceScope, PartialObjectMeta};
 use kube::runtime::controller::Action;
@@ -186,14 +187,21 @@ pub(super) fn watch<K: Source>(
     client: &Client,
     scope: &crate::runtime::Scope,
 ) -> (Store<K>, Controller<K>) {
-    watch_counted(client, scope, None)
+    watch_counted(client, scope, None, None)
 }
 
-/// [`watch`], the cache's first complete list counted by `gate` (`/readyz` waits for it).
+/// Called with the metadata of every object of a watch once the watch's cache holds it (an
+/// apply, a relist, a deletion): another kind's reconcile triggered from it reads that cache up
+/// to date.
+pub(super) type OnChange = Box<dyn Fn(&ObjectMeta) + Send + Sync>;
+
+/// [`watch`], the cache's first complete list counted by `gate` (`/readyz` waits for it), each
+/// change passed to `on_change` after the cache has it.
 pub(super) fn watch_counted<K: Source>(
     client: &Client,
     scope: &crate::runtime::Scope,
     gate: Option<&SyncGate>,
+    on_change: Option<OnChange>,
 ) -> (Store<K>, Controller<K>) {
     let api: Api<K> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -217,16 +225,24 @@ pub(super) fn watch_counted<K: Source>(
     let trigger = reflector::reflector(writer, watcher(api, scope.watcher_config()))
         .backoff(crate::runtime::watch_backoff())
         .inspect_ok(move |e| match e {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                if let Some(f) = &on_change {
+                    f(o.meta())
+                }
+            }
             watcher::Event::InitDone => {
                 if let Some(listed) = &listed {
                     listed();
                 }
             }
-            // gone from the (selected) watch without being deleted: relabelled out of this
-            // shard. The cache has dropped it, so no queued reconcile, finalizer or GC runs;
-            // its files are handed over (`shard`)
-            watcher::Event::Delete(o) if o.meta().deletion_timestamp.is_none() => {
-                if let Some(tx) = &departures {
+            watcher::Event::Delete(o) => {
+                if let Some(f) = &on_change {
+                    f(o.meta())
+                }
+                // gone from the (selected) watch without being deleted: relabelled out of this
+                // shard. The cache has dropped it, so no queued reconcile, finalizer or GC
+                // runs; its files are handed over (`shard`)
+                if let (None, Some(tx)) = (&o.meta().deletion_timestamp, &departures) {
                     let _ = tx.send(super::shard::Departed {
                         kind: K::KIND.to_string(),
                         namespace: o.namespace().unwrap_or_default(),

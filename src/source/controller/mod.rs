@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::info;
@@ -182,7 +181,26 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         });
     }
 
-    let (repos, git_watch) = kind::watch_counted::<GitRepository>(&client, &scope, Some(&gate));
+    // a source's change (a new artifact, Ready) reconciles the HelmCharts using it, sent from
+    // the source's own watch once its cache has the change: the chart's build reads that cache
+    let (charts, chart_watch) =
+        kind::watch_counted::<HelmChart>(&client, &scope, Some(&gate), None);
+    let (chart_wake, chart_woken) = tokio::sync::mpsc::unbounded_channel();
+    let wake_charts = |kind: &'static str| {
+        let (charts, tx) = (charts.clone(), chart_wake.clone());
+        move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let name = meta.name.as_deref().unwrap_or_default();
+            for c in helm_chart::charts_of(&charts, kind, meta.namespace.clone(), name) {
+                let _ = tx.send(c);
+            }
+        }
+    };
+    let (repos, git_watch) = kind::watch_counted::<GitRepository>(
+        &client,
+        &scope,
+        Some(&gate),
+        Some(Box::new(wake_charts("GitRepository")) as _),
+    );
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let mut git_ctx = base.like(kind::Sources {
         git_repos: Some(repos.clone()),
@@ -201,7 +219,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         git_repository::reconcile,
     );
 
-    let (oci_repos, oci_watch) = kind::watch_counted::<OCIRepository>(&client, &scope, Some(&gate));
+    let (oci_repos, oci_watch) = kind::watch_counted::<OCIRepository>(
+        &client,
+        &scope,
+        Some(&gate),
+        Some(Box::new(wake_charts("OCIRepository")) as _),
+    );
     let oci_controller = kind::run(
         oci_watch,
         shutdown.clone(),
@@ -209,8 +232,12 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         oci::reconcile,
     );
 
-    let (helm_repos, helm_watch) =
-        kind::watch_counted::<HelmRepository>(&client, &scope, Some(&gate));
+    let (helm_repos, helm_watch) = kind::watch_counted::<HelmRepository>(
+        &client,
+        &scope,
+        Some(&gate),
+        Some(Box::new(wake_charts("HelmRepository")) as _),
+    );
     let helm_repo_controller = kind::run(
         helm_watch,
         shutdown.clone(),
@@ -218,7 +245,6 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         helm_repository::reconcile,
     );
 
-    let (charts, chart_watch) = kind::watch_counted::<HelmChart>(&client, &scope, Some(&gate));
     let chart_ctx = base.like(kind::Sources {
         helm_repos: Some(helm_repos.clone()),
         git_repos: Some(repos.clone()),
@@ -226,26 +252,10 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         // a few index revisions: every chart of a repository shares one parse
         indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
     });
-    // a source's change (a new artifact, Ready) reconciles the HelmCharts using it
-    let (by_helm, by_git, by_oci) = (charts.clone(), charts.clone(), charts.clone());
     let chart_watch = chart_watch
-        .watches(
-            scoped_api::<HelmRepository>(&client, &scope),
-            watcher::Config::default().any_semantic(),
-            move |r| {
-                helm_chart::charts_of(&by_helm, "HelmRepository", r.namespace(), &r.name_any())
-            },
-        )
-        .watches(
-            scoped_api::<GitRepository>(&client, &scope),
-            watcher::Config::default().any_semantic(),
-            move |r| helm_chart::charts_of(&by_git, "GitRepository", r.namespace(), &r.name_any()),
-        )
-        .watches(
-            scoped_api::<OCIRepository>(&client, &scope),
-            watcher::Config::default().any_semantic(),
-            move |r| helm_chart::charts_of(&by_oci, "OCIRepository", r.namespace(), &r.name_any()),
-        );
+        .reconcile_on(futures::stream::unfold(chart_woken, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }));
     let chart_controller = kind::run(
         chart_watch,
         shutdown.clone(),
