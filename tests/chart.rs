@@ -508,6 +508,7 @@ fn deployment_args_parse_as_the_binarys_flags() {
             "watchLabelSelector=!sharding.fluxcd.io/key",
             "kustomize.defaultServiceAccount=tenant",
             "helm.maxProcesses=2",
+            "canaryConcurrent=64",
             "ui.enabled=true",
         ],
     ] {
@@ -536,6 +537,8 @@ fn deployment_args_parse_as_the_binarys_flags() {
         assert_eq!(args.default_service_account, tenant);
         let helm_processes = if set.is_empty() { 4 } else { 2 };
         assert_eq!(args.helm_max_processes, helm_processes);
+        let canary_concurrent = if set.is_empty() { 0 } else { 64 };
+        assert_eq!(args.canary_concurrent, canary_concurrent);
         // the source controller's storage: an emptyDir, served through the Service's name
         assert_eq!(args.storage_path, "/data");
         assert_eq!(

@@ -1289,6 +1289,9 @@ async fn concurrency_limit_runs_one_canary_at_a_time_in_fifo_order() {
             "127.0.0.1:0",
             "--max-concurrent-canaries",
             "2",
+            // one reconcile at a time: the queue moves all the same
+            "--canary-concurrent",
+            "1",
         ],
         &[],
     );

@@ -236,6 +236,7 @@ mod tests {
             notify: Default::default(),
             cluster_name: String::new(),
             max_concurrent_canaries: 0,
+            concurrent: 0,
         }
     }
 

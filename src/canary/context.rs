@@ -42,6 +42,9 @@ pub struct Settings {
     /// The most Canaries running at once in the watched namespaces (`--max-concurrent-canaries`,
     /// pennant's); 0 = no limit.
     pub max_concurrent_canaries: u32,
+    /// Canaries reconciled at once (`--canary-concurrent`); the others queue, each once. 0 = no
+    /// bound.
+    pub concurrent: u16,
 }
 
 /// What failed in a reconcile. Each variant's [`Error::label`] is the `reason` of

@@ -190,7 +190,8 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     };
     // every stream backs off on its own: none shared (`NoSharedBackoff`)
     let controller = Controller::for_stream(canary_events, canaries.clone())
-        .trigger_backoff(crate::runtime::NoSharedBackoff);
+        .trigger_backoff(crate::runtime::NoSharedBackoff)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrent));
     let ctx = Arc::new(Context {
         instance: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
