@@ -296,6 +296,17 @@ impl kube::runtime::utils::Backoff for NoSharedBackoff {
     fn reset(&mut self) {}
 }
 
+/// What `rx` receives, as a stream (for kube's `Controller::reconcile_on`: the objects a
+/// reconcile, or another kind's watch, wakes); it ends when every sender is dropped.
+pub fn received<T>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send
+where
+    T: Send,
+{
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

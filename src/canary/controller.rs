@@ -248,9 +248,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .watches_stream(secret_events, move |m| {
             for_secret(m.namespace(), m.name_any())
         })
-        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        }));
+        .reconcile_on(crate::runtime::received(woken));
     for (s, ar) in route_streams {
         let index = index.clone();
         let kind = ar.kind.clone();

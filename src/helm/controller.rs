@@ -732,9 +732,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
             labelled(),
             move |r| using_values_from(&s5, "Secret", &r),
         )
-        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        }))
+        .reconcile_on(crate::runtime::received(woken))
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

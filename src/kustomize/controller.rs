@@ -471,9 +471,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         .watches(scope.api::<ExternalArtifact>(&client), any(), move |r| {
             for_source(&s3, &r)
         })
-        .reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        }))
+        .reconcile_on(crate::runtime::received(woken))
         .graceful_shutdown_on(shutdown.signalled())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

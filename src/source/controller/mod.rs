@@ -21,6 +21,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -188,7 +189,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     let (chart_wake, chart_woken) = tokio::sync::mpsc::unbounded_channel();
     let wake_charts = |kind: &'static str| {
         let (charts, tx) = (charts.clone(), chart_wake.clone());
-        move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        move |meta: &ObjectMeta| {
             let name = meta.name.as_deref().unwrap_or_default();
             for c in helm_chart::charts_of(&charts, kind, meta.namespace.clone(), name) {
                 let _ = tx.send(c);
@@ -209,9 +210,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
     git_ctx.shutdown = Some(shutdown.clone());
     git_ctx.wake = Some(wake);
     // a new artifact reconciles the GitRepositories including it (sent by the reconcile)
-    let git_watch = git_watch.reconcile_on(futures::stream::unfold(woken, |mut rx| async move {
-        rx.recv().await.map(|r| (r, rx))
-    }));
+    let git_watch = git_watch.reconcile_on(crate::runtime::received(woken));
     let git_controller = kind::run(
         git_watch,
         shutdown.clone(),
@@ -252,10 +251,7 @@ pub async fn run(process: crate::runtime::Process, settings: Settings) -> anyhow
         // a few index revisions: every chart of a repository shares one parse
         indexes: Some(Arc::new(super::helm_index::IndexCache::new(16))),
     });
-    let chart_watch = chart_watch
-        .reconcile_on(futures::stream::unfold(chart_woken, |mut rx| async move {
-            rx.recv().await.map(|r| (r, rx))
-        }));
+    let chart_watch = chart_watch.reconcile_on(crate::runtime::received(chart_woken));
     let chart_controller = kind::run(
         chart_watch,
         shutdown.clone(),
