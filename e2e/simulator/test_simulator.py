@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import threading
+import time
 import re
 import unittest
 import urllib.error
@@ -532,6 +533,88 @@ class FakeClient:
         return {}
 
 
+class WatchingClient:
+    """list_at and watch from a script, one step at a time: ``step()`` lets the next watch()
+    call play its events (an Exception in them is raised) and waits until it has; the LISTs
+    answer the next of ``lists`` (an Exception is raised)."""
+
+    def __init__(self, lists, watches):
+        self.lists, self.watches = list(lists), list(watches)
+        self.listed = 0
+        self.go, self.played = threading.Semaphore(0), threading.Semaphore(0)
+
+    def step(self):
+        self.go.release()
+        assert self.played.acquire(timeout=5), "the watch did not run"
+
+    def list_at(self, path):
+        self.listed += 1
+        v = self.lists.pop(0)
+        if isinstance(v, Exception):
+            raise v
+        return v, str(self.listed)
+
+    def watch(self, path, rv, on_event, stop):
+        while not self.go.acquire(timeout=0.05):
+            if stop.is_set():
+                return rv
+        try:
+            for ev in self.watches.pop(0):
+                if isinstance(ev, Exception):
+                    raise ev
+                on_event(*ev)
+        finally:
+            self.played.release()
+        return rv
+
+
+def obj(name, **fields):
+    return {"metadata": {"namespace": "ns", "name": name}, **fields}
+
+
+class WatchCacheTest(unittest.TestCase):
+    def names(self, cache):
+        return sorted(o["metadata"]["name"] + str(o.get("v", "")) for o in cache.list("/p"))
+
+    def test_lists_come_from_the_watch_and_a_410_lists_again(self):
+        stop = threading.Event()
+        client = WatchingClient(
+            lists=[[obj("a"), obj("b")], [obj("a", v=3), obj("z")]],
+            watches=[[("MODIFIED", obj("a", v=2)), ("DELETED", obj("b")), ("ADDED", obj("c"))],
+                     [sim.ApiError(410, "too old")], [("ADDED", obj("y"))]])
+        cache = sim.WatchCache(client, stop)
+        try:
+            self.assertEqual(self.names(cache), ["a", "b"])  # the first LIST is a real one
+            client.step()
+            self.assertEqual(self.names(cache), ["a2", "c"])
+            self.assertEqual(client.listed, 1)
+            client.step()  # 410: LISTed again, then watched from there
+            client.step()
+            self.assertEqual(self.names(cache), ["a3", "y", "z"])
+            self.assertEqual(client.listed, 2)
+        finally:
+            stop.set()
+
+    def test_a_failed_list_after_a_broken_watch_fails_the_lists_until_one_works(self):
+        stop = threading.Event()
+        client = WatchingClient(lists=[[obj("a")], OSError("connection refused"), [obj("b")]],
+                                watches=[[OSError("reset")], [("ADDED", obj("c"))]])
+        cache = sim.WatchCache(client, stop)
+        try:
+            self.assertEqual(self.names(cache), ["a"])
+            client.step()  # the watch breaks; the LIST after it fails
+            deadline = time.time() + 5
+            while client.listed < 2 and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            with self.assertRaisesRegex(OSError, "refused"):
+                cache.list("/p")
+            client.step()  # a second later the LIST works and the watch goes on
+            self.assertEqual(self.names(cache), ["b", "c"])
+        finally:
+            stop.set()
+
+
 class SimulatorTest(unittest.TestCase):
     def setUp(self):
         self.logged = []
@@ -957,6 +1040,31 @@ class WorkloadTest(unittest.TestCase):
         ds_pods = [pod("test", "agent-8zdm4", {"app": "agent"}, "DaemonSet", "agent"),
                    pod("test", "agent-primary-k2j4h", {"app": "agent"}, "DaemonSet", "agent-primary")]
         self.assertEqual(sim.workload_pods(ds, ds_pods), ["agent-8zdm4"])
+
+    def test_label_index_finds_what_a_scan_finds(self):
+        deps = [deployment("a", "web", {"app": "web", "tier": "front"}),
+                deployment("a", "web-primary", {"app": "web-primary"}),
+                deployment("a", "api", {"app": "api", "tier": "front"}),
+                deployment("b", "web", {"app": "web", "tier": "front"}),
+                deployment("a", "odd", {"app": 7})]
+        pods = [pod("a", "web-1-x", {"app": "web", "tier": "front"}, owner="web-1"),
+                pod("a", "web-primary-2-y", {"app": "web-primary"}, owner="web-primary-2"),
+                pod("b", "web-3-z", {"app": "web", "tier": "front"}, owner="web-3"),
+                pod("a", "api-4-w", {"app": "api"}, owner="api-4")]
+        by_template, by_pod = sim.ByLabels(deps, sim.template_labels), sim.ByLabels(pods, sim.pod_labels)
+        selectors = [{"app": "web"}, {"tier": "front"}, {"tier": "front", "app": "api"},
+                     {"app": "none"}, {"app": 7}, {"tier": "front", "app": "web-primary"}]
+        for ns in ("a", "b", "c"):
+            for sel in selectors:
+                svc = service(ns, "s", sel)
+                scanned = sim.workloads_for_service(svc, deps)
+                self.assertEqual(sim.workloads_for_service(svc, by_template), scanned, (ns, sel))
+        found = {(d["metadata"]["namespace"], d["metadata"]["name"]): sim.workload_pods(d, by_pod) for d in deps}
+        self.assertEqual(found, {(d["metadata"]["namespace"], d["metadata"]["name"]): sim.workload_pods(d, pods)
+                                 for d in deps})
+        self.assertEqual(found[("a", "web")], ["web-1-x"])
+        self.assertEqual([d["metadata"]["name"] for d in sim.workloads_for_service(
+            service("a", "s", {"tier": "front"}), by_template)], ["api", "web"])
 
     def test_daemonset_readiness_and_traffic(self):
         ns = "test"
