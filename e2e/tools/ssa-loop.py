@@ -4,7 +4,9 @@ server-side applies gets through this apiserver. For N apps, the objects a contr
 initialise an istio Canary — the `<app>-primary` Deployment, the `<app>`, `<app>-primary` and
 `<app>-canary` Services, the VirtualService and two DestinationRules — applied with CONCURRENCY
 requests in flight, plus one status-sized merge patch per app (no Canary here: on the Deployment's
-annotations). Prints the seconds it took and the requests per second.
+annotations). Prints the seconds it took and the requests per second, then the seconds until
+every primary Deployment is Available: no controller that waits for its primary, as Flagger and
+pennant do before `Initialized`, can be faster than the cluster's own controllers here.
 
   ssa-loop.py NS N [CONCURRENCY]      # KUBECONFIG's server; token and CA from PENNANT_E2E_STATE
 """
@@ -83,3 +85,22 @@ with ThreadPoolExecutor(conc) as ex:
     list(ex.map(status, [f"app{i}" for i in range(1, n + 1)]))
 dt = time.time() - t0
 print(f"{dt:.2f} s for {len(items) + n} requests ({(len(items) + n) / dt:.0f}/s, {conc} in flight)")
+
+
+def available():
+    """The primaries whose Available condition is True, from one LIST."""
+    conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
+    conn.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments",
+                 headers={"Authorization": f"Bearer {token}"})
+    items = json.loads(conn.getresponse().read())["items"]
+    conn.close()
+    return sum(1 for d in items if d["metadata"]["name"].endswith("-primary") and any(
+        c["type"] == "Available" and c["status"] == "True"
+        for c in d.get("status", {}).get("conditions", [])))
+
+
+while available() < n:
+    if time.time() - t0 > 600:
+        raise SystemExit(f"timed out: {available()} of {n} primaries Available after 600 s")
+    time.sleep(0.2)
+print(f"{time.time() - t0:.2f} s until all {n} primaries are Available")
