@@ -422,6 +422,7 @@ async fn timed_reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Reque
         ))),
     };
     let result = res.as_ref().map_or_else(Error::label, |_| "ok");
+    tracing::debug!(canary = %name, result, ms = started.elapsed().as_millis() as u64, "reconciled");
     ctx.metrics.observe_reconcile(result, started.elapsed());
     res
 }
@@ -459,11 +460,17 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
     }
     sync_finalizer(&canary, &api, &ctx).await?;
 
+    let t = std::time::Instant::now();
     let mut obs = observe::observe(&canary, &ctx).await?;
+    tracing::debug!(canary = %canary.name_any(), ms = t.elapsed().as_millis() as u64, "observed");
     let decision = loop {
         match decide_in_turn(&canary, &mut obs, &ctx) {
             Step::Done(d) => break d,
-            Step::Need(p) => observe::probe(&canary, p, &mut obs, &ctx).await,
+            Step::Need(p) => {
+                let t = std::time::Instant::now();
+                observe::probe(&canary, p, &mut obs, &ctx).await;
+                tracing::debug!(canary = %canary.name_any(), probe = ?p, ms = t.elapsed().as_millis() as u64, "probed");
+            }
         }
     };
     let mut decision = decision;
@@ -494,8 +501,10 @@ async fn reconcile(cached: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue, Er
         info!(canary = %canary.name_any(), namespace = %ns, "left this shard: decision dropped");
         return Ok(Requeue::await_change());
     }
+    let t = std::time::Instant::now();
     let res = execute::execute(&canary, &decision, &desired, &obs, &ctx).await;
     stall_on_rejection(&canary, res, &api, &ctx).await?;
+    tracing::debug!(canary = %canary.name_any(), ms = t.elapsed().as_millis() as u64, "executed");
     write_status(&canary, &decision.status, &api, &ctx).await?;
     if !decision.notices.is_empty() {
         let mut decided = (*canary).clone();
