@@ -4,12 +4,13 @@
 There is no real service mesh, ingress controller or application in the e2e
 environment (pods are faked by kwok and never run), so this process plays
 their part: every tick it reads (from watches, after one LIST each) the
-routing objects pennant (or Flagger) wrote (Istio VirtualServices, ingress-nginx canary Ingresses, Gateway API
-HTTPRoutes) and the Services annotated for direct traffic, works out how
-much traffic each workload (Deployment or DaemonSet) and each of its Ready
-pods would receive, and exposes the Prometheus series a real mesh
-(istio_*), ingress-nginx (nginx_ingress_controller_*) and the application
-itself (podinfo's http_request_duration_seconds_*) would have emitted.
+routing objects pennant (or Flagger) wrote (Istio VirtualServices,
+ingress-nginx canary Ingresses, Gateway API HTTPRoutes) and the Services
+annotated for direct traffic, works out how much traffic each workload
+(Deployment or DaemonSet) and each of its Ready pods would receive, and
+exposes the Prometheus series a real mesh (istio_*), ingress-nginx
+(nginx_ingress_controller_*) and the application itself (podinfo's
+http_request_duration_seconds_*) would have emitted.
 It also answers ``GET /route``: which destination one request would reach
 (session-affinity tests).
 
@@ -1836,7 +1837,8 @@ class WatchCache:
 
     A watch the server ends goes on from its last resourceVersion; after 410 Gone the path is
     LISTed again at once, after a broken watch a second later. While that LIST fails, ``list``
-    raises its error, as a failed LIST did."""
+    raises its error, as a failed LIST did. A path that answers 404 is dropped: the next
+    ``list`` LISTs it as at the start (a router kind's other API version is then tried)."""
 
     def __init__(self, client: KubeClient, stop: threading.Event) -> None:
         self.client = client
@@ -1880,12 +1882,22 @@ class WatchCache:
                     with self._lock:
                         self._objects[path] = {self._key(o): o for o in items}
                         self._failed.pop(path, None)
+                started = time.monotonic()
                 rv = self.client.watch(path, rv, lambda k, o: self._event(path, k, o), self.stop)
+                if time.monotonic() - started < 1.0:  # a server that ends watches at once
+                    self.stop.wait(1.0)
             except ApiError as e:
+                if e.status == 404:  # the kind is gone: the next list() LISTs, as at the start
+                    with self._lock:
+                        self._objects.pop(path, None)
+                        self._failed.pop(path, None)
+                    return
                 if e.status != 410:
                     self._fail(path, rv, e)
                 rv = ""
-            except (OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+            except Exception as e:  # a broken stream, or a line that is not a watch event
+                if not isinstance(e, (OSError, http.client.HTTPException, ValueError, ssl.SSLError)):
+                    log(f"watch {path}: {e!r}")
                 self._fail(path, rv, e)
                 rv = ""
 
@@ -1937,12 +1949,14 @@ class Simulator:
             self._warned.add(msg)
             log(msg)
 
-    def _list_kind(self, kind: RouterKind) -> list[dict] | None:
-        """LIST a router kind, trying its alternative API versions.
+    def _list_kind(self, kind: RouterKind, lists: Any = None) -> list[dict] | None:
+        """LIST a router kind (through ``lists``, else ``self.lists``), trying its
+        alternative API versions.
 
         A kind whose every path 404s (CRD not installed) is re-probed every
         30 s and meanwhile yields no objects.
         """
+        lists = lists or self.lists
         now = time.monotonic()
         chosen = self._path_choice.get(kind.name)
         if chosen is None and now < self._path_retry.get(kind.name, 0):
@@ -1950,7 +1964,7 @@ class Simulator:
         paths = (chosen,) if chosen else kind.list_paths
         for p in paths:
             try:
-                items = self.lists.list(p)
+                items = lists.list(p)
                 if chosen is None:
                     log(f"{kind.name}: using {p}")
                 self._path_choice[kind.name] = p
@@ -1961,7 +1975,7 @@ class Simulator:
                 raise
         if chosen is not None:  # the version we used went away: probe again
             self._path_choice[kind.name] = None
-            return self._list_kind(kind)
+            return self._list_kind(kind, lists)
         self._path_retry[kind.name] = now + 30
         self._error(kind.name + " discovery", "no API found at " + ", ".join(kind.list_paths))
         return []
@@ -2005,9 +2019,14 @@ class Simulator:
                     w["kind"] = kind  # LIST items carry no kind
                     workloads.append(w)
         pods = self._cached(PODS, lambda: self.lists.list(PODS))
+        return self._views(self.lists, namespaces, services), namespaces, services, workloads, pods
+
+    def _views(self, lists: Any, namespaces: dict, services: dict) -> list[RouteView]:
+        """The routing objects of every kind, LISTed through ``lists``, as views, then the
+        Services with direct traffic and the load testers."""
         views: list[RouteView] = []
         for kind in ROUTER_KINDS:
-            objs = self._cached(kind.name, lambda k=kind: self._list_kind(k)) or []
+            objs = self._cached(kind.name, lambda k=kind: self._list_kind(k, lists)) or []
             if kind.views is not None:
                 try:
                     views.extend(kind.views(objs))
@@ -2026,7 +2045,7 @@ class Simulator:
         routed = {(sp.namespace, sp.host) for v in views for sp in v.splits}
         views.extend(service_views(services, namespaces, routed, self._warn_once))
         views.extend(loadtest_views(services, namespaces, self._warn_once))
-        return views, namespaces, services, workloads, pods
+        return views
 
     def tick(self, dt: float) -> None:
         self.accept_routes()
@@ -2040,10 +2059,21 @@ class Simulator:
         if pods is not None:
             readiness = readiness_rates(views, namespaces, services, workloads, self.default_rps, pods)
             if not all(r.ready for r in readiness):
-                later = self._cached(PODS, lambda: self.client.list(PODS))
-                if later is not None:
-                    readiness = confirm_unready(
-                        readiness, readiness_rates(views, namespaces, services, workloads, self.default_rps, later))
+                # The watches lag each independently: a pods view newer than the routing's
+                # could pair a canary's old weight with its scale-down. Judge the unready
+                # against routing LISTed now, between the pods seen (older) and pods LISTed
+                # after it (in the namespaces concerned).
+                unready = sorted({r.namespace for r in readiness if not r.ready})
+                live = self._views(self.client, namespaces, services)
+                try:
+                    later = [p for ns in unready for p in self.client.list(f"/api/v1/namespaces/{ns}/pods")]
+                except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+                    self.metrics.api_errors += 1
+                    self._error("pods after the routing", f"{e} (judged on the pods seen)")
+                    later = pods
+                readiness = confirm_unready(
+                    readiness_rates(live, namespaces, services, workloads, self.default_rps, pods),
+                    readiness_rates(live, namespaces, services, workloads, self.default_rps, later))
             self.metrics.add_readiness(readiness, dt)
         self.metrics.set_gauges(views, self.default_rps, namespaces)
         desc = describe(views)

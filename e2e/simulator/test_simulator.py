@@ -604,13 +604,33 @@ class WatchCacheTest(unittest.TestCase):
             self.assertEqual(self.names(cache), ["a"])
             client.step()  # the watch breaks; the LIST after it fails
             deadline = time.time() + 5
-            while client.listed < 2 and time.time() < deadline:
+            while True:
+                try:
+                    cache.list("/p")
+                except OSError as e:
+                    self.assertIn("refused", str(e))
+                    break
+                self.assertLess(time.time(), deadline, "the failed LIST never showed")
                 time.sleep(0.01)
-            time.sleep(0.05)
-            with self.assertRaisesRegex(OSError, "refused"):
-                cache.list("/p")
             client.step()  # a second later the LIST works and the watch goes on
             self.assertEqual(self.names(cache), ["b", "c"])
+        finally:
+            stop.set()
+
+
+    def test_a_path_that_answers_404_is_listed_again_as_at_the_start(self):
+        stop = threading.Event()
+        client = WatchingClient(lists=[[obj("a")], [obj("b")]], watches=[[sim.ApiError(404, "gone")], []])
+        cache = sim.WatchCache(client, stop)
+        try:
+            self.assertEqual(self.names(cache), ["a"])
+            client.step()
+            deadline = time.time() + 5
+            while client.listed < 2:
+                self.assertLess(time.time(), deadline, "no LIST after the 404")
+                self.names(cache)
+                time.sleep(0.01)
+            self.assertEqual(self.names(cache), ["b"])
         finally:
             stop.set()
 
@@ -635,6 +655,7 @@ class SimulatorTest(unittest.TestCase):
             ],
             "/apis/apps/v1/daemonsets": [],
             "/api/v1/pods": [],
+            "/api/v1/namespaces/test/pods": [],
             "/apis/networking.k8s.io/v1/ingresses": [],
             "/apis/gateway.networking.k8s.io/v1/httproutes": [],
         }
@@ -646,7 +667,8 @@ class SimulatorTest(unittest.TestCase):
         s.tick(1.0)
         s.tick(1.0)
         self.assertIn("/apis/networking.istio.io/v1/virtualservices", client.calls)
-        self.assertEqual(client.calls.count("/apis/networking.istio.io/v1beta1/virtualservices"), 2)
+        # per tick: its own LIST, and the live one that judges the unready (no pod is Ready here)
+        self.assertEqual(client.calls.count("/apis/networking.istio.io/v1beta1/virtualservices"), 4)
         self.assertEqual(client.calls.count("/apis/networking.istio.io/v1/virtualservices"), 1)
         out = parse_exposition(m.render())
         self.assertEqual(find(out, "istio_requests_total", destination_workload="podinfo-primary"), [18])
@@ -672,7 +694,7 @@ class SimulatorTest(unittest.TestCase):
         data["/apis/networking.istio.io/v1beta1/virtualservices"] = sim.ApiError(500, "boom")
         data["/api/v1/services"] = TimeoutError("slow")
         s.tick(1.0)
-        self.assertEqual(m.api_errors, 3)
+        self.assertEqual(m.api_errors, 4)  # + the live LIST of the VirtualServices for the unready
         self.assertEqual(find(parse_exposition(m.render()), "istio_requests_total",
                               destination_workload="podinfo"), [2])
 
@@ -1366,9 +1388,11 @@ class SequenceClient(FakeClient):
         self.pod_lists = list(pod_lists)
 
     def list(self, path):
-        if path == "/api/v1/pods":
-            self.calls.append(path)
-            return self.pod_lists.pop(0) if len(self.pod_lists) > 1 else self.pod_lists[0]
+        m = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", path)
+        if m:
+            self.calls.append("pods")
+            pods = self.pod_lists.pop(0) if len(self.pod_lists) > 1 else self.pod_lists[0]
+            return [p for p in pods if m.group(1) in (None, p["metadata"]["namespace"])]
         return super().list(path)
 
 
@@ -1433,14 +1457,40 @@ class ReadinessTest(unittest.TestCase):
         # not Ready in both LISTs: 10 rps x 2 s reached a canary that was not Ready
         client, got = self.tick_with([[primary, self.canary_pod(False)]])
         self.assertEqual(got, {"true": [], "false": [10]})
-        self.assertEqual(client.calls.count("/api/v1/pods"), 2)
+        self.assertEqual(client.calls.count("pods"), 2)
         # Ready by the second LIST (the weight followed readiness): not counted as unready
         client, got = self.tick_with([[primary, self.canary_pod(False)], [primary, self.canary_pod(True)]])
         self.assertEqual(got, {"true": [10], "false": []})
         # Ready at once: one pod LIST only
         client, got = self.tick_with([[primary, self.canary_pod(True)]])
         self.assertEqual(got, {"true": [10], "false": []})
-        self.assertEqual(client.calls.count("/api/v1/pods"), 1)
+        self.assertEqual(client.calls.count("pods"), 1)
+
+    def test_unready_is_judged_against_the_routing_of_now_not_the_watch_s(self):
+        # The routing watch lags: it still shows the canary at 50 % while pennant has routed
+        # everything to the primary and scaled the canary down (its pod is gone).
+        views, services, deps, _ = self.state([])
+        primary = pod("test", "podinfo-primary-aa11-p1", {"app": "podinfo-primary"}, owner="podinfo-primary-aa11")
+
+        def cluster(canary_w):
+            return {
+                "/api/v1/namespaces": [namespace("test", {"sim.pennant.dev/rps": "10"})],
+                "/api/v1/services": list(services.values()),
+                "/apis/apps/v1/deployments": deps,
+                "/apis/networking.istio.io/v1/virtualservices": [vs("test", "podinfo", [{"route": [
+                    dest("podinfo-primary", 100 - canary_w), dest("podinfo-canary", canary_w)]}])],
+                "/apis/apps/v1/daemonsets": [],
+                "/apis/networking.k8s.io/v1/ingresses": [],
+                "/apis/gateway.networking.k8s.io/v1/httproutes": [],
+            }
+        for live_w, want in ((0, []), (50, [10])):
+            client = SequenceClient(cluster(live_w), [[primary]])
+            watched = SequenceClient(cluster(50), [[primary]])
+            m = sim.Metrics()
+            sim.Simulator(client, m, 20.0, lists=watched).tick(2.0)
+            got = find(parse_exposition(m.render()), "sim_requests_by_readiness_total",
+                       service="podinfo-canary", ready="false")
+            self.assertEqual(got, want, f"live canary weight {live_w}")
 
 
 class LoadTestTest(unittest.TestCase):
