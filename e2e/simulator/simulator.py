@@ -1689,6 +1689,10 @@ class ApiError(Exception):
         self.status = status
 
 
+# What a request to the API server can raise: its answer, the connection, a body that is not JSON.
+API_ERRORS = (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError)
+
+
 class KubeClient:
     def __init__(self, cfg: KubeConfig, timeout: float = 10.0) -> None:
         self.cfg = cfg
@@ -1896,7 +1900,7 @@ class WatchCache:
                     self._fail(path, rv, e)
                 rv = ""
             except Exception as e:  # a broken stream, or a line that is not a watch event
-                if not isinstance(e, (OSError, http.client.HTTPException, ValueError, ssl.SSLError)):
+                if not isinstance(e, API_ERRORS):
                     log(f"watch {path}: {e!r}")
                 self._fail(path, rv, e)
                 rv = ""
@@ -1988,7 +1992,7 @@ class Simulator:
         """
         try:
             items = fetch()
-        except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+        except API_ERRORS as e:
             self.metrics.api_errors += 1
             stale = self._cache.get(key)
             self._error(key, f"{e} ({'using last known objects' if stale is not None else 'skipping'})")
@@ -2067,7 +2071,7 @@ class Simulator:
                 live = self._views(self.client, namespaces, services)
                 try:
                     later = [p for ns in unready for p in self.client.list(f"/api/v1/namespaces/{ns}/pods")]
-                except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+                except API_ERRORS as e:
                     self.metrics.api_errors += 1
                     self._error("pods after the routing", f"{e} (judged on the pods seen)")
                     later = pods
@@ -2090,7 +2094,7 @@ class Simulator:
             namespaces = {
                 n["metadata"]["name"]: n for n in self.lists.list("/api/v1/namespaces") if _has_name(n)
             }
-        except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+        except API_ERRORS as e:
             self._error("httproutes", e)
             return
         for r in routes:
@@ -2110,7 +2114,7 @@ class Simulator:
                     f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}/status",
                     {"status": status},
                 )
-            except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+            except API_ERRORS as e:
                 self._error(f"httproute {ns}/{name} status", e)
 
     def route(self, qs: str) -> tuple[int, dict]:
@@ -2153,7 +2157,7 @@ class Simulator:
                             w["kind"] = kind
                             workloads.append(w)
                 workload = pick_workload(svc, workloads, q.seed)
-        except (ApiError, OSError, http.client.HTTPException, ValueError, ssl.SSLError) as e:
+        except API_ERRORS as e:
             return 502, {"error": f"apiserver: {e}"}
         return 200, {**decision, "workload": workload}
 
